@@ -1,0 +1,58 @@
+/**
+ * HTTP endpoints for operators: /metrics (Prometheus text format), /healthz (the process
+ * is alive) and /readyz (the node accepts work; fails while starting and draining).
+ */
+import * as http from 'node:http';
+import type { Registry } from 'prom-client';
+import type { ListenAddress } from './config';
+
+export class HttpServer {
+  private readonly server: http.Server;
+  ready = false;
+
+  constructor(registry: Registry) {
+    this.server = http.createServer((req, res) => {
+      const url = (req.url ?? '/').split('?')[0];
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { allow: 'GET, HEAD' }).end();
+        return;
+      }
+      switch (url) {
+        case '/metrics':
+          registry.metrics().then(
+            (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
+            () => res.writeHead(500).end('metrics collection failed\n'),
+          );
+          return;
+        case '/healthz':
+          res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+          return;
+        case '/readyz':
+          res.writeHead(this.ready ? 200 : 503, { 'content-type': 'text/plain' }).end(this.ready ? 'ready\n' : 'not ready\n');
+          return;
+        default:
+          res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz or /readyz\n');
+      }
+    });
+    this.server.keepAliveTimeout = 65_000;
+  }
+
+  listen(address: ListenAddress): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      this.server.once('error', onError);
+      this.server.listen(address.port, address.host, () => {
+        this.server.off('error', onError);
+        const bound = this.server.address();
+        resolve(typeof bound === 'object' && bound !== null ? bound.port : address.port!);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+}

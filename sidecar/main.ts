@@ -1,0 +1,93 @@
+#!/usr/bin/env node
+/**
+ * The `baton` command line. `baton sidecar` runs a node; every option is also read from
+ * its BATON_* environment variable. Bad options and unusable addresses end the process
+ * with one line naming the option and a non-zero exit code.
+ */
+import { setLogger, setLogVerbosity, logVerbosity } from '@grpc/grpc-js';
+import { Command, Option } from 'commander';
+import { ConfigError } from '../src/errors';
+import { envName, parseConfig, SIDECAR_OPTIONS } from './config';
+import { createLogger } from './logger';
+import { BatonNode, ListenError } from './node';
+import { VERSION } from './package-root';
+
+const EXIT_CONFIG = 2;
+const EXIT_LISTEN = 1;
+
+function sidecarCommand(): Command {
+  const command = new Command('sidecar').description('run a baton node beside a web server');
+  for (const spec of SIDECAR_OPTIONS) {
+    command.addOption(
+      new Option(`--${spec.flag} <${spec.valueName}>`, spec.description).default(spec.default()).env(envName(spec.flag)),
+    );
+  }
+  command.action(async (options: Record<string, string>) => {
+    const values: Record<string, string> = {};
+    for (const spec of SIDECAR_OPTIONS) values[spec.flag] = options[camel(spec.flag)]!;
+    await runSidecar(values);
+  });
+  return command;
+}
+
+async function runSidecar(values: Record<string, string>): Promise<void> {
+  let config;
+  try {
+    config = parseConfig(values);
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message, EXIT_CONFIG);
+    throw err;
+  }
+  const log = createLogger(config.logLevel, config.nodeId);
+  // grpc-js logs to stderr on its own; baton reports failures itself, so route it to debug.
+  setLogger({ error: (...args: unknown[]) => log.debug({ grpc: args.map(String).join(' ') }, 'grpc-js') });
+  setLogVerbosity(logVerbosity.ERROR);
+  const node = new BatonNode(config, log);
+  try {
+    await node.start();
+  } catch (err) {
+    if (err instanceof ListenError) fail(err.message, EXIT_LISTEN);
+    throw err;
+  }
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (++signals > 1) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    log.info({ signal }, 'signal received');
+    node.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+function fail(message: string, code: number): never {
+  process.stderr.write(`baton: ${message}\n`);
+  process.exit(code);
+}
+
+function camel(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+export function main(argv: string[]): void {
+  const program = new Command('baton')
+    .description('baton: session-state replication sidecar')
+    .version(VERSION)
+    .showHelpAfterError()
+    .addCommand(sidecarCommand());
+  program.addHelpText('after', () => `\nOptions of 'baton sidecar':\n${sidecarCommand().helpInformation().split('\nOptions:\n')[1] ?? ''}`);
+  program.parseAsync(argv).catch((err: unknown) => {
+    process.stderr.write(`baton: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}
+
+if (require.main === module) main(process.argv);

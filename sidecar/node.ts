@@ -1,0 +1,143 @@
+/**
+ * One baton node: wires the store, the session API, the gRPC and HTTP servers and the
+ * timers together, and owns start-up and graceful shutdown. Holds no protocol logic.
+ */
+import type { Logger } from 'pino';
+import { BuzHash } from '../src/buzhash';
+import type { ClusterServiceServer, StatusResponse } from '../src/gen/baton/v1/cluster';
+import { HybridClock } from '../src/hybrid-clock';
+import { SessionApi } from '../src/session-api';
+import { SessionStore } from '../src/store';
+import { WatchHub } from '../src/watch-hub';
+import { ApiServer } from './api-server';
+import type { Config, ListenAddress } from './config';
+import { HttpServer } from './http-server';
+import { SidecarMetrics } from './metrics';
+import { SessionServiceHandlers } from './session-service';
+import { VERSION } from './package-root';
+
+/** Seed of the BUZhash table until a cluster key is configured. */
+const DEFAULT_CLUSTER_SEED = 'baton/default-cluster';
+
+export interface BoundPorts {
+  api: number;
+  metrics: number;
+}
+
+/** A listen failure, naming the option whose address could not be bound. */
+export class ListenError extends Error {
+  constructor(
+    readonly flag: string,
+    readonly address: ListenAddress,
+    cause: unknown,
+  ) {
+    super(`cannot listen on --${flag} ${address.text}: ${describeListenError(cause)}`, { cause });
+    this.name = 'ListenError';
+  }
+}
+
+export class BatonNode {
+  readonly store: SessionStore;
+  readonly metrics: SidecarMetrics;
+  private readonly hub = new WatchHub();
+  private readonly handlers: SessionServiceHandlers;
+  private readonly api: ApiServer;
+  private readonly http: HttpServer;
+  private readonly startedAt = Date.now();
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(
+    readonly config: Config,
+    private readonly log: Logger,
+  ) {
+    this.store = new SessionStore(
+      {
+        nodeId: config.nodeId,
+        partitions: config.partitions,
+        defaultTtlMs: config.defaultTtlSeconds * 1000,
+        maxBytes: config.maxMemoryBytes,
+        maxPartsPerSession: config.maxPartsPerSession,
+        tombstoneRetentionMs: config.tombstoneRetentionSeconds * 1000,
+        expiryResolutionMs: 1000,
+      },
+      new BuzHash(DEFAULT_CLUSTER_SEED),
+      new HybridClock(),
+      this.hub,
+    );
+    this.metrics = new SidecarMetrics(this.store, config.maxMemoryBytes);
+    const sessionApi = new SessionApi(this.store, {
+      maxValueBytes: config.maxValueBytes,
+      maxPartsPerSession: config.maxPartsPerSession,
+      replicas: 0,
+    });
+    this.handlers = new SessionServiceHandlers(sessionApi, this.hub, this.metrics, log);
+    // A Put may carry every part at full size; leave room for ids, names and framing.
+    const maxMessageBytes = Math.min(config.maxValueBytes * config.maxPartsPerSession + 64 * 1024, 2 ** 31 - 1);
+    this.api = new ApiServer(this.handlers.implementation(), this.clusterService(), maxMessageBytes);
+    this.http = new HttpServer(this.metrics.registry);
+  }
+
+  async start(): Promise<BoundPorts> {
+    const metrics = await this.http.listen(this.config.metricsListen).catch((err: unknown) => {
+      throw new ListenError('metrics-listen', this.config.metricsListen, err);
+    });
+    const api = await this.api.listen(this.config.apiListen).catch(async (err: unknown) => {
+      await this.http.close();
+      throw new ListenError('api-listen', this.config.apiListen, err);
+    });
+    this.sweepTimer = setInterval(() => this.store.tick(Date.now()), 1000);
+    this.sweepTimer.unref();
+    this.api.setServing(true);
+    this.http.ready = true;
+    this.log.info({ api: this.config.apiListen.text, api_port: api, metrics: this.config.metricsListen.text, metrics_port: metrics, version: VERSION }, 'baton node started');
+    return { api, metrics };
+  }
+
+  /** Graceful stop: not ready, end streams, finish in-flight calls, close. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    const started = Date.now();
+    this.log.info('baton node stopping');
+    this.http.ready = false;
+    this.api.setServing(false);
+    this.handlers.drain();
+    await this.api.shutdown(this.config.shutdownTimeoutSeconds * 1000);
+    clearInterval(this.sweepTimer);
+    await this.http.close();
+    this.log.info({ duration_ms: Date.now() - started }, 'baton node stopped');
+  }
+
+  private clusterService(): ClusterServiceServer {
+    return {
+      status: (_call, callback) => {
+        const stats = this.store.getStats();
+        const response: StatusResponse = {
+          nodeId: this.config.nodeId,
+          sessions: BigInt(stats.sessions),
+          parts: BigInt(stats.parts),
+          bytes: BigInt(stats.bytes),
+          members: [{ nodeId: this.config.nodeId, address: this.config.apiListen.text, state: 'alive', isSelf: true }],
+          maxBytes: BigInt(this.config.maxMemoryBytes),
+          partitions: this.config.partitions,
+          version: VERSION,
+          startedAtUnixMs: BigInt(this.startedAt),
+          tombstones: BigInt(stats.tombstones),
+        };
+        callback(null, response);
+      },
+    };
+  }
+}
+
+function describeListenError(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  if (/EADDRINUSE|address already in use/i.test(text)) return 'address already in use';
+  if (/EACCES|permission denied/i.test(text)) return 'permission denied';
+  if (/EADDRNOTAVAIL|cannot assign requested address/i.test(text)) return 'no such local address';
+  return text.split('\n')[0]!;
+}

@@ -1,0 +1,239 @@
+/**
+ * gRPC handlers of baton.v1.SessionService: unary calls, the Exchange stream and Watch.
+ * Semantics live in src/session-api.ts; this file adds transport concerns: metrics,
+ * status mapping, flow control and draining on shutdown.
+ *
+ * Exchange answers each operation as soon as it is read and never ends the stream for a
+ * failed operation. When the client stops reading responses, the stream stops reading
+ * requests until the responses drain, so memory stays bounded.
+ */
+import { Metadata, status, type sendUnaryData, type ServerDuplexStream, type ServerUnaryCall, type ServerWritableStream } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type {
+  DeleteRequest,
+  ExchangeRequest,
+  ExchangeResponse,
+  GetRequest,
+  PutRequest,
+  SessionServiceServer,
+  TouchRequest,
+  WatchEvent,
+  WatchRequest,
+} from '../src/gen/baton/v1/session';
+import type { SessionApi } from '../src/session-api';
+import { checkSessionId } from '../src/validation';
+import type { WatchHub } from '../src/watch-hub';
+import { toStatus } from './grpc-status';
+import { resultOf, type Method, type OperationResult, type SidecarMetrics } from './metrics';
+
+/** Events a watcher may have queued, unsent, before it is dropped as too slow. */
+const MAX_WATCH_BACKLOG = 10_000;
+
+type Outcome<T> = { ok: true; value: T } | { ok: false; code: status; message: string };
+
+export class SessionServiceHandlers {
+  private readonly streams = new Set<{ end(): void }>();
+  private readonly counters = new Map<string, { inc(): void }>();
+  private readonly histograms = new Map<Method, { observe(v: number): void }>();
+  private draining = false;
+
+  constructor(
+    private readonly api: SessionApi,
+    private readonly hub: WatchHub,
+    private readonly metrics: SidecarMetrics,
+    private readonly log: Logger,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  /** The implementation object for server.addService. */
+  implementation(): SessionServiceServer {
+    return {
+      put: (call, callback) => this.unary('put', call, callback, (r: PutRequest, now) => this.api.put(r, now)),
+      get: (call, callback) => this.unary('get', call, callback, (r: GetRequest, now) => this.api.get(r, now)),
+      delete: (call, callback) => this.unary('delete', call, callback, (r: DeleteRequest, now) => this.api.delete(r, now)),
+      touch: (call, callback) => this.unary('touch', call, callback, (r: TouchRequest, now) => this.api.touch(r, now)),
+      watch: (call) => this.watch(call),
+      exchange: (call) => this.exchange(call),
+    };
+  }
+
+  /** Ends every open stream (after the operations already read are answered). */
+  drain(): void {
+    this.draining = true;
+    for (const stream of [...this.streams]) stream.end();
+  }
+
+  private unary<Req, Res>(
+    method: Method,
+    call: ServerUnaryCall<Req, Res>,
+    callback: sendUnaryData<Res>,
+    run: (request: Req, now: number) => Res,
+  ): void {
+    const outcome = this.run(method, call.request, run);
+    if (outcome.ok) callback(null, outcome.value);
+    else callback({ code: outcome.code, details: outcome.message });
+  }
+
+  /** Runs one operation with metrics; never throws. */
+  private run<Req, Res>(method: Method, request: Req, run: (request: Req, now: number) => Res): Outcome<Res> {
+    const started = performance.now();
+    let outcome: Outcome<Res>;
+    let result: OperationResult;
+    try {
+      const value = run(request, this.clock());
+      outcome = { ok: true, value };
+      result = isNotFound(value) ? 'not_found' : 'ok';
+    } catch (err) {
+      const s = toStatus(err);
+      if (s.errorCode === 'internal') this.log.error({ err, method }, 'operation failed');
+      outcome = { ok: false, code: s.code, message: s.details };
+      result = resultOf(s.errorCode);
+    }
+    this.count(method, result);
+    this.histogram(method).observe((performance.now() - started) / 1000);
+    return outcome;
+  }
+
+  private exchange(call: ServerDuplexStream<ExchangeRequest, ExchangeResponse>): void {
+    this.metrics.exchangeStreams.inc();
+    let paused = false;
+    let ended = false;
+    const entry = {
+      end: () => {
+        if (ended) return;
+        ended = true;
+        call.end();
+      },
+    };
+    this.streams.add(entry);
+    const onDrain = () => {
+      paused = false;
+      call.resume();
+    };
+    call.on('data', (request: ExchangeRequest) => {
+      if (ended) return;
+      const response = this.exchangeOne(request);
+      if (!call.write(response) && !paused) {
+        paused = true;
+        call.pause();
+        call.once('drain', onDrain);
+      }
+    });
+    call.on('end', entry.end);
+    const close = () => {
+      this.streams.delete(entry);
+      ended = true;
+    };
+    call.on('error', close);
+    call.on('cancelled', close);
+    call.on('close', close);
+    call.on('finish', () => {
+      this.metrics.exchangeStreams.dec();
+      close();
+    });
+    if (this.draining) entry.end();
+  }
+
+  private exchangeOne(request: ExchangeRequest): ExchangeResponse {
+    const requestId = request.requestId;
+    const op = request.op;
+    if (op === undefined) {
+      return { requestId, result: { $case: 'error', error: { code: status.INVALID_ARGUMENT, message: 'the request names no operation' } } };
+    }
+    switch (op.$case) {
+      case 'put': {
+        const o = this.run('put', op.put, (r, now) => this.api.put(r, now));
+        return { requestId, result: o.ok ? { $case: 'put', put: o.value } : errorResult(o) };
+      }
+      case 'get': {
+        const o = this.run('get', op.get, (r, now) => this.api.get(r, now));
+        return { requestId, result: o.ok ? { $case: 'get', get: o.value } : errorResult(o) };
+      }
+      case 'delete': {
+        const o = this.run('delete', op.delete, (r, now) => this.api.delete(r, now));
+        return { requestId, result: o.ok ? { $case: 'delete', delete: o.value } : errorResult(o) };
+      }
+      case 'touch': {
+        const o = this.run('touch', op.touch, (r, now) => this.api.touch(r, now));
+        return { requestId, result: o.ok ? { $case: 'touch', touch: o.value } : errorResult(o) };
+      }
+    }
+  }
+
+  private watch(call: ServerWritableStream<WatchRequest, WatchEvent>): void {
+    const sessionId = call.request.sessionId;
+    if (sessionId !== '') {
+      try {
+        checkSessionId(sessionId);
+      } catch (err) {
+        const s = toStatus(err);
+        call.emit('error', { code: s.code, details: s.details });
+        return;
+      }
+    }
+    if (this.draining) {
+      call.emit('error', { code: status.UNAVAILABLE, details: 'the node is shutting down' });
+      return;
+    }
+    let done = false;
+    const entry = {
+      end: () => {
+        if (done) return;
+        finish();
+        call.end();
+      },
+    };
+    const unsubscribe = this.hub.subscribe(sessionId, (event) => {
+      if (done) return;
+      if (call.writableLength >= MAX_WATCH_BACKLOG) {
+        this.metrics.watchersDropped.inc();
+        finish();
+        call.emit('error', { code: status.RESOURCE_EXHAUSTED, details: 'the watcher reads too slowly; events were dropped, watch again' });
+        return;
+      }
+      call.write(event);
+    });
+    const finish = () => {
+      if (done) return;
+      done = true;
+      unsubscribe();
+      this.streams.delete(entry);
+      this.metrics.watchers.dec();
+    };
+    this.metrics.watchers.inc();
+    this.streams.add(entry);
+    call.on('cancelled', finish);
+    call.on('close', finish);
+    call.on('error', finish);
+    // Headers go out now, so a client can wait for them to know the watch is registered.
+    call.sendMetadata(new Metadata());
+  }
+
+  private count(method: Method, result: OperationResult): void {
+    const key = method + ' ' + result;
+    let counter = this.counters.get(key);
+    if (counter === undefined) {
+      counter = this.metrics.operations.labels(method, result);
+      this.counters.set(key, counter);
+    }
+    counter.inc();
+  }
+
+  private histogram(method: Method): { observe(v: number): void } {
+    let h = this.histograms.get(method);
+    if (h === undefined) {
+      h = this.metrics.operationDuration.labels(method);
+      this.histograms.set(method, h);
+    }
+    return h;
+  }
+}
+
+function errorResult(o: { code: status; message: string }): ExchangeResponse['result'] {
+  return { $case: 'error', error: { code: o.code, message: o.message } };
+}
+
+function isNotFound(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && 'found' in value && (value as { found: boolean }).found === false;
+}
+
