@@ -45,6 +45,8 @@ export class BatonNode {
   private readonly http: HttpServer;
   private readonly startedAt = Date.now();
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** The API address as bound (the real port when --api-listen asked for port 0). */
+  private apiAddress: string;
   private stopping: Promise<void> | undefined;
 
   constructor(
@@ -76,6 +78,7 @@ export class BatonNode {
     const maxMessageBytes = Math.min(config.maxValueBytes * config.maxPartsPerSession + 64 * 1024, 2 ** 31 - 1);
     this.api = new ApiServer(this.handlers.implementation(), this.clusterService(), maxMessageBytes);
     this.http = new HttpServer(this.metrics.registry);
+    this.apiAddress = config.apiListen.text;
   }
 
   async start(): Promise<BoundPorts> {
@@ -86,6 +89,7 @@ export class BatonNode {
       await this.http.close();
       throw new ListenError('api-listen', this.config.apiListen, err);
     });
+    if (this.config.apiListen.path === undefined) this.apiAddress = this.config.apiListen.text.replace(/:\d+$/, `:${api}`);
     this.sweepTimer = setInterval(() => this.store.tick(Date.now()), 1000);
     this.sweepTimer.unref();
     this.api.setServing(true);
@@ -121,7 +125,7 @@ export class BatonNode {
           sessions: BigInt(stats.sessions),
           parts: BigInt(stats.parts),
           bytes: BigInt(stats.bytes),
-          members: [{ nodeId: this.config.nodeId, address: this.config.apiListen.text, state: 'alive', isSelf: true }],
+          members: [{ nodeId: this.config.nodeId, address: this.apiAddress, state: 'alive', isSelf: true }],
           maxBytes: BigInt(this.config.maxMemoryBytes),
           partitions: this.config.partitions,
           version: VERSION,

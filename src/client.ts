@@ -1,0 +1,652 @@
+/**
+ * BatonClient: the typed Node.js client of a baton sidecar's SessionService.
+ *
+ * Rules and invariants:
+ * - put/get/delete/touch travel on ONE long-lived Exchange stream, opened on first use. Each
+ *   call is encoded at once; calls made in the same tick are queued and written together in
+ *   one corked flush on process.nextTick. Writing stops when write() returns false and
+ *   resumes on 'drain'; at most maxQueued calls wait to be written, later ones are refused.
+ * - request_id only increases for the client's lifetime (it is not reset with the stream), so
+ *   an answer can only settle the call that asked for it; answers may come in any order.
+ * - Every call settles exactly once: by its answer, an OperationError, its deadline (counted
+ *   from the call, queueing included), the end of its stream, or close(). Each path clears
+ *   the call's timer, and an answer that comes after the deadline is dropped.
+ * - No retries. When the stream ends, its calls are rejected (never resent: the sidecar may
+ *   have applied them) and the next call opens a fresh stream.
+ * - The client checks only what would break the shared stream for every caller (values the
+ *   encoder refuses, requests over maxRequestBytes). Every other rule is the sidecar's, so
+ *   one place decides.
+ * - This file is a gRPC edge: BatonClientError.code is a gRPC status number, unlike the
+ *   string codes of src/errors.ts that the sidecar uses internally.
+ */
+import {
+  Client,
+  credentials as grpcCredentials,
+  status as Status,
+  type CallOptions,
+  type ChannelCredentials,
+  type ChannelOptions,
+  type ClientDuplexStream,
+  type ClientReadableStream,
+  type StatusObject,
+} from '@grpc/grpc-js';
+import type { AuthState, CartState, TcpConnectionState, TlsSessionState } from './gen/baton/v1/parts';
+import {
+  ExchangeRequest,
+  SessionServiceService,
+  type ExchangeResponse,
+  type OperationError,
+  type PutRequest,
+  type PutResponse,
+  type Session,
+  type TouchResponse,
+  type WatchEvent,
+} from './gen/baton/v1/session';
+import {
+  decodeWellKnownPart,
+  encodeWellKnownPart,
+  type WellKnownPartMessage,
+  type WellKnownPartName,
+} from './client-parts';
+
+export { WELL_KNOWN_PARTS, type WellKnownPartMessage, type WellKnownPartName } from './client-parts';
+export {
+  EventType,
+  type Part,
+  type PartVersion,
+  type PutResponse,
+  type Session,
+  type TouchResponse,
+  type WatchEvent,
+} from './gen/baton/v1/session';
+
+/** A failed call. `code` is a gRPC status code (`status` in @grpc/grpc-js). */
+export class BatonClientError extends Error {
+  /** gRPC status code: 3 invalid argument, 4 deadline exceeded, 9 failed precondition, 14 unavailable, … */
+  readonly code: number;
+
+  constructor(code: number, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'BatonClientError';
+    this.code = code;
+  }
+}
+
+export interface BatonClientOptions {
+  /** Channel credentials. Default: insecure, as the sidecar listens on localhost or a unix socket. */
+  credentials?: ChannelCredentials;
+  /** Deadline of each put/get/delete/touch in milliseconds, unless the call gives its own. Default 5000. */
+  defaultDeadlineMs?: number;
+  /**
+   * Most calls waiting to be written to the stream (encoded but not yet handed to gRPC); a call
+   * beyond it is rejected with RESOURCE_EXHAUSTED. Default 100000.
+   */
+  maxQueued?: number;
+  /**
+   * Largest encoded request in bytes. A larger one is rejected alone (RESOURCE_EXHAUSTED) rather
+   * than sent, since the sidecar would end the stream every call shares. Keep it at or below the
+   * sidecar's grpc.max_receive_message_length. Default 4 MiB, gRPC's default.
+   */
+  maxRequestBytes?: number;
+  /** grpc-js channel options, applied over DEFAULT_CHANNEL_OPTIONS. */
+  channelOptions?: ChannelOptions;
+}
+
+export const DEFAULT_DEADLINE_MS = 5000;
+export const DEFAULT_MAX_QUEUED = 100_000;
+export const DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024;
+
+export const DEFAULT_CHANNEL_OPTIONS: Readonly<ChannelOptions> = {
+  // The client never retries (see the header); turning grpc-js retries and channelz off
+  // removes their per-call bookkeeping, measured at ~8% of a call's cost.
+  'grpc.enable_retries': 0,
+  'grpc.enable_channelz': 0,
+  // Find a dead connection under an idle Exchange stream within ~40 s. grpc-js servers
+  // accept pings this often; pings only go out while a call is open.
+  'grpc.keepalive_time_ms': 30_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 0,
+};
+
+export interface CallDeadlineOption {
+  /** This call's deadline in milliseconds; default BatonClientOptions.defaultDeadlineMs. */
+  deadlineMs?: number;
+}
+
+/** One part to write. `ifVersion` makes the whole put conditional (0n: the part must not exist). */
+export interface PartWrite {
+  name: string;
+  value: Uint8Array;
+  ifVersion?: bigint;
+}
+
+export interface PutOptions extends CallDeadlineOption {
+  /** Idle expiry in seconds; 0 or absent: the sidecar's default. */
+  ttlSeconds?: number;
+  /** Secondaries that must acknowledge before the put resolves; default 0. */
+  minReplicas?: number;
+  /** Expected current version per part name (compare-and-set); every name must be a part of this put. */
+  ifVersions?: Record<string, bigint>;
+}
+
+export interface GetOptions extends CallDeadlineOption {
+  /** Parts to read; absent or empty: all parts. */
+  parts?: readonly string[];
+  /** Let the sidecar fetch missing parts from peers and claim the session. */
+  resume?: boolean;
+}
+
+export type GetPartOptions = Omit<GetOptions, 'parts'>;
+
+export interface DeleteOptions extends CallDeadlineOption {
+  /** Parts to delete; absent or empty: the whole session. */
+  parts?: readonly string[];
+}
+
+export interface TouchOptions extends CallDeadlineOption {
+  /** New idle expiry in seconds; 0 or absent: the session's current TTL. */
+  ttlSeconds?: number;
+}
+
+export interface WatchOptions {
+  /** Ends the watch with DEADLINE_EXCEEDED after this many milliseconds; default: no deadline. */
+  deadlineMs?: number;
+}
+
+type Op = NonNullable<ExchangeRequest['op']>;
+type OpKind = Op['$case'];
+type OpResult = Exclude<NonNullable<ExchangeResponse['result']>, { $case: 'error' }>;
+type ResultOf<K extends OpKind> = Extract<OpResult, { $case: K }>;
+
+// setTimeout's largest delay; a longer one fires at once.
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const MAX_UINT32 = 2 ** 32 - 1;
+
+export class BatonClient {
+  private readonly grpc: Client;
+  private readonly defaultDeadlineMs: number;
+  private readonly maxQueued: number;
+  private readonly maxRequestBytes: number;
+  private exchange: ExchangeStream | undefined;
+  private nextRequestId = 1n;
+  private readonly watches = new Set<BatonWatch>();
+  private closed = false;
+
+  /** `address`: `host:port` (e.g. `127.0.0.1:7400`) or `unix:/path/to/socket`. */
+  constructor(address: string, options: BatonClientOptions = {}) {
+    this.defaultDeadlineMs = options.defaultDeadlineMs ?? DEFAULT_DEADLINE_MS;
+    checkDeadlineMs(this.defaultDeadlineMs, 'defaultDeadlineMs');
+    this.maxQueued = options.maxQueued ?? DEFAULT_MAX_QUEUED;
+    checkPositiveInteger(this.maxQueued, 'maxQueued');
+    this.maxRequestBytes = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+    checkPositiveInteger(this.maxRequestBytes, 'maxRequestBytes');
+    this.grpc = new Client(address, options.credentials ?? grpcCredentials.createInsecure(), {
+      ...DEFAULT_CHANNEL_OPTIONS,
+      ...options.channelOptions,
+    });
+  }
+
+  /** Writes parts of a session atomically. */
+  async put(
+    sessionId: string,
+    parts: Record<string, Uint8Array> | readonly PartWrite[],
+    options: PutOptions = {},
+  ): Promise<PutResponse> {
+    const put: PutRequest = {
+      sessionId,
+      parts: toPartWrites(parts, options.ifVersions),
+      ttlSeconds: checkUint32(options.ttlSeconds ?? 0, 'ttlSeconds'),
+      minReplicas: checkUint32(options.minReplicas ?? 0, 'minReplicas'),
+    };
+    return (await this.send({ $case: 'put', put }, options.deadlineMs)).put;
+  }
+
+  /** Reads a session (all parts, or the named ones); undefined when the sidecar does not have it. */
+  async get(sessionId: string, options: GetOptions = {}): Promise<Session | undefined> {
+    const get = { sessionId, parts: options.parts ? [...options.parts] : [], resume: options.resume ?? false };
+    const response = (await this.send({ $case: 'get', get }, options.deadlineMs)).get;
+    return response.found ? response.session : undefined;
+  }
+
+  /** Deletes a session, or the named parts of it; true if any of it existed. */
+  async delete(sessionId: string, options: DeleteOptions = {}): Promise<boolean> {
+    const request = { sessionId, parts: options.parts ? [...options.parts] : [] };
+    return (await this.send({ $case: 'delete', delete: request }, options.deadlineMs)).delete.found;
+  }
+
+  /** Refreshes a session's idle expiry. */
+  async touch(sessionId: string, options: TouchOptions = {}): Promise<TouchResponse> {
+    const touch = { sessionId, ttlSeconds: checkUint32(options.ttlSeconds ?? 0, 'ttlSeconds') };
+    return (await this.send({ $case: 'touch', touch }, options.deadlineMs)).touch;
+  }
+
+  /**
+   * Streams changes to one session, or to every session when `sessionId` is ''. Await
+   * `ready()` before writing to be sure the watch sees the write.
+   */
+  watch(sessionId: string, options: WatchOptions = {}): BatonWatch {
+    if (this.closed) throw closedError();
+    const callOptions: CallOptions = {};
+    if (options.deadlineMs !== undefined) {
+      checkDeadlineMs(options.deadlineMs, 'deadlineMs');
+      callOptions.deadline = Date.now() + options.deadlineMs;
+    }
+    const method = SessionServiceService.watch;
+    const stream = this.grpc.makeServerStreamRequest(
+      method.path,
+      method.requestSerialize,
+      method.responseDeserialize,
+      { sessionId },
+      callOptions,
+    );
+    const watch = new BatonWatch(stream, () => this.watches.delete(watch));
+    this.watches.add(watch);
+    return watch;
+  }
+
+  /** Writes one well-known part from its typed message. */
+  async putPart<K extends WellKnownPartName>(
+    sessionId: string,
+    name: K,
+    state: WellKnownPartMessage<K>,
+    options?: PutOptions,
+  ): Promise<PutResponse> {
+    let value: Uint8Array;
+    try {
+      value = encodeWellKnownPart(name, state);
+    } catch (err) {
+      throw new BatonClientError(Status.INVALID_ARGUMENT, `part '${name}' does not encode: ${messageOf(err)}`, {
+        cause: err,
+      });
+    }
+    return this.put(sessionId, [{ name, value }], options);
+  }
+
+  /** Reads one well-known part as its typed message; undefined when the session or the part is missing. */
+  async getPart<K extends WellKnownPartName>(
+    sessionId: string,
+    name: K,
+    options: GetPartOptions = {},
+  ): Promise<WellKnownPartMessage<K> | undefined> {
+    const session = await this.get(sessionId, { ...options, parts: [name] });
+    const part = session?.parts.find((p) => p.name === name);
+    if (part === undefined) return undefined;
+    try {
+      return decodeWellKnownPart(name, part.value);
+    } catch (err) {
+      throw new BatonClientError(Status.INTERNAL, `stored part '${name}' does not decode: ${messageOf(err)}`, {
+        cause: err,
+      });
+    }
+  }
+
+  putTls(sessionId: string, state: TlsSessionState, options?: PutOptions): Promise<PutResponse> {
+    return this.putPart(sessionId, 'tls', state, options);
+  }
+  getTls(sessionId: string, options?: GetPartOptions): Promise<TlsSessionState | undefined> {
+    return this.getPart(sessionId, 'tls', options);
+  }
+  putAuth(sessionId: string, state: AuthState, options?: PutOptions): Promise<PutResponse> {
+    return this.putPart(sessionId, 'auth', state, options);
+  }
+  getAuth(sessionId: string, options?: GetPartOptions): Promise<AuthState | undefined> {
+    return this.getPart(sessionId, 'auth', options);
+  }
+  putCart(sessionId: string, state: CartState, options?: PutOptions): Promise<PutResponse> {
+    return this.putPart(sessionId, 'cart', state, options);
+  }
+  getCart(sessionId: string, options?: GetPartOptions): Promise<CartState | undefined> {
+    return this.getPart(sessionId, 'cart', options);
+  }
+  putTcp(sessionId: string, state: TcpConnectionState, options?: PutOptions): Promise<PutResponse> {
+    return this.putPart(sessionId, 'tcp', state, options);
+  }
+  getTcp(sessionId: string, options?: GetPartOptions): Promise<TcpConnectionState | undefined> {
+    return this.getPart(sessionId, 'tcp', options);
+  }
+
+  /**
+   * Rejects calls still pending with CANCELLED, cancels the Exchange stream and every watch,
+   * and closes the channel. Later calls reject with CANCELLED.
+   */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.exchange?.abort(Status.CANCELLED, 'the BatonClient was closed');
+    this.exchange = undefined;
+    for (const watch of this.watches) watch.cancel();
+    this.watches.clear();
+    this.grpc.close();
+  }
+
+  private send<O extends Op>(op: O, deadlineMs: number | undefined): Promise<ResultOf<O['$case']>> {
+    if (this.closed) throw closedError();
+    const deadline = deadlineMs ?? this.defaultDeadlineMs;
+    checkDeadlineMs(deadline, 'deadlineMs');
+    const requestId = this.nextRequestId++;
+    let bytes: Buffer;
+    try {
+      const encoded = ExchangeRequest.encode({ requestId, op }).finish();
+      bytes = Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
+    } catch (err) {
+      throw new BatonClientError(Status.INVALID_ARGUMENT, `${op.$case} request is invalid: ${messageOf(err)}`, {
+        cause: err,
+      });
+    }
+    if (bytes.length > this.maxRequestBytes) {
+      throw new BatonClientError(
+        Status.RESOURCE_EXHAUSTED,
+        `${op.$case} request is ${bytes.length} bytes, over maxRequestBytes (${this.maxRequestBytes})`,
+      );
+    }
+    if (this.exchange === undefined || this.exchange.ended) {
+      const method = SessionServiceService.exchange;
+      const call = this.grpc.makeBidiStreamRequest(
+        method.path,
+        (encodedRequest: Buffer) => encodedRequest,
+        method.responseDeserialize,
+      );
+      this.exchange = new ExchangeStream(call, this.maxQueued);
+    }
+    return this.exchange.enqueue<O['$case']>(requestId, op.$case, bytes, deadline);
+  }
+}
+
+interface PendingCall {
+  readonly requestId: bigint;
+  readonly kind: OpKind;
+  /** Encoded request until it is handed to the stream. */
+  bytes: Buffer | undefined;
+  state: 'queued' | 'sent' | 'settled';
+  timer: NodeJS.Timeout | undefined;
+  resolve(result: OpResult): void;
+  reject(error: BatonClientError): void;
+}
+
+/** One Exchange call and the calls riding on it. Once ended it stays ended; the client opens another. */
+class ExchangeStream {
+  ended = false;
+  /** Every unsettled call of this stream, queued or sent. */
+  private readonly pending = new Map<bigint, PendingCall>();
+  /** Calls not yet written, from queueHead on; settled ones are skipped when flushing. */
+  private queue: (PendingCall | undefined)[] = [];
+  private queueHead = 0;
+  private queuedCount = 0;
+  private flushScheduled = false;
+  private awaitingDrain = false;
+
+  constructor(
+    private readonly call: ClientDuplexStream<Buffer, ExchangeResponse>,
+    private readonly maxQueued: number,
+  ) {
+    call.on('data', this.onResponse);
+    // Stays attached after the end: an 'error' without a listener would throw.
+    call.on('error', (err: Partial<StatusObject>) => {
+      this.end(err.code ?? Status.UNAVAILABLE, `the Exchange stream to the sidecar failed: ${err.details ?? String(err)}`);
+    });
+    call.on('status', (status: StatusObject) => {
+      if (status.code === Status.OK) this.end(Status.UNAVAILABLE, 'the sidecar ended the Exchange stream');
+      else this.end(status.code, `the Exchange stream to the sidecar failed: ${status.details}`);
+    });
+  }
+
+  enqueue<K extends OpKind>(requestId: bigint, kind: K, bytes: Buffer, deadlineMs: number): Promise<ResultOf<K>> {
+    if (this.queuedCount >= this.maxQueued) {
+      return Promise.reject(
+        new BatonClientError(
+          Status.RESOURCE_EXHAUSTED,
+          `${this.queuedCount} calls are already waiting to be written to the sidecar (maxQueued); it is not keeping up`,
+        ),
+      );
+    }
+    return new Promise<ResultOf<K>>((resolve, reject) => {
+      const pending: PendingCall = {
+        requestId,
+        kind,
+        bytes,
+        state: 'queued',
+        timer: undefined,
+        // onResponse resolves only with a result whose $case equals `kind`.
+        resolve: resolve as (result: OpResult) => void,
+        reject,
+      };
+      pending.timer = setTimeout(this.onDeadline, deadlineMs, pending, deadlineMs);
+      this.pending.set(requestId, pending);
+      this.queue.push(pending);
+      this.queuedCount++;
+      if (!this.flushScheduled && !this.awaitingDrain) {
+        this.flushScheduled = true;
+        process.nextTick(this.flush);
+      }
+    });
+  }
+
+  /** Ends the stream from this side: rejects every call with `code` and cancels the gRPC call. */
+  abort(code: number, message: string): void {
+    this.end(code, message);
+    this.call.cancel();
+  }
+
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    if (this.ended || this.awaitingDrain) return;
+    const { call, queue } = this;
+    let next = this.queueHead;
+    call.cork();
+    while (next < queue.length) {
+      const pending = queue[next];
+      queue[next++] = undefined;
+      if (pending === undefined || pending.state !== 'queued') continue;
+      const bytes = pending.bytes as Buffer;
+      pending.bytes = undefined;
+      pending.state = 'sent';
+      this.queuedCount--;
+      if (!call.write(bytes)) {
+        this.awaitingDrain = true;
+        call.once('drain', this.onDrain);
+        break;
+      }
+    }
+    call.uncork();
+    if (this.ended) return;
+    if (next === queue.length) {
+      this.queue = [];
+      this.queueHead = 0;
+    } else if (next > 1024 && next * 2 > queue.length) {
+      this.queue = queue.slice(next);
+      this.queueHead = 0;
+    } else {
+      this.queueHead = next;
+    }
+  };
+
+  private readonly onDrain = (): void => {
+    this.awaitingDrain = false;
+    this.flush();
+  };
+
+  private readonly onResponse = (response: ExchangeResponse): void => {
+    const pending = this.pending.get(response.requestId);
+    // Absent: answered after its deadline (or never asked). Queued: cannot have been asked yet.
+    if (pending === undefined || pending.state !== 'sent') return;
+    this.settle(pending);
+    const result = response.result;
+    if (result === undefined) {
+      pending.reject(new BatonClientError(Status.INTERNAL, `the sidecar answered a ${pending.kind} with no result`));
+    } else if (result.$case === 'error') {
+      pending.reject(fromOperationError(result.error));
+    } else if (result.$case !== pending.kind) {
+      pending.reject(
+        new BatonClientError(Status.INTERNAL, `the sidecar answered a ${pending.kind} with a ${result.$case} result`),
+      );
+    } else {
+      pending.resolve(result);
+    }
+  };
+
+  private readonly onDeadline = (pending: PendingCall, deadlineMs: number): void => {
+    if (pending.state === 'settled') return;
+    if (pending.state === 'queued') {
+      this.queuedCount--;
+      pending.bytes = undefined;
+    }
+    this.settle(pending);
+    pending.reject(
+      new BatonClientError(Status.DEADLINE_EXCEEDED, `${pending.kind} did not complete within its deadline of ${deadlineMs} ms`),
+    );
+  };
+
+  private settle(pending: PendingCall): void {
+    pending.state = 'settled';
+    clearTimeout(pending.timer);
+    this.pending.delete(pending.requestId);
+  }
+
+  private end(code: number, message: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.call.removeListener('drain', this.onDrain);
+    for (const pending of this.pending.values()) {
+      pending.state = 'settled';
+      pending.bytes = undefined;
+      clearTimeout(pending.timer);
+      pending.reject(new BatonClientError(code, message));
+    }
+    this.pending.clear();
+    this.queue = [];
+    this.queueHead = 0;
+    this.queuedCount = 0;
+  }
+}
+
+/**
+ * A running watch: iterate it (once) for events, await `ready()` to know the sidecar has
+ * registered it, `cancel()` to stop. Iteration ends quietly after cancel() and throws a
+ * BatonClientError if the watch fails. Leaving a `for await` loop early cancels the watch.
+ */
+export class BatonWatch implements AsyncIterable<WatchEvent> {
+  private readonly registered: Promise<void>;
+  private failure: BatonClientError | undefined;
+  private cancelled = false;
+  private iterated = false;
+
+  /** Made by BatonClient.watch(). */
+  constructor(
+    private readonly stream: ClientReadableStream<WatchEvent>,
+    onFinished: () => void,
+  ) {
+    stream.on('error', (err: unknown) => {
+      this.failure ??= toClientError(err, 'the watch failed');
+    });
+    this.registered = new Promise<void>((resolve, reject) => {
+      // The sidecar sends response headers as soon as the watch is registered.
+      stream.once('metadata', () => resolve());
+      stream.once('status', (status: StatusObject) => {
+        onFinished();
+        reject(this.failure ?? new BatonClientError(status.code || Status.UNAVAILABLE, 'the watch ended before it was registered'));
+      });
+    });
+    // ready() is optional; a watch that fails before anyone asks is not an unhandled rejection.
+    this.registered.catch(() => undefined);
+  }
+
+  /** Resolves once the sidecar has registered the watch; rejects if the watch ends first. */
+  ready(): Promise<void> {
+    return this.registered;
+  }
+
+  /** Stops the watch; iteration ends without an error. */
+  cancel(): void {
+    this.cancelled = true;
+    this.stream.cancel();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<WatchEvent, void, undefined> {
+    if (this.iterated) throw new BatonClientError(Status.FAILED_PRECONDITION, 'a BatonWatch can be iterated only once');
+    this.iterated = true;
+    try {
+      for await (const event of this.stream as AsyncIterable<WatchEvent>) yield event;
+    } catch (err) {
+      this.failure ??= toClientError(err, 'the watch failed');
+    } finally {
+      // Also runs when the consumer leaves the loop early; a finished call ignores it.
+      this.stream.cancel();
+    }
+    // The stream may have failed before iteration began; its 'error' was recorded, not thrown.
+    if (this.failure !== undefined && !this.cancelled) throw this.failure;
+  }
+}
+
+function toPartWrites(
+  parts: Record<string, Uint8Array> | readonly PartWrite[],
+  ifVersions: Record<string, bigint> | undefined,
+): PutRequest['parts'] {
+  const entries: PartWrite[] = isPartWriteList(parts)
+    ? [...parts]
+    : Object.keys(parts).map((name) => ({ name, value: parts[name] as Uint8Array }));
+  const writes: PutRequest['parts'] = [];
+  for (const { name, value, ifVersion } of entries) {
+    if (!(value instanceof Uint8Array)) {
+      throw new BatonClientError(Status.INVALID_ARGUMENT, `part '${name}' value is not a Uint8Array`);
+    }
+    writes.push({
+      name,
+      value: Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength),
+      ifVersion: ifVersion ?? (ifVersions !== undefined && Object.hasOwn(ifVersions, name) ? ifVersions[name] : undefined),
+    });
+  }
+  if (ifVersions !== undefined) {
+    const written = new Set(writes.map((w) => w.name));
+    for (const name of Object.keys(ifVersions)) {
+      if (!written.has(name)) {
+        throw new BatonClientError(Status.INVALID_ARGUMENT, `ifVersions names part '${name}', which this put does not write`);
+      }
+    }
+  }
+  return writes;
+}
+
+function isPartWriteList(parts: Record<string, Uint8Array> | readonly PartWrite[]): parts is readonly PartWrite[] {
+  return Array.isArray(parts);
+}
+
+function fromOperationError(error: OperationError): BatonClientError {
+  // An error answer with code OK would read as success to anyone testing the code.
+  return new BatonClientError(error.code === Status.OK ? Status.UNKNOWN : error.code, error.message);
+}
+
+function toClientError(err: unknown, fallback: string): BatonClientError {
+  if (err instanceof BatonClientError) return err;
+  const status = err as Partial<StatusObject> | undefined;
+  if (typeof status?.code === 'number') {
+    return new BatonClientError(status.code, status.details || fallback, { cause: err });
+  }
+  return new BatonClientError(Status.UNKNOWN, `${fallback}: ${messageOf(err)}`, { cause: err });
+}
+
+function closedError(): BatonClientError {
+  return new BatonClientError(Status.CANCELLED, 'the BatonClient is closed');
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function checkDeadlineMs(ms: number, name: string): void {
+  if (!Number.isFinite(ms) || ms <= 0 || ms > MAX_TIMER_MS) {
+    throw new BatonClientError(Status.INVALID_ARGUMENT, `${name} must be a number of milliseconds from 1 to ${MAX_TIMER_MS}, got ${ms}`);
+  }
+}
+
+function checkPositiveInteger(value: number, name: string): void {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new BatonClientError(Status.INVALID_ARGUMENT, `${name} must be a positive integer, got ${value}`);
+  }
+}
+
+function checkUint32(value: number, name: string): number {
+  if (!Number.isInteger(value) || value < 0 || value > MAX_UINT32) {
+    throw new BatonClientError(Status.INVALID_ARGUMENT, `${name} must be an integer from 0 to ${MAX_UINT32}, got ${value}`);
+  }
+  return value;
+}

@@ -1,0 +1,408 @@
+/**
+ * BatonClient against an in-process fake sidecar (grpc-js server on 127.0.0.1, port 0).
+ *
+ * The fake is only as clever as the client tests need: an in-memory map of sessions, and
+ * hooks to answer out of order, hold answers back, fail an operation, or drop the stream.
+ * No test sleeps: each waits for an event (an answer, a rejection, a deadline firing).
+ */
+import { Metadata, Server, ServerCredentials, status, type ServerDuplexStream, type ServerWritableStream } from '@grpc/grpc-js';
+import { BatonClient, BatonClientError, WELL_KNOWN_PARTS } from '../src/client';
+import { AuthState, CartState, TcpConnectionState, TcpState, TlsSessionState } from '../src/gen/baton/v1/parts';
+import {
+  EventType,
+  SessionServiceService,
+  type ExchangeRequest,
+  type ExchangeResponse,
+  type Part,
+  type WatchEvent,
+  type WatchRequest,
+} from '../src/gen/baton/v1/session';
+
+const PART_NAME = /^[a-z0-9_.-]{1,64}$/;
+
+/** Session ids the fake treats specially. */
+const NEVER_ANSWER = 'never-answer';
+const PARKED = 'parked';
+const KILL_STREAM = 'kill-stream';
+
+class FakeSidecar {
+  readonly server = new Server();
+  address = '';
+  exchangeStreams = 0;
+  /** Size of every batch of answers the fake wrote (each batch is written reversed). */
+  readonly answerBatches: number[] = [];
+  /** When > 0, answers are held until this many are ready, then written as one reversed batch. */
+  holdUntil = 0;
+  private readonly sessions = new Map<string, Map<string, Part>>();
+  private readonly watchers = new Set<ServerWritableStream<WatchRequest, WatchEvent>>();
+  private readonly parked: { call: ServerDuplexStream<ExchangeRequest, ExchangeResponse>; response: ExchangeResponse }[] = [];
+  private nextVersion = 1n;
+
+  async start(): Promise<void> {
+    this.server.addService(SessionServiceService, {
+      put: unimplemented,
+      get: unimplemented,
+      delete: unimplemented,
+      touch: unimplemented,
+      watch: (call: ServerWritableStream<WatchRequest, WatchEvent>) => {
+        this.watchers.add(call);
+        call.on('cancelled', () => this.watchers.delete(call));
+        call.sendMetadata(new Metadata());
+      },
+      exchange: (call: ServerDuplexStream<ExchangeRequest, ExchangeResponse>) => this.exchange(call),
+    });
+    const port = await new Promise<number>((resolve, reject) => {
+      this.server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, boundPort) =>
+        err ? reject(err) : resolve(boundPort),
+      );
+    });
+    this.address = `127.0.0.1:${port}`;
+  }
+
+  /** Answers every parked request now, long after its client gave up on it. */
+  releaseParked(): void {
+    for (const { call, response } of this.parked.splice(0)) call.write(response);
+  }
+
+  stop(): void {
+    this.server.forceShutdown();
+  }
+
+  private exchange(call: ServerDuplexStream<ExchangeRequest, ExchangeResponse>): void {
+    this.exchangeStreams++;
+    let batch: ExchangeResponse[] = [];
+    let flushScheduled = false;
+    let ended = false;
+    const flush = (): void => {
+      flushScheduled = false;
+      if (ended || batch.length === 0) return;
+      const answers = batch.reverse();
+      batch = [];
+      this.answerBatches.push(answers.length);
+      for (const answer of answers) call.write(answer);
+    };
+    call.on('data', (request: ExchangeRequest) => {
+      const sessionId = sessionIdOf(request);
+      if (sessionId === KILL_STREAM) {
+        ended = true;
+        call.emit('error', { code: status.UNAVAILABLE, details: 'the fake dropped the stream' });
+        return;
+      }
+      if (sessionId === NEVER_ANSWER) return;
+      const response: ExchangeResponse = { requestId: request.requestId, result: this.answer(request) };
+      if (sessionId === PARKED) {
+        this.parked.push({ call, response });
+        return;
+      }
+      batch.push(response);
+      if (this.holdUntil > 0) {
+        if (batch.length < this.holdUntil) return;
+        this.holdUntil = 0;
+        flush();
+      } else if (!flushScheduled) {
+        flushScheduled = true;
+        setImmediate(flush);
+      }
+    });
+    call.on('end', () => {
+      ended = true;
+      call.end();
+    });
+    call.on('error', () => {
+      ended = true;
+    });
+  }
+
+  private answer(request: ExchangeRequest): ExchangeResponse['result'] {
+    const op = request.op;
+    switch (op?.$case) {
+      case 'put': {
+        const bad = op.put.parts.find((p) => !PART_NAME.test(p.name));
+        if (bad !== undefined) {
+          return { $case: 'error', error: { code: status.INVALID_ARGUMENT, message: `part name '${bad.name}' is invalid` } };
+        }
+        const session = this.sessions.get(op.put.sessionId) ?? new Map<string, Part>();
+        this.sessions.set(op.put.sessionId, session);
+        const versions = op.put.parts.map((write) => {
+          const part: Part = { name: write.name, value: write.value, version: this.nextVersion++, writerNodeId: 'fake', updatedAtUnixMs: 0n };
+          session.set(write.name, part);
+          this.notify({ sessionId: op.put.sessionId, type: EventType.EVENT_TYPE_PUT, part, partName: '' });
+          return { name: part.name, version: part.version };
+        });
+        return { $case: 'put', put: { versions, replicasAcked: op.put.minReplicas } };
+      }
+      case 'get': {
+        const session = this.sessions.get(op.get.sessionId);
+        if (session === undefined) return { $case: 'get', get: { found: false, session: undefined } };
+        const parts = [...session.values()].filter((p) => op.get.parts.length === 0 || op.get.parts.includes(p.name));
+        return {
+          $case: 'get',
+          get: { found: true, session: { sessionId: op.get.sessionId, parts, ownerNodeId: 'fake', epoch: 1n, expiresAtUnixMs: 0n } },
+        };
+      }
+      case 'delete':
+        return { $case: 'delete', delete: { found: this.sessions.delete(op.delete.sessionId) } };
+      case 'touch':
+        return {
+          $case: 'touch',
+          touch: { found: this.sessions.has(op.touch.sessionId), expiresAtUnixMs: BigInt(op.touch.ttlSeconds) * 1000n },
+        };
+      default:
+        return { $case: 'error', error: { code: status.INVALID_ARGUMENT, message: 'no operation' } };
+    }
+  }
+
+  private notify(event: WatchEvent): void {
+    for (const watcher of this.watchers) {
+      const wanted = watcher.request.sessionId;
+      if (wanted === '' || wanted === event.sessionId) watcher.write(event);
+    }
+  }
+}
+
+function sessionIdOf(request: ExchangeRequest): string {
+  const op = request.op;
+  switch (op?.$case) {
+    case 'put':
+      return op.put.sessionId;
+    case 'get':
+      return op.get.sessionId;
+    case 'delete':
+      return op.delete.sessionId;
+    case 'touch':
+      return op.touch.sessionId;
+    default:
+      return '';
+  }
+}
+
+function unimplemented(_call: unknown, callback: (err: { code: number; details: string }) => void): void {
+  callback({ code: status.UNIMPLEMENTED, details: 'the client uses Exchange' });
+}
+
+async function rejection(promise: Promise<unknown>): Promise<BatonClientError> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(err).toBeInstanceOf(BatonClientError);
+    return err as BatonClientError;
+  }
+  throw new Error('expected the promise to reject');
+}
+
+const bytes = (...values: number[]): Uint8Array => Uint8Array.from(values);
+
+describe('BatonClient', () => {
+  let fake: FakeSidecar;
+  let client: BatonClient;
+
+  beforeEach(async () => {
+    fake = new FakeSidecar();
+    await fake.start();
+    client = new BatonClient(fake.address);
+  });
+
+  afterEach(() => {
+    client.close();
+    fake.stop();
+  });
+
+  test('operations issued in one tick share one stream and resolve correctly when answered in reverse', async () => {
+    const n = 100;
+    fake.holdUntil = 2 * n + 2;
+    const puts = [];
+    const gets = [];
+    for (let i = 0; i < n; i++) puts.push(client.put(`s${i}`, { cart: bytes(i), note: bytes(i, i) }));
+    for (let i = 0; i < n; i++) gets.push(client.get(`s${i}`, { parts: ['note'] }));
+    const touched = client.touch('s7', { ttlSeconds: 60 });
+    const deleted = client.delete('s8');
+
+    const putResults = await Promise.all(puts);
+    const sessions = await Promise.all(gets);
+
+    expect(fake.answerBatches).toEqual([2 * n + 2]);
+    expect(fake.exchangeStreams).toBe(1);
+    putResults.forEach((result) => expect(result.versions.map((v) => v.name)).toEqual(['cart', 'note']));
+    sessions.forEach((session, i) => {
+      expect(session?.sessionId).toBe(`s${i}`);
+      expect(session?.parts.map((p) => [p.name, [...p.value]])).toEqual([['note', [i, i]]]);
+    });
+    expect(await touched).toEqual({ found: true, expiresAtUnixMs: 60_000n });
+    expect(await deleted).toBe(true);
+    expect(await client.get('s8')).toBeUndefined();
+    expect(await client.delete('s8')).toBe(false);
+  });
+
+  test('accepts a list of part writes with versions', async () => {
+    const first = await client.put('cas', [{ name: 'a', value: bytes(1) }], { ifVersions: { a: 0n } });
+    const version = first.versions[0]?.version ?? 0n;
+    await client.put('cas', [{ name: 'a', value: bytes(2), ifVersion: version }]);
+    expect((await client.get('cas'))?.parts[0]?.value).toEqual(Buffer.from([2]));
+  });
+
+  test('an OperationError rejects that operation only, with its code', async () => {
+    const failed = client.put('s', { 'Not A Name': bytes(1) });
+    const fine = client.put('s', { fine: bytes(1) });
+
+    const err = await rejection(failed);
+    expect(err.name).toBe('BatonClientError');
+    expect(err.code).toBe(status.INVALID_ARGUMENT);
+    expect(err.message).toBe("part name 'Not A Name' is invalid");
+    await expect(fine).resolves.toMatchObject({ versions: [{ name: 'fine' }] });
+    expect(fake.exchangeStreams).toBe(1);
+  });
+
+  test('an unanswered operation rejects with DEADLINE_EXCEEDED and its late answer is ignored', async () => {
+    const never = client.get(NEVER_ANSWER, { deadlineMs: 50 });
+    const parked = client.get(PARKED, { deadlineMs: 50 });
+    expect((await rejection(never)).code).toBe(status.DEADLINE_EXCEEDED);
+    expect((await rejection(parked)).code).toBe(status.DEADLINE_EXCEEDED);
+
+    fake.releaseParked();
+    // Written after the late answer on the same stream, so answered after it was dropped.
+    await client.put('after', { a: bytes(1) });
+    expect(await client.get('after')).toBeDefined();
+    expect(fake.exchangeStreams).toBe(1);
+  });
+
+  test('when the stream dies its operations reject with its status and the next call opens a new stream', async () => {
+    const pending = client.get(PARKED);
+    const killer = client.get(KILL_STREAM);
+
+    expect((await rejection(pending)).code).toBe(status.UNAVAILABLE);
+    const err = await rejection(killer);
+    expect(err.code).toBe(status.UNAVAILABLE);
+    expect(err.message).toContain('the fake dropped the stream');
+
+    await client.put('again', { a: bytes(3) });
+    expect((await client.get('again'))?.parts[0]?.value).toEqual(Buffer.from([3]));
+    expect(fake.exchangeStreams).toBe(2);
+  });
+
+  test('the typed helpers round-trip every well-known part', async () => {
+    const tls = TlsSessionState.fromPartial({
+      sessionId: Buffer.from([1, 2, 3]),
+      sessionData: Buffer.from('session-bytes'),
+      protocol: 'TLSv1.3',
+      cipher: 'TLS_AES_128_GCM_SHA256',
+      serverName: 'shop.example',
+      createdAtUnixMs: 1_700_000_000_000n,
+      lifetimeSeconds: 7200,
+      alpnProtocol: 'h2',
+    });
+    const auth = AuthState.fromPartial({
+      token: 't0k3n',
+      tokenType: 'Bearer',
+      subject: 'user-42',
+      scopes: ['read', 'write'],
+      expiresAtUnixMs: 1_700_000_360_000n,
+      claims: { role: 'admin', tenant: 'eu' },
+    });
+    const cart = CartState.fromPartial({
+      items: [{ sku: 'A-1', name: 'Mug', quantity: 2, unitPriceMinor: 1299n }],
+      currency: 'EUR',
+      billingAddress: { name: 'Ada', line1: '1 Main St', city: 'Paris', postalCode: '75001', country: 'FR' },
+      updatedAtUnixMs: 5n,
+    });
+    const tcp = TcpConnectionState.fromPartial({
+      localAddress: '10.0.0.1',
+      localPort: 443,
+      remoteAddress: '10.0.0.2',
+      remotePort: 51234,
+      sendNext: 4_000_000_000,
+      state: TcpState.TCP_STATE_ESTABLISHED,
+      sackPermitted: true,
+      capturedAtUnixMs: 9n,
+    });
+
+    await Promise.all([
+      client.putTls('typed', tls),
+      client.putAuth('typed', auth),
+      client.putCart('typed', cart),
+      client.putTcp('typed', tcp),
+    ]);
+
+    expect(await client.getTls('typed')).toEqual(tls);
+    expect(await client.getAuth('typed')).toEqual(auth);
+    expect(await client.getCart('typed')).toEqual(cart);
+    expect(await client.getTcp('typed')).toEqual(tcp);
+    expect(await client.getPart('typed', 'cart')).toEqual(cart);
+    // Stored bytes are exactly the generated encoding, so the server's checks accept them.
+    const stored = await client.get('typed', { parts: ['tls'] });
+    expect(WELL_KNOWN_PARTS.tls.codec.decode(stored?.parts[0]?.value ?? new Uint8Array())).toEqual(tls);
+
+    expect(await client.getTls('no-such-session')).toBeUndefined();
+    await client.put('untyped', { other: bytes(1) });
+    expect(await client.getTls('untyped')).toBeUndefined();
+  });
+
+  test('watch delivers events after ready() and ends quietly when cancelled', async () => {
+    const watch = client.watch('watched');
+    await watch.ready();
+
+    await client.put('unwatched', { a: bytes(0) });
+    await client.put('watched', { a: bytes(1), b: bytes(2) });
+
+    const events: WatchEvent[] = [];
+    for await (const event of watch) {
+      events.push(event);
+      if (events.length === 2) break;
+    }
+    expect(events.map((e) => [e.sessionId, e.type, e.part?.name])).toEqual([
+      ['watched', EventType.EVENT_TYPE_PUT, 'a'],
+      ['watched', EventType.EVENT_TYPE_PUT, 'b'],
+    ]);
+
+    const all = client.watch('');
+    await all.ready();
+    const seen: string[] = [];
+    const iteration = (async () => {
+      for await (const event of all) {
+        seen.push(event.sessionId);
+        all.cancel();
+      }
+    })();
+    await client.put('any', { a: bytes(1) });
+    await iteration;
+    expect(seen).toEqual(['any']);
+  });
+
+  test('input the stream cannot carry is refused before it is sent', async () => {
+    const small = new BatonClient(fake.address, { maxRequestBytes: 1024 });
+    try {
+      expect((await rejection(small.put('big', { a: new Uint8Array(2048) }))).code).toBe(status.RESOURCE_EXHAUSTED);
+      expect((await rejection(small.put('s', { a: bytes(1) }, { ttlSeconds: -1 }))).code).toBe(status.INVALID_ARGUMENT);
+      expect((await rejection(small.put('s', { a: bytes(1) }, { ifVersions: { b: 1n } }))).code).toBe(
+        status.INVALID_ARGUMENT,
+      );
+      expect((await rejection(small.get('s', { deadlineMs: 0 }))).code).toBe(status.INVALID_ARGUMENT);
+      await small.put('s', { a: bytes(1) });
+    } finally {
+      small.close();
+    }
+  });
+
+  test('calls beyond maxQueued are refused', async () => {
+    const bounded = new BatonClient(fake.address, { maxQueued: 2 });
+    try {
+      const calls = [bounded.touch('a'), bounded.touch('b'), bounded.touch('c')];
+      expect((await rejection(calls[2] as Promise<unknown>)).code).toBe(status.RESOURCE_EXHAUSTED);
+      await Promise.all(calls.slice(0, 2));
+    } finally {
+      bounded.close();
+    }
+  });
+
+  test('close() rejects pending calls and refuses new ones', async () => {
+    const closing = new BatonClient(fake.address);
+    const pending = closing.get(PARKED);
+    await closing.touch('x'); // answered, so the parked get has been sent too
+    const watch = closing.watch('w');
+    await watch.ready();
+    closing.close();
+    expect((await rejection(pending)).code).toBe(status.CANCELLED);
+    expect((await rejection(closing.get('x'))).code).toBe(status.CANCELLED);
+    expect(() => closing.watch('x')).toThrow(BatonClientError);
+    for await (const _event of watch) throw new Error('a cancelled watch has no events');
+  });
+});

@@ -1,0 +1,254 @@
+/**
+ * Starts the real `baton sidecar` process and drives every RPC, the health service,
+ * reflection, /metrics (checked by promtool) and shutdown by SIGTERM.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { spawnSync } from 'node:child_process';
+import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { ClusterServiceClient } from '../src/gen/baton/v1/cluster';
+import { AuthState, CartState } from '../src/gen/baton/v1/parts';
+import {
+  EventType,
+  type ExchangeRequest,
+  type ExchangeResponse,
+  type GetResponse,
+  type PutResponse,
+  SessionServiceClient,
+  type WatchEvent,
+} from '../src/gen/baton/v1/session';
+import { SIDECAR_OPTIONS } from '../sidecar/config';
+import { discover, listServices } from './support/reflection-client';
+import { runBaton, startSidecar, type SidecarProcess } from './support/sidecar-process';
+
+function unary<Req, Res>(fn: (req: Req, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown, req: Req): Promise<Res> {
+  return new Promise((resolve, reject) => fn(req, (err, res) => (err ? reject(err) : resolve(res))));
+}
+
+describe('baton sidecar process', () => {
+  let node: SidecarProcess;
+  let client: SessionServiceClient;
+
+  beforeAll(async () => {
+    node = await startSidecar(['--node-id', 'it-node', '--log-level', 'info']);
+    client = new SessionServiceClient(node.apiAddress, grpc.credentials.createInsecure());
+  });
+
+  afterAll(async () => {
+    client?.close();
+    await node?.stop();
+  });
+
+  it('stores, reads, touches and deletes a session with unary calls', async () => {
+    const cart = Buffer.from(CartState.encode({ items: [{ sku: 'A1', name: 'Lamp', quantity: 2, unitPriceMinor: 1999n }], currency: 'EUR', billingAddress: undefined, paymentReference: '', updatedAtUnixMs: 0n }).finish());
+    const auth = Buffer.from(AuthState.encode(AuthState.fromPartial({ token: 't0k3n', subject: 'alice', scopes: ['shop'] })).finish());
+    const put = await unary<any, PutResponse>(client.put.bind(client), {
+      sessionId: 's-1',
+      parts: [
+        { name: 'cart', value: cart },
+        { name: 'auth', value: auth },
+      ],
+      ttlSeconds: 60,
+      minReplicas: 0,
+    });
+    expect(put.versions.map((v) => v.name)).toEqual(['cart', 'auth']);
+    expect(put.versions[0]!.version).toBeGreaterThan(0n);
+    expect(put.replicasAcked).toBe(0);
+
+    const got = await unary<any, GetResponse>(client.get.bind(client), { sessionId: 's-1', parts: [], resume: false });
+    expect(got.found).toBe(true);
+    expect(got.session!.ownerNodeId).toBe('it-node');
+    expect(got.session!.parts.map((p) => p.name).sort()).toEqual(['auth', 'cart']);
+    const gotCart = got.session!.parts.find((p) => p.name === 'cart')!;
+    expect(CartState.decode(gotCart.value).items[0]!.sku).toBe('A1');
+    expect(gotCart.writerNodeId).toBe('it-node');
+    expect(gotCart.version).toBe(put.versions[0]!.version);
+
+    const onlyAuth = await unary<any, GetResponse>(client.get.bind(client), { sessionId: 's-1', parts: ['auth'], resume: true });
+    expect(onlyAuth.session!.parts.map((p) => p.name)).toEqual(['auth']);
+
+    const touched = await unary<any, any>(client.touch.bind(client), { sessionId: 's-1', ttlSeconds: 120 });
+    expect(touched.found).toBe(true);
+    expect(Number(touched.expiresAtUnixMs)).toBeGreaterThan(Date.now() + 60_000);
+
+    // Compare-and-set: a stale if_version fails and changes nothing.
+    await expect(
+      unary(client.put.bind(client), { sessionId: 's-1', parts: [{ name: 'cart', value: cart, ifVersion: 1n }], ttlSeconds: 0, minReplicas: 0 }),
+    ).rejects.toMatchObject({ code: grpc.status.FAILED_PRECONDITION });
+    await unary(client.put.bind(client), {
+      sessionId: 's-1',
+      parts: [{ name: 'cart', value: cart, ifVersion: put.versions[0]!.version }],
+      ttlSeconds: 0,
+      minReplicas: 0,
+    });
+
+    expect(await unary<any, any>(client.delete.bind(client), { sessionId: 's-1', parts: ['auth'] })).toEqual({ found: true });
+    expect(await unary<any, any>(client.delete.bind(client), { sessionId: 's-1', parts: ['auth'] })).toEqual({ found: false });
+    expect(await unary<any, any>(client.delete.bind(client), { sessionId: 's-1', parts: [] })).toEqual({ found: true });
+    const gone = await unary<any, GetResponse>(client.get.bind(client), { sessionId: 's-1', parts: [], resume: false });
+    expect(gone.found).toBe(false);
+  });
+
+  it('refuses bad input with INVALID_ARGUMENT and a clear message', async () => {
+    const cases: [object, RegExp][] = [
+      [{ sessionId: '', parts: [{ name: 'x', value: Buffer.from('1') }] }, /session_id is empty/],
+      [{ sessionId: 's', parts: [] }, /at least one part/],
+      [{ sessionId: 's', parts: [{ name: 'Bad Name', value: Buffer.alloc(1) }] }, /part name/],
+      [{ sessionId: 's', parts: [{ name: 'tls', value: Buffer.from([0xff, 0xff, 0xff]) }] }, /part 'tls' is not a valid baton.v1.TlsSessionState/],
+      [{ sessionId: 's', parts: [{ name: 'x', value: Buffer.alloc(1) }], minReplicas: 1 }, /no replicas are configured/],
+      [{ sessionId: 's', parts: [{ name: 'x', value: Buffer.alloc(1) }], ttlSeconds: 40 * 24 * 3600 }, /30 days/],
+    ];
+    for (const [request, message] of cases) {
+      await expect(unary<any, PutResponse>(client.put.bind(client), { ttlSeconds: 0, minReplicas: 0, ...request })).rejects.toMatchObject({
+        code: grpc.status.INVALID_ARGUMENT,
+        details: expect.stringMatching(message),
+      });
+    }
+  });
+
+  it('carries thousands of operations on one Exchange stream; a failed one does not end it', async () => {
+    const call = client.exchange();
+    const responses = new Map<bigint, ExchangeResponse>();
+    const done = new Promise<void>((resolve, reject) => {
+      call.on('data', (r: ExchangeResponse) => {
+        responses.set(r.requestId, r);
+        if (responses.size === 3001) resolve();
+      });
+      call.on('error', reject);
+    });
+    const requests: ExchangeRequest[] = [];
+    for (let i = 0; i < 1000; i++) {
+      requests.push({ requestId: BigInt(i), op: { $case: 'put', put: { sessionId: `x-${i}`, parts: [{ name: 'n', value: Buffer.from(String(i)) }], ttlSeconds: 0, minReplicas: 0 } } });
+    }
+    requests.push({ requestId: 1000n, op: { $case: 'get', get: { sessionId: '', parts: [], resume: false } } });
+    for (let i = 0; i < 1000; i++) {
+      requests.push({ requestId: BigInt(1001 + i), op: { $case: 'get', get: { sessionId: `x-${i}`, parts: [], resume: false } } });
+      requests.push({ requestId: BigInt(2001 + i), op: { $case: 'touch', touch: { sessionId: `x-${i}`, ttlSeconds: 30 } } });
+    }
+    for (const r of requests) call.write(r);
+    await done;
+    call.end();
+    const bad = responses.get(1000n)!.result;
+    expect(bad?.$case).toBe('error');
+    expect(bad?.$case === 'error' && bad.error.code).toBe(grpc.status.INVALID_ARGUMENT);
+    for (let i = 0; i < 1000; i++) {
+      const got = responses.get(BigInt(1001 + i))!.result;
+      expect(got?.$case).toBe('get');
+      if (got?.$case === 'get') expect(got.get.session!.parts[0]!.value.toString()).toBe(String(i));
+      expect(responses.get(BigInt(2001 + i))!.result?.$case).toBe('touch');
+    }
+  });
+
+  it('streams PUT and DELETE events to a watcher registered before the writes', async () => {
+    const call = client.watch({ sessionId: 'watched' });
+    const events: WatchEvent[] = [];
+    const gotTwo = new Promise<void>((resolve) =>
+      call.on('data', (e: WatchEvent) => {
+        events.push(e);
+        if (events.length === 2) resolve();
+      }),
+    );
+    call.on('error', () => undefined);
+    await new Promise((resolve) => call.once('metadata', resolve));
+    await unary(client.put.bind(client), { sessionId: 'other', parts: [{ name: 'a', value: Buffer.from('x') }], ttlSeconds: 0, minReplicas: 0 });
+    await unary(client.put.bind(client), { sessionId: 'watched', parts: [{ name: 'a', value: Buffer.from('hello') }], ttlSeconds: 0, minReplicas: 0 });
+    await unary(client.delete.bind(client), { sessionId: 'watched', parts: ['a'] });
+    await gotTwo;
+    call.cancel();
+    expect(events[0]).toMatchObject({ sessionId: 'watched', type: EventType.EVENT_TYPE_PUT, partName: 'a' });
+    expect(events[0]!.part!.value.toString()).toBe('hello');
+    expect(events[1]).toMatchObject({ sessionId: 'watched', type: EventType.EVENT_TYPE_DELETE, partName: 'a' });
+  });
+
+  it('reports cluster status', async () => {
+    const cluster = new ClusterServiceClient(node.apiAddress, grpc.credentials.createInsecure());
+    const status = await unary<any, any>(cluster.status.bind(cluster), {});
+    cluster.close();
+    expect(status.nodeId).toBe('it-node');
+    expect(status.sessions).toBeGreaterThan(0n);
+    expect(status.members).toEqual([{ nodeId: 'it-node', address: node.apiAddress, state: 'alive', isSelf: true }]);
+  });
+
+  it('answers the standard gRPC health service', async () => {
+    const pkg = grpc.loadPackageDefinition(loadSync(healthProtoPath, { keepCase: true, enums: String })) as any;
+    const health = new pkg.grpc.health.v1.Health(node.apiAddress, grpc.credentials.createInsecure());
+    for (const service of ['', 'baton.v1.SessionService']) {
+      const reply = await unary<any, any>(health.Check.bind(health), { service });
+      expect(reply.status).toBe('SERVING');
+    }
+    health.close();
+  });
+
+  it('lets a generic client discover the API by reflection and use it', async () => {
+    const services = await listServices(node.apiAddress);
+    expect(services).toEqual(expect.arrayContaining(['baton.v1.SessionService', 'baton.v1.ClusterService', 'grpc.health.v1.Health']));
+    const pkg = await discover(node.apiAddress, 'baton.v1.SessionService');
+    const generic = new pkg.baton.v1.SessionService(node.apiAddress, grpc.credentials.createInsecure());
+    await unary(generic.Put.bind(generic), { session_id: 'reflected', parts: [{ name: 'greeting', value: Buffer.from('hi') }] });
+    const got = await unary<any, any>(generic.Get.bind(generic), { session_id: 'reflected' });
+    generic.close();
+    expect(got.found).toBe(true);
+    expect(got.session.parts[0].value.toString()).toBe('hi');
+  });
+
+  it('serves /metrics that promtool accepts, and health endpoints', async () => {
+    const body = await (await fetch(`${node.metricsUrl}/metrics`)).text();
+    expect(body).toMatch(/^baton_operations_total\{method="put",result="ok"\} [1-9]/m);
+    expect(body).toMatch(/^baton_operations_total\{method="put",result="invalid"\} [1-9]/m);
+    expect(body).toMatch(/^baton_sessions [1-9]/m);
+    expect(body).toMatch(/^baton_operation_duration_seconds_bucket\{le="0.001",method="get"\}/m);
+    expect(body).toMatch(/^process_resident_memory_bytes /m);
+    expect(body).not.toMatch(/x-1|watched|reflected/);
+    const check = spawnSync('promtool', ['check', 'metrics'], { input: body, encoding: 'utf8' });
+    expect(check.error).toBeUndefined();
+    expect({ status: check.status, out: check.stdout + check.stderr }).toEqual({ status: 0, out: '' });
+    expect((await fetch(`${node.metricsUrl}/healthz`)).status).toBe(200);
+    expect((await fetch(`${node.metricsUrl}/readyz`)).status).toBe(200);
+  });
+
+  it('exits 0 on SIGTERM after finishing in-flight work', async () => {
+    const extra = await startSidecar(['--node-id', 'short-lived']);
+    const c = new SessionServiceClient(extra.apiAddress, grpc.credentials.createInsecure());
+    const pending = Array.from({ length: 50 }, (_, i) =>
+      unary(c.put.bind(c), { sessionId: `p${i}`, parts: [{ name: 'a', value: Buffer.alloc(10) }], ttlSeconds: 0, minReplicas: 0 }),
+    );
+    await Promise.all(pending);
+    const code = await extra.stop();
+    c.close();
+    expect(code).toBe(0);
+    expect(extra.logs.some((l) => l.msg === 'baton node stopped')).toBe(true);
+  });
+});
+
+describe('baton command line', () => {
+  it('lists every option with its default in both help texts', async () => {
+    for (const args of [['--help'], ['sidecar', '--help']]) {
+      const { code, stdout } = await runBaton(args);
+      expect(code).toBe(0);
+      for (const spec of SIDECAR_OPTIONS) {
+        expect(stdout).toContain(`--${spec.flag}`);
+        expect(stdout).toContain(`BATON_${spec.flag.toUpperCase().replace(/-/g, '_')}`);
+      }
+      expect(stdout).toContain('default: "127.0.0.1:7400"');
+    }
+  });
+
+  it('exits non-zero with one line naming a bad option, from a flag or the environment', async () => {
+    const flag = await runBaton(['sidecar', '--max-parts-per-session', 'many']);
+    expect(flag.code).toBe(2);
+    expect(flag.stderr.trim().split('\n')).toHaveLength(1);
+    expect(flag.stderr).toMatch(/--max-parts-per-session/);
+    const env = await runBaton(['sidecar'], { BATON_API_LISTEN: 'nowhere' });
+    expect(env.code).toBe(2);
+    expect(env.stderr).toMatch(/--api-listen \(BATON_API_LISTEN\) "nowhere"/);
+  });
+
+  it('exits non-zero naming the option whose address is in use', async () => {
+    const first = await startSidecar();
+    const port = first.apiAddress.split(':')[1]!;
+    const second = await runBaton(['sidecar', '--api-listen', `127.0.0.1:${port}`, '--metrics-listen', '127.0.0.1:0']);
+    await first.stop();
+    expect(second.code).toBe(1);
+    expect(second.stderr.trim()).toBe(`baton: cannot listen on --api-listen 127.0.0.1:${port}: address already in use`);
+  });
+});
