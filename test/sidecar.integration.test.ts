@@ -252,3 +252,13 @@ describe('baton command line', () => {
     expect(second.stderr.trim()).toBe(`baton: cannot listen on --api-listen 127.0.0.1:${port}: address already in use`);
   });
 });
+
+describe('docs/configuration.md', () => {
+  it('documents every option and its variable', () => {
+    const doc = require('node:fs').readFileSync(require('node:path').join(__dirname, '..', 'docs', 'configuration.md'), 'utf8') as string;
+    for (const spec of SIDECAR_OPTIONS) {
+      expect(doc).toContain(`\`--${spec.flag}\``);
+      expect(doc).toContain(`\`BATON_${spec.flag.toUpperCase().replace(/-/g, '_')}\``);
+    }
+  });
+});
