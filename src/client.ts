@@ -98,7 +98,7 @@ export const DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024;
 
 export const DEFAULT_CHANNEL_OPTIONS: Readonly<ChannelOptions> = {
   // The client never retries (see the header); turning grpc-js retries and channelz off
-  // removes their per-call bookkeeping, measured at ~8% of a call's cost.
+  // removes their per-call bookkeeping (about 8% faster in the team's measurement).
   'grpc.enable_retries': 0,
   'grpc.enable_channelz': 0,
   // Find a dead connection under an idle Exchange stream within ~40 s. grpc-js servers
@@ -125,7 +125,10 @@ export interface PutOptions extends CallDeadlineOption {
   ttlSeconds?: number;
   /** Secondaries that must acknowledge before the put resolves; default 0. */
   minReplicas?: number;
-  /** Expected current version per part name (compare-and-set); every name must be a part of this put. */
+  /**
+   * Expected current version per part name (compare-and-set; 0n: the part must not exist).
+   * Every name must be a part of this put; a PartWrite's own ifVersion takes precedence.
+   */
   ifVersions?: Record<string, bigint>;
 }
 
@@ -162,6 +165,10 @@ type ResultOf<K extends OpKind> = Extract<OpResult, { $case: K }>;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const MAX_UINT32 = 2 ** 32 - 1;
 
+/**
+ * The client of one sidecar. Share one instance per process; call close() when done, since
+ * the open Exchange stream (and any watch) keeps the event loop alive.
+ */
 export class BatonClient {
   private readonly grpc: Client;
   private readonly defaultDeadlineMs: number;

@@ -23,7 +23,7 @@
 import { BuzHash, fmix32, mixWord } from './buzhash';
 import { InvalidArgumentError, PreconditionFailedError, ResourceExhaustedError } from './errors';
 import { ExpiryWheel, WheelEntry } from './expiry-wheel';
-import { HybridClock, versionTimeMs } from './hybrid-clock';
+import { HybridClock, newerThan, versionTimeMs } from './hybrid-clock';
 
 /** Estimated heap cost of a session beyond its id (record, map entry, parts array). */
 export const SESSION_OVERHEAD_BYTES = 160;
@@ -65,6 +65,8 @@ export interface StoreObserver {
   /** partName is '' when the whole session was deleted. */
   partDeleted(sessionId: string, partName: string): void;
   sessionRemoved(sessionId: string, reason: RemovalReason): void;
+  /** Ownership of a session moved (a claim, local or replicated). */
+  claimed?(session: StoredSession): void;
 }
 
 /** One part, as handed to readers and observers (a copy; the store keeps its own layout). */
@@ -126,6 +128,35 @@ export interface PartWriteRequest {
   value: Uint8Array;
   /** Compare-and-set: the current version this part must have (0 = must not exist). */
   ifVersion?: number | undefined;
+}
+
+/** A change made on another node (the owner), as replication delivers it. */
+export type RemoteChange =
+  | { kind: 'put'; name: string; value: string; version: number; writer: string }
+  | { kind: 'delete_part'; name: string; version: number; writer: string }
+  | { kind: 'delete_session'; version: number }
+  | { kind: 'touch' }
+  | { kind: 'claim' };
+
+/** Session-level facts every remote change carries from the owner. */
+export interface RemoteSessionMeta {
+  owner: string;
+  epoch: number;
+  expiresAt: number;
+  ttlMs: number;
+}
+
+/** A session's whole replicated state, for state transfer. */
+export interface SessionSnapshot {
+  id: string;
+  /** Parts and part tombstones (value null). */
+  parts: StoredPart[];
+  owner: string;
+  epoch: number;
+  expiresAt: number;
+  ttlMs: number;
+  /** Non-zero when the session is deleted: state at or below it is gone. */
+  deletedVersion: number;
 }
 
 export interface PutResult {
@@ -319,6 +350,123 @@ export class SessionStore {
     this.refreshExpiry(record, ttlMs, now);
     this.lruTouch(record);
     return record.expiresAt;
+  }
+
+  /**
+   * Applies a change made on another node. Idempotent and order-independent: a part
+   * changes only if the change is newer by (version, writer); nothing at or below a
+   * session delete comes back; ownership moves only to a higher epoch; expiry only moves
+   * later. Returns whether anything changed.
+   */
+  applyRemote(id: string, change: RemoteChange, meta: RemoteSessionMeta, now: number): boolean {
+    let record = this.lookup(id);
+    if (record !== undefined && record.state === LIVE && record.expiresAt <= now) this.expire(record);
+    if (change.kind === 'put' || change.kind === 'delete_part' || change.kind === 'delete_session') {
+      this.clock.observe(change.version, now);
+    }
+    if (meta.expiresAt <= now) return false;
+    switch (change.kind) {
+      case 'put': {
+        if (record !== undefined && change.version <= record.deletedVersion) return false;
+        const at = record === undefined ? -1 : indexOfPart(record.parts, change.name);
+        if (at >= 0 && !newerThan(change.version, change.writer, record!.parts[at + VERSION] as number, record!.parts[at + WRITER] as string)) {
+          return this.adoptMeta(record!, meta);
+        }
+        const byteDelta =
+          (record === undefined ? id.length + SESSION_OVERHEAD_BYTES : 0) +
+          (at < 0 ? partBytes(change.name, change.value) : change.value.length - ((record!.parts[at + VALUE] as string | null)?.length ?? 0));
+        this.makeRoom(record, byteDelta);
+        if (record === undefined) record = this.insert(id);
+        else if (record.state === TOMBSTONE) this.revive(record);
+        this.adoptMeta(record, meta);
+        this.setPart(record, change.name, change.value, change.version, this.intern(change.writer));
+        this.lruTouch(record);
+        this.observer?.partPut(record, change.name, change.value, change.version, change.writer);
+        return true;
+      }
+      case 'delete_part': {
+        if (record === undefined || record.state !== LIVE || change.version <= record.deletedVersion) return false;
+        const at = indexOfPart(record.parts, change.name);
+        if (at >= 0 && !newerThan(change.version, change.writer, record.parts[at + VERSION] as number, record.parts[at + WRITER] as string)) {
+          return this.adoptMeta(record, meta);
+        }
+        const wasLive = at >= 0 && record.parts[at + VALUE] !== null;
+        this.setPart(record, change.name, null, change.version, this.intern(change.writer));
+        this.adoptMeta(record, meta);
+        if (wasLive) this.observer?.partDeleted(id, change.name);
+        return true;
+      }
+      case 'delete_session': {
+        if (record === undefined || record.state !== LIVE || change.version <= record.deletedVersion) return false;
+        this.tombstoneSession(record, change.version, now);
+        this.observer?.partDeleted(id, '');
+        return true;
+      }
+      case 'touch':
+      case 'claim': {
+        if (record === undefined || record.state !== LIVE) return false;
+        const changed = this.adoptMeta(record, meta);
+        if (changed && change.kind === 'claim') this.observer?.claimed?.(record);
+        return changed;
+      }
+    }
+  }
+
+  /** A session's full state, tombstones included, or undefined if unknown. */
+  snapshot(id: string, now: number): SessionSnapshot | undefined {
+    const record = this.lookup(id);
+    if (record === undefined) return undefined;
+    if (record.state === LIVE && record.expiresAt <= now) this.expire(record);
+    return snapshotOf(record);
+  }
+
+  /** Snapshots of every session (live or tombstone) held in a partition. */
+  *snapshotsIn(partition: number, now: number): IterableIterator<SessionSnapshot> {
+    for (const record of [...this.partitions[partition]!.sessions.values()]) {
+      if (record.state === LIVE && record.expiresAt <= now) this.expire(record);
+      yield snapshotOf(record);
+    }
+  }
+
+  /** Merges a snapshot from a peer, part by part, with applyRemote's rules. */
+  merge(snapshot: SessionSnapshot, now: number): boolean {
+    const meta: RemoteSessionMeta = { owner: snapshot.owner, epoch: snapshot.epoch, expiresAt: snapshot.expiresAt, ttlMs: snapshot.ttlMs };
+    let changed = false;
+    if (snapshot.deletedVersion > 0) {
+      changed = this.applyRemote(snapshot.id, { kind: 'delete_session', version: snapshot.deletedVersion }, meta, now) || changed;
+    }
+    for (const part of snapshot.parts) {
+      const change: RemoteChange =
+        part.value === null
+          ? { kind: 'delete_part', name: part.name, version: part.version, writer: part.writer }
+          : { kind: 'put', name: part.name, value: part.value, version: part.version, writer: part.writer };
+      changed = this.applyRemote(snapshot.id, change, meta, now) || changed;
+    }
+    return this.applyRemote(snapshot.id, { kind: 'claim' }, meta, now) || changed;
+  }
+
+  /**
+   * Makes this node the owner at a higher epoch (a resume). Returns the new epoch, or
+   * undefined if the session is not live here.
+   */
+  claim(id: string, owner: string, now: number): number | undefined {
+    const record = this.lookup(id);
+    if (record === undefined || !this.isLive(record, now)) return undefined;
+    this.xorSessionEntry(record);
+    record.owner = this.intern(owner);
+    record.epoch++;
+    this.xorSessionEntry(record);
+    this.lruTouch(record);
+    this.observer?.claimed?.(record);
+    return record.epoch;
+  }
+
+  /** Drops a session held for replication that this node no longer needs (placement moved). */
+  discard(id: string): boolean {
+    const record = this.lookup(id);
+    if (record === undefined) return false;
+    this.remove(record);
+    return true;
   }
 
   /** Expires sessions and purges tombstones that are due. */
@@ -524,6 +672,25 @@ export class SessionStore {
     this.wheel.scheduleNoLater(record, record.expiresAt);
   }
 
+  /** Takes the owner's view of ownership (higher epoch wins) and expiry (later wins). */
+  private adoptMeta(record: SessionRecord, meta: RemoteSessionMeta): boolean {
+    let changed = false;
+    if (meta.epoch > record.epoch) {
+      this.xorSessionEntry(record);
+      record.owner = this.intern(meta.owner);
+      record.epoch = meta.epoch;
+      this.xorSessionEntry(record);
+      changed = true;
+    }
+    if (meta.expiresAt > record.expiresAt && record.state === LIVE) {
+      record.expiresAt = meta.expiresAt;
+      if (meta.ttlMs > 0) record.ttlMs = meta.ttlMs;
+      this.wheel.scheduleNoLater(record, record.expiresAt);
+      changed = true;
+    }
+    return changed;
+  }
+
   private lruTouch(record: SessionRecord): void {
     if (this.lruTail === record) return;
     this.lruUnlink(record);
@@ -596,6 +763,20 @@ export class SessionStore {
     p.digestHi = (p.digestHi ^ fmix32(h1 ^ h2)) >>> 0;
     p.digestLo = (p.digestLo ^ fmix32(h2 + Math.imul(h1, 0x85ebca6b))) >>> 0;
   }
+}
+
+function snapshotOf(record: SessionRecord): SessionSnapshot {
+  const parts: StoredPart[] = [];
+  forEachPart(record, (name, value, version, writer) => parts.push({ name, value, version, writer }));
+  return {
+    id: record.id,
+    parts,
+    owner: record.owner,
+    epoch: record.epoch,
+    expiresAt: record.state === LIVE ? record.expiresAt : 0,
+    ttlMs: record.ttlMs,
+    deletedVersion: record.deletedVersion,
+  };
 }
 
 function indexOfPart(slots: readonly PartSlot[], name: string): number {

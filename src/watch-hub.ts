@@ -53,9 +53,9 @@ export class WatchHub implements StoreObserver {
     this.publish(sessionId, () => ({ sessionId, type: EventType.EVENT_TYPE_EXPIRE, part: undefined, partName: '' }));
   }
 
-  /** Delivers a CLAIM (ownership moved to newOwner). */
-  claimed(sessionId: string): void {
+  claimed(session: StoredSession): void {
     if (this.total === 0) return;
+    const sessionId = session.id;
     this.publish(sessionId, () => ({ sessionId, type: EventType.EVENT_TYPE_CLAIM, part: undefined, partName: '' }));
   }
 
