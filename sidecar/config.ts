@@ -3,6 +3,7 @@
  * BATON_* environment variable, with its unit and default. Parsed and validated once at
  * start-up; every error names the flag (and variable) to fix.
  */
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { ConfigError } from '../src/errors';
 import { MAX_TTL_SECONDS } from '../src/validation';
@@ -31,6 +32,38 @@ export interface Config {
   /** Seconds a SIGTERM waits for in-flight calls before the process exits anyway. */
   shutdownTimeoutSeconds: number;
   logLevel: LogLevel;
+  /** UDP replication and the peer gRPC service: host:port (the same port number for both). */
+  peerListen: ListenAddress;
+  /** host:port peers use to reach this node; '' = the peer-listen address. */
+  advertiseAddress: string;
+  /** Static peer list (host:port), possibly including this node. */
+  peers: string[];
+  /** A DNS name (a Kubernetes headless Service) and port, resolved at start and every few seconds. */
+  peersDns: { name: string; port: number } | undefined;
+  /** Secondaries per session; 0 = every other member. */
+  replicas: number;
+  /** IP multicast group and port; undefined = unicast fan-out. */
+  multicast: { group: string; port: number } | undefined;
+  /** Local interface address for multicast; '' = the peer-listen host. */
+  multicastInterface: string;
+  /** Multicast TTL (hops); 1 keeps datagrams on the local network. */
+  multicastTtl: number;
+  /** Largest datagram sent, in bytes (IP and UDP headers excluded). */
+  maxDatagramBytes: number;
+  /** Retransmit buffer bound per channel, in bytes (from --retransmit-buffer-mb). */
+  retransmitBufferBytes: number;
+  /** Text of the cluster key file or variable (one base64 key per line); '' = no key. */
+  clusterKeys: string;
+  /** Where clusterKeys came from, for error messages. */
+  clusterKeySource: string;
+  /** Secret string the BUZhash table derives from; '' = derived from the first cluster key. */
+  clusterSeed: string;
+  /** Allow a non-loopback peer address without a cluster key. */
+  insecure: boolean;
+  /** Heartbeat interval, failure-detector timeouts (ms). */
+  heartbeatIntervalMs: number;
+  suspectAfterMs: number;
+  deadAfterMs: number;
 }
 
 export interface ListenAddress {
@@ -47,7 +80,8 @@ export interface OptionSpec {
   /** Flag without dashes, kebab-case; the env variable is BATON_ + upper snake case. */
   flag: string;
   key: keyof Config;
-  valueName: string;
+  /** Undefined for a boolean flag (present = true). */
+  valueName: string | undefined;
   description: string;
   default: () => string;
   parse: (value: string, flag: string) => Config[keyof Config];
@@ -149,7 +183,167 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
       return v as LogLevel;
     },
   },
+  {
+    flag: 'peer-listen',
+    key: 'peerListen',
+    valueName: 'addr',
+    description: 'UDP replication and peer gRPC address (same port number for both): host:port',
+    default: () => '127.0.0.1:7401',
+    parse: (v, flag) => parseListen(v, flag, false),
+  },
+  {
+    flag: 'advertise-address',
+    key: 'advertiseAddress',
+    valueName: 'addr',
+    description: "host:port peers use to reach this node (default: the peer-listen address)",
+    default: () => '',
+    parse: (v, flag) => (v === '' ? '' : checkHostPort(v, flag)),
+  },
+  {
+    flag: 'peers',
+    key: 'peers',
+    valueName: 'list',
+    description: 'static peers, host:port,host:port,… (may include this node)',
+    default: () => '',
+    parse: (v, flag) => (v === '' ? [] : v.split(',').map((p) => checkHostPort(p.trim(), flag))),
+  },
+  {
+    flag: 'peers-dns',
+    key: 'peersDns',
+    valueName: 'name:port',
+    description: 'DNS name whose addresses are peers (a Kubernetes headless Service), re-resolved every 5 s',
+    default: () => '',
+    parse: (v, flag) => {
+      if (v === '') return undefined;
+      const m = /^([A-Za-z0-9.-]+):(\d{1,5})$/.exec(v);
+      if (m === null || Number(m[2]) > 65535 || Number(m[2]) === 0) throw bad(flag, v, 'expected name:port');
+      return { name: m[1]!, port: Number(m[2]) };
+    },
+  },
+  {
+    flag: 'replicas',
+    key: 'replicas',
+    valueName: 'n',
+    description: 'secondaries each session is replicated to (0 = every other member)',
+    default: () => '2',
+    parse: (v, flag) => parseInteger(v, flag, 0, 64),
+  },
+  {
+    flag: 'multicast',
+    key: 'multicast',
+    valueName: 'group:port',
+    description: 'replicate over IP multicast to this group (default: unicast fan-out)',
+    default: () => '',
+    parse: (v, flag) => {
+      if (v === '') return undefined;
+      const m = /^(\d+\.\d+\.\d+\.\d+):(\d{1,5})$/.exec(v);
+      const first = m === null ? 0 : Number(m[1]!.split('.')[0]);
+      if (m === null || first < 224 || first > 239 || Number(m[2]) === 0 || Number(m[2]) > 65535) {
+        throw bad(flag, v, 'expected an IPv4 multicast group (224.0.0.0/4) and port, e.g. 239.1.2.3:7402');
+      }
+      return { group: m[1]!, port: Number(m[2]) };
+    },
+  },
+  {
+    flag: 'multicast-interface',
+    key: 'multicastInterface',
+    valueName: 'ip',
+    description: 'local interface address for multicast (default: the peer-listen host)',
+    default: () => '',
+    parse: (v, flag) => {
+      if (v !== '' && !/^\d+\.\d+\.\d+\.\d+$/.test(v)) throw bad(flag, v, 'expected an IPv4 address');
+      return v;
+    },
+  },
+  {
+    flag: 'multicast-ttl',
+    key: 'multicastTtl',
+    valueName: 'hops',
+    description: 'multicast TTL',
+    default: () => '1',
+    parse: (v, flag) => parseInteger(v, flag, 0, 255),
+  },
+  {
+    flag: 'max-datagram-bytes',
+    key: 'maxDatagramBytes',
+    valueName: 'bytes',
+    description: 'largest replication datagram (deltas are batched up to it; larger ones are fragmented)',
+    default: () => '1400',
+    parse: (v, flag) => parseInteger(v, flag, 512, 65_000),
+  },
+  {
+    flag: 'retransmit-buffer-mb',
+    key: 'retransmitBufferBytes',
+    valueName: 'MiB',
+    description: 'retransmit buffer per channel; receivers that fall further behind resync',
+    default: () => '16',
+    parse: (v, flag) => parseInteger(v, flag, 1, 4096) * 1024 * 1024,
+  },
+  {
+    flag: 'cluster-key-file',
+    key: 'clusterKeys',
+    valueName: 'path',
+    description: 'file of cluster keys (base64, 32 bytes, one per line; the first seals, all open); BATON_CLUSTER_KEY may hold the keys themselves',
+    default: () => '',
+    parse: (v) => v,
+  },
+  {
+    flag: 'cluster-seed',
+    key: 'clusterSeed',
+    valueName: 'secret',
+    description: 'secret the hash table derives from (default: derived from the first cluster key); pin it before rotating keys',
+    default: () => '',
+    parse: (v) => v,
+  },
+  {
+    flag: 'insecure',
+    key: 'insecure',
+    valueName: undefined,
+    description: 'allow a non-loopback peer address without a cluster key (datagrams unencrypted and unauthenticated)',
+    default: () => 'false',
+    parse: (v, flag) => {
+      if (!['true', 'false', '1', '0', ''].includes(v)) throw bad(flag, v, 'expected true or false');
+      return v === 'true' || v === '1' || v === '';
+    },
+  },
+  {
+    flag: 'heartbeat-interval-ms',
+    key: 'heartbeatIntervalMs',
+    valueName: 'ms',
+    description: 'interval of heartbeats to every peer',
+    default: () => '250',
+    parse: (v, flag) => parseInteger(v, flag, 10, 60_000),
+  },
+  {
+    flag: 'suspect-after-ms',
+    key: 'suspectAfterMs',
+    valueName: 'ms',
+    description: 'a peer not heard from for this long is suspect',
+    default: () => '1000',
+    parse: (v, flag) => parseInteger(v, flag, 20, 600_000),
+  },
+  {
+    flag: 'dead-after-ms',
+    key: 'deadAfterMs',
+    valueName: 'ms',
+    description: 'a peer not heard from for this long is dead (its partitions are re-replicated)',
+    default: () => '3000',
+    parse: (v, flag) => parseInteger(v, flag, 40, 3_600_000),
+  },
 ];
+
+/** Environment variables read besides the per-option ones. */
+export const CLUSTER_KEY_ENV = 'BATON_CLUSTER_KEY';
+
+function checkHostPort(value: string, flag: string): string {
+  const address = parseListen(value, flag, false);
+  if (address.port === 0) throw bad(flag, value, 'port 0 is not a reachable address');
+  return value;
+}
+
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
 
 export function envName(flag: string): string {
   return 'BATON_' + flag.toUpperCase().replace(/-/g, '_');
@@ -159,13 +353,43 @@ export function envName(flag: string): string {
  * Builds a Config from flag values (already merged with the environment by the CLI);
  * missing values take their defaults.
  */
-export function parseConfig(values: Partial<Record<string, string>>): Config {
-  const config: Partial<Record<keyof Config, unknown>> = {};
+export function parseConfig(
+  values: Partial<Record<string, string>>,
+  env: NodeJS.ProcessEnv = process.env,
+  readFile: (path: string) => string = (path) => readFileSync(path, 'utf8'),
+): Config {
+  const parsed: Partial<Record<keyof Config, unknown>> = {};
   for (const spec of SIDECAR_OPTIONS) {
     const raw = values[spec.flag] ?? spec.default();
-    config[spec.key] = spec.parse(raw.trim(), spec.flag);
+    parsed[spec.key] = spec.parse(raw.trim(), spec.flag);
   }
-  return config as Config;
+  const config = parsed as Config;
+  config.clusterKeySource = '';
+  if (config.clusterKeys !== '') {
+    const path = config.clusterKeys;
+    try {
+      config.clusterKeys = readFile(path);
+    } catch (err) {
+      throw new ConfigError(`cannot read --cluster-key-file (BATON_CLUSTER_KEY_FILE) ${JSON.stringify(path)}: ${(err as Error).message}`);
+    }
+    config.clusterKeySource = `--cluster-key-file ${path}`;
+  } else if ((env[CLUSTER_KEY_ENV] ?? '') !== '') {
+    config.clusterKeys = env[CLUSTER_KEY_ENV]!.replace(/[,;]\s*/g, '\n');
+    config.clusterKeySource = CLUSTER_KEY_ENV;
+  }
+  if (config.deadAfterMs <= config.suspectAfterMs) {
+    throw new ConfigError(`--dead-after-ms (${config.deadAfterMs}) must be greater than --suspect-after-ms (${config.suspectAfterMs})`);
+  }
+  if (config.suspectAfterMs <= config.heartbeatIntervalMs) {
+    throw new ConfigError(`--suspect-after-ms (${config.suspectAfterMs}) must be greater than --heartbeat-interval-ms (${config.heartbeatIntervalMs})`);
+  }
+  if (config.clusterKeys === '' && !config.insecure && !isLoopbackHost(config.peerListen.host!)) {
+    throw new ConfigError(
+      `refusing to bind --peer-listen ${config.peerListen.text} without a cluster key: anyone on the network could read ` +
+        `and forge replication traffic. Set --cluster-key-file or ${CLUSTER_KEY_ENV}, or pass --insecure`,
+    );
+  }
+  return config;
 }
 
 function bad(flag: string, value: string, hint: string): ConfigError {

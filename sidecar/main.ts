@@ -18,13 +18,18 @@ const EXIT_LISTEN = 1;
 function sidecarCommand(): Command {
   const command = new Command('sidecar').description('run a baton node beside a web server');
   for (const spec of SIDECAR_OPTIONS) {
-    command.addOption(
-      new Option(`--${spec.flag} <${spec.valueName}>`, spec.description).default(spec.default()).env(envName(spec.flag)),
-    );
+    const option =
+      spec.valueName === undefined
+        ? new Option(`--${spec.flag}`, spec.description)
+        : new Option(`--${spec.flag} <${spec.valueName}>`, spec.description).default(spec.default());
+    command.addOption(option.env(envName(spec.flag)));
   }
   command.action(async (options: Record<string, string>) => {
     const values: Record<string, string> = {};
-    for (const spec of SIDECAR_OPTIONS) values[spec.flag] = options[camel(spec.flag)]!;
+    for (const spec of SIDECAR_OPTIONS) {
+      const value = options[camel(spec.flag)] as string | boolean | undefined;
+      if (value !== undefined) values[spec.flag] = String(value);
+    }
     await runSidecar(values);
   });
   return command;

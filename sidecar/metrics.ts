@@ -6,6 +6,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ErrorCode } from '../src/errors';
 import type { SessionStore } from '../src/store';
+import type { ReplicationDriver, ReplicationSink } from './replication-driver';
 
 export type Method = 'put' | 'get' | 'delete' | 'touch';
 export type OperationResult = 'ok' | 'not_found' | 'invalid' | 'precondition' | 'exhausted' | 'unavailable' | 'deadline' | 'error';
@@ -49,7 +50,6 @@ export class SidecarMetrics {
   readonly exchangeStreams: Gauge;
   readonly watchers: Gauge;
   readonly watchersDropped: Counter;
-  readonly requestsRejected: Counter<'reason'>;
 
   constructor(store: SessionStore, maxMemoryBytes: number) {
     const registry = this.registry;
@@ -80,13 +80,6 @@ export class SidecarMetrics {
       help: 'Watch streams ended because the client read too slowly.',
       registers: [registry],
     });
-    this.requestsRejected = new Counter({
-      name: 'baton_requests_rejected_total',
-      help: 'Calls refused before reaching the store, by reason.',
-      labelNames: ['reason'],
-      registers: [registry],
-    });
-
     const stats = () => store.getStats();
     new Gauge({
       name: 'baton_sessions',
@@ -129,6 +122,105 @@ export class SidecarMetrics {
     counterFrom(registry, 'baton_expirations_total', 'Sessions expired after their idle TTL.', () => stats().expirations);
   }
 
+  /** Replication metrics read from the driver's core at scrape time. */
+  attachReplication(driver: ReplicationDriver): void {
+    const registry = this.registry;
+    const engine = driver.engine;
+    const stats = engine.stats;
+    const types = ['data', 'heartbeat', 'nack', 'ack', 'gone', 'leave'] as const;
+    const perType = (name: string, help: string, read: (t: (typeof types)[number]) => number) => {
+      const reported = new Map<string, number>();
+      new Counter({
+        name,
+        help,
+        labelNames: ['type'],
+        registers: [registry],
+        collect() {
+          for (const t of types) {
+            const value = read(t);
+            const before = reported.get(t) ?? 0;
+            this.inc({ type: t }, value - before);
+            reported.set(t, value);
+          }
+        },
+      });
+    };
+    perType('baton_replication_datagrams_sent_total', 'Replication datagrams sent, by type.', (t) => stats.datagramsSent[t]);
+    perType('baton_replication_datagrams_received_total', 'Replication datagrams received and authenticated, by type.', (t) => stats.datagramsReceived[t]);
+    counterFrom(registry, 'baton_replication_sent_bytes_total', 'Replication payload bytes sent (before sealing).', () => stats.bytesSent);
+    counterFrom(registry, 'baton_replication_received_bytes_total', 'Replication payload bytes received (after opening).', () => stats.bytesReceived);
+    counterFrom(registry, 'baton_replication_deltas_sent_total', 'Deltas queued to secondaries (once per channel).', () => stats.deltasSent);
+    counterFrom(registry, 'baton_replication_deltas_applied_total', 'Deltas from owners applied here.', () => stats.deltasApplied);
+    counterFrom(registry, 'baton_replication_nacks_sent_total', 'NACKs this node sent for missing sequence numbers.', () => engine.channelCounters().nacksSent);
+    counterFrom(registry, 'baton_replication_nacks_received_total', 'NACKs this node received as a sender.', () => stats.nacksReceived);
+    counterFrom(registry, 'baton_replication_retransmissions_total', 'Datagrams sent again after a NACK.', () => stats.retransmissions);
+    counterFrom(registry, 'baton_replication_fragments_sent_total', 'Fragments of deltas too large for one datagram.', () => stats.fragmentsSent);
+    counterFrom(registry, 'baton_replication_acks_received_total', 'Acknowledgements received from secondaries.', () => stats.acksReceived);
+    counterFrom(registry, 'baton_replication_duplicates_total', 'Data datagrams received more than once.', () => engine.channelCounters().duplicates);
+    new Gauge({
+      name: 'baton_replication_retransmit_buffer_bytes',
+      help: 'Bytes held for retransmission, all channels.',
+      registers: [registry],
+      collect() {
+        this.set(engine.retransmitBufferBytes());
+      },
+    });
+    new Gauge({
+      name: 'baton_replication_reassembly_bytes',
+      help: 'Bytes of partly received fragmented deltas.',
+      registers: [registry],
+      collect() {
+        this.set(engine.reassemblyBytesHeld());
+      },
+    });
+    new Gauge({
+      name: 'baton_cluster_members',
+      help: 'Members by state, this node included.',
+      labelNames: ['state'],
+      registers: [registry],
+      collect() {
+        const counts = { alive: 0, suspect: 0, dead: 0, left: 0 };
+        for (const m of driver.membership.members()) counts[m.state]++;
+        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+      },
+    });
+  }
+
+  /** Replication metrics the driver reports as events happen. */
+  replicationSink(): ReplicationSink {
+    const registry = this.registry;
+    const dropped = new Counter({
+      name: 'baton_replication_dropped_total',
+      help: 'Datagrams or deltas dropped, by reason.',
+      labelNames: ['reason'],
+      registers: [registry],
+    });
+    const resyncs = new Counter({
+      name: 'baton_replication_resyncs_total',
+      help: 'State transfers from peers, by reason and outcome.',
+      labelNames: ['reason', 'outcome'],
+      registers: [registry],
+    });
+    const lag = new Histogram({
+      name: 'baton_replication_lag_seconds',
+      help: "Time from the owner's write to its apply on this node (owner's clock to this node's clock).",
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5],
+      registers: [registry],
+    });
+    const events = new Counter({
+      name: 'baton_cluster_membership_events_total',
+      help: 'Membership changes seen, by type.',
+      labelNames: ['type'],
+      registers: [registry],
+    });
+    return {
+      dropped: (reason) => dropped.inc({ reason }),
+      lag: (seconds) => lag.observe(seconds),
+      resync: (reason, outcome) => resyncs.inc({ reason, outcome }),
+      membership: (event) => events.inc({ type: event.type }),
+    };
+  }
+
   /** Records one finished operation. */
   observe(method: Method, result: OperationResult, seconds: number): void {
     this.operations.inc({ method, result });
@@ -146,7 +238,7 @@ function counterFrom(registry: Registry, name: string, help: string, read: () =>
     collect() {
       const value = read();
       if (value > reported) this.inc(value - reported);
-      reported = value;
+      reported = Math.max(reported, value);
     },
   });
 }

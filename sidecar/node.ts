@@ -4,6 +4,7 @@
  */
 import type { Logger } from 'pino';
 import { BuzHash } from '../src/buzhash';
+import { deriveHashSeed, parseClusterKeys, type ClusterKey } from '../src/cluster-key';
 import type { ClusterServiceServer, StatusResponse } from '../src/gen/baton/v1/cluster';
 import { HybridClock } from '../src/hybrid-clock';
 import { SessionApi } from '../src/session-api';
@@ -12,6 +13,7 @@ import { WatchHub } from '../src/watch-hub';
 import { ApiServer } from './api-server';
 import type { Config, ListenAddress } from './config';
 import { HttpServer } from './http-server';
+import { ReplicationDriver } from './replication-driver';
 import { SidecarMetrics } from './metrics';
 import { SessionServiceHandlers } from './session-service';
 import { VERSION } from './package-root';
@@ -22,6 +24,7 @@ const DEFAULT_CLUSTER_SEED = 'baton/default-cluster';
 export interface BoundPorts {
   api: number;
   metrics: number;
+  peer: number;
 }
 
 /** A listen failure, naming the option whose address could not be bound. */
@@ -40,8 +43,11 @@ export class BatonNode {
   readonly store: SessionStore;
   readonly metrics: SidecarMetrics;
   private readonly hub = new WatchHub();
-  private readonly handlers: SessionServiceHandlers;
-  private readonly api: ApiServer;
+  private readonly hasher: BuzHash;
+  private readonly keys: ClusterKey[] | undefined;
+  private handlers: SessionServiceHandlers | undefined;
+  private api: ApiServer | undefined;
+  private replication: ReplicationDriver | undefined;
   private readonly http: HttpServer;
   private readonly startedAt = Date.now();
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -53,6 +59,10 @@ export class BatonNode {
     readonly config: Config,
     private readonly log: Logger,
   ) {
+    this.keys = config.clusterKeys === '' ? undefined : parseClusterKeys(config.clusterKeys, config.clusterKeySource);
+    this.hasher = new BuzHash(
+      config.clusterSeed !== '' ? config.clusterSeed : this.keys !== undefined ? deriveHashSeed(this.keys[0]!) : DEFAULT_CLUSTER_SEED,
+    );
     this.store = new SessionStore(
       {
         nodeId: config.nodeId,
@@ -63,20 +73,11 @@ export class BatonNode {
         tombstoneRetentionMs: config.tombstoneRetentionSeconds * 1000,
         expiryResolutionMs: 1000,
       },
-      new BuzHash(DEFAULT_CLUSTER_SEED),
+      this.hasher,
       new HybridClock(),
       this.hub,
     );
     this.metrics = new SidecarMetrics(this.store, config.maxMemoryBytes);
-    const sessionApi = new SessionApi(this.store, {
-      maxValueBytes: config.maxValueBytes,
-      maxPartsPerSession: config.maxPartsPerSession,
-      replicas: 0,
-    });
-    this.handlers = new SessionServiceHandlers(sessionApi, this.hub, this.metrics, log);
-    // A Put may carry every part at full size; leave room for ids, names and framing.
-    const maxMessageBytes = Math.min(config.maxValueBytes * config.maxPartsPerSession + 64 * 1024, 2 ** 31 - 1);
-    this.api = new ApiServer(this.handlers.implementation(), this.clusterService(), maxMessageBytes);
     this.http = new HttpServer(this.metrics.registry);
     this.apiAddress = config.apiListen.text;
   }
@@ -85,7 +86,30 @@ export class BatonNode {
     const metrics = await this.http.listen(this.config.metricsListen).catch((err: unknown) => {
       throw new ListenError('metrics-listen', this.config.metricsListen, err);
     });
+    const replication = await ReplicationDriver.open(this.config, this.store, this.hasher, this.keys, this.log, this.metrics.replicationSink()).catch(
+      async (err: unknown) => {
+        await this.http.close();
+        throw new ListenError('peer-listen', this.config.peerListen, err);
+      },
+    );
+    this.replication = replication;
+    this.metrics.attachReplication(replication);
+    await replication.start().catch(async (err: unknown) => {
+      await replication.stop();
+      await this.http.close();
+      throw new ListenError(this.config.multicast !== undefined && /multicast|membership/i.test(String(err)) ? 'multicast' : 'peer-listen', this.config.peerListen, err);
+    });
+    const sessionApi = new SessionApi(
+      this.store,
+      { maxValueBytes: this.config.maxValueBytes, maxPartsPerSession: this.config.maxPartsPerSession },
+      replication,
+    );
+    this.handlers = new SessionServiceHandlers(sessionApi, this.hub, this.metrics, this.log);
+    // A Put may carry every part at full size; leave room for ids, names and framing.
+    const maxMessageBytes = Math.min(this.config.maxValueBytes * this.config.maxPartsPerSession + 64 * 1024, 2 ** 31 - 1);
+    this.api = new ApiServer(this.handlers.implementation(), this.clusterService(), maxMessageBytes);
     const api = await this.api.listen(this.config.apiListen).catch(async (err: unknown) => {
+      await replication.stop();
       await this.http.close();
       throw new ListenError('api-listen', this.config.apiListen, err);
     });
@@ -94,8 +118,22 @@ export class BatonNode {
     this.sweepTimer.unref();
     this.api.setServing(true);
     this.http.ready = true;
-    this.log.info({ api: this.config.apiListen.text, api_port: api, metrics: this.config.metricsListen.text, metrics_port: metrics, version: VERSION }, 'baton node started');
-    return { api, metrics };
+    this.log.info(
+      {
+        api: this.config.apiListen.text,
+        api_port: api,
+        metrics: this.config.metricsListen.text,
+        metrics_port: metrics,
+        peer: replication.advertiseAddress,
+        peer_port: replication.port,
+        incarnation: replication.incarnation.toString(16),
+        transport: this.config.multicast === undefined ? 'unicast' : 'multicast',
+        encrypted: this.keys !== undefined,
+        version: VERSION,
+      },
+      'baton node started',
+    );
+    return { api, metrics, peer: replication.port };
   }
 
   /** Graceful stop: not ready, end streams, finish in-flight calls, close. Idempotent. */
@@ -108,12 +146,27 @@ export class BatonNode {
     const started = Date.now();
     this.log.info('baton node stopping');
     this.http.ready = false;
-    this.api.setServing(false);
-    this.handlers.drain();
-    await this.api.shutdown(this.config.shutdownTimeoutSeconds * 1000);
+    this.api?.setServing(false);
+    this.handlers?.drain();
+    await this.api?.shutdown(this.config.shutdownTimeoutSeconds * 1000);
     clearInterval(this.sweepTimer);
+    await this.replication?.stop();
     await this.http.close();
     this.log.info({ duration_ms: Date.now() - started }, 'baton node stopped');
+  }
+
+  /** Every member (peers configured but never heard from as 'dead' with no node id). */
+  private memberList(): StatusResponse['members'] {
+    const replication = this.replication;
+    if (replication === undefined) return [{ nodeId: this.config.nodeId, address: this.apiAddress, state: 'alive', isSelf: true, replicationLagSeqs: 0n }];
+    const lag = replication.unacked();
+    return replication.membership.members().map((m) => ({
+      nodeId: m.nodeId,
+      address: m.advertiseAddress,
+      state: m.state,
+      isSelf: m.isSelf,
+      replicationLagSeqs: BigInt(lag.get(m.nodeId) ?? 0),
+    }));
   }
 
   private clusterService(): ClusterServiceServer {
@@ -125,7 +178,7 @@ export class BatonNode {
           sessions: BigInt(stats.sessions),
           parts: BigInt(stats.parts),
           bytes: BigInt(stats.bytes),
-          members: [{ nodeId: this.config.nodeId, address: this.apiAddress, state: 'alive', isSelf: true }],
+          members: this.memberList(),
           maxBytes: BigInt(this.config.maxMemoryBytes),
           partitions: this.config.partitions,
           version: VERSION,

@@ -48,7 +48,8 @@ export class SessionServiceHandlers {
   /** The implementation object for server.addService. */
   implementation(): SessionServiceServer {
     return {
-      put: (call, callback) => this.unary('put', call, callback, (r: PutRequest, now) => this.api.put(r, now)),
+      put: (call, callback) =>
+        this.unary('put', call, callback, (r: PutRequest, now) => this.api.put(r, now, deadlineOf(call.getDeadline()))),
       get: (call, callback) => this.unary('get', call, callback, (r: GetRequest, now) => this.api.get(r, now)),
       delete: (call, callback) => this.unary('delete', call, callback, (r: DeleteRequest, now) => this.api.delete(r, now)),
       touch: (call, callback) => this.unary('touch', call, callback, (r: TouchRequest, now) => this.api.touch(r, now)),
@@ -67,31 +68,53 @@ export class SessionServiceHandlers {
     method: Method,
     call: ServerUnaryCall<Req, Res>,
     callback: sendUnaryData<Res>,
-    run: (request: Req, now: number) => Res,
+    run: (request: Req, now: number) => Res | Promise<Res>,
   ): void {
+    const reply = (outcome: Outcome<Res>) => {
+      if (outcome.ok) callback(null, outcome.value);
+      else callback({ code: outcome.code, details: outcome.message });
+    };
     const outcome = this.run(method, call.request, run);
-    if (outcome.ok) callback(null, outcome.value);
-    else callback({ code: outcome.code, details: outcome.message });
+    if (outcome instanceof Promise) void outcome.then(reply);
+    else reply(outcome);
   }
 
-  /** Runs one operation with metrics; never throws. */
-  private run<Req, Res>(method: Method, request: Req, run: (request: Req, now: number) => Res): Outcome<Res> {
+  /** Runs one operation with metrics; never throws, and a returned promise never rejects. */
+  private run<Req, Res>(
+    method: Method,
+    request: Req,
+    run: (request: Req, now: number) => Res | Promise<Res>,
+  ): Outcome<Res> | Promise<Outcome<Res>> {
     const started = performance.now();
-    let outcome: Outcome<Res>;
-    let result: OperationResult;
     try {
       const value = run(request, this.clock());
-      outcome = { ok: true, value };
-      result = isNotFound(value) ? 'not_found' : 'ok';
+      if (value instanceof Promise) {
+        return value.then(
+          (v) => this.succeeded(method, v, started),
+          (err: unknown) => this.failed(method, err, started),
+        );
+      }
+      return this.succeeded(method, value, started);
     } catch (err) {
-      const s = toStatus(err);
-      if (s.errorCode === 'internal') this.log.error({ err, method }, 'operation failed');
-      outcome = { ok: false, code: s.code, message: s.details };
-      result = resultOf(s.errorCode);
+      return this.failed(method, err, started);
     }
+  }
+
+  private succeeded<Res>(method: Method, value: Res, started: number): Outcome<Res> {
+    this.finish(method, isNotFound(value) ? 'not_found' : 'ok', started);
+    return { ok: true, value };
+  }
+
+  private failed(method: Method, err: unknown, started: number): Outcome<never> {
+    const s = toStatus(err);
+    if (s.errorCode === 'internal') this.log.error({ err, method }, 'operation failed');
+    this.finish(method, resultOf(s.errorCode), started);
+    return { ok: false, code: s.code, message: s.details };
+  }
+
+  private finish(method: Method, result: OperationResult, started: number): void {
     this.count(method, result);
     this.histogram(method).observe((performance.now() - started) / 1000);
-    return outcome;
   }
 
   private exchange(call: ServerDuplexStream<ExchangeRequest, ExchangeResponse>): void {
@@ -110,16 +133,34 @@ export class SessionServiceHandlers {
       paused = false;
       call.resume();
     };
-    call.on('data', (request: ExchangeRequest) => {
+    let waiting = 0;
+    let endWhenAnswered = false;
+    const send = (response: ExchangeResponse) => {
       if (ended) return;
-      const response = this.exchangeOne(request);
       if (!call.write(response) && !paused) {
         paused = true;
         call.pause();
         call.once('drain', onDrain);
       }
+    };
+    call.on('data', (request: ExchangeRequest) => {
+      if (ended) return;
+      const response = this.exchangeOne(request);
+      if (!(response instanceof Promise)) {
+        send(response);
+        return;
+      }
+      waiting++;
+      void response.then((r) => {
+        send(r);
+        if (--waiting === 0 && endWhenAnswered) entry.end();
+      });
     });
-    call.on('end', entry.end);
+    // Operations still waiting for replica acknowledgements are answered before the end.
+    call.on('end', () => {
+      if (waiting === 0) entry.end();
+      else endWhenAnswered = true;
+    });
     const close = () => {
       this.streams.delete(entry);
       ended = true;
@@ -134,30 +175,31 @@ export class SessionServiceHandlers {
     if (this.draining) entry.end();
   }
 
-  private exchangeOne(request: ExchangeRequest): ExchangeResponse {
+  private exchangeOne(request: ExchangeRequest): ExchangeResponse | Promise<ExchangeResponse> {
     const requestId = request.requestId;
     const op = request.op;
     if (op === undefined) {
       return { requestId, result: { $case: 'error', error: { code: status.INVALID_ARGUMENT, message: 'the request names no operation' } } };
     }
     switch (op.$case) {
-      case 'put': {
-        const o = this.run('put', op.put, (r, now) => this.api.put(r, now));
-        return { requestId, result: o.ok ? { $case: 'put', put: o.value } : errorResult(o) };
-      }
-      case 'get': {
-        const o = this.run('get', op.get, (r, now) => this.api.get(r, now));
-        return { requestId, result: o.ok ? { $case: 'get', get: o.value } : errorResult(o) };
-      }
-      case 'delete': {
-        const o = this.run('delete', op.delete, (r, now) => this.api.delete(r, now));
-        return { requestId, result: o.ok ? { $case: 'delete', delete: o.value } : errorResult(o) };
-      }
-      case 'touch': {
-        const o = this.run('touch', op.touch, (r, now) => this.api.touch(r, now));
-        return { requestId, result: o.ok ? { $case: 'touch', touch: o.value } : errorResult(o) };
-      }
+      case 'put':
+        return this.answer(requestId, this.run('put', op.put, (r, now) => this.api.put(r, now)), (put) => ({ $case: 'put', put }));
+      case 'get':
+        return this.answer(requestId, this.run('get', op.get, (r, now) => this.api.get(r, now)), (get) => ({ $case: 'get', get }));
+      case 'delete':
+        return this.answer(requestId, this.run('delete', op.delete, (r, now) => this.api.delete(r, now)), (d) => ({ $case: 'delete', delete: d }));
+      case 'touch':
+        return this.answer(requestId, this.run('touch', op.touch, (r, now) => this.api.touch(r, now)), (touch) => ({ $case: 'touch', touch }));
     }
+  }
+
+  private answer<Res>(
+    requestId: bigint,
+    outcome: Outcome<Res> | Promise<Outcome<Res>>,
+    wrap: (value: Res) => ExchangeResponse['result'],
+  ): ExchangeResponse | Promise<ExchangeResponse> {
+    const build = (o: Outcome<Res>): ExchangeResponse => ({ requestId, result: o.ok ? wrap(o.value) : errorResult(o) });
+    return outcome instanceof Promise ? outcome.then(build) : build(outcome);
   }
 
   private watch(call: ServerWritableStream<WatchRequest, WatchEvent>): void {
@@ -227,6 +269,12 @@ export class SessionServiceHandlers {
     }
     return h;
   }
+}
+
+/** The absolute deadline of a call (ms), or undefined to use the API's default. */
+function deadlineOf(deadline: Date | number): number | undefined {
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  return Number.isFinite(at) ? at : undefined;
 }
 
 function errorResult(o: { code: status; message: string }): ExchangeResponse['result'] {

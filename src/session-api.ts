@@ -3,7 +3,7 @@
  * the store and builds the response. The unary handlers and the Exchange stream share it.
  * Throws BatonError subclasses; the server edge turns them into gRPC statuses.
  */
-import { InvalidArgumentError } from './errors';
+import { InvalidArgumentError, UnavailableError } from './errors';
 import type {
   DeleteRequest,
   DeleteResponse,
@@ -17,31 +17,43 @@ import type {
   TouchResponse,
 } from './gen/baton/v1/session';
 import { versionTimeMs } from './hybrid-clock';
+import type { LocalChange } from './replication-engine';
 import { forEachPart, type SessionStore, type StoredSession } from './store';
 import { checkPartNames, checkPartWrites, checkSessionId, checkTtlSeconds, RequestLimits } from './validation';
 
-export interface SessionApiConfig extends RequestLimits {
-  /** Secondaries each partition is replicated to; a Put's min_replicas may not exceed it. */
-  replicas: number;
+/** What the API needs from replication (absent on a node without peers). */
+export interface Replicator {
+  /** Secondaries configured per session; 0 = every other member. */
+  readonly replicas: number;
+  /** Secondaries a session written here would have now. */
+  secondariesFor(sessionId: string): number;
+  /** Queues a local change for the session's secondaries; returns an acknowledgement ticket. */
+  replicate(session: StoredSession, changes: readonly LocalChange[], now: number): number | undefined;
+  /** Resolves once `needed` secondaries acknowledged the ticket's write, or at `deadline`. */
+  waitForAcks(ticket: number, needed: number, deadline: number): Promise<number>;
 }
+
+/** How long a synchronous write waits for acknowledgements when the call sets no deadline. */
+export const DEFAULT_SYNC_TIMEOUT_MS = 5000;
 
 export class SessionApi {
   constructor(
     private readonly store: SessionStore,
-    private readonly config: SessionApiConfig,
+    private readonly config: RequestLimits,
+    private readonly replicator?: Replicator,
   ) {}
 
-  put(request: PutRequest, now: number): PutResponse {
+  /**
+   * Writes parts. With min_replicas n > 0 the response waits until n secondaries
+   * acknowledged (or fails UNAVAILABLE at `deadline`, saying how many did); the write
+   * stays applied on this node either way.
+   */
+  put(request: PutRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): PutResponse | Promise<PutResponse> {
     checkSessionId(request.sessionId);
     checkPartWrites(request.parts, this.config);
     checkTtlSeconds(request.ttlSeconds);
-    if (request.minReplicas > this.config.replicas) {
-      throw new InvalidArgumentError(
-        this.config.replicas === 0
-          ? `min_replicas is ${request.minReplicas}, but no replicas are configured`
-          : `min_replicas is ${request.minReplicas}, above the ${this.config.replicas} replicas configured`,
-      );
-    }
+    const needed = request.minReplicas;
+    if (needed > 0) this.checkReplicasPossible(request.sessionId, needed);
     const writes = request.parts.map((p) => ({
       name: p.name,
       value: p.value,
@@ -49,7 +61,38 @@ export class SessionApi {
     }));
     const { version } = this.store.put(request.sessionId, writes, request.ttlSeconds * 1000, now);
     const v = BigInt(version);
-    return { versions: request.parts.map((p) => ({ name: p.name, version: v })), replicasAcked: 0 };
+    const versions = request.parts.map((p) => ({ name: p.name, version: v }));
+    const ticket = this.replicate(request.sessionId, request.parts.map((p) => ({ kind: 'put' as const, name: p.name, value: p.value, version })), now);
+    if (needed === 0) return { versions, replicasAcked: 0 };
+    if (ticket === undefined) throw new UnavailableError(`0 of ${needed} secondaries acknowledged: none is live`);
+    return this.replicator!.waitForAcks(ticket, needed, deadline).then((acked) => {
+      if (acked < needed) {
+        throw new UnavailableError(
+          `${acked} of ${needed} secondaries acknowledged before the deadline; the write is applied on this node`,
+        );
+      }
+      return { versions, replicasAcked: acked };
+    });
+  }
+
+  private checkReplicasPossible(sessionId: string, needed: number): void {
+    const replicator = this.replicator;
+    if (replicator === undefined) {
+      throw new InvalidArgumentError(`min_replicas is ${needed}, but no replicas are configured`);
+    }
+    if (replicator.replicas > 0 && needed > replicator.replicas) {
+      throw new InvalidArgumentError(`min_replicas is ${needed}, above the ${replicator.replicas} replicas configured (--replicas)`);
+    }
+    const live = replicator.secondariesFor(sessionId);
+    if (needed > live) {
+      throw new UnavailableError(`min_replicas is ${needed}, but only ${live} secondaries are live for this session`);
+    }
+  }
+
+  private replicate(sessionId: string, changes: LocalChange[], now: number): number | undefined {
+    if (this.replicator === undefined) return undefined;
+    const session = this.store.get(sessionId, now);
+    return session === undefined ? undefined : this.replicator.replicate(session, changes, now);
   }
 
   get(request: GetRequest, now: number): GetResponse {
@@ -63,13 +106,31 @@ export class SessionApi {
   delete(request: DeleteRequest, now: number): DeleteResponse {
     checkSessionId(request.sessionId);
     checkPartNames(request.parts, this.config);
-    return { found: this.store.delete(request.sessionId, request.parts, now) };
+    const before = this.replicator === undefined ? undefined : this.store.get(request.sessionId, now);
+    const found = this.store.delete(request.sessionId, request.parts, now);
+    if (found && before !== undefined) this.replicateDelete(request.sessionId, request.parts, now);
+    return { found };
+  }
+
+  private replicateDelete(sessionId: string, names: readonly string[], now: number): void {
+    const snapshot = this.store.snapshot(sessionId, now);
+    if (snapshot === undefined) return;
+    if (names.length === 0) {
+      // The session is a tombstone now: replicate it with the header it had.
+      const session = { id: sessionId, parts: [], owner: snapshot.owner, epoch: snapshot.epoch, ttlMs: snapshot.ttlMs, expiresAt: now + snapshot.ttlMs };
+      this.replicator!.replicate(session, [{ kind: 'delete_session', version: snapshot.deletedVersion }], now);
+      return;
+    }
+    const changes: LocalChange[] = [];
+    for (const part of snapshot.parts) if (part.value === null && names.includes(part.name)) changes.push({ kind: 'delete_part', name: part.name, version: part.version });
+    this.replicate(sessionId, changes, now);
   }
 
   touch(request: TouchRequest, now: number): TouchResponse {
     checkSessionId(request.sessionId);
     checkTtlSeconds(request.ttlSeconds);
     const expiresAt = this.store.touch(request.sessionId, request.ttlSeconds * 1000, now);
+    if (expiresAt !== undefined) this.replicate(request.sessionId, [{ kind: 'touch' }], now);
     return expiresAt === undefined
       ? { found: false, expiresAtUnixMs: 0n }
       : { found: true, expiresAtUnixMs: BigInt(expiresAt) };

@@ -27,7 +27,7 @@ export interface SidecarProcess {
 export async function startSidecar(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<SidecarProcess> {
   const child = spawn(
     process.execPath,
-    [BATON_BIN, 'sidecar', '--api-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', ...args],
+    [BATON_BIN, 'sidecar', '--api-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--peer-listen', '127.0.0.1:0', ...args],
     { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   running.add(child);

@@ -38,8 +38,14 @@ export interface Member {
   /** One of: alive, suspect, dead, left. */
   state: string;
   isSelf: boolean;
+  /** Replication lag to this member: sequence numbers sent to it and not yet acknowledged. */
+  replicationLagSeqs: bigint;
 }
 
+/**
+ * The address is the member's advertised peer address (for this node: its API address
+ * when replication is off).
+ */
 export interface StatusResponse {
   nodeId: string;
   sessions: bigint;
@@ -99,7 +105,7 @@ export const StatusRequest: MessageFns<StatusRequest> = {
 };
 
 function createBaseMember(): Member {
-  return { nodeId: "", address: "", state: "", isSelf: false };
+  return { nodeId: "", address: "", state: "", isSelf: false, replicationLagSeqs: 0n };
 }
 
 export const Member: MessageFns<Member> = {
@@ -115,6 +121,12 @@ export const Member: MessageFns<Member> = {
     }
     if (message.isSelf !== false) {
       writer.uint32(32).bool(message.isSelf);
+    }
+    if (message.replicationLagSeqs !== 0n) {
+      if (BigInt.asUintN(64, message.replicationLagSeqs) !== message.replicationLagSeqs) {
+        throw new globalThis.Error("value provided for field message.replicationLagSeqs of type uint64 too large");
+      }
+      writer.uint32(40).uint64(message.replicationLagSeqs);
     }
     return writer;
   },
@@ -164,6 +176,14 @@ export const Member: MessageFns<Member> = {
             message.isSelf = reader.bool();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.replicationLagSeqs = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -185,6 +205,9 @@ export const Member: MessageFns<Member> = {
     message.address = object.address ?? "";
     message.state = object.state ?? "";
     message.isSelf = object.isSelf ?? false;
+    message.replicationLagSeqs = (object.replicationLagSeqs !== undefined && object.replicationLagSeqs !== null)
+      ? BigInt(object.replicationLagSeqs)
+      : 0n;
     return message;
   },
 };

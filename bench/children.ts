@@ -1,0 +1,173 @@
+/**
+ * Server processes for the benchmarks: start one, wait until it is ready, read its CPU
+ * time, stop it. Every child is stopped by stop() (SIGTERM, then SIGKILL after a grace
+ * period) and, as a last resort, killed when the bench process exits.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+export interface Child {
+  readonly name: string;
+  readonly process: ChildProcess;
+  /** The last lines the child wrote to stdout and stderr, for error messages. */
+  readonly output: string[];
+  /** Resolves with the first stdout line matching `pattern` (rejects if the child exits first or after timeoutMs). */
+  waitForLine(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
+  /** Rejects if the child exits; for racing against a readiness check. */
+  readonly exited: Promise<never>;
+  /** SIGTERM, wait for the exit (SIGKILL after graceMs); resolves with the exit code or signal. */
+  stop(graceMs?: number): Promise<string>;
+}
+
+const OUTPUT_LINES_KEPT = 40;
+
+export function startChild(name: string, command: string, args: readonly string[]): Child {
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  running.add(child);
+  const output: string[] = [];
+  const listeners = new Set<(line: string) => void>();
+  const keep = (line: string) => {
+    output.push(line);
+    if (output.length > OUTPUT_LINES_KEPT) output.shift();
+  };
+  readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+    keep(line);
+    for (const listener of listeners) listener(line);
+  });
+  readline.createInterface({ input: child.stderr! }).on('line', keep);
+  let exitText: string | undefined;
+  const exit = new Promise<string>((resolve) => {
+    child.once('exit', (code, signal) => {
+      running.delete(child);
+      exitText = signal !== null ? `signal ${signal}` : `code ${code}`;
+      resolve(exitText);
+    });
+    child.once('error', (err) => {
+      running.delete(child);
+      exitText = `spawn error: ${err.message}`;
+      resolve(exitText);
+    });
+  });
+  const exited = exit.then((how): never => {
+    throw new Error(`${name} exited (${how}):\n${output.join('\n')}`);
+  });
+  exited.catch(() => undefined);
+  return {
+    name,
+    process: child,
+    output,
+    exited,
+    waitForLine(pattern, timeoutMs) {
+      return new Promise<RegExpMatchArray>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          listeners.delete(listener);
+          reject(new Error(`${name} did not print ${pattern} within ${timeoutMs} ms:\n${output.join('\n')}`));
+        }, timeoutMs);
+        const listener = (line: string) => {
+          const match = line.match(pattern);
+          if (match === null) return;
+          clearTimeout(timer);
+          listeners.delete(listener);
+          resolve(match);
+        };
+        listeners.add(listener);
+        exited.catch((err: unknown) => {
+          clearTimeout(timer);
+          listeners.delete(listener);
+          reject(err);
+        });
+      });
+    },
+    async stop(graceMs = 15_000) {
+      if (exitText !== undefined) return exitText;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      const how = await exit;
+      clearTimeout(timer);
+      return how;
+    },
+  };
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as net.AddressInfo).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls an HTTP URL until it answers 200, or rejects after timeoutMs. */
+export async function waitForHttp200(url: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = 'no answer';
+  while (Date.now() < deadline) {
+    const status = await new Promise<number | string>((resolve) => {
+      const request = http.get(url, { timeout: 1000 }, (response) => {
+        response.resume();
+        resolve(response.statusCode ?? 0);
+      });
+      request.on('timeout', () => request.destroy(new Error('timeout')));
+      request.on('error', (err) => resolve(err.message));
+    });
+    if (status === 200) return;
+    last = String(status);
+    await sleep(50);
+  }
+  throw new Error(`${url} did not answer 200 within ${timeoutMs} ms (last: ${last})`);
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The full path of an executable on PATH, or undefined. */
+export function findOnPath(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (dir === '') continue;
+    const candidate = path.join(dir, name);
+    try {
+      accessSync(candidate, fsConstants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+// Linux reports process times in clock ticks of 1/100 s (USER_HZ) on every common platform.
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** User + system CPU seconds a process has used so far (Linux /proc), or NaN when unknown. */
+export function cpuSecondsOf(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // The command name (field 2) may hold spaces; the fields after it follow its ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return NaN;
+  }
+}
+
+/** CPU seconds used by this process so far. */
+export function ownCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}

@@ -1,0 +1,364 @@
+/**
+ * Drives the replication core: owns the UDP sockets (unicast, and the multicast group
+ * when configured), seals and opens datagrams, arms one timer at the core's next
+ * deadline, runs state transfers over the peer gRPC service, resolves synchronous writes,
+ * and keeps the peer list fresh from DNS. It makes no protocol decisions.
+ */
+import { randomBytes } from 'node:crypto';
+import * as dgram from 'node:dgram';
+import { promises as dns } from 'node:dns';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { BuzHash } from '../src/buzhash';
+import { fmix32, mixWord } from '../src/buzhash';
+import { DEFAULT_CHANNEL_RECEIVER_CONFIG } from '../src/channel-receiver';
+import type { ClusterKey } from '../src/cluster-key';
+import { DatagramOpener, DatagramSealer, HEADER_BYTES, TAG_BYTES, type DropReason } from '../src/datagram-codec';
+import { PeerServiceService } from '../src/gen/baton/v1/peer';
+import { Membership, type MembershipEvent } from '../src/membership';
+import { Placement } from '../src/placement';
+import { SeededRandom } from '../src/random';
+import { ReplicationEngine, type EngineDropReason, type LocalChange, type ResyncRequest } from '../src/replication-engine';
+import type { Replicator } from '../src/session-api';
+import type { SessionStore, StoredSession } from '../src/store';
+import type { Config } from './config';
+import { PeerAuth, PeerClients, peerServiceImplementation } from './peer-service';
+
+/** How often --peers-dns is re-resolved. */
+const DNS_REFRESH_MS = 5000;
+/** Deadline of one state-transfer call. */
+const RESYNC_DEADLINE_MS = 60_000;
+/** Socket buffers: the default 208 KiB holds only ~90 datagrams (see PLATFORM notes). */
+const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+
+export interface ReplicationSink {
+  dropped(reason: DropReason | EngineDropReason): void;
+  lag(seconds: number): void;
+  resync(reason: string, outcome: 'ok' | 'error'): void;
+  membership(event: MembershipEvent): void;
+}
+
+interface Waiter {
+  needed: number;
+  resolve: (acked: number) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class ReplicationDriver implements Replicator {
+  readonly engine: ReplicationEngine;
+  readonly membership: Membership;
+  readonly placement: Placement;
+  readonly incarnation: bigint;
+  readonly advertiseAddress: string;
+  private readonly sealer: DatagramSealer;
+  private readonly opener: DatagramOpener;
+  private groupSocket: dgram.Socket | undefined;
+  private readonly peerServer = new Server({ 'grpc.enable_channelz': 0, 'grpc.max_send_message_length': 256 * 1024 * 1024 });
+  private readonly peers: PeerClients;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+  private flushScheduled = false;
+  private readonly waiters = new Map<number, Waiter>();
+  private resyncing = new Set<string>();
+  private dnsTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  readonly counters = { resyncs: 0, resyncFailures: 0, sessionsTransferred: 0, sendErrors: 0 };
+
+  /** Binds the UDP socket first, so the advertised address carries the real port. */
+  static async open(
+    config: Config,
+    store: SessionStore,
+    hasher: BuzHash,
+    keys: ClusterKey[] | undefined,
+    log: Logger,
+    sink: ReplicationSink,
+  ): Promise<ReplicationDriver> {
+    const socket = dgram.createSocket({ type: 'udp4', recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES });
+    const { host, port } = config.peerListen;
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind({ address: host, port, exclusive: true }, () => {
+        socket.off('error', reject);
+        resolve();
+      });
+    });
+    return new ReplicationDriver(config, store, hasher, keys, log, sink, socket);
+  }
+
+  private constructor(
+    private readonly config: Config,
+    private readonly store: SessionStore,
+    hasher: BuzHash,
+    keys: ClusterKey[] | undefined,
+    private readonly log: Logger,
+    private readonly sink: ReplicationSink,
+    private readonly socket: dgram.Socket,
+  ) {
+    this.incarnation = randomBytes(8).readBigUInt64BE() | 1n;
+    this.advertiseAddress =
+      config.advertiseAddress !== '' ? config.advertiseAddress : `${config.peerListen.host}:${socket.address().port}`;
+    const digest = configDigest(hasher, config.partitions);
+    this.membership = new Membership(
+      { nodeId: config.nodeId, advertiseAddress: this.advertiseAddress, incarnation: this.incarnation },
+      {
+        heartbeatIntervalMs: config.heartbeatIntervalMs,
+        suspectAfterMs: config.suspectAfterMs,
+        deadAfterMs: config.deadAfterMs,
+        forgetDeadAfterMs: Math.max(60_000, config.deadAfterMs * 4),
+      },
+      digest,
+    );
+    this.membership.addSeedAddresses(config.peers);
+    this.placement = new Placement(hasher, config.partitions, config.replicas);
+    this.sealer = new DatagramSealer(keys, this.incarnation);
+    this.opener = new DatagramOpener(keys, { maxDatagramBytes: config.maxDatagramBytes });
+    const overhead = HEADER_BYTES + (keys === undefined ? 0 : TAG_BYTES);
+    this.engine = new ReplicationEngine(
+      {
+        nodeId: config.nodeId,
+        incarnation: this.incarnation,
+        transport: config.multicast === undefined ? 'unicast' : 'multicast',
+        maxPayloadBytes: config.maxDatagramBytes - overhead,
+        retransmitBufferBytes: config.retransmitBufferBytes,
+        maxReassemblyBytes: Math.max(8 * config.maxValueBytes, 16 * 1024 * 1024),
+        reassemblyTimeoutMs: 10_000,
+        receiver: DEFAULT_CHANNEL_RECEIVER_CONFIG,
+      },
+      store,
+      this.membership,
+      this.placement,
+      new SeededRandom(Number(this.incarnation & 0xffffffffn)),
+      {
+        lag: (ms) => sink.lag(ms / 1000),
+        dropped: (reason) => sink.dropped(reason),
+        membershipEvent: (event) => {
+          sink.membership(event);
+          this.log.info({ event: event.type, peer: event.nodeId }, 'membership change');
+        },
+      },
+      () => ({ advertiseAddress: this.advertiseAddress, configDigest: digest }),
+    );
+    this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
+    this.socket.on('error', (err) => this.log.warn({ err }, 'replication socket error'));
+    const auth = new PeerAuth(keys);
+    this.peers = new PeerClients(auth);
+    this.peerServer.addService(PeerServiceService, peerServiceImplementation(store, config.nodeId, auth, config.partitions));
+  }
+
+  get replicas(): number {
+    return this.config.replicas;
+  }
+
+  /** Binds the peer gRPC service (and the multicast group); starts heartbeats. */
+  async start(): Promise<void> {
+    const host = this.config.peerListen.host!;
+    await new Promise<void>((resolve, reject) =>
+      this.peerServer.bindAsync(`${host}:${this.socket.address().port}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+    );
+    if (this.config.multicast !== undefined) await this.joinGroup();
+    if (this.config.peersDns !== undefined) {
+      await this.refreshDns();
+      this.dnsTimer = setInterval(() => void this.refreshDns(), DNS_REFRESH_MS);
+      this.dnsTimer.unref();
+    }
+    this.pump();
+  }
+
+  /** The UDP port bound (the peer gRPC service listens on the same number). */
+  get port(): number {
+    return this.socket.address().port;
+  }
+
+  secondariesFor(sessionId: string): number {
+    return this.placement.secondaries(this.store.partitionOf(sessionId), this.config.nodeId).length;
+  }
+
+  replicate(session: StoredSession, changes: readonly LocalChange[], now: number): number | undefined {
+    const ticket = this.engine.replicate(session, changes, now);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => {
+        this.flushScheduled = false;
+        this.engine.flush(Date.now());
+        this.pump();
+      });
+    }
+    return ticket;
+  }
+
+  waitForAcks(ticket: number, needed: number, deadline: number): Promise<number> {
+    this.engine.awaitTicket(ticket, needed);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(ticket);
+        const acked = this.engine.ackCount(ticket);
+        this.engine.releaseTicket(ticket);
+        resolve(acked);
+      }, Math.max(0, deadline - Date.now()));
+      this.waiters.set(ticket, { needed, resolve, timer });
+    });
+  }
+
+  /** Announces departure and closes sockets. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.engine.leave();
+    this.sendOutbox();
+    this.stopped = true;
+    clearTimeout(this.timer);
+    clearInterval(this.dnsTimer);
+    for (const [ticket, waiter] of this.waiters) {
+      clearTimeout(waiter.timer);
+      waiter.resolve(this.engine.ackCount(ticket));
+    }
+    this.waiters.clear();
+    this.peers.close();
+    await new Promise<void>((resolve) => this.peerServer.tryShutdown(() => resolve()));
+    await new Promise<void>((resolve) => this.socket.close(() => resolve()));
+    if (this.groupSocket !== undefined) await new Promise<void>((resolve) => this.groupSocket!.close(() => resolve()));
+  }
+
+  // --- internals -----------------------------------------------------------------
+
+  private async joinGroup(): Promise<void> {
+    const { group, port } = this.config.multicast!;
+    const iface = this.config.multicastInterface !== '' ? this.config.multicastInterface : this.config.peerListen.host!;
+    this.socket.setMulticastInterface(iface);
+    this.socket.setMulticastTTL(this.config.multicastTtl);
+    this.socket.setMulticastLoopback(true);
+    const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true, recvBufferSize: SOCKET_BUFFER_BYTES });
+    socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
+    socket.on('error', (err) => this.log.warn({ err }, 'multicast socket error'));
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind({ port, address: group }, () => {
+        socket.off('error', reject);
+        resolve();
+      });
+    });
+    socket.addMembership(group, iface);
+    this.groupSocket = socket;
+  }
+
+  private async refreshDns(): Promise<void> {
+    const { name, port } = this.config.peersDns!;
+    try {
+      const answers = await dns.lookup(name, { all: true, family: 4 });
+      this.membership.setSeedAddresses([...this.config.peers, ...answers.map((a) => `${a.address}:${port}`)]);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, name }, 'cannot resolve --peers-dns');
+    }
+  }
+
+  private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (this.stopped) return;
+    const opened = this.opener.open(msg);
+    if (!opened.ok) {
+      this.sink.dropped(opened.reason);
+      return;
+    }
+    this.engine.handleDatagram(opened.payload, opened.incarnation, `${rinfo.address}:${rinfo.port}`, Date.now());
+    this.pump();
+  }
+
+  /** Carries out what the engine asked for, then re-arms the timer. */
+  private pump(): void {
+    if (this.stopped) return;
+    this.sendOutbox();
+    for (const request of this.engine.takeResyncs()) void this.resync(request);
+    for (const { id, acked } of this.engine.takeCompletedTickets()) {
+      const waiter = this.waiters.get(id);
+      if (waiter === undefined) continue;
+      clearTimeout(waiter.timer);
+      this.waiters.delete(id);
+      waiter.resolve(acked);
+    }
+    this.arm();
+  }
+
+  private sendOutbox(): void {
+    for (const { to, payload } of this.engine.takeOutbox()) {
+      const sealed = this.sealer.seal(payload);
+      let host: string;
+      let port: number;
+      if (to === 'multicast') {
+        host = this.config.multicast!.group;
+        port = this.config.multicast!.port;
+      } else {
+        const colon = to.lastIndexOf(':');
+        host = to.slice(0, colon).replace(/^\[|\]$/g, '');
+        port = Number(to.slice(colon + 1));
+      }
+      this.socket.send(sealed, port, host, (err) => {
+        if (err) this.counters.sendErrors++;
+      });
+    }
+  }
+
+  private arm(): void {
+    const now = Date.now();
+    const next = Math.max(now, Math.min(this.engine.nextDeadline(), now + 1000));
+    if (this.timer !== undefined && this.timerAt <= next) return;
+    clearTimeout(this.timer);
+    this.timerAt = next;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      this.engine.tick(Date.now());
+      this.pump();
+    }, next - now);
+  }
+
+  /** Pulls partitions from a peer: compare digests, fetch those that differ, merge. */
+  private async resync(request: ResyncRequest): Promise<void> {
+    const key = `${request.peerNodeId} ${request.partitions.join(',')}`;
+    if (this.resyncing.has(key)) {
+      this.engine.resyncDone(request);
+      return;
+    }
+    this.resyncing.add(key);
+    this.counters.resyncs++;
+    try {
+      const theirs = await this.peers.digests(request.peerAddress, request.partitions, RESYNC_DEADLINE_MS);
+      const differing = request.partitions.filter((p) => theirs.get(p) !== this.store.digest(p));
+      if (differing.length > 0) {
+        await this.peers.fetch(request.peerAddress, { partitions: differing }, RESYNC_DEADLINE_MS, (snapshot) => {
+          const now = Date.now();
+          const partition = this.store.partitionOf(snapshot.id);
+          const owner = snapshot.owner;
+          if (owner === this.config.nodeId || this.placement.isSecondary(this.config.nodeId, partition, owner)) {
+            if (this.store.merge(snapshot, now)) this.counters.sessionsTransferred++;
+          }
+        });
+      }
+      this.engine.resyncDone(request);
+      this.sink.resync(request.reason, 'ok');
+      this.log.debug({ peer: request.peerNodeId, reason: request.reason, partitions: request.partitions.length, differing: differing.length }, 'resync done');
+    } catch (err) {
+      this.counters.resyncFailures++;
+      this.sink.resync(request.reason, 'error');
+      this.log.warn({ peer: request.peerNodeId, err: (err as Error).message }, 'resync failed');
+    } finally {
+      this.resyncing.delete(key);
+      this.pump();
+    }
+  }
+
+  /** Status view: every member, with lag in unacknowledged sequence numbers. */
+  unacked(): Map<string, number> {
+    return this.engine.unackedByPeer();
+  }
+}
+
+/** Digest of configuration that must match cluster-wide: partitions and the hash table. */
+export function configDigest(hasher: BuzHash, partitions: number): bigint {
+  let hi = 0x9747b28c;
+  let lo = 0x1b873593;
+  for (let i = 0; i < 256; i += 7) {
+    hi = mixWord(hi, hasher.tableHi[i]!);
+    lo = mixWord(lo, hasher.tableLo[i]!);
+  }
+  hi = fmix32(mixWord(hi, partitions));
+  lo = fmix32(mixWord(lo, partitions ^ 0x5bd1e995));
+  return (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+}

@@ -1,0 +1,237 @@
+/**
+ * The receiving side of one channel: duplicate detection, gap detection, NACK scheduling
+ * with back-off (and suppression on multicast), cumulative acknowledgements, and the
+ * decision to give up and resync. Sans-IO: the caller feeds sequence numbers and `now`,
+ * then polls for what to send.
+ *
+ * State is the highest sequence number seen plus the sorted list of missing ranges below
+ * it; everything else up to `highest` has arrived. The cumulative acknowledgement is the
+ * sequence number before the first gap.
+ *
+ * Timing (all in ms, from ChannelReceiverConfig):
+ * - a gap is NACKed after reorderAllowanceMs (plus, on multicast, a random back-off in
+ *   [0, multicastBackoffMs), reset when another receiver's NACK for it is overheard);
+ * - unanswered NACKs are repeated after nackRetryMs, doubling per attempt, up to
+ *   maxNackAttempts; then the channel asks for a resync;
+ * - a gap wider than maxGap sequence numbers asks for a resync at once.
+ */
+import type { Random } from './random';
+
+export interface ChannelReceiverConfig {
+  /** Wait before NACKing a gap, to let reordered packets arrive (ms). */
+  reorderAllowanceMs: number;
+  /** First NACK repeat interval (ms); doubles per attempt, capped at 16×. */
+  nackRetryMs: number;
+  /** NACKs per gap before giving up and resyncing. */
+  maxNackAttempts: number;
+  /** Upper bound of the random NACK back-off on multicast channels (ms). */
+  multicastBackoffMs: number;
+  /** Interval of cumulative acknowledgements while data arrives (ms). */
+  ackIntervalMs: number;
+  /** Widest gap (in sequence numbers) worth repairing by NACK rather than resync. */
+  maxGap: number;
+  /** Most ranges in one NACK. */
+  maxRangesPerNack: number;
+}
+
+export const DEFAULT_CHANNEL_RECEIVER_CONFIG: ChannelReceiverConfig = {
+  reorderAllowanceMs: 2,
+  nackRetryMs: 10,
+  maxNackAttempts: 10,
+  multicastBackoffMs: 4,
+  ackIntervalMs: 5,
+  maxGap: 100_000,
+  maxRangesPerNack: 64,
+};
+
+interface Gap {
+  first: number;
+  last: number;
+  nackAt: number;
+  attempts: number;
+}
+
+export type DataVerdict = 'new' | 'duplicate';
+
+export interface ReceiverPoll {
+  /** Ranges to NACK now, inclusive. */
+  nack: [number, number][] | undefined;
+  /** Cumulative sequence number to acknowledge now. */
+  ack: number | undefined;
+  /** The channel cannot be repaired by NACKs: resync from the sender's state. */
+  resync: boolean;
+}
+
+export class ChannelReceiver {
+  private highest: number;
+  private gaps: Gap[] = [];
+  private ackDueAt = Infinity;
+  private resyncWanted = false;
+  readonly counters = { duplicates: 0, nacksSent: 0, rangesNacked: 0, suppressed: 0 };
+
+  /**
+   * @param startAfter sequence numbers up to this one are taken as already handled (a
+   *   receiver that meets a channel mid-stream starts after the first packet it sees - 1
+   *   and relies on state transfer for what came before).
+   */
+  constructor(
+    private readonly config: ChannelReceiverConfig,
+    private readonly multicast: boolean,
+    private readonly random: Random,
+    startAfter = 0,
+  ) {
+    this.highest = startAfter;
+  }
+
+  /** Everything up to this sequence number has arrived. */
+  get cumulative(): number {
+    return this.gaps.length > 0 ? this.gaps[0]!.first - 1 : this.highest;
+  }
+
+  get highestSeen(): number {
+    return this.highest;
+  }
+
+  /** Sequence numbers currently missing. */
+  get missing(): number {
+    let n = 0;
+    for (const gap of this.gaps) n += gap.last - gap.first + 1;
+    return n;
+  }
+
+  /** A data packet arrived. ackRequested asks for an acknowledgement without delay. */
+  handleData(seq: number, ackRequested: boolean, now: number): DataVerdict {
+    if (seq <= this.highest) {
+      const i = this.gapIndexOf(seq);
+      if (i < 0) {
+        this.counters.duplicates++;
+        if (ackRequested) this.ackDueAt = now;
+        return 'duplicate';
+      }
+      this.fill(i, seq);
+    } else {
+      this.extendTo(seq - 1, now);
+      this.highest = seq;
+    }
+    if (ackRequested) this.ackDueAt = now;
+    else if (this.ackDueAt === Infinity) this.ackDueAt = now + this.config.ackIntervalMs;
+    return 'new';
+  }
+
+  /** The sender says it has sent up to seq (heartbeat): finds lost tail packets. */
+  handleHighest(seq: number, now: number): void {
+    if (seq > this.highest) {
+      this.extendTo(seq, now);
+      this.highest = seq;
+    }
+  }
+
+  /** Another receiver NACKed these ranges on the multicast group: hold ours back. */
+  handleOverheardNack(ranges: readonly (readonly [number, number])[], now: number): void {
+    if (!this.multicast) return;
+    for (const gap of this.gaps) {
+      for (const [first, last] of ranges) {
+        if (first <= gap.first && last >= gap.last && gap.nackAt > now) {
+          gap.nackAt = now + this.retryDelay(gap.attempts) + this.backoff();
+          gap.attempts++;
+          this.counters.suppressed++;
+        }
+      }
+    }
+  }
+
+  /** The sender no longer holds sequence numbers below firstRetained. */
+  handleGone(firstRetained: number): void {
+    if (this.gaps.length > 0 && this.gaps[0]!.first < firstRetained) this.resyncWanted = true;
+  }
+
+  /** What to send now. */
+  poll(now: number): ReceiverPoll {
+    let nack: [number, number][] | undefined;
+    for (const gap of this.gaps) {
+      if (gap.nackAt > now) continue;
+      if (gap.attempts >= this.config.maxNackAttempts) {
+        this.resyncWanted = true;
+        continue;
+      }
+      nack ??= [];
+      if (nack.length >= this.config.maxRangesPerNack) break;
+      nack.push([gap.first, gap.last]);
+      gap.attempts++;
+      gap.nackAt = now + this.retryDelay(gap.attempts) + this.backoff();
+    }
+    if (nack !== undefined) {
+      this.counters.nacksSent++;
+      this.counters.rangesNacked += nack.length;
+    }
+    let ack: number | undefined;
+    if (this.ackDueAt <= now) {
+      this.ackDueAt = Infinity;
+      ack = this.cumulative;
+    }
+    const resync = this.resyncWanted;
+    return { nack, ack, resync };
+  }
+
+  /**
+   * After a resync from the sender's state: everything up to `upTo` counts as received
+   * (the transferred state covers it) and the gaps below are forgotten.
+   */
+  resynced(upTo: number): void {
+    this.gaps = this.gaps.filter((gap) => gap.first > upTo);
+    const kept = this.gaps.find((gap) => gap.last > upTo);
+    if (kept !== undefined && kept.first <= upTo) kept.first = upTo + 1;
+    if (upTo > this.highest) this.highest = upTo;
+    this.resyncWanted = false;
+    this.ackDueAt = 0;
+  }
+
+  /** When poll next has something to do (Infinity = nothing scheduled). */
+  nextDeadline(): number {
+    let next = this.ackDueAt;
+    for (const gap of this.gaps) if (gap.nackAt < next) next = gap.nackAt;
+    return this.resyncWanted ? 0 : next;
+  }
+
+  private extendTo(last: number, now: number): void {
+    const first = this.highest + 1;
+    if (last < first) return;
+    if (last - this.cumulative > this.config.maxGap) {
+      this.resyncWanted = true;
+    }
+    this.gaps.push({ first, last, nackAt: now + this.config.reorderAllowanceMs + this.backoff(), attempts: 0 });
+  }
+
+  private gapIndexOf(seq: number): number {
+    // Gaps are sorted and few; binary search keeps heavy loss cheap.
+    let lo = 0;
+    let hi = this.gaps.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const gap = this.gaps[mid]!;
+      if (seq < gap.first) hi = mid - 1;
+      else if (seq > gap.last) lo = mid + 1;
+      else return mid;
+    }
+    return -1;
+  }
+
+  private fill(i: number, seq: number): void {
+    const gap = this.gaps[i]!;
+    if (gap.first === gap.last) this.gaps.splice(i, 1);
+    else if (seq === gap.first) gap.first++;
+    else if (seq === gap.last) gap.last--;
+    else {
+      this.gaps.splice(i + 1, 0, { first: seq + 1, last: gap.last, nackAt: gap.nackAt, attempts: gap.attempts });
+      gap.last = seq - 1;
+    }
+  }
+
+  private retryDelay(attempts: number): number {
+    return this.config.nackRetryMs * Math.pow(2, Math.min(attempts - 1, 4));
+  }
+
+  private backoff(): number {
+    return this.multicast ? this.random.next() * this.config.multicastBackoffMs : 0;
+  }
+}

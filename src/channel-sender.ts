@@ -1,0 +1,272 @@
+/**
+ * The sending side of one channel (one sender to one multicast group, or to one peer):
+ * sequence numbers, batching of deltas into datagrams, fragmentation of large deltas,
+ * and the retransmit buffer. Sans-IO: it returns packets; the driver seals and sends.
+ *
+ * Invariants:
+ * - Sequence numbers start at 1 and increase by one per packet, never reused.
+ * - The retransmit buffer holds, per sequence number, the conflation keys of the deltas
+ *   it carried; the bytes live once per key (the latest value). Retransmitting a sequence
+ *   number sends the latest value of each of its keys, so a receiver that missed an old
+ *   packet gets the newest state and never state older than what it already has.
+ * - Buffer memory (the bytes of latest values plus a fixed cost per entry) is bounded by
+ *   retransmitBufferBytes: beyond it the oldest entries are dropped, and a receiver
+ *   that NACKs them is told they are gone (it then resyncs over gRPC).
+ * - Entries every known receiver has acknowledged are released at once.
+ */
+
+export interface ChannelSenderConfig {
+  /** Largest encoded Data body (deltas and framing), in bytes; datagram overhead excluded. */
+  maxPacketBytes: number;
+  /** Bound on retransmit buffer memory, in bytes. */
+  retransmitBufferBytes: number;
+  /** Most packets resent for one NACK (the receiver NACKs the rest again). */
+  maxRetransmitPerNack: number;
+}
+
+/** A delta ready to send: its encoded bytes and the key conflation groups it by. */
+export interface OutgoingDelta {
+  /** Session id and part name (or the session alone for session-level changes). */
+  key: string;
+  bytes: Uint8Array;
+}
+
+export interface FragmentBody {
+  deltaId: number;
+  index: number;
+  count: number;
+  chunk: Uint8Array;
+}
+
+export interface DataPacket {
+  seq: number;
+  /** Encoded deltas (empty for a fragment, or for a retransmission whose keys are gone). */
+  deltas: Uint8Array[];
+  fragment: FragmentBody | undefined;
+  retransmit: boolean;
+}
+
+/** Per-delta framing inside Data: field tag (1 byte) and a length varint (up to 3 bytes). */
+export const DELTA_FRAMING_BYTES = 4;
+/** Fixed cost charged to the buffer per entry (object, key array), in bytes. */
+const ENTRY_OVERHEAD_BYTES = 64;
+
+interface BufferEntry {
+  seq: number;
+  /** Conflation keys of the deltas this packet carried. */
+  keys: string[] | undefined;
+  fragment: FragmentBody | undefined;
+}
+
+interface Latest {
+  bytes: Uint8Array;
+  /** The newest sequence number that carried this key. */
+  seq: number;
+}
+
+export class ChannelSender {
+  private seq = 0;
+  private pending: OutgoingDelta[] = [];
+  private readonly buffer = new Map<number, BufferEntry>();
+  private readonly latest = new Map<string, Latest>();
+  private firstRetained = 1;
+  private bytes = 0;
+  private nextDeltaId = 1;
+  private readonly acked = new Map<string, number>();
+  /** Counters for metrics. */
+  readonly counters = { packets: 0, retransmitted: 0, fragments: 0, goneReplies: 0, trimmedUnacked: 0 };
+
+  constructor(private readonly config: ChannelSenderConfig) {
+    if (config.maxPacketBytes < 64) throw new RangeError('maxPacketBytes must be at least 64');
+  }
+
+  /** Highest sequence number sent so far (0 = none). */
+  get highestSeq(): number {
+    return this.seq;
+  }
+
+  /** Lowest sequence number still retransmittable. */
+  get firstRetainedSeq(): number {
+    return this.firstRetained;
+  }
+
+  get bufferBytes(): number {
+    return this.bytes;
+  }
+
+  get pendingCount(): number {
+    return this.pending.length;
+  }
+
+  /** Queues a delta for the next flush. */
+  enqueue(delta: OutgoingDelta): void {
+    this.pending.push(delta);
+  }
+
+  /** Packs queued deltas into packets (in order), numbering and buffering them. */
+  flush(): DataPacket[] {
+    if (this.pending.length === 0) return [];
+    const packets: DataPacket[] = [];
+    const budget = this.config.maxPacketBytes;
+    let deltas: Uint8Array[] = [];
+    let keys: string[] = [];
+    let size = 0;
+    const close = () => {
+      if (deltas.length === 0) return;
+      packets.push(this.record(deltas, keys));
+      deltas = [];
+      keys = [];
+      size = 0;
+    };
+    for (const delta of this.pending) {
+      const cost = delta.bytes.length + DELTA_FRAMING_BYTES;
+      if (cost > budget) {
+        close();
+        for (const packet of this.fragment(delta)) packets.push(packet);
+        continue;
+      }
+      if (size + cost > budget) close();
+      deltas.push(delta.bytes);
+      keys.push(delta.key);
+      size += cost;
+    }
+    close();
+    this.pending = [];
+    this.enforceBound();
+    return packets;
+  }
+
+  /**
+   * Answers a NACK. Returns the packets to resend (at most maxRetransmitPerNack) and,
+   * if any asked-for sequence number has left the buffer, the first one still held.
+   */
+  handleNack(ranges: readonly (readonly [number, number])[]): { packets: DataPacket[]; goneBefore: number | undefined } {
+    const packets: DataPacket[] = [];
+    let goneBefore: number | undefined;
+    for (const [first, last] of ranges) {
+      if (first > last || last > this.seq) continue;
+      if (first < this.firstRetained) goneBefore = this.firstRetained;
+      for (let s = Math.max(first, this.firstRetained); s <= last; s++) {
+        if (packets.length >= this.config.maxRetransmitPerNack) break;
+        const entry = this.buffer.get(s);
+        // Released by acknowledgement from everyone: an empty packet fills the gap.
+        packets.push(entry === undefined ? emptyPacket(s) : this.rebuild(entry));
+      }
+    }
+    this.counters.retransmitted += packets.length;
+    if (goneBefore !== undefined) this.counters.goneReplies++;
+    return { packets, goneBefore };
+  }
+
+  /** Sets the receivers whose acknowledgements release buffer entries. */
+  setReceivers(nodeIds: readonly string[]): void {
+    const keep = new Set(nodeIds);
+    for (const id of [...this.acked.keys()]) if (!keep.has(id)) this.acked.delete(id);
+    for (const id of nodeIds) if (!this.acked.has(id)) this.acked.set(id, this.firstRetained - 1);
+    this.release();
+  }
+
+  /** A receiver holds everything up to cumulativeSeq. */
+  handleAck(nodeId: string, cumulativeSeq: number): void {
+    const known = this.acked.get(nodeId);
+    if (known === undefined || cumulativeSeq <= known) return;
+    this.acked.set(nodeId, Math.min(cumulativeSeq, this.seq));
+    this.release();
+  }
+
+  /** The highest sequence number a receiver acknowledged (0 if none or unknown). */
+  ackedBy(nodeId: string): number {
+    return this.acked.get(nodeId) ?? 0;
+  }
+
+  /** Receivers tracked for acknowledgements. */
+  receivers(): string[] {
+    return [...this.acked.keys()];
+  }
+
+  private record(deltas: Uint8Array[], keys: string[]): DataPacket {
+    const seq = ++this.seq;
+    for (const [i, key] of keys.entries()) {
+      const previous = this.latest.get(key);
+      if (previous !== undefined) this.bytes -= previous.bytes.length;
+      this.latest.set(key, { bytes: deltas[i]!, seq });
+      this.bytes += deltas[i]!.length;
+    }
+    this.buffer.set(seq, { seq, keys, fragment: undefined });
+    this.bytes += ENTRY_OVERHEAD_BYTES;
+    this.counters.packets++;
+    return { seq, deltas, fragment: undefined, retransmit: false };
+  }
+
+  private fragment(delta: OutgoingDelta): DataPacket[] {
+    const chunkSize = this.config.maxPacketBytes - 32;
+    const count = Math.ceil(delta.bytes.length / chunkSize);
+    const deltaId = this.nextDeltaId++;
+    const packets: DataPacket[] = [];
+    for (let index = 0; index < count; index++) {
+      const chunk = delta.bytes.subarray(index * chunkSize, Math.min(delta.bytes.length, (index + 1) * chunkSize));
+      const fragment: FragmentBody = { deltaId, index, count, chunk };
+      const seq = ++this.seq;
+      this.buffer.set(seq, { seq, keys: undefined, fragment });
+      this.bytes += chunk.length + ENTRY_OVERHEAD_BYTES;
+      this.counters.packets++;
+      this.counters.fragments++;
+      packets.push({ seq, deltas: [], fragment, retransmit: false });
+    }
+    // A whole-value fragment train supersedes older buffered values of the key.
+    const previous = this.latest.get(delta.key);
+    if (previous !== undefined) {
+      this.bytes -= previous.bytes.length;
+      this.latest.delete(delta.key);
+    }
+    return packets;
+  }
+
+  private rebuild(entry: BufferEntry): DataPacket {
+    if (entry.fragment !== undefined) return { seq: entry.seq, deltas: [], fragment: entry.fragment, retransmit: true };
+    const deltas: Uint8Array[] = [];
+    for (const key of entry.keys!) {
+      const latest = this.latest.get(key);
+      if (latest !== undefined) deltas.push(latest.bytes);
+    }
+    return { seq: entry.seq, deltas, fragment: undefined, retransmit: true };
+  }
+
+  /** Releases entries every receiver has acknowledged. */
+  private release(): void {
+    if (this.acked.size === 0) return;
+    let floor = Infinity;
+    for (const seq of this.acked.values()) floor = Math.min(floor, seq);
+    while (this.firstRetained <= floor) this.dropOldest();
+  }
+
+  private enforceBound(): void {
+    while (this.bytes > this.config.retransmitBufferBytes && this.firstRetained <= this.seq) {
+      this.counters.trimmedUnacked++;
+      this.dropOldest();
+    }
+  }
+
+  private dropOldest(): void {
+    const seq = this.firstRetained++;
+    const entry = this.buffer.get(seq);
+    if (entry === undefined) return;
+    this.buffer.delete(seq);
+    this.bytes -= ENTRY_OVERHEAD_BYTES;
+    if (entry.fragment !== undefined) {
+      this.bytes -= entry.fragment.chunk.length;
+      return;
+    }
+    for (const key of entry.keys!) {
+      const latest = this.latest.get(key);
+      if (latest !== undefined && latest.seq === seq) {
+        this.latest.delete(key);
+        this.bytes -= latest.bytes.length;
+      }
+    }
+  }
+}
+
+function emptyPacket(seq: number): DataPacket {
+  return { seq, deltas: [], fragment: undefined, retransmit: true };
+}

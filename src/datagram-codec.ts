@@ -1,0 +1,291 @@
+/**
+ * The datagram envelope of proto/baton/v1/wire.proto: a 20-byte header, the AES-256-GCM
+ * ciphertext of the payload, and the 16-byte GCM tag.
+ *
+ *   offset size  field
+ *   0      2     magic 0xBA 0x70
+ *   2      1     format version (1)
+ *   3      1     key id (first byte of SHA-256 of the cluster key; 0 = not encrypted, no tag)
+ *   4      8     sender incarnation, big-endian
+ *   12     8     packet number, big-endian, from 1 per incarnation
+ *
+ * Rules and invariants:
+ * - The header is the GCM additional data: it is authenticated, not encrypted.
+ * - GCM key = HKDF-SHA256(cluster key, salt = incarnation as 8 bytes BE, info
+ *   'baton/datagram/v1'); nonce = 4 zero bytes + packet number BE. A sealer never reuses a
+ *   packet number, and a restarted process draws a new incarnation, hence a new key, so a
+ *   (key, nonce) pair never repeats — even though packet numbers restart at 1.
+ * - The opener checks, in order: size, header, key, replay window (check only), tag; and
+ *   only then marks the packet number seen. A datagram that fails any step changes nothing.
+ * - The opener never throws on input; every rejection is a DropReason for the caller to
+ *   count. Its memory is bounded whatever arrives: replay windows and derived keys live in
+ *   one LRU table of at most maxSenders entries, and with keys a sender is only entered
+ *   after a datagram from it authenticated, so unauthenticated traffic (a flood of random
+ *   incarnations included) cannot grow the table or evict real senders. It costs CPU only
+ *   (one HKDF and one GCM attempt per datagram with a valid-looking header).
+ * - Limit: a sender evicted from the table (the least recently heard of more than
+ *   maxSenders authenticated incarnations) loses its replay window, so its old datagrams
+ *   would be accepted once more. Keep maxSenders well above the number of incarnations
+ *   alive at once; the payloads above are idempotent (versions, epochs, timestamps decide).
+ * - Without keys (key id 0) nothing is secret or authenticated: the replay window then only
+ *   drops network duplicates, and anyone on the network can write anything.
+ */
+import { createCipheriv, createDecipheriv, createSecretKey, hkdfSync, type KeyObject } from 'node:crypto';
+import type { ClusterKey } from './cluster-key';
+import { DEFAULT_REPLAY_WINDOW_BITS, isPacketNumber, ReplayWindow } from './replay-window';
+
+export const MAGIC = 0xba70;
+export const FORMAT_VERSION = 1;
+export const HEADER_BYTES = 20;
+export const TAG_BYTES = 16;
+/** The key id of a datagram that is not encrypted. */
+export const PLAINTEXT_KEY_ID = 0;
+export const DEFAULT_MAX_SENDERS = 1024;
+
+const DATAGRAM_KEY_INFO = 'baton/datagram/v1';
+const CIPHER = 'aes-256-gcm';
+const NONCE_BYTES = 12;
+const MAX_INCARNATION = (1n << 64n) - 1n;
+/** Packet numbers are below 2^53: the high 32-bit half of one is at most 2^21 - 1. */
+const MAX_PACKET_NUMBER_HI = 0x1fffff;
+const TWO_POW_32 = 0x100000000;
+
+export type DropReason =
+  | 'oversized'
+  | 'truncated'
+  | 'bad_magic'
+  | 'bad_version'
+  | 'unknown_key'
+  | 'plaintext_refused'
+  | 'encrypted_unexpected'
+  | 'auth_failed'
+  | 'replayed'
+  | 'too_old';
+
+export type OpenResult =
+  | { ok: true; incarnation: bigint; packetNumber: number; payload: Buffer }
+  | { ok: false; reason: DropReason };
+
+export interface DatagramOpenerOptions {
+  /** Datagrams longer than this (bytes, header and tag included) are dropped unread. */
+  maxDatagramBytes: number;
+  /** Sender incarnations whose replay windows (and derived keys) are kept; default 1024, LRU. */
+  maxSenders?: number;
+  /** Size of each replay window in packet numbers; a multiple of 32, default 4096. */
+  windowBits?: number;
+}
+
+/** The AES-256-GCM key of one (cluster key, sender incarnation). */
+export function deriveDatagramKey(clusterKey: ClusterKey, incarnation: bigint): Buffer {
+  const salt = Buffer.allocUnsafe(8);
+  salt.writeBigUInt64BE(incarnation);
+  return Buffer.from(hkdfSync('sha256', clusterKey.key, salt, DATAGRAM_KEY_INFO, 32));
+}
+
+/** Seals one sender incarnation's datagrams, numbering them 1, 2, 3, … */
+export class DatagramSealer {
+  readonly incarnation: bigint;
+  private sealed = 0;
+  private readonly gcmKey: KeyObject | undefined;
+  /** Bytes 0-11 of every header (all but the packet number). */
+  private readonly headerPrefix = Buffer.alloc(12);
+  /** Reused: createCipheriv copies the nonce when it is called. */
+  private readonly nonce = Buffer.alloc(NONCE_BYTES);
+
+  /**
+   * @param keys the cluster keys (the first seals), or undefined to send unencrypted.
+   * @param incarnation 64 random bits drawn by the caller at process start.
+   */
+  constructor(keys: readonly ClusterKey[] | undefined, incarnation: bigint) {
+    if (keys !== undefined && keys.length === 0) throw new RangeError('keys must be undefined or non-empty');
+    if (incarnation < 0n || incarnation > MAX_INCARNATION) throw new RangeError('incarnation must be an unsigned 64-bit value');
+    this.incarnation = incarnation;
+    const key = keys?.[0];
+    this.gcmKey = key === undefined ? undefined : createSecretKey(deriveDatagramKey(key, incarnation));
+    this.headerPrefix.writeUInt16BE(MAGIC, 0);
+    this.headerPrefix[2] = FORMAT_VERSION;
+    this.headerPrefix[3] = key === undefined ? PLAINTEXT_KEY_ID : key.id;
+    this.headerPrefix.writeBigUInt64BE(incarnation, 4);
+  }
+
+  /** Datagrams sealed so far; also the packet number of the last one. */
+  get packetsSealed(): number {
+    return this.sealed;
+  }
+
+  /** The datagram carrying payload under the next packet number. */
+  seal(payload: Uint8Array): Buffer {
+    if (this.sealed >= Number.MAX_SAFE_INTEGER) throw new RangeError('packet numbers exhausted');
+    const packetNumber = ++this.sealed;
+    const hi = Math.floor(packetNumber / TWO_POW_32);
+    const lo = packetNumber >>> 0;
+    const gcmKey = this.gcmKey;
+    const out = Buffer.allocUnsafe(HEADER_BYTES + payload.length + (gcmKey === undefined ? 0 : TAG_BYTES));
+    this.headerPrefix.copy(out, 0);
+    out.writeUInt32BE(hi, 12);
+    out.writeUInt32BE(lo, 16);
+    if (gcmKey === undefined) {
+      out.set(payload, HEADER_BYTES);
+      return out;
+    }
+    this.nonce.writeUInt32BE(hi, 4);
+    this.nonce.writeUInt32BE(lo, 8);
+    const cipher = createCipheriv(CIPHER, gcmKey, this.nonce, { authTagLength: TAG_BYTES });
+    cipher.setAAD(out.subarray(0, HEADER_BYTES));
+    const body = cipher.update(payload);
+    const rest = cipher.final();
+    body.copy(out, HEADER_BYTES);
+    rest.copy(out, HEADER_BYTES + body.length);
+    cipher.getAuthTag().copy(out, HEADER_BYTES + payload.length);
+    return out;
+  }
+}
+
+interface SenderState {
+  readonly window: ReplayWindow;
+  readonly gcmKey: KeyObject | undefined;
+}
+
+/** Opens datagrams from any sender, dropping what is malformed, forged or replayed. */
+export class DatagramOpener {
+  private readonly keysById: (ClusterKey | undefined)[] = new Array(256).fill(undefined);
+  private readonly encrypted: boolean;
+  private readonly maxDatagramBytes: number;
+  private readonly maxSenders: number;
+  private readonly windowBits: number;
+  /** Keyed by header bytes 3-11 (key id + incarnation) as latin1; Map order is recency. */
+  private readonly senders = new Map<string, SenderState>();
+  /** Reused: createDecipheriv copies the nonce when it is called. */
+  private readonly nonce = Buffer.alloc(NONCE_BYTES);
+  private evicted = 0;
+
+  /** @param keys the accepted cluster keys, or undefined to accept only unencrypted datagrams. */
+  constructor(keys: readonly ClusterKey[] | undefined, options: DatagramOpenerOptions) {
+    if (keys !== undefined && keys.length === 0) throw new RangeError('keys must be undefined or non-empty');
+    const { maxDatagramBytes, maxSenders = DEFAULT_MAX_SENDERS, windowBits = DEFAULT_REPLAY_WINDOW_BITS } = options;
+    if (!Number.isInteger(maxDatagramBytes) || maxDatagramBytes < HEADER_BYTES + TAG_BYTES) {
+      throw new RangeError(`maxDatagramBytes must be an integer of at least ${HEADER_BYTES + TAG_BYTES}`);
+    }
+    if (!Number.isInteger(maxSenders) || maxSenders < 1) throw new RangeError('maxSenders must be a positive integer');
+    new ReplayWindow(windowBits); // validates windowBits now rather than at the first datagram
+    this.encrypted = keys !== undefined;
+    for (const key of keys ?? []) {
+      if (this.keysById[key.id] !== undefined) throw new RangeError(`two cluster keys share key id ${key.id}`);
+      this.keysById[key.id] = key;
+    }
+    this.maxDatagramBytes = maxDatagramBytes;
+    this.maxSenders = maxSenders;
+    this.windowBits = windowBits;
+  }
+
+  /** Sender incarnations currently remembered (at most maxSenders). */
+  get trackedSenders(): number {
+    return this.senders.size;
+  }
+
+  /** Senders forgotten to stay within maxSenders since construction. */
+  get evictedSenders(): number {
+    return this.evicted;
+  }
+
+  /**
+   * The payload of an acceptable datagram, or why it was dropped. Never throws. Without
+   * keys the payload is a view of `datagram`; with keys it is a fresh buffer.
+   */
+  open(datagram: Uint8Array): OpenResult {
+    const length = datagram.length;
+    if (length > this.maxDatagramBytes) return drop('oversized');
+    if (length < HEADER_BYTES) return drop('truncated');
+    const bytes = Buffer.isBuffer(datagram) ? datagram : Buffer.from(datagram.buffer, datagram.byteOffset, length);
+    if (bytes[0] !== MAGIC >>> 8 || bytes[1] !== (MAGIC & 0xff)) return drop('bad_magic');
+    if (bytes[2] !== FORMAT_VERSION) return drop('bad_version');
+
+    const keyId = bytes[3]!;
+    let clusterKey: ClusterKey | undefined;
+    if (keyId === PLAINTEXT_KEY_ID) {
+      if (this.encrypted) return drop('plaintext_refused');
+    } else {
+      if (!this.encrypted) return drop('encrypted_unexpected');
+      if (length < HEADER_BYTES + TAG_BYTES) return drop('truncated');
+      clusterKey = this.keysById[keyId];
+      if (clusterKey === undefined) return drop('unknown_key');
+    }
+
+    const hi = bytes.readUInt32BE(12);
+    const lo = bytes.readUInt32BE(16);
+    // Above 2^53 - 1 no sender ever goes: outside every window, like 0.
+    if (hi > MAX_PACKET_NUMBER_HI) return drop('too_old');
+    const packetNumber = hi * TWO_POW_32 + lo;
+    if (!isPacketNumber(packetNumber)) return drop('too_old');
+
+    const senderId = bytes.toString('latin1', 3, 12);
+    let sender = this.senders.get(senderId);
+    if (sender !== undefined) {
+      const verdict = sender.window.check(packetNumber);
+      if (verdict !== 'ok') return drop(verdict);
+    }
+    // An unknown sender has seen nothing, so any valid packet number passes the window.
+
+    let payload: Buffer;
+    if (clusterKey === undefined) {
+      payload = bytes.subarray(HEADER_BYTES);
+      sender ??= this.remember(senderId, undefined);
+    } else {
+      const gcmKey = sender?.gcmKey ?? createSecretKey(deriveDatagramKey(clusterKey, bytes.readBigUInt64BE(4)));
+      const opened = this.decrypt(gcmKey, bytes);
+      if (opened === undefined) return drop('auth_failed');
+      payload = opened;
+      sender ??= this.remember(senderId, gcmKey);
+    }
+    sender.window.accept(packetNumber);
+    this.touch(senderId, sender);
+    return { ok: true, incarnation: bytes.readBigUInt64BE(4), packetNumber, payload };
+  }
+
+  /** The plaintext, or undefined if the tag does not verify. */
+  private decrypt(gcmKey: KeyObject, bytes: Buffer): Buffer | undefined {
+    const tagStart = bytes.length - TAG_BYTES;
+    bytes.copy(this.nonce, 4, 12, HEADER_BYTES);
+    try {
+      const decipher = createDecipheriv(CIPHER, gcmKey, this.nonce, { authTagLength: TAG_BYTES });
+      decipher.setAAD(bytes.subarray(0, HEADER_BYTES));
+      decipher.setAuthTag(bytes.subarray(tagStart));
+      const body = decipher.update(bytes.subarray(HEADER_BYTES, tagStart));
+      const rest = decipher.final(); // throws when the tag does not verify
+      return rest.length === 0 ? body : Buffer.concat([body, rest]);
+    } catch {
+      return undefined;
+    }
+  }
+
+  private remember(senderId: string, gcmKey: KeyObject | undefined): SenderState {
+    if (this.senders.size >= this.maxSenders) {
+      const oldest = this.senders.keys().next();
+      if (!oldest.done) {
+        this.senders.delete(oldest.value);
+        this.evicted += 1;
+      }
+    }
+    const sender: SenderState = { window: new ReplayWindow(this.windowBits), gcmKey };
+    this.senders.set(senderId, sender);
+    return sender;
+  }
+
+  /** Moves the sender to the most recently used end of the table. */
+  private touch(senderId: string, sender: SenderState): void {
+    this.senders.delete(senderId);
+    this.senders.set(senderId, sender);
+  }
+}
+
+/** One frozen result per reason: a drop allocates no result object. */
+const DROPS = new Map<DropReason, OpenResult>();
+
+function drop(reason: DropReason): OpenResult {
+  let result = DROPS.get(reason);
+  if (result === undefined) {
+    result = Object.freeze({ ok: false as const, reason });
+    DROPS.set(reason, result);
+  }
+  return result;
+}

@@ -1,0 +1,801 @@
+/**
+ * The replication protocol of one node, sans-IO. It turns local changes into deltas on
+ * the channels of each session's secondaries, repairs losses (NACKs, retransmissions,
+ * heartbeats carrying each channel's highest sequence number), applies what peers send,
+ * tracks acknowledgements for synchronous writes, and asks for state transfers when
+ * repair by NACK is not possible. The driver feeds it decoded datagram payloads and
+ * `now`, sends what `takeOutbox` returns, carries out `takeResyncs`, and calls `tick` at
+ * `nextDeadline`.
+ *
+ * Channels: in unicast mode one per (this node → secondary), named by the target's node
+ * id; in multicast mode one to the group (named ''), which every member receives and
+ * filters by placement. Receivers are keyed by sender, sender incarnation and channel,
+ * so a restarted sender starts fresh channels.
+ */
+import { BinaryWriter } from '@bufbuild/protobuf/wire';
+import { ChannelReceiver, type ChannelReceiverConfig } from './channel-receiver';
+import { ChannelSender, type DataPacket } from './channel-sender';
+import { Datagram, Delta, DeltaKind, type Data, type Heartbeat } from './gen/baton/v1/wire';
+import type { Membership, MembershipEvent } from './membership';
+import type { Placement } from './placement';
+import type { Random } from './random';
+import type { RemoteChange, SessionStore, StoredSession } from './store';
+
+export interface ReplicationConfig {
+  nodeId: string;
+  incarnation: bigint;
+  /** Unicast fan-out to each secondary, or one multicast group for all. */
+  transport: 'unicast' | 'multicast';
+  /** Largest datagram payload (the Datagram message before sealing), in bytes. */
+  maxPayloadBytes: number;
+  /** Retransmit buffer bound per channel, in bytes. */
+  retransmitBufferBytes: number;
+  /** Bound on bytes of partly reassembled deltas per sender. */
+  maxReassemblyBytes: number;
+  /** Incomplete reassemblies older than this are dropped (ms). */
+  reassemblyTimeoutMs: number;
+  receiver: ChannelReceiverConfig;
+}
+
+/** One local change to replicate. Values are the bytes the client sent. */
+export type LocalChange =
+  | { kind: 'put'; name: string; value: Uint8Array; version: number }
+  | { kind: 'delete_part'; name: string; version: number }
+  | { kind: 'delete_session'; version: number }
+  | { kind: 'touch' }
+  | { kind: 'claim' };
+
+export interface Outgoing {
+  /** A peer's host:port, or 'multicast' for the group. */
+  to: string;
+  payload: Uint8Array;
+}
+
+/** A state transfer the driver should run: pull these partitions from that peer. */
+export interface ResyncRequest {
+  peerNodeId: string;
+  peerAddress: string;
+  partitions: number[];
+  /** Channels repaired by this transfer, with the sequence number it covers. */
+  channels: { key: string; upTo: number }[];
+  reason: 'gap' | 'join' | 'placement';
+}
+
+/** Why a datagram or delta was dropped; metrics count by reason. */
+export type EngineDropReason = 'malformed' | 'misrouted' | 'stale_incarnation' | 'unknown_sender' | 'reassembly_overflow' | 'not_replica';
+
+export interface ReplicationObserver {
+  /** Replication lag: the owner's write time to this node's apply, in ms. */
+  lag(ms: number): void;
+  dropped(reason: EngineDropReason): void;
+  membershipEvent(event: MembershipEvent): void;
+}
+
+interface Ticket {
+  id: number;
+  /** Secondaries that must acknowledge, with the channel sequence number covering the write. */
+  waits: { nodeId: string; channel: string; seq: number }[];
+  needed: number;
+  flushed: boolean;
+}
+
+interface Reassembly {
+  chunks: (Uint8Array | undefined)[];
+  received: number;
+  bytes: number;
+  startedAt: number;
+}
+
+/** Keys of the deltas in flight, for conflation: session id, NUL, part name. */
+function deltaKey(sessionId: string, name: string): string {
+  return sessionId + '\u0000' + name;
+}
+
+export class ReplicationEngine {
+  private readonly senders = new Map<string, ChannelSender>();
+  private readonly receivers = new Map<string, ChannelReceiver>();
+  private readonly reassembly = new Map<string, Map<number, Reassembly>>();
+  private readonly reassemblyBytes = new Map<string, number>();
+  private outbox: Outgoing[] = [];
+  private resyncs: ResyncRequest[] = [];
+  private readonly tickets = new Map<number, Ticket>();
+  private readonly completedTickets: { id: number; acked: number }[] = [];
+  private nextTicket = 1;
+  private dirty = new Set<string>();
+  private heldPartitions = new Set<number>();
+  private viewVersion = -1;
+  private leaving = false;
+  readonly stats = {
+    datagramsSent: { data: 0, heartbeat: 0, nack: 0, ack: 0, gone: 0, leave: 0 },
+    datagramsReceived: { data: 0, heartbeat: 0, nack: 0, ack: 0, gone: 0, leave: 0 },
+    bytesSent: 0,
+    bytesReceived: 0,
+    deltasSent: 0,
+    deltasApplied: 0,
+    deltasIgnored: 0,
+    nacksReceived: 0,
+    acksReceived: 0,
+    retransmissions: 0,
+    fragmentsSent: 0,
+    resyncsRequested: 0,
+  };
+
+  constructor(
+    readonly config: ReplicationConfig,
+    private readonly store: SessionStore,
+    private readonly membership: Membership,
+    private readonly placement: Placement,
+    private readonly random: Random,
+    private readonly observer: ReplicationObserver,
+    private readonly heartbeatExtras: () => Partial<Heartbeat> = () => ({}),
+  ) {}
+
+  // --- local writes --------------------------------------------------------------
+
+  /**
+   * Queues the deltas of one local operation for the session's secondaries and returns
+   * a ticket for acknowledgement tracking (or undefined if there is nobody to send to).
+   */
+  replicate(session: StoredSession, changes: readonly LocalChange[], now: number): number | undefined {
+    const partition = this.store.partitionOf(session.id);
+    const secondaries = this.placement.secondaries(partition, this.config.nodeId);
+    if (secondaries.length === 0) return undefined;
+    const deltas = changes.map((change) => {
+      const bytes = Delta.encode(this.toDelta(session, change, now)).finish();
+      const name = change.kind === 'put' || change.kind === 'delete_part' ? change.name : '';
+      return { key: deltaKey(session.id, name), bytes };
+    });
+    const ticket: Ticket = { id: this.nextTicket++, waits: [], needed: 0, flushed: false };
+    if (this.config.transport === 'multicast') {
+      const sender = this.sender('');
+      for (const delta of deltas) sender.enqueue(delta);
+      this.dirty.add('');
+      for (const nodeId of secondaries) ticket.waits.push({ nodeId, channel: '', seq: 0 });
+    } else {
+      for (const nodeId of secondaries) {
+        const sender = this.sender(nodeId);
+        for (const delta of deltas) sender.enqueue(delta);
+        this.dirty.add(nodeId);
+        ticket.waits.push({ nodeId, channel: nodeId, seq: 0 });
+      }
+    }
+    this.stats.deltasSent += deltas.length * (this.config.transport === 'multicast' ? 1 : secondaries.length);
+    this.tickets.set(ticket.id, ticket);
+    return ticket.id;
+  }
+
+  /** How many secondaries have acknowledged a ticket's write. */
+  ackCount(ticketId: number): number {
+    const ticket = this.tickets.get(ticketId);
+    if (ticket === undefined || !ticket.flushed) return 0;
+    let acked = 0;
+    for (const wait of ticket.waits) if (this.senders.get(wait.channel)!.ackedBy(wait.nodeId) >= wait.seq) acked++;
+    return acked;
+  }
+
+  /** Forgets a ticket (its caller stopped waiting). */
+  releaseTicket(ticketId: number): void {
+    this.tickets.delete(ticketId);
+  }
+
+  /** Marks that the driver waits for `needed` acknowledgements of a ticket. */
+  awaitTicket(ticketId: number, needed: number): void {
+    const ticket = this.tickets.get(ticketId);
+    if (ticket !== undefined) ticket.needed = needed;
+  }
+
+  /** Tickets whose awaited acknowledgements arrived since the last call. */
+  takeCompletedTickets(): { id: number; acked: number }[] {
+    return this.completedTickets.splice(0);
+  }
+
+  /** Sends everything queued. The driver calls this once per event-loop turn after writes. */
+  flush(now: number): void {
+    for (const channel of this.dirty) {
+      const sender = this.senders.get(channel);
+      if (sender === undefined) continue;
+      const packets = sender.flush();
+      if (packets.length === 0) continue;
+      const ackRequested = this.hasWaitingTicket(channel);
+      for (const packet of packets) this.sendData(channel, packet, ackRequested);
+      const highest = sender.highestSeq;
+      for (const ticket of this.tickets.values()) {
+        if (ticket.flushed) continue;
+        for (const wait of ticket.waits) if (wait.channel === channel && wait.seq === 0) wait.seq = highest;
+        if (ticket.waits.every((w) => w.seq > 0)) ticket.flushed = true;
+      }
+    }
+    this.dirty.clear();
+    void now;
+  }
+
+  // --- input ---------------------------------------------------------------------
+
+  /** A datagram payload that passed authentication. */
+  handleDatagram(payload: Uint8Array, incarnation: bigint, fromAddress: string, now: number): void {
+    let datagram: Datagram;
+    try {
+      datagram = Datagram.decode(payload);
+    } catch {
+      this.observer.dropped('malformed');
+      return;
+    }
+    const from = datagram.senderNodeId;
+    if (from === '' || from === this.config.nodeId || datagram.body === undefined) {
+      if (from !== this.config.nodeId) this.observer.dropped('malformed');
+      return;
+    }
+    this.stats.bytesReceived += payload.length;
+    const body = datagram.body;
+    switch (body.$case) {
+      case 'heartbeat':
+        this.stats.datagramsReceived.heartbeat++;
+        this.onHeartbeat(from, incarnation, fromAddress, body.heartbeat, now);
+        break;
+      case 'data':
+        this.stats.datagramsReceived.data++;
+        this.onData(from, incarnation, body.data, now);
+        break;
+      case 'nack': {
+        this.stats.datagramsReceived.nack++;
+        const nack = body.nack;
+        const ranges = nack.ranges.map((r) => [Number(r.first), Number(r.last)] as const);
+        if (nack.channelSenderNodeId === this.config.nodeId) {
+          this.onNack(from, nack.channelSenderIncarnation, nack.targetNodeId, ranges, fromAddress);
+        } else if (nack.targetNodeId === '') {
+          const receiver = this.receivers.get(receiverKey(nack.channelSenderNodeId, nack.channelSenderIncarnation, ''));
+          receiver?.handleOverheardNack(ranges, now);
+        }
+        break;
+      }
+      case 'ack': {
+        this.stats.datagramsReceived.ack++;
+        const ack = body.ack;
+        if (ack.channelSenderNodeId !== this.config.nodeId || ack.channelSenderIncarnation !== this.config.incarnation) {
+          this.observer.dropped('stale_incarnation');
+          break;
+        }
+        this.stats.acksReceived++;
+        this.senders.get(ack.targetNodeId)?.handleAck(from, Number(ack.cumulativeSeq));
+        this.checkTickets();
+        break;
+      }
+      case 'gone': {
+        this.stats.datagramsReceived.gone++;
+        const gone = body.gone;
+        if (gone.targetNodeId !== '' && gone.targetNodeId !== this.config.nodeId) break;
+        const key = receiverKey(from, incarnation, gone.targetNodeId);
+        this.receivers.get(key)?.handleGone(Number(gone.firstRetainedSeq));
+        break;
+      }
+      case 'leave':
+        this.stats.datagramsReceived.leave++;
+        this.onMembershipEvents(this.membership.handleLeave(from, incarnation, now), now);
+        break;
+    }
+  }
+
+  /** Timers: heartbeats, failure detection, NACKs, acks, reassembly expiry. */
+  tick(now: number): void {
+    this.onMembershipEvents(this.membership.tick(now), now);
+    this.syncView(now);
+    if (this.membership.heartbeatDue(now)) {
+      this.sendHeartbeats(now);
+      this.membership.heartbeatSent(now);
+    }
+    for (const [key, receiver] of this.receivers) this.pollReceiver(key, receiver, now);
+    this.expireReassembly(now);
+  }
+
+  /** The earliest time tick() has work. */
+  nextDeadline(): number {
+    let next = this.membership.nextDeadline();
+    for (const receiver of this.receivers.values()) next = Math.min(next, receiver.nextDeadline());
+    return next;
+  }
+
+  takeOutbox(): Outgoing[] {
+    const out = this.outbox;
+    this.outbox = [];
+    return out;
+  }
+
+  takeResyncs(): ResyncRequest[] {
+    return this.resyncs.splice(0);
+  }
+
+  /** A state transfer finished: the channels it covered are whole up to their marks. */
+  resyncDone(request: ResyncRequest): void {
+    for (const { key, upTo } of request.channels) this.receivers.get(key)?.resynced(upTo);
+  }
+
+  /** Announces departure: peers mark this node 'left' and re-replicate at once. */
+  leave(): void {
+    this.leaving = true;
+    const payload = this.encode({ $case: 'leave', leave: {} });
+    for (const to of this.heartbeatDestinations()) this.push(to, payload, 'leave');
+  }
+
+  /** Sum of retransmit buffer bytes over all channels. */
+  retransmitBufferBytes(): number {
+    let total = 0;
+    for (const sender of this.senders.values()) total += sender.bufferBytes;
+    return total;
+  }
+
+  /** Replication lag to each peer in sequence numbers not yet acknowledged. */
+  unackedByPeer(): Map<string, number> {
+    const lag = new Map<string, number>();
+    for (const [channel, sender] of this.senders) {
+      for (const nodeId of sender.receivers()) {
+        const behind = sender.highestSeq - sender.ackedBy(nodeId);
+        lag.set(nodeId, Math.max(lag.get(nodeId) ?? 0, behind));
+        void channel;
+      }
+    }
+    return lag;
+  }
+
+  /** Whether every sent sequence number has been acknowledged by its receivers. */
+  allAcknowledged(): boolean {
+    for (const sender of this.senders.values()) {
+      for (const nodeId of sender.receivers()) if (sender.ackedBy(nodeId) < sender.highestSeq) return false;
+    }
+    return true;
+  }
+
+  /** Counters of the channels, summed. */
+  channelCounters(): { packets: number; retransmitted: number; fragments: number; goneReplies: number; duplicates: number; nacksSent: number } {
+    const c = { packets: 0, retransmitted: 0, fragments: 0, goneReplies: 0, duplicates: 0, nacksSent: 0 };
+    for (const s of this.senders.values()) {
+      c.packets += s.counters.packets;
+      c.retransmitted += s.counters.retransmitted;
+      c.fragments += s.counters.fragments;
+      c.goneReplies += s.counters.goneReplies;
+    }
+    for (const r of this.receivers.values()) {
+      c.duplicates += r.counters.duplicates;
+      c.nacksSent += r.counters.nacksSent;
+    }
+    return c;
+  }
+
+  // --- internals -----------------------------------------------------------------
+
+  private sender(channel: string): ChannelSender {
+    let sender = this.senders.get(channel);
+    if (sender === undefined) {
+      sender = new ChannelSender({
+        maxPacketBytes: this.config.maxPayloadBytes - 48 - this.config.nodeId.length - channel.length,
+        retransmitBufferBytes: this.config.retransmitBufferBytes,
+        maxRetransmitPerNack: 64,
+      });
+      sender.setReceivers(channel === '' ? this.otherLiveMembers() : [channel]);
+      this.senders.set(channel, sender);
+    }
+    return sender;
+  }
+
+  private addressOf(nodeId: string): string | undefined {
+    return this.membership.member(nodeId)?.advertiseAddress;
+  }
+
+  private nodeIdAt(address: string): string | undefined {
+    const member = this.membership.members().find((m) => m.advertiseAddress === address && m.nodeId !== '' && !m.isSelf);
+    return member?.nodeId;
+  }
+
+  private otherLiveMembers(): string[] {
+    return this.membership.liveNodeIds().filter((id) => id !== this.config.nodeId);
+  }
+
+  private toDelta(session: StoredSession, change: LocalChange, now: number): Delta {
+    const delta: Delta = {
+      sessionId: session.id,
+      kind: DeltaKind.DELTA_KIND_UNSPECIFIED,
+      partName: '',
+      value: EMPTY,
+      version: 0n,
+      writerNodeId: '',
+      expiresAtUnixMs: BigInt(session.expiresAt),
+      ttlMs: session.ttlMs,
+      ownerNodeId: session.owner,
+      epoch: BigInt(session.epoch),
+      writtenAtUnixMs: BigInt(now),
+    };
+    switch (change.kind) {
+      case 'put':
+        delta.kind = DeltaKind.DELTA_KIND_PUT_PART;
+        delta.partName = change.name;
+        delta.value = change.value as Buffer;
+        delta.version = BigInt(change.version);
+        break;
+      case 'delete_part':
+        delta.kind = DeltaKind.DELTA_KIND_DELETE_PART;
+        delta.partName = change.name;
+        delta.version = BigInt(change.version);
+        break;
+      case 'delete_session':
+        delta.kind = DeltaKind.DELTA_KIND_DELETE_SESSION;
+        delta.version = BigInt(change.version);
+        break;
+      case 'touch':
+        delta.kind = DeltaKind.DELTA_KIND_TOUCH;
+        break;
+      case 'claim':
+        delta.kind = DeltaKind.DELTA_KIND_CLAIM;
+        break;
+    }
+    return delta;
+  }
+
+  private hasWaitingTicket(channel: string): boolean {
+    for (const ticket of this.tickets.values()) {
+      if (ticket.needed > 0 && !ticket.flushed && ticket.waits.some((w) => w.channel === channel)) return true;
+    }
+    return false;
+  }
+
+  private checkTickets(): void {
+    for (const ticket of this.tickets.values()) {
+      if (ticket.needed === 0 || !ticket.flushed) continue;
+      const acked = this.ackCount(ticket.id);
+      if (acked >= ticket.needed) {
+        this.completedTickets.push({ id: ticket.id, acked });
+        this.tickets.delete(ticket.id);
+      }
+    }
+  }
+
+  private sendData(channel: string, packet: DataPacket, ackRequested: boolean): void {
+    const payload = encodeData(this.config.nodeId, channel, packet, ackRequested);
+    const to = channel === '' ? 'multicast' : this.addressOf(channel);
+    if (to === undefined) return;
+    if (packet.retransmit) this.stats.retransmissions++;
+    if (packet.fragment !== undefined) this.stats.fragmentsSent++;
+    this.push(to, payload, 'data');
+  }
+
+  private onData(from: string, incarnation: bigint, data: Data, now: number): void {
+    const channel = data.targetNodeId;
+    if (channel !== '' && channel !== this.config.nodeId) {
+      this.observer.dropped('misrouted');
+      return;
+    }
+    const key = receiverKey(from, incarnation, channel);
+    let receiver = this.receivers.get(key);
+    if (receiver === undefined) {
+      this.retireOldIncarnations(from, incarnation);
+      receiver = new ChannelReceiver(this.config.receiver, channel === '', this.random);
+      this.receivers.set(key, receiver);
+    }
+    const seq = Number(data.seq);
+    if (seq < 1 || receiver.handleData(seq, data.ackRequested, now) === 'duplicate') return;
+    for (const delta of data.deltas) this.apply(from, delta, now);
+    if (data.fragment !== undefined) this.onFragment(from, incarnation, data.fragment, now);
+    this.pollReceiver(key, receiver, now);
+  }
+
+  private onFragment(from: string, incarnation: bigint, fragment: NonNullable<Data['fragment']>, now: number): void {
+    const senderKey = `${from}/${incarnation}`;
+    let pending = this.reassembly.get(senderKey);
+    if (pending === undefined) {
+      pending = new Map();
+      this.reassembly.set(senderKey, pending);
+    }
+    const count = fragment.count;
+    if (count < 2 || count > 1 << 16 || fragment.index >= count) {
+      this.observer.dropped('malformed');
+      return;
+    }
+    const id = Number(fragment.deltaId);
+    let entry = pending.get(id);
+    if (entry === undefined) {
+      entry = { chunks: new Array(count), received: 0, bytes: 0, startedAt: now };
+      pending.set(id, entry);
+    }
+    if (entry.chunks.length !== count || entry.chunks[fragment.index] !== undefined) return;
+    const used = this.reassemblyBytes.get(senderKey) ?? 0;
+    if (used + fragment.chunk.length > this.config.maxReassemblyBytes) {
+      this.observer.dropped('reassembly_overflow');
+      this.reassemblyBytes.set(senderKey, used - entry.bytes);
+      pending.delete(id);
+      return;
+    }
+    entry.chunks[fragment.index] = fragment.chunk;
+    entry.received++;
+    entry.bytes += fragment.chunk.length;
+    this.reassemblyBytes.set(senderKey, used + fragment.chunk.length);
+    if (entry.received < count) return;
+    pending.delete(id);
+    this.reassemblyBytes.set(senderKey, (this.reassemblyBytes.get(senderKey) ?? 0) - entry.bytes);
+    let delta: Delta;
+    try {
+      delta = Delta.decode(Buffer.concat(entry.chunks as Uint8Array[]));
+    } catch {
+      this.observer.dropped('malformed');
+      return;
+    }
+    this.apply(from, delta, now);
+  }
+
+  private expireReassembly(now: number): void {
+    for (const [senderKey, pending] of this.reassembly) {
+      for (const [id, entry] of pending) {
+        if (now - entry.startedAt > this.config.reassemblyTimeoutMs) {
+          pending.delete(id);
+          this.reassemblyBytes.set(senderKey, (this.reassemblyBytes.get(senderKey) ?? 0) - entry.bytes);
+        }
+      }
+      if (pending.size === 0) {
+        this.reassembly.delete(senderKey);
+        this.reassemblyBytes.delete(senderKey);
+      }
+    }
+  }
+
+  /** Reassembly memory held now, over all senders (bytes). */
+  reassemblyBytesHeld(): number {
+    let total = 0;
+    for (const bytes of this.reassemblyBytes.values()) total += bytes;
+    return total;
+  }
+
+  private apply(from: string, delta: Delta, now: number): void {
+    const owner = delta.ownerNodeId === '' ? from : delta.ownerNodeId;
+    if (this.config.transport === 'multicast') {
+      const partition = this.store.partitionOf(delta.sessionId);
+      if (owner !== this.config.nodeId && !this.placement.isSecondary(this.config.nodeId, partition, owner) && this.store.snapshot(delta.sessionId, now) === undefined) {
+        this.stats.deltasIgnored++;
+        return;
+      }
+    }
+    const change = toChange(delta, from);
+    if (change === undefined) {
+      this.observer.dropped('malformed');
+      return;
+    }
+    const meta = { owner, epoch: Number(delta.epoch), expiresAt: Number(delta.expiresAtUnixMs), ttlMs: delta.ttlMs };
+    this.store.applyRemote(delta.sessionId, change, meta, now);
+    this.stats.deltasApplied++;
+    const writtenAt = Number(delta.writtenAtUnixMs);
+    if (writtenAt > 0) this.observer.lag(Math.max(0, now - writtenAt));
+  }
+
+  private onNack(from: string, incarnation: bigint, channel: string, ranges: readonly (readonly [number, number])[], fromAddress: string): void {
+    this.stats.nacksReceived++;
+    if (incarnation !== this.config.incarnation) {
+      this.observer.dropped('stale_incarnation');
+      return;
+    }
+    if (channel !== '' && channel !== from) {
+      this.observer.dropped('misrouted');
+      return;
+    }
+    const sender = this.senders.get(channel);
+    if (sender === undefined) {
+      // Nothing was ever sent on this channel by this incarnation: tell it to resync.
+      this.push(fromAddress, this.encode({ $case: 'gone', gone: { targetNodeId: channel, firstRetainedSeq: 1n } }), 'gone');
+      return;
+    }
+    const { packets, goneBefore } = sender.handleNack(ranges);
+    for (const packet of packets) this.sendData(channel, packet, false);
+    if (goneBefore !== undefined) {
+      this.push(fromAddress, this.encode({ $case: 'gone', gone: { targetNodeId: channel, firstRetainedSeq: BigInt(goneBefore) } }), 'gone');
+    }
+  }
+
+  private onHeartbeat(from: string, incarnation: bigint, fromAddress: string, heartbeat: Heartbeat, now: number): void {
+    const events = this.membership.handleHeartbeat(
+      {
+        nodeId: from,
+        incarnation,
+        advertiseAddress: heartbeat.advertiseAddress || fromAddress,
+        configDigest: heartbeat.configDigest,
+        leaving: heartbeat.leaving,
+        known: heartbeat.known,
+      },
+      now,
+    );
+    this.onMembershipEvents(events, now);
+    if (events.some((e) => e.type === 'config_mismatch')) return;
+    for (const channel of heartbeat.channels) {
+      const target = channel.targetNodeId;
+      if (target !== '' && target !== this.config.nodeId) continue;
+      const key = receiverKey(from, incarnation, target);
+      let receiver = this.receivers.get(key);
+      if (receiver === undefined && channel.highestSeq > 0n) {
+        this.retireOldIncarnations(from, incarnation);
+        receiver = new ChannelReceiver(this.config.receiver, target === '', this.random);
+        this.receivers.set(key, receiver);
+      }
+      receiver?.handleHighest(Number(channel.highestSeq), now);
+    }
+    this.syncView(now);
+  }
+
+  private onMembershipEvents(events: readonly MembershipEvent[], now: number): void {
+    for (const event of events) {
+      this.observer.membershipEvent(event);
+      if (event.type === 'restarted') this.retireOldIncarnations(event.nodeId, undefined);
+    }
+    if (events.length > 0) this.syncView(now);
+  }
+
+  /** Applies a changed member view: placement, ack tracking, and new partitions to pull. */
+  private syncView(now: number): void {
+    if (this.membership.viewVersion === this.viewVersion) return;
+    this.viewVersion = this.membership.viewVersion;
+    const live = this.membership.liveNodeIds();
+    this.placement.setMembers(live);
+    const others = live.filter((id) => id !== this.config.nodeId);
+    this.senders.get('')?.setReceivers(others);
+    for (const [channel, sender] of this.senders) {
+      if (channel !== '' && !others.includes(channel)) sender.setReceivers([]);
+      else if (channel !== '') sender.setReceivers([channel]);
+    }
+    this.checkTickets();
+    // Partitions this node now holds and did not before: pull them from their holders.
+    const held = new Set(this.placement.partitionsHeldBy(this.config.nodeId));
+    const gained = [...held].filter((p) => !this.heldPartitions.has(p));
+    this.heldPartitions = held;
+    if (gained.length === 0) return;
+    for (const peer of others) {
+      const partitions = gained.filter((p) => this.placement.holdsPartition(peer, p));
+      const address = this.addressOf(peer);
+      if (partitions.length === 0 || address === undefined) continue;
+      this.requestResync({ peerNodeId: peer, peerAddress: address, partitions, channels: [], reason: 'placement' });
+    }
+    void now;
+  }
+
+  private pollReceiver(key: string, receiver: ChannelReceiver, now: number): void {
+    const [from, incarnationText, channel] = splitReceiverKey(key);
+    const poll = receiver.poll(now);
+    if (poll.nack === undefined && poll.ack === undefined && !poll.resync) return;
+    const incarnation = BigInt(incarnationText);
+    const address = this.addressOf(from);
+    if (address === undefined) return;
+    // On multicast, NACKs go to the group so other receivers can hold theirs back.
+    const nackTo = channel === '' ? 'multicast' : address;
+    if (poll.nack !== undefined) {
+      const ranges = poll.nack.map(([first, last]) => ({ first: BigInt(first), last: BigInt(last) }));
+      const nack = { channelSenderNodeId: from, channelSenderIncarnation: incarnation, targetNodeId: channel === '' ? '' : this.config.nodeId, ranges };
+      this.push(nackTo, this.encode({ $case: 'nack', nack }), 'nack');
+    }
+    if (poll.ack !== undefined) {
+      const ack = { channelSenderNodeId: from, channelSenderIncarnation: incarnation, targetNodeId: channel === '' ? '' : this.config.nodeId, cumulativeSeq: BigInt(poll.ack) };
+      this.push(address, this.encode({ $case: 'ack', ack }), 'ack');
+    }
+    if (poll.resync && !this.resyncs.some((r) => r.channels.some((c) => c.key === key))) {
+      const partitions = this.placement.partitionsHeldBy(this.config.nodeId).filter((p) => this.placement.holdsPartition(from, p));
+      this.requestResync({ peerNodeId: from, peerAddress: address, partitions, channels: [{ key, upTo: receiver.highestSeen }], reason: 'gap' });
+      // Until the transfer completes, the receiver stops asking.
+      receiver.resynced(receiver.highestSeen);
+    }
+  }
+
+  private requestResync(request: ResyncRequest): void {
+    this.stats.resyncsRequested++;
+    this.resyncs.push(request);
+  }
+
+  private retireOldIncarnations(nodeId: string, keep: bigint | undefined): void {
+    const prefix = nodeId + '/';
+    for (const key of [...this.receivers.keys()]) {
+      if (key.startsWith(prefix) && (keep === undefined || !key.startsWith(`${prefix}${keep}/`))) this.receivers.delete(key);
+    }
+    for (const key of [...this.reassembly.keys()]) {
+      if (key.startsWith(prefix) && (keep === undefined || key !== `${prefix}${keep}`)) {
+        this.reassembly.delete(key);
+        this.reassemblyBytes.delete(key);
+      }
+    }
+  }
+
+  private sendHeartbeats(now: number): void {
+    const extras = this.heartbeatExtras();
+    const known = this.membership
+      .members()
+      .filter((m) => m.nodeId !== '' && (m.state === 'alive' || m.state === 'suspect'))
+      .map((m) => ({ nodeId: m.nodeId, advertiseAddress: m.advertiseAddress }));
+    const base = {
+      advertiseAddress: '',
+      configDigest: 0n,
+      channels: [] as { targetNodeId: string; highestSeq: bigint }[],
+      leaving: this.leaving,
+      sentAtUnixMs: BigInt(now),
+      known,
+      ...extras,
+    };
+    const multicastSender = this.senders.get('');
+    if (this.config.transport === 'multicast') {
+      const channels = multicastSender === undefined ? [] : [{ targetNodeId: '', highestSeq: BigInt(multicastSender.highestSeq) }];
+      this.push('multicast', this.encode({ $case: 'heartbeat', heartbeat: { ...base, channels } }), 'heartbeat');
+    }
+    for (const target of this.membership.heartbeatTargets()) {
+      const peer = this.nodeIdAt(target);
+      const sender = peer === undefined ? undefined : this.senders.get(peer);
+      const channels = sender === undefined ? [] : [{ targetNodeId: peer!, highestSeq: BigInt(sender.highestSeq) }];
+      if (this.config.transport === 'multicast' && peer !== undefined) continue;
+      this.push(target, this.encode({ $case: 'heartbeat', heartbeat: { ...base, channels } }), 'heartbeat');
+    }
+  }
+
+  private heartbeatDestinations(): string[] {
+    const targets = this.membership.heartbeatTargets();
+    return this.config.transport === 'multicast' ? ['multicast', ...targets] : targets;
+  }
+
+  private encode(body: NonNullable<Datagram['body']>): Uint8Array {
+    return Datagram.encode({ senderNodeId: this.config.nodeId, body }).finish();
+  }
+
+  private push(to: string, payload: Uint8Array, type: keyof ReplicationEngine['stats']['datagramsSent']): void {
+    this.outbox.push({ to, payload });
+    this.stats.datagramsSent[type]++;
+    this.stats.bytesSent += payload.length;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function receiverKey(from: string, incarnation: bigint, channel: string): string {
+  return `${from}/${incarnation}/${channel}`;
+}
+
+function splitReceiverKey(key: string): [string, string, string] {
+  const first = key.indexOf('/');
+  const second = key.indexOf('/', first + 1);
+  return [key.slice(0, first), key.slice(first + 1, second), key.slice(second + 1)];
+}
+
+function toChange(delta: Delta, from: string): RemoteChange | undefined {
+  const writer = delta.writerNodeId === '' ? from : delta.writerNodeId;
+  const version = Number(delta.version);
+  switch (delta.kind) {
+    case DeltaKind.DELTA_KIND_PUT_PART:
+      if (delta.partName === '' || version <= 0) return undefined;
+      return { kind: 'put', name: delta.partName, value: latin1(delta.value), version, writer };
+    case DeltaKind.DELTA_KIND_DELETE_PART:
+      if (delta.partName === '' || version <= 0) return undefined;
+      return { kind: 'delete_part', name: delta.partName, version, writer };
+    case DeltaKind.DELTA_KIND_DELETE_SESSION:
+      return version > 0 ? { kind: 'delete_session', version } : undefined;
+    case DeltaKind.DELTA_KIND_TOUCH:
+      return { kind: 'touch' };
+    case DeltaKind.DELTA_KIND_CLAIM:
+      return { kind: 'claim' };
+    default:
+      return undefined;
+  }
+}
+
+function latin1(bytes: Uint8Array): string {
+  return Buffer.prototype.latin1Slice.call(bytes, 0, bytes.byteLength);
+}
+
+/**
+ * Encodes Datagram{sender, data: Data{target, seq, deltas, fragment, flags}} around
+ * deltas that are already encoded, so a delta fanned out to several channels is encoded
+ * once. Field numbers follow proto/baton/v1/wire.proto.
+ */
+function encodeData(sender: string, channel: string, packet: DataPacket, ackRequested: boolean): Uint8Array {
+  const data = new BinaryWriter();
+  if (channel !== '') data.uint32(10).string(channel);
+  data.uint32(16).uint64(packet.seq);
+  for (const delta of packet.deltas) data.uint32(26).bytes(delta);
+  if (packet.fragment !== undefined) {
+    const f = packet.fragment;
+    data.uint32(34).fork();
+    data.uint32(8).uint64(f.deltaId).uint32(16).uint32(f.index).uint32(24).uint32(f.count).uint32(34).bytes(f.chunk);
+    data.join();
+  }
+  if (ackRequested) data.uint32(40).bool(true);
+  if (packet.retransmit) data.uint32(48).bool(true);
+  const body = data.finish();
+  const datagram = new BinaryWriter();
+  datagram.uint32(10).string(sender);
+  datagram.uint32(18).bytes(body);
+  return datagram.finish();
+}

@@ -1,0 +1,511 @@
+/**
+ * Membership scenarios on virtual time.
+ *
+ * A tiny in-test cluster: every node is a Membership; `runUntil(t)` jumps from deadline to
+ * deadline, ticks every running node and delivers heartbeats at once (zero latency) to
+ * every target address, except across blocked links or to stopped nodes. Every event is
+ * recorded with its virtual time, and every call checks that viewVersion moved exactly
+ * when liveNodeIds() changed. No test sleeps.
+ */
+import {
+  DEFAULT_MEMBERSHIP_CONFIG,
+  Membership,
+  validateMembershipConfig,
+  type HeartbeatInput,
+  type MembershipConfig,
+  type MembershipEvent,
+} from '../src/membership';
+
+const DIGEST = 0xc0ffee_0000_0001n;
+
+interface SimNode {
+  nodeId: string;
+  address: string;
+  incarnation: bigint;
+  configDigest: bigint;
+  membership: Membership;
+  running: boolean;
+  leaving: boolean;
+  /** Every event this node's core emitted, with the virtual time. */
+  events: ({ at: number } & MembershipEvent)[];
+}
+
+class Cluster {
+  now = 0;
+  private readonly nodes = new Map<string, SimNode>();
+  private readonly blocked = new Set<string>();
+
+  constructor(private readonly config: MembershipConfig = DEFAULT_MEMBERSHIP_CONFIG) {}
+
+  /** Starts (or restarts, with a new incarnation) a node at the current virtual time. */
+  start(nodeId: string, address: string, options: { incarnation?: bigint; seeds?: string[]; configDigest?: bigint } = {}): SimNode {
+    const incarnation = options.incarnation ?? 1n;
+    const configDigest = options.configDigest ?? DIGEST;
+    const membership = new Membership({ nodeId, advertiseAddress: address, incarnation }, this.config, configDigest);
+    membership.addSeedAddresses(options.seeds ?? []);
+    const node: SimNode = { nodeId, address, incarnation, configDigest, membership, running: true, leaving: false, events: [] };
+    this.nodes.set(address, node);
+    return node;
+  }
+
+  stop(node: SimNode): void {
+    node.running = false;
+  }
+
+  block(a: SimNode, b: SimNode): void {
+    this.blocked.add(`${a.address}|${b.address}`).add(`${b.address}|${a.address}`);
+  }
+
+  unblock(a: SimNode, b: SimNode): void {
+    this.blocked.delete(`${a.address}|${b.address}`);
+    this.blocked.delete(`${b.address}|${a.address}`);
+  }
+
+  heartbeatOf(node: SimNode): HeartbeatInput {
+    return {
+      nodeId: node.nodeId,
+      incarnation: node.incarnation,
+      advertiseAddress: node.address,
+      configDigest: node.configDigest,
+      leaving: node.leaving,
+      known: node.membership.knownMembers(),
+    };
+  }
+
+  /** Hands a heartbeat straight to a node (a delayed or forged packet). */
+  inject(to: SimNode, heartbeat: HeartbeatInput): MembershipEvent[] {
+    return this.call(to, () => to.membership.handleHeartbeat(heartbeat, this.now));
+  }
+
+  /** Runs every deadline up to and including t, then sets the clock to t. */
+  runUntil(t: number): void {
+    for (let guard = 0; ; guard++) {
+      if (guard > 100_000) throw new Error('simulation does not advance');
+      let next = Infinity;
+      for (const node of this.running()) next = Math.min(next, node.membership.nextDeadline());
+      if (next > t) break;
+      this.now = Math.max(this.now, next);
+      for (const node of this.running()) {
+        if (node.membership.nextDeadline() > this.now) continue;
+        this.call(node, () => node.membership.tick(this.now));
+        if (node.membership.heartbeatDue(this.now)) {
+          const heartbeat = this.heartbeatOf(node);
+          for (const address of node.membership.heartbeatTargets()) {
+            const to = this.nodes.get(address);
+            if (to === undefined || !to.running || this.blocked.has(`${node.address}|${address}`)) continue;
+            this.call(to, () => to.membership.handleHeartbeat(heartbeat, this.now));
+          }
+          node.membership.heartbeatSent(this.now);
+        }
+      }
+    }
+    this.now = t;
+  }
+
+  private running(): SimNode[] {
+    return [...this.nodes.values()].filter((node) => node.running);
+  }
+
+  private call(node: SimNode, step: () => MembershipEvent[]): MembershipEvent[] {
+    const liveBefore = node.membership.liveNodeIds().join(',');
+    const versionBefore = node.membership.viewVersion;
+    const events = step();
+    const changed = node.membership.liveNodeIds().join(',') !== liveBefore;
+    expect(node.membership.viewVersion).toBe(versionBefore + (changed ? 1 : 0));
+    for (const event of events) node.events.push({ at: this.now, ...event });
+    return events;
+  }
+}
+
+function stateOf(node: SimNode, nodeId: string): string | undefined {
+  return node.membership.member(nodeId)?.state;
+}
+
+/** Events as `time type nodeId` lines, for readable expectations. */
+function timeline(node: SimNode): string[] {
+  return node.events.map((e) => `${e.at} ${e.type} ${e.nodeId}`);
+}
+
+const SEEDS = ['a:7946', 'b:7946', 'c:7946'];
+
+describe('three nodes exchanging heartbeats', () => {
+  let cluster: Cluster;
+  let a: SimNode;
+  let b: SimNode;
+  let c: SimNode;
+
+  beforeEach(() => {
+    cluster = new Cluster();
+    a = cluster.start('a', 'a:7946', { seeds: SEEDS });
+    b = cluster.start('b', 'b:7946', { seeds: SEEDS });
+    c = cluster.start('c', 'c:7946', { seeds: SEEDS });
+    cluster.runUntil(0);
+  });
+
+  test('everyone joins at the first heartbeat round; our own seed address is ignored', () => {
+    expect(timeline(a)).toEqual(['0 joined b', '0 joined c']);
+    expect(a.membership.liveNodeIds()).toEqual(['a', 'b', 'c']);
+    expect(a.membership.heartbeatTargets()).toEqual(['b:7946', 'c:7946']);
+    expect(a.membership.members()).toEqual([
+      { nodeId: 'a', advertiseAddress: 'a:7946', state: 'alive', incarnation: 1n, lastHeardAt: null, isSelf: true },
+      { nodeId: 'b', advertiseAddress: 'b:7946', state: 'alive', incarnation: 1n, lastHeardAt: 0, isSelf: false },
+      { nodeId: 'c', advertiseAddress: 'c:7946', state: 'alive', incarnation: 1n, lastHeardAt: 0, isSelf: false },
+    ]);
+  });
+
+  test('a stopped node is suspect 1000 ms and dead 3000 ms after its last heartbeat', () => {
+    cluster.runUntil(1000); // c's heartbeat at 1000 is its last
+    cluster.stop(c);
+
+    cluster.runUntil(1999);
+    expect(stateOf(a, 'c')).toBe('alive');
+    cluster.runUntil(2000);
+    expect(stateOf(a, 'c')).toBe('suspect');
+    expect(a.membership.liveNodeIds()).toEqual(['a', 'b', 'c']); // suspect still counts
+
+    cluster.runUntil(3999);
+    expect(stateOf(a, 'c')).toBe('suspect');
+    cluster.runUntil(4000);
+    expect(stateOf(a, 'c')).toBe('dead');
+    expect(a.membership.liveNodeIds()).toEqual(['a', 'b']);
+    // Dead members are still sent heartbeats, so they are found when they come back.
+    expect(a.membership.heartbeatTargets()).toEqual(['b:7946', 'c:7946']);
+
+    expect(timeline(a)).toEqual(['0 joined b', '0 joined c', '2000 suspect c', '4000 dead c']);
+    expect(timeline(b)).toEqual(['0 joined a', '0 joined c', '2000 suspect c', '4000 dead c']);
+  });
+
+  test('a cut-off node recovers to alive from suspect, and from dead', () => {
+    cluster.runUntil(1000); // last heartbeats between a and c
+    cluster.block(a, c);
+    cluster.runUntil(2250);
+    expect(stateOf(a, 'c')).toBe('suspect');
+    cluster.unblock(a, c);
+    cluster.runUntil(2500);
+    expect(stateOf(a, 'c')).toBe('alive');
+
+    cluster.block(a, c);
+    cluster.runUntil(5500);
+    expect(stateOf(a, 'c')).toBe('dead');
+    cluster.unblock(a, c);
+    cluster.runUntil(5750);
+
+    expect(timeline(a)).toEqual([
+      '0 joined b',
+      '0 joined c',
+      '2000 suspect c',
+      '2500 alive c',
+      '3500 suspect c',
+      '5500 dead c',
+      '5750 alive c',
+    ]);
+    expect(a.events.at(-1)).toEqual({ at: 5750, type: 'alive', nodeId: 'c', previous: 'dead' });
+    expect(timeline(c)).toEqual(['0 joined a', '0 joined b', '2000 suspect a', '2500 alive a', '3500 suspect a', '5500 dead a', '5750 alive a']);
+    // b never lost c.
+    expect(timeline(b)).toEqual(['0 joined a', '0 joined c']);
+  });
+
+  test('a restart is a new incarnation; stragglers from the old one are ignored', () => {
+    cluster.runUntil(1000);
+    const oldHeartbeat = cluster.heartbeatOf(c);
+    cluster.stop(c);
+    cluster.runUntil(1600);
+    const versionBefore = a.membership.viewVersion;
+
+    c = cluster.start('c', 'c:7946', { incarnation: 2n, seeds: SEEDS });
+    cluster.runUntil(1600);
+
+    expect(a.events.at(-1)).toEqual({
+      at: 1600,
+      type: 'restarted',
+      nodeId: 'c',
+      oldIncarnation: 1n,
+      newIncarnation: 2n,
+      advertiseAddress: 'c:7946',
+    });
+    expect(a.membership.member('c')).toMatchObject({ state: 'alive', incarnation: 2n, lastHeardAt: 1600 });
+    expect(a.membership.viewVersion).toBe(versionBefore); // c never left the live set
+    expect(a.membership.counters.restarts).toBe(1);
+
+    // The restarted c learns a and b as new members from their next heartbeats.
+    cluster.runUntil(1750);
+    expect(timeline(c)).toEqual(['1750 joined a', '1750 joined b']);
+
+    // A heartbeat of the old incarnation arrives late.
+    expect(cluster.inject(a, oldHeartbeat)).toEqual([]);
+    expect(a.membership.counters.staleHeartbeats).toBe(1);
+    expect(a.membership.member('c')).toMatchObject({ incarnation: 2n, lastHeardAt: 1600 });
+    expect(a.membership.handleLeave('c', 1n, cluster.now)).toEqual([]);
+    expect(a.membership.counters.staleHeartbeats).toBe(2);
+    expect(stateOf(a, 'c')).toBe('alive');
+  });
+
+  test('a restart after being declared dead brings the member straight back', () => {
+    cluster.stop(c);
+    cluster.runUntil(3000);
+    expect(stateOf(a, 'c')).toBe('dead');
+    c = cluster.start('c', 'c:7946', { incarnation: 5n, seeds: SEEDS });
+    cluster.runUntil(3250);
+    expect(timeline(a).slice(-3)).toEqual(['1000 suspect c', '3000 dead c', '3000 restarted c']);
+    expect(a.membership.liveNodeIds()).toEqual(['a', 'b', 'c']);
+  });
+
+  test('a draining node is left at once, is no longer sent heartbeats, and is forgotten later', () => {
+    cluster.runUntil(500);
+    b.leaving = true;
+    cluster.runUntil(750);
+    expect(timeline(a).slice(-1)).toEqual(['750 left b']);
+    expect(timeline(c).slice(-1)).toEqual(['750 left b']);
+    expect(a.membership.liveNodeIds()).toEqual(['a', 'c']);
+    expect(a.membership.member('b')).toMatchObject({ state: 'left', incarnation: 1n });
+
+    // Seeds that left are not sent heartbeats; further leaving heartbeats raise no event.
+    // (b still sends: its own targets are unchanged.)
+    expect(a.membership.heartbeatTargets()).toEqual(['c:7946']);
+    cluster.runUntil(1500);
+    expect(timeline(a).slice(-1)).toEqual(['750 left b']);
+
+    // A heartbeat without `leaving` cannot undo a leave at the same incarnation.
+    expect(cluster.inject(a, { ...cluster.heartbeatOf(b), leaving: false })).toEqual([]);
+    expect(a.membership.counters.heartbeatsAfterLeft).toBe(1);
+
+    // b exits at 1500 (its last heartbeat). 60 s later its record is done with; b's
+    // address is a seed, so a keeps it listed, as dead, and probes the address again.
+    cluster.stop(b);
+    cluster.runUntil(61_499);
+    expect(stateOf(a, 'b')).toBe('left');
+    cluster.runUntil(61_500);
+    expect(stateOf(a, 'b')).toBe('dead');
+    expect(a.membership.heartbeatTargets()).toEqual(['b:7946', 'c:7946']);
+    expect(timeline(a).slice(-1)).toEqual(['750 left b']);
+  });
+
+  test('a Leave datagram marks the member left', () => {
+    expect(a.membership.handleLeave('b', 1n, 10)).toEqual([{ type: 'left', nodeId: 'b', incarnation: 1n }]);
+    expect(a.membership.liveNodeIds()).toEqual(['a', 'c']);
+    expect(a.membership.handleLeave('b', 1n, 20)).toEqual([]);
+    expect(a.membership.handleLeave('nobody', 1n, 20)).toEqual([]);
+    expect(a.membership.counters.unknownLeaves).toBe(1);
+  });
+
+  test('heartbeats carrying our own node id are ignored', () => {
+    expect(cluster.inject(a, { ...cluster.heartbeatOf(a), advertiseAddress: 'elsewhere:1' })).toEqual([]);
+    expect(a.membership.counters.selfHeartbeats).toBe(1);
+    expect(a.membership.members().map((m) => m.nodeId)).toEqual(['a', 'b', 'c']);
+  });
+});
+
+test('a node with a different config digest is refused, once reported, always counted', () => {
+  const cluster = new Cluster();
+  const a = cluster.start('a', 'a:1', { seeds: ['d:1'] });
+  const d = cluster.start('d', 'd:1', { seeds: ['a:1'], configDigest: DIGEST + 1n });
+  cluster.runUntil(500);
+
+  expect(timeline(a)).toEqual(['0 config_mismatch d']);
+  expect(a.events[0]).toEqual({
+    at: 0,
+    type: 'config_mismatch',
+    nodeId: 'd',
+    advertiseAddress: 'd:1',
+    theirDigest: DIGEST + 1n,
+    ourDigest: DIGEST,
+  });
+  expect(a.membership.counters.configMismatches).toBe(3); // heartbeats at 0, 250, 500
+  expect(a.membership.liveNodeIds()).toEqual(['a']);
+  expect(a.membership.members().map((m) => [m.nodeId, m.state])).toEqual([
+    ['', 'dead'], // d's address is a seed never (validly) heard from
+    ['a', 'alive'],
+  ]);
+  expect(timeline(d)).toEqual(['0 config_mismatch a']);
+
+  // d restarts with the same wrong config: reported again, as a new incarnation.
+  cluster.stop(d);
+  cluster.start('d', 'd:1', { seeds: ['a:1'], configDigest: DIGEST + 1n, incarnation: 2n });
+  cluster.runUntil(750); // the new d sends its first heartbeat at once, at 500
+  expect(timeline(a)).toEqual(['0 config_mismatch d', '500 config_mismatch d']);
+
+  // A refused heartbeat's gossip is not learned either.
+  cluster.inject(a, { nodeId: 'd', incarnation: 2n, advertiseAddress: 'd:1', configDigest: 7n, leaving: false, known: [{ nodeId: 'x', advertiseAddress: 'x:1' }] });
+  expect(a.membership.heartbeatTargets()).toEqual(['d:1']);
+});
+
+test('seeds never heard from are listed as dead with an empty node id, until they answer', () => {
+  const cluster = new Cluster();
+  const a = cluster.start('a', 'a:1', { seeds: ['a:1', ' b:1 ', 'x:1', ''] });
+  cluster.runUntil(0);
+  expect(a.membership.seedAddresses()).toEqual(['b:1', 'x:1']);
+  expect(a.membership.members()).toEqual([
+    { nodeId: '', advertiseAddress: 'b:1', state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false },
+    { nodeId: '', advertiseAddress: 'x:1', state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false },
+    { nodeId: 'a', advertiseAddress: 'a:1', state: 'alive', incarnation: 1n, lastHeardAt: null, isSelf: true },
+  ]);
+  expect(a.membership.liveNodeIds()).toEqual(['a']);
+
+  cluster.start('b', 'b:1');
+  cluster.runUntil(250);
+  expect(a.membership.members().map((m) => `${m.nodeId || '-'} ${m.advertiseAddress} ${m.state}`)).toEqual([
+    '- x:1 dead',
+    'a a:1 alive',
+    'b b:1 alive',
+  ]);
+
+  // A fresh DNS answer replaces the seeds.
+  a.membership.setSeedAddresses(['y:1', 'a:1']);
+  expect(a.membership.seedAddresses()).toEqual(['y:1']);
+  expect(a.membership.heartbeatTargets()).toEqual(['b:1', 'y:1']);
+});
+
+test('dead members whose address is a seed stay listed; others are forgotten after 60 s', () => {
+  const cluster = new Cluster();
+  const a = cluster.start('a', 'a:1', { seeds: ['b:1'] });
+  const b = cluster.start('b', 'b:1', { seeds: ['a:1'] });
+  const c = cluster.start('c', 'c:1', { seeds: ['a:1'] });
+  cluster.runUntil(0);
+  cluster.stop(b);
+  cluster.stop(c);
+  cluster.runUntil(59_999);
+  expect(a.membership.members().map((m) => `${m.nodeId} ${m.state}`)).toEqual(['a alive', 'b dead', 'c dead']);
+  cluster.runUntil(60_000);
+  expect(a.membership.members().map((m) => `${m.nodeId} ${m.state}`)).toEqual(['a alive', 'b dead']);
+  expect(a.membership.heartbeatTargets()).toEqual(['b:1']);
+  expect(a.membership.counters.forgottenMembers).toBe(1);
+  cluster.runUntil(600_000);
+  expect(a.membership.members().map((m) => `${m.nodeId} ${m.state}`)).toEqual(['a alive', 'b dead']);
+});
+
+test('a new node id at a dead member address replaces the dead record', () => {
+  const cluster = new Cluster();
+  const a = cluster.start('a', 'a:1', { seeds: ['b:1'] });
+  const b = cluster.start('b', 'b:1', { seeds: ['a:1'] });
+  cluster.runUntil(0);
+  cluster.stop(b);
+  cluster.runUntil(5000);
+  cluster.start('b2', 'b:1', { seeds: ['a:1'] });
+  cluster.runUntil(5000);
+  expect(a.membership.members().map((m) => `${m.nodeId} ${m.advertiseAddress} ${m.state}`)).toEqual([
+    'a a:1 alive',
+    'b2 b:1 alive',
+  ]);
+});
+
+test('known-member gossip adds addresses to probe, not members', () => {
+  const cluster = new Cluster();
+  // a and c only know b; b knows both. c is started first, so at 0 it sends before b
+  // has told it about a.
+  const c = cluster.start('c', 'c:1', { seeds: ['b:1'] });
+  const a = cluster.start('a', 'a:1', { seeds: ['b:1'] });
+  const b = cluster.start('b', 'b:1', { seeds: ['a:1', 'c:1'] });
+  cluster.runUntil(0);
+
+  // b's heartbeat at 0 listed a and c: a now probes c's address, but c is no member yet.
+  expect(a.membership.heartbeatTargets()).toEqual(['b:1', 'c:1']);
+  expect(a.membership.liveNodeIds()).toEqual(['a', 'b']);
+  expect(a.membership.member('c')).toBeUndefined();
+  expect(a.membership.members().map((m) => m.nodeId)).toEqual(['a', 'b']);
+  expect(c.membership.heartbeatTargets()).toEqual(['a:1', 'b:1']);
+
+  // At 250 a and c heartbeat each other directly.
+  cluster.runUntil(250);
+  expect(timeline(a)).toEqual(['0 joined b', '250 joined c']);
+  expect(timeline(c)).toEqual(['0 joined b', '250 joined a']);
+  expect(b.membership.liveNodeIds()).toEqual(['a', 'b', 'c']);
+});
+
+test('a gossiped address that never answers is dropped after 60 s without mention', () => {
+  const cluster = new Cluster();
+  const a = cluster.start('a', 'a:1');
+  cluster.runUntil(0);
+  const ghostly = { nodeId: 'b', incarnation: 1n, advertiseAddress: 'b:1', configDigest: DIGEST, leaving: false };
+  cluster.inject(a, { ...ghostly, known: [{ nodeId: 'ghost', advertiseAddress: 'g:1' }, { nodeId: 'a', advertiseAddress: 'a:1' }, { nodeId: 'x', advertiseAddress: '' }] });
+  expect(a.membership.heartbeatTargets()).toEqual(['b:1', 'g:1']);
+  cluster.runUntil(10_000);
+  cluster.inject(a, { ...ghostly, known: [{ nodeId: 'ghost', advertiseAddress: 'g:1' }] }); // mentioned again
+  expect(a.membership.nextDeadline()).toBe(10_250);
+  cluster.runUntil(69_999);
+  expect(a.membership.heartbeatTargets()).toContain('g:1');
+  cluster.runUntil(70_000);
+  expect(a.membership.heartbeatTargets()).toEqual([]); // b was forgotten too (no seed)
+});
+
+test('viewVersion changes exactly when the live set changes', () => {
+  const cluster = new Cluster();
+  const a = cluster.start('a', 'a:1', { seeds: ['b:1', 'c:1'] });
+  const b = cluster.start('b', 'b:1', { seeds: ['a:1'] });
+  let c = cluster.start('c', 'c:1', { seeds: ['a:1'] });
+  const versions: string[] = [];
+  const record = (label: string): void => {
+    versions.push(`${label}: v${a.membership.viewVersion} [${a.membership.liveNodeIds().join(',')}]`);
+  };
+  record('start');
+  cluster.runUntil(0);
+  record('joins');
+  cluster.stop(c);
+  cluster.runUntil(1000);
+  record('c suspect');
+  cluster.runUntil(3000);
+  record('c dead');
+  c = cluster.start('c', 'c:1', { incarnation: 2n, seeds: ['a:1'] });
+  cluster.runUntil(3000);
+  record('c restarted');
+  cluster.runUntil(3500);
+  record('quiet');
+  b.leaving = true;
+  cluster.runUntil(3750);
+  record('b left');
+  cluster.inject(a, { nodeId: 'd', incarnation: 1n, advertiseAddress: 'd:1', configDigest: 1n, leaving: false, known: [] });
+  record('d refused');
+  expect(versions).toEqual([
+    'start: v0 [a]',
+    'joins: v2 [a,b,c]', // b and c joined in separate heartbeats
+    'c suspect: v2 [a,b,c]',
+    'c dead: v3 [a,b]',
+    'c restarted: v4 [a,b,c]',
+    'quiet: v4 [a,b,c]',
+    'b left: v5 [a,c]',
+    'd refused: v5 [a,c]',
+  ]);
+  // (Every call inside the cluster also asserted: version + 1 exactly when the set changed.)
+});
+
+test('nextDeadline is the next heartbeat or state transition', () => {
+  const config = { ...DEFAULT_MEMBERSHIP_CONFIG, heartbeatIntervalMs: 10_000 };
+  const m = new Membership({ nodeId: 'a', advertiseAddress: 'a:1', incarnation: 1n }, config, DIGEST);
+  m.addSeedAddresses(['s:1']);
+  expect(m.nextDeadline()).toBe(0); // first heartbeat due at once
+  expect(m.heartbeatDue(0)).toBe(true);
+  m.heartbeatSent(0);
+  expect(m.heartbeatDue(9_999)).toBe(false);
+  expect(m.nextDeadline()).toBe(10_000); // an unheard seed sets no deadline
+
+  m.handleHeartbeat({ nodeId: 'b', incarnation: 1n, advertiseAddress: 'b:1', configDigest: DIGEST, leaving: false, known: [] }, 100);
+  expect(m.nextDeadline()).toBe(1_100); // b suspect
+  expect(m.tick(1_099)).toEqual([]);
+  expect(m.tick(1_100)).toEqual([{ type: 'suspect', nodeId: 'b', lastHeardAt: 100 }]);
+  expect(m.nextDeadline()).toBe(3_100); // b dead
+  expect(m.tick(3_100)).toEqual([{ type: 'dead', nodeId: 'b', lastHeardAt: 100 }]);
+  expect(m.nextDeadline()).toBe(10_000); // heartbeat before forgetting b at 60 100
+  m.heartbeatSent(10_000);
+  m.heartbeatSent(60_000);
+  expect(m.nextDeadline()).toBe(60_100);
+  expect(m.tick(60_100)).toEqual([]);
+  expect(m.members().map((v) => v.nodeId)).toEqual(['', 'a']);
+  expect(m.nextDeadline()).toBe(70_000);
+
+  // A tick that finds a member past both timeouts reports both transitions, in order.
+  m.handleHeartbeat({ nodeId: 'c', incarnation: 1n, advertiseAddress: 'c:1', configDigest: DIGEST, leaving: false, known: [] }, 61_000);
+  expect(m.tick(65_000).map((e) => e.type)).toEqual(['suspect', 'dead']);
+});
+
+test('invalid heartbeats are dropped and counted; bad config is refused with the field name', () => {
+  const m = new Membership({ nodeId: 'a', advertiseAddress: 'a:1', incarnation: 1n }, DEFAULT_MEMBERSHIP_CONFIG, DIGEST);
+  expect(m.handleHeartbeat({ nodeId: '', incarnation: 1n, advertiseAddress: 'x:1', configDigest: DIGEST, leaving: false, known: [] }, 0)).toEqual([]);
+  expect(m.handleHeartbeat({ nodeId: 'x', incarnation: 1n, advertiseAddress: '', configDigest: DIGEST, leaving: false, known: [] }, 0)).toEqual([]);
+  expect(m.counters.invalidHeartbeats).toBe(2);
+  // A leaving heartbeat from a node never known adds nothing.
+  expect(m.handleHeartbeat({ nodeId: 'y', incarnation: 1n, advertiseAddress: 'y:1', configDigest: DIGEST, leaving: true, known: [] }, 0)).toEqual([]);
+  expect(m.liveNodeIds()).toEqual(['a']);
+
+  expect(() => validateMembershipConfig({ ...DEFAULT_MEMBERSHIP_CONFIG, heartbeatIntervalMs: 0 })).toThrow(/heartbeatIntervalMs/);
+  expect(() => validateMembershipConfig({ ...DEFAULT_MEMBERSHIP_CONFIG, deadAfterMs: 500 })).toThrow(/deadAfterMs/);
+  expect(() => validateMembershipConfig({ ...DEFAULT_MEMBERSHIP_CONFIG, forgetDeadAfterMs: 2000 })).toThrow(/forgetDeadAfterMs/);
+});
