@@ -14,6 +14,7 @@
  * BENCH_SIDECAR_NODE_ARGS (extra node flags for the sidecar, e.g. "--cpu-prof
  * --cpu-prof-dir=/tmp/prof").
  *
+ * An untimed warm-up pass over every workload precedes the first run.
  * Every load loop stops at its deadline or after MAX_OPS_PER_PHASE operations, every
  * operation has a 5 s deadline, and a phase that does not finish in time aborts the run;
  * the server processes are stopped (SIGTERM) whatever happens.
@@ -24,7 +25,7 @@ import { Client, credentials, Metadata, type ChannelOptions, type ServiceError }
 import Redis from 'ioredis';
 import { BatonClient } from '../src/client';
 import { SessionServiceClient, type GetResponse, type PutRequest, type PutResponse } from '../src/gen/baton/v1/session';
-import { cpuSecondsOf, findOnPath, freePort, ownCpuSeconds, sleep, startChild, waitForHttp200, type Child } from './children';
+import { cpuSecondsOf, findOnPath, freePort, machineBusyCpuSeconds, ownCpuSeconds, sleep, startChild, waitForHttp200, type Child } from './children';
 import { ECHO_METHOD_PATH } from './echo-server';
 import {
   describeMachine,
@@ -82,6 +83,8 @@ interface PhaseResult {
   /** CPU used during the measured phase, as a fraction of one core. */
   clientCpu: number;
   serverCpu: number;
+  /** CPU used by every other process of the machine meanwhile (noise), as a fraction of one core. */
+  otherCpu: number;
 }
 
 const ROWS = [
@@ -103,12 +106,18 @@ const value = randomBytes(VALUE_BYTES);
  * Throughput counts completions inside the window; latency is recorded for operations that
  * started inside it.
  */
-async function runPhase(op: Op, serverPid: number | undefined, seed: number): Promise<PhaseResult> {
+async function runPhase(
+  op: Op,
+  serverPid: number | undefined,
+  seed: number,
+  warmupSeconds = WARMUP_SECONDS,
+  measureSeconds = MEASURE_SECONDS,
+): Promise<PhaseResult> {
   const picker = new IndexPicker(ID_POOL, seed);
   const samples = new LatencySamples(SAMPLE_CAPACITY);
   const begin = process.hrtime.bigint();
-  const measureStart = begin + BigInt(Math.round(WARMUP_SECONDS * 1e9));
-  const measureEnd = measureStart + BigInt(Math.round(MEASURE_SECONDS * 1e9));
+  const measureStart = begin + BigInt(Math.round(warmupSeconds * 1e9));
+  const measureEnd = measureStart + BigInt(Math.round(measureSeconds * 1e9));
   let issued = 0;
   let completedInWindow = 0;
   let errors = 0;
@@ -134,15 +143,20 @@ async function runPhase(op: Op, serverPid: number | undefined, seed: number): Pr
   };
 
   // CPU is sampled by timers at the window's edges, each with its own timestamp.
-  let cpuAtStart: { wall: bigint; own: number; server: number } | undefined;
+  let cpuAtStart: { wall: bigint; own: number; server: number; machine: number } | undefined;
   let cpuAtEnd: typeof cpuAtStart;
-  const snapshot = () => ({ wall: process.hrtime.bigint(), own: ownCpuSeconds(), server: cpuSecondsOf(serverPid) });
-  const startTimer = setTimeout(() => (cpuAtStart = snapshot()), WARMUP_SECONDS * 1000);
-  const endTimer = setTimeout(() => (cpuAtEnd = snapshot()), (WARMUP_SECONDS + MEASURE_SECONDS) * 1000);
+  const snapshot = () => ({
+    wall: process.hrtime.bigint(),
+    own: ownCpuSeconds(),
+    server: cpuSecondsOf(serverPid),
+    machine: machineBusyCpuSeconds(),
+  });
+  const startTimer = setTimeout(() => (cpuAtStart = snapshot()), warmupSeconds * 1000);
+  const endTimer = setTimeout(() => (cpuAtEnd = snapshot()), (warmupSeconds + measureSeconds) * 1000);
   let watchdog: NodeJS.Timeout | undefined;
   try {
     const workers = Array.from({ length: CONCURRENCY }, worker);
-    const limitMs = (WARMUP_SECONDS + MEASURE_SECONDS) * 1000 + PHASE_SLACK_MS;
+    const limitMs = (warmupSeconds + measureSeconds) * 1000 + PHASE_SLACK_MS;
     await Promise.race([
       Promise.all(workers),
       new Promise<never>((_, reject) => {
@@ -157,20 +171,23 @@ async function runPhase(op: Op, serverPid: number | undefined, seed: number): Pr
   cpuAtEnd ??= snapshot();
   let clientCpu = NaN;
   let serverCpu = NaN;
+  let otherCpu = NaN;
   if (cpuAtStart !== undefined) {
     const wall = Number(cpuAtEnd.wall - cpuAtStart.wall) / 1e9;
     clientCpu = (cpuAtEnd.own - cpuAtStart.own) / wall;
     serverCpu = (cpuAtEnd.server - cpuAtStart.server) / wall;
+    otherCpu = Math.max(0, (cpuAtEnd.machine - cpuAtStart.machine) / wall - clientCpu - serverCpu);
   }
   const [p50Ms, p99Ms] = samples.quantilesMs(0.5, 0.99);
   return {
-    opsPerSecond: completedInWindow / MEASURE_SECONDS,
+    opsPerSecond: completedInWindow / measureSeconds,
     p50Ms: p50Ms!,
     p99Ms: p99Ms!,
     errors,
     firstError,
     clientCpu,
     serverCpu,
+    otherCpu,
   };
 }
 
@@ -345,7 +362,7 @@ function percent(fraction: number): string {
 }
 
 function printReport(results: Map<string, PhaseResult[]>): void {
-  const header = ['workload', 'ops/s', 'p50 ms', 'p99 ms', 'client CPU', 'server CPU', 'errors', 'ops/s per run'];
+  const header = ['workload', 'ops/s', 'p50 ms', 'p99 ms', 'client CPU', 'server CPU', 'client µs/op', 'server µs/op', 'other CPU', 'errors', 'ops/s per run'];
   const rows: string[][] = [];
   for (const row of ROWS) {
     const runs = results.get(row);
@@ -357,11 +374,18 @@ function printReport(results: Map<string, PhaseResult[]>): void {
       formatFixed(median(runs.map((r) => r.p99Ms)), 2),
       percent(median(runs.map((r) => r.clientCpu))),
       percent(median(runs.map((r) => r.serverCpu))),
+      formatFixed(median(runs.map((r) => (r.clientCpu / r.opsPerSecond) * 1e6)), 1),
+      formatFixed(median(runs.map((r) => (r.serverCpu / r.opsPerSecond) * 1e6)), 1),
+      percent(Math.max(...runs.map((r) => r.otherCpu))),
       String(runs.reduce((n, r) => n + r.errors, 0)),
       runs.map((r) => formatCount(r.opsPerSecond)).join(' / '),
     ]);
   }
-  console.log(`\nMedians of ${RUNS} run(s); CPU as a share of one core (this machine has ${machineInfo().cores}).`);
+  console.log(
+    `\nMedians of ${RUNS} run(s). CPU: share of one core (this machine has ${machineInfo().cores}) and CPU time per ` +
+      `operation, for this process (client) and the server process; 'other CPU': the most that every other ` +
+      `process on the machine used in one run (noise; should be near 0).`,
+  );
   console.log(formatTable(header, rows));
 
   const ratio = (a: string, b: string): string => {
@@ -421,6 +445,10 @@ async function main(): Promise<void> {
       else systems.push(await redisSystem(res, redisServer));
     }
 
+    // One untimed pass over every phase first, so no system meets the first run with cold code.
+    console.log('\nwarming up every workload (untimed)');
+    for (const system of systems) for (const phase of system.phases) await runPhase(phase.op, system.serverPid, 0, 0, WARMUP_SECONDS);
+
     const results = new Map<string, PhaseResult[]>();
     let seed = 1;
     for (let run = 0; run < RUNS; run++) {
@@ -436,7 +464,8 @@ async function main(): Promise<void> {
           console.log(
             `  ${phase.row.padEnd(26)} ${formatCount(result.opsPerSecond).padStart(8)} ops/s  ` +
               `p50 ${formatFixed(result.p50Ms, 2).padStart(6)} ms  p99 ${formatFixed(result.p99Ms, 2).padStart(6)} ms  ` +
-              `CPU client ${percent(result.clientCpu).padStart(4)} server ${percent(result.serverCpu).padStart(4)}` +
+              `CPU client ${percent(result.clientCpu).padStart(4)} server ${percent(result.serverCpu).padStart(4)} ` +
+              `other ${percent(result.otherCpu).padStart(4)}` +
               (result.errors > 0 ? `  ${result.errors} errors (${result.firstError})` : ''),
           );
         }

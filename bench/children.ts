@@ -171,3 +171,16 @@ export function ownCpuSeconds(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
 }
+
+/** CPU seconds the whole machine has been busy (all cores, Linux /proc/stat), or NaN when unknown. */
+export function machineBusyCpuSeconds(): number {
+  try {
+    const line = readFileSync('/proc/stat', 'latin1').split('\n', 1)[0]!;
+    // cpu user nice system idle iowait irq softirq steal …
+    const ticks = line.trim().split(/\s+/).slice(1).map(Number);
+    const total = ticks.slice(0, 8).reduce((a, b) => a + b, 0);
+    return (total - ticks[3]! - ticks[4]!) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return NaN;
+  }
+}

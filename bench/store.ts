@@ -20,6 +20,7 @@ import { getHeapStatistics } from 'node:v8';
 import { BuzHash } from '../src/buzhash';
 import { HybridClock } from '../src/hybrid-clock';
 import { DEFAULT_STORE_CONFIG, SessionStore, type PartWriteRequest } from '../src/store';
+import { machineBusyCpuSeconds, ownCpuSeconds } from './children';
 import { describeMachine, envNumber, formatCount, formatFixed, formatTable, IndexPicker, machineInfo, median } from './stats';
 
 const SESSIONS = Math.round(envNumber('BENCH_STORE_SESSIONS', 1_000_000));
@@ -56,6 +57,8 @@ interface ShapeResult {
   putOnePerSecond: number[];
   putAllPerSecond: number[];
   heapLimitMiB: number;
+  /** CPU used by every other process of the machine while this shape ran, as a fraction of one core. */
+  otherCpu: number;
 }
 
 const idScratch = Buffer.alloc(16);
@@ -107,6 +110,9 @@ function measureIdStringBytes(n: number): number {
 
 function runShape(shape: ShapeName): ShapeResult {
   const names = SHAPES[shape];
+  const startWall = process.hrtime.bigint();
+  const startMachine = machineBusyCpuSeconds();
+  const startOwn = ownCpuSeconds();
   const idStringBytes = measureIdStringBytes(Math.min(SESSIONS, 200_000));
 
   const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: 'bench-node' }, new BuzHash('bench-seed'), new HybridClock());
@@ -162,6 +168,8 @@ function runShape(shape: ShapeName): ShapeResult {
   }
   if (sink !== ROUNDS * OPS_PER_ROUND) throw new Error(`${ROUNDS * OPS_PER_ROUND - sink} gets missed`);
   if (store.getStats().sessions !== SESSIONS) throw new Error('the timed rounds changed the number of sessions');
+  const wall = seconds(startWall);
+  const otherCpu = Math.max(0, (machineBusyCpuSeconds() - startMachine - (ownCpuSeconds() - startOwn)) / wall);
 
   return {
     shape,
@@ -176,6 +184,7 @@ function runShape(shape: ShapeName): ShapeResult {
     putOnePerSecond,
     putAllPerSecond,
     heapLimitMiB: Math.round(getHeapStatistics().heap_size_limit / 2 ** 20),
+    otherCpu,
   };
 }
 
@@ -234,9 +243,11 @@ function report(results: ShapeResult[]): void {
     }
     speedRows.push([`${r.shape}: fill (insert, ids built in loop)`, formatCount(r.fillPutsPerSecond), '1 pass', '']);
   }
+  const noise = results.map((r) => `${r.shape} ${Math.round(r.otherCpu * 100)}%`).join(', ');
   console.log(`\nOperations per second, median of ${ROUNDS} rounds of ${formatCount(OPS_PER_ROUND)} (one core, in process):`);
   console.log(formatTable(['operation', 'ops/s', 'per round', 'target'], speedRows));
-  console.log(`\nheap limit ${results[0]!.heapLimitMiB} MiB (node ${process.execArgv.join(' ')})`);
+  console.log(`\nother processes used ${noise} of a core meanwhile (noise; should be near 0)`);
+  console.log(`heap limit ${results[0]!.heapLimitMiB} MiB (node ${process.execArgv.join(' ')})`);
 }
 
 async function main(): Promise<void> {

@@ -94,7 +94,9 @@ export class ReplicationDriver implements Replicator {
     private readonly sink: ReplicationSink,
     private readonly socket: dgram.Socket,
   ) {
-    this.incarnation = randomBytes(8).readBigUInt64BE() | 1n;
+    // Start time in the high bits, so a restart is always a higher incarnation; random low
+    // bits keep two starts in the same millisecond apart.
+    this.incarnation = (BigInt(Date.now()) << 16n) | BigInt(randomBytes(2).readUInt16BE());
     this.advertiseAddress =
       config.advertiseAddress !== '' ? config.advertiseAddress : `${config.peerListen.host}:${socket.address().port}`;
     const digest = configDigest(hasher, config.partitions);

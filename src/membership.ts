@@ -24,7 +24,11 @@
  * known node id with a higher incarnation means the node restarted: 'restarted' (old and
  * new incarnation), and the member is alive at once whatever its state was; the caller
  * must reset every channel keyed on the old incarnation. A heartbeat with a lower
- * incarnation than known is a straggler from before the restart: ignored and counted.
+ * incarnation than known is a straggler from before the restart: ignored and counted;
+ * except when the member is dead: no straggler lingers for deadAfterMs, so any other
+ * incarnation from a dead member is a restart too. That keeps a node whose incarnations
+ * do not grow (a clock stepped back, a random pick) from being locked out of a seed
+ * address, whose dead record is never forgotten.
  *
  * Leaving: a heartbeat with `leaving` or a Leave makes the member 'left' for that
  * incarnation; only a higher incarnation brings it back. A left member is not sent
@@ -112,7 +116,7 @@ export type MembershipEvent =
   | { type: 'suspect'; nodeId: string; lastHeardAt: number }
   | { type: 'dead'; nodeId: string; lastHeardAt: number }
   | { type: 'left'; nodeId: string; incarnation: bigint }
-  /** A known node id came back with a higher incarnation: reset its channel state. */
+  /** A known node id came back with a new incarnation: reset its channel state. */
   | { type: 'restarted'; nodeId: string; oldIncarnation: bigint; newIncarnation: bigint; advertiseAddress: string }
   /** A node with different cluster-critical configuration was refused. */
   | { type: 'config_mismatch'; nodeId: string; advertiseAddress: string; theirDigest: bigint; ourDigest: bigint };
@@ -132,7 +136,7 @@ export interface MemberView {
 export interface MembershipCounters {
   /** Heartbeats accepted (from known or new members). */
   heartbeatsAccepted: number;
-  /** Heartbeats or leaves carrying an older incarnation than known. */
+  /** Heartbeats or leaves carrying an older incarnation than known (member not dead). */
   staleHeartbeats: number;
   /** Heartbeats refused for a config digest different from ours. */
   configMismatches: number;
@@ -144,7 +148,7 @@ export interface MembershipCounters {
   heartbeatsAfterLeft: number;
   /** Leaves (or leaving heartbeats) from nodes with no record: nothing to do. */
   unknownLeaves: number;
-  /** Restarts detected (higher incarnation). */
+  /** Restarts detected (a higher incarnation, or any other one from a dead member). */
   restarts: number;
   /** Members dropped from the table after the forget timeout or replaced at their address. */
   forgottenMembers: number;
@@ -263,10 +267,10 @@ export class Membership {
         this.claimAddress(from.nodeId, from.advertiseAddress);
         events.push({ type: 'joined', nodeId: from.nodeId, advertiseAddress: from.advertiseAddress, incarnation: from.incarnation });
       }
-    } else if (from.incarnation < record.incarnation) {
+    } else if (from.incarnation < record.incarnation && record.state !== 'dead') {
       this.counters.staleHeartbeats++;
       return [];
-    } else if (from.incarnation > record.incarnation) {
+    } else if (from.incarnation !== record.incarnation) {
       this.counters.heartbeatsAccepted++;
       this.restart(record, from.incarnation, from.advertiseAddress, now, events);
       if (from.leaving) this.markLeft(record, events);
@@ -310,12 +314,12 @@ export class Membership {
       this.counters.unknownLeaves++;
       return [];
     }
-    if (incarnation < record.incarnation) {
+    if (incarnation < record.incarnation && record.state !== 'dead') {
       this.counters.staleHeartbeats++;
       return [];
     }
     const events: MembershipEvent[] = [];
-    if (incarnation > record.incarnation) this.restart(record, incarnation, record.advertiseAddress, now, events);
+    if (incarnation !== record.incarnation) this.restart(record, incarnation, record.advertiseAddress, now, events);
     else record.lastHeardAt = now;
     this.markLeft(record, events);
     this.updateView();

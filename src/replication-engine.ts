@@ -598,7 +598,8 @@ export class ReplicationEngine {
       now,
     );
     this.onMembershipEvents(events, now);
-    if (events.some((e) => e.type === 'config_mismatch')) return;
+    // Channels are trusted only from the incarnation membership accepted (not a stale one).
+    if (this.membership.member(from)?.incarnation !== incarnation) return;
     for (const channel of heartbeat.channels) {
       const target = channel.targetNodeId;
       if (target !== '' && target !== this.config.nodeId) continue;
@@ -640,11 +641,11 @@ export class ReplicationEngine {
     const gained = [...held].filter((p) => !this.heldPartitions.has(p));
     this.heldPartitions = held;
     if (gained.length === 0) return;
+    // Any member may own sessions of any partition, so every peer is asked.
     for (const peer of others) {
-      const partitions = gained.filter((p) => this.placement.holdsPartition(peer, p));
       const address = this.addressOf(peer);
-      if (partitions.length === 0 || address === undefined) continue;
-      this.requestResync({ peerNodeId: peer, peerAddress: address, partitions, channels: [], reason: 'placement' });
+      if (address === undefined) continue;
+      this.requestResync({ peerNodeId: peer, peerAddress: address, partitions: gained, channels: [], reason: 'placement' });
     }
     void now;
   }
@@ -668,7 +669,7 @@ export class ReplicationEngine {
       this.push(address, this.encode({ $case: 'ack', ack }), 'ack');
     }
     if (poll.resync && !this.resyncs.some((r) => r.channels.some((c) => c.key === key))) {
-      const partitions = this.placement.partitionsHeldBy(this.config.nodeId).filter((p) => this.placement.holdsPartition(from, p));
+      const partitions = this.placement.partitionsHeldBy(this.config.nodeId);
       this.requestResync({ peerNodeId: from, peerAddress: address, partitions, channels: [{ key, upTo: receiver.highestSeen }], reason: 'gap' });
       // Until the transfer completes, the receiver stops asking.
       receiver.resynced(receiver.highestSeen);

@@ -99,6 +99,7 @@ class Findings {
     this.list.push(problem);
   }
   check(): void {
+    trace(`${this.phase}: done, ${this.list.length} problem(s)`);
     if (this.list.length === 0) return;
     throw new Error(
       `${this.phase}: ${this.list.length} problem(s) with seed ${SEED} (replay: BATON_FUZZ_SEED=${SEED}):\n` +
@@ -107,11 +108,17 @@ class Findings {
   }
 }
 
+/** Progress lines on stderr when BATON_FUZZ_TRACE is set, to see where a run hangs. */
+function trace(message: string): void {
+  if (process.env.BATON_FUZZ_TRACE) process.stderr.write(`[fuzz] ${message}\n`);
+}
+
 /** Status codes seen, per label, for the summary printed at the end. */
 const tally = new Map<string, Map<string, number>>();
 let callsMade = 0;
 function count(label: string, code: number): void {
   callsMade++;
+  if (callsMade % 500 === 0) trace(`${callsMade} calls, last: ${label} ${statusName(code)}`);
   const byCode = tally.get(label) ?? new Map<string, number>();
   byCode.set(statusName(code), (byCode.get(statusName(code)) ?? 0) + 1);
   tally.set(label, byCode);

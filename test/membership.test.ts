@@ -250,6 +250,22 @@ describe('three nodes exchanging heartbeats', () => {
     expect(a.membership.liveNodeIds()).toEqual(['a', 'b', 'c']);
   });
 
+  test('a dead member coming back with a lower incarnation is a restart, not a straggler', () => {
+    cluster.stop(c);
+    cluster.runUntil(1000);
+    expect(stateOf(a, 'c')).toBe('suspect');
+    // While c is only suspect, a lower incarnation is still taken for a straggler.
+    expect(cluster.inject(a, { ...cluster.heartbeatOf(c), incarnation: 0n })).toEqual([]);
+    expect(a.membership.counters.staleHeartbeats).toBe(1);
+
+    cluster.runUntil(3000);
+    expect(stateOf(a, 'c')).toBe('dead');
+    c = cluster.start('c', 'c:7946', { incarnation: 0n, seeds: SEEDS });
+    cluster.runUntil(3000);
+    expect(a.events.at(-1)).toMatchObject({ at: 3000, type: 'restarted', nodeId: 'c', oldIncarnation: 1n, newIncarnation: 0n });
+    expect(a.membership.member('c')).toMatchObject({ state: 'alive', incarnation: 0n });
+  });
+
   test('a draining node is left at once, is no longer sent heartbeats, and is forgotten later', () => {
     cluster.runUntil(500);
     b.leaving = true;

@@ -30,7 +30,7 @@ describe('baton sidecar process', () => {
   let client: SessionServiceClient;
 
   beforeAll(async () => {
-    node = await startSidecar(['--node-id', 'it-node', '--log-level', 'info']);
+    node = await startSidecar(['--node-id', 'it-node', '--log-level', 'info', '--replicas', '1']);
     client = new SessionServiceClient(node.apiAddress, grpc.credentials.createInsecure());
   });
 
@@ -95,7 +95,7 @@ describe('baton sidecar process', () => {
       [{ sessionId: 's', parts: [] }, /at least one part/],
       [{ sessionId: 's', parts: [{ name: 'Bad Name', value: Buffer.alloc(1) }] }, /part name/],
       [{ sessionId: 's', parts: [{ name: 'tls', value: Buffer.from([0xff, 0xff, 0xff]) }] }, /part 'tls' is not a valid baton.v1.TlsSessionState/],
-      [{ sessionId: 's', parts: [{ name: 'x', value: Buffer.alloc(1) }], minReplicas: 1 }, /no replicas are configured/],
+      [{ sessionId: 's', parts: [{ name: 'x', value: Buffer.alloc(1) }], minReplicas: 2 }, /above the 1 replicas configured/],
       [{ sessionId: 's', parts: [{ name: 'x', value: Buffer.alloc(1) }], ttlSeconds: 40 * 24 * 3600 }, /30 days/],
     ];
     for (const [request, message] of cases) {
@@ -104,6 +104,12 @@ describe('baton sidecar process', () => {
         details: expect.stringMatching(message),
       });
     }
+  });
+
+  it('refuses a synchronous write no live secondary can acknowledge with UNAVAILABLE', async () => {
+    await expect(
+      unary<any, PutResponse>(client.put.bind(client), { sessionId: 'alone', parts: [{ name: 'x', value: Buffer.alloc(1) }], ttlSeconds: 0, minReplicas: 1 }),
+    ).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE, details: expect.stringMatching(/only 0 secondaries are live/) });
   });
 
   it('carries thousands of operations on one Exchange stream; a failed one does not end it', async () => {
@@ -166,7 +172,7 @@ describe('baton sidecar process', () => {
     cluster.close();
     expect(status.nodeId).toBe('it-node');
     expect(status.sessions).toBeGreaterThan(0n);
-    expect(status.members).toEqual([{ nodeId: 'it-node', address: node.apiAddress, state: 'alive', isSelf: true }]);
+    expect(status.members).toEqual([{ nodeId: 'it-node', address: node.peerAddress, state: 'alive', isSelf: true, replicationLagSeqs: 0n }]);
   });
 
   it('answers the standard gRPC health service', async () => {

@@ -17,6 +17,8 @@ export interface SidecarProcess {
   child: ChildProcess;
   apiAddress: string;
   metricsUrl: string;
+  /** The advertised peer (replication) address. */
+  peerAddress: string;
   /** Every JSON log line the process wrote to stdout. */
   logs: Record<string, unknown>[];
   stderr: string[];
@@ -58,6 +60,7 @@ export async function startSidecar(args: string[] = [], env: NodeJS.ProcessEnv =
     child,
     apiAddress: `127.0.0.1:${entry.api_port}`,
     metricsUrl: `http://127.0.0.1:${entry.metrics_port}`,
+    peerAddress: String(entry.peer),
     logs,
     stderr,
     stop: async () => {
