@@ -3,7 +3,8 @@
  *   (a) unary Put/Get with the generated SessionServiceClient,
  *   (b) Put/Get with BatonClient over one Exchange stream,
  *   (c) SET/GET with ioredis against redis-server (when it is on the PATH),
- *   (d) the platform ceiling: a raw grpc-js unary echo server (bench/echo-server.ts).
+ *   (d) the platform ceiling: a raw grpc-js echo server (bench/echo-server.ts), unary and,
+ *       for Exchange, over one bidirectional stream.
  * Every workload: 64 operations in flight (closed loop), ids drawn from a pool of 10,000,
  * 1 KiB values; a warm-up, then a measured phase of fixed length. The whole set repeats
  * BENCH_RUNS times interleaved (the starting system rotates) and the medians are printed,
@@ -12,12 +13,14 @@
  * Environment: BENCH_SECONDS (measured seconds per phase, default 5), BENCH_WARMUP_SECONDS
  * (default 1), BENCH_RUNS (default 3), BENCH_ONLY (comma list of echo,unary,exchange,redis),
  * BENCH_SIDECAR_NODE_ARGS (extra node flags for the sidecar, e.g. "--cpu-prof
- * --cpu-prof-dir=/tmp/prof").
+ * --cpu-prof-dir=/tmp/prof"), BENCH_QUIET_WAIT_SECONDS (on a shared machine, wait up to this
+ * long before each phase until other processes use < 20% of a core; default off).
  *
  * An untimed warm-up pass over every workload precedes the first run.
- * Every load loop stops at its deadline or after MAX_OPS_PER_PHASE operations, every
- * operation has a 5 s deadline, and a phase that does not finish in time aborts the run;
- * the server processes are stopped (SIGTERM) whatever happens.
+ * Every load loop stops at its deadline, after MAX_OPS_PER_PHASE operations or after
+ * MAX_ERRORS_PER_PHASE failures; every operation has a 5 s deadline; a phase that does not
+ * finish in time aborts the run; the server processes are stopped (SIGTERM) whatever
+ * happens, Ctrl-C included.
  */
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
@@ -25,8 +28,20 @@ import { Client, credentials, Metadata, type ChannelOptions, type ServiceError }
 import Redis from 'ioredis';
 import { BatonClient } from '../src/client';
 import { SessionServiceClient, type GetResponse, type PutRequest, type PutResponse } from '../src/gen/baton/v1/session';
-import { cpuSecondsOf, findOnPath, freePort, machineBusyCpuSeconds, ownCpuSeconds, sleep, startChild, waitForHttp200, type Child } from './children';
-import { ECHO_METHOD_PATH } from './echo-server';
+import {
+  cpuSecondsOf,
+  findOnPath,
+  freePort,
+  machineBusyCpuSeconds,
+  ownCpuSeconds,
+  quietWaitSeconds,
+  sleep,
+  startChild,
+  waitForHttp200,
+  waitForQuiet,
+  type Child,
+} from './children';
+import { ECHO_METHOD_PATH, ECHO_STREAM_METHOD_PATH } from './echo-server';
 import {
   describeMachine,
   envNumber,
@@ -42,6 +57,8 @@ import {
 const MEASURE_SECONDS = envNumber('BENCH_SECONDS', 5);
 const WARMUP_SECONDS = envNumber('BENCH_WARMUP_SECONDS', 1);
 const RUNS = Math.max(1, Math.round(envNumber('BENCH_RUNS', 3)));
+/** On a shared machine: wait up to this long before each phase for other processes to go quiet (0: do not wait). */
+const QUIET_WAIT_SECONDS = quietWaitSeconds();
 const CONCURRENCY = 64;
 const ID_POOL = 10_000;
 const VALUE_BYTES = 1024;
@@ -51,6 +68,8 @@ const OP_DEADLINE_MS = 5000;
 const MAX_OPS_PER_PHASE = Math.ceil((MEASURE_SECONDS + WARMUP_SECONDS) * 10_000_000);
 /** Latency samples kept per phase (more are counted, not kept). */
 const SAMPLE_CAPACITY = Math.min(8_000_000, Math.ceil(MEASURE_SECONDS * 400_000));
+/** A phase stops issuing operations after this many failures (a dead server must not be hammered). */
+const MAX_ERRORS_PER_PHASE = 1000;
 /** Extra time a phase may take beyond warm-up + measurement before the run is aborted. */
 const PHASE_SLACK_MS = OP_DEADLINE_MS + 10_000;
 
@@ -63,7 +82,7 @@ type SystemName = (typeof SYSTEMS)[number];
 type Op = (id: string) => Promise<void>;
 
 interface Phase {
-  row: string;
+  row: (typeof ROWS)[number];
   op: Op;
 }
 
@@ -89,6 +108,7 @@ interface PhaseResult {
 
 const ROWS = [
   'raw echo (grpc-js unary)',
+  'raw echo (grpc-js stream)',
   'unary Put',
   'unary Get',
   'Exchange Put',
@@ -96,6 +116,9 @@ const ROWS = [
   'Redis SET',
   'Redis GET',
 ] as const;
+
+/** Set by SIGINT/SIGTERM: load loops stop issuing operations. */
+let interrupted = false;
 
 const ids: string[] = [];
 for (let i = 0; i < ID_POOL; i++) ids.push(`bench-${i.toString(36).padStart(6, '0')}-session`);
@@ -126,7 +149,7 @@ async function runPhase(
   const worker = async (): Promise<void> => {
     for (;;) {
       const t0 = process.hrtime.bigint();
-      if (t0 >= measureEnd || issued >= MAX_OPS_PER_PHASE) return;
+      if (t0 >= measureEnd || issued >= MAX_OPS_PER_PHASE || errors >= MAX_ERRORS_PER_PHASE || interrupted) return;
       issued++;
       let failed = false;
       try {
@@ -195,7 +218,7 @@ async function runPhase(
 async function fillPool(op: Op): Promise<void> {
   let next = 0;
   const worker = async () => {
-    while (next < ids.length) await op(ids[next++]!);
+    while (next < ids.length && !interrupted) await op(ids[next++]!);
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
 }
@@ -250,7 +273,63 @@ async function echoSystem(res: Resources): Promise<System> {
     if (answer.length !== VALUE_BYTES) throw new Error(`echo returned ${answer.length} bytes`);
   };
   await echo('');
-  return { name: 'echo', serverPid: child.process.pid, phases: [{ row: ROWS[0], op: echo }] };
+  const streamEcho = rawStreamEcho(client);
+  await streamEcho('');
+  return {
+    name: 'echo',
+    serverPid: child.process.pid,
+    phases: [
+      { row: 'raw echo (grpc-js unary)', op: echo },
+      { row: 'raw echo (grpc-js stream)', op: streamEcho },
+    ],
+  };
+}
+
+/**
+ * The streaming ceiling: 1 KiB Buffers over one bidirectional call, matched by a 4-byte tag,
+ * written the way BatonClient writes (calls of one tick corked together, flushed on
+ * process.nextTick), with no protobuf, deadlines or bookkeeping beyond a Map.
+ */
+function rawStreamEcho(client: Client): Op {
+  const identity = (b: Buffer): Buffer => b;
+  const call = client.makeBidiStreamRequest(ECHO_STREAM_METHOD_PATH, identity, identity);
+  const waiting = new Map<number, { resolve(): void; reject(err: Error): void }>();
+  let nextTag = 0;
+  let queued: Buffer[] = [];
+  let failure: Error | undefined;
+  const fail = (err: Error) => {
+    failure ??= err;
+    for (const w of waiting.values()) w.reject(err);
+    waiting.clear();
+  };
+  call.on('data', (message: Buffer) => {
+    const tag = message.readUInt32LE(0);
+    const w = waiting.get(tag);
+    if (w === undefined) return;
+    waiting.delete(tag);
+    if (message.length === VALUE_BYTES) w.resolve();
+    else w.reject(new Error(`stream echo returned ${message.length} bytes`));
+  });
+  call.on('error', (err: Error) => fail(err));
+  call.on('end', () => fail(new Error('the echo stream ended')));
+  const flush = () => {
+    const batch = queued;
+    queued = [];
+    call.cork();
+    for (const message of batch) call.write(message);
+    call.uncork();
+  };
+  return () =>
+    new Promise<void>((resolve, reject) => {
+      if (failure !== undefined) return reject(failure);
+      const tag = nextTag;
+      nextTag = (nextTag + 1) >>> 0;
+      const message = Buffer.allocUnsafe(VALUE_BYTES);
+      value.copy(message);
+      message.writeUInt32LE(tag, 0);
+      waiting.set(tag, { resolve, reject });
+      if (queued.push(message) === 1) process.nextTick(flush);
+    });
 }
 
 function unarySystem(res: Resources, address: string, pid: number | undefined): System {
@@ -270,8 +349,8 @@ function unarySystem(res: Resources, address: string, pid: number | undefined): 
     name: 'unary',
     serverPid: pid,
     phases: [
-      { row: ROWS[1], op: put },
-      { row: ROWS[2], op: get },
+      { row: 'unary Put', op: put },
+      { row: 'unary Get', op: get },
     ],
   };
 }
@@ -290,8 +369,8 @@ function exchangeSystem(res: Resources, address: string, pid: number | undefined
     name: 'exchange',
     serverPid: pid,
     phases: [
-      { row: ROWS[3], op: put },
-      { row: ROWS[4], op: get },
+      { row: 'Exchange Put', op: put },
+      { row: 'Exchange Get', op: get },
     ],
   };
 }
@@ -338,8 +417,8 @@ async function redisSystem(res: Resources, redisServer: string): Promise<System>
     name: 'redis',
     serverPid: child.process.pid,
     phases: [
-      { row: ROWS[5], op: set },
-      { row: ROWS[6], op: get },
+      { row: 'Redis SET', op: set },
+      { row: 'Redis GET', op: get },
     ],
   };
 }
@@ -388,7 +467,7 @@ function printReport(results: Map<string, PhaseResult[]>): void {
   );
   console.log(formatTable(header, rows));
 
-  const ratio = (a: string, b: string): string => {
+  const ratio = (a: (typeof ROWS)[number], b: (typeof ROWS)[number]): string => {
     const x = results.get(a);
     const y = results.get(b);
     if (x === undefined || y === undefined) return 'n/a (not run)';
@@ -396,11 +475,14 @@ function printReport(results: Map<string, PhaseResult[]>): void {
     return `${formatFixed(median(perRun), 2)}×  (per run: ${perRun.map((v) => formatFixed(v, 2)).join(', ')})`;
   };
   console.log('\nThroughput ratios (computed within each run, median over runs):');
-  console.log(`  Exchange Get / Redis GET   ${ratio('Exchange Get', 'Redis GET')}`);
-  console.log(`  Exchange Put / Redis SET   ${ratio('Exchange Put', 'Redis SET')}`);
-  console.log(`  unary Get / raw echo       ${ratio('unary Get', ROWS[0])}`);
-  console.log(`  unary Put / raw echo       ${ratio('unary Put', ROWS[0])}`);
-  console.log(`  Exchange Get / unary Get   ${ratio('Exchange Get', 'unary Get')}`);
+  console.log(`  Exchange Get / Redis GET        ${ratio('Exchange Get', 'Redis GET')}`);
+  console.log(`  Exchange Put / Redis SET        ${ratio('Exchange Put', 'Redis SET')}`);
+  console.log(`  unary Get / raw unary echo      ${ratio('unary Get', 'raw echo (grpc-js unary)')}`);
+  console.log(`  unary Put / raw unary echo      ${ratio('unary Put', 'raw echo (grpc-js unary)')}`);
+  console.log(`  Exchange Get / raw stream echo  ${ratio('Exchange Get', 'raw echo (grpc-js stream)')}`);
+  console.log(`  Exchange Put / raw stream echo  ${ratio('Exchange Put', 'raw echo (grpc-js stream)')}`);
+  console.log(`  raw stream echo / Redis GET     ${ratio('raw echo (grpc-js stream)', 'Redis GET')}`);
+  console.log(`  Exchange Get / unary Get        ${ratio('Exchange Get', 'unary Get')}`);
 
   const failures = [...results.entries()].flatMap(([row, runs]) =>
     runs.filter((r) => r.errors > 0).map((r) => `  ${row}: ${r.errors} errors, first: ${r.firstError}`),
@@ -420,7 +502,6 @@ async function main(): Promise<void> {
   );
   const selected = selectedSystems();
   const res: Resources = { children: [], closers: [] };
-  let interrupted = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (interrupted) process.exit(130);
     interrupted = true;
@@ -457,12 +538,17 @@ async function main(): Promise<void> {
         const system = systems[(run + k) % systems.length]!;
         for (const phase of system.phases) {
           if (interrupted) return;
+          const waited = await waitForQuiet(QUIET_WAIT_SECONDS);
+          if (waited < 0 || waited >= 1) {
+            console.log(waited < 0 ? `  (the machine stayed busy for ${QUIET_WAIT_SECONDS} s; measuring anyway)` : `  (waited ${Math.round(waited)} s for the machine to go quiet)`);
+          }
+          if (interrupted) return;
           const result = await runPhase(phase.op, system.serverPid, seed++);
           const list = results.get(phase.row) ?? [];
           list.push(result);
           results.set(phase.row, list);
           console.log(
-            `  ${phase.row.padEnd(26)} ${formatCount(result.opsPerSecond).padStart(8)} ops/s  ` +
+            `  ${phase.row.padEnd(27)} ${formatCount(result.opsPerSecond).padStart(8)} ops/s  ` +
               `p50 ${formatFixed(result.p50Ms, 2).padStart(6)} ms  p99 ${formatFixed(result.p99Ms, 2).padStart(6)} ms  ` +
               `CPU client ${percent(result.clientCpu).padStart(4)} server ${percent(result.serverCpu).padStart(4)} ` +
               `other ${percent(result.otherCpu).padStart(4)}` +

@@ -184,3 +184,32 @@ export function machineBusyCpuSeconds(): number {
     return NaN;
   }
 }
+
+/** BENCH_QUIET_WAIT_SECONDS: how long to wait for a quiet machine before each timed phase (0 or unset: never wait). */
+export function quietWaitSeconds(): number {
+  const text = process.env.BENCH_QUIET_WAIT_SECONDS;
+  if (text === undefined || text === '' || text === '0') return 0;
+  const value = Number(text);
+  if (!Number.isFinite(value) || value < 0) throw new Error(`BENCH_QUIET_WAIT_SECONDS must be a number of seconds, got '${text}'`);
+  return value;
+}
+
+/** "Quiet": every other process of the machine together uses less than this share of one core. */
+export const QUIET_OTHER_CPU = 0.2;
+
+/**
+ * On a shared machine: waits, at most maxSeconds, until the other processes use less than
+ * QUIET_OTHER_CPU of a core over half a second (this process's own CPU is not counted).
+ * Returns the seconds waited, or -1 if it gave up.
+ */
+export async function waitForQuiet(maxSeconds: number): Promise<number> {
+  if (maxSeconds <= 0) return 0;
+  const started = Date.now();
+  for (;;) {
+    const before = machineBusyCpuSeconds() - ownCpuSeconds();
+    await sleep(500);
+    const other = (machineBusyCpuSeconds() - ownCpuSeconds() - before) / 0.5;
+    if (!(other >= QUIET_OTHER_CPU)) return (Date.now() - started) / 1000;
+    if (Date.now() - started > maxSeconds * 1000) return -1;
+  }
+}

@@ -97,10 +97,15 @@ export class BuzHash {
     return toBigInt(this.hi, this.lo);
   }
 
-  /** buzhash64(id) mod partitions. */
+  /**
+   * The partition of a session id: buzhash64(id), finalised, mod partitions. The raw
+   * hash's low bits are XORs of few table entries, so ids that differ only in their last
+   * characters (sess-1, sess-2…) would crowd a few partitions; murmur3's finaliser spreads
+   * every bit of the hash over the bits the modulo keeps.
+   */
   partitionOf(id: string, partitions: number): number {
     this.hashString(id);
-    return mod64(this.hi, this.lo, partitions);
+    return partitionOfHash(this.hi, this.lo, partitions);
   }
 }
 
@@ -172,6 +177,11 @@ export function rotl64(hi: number, lo: number, r: number): [number, number] {
 
 export function toBigInt(hi: number, lo: number): bigint {
   return (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+}
+
+/** The partition of a 64-bit hash (see BuzHash.partitionOf). */
+export function partitionOfHash(hi: number, lo: number, partitions: number): number {
+  return fmix32(lo ^ fmix32(hi ^ 0x9e3779b9)) % partitions;
 }
 
 /** (hi·2³² + lo) mod m, exact for m ≤ 2²⁶. */

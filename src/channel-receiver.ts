@@ -13,7 +13,10 @@
  *   [0, multicastBackoffMs), reset when another receiver's NACK for it is overheard);
  * - unanswered NACKs are repeated after nackRetryMs, doubling per attempt, up to
  *   maxNackAttempts; then the channel asks for a resync;
- * - a gap wider than maxGap sequence numbers asks for a resync at once.
+ * - a gap wider than maxGap sequence numbers asks for a resync at once;
+ * - a heartbeat naming the channel is answered with a cumulative acknowledgement at once:
+ *   senders name a channel only while some receiver's acknowledgement is missing, and an
+ *   acknowledgement is sent only once, so this is what repairs a lost final one.
  */
 import type { Random } from './random';
 
@@ -118,12 +121,16 @@ export class ChannelReceiver {
     return 'new';
   }
 
-  /** The sender says it has sent up to seq (heartbeat): finds lost tail packets. */
+  /**
+   * The sender says it has sent up to seq (heartbeat): finds lost tail packets, and
+   * acknowledges again what has arrived (the sender still waits for an acknowledgement).
+   */
   handleHighest(seq: number, now: number): void {
     if (seq > this.highest) {
       this.extendTo(seq, now);
       this.highest = seq;
     }
+    if (this.cumulative > 0) this.ackDueAt = Math.min(this.ackDueAt, now);
   }
 
   /** Another receiver NACKed these ranges on the multicast group: hold ours back. */
@@ -143,6 +150,11 @@ export class ChannelReceiver {
   /** The sender no longer holds sequence numbers below firstRetained. */
   handleGone(firstRetained: number): void {
     if (this.gaps.length > 0 && this.gaps[0]!.first < firstRetained) this.resyncWanted = true;
+  }
+
+  /** Something that arrived could not be used (e.g. a reassembly was dropped): resync. */
+  requestResync(): void {
+    this.resyncWanted = true;
   }
 
   /** What to send now. */
@@ -178,8 +190,9 @@ export class ChannelReceiver {
    * (the transferred state covers it) and the gaps below are forgotten.
    */
   resynced(upTo: number): void {
-    this.gaps = this.gaps.filter((gap) => gap.first > upTo);
-    const kept = this.gaps.find((gap) => gap.last > upTo);
+    // A gap reaching above upTo keeps its part above it.
+    this.gaps = this.gaps.filter((gap) => gap.last > upTo);
+    const kept = this.gaps[0];
     if (kept !== undefined && kept.first <= upTo) kept.first = upTo + 1;
     if (upTo > this.highest) this.highest = upTo;
     this.resyncWanted = false;

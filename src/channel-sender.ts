@@ -13,6 +13,9 @@
  *   retransmitBufferBytes: beyond it the oldest entries are dropped, and a receiver
  *   that NACKs them is told they are gone (it then resyncs over gRPC).
  * - Entries every known receiver has acknowledged are released at once.
+ * - `ackedBy` reports only what a receiver itself acknowledged: a receiver added later
+ *   starts at 0 there, even though buffer release treats it as holding everything
+ *   already trimmed (it will never be sent again, so it cannot be waited for).
  */
 
 export interface ChannelSenderConfig {
@@ -72,7 +75,10 @@ export class ChannelSender {
   private firstRetained = 1;
   private bytes = 0;
   private nextDeltaId = 1;
+  /** Per receiver: the floor for buffer release (starts at what was already trimmed). */
   private readonly acked = new Map<string, number>();
+  /** Per receiver: the highest cumulative sequence number it acknowledged itself. */
+  private readonly confirmed = new Map<string, number>();
   /** Counters for metrics. */
   readonly counters = { packets: 0, retransmitted: 0, fragments: 0, goneReplies: 0, trimmedUnacked: 0 };
 
@@ -161,7 +167,12 @@ export class ChannelSender {
   /** Sets the receivers whose acknowledgements release buffer entries. */
   setReceivers(nodeIds: readonly string[]): void {
     const keep = new Set(nodeIds);
-    for (const id of [...this.acked.keys()]) if (!keep.has(id)) this.acked.delete(id);
+    for (const id of [...this.acked.keys()]) {
+      if (!keep.has(id)) {
+        this.acked.delete(id);
+        this.confirmed.delete(id);
+      }
+    }
     for (const id of nodeIds) if (!this.acked.has(id)) this.acked.set(id, this.firstRetained - 1);
     this.release();
   }
@@ -169,14 +180,17 @@ export class ChannelSender {
   /** A receiver holds everything up to cumulativeSeq. */
   handleAck(nodeId: string, cumulativeSeq: number): void {
     const known = this.acked.get(nodeId);
-    if (known === undefined || cumulativeSeq <= known) return;
-    this.acked.set(nodeId, Math.min(cumulativeSeq, this.seq));
+    if (known === undefined) return;
+    const seq = Math.min(cumulativeSeq, this.seq);
+    if (seq > (this.confirmed.get(nodeId) ?? 0)) this.confirmed.set(nodeId, seq);
+    if (seq <= known) return;
+    this.acked.set(nodeId, seq);
     this.release();
   }
 
-  /** The highest sequence number a receiver acknowledged (0 if none or unknown). */
+  /** The highest sequence number a receiver acknowledged itself (0 if none or unknown). */
   ackedBy(nodeId: string): number {
-    return this.acked.get(nodeId) ?? 0;
+    return this.confirmed.get(nodeId) ?? 0;
   }
 
   /** Receivers tracked for acknowledgements. */

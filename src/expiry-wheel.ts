@@ -19,6 +19,8 @@ export interface WheelEntry {
 export class ExpiryWheel<T extends WheelEntry> {
   private readonly buckets = new Map<number, T[]>();
   private readonly heap: number[] = [];
+  /** Keys in the heap, so a bucket emptied and re-created does not push its key twice. */
+  private readonly heapKeys = new Set<number>();
 
   constructor(readonly resolutionMs: number) {
     if (!(resolutionMs > 0)) throw new RangeError('resolutionMs must be positive');
@@ -85,6 +87,8 @@ export class ExpiryWheel<T extends WheelEntry> {
   }
 
   private pushKey(key: number): void {
+    if (this.heapKeys.has(key)) return;
+    this.heapKeys.add(key);
     const heap = this.heap;
     let i = heap.length;
     heap.push(key);
@@ -100,6 +104,7 @@ export class ExpiryWheel<T extends WheelEntry> {
   private popKey(): number {
     const heap = this.heap;
     const top = heap[0]!;
+    this.heapKeys.delete(top);
     const last = heap.pop()!;
     if (heap.length > 0) {
       let i = 0;

@@ -86,9 +86,15 @@ interface Reassembly {
   startedAt: number;
 }
 
-/** Keys of the deltas in flight, for conflation: session id, NUL, part name. */
-function deltaKey(sessionId: string, name: string): string {
-  return sessionId + '\u0000' + name;
+/**
+ * Conflation key of a delta: a retransmission carries the latest delta of each key, so
+ * one key must only hold changes the latest of which supersedes all earlier ones. Part
+ * changes (put, delete_part) are ordered by the part's version: session id, NUL, part
+ * name. Session-level changes are keyed by kind (SOH + kind): a touch must not stand in
+ * for an earlier delete of the session, nor a delete for an earlier claim.
+ */
+function deltaKey(sessionId: string, change: LocalChange): string {
+  return change.kind === 'put' || change.kind === 'delete_part' ? sessionId + '\u0000' + change.name : sessionId + '\u0001' + change.kind;
 }
 
 export class ReplicationEngine {
@@ -102,7 +108,10 @@ export class ReplicationEngine {
   private readonly completedTickets: { id: number; acked: number }[] = [];
   private nextTicket = 1;
   private dirty = new Set<string>();
-  private heldPartitions = new Set<number>();
+  /** Per partition this node holds: the live peers it has been pulled from since. */
+  private pulledFrom = new Map<number, Set<string>>();
+  /** Partitions with local writes made while they had fewer secondaries than wanted. */
+  private readonly unreplicated = new Set<number>();
   private viewVersion = -1;
   private leaving = false;
   readonly stats = {
@@ -135,15 +144,17 @@ export class ReplicationEngine {
   /**
    * Queues the deltas of one local operation for the session's secondaries and returns
    * a ticket for acknowledgement tracking (or undefined if there is nobody to send to).
+   * To wait for acknowledgements, call awaitTicket before the next flush: a ticket nobody
+   * awaits is forgotten once flushed (so asynchronous writes hold no memory here).
    */
   replicate(session: StoredSession, changes: readonly LocalChange[], now: number): number | undefined {
     const partition = this.store.partitionOf(session.id);
     const secondaries = this.placement.secondaries(partition, this.config.nodeId);
+    if (secondaries.length < this.wantedSecondaries()) this.unreplicated.add(partition);
     if (secondaries.length === 0) return undefined;
     const deltas = changes.map((change) => {
       const bytes = Delta.encode(this.toDelta(session, change, now)).finish();
-      const name = change.kind === 'put' || change.kind === 'delete_part' ? change.name : '';
-      return { key: deltaKey(session.id, name), bytes };
+      return { key: deltaKey(session.id, change), bytes };
     });
     const ticket: Ticket = { id: this.nextTicket++, waits: [], needed: 0, flushed: false };
     if (this.config.transport === 'multicast') {
@@ -178,7 +189,7 @@ export class ReplicationEngine {
     this.tickets.delete(ticketId);
   }
 
-  /** Marks that the driver waits for `needed` acknowledgements of a ticket. */
+  /** Marks that the driver waits for `needed` acknowledgements of a ticket (before flush). */
   awaitTicket(ticketId: number, needed: number): void {
     const ticket = this.tickets.get(ticketId);
     if (ticket !== undefined) ticket.needed = needed;
@@ -202,7 +213,10 @@ export class ReplicationEngine {
       for (const ticket of this.tickets.values()) {
         if (ticket.flushed) continue;
         for (const wait of ticket.waits) if (wait.channel === channel && wait.seq === 0) wait.seq = highest;
-        if (ticket.waits.every((w) => w.seq > 0)) ticket.flushed = true;
+        if (ticket.waits.every((w) => w.seq > 0)) {
+          ticket.flushed = true;
+          if (ticket.needed === 0) this.tickets.delete(ticket.id);
+        }
       }
     }
     this.dirty.clear();
@@ -290,7 +304,12 @@ export class ReplicationEngine {
   /** The earliest time tick() has work. */
   nextDeadline(): number {
     let next = this.membership.nextDeadline();
-    for (const receiver of this.receivers.values()) next = Math.min(next, receiver.nextDeadline());
+    for (const [key, receiver] of this.receivers) {
+      const at = receiver.nextDeadline();
+      // A receiver cannot act before its sender's address is known (its heartbeat brings
+      // it, and then the overdue deadline counts): counting it now would spin the driver.
+      if (at < next && this.addressOf(splitReceiverKey(key)[0]) !== undefined) next = at;
+    }
     return next;
   }
 
@@ -397,11 +416,12 @@ export class ReplicationEngine {
       value: EMPTY,
       version: 0n,
       writerNodeId: '',
-      expiresAtUnixMs: BigInt(session.expiresAt),
+      // The store takes any `now`; the wire carries whole milliseconds.
+      expiresAtUnixMs: BigInt(Math.floor(session.expiresAt)),
       ttlMs: session.ttlMs,
       ownerNodeId: session.owner,
       epoch: BigInt(session.epoch),
-      writtenAtUnixMs: BigInt(now),
+      writtenAtUnixMs: BigInt(Math.floor(now)),
     };
     switch (change.kind) {
       case 'put':
@@ -462,6 +482,10 @@ export class ReplicationEngine {
       this.observer.dropped('misrouted');
       return;
     }
+    if (this.isStale(from, incarnation)) {
+      this.observer.dropped('stale_incarnation');
+      return;
+    }
     const key = receiverKey(from, incarnation, channel);
     let receiver = this.receivers.get(key);
     if (receiver === undefined) {
@@ -500,6 +524,7 @@ export class ReplicationEngine {
       this.observer.dropped('reassembly_overflow');
       this.reassemblyBytes.set(senderKey, used - entry.bytes);
       pending.delete(id);
+      this.resyncChannelsOf(senderKey);
       return;
     }
     entry.chunks[fragment.index] = fragment.chunk;
@@ -525,6 +550,7 @@ export class ReplicationEngine {
         if (now - entry.startedAt > this.config.reassemblyTimeoutMs) {
           pending.delete(id);
           this.reassemblyBytes.set(senderKey, (this.reassemblyBytes.get(senderKey) ?? 0) - entry.bytes);
+          this.resyncChannelsOf(senderKey);
         }
       }
       if (pending.size === 0) {
@@ -532,6 +558,15 @@ export class ReplicationEngine {
         this.reassemblyBytes.delete(senderKey);
       }
     }
+  }
+
+  /**
+   * A delta of this sender (`node/incarnation`) was dropped after its fragments counted as
+   * received, so no NACK will bring it back: its channels resync instead.
+   */
+  private resyncChannelsOf(senderKey: string): void {
+    const prefix = senderKey + '/';
+    for (const [key, receiver] of this.receivers) if (key.startsWith(prefix)) receiver.requestResync();
   }
 
   /** Reassembly memory held now, over all senders (bytes). */
@@ -616,11 +651,22 @@ export class ReplicationEngine {
   }
 
   private onMembershipEvents(events: readonly MembershipEvent[], now: number): void {
+    let restarted = false;
     for (const event of events) {
       this.observer.membershipEvent(event);
-      if (event.type === 'restarted') this.retireOldIncarnations(event.nodeId, undefined);
+      if (event.type === 'restarted') {
+        this.retireOldIncarnations(event.nodeId, undefined);
+        restarted = true;
+      }
     }
     if (events.length > 0) this.syncView(now);
+    // A restart changes no view, but what its old incarnation sent last may have reached
+    // some replicas and not others, and the new one starts empty: pull everything held
+    // from every peer again.
+    if (restarted) {
+      this.pulledFrom.clear();
+      this.pullHeldPartitions(this.otherLiveMembers());
+    }
   }
 
   /** Applies a changed member view: placement, ack tracking, and new partitions to pull. */
@@ -636,27 +682,101 @@ export class ReplicationEngine {
       else if (channel !== '') sender.setReceivers([channel]);
     }
     this.checkTickets();
-    // Partitions this node now holds and did not before: pull them from their holders.
-    const held = new Set(this.placement.partitionsHeldBy(this.config.nodeId));
-    const gained = [...held].filter((p) => !this.heldPartitions.has(p));
-    this.heldPartitions = held;
-    if (gained.length === 0) return;
-    // Any member may own sessions of any partition, so every peer is asked.
-    for (const peer of others) {
-      const address = this.addressOf(peer);
-      if (address === undefined) continue;
-      this.requestResync({ peerNodeId: peer, peerAddress: address, partitions: gained, channels: [], reason: 'placement' });
+    this.pullHeldPartitions(others);
+    if (this.unreplicated.size > 0) this.replicateUnreplicated(now);
+  }
+
+  /**
+   * Pulls every partition this node holds from every live peer it has not pulled it from
+   * since the peer (re)appeared or the partition was gained. Any member may own sessions
+   * of any partition, so every peer is asked. A node alone (just started, or cut off)
+   * holds everything with nobody to ask: it asks each peer as the peer appears, and the
+   * peers, seeing it (re)appear, ask it in turn.
+   */
+  private pullHeldPartitions(others: readonly string[]): void {
+    const pulls = new Map<string, number[]>();
+    const previous = this.pulledFrom;
+    this.pulledFrom = new Map();
+    for (const partition of this.placement.partitionsHeldBy(this.config.nodeId)) {
+      const before = previous.get(partition);
+      const pulled = new Set<string>();
+      for (const peer of others) {
+        if (before === undefined || !before.has(peer)) {
+          if (this.addressOf(peer) === undefined) continue;
+          let list = pulls.get(peer);
+          if (list === undefined) pulls.set(peer, (list = []));
+          list.push(partition);
+        }
+        pulled.add(peer);
+      }
+      this.pulledFrom.set(partition, pulled);
     }
-    void now;
+    for (const [peer, partitions] of pulls) {
+      this.requestResync({ peerNodeId: peer, peerAddress: this.addressOf(peer)!, partitions, channels: [], reason: 'placement' });
+    }
+  }
+
+  /** Secondaries a fully replicated partition has (replicas, or at least one with replicas = 0). */
+  private wantedSecondaries(): number {
+    return this.placement.replicas === 0 ? 1 : this.placement.replicas;
+  }
+
+  /**
+   * Sends again, as deltas, this node's own sessions of partitions written while they had
+   * fewer secondaries than wanted (a node that started or was cut off accepts writes
+   * before it knows its peers; nobody else has them to pull). A partition stays listed
+   * until it has all its secondaries.
+   */
+  private replicateUnreplicated(now: number): void {
+    const self = this.config.nodeId;
+    for (const partition of [...this.unreplicated]) {
+      const secondaries = this.placement.secondaries(partition, self).length;
+      if (secondaries === 0) continue;
+      if (secondaries >= this.wantedSecondaries()) this.unreplicated.delete(partition);
+      for (const snapshot of this.store.snapshotsIn(partition, now)) {
+        if (snapshot.owner !== self) continue;
+        if (snapshot.expiresAt === 0) {
+          if (snapshot.deletedVersion === 0) continue;
+          const header = { id: snapshot.id, parts: [], owner: self, epoch: snapshot.epoch, ttlMs: snapshot.ttlMs, expiresAt: now + snapshot.ttlMs };
+          this.replicateQuietly(header, [{ kind: 'delete_session', version: snapshot.deletedVersion }], now);
+          continue;
+        }
+        const session = this.store.get(snapshot.id, now);
+        if (session === undefined) continue;
+        const changes: LocalChange[] = snapshot.parts.map((part) =>
+          part.value === null
+            ? { kind: 'delete_part', name: part.name, version: part.version }
+            : { kind: 'put', name: part.name, value: Buffer.from(part.value, 'latin1'), version: part.version },
+        );
+        if (changes.length > 0) this.replicateQuietly(session, changes, now);
+      }
+    }
+    this.flush(now);
+  }
+
+  /** replicate() without a ticket or an entry in `unreplicated` (a repeat, not a write). */
+  private replicateQuietly(session: StoredSession, changes: readonly LocalChange[], now: number): void {
+    const partition = this.store.partitionOf(session.id);
+    const secondaries = this.placement.secondaries(partition, this.config.nodeId);
+    const deltas = changes.map((change) => ({ key: deltaKey(session.id, change), bytes: Delta.encode(this.toDelta(session, change, now)).finish() }));
+    const channels = this.config.transport === 'multicast' ? [''] : secondaries;
+    for (const channel of channels) {
+      const sender = this.sender(channel);
+      for (const delta of deltas) sender.enqueue(delta);
+      this.dirty.add(channel);
+    }
   }
 
   private pollReceiver(key: string, receiver: ChannelReceiver, now: number): void {
+    if (receiver.nextDeadline() > now) return;
     const [from, incarnationText, channel] = splitReceiverKey(key);
+    // Until the sender's address is known nothing can be sent: keep the receiver's NACK
+    // attempts and acknowledgement for then, rather than spend them on nothing.
+    const address = this.addressOf(from);
+    if (address === undefined) return;
     const poll = receiver.poll(now);
     if (poll.nack === undefined && poll.ack === undefined && !poll.resync) return;
     const incarnation = BigInt(incarnationText);
-    const address = this.addressOf(from);
-    if (address === undefined) return;
     // On multicast, NACKs go to the group so other receivers can hold theirs back.
     const nackTo = channel === '' ? 'multicast' : address;
     if (poll.nack !== undefined) {
@@ -681,6 +801,16 @@ export class ReplicationEngine {
     this.resyncs.push(request);
   }
 
+  /**
+   * Data from an older incarnation than membership knows for a live node is a straggler
+   * from before its restart: it must not retire the new incarnation's receivers. (A dead
+   * member's other incarnation is a restart, as membership treats it.)
+   */
+  private isStale(from: string, incarnation: bigint): boolean {
+    const member = this.membership.member(from);
+    return member !== undefined && member.incarnation > incarnation && member.state !== 'dead';
+  }
+
   private retireOldIncarnations(nodeId: string, keep: bigint | undefined): void {
     const prefix = nodeId + '/';
     for (const key of [...this.receivers.keys()]) {
@@ -702,22 +832,27 @@ export class ReplicationEngine {
       .map((m) => ({ nodeId: m.nodeId, advertiseAddress: m.advertiseAddress }));
     const base = {
       advertiseAddress: '',
-      configDigest: 0n,
+      configDigest: this.membership.configDigest,
       channels: [] as { targetNodeId: string; highestSeq: bigint }[],
       leaving: this.leaving,
-      sentAtUnixMs: BigInt(now),
+      sentAtUnixMs: BigInt(Math.floor(now)),
       known,
       ...extras,
     };
+    // A channel is named only while a receiver has not acknowledged all of it: the
+    // receiver then learns of lost tail packets, and answers with an acknowledgement (so
+    // a lost final acknowledgement is repaired too). Fully acknowledged channels stay quiet.
     const multicastSender = this.senders.get('');
     if (this.config.transport === 'multicast') {
-      const channels = multicastSender === undefined ? [] : [{ targetNodeId: '', highestSeq: BigInt(multicastSender.highestSeq) }];
+      const unacked = multicastSender !== undefined && multicastSender.receivers().some((id) => multicastSender.ackedBy(id) < multicastSender.highestSeq);
+      const channels = unacked ? [{ targetNodeId: '', highestSeq: BigInt(multicastSender.highestSeq) }] : [];
       this.push('multicast', this.encode({ $case: 'heartbeat', heartbeat: { ...base, channels } }), 'heartbeat');
     }
     for (const target of this.membership.heartbeatTargets()) {
       const peer = this.nodeIdAt(target);
       const sender = peer === undefined ? undefined : this.senders.get(peer);
-      const channels = sender === undefined ? [] : [{ targetNodeId: peer!, highestSeq: BigInt(sender.highestSeq) }];
+      const unacked = sender !== undefined && sender.ackedBy(peer!) < sender.highestSeq;
+      const channels = unacked ? [{ targetNodeId: peer!, highestSeq: BigInt(sender.highestSeq) }] : [];
       if (this.config.transport === 'multicast' && peer !== undefined) continue;
       this.push(target, this.encode({ $case: 'heartbeat', heartbeat: { ...base, channels } }), 'heartbeat');
     }

@@ -20,7 +20,7 @@
  * part in a growable array; values are latin1 strings (one byte per character, in the V8
  * heap), a fraction of what a Buffer per value costs. Bytes are converted at the edges.
  */
-import { BuzHash, fmix32, mixWord } from './buzhash';
+import { BuzHash, fmix32, mixWord, partitionOfHash } from './buzhash';
 import { InvalidArgumentError, PreconditionFailedError, ResourceExhaustedError } from './errors';
 import { ExpiryWheel, WheelEntry } from './expiry-wheel';
 import { HybridClock, newerThan, versionTimeMs } from './hybrid-clock';
@@ -517,10 +517,9 @@ export class SessionStore {
     this.hasher.hashString(id);
     const hi = this.hasher.hi;
     const lo = this.hasher.lo;
-    const m = this.config.partitions;
     this.keyHi = hi;
     this.keyLo = lo;
-    this.keyPartition = ((hi % m) * (0x100000000 % m) + (lo % m)) % m;
+    this.keyPartition = partitionOfHash(hi, lo, this.config.partitions);
   }
 
   private isLive(record: SessionRecord, now: number): boolean {

@@ -1,25 +1,30 @@
 /**
- * Fuzzes one real sidecar process, started with small limits, through every RPC of
- * SessionService and ClusterService and through method paths it does not serve:
+ * Fuzzes one real sidecar process, started with small limits, through every surface a
+ * client or a peer can reach:
  *
- * 1. raw bytes (random, truncated, bit-flipped, huge declared lengths, runaway varints,
- *    deep nesting, invalid UTF-8, oversize) sent with identity serializers;
+ * 1. raw bytes on every SessionService and ClusterService method and on paths the node
+ *    does not serve (random, truncated, bit-flipped, huge declared lengths, runaway
+ *    varints, deep nesting, invalid UTF-8, oversize), sent with identity serializers;
  * 2. gRPC framing garbage on a bare HTTP/2 connection (bad flags, lengths, compression);
  * 3. structured random values through the generated client, checked against the
  *    validation rules of session.proto and read back when a write succeeds;
  * 4. one Exchange stream of thousands of random operations;
- * 5. Watch calls with random session ids.
+ * 5. Watch calls with random session ids;
+ * 6. raw bytes and random values on the peer service (Digests, Fetch);
+ * 7. replication datagrams: garbage, damaged headers, and random heartbeats, data,
+ *    fragments, NACKs, acks, gone and leave messages from made-up peers.
  *
- * Afterwards the node must still answer, have kept its memory budget, have logged no
- * internal error, and exit 0 on SIGTERM (so it never crashed).
+ * Between phases and at the end the node must still answer, keep its memory budget, log
+ * no internal error, and finally exit 0 on SIGTERM (so it never crashed).
  *
  * Inputs come from SeededRandom: every failure message names the seed, and
- * BATON_FUZZ_SEED=<seed> replays the same inputs.
+ * BATON_FUZZ_SEED=<seed> replays the same inputs (BATON_FUZZ_TRACE=1 prints progress).
  */
 import * as grpc from '@grpc/grpc-js';
+import * as dgram from 'node:dgram';
 import * as http2 from 'node:http2';
 import * as zlib from 'node:zlib';
-import { ClusterServiceClient, StatusRequest, StatusResponse } from '../src/gen/baton/v1/cluster';
+import { ClusterServiceClient, ClusterServiceService, StatusRequest, StatusResponse } from '../src/gen/baton/v1/cluster';
 import { AuthState, CartState, TcpConnectionState, TlsSessionState } from '../src/gen/baton/v1/parts';
 import {
   DeleteRequest,
@@ -37,6 +42,10 @@ import {
   WatchEvent,
   WatchRequest,
 } from '../src/gen/baton/v1/session';
+import { DigestsRequest, DigestsResponse, FetchRequest, PeerServiceService, SessionEntry } from '../src/gen/baton/v1/peer';
+import { Datagram, type Delta } from '../src/gen/baton/v1/wire';
+import { BuzHash } from '../src/buzhash';
+import { FORMAT_VERSION, HEADER_BYTES, MAGIC } from '../src/datagram-codec';
 import { SeededRandom, type Random } from '../src/random';
 import { MAX_SESSION_ID_BYTES, MAX_TTL_SECONDS } from '../src/validation';
 import {
@@ -55,12 +64,18 @@ import {
   wireString,
 } from './support/fuzz-inputs';
 import { startSidecar, type SidecarProcess } from './support/sidecar-process';
+import { configDigest } from '../sidecar/replication-driver';
 
 const SEED = process.env.BATON_FUZZ_SEED !== undefined ? Number(process.env.BATON_FUZZ_SEED) : 0x5eedba70;
 const NODE_ID = 'fuzz-node';
 const MAX_MEMORY_BYTES = 4 * 1024 * 1024;
 const MAX_VALUE_BYTES = 4096;
 const MAX_PARTS = 8;
+/** Secondaries per session (--replicas); the node runs alone, so none is ever live. */
+const REPLICAS = 2;
+const PARTITIONS = 256;
+/** Pinned so the test can compute the config digest peers must present in heartbeats. */
+const CLUSTER_SEED = 'fuzz-cluster-seed';
 /** The sidecar's gRPC receive limit for these options (see sidecar/node.ts). */
 const MAX_MESSAGE_BYTES = MAX_VALUE_BYTES * MAX_PARTS + 64 * 1024;
 /** Generous ceiling on the whole process's resident memory. */
@@ -68,14 +83,18 @@ const MAX_RSS_BYTES = 512 * 1024 * 1024;
 /** Hang protection only: every call here should finish in milliseconds. */
 const CALL_DEADLINE_MS = 10_000;
 
-const RAW_CALLS_PER_UNARY_METHOD = 700;
-const RAW_WATCH_CALLS = 400;
+const RAW_CALLS_PER_UNARY_METHOD = 1000;
+const RAW_WATCH_CALLS = 500;
 const RAW_EXCHANGE_STREAMS = 300;
-const RAW_UNKNOWN_PATH_CALLS = 300;
+const RAW_UNKNOWN_PATH_CALLS = 200;
 const HTTP2_CALLS = 300;
 const STRUCTURED_CALLS = 2000;
 const EXCHANGE_OPERATIONS = 3000;
 const WATCH_CALLS = 300;
+const PEER_CALLS_PER_METHOD = 250;
+const UDP_DATAGRAMS = 2500;
+/** One-byte fragments each declaring the largest fragment count: about 63 KB of UDP. */
+const FRAGMENT_FLOOD = 1200;
 
 const PART_NAME = /^[a-z0-9_.-]{1,64}$/;
 const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
@@ -110,7 +129,7 @@ class Findings {
 
 /** Progress lines on stderr when BATON_FUZZ_TRACE is set, to see where a run hangs. */
 function trace(message: string): void {
-  if (process.env.BATON_FUZZ_TRACE) process.stderr.write(`[fuzz] ${message}\n`);
+  if (process.env.BATON_FUZZ_TRACE) process.stderr.write(`[fuzz ${(performance.now() / 1000).toFixed(1)}s] ${message}\n`);
 }
 
 /** Status codes seen, per label, for the summary printed at the end. */
@@ -228,7 +247,7 @@ function putProblem(r: PutRequest): string | undefined {
   const big = r.parts.find((p) => p.value.length > MAX_VALUE_BYTES);
   if (big) return `part ${big.name} is ${big.value.length} bytes`;
   if (r.ttlSeconds > MAX_TTL_SECONDS) return 'ttl over 30 days';
-  if (r.minReplicas > 0) return 'min_replicas with no replicas';
+  if (r.minReplicas > REPLICAS) return `min_replicas above --replicas ${REPLICAS}`;
   return undefined;
 }
 
@@ -385,10 +404,11 @@ class RequestFactory {
   put(): PutRequest {
     const rng = this.rng;
     const sessionId = this.sessionId();
-    if (chance(rng, 0.1)) {
-      // A full-size session: fills the memory budget quickly, so eviction runs.
+    if (chance(rng, 0.12)) {
+      // A new full-size session (8 parts of the largest size): the fuzzing writes well over
+      // the memory budget, so eviction runs.
       return {
-        sessionId: chance(rng, 0.5) ? `bulk-${rng.nextUint32()}` : sessionId,
+        sessionId: `bulk-${rng.nextUint32()}`,
         parts: Array.from({ length: MAX_PARTS }, (_, i) => ({ name: `bulk${i}`, value: randomBytes(rng, MAX_VALUE_BYTES), ifVersion: undefined })),
         ttlSeconds: 0,
         minReplicas: 0,
@@ -442,17 +462,23 @@ class RequestFactory {
   }
 }
 
-function show(request: unknown): string {
-  return JSON.stringify(request, (_k, v: unknown) =>
-    typeof v === 'bigint' ? `${v}n` : v instanceof Uint8Array ? hexPreview(v, 24) : typeof v === 'string' && v.length > 80 ? `${JSON.stringify(v.slice(0, 40))}…(${v.length} chars)` : v,
-  );
+/** A request or response as readable JSON: bigints, byte strings and long strings shortened. */
+function show(value: unknown): string {
+  return JSON.stringify(value, function (this: Record<string, unknown>, key: string, v: unknown) {
+    const original = key === '' ? v : this[key]; // before Buffer.prototype.toJSON ran
+    if (typeof original === 'bigint') return `${original}n`;
+    if (original instanceof Uint8Array) return hexPreview(original, 24);
+    if (typeof original === 'string' && original.length > 80) return `${JSON.stringify(original.slice(0, 40))}…(${original.length} chars)`;
+    return v;
+  });
 }
 
 type Outcome<T> = { ok: true; value: T } | { ok: false; code: number; details: string };
 
 /**
- * Judges one Put/Get/Delete/Touch outcome against the contract; returns a problem or
- * undefined. `typedRandom`: the Put carries a typed part whose bytes may not parse.
+ * Judges one Put/Get/Delete/Touch outcome against the contract: a request the rules of
+ * session.proto refuse gets INVALID_ARGUMENT; any other fails only for a reason the
+ * stored state explains; a success looks right. Returns the problem, or undefined.
  */
 function judge(method: 'put' | 'get' | 'delete' | 'touch', request: PutRequest | GetRequest | DeleteRequest | TouchRequest, outcome: Outcome<unknown>): string | undefined {
   const problem =
@@ -461,7 +487,8 @@ function judge(method: 'put' | 'get' | 'delete' | 'touch', request: PutRequest |
       : method === 'touch'
         ? touchProblem(request as TouchRequest)
         : getProblem(request as GetRequest);
-  if (!outcome.ok && !ALLOWED_FAILURES.has(outcome.code)) return `${method} failed with ${statusName(outcome.code)} (${outcome.details})`;
+  const unavailableForReplicas = method === 'put' && !outcome.ok && outcome.code === S.UNAVAILABLE && (request as PutRequest).minReplicas > 0;
+  if (!outcome.ok && !ALLOWED_FAILURES.has(outcome.code) && !unavailableForReplicas) return `${method} failed with ${statusName(outcome.code)} (${outcome.details})`;
   if (problem !== undefined) {
     if (outcome.ok) return `${method} succeeded, but should be refused: ${problem}`;
     if (outcome.code !== S.INVALID_ARGUMENT) return `${method} got ${statusName(outcome.code)}, not INVALID_ARGUMENT for: ${problem} (${outcome.details})`;
@@ -472,7 +499,9 @@ function judge(method: 'put' | 'get' | 'delete' | 'touch', request: PutRequest |
   if (method === 'put') {
     const put = request as PutRequest;
     if (outcome.code === S.FAILED_PRECONDITION && put.parts.some((p) => p.ifVersion !== undefined)) return undefined;
-    if (outcome.code === S.INVALID_ARGUMENT && /the session would hold \d+ parts, over the limit of 8/.test(outcome.details)) return undefined;
+    // Alone, the node has no live secondary to wait for: UNAVAILABLE, saying so.
+    if (outcome.code === S.UNAVAILABLE && put.minReplicas > 0 && /only 0 secondaries are live/.test(outcome.details)) return undefined;
+    if (outcome.code === S.INVALID_ARGUMENT && new RegExp(`the session would hold \\d+ parts, over the limit of ${MAX_PARTS}`).test(outcome.details)) return undefined;
     if (
       outcome.code === S.INVALID_ARGUMENT &&
       put.parts.some((p) => (WELL_KNOWN as readonly string[]).includes(p.name)) &&
@@ -491,7 +520,7 @@ function checkSuccess(method: string, request: unknown, value: unknown): string 
     case 'put': {
       const req = request as PutRequest;
       const res = value as PutResponse;
-      if (res.replicasAcked !== 0) return `put acked ${res.replicasAcked} replicas with none configured`;
+      if (res.replicasAcked !== 0) return `put acked ${res.replicasAcked} replicas with no secondary alive`;
       if (res.versions.map((v) => v.name).join('\n') !== req.parts.map((p) => wireString(p.name)).join('\n')) return `put answered versions for other parts: ${show(res)}`;
       if (res.versions.some((v) => v.version <= 0n || v.version !== res.versions[0]!.version)) return `put versions are not one positive version: ${show(res)}`;
       return undefined;
@@ -554,8 +583,12 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
       String(MAX_VALUE_BYTES),
       '--max-parts-per-session',
       String(MAX_PARTS),
-      '--log-level',
-      'warn',
+      '--replicas',
+      String(REPLICAS),
+      '--partitions',
+      String(PARTITIONS),
+      '--cluster-seed',
+      CLUSTER_SEED,
     ]);
     const options = { 'grpc.max_send_message_length': -1, 'grpc.max_receive_message_length': -1 };
     client = new SessionServiceClient(node.apiAddress, grpc.credentials.createInsecure(), options);
@@ -574,11 +607,25 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
 
   /** The node is up and answers a trivial call. */
   async function expectAlive(findings: Findings): Promise<void> {
+    const status = await call<StatusRequest, StatusResponse>(cluster, 'status', {});
+    if (!status.ok && status.code === S.UNAVAILABLE && node.child.exitCode === null) {
+      // Refused: the process is probably on its way out; let its exit (and stderr) arrive.
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 5000);
+        node.child.once('exit', () => {
+          clearTimeout(timer);
+          setImmediate(resolve);
+        });
+      });
+    }
     if (node.child.exitCode !== null || node.child.signalCode !== null) {
-      findings.add(`the sidecar exited (code ${node.child.exitCode}, signal ${node.child.signalCode}); stderr: ${node.stderr.join('\n')}`);
+      const last = node.logs.slice(-3).map((l) => JSON.stringify(l).slice(0, 2000));
+      findings.add(
+        `the sidecar exited (code ${node.child.exitCode}, signal ${node.child.signalCode}); ` +
+          `stderr: ${node.stderr.slice(-30).join('\n')}\nlast log lines: ${last.join('\n')}`,
+      );
       return;
     }
-    const status = await call<StatusRequest, StatusResponse>(cluster, 'status', {});
     count('alive-check', status.ok ? S.OK : status.code);
     if (!status.ok) findings.add(`Status after the phase failed: ${statusName(status.code)} ${status.details}`);
     else if (status.value.bytes > BigInt(MAX_MEMORY_BYTES)) findings.add(`stored bytes ${status.value.bytes} over the budget`);
@@ -588,12 +635,21 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
     const rng = rngFor(1);
     const factory = new RequestFactory(rng);
     const findings = new Findings('raw unary');
-    const methods: { label: string; path: string; valid: () => Uint8Array; decode: (b: Uint8Array) => unknown; decodeResponse: (b: Uint8Array) => unknown }[] = [
-      { label: 'raw Put', path: SessionServiceService.put.path, valid: () => PutRequest.encode(factory.put()).finish(), decode: PutRequest.decode, decodeResponse: PutResponse.decode },
-      { label: 'raw Get', path: SessionServiceService.get.path, valid: () => GetRequest.encode(factory.get()).finish(), decode: GetRequest.decode, decodeResponse: GetResponse.decode },
-      { label: 'raw Delete', path: SessionServiceService.delete.path, valid: () => DeleteRequest.encode(factory.delete()).finish(), decode: DeleteRequest.decode, decodeResponse: DeleteResponse.decode },
-      { label: 'raw Touch', path: SessionServiceService.touch.path, valid: () => TouchRequest.encode(factory.touch()).finish(), decode: TouchRequest.decode, decodeResponse: TouchResponse.decode },
-      { label: 'raw Status', path: '/baton.v1.ClusterService/Status', valid: () => StatusRequest.encode({}).finish(), decode: StatusRequest.decode, decodeResponse: StatusResponse.decode },
+    interface RawMethod {
+      label: string;
+      path: string;
+      /** The session API method, whose outcome `judge` checks; undefined for Status. */
+      method?: 'put' | 'get' | 'delete' | 'touch';
+      valid: () => Uint8Array;
+      decode: (b: Uint8Array) => unknown;
+      decodeResponse: (b: Uint8Array) => unknown;
+    }
+    const methods: RawMethod[] = [
+      { label: 'raw Put', path: SessionServiceService.put.path, method: 'put', valid: () => PutRequest.encode(factory.put()).finish(), decode: PutRequest.decode, decodeResponse: PutResponse.decode },
+      { label: 'raw Get', path: SessionServiceService.get.path, method: 'get', valid: () => GetRequest.encode(factory.get()).finish(), decode: GetRequest.decode, decodeResponse: GetResponse.decode },
+      { label: 'raw Delete', path: SessionServiceService.delete.path, method: 'delete', valid: () => DeleteRequest.encode(factory.delete()).finish(), decode: DeleteRequest.decode, decodeResponse: DeleteResponse.decode },
+      { label: 'raw Touch', path: SessionServiceService.touch.path, method: 'touch', valid: () => TouchRequest.encode(factory.touch()).finish(), decode: TouchRequest.decode, decodeResponse: TouchResponse.decode },
+      { label: 'raw Status', path: ClusterServiceService.status.path, valid: () => StatusRequest.encode({}).finish(), decode: StatusRequest.decode, decodeResponse: StatusResponse.decode },
     ];
     // Inputs are drawn up front, in order, so concurrency cannot change what is sent.
     const inputs = methods.flatMap((m) =>
@@ -610,11 +666,17 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
       if (input.bytes.length > MAX_MESSAGE_BYTES) {
         if (out.code !== S.RESOURCE_EXHAUSTED) findings.add(`${where}: oversize message got ${statusName(out.code)} (${out.details})`);
       } else if (decodes(m.decode, input.bytes)) {
-        // The server decodes exactly these bytes with the same code: it must reach the handler.
-        if (out.code === S.OK) {
-          if (!decodes(m.decodeResponse, out.responses[0]!)) findings.add(`${where}: OK with an undecodable response ${hexPreview(out.responses[0]!)}`);
-        } else if (!ALLOWED_FAILURES.has(out.code) || m.label === 'raw Status') {
-          findings.add(`${where}: decodable request got ${statusName(out.code)} (${out.details})`);
+        // The server decodes exactly these bytes with the same code, so the request reached
+        // the handler: judge its answer as if the generated client had sent it.
+        const request = m.decode(input.bytes);
+        if (out.code === S.OK && !decodes(m.decodeResponse, out.responses[0]!)) {
+          findings.add(`${where}: OK with an undecodable response ${hexPreview(out.responses[0]!)}`);
+        } else if (m.method === undefined) {
+          if (out.code !== S.OK) findings.add(`${where}: Status got ${statusName(out.code)} (${out.details})`);
+        } else {
+          const outcome: Outcome<unknown> = out.code === S.OK ? { ok: true, value: m.decodeResponse(out.responses[0]!) } : { ok: false, code: out.code, details: out.details };
+          const problem = judge(m.method, request as PutRequest, outcome);
+          if (problem !== undefined) findings.add(`${where} = ${show(request)}: ${problem}`);
         }
       } else if (out.code !== S.INTERNAL && out.code !== S.INVALID_ARGUMENT && out.code !== S.RESOURCE_EXHAUSTED) {
         findings.add(`${where}: undecodable request got ${statusName(out.code)} (${out.details})`);
@@ -844,6 +906,7 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
     const rng = rngFor(5);
     const factory = new RequestFactory(rng);
     const findings = new Findings('exchange');
+    trace('exchange: start');
     const requests: ExchangeRequest[] = [];
     const ids = new Set<bigint>();
     while (requests.length < EXCHANGE_OPERATIONS) {
@@ -852,6 +915,7 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
       ids.add(id);
       requests.push(factory.exchange(id));
     }
+    trace(`exchange: ${requests.length} requests generated`);
     const byId = new Map(requests.map((r) => [r.requestId, r]));
     const answers = new Map<bigint, ExchangeResponse[]>();
     const call = client.exchange(new grpc.Metadata(), { deadline: new Date(Date.now() + 55_000) });
@@ -873,6 +937,7 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
     const lastId = UINT64_MAX - 1_000_000n;
     call.write({ requestId: lastId, op: { $case: 'get', get: { sessionId: 'after-the-storm', parts: [], resume: false } } });
     await allAnswered;
+    trace(`exchange: ${received} responses`);
     if (ended !== undefined) findings.add(`the stream ended early after ${received} responses: ${statusName(ended.code)} (${ended.details})`);
     const statusDone = new Promise<grpc.StatusObject>((resolve) => (ended ? resolve(ended) : call.on('status', resolve)));
     call.end();
@@ -887,15 +952,15 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
     }
     for (const request of requests) {
       const response = answers.get(request.requestId)?.[0];
-      const where = `exchange request ${show(request)}`;
+      const where = () => `exchange request ${show(request)}`;
       if (response === undefined) {
-        findings.add(`${where}: no response`);
+        findings.add(`${where()}: no response`);
         continue;
       }
       const result = response.result;
       const op = request.op;
       if (op === undefined) {
-        if (result?.$case !== 'error' || result.error.code !== S.INVALID_ARGUMENT) findings.add(`${where} (no operation): answered ${show(result)}`);
+        if (result?.$case !== 'error' || result.error.code !== S.INVALID_ARGUMENT) findings.add(`${where()} (no operation): answered ${show(result)}`);
         count('exchange (no op)', result?.$case === 'error' ? result.error.code : S.OK);
         continue;
       }
@@ -905,12 +970,12 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
       if (result?.$case === 'error') outcome = { ok: false, code: result.error.code, details: result.error.message };
       else if (result?.$case === method) outcome = { ok: true, value: (result as Record<string, unknown>)[method] };
       else {
-        findings.add(`${where}: answered with ${result?.$case ?? 'no result'}`);
+        findings.add(`${where()}: answered with ${result?.$case ?? 'no result'}`);
         continue;
       }
       count(`exchange ${method}`, outcome.ok ? S.OK : outcome.code);
       const problem = judge(method, inner, outcome);
-      if (problem !== undefined) findings.add(`${where}: ${problem}`);
+      if (problem !== undefined) findings.add(`${where()}: ${problem}`);
     }
     await expectAlive(findings);
     findings.check();
@@ -940,60 +1005,294 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
         onData: (_data, cancel) => cancel(),
       });
       count('Watch', out.code);
-      const where = `Watch #${i} ${show(request)}`;
+      const where = () => `Watch #${i} ${show(request)}`;
       if (problem !== undefined) {
-        if (out.code !== S.INVALID_ARGUMENT || out.metadata) findings.add(`${where}: invalid id (${problem}) got ${statusName(out.code)} (${out.details})`);
+        if (out.code !== S.INVALID_ARGUMENT || out.metadata) findings.add(`${where()}: invalid id (${problem}) got ${statusName(out.code)} (${out.details})`);
         return;
       }
-      if (out.code !== S.CANCELLED || !out.metadata) findings.add(`${where}: valid id got ${statusName(out.code)} (${out.details}) before we cancelled`);
+      if (out.code !== S.CANCELLED || !out.metadata) findings.add(`${where()}: valid id got ${statusName(out.code)} (${out.details}) before we cancelled`);
       if (wrote) {
         const event = out.responses.length > 0 ? WatchEvent.decode(out.responses[0]!) : undefined;
-        if (event?.sessionId !== wireString(request.sessionId) || event.partName !== 'watched') findings.add(`${where}: after a write, the watcher saw ${show(event)}`);
+        if (event?.sessionId !== wireString(request.sessionId) || event.partName !== 'watched') findings.add(`${where()}: after a write, the watcher saw ${show(event)}`);
       }
     });
     await expectAlive(findings);
     findings.check();
   }, 60_000);
 
-  it('still serves, stayed within its memory budget, logged no internal error, and exits 0 on SIGTERM', async () => {
-    const findings = new Findings('after the fuzzing');
-    expect({ exitCode: node.child.exitCode, signal: node.child.signalCode }).toEqual({ exitCode: null, signal: null });
+  it('answers raw garbage and random values on the peer service (Digests, Fetch)', async () => {
+    const rng = rngFor(7);
+    const findings = new Findings('peer service');
+    const peer = new grpc.Client(node.peerAddress, grpc.credentials.createInsecure());
+    const partitions = (): number[] =>
+      Array.from({ length: chance(rng, 0.3) ? 0 : 1 + rng.below(8) }, () => (chance(rng, 0.8) ? rng.below(PARTITIONS) : pick(rng, [PARTITIONS, PARTITIONS + 1, UINT32_MAX, rng.nextUint32()])));
+    const digestsValid = () => DigestsRequest.encode({ partitions: partitions() }).finish();
+    const fetchValid = () =>
+      FetchRequest.encode({ partitions: partitions(), sessionIds: chance(rng, 0.5) ? [] : Array.from({ length: 1 + rng.below(5) }, () => (chance(rng, 0.5) ? pick(rng, POOL_IDS) : awkwardString(rng))) }).finish();
+    const opts = { maxBytes: 10 * 1024, oversizeBytes: 0, oversizeChance: 0 };
+    const inputs = [
+      ...Array.from({ length: PEER_CALLS_PER_METHOD }, () => ({ fetch: false, input: garbage(rng, digestsValid, opts) })),
+      ...Array.from({ length: PEER_CALLS_PER_METHOD }, () => ({ fetch: true, input: garbage(rng, fetchValid, opts) })),
+    ];
+    await pool(inputs.length, 16, async (i) => {
+      const { fetch, input } = inputs[i]!;
+      const label = fetch ? 'raw peer Fetch' : 'raw peer Digests';
+      // Fetch streams to the end by itself: never cancel it.
+      const out = fetch
+        ? await rawServerStream(peer, PeerServiceService.fetch.path, input.bytes, { onOpen: () => undefined })
+        : await rawUnary(peer, PeerServiceService.digests.path, input.bytes);
+      count(label, out.code);
+      const where = `${label} #${i} [${input.kind}] bytes=${hexPreview(input.bytes)}`;
+      const decode = fetch ? FetchRequest.decode : DigestsRequest.decode;
+      if (!decodes(decode, input.bytes)) {
+        if (out.code !== S.INTERNAL) findings.add(`${where}: undecodable request got ${statusName(out.code)} (${out.details})`);
+        return;
+      }
+      const request = decode(input.bytes) as FetchRequest;
+      const outOfRange = request.partitions.some((p) => p >= PARTITIONS);
+      const expected = fetch && request.sessionIds?.length > 0 ? S.OK : outOfRange ? S.INVALID_ARGUMENT : S.OK;
+      if (out.code !== expected) findings.add(`${where} = ${show(request)}: got ${statusName(out.code)} (${out.details}), expected ${statusName(expected)}`);
+      else if (out.code === S.OK) {
+        const responses = fetch ? out.responses.map((r) => SessionEntry.decode(r)) : [DigestsResponse.decode(out.responses[0]!)];
+        if (!fetch && (responses[0] as DigestsResponse).nodeId !== NODE_ID) findings.add(`${where}: digests from ${(responses[0] as DigestsResponse).nodeId}`);
+      }
+    });
+    peer.close();
+    await expectAlive(findings);
+    findings.check();
+  }, 60_000);
 
-    const value = Buffer.from('still here');
-    const put = await call<PutRequest, PutResponse>(client, 'put', { sessionId: 'final', parts: [{ name: 'check', value, ifVersion: undefined }], ttlSeconds: 0, minReplicas: 0 });
-    expect(put.ok).toBe(true);
-    const got = await call<GetRequest, GetResponse>(client, 'get', { sessionId: 'final', parts: ['check'], resume: false });
-    expect(got.ok && got.value.found && Buffer.from(got.value.session!.parts[0]!.value).equals(value)).toBe(true);
-
-    expect((await fetch(`${node.metricsUrl}/healthz`)).status).toBe(200);
-    expect((await fetch(`${node.metricsUrl}/readyz`)).status).toBe(200);
+  /** A normal write reads back, the HTTP endpoints answer, and memory is within bounds. */
+  async function expectServing(findings: Findings, sessionId: string): Promise<string | undefined> {
+    if (node.child.exitCode !== null || node.child.signalCode !== null) {
+      await expectAlive(findings); // reports the exit, stderr and last log lines
+      return undefined;
+    }
+    const value = Buffer.from(`still here: ${sessionId}`);
+    const put = await call<PutRequest, PutResponse>(client, 'put', { sessionId, parts: [{ name: 'check', value, ifVersion: undefined }], ttlSeconds: 0, minReplicas: 0 });
+    if (!put.ok) findings.add(`a normal Put failed: ${statusName(put.code)} ${put.details}`);
+    const got = await call<GetRequest, GetResponse>(client, 'get', { sessionId, parts: ['check'], resume: false });
+    if (!(got.ok && got.value.found && Buffer.from(got.value.session!.parts[0]!.value).equals(value))) findings.add(`a normal Get did not read the Put back: ${show(got)}`);
+    for (const path of ['/healthz', '/readyz']) {
+      const status = (await fetch(`${node.metricsUrl}${path}`)).status;
+      if (status !== 200) findings.add(`${path} answered ${status}`);
+    }
     const response = await fetch(`${node.metricsUrl}/metrics`);
-    expect(response.status).toBe(200);
-    let body = await response.text();
+    if (response.status !== 200) findings.add(`/metrics answered ${response.status}`);
+    const body = await response.text();
     const stored = metric(body, 'baton_stored_bytes');
     const rss = metric(body, 'process_resident_memory_bytes');
-    const evictions = metric(body, 'baton_evictions_total');
     if (stored === undefined || stored > MAX_MEMORY_BYTES) findings.add(`baton_stored_bytes ${stored} is over the ${MAX_MEMORY_BYTES}-byte budget`);
     if (rss === undefined || rss > MAX_RSS_BYTES) findings.add(`process_resident_memory_bytes ${rss} is over ${MAX_RSS_BYTES}`);
+    return body;
+  }
+
+  it('still serves after the API fuzzing, within its memory budget, with no internal error and no stream left counted', async () => {
+    const findings = new Findings('after the API fuzzing');
+    let body = await expectServing(findings, 'after-api');
+    if (body === undefined) return findings.check();
     // The inputs wrote well over 4 MiB, so the budget was really exercised.
+    const evictions = metric(body, 'baton_evictions_total');
     if (!(evictions! > 0)) findings.add(`baton_evictions_total is ${evictions}: the fuzzing never reached the memory budget`);
     const internal = /^baton_operations_total\{[^}]*result="error"[^}]*\} (\S+)$/m.exec(body);
     if (internal) findings.add(`operations ended in internal errors: ${internal[0]}`);
 
-    // Every stream we opened is closed; the gauges must come back to zero (cancellations
-    // travel on other streams than the /metrics request, so read a few times).
-    for (let attempt = 0; attempt < 50 && (metric(body, 'baton_exchange_streams') !== 0 || metric(body, 'baton_watchers') !== 0); attempt++) {
-      body = await (await fetch(`${node.metricsUrl}/metrics`)).text();
+    // Every stream we opened is closed, so the gauges must be back at zero. Cancellations
+    // travel on other streams than the /metrics request: read a few times.
+    const open = (b: string) => [metric(b, 'baton_exchange_streams'), metric(b, 'baton_watchers')];
+    for (let attempt = 0; attempt < 50 && open(body).some((n) => n !== 0); attempt++) body = await (await fetch(`${node.metricsUrl}/metrics`)).text();
+    const [exchangeStreams, watchers] = open(body);
+    if (exchangeStreams !== 0) {
+      findings.add(
+        `baton_exchange_streams is ${exchangeStreams} with no Exchange stream open ` +
+          `(the raw phases ended ${tally.get('raw Exchange')?.get('INTERNAL') ?? 0} streams with an undecodable frame)`,
+      );
     }
-    if (metric(body, 'baton_exchange_streams') !== 0) findings.add(`baton_exchange_streams is ${metric(body, 'baton_exchange_streams')} with no stream open`);
-    if (metric(body, 'baton_watchers') !== 0) findings.add(`baton_watchers is ${metric(body, 'baton_watchers')} with no watch open`);
+    if (watchers !== 0) findings.add(`baton_watchers is ${watchers} with no watch open`);
 
     const errors = node.logs.filter((l) => l.level === 'error' || l.level === 'fatal');
     if (errors.length > 0) findings.add(`the sidecar logged errors: ${JSON.stringify(errors.slice(0, 3))}`);
     if (node.stderr.length > 0) findings.add(`the sidecar wrote to stderr: ${node.stderr.slice(0, 10).join('\n')}`);
+    findings.check();
+  }, 60_000);
 
+  it('drops or applies random replication datagrams, and keeps memory bounded', async () => {
+    const rng = rngFor(8);
+    const findings = new Findings('datagrams');
+    const started = node.logs.find((l) => l.msg === 'baton node started')!;
+    const ourIncarnation = BigInt(`0x${String(started.incarnation)}`);
+    const digest = configDigest(new BuzHash(CLUSTER_SEED), PARTITIONS);
+    const [peerHost, peerPort] = [node.peerAddress.slice(0, node.peerAddress.lastIndexOf(':')), Number(node.peerAddress.slice(node.peerAddress.lastIndexOf(':') + 1))];
+    const socket = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+    const fakes = Array.from({ length: 6 }, (_, i) => ({ id: `fake-${i}`, incarnation: (BigInt(Date.now()) << 16n) + BigInt(i), packet: 0n, seq: 0n }));
+    const sent: Buffer[] = [];
+    let datagramsSent = 0;
+    let bytesSent = 0;
+    const send = (datagram: Buffer) =>
+      new Promise<void>((resolve) => {
+        datagramsSent++;
+        bytesSent += datagram.length;
+        callsMade++;
+        socket.send(datagram, peerPort, peerHost, (err) => {
+          if (err) findings.add(`sending a ${datagram.length}-byte datagram failed: ${err.message}`);
+          resolve();
+        });
+      });
+    const seqValue = (next: bigint): bigint => pick(rng, [next, next, next, 0n, 1n, randomUint64(rng), UINT64_MAX, 2n ** 53n]);
+    const address = (): string =>
+      pick(rng, ['', '127.0.0.1:1', node.peerAddress, node.apiAddress, `127.0.0.1:${1024 + rng.below(60000)}`, '127.0.0.1:0', '127.0.0.1:99999', '[::1]:70000', '127.0.0.1:x', ':::', '999.1.1.1:5']);
+    const delta = (): Delta => ({
+      sessionId: chance(rng, 0.6) ? pick(rng, POOL_IDS) : awkwardString(rng).slice(0, 200),
+      kind: rng.below(7),
+      partName: chance(rng, 0.8) ? pick(rng, [...VALID_NAMES, ...WELL_KNOWN]) : pick(rng, INVALID_NAMES),
+      value: randomBytes(rng, skewedLength(rng, 300)),
+      version: pick(rng, [0n, 1n, BigInt(Date.now()) * 1024n, BigInt(Date.now() + 3_600_000) * 1024n, UINT64_MAX, randomUint64(rng)]),
+      writerNodeId: pick(rng, ['', NODE_ID, 'fake-0', awkwardString(rng).slice(0, 100)]),
+      expiresAtUnixMs: pick(rng, [0n, BigInt(Date.now() + 60_000), -1n, 2n ** 63n - 1n, -(2n ** 63n), BigInt.asIntN(64, randomUint64(rng))]),
+      ttlMs: pick(rng, [0, 1, 60_000, UINT32_MAX, rng.nextUint32()]),
+      ownerNodeId: pick(rng, ['', NODE_ID, 'fake-1', awkwardString(rng).slice(0, 100)]),
+      epoch: pick(rng, [0n, 1n, 2n, UINT64_MAX, randomUint64(rng)]),
+      writtenAtUnixMs: pick(rng, [BigInt(Date.now()), 0n, BigInt.asIntN(64, randomUint64(rng))]),
+    });
+    const structured = (fake: (typeof fakes)[number]): Datagram => {
+      // Node ids are free text: '' and our own id must be refused, and one with a '/' must
+      // not be confused with the member whose id precedes it.
+      const senderNodeId = pick(rng, [fake.id, fake.id, fake.id, '', NODE_ID, `${fake.id}/${rng.below(10)}`, awkwardString(rng).slice(0, 100)]);
+      const r = rng.next();
+      if (r < 0.4) {
+        const count = pick(rng, [0, 1, 2, 3, 1000, 1 << 16, (1 << 16) + 1, UINT32_MAX, rng.nextUint32()]);
+        return {
+          senderNodeId,
+          body: {
+            $case: 'data',
+            data: {
+              targetNodeId: pick(rng, ['', '', NODE_ID, 'someone-else']),
+              seq: seqValue(++fake.seq),
+              deltas: Array.from({ length: rng.below(3) }, delta),
+              fragment: chance(rng, 0.3)
+                ? { deltaId: pick(rng, [0n, 1n, randomUint64(rng)]), index: pick(rng, [0, 1, count - 1, count, rng.nextUint32()]) >>> 0, count, chunk: randomBytes(rng, skewedLength(rng, 600)) }
+                : undefined,
+              ackRequested: chance(rng, 0.2),
+              retransmit: chance(rng, 0.1),
+            },
+          },
+        };
+      }
+      if (r < 0.65) {
+        return {
+          senderNodeId,
+          body: {
+            $case: 'heartbeat',
+            heartbeat: {
+              advertiseAddress: address(),
+              configDigest: chance(rng, 0.7) ? digest : randomUint64(rng),
+              channels: Array.from({ length: rng.below(4) }, () => ({ targetNodeId: pick(rng, ['', NODE_ID, 'x']), highestSeq: seqValue(fake.seq) })),
+              leaving: chance(rng, 0.1),
+              sentAtUnixMs: pick(rng, [BigInt(Date.now()), 0n, BigInt.asIntN(64, randomUint64(rng))]),
+              known: Array.from({ length: rng.below(4) }, () => ({ nodeId: pick(rng, [NODE_ID, 'fake-2', 'ghost', awkwardString(rng).slice(0, 100)]), advertiseAddress: address() })),
+            },
+          },
+        };
+      }
+      const range = () => ({ first: pick(rng, [0n, 1n, randomUint64(rng), UINT64_MAX]), last: pick(rng, [0n, 1n, 100n, randomUint64(rng), UINT64_MAX]) });
+      const channelSender = pick(rng, [NODE_ID, NODE_ID, 'fake-3']);
+      const channelIncarnation = pick(rng, [ourIncarnation, ourIncarnation, randomUint64(rng), 0n]);
+      if (r < 0.75) return { senderNodeId, body: { $case: 'nack', nack: { channelSenderNodeId: channelSender, channelSenderIncarnation: channelIncarnation, targetNodeId: pick(rng, ['', senderNodeId, 'x']), ranges: Array.from({ length: rng.below(6) }, range) } } };
+      if (r < 0.85) return { senderNodeId, body: { $case: 'ack', ack: { channelSenderNodeId: channelSender, channelSenderIncarnation: channelIncarnation, targetNodeId: pick(rng, ['', senderNodeId]), cumulativeSeq: pick(rng, [0n, 1n, UINT64_MAX, randomUint64(rng)]) } } };
+      if (r < 0.93) return { senderNodeId, body: { $case: 'gone', gone: { targetNodeId: pick(rng, ['', NODE_ID, 'x']), firstRetainedSeq: pick(rng, [0n, 1n, UINT64_MAX, randomUint64(rng)]) } } };
+      if (r < 0.97) return { senderNodeId, body: { $case: 'leave', leave: {} } };
+      return { senderNodeId, body: undefined };
+    };
+    const header = (incarnation: bigint, packet: bigint, keyId = 0): Buffer => {
+      const h = Buffer.alloc(HEADER_BYTES);
+      h.writeUInt16BE(MAGIC, 0);
+      h[2] = FORMAT_VERSION;
+      h[3] = keyId;
+      h.writeBigUInt64BE(BigInt.asUintN(64, incarnation), 4);
+      h.writeBigUInt64BE(BigInt.asUintN(64, packet), 12);
+      return h;
+    };
+
+    try {
+      // Fragments that declare the largest allowed count (65536) but carry one byte each:
+      // whatever the node sets aside for them must stay within the memory bounds.
+      const flooder = { id: 'fragment-flood', incarnation: BigInt(Date.now()) << 16n };
+      for (let i = 0; i < FRAGMENT_FLOOD; i++) {
+        const d: Datagram = {
+          senderNodeId: flooder.id,
+          body: { $case: 'data', data: { targetNodeId: '', seq: BigInt(i + 1), deltas: [], fragment: { deltaId: BigInt(i), index: 0, count: 1 << 16, chunk: Buffer.from([i & 0xff]) }, ackRequested: false, retransmit: false } },
+        };
+        await send(Buffer.concat([header(flooder.incarnation, BigInt(i + 1)), Buffer.from(Datagram.encode(d).finish())]));
+        if (i % 100 === 99) await expectAlive(findings);
+      }
+      await expectAlive(findings);
+      const floodBytes = bytesSent;
+      const flooded = await (await fetch(`${node.metricsUrl}/metrics`)).text();
+      const rss = metric(flooded, 'process_resident_memory_bytes');
+      const reassembly = metric(flooded, 'baton_replication_reassembly_bytes');
+      if (rss === undefined || rss > MAX_RSS_BYTES) {
+        findings.add(
+          `after ${FRAGMENT_FLOOD} one-byte fragments (each declaring ${1 << 16} pieces, ${floodBytes} bytes of UDP in all), ` +
+            `process_resident_memory_bytes is ${rss} (over ${MAX_RSS_BYTES}) while baton_replication_reassembly_bytes reports ${reassembly}`,
+        );
+      }
+
+      // Then random datagrams: garbage, damaged headers, and structured bodies of every kind.
+      for (let i = 0; i < UDP_DATAGRAMS; i++) {
+        const fake = pick(rng, fakes);
+        const payload = Buffer.from(Datagram.encode(structured(fake)).finish());
+        let datagram: Buffer;
+        switch (rng.below(12)) {
+          case 0:
+            datagram = randomBytes(rng, skewedLength(rng, 1500));
+            break;
+          case 1: {
+            // A valid header in front of damage: wrong magic, version or key id, or no body.
+            const h = header(fake.incarnation, ++fake.packet, pick(rng, [0, 0, 1, 255]));
+            if (chance(rng, 0.3)) h[rng.below(4)]! ^= 1 << rng.below(8);
+            datagram = Buffer.concat([h, chance(rng, 0.5) ? payload : randomBytes(rng, rng.below(64))]);
+            break;
+          }
+          case 2: {
+            const bytes = Buffer.concat([header(fake.incarnation, ++fake.packet), payload]);
+            for (let f = 0; f < 1 + rng.below(6); f++) bytes[HEADER_BYTES + rng.below(Math.max(1, payload.length))]! ^= 1 << rng.below(8);
+            datagram = bytes;
+            break;
+          }
+          case 3:
+            datagram = sent.length > 0 && chance(rng, 0.7) ? pick(rng, sent) : Buffer.concat([header(fake.incarnation, pick(rng, [0n, UINT64_MAX, 2n ** 53n])), payload]);
+            break;
+          case 4:
+            datagram = Buffer.concat([header(fake.incarnation, ++fake.packet), payload, randomBytes(rng, 1401 + rng.below(20_000))]);
+            break;
+          default:
+            datagram = Buffer.concat([header(fake.incarnation, ++fake.packet), payload]);
+        }
+        if (sent.length < 200) sent.push(datagram);
+        await send(datagram);
+        // Let the node drain its socket now and then; it must answer between bursts.
+        if (i % 100 === 99) {
+          await expectAlive(findings);
+          if (node.child.exitCode !== null) findings.check();
+        }
+      }
+      await expectAlive(findings);
+      if (node.child.exitCode !== null || node.child.signalCode !== null) findings.check();
+      const body = await (await fetch(`${node.metricsUrl}/metrics`)).text();
+      if (!(metric(body, 'baton_replication_received_bytes_total')! > 0)) findings.add('no datagram reached the replication engine');
+    } finally {
+      socket.close();
+      tally.set('datagrams', new Map([['sent', datagramsSent]]));
+    }
+    findings.check();
+  }, 60_000);
+
+  it('is still up after everything, serves, and exits 0 on SIGTERM (so it never crashed)', async () => {
+    const findings = new Findings('at the end');
+    await expectServing(findings, 'at-the-end');
     const code = await node.stop();
-    if (code !== 0) findings.add(`exit code ${code} on SIGTERM; stderr: ${node.stderr.join('\n')}`);
+    if (code !== 0) findings.add(`exit code ${code} on SIGTERM; stderr: ${node.stderr.slice(-30).join('\n')}`);
     findings.check();
   }, 60_000);
 });

@@ -9,26 +9,29 @@
  * virtual time) and every replica must hold exactly its owner's state. No test sleeps and
  * no test asserts timings; a failing seed replays exactly.
  */
-import { clusterKeyFromBytes } from '../src/cluster-key';
 import { DatagramSealer } from '../src/datagram-codec';
-import { Datagram } from '../src/gen/baton/v1/wire';
+import { Datagram, DeltaKind } from '../src/gen/baton/v1/wire';
 import { SeededRandom } from '../src/random';
 import type { GilbertElliott, LinkProfile, Transmission } from './support/sim-network';
 import { PERFECT_LINK } from './support/sim-network';
 import { makeClusterKey, SimCluster, type SimClusterOptions, type SimNode } from './support/sim-node';
 
 const TRANSPORTS = ['unicast', 'multicast'] as const;
-/** Virtual time the network runs after the last write before replicas are compared. */
+/** Most virtual time the network runs after the last write before replicas are compared. */
 const SETTLE_MS = 30_000;
 
 function lossy(loss: number, extra: Partial<LinkProfile> = {}): LinkProfile {
   return { ...PERFECT_LINK, loss, ...extra };
 }
 
-/** Starts a cluster and runs until every node sees every other as live. */
+/**
+ * Starts a cluster, runs until every node sees every other as live, and lets the state
+ * transfers nodes start when they first see each other finish.
+ */
 function startCluster(options: SimClusterOptions): SimCluster {
   const cluster = new SimCluster(options);
   if (!cluster.runUntil(() => cluster.membershipSettled(), 10_000)) throw new Error('membership did not settle');
+  cluster.runFor(50);
   return cluster;
 }
 
@@ -47,29 +50,47 @@ interface WorkloadOptions {
   /** Virtual time between two operations (ms). */
   spacingMs: number;
   valueBytes?: [number, number];
-  /** Also delete parts, delete sessions and touch. */
-  mixed?: boolean;
+  /**
+   * Which operations besides puts: part deletes and touches ('parts'), or those and whole
+   * session deletes too ('all'). Default: puts only.
+   */
+  mix?: 'parts' | 'all';
   owners?: Map<string, string>;
   /** Prefix of session ids (distinct workloads use distinct ids). */
   prefix?: string;
 }
 
+/** Random latin1 text (all 256 byte values) that values are cut from. */
+const VALUE_SOURCE = (() => {
+  const random = new SeededRandom(0xba70);
+  const bytes = Buffer.alloc(64 * 1024);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = random.below(256);
+  return bytes.toString('latin1');
+})();
+let valueCounter = 0;
+
+/** A value of about `length` bytes, different from every other value of the run. */
 function valueOf(random: SeededRandom, length: number): string {
-  const salt = random.nextUint32();
-  let s = '';
-  for (let i = 0; i < length; i++) s += String.fromCharCode((salt >>> (i & 24)) + i * 37 & 0xff);
-  return s;
+  const tag = `${++valueCounter}:`;
+  const size = Math.max(0, length - tag.length);
+  const start = random.below(VALUE_SOURCE.length - size);
+  return tag + VALUE_SOURCE.slice(start, start + size);
 }
 
 /**
  * Random writes by the given writers, each on its own sessions, with the network running
- * between operations. With `mixed`, some operations delete parts or whole sessions, or
- * touch; a deleted session id is never written again (see the test of that case below).
+ * between operations. With `mix`, some operations delete parts or whole sessions, or
+ * touch. Those only target sessions whose creation every secondary has acknowledged
+ * (SessionStore drops a delete or touch for a session it has not seen yet: S2, pinned
+ * below), and a deleted session id is never written again (S4, pinned below).
  */
 function runWorkload(cluster: SimCluster, options: WorkloadOptions): Workload {
   const random = new SeededRandom(options.seed);
   const owners = options.owners ?? new Map<string, string>();
   const deleted = new Set<string>();
+  /** Per writer: sessions it created, and those every secondary has acknowledged since. */
+  const created = new Map<SimNode, string[]>();
+  const settled = new Set<string>();
   const [minBytes, maxBytes] = options.valueBytes ?? [1, 200];
   const prefix = options.prefix ?? 's';
   let writes = 0;
@@ -81,20 +102,29 @@ function runWorkload(cluster: SimCluster, options: WorkloadOptions): Workload {
     }
     const id = `${prefix}-${writer.nodeId}-${random.below(options.sessionsPerWriter)}`;
     const roll = random.below(100);
+    if (writer.engine.allAcknowledged()) {
+      for (const done of created.get(writer) ?? []) settled.add(done);
+      created.set(writer, []);
+    }
+    const mix = settled.has(id) ? options.mix : undefined;
     if (deleted.has(id)) {
-      // fall through to a write on another, fresh id
-    } else if (options.mixed === true && roll < 6 && owners.has(id)) {
+      // a deleted id is not written again: this operation is skipped
+    } else if (mix === 'all' && roll < 6 && owners.has(id)) {
       writer.deleteSession(id);
       deleted.add(id);
-    } else if (options.mixed === true && roll < 14 && owners.has(id)) {
+    } else if (mix !== undefined && roll >= 6 && roll < 14 && owners.has(id)) {
       writer.deleteParts(id, [pickPart(random)]);
-    } else if (options.mixed === true && roll < 22 && owners.has(id)) {
+    } else if (mix !== undefined && roll >= 14 && roll < 22 && owners.has(id)) {
       writer.touch(id);
     } else {
       const parts: Record<string, string> = {};
       const count = 1 + random.below(3);
       for (let i = 0; i < count; i++) parts[pickPart(random)] = valueOf(random, minBytes + random.below(maxBytes - minBytes + 1));
       writer.write(id, parts);
+      if (!owners.has(id)) {
+        if (!created.has(writer)) created.set(writer, []);
+        created.get(writer)!.push(id);
+      }
       owners.set(id, writer.nodeId);
       writes++;
     }
@@ -108,17 +138,27 @@ function pickPart(random: SeededRandom): string {
   return PART_NAMES[random.below(PART_NAMES.length)]!;
 }
 
-/** Runs the network on after the writes, then asserts convergence and bounds. */
-function expectConverged(cluster: SimCluster, owners: Map<string, string>, options: { allowExtraCopies?: boolean } = {}): void {
-  cluster.runFor(SETTLE_MS);
+/**
+ * Runs the network on after the writes (checking each virtual second, for at most
+ * SETTLE_MS) until the replicas match their owners and every sender is fully
+ * acknowledged, then asserts convergence and bounds.
+ */
+function expectConverged(cluster: SimCluster, owners: Map<string, string>, options: { allowExtraCopies?: boolean; forgeriesInjected?: boolean } = {}): void {
+  for (let waited = 0; waited < SETTLE_MS; waited += 1000) {
+    cluster.runFor(1000);
+    const quiet = cluster.running.every((n) => n.engine.allAcknowledged() && n.engine.reassemblyBytesHeld() === 0);
+    if (quiet && cluster.divergences(owners, options).length === 0) break;
+  }
   expect(cluster.divergences(owners, options)).toEqual([]);
   expect(cluster.boundViolations).toEqual([]);
   for (const node of cluster.running) {
     expect([node.nodeId, node.oversizedPayloads]).toEqual([node.nodeId, 0]);
     // Nothing forged or malformed came from the simulated peers; network duplicates are
     // stopped by the replay window.
-    const drops = Object.fromEntries([...node.openerDrops].filter(([reason]) => reason !== 'replayed'));
-    expect([node.nodeId, drops]).toEqual([node.nodeId, {}]);
+    if (options.forgeriesInjected !== true) {
+      const drops = Object.fromEntries([...node.openerDrops].filter(([reason]) => reason !== 'replayed'));
+      expect([node.nodeId, drops]).toEqual([node.nodeId, {}]);
+    }
     expect([node.nodeId, node.engine.reassemblyBytesHeld()]).toEqual([node.nodeId, 0]);
   }
 }
@@ -132,7 +172,9 @@ function totalRetransmissions(cluster: SimCluster): number {
 describe.each(TRANSPORTS)('%s: steady loss', (transport) => {
   test.each([0, 0.05, 0.1, 0.3])('loss %p: every replica converges to its owner, buffers stay bounded', (loss) => {
     const cluster = startCluster({ seed: 11, nodes: 3, transport, profile: lossy(loss), retransmitBufferBytes: 32 * 1024, maxReassemblyBytes: 64 * 1024 });
-    const { owners } = runWorkload(cluster, { seed: 101, writers: cluster.nodes, operations: 240, sessionsPerWriter: 15, spacingMs: 4, mixed: true, valueBytes: [1, 2500] });
+    // Whole-session deletes only without loss: a delete repaired by state transfer is lost (S1).
+    const mix = loss === 0 ? 'all' : 'parts';
+    const { owners } = runWorkload(cluster, { seed: 101, writers: cluster.nodes, operations: 240, sessionsPerWriter: 15, spacingMs: 4, mix, valueBytes: [1, 2500] });
     expectConverged(cluster, owners);
     if (loss > 0) expect(totalRetransmissions(cluster)).toBeGreaterThan(0);
     else expect(totalRetransmissions(cluster)).toBe(0);
@@ -144,14 +186,14 @@ describe.each(TRANSPORTS)('%s: burst loss and reordering', (transport) => {
 
   test('Gilbert–Elliott burst loss', () => {
     const cluster = startCluster({ seed: 12, nodes: 3, transport, profile: lossy(0, { burst }) });
-    const { owners } = runWorkload(cluster, { seed: 102, writers: cluster.nodes, operations: 240, sessionsPerWriter: 12, spacingMs: 2, mixed: true });
+    const { owners } = runWorkload(cluster, { seed: 102, writers: cluster.nodes, operations: 240, sessionsPerWriter: 12, spacingMs: 2, mix: 'parts' });
     expectConverged(cluster, owners);
     expect(cluster.net.stats.lost).toBeGreaterThan(0);
   });
 
   test('reordering and duplication: duplicates are detected, order does not matter', () => {
     const cluster = startCluster({ seed: 13, nodes: 3, transport, profile: lossy(0.02, { duplicate: 0.2, reorder: 0.3, reorderExtraMs: 15 }) });
-    const { owners } = runWorkload(cluster, { seed: 103, writers: cluster.nodes, operations: 240, sessionsPerWriter: 10, spacingMs: 1, mixed: true });
+    const { owners } = runWorkload(cluster, { seed: 103, writers: cluster.nodes, operations: 240, sessionsPerWriter: 10, spacingMs: 1, mix: 'parts' });
     expectConverged(cluster, owners);
     expect(cluster.net.stats.duplicated).toBeGreaterThan(0);
     // A network duplicate is the same sealed datagram: the opener's replay window drops it.
@@ -208,7 +250,7 @@ describe.each(TRANSPORTS)('%s: a receiver cut off past the retransmit buffer', (
     const [writer, , receiver] = cluster.nodes as [SimNode, SimNode, SimNode];
     const before = runWorkload(cluster, { seed: 107, writers: [writer], operations: 20, sessionsPerWriter: 10, spacingMs: 5 });
     cluster.net.isolate(receiver.address);
-    runWorkload(cluster, { seed: 108, writers: [writer], operations: 200, sessionsPerWriter: 40, spacingMs: 40, mixed: true, owners: before.owners });
+    runWorkload(cluster, { seed: 108, writers: [writer], operations: 200, sessionsPerWriter: 40, spacingMs: 40, mix: 'parts', owners: before.owners });
     expect(writer.membership.liveNodeIds()).not.toContain(receiver.nodeId);
     cluster.net.healAll();
     expectConverged(cluster, before.owners);
@@ -219,12 +261,12 @@ describe.each(TRANSPORTS)('%s: restarts and slow receivers', (transport) => {
   test('a sender restarts mid-stream (new incarnation, empty store): it gets its state back and replicas converge', () => {
     const cluster = startCluster({ seed: 17, nodes: 3, transport, profile: lossy(0.05) });
     const [writer] = cluster.nodes as [SimNode, SimNode, SimNode];
-    const { owners } = runWorkload(cluster, { seed: 109, writers: cluster.nodes, operations: 150, sessionsPerWriter: 10, spacingMs: 3, mixed: true });
+    const { owners } = runWorkload(cluster, { seed: 109, writers: cluster.nodes, operations: 150, sessionsPerWriter: 10, spacingMs: 3, mix: 'parts' });
     writer.stop();
     cluster.runFor(400);
     writer.restart();
     expect(writer.store.getStats().sessions).toBe(0);
-    runWorkload(cluster, { seed: 110, writers: cluster.nodes, operations: 150, sessionsPerWriter: 10, spacingMs: 3, mixed: true, owners });
+    runWorkload(cluster, { seed: 110, writers: cluster.nodes, operations: 150, sessionsPerWriter: 10, spacingMs: 3, mix: 'parts', owners });
     expectConverged(cluster, owners);
     expect(writer.resyncs.filter((r) => r.outcome === 'ok').length).toBeGreaterThan(0);
     // Sessions it wrote before the restart are back on it.
@@ -237,7 +279,7 @@ describe.each(TRANSPORTS)('%s: restarts and slow receivers', (transport) => {
     const cluster = startCluster({ seed: 18, nodes: 3, transport });
     const slow = cluster.nodes[2]!;
     cluster.net.setAddressProfile(slow.address, { ...PERFECT_LINK, delayMinMs: 20, delayMaxMs: 90, loss: 0.2, reorder: 0.2, reorderExtraMs: 50 });
-    const { owners } = runWorkload(cluster, { seed: 111, writers: cluster.nodes.slice(0, 2), operations: 300, sessionsPerWriter: 20, spacingMs: 2, mixed: true });
+    const { owners } = runWorkload(cluster, { seed: 111, writers: cluster.nodes.slice(0, 2), operations: 300, sessionsPerWriter: 20, spacingMs: 2, mix: 'parts' });
     expectConverged(cluster, owners);
   });
 });
@@ -251,5 +293,456 @@ describe.each(TRANSPORTS)('%s: fragmented deltas', (transport) => {
     expectConverged(cluster, owners);
     expect(cluster.nodes.reduce((sum, n) => sum + n.engine.stats.fragmentsSent, 0)).toBeGreaterThan(100);
     expect(cluster.peaks.reassemblyBytes).toBeGreaterThan(0);
+  });
+});
+
+// --- bounds under heavy loss -----------------------------------------------------------
+
+describe.each(TRANSPORTS)('%s: memory bounds under 30%% loss', (transport) => {
+  test('tight retransmit and reassembly bounds hold at every step; overflowing reassembly resyncs instead of losing deltas', () => {
+    const options = { retransmitBufferBytes: 12 * 1024, maxReassemblyBytes: 12 * 1024 };
+    const cluster = startCluster({ seed: 20, nodes: 3, transport, profile: lossy(0.3), ...options });
+    const { owners } = runWorkload(cluster, { seed: 113, writers: cluster.nodes, operations: 150, sessionsPerWriter: 8, spacingMs: 2, valueBytes: [200, 7000], mix: 'parts' });
+    expectConverged(cluster, owners);
+    const bounds = cluster.bounds();
+    expect(cluster.peaks.retransmitBufferBytes).toBeGreaterThan(0);
+    expect(cluster.peaks.retransmitBufferBytes).toBeLessThanOrEqual(bounds.retransmitBufferBytes);
+    expect(cluster.peaks.reassemblyBytes).toBeGreaterThan(0);
+    expect(cluster.peaks.reassemblyBytes).toBeLessThanOrEqual(bounds.reassemblyBytes);
+    // The bounds bit: unacknowledged entries were trimmed, and some receivers resynced.
+    expect(cluster.nodes.reduce((sum, n) => sum + n.engine.channelCounters().goneReplies, 0)).toBeGreaterThan(0);
+    expect(cluster.transfers.ok).toBeGreaterThan(0);
+  });
+});
+
+// --- cluster keys and hostile datagrams ----------------------------------------------
+
+/** A key whose id differs from every key given. */
+function keyNotLike(seed: number, ...others: { id: number }[]): ReturnType<typeof makeClusterKey> {
+  for (let s = seed; ; s++) {
+    const key = makeClusterKey(s);
+    if (others.every((o) => o.id !== key.id)) return key;
+  }
+}
+
+describe.each(TRANSPORTS)('%s: key rotation', (transport) => {
+  test('[K1] → [K1,K2] everywhere → [K2,K1] node by node → [K2]: nothing is refused, replicas converge', () => {
+    const k1 = makeClusterKey(1);
+    const k2 = keyNotLike(2, k1);
+    const cluster = startCluster({ seed: 21, nodes: 3, transport, keys: [k1], profile: lossy(0.05) });
+    const owners = new Map<string, string>();
+    const phase = (seed: number) => runWorkload(cluster, { seed, writers: cluster.nodes, operations: 60, sessionsPerWriter: 10, spacingMs: 3, mix: 'parts', owners });
+    phase(114);
+    for (const node of cluster.nodes) node.setKeys([k1, k2]);
+    phase(115);
+    for (const node of cluster.nodes) {
+      node.setKeys([k2, k1]);
+      phase(116 + node.index);
+    }
+    // Let datagrams still sealed with K1 arrive before K1 is dropped.
+    cluster.runFor(500);
+    for (const node of cluster.nodes) node.setKeys([k2]);
+    phase(120);
+    expectConverged(cluster, owners);
+    // A datagram sealed with the retired key is now refused.
+    const old = new DatagramSealer([k1], 0x77n);
+    cluster.net.inject(cluster.nodes[0]!.address, cluster.nodes[1]!.address, old.seal(Buffer.from('x')));
+    cluster.runFor(10);
+    expect(cluster.nodes[1]!.count('unknown_key')).toBe(1);
+  });
+});
+
+describe.each(TRANSPORTS)('%s: forged, replayed and garbage datagrams', (transport) => {
+  test('are dropped and counted by reason, and change nothing', () => {
+    const cluster = startCluster({ seed: 22, nodes: 3, transport });
+    const [a, b] = cluster.nodes as [SimNode, SimNode, SimNode];
+    // Capture what reaches b; also take away (and keep) one original data datagram, whose
+    // packet number b therefore never sees (NACKs repair the loss under a new one).
+    const captured: Transmission[] = [];
+    let unseen: Transmission | undefined;
+    cluster.net.filter = (t) => {
+      if (t.to !== b.address || t.meta.kind !== 'data') return false;
+      if (unseen === undefined && t.meta.seq === 5 && t.meta.retransmit === false) {
+        unseen = t;
+        return true;
+      }
+      captured.push(t);
+      return false;
+    };
+    const { owners } = runWorkload(cluster, { seed: 121, writers: [a], operations: 30, sessionsPerWriter: 5, spacingMs: 3 });
+    cluster.runFor(1000);
+    cluster.net.filter = undefined;
+    expect(captured.length).toBeGreaterThan(5);
+    expect(unseen).toBeDefined();
+
+    const digests = () => cluster.nodes.map((n) => Array.from({ length: 32 }, (_, p) => n.store.digest(p).toString(16)).join(','));
+    const views = () => cluster.nodes.map((n) => n.membership.liveNodeIds().join(','));
+    const applied = () => cluster.nodes.map((n) => n.engine.stats.deltasApplied);
+    const before = { digests: digests(), views: views(), applied: applied() };
+
+    const random = new SeededRandom(122);
+    // The replay window is checked before the tag, so tampering is tried on a packet
+    // number b has not seen; replays use datagrams it has.
+    const genuine = Buffer.from(unseen!.bytes);
+    const delivered = Buffer.from(captured[captured.length - 1]!.bytes);
+    const flipped = (at: number) => {
+      const copy = Buffer.from(genuine);
+      copy[at]! ^= 1 << random.below(8);
+      return copy;
+    };
+    const sameIdKey = (() => {
+      for (let s = 1000; ; s++) {
+        const key = makeClusterKey(s);
+        if (key.id === cluster.options.keys[0]!.id && !key.key.equals(cluster.options.keys[0]!.key)) return key;
+      }
+    })();
+    const forgeries: [string, Uint8Array][] = [
+      ['auth_failed', flipped(20 + random.below(genuine.length - 36))], // ciphertext
+      ['auth_failed', flipped(genuine.length - 1 - random.below(16))], // tag
+      ['auth_failed', flipped(4 + random.below(8))], // incarnation in the header
+      ['auth_failed', new DatagramSealer([sameIdKey], 0x1234n).seal(Buffer.from('forged'))], // wrong key, same id
+      ['unknown_key', new DatagramSealer([keyNotLike(2000, cluster.options.keys[0]!)], 0x1234n).seal(Buffer.from('forged'))],
+      ['plaintext_refused', new DatagramSealer(undefined, 0x1234n).seal(Datagram.encode({ senderNodeId: a.nodeId, body: { $case: 'leave', leave: {} } }).finish())],
+      ['bad_magic', Buffer.from(Array.from({ length: 200 }, () => random.below(256)).map((x, i) => (i === 0 ? 0 : x)))],
+      ['truncated', genuine.subarray(0, 12)],
+      ['oversized', Buffer.concat([genuine, Buffer.alloc(2000)])],
+      ['bad_version', (() => { const c = Buffer.from(genuine); c[2] = 9; return c; })()],
+      ['replayed', delivered],
+      ['replayed', Buffer.from(captured[0]!.bytes)],
+    ];
+    for (const [, bytes] of forgeries) cluster.net.inject(a.address, b.address, bytes);
+    // An insider with the cluster key: authentic, but the payload is not a Datagram.
+    const insider = new DatagramSealer(cluster.options.keys, 0x9999n);
+    cluster.net.inject(a.address, b.address, insider.seal(Buffer.from([0xff, 0xff, 0xff, 0x0f, 0x08])));
+    cluster.runFor(100);
+
+    const expected: Record<string, number> = {};
+    for (const [reason] of forgeries) expected[reason] = (expected[reason] ?? 0) + 1;
+    expect(Object.fromEntries(b.openerDrops)).toEqual(expected);
+    expect(Object.fromEntries(b.engineDrops)).toEqual({ malformed: 1 });
+    expect({ digests: digests(), views: views(), applied: applied() }).toEqual(before);
+    expectConverged(cluster, owners, { forgeriesInjected: true });
+  });
+});
+
+// --- synchronous writes --------------------------------------------------------------
+
+describe.each(TRANSPORTS)('%s: synchronous writes', (transport) => {
+  test('awaitTicket(ticket, 2) completes once both secondaries acknowledged, also when acknowledgements are lost', () => {
+    const cluster = startCluster({ seed: 23, nodes: 3, transport, profile: lossy(0.25) });
+    const writer = cluster.nodes[0]!;
+    for (let i = 0; i < 30; i++) {
+      const { ticket } = writer.write(`sync-${i}`, { auth: `token-${i}` }, { sync: 2 });
+      expect(ticket).toBeDefined();
+      // Nothing acknowledged before the network ran.
+      expect(writer.engine.ackCount(ticket!)).toBe(0);
+      expect(writer.completedTickets.has(ticket!)).toBe(false);
+      // The write is the last datagram for a while: a lost ack must be asked for again.
+      expect(cluster.runUntil(() => writer.completedTickets.has(ticket!), 5000)).toBe(true);
+      expect(writer.completedTickets.get(ticket!)).toBe(2);
+      for (const node of cluster.nodes.slice(1)) expect(node.store.get(`sync-${i}`, cluster.net.now)).toBeDefined();
+    }
+    // Asynchronous writes leave nothing behind in the engine (no ticket is kept for them).
+    for (let i = 0; i < 20; i++) writer.write(`async-${i}`, { cart: 'x' });
+    expect(engineTickets(writer)).toBe(0);
+    cluster.runFor(2000);
+    expect(writer.engine.allAcknowledged()).toBe(true);
+  });
+
+  test('with a secondary down, the ticket reaches 1 acknowledgement and does not complete', () => {
+    const cluster = startCluster({ seed: 24, nodes: 3, transport });
+    const [writer, , down] = cluster.nodes as [SimNode, SimNode, SimNode];
+    down.stop();
+    const { ticket } = writer.write('sync-down', { auth: 'token' }, { sync: 2 });
+    cluster.runFor(500);
+    expect(writer.engine.ackCount(ticket!)).toBe(1);
+    expect(writer.completedTickets.has(ticket!)).toBe(false);
+    // Declared dead later: still not acknowledged by it (and never counted by mistake).
+    cluster.runFor(5000);
+    expect(writer.membership.liveNodeIds()).not.toContain(down.nodeId);
+    expect(writer.engine.ackCount(ticket!)).toBe(1);
+    expect(writer.completedTickets.has(ticket!)).toBe(false);
+    writer.engine.releaseTicket(ticket!);
+    expect(writer.engine.ackCount(ticket!)).toBe(0);
+  });
+});
+
+/** Tickets the engine holds (private state, read to pin that asynchronous writes keep none). */
+function engineTickets(node: SimNode): number {
+  return (node.engine as unknown as { tickets: Map<number, unknown> }).tickets.size;
+}
+
+// --- property: random loss schedules, random operations --------------------------------
+
+function randomProfile(random: SeededRandom): LinkProfile {
+  const base = { ...PERFECT_LINK, duplicate: random.next() * 0.05, reorder: random.next() * 0.2, reorderExtraMs: 1 + random.below(20) };
+  if (random.below(4) === 0) {
+    return { ...base, burst: { pGoodToBad: 0.01 + random.next() * 0.05, pBadToGood: 0.1 + random.next() * 0.4, lossGood: random.next() * 0.02, lossBad: 0.4 + random.next() * 0.5 } };
+  }
+  return { ...base, loss: random.next() * 0.35 };
+}
+
+describe('property: random loss schedules and random operations', () => {
+  const SEEDS = Array.from({ length: 20 }, (_, i) => 7001 + i);
+  test.each(SEEDS)('seed %i: every replica converges to exactly its owner state', (seed) => {
+    const random = new SeededRandom(seed);
+    const transport = TRANSPORTS[random.below(2)]!;
+    const cluster = startCluster({
+      seed,
+      nodes: 3,
+      transport,
+      retransmitBufferBytes: random.below(2) === 0 ? 8 * 1024 : 64 * 1024,
+      maxReassemblyBytes: 32 * 1024,
+    });
+    // One owner, or every node owning its own sessions.
+    const writers = random.below(2) === 0 ? [cluster.nodes[random.below(3)]!] : cluster.nodes;
+    const owners = new Map<string, string>();
+    // The loss schedule: a new random profile (steady or bursty loss, duplication,
+    // reordering) for each slice of the workload.
+    for (let slice = 0; slice < 6; slice++) {
+      cluster.net.profile = randomProfile(random);
+      runWorkload(cluster, {
+        seed: random.nextUint32(),
+        writers,
+        operations: 25,
+        sessionsPerWriter: 8,
+        spacingMs: 1 + random.below(8),
+        valueBytes: [1, random.below(4) === 0 ? 4000 : 300],
+        mix: 'parts',
+        owners,
+        prefix: `p${slice % 2}`,
+      });
+    }
+    cluster.net.profile = randomProfile(random);
+    expectConverged(cluster, owners);
+  });
+});
+
+// --- a node joins ----------------------------------------------------------------------
+
+describe.each(TRANSPORTS)('%s: a fourth node joins', (transport) => {
+  test('it pulls its partitions (state transfer), then receives deltas; every designated secondary converges', () => {
+    const cluster = startCluster({ seed: 25, nodes: 3, transport, profile: lossy(0.05) });
+    const owners = new Map<string, string>();
+    runWorkload(cluster, { seed: 130, writers: cluster.nodes, operations: 150, sessionsPerWriter: 15, spacingMs: 2, mix: 'parts', owners });
+    const before = new Map(owners);
+    const joiner = cluster.addNode();
+    expect(joiner.store.getStats().sessions).toBe(0);
+    expect(cluster.runUntil(() => cluster.membershipSettled(), 5000)).toBe(true);
+    runWorkload(cluster, { seed: 131, writers: cluster.nodes, operations: 150, sessionsPerWriter: 15, spacingMs: 2, mix: 'parts', owners });
+    // Former secondaries keep their copies after placement moved (nothing discards them
+    // yet), so extra copies are allowed; every designated secondary must be exact.
+    expectConverged(cluster, owners, { allowExtraCopies: true });
+    expect(joiner.resyncs.some((r) => r.request.reason === 'placement' && r.outcome === 'ok' && r.sessions > 0)).toBe(true);
+    // It holds sessions written before it existed, for which it is now a secondary.
+    const placement = joiner.placement;
+    const inherited = [...before].filter(([id, owner]) => owner !== joiner.nodeId && placement.isSecondary(joiner.nodeId, joiner.store.partitionOf(id), owner));
+    expect(inherited.length).toBeGreaterThan(5);
+    for (const [id] of inherited) expect(joiner.store.snapshot(id, cluster.net.now)).toBeDefined();
+  });
+});
+
+// --- protocol details ------------------------------------------------------------------
+
+describe('protocol details', () => {
+  test('a retransmission carries the latest delta of each key, and a later touch does not stand in for a lost session delete', () => {
+    const cluster = startCluster({ seed: 27, nodes: 3, transport: 'unicast' });
+    const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
+    writer.write('conflated', { cart: 'old', tls: 'old' }); // seq 1
+    cluster.runFor(50);
+    const resent: number[][] = [];
+    cluster.net.filter = (t) => {
+      if (t.from !== writer.address || t.to !== late.address || t.meta.seq !== 2) return false;
+      if (t.meta.retransmit === true) resent.push(t.meta.deltaKinds ?? []);
+      return t.meta.retransmit === false;
+    };
+    writer.deleteSession('conflated'); // seq 2: its first transmission to `late` is lost
+    writer.write('conflated', { cart: 'new' }); // seq 3 revives the session
+    writer.touch('conflated'); // seq 4: a session-level delta after the delete
+    cluster.runFor(200);
+    expect(resent.length).toBeGreaterThan(0);
+    for (const kinds of resent) expect(kinds).toEqual([DeltaKind.DELTA_KIND_DELETE_SESSION]);
+    // (The replica still diverges here, through SessionStore defect S4: see below.)
+  });
+
+  test('a straggler datagram from before a sender restarted is dropped and does not reset its new channel', () => {
+    const cluster = startCluster({ seed: 28, nodes: 3, transport: 'unicast' });
+    const [writer, receiver] = cluster.nodes as [SimNode, SimNode, SimNode];
+    const owners = new Map<string, string>();
+    writer.write('before', { cart: '1' });
+    owners.set('before', writer.nodeId);
+    cluster.runFor(50);
+    let straggler: Transmission | undefined;
+    cluster.net.filter = (t) => {
+      if (straggler !== undefined || t.from !== writer.address || t.to !== receiver.address || t.meta.kind !== 'data') return false;
+      straggler = t; // held back in the network; its loss is repaired by NACK meanwhile
+      return true;
+    };
+    writer.write('held-back', { cart: '2' });
+    owners.set('held-back', writer.nodeId);
+    cluster.runFor(200);
+    cluster.net.filter = undefined;
+    writer.stop();
+    cluster.runFor(100);
+    writer.restart();
+    expect(cluster.runUntil(() => cluster.membershipSettled(), 5000)).toBe(true);
+    cluster.runFor(100);
+    writer.write('after', { cart: '3' });
+    owners.set('after', writer.nodeId);
+    cluster.runFor(100);
+    const nacksBefore = receiver.engine.stats.datagramsSent.nack;
+    cluster.net.inject(writer.address, receiver.address, straggler!.bytes);
+    cluster.runFor(100);
+    writer.write('after', { cart: '4' });
+    cluster.runFor(500);
+    expect(receiver.engineDrops.get('stale_incarnation')).toBe(1);
+    // The new incarnation's channel went on without a gap: nothing to NACK.
+    expect(receiver.engine.stats.datagramsSent.nack).toBe(nacksBefore);
+    expectConverged(cluster, owners);
+  });
+
+  test.each(TRANSPORTS)('%s: a sender crashing right after a write that reached only one replica: the other catches up from it', (transport) => {
+    const cluster = startCluster({ seed: 41, nodes: 3, transport });
+    const [writer, , missed] = cluster.nodes as [SimNode, SimNode, SimNode];
+    const owners = new Map<string, string>();
+    runWorkload(cluster, { seed: 160, writers: [writer], operations: 10, sessionsPerWriter: 3, spacingMs: 5, owners });
+    cluster.runFor(100);
+    cluster.net.filter = (t) => t.from === writer.address && t.to === missed.address && t.meta.kind === 'data';
+    writer.write('last-words', { cart: 'only one replica saw this' });
+    owners.set('last-words', writer.nodeId);
+    cluster.runFor(1); // crashes before anyone NACKs, and before a heartbeat names the channel
+    writer.stop();
+    cluster.net.filter = undefined;
+    cluster.runFor(300);
+    writer.restart();
+    expectConverged(cluster, owners);
+  });
+
+  test.each(TRANSPORTS)('%s: a fragment held back past the reassembly timeout: the partial delta is dropped and the channel resyncs', (transport) => {
+    const cluster = startCluster({ seed: 42, nodes: 3, transport, reassemblyTimeoutMs: 200 });
+    const [writer, , slow] = cluster.nodes as [SimNode, SimNode, SimNode];
+    const owners = new Map([['big', writer.nodeId]]);
+    const until = cluster.net.now + 600;
+    let last = 0;
+    // Every copy of the last fragment to `slow` is lost for 600 ms (longer than the timeout).
+    cluster.net.filter = (t) => {
+      if (t.from !== writer.address || t.to !== slow.address || t.meta.fragment !== true) return false;
+      if (t.meta.retransmit === false) last = Math.max(last, t.meta.seq ?? 0);
+      return t.meta.seq === last && cluster.net.now < until;
+    };
+    writer.write('big', { cart: 'x'.repeat(5000) });
+    expectConverged(cluster, owners);
+    expect(slow.resyncs.some((r) => r.request.reason === 'gap' && r.outcome === 'ok')).toBe(true);
+  });
+
+  test('a secondary counts for a ticket only once it acknowledged, not because the buffer moved past the write', () => {
+    const cluster = startCluster({ seed: 29, nodes: 3, transport: 'unicast', retransmitBufferBytes: 4 * 1024 });
+    const [writer, , away] = cluster.nodes as [SimNode, SimNode, SimNode];
+    cluster.net.isolate(away.address);
+    const { ticket } = writer.write('sync-away', { auth: 'token' }, { sync: 2 });
+    // Still live for a while: more writes go to its channel and push the ticket's
+    // write out of the retransmit buffer, unacknowledged.
+    runWorkload(cluster, { seed: 150, writers: [writer], operations: 40, sessionsPerWriter: 10, spacingMs: 10, valueBytes: [200, 300] });
+    expect(cluster.runUntil(() => !writer.membership.liveNodeIds().includes(away.nodeId), 10_000)).toBe(true);
+    expect(writer.engine.ackCount(ticket!)).toBe(1);
+    cluster.net.healAll();
+    // Back in the view: it is tracked again, but has acknowledged nothing of it yet.
+    expect(cluster.runUntil(() => writer.membership.liveNodeIds().includes(away.nodeId), 10_000)).toBe(true);
+    expect(writer.completedTickets.has(ticket!)).toBe(false);
+    expect(writer.engine.ackCount(ticket!)).toBe(1);
+  });
+});
+
+// --- robustness of the engine's inputs ------------------------------------------------
+
+test('a fractional clock reading (any `now` the store accepts) does not break replication', () => {
+  const cluster = startCluster({ seed: 26, nodes: 3, transport: 'unicast' });
+  cluster.net.now += 0.25;
+  const writer = cluster.nodes[0]!;
+  expect(() => writer.write('fractional', { tls: 'x' })).not.toThrow();
+  expect(() => writer.engine.tick(cluster.net.now + 250.5)).not.toThrow();
+  cluster.runFor(1000);
+  for (const node of cluster.nodes.slice(1)) expect(node.store.get('fractional', cluster.net.now)?.parts[1]).toBe('x');
+});
+
+// --- known SessionStore defects, pinned ---------------------------------------------------
+//
+// Each scenario below diverges today because of SessionStore (src/store.ts), not the
+// replication protocol; they are `test.failing` so they pass while the defect exists and
+// turn red once it is fixed (then drop `.failing`). See the replication report.
+
+describe('known SessionStore defects (test.failing until the store is fixed)', () => {
+  /** Drops the first transmission of the writer's data packet `seq` to `to`. */
+  function loseFirst(cluster: SimCluster, writer: SimNode, to: SimNode, seqs: number[]): void {
+    cluster.net.filter = (t) => t.from === writer.address && t.to === to.address && t.meta.kind === 'data' && t.meta.retransmit === false && seqs.includes(t.meta.seq ?? 0);
+  }
+
+  test.failing('S1: merge() drops tombstones, so a delete repaired by state transfer never arrives', () => {
+    const cluster = startCluster({ seed: 31, nodes: 3, transport: 'unicast', retransmitBufferBytes: 4 * 1024 });
+    const [writer, , away] = cluster.nodes as [SimNode, SimNode, SimNode];
+    const owners = new Map([['deleted-while-away', writer.nodeId]]);
+    writer.write('deleted-while-away', { cart: 'items' });
+    cluster.runFor(100);
+    // Cut off briefly (still live): the delete and enough writes to push it out of the
+    // retransmit buffer, so the replica is repaired by a gap resync (merge) only.
+    cluster.net.isolate(away.address);
+    writer.deleteSession('deleted-while-away');
+    runWorkload(cluster, { seed: 140, writers: [writer], operations: 40, sessionsPerWriter: 10, spacingMs: 5, valueBytes: [200, 300], owners });
+    cluster.net.healAll();
+    cluster.runFor(1000);
+    expect(away.resyncs.some((r) => r.request.reason === 'gap' && r.outcome === 'ok')).toBe(true);
+    expectConverged(cluster, owners);
+  });
+
+  test.failing('S2: a delete_session that overtakes the session\'s first put is dropped, and the put then revives it', () => {
+    const cluster = startCluster({ seed: 32, nodes: 3, transport: 'unicast' });
+    const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
+    loseFirst(cluster, writer, late, [1]);
+    writer.write('overtaken', { cart: 'items' });
+    cluster.runFor(1);
+    writer.deleteSession('overtaken');
+    expectConverged(cluster, new Map([['overtaken', writer.nodeId]]));
+  });
+
+  test.failing('S2 (touch): a touch that overtakes the session\'s first put is dropped, so the replica expires earlier', () => {
+    const cluster = startCluster({ seed: 33, nodes: 3, transport: 'unicast' });
+    const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
+    loseFirst(cluster, writer, late, [1]);
+    writer.write('touched', { cart: 'items' });
+    cluster.runFor(1);
+    writer.touch('touched', 3_600_000);
+    expectConverged(cluster, new Map([['touched', writer.nodeId]]));
+  });
+
+  test.failing('S2 (delete_part): a part delete that overtakes the session\'s first put is dropped, and the put then revives the part', () => {
+    const cluster = startCluster({ seed: 36, nodes: 3, transport: 'unicast' });
+    const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
+    // The first put is delayed, not lost: a retransmission would carry the latest delta
+    // of each part (the delete of tls), which repairs it.
+    cluster.net.extraDelay = (t) => (t.from === writer.address && t.to === late.address && t.meta.seq === 1 ? 20 : 0);
+    writer.write('part-deleted', { cart: 'items', tls: 'ticket' });
+    cluster.runFor(1);
+    writer.deleteParts('part-deleted', ['tls']);
+    expectConverged(cluster, new Map([['part-deleted', writer.nodeId]]));
+  });
+
+  test.failing('S4: a delete_session applied after a newer put of the revived session wipes the newer part', () => {
+    const cluster = startCluster({ seed: 34, nodes: 3, transport: 'unicast' });
+    const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
+    writer.write('revived', { cart: 'old', tls: 'old' });
+    cluster.runFor(50);
+    loseFirst(cluster, writer, late, [2]);
+    writer.deleteSession('revived'); // seq 2: lost once, repaired after seq 3
+    cluster.runFor(1);
+    writer.write('revived', { cart: 'new' }); // seq 3
+    expectConverged(cluster, new Map([['revived', writer.nodeId]]));
+  });
+
+  test.failing('S3: a replica records itself, not the owner, as the session\'s owner', () => {
+    const cluster = startCluster({ seed: 35, nodes: 3, transport: 'unicast' });
+    const writer = cluster.nodes[0]!;
+    writer.write('owned', { cart: 'items' });
+    cluster.runFor(100);
+    for (const node of cluster.nodes) expect(node.store.snapshot('owned', cluster.net.now)?.owner).toBe(writer.nodeId);
   });
 });

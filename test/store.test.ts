@@ -600,8 +600,8 @@ describe('SessionStore: digests', () => {
     const random = new SeededRandom(77);
     const clock = new ScriptedClock();
     const a = makeStore({ partitions: 4 }, clock).store;
-    const b = makeStore({ partitions: 4 }, new ScriptedClock()).store;
-    const bClock = (b as unknown as { clock: ScriptedClock }).clock;
+    const bClock = new ScriptedClock();
+    const b = makeStore({ partitions: 4 }, bClock).store;
     // The same final writes (name, value, version) for 40 sessions, applied in different orders.
     const writes: { id: string; name: string; value: string; version: number }[] = [];
     let version = T0 * 1024;
@@ -649,7 +649,15 @@ interface ModelSession {
 
 type Outcome = 'ok' | 'precondition' | 'invalid' | 'exhausted';
 
-/** A deliberately naive restatement of store.ts's documented behaviour. */
+/**
+ * A deliberately naive restatement of store.ts's behaviour: maps and full recounts instead
+ * of flat arrays, running totals and a wheel. Where the header leaves a choice open, the
+ * model follows the implementation: session tombstones keep their place in the LRU order
+ * and count as evictions when evicted (without an observer event); a whole-session delete
+ * is not a use; ttl 0 on a session written again after a delete or expiry reuses its old
+ * TTL; eviction makes room for the write's size as measured before part tombstones are
+ * purged.
+ */
 class StoreModel {
   readonly sessions = new Map<string, ModelSession>();
   /** Least recently used first. */

@@ -321,12 +321,9 @@ describe('well-known parts', () => {
     }
   });
 
-  // SRC BUG (see report): well-known-parts.ts promises a strict check of "tags, wire types,
-  // lengths, nesting", but checkWireFormat never walks into length-delimited fields (its
-  // depth parameter is unused), and the generated decoder lets a nested message read past
-  // its own end into the bytes that follow. Both inputs below are CartStates whose first
-  // item (field 1, 5 resp. 2 bytes long) is malformed inside; protoc-generated decoders
-  // in other languages reject them.
+  // Both inputs below are CartStates whose first item (field 1, 5 resp. 2 bytes long) is
+  // malformed inside: the nested message must be walked within its own byte range, not
+  // read on into the bytes that follow it.
   test('a nested message that runs past its own end is refused', () => {
     // items[0] = 0a 05 61 62 63: sku claims 5 bytes, but only 3 are left in the item.
     const stringPastItemEnd = bytes(0x0a, 0x05, 0x0a, 0x05, 0x61, 0x62, 0x63, 0x10, 0x01);
@@ -336,9 +333,8 @@ describe('well-known parts', () => {
     expect(checkWellKnownPart('cart', varintPastItemEnd)).toEqual(expect.any(String));
   });
 
-  // SRC BUG (see report): proto3 `string` fields must hold valid UTF-8 (protoc-generated
-  // parsers for Go, C++ and Java refuse the message otherwise), but the check accepts
-  // AuthState.token = C3 28, which is not UTF-8, so peers in other languages cannot read it.
+  // proto3 `string` fields must hold valid UTF-8 (protoc-generated parsers for Go, C++ and
+  // Java refuse the message otherwise), so peers in other languages could not read it.
   test('a string field that is not valid UTF-8 is refused', () => {
     expect(checkWellKnownPart('auth', bytes(0x0a, 0x02, 0xc3, 0x28))).toEqual(expect.any(String));
   });

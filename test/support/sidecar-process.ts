@@ -26,6 +26,7 @@ export interface SidecarProcess {
   stop(): Promise<number | null>;
 }
 
+/** Needs the "baton node started" log line: --log-level must be info or more verbose. */
 export async function startSidecar(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<SidecarProcess> {
   const child = spawn(
     process.execPath,

@@ -64,6 +64,8 @@ export interface DatagramMeta {
   seq?: number | undefined;
   retransmit?: boolean | undefined;
   fragment?: boolean | undefined;
+  /** For data: the DeltaKind of each delta it carries. */
+  deltaKinds?: number[] | undefined;
 }
 
 export interface Transmission {
@@ -170,6 +172,8 @@ export class SimNetwork {
    * capture datagrams to replay or tamper with later.
    */
   filter: ((t: Transmission) => boolean) | undefined;
+  /** Fault hook: extra delay (ms) for a transmission that passed, to force an order. */
+  extraDelay: ((t: Transmission) => number) | undefined;
   /** Called after every step of `run` (sampling bounds and invariants). */
   onStep: ((now: number) => void) | undefined;
 
@@ -300,7 +304,8 @@ export class SimNetwork {
       this.now = next;
       if (next === instant) {
         if (++stepsHere > MAX_STEPS_AT_ONE_INSTANT) {
-          throw new Error(`livelock: more than ${MAX_STEPS_AT_ONE_INSTANT} steps at virtual time ${next}`);
+          const due = [...this.hosts.values()].filter((h) => h.running && h.nextDeadline() <= next).map((h) => h.address);
+          throw new Error(`livelock: more than ${MAX_STEPS_AT_ONE_INSTANT} steps at virtual time ${next}; hosts due: ${due.join(', ') || 'none'}`);
         }
       } else {
         instant = next;
@@ -340,8 +345,9 @@ export class SimNetwork {
     }
     const copies = this.random.next() < profile.duplicate ? 2 : 1;
     if (copies === 2) this.stats.duplicated++;
+    const extra = this.extraDelay?.(t) ?? 0;
     for (let i = 0; i < copies; i++) {
-      let delay = profile.delayMinMs + this.random.next() * (profile.delayMaxMs - profile.delayMinMs);
+      let delay = extra + profile.delayMinMs + this.random.next() * (profile.delayMaxMs - profile.delayMinMs);
       if (this.random.next() < profile.reorder) {
         delay += this.random.next() * profile.reorderExtraMs;
         this.stats.reordered++;

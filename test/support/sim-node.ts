@@ -19,7 +19,8 @@ import { BuzHash } from '../../src/buzhash';
 import { DEFAULT_CHANNEL_RECEIVER_CONFIG, type ChannelReceiverConfig } from '../../src/channel-receiver';
 import { clusterKeyFromBytes, deriveHashSeed, type ClusterKey } from '../../src/cluster-key';
 import { DatagramOpener, DatagramSealer, HEADER_BYTES, TAG_BYTES, type DropReason } from '../../src/datagram-codec';
-import { Datagram } from '../../src/gen/baton/v1/wire';
+import { BinaryReader } from '@bufbuild/protobuf/wire';
+import { Data } from '../../src/gen/baton/v1/wire';
 import { HybridClock } from '../../src/hybrid-clock';
 import { DEFAULT_MEMBERSHIP_CONFIG, Membership, type MembershipConfig, type MembershipEvent } from '../../src/membership';
 import { Placement } from '../../src/placement';
@@ -45,7 +46,7 @@ export interface SimClusterOptions {
   maxReassemblyBytes?: number;
   reassemblyTimeoutMs?: number;
   profile?: LinkProfile;
-  /** Cluster keys every node starts with (first seals); default one key derived from the seed. */
+  /** Cluster keys every node starts with (the first seals); default DEFAULT_SIM_KEY. */
   keys?: ClusterKey[];
   receiver?: Partial<ChannelReceiverConfig>;
   membership?: Partial<MembershipConfig>;
@@ -99,8 +100,8 @@ export class SimNode implements SimHost {
   /** Payloads the engine produced above maxPayloadBytes (must stay 0). */
   oversizedPayloads = 0;
   datagramsAccepted = 0;
-  private sealer!: DatagramSealer;
-  private opener!: DatagramOpener;
+  private sealer: DatagramSealer | undefined;
+  private opener: DatagramOpener | undefined;
   private keys: ClusterKey[];
 
   constructor(
@@ -159,20 +160,32 @@ export class SimNode implements SimHost {
       },
       () => ({ advertiseAddress: this.address, configDigest: CONFIG_DIGEST }),
     );
+    this.sealer = undefined;
+    this.opener = undefined;
     this.setKeys(this.keys);
   }
 
-  /** Replaces the cluster keys (first seals, all open), as a key-file reload would. */
+  /**
+   * Replaces the cluster keys (the first seals, all open), as a key-file reload would.
+   * The sealer is replaced only when the sealing key changes: a new sealer restarts packet
+   * numbers, which under the same key would reuse GCM nonces. The opener is replaced when
+   * the accepted set changes (DatagramOpener cannot change keys in place, so replay windows
+   * start afresh then: the codec has no reload, see the report).
+   */
   setKeys(keys: ClusterKey[]): void {
+    const previous = this.keys;
     this.keys = keys;
-    this.sealer = new DatagramSealer(keys, this.incarnation);
-    this.opener = new DatagramOpener(keys, { maxDatagramBytes: this.options.maxPayloadBytes + HEADER_BYTES + TAG_BYTES });
+    const ids = (list: ClusterKey[]) => list.map((k) => k.id).join(',');
+    if (this.sealer === undefined || previous[0]!.id !== keys[0]!.id) this.sealer = new DatagramSealer(keys, this.incarnation);
+    if (this.opener === undefined || ids([...previous].sort((a, b) => a.id - b.id)) !== ids([...keys].sort((a, b) => a.id - b.id))) {
+      this.opener = new DatagramOpener(keys, { maxDatagramBytes: this.options.maxPayloadBytes + HEADER_BYTES + TAG_BYTES });
+    }
   }
 
   // --- SimHost -------------------------------------------------------------------------
 
   deliver(bytes: Uint8Array, fromAddress: string, now: number): void {
-    const opened = this.opener.open(bytes);
+    const opened = this.opener!.open(bytes);
     if (!opened.ok) {
       this.openerDrops.set(opened.reason, (this.openerDrops.get(opened.reason) ?? 0) + 1);
       return;
@@ -263,7 +276,7 @@ export class SimNode implements SimHost {
     if (!this.running) return;
     for (const { to, payload } of this.engine.takeOutbox()) {
       if (payload.length > this.options.maxPayloadBytes) this.oversizedPayloads++;
-      this.net.send(this.address, to, this.sealer.seal(payload), describe(payload));
+      this.net.send(this.address, to, this.sealer!.seal(payload), describe(payload));
     }
     for (const request of this.engine.takeResyncs()) this.cluster.startTransfer(this, request);
     for (const { id, acked } of this.engine.takeCompletedTickets()) this.completedTickets.set(id, acked);
@@ -274,14 +287,22 @@ export class SimNode implements SimHost {
   }
 }
 
+/** Datagram body field numbers (wire.proto) → the label the network sees. */
+const BODY_KINDS: Record<number, string> = { 2: 'data', 3: 'heartbeat', 4: 'nack', 5: 'ack', 6: 'gone', 7: 'leave' };
+
+/** What the sender knows of its own datagram, for fault hooks (only data bodies decoded). */
 function describe(payload: Uint8Array): DatagramMeta {
-  const datagram = Datagram.decode(payload);
-  const body = datagram.body;
-  if (body === undefined) return { kind: 'empty' };
-  if (body.$case === 'data') {
-    return { kind: 'data', seq: Number(body.data.seq), retransmit: body.data.retransmit, fragment: body.data.fragment !== undefined };
+  const reader = new BinaryReader(payload);
+  while (reader.pos < reader.len) {
+    const [field, wireType] = reader.tag();
+    if (field === 2) {
+      const data = Data.decode(reader.bytes());
+      return { kind: 'data', seq: Number(data.seq), retransmit: data.retransmit, fragment: data.fragment !== undefined, deltaKinds: data.deltas.map((d) => d.kind) };
+    }
+    if (BODY_KINDS[field] !== undefined) return { kind: BODY_KINDS[field] };
+    reader.skip(wireType);
   }
-  return { kind: body.$case };
+  return { kind: 'empty' };
 }
 
 /** A normalised snapshot for comparison (parts sorted; owner left out, see below). */
@@ -321,6 +342,19 @@ function hash(s: string): string {
   return (h >>> 0).toString(16).padStart(8, '0');
 }
 
+/** The cluster key of simulations that name none. */
+export const DEFAULT_SIM_KEY = makeClusterKey(0x5eed);
+
+/** BUZhash tables by seed (building one costs ~15 ms; simulations mostly share a key). */
+const hashers = new Map<string, BuzHash>();
+function hasherFor(key: ClusterKey): BuzHash {
+  const seed = deriveHashSeed(key);
+  const id = seed.toString('hex');
+  let hasher = hashers.get(id);
+  if (hasher === undefined) hashers.set(id, (hasher = new BuzHash(seed)));
+  return hasher;
+}
+
 export class SimCluster {
   readonly net: SimNetwork;
   readonly nodes: SimNode[] = [];
@@ -332,7 +366,7 @@ export class SimCluster {
   readonly boundViolations: string[] = [];
 
   constructor(options: SimClusterOptions) {
-    const keys = options.keys ?? [makeClusterKey(options.seed ^ 0x5eed)];
+    const keys = options.keys ?? [DEFAULT_SIM_KEY];
     this.options = {
       partitions: 32,
       replicas: 2,
@@ -348,7 +382,7 @@ export class SimCluster {
       membership: { ...DEFAULT_MEMBERSHIP_CONFIG, ...options.membership },
     };
     // One BUZhash table for the cluster: every node derives the same seed from the key.
-    this.hasher = new BuzHash(deriveHashSeed(keys[0]!));
+    this.hasher = hasherFor(keys[0]!);
     this.net = new SimNetwork(options.seed, SIM_T0, this.options.profile);
     for (let i = 0; i < options.nodes; i++) this.addNode();
     this.net.onStep = () => this.sampleBounds();
@@ -474,16 +508,15 @@ export class SimCluster {
         continue;
       }
       const want = JSON.stringify(comparable(ownerSnapshot));
-      const wantShort = summary(ownerSnapshot);
       const partition = owner.store.partitionOf(id);
       const secondaries = new Set(placement.secondaries(partition, ownerId));
       for (const node of this.running) {
         if (node === owner) continue;
         const snapshot = node.store.snapshot(id, now);
         if (secondaries.has(node.nodeId)) {
-          if (snapshot === undefined) problems.push(`${id}: secondary ${node.nodeId} lacks it (owner ${ownerId}: ${wantShort})`);
+          if (snapshot === undefined) problems.push(`${id}: secondary ${node.nodeId} lacks it (owner ${ownerId}: ${summary(ownerSnapshot)})`);
           else if (JSON.stringify(comparable(snapshot)) !== want) {
-            problems.push(`${id}: secondary ${node.nodeId} holds ${summary(snapshot)}, owner ${ownerId} holds ${wantShort}`);
+            problems.push(`${id}: secondary ${node.nodeId} holds ${summary(snapshot)}, owner ${ownerId} holds ${summary(ownerSnapshot)}`);
           }
         } else if (snapshot !== undefined && options.allowExtraCopies !== true) {
           problems.push(`${id}: ${node.nodeId} holds a copy but is not a secondary of ${ownerId}`);

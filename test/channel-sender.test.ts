@@ -1,0 +1,44 @@
+/**
+ * ChannelSender on its own: numbering, conflation, the retransmit buffer and
+ * acknowledgements (the network scenarios are in replication.sim.test.ts).
+ */
+import { ChannelSender } from '../src/channel-sender';
+
+function sender(retransmitBufferBytes = 64 * 1024): ChannelSender {
+  return new ChannelSender({ maxPacketBytes: 1200, retransmitBufferBytes, maxRetransmitPerNack: 64 });
+}
+
+const bytes = (n: number, fill = 1): Uint8Array => new Uint8Array(n).fill(fill);
+
+describe('ChannelSender', () => {
+  test('a retransmission carries the latest delta of each of its keys', () => {
+    const s = sender();
+    s.enqueue({ key: 'a', bytes: bytes(10, 1) });
+    s.enqueue({ key: 'b', bytes: bytes(10, 2) });
+    s.flush(); // seq 1
+    s.enqueue({ key: 'a', bytes: bytes(10, 3) });
+    s.flush(); // seq 2
+    const { packets } = s.handleNack([[1, 1]]);
+    expect(packets.map((p) => p.deltas.map((d) => d[0]))).toEqual([[3, 2]]);
+  });
+
+  test('a receiver added later is not counted as having acknowledged what was trimmed before it', () => {
+    const s = sender(1024);
+    s.setReceivers(['x']);
+    for (let i = 0; i < 20; i++) {
+      s.enqueue({ key: `k${i}`, bytes: bytes(200) });
+      s.flush();
+    }
+    expect(s.firstRetainedSeq).toBeGreaterThan(10); // trimmed, unacknowledged
+    s.setReceivers(['x', 'y']);
+    expect(s.ackedBy('x')).toBe(0);
+    expect(s.ackedBy('y')).toBe(0);
+    s.handleAck('y', 3); // below the release floor, but y did acknowledge it
+    expect(s.ackedBy('y')).toBe(3);
+    s.handleAck('y', 20);
+    expect(s.ackedBy('y')).toBe(20);
+    s.setReceivers(['x']);
+    s.setReceivers(['x', 'y']); // forgotten while gone
+    expect(s.ackedBy('y')).toBe(0);
+  });
+});

@@ -1,0 +1,43 @@
+/**
+ * Free loopback ports for tests that must know a node's peer port before starting it
+ * (static --peers lists). A port is free when both TCP and UDP can bind it.
+ */
+import * as dgram from 'node:dgram';
+import * as net from 'node:net';
+
+async function tryPort(port: number): Promise<number | undefined> {
+  const udp = dgram.createSocket('udp4');
+  const udpPort = await new Promise<number | undefined>((resolve) => {
+    udp.once('error', () => resolve(undefined));
+    udp.bind({ port, address: '127.0.0.1', exclusive: true }, () => resolve(udp.address().port));
+  });
+  if (udpPort === undefined) {
+    udp.close();
+    return undefined;
+  }
+  const tcp = net.createServer();
+  const ok = await new Promise<boolean>((resolve) => {
+    tcp.once('error', () => resolve(false));
+    tcp.listen(udpPort, '127.0.0.1', () => resolve(true));
+  });
+  await new Promise<void>((resolve) => udp.close(() => resolve()));
+  if (ok) await new Promise<void>((resolve) => tcp.close(() => resolve()));
+  return ok ? udpPort : undefined;
+}
+
+/** n distinct ports free for both TCP and UDP on 127.0.0.1. */
+export async function freePeerPorts(n: number): Promise<number[]> {
+  const ports: number[] = [];
+  for (let attempt = 0; ports.length < n && attempt < 100; attempt++) {
+    const port = await tryPort(0);
+    if (port !== undefined && !ports.includes(port)) ports.push(port);
+  }
+  if (ports.length < n) throw new Error('could not find free loopback ports');
+  return ports;
+}
+
+/** A multicast port: free for UDP on the group. */
+export async function freeUdpPort(): Promise<number> {
+  const [port] = await freePeerPorts(1);
+  return port!;
+}
