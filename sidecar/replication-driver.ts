@@ -280,20 +280,26 @@ export class ReplicationDriver implements Replicator {
 
   private sendOutbox(): void {
     for (const { to, payload } of this.engine.takeOutbox()) {
-      const sealed = this.sealer.seal(payload);
       let host: string;
       let port: number;
       if (to === 'multicast') {
-        host = this.config.multicast!.group;
-        port = this.config.multicast!.port;
+        if (this.config.multicast === undefined) continue;
+        host = this.config.multicast.group;
+        port = this.config.multicast.port;
       } else {
         const colon = to.lastIndexOf(':');
         host = to.slice(0, colon).replace(/^\[|\]$/g, '');
         port = Number(to.slice(colon + 1));
       }
-      this.socket.send(sealed, port, host, (err) => {
-        if (err) this.counters.sendErrors++;
-      });
+      try {
+        this.socket.send(this.sealer.seal(payload), port, host, (err) => {
+          if (err) this.counters.sendErrors++;
+        });
+      } catch (err) {
+        // A peer advertised an address no datagram can go to: count it, never crash.
+        this.counters.sendErrors++;
+        this.log.debug({ err: (err as Error).message, to }, 'replication send failed');
+      }
     }
   }
 

@@ -161,17 +161,19 @@ export class SessionServiceHandlers {
       if (waiting === 0) entry.end();
       else endWhenAnswered = true;
     });
+    let open = true;
     const close = () => {
       this.streams.delete(entry);
       ended = true;
+      if (open) {
+        open = false;
+        this.metrics.exchangeStreams.dec();
+      }
     };
     call.on('error', close);
     call.on('cancelled', close);
     call.on('close', close);
-    call.on('finish', () => {
-      this.metrics.exchangeStreams.dec();
-      close();
-    });
+    call.on('finish', close);
     if (this.draining) entry.end();
   }
 

@@ -80,11 +80,15 @@ interface Ticket {
 }
 
 interface Reassembly {
-  chunks: (Uint8Array | undefined)[];
-  received: number;
+  chunks: Map<number, Uint8Array>;
+  count: number;
+  /** Bytes charged to the sender's reassembly budget (chunks plus overheads). */
   bytes: number;
   startedAt: number;
 }
+
+const REASSEMBLY_CHUNK_OVERHEAD = 64;
+const REASSEMBLY_ENTRY_OVERHEAD = 256;
 
 /**
  * Conflation key of a delta: a retransmission carries the latest delta of each key, so
@@ -235,8 +239,9 @@ export class ReplicationEngine {
       return;
     }
     const from = datagram.senderNodeId;
-    if (from === '' || from === this.config.nodeId || datagram.body === undefined) {
-      if (from !== this.config.nodeId) this.observer.dropped('malformed');
+    if (from === this.config.nodeId) return;
+    if (!NODE_ID.test(from) || datagram.body === undefined) {
+      this.observer.dropped('malformed');
       return;
     }
     this.stats.bytesReceived += payload.length;
@@ -253,7 +258,11 @@ export class ReplicationEngine {
       case 'nack': {
         this.stats.datagramsReceived.nack++;
         const nack = body.nack;
-        const ranges = nack.ranges.map((r) => [Number(r.first), Number(r.last)] as const);
+        const ranges = nack.ranges.slice(0, MAX_NACK_RANGES).map((r) => [safeSeq(r.first), safeSeq(r.last)] as const);
+        if (ranges.some(([first, last]) => first === 0 || last === 0)) {
+          this.observer.dropped('malformed');
+          break;
+        }
         if (nack.channelSenderNodeId === this.config.nodeId) {
           this.onNack(from, nack.channelSenderIncarnation, nack.targetNodeId, ranges, fromAddress);
         } else if (nack.targetNodeId === '') {
@@ -270,7 +279,7 @@ export class ReplicationEngine {
           break;
         }
         this.stats.acksReceived++;
-        this.senders.get(ack.targetNodeId)?.handleAck(from, Number(ack.cumulativeSeq));
+        this.senders.get(ack.targetNodeId)?.handleAck(from, safeSeq(ack.cumulativeSeq));
         this.checkTickets();
         break;
       }
@@ -279,7 +288,7 @@ export class ReplicationEngine {
         const gone = body.gone;
         if (gone.targetNodeId !== '' && gone.targetNodeId !== this.config.nodeId) break;
         const key = receiverKey(from, incarnation, gone.targetNodeId);
-        this.receivers.get(key)?.handleGone(Number(gone.firstRetainedSeq));
+        this.receivers.get(key)?.handleGone(safeSeq(gone.firstRetainedSeq));
         break;
       }
       case 'leave':
@@ -478,8 +487,18 @@ export class ReplicationEngine {
 
   private onData(from: string, incarnation: bigint, data: Data, now: number): void {
     const channel = data.targetNodeId;
-    if (channel !== '' && channel !== this.config.nodeId) {
+    if ((channel !== '' && channel !== this.config.nodeId) || (channel === '' && this.config.transport !== 'multicast')) {
       this.observer.dropped('misrouted');
+      return;
+    }
+    // Channel state is kept only for members, so strangers cannot make it grow.
+    if (this.membership.member(from) === undefined) {
+      this.observer.dropped('unknown_sender');
+      return;
+    }
+    const seq = safeSeq(data.seq);
+    if (seq === 0) {
+      this.observer.dropped('malformed');
       return;
     }
     if (this.isStale(from, incarnation)) {
@@ -493,8 +512,7 @@ export class ReplicationEngine {
       receiver = new ChannelReceiver(this.config.receiver, channel === '', this.random);
       this.receivers.set(key, receiver);
     }
-    const seq = Number(data.seq);
-    if (seq < 1 || receiver.handleData(seq, data.ackRequested, now) === 'duplicate') return;
+    if (receiver.handleData(seq, data.ackRequested, now) === 'duplicate') return;
     for (const delta of data.deltas) this.apply(from, delta, now);
     if (data.fragment !== undefined) this.onFragment(from, incarnation, data.fragment, now);
     this.pollReceiver(key, receiver, now);
@@ -514,29 +532,35 @@ export class ReplicationEngine {
     }
     const id = Number(fragment.deltaId);
     let entry = pending.get(id);
-    if (entry === undefined) {
-      entry = { chunks: new Array(count), received: 0, bytes: 0, startedAt: now };
-      pending.set(id, entry);
-    }
-    if (entry.chunks.length !== count || entry.chunks[fragment.index] !== undefined) return;
+    // Charged per chunk and per entry as well as by bytes, so tiny fragments claiming huge
+    // counts cannot hold more memory than maxReassemblyBytes.
+    const cost = fragment.chunk.length + REASSEMBLY_CHUNK_OVERHEAD + (entry === undefined ? REASSEMBLY_ENTRY_OVERHEAD : 0);
     const used = this.reassemblyBytes.get(senderKey) ?? 0;
-    if (used + fragment.chunk.length > this.config.maxReassemblyBytes) {
+    if (entry !== undefined && (entry.count !== count || entry.chunks.has(fragment.index))) return;
+    if (used + cost > this.config.maxReassemblyBytes) {
       this.observer.dropped('reassembly_overflow');
-      this.reassemblyBytes.set(senderKey, used - entry.bytes);
-      pending.delete(id);
+      if (entry !== undefined) {
+        this.reassemblyBytes.set(senderKey, used - entry.bytes);
+        pending.delete(id);
+      }
       this.resyncChannelsOf(senderKey);
       return;
     }
-    entry.chunks[fragment.index] = fragment.chunk;
-    entry.received++;
-    entry.bytes += fragment.chunk.length;
-    this.reassemblyBytes.set(senderKey, used + fragment.chunk.length);
-    if (entry.received < count) return;
+    if (entry === undefined) {
+      entry = { chunks: new Map(), count, bytes: 0, startedAt: now };
+      pending.set(id, entry);
+    }
+    entry.chunks.set(fragment.index, fragment.chunk);
+    entry.bytes += cost;
+    this.reassemblyBytes.set(senderKey, used + cost);
+    if (entry.chunks.size < count) return;
     pending.delete(id);
     this.reassemblyBytes.set(senderKey, (this.reassemblyBytes.get(senderKey) ?? 0) - entry.bytes);
+    const ordered: Uint8Array[] = [];
+    for (let i = 0; i < count; i++) ordered.push(entry.chunks.get(i)!);
     let delta: Delta;
     try {
-      delta = Delta.decode(Buffer.concat(entry.chunks as Uint8Array[]));
+      delta = Delta.decode(Buffer.concat(ordered));
     } catch {
       this.observer.dropped('malformed');
       return;
@@ -621,14 +645,19 @@ export class ReplicationEngine {
   }
 
   private onHeartbeat(from: string, incarnation: bigint, fromAddress: string, heartbeat: Heartbeat, now: number): void {
+    const advertised = heartbeat.advertiseAddress || fromAddress;
+    if (!isPeerAddress(advertised)) {
+      this.observer.dropped('malformed');
+      return;
+    }
     const events = this.membership.handleHeartbeat(
       {
         nodeId: from,
         incarnation,
-        advertiseAddress: heartbeat.advertiseAddress || fromAddress,
+        advertiseAddress: advertised,
         configDigest: heartbeat.configDigest,
         leaving: heartbeat.leaving,
-        known: heartbeat.known,
+        known: heartbeat.known.filter((k) => NODE_ID.test(k.nodeId) && isPeerAddress(k.advertiseAddress)).slice(0, 1024),
       },
       now,
     );
@@ -638,14 +667,17 @@ export class ReplicationEngine {
     for (const channel of heartbeat.channels) {
       const target = channel.targetNodeId;
       if (target !== '' && target !== this.config.nodeId) continue;
+      if (target === '' && this.config.transport !== 'multicast') continue;
+      const highest = safeSeq(channel.highestSeq);
+      if (highest === 0) continue;
       const key = receiverKey(from, incarnation, target);
       let receiver = this.receivers.get(key);
-      if (receiver === undefined && channel.highestSeq > 0n) {
+      if (receiver === undefined) {
         this.retireOldIncarnations(from, incarnation);
         receiver = new ChannelReceiver(this.config.receiver, target === '', this.random);
         this.receivers.set(key, receiver);
       }
-      receiver?.handleHighest(Number(channel.highestSeq), now);
+      receiver.handleHighest(highest, now);
     }
     this.syncView(now);
   }
@@ -875,6 +907,21 @@ export class ReplicationEngine {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** Node ids as --node-id accepts them; anything else in a datagram is malformed. */
+const NODE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const MAX_NACK_RANGES = 256;
+
+/** host:port (IPv4 or a DNS name) with a port a datagram can be sent to. */
+export function isPeerAddress(address: string): boolean {
+  const match = /^([A-Za-z0-9.-]{1,253}):(\d{1,5})$/.exec(address);
+  return match !== null && Number(match[2]) >= 1 && Number(match[2]) <= 65535;
+}
+
+/** A wire sequence number as a JS number, or 0 (never valid) when out of the safe range. */
+function safeSeq(value: bigint): number {
+  return value > 0n && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : 0;
+}
 
 function receiverKey(from: string, incarnation: bigint, channel: string): string {
   return `${from}/${incarnation}/${channel}`;
