@@ -143,18 +143,29 @@ export class SessionServiceHandlers {
         call.once('drain', onDrain);
       }
     };
-    call.on('data', (request: ExchangeRequest) => {
-      if (ended) return;
-      const response = this.exchangeOne(request);
-      if (!(response instanceof Promise)) {
-        send(response);
-        return;
-      }
+    const later = (response: Promise<ExchangeResponse>) => {
       waiting++;
       void response.then((r) => {
         send(r);
         if (--waiting === 0 && endWhenAnswered) entry.end();
       });
+    };
+    call.on('data', (request: ExchangeRequest) => {
+      if (ended) return;
+      if (request.batch.length === 0) {
+        const response = this.exchangeOne(request);
+        if (response instanceof Promise) later(response);
+        else send(response);
+        return;
+      }
+      // A batch is answered by one message; operations that must wait are answered alone.
+      const answered: ExchangeResponse[] = [];
+      for (const one of request.batch) {
+        const response = one.batch.length > 0 ? nestedBatch(one.requestId) : this.exchangeOne(one);
+        if (response instanceof Promise) later(response);
+        else answered.push(response);
+      }
+      if (answered.length > 0) send({ requestId: 0n, result: undefined, batch: answered });
     });
     // Operations still waiting for replica acknowledgements are answered before the end.
     call.on('end', () => {
@@ -181,7 +192,7 @@ export class SessionServiceHandlers {
     const requestId = request.requestId;
     const op = request.op;
     if (op === undefined) {
-      return { requestId, result: { $case: 'error', error: { code: status.INVALID_ARGUMENT, message: 'the request names no operation' } } };
+      return { requestId, result: { $case: 'error', error: { code: status.INVALID_ARGUMENT, message: 'the request names no operation' } }, batch: [] };
     }
     switch (op.$case) {
       case 'put':
@@ -200,7 +211,7 @@ export class SessionServiceHandlers {
     outcome: Outcome<Res> | Promise<Outcome<Res>>,
     wrap: (value: Res) => ExchangeResponse['result'],
   ): ExchangeResponse | Promise<ExchangeResponse> {
-    const build = (o: Outcome<Res>): ExchangeResponse => ({ requestId, result: o.ok ? wrap(o.value) : errorResult(o) });
+    const build = (o: Outcome<Res>): ExchangeResponse => ({ requestId, result: o.ok ? wrap(o.value) : errorResult(o), batch: [] });
     return outcome instanceof Promise ? outcome.then(build) : build(outcome);
   }
 
@@ -277,6 +288,10 @@ export class SessionServiceHandlers {
 function deadlineOf(deadline: Date | number): number | undefined {
   const at = deadline instanceof Date ? deadline.getTime() : deadline;
   return Number.isFinite(at) ? at : undefined;
+}
+
+function nestedBatch(requestId: bigint): ExchangeResponse {
+  return { requestId, result: { $case: 'error', error: { code: status.INVALID_ARGUMENT, message: 'a batched operation may not hold a batch' } }, batch: [] };
 }
 
 function errorResult(o: { code: status; message: string }): ExchangeResponse['result'] {

@@ -31,6 +31,8 @@ class FakeSidecar {
   exchangeStreams = 0;
   /** Size of every batch of answers the fake wrote (each batch is written reversed). */
   readonly answerBatches: number[] = [];
+  /** Operations carried by each request message (more than one = a batched ExchangeRequest). */
+  readonly opsPerMessage: number[] = [];
   /** When > 0, answers are held until this many are ready, then written as one reversed batch. */
   holdUntil = 0;
   private readonly sessions = new Map<string, Map<string, Part>>();
@@ -81,7 +83,7 @@ class FakeSidecar {
       this.answerBatches.push(answers.length);
       for (const answer of answers) call.write(answer);
     };
-    call.on('data', (request: ExchangeRequest) => {
+    const handle = (request: ExchangeRequest): void => {
       const sessionId = sessionIdOf(request);
       if (sessionId === KILL_STREAM) {
         ended = true;
@@ -89,7 +91,7 @@ class FakeSidecar {
         return;
       }
       if (sessionId === NEVER_ANSWER) return;
-      const response: ExchangeResponse = { requestId: request.requestId, result: this.answer(request) };
+      const response: ExchangeResponse = { requestId: request.requestId, result: this.answer(request), batch: [] };
       if (sessionId === PARKED) {
         this.parked.push({ call, response });
         return;
@@ -103,6 +105,11 @@ class FakeSidecar {
         flushScheduled = true;
         setImmediate(flush);
       }
+    };
+    call.on('data', (request: ExchangeRequest) => {
+      const ops = request.batch.length > 0 ? request.batch : [request];
+      this.opsPerMessage.push(ops.length);
+      for (const op of ops) if (!ended) handle(op);
     });
     call.on('end', () => {
       ended = true;
@@ -222,6 +229,9 @@ describe('BatonClient', () => {
 
     expect(fake.answerBatches).toEqual([2 * n + 2]);
     expect(fake.exchangeStreams).toBe(1);
+    // They left as batched requests (at most 256 operations a message), not 202 messages.
+    expect(fake.opsPerMessage.reduce((a, b) => a + b, 0)).toBe(2 * n + 2);
+    expect(fake.opsPerMessage.length).toBeLessThanOrEqual(2);
     putResults.forEach((result) => expect(result.versions.map((v) => v.name)).toEqual(['cart', 'note']));
     sessions.forEach((session, i) => {
       expect(session?.sessionId).toBe(`s${i}`);

@@ -124,12 +124,12 @@ describe('baton sidecar process', () => {
     });
     const requests: ExchangeRequest[] = [];
     for (let i = 0; i < 1000; i++) {
-      requests.push({ requestId: BigInt(i), op: { $case: 'put', put: { sessionId: `x-${i}`, parts: [{ name: 'n', value: Buffer.from(String(i)) }], ttlSeconds: 0, minReplicas: 0 } } });
+      requests.push({ requestId: BigInt(i), op: { $case: 'put', put: { sessionId: `x-${i}`, parts: [{ name: 'n', value: Buffer.from(String(i)) }], ttlSeconds: 0, minReplicas: 0 } }, batch: [] });
     }
-    requests.push({ requestId: 1000n, op: { $case: 'get', get: { sessionId: '', parts: [], resume: false } } });
+    requests.push({ requestId: 1000n, op: { $case: 'get', get: { sessionId: '', parts: [], resume: false } }, batch: [] });
     for (let i = 0; i < 1000; i++) {
-      requests.push({ requestId: BigInt(1001 + i), op: { $case: 'get', get: { sessionId: `x-${i}`, parts: [], resume: false } } });
-      requests.push({ requestId: BigInt(2001 + i), op: { $case: 'touch', touch: { sessionId: `x-${i}`, ttlSeconds: 30 } } });
+      requests.push({ requestId: BigInt(1001 + i), op: { $case: 'get', get: { sessionId: `x-${i}`, parts: [], resume: false } }, batch: [] });
+      requests.push({ requestId: BigInt(2001 + i), op: { $case: 'touch', touch: { sessionId: `x-${i}`, ttlSeconds: 30 } }, batch: [] });
     }
     for (const r of requests) call.write(r);
     await done;
@@ -143,6 +143,35 @@ describe('baton sidecar process', () => {
       if (got?.$case === 'get') expect(got.get.session!.parts[0]!.value.toString()).toBe(String(i));
       expect(responses.get(BigInt(2001 + i))!.result?.$case).toBe('touch');
     }
+  });
+
+  it('answers a batched Exchange request, and a nested batch is an error for that operation only', async () => {
+    const call = client.exchange();
+    const responses: ExchangeResponse[] = [];
+    const done = new Promise<void>((resolve, reject) => {
+      call.on('data', (r: ExchangeResponse) => {
+        responses.push(...(r.batch.length > 0 ? r.batch : [r]));
+        if (responses.length === 3) resolve();
+      });
+      call.on('error', reject);
+    });
+    const put = { sessionId: 'batched', parts: [{ name: 'a', value: Buffer.from('1') }], ttlSeconds: 0, minReplicas: 0 };
+    call.write({
+      requestId: 0n,
+      op: undefined,
+      batch: [
+        { requestId: 1n, op: { $case: 'put', put }, batch: [] },
+        { requestId: 2n, op: { $case: 'get', get: { sessionId: 'batched', parts: [], resume: false } }, batch: [] },
+        { requestId: 3n, op: undefined, batch: [{ requestId: 4n, op: undefined, batch: [] }] },
+      ],
+    });
+    await done;
+    call.end();
+    const byId = new Map(responses.map((r) => [r.requestId, r.result]));
+    expect(byId.get(1n)?.$case).toBe('put');
+    const got = byId.get(2n);
+    expect(got?.$case === 'get' && got.get.session!.parts[0]!.value.toString()).toBe('1');
+    expect(byId.get(3n)?.$case).toBe('error');
   });
 
   it('streams PUT and DELETE events to a watcher registered before the writes', async () => {

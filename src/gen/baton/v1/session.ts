@@ -155,6 +155,14 @@ export interface ExchangeRequest {
     | { $case: "delete"; delete: DeleteRequest }
     | { $case: "touch"; touch: TouchRequest }
     | undefined;
+  /**
+   * Several operations in one message, each with its own request_id and op (this
+   * envelope's request_id and op are then unused). Per-message costs of a gRPC stream
+   * dominate small operations, so clients batch what they have pending. The server answers
+   * the operations of a batch in ExchangeResponse.batch (one that must wait, such as a
+   * synchronous write, may be answered later in its own message).
+   */
+  batch: ExchangeRequest[];
 }
 
 export interface ExchangeResponse {
@@ -166,6 +174,8 @@ export interface ExchangeResponse {
     | { $case: "touch"; touch: TouchResponse }
     | { $case: "error"; error: OperationError }
     | undefined;
+  /** Responses to the operations of a batched request (this envelope's fields unused). */
+  batch: ExchangeResponse[];
 }
 
 function createBasePartWrite(): PartWrite {
@@ -1325,7 +1335,7 @@ export const OperationError: MessageFns<OperationError> = {
 };
 
 function createBaseExchangeRequest(): ExchangeRequest {
-  return { requestId: 0n, op: undefined };
+  return { requestId: 0n, op: undefined, batch: [] };
 }
 
 export const ExchangeRequest: MessageFns<ExchangeRequest> = {
@@ -1349,6 +1359,9 @@ export const ExchangeRequest: MessageFns<ExchangeRequest> = {
       case "touch":
         TouchRequest.encode(message.op.touch, writer.uint32(42).fork()).join();
         break;
+    }
+    for (const v of message.batch) {
+      ExchangeRequest.encode(v!, writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -1406,6 +1419,14 @@ export const ExchangeRequest: MessageFns<ExchangeRequest> = {
             message.op = { $case: "touch", touch: TouchRequest.decode(reader, reader.uint32()) };
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.batch.push(ExchangeRequest.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1450,12 +1471,13 @@ export const ExchangeRequest: MessageFns<ExchangeRequest> = {
         break;
       }
     }
+    message.batch = object.batch?.map((e) => ExchangeRequest.fromPartial(e)) || [];
     return message;
   },
 };
 
 function createBaseExchangeResponse(): ExchangeResponse {
-  return { requestId: 0n, result: undefined };
+  return { requestId: 0n, result: undefined, batch: [] };
 }
 
 export const ExchangeResponse: MessageFns<ExchangeResponse> = {
@@ -1482,6 +1504,9 @@ export const ExchangeResponse: MessageFns<ExchangeResponse> = {
       case "error":
         OperationError.encode(message.result.error, writer.uint32(50).fork()).join();
         break;
+    }
+    for (const v of message.batch) {
+      ExchangeResponse.encode(v!, writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -1547,6 +1572,14 @@ export const ExchangeResponse: MessageFns<ExchangeResponse> = {
             message.result = { $case: "error", error: OperationError.decode(reader, reader.uint32()) };
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.batch.push(ExchangeResponse.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1597,6 +1630,7 @@ export const ExchangeResponse: MessageFns<ExchangeResponse> = {
         break;
       }
     }
+    message.batch = object.batch?.map((e) => ExchangeResponse.fromPartial(e)) || [];
     return message;
   },
 };
