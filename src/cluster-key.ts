@@ -6,10 +6,9 @@
  *   bytes (`openssl rand -base64 32`). Blank lines and `#` comments are ignored.
  * - The first key is the sending key; every key listed is accepted when opening. Rotation
  *   is: add the new key second on every node, then move it first, then drop the old one.
- * - A key's id is the first byte of SHA-256 of the key; it travels in every datagram header
- *   so receivers pick the key without trying each. Id 0 is reserved on the wire for
- *   unencrypted datagrams, so a key whose id is 0 is refused (1 key in 256: generate
- *   another), and two keys of one file must not share an id.
+ * - A key's id is (first byte of SHA-256 of the key mod 255) + 1; it travels in every
+ *   datagram header so receivers pick the key without trying each (id 0 means an
+ *   unencrypted datagram). Two keys of one file must not share an id.
  * - Key material never appears in messages, logs or inspection output: errors name the
  *   line and what was expected, `key` is a non-enumerable property (console.log, pino and
  *   JSON.stringify skip it), and `keyFingerprint` is what to log.
@@ -57,12 +56,12 @@ export function parseClusterKeys(text: string, source = 'cluster keys'): Cluster
           `(e.g. from \`openssl rand -base64 32\`)`,
       );
     }
-    const key = clusterKeyFrom(bytes, where);
+    const key = clusterKeyFrom(bytes);
     for (let k = 0; k < keys.length; k++) {
       if (keys[k]!.id !== key.id) continue;
       if (keys[k]!.key.equals(key.key)) throw new ConfigError(`${where} repeats the key on line ${lineOf[k]}`);
       throw new ConfigError(
-        `${where}: its key id ${hexId(key.id)} (the first byte of the key's SHA-256) is also the id of the key on ` +
+        `${where}: its key id ${hexId(key.id)} is also the id of the key on ` +
           `line ${lineOf[k]}; replace one of them with a freshly generated key`,
       );
     }
@@ -75,12 +74,12 @@ export function parseClusterKeys(text: string, source = 'cluster keys'): Cluster
   return keys;
 }
 
-/** A ClusterKey from 32 raw bytes (copied). Throws ConfigError for another length or id 0. */
+/** A ClusterKey from 32 raw bytes (copied). Throws ConfigError for another length. */
 export function clusterKeyFromBytes(bytes: Uint8Array): ClusterKey {
   if (bytes.length !== CLUSTER_KEY_BYTES) {
     throw new ConfigError(`a cluster key must be exactly ${CLUSTER_KEY_BYTES} bytes, got ${bytes.length}`);
   }
-  return clusterKeyFrom(bytes, 'cluster key');
+  return clusterKeyFrom(bytes);
 }
 
 /** The BUZhash table seed: HKDF-SHA256(key, salt '', info 'baton/buzhash-seed/v1'), 32 bytes. */
@@ -97,14 +96,9 @@ export function keyFingerprint(key: ClusterKey): string {
   return sha256(key.key).subarray(0, 8).toString('hex');
 }
 
-function clusterKeyFrom(bytes: Uint8Array, where: string): ClusterKey {
-  const id = sha256(bytes)[0]!;
-  if (id === 0) {
-    throw new ConfigError(
-      `${where}: this key's id (the first byte of its SHA-256) is 0, which the wire reserves for unencrypted ` +
-        `datagrams; generate another key`,
-    );
-  }
+function clusterKeyFrom(bytes: Uint8Array): ClusterKey {
+  // 1 … 255: id 0 is reserved on the wire for unencrypted datagrams.
+  const id = (sha256(bytes)[0]! % 255) + 1;
   const key = Buffer.alloc(CLUSTER_KEY_BYTES);
   key.set(bytes);
   const clusterKey = { id } as { id: number; key: Buffer };

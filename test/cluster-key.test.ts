@@ -21,7 +21,7 @@ function randomBytes(random: SeededRandom, length: number): Buffer {
 }
 
 function idOf(bytes: Uint8Array): number {
-  return createHash('sha256').update(bytes).digest()[0]!;
+  return (createHash('sha256').update(bytes).digest()[0]! % 255) + 1;
 }
 
 /** Seeded 32-byte keys with distinct, non-zero ids. */
@@ -119,10 +119,13 @@ describe('parseClusterKeys', () => {
     expect(err.message).not.toContain(twin.toString('base64'));
   });
 
-  it('refuses a key whose id is 0 (reserved for unencrypted datagrams)', () => {
-    const zero = keyWithId(0, 13);
-    expect(parseError(zero.toString('base64')).message).toMatch(/line 1: .*id .* is 0/);
-    expect(() => clusterKeyFromBytes(zero)).toThrow(ConfigError);
+  it('gives every key an id from 1 to 255 (0 is reserved for unencrypted datagrams)', () => {
+    const random = new SeededRandom(13);
+    const ids = new Set<number>();
+    for (let i = 0; i < 4000; i++) ids.add(clusterKeyFromBytes(randomBytes(random, 32)).id);
+    expect(Math.min(...ids)).toBe(1);
+    expect(Math.max(...ids)).toBe(255);
+    expect(ids.size).toBe(255);
   });
 
   it('keeps key material out of inspection and JSON', () => {
@@ -158,11 +161,11 @@ describe('derived values', () => {
     expect(seed.equals(k1!)).toBe(false);
   });
 
-  it('fingerprints a key as hex of the first 8 bytes of its SHA-256, starting with its id', () => {
+  it('fingerprints a key as hex of the first 8 bytes of its SHA-256', () => {
     const fingerprint = keyFingerprint(key1);
     expect(fingerprint).toMatch(/^[0-9a-f]{16}$/);
     expect(fingerprint).toBe(createHash('sha256').update(k1!).digest('hex').slice(0, 16));
-    expect(parseInt(fingerprint.slice(0, 2), 16)).toBe(key1.id);
+    expect((parseInt(fingerprint.slice(0, 2), 16) % 255) + 1).toBe(key1.id);
     expect(keyFingerprint(key2)).not.toBe(fingerprint);
     expect(k1!.toString('hex')).not.toContain(fingerprint);
   });

@@ -32,7 +32,7 @@ function randomIncarnation(random: SeededRandom): bigint {
 }
 
 function idOf(bytes: Uint8Array): number {
-  return createHash('sha256').update(bytes).digest()[0]!;
+  return (createHash('sha256').update(bytes).digest()[0]! % 255) + 1;
 }
 
 /** Seeded cluster keys with distinct, non-zero ids. */
