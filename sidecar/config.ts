@@ -64,6 +64,8 @@ export interface Config {
   heartbeatIntervalMs: number;
   suspectAfterMs: number;
   deadAfterMs: number;
+  /** Percentage of received replication datagrams dropped on purpose (tests and benchmarks). */
+  injectLossPercent: number;
 }
 
 export interface ListenAddress {
@@ -329,6 +331,18 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     description: 'a peer not heard from for this long is dead (its partitions are re-replicated)',
     default: () => '3000',
     parse: (v, flag) => parseInteger(v, flag, 40, 3_600_000),
+  },
+  {
+    flag: 'inject-loss-percent',
+    key: 'injectLossPercent',
+    valueName: 'percent',
+    description: 'drop this share of received replication datagrams on purpose, to test loss repair (never in production)',
+    default: () => '0',
+    parse: (v, flag) => {
+      const n = Number(v);
+      if (v === '' || !Number.isFinite(n) || n < 0 || n > 90) throw bad(flag, v, 'expected a number from 0 to 90');
+      return n;
+    },
   },
 ];
 

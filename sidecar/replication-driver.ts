@@ -32,7 +32,7 @@ const RESYNC_DEADLINE_MS = 60_000;
 const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 
 export interface ReplicationSink {
-  dropped(reason: DropReason | EngineDropReason): void;
+  dropped(reason: DropReason | EngineDropReason | 'injected_loss'): void;
   lag(seconds: number): void;
   resync(reason: string, outcome: 'ok' | 'error'): void;
   membership(event: MembershipEvent): void;
@@ -60,6 +60,7 @@ export class ReplicationDriver implements Replicator {
   private flushScheduled = false;
   private readonly waiters = new Map<number, Waiter>();
   private resyncing = new Set<string>();
+  private readonly lossRandom = new SeededRandom(Date.now());
   private dnsTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   readonly counters = { resyncs: 0, resyncFailures: 0, sessionsTransferred: 0, sendErrors: 0 };
@@ -254,6 +255,10 @@ export class ReplicationDriver implements Replicator {
 
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (this.stopped) return;
+    if (this.config.injectLossPercent > 0 && this.lossRandom.next() * 100 < this.config.injectLossPercent) {
+      this.sink.dropped('injected_loss');
+      return;
+    }
     const opened = this.opener.open(msg);
     if (!opened.ok) {
       this.sink.dropped(opened.reason);

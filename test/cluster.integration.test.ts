@@ -1,8 +1,9 @@
 /**
  * Three real `baton sidecar` processes on loopback replicate 10,000 sessions written on one
  * node to each session's secondaries — over unicast fan-out and over IP multicast on the
- * loopback interface, with sealed datagrams — and a fourth node started later receives
- * the partitions it now replicates. Replicas are read with Get without resume.
+ * loopback interface, with sealed datagrams, without loss and with 5% of received
+ * datagrams dropped — and a fourth node started later receives the partitions it now
+ * replicates. Replicas are read with Get without resume.
  */
 import { randomBytes } from 'node:crypto';
 import { BuzHash } from '../src/buzhash';
@@ -126,9 +127,11 @@ async function checkReplicas(cluster: Cluster, holders: Map<string, Set<string>>
 }
 
 describe.each([
-  ['unicast', [] as string[]],
-  ['multicast', ['--multicast', 'PLACEHOLDER', '--multicast-interface', '127.0.0.1']],
-])('a three-node cluster (%s)', (mode, modeArgs) => {
+  ['unicast', 0],
+  ['multicast', 0],
+  ['unicast', 5],
+  ['multicast', 5],
+])('a three-node cluster (%s, %d%% of datagrams dropped)', (mode, lossPercent) => {
   let cluster: Cluster | undefined;
   let late: Awaited<ReturnType<typeof startNode>> | undefined;
 
@@ -141,12 +144,12 @@ describe.each([
   it('replicates 10,000 sessions written on one node to each session\'s secondary, and a fourth node receives its partitions', async () => {
     const ports = await freePeerPorts(4);
     const args = mode === 'multicast' ? ['--multicast', `239.255.${(ports[0]! >> 8) & 0xff}.${ports[0]! & 0xff}:${await freeUdpPort()}`, '--multicast-interface', '127.0.0.1'] : [];
-    void modeArgs;
+    args.push('--inject-loss-percent', String(lossPercent));
     const key = clusterKey();
     cluster = await startCluster(['n1', 'n2', 'n3'], ports.slice(0, 3), key, args);
     await waitForMembers(cluster, 3);
 
-    const ids = Array.from({ length: SESSIONS }, (_, i) => `${mode}-session-${i}`);
+    const ids = Array.from({ length: SESSIONS }, (_, i) => `${mode}-${lossPercent}-session-${i}`);
     await writeSessions(cluster.nodes[0]!.client, ids);
     const holders = expectedHolders(key, ['n1', 'n2', 'n3'], 'n1', ids);
     let problems: string[] = [];
@@ -170,5 +173,11 @@ describe.each([
       return missing.length === 0;
     }, 30_000).catch(() => undefined);
     expect(missing.slice(0, 10)).toEqual([]);
+    if (lossPercent > 0) {
+      // The loss was real and was repaired: datagrams were dropped and NACKed.
+      const body = await (await fetch(`${cluster.nodes[1]!.process.metricsUrl}/metrics`)).text();
+      expect(Number(/^baton_replication_dropped_total\{reason="injected_loss"\} (\d+)/m.exec(body)?.[1] ?? 0)).toBeGreaterThan(0);
+      expect(Number(/^baton_replication_nacks_sent_total (\d+)/m.exec(body)?.[1] ?? 0)).toBeGreaterThan(0);
+    }
   });
 });
