@@ -361,55 +361,89 @@ export class SessionStore {
   applyRemote(id: string, change: RemoteChange, meta: RemoteSessionMeta, now: number): boolean {
     let record = this.lookup(id);
     if (record !== undefined && record.state === LIVE && record.expiresAt <= now) this.expire(record);
-    if (change.kind === 'put' || change.kind === 'delete_part' || change.kind === 'delete_session') {
+    const versioned = change.kind === 'put' || change.kind === 'delete_part' || change.kind === 'delete_session';
+    if (versioned) {
       this.clock.observe(change.version, now);
+      if (record !== undefined && change.version <= record.deletedVersion) return false;
     }
-    if (meta.expiresAt <= now) return false;
+    // Deletes are kept even for a session this node has not seen yet (they may overtake
+    // its first put); other changes to a session that has already expired are not.
+    if (change.kind !== 'delete_session' && meta.expiresAt <= now) return false;
     switch (change.kind) {
-      case 'put': {
-        if (record !== undefined && change.version <= record.deletedVersion) return false;
+      case 'put':
+      case 'delete_part': {
+        const value = change.kind === 'put' ? change.value : null;
         const at = record === undefined ? -1 : indexOfPart(record.parts, change.name);
         if (at >= 0 && !newerThan(change.version, change.writer, record!.parts[at + VERSION] as number, record!.parts[at + WRITER] as string)) {
           return this.adoptMeta(record!, meta);
         }
+        const old = at < 0 ? null : (record!.parts[at + VALUE] as string | null);
         const byteDelta =
           (record === undefined ? id.length + SESSION_OVERHEAD_BYTES : 0) +
-          (at < 0 ? partBytes(change.name, change.value) : change.value.length - ((record!.parts[at + VALUE] as string | null)?.length ?? 0));
+          (at < 0 ? partBytes(change.name, value) : (value?.length ?? 0) - (old?.length ?? 0));
         this.makeRoom(record, byteDelta);
-        if (record === undefined) record = this.insert(id);
+        if (record === undefined) record = this.insert(id, meta.owner, meta.epoch);
         else if (record.state === TOMBSTONE) this.revive(record);
         this.adoptMeta(record, meta);
-        this.setPart(record, change.name, change.value, change.version, this.intern(change.writer));
+        this.setPart(record, change.name, value, change.version, this.intern(change.writer));
         this.lruTouch(record);
-        this.observer?.partPut(record, change.name, change.value, change.version, change.writer);
-        return true;
-      }
-      case 'delete_part': {
-        if (record === undefined || record.state !== LIVE || change.version <= record.deletedVersion) return false;
-        const at = indexOfPart(record.parts, change.name);
-        if (at >= 0 && !newerThan(change.version, change.writer, record.parts[at + VERSION] as number, record.parts[at + WRITER] as string)) {
-          return this.adoptMeta(record, meta);
-        }
-        const wasLive = at >= 0 && record.parts[at + VALUE] !== null;
-        this.setPart(record, change.name, null, change.version, this.intern(change.writer));
-        this.adoptMeta(record, meta);
-        if (wasLive) this.observer?.partDeleted(id, change.name);
+        if (value !== null) this.observer?.partPut(record, change.name, value, change.version, change.writer);
+        else if (old !== null) this.observer?.partDeleted(id, change.name);
         return true;
       }
       case 'delete_session': {
-        if (record === undefined || record.state !== LIVE || change.version <= record.deletedVersion) return false;
-        this.tombstoneSession(record, change.version, now);
-        this.observer?.partDeleted(id, '');
+        if (record === undefined) {
+          this.makeRoom(undefined, id.length + SESSION_OVERHEAD_BYTES);
+          record = this.insert(id, meta.owner, meta.epoch);
+          record.ttlMs = meta.ttlMs;
+        }
+        const wasLive = record.state === LIVE;
+        this.deleteUpTo(record, change.version, now);
+        if (wasLive) this.observer?.partDeleted(id, '');
         return true;
       }
       case 'touch':
       case 'claim': {
-        if (record === undefined || record.state !== LIVE) return false;
+        if (record !== undefined && record.state !== LIVE) return false;
+        if (record === undefined) {
+          // The session's first put has not arrived yet: hold its header so the owner's
+          // expiry and ownership are not lost when it does.
+          this.makeRoom(undefined, id.length + SESSION_OVERHEAD_BYTES);
+          record = this.insert(id, meta.owner, meta.epoch);
+        }
         const changed = this.adoptMeta(record, meta);
         if (changed && change.kind === 'claim') this.observer?.claimed?.(record);
         return changed;
       }
     }
+  }
+
+  /**
+   * A session delete at `version` from another node: parts at or below it go; parts newer
+   * than it (written after the session was re-created) stay, and so does the session.
+   */
+  private deleteUpTo(record: SessionRecord, version: number, now: number): void {
+    const slots = record.parts;
+    let newer = false;
+    for (let i = 0; i < slots.length; i += PART_STRIDE) if ((slots[i + VERSION] as number) > version) newer = true;
+    if (!newer) {
+      this.tombstoneSession(record, version, now);
+      return;
+    }
+    this.xorSessionEntry(record);
+    record.deletedVersion = version;
+    this.xorSessionEntry(record);
+    const kept: PartSlot[] = [];
+    for (let i = 0; i < slots.length; i += PART_STRIDE) {
+      if ((slots[i + VERSION] as number) > version) {
+        kept.push(slots[i + NAME]!, slots[i + VALUE]!, slots[i + VERSION]!, slots[i + WRITER]!);
+        continue;
+      }
+      this.xorPart(slots, i);
+      this.stats.bytes -= partBytes(slots[i + NAME] as string, slots[i + VALUE] as string | null);
+      if (slots[i + VALUE] !== null) this.stats.parts--;
+    }
+    record.parts = kept.slice();
   }
 
   /** A session's full state, tombstones included, or undefined if unknown. */
@@ -529,8 +563,9 @@ export class SessionStore {
     return false;
   }
 
-  private insert(id: string): SessionRecord {
-    const record = new SessionRecord(id, this.config.nodeId);
+  private insert(id: string, owner = this.config.nodeId, epoch = 1): SessionRecord {
+    const record = new SessionRecord(id, this.intern(owner));
+    record.epoch = epoch;
     this.partitions[this.keyPartition]!.sessions.set(id, record);
     this.stats.sessions++;
     this.stats.bytes += id.length + SESSION_OVERHEAD_BYTES;

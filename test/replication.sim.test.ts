@@ -669,17 +669,17 @@ test('a fractional clock reading (any `now` the store accepts) does not break re
 
 // --- known SessionStore defects, pinned ---------------------------------------------------
 //
-// Each scenario below diverges today because of SessionStore (src/store.ts), not the
-// replication protocol; they are `test.failing` so they pass while the defect exists and
-// turn red once it is fixed (then drop `.failing`). See the replication report.
+// Each scenario below once diverged because of SessionStore (src/store.ts), not the
+// replication protocol: deletes, touches and claims that overtake a session's first put,
+// tombstones in state transfer, and late session deletes must all converge.
 
-describe('known SessionStore defects (test.failing until the store is fixed)', () => {
+describe('SessionStore under reordered and repaired deltas', () => {
   /** Drops the first transmission of the writer's data packet `seq` to `to`. */
   function loseFirst(cluster: SimCluster, writer: SimNode, to: SimNode, seqs: number[]): void {
     cluster.net.filter = (t) => t.from === writer.address && t.to === to.address && t.meta.kind === 'data' && t.meta.retransmit === false && seqs.includes(t.meta.seq ?? 0);
   }
 
-  test.failing('S1: merge() drops tombstones, so a delete repaired by state transfer never arrives', () => {
+  test('S1: merge() drops tombstones, so a delete repaired by state transfer never arrives', () => {
     const cluster = startCluster({ seed: 31, nodes: 3, transport: 'unicast', retransmitBufferBytes: 4 * 1024 });
     const [writer, , away] = cluster.nodes as [SimNode, SimNode, SimNode];
     const owners = new Map([['deleted-while-away', writer.nodeId]]);
@@ -696,7 +696,7 @@ describe('known SessionStore defects (test.failing until the store is fixed)', (
     expectConverged(cluster, owners);
   });
 
-  test.failing('S2: a delete_session that overtakes the session\'s first put is dropped, and the put then revives it', () => {
+  test('S2: a delete_session that overtakes the session\'s first put is dropped, and the put then revives it', () => {
     const cluster = startCluster({ seed: 32, nodes: 3, transport: 'unicast' });
     const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
     loseFirst(cluster, writer, late, [1]);
@@ -706,7 +706,7 @@ describe('known SessionStore defects (test.failing until the store is fixed)', (
     expectConverged(cluster, new Map([['overtaken', writer.nodeId]]));
   });
 
-  test.failing('S2 (touch): a touch that overtakes the session\'s first put is dropped, so the replica expires earlier', () => {
+  test('S2 (touch): a touch that overtakes the session\'s first put is dropped, so the replica expires earlier', () => {
     const cluster = startCluster({ seed: 33, nodes: 3, transport: 'unicast' });
     const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
     loseFirst(cluster, writer, late, [1]);
@@ -716,7 +716,7 @@ describe('known SessionStore defects (test.failing until the store is fixed)', (
     expectConverged(cluster, new Map([['touched', writer.nodeId]]));
   });
 
-  test.failing('S2 (delete_part): a part delete that overtakes the session\'s first put is dropped, and the put then revives the part', () => {
+  test('S2 (delete_part): a part delete that overtakes the session\'s first put is dropped, and the put then revives the part', () => {
     const cluster = startCluster({ seed: 36, nodes: 3, transport: 'unicast' });
     const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
     // The first put is delayed, not lost: a retransmission would carry the latest delta
@@ -728,7 +728,7 @@ describe('known SessionStore defects (test.failing until the store is fixed)', (
     expectConverged(cluster, new Map([['part-deleted', writer.nodeId]]));
   });
 
-  test.failing('S4: a delete_session applied after a newer put of the revived session wipes the newer part', () => {
+  test('S4: a delete_session applied after a newer put of the revived session wipes the newer part', () => {
     const cluster = startCluster({ seed: 34, nodes: 3, transport: 'unicast' });
     const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
     writer.write('revived', { cart: 'old', tls: 'old' });
@@ -740,7 +740,7 @@ describe('known SessionStore defects (test.failing until the store is fixed)', (
     expectConverged(cluster, new Map([['revived', writer.nodeId]]));
   });
 
-  test.failing('S3: a replica records itself, not the owner, as the session\'s owner', () => {
+  test('S3: a replica records itself, not the owner, as the session\'s owner', () => {
     const cluster = startCluster({ seed: 35, nodes: 3, transport: 'unicast' });
     const writer = cluster.nodes[0]!;
     writer.write('owned', { cart: 'items' });
