@@ -1,0 +1,365 @@
+/**
+ * Building blocks of the replication benchmark (bench/replication.ts): free peer ports,
+ * replica processes (real `baton sidecar`s), the writer node in the bench process, and
+ * Prometheus text parsing.
+ *
+ * The writer comes in two forms:
+ * - `InProcessWriter` wires the same parts BatonNode.start() wires — SessionStore (with a
+ *   WatchHub), ReplicationDriver, SessionApi, SidecarMetrics and the 1 s expiry sweep —
+ *   but no gRPC API server, and calls SessionApi.put directly: what a sidecar does after
+ *   decoding a Put, without the gRPC hop. (BatonNode keeps its SessionApi and its
+ *   ReplicationDriver private, so the bench assembles them itself from their public
+ *   constructors; sidecar/ is not changed.)
+ * - `ExchangeWriter` is a real BatonNode in this process, written to by BatonClients over
+ *   Exchange on its API port: end to end, as an application sees it.
+ */
+import * as dgram from 'node:dgram';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import pino from 'pino';
+import { BuzHash } from '../src/buzhash';
+import { BatonClient } from '../src/client';
+import { deriveHashSeed, parseClusterKeys } from '../src/cluster-key';
+import { HybridClock } from '../src/hybrid-clock';
+import { SessionApi } from '../src/session-api';
+import { SessionStore } from '../src/store';
+import { WatchHub } from '../src/watch-hub';
+import { parseConfig, type Config } from '../sidecar/config';
+import { SidecarMetrics } from '../sidecar/metrics';
+import { BatonNode } from '../sidecar/node';
+import { PeerAuth, PeerClients } from '../sidecar/peer-service';
+import { ReplicationDriver } from '../sidecar/replication-driver';
+import { startChild, type Child } from './children';
+
+// --- ports ---------------------------------------------------------------------------
+
+async function tryPeerPort(): Promise<number | undefined> {
+  const udp = dgram.createSocket('udp4');
+  const port = await new Promise<number | undefined>((resolve) => {
+    udp.once('error', () => resolve(undefined));
+    udp.bind({ port: 0, address: '127.0.0.1', exclusive: true }, () => resolve(udp.address().port));
+  });
+  if (port === undefined) {
+    udp.close();
+    return undefined;
+  }
+  const tcp = net.createServer();
+  const ok = await new Promise<boolean>((resolve) => {
+    tcp.once('error', () => resolve(false));
+    tcp.listen(port, '127.0.0.1', () => resolve(true));
+  });
+  await new Promise<void>((resolve) => udp.close(() => resolve()));
+  if (ok) await new Promise<void>((resolve) => tcp.close(() => resolve()));
+  return ok ? port : undefined;
+}
+
+/** n distinct loopback ports free for both UDP and TCP (a peer port needs both). */
+export async function freePeerPorts(n: number): Promise<number[]> {
+  const ports: number[] = [];
+  for (let attempt = 0; ports.length < n && attempt < 200; attempt++) {
+    const port = await tryPeerPort();
+    if (port !== undefined && !ports.includes(port)) ports.push(port);
+  }
+  if (ports.length < n) throw new Error('could not find free loopback ports');
+  return ports;
+}
+
+// --- metrics -------------------------------------------------------------------------
+
+/** One scrape: "name{labels}" (labels as printed) → value. */
+export type Scrape = Map<string, number>;
+
+export function parseMetrics(text: string): Scrape {
+  const out: Scrape = new Map();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const space = line.lastIndexOf(' ');
+    const value = Number(line.slice(space + 1));
+    if (Number.isFinite(value)) out.set(line.slice(0, space), value);
+  }
+  return out;
+}
+
+/** A series' value (0 when absent); `labels` as printed, e.g. `reason="injected_loss"`. */
+export function metric(s: Scrape, name: string, labels?: string): number {
+  return s.get(labels === undefined ? name : `${name}{${labels}}`) ?? 0;
+}
+
+/** Sum of every series of a metric (all label sets). */
+export function metricSum(s: Scrape, name: string): number {
+  let sum = 0;
+  for (const [key, value] of s) if (key === name || key.startsWith(`${name}{`)) sum += value;
+  return sum;
+}
+
+/** Histogram buckets (upper bound in seconds → cumulative count), +Inf included. */
+export function buckets(s: Scrape, name: string): [number, number][] {
+  const out: [number, number][] = [];
+  const prefix = `${name}_bucket{le="`;
+  for (const [key, value] of s) {
+    if (!key.startsWith(prefix)) continue;
+    const le = key.slice(prefix.length, key.indexOf('"', prefix.length));
+    out.push([le === '+Inf' ? Infinity : Number(le), value]);
+  }
+  return out.sort((a, b) => a[0] - b[0]);
+}
+
+/**
+ * The q-quantile of the observations made between two scrapes of a histogram, as the
+ * upper bound of the bucket it falls in (seconds; Infinity if beyond the last bound, NaN if none).
+ */
+export function histogramQuantile(before: Scrape, after: Scrape, name: string, q: number): number {
+  const b = new Map(buckets(before, name));
+  const a = buckets(after, name).map(([le, count]) => [le, count - (b.get(le) ?? 0)] as [number, number]);
+  const total = a.length > 0 ? a[a.length - 1]![1] : 0;
+  if (total <= 0) return NaN;
+  for (const [le, count] of a) if (count >= q * total) return le;
+  return Infinity;
+}
+
+export async function scrape(url: string): Promise<Scrape> {
+  const response = await fetch(url, { signal: AbortSignal.timeout(5000) });
+  return parseMetrics(await response.text());
+}
+
+// --- replicas ------------------------------------------------------------------------
+
+export interface Replica {
+  nodeId: string;
+  child: Child;
+  apiAddress: string;
+  metricsUrl: string;
+  peerAddress: string;
+  client: BatonClient;
+}
+
+const SIDECAR_MAIN = path.join(__dirname, '..', 'sidecar', 'main.js');
+
+/**
+ * Starts a `baton sidecar` child with --log-level info (its 'baton node started' line
+ * carries the bound ports). The cluster key travels in BATON_CLUSTER_KEY, inherited from
+ * this process's environment (set by the caller).
+ */
+export async function startReplica(nodeId: string, args: readonly string[], extraNodeArgs: readonly string[] = []): Promise<Replica> {
+  const child = startChild(nodeId, process.execPath, [
+    ...extraNodeArgs,
+    SIDECAR_MAIN,
+    'sidecar',
+    '--node-id',
+    nodeId,
+    '--api-listen',
+    '127.0.0.1:0',
+    '--metrics-listen',
+    '127.0.0.1:0',
+    '--log-level',
+    'info',
+    ...args,
+  ]);
+  try {
+    const match = await child.waitForLine(/"msg":"baton node started"/, 20_000);
+    const entry = JSON.parse(match.input!) as { api_port: number; metrics_port: number; peer: string };
+    const apiAddress = `127.0.0.1:${entry.api_port}`;
+    return {
+      nodeId,
+      child,
+      apiAddress,
+      metricsUrl: `http://127.0.0.1:${entry.metrics_port}/metrics`,
+      peerAddress: entry.peer,
+      client: new BatonClient(apiAddress, { defaultDeadlineMs: 10_000 }),
+    };
+  } catch (err) {
+    await child.stop(2000);
+    throw err;
+  }
+}
+
+// --- the writer ----------------------------------------------------------------------
+
+/** What the benchmark needs from the writer node. */
+export interface Writer {
+  readonly kind: 'in-process' | 'exchange';
+  readonly store: SessionStore;
+  /**
+   * Writes one part; resolves when the writer node has applied it (not when replicated).
+   * `lane` keeps every write of one id on one Exchange stream, so they apply in order.
+   */
+  put(id: string, value: Buffer, lane: number): void | Promise<unknown>;
+  /** Live members this node sees (itself included). */
+  liveMembers(): Promise<number>;
+  /** Replication counters of the writer. */
+  counters(): Promise<WriterCounters>;
+  /** Retransmit buffer bytes now (all channels). */
+  retransmitBufferBytes(): Promise<number>;
+  /** Highest number of sequence numbers any receiver has not acknowledged (NaN if unknown). */
+  maxUnacked(): number;
+  stop(): Promise<void>;
+}
+
+export interface WriterCounters {
+  deltasSent: number;
+  dataDatagramsSent: number;
+  retransmissions: number;
+  nacksReceived: number;
+  bytesSent: number;
+  injectedLoss: number;
+}
+
+const silentLogger = pino({ level: 'silent' });
+
+/** Config of the writer node from flag values, as `baton sidecar` would parse them. */
+export function writerConfig(values: Record<string, string>, clusterKey: string): Config {
+  return parseConfig(values, { BATON_CLUSTER_KEY: clusterKey });
+}
+
+export class InProcessWriter implements Writer {
+  readonly kind = 'in-process';
+  private sweep: NodeJS.Timeout | undefined;
+
+  private constructor(
+    readonly store: SessionStore,
+    readonly driver: ReplicationDriver,
+    readonly metrics: SidecarMetrics,
+    private readonly api: SessionApi,
+  ) {}
+
+  static async start(config: Config): Promise<InProcessWriter> {
+    const keys = config.clusterKeys === '' ? undefined : parseClusterKeys(config.clusterKeys, config.clusterKeySource);
+    if (keys === undefined) throw new Error('the benchmark runs with a cluster key (encryption on)');
+    const hasher = new BuzHash(config.clusterSeed !== '' ? config.clusterSeed : deriveHashSeed(keys[0]!));
+    const store = new SessionStore(
+      {
+        nodeId: config.nodeId,
+        partitions: config.partitions,
+        defaultTtlMs: config.defaultTtlSeconds * 1000,
+        maxBytes: config.maxMemoryBytes,
+        maxPartsPerSession: config.maxPartsPerSession,
+        tombstoneRetentionMs: config.tombstoneRetentionSeconds * 1000,
+        expiryResolutionMs: 1000,
+      },
+      hasher,
+      new HybridClock(),
+      new WatchHub(),
+    );
+    const metrics = new SidecarMetrics(store, config.maxMemoryBytes);
+    const driver = await ReplicationDriver.open(config, store, hasher, keys, silentLogger, metrics.replicationSink());
+    metrics.attachReplication(driver);
+    await driver.start();
+    const api = new SessionApi(store, { maxValueBytes: config.maxValueBytes, maxPartsPerSession: config.maxPartsPerSession }, driver);
+    const writer = new InProcessWriter(store, driver, metrics, api);
+    writer.sweep = setInterval(() => store.tick(Date.now()), 1000);
+    writer.sweep.unref();
+    return writer;
+  }
+
+  put(id: string, value: Buffer): void {
+    void this.api.put({ sessionId: id, parts: [{ name: 'data', value, ifVersion: undefined }], ttlSeconds: 0, minReplicas: 0 }, Date.now());
+  }
+
+  async liveMembers(): Promise<number> {
+    return this.driver.membership.liveNodeIds().length;
+  }
+
+  async counters(): Promise<WriterCounters> {
+    const s = this.driver.engine.stats;
+    const scraped = parseMetrics(await this.metrics.registry.metrics());
+    return {
+      deltasSent: s.deltasSent,
+      dataDatagramsSent: s.datagramsSent.data,
+      retransmissions: s.retransmissions,
+      nacksReceived: s.nacksReceived,
+      bytesSent: s.bytesSent,
+      injectedLoss: metric(scraped, 'baton_replication_dropped_total', 'reason="injected_loss"'),
+    };
+  }
+
+  async retransmitBufferBytes(): Promise<number> {
+    return this.driver.engine.retransmitBufferBytes();
+  }
+
+  maxUnacked(): number {
+    let max = 0;
+    for (const n of this.driver.unacked().values()) max = Math.max(max, n);
+    return max;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.sweep);
+    await this.driver.stop();
+  }
+}
+
+/** A real BatonNode in this process, written to over Exchange by `clients` BatonClients. */
+export class ExchangeWriter implements Writer {
+  readonly kind = 'exchange';
+
+  private constructor(
+    private readonly node: BatonNode,
+    private readonly clients: BatonClient[],
+  ) {}
+
+  get store(): SessionStore {
+    return this.node.store;
+  }
+
+  static async start(config: Config, clients: number): Promise<ExchangeWriter> {
+    const node = new BatonNode(config, silentLogger);
+    const ports = await node.start();
+    const list = Array.from({ length: clients }, () => new BatonClient(`127.0.0.1:${ports.api}`, { defaultDeadlineMs: 30_000 }));
+    return new ExchangeWriter(node, list);
+  }
+
+  put(id: string, value: Buffer, lane: number): Promise<unknown> {
+    return this.clients[lane % this.clients.length]!.put(id, { data: value });
+  }
+
+  private async scrape(): Promise<Scrape> {
+    return parseMetrics(await this.node.metrics.registry.metrics());
+  }
+
+  async liveMembers(): Promise<number> {
+    return metric(await this.scrape(), 'baton_cluster_members', 'state="alive"');
+  }
+
+  async counters(): Promise<WriterCounters> {
+    const s = await this.scrape();
+    return {
+      deltasSent: metric(s, 'baton_replication_deltas_sent_total'),
+      dataDatagramsSent: metric(s, 'baton_replication_datagrams_sent_total', 'type="data"'),
+      retransmissions: metric(s, 'baton_replication_retransmissions_total'),
+      nacksReceived: metric(s, 'baton_replication_nacks_received_total'),
+      bytesSent: metric(s, 'baton_replication_sent_bytes_total'),
+      injectedLoss: metric(s, 'baton_replication_dropped_total', 'reason="injected_loss"'),
+    };
+  }
+
+  async retransmitBufferBytes(): Promise<number> {
+    return metric(await this.scrape(), 'baton_replication_retransmit_buffer_bytes');
+  }
+
+  maxUnacked(): number {
+    return NaN;
+  }
+
+  async stop(): Promise<void> {
+    for (const c of this.clients) c.close();
+    await this.node.stop();
+  }
+}
+
+/** Partition digests of peers over PeerService (authenticated with the cluster key). */
+export class DigestReader {
+  private readonly clients: PeerClients;
+
+  constructor(clusterKey: string) {
+    this.clients = new PeerClients(new PeerAuth(parseClusterKeys(clusterKey)));
+  }
+
+  /** Every partition's digest at a peer address. */
+  digests(peerAddress: string): Promise<Map<number, bigint>> {
+    return this.clients.digests(peerAddress, [], 5000);
+  }
+
+  close(): void {
+    this.clients.close();
+  }
+}
