@@ -18,6 +18,7 @@ import {
   type WatchEvent,
 } from '../src/gen/baton/v1/session';
 import { SIDECAR_OPTIONS } from '../sidecar/config';
+import { BatonClient } from '../src/client';
 import { discover, listServices } from './support/reflection-client';
 import { runBaton, startSidecar, type SidecarProcess } from './support/sidecar-process';
 
@@ -252,6 +253,22 @@ describe('baton sidecar process', () => {
     c.close();
     expect(code).toBe(0);
     expect(extra.logs.some((l) => l.msg === 'baton node stopped')).toBe(true);
+  });
+});
+
+describe('baton sidecar on a Unix socket', () => {
+  it('serves the session API on --api-listen unix:/path', async () => {
+    const path = `/tmp/baton-test-${process.pid}.sock`;
+    const node = await startSidecar(['--api-listen', `unix:${path}`]);
+    const client = new BatonClient(`unix:${path}`);
+    try {
+      await client.put('over-unix', { greeting: Buffer.from('hello') });
+      const session = await client.get('over-unix');
+      expect(session?.parts[0]?.value.toString()).toBe('hello');
+    } finally {
+      client.close();
+      expect(await node.stop()).toBe(0);
+    }
   });
 });
 
