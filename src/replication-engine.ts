@@ -506,12 +506,7 @@ export class ReplicationEngine {
       return;
     }
     const key = receiverKey(from, incarnation, channel);
-    let receiver = this.receivers.get(key);
-    if (receiver === undefined) {
-      this.retireOldIncarnations(from, incarnation);
-      receiver = new ChannelReceiver(this.config.receiver, channel === '', this.random);
-      this.receivers.set(key, receiver);
-    }
+    const receiver = this.receiverFor(key, from, incarnation, channel);
     if (receiver.handleData(seq, data.ackRequested, now) === 'duplicate') return;
     for (const delta of data.deltas) this.apply(from, delta, now);
     if (data.fragment !== undefined) this.onFragment(from, incarnation, data.fragment, now);
@@ -670,14 +665,7 @@ export class ReplicationEngine {
       if (target === '' && this.config.transport !== 'multicast') continue;
       const highest = safeSeq(channel.highestSeq);
       if (highest === 0) continue;
-      const key = receiverKey(from, incarnation, target);
-      let receiver = this.receivers.get(key);
-      if (receiver === undefined) {
-        this.retireOldIncarnations(from, incarnation);
-        receiver = new ChannelReceiver(this.config.receiver, target === '', this.random);
-        this.receivers.set(key, receiver);
-      }
-      receiver.handleHighest(highest, now);
+      this.receiverFor(receiverKey(from, incarnation, target), from, incarnation, target).handleHighest(highest, now);
     }
     this.syncView(now);
   }
@@ -838,6 +826,17 @@ export class ReplicationEngine {
    * from before its restart: it must not retire the new incarnation's receivers. (A dead
    * member's other incarnation is a restart, as membership treats it.)
    */
+  /** The receiver of a channel, created (retiring older incarnations' channels) if new. */
+  private receiverFor(key: string, from: string, incarnation: bigint, channel: string): ChannelReceiver {
+    let receiver = this.receivers.get(key);
+    if (receiver === undefined) {
+      this.retireOldIncarnations(from, incarnation);
+      receiver = new ChannelReceiver(this.config.receiver, channel === '', this.random);
+      this.receivers.set(key, receiver);
+    }
+    return receiver;
+  }
+
   private isStale(from: string, incarnation: bigint): boolean {
     const member = this.membership.member(from);
     return member !== undefined && member.incarnation > incarnation && member.state !== 'dead';
