@@ -117,6 +117,10 @@ export function histogramQuantile(before: Scrape, after: Scrape, name: string, q
   return Infinity;
 }
 
+function suspectOrDead(s: Scrape): number {
+  return metric(s, 'baton_cluster_membership_events_total', 'type="suspect"') + metric(s, 'baton_cluster_membership_events_total', 'type="dead"');
+}
+
 export async function scrape(url: string): Promise<Scrape> {
   const response = await fetch(url, { signal: AbortSignal.timeout(5000) });
   return parseMetrics(await response.text());
@@ -202,6 +206,8 @@ export interface WriterCounters {
   nacksReceived: number;
   bytesSent: number;
   injectedLoss: number;
+  /** Members this node marked suspect or dead. */
+  suspectOrDead: number;
 }
 
 const silentLogger = pino({ level: 'silent' });
@@ -269,6 +275,7 @@ export class InProcessWriter implements Writer {
       nacksReceived: s.nacksReceived,
       bytesSent: s.bytesSent,
       injectedLoss: metric(scraped, 'baton_replication_dropped_total', 'reason="injected_loss"'),
+      suspectOrDead: suspectOrDead(scraped),
     };
   }
 
@@ -329,6 +336,7 @@ export class ExchangeWriter implements Writer {
       nacksReceived: metric(s, 'baton_replication_nacks_received_total'),
       bytesSent: metric(s, 'baton_replication_sent_bytes_total'),
       injectedLoss: metric(s, 'baton_replication_dropped_total', 'reason="injected_loss"'),
+      suspectOrDead: suspectOrDead(s),
     };
   }
 

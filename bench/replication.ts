@@ -1,0 +1,951 @@
+/**
+ * Replication benchmark: one writer, three replicas, on loopback.
+ *
+ * The replicas are real `baton sidecar` processes (dist/sidecar/main.js) with a cluster key
+ * (datagrams sealed with AES-256-GCM, as users run it) and `--replicas 3`, so each of them
+ * holds every session the writer writes. The writer node runs in this process and is
+ * written to in-process through SessionApi (see bench/replication-cluster.ts), so the
+ * figures measure replication rather than the gRPC API; one extra configuration writes
+ * through BatonClient over Exchange instead, end to end.
+ *
+ * Configurations: unicast and multicast × parts of 1 KiB and 256 B × 0% and 5% injected
+ * loss, with 60000-byte datagrams, plus 1400-byte datagrams for the 1 KiB parts
+ * (BENCH_FULL_MATRIX=1: for 256 B too); one multicast row written over Exchange; and a
+ * bound check under heavy loss (30%, 1 KiB parts with every 8th at 16 KiB, so fragmented,
+ * and a 2 MiB retransmit buffer). For each it starts a fresh cluster, fills the id pool
+ * once (untimed warm-up) and runs:
+ *   flat-out  BENCH_SESSIONS puts over the id pool, as fast as the writer goes, in batches
+ *             of WRITE_BATCH per event-loop turn (baton has no flow control of its own);
+ *   windowed  the same, but the writer pauses while any replica has more than
+ *             BENCH_WINDOW_KB of datagrams unacknowledged (flow control done by the bench);
+ *   paced     BENCH_PACED_RATE puts/s for BENCH_SECONDS (lag, NACKs, retransmissions).
+ * After each phase it waits until every replica's partition digests (PeerService.Digests)
+ * equal the writer's and a sample of ids read back (Get) equals the writer's value:
+ * "converged". Delivered deltas/s per replica = deltas it applied in the phase ÷ (first
+ * put → converged). Lag quantiles come from each replica's baton_replication_lag_seconds
+ * histogram (bucket deltas over the phase: the figure is the bucket's upper bound).
+ *
+ * The raw ceiling, in the same run: a plain node:dgram sender in this process sends
+ * datagrams flat out for BENCH_RAW_SECONDS to three receiver processes (bench/udp-sink.ts,
+ * 4 MiB receive buffers), by unicast to each and by multicast to a group they join.
+ *
+ * Loss is injected by the sidecars' --inject-loss-percent (received datagrams dropped, on
+ * every node, writer included), counted in baton_replication_dropped_total{reason="injected_loss"}.
+ *
+ * Environment: BENCH_SECONDS (paced phase, default 5), BENCH_SESSIONS (puts per flat-out
+ * and windowed phase, default 100000), BENCH_IDS (id pool, default 20000), BENCH_PACED_RATE
+ * (10000), BENCH_WINDOW_KB (1024), BENCH_RAW_SECONDS (3), BENCH_DATAGRAM_SIZES ("1400,60000"),
+ * BENCH_FULL_MATRIX (0), BENCH_ONLY (substrings of configuration names, comma-separated),
+ * BENCH_HEAVY_LOSS (30; 0 skips the bound check), BENCH_HEAVY_TRANSPORTS ("multicast"; or
+ * "multicast,unicast"), BENCH_HEAVY_SESSIONS (20000), BENCH_EXCHANGE (1; 0 skips that row),
+ * BENCH_CONVERGE_TIMEOUT_SECONDS (15), BENCH_MAX_MINUTES (20, whole-run watchdog),
+ * BENCH_PHASES (comma list of flat-out, windowed, paced), BENCH_SIDECAR_NODE_ARGS (extra
+ * node flags for the replicas), BENCH_DEBUG=1 (per-phase counters of every node).
+ * BENCH_RAW_SECONDS=0 skips the raw ceiling. A phase that does not converge within the
+ * timeout is reported as such, and the next phase runs on a fresh cluster.
+ *
+ * Every loop is bounded in count and time; every child process is stopped at the end, on
+ * error and on Ctrl-C (and killed by an exit hook as a last resort).
+ */
+import { randomBytes } from 'node:crypto';
+import * as dgram from 'node:dgram';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { findStoredPart } from '../src/store';
+import { cpuSecondsOf, ownCpuSeconds, sleep, startChild, type Child } from './children';
+import {
+  DigestReader,
+  ExchangeWriter,
+  freePeerPorts,
+  histogramQuantile,
+  InProcessWriter,
+  metric,
+  metricSum,
+  parseMetrics,
+  scrape,
+  startReplica,
+  writerConfig,
+  type Replica,
+  type Writer,
+  type WriterCounters,
+} from './replication-cluster';
+import { describeMachine, envNumber, formatCount, formatFixed, formatTable, machineInfo } from './stats';
+
+const PACED_SECONDS = envNumber('BENCH_SECONDS', 5);
+const SESSIONS = Math.round(envNumber('BENCH_SESSIONS', 100_000));
+const ID_POOL = Math.round(envNumber('BENCH_IDS', 20_000));
+const PACED_RATE = envNumber('BENCH_PACED_RATE', 10_000);
+const WINDOW_BYTES = envNumberOrZero('BENCH_WINDOW_KB', 1024) * 1024;
+const RAW_SECONDS = envNumberOrZero('BENCH_RAW_SECONDS', 3);
+const DATAGRAM_SIZES = (process.env.BENCH_DATAGRAM_SIZES ?? '1400,60000').split(',').map((s) => Number(s.trim()));
+const ONLY = (process.env.BENCH_ONLY ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+const HEAVY_LOSS = envNumberOrZero('BENCH_HEAVY_LOSS', 30);
+const HEAVY_TRANSPORTS = (process.env.BENCH_HEAVY_TRANSPORTS ?? 'multicast').split(',').map((s) => s.trim());
+const HEAVY_SESSIONS = Math.round(envNumber('BENCH_HEAVY_SESSIONS', 20_000));
+const FULL_MATRIX = envNumberOrZero('BENCH_FULL_MATRIX', 0) > 0;
+const EXCHANGE = envNumberOrZero('BENCH_EXCHANGE', 1) > 0;
+const CONVERGE_TIMEOUT_MS = envNumber('BENCH_CONVERGE_TIMEOUT_SECONDS', 15) * 1000;
+const MAX_MINUTES = envNumber('BENCH_MAX_MINUTES', 20);
+const PHASES = (process.env.BENCH_PHASES ?? 'flat-out,windowed,paced').split(',').map((s) => s.trim());
+const SIDECAR_NODE_ARGS = (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
+
+/** Puts per event-loop turn in the flat-out and windowed phases (one flush per turn). */
+const WRITE_BATCH = 128;
+/** Exchange writer: BatonClients (streams) and puts in flight across them. */
+const EXCHANGE_CLIENTS = 4;
+const EXCHANGE_IN_FLIGHT = 256;
+/** Ids read back from each replica to check values (besides the digests). */
+const SAMPLE_IDS = 200;
+/** A write phase that has not issued its puts after this long stops (and says so). */
+const WRITE_TIMEOUT_MS = 120_000;
+/** How often convergence is polled. */
+const CONVERGE_POLL_MS = 10;
+/** Retransmit buffer of the heavy-loss configuration (MiB), small enough to be reached. */
+const HEAVY_RETRANSMIT_MB = 2;
+/** The heavy-loss configuration writes every HEAVY_LARGE_EVERY-th part at this size (fragmented). */
+const HEAVY_LARGE_BYTES = 16 * 1024;
+const HEAVY_LARGE_EVERY = 8;
+/** The reassembly bound the driver sets: max(8 × --max-value-bytes, 16 MiB) per sender. */
+const REASSEMBLY_BOUND_BYTES = Math.max(8 * 1_048_576, 16 * 1024 * 1024);
+const PARTITIONS = 256;
+
+function envNumberOrZero(name: string, fallback: number): number {
+  const text = process.env[name];
+  if (text === '0') return 0;
+  return envNumber(name, fallback);
+}
+
+let interrupted = false;
+
+// --- configurations --------------------------------------------------------------------
+
+type Transport = 'unicast' | 'multicast';
+
+interface ClusterConfig {
+  name: string;
+  transport: Transport;
+  valueBytes: number;
+  lossPercent: number;
+  datagramBytes: number;
+  writer: 'in-process' | 'exchange';
+  /** --retransmit-buffer-mb; undefined = default (16). */
+  retransmitMb?: number;
+  /** Every n-th put is `largeBytes` (fragmented); 0 = none. */
+  largeEvery: number;
+  largeBytes: number;
+  /** Puts of the flat-out and windowed phases; default BENCH_SESSIONS. */
+  puts?: number;
+  phases: PhaseKind[];
+}
+
+type PhaseKind = 'flat-out' | 'windowed' | 'paced';
+
+function configurations(): ClusterConfig[] {
+  const list: ClusterConfig[] = [];
+  for (const transport of ['multicast', 'unicast'] as const) {
+    for (const valueBytes of [1024, 256]) {
+      // Every datagram size for 1 KiB parts; the largest only for 256 B (BENCH_FULL_MATRIX=1: all).
+      const sizes = FULL_MATRIX || valueBytes === 1024 ? DATAGRAM_SIZES : DATAGRAM_SIZES.slice(-1);
+      for (const datagramBytes of sizes) {
+        for (const lossPercent of [0, 5]) {
+          list.push({
+            name: `${transport} ${valueBytes === 1024 ? '1 KiB' : `${valueBytes} B`} dg ${datagramBytes} loss ${lossPercent}%`,
+            transport,
+            valueBytes,
+            lossPercent,
+            datagramBytes,
+            writer: 'in-process',
+            largeEvery: 0,
+            largeBytes: 0,
+            phases: ['flat-out', 'windowed', 'paced'],
+          });
+        }
+      }
+    }
+  }
+  if (EXCHANGE) {
+    const datagramBytes = DATAGRAM_SIZES[DATAGRAM_SIZES.length - 1]!;
+    list.push({
+      name: `multicast 1 KiB dg ${datagramBytes} loss 0% via Exchange`,
+      transport: 'multicast',
+      valueBytes: 1024,
+      lossPercent: 0,
+      datagramBytes,
+      writer: 'exchange',
+      largeEvery: 0,
+      largeBytes: 0,
+      phases: ['flat-out', 'paced'],
+    });
+  }
+  if (HEAVY_LOSS > 0) {
+    for (const transport of (['multicast', 'unicast'] as const).filter((t) => HEAVY_TRANSPORTS.includes(t))) {
+      list.push({
+        name: `${transport} 1 KiB+16 KiB dg 1400 loss ${HEAVY_LOSS}% rtx ${HEAVY_RETRANSMIT_MB} MiB`,
+        transport,
+        valueBytes: 1024,
+        lossPercent: HEAVY_LOSS,
+        datagramBytes: 1400,
+        writer: 'in-process',
+        retransmitMb: HEAVY_RETRANSMIT_MB,
+        largeEvery: HEAVY_LARGE_EVERY,
+        largeBytes: HEAVY_LARGE_BYTES,
+        puts: HEAVY_SESSIONS,
+        phases: ['flat-out', 'paced'],
+      });
+    }
+  }
+  return ONLY.length === 0 ? list : list.filter((c) => ONLY.some((o) => c.name.includes(o)));
+}
+
+// --- results ---------------------------------------------------------------------------
+
+interface ReplicaResult {
+  nodeId: string;
+  applied: number;
+  deliveredPerSecond: number;
+  nacksSent: number;
+  injectedLoss: number;
+  resyncs: number;
+  lagP50: number;
+  lagP99: number;
+  receivedBytes: number;
+  dataDatagrams: number;
+  reassemblyPeak: number;
+  /** Datagrams dropped by the replay window as older than it (reason too_old). */
+  tooOld: number;
+  /** Members this replica marked suspect or dead during the phase. */
+  suspectOrDead: number;
+  cpu: number;
+}
+
+interface PhaseResult {
+  config: ClusterConfig;
+  kind: PhaseKind;
+  puts: number;
+  putErrors: number;
+  writeSeconds: number;
+  offeredPerSecond: number;
+  /** ms from the last put to convergence; undefined when it did not converge in time. */
+  convergeMs: number | undefined;
+  convergeProblem: string | undefined;
+  totalSeconds: number;
+  replicas: ReplicaResult[];
+  writer: WriterCounters;
+  retransmitPeak: number;
+  writerCpu: number;
+  kernelRcvbufErrors: number;
+}
+
+// --- the workload ----------------------------------------------------------------------
+
+class Workload {
+  readonly ids: string[] = [];
+  private readonly base: Buffer;
+  private counter = 0;
+
+  constructor(
+    private readonly config: ClusterConfig,
+    private readonly writer: Writer,
+  ) {
+    for (let i = 0; i < ID_POOL; i++) this.ids.push(randomBytes(16).toString('hex'));
+    this.base = randomBytes(Math.max(config.valueBytes, config.largeBytes));
+  }
+
+  /** Put number k (of this cluster's life): id k mod pool, a value no other put has. */
+  put(k: number): void | Promise<unknown> {
+    const n = ++this.counter;
+    const size = this.config.largeEvery > 0 && n % this.config.largeEvery === 0 ? this.config.largeBytes : this.config.valueBytes;
+    const value = Buffer.allocUnsafe(size);
+    this.base.copy(value, 0, 0, size);
+    value.writeUInt32BE(n, 0);
+    const lane = k % ID_POOL;
+    return this.writer.put(this.ids[lane]!, value, lane);
+  }
+}
+
+interface LoadResult {
+  puts: number;
+  errors: number;
+  firstError: string | undefined;
+  seconds: number;
+}
+
+/**
+ * Issues `count` puts: flat out (WRITE_BATCH per turn), optionally held back by a window of
+ * unacknowledged datagrams, or paced at `rate` puts/s. Bounded by count and WRITE_TIMEOUT_MS.
+ */
+async function runLoad(
+  work: Workload,
+  writer: Writer,
+  firstK: number,
+  count: number,
+  options: { rate?: number; windowPackets?: number },
+): Promise<LoadResult> {
+  let issued = 0;
+  let errors = 0;
+  let firstError: string | undefined;
+  let inFlight = 0;
+  let wake: (() => void) | undefined;
+  const started = process.hrtime.bigint();
+  const deadline = Date.now() + WRITE_TIMEOUT_MS;
+  const issue = () => {
+    const result = work.put(firstK + issued++);
+    if (result === undefined) return;
+    inFlight++;
+    result.then(
+      () => undefined,
+      (err: unknown) => {
+        errors++;
+        firstError ??= err instanceof Error ? err.message : String(err);
+      },
+    ).finally(() => {
+      inFlight--;
+      if (wake !== undefined && inFlight < EXCHANGE_IN_FLIGHT) {
+        const w = wake;
+        wake = undefined;
+        w();
+      }
+    });
+  };
+  while (issued < count && !interrupted && Date.now() < deadline && errors < 1000) {
+    if (inFlight >= EXCHANGE_IN_FLIGHT) {
+      await new Promise<void>((resolve) => (wake = resolve));
+      continue;
+    }
+    if (options.rate !== undefined) {
+      const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+      const due = Math.min(count, Math.floor(options.rate * elapsed) + 1);
+      let n = 0;
+      // Behind schedule (a writer slower than the rate) it catches up WRITE_BATCH per turn,
+      // as the flat-out phase writes, rather than in one burst.
+      while (issued < due && n < WRITE_BATCH && inFlight < EXCHANGE_IN_FLIGHT) {
+        issue();
+        n++;
+      }
+      if (issued < due) await new Promise<void>((resolve) => setImmediate(resolve));
+      else await sleep(1);
+      continue;
+    }
+    if (options.windowPackets !== undefined && writer.maxUnacked() > options.windowPackets) {
+      await sleep(1);
+      continue;
+    }
+    const stop = Math.min(count, issued + WRITE_BATCH);
+    while (issued < stop && inFlight < EXCHANGE_IN_FLIGHT) issue();
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  // Wait for the writer to have applied the puts still in flight (Exchange), bounded.
+  const drainUntil = Date.now() + 30_000;
+  while (inFlight > 0 && Date.now() < drainUntil) await sleep(5);
+  return { puts: issued, errors, firstError, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
+}
+
+// --- one cluster -------------------------------------------------------------------------
+
+interface Cluster {
+  config: ClusterConfig;
+  replicas: Replica[];
+  writer: Writer;
+  digests: DigestReader;
+  work: Workload;
+}
+
+async function startCluster(config: ClusterConfig, stoppers: (() => Promise<unknown>)[]): Promise<Cluster> {
+  const key = randomBytes(32).toString('base64');
+  process.env.BATON_CLUSTER_KEY = key;
+  const ports = await freePeerPorts(5);
+  const peers = ports.slice(0, 4).map((p) => `127.0.0.1:${p}`).join(',');
+  const common: Record<string, string> = {
+    peers,
+    replicas: '3',
+    partitions: String(PARTITIONS),
+    'max-datagram-bytes': String(config.datagramBytes),
+    'inject-loss-percent': String(config.lossPercent),
+  };
+  if (config.transport === 'multicast') {
+    common.multicast = `239.255.${(ports[4]! >> 8) & 0xff}.${ports[4]! & 0xff}:${ports[4]}`;
+    common['multicast-interface'] = '127.0.0.1';
+  }
+  if (config.retransmitMb !== undefined) common['retransmit-buffer-mb'] = String(config.retransmitMb);
+  const flags = Object.entries(common).flatMap(([k, v]) => [`--${k}`, v]);
+  const replicas: Replica[] = [];
+  try {
+    for (let i = 0; i < 3; i++) {
+      const replica = await startReplica(`r${i + 1}`, [...flags, '--peer-listen', `127.0.0.1:${ports[i + 1]}`], SIDECAR_NODE_ARGS);
+      replicas.push(replica);
+      stoppers.push(async () => {
+        replica.client.close();
+        return replica.child.stop();
+      });
+    }
+  } finally {
+    delete process.env.BATON_CLUSTER_KEY;
+  }
+  const values = { ...common, 'node-id': 'writer', 'api-listen': '127.0.0.1:0', 'metrics-listen': '127.0.0.1:0', 'peer-listen': `127.0.0.1:${ports[0]}` };
+  const wconfig = writerConfig(values, key);
+  const writer = config.writer === 'exchange' ? await ExchangeWriter.start(wconfig, EXCHANGE_CLIENTS) : await InProcessWriter.start(wconfig);
+  stoppers.push(() => writer.stop());
+  const digests = new DigestReader(key);
+  stoppers.push(async () => digests.close());
+  const cluster = { config, replicas, writer, digests, work: new Workload(config, writer) };
+  await waitForMembers(cluster);
+  return cluster;
+}
+
+async function waitForMembers(cluster: Cluster): Promise<void> {
+  const until = Date.now() + 20_000;
+  for (;;) {
+    let ok = (await cluster.writer.liveMembers()) === 4;
+    for (const r of cluster.replicas) {
+      if (!ok) break;
+      ok = metric(await scrape(r.metricsUrl), 'baton_cluster_members', 'state="alive"') === 4;
+    }
+    if (ok) break;
+    if (Date.now() > until) throw new Error('the four nodes did not see each other within 20 s');
+    await sleep(50);
+  }
+  // Let the state transfers placement starts at join finish (the stores are empty).
+  await sleep(500);
+}
+
+/**
+ * Waits until every replica's partition digests equal the writer's and a sample of ids
+ * reads back the writer's value. Returns undefined when converged, else what differed.
+ */
+async function waitConverged(cluster: Cluster, sampleFrom: number, sampleCount: number, timeoutMs: number): Promise<string | undefined> {
+  const until = Date.now() + timeoutMs;
+  let problem = 'not checked';
+  while (!interrupted) {
+    problem = await convergenceProblem(cluster, sampleFrom, sampleCount).catch(
+      (err: unknown) => `reading digests or values failed: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`,
+    );
+    if (problem === '') return undefined;
+    if (Date.now() > until) break;
+    await sleep(CONVERGE_POLL_MS);
+  }
+  return problem;
+}
+
+async function convergenceProblem(cluster: Cluster, sampleFrom: number, sampleCount: number): Promise<string> {
+  const store = cluster.writer.store;
+  const mine: bigint[] = [];
+  for (let p = 0; p < PARTITIONS; p++) mine.push(store.digest(p));
+  const theirs = await Promise.all(cluster.replicas.map((r) => cluster.digests.digests(r.peerAddress)));
+  for (const [i, map] of theirs.entries()) {
+    let differing = 0;
+    for (let p = 0; p < PARTITIONS; p++) if (map.get(p) !== mine[p]) differing++;
+    if (differing > 0) return `${cluster.replicas[i]!.nodeId}: ${differing} partitions differ`;
+  }
+  // Digests cover versions, not bytes: read a sample of values back.
+  const now = Date.now();
+  // Half the sample: the ids written last (the likeliest to lag); half spread over the pool.
+  const n = Math.min(SAMPLE_IDS, ID_POOL);
+  const ids = new Set<string>();
+  for (let j = 0; j < Math.min(n / 2, sampleCount); j++) ids.add(cluster.work.ids[(sampleFrom + sampleCount - 1 - j) % ID_POOL]!);
+  for (let j = 0; ids.size < n && j < n; j++) ids.add(cluster.work.ids[Math.floor((j * ID_POOL) / n)]!);
+  for (const replica of cluster.replicas) {
+    const list = [...ids];
+    const sessions = await Promise.all(list.map((id) => replica.client.get(id)));
+    for (const [j, session] of sessions.entries()) {
+      const stored = store.get(list[j]!, now);
+      const expected = stored === undefined ? undefined : findStoredPart(stored, 'data')?.value;
+      const got = session?.parts.find((p) => p.name === 'data')?.value.toString('latin1');
+      if (got !== expected) return `${replica.nodeId}: session ${j} of the sample has ${got === undefined ? 'no value' : 'another value'}`;
+    }
+  }
+  return '';
+}
+
+function kernelRcvbufErrors(): number {
+  try {
+    const lines = readFileSync('/proc/net/snmp', 'latin1').split('\n').filter((l) => l.startsWith('Udp:'));
+    const names = lines[0]!.split(/\s+/);
+    const values = lines[1]!.split(/\s+/);
+    return Number(values[names.indexOf('RcvbufErrors')]);
+  } catch {
+    return NaN;
+  }
+}
+
+async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Promise<PhaseResult> {
+  const { config, replicas, writer, work } = cluster;
+  const count = kind === 'paced' ? Math.round(PACED_RATE * PACED_SECONDS) : (config.puts ?? SESSIONS);
+  const windowPackets = kind === 'windowed' ? Math.max(4, Math.floor(WINDOW_BYTES / config.datagramBytes)) : undefined;
+
+  const before = await Promise.all(replicas.map((r) => scrape(r.metricsUrl)));
+  const writerBefore = await writer.counters();
+  const cpuBefore = { own: ownCpuSeconds(), replicas: replicas.map((r) => cpuSecondsOf(r.child.process.pid)) };
+  const rcvbufBefore = kernelRcvbufErrors();
+
+  // Peaks: the writer's retransmit buffer often, the replicas' reassembly gauge sparingly.
+  let retransmitPeak = 0;
+  const reassemblyPeak = replicas.map(() => 0);
+  let sampling = true;
+  const sampler = (async () => {
+    let i = 0;
+    while (sampling) {
+      retransmitPeak = Math.max(retransmitPeak, await writer.retransmitBufferBytes().catch(() => 0));
+      // Scraping a replica costs it a few ms of CPU (and delays its datagrams): only where
+      // fragments exist, i.e. where reassembly memory can be non-zero.
+      if (config.largeEvery > 0 && i++ % 50 === 0) {
+        const scrapes = await Promise.all(replicas.map((r) => scrape(r.metricsUrl).catch(() => undefined)));
+        scrapes.forEach((s, j) => {
+          if (s !== undefined) reassemblyPeak[j] = Math.max(reassemblyPeak[j]!, metric(s, 'baton_replication_reassembly_bytes'));
+        });
+      }
+      await sleep(writer.kind === 'in-process' ? 5 : 50);
+    }
+  })();
+
+  const t0 = process.hrtime.bigint();
+  let load: LoadResult;
+  let tWritten: bigint;
+  let problem: string | undefined;
+  try {
+    load = await runLoad(work, writer, firstK, count, kind === 'paced' ? { rate: PACED_RATE } : { windowPackets });
+    tWritten = process.hrtime.bigint();
+    problem = await waitConverged(cluster, firstK, load.puts, CONVERGE_TIMEOUT_MS);
+  } finally {
+    // The sampler must end whatever happens, or it keeps the process alive.
+    sampling = false;
+    await sampler.catch(() => undefined);
+  }
+  const tDone = process.hrtime.bigint();
+
+  const cpuWall = Number(tDone - t0) / 1e9;
+  const after = await Promise.all(replicas.map((r) => scrape(r.metricsUrl)));
+  const writerAfter = await writer.counters();
+  const totalSeconds = Number(tDone - t0) / 1e9;
+  const replicaResults = replicas.map((r, i): ReplicaResult => {
+    const b = before[i]!;
+    const a = after[i]!;
+    const d = (name: string, labels?: string) => metric(a, name, labels) - metric(b, name, labels);
+    const applied = d('baton_replication_deltas_applied_total');
+    return {
+      nodeId: r.nodeId,
+      applied,
+      deliveredPerSecond: applied / totalSeconds,
+      nacksSent: d('baton_replication_nacks_sent_total'),
+      injectedLoss: d('baton_replication_dropped_total', 'reason="injected_loss"'),
+      resyncs: metricSum(a, 'baton_replication_resyncs_total') - metricSum(b, 'baton_replication_resyncs_total'),
+      lagP50: histogramQuantile(b, a, 'baton_replication_lag_seconds', 0.5),
+      lagP99: histogramQuantile(b, a, 'baton_replication_lag_seconds', 0.99),
+      receivedBytes: d('baton_replication_received_bytes_total'),
+      dataDatagrams: d('baton_replication_datagrams_received_total', 'type="data"'),
+      reassemblyPeak: Math.max(reassemblyPeak[i]!, metric(a, 'baton_replication_reassembly_bytes')),
+      tooOld: d('baton_replication_dropped_total', 'reason="too_old"'),
+      suspectOrDead: d('baton_cluster_membership_events_total', 'type="suspect"') + d('baton_cluster_membership_events_total', 'type="dead"'),
+      cpu: (cpuSecondsOf(r.child.process.pid) - cpuBefore.replicas[i]!) / cpuWall,
+    };
+  });
+  if (process.env.BENCH_DEBUG === '1') {
+    for (const [i, r] of replicas.entries()) {
+      const diff: string[] = [];
+      for (const [key, value] of after[i]!) {
+        if (!/^baton_replication_(datagrams|dropped|resyncs|nacks|duplicates|fragments)/.test(key)) continue;
+        const delta = value - (before[i]!.get(key) ?? 0);
+        if (delta !== 0) diff.push(`${key.replace('baton_replication_', '')}=${delta}`);
+      }
+      console.log(`    [debug] ${r.nodeId}: ${diff.join(' ')}`);
+    }
+    if (writer instanceof InProcessWriter) {
+      const e = writer.driver.engine;
+      const events = [...parseMetrics(await writer.metrics.registry.metrics())].filter(([k]) => k.startsWith('baton_cluster_membership_events_total'));
+      console.log(`    [debug] writer membership events (cumulative): ${events.map(([k, v]) => `${k.slice(37)}=${v}`).join(' ')}`);
+      console.log(`    [debug] writer: sent ${JSON.stringify(e.stats.datagramsSent)} received ${JSON.stringify(e.stats.datagramsReceived)} channels ${JSON.stringify(e.channelCounters())} counters ${JSON.stringify(writer.driver.counters)}`);
+    }
+  }
+  return {
+    config,
+    kind,
+    puts: load.puts,
+    putErrors: load.errors,
+    writeSeconds: Number(tWritten - t0) / 1e9,
+    offeredPerSecond: load.puts / (Number(tWritten - t0) / 1e9),
+    convergeMs: problem === undefined ? Number(tDone - tWritten) / 1e6 : undefined,
+    convergeProblem: problem ?? (load.errors > 0 ? `${load.errors} puts failed: ${load.firstError}` : undefined),
+    totalSeconds,
+    replicas: replicaResults,
+    writer: subtractCounters(writerAfter, writerBefore),
+    retransmitPeak,
+    writerCpu: (ownCpuSeconds() - cpuBefore.own) / cpuWall,
+    kernelRcvbufErrors: kernelRcvbufErrors() - rcvbufBefore,
+  };
+}
+
+function subtractCounters(a: WriterCounters, b: WriterCounters): WriterCounters {
+  const out = { ...a };
+  for (const k of Object.keys(a) as (keyof WriterCounters)[]) out[k] = a[k] - b[k];
+  return out;
+}
+
+async function runCluster(config: ClusterConfig): Promise<{ phases: PhaseResult[]; warmupProblem: string | undefined; peakRssMiB: number[] }> {
+  let stoppers: (() => Promise<unknown>)[] = [];
+  const stopAll = async () => {
+    for (const stop of stoppers.reverse()) {
+      try {
+        await stop();
+      } catch {
+        // keep stopping the rest
+      }
+    }
+    stoppers = [];
+  };
+  /** A fresh cluster, warmed up: every id written once (so later phases overwrite), converged. */
+  const fresh = async () => {
+    const cluster = await startCluster(config, stoppers);
+    const warm = await runLoad(cluster.work, cluster.writer, 0, ID_POOL, { windowPackets: Math.max(4, Math.floor((WINDOW_BYTES || 1 << 20) / config.datagramBytes)) });
+    return { cluster, problem: await waitConverged(cluster, 0, warm.puts, CONVERGE_TIMEOUT_MS) };
+  };
+  try {
+    let { cluster, problem: warmupProblem } = await fresh();
+    let k = ID_POOL;
+    const phases: PhaseResult[] = [];
+    const peakRssMiB = [0, 0, 0];
+    const notePeakRss = () => cluster.replicas.forEach((r, i) => (peakRssMiB[i] = Math.max(peakRssMiB[i]!, peakRss(r.child.process.pid))));
+    const kinds = config.phases.filter((kind) => PHASES.includes(kind));
+    for (const [i, kind] of kinds.entries()) {
+      if (interrupted) break;
+      const result = await runPhase(cluster, kind, k);
+      k += result.puts;
+      phases.push(result);
+      printPhaseLine(result);
+      if (result.convergeMs === undefined && i < kinds.length - 1 && !interrupted) {
+        // The next phase must not inherit this one's divergence: start over.
+        console.log('    (not converged: the next phase runs on a fresh cluster)');
+        notePeakRss();
+        await stopAll();
+        ({ cluster, problem: warmupProblem } = await fresh());
+        k = ID_POOL;
+      }
+    }
+    notePeakRss();
+    return { phases, warmupProblem, peakRssMiB };
+  } finally {
+    await stopAll();
+  }
+}
+
+function peakRss(pid: number | undefined): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
+    return m === null ? NaN : Number(m[1]) / 1024;
+  } catch {
+    return NaN;
+  }
+}
+
+// --- raw ceiling -----------------------------------------------------------------------
+
+interface RawResult {
+  transport: Transport;
+  size: number;
+  sentPerSecond: number;
+  perReceiver: number[];
+}
+
+async function rawCeiling(transport: Transport, size: number, seconds: number): Promise<RawResult> {
+  const sinks: Child[] = [];
+  const socket = dgram.createSocket({ type: 'udp4', sendBufferSize: 4 * 1024 * 1024 });
+  try {
+    const [groupPort] = await freePeerPorts(1);
+    const group = `239.254.${(groupPort! >> 8) & 0xff}.${groupPort! & 0xff}`;
+    const destinations: { host: string; port: number }[] = [];
+    const sinkMain = path.join(__dirname, 'udp-sink.js');
+    for (let i = 0; i < 3; i++) {
+      const args = transport === 'multicast' ? [sinkMain, 'multicast', group, String(groupPort)] : [sinkMain, 'unicast'];
+      const sink = startChild(`udp-sink ${i + 1}`, process.execPath, args);
+      sinks.push(sink);
+      const [, port] = await sink.waitForLine(/^READY (\d+)$/, 10_000);
+      if (transport === 'unicast') destinations.push({ host: '127.0.0.1', port: Number(port) });
+    }
+    if (transport === 'multicast') destinations.push({ host: group, port: groupPort! });
+    await new Promise<void>((resolve) => socket.bind({ port: 0, address: '127.0.0.1' }, resolve));
+    if (transport === 'multicast') {
+      socket.setMulticastInterface('127.0.0.1');
+      socket.setMulticastLoopback(true);
+      socket.setMulticastTTL(1);
+    }
+    const payload = randomBytes(size);
+    let inFlight = 0;
+    let sent = 0;
+    let running = true;
+    const MAX_IN_FLIGHT = 256;
+    const pump = async () => {
+      const until = Date.now() + (seconds + 2) * 1000;
+      while (running && !interrupted && Date.now() < until) {
+        for (let i = 0; i < 64 && inFlight < MAX_IN_FLIGHT; i++) {
+          for (const d of destinations) {
+            inFlight++;
+            socket.send(payload, d.port, d.host, () => {
+              inFlight--;
+              sent++;
+            });
+          }
+        }
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    };
+    const count = async () =>
+      Promise.all(
+        sinks.map(async (s) => {
+          const line = s.waitForLine(/^COUNT (\d+) (\d+) (\d+)$/, 10_000);
+          s.process.stdin!.write('count\n');
+          const m = await line;
+          return { datagrams: Number(m[1]), ns: BigInt(m[3]!) };
+        }),
+      );
+    const pumping = pump();
+    await sleep(500);
+    const a = await count();
+    const sentA = sent;
+    const tA = process.hrtime.bigint();
+    await sleep(seconds * 1000);
+    const b = await count();
+    const sentB = sent;
+    const tB = process.hrtime.bigint();
+    running = false;
+    await pumping;
+    return {
+      transport,
+      size,
+      sentPerSecond: (sentB - sentA) / (Number(tB - tA) / 1e9),
+      perReceiver: b.map((x, i) => (x.datagrams - a[i]!.datagrams) / (Number(x.ns - a[i]!.ns) / 1e9)),
+    };
+  } finally {
+    socket.close();
+    for (const s of sinks) {
+      s.process.stdin!.end();
+      await s.stop(2000);
+    }
+  }
+}
+
+// --- output ----------------------------------------------------------------------------
+
+function ms(seconds: number): string {
+  if (Number.isNaN(seconds)) return 'n/a';
+  if (seconds === Infinity) return '>5000';
+  return `≤${formatFixed(seconds * 1000, seconds < 0.001 ? 1 : 0)}`;
+}
+
+function kib(bytes: number): string {
+  return Number.isFinite(bytes) ? `${formatCount(bytes / 1024)} KiB` : 'n/a';
+}
+
+function minOf(values: number[]): number {
+  return Math.min(...values);
+}
+
+function maxOf(values: number[]): number {
+  return Math.max(...values);
+}
+
+function printPhaseLine(r: PhaseResult): void {
+  const delivered = r.replicas.map((x) => formatCount(x.deliveredPerSecond)).join('/');
+  console.log(
+    `  ${r.kind.padEnd(8)} ${formatCount(r.puts).padStart(7)} puts  offered ${formatCount(r.offeredPerSecond).padStart(7)}/s  ` +
+      `delivered ${delivered}/s  converge ${r.convergeMs === undefined ? 'NO' : `${formatCount(r.convergeMs)} ms`}  ` +
+      `lag p50/p99 ${ms(maxOf(r.replicas.map((x) => x.lagP50)))}/${ms(maxOf(r.replicas.map((x) => x.lagP99)))} ms  ` +
+      `NACKs ${formatCount(sum(r.replicas.map((x) => x.nacksSent)))}  rtx ${formatCount(r.writer.retransmissions)}  ` +
+      `resyncs ${sum(r.replicas.map((x) => x.resyncs))}  kernel drops ${formatCount(r.kernelRcvbufErrors)}  ` +
+      `too_old ${formatCount(sum(r.replicas.map((x) => x.tooOld)))}  susp/dead ${sum(r.replicas.map((x) => x.suspectOrDead)) + r.writer.suspectOrDead}  ` +
+      `CPU writer ${pct(r.writerCpu)} replicas ${r.replicas.map((x) => pct(x.cpu)).join('/')}` +
+      (r.convergeProblem !== undefined ? `  (${r.convergeProblem})` : ''),
+  );
+}
+
+function pct(x: number): string {
+  return Number.isFinite(x) ? `${Math.round(x * 100)}%` : 'n/a';
+}
+
+function sum(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}
+
+function rawFor(raw: RawResult[], transport: Transport, size: number): number {
+  const r = raw.find((x) => x.transport === transport && x.size === size);
+  return r === undefined ? NaN : minOf(r.perReceiver);
+}
+
+function printReport(results: PhaseResult[], raw: RawResult[], warmups: Map<string, string | undefined>, rss: Map<string, number[]>): void {
+  console.log('\n=== raw ceiling: plain node:dgram, one sender (this process) → 3 receiver processes, flat out ===');
+  console.log(
+    formatTable(
+      ['transport', 'datagram B', 'sent/s (all dests)', 'received/s per receiver', 'min MB/s per receiver'],
+      raw.map((r) => [
+        r.transport,
+        String(r.size),
+        formatCount(r.sentPerSecond),
+        r.perReceiver.map(formatCount).join(' / '),
+        formatFixed((minOf(r.perReceiver) * r.size) / 1e6, 1),
+      ]),
+    ),
+  );
+
+  const table = (kind: PhaseKind) => {
+    const rows = results.filter((r) => r.kind === kind);
+    if (rows.length === 0) return;
+    console.log(`\n=== ${kind} ===`);
+    console.log(
+      formatTable(
+        [
+          'configuration',
+          'puts',
+          'offered/s',
+          'delivered/s per replica (min)',
+          'each',
+          '÷ raw 1 KiB',
+          'converge ms',
+          'lag p50 ms',
+          'lag p99 ms',
+          'NACKs',
+          'rtx',
+          'resyncs',
+          'inj. drops',
+          'kernel drops',
+          'too_old',
+          'susp/dead',
+          'rtx buf peak',
+          'reasm peak',
+          'CPU w/r',
+        ],
+        rows.map((r) => [
+          r.config.name,
+          formatCount(r.puts),
+          formatCount(r.offeredPerSecond),
+          formatCount(minOf(r.replicas.map((x) => x.deliveredPerSecond))),
+          r.replicas.map((x) => formatCount(x.deliveredPerSecond / 1000) + 'k').join('/'),
+          formatFixed(minOf(r.replicas.map((x) => x.deliveredPerSecond)) / rawFor(raw, r.config.transport, 1024), 2) + '×',
+          r.convergeMs === undefined ? 'NO' : formatCount(r.convergeMs),
+          ms(maxOf(r.replicas.map((x) => x.lagP50))),
+          ms(maxOf(r.replicas.map((x) => x.lagP99))),
+          formatCount(sum(r.replicas.map((x) => x.nacksSent))),
+          formatCount(r.writer.retransmissions),
+          String(sum(r.replicas.map((x) => x.resyncs))),
+          formatCount(sum(r.replicas.map((x) => x.injectedLoss)) + r.writer.injectedLoss),
+          formatCount(r.kernelRcvbufErrors),
+          formatCount(sum(r.replicas.map((x) => x.tooOld))),
+          String(sum(r.replicas.map((x) => x.suspectOrDead)) + r.writer.suspectOrDead),
+          kib(r.retransmitPeak),
+          kib(maxOf(r.replicas.map((x) => x.reassemblyPeak))),
+          `${pct(r.writerCpu)}/${r.replicas.map((x) => pct(x.cpu)).join('+')}`,
+        ]),
+      ),
+    );
+  };
+  table('flat-out');
+  table('windowed');
+  table('paced');
+  console.log(
+    '\nlag: the upper bound of the baton_replication_lag_seconds bucket holding the quantile (bounds 0.5, 1, 2, 5, 10, 20, 50, 100, 250 ms…),\n' +
+      'worst replica; lag is owner clock (whole ms) to replica clock (whole ms). delivered/s = deltas applied ÷ (first put → converged).\n' +
+      "NACKs: sent by the replicas; rtx: datagrams the writer sent again; inj. drops: datagrams dropped by --inject-loss-percent, all nodes;\n" +
+      'kernel drops: UDP RcvbufErrors of the whole machine (/proc/net/snmp) during the phase; too_old: datagrams the replicas\' replay\n' +
+      'windows refused as older than 4096 packets; susp/dead: members marked suspect or dead (all nodes).',
+  );
+
+  const problems = results.filter((r) => r.convergeMs === undefined || r.putErrors > 0);
+  for (const [name, problem] of warmups) if (problem !== undefined) console.log(`warm-up of ${name} did not converge: ${problem}`);
+  for (const [name, list] of rss) console.log(`peak RSS of the replicas, ${name}: ${list.map((x) => `${formatFixed(x, 0)} MiB`).join(' / ')}`);
+
+  console.log('\n=== targets ===');
+  const mc1k = (dg: number, loss: number, kind: PhaseKind) =>
+    results.find((r) => r.kind === kind && r.config.writer === 'in-process' && r.config.transport === 'multicast' && r.config.valueBytes === 1024 && r.config.datagramBytes === dg && r.config.lossPercent === loss && r.config.largeEvery === 0);
+  for (const dg of DATAGRAM_SIZES) {
+    for (const kind of ['flat-out', 'windowed'] as const) {
+      const r = mc1k(dg, 0, kind);
+      if (r === undefined) continue;
+      const v = minOf(r.replicas.map((x) => x.deliveredPerSecond));
+      console.log(`≥ 67k deltas/s per replica (multicast, 1 KiB, no loss, ${dg} B datagrams, ${kind}): ${formatCount(v)}/s — ${v >= 67_000 ? 'met' : 'MISSED'}`);
+    }
+  }
+  for (const dg of DATAGRAM_SIZES) {
+    for (const [loss, bound] of [[0, 0.002], [5, 0.02]] as const) {
+      const r = mc1k(dg, loss, 'paced');
+      if (r === undefined) continue;
+      const p99 = maxOf(r.replicas.map((x) => x.lagP99));
+      console.log(`lag p99 ≤ ${bound * 1000} ms at ${formatCount(PACED_RATE)}/s, ${loss}% loss (multicast, 1 KiB, ${dg} B): ${ms(p99)} ms — ${p99 <= bound ? 'met' : 'MISSED'}`);
+    }
+  }
+  const converged = results.length - problems.length;
+  console.log(`100% convergence: ${converged} of ${results.length} phases converged — ${problems.length === 0 ? 'met' : 'MISSED'}`);
+  for (const p of problems) console.log(`  not converged: ${p.config.name} ${p.kind}: ${p.convergeProblem}`);
+  for (const r of results.filter((x) => x.config.retransmitMb !== undefined)) {
+    const channels = r.config.transport === 'multicast' ? 1 : 3;
+    const rtxBound = r.config.retransmitMb! * 1024 * 1024 * channels;
+    const reasm = maxOf(r.replicas.map((x) => x.reassemblyPeak));
+    console.log(
+      `bounds under ${r.config.lossPercent}% loss (${r.config.name}, ${r.kind}): retransmit buffer peak ${kib(r.retransmitPeak)} of ${kib(rtxBound)} ` +
+        `(${channels} channel${channels > 1 ? 's' : ''} × ${r.config.retransmitMb} MiB); reassembly peak ${kib(reasm)} of ${kib(REASSEMBLY_BOUND_BYTES)} per sender — ` +
+        (r.retransmitPeak <= rtxBound && reasm <= REASSEMBLY_BOUND_BYTES ? 'met' : 'MISSED'),
+    );
+  }
+}
+
+// --- main ------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const onSignal = () => {
+    if (interrupted) process.exit(1);
+    interrupted = true;
+    console.log('\ninterrupted: stopping');
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const watchdog = setTimeout(() => {
+    console.error(`\nthe benchmark ran longer than BENCH_MAX_MINUTES=${MAX_MINUTES}: stopping`);
+    interrupted = true;
+    setTimeout(() => process.exit(1), 30_000).unref();
+  }, MAX_MINUTES * 60_000);
+  watchdog.unref();
+
+  console.log('baton replication benchmark\n');
+  console.log(describeMachine(machineInfo()));
+  console.log(
+    `\nworkload: ${formatCount(ID_POOL)} session ids, one part 'data' each; flat-out and windowed phases ${formatCount(SESSIONS)} puts, ` +
+      `paced ${formatCount(PACED_RATE)} puts/s × ${PACED_SECONDS} s; window ${WINDOW_BYTES / 1024} KiB of unacknowledged datagrams; ` +
+      `writer batch ${WRITE_BATCH} puts per event-loop turn; AES-256-GCM on; --replicas 3; 4 nodes (writer in this process + 3 sidecars)`,
+  );
+
+  const configs = configurations();
+  const raw: RawResult[] = [];
+  console.log('\nraw ceiling (plain node:dgram)');
+  for (const transport of ['unicast', 'multicast'] as const) {
+    for (const size of [1024, ...DATAGRAM_SIZES.filter((s) => s > 1500)]) {
+      if (interrupted || RAW_SECONDS === 0) break;
+      const r = await rawCeiling(transport, size, RAW_SECONDS);
+      raw.push(r);
+      console.log(`  ${transport.padEnd(9)} ${String(size).padStart(5)} B  sent ${formatCount(r.sentPerSecond)}/s  received per receiver ${r.perReceiver.map(formatCount).join(' / ')}/s`);
+    }
+  }
+
+  const results: PhaseResult[] = [];
+  const warmups = new Map<string, string | undefined>();
+  const rss = new Map<string, number[]>();
+  for (const config of configs) {
+    if (interrupted) break;
+    console.log(`\n${config.name}${config.writer === 'exchange' ? ` (writer: BatonNode + ${EXCHANGE_CLIENTS} BatonClients over Exchange, ${EXCHANGE_IN_FLIGHT} in flight)` : ''}`);
+    try {
+      const { phases, warmupProblem, peakRssMiB } = await runCluster(config);
+      results.push(...phases);
+      warmups.set(config.name, warmupProblem);
+      if (config.retransmitMb !== undefined) rss.set(config.name, peakRssMiB);
+    } catch (err) {
+      console.log(`  FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      warmups.set(config.name, `failed: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  printReport(results, raw, warmups, rss);
+  clearTimeout(watchdog);
+}
+
+main()
+  .catch((err: unknown) => {
+    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+    process.exitCode = 1;
+  })
+  .finally(() => {
+    // Everything is stopped by now; should a stray handle keep the loop alive, exit anyway.
+    setTimeout(() => process.exit(), 10_000).unref();
+  });
