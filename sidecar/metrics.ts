@@ -5,6 +5,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ErrorCode } from '../src/errors';
+import type { ResumeObserver } from '../src/session-api';
 import type { SessionStore } from '../src/store';
 import type { ReplicationDriver, ReplicationSink } from './replication-driver';
 
@@ -213,11 +214,48 @@ export class SidecarMetrics {
       labelNames: ['type'],
       registers: [registry],
     });
+    const peerFetch = new Histogram({
+      name: 'baton_resume_peer_fetch_duration_seconds',
+      help: "Time for one peer to answer a resume's fetch of a session, by outcome.",
+      labelNames: ['outcome'],
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5],
+      registers: [registry],
+    });
     return {
       dropped: (reason) => dropped.inc({ reason }),
       lag: (seconds) => lag.observe(seconds),
       resync: (reason, outcome) => resyncs.inc({ reason, outcome }),
       membership: (event) => events.inc({ type: event.type }),
+      peerFetch: (seconds, outcome) => peerFetch.observe({ outcome }, seconds),
+    };
+  }
+
+  /** Resumes (Get with resume) by outcome and duration, and the claims they made. */
+  resumeObserver(): ResumeObserver {
+    const resumes = new Counter({
+      name: 'baton_resumes_total',
+      help: 'Resumes by outcome: local (this node owned the session), peer (fetched from peers), not_found.',
+      labelNames: ['outcome'],
+      registers: [this.registry],
+    });
+    const duration = new Histogram({
+      name: 'baton_resume_duration_seconds',
+      help: 'Time to serve a resume that asked peers, from the request to the merged answer.',
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5],
+      registers: [this.registry],
+    });
+    const claims = new Counter({
+      name: 'baton_claims_total',
+      help: 'Sessions this node took ownership of (a resume of a session owned elsewhere).',
+      registers: [this.registry],
+    });
+    for (const outcome of ['local', 'peer', 'not_found']) resumes.inc({ outcome }, 0);
+    return {
+      resumed: (outcome, seconds) => {
+        resumes.inc({ outcome });
+        if (outcome !== 'local') duration.observe(seconds);
+      },
+      claimed: () => claims.inc(),
     };
   }
 

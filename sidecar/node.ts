@@ -103,6 +103,7 @@ export class BatonNode {
       this.store,
       { maxValueBytes: this.config.maxValueBytes, maxPartsPerSession: this.config.maxPartsPerSession },
       replication,
+      this.metrics.resumeObserver(),
     );
     this.handlers = new SessionServiceHandlers(sessionApi, this.hub, this.metrics, this.log);
     // A Put may carry every part at full size; leave room for ids, names and framing.

@@ -19,8 +19,8 @@ import { Membership, type MembershipEvent } from '../src/membership';
 import { Placement } from '../src/placement';
 import { SeededRandom } from '../src/random';
 import { ReplicationEngine, type EngineDropReason, type LocalChange, type ResyncRequest } from '../src/replication-engine';
-import type { Replicator } from '../src/session-api';
-import type { SessionStore, StoredSession } from '../src/store';
+import type { PeerCopies, Replicator } from '../src/session-api';
+import type { SessionSnapshot, SessionStore, StoredSession } from '../src/store';
 import type { Config } from './config';
 import { PeerAuth, PeerClients, peerServiceImplementation } from './peer-service';
 
@@ -36,6 +36,8 @@ export interface ReplicationSink {
   lag(seconds: number): void;
   resync(reason: string, outcome: 'ok' | 'error'): void;
   membership(event: MembershipEvent): void;
+  /** One peer's answer to a resume's fetch (or its failure), with its latency. */
+  peerFetch(seconds: number, outcome: 'ok' | 'error'): void;
 }
 
 interface Waiter {
@@ -178,15 +180,19 @@ export class ReplicationDriver implements Replicator {
 
   replicate(session: StoredSession, changes: readonly LocalChange[], now: number): number | undefined {
     const ticket = this.engine.replicate(session, changes, now);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => {
-        this.flushScheduled = false;
-        this.engine.flush(Date.now());
-        this.pump();
-      });
-    }
+    this.scheduleFlush();
     return ticket;
+  }
+
+  /** Sends what local operations queued once this event-loop turn's operations are in. */
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.engine.flush(Date.now());
+      this.pump();
+    });
   }
 
   waitForAcks(ticket: number, needed: number, deadline: number): Promise<number> {
@@ -200,6 +206,46 @@ export class ReplicationDriver implements Replicator {
       }, Math.max(0, deadline - Date.now()));
       this.waiters.set(ticket, { needed, resolve, timer });
     });
+  }
+
+  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number): Promise<PeerCopies> {
+    const partition = this.store.partitionOf(sessionId);
+    const ranking = this.placement.ranking(partition);
+    const candidates = ranking.slice(0, this.config.replicas === 0 ? ranking.length : this.config.replicas + 1);
+    if (knownOwner !== undefined && !candidates.includes(knownOwner)) candidates.push(knownOwner);
+    const addresses: string[] = [];
+    for (const nodeId of candidates) {
+      const address = nodeId === this.config.nodeId ? undefined : this.membership.member(nodeId)?.advertiseAddress;
+      if (address !== undefined) addresses.push(address);
+    }
+    const timeoutMs = Math.max(1, deadline - Date.now());
+    const asks = addresses.map(async (address) => {
+      const started = performance.now();
+      const snapshots: SessionSnapshot[] = [];
+      try {
+        await this.peers.fetch(address, { sessionIds: [sessionId] }, timeoutMs, (snapshot) => snapshot.id === sessionId && snapshots.push(snapshot));
+        this.sink.peerFetch((performance.now() - started) / 1000, 'ok');
+        return snapshots;
+      } catch (err) {
+        this.sink.peerFetch((performance.now() - started) / 1000, 'error');
+        this.log.debug({ peer: address, err: (err as Error).message }, 'resume fetch failed');
+        return undefined;
+      }
+    });
+    return Promise.all(asks).then((answers) => {
+      const copies: PeerCopies = { asked: addresses.length, answered: 0, snapshots: [] };
+      for (const answer of answers) {
+        if (answer === undefined) continue;
+        copies.answered++;
+        copies.snapshots.push(...answer);
+      }
+      return copies;
+    });
+  }
+
+  replicateClaim(session: StoredSession, previousOwner: string, now: number): void {
+    this.engine.replicateClaim(session, previousOwner, now);
+    this.scheduleFlush();
   }
 
   /** Announces departure and closes sockets. */

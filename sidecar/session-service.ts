@@ -50,7 +50,7 @@ export class SessionServiceHandlers {
     return {
       put: (call, callback) =>
         this.unary('put', call, callback, (r: PutRequest, now) => this.api.put(r, now, deadlineOf(call.getDeadline()))),
-      get: (call, callback) => this.unary('get', call, callback, (r: GetRequest, now) => this.api.get(r, now)),
+      get: (call, callback) => this.unary('get', call, callback, (r: GetRequest, now) => this.api.get(r, now, deadlineOf(call.getDeadline()))),
       delete: (call, callback) => this.unary('delete', call, callback, (r: DeleteRequest, now) => this.api.delete(r, now)),
       touch: (call, callback) => this.unary('touch', call, callback, (r: TouchRequest, now) => this.api.touch(r, now)),
       watch: (call) => this.watch(call),

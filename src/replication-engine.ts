@@ -19,7 +19,7 @@ import { Datagram, Delta, DeltaKind, type Data, type Heartbeat } from './gen/bat
 import type { Membership, MembershipEvent } from './membership';
 import type { Placement } from './placement';
 import type { Random } from './random';
-import type { RemoteChange, SessionStore, StoredSession } from './store';
+import { forEachPart, type RemoteChange, type SessionStore, type StoredSession } from './store';
 
 export interface ReplicationConfig {
   nodeId: string;
@@ -37,10 +37,13 @@ export interface ReplicationConfig {
   receiver: ChannelReceiverConfig;
 }
 
-/** One local change to replicate. Values are the bytes the client sent. */
+/**
+ * One local change to replicate. Values are the bytes the client sent. A part change
+ * carries the session's epoch unless it names the part's own (a repeat of older state).
+ */
 export type LocalChange =
-  | { kind: 'put'; name: string; value: Uint8Array; version: number }
-  | { kind: 'delete_part'; name: string; version: number }
+  | { kind: 'put'; name: string; value: Uint8Array; version: number; epoch?: number }
+  | { kind: 'delete_part'; name: string; version: number; epoch?: number }
   | { kind: 'delete_session'; version: number }
   | { kind: 'touch' }
   | { kind: 'claim' };
@@ -153,30 +156,61 @@ export class ReplicationEngine {
    */
   replicate(session: StoredSession, changes: readonly LocalChange[], now: number): number | undefined {
     const partition = this.store.partitionOf(session.id);
-    const secondaries = this.placement.secondaries(partition, this.config.nodeId);
-    if (secondaries.length < this.wantedSecondaries()) this.unreplicated.add(partition);
-    if (secondaries.length === 0) return undefined;
-    const deltas = changes.map((change) => {
-      const bytes = Delta.encode(this.toDelta(session, change, now)).finish();
-      return { key: deltaKey(session.id, change), bytes };
-    });
+    const holders = this.holdersBesidesSelf(session.owner, partition);
+    if (session.owner === this.config.nodeId && holders.length < this.wantedSecondaries()) this.unreplicated.add(partition);
+    if (holders.length === 0) return undefined;
     const ticket: Ticket = { id: this.nextTicket++, waits: [], needed: 0, flushed: false };
-    if (this.config.transport === 'multicast') {
-      const sender = this.sender('');
-      for (const delta of deltas) sender.enqueue(delta);
-      this.dirty.add('');
-      for (const nodeId of secondaries) ticket.waits.push({ nodeId, channel: '', seq: 0 });
-    } else {
-      for (const nodeId of secondaries) {
-        const sender = this.sender(nodeId);
-        for (const delta of deltas) sender.enqueue(delta);
-        this.dirty.add(nodeId);
-        ticket.waits.push({ nodeId, channel: nodeId, seq: 0 });
-      }
-    }
-    this.stats.deltasSent += deltas.length * (this.config.transport === 'multicast' ? 1 : secondaries.length);
+    for (const nodeId of holders) ticket.waits.push({ nodeId, channel: this.channelTo(nodeId), seq: 0 });
+    this.enqueue(session, changes, holders, now);
     this.tickets.set(ticket.id, ticket);
     return ticket.id;
+  }
+
+  /**
+   * Replicates a claim this node made (a resume): the claim and every part, re-stamped
+   * with the new epoch, go to the new owner's secondaries, and to the previous owner so
+   * it stops acting as owner at once (its later writes carry the old epoch and lose).
+   */
+  replicateClaim(session: StoredSession, previousOwner: string, now: number): void {
+    const partition = this.store.partitionOf(session.id);
+    const holders = this.holdersBesidesSelf(session.owner, partition);
+    if (previousOwner !== this.config.nodeId && !holders.includes(previousOwner) && this.placement.rank(previousOwner, partition) >= 0) {
+      holders.push(previousOwner);
+    }
+    if (holders.length === 0) return;
+    const changes: LocalChange[] = [{ kind: 'claim' }];
+    forEachPart(session, (name, value, version) => {
+      changes.push(value === null ? { kind: 'delete_part', name, version } : { kind: 'put', name, value: Buffer.from(value, 'latin1'), version });
+    });
+    this.enqueue(session, changes, holders, now);
+  }
+
+  /**
+   * The live members other than this node that hold a session: its owner's secondaries,
+   * and the owner itself when that is another live member (a write made here on a
+   * session owned elsewhere goes to the owner's replica set).
+   */
+  private holdersBesidesSelf(owner: string, partition: number): string[] {
+    const self = this.config.nodeId;
+    const holders = this.placement.secondaries(partition, owner).filter((id) => id !== self);
+    if (owner !== self && this.placement.rank(owner, partition) >= 0) holders.unshift(owner);
+    return holders;
+  }
+
+  private channelTo(nodeId: string): string {
+    return this.config.transport === 'multicast' ? '' : nodeId;
+  }
+
+  /** Encodes changes once and queues them on the channels that reach `holders`. */
+  private enqueue(session: StoredSession, changes: readonly LocalChange[], holders: readonly string[], now: number): void {
+    const deltas = changes.map((change) => ({ key: deltaKey(session.id, change), bytes: Delta.encode(this.toDelta(session, change, now)).finish() }));
+    const channels = this.config.transport === 'multicast' ? [''] : holders;
+    for (const channel of channels) {
+      const sender = this.sender(channel);
+      for (const delta of deltas) sender.enqueue(delta);
+      this.dirty.add(channel);
+    }
+    this.stats.deltasSent += deltas.length * channels.length;
   }
 
   /** How many secondaries have acknowledged a ticket's write. */
@@ -438,11 +472,13 @@ export class ReplicationEngine {
         delta.partName = change.name;
         delta.value = change.value as Buffer;
         delta.version = BigInt(change.version);
+        if (change.epoch !== undefined) delta.epoch = BigInt(change.epoch);
         break;
       case 'delete_part':
         delta.kind = DeltaKind.DELTA_KIND_DELETE_PART;
         delta.partName = change.name;
         delta.version = BigInt(change.version);
+        if (change.epoch !== undefined) delta.epoch = BigInt(change.epoch);
         break;
       case 'delete_session':
         delta.kind = DeltaKind.DELTA_KIND_DELETE_SESSION;
@@ -765,8 +801,8 @@ export class ReplicationEngine {
         if (session === undefined) continue;
         const changes: LocalChange[] = snapshot.parts.map((part) =>
           part.value === null
-            ? { kind: 'delete_part', name: part.name, version: part.version }
-            : { kind: 'put', name: part.name, value: Buffer.from(part.value, 'latin1'), version: part.version },
+            ? { kind: 'delete_part', name: part.name, version: part.version, epoch: part.epoch }
+            : { kind: 'put', name: part.name, value: Buffer.from(part.value, 'latin1'), version: part.version, epoch: part.epoch },
         );
         if (changes.length > 0) this.replicateQuietly(session, changes, now);
       }
@@ -776,15 +812,7 @@ export class ReplicationEngine {
 
   /** replicate() without a ticket or an entry in `unreplicated` (a repeat, not a write). */
   private replicateQuietly(session: StoredSession, changes: readonly LocalChange[], now: number): void {
-    const partition = this.store.partitionOf(session.id);
-    const secondaries = this.placement.secondaries(partition, this.config.nodeId);
-    const deltas = changes.map((change) => ({ key: deltaKey(session.id, change), bytes: Delta.encode(this.toDelta(session, change, now)).finish() }));
-    const channels = this.config.transport === 'multicast' ? [''] : secondaries;
-    for (const channel of channels) {
-      const sender = this.sender(channel);
-      for (const delta of deltas) sender.enqueue(delta);
-      this.dirty.add(channel);
-    }
+    this.enqueue(session, changes, this.holdersBesidesSelf(session.owner, this.store.partitionOf(session.id)), now);
   }
 
   private pollReceiver(key: string, receiver: ChannelReceiver, now: number): void {
@@ -935,13 +963,15 @@ function splitReceiverKey(key: string): [string, string, string] {
 function toChange(delta: Delta, from: string): RemoteChange | undefined {
   const writer = delta.writerNodeId === '' ? from : delta.writerNodeId;
   const version = Number(delta.version);
+  // A part change carries the session epoch it was written (or claimed) in.
+  const epoch = Number(delta.epoch);
   switch (delta.kind) {
     case DeltaKind.DELTA_KIND_PUT_PART:
       if (delta.partName === '' || version <= 0) return undefined;
-      return { kind: 'put', name: delta.partName, value: latin1(delta.value), version, writer };
+      return { kind: 'put', name: delta.partName, value: latin1(delta.value), version, writer, epoch };
     case DeltaKind.DELTA_KIND_DELETE_PART:
       if (delta.partName === '' || version <= 0) return undefined;
-      return { kind: 'delete_part', name: delta.partName, version, writer };
+      return { kind: 'delete_part', name: delta.partName, version, writer, epoch };
     case DeltaKind.DELTA_KIND_DELETE_SESSION:
       return version > 0 ? { kind: 'delete_session', version } : undefined;
     case DeltaKind.DELTA_KIND_TOUCH:

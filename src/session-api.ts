@@ -18,7 +18,7 @@ import type {
 } from './gen/baton/v1/session';
 import { versionTimeMs } from './hybrid-clock';
 import type { LocalChange } from './replication-engine';
-import { forEachPart, type SessionStore, type StoredSession } from './store';
+import { forEachPart, type SessionSnapshot, type SessionStore, type StoredSession } from './store';
 import { checkPartNames, checkPartWrites, checkSessionId, checkTtlSeconds, RequestLimits } from './validation';
 
 /** What the API needs from replication (absent on a node without peers). */
@@ -31,16 +31,44 @@ export interface Replicator {
   replicate(session: StoredSession, changes: readonly LocalChange[], now: number): number | undefined;
   /** Resolves once `needed` secondaries acknowledged the ticket's write, or at `deadline`. */
   waitForAcks(ticket: number, needed: number, deadline: number): Promise<number>;
+  /**
+   * Asks the members that may hold a session (its partition's top-ranked holders, and
+   * `knownOwner`), in parallel, for their copy of it; settles by `deadline`.
+   */
+  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number): Promise<PeerCopies>;
+  /** Replicates a claim made here to the new secondaries and the previous owner. */
+  replicateClaim(session: StoredSession, previousOwner: string, now: number): void;
+}
+
+/** What a resume learned from its peers. */
+export interface PeerCopies {
+  /** Peers asked, and how many of them answered (with a copy or without one). */
+  asked: number;
+  answered: number;
+  snapshots: SessionSnapshot[];
+}
+
+/** How a resume was served: by this node as owner, after asking peers, or not found. */
+export type ResumeOutcome = 'local' | 'peer' | 'not_found';
+
+export interface ResumeObserver {
+  resumed(outcome: ResumeOutcome, seconds: number): void;
+  claimed(): void;
 }
 
 /** How long a synchronous write waits for acknowledgements when the call sets no deadline. */
 export const DEFAULT_SYNC_TIMEOUT_MS = 5000;
 
 export class SessionApi {
+  /** Resumes in progress by session id: concurrent resumes of one session share one fetch. */
+  private readonly resuming = new Map<string, Promise<void>>();
+
   constructor(
     private readonly store: SessionStore,
     private readonly config: RequestLimits,
     private readonly replicator?: Replicator,
+    private readonly observer?: ResumeObserver,
+    private readonly clock: () => number = Date.now,
   ) {}
 
   /**
@@ -95,12 +123,56 @@ export class SessionApi {
     return session === undefined ? undefined : this.replicator.replicate(session, changes, now);
   }
 
-  get(request: GetRequest, now: number): GetResponse {
+  /**
+   * Reads a session. Without resume, local state only. With resume, this node makes sure
+   * it holds the newest state and becomes the owner: a node that owns the session answers
+   * at once; any other asks the peers that may hold it, merges the newest version of every
+   * part, claims the session (epoch + 1) and replicates the claim. Parts no peer that
+   * answered holds are absent. If no peer answers and this node holds nothing, the call
+   * fails UNAVAILABLE rather than report a session missing that may exist.
+   */
+  get(request: GetRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): GetResponse | Promise<GetResponse> {
     checkSessionId(request.sessionId);
     checkPartNames(request.parts, this.config);
     const session = this.store.get(request.sessionId, now);
+    if (!request.resume || this.replicator === undefined) return this.answerGet(session, request);
+    if (session !== undefined && session.owner === this.store.config.nodeId) {
+      this.observer?.resumed('local', 0);
+      return this.answerGet(session, request);
+    }
+    const started = this.clock();
+    let resume = this.resuming.get(request.sessionId);
+    if (resume === undefined) {
+      resume = this.resume(request.sessionId, session?.owner, deadline).finally(() => this.resuming.delete(request.sessionId));
+      this.resuming.set(request.sessionId, resume);
+    }
+    return resume.then(() => {
+      const resumed = this.store.get(request.sessionId, this.clock());
+      this.observer?.resumed(resumed === undefined ? 'not_found' : 'peer', (this.clock() - started) / 1000);
+      return this.answerGet(resumed, request);
+    });
+  }
+
+  private answerGet(session: StoredSession | undefined, request: GetRequest): GetResponse {
     if (session === undefined) return { found: false, session: undefined };
     return { found: true, session: toProtoSession(session, request.parts) };
+  }
+
+  private async resume(sessionId: string, knownOwner: string | undefined, deadline: number): Promise<void> {
+    const replicator = this.replicator!;
+    const copies = await replicator.fetchFromPeers(sessionId, knownOwner, deadline);
+    let now = this.clock();
+    for (const snapshot of copies.snapshots) this.store.merge(snapshot, now);
+    if (copies.asked > 0 && copies.answered === 0 && this.store.snapshot(sessionId, now) === undefined) {
+      throw new UnavailableError(`none of the ${copies.asked} peers that may hold the session answered; try again`);
+    }
+    now = this.clock();
+    const merged = this.store.get(sessionId, now);
+    if (merged === undefined || merged.owner === this.store.config.nodeId) return;
+    const previousOwner = merged.owner;
+    this.store.claim(sessionId, this.store.config.nodeId, now);
+    replicator.replicateClaim(this.store.get(sessionId, now)!, previousOwner, now);
+    this.observer?.claimed();
   }
 
   delete(request: DeleteRequest, now: number): DeleteResponse {

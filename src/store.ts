@@ -15,8 +15,14 @@
  *
  * The store reads no clock: every method takes `now` (Unix ms).
  *
+ * Ownership: a session has an owner and an epoch; a claim (a resume on another node) moves
+ * ownership at epoch + 1 and re-stamps every part with the new epoch. Parts are ordered by
+ * (epoch, version, writer), so a write the old owner makes before it learns of the claim
+ * carries the old epoch and loses to the claimed copy of that part, on every node, in
+ * any order of arrival. Ownership itself goes to the higher (epoch, owner id).
+ *
  * Memory layout (measured by `npm run bench:store`): a session's parts are one flat array
- * [name, value, version, writer, name, value, …] of exact length, rather than an object per
+ * [name, value, version, writer, epoch, name, value, …] of exact length, rather than an object per
  * part in a growable array; values are latin1 strings (one byte per character, in the V8
  * heap), a fraction of what a Buffer per value costs. Bytes are converted at the edges.
  */
@@ -76,13 +82,15 @@ export interface StoredPart {
   readonly value: string | null;
   readonly version: number;
   readonly writer: string;
+  /** The session's epoch when the part was written (or claimed). */
+  readonly epoch: number;
 }
 
 export interface StoredSession {
   readonly id: string;
   /**
    * Live parts and part tombstones, flat: PART_STRIDE slots per part at offsets
-   * PART_NAME, PART_VALUE (latin1 string, or null for a tombstone), PART_VERSION, PART_WRITER.
+   * NAME, VALUE (latin1 string, or null for a tombstone), VERSION, WRITER, EPOCH.
    * Read it with forEachPart / partAt rather than by hand.
    */
   readonly parts: readonly PartSlot[];
@@ -93,20 +101,26 @@ export interface StoredSession {
 }
 
 export type PartSlot = string | number | null;
-export const PART_STRIDE = 4;
+export const PART_STRIDE = 5;
 const NAME = 0;
 const VALUE = 1;
 const VERSION = 2;
 const WRITER = 3;
+const EPOCH = 4;
+
+/** Whether part state (epoch, version, writer) is newer than (otherEpoch, …): the part order. */
+export function partNewerThan(epoch: number, version: number, writer: string, otherEpoch: number, otherVersion: number, otherWriter: string): boolean {
+  return epoch > otherEpoch || (epoch === otherEpoch && newerThan(version, writer, otherVersion, otherWriter));
+}
 
 /** Calls fn for every part of a session, tombstones included (value null). */
 export function forEachPart(
   session: StoredSession,
-  fn: (name: string, value: string | null, version: number, writer: string) => void,
+  fn: (name: string, value: string | null, version: number, writer: string, epoch: number) => void,
 ): void {
   const slots = session.parts;
   for (let i = 0; i < slots.length; i += PART_STRIDE) {
-    fn(slots[i + NAME] as string, slots[i + VALUE] as string | null, slots[i + VERSION] as number, slots[i + WRITER] as string);
+    fn(slots[i + NAME] as string, slots[i + VALUE] as string | null, slots[i + VERSION] as number, slots[i + WRITER] as string, slots[i + EPOCH] as number);
   }
 }
 
@@ -120,6 +134,7 @@ export function findStoredPart(session: StoredSession, name: string): StoredPart
     value: slots[i + VALUE] as string | null,
     version: slots[i + VERSION] as number,
     writer: slots[i + WRITER] as string,
+    epoch: slots[i + EPOCH] as number,
   };
 }
 
@@ -130,10 +145,10 @@ export interface PartWriteRequest {
   ifVersion?: number | undefined;
 }
 
-/** A change made on another node (the owner), as replication delivers it. */
+/** A change made on another node, as replication delivers it (epoch: the part's epoch). */
 export type RemoteChange =
-  | { kind: 'put'; name: string; value: string; version: number; writer: string }
-  | { kind: 'delete_part'; name: string; version: number; writer: string }
+  | { kind: 'put'; name: string; value: string; version: number; writer: string; epoch: number }
+  | { kind: 'delete_part'; name: string; version: number; writer: string; epoch: number }
   | { kind: 'delete_session'; version: number }
   | { kind: 'touch' }
   | { kind: 'claim' };
@@ -303,7 +318,7 @@ export class SessionStore {
     const version = this.clock.tick(now);
     const writer = this.config.nodeId;
     for (const write of writes) {
-      this.setPart(record, write.name, latin1(write.value), version, writer);
+      this.setPart(record, write.name, latin1(write.value), version, writer, record.epoch);
     }
     this.purgePartTombstones(record, now);
     this.refreshExpiry(record, ttlMs, now);
@@ -336,7 +351,7 @@ export class SessionStore {
     });
     if (deleted.length === 0) return false;
     const version = this.clock.tick(now);
-    for (const name of deleted) this.setPart(record, name, null, version, this.config.nodeId);
+    for (const name of deleted) this.setPart(record, name, null, version, this.config.nodeId, record.epoch);
     this.purgePartTombstones(record, now);
     this.lruTouch(record);
     if (this.observer !== undefined) for (const name of deleted) this.observer.partDeleted(id, name);
@@ -374,7 +389,8 @@ export class SessionStore {
       case 'delete_part': {
         const value = change.kind === 'put' ? change.value : null;
         const at = record === undefined ? -1 : indexOfPart(record.parts, change.name);
-        if (at >= 0 && !newerThan(change.version, change.writer, record!.parts[at + VERSION] as number, record!.parts[at + WRITER] as string)) {
+        const slots = at < 0 ? EMPTY : record!.parts;
+        if (at >= 0 && !partNewerThan(change.epoch, change.version, change.writer, slots[at + EPOCH] as number, slots[at + VERSION] as number, slots[at + WRITER] as string)) {
           return this.adoptMeta(record!, meta);
         }
         const old = at < 0 ? null : (record!.parts[at + VALUE] as string | null);
@@ -385,7 +401,7 @@ export class SessionStore {
         if (record === undefined) record = this.insert(id, meta.owner, meta.epoch);
         else if (record.state === TOMBSTONE) this.revive(record);
         this.adoptMeta(record, meta);
-        this.setPart(record, change.name, value, change.version, this.intern(change.writer));
+        this.setPart(record, change.name, value, change.version, this.intern(change.writer), change.epoch);
         this.lruTouch(record);
         if (value !== null) this.observer?.partPut(record, change.name, value, change.version, change.writer);
         else if (old !== null) this.observer?.partDeleted(id, change.name);
@@ -436,7 +452,7 @@ export class SessionStore {
     const kept: PartSlot[] = [];
     for (let i = 0; i < slots.length; i += PART_STRIDE) {
       if ((slots[i + VERSION] as number) > version) {
-        kept.push(slots[i + NAME]!, slots[i + VALUE]!, slots[i + VERSION]!, slots[i + WRITER]!);
+        kept.push(slots[i + NAME]!, slots[i + VALUE]!, slots[i + VERSION]!, slots[i + WRITER]!, slots[i + EPOCH]!);
         continue;
       }
       this.xorPart(slots, i);
@@ -472,16 +488,17 @@ export class SessionStore {
     for (const part of snapshot.parts) {
       const change: RemoteChange =
         part.value === null
-          ? { kind: 'delete_part', name: part.name, version: part.version, writer: part.writer }
-          : { kind: 'put', name: part.name, value: part.value, version: part.version, writer: part.writer };
+          ? { kind: 'delete_part', name: part.name, version: part.version, writer: part.writer, epoch: part.epoch }
+          : { kind: 'put', name: part.name, value: part.value, version: part.version, writer: part.writer, epoch: part.epoch };
       changed = this.applyRemote(snapshot.id, change, meta, now) || changed;
     }
     return this.applyRemote(snapshot.id, { kind: 'claim' }, meta, now) || changed;
   }
 
   /**
-   * Makes this node the owner at a higher epoch (a resume). Returns the new epoch, or
-   * undefined if the session is not live here.
+   * Makes `owner` the owner at the next epoch (a resume) and re-stamps every part, tombstones
+   * included, with that epoch: the old owner's later writes carry a lower epoch and lose.
+   * Returns the new epoch, or undefined if the session is not live here.
    */
   claim(id: string, owner: string, now: number): number | undefined {
     const record = this.lookup(id);
@@ -490,6 +507,12 @@ export class SessionStore {
     record.owner = this.intern(owner);
     record.epoch++;
     this.xorSessionEntry(record);
+    const slots = record.parts;
+    for (let i = 0; i < slots.length; i += PART_STRIDE) {
+      this.xorPart(slots, i);
+      slots[i + EPOCH] = record.epoch;
+      this.xorPart(slots, i);
+    }
     this.lruTouch(record);
     this.observer?.claimed?.(record);
     return record.epoch;
@@ -582,14 +605,14 @@ export class SessionStore {
   }
 
   /** Sets or adds a part (value null = tombstone), keeping digest, bytes and counts. */
-  private setPart(record: SessionRecord, name: string, value: string | null, version: number, writer: string): void {
+  private setPart(record: SessionRecord, name: string, value: string | null, version: number, writer: string, epoch: number): void {
     let slots = record.parts;
     let at = indexOfPart(slots, name);
     if (at < 0) {
       // Copy on add: parts are added far less often than rewritten, and exact-length
       // arrays save the slack a growing array keeps.
       at = slots.length;
-      slots = slots.concat([this.intern(name), null, 0, writer]);
+      slots = slots.concat([this.intern(name), null, 0, writer, epoch]);
       record.parts = slots;
       this.stats.bytes += partBytes(name, null);
     } else {
@@ -602,6 +625,7 @@ export class SessionStore {
     slots[at + VALUE] = value;
     slots[at + VERSION] = version;
     slots[at + WRITER] = writer;
+    slots[at + EPOCH] = epoch;
     this.xorPart(slots, at);
   }
 
@@ -619,7 +643,7 @@ export class SessionStore {
         this.xorPart(slots, i);
         this.stats.bytes -= partBytes(slots[i + NAME] as string, null);
       } else {
-        kept.push(slots[i + NAME]!, slots[i + VALUE]!, slots[i + VERSION]!, slots[i + WRITER]!);
+        kept.push(slots[i + NAME]!, slots[i + VALUE]!, slots[i + VERSION]!, slots[i + WRITER]!, slots[i + EPOCH]!);
       }
     }
     record.parts = kept.slice();
@@ -706,10 +730,14 @@ export class SessionStore {
     this.wheel.scheduleNoLater(record, record.expiresAt);
   }
 
-  /** Takes the owner's view of ownership (higher epoch wins) and expiry (later wins). */
+  /**
+   * Takes the owner's view of ownership and expiry (later wins). Ownership goes to the
+   * higher epoch; two nodes that claimed the same epoch concurrently settle on the higher
+   * node id, everywhere, whichever claim arrives first.
+   */
   private adoptMeta(record: SessionRecord, meta: RemoteSessionMeta): boolean {
     let changed = false;
-    if (meta.epoch > record.epoch) {
+    if (meta.epoch > record.epoch || (meta.epoch === record.epoch && meta.owner > record.owner)) {
       this.xorSessionEntry(record);
       record.owner = this.intern(meta.owner);
       record.epoch = meta.epoch;
@@ -767,7 +795,7 @@ export class SessionStore {
   private xorPart(slots: PartSlot[], at: number): void {
     this.xorEntry(
       slots[at + VALUE] === null ? ENTRY_PART_TOMBSTONE : ENTRY_PART,
-      this.stringHash(slots[at + NAME] as string),
+      mixWord(this.stringHash(slots[at + NAME] as string), slots[at + EPOCH] as number),
       slots[at + VERSION] as number,
       this.stringHash(slots[at + WRITER] as string),
     );
@@ -801,7 +829,7 @@ export class SessionStore {
 
 function snapshotOf(record: SessionRecord): SessionSnapshot {
   const parts: StoredPart[] = [];
-  forEachPart(record, (name, value, version, writer) => parts.push({ name, value, version, writer }));
+  forEachPart(record, (name, value, version, writer, epoch) => parts.push({ name, value, version, writer, epoch }));
   return {
     id: record.id,
     parts,

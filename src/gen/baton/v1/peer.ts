@@ -59,6 +59,8 @@ export interface PartEntry {
   value?: Buffer | undefined;
   version: bigint;
   writerNodeId: string;
+  /** The session epoch the part was written (or claimed) in; parts order by (epoch, version, writer). */
+  epoch: bigint;
 }
 
 /** A session's full replicated state. */
@@ -376,7 +378,7 @@ export const FetchRequest: MessageFns<FetchRequest> = {
 };
 
 function createBasePartEntry(): PartEntry {
-  return { name: "", value: undefined, version: 0n, writerNodeId: "" };
+  return { name: "", value: undefined, version: 0n, writerNodeId: "", epoch: 0n };
 }
 
 export const PartEntry: MessageFns<PartEntry> = {
@@ -395,6 +397,12 @@ export const PartEntry: MessageFns<PartEntry> = {
     }
     if (message.writerNodeId !== "") {
       writer.uint32(34).string(message.writerNodeId);
+    }
+    if (message.epoch !== 0n) {
+      if (BigInt.asUintN(64, message.epoch) !== message.epoch) {
+        throw new globalThis.Error("value provided for field message.epoch of type uint64 too large");
+      }
+      writer.uint32(40).uint64(message.epoch);
     }
     return writer;
   },
@@ -444,6 +452,14 @@ export const PartEntry: MessageFns<PartEntry> = {
             message.writerNodeId = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.epoch = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -465,6 +481,7 @@ export const PartEntry: MessageFns<PartEntry> = {
     message.value = object.value ?? undefined;
     message.version = (object.version !== undefined && object.version !== null) ? BigInt(object.version) : 0n;
     message.writerNodeId = object.writerNodeId ?? "";
+    message.epoch = (object.epoch !== undefined && object.epoch !== null) ? BigInt(object.epoch) : 0n;
     return message;
   },
 };
