@@ -2,12 +2,14 @@
 /**
  * The `baton` command line. `baton sidecar` runs a node; every option is also read from
  * its BATON_* environment variable. Bad options and unusable addresses end the process
- * with one line naming the option and a non-zero exit code.
+ * with one line naming the option and a non-zero exit code. `baton demo` shows a session
+ * surviving the death of the node serving it.
  */
 import { setLogger, setLogVerbosity, logVerbosity } from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
 import { ConfigError } from '../src/errors';
 import { envName, parseConfig, SIDECAR_OPTIONS } from './config';
+import { runDemo } from './demo';
 import { createLogger } from './logger';
 import { BatonNode, ListenError } from './node';
 import { VERSION } from './package-root';
@@ -73,6 +75,18 @@ async function runSidecar(values: Record<string, string>): Promise<void> {
   process.on('SIGINT', onSignal);
 }
 
+function demoCommand(): Command {
+  return new Command('demo')
+    .summary('see a session survive the death of the node serving it')
+    .description(
+      'start three baton nodes and a small shop on localhost, kill the node serving a customer with SIGKILL, ' +
+        'and show the session carry on at another node (exit 0 only if it survived intact)',
+    )
+    .action(async () => {
+      process.exit(await runDemo());
+    });
+}
+
 function fail(message: string, code: number): never {
   process.stderr.write(`baton: ${message}\n`);
   process.exit(code);
@@ -87,7 +101,8 @@ export function main(argv: string[]): void {
     .description('baton: session-state replication sidecar')
     .version(VERSION)
     .showHelpAfterError()
-    .addCommand(sidecarCommand());
+    .addCommand(sidecarCommand())
+    .addCommand(demoCommand());
   program.addHelpText('after', () => `\nOptions of 'baton sidecar':\n${sidecarCommand().helpInformation().split('\nOptions:\n')[1] ?? ''}`);
   program.parseAsync(argv).catch((err: unknown) => {
     process.stderr.write(`baton: ${err instanceof Error ? err.message : String(err)}\n`);
