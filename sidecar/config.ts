@@ -30,7 +30,8 @@ export interface Config {
   /** How long tombstones of deleted or expired sessions are kept, in seconds. */
   tombstoneRetentionSeconds: number;
   /** Seconds a SIGTERM waits for in-flight calls before the process exits anyway. */
-  shutdownTimeoutSeconds: number;
+  drainTimeoutSeconds: number;
+  antiEntropyIntervalSeconds: number;
   logLevel: LogLevel;
   /** UDP replication and the peer gRPC service: host:port (the same port number for both). */
   peerListen: ListenAddress;
@@ -166,11 +167,11 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     parse: (v, flag) => parseInteger(v, flag, 1, 7 * 24 * 3600),
   },
   {
-    flag: 'shutdown-timeout-seconds',
-    key: 'shutdownTimeoutSeconds',
+    flag: 'drain-timeout-seconds',
+    key: 'drainTimeoutSeconds',
     valueName: 's',
-    description: 'on SIGTERM/SIGINT, how long to wait for in-flight calls before exiting',
-    default: () => '10',
+    description: 'on SIGTERM/SIGINT, the longest drain: in-flight calls, then acknowledgement of every replicated change, then leave',
+    default: () => '20',
     parse: (v, flag) => parseInteger(v, flag, 0, 3600),
   },
   {
@@ -331,6 +332,14 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     description: 'a peer not heard from for this long is dead (its partitions are re-replicated)',
     default: () => '3000',
     parse: (v, flag) => parseInteger(v, flag, 40, 3_600_000),
+  },
+  {
+    flag: 'anti-entropy-interval-seconds',
+    key: 'antiEntropyIntervalSeconds',
+    valueName: 's',
+    description: 'how often held partitions are compared with every peer by digest and differences repaired (0 = never)',
+    default: () => '30',
+    parse: (v, flag) => parseInteger(v, flag, 0, 86_400),
   },
   {
     flag: 'inject-loss-percent',

@@ -51,6 +51,7 @@ export class SidecarMetrics {
   readonly exchangeStreams: Gauge;
   readonly watchers: Gauge;
   readonly watchersDropped: Counter;
+  readonly drainDuration: Gauge;
 
   constructor(store: SessionStore, maxMemoryBytes: number) {
     const registry = this.registry;
@@ -79,6 +80,11 @@ export class SidecarMetrics {
     this.watchersDropped = new Counter({
       name: 'baton_watchers_dropped_total',
       help: 'Watch streams ended because the client read too slowly.',
+      registers: [registry],
+    });
+    this.drainDuration = new Gauge({
+      name: 'baton_drain_duration_seconds',
+      help: 'Duration of the last drain (SIGTERM to leaving the cluster); 0 until the node drains.',
       registers: [registry],
     });
     const stats = () => store.getStats();
@@ -174,6 +180,17 @@ export class SidecarMetrics {
         this.set(engine.reassemblyBytesHeld());
       },
     });
+    new Gauge({
+      name: 'baton_partitions_under_replicated',
+      help: 'Partitions this node holds that lack a copy: a transfer into them pending, local writes not yet on all their secondaries, or too few live members.',
+      registers: [registry],
+      collect() {
+        this.set(engine.underReplicatedPartitions());
+      },
+    });
+    counterFrom(registry, 'baton_rereplicated_bytes_total', 'Bytes of session state pulled from peers because placement gave this node new partitions.', () => driver.counters.rereplicatedBytes);
+    counterFrom(registry, 'baton_anti_entropy_repairs_total', 'Sessions changed by anti-entropy: divergence found by digest comparison and repaired.', () => driver.counters.antiEntropyRepairs);
+    counterFrom(registry, 'baton_replication_sessions_discarded_total', 'Copies dropped because placement moved them to other members.', () => stats.sessionsDiscarded);
     new Gauge({
       name: 'baton_cluster_members',
       help: 'Members by state, this node included.',

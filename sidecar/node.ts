@@ -143,17 +143,26 @@ export class BatonNode {
     return this.stopping;
   }
 
+  /**
+   * Drain, bounded by --drain-timeout-seconds: not ready and NOT_SERVING at once, finish
+   * in-flight calls, send every pending delta and wait until the secondaries acknowledged
+   * all of it, then announce leaving (peers re-replicate at once rather than wait for
+   * failure detection) and close.
+   */
   private async doStop(): Promise<void> {
     const started = Date.now();
-    this.log.info('baton node stopping');
+    const deadline = started + this.config.drainTimeoutSeconds * 1000;
+    this.log.info({ drain_timeout_s: this.config.drainTimeoutSeconds }, 'baton node draining');
     this.http.ready = false;
     this.api?.setServing(false);
     this.handlers?.drain();
-    await this.api?.shutdown(this.config.shutdownTimeoutSeconds * 1000);
+    await this.api?.shutdown(Math.max(0, deadline - Date.now()));
     clearInterval(this.sweepTimer);
+    const acknowledged = (await this.replication?.drain(deadline)) ?? true;
+    this.metrics.drainDuration.set((Date.now() - started) / 1000);
     await this.replication?.stop();
     await this.http.close();
-    this.log.info({ duration_ms: Date.now() - started }, 'baton node stopped');
+    this.log.info({ duration_ms: Date.now() - started, all_acknowledged: acknowledged }, 'baton node stopped');
   }
 
   /** Every member (peers configured but never heard from as 'dead' with no node id). */

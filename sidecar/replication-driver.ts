@@ -61,11 +61,13 @@ export class ReplicationDriver implements Replicator {
   private timerAt = Infinity;
   private flushScheduled = false;
   private readonly waiters = new Map<number, Waiter>();
-  private resyncing = new Set<string>();
+  /** Transfers in progress by peer and partitions, with the request to run again after (if any). */
+  private readonly resyncing = new Map<string, ResyncRequest | undefined>();
+  private antiEntropyTimer: NodeJS.Timeout | undefined;
   private readonly lossRandom = new SeededRandom(Date.now());
   private dnsTimer: NodeJS.Timeout | undefined;
   private stopped = false;
-  readonly counters = { resyncs: 0, resyncFailures: 0, sessionsTransferred: 0, sendErrors: 0 };
+  readonly counters = { resyncs: 0, resyncFailures: 0, sessionsTransferred: 0, sendErrors: 0, antiEntropyRepairs: 0, rereplicatedBytes: 0 };
 
   /** Binds the UDP socket first, so the advertised address carries the real port. */
   static async open(
@@ -166,6 +168,13 @@ export class ReplicationDriver implements Replicator {
       this.dnsTimer = setInterval(() => void this.refreshDns(), DNS_REFRESH_MS);
       this.dnsTimer.unref();
     }
+    if (this.config.antiEntropyIntervalSeconds > 0) {
+      this.antiEntropyTimer = setInterval(() => {
+        this.engine.antiEntropy(Date.now());
+        this.pump();
+      }, this.config.antiEntropyIntervalSeconds * 1000);
+      this.antiEntropyTimer.unref();
+    }
     this.pump();
   }
 
@@ -248,7 +257,21 @@ export class ReplicationDriver implements Replicator {
     this.scheduleFlush();
   }
 
-  /** Announces departure and closes sockets. */
+  /**
+   * Drain: sends what is queued and waits until every secondary acknowledged everything
+   * this node sent, or until `deadline`. Heartbeats, NACK repairs and acknowledgements go
+   * on meanwhile. Resolves whether everything was acknowledged.
+   */
+  async drain(deadline: number): Promise<boolean> {
+    this.engine.flush(Date.now());
+    this.pump();
+    while (!this.engine.allAcknowledged() && Date.now() < deadline && !this.stopped) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    return this.engine.allAcknowledged();
+  }
+
+  /** Announces departure (peers re-replicate at once) and closes sockets. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.engine.leave();
@@ -256,6 +279,7 @@ export class ReplicationDriver implements Replicator {
     this.stopped = true;
     clearTimeout(this.timer);
     clearInterval(this.dnsTimer);
+    clearInterval(this.antiEntropyTimer);
     for (const [ticket, waiter] of this.waiters) {
       clearTimeout(waiter.timer);
       waiter.resolve(this.engine.ackCount(ticket));
@@ -368,14 +392,21 @@ export class ReplicationDriver implements Replicator {
     }, next - now);
   }
 
-  /** Pulls partitions from a peer: compare digests, fetch those that differ, merge. */
+  /**
+   * Pulls partitions from a peer: compare digests, fetch those that differ, merge. A
+   * request for what a transfer in progress already covers runs again once that one ends
+   * (its snapshot may predate what the new request must cover); it is never taken as done
+   * before it ran.
+   */
   private async resync(request: ResyncRequest): Promise<void> {
     const key = `${request.peerNodeId} ${request.partitions.join(',')}`;
     if (this.resyncing.has(key)) {
-      this.engine.resyncDone(request);
+      const waiting = this.resyncing.get(key);
+      this.resyncing.set(key, waiting === undefined ? request : { ...request, channels: [...waiting.channels, ...request.channels] });
+      if (waiting !== undefined) this.engine.resyncDone({ ...waiting, channels: [] });
       return;
     }
-    this.resyncing.add(key);
+    this.resyncing.set(key, undefined);
     this.counters.resyncs++;
     try {
       const theirs = await this.peers.digests(request.peerAddress, request.partitions, RESYNC_DEADLINE_MS);
@@ -386,7 +417,10 @@ export class ReplicationDriver implements Replicator {
           const partition = this.store.partitionOf(snapshot.id);
           const owner = snapshot.owner;
           if (owner === this.config.nodeId || this.placement.isSecondary(this.config.nodeId, partition, owner)) {
-            if (this.store.merge(snapshot, now)) this.counters.sessionsTransferred++;
+            if (!this.store.merge(snapshot, now)) return;
+            this.counters.sessionsTransferred++;
+            if (request.reason === 'anti_entropy') this.counters.antiEntropyRepairs++;
+            if (request.reason === 'placement' || request.reason === 'join') this.counters.rereplicatedBytes += snapshotBytes(snapshot);
           }
         });
       }
@@ -396,9 +430,12 @@ export class ReplicationDriver implements Replicator {
     } catch (err) {
       this.counters.resyncFailures++;
       this.sink.resync(request.reason, 'error');
-      this.log.warn({ peer: request.peerNodeId, err: (err as Error).message }, 'resync failed');
+      this.log.warn({ peer: request.peerNodeId, reason: request.reason, err: (err as Error).message }, 'resync failed');
+      this.engine.resyncFailed(request, Date.now());
     } finally {
+      const again = this.resyncing.get(key);
       this.resyncing.delete(key);
+      if (again !== undefined && !this.stopped) void this.resync(again);
       this.pump();
     }
   }
@@ -407,6 +444,13 @@ export class ReplicationDriver implements Replicator {
   unacked(): Map<string, number> {
     return this.engine.unackedByPeer();
   }
+}
+
+/** Bytes of state a snapshot carries (ids, names, values), for the re-replication counter. */
+function snapshotBytes(snapshot: SessionSnapshot): number {
+  let bytes = snapshot.id.length;
+  for (const part of snapshot.parts) bytes += part.name.length + (part.value?.length ?? 0);
+  return bytes;
 }
 
 /** Digest of configuration that must match cluster-wide: partitions and the hash table. */

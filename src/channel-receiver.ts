@@ -70,6 +70,10 @@ export class ChannelReceiver {
   private gaps: Gap[] = [];
   private ackDueAt = Infinity;
   private resyncWanted = false;
+  /** A resync was handed to the driver and has not finished: do not ask again meanwhile. */
+  private resyncInFlight = false;
+  /** After a failed resync, the next request waits until then. */
+  private resyncNotBefore = 0;
   readonly counters = { duplicates: 0, nacksSent: 0, rangesNacked: 0, suppressed: 0 };
 
   /**
@@ -163,7 +167,9 @@ export class ChannelReceiver {
     for (const gap of this.gaps) {
       if (gap.nackAt > now) continue;
       if (gap.attempts >= this.config.maxNackAttempts) {
-        this.resyncWanted = true;
+        // Given up on: the resync repairs it (while one runs, the gap waits for its end).
+        if (this.resyncInFlight) gap.nackAt = Infinity;
+        else this.resyncWanted = true;
         continue;
       }
       nack ??= [];
@@ -181,8 +187,25 @@ export class ChannelReceiver {
       this.ackDueAt = Infinity;
       ack = this.cumulative;
     }
-    const resync = this.resyncWanted;
+    const resync = this.resyncWanted && !this.resyncInFlight && now >= this.resyncNotBefore;
     return { nack, ack, resync };
+  }
+
+  /**
+   * The resync poll asked for is under way. Until resynced() the receiver neither asks
+   * again nor acknowledges past its gaps: an acknowledgement must mean the data is here.
+   */
+  resyncStarted(): void {
+    this.resyncWanted = false;
+    this.resyncInFlight = true;
+  }
+
+  /** The resync failed: ask again, no earlier than `retryAt`. */
+  resyncFailed(retryAt: number): void {
+    this.resyncInFlight = false;
+    this.resyncWanted = true;
+    this.resyncNotBefore = retryAt;
+    for (const gap of this.gaps) if (gap.nackAt === Infinity) gap.nackAt = retryAt;
   }
 
   /**
@@ -196,6 +219,7 @@ export class ChannelReceiver {
     if (kept !== undefined && kept.first <= upTo) kept.first = upTo + 1;
     if (upTo > this.highest) this.highest = upTo;
     this.resyncWanted = false;
+    this.resyncInFlight = false;
     this.ackDueAt = 0;
   }
 
@@ -203,7 +227,8 @@ export class ChannelReceiver {
   nextDeadline(): number {
     let next = this.ackDueAt;
     for (const gap of this.gaps) if (gap.nackAt < next) next = gap.nackAt;
-    return this.resyncWanted ? 0 : next;
+    if (this.resyncWanted && !this.resyncInFlight) return Math.min(next, this.resyncNotBefore);
+    return next;
   }
 
   private extendTo(last: number, now: number): void {

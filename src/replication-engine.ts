@@ -38,12 +38,13 @@ export interface ReplicationConfig {
 }
 
 /**
- * One local change to replicate. Values are the bytes the client sent. A part change
- * carries the session's epoch unless it names the part's own (a repeat of older state).
+ * One local change to replicate. Values are the bytes the client sent. A part change is
+ * this node's write at the session's epoch unless it names the part's own writer and
+ * epoch (a repeat of state written earlier or elsewhere).
  */
 export type LocalChange =
-  | { kind: 'put'; name: string; value: Uint8Array; version: number; epoch?: number }
-  | { kind: 'delete_part'; name: string; version: number; epoch?: number }
+  | { kind: 'put'; name: string; value: Uint8Array; version: number; writer?: string; epoch?: number }
+  | { kind: 'delete_part'; name: string; version: number; writer?: string; epoch?: number }
   | { kind: 'delete_session'; version: number }
   | { kind: 'touch' }
   | { kind: 'claim' };
@@ -61,8 +62,16 @@ export interface ResyncRequest {
   partitions: number[];
   /** Channels repaired by this transfer, with the sequence number it covers. */
   channels: { key: string; upTo: number }[];
-  reason: 'gap' | 'join' | 'placement';
+  reason: 'gap' | 'join' | 'placement' | 'anti_entropy';
 }
+
+/** A failed state transfer is tried again after this long (ms), while its peer is live. */
+export const RESYNC_RETRY_MS = 1000;
+/**
+ * After the member view changes, copies this node no longer holds are dropped once the
+ * view has been stable this long (ms): time for the new holders to pull them first.
+ */
+export const DISCARD_AFTER_MS = 10_000;
 
 /** Why a datagram or delta was dropped; metrics count by reason. */
 export type EngineDropReason = 'malformed' | 'misrouted' | 'stale_incarnation' | 'unknown_sender' | 'reassembly_overflow' | 'not_replica';
@@ -115,10 +124,18 @@ export class ReplicationEngine {
   private readonly completedTickets: { id: number; acked: number }[] = [];
   private nextTicket = 1;
   private dirty = new Set<string>();
-  /** Per partition this node holds: the live peers it has been pulled from since. */
-  private pulledFrom = new Map<number, Set<string>>();
+  /**
+   * Per partition this node holds: the owners it is a secondary for ('' = owners that
+   * are not live members) and the live peers it has pulled the partition from since.
+   */
+  private pulledFrom = new Map<number, { serves: Set<string>; peers: Set<string> }>();
   /** Partitions with local writes made while they had fewer secondaries than wanted. */
   private readonly unreplicated = new Set<number>();
+  /** Partitions with a placement transfer requested and not finished, with their count. */
+  private readonly pendingPulls = new Map<number, number>();
+  /** Failed transfers to try again, and when. */
+  private retries: { request: ResyncRequest; at: number }[] = [];
+  private discardDueAt = Infinity;
   private viewVersion = -1;
   private leaving = false;
   readonly stats = {
@@ -134,6 +151,7 @@ export class ReplicationEngine {
     retransmissions: 0,
     fragmentsSent: 0,
     resyncsRequested: 0,
+    sessionsDiscarded: 0,
   };
 
   constructor(
@@ -179,8 +197,8 @@ export class ReplicationEngine {
     }
     if (holders.length === 0) return;
     const changes: LocalChange[] = [{ kind: 'claim' }];
-    forEachPart(session, (name, value, version) => {
-      changes.push(value === null ? { kind: 'delete_part', name, version } : { kind: 'put', name, value: Buffer.from(value, 'latin1'), version });
+    forEachPart(session, (name, value, version, writer) => {
+      changes.push(value === null ? { kind: 'delete_part', name, version, writer } : { kind: 'put', name, value: Buffer.from(value, 'latin1'), version, writer });
     });
     this.enqueue(session, changes, holders, now);
   }
@@ -342,11 +360,21 @@ export class ReplicationEngine {
     }
     for (const [key, receiver] of this.receivers) this.pollReceiver(key, receiver, now);
     this.expireReassembly(now);
+    if (this.retries.length > 0 && this.retries.some((r) => r.at <= now)) {
+      const due = this.retries.filter((r) => r.at <= now);
+      this.retries = this.retries.filter((r) => r.at > now);
+      for (const { request } of due) this.resyncs.push(request);
+    }
+    if (this.discardDueAt <= now) {
+      this.discardDueAt = Infinity;
+      this.discardUnheld();
+    }
   }
 
   /** The earliest time tick() has work. */
   nextDeadline(): number {
-    let next = this.membership.nextDeadline();
+    let next = Math.min(this.membership.nextDeadline(), this.discardDueAt);
+    for (const retry of this.retries) if (retry.at < next) next = retry.at;
     for (const [key, receiver] of this.receivers) {
       const at = receiver.nextDeadline();
       // A receiver cannot act before its sender's address is known (its heartbeat brings
@@ -369,6 +397,63 @@ export class ReplicationEngine {
   /** A state transfer finished: the channels it covered are whole up to their marks. */
   resyncDone(request: ResyncRequest): void {
     for (const { key, upTo } of request.channels) this.receivers.get(key)?.resynced(upTo);
+    this.settlePulls(request);
+  }
+
+  /**
+   * A state transfer failed. While its peer is live it is tried again after
+   * RESYNC_RETRY_MS; a peer that is gone has nothing more to give (its channels are
+   * dropped when it restarts, and anti-entropy compares with the rest).
+   */
+  resyncFailed(request: ResyncRequest, now: number): void {
+    const state = this.membership.member(request.peerNodeId)?.state;
+    if (state === 'alive' || state === 'suspect') {
+      this.retries.push({ request, at: now + RESYNC_RETRY_MS });
+      return;
+    }
+    for (const { key, upTo } of request.channels) this.receivers.get(key)?.resynced(upTo);
+    this.settlePulls(request);
+  }
+
+  private settlePulls(request: ResyncRequest): void {
+    if (request.reason !== 'placement' && request.reason !== 'join') return;
+    for (const partition of request.partitions) {
+      const left = (this.pendingPulls.get(partition) ?? 1) - 1;
+      if (left <= 0) this.pendingPulls.delete(partition);
+      else this.pendingPulls.set(partition, left);
+    }
+  }
+
+  /**
+   * Partitions this node holds that lack a copy: a transfer into them is pending, local
+   * writes in them have not reached all their secondaries, or there are too few live
+   * members for the configured copies. 0 everywhere = the cluster is fully replicated.
+   */
+  underReplicatedPartitions(): number {
+    const wantedHolders = this.placement.replicas === 0 ? 1 : this.placement.replicas + 1;
+    if (this.placement.holderCount() < wantedHolders) return this.placement.partitionsHeldBy(this.config.nodeId).length;
+    const lacking = new Set(this.unreplicated);
+    for (const partition of this.pendingPulls.keys()) lacking.add(partition);
+    return lacking.size;
+  }
+
+  /**
+   * Anti-entropy: compare every held partition with every live peer again (the driver
+   * fetches only those whose digests differ), and drop copies no longer held.
+   */
+  antiEntropy(now: number): void {
+    this.pulledFrom.clear();
+    this.pullHeldPartitions(this.otherLiveMembers(), 'anti_entropy');
+    if (this.discardDueAt === Infinity) this.discardUnheld();
+    void now;
+  }
+
+  /** Drops sessions this node neither owns nor is a secondary of (placement moved). */
+  private discardUnheld(): void {
+    const self = this.config.nodeId;
+    this.stats.sessionsDiscarded += this.store.discardWhere(
+      (owner, partition) => owner !== self && !this.placement.isSecondary(self, partition, owner),
+    );
   }
 
   /** Announces departure: peers mark this node 'left' and re-replicate at once. */
@@ -473,12 +558,14 @@ export class ReplicationEngine {
         delta.value = change.value as Buffer;
         delta.version = BigInt(change.version);
         if (change.epoch !== undefined) delta.epoch = BigInt(change.epoch);
+        if (change.writer !== undefined && change.writer !== this.config.nodeId) delta.writerNodeId = change.writer;
         break;
       case 'delete_part':
         delta.kind = DeltaKind.DELTA_KIND_DELETE_PART;
         delta.partName = change.name;
         delta.version = BigInt(change.version);
         if (change.epoch !== undefined) delta.epoch = BigInt(change.epoch);
+        if (change.writer !== undefined && change.writer !== this.config.nodeId) delta.writerNodeId = change.writer;
         break;
       case 'delete_session':
         delta.kind = DeltaKind.DELTA_KIND_DELETE_SESSION;
@@ -721,7 +808,7 @@ export class ReplicationEngine {
     // from every peer again.
     if (restarted) {
       this.pulledFrom.clear();
-      this.pullHeldPartitions(this.otherLiveMembers());
+      this.pullHeldPartitions(this.otherLiveMembers(), 'placement');
     }
   }
 
@@ -738,26 +825,33 @@ export class ReplicationEngine {
       else if (channel !== '') sender.setReceivers([channel]);
     }
     this.checkTickets();
-    this.pullHeldPartitions(others);
+    this.pullHeldPartitions(others, 'placement');
     if (this.unreplicated.size > 0) this.replicateUnreplicated(now);
+    this.discardDueAt = now + DISCARD_AFTER_MS;
   }
 
   /**
    * Pulls every partition this node holds from every live peer it has not pulled it from
-   * since the peer (re)appeared or the partition was gained. Any member may own sessions
-   * of any partition, so every peer is asked. A node alone (just started, or cut off)
-   * holds everything with nobody to ask: it asks each peer as the peer appears, and the
-   * peers, seeing it (re)appear, ask it in turn.
+   * since the peer (re)appeared, or from every peer when the partition was gained or this
+   * node became a secondary of another owner in it (a member's death can make a node that
+   * already held a partition the new secondary of some of its owners). Any member may own
+   * sessions of any partition, so every peer is asked. A node alone (just started, or cut
+   * off) holds everything with nobody to ask: it asks each peer as the peer appears, and
+   * the peers, seeing it (re)appear, ask it in turn.
    */
-  private pullHeldPartitions(others: readonly string[]): void {
+  private pullHeldPartitions(others: readonly string[], reason: 'placement' | 'anti_entropy'): void {
     const pulls = new Map<string, number[]>();
     const previous = this.pulledFrom;
     this.pulledFrom = new Map();
-    for (const partition of this.placement.partitionsHeldBy(this.config.nodeId)) {
+    const self = this.config.nodeId;
+    for (const partition of this.placement.partitionsHeldBy(self)) {
+      const serves = new Set<string>();
+      for (const owner of ['', ...others]) if (this.placement.isSecondary(self, partition, owner)) serves.add(owner);
       const before = previous.get(partition);
+      const gained = before === undefined || [...serves].some((owner) => !before.serves.has(owner));
       const pulled = new Set<string>();
       for (const peer of others) {
-        if (before === undefined || !before.has(peer)) {
+        if (gained || !before.peers.has(peer)) {
           if (this.addressOf(peer) === undefined) continue;
           let list = pulls.get(peer);
           if (list === undefined) pulls.set(peer, (list = []));
@@ -765,10 +859,10 @@ export class ReplicationEngine {
         }
         pulled.add(peer);
       }
-      this.pulledFrom.set(partition, pulled);
+      this.pulledFrom.set(partition, { serves, peers: pulled });
     }
     for (const [peer, partitions] of pulls) {
-      this.requestResync({ peerNodeId: peer, peerAddress: this.addressOf(peer)!, partitions, channels: [], reason: 'placement' });
+      this.requestResync({ peerNodeId: peer, peerAddress: this.addressOf(peer)!, partitions, channels: [], reason });
     }
   }
 
@@ -801,8 +895,8 @@ export class ReplicationEngine {
         if (session === undefined) continue;
         const changes: LocalChange[] = snapshot.parts.map((part) =>
           part.value === null
-            ? { kind: 'delete_part', name: part.name, version: part.version, epoch: part.epoch }
-            : { kind: 'put', name: part.name, value: Buffer.from(part.value, 'latin1'), version: part.version, epoch: part.epoch },
+            ? { kind: 'delete_part', name: part.name, version: part.version, writer: part.writer, epoch: part.epoch }
+            : { kind: 'put', name: part.name, value: Buffer.from(part.value, 'latin1'), version: part.version, writer: part.writer, epoch: part.epoch },
         );
         if (changes.length > 0) this.replicateQuietly(session, changes, now);
       }
@@ -839,13 +933,16 @@ export class ReplicationEngine {
     if (poll.resync && !this.resyncs.some((r) => r.channels.some((c) => c.key === key))) {
       const partitions = this.placement.partitionsHeldBy(this.config.nodeId);
       this.requestResync({ peerNodeId: from, peerAddress: address, partitions, channels: [{ key, upTo: receiver.highestSeen }], reason: 'gap' });
-      // Until the transfer completes, the receiver stops asking.
-      receiver.resynced(receiver.highestSeen);
+      // Until the transfer completes, the receiver neither asks again nor acknowledges past the gap.
+      receiver.resyncStarted();
     }
   }
 
   private requestResync(request: ResyncRequest): void {
     this.stats.resyncsRequested++;
+    if (request.reason === 'placement' || request.reason === 'join') {
+      for (const partition of request.partitions) this.pendingPulls.set(partition, (this.pendingPulls.get(partition) ?? 0) + 1);
+    }
     this.resyncs.push(request);
   }
 

@@ -526,6 +526,24 @@ export class SessionStore {
     return true;
   }
 
+  /**
+   * Drops every session (live or tombstone) for which drop(owner, partition) is true;
+   * returns how many. For copies a node no longer holds after placement moved.
+   */
+  discardWhere(drop: (owner: string, partition: number) => boolean): number {
+    let dropped = 0;
+    for (let p = 0; p < this.partitions.length; p++) {
+      const sessions = this.partitions[p]!.sessions;
+      if (sessions.size === 0) continue;
+      for (const record of [...sessions.values()]) {
+        if (!drop(record.owner, p)) continue;
+        this.remove(record);
+        dropped++;
+      }
+    }
+    return dropped;
+  }
+
   /** Expires sessions and purges tombstones that are due. */
   tick(now: number): void {
     this.wheel.due(now, (record) => {

@@ -49,4 +49,23 @@ describe('ChannelReceiver', () => {
     r.resynced(1);
     expect(r.poll(T0).resync).toBe(false);
   });
+
+  test('while a resync runs the receiver neither asks again nor acknowledges past its gap; a failed one is asked again later', () => {
+    const r = receiver();
+    r.handleData(1, false, T0);
+    r.handleData(5, false, T0); // gap 2-4
+    r.requestResync();
+    expect(r.poll(T0).resync).toBe(true);
+    r.resyncStarted();
+    expect(r.poll(T0 + 1).resync).toBe(false);
+    expect(r.cumulative).toBe(1); // an acknowledgement must mean the data is here
+    r.resyncFailed(T0 + 1000);
+    expect(r.nextDeadline()).toBeLessThanOrEqual(T0 + 1000);
+    expect(r.poll(T0 + 999).resync).toBe(false);
+    expect(r.poll(T0 + 1000).resync).toBe(true);
+    r.resyncStarted();
+    r.resynced(5);
+    expect(r.cumulative).toBe(5);
+    expect(r.poll(T0 + 1001).resync).toBe(false);
+  });
 });

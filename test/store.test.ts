@@ -1138,3 +1138,72 @@ describe('SessionStore: random operations against a model', () => {
     expect(allDigests(rebuilt)).toEqual(allDigests(store));
   });
 });
+
+describe('ownership: claims and epochs', () => {
+  const meta = (owner: string, epoch: number) => ({ owner, epoch, expiresAt: T0 + 600_000, ttlMs: 600_000 });
+
+  test('claim moves ownership to the next epoch and re-stamps every part, keeping values and versions', () => {
+    const { store } = makeStore();
+    const { version } = store.put('s', [w('a', '1'), w('b', '2')], 0, T0);
+    const before = store.digest(store.partitionOf('s'));
+    expect(store.claim('s', 'node-b', T0 + 1)).toBe(2);
+    const snapshot = store.snapshot('s', T0 + 1)!;
+    expect(snapshot.owner).toBe('node-b');
+    expect(snapshot.parts.map((p) => [p.name, p.value, p.version, p.epoch])).toEqual([
+      ['a', '1', version, 2],
+      ['b', '2', version, 2],
+    ]);
+    expect(store.digest(store.partitionOf('s'))).not.toBe(before);
+    expect(store.claim('missing', 'node-b', T0)).toBeUndefined();
+  });
+
+  test("a write of the old epoch loses to the claimed copy of that part, in either order of arrival", () => {
+    const late = { kind: 'put' as const, name: 'cart', value: 'late', version: 9e15 - 1, writer: 'node-a', epoch: 1 };
+    const claimed = { kind: 'put' as const, name: 'cart', value: 'claimed', version: 1000, writer: 'node-a', epoch: 2 };
+    for (const order of [[late, claimed], [claimed, late]]) {
+      const { store } = makeStore({ nodeId: 'node-c' });
+      for (const change of order) store.applyRemote('s', change, meta(change.epoch === 2 ? 'node-b' : 'node-a', change.epoch), T0);
+      const snapshot = store.snapshot('s', T0)!;
+      expect(snapshot.parts.map((p) => p.value)).toEqual(['claimed']);
+      expect([snapshot.owner, snapshot.epoch]).toEqual(['node-b', 2]);
+    }
+  });
+
+  test('two claims of the same epoch settle on the higher node id, whichever arrives first', () => {
+    for (const order of [['node-b', 'node-c'], ['node-c', 'node-b']]) {
+      const { store } = makeStore({ nodeId: 'node-a' });
+      store.put('s', [w('a', '1')], 0, T0);
+      for (const owner of order) store.applyRemote('s', { kind: 'claim' }, meta(owner, 2), T0);
+      expect(store.snapshot('s', T0)!.owner).toBe('node-c');
+    }
+  });
+
+  test('merging snapshots in any order gives the same state and digest', () => {
+    const source = makeStore({ nodeId: 'node-a' }).store;
+    source.put('s', [w('a', '1'), w('b', '2')], 0, T0);
+    const first = source.snapshot('s', T0)!;
+    source.claim('s', 'node-b', T0 + 1);
+    const second = source.snapshot('s', T0 + 1)!;
+    const x = makeStore({ nodeId: 'node-x' }).store;
+    const y = makeStore({ nodeId: 'node-y' }).store;
+    x.merge(first, T0 + 2);
+    x.merge(second, T0 + 2);
+    y.merge(second, T0 + 2);
+    y.merge(first, T0 + 2);
+    expect(x.snapshot('s', T0 + 2)).toEqual(y.snapshot('s', T0 + 2));
+    expect(x.digest(x.partitionOf('s'))).toBe(y.digest(y.partitionOf('s')));
+  });
+
+  test('discardWhere drops the chosen sessions and keeps counts and digests as if they never came', () => {
+    const { store } = makeStore();
+    const empty = [...Array(16).keys()].map((p) => store.digest(p));
+    store.applyRemote('kept', { kind: 'put', name: 'a', value: 'v', version: 5, writer: 'node-b', epoch: 1 }, meta('node-b', 1), T0);
+    store.applyRemote('gone', { kind: 'put', name: 'a', value: 'v', version: 5, writer: 'node-c', epoch: 1 }, meta('node-c', 1), T0);
+    expect(store.discardWhere((owner) => owner === 'node-c')).toBe(1);
+    expect(store.snapshot('gone', T0)).toBeUndefined();
+    expect(store.getStats().sessions).toBe(1);
+    store.discardWhere(() => true);
+    expect([...Array(16).keys()].map((p) => store.digest(p))).toEqual(empty);
+    expect(store.getStats()).toMatchObject({ sessions: 0, parts: 0, bytes: 0 });
+  });
+});

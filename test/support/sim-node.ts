@@ -256,6 +256,29 @@ export class SimNode implements SimHost {
     return true;
   }
 
+  /**
+   * A resume as the session API makes it: merges the copies of the running peers it can
+   * reach (the peer fetch), claims the session unless it owns it, and replicates the
+   * claim. Returns the epoch it owns the session at, or undefined if no one holds it.
+   */
+  resume(sessionId: string): number | undefined {
+    const now = this.net.now;
+    for (const peer of this.cluster.running) {
+      if (peer === this || this.net.isCut(this.address, peer.address) || this.net.isCut(peer.address, this.address)) continue;
+      const copy = peer.store.snapshot(sessionId, now);
+      if (copy !== undefined) this.store.merge(copy, now);
+    }
+    const session = this.store.get(sessionId, now);
+    if (session === undefined) return undefined;
+    if (session.owner === this.nodeId) return session.epoch;
+    const previousOwner = session.owner;
+    const epoch = this.store.claim(sessionId, this.nodeId, now)!;
+    this.engine.replicateClaim(this.store.get(sessionId, now)!, previousOwner, now);
+    this.engine.flush(now);
+    this.pump();
+    return epoch;
+  }
+
   // --- process lifecycle ---------------------------------------------------------------
 
   /** Crashes: no leave, nothing sent, state gone. */
@@ -312,7 +335,7 @@ export interface ComparableState {
   epoch: number;
   expiresAt: number;
   ttlMs: number;
-  parts: [string, string | null, number, string][];
+  parts: [string, string | null, number, string, number][];
 }
 
 export function comparable(snapshot: SessionSnapshot): ComparableState {
@@ -323,7 +346,7 @@ export function comparable(snapshot: SessionSnapshot): ComparableState {
     expiresAt: snapshot.expiresAt,
     ttlMs: snapshot.ttlMs,
     parts: snapshot.parts
-      .map((p): [string, string | null, number, string] => [p.name, p.value, p.version, p.writer])
+      .map((p): [string, string | null, number, string, number] => [p.name, p.value, p.version, p.writer, p.epoch])
       .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)),
   };
 }
@@ -440,6 +463,8 @@ export class SimCluster {
       if (peer === undefined || !peer.running || this.net.isCut(node.address, peer.address) || this.net.isCut(peer.address, node.address)) {
         this.transfers.failed++;
         node.resyncs.push({ at: startedAt, request, outcome: 'failed', sessions: 0 });
+        node.engine.resyncFailed(request, now);
+        node.pump();
         return;
       }
       let sessions = 0;

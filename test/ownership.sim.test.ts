@@ -1,0 +1,197 @@
+/**
+ * Ownership, re-replication and anti-entropy on the simulated network, in virtual time
+ * and with seeded loss (see test/support/sim-node.ts): claims move a session's owner at a
+ * higher epoch everywhere, the old owner's late writes lose, concurrent claims settle on
+ * one owner, a member's death or arrival moves copies to the new replica sets (and away
+ * from members that no longer hold them), and anti-entropy heals a replica that silently
+ * lost state.
+ */
+import { DISCARD_AFTER_MS } from '../src/replication-engine';
+import { PERFECT_LINK } from './support/sim-network';
+import { comparable, SimCluster, type SimClusterOptions, type SimNode } from './support/sim-node';
+
+const TRANSPORTS = ['unicast', 'multicast'] as const;
+const SETTLE_MS = 20_000;
+
+function startCluster(options: SimClusterOptions): SimCluster {
+  const cluster = new SimCluster(options);
+  if (!cluster.runUntil(() => cluster.membershipSettled(), 10_000)) throw new Error('membership did not settle');
+  cluster.runFor(50);
+  return cluster;
+}
+
+function lossy(loss: number): SimClusterOptions['profile'] {
+  return { ...PERFECT_LINK, loss };
+}
+
+/** Each running node's view of one session: owner, epoch and comparable state. */
+function views(cluster: SimCluster, id: string): { node: string; owner: string | undefined; epoch: number | undefined; state: string | undefined }[] {
+  const now = cluster.net.now;
+  return cluster.running.map((node) => {
+    const snapshot = node.store.snapshot(id, now);
+    return { node: node.nodeId, owner: snapshot?.owner, epoch: snapshot?.epoch, state: snapshot === undefined ? undefined : JSON.stringify(comparable(snapshot)) };
+  });
+}
+
+/** Every running node holds the session with the same owner, epoch and parts. */
+function agreed(cluster: SimCluster, id: string, owner: string): boolean {
+  const seen = views(cluster, id);
+  return seen.every((v) => v.owner === owner && v.state !== undefined && v.state === seen[0]!.state);
+}
+
+function partValue(node: SimNode, id: string, name: string): string | null | undefined {
+  return node.store.snapshot(id, node.cluster.net.now)?.parts.find((p) => p.name === name)?.value;
+}
+
+for (const transport of TRANSPORTS) {
+  describe(`${transport}: claims`, () => {
+    test('a resume on another node moves ownership everywhere at epoch + 1 and keeps every part and its version', () => {
+      const cluster = startCluster({ seed: 41, nodes: 3, transport, profile: lossy(0.1) });
+      const [a, b] = cluster.nodes as [SimNode, SimNode, SimNode];
+      a.write('s1', { auth: 'token-1', cart: 'two lamps' });
+      const { version } = a.write('s1', { cart: 'three lamps' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
+
+      expect(b.resume('s1')).toBe(2);
+      expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId), SETTLE_MS)).toBe(true);
+      for (const view of views(cluster, 's1')) expect(view.epoch).toBe(2);
+      const parts = b.store.snapshot('s1', cluster.net.now)!.parts;
+      expect(parts.map((p) => [p.name, p.value, p.epoch]).sort()).toEqual([
+        ['auth', 'token-1', 2],
+        ['cart', 'three lamps', 2],
+      ]);
+      // The version a client read before the failover still matches (compare-and-set keeps working).
+      expect(parts.find((p) => p.name === 'cart')!.version).toBe(version);
+    });
+
+    test("the old owner's writes made before it learns of the claim carry the old epoch and lose on every node", () => {
+      const cluster = startCluster({ seed: 42, nodes: 3, transport, profile: lossy(0.05) });
+      const [a, b] = cluster.nodes as [SimNode, SimNode, SimNode];
+      a.write('s1', { cart: 'one lamp', note: 'first' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
+
+      b.resume('s1');
+      // The claim has not reached the old owner yet when it writes again.
+      cluster.net.cut(a.address, b.address);
+      a.write('s1', { cart: 'late write' });
+      cluster.runFor(200);
+      cluster.net.heal(a.address, b.address);
+
+      expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId), SETTLE_MS)).toBe(true);
+      for (const node of cluster.running) expect(partValue(node, 's1', 'cart')).toBe('one lamp');
+      // The new owner's own writes go on at its epoch and win.
+      b.write('s1', { cart: 'two lamps' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId) && partValue(a, 's1', 'cart') === 'two lamps', SETTLE_MS)).toBe(true);
+    });
+
+    test('two nodes resuming one session at once settle on one owner everywhere, with no part lost', () => {
+      const cluster = startCluster({ seed: 43, nodes: 3, transport, profile: lossy(0.1) });
+      const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
+      a.write('s1', { auth: 'token', cart: 'lamp' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
+
+      // Concurrent: neither resume sees the other's claim when it fetches.
+      cluster.net.cut(b.address, c.address);
+      expect(b.resume('s1')).toBe(2);
+      expect(c.resume('s1')).toBe(2);
+      cluster.runFor(100);
+      cluster.net.heal(b.address, c.address);
+      const winner = b.nodeId > c.nodeId ? b.nodeId : c.nodeId;
+      expect(cluster.runUntil(() => agreed(cluster, 's1', winner), SETTLE_MS)).toBe(true);
+      for (const node of cluster.running) {
+        expect(partValue(node, 's1', 'auth')).toBe('token');
+        expect(partValue(node, 's1', 'cart')).toBe('lamp');
+      }
+    });
+
+    test('a resume after the owner crashed takes the newest parts from the surviving replicas', () => {
+      const cluster = startCluster({ seed: 44, nodes: 3, transport, profile: lossy(0.05) });
+      const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
+      a.write('s1', { cart: 'lamp' });
+      const { ticket } = a.write('s1', { cart: 'lamp and desk' }, { sync: 1 });
+      expect(cluster.runUntil(() => a.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
+      a.stop();
+
+      expect(c.resume('s1')).toBe(2);
+      expect(partValue(c, 's1', 'cart')).toBe('lamp and desk');
+      expect(cluster.runUntil(() => agreed(cluster, 's1', c.nodeId), SETTLE_MS)).toBe(true);
+      expect(partValue(b, 's1', 'cart')).toBe('lamp and desk');
+    });
+  });
+
+  describe(`${transport}: re-replication`, () => {
+    test('after a member dies, the partitions that lost a copy reach their new holders and nothing stays under-replicated', () => {
+      const cluster = startCluster({ seed: 51, nodes: 5, transport, replicas: 2, profile: lossy(0.02), membership: { deadAfterMs: 1500 } });
+      const owners = new Map<string, string>();
+      for (let i = 0; i < 120; i++) {
+        const writer = cluster.nodes[i % 4]!;
+        writer.write(`s${i}`, { cart: `cart ${i}` });
+        owners.set(`s${i}`, writer.nodeId);
+      }
+      expect(cluster.runUntil(() => cluster.divergences(owners).length === 0, SETTLE_MS)).toBe(true);
+
+      cluster.nodes[4]!.stop();
+      expect(cluster.runUntil(() => cluster.membershipSettled(), 10_000)).toBe(true);
+      expect(
+        cluster.runUntil(
+          () => cluster.divergences(owners, { allowExtraCopies: true }).length === 0 && cluster.running.every((n) => n.engine.underReplicatedPartitions() === 0),
+          SETTLE_MS,
+        ),
+      ).toBe(true);
+    });
+
+    test('with too few members left for the configured copies, partitions are reported under-replicated', () => {
+      const cluster = startCluster({ seed: 52, nodes: 3, transport, replicas: 2, membership: { deadAfterMs: 1500 } });
+      expect(cluster.nodes.every((n) => n.engine.underReplicatedPartitions() === 0)).toBe(true);
+      cluster.nodes[2]!.stop();
+      expect(cluster.runUntil(() => cluster.membershipSettled(), 10_000)).toBe(true);
+      for (const node of cluster.running) expect(node.engine.underReplicatedPartitions()).toBe(node.placement.partitionsHeldBy(node.nodeId).length);
+    });
+
+    test('after a member joins, it receives the partitions it now holds, and the members that no longer hold them drop their copies', () => {
+      const cluster = startCluster({ seed: 53, nodes: 3, transport, replicas: 1, profile: lossy(0.02) });
+      const owners = new Map<string, string>();
+      for (let i = 0; i < 120; i++) {
+        const writer = cluster.nodes[i % 3]!;
+        writer.write(`s${i}`, { cart: `cart ${i}` });
+        owners.set(`s${i}`, writer.nodeId);
+      }
+      expect(cluster.runUntil(() => cluster.divergences(owners).length === 0, SETTLE_MS)).toBe(true);
+
+      const joiner = cluster.addNode();
+      expect(cluster.runUntil(() => cluster.membershipSettled(), 10_000)).toBe(true);
+      expect(cluster.runUntil(() => cluster.divergences(owners, { allowExtraCopies: true }).length === 0, SETTLE_MS)).toBe(true);
+      const held = (node: SimNode) => [...owners.keys()].filter((id) => node.store.snapshot(id, cluster.net.now) !== undefined).length;
+      expect(held(joiner)).toBeGreaterThan(0);
+      // Copies that moved to the joiner are dropped by their former holders once the view has been stable.
+      cluster.runFor(DISCARD_AFTER_MS + 1000);
+      expect(cluster.divergences(owners)).toEqual([]);
+      expect(cluster.running.reduce((sum, n) => sum + n.engine.stats.sessionsDiscarded, 0)).toBeGreaterThan(0);
+    });
+  });
+
+  describe(`${transport}: anti-entropy`, () => {
+    test('a replica that silently lost sessions gets them back at the next anti-entropy round', () => {
+      const cluster = startCluster({ seed: 61, nodes: 3, transport });
+      const [a, , c] = cluster.nodes as [SimNode, SimNode, SimNode];
+      const owners = new Map<string, string>();
+      for (let i = 0; i < 40; i++) {
+        a.write(`s${i}`, { cart: `cart ${i}` });
+        owners.set(`s${i}`, a.nodeId);
+      }
+      expect(cluster.runUntil(() => cluster.divergences(owners).length === 0, SETTLE_MS)).toBe(true);
+
+      // Silent divergence: no datagram tells anyone.
+      for (let i = 0; i < 10; i++) c.store.discard(`s${i}`);
+      cluster.runFor(2000);
+      expect(cluster.divergences(owners)).not.toEqual([]);
+
+      const transfersBefore = c.resyncs.length;
+      c.engine.antiEntropy(cluster.net.now);
+      c.pump();
+      expect(cluster.runUntil(() => cluster.divergences(owners).length === 0, SETTLE_MS)).toBe(true);
+      const repaired = c.resyncs.slice(transfersBefore).filter((r) => r.request.reason === 'anti_entropy' && r.outcome === 'ok');
+      expect(repaired.length).toBeGreaterThan(0);
+    });
+  });
+}
