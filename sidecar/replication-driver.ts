@@ -53,6 +53,8 @@ export class ReplicationDriver implements Replicator {
   readonly incarnation: bigint;
   readonly advertiseAddress: string;
   private readonly sealer: DatagramSealer;
+  /** This node's incarnation as the datagram header carries it (bytes 4–11). */
+  private readonly incarnationBytes = Buffer.alloc(8);
   private readonly opener: DatagramOpener;
   private groupSocket: dgram.Socket | undefined;
   private readonly peerServer = new Server({ 'grpc.enable_channelz': 0, 'grpc.max_send_message_length': 256 * 1024 * 1024 });
@@ -118,6 +120,7 @@ export class ReplicationDriver implements Replicator {
     this.membership.addSeedAddresses(config.peers);
     this.placement = new Placement(hasher, config.partitions, config.replicas);
     this.sealer = new DatagramSealer(keys, this.incarnation);
+    this.incarnationBytes.writeBigUInt64BE(this.incarnation);
     this.opener = new DatagramOpener(keys, { maxDatagramBytes: config.maxDatagramBytes });
     const overhead = HEADER_BYTES + (keys === undefined ? 0 : TAG_BYTES);
     this.engine = new ReplicationEngine(
@@ -258,17 +261,20 @@ export class ReplicationDriver implements Replicator {
   }
 
   /**
-   * Drain: sends what is queued and waits until every secondary acknowledged everything
-   * this node sent, or until `deadline`. Heartbeats, NACK repairs and acknowledgements go
+   * Drain: sends what is queued and waits until every live secondary acknowledged
+   * everything this node sent, or until `deadline`. Heartbeats, NACK repairs and acknowledgements go
    * on meanwhile. Resolves whether everything was acknowledged.
    */
   async drain(deadline: number): Promise<boolean> {
     this.engine.flush(Date.now());
     this.pump();
-    while (!this.engine.allAcknowledged() && Date.now() < deadline && !this.stopped) {
+    // A suspect member has stopped answering (likely dead): waiting for it would only
+    // stretch the drain to the failure detector's timeout.
+    const answering = (nodeId: string) => this.membership.member(nodeId)?.state === 'alive';
+    while (!this.engine.allAcknowledged(answering) && Date.now() < deadline && !this.stopped) {
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
-    return this.engine.allAcknowledged();
+    return this.engine.allAcknowledged(answering);
   }
 
   /** Announces departure (peers re-replicate at once) and closes sockets. */
@@ -325,6 +331,9 @@ export class ReplicationDriver implements Replicator {
 
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (this.stopped) return;
+    // The group loops this node's own multicast datagrams back: skip them before any
+    // decryption (the core would only discard them after).
+    if (msg.length >= HEADER_BYTES && msg.compare(this.incarnationBytes, 0, 8, 4, 12) === 0) return;
     if (this.config.injectLossPercent > 0 && this.lossRandom.next() * 100 < this.config.injectLossPercent) {
       this.sink.dropped('injected_loss');
       return;

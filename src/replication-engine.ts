@@ -483,10 +483,13 @@ export class ReplicationEngine {
     return lag;
   }
 
-  /** Whether every sent sequence number has been acknowledged by its receivers. */
-  allAcknowledged(): boolean {
+  /**
+   * Whether every sent sequence number has been acknowledged by its receivers (those for
+   * which `counts` holds: a drain need not wait for a member that stopped answering).
+   */
+  allAcknowledged(counts: (nodeId: string) => boolean = () => true): boolean {
     for (const sender of this.senders.values()) {
-      for (const nodeId of sender.receivers()) if (sender.ackedBy(nodeId) < sender.highestSeq) return false;
+      for (const nodeId of sender.receivers()) if (counts(nodeId) && sender.ackedBy(nodeId) < sender.highestSeq) return false;
     }
     return true;
   }
