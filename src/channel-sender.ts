@@ -7,8 +7,9 @@
  * - Sequence numbers start at 1 and increase by one per packet, never reused.
  * - The retransmit buffer holds, per sequence number, the conflation keys of the deltas
  *   it carried; the bytes live once per key (the latest value). Retransmitting a sequence
- *   number sends the latest value of each of its keys, so a receiver that missed an old
- *   packet gets the newest state and never state older than what it already has.
+ *   number sends the values it still holds the latest of and leaves out those superseded
+ *   by a newer packet: a receiver that missed an old packet never gets state older than
+ *   what the newer packets bring, and a retransmission is never larger than the original.
  * - Buffer memory (the bytes of latest values plus a fixed cost per entry) is bounded by
  *   retransmitBufferBytes: beyond it the oldest entries are dropped, and a receiver
  *   that NACKs them is told they are gone (it then resyncs over gRPC).
@@ -238,10 +239,13 @@ export class ChannelSender {
 
   private rebuild(entry: BufferEntry): DataPacket {
     if (entry.fragment !== undefined) return { seq: entry.seq, deltas: [], fragment: entry.fragment, retransmit: true };
+    // Only keys this packet still carries the latest value of: a newer value travels in
+    // its own, newer packet (which the receiver has or will NACK), and putting it here
+    // could make the packet larger than the datagram limit.
     const deltas: Uint8Array[] = [];
     for (const key of entry.keys!) {
       const latest = this.latest.get(key);
-      if (latest !== undefined) deltas.push(latest.bytes);
+      if (latest !== undefined && latest.seq === entry.seq) deltas.push(latest.bytes);
     }
     return { seq: entry.seq, deltas, fragment: undefined, retransmit: true };
   }

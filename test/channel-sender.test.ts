@@ -11,15 +11,15 @@ function sender(retransmitBufferBytes = 64 * 1024): ChannelSender {
 const bytes = (n: number, fill = 1): Uint8Array => new Uint8Array(n).fill(fill);
 
 describe('ChannelSender', () => {
-  test('a retransmission carries the latest delta of each of its keys', () => {
+  test('a retransmission leaves out values a newer packet superseded, so it never outgrows the original', () => {
     const s = sender();
     s.enqueue({ key: 'a', bytes: bytes(10, 1) });
     s.enqueue({ key: 'b', bytes: bytes(10, 2) });
     s.flush(); // seq 1
-    s.enqueue({ key: 'a', bytes: bytes(10, 3) });
-    s.flush(); // seq 2
-    const { packets } = s.handleNack([[1, 1]]);
-    expect(packets.map((p) => p.deltas.map((d) => d[0]))).toEqual([[3, 2]]);
+    s.enqueue({ key: 'a', bytes: bytes(900, 3) });
+    s.flush(); // seq 2 carries the newer, larger 'a'
+    const { packets } = s.handleNack([[1, 2]]);
+    expect(packets.map((p) => p.deltas.map((d) => [d[0], d.length]))).toEqual([[[2, 10]], [[3, 900]]]);
   });
 
   test('a receiver added later is not counted as having acknowledged what was trimmed before it', () => {
