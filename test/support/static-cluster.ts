@@ -1,0 +1,216 @@
+/**
+ * A cluster of real `baton sidecar` processes on loopback that know each other through a
+ * static --peers list, for tests that kill and restart nodes.
+ *
+ * Rules:
+ * - Peer ports are reserved before any node starts (every node's --peers names them all)
+ *   and kept per node id, so a restarted node comes back at the same peer address.
+ * - Every process started here is ended by stopAll(): SIGTERM, then SIGKILL for a node that
+ *   has not exited within the grace period. kill() and stop() wait for the exit.
+ * - Waiting is polling with a bound (pollUntil), never a fixed sleep.
+ * - BATON_TEST_LOG_LEVEL sets the nodes' --log-level (default info, which the start needs
+ *   at least); BATON_TEST_LOG_DIR, when set, receives every node's log lines on stopAll().
+ */
+import { appendFileSync, mkdirSync } from 'node:fs';
+import * as path from 'node:path';
+import { credentials, Metadata } from '@grpc/grpc-js';
+import { BatonClient } from '../../src/client';
+import { ClusterServiceClient, type StatusResponse } from '../../src/gen/baton/v1/cluster';
+import { freePeerPorts } from './ports';
+import { startSidecar, type SidecarProcess } from './sidecar-process';
+
+/** Failure detection fast enough for tests (the constraints: dead > suspect > heartbeat). */
+export const FAST_FAILURE_DETECTION = ['--heartbeat-interval-ms', '100', '--suspect-after-ms', '400', '--dead-after-ms', '1000'];
+
+const POLL_INTERVAL_MS = 50;
+const STATUS_DEADLINE_MS = 1000;
+const STOP_GRACE_MS = 5000;
+const START_ATTEMPTS = 3;
+
+export interface ClusterNode {
+  readonly id: string;
+  readonly peerPort: number;
+  /** The running process, or undefined while the node is down. */
+  process: SidecarProcess | undefined;
+  /** A client of the running process's session API. */
+  client: BatonClient | undefined;
+  /** Processes this node ran before (killed or stopped), for their logs. */
+  readonly previous: SidecarProcess[];
+}
+
+/** Polls `check` until it returns true; throws after `withinMs` naming `what`. */
+export async function pollUntil(what: string, check: () => Promise<boolean> | boolean, withinMs: number): Promise<void> {
+  const until = Date.now() + withinMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > until) throw new Error(`${what}: not within ${withinMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
+  }
+}
+
+export class StaticCluster {
+  readonly nodes: ClusterNode[];
+  readonly peers: string;
+
+  private constructor(
+    ids: readonly string[],
+    ports: readonly number[],
+    private readonly args: readonly string[],
+    private readonly nodeArgs: Readonly<Record<string, readonly string[]>>,
+  ) {
+    this.nodes = ids.map((id, i) => ({ id, peerPort: ports[i]!, process: undefined, client: undefined, previous: [] }));
+    this.peers = ports.map((p) => `127.0.0.1:${p}`).join(',');
+  }
+
+  /**
+   * Starts one node per id at once; `args` are added to every node's command line, and
+   * `nodeArgs[id]` to that node's only (on every start). A reserved port may be taken by
+   * someone else before its node binds it, so a failed start is retried (at most
+   * START_ATTEMPTS times in all) on fresh ports.
+   */
+  static async start(ids: readonly string[], args: readonly string[], nodeArgs: Readonly<Record<string, readonly string[]>> = {}): Promise<StaticCluster> {
+    let lastError: unknown;
+    for (let attempt = 0; attempt < START_ATTEMPTS; attempt++) {
+      const cluster = new StaticCluster(ids, await freePeerPorts(ids.length), args, nodeArgs);
+      // Every start settles before a failure is handled, so no node that was still
+      // starting when another failed is left running.
+      const started = await Promise.allSettled(ids.map((id) => cluster.startNode(id)));
+      const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+      if (failed === undefined) return cluster;
+      await cluster.stopAll();
+      lastError = failed.reason;
+    }
+    throw lastError;
+  }
+
+  node(id: string): ClusterNode {
+    const node = this.nodes.find((n) => n.id === id);
+    if (node === undefined) throw new Error(`no node ${id}`);
+    return node;
+  }
+
+  client(id: string): BatonClient {
+    const client = this.node(id).client;
+    if (client === undefined) throw new Error(`node ${id} is not running`);
+    return client;
+  }
+
+  /** Starts (or restarts) a node with its id, its peer port and the cluster's --peers. */
+  async startNode(id: string): Promise<void> {
+    const node = this.node(id);
+    if (node.process !== undefined) throw new Error(`node ${id} is already running`);
+    node.process = await startSidecar([
+      '--node-id', id,
+      '--peer-listen', `127.0.0.1:${node.peerPort}`,
+      '--peers', this.peers,
+      '--log-level', process.env.BATON_TEST_LOG_LEVEL ?? 'info',
+      ...this.args,
+      ...(this.nodeArgs[id] ?? []),
+    ]);
+    node.client = new BatonClient(node.process.apiAddress);
+  }
+
+  /** Sends `signal` and waits for the exit; resolves with the exit code (null when signalled). */
+  async kill(id: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<number | null> {
+    const node = this.node(id);
+    const process = node.process;
+    if (process === undefined) throw new Error(`node ${id} is not running`);
+    const client = node.client;
+    node.client = undefined;
+    node.process = undefined;
+    node.previous.push(process);
+    // The client is closed after the exit, so answers the node sent before it died are read.
+    try {
+      return await endProcess(process, signal);
+    } finally {
+      client?.close();
+    }
+  }
+
+  /** Graceful stop (SIGTERM); resolves with the exit code. */
+  stop(id: string): Promise<number | null> {
+    return this.kill(id, 'SIGTERM');
+  }
+
+  running(): ClusterNode[] {
+    return this.nodes.filter((n) => n.process !== undefined);
+  }
+
+  async status(id: string): Promise<StatusResponse> {
+    const process = this.node(id).process;
+    if (process === undefined) throw new Error(`node ${id} is not running`);
+    const client = new ClusterServiceClient(process.apiAddress, credentials.createInsecure());
+    try {
+      return await new Promise<StatusResponse>((resolve, reject) =>
+        client.status({}, new Metadata(), { deadline: Date.now() + STATUS_DEADLINE_MS }, (err, response) => (err ? reject(err) : resolve(response))),
+      );
+    } finally {
+      client.close();
+    }
+  }
+
+  /** Waits until every running node's Status lists exactly `ids` as alive. */
+  async waitForAlive(ids: readonly string[], withinMs: number): Promise<void> {
+    const want = [...ids].sort().join(',');
+    let last = '';
+    await pollUntil(
+      `every running node sees ${want} alive`,
+      async () => {
+        const views = await Promise.all(
+          this.running().map(async (n) => {
+            const status = await this.status(n.id).catch(() => undefined);
+            const alive = status?.members.filter((m) => m.state === 'alive').map((m) => m.nodeId).sort().join(',');
+            return `${n.id}: ${alive ?? 'no answer'}`;
+          }),
+        );
+        last = views.join('; ');
+        return views.every((v) => v.endsWith(`: ${want}`));
+      },
+      withinMs,
+    ).catch((err: Error) => {
+      throw new Error(`${err.message} (last seen: ${last})`);
+    });
+  }
+
+  /** The last `n` log lines of a node's processes (current and previous), for failure messages. */
+  logTail(id: string, n = 20): string {
+    const node = this.node(id);
+    const processes = [...node.previous, ...(node.process === undefined ? [] : [node.process])];
+    const lines = processes.flatMap((p) => [...p.logs.map((l) => JSON.stringify(l)), ...p.stderr]);
+    return lines.slice(-n).join('\n');
+  }
+
+  /** Stops every running node (SIGTERM, SIGKILL after a grace period); resolves with their exit codes. */
+  async stopAll(): Promise<Map<string, number | null>> {
+    const codes = new Map<string, number | null>();
+    await Promise.all(
+      this.running().map(async (n) => {
+        codes.set(n.id, await this.kill(n.id, 'SIGTERM'));
+      }),
+    );
+    const dir = process.env.BATON_TEST_LOG_DIR;
+    if (dir !== undefined && dir !== '') this.writeLogs(dir);
+    return codes;
+  }
+
+  private writeLogs(dir: string): void {
+    mkdirSync(dir, { recursive: true });
+    for (const node of this.nodes) {
+      node.previous.forEach((p, i) => {
+        const lines = [...p.logs.map((l) => JSON.stringify(l)), ...p.stderr.map((l) => `stderr: ${l}`)];
+        appendFileSync(path.join(dir, `${node.id}-${i + 1}.log`), lines.join('\n') + '\n');
+      });
+    }
+  }
+}
+
+async function endProcess(process: SidecarProcess, signal: NodeJS.Signals): Promise<number | null> {
+  const child = process.child;
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill(signal);
+  const straggler = signal === 'SIGKILL' ? undefined : setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+  const code = await exited;
+  clearTimeout(straggler);
+  return code;
+}
