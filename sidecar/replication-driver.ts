@@ -23,6 +23,7 @@ import type { PeerCopies, Replicator } from '../src/session-api';
 import type { SessionSnapshot, SessionStore, StoredSession } from '../src/store';
 import type { Config } from './config';
 import { PeerAuth, PeerClients, peerServiceImplementation } from './peer-service';
+import { ResumeFetcher } from './resume-fetcher';
 
 /** How often --peers-dns is re-resolved. */
 const DNS_REFRESH_MS = 5000;
@@ -59,6 +60,7 @@ export class ReplicationDriver implements Replicator {
   private groupSocket: dgram.Socket | undefined;
   private readonly peerServer = new Server({ 'grpc.enable_channelz': 0, 'grpc.max_send_message_length': 256 * 1024 * 1024 });
   private readonly peers: PeerClients;
+  private readonly resumeFetcher: ResumeFetcher;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private flushScheduled = false;
@@ -152,6 +154,7 @@ export class ReplicationDriver implements Replicator {
     this.socket.on('error', (err) => this.log.warn({ err }, 'replication socket error'));
     const auth = new PeerAuth(keys);
     this.peers = new PeerClients(auth);
+    this.resumeFetcher = new ResumeFetcher(this.peers, (seconds, outcome) => sink.peerFetch(seconds, outcome), log);
     this.peerServer.addService(PeerServiceService, peerServiceImplementation(store, config.nodeId, auth, config.partitions));
   }
 
@@ -230,29 +233,7 @@ export class ReplicationDriver implements Replicator {
       const address = nodeId === this.config.nodeId ? undefined : this.membership.member(nodeId)?.advertiseAddress;
       if (address !== undefined) addresses.push(address);
     }
-    const timeoutMs = Math.max(1, deadline - Date.now());
-    const asks = addresses.map(async (address) => {
-      const started = performance.now();
-      const snapshots: SessionSnapshot[] = [];
-      try {
-        await this.peers.fetch(address, { sessionIds: [sessionId] }, timeoutMs, (snapshot) => snapshot.id === sessionId && snapshots.push(snapshot));
-        this.sink.peerFetch((performance.now() - started) / 1000, 'ok');
-        return snapshots;
-      } catch (err) {
-        this.sink.peerFetch((performance.now() - started) / 1000, 'error');
-        this.log.debug({ peer: address, err: (err as Error).message }, 'resume fetch failed');
-        return undefined;
-      }
-    });
-    return Promise.all(asks).then((answers) => {
-      const copies: PeerCopies = { asked: addresses.length, answered: 0, snapshots: [] };
-      for (const answer of answers) {
-        if (answer === undefined) continue;
-        copies.answered++;
-        copies.snapshots.push(...answer);
-      }
-      return copies;
-    });
+    return this.resumeFetcher.fetch(sessionId, addresses, deadline);
   }
 
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void {

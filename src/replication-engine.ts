@@ -89,6 +89,12 @@ interface Ticket {
   waits: { nodeId: string; channel: string; seq: number }[];
   needed: number;
   flushed: boolean;
+  /**
+   * For a write made on a node that does not own the session: the owner, whose
+   * acknowledgement every count needs (a resume on the owner answers from its own copy,
+   * so an acknowledged write must be there).
+   */
+  owner: string | undefined;
 }
 
 interface Reassembly {
@@ -177,7 +183,8 @@ export class ReplicationEngine {
     const holders = this.holdersBesidesSelf(session.owner, partition);
     if (session.owner === this.config.nodeId && holders.length < this.wantedSecondaries()) this.unreplicated.add(partition);
     if (holders.length === 0) return undefined;
-    const ticket: Ticket = { id: this.nextTicket++, waits: [], needed: 0, flushed: false };
+    const owner = session.owner !== this.config.nodeId && holders[0] === session.owner ? session.owner : undefined;
+    const ticket: Ticket = { id: this.nextTicket++, waits: [], needed: 0, flushed: false, owner };
     for (const nodeId of holders) ticket.waits.push({ nodeId, channel: this.channelTo(nodeId), seq: 0 });
     this.enqueue(session, changes, holders, now);
     this.tickets.set(ticket.id, ticket);
@@ -231,13 +238,21 @@ export class ReplicationEngine {
     this.stats.deltasSent += deltas.length * channels.length;
   }
 
-  /** How many secondaries have acknowledged a ticket's write. */
+  /**
+   * How many holders have acknowledged a ticket's write (the session's secondaries, and
+   * its owner when the write was made elsewhere — then none counts until the owner did).
+   */
   ackCount(ticketId: number): number {
     const ticket = this.tickets.get(ticketId);
     if (ticket === undefined || !ticket.flushed) return 0;
     let acked = 0;
-    for (const wait of ticket.waits) if (this.senders.get(wait.channel)!.ackedBy(wait.nodeId) >= wait.seq) acked++;
-    return acked;
+    let ownerAcked = ticket.owner === undefined;
+    for (const wait of ticket.waits) {
+      if (this.senders.get(wait.channel)!.ackedBy(wait.nodeId) < wait.seq) continue;
+      acked++;
+      if (wait.nodeId === ticket.owner) ownerAcked = true;
+    }
+    return ownerAcked ? acked : 0;
   }
 
   /** Forgets a ticket (its caller stopped waiting). */

@@ -93,10 +93,15 @@ export class SessionApi {
     const ticket = this.replicate(request.sessionId, request.parts.map((p) => ({ kind: 'put' as const, name: p.name, value: p.value, version })), now);
     if (needed === 0) return { versions, replicasAcked: 0 };
     if (ticket === undefined) throw new UnavailableError(`0 of ${needed} secondaries acknowledged: none is live`);
+    const owner = this.store.get(request.sessionId, now)?.owner;
     return this.replicator!.waitForAcks(ticket, needed, deadline).then((acked) => {
       if (acked < needed) {
+        const elsewhere =
+          owner !== undefined && owner !== this.store.config.nodeId
+            ? ` (the session is owned by ${owner}: a write made on another node counts only once the owner has it; resume the session on this node to own it)`
+            : '';
         throw new UnavailableError(
-          `${acked} of ${needed} secondaries acknowledged before the deadline; the write is applied on this node`,
+          `${acked} of ${needed} secondaries acknowledged before the deadline; the write is applied on this node${elsewhere}`,
         );
       }
       return { versions, replicasAcked: acked };

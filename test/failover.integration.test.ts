@@ -473,13 +473,11 @@ describe('failover', () => {
     expect(failedFetches).toBeGreaterThan(0);
   }, 30_000);
 
-  // FAILING (temporarily, until the owner's resume path is fixed): a resume on the session's
-  // owner answers from the owner's local copy without asking the secondaries, so a write
-  // made on another node and acknowledged by a secondary (min_replicas = 1) is missing from
-  // the answer while the owner has not received it yet. Here the owner drops 30% of the
-  // replication datagrams it receives (the loss is repaired later), which makes that window
-  // certain to occur; in (c) a restarted owner catching up opens the same window now and then.
-  test.failing('(f) a resume on the owner returns a write acknowledged through another node', async () => {
+  // A write made on a node that does not own the session is acknowledged only once the
+  // owner has it, because a resume on the owner answers from the owner's own copy. Here the
+  // owner drops 30% of the replication datagrams it receives (repaired later), so without
+  // that rule the resume would often miss the write.
+  test('(f) a resume on the owner returns a write acknowledged through another node', async () => {
     const c = (cluster = await StaticCluster.start(THREE_NODES, ['--replicas', '2', '--partitions', '64', ...FAST_FAILURE_DETECTION], {
       c: ['--inject-loss-percent', '30'],
     }));
