@@ -18,6 +18,9 @@ import { SidecarMetrics } from './metrics';
 import { SessionServiceHandlers } from './session-service';
 import { VERSION } from './package-root';
 
+/** The longest /readyz waits for this node to pull its partitions from its peers after start. */
+const READY_CATCH_UP_LIMIT_MS = 60_000;
+
 /** Seed of the BUZhash table until a cluster key is configured. */
 const DEFAULT_CLUSTER_SEED = 'baton/default-cluster';
 
@@ -118,7 +121,12 @@ export class BatonNode {
     this.sweepTimer = setInterval(() => this.store.tick(Date.now()), 1000);
     this.sweepTimer.unref();
     this.api.setServing(true);
-    this.http.ready = true;
+    // Ready (for Kubernetes) once caught up with the peers: the API serves meanwhile.
+    void replication.caughtUp(Date.now() + READY_CATCH_UP_LIMIT_MS).then((caughtUp) => {
+      if (this.stopping !== undefined) return;
+      this.http.ready = true;
+      this.log.info({ caught_up: caughtUp, after_ms: Date.now() - this.startedAt }, 'baton node ready');
+    });
     this.log.info(
       {
         api: this.config.apiListen.text,

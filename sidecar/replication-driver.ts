@@ -242,6 +242,20 @@ export class ReplicationDriver implements Replicator {
   }
 
   /**
+   * Resolves once this node has caught up after start: it has had time to hear from its
+   * peers (three heartbeat intervals) and every partition transfer that placement gave it
+   * has finished — or at `deadline`. Readiness waits for it, so a rolling restart does not
+   * take down the next node while this one still lacks its copies.
+   */
+  async caughtUp(deadline: number): Promise<boolean> {
+    const heard = Date.now() + 3 * this.config.heartbeatIntervalMs;
+    while (Date.now() < deadline && !this.stopped && (Date.now() < heard || this.engine.hasPendingPulls())) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return !this.engine.hasPendingPulls();
+  }
+
+  /**
    * Drain: sends what is queued and waits until every live secondary acknowledged
    * everything this node sent, or until `deadline`. Heartbeats, NACK repairs and acknowledgements go
    * on meanwhile. Resolves whether everything was acknowledged.

@@ -439,6 +439,11 @@ export class ReplicationEngine {
     }
   }
 
+  /** Whether a transfer into a partition this node now holds is still pending. */
+  hasPendingPulls(): boolean {
+    return this.pendingPulls.size > 0;
+  }
+
   /**
    * Partitions this node holds that lack a copy: a transfer into them is pending, local
    * writes in them have not reached all their secondaries, or there are too few live

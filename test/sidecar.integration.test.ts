@@ -240,6 +240,8 @@ describe('baton sidecar process', () => {
     expect({ status: check.status, out: check.stdout + check.stderr }).toEqual({ status: 0, out: '' });
     expect((await fetch(`${node.metricsUrl}/healthz`)).status).toBe(200);
     expect((await fetch(`${node.metricsUrl}/readyz`)).status).toBe(200);
+    // Ready only once caught up with its peers (alone, after a few heartbeat intervals).
+    expect(node.logs.find((l) => l.msg === 'baton node ready')).toMatchObject({ caught_up: true });
   });
 
   it('exits 0 on SIGTERM after finishing in-flight work', async () => {
