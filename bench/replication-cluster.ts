@@ -13,8 +13,6 @@
  * - `ExchangeWriter` is a real BatonNode in this process, written to by BatonClients over
  *   Exchange on its API port: end to end, as an application sees it.
  */
-import * as dgram from 'node:dgram';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import pino from 'pino';
 import { BuzHash } from '../src/buzhash';
@@ -33,36 +31,7 @@ import { startChild, type Child } from './children';
 
 // --- ports ---------------------------------------------------------------------------
 
-async function tryPeerPort(): Promise<number | undefined> {
-  const udp = dgram.createSocket('udp4');
-  const port = await new Promise<number | undefined>((resolve) => {
-    udp.once('error', () => resolve(undefined));
-    udp.bind({ port: 0, address: '127.0.0.1', exclusive: true }, () => resolve(udp.address().port));
-  });
-  if (port === undefined) {
-    udp.close();
-    return undefined;
-  }
-  const tcp = net.createServer();
-  const ok = await new Promise<boolean>((resolve) => {
-    tcp.once('error', () => resolve(false));
-    tcp.listen(port, '127.0.0.1', () => resolve(true));
-  });
-  await new Promise<void>((resolve) => udp.close(() => resolve()));
-  if (ok) await new Promise<void>((resolve) => tcp.close(() => resolve()));
-  return ok ? port : undefined;
-}
-
-/** n distinct loopback ports free for both UDP and TCP (a peer port needs both). */
-export async function freePeerPorts(n: number): Promise<number[]> {
-  const ports: number[] = [];
-  for (let attempt = 0; ports.length < n && attempt < 200; attempt++) {
-    const port = await tryPeerPort();
-    if (port !== undefined && !ports.includes(port)) ports.push(port);
-  }
-  if (ports.length < n) throw new Error('could not find free loopback ports');
-  return ports;
-}
+export { freePeerPorts } from '../sidecar/free-ports';
 
 // --- metrics -------------------------------------------------------------------------
 
