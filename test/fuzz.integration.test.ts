@@ -1073,6 +1073,7 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
     if (!put.ok) findings.add(`a normal Put failed: ${statusName(put.code)} ${put.details}`);
     const got = await call<GetRequest, GetResponse>(client, 'get', { sessionId, parts: ['check'], resume: false });
     if (!(got.ok && got.value.found && Buffer.from(got.value.session!.parts[0]!.value).equals(value))) findings.add(`a normal Get did not read the Put back: ${show(got)}`);
+    await node.ready();
     for (const path of ['/healthz', '/readyz']) {
       const status = (await fetch(`${node.metricsUrl}${path}`)).status;
       if (status !== 200) findings.add(`${path} answered ${status}`);

@@ -239,9 +239,10 @@ describe('baton sidecar process', () => {
     expect(check.error).toBeUndefined();
     expect({ status: check.status, out: check.stdout + check.stderr }).toEqual({ status: 0, out: '' });
     expect((await fetch(`${node.metricsUrl}/healthz`)).status).toBe(200);
-    expect((await fetch(`${node.metricsUrl}/readyz`)).status).toBe(200);
-    // Ready only once caught up with its peers (alone, after a few heartbeat intervals).
+    // Ready only once caught up with its peers (alone: after a few heartbeat intervals).
+    await node.ready();
     expect(node.logs.find((l) => l.msg === 'baton node ready')).toMatchObject({ caught_up: true });
+    expect((await fetch(`${node.metricsUrl}/readyz`)).status).toBe(200);
   });
 
   it('exits 0 on SIGTERM after finishing in-flight work', async () => {

@@ -22,6 +22,8 @@ export interface SidecarProcess {
   /** Every JSON log line the process wrote to stdout. */
   logs: Record<string, unknown>[];
   stderr: string[];
+  /** Resolves when the node logged that it is ready (caught up with its peers). */
+  ready(): Promise<void>;
   /** SIGTERM, then wait for exit; resolves with the exit code (SIGKILL after 15 s). */
   stop(): Promise<number | null>;
 }
@@ -43,6 +45,8 @@ export async function startSidecar(args: string[] = [], env: NodeJS.ProcessEnv =
     }),
   );
   readline.createInterface({ input: child.stderr! }).on('line', (line) => stderr.push(line));
+  let markReady: () => void = () => {};
+  const ready = new Promise<void>((resolve) => (markReady = resolve));
   const started = new Promise<Record<string, unknown>>((resolve, reject) => {
     readline.createInterface({ input: child.stdout! }).on('line', (line) => {
       let entry: Record<string, unknown>;
@@ -53,6 +57,7 @@ export async function startSidecar(args: string[] = [], env: NodeJS.ProcessEnv =
       }
       logs.push(entry);
       if (entry.msg === 'baton node started') resolve(entry);
+      if (entry.msg === 'baton node ready') markReady();
     });
     void exited.then((code) => reject(new Error(`sidecar exited with ${code} before starting: ${stderr.join('\n')}`)));
   });
@@ -64,6 +69,7 @@ export async function startSidecar(args: string[] = [], env: NodeJS.ProcessEnv =
     peerAddress: String(entry.peer),
     logs,
     stderr,
+    ready: () => ready,
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill('SIGTERM');
