@@ -1,0 +1,971 @@
+/**
+ * Failover benchmark: a node dies under load; how fast, and how completely, do its
+ * sessions come back on the survivors?
+ *
+ * Each run starts four `baton sidecar` processes (unicast, sealed with a cluster key,
+ * --replicas 2, short failure detection) and, once for each BENCH_MIN_REPLICAS value, on a
+ * fresh cluster:
+ *   1. preloads BENCH_SESSIONS sessions on the victim (it owns them), three parts each
+ *      (profile 160 B, prefs 64 B, counter 32 B), written with min_replicas 1;
+ *   2. runs a steady write load on the victim: BENCH_WRITE_RATE puts/s, each rewriting the
+ *      counter part of a random session with a number no other put uses, with that run's
+ *      min_replicas, and records every acknowledged write (session, number, time of the
+ *      acknowledgement);
+ *   3. after BENCH_LOAD_SECONDS (plus a random part of KILL_JITTER_MS, so the kill is not
+ *      in step with the load's batches) SIGKILLs the victim while puts are in flight, and at
+ *      once resumes every session on survivor A through BatonClient over Exchange
+ *      (BENCH_RESUME_CONCURRENCY in flight; a failed resume is retried after 20 ms, at most
+ *      RESUME_ATTEMPTS times): peer-fetch latency under that load, the time until every
+ *      session has been resumed, and lost writes = acknowledged writes whose number is
+ *      above the counter the resume returned;
+ *   4. from the kill on, polls the survivors every POLL_MS (below);
+ *   5. resumes every session on A again (A owns them now): local latency at the same
+ *      concurrency;
+ *   6. resumes BENCH_SERIAL_SESSIONS of them on survivor B one at a time (peer fetch, owner
+ *      alive), then the same ones on B again one at a time (local): latency of a single
+ *      request, without queueing behind others.
+ *
+ * Back to full replication, three ways, each in ms after the kill:
+ * - the gauge baton_partitions_under_replicated reads 0 on every survivor, after having
+ *   read above 0 on one (before the victim is declared dead it reads 0 too);
+ * - every survivor holds every session (session counts of PeerService.Digests). With four
+ *   nodes and --replicas 2 a partition is held by three nodes, so after one dies the
+ *   three survivors should each hold every session (owner + 2 secondaries). With three
+ *   nodes and --replicas 2 that would be impossible after a death: two survivors cannot
+ *   hold three copies;
+ * - the survivors are identical (equal digests of every partition), from the start of the
+ *   last run of equal polls: the claims the resumes make break equality until they reach
+ *   the other two survivors, so this one includes the resumes.
+ * The same polls give when every survivor counts the victim dead.
+ *
+ * Environment: BENCH_RUNS (3), BENCH_SESSIONS (10000), BENCH_WRITE_RATE (2000),
+ * BENCH_LOAD_SECONDS (3), BENCH_RESUME_CONCURRENCY (64), BENCH_SERIAL_SESSIONS (1000),
+ * BENCH_MIN_REPLICAS ("1,0"), BENCH_REPLICATION_TIMEOUT_SECONDS (60), BENCH_MAX_MINUTES
+ * (20, whole-run watchdog), BENCH_QUIET_WAIT_SECONDS (see bench/children.ts),
+ * BENCH_SIDECAR_NODE_ARGS (extra node flags for the sidecars, e.g. --cpu-prof).
+ *
+ * Every loop is bounded in count and time; every child process is stopped at the end, on
+ * error and on Ctrl-C (SIGTERM, then SIGKILL; an exit hook kills any left).
+ */
+import { randomBytes } from 'node:crypto';
+import type { Session } from '../src/client';
+import { parseClusterKeys } from '../src/cluster-key';
+import type { PartitionDigest } from '../src/gen/baton/v1/peer';
+import { PeerAuth, PeerClients } from '../sidecar/peer-service';
+import { cpuSecondsOf, machineBusyCpuSeconds, ownCpuSeconds, quietWaitSeconds, sleep, waitForQuiet } from './children';
+import { freePeerPorts, histogramQuantile, metric, scrape, startReplica, type Replica, type Scrape } from './replication-cluster';
+import {
+  describeMachine,
+  envNumber,
+  formatCount,
+  formatFixed,
+  formatTable,
+  IndexPicker,
+  LatencySamples,
+  machineInfo,
+  median,
+  quantileOfSorted,
+} from './stats';
+
+const RUNS = Math.round(envNumber('BENCH_RUNS', 3));
+const SESSIONS = Math.round(envNumber('BENCH_SESSIONS', 10_000));
+const WRITE_RATE = envNumber('BENCH_WRITE_RATE', 2000);
+const LOAD_SECONDS = envNumber('BENCH_LOAD_SECONDS', 3);
+const RESUME_CONCURRENCY = Math.round(envNumber('BENCH_RESUME_CONCURRENCY', 64));
+const SERIAL_SESSIONS = Math.min(SESSIONS, Math.round(envNumber('BENCH_SERIAL_SESSIONS', 1000)));
+const MIN_REPLICAS = (process.env.BENCH_MIN_REPLICAS ?? '1,0').split(',').map((s) => Number(s.trim()));
+const REPLICATION_TIMEOUT_MS = envNumber('BENCH_REPLICATION_TIMEOUT_SECONDS', 60) * 1000;
+const MAX_MINUTES = envNumber('BENCH_MAX_MINUTES', 20);
+const SIDECAR_NODE_ARGS = (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
+
+const NODES = 4;
+const REPLICAS = 2;
+const PARTITIONS = 256;
+/** Failure detection short enough for a benchmark (the defaults are 250/1000/3000 ms). */
+const HEARTBEAT_INTERVAL_MS = 100;
+const SUSPECT_AFTER_MS = 500;
+const DEAD_AFTER_MS = 1500;
+
+const PROFILE_BYTES = 160;
+const PREFS_BYTES = 64;
+const COUNTER_BYTES = 32;
+/** Puts in flight at most, preload and write load alike. */
+const PUTS_IN_FLIGHT = 256;
+const PRELOAD_TIMEOUT_MS = 120_000;
+const PRELOAD_ATTEMPTS = 3;
+/** The kill comes at BENCH_LOAD_SECONDS plus a random part of this. */
+const KILL_JITTER_MS = 2;
+const RESUME_ATTEMPTS = 50;
+const RESUME_RETRY_MS = 20;
+/** A resume pass (all sessions, retries included) gives up after this long. */
+const RESUME_PASS_TIMEOUT_MS = 60_000;
+const POLL_MS = 25;
+/** Full replication counts once the survivors' digests stayed equal this long after the resumes. */
+const STABLE_MS = 500;
+/** Lost writes with min_replicas 0 should all have been acknowledged at most this long before the kill. */
+const FEW_MS = 10;
+const UNDER_REPLICATED = 'baton_partitions_under_replicated';
+
+for (const n of MIN_REPLICAS) {
+  if (!Number.isInteger(n) || n < 0 || n > REPLICAS) throw new Error(`BENCH_MIN_REPLICAS must list whole numbers from 0 to ${REPLICAS}, got '${process.env.BENCH_MIN_REPLICAS}'`);
+}
+
+let interrupted = false;
+
+function nowNs(): bigint {
+  return process.hrtime.bigint();
+}
+
+function msBetween(from: bigint, to: bigint): number {
+  return Number(to - from) / 1e6;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message.split('\n')[0]! : String(err);
+}
+
+// --- the sessions ----------------------------------------------------------------------
+
+/** Session ids and the parts the preload wrote; the counter part is what the load rewrites. */
+class Sessions {
+  readonly ids: string[] = [];
+  private readonly profileBase = randomBytes(PROFILE_BYTES);
+  private readonly prefsBase = randomBytes(PREFS_BYTES);
+
+  constructor(count: number) {
+    for (let i = 0; i < count; i++) this.ids.push(randomBytes(16).toString('hex'));
+  }
+
+  profile(index: number): Buffer {
+    const value = Buffer.from(this.profileBase);
+    value.writeUInt32BE(index, 0);
+    return value;
+  }
+
+  prefs(index: number): Buffer {
+    const value = Buffer.from(this.prefsBase);
+    value.writeUInt32BE(index, 0);
+    return value;
+  }
+
+  static counter(n: number): Buffer {
+    const value = Buffer.alloc(COUNTER_BYTES);
+    value.writeUInt32BE(n, 0);
+    return value;
+  }
+}
+
+/** What a resume returned, checked against what the preload wrote. */
+interface Resumed {
+  counter: number;
+  /** Profile or prefs missing or changed, or the owner not the resuming node. */
+  problem: string | undefined;
+}
+
+function inspect(sessions: Sessions, index: number, session: Session, expectedOwner: string): Resumed {
+  const part = (name: string) => session.parts.find((p) => p.name === name)?.value;
+  const counter = part('counter');
+  const profile = part('profile');
+  const prefs = part('prefs');
+  let problem: string | undefined;
+  if (counter === undefined || counter.length !== COUNTER_BYTES) problem = 'counter part missing';
+  else if (profile === undefined || !Buffer.from(profile).equals(sessions.profile(index))) problem = 'profile part missing or changed';
+  else if (prefs === undefined || !Buffer.from(prefs).equals(sessions.prefs(index))) problem = 'prefs part missing or changed';
+  else if (session.ownerNodeId !== expectedOwner) problem = `owner is ${session.ownerNodeId}, not ${expectedOwner}`;
+  const value = counter === undefined || counter.length < 4 ? -1 : Buffer.from(counter).readUInt32BE(0);
+  return { counter: value, problem };
+}
+
+// --- the cluster -----------------------------------------------------------------------
+
+/**
+ * Partition digests and session counts of peers over PeerService.Digests (the shared
+ * DigestReader of bench/replication-cluster.ts returns digests only).
+ */
+class PartitionReader {
+  private readonly clients: PeerClients;
+  private readonly auth: PeerAuth;
+
+  constructor(clusterKey: string) {
+    this.auth = new PeerAuth(parseClusterKeys(clusterKey));
+    this.clients = new PeerClients(this.auth);
+  }
+
+  read(peerAddress: string): Promise<PartitionDigest[]> {
+    return new Promise((resolve, reject) => {
+      this.clients.client(peerAddress).digests({ partitions: [] }, this.auth.metadata(), { deadline: Date.now() + 5000 }, (err, response) =>
+        err ? reject(err) : resolve(response.partitions),
+      );
+    });
+  }
+
+  close(): void {
+    this.clients.close();
+  }
+}
+
+interface Cluster {
+  nodes: Replica[];
+  victim: Replica;
+  /** The survivor that resumes every session right after the kill. */
+  resumer: Replica;
+  /** The survivor the one-at-a-time resumes run on. */
+  serial: Replica;
+  survivors: Replica[];
+  partitions: PartitionReader;
+}
+
+async function startCluster(stoppers: (() => Promise<unknown>)[]): Promise<Cluster> {
+  const key = randomBytes(32).toString('base64');
+  const ports = await freePeerPorts(NODES);
+  const peers = ports.map((p) => `127.0.0.1:${p}`).join(',');
+  const flags = [
+    '--peers',
+    peers,
+    '--replicas',
+    String(REPLICAS),
+    '--partitions',
+    String(PARTITIONS),
+    '--heartbeat-interval-ms',
+    String(HEARTBEAT_INTERVAL_MS),
+    '--suspect-after-ms',
+    String(SUSPECT_AFTER_MS),
+    '--dead-after-ms',
+    String(DEAD_AFTER_MS),
+  ];
+  const nodes: Replica[] = [];
+  process.env.BATON_CLUSTER_KEY = key;
+  try {
+    const started = await Promise.all(
+      ports.map((port, i) => startReplica(`n${i + 1}`, [...flags, '--peer-listen', `127.0.0.1:${port}`], SIDECAR_NODE_ARGS).then((node) => {
+        stoppers.push(async () => {
+          node.client.close();
+          return node.child.stop(5000);
+        });
+        return node;
+      })),
+    );
+    nodes.push(...started);
+  } finally {
+    delete process.env.BATON_CLUSTER_KEY;
+  }
+  const partitions = new PartitionReader(key);
+  stoppers.push(async () => partitions.close());
+  const [victim, resumer, serial] = nodes as [Replica, Replica, Replica, Replica];
+  const cluster = { nodes, victim, resumer, serial, survivors: nodes.filter((n) => n !== victim), partitions };
+  await waitForAlive(nodes, NODES, 20_000);
+  return cluster;
+}
+
+/** Waits until every node in `nodes` counts `alive` live members. */
+async function waitForAlive(nodes: readonly Replica[], alive: number, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const scrapes = await Promise.all(nodes.map((n) => scrape(n.metricsUrl).catch(() => undefined)));
+    if (scrapes.every((s) => s !== undefined && metric(s, 'baton_cluster_members', 'state="alive"') === alive)) return;
+    if (Date.now() > until || interrupted) throw new Error(`the nodes did not all see ${alive} live members within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
+// --- preload and write load ---------------------------------------------------------------
+
+/** Writes every session on the victim (min_replicas 1); a failed put is tried again, at most PRELOAD_ATTEMPTS times. */
+async function preload(cluster: Cluster, sessions: Sessions): Promise<{ seconds: number; retried: number }> {
+  const client = cluster.victim.client;
+  const started = nowNs();
+  const deadline = Date.now() + PRELOAD_TIMEOUT_MS;
+  const queue = sessions.ids.map((_, index) => ({ index, attempts: 0 }));
+  let retried = 0;
+  let failed: string | undefined;
+  const worker = async () => {
+    for (;;) {
+      const item = queue.shift();
+      if (item === undefined || failed !== undefined) return;
+      if (Date.now() > deadline || interrupted) {
+        failed = `preload did not finish within ${PRELOAD_TIMEOUT_MS} ms`;
+        return;
+      }
+      item.attempts++;
+      const i = item.index;
+      const parts = { profile: sessions.profile(i), prefs: sessions.prefs(i), counter: Sessions.counter(0) };
+      try {
+        await client.put(sessions.ids[i]!, parts, { minReplicas: 1 });
+      } catch (err) {
+        if (item.attempts >= PRELOAD_ATTEMPTS) failed = `a preload put failed ${item.attempts} times: ${messageOf(err)}`;
+        retried++;
+        queue.push(item);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: PUTS_IN_FLIGHT }, worker));
+  if (failed !== undefined) throw new Error(failed);
+  return { seconds: msBetween(started, nowNs()) / 1000, retried };
+}
+
+/** Waits until the nodes' applied-delta counters stop moving (replication of the preload done). */
+async function waitReplicationQuiet(nodes: readonly Replica[], timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  let last = -1;
+  while (Date.now() < until && !interrupted) {
+    const scrapes = await Promise.all(nodes.map((n) => scrape(n.metricsUrl)));
+    const applied = scrapes.reduce((sum, s) => sum + metric(s, 'baton_replication_deltas_applied_total'), 0);
+    if (applied === last) return;
+    last = applied;
+    await sleep(200);
+  }
+}
+
+interface Ack {
+  index: number;
+  value: number;
+  at: bigint;
+}
+
+interface LoadResult {
+  killedAt: bigint;
+  issued: number;
+  acks: Ack[];
+  /** Puts that failed before the kill (after it, failures are expected: the stream ends). */
+  errorsBeforeKill: number;
+  firstError: string | undefined;
+  /** Put latency quantiles (ms) of the acknowledged puts. */
+  putP50: number;
+  putP99: number;
+  inFlightAtKill: number;
+  /** Resolves when every put issued has settled (the victim's stream has ended). */
+  settled: Promise<void>;
+}
+
+/**
+ * Steady puts on the victim at WRITE_RATE for LOAD_SECONDS, then SIGKILL while puts are in
+ * flight. Returns right after the kill; acknowledgements already on their way keep being
+ * recorded until `settled`.
+ */
+async function loadThenKill(cluster: Cluster, sessions: Sessions, minReplicas: number): Promise<LoadResult> {
+  const client = cluster.victim.client;
+  const picker = new IndexPicker(sessions.ids.length, Number(nowNs() & 0xffffffffn));
+  const acks: Ack[] = [];
+  const latency = new LatencySamples(Math.ceil(WRITE_RATE * LOAD_SECONDS * 2) + 1024);
+  const pending = new Set<Promise<unknown>>();
+  let issued = 0;
+  let errorsBeforeKill = 0;
+  let firstError: string | undefined;
+  let killedAt: bigint | undefined;
+  const started = nowNs();
+  // The kill comes at a random moment of the steady load, not in step with its batches.
+  const killAt = started + BigInt(Math.round((LOAD_SECONDS + Math.random() * KILL_JITTER_MS / 1000) * 1e9));
+  while (!interrupted) {
+    const now = nowNs();
+    if (now >= killAt) break;
+    const due = Math.floor((WRITE_RATE * Number(now - started)) / 1e9) + 1;
+    while (issued < due && pending.size < PUTS_IN_FLIGHT) {
+      const index = picker.next();
+      const value = ++issued;
+      const sent = nowNs();
+      const put = client.put(sessions.ids[index]!, { counter: Sessions.counter(value) }, { minReplicas }).then(
+        () => {
+          const at = nowNs();
+          acks.push({ index, value, at });
+          latency.add(Number(at - sent));
+        },
+        (err: unknown) => {
+          if (killedAt !== undefined) return;
+          errorsBeforeKill++;
+          firstError ??= messageOf(err);
+        },
+      );
+      pending.add(put);
+      void put.finally(() => pending.delete(put));
+    }
+    // Timers pace the load (~1 ms granularity); the last stretch spins on setImmediate so
+    // the kill lands on time, with puts still being issued and acknowledged.
+    if (killAt - nowNs() > 1_500_000n) await sleep(1);
+    else await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  const inFlightAtKill = pending.size;
+  killedAt = nowNs();
+  cluster.victim.child.process.kill('SIGKILL');
+  const [putP50, putP99] = latency.quantilesMs(0.5, 0.99);
+  return {
+    killedAt,
+    issued,
+    acks,
+    errorsBeforeKill,
+    firstError,
+    putP50: putP50!,
+    putP99: putP99!,
+    inFlightAtKill,
+    settled: Promise.all([...pending]).then(() => undefined),
+  };
+}
+
+// --- resumes ---------------------------------------------------------------------------------
+
+interface ResumePass {
+  latency: LatencySamples;
+  /** Each successful resume: when it started (ms after `since`) and how long it took (ms). */
+  samples: { startMs: number; ms: number }[];
+  /** ms from `since` to the last successful resume. */
+  doneMs: number;
+  resumed: (Resumed | undefined)[];
+  failures: number;
+  notFound: number;
+  firstFailure: string | undefined;
+  unresumed: number;
+}
+
+/** Resumes the sessions `indexes` on `node` with `concurrency` in flight, retrying failures. */
+async function resumePass(node: Replica, sessions: Sessions, indexes: readonly number[], concurrency: number, since: bigint): Promise<ResumePass> {
+  const latency = new LatencySamples(indexes.length * 2);
+  const samples: { startMs: number; ms: number }[] = [];
+  const resumed: (Resumed | undefined)[] = new Array(sessions.ids.length);
+  const queue = indexes.map((index) => ({ index, attempts: 0 }));
+  const deadline = Date.now() + RESUME_PASS_TIMEOUT_MS;
+  let failures = 0;
+  let notFound = 0;
+  let firstFailure: string | undefined;
+  let lastDone = since;
+  let unresumed = 0;
+  const worker = async () => {
+    for (;;) {
+      const item = queue.shift();
+      if (item === undefined) return;
+      if (Date.now() > deadline || interrupted) {
+        unresumed++;
+        continue;
+      }
+      item.attempts++;
+      const started = nowNs();
+      let session: Session | undefined;
+      let failure: string | undefined;
+      try {
+        session = await node.client.get(sessions.ids[item.index]!, { resume: true });
+        if (session === undefined) {
+          notFound++;
+          failure = 'not found';
+        }
+      } catch (err) {
+        failures++;
+        failure = messageOf(err);
+      }
+      const done = nowNs();
+      if (failure === undefined) {
+        latency.add(Number(done - started));
+        samples.push({ startMs: msBetween(since, started), ms: msBetween(started, done) });
+        resumed[item.index] = inspect(sessions, item.index, session!, node.nodeId);
+        if (done > lastDone) lastDone = done;
+        continue;
+      }
+      firstFailure ??= failure;
+      if (item.attempts >= RESUME_ATTEMPTS) {
+        unresumed++;
+        continue;
+      }
+      await sleep(RESUME_RETRY_MS);
+      queue.push(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, concurrency) }, worker));
+  return { latency, samples, doneMs: msBetween(since, lastDone), resumed, failures, notFound, firstFailure, unresumed };
+}
+
+// --- after the kill: detection and full replication ------------------------------------------
+
+interface Watch {
+  /** ms after the kill when every survivor counted the victim dead; NaN if never. */
+  deadSeenMs: number;
+  /** ms after the kill when every survivor held all the sessions (PeerService session counts). */
+  copiesMs: number;
+  /** ms after the kill when the gauge read 0 on every survivor after reading > 0 on one. */
+  gaugeZeroMs: number;
+  gauge: 'present' | 'missing' | 'never above 0';
+  gaugePeak: number;
+  /** Sessions each survivor held at the poll where the gauge reached 0 (empty if it did not). */
+  sessionsAtGaugeZero: number[];
+  /** ms after the kill to the start of the final run of polls with equal digests; NaN if not reached. */
+  identicalMs: number;
+  /** At the last poll: partitions whose digests differ, and the fewest sessions a survivor held. */
+  differingAtEnd: number;
+  fewestSessionsAtEnd: number;
+  polls: number;
+}
+
+/**
+ * Polls the survivors every POLL_MS from the kill until the resumes are done and their
+ * digests have been equal for STABLE_MS (bounded by REPLICATION_TIMEOUT_MS after the kill).
+ */
+async function watchSurvivors(cluster: Cluster, sessionCount: number, killedAt: bigint, resumesDone: () => boolean): Promise<Watch> {
+  const w: Watch = {
+    deadSeenMs: NaN,
+    copiesMs: NaN,
+    gaugeZeroMs: NaN,
+    gauge: 'missing',
+    gaugePeak: 0,
+    sessionsAtGaugeZero: [],
+    identicalMs: NaN,
+    differingAtEnd: NaN,
+    fewestSessionsAtEnd: NaN,
+    polls: 0,
+  };
+  let equalSince: bigint | undefined;
+  let gaugeAboveZero = false;
+  const until = killedAt + BigInt(REPLICATION_TIMEOUT_MS) * 1_000_000n;
+  while (!interrupted) {
+    const polledAt = nowNs();
+    if (polledAt > until) break;
+    w.polls++;
+    const [partitions, scrapes] = await Promise.all([
+      Promise.all(cluster.survivors.map((n) => cluster.partitions.read(n.peerAddress).catch(() => undefined))),
+      Promise.all(cluster.survivors.map((n) => scrape(n.metricsUrl).catch(() => undefined))),
+    ]);
+    const sinceKill = msBetween(killedAt, polledAt);
+    if (Number.isNaN(w.deadSeenMs) && scrapes.every((s) => s !== undefined && metric(s, 'baton_cluster_members', 'state="dead"') >= 1)) {
+      w.deadSeenMs = sinceKill;
+    }
+
+    const totals = partitions.map((list) => (list === undefined ? NaN : list.reduce((sum, d) => sum + Number(d.sessions), 0)));
+    const present = scrapes.some((s) => s !== undefined && [...s.keys()].some((k) => k === UNDER_REPLICATED || k.startsWith(`${UNDER_REPLICATED}{`)));
+    if (present) {
+      w.gauge = 'present';
+      const values = scrapes.map((s) => (s === undefined ? NaN : metric(s, UNDER_REPLICATED)));
+      const peak = Math.max(...values.filter(Number.isFinite), 0);
+      w.gaugePeak = Math.max(w.gaugePeak, peak);
+      if (peak > 0) {
+        gaugeAboveZero = true;
+        w.gaugeZeroMs = NaN;
+      } else if (gaugeAboveZero && Number.isNaN(w.gaugeZeroMs) && values.every((v) => v === 0)) {
+        w.gaugeZeroMs = sinceKill;
+        w.sessionsAtGaugeZero = totals;
+      }
+    }
+
+    let differing = NaN;
+    let fewest = NaN;
+    if (partitions.every((list) => list !== undefined)) {
+      const maps = partitions.map((list) => new Map(list!.map((d) => [d.partition, d])));
+      fewest = Math.min(...totals);
+      differing = 0;
+      for (let p = 0; p < PARTITIONS; p++) {
+        const first = maps[0]!.get(p)?.digest;
+        if (first === undefined || maps.some((m) => m.get(p)?.digest !== first)) differing++;
+      }
+    }
+    w.differingAtEnd = differing;
+    w.fewestSessionsAtEnd = fewest;
+    // Copies only grow after the kill (nothing deletes), so the first poll that finds them all counts.
+    if (Number.isNaN(w.copiesMs) && fewest >= sessionCount) w.copiesMs = sinceKill;
+    if (differing === 0) equalSince ??= polledAt;
+    else equalSince = undefined;
+
+    const gaugeSettled = w.gauge !== 'present' || !Number.isNaN(w.gaugeZeroMs);
+    if (equalSince !== undefined && resumesDone() && gaugeSettled && msBetween(equalSince, polledAt) >= STABLE_MS) break;
+    await sleep(POLL_MS);
+  }
+  if (equalSince !== undefined) w.identicalMs = msBetween(killedAt, equalSince);
+  if (w.gauge === 'present' && !gaugeAboveZero) w.gauge = 'never above 0';
+  return w;
+}
+
+// --- one failover -------------------------------------------------------------------------------
+
+interface FailoverResult {
+  minReplicas: number;
+  preloadSeconds: number;
+  preloadRetried: number;
+  puts: number;
+  acked: number;
+  putErrors: number;
+  putFirstError: string | undefined;
+  putP50: number;
+  putP99: number;
+  inFlightAtKill: number;
+  /** Acknowledged writes whose number is above what the resume returned. */
+  lostWrites: number;
+  lostSessions: number;
+  /** ms before the kill the oldest lost write was acknowledged (negative: acknowledged after the kill call returned). */
+  oldestLostMs: number;
+  allResumedMs: number;
+  resumeFailures: number;
+  resumeNotFound: number;
+  firstResumeFailure: string | undefined;
+  unresumed: number;
+  damaged: number;
+  firstDamage: string | undefined;
+  peerP50: number;
+  peerP99: number;
+  /** Resumes per second of the flood (sessions ÷ time until all resumed). */
+  resumesPerSecond: number;
+  /** The flood's resumes that started before / after every survivor counted the victim dead. */
+  beforeDead: SplitLatency;
+  afterDead: SplitLatency;
+  /** Server-side baton_resume_duration_seconds p99 bucket bound (ms) during the flood. */
+  serverPeerP99: number;
+  /** Peer fetches (one per peer asked per resume) during the flood, and those that failed. */
+  peerFetches: number;
+  peerFetchErrors: number;
+  /** Mean duration (ms) of the flood's peer fetches that succeeded / failed. */
+  fetchOkMeanMs: number;
+  fetchErrorMeanMs: number;
+  claims: number;
+  localP50: number;
+  localP99: number;
+  localOutcomes: number;
+  serialPeerP50: number;
+  serialPeerP99: number;
+  serialLocalP50: number;
+  serialLocalP99: number;
+  serialDamaged: number;
+  /** Share of a core each survivor (resumer first) and the bench process used during the flood. */
+  floodCpu: number[];
+  benchCpu: number;
+  /** Share of a core the rest of the machine used during the flood (other processes). */
+  otherCpu: number;
+  watch: Watch;
+}
+
+interface SplitLatency {
+  count: number;
+  p50: number;
+  p99: number;
+}
+
+function splitLatency(samples: readonly { startMs: number; ms: number }[], keep: (startMs: number) => boolean): SplitLatency {
+  const sorted = samples.filter((x) => keep(x.startMs)).map((x) => x.ms).sort((a, b) => a - b);
+  return { count: sorted.length, p50: quantileOfSorted(sorted, 0.5), p99: quantileOfSorted(sorted, 0.99) };
+}
+
+async function runFailover(minReplicas: number, run: number): Promise<FailoverResult> {
+  const stoppers: (() => Promise<unknown>)[] = [];
+  try {
+    const cluster = await startCluster(stoppers);
+    const sessions = new Sessions(SESSIONS);
+    const pre = await preload(cluster, sessions);
+    if (pre.retried > 0) console.log(`    preload: ${pre.retried} puts failed once and were written again`);
+    await waitReplicationQuiet(cluster.nodes, 10_000);
+    const quiet = quietWaitSeconds();
+    if (quiet > 0 && (await waitForQuiet(quiet)) < 0) console.log(`    (the machine was not quiet within ${quiet} s)`);
+    const before = await scrape(cluster.resumer.metricsUrl);
+    const cpuBefore = cluster.survivors.map((n) => cpuSecondsOf(n.child.process.pid));
+    const ownCpuBefore = ownCpuSeconds();
+    const machineBefore = machineBusyCpuSeconds();
+
+    // Load, kill, and at once: resume everything on the resumer while watching the survivors.
+    const load = await loadThenKill(cluster, sessions, minReplicas);
+    let floodDone = false;
+    const all = sessions.ids.map((_, i) => i);
+    const flooding = resumePass(cluster.resumer, sessions, all, RESUME_CONCURRENCY, load.killedAt).finally(() => (floodDone = true));
+    const watching = watchSurvivors(cluster, SESSIONS, load.killedAt, () => floodDone);
+    const flood = await flooding;
+    const floodSeconds = flood.doneMs / 1000;
+    const floodCpu = cluster.survivors.map((n, i) => (cpuSecondsOf(n.child.process.pid) - cpuBefore[i]!) / floodSeconds);
+    const benchCpu = (ownCpuSeconds() - ownCpuBefore) / floodSeconds;
+    // Everything else on the machine (other work, the victim's last moments): contention.
+    const otherCpu = (machineBusyCpuSeconds() - machineBefore) / floodSeconds - benchCpu - floodCpu.reduce((a, b) => a + b, 0);
+    const afterFlood = await scrape(cluster.resumer.metricsUrl);
+    const watch = await watching;
+    await Promise.race([load.settled, sleep(10_000)]);
+    cluster.victim.client.close();
+
+    // Lost writes: acknowledged numbers above what the resume returned.
+    let lostWrites = 0;
+    let oldestLostMs = NaN;
+    const lostSessions = new Set<number>();
+    for (const ack of load.acks) {
+      const got = flood.resumed[ack.index];
+      if (got === undefined || got.counter >= ack.value) continue;
+      lostWrites++;
+      lostSessions.add(ack.index);
+      const age = msBetween(ack.at, load.killedAt);
+      oldestLostMs = Number.isNaN(oldestLostMs) ? age : Math.max(oldestLostMs, age);
+    }
+    const damage = flood.resumed.filter((r) => r?.problem !== undefined);
+
+    // Local resumes on the new owner, same concurrency.
+    const local = await resumePass(cluster.resumer, sessions, all, RESUME_CONCURRENCY, nowNs());
+    const afterLocal = await scrape(cluster.resumer.metricsUrl);
+
+    // One at a time on another survivor: peer fetch (the owner alive), then local.
+    const sample = all.slice(0, SERIAL_SESSIONS);
+    const serialPeer = await resumePass(cluster.serial, sessions, sample, 1, nowNs());
+    const serialLocal = await resumePass(cluster.serial, sessions, sample, 1, nowNs());
+    const serialDamaged = [...serialPeer.resumed, ...serialLocal.resumed].filter((r) => r?.problem !== undefined).length;
+
+    const [peerP50, peerP99] = flood.latency.quantilesMs(0.5, 0.99);
+    const [localP50, localP99] = local.latency.quantilesMs(0.5, 0.99);
+    const [serialPeerP50, serialPeerP99] = serialPeer.latency.quantilesMs(0.5, 0.99);
+    const [serialLocalP50, serialLocalP99] = serialLocal.latency.quantilesMs(0.5, 0.99);
+    const result: FailoverResult = {
+      minReplicas,
+      preloadSeconds: pre.seconds,
+      preloadRetried: pre.retried,
+      puts: load.issued,
+      acked: load.acks.length,
+      putErrors: load.errorsBeforeKill,
+      putFirstError: load.firstError,
+      putP50: load.putP50,
+      putP99: load.putP99,
+      inFlightAtKill: load.inFlightAtKill,
+      lostWrites,
+      lostSessions: lostSessions.size,
+      oldestLostMs,
+      allResumedMs: flood.unresumed > 0 ? NaN : flood.doneMs,
+      resumeFailures: flood.failures,
+      resumeNotFound: flood.notFound,
+      firstResumeFailure: flood.firstFailure,
+      unresumed: flood.unresumed,
+      damaged: damage.length,
+      firstDamage: damage[0]?.problem,
+      peerP50: peerP50!,
+      peerP99: peerP99!,
+      resumesPerSecond: flood.unresumed > 0 ? NaN : (SESSIONS * 1000) / flood.doneMs,
+      beforeDead: splitLatency(flood.samples, (t) => !(t >= watch.deadSeenMs)),
+      afterDead: splitLatency(flood.samples, (t) => t >= watch.deadSeenMs),
+      serverPeerP99: histogramQuantile(before, afterFlood, 'baton_resume_duration_seconds', 0.99) * 1000,
+      peerFetches: fetches(afterFlood, 'ok') + fetches(afterFlood, 'error') - fetches(before, 'ok') - fetches(before, 'error'),
+      peerFetchErrors: fetches(afterFlood, 'error') - fetches(before, 'error'),
+      fetchOkMeanMs: fetchMeanMs(before, afterFlood, 'ok'),
+      fetchErrorMeanMs: fetchMeanMs(before, afterFlood, 'error'),
+      claims: metric(afterFlood, 'baton_claims_total') - metric(before, 'baton_claims_total'),
+      localP50: localP50!,
+      localP99: localP99!,
+      localOutcomes: metric(afterLocal, 'baton_resumes_total', 'outcome="local"') - metric(afterFlood, 'baton_resumes_total', 'outcome="local"'),
+      serialPeerP50: serialPeerP50!,
+      serialPeerP99: serialPeerP99!,
+      serialLocalP50: serialLocalP50!,
+      serialLocalP99: serialLocalP99!,
+      serialDamaged,
+      floodCpu,
+      benchCpu,
+      otherCpu,
+      watch,
+    };
+    printRunLine(run, result, flood, local);
+    return result;
+  } finally {
+    for (const stop of stoppers.reverse()) await stop().catch(() => undefined);
+  }
+}
+
+function fetches(s: Scrape, outcome: 'ok' | 'error'): number {
+  return metric(s, 'baton_resume_peer_fetch_duration_seconds_count', `outcome="${outcome}"`);
+}
+
+function fetchMeanMs(before: Scrape, after: Scrape, outcome: 'ok' | 'error'): number {
+  const sum = (s: Scrape) => metric(s, 'baton_resume_peer_fetch_duration_seconds_sum', `outcome="${outcome}"`);
+  const count = fetches(after, outcome) - fetches(before, outcome);
+  return count > 0 ? ((sum(after) - sum(before)) / count) * 1000 : NaN;
+}
+
+// --- output ----------------------------------------------------------------------------------
+
+function fmtMs(ms: number, digits = 1): string {
+  return formatFixed(ms, digits);
+}
+
+function printRunLine(run: number, r: FailoverResult, flood: ResumePass, local: ResumePass): void {
+  const w = r.watch;
+  const lines = [
+    `  run ${run}, min_replicas ${r.minReplicas}`,
+    `    load: ${formatCount(r.acked)} of ${formatCount(r.puts)} puts acknowledged (p50/p99 ${fmtMs(r.putP50, 2)}/${fmtMs(r.putP99, 2)} ms), ` +
+      `${r.inFlightAtKill} in flight at the kill` +
+      (r.putErrors > 0 ? `, ${r.putErrors} failed before it (${r.putFirstError ?? ''})` : ''),
+    `    lost: ${r.lostWrites} acknowledged writes in ${r.lostSessions} sessions` +
+      (r.lostWrites > 0 ? `, the oldest acknowledged ${fmtMs(r.oldestLostMs, 2)} ms before the kill` : ''),
+    `    flood on ${SESSIONS === 1 ? 'the session' : `${formatCount(SESSIONS)} sessions`}: all resumed ${fmtMs(r.allResumedMs, 0)} ms after the kill ` +
+      `(${formatCount(r.resumesPerSecond)}/s); failed attempts ${flood.failures}, not found ${flood.notFound}, unresumed ${flood.unresumed}, ` +
+      `damaged ${r.damaged}, claims ${r.claims}; peer fetches ${r.peerFetches} (mean ${fmtMs(r.fetchOkMeanMs, 2)} ms), ` +
+      `failed ${r.peerFetchErrors} (mean ${fmtMs(r.fetchErrorMeanMs, 2)} ms)` +
+      (r.firstResumeFailure !== undefined ? `; first failure: ${r.firstResumeFailure}` : '') +
+      (r.firstDamage !== undefined ? `; first damage: ${r.firstDamage}` : ''),
+    `    peer resume p50/p99 ${fmtMs(r.peerP50, 2)}/${fmtMs(r.peerP99, 2)} ms (${RESUME_CONCURRENCY} in flight; ` +
+      `started before the victim was counted dead: ${r.beforeDead.count} at ${fmtMs(r.beforeDead.p50, 2)}/${fmtMs(r.beforeDead.p99, 2)} ms, ` +
+      `after: ${r.afterDead.count} at ${fmtMs(r.afterDead.p50, 2)}/${fmtMs(r.afterDead.p99, 2)} ms; server p99 ≤ ${fmtMs(r.serverPeerP99, 1)} ms); ` +
+      `one at a time ${fmtMs(r.serialPeerP50, 2)}/${fmtMs(r.serialPeerP99, 2)} ms`,
+    `    CPU during the flood: resumer ${pct(r.floodCpu[0]!)}, other survivors ${r.floodCpu.slice(1).map(pct).join(' / ')}, bench ${pct(r.benchCpu)}, ` +
+      `other processes ${pct(r.otherCpu)} (of 100% per core)`,
+    `    local resume p50/p99 ${fmtMs(r.localP50, 2)}/${fmtMs(r.localP99, 2)} ms (${RESUME_CONCURRENCY} in flight; ${r.localOutcomes} counted local, ` +
+      `${local.failures} failed); one at a time ${fmtMs(r.serialLocalP50, 2)}/${fmtMs(r.serialLocalP99, 2)} ms` +
+      (r.serialDamaged > 0 ? `; ${r.serialDamaged} one-at-a-time resumes damaged` : ''),
+    `    after the kill: victim counted dead by all at ${fmtMs(w.deadSeenMs, 0)} ms; every survivor holds every session at ${fmtMs(w.copiesMs, 0)} ms; ` +
+      `${UNDER_REPLICATED} ${w.gauge === 'present' ? `0 on all at ${fmtMs(w.gaugeZeroMs, 0)} ms (peak ${w.gaugePeak}; sessions held then ${w.sessionsAtGaugeZero.map(formatCount).join(' / ')})` : w.gauge}; ` +
+      `survivors identical from ${fmtMs(w.identicalMs, 0)} ms (${w.polls} polls` +
+      (w.differingAtEnd !== 0 ? `; at the last, ${w.differingAtEnd} partitions differ, fewest sessions held ${w.fewestSessionsAtEnd}` : '') +
+      ')',
+  ];
+  console.log(lines.join('\n'));
+}
+
+function pct(share: number): string {
+  return Number.isFinite(share) ? `${Math.round(share * 100)}%` : 'n/a';
+}
+
+interface Figure {
+  label: string;
+  value: (r: FailoverResult) => number;
+  digits: number;
+  /** How runs combine: median by default; sum or max where any one run matters. */
+  combine?: 'sum' | 'max';
+}
+
+const FIGURES: Figure[] = [
+  { label: 'acknowledged writes in the load', value: (r) => r.acked, digits: 0 },
+  { label: 'put p99 under load, ms', value: (r) => r.putP99, digits: 2 },
+  { label: 'puts in flight at the kill', value: (r) => r.inFlightAtKill, digits: 0 },
+  { label: 'lost acknowledged writes (sum of runs)', value: (r) => r.lostWrites, digits: 0, combine: 'sum' },
+  { label: 'oldest lost write, ms before the kill (max)', value: (r) => r.oldestLostMs, digits: 2, combine: 'max' },
+  { label: 'every session resumed, ms after the kill', value: (r) => r.allResumedMs, digits: 0 },
+  { label: '  resumes/s', value: (r) => r.resumesPerSecond, digits: 0 },
+  { label: '  failed resume attempts (sum)', value: (r) => r.resumeFailures + r.resumeNotFound, digits: 0, combine: 'sum' },
+  { label: '  sessions unresumed or damaged (sum)', value: (r) => r.unresumed + r.damaged, digits: 0, combine: 'sum' },
+  { label: `peer resume p50, ms (${RESUME_CONCURRENCY} in flight)`, value: (r) => r.peerP50, digits: 2 },
+  { label: `peer resume p99, ms (${RESUME_CONCURRENCY} in flight)`, value: (r) => r.peerP99, digits: 2 },
+  { label: '  p99 of those started before dead, ms', value: (r) => r.beforeDead.p99, digits: 2 },
+  { label: '  p99 of those started after dead, ms', value: (r) => r.afterDead.p99, digits: 2 },
+  { label: '  server side p99 (bucket bound), ms', value: (r) => r.serverPeerP99, digits: 1 },
+  { label: '  peer fetches', value: (r) => r.peerFetches, digits: 0 },
+  { label: '  peer fetches failed', value: (r) => r.peerFetchErrors, digits: 0 },
+  { label: '  mean failed peer fetch, ms', value: (r) => r.fetchErrorMeanMs, digits: 2 },
+  { label: '  resumer CPU during the flood, % of a core', value: (r) => r.floodCpu[0]! * 100, digits: 0 },
+  { label: '  other processes\' CPU then, % of a core', value: (r) => r.otherCpu * 100, digits: 0 },
+  { label: 'peer resume p50, ms (1 in flight)', value: (r) => r.serialPeerP50, digits: 2 },
+  { label: 'peer resume p99, ms (1 in flight)', value: (r) => r.serialPeerP99, digits: 2 },
+  { label: `local resume p50, ms (${RESUME_CONCURRENCY} in flight)`, value: (r) => r.localP50, digits: 2 },
+  { label: `local resume p99, ms (${RESUME_CONCURRENCY} in flight)`, value: (r) => r.localP99, digits: 2 },
+  { label: 'local resume p50, ms (1 in flight)', value: (r) => r.serialLocalP50, digits: 2 },
+  { label: 'local resume p99, ms (1 in flight)', value: (r) => r.serialLocalP99, digits: 2 },
+  { label: 'victim counted dead by all, ms after the kill', value: (r) => r.watch.deadSeenMs, digits: 0 },
+  { label: `${UNDER_REPLICATED} 0 on all, ms`, value: (r) => r.watch.gaugeZeroMs, digits: 0 },
+  { label: 'every survivor holds every session, ms', value: (r) => r.watch.copiesMs, digits: 0 },
+  { label: 'survivors identical (digests), ms', value: (r) => r.watch.identicalMs, digits: 0 },
+];
+
+function combine(figure: Figure, rows: FailoverResult[]): number {
+  const values = rows.map(figure.value);
+  if (figure.combine === 'sum') return values.reduce((a, b) => a + b, 0);
+  if (figure.combine === 'max') {
+    const finite = values.filter(Number.isFinite);
+    return finite.length === 0 ? NaN : Math.max(...finite);
+  }
+  // A figure not reached in some run must not hide behind the other runs' median.
+  return values.some(Number.isNaN) ? NaN : median(values);
+}
+
+function printReport(results: FailoverResult[]): void {
+  const levels = MIN_REPLICAS.filter((n) => results.some((r) => r.minReplicas === n));
+  const byLevel = levels.map((n) => results.filter((r) => r.minReplicas === n));
+  const runs = Math.max(...byLevel.map((rows) => rows.length));
+  console.log(`\n=== medians of ${runs} run${runs > 1 ? 's' : ''} (sums or maxima where marked; n/a: none, or not reached in some run) ===`);
+  console.log(
+    formatTable(
+      ['figure', ...levels.map((n) => `min_replicas ${n}`)],
+      FIGURES.map((f) => [f.label, ...byLevel.map((rows) => formatFixed(combine(f, rows), f.digits))]),
+    ),
+  );
+  const gauges = new Set(results.map((r) => r.watch.gauge));
+  if (!gauges.has('present')) console.log(`\n${UNDER_REPLICATED}: ${[...gauges].join(', ')}`);
+
+  console.log('\n=== targets ===');
+  const verdict = (ok: boolean) => (ok ? 'met' : 'MISSED');
+  const m = (f: (r: FailoverResult) => number) => {
+    const values = results.map(f);
+    return values.some(Number.isNaN) ? NaN : median(values);
+  };
+  const one = results.filter((r) => r.minReplicas === 1);
+  if (one.length > 0) {
+    const lost = one.reduce((a, r) => a + r.lostWrites, 0);
+    console.log(`0 acknowledged writes lost with min_replicas 1: ${lost} lost in ${one.length} failovers — ${verdict(lost === 0)}`);
+  }
+  const zero = results.filter((r) => r.minReplicas === 0);
+  if (zero.length > 0) {
+    const lost = zero.reduce((a, r) => a + r.lostWrites, 0);
+    const oldest = Math.max(...zero.map((r) => (Number.isNaN(r.oldestLostMs) ? -Infinity : r.oldestLostMs)));
+    console.log(
+      `min_replicas 0 loses only writes of the last few ms (≤ ${FEW_MS} ms): ${lost} lost in ${zero.length} failovers` +
+        (lost > 0 ? `, the oldest acknowledged ${fmtMs(oldest, 2)} ms before the kill` : '') +
+        ` — ${verdict(lost === 0 || oldest <= FEW_MS)}`,
+    );
+  }
+  const peerSerial = m((r) => r.serialPeerP99);
+  const peerFlood = m((r) => r.peerP99);
+  console.log(
+    `peer-fetch resume p99 ≤ 5 ms: ${fmtMs(peerSerial, 2)} ms one at a time — ${verdict(peerSerial <= 5)}; ` +
+      `${fmtMs(peerFlood, 2)} ms with ${RESUME_CONCURRENCY} in flight right after the kill — ${verdict(peerFlood <= 5)}`,
+  );
+  const localSerial = m((r) => r.serialLocalP99);
+  const localFlood = m((r) => r.localP99);
+  console.log(
+    `local resume p99 ≤ 1 ms: ${fmtMs(localSerial, 2)} ms one at a time — ${verdict(localSerial <= 1)}; ` +
+      `${fmtMs(localFlood, 2)} ms with ${RESUME_CONCURRENCY} in flight — ${verdict(localFlood <= 1)}`,
+  );
+  const bad = results.reduce((a, r) => a + r.resumeFailures + r.resumeNotFound + r.unresumed + r.damaged, 0);
+  console.log(
+    `every session resumable on a survivor immediately after the kill: ${bad} failed, missing or damaged resumes in ${results.length} failovers — ` +
+      `${verdict(bad === 0)}; all ${formatCount(SESSIONS)} resumed ${fmtMs(m((r) => r.allResumedMs), 0)} ms after the kill (median)`,
+  );
+  const gauge = m((r) => r.watch.gaugeZeroMs);
+  const copies = m((r) => r.watch.copiesMs);
+  const identical = m((r) => r.watch.identicalMs);
+  console.log(
+    `back to full replication within 5 s: ${UNDER_REPLICATED} 0 on every survivor at ${gauges.has('present') ? `${fmtMs(gauge, 0)} ms — ${verdict(gauge <= 5000)}` : 'n/a (gauge missing)'}; ` +
+      `every survivor holding every session at ${fmtMs(copies, 0)} ms — ${verdict(copies <= 5000)}; ` +
+      `survivors identical, claims included, at ${fmtMs(identical, 0)} ms — ${verdict(identical <= 5000)} (medians)`,
+  );
+}
+
+// --- main ------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const onSignal = () => {
+    if (interrupted) process.exit(1);
+    interrupted = true;
+    console.log('\ninterrupted: stopping');
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const watchdog = setTimeout(() => {
+    console.error(`\nthe benchmark ran longer than BENCH_MAX_MINUTES=${MAX_MINUTES}: stopping`);
+    interrupted = true;
+    setTimeout(() => process.exit(1), 30_000).unref();
+  }, MAX_MINUTES * 60_000);
+  watchdog.unref();
+
+  console.log('baton failover benchmark\n');
+  console.log(describeMachine(machineInfo()));
+  console.log(
+    `\ncluster: ${NODES} baton sidecars (unicast, sealed), --replicas ${REPLICAS}, --partitions ${PARTITIONS}, ` +
+      `--heartbeat-interval-ms ${HEARTBEAT_INTERVAL_MS} --suspect-after-ms ${SUSPECT_AFTER_MS} --dead-after-ms ${DEAD_AFTER_MS}`,
+  );
+  console.log(
+    `workload: ${formatCount(SESSIONS)} sessions preloaded on the victim (profile ${PROFILE_BYTES} B, prefs ${PREFS_BYTES} B, counter ${COUNTER_BYTES} B; min_replicas 1), ` +
+      `then ${formatCount(WRITE_RATE)} counter puts/s on it for ${LOAD_SECONDS} s (≤ ${PUTS_IN_FLIGHT} in flight), SIGKILL; ` +
+      `resumes on one survivor with ${RESUME_CONCURRENCY} in flight; ${formatCount(SERIAL_SESSIONS)} one at a time on another; ` +
+      `min_replicas ${MIN_REPLICAS.join(' and ')}; ${RUNS} run${RUNS > 1 ? 's' : ''}\n`,
+  );
+
+  const results: FailoverResult[] = [];
+  for (let run = 1; run <= RUNS && !interrupted; run++) {
+    for (const minReplicas of MIN_REPLICAS) {
+      if (interrupted) break;
+      try {
+        const result = await runFailover(minReplicas, run);
+        // An interrupted run's figures are partial: leave them out of the medians.
+        if (!interrupted) results.push(result);
+      } catch (err) {
+        console.log(`  run ${run} min_replicas ${minReplicas}: FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      }
+    }
+  }
+  if (results.length > 0) printReport(results);
+  clearTimeout(watchdog);
+}
+
+main()
+  .catch((err: unknown) => {
+    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+    process.exitCode = 1;
+  })
+  .finally(() => {
+    // Everything is stopped by now; should a stray handle keep the loop alive, exit anyway.
+    setTimeout(() => process.exit(), 10_000).unref();
+  });
