@@ -99,7 +99,8 @@ const RESUME_ATTEMPTS = 50;
 const RESUME_RETRY_MS = 20;
 /** A resume pass (all sessions, retries included) gives up after this long. */
 const RESUME_PASS_TIMEOUT_MS = 60_000;
-const POLL_MS = 25;
+/** Polls scrape every survivor: often enough for figures in seconds, rarely enough not to load them. */
+const POLL_MS = 100;
 /** Full replication counts once the survivors' digests stayed equal this long after the resumes. */
 const STABLE_MS = 500;
 /** Lost writes with min_replicas 0 should all have been acknowledged at most this long before the kill. */

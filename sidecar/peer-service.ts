@@ -8,10 +8,12 @@
  * any caller on its peer address.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { credentials, Metadata, status, type ServerWritableStream } from '@grpc/grpc-js';
+import { type ClientDuplexStream, credentials, Metadata, type ServerDuplexStream, status, type ServerWritableStream } from '@grpc/grpc-js';
 import type { ClusterKey } from '../src/cluster-key';
 import {
   type FetchRequest,
+  type LookupRequest,
+  type LookupResponse,
   PeerServiceClient,
   type PeerServiceServer,
   type SessionEntry,
@@ -19,6 +21,8 @@ import {
 import type { SessionSnapshot, SessionStore } from '../src/store';
 
 const TOKEN_HEADER = 'x-baton-peer-token';
+/** Session ids a peer serves in one Fetch or Lookup request. */
+export const MAX_IDS_PER_REQUEST = 10_000;
 
 /** The tokens a caller may present (one per accepted key) and the one this node sends. */
 export class PeerAuth {
@@ -66,7 +70,7 @@ export function peerServiceImplementation(store: SessionStore, nodeId: string, a
       if (!auth.allows(call.metadata)) return void call.emit('error', refuse);
       const now = Date.now();
       if (call.request.sessionIds.length > 0) {
-        for (const id of call.request.sessionIds.slice(0, 10_000)) {
+        for (const id of call.request.sessionIds.slice(0, MAX_IDS_PER_REQUEST)) {
           const snapshot = store.snapshot(id, now);
           if (snapshot !== undefined) call.write(toEntry(snapshot));
         }
@@ -76,6 +80,30 @@ export function peerServiceImplementation(store: SessionStore, nodeId: string, a
       const list = checkPartitions(call.request.partitions);
       if (list === undefined) return void call.emit('error', { code: status.INVALID_ARGUMENT, details: `partitions must be below ${partitions}` });
       streamPartitions(call, store, list, now);
+    },
+    lookup: (call: ServerDuplexStream<LookupRequest, LookupResponse>) => {
+      if (!auth.allows(call.metadata)) return void call.emit('error', refuse);
+      let failed = false;
+      call.on('data', (request: LookupRequest) => {
+        if (failed) return;
+        if (request.sessionIds.length > MAX_IDS_PER_REQUEST) {
+          failed = true;
+          call.emit('error', { code: status.INVALID_ARGUMENT, details: `a lookup names at most ${MAX_IDS_PER_REQUEST} sessions (got ${request.sessionIds.length})` });
+          return;
+        }
+        const now = Date.now();
+        const sessions: SessionEntry[] = [];
+        for (const id of request.sessionIds) {
+          const snapshot = store.snapshot(id, now);
+          if (snapshot !== undefined) sessions.push(toEntry(snapshot));
+        }
+        // A caller that stops reading stops being read: answers never pile up here.
+        if (!call.write({ requestId: request.requestId, sessions })) {
+          call.pause();
+          call.once('drain', () => call.resume());
+        }
+      });
+      call.on('end', () => call.end());
     },
   };
 }
@@ -140,9 +168,10 @@ export function fromEntry(e: SessionEntry): SessionSnapshot {
   };
 }
 
-/** Client side: one connection per peer address, reused. */
+/** Client side: one connection per peer address, reused, and one lookup stream on it. */
 export class PeerClients {
   private readonly clients = new Map<string, PeerServiceClient>();
+  private readonly lookups = new Map<string, LookupStream>();
 
   constructor(private readonly auth: PeerAuth) {}
 
@@ -186,8 +215,91 @@ export class PeerClients {
     });
   }
 
+  /**
+   * The snapshots a peer holds of `sessionIds`, asked on the lookup stream kept open to it
+   * (opened on first use, and again after it broke). Rejects if the stream breaks or no
+   * answer comes within `deadlineMs`.
+   */
+  lookup(address: string, sessionIds: string[], deadlineMs: number): Promise<SessionSnapshot[]> {
+    let stream = this.lookups.get(address);
+    if (stream === undefined || stream.closed) {
+      const opened = new LookupStream(this.client(address), this.auth.metadata(), () => {
+        if (this.lookups.get(address) === opened) this.lookups.delete(address);
+      });
+      this.lookups.set(address, (stream = opened));
+    }
+    return stream.ask(sessionIds, deadlineMs);
+  }
+
   close(): void {
+    for (const stream of this.lookups.values()) stream.close(new Error('closing'));
+    this.lookups.clear();
     for (const client of this.clients.values()) client.close();
     this.clients.clear();
+  }
+}
+
+interface PendingLookup {
+  resolve: (snapshots: SessionSnapshot[]) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * One PeerService.Lookup stream: requests carry ids, answers come back in order. A request
+ * that times out while the stream has answered nothing since it was sent closes the stream
+ * (the peer may be gone without a reset), so the next lookup opens a fresh one.
+ */
+class LookupStream {
+  closed = false;
+  private readonly call: ClientDuplexStream<LookupRequest, LookupResponse>;
+  private readonly pending = new Map<number, PendingLookup>();
+  private nextId = 1;
+  private lastAnswerAt = 0;
+
+  constructor(
+    client: PeerServiceClient,
+    metadata: Metadata,
+    private readonly onClosed: () => void,
+  ) {
+    this.call = client.lookup(metadata);
+    this.call.on('data', (response: LookupResponse) => {
+      this.lastAnswerAt = performance.now();
+      const id = Number(response.requestId);
+      const pending = this.pending.get(id);
+      if (pending === undefined) return;
+      this.pending.delete(id);
+      clearTimeout(pending.timer);
+      pending.resolve(response.sessions.map(fromEntry));
+    });
+    this.call.on('error', (err: Error) => this.close(err));
+    this.call.on('end', () => this.close(new Error('the peer ended the lookup stream')));
+  }
+
+  ask(sessionIds: string[], deadlineMs: number): Promise<SessionSnapshot[]> {
+    if (this.closed) return Promise.reject(new Error('the lookup stream is closed'));
+    const id = this.nextId++;
+    const askedAt = performance.now();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`the peer did not answer within ${deadlineMs} ms`));
+        if (this.lastAnswerAt < askedAt) this.close(new Error('the peer stopped answering lookups'));
+      }, deadlineMs);
+      this.pending.set(id, { resolve, reject, timer });
+      this.call.write({ requestId: BigInt(id), sessionIds });
+    });
+  }
+
+  close(err: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.onClosed();
+    this.call.cancel();
+    for (const pending of this.pending.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(err);
+    }
+    this.pending.clear();
   }
 }

@@ -23,7 +23,7 @@ import type { PeerCopies, Replicator } from '../src/session-api';
 import type { SessionSnapshot, SessionStore, StoredSession } from '../src/store';
 import type { Config } from './config';
 import { PeerAuth, PeerClients, peerServiceImplementation } from './peer-service';
-import { ResumeFetcher } from './resume-fetcher';
+import { type PeerRef, ResumeFetcher } from './resume-fetcher';
 
 /** How often --peers-dns is re-resolved. */
 const DNS_REFRESH_MS = 5000;
@@ -228,12 +228,12 @@ export class ReplicationDriver implements Replicator {
     const ranking = this.placement.ranking(partition);
     const candidates = ranking.slice(0, this.config.replicas === 0 ? ranking.length : this.config.replicas + 1);
     if (knownOwner !== undefined && !candidates.includes(knownOwner)) candidates.push(knownOwner);
-    const addresses: string[] = [];
+    const peers: PeerRef[] = [];
     for (const nodeId of candidates) {
       const address = nodeId === this.config.nodeId ? undefined : this.membership.member(nodeId)?.advertiseAddress;
-      if (address !== undefined) addresses.push(address);
+      if (address !== undefined) peers.push({ nodeId, address });
     }
-    return this.resumeFetcher.fetch(sessionId, addresses, deadline);
+    return this.resumeFetcher.fetch(sessionId, peers, deadline);
   }
 
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void {

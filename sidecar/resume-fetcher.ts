@@ -1,21 +1,26 @@
 /**
- * The peer side of resumes: asks peers for their copies of sessions over
- * PeerService.Fetch. The resumes of one event-loop turn are coalesced into one call per
- * peer (carrying every session id asked of that peer), so a burst of resumes after a node
- * dies costs a few calls rather than one per session and peer. Each resume settles when
- * every peer it asked has answered or failed, or at its own deadline with what it has.
+ * The peer side of resumes: asks peers for their copies of sessions on the
+ * PeerService.Lookup stream kept open to each. The resumes of one event-loop turn are
+ * coalesced into one request per peer (carrying every session id asked of that peer), so a
+ * burst of resumes after a node dies costs a few requests rather than one per session and
+ * peer. Each resume settles when every peer it asked has answered or failed, or at its own
+ * deadline with what it has — or as soon as a peer answers with a copy it owns: the owner
+ * holds every acknowledged write (a write made elsewhere is acknowledged only once the owner
+ * has it), so the other copies cannot add one.
  */
 import type { Logger } from 'pino';
 import type { PeerCopies } from '../src/session-api';
-import type { SessionSnapshot } from '../src/store';
-import type { PeerClients } from './peer-service';
+import { MAX_IDS_PER_REQUEST, type PeerClients } from './peer-service';
 
-/** Session ids in one Fetch call (the peer service serves at most 10,000 per call). */
-const IDS_PER_CALL = 5000;
+/** A member asked for its copy. */
+export interface PeerRef {
+  nodeId: string;
+  address: string;
+}
 
 interface Ask {
   sessionId: string;
-  addresses: readonly string[];
+  peers: readonly PeerRef[];
   deadline: number;
   copies: PeerCopies;
   /** Peers that have not answered or failed yet. */
@@ -30,17 +35,17 @@ export class ResumeFetcher {
   private scheduled = false;
 
   constructor(
-    private readonly peers: PeerClients,
+    private readonly clients: Pick<PeerClients, 'lookup'>,
     private readonly observe: (seconds: number, outcome: 'ok' | 'error') => void,
     private readonly log: Logger,
   ) {}
 
-  /** The copies of a session that `addresses` hold, settled by `deadline`. */
-  fetch(sessionId: string, addresses: readonly string[], deadline: number): Promise<PeerCopies> {
-    if (addresses.length === 0) return Promise.resolve({ asked: 0, answered: 0, snapshots: [] });
+  /** The copies of a session that `peers` hold, settled by `deadline` (ms since the epoch). */
+  fetch(sessionId: string, peers: readonly PeerRef[], deadline: number): Promise<PeerCopies> {
+    if (peers.length === 0) return Promise.resolve({ asked: 0, answered: 0, snapshots: [] });
     return new Promise((resolve) => {
-      const copies: PeerCopies = { asked: addresses.length, answered: 0, snapshots: [] };
-      this.queued.push({ sessionId, addresses, deadline, copies, waiting: addresses.length, timer: undefined, done: false, resolve });
+      const copies: PeerCopies = { asked: peers.length, answered: 0, snapshots: [] };
+      this.queued.push({ sessionId, peers, deadline, copies, waiting: peers.length, timer: undefined, done: false, resolve });
       if (this.scheduled) return;
       this.scheduled = true;
       setImmediate(() => this.run());
@@ -51,42 +56,47 @@ export class ResumeFetcher {
     const asks = this.queued;
     this.queued = [];
     this.scheduled = false;
-    const byPeer = new Map<string, Ask[]>();
+    const byPeer = new Map<string, { peer: PeerRef; asks: Ask[] }>();
     const now = Date.now();
     for (const ask of asks) {
       ask.timer = setTimeout(() => finish(ask), Math.max(1, ask.deadline - now));
-      for (const address of ask.addresses) {
-        let list = byPeer.get(address);
-        if (list === undefined) byPeer.set(address, (list = []));
-        list.push(ask);
+      for (const peer of ask.peers) {
+        let entry = byPeer.get(peer.address);
+        if (entry === undefined) byPeer.set(peer.address, (entry = { peer, asks: [] }));
+        entry.asks.push(ask);
       }
     }
-    for (const [address, list] of byPeer) {
-      for (let i = 0; i < list.length; i += IDS_PER_CALL) this.call(address, list.slice(i, i + IDS_PER_CALL), now);
+    for (const { peer, asks: list } of byPeer.values()) {
+      for (let i = 0; i < list.length; i += MAX_IDS_PER_REQUEST) this.call(peer, list.slice(i, i + MAX_IDS_PER_REQUEST), now);
     }
   }
 
-  private call(address: string, asks: Ask[], now: number): void {
+  private call(peer: PeerRef, asks: Ask[], now: number): void {
     const ids = [...new Set(asks.map((a) => a.sessionId))];
     const deadline = Math.max(...asks.map((a) => a.deadline));
-    const found = new Map<string, SessionSnapshot>();
     const started = performance.now();
-    this.peers
-      .fetch(address, { sessionIds: ids }, Math.max(1, deadline - now), (snapshot) => found.set(snapshot.id, snapshot))
+    this.clients
+      .lookup(peer.address, ids, Math.max(1, deadline - now))
       .then(
-        () => {
+        (snapshots) => {
           this.observe((performance.now() - started) / 1000, 'ok');
+          const found = new Map(snapshots.map((s) => [s.id, s]));
           for (const ask of asks) {
             if (ask.done) continue;
             ask.copies.answered++;
             const snapshot = found.get(ask.sessionId);
-            if (snapshot !== undefined) ask.copies.snapshots.push(snapshot);
-            settle(ask);
+            if (snapshot === undefined) {
+              settle(ask);
+              continue;
+            }
+            ask.copies.snapshots.push(snapshot);
+            if (snapshot.owner === peer.nodeId) finish(ask);
+            else settle(ask);
           }
         },
         (err: unknown) => {
           this.observe((performance.now() - started) / 1000, 'error');
-          this.log.debug({ peer: address, sessions: ids.length, err: (err as Error).message }, 'resume fetch failed');
+          this.log.debug({ peer: peer.address, sessions: ids.length, err: (err as Error).message }, 'resume fetch failed');
           for (const ask of asks) settle(ask);
         },
       );

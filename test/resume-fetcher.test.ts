@@ -1,0 +1,118 @@
+import pino from 'pino';
+import type { PeerCopies } from '../src/session-api';
+import type { SessionSnapshot } from '../src/store';
+import { type PeerRef, ResumeFetcher } from '../sidecar/resume-fetcher';
+
+/** A peer's answer to one lookup, settled by the test. */
+interface Lookup {
+  address: string;
+  ids: string[];
+  deadlineMs: number;
+  answer: (snapshots: SessionSnapshot[]) => void;
+  fail: (err: Error) => void;
+}
+
+function snapshot(id: string, owner: string, version: number): SessionSnapshot {
+  return { id, parts: [{ name: 'cart', value: `v${version}`, version, writer: owner, epoch: 1 }], owner, epoch: 1, expiresAt: 0, ttlMs: 60_000, deletedVersion: 0 };
+}
+
+const A: PeerRef = { nodeId: 'a', address: '127.0.0.1:7001' };
+const B: PeerRef = { nodeId: 'b', address: '127.0.0.1:7002' };
+
+describe('ResumeFetcher', () => {
+  let lookups: Lookup[];
+  let observed: string[];
+  let fetcher: ResumeFetcher;
+
+  beforeEach(() => {
+    jest.useFakeTimers({ now: 1_000_000 });
+    lookups = [];
+    observed = [];
+    const clients = {
+      lookup: (address: string, ids: string[], deadlineMs: number) =>
+        new Promise<SessionSnapshot[]>((answer, fail) => lookups.push({ address, ids, deadlineMs, answer, fail })),
+    };
+    fetcher = new ResumeFetcher(clients, (_seconds, outcome) => observed.push(outcome), pino({ level: 'silent' }));
+  });
+
+  afterEach(() => {
+    jest.useRealTimers();
+  });
+
+  /** Lets the fetcher's setImmediate run and promise callbacks settle. */
+  async function turn(): Promise<void> {
+    await jest.advanceTimersByTimeAsync(0);
+  }
+
+  function settledState(promise: Promise<PeerCopies>): { copies: PeerCopies | undefined } {
+    const state: { copies: PeerCopies | undefined } = { copies: undefined };
+    void promise.then((copies) => (state.copies = copies));
+    return state;
+  }
+
+  test('the resumes of one turn share one lookup per peer', async () => {
+    const first = settledState(fetcher.fetch('s1', [A, B], Date.now() + 5000));
+    const second = settledState(fetcher.fetch('s2', [A], Date.now() + 5000));
+    await turn();
+    expect(lookups.map((l) => [l.address, l.ids])).toEqual([
+      [A.address, ['s1', 's2']],
+      [B.address, ['s1']],
+    ]);
+    lookups[0]!.answer([snapshot('s1', 'c', 3), snapshot('s2', 'c', 4)]);
+    await turn();
+    // s1 still waits for B; s2 asked only A.
+    expect(first.copies).toBeUndefined();
+    expect(second.copies).toEqual({ asked: 1, answered: 1, snapshots: [snapshot('s2', 'c', 4)] });
+    lookups[1]!.answer([]);
+    await turn();
+    expect(first.copies).toEqual({ asked: 2, answered: 2, snapshots: [snapshot('s1', 'c', 3)] });
+    expect(observed).toEqual(['ok', 'ok']);
+  });
+
+  test('a peer that answers with a copy it owns settles the resume without waiting for the others', async () => {
+    const resumed = settledState(fetcher.fetch('s1', [A, B], Date.now() + 5000));
+    await turn();
+    lookups[1]!.answer([snapshot('s1', 'b', 7)]);
+    await turn();
+    expect(resumed.copies).toEqual({ asked: 2, answered: 1, snapshots: [snapshot('s1', 'b', 7)] });
+    // A copy the answering peer does not own is not enough.
+    const other = settledState(fetcher.fetch('s2', [A, B], Date.now() + 5000));
+    await turn();
+    lookups[3]!.answer([snapshot('s2', 'a', 2)]);
+    await turn();
+    expect(other.copies).toBeUndefined();
+    lookups[2]!.answer([snapshot('s2', 'a', 2)]);
+    await turn();
+    expect(other.copies).toEqual({ asked: 2, answered: 2, snapshots: [snapshot('s2', 'a', 2), snapshot('s2', 'a', 2)] });
+  });
+
+  test('a failed peer counts as asked but not answered', async () => {
+    const resumed = settledState(fetcher.fetch('s1', [A, B], Date.now() + 5000));
+    await turn();
+    lookups[0]!.fail(new Error('connection refused'));
+    lookups[1]!.answer([]);
+    await turn();
+    expect(resumed.copies).toEqual({ asked: 2, answered: 1, snapshots: [] });
+    expect(observed.sort()).toEqual(['error', 'ok']);
+  });
+
+  test('at its deadline a resume settles with what it has', async () => {
+    const resumed = settledState(fetcher.fetch('s1', [A, B], Date.now() + 200));
+    await turn();
+    expect(lookups.every((l) => l.deadlineMs === 200)).toBe(true);
+    lookups[0]!.answer([snapshot('s1', 'c', 1)]);
+    await jest.advanceTimersByTimeAsync(199);
+    expect(resumed.copies).toBeUndefined();
+    await jest.advanceTimersByTimeAsync(1);
+    expect(resumed.copies).toEqual({ asked: 2, answered: 1, snapshots: [snapshot('s1', 'c', 1)] });
+    // A late answer changes nothing.
+    lookups[1]!.answer([snapshot('s1', 'c', 9)]);
+    await turn();
+    expect(resumed.copies?.snapshots).toHaveLength(1);
+  });
+
+  test('no peers to ask settles at once', async () => {
+    await expect(fetcher.fetch('s1', [], Date.now() + 5000)).resolves.toEqual({ asked: 0, answered: 0, snapshots: [] });
+    expect(lookups).toHaveLength(0);
+  });
+});
