@@ -213,3 +213,29 @@ export async function waitForQuiet(maxSeconds: number): Promise<number> {
     if (Date.now() - started > maxSeconds * 1000) return -1;
   }
 }
+
+/** Set by the first Ctrl-C / SIGTERM or by the watchdog: a benchmark stops at its next check. */
+export const interruption = { requested: false };
+
+/**
+ * Lets a benchmark stop cleanly: the first SIGINT/SIGTERM, or running longer than
+ * `maxMinutes`, sets `interruption.requested` (the benchmark then stops its children); a
+ * second signal exits at once, and a run still going 30 s after the watchdog fired exits 1.
+ * Returns a function that disarms the watchdog.
+ */
+export function handleInterruptions(maxMinutes: number): () => void {
+  const onSignal = () => {
+    if (interruption.requested) process.exit(1);
+    interruption.requested = true;
+    console.log('\ninterrupted: stopping');
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const watchdog = setTimeout(() => {
+    console.error(`\nthe benchmark ran longer than BENCH_MAX_MINUTES=${maxMinutes}: stopping`);
+    interruption.requested = true;
+    setTimeout(() => process.exit(1), 30_000).unref();
+  }, maxMinutes * 60_000);
+  watchdog.unref();
+  return () => clearTimeout(watchdog);
+}

@@ -52,7 +52,7 @@ import type { Session } from '../src/client';
 import { parseClusterKeys } from '../src/cluster-key';
 import type { PartitionDigest } from '../src/gen/baton/v1/peer';
 import { PeerAuth, PeerClients } from '../sidecar/peer-service';
-import { cpuSecondsOf, machineBusyCpuSeconds, ownCpuSeconds, quietWaitSeconds, sleep, waitForQuiet } from './children';
+import { cpuSecondsOf, handleInterruptions, interruption, machineBusyCpuSeconds, ownCpuSeconds, quietWaitSeconds, sleep, waitForQuiet } from './children';
 import { freePeerPorts, histogramQuantile, metric, scrape, startReplica, type Replica, type Scrape } from './replication-cluster';
 import {
   describeMachine,
@@ -110,8 +110,6 @@ const UNDER_REPLICATED = 'baton_partitions_under_replicated';
 for (const n of MIN_REPLICAS) {
   if (!Number.isInteger(n) || n < 0 || n > REPLICAS) throw new Error(`BENCH_MIN_REPLICAS must list whole numbers from 0 to ${REPLICAS}, got '${process.env.BENCH_MIN_REPLICAS}'`);
 }
-
-let interrupted = false;
 
 function nowNs(): bigint {
   return process.hrtime.bigint();
@@ -264,7 +262,7 @@ async function waitForAlive(nodes: readonly Replica[], alive: number, timeoutMs:
   for (;;) {
     const scrapes = await Promise.all(nodes.map((n) => scrape(n.metricsUrl).catch(() => undefined)));
     if (scrapes.every((s) => s !== undefined && metric(s, 'baton_cluster_members', 'state="alive"') === alive)) return;
-    if (Date.now() > until || interrupted) throw new Error(`the nodes did not all see ${alive} live members within ${timeoutMs} ms`);
+    if (Date.now() > until || interruption.requested) throw new Error(`the nodes did not all see ${alive} live members within ${timeoutMs} ms`);
     await sleep(50);
   }
 }
@@ -283,7 +281,7 @@ async function preload(cluster: Cluster, sessions: Sessions): Promise<{ seconds:
     for (;;) {
       const item = queue.shift();
       if (item === undefined || failed !== undefined) return;
-      if (Date.now() > deadline || interrupted) {
+      if (Date.now() > deadline || interruption.requested) {
         failed = `preload did not finish within ${PRELOAD_TIMEOUT_MS} ms`;
         return;
       }
@@ -308,7 +306,7 @@ async function preload(cluster: Cluster, sessions: Sessions): Promise<{ seconds:
 async function waitReplicationQuiet(nodes: readonly Replica[], timeoutMs: number): Promise<void> {
   const until = Date.now() + timeoutMs;
   let last = -1;
-  while (Date.now() < until && !interrupted) {
+  while (Date.now() < until && !interruption.requested) {
     const scrapes = await Promise.all(nodes.map((n) => scrape(n.metricsUrl)));
     const applied = scrapes.reduce((sum, s) => sum + metric(s, 'baton_replication_deltas_applied_total'), 0);
     if (applied === last) return;
@@ -356,7 +354,7 @@ async function loadThenKill(cluster: Cluster, sessions: Sessions, minReplicas: n
   const started = nowNs();
   // The kill comes at a random moment of the steady load, not in step with its batches.
   const killAt = started + BigInt(Math.round((LOAD_SECONDS + Math.random() * KILL_JITTER_MS / 1000) * 1e9));
-  while (!interrupted) {
+  while (!interruption.requested) {
     const now = nowNs();
     if (now >= killAt) break;
     const due = Math.floor((WRITE_RATE * Number(now - started)) / 1e9) + 1;
@@ -432,7 +430,7 @@ async function resumePass(node: Replica, sessions: Sessions, indexes: readonly n
     for (;;) {
       const item = queue.shift();
       if (item === undefined) return;
-      if (Date.now() > deadline || interrupted) {
+      if (Date.now() > deadline || interruption.requested) {
         unresumed++;
         continue;
       }
@@ -512,7 +510,7 @@ async function watchSurvivors(cluster: Cluster, sessionCount: number, killedAt: 
   let equalSince: bigint | undefined;
   let gaugeAboveZero = false;
   const until = killedAt + BigInt(REPLICATION_TIMEOUT_MS) * 1_000_000n;
-  while (!interrupted) {
+  while (!interruption.requested) {
     const polledAt = nowNs();
     if (polledAt > until) break;
     w.polls++;
@@ -917,19 +915,7 @@ function printReport(results: FailoverResult[]): void {
 // --- main ------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  const onSignal = () => {
-    if (interrupted) process.exit(1);
-    interrupted = true;
-    console.log('\ninterrupted: stopping');
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  const watchdog = setTimeout(() => {
-    console.error(`\nthe benchmark ran longer than BENCH_MAX_MINUTES=${MAX_MINUTES}: stopping`);
-    interrupted = true;
-    setTimeout(() => process.exit(1), 30_000).unref();
-  }, MAX_MINUTES * 60_000);
-  watchdog.unref();
+  const disarm = handleInterruptions(MAX_MINUTES);
 
   console.log('baton failover benchmark\n');
   console.log(describeMachine(machineInfo()));
@@ -945,20 +931,20 @@ async function main(): Promise<void> {
   );
 
   const results: FailoverResult[] = [];
-  for (let run = 1; run <= RUNS && !interrupted; run++) {
+  for (let run = 1; run <= RUNS && !interruption.requested; run++) {
     for (const minReplicas of MIN_REPLICAS) {
-      if (interrupted) break;
+      if (interruption.requested) break;
       try {
         const result = await runFailover(minReplicas, run);
         // An interrupted run's figures are partial: leave them out of the medians.
-        if (!interrupted) results.push(result);
+        if (!interruption.requested) results.push(result);
       } catch (err) {
         console.log(`  run ${run} min_replicas ${minReplicas}: FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
       }
     }
   }
   if (results.length > 0) printReport(results);
-  clearTimeout(watchdog);
+  disarm();
 }
 
 main()

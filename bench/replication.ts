@@ -52,7 +52,7 @@ import * as dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { findStoredPart } from '../src/store';
-import { cpuSecondsOf, ownCpuSeconds, sleep, startChild, type Child } from './children';
+import { type Child, cpuSecondsOf, handleInterruptions, interruption, ownCpuSeconds, sleep, startChild } from './children';
 import {
   DigestReader,
   ExchangeWriter,
@@ -114,8 +114,6 @@ function envNumberOrZero(name: string, fallback: number): number {
   if (text === '0') return 0;
   return envNumber(name, fallback);
 }
-
-let interrupted = false;
 
 // --- configurations --------------------------------------------------------------------
 
@@ -307,7 +305,7 @@ async function runLoad(
       }
     });
   };
-  while (issued < count && !interrupted && Date.now() < deadline && errors < 1000) {
+  while (issued < count && !interruption.requested && Date.now() < deadline && errors < 1000) {
     if (inFlight >= EXCHANGE_IN_FLIGHT) {
       await new Promise<void>((resolve) => (wake = resolve));
       continue;
@@ -415,7 +413,7 @@ async function waitForMembers(cluster: Cluster): Promise<void> {
 async function waitConverged(cluster: Cluster, sampleFrom: number, sampleCount: number, timeoutMs: number): Promise<string | undefined> {
   const until = Date.now() + timeoutMs;
   let problem = 'not checked';
-  while (!interrupted) {
+  while (!interruption.requested) {
     problem = await convergenceProblem(cluster, sampleFrom, sampleCount).catch(
       (err: unknown) => `reading digests or values failed: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`,
     );
@@ -605,12 +603,12 @@ async function runCluster(config: ClusterConfig): Promise<{ phases: PhaseResult[
     const notePeakRss = () => cluster.replicas.forEach((r, i) => (peakRssMiB[i] = Math.max(peakRssMiB[i]!, peakRss(r.child.process.pid))));
     const kinds = config.phases.filter((kind) => PHASES.includes(kind));
     for (const [i, kind] of kinds.entries()) {
-      if (interrupted) break;
+      if (interruption.requested) break;
       const result = await runPhase(cluster, kind, k);
       k += result.puts;
       phases.push(result);
       printPhaseLine(result);
-      if (result.convergeMs === undefined && i < kinds.length - 1 && !interrupted) {
+      if (result.convergeMs === undefined && i < kinds.length - 1 && !interruption.requested) {
         // The next phase must not inherit this one's divergence: start over.
         console.log('    (not converged: the next phase runs on a fresh cluster)');
         notePeakRss();
@@ -673,7 +671,7 @@ async function rawCeiling(transport: Transport, size: number, seconds: number): 
     const MAX_IN_FLIGHT = 256;
     const pump = async () => {
       const until = Date.now() + (seconds + 2) * 1000;
-      while (running && !interrupted && Date.now() < until) {
+      while (running && !interruption.requested && Date.now() < until) {
         for (let i = 0; i < 64 && inFlight < MAX_IN_FLIGHT; i++) {
           for (const d of destinations) {
             inFlight++;
@@ -886,19 +884,7 @@ function printReport(results: PhaseResult[], raw: RawResult[], warmups: Map<stri
 // --- main ------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  const onSignal = () => {
-    if (interrupted) process.exit(1);
-    interrupted = true;
-    console.log('\ninterrupted: stopping');
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  const watchdog = setTimeout(() => {
-    console.error(`\nthe benchmark ran longer than BENCH_MAX_MINUTES=${MAX_MINUTES}: stopping`);
-    interrupted = true;
-    setTimeout(() => process.exit(1), 30_000).unref();
-  }, MAX_MINUTES * 60_000);
-  watchdog.unref();
+  const disarm = handleInterruptions(MAX_MINUTES);
 
   console.log('baton replication benchmark\n');
   console.log(describeMachine(machineInfo()));
@@ -913,7 +899,7 @@ async function main(): Promise<void> {
   console.log('\nraw ceiling (plain node:dgram)');
   for (const transport of ['unicast', 'multicast'] as const) {
     for (const size of [1024, ...DATAGRAM_SIZES.filter((s) => s > 1500)]) {
-      if (interrupted || RAW_SECONDS === 0) break;
+      if (interruption.requested || RAW_SECONDS === 0) break;
       const r = await rawCeiling(transport, size, RAW_SECONDS);
       raw.push(r);
       console.log(`  ${transport.padEnd(9)} ${String(size).padStart(5)} B  sent ${formatCount(r.sentPerSecond)}/s  received per receiver ${r.perReceiver.map(formatCount).join(' / ')}/s`);
@@ -924,7 +910,7 @@ async function main(): Promise<void> {
   const warmups = new Map<string, string | undefined>();
   const rss = new Map<string, number[]>();
   for (const config of configs) {
-    if (interrupted) break;
+    if (interruption.requested) break;
     console.log(`\n${config.name}${config.writer === 'exchange' ? ` (writer: BatonNode + ${EXCHANGE_CLIENTS} BatonClients over Exchange, ${EXCHANGE_IN_FLIGHT} in flight)` : ''}`);
     try {
       const { phases, warmupProblem, peakRssMiB } = await runCluster(config);
@@ -937,7 +923,7 @@ async function main(): Promise<void> {
     }
   }
   printReport(results, raw, warmups, rss);
-  clearTimeout(watchdog);
+  disarm();
 }
 
 main()
