@@ -23,7 +23,11 @@
  *      concurrency;
  *   6. resumes BENCH_SERIAL_SESSIONS of them on survivor B one at a time (peer fetch, owner
  *      alive), then the same ones on B again one at a time (local): latency of a single
- *      request, without queueing behind others.
+ *      request, without queueing behind others. Each of the two is measured after a warm-up
+ *      of SERIAL_WARMUP other sessions resumed the same way, so B's code paths are compiled
+ *      (the flood warmed A, not B). Baselines in the same run: the same sessions read on B
+ *      without resume (one gRPC hop, local state), and looked up on A over PeerService.Lookup
+ *      from this process (the peer hop a resume adds) — a peer resume is those two in a row.
  *
  * Back to full replication, three ways, each in ms after the kill:
  * - the gauge baton_partitions_under_replicated reads 0 on every survivor, after having
@@ -73,6 +77,8 @@ const WRITE_RATE = envNumber('BENCH_WRITE_RATE', 2000);
 const LOAD_SECONDS = envNumber('BENCH_LOAD_SECONDS', 3);
 const RESUME_CONCURRENCY = Math.round(envNumber('BENCH_RESUME_CONCURRENCY', 64));
 const SERIAL_SESSIONS = Math.min(SESSIONS, Math.round(envNumber('BENCH_SERIAL_SESSIONS', 1000)));
+/** Sessions resumed one at a time on B before each one-at-a-time measurement (not measured). */
+const SERIAL_WARMUP = Math.min(SESSIONS - SERIAL_SESSIONS, 500);
 const MIN_REPLICAS = (process.env.BENCH_MIN_REPLICAS ?? '1,0').split(',').map((s) => Number(s.trim()));
 const REPLICATION_TIMEOUT_MS = envNumber('BENCH_REPLICATION_TIMEOUT_SECONDS', 60) * 1000;
 const MAX_MINUTES = envNumber('BENCH_MAX_MINUTES', 20);
@@ -188,6 +194,11 @@ class PartitionReader {
   constructor(clusterKey: string) {
     this.auth = new PeerAuth(parseClusterKeys(clusterKey));
     this.clients = new PeerClients(this.auth);
+  }
+
+  /** One Lookup round trip (a resume's peer hop, without the resume). */
+  lookup(peerAddress: string, sessionId: string): Promise<unknown> {
+    return this.clients.lookup(peerAddress, [sessionId], 5000);
   }
 
   read(peerAddress: string): Promise<PartitionDigest[]> {
@@ -414,8 +425,11 @@ interface ResumePass {
   unresumed: number;
 }
 
-/** Resumes the sessions `indexes` on `node` with `concurrency` in flight, retrying failures. */
-async function resumePass(node: Replica, sessions: Sessions, indexes: readonly number[], concurrency: number, since: bigint): Promise<ResumePass> {
+/**
+ * Resumes the sessions `indexes` on `node` with `concurrency` in flight, retrying failures
+ * (with `resume` false: reads them, for a baseline).
+ */
+async function resumePass(node: Replica, sessions: Sessions, indexes: readonly number[], concurrency: number, since: bigint, resume = true): Promise<ResumePass> {
   const latency = new LatencySamples(indexes.length * 2);
   const samples: { startMs: number; ms: number }[] = [];
   const resumed: (Resumed | undefined)[] = new Array(sessions.ids.length);
@@ -439,7 +453,7 @@ async function resumePass(node: Replica, sessions: Sessions, indexes: readonly n
       let session: Session | undefined;
       let failure: string | undefined;
       try {
-        session = await node.client.get(sessions.ids[item.index]!, { resume: true });
+        session = await node.client.get(sessions.ids[item.index]!, { resume });
         if (session === undefined) {
           notFound++;
           failure = 'not found';
@@ -614,6 +628,11 @@ interface FailoverResult {
   serialPeerP99: number;
   serialLocalP50: number;
   serialLocalP99: number;
+  /** Baselines, one at a time: a Get without resume on B, a Lookup from this process to A. */
+  serialGetP50: number;
+  serialGetP99: number;
+  lookupP50: number;
+  lookupP99: number;
   serialDamaged: number;
   /** Share of a core each survivor (resumer first) and the bench process used during the flood. */
   floodCpu: number[];
@@ -686,14 +705,26 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
 
     // One at a time on another survivor: peer fetch (the owner alive), then local.
     const sample = all.slice(0, SERIAL_SESSIONS);
+    const warmup = all.slice(SERIAL_SESSIONS, SERIAL_SESSIONS + SERIAL_WARMUP);
+    await resumePass(cluster.serial, sessions, warmup, 1, nowNs());
     const serialPeer = await resumePass(cluster.serial, sessions, sample, 1, nowNs());
+    await resumePass(cluster.serial, sessions, warmup, 1, nowNs());
     const serialLocal = await resumePass(cluster.serial, sessions, sample, 1, nowNs());
+    const serialGet = await resumePass(cluster.serial, sessions, sample, 1, nowNs(), false);
+    const lookups = new LatencySamples(sample.length);
+    for (const index of sample) {
+      const started = nowNs();
+      await cluster.partitions.lookup(cluster.resumer.peerAddress, sessions.ids[index]!);
+      lookups.add(Number(nowNs() - started));
+    }
     const serialDamaged = [...serialPeer.resumed, ...serialLocal.resumed].filter((r) => r?.problem !== undefined).length;
 
     const [peerP50, peerP99] = flood.latency.quantilesMs(0.5, 0.99);
     const [localP50, localP99] = local.latency.quantilesMs(0.5, 0.99);
     const [serialPeerP50, serialPeerP99] = serialPeer.latency.quantilesMs(0.5, 0.99);
     const [serialLocalP50, serialLocalP99] = serialLocal.latency.quantilesMs(0.5, 0.99);
+    const [serialGetP50, serialGetP99] = serialGet.latency.quantilesMs(0.5, 0.99);
+    const [lookupP50, lookupP99] = lookups.quantilesMs(0.5, 0.99);
     const result: FailoverResult = {
       minReplicas,
       preloadSeconds: pre.seconds,
@@ -733,6 +764,10 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
       serialPeerP99: serialPeerP99!,
       serialLocalP50: serialLocalP50!,
       serialLocalP99: serialLocalP99!,
+      serialGetP50: serialGetP50!,
+      serialGetP99: serialGetP99!,
+      lookupP50: lookupP50!,
+      lookupP99: lookupP99!,
       serialDamaged,
       floodCpu,
       benchCpu,
@@ -784,7 +819,8 @@ function printRunLine(run: number, r: FailoverResult, flood: ResumePass, local: 
     `    CPU during the flood: resumer ${pct(r.floodCpu[0]!)}, other survivors ${r.floodCpu.slice(1).map(pct).join(' / ')}, bench ${pct(r.benchCpu)}, ` +
       `other processes ${pct(r.otherCpu)} (of 100% per core)`,
     `    local resume p50/p99 ${fmtMs(r.localP50, 2)}/${fmtMs(r.localP99, 2)} ms (${RESUME_CONCURRENCY} in flight; ${r.localOutcomes} counted local, ` +
-      `${local.failures} failed); one at a time ${fmtMs(r.serialLocalP50, 2)}/${fmtMs(r.serialLocalP99, 2)} ms` +
+      `${local.failures} failed); one at a time ${fmtMs(r.serialLocalP50, 2)}/${fmtMs(r.serialLocalP99, 2)} ms; ` +
+      `baselines one at a time: Get without resume ${fmtMs(r.serialGetP50, 2)}/${fmtMs(r.serialGetP99, 2)} ms, Lookup ${fmtMs(r.lookupP50, 2)}/${fmtMs(r.lookupP99, 2)} ms` +
       (r.serialDamaged > 0 ? `; ${r.serialDamaged} one-at-a-time resumes damaged` : ''),
     `    after the kill: victim counted dead by all at ${fmtMs(w.deadSeenMs, 0)} ms; every survivor holds every session at ${fmtMs(w.copiesMs, 0)} ms; ` +
       `${UNDER_REPLICATED} ${w.gauge === 'present' ? `0 on all at ${fmtMs(w.gaugeZeroMs, 0)} ms (peak ${w.gaugePeak}; sessions held then ${w.sessionsAtGaugeZero.map(formatCount).join(' / ')})` : w.gauge}; ` +
@@ -833,6 +869,10 @@ const FIGURES: Figure[] = [
   { label: `local resume p99, ms (${RESUME_CONCURRENCY} in flight)`, value: (r) => r.localP99, digits: 2 },
   { label: 'local resume p50, ms (1 in flight)', value: (r) => r.serialLocalP50, digits: 2 },
   { label: 'local resume p99, ms (1 in flight)', value: (r) => r.serialLocalP99, digits: 2 },
+  { label: 'baseline: Get without resume p50, ms (1 in flight)', value: (r) => r.serialGetP50, digits: 2 },
+  { label: 'baseline: Get without resume p99, ms (1 in flight)', value: (r) => r.serialGetP99, digits: 2 },
+  { label: 'baseline: Lookup round trip p50, ms (1 in flight)', value: (r) => r.lookupP50, digits: 2 },
+  { label: 'baseline: Lookup round trip p99, ms (1 in flight)', value: (r) => r.lookupP99, digits: 2 },
   { label: 'victim counted dead by all, ms after the kill', value: (r) => r.watch.deadSeenMs, digits: 0 },
   { label: `${UNDER_REPLICATED} 0 on all, ms`, value: (r) => r.watch.gaugeZeroMs, digits: 0 },
   { label: 'every survivor holds every session, ms', value: (r) => r.watch.copiesMs, digits: 0 },
@@ -888,13 +928,15 @@ function printReport(results: FailoverResult[]): void {
   const peerSerial = m((r) => r.serialPeerP99);
   const peerFlood = m((r) => r.peerP99);
   console.log(
-    `peer-fetch resume p99 ≤ 5 ms: ${fmtMs(peerSerial, 2)} ms one at a time — ${verdict(peerSerial <= 5)}; ` +
+    `peer-fetch resume p99 ≤ 5 ms: ${fmtMs(peerSerial, 2)} ms one at a time — ${verdict(peerSerial <= 5)} ` +
+      `(its two hops alone, same run: Get p99 ${fmtMs(m((r) => r.serialGetP99), 2)} ms + Lookup p99 ${fmtMs(m((r) => r.lookupP99), 2)} ms); ` +
       `${fmtMs(peerFlood, 2)} ms with ${RESUME_CONCURRENCY} in flight right after the kill — ${verdict(peerFlood <= 5)}`,
   );
   const localSerial = m((r) => r.serialLocalP99);
   const localFlood = m((r) => r.localP99);
   console.log(
-    `local resume p99 ≤ 1 ms: ${fmtMs(localSerial, 2)} ms one at a time — ${verdict(localSerial <= 1)}; ` +
+    `local resume p99 ≤ 1 ms: ${fmtMs(localSerial, 2)} ms one at a time — ${verdict(localSerial <= 1)} ` +
+      `(Get without resume, same run: p99 ${fmtMs(m((r) => r.serialGetP99), 2)} ms); ` +
       `${fmtMs(localFlood, 2)} ms with ${RESUME_CONCURRENCY} in flight — ${verdict(localFlood <= 1)}`,
   );
   const bad = results.reduce((a, r) => a + r.resumeFailures + r.resumeNotFound + r.unresumed + r.damaged, 0);
@@ -926,7 +968,7 @@ async function main(): Promise<void> {
   console.log(
     `workload: ${formatCount(SESSIONS)} sessions preloaded on the victim (profile ${PROFILE_BYTES} B, prefs ${PREFS_BYTES} B, counter ${COUNTER_BYTES} B; min_replicas 1), ` +
       `then ${formatCount(WRITE_RATE)} counter puts/s on it for ${LOAD_SECONDS} s (≤ ${PUTS_IN_FLIGHT} in flight), SIGKILL; ` +
-      `resumes on one survivor with ${RESUME_CONCURRENCY} in flight; ${formatCount(SERIAL_SESSIONS)} one at a time on another; ` +
+      `resumes on one survivor with ${RESUME_CONCURRENCY} in flight; ${formatCount(SERIAL_SESSIONS)} one at a time on another (after ${SERIAL_WARMUP} unmeasured); ` +
       `min_replicas ${MIN_REPLICAS.join(' and ')}; ${RUNS} run${RUNS > 1 ? 's' : ''}\n`,
   );
 
