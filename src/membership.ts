@@ -462,9 +462,17 @@ export class Membership {
     return views.sort((a, b) => compare(a.nodeId, b.nodeId) || compare(a.advertiseAddress, b.advertiseAddress));
   }
 
-  /** The member with this node id (ourselves included), if known. */
+  /** The member with this node id (ourselves included), if known. Called per datagram: no list built. */
   member(nodeId: string): MemberView | undefined {
-    return this.members().find((view) => view.nodeId === nodeId && nodeId !== '');
+    if (nodeId === '') return undefined;
+    if (nodeId === this.self.nodeId) {
+      const self = this.self;
+      return { nodeId, advertiseAddress: self.advertiseAddress, state: 'alive', incarnation: self.incarnation, lastHeardAt: null, isSelf: true };
+    }
+    const record = this.records.get(nodeId);
+    if (record === undefined) return undefined;
+    const { advertiseAddress, state, incarnation, lastHeardAt } = record;
+    return { nodeId, advertiseAddress, state, incarnation, lastHeardAt, isSelf: false };
   }
 
   /** Ourselves plus every alive and suspect member, sorted: the input to placement. */

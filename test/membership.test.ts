@@ -153,6 +153,16 @@ describe('three nodes exchanging heartbeats', () => {
     ]);
   });
 
+  test('member(id) is the entry members() lists for that id, ourselves included', () => {
+    cluster.runUntil(1000);
+    cluster.stop(c);
+    cluster.runUntil(4000);
+    for (const view of a.membership.members()) expect(a.membership.member(view.nodeId)).toEqual(view);
+    expect(a.membership.member('c')?.state).toBe('dead');
+    expect(a.membership.member('nobody')).toBeUndefined();
+    expect(a.membership.member('')).toBeUndefined();
+  });
+
   test('a stopped node is suspect 1000 ms and dead 3000 ms after its last heartbeat', () => {
     cluster.runUntil(1000); // c's heartbeat at 1000 is its last
     cluster.stop(c);
