@@ -239,3 +239,16 @@ export function handleInterruptions(maxMinutes: number): () => void {
   watchdog.unref();
   return () => clearTimeout(watchdog);
 }
+
+/**
+ * Runs a benchmark's main: an error is printed and makes the exit code 1; once it is done
+ * (its children stopped), the process exits even if a stray handle would keep it alive.
+ */
+export function runMain(main: () => Promise<void>): void {
+  main()
+    .catch((err: unknown) => {
+      console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+      process.exitCode = 1;
+    })
+    .finally(() => setTimeout(() => process.exit(), 10_000).unref());
+}

@@ -56,7 +56,7 @@ import type { Session } from '../src/client';
 import { parseClusterKeys } from '../src/cluster-key';
 import type { PartitionDigest } from '../src/gen/baton/v1/peer';
 import { PeerAuth, PeerClients } from '../sidecar/peer-service';
-import { cpuSecondsOf, handleInterruptions, interruption, machineBusyCpuSeconds, ownCpuSeconds, quietWaitSeconds, sleep, waitForQuiet } from './children';
+import { cpuSecondsOf, handleInterruptions, interruption, machineBusyCpuSeconds, ownCpuSeconds, quietWaitSeconds, runMain, sleep, waitForQuiet } from './children';
 import { freePeerPorts, histogramQuantile, metric, scrape, startReplica, type Replica, type Scrape } from './replication-cluster';
 import {
   describeMachine,
@@ -989,12 +989,4 @@ async function main(): Promise<void> {
   disarm();
 }
 
-main()
-  .catch((err: unknown) => {
-    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
-    process.exitCode = 1;
-  })
-  .finally(() => {
-    // Everything is stopped by now; should a stray handle keep the loop alive, exit anyway.
-    setTimeout(() => process.exit(), 10_000).unref();
-  });
+runMain(main);

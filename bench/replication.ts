@@ -52,7 +52,7 @@ import * as dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { findStoredPart } from '../src/store';
-import { type Child, cpuSecondsOf, handleInterruptions, interruption, ownCpuSeconds, sleep, startChild } from './children';
+import { type Child, cpuSecondsOf, handleInterruptions, interruption, ownCpuSeconds, runMain, sleep, startChild } from './children';
 import {
   DigestReader,
   ExchangeWriter,
@@ -926,12 +926,4 @@ async function main(): Promise<void> {
   disarm();
 }
 
-main()
-  .catch((err: unknown) => {
-    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
-    process.exitCode = 1;
-  })
-  .finally(() => {
-    // Everything is stopped by now; should a stray handle keep the loop alive, exit anyway.
-    setTimeout(() => process.exit(), 10_000).unref();
-  });
+runMain(main);
