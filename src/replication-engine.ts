@@ -69,9 +69,14 @@ export interface ResyncRequest {
 export const RESYNC_RETRY_MS = 1000;
 /**
  * After the member view changes, copies this node no longer holds are dropped once the
- * view has been stable this long (ms): time for the new holders to pull them first.
+ * view has been stable this long (ms) and no live peer says it is still pulling
+ * partitions (heartbeat `pulling`): the new holders have their copies first.
  */
 export const DISCARD_AFTER_MS = 10_000;
+/** While a peer is still pulling, the discard is looked at again this often (ms)… */
+export const DISCARD_RECHECK_MS = 1000;
+/** …but not for longer than this after it was due (ms): a peer stuck pulling does not pin memory. */
+export const DISCARD_MAX_WAIT_MS = 120_000;
 
 /** Why a datagram or delta was dropped; metrics count by reason. */
 export type EngineDropReason = 'malformed' | 'misrouted' | 'stale_incarnation' | 'unknown_sender' | 'reassembly_overflow' | 'not_replica';
@@ -142,6 +147,10 @@ export class ReplicationEngine {
   /** Failed transfers to try again, and when. */
   private retries: { request: ResyncRequest; at: number }[] = [];
   private discardDueAt = Infinity;
+  /** When the pending discard first came due (its wait for pulling peers is bounded). */
+  private discardFirstDueAt = Infinity;
+  /** Live peers whose latest heartbeat said they are still pulling partitions. */
+  private readonly peersPulling = new Set<string>();
   private viewVersion = -1;
   private leaving = false;
   readonly stats = {
@@ -380,10 +389,7 @@ export class ReplicationEngine {
       this.retries = this.retries.filter((r) => r.at > now);
       for (const { request } of due) this.resyncs.push(request);
     }
-    if (this.discardDueAt <= now) {
-      this.discardDueAt = Infinity;
-      this.discardUnheld();
-    }
+    if (this.discardDueAt <= now) this.discardWhenPeersHaveCopies(now);
   }
 
   /** The earliest time tick() has work. */
@@ -464,8 +470,32 @@ export class ReplicationEngine {
   antiEntropy(now: number): void {
     this.pulledFrom.clear();
     this.pullHeldPartitions(this.otherLiveMembers(), 'anti_entropy');
-    if (this.discardDueAt === Infinity) this.discardUnheld();
+    if (this.discardDueAt === Infinity && !this.anyPeerPulling()) this.discardUnheld();
     void now;
+  }
+
+  /**
+   * The due discard: done once no live peer is pulling (the new holders have their
+   * copies), or DISCARD_MAX_WAIT_MS after it came due; until then looked at again every
+   * DISCARD_RECHECK_MS.
+   */
+  private discardWhenPeersHaveCopies(now: number): void {
+    if (this.discardFirstDueAt === Infinity) this.discardFirstDueAt = this.discardDueAt;
+    if (this.anyPeerPulling() && now < this.discardFirstDueAt + DISCARD_MAX_WAIT_MS) {
+      this.discardDueAt = now + DISCARD_RECHECK_MS;
+      return;
+    }
+    this.discardDueAt = Infinity;
+    this.discardFirstDueAt = Infinity;
+    this.discardUnheld();
+  }
+
+  private anyPeerPulling(): boolean {
+    for (const nodeId of this.peersPulling) {
+      const state = this.membership.member(nodeId)?.state;
+      if (state === 'alive' || state === 'suspect') return true;
+    }
+    return false;
   }
 
   /** Drops sessions this node neither owns nor is a secondary of (placement moved). */
@@ -805,6 +835,8 @@ export class ReplicationEngine {
     this.onMembershipEvents(events, now);
     // Channels are trusted only from the incarnation membership accepted (not a stale one).
     if (this.membership.member(from)?.incarnation !== incarnation) return;
+    if (heartbeat.pulling) this.peersPulling.add(from);
+    else this.peersPulling.delete(from);
     for (const channel of heartbeat.channels) {
       const target = channel.targetNodeId;
       if (target !== '' && target !== this.config.nodeId) continue;
@@ -851,6 +883,8 @@ export class ReplicationEngine {
     this.pullHeldPartitions(others, 'placement');
     if (this.unreplicated.size > 0) this.replicateUnreplicated(now);
     this.discardDueAt = now + DISCARD_AFTER_MS;
+    this.discardFirstDueAt = Infinity;
+    for (const nodeId of this.peersPulling) if (!live.includes(nodeId)) this.peersPulling.delete(nodeId);
   }
 
   /**
@@ -1014,6 +1048,7 @@ export class ReplicationEngine {
       configDigest: this.membership.configDigest,
       channels: [] as { targetNodeId: string; highestSeq: bigint }[],
       leaving: this.leaving,
+      pulling: this.pendingPulls.size > 0,
       sentAtUnixMs: BigInt(Math.floor(now)),
       known,
       ...extras,

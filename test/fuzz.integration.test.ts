@@ -1190,6 +1190,7 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
               configDigest: chance(rng, 0.7) ? digest : randomUint64(rng),
               channels: Array.from({ length: rng.below(4) }, () => ({ targetNodeId: pick(rng, ['', NODE_ID, 'x']), highestSeq: seqValue(fake.seq) })),
               leaving: chance(rng, 0.1),
+              pulling: chance(rng, 0.5),
               sentAtUnixMs: pick(rng, [BigInt(Date.now()), 0n, BigInt.asIntN(64, randomUint64(rng))]),
               known: Array.from({ length: rng.below(4) }, () => ({ nodeId: pick(rng, [NODE_ID, 'fake-2', 'ghost', awkwardString(rng).slice(0, 100)]), advertiseAddress: address() })),
             },

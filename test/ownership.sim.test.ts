@@ -6,7 +6,7 @@
  * from members that no longer hold them), and anti-entropy heals a replica that silently
  * lost state.
  */
-import { DISCARD_AFTER_MS } from '../src/replication-engine';
+import { DISCARD_AFTER_MS, DISCARD_MAX_WAIT_MS } from '../src/replication-engine';
 import { PERFECT_LINK } from './support/sim-network';
 import { comparable, SimCluster, type SimClusterOptions, type SimNode } from './support/sim-node';
 
@@ -166,6 +166,47 @@ for (const transport of TRANSPORTS) {
       // Copies that moved to the joiner are dropped by their former holders once the view has been stable.
       cluster.runFor(DISCARD_AFTER_MS + 1000);
       expect(cluster.divergences(owners)).toEqual([]);
+      expect(cluster.running.reduce((sum, n) => sum + n.engine.stats.sessionsDiscarded, 0)).toBeGreaterThan(0);
+    });
+
+    test('former holders keep their copies while the joiner is still pulling, and drop them once it is done', () => {
+      const cluster = startCluster({ seed: 59, nodes: 3, transport, replicas: 1 });
+      const owners = new Map<string, string>();
+      for (let i = 0; i < 120; i++) {
+        const writer = cluster.nodes[i % 3]!;
+        writer.write(`s${i}`, { cart: `cart ${i}` });
+        owners.set(`s${i}`, writer.nodeId);
+      }
+      expect(cluster.runUntil(() => cluster.divergences(owners).length === 0, SETTLE_MS)).toBe(true);
+      const discarded = () => cluster.running.reduce((sum, n) => sum + n.engine.stats.sessionsDiscarded, 0);
+
+      // State transfers now take longer than the discard delay.
+      const slowTransferMs = DISCARD_AFTER_MS * 3;
+      cluster.options.transferDelayMs = slowTransferMs;
+      const joiner = cluster.addNode();
+      expect(cluster.runUntil(() => cluster.membershipSettled(), 10_000)).toBe(true);
+      expect(cluster.runUntil(() => joiner.engine.hasPendingPulls(), 1000)).toBe(true);
+      cluster.runFor(DISCARD_AFTER_MS * 2);
+      expect(joiner.engine.hasPendingPulls()).toBe(true);
+      expect(discarded()).toBe(0);
+      // Every session still has its two copies (owner and one secondary) besides the joiner.
+      const copies = (id: string) => cluster.running.filter((n) => n !== joiner && n.store.snapshot(id, cluster.net.now) !== undefined).length;
+      expect([...owners.keys()].filter((id) => copies(id) < 2)).toEqual([]);
+
+      expect(cluster.runUntil(() => !joiner.engine.hasPendingPulls(), slowTransferMs * 2)).toBe(true);
+      expect(cluster.runUntil(() => cluster.divergences(owners).length === 0, SETTLE_MS)).toBe(true);
+      expect(discarded()).toBeGreaterThan(0);
+    });
+
+    test('a joiner stuck pulling holds up the discard only for a bounded time', () => {
+      const cluster = startCluster({ seed: 61, nodes: 3, transport, replicas: 1 });
+      for (let i = 0; i < 60; i++) cluster.nodes[i % 3]!.write(`s${i}`, { cart: `cart ${i}` });
+      cluster.runFor(1000);
+      cluster.options.transferDelayMs = DISCARD_AFTER_MS + DISCARD_MAX_WAIT_MS * 2;
+      const joiner = cluster.addNode();
+      expect(cluster.runUntil(() => cluster.membershipSettled(), 10_000)).toBe(true);
+      cluster.runFor(DISCARD_AFTER_MS + DISCARD_MAX_WAIT_MS + 5000);
+      expect(joiner.engine.hasPendingPulls()).toBe(true);
       expect(cluster.running.reduce((sum, n) => sum + n.engine.stats.sessionsDiscarded, 0)).toBeGreaterThan(0);
     });
   });

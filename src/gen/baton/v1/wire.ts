@@ -141,6 +141,11 @@ export interface Heartbeat {
   sentAtUnixMs: bigint;
   /** Members this node knows (node id and advertise address), so peers learn of each other. */
   known: KnownMember[];
+  /**
+   * The node is still pulling partitions placement gave it: peers keep the copies they no
+   * longer hold until it is done.
+   */
+  pulling: boolean;
 }
 
 export interface KnownMember {
@@ -1002,7 +1007,15 @@ export const ChannelState: MessageFns<ChannelState> = {
 };
 
 function createBaseHeartbeat(): Heartbeat {
-  return { advertiseAddress: "", configDigest: 0n, channels: [], leaving: false, sentAtUnixMs: 0n, known: [] };
+  return {
+    advertiseAddress: "",
+    configDigest: 0n,
+    channels: [],
+    leaving: false,
+    sentAtUnixMs: 0n,
+    known: [],
+    pulling: false,
+  };
 }
 
 export const Heartbeat: MessageFns<Heartbeat> = {
@@ -1030,6 +1043,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     }
     for (const v of message.known) {
       KnownMember.encode(v!, writer.uint32(50).fork()).join();
+    }
+    if (message.pulling !== false) {
+      writer.uint32(56).bool(message.pulling);
     }
     return writer;
   },
@@ -1095,6 +1111,14 @@ export const Heartbeat: MessageFns<Heartbeat> = {
             message.known.push(KnownMember.decode(reader, reader.uint32()));
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.pulling = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1122,6 +1146,7 @@ export const Heartbeat: MessageFns<Heartbeat> = {
       ? BigInt(object.sentAtUnixMs)
       : 0n;
     message.known = object.known?.map((e) => KnownMember.fromPartial(e)) || [];
+    message.pulling = object.pulling ?? false;
     return message;
   },
 };
