@@ -23,6 +23,8 @@ import type { SessionSnapshot, SessionStore } from '../src/store';
 const TOKEN_HEADER = 'x-baton-peer-token';
 /** Session ids a peer serves in one Fetch or Lookup request. */
 export const MAX_IDS_PER_REQUEST = 10_000;
+/** A Lookup answer is split into responses of about this many bytes of ids and values. */
+export const LOOKUP_RESPONSE_BYTES = 1024 * 1024;
 
 /** The tokens a caller may present (one per accepted key) and the one this node sends. */
 export class PeerAuth {
@@ -92,16 +94,30 @@ export function peerServiceImplementation(store: SessionStore, nodeId: string, a
           return;
         }
         const now = Date.now();
-        const sessions: SessionEntry[] = [];
+        let sessions: SessionEntry[] = [];
+        let bytes = 0;
+        let full = false;
+        const send = (more: boolean) => {
+          // A caller that stops reading stops being read: answers never pile up here.
+          if (!call.write({ requestId: request.requestId, sessions, more }) && !full) {
+            full = true;
+            call.pause();
+            call.once('drain', () => call.resume());
+          }
+        };
         for (const id of request.sessionIds) {
           const snapshot = store.snapshot(id, now);
-          if (snapshot !== undefined) sessions.push(toEntry(snapshot));
+          if (snapshot === undefined) continue;
+          const size = snapshotBytes(snapshot);
+          if (sessions.length > 0 && bytes + size > LOOKUP_RESPONSE_BYTES) {
+            send(true);
+            sessions = [];
+            bytes = 0;
+          }
+          sessions.push(toEntry(snapshot));
+          bytes += size;
         }
-        // A caller that stops reading stops being read: answers never pile up here.
-        if (!call.write({ requestId: request.requestId, sessions })) {
-          call.pause();
-          call.once('drain', () => call.resume());
-        }
+        send(false);
       });
       call.on('end', () => call.end());
     },
@@ -130,6 +146,13 @@ function streamPartitions(call: ServerWritableStream<FetchRequest, SessionEntry>
     }
   };
   pump();
+}
+
+/** About how many bytes a snapshot takes on the wire (ids, names and values). */
+function snapshotBytes(s: SessionSnapshot): number {
+  let bytes = s.id.length + 32;
+  for (const part of s.parts) bytes += part.name.length + (part.value?.length ?? 0) + 32;
+  return bytes;
 }
 
 export function toEntry(s: SessionSnapshot): SessionEntry {
@@ -240,6 +263,8 @@ export class PeerClients {
 }
 
 interface PendingLookup {
+  /** What the responses with `more` set brought so far. */
+  snapshots: SessionSnapshot[];
   resolve: (snapshots: SessionSnapshot[]) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout;
@@ -268,9 +293,11 @@ class LookupStream {
       const id = Number(response.requestId);
       const pending = this.pending.get(id);
       if (pending === undefined) return;
+      for (const entry of response.sessions) pending.snapshots.push(fromEntry(entry));
+      if (response.more) return;
       this.pending.delete(id);
       clearTimeout(pending.timer);
-      pending.resolve(response.sessions.map(fromEntry));
+      pending.resolve(pending.snapshots);
     });
     this.call.on('error', (err: Error) => this.close(err));
     this.call.on('end', () => this.close(new Error('the peer ended the lookup stream')));
@@ -286,7 +313,7 @@ class LookupStream {
         reject(new Error(`the peer did not answer within ${deadlineMs} ms`));
         if (this.lastAnswerAt < askedAt) this.close(new Error('the peer stopped answering lookups'));
       }, deadlineMs);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { snapshots: [], resolve, reject, timer });
       this.call.write({ requestId: BigInt(id), sessionIds });
     });
   }

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { BuzHash } from '../src/buzhash';
 import { parseClusterKeys } from '../src/cluster-key';
-import { PeerServiceService } from '../src/gen/baton/v1/peer';
+import { type LookupResponse, PeerServiceService } from '../src/gen/baton/v1/peer';
 import { HybridClock } from '../src/hybrid-clock';
 import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store';
 import { MAX_IDS_PER_REQUEST, PeerAuth, PeerClients, peerServiceImplementation } from '../sidecar/peer-service';
@@ -59,6 +59,30 @@ describe('PeerService.Lookup', () => {
     expect(second).toHaveLength(1);
     expect(second[0]!.deletedVersion).toBeGreaterThan(0);
     expect(third).toEqual([]);
+  });
+
+  test('an answer larger than one response is split into several, and the client puts them back together', async () => {
+    const big = ['big-1', 'big-2', 'big-3', 'big-4', 'big-5'];
+    for (const [i, id] of big.entries()) store.put(id, [{ name: 'blob', value: Buffer.alloc(400 * 1024, i) }], 60_000, Date.now());
+    const snapshots = await clients.lookup(address, [...big, 's1'], DEADLINE_MS);
+    expect(snapshots.map((s) => [s.id, s.parts[0]!.value!.length])).toEqual([...big.map((id) => [id, 400 * 1024]), ['s1', 12]]);
+
+    // On the wire: one request, several responses, all but the last marked `more`.
+    const responses: { sessions: number; more: boolean }[] = [];
+    const auth = new PeerAuth(key);
+    await new Promise<void>((resolve, reject) => {
+      const call = clients.client(address).lookup(auth.metadata());
+      call.on('data', (r: LookupResponse) => {
+        responses.push({ sessions: r.sessions.length, more: r.more });
+        if (!r.more) call.end();
+      });
+      call.on('error', reject);
+      call.on('end', resolve);
+      call.write({ requestId: 7n, sessionIds: big });
+    });
+    expect(responses.length).toBeGreaterThan(1);
+    expect(responses.reduce((sum, r) => sum + r.sessions, 0)).toBe(big.length);
+    expect(responses.map((r) => r.more)).toEqual([...responses.slice(1).map(() => true), false]);
   });
 
   test('a caller without the cluster key is refused', async () => {

@@ -86,6 +86,8 @@ export interface LookupRequest {
 export interface LookupResponse {
   requestId: bigint;
   sessions: SessionEntry[];
+  /** More responses to the same request follow. */
+  more: boolean;
 }
 
 function createBaseDigestsRequest(): DigestsRequest {
@@ -710,7 +712,7 @@ export const LookupRequest: MessageFns<LookupRequest> = {
 };
 
 function createBaseLookupResponse(): LookupResponse {
-  return { requestId: 0n, sessions: [] };
+  return { requestId: 0n, sessions: [], more: false };
 }
 
 export const LookupResponse: MessageFns<LookupResponse> = {
@@ -723,6 +725,9 @@ export const LookupResponse: MessageFns<LookupResponse> = {
     }
     for (const v of message.sessions) {
       SessionEntry.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.more !== false) {
+      writer.uint32(24).bool(message.more);
     }
     return writer;
   },
@@ -756,6 +761,14 @@ export const LookupResponse: MessageFns<LookupResponse> = {
             message.sessions.push(SessionEntry.decode(reader, reader.uint32()));
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.more = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -775,6 +788,7 @@ export const LookupResponse: MessageFns<LookupResponse> = {
     const message = createBaseLookupResponse();
     message.requestId = (object.requestId !== undefined && object.requestId !== null) ? BigInt(object.requestId) : 0n;
     message.sessions = object.sessions?.map((e) => SessionEntry.fromPartial(e)) || [];
+    message.more = object.more ?? false;
     return message;
   },
 };
@@ -803,8 +817,9 @@ export const PeerServiceService = {
   },
   /**
    * Resume lookups on a stream a node keeps open to each peer: every request is answered,
-   * in order, by one response with the same request_id carrying the asked sessions this
-   * node holds (tombstones included). A per-call stream costs a resume about 1 ms more.
+   * in order, by responses with the same request_id carrying the asked sessions this node
+   * holds (tombstones included); all but the last have `more` set, so no one message grows
+   * past about 1 MiB of values. A per-call stream costs a resume about 1 ms more.
    */
   lookup: {
     path: "/baton.v1.PeerService/Lookup" as const,
@@ -824,8 +839,9 @@ export interface PeerServiceServer extends UntypedServiceImplementation {
   fetch: handleServerStreamingCall<FetchRequest, SessionEntry>;
   /**
    * Resume lookups on a stream a node keeps open to each peer: every request is answered,
-   * in order, by one response with the same request_id carrying the asked sessions this
-   * node holds (tombstones included). A per-call stream costs a resume about 1 ms more.
+   * in order, by responses with the same request_id carrying the asked sessions this node
+   * holds (tombstones included); all but the last have `more` set, so no one message grows
+   * past about 1 MiB of values. A per-call stream costs a resume about 1 ms more.
    */
   lookup: handleBidiStreamingCall<LookupRequest, LookupResponse>;
 }
@@ -852,8 +868,9 @@ export interface PeerServiceClient extends Client {
   fetch(request: FetchRequest, metadata?: Metadata, options?: Partial<CallOptions>): ClientReadableStream<SessionEntry>;
   /**
    * Resume lookups on a stream a node keeps open to each peer: every request is answered,
-   * in order, by one response with the same request_id carrying the asked sessions this
-   * node holds (tombstones included). A per-call stream costs a resume about 1 ms more.
+   * in order, by responses with the same request_id carrying the asked sessions this node
+   * holds (tombstones included); all but the last have `more` set, so no one message grows
+   * past about 1 MiB of values. A per-call stream costs a resume about 1 ms more.
    */
   lookup(): ClientDuplexStream<LookupRequest, LookupResponse>;
   lookup(options: Partial<CallOptions>): ClientDuplexStream<LookupRequest, LookupResponse>;
