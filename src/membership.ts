@@ -303,6 +303,26 @@ export class Membership {
     return events;
   }
 
+  /**
+   * Any other authenticated datagram from a member at its current incarnation (data,
+   * acknowledgements, NACKs) shows it alive as well as a heartbeat does: under heavy
+   * replication traffic a heartbeat can be lost in a full receive buffer while data still
+   * arrives, and declaring such a member suspect or dead would move placement for nothing.
+   * Brings a suspect member back to alive; a dead or departed one needs a heartbeat.
+   */
+  heardFrom(nodeId: string, incarnation: bigint, now: number): MembershipEvent[] {
+    const record = this.records.get(nodeId);
+    if (record === undefined || record.incarnation !== incarnation) return [];
+    if (record.state === 'alive') {
+      record.lastHeardAt = now;
+      return [];
+    }
+    if (record.state !== 'suspect') return [];
+    record.lastHeardAt = now;
+    record.state = 'alive'; // suspect counted as live already: the view does not change
+    return [{ type: 'alive', nodeId, previous: 'suspect' }];
+  }
+
   /** A Leave datagram from nodeId at incarnation. Unknown nodes are ignored. */
   handleLeave(nodeId: string, incarnation: bigint, now: number): MembershipEvent[] {
     if (nodeId === this.self.nodeId) {

@@ -322,6 +322,10 @@ export class ReplicationEngine {
     }
     this.stats.bytesReceived += payload.length;
     const body = datagram.body;
+    if (body.$case !== 'heartbeat' && body.$case !== 'leave') {
+      const events = this.membership.heardFrom(from, incarnation, now);
+      if (events.length > 0) this.onMembershipEvents(events, now);
+    }
     switch (body.$case) {
       case 'heartbeat':
         this.stats.datagramsReceived.heartbeat++;

@@ -77,6 +77,11 @@ class Cluster {
     return this.call(to, () => to.membership.handleHeartbeat(heartbeat, this.now));
   }
 
+  /** Hands a node a non-heartbeat datagram (data, ack, NACK) from another, now. */
+  dataFrom(to: SimNode, from: SimNode, incarnation = from.incarnation): MembershipEvent[] {
+    return this.call(to, () => to.membership.heardFrom(from.nodeId, incarnation, this.now));
+  }
+
   /** Runs every deadline up to and including t, then sets the clock to t. */
   runUntil(t: number): void {
     for (let guard = 0; ; guard++) {
@@ -183,6 +188,31 @@ describe('three nodes exchanging heartbeats', () => {
 
     expect(timeline(a)).toEqual(['0 joined b', '0 joined c', '2000 suspect c', '4000 dead c']);
     expect(timeline(b)).toEqual(['0 joined a', '0 joined c', '2000 suspect c', '4000 dead c']);
+  });
+
+  test('data from a member keeps it alive while its heartbeats are lost, and brings it back from suspect', () => {
+    cluster.runUntil(1000);
+    cluster.block(a, c); // heartbeats between a and c lost from now on
+    cluster.runUntil(2000);
+    expect(stateOf(a, 'c')).toBe('suspect');
+    cluster.runUntil(2500);
+    expect(cluster.dataFrom(a, c)).toEqual([{ type: 'alive', nodeId: 'c', previous: 'suspect' }]);
+    expect(stateOf(a, 'c')).toBe('alive');
+    for (let t = 3000; t <= 8000; t += 500) {
+      cluster.runUntil(t);
+      cluster.dataFrom(a, c);
+    }
+    expect(stateOf(a, 'c')).toBe('alive');
+    // A datagram of another incarnation says nothing about this one.
+    cluster.runUntil(9000);
+    expect(stateOf(a, 'c')).toBe('suspect');
+    expect(cluster.dataFrom(a, c, 7n)).toEqual([]);
+    cluster.runUntil(11_000);
+    expect(stateOf(a, 'c')).toBe('dead');
+    // A dead member comes back only with a heartbeat (config digest checked), not with data.
+    expect(cluster.dataFrom(a, c)).toEqual([]);
+    expect(stateOf(a, 'c')).toBe('dead');
+    expect(timeline(a)).toEqual(['0 joined b', '0 joined c', '2000 suspect c', '2500 alive c', '9000 suspect c', '11000 dead c']);
   });
 
   test('a cut-off node recovers to alive from suspect, and from dead', () => {
