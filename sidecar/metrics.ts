@@ -161,6 +161,12 @@ export class SidecarMetrics {
     counterFrom(registry, 'baton_replication_nacks_sent_total', 'NACKs this node sent for missing sequence numbers.', () => engine.channelCounters().nacksSent);
     counterFrom(registry, 'baton_replication_nacks_received_total', 'NACKs this node received as a sender.', () => stats.nacksReceived);
     counterFrom(registry, 'baton_replication_retransmissions_total', 'Datagrams sent again after a NACK.', () => stats.retransmissions);
+    counterFrom(
+      registry,
+      'baton_replication_repairs_held_off_total',
+      'Packets NACKed again within the repair holdoff of their last retransmission, and not resent.',
+      () => engine.channelCounters().repairsHeldOff,
+    );
     counterFrom(registry, 'baton_replication_fragments_sent_total', 'Fragments of deltas too large for one datagram.', () => stats.fragmentsSent);
     counterFrom(registry, 'baton_replication_acks_received_total', 'Acknowledgements received from secondaries.', () => stats.acksReceived);
     counterFrom(registry, 'baton_replication_duplicates_total', 'Data datagrams received more than once.', () => engine.channelCounters().duplicates);

@@ -26,7 +26,17 @@ export interface ChannelSenderConfig {
   retransmitBufferBytes: number;
   /** Most packets resent for one NACK (the receiver NACKs the rest again). */
   maxRetransmitPerNack: number;
+  /**
+   * A packet resent less than this long ago (ms) is not resent again: NACKs for the same
+   * packet from several multicast receivers, or the unicast and multicast copies of one
+   * NACK, cost one retransmission. Below a receiver's NACK retry interval, so a resend
+   * that was lost is still repaired.
+   */
+  repairHoldoffMs: number;
 }
+
+/** The holdoff replication uses (receivers repeat a NACK after 10 ms at the soonest). */
+export const DEFAULT_REPAIR_HOLDOFF_MS = 3;
 
 /** A delta ready to send: its encoded bytes and the key conflation groups it by. */
 export interface OutgoingDelta {
@@ -57,6 +67,8 @@ const ENTRY_OVERHEAD_BYTES = 64;
 
 interface BufferEntry {
   seq: number;
+  /** When it was last resent (-Infinity: never). */
+  resentAt: number;
   /** Conflation keys of the deltas this packet carried. */
   keys: string[] | undefined;
   fragment: FragmentBody | undefined;
@@ -81,7 +93,7 @@ export class ChannelSender {
   /** Per receiver: the highest cumulative sequence number it acknowledged itself. */
   private readonly confirmed = new Map<string, number>();
   /** Counters for metrics. */
-  readonly counters = { packets: 0, retransmitted: 0, fragments: 0, goneReplies: 0, trimmedUnacked: 0 };
+  readonly counters = { packets: 0, retransmitted: 0, fragments: 0, goneReplies: 0, trimmedUnacked: 0, repairsHeldOff: 0 };
 
   constructor(private readonly config: ChannelSenderConfig) {
     if (config.maxPacketBytes < 64) throw new RangeError('maxPacketBytes must be at least 64');
@@ -144,10 +156,11 @@ export class ChannelSender {
   }
 
   /**
-   * Answers a NACK. Returns the packets to resend (at most maxRetransmitPerNack) and,
-   * if any asked-for sequence number has left the buffer, the first one still held.
+   * Answers a NACK. Returns the packets to resend (at most maxRetransmitPerNack; none
+   * resent within repairHoldoffMs) and, if any asked-for sequence number has left the
+   * buffer, the first one still held.
    */
-  handleNack(ranges: readonly (readonly [number, number])[]): { packets: DataPacket[]; goneBefore: number | undefined } {
+  handleNack(ranges: readonly (readonly [number, number])[], now: number): { packets: DataPacket[]; goneBefore: number | undefined } {
     const packets: DataPacket[] = [];
     let goneBefore: number | undefined;
     for (const [first, last] of ranges) {
@@ -156,6 +169,13 @@ export class ChannelSender {
       for (let s = Math.max(first, this.firstRetained); s <= last; s++) {
         if (packets.length >= this.config.maxRetransmitPerNack) break;
         const entry = this.buffer.get(s);
+        if (entry !== undefined) {
+          if (now - entry.resentAt < this.config.repairHoldoffMs) {
+            this.counters.repairsHeldOff++;
+            continue;
+          }
+          entry.resentAt = now;
+        }
         // Released by acknowledgement from everyone: an empty packet fills the gap.
         packets.push(entry === undefined ? emptyPacket(s) : this.rebuild(entry));
       }
@@ -207,7 +227,7 @@ export class ChannelSender {
       this.latest.set(key, { bytes: deltas[i]!, seq });
       this.bytes += deltas[i]!.length;
     }
-    this.buffer.set(seq, { seq, keys, fragment: undefined });
+    this.buffer.set(seq, { seq, resentAt: -Infinity, keys, fragment: undefined });
     this.bytes += ENTRY_OVERHEAD_BYTES;
     this.counters.packets++;
     return { seq, deltas, fragment: undefined, retransmit: false };
@@ -222,7 +242,7 @@ export class ChannelSender {
       const chunk = delta.bytes.subarray(index * chunkSize, Math.min(delta.bytes.length, (index + 1) * chunkSize));
       const fragment: FragmentBody = { deltaId, index, count, chunk };
       const seq = ++this.seq;
-      this.buffer.set(seq, { seq, keys: undefined, fragment });
+      this.buffer.set(seq, { seq, resentAt: -Infinity, keys: undefined, fragment });
       this.bytes += chunk.length + ENTRY_OVERHEAD_BYTES;
       this.counters.packets++;
       this.counters.fragments++;

@@ -14,7 +14,7 @@
  */
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { ChannelReceiver, type ChannelReceiverConfig } from './channel-receiver';
-import { ChannelSender, type DataPacket } from './channel-sender';
+import { ChannelSender, type DataPacket, DEFAULT_REPAIR_HOLDOFF_MS } from './channel-sender';
 import { Datagram, Delta, DeltaKind, type Data, type Heartbeat } from './gen/baton/v1/wire';
 import type { Membership, MembershipEvent } from './membership';
 import type { Placement } from './placement';
@@ -344,7 +344,7 @@ export class ReplicationEngine {
           break;
         }
         if (nack.channelSenderNodeId === this.config.nodeId) {
-          this.onNack(from, nack.channelSenderIncarnation, nack.targetNodeId, ranges, fromAddress);
+          this.onNack(from, nack.channelSenderIncarnation, nack.targetNodeId, ranges, fromAddress, now);
         } else if (nack.targetNodeId === '') {
           const receiver = this.receivers.get(receiverKey(nack.channelSenderNodeId, nack.channelSenderIncarnation, ''));
           receiver?.handleOverheardNack(ranges, now);
@@ -549,13 +549,14 @@ export class ReplicationEngine {
   }
 
   /** Counters of the channels, summed. */
-  channelCounters(): { packets: number; retransmitted: number; fragments: number; goneReplies: number; duplicates: number; nacksSent: number } {
-    const c = { packets: 0, retransmitted: 0, fragments: 0, goneReplies: 0, duplicates: 0, nacksSent: 0 };
+  channelCounters(): { packets: number; retransmitted: number; fragments: number; goneReplies: number; repairsHeldOff: number; duplicates: number; nacksSent: number } {
+    const c = { packets: 0, retransmitted: 0, fragments: 0, goneReplies: 0, repairsHeldOff: 0, duplicates: 0, nacksSent: 0 };
     for (const s of this.senders.values()) {
       c.packets += s.counters.packets;
       c.retransmitted += s.counters.retransmitted;
       c.fragments += s.counters.fragments;
       c.goneReplies += s.counters.goneReplies;
+      c.repairsHeldOff += s.counters.repairsHeldOff;
     }
     for (const r of this.receivers.values()) {
       c.duplicates += r.counters.duplicates;
@@ -573,6 +574,7 @@ export class ReplicationEngine {
         maxPacketBytes: this.config.maxPayloadBytes - 48 - this.config.nodeId.length - channel.length,
         retransmitBufferBytes: this.config.retransmitBufferBytes,
         maxRetransmitPerNack: 64,
+        repairHoldoffMs: DEFAULT_REPAIR_HOLDOFF_MS,
       });
       sender.setReceivers(channel === '' ? this.otherLiveMembers() : [channel]);
       this.senders.set(channel, sender);
@@ -796,7 +798,7 @@ export class ReplicationEngine {
     if (writtenAt > 0) this.observer.lag(Math.max(0, now - writtenAt));
   }
 
-  private onNack(from: string, incarnation: bigint, channel: string, ranges: readonly (readonly [number, number])[], fromAddress: string): void {
+  private onNack(from: string, incarnation: bigint, channel: string, ranges: readonly (readonly [number, number])[], fromAddress: string, now: number): void {
     this.stats.nacksReceived++;
     if (incarnation !== this.config.incarnation) {
       this.observer.dropped('stale_incarnation');
@@ -812,7 +814,7 @@ export class ReplicationEngine {
       this.push(fromAddress, this.encode({ $case: 'gone', gone: { targetNodeId: channel, firstRetainedSeq: 1n } }), 'gone');
       return;
     }
-    const { packets, goneBefore } = sender.handleNack(ranges);
+    const { packets, goneBefore } = sender.handleNack(ranges, now);
     for (const packet of packets) this.sendData(channel, packet, false);
     if (goneBefore !== undefined) {
       this.push(fromAddress, this.encode({ $case: 'gone', gone: { targetNodeId: channel, firstRetainedSeq: BigInt(goneBefore) } }), 'gone');
@@ -980,12 +982,16 @@ export class ReplicationEngine {
     const poll = receiver.poll(now);
     if (poll.nack === undefined && poll.ack === undefined && !poll.resync) return;
     const incarnation = BigInt(incarnationText);
-    // On multicast, NACKs go to the group so other receivers can hold theirs back.
-    const nackTo = channel === '' ? 'multicast' : address;
     if (poll.nack !== undefined) {
       const ranges = poll.nack.map(([first, last]) => ({ first: BigInt(first), last: BigInt(last) }));
       const nack = { channelSenderNodeId: from, channelSenderIncarnation: incarnation, targetNodeId: channel === '' ? '' : this.config.nodeId, ranges };
-      this.push(nackTo, this.encode({ $case: 'nack', nack }), 'nack');
+      const payload = this.encode({ $case: 'nack', nack });
+      // On multicast a NACK goes to the group, so other receivers can hold theirs back, and
+      // to the sender itself: the sender's group socket also receives its own multicast
+      // traffic and may be full; its unicast socket is not. Its repair holdoff makes the two
+      // copies cost one retransmission.
+      if (channel === '') this.push('multicast', payload, 'nack');
+      this.push(address, payload, 'nack');
     }
     if (poll.ack !== undefined) {
       const ack = { channelSenderNodeId: from, channelSenderIncarnation: incarnation, targetNodeId: channel === '' ? '' : this.config.nodeId, cumulativeSeq: BigInt(poll.ack) };

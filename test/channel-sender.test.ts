@@ -5,7 +5,7 @@
 import { ChannelSender } from '../src/channel-sender';
 
 function sender(retransmitBufferBytes = 64 * 1024): ChannelSender {
-  return new ChannelSender({ maxPacketBytes: 1200, retransmitBufferBytes, maxRetransmitPerNack: 64 });
+  return new ChannelSender({ maxPacketBytes: 1200, retransmitBufferBytes, maxRetransmitPerNack: 64, repairHoldoffMs: 3 });
 }
 
 const bytes = (n: number, fill = 1): Uint8Array => new Uint8Array(n).fill(fill);
@@ -18,8 +18,24 @@ describe('ChannelSender', () => {
     s.flush(); // seq 1
     s.enqueue({ key: 'a', bytes: bytes(900, 3) });
     s.flush(); // seq 2 carries the newer, larger 'a'
-    const { packets } = s.handleNack([[1, 2]]);
+    const { packets } = s.handleNack([[1, 2]], 0);
     expect(packets.map((p) => p.deltas.map((d) => [d[0], d.length]))).toEqual([[[2, 10]], [[3, 900]]]);
+  });
+
+  test('a packet NACKed again within the repair holdoff is not resent twice; after it, it is', () => {
+    const s = sender();
+    for (const key of ['a', 'b', 'c']) {
+      s.enqueue({ key, bytes: bytes(10) });
+      s.flush();
+    }
+    const seqs = (r: { packets: { seq: number }[] }) => r.packets.map((p) => p.seq);
+    expect(seqs(s.handleNack([[1, 2]], 100))).toEqual([1, 2]);
+    // The other copy of the same NACK, or another receiver's: 1 and 2 were just resent.
+    expect(seqs(s.handleNack([[1, 3]], 101))).toEqual([3]);
+    expect(s.counters.repairsHeldOff).toBe(2);
+    // A receiver that lost the retransmission asks again after its retry interval.
+    expect(seqs(s.handleNack([[1, 3]], 103))).toEqual([1, 2]);
+    expect(s.counters.retransmitted).toBe(5);
   });
 
   test('a receiver added later is not counted as having acknowledged what was trimmed before it', () => {
