@@ -494,12 +494,9 @@ export class ReplicationEngine {
     this.discardUnheld();
   }
 
+  /** peersPulling holds live members only: syncView drops the others on every view change. */
   private anyPeerPulling(): boolean {
-    for (const nodeId of this.peersPulling) {
-      const state = this.membership.member(nodeId)?.state;
-      if (state === 'alive' || state === 'suspect') return true;
-    }
-    return false;
+    return this.peersPulling.size > 0;
   }
 
   /** Drops sessions this node neither owns nor is a secondary of (placement moved). */
@@ -1058,7 +1055,7 @@ export class ReplicationEngine {
       configDigest: this.membership.configDigest,
       channels: [] as { targetNodeId: string; highestSeq: bigint }[],
       leaving: this.leaving,
-      pulling: this.pendingPulls.size > 0,
+      pulling: this.hasPendingPulls(),
       sentAtUnixMs: BigInt(Math.floor(now)),
       known,
       ...extras,

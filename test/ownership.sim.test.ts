@@ -39,6 +39,17 @@ function agreed(cluster: SimCluster, id: string, owner: string): boolean {
   return seen.every((v) => v.owner === owner && v.state !== undefined && v.state === seen[0]!.state);
 }
 
+/** Writes `count` sessions s0, s1… (a cart part each) round-robin on the first `writers` nodes; returns id → owner. */
+function writeCarts(cluster: SimCluster, count: number, writers: number): Map<string, string> {
+  const owners = new Map<string, string>();
+  for (let i = 0; i < count; i++) {
+    const writer = cluster.nodes[i % writers]!;
+    writer.write(`s${i}`, { cart: `cart ${i}` });
+    owners.set(`s${i}`, writer.nodeId);
+  }
+  return owners;
+}
+
 function partValue(node: SimNode, id: string, name: string): string | null | undefined {
   return node.store.snapshot(id, node.cluster.net.now)?.parts.find((p) => p.name === name)?.value;
 }
@@ -122,12 +133,7 @@ for (const transport of TRANSPORTS) {
   describe(`${transport}: re-replication`, () => {
     test('after a member dies, the partitions that lost a copy reach their new holders and nothing stays under-replicated', () => {
       const cluster = startCluster({ seed: 51, nodes: 5, transport, replicas: 2, profile: lossy(0.02), membership: { deadAfterMs: 1500 } });
-      const owners = new Map<string, string>();
-      for (let i = 0; i < 120; i++) {
-        const writer = cluster.nodes[i % 4]!;
-        writer.write(`s${i}`, { cart: `cart ${i}` });
-        owners.set(`s${i}`, writer.nodeId);
-      }
+      const owners = writeCarts(cluster, 120, 4);
       expect(cluster.runUntil(() => cluster.divergences(owners).length === 0, SETTLE_MS)).toBe(true);
 
       cluster.nodes[4]!.stop();
@@ -150,12 +156,7 @@ for (const transport of TRANSPORTS) {
 
     test('after a member joins, it receives the partitions it now holds, and the members that no longer hold them drop their copies', () => {
       const cluster = startCluster({ seed: 53, nodes: 3, transport, replicas: 1, profile: lossy(0.02) });
-      const owners = new Map<string, string>();
-      for (let i = 0; i < 120; i++) {
-        const writer = cluster.nodes[i % 3]!;
-        writer.write(`s${i}`, { cart: `cart ${i}` });
-        owners.set(`s${i}`, writer.nodeId);
-      }
+      const owners = writeCarts(cluster, 120, 3);
       expect(cluster.runUntil(() => cluster.divergences(owners).length === 0, SETTLE_MS)).toBe(true);
 
       const joiner = cluster.addNode();
@@ -171,12 +172,7 @@ for (const transport of TRANSPORTS) {
 
     test('former holders keep their copies while the joiner is still pulling, and drop them once it is done', () => {
       const cluster = startCluster({ seed: 59, nodes: 3, transport, replicas: 1 });
-      const owners = new Map<string, string>();
-      for (let i = 0; i < 120; i++) {
-        const writer = cluster.nodes[i % 3]!;
-        writer.write(`s${i}`, { cart: `cart ${i}` });
-        owners.set(`s${i}`, writer.nodeId);
-      }
+      const owners = writeCarts(cluster, 120, 3);
       expect(cluster.runUntil(() => cluster.divergences(owners).length === 0, SETTLE_MS)).toBe(true);
       const discarded = () => cluster.running.reduce((sum, n) => sum + n.engine.stats.sessionsDiscarded, 0);
 
