@@ -8,8 +8,10 @@ import { loadSync } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import { ClusterServiceService, type ClusterServiceServer } from '../src/gen/baton/v1/cluster';
-import { SessionServiceService, type SessionServiceServer } from '../src/gen/baton/v1/session';
+import type { SessionServiceServer } from '../src/gen/baton/v1/session';
 import type { ListenAddress } from './config';
+import { raiseReceiveWindows } from './flow-control';
+import { SessionServiceDefinition } from './session-service';
 import { PROTO_ROOT } from './package-root';
 
 export const SERVED_SERVICES = ['baton.v1.SessionService', 'baton.v1.ClusterService'] as const;
@@ -26,7 +28,7 @@ export class ApiServer {
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 10_000,
     });
-    this.server.addService(SessionServiceService, session);
+    this.server.addService(SessionServiceDefinition, session);
     this.server.addService(ClusterServiceService, cluster);
     this.health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVED_SERVICES.map((s) => [s, 'NOT_SERVING'])) });
     this.health.addToServer(this.server);
@@ -41,7 +43,11 @@ export class ApiServer {
   listen(address: ListenAddress): Promise<number> {
     const target = address.path !== undefined ? `unix:${address.path}` : `${formatHost(address.host!)}:${address.port}`;
     return new Promise((resolve, reject) => {
-      this.server.bindAsync(target, ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
+      this.server.bindAsync(target, ServerCredentials.createInsecure(), (err, port) => {
+        if (err) return reject(err);
+        raiseReceiveWindows(this.server);
+        resolve(port);
+      });
     });
   }
 

@@ -3,22 +3,24 @@
  * Semantics live in src/session-api.ts; this file adds transport concerns: metrics,
  * status mapping, flow control and draining on shutdown.
  *
- * Exchange answers each operation as soon as it is read and never ends the stream for a
- * failed operation. When the client stops reading responses, the stream stops reading
- * requests until the responses drain, so memory stays bounded.
+ * Exchange runs operations in the order they arrive, answers them in slices of
+ * EXCHANGE_SLICE_OPS, and never ends the stream for a failed operation. When the client
+ * stops reading responses, or sends faster than the operations run, the stream stops
+ * reading requests until the backlog clears, so memory stays bounded.
  */
 import { Metadata, status, type sendUnaryData, type ServerDuplexStream, type ServerUnaryCall, type ServerWritableStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import type {
-  DeleteRequest,
+import {
   ExchangeRequest,
-  ExchangeResponse,
-  GetRequest,
-  PutRequest,
-  SessionServiceServer,
-  TouchRequest,
-  WatchEvent,
-  WatchRequest,
+  type DeleteRequest,
+  SessionServiceService,
+  type ExchangeResponse,
+  type GetRequest,
+  type PutRequest,
+  type SessionServiceServer,
+  type TouchRequest,
+  type WatchEvent,
+  type WatchRequest,
 } from '../src/gen/baton/v1/session';
 import type { SessionApi } from '../src/session-api';
 import { checkSessionId } from '../src/validation';
@@ -28,6 +30,36 @@ import { resultOf, type Method, type OperationResult, type SidecarMetrics } from
 
 /** Events a watcher may have queued, unsent, before it is dropped as too slow. */
 const MAX_WATCH_BACKLOG = 10_000;
+/** Operations of an Exchange stream answered per message (one slice per event-loop turn). */
+export const EXCHANGE_SLICE_OPS = 16;
+/** Operations an Exchange stream may have read and not yet run before it stops reading. */
+const EXCHANGE_MAX_QUEUED_OPS = 4096;
+
+/** What the Exchange deserializer yields for a message that is not an ExchangeRequest. */
+class UndecodableRequest {
+  constructor(readonly reason: string) {}
+}
+
+/**
+ * SessionService as served: the generated definition, except that an Exchange message that
+ * does not decode reaches the handler, in order, as an UndecodableRequest. grpc-js would
+ * otherwise end the call with INTERNAL the moment it fails to decode a message, while
+ * messages read before it are still being answered; a response written after that status
+ * leaves the stream without trailers, and the client waits for its deadline.
+ */
+export const SessionServiceDefinition = {
+  ...SessionServiceService,
+  exchange: {
+    ...SessionServiceService.exchange,
+    requestDeserialize: (bytes: Buffer): ExchangeRequest | UndecodableRequest => {
+      try {
+        return ExchangeRequest.decode(bytes);
+      } catch (err) {
+        return new UndecodableRequest(err instanceof Error ? err.message : String(err));
+      }
+    },
+  },
+} as const;
 
 type Outcome<T> = { ok: true; value: T } | { ok: false; code: status; message: string };
 
@@ -117,9 +149,8 @@ export class SessionServiceHandlers {
     this.histogram(method).observe((performance.now() - started) / 1000);
   }
 
-  private exchange(call: ServerDuplexStream<ExchangeRequest, ExchangeResponse>): void {
+  private exchange(call: ServerDuplexStream<ExchangeRequest | UndecodableRequest, ExchangeResponse>): void {
     this.metrics.exchangeStreams.inc();
-    let paused = false;
     let ended = false;
     const entry = {
       end: () => {
@@ -129,47 +160,90 @@ export class SessionServiceHandlers {
       },
     };
     this.streams.add(entry);
-    const onDrain = () => {
-      paused = false;
-      call.resume();
+    // Reading stops while the responses are not draining (the client reads too slowly) or
+    // while too many operations wait to be run; it resumes when neither holds.
+    let awaitingDrain = false;
+    let readsPaused = false;
+    const updateReading = () => {
+      const pause = awaitingDrain || queue.length - head >= EXCHANGE_MAX_QUEUED_OPS;
+      if (pause === readsPaused) return;
+      readsPaused = pause;
+      if (pause) call.pause();
+      else call.resume();
     };
     let waiting = 0;
     let endWhenAnswered = false;
     const send = (response: ExchangeResponse) => {
       if (ended) return;
-      if (!call.write(response) && !paused) {
-        paused = true;
-        call.pause();
-        call.once('drain', onDrain);
+      if (!call.write(response) && !awaitingDrain) {
+        awaitingDrain = true;
+        updateReading();
+        call.once('drain', () => {
+          awaitingDrain = false;
+          updateReading();
+          if (!pumping) pump();
+        });
       }
     };
     const later = (response: Promise<ExchangeResponse>) => {
       waiting++;
       void response.then((r) => {
         send(r);
-        if (--waiting === 0 && endWhenAnswered) entry.end();
+        if (--waiting === 0 && endWhenAnswered && head === queue.length) entry.end();
       });
     };
-    call.on('data', (request: ExchangeRequest) => {
-      if (ended) return;
-      if (request.batch.length === 0) {
-        const response = this.exchangeOne(request);
-        if (response instanceof Promise) later(response);
-        else send(response);
-        return;
-      }
-      // A batch is answered by one message; operations that must wait are answered alone.
+    // Operations run in arrival order, EXCHANGE_SLICE_OPS at a time, each slice answered by
+    // one message, with a turn of the event loop between slices: the first answers reach the
+    // client while the rest are computed, so client and sidecar work at the same time instead
+    // of taking turns with whole batches.
+    let queue: (ExchangeRequest | UndecodableRequest)[] = [];
+    let head = 0;
+    let pumping = false;
+    const pump = () => {
+      pumping = false;
+      if (ended || awaitingDrain) return;
       const answered: ExchangeResponse[] = [];
-      for (const one of request.batch) {
+      let undecodable: UndecodableRequest | undefined;
+      while (head < queue.length && answered.length < EXCHANGE_SLICE_OPS) {
+        const one = queue[head++]!;
+        if (one instanceof UndecodableRequest) {
+          undecodable = one;
+          break;
+        }
         const response = one.batch.length > 0 ? nestedBatch(one.requestId) : this.exchangeOne(one);
         if (response instanceof Promise) later(response);
         else answered.push(response);
       }
-      if (answered.length > 0) send({ requestId: 0n, result: undefined, batch: answered });
+      if (answered.length === 1) send(answered[0]!);
+      else if (answered.length > 1) send({ requestId: 0n, result: undefined, batch: answered });
+      if (undecodable !== undefined) {
+        // The stream cannot be read past a message that does not decode: end it after the
+        // answers written so far, as grpc-js ends a call whose message does not decode.
+        ended = true;
+        call.emit('error', { code: status.INTERNAL, details: `an Exchange request could not be decoded: ${undecodable.reason}` });
+        return;
+      }
+      if (head < queue.length) {
+        if (!awaitingDrain) {
+          pumping = true;
+          setImmediate(pump);
+        }
+      } else {
+        queue = [];
+        head = 0;
+        if (endWhenAnswered && waiting === 0) entry.end();
+      }
+      updateReading();
+    };
+    call.on('data', (request: ExchangeRequest | UndecodableRequest) => {
+      if (ended) return;
+      if (request instanceof UndecodableRequest || request.batch.length === 0) queue.push(request);
+      else for (const one of request.batch) queue.push(one);
+      if (!pumping) pump();
     });
-    // Operations still waiting for replica acknowledgements are answered before the end.
+    // Operations still queued or waiting for replica acknowledgements are answered before the end.
     call.on('end', () => {
-      if (waiting === 0) entry.end();
+      if (waiting === 0 && head === queue.length) entry.end();
       else endWhenAnswered = true;
     });
     let open = true;

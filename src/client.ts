@@ -101,6 +101,9 @@ export const DEFAULT_CHANNEL_OPTIONS: Readonly<ChannelOptions> = {
   // removes their per-call bookkeeping (about 8% faster in the team's measurement).
   'grpc.enable_retries': 0,
   'grpc.enable_channelz': 0,
+  // Node's HTTP/2 receive windows are 64 KiB per stream and per connection: one batch of
+  // 64 one-KiB answers would stall the sidecar until this client's WINDOW_UPDATE came back.
+  'grpc-node.flow_control_window': 1024 * 1024,
   // Find a dead connection under an idle Exchange stream within ~40 s. grpc-js servers
   // accept pings this often; pings only go out while a call is open.
   'grpc.keepalive_time_ms': 30_000,

@@ -18,6 +18,7 @@ import {
   type WatchEvent,
 } from '../src/gen/baton/v1/session';
 import { SIDECAR_OPTIONS } from '../sidecar/config';
+import { EXCHANGE_SLICE_OPS } from '../sidecar/session-service';
 import { BatonClient } from '../src/client';
 import { discover, listServices } from './support/reflection-client';
 import { runBaton, startSidecar, type SidecarProcess } from './support/sidecar-process';
@@ -173,6 +174,44 @@ describe('baton sidecar process', () => {
     const got = byId.get(2n);
     expect(got?.$case === 'get' && got.get.session!.parts[0]!.value.toString()).toBe('1');
     expect(byId.get(3n)?.$case).toBe('error');
+  });
+
+  it('answers a large batch in slices, in order, so a later operation sees an earlier one', async () => {
+    const call = client.exchange();
+    const messages: ExchangeResponse[] = [];
+    const ops = 100;
+    const done = new Promise<void>((resolve, reject) => {
+      let answered = 0;
+      call.on('data', (r: ExchangeResponse) => {
+        messages.push(r);
+        answered += r.batch.length > 0 ? r.batch.length : 1;
+        if (answered === ops) resolve();
+      });
+      call.on('error', reject);
+    });
+    // Each Get follows the Put of the same session in the batch, and the final Get follows
+    // every Put: run in order, every Get finds its value.
+    const batch: ExchangeRequest[] = [];
+    for (let i = 0; i < ops / 2 - 1; i++) {
+      const put = { sessionId: `slice-${i}`, parts: [{ name: 'a', value: Buffer.from(String(i)) }], ttlSeconds: 0, minReplicas: 0 };
+      batch.push({ requestId: BigInt(2 * i), op: { $case: 'put', put }, batch: [] });
+      batch.push({ requestId: BigInt(2 * i + 1), op: { $case: 'get', get: { sessionId: `slice-${i}`, parts: [], resume: false } }, batch: [] });
+    }
+    batch.push({ requestId: 1000n, op: { $case: 'put', put: { sessionId: 'slice-last', parts: [{ name: 'a', value: Buffer.from('L') }], ttlSeconds: 0, minReplicas: 0 } }, batch: [] });
+    batch.push({ requestId: 1001n, op: { $case: 'get', get: { sessionId: 'slice-last', parts: [], resume: false } }, batch: [] });
+    call.write({ requestId: 0n, op: undefined, batch });
+    await done;
+    call.end();
+    // One request message, answered in several: no answer message holds more than a slice.
+    expect(messages.length).toBeGreaterThanOrEqual(Math.ceil(ops / EXCHANGE_SLICE_OPS));
+    for (const m of messages) expect(m.batch.length).toBeLessThanOrEqual(EXCHANGE_SLICE_OPS);
+    const byId = new Map(messages.flatMap((m) => (m.batch.length > 0 ? m.batch : [m])).map((r) => [r.requestId, r.result]));
+    for (let i = 0; i < ops / 2 - 1; i++) {
+      const got = byId.get(BigInt(2 * i + 1));
+      expect(got?.$case === 'get' && got.get.session?.parts[0]?.value.toString()).toBe(String(i));
+    }
+    const last = byId.get(1001n);
+    expect(last?.$case === 'get' && last.get.session?.parts[0]?.value.toString()).toBe('L');
   });
 
   it('streams PUT and DELETE events to a watcher registered before the writes', async () => {
