@@ -13,8 +13,8 @@ import type { Logger } from 'pino';
 import {
   ExchangeRequest,
   type DeleteRequest,
+  ExchangeResponse,
   SessionServiceService,
-  type ExchangeResponse,
   type GetRequest,
   type PutRequest,
   type SessionServiceServer,
@@ -23,6 +23,7 @@ import {
   type WatchRequest,
 } from '../src/gen/baton/v1/session';
 import type { SessionApi } from '../src/session-api';
+import { encodeToBuffer } from '../src/proto-writer';
 import { checkSessionId } from '../src/validation';
 import type { WatchHub } from '../src/watch-hub';
 import { toStatus } from './grpc-status';
@@ -58,6 +59,7 @@ export const SessionServiceDefinition = {
         return new UndecodableRequest(err instanceof Error ? err.message : String(err));
       }
     },
+    responseSerialize: (value: ExchangeResponse): Buffer => encodeToBuffer((w) => ExchangeResponse.encode(value, w)),
   },
 } as const;
 

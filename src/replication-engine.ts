@@ -12,12 +12,12 @@
  * filters by placement. Receivers are keyed by sender, sender incarnation and channel,
  * so a restarted sender starts fresh channels.
  */
-import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { ChannelReceiver, type ChannelReceiverConfig } from './channel-receiver';
 import { ChannelSender, type DataPacket, DEFAULT_REPAIR_HOLDOFF_MS } from './channel-sender';
 import { Datagram, Delta, DeltaKind, type Data, type Heartbeat } from './gen/baton/v1/wire';
 import type { Membership, MembershipEvent } from './membership';
 import type { Placement } from './placement';
+import { encodeWith } from './proto-writer';
 import type { Random } from './random';
 import { forEachPart, type RemoteChange, type SessionStore, type StoredSession } from './store';
 
@@ -237,7 +237,7 @@ export class ReplicationEngine {
 
   /** Encodes changes once and queues them on the channels that reach `holders`. */
   private enqueue(session: StoredSession, changes: readonly LocalChange[], holders: readonly string[], now: number): void {
-    const deltas = changes.map((change) => ({ key: deltaKey(session.id, change), bytes: Delta.encode(this.toDelta(session, change, now)).finish() }));
+    const deltas = changes.map((change) => ({ key: deltaKey(session.id, change), bytes: encodeWith((w) => Delta.encode(this.toDelta(session, change, now), w)) }));
     const channels = this.config.transport === 'multicast' ? [''] : holders;
     for (const channel of channels) {
       const sender = this.sender(channel);
@@ -1085,7 +1085,7 @@ export class ReplicationEngine {
   }
 
   private encode(body: NonNullable<Datagram['body']>): Uint8Array {
-    return Datagram.encode({ senderNodeId: this.config.nodeId, body }).finish();
+    return encodeWith((w) => Datagram.encode({ senderNodeId: this.config.nodeId, body }, w));
   }
 
   private push(to: string, payload: Uint8Array, type: keyof ReplicationEngine['stats']['datagramsSent']): void {
@@ -1155,21 +1155,20 @@ function latin1(bytes: Uint8Array): string {
  * once. Field numbers follow proto/baton/v1/wire.proto.
  */
 function encodeData(sender: string, channel: string, packet: DataPacket, ackRequested: boolean): Uint8Array {
-  const data = new BinaryWriter();
-  if (channel !== '') data.uint32(10).string(channel);
-  data.uint32(16).uint64(packet.seq);
-  for (const delta of packet.deltas) data.uint32(26).bytes(delta);
-  if (packet.fragment !== undefined) {
-    const f = packet.fragment;
-    data.uint32(34).fork();
-    data.uint32(8).uint64(f.deltaId).uint32(16).uint32(f.index).uint32(24).uint32(f.count).uint32(34).bytes(f.chunk);
-    data.join();
-  }
-  if (ackRequested) data.uint32(40).bool(true);
-  if (packet.retransmit) data.uint32(48).bool(true);
-  const body = data.finish();
-  const datagram = new BinaryWriter();
-  datagram.uint32(10).string(sender);
-  datagram.uint32(18).bytes(body);
-  return datagram.finish();
+  return encodeWith((w) => {
+    w.uint32(10).string(sender);
+    w.uint32(18).fork();
+    if (channel !== '') w.uint32(10).string(channel);
+    w.uint32(16).uint64(packet.seq);
+    for (const delta of packet.deltas) w.uint32(26).bytes(delta);
+    if (packet.fragment !== undefined) {
+      const f = packet.fragment;
+      w.uint32(34).fork();
+      w.uint32(8).uint64(f.deltaId).uint32(16).uint32(f.index).uint32(24).uint32(f.count).uint32(34).bytes(f.chunk);
+      w.join();
+    }
+    if (ackRequested) w.uint32(40).bool(true);
+    if (packet.retransmit) w.uint32(48).bool(true);
+    w.join();
+  });
 }

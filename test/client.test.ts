@@ -275,6 +275,22 @@ describe('BatonClient', () => {
     expect(fake.exchangeStreams).toBe(1);
   });
 
+  test('deadlines of different lengths each fire on time, whatever order the calls were made in', async () => {
+    const order: string[] = [];
+    const track = (name: string, call: Promise<unknown>) =>
+      rejection(call).then((err) => {
+        order.push(name);
+        return err.code;
+      });
+    const long = track('long', client.get(NEVER_ANSWER, { deadlineMs: 400 }));
+    const short = track('short', client.get(NEVER_ANSWER, { deadlineMs: 20 }));
+    const answered = client.put('deadline-mix', { a: bytes(1) }, { deadlineMs: 20 });
+    const middle = track('middle', client.get(NEVER_ANSWER, { deadlineMs: 100 }));
+    await expect(answered).resolves.toMatchObject({ versions: [{ name: 'a' }] });
+    expect(await Promise.all([long, short, middle])).toEqual([status.DEADLINE_EXCEEDED, status.DEADLINE_EXCEEDED, status.DEADLINE_EXCEEDED]);
+    expect(order).toEqual(['short', 'middle', 'long']);
+  });
+
   test('when the stream dies its operations reject with its status and the next call opens a new stream', async () => {
     const pending = client.get(PARKED);
     const killer = client.get(KILL_STREAM);
