@@ -4,7 +4,7 @@
  * period) and, as a last resort, killed when the bench process exits.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
+import { accessSync, appendFileSync, constants as fsConstants, readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -35,7 +35,9 @@ export function startChild(name: string, command: string, args: readonly string[
   running.add(child);
   const output: string[] = [];
   const listeners = new Set<(line: string) => void>();
+  const logFile = process.env.BENCH_LOG_DIR ? path.join(process.env.BENCH_LOG_DIR, `${name}.log`) : undefined;
   const keep = (line: string) => {
+    if (logFile !== undefined) appendFileSync(logFile, line + '\n');
     output.push(line);
     if (output.length > OUTPUT_LINES_KEPT) output.shift();
   };

@@ -125,7 +125,7 @@ export async function startReplica(nodeId: string, args: readonly string[], extr
     '--metrics-listen',
     '127.0.0.1:0',
     '--log-level',
-    'info',
+    process.env.BENCH_REPLICA_LOG_LEVEL ?? 'info',
     ...args,
   ]);
   try {

@@ -218,7 +218,9 @@ export class ChannelReceiver {
     const kept = this.gaps[0];
     if (kept !== undefined && kept.first <= upTo) kept.first = upTo + 1;
     if (upTo > this.highest) this.highest = upTo;
-    this.resyncWanted = false;
+    // A gap above upTo given up on while the transfer ran (parked for its end) was not
+    // covered by it: only another resync repairs it.
+    this.resyncWanted = this.gaps.some((gap) => gap.attempts >= this.config.maxNackAttempts);
     this.resyncInFlight = false;
     this.ackDueAt = 0;
   }

@@ -68,4 +68,27 @@ describe('ChannelReceiver', () => {
     expect(r.cumulative).toBe(5);
     expect(r.poll(T0 + 1001).resync).toBe(false);
   });
+
+  test('a gap given up on while a resync ran, above what that resync covers, gets a resync of its own', () => {
+    const r = receiver();
+    r.handleData(1, false, T0);
+    r.handleData(5, false, T0); // gap 2-4
+    r.requestResync();
+    expect(r.poll(T0).resync).toBe(true);
+    r.resyncStarted(); // covers up to 5, the highest seen now
+    r.handleData(9, false, T0); // gap 6-8, above the resync's mark
+    // Every NACK for 6-8 is lost: the gap exhausts its attempts while the resync runs.
+    let now = T0;
+    for (let i = 0; i < 100 && r.nextDeadline() !== Infinity; i++) {
+      now = Math.max(now, r.nextDeadline());
+      r.poll(now);
+    }
+    expect(r.nextDeadline()).toBe(Infinity); // parked until the resync ends
+    r.resynced(5);
+    expect(r.cumulative).toBe(5);
+    expect(r.missing).toBe(3); // 6-8
+    // Nothing else will repair 6-8 (the sender may no longer hold them): resync again.
+    expect(r.nextDeadline()).toBeLessThanOrEqual(now);
+    expect(r.poll(now).resync).toBe(true);
+  });
 });
