@@ -10,7 +10,10 @@
  *     strings (what a decoded request brings: V8 must hash them) and as the very strings the
  *     store holds (hash cached, equal by pointer); median of BENCH_STORE_ROUNDS rounds;
  *   - Puts/s: overwrite one existing part (and, for 4 parts, all four at once), fresh ids;
- *   - the share of each timed loop spent in GC pauses (perf_hooks 'gc' entries).
+ *   - the share of each timed loop spent in GC pauses (perf_hooks 'gc' entries);
+ *   - a baseline in the same heap and rounds: a bare Map from the same ids to small objects,
+ *     looked up with fresh id strings, the least a string-keyed Get can cost here; the Get
+ *     figures are also printed as a ratio to it, which machine noise moves less.
  * Targets: ≥ 1M Gets/s, ≥ 300k Puts/s, ≤ 150 B per part beyond its value.
  *
  * Run with --expose-gc (npm run bench:store). Environment: BENCH_STORE_SESSIONS (default
@@ -39,7 +42,7 @@ const SHAPES = {
 } as const satisfies Record<string, readonly string[]>;
 type ShapeName = keyof typeof SHAPES;
 
-const OPERATIONS = ['get, fresh id', 'get, pooled id', 'put 1 part', 'put all parts'] as const;
+const OPERATIONS = ['get, fresh id', 'get, pooled id', 'put 1 part', 'put all parts', 'baseline map get'] as const;
 type OperationName = (typeof OPERATIONS)[number];
 
 interface MemoryFigures {
@@ -144,6 +147,8 @@ async function runShape(shape: ShapeName): Promise<ShapeResult> {
   // The store's own id strings (hash already cached by V8), for the "pooled" Get variant.
   const pool: string[] = [];
   for (let p = 0; p < DEFAULT_STORE_CONFIG.partitions; p++) for (const session of store.sessionsIn(p, now)) pool.push(session.id);
+  const baseline = new Map<string, { hits: number }>();
+  for (const id of pool) baseline.set(id, { hits: 0 });
 
   // --- timed rounds, interleaved; each loop's inputs are built before its clock starts ---
   const gcPauses = watchGcPauses();
@@ -184,6 +189,10 @@ async function runShape(shape: ShapeName): Promise<ShapeResult> {
     for (let i = 0; i < OPS_PER_ROUND; i++) probes[i] = sessionId(picker.next());
     await timed('put 1 part', () => {
       for (let i = 0; i < OPS_PER_ROUND; i++) store.put(probes[i]!, onePart[i & rotation]!, 0, roundNow);
+    });
+    for (let i = 0; i < OPS_PER_ROUND; i++) probes[i] = sessionId(picker.next());
+    await timed('baseline map get', () => {
+      for (let i = 0; i < OPS_PER_ROUND; i++) baseline.get(probes[i]!)!.hits++;
     });
     if (names.length > 1) {
       for (let i = 0; i < OPS_PER_ROUND; i++) probes[i] = sessionId(picker.next());
@@ -297,26 +306,31 @@ function report(results: ShapeResult[]): void {
     'get, pooled id': "Get, the store's own id string",
     'put 1 part': 'Put, 1 part overwritten',
     'put all parts': 'Put, all 4 parts overwritten',
+    'baseline map get': 'baseline: bare Map.get, fresh id string',
   };
   for (const r of results) {
+    const baseline = r.operations.find((op) => op.name === 'baseline map get')!.opsPerSecond;
     for (const op of r.operations) {
       const ops = median(op.opsPerSecond);
-      const target = op.name.startsWith('get') ? 1e6 : 3e5;
+      const isGet = op.name.startsWith('get');
+      const target = isGet ? 1e6 : 3e5;
       speedRows.push([
         `${r.shape}: ${labels[op.name]}`,
         formatCount(ops),
+        isGet ? `${formatFixed(median(op.opsPerSecond.map((x, round) => x / baseline[round]!)), 2)}×` : '',
         `${Math.round(op.gcShare * 100)}%`,
         op.opsPerSecond.map((x) => formatCount(x)).join(' / '),
-        `${ops >= target ? 'met' : 'MISSED'} (≥${target >= 1e6 ? '1M' : '300k'})`,
+        op.name === 'baseline map get' ? 'ceiling' : `${ops >= target ? 'met' : 'MISSED'} (≥${target >= 1e6 ? '1M' : '300k'})`,
       ]);
     }
-    speedRows.push([`${r.shape}: fill (insert; ids built in the loop)`, formatCount(r.fillPutsPerSecond), '', '1 pass', '']);
+    speedRows.push([`${r.shape}: fill (insert; ids built in the loop)`, formatCount(r.fillPutsPerSecond), '', '', '1 pass', '']);
   }
   console.log(
     `\nOperations per second on one core, in process: median of ${ROUNDS} rounds of ${formatCount(OPS_PER_ROUND)}; ` +
+      `'× Map' is the median of each round's ratio to the bare Map.get of that round; ` +
       `'GC' is the share of the loop's time spent in GC pauses.`,
   );
-  console.log(formatTable(['operation', 'ops/s', 'GC', 'per round', 'target'], speedRows));
+  console.log(formatTable(['operation', 'ops/s', '× Map', 'GC', 'per round', 'target'], speedRows));
   const noise = results.map((r) => `${r.shape} ${Math.round(r.otherCpu * 100)}%`).join(', ');
   for (const r of results) {
     if (r.quietWaitSeconds >= 1 || r.quietGaveUp > 0) {
