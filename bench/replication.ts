@@ -540,7 +540,7 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
     for (const [i, r] of replicas.entries()) {
       const diff: string[] = [];
       for (const [key, value] of after[i]!) {
-        if (!/^baton_replication_(datagrams|dropped|resyncs|nacks|duplicates|fragments)/.test(key)) continue;
+        if (!/^baton_replication_(datagrams|dropped|resyncs|nacks|duplicates|fragments|lag_seconds_bucket)/.test(key)) continue;
         const delta = value - (before[i]!.get(key) ?? 0);
         if (delta !== 0) diff.push(`${key.replace('baton_replication_', '')}=${delta}`);
       }

@@ -428,13 +428,17 @@ describe('SessionStore: TTL', () => {
 });
 
 describe('SessionStore: memory budget', () => {
-  // Each of these sessions takes 2 + 160 + 1 + 64 + 100 = 327 accounted bytes.
+  // Each of these sessions takes 2 + SESSION_OVERHEAD_BYTES + 1 + PART_OVERHEAD_BYTES + 100
+  // accounted bytes; the budget holds three of them and 100 bytes more.
   const value100 = 'v'.repeat(100);
   const size = sessionBytes('s1', { p: value100 });
+  const budget = 3 * size + 100;
+  /** Value length that makes a new one-part session 's3' (part 'p') take exactly n bytes. */
+  const valueFor = (n: number) => n - (2 + SESSION_OVERHEAD_BYTES) - (1 + PART_OVERHEAD_BYTES);
 
   test('evicts least recently used sessions whole; a get counts as use', () => {
-    expect(size).toBe(327);
-    const { store, observer } = makeStore({ maxBytes: 1000 });
+    expect(size).toBe(2 + SESSION_OVERHEAD_BYTES + 1 + PART_OVERHEAD_BYTES + 100);
+    const { store, observer } = makeStore({ maxBytes: budget });
     store.put('s1', [w('p', value100)], 0, T0);
     store.put('s2', [w('p', value100)], 0, T0 + 1);
     store.put('s3', [w('p', value100)], 0, T0 + 2);
@@ -455,7 +459,7 @@ describe('SessionStore: memory budget', () => {
     store.touch('s3', 0, T0 + 6);
     store.get('s1', T0 + 7);
     observer.take();
-    store.put('s5', [w('p', value100)], 0, T0 + 8); // needs 327: s4 goes
+    store.put('s5', [w('p', value100)], 0, T0 + 8); // needs one more session's bytes: s4 goes
     expect(observer.take()[0]).toEqual({ kind: 'removed', id: 's4', reason: 'evicted' });
     expect(store.getStats()).toMatchObject({ evictions: 2, bytes: 3 * size });
 
@@ -463,23 +467,23 @@ describe('SessionStore: memory budget', () => {
     expect(store.delete('s3', ['p'], T0 + 9)).toBe(true);
     expect(store.getStats().bytes).toBe(3 * size - 100);
     observer.take();
-    store.put('s6', [w('p', value100)], 0, T0 + 10); // 881 + 327 > 1000: s1 goes
+    store.put('s6', [w('p', value100)], 0, T0 + 10); // 3 sessions − 100 + 1 more > budget: s1 goes
     expect(observer.take()[0]).toEqual({ kind: 'removed', id: 's1', reason: 'evicted' });
     expect(store.get('s3', T0 + 11)).toBeDefined();
     expect(store.getStats()).toMatchObject({ evictions: 3, bytes: 3 * size - 100 });
   });
 
   test('a write bigger than the whole budget throws and evicts nothing', () => {
-    const { store, observer } = makeStore({ maxBytes: 1000 });
+    const { store, observer } = makeStore({ maxBytes: budget });
     store.put('s1', [w('p', value100)], 0, T0);
     store.put('s2', [w('p', value100)], 0, T0);
     observer.take();
     const before = { stats: { ...store.getStats() }, digests: allDigests(store) };
-    const big = 'x'.repeat(1000 - 162 - 65 + 1); // 1001 bytes as a new session
-    expect(sessionBytes('s3', { p: big })).toBe(1001);
+    const big = 'x'.repeat(valueFor(budget + 1));
+    expect(sessionBytes('s3', { p: big })).toBe(budget + 1);
     expect(() => store.put('s3', [w('p', big)], 0, T0 + 1)).toThrow(ResourceExhaustedError);
     // Growing an existing session past the budget on its own is refused the same way.
-    expect(() => store.put('s1', [w('p', big)], 0, T0 + 1)).toThrow(/more than the whole memory budget of 1000 bytes/);
+    expect(() => store.put('s1', [w('p', big)], 0, T0 + 1)).toThrow(`more than the whole memory budget of ${budget} bytes`);
     expect(store.getStats()).toEqual(before.stats);
     expect(allDigests(store)).toEqual(before.digests);
     expect(observer.take()).toEqual([]);
@@ -487,22 +491,23 @@ describe('SessionStore: memory budget', () => {
     expect(store.get('s2', T0 + 1)).toBeDefined();
 
     // Exactly the budget fits, by evicting everything else.
-    const fits = 'x'.repeat(1000 - 162 - 65);
+    const fits = 'x'.repeat(valueFor(budget));
     store.put('s3', [w('p', fits)], 0, T0 + 2);
-    expect(store.getStats()).toMatchObject({ bytes: 1000, sessions: 1, evictions: 2 });
+    expect(store.getStats()).toMatchObject({ bytes: budget, sessions: 1, evictions: 2 });
   });
 
   test('growing a session evicts others, never the session itself', () => {
-    const { store } = makeStore({ maxBytes: 1000 });
+    const { store } = makeStore({ maxBytes: budget });
     store.put('s1', [w('p', value100)], 0, T0);
     store.put('s2', [w('p', value100)], 0, T0 + 1);
     store.put('s3', [w('p', value100)], 0, T0 + 2);
-    // s1 is least recently used, but it is the one growing (327 → 927).
+    // s1 is least recently used, but it is the one growing (by 600 bytes, past the budget
+    // with either other session).
     store.put('s1', [w('p', 'v'.repeat(700))], 0, T0 + 3);
     expect(store.get('s1', T0 + 4)).toBeDefined();
     expect(store.get('s2', T0 + 4)).toBeUndefined();
     expect(store.get('s3', T0 + 4)).toBeUndefined();
-    expect(store.getStats()).toMatchObject({ sessions: 1, evictions: 2, bytes: 927 });
+    expect(store.getStats()).toMatchObject({ sessions: 1, evictions: 2, bytes: size + 600 });
   });
 });
 
