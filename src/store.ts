@@ -34,7 +34,7 @@ import { HybridClock, newerThan, versionTimeMs } from './hybrid-clock';
 /**
  * Estimated heap cost of a session beyond its id (record, map entry, parts array, boxed
  * numbers, expiry slot). With PART_OVERHEAD_BYTES, fitted to bench:store at 1M sessions
- * (1 and 4 parts of 100 B: 448 and 896-944 B of heap per session; charged 440 and 943).
+ * (1 and 4 parts of 100 B: 448 and 896-944 B of heap per session; charged 440 and 942).
  */
 export const SESSION_OVERHEAD_BYTES = 240;
 /** Estimated heap cost of a part beyond its name and value (object, boxed version). */
