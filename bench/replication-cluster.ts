@@ -153,7 +153,8 @@ export interface Writer {
   readonly kind: 'in-process' | 'exchange';
   readonly store: SessionStore;
   /**
-   * Writes one part; resolves when the writer node has applied it (not when replicated).
+   * Writes one part; resolves when the writer node has answered it (applied it; later, when
+   * replication is behind, once its send queues are short again), not when replicated.
    * `lane` keeps every write of one id on one Exchange stream, so they apply in order.
    */
   put(id: string, value: Buffer, lane: number): void | Promise<unknown>;
@@ -226,8 +227,10 @@ export class InProcessWriter implements Writer {
     return writer;
   }
 
-  put(id: string, value: Buffer): void {
-    void this.api.put({ sessionId: id, parts: [{ name: 'data', value, ifVersion: undefined }], ttlSeconds: 0, minReplicas: 0 }, Date.now());
+  /** A put answered at once, or (back-pressure: replication is behind) a promise of its answer. */
+  put(id: string, value: Buffer): void | Promise<unknown> {
+    const answer = this.api.put({ sessionId: id, parts: [{ name: 'data', value, ifVersion: undefined }], ttlSeconds: 0, minReplicas: 0 }, Date.now());
+    return answer instanceof Promise ? answer : undefined;
   }
 
   async liveMembers(): Promise<number> {

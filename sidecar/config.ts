@@ -53,6 +53,8 @@ export interface Config {
   maxDatagramBytes: number;
   /** Retransmit buffer bound per channel, in bytes (from --retransmit-buffer-mb). */
   retransmitBufferBytes: number;
+  /** Send window per channel, in bytes (from --send-window-kb); 0 = none. */
+  sendWindowBytes: number;
   /** Text of the cluster key file or variable (one base64 key per line); '' = no key. */
   clusterKeys: string;
   /** Where clusterKeys came from, for error messages. */
@@ -281,6 +283,15 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     description: 'retransmit buffer per channel; receivers that fall further behind resync',
     default: () => '16',
     parse: (v, flag) => parseInteger(v, flag, 1, 4096) * 1024 * 1024,
+  },
+  {
+    flag: 'send-window-kb',
+    key: 'sendWindowBytes',
+    valueName: 'KiB',
+    description:
+      'flow control: bytes of datagrams a channel may have unacknowledged before further deltas wait (conflated per part) for acknowledgements; 0 = no window',
+    default: () => '1024',
+    parse: (v, flag) => parseInteger(v, flag, 0, 1 << 20) * 1024,
   },
   {
     flag: 'cluster-key-file',

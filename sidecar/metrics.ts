@@ -179,6 +179,38 @@ export class SidecarMetrics {
       },
     });
     new Gauge({
+      name: 'baton_replication_send_queue_deltas',
+      help: 'Deltas waiting for the send window (acknowledgements) before they are sent, all channels.',
+      registers: [registry],
+      collect() {
+        this.set(engine.sendWindow().queuedDeltas);
+      },
+    });
+    counterFrom(
+      registry,
+      'baton_replication_send_window_holds_total',
+      'Times a channel held deltas back because its send window was full.',
+      () => engine.sendWindow().holds,
+    );
+    counterFrom(
+      registry,
+      'baton_replication_send_window_overrides_total',
+      'Held deltas sent past a full window: the queue outgrew the retransmit buffer bound, or acknowledgements stopped.',
+      () => engine.sendWindow().overrides,
+    );
+    counterFrom(
+      registry,
+      'baton_replication_backpressure_waits_total',
+      'Puts whose answer waited until the replication send queues were short again (a writer faster than its secondaries).',
+      () => driver.counters.backpressureWaits,
+    );
+    counterFrom(
+      registry,
+      'baton_replication_deltas_conflated_total',
+      'Queued deltas replaced by a newer delta of the same part before they were sent.',
+      () => engine.sendWindow().conflated,
+    );
+    new Gauge({
       name: 'baton_replication_reassembly_bytes',
       help: 'Bytes of partly received fragmented deltas.',
       registers: [registry],

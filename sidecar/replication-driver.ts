@@ -71,7 +71,9 @@ export class ReplicationDriver implements Replicator {
   private readonly lossRandom = new SeededRandom(Date.now());
   private dnsTimer: NodeJS.Timeout | undefined;
   private stopped = false;
-  readonly counters = { resyncs: 0, resyncFailures: 0, sessionsTransferred: 0, sendErrors: 0, antiEntropyRepairs: 0, rereplicatedBytes: 0 };
+  readonly counters = { resyncs: 0, resyncFailures: 0, sessionsTransferred: 0, sendErrors: 0, antiEntropyRepairs: 0, rereplicatedBytes: 0, backpressureWaits: 0 };
+  /** Puts waiting for the send queues to shorten (one promise for all of them). */
+  private room: { promise: Promise<void>; resolve: () => void } | undefined;
 
   /** Binds the UDP socket first, so the advertised address carries the real port. */
   static async open(
@@ -132,6 +134,7 @@ export class ReplicationDriver implements Replicator {
         transport: config.multicast === undefined ? 'unicast' : 'multicast',
         maxPayloadBytes: config.maxDatagramBytes - overhead,
         retransmitBufferBytes: config.retransmitBufferBytes,
+        sendWindowBytes: config.sendWindowBytes,
         maxReassemblyBytes: Math.max(8 * config.maxValueBytes, 16 * 1024 * 1024),
         reassemblyTimeoutMs: 10_000,
         receiver: DEFAULT_CHANNEL_RECEIVER_CONFIG,
@@ -210,6 +213,30 @@ export class ReplicationDriver implements Replicator {
     });
   }
 
+  /**
+   * Back-pressure for writes: once a channel's queue (deltas waiting for its send window)
+   * holds two windows' worth, writers wait until it is down to one. The window's hold gives
+   * way within HOLD_STALL_MS when acknowledgements stop, so the wait is bounded too.
+   */
+  sendQueueRoom(): Promise<void> | undefined {
+    if (this.stopped) return undefined;
+    if (this.room === undefined) {
+      if (!this.engine.sendQueueOver(2)) return undefined;
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.room = { promise, resolve };
+    }
+    this.counters.backpressureWaits++;
+    return this.room.promise;
+  }
+
+  private releaseRoom(force: boolean): void {
+    if (this.room === undefined) return;
+    if (!force && this.engine.sendQueueOver(1)) return;
+    this.room.resolve();
+    this.room = undefined;
+  }
+
   waitForAcks(ticket: number, needed: number, deadline: number): Promise<number> {
     this.engine.awaitTicket(ticket, needed);
     return new Promise((resolve) => {
@@ -286,6 +313,7 @@ export class ReplicationDriver implements Replicator {
       waiter.resolve(this.engine.ackCount(ticket));
     }
     this.waiters.clear();
+    this.releaseRoom(true);
     this.peers.close();
     await new Promise<void>((resolve) => this.peerServer.tryShutdown(() => resolve()));
     await new Promise<void>((resolve) => this.socket.close(() => resolve()));
@@ -346,6 +374,7 @@ export class ReplicationDriver implements Replicator {
   private pump(): void {
     if (this.stopped) return;
     this.sendOutbox();
+    this.releaseRoom(false);
     for (const request of this.engine.takeResyncs()) void this.resync(request);
     for (const { id, acked } of this.engine.takeCompletedTickets()) {
       const waiter = this.waiters.get(id);

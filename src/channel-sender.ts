@@ -17,6 +17,14 @@
  * - `ackedBy` reports only what a receiver itself acknowledged: a receiver added later
  *   starts at 0 there, even though buffer release treats it as holding everything
  *   already trimmed (it will never be sent again, so it cannot be waited for).
+ * - Flow control: flush sends no more while the packets not yet acknowledged by every
+ *   receiver (in flight) carry sendWindowBytes or more; the rest stays queued, conflated
+ *   to the latest delta per key, until acknowledgements open the window. A window with
+ *   nothing in flight always takes one packet. The hold gives way — everything queued is
+ *   sent, as without a window — when the queue outgrows retransmitBufferBytes (so its
+ *   memory is bounded) or when no acknowledgement has released anything for holdStallMs
+ *   (a receiver that stopped answering must not stall the channel until it is declared
+ *   dead; the buffer bound then ejects it, and it resyncs).
  */
 
 export interface ChannelSenderConfig {
@@ -33,6 +41,10 @@ export interface ChannelSenderConfig {
    * that was lost is still repaired.
    */
   repairHoldoffMs: number;
+  /** Bytes in flight (sent, not acknowledged by every receiver) before flush holds back; 0 = no window. */
+  sendWindowBytes: number;
+  /** A hold with no acknowledgement progress for this long (ms) gives way. */
+  holdStallMs: number;
 }
 
 /** The holdoff replication uses (receivers repeat a NACK after 10 ms at the soonest). */
@@ -67,6 +79,8 @@ const ENTRY_OVERHEAD_BYTES = 64;
 
 interface BufferEntry {
   seq: number;
+  /** Bytes the packet carried when first sent (deltas with framing, or the chunk). */
+  size: number;
   /** When it was last resent (-Infinity: never). */
   resentAt: number;
   /** Conflation keys of the deltas this packet carried. */
@@ -82,7 +96,15 @@ interface Latest {
 
 export class ChannelSender {
   private seq = 0;
-  private pending: OutgoingDelta[] = [];
+  /** Deltas not yet sent, in order, one per conflation key (a newer delta takes the older's place). */
+  private readonly pending = new Map<string, OutgoingDelta>();
+  private pendingBytes = 0;
+  /** Bytes of the retained packets, as sent (what the window counts). */
+  private inFlight = 0;
+  /** Since when deltas are held back with no acknowledgement progress (Infinity: none held). */
+  private heldSince = Infinity;
+  /** An acknowledgement released packets since the last flush. */
+  private progressed = false;
   private readonly buffer = new Map<number, BufferEntry>();
   private readonly latest = new Map<string, Latest>();
   private firstRetained = 1;
@@ -93,7 +115,20 @@ export class ChannelSender {
   /** Per receiver: the highest cumulative sequence number it acknowledged itself. */
   private readonly confirmed = new Map<string, number>();
   /** Counters for metrics. */
-  readonly counters = { packets: 0, retransmitted: 0, fragments: 0, goneReplies: 0, trimmedUnacked: 0, repairsHeldOff: 0 };
+  readonly counters = {
+    packets: 0,
+    retransmitted: 0,
+    fragments: 0,
+    goneReplies: 0,
+    trimmedUnacked: 0,
+    repairsHeldOff: 0,
+    /** Flushes that left deltas queued because the window was full. */
+    windowHolds: 0,
+    /** Holds that gave way (queue over the buffer bound, or no acknowledgement progress). */
+    windowOverrides: 0,
+    /** Queued deltas replaced by a newer delta of the same key before they were sent. */
+    conflated: 0,
+  };
 
   constructor(private readonly config: ChannelSenderConfig) {
     if (config.maxPacketBytes < 64) throw new RangeError('maxPacketBytes must be at least 64');
@@ -113,18 +148,52 @@ export class ChannelSender {
     return this.bytes;
   }
 
+  /** Deltas queued and not yet sent. */
   get pendingCount(): number {
-    return this.pending.length;
+    return this.pending.size;
   }
 
-  /** Queues a delta for the next flush. */
+  /** Bytes of the deltas queued and not yet sent. */
+  get queuedBytes(): number {
+    return this.pendingBytes;
+  }
+
+  /** Bytes of the packets sent and not yet acknowledged by every receiver. */
+  get inFlightBytes(): number {
+    return this.inFlight;
+  }
+
+  /** When a hold gives way if no acknowledgement comes (Infinity: nothing held). */
+  get holdDeadline(): number {
+    return this.heldSince === Infinity ? Infinity : this.heldSince + this.config.holdStallMs;
+  }
+
+  /** Queues a delta for the next flush, in place of a queued one of the same key. */
   enqueue(delta: OutgoingDelta): void {
-    this.pending.push(delta);
+    const queued = this.pending.get(delta.key);
+    if (queued !== undefined) {
+      this.pendingBytes -= queued.bytes.length;
+      this.counters.conflated++;
+    }
+    // Set keeps a replaced key's place: order between keys does not matter (versions
+    // order the changes of one key, and the key holds only the latest).
+    this.pending.set(delta.key, delta);
+    this.pendingBytes += delta.bytes.length;
   }
 
-  /** Packs queued deltas into packets (in order), numbering and buffering them. */
-  flush(): DataPacket[] {
-    if (this.pending.length === 0) return [];
+  /**
+   * Packs queued deltas into packets (in order), numbering and buffering them, as far as
+   * the send window allows; what does not fit stays queued for a later flush.
+   */
+  flush(now: number): DataPacket[] {
+    if (this.pending.size === 0) return [];
+    if (this.progressed && this.heldSince !== Infinity) this.heldSince = now;
+    this.progressed = false;
+    const window = this.config.sendWindowBytes;
+    // Nobody to acknowledge (no live receiver): nothing to wait for.
+    const limit = window === 0 || this.acked.size === 0 ? Infinity : window;
+    const stalled = now >= this.holdDeadline;
+    let overridden = false;
     const packets: DataPacket[] = [];
     const budget = this.config.maxPacketBytes;
     let deltas: Uint8Array[] = [];
@@ -132,13 +201,22 @@ export class ChannelSender {
     let size = 0;
     const close = () => {
       if (deltas.length === 0) return;
-      packets.push(this.record(deltas, keys));
+      packets.push(this.record(deltas, keys, size));
       deltas = [];
       keys = [];
       size = 0;
     };
-    for (const delta of this.pending) {
+    for (const [key, delta] of this.pending) {
       const cost = delta.bytes.length + DELTA_FRAMING_BYTES;
+      const open = this.inFlight + size === 0 || this.inFlight + size + Math.min(cost, budget) <= limit;
+      if (!open) {
+        // The hold gives way: all of it when acknowledgements stopped, only the excess
+        // when the queue outgrew its bound (the oldest first).
+        if (!stalled && this.pendingBytes <= this.config.retransmitBufferBytes) break;
+        overridden = true;
+      }
+      this.pending.delete(key);
+      this.pendingBytes -= delta.bytes.length;
       if (cost > budget) {
         close();
         for (const packet of this.fragment(delta)) packets.push(packet);
@@ -150,7 +228,12 @@ export class ChannelSender {
       size += cost;
     }
     close();
-    this.pending = [];
+    if (overridden) this.counters.windowOverrides++;
+    if (this.pending.size === 0) this.heldSince = Infinity;
+    else if (this.heldSince === Infinity) {
+      this.heldSince = now;
+      this.counters.windowHolds++;
+    }
     this.enforceBound();
     return packets;
   }
@@ -219,7 +302,7 @@ export class ChannelSender {
     return [...this.acked.keys()];
   }
 
-  private record(deltas: Uint8Array[], keys: string[]): DataPacket {
+  private record(deltas: Uint8Array[], keys: string[], size: number): DataPacket {
     const seq = ++this.seq;
     for (const [i, key] of keys.entries()) {
       const previous = this.latest.get(key);
@@ -227,8 +310,9 @@ export class ChannelSender {
       this.latest.set(key, { bytes: deltas[i]!, seq });
       this.bytes += deltas[i]!.length;
     }
-    this.buffer.set(seq, { seq, resentAt: -Infinity, keys, fragment: undefined });
+    this.buffer.set(seq, { seq, size, resentAt: -Infinity, keys, fragment: undefined });
     this.bytes += ENTRY_OVERHEAD_BYTES;
+    this.inFlight += size;
     this.counters.packets++;
     return { seq, deltas, fragment: undefined, retransmit: false };
   }
@@ -242,8 +326,9 @@ export class ChannelSender {
       const chunk = delta.bytes.subarray(index * chunkSize, Math.min(delta.bytes.length, (index + 1) * chunkSize));
       const fragment: FragmentBody = { deltaId, index, count, chunk };
       const seq = ++this.seq;
-      this.buffer.set(seq, { seq, resentAt: -Infinity, keys: undefined, fragment });
+      this.buffer.set(seq, { seq, size: chunk.length, resentAt: -Infinity, keys: undefined, fragment });
       this.bytes += chunk.length + ENTRY_OVERHEAD_BYTES;
+      this.inFlight += chunk.length;
       this.counters.packets++;
       this.counters.fragments++;
       packets.push({ seq, deltas: [], fragment, retransmit: false });
@@ -275,6 +360,7 @@ export class ChannelSender {
     if (this.acked.size === 0) return;
     let floor = Infinity;
     for (const seq of this.acked.values()) floor = Math.min(floor, seq);
+    if (this.firstRetained <= floor) this.progressed = true;
     while (this.firstRetained <= floor) this.dropOldest();
   }
 
@@ -291,6 +377,7 @@ export class ChannelSender {
     if (entry === undefined) return;
     this.buffer.delete(seq);
     this.bytes -= ENTRY_OVERHEAD_BYTES;
+    this.inFlight -= entry.size;
     if (entry.fragment !== undefined) {
       this.bytes -= entry.fragment.chunk.length;
       return;

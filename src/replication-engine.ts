@@ -30,6 +30,8 @@ export interface ReplicationConfig {
   maxPayloadBytes: number;
   /** Retransmit buffer bound per channel, in bytes. */
   retransmitBufferBytes: number;
+  /** Send window per channel: bytes in flight before sending holds back (0 = none). */
+  sendWindowBytes: number;
   /** Bound on bytes of partly reassembled deltas per sender. */
   maxReassemblyBytes: number;
   /** Incomplete reassemblies older than this are dropped (ms). */
@@ -77,6 +79,13 @@ export const DISCARD_AFTER_MS = 10_000;
 export const DISCARD_RECHECK_MS = 1000;
 /** …but not for longer than this after it was due (ms): a peer stuck pulling does not pin memory. */
 export const DISCARD_MAX_WAIT_MS = 120_000;
+/**
+ * A send window held shut this long with no acknowledgement progress gives way (ms): a
+ * secondary that stopped answering must not hold the others back until failure detection
+ * declares it dead (seconds); one in a long GC pause then gets a burst its socket buffer
+ * absorbs, or NACKs.
+ */
+export const HOLD_STALL_MS = 100;
 
 /** Why a datagram or delta was dropped; metrics count by reason. */
 export type EngineDropReason = 'malformed' | 'misrouted' | 'stale_incarnation' | 'unknown_sender' | 'reassembly_overflow' | 'not_replica';
@@ -280,27 +289,32 @@ export class ReplicationEngine {
     return this.completedTickets.splice(0);
   }
 
-  /** Sends everything queued. The driver calls this once per event-loop turn after writes. */
+  /**
+   * Sends what is queued, as far as each channel's send window allows (the rest stays
+   * queued until acknowledgements open it). The driver calls this once per event-loop
+   * turn after writes; the engine itself flushes held channels on acknowledgements and
+   * when a hold gives way (tick).
+   */
   flush(now: number): void {
     for (const channel of this.dirty) {
       const sender = this.senders.get(channel);
       if (sender === undefined) continue;
-      const packets = sender.flush();
-      if (packets.length === 0) continue;
-      const ackRequested = this.hasWaitingTicket(channel);
+      const packets = sender.flush(now);
+      const ackRequested = packets.length > 0 && this.hasWaitingTicket(channel);
       for (const packet of packets) this.sendData(channel, packet, ackRequested);
+      // A ticket's write is in a packet once nothing queued before it is left.
+      const sent = sender.pendingCount === 0;
       const highest = sender.highestSeq;
       for (const ticket of this.tickets.values()) {
         if (ticket.flushed) continue;
-        for (const wait of ticket.waits) if (wait.channel === channel && wait.seq === 0) wait.seq = highest;
-        if (ticket.waits.every((w) => w.seq > 0)) {
-          ticket.flushed = true;
-          if (ticket.needed === 0) this.tickets.delete(ticket.id);
-        }
+        if (sent) for (const wait of ticket.waits) if (wait.channel === channel && wait.seq === 0) wait.seq = highest;
+        if (ticket.waits.every((w) => w.seq > 0)) ticket.flushed = true;
+        // Nobody awaits it (awaitTicket comes before the flush): forget it now, sent or held.
+        if (ticket.needed === 0) this.tickets.delete(ticket.id);
       }
     }
     this.dirty.clear();
-    void now;
+    for (const [channel, sender] of this.senders) if (sender.pendingCount > 0) this.dirty.add(channel);
   }
 
   // --- input ---------------------------------------------------------------------
@@ -359,7 +373,10 @@ export class ReplicationEngine {
           break;
         }
         this.stats.acksReceived++;
-        this.senders.get(ack.targetNodeId)?.handleAck(from, safeSeq(ack.cumulativeSeq));
+        const sender = this.senders.get(ack.targetNodeId);
+        sender?.handleAck(from, safeSeq(ack.cumulativeSeq));
+        // An acknowledgement may open a held window.
+        if (sender !== undefined && sender.pendingCount > 0) this.flush(now);
         this.checkTickets();
         break;
       }
@@ -394,12 +411,19 @@ export class ReplicationEngine {
       for (const { request } of due) this.resyncs.push(request);
     }
     if (this.discardDueAt <= now) this.discardWhenPeersHaveCopies(now);
+    for (const sender of this.senders.values()) {
+      if (sender.holdDeadline <= now) {
+        this.flush(now);
+        break;
+      }
+    }
   }
 
   /** The earliest time tick() has work. */
   nextDeadline(): number {
     let next = Math.min(this.membership.nextDeadline(), this.discardDueAt);
     for (const retry of this.retries) if (retry.at < next) next = retry.at;
+    for (const sender of this.senders.values()) if (sender.holdDeadline < next) next = sender.holdDeadline;
     for (const [key, receiver] of this.receivers) {
       const at = receiver.nextDeadline();
       // A receiver cannot act before its sender's address is known (its heartbeat brings
@@ -521,6 +545,33 @@ export class ReplicationEngine {
     return total;
   }
 
+  /**
+   * Flow control, summed over channels: deltas waiting for the send window, bytes in
+   * flight, holds, holds that gave way, queued deltas replaced by newer ones.
+   */
+  sendWindow(): { queuedDeltas: number; inFlightBytes: number; holds: number; overrides: number; conflated: number } {
+    const w = { queuedDeltas: 0, inFlightBytes: 0, holds: 0, overrides: 0, conflated: 0 };
+    for (const sender of this.senders.values()) {
+      w.queuedDeltas += sender.pendingCount;
+      w.inFlightBytes += sender.inFlightBytes;
+      w.holds += sender.counters.windowHolds;
+      w.overrides += sender.counters.windowOverrides;
+      w.conflated += sender.counters.conflated;
+    }
+    return w;
+  }
+
+  /**
+   * Whether some channel's queue (deltas waiting for its send window) holds more than
+   * `windows` windows' worth of bytes: the back-pressure watermarks. Never with no window.
+   */
+  sendQueueOver(windows: number): boolean {
+    const window = this.config.sendWindowBytes;
+    if (window === 0) return false;
+    for (const sender of this.senders.values()) if (sender.queuedBytes > windows * window) return true;
+    return false;
+  }
+
   /** Replication lag to each peer in sequence numbers not yet acknowledged. */
   unackedByPeer(): Map<string, number> {
     const lag = new Map<string, number>();
@@ -540,6 +591,7 @@ export class ReplicationEngine {
    */
   allAcknowledged(counts: (nodeId: string) => boolean = () => true): boolean {
     for (const sender of this.senders.values()) {
+      if (sender.pendingCount > 0 && sender.receivers().some(counts)) return false;
       for (const nodeId of sender.receivers()) if (counts(nodeId) && sender.ackedBy(nodeId) < sender.highestSeq) return false;
     }
     return true;
@@ -572,6 +624,8 @@ export class ReplicationEngine {
         retransmitBufferBytes: this.config.retransmitBufferBytes,
         maxRetransmitPerNack: 64,
         repairHoldoffMs: DEFAULT_REPAIR_HOLDOFF_MS,
+        sendWindowBytes: this.config.sendWindowBytes,
+        holdStallMs: HOLD_STALL_MS,
       });
       sender.setReceivers(channel === '' ? this.otherLiveMembers() : [channel]);
       this.senders.set(channel, sender);

@@ -32,6 +32,11 @@ export interface Replicator {
   /** Resolves once `needed` secondaries acknowledged the ticket's write, or at `deadline`. */
   waitForAcks(ticket: number, needed: number, deadline: number): Promise<number>;
   /**
+   * Back-pressure: undefined while the replication send queues are short, else a promise
+   * that resolves once they are short again (the secondaries acknowledged enough).
+   */
+  sendQueueRoom(): Promise<void> | undefined;
+  /**
    * Asks the members that may hold a session (its partition's top-ranked holders, and
    * `knownOwner`), in parallel, for their copy of it; settles by `deadline`.
    */
@@ -91,7 +96,12 @@ export class SessionApi {
     const v = BigInt(version);
     const versions = request.parts.map((p) => ({ name: p.name, version: v }));
     const ticket = this.replicate(request.sessionId, request.parts.map((p) => ({ kind: 'put' as const, name: p.name, value: p.value, version })), now);
-    if (needed === 0) return { versions, replicasAcked: 0 };
+    if (needed === 0) {
+      // A writer faster than its secondaries gets its answers at their pace, rather than
+      // a replication queue that grows until it must be flooded out.
+      const room = this.replicator?.sendQueueRoom();
+      return room === undefined ? { versions, replicasAcked: 0 } : room.then(() => ({ versions, replicasAcked: 0 }));
+    }
     if (ticket === undefined) throw new UnavailableError(`0 of ${needed} secondaries acknowledged: none is live`);
     const owner = this.store.get(request.sessionId, now)?.owner;
     return this.replicator!.waitForAcks(ticket, needed, deadline).then((acked) => {

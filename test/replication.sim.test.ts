@@ -12,6 +12,7 @@
 import { DatagramSealer } from '../src/datagram-codec';
 import { Datagram, DeltaKind } from '../src/gen/baton/v1/wire';
 import { SeededRandom } from '../src/random';
+import { HOLD_STALL_MS } from '../src/replication-engine';
 import type { GilbertElliott, LinkProfile, Transmission } from './support/sim-network';
 import { PERFECT_LINK } from './support/sim-network';
 import { makeClusterKey, SimCluster, type SimClusterOptions, type SimNode } from './support/sim-node';
@@ -469,6 +470,70 @@ describe.each(TRANSPORTS)('%s: synchronous writes', (transport) => {
   });
 });
 
+// --- flow control ----------------------------------------------------------------------
+
+describe.each(TRANSPORTS)('%s: flow control', (transport) => {
+  test('a burst beyond the send window waits for acknowledgements; a synchronous write behind it completes only once its secondaries hold it', () => {
+    const window = 8 * 1024;
+    const cluster = startCluster({ seed: 43, nodes: 3, transport, sendWindowBytes: window });
+    const [writer, ...secondaries] = cluster.nodes as [SimNode, SimNode, SimNode];
+    const channels = transport === 'multicast' ? 1 : 2;
+    const owners = new Map<string, string>();
+    const value = 'v'.repeat(1000);
+    for (let i = 0; i < 200; i++) {
+      writer.write(`burst-${i}`, { cart: `${value}${i}` });
+      owners.set(`burst-${i}`, writer.nodeId);
+    }
+    const held = writer.engine.sendWindow();
+    expect(held.queuedDeltas).toBeGreaterThan(100 * channels);
+    // ~190 KiB queued per channel: far over two 8 KiB windows, so Puts wait (back-pressure).
+    expect(writer.engine.sendQueueOver(2)).toBe(true);
+    expect(held.inFlightBytes).toBeLessThanOrEqual(window * channels);
+    // Rewriting a held part replaces the queued delta: it is sent once, with the newest value.
+    writer.write('burst-199', { cart: 'newest' });
+    expect(writer.engine.sendWindow().conflated).toBe(channels);
+    const { ticket } = writer.write('sync-behind', { auth: 'token' }, { sync: 2 });
+    owners.set('sync-behind', writer.nodeId);
+
+    let completedEarly = false;
+    let peakInFlight = 0;
+    const done = cluster.runUntil(() => {
+      peakInFlight = Math.max(peakInFlight, writer.engine.sendWindow().inFlightBytes);
+      const complete = writer.completedTickets.has(ticket!);
+      if (complete && secondaries.some((n) => n.store.get('sync-behind', cluster.net.now) === undefined)) completedEarly = true;
+      return complete;
+    }, 10_000);
+    expect(done).toBe(true);
+    expect(completedEarly).toBe(false);
+    expect(writer.completedTickets.get(ticket!)).toBe(2);
+    expect(peakInFlight).toBeLessThanOrEqual(window * channels);
+    expect(writer.engine.sendQueueOver(1)).toBe(false);
+    const after = writer.engine.sendWindow();
+    expect(after).toMatchObject({ queuedDeltas: 0, overrides: 0 });
+    expect(after.holds).toBeGreaterThan(0);
+    expectConverged(cluster, owners);
+    for (const node of secondaries) expect(node.store.get('burst-199', cluster.net.now)!.parts).toContain('newest');
+  });
+
+  test('a secondary that stops answering holds the window only until the hold gives way; the others keep up', () => {
+    const window = 4 * 1024;
+    const cluster = startCluster({ seed: 44, nodes: 3, transport, sendWindowBytes: window });
+    const [writer, alive, silent] = cluster.nodes as [SimNode, SimNode, SimNode];
+    silent.stop();
+    const owners = new Map<string, string>();
+    for (let i = 0; i < 40; i++) {
+      writer.write(`s-${i}`, { cart: 'x'.repeat(1000) });
+      owners.set(`s-${i}`, writer.nodeId);
+    }
+    expect(writer.engine.sendWindow().queuedDeltas).toBeGreaterThan(0);
+    // Well before the silent node is declared dead (3 s), the held deltas went out.
+    cluster.runFor(HOLD_STALL_MS * 3);
+    expect(writer.membership.liveNodeIds()).toContain(silent.nodeId);
+    expect(writer.engine.sendWindow().overrides).toBeGreaterThan(0);
+    for (let i = 0; i < 40; i++) expect(alive.store.get(`s-${i}`, cluster.net.now)).toBeDefined();
+  });
+});
+
 /** Tickets the engine holds (private state, read to pin that asynchronous writes keep none). */
 function engineTickets(node: SimNode): number {
   return (node.engine as unknown as { tickets: Map<number, unknown> }).tickets.size;
@@ -495,6 +560,8 @@ describe('property: random loss schedules and random operations', () => {
       transport,
       retransmitBufferBytes: random.below(2) === 0 ? 8 * 1024 : 64 * 1024,
       maxReassemblyBytes: 32 * 1024,
+      // No window, one that holds bursts back, or the default.
+      sendWindowBytes: [0, 3 * 1024, 64 * 1024][seed % 3],
     });
     // One owner, or every node owning its own sessions.
     const writers = random.below(2) === 0 ? [cluster.nodes[random.below(3)]!] : cluster.nodes;

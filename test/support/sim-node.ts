@@ -42,6 +42,8 @@ export interface SimClusterOptions {
   maxPayloadBytes?: number;
   /** Per channel. */
   retransmitBufferBytes?: number;
+  /** Per channel; 0 = no window. */
+  sendWindowBytes?: number;
   /** Per sender. */
   maxReassemblyBytes?: number;
   reassemblyTimeoutMs?: number;
@@ -145,6 +147,7 @@ export class SimNode implements SimHost {
         transport: o.transport,
         maxPayloadBytes: o.maxPayloadBytes,
         retransmitBufferBytes: o.retransmitBufferBytes,
+        sendWindowBytes: o.sendWindowBytes,
         maxReassemblyBytes: o.maxReassemblyBytes,
         reassemblyTimeoutMs: o.reassemblyTimeoutMs,
         receiver: o.receiver,
@@ -395,6 +398,7 @@ export class SimCluster {
       replicas: 2,
       maxPayloadBytes: 1400,
       retransmitBufferBytes: 256 * 1024,
+      sendWindowBytes: 64 * 1024,
       maxReassemblyBytes: 256 * 1024,
       reassemblyTimeoutMs: 10_000,
       profile: PERFECT_LINK,

@@ -1,0 +1,82 @@
+/**
+ * SessionApi with a scripted replicator: what a Put answers, and when, as replication
+ * back-pressure comes and goes (the watermarks themselves are tested in the simulation).
+ */
+import { BuzHash } from '../src/buzhash';
+import { HybridClock } from '../src/hybrid-clock';
+import type { LocalChange } from '../src/replication-engine';
+import { SessionApi, type PeerCopies, type Replicator } from '../src/session-api';
+import { DEFAULT_STORE_CONFIG, SessionStore, type StoredSession } from '../src/store';
+
+const T0 = 1_700_000_000_000;
+
+class ScriptedReplicator implements Replicator {
+  readonly replicas = 2;
+  /** What sendQueueRoom() answers next: undefined = room now. */
+  room: Promise<void> | undefined;
+  readonly replicated: string[] = [];
+
+  secondariesFor(): number {
+    return 2;
+  }
+  replicate(session: StoredSession, changes: readonly LocalChange[]): number | undefined {
+    for (const change of changes) this.replicated.push(`${session.id}/${change.kind}`);
+    return this.replicated.length;
+  }
+  waitForAcks(): Promise<number> {
+    return Promise.resolve(2);
+  }
+  sendQueueRoom(): Promise<void> | undefined {
+    return this.room;
+  }
+  fetchFromPeers(): Promise<PeerCopies> {
+    return Promise.resolve({ asked: 0, answered: 0, snapshots: [] });
+  }
+  replicateClaim(): void {}
+}
+
+function setUp() {
+  const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: 'node-a', partitions: 16 }, new BuzHash('api-test'), new HybridClock());
+  const replicator = new ScriptedReplicator();
+  const api = new SessionApi(store, { maxValueBytes: 1024, maxPartsPerSession: 8 }, replicator, undefined, () => T0);
+  return { store, replicator, api };
+}
+
+const put = (sessionId: string, minReplicas = 0) => ({
+  sessionId,
+  parts: [{ name: 'note', value: Buffer.from('x'), ifVersion: undefined }],
+  ttlSeconds: 0,
+  minReplicas,
+});
+
+describe('SessionApi: replication back-pressure', () => {
+  test('with room, a Put is answered at once', () => {
+    const { api } = setUp();
+    const answer = api.put(put('s1'), T0);
+    expect(answer).not.toBeInstanceOf(Promise);
+    expect(answer).toMatchObject({ replicasAcked: 0 });
+  });
+
+  test('without room, a Put is applied and replicated at once, but answered only once there is room', async () => {
+    const { api, store, replicator } = setUp();
+    let makeRoom!: () => void;
+    replicator.room = new Promise<void>((resolve) => (makeRoom = resolve));
+    const answer = api.put(put('s1'), T0);
+    expect(answer).toBeInstanceOf(Promise);
+    // The write is not held back: the store has it and its delta is queued.
+    expect(store.get('s1', T0)).toBeDefined();
+    expect(replicator.replicated).toEqual(['s1/put']);
+    let answered = false;
+    void (answer as Promise<unknown>).then(() => (answered = true));
+    await Promise.resolve();
+    expect(answered).toBe(false);
+    makeRoom();
+    await expect(answer).resolves.toMatchObject({ replicasAcked: 0, versions: [{ name: 'note' }] });
+  });
+
+  test('a synchronous Put waits for acknowledgements, not for queue room', async () => {
+    const { api, replicator } = setUp();
+    replicator.room = new Promise<void>(() => undefined); // never
+    await expect(api.put(put('s1', 2), T0)).resolves.toMatchObject({ replicasAcked: 2 });
+  });
+});
