@@ -20,11 +20,12 @@
  * - Flow control: flush sends no more while the packets not yet acknowledged by every
  *   receiver (in flight) carry sendWindowBytes or more; the rest stays queued, conflated
  *   to the latest delta per key, until acknowledgements open the window. A window with
- *   nothing in flight always takes one packet. The hold gives way — everything queued is
- *   sent, as without a window — when the queue outgrows retransmitBufferBytes (so its
- *   memory is bounded) or when no acknowledgement has released anything for holdStallMs
- *   (a receiver that stopped answering must not stall the channel until it is declared
- *   dead; the buffer bound then ejects it, and it resyncs).
+ *   nothing in flight always takes one packet. The hold gives way when the queue outgrows
+ *   retransmitBufferBytes (its oldest deltas beyond the bound are sent, so its memory is
+ *   bounded) and when no acknowledgement has released anything for holdStallMs (one more
+ *   window is sent per holdStallMs: a receiver that stopped answering must neither stall
+ *   the channel until it is declared dead nor set off a flood; the buffer bound then
+ *   ejects it, and it resyncs).
  */
 
 export interface ChannelSenderConfig {
@@ -96,8 +97,12 @@ interface Latest {
 
 export class ChannelSender {
   private seq = 0;
-  /** Deltas not yet sent, in order, one per conflation key (a newer delta takes the older's place). */
-  private readonly pending = new Map<string, OutgoingDelta>();
+  /**
+   * Deltas not yet sent, in order, one per conflation key (a newer delta takes the older's
+   * place), each with its number in enqueue order (the older one's, when it replaced one).
+   */
+  private readonly pending = new Map<string, { delta: OutgoingDelta; order: number }>();
+  private enqueued = 0;
   private pendingBytes = 0;
   /** Bytes of the retained packets, as sent (what the window counts). */
   private inFlight = 0;
@@ -168,16 +173,28 @@ export class ChannelSender {
     return this.heldSince === Infinity ? Infinity : this.heldSince + this.config.holdStallMs;
   }
 
+  /** Deltas enqueued so far (the number of the last one). */
+  get enqueuedCount(): number {
+    return this.enqueued;
+  }
+
+  /** Every delta enqueued up to this number has been sent (or replaced by one that was). */
+  get sentThrough(): number {
+    for (const { order } of this.pending.values()) return order - 1;
+    return this.enqueued;
+  }
+
   /** Queues a delta for the next flush, in place of a queued one of the same key. */
   enqueue(delta: OutgoingDelta): void {
+    this.enqueued++;
     const queued = this.pending.get(delta.key);
     if (queued !== undefined) {
-      this.pendingBytes -= queued.bytes.length;
+      this.pendingBytes -= queued.delta.bytes.length;
       this.counters.conflated++;
     }
-    // Set keeps a replaced key's place: order between keys does not matter (versions
-    // order the changes of one key, and the key holds only the latest).
-    this.pending.set(delta.key, delta);
+    // A replaced key keeps its place (and number): order between keys does not matter
+    // (versions order the changes of one key, and the key holds only the latest).
+    this.pending.set(delta.key, { delta, order: queued?.order ?? this.enqueued });
     this.pendingBytes += delta.bytes.length;
   }
 
@@ -190,9 +207,10 @@ export class ChannelSender {
     if (this.progressed && this.heldSince !== Infinity) this.heldSince = now;
     this.progressed = false;
     const window = this.config.sendWindowBytes;
-    // Nobody to acknowledge (no live receiver): nothing to wait for.
-    const limit = window === 0 || this.acked.size === 0 ? Infinity : window;
     const stalled = now >= this.holdDeadline;
+    // Nobody to acknowledge (no live receiver): nothing to wait for. A stalled hold lets
+    // one more window go.
+    const limit = window === 0 || this.acked.size === 0 ? Infinity : stalled ? this.inFlight + window : window;
     let overridden = false;
     const packets: DataPacket[] = [];
     const budget = this.config.maxPacketBytes;
@@ -206,13 +224,12 @@ export class ChannelSender {
       keys = [];
       size = 0;
     };
-    for (const [key, delta] of this.pending) {
+    for (const [key, { delta }] of this.pending) {
       const cost = delta.bytes.length + DELTA_FRAMING_BYTES;
       const open = this.inFlight + size === 0 || this.inFlight + size + Math.min(cost, budget) <= limit;
       if (!open) {
-        // The hold gives way: all of it when acknowledgements stopped, only the excess
-        // when the queue outgrew its bound (the oldest first).
-        if (!stalled && this.pendingBytes <= this.config.retransmitBufferBytes) break;
+        // The queue outgrew its bound: its oldest excess goes past the window.
+        if (this.pendingBytes <= this.config.retransmitBufferBytes) break;
         overridden = true;
       }
       this.pending.delete(key);
@@ -228,8 +245,10 @@ export class ChannelSender {
       size += cost;
     }
     close();
+    if (stalled && this.inFlight > window) overridden = true;
     if (overridden) this.counters.windowOverrides++;
     if (this.pending.size === 0) this.heldSince = Infinity;
+    else if (stalled) this.heldSince = now;
     else if (this.heldSince === Infinity) {
       this.heldSince = now;
       this.counters.windowHolds++;

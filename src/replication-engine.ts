@@ -99,8 +99,11 @@ export interface ReplicationObserver {
 
 interface Ticket {
   id: number;
-  /** Secondaries that must acknowledge, with the channel sequence number covering the write. */
-  waits: { nodeId: string; channel: string; seq: number }[];
+  /**
+   * Secondaries that must acknowledge, with the channel sequence number covering the write
+   * (0 until it is sent) and its place in the channel's queue (ChannelSender.enqueuedCount).
+   */
+  waits: { nodeId: string; channel: string; seq: number; queued: number }[];
   needed: number;
   flushed: boolean;
   /**
@@ -203,8 +206,11 @@ export class ReplicationEngine {
     if (holders.length === 0) return undefined;
     const owner = session.owner !== this.config.nodeId && holders[0] === session.owner ? session.owner : undefined;
     const ticket: Ticket = { id: this.nextTicket++, waits: [], needed: 0, flushed: false, owner };
-    for (const nodeId of holders) ticket.waits.push({ nodeId, channel: this.channelTo(nodeId), seq: 0 });
     this.enqueue(session, changes, holders, now);
+    for (const nodeId of holders) {
+      const channel = this.channelTo(nodeId);
+      ticket.waits.push({ nodeId, channel, seq: 0, queued: this.sender(channel).enqueuedCount });
+    }
     this.tickets.set(ticket.id, ticket);
     return ticket.id;
   }
@@ -302,12 +308,12 @@ export class ReplicationEngine {
       const packets = sender.flush(now);
       const ackRequested = packets.length > 0 && this.hasWaitingTicket(channel);
       for (const packet of packets) this.sendData(channel, packet, ackRequested);
-      // A ticket's write is in a packet once nothing queued before it is left.
-      const sent = sender.pendingCount === 0;
+      // A ticket's write is in a packet once nothing queued up to it is left.
+      const sentThrough = sender.sentThrough;
       const highest = sender.highestSeq;
       for (const ticket of this.tickets.values()) {
         if (ticket.flushed) continue;
-        if (sent) for (const wait of ticket.waits) if (wait.channel === channel && wait.seq === 0) wait.seq = highest;
+        for (const wait of ticket.waits) if (wait.channel === channel && wait.seq === 0 && wait.queued <= sentThrough) wait.seq = highest;
         if (ticket.waits.every((w) => w.seq > 0)) ticket.flushed = true;
         // Nobody awaits it (awaitTicket comes before the flush): forget it now, sent or held.
         if (ticket.needed === 0) this.tickets.delete(ticket.id);

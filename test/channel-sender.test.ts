@@ -137,11 +137,16 @@ describe('ChannelSender: send window', () => {
     expect(s.flush(1400).map((p) => p.seq)).toEqual([3]);
     expect(s.holdDeadline).toBe(1900);
     expect(s.flush(1899)).toEqual([]);
-    // The receiver stopped answering: everything queued is sent as without a window.
-    expect(s.flush(1900).map((p) => p.seq)).toEqual([4, 5, 6]);
+    // The receiver stopped answering: one more window goes, then another after each stall.
+    expect(s.flush(1900).map((p) => p.seq)).toEqual([4, 5]);
+    expect(s.inFlightBytes).toBe(4016);
+    expect(s.holdDeadline).toBe(2400);
+    expect(s.counters.windowOverrides).toBe(1);
+    expect(s.flush(2399)).toEqual([]);
+    expect(s.flush(2400).map((p) => p.seq)).toEqual([6]);
     expect(s.pendingCount).toBe(0);
     expect(s.holdDeadline).toBe(Infinity);
-    expect(s.counters.windowOverrides).toBe(1);
+    expect(s.counters.windowOverrides).toBe(2);
   });
 
   test('a queue larger than the retransmit buffer bound sends its oldest excess (its memory stays bounded)', () => {

@@ -515,7 +515,29 @@ describe.each(TRANSPORTS)('%s: flow control', (transport) => {
     for (const node of secondaries) expect(node.store.get('burst-199', cluster.net.now)!.parts).toContain('newest');
   });
 
-  test('a secondary that stops answering holds the window only until the hold gives way; the others keep up', () => {
+  test('a synchronous write completes while later writes keep the queue from ever emptying', () => {
+    const cluster = startCluster({ seed: 45, nodes: 3, transport, sendWindowBytes: 8 * 1024 });
+    const [writer, ...secondaries] = cluster.nodes as [SimNode, SimNode, SimNode];
+    const value = 'q'.repeat(1000);
+    const writeSome = (n: number, from: number) => {
+      for (let i = 0; i < n; i++) writer.write(`busy-${(from + i) % 300}`, { cart: `${value}${from + i}` });
+    };
+    writeSome(300, 0);
+    const { ticket } = writer.write('sync-amid', { auth: 'token' }, { sync: 2 });
+    let completedAt: number | undefined;
+    let queueEmptied = false;
+    for (let ms = 1; ms <= 400 && completedAt === undefined; ms++) {
+      cluster.runFor(1);
+      writeSome(10, ms * 10);
+      if (writer.engine.sendWindow().queuedDeltas === 0) queueEmptied = true;
+      if (writer.completedTickets.has(ticket!)) completedAt = ms;
+    }
+    expect(queueEmptied).toBe(false);
+    expect(completedAt).toBeDefined();
+    for (const node of secondaries) expect(node.store.get('sync-amid', cluster.net.now)).toBeDefined();
+  });
+
+  test('a secondary that stops answering slows the window to one more per stall, not to a halt; the others keep up', () => {
     const window = 4 * 1024;
     const cluster = startCluster({ seed: 44, nodes: 3, transport, sendWindowBytes: window });
     const [writer, alive, silent] = cluster.nodes as [SimNode, SimNode, SimNode];
@@ -526,8 +548,9 @@ describe.each(TRANSPORTS)('%s: flow control', (transport) => {
       owners.set(`s-${i}`, writer.nodeId);
     }
     expect(writer.engine.sendWindow().queuedDeltas).toBeGreaterThan(0);
-    // Well before the silent node is declared dead (3 s), the held deltas went out.
-    cluster.runFor(HOLD_STALL_MS * 3);
+    // Well before the silent node is declared dead (3 s), the held deltas went out: one
+    // more window per HOLD_STALL_MS (40 KiB in 4 KiB windows).
+    cluster.runFor(HOLD_STALL_MS * 15);
     expect(writer.membership.liveNodeIds()).toContain(silent.nodeId);
     expect(writer.engine.sendWindow().overrides).toBeGreaterThan(0);
     for (let i = 0; i < 40; i++) expect(alive.store.get(`s-${i}`, cluster.net.now)).toBeDefined();
