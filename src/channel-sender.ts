@@ -133,6 +133,8 @@ export class ChannelSender {
     windowOverrides: 0,
     /** Queued deltas replaced by a newer delta of the same key before they were sent. */
     conflated: 0,
+    /** NACKed ranges the receiver had acknowledged since (late copies), not answered. */
+    staleNacks: 0,
   };
 
   constructor(private readonly config: ChannelSenderConfig) {
@@ -262,11 +264,19 @@ export class ChannelSender {
    * resent within repairHoldoffMs) and, if any asked-for sequence number has left the
    * buffer, the first one still held.
    */
-  handleNack(ranges: readonly (readonly [number, number])[], now: number): { packets: DataPacket[]; goneBefore: number | undefined } {
+  handleNack(ranges: readonly (readonly [number, number])[], now: number, from?: string): { packets: DataPacket[]; goneBefore: number | undefined } {
     const packets: DataPacket[] = [];
     let goneBefore: number | undefined;
+    // What the NACKing receiver has itself acknowledged since is a late copy of a NACK
+    // already answered (the group copy of a multicast NACK queues behind the sender's own
+    // multicast traffic): answering it would resend packets, or say they are gone.
+    const confirmed = from === undefined ? 0 : (this.confirmed.get(from) ?? 0);
     for (const [first, last] of ranges) {
       if (first > last || last > this.seq) continue;
+      if (last <= confirmed) {
+        this.counters.staleNacks++;
+        continue;
+      }
       if (first < this.firstRetained) goneBefore = this.firstRetained;
       for (let s = Math.max(first, this.firstRetained); s <= last; s++) {
         if (packets.length >= this.config.maxRetransmitPerNack) break;

@@ -871,7 +871,7 @@ export class ReplicationEngine {
       this.push(fromAddress, this.encode({ $case: 'gone', gone: { targetNodeId: channel, firstRetainedSeq: 1n } }), 'gone');
       return;
     }
-    const { packets, goneBefore } = sender.handleNack(ranges, now);
+    const { packets, goneBefore } = sender.handleNack(ranges, now, from);
     for (const packet of packets) this.sendData(channel, packet, false);
     if (goneBefore !== undefined) {
       this.push(fromAddress, this.encode({ $case: 'gone', gone: { targetNodeId: channel, firstRetainedSeq: BigInt(goneBefore) } }), 'gone');

@@ -53,6 +53,23 @@ describe('ChannelSender', () => {
     expect(s.counters.retransmitted).toBe(5);
   });
 
+  test('a NACK for what its receiver has acknowledged since (a late copy) is not answered', () => {
+    const s = sender();
+    s.setReceivers(['x', 'y']);
+    for (const key of ['a', 'b', 'c', 'd']) {
+      s.enqueue({ key, bytes: bytes(10) });
+      s.flush(0);
+    }
+    s.handleAck('x', 4);
+    s.handleAck('y', 4); // everything released
+    expect(s.firstRetainedSeq).toBe(5);
+    expect(s.handleNack([[2, 3]], 10, 'x')).toEqual({ packets: [], goneBefore: undefined });
+    expect(s.counters.staleNacks).toBe(1);
+    // From a receiver that did not acknowledge it (or an unknown one) it is answered: gone.
+    expect(s.handleNack([[2, 3]], 10, 'z').goneBefore).toBe(5);
+    expect(s.handleNack([[2, 3]], 10).goneBefore).toBe(5);
+  });
+
   test('a receiver added later is not counted as having acknowledged what was trimmed before it', () => {
     const s = sender(1024);
     s.setReceivers(['x']);
