@@ -569,12 +569,20 @@ export class ReplicationEngine {
 
   /**
    * Whether some channel's queue (deltas waiting for its send window) holds more than
-   * `windows` windows' worth of bytes: the back-pressure watermarks. Never with no window.
+   * `windows` windows' worth of bytes: the back-pressure watermarks. Never with no window,
+   * and not for a channel with a suspect receiver: writers wait for secondaries that are
+   * slow, not for one that may be dead (its window trickles on, one more per HOLD_STALL_MS,
+   * until failure detection removes it). A secondary busy repairing losses is not suspect
+   * (every datagram from it counts as hearing from it), so it keeps holding writers back.
    */
   sendQueueOver(windows: number): boolean {
     const window = this.config.sendWindowBytes;
     if (window === 0) return false;
-    for (const sender of this.senders.values()) if (sender.queuedBytes > windows * window) return true;
+    for (const sender of this.senders.values()) {
+      if (sender.queuedBytes <= windows * window) continue;
+      if (sender.receivers().some((id) => this.membership.member(id)?.state === 'suspect')) continue;
+      return true;
+    }
     return false;
   }
 

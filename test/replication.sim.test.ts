@@ -548,6 +548,12 @@ describe.each(TRANSPORTS)('%s: flow control', (transport) => {
       owners.set(`s-${i}`, writer.nodeId);
     }
     expect(writer.engine.sendWindow().queuedDeltas).toBeGreaterThan(0);
+    // 36 KiB queued: over two windows, so Puts would wait...
+    expect(writer.engine.sendQueueOver(2)).toBe(true);
+    // ...until the silent secondary is suspect: writers do not wait for one that may be dead.
+    expect(cluster.runUntil(() => writer.membership.member(silent.nodeId)?.state === 'suspect', 2000)).toBe(true);
+    expect(writer.engine.sendWindow().queuedDeltas).toBeGreaterThan(0);
+    expect(writer.engine.sendQueueOver(2)).toBe(false);
     // Well before the silent node is declared dead (3 s), the held deltas went out: one
     // more window per HOLD_STALL_MS (40 KiB in 4 KiB windows).
     cluster.runFor(HOLD_STALL_MS * 15);
