@@ -167,6 +167,12 @@ export class SidecarMetrics {
       'Packets NACKed again within the repair holdoff of their last retransmission, and not resent.',
       () => engine.channelCounters().repairsHeldOff,
     );
+    counterFrom(
+      registry,
+      'baton_replication_stale_nacks_total',
+      'NACKed ranges their receiver had acknowledged since (late copies of NACKs already answered), not answered.',
+      () => engine.channelCounters().staleNacks,
+    );
     counterFrom(registry, 'baton_replication_fragments_sent_total', 'Fragments of deltas too large for one datagram.', () => stats.fragmentsSent);
     counterFrom(registry, 'baton_replication_acks_received_total', 'Acknowledgements received from secondaries.', () => stats.acksReceived);
     counterFrom(registry, 'baton_replication_duplicates_total', 'Data datagrams received more than once.', () => engine.channelCounters().duplicates);

@@ -215,8 +215,9 @@ export class ReplicationDriver implements Replicator {
 
   /**
    * Back-pressure for writes: once a channel's queue (deltas waiting for its send window)
-   * holds two windows' worth, writers wait until it is down to one. The window's hold gives
-   * way within HOLD_STALL_MS when acknowledgements stop, so the wait is bounded too.
+   * holds two windows' worth, writers wait until it is down to one (ReplicationEngine.
+   * sendQueueOver: channels with a suspect receiver do not count, so a dead secondary holds
+   * writers back only until it is suspect).
    */
   sendQueueRoom(): Promise<void> | undefined {
     if (this.stopped) return undefined;

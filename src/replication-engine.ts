@@ -80,10 +80,9 @@ export const DISCARD_RECHECK_MS = 1000;
 /** …but not for longer than this after it was due (ms): a peer stuck pulling does not pin memory. */
 export const DISCARD_MAX_WAIT_MS = 120_000;
 /**
- * A send window held shut this long with no acknowledgement progress gives way (ms): a
- * secondary that stopped answering must not hold the others back until failure detection
- * declares it dead (seconds); one in a long GC pause then gets a burst its socket buffer
- * absorbs, or NACKs.
+ * A send window held shut this long with no acknowledgement progress lets one more window
+ * go, and again after each further such wait (ms): a secondary that stopped answering must
+ * not hold the others back until failure detection declares it dead (seconds).
  */
 export const HOLD_STALL_MS = 100;
 
@@ -302,10 +301,12 @@ export class ReplicationEngine {
    * when a hold gives way (tick).
    */
   flush(now: number): void {
+    const held: string[] = [];
     for (const channel of this.dirty) {
       const sender = this.senders.get(channel);
       if (sender === undefined) continue;
       const packets = sender.flush(now);
+      if (sender.pendingCount > 0) held.push(channel);
       const ackRequested = packets.length > 0 && this.hasWaitingTicket(channel);
       for (const packet of packets) this.sendData(channel, packet, ackRequested);
       // A ticket's write is in a packet once nothing queued up to it is left.
@@ -319,8 +320,7 @@ export class ReplicationEngine {
         if (ticket.needed === 0) this.tickets.delete(ticket.id);
       }
     }
-    this.dirty.clear();
-    for (const [channel, sender] of this.senders) if (sender.pendingCount > 0) this.dirty.add(channel);
+    this.dirty = new Set(held);
   }
 
   // --- input ---------------------------------------------------------------------
@@ -612,14 +612,15 @@ export class ReplicationEngine {
   }
 
   /** Counters of the channels, summed. */
-  channelCounters(): { packets: number; retransmitted: number; fragments: number; goneReplies: number; repairsHeldOff: number; duplicates: number; nacksSent: number } {
-    const c = { packets: 0, retransmitted: 0, fragments: 0, goneReplies: 0, repairsHeldOff: 0, duplicates: 0, nacksSent: 0 };
+  channelCounters(): { packets: number; retransmitted: number; fragments: number; goneReplies: number; repairsHeldOff: number; staleNacks: number; duplicates: number; nacksSent: number } {
+    const c = { packets: 0, retransmitted: 0, fragments: 0, goneReplies: 0, repairsHeldOff: 0, staleNacks: 0, duplicates: 0, nacksSent: 0 };
     for (const s of this.senders.values()) {
       c.packets += s.counters.packets;
       c.retransmitted += s.counters.retransmitted;
       c.fragments += s.counters.fragments;
       c.goneReplies += s.counters.goneReplies;
       c.repairsHeldOff += s.counters.repairsHeldOff;
+      c.staleNacks += s.counters.staleNacks;
     }
     for (const r of this.receivers.values()) {
       c.duplicates += r.counters.duplicates;
