@@ -44,6 +44,50 @@ const NON_CONFORMING_DEFAULTS = new Set([
   'nodejs_heap_space_size_total_bytes',
 ]);
 
+/**
+ * Two of the removed gauges carry the collect() that sets their siblings' values (heap used,
+ * external memory, heap spaces used and available): without it those read 0 for good. Each
+ * comes back under a conforming name whose collect runs the original's, and the siblings are
+ * registered again after it, so one scrape reads them fresh.
+ */
+const RENAMED_COLLECTORS: Record<string, { name: string; help: string; siblings: string[] }> = {
+  nodejs_heap_size_total_bytes: {
+    name: 'nodejs_heap_size_bytes',
+    help: 'Process heap size from Node.js in bytes.',
+    siblings: ['nodejs_heap_size_used_bytes', 'nodejs_external_memory_bytes'],
+  },
+  nodejs_heap_space_size_total_bytes: {
+    name: 'nodejs_heap_space_size_bytes',
+    help: 'Process heap space size from Node.js in bytes.',
+    siblings: ['nodejs_heap_space_size_used_bytes', 'nodejs_heap_space_size_available_bytes'],
+  },
+};
+
+function registerConformingDefaults(registry: Registry): void {
+  collectDefaultMetrics({ register: registry });
+  for (const name of NON_CONFORMING_DEFAULTS) {
+    const removed = registry.getSingleMetric(name) as Gauge | undefined;
+    registry.removeSingleMetric(name);
+    const renamed = RENAMED_COLLECTORS[name];
+    if (renamed === undefined || removed === undefined) continue;
+    new Gauge({
+      name: renamed.name,
+      help: renamed.help,
+      labelNames: ['space'],
+      registers: [registry],
+      async collect() {
+        for (const v of (await removed.get()).values) this.set(v.labels as Record<string, string>, v.value);
+      },
+    });
+    for (const sibling of renamed.siblings) {
+      const metric = registry.getSingleMetric(sibling);
+      if (metric === undefined) continue;
+      registry.removeSingleMetric(sibling);
+      registry.registerMetric(metric);
+    }
+  }
+}
+
 export class SidecarMetrics {
   readonly registry = new Registry();
   readonly operations: Counter<'method' | 'result'>;
@@ -55,8 +99,7 @@ export class SidecarMetrics {
 
   constructor(store: SessionStore, maxMemoryBytes: number) {
     const registry = this.registry;
-    collectDefaultMetrics({ register: registry });
-    for (const name of NON_CONFORMING_DEFAULTS) registry.removeSingleMetric(name);
+    registerConformingDefaults(registry);
 
     this.operations = new Counter({
       name: 'baton_operations_total',
