@@ -34,7 +34,7 @@ describe('SidecarMetrics', () => {
 
   test('no gauge carries a _total name (promtool rejects them)', async () => {
     for (const metric of await metrics.registry.getMetricsAsJSON()) {
-      if (metric.type === 'gauge') expect(metric.name).not.toMatch(/_total$/);
+      if (String(metric.type) === 'gauge') expect(metric.name).not.toMatch(/_total$/);
     }
   });
 });
