@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { parseClusterKeys } from '../src/cluster-key';
 import { ConfigError } from '../src/errors';
 import { MAX_TTL_SECONDS } from '../src/validation';
 
@@ -409,8 +410,10 @@ export function parseConfig(
     config.clusterKeySource = `--cluster-key-file ${path}`;
   } else if ((env[CLUSTER_KEY_ENV] ?? '') !== '') {
     config.clusterKeys = env[CLUSTER_KEY_ENV]!.replace(/[,;]\s*/g, '\n');
-    config.clusterKeySource = CLUSTER_KEY_ENV;
+    config.clusterKeySource = `${CLUSTER_KEY_ENV} (or --cluster-key-file)`;
   }
+  // Parsed here, not first at node start, so a bad key is a configuration error (exit 2).
+  if (config.clusterKeys !== '') parseClusterKeys(config.clusterKeys, config.clusterKeySource);
   if (config.deadAfterMs <= config.suspectAfterMs) {
     throw new ConfigError(`--dead-after-ms (${config.deadAfterMs}) must be greater than --suspect-after-ms (${config.suspectAfterMs})`);
   }

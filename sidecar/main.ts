@@ -87,6 +87,11 @@ function demoCommand(): Command {
     });
 }
 
+/** Thrown from Commander's exit hook: the process ends with `code` once parsing unwinds. */
+class UsageExit {
+  constructor(readonly code: number) {}
+}
+
 function fail(message: string, code: number): never {
   process.stderr.write(`baton: ${message}\n`);
   process.exit(code);
@@ -104,7 +109,17 @@ export function main(argv: string[]): void {
     .addCommand(sidecarCommand())
     .addCommand(demoCommand());
   program.addHelpText('after', () => `\nOptions of 'baton sidecar':\n${sidecarCommand().helpInformation().split('\nOptions:\n')[1] ?? ''}`);
+  // Usage errors (an unknown flag, a missing value) are configuration errors: exit 2, as for
+  // a bad value. Commander has already printed what was wrong and the help.
+  const overrideExit = (command: Command) => {
+    command.exitOverride((err) => {
+      throw err.exitCode === 0 ? new UsageExit(0) : new UsageExit(EXIT_CONFIG);
+    });
+    for (const sub of command.commands) overrideExit(sub);
+  };
+  overrideExit(program);
   program.parseAsync(argv).catch((err: unknown) => {
+    if (err instanceof UsageExit) process.exit(err.code);
     process.stderr.write(`baton: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
   });
