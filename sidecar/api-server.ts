@@ -11,7 +11,7 @@ import { ClusterServiceService, type ClusterServiceServer } from '../src/gen/bat
 import type { SessionServiceServer } from '../src/gen/baton/v1/session';
 import type { ListenAddress } from './config';
 import { raiseReceiveWindows } from './flow-control';
-import { SessionServiceDefinition } from './session-service';
+import { sessionRequestScanner, sessionServiceDefinition } from './session-service';
 import { PROTO_ROOT } from './package-root';
 
 export const SERVED_SERVICES = ['baton.v1.SessionService', 'baton.v1.ClusterService'] as const;
@@ -20,7 +20,7 @@ export class ApiServer {
   readonly server: Server;
   readonly health: HealthImplementation;
 
-  constructor(session: SessionServiceServer, cluster: ClusterServiceServer, maxMessageBytes: number) {
+  constructor(session: SessionServiceServer, cluster: ClusterServiceServer, maxMessageBytes: number, maxPartsPerSession: number) {
     this.server = new Server({
       'grpc.max_receive_message_length': maxMessageBytes,
       'grpc.max_send_message_length': maxMessageBytes,
@@ -28,14 +28,14 @@ export class ApiServer {
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 10_000,
     });
-    this.server.addService(SessionServiceDefinition, session);
-    this.server.addService(ClusterServiceService, cluster);
-    this.health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVED_SERVICES.map((s) => [s, 'NOT_SERVING'])) });
-    this.health.addToServer(this.server);
     const definitions = loadSync(
       ['baton/v1/session.proto', 'baton/v1/cluster.proto', 'baton/v1/parts.proto', healthProtoPath],
       { includeDirs: [PROTO_ROOT], keepCase: true, longs: String, enums: String, defaults: true },
     );
+    this.server.addService(sessionServiceDefinition(sessionRequestScanner(definitions, maxPartsPerSession)), session);
+    this.server.addService(ClusterServiceService, cluster);
+    this.health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVED_SERVICES.map((s) => [s, 'NOT_SERVING'])) });
+    this.health.addToServer(this.server);
     new ReflectionService(definitions).addToServer(this.server);
   }
 

@@ -95,6 +95,7 @@ export class SidecarMetrics {
   readonly exchangeStreams: Gauge;
   readonly watchers: Gauge;
   readonly watchersDropped: Counter;
+  readonly requestsRefused: Counter;
   readonly drainDuration: Gauge;
 
   constructor(store: SessionStore, maxMemoryBytes: number) {
@@ -123,6 +124,11 @@ export class SidecarMetrics {
     this.watchersDropped = new Counter({
       name: 'baton_watchers_dropped_total',
       help: 'Watch streams ended because the client read too slowly.',
+      registers: [registry],
+    });
+    this.requestsRefused = new Counter({
+      name: 'baton_requests_refused_total',
+      help: 'Session API messages refused before decoding (over an element limit) or that did not decode.',
       registers: [registry],
     });
     this.drainDuration = new Gauge({

@@ -108,10 +108,10 @@ export class BatonNode {
       replication,
       this.metrics.resumeObserver(),
     );
-    this.handlers = new SessionServiceHandlers(sessionApi, this.hub, this.metrics, this.log);
+    this.handlers = new SessionServiceHandlers(sessionApi, this.hub, this.metrics, this.log, this.config.maxMemoryBytes);
     // A Put may carry every part at full size; leave room for ids, names and framing.
     const maxMessageBytes = Math.min(this.config.maxValueBytes * this.config.maxPartsPerSession + 64 * 1024, 2 ** 31 - 1);
-    this.api = new ApiServer(this.handlers.implementation(), this.clusterService(), maxMessageBytes);
+    this.api = new ApiServer(this.handlers.implementation(), this.clusterService(), maxMessageBytes, this.config.maxPartsPerSession);
     const api = await this.api.listen(this.config.apiListen).catch(async (err: unknown) => {
       await replication.stop();
       await this.http.close();

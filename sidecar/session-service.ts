@@ -6,9 +6,16 @@
  * Exchange runs operations in the order they arrive, answers them in slices of
  * EXCHANGE_SLICE_OPS, and never ends the stream for a failed operation. When the client
  * stops reading responses, or sends faster than the operations run, the stream stops
- * reading requests until the backlog clears, so memory stays bounded.
+ * reading requests until the backlog clears, so memory stays bounded. On drain, every
+ * operation already read is answered before the stream ends.
+ *
+ * What one request may cost is bounded before it is decoded (request-limits.ts): a message
+ * that holds too many elements is answered RESOURCE_EXHAUSTED (on Exchange, after the
+ * answers to what came before it, and the stream ends). A watcher's unsent events are
+ * bounded in bytes; a watcher that reads too slowly is ended with RESOURCE_EXHAUSTED.
  */
 import { Metadata, status, type sendUnaryData, type ServerDuplexStream, type ServerUnaryCall, type ServerWritableStream } from '@grpc/grpc-js';
+import type { PackageDefinition } from '@grpc/proto-loader';
 import type { Logger } from 'pino';
 import {
   ExchangeRequest,
@@ -24,44 +31,102 @@ import {
 } from '../src/gen/baton/v1/session';
 import type { SessionApi } from '../src/session-api';
 import { encodeToBuffer } from '../src/proto-writer';
+import { Utf8Error } from '../src/strict-utf8';
 import { checkSessionId } from '../src/validation';
 import type { WatchHub } from '../src/watch-hub';
 import { toStatus } from './grpc-status';
 import { resultOf, type Method, type OperationResult, type SidecarMetrics } from './metrics';
+import { EXCHANGE_MAX_BATCH_OPS, RequestScanner } from './request-limits';
 
 /** Events a watcher may have queued, unsent, before it is dropped as too slow. */
 const MAX_WATCH_BACKLOG = 10_000;
+/** Bytes of events a watcher may have queued, unsent, at most (and at most 1/16 of the memory budget). */
+const MAX_WATCH_BACKLOG_BYTES = 16 * 1024 * 1024;
+/** What an event costs beyond its session id and value, as counted against that bound. */
+const WATCH_EVENT_OVERHEAD = 64;
 /** Operations of an Exchange stream answered per message (one slice per event-loop turn). */
 export const EXCHANGE_SLICE_OPS = 16;
 /** Operations an Exchange stream may have read and not yet run before it stops reading. */
 const EXCHANGE_MAX_QUEUED_OPS = 4096;
+/** Request bytes an Exchange stream may have read and not yet run before it stops reading. */
+const EXCHANGE_MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
-/** What the Exchange deserializer yields for a message that is not an ExchangeRequest. */
-class UndecodableRequest {
-  constructor(readonly reason: string) {}
+/** Elements a repeated field of a request may hold before the request is refused unread. */
+const REPEATED_FIELD_LIMIT = 1024;
+/** Fields, nested ones included, one request message may hold (a full batch of full Puts is ~270k). */
+const REQUEST_MAX_FIELDS = 512 * 1024;
+
+/** A message the server will not run: it does not decode, or it is over a limit. */
+export class RefusedRequest {
+  constructor(
+    readonly code: status,
+    readonly details: string,
+  ) {}
+}
+
+/** An Exchange message as read: the request, and its size on the wire. */
+class ReceivedExchange {
+  constructor(
+    readonly request: ExchangeRequest,
+    readonly bytes: number,
+  ) {}
+}
+
+type Decoder<T> = { requestDeserialize: (bytes: Buffer) => T };
+
+/** A method's deserializer that scans before it decodes, and yields a RefusedRequest instead of throwing. */
+function guarded<T, R>(method: Decoder<T>, typeName: string, scanner: RequestScanner, wrap: (decoded: T, bytes: number) => R): (bytes: Buffer) => R | RefusedRequest {
+  return (bytes) => {
+    const refused = scanner.check(bytes, typeName);
+    if (refused !== undefined) return new RefusedRequest(status.RESOURCE_EXHAUSTED, `the request is over a limit: ${refused}`);
+    try {
+      return wrap(method.requestDeserialize(bytes), bytes.length);
+    } catch (err) {
+      if (err instanceof Utf8Error) return new RefusedRequest(status.INVALID_ARGUMENT, `${err.message} (session ids and part names are UTF-8 text)`);
+      return new RefusedRequest(status.INTERNAL, `the request could not be decoded: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
 }
 
 /**
- * SessionService as served: the generated definition, except that an Exchange message that
- * does not decode reaches the handler, in order, as an UndecodableRequest. grpc-js would
- * otherwise end the call with INTERNAL the moment it fails to decode a message, while
- * messages read before it are still being answered; a response written after that status
- * leaves the stream without trailers, and the client waits for its deadline.
+ * SessionService as served: the generated definition, except that every request is scanned
+ * against `scanner`'s limits before it is decoded, and a message that is refused (or does
+ * not decode) reaches the handler as a RefusedRequest, in order. grpc-js would otherwise end
+ * the call with INTERNAL the moment it fails to decode a message, while Exchange messages
+ * read before it are still being answered; a response written after that status leaves
+ * the stream without trailers, and the client waits for its deadline.
  */
-export const SessionServiceDefinition = {
-  ...SessionServiceService,
-  exchange: {
-    ...SessionServiceService.exchange,
-    requestDeserialize: (bytes: Buffer): ExchangeRequest | UndecodableRequest => {
-      try {
-        return ExchangeRequest.decode(bytes);
-      } catch (err) {
-        return new UndecodableRequest(err instanceof Error ? err.message : String(err));
-      }
+export function sessionServiceDefinition(scanner: RequestScanner) {
+  const same = <T>(decoded: T) => decoded;
+  const s = SessionServiceService;
+  return {
+    ...s,
+    put: { ...s.put, requestDeserialize: guarded(s.put, 'baton.v1.PutRequest', scanner, same) },
+    get: { ...s.get, requestDeserialize: guarded(s.get, 'baton.v1.GetRequest', scanner, same) },
+    delete: { ...s.delete, requestDeserialize: guarded(s.delete, 'baton.v1.DeleteRequest', scanner, same) },
+    touch: { ...s.touch, requestDeserialize: guarded(s.touch, 'baton.v1.TouchRequest', scanner, same) },
+    watch: { ...s.watch, requestDeserialize: guarded(s.watch, 'baton.v1.WatchRequest', scanner, same) },
+    exchange: {
+      ...s.exchange,
+      requestDeserialize: guarded(s.exchange, 'baton.v1.ExchangeRequest', scanner, (request, bytes) => new ReceivedExchange(request, bytes)),
+      responseSerialize: (value: ExchangeResponse): Buffer => encodeToBuffer((w) => ExchangeResponse.encode(value, w)),
     },
-    responseSerialize: (value: ExchangeResponse): Buffer => encodeToBuffer((w) => ExchangeResponse.encode(value, w)),
-  },
-} as const;
+  } as const;
+}
+
+/**
+ * The scanner for SessionService requests. Its limits stop decoding bombs; they are wider
+ * than what validation accepts (a Put with a few parts too many is INVALID_ARGUMENT, as
+ * the contract says, not refused unread).
+ */
+export function sessionRequestScanner(definitions: PackageDefinition, maxPartsPerSession: number): RequestScanner {
+  return new RequestScanner(
+    definitions,
+    { 'baton.v1.ExchangeRequest.batch': EXCHANGE_MAX_BATCH_OPS },
+    Math.max(REPEATED_FIELD_LIMIT, 4 * maxPartsPerSession),
+    REQUEST_MAX_FIELDS,
+  );
+}
 
 type Outcome<T> = { ok: true; value: T } | { ok: false; code: status; message: string };
 
@@ -70,14 +135,18 @@ export class SessionServiceHandlers {
   private readonly counters = new Map<string, { inc(): void }>();
   private readonly histograms = new Map<Method, { observe(v: number): void }>();
   private draining = false;
+  private readonly watchBacklogBytes: number;
 
   constructor(
     private readonly api: SessionApi,
     private readonly hub: WatchHub,
     private readonly metrics: SidecarMetrics,
     private readonly log: Logger,
+    maxMemoryBytes: number,
     private readonly clock: () => number = Date.now,
-  ) {}
+  ) {
+    this.watchBacklogBytes = Math.max(1024 * 1024, Math.min(MAX_WATCH_BACKLOG_BYTES, Math.floor(maxMemoryBytes / 16)));
+  }
 
   /** The implementation object for server.addService. */
   implementation(): SessionServiceServer {
@@ -108,6 +177,15 @@ export class SessionServiceHandlers {
       if (outcome.ok) callback(null, outcome.value);
       else callback({ code: outcome.code, details: outcome.message });
     };
+    const request: unknown = call.request;
+    if (request instanceof RefusedRequest) {
+      this.metrics.requestsRefused.inc();
+      // Refused unread: the caller's message was at fault (an undecodable one is answered
+      // INTERNAL, as grpc-js answers it, but is no internal error of the node's).
+      this.count(method, request.code === status.RESOURCE_EXHAUSTED ? 'exhausted' : 'invalid');
+      callback({ code: request.code, details: request.details });
+      return;
+    }
     const outcome = this.run(method, call.request, run);
     if (outcome instanceof Promise) void outcome.then(reply);
     else reply(outcome);
@@ -151,30 +229,41 @@ export class SessionServiceHandlers {
     this.histogram(method).observe((performance.now() - started) / 1000);
   }
 
-  private exchange(call: ServerDuplexStream<ExchangeRequest | UndecodableRequest, ExchangeResponse>): void {
+  private exchange(call: ServerDuplexStream<ReceivedExchange | RefusedRequest, ExchangeResponse>): void {
     this.metrics.exchangeStreams.inc();
     let ended = false;
+    // Set by drain and by the client's half-close: end once everything read is answered.
+    let endWhenAnswered = false;
     const entry = {
       end: () => {
-        if (ended) return;
-        ended = true;
-        call.end();
+        endWhenAnswered = true;
+        endIfAnswered();
       },
     };
     this.streams.add(entry);
+    // Operations read and not yet run, with the wire bytes of the messages they came in
+    // (released when a message's last operation runs).
+    type Queued = { op: ExchangeRequest | RefusedRequest; bytes: number };
+    let queue: Queued[] = [];
+    let head = 0;
+    let queuedBytes = 0;
     // Reading stops while the responses are not draining (the client reads too slowly) or
-    // while too many operations wait to be run; it resumes when neither holds.
+    // while too many operations or bytes wait to be run; it resumes when none holds.
     let awaitingDrain = false;
     let readsPaused = false;
     const updateReading = () => {
-      const pause = awaitingDrain || queue.length - head >= EXCHANGE_MAX_QUEUED_OPS;
+      const pause = awaitingDrain || queue.length - head >= EXCHANGE_MAX_QUEUED_OPS || queuedBytes >= EXCHANGE_MAX_QUEUED_BYTES;
       if (pause === readsPaused) return;
       readsPaused = pause;
       if (pause) call.pause();
       else call.resume();
     };
     let waiting = 0;
-    let endWhenAnswered = false;
+    const endIfAnswered = () => {
+      if (ended || !endWhenAnswered || waiting > 0 || head < queue.length) return;
+      ended = true;
+      call.end();
+    };
     const send = (response: ExchangeResponse) => {
       if (ended) return;
       if (!call.write(response) && !awaitingDrain) {
@@ -191,38 +280,42 @@ export class SessionServiceHandlers {
       waiting++;
       void response.then((r) => {
         send(r);
-        if (--waiting === 0 && endWhenAnswered && head === queue.length) entry.end();
+        waiting--;
+        endIfAnswered();
       });
     };
     // Operations run in arrival order, EXCHANGE_SLICE_OPS at a time, each slice answered by
     // one message, with a turn of the event loop between slices: the first answers reach the
     // client while the rest are computed, so client and sidecar work at the same time instead
     // of taking turns with whole batches.
-    let queue: (ExchangeRequest | UndecodableRequest)[] = [];
-    let head = 0;
     let pumping = false;
     const pump = () => {
       pumping = false;
       if (ended || awaitingDrain) return;
       const answered: ExchangeResponse[] = [];
-      let undecodable: UndecodableRequest | undefined;
+      let refused: RefusedRequest | undefined;
       while (head < queue.length && answered.length < EXCHANGE_SLICE_OPS) {
-        const one = queue[head++]!;
-        if (one instanceof UndecodableRequest) {
-          undecodable = one;
+        const { op, bytes } = queue[head++]!;
+        queuedBytes -= bytes;
+        if (op instanceof RefusedRequest) {
+          refused = op;
           break;
         }
-        const response = one.batch.length > 0 ? nestedBatch(one.requestId) : this.exchangeOne(one);
+        const response = op.batch.length > 0 ? nestedBatch(op.requestId) : this.exchangeOne(op);
         if (response instanceof Promise) later(response);
         else answered.push(response);
       }
       if (answered.length === 1) send(answered[0]!);
       else if (answered.length > 1) send({ requestId: 0n, result: undefined, batch: answered });
-      if (undecodable !== undefined) {
-        // The stream cannot be read past a message that does not decode: end it after the
-        // answers written so far, as grpc-js ends a call whose message does not decode.
+      if (refused !== undefined) {
+        // The stream cannot be read past a message that is refused or does not decode: end
+        // it after the answers written so far (their request ids are unknown).
         ended = true;
-        call.emit('error', { code: status.INTERNAL, details: `an Exchange request could not be decoded: ${undecodable.reason}` });
+        queue = [];
+        head = 0;
+        queuedBytes = 0;
+        this.metrics.requestsRefused.inc();
+        call.emit('error', { code: refused.code, details: refused.details });
         return;
       }
       if (head < queue.length) {
@@ -233,21 +326,24 @@ export class SessionServiceHandlers {
       } else {
         queue = [];
         head = 0;
-        if (endWhenAnswered && waiting === 0) entry.end();
+        endIfAnswered();
       }
       updateReading();
     };
-    call.on('data', (request: ExchangeRequest | UndecodableRequest) => {
+    call.on('data', (received: ReceivedExchange | RefusedRequest) => {
       if (ended) return;
-      if (request instanceof UndecodableRequest || request.batch.length === 0) queue.push(request);
-      else for (const one of request.batch) queue.push(one);
+      if (received instanceof RefusedRequest) queue.push({ op: received, bytes: 0 });
+      else {
+        const { request, bytes } = received;
+        const ops = request.batch.length === 0 ? [request] : request.batch;
+        // A message's bytes are counted with its last operation, released when that one runs.
+        for (let i = 0; i < ops.length; i++) queue.push({ op: ops[i]!, bytes: i === ops.length - 1 ? bytes : 0 });
+        queuedBytes += bytes;
+      }
       if (!pumping) pump();
     });
     // Operations still queued or waiting for replica acknowledgements are answered before the end.
-    call.on('end', () => {
-      if (waiting === 0 && head === queue.length) entry.end();
-      else endWhenAnswered = true;
-    });
+    call.on('end', () => entry.end());
     let open = true;
     const close = () => {
       this.streams.delete(entry);
@@ -292,6 +388,12 @@ export class SessionServiceHandlers {
   }
 
   private watch(call: ServerWritableStream<WatchRequest, WatchEvent>): void {
+    const request: unknown = call.request;
+    if (request instanceof RefusedRequest) {
+      this.metrics.requestsRefused.inc();
+      call.emit('error', { code: request.code, details: request.details });
+      return;
+    }
     const sessionId = call.request.sessionId;
     if (sessionId !== '') {
       try {
@@ -314,15 +416,23 @@ export class SessionServiceHandlers {
         call.end();
       },
     };
+    // Bytes of part values written to the stream and not yet handed to HTTP/2 (a write's
+    // callback runs once grpc-js took the message): what a watcher that does not read holds.
+    let backlogBytes = 0;
     const unsubscribe = this.hub.subscribe(sessionId, (event) => {
       if (done) return;
-      if (call.writableLength >= MAX_WATCH_BACKLOG) {
+      const bytes = WATCH_EVENT_OVERHEAD + event.sessionId.length + (event.part?.value.length ?? 0);
+      if (call.writableLength >= MAX_WATCH_BACKLOG || backlogBytes + bytes > this.watchBacklogBytes) {
         this.metrics.watchersDropped.inc();
         finish();
-        call.emit('error', { code: status.RESOURCE_EXHAUSTED, details: 'the watcher reads too slowly; events were dropped, watch again' });
+        call.emit('error', {
+          code: status.RESOURCE_EXHAUSTED,
+          details: `the watcher reads too slowly (over ${this.watchBacklogBytes} bytes of events unsent); events were dropped, watch again`,
+        });
         return;
       }
-      call.write(event);
+      backlogBytes += bytes;
+      call.write(event, () => (backlogBytes -= bytes));
     });
     const finish = () => {
       if (done) return;

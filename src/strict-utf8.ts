@@ -1,37 +1,34 @@
 /**
- * Protobuf string fields that are not valid UTF-8 decode to strings that are not well formed.
+ * Protobuf string fields must hold valid UTF-8, and baton's decoders refuse those that do not.
  *
  * The protobuf runtime (shared by every generated decoder: API requests, peer answers,
- * datagrams) substitutes U+FFFD for invalid bytes by default, so the ids `c3 28`, `c4 28`
- * and `ff 28` all decoded to "\uFFFD(" — one session under three names, and the same as
- * the valid id `ef bf bd 28`. Installed on import, the decoder here keeps valid text as is
- * and marks invalid input with a leading lone surrogate, which valid UTF-8 never decodes
- * to; validation rejects such strings (`isWellFormedText`) with INVALID_ARGUMENT.
+ * datagrams) substituted U+FFFD for invalid bytes by default, so the session ids `c3 28`,
+ * `c4 28` and `ff 28` all decoded to "\uFFFD(" — one session under three names, and the same
+ * as the valid id `ef bf bd 28`. Installed on import, the decoder here throws a
+ * `Utf8Error` instead, as proto3 asks of parsers; the API edge answers INVALID_ARGUMENT.
  */
 import { configureTextEncoding } from '@bufbuild/protobuf/wire';
 
-const lenient = new TextDecoder('utf-8', { ignoreBOM: true });
+/** A string field of a message is not valid UTF-8. */
+export class Utf8Error extends Error {
+  constructor() {
+    super('a string field is not valid UTF-8');
+    this.name = 'Utf8Error';
+  }
+}
+
 const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const encoder = new TextEncoder();
-/** A lone low surrogate: no UTF-8 byte sequence decodes to it. */
-const INVALID_MARK = '\udcff';
 
 configureTextEncoding({
   encodeUtf8: (text) => encoder.encode(text),
-  decodeUtf8: (bytes, throwOnInvalid) => {
+  decodeUtf8: (bytes) => {
     try {
       return strict.decode(bytes);
-    } catch (err) {
-      if (throwOnInvalid === true) throw err;
-      return INVALID_MARK + lenient.decode(bytes);
+    } catch {
+      throw new Utf8Error();
     }
   },
-  checkUtf8: (text) => isWellFormedText(text),
+  // String.prototype.isWellFormed is in Node 20, not in the ES2022 typings.
+  checkUtf8: (text) => (text as unknown as { isWellFormed(): boolean }).isWellFormed(),
 });
-
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
-
-/** Whether a string is valid Unicode text (no lone surrogates), i.e. came from valid UTF-8. */
-export function isWellFormedText(text: string): boolean {
-  return !LONE_SURROGATE.test(text);
-}

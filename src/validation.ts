@@ -3,7 +3,8 @@
  * with a message a developer can act on; none echoes session contents back.
  */
 import { InvalidArgumentError } from './errors';
-import { isWellFormedText } from './strict-utf8';
+// Installs the strict UTF-8 decoder every surface relies on (ids that are not UTF-8 never decode).
+import './strict-utf8';
 import { checkWellKnownPart, isWellKnownPart, WELL_KNOWN_PARTS } from './well-known-parts';
 
 export const MAX_SESSION_ID_BYTES = 512;
@@ -21,8 +22,6 @@ export interface RequestLimits {
 
 export function checkSessionId(id: string): void {
   if (id.length === 0) throw new InvalidArgumentError('session_id is empty');
-  // Invalid UTF-8 on the wire decodes to a string that is not well formed (strict-utf8.ts).
-  if (!isWellFormedText(id)) throw new InvalidArgumentError('session_id is not valid UTF-8');
   if (id.length > MAX_SESSION_ID_BYTES || Buffer.byteLength(id, 'utf8') > MAX_SESSION_ID_BYTES) {
     throw new InvalidArgumentError(`session_id is longer than ${MAX_SESSION_ID_BYTES} bytes`);
   }

@@ -26,6 +26,7 @@ import * as http2 from 'node:http2';
 import * as zlib from 'node:zlib';
 import { ClusterServiceClient, ClusterServiceService, StatusRequest, StatusResponse } from '../src/gen/baton/v1/cluster';
 import { AuthState, CartState, TcpConnectionState, TlsSessionState } from '../src/gen/baton/v1/parts';
+import { Utf8Error } from '../src/strict-utf8';
 import {
   DeleteRequest,
   DeleteResponse,
@@ -210,6 +211,16 @@ function decodes(decode: (b: Uint8Array) => unknown, bytes: Uint8Array): boolean
   } catch {
     return false;
   }
+}
+
+/** The status of a request that does not decode: a string that is not UTF-8 is the caller's error. */
+function undecodableStatus(decode: (b: Uint8Array) => unknown, bytes: Uint8Array): grpc.status {
+  try {
+    decode(bytes);
+  } catch (err) {
+    if (err instanceof Utf8Error) return S.INVALID_ARGUMENT;
+  }
+  return S.INTERNAL;
 }
 
 // --- structured random requests -----------------------------------------------------------
@@ -703,7 +714,7 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
         return;
       }
       if (!decodes(WatchRequest.decode, input.bytes)) {
-        if (out.code !== S.INTERNAL) findings.add(`${where}: undecodable request got ${statusName(out.code)} (${out.details})`);
+        if (out.code !== undecodableStatus(WatchRequest.decode, input.bytes)) findings.add(`${where}: undecodable request got ${statusName(out.code)} (${out.details})`);
         return;
       }
       const id = WatchRequest.decode(input.bytes).sessionId;
@@ -732,7 +743,7 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
           if (asked.join() !== answered.join()) findings.add(`${where}: request ids ${asked.join()} answered as ${answered.join()}`);
         }
       } else {
-        const expected = frames[firstBad]!.bytes.length > MAX_MESSAGE_BYTES ? S.RESOURCE_EXHAUSTED : S.INTERNAL;
+        const expected = frames[firstBad]!.bytes.length > MAX_MESSAGE_BYTES ? S.RESOURCE_EXHAUSTED : undecodableStatus(ExchangeRequest.decode, frames[firstBad]!.bytes);
         if (out.code !== expected) findings.add(`${where}: bad frame ${firstBad} got ${statusName(out.code)} (${out.details}), expected ${statusName(expected)}`);
         if (out.responses.length > firstBad) findings.add(`${where}: ${out.responses.length} responses, but frame ${firstBad} was bad`);
       }
