@@ -18,7 +18,7 @@
  * - Key material never appears in errors; `PeerTlsMaterial.keyPem` is non-enumerable.
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, hkdfSync, type KeyObject, randomBytes, sign, X509Certificate } from 'node:crypto';
-import forge from 'node-forge';
+import type forge from 'node-forge';
 import type { ClusterKey } from './cluster-key';
 import { ConfigError } from './errors';
 
@@ -167,7 +167,10 @@ function material(rootsPem: string, certPem: string, keyPem: string, source: Pee
 
 // --- X.509 encoding -------------------------------------------------------------------
 
-const { asn1 } = forge;
+// Only node-forge's ASN.1 encoder: loading the whole library costs every start 40-170 ms
+// (measured on a loaded 2-core machine), this part a tenth of that.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const asn1 = require('node-forge/lib/asn1') as typeof forge.asn1;
 const UNIVERSAL = asn1.Class.UNIVERSAL;
 const CONTEXT = asn1.Class.CONTEXT_SPECIFIC;
 
@@ -214,7 +217,7 @@ function buildCertificate(f: CertificateFields): Buffer {
 
 function distinguishedName(commonName: string): forge.asn1.Asn1 {
   const attribute = (type: string, value: string) =>
-    asn1.create(UNIVERSAL, asn1.Type.SET, true, [seq([oid(type), asn1.create(UNIVERSAL, asn1.Type.UTF8, false, forge.util.encodeUtf8(value))])]);
+    asn1.create(UNIVERSAL, asn1.Type.SET, true, [seq([oid(type), asn1.create(UNIVERSAL, asn1.Type.UTF8, false, Buffer.from(value, 'utf8').toString('binary'))])]);
   return seq([attribute('2.5.4.10', 'baton'), attribute('2.5.4.3', commonName)]);
 }
 
