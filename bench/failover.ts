@@ -52,10 +52,12 @@
  * error and on Ctrl-C (SIGTERM, then SIGKILL; an exit hook kills any left).
  */
 import { randomBytes } from 'node:crypto';
+import { Metadata } from '@grpc/grpc-js';
 import type { Session } from '../src/client';
 import { parseClusterKeys } from '../src/cluster-key';
 import type { PartitionDigest } from '../src/gen/baton/v1/peer';
-import { PeerAuth, PeerClients } from '../sidecar/peer-service';
+import { peerTlsFromKeys } from '../src/peer-tls';
+import { PeerClients, PeerCredentials } from '../sidecar/peer-service';
 import { cpuSecondsOf, handleInterruptions, interruption, machineBusyCpuSeconds, ownCpuSeconds, quietWaitSeconds, runMain, sleep, waitForQuiet } from './children';
 import { freePeerPorts, histogramQuantile, metric, scrape, startReplica, type Replica, type Scrape } from './replication-cluster';
 import {
@@ -189,11 +191,9 @@ function inspect(sessions: Sessions, index: number, session: Session, expectedOw
  */
 class PartitionReader {
   private readonly clients: PeerClients;
-  private readonly auth: PeerAuth;
 
   constructor(clusterKey: string) {
-    this.auth = new PeerAuth(parseClusterKeys(clusterKey));
-    this.clients = new PeerClients(this.auth);
+    this.clients = new PeerClients(new PeerCredentials(peerTlsFromKeys(parseClusterKeys(clusterKey), 'bench-partition-reader', Date.now())));
   }
 
   /** One Lookup round trip (a resume's peer hop, without the resume). */
@@ -203,7 +203,7 @@ class PartitionReader {
 
   read(peerAddress: string): Promise<PartitionDigest[]> {
     return new Promise((resolve, reject) => {
-      this.clients.client(peerAddress).digests({ partitions: [] }, this.auth.metadata(), { deadline: Date.now() + 5000 }, (err, response) =>
+      this.clients.client(peerAddress).digests({ partitions: [] }, new Metadata(), { deadline: Date.now() + 5000 }, (err, response) =>
         err ? reject(err) : resolve(response.partitions),
       );
     });

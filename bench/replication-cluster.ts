@@ -19,13 +19,14 @@ import { BuzHash } from '../src/buzhash';
 import { BatonClient } from '../src/client';
 import { deriveHashSeed, parseClusterKeys } from '../src/cluster-key';
 import { HybridClock } from '../src/hybrid-clock';
+import { peerTlsFromKeys } from '../src/peer-tls';
 import { SessionApi } from '../src/session-api';
 import { SessionStore } from '../src/store';
 import { WatchHub } from '../src/watch-hub';
 import { parseConfig, type Config } from '../sidecar/config';
 import { SidecarMetrics } from '../sidecar/metrics';
 import { BatonNode } from '../sidecar/node';
-import { PeerAuth, PeerClients } from '../sidecar/peer-service';
+import { PeerClients, PeerCredentials } from '../sidecar/peer-service';
 import { ReplicationDriver } from '../sidecar/replication-driver';
 import { startChild, type Child } from './children';
 
@@ -326,12 +327,12 @@ export class ExchangeWriter implements Writer {
   }
 }
 
-/** Partition digests of peers over PeerService (authenticated with the cluster key). */
+/** Partition digests of peers over PeerService (mutual TLS from the cluster key). */
 export class DigestReader {
   private readonly clients: PeerClients;
 
   constructor(clusterKey: string) {
-    this.clients = new PeerClients(new PeerAuth(parseClusterKeys(clusterKey)));
+    this.clients = new PeerClients(new PeerCredentials(peerTlsFromKeys(parseClusterKeys(clusterKey), 'bench-digest-reader', Date.now())));
   }
 
   /** Every partition's digest at a peer address. */

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseClusterKeys } from '../src/cluster-key';
 import { ConfigError } from '../src/errors';
+import { peerTlsFromPem } from '../src/peer-tls';
 import { MAX_TTL_SECONDS } from '../src/validation';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -62,8 +63,14 @@ export interface Config {
   clusterKeySource: string;
   /** Secret string the BUZhash table derives from; '' = derived from the first cluster key. */
   clusterSeed: string;
-  /** Allow a non-loopback peer address without a cluster key. */
+  /** Allow peer traffic on a non-loopback address (--peer-listen, --multicast-interface) without a cluster key. */
   insecure: boolean;
+  /** Paths of the peer TLS trust bundle, certificate (chain) and key; '' = not given (all three or none). */
+  peerTlsCaFile: string;
+  peerTlsCertFile: string;
+  peerTlsKeyFile: string;
+  /** The three files' contents (PEM), read and checked by parseConfig; undefined = derive from the cluster key. */
+  peerTlsFiles: { ca: string; cert: string; key: string } | undefined;
   /** Heartbeat interval, failure-detector timeouts (ms). */
   heartbeatIntervalMs: number;
   suspectAfterMs: number;
@@ -314,12 +321,37 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     flag: 'insecure',
     key: 'insecure',
     valueName: undefined,
-    description: 'allow a non-loopback peer address without a cluster key (datagrams unencrypted and unauthenticated)',
+    description:
+      'allow peer traffic on a non-loopback address (--peer-listen, --multicast-interface) without a cluster key: datagrams and peer gRPC unencrypted and unauthenticated',
     default: () => 'false',
     parse: (v, flag) => {
       if (!['true', 'false', '1', '0', ''].includes(v)) throw bad(flag, v, 'expected true or false');
       return v === 'true' || v === '1' || v === '';
     },
+  },
+  {
+    flag: 'peer-tls-ca-file',
+    key: 'peerTlsCaFile',
+    valueName: 'path',
+    description: 'PEM bundle of the roots peer certificates must chain to (e.g. ca.crt of a cert-manager Secret); default: roots derived from the cluster keys',
+    default: () => '',
+    parse: (v) => v,
+  },
+  {
+    flag: 'peer-tls-cert-file',
+    key: 'peerTlsCertFile',
+    valueName: 'path',
+    description: "PEM certificate (chain) this node presents to peers (e.g. tls.crt); with --peer-tls-ca-file and --peer-tls-key-file",
+    default: () => '',
+    parse: (v) => v,
+  },
+  {
+    flag: 'peer-tls-key-file',
+    key: 'peerTlsKeyFile',
+    valueName: 'path',
+    description: "PEM private key of --peer-tls-cert-file (e.g. tls.key)",
+    default: () => '',
+    parse: (v) => v,
   },
   {
     flag: 'heartbeat-interval-ms',
@@ -420,13 +452,59 @@ export function parseConfig(
   if (config.suspectAfterMs <= config.heartbeatIntervalMs) {
     throw new ConfigError(`--suspect-after-ms (${config.suspectAfterMs}) must be greater than --heartbeat-interval-ms (${config.heartbeatIntervalMs})`);
   }
-  if (config.clusterKeys === '' && !config.insecure && !isLoopbackHost(config.peerListen.host!)) {
+  const exposure = peerExposure(config);
+  if (config.clusterKeys === '' && !config.insecure && exposure !== undefined) {
     throw new ConfigError(
-      `refusing to bind --peer-listen ${config.peerListen.text} without a cluster key: anyone on the network could read ` +
+      `refusing to ${exposure} without a cluster key: anyone on the network could read ` +
         `and forge replication traffic. Set --cluster-key-file or ${CLUSTER_KEY_ENV}, or pass --insecure`,
     );
   }
+  config.peerTlsFiles = readPeerTlsFiles(config, readFile);
   return config;
+}
+
+/**
+ * What of this node's peer traffic leaves the machine, as the refusal and the --insecure
+ * warning say it ("bind --peer-listen …", "join --multicast … on --multicast-interface …");
+ * undefined when everything stays on loopback.
+ */
+export function peerExposure(config: Config): string | undefined {
+  if (!isLoopbackHost(config.peerListen.host!)) return `bind --peer-listen ${config.peerListen.text}`;
+  const multicast = config.multicast;
+  if (multicast !== undefined && config.multicastInterface !== '' && !isLoopbackHost(config.multicastInterface)) {
+    return `join --multicast ${multicast.group}:${multicast.port} on --multicast-interface ${config.multicastInterface}`;
+  }
+  return undefined;
+}
+
+/** Whether --insecure is what lets this node start: peer traffic leaves loopback with no key. */
+export function runsInsecure(config: Config): boolean {
+  return config.clusterKeys === '' && peerExposure(config) !== undefined;
+}
+
+const PEER_TLS_FLAGS = ['peer-tls-ca-file', 'peer-tls-cert-file', 'peer-tls-key-file'] as const;
+
+/** Reads and checks the three peer TLS files (all or none), naming the flag of whatever is wrong. */
+function readPeerTlsFiles(config: Config, readFile: (path: string) => string): Config['peerTlsFiles'] {
+  const paths = [config.peerTlsCaFile, config.peerTlsCertFile, config.peerTlsKeyFile];
+  if (paths.every((p) => p === '')) return undefined;
+  const missing = PEER_TLS_FLAGS.filter((_, i) => paths[i] === '');
+  if (missing.length > 0) {
+    throw new ConfigError(
+      `--peer-tls-ca-file, --peer-tls-cert-file and --peer-tls-key-file go together; missing ` +
+        missing.map((f) => `--${f} (${envName(f)})`).join(', '),
+    );
+  }
+  const [ca, cert, key] = PEER_TLS_FLAGS.map((flag, i) => {
+    try {
+      return readFile(paths[i]!);
+    } catch (err) {
+      throw new ConfigError(`cannot read --${flag} (${envName(flag)}) ${JSON.stringify(paths[i])}: ${(err as Error).message}`);
+    }
+  }) as [string, string, string];
+  const name = (i: number) => `--${PEER_TLS_FLAGS[i]} (${envName(PEER_TLS_FLAGS[i])}) ${paths[i]}`;
+  peerTlsFromPem(ca, cert, key, { ca: name(0), cert: name(1), key: name(2) }, Date.now());
+  return { ca, cert, key };
 }
 
 function bad(flag: string, value: string, hint: string): ConfigError {

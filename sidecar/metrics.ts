@@ -97,6 +97,8 @@ export class SidecarMetrics {
   readonly watchersDropped: Counter;
   readonly requestsRefused: Counter;
   readonly drainDuration: Gauge;
+  /** 1 while --insecure lets peer traffic leave loopback without a cluster key. */
+  readonly insecure: Gauge;
 
   constructor(store: SessionStore, maxMemoryBytes: number) {
     const registry = this.registry;
@@ -134,6 +136,11 @@ export class SidecarMetrics {
     this.drainDuration = new Gauge({
       name: 'baton_drain_duration_seconds',
       help: 'Duration of the last drain (SIGTERM to leaving the cluster); 0 until the node drains.',
+      registers: [registry],
+    });
+    this.insecure = new Gauge({
+      name: 'baton_insecure',
+      help: '1 if --insecure lets this node send and accept peer traffic off loopback without a cluster key (unencrypted, unauthenticated), else 0.',
       registers: [registry],
     });
     const stats = () => store.getStats();

@@ -11,7 +11,7 @@ import { SessionApi } from '../src/session-api';
 import { SessionStore } from '../src/store';
 import { WatchHub } from '../src/watch-hub';
 import { ApiServer } from './api-server';
-import type { Config, ListenAddress } from './config';
+import { type Config, type ListenAddress, peerExposure, runsInsecure } from './config';
 import { HttpServer } from './http-server';
 import { ReplicationDriver } from './replication-driver';
 import { SidecarMetrics } from './metrics';
@@ -81,11 +81,18 @@ export class BatonNode {
       this.hub,
     );
     this.metrics = new SidecarMetrics(this.store, config.maxMemoryBytes);
+    this.metrics.insecure.set(runsInsecure(config) ? 1 : 0);
     this.http = new HttpServer(this.metrics.registry);
     this.apiAddress = config.apiListen.text;
   }
 
   async start(): Promise<BoundPorts> {
+    if (runsInsecure(this.config)) {
+      this.log.warn(
+        { exposed: peerExposure(this.config) },
+        '--insecure: peer traffic leaves loopback without a cluster key; anyone on the network can read every session and forge replication (set --cluster-key-file or BATON_CLUSTER_KEY)',
+      );
+    }
     const metrics = await this.http.listen(this.config.metricsListen).catch((err: unknown) => {
       throw new ListenError('metrics-listen', this.config.metricsListen, err);
     });
@@ -138,6 +145,7 @@ export class BatonNode {
         incarnation: replication.incarnation.toString(16),
         transport: this.config.multicast === undefined ? 'unicast' : 'multicast',
         encrypted: this.keys !== undefined,
+        peer_tls: this.config.peerTlsFiles !== undefined ? 'files' : this.keys !== undefined ? 'cluster key' : 'off',
         version: VERSION,
       },
       'baton node started',

@@ -3,12 +3,22 @@
  * The server streams partition digests and session snapshots out of the store; the
  * client side pulls them and merges what this node should hold.
  *
- * Callers authenticate with a token derived from the cluster key (HMAC, in the
- * `x-baton-peer-token` metadata); a node without a key (loopback or --insecure) accepts
- * any caller on its peer address.
+ * With a cluster key (or peer TLS files) the service runs over mutual TLS: both ends
+ * present a certificate issued by a cluster root (src/peer-tls.ts), the handshake refuses
+ * anyone else, and no credential crosses the wire that could be replayed. Without (loopback
+ * or --insecure) it is plaintext and accepts any caller on the peer address.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
-import { type ClientDuplexStream, credentials, Metadata, type ServerDuplexStream, status, type ServerWritableStream } from '@grpc/grpc-js';
+import {
+  type ChannelCredentials,
+  type ChannelOptions,
+  type ClientDuplexStream,
+  credentials,
+  Metadata,
+  type ServerDuplexStream,
+  ServerCredentials,
+  status,
+  type ServerWritableStream,
+} from '@grpc/grpc-js';
 import type { ClusterKey } from '../src/cluster-key';
 import {
   type FetchRequest,
@@ -18,49 +28,70 @@ import {
   type PeerServiceServer,
   type SessionEntry,
 } from '../src/gen/baton/v1/peer';
+import { type PeerTlsMaterial, peerTlsFromKeys, peerTlsFromPem } from '../src/peer-tls';
 import type { SessionSnapshot, SessionStore } from '../src/store';
+import type { Config } from './config';
 
-const TOKEN_HEADER = 'x-baton-peer-token';
 /** Session ids a peer serves in one Fetch or Lookup request. */
 export const MAX_IDS_PER_REQUEST = 10_000;
 /** A Lookup answer is split into responses of about this many bytes of ids and values. */
 export const LOOKUP_RESPONSE_BYTES = 1024 * 1024;
+/**
+ * The TLS server name every peer connection asks for. Peers dial IP addresses, and an IP
+ * is not a valid SNI name; the name is never checked (the chain to a cluster root is).
+ */
+const PEER_TLS_SERVER_NAME = 'baton-peer';
 
-/** The tokens a caller may present (one per accepted key) and the one this node sends. */
-export class PeerAuth {
-  private readonly accepted: Buffer[];
-  readonly token: string | undefined;
+/**
+ * This node's peer TLS material: from the --peer-tls-*-file options when given (already
+ * validated by parseConfig), else derived from the cluster keys, else none (plaintext).
+ */
+export function peerTlsFor(config: Config, keys: readonly ClusterKey[] | undefined, now: number): PeerTlsMaterial | undefined {
+  if (config.peerTlsFiles !== undefined) {
+    const { ca, cert, key } = config.peerTlsFiles;
+    return peerTlsFromPem(ca, cert, key, { ca: '--peer-tls-ca-file', cert: '--peer-tls-cert-file', key: '--peer-tls-key-file' }, now);
+  }
+  return keys === undefined ? undefined : peerTlsFromKeys(keys, config.nodeId, now);
+}
 
-  constructor(keys: readonly ClusterKey[] | undefined) {
-    const tokens = (keys ?? []).map((k) => createHmac('sha256', k.key).update('baton/peer-token/v1').digest());
-    this.accepted = tokens;
-    this.token = tokens[0]?.toString('base64');
+/** The gRPC credentials of both ends of peer connections: mutual TLS, or plaintext without material. */
+export class PeerCredentials {
+  private readonly channelCredentials: ChannelCredentials;
+
+  constructor(readonly tls: PeerTlsMaterial | undefined) {
+    this.channelCredentials =
+      tls === undefined
+        ? credentials.createInsecure()
+        : credentials.createSsl(Buffer.from(tls.rootsPem), Buffer.from(tls.keyPem), Buffer.from(tls.certPem), {
+            // OpenSSL has verified the chain to a cluster root; the name is not what identifies a peer.
+            checkServerIdentity: () => undefined,
+          });
   }
 
-  metadata(): Metadata {
-    const metadata = new Metadata();
-    if (this.token !== undefined) metadata.set(TOKEN_HEADER, this.token);
-    return metadata;
+  /** Server side: a certificate from a trusted root is required of every caller. */
+  server(): ServerCredentials {
+    const tls = this.tls;
+    if (tls === undefined) return ServerCredentials.createInsecure();
+    return ServerCredentials.createSsl(Buffer.from(tls.rootsPem), [{ private_key: Buffer.from(tls.keyPem), cert_chain: Buffer.from(tls.certPem) }], true);
   }
 
-  allows(metadata: Metadata): boolean {
-    if (this.accepted.length === 0) return true;
-    const presented = metadata.get(TOKEN_HEADER)[0];
-    if (typeof presented !== 'string') return false;
-    const bytes = Buffer.from(presented, 'base64');
-    return this.accepted.some((t) => t.length === bytes.length && timingSafeEqual(t, bytes));
+  channel(): ChannelCredentials {
+    return this.channelCredentials;
+  }
+
+  channelOptions(): ChannelOptions {
+    return this.tls === undefined ? {} : { 'grpc.ssl_target_name_override': PEER_TLS_SERVER_NAME };
   }
 }
 
-export function peerServiceImplementation(store: SessionStore, nodeId: string, auth: PeerAuth, partitions: number): PeerServiceServer {
-  const refuse = { code: status.UNAUTHENTICATED, details: 'missing or wrong peer token: is this node in the same cluster (same key)?' };
+/** Callers reach these handlers only through the TLS handshake (when the node has material). */
+export function peerServiceImplementation(store: SessionStore, nodeId: string, partitions: number): PeerServiceServer {
   const checkPartitions = (asked: readonly number[]): number[] | undefined => {
     if (asked.some((p) => p >= partitions)) return undefined;
     return asked.length > 0 ? [...asked] : Array.from({ length: partitions }, (_, i) => i);
   };
   return {
     digests: (call, callback) => {
-      if (!auth.allows(call.metadata)) return callback(refuse);
       const list = checkPartitions(call.request.partitions);
       if (list === undefined) return callback({ code: status.INVALID_ARGUMENT, details: `partitions must be below ${partitions}` });
       callback(null, {
@@ -69,7 +100,6 @@ export function peerServiceImplementation(store: SessionStore, nodeId: string, a
       });
     },
     fetch: (call: ServerWritableStream<FetchRequest, SessionEntry>) => {
-      if (!auth.allows(call.metadata)) return void call.emit('error', refuse);
       const now = Date.now();
       if (call.request.sessionIds.length > 0) {
         for (const id of call.request.sessionIds.slice(0, MAX_IDS_PER_REQUEST)) {
@@ -84,7 +114,6 @@ export function peerServiceImplementation(store: SessionStore, nodeId: string, a
       streamPartitions(call, store, list, now);
     },
     lookup: (call: ServerDuplexStream<LookupRequest, LookupResponse>) => {
-      if (!auth.allows(call.metadata)) return void call.emit('error', refuse);
       let failed = false;
       call.on('data', (request: LookupRequest) => {
         if (failed) return;
@@ -196,12 +225,13 @@ export class PeerClients {
   private readonly clients = new Map<string, PeerServiceClient>();
   private readonly lookups = new Map<string, LookupStream>();
 
-  constructor(private readonly auth: PeerAuth) {}
+  constructor(private readonly credentials: PeerCredentials) {}
 
   client(address: string): PeerServiceClient {
     let client = this.clients.get(address);
     if (client === undefined) {
-      client = new PeerServiceClient(address, credentials.createInsecure(), {
+      client = new PeerServiceClient(address, this.credentials.channel(), {
+        ...this.credentials.channelOptions(),
         'grpc.enable_retries': 0,
         'grpc.enable_channelz': 0,
         'grpc.max_receive_message_length': 256 * 1024 * 1024,
@@ -213,7 +243,7 @@ export class PeerClients {
 
   digests(address: string, partitions: number[], deadlineMs: number): Promise<Map<number, bigint>> {
     return new Promise((resolve, reject) => {
-      this.client(address).digests({ partitions }, this.auth.metadata(), { deadline: Date.now() + deadlineMs }, (err, response) => {
+      this.client(address).digests({ partitions }, new Metadata(), { deadline: Date.now() + deadlineMs }, (err, response) => {
         if (err) return reject(err);
         resolve(new Map(response.partitions.map((d) => [d.partition, d.digest])));
       });
@@ -226,7 +256,7 @@ export class PeerClients {
       let count = 0;
       const call = this.client(address).fetch(
         { partitions: request.partitions ?? [], sessionIds: request.sessionIds ?? [] },
-        this.auth.metadata(),
+        new Metadata(),
         { deadline: Date.now() + deadlineMs },
       );
       call.on('data', (entry: SessionEntry) => {
@@ -246,7 +276,7 @@ export class PeerClients {
   lookup(address: string, sessionIds: string[], deadlineMs: number): Promise<SessionSnapshot[]> {
     let stream = this.lookups.get(address);
     if (stream === undefined || stream.closed) {
-      const opened = new LookupStream(this.client(address), this.auth.metadata(), () => {
+      const opened = new LookupStream(this.client(address), new Metadata(), () => {
         if (this.lookups.get(address) === opened) this.lookups.delete(address);
       });
       this.lookups.set(address, (stream = opened));

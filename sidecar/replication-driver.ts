@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import { promises as dns } from 'node:dns';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { Server } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { BuzHash } from '../src/buzhash';
 import { fmix32, mixWord } from '../src/buzhash';
@@ -22,7 +22,7 @@ import { ReplicationEngine, type EngineDropReason, type LocalChange, type Resync
 import type { PeerCopies, Replicator } from '../src/session-api';
 import type { SessionSnapshot, SessionStore, StoredSession } from '../src/store';
 import type { Config } from './config';
-import { PeerAuth, PeerClients, peerServiceImplementation } from './peer-service';
+import { PeerClients, PeerCredentials, peerServiceImplementation, peerTlsFor } from './peer-service';
 import { type PeerRef, ResumeFetcher } from './resume-fetcher';
 
 /** How often --peers-dns is re-resolved. */
@@ -60,6 +60,8 @@ export class ReplicationDriver implements Replicator {
   private groupSocket: dgram.Socket | undefined;
   private readonly peerServer = new Server({ 'grpc.enable_channelz': 0, 'grpc.max_send_message_length': 256 * 1024 * 1024 });
   private readonly peers: PeerClients;
+  /** Mutual TLS for the peer gRPC service and calls (plaintext without a key). */
+  private readonly peerCredentials: PeerCredentials;
   private readonly resumeFetcher: ResumeFetcher;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
@@ -155,10 +157,10 @@ export class ReplicationDriver implements Replicator {
     );
     this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     this.socket.on('error', (err) => this.log.warn({ err }, 'replication socket error'));
-    const auth = new PeerAuth(keys);
-    this.peers = new PeerClients(auth);
+    this.peerCredentials = new PeerCredentials(peerTlsFor(config, keys, Date.now()));
+    this.peers = new PeerClients(this.peerCredentials);
     this.resumeFetcher = new ResumeFetcher(this.peers, (seconds, outcome) => sink.peerFetch(seconds, outcome), log);
-    this.peerServer.addService(PeerServiceService, peerServiceImplementation(store, config.nodeId, auth, config.partitions));
+    this.peerServer.addService(PeerServiceService, peerServiceImplementation(store, config.nodeId, config.partitions));
   }
 
   get replicas(): number {
@@ -169,7 +171,7 @@ export class ReplicationDriver implements Replicator {
   async start(): Promise<void> {
     const host = this.config.peerListen.host!;
     await new Promise<void>((resolve, reject) =>
-      this.peerServer.bindAsync(`${host}:${this.socket.address().port}`, ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+      this.peerServer.bindAsync(`${host}:${this.socket.address().port}`, this.peerCredentials.server(), (err) => (err ? reject(err) : resolve())),
     );
     if (this.config.multicast !== undefined) await this.joinGroup();
     if (this.config.peersDns !== undefined) {

@@ -1,25 +1,37 @@
 /**
  * PeerService over a real gRPC server on loopback: the Lookup stream that resumes use, and
- * how it behaves when the caller is not in the cluster, asks too much, or the peer goes away.
+ * how it behaves when the caller asks too much or the peer goes away; then what mutual TLS
+ * keeps out: callers of another cluster, plaintext callers, eavesdroppers and replays.
  */
-import { randomBytes } from 'node:crypto';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { createHmac, randomBytes } from 'node:crypto';
+import * as net from 'node:net';
+import { credentials, Metadata, Server, type ServerCredentials, type ServiceError, status } from '@grpc/grpc-js';
 import { BuzHash } from '../src/buzhash';
-import { parseClusterKeys } from '../src/cluster-key';
-import { type LookupResponse, PeerServiceService } from '../src/gen/baton/v1/peer';
+import { type ClusterKey, parseClusterKeys } from '../src/cluster-key';
+import { type LookupResponse, PeerServiceClient, PeerServiceService, type PeerServiceServer } from '../src/gen/baton/v1/peer';
 import { HybridClock } from '../src/hybrid-clock';
+import { peerTlsFromKeys } from '../src/peer-tls';
 import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store';
-import { MAX_IDS_PER_REQUEST, PeerAuth, PeerClients, peerServiceImplementation } from '../sidecar/peer-service';
+import { MAX_IDS_PER_REQUEST, PeerClients, PeerCredentials, peerServiceImplementation } from '../sidecar/peer-service';
 
 const PARTITIONS = 16;
 const DEADLINE_MS = 5000;
 
-function listen(server: Server, address: string): Promise<number> {
-  return new Promise((resolve, reject) => server.bindAsync(address, ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))));
+function newKeys(): ClusterKey[] {
+  return parseClusterKeys(randomBytes(32).toString('base64'));
+}
+
+/** Peer credentials of a node holding `keys` (plaintext without keys). */
+function peerCredentials(keys: readonly ClusterKey[] | undefined, nodeId: string): PeerCredentials {
+  return new PeerCredentials(keys === undefined ? undefined : peerTlsFromKeys(keys, nodeId, Date.now()));
+}
+
+function listen(server: Server, address: string, serverCredentials: ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => server.bindAsync(address, serverCredentials, (err, port) => (err ? reject(err) : resolve(port))));
 }
 
 describe('PeerService.Lookup', () => {
-  const key = parseClusterKeys(randomBytes(32).toString('base64'));
+  const key = newKeys();
   const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: 'peer-a', partitions: PARTITIONS }, new BuzHash('lookup-test'), new HybridClock());
   let server: Server;
   let address: string;
@@ -31,8 +43,8 @@ describe('PeerService.Lookup', () => {
     store.put('s2', [{ name: 'auth', value: Buffer.from('token') }], 60_000, now);
     store.delete('s2', [], now);
     server = new Server();
-    server.addService(PeerServiceService, peerServiceImplementation(store, 'peer-a', new PeerAuth(key), PARTITIONS));
-    address = `127.0.0.1:${await listen(server, '127.0.0.1:0')}`;
+    server.addService(PeerServiceService, peerServiceImplementation(store, 'peer-a', PARTITIONS));
+    address = `127.0.0.1:${await listen(server, '127.0.0.1:0', peerCredentials(key, 'peer-a').server())}`;
   });
 
   afterAll(() => {
@@ -40,7 +52,7 @@ describe('PeerService.Lookup', () => {
   });
 
   beforeEach(() => {
-    clients = new PeerClients(new PeerAuth(key));
+    clients = new PeerClients(peerCredentials(key, 'caller'));
   });
 
   afterEach(() => {
@@ -69,9 +81,8 @@ describe('PeerService.Lookup', () => {
 
     // On the wire: one request, several responses, all but the last marked `more`.
     const responses: { sessions: number; more: boolean }[] = [];
-    const auth = new PeerAuth(key);
     await new Promise<void>((resolve, reject) => {
-      const call = clients.client(address).lookup(auth.metadata());
+      const call = clients.client(address).lookup(new Metadata());
       call.on('data', (r: LookupResponse) => {
         responses.push({ sessions: r.sessions.length, more: r.more });
         if (!r.more) call.end();
@@ -85,15 +96,6 @@ describe('PeerService.Lookup', () => {
     expect(responses.map((r) => r.more)).toEqual([...responses.slice(1).map(() => true), false]);
   });
 
-  test('a caller without the cluster key is refused', async () => {
-    const outsider = new PeerClients(new PeerAuth(parseClusterKeys(randomBytes(32).toString('base64'))));
-    try {
-      await expect(outsider.lookup(address, ['s1'], DEADLINE_MS)).rejects.toThrow(/peer token/);
-    } finally {
-      outsider.close();
-    }
-  });
-
   test('a request naming too many sessions ends the stream with a clear error; the next lookup opens a new one', async () => {
     const tooMany = Array.from({ length: MAX_IDS_PER_REQUEST + 1 }, (_, i) => `s${i}`);
     await expect(clients.lookup(address, tooMany, DEADLINE_MS)).rejects.toThrow(`at most ${MAX_IDS_PER_REQUEST} sessions`);
@@ -102,8 +104,8 @@ describe('PeerService.Lookup', () => {
 
   test('a peer that is gone fails the lookup instead of leaving it waiting', async () => {
     const gone = new Server();
-    gone.addService(PeerServiceService, peerServiceImplementation(store, 'peer-b', new PeerAuth(key), PARTITIONS));
-    const goneAddress = `127.0.0.1:${await listen(gone, '127.0.0.1:0')}`;
+    gone.addService(PeerServiceService, peerServiceImplementation(store, 'peer-b', PARTITIONS));
+    const goneAddress = `127.0.0.1:${await listen(gone, '127.0.0.1:0', peerCredentials(key, 'peer-b').server())}`;
     await expect(clients.lookup(goneAddress, ['s1'], DEADLINE_MS)).resolves.toHaveLength(1);
     gone.forceShutdown();
     await expect(clients.lookup(goneAddress, ['s1'], DEADLINE_MS)).rejects.toThrow();
@@ -112,20 +114,225 @@ describe('PeerService.Lookup', () => {
   test('a stream on which a request went unanswered past its deadline is replaced', async () => {
     const silent = new Server();
     let streams = 0;
-    const implementation = peerServiceImplementation(store, 'peer-c', new PeerAuth(key), PARTITIONS);
+    const implementation = peerServiceImplementation(store, 'peer-c', PARTITIONS);
     silent.addService(PeerServiceService, {
       ...implementation,
       lookup: () => {
         streams++;
       },
     });
-    const silentAddress = `127.0.0.1:${await listen(silent, '127.0.0.1:0')}`;
+    const silentAddress = `127.0.0.1:${await listen(silent, '127.0.0.1:0', peerCredentials(key, 'peer-c').server())}`;
     try {
       await expect(clients.lookup(silentAddress, ['s1'], 50)).rejects.toThrow('did not answer within 50 ms');
       await expect(clients.lookup(silentAddress, ['s1'], 50)).rejects.toThrow('did not answer within 50 ms');
       expect(streams).toBe(2);
     } finally {
       silent.forceShutdown();
+    }
+  });
+});
+
+/** A TCP relay that records every byte each way, as an eavesdropper on the path would. */
+class RecordingRelay {
+  readonly toServer: Buffer[] = [];
+  readonly toClient: Buffer[] = [];
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+
+  constructor(target: number) {
+    this.server = net.createServer((client) => {
+      const upstream = net.connect(target, '127.0.0.1');
+      for (const socket of [client, upstream]) {
+        this.sockets.add(socket);
+        socket.on('error', () => {});
+        socket.on('close', () => this.sockets.delete(socket));
+      }
+      client.on('data', (chunk: Buffer) => {
+        this.toServer.push(chunk);
+        upstream.write(chunk);
+      });
+      upstream.on('data', (chunk: Buffer) => {
+        this.toClient.push(chunk);
+        client.write(chunk);
+      });
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+    });
+  }
+
+  listen(): Promise<string> {
+    return new Promise((resolve) => this.server.listen(0, '127.0.0.1', () => resolve(`127.0.0.1:${(this.server.address() as net.AddressInfo).port}`)));
+  }
+
+  close(): void {
+    for (const socket of this.sockets) socket.destroy();
+    this.server.close();
+  }
+}
+
+/** Sends `bytes` on a fresh connection and returns what comes back before the server closes it (at most `withinMs`). */
+function replay(port: number, bytes: Buffer, withinMs: number): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const received: Buffer[] = [];
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(bytes));
+    const finish = () => {
+      clearTimeout(bound);
+      socket.destroy();
+      resolve(Buffer.concat(received));
+    };
+    // A bound on how long to listen, not a timing assertion.
+    const bound = setTimeout(finish, withinMs);
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    socket.on('error', finish);
+    socket.on('close', finish);
+  });
+}
+
+describe('PeerService over mutual TLS', () => {
+  const keys = newKeys();
+  const secret = `cart-${randomBytes(12).toString('hex')}`;
+  const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: 'peer-a', partitions: PARTITIONS }, new BuzHash('tls-test'), new HybridClock());
+  /** Handler calls the server saw: a refused handshake never reaches one. */
+  let handled = 0;
+  let servers: Server[] = [];
+
+  /** A PeerService on loopback serving `store`, with the credentials of `serverKeys`; resolves with its port. */
+  async function serve(serverKeys: readonly ClusterKey[] | undefined): Promise<number> {
+    const server = new Server();
+    const implementation = peerServiceImplementation(store, 'peer-a', PARTITIONS);
+    const counted: PeerServiceServer = {
+      digests: (call, callback) => {
+        handled++;
+        implementation.digests(call, callback);
+      },
+      fetch: (call) => {
+        handled++;
+        implementation.fetch(call);
+      },
+      lookup: (call) => {
+        handled++;
+        implementation.lookup(call);
+      },
+    };
+    server.addService(PeerServiceService, counted);
+    servers.push(server);
+    return listen(server, '127.0.0.1:0', peerCredentials(serverKeys, 'peer-a').server());
+  }
+
+  /** Digests, Fetch and Lookup through `clients`: what each call returned, or its gRPC status. */
+  async function tryEveryCall(clients: PeerClients, address: string): Promise<Record<string, unknown>> {
+    const outcome = (p: Promise<unknown>) => p.then((value) => ({ value }), (err: ServiceError) => ({ code: err.code }));
+    const fetched: string[] = [];
+    return {
+      digests: await outcome(clients.digests(address, [], DEADLINE_MS).then((d) => d.size)),
+      fetch: await outcome(clients.fetch(address, { sessionIds: ['s1'] }, DEADLINE_MS, (s) => fetched.push(s.parts[0]!.value!)).then(() => fetched)),
+      lookup: await outcome(clients.lookup(address, ['s1'], DEADLINE_MS).then((s) => s.map((x) => x.parts[0]!.value))),
+    };
+  }
+
+  beforeAll(() => {
+    store.put('s1', [{ name: 'cart', value: Buffer.from(secret) }], 60_000, Date.now());
+  });
+
+  beforeEach(() => {
+    handled = 0;
+  });
+
+  afterEach(() => {
+    for (const server of servers) server.forceShutdown();
+    servers = [];
+  });
+
+  test('a member of the cluster reads sessions over Digests, Fetch and Lookup', async () => {
+    const port = await serve(keys);
+    const member = new PeerClients(peerCredentials(keys, 'peer-b'));
+    try {
+      expect(await tryEveryCall(member, `127.0.0.1:${port}`)).toEqual({ digests: { value: PARTITIONS }, fetch: { value: [secret] }, lookup: { value: [secret] } });
+    } finally {
+      member.close();
+    }
+  });
+
+  test('a caller of another cluster (another key) is refused at the handshake on every call', async () => {
+    const port = await serve(keys);
+    const outsider = new PeerClients(peerCredentials(newKeys(), 'outsider'));
+    try {
+      const unavailable = { code: status.UNAVAILABLE };
+      expect(await tryEveryCall(outsider, `127.0.0.1:${port}`)).toEqual({ digests: unavailable, fetch: unavailable, lookup: unavailable });
+      expect(handled).toBe(0);
+    } finally {
+      outsider.close();
+    }
+  });
+
+  test('a plaintext caller is refused, even one presenting the token that used to admit callers', async () => {
+    const port = await serve(keys);
+    const plaintext = new PeerClients(peerCredentials(undefined, 'plaintext'));
+    const raw = new PeerServiceClient(`127.0.0.1:${port}`, credentials.createInsecure());
+    try {
+      const unavailable = { code: status.UNAVAILABLE };
+      expect(await tryEveryCall(plaintext, `127.0.0.1:${port}`)).toEqual({ digests: unavailable, fetch: unavailable, lookup: unavailable });
+      // What a sniffer of the old plaintext protocol captured: HMAC(key, 'baton/peer-token/v1').
+      const metadata = new Metadata();
+      metadata.set('x-baton-peer-token', createHmac('sha256', keys[0]!.key).update('baton/peer-token/v1').digest('base64'));
+      const code = await new Promise<number>((resolve) =>
+        raw.digests({ partitions: [] }, metadata, { deadline: Date.now() + DEADLINE_MS }, (err) => resolve(err === null ? status.OK : err.code)),
+      );
+      expect(code).toBe(status.UNAVAILABLE);
+      expect(handled).toBe(0);
+    } finally {
+      raw.close();
+      plaintext.close();
+    }
+  });
+
+  test('a session fetched between members never crosses the wire in clear, and the captured bytes cannot be replayed', async () => {
+    const port = await serve(keys);
+    const relay = new RecordingRelay(port);
+    const member = new PeerClients(peerCredentials(keys, 'peer-b'));
+    try {
+      const through = await relay.listen();
+      expect(await tryEveryCall(member, through)).toMatchObject({ fetch: { value: [secret] }, lookup: { value: [secret] } });
+      const onWire = Buffer.concat([...relay.toServer, ...relay.toClient]);
+      expect(onWire.length).toBeGreaterThan(secret.length);
+      expect(onWire.includes(secret)).toBe(false);
+      expect(onWire.includes('s1')).toBe(false);
+      // An eavesdropper sends the client's bytes again on a connection of its own.
+      handled = 0;
+      const answer = await replay(port, Buffer.concat(relay.toServer), 2000);
+      expect(answer.includes(secret)).toBe(false);
+      expect(handled).toBe(0);
+    } finally {
+      member.close();
+      relay.close();
+    }
+  });
+
+  test('the same capture without keys shows the session in clear (what the test above would see without TLS)', async () => {
+    const port = await serve(undefined);
+    const relay = new RecordingRelay(port);
+    const member = new PeerClients(peerCredentials(undefined, 'peer-b'));
+    try {
+      expect(await tryEveryCall(member, await relay.listen())).toMatchObject({ fetch: { value: [secret] } });
+      expect(Buffer.concat(relay.toClient).includes(secret)).toBe(true);
+    } finally {
+      member.close();
+      relay.close();
+    }
+  });
+
+  test('during a key rotation nodes listing the keys in either order read from each other', async () => {
+    const newer = newKeys()[0]!;
+    const port = await serve([keys[0]!, newer]);
+    const rotated = new PeerClients(peerCredentials([newer, keys[0]!], 'peer-b'));
+    const newOnly = new PeerClients(peerCredentials([newer], 'peer-c'));
+    try {
+      expect(await tryEveryCall(rotated, `127.0.0.1:${port}`)).toMatchObject({ fetch: { value: [secret] }, lookup: { value: [secret] } });
+      // A node that dropped the old key before the server moved the new one first cannot.
+      expect(await tryEveryCall(newOnly, `127.0.0.1:${port}`)).toMatchObject({ fetch: { code: status.UNAVAILABLE } });
+    } finally {
+      rotated.close();
+      newOnly.close();
     }
   });
 });
