@@ -202,17 +202,20 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
       let lookupsBeforeFirstStop = 0;
       const verdict = { lost: [] as string[], phantom: [] as string[], failed: [] as string[] };
       let sessions = 0;
+      const phases: string[] = [];
 
       const WRITERS = 6;
       const MAX_OPS_PER_WRITER = 20_000;
       const MAX_SESSIONS_PER_WRITER = 120;
+      /** Paces each writer to at most ~100 operations a second: load, not a CPU hog on a shared machine. */
+      const MIN_OP_MS = 10;
       // Each writer owns its sessions, so writes to one session never overlap. Every fourth
       // operation resumes one of its sessions on the node it uses (which opens that node's
       // Lookup streams to its peers); the others create or update a session with
       // min_replicas 1. A failed write is retried once through another node.
       const writerLoop = async (w: number): Promise<void> => {
         const mine: string[] = [];
-        for (let i = 0; !stopWriting && i < MAX_OPS_PER_WRITER; i++) {
+        const step = async (i: number): Promise<void> => {
           const nodes = [...up];
           const via = nodes[(i + w) % nodes.length]!;
           if (i % 4 === 3 && mine.length > 0) {
@@ -226,7 +229,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
             } catch {
               log.failedResumes++;
             }
-            continue;
+            return;
           }
           const fresh = mine.length === 0 || (i % 3 === 0 && mine.length < MAX_SESSIONS_PER_WRITER);
           const id = fresh ? `rolling-${w}-${mine.length}` : mine[(i * 31) % mine.length]!;
@@ -244,6 +247,12 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
               log.failedWrites++;
             }
           }
+        };
+        for (let i = 0; !stopWriting && i < MAX_OPS_PER_WRITER; i++) {
+          const began = Date.now();
+          await step(i);
+          const rest = MIN_OP_MS - (Date.now() - began);
+          if (rest > 0) await new Promise((resolve) => setTimeout(resolve, rest));
         }
       };
 
@@ -252,21 +261,25 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
         await cluster.waitForStates(NODES, { a: 'alive', b: 'alive', c: 'alive' }, 15_000);
         for (const n of NODES) up.add(n);
         writers = Array.from({ length: WRITERS }, (_, w) => writerLoop(w));
-        await pollUntil('writes and resumes are acknowledged', () => log.acks >= 300 && log.resumes >= 50, 20_000);
+        await pollUntil('writes and resumes are acknowledged', () => log.acks >= 200 && log.resumes >= 30, 20_000);
         for (const n of NODES) lookupsBeforeFirstStop += await metric(cluster.node(n), 'baton_resume_peer_fetch_duration_seconds_count');
 
         for (const restarting of NODES) {
           up.delete(restarting);
           const stopped = await cluster.node(restarting).stop('SIGTERM', STOP_GRACE_MS);
           drains.push({ node: restarting, ...stopped });
+          const startedAt = Date.now();
           const node = await cluster.start(restarting);
           await pollUntil(`${restarting} answers /readyz with 200 after its restart`, async () => (await node.httpStatus('/readyz')) === 200, 30_000);
+          const readyMs = Date.now() - startedAt;
           await cluster.waitForStates(NODES, { a: 'alive', b: 'alive', c: 'alive' }, 15_000);
           up.add(restarting);
           // The load goes on through the restarted node too before the next one stops.
           const acks = log.acks;
           const resumes = log.resumes;
-          await pollUntil('writes and resumes go on after the restart', () => log.acks >= acks + 200 && log.resumes >= resumes + 30, 20_000);
+          const loadFrom = Date.now();
+          await pollUntil('writes and resumes go on after the restart', () => log.acks >= acks + 100 && log.resumes >= resumes + 15, 20_000);
+          phases.push(`${restarting}: ready ${readyMs} ms after its start, all alive ${loadFrom - startedAt} ms, load went on ${Date.now() - loadFrom} ms`);
         }
 
         stopWriting = true;
@@ -299,6 +312,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
           `${log.resumes} resumes during the load (${log.failedResumes} failed, ${log.staleResumes.length} older than acknowledged), ` +
           `${lookupsBeforeFirstStop} peer lookups before the first SIGTERM; SIGTERM → exit: ` +
           drains.map((d) => `${d.node} ${d.killed ? `still running after ${d.ms} ms (SIGKILLed)` : `exit ${d.signal ?? d.code} after ${d.ms} ms`}`).join(', ') +
+          `; restarts: ${phases.join('; ')}` +
           `; final resumes: lost ${verdict.lost.length}, phantom ${verdict.phantom.length}, failed ${verdict.failed.length}`,
       );
       // The load did what this test is about: resumes opened Lookup streams before the SIGTERMs.
@@ -312,7 +326,9 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
       expect(verdict.lost.slice(0, 5)).toEqual([]);
       expect(verdict.phantom.slice(0, 5)).toEqual([]);
     },
-    120_000,
+    // About 30 s on an idle machine when every drain ends; three 12 s SIGKILL waits and a
+    // busy shared machine can take it near 2 minutes.
+    180_000,
   );
 
   chaosTest(
