@@ -111,8 +111,9 @@ class Cluster {
     });
   }
 
+  /** SIGTERM to every node still running, SIGKILL once the drain limit has passed (the drains measured are the test's own). */
   async stopAll(): Promise<void> {
-    await Promise.all([...this.nodes.values()].map((n) => n.stop('SIGTERM', STOP_GRACE_MS)));
+    await Promise.all([...this.nodes.values()].map((n) => n.stop('SIGTERM', DRAIN_TIMEOUT_SECONDS * 1000 + EXIT_MARGIN_MS)));
   }
 
   /** Log tails of every node, for failure messages. */
@@ -300,6 +301,8 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
           if (round === undefined || round < acked) verdict.lost.push(`${id} on ${on}: round ${acked} acknowledged, resume found ${round ?? 'nothing'}`);
           else if (round > log.attempted.get(id)!) verdict.phantom.push(`${id} on ${on}: round ${round}, never written beyond ${log.attempted.get(id)}`);
         });
+      } catch (err) {
+        throw new Error(`${(err as Error).message}\n${cluster.logTails()}`);
       } finally {
         stopWriting = true;
         await Promise.all(writers);
@@ -394,38 +397,39 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
           else if (partValue(answer, 'base') !== `base of ${id}`) problems.resumes.push(`${id} on ${on}: answered ${stateOf(answer)}`);
         }
 
-        // Writes on both sides. `both` is written on each side, in both orders: a first for
-        // the first half, the majority first for the second half.
-        const writeOnA = async (id: string, parts: Record<string, string>) => {
-          await cluster.node('a').client.put(id, Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, text(v)])), { deadlineMs: 3000 }).then(
-            () => Object.assign(expected.get(id)!, parts),
-            (err: Error) => problems.minorityWrites.push(`${id}: ${err.message}`),
-          );
+        // Writes on both sides: a alone (min_replicas 0), the majority with min_replicas 1.
+        // `minority`, `majority` and `created` are written on one side only and must be kept;
+        // `both` is written on each side, in both orders (a first for the first half of the
+        // sessions, the majority first for the second half), and must end with one winner.
+        const majorityNode = (i: number) => (i % 2 === 0 ? 'b' : 'c');
+        const write = async (on: string, id: string, parts: Record<string, string>, mustKeep: boolean) => {
+          const minority = on === 'a';
+          const values = Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, text(v)]));
+          try {
+            await cluster.node(on).client.put(id, values, { minReplicas: minority ? 0 : 1, deadlineMs: 3000 });
+            if (mustKeep) Object.assign(expected.get(id)!, parts);
+          } catch (err) {
+            (minority ? problems.minorityWrites : problems.majorityWrites).push(`${id} on ${on}: ${(err as Error).message}`);
+          }
         };
-        const writeOnMajority = async (id: string, on: string, parts: Record<string, string>) => {
-          await cluster.node(on).client.put(id, Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, text(v)])), { minReplicas: 1, deadlineMs: 3000 }).then(
-            () => Object.assign(expected.get(id)!, parts),
-            (err: Error) => problems.majorityWrites.push(`${id} on ${on}: ${err.message}`),
+        const writeOnA = (sessions: readonly string[]) =>
+          Promise.all(
+            sessions.map(async (id) => {
+              await write('a', id, { minority: `a wrote ${id}` }, true);
+              await write('a', id, { both: 'from a' }, false);
+            }),
           );
-        };
-        const half = ids.slice(0, SESSIONS / 2);
-        await Promise.all(half.map((id) => writeOnA(id, { minority: `a wrote ${id}` })));
-        await Promise.all(half.map((id) => cluster.node('a').client.put(id, { both: text('from a') }, { deadlineMs: 3000 }).catch((err: Error) => problems.minorityWrites.push(`${id}: ${err.message}`))));
-        await Promise.all(ids.map((id, i) => writeOnMajority(id, i % 2 === 0 ? 'b' : 'c', { majority: `majority wrote ${id}` })));
+        await writeOnA(ids.slice(0, SESSIONS / 2));
         await Promise.all(
-          ids.map((id, i) =>
-            cluster.node(i % 2 === 0 ? 'b' : 'c').client.put(id, { both: text('from the majority') }, { minReplicas: 1, deadlineMs: 3000 }).catch((err: Error) =>
-              problems.majorityWrites.push(`${id}: ${err.message}`),
-            ),
-          ),
+          ids.map(async (id, i) => {
+            await write(majorityNode(i), id, { majority: `majority wrote ${id}` }, true);
+            await write(majorityNode(i), id, { both: 'from the majority' }, false);
+          }),
         );
-        const rest = ids.slice(SESSIONS / 2);
-        await Promise.all(rest.map((id) => writeOnA(id, { minority: `a wrote ${id}` })));
-        await Promise.all(rest.map((id) => cluster.node('a').client.put(id, { both: text('from a') }, { deadlineMs: 3000 }).catch((err: Error) => problems.minorityWrites.push(`${id}: ${err.message}`))));
-        for (const id of newOnA) expected.set(id, {});
-        for (const id of newOnB) expected.set(id, {});
-        await Promise.all(newOnA.map((id) => writeOnA(id, { created: `created on a: ${id}` })));
-        await Promise.all(newOnB.map((id) => writeOnMajority(id, 'b', { created: `created on b: ${id}` })));
+        await writeOnA(ids.slice(SESSIONS / 2));
+        for (const id of [...newOnA, ...newOnB]) expected.set(id, {});
+        await Promise.all(newOnA.map((id) => write('a', id, { created: `created on a: ${id}` }, true)));
+        await Promise.all(newOnB.map((id, i) => write(majorityNode(i), id, { created: `created on the majority: ${id}` }, true)));
         dropped = await net.droppedPackets('a');
 
         await net.heal('a');
