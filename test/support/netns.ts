@@ -20,7 +20,8 @@
  *   network, instead of the immediate errors a downed link would give senders.
  * - Every process started here is ended by destroy() (SIGKILL for any still running), and
  *   by an exit hook as a last resort; destroy() then deletes every namespace and the
- *   socket directory. Nodes get a clean environment: the caller's BATON_* variables are not
+ *   socket directory. Namespaces left by a run that was killed outright are deleted by the
+ *   next run, once their creator's pid is gone. Nodes get a clean environment: the caller's BATON_* variables are not
  *   passed on.
  * - Every external command runs with a time-out; waiting is polling with a bound.
  */
@@ -98,6 +99,28 @@ export function namespacesUnavailable(): string | undefined {
   return undefined;
 }
 
+/**
+ * Deletes the namespaces of earlier runs whose process is gone (killed before its exit
+ * hook could run), so they do not pile up on a machine that is kept between sessions.
+ */
+async function deleteOrphanedNamespaces(): Promise<void> {
+  const list = await run('ip', ['netns', 'list']);
+  for (const match of list.matchAll(/^(baton-chaos-(\d+)-\S+)/gm)) {
+    const [, ns, pid] = match;
+    if (processAlive(Number(pid))) continue;
+    await run('ip', ['netns', 'del', ns!]).catch(() => undefined);
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** Why nftables rules cannot be used here (Debian package `nftables`), or undefined. */
 export function nftablesUnavailable(): string | undefined {
   const missing = commandWorks('nft', ['--version']);
@@ -131,6 +154,7 @@ export class NetnsLab {
 
   /** Creates the switch and one namespace per label (at most 250), each on the bridge. */
   static async create(labels: readonly string[]): Promise<NetnsLab> {
+    await deleteOrphanedNamespaces();
     const prefix = `baton-chaos-${process.pid}-${randomBytes(3).toString('hex')}`;
     const socketDir = mkdtempSync(path.join(tmpdir(), 'baton-chaos-'));
     const hosts = labels.map((label, i) => ({
