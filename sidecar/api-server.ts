@@ -13,6 +13,7 @@ import type { ListenAddress } from './config';
 import { raiseReceiveWindows } from './flow-control';
 import { sessionRequestScanner, sessionServiceDefinition } from './session-service';
 import { PROTO_ROOT } from './package-root';
+import { shutdownWithin } from './server-shutdown';
 
 export const SERVED_SERVICES = ['baton.v1.SessionService', 'baton.v1.ClusterService'] as const;
 
@@ -59,16 +60,7 @@ export class ApiServer {
 
   /** Stops accepting calls and waits for in-flight ones, forcing after timeoutMs. */
   shutdown(timeoutMs: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.server.forceShutdown();
-        resolve();
-      }, timeoutMs);
-      this.server.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    return shutdownWithin(this.server, timeoutMs);
   }
 }
 

@@ -30,6 +30,7 @@ import {
 } from '../src/gen/baton/v1/peer';
 import { type PeerTlsMaterial, peerTlsFromKeys, peerTlsFromPem } from '../src/peer-tls';
 import type { SessionSnapshot, SessionStore } from '../src/store';
+import { OpenStreams } from './server-shutdown';
 import type { Config } from './config';
 
 /** Session ids a peer serves in one Fetch or Lookup request. */
@@ -85,7 +86,12 @@ export class PeerCredentials {
 }
 
 /** Callers reach these handlers only through the TLS handshake (when the node has material). */
-export function peerServiceImplementation(store: SessionStore, nodeId: string, partitions: number): PeerServiceServer {
+/**
+ * The PeerService handlers. Lookup streams stay open as long as their caller wants; each
+ * registers in `streams`, so a stopping node can end them (its callers then open a new
+ * stream to another peer) instead of waiting for them.
+ */
+export function peerServiceImplementation(store: SessionStore, nodeId: string, partitions: number, streams = new OpenStreams()): PeerServiceServer {
   const checkPartitions = (asked: readonly number[]): number[] | undefined => {
     if (asked.some((p) => p >= partitions)) return undefined;
     return asked.length > 0 ? [...asked] : Array.from({ length: partitions }, (_, i) => i);
@@ -115,6 +121,11 @@ export function peerServiceImplementation(store: SessionStore, nodeId: string, p
     },
     lookup: (call: ServerDuplexStream<LookupRequest, LookupResponse>) => {
       let failed = false;
+      const forget = streams.add(() => {
+        failed = true;
+        call.end();
+      });
+      for (const event of ['end', 'cancelled', 'close', 'error']) call.once(event, forget);
       call.on('data', (request: LookupRequest) => {
         if (failed) return;
         if (request.sessionIds.length > MAX_IDS_PER_REQUEST) {

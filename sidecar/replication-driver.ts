@@ -24,11 +24,14 @@ import type { SessionSnapshot, SessionStore, StoredSession } from '../src/store'
 import type { Config } from './config';
 import { PeerClients, PeerCredentials, peerServiceImplementation, peerTlsFor } from './peer-service';
 import { type PeerRef, ResumeFetcher } from './resume-fetcher';
+import { OpenStreams, shutdownWithin } from './server-shutdown';
 
 /** How often --peers-dns is re-resolved. */
 const DNS_REFRESH_MS = 5000;
 /** Deadline of one state-transfer call. */
 const RESYNC_DEADLINE_MS = 60_000;
+/** How long a stopping node's peer server waits for calls in flight before cancelling them. */
+const PEER_SHUTDOWN_MS = 1000;
 /** Socket buffers: the default 208 KiB holds only ~90 datagrams (see PLATFORM notes). */
 const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 
@@ -60,6 +63,8 @@ export class ReplicationDriver implements Replicator {
   private groupSocket: dgram.Socket | undefined;
   private readonly peerServer = new Server({ 'grpc.enable_channelz': 0, 'grpc.max_send_message_length': 256 * 1024 * 1024 });
   private readonly peers: PeerClients;
+  /** Peers' Lookup streams open on this node's peer server. */
+  private readonly peerStreams = new OpenStreams();
   /** Mutual TLS for the peer gRPC service and calls (plaintext without a key). */
   private readonly peerCredentials: PeerCredentials;
   private readonly resumeFetcher: ResumeFetcher;
@@ -160,7 +165,7 @@ export class ReplicationDriver implements Replicator {
     this.peerCredentials = new PeerCredentials(peerTlsFor(config, keys, Date.now()));
     this.peers = new PeerClients(this.peerCredentials);
     this.resumeFetcher = new ResumeFetcher(this.peers, (seconds, outcome) => sink.peerFetch(seconds, outcome), log);
-    this.peerServer.addService(PeerServiceService, peerServiceImplementation(store, config.nodeId, config.partitions));
+    this.peerServer.addService(PeerServiceService, peerServiceImplementation(store, config.nodeId, config.partitions, this.peerStreams));
   }
 
   get replicas(): number {
@@ -302,7 +307,11 @@ export class ReplicationDriver implements Replicator {
     return this.engine.allAcknowledged(answering);
   }
 
-  /** Announces departure (peers re-replicate at once) and closes sockets. */
+  /**
+   * Announces departure (peers re-replicate at once) and closes sockets. Peers' Lookup
+   * streams are ended, and the peer server waits at most PEER_SHUTDOWN_MS for calls in
+   * flight (a state transfer a peer is reading) before it cancels them.
+   */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.engine.leave();
@@ -318,7 +327,8 @@ export class ReplicationDriver implements Replicator {
     this.waiters.clear();
     this.releaseRoom(true);
     this.peers.close();
-    await new Promise<void>((resolve) => this.peerServer.tryShutdown(() => resolve()));
+    this.peerStreams.endAll();
+    await shutdownWithin(this.peerServer, PEER_SHUTDOWN_MS);
     await new Promise<void>((resolve) => this.socket.close(() => resolve()));
     if (this.groupSocket !== undefined) await new Promise<void>((resolve) => this.groupSocket!.close(() => resolve()));
   }

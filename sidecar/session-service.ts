@@ -65,7 +65,7 @@ export class RefusedRequest {
 }
 
 /** An Exchange message as read: the request, and its size on the wire. */
-class ReceivedExchange {
+export class ReceivedExchange {
   constructor(
     readonly request: ExchangeRequest,
     readonly bytes: number,

@@ -1,0 +1,148 @@
+/**
+ * SessionService handlers driven through a stand-in for grpc-js's stream objects: what a
+ * drain answers on an Exchange stream, and what a watcher that never reads may hold. The
+ * calls are plain event emitters, so every step is in the test's hands (no sockets, no time).
+ */
+import { EventEmitter } from 'node:events';
+import { status } from '@grpc/grpc-js';
+import pino from 'pino';
+import { ReceivedExchange, SessionServiceHandlers } from '../sidecar/session-service';
+import { SidecarMetrics } from '../sidecar/metrics';
+import { BuzHash } from '../src/buzhash';
+import type { ExchangeRequest, ExchangeResponse, WatchEvent } from '../src/gen/baton/v1/session';
+import { HybridClock } from '../src/hybrid-clock';
+import { SessionApi } from '../src/session-api';
+import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store';
+import { WatchHub } from '../src/watch-hub';
+
+const MIB = 1024 * 1024;
+
+function node(maxMemoryBytes = 64 * MIB) {
+  const hub = new WatchHub();
+  const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: 'svc-a', partitions: 8, maxBytes: 1024 * MIB }, new BuzHash('svc-test'), new HybridClock(), hub);
+  const metrics = new SidecarMetrics(store, maxMemoryBytes);
+  const api = new SessionApi(store, { maxValueBytes: 2 * MIB, maxPartsPerSession: 8 });
+  const handlers = new SessionServiceHandlers(api, hub, metrics, pino({ level: 'silent' }), maxMemoryBytes);
+  return { store, api, metrics, handlers, implementation: handlers.implementation() };
+}
+
+/** A bidirectional call as a handler sees it: what it wrote, whether it ended, with which error. */
+class FakeDuplex extends EventEmitter {
+  readonly written: ExchangeResponse[] = [];
+  ended = false;
+  error: { code: number; details: string } | undefined;
+  writableLength = 0;
+  write(response: ExchangeResponse): boolean {
+    if (this.ended) throw new Error('write after end');
+    this.written.push(response);
+    return true;
+  }
+  end(): void {
+    this.ended = true;
+  }
+  pause(): void {}
+  resume(): void {}
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'error') this.error = args[0] as { code: number; details: string };
+    return super.emit(event, ...args);
+  }
+}
+
+function answers(call: FakeDuplex): ExchangeResponse[] {
+  return call.written.flatMap((r) => (r.batch.length > 0 ? r.batch : [r]));
+}
+
+function putOp(i: number): ExchangeRequest {
+  return {
+    requestId: BigInt(i + 1),
+    op: { $case: 'put', put: { sessionId: `s-${i}`, parts: [{ name: 'n', value: Buffer.from(String(i)), ifVersion: undefined }], ttlSeconds: 0, minReplicas: 0 } },
+    batch: [],
+  };
+}
+
+/** Turns of the event loop until `done` holds (the handler answers one slice per turn). */
+async function turnsUntil(done: () => boolean, limit = 10_000): Promise<void> {
+  for (let i = 0; i < limit && !done(); i++) await new Promise((resolve) => setImmediate(resolve));
+  expect(done()).toBe(true);
+}
+
+describe('Exchange on drain', () => {
+  test('every operation read before the drain gets its real answer, then the stream ends', async () => {
+    const { store, handlers, implementation } = node();
+    const call = new FakeDuplex();
+    implementation.exchange(call as never);
+    const ops = Array.from({ length: 2000 }, (_, i) => putOp(i));
+    for (let i = 0; i < ops.length; i += 250) {
+      const batch = ops.slice(i, i + 250);
+      call.emit('data', new ReceivedExchange({ requestId: 0n, op: undefined, batch }, 250 * 40));
+    }
+    handlers.drain();
+    await turnsUntil(() => call.ended);
+    const got = answers(call);
+    expect(got).toHaveLength(2000);
+    expect(got.filter((r) => r.result?.$case === 'put')).toHaveLength(2000);
+    expect(new Set(got.map((r) => r.requestId)).size).toBe(2000);
+    expect(store.getStats().sessions).toBe(2000);
+    expect(call.error).toBeUndefined();
+  });
+
+  test('a stream with nothing in flight ends at once on drain', () => {
+    const { handlers, implementation } = node();
+    const call = new FakeDuplex();
+    implementation.exchange(call as never);
+    handlers.drain();
+    expect(call.ended).toBe(true);
+  });
+});
+
+/** A server-streaming call whose client never reads: writes are taken, their callbacks never run. */
+class StalledWatch extends EventEmitter {
+  readonly request = { sessionId: '' };
+  writableLength = 0;
+  error: { code: number; details: string } | undefined;
+  write(_event: WatchEvent, _taken?: () => void): boolean {
+    this.writableLength++;
+    return false;
+  }
+  end(): void {}
+  sendMetadata(): void {}
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'error') this.error = args[0] as { code: number; details: string };
+    return super.emit(event, ...args);
+  }
+}
+
+describe('a watcher that never reads', () => {
+  const value = Buffer.alloc(MIB, 1);
+
+  test('is ended with RESOURCE_EXHAUSTED once its unsent events pass 1/16 of the memory budget, and counted', async () => {
+    const { api, metrics, implementation } = node(64 * MIB);
+    const watch = new StalledWatch();
+    implementation.watch(watch as never);
+    let written = 0;
+    for (let i = 0; i < 4000 && watch.error === undefined; i++) {
+      api.put({ sessionId: `big-${i % 50}`, parts: [{ name: 'blob', value, ifVersion: undefined }], ttlSeconds: 0, minReplicas: 0 }, 1_800_000_000_000 + i);
+      written++;
+    }
+    // 64 MiB / 16 = 4 MiB: three 1 MiB events (and their ids) fit, the fourth does not.
+    expect(written).toBe(4);
+    expect(watch.writableLength).toBe(3);
+    expect(watch.error?.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(watch.error?.details).toMatch(/reads too slowly/);
+    expect(await metrics.watchersDropped.get()).toMatchObject({ values: [{ value: 1 }] });
+    expect(await metrics.watchers.get()).toMatchObject({ values: [{ value: 0 }] });
+  });
+
+  test('a watcher that takes its events is not ended however many pass', () => {
+    const { api, implementation } = node(64 * MIB);
+    const watch = new StalledWatch();
+    // This client reads: grpc-js takes each event at once.
+    watch.write = (_event: WatchEvent, taken?: () => void) => {
+      taken?.();
+      return true;
+    };
+    implementation.watch(watch as never);
+    for (let i = 0; i < 200; i++) api.put({ sessionId: `big-${i % 50}`, parts: [{ name: 'blob', value, ifVersion: undefined }], ttlSeconds: 0, minReplicas: 0 }, 1_800_000_000_000 + i);
+    expect(watch.error).toBeUndefined();
+  });
+});
