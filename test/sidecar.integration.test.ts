@@ -8,6 +8,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { spawnSync } from 'node:child_process';
+import * as dgram from 'node:dgram';
+import * as net from 'node:net';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { ClusterServiceClient } from '../src/gen/baton/v1/cluster';
 import { AuthState, CartState } from '../src/gen/baton/v1/parts';
@@ -24,7 +26,8 @@ import { SIDECAR_OPTIONS } from '../sidecar/config';
 import { EXCHANGE_SLICE_OPS } from '../sidecar/session-service';
 import { BatonClient, BatonClientError, type Session } from '../src/client';
 import { discover, listServices } from './support/reflection-client';
-import { runBaton, SidecarStartError, startSidecar, type SidecarProcess } from './support/sidecar-process';
+import { freePeerPorts } from './support/ports';
+import { isPortRace, runBaton, SidecarStartError, startSidecar, type SidecarProcess } from './support/sidecar-process';
 
 function unary<Req, Res>(fn: (req: Req, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown, req: Req): Promise<Res> {
   return new Promise((resolve, reject) => fn(req, (err, res) => (err ? reject(err) : resolve(res))));
@@ -459,11 +462,32 @@ describe('test support: starting a sidecar', () => {
     expect(isRunning(failed.pid!)).toBe(false);
   });
 
-  it('rejects with the stderr of a node that exits before it starts', async () => {
+  it('rejects with the stderr of a node that exits before it starts; only a taken port counts as a race worth retrying', async () => {
     const err = await startSidecar(['--max-parts-per-session', 'many']).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SidecarStartError);
     expect((err as SidecarStartError).exitCode).toBe(2);
     expect((err as SidecarStartError).stderr).toMatch(/--max-parts-per-session/);
+    expect(isPortRace(err)).toBe(false);
+
+    // The peer port taken for TCP, then for UDP only: both are a race a retry may win.
+    const [port] = await freePeerPorts(1);
+    const tcp = net.createServer();
+    await new Promise<void>((resolve) => tcp.listen(port, '127.0.0.1', resolve));
+    try {
+      const taken = await startSidecar(['--peer-listen', `127.0.0.1:${port}`]).catch((e: unknown) => e);
+      expect((taken as SidecarStartError).stderr).toMatch(/cannot listen on --peer-listen .*address already in use/);
+      expect(isPortRace(taken)).toBe(true);
+    } finally {
+      await new Promise((resolve) => tcp.close(resolve));
+    }
+    const udp = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => udp.bind(port, '127.0.0.1', resolve));
+    try {
+      const taken = await startSidecar(['--peer-listen', `127.0.0.1:${port}`]).catch((e: unknown) => e);
+      expect(isPortRace(taken)).toBe(true);
+    } finally {
+      await new Promise<void>((resolve) => udp.close(() => resolve()));
+    }
   });
 
   it("passes a node only the BATON_* variables the test gives, none of the test process's", async () => {
