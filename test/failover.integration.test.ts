@@ -9,7 +9,10 @@
  * which write survived: it must be at least the last acknowledged round and at most the
  * last round attempted (a write that failed or was in flight may have been applied).
  */
+import { execFileSync } from 'node:child_process';
 import { BatonClient, type PutResponse, type Session } from '../src/client';
+import * as sidecarProcess from './support/sidecar-process';
+import { isPortRace, SidecarStartError } from './support/sidecar-process';
 import { FAST_FAILURE_DETECTION, pollUntil, StaticCluster } from './support/static-cluster';
 
 /** How long before a SIGKILL an acknowledged write may be and still be lost with min_replicas = 0. */
@@ -534,4 +537,34 @@ describe('failover', () => {
     console.log(`(f) ${stale.length} of ${ids.length} resumes on the owner missed an acknowledged write${stale.length > 0 ? `, e.g. ${stale[0]}` : ''}`);
     expect(stale.slice(0, 5)).toEqual([]);
   }, 30_000);
+});
+
+describe('StaticCluster', () => {
+  it('does not retry a start that failed for another reason than a taken port, and leaves no node of it running', async () => {
+    const stderr = jest.spyOn(process.stderr, 'write');
+    const starts = jest.spyOn(sidecarProcess, 'startSidecar');
+    let err: unknown;
+    let startCalls = 0;
+    let retryNotes: unknown[][] = [];
+    try {
+      err = await StaticCluster.start(['start-fail-a', 'start-fail-b', 'start-fail-c'], [], { 'start-fail-b': ['--max-parts-per-session', 'many'] }).then(
+        () => new Error('the start was expected to fail'),
+        (e: unknown) => e,
+      );
+    } finally {
+      // Read before the restore, which clears them.
+      startCalls = starts.mock.calls.length;
+      retryNotes = stderr.mock.calls.filter(([text]) => String(text).includes('StaticCluster:'));
+      stderr.mockRestore();
+      starts.mockRestore();
+    }
+    // One attempt: three nodes started once each, and no word of a retry.
+    expect(startCalls).toBe(3);
+    expect(retryNotes).toEqual([]);
+    expect(err).toBeInstanceOf(SidecarStartError);
+    expect(isPortRace(err)).toBe(false);
+    expect((err as SidecarStartError).exitCode).toBe(2);
+    const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((line) => line.includes('--node-id start-fail-'));
+    expect(left).toEqual([]);
+  });
 });
