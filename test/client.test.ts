@@ -1,8 +1,10 @@
 /**
  * BatonClient against an in-process fake sidecar (grpc-js server on 127.0.0.1, port 0).
  *
- * The fake is only as clever as the client tests need: an in-memory map of sessions, and
- * hooks to answer out of order, hold answers back, fail an operation, or drop the stream.
+ * The fake is only as clever as the client tests need: an in-memory map of sessions that
+ * honours if_version as the sidecar does (FAILED_PRECONDITION, nothing written), and hooks
+ * to answer out of order, hold answers back, fail an operation, or drop the stream.
+ * Compare-and-set against a real node is tested in sidecar.integration.test.ts.
  * No test sleeps: each waits for an event (an answer, a rejection, a deadline firing).
  */
 import { Metadata, Server, ServerCredentials, status, type ServerDuplexStream, type ServerWritableStream } from '@grpc/grpc-js';
@@ -129,6 +131,12 @@ class FakeSidecar {
           return { $case: 'error', error: { code: status.INVALID_ARGUMENT, message: `part name '${bad.name}' is invalid` } };
         }
         const session = this.sessions.get(op.put.sessionId) ?? new Map<string, Part>();
+        for (const write of op.put.parts) {
+          const current = session.get(write.name)?.version ?? 0n;
+          if (write.ifVersion !== undefined && write.ifVersion !== current) {
+            return { $case: 'error', error: { code: status.FAILED_PRECONDITION, message: `part '${write.name}' is at version ${current}, not the expected ${write.ifVersion}` } };
+          }
+        }
         this.sessions.set(op.put.sessionId, session);
         const versions = op.put.parts.map((write) => {
           const part: Part = { name: write.name, value: write.value, version: this.nextVersion++, writerNodeId: 'fake', updatedAtUnixMs: 0n };
@@ -243,10 +251,16 @@ describe('BatonClient', () => {
     expect(await client.delete('s8')).toBe(false);
   });
 
-  test('accepts a list of part writes with versions', async () => {
+  test('sends the expected versions of a put, from ifVersions and from each part write', async () => {
     const first = await client.put('cas', [{ name: 'a', value: bytes(1) }], { ifVersions: { a: 0n } });
     const version = first.versions[0]?.version ?? 0n;
-    await client.put('cas', [{ name: 'a', value: bytes(2), ifVersion: version }]);
+    const again = await rejection(client.put('cas', { a: bytes(9) }, { ifVersions: { a: 0n } }));
+    expect([again.code, again.message]).toEqual([status.FAILED_PRECONDITION, `part 'a' is at version ${version}, not the expected 0`]);
+    const stale = await rejection(client.put('cas', [{ name: 'a', value: bytes(9), ifVersion: version + 1n }]));
+    expect(stale.code).toBe(status.FAILED_PRECONDITION);
+    expect((await client.get('cas'))?.parts[0]?.value).toEqual(Buffer.from([1]));
+    // A part write's own ifVersion wins over ifVersions.
+    await client.put('cas', [{ name: 'a', value: bytes(2), ifVersion: version }], { ifVersions: { a: 0n } });
     expect((await client.get('cas'))?.parts[0]?.value).toEqual(Buffer.from([2]));
   });
 

@@ -28,9 +28,18 @@ interface Cluster {
   peers: string;
 }
 
+type RunningNode = Awaited<ReturnType<typeof startNode>>;
+
+/** Starts every node at once; if one fails, stops the others (once every start settled) and rejects. */
 async function startCluster(ids: string[], ports: number[], key: string, extra: string[]): Promise<Cluster> {
   const peers = ports.map((p) => `127.0.0.1:${p}`).join(',');
-  const nodes = await Promise.all(ids.map((id, i) => startNode(id, ports[i]!, peers, key, extra)));
+  const started = await Promise.allSettled(ids.map((id, i) => startNode(id, ports[i]!, peers, key, extra)));
+  const nodes = started.filter((s): s is PromiseFulfilledResult<RunningNode> => s.status === 'fulfilled').map((s) => s.value);
+  const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed !== undefined) {
+    await stopNodes(nodes);
+    throw failed.reason;
+  }
   return { nodes, key, peers };
 }
 
@@ -52,11 +61,11 @@ async function startNode(id: string, port: number, peers: string, key: string, e
   return { id, process, client: new BatonClient(process.apiAddress) };
 }
 
-async function stopCluster(cluster: Cluster | undefined): Promise<void> {
-  if (cluster === undefined) return;
-  for (const node of cluster.nodes) node.client.close();
-  const codes = await Promise.all(cluster.nodes.map((n) => n.process.stop()));
-  expect(codes.every((c) => c === 0)).toBe(true);
+/** Closes the clients and stops the nodes; resolves with each node's exit code. */
+async function stopNodes(nodes: readonly RunningNode[]): Promise<Record<string, number | null>> {
+  for (const node of nodes) node.client.close();
+  const codes = await Promise.all(nodes.map((n) => n.process.stop()));
+  return Object.fromEntries(nodes.map((n, i) => [n.id, codes[i]!]));
 }
 
 /** Waits until every node sees `n` alive members (bounded). */
@@ -136,9 +145,10 @@ describe.each([
   let late: Awaited<ReturnType<typeof startNode>> | undefined;
 
   afterAll(async () => {
-    late?.client.close();
-    if (late !== undefined) expect(await late.process.stop()).toBe(0);
-    await stopCluster(cluster);
+    // Every node is stopped before anything is asserted.
+    const nodes = [...(cluster?.nodes ?? []), ...(late === undefined ? [] : [late])];
+    const codes = await stopNodes(nodes);
+    expect(codes).toEqual(Object.fromEntries(nodes.map((n) => [n.id, 0])));
   });
 
   it('replicates 10,000 sessions written on one node to each session\'s secondary, and a fourth node receives its partitions', async () => {

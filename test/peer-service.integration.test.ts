@@ -105,10 +105,15 @@ describe('PeerService.Lookup', () => {
   test('a peer that is gone fails the lookup instead of leaving it waiting', async () => {
     const gone = new Server();
     gone.addService(PeerServiceService, peerServiceImplementation(store, 'peer-b', PARTITIONS));
-    const goneAddress = `127.0.0.1:${await listen(gone, '127.0.0.1:0', peerCredentials(key, 'peer-b').server())}`;
-    await expect(clients.lookup(goneAddress, ['s1'], DEADLINE_MS)).resolves.toHaveLength(1);
-    gone.forceShutdown();
-    await expect(clients.lookup(goneAddress, ['s1'], DEADLINE_MS)).rejects.toThrow();
+    try {
+      const goneAddress = `127.0.0.1:${await listen(gone, '127.0.0.1:0', peerCredentials(key, 'peer-b').server())}`;
+      await expect(clients.lookup(goneAddress, ['s1'], DEADLINE_MS)).resolves.toHaveLength(1);
+      gone.forceShutdown();
+      await expect(clients.lookup(goneAddress, ['s1'], DEADLINE_MS)).rejects.toThrow();
+    } finally {
+      // A server left listening would keep jest from exiting.
+      gone.forceShutdown();
+    }
   });
 
   test('a stream on which a request went unanswered past its deadline is replaced', async () => {

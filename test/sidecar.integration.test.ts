@@ -1,10 +1,15 @@
 /**
- * Starts the real `baton sidecar` process and drives every RPC, the health service,
- * reflection, /metrics (checked by promtool) and shutdown by SIGTERM.
+ * Starts the real `baton sidecar` process and drives every RPC (unary, and through
+ * BatonClient's Exchange stream), the health service, reflection, /metrics (checked by
+ * promtool) and shutdown by SIGTERM; and checks the test support that starts it.
+ *
+ * Each test writes what it reads: it passes alone (`-t`) as well as after the others.
  */
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { spawnSync } from 'node:child_process';
+import * as dgram from 'node:dgram';
+import * as net from 'node:net';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { ClusterServiceClient } from '../src/gen/baton/v1/cluster';
 import { AuthState, CartState } from '../src/gen/baton/v1/parts';
@@ -19,12 +24,38 @@ import {
 } from '../src/gen/baton/v1/session';
 import { SIDECAR_OPTIONS } from '../sidecar/config';
 import { EXCHANGE_SLICE_OPS } from '../sidecar/session-service';
-import { BatonClient } from '../src/client';
+import { BatonClient, BatonClientError, type Session } from '../src/client';
 import { discover, listServices } from './support/reflection-client';
-import { runBaton, startSidecar, type SidecarProcess } from './support/sidecar-process';
+import { freePeerPorts } from './support/ports';
+import { isPortRace, runBaton, SidecarStartError, startSidecar, type SidecarProcess } from './support/sidecar-process';
 
 function unary<Req, Res>(fn: (req: Req, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown, req: Req): Promise<Res> {
   return new Promise((resolve, reject) => fn(req, (err, res) => (err ? reject(err) : resolve(res))));
+}
+
+async function rejection(promise: Promise<unknown>): Promise<BatonClientError> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(err).toBeInstanceOf(BatonClientError);
+    return err as BatonClientError;
+  }
+  throw new Error('expected the call to be refused');
+}
+
+/** A session's parts as name → [text, version], in name order. */
+function partsOf(session: Session | undefined): Record<string, [string, bigint]> {
+  const parts = [...(session?.parts ?? [])].sort((x, y) => (x.name < y.name ? -1 : 1));
+  return Object.fromEntries(parts.map((p) => [p.name, [Buffer.from(p.value).toString(), p.version]]));
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 describe('baton sidecar process', () => {
@@ -74,21 +105,67 @@ describe('baton sidecar process', () => {
     expect(Number(touched.expiresAtUnixMs)).toBeGreaterThan(Date.now() + 60_000);
 
     // Compare-and-set: a stale if_version fails and changes nothing.
+    const otherCart = Buffer.from(CartState.encode(CartState.fromPartial({ currency: 'USD' })).finish());
     await expect(
-      unary(client.put.bind(client), { sessionId: 's-1', parts: [{ name: 'cart', value: cart, ifVersion: 1n }], ttlSeconds: 0, minReplicas: 0 }),
-    ).rejects.toMatchObject({ code: grpc.status.FAILED_PRECONDITION });
+      unary(client.put.bind(client), { sessionId: 's-1', parts: [{ name: 'cart', value: otherCart, ifVersion: 1n }], ttlSeconds: 0, minReplicas: 0 }),
+    ).rejects.toMatchObject({ code: grpc.status.FAILED_PRECONDITION, details: `part 'cart' is at version ${put.versions[0]!.version}, not the expected 1` });
+    const unchanged = await unary<any, GetResponse>(client.get.bind(client), { sessionId: 's-1', parts: ['cart'], resume: false });
+    expect(unchanged.session!.parts.map((p) => [p.version, CartState.decode(p.value).currency])).toEqual([[put.versions[0]!.version, 'EUR']]);
     await unary(client.put.bind(client), {
       sessionId: 's-1',
-      parts: [{ name: 'cart', value: cart, ifVersion: put.versions[0]!.version }],
+      parts: [{ name: 'cart', value: otherCart, ifVersion: put.versions[0]!.version }],
       ttlSeconds: 0,
       minReplicas: 0,
     });
+    const changed = await unary<any, GetResponse>(client.get.bind(client), { sessionId: 's-1', parts: ['cart'], resume: false });
+    expect(CartState.decode(changed.session!.parts[0]!.value).currency).toBe('USD');
 
     expect(await unary<any, any>(client.delete.bind(client), { sessionId: 's-1', parts: ['auth'] })).toEqual({ found: true });
     expect(await unary<any, any>(client.delete.bind(client), { sessionId: 's-1', parts: ['auth'] })).toEqual({ found: false });
     expect(await unary<any, any>(client.delete.bind(client), { sessionId: 's-1', parts: [] })).toEqual({ found: true });
     const gone = await unary<any, GetResponse>(client.get.bind(client), { sessionId: 's-1', parts: [], resume: false });
     expect(gone.found).toBe(false);
+  });
+
+  it('BatonClient compare-and-set: a put with the right ifVersions writes, a stale one fails FAILED_PRECONDITION and changes nothing', async () => {
+    const baton = new BatonClient(node.apiAddress);
+    const text = (s: string) => Buffer.from(s);
+    try {
+      // 0n: the parts must not exist yet.
+      const created = await baton.put('cas', { a: text('a1'), b: text('b1') }, { ifVersions: { a: 0n, b: 0n } });
+      const [a1, b1] = created.versions.map((v) => v.version) as [bigint, bigint];
+      expect(partsOf(await baton.get('cas'))).toEqual({ a: ['a1', a1], b: ['b1', b1] });
+
+      const exists = await rejection(baton.put('cas', { a: text('again') }, { ifVersions: { a: 0n } }));
+      expect([exists.code, exists.message]).toEqual([grpc.status.FAILED_PRECONDITION, `part 'a' is at version ${a1}, not the expected 0`]);
+      expect(partsOf(await baton.get('cas'))).toEqual({ a: ['a1', a1], b: ['b1', b1] });
+
+      // Both expected versions right: both parts written.
+      const second = await baton.put('cas', { a: text('a2'), b: text('b2') }, { ifVersions: { a: a1, b: b1 } });
+      const [a2, b2] = second.versions.map((v) => v.version) as [bigint, bigint];
+      expect(partsOf(await baton.get('cas'))).toEqual({ a: ['a2', a2], b: ['b2', b2] });
+
+      // One stale version fails the whole put: neither part changes.
+      const stale = await rejection(baton.put('cas', { a: text('a3'), b: text('b3') }, { ifVersions: { a: a2, b: b1 } }));
+      expect([stale.code, stale.message]).toEqual([grpc.status.FAILED_PRECONDITION, `part 'b' is at version ${b2}, not the expected ${b1}`]);
+      expect(partsOf(await baton.get('cas'))).toEqual({ a: ['a2', a2], b: ['b2', b2] });
+
+      // A PartWrite's own ifVersion, stale then right (and taking precedence over ifVersions).
+      const staleWrite = await rejection(baton.put('cas', [{ name: 'a', value: text('a3'), ifVersion: a1 }]));
+      expect(staleWrite.code).toBe(grpc.status.FAILED_PRECONDITION);
+      expect(partsOf(await baton.get('cas'))).toEqual({ a: ['a2', a2], b: ['b2', b2] });
+      const third = await baton.put('cas', [{ name: 'a', value: text('a3'), ifVersion: a2 }], { ifVersions: { a: a1 } });
+      expect(partsOf(await baton.get('cas'))).toEqual({ a: ['a3', third.versions[0]!.version], b: ['b2', b2] });
+
+      // A version expected of a part that does not exist fails; 0n for it succeeds.
+      const missing = await rejection(baton.put('cas', { c: text('c1') }, { ifVersions: { c: a1 } }));
+      expect([missing.code, missing.message]).toEqual([grpc.status.FAILED_PRECONDITION, `part 'c' does not exist, but if_version ${a1} was expected`]);
+      expect(partsOf(await baton.get('cas'))).not.toHaveProperty('c');
+      await baton.put('cas', { c: text('c1') }, { ifVersions: { c: 0n } });
+      expect(partsOf(await baton.get('cas')).c?.[0]).toBe('c1');
+    } finally {
+      baton.close();
+    }
   });
 
   it('refuses bad input with INVALID_ARGUMENT and a clear message', async () => {
@@ -236,9 +313,9 @@ describe('baton sidecar process', () => {
   });
 
   it('reports cluster status', async () => {
+    await unary(client.put.bind(client), { sessionId: 'status-probe', parts: [{ name: 'a', value: Buffer.from('x') }], ttlSeconds: 0, minReplicas: 0 });
     const cluster = new ClusterServiceClient(node.apiAddress, grpc.credentials.createInsecure());
-    const status = await unary<any, any>(cluster.status.bind(cluster), {});
-    cluster.close();
+    const status = await unary<any, any>(cluster.status.bind(cluster), {}).finally(() => cluster.close());
     expect(status.nodeId).toBe('it-node');
     expect(status.sessions).toBeGreaterThan(0n);
     expect(status.members).toEqual([{ nodeId: 'it-node', address: node.peerAddress, state: 'alive', isSelf: true, replicationLagSeqs: 0n }]);
@@ -267,13 +344,19 @@ describe('baton sidecar process', () => {
   });
 
   it('serves /metrics that promtool accepts, and health endpoints', async () => {
+    // A put that succeeds, one that is refused and a get, so the series below exist.
+    await unary(client.put.bind(client), { sessionId: 'metrics-probe', parts: [{ name: 'a', value: Buffer.from('x') }], ttlSeconds: 0, minReplicas: 0 });
+    await unary(client.get.bind(client), { sessionId: 'metrics-probe', parts: [], resume: false });
+    await expect(
+      unary(client.put.bind(client), { sessionId: 'metrics-probe', parts: [{ name: 'Bad Name', value: Buffer.from('x') }], ttlSeconds: 0, minReplicas: 0 }),
+    ).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
     const body = await (await fetch(`${node.metricsUrl}/metrics`)).text();
     expect(body).toMatch(/^baton_operations_total\{method="put",result="ok"\} [1-9]/m);
     expect(body).toMatch(/^baton_operations_total\{method="put",result="invalid"\} [1-9]/m);
     expect(body).toMatch(/^baton_sessions [1-9]/m);
     expect(body).toMatch(/^baton_operation_duration_seconds_bucket\{le="0.001",method="get"\}/m);
     expect(body).toMatch(/^process_resident_memory_bytes /m);
-    expect(body).not.toMatch(/x-1|watched|reflected/);
+    expect(body).not.toMatch(/x-1|watched|reflected|metrics-probe/);
     const check = spawnSync('promtool', ['check', 'metrics'], { input: body, encoding: 'utf8' });
     expect(check.error).toBeUndefined();
     expect({ status: check.status, out: check.stdout + check.stderr }).toEqual({ status: 0, out: '' });
@@ -284,17 +367,20 @@ describe('baton sidecar process', () => {
     expect((await fetch(`${node.metricsUrl}/readyz`)).status).toBe(200);
   });
 
-  it('exits 0 on SIGTERM after finishing in-flight work', async () => {
+  it('exits 0 on SIGTERM after serving writes, and logs that it stopped', async () => {
     const extra = await startSidecar(['--node-id', 'short-lived']);
     const c = new SessionServiceClient(extra.apiAddress, grpc.credentials.createInsecure());
-    const pending = Array.from({ length: 50 }, (_, i) =>
-      unary(c.put.bind(c), { sessionId: `p${i}`, parts: [{ name: 'a', value: Buffer.alloc(10) }], ttlSeconds: 0, minReplicas: 0 }),
-    );
-    await Promise.all(pending);
-    const code = await extra.stop();
-    c.close();
-    expect(code).toBe(0);
-    expect(extra.logs.some((l) => l.msg === 'baton node stopped')).toBe(true);
+    try {
+      const pending = Array.from({ length: 50 }, (_, i) =>
+        unary(c.put.bind(c), { sessionId: `p${i}`, parts: [{ name: 'a', value: Buffer.alloc(10) }], ttlSeconds: 0, minReplicas: 0 }),
+      );
+      await Promise.all(pending);
+      expect(await extra.stop()).toBe(0);
+      expect(extra.logs.some((l) => l.msg === 'baton node stopped')).toBe(true);
+    } finally {
+      c.close();
+      await extra.stop();
+    }
   });
 });
 
@@ -340,8 +426,13 @@ describe('baton command line', () => {
   it('exits non-zero naming the option whose address is in use', async () => {
     const first = await startSidecar();
     const port = first.apiAddress.split(':')[1]!;
-    const second = await runBaton(['sidecar', '--api-listen', `127.0.0.1:${port}`, '--metrics-listen', '127.0.0.1:0']);
-    await first.stop();
+    let second: Awaited<ReturnType<typeof runBaton>>;
+    try {
+      // Every other address is free (port 0): not the default peer port someone may hold.
+      second = await runBaton(['sidecar', '--api-listen', `127.0.0.1:${port}`, '--metrics-listen', '127.0.0.1:0', '--peer-listen', '127.0.0.1:0']);
+    } finally {
+      await first.stop();
+    }
     expect(second.code).toBe(1);
     expect(second.stderr.trim()).toBe(`baton: cannot listen on --api-listen 127.0.0.1:${port}: address already in use`);
   });
@@ -353,6 +444,75 @@ describe('docs/configuration.md', () => {
     for (const spec of SIDECAR_OPTIONS) {
       expect(doc).toContain(`\`--${spec.flag}\``);
       expect(doc).toContain(`\`BATON_${spec.flag.toUpperCase().replace(/-/g, '_')}\``);
+    }
+  });
+});
+
+describe('test support: starting a sidecar', () => {
+  it('kills a node that does not log its start in time and rejects with what it wrote', async () => {
+    // At warn the node never logs "baton node started".
+    const err = await startSidecar(['--log-level', 'warn'], {}, { startTimeoutMs: 1500 }).then(
+      () => new Error('the start was expected to fail'),
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(SidecarStartError);
+    const failed = err as SidecarStartError;
+    expect(failed.message).toMatch(/did not log "baton node started" within 1500 ms and was killed/);
+    expect(failed.exitCode).toBeNull();
+    expect(isRunning(failed.pid!)).toBe(false);
+  });
+
+  it('rejects with the stderr of a node that exits before it starts; only a taken port counts as a race worth retrying', async () => {
+    const err = await startSidecar(['--max-parts-per-session', 'many']).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SidecarStartError);
+    expect((err as SidecarStartError).exitCode).toBe(2);
+    expect((err as SidecarStartError).stderr).toMatch(/--max-parts-per-session/);
+    expect(isPortRace(err)).toBe(false);
+
+    // The peer port taken for TCP, then for UDP only: both are a race a retry may win.
+    const [port] = await freePeerPorts(1);
+    const tcp = net.createServer();
+    await new Promise<void>((resolve) => tcp.listen(port, '127.0.0.1', resolve));
+    try {
+      const taken = await startSidecar(['--peer-listen', `127.0.0.1:${port}`]).catch((e: unknown) => e);
+      expect((taken as SidecarStartError).stderr).toMatch(/cannot listen on --peer-listen .*address already in use/);
+      expect(isPortRace(taken)).toBe(true);
+    } finally {
+      await new Promise((resolve) => tcp.close(resolve));
+    }
+    const udp = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => udp.bind(port, '127.0.0.1', resolve));
+    try {
+      const taken = await startSidecar(['--peer-listen', `127.0.0.1:${port}`]).catch((e: unknown) => e);
+      expect(isPortRace(taken)).toBe(true);
+    } finally {
+      await new Promise<void>((resolve) => udp.close(() => resolve()));
+    }
+  });
+
+  it("passes a node only the BATON_* variables the test gives, none of the test process's", async () => {
+    const saved = { level: process.env.BATON_LOG_LEVEL, api: process.env.BATON_API_LISTEN };
+    process.env.BATON_LOG_LEVEL = 'warn';
+    process.env.BATON_API_LISTEN = 'nowhere';
+    try {
+      const node = await startSidecar(['--node-id', 'clean-env'], { BATON_MAX_PARTS_PER_SESSION: '7' }, { startTimeoutMs: 10_000 });
+      const baton = new BatonClient(node.apiAddress);
+      try {
+        const eight = Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`p${i}`, Buffer.from('x')]));
+        expect((await rejection(baton.put('limited', eight))).message).toMatch(/over the limit of 7/);
+      } finally {
+        baton.close();
+        expect(await node.stop()).toBe(0);
+      }
+      const cli = await runBaton(['sidecar', '--max-parts-per-session', 'many']);
+      expect(cli.code).toBe(2);
+      expect(cli.stderr).toMatch(/--max-parts-per-session/);
+      expect(cli.stderr).not.toMatch(/nowhere/);
+    } finally {
+      for (const [name, value] of [['BATON_LOG_LEVEL', saved.level], ['BATON_API_LISTEN', saved.api]] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
     }
   });
 });

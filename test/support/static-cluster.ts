@@ -8,6 +8,9 @@
  * - Every process started here is ended by stopAll(): SIGTERM, then SIGKILL for a node that
  *   has not exited within the grace period. kill() and stop() wait for the exit.
  * - Waiting is polling with a bound (pollUntil), never a fixed sleep.
+ * - A start is retried only when a reserved port was taken before its node bound it (a
+ *   race with other processes on the host), and says so on stderr; any other failure to
+ *   start is the test's failure, so a node that sometimes crashes at start is seen.
  * - BATON_TEST_LOG_LEVEL sets the nodes' --log-level (default info, which the start needs
  *   at least); BATON_TEST_LOG_DIR, when set, receives every node's log lines on stopAll().
  */
@@ -17,7 +20,7 @@ import { credentials, Metadata } from '@grpc/grpc-js';
 import { BatonClient } from '../../src/client';
 import { ClusterServiceClient, type StatusResponse } from '../../src/gen/baton/v1/cluster';
 import { freePeerPorts } from './ports';
-import { startSidecar, type SidecarProcess } from './sidecar-process';
+import { isPortRace, startSidecar, type SidecarProcess } from './sidecar-process';
 
 /** Failure detection fast enough for tests (the constraints: dead > suspect > heartbeat). */
 export const FAST_FAILURE_DETECTION = ['--heartbeat-interval-ms', '100', '--suspect-after-ms', '400', '--dead-after-ms', '1000'];
@@ -65,22 +68,26 @@ export class StaticCluster {
   /**
    * Starts one node per id at once; `args` are added to every node's command line, and
    * `nodeArgs[id]` to that node's only (on every start). A reserved port may be taken by
-   * someone else before its node binds it, so a failed start is retried (at most
-   * START_ATTEMPTS times in all) on fresh ports.
+   * someone else before its node binds it: only such a start is retried (at most
+   * START_ATTEMPTS times in all) on fresh ports. Any other failure stops the nodes that
+   * did start and rejects.
    */
   static async start(ids: readonly string[], args: readonly string[], nodeArgs: Readonly<Record<string, readonly string[]>> = {}): Promise<StaticCluster> {
-    let lastError: unknown;
-    for (let attempt = 0; attempt < START_ATTEMPTS; attempt++) {
+    for (let attempt = 1; ; attempt++) {
       const cluster = new StaticCluster(ids, await freePeerPorts(ids.length), args, nodeArgs);
       // Every start settles before a failure is handled, so no node that was still
       // starting when another failed is left running.
       const started = await Promise.allSettled(ids.map((id) => cluster.startNode(id)));
-      const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-      if (failed === undefined) return cluster;
+      const failures = started.filter((s): s is PromiseRejectedResult => s.status === 'rejected').map((s) => s.reason as unknown);
+      if (failures.length === 0) return cluster;
       await cluster.stopAll();
-      lastError = failed.reason;
+      const other = failures.find((err) => !isPortRace(err));
+      if (other !== undefined || attempt >= START_ATTEMPTS) throw other ?? failures[0];
+      process.stderr.write(
+        `StaticCluster: a reserved peer port was taken before its node bound it (attempt ${attempt} of ${START_ATTEMPTS}); ` +
+          `starting again on fresh ports: ${(failures[0] as Error).message}\n`,
+      );
     }
-    throw lastError;
   }
 
   node(id: string): ClusterNode {
