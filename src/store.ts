@@ -9,10 +9,11 @@
  * - Each partition keeps an order-independent digest: the XOR of a 64-bit hash of every
  *   entry (part, part tombstone, session header), updated in O(1) on every change.
  * - Sessions expire after ttl of idleness (refreshed by writes and touches, not reads).
- *   Expiry is a register that only moves later, and a tombstone keeps it (the
- *   tombstone's purge time lives only in the expiry wheel): a refresh a replica learns of
- *   before or while it holds the tombstone still counts when a put revives the session,
- *   so the revived copy expires when the owner's does.
+ *   A replica's expiry is the owner's latest refresh: ordered by when the owner made it
+ *   (expiresAt − ttlMs on the owner's clock), so a write or touch that shortens the TTL
+ *   replicates too. A tombstone keeps that refresh (its own purge time lives only in the
+ *   expiry wheel): a refresh a replica learns of before or while it holds the tombstone
+ *   still counts when a put revives the session.
  * - `bytes` never exceeds maxBytes after an operation returns: least recently used
  *   sessions are evicted whole; a write that cannot fit even alone is refused.
  * - Reads never see an expired session, whether or not the expiry sweep has run.
@@ -379,9 +380,9 @@ export class SessionStore {
   /**
    * Applies a change made on another node. Idempotent and order-independent: a part
    * changes only if the change is newer by (version, writer); nothing at or below a
-   * session delete comes back; ownership moves only to a higher epoch; expiry only moves
-   * later, also while the session is a tombstone (a touch or claim that overtakes the put
-   * reviving it is kept for it). Returns whether anything changed.
+   * session delete comes back; ownership moves only to a higher epoch; expiry follows the
+   * owner's latest refresh, also while the session is a tombstone (a touch or claim that
+   * overtakes the put reviving it is kept for it). Returns whether anything changed.
    */
   applyRemote(id: string, change: RemoteChange, meta: RemoteSessionMeta, now: number): boolean {
     let record = this.lookup(id);
@@ -389,7 +390,12 @@ export class SessionStore {
     const versioned = change.kind === 'put' || change.kind === 'delete_part' || change.kind === 'delete_session';
     if (versioned) {
       this.clock.observe(change.version, now);
-      if (record !== undefined && change.version <= record.deletedVersion) return false;
+      if (record !== undefined && change.version <= record.deletedVersion) {
+        // The change itself is gone, but its header is still the owner's view when it was
+        // made (a put refreshed expiry); a delete's header carries no refresh.
+        if (change.kind === 'delete_session') return this.adoptOwner(record, meta);
+        return meta.expiresAt > now && this.adoptMeta(record, meta);
+      }
     }
     // Deletes are kept even for a session this node has not seen yet (they may overtake
     // its first put); other changes to a session that has already expired are not.
@@ -759,20 +765,29 @@ export class SessionStore {
     this.keyPartition = keyPartition;
   }
 
+  /**
+   * A refresh is made at `now`, or 1 ms after the latest refresh this node knows of if that
+   * is not earlier: replicas order refreshes by that time, so two in one millisecond (or
+   * one by a new owner whose clock is behind the old one's) must not tie or go back.
+   */
   private refreshExpiry(record: SessionRecord, ttlMs: number, now: number): void {
+    const refreshedAt = record.expiresAt > 0 ? Math.max(now, record.expiresAt - record.ttlMs + 1) : now;
     record.ttlMs = ttlMs > 0 ? ttlMs : record.ttlMs > 0 ? record.ttlMs : this.config.defaultTtlMs;
-    record.expiresAt = now + record.ttlMs;
+    record.expiresAt = refreshedAt + record.ttlMs;
     this.wheel.scheduleNoLater(record, record.expiresAt);
   }
 
   /**
-   * Takes the owner's view of ownership and expiry (later wins). Ownership goes to the
-   * higher epoch; two nodes that claimed the same epoch concurrently settle on the higher
-   * node id, everywhere, whichever claim arrives first.
+   * Takes the owner's view of ownership and expiry. Expiry: the later refresh wins (one
+   * made at the same time with a longer TTL wins), so a shorter TTL replicates too.
+   * Ownership goes to the higher epoch; two nodes that claimed the same epoch concurrently
+   * settle on the higher node id, everywhere, whichever claim arrives first.
    */
   private adoptMeta(record: SessionRecord, meta: RemoteSessionMeta): boolean {
     let changed = this.adoptOwner(record, meta);
-    if (meta.expiresAt > record.expiresAt) {
+    const refreshedAt = meta.expiresAt - meta.ttlMs;
+    const heldRefreshedAt = record.expiresAt - record.ttlMs;
+    if (refreshedAt > heldRefreshedAt || (refreshedAt === heldRefreshedAt && meta.expiresAt > record.expiresAt)) {
       record.expiresAt = meta.expiresAt;
       if (meta.ttlMs > 0) record.ttlMs = meta.ttlMs;
       changed = true;

@@ -59,6 +59,8 @@ interface WorkloadOptions {
   owners?: Map<string, string>;
   /** Prefix of session ids (distinct workloads use distinct ids). */
   prefix?: string;
+  /** TTLs (ms; 0 = keep the session's) that writes and touches pick from; default: 0 only. */
+  ttls?: number[];
 }
 
 /** Random latin1 text (all 256 byte values) that values are cut from. */
@@ -106,18 +108,23 @@ function runWorkload(cluster: SimCluster, options: WorkloadOptions): Workload {
     } else if (mix !== undefined && roll >= 6 && roll < 14) {
       writer.deleteParts(id, [pickPart(random)]);
     } else if (mix !== undefined && roll >= 14 && roll < 22) {
-      writer.touch(id);
+      writer.touch(id, pickTtl(random, options.ttls));
     } else {
       const parts: Record<string, string> = {};
       const count = 1 + random.below(3);
       for (let i = 0; i < count; i++) parts[pickPart(random)] = valueOf(random, minBytes + random.below(maxBytes - minBytes + 1));
-      writer.write(id, parts);
+      writer.write(id, parts, { ttlMs: pickTtl(random, options.ttls) });
       owners.set(id, writer.nodeId);
       writes++;
     }
     cluster.runFor(options.spacingMs * (0.5 + random.next()));
   }
   return { owners, writes };
+}
+
+/** A TTL from the list (drawn only when there is one, so workloads without keep their seeds). */
+function pickTtl(random: SeededRandom, ttls: number[] | undefined): number {
+  return ttls === undefined ? 0 : ttls[random.below(ttls.length)]!;
 }
 
 const PART_NAMES = ['tls', 'auth', 'cart', 'tcp', 'prefs', 'csrf'];
@@ -561,48 +568,61 @@ function randomProfile(random: SeededRandom): LinkProfile {
 }
 
 /**
- * Seeds 7001 onwards; SIM_PROPERTY_SEEDS=<count> runs that many instead of 20 (a longer
- * search by hand). Seeds that once found a divergence always run too.
+ * Seeds 7001 onwards (7501 with random TTLs); SIM_PROPERTY_SEEDS=<count> runs that many
+ * of each instead of 20 (a longer search by hand). Seeds that once found a divergence
+ * always run too.
  */
-const PROPERTY_SEEDS = Array.from({ length: Number(process.env.SIM_PROPERTY_SEEDS ?? 20) }, (_, i) => 7001 + i);
-/** 7234: a touch reached a replica holding the tombstone of a session deleted and written again. */
-const FOUND_SEEDS = [7234];
+const PROPERTY_COUNT = Number(process.env.SIM_PROPERTY_SEEDS ?? 20);
+function propertySeeds(first: number, found: number[]): number[] {
+  const seeds = Array.from({ length: PROPERTY_COUNT }, (_, i) => first + i);
+  return [...seeds, ...found.filter((s) => !seeds.includes(s))];
+}
+
+/** One property run: a random cluster, then six workload slices each under a new random link profile. */
+function propertyRun(seed: number, ttls?: number[]): void {
+  const random = new SeededRandom(seed);
+  const transport = TRANSPORTS[random.below(2)]!;
+  const cluster = startCluster({
+    seed,
+    nodes: 3,
+    transport,
+    retransmitBufferBytes: random.below(2) === 0 ? 8 * 1024 : 64 * 1024,
+    maxReassemblyBytes: 32 * 1024,
+    // No window, one that holds bursts back, or the default.
+    sendWindowBytes: [0, 3 * 1024, 64 * 1024][seed % 3],
+  });
+  // One owner, or every node owning its own sessions.
+  const writers = random.below(2) === 0 ? [cluster.nodes[random.below(3)]!] : cluster.nodes;
+  const owners = new Map<string, string>();
+  // The loss schedule: a new random profile (steady or bursty loss, duplication,
+  // reordering) for each slice of the workload.
+  for (let slice = 0; slice < 6; slice++) {
+    cluster.net.profile = randomProfile(random);
+    runWorkload(cluster, {
+      seed: random.nextUint32(),
+      writers,
+      operations: 25,
+      sessionsPerWriter: 8,
+      spacingMs: 1 + random.below(8),
+      valueBytes: [1, random.below(4) === 0 ? 4000 : 300],
+      mix: 'all',
+      owners,
+      prefix: `p${slice % 2}`,
+      ...(ttls === undefined ? {} : { ttls }),
+    });
+  }
+  cluster.net.profile = randomProfile(random);
+  expectConverged(cluster, owners);
+}
 
 describe('property: random loss schedules and random operations', () => {
-  const SEEDS = [...PROPERTY_SEEDS, ...FOUND_SEEDS.filter((s) => !PROPERTY_SEEDS.includes(s))];
-  test.each(SEEDS)('seed %i: puts, part and session deletes, touches and rewrites of deleted sessions: every replica converges to exactly its owner state', (seed) => {
-    const random = new SeededRandom(seed);
-    const transport = TRANSPORTS[random.below(2)]!;
-    const cluster = startCluster({
-      seed,
-      nodes: 3,
-      transport,
-      retransmitBufferBytes: random.below(2) === 0 ? 8 * 1024 : 64 * 1024,
-      maxReassemblyBytes: 32 * 1024,
-      // No window, one that holds bursts back, or the default.
-      sendWindowBytes: [0, 3 * 1024, 64 * 1024][seed % 3],
-    });
-    // One owner, or every node owning its own sessions.
-    const writers = random.below(2) === 0 ? [cluster.nodes[random.below(3)]!] : cluster.nodes;
-    const owners = new Map<string, string>();
-    // The loss schedule: a new random profile (steady or bursty loss, duplication,
-    // reordering) for each slice of the workload.
-    for (let slice = 0; slice < 6; slice++) {
-      cluster.net.profile = randomProfile(random);
-      runWorkload(cluster, {
-        seed: random.nextUint32(),
-        writers,
-        operations: 25,
-        sessionsPerWriter: 8,
-        spacingMs: 1 + random.below(8),
-        valueBytes: [1, random.below(4) === 0 ? 4000 : 300],
-        mix: 'all',
-        owners,
-        prefix: `p${slice % 2}`,
-      });
-    }
-    cluster.net.profile = randomProfile(random);
-    expectConverged(cluster, owners);
+  // 7234: a touch reached a replica holding the tombstone of a session deleted and written again.
+  test.each(propertySeeds(7001, [7234]))('seed %i: puts, part and session deletes, touches and rewrites of deleted sessions: every replica converges to exactly its owner state', (seed) => {
+    propertyRun(seed);
+  });
+
+  test.each(propertySeeds(7501, []))('seed %i, with TTLs that grow and shrink: every replica converges to exactly its owner state, expiry included', (seed) => {
+    propertyRun(seed, [0, 60_000, 3_600_000]);
   });
 });
 

@@ -1306,6 +1306,36 @@ describe('replicas: a session deleted and written again, with its deltas reorder
     }
   });
 
+  test('a write or touch that shortens the TTL reaches the replica in any order of arrival', () => {
+    const a = owner();
+    const long = a.put('s', 'cart', '1', T0, 3_600_000);
+    const short = a.put('s', 'cart', '2', T0 + 5, 60_000);
+    const touched = a.touch('s', T0 + 9);
+    for (const order of [[long, short, touched], [long, touched, short], [touched, short, long]]) {
+      const replica = replicaOf(order, T0 + 10);
+      expect(view(replica, T0 + 10)!.expiresAt).toBe(T0 + 9 + 60_000);
+      expect(view(replica, T0 + 10)).toEqual(view(a.store, T0 + 10));
+    }
+  });
+
+  test('two refreshes in one millisecond are ordered: the later one wins on every replica', () => {
+    const a = owner();
+    const long = a.put('s', 'cart', '1', T0, 3_600_000);
+    const short = a.put('s', 'cart', '2', T0, 60_000);
+    expect(view(a.store, T0)!.expiresAt).toBe(T0 + 1 + 60_000);
+    for (const order of [[long, short], [short, long]]) expect(view(replicaOf(order, T0), T0)).toEqual(view(a.store, T0));
+  });
+
+  test('a put older than the session delete still brings its refresh (the TTL the tombstone keeps)', () => {
+    const a = owner();
+    const long = a.put('s', 'cart', '1', T0, 3_600_000);
+    const short = a.put('s', 'tls', '2', T0 + 5, 60_000);
+    const deleted = a.deleteSession('s', T0 + 8);
+    const replica = replicaOf([long, deleted, short], T0 + 10);
+    expect(view(replica, T0 + 10)).toEqual(view(a.store, T0 + 10));
+    expect(view(replica, T0 + 10)!.ttlMs).toBe(60_000);
+  });
+
   test('a tombstone is purged tombstoneRetentionMs after it was made, whatever expiry it keeps', () => {
     const { store } = makeStore({ tombstoneRetentionMs: 60_000 });
     store.put('s', [w('a', '1')], 3_600_000, T0);
