@@ -9,6 +9,11 @@
  * - Each partition keeps an order-independent digest: the XOR of a 64-bit hash of every
  *   entry (part, part tombstone, session header), updated in O(1) on every change.
  * - Sessions expire after ttl of idleness (refreshed by writes and touches, not reads).
+ *   A replica's expiry is the owner's latest refresh: ordered by when the owner made it
+ *   (expiresAt − ttlMs on the owner's clock), so a write or touch that shortens the TTL
+ *   replicates too. A tombstone keeps that refresh (its own purge time lives only in the
+ *   expiry wheel): a refresh a replica learns of before or while it holds the tombstone
+ *   still counts when a put revives the session.
  * - `bytes` never exceeds maxBytes after an operation returns: least recently used
  *   sessions are evicted whole; a write that cannot fit even alone is refused.
  * - Reads never see an expired session, whether or not the expiry sweep has run.
@@ -201,6 +206,7 @@ class SessionRecord implements StoredSession, WheelEntry {
   owner: string;
   epoch = 1;
   ttlMs = 0;
+  /** Idle expiry (Unix ms), kept while a tombstone; a tombstone's purge is only scheduled. */
   expiresAt = 0;
   state = LIVE;
   /** Version of the whole-session delete (or expiry); parts at or below it are gone. */
@@ -374,8 +380,9 @@ export class SessionStore {
   /**
    * Applies a change made on another node. Idempotent and order-independent: a part
    * changes only if the change is newer by (version, writer); nothing at or below a
-   * session delete comes back; ownership moves only to a higher epoch; expiry only moves
-   * later. Returns whether anything changed.
+   * session delete comes back; ownership moves only to a higher epoch; expiry follows the
+   * owner's latest refresh, also while the session is a tombstone (a touch or claim that
+   * overtakes the put reviving it is kept for it). Returns whether anything changed.
    */
   applyRemote(id: string, change: RemoteChange, meta: RemoteSessionMeta, now: number): boolean {
     let record = this.lookup(id);
@@ -383,7 +390,12 @@ export class SessionStore {
     const versioned = change.kind === 'put' || change.kind === 'delete_part' || change.kind === 'delete_session';
     if (versioned) {
       this.clock.observe(change.version, now);
-      if (record !== undefined && change.version <= record.deletedVersion) return false;
+      if (record !== undefined && change.version <= record.deletedVersion) {
+        // The change itself is gone, but its header is still the owner's view when it was
+        // made (a put refreshed expiry); a delete's header carries no refresh.
+        if (change.kind === 'delete_session') return this.adoptOwner(record, meta);
+        return meta.expiresAt > now && this.adoptMeta(record, meta);
+      }
     }
     // Deletes are kept even for a session this node has not seen yet (they may overtake
     // its first put); other changes to a session that has already expired are not.
@@ -417,6 +429,9 @@ export class SessionStore {
           record = this.insert(id, meta.owner, meta.epoch);
           record.ttlMs = meta.ttlMs;
         }
+        // The tombstone's header is the owner's (a claim it overtook may come later); its
+        // expiry is not: a delete does not refresh the session.
+        this.adoptOwner(record, meta);
         const wasLive = record.state === LIVE;
         this.deleteUpTo(record, change.version, now);
         if (wasLive) this.observer?.partDeleted(id, '');
@@ -424,7 +439,9 @@ export class SessionStore {
       }
       case 'touch':
       case 'claim': {
-        if (record !== undefined && record.state !== LIVE) return false;
+        // A tombstone takes them too: the put that revived the session on the owner (with
+        // an older expiry than this touch) may not have arrived yet, or this claim came
+        // before the delete the tombstone stands for.
         if (record === undefined) {
           // The session's first put has not arrived yet: hold its header so the owner's
           // expiry and ownership are not lost when it does.
@@ -432,7 +449,7 @@ export class SessionStore {
           record = this.insert(id, meta.owner, meta.epoch);
         }
         const changed = this.adoptMeta(record, meta);
-        if (changed && change.kind === 'claim') this.observer?.claimed?.(record);
+        if (changed && change.kind === 'claim' && record.state === LIVE) this.observer?.claimed?.(record);
         return changed;
       }
     }
@@ -551,9 +568,11 @@ export class SessionStore {
   /** Expires sessions and purges tombstones that are due. */
   tick(now: number): void {
     this.wheel.due(now, (record) => {
-      if (record.expiresAt > now) this.wheel.schedule(record, record.expiresAt);
-      else if (record.state === LIVE) this.expire(record);
-      else this.remove(record);
+      // A tombstone is due exactly when it was scheduled; a live session may have been
+      // refreshed since (refreshes move its slot only earlier).
+      if (record.state !== LIVE) this.remove(record);
+      else if (record.expiresAt > now) this.wheel.schedule(record, record.expiresAt);
+      else this.expire(record);
     });
   }
 
@@ -671,6 +690,7 @@ export class SessionStore {
     record.parts = kept.slice();
   }
 
+  /** Makes the session a tombstone at `version`, purged tombstoneRetentionMs after `now`. */
   private tombstoneSession(record: SessionRecord, version: number, now: number): void {
     this.xorSessionEntry(record);
     const slots = record.parts;
@@ -685,8 +705,7 @@ export class SessionStore {
     this.xorSessionEntry(record);
     this.stats.sessions--;
     this.stats.tombstones++;
-    record.expiresAt = now + this.config.tombstoneRetentionMs;
-    this.wheel.schedule(record, record.expiresAt);
+    this.wheel.schedule(record, now + this.config.tombstoneRetentionMs);
   }
 
   /** Idle expiry: the session becomes a tombstone at the version of its newest part. */
@@ -746,33 +765,46 @@ export class SessionStore {
     this.keyPartition = keyPartition;
   }
 
+  /**
+   * A refresh is made at `now`, or 1 ms after the latest refresh this node knows of if that
+   * is not earlier: replicas order refreshes by that time, so two in one millisecond (or
+   * one by a new owner whose clock is behind the old one's) must not tie or go back.
+   */
   private refreshExpiry(record: SessionRecord, ttlMs: number, now: number): void {
+    const refreshedAt = record.expiresAt > 0 ? Math.max(now, record.expiresAt - record.ttlMs + 1) : now;
     record.ttlMs = ttlMs > 0 ? ttlMs : record.ttlMs > 0 ? record.ttlMs : this.config.defaultTtlMs;
-    record.expiresAt = now + record.ttlMs;
+    record.expiresAt = refreshedAt + record.ttlMs;
     this.wheel.scheduleNoLater(record, record.expiresAt);
   }
 
   /**
-   * Takes the owner's view of ownership and expiry (later wins). Ownership goes to the
-   * higher epoch; two nodes that claimed the same epoch concurrently settle on the higher
-   * node id, everywhere, whichever claim arrives first.
+   * Takes the owner's view of ownership and expiry. Expiry: the later refresh wins (one
+   * made at the same time with a longer TTL wins), so a shorter TTL replicates too.
+   * Ownership goes to the higher epoch; two nodes that claimed the same epoch concurrently
+   * settle on the higher node id, everywhere, whichever claim arrives first.
    */
   private adoptMeta(record: SessionRecord, meta: RemoteSessionMeta): boolean {
-    let changed = false;
-    if (meta.epoch > record.epoch || (meta.epoch === record.epoch && meta.owner > record.owner)) {
-      this.xorSessionEntry(record);
-      record.owner = this.intern(meta.owner);
-      record.epoch = meta.epoch;
-      this.xorSessionEntry(record);
-      changed = true;
-    }
-    if (meta.expiresAt > record.expiresAt && record.state === LIVE) {
+    let changed = this.adoptOwner(record, meta);
+    const refreshedAt = meta.expiresAt - meta.ttlMs;
+    const heldRefreshedAt = record.expiresAt - record.ttlMs;
+    if (refreshedAt > heldRefreshedAt || (refreshedAt === heldRefreshedAt && meta.expiresAt > record.expiresAt)) {
       record.expiresAt = meta.expiresAt;
       if (meta.ttlMs > 0) record.ttlMs = meta.ttlMs;
-      this.wheel.scheduleNoLater(record, record.expiresAt);
       changed = true;
     }
+    // A tombstone's slot is its purge; a session just revived may still sit in it.
+    if (record.state === LIVE) this.wheel.scheduleNoLater(record, record.expiresAt);
     return changed;
+  }
+
+  /** Ownership goes to the higher (epoch, owner id); returns whether it moved. */
+  private adoptOwner(record: SessionRecord, meta: RemoteSessionMeta): boolean {
+    if (!(meta.epoch > record.epoch || (meta.epoch === record.epoch && meta.owner > record.owner))) return false;
+    this.xorSessionEntry(record);
+    record.owner = this.intern(meta.owner);
+    record.epoch = meta.epoch;
+    this.xorSessionEntry(record);
+    return true;
   }
 
   private lruTouch(record: SessionRecord): void {

@@ -59,6 +59,8 @@ interface WorkloadOptions {
   owners?: Map<string, string>;
   /** Prefix of session ids (distinct workloads use distinct ids). */
   prefix?: string;
+  /** TTLs (ms; 0 = keep the session's) that writes and touches pick from; default: 0 only. */
+  ttls?: number[];
 }
 
 /** Random latin1 text (all 256 byte values) that values are cut from. */
@@ -83,17 +85,12 @@ function valueOf(random: SeededRandom, length: number): string {
 /**
  * Random writes by the given writers, each on its own sessions, with the network running
  * between operations. With `mix`, some operations delete parts or whole sessions, or
- * touch. Those only target sessions whose creation every secondary has acknowledged
- * (SessionStore drops a delete or touch for a session it has not seen yet: S2, pinned
- * below), and a deleted session id is never written again (S4, pinned below).
+ * touch, on any session the writer has written (acknowledged by its secondaries or not),
+ * and a deleted session may be written again, which revives it.
  */
 function runWorkload(cluster: SimCluster, options: WorkloadOptions): Workload {
   const random = new SeededRandom(options.seed);
   const owners = options.owners ?? new Map<string, string>();
-  const deleted = new Set<string>();
-  /** Per writer: sessions it created, and those every secondary has acknowledged since. */
-  const created = new Map<SimNode, string[]>();
-  const settled = new Set<string>();
   const [minBytes, maxBytes] = options.valueBytes ?? [1, 200];
   const prefix = options.prefix ?? 's';
   let writes = 0;
@@ -105,35 +102,29 @@ function runWorkload(cluster: SimCluster, options: WorkloadOptions): Workload {
     }
     const id = `${prefix}-${writer.nodeId}-${random.below(options.sessionsPerWriter)}`;
     const roll = random.below(100);
-    if (writer.engine.allAcknowledged()) {
-      for (const done of created.get(writer) ?? []) settled.add(done);
-      created.set(writer, []);
-    }
-    const mix = settled.has(id) ? options.mix : undefined;
-    if (deleted.has(id)) {
-      // a deleted id is not written again: this operation is skipped
-    } else if (mix === 'all' && roll < 6 && owners.has(id)) {
+    const mix = owners.has(id) ? options.mix : undefined;
+    if (mix === 'all' && roll < 6) {
       writer.deleteSession(id);
-      deleted.add(id);
-    } else if (mix !== undefined && roll >= 6 && roll < 14 && owners.has(id)) {
+    } else if (mix !== undefined && roll >= 6 && roll < 14) {
       writer.deleteParts(id, [pickPart(random)]);
-    } else if (mix !== undefined && roll >= 14 && roll < 22 && owners.has(id)) {
-      writer.touch(id);
+    } else if (mix !== undefined && roll >= 14 && roll < 22) {
+      writer.touch(id, pickTtl(random, options.ttls));
     } else {
       const parts: Record<string, string> = {};
       const count = 1 + random.below(3);
       for (let i = 0; i < count; i++) parts[pickPart(random)] = valueOf(random, minBytes + random.below(maxBytes - minBytes + 1));
-      writer.write(id, parts);
-      if (!owners.has(id)) {
-        if (!created.has(writer)) created.set(writer, []);
-        created.get(writer)!.push(id);
-      }
+      writer.write(id, parts, { ttlMs: pickTtl(random, options.ttls) });
       owners.set(id, writer.nodeId);
       writes++;
     }
     cluster.runFor(options.spacingMs * (0.5 + random.next()));
   }
   return { owners, writes };
+}
+
+/** A TTL from the list (drawn only when there is one, so workloads without keep their seeds). */
+function pickTtl(random: SeededRandom, ttls: number[] | undefined): number {
+  return ttls === undefined ? 0 : ttls[random.below(ttls.length)]!;
 }
 
 const PART_NAMES = ['tls', 'auth', 'cart', 'tcp', 'prefs', 'csrf'];
@@ -175,9 +166,7 @@ function totalRetransmissions(cluster: SimCluster): number {
 describe.each(TRANSPORTS)('%s: steady loss', (transport) => {
   test.each([0, 0.05, 0.1, 0.3])('loss %p: every replica converges to its owner, buffers stay bounded', (loss) => {
     const cluster = startCluster({ seed: 11, nodes: 3, transport, profile: lossy(loss), retransmitBufferBytes: 32 * 1024, maxReassemblyBytes: 64 * 1024 });
-    // Whole-session deletes only without loss: a delete repaired by state transfer is lost (S1).
-    const mix = loss === 0 ? 'all' : 'parts';
-    const { owners } = runWorkload(cluster, { seed: 101, writers: cluster.nodes, operations: 240, sessionsPerWriter: 15, spacingMs: 4, mix, valueBytes: [1, 2500] });
+    const { owners } = runWorkload(cluster, { seed: 101, writers: cluster.nodes, operations: 240, sessionsPerWriter: 15, spacingMs: 4, mix: 'all', valueBytes: [1, 2500] });
     expectConverged(cluster, owners);
     if (loss > 0) expect(totalRetransmissions(cluster)).toBeGreaterThan(0);
     else expect(totalRetransmissions(cluster)).toBe(0);
@@ -189,14 +178,14 @@ describe.each(TRANSPORTS)('%s: burst loss and reordering', (transport) => {
 
   test('Gilbert–Elliott burst loss', () => {
     const cluster = startCluster({ seed: 12, nodes: 3, transport, profile: lossy(0, { burst }) });
-    const { owners } = runWorkload(cluster, { seed: 102, writers: cluster.nodes, operations: 240, sessionsPerWriter: 12, spacingMs: 2, mix: 'parts' });
+    const { owners } = runWorkload(cluster, { seed: 102, writers: cluster.nodes, operations: 240, sessionsPerWriter: 12, spacingMs: 2, mix: 'all' });
     expectConverged(cluster, owners);
     expect(cluster.net.stats.lost).toBeGreaterThan(0);
   });
 
   test('reordering and duplication: duplicates are detected, order does not matter', () => {
     const cluster = startCluster({ seed: 13, nodes: 3, transport, profile: lossy(0.02, { duplicate: 0.2, reorder: 0.3, reorderExtraMs: 15 }) });
-    const { owners } = runWorkload(cluster, { seed: 103, writers: cluster.nodes, operations: 240, sessionsPerWriter: 10, spacingMs: 1, mix: 'parts' });
+    const { owners } = runWorkload(cluster, { seed: 103, writers: cluster.nodes, operations: 240, sessionsPerWriter: 10, spacingMs: 1, mix: 'all' });
     expectConverged(cluster, owners);
     expect(cluster.net.stats.duplicated).toBeGreaterThan(0);
     // A network duplicate is the same sealed datagram: the opener's replay window drops it.
@@ -253,7 +242,7 @@ describe.each(TRANSPORTS)('%s: a receiver cut off past the retransmit buffer', (
     const [writer, , receiver] = cluster.nodes as [SimNode, SimNode, SimNode];
     const before = runWorkload(cluster, { seed: 107, writers: [writer], operations: 20, sessionsPerWriter: 10, spacingMs: 5 });
     cluster.net.isolate(receiver.address);
-    runWorkload(cluster, { seed: 108, writers: [writer], operations: 200, sessionsPerWriter: 40, spacingMs: 40, mix: 'parts', owners: before.owners });
+    runWorkload(cluster, { seed: 108, writers: [writer], operations: 200, sessionsPerWriter: 40, spacingMs: 40, mix: 'all', owners: before.owners });
     expect(writer.membership.liveNodeIds()).not.toContain(receiver.nodeId);
     cluster.net.healAll();
     expectConverged(cluster, before.owners);
@@ -264,12 +253,12 @@ describe.each(TRANSPORTS)('%s: restarts and slow receivers', (transport) => {
   test('a sender restarts mid-stream (new incarnation, empty store): it gets its state back and replicas converge', () => {
     const cluster = startCluster({ seed: 17, nodes: 3, transport, profile: lossy(0.05) });
     const [writer] = cluster.nodes as [SimNode, SimNode, SimNode];
-    const { owners } = runWorkload(cluster, { seed: 109, writers: cluster.nodes, operations: 150, sessionsPerWriter: 10, spacingMs: 3, mix: 'parts' });
+    const { owners } = runWorkload(cluster, { seed: 109, writers: cluster.nodes, operations: 150, sessionsPerWriter: 10, spacingMs: 3, mix: 'all' });
     writer.stop();
     cluster.runFor(400);
     writer.restart();
     expect(writer.store.getStats().sessions).toBe(0);
-    runWorkload(cluster, { seed: 110, writers: cluster.nodes, operations: 150, sessionsPerWriter: 10, spacingMs: 3, mix: 'parts', owners });
+    runWorkload(cluster, { seed: 110, writers: cluster.nodes, operations: 150, sessionsPerWriter: 10, spacingMs: 3, mix: 'all', owners });
     expectConverged(cluster, owners);
     expect(writer.resyncs.filter((r) => r.outcome === 'ok').length).toBeGreaterThan(0);
     // Sessions it wrote before the restart are back on it.
@@ -282,7 +271,7 @@ describe.each(TRANSPORTS)('%s: restarts and slow receivers', (transport) => {
     const cluster = startCluster({ seed: 18, nodes: 3, transport });
     const slow = cluster.nodes[2]!;
     cluster.net.setAddressProfile(slow.address, { ...PERFECT_LINK, delayMinMs: 20, delayMaxMs: 90, loss: 0.2, reorder: 0.2, reorderExtraMs: 50 });
-    const { owners } = runWorkload(cluster, { seed: 111, writers: cluster.nodes.slice(0, 2), operations: 300, sessionsPerWriter: 20, spacingMs: 2, mix: 'parts' });
+    const { owners } = runWorkload(cluster, { seed: 111, writers: cluster.nodes.slice(0, 2), operations: 300, sessionsPerWriter: 20, spacingMs: 2, mix: 'all' });
     expectConverged(cluster, owners);
   });
 });
@@ -305,7 +294,7 @@ describe.each(TRANSPORTS)('%s: memory bounds under 30%% loss', (transport) => {
   test('tight retransmit and reassembly bounds hold at every step; overflowing reassembly resyncs instead of losing deltas', () => {
     const options = { retransmitBufferBytes: 12 * 1024, maxReassemblyBytes: 12 * 1024 };
     const cluster = startCluster({ seed: 20, nodes: 3, transport, profile: lossy(0.3), ...options });
-    const { owners } = runWorkload(cluster, { seed: 113, writers: cluster.nodes, operations: 150, sessionsPerWriter: 8, spacingMs: 2, valueBytes: [200, 7000], mix: 'parts' });
+    const { owners } = runWorkload(cluster, { seed: 113, writers: cluster.nodes, operations: 150, sessionsPerWriter: 8, spacingMs: 2, valueBytes: [200, 7000], mix: 'all' });
     expectConverged(cluster, owners);
     const bounds = cluster.bounds();
     expect(cluster.peaks.retransmitBufferBytes).toBeGreaterThan(0);
@@ -334,7 +323,7 @@ describe.each(TRANSPORTS)('%s: key rotation', (transport) => {
     const k2 = keyNotLike(2, k1);
     const cluster = startCluster({ seed: 21, nodes: 3, transport, keys: [k1], profile: lossy(0.05) });
     const owners = new Map<string, string>();
-    const phase = (seed: number) => runWorkload(cluster, { seed, writers: cluster.nodes, operations: 60, sessionsPerWriter: 10, spacingMs: 3, mix: 'parts', owners });
+    const phase = (seed: number) => runWorkload(cluster, { seed, writers: cluster.nodes, operations: 60, sessionsPerWriter: 10, spacingMs: 3, mix: 'all', owners });
     phase(114);
     for (const node of cluster.nodes) node.setKeys([k1, k2]);
     phase(115);
@@ -578,41 +567,62 @@ function randomProfile(random: SeededRandom): LinkProfile {
   return { ...base, loss: random.next() * 0.35 };
 }
 
-describe('property: random loss schedules and random operations', () => {
-  const SEEDS = Array.from({ length: 20 }, (_, i) => 7001 + i);
-  test.each(SEEDS)('seed %i: every replica converges to exactly its owner state', (seed) => {
-    const random = new SeededRandom(seed);
-    const transport = TRANSPORTS[random.below(2)]!;
-    const cluster = startCluster({
-      seed,
-      nodes: 3,
-      transport,
-      retransmitBufferBytes: random.below(2) === 0 ? 8 * 1024 : 64 * 1024,
-      maxReassemblyBytes: 32 * 1024,
-      // No window, one that holds bursts back, or the default.
-      sendWindowBytes: [0, 3 * 1024, 64 * 1024][seed % 3],
-    });
-    // One owner, or every node owning its own sessions.
-    const writers = random.below(2) === 0 ? [cluster.nodes[random.below(3)]!] : cluster.nodes;
-    const owners = new Map<string, string>();
-    // The loss schedule: a new random profile (steady or bursty loss, duplication,
-    // reordering) for each slice of the workload.
-    for (let slice = 0; slice < 6; slice++) {
-      cluster.net.profile = randomProfile(random);
-      runWorkload(cluster, {
-        seed: random.nextUint32(),
-        writers,
-        operations: 25,
-        sessionsPerWriter: 8,
-        spacingMs: 1 + random.below(8),
-        valueBytes: [1, random.below(4) === 0 ? 4000 : 300],
-        mix: 'parts',
-        owners,
-        prefix: `p${slice % 2}`,
-      });
-    }
+/**
+ * Seeds 7001 onwards (7501 with random TTLs); SIM_PROPERTY_SEEDS=<count> runs that many
+ * of each instead of 20 (a longer search by hand). Seeds that once found a divergence
+ * always run too.
+ */
+const PROPERTY_COUNT = Number(process.env.SIM_PROPERTY_SEEDS ?? 20);
+function propertySeeds(first: number, found: number[]): number[] {
+  const seeds = Array.from({ length: PROPERTY_COUNT }, (_, i) => first + i);
+  return [...seeds, ...found.filter((s) => !seeds.includes(s))];
+}
+
+/** One property run: a random cluster, then six workload slices each under a new random link profile. */
+function propertyRun(seed: number, ttls?: number[]): void {
+  const random = new SeededRandom(seed);
+  const transport = TRANSPORTS[random.below(2)]!;
+  const cluster = startCluster({
+    seed,
+    nodes: 3,
+    transport,
+    retransmitBufferBytes: random.below(2) === 0 ? 8 * 1024 : 64 * 1024,
+    maxReassemblyBytes: 32 * 1024,
+    // No window, one that holds bursts back, or the default.
+    sendWindowBytes: [0, 3 * 1024, 64 * 1024][seed % 3],
+  });
+  // One owner, or every node owning its own sessions.
+  const writers = random.below(2) === 0 ? [cluster.nodes[random.below(3)]!] : cluster.nodes;
+  const owners = new Map<string, string>();
+  // The loss schedule: a new random profile (steady or bursty loss, duplication,
+  // reordering) for each slice of the workload.
+  for (let slice = 0; slice < 6; slice++) {
     cluster.net.profile = randomProfile(random);
-    expectConverged(cluster, owners);
+    runWorkload(cluster, {
+      seed: random.nextUint32(),
+      writers,
+      operations: 25,
+      sessionsPerWriter: 8,
+      spacingMs: 1 + random.below(8),
+      valueBytes: [1, random.below(4) === 0 ? 4000 : 300],
+      mix: 'all',
+      owners,
+      prefix: `p${slice % 2}`,
+      ...(ttls === undefined ? {} : { ttls }),
+    });
+  }
+  cluster.net.profile = randomProfile(random);
+  expectConverged(cluster, owners);
+}
+
+describe('property: random loss schedules and random operations', () => {
+  // 7234: a touch reached a replica holding the tombstone of a session deleted and written again.
+  test.each(propertySeeds(7001, [7234]))('seed %i: puts, part and session deletes, touches and rewrites of deleted sessions: every replica converges to exactly its owner state', (seed) => {
+    propertyRun(seed);
+  });
+
+  test.each(propertySeeds(7501, []))('seed %i, with TTLs that grow and shrink: every replica converges to exactly its owner state, expiry included', (seed) => {
+    propertyRun(seed, [0, 60_000, 3_600_000]);
   });
 });
 
@@ -622,12 +632,12 @@ describe.each(TRANSPORTS)('%s: a fourth node joins', (transport) => {
   test('it pulls its partitions (state transfer), then receives deltas; every designated secondary converges', () => {
     const cluster = startCluster({ seed: 25, nodes: 3, transport, profile: lossy(0.05) });
     const owners = new Map<string, string>();
-    runWorkload(cluster, { seed: 130, writers: cluster.nodes, operations: 150, sessionsPerWriter: 15, spacingMs: 2, mix: 'parts', owners });
+    runWorkload(cluster, { seed: 130, writers: cluster.nodes, operations: 150, sessionsPerWriter: 15, spacingMs: 2, mix: 'all', owners });
     const before = new Map(owners);
     const joiner = cluster.addNode();
     expect(joiner.store.getStats().sessions).toBe(0);
     expect(cluster.runUntil(() => cluster.membershipSettled(), 5000)).toBe(true);
-    runWorkload(cluster, { seed: 131, writers: cluster.nodes, operations: 150, sessionsPerWriter: 15, spacingMs: 2, mix: 'parts', owners });
+    runWorkload(cluster, { seed: 131, writers: cluster.nodes, operations: 150, sessionsPerWriter: 15, spacingMs: 2, mix: 'all', owners });
     // Former secondaries keep their copies after placement moved (nothing discards them
     // yet), so extra copies are allowed; every designated secondary must be exact.
     expectConverged(cluster, owners, { allowExtraCopies: true });
@@ -660,7 +670,7 @@ describe('protocol details', () => {
     cluster.runFor(200);
     expect(resent.length).toBeGreaterThan(0);
     for (const kinds of resent) expect(kinds).toEqual([DeltaKind.DELTA_KIND_DELETE_SESSION]);
-    // (The replica still diverges here, through SessionStore defect S4: see below.)
+    expectConverged(cluster, new Map([['conflated', writer.nodeId]]));
   });
 
   test('a straggler datagram from before a sender restarted is dropped and does not reset its new channel', () => {
@@ -763,11 +773,12 @@ test('a fractional clock reading (any `now` the store accepts) does not break re
   for (const node of cluster.nodes.slice(1)) expect(node.store.get('fractional', cluster.net.now)?.parts[1]).toBe('x');
 });
 
-// --- known SessionStore defects, pinned ---------------------------------------------------
+// --- SessionStore under reordered and repaired deltas --------------------------------------
 //
 // Each scenario below once diverged because of SessionStore (src/store.ts), not the
 // replication protocol: deletes, touches and claims that overtake a session's first put,
-// tombstones in state transfer, and late session deletes must all converge.
+// tombstones in state transfer, late session deletes, and touches that reach a tombstone
+// before the put that revived it must all converge.
 
 describe('SessionStore under reordered and repaired deltas', () => {
   /** Drops the first transmission of the writer's data packet `seq` to `to`. */
@@ -775,7 +786,7 @@ describe('SessionStore under reordered and repaired deltas', () => {
     cluster.net.filter = (t) => t.from === writer.address && t.to === to.address && t.meta.kind === 'data' && t.meta.retransmit === false && seqs.includes(t.meta.seq ?? 0);
   }
 
-  test('S1: merge() drops tombstones, so a delete repaired by state transfer never arrives', () => {
+  test('S1: a session delete repaired by state transfer (a merged tombstone) reaches the replica', () => {
     const cluster = startCluster({ seed: 31, nodes: 3, transport: 'unicast', retransmitBufferBytes: 4 * 1024 });
     const [writer, , away] = cluster.nodes as [SimNode, SimNode, SimNode];
     const owners = new Map([['deleted-while-away', writer.nodeId]]);
@@ -792,7 +803,7 @@ describe('SessionStore under reordered and repaired deltas', () => {
     expectConverged(cluster, owners);
   });
 
-  test('S2: a delete_session that overtakes the session\'s first put is dropped, and the put then revives it', () => {
+  test('S2: a delete_session that overtakes the session\'s first put is kept, and the put does not revive the session', () => {
     const cluster = startCluster({ seed: 32, nodes: 3, transport: 'unicast' });
     const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
     loseFirst(cluster, writer, late, [1]);
@@ -802,7 +813,7 @@ describe('SessionStore under reordered and repaired deltas', () => {
     expectConverged(cluster, new Map([['overtaken', writer.nodeId]]));
   });
 
-  test('S2 (touch): a touch that overtakes the session\'s first put is dropped, so the replica expires earlier', () => {
+  test('S2 (touch): a touch that overtakes the session\'s first put is kept, so the replica expires when the owner does', () => {
     const cluster = startCluster({ seed: 33, nodes: 3, transport: 'unicast' });
     const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
     loseFirst(cluster, writer, late, [1]);
@@ -812,7 +823,7 @@ describe('SessionStore under reordered and repaired deltas', () => {
     expectConverged(cluster, new Map([['touched', writer.nodeId]]));
   });
 
-  test('S2 (delete_part): a part delete that overtakes the session\'s first put is dropped, and the put then revives the part', () => {
+  test('S2 (delete_part): a part delete that overtakes the session\'s first put is kept, and the put does not revive the part', () => {
     const cluster = startCluster({ seed: 36, nodes: 3, transport: 'unicast' });
     const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
     // The first put is delayed, not lost: a retransmission would carry the latest delta
@@ -824,7 +835,7 @@ describe('SessionStore under reordered and repaired deltas', () => {
     expectConverged(cluster, new Map([['part-deleted', writer.nodeId]]));
   });
 
-  test('S4: a delete_session applied after a newer put of the revived session wipes the newer part', () => {
+  test('S4: a delete_session applied after a newer put of the revived session keeps the newer part', () => {
     const cluster = startCluster({ seed: 34, nodes: 3, transport: 'unicast' });
     const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
     writer.write('revived', { cart: 'old', tls: 'old' });
@@ -836,7 +847,24 @@ describe('SessionStore under reordered and repaired deltas', () => {
     expectConverged(cluster, new Map([['revived', writer.nodeId]]));
   });
 
-  test('S3: a replica records itself, not the owner, as the session\'s owner', () => {
+  test('S5: a touch that reaches the tombstone before the put that revived the session is kept, so the replica expires when the owner does', () => {
+    const cluster = startCluster({ seed: 37, nodes: 3, transport: 'unicast' });
+    const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
+    writer.write('rewritten', { cart: 'old' }); // seq 1
+    cluster.runFor(50);
+    writer.deleteSession('rewritten'); // seq 2
+    cluster.runFor(5);
+    loseFirst(cluster, writer, late, [3]);
+    writer.write('rewritten', { cart: 'new' }); // seq 3: lost once, repaired after seq 4
+    cluster.runFor(10);
+    writer.touch('rewritten'); // seq 4: 10 ms later than the put's expiry
+    const owners = new Map([['rewritten', writer.nodeId]]);
+    expectConverged(cluster, owners);
+    expect(cluster.net.stats.dropped).toBe(1);
+    expect(late.store.snapshot('rewritten', cluster.net.now)!.expiresAt).toBe(writer.store.snapshot('rewritten', cluster.net.now)!.expiresAt);
+  });
+
+  test('S3: a replica records the owner, not itself, as the session\'s owner', () => {
     const cluster = startCluster({ seed: 35, nodes: 3, transport: 'unicast' });
     const writer = cluster.nodes[0]!;
     writer.write('owned', { cart: 'items' });

@@ -8,6 +8,8 @@ import {
   forEachPart,
   PART_OVERHEAD_BYTES,
   PartWriteRequest,
+  RemoteChange,
+  RemoteSessionMeta,
   SESSION_OVERHEAD_BYTES,
   SessionStore,
   StoreConfig,
@@ -1210,5 +1212,139 @@ describe('ownership: claims and epochs', () => {
     store.discardWhere(() => true);
     expect([...Array(16).keys()].map((p) => store.digest(p))).toEqual(empty);
     expect(store.getStats()).toMatchObject({ sessions: 0, parts: 0, bytes: 0 });
+  });
+});
+
+describe('replicas: a session deleted and written again, with its deltas reordered', () => {
+  type Delta = { change: RemoteChange; meta: RemoteSessionMeta };
+
+  /**
+   * An owner store, and the deltas its changes become, each with the session header the
+   * owner had when it made the change (what the replication engine sends).
+   */
+  function owner(overrides: Partial<StoreConfig> = {}) {
+    const { store } = makeStore({ nodeId: 'node-a', ...overrides });
+    const header = (id: string, now: number): RemoteSessionMeta => {
+      const s = store.snapshot(id, now)!;
+      // A tombstone is sent with the header it had, as the session API sends it.
+      return { owner: s.owner, epoch: s.epoch, expiresAt: s.expiresAt > 0 ? s.expiresAt : now + s.ttlMs, ttlMs: s.ttlMs };
+    };
+    return {
+      store,
+      put(id: string, name: string, value: string, now: number, ttlMs = 0): Delta {
+        const { version } = store.put(id, [w(name, value)], ttlMs, now);
+        return { change: { kind: 'put', name, value, version, writer: 'node-a', epoch: store.snapshot(id, now)!.epoch }, meta: header(id, now) };
+      },
+      deleteSession(id: string, now: number): Delta {
+        store.delete(id, [], now);
+        return { change: { kind: 'delete_session', version: store.snapshot(id, now)!.deletedVersion }, meta: header(id, now) };
+      },
+      touch(id: string, now: number): Delta {
+        store.touch(id, 0, now);
+        return { change: { kind: 'touch' }, meta: header(id, now) };
+      },
+      claim(id: string, by: string, now: number): Delta {
+        store.claim(id, by, now);
+        return { change: { kind: 'claim' }, meta: header(id, now) };
+      },
+    };
+  }
+
+  function replicaOf(deltas: Delta[], now: number, overrides: Partial<StoreConfig> = {}): SessionStore {
+    const { store } = makeStore({ nodeId: 'node-r', ...overrides });
+    for (const { change, meta } of deltas) store.applyRemote('s', change, meta, now);
+    return store;
+  }
+
+  /** The replica must hold exactly the owner's snapshot (the owner field included). */
+  const view = (store: SessionStore, now: number) => store.snapshot('s', now);
+
+  test('a touch that arrives while the replica holds the tombstone, before the put that revived the session, is kept', () => {
+    const a = owner();
+    const created = a.put('s', 'cart', 'old', T0);
+    const deleted = a.deleteSession('s', T0 + 5);
+    const revived = a.put('s', 'cart', 'new', T0 + 8);
+    const touched = a.touch('s', T0 + 20);
+    // The revived put was lost and is repaired after the touch got through.
+    const replica = replicaOf([created, deleted, touched, revived], T0 + 30);
+    expect(view(replica, T0 + 30)!.expiresAt).toBe(T0 + 20 + DEFAULT_STORE_CONFIG.defaultTtlMs);
+    expect(view(replica, T0 + 30)).toEqual(view(a.store, T0 + 30));
+  });
+
+  test('a touch applied before a late session delete is kept through the tombstone for the put that revived the session', () => {
+    const a = owner();
+    const created = a.put('s', 'cart', 'old', T0);
+    const deleted = a.deleteSession('s', T0 + 5);
+    const revived = a.put('s', 'cart', 'new', T0 + 8);
+    const touched = a.touch('s', T0 + 20);
+    const replica = replicaOf([created, touched, deleted, revived], T0 + 30);
+    expect(view(replica, T0 + 30)).toEqual(view(a.store, T0 + 30));
+  });
+
+  test("a revived session expires at the owner's expiry, not when its tombstone would have been purged", () => {
+    const a = owner({ tombstoneRetentionMs: 300_000 });
+    const created = a.put('s', 'cart', 'old', T0, 60_000);
+    const deleted = a.deleteSession('s', T0 + 5);
+    const revived = a.put('s', 'cart', 'new', T0 + 8);
+    const replica = replicaOf([created, deleted, revived], T0 + 10);
+    expect(view(replica, T0 + 10)!.expiresAt).toBe(T0 + 8 + 60_000);
+    expect(view(replica, T0 + 10)).toEqual(view(a.store, T0 + 10));
+    // The expiry sweep finds it then too, not only reads.
+    replica.tick(T0 + 8 + 61_000);
+    expect(replica.getStats()).toMatchObject({ sessions: 0, tombstones: 1, expirations: 1 });
+  });
+
+  test('a claim that arrives after the session delete it preceded leaves the tombstone with the owner\'s header', () => {
+    const a = owner();
+    const created = a.put('s', 'cart', 'old', T0);
+    const claimed = a.claim('s', 'node-b', T0 + 5);
+    const deleted = a.deleteSession('s', T0 + 8);
+    for (const order of [[created, claimed, deleted], [created, deleted, claimed], [deleted, claimed, created]]) {
+      const replica = replicaOf(order, T0 + 10);
+      expect(view(replica, T0 + 10)).toEqual(view(a.store, T0 + 10));
+      expect(replica.digest(replica.partitionOf('s'))).toBe(a.store.digest(a.store.partitionOf('s')));
+    }
+  });
+
+  test('a write or touch that shortens the TTL reaches the replica in any order of arrival', () => {
+    const a = owner();
+    const long = a.put('s', 'cart', '1', T0, 3_600_000);
+    const short = a.put('s', 'cart', '2', T0 + 5, 60_000);
+    const touched = a.touch('s', T0 + 9);
+    for (const order of [[long, short, touched], [long, touched, short], [touched, short, long]]) {
+      const replica = replicaOf(order, T0 + 10);
+      expect(view(replica, T0 + 10)!.expiresAt).toBe(T0 + 9 + 60_000);
+      expect(view(replica, T0 + 10)).toEqual(view(a.store, T0 + 10));
+    }
+  });
+
+  test('two refreshes in one millisecond are ordered: the later one wins on every replica', () => {
+    const a = owner();
+    const long = a.put('s', 'cart', '1', T0, 3_600_000);
+    const short = a.put('s', 'cart', '2', T0, 60_000);
+    expect(view(a.store, T0)!.expiresAt).toBe(T0 + 1 + 60_000);
+    for (const order of [[long, short], [short, long]]) expect(view(replicaOf(order, T0), T0)).toEqual(view(a.store, T0));
+  });
+
+  test('a put older than the session delete still brings its refresh (the TTL the tombstone keeps)', () => {
+    const a = owner();
+    const long = a.put('s', 'cart', '1', T0, 3_600_000);
+    const short = a.put('s', 'tls', '2', T0 + 5, 60_000);
+    const deleted = a.deleteSession('s', T0 + 8);
+    const replica = replicaOf([long, deleted, short], T0 + 10);
+    expect(view(replica, T0 + 10)).toEqual(view(a.store, T0 + 10));
+    expect(view(replica, T0 + 10)!.ttlMs).toBe(60_000);
+  });
+
+  test('a tombstone is purged tombstoneRetentionMs after it was made, whatever expiry it keeps', () => {
+    const { store } = makeStore({ tombstoneRetentionMs: 60_000 });
+    store.put('s', [w('a', '1')], 3_600_000, T0);
+    store.delete('s', [], T0 + 1000);
+    store.applyRemote('s', { kind: 'touch' }, { owner: 'node-a', epoch: 1, expiresAt: T0 + 7_200_000, ttlMs: 3_600_000 }, T0 + 2000);
+    store.tick(T0 + 60_000);
+    expect(store.getStats().tombstones).toBe(1);
+    store.tick(T0 + 61_000);
+    expect(store.getStats()).toMatchObject({ sessions: 0, tombstones: 0, bytes: 0 });
+    expect(store.nextDeadline()).toBeUndefined();
   });
 });

@@ -341,13 +341,20 @@ export interface ComparableState {
   parts: [string, string | null, number, string, number][];
 }
 
+/**
+ * A tombstone's TTL is left out: only the owner uses it (as the TTL of a put that revives
+ * the session, and that put carries it to the replicas), and a replica whose last refresh
+ * before the delete came by a state transfer made after the delete cannot learn it (a
+ * tombstone's snapshot carries no expiry).
+ */
 export function comparable(snapshot: SessionSnapshot): ComparableState {
+  const live = snapshot.expiresAt > 0;
   return {
-    live: snapshot.expiresAt > 0,
+    live,
     deletedVersion: snapshot.deletedVersion,
     epoch: snapshot.epoch,
     expiresAt: snapshot.expiresAt,
-    ttlMs: snapshot.ttlMs,
+    ttlMs: live ? snapshot.ttlMs : 0,
     parts: snapshot.parts
       .map((p): [string, string | null, number, string, number] => [p.name, p.value, p.version, p.writer, p.epoch])
       .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)),
