@@ -19,22 +19,28 @@ import {
   status,
   type ServerWritableStream,
 } from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
 import type { ClusterKey } from '../src/cluster-key';
 import {
   type FetchRequest,
   type LookupRequest,
   type LookupResponse,
   PeerServiceClient,
+  PeerServiceService,
   type PeerServiceServer,
   type SessionEntry,
 } from '../src/gen/baton/v1/peer';
 import { type PeerTlsMaterial, peerTlsFromKeys, peerTlsFromPem } from '../src/peer-tls';
 import type { SessionSnapshot, SessionStore } from '../src/store';
+import { PROTO_ROOT } from './package-root';
+import { guarded, RefusedRequest, RequestScanner } from './request-limits';
 import { OpenStreams } from './server-shutdown';
 import type { Config } from './config';
 
 /** Session ids a peer serves in one Fetch or Lookup request. */
 export const MAX_IDS_PER_REQUEST = 10_000;
+/** The most partitions a cluster may have (--partitions). */
+const MAX_PARTITIONS = 65_536;
 /** A Lookup answer is split into responses of about this many bytes of ids and values. */
 export const LOOKUP_RESPONSE_BYTES = 1024 * 1024;
 /**
@@ -85,6 +91,34 @@ export class PeerCredentials {
   }
 }
 
+/**
+ * PeerService as served: every request is scanned against limits before it is decoded
+ * (request-limits.ts), so one message cannot cost the node more than its size in memory;
+ * the limits are wider than what the handlers accept, which answer INVALID_ARGUMENT.
+ */
+export function peerServiceDefinition(): typeof PeerServiceService {
+  const definitions = loadSync(['baton/v1/peer.proto'], { includeDirs: [PROTO_ROOT], keepCase: true });
+  const scanner = new RequestScanner(
+    definitions,
+    {
+      'baton.v1.LookupRequest.session_ids': 4 * MAX_IDS_PER_REQUEST,
+      'baton.v1.FetchRequest.session_ids': 4 * MAX_IDS_PER_REQUEST,
+      'baton.v1.FetchRequest.partitions': 4 * MAX_PARTITIONS,
+      'baton.v1.DigestsRequest.partitions': 4 * MAX_PARTITIONS,
+    },
+    1024,
+    4 * (MAX_IDS_PER_REQUEST + MAX_PARTITIONS),
+  );
+  const same = <T>(decoded: T) => decoded;
+  const s = PeerServiceService;
+  return {
+    ...s,
+    digests: { ...s.digests, requestDeserialize: guarded(s.digests, 'baton.v1.DigestsRequest', scanner, same) },
+    fetch: { ...s.fetch, requestDeserialize: guarded(s.fetch, 'baton.v1.FetchRequest', scanner, same) },
+    lookup: { ...s.lookup, requestDeserialize: guarded(s.lookup, 'baton.v1.LookupRequest', scanner, same) },
+  } as typeof PeerServiceService;
+}
+
 /** Callers reach these handlers only through the TLS handshake (when the node has material). */
 /**
  * The PeerService handlers. Lookup streams stay open as long as their caller wants; each
@@ -98,6 +132,8 @@ export function peerServiceImplementation(store: SessionStore, nodeId: string, p
   };
   return {
     digests: (call, callback) => {
+      const request: unknown = call.request;
+      if (request instanceof RefusedRequest) return callback({ code: request.code, details: request.details });
       const list = checkPartitions(call.request.partitions);
       if (list === undefined) return callback({ code: status.INVALID_ARGUMENT, details: `partitions must be below ${partitions}` });
       callback(null, {
@@ -106,6 +142,8 @@ export function peerServiceImplementation(store: SessionStore, nodeId: string, p
       });
     },
     fetch: (call: ServerWritableStream<FetchRequest, SessionEntry>) => {
+      const request: unknown = call.request;
+      if (request instanceof RefusedRequest) return void call.emit('error', { code: request.code, details: request.details });
       const now = Date.now();
       if (call.request.sessionIds.length > 0) {
         for (const id of call.request.sessionIds.slice(0, MAX_IDS_PER_REQUEST)) {
@@ -126,8 +164,13 @@ export function peerServiceImplementation(store: SessionStore, nodeId: string, p
         call.end();
       });
       for (const event of ['end', 'cancelled', 'close', 'error']) call.once(event, forget);
-      call.on('data', (request: LookupRequest) => {
+      call.on('data', (request: LookupRequest | RefusedRequest) => {
         if (failed) return;
+        if (request instanceof RefusedRequest) {
+          failed = true;
+          call.emit('error', { code: request.code, details: request.details });
+          return;
+        }
         if (request.sessionIds.length > MAX_IDS_PER_REQUEST) {
           failed = true;
           call.emit('error', { code: status.INVALID_ARGUMENT, details: `a lookup names at most ${MAX_IDS_PER_REQUEST} sessions (got ${request.sessionIds.length})` });

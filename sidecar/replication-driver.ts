@@ -14,7 +14,6 @@ import { fmix32, mixWord } from '../src/buzhash';
 import { DEFAULT_CHANNEL_RECEIVER_CONFIG } from '../src/channel-receiver';
 import type { ClusterKey } from '../src/cluster-key';
 import { DatagramOpener, DatagramSealer, HEADER_BYTES, TAG_BYTES, type DropReason } from '../src/datagram-codec';
-import { PeerServiceService } from '../src/gen/baton/v1/peer';
 import { Membership, type MembershipEvent } from '../src/membership';
 import { Placement } from '../src/placement';
 import { SeededRandom } from '../src/random';
@@ -22,7 +21,7 @@ import { ReplicationEngine, type EngineDropReason, type LocalChange, type Resync
 import type { PeerCopies, Replicator } from '../src/session-api';
 import type { SessionSnapshot, SessionStore, StoredSession } from '../src/store';
 import type { Config } from './config';
-import { PeerClients, PeerCredentials, peerServiceImplementation, peerTlsFor } from './peer-service';
+import { PeerClients, PeerCredentials, peerServiceDefinition, peerServiceImplementation, peerTlsFor } from './peer-service';
 import { type PeerRef, ResumeFetcher } from './resume-fetcher';
 import { OpenStreams, shutdownWithin } from './server-shutdown';
 
@@ -30,6 +29,10 @@ import { OpenStreams, shutdownWithin } from './server-shutdown';
 const DNS_REFRESH_MS = 5000;
 /** Deadline of one state-transfer call. */
 const RESYNC_DEADLINE_MS = 60_000;
+/** How long a resume waits for a member that stopped answering heartbeats (suspect). */
+const SUSPECT_PEER_WAIT_MS = 200;
+/** A resume's fetch settles up to this long before the caller's deadline (at most a quarter of its time). */
+const RESUME_ANSWER_MARGIN_MS = 250;
 /** How long a stopping node's peer server waits for calls in flight before cancelling them. */
 const PEER_SHUTDOWN_MS = 1000;
 /** Socket buffers: the default 208 KiB holds only ~90 datagrams (see PLATFORM notes). */
@@ -165,7 +168,7 @@ export class ReplicationDriver implements Replicator {
     this.peerCredentials = new PeerCredentials(peerTlsFor(config, keys, Date.now()));
     this.peers = new PeerClients(this.peerCredentials);
     this.resumeFetcher = new ResumeFetcher(this.peers, (seconds, outcome) => sink.peerFetch(seconds, outcome), log);
-    this.peerServer.addService(PeerServiceService, peerServiceImplementation(store, config.nodeId, config.partitions, this.peerStreams));
+    this.peerServer.addService(peerServiceDefinition(), peerServiceImplementation(store, config.nodeId, config.partitions, this.peerStreams));
   }
 
   get replicas(): number {
@@ -258,17 +261,28 @@ export class ReplicationDriver implements Replicator {
     });
   }
 
+  /**
+   * Asks the members that may hold a session for their copies. A dead member is not asked
+   * (a resume during a partition must not wait on the side it cannot reach), and a suspect
+   * one is waited for at most SUSPECT_PEER_WAIT_MS. The fetch settles a little before the
+   * caller's deadline, so the answer reaches the caller in time.
+   */
   fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number): Promise<PeerCopies> {
     const partition = this.store.partitionOf(sessionId);
     const ranking = this.placement.ranking(partition);
     const candidates = ranking.slice(0, this.config.replicas === 0 ? ranking.length : this.config.replicas + 1);
     if (knownOwner !== undefined && !candidates.includes(knownOwner)) candidates.push(knownOwner);
+    const now = Date.now();
+    const settleBy = deadline - Math.min(RESUME_ANSWER_MARGIN_MS, Math.max(0, deadline - now) / 4);
     const peers: PeerRef[] = [];
     for (const nodeId of candidates) {
-      const address = nodeId === this.config.nodeId ? undefined : this.membership.member(nodeId)?.advertiseAddress;
-      if (address !== undefined) peers.push({ nodeId, address });
+      if (nodeId === this.config.nodeId) continue;
+      const member = this.membership.member(nodeId);
+      if (member === undefined || member.state === 'dead' || member.state === 'left') continue;
+      const waitUntil = member.state === 'suspect' ? Math.min(settleBy, now + SUSPECT_PEER_WAIT_MS) : settleBy;
+      peers.push({ nodeId, address: member.advertiseAddress, deadline: waitUntil });
     }
-    return this.resumeFetcher.fetch(sessionId, peers, deadline);
+    return this.resumeFetcher.fetch(sessionId, peers, settleBy);
   }
 
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void {

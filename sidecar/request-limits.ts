@@ -11,16 +11,53 @@
  *
  * Malformed wire data is not judged here: the scan stops and lets the decoder report it.
  */
+import { status } from '@grpc/grpc-js';
 import type { PackageDefinition } from '@grpc/proto-loader';
+import { Utf8Error } from '../src/strict-utf8';
 
 /** Most operations one Exchange message may batch (BatonClient sends at most 256). */
 export const EXCHANGE_MAX_BATCH_OPS = 1024;
 /** Nesting of messages: an Exchange batch entry holds a request that holds parts. */
 const MAX_DEPTH = 8;
 
+/** A message the server will not run: it does not decode, or it is over a limit. */
+export class RefusedRequest {
+  constructor(
+    readonly code: status,
+    readonly details: string,
+  ) {}
+}
+
+type Decoder<T> = { requestDeserialize: (bytes: Buffer) => T };
+
+/**
+ * A method's request deserializer that scans before it decodes, and yields a RefusedRequest
+ * instead of throwing: RESOURCE_EXHAUSTED over a limit, INVALID_ARGUMENT for a string that
+ * is not UTF-8, INTERNAL for data that does not decode (what grpc-js itself answers).
+ */
+export function guarded<T, R>(
+  method: Decoder<T>,
+  typeName: string,
+  scanner: RequestScanner,
+  wrap: (decoded: T, bytes: number) => R,
+): (bytes: Buffer) => R | RefusedRequest {
+  return (bytes) => {
+    const refused = scanner.check(bytes, typeName);
+    if (refused !== undefined) return new RefusedRequest(status.RESOURCE_EXHAUSTED, `the request is over a limit: ${refused}`);
+    try {
+      return wrap(method.requestDeserialize(bytes), bytes.length);
+    } catch (err) {
+      if (err instanceof Utf8Error) return new RefusedRequest(status.INVALID_ARGUMENT, `${err.message} (session ids and part names are UTF-8 text)`);
+      return new RefusedRequest(status.INTERNAL, `the request could not be decoded: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
+}
+
 interface FieldShape {
   name: string;
   repeated: boolean;
+  /** For a repeated scalar: bytes per element when packed (0 = varints, counted by their last byte). */
+  packedWidth: number | undefined;
   /** Full name of the message type, for fields that hold a message. */
   message: string | undefined;
   limit: number;
@@ -60,7 +97,8 @@ export class RequestScanner {
       for (const f of (definition.type as { field: DescriptorField[] }).field) {
         const repeated = f.label === 'LABEL_REPEATED';
         const message = f.type === 'TYPE_MESSAGE' ? resolve(f.typeName, scope) : undefined;
-        fields.set(f.number, { name: f.name, repeated, message, limit: limits[`${typeName}.${f.name}`] ?? defaultLimit });
+        const packedWidth = repeated && message === undefined && f.type !== 'TYPE_STRING' && f.type !== 'TYPE_BYTES' ? (FIXED_WIDTHS[f.type] ?? 0) : undefined;
+        fields.set(f.number, { name: f.name, repeated, packedWidth, message, limit: limits[`${typeName}.${f.name}`] ?? defaultLimit });
       }
       this.shapes.set(typeName, fields);
     }
@@ -110,6 +148,15 @@ export class RequestScanner {
         case 2: {
           const length = readVarint(bytes, cursor, end);
           if (length === undefined || cursor.pos + length > end) return undefined;
+          if (field?.packedWidth !== undefined) {
+            // A packed repeated scalar: one field on the wire, many elements once decoded.
+            const elements = field.packedWidth > 0 ? Math.ceil(length / field.packedWidth) : countVarints(bytes, cursor.pos, cursor.pos + length);
+            const count = (counts.get(number) ?? 0) + elements - 1;
+            counts.set(number, count);
+            this.fieldsLeft -= elements - 1;
+            if (count > field.limit) return `${typeName}.${field.name} holds more than ${field.limit} elements`;
+            if (this.fieldsLeft < 0) return `the message holds more than ${this.maxFields} fields`;
+          }
           const inner = field?.message === undefined ? undefined : this.shapes.get(field.message);
           if (inner !== undefined) {
             const refused = this.walk(bytes, cursor.pos, cursor.pos + length, field!.message!, inner, depth + 1);
@@ -124,6 +171,23 @@ export class RequestScanner {
     }
     return undefined;
   }
+}
+
+/** Bytes per element of the fixed-width scalar types (packed). */
+const FIXED_WIDTHS: Record<string, number> = {
+  TYPE_FIXED32: 4,
+  TYPE_SFIXED32: 4,
+  TYPE_FLOAT: 4,
+  TYPE_FIXED64: 8,
+  TYPE_SFIXED64: 8,
+  TYPE_DOUBLE: 8,
+};
+
+/** Varints in bytes[start, end): each ends with a byte below 0x80. */
+function countVarints(bytes: Uint8Array, start: number, end: number): number {
+  let n = 0;
+  for (let i = start; i < end; i++) if (bytes[i]! < 0x80) n++;
+  return n;
 }
 
 /** A relative type name as descriptors carry it, resolved against the enclosing package. */

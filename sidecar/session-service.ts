@@ -31,12 +31,11 @@ import {
 } from '../src/gen/baton/v1/session';
 import type { SessionApi } from '../src/session-api';
 import { encodeToBuffer } from '../src/proto-writer';
-import { Utf8Error } from '../src/strict-utf8';
 import { checkSessionId } from '../src/validation';
 import type { WatchHub } from '../src/watch-hub';
 import { toStatus } from './grpc-status';
 import { resultOf, type Method, type OperationResult, type SidecarMetrics } from './metrics';
-import { EXCHANGE_MAX_BATCH_OPS, RequestScanner } from './request-limits';
+import { EXCHANGE_MAX_BATCH_OPS, guarded, RefusedRequest, RequestScanner } from './request-limits';
 
 /** Events a watcher may have queued, unsent, before it is dropped as too slow. */
 const MAX_WATCH_BACKLOG = 10_000;
@@ -56,36 +55,12 @@ const REPEATED_FIELD_LIMIT = 1024;
 /** Fields, nested ones included, one request message may hold (a full batch of full Puts is ~270k). */
 const REQUEST_MAX_FIELDS = 512 * 1024;
 
-/** A message the server will not run: it does not decode, or it is over a limit. */
-export class RefusedRequest {
-  constructor(
-    readonly code: status,
-    readonly details: string,
-  ) {}
-}
-
 /** An Exchange message as read: the request, and its size on the wire. */
 export class ReceivedExchange {
   constructor(
     readonly request: ExchangeRequest,
     readonly bytes: number,
   ) {}
-}
-
-type Decoder<T> = { requestDeserialize: (bytes: Buffer) => T };
-
-/** A method's deserializer that scans before it decodes, and yields a RefusedRequest instead of throwing. */
-function guarded<T, R>(method: Decoder<T>, typeName: string, scanner: RequestScanner, wrap: (decoded: T, bytes: number) => R): (bytes: Buffer) => R | RefusedRequest {
-  return (bytes) => {
-    const refused = scanner.check(bytes, typeName);
-    if (refused !== undefined) return new RefusedRequest(status.RESOURCE_EXHAUSTED, `the request is over a limit: ${refused}`);
-    try {
-      return wrap(method.requestDeserialize(bytes), bytes.length);
-    } catch (err) {
-      if (err instanceof Utf8Error) return new RefusedRequest(status.INVALID_ARGUMENT, `${err.message} (session ids and part names are UTF-8 text)`);
-      return new RefusedRequest(status.INTERNAL, `the request could not be decoded: ${err instanceof Error ? err.message : String(err)}`);
-    }
-  };
 }
 
 /**

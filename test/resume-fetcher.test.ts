@@ -16,8 +16,8 @@ function snapshot(id: string, owner: string, version: number): SessionSnapshot {
   return { id, parts: [{ name: 'cart', value: `v${version}`, version, writer: owner, epoch: 1 }], owner, epoch: 1, expiresAt: 0, ttlMs: 60_000, deletedVersion: 0 };
 }
 
-const A: PeerRef = { nodeId: 'a', address: '127.0.0.1:7001' };
-const B: PeerRef = { nodeId: 'b', address: '127.0.0.1:7002' };
+const A: PeerRef = { nodeId: 'a', address: '127.0.0.1:7001', deadline: Infinity };
+const B: PeerRef = { nodeId: 'b', address: '127.0.0.1:7002', deadline: Infinity };
 
 describe('ResumeFetcher', () => {
   let lookups: Lookup[];
@@ -109,6 +109,24 @@ describe('ResumeFetcher', () => {
     lookups[1]!.answer([snapshot('s1', 'c', 9)]);
     await turn();
     expect(resumed.copies?.snapshots).toHaveLength(1);
+  });
+
+  test('a peer with an earlier deadline of its own (a suspect owner) is waited for only until then', async () => {
+    const suspect: PeerRef = { ...A, deadline: Date.now() + 200 };
+    const resumed = settledState(fetcher.fetch('s1', [suspect, B], Date.now() + 5000));
+    await turn();
+    // B answers at once; the suspect owner never does.
+    lookups.find((l) => l.address === B.address)!.answer([snapshot('s1', 'a', 3)]);
+    await jest.advanceTimersByTimeAsync(199);
+    expect(resumed.copies).toBeUndefined();
+    await jest.advanceTimersByTimeAsync(1);
+    expect(resumed.copies).toEqual({ asked: 2, answered: 1, snapshots: [snapshot('s1', 'a', 3)] });
+    // Its lookup was asked with its own deadline, not the resume's.
+    expect(lookups.find((l) => l.address === A.address)!.deadlineMs).toBe(200);
+    // A late failure of the suspect's lookup changes nothing.
+    lookups.find((l) => l.address === A.address)!.fail(new Error('gone'));
+    await turn();
+    expect(resumed.copies?.answered).toBe(1);
   });
 
   test('no peers to ask settles at once', async () => {

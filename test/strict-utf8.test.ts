@@ -6,7 +6,8 @@
 import { status } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { PROTO_ROOT } from '../sidecar/package-root';
-import { RefusedRequest, sessionRequestScanner, sessionServiceDefinition } from '../sidecar/session-service';
+import { RefusedRequest } from '../sidecar/request-limits';
+import { sessionRequestScanner, sessionServiceDefinition } from '../sidecar/session-service';
 import { DeleteRequest, ExchangeRequest, GetRequest, PutRequest, TouchRequest, WatchRequest } from '../src/gen/baton/v1/session';
 import { Utf8Error } from '../src/strict-utf8';
 
