@@ -210,40 +210,62 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
       const MAX_SESSIONS_PER_WRITER = 120;
       /** Paces each writer to at most ~100 operations a second: load, not a CPU hog on a shared machine. */
       const MIN_OP_MS = 10;
-      // Each writer owns its sessions, so writes to one session never overlap. Every fourth
-      // operation resumes one of its sessions on the node it uses (which opens that node's
-      // Lookup streams to its peers); the others create or update a session with
-      // min_replicas 1. A failed write is retried once through another node.
+      // Each writer owns its sessions, so writes to one session never overlap. A session is
+      // served by one node at a time, as a user's requests are by one pod: writes go to that
+      // node with min_replicas 1. Every fourth operation moves one of the writer's sessions
+      // to another node with a resume (the user's next request landed on another pod: a peer
+      // Lookup and a claim), and a session whose node went away is resumed on another one
+      // before it is written. (Writes through a node that neither owns nor resumed the
+      // session are another pattern, with a known race against a concurrent claim: see
+      // ownership.sim.test.ts.)
       const writerLoop = async (w: number): Promise<void> => {
         const mine: string[] = [];
+        /** The node serving each of the writer's sessions. */
+        const homes = new Map<string, string>();
+        const resumeOn = async (id: string, via: string): Promise<boolean> => {
+          const acked = log.acked.get(id) ?? 0;
+          try {
+            const resumed = await cluster.node(via).client.get(id, { resume: true, deadlineMs: 3000 });
+            log.resumes++;
+            const round = roundOf(resumed) ?? 0;
+            if (round < acked) log.staleResumes.push(`${id} on ${via}: round ${acked} acknowledged, resume answered ${round}`);
+            homes.set(id, via);
+            return true;
+          } catch {
+            log.failedResumes++;
+            return false;
+          }
+        };
         const step = async (i: number): Promise<void> => {
           const nodes = [...up];
-          const via = nodes[(i + w) % nodes.length]!;
           if (i % 4 === 3 && mine.length > 0) {
             const id = mine[(i * 7) % mine.length]!;
-            const acked = log.acked.get(id) ?? 0;
-            try {
-              const resumed = await cluster.node(via).client.get(id, { resume: true, deadlineMs: 3000 });
-              log.resumes++;
-              const round = roundOf(resumed) ?? 0;
-              if (round < acked) log.staleResumes.push(`${id} on ${via}: round ${acked} acknowledged, resume answered ${round}`);
-            } catch {
-              log.failedResumes++;
-            }
+            const others = nodes.filter((n) => n !== homes.get(id));
+            if (others.length > 0) await resumeOn(id, others[(i + w) % others.length]!);
             return;
           }
           const fresh = mine.length === 0 || (i % 3 === 0 && mine.length < MAX_SESSIONS_PER_WRITER);
           const id = fresh ? `rolling-${w}-${mine.length}` : mine[(i * 31) % mine.length]!;
-          if (fresh) mine.push(id);
+          if (fresh) {
+            mine.push(id);
+            homes.set(id, nodes[(i + w) % nodes.length]!);
+          }
           const round = (log.attempted.get(id) ?? 0) + 1;
           log.attempt(id, round);
           const parts = { round: text(String(round)) };
-          for (const target of [via, nodes.find((n) => n !== via)]) {
-            if (target === undefined) break;
+          // A write whose node fails is retried once, on another node after a resume there.
+          for (let attempt = 0; attempt < 2; attempt++) {
+            let via = homes.get(id)!;
+            if (!up.has(via) || attempt > 0) {
+              const others = [...up].filter((n) => n !== via);
+              if (others.length === 0) return;
+              via = others[(i + w) % others.length]!;
+              if (!(await resumeOn(id, via))) continue;
+            }
             try {
-              await cluster.node(target).client.put(id, parts, { minReplicas: 1, deadlineMs: 3000 });
+              await cluster.node(via).client.put(id, parts, { minReplicas: 1, deadlineMs: 3000 });
               log.ack(id, round);
-              break;
+              return;
             } catch {
               log.failedWrites++;
             }

@@ -95,6 +95,38 @@ for (const transport of TRANSPORTS) {
       expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId) && partValue(a, 's1', 'cart') === 'two lamps', SETTLE_MS)).toBe(true);
     });
 
+    // KNOWN DEFECT, asserted as failing until it is fixed (jest reports it as failing if it
+    // starts to pass). A write made on a node that neither owns nor resumed the session is
+    // acknowledged once the owner *it knows of* has it. When another node claimed the session
+    // meanwhile, and the claim reached the old owner but not the writing node, the old owner
+    // acknowledges the write (acknowledgements are per datagram, not per outcome) although the
+    // write carries the old epoch and loses to the claimed copy on every node: an acknowledged
+    // write is lost. A fix needs the current owner's confirmation for such writes (the old
+    // owner relaying them to it), a protocol change. Writes made on the node that serves the
+    // session (its owner, or the node that just resumed it) are not affected.
+    test.failing('KNOWN DEFECT, asserted failing: a write acknowledged through a third node that had not heard of the claim survives on the new owner', () => {
+      const cluster = startCluster({ seed: 45, nodes: 3, transport, profile: lossy(0.05) });
+      const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
+      a.write('s1', { cart: 'round 1' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
+
+      // b resumes the session; its claim reaches a, not c.
+      cluster.net.cut(b.address, c.address);
+      cluster.net.cut(c.address, b.address);
+      expect(b.resume('s1')).toBe(2);
+      expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
+      // c still takes a for the owner: its write waits for a's acknowledgement, and gets it.
+      const { ticket } = c.write('s1', { cart: 'round 2' }, { sync: 1 });
+      expect(cluster.runUntil(() => c.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
+      cluster.net.heal(b.address, c.address);
+      cluster.net.heal(c.address, b.address);
+
+      // An acknowledged write is never lost: the new owner's local resume returns it, and every node converges on it.
+      expect(cluster.runUntil(() => partValue(b, 's1', 'cart') === 'round 2', SETTLE_MS)).toBe(true);
+      expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId), SETTLE_MS)).toBe(true);
+      for (const node of cluster.running) expect(partValue(node, 's1', 'cart')).toBe('round 2');
+    });
+
     test('two nodes resuming one session at once settle on one owner everywhere, with no part lost', () => {
       const cluster = startCluster({ seed: 43, nodes: 3, transport, profile: lossy(0.1) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
