@@ -40,6 +40,9 @@ const VALUES_PER_CLASS = 8;
 const SIDECAR_IN_FLIGHT = 8;
 const SIDECAR_SAMPLE_MS = 100;
 const SIDECAR_STORED_BYTES_EVERY_MS = 1000;
+/** How long a sidecar is left idle after the writes, and when its RSS is reported meanwhile. */
+const SIDECAR_IDLE_SECONDS = 15;
+const IDLE_REPORTED_AT = [2, 5, 10, 15];
 
 /** A part without a version condition: both SessionStore.put and BatonClient.put take it. */
 export interface ChurnPart {
@@ -144,13 +147,15 @@ export interface ChurnResult {
   /** Largest accounted bytes seen; must not exceed the budget. */
   maxAccounted: number;
   evictions: number;
-  /** After the writes: after three full GCs in process; after 2 s idle for a sidecar. */
+  /** After the writes: after three full GCs in process; after SIDECAR_IDLE_SECONDS idle for a sidecar. */
   endRss: number;
   endHeapUsed: number;
   /** The kernel's RSS high-water mark (VmHWM), covering moments between samples. */
   peakRss: number;
   /** V8 spaces at the end of an in-process run (MiB of used / committed), for explaining RSS. */
   heapSpaces?: { name: string; usedMiB: number; sizeMiB: number }[];
+  /** A sidecar's RSS while it idles after the writes. */
+  idleRss?: { seconds: number; rss: number }[];
 }
 
 function vmKiB(pid: number | 'self', field: 'VmRSS' | 'VmHWM'): number {
@@ -273,7 +278,12 @@ export async function runChurnThroughSidecar(budgetMiB: number, totalBytes: numb
     clearInterval(sampler);
     clearInterval(scraper);
     if (failures > 0) console.log(`  sidecar ${budgetMiB} MiB: ${failures} operations failed`);
-    await sleep(2000);
+    // An idle sidecar: does V8's memory reducer give the garbage back?
+    const idleRss: { seconds: number; rss: number }[] = [];
+    for (let second = 1; second <= SIDECAR_IDLE_SECONDS; second++) {
+      await sleep(1000);
+      if (IDLE_REPORTED_AT.includes(second)) idleRss.push({ seconds: second, rss: vmKiB(pid, 'VmRSS') });
+    }
     const end = await scrape(replica.metricsUrl);
     maxAccounted = Math.max(maxAccounted, metric(end, 'baton_stored_bytes'));
     const heapUsed = metric(end, 'nodejs_heap_size_used_bytes');
@@ -290,6 +300,7 @@ export async function runChurnThroughSidecar(budgetMiB: number, totalBytes: numb
       endRss: vmKiB(pid, 'VmRSS'),
       endHeapUsed: heapUsed > 0 ? heapUsed : NaN,
       peakRss: vmKiB(pid, 'VmHWM'),
+      idleRss,
     };
   } finally {
     if (sampler !== undefined) clearInterval(sampler);
@@ -309,6 +320,15 @@ function quarterPeaks(r: ChurnResult): number[] {
   return peaks;
 }
 
+/**
+ * Samples of the last three quarters of the bytes written: the store has been full and
+ * evicting for a long time (the budget is 1/16 of the bytes or less), so start-up's low
+ * figures do not pull the minimum and median down.
+ */
+function steadySamples(r: ChurnResult): ChurnSample[] {
+  return r.samples.filter((s) => 4 * s.writtenBytes >= r.totalBytes);
+}
+
 function stats(values: number[]): { min: number; median: number; max: number } {
   const finite = values.filter(Number.isFinite);
   if (finite.length === 0) return { min: NaN, median: NaN, max: NaN };
@@ -321,9 +341,10 @@ const ratio = (bytes: number, budget: number) => `${formatFixed(bytes / budget, 
 export function reportChurn(results: ChurnResult[]): void {
   if (results.length === 0) return;
   const rows = results.map((r) => {
-    const rss = stats(r.samples.map((s) => s.rss));
-    const heap = stats(r.samples.map((s) => s.heapUsed));
-    const external = stats(r.samples.map((s) => s.external));
+    const steady = steadySamples(r);
+    const rss = stats(steady.map((s) => s.rss));
+    const heap = stats(steady.map((s) => s.heapUsed));
+    const external = stats(steady.map((s) => s.external));
     const b = r.budgetBytes;
     return [
       `${r.where}, ${mib(b)} MiB`,
@@ -340,10 +361,11 @@ export function reportChurn(results: ChurnResult[]): void {
     ];
   });
   console.log(
-    '\nRSS against the memory budget under churn (MiB; ratios to the budget; samples taken as the bytes go by):\n' +
+    '\nRSS against the memory budget under churn (MiB; ratios to the budget; min / median / max over the samples of ' +
+      'the last three quarters of the bytes written):\n' +
       "'fixed' is RSS before the first write; 'peak' is the kernel's high-water mark (VmHWM); " +
       "'Q1–Q4 max' is the largest RSS sampled in each quarter of the bytes written; 'end' is RSS after the writes " +
-      '(in process: after full GCs; sidecar: after 2 s idle).',
+      `(in process: after full GCs; sidecar: after ${SIDECAR_IDLE_SECONDS} s idle).`,
   );
   console.log(
     formatTable(
@@ -356,8 +378,12 @@ export function reportChurn(results: ChurnResult[]): void {
     console.log(
       `  ${r.where}, ${mib(r.budgetBytes)} MiB: ${r.operations.toLocaleString('en-US')} operations in ${formatFixed(r.seconds, 1)} s, ` +
         `${r.evictions.toLocaleString('en-US')} evictions, (RSS − fixed)/budget median ` +
-        `${ratio(stats(r.samples.map((s) => s.rss)).median - r.startRss, r.budgetBytes)}${overBudget}`,
+        `${ratio(stats(steadySamples(r).map((s) => s.rss)).median - r.startRss, r.budgetBytes)}${overBudget}`,
     );
+    if (Number.isFinite(r.endHeapUsed)) console.log(`    heapUsed at the end: ${mib(r.endHeapUsed)} MiB`);
+    if (r.idleRss !== undefined) {
+      console.log(`    RSS while idle after the writes: ${r.idleRss.map((x) => `${x.seconds} s ${mib(x.rss)} MiB`).join(', ')}`);
+    }
     if (r.heapSpaces !== undefined) {
       const spaces = r.heapSpaces.filter((s) => s.sizeMiB >= 1).map((s) => `${s.name} ${formatFixed(s.usedMiB, 0)}/${formatFixed(s.sizeMiB, 0)}`);
       console.log(`    V8 spaces at the end, MiB used/committed: ${spaces.join(', ')}`);
