@@ -15,11 +15,22 @@
  *     looked up with fresh id strings, the least a string-keyed Get can cost here; the Get
  *     figures are also printed as a ratio to it, which machine noise moves less.
  * Targets: ≥ 1M Gets/s, ≥ 300k Puts/s, ≤ 150 B per part beyond its value.
+ * Then churn (bench/store-churn.ts): RSS against the memory budget while 16 times the budget
+ * (at least 1 GiB) of values is written into a store with a 64 MiB and a 256 MiB budget (each
+ * in its own child process), and once through a real sidecar with --max-memory-mb 64.
  *
  * Run with --expose-gc (npm run bench:store). Environment: BENCH_STORE_SESSIONS (default
  * 1,000,000), BENCH_STORE_ROUNDS (default 5), BENCH_STORE_OPS (operations per timed round,
  * default 500,000), BENCH_QUIET_WAIT_SECONDS (on a shared machine, wait up to this long before
- * each timed loop until other processes use < 20% of a core; default off).
+ * each timed loop until other processes use < 20% of a core; default off),
+ * BENCH_STORE_PHASES (a comma list of `ops`, `churn`, `sidecar`; default all three),
+ * BENCH_STORE_CHURN_MIB (MiB of values each churn run writes at least, default 1024; a run
+ * writes 16× its budget when that is more, since V8 takes several times the budget's worth of
+ * writes to reach its steady heap size),
+ * BENCH_STORE_CHURN_BUDGETS (in-process budgets in MiB, default `64,256`),
+ * BENCH_STORE_SIDECAR_BUDGET (the sidecar's --max-memory-mb, default 64),
+ * BENCH_STORE_CHURN_NODE_ARGS (extra `node` flags for the churn processes and the sidecar,
+ * e.g. `--max-old-space-size=512`, to see how V8's heap sizing moves RSS).
  */
 import { fork } from 'node:child_process';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
@@ -28,6 +39,7 @@ import { BuzHash } from '../src/buzhash';
 import { HybridClock } from '../src/hybrid-clock';
 import { DEFAULT_STORE_CONFIG, SessionStore, type PartWriteRequest } from '../src/store';
 import { machineBusyCpuSeconds, ownCpuSeconds, quietWaitSeconds, waitForQuiet } from './children';
+import { reportChurn, runChurnInProcess, runChurnThroughSidecar, type ChurnResult } from './store-churn';
 import { describeMachine, envNumber, formatCount, formatFixed, formatTable, IndexPicker, machineInfo, median } from './stats';
 
 const SESSIONS = Math.round(envNumber('BENCH_STORE_SESSIONS', 1_000_000));
@@ -35,6 +47,18 @@ const ROUNDS = Math.max(1, Math.round(envNumber('BENCH_STORE_ROUNDS', 5)));
 const OPS_PER_ROUND = Math.round(envNumber('BENCH_STORE_OPS', 500_000));
 const VALUE_BYTES = 100;
 const QUIET_WAIT_SECONDS = quietWaitSeconds();
+const PHASES = new Set((process.env.BENCH_STORE_PHASES ?? 'ops,churn,sidecar').split(',').map((p) => p.trim()));
+for (const phase of PHASES) if (!['ops', 'churn', 'sidecar'].includes(phase)) throw new Error(`BENCH_STORE_PHASES: unknown phase '${phase}'`);
+const CHURN_MIN_BYTES = Math.round(envNumber('BENCH_STORE_CHURN_MIB', 1024) * 2 ** 20);
+/** Bytes a churn run writes: at least CHURN_MIN_BYTES and 16 times the budget. */
+const churnBytes = (budgetMiB: number) => Math.max(CHURN_MIN_BYTES, 16 * budgetMiB * 2 ** 20);
+const CHURN_BUDGETS_MIB = (process.env.BENCH_STORE_CHURN_BUDGETS ?? '64,256').split(',').map((text) => {
+  const mib = Number(text);
+  if (!Number.isInteger(mib) || mib <= 0) throw new Error(`BENCH_STORE_CHURN_BUDGETS: '${text}' is not a whole number of MiB`);
+  return mib;
+});
+const SIDECAR_BUDGET_MIB = Math.round(envNumber('BENCH_STORE_SIDECAR_BUDGET', 64));
+const CHURN_NODE_ARGS = (process.env.BENCH_STORE_CHURN_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
 
 const SHAPES = {
   '1 part': ['auth'],
@@ -255,18 +279,19 @@ function watchGcPauses(): { stop(): Promise<{ within(startMs: number, endMs: num
   };
 }
 
-function runShapeInChild(shape: ShapeName): Promise<ShapeResult> {
+/** Runs this script with `args` in a child process (fresh heap and RSS) and resolves with what it sends. */
+function runInChild<T>(args: string[], what: string, nodeArgs: readonly string[] = []): Promise<T> {
   return new Promise((resolve, reject) => {
-    const child = fork(__filename, ['--shape', shape], { execArgv: process.execArgv, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
-    let result: ShapeResult | undefined;
-    // A shape takes well under a minute at 1M sessions; ten minutes means something is wrong.
+    const child = fork(__filename, args, { execArgv: [...process.execArgv, ...nodeArgs], stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+    let result: T | undefined;
+    // A run takes well under a minute or two; ten minutes means something is wrong.
     const timer = setTimeout(() => child.kill('SIGKILL'), 600_000);
-    child.on('message', (message) => (result = message as ShapeResult));
+    child.on('message', (message) => (result = message as T));
     child.stdout!.resume();
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
       if (result !== undefined) resolve(result);
-      else reject(new Error(`the '${shape}' run exited with ${signal ?? code} and no result`));
+      else reject(new Error(`the ${what} run exited with ${signal ?? code} and no result`));
     });
   });
 }
@@ -349,20 +374,44 @@ async function main(): Promise<void> {
     process.send!(await runShape(shape));
     return;
   }
+  const churnArg = process.argv.indexOf('--churn');
+  if (churnArg >= 0) {
+    const budgetMiB = Number(process.argv[churnArg + 1]);
+    process.send!(runChurnInProcess(budgetMiB * 2 ** 20, churnBytes(budgetMiB)));
+    return;
+  }
   console.log('baton bench:store');
   console.log(describeMachine(machineInfo()));
-  console.log(
-    `${formatCount(SESSIONS)} sessions, ${VALUE_BYTES} B values, ${ROUNDS} rounds of ${formatCount(OPS_PER_ROUND)} operations; ` +
-      `store config: DEFAULT_STORE_CONFIG (${DEFAULT_STORE_CONFIG.partitions} partitions, no memory budget)`,
-  );
   if (globalThis.gc === undefined) throw new Error('run with node --expose-gc (npm run bench:store)');
-  const results: ShapeResult[] = [];
-  for (const shape of Object.keys(SHAPES) as ShapeName[]) {
-    const r = await runShapeInChild(shape);
-    console.log(`  ${shape}: done (fill ${formatCount(r.fillPutsPerSecond)} puts/s)`);
-    results.push(r);
+  if (PHASES.has('ops')) {
+    console.log(
+      `${formatCount(SESSIONS)} sessions, ${VALUE_BYTES} B values, ${ROUNDS} rounds of ${formatCount(OPS_PER_ROUND)} operations; ` +
+        `store config: DEFAULT_STORE_CONFIG (${DEFAULT_STORE_CONFIG.partitions} partitions, no memory budget)`,
+    );
+    const results: ShapeResult[] = [];
+    for (const shape of Object.keys(SHAPES) as ShapeName[]) {
+      const r = await runInChild<ShapeResult>(['--shape', shape], `'${shape}'`);
+      console.log(`  ${shape}: done (fill ${formatCount(r.fillPutsPerSecond)} puts/s)`);
+      results.push(r);
+    }
+    report(results);
   }
-  report(results);
+  const churn: ChurnResult[] = [];
+  if (CHURN_NODE_ARGS.length > 0 && (PHASES.has('churn') || PHASES.has('sidecar'))) {
+    console.log(`churn processes run with extra node flags: ${CHURN_NODE_ARGS.join(' ')}`);
+  }
+  if (PHASES.has('churn')) {
+    for (const budget of CHURN_BUDGETS_MIB) {
+      const r = await runInChild<ChurnResult>(['--churn', String(budget)], `churn ${budget} MiB`, CHURN_NODE_ARGS);
+      console.log(`  churn in process, ${budget} MiB budget: done`);
+      churn.push(r);
+    }
+  }
+  if (PHASES.has('sidecar')) {
+    churn.push(await runChurnThroughSidecar(SIDECAR_BUDGET_MIB, churnBytes(SIDECAR_BUDGET_MIB), CHURN_NODE_ARGS));
+    console.log(`  churn through a sidecar, --max-memory-mb ${SIDECAR_BUDGET_MIB}: done`);
+  }
+  reportChurn(churn);
 }
 
 main().catch((err: unknown) => {
