@@ -22,7 +22,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Session } from '../src/client';
 import { NetnsLab, namespacesUnavailable, nftablesUnavailable, type NamespacedBaton, type StopResult } from './support/netns';
-import { FAST_FAILURE_DETECTION, pollUntil } from './support/static-cluster';
+import { FAST_FAILURE_DETECTION, mapLimit, pollUntil } from './support/static-cluster';
 
 const NODES = ['a', 'b', 'c'] as const;
 const DRAIN_TIMEOUT_SECONDS = 5;
@@ -134,20 +134,6 @@ function text(value: string): Uint8Array {
 function partValue(session: Session | undefined, name: string): string | undefined {
   const part = session?.parts.find((p) => p.name === name);
   return part === undefined ? undefined : Buffer.from(part.value).toString();
-}
-
-/** fn over items with at most `limit` calls pending; results in the order of items. */
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i]!, i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }
 
 /** Sum of the samples of node `node`'s metric lines that start with `prefix`. */

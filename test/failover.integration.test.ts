@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { BatonClient, type PutResponse, type Session } from '../src/client';
 import * as sidecarProcess from './support/sidecar-process';
 import { isPortRace, SidecarStartError } from './support/sidecar-process';
-import { FAST_FAILURE_DETECTION, pollUntil, StaticCluster } from './support/static-cluster';
+import { FAST_FAILURE_DETECTION, mapLimit, pollUntil, StaticCluster } from './support/static-cluster';
 
 /** How long before a SIGKILL an acknowledged write may be and still be lost with min_replicas = 0. */
 const RECENT_MS = 1000;
@@ -99,20 +99,6 @@ interface Verdict {
   phantom: string[];
   missing: string[];
   failed: string[];
-}
-
-/** fn over items with at most `limit` calls pending; results in the order of items. */
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i]!, i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }
 
 async function resumeAll(client: BatonClient, ids: readonly string[]): Promise<Map<string, Session | undefined | Error>> {

@@ -41,6 +41,20 @@ export interface ClusterNode {
   readonly previous: SidecarProcess[];
 }
 
+/** fn over items with at most `limit` calls pending; results in the order of items. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
 /** Polls `check` until it returns true; throws after `withinMs` naming `what`. */
 export async function pollUntil(what: string, check: () => Promise<boolean> | boolean, withinMs: number): Promise<void> {
   const until = Date.now() + withinMs;
