@@ -126,9 +126,11 @@ export function peerServiceDefinition(): typeof PeerServiceService {
  * stream to another peer) instead of waiting for them.
  */
 export function peerServiceImplementation(store: SessionStore, nodeId: string, partitions: number, streams = new OpenStreams()): PeerServiceServer {
+  // Each partition once: a request naming one partition many times would otherwise have it
+  // streamed that many times.
   const checkPartitions = (asked: readonly number[]): number[] | undefined => {
     if (asked.some((p) => p >= partitions)) return undefined;
-    return asked.length > 0 ? [...asked] : Array.from({ length: partitions }, (_, i) => i);
+    return asked.length > 0 ? [...new Set(asked)] : Array.from({ length: partitions }, (_, i) => i);
   };
   return {
     digests: (call, callback) => {
