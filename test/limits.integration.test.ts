@@ -47,13 +47,15 @@ const PEER_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
  * 16 MiB Puts or six 4 MB peer requests ~128 MiB or less (measured peaks 170 and 110 MiB),
  * a stalled Exchange stream 8 MiB of queued requests (86 MiB), a watcher 1/16 of the
  * 64 MiB budget while 1 MiB values pass through (126-138 MiB). 256 MiB leaves room for the
- * garbage collector's lag; without the bounds the same attacks reached the watchdog at
- * 2 GiB, 1.1 GB (peer) and 321 MiB (watch, with 200 Puts only).
+ * garbage collector's lag. Without the bounds (f456076) the unary attack ran into the
+ * watchdog at 2 GiB, the peer one peaked at 1.0-1.1 GiB and the watch one at 321-330 MiB
+ * (with only 200 Puts: the watcher was never dropped).
  */
 const MAX_RSS_BYTES = 256 * 1024 * 1024;
 /**
- * Two 64 MiB Exchange messages at once are ~256 MiB in flight, held twice at worst (measured
- * peak 328-330 MiB). 512 MiB is still 8x under the 4.2 GB one of them cost without bounds.
+ * Two 64 MiB Exchange messages at once are 128 MiB in flight, held twice at worst (measured
+ * peak 326-330 MiB). 512 MiB is still 8x under the 4.2 GB one of them cost without the bounds
+ * (at f456076 the two ran into the watchdog at 2 GiB within seconds).
  */
 const MAX_RSS_BYTES_TWO_64_MIB_MESSAGES = 512 * 1024 * 1024;
 /** The watchdog: past this the node is killed (and the test fails), before it eats the machine. */
