@@ -64,6 +64,7 @@ import {
   UINT64_MAX,
   wireString,
 } from './support/fuzz-inputs';
+import { rawBidi, rawServerStream, rawUnary } from './support/raw-calls';
 import { startSidecar, type SidecarProcess } from './support/sidecar-process';
 import { configDigest } from '../sidecar/replication-driver';
 
@@ -103,7 +104,6 @@ const ALLOWED_FAILURES = new Set([grpc.status.INVALID_ARGUMENT, grpc.status.FAIL
 
 const S = grpc.status;
 const statusName = (code: number): string => S[code] ?? String(code);
-const identity = (b: Buffer): Buffer => b;
 const deadline = (): Date => new Date(Date.now() + CALL_DEADLINE_MS);
 
 /** Per-phase generator, so each phase replays on its own from the seed. */
@@ -144,65 +144,7 @@ function count(label: string, code: number): void {
   tally.set(label, byCode);
 }
 
-// --- calls with raw bytes -------------------------------------------------------------
-
-interface RawOutcome {
-  code: grpc.status;
-  details: string;
-  responses: Buffer[];
-  /** Response headers arrived (the server accepted the call and kept it open). */
-  metadata: boolean;
-}
-
-function rawUnary(client: grpc.Client, path: string, bytes: Buffer): Promise<RawOutcome> {
-  return new Promise((resolve) => {
-    client.makeUnaryRequest(path, identity, identity, bytes, new grpc.Metadata(), { deadline: deadline() }, (err, res) =>
-      resolve(err ? { code: err.code, details: err.details, responses: [], metadata: false } : { code: S.OK, details: '', responses: [res!], metadata: true }),
-    );
-  });
-}
-
-/**
- * A server-streaming call that we cancel: by default as soon as the server has sent
- * headers (the call was accepted), or when `hooks` say so.
- */
-function rawServerStream(
-  client: grpc.Client,
-  path: string,
-  bytes: Buffer,
-  hooks: { onOpen?: (cancel: () => void) => void; onData?: (data: Buffer, cancel: () => void) => void } = {},
-): Promise<RawOutcome> {
-  return new Promise((resolve) => {
-    const responses: Buffer[] = [];
-    let metadata = false;
-    const call = client.makeServerStreamRequest(path, identity, identity, bytes, new grpc.Metadata(), { deadline: deadline() });
-    const cancel = () => call.cancel();
-    call.on('data', (d: Buffer) => {
-      responses.push(d);
-      hooks.onData?.(d, cancel);
-    });
-    call.on('metadata', () => {
-      metadata = true;
-      (hooks.onOpen ?? ((c: () => void) => c()))(cancel);
-    });
-    call.on('error', () => undefined);
-    call.on('status', (s: grpc.StatusObject) => resolve({ code: s.code, details: s.details, responses, metadata }));
-  });
-}
-
-function rawBidi(client: grpc.Client, path: string, frames: Buffer[]): Promise<RawOutcome> {
-  return new Promise((resolve) => {
-    const responses: Buffer[] = [];
-    let metadata = false;
-    const call = client.makeBidiStreamRequest(path, identity, identity, new grpc.Metadata(), { deadline: deadline() });
-    call.on('data', (d: Buffer) => responses.push(d));
-    call.on('metadata', () => (metadata = true));
-    call.on('error', () => undefined);
-    call.on('status', (s: grpc.StatusObject) => resolve({ code: s.code, details: s.details, responses, metadata }));
-    for (const frame of frames) call.write(frame);
-    call.end();
-  });
-}
+// --- calls with raw bytes (test/support/raw-calls.ts) -----------------------------------
 
 function decodes(decode: (b: Uint8Array) => unknown, bytes: Uint8Array): boolean {
   try {
@@ -671,7 +613,7 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
     );
     await pool(inputs.length, 32, async (i) => {
       const { m, input } = inputs[i]!;
-      const out = await rawUnary(raw, m.path, input.bytes);
+      const out = await rawUnary(raw, m.path, input.bytes, deadline());
       count(m.label, out.code);
       const where = `${m.label} #${i} [${input.kind}] bytes=${hexPreview(input.bytes)}`;
       if (input.bytes.length > MAX_MESSAGE_BYTES) {
@@ -706,7 +648,7 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
     const watchInputs = Array.from({ length: RAW_WATCH_CALLS }, () => garbage(rng, () => WatchRequest.encode(factory.watch()).finish(), opts));
     await pool(watchInputs.length, 32, async (i) => {
       const input = watchInputs[i]!;
-      const out = await rawServerStream(raw, SessionServiceService.watch.path, input.bytes);
+      const out = await rawServerStream(raw, SessionServiceService.watch.path, input.bytes, deadline());
       count('raw Watch', out.code);
       const where = `raw Watch #${i} [${input.kind}] bytes=${hexPreview(input.bytes)}`;
       if (input.bytes.length > MAX_MESSAGE_BYTES) {
@@ -729,7 +671,7 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
     );
     await pool(exchangeInputs.length, 16, async (i) => {
       const frames = exchangeInputs[i]!;
-      const out = await rawBidi(raw, SessionServiceService.exchange.path, frames.map((f) => f.bytes));
+      const out = await rawBidi(raw, SessionServiceService.exchange.path, frames.map((f) => f.bytes), deadline());
       count('raw Exchange', out.code);
       const where = `raw Exchange #${i} frames=[${frames.map((f) => `${f.kind}:${hexPreview(f.bytes, 32)}`).join(' | ')}]`;
       const firstBad = frames.findIndex((f) => f.bytes.length > MAX_MESSAGE_BYTES || !decodes(ExchangeRequest.decode, f.bytes));
@@ -763,7 +705,7 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
       const local = rngFor(1000 + i);
       const path = chance(local, 0.5) ? pick(local, paths) : `/${asciiString(local, 1 + local.below(20)).replace(/[^A-Za-z0-9.]/g, 'q')}/${asciiString(local, 1 + local.below(20)).replace(/[^A-Za-z0-9]/g, 'Q')}`;
       const bytes = randomBytes(local, skewedLength(local, 4096));
-      const out = i % 3 === 0 ? await rawBidi(raw, path, [bytes, bytes]) : await rawUnary(raw, path, bytes);
+      const out = i % 3 === 0 ? await rawBidi(raw, path, [bytes, bytes], deadline()) : await rawUnary(raw, path, bytes, deadline());
       count('raw unknown path', out.code);
       if (out.code !== S.UNIMPLEMENTED) findings.add(`unknown path #${i} ${path} got ${statusName(out.code)} (${out.details})`);
     });
@@ -1002,7 +944,7 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
       const problem = request.sessionId === '' ? undefined : sessionIdProblem(request.sessionId);
       const watchedWrite = writeOne && request.sessionId !== '' && problem === undefined;
       let wrote = false;
-      const out = await rawServerStream(raw, SessionServiceService.watch.path, Buffer.from(WatchRequest.encode(request).finish()), {
+      const out = await rawServerStream(raw, SessionServiceService.watch.path, Buffer.from(WatchRequest.encode(request).finish()), deadline(), {
         onOpen: (cancel) => {
           if (!watchedWrite) return cancel();
           // A registered watcher sees a write to its session; cancel once it arrives.
@@ -1050,13 +992,14 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
       const label = fetch ? 'raw peer Fetch' : 'raw peer Digests';
       // Fetch streams to the end by itself: never cancel it.
       const out = fetch
-        ? await rawServerStream(peer, PeerServiceService.fetch.path, input.bytes, { onOpen: () => undefined })
-        : await rawUnary(peer, PeerServiceService.digests.path, input.bytes);
+        ? await rawServerStream(peer, PeerServiceService.fetch.path, input.bytes, deadline(), { onOpen: () => undefined })
+        : await rawUnary(peer, PeerServiceService.digests.path, input.bytes, deadline());
       count(label, out.code);
       const where = `${label} #${i} [${input.kind}] bytes=${hexPreview(input.bytes)}`;
       const decode = fetch ? FetchRequest.decode : DigestsRequest.decode;
       if (!decodes(decode, input.bytes)) {
-        if (out.code !== undecodableStatus(decode, input.bytes)) findings.add(`${where}: undecodable request got ${statusName(out.code)} (${out.details})`);
+        const expected = undecodableStatus(decode, input.bytes);
+        if (out.code !== expected) findings.add(`${where}: undecodable request got ${statusName(out.code)} (${out.details}), expected ${statusName(expected)}`);
         return;
       }
       const request = decode(input.bytes) as FetchRequest;
