@@ -96,6 +96,13 @@ describe('PeerService.Lookup', () => {
     expect(responses.map((r) => r.more)).toEqual([...responses.slice(1).map(() => true), false]);
   });
 
+  test('a Fetch naming one partition many times streams it once', async () => {
+    const partition = store.partitionOf('s1');
+    const fetched: string[] = [];
+    await clients.fetch(address, { partitions: Array.from({ length: 1000 }, () => partition) }, DEADLINE_MS, (s) => fetched.push(s.id));
+    expect(fetched.filter((id) => id === 's1')).toEqual(['s1']);
+  });
+
   test('a request naming too many sessions ends the stream with a clear error; the next lookup opens a new one', async () => {
     const tooMany = Array.from({ length: MAX_IDS_PER_REQUEST + 1 }, (_, i) => `s${i}`);
     await expect(clients.lookup(address, tooMany, DEADLINE_MS)).rejects.toThrow(`at most ${MAX_IDS_PER_REQUEST} sessions`);
