@@ -91,3 +91,20 @@ describe('peer TLS files', () => {
     expect(refusal(all, {}, { ...files, '/tls/ca.crt': 'nothing here' })).toMatch(/^--peer-tls-ca-file \(BATON_PEER_TLS_CA_FILE\) \/tls\/ca\.crt holds no PEM certificate/);
   });
 });
+
+describe('the cluster key', () => {
+  const GOOD = Buffer.alloc(32, 7).toString('base64');
+
+  test('a malformed BATON_CLUSTER_KEY is a configuration error naming the variable and the flag', () => {
+    expect(refusal({}, { BATON_CLUSTER_KEY: 'not-a-key' })).toMatch(/BATON_CLUSTER_KEY \(or --cluster-key-file\): line 1 is not valid base64/);
+  });
+
+  test('a key file holding a short key is a configuration error naming the flag and file', () => {
+    const files = { '/keys/k': `${GOOD}\n${Buffer.alloc(16).toString('base64')}\n` };
+    expect(refusal({ 'cluster-key-file': '/keys/k' }, {}, files)).toMatch(/--cluster-key-file \/keys\/k: line 2 decodes to 16 bytes/);
+  });
+
+  test('a good key passes', () => {
+    expect(parse({}, { BATON_CLUSTER_KEY: GOOD }).clusterKeys).toBe(GOOD);
+  });
+});
