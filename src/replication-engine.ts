@@ -969,11 +969,13 @@ export class ReplicationEngine {
     this.store.applyRemote(delta.sessionId, change, meta, now);
     this.stats.deltasApplied++;
     // A write made elsewhere that names this node as the owner, while this node knows of a
-    // newer one (a claim its writer has not heard of): this node is not the owner that
-    // must have it. The acknowledgement says so, and the writer sends it to that owner.
+    // newer owner or epoch (a claim its writer has not heard of, maybe this node's own
+    // later one): the write carries an epoch the claimed copy beats, so this node is not
+    // the owner that must have it. The acknowledgement says so, and the writer sends it
+    // again to that owner at that epoch.
     if (owner === this.config.nodeId) {
       const current = this.store.ownerOf(delta.sessionId);
-      if (current !== undefined && current.owner !== owner) {
+      if (current !== undefined && (current.owner !== owner || current.epoch > Number(delta.epoch))) {
         receiver.note(seq, { seq: BigInt(seq), sessionId: delta.sessionId, ownerNodeId: current.owner, epoch: BigInt(current.epoch) });
       }
     }

@@ -8,7 +8,8 @@
  */
 import { DeltaKind } from '../src/gen/baton/v1/wire';
 import { DISCARD_AFTER_MS, DISCARD_MAX_WAIT_MS } from '../src/replication-engine';
-import { PERFECT_LINK } from './support/sim-network';
+import { DEFAULT_CHANNEL_RECEIVER_CONFIG } from '../src/channel-receiver';
+import { PERFECT_LINK, type Transmission } from './support/sim-network';
 import { comparable, SimCluster, type SimClusterOptions, type SimNode } from './support/sim-node';
 
 const TRANSPORTS = ['unicast', 'multicast'] as const;
@@ -154,6 +155,49 @@ for (const transport of TRANSPORTS) {
         expect(partValue(node, 's1', 'cart')).toBe('round 2');
         expect(partValue(node, 's1', 'auth')).toBe('token');
       }
+    });
+
+    test('an acknowledgement that cannot say whether the owner took a write (its note was lost) does not confirm it: the write is sent again', () => {
+      const cluster = startCluster({ seed: 47, nodes: 3, transport, profile: lossy(0.05) });
+      const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
+      a.write('s1', { cart: 'round 1' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
+
+      const claimToC = (t: Transmission) => t.to === c.address && (t.meta.deltaKinds ?? []).includes(DeltaKind.DELTA_KIND_CLAIM);
+      cluster.net.filter = claimToC;
+      expect(b.resume('s1')).toBe(2);
+      expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
+      // a's acknowledgements to c are lost for longer than a keeps its note on c's write.
+      cluster.net.filter = (t) => claimToC(t) || (t.from === a.address && t.to === c.address && t.meta.kind === 'ack');
+      const { ticket } = c.write('s1', { cart: 'round 2' }, { sync: 1 });
+      cluster.runFor(DEFAULT_CHANNEL_RECEIVER_CONFIG.noteRetentionMs + 500);
+      expect(c.completedTickets.has(ticket!)).toBe(false);
+
+      cluster.net.filter = claimToC;
+      expect(cluster.runUntil(() => c.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
+      expect(partValue(b, 's1', 'cart')).toBe('round 2');
+      cluster.net.filter = undefined;
+      expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId), SETTLE_MS)).toBe(true);
+      for (const node of cluster.running) expect(partValue(node, 's1', 'cart')).toBe('round 2');
+    });
+
+    test('a write naming an owner that has since claimed the session back at a newer epoch is sent again at that epoch', () => {
+      const cluster = startCluster({ seed: 48, nodes: 3, transport, profile: lossy(0.05) });
+      const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
+      a.write('s1', { cart: 'round 1' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
+
+      // b claims the session, then a claims it back; c hears of neither.
+      cluster.net.filter = (t) => t.to === c.address && (t.meta.deltaKinds ?? []).includes(DeltaKind.DELTA_KIND_CLAIM);
+      expect(b.resume('s1')).toBe(2);
+      expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
+      expect(a.resume('s1')).toBe(3);
+      const { ticket } = c.write('s1', { cart: 'round 2' }, { sync: 1 });
+      expect(cluster.runUntil(() => c.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
+      expect(partValue(a, 's1', 'cart')).toBe('round 2');
+      cluster.net.filter = undefined;
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
+      for (const node of cluster.running) expect([node.store.snapshot('s1', cluster.net.now)!.epoch, partValue(node, 's1', 'cart')]).toEqual([3, 'round 2']);
     });
 
     test('two nodes resuming one session at once settle on one owner everywhere, with no part lost', () => {
