@@ -123,7 +123,7 @@ interface Ticket {
   owner: string | undefined;
   /**
    * The owner acknowledged the write as its owner: an acknowledgement covering it whose
-   * notes are complete for it and name no newer owner for the session (see onAck).
+   * notes are complete for it and name no newer owner for the session (see onOwnerAck).
    */
   ownerConfirmed: boolean;
   /** For a write made elsewhere: what to send again if its owner turns out superseded. */
