@@ -17,6 +17,13 @@
  * - a heartbeat naming the channel is answered with a cumulative acknowledgement at once:
  *   senders name a channel only while some receiver's acknowledgement is missing, and an
  *   acknowledgement is sent only once, so this is what repairs a lost final one.
+ *
+ * Notes: the caller may attach a note to a received packet for the sender (what it made
+ * of the packet). Every acknowledgement that covers a note's sequence number carries it,
+ * until noteRetentionMs after the first one did (so a lost acknowledgement does not lose
+ * it: the next one, asked for by the sender's heartbeat, carries it again). Notes are
+ * bounded (maxNotes); one dropped before that, and packets a resync covered, raise
+ * `notesCompleteAbove`: an acknowledgement's notes are complete only above it.
  */
 import type { Random } from './random';
 
@@ -35,6 +42,10 @@ export interface ChannelReceiverConfig {
   maxGap: number;
   /** Most ranges in one NACK. */
   maxRangesPerNack: number;
+  /** Most notes held for the sender; beyond it the oldest is dropped. */
+  maxNotes: number;
+  /** How long a note rides on acknowledgements after the first that carried it (ms). */
+  noteRetentionMs: number;
 }
 
 export const DEFAULT_CHANNEL_RECEIVER_CONFIG: ChannelReceiverConfig = {
@@ -45,6 +56,8 @@ export const DEFAULT_CHANNEL_RECEIVER_CONFIG: ChannelReceiverConfig = {
   ackIntervalMs: 5,
   maxGap: 100_000,
   maxRangesPerNack: 64,
+  maxNotes: 64,
+  noteRetentionMs: 1000,
 };
 
 interface Gap {
@@ -56,16 +69,19 @@ interface Gap {
 
 export type DataVerdict = 'new' | 'duplicate';
 
-export interface ReceiverPoll {
+export interface ReceiverPoll<Note = never> {
   /** Ranges to NACK now, inclusive. */
   nack: [number, number][] | undefined;
   /** Cumulative sequence number to acknowledge now. */
   ack: number | undefined;
   /** The channel cannot be repaired by NACKs: resync from the sender's state. */
   resync: boolean;
+  /** With `ack`: the notes on packets it covers, complete above `notesCompleteAbove`. */
+  notes: Note[];
+  notesCompleteAbove: number;
 }
 
-export class ChannelReceiver {
+export class ChannelReceiver<Note = never> {
   private highest: number;
   private gaps: Gap[] = [];
   private ackDueAt = Infinity;
@@ -74,6 +90,10 @@ export class ChannelReceiver {
   private resyncInFlight = false;
   /** After a failed resync, the next request waits until then. */
   private resyncNotBefore = 0;
+  /** Notes for the sender, by sequence number; sentAt is when an acknowledgement first carried one. */
+  private notes: { seq: number; note: Note; sentAt: number }[] = [];
+  /** Notes on sequence numbers at or below this may have been dropped. */
+  private notesFloor = 0;
   readonly counters = { duplicates: 0, nacksSent: 0, rangesNacked: 0, suppressed: 0 };
 
   /**
@@ -161,8 +181,24 @@ export class ChannelReceiver {
     this.resyncWanted = true;
   }
 
+  /**
+   * Attaches a note on packet `seq` for the sender (acknowledgements carry it). At most
+   * maxNotes are held: the one on the lowest sequence number goes first.
+   */
+  note(seq: number, note: Note): void {
+    let i = this.notes.length;
+    while (i > 0 && this.notes[i - 1]!.seq > seq) i--;
+    this.notes.splice(i, 0, { seq, note, sentAt: Infinity });
+    while (this.notes.length > this.config.maxNotes) this.dropNote();
+  }
+
+  /** Notes held now (for tests and bounds). */
+  get noteCount(): number {
+    return this.notes.length;
+  }
+
   /** What to send now. */
-  poll(now: number): ReceiverPoll {
+  poll(now: number): ReceiverPoll<Note> {
     let nack: [number, number][] | undefined;
     for (const gap of this.gaps) {
       if (gap.nackAt > now) continue;
@@ -183,12 +219,19 @@ export class ChannelReceiver {
       this.counters.rangesNacked += nack.length;
     }
     let ack: number | undefined;
+    const notes: Note[] = [];
     if (this.ackDueAt <= now) {
       this.ackDueAt = Infinity;
       ack = this.cumulative;
+      while (this.notes.length > 0 && this.notes[0]!.sentAt + this.config.noteRetentionMs <= now) this.dropNote();
+      for (const held of this.notes) {
+        if (held.seq > ack) break;
+        if (held.sentAt === Infinity) held.sentAt = now;
+        notes.push(held.note);
+      }
     }
     const resync = this.resyncWanted && !this.resyncInFlight && now >= this.resyncNotBefore;
-    return { nack, ack, resync };
+    return { nack, ack, resync, notes, notesCompleteAbove: this.notesFloor };
   }
 
   /**
@@ -223,6 +266,8 @@ export class ChannelReceiver {
     this.resyncWanted = this.gaps.some((gap) => gap.attempts >= this.config.maxNackAttempts);
     this.resyncInFlight = false;
     this.ackDueAt = 0;
+    // What the transfer brought was never seen as packets: nothing was noted on it.
+    if (upTo > this.notesFloor) this.notesFloor = upTo;
   }
 
   /** When poll next has something to do (Infinity = nothing scheduled). */
@@ -265,6 +310,11 @@ export class ChannelReceiver {
       this.gaps.splice(i + 1, 0, { first: seq + 1, last: gap.last, nackAt: gap.nackAt, attempts: gap.attempts });
       gap.last = seq - 1;
     }
+  }
+
+  private dropNote(): void {
+    const dropped = this.notes.shift()!;
+    if (dropped.seq > this.notesFloor) this.notesFloor = dropped.seq;
   }
 
   private retryDelay(attempts: number): number {

@@ -11,10 +11,19 @@
  * id; in multicast mode one to the group (named ''), which every member receives and
  * filters by placement. Receivers are keyed by sender, sender incarnation and channel,
  * so a restarted sender starts fresh channels.
+ *
+ * Forwarded writes (made here on a session another node owns) count as acknowledged only
+ * once the owner has them. The owner this node knows of may have been superseded by a
+ * claim this node has not heard of yet: such an owner does not take the write as owner
+ * (it carries the old epoch and loses to the claimed copy) and says so in its
+ * acknowledgement (Ack.superseded). This node then adopts the newer owner, sends the write
+ * again at the newer epoch (same version and value) to that owner's holders, and waits for
+ * that owner instead. An acknowledgement whose notes may be incomplete for the write
+ * (Ack.superseded_complete_above) does not confirm it either: the write is sent again.
  */
 import { ChannelReceiver, type ChannelReceiverConfig } from './channel-receiver';
 import { ChannelSender, type DataPacket, DEFAULT_REPAIR_HOLDOFF_MS } from './channel-sender';
-import { Datagram, Delta, DeltaKind, type Data, type Heartbeat } from './gen/baton/v1/wire';
+import { Datagram, Delta, DeltaKind, type Ack, type Data, type Heartbeat, type Superseded } from './gen/baton/v1/wire';
 import type { Membership, MembershipEvent } from './membership';
 import type { Placement } from './placement';
 import { encodeWith } from './proto-writer';
@@ -100,9 +109,10 @@ interface Ticket {
   id: number;
   /**
    * Secondaries that must acknowledge, with the channel sequence number covering the write
-   * (0 until it is sent) and its place in the channel's queue (ChannelSender.enqueuedCount).
+   * (0 until it is sent), the first sequence number that may carry it (the write went out
+   * in packets firstSeq..seq), and its place in the channel's queue (ChannelSender.enqueuedCount).
    */
-  waits: { nodeId: string; channel: string; seq: number; queued: number }[];
+  waits: { nodeId: string; channel: string; seq: number; firstSeq: number; queued: number }[];
   needed: number;
   flushed: boolean;
   /**
@@ -111,7 +121,24 @@ interface Ticket {
    * so an acknowledged write must be there).
    */
   owner: string | undefined;
+  /**
+   * The owner acknowledged the write as its owner: an acknowledgement covering it whose
+   * notes are complete for it and name no newer owner for the session (see onOwnerAck).
+   */
+  ownerConfirmed: boolean;
+  /** For a write made elsewhere: what to send again if its owner turns out superseded. */
+  forwarded: { sessionId: string; changes: readonly LocalChange[]; resends: number } | undefined;
 }
+
+/**
+ * A forwarded write is sent again at most this many times (a newer owner, or an
+ * acknowledgement that could not say): beyond, its ticket waits for its deadline.
+ */
+const MAX_FORWARDED_RESENDS = 8;
+/** Most superseded writes read from one acknowledgement. */
+const MAX_SUPERSEDED_PER_ACK = 256;
+/** Bytes an acknowledgement without notes takes at most (ids of 128 bytes, four varints). */
+const ACK_BASE_BYTES = 2 * 128 + 64;
 
 interface Reassembly {
   chunks: Map<number, Uint8Array>;
@@ -137,7 +164,8 @@ function deltaKey(sessionId: string, change: LocalChange): string {
 
 export class ReplicationEngine {
   private readonly senders = new Map<string, ChannelSender>();
-  private readonly receivers = new Map<string, ChannelReceiver>();
+  /** Receivers note the forwarded writes they did not take as owner (acknowledgements carry them). */
+  private readonly receivers = new Map<string, ChannelReceiver<Superseded>>();
   private readonly reassembly = new Map<string, Map<number, Reassembly>>();
   private readonly reassemblyBytes = new Map<string, number>();
   private outbox: Outgoing[] = [];
@@ -204,14 +232,20 @@ export class ReplicationEngine {
     if (session.owner === this.config.nodeId && holders.length < this.wantedSecondaries()) this.unreplicated.add(partition);
     if (holders.length === 0) return undefined;
     const owner = session.owner !== this.config.nodeId && holders[0] === session.owner ? session.owner : undefined;
-    const ticket: Ticket = { id: this.nextTicket++, waits: [], needed: 0, flushed: false, owner };
+    const forwarded = owner === undefined ? undefined : { sessionId: session.id, changes, resends: 0 };
+    const ticket: Ticket = { id: this.nextTicket++, waits: [], needed: 0, flushed: false, owner, ownerConfirmed: false, forwarded };
     this.enqueue(session, changes, holders, now);
-    for (const nodeId of holders) {
-      const channel = this.channelTo(nodeId);
-      ticket.waits.push({ nodeId, channel, seq: 0, queued: this.sender(channel).enqueuedCount });
-    }
+    ticket.waits = this.waitsFor(holders);
     this.tickets.set(ticket.id, ticket);
     return ticket.id;
+  }
+
+  /** A ticket's waits for a write just queued to `holders`. */
+  private waitsFor(holders: readonly string[]): Ticket['waits'] {
+    return holders.map((nodeId) => {
+      const channel = this.channelTo(nodeId);
+      return { nodeId, channel, seq: 0, firstSeq: 0, queued: this.sender(channel).enqueuedCount };
+    });
   }
 
   /**
@@ -269,13 +303,11 @@ export class ReplicationEngine {
     const ticket = this.tickets.get(ticketId);
     if (ticket === undefined || !ticket.flushed) return 0;
     let acked = 0;
-    let ownerAcked = ticket.owner === undefined;
     for (const wait of ticket.waits) {
       if (this.senders.get(wait.channel)!.ackedBy(wait.nodeId) < wait.seq) continue;
       acked++;
-      if (wait.nodeId === ticket.owner) ownerAcked = true;
     }
-    return ownerAcked ? acked : 0;
+    return ticket.owner === undefined || ticket.ownerConfirmed ? acked : 0;
   }
 
   /** Forgets a ticket (its caller stopped waiting). */
@@ -305,6 +337,7 @@ export class ReplicationEngine {
     for (const channel of this.dirty) {
       const sender = this.senders.get(channel);
       if (sender === undefined) continue;
+      const firstSeq = sender.highestSeq + 1;
       const packets = sender.flush(now);
       if (sender.pendingCount > 0) held.push(channel);
       const ackRequested = packets.length > 0 && this.hasWaitingTicket(channel);
@@ -314,7 +347,11 @@ export class ReplicationEngine {
       const highest = sender.highestSeq;
       for (const ticket of this.tickets.values()) {
         if (ticket.flushed) continue;
-        for (const wait of ticket.waits) if (wait.channel === channel && wait.seq === 0 && wait.queued <= sentThrough) wait.seq = highest;
+        for (const wait of ticket.waits) {
+          if (wait.channel !== channel || wait.seq !== 0 || wait.queued > sentThrough) continue;
+          wait.seq = highest;
+          wait.firstSeq = firstSeq;
+        }
         if (ticket.waits.every((w) => w.seq > 0)) ticket.flushed = true;
         // Nobody awaits it (awaitTicket comes before the flush): forget it now, sent or held.
         if (ticket.needed === 0) this.tickets.delete(ticket.id);
@@ -381,6 +418,7 @@ export class ReplicationEngine {
         this.stats.acksReceived++;
         const sender = this.senders.get(ack.targetNodeId);
         sender?.handleAck(from, safeSeq(ack.cumulativeSeq));
+        if (sender !== undefined) this.onOwnerAck(from, ack, now);
         // An acknowledgement may open a held window.
         if (sender !== undefined && sender.pendingCount > 0) this.flush(now);
         this.checkTickets();
@@ -713,6 +751,75 @@ export class ReplicationEngine {
     return false;
   }
 
+  /**
+   * An acknowledgement from `from`, read for the forwarded writes it owns: each covered
+   * write is confirmed as taken by its owner, or, when `from` noted a newer owner for its
+   * session (or its notes may be incomplete for it), sent again. Newer owners it names are
+   * adopted either way, so later writes go to them directly.
+   */
+  private onOwnerAck(from: string, ack: Ack, now: number): void {
+    const superseded = ack.superseded.slice(0, MAX_SUPERSEDED_PER_ACK).filter((s) => safeSeq(s.seq) > 0 && NODE_ID.test(s.ownerNodeId) && safeSeq(s.epoch) > 0);
+    for (const s of superseded) this.adoptOwner(s.sessionId, s.ownerNodeId, Number(s.epoch), now);
+    const cumulative = safeSeq(ack.cumulativeSeq);
+    const completeAbove = ack.supersededCompleteAbove > BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(ack.supersededCompleteAbove);
+    const resend: Ticket[] = [];
+    for (const ticket of this.tickets.values()) {
+      if (ticket.owner !== from || ticket.ownerConfirmed || ticket.forwarded === undefined) continue;
+      const wait = ticket.waits.find((w) => w.nodeId === from && w.channel === ack.targetNodeId);
+      if (wait === undefined || wait.seq === 0) continue;
+      const sessionId = ticket.forwarded.sessionId;
+      if (superseded.some((s) => s.sessionId === sessionId && Number(s.seq) >= wait.firstSeq && Number(s.seq) <= wait.seq)) resend.push(ticket);
+      else if (cumulative < wait.seq) continue;
+      else if (completeAbove < wait.firstSeq) ticket.ownerConfirmed = true;
+      else resend.push(ticket);
+    }
+    for (const ticket of resend) this.resendForwarded(ticket, now);
+    if (resend.length > 0) this.flush(now);
+  }
+
+  /** Takes a newer owner of a session that another node reported (a claim this node missed). */
+  private adoptOwner(sessionId: string, owner: string, epoch: number, now: number): void {
+    const session = this.store.get(sessionId, now);
+    if (session === undefined) return;
+    this.store.applyRemote(sessionId, { kind: 'claim' }, { owner, epoch, expiresAt: session.expiresAt, ttlMs: session.ttlMs }, now);
+  }
+
+  /**
+   * Sends a forwarded write again, to the holders of the owner this node now knows of, and
+   * makes its ticket wait for them. Its parts are stamped with the session's epoch here
+   * (the claimed one, once adopted) and keep their version, writer and value: they are
+   * newer than the claimed copy of the part unless it was written since, so every holder
+   * converges on the write (and a client's if_version keeps matching). This node's copy
+   * takes the same stamp, so it agrees with the others.
+   */
+  private resendForwarded(ticket: Ticket, now: number): void {
+    const forwarded = ticket.forwarded!;
+    if (forwarded.resends >= MAX_FORWARDED_RESENDS) return;
+    forwarded.resends++;
+    const session = this.store.get(forwarded.sessionId, now);
+    if (session === undefined) return;
+    const self = this.config.nodeId;
+    const meta = { owner: session.owner, epoch: session.epoch, expiresAt: session.expiresAt, ttlMs: session.ttlMs };
+    const changes = forwarded.changes.map((change): LocalChange => {
+      if ((change.kind !== 'put' && change.kind !== 'delete_part') || change.writer !== undefined) return change;
+      const epoch = session.epoch;
+      const local: RemoteChange =
+        change.kind === 'put'
+          ? { kind: 'put', name: change.name, value: latin1(change.value), version: change.version, writer: self, epoch }
+          : { kind: 'delete_part', name: change.name, version: change.version, writer: self, epoch };
+      this.store.applyRemote(session.id, local, meta, now);
+      return { ...change, epoch };
+    });
+    const holders = this.holdersBesidesSelf(session.owner, this.store.partitionOf(session.id));
+    if (holders.length === 0) return;
+    ticket.owner = session.owner !== self && holders[0] === session.owner ? session.owner : undefined;
+    ticket.ownerConfirmed = false;
+    ticket.flushed = false;
+    forwarded.changes = changes;
+    this.enqueue(session, changes, holders, now);
+    ticket.waits = this.waitsFor(holders);
+  }
+
   private checkTickets(): void {
     for (const ticket of this.tickets.values()) {
       if (ticket.needed === 0 || !ticket.flushed) continue;
@@ -756,12 +863,12 @@ export class ReplicationEngine {
     const key = receiverKey(from, incarnation, channel);
     const receiver = this.receiverFor(key, from, incarnation, channel);
     if (receiver.handleData(seq, data.ackRequested, now) === 'duplicate') return;
-    for (const delta of data.deltas) this.apply(from, delta, now);
-    if (data.fragment !== undefined) this.onFragment(from, incarnation, data.fragment, now);
+    for (const delta of data.deltas) this.apply(from, delta, now, receiver, seq);
+    if (data.fragment !== undefined) this.onFragment(from, incarnation, data.fragment, now, receiver, seq);
     this.pollReceiver(key, receiver, now);
   }
 
-  private onFragment(from: string, incarnation: bigint, fragment: NonNullable<Data['fragment']>, now: number): void {
+  private onFragment(from: string, incarnation: bigint, fragment: NonNullable<Data['fragment']>, now: number, receiver: ChannelReceiver<Superseded>, seq: number): void {
     const senderKey = `${from}/${incarnation}`;
     let pending = this.reassembly.get(senderKey);
     if (pending === undefined) {
@@ -808,7 +915,7 @@ export class ReplicationEngine {
       this.observer.dropped('malformed');
       return;
     }
-    this.apply(from, delta, now);
+    this.apply(from, delta, now, receiver, seq);
   }
 
   private expireReassembly(now: number): void {
@@ -843,7 +950,8 @@ export class ReplicationEngine {
     return total;
   }
 
-  private apply(from: string, delta: Delta, now: number): void {
+  /** Applies a delta that came in packet `seq` of `receiver`'s channel. */
+  private apply(from: string, delta: Delta, now: number, receiver: ChannelReceiver<Superseded>, seq: number): void {
     const owner = delta.ownerNodeId === '' ? from : delta.ownerNodeId;
     if (this.config.transport === 'multicast') {
       const partition = this.store.partitionOf(delta.sessionId);
@@ -860,6 +968,17 @@ export class ReplicationEngine {
     const meta = { owner, epoch: Number(delta.epoch), expiresAt: Number(delta.expiresAtUnixMs), ttlMs: delta.ttlMs };
     this.store.applyRemote(delta.sessionId, change, meta, now);
     this.stats.deltasApplied++;
+    // A write made elsewhere that names this node as the owner, while this node knows of a
+    // newer owner or epoch (a claim its writer has not heard of, maybe this node's own
+    // later one): the write carries an epoch the claimed copy beats, so this node is not
+    // the owner that must have it. The acknowledgement says so, and the writer sends it
+    // again to that owner at that epoch.
+    if (owner === this.config.nodeId) {
+      const current = this.store.ownerOf(delta.sessionId);
+      if (current !== undefined && (current.owner !== owner || current.epoch > Number(delta.epoch))) {
+        receiver.note(seq, { seq: BigInt(seq), sessionId: delta.sessionId, ownerNodeId: current.owner, epoch: BigInt(current.epoch) });
+      }
+    }
     const writtenAt = Number(delta.writtenAtUnixMs);
     if (writtenAt > 0) this.observer.lag(Math.max(0, now - writtenAt));
   }
@@ -1038,7 +1157,7 @@ export class ReplicationEngine {
     this.enqueue(session, changes, this.holdersBesidesSelf(session.owner, this.store.partitionOf(session.id)), now);
   }
 
-  private pollReceiver(key: string, receiver: ChannelReceiver, now: number): void {
+  private pollReceiver(key: string, receiver: ChannelReceiver<Superseded>, now: number): void {
     if (receiver.nextDeadline() > now) return;
     const [from, incarnationText, channel] = splitReceiverKey(key);
     // Until the sender's address is known nothing can be sent: keep the receiver's NACK
@@ -1060,7 +1179,26 @@ export class ReplicationEngine {
       this.push(address, payload, 'nack');
     }
     if (poll.ack !== undefined) {
-      const ack = { channelSenderNodeId: from, channelSenderIncarnation: incarnation, targetNodeId: channel === '' ? '' : this.config.nodeId, cumulativeSeq: BigInt(poll.ack) };
+      const ack: Ack = {
+        channelSenderNodeId: from,
+        channelSenderIncarnation: incarnation,
+        targetNodeId: channel === '' ? '' : this.config.nodeId,
+        cumulativeSeq: BigInt(poll.ack),
+        superseded: [],
+        supersededCompleteAbove: BigInt(poll.notesCompleteAbove),
+      };
+      // The notes that fit in one datagram, newest first; those left out make the list
+      // complete only above them (the writer sends those writes again).
+      let room = this.config.maxPayloadBytes - ACK_BASE_BYTES;
+      for (let i = poll.notes.length - 1; i >= 0; i--) {
+        const note = poll.notes[i]!;
+        room -= 40 + Buffer.byteLength(note.sessionId) + note.ownerNodeId.length;
+        if (room < 0) {
+          if (note.seq > ack.supersededCompleteAbove) ack.supersededCompleteAbove = note.seq;
+          break;
+        }
+        ack.superseded.push(note);
+      }
       this.push(address, this.encode({ $case: 'ack', ack }), 'ack');
     }
     if (poll.resync && !this.resyncs.some((r) => r.channels.some((c) => c.key === key))) {
@@ -1085,11 +1223,11 @@ export class ReplicationEngine {
    * member's other incarnation is a restart, as membership treats it.)
    */
   /** The receiver of a channel, created (retiring older incarnations' channels) if new. */
-  private receiverFor(key: string, from: string, incarnation: bigint, channel: string): ChannelReceiver {
+  private receiverFor(key: string, from: string, incarnation: bigint, channel: string): ChannelReceiver<Superseded> {
     let receiver = this.receivers.get(key);
     if (receiver === undefined) {
       this.retireOldIncarnations(from, incarnation);
-      receiver = new ChannelReceiver(this.config.receiver, channel === '', this.random);
+      receiver = new ChannelReceiver<Superseded>(this.config.receiver, channel === '', this.random);
       this.receivers.set(key, receiver);
     }
     return receiver;

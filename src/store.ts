@@ -483,6 +483,15 @@ export class SessionStore {
     record.parts = kept.slice();
   }
 
+  /**
+   * The owner and epoch this node holds for a session (live or a tombstone), without
+   * marking it used: replication checks it on deltas it receives.
+   */
+  ownerOf(id: string): { owner: string; epoch: number } | undefined {
+    const record = this.lookup(id);
+    return record === undefined ? undefined : { owner: record.owner, epoch: record.epoch };
+  }
+
   /** A session's full state, tombstones included, or undefined if unknown. */
   snapshot(id: string, now: number): SessionSnapshot | undefined {
     const record = this.lookup(id);

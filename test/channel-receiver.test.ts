@@ -91,4 +91,72 @@ describe('ChannelReceiver', () => {
     expect(r.nextDeadline()).toBeLessThanOrEqual(now);
     expect(r.poll(now).resync).toBe(true);
   });
+
+  describe('notes for the sender', () => {
+    function noted(config: Partial<typeof DEFAULT_CHANNEL_RECEIVER_CONFIG> = {}): ChannelReceiver<string> {
+      return new ChannelReceiver<string>({ ...DEFAULT_CHANNEL_RECEIVER_CONFIG, ...config }, false, new SeededRandom(1));
+    }
+
+    test('ride on every acknowledgement that covers them, and on none below them', () => {
+      const r = noted();
+      r.handleData(1, false, T0);
+      r.handleData(3, true, T0);
+      r.note(3, 'three');
+      r.note(1, 'one');
+      let poll = r.poll(T0);
+      expect([poll.ack, poll.notes, poll.notesCompleteAbove]).toEqual([1, ['one'], 0]);
+      r.handleData(2, true, T0 + 1);
+      poll = r.poll(T0 + 1);
+      expect([poll.ack, poll.notes]).toEqual([3, ['one', 'three']]);
+      // The acknowledgement was lost: the sender's heartbeat asks for another, with the same notes.
+      r.handleHighest(3, T0 + 250);
+      expect(r.poll(T0 + 250).notes).toEqual(['one', 'three']);
+    });
+
+    test('are dropped noteRetentionMs after the first acknowledgement that carried them, and the notes are then complete only above them', () => {
+      const r = noted({ noteRetentionMs: 1000 });
+      r.handleData(1, true, T0);
+      r.note(1, 'one');
+      expect(r.poll(T0).notes).toEqual(['one']);
+      r.handleData(2, true, T0 + 999);
+      r.note(2, 'two');
+      expect(r.poll(T0 + 999).notes).toEqual(['one', 'two']);
+      r.handleHighest(2, T0 + 1000);
+      const poll = r.poll(T0 + 1000);
+      expect([poll.ack, poll.notes, poll.notesCompleteAbove]).toEqual([2, ['two'], 1]);
+      expect(r.noteCount).toBe(1);
+    });
+
+    test('a note not yet carried by an acknowledgement is kept however long it waits', () => {
+      const r = noted({ noteRetentionMs: 1000 });
+      r.handleData(2, false, T0);
+      r.note(2, 'two'); // 1 is missing: no acknowledgement covers 2
+      expect(r.poll(T0 + 5000).notes).toEqual([]);
+      r.handleData(1, true, T0 + 5000);
+      const poll = r.poll(T0 + 5000);
+      expect([poll.ack, poll.notes, poll.notesCompleteAbove]).toEqual([2, ['two'], 0]);
+    });
+
+    test('beyond maxNotes the oldest is dropped, and the notes are complete only above it', () => {
+      const r = noted({ maxNotes: 2 });
+      for (let seq = 1; seq <= 3; seq++) {
+        r.handleData(seq, true, T0);
+        r.note(seq, `n${seq}`);
+      }
+      expect(r.noteCount).toBe(2);
+      const poll = r.poll(T0);
+      expect([poll.ack, poll.notes, poll.notesCompleteAbove]).toEqual([3, ['n2', 'n3'], 1]);
+    });
+
+    test('what a resync covered was never seen as packets: the notes are complete only above it', () => {
+      const r = noted();
+      r.handleData(1, true, T0);
+      r.handleData(5, true, T0);
+      r.note(5, 'five');
+      r.resyncStarted();
+      r.resynced(7);
+      const poll = r.poll(T0 + 1);
+      expect([poll.ack, poll.notes, poll.notesCompleteAbove]).toEqual([7, ['five'], 7]);
+    });
+  });
 });

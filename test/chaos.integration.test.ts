@@ -202,7 +202,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
       // to another node with a resume (the user's next request landed on another pod: a peer
       // Lookup and a claim), and a session whose node went away is resumed on another one
       // before it is written. (Writes through a node that neither owns nor resumed the
-      // session are another pattern, with a known race against a concurrent claim: see
+      // session are another pattern; their race against a concurrent claim is covered in
       // ownership.sim.test.ts.)
       const writerLoop = async (w: number): Promise<void> => {
         const mine: string[] = [];

@@ -1155,7 +1155,7 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
       const channelSender = pick(rng, [NODE_ID, NODE_ID, 'fake-3']);
       const channelIncarnation = pick(rng, [ourIncarnation, ourIncarnation, randomUint64(rng), 0n]);
       if (r < 0.75) return { senderNodeId, body: { $case: 'nack', nack: { channelSenderNodeId: channelSender, channelSenderIncarnation: channelIncarnation, targetNodeId: pick(rng, ['', senderNodeId, 'x']), ranges: Array.from({ length: rng.below(6) }, range) } } };
-      if (r < 0.85) return { senderNodeId, body: { $case: 'ack', ack: { channelSenderNodeId: channelSender, channelSenderIncarnation: channelIncarnation, targetNodeId: pick(rng, ['', senderNodeId]), cumulativeSeq: pick(rng, [0n, 1n, UINT64_MAX, randomUint64(rng)]) } } };
+      if (r < 0.85) return { senderNodeId, body: { $case: 'ack', ack: { channelSenderNodeId: channelSender, channelSenderIncarnation: channelIncarnation, targetNodeId: pick(rng, ['', senderNodeId]), cumulativeSeq: pick(rng, [0n, 1n, UINT64_MAX, randomUint64(rng)]), superseded: Array.from({ length: rng.below(3) }, () => ({ seq: pick(rng, [0n, 1n, UINT64_MAX, randomUint64(rng)]), sessionId: pick(rng, ['s1', '', 'x'.repeat(600)]), ownerNodeId: pick(rng, [NODE_ID, '', 'bad id']), epoch: pick(rng, [0n, 2n, UINT64_MAX]) })), supersededCompleteAbove: pick(rng, [0n, 1n, UINT64_MAX]) } } };
       if (r < 0.93) return { senderNodeId, body: { $case: 'gone', gone: { targetNodeId: pick(rng, ['', NODE_ID, 'x']), firstRetainedSeq: pick(rng, [0n, 1n, UINT64_MAX, randomUint64(rng)]) } } };
       if (r < 0.97) return { senderNodeId, body: { $case: 'leave', leave: {} } };
       return { senderNodeId, body: undefined };

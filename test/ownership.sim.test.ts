@@ -6,8 +6,10 @@
  * from members that no longer hold them), and anti-entropy heals a replica that silently
  * lost state.
  */
+import { DeltaKind } from '../src/gen/baton/v1/wire';
 import { DISCARD_AFTER_MS, DISCARD_MAX_WAIT_MS } from '../src/replication-engine';
-import { PERFECT_LINK } from './support/sim-network';
+import { DEFAULT_CHANNEL_RECEIVER_CONFIG } from '../src/channel-receiver';
+import { PERFECT_LINK, type Transmission } from './support/sim-network';
 import { comparable, SimCluster, type SimClusterOptions, type SimNode } from './support/sim-node';
 
 const TRANSPORTS = ['unicast', 'multicast'] as const;
@@ -95,16 +97,12 @@ for (const transport of TRANSPORTS) {
       expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId) && partValue(a, 's1', 'cart') === 'two lamps', SETTLE_MS)).toBe(true);
     });
 
-    // KNOWN DEFECT, asserted as failing until it is fixed (jest reports it as failing if it
-    // starts to pass). A write made on a node that neither owns nor resumed the session is
-    // acknowledged once the owner *it knows of* has it. When another node claimed the session
-    // meanwhile, and the claim reached the old owner but not the writing node, the old owner
-    // acknowledges the write (acknowledgements are per datagram, not per outcome) although the
-    // write carries the old epoch and loses to the claimed copy on every node: an acknowledged
-    // write is lost. A fix needs the current owner's confirmation for such writes (the old
-    // owner relaying them to it), a protocol change. Writes made on the node that serves the
-    // session (its owner, or the node that just resumed it) are not affected.
-    test.failing('KNOWN DEFECT, asserted failing: a write acknowledged through a third node that had not heard of the claim survives on the new owner', () => {
+    // A write made on a node that neither owns nor resumed the session counts once the owner
+    // has it. Here the owner the writing node knows of (a) has been superseded by b's claim,
+    // which reached a but not the writer c: a acknowledges c's datagram, but notes that b owns
+    // the session, so its acknowledgement does not count; c sends the write again, at b's
+    // epoch, to b's holders, and the write is acknowledged only once b has it.
+    test('a write made on a third node that had not heard of the claim is acknowledged only once the new owner has it, and survives', () => {
       const cluster = startCluster({ seed: 45, nodes: 3, transport, profile: lossy(0.05) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
       a.write('s1', { cart: 'round 1' });
@@ -115,16 +113,91 @@ for (const transport of TRANSPORTS) {
       cluster.net.cut(c.address, b.address);
       expect(b.resume('s1')).toBe(2);
       expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
-      // c still takes a for the owner: its write waits for a's acknowledgement, and gets it.
-      const { ticket } = c.write('s1', { cart: 'round 2' }, { sync: 1 });
-      expect(cluster.runUntil(() => c.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
+      // c still takes a for the owner. a acknowledges everything c sends, but says b owns the
+      // session: c learns of the claim from a, and waits for b, which it cannot reach.
+      const { ticket, version } = c.write('s1', { cart: 'round 2' }, { sync: 1 });
+      expect(c.store.snapshot('s1', cluster.net.now)!.owner).toBe(a.nodeId);
+      expect(cluster.runUntil(() => c.engine.unackedByPeer().get(a.nodeId) === 0, SETTLE_MS)).toBe(true);
+      cluster.runFor(500);
+      expect(c.completedTickets.has(ticket!)).toBe(false);
+      expect(c.store.snapshot('s1', cluster.net.now)!.owner).toBe(b.nodeId);
+
       cluster.net.heal(b.address, c.address);
       cluster.net.heal(c.address, b.address);
-
-      // An acknowledged write is never lost: the new owner's local resume returns it, and every node converges on it.
-      expect(cluster.runUntil(() => partValue(b, 's1', 'cart') === 'round 2', SETTLE_MS)).toBe(true);
+      // Acknowledged only once the new owner holds it: its local resume returns it.
+      expect(cluster.runUntil(() => c.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
+      expect(partValue(b, 's1', 'cart')).toBe('round 2');
       expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId), SETTLE_MS)).toBe(true);
       for (const node of cluster.running) expect(partValue(node, 's1', 'cart')).toBe('round 2');
+      // Sent again at the claimed epoch with the version it had: a client's if_version still matches.
+      const part = b.store.snapshot('s1', cluster.net.now)!.parts.find((p) => p.name === 'cart')!;
+      expect([part.version, part.writer, part.epoch]).toEqual([version, c.nodeId, 2]);
+    });
+
+    test('a write racing a claim that has not reached its node yet is acknowledged by the new owner without waiting for the claim', () => {
+      const cluster = startCluster({ seed: 46, nodes: 3, transport, profile: lossy(0.05) });
+      const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
+      a.write('s1', { cart: 'round 1', auth: 'token' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
+
+      // Every datagram carrying b's claim to c is lost (c is not cut off from anyone).
+      cluster.net.filter = (t) => t.from === b.address && t.to === c.address && (t.meta.deltaKinds ?? []).includes(DeltaKind.DELTA_KIND_CLAIM);
+      expect(b.resume('s1')).toBe(2);
+      expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
+      expect(c.store.snapshot('s1', cluster.net.now)!.owner).toBe(a.nodeId);
+      const { ticket } = c.write('s1', { cart: 'round 2' }, { sync: 1 });
+      expect(cluster.runUntil(() => c.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
+      expect(partValue(b, 's1', 'cart')).toBe('round 2');
+
+      cluster.net.filter = undefined;
+      expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId), SETTLE_MS)).toBe(true);
+      for (const node of cluster.running) {
+        expect(partValue(node, 's1', 'cart')).toBe('round 2');
+        expect(partValue(node, 's1', 'auth')).toBe('token');
+      }
+    });
+
+    test('an acknowledgement that cannot say whether the owner took a write (its note was lost) does not confirm it: the write is sent again', () => {
+      const cluster = startCluster({ seed: 47, nodes: 3, transport, profile: lossy(0.05) });
+      const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
+      a.write('s1', { cart: 'round 1' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
+
+      const claimToC = (t: Transmission) => t.to === c.address && (t.meta.deltaKinds ?? []).includes(DeltaKind.DELTA_KIND_CLAIM);
+      cluster.net.filter = claimToC;
+      expect(b.resume('s1')).toBe(2);
+      expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
+      // a's acknowledgements to c are lost for longer than a keeps its note on c's write.
+      cluster.net.filter = (t) => claimToC(t) || (t.from === a.address && t.to === c.address && t.meta.kind === 'ack');
+      const { ticket } = c.write('s1', { cart: 'round 2' }, { sync: 1 });
+      cluster.runFor(DEFAULT_CHANNEL_RECEIVER_CONFIG.noteRetentionMs + 500);
+      expect(c.completedTickets.has(ticket!)).toBe(false);
+
+      cluster.net.filter = claimToC;
+      expect(cluster.runUntil(() => c.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
+      expect(partValue(b, 's1', 'cart')).toBe('round 2');
+      cluster.net.filter = undefined;
+      expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId), SETTLE_MS)).toBe(true);
+      for (const node of cluster.running) expect(partValue(node, 's1', 'cart')).toBe('round 2');
+    });
+
+    test('a write naming an owner that has since claimed the session back at a newer epoch is sent again at that epoch', () => {
+      const cluster = startCluster({ seed: 48, nodes: 3, transport, profile: lossy(0.05) });
+      const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
+      a.write('s1', { cart: 'round 1' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
+
+      // b claims the session, then a claims it back; c hears of neither.
+      cluster.net.filter = (t) => t.to === c.address && (t.meta.deltaKinds ?? []).includes(DeltaKind.DELTA_KIND_CLAIM);
+      expect(b.resume('s1')).toBe(2);
+      expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
+      expect(a.resume('s1')).toBe(3);
+      const { ticket } = c.write('s1', { cart: 'round 2' }, { sync: 1 });
+      expect(cluster.runUntil(() => c.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
+      expect(partValue(a, 's1', 'cart')).toBe('round 2');
+      cluster.net.filter = undefined;
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
+      for (const node of cluster.running) expect([node.store.snapshot('s1', cluster.net.now)!.epoch, partValue(node, 's1', 'cart')]).toEqual([3, 'round 2']);
     });
 
     test('two nodes resuming one session at once settle on one owner everywhere, with no part lost', () => {

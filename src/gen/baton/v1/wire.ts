@@ -112,6 +112,30 @@ export interface Ack {
   channelSenderIncarnation: bigint;
   targetNodeId: string;
   cumulativeSeq: bigint;
+  /**
+   * Writes made on the channel's sender that named this node as the session's owner while
+   * this node knew of a newer owner (a claim the writer had not heard of): this node did
+   * not take them as their owner, so the writer must send them again to the owner named
+   * here. Only for sequence numbers up to cumulative_seq.
+   */
+  superseded: Superseded[];
+  /**
+   * `superseded` lists every such write above this sequence number; older ones may be left
+   * out, so the writer cannot take this acknowledgement as the owner's for a write it sent
+   * at or below it (it sends the write again).
+   */
+  supersededCompleteAbove: bigint;
+}
+
+/**
+ * A write the receiver did not take as owner: the data packet's sequence number, the
+ * session, and the owner and epoch the receiver knows for it.
+ */
+export interface Superseded {
+  seq: bigint;
+  sessionId: string;
+  ownerNodeId: string;
+  epoch: bigint;
 }
 
 /** The sender can no longer retransmit these: the receiver must resync over PeerService. */
@@ -759,7 +783,14 @@ export const Nack: MessageFns<Nack> = {
 };
 
 function createBaseAck(): Ack {
-  return { channelSenderNodeId: "", channelSenderIncarnation: 0n, targetNodeId: "", cumulativeSeq: 0n };
+  return {
+    channelSenderNodeId: "",
+    channelSenderIncarnation: 0n,
+    targetNodeId: "",
+    cumulativeSeq: 0n,
+    superseded: [],
+    supersededCompleteAbove: 0n,
+  };
 }
 
 export const Ack: MessageFns<Ack> = {
@@ -783,6 +814,15 @@ export const Ack: MessageFns<Ack> = {
         throw new globalThis.Error("value provided for field message.cumulativeSeq of type uint64 too large");
       }
       writer.uint32(32).uint64(message.cumulativeSeq);
+    }
+    for (const v of message.superseded) {
+      Superseded.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.supersededCompleteAbove !== 0n) {
+      if (BigInt.asUintN(64, message.supersededCompleteAbove) !== message.supersededCompleteAbove) {
+        throw new globalThis.Error("value provided for field message.supersededCompleteAbove of type uint64 too large");
+      }
+      writer.uint32(48).uint64(message.supersededCompleteAbove);
     }
     return writer;
   },
@@ -832,6 +872,22 @@ export const Ack: MessageFns<Ack> = {
             message.cumulativeSeq = reader.uint64() as bigint;
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.superseded.push(Superseded.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.supersededCompleteAbove = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -858,6 +914,108 @@ export const Ack: MessageFns<Ack> = {
     message.cumulativeSeq = (object.cumulativeSeq !== undefined && object.cumulativeSeq !== null)
       ? BigInt(object.cumulativeSeq)
       : 0n;
+    message.superseded = object.superseded?.map((e) => Superseded.fromPartial(e)) || [];
+    message.supersededCompleteAbove =
+      (object.supersededCompleteAbove !== undefined && object.supersededCompleteAbove !== null)
+        ? BigInt(object.supersededCompleteAbove)
+        : 0n;
+    return message;
+  },
+};
+
+function createBaseSuperseded(): Superseded {
+  return { seq: 0n, sessionId: "", ownerNodeId: "", epoch: 0n };
+}
+
+export const Superseded: MessageFns<Superseded> = {
+  encode(message: Superseded, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seq !== 0n) {
+      if (BigInt.asUintN(64, message.seq) !== message.seq) {
+        throw new globalThis.Error("value provided for field message.seq of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.seq);
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(18).string(message.sessionId);
+    }
+    if (message.ownerNodeId !== "") {
+      writer.uint32(26).string(message.ownerNodeId);
+    }
+    if (message.epoch !== 0n) {
+      if (BigInt.asUintN(64, message.epoch) !== message.epoch) {
+        throw new globalThis.Error("value provided for field message.epoch of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.epoch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Superseded {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSuperseded();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.seq = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.ownerNodeId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.epoch = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<Superseded>): Superseded {
+    return Superseded.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Superseded>): Superseded {
+    const message = createBaseSuperseded();
+    message.seq = (object.seq !== undefined && object.seq !== null) ? BigInt(object.seq) : 0n;
+    message.sessionId = object.sessionId ?? "";
+    message.ownerNodeId = object.ownerNodeId ?? "";
+    message.epoch = (object.epoch !== undefined && object.epoch !== null) ? BigInt(object.epoch) : 0n;
     return message;
   },
 };
