@@ -17,9 +17,11 @@
  *       - two BatonClients had written to it over Exchange for BENCH_LOAD_SECONDS, one with
  *         min_replicas 0 and one with min_replicas 1, each keeping BENCH_IN_FLIGHT puts in
  *         flight (closed loop) over its own LOAD_SESSIONS sessions;
- *       the clients send nothing after the signal. Every put in flight at the signal is
- *       classed by its answer: a real one (the put's response or its own error), or
- *       UNAVAILABLE (the stream ended before the node answered it). Then every load
+ *       at the signal the clients go on sending, as an application does until its calls
+ *       fail: each of the client's IN_FLIGHT callers stops at its first UNAVAILABLE (or when
+ *       the process has exited). Every put in flight at the signal, and every put sent
+ *       after it, is classed by its answer: a real one (the put's response or its own
+ *       error), or UNAVAILABLE (the stream ended before the node answered it). Then every load
  *       session is read on a survivor (Get with resume): its counter must be the highest
  *       value that was acknowledged (else an acknowledged write was lost) and must not be a
  *       value that was answered UNAVAILABLE (else the node applied an operation it did not
@@ -206,6 +208,8 @@ class LoadClient {
   readonly highestAcked: Uint32Array;
   readonly pending = new Set<number>();
   issued = 0;
+  /** `issued` at the signal: higher values were sent after it. */
+  issuedAtSignal = Infinity;
   firstOther: string | undefined;
   private stopped = false;
   private workers: Promise<void>[] = [];
@@ -222,6 +226,19 @@ class LoadClient {
 
   start(): void {
     this.workers = Array.from({ length: IN_FLIGHT }, () => this.worker());
+  }
+
+  /** From now on a caller stops at its first UNAVAILABLE; returns the puts in flight. */
+  signalled(): number[] {
+    this.issuedAtSignal = this.issued;
+    return [...this.pending];
+  }
+
+  /** Puts sent after the signal. */
+  sentAfterSignal(): number[] {
+    const values: number[] = [];
+    for (let v = this.issuedAtSignal + 1; v <= this.issued; v++) values.push(v);
+    return values;
   }
 
   /** No more puts; the ones in flight settle on their own. */
@@ -244,8 +261,11 @@ class LoadClient {
         this.outcomes[value] = OK;
         if (value > this.highestAcked[session]!) this.highestAcked[session] = value;
       } catch (err) {
-        if (err instanceof BatonClientError && err.code === Status.UNAVAILABLE) this.outcomes[value] = UNAVAILABLE;
-        else {
+        if (err instanceof BatonClientError && err.code === Status.UNAVAILABLE) {
+          this.outcomes[value] = UNAVAILABLE;
+          // The application notices: this caller sends no more.
+          if (this.issuedAtSignal !== Infinity) return;
+        } else {
           this.outcomes[value] = OTHER;
           this.firstOther ??= messageOf(err);
         }
@@ -273,6 +293,13 @@ function classify(load: LoadClient, values: readonly number[]): Answers {
     if (outcome === OTHER) answers.errors++;
   }
   return answers;
+}
+
+function sumAnswers(list: readonly Answers[]): Answers {
+  return list.reduce(
+    (sum, a) => ({ inFlight: sum.inFlight + a.inFlight, real: sum.real + a.real, unavailable: sum.unavailable + a.unavailable, errors: sum.errors + a.errors }),
+    { inFlight: 0, real: 0, unavailable: 0, errors: 0 },
+  );
 }
 
 interface Checked {
@@ -339,6 +366,8 @@ interface LoadedDrain extends Stopped {
   answers: Answers;
   /** The same, per min_replicas (0, 1). */
   byMinReplicas: Answers[];
+  /** Puts sent after SIGTERM and their answers. */
+  after: Answers;
   /** Puts answered with an error before the signal. */
   errorsBefore: number;
   firstError: string | undefined;
@@ -391,20 +420,18 @@ async function loadedDrain(cluster: Cluster, index: number, tag: string): Promis
     for (const load of loads) load.start();
     const loadStarted = nowNs();
     await Promise.race([sleep(LOAD_SECONDS * 1000), victim.child.exited]);
-    for (const load of loads) load.stop();
-    const inFlight = loads.map((load) => [...load.pending]);
     const issued = loads.reduce((sum, load) => sum + load.issued, 0);
     const errorsBefore = loads.reduce((sum, load) => sum + load.outcomes.reduce((n, o) => n + (o === OTHER || o === UNAVAILABLE ? 1 : 0), 0), 0);
     const firstError = loads.find((l) => l.firstOther !== undefined)?.firstOther;
     const loadMs = msBetween(loadStarted, nowNs());
+    const inFlight = loads.map((load) => load.signalled());
 
     const stopped = await sigterm(victim);
+    for (const load of loads) load.stop();
     await Promise.race([Promise.all(loads.map((load) => load.settled())), sleep(PUT_DEADLINE_MS + 5000)]);
     const byMinReplicas = loads.map((load, i) => classify(load, inFlight[i]!));
-    const answers = byMinReplicas.reduce(
-      (sum, a) => ({ inFlight: sum.inFlight + a.inFlight, real: sum.real + a.real, unavailable: sum.unavailable + a.unavailable, errors: sum.errors + a.errors }),
-      { inFlight: 0, real: 0, unavailable: 0, errors: 0 },
-    );
+    const answers = sumAnswers(byMinReplicas);
+    const after = sumAnswers(loads.map((load) => classify(load, load.sentAfterSignal())));
     const watchEnd = await Promise.race([watchEnded, sleep(5000).then(() => 'still open')]);
     const idleEnd = await idle.get(resumed[0]!, { deadlineMs: 2000 }).then(
       () => 'answered after the drain',
@@ -417,6 +444,7 @@ async function loadedDrain(cluster: Cluster, index: number, tag: string): Promis
       putsPerSecond: (issued / loadMs) * 1000,
       answers,
       byMinReplicas,
+      after,
       errorsBefore,
       firstError,
       resumes: resumed.length,
@@ -484,14 +512,15 @@ function describeStop(s: Stopped): string {
 }
 
 function describeAnswers(a: Answers): string {
-  return `${a.inFlight} in flight: ${a.real} real answers${a.errors > 0 ? ` (${a.errors} errors)` : ''}, ${a.unavailable} UNAVAILABLE`;
+  return `${a.inFlight}: ${a.real} real answers${a.errors > 0 ? ` (${a.errors} errors)` : ''}, ${a.unavailable} UNAVAILABLE`;
 }
 
 function describeLoaded(r: LoadedDrain): string {
   const c = r.checked;
   return [
     `${r.node} under ${formatCount(r.putsPerSecond)} puts/s: ${describeStop(r)}`,
-    `      at SIGTERM ${describeAnswers(r.answers)} (min_replicas 0: ${r.byMinReplicas[0]!.real}/${r.byMinReplicas[0]!.inFlight}, 1: ${r.byMinReplicas[1]!.real}/${r.byMinReplicas[1]!.inFlight} real)` +
+    `      in flight at SIGTERM ${describeAnswers(r.answers)} (min_replicas 0: ${r.byMinReplicas[0]!.real}/${r.byMinReplicas[0]!.inFlight}, 1: ${r.byMinReplicas[1]!.real}/${r.byMinReplicas[1]!.inFlight} real); ` +
+      `sent after it ${describeAnswers(r.after)}` +
       (r.errorsBefore > 0 ? `; ${r.errorsBefore} puts failed before the signal (${r.firstError ?? ''})` : ''),
     `      ${r.resumes} resumes on the other nodes (${r.peerFetches} peer fetches${r.resumeProblems > 0 ? `, ${r.resumeProblems} not claimed` : ''}); watch: ${r.watchEnd}; idle Exchange next call: ${r.idleEnd}`,
     `      ${c.sessions} sessions read on a survivor: ${c.lost} lost an acknowledged write, ${c.appliedUnanswered} hold a value answered UNAVAILABLE, ${c.unread} unread` +
@@ -531,6 +560,9 @@ const FIGURES: Figure[] = [
   { label: '  in flight, all runs (sum)', ...loadedOf((d) => d.answers.inFlight), digits: 0, combine: 'sum' },
   { label: '  real answers, all runs (sum)', ...loadedOf((d) => d.answers.real), digits: 0, combine: 'sum' },
   { label: '  UNAVAILABLE, all runs (sum)', ...loadedOf((d) => d.answers.unavailable), digits: 0, combine: 'sum' },
+  { label: 'puts sent after SIGTERM (median)', ...loadedOf((d) => d.after.inFlight), digits: 0, combine: 'median' },
+  { label: '  real answers (median)', ...loadedOf((d) => d.after.real), digits: 0, combine: 'median' },
+  { label: '  UNAVAILABLE (median)', ...loadedOf((d) => d.after.unavailable), digits: 0, combine: 'median' },
   { label: 'sessions with a lost acknowledged write (sum)', ...loadedOf((d) => d.checked.lost + d.checked.unread), digits: 0, combine: 'sum' },
   { label: 'sessions holding a value answered UNAVAILABLE (sum)', ...loadedOf((d) => d.checked.appliedUnanswered), digits: 0, combine: 'sum' },
   { label: 'restart → /readyz, ms (median)', rolling: (r) => r.rolling.map((x) => x.readyMs), digits: 0, combine: 'median' },
@@ -579,7 +611,8 @@ async function main(): Promise<void> {
   );
   console.log(
     `load: ${RESUMED_SESSIONS} sessions resumed on the other nodes, a Watch and an idle Exchange stream on the node, ` +
-      `2 clients × ${IN_FLIGHT} puts in flight (min_replicas 0 and 1) for ${LOAD_SESSIONS} sessions each, ${LOAD_SECONDS} s, then SIGTERM; ${RUNS} run${RUNS > 1 ? 's' : ''}\n`,
+      `2 clients × ${IN_FLIGHT} puts in flight (min_replicas 0 and 1) for ${LOAD_SESSIONS} sessions each, ${LOAD_SECONDS} s, then SIGTERM ` +
+      `(each caller goes on until its first UNAVAILABLE); ${RUNS} run${RUNS > 1 ? 's' : ''}\n`,
   );
   const results: RunResult[] = [];
   for (let r = 1; r <= RUNS && !interruption.requested; r++) {
