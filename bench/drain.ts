@@ -17,15 +17,17 @@
  *       - two BatonClients had written to it over Exchange for BENCH_LOAD_SECONDS, one with
  *         min_replicas 0 and one with min_replicas 1, each keeping BENCH_IN_FLIGHT puts in
  *         flight (closed loop) over its own LOAD_SESSIONS sessions;
- *       at the signal the clients go on sending, as an application does until its calls
- *       fail: each of the client's IN_FLIGHT callers stops at its first UNAVAILABLE (or when
- *       the process has exited). Every put in flight at the signal, and every put sent
- *       after it, is classed by its answer: a real one (the put's response or its own
- *       error), or UNAVAILABLE (the stream ended before the node answered it). Then every load
- *       session is read on a survivor (Get with resume): its counter must be the highest
- *       value that was acknowledged (else an acknowledged write was lost) and must not be a
- *       value that was answered UNAVAILABLE (else the node applied an operation it did not
- *       answer: what a drain that drops read operations does). The node is then restarted;
+ *       the calls made before the signal are written to the stream before it is sent; after
+ *       it the clients go on sending, as an application does until its calls fail: each of
+ *       a client's IN_FLIGHT callers stops at its first UNAVAILABLE (or when the process has
+ *       exited). Every put in flight at the signal, and every put sent after it, is classed
+ *       by its answer: a real one (the put's response or its own error), or UNAVAILABLE
+ *       (the stream ended without an answer to it). Then every load session is read on a
+ *       survivor (Get with resume): its counter must be the highest value that was
+ *       acknowledged (else an acknowledged write was lost) and must not be a value that was
+ *       answered UNAVAILABLE (else the node applied a put whose answer never came). A
+ *       session has at most one put in flight at a time, so this covers every put that was
+ *       in flight at the signal. The node is then restarted;
  *   (c) rolling restart: each node in turn gets the treatment of (b), is restarted, and the
  *       next one is SIGTERMed once the restarted node answers /readyz and every node counts
  *       three live members.
@@ -212,6 +214,8 @@ class LoadClient {
   issuedAtSignal = Infinity;
   firstOther: string | undefined;
   private stopped = false;
+  /** While set, callers wait before their next put. */
+  private gate: { promise: Promise<void>; open: () => void } | undefined;
   private workers: Promise<void>[] = [];
 
   constructor(
@@ -226,6 +230,18 @@ class LoadClient {
 
   start(): void {
     this.workers = Array.from({ length: IN_FLIGHT }, () => this.worker());
+  }
+
+  /** Callers wait before their next put until release(). */
+  hold(): void {
+    let open = () => undefined as void;
+    const promise = new Promise<void>((resolve) => (open = resolve));
+    this.gate = { promise, open };
+  }
+
+  release(): void {
+    this.gate?.open();
+    this.gate = undefined;
   }
 
   /** From now on a caller stops at its first UNAVAILABLE; returns the puts in flight. */
@@ -244,6 +260,7 @@ class LoadClient {
   /** No more puts; the ones in flight settle on their own. */
   stop(): void {
     this.stopped = true;
+    this.release();
   }
 
   /** Resolves when every put issued has settled. */
@@ -253,6 +270,10 @@ class LoadClient {
 
   private async worker(): Promise<void> {
     while (!this.stopped && this.issued < MAX_PUTS && !interruption.requested) {
+      if (this.gate !== undefined) {
+        await this.gate.promise;
+        continue;
+      }
       const value = ++this.issued;
       const session = value % LOAD_SESSIONS;
       this.pending.add(value);
@@ -424,9 +445,16 @@ async function loadedDrain(cluster: Cluster, index: number, tag: string): Promis
     const errorsBefore = loads.reduce((sum, load) => sum + load.outcomes.reduce((n, o) => n + (o === OTHER || o === UNAVAILABLE ? 1 : 0), 0), 0);
     const firstError = loads.find((l) => l.firstOther !== undefined)?.firstOther;
     const loadMs = msBetween(loadStarted, nowNs());
+    // BatonClient writes the calls of a tick on process.nextTick: a tick callback queued now
+    // runs after that write, so every call "in flight at SIGTERM" was handed to gRPC before
+    // the signal (a turn of the event loop would let most of them be answered first). No
+    // call is made meanwhile; the callers go on once the signal is sent.
+    for (const load of loads) load.hold();
+    await new Promise<void>((resolve) => process.nextTick(resolve));
     const inFlight = loads.map((load) => load.signalled());
-
-    const stopped = await sigterm(victim);
+    const stopping = sigterm(victim);
+    for (const load of loads) load.release();
+    const stopped = await stopping;
     for (const load of loads) load.stop();
     await Promise.race([Promise.all(loads.map((load) => load.settled())), sleep(PUT_DEADLINE_MS + 5000)]);
     const byMinReplicas = loads.map((load, i) => classify(load, inFlight[i]!));
