@@ -25,9 +25,8 @@
  *       (the stream ended without an answer to it). Then every load session is read on a
  *       survivor (Get with resume): its counter must be the highest value that was
  *       acknowledged (else an acknowledged write was lost) and must not be a value that was
- *       answered UNAVAILABLE (else the node applied a put whose answer never came). A
- *       session has at most one put in flight at a time, so this covers every put that was
- *       in flight at the signal. The node is then restarted;
+ *       answered UNAVAILABLE (else the node applied a put whose answer never came; the last
+ *       value of each session shows it). The node is then restarted;
  *   (c) rolling restart: each node in turn gets the treatment of (b), is restarted, and the
  *       next one is SIGTERMed once the restarted node answers /readyz and every node counts
  *       three live members.
