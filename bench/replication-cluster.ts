@@ -107,17 +107,23 @@ export interface Replica {
   client: BatonClient;
 }
 
-const SIDECAR_MAIN = path.join(__dirname, '..', 'sidecar', 'main.js');
+export const SIDECAR_MAIN = path.join(__dirname, '..', 'sidecar', 'main.js');
 
 /**
  * Starts a `baton sidecar` child with --log-level info (its 'baton node started' line
  * carries the bound ports). The cluster key travels in BATON_CLUSTER_KEY, inherited from
- * this process's environment (set by the caller).
+ * this process's environment (set by the caller). `sidecarMain` runs another build of the
+ * sidecar (an older commit's dist/sidecar/main.js, to compare).
  */
-export async function startReplica(nodeId: string, args: readonly string[], extraNodeArgs: readonly string[] = []): Promise<Replica> {
+export async function startReplica(
+  nodeId: string,
+  args: readonly string[],
+  extraNodeArgs: readonly string[] = [],
+  sidecarMain: string = SIDECAR_MAIN,
+): Promise<Replica> {
   const child = startChild(nodeId, process.execPath, [
     ...extraNodeArgs,
-    SIDECAR_MAIN,
+    sidecarMain,
     'sidecar',
     '--node-id',
     nodeId,
