@@ -6,8 +6,9 @@
  * Exchange runs operations in the order they arrive, answers them in slices of
  * EXCHANGE_SLICE_OPS, and never ends the stream for a failed operation. When the client
  * stops reading responses, or sends faster than the operations run, the stream stops
- * reading requests until the backlog clears, so memory stays bounded. On drain, every
- * operation already read is answered before the stream ends.
+ * reading requests until the backlog clears, so memory stays bounded. On drain, a stream
+ * reads on for a moment (operations sent before the signal may still be on their way),
+ * then stops reading, answers every operation it read, and ends.
  *
  * What one request may cost is bounded before it is decoded (request-limits.ts): a message
  * that holds too many elements is answered RESOURCE_EXHAUSTED (on Exchange, after the
@@ -47,6 +48,8 @@ const WATCH_EVENT_OVERHEAD = 64;
 export const EXCHANGE_SLICE_OPS = 16;
 /** Operations an Exchange stream may have read and not yet run before it stops reading. */
 const EXCHANGE_MAX_QUEUED_OPS = 4096;
+/** How long a draining Exchange stream goes on reading what the client sent before the signal. */
+const EXCHANGE_DRAIN_GRACE_MS = 250;
 /** Request bytes an Exchange stream may have read and not yet run before it stops reading. */
 const EXCHANGE_MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
@@ -209,9 +212,21 @@ export class SessionServiceHandlers {
     let ended = false;
     // Set by drain and by the client's half-close: end once everything read is answered.
     let endWhenAnswered = false;
+    // On drain, operations the client sent before the signal may still be on their way (in
+    // socket and HTTP/2 buffers): the stream goes on reading for EXCHANGE_DRAIN_GRACE_MS, so
+    // they get their real answers too (as unary calls in flight do), then stops reading.
+    let grace: NodeJS.Timeout | undefined;
+    let stopReading = false;
     const entry = {
       end: () => {
+        if (endWhenAnswered) return;
         endWhenAnswered = true;
+        grace = setTimeout(() => {
+          grace = undefined;
+          stopReading = true;
+          updateReading();
+          endIfAnswered();
+        }, EXCHANGE_DRAIN_GRACE_MS);
         endIfAnswered();
       },
     };
@@ -227,7 +242,7 @@ export class SessionServiceHandlers {
     let awaitingDrain = false;
     let readsPaused = false;
     const updateReading = () => {
-      const pause = awaitingDrain || queue.length - head >= EXCHANGE_MAX_QUEUED_OPS || queuedBytes >= EXCHANGE_MAX_QUEUED_BYTES;
+      const pause = stopReading || awaitingDrain || queue.length - head >= EXCHANGE_MAX_QUEUED_OPS || queuedBytes >= EXCHANGE_MAX_QUEUED_BYTES;
       if (pause === readsPaused) return;
       readsPaused = pause;
       if (pause) call.pause();
@@ -235,7 +250,7 @@ export class SessionServiceHandlers {
     };
     let waiting = 0;
     const endIfAnswered = () => {
-      if (ended || !endWhenAnswered || waiting > 0 || head < queue.length) return;
+      if (ended || !endWhenAnswered || grace !== undefined || waiting > 0 || head < queue.length) return;
       ended = true;
       call.end();
     };
@@ -317,11 +332,18 @@ export class SessionServiceHandlers {
       }
       if (!pumping) pump();
     });
-    // Operations still queued or waiting for replica acknowledgements are answered before the end.
-    call.on('end', () => entry.end());
+    // The client sends nothing more: what is still queued or waiting for replica
+    // acknowledgements is answered, then the stream ends.
+    call.on('end', () => {
+      endWhenAnswered = true;
+      clearTimeout(grace);
+      grace = undefined;
+      endIfAnswered();
+    });
     let open = true;
     const close = () => {
       this.streams.delete(entry);
+      clearTimeout(grace);
       ended = true;
       if (open) {
         open = false;

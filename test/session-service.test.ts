@@ -30,6 +30,7 @@ function node(maxMemoryBytes = 64 * MIB) {
 class FakeDuplex extends EventEmitter {
   readonly written: ExchangeResponse[] = [];
   ended = false;
+  paused = false;
   error: { code: number; details: string } | undefined;
   writableLength = 0;
   write(response: ExchangeResponse): boolean {
@@ -40,8 +41,12 @@ class FakeDuplex extends EventEmitter {
   end(): void {
     this.ended = true;
   }
-  pause(): void {}
-  resume(): void {}
+  pause(): void {
+    this.paused = true;
+  }
+  resume(): void {
+    this.paused = false;
+  }
   override emit(event: string | symbol, ...args: unknown[]): boolean {
     if (event === 'error') this.error = args[0] as { code: number; details: string };
     return super.emit(event, ...args);
@@ -67,31 +72,58 @@ async function turnsUntil(done: () => boolean, limit = 10_000): Promise<void> {
 }
 
 describe('Exchange on drain', () => {
-  test('every operation read before the drain gets its real answer, then the stream ends', async () => {
+  beforeEach(() => {
+    // The drain grace is a timer; the handler's slices run on setImmediate, left real.
+    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
+  });
+  afterEach(() => {
+    jest.useRealTimers();
+  });
+
+  const batchOf = (from: number, count: number) =>
+    new ReceivedExchange({ requestId: 0n, op: undefined, batch: Array.from({ length: count }, (_, i) => putOp(from + i)) }, count * 40);
+
+  test('every operation read before the drain gets its real answer, then the stream ends after the grace', async () => {
     const { store, handlers, implementation } = node();
     const call = new FakeDuplex();
     implementation.exchange(call as never);
-    const ops = Array.from({ length: 2000 }, (_, i) => putOp(i));
-    for (let i = 0; i < ops.length; i += 250) {
-      const batch = ops.slice(i, i + 250);
-      call.emit('data', new ReceivedExchange({ requestId: 0n, op: undefined, batch }, 250 * 40));
-    }
+    for (let i = 0; i < 2000; i += 250) call.emit('data', batchOf(i, 250));
     handlers.drain();
-    await turnsUntil(() => call.ended);
+    await turnsUntil(() => answers(call).length === 2000);
     const got = answers(call);
-    expect(got).toHaveLength(2000);
     expect(got.filter((r) => r.result?.$case === 'put')).toHaveLength(2000);
     expect(new Set(got.map((r) => r.requestId)).size).toBe(2000);
     expect(store.getStats().sessions).toBe(2000);
+    expect(call.ended).toBe(false);
+    jest.advanceTimersByTime(250);
+    expect(call.ended).toBe(true);
     expect(call.error).toBeUndefined();
   });
 
-  test('a stream with nothing in flight ends at once on drain', () => {
+  test('operations that arrive during the grace (sent before the signal) are answered; then the stream stops reading and ends', async () => {
     const { handlers, implementation } = node();
     const call = new FakeDuplex();
     implementation.exchange(call as never);
     handlers.drain();
+    jest.advanceTimersByTime(100);
+    expect(call.ended).toBe(false);
+    call.emit('data', batchOf(0, 100));
+    await turnsUntil(() => answers(call).length === 100);
+    expect(call.paused).toBe(false);
+    jest.advanceTimersByTime(150);
+    expect(call.paused).toBe(true);
     expect(call.ended).toBe(true);
+    expect(answers(call).every((r) => r.result?.$case === 'put')).toBe(true);
+  });
+
+  test("a client's half-close ends the stream once its operations are answered, without the grace", async () => {
+    const { implementation } = node();
+    const call = new FakeDuplex();
+    implementation.exchange(call as never);
+    call.emit('data', batchOf(0, 40));
+    call.emit('end');
+    await turnsUntil(() => call.ended);
+    expect(answers(call)).toHaveLength(40);
   });
 });
 
