@@ -30,9 +30,9 @@ describe('parsePrometheusText', () => {
     expect(sample).toEqual({ name: 'm', labels: { a: 'say "hi"', b: 'c:\\dir', c: 'two\nlines', d: 'x, y} z' }, value: 1500 });
   });
 
-  it('reads +Inf, -Inf and NaN', () => {
-    const values = parsePrometheusText('a +Inf\nb -Inf\nc NaN\nd -0.25').map((s) => s.value);
-    expect(values).toEqual([Infinity, -Infinity, NaN, -0.25]);
+  it('reads +Inf, -Inf and NaN in any case, as Prometheus does (prom-client writes "Nan")', () => {
+    const values = parsePrometheusText('a +Inf\nb -Inf\nc NaN\nd -0.25\ne Nan\nf inf\ng -INF\nh 1e-3').map((s) => s.value);
+    expect(values).toEqual([Infinity, -Infinity, NaN, -0.25, NaN, Infinity, -Infinity, 0.001]);
   });
 
   it('rejects a line that is not a sample, naming it, instead of reading it as zero', () => {

@@ -8,7 +8,7 @@
  *   test/; tests may import bench/ (imports point down: test → bench → sidecar → src).
  * - The parser follows the text format (version 0.0.4): `#` lines and blank lines are
  *   skipped; label values may hold escaped `\\`, `\"` and `\n`, spaces, commas and braces;
- *   a timestamp after the value is ignored; `+Inf`, `-Inf` and `NaN` are values. A line it
+ *   a timestamp after the value is ignored; `+Inf`, `-Inf` and `NaN` (in any case) are values. A line it
  *   cannot read is an error naming the line: a scrape that is not what baton serves must
  *   fail the caller, not read as zero.
  * - Label filters match by equality on the labels they name; a series may carry more.
@@ -172,10 +172,10 @@ function skipSpaces(line: string, at: number): number {
   return at;
 }
 
+/** Prometheus reads floats as Go's ParseFloat does: Inf and NaN in any case (prom-client writes `Nan`). */
 function parseValue(text: string): number {
-  if (text === '+Inf' || text === 'Inf') return Infinity;
-  if (text === '-Inf') return -Infinity;
-  if (text === 'NaN') return NaN;
+  const special = /^([+-]?)(inf|infinity|nan)$/i.exec(text);
+  if (special !== null) return special[2]!.toLowerCase() === 'nan' ? NaN : special[1] === '-' ? -Infinity : Infinity;
   const value = Number(text);
   if (Number.isNaN(value) || text === '') throw new Error(`'${text}' is not a number`);
   return value;
