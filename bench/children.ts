@@ -1,19 +1,15 @@
 /**
  * Server processes for the benchmarks: start one, wait until it is ready, read its CPU
  * time, stop it. Every child is stopped by stop() (SIGTERM, then SIGKILL after a grace
- * period) and, as a last resort, killed when the bench process exits.
+ * period) and, as a last resort, killed when the bench process exits (the process handling
+ * is support/child-process.ts, which the tests use too).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { accessSync, appendFileSync, constants as fsConstants, readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
-
-const running = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
-});
+import { describeExit, spawnChild } from './support/child-process';
 
 export interface Child {
   readonly name: string;
@@ -30,73 +26,28 @@ export interface Child {
 
 const OUTPUT_LINES_KEPT = 40;
 
+/** A child with this process's environment and stdin open; its output goes to BENCH_LOG_DIR/<name>.log when that is set. */
 export function startChild(name: string, command: string, args: readonly string[]): Child {
-  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  running.add(child);
+  const child = spawnChild({ name, command, args, stdin: 'pipe' });
   const output: string[] = [];
-  const listeners = new Set<(line: string) => void>();
   const logFile = process.env.BENCH_LOG_DIR ? path.join(process.env.BENCH_LOG_DIR, `${name}.log`) : undefined;
-  const keep = (line: string) => {
+  child.onLine((line) => {
     if (logFile !== undefined) appendFileSync(logFile, line + '\n');
     output.push(line);
     if (output.length > OUTPUT_LINES_KEPT) output.shift();
-  };
-  readline.createInterface({ input: child.stdout! }).on('line', (line) => {
-    keep(line);
-    for (const listener of listeners) listener(line);
   });
-  readline.createInterface({ input: child.stderr! }).on('line', keep);
-  let exitText: string | undefined;
-  const exit = new Promise<string>((resolve) => {
-    child.once('exit', (code, signal) => {
-      running.delete(child);
-      exitText = signal !== null ? `signal ${signal}` : `code ${code}`;
-      resolve(exitText);
-    });
-    child.once('error', (err) => {
-      running.delete(child);
-      exitText = `spawn error: ${err.message}`;
-      resolve(exitText);
-    });
-  });
-  const exited = exit.then((how): never => {
-    throw new Error(`${name} exited (${how}):\n${output.join('\n')}`);
+  const exited = child.exit.then((status): never => {
+    throw new Error(`${name} exited (${describeExit(status)}):\n${output.join('\n')}`);
   });
   exited.catch(() => undefined);
   return {
     name,
-    process: child,
+    process: child.process,
     output,
     exited,
-    waitForLine(pattern, timeoutMs) {
-      return new Promise<RegExpMatchArray>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          listeners.delete(listener);
-          reject(new Error(`${name} did not print ${pattern} within ${timeoutMs} ms:\n${output.join('\n')}`));
-        }, timeoutMs);
-        const listener = (line: string) => {
-          const match = line.match(pattern);
-          if (match === null) return;
-          clearTimeout(timer);
-          listeners.delete(listener);
-          resolve(match);
-        };
-        listeners.add(listener);
-        exited.catch((err: unknown) => {
-          clearTimeout(timer);
-          listeners.delete(listener);
-          reject(err);
-        });
-      });
-    },
-    async stop(graceMs = 15_000) {
-      if (exitText !== undefined) return exitText;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-      const how = await exit;
-      clearTimeout(timer);
-      return how;
-    },
+    waitForLine: (pattern, timeoutMs) =>
+      child.waitFor((line, stream) => (stream === 'stdout' ? (line.match(pattern) ?? undefined) : undefined), timeoutMs, `print ${pattern}`, () => `:\n${output.join('\n')}`),
+    stop: async (graceMs = 15_000) => describeExit(await child.stop('SIGTERM', graceMs)),
   };
 }
 

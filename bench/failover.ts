@@ -59,7 +59,7 @@ import type { PartitionDigest } from '../src/gen/baton/v1/peer';
 import { peerTlsFromKeys } from '../src/peer-tls';
 import { PeerClients, PeerCredentials } from '../sidecar/peer-service';
 import { cpuSecondsOf, handleInterruptions, interruption, machineBusyCpuSeconds, ownCpuSeconds, quietWaitSeconds, runMain, sleep, waitForQuiet } from './children';
-import { freePeerPorts, histogramQuantile, metric, scrape, startReplica, type Replica, type Scrape } from './replication-cluster';
+import { freePeerPorts, startReplica, type Replica } from './replication-cluster';
 import {
   describeMachine,
   envNumber,
@@ -72,6 +72,7 @@ import {
   median,
   quantileOfSorted,
 } from './stats';
+import { histogramQuantile, scrape, type Scrape } from './support/prometheus-scrape';
 
 const RUNS = Math.round(envNumber('BENCH_RUNS', 3));
 const SESSIONS = Math.round(envNumber('BENCH_SESSIONS', 10_000));
@@ -272,7 +273,7 @@ async function waitForAlive(nodes: readonly Replica[], alive: number, timeoutMs:
   const until = Date.now() + timeoutMs;
   for (;;) {
     const scrapes = await Promise.all(nodes.map((n) => scrape(n.metricsUrl).catch(() => undefined)));
-    if (scrapes.every((s) => s !== undefined && metric(s, 'baton_cluster_members', 'state="alive"') === alive)) return;
+    if (scrapes.every((s) => s !== undefined && s.value('baton_cluster_members', { state: 'alive' }) === alive)) return;
     if (Date.now() > until || interruption.requested) throw new Error(`the nodes did not all see ${alive} live members within ${timeoutMs} ms`);
     await sleep(50);
   }
@@ -319,7 +320,7 @@ async function waitReplicationQuiet(nodes: readonly Replica[], timeoutMs: number
   let last = -1;
   while (Date.now() < until && !interruption.requested) {
     const scrapes = await Promise.all(nodes.map((n) => scrape(n.metricsUrl)));
-    const applied = scrapes.reduce((sum, s) => sum + metric(s, 'baton_replication_deltas_applied_total'), 0);
+    const applied = scrapes.reduce((sum, s) => sum + s.value('baton_replication_deltas_applied_total'), 0);
     if (applied === last) return;
     last = applied;
     await sleep(200);
@@ -533,15 +534,15 @@ async function watchSurvivors(cluster: Cluster, sessionCount: number, killedAt: 
       Promise.all(cluster.survivors.map((n) => scrape(n.metricsUrl).catch(() => undefined))),
     ]);
     const sinceKill = msBetween(killedAt, polledAt);
-    if (Number.isNaN(w.deadSeenMs) && scrapes.every((s) => s !== undefined && metric(s, 'baton_cluster_members', 'state="dead"') >= 1)) {
+    if (Number.isNaN(w.deadSeenMs) && scrapes.every((s) => s !== undefined && s.value('baton_cluster_members', { state: 'dead' }) >= 1)) {
       w.deadSeenMs = sinceKill;
     }
 
     const totals = partitions.map((list) => (list === undefined ? NaN : list.reduce((sum, d) => sum + Number(d.sessions), 0)));
-    const present = scrapes.some((s) => s !== undefined && [...s.keys()].some((k) => k === UNDER_REPLICATED || k.startsWith(`${UNDER_REPLICATED}{`)));
+    const present = scrapes.some((s) => s !== undefined && s.has(UNDER_REPLICATED));
     if (present) {
       w.gauge = 'present';
-      const values = scrapes.map((s) => (s === undefined ? NaN : metric(s, UNDER_REPLICATED)));
+      const values = scrapes.map((s) => (s === undefined ? NaN : s.value(UNDER_REPLICATED)));
       const peak = Math.max(...values.filter(Number.isFinite), 0);
       w.gaugePeak = Math.max(w.gaugePeak, peak);
       if (peak > 0) {
@@ -756,10 +757,10 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
       peerFetchErrors: fetches(afterFlood, 'error') - fetches(before, 'error'),
       fetchOkMeanMs: fetchMeanMs(before, afterFlood, 'ok'),
       fetchErrorMeanMs: fetchMeanMs(before, afterFlood, 'error'),
-      claims: metric(afterFlood, 'baton_claims_total') - metric(before, 'baton_claims_total'),
+      claims: afterFlood.value('baton_claims_total') - before.value('baton_claims_total'),
       localP50: localP50!,
       localP99: localP99!,
-      localOutcomes: metric(afterLocal, 'baton_resumes_total', 'outcome="local"') - metric(afterFlood, 'baton_resumes_total', 'outcome="local"'),
+      localOutcomes: afterLocal.value('baton_resumes_total', { outcome: 'local' }) - afterFlood.value('baton_resumes_total', { outcome: 'local' }),
       serialPeerP50: serialPeerP50!,
       serialPeerP99: serialPeerP99!,
       serialLocalP50: serialLocalP50!,
@@ -782,11 +783,11 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
 }
 
 function fetches(s: Scrape, outcome: 'ok' | 'error'): number {
-  return metric(s, 'baton_resume_peer_fetch_duration_seconds_count', `outcome="${outcome}"`);
+  return s.value('baton_resume_peer_fetch_duration_seconds_count', { outcome });
 }
 
 function fetchMeanMs(before: Scrape, after: Scrape, outcome: 'ok' | 'error'): number {
-  const sum = (s: Scrape) => metric(s, 'baton_resume_peer_fetch_duration_seconds_sum', `outcome="${outcome}"`);
+  const sum = (s: Scrape) => s.value('baton_resume_peer_fetch_duration_seconds_sum', { outcome });
   const count = fetches(after, outcome) - fetches(before, outcome);
   return count > 0 ? ((sum(after) - sum(before)) / count) * 1000 : NaN;
 }

@@ -1,7 +1,6 @@
 /**
  * Building blocks of the replication benchmark (bench/replication.ts): free peer ports,
- * replica processes (real `baton sidecar`s), the writer node in the bench process, and
- * Prometheus text parsing.
+ * replica processes (real `baton sidecar`s), and the writer node in the bench process.
  *
  * The writer comes in two forms:
  * - `InProcessWriter` wires the same parts BatonNode.start() wires — SessionStore (with a
@@ -29,6 +28,7 @@ import { BatonNode } from '../sidecar/node';
 import { PeerClients, PeerCredentials } from '../sidecar/peer-service';
 import { ReplicationDriver } from '../sidecar/replication-driver';
 import { startChild, type Child } from './children';
+import { Scrape } from './support/prometheus-scrape';
 
 // --- ports ---------------------------------------------------------------------------
 
@@ -36,64 +36,8 @@ export { freePeerPorts } from '../sidecar/free-ports';
 
 // --- metrics -------------------------------------------------------------------------
 
-/** One scrape: "name{labels}" (labels as printed) → value. */
-export type Scrape = Map<string, number>;
-
-export function parseMetrics(text: string): Scrape {
-  const out: Scrape = new Map();
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const space = line.lastIndexOf(' ');
-    const value = Number(line.slice(space + 1));
-    if (Number.isFinite(value)) out.set(line.slice(0, space), value);
-  }
-  return out;
-}
-
-/** A series' value (0 when absent); `labels` as printed, e.g. `reason="injected_loss"`. */
-export function metric(s: Scrape, name: string, labels?: string): number {
-  return s.get(labels === undefined ? name : `${name}{${labels}}`) ?? 0;
-}
-
-/** Sum of every series of a metric (all label sets). */
-export function metricSum(s: Scrape, name: string): number {
-  let sum = 0;
-  for (const [key, value] of s) if (key === name || key.startsWith(`${name}{`)) sum += value;
-  return sum;
-}
-
-/** Histogram buckets (upper bound in seconds → cumulative count), +Inf included. */
-export function buckets(s: Scrape, name: string): [number, number][] {
-  const out: [number, number][] = [];
-  const prefix = `${name}_bucket{le="`;
-  for (const [key, value] of s) {
-    if (!key.startsWith(prefix)) continue;
-    const le = key.slice(prefix.length, key.indexOf('"', prefix.length));
-    out.push([le === '+Inf' ? Infinity : Number(le), value]);
-  }
-  return out.sort((a, b) => a[0] - b[0]);
-}
-
-/**
- * The q-quantile of the observations made between two scrapes of a histogram, as the
- * upper bound of the bucket it falls in (seconds; Infinity if beyond the last bound, NaN if none).
- */
-export function histogramQuantile(before: Scrape, after: Scrape, name: string, q: number): number {
-  const b = new Map(buckets(before, name));
-  const a = buckets(after, name).map(([le, count]) => [le, count - (b.get(le) ?? 0)] as [number, number]);
-  const total = a.length > 0 ? a[a.length - 1]![1] : 0;
-  if (total <= 0) return NaN;
-  for (const [le, count] of a) if (count >= q * total) return le;
-  return Infinity;
-}
-
 function suspectOrDead(s: Scrape): number {
-  return metric(s, 'baton_cluster_membership_events_total', 'type="suspect"') + metric(s, 'baton_cluster_membership_events_total', 'type="dead"');
-}
-
-export async function scrape(url: string): Promise<Scrape> {
-  const response = await fetch(url, { signal: AbortSignal.timeout(5000) });
-  return parseMetrics(await response.text());
+  return s.value('baton_cluster_membership_events_total', { type: 'suspect' }) + s.value('baton_cluster_membership_events_total', { type: 'dead' });
 }
 
 // --- replicas ------------------------------------------------------------------------
@@ -246,14 +190,14 @@ export class InProcessWriter implements Writer {
 
   async counters(): Promise<WriterCounters> {
     const s = this.driver.engine.stats;
-    const scraped = parseMetrics(await this.metrics.registry.metrics());
+    const scraped = Scrape.parse(await this.metrics.registry.metrics());
     return {
       deltasSent: s.deltasSent,
       dataDatagramsSent: s.datagramsSent.data,
       retransmissions: s.retransmissions,
       nacksReceived: s.nacksReceived,
       bytesSent: s.bytesSent,
-      injectedLoss: metric(scraped, 'baton_replication_dropped_total', 'reason="injected_loss"'),
+      injectedLoss: scraped.value('baton_replication_dropped_total', { reason: 'injected_loss' }),
       suspectOrDead: suspectOrDead(scraped),
     };
   }
@@ -299,28 +243,28 @@ export class ExchangeWriter implements Writer {
   }
 
   private async scrape(): Promise<Scrape> {
-    return parseMetrics(await this.node.metrics.registry.metrics());
+    return Scrape.parse(await this.node.metrics.registry.metrics());
   }
 
   async liveMembers(): Promise<number> {
-    return metric(await this.scrape(), 'baton_cluster_members', 'state="alive"');
+    return (await this.scrape()).value('baton_cluster_members', { state: 'alive' });
   }
 
   async counters(): Promise<WriterCounters> {
     const s = await this.scrape();
     return {
-      deltasSent: metric(s, 'baton_replication_deltas_sent_total'),
-      dataDatagramsSent: metric(s, 'baton_replication_datagrams_sent_total', 'type="data"'),
-      retransmissions: metric(s, 'baton_replication_retransmissions_total'),
-      nacksReceived: metric(s, 'baton_replication_nacks_received_total'),
-      bytesSent: metric(s, 'baton_replication_sent_bytes_total'),
-      injectedLoss: metric(s, 'baton_replication_dropped_total', 'reason="injected_loss"'),
+      deltasSent: s.value('baton_replication_deltas_sent_total'),
+      dataDatagramsSent: s.value('baton_replication_datagrams_sent_total', { type: 'data' }),
+      retransmissions: s.value('baton_replication_retransmissions_total'),
+      nacksReceived: s.value('baton_replication_nacks_received_total'),
+      bytesSent: s.value('baton_replication_sent_bytes_total'),
+      injectedLoss: s.value('baton_replication_dropped_total', { reason: 'injected_loss' }),
       suspectOrDead: suspectOrDead(s),
     };
   }
 
   async retransmitBufferBytes(): Promise<number> {
-    return metric(await this.scrape(), 'baton_replication_retransmit_buffer_bytes');
+    return (await this.scrape()).value('baton_replication_retransmit_buffer_bytes');
   }
 
   maxUnacked(): number {

@@ -57,18 +57,14 @@ import {
   DigestReader,
   ExchangeWriter,
   freePeerPorts,
-  histogramQuantile,
   InProcessWriter,
-  metric,
-  metricSum,
-  parseMetrics,
-  scrape,
   startReplica,
   writerConfig,
   type Replica,
   type Writer,
   type WriterCounters,
 } from './replication-cluster';
+import { histogramQuantile, scrape, Scrape, seriesName, type Labels } from './support/prometheus-scrape';
 import { describeMachine, envNumber, formatCount, formatFixed, formatTable, machineInfo } from './stats';
 
 const PACED_SECONDS = envNumber('BENCH_SECONDS', 5);
@@ -396,7 +392,7 @@ async function waitForMembers(cluster: Cluster): Promise<void> {
     let ok = (await cluster.writer.liveMembers()) === 4;
     for (const r of cluster.replicas) {
       if (!ok) break;
-      ok = metric(await scrape(r.metricsUrl), 'baton_cluster_members', 'state="alive"') === 4;
+      ok = (await scrape(r.metricsUrl)).value('baton_cluster_members', { state: 'alive' }) === 4;
     }
     if (ok) break;
     if (Date.now() > until) throw new Error('the four nodes did not see each other within 20 s');
@@ -488,7 +484,7 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
       if (config.largeEvery > 0 && i++ % 50 === 0) {
         const scrapes = await Promise.all(replicas.map((r) => scrape(r.metricsUrl).catch(() => undefined)));
         scrapes.forEach((s, j) => {
-          if (s !== undefined) reassemblyPeak[j] = Math.max(reassemblyPeak[j]!, metric(s, 'baton_replication_reassembly_bytes'));
+          if (s !== undefined) reassemblyPeak[j] = Math.max(reassemblyPeak[j]!, s.value('baton_replication_reassembly_bytes'));
         });
       }
       await sleep(writer.kind === 'in-process' ? 5 : 50);
@@ -517,39 +513,40 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
   const replicaResults = replicas.map((r, i): ReplicaResult => {
     const b = before[i]!;
     const a = after[i]!;
-    const d = (name: string, labels?: string) => metric(a, name, labels) - metric(b, name, labels);
+    const d = (name: string, labels?: Labels) => a.value(name, labels) - b.value(name, labels);
     const applied = d('baton_replication_deltas_applied_total');
     return {
       nodeId: r.nodeId,
       applied,
       deliveredPerSecond: applied / totalSeconds,
       nacksSent: d('baton_replication_nacks_sent_total'),
-      injectedLoss: d('baton_replication_dropped_total', 'reason="injected_loss"'),
-      resyncs: metricSum(a, 'baton_replication_resyncs_total') - metricSum(b, 'baton_replication_resyncs_total'),
+      injectedLoss: d('baton_replication_dropped_total', { reason: 'injected_loss' }),
+      resyncs: a.sum('baton_replication_resyncs_total') - b.sum('baton_replication_resyncs_total'),
       lagP50: histogramQuantile(b, a, 'baton_replication_lag_seconds', 0.5),
       lagP99: histogramQuantile(b, a, 'baton_replication_lag_seconds', 0.99),
       receivedBytes: d('baton_replication_received_bytes_total'),
-      dataDatagrams: d('baton_replication_datagrams_received_total', 'type="data"'),
-      reassemblyPeak: Math.max(reassemblyPeak[i]!, metric(a, 'baton_replication_reassembly_bytes')),
-      tooOld: d('baton_replication_dropped_total', 'reason="too_old"'),
-      suspectOrDead: d('baton_cluster_membership_events_total', 'type="suspect"') + d('baton_cluster_membership_events_total', 'type="dead"'),
+      dataDatagrams: d('baton_replication_datagrams_received_total', { type: 'data' }),
+      reassemblyPeak: Math.max(reassemblyPeak[i]!, a.value('baton_replication_reassembly_bytes')),
+      tooOld: d('baton_replication_dropped_total', { reason: 'too_old' }),
+      suspectOrDead: d('baton_cluster_membership_events_total', { type: 'suspect' }) + d('baton_cluster_membership_events_total', { type: 'dead' }),
       cpu: (cpuSecondsOf(r.child.process.pid) - cpuBefore.replicas[i]!) / cpuWall,
     };
   });
   if (process.env.BENCH_DEBUG === '1') {
     for (const [i, r] of replicas.entries()) {
       const diff: string[] = [];
-      for (const [key, value] of after[i]!) {
+      for (const sample of after[i]!.samples) {
+        const key = seriesName(sample);
         if (!/^baton_replication_(datagrams|dropped|resyncs|nacks|duplicates|fragments|lag_seconds_bucket)/.test(key)) continue;
-        const delta = value - (before[i]!.get(key) ?? 0);
+        const delta = sample.value - before[i]!.value(sample.name, sample.labels);
         if (delta !== 0) diff.push(`${key.replace('baton_replication_', '')}=${delta}`);
       }
       console.log(`    [debug] ${r.nodeId}: ${diff.join(' ')}`);
     }
     if (writer instanceof InProcessWriter) {
       const e = writer.driver.engine;
-      const events = [...parseMetrics(await writer.metrics.registry.metrics())].filter(([k]) => k.startsWith('baton_cluster_membership_events_total'));
-      console.log(`    [debug] writer membership events (cumulative): ${events.map(([k, v]) => `${k.slice(37)}=${v}`).join(' ')}`);
+      const events = Scrape.parse(await writer.metrics.registry.metrics()).select('baton_cluster_membership_events_total');
+      console.log(`    [debug] writer membership events (cumulative): ${events.map((e) => `${seriesName(e).slice(37)}=${e.value}`).join(' ')}`);
       console.log(`    [debug] writer: sent ${JSON.stringify(e.stats.datagramsSent)} received ${JSON.stringify(e.stats.datagramsReceived)} channels ${JSON.stringify(e.channelCounters())} counters ${JSON.stringify(writer.driver.counters)}`);
     }
   }

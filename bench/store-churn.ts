@@ -25,8 +25,9 @@ import { BuzHash } from '../src/buzhash';
 import { HybridClock } from '../src/hybrid-clock';
 import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store';
 import { sleep } from './children';
-import { freePeerPorts, metric, scrape, startReplica } from './replication-cluster';
+import { freePeerPorts, startReplica } from './replication-cluster';
 import { formatFixed, formatTable, median } from './stats';
+import { scrape } from './support/prometheus-scrape';
 
 const MiB = 2 ** 20;
 const SIZE_CLASSES = [1024, 16 * 1024, 256 * 1024] as const;
@@ -250,7 +251,7 @@ export async function runChurnThroughSidecar(budgetMiB: number, totalBytes: numb
       scraping = true;
       scrape(replica.metricsUrl)
         .then((s) => {
-          lastAccounted = metric(s, 'baton_stored_bytes');
+          lastAccounted = s.value('baton_stored_bytes');
           maxAccounted = Math.max(maxAccounted, lastAccounted);
         })
         .catch(() => undefined)
@@ -285,8 +286,8 @@ export async function runChurnThroughSidecar(budgetMiB: number, totalBytes: numb
       if (IDLE_REPORTED_AT.includes(second)) idleRss.push({ seconds: second, rss: vmKiB(pid, 'VmRSS') });
     }
     const end = await scrape(replica.metricsUrl);
-    maxAccounted = Math.max(maxAccounted, metric(end, 'baton_stored_bytes'));
-    const heapUsed = metric(end, 'nodejs_heap_size_used_bytes');
+    maxAccounted = Math.max(maxAccounted, end.value('baton_stored_bytes'));
+    const heapUsed = end.value('nodejs_heap_size_used_bytes');
     return {
       where: 'sidecar',
       budgetBytes: budgetMiB * MiB,
@@ -296,7 +297,7 @@ export async function runChurnThroughSidecar(budgetMiB: number, totalBytes: numb
       startRss,
       samples,
       maxAccounted,
-      evictions: metric(end, 'baton_evictions_total'),
+      evictions: end.value('baton_evictions_total'),
       endRss: vmKiB(pid, 'VmRSS'),
       endHeapUsed: heapUsed > 0 ? heapUsed : NaN,
       peakRss: vmKiB(pid, 'VmHWM'),

@@ -136,15 +136,6 @@ function partValue(session: Session | undefined, name: string): string | undefin
   return part === undefined ? undefined : Buffer.from(part.value).toString();
 }
 
-/** Sum of the samples of node `node`'s metric lines that start with `prefix`. */
-async function metric(node: NamespacedBaton, prefix: string): Promise<number> {
-  const body = (await node.httpText('/metrics')) ?? '';
-  return body
-    .split('\n')
-    .filter((line) => line.startsWith(prefix))
-    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
-}
-
 /**
  * What the writers know: per session the last round acknowledged and the last attempted
  * (a write that failed may still have been applied, so a later value up to `attempted` is
@@ -271,7 +262,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
         for (const n of NODES) up.add(n);
         writers = Array.from({ length: WRITERS }, (_, w) => writerLoop(w));
         await pollUntil('writes and resumes are acknowledged', () => log.acks >= 200 && log.resumes >= 30, 20_000);
-        for (const n of NODES) lookupsBeforeFirstStop += await metric(cluster.node(n), 'baton_resume_peer_fetch_duration_seconds_count');
+        for (const n of NODES) lookupsBeforeFirstStop += (await cluster.node(n).scrape()).sum('baton_resume_peer_fetch_duration_seconds_count');
 
         for (const restarting of NODES) {
           up.delete(restarting);

@@ -72,8 +72,7 @@ async function stopNodes(nodes: readonly RunningNode[]): Promise<Record<string, 
 async function waitForMembers(cluster: Cluster, n: number): Promise<void> {
   await eventually(async () => {
     for (const node of cluster.nodes) {
-      const body = await (await fetch(`${node.process.metricsUrl}/metrics`)).text();
-      const alive = Number(/^baton_cluster_members\{state="alive"\} (\d+)/m.exec(body)?.[1] ?? 0);
+      const alive = (await node.process.scrape()).value('baton_cluster_members', { state: 'alive' });
       if (alive !== n) return false;
     }
     return true;
@@ -185,9 +184,9 @@ describe.each([
     expect(missing.slice(0, 10)).toEqual([]);
     if (lossPercent > 0) {
       // The loss was real and was repaired: datagrams were dropped and NACKed.
-      const body = await (await fetch(`${cluster.nodes[1]!.process.metricsUrl}/metrics`)).text();
-      expect(Number(/^baton_replication_dropped_total\{reason="injected_loss"\} (\d+)/m.exec(body)?.[1] ?? 0)).toBeGreaterThan(0);
-      expect(Number(/^baton_replication_nacks_sent_total (\d+)/m.exec(body)?.[1] ?? 0)).toBeGreaterThan(0);
+      const metrics = await cluster.nodes[1]!.process.scrape();
+      expect(metrics.value('baton_replication_dropped_total', { reason: 'injected_loss' })).toBeGreaterThan(0);
+      expect(metrics.value('baton_replication_nacks_sent_total')).toBeGreaterThan(0);
     }
   });
 });

@@ -32,15 +32,6 @@ afterEach(async () => {
   expect(Object.fromEntries(codes)).toEqual(Object.fromEntries([...codes.keys()].map((id) => [id, 0])));
 });
 
-/** Sum of a metric's samples whose line starts with `prefix` (name and labels), on node `id`. */
-async function metric(c: StaticCluster, id: string, prefix: string): Promise<number> {
-  const body = await (await fetch(`${c.node(id).process!.metricsUrl}/metrics`)).text();
-  return body
-    .split('\n')
-    .filter((line) => line.startsWith(prefix))
-    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
-}
-
 async function startCluster(ids: readonly string[], replicas = 2, extra: readonly string[] = []): Promise<StaticCluster> {
   cluster = await StaticCluster.start(ids, ['--replicas', String(replicas), '--partitions', '64', ...FAST_FAILURE_DETECTION, ...extra]);
   await cluster.waitForAlive(ids, 10_000);
@@ -452,7 +443,7 @@ describe('failover', () => {
     // have asked every peer (the remaining replica has answered them), so its death cuts
     // short a fetch that is waiting on it.
     const FETCHES = 'baton_resume_peer_fetch_duration_seconds_count';
-    const fetches = async (id: string, outcome: string) => metric(c, id, `${FETCHES}{outcome="${outcome}"}`);
+    const fetches = async (id: string, outcome: string) => (await c.node(id).process!.scrape()).sum(FETCHES, { outcome });
     const okBefore = new Map(await Promise.all(resumers.map(async (n) => [n, await fetches(n, 'ok')] as const)));
     const errorsBefore = new Map(await Promise.all(resumers.map(async (n) => [n, await fetches(n, 'error')] as const)));
     const addressOfB = c.node('b').process!.peerAddress;

@@ -64,6 +64,7 @@ import {
   UINT64_MAX,
   wireString,
 } from './support/fuzz-inputs';
+import { Scrape } from '../bench/support/prometheus-scrape';
 import { rawBidi, rawServerStream, rawUnary } from './support/raw-calls';
 import { startSidecar, type SidecarProcess } from './support/sidecar-process';
 import { configDigest } from '../sidecar/replication-driver';
@@ -513,9 +514,9 @@ function call<Req, Res>(client: SessionServiceClient | ClusterServiceClient, met
 
 // --- metrics ----------------------------------------------------------------------------
 
+/** The value of an unlabelled series in a /metrics body, or undefined when absent. */
 function metric(body: string, name: string): number | undefined {
-  const match = new RegExp(`^${name} (\\S+)$`, 'm').exec(body);
-  return match ? Number(match[1]) : undefined;
+  return Scrape.parse(body).get(name);
 }
 
 // -----------------------------------------------------------------------------------------

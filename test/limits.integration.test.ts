@@ -183,13 +183,6 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined
   }
 }
 
-/** The value of an unlabelled sample on /metrics. */
-async function metric(node: SidecarProcess, name: string): Promise<number | undefined> {
-  const body = await (await fetch(`${node.metricsUrl}/metrics`)).text();
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(body);
-  return m === null ? undefined : Number(m[1]);
-}
-
 interface Attacked {
   node: SidecarProcess;
   client: SessionServiceClient;
@@ -361,7 +354,7 @@ describe('bounded memory under attack, per stream type', () => {
         })();
         const probes = await probeDuring(t.client, writes);
         await writes;
-        const dropped = await metric(t.node, 'baton_watchers_dropped_total');
+        const dropped = (await t.node.scrape()).get('baton_watchers_dropped_total');
         // The status comes after the events the node wrote before it: it arrives once they are read.
         call.readAll();
         const status = await within(call.status, 10_000);

@@ -6,19 +6,18 @@
  * off loopback without a key (exit 2), bad peer TLS files (exit 2), and --insecure (a
  * warning and baton_insecure 1, in a network namespace the test makes).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
 import { credentials, Metadata, status } from '@grpc/grpc-js';
 import { parseClusterKeys } from '../src/cluster-key';
 import { PeerServiceClient } from '../src/gen/baton/v1/peer';
 import { peerTlsFromKeys } from '../src/peer-tls';
 import { PeerClients, PeerCredentials } from '../sidecar/peer-service';
-import { BATON_BIN, runBaton } from './support/sidecar-process';
-import { FAST_FAILURE_DETECTION, pollUntil, StaticCluster } from './support/static-cluster';
+import { runBaton, startSidecar } from './support/sidecar-process';
+import { FAST_FAILURE_DETECTION, StaticCluster } from './support/static-cluster';
 import { issueTestLeaf, makeTestCa } from './support/test-ca';
 
 const DEADLINE_MS = 5000;
@@ -52,14 +51,6 @@ function writeFile(name: string, text: string): string {
   return file;
 }
 
-async function scrape(c: StaticCluster, id: string, prefix: string): Promise<number> {
-  const body = await (await fetch(`${c.node(id).process!.metricsUrl}/metrics`)).text();
-  return body
-    .split('\n')
-    .filter((line) => line.startsWith(prefix))
-    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
-}
-
 /** Two nodes, `a` and `b`, with per-node options; waits until they see each other. */
 async function startPair(nodeArgs: Record<string, string[]>): Promise<StaticCluster> {
   cluster = await StaticCluster.start(['a', 'b'], ['--replicas', '1', '--partitions', '16', ...FAST_FAILURE_DETECTION], nodeArgs);
@@ -75,8 +66,9 @@ async function resumeAcross(c: StaticCluster): Promise<void> {
   const session = await c.client('b').get(id, { resume: true });
   expect(session?.ownerNodeId).toBe('b');
   expect(session?.parts.map((p) => [p.name, Buffer.from(p.value).toString()])).toEqual([['note', secret]]);
-  expect(await scrape(c, 'b', 'baton_resume_peer_fetch_duration_seconds_count{outcome="ok"}')).toBeGreaterThan(0);
-  expect(await scrape(c, 'b', 'baton_resume_peer_fetch_duration_seconds_count{outcome="error"}')).toBe(0);
+  const b = await c.node('b').process!.scrape();
+  expect(b.sum('baton_resume_peer_fetch_duration_seconds_count', { outcome: 'ok' })).toBeGreaterThan(0);
+  expect(b.sum('baton_resume_peer_fetch_duration_seconds_count', { outcome: 'error' })).toBe(0);
 }
 
 describe('peer TLS between baton processes', () => {
@@ -85,7 +77,7 @@ describe('peer TLS between baton processes', () => {
     const c = await startPair({ a: ['--cluster-key-file', keyFile], b: ['--cluster-key-file', keyFile] });
     await resumeAcross(c);
     expect(c.node('a').process!.logs.find((l) => l.msg === 'baton node started')).toMatchObject({ peer_tls: 'cluster key', encrypted: true });
-    expect(await scrape(c, 'a', 'baton_insecure ')).toBe(0);
+    expect((await c.node('a').process!.scrape()).value('baton_insecure')).toBe(0);
   });
 
   test('during a key rotation (the two keys listed in either order) resumes still read across', async () => {
@@ -181,34 +173,25 @@ describe('baton sidecar and unprotected peer traffic', () => {
       'ip link set v1 up',
       'ip route add 224.0.0.0/4 dev v0',
     ].join(' && ');
-    const child = spawn(
-      'unshare',
-      ['-n', 'sh', '-c', `${setup} && exec "$0" "$@"`, process.execPath, BATON_BIN, 'sidecar',
-        '--api-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--peer-listen', '127.0.0.1:0',
-        '--multicast', '239.77.0.1:17402', '--multicast-interface', '10.254.0.1', '--insecure'],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+    const node = await startSidecar(
+      ['--multicast', '239.77.0.1:17402', '--multicast-interface', '10.254.0.1', '--insecure'],
+      {},
+      { prefix: ['unshare', '-n', 'sh', '-c', `${setup} && exec "$0" "$@"`], startTimeoutMs: 15_000 },
     );
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    const logs: Record<string, unknown>[] = [];
-    readline.createInterface({ input: child.stdout! }).on('line', (line) => logs.push(JSON.parse(line) as Record<string, unknown>));
     try {
-      await pollUntil('the node in the namespace starts', () => logs.some((l) => l.msg === 'baton node started') || child.exitCode !== null, 15_000);
-      const started = logs.find((l) => l.msg === 'baton node started');
+      const started = node.logs.find((l) => l.msg === 'baton node started');
       expect(started).toBeDefined();
-      const warning = logs.find((l) => l.level === 'warn' && String(l.msg).startsWith('--insecure'));
+      const warning = node.logs.find((l) => l.level === 'warn' && String(l.msg).startsWith('--insecure'));
       expect(warning).toMatchObject({ exposed: 'join --multicast 239.77.0.1:17402 on --multicast-interface 10.254.0.1' });
       // The metrics port is inside the namespace: scrape it from there.
       const scraped = spawnSync(
         'nsenter',
-        ['-t', String(child.pid), '-n', process.execPath, '-e', `fetch('http://127.0.0.1:${started!.metrics_port}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`],
+        ['-t', String(node.child.pid), '-n', process.execPath, '-e', `fetch('${node.metricsUrl}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`],
         { encoding: 'utf8', timeout: 10_000 },
       );
       expect(scraped.stdout).toMatch(/^baton_insecure 1$/m);
     } finally {
-      child.kill('SIGTERM');
-      const bound = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      expect(await exited).toBe(0);
-      clearTimeout(bound);
+      expect(await node.stop('SIGTERM', 10_000)).toBe(0);
     }
   });
 });

@@ -25,14 +25,16 @@
  *   passed on.
  * - Every external command runs with a time-out; waiting is polling with a bound.
  */
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, unlinkSync } from 'node:fs';
 import * as http from 'node:http';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
 import { credentials, Metadata } from '@grpc/grpc-js';
+import { BatonProcess, type LogEntry } from '../../bench/support/baton-process';
+import { spawnChild, type ChildHandle, type StopResult } from '../../bench/support/child-process';
+import { Scrape } from '../../bench/support/prometheus-scrape';
 import { BatonClient } from '../../src/client';
 import { ClusterServiceClient, type StatusResponse } from '../../src/gen/baton/v1/cluster';
 
@@ -49,11 +51,11 @@ const STATUS_DEADLINE_MS = 1000;
 const HTTP_TIMEOUT_MS = 1000;
 const NFT_TABLE = 'baton_chaos';
 
-/** Everything started here and not yet ended, for the exit hook. */
-const liveProcesses = new Set<ChildProcess>();
+export type { StopResult };
+
+/** Namespaces made here and not yet deleted, for the exit hook (child-process.ts kills the processes). */
 const liveNamespaces = new Set<string>();
 process.on('exit', () => {
-  for (const child of liveProcesses) child.kill('SIGKILL');
   for (const ns of liveNamespaces) {
     try {
       execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore', timeout: COMMAND_TIMEOUT_MS });
@@ -140,7 +142,7 @@ export interface LabHost {
 
 export class NetnsLab {
   private readonly switchNs: string;
-  private readonly processes = new Set<ChildProcess>();
+  private readonly processes = new Set<ChildHandle>();
   private readonly namespaces: string[] = [];
   private destroyed = false;
 
@@ -235,38 +237,29 @@ export class NetnsLab {
     const host = this.host(label);
     // A node that was killed leaves its socket file behind, and the API would not bind.
     if (existsSync(host.apiSocket)) unlinkSync(host.apiSocket);
-    const child = this.spawnIn(host, [
-      process.execPath,
-      BATON_BIN,
-      'sidecar',
-      '--node-id', label,
-      '--api-listen', `unix:${host.apiSocket}`,
-      '--metrics-listen', `127.0.0.1:${METRICS_PORT}`,
-      '--peer-listen', `${host.address}:${PEER_PORT}`,
-      '--log-level', 'info',
-      ...args,
-    ], env);
-    const node = new NamespacedBaton(host, child);
-    try {
-      await node.started();
-    } catch (err) {
-      await node.stop('SIGKILL', 0);
-      throw err;
-    }
-    return node;
+    const node = await BatonProcess.start({
+      ...this.inNamespace(host, [
+        process.execPath,
+        BATON_BIN,
+        'sidecar',
+        '--node-id', label,
+        '--api-listen', `unix:${host.apiSocket}`,
+        '--metrics-listen', `127.0.0.1:${METRICS_PORT}`,
+        '--peer-listen', `${host.address}:${PEER_PORT}`,
+        '--log-level', 'info',
+        ...args,
+      ], env),
+      name: `baton on ${label}`,
+      startTimeoutMs: START_TIMEOUT_MS,
+    });
+    this.track(node.child);
+    return new NamespacedBaton(host, node);
   }
 
   /** Ends every process still running (SIGKILL), deletes the namespaces and the socket directory. Idempotent. */
   async destroy(): Promise<void> {
     this.destroyed = true;
-    await Promise.all(
-      [...this.processes].map(async (child) => {
-        if (child.exitCode !== null || child.signalCode !== null) return;
-        const exited = new Promise((resolve) => child.once('exit', resolve));
-        child.kill('SIGKILL');
-        await exited;
-      }),
-    );
+    await Promise.all([...this.processes].map((child) => child.stop('SIGKILL')));
     const errors: string[] = [];
     for (const ns of this.namespaces.splice(0).reverse()) {
       await run('ip', ['netns', 'del', ns]).then(
@@ -284,17 +277,20 @@ export class NetnsLab {
     liveNamespaces.add(ns);
   }
 
-  /** `ip netns exec` execs the command, so the child's pid is the command's own. */
-  private spawnIn(host: LabHost, argv: readonly string[], env: NodeJS.ProcessEnv, stdin: 'ignore' | 'pipe' = 'ignore'): ChildProcess {
+  /**
+   * The command line and environment of `argv` run in the host's namespace: the caller's
+   * BATON_* variables are not passed on. `ip netns exec` execs the command, so the child's
+   * pid is the command's own.
+   */
+  private inNamespace(host: LabHost, argv: readonly string[], env: NodeJS.ProcessEnv): { command: string; args: string[]; env: NodeJS.ProcessEnv } {
     const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BATON_')));
-    const child = spawn('ip', ['netns', 'exec', host.netns, ...argv], { env: { ...base, ...env }, stdio: [stdin, 'pipe', 'pipe'] });
+    return { command: 'ip', args: ['netns', 'exec', host.netns, ...argv], env: { ...base, ...env } };
+  }
+
+  /** Remembers a child until it ends, for destroy(). */
+  private track(child: ChildHandle): void {
     this.processes.add(child);
-    liveProcesses.add(child);
-    child.once('exit', () => {
-      this.processes.delete(child);
-      liveProcesses.delete(child);
-    });
-    return child;
+    void child.exit.then(() => this.processes.delete(child));
   }
 
   /**
@@ -312,54 +308,38 @@ export class NetnsLab {
         u.on('error', () => c.destroy());
         c.on('error', () => u.destroy());
       }).listen(socket, () => console.log('listening'));`;
-    const child = this.spawnIn(host, [process.execPath, '-e', code, host.httpSocket, String(METRICS_PORT)], {}, 'pipe');
-    await new Promise<void>((resolve, reject) => {
-      child.stdout!.once('data', () => resolve());
-      child.once('exit', (code) => reject(new Error(`the HTTP forwarder in ${host.netns} exited with ${code}`)));
+    const child = spawnChild({
+      ...this.inNamespace(host, [process.execPath, '-e', code, host.httpSocket, String(METRICS_PORT)], {}),
+      name: `the HTTP forwarder in ${host.netns}`,
+      stdin: 'pipe',
     });
+    this.track(child);
+    await child.waitFor((line) => (line === 'listening' ? true : undefined), COMMAND_TIMEOUT_MS, 'listen');
   }
-}
-
-export interface StopResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  /** From the signal to the exit. */
-  ms: number;
-  /** The process outlived the grace period and was SIGKILLed. */
-  killed: boolean;
 }
 
 /** A `baton sidecar` running in a lab namespace. */
 export class NamespacedBaton {
-  /** Every JSON log line the process wrote to stdout. */
-  readonly logs: Record<string, unknown>[] = [];
-  readonly stderr: string[] = [];
   readonly client: BatonClient;
-  private readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  private readonly startedLine: Promise<void>;
 
   constructor(
     readonly host: LabHost,
-    readonly child: ChildProcess,
+    private readonly node: BatonProcess,
   ) {
-    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    readline.createInterface({ input: child.stderr! }).on('line', (line) => this.stderr.push(line));
-    this.startedLine = new Promise<void>((resolve, reject) => {
-      readline.createInterface({ input: child.stdout! }).on('line', (line) => {
-        let entry: Record<string, unknown>;
-        try {
-          entry = JSON.parse(line) as Record<string, unknown>;
-        } catch {
-          entry = { unparsed: line };
-        }
-        this.logs.push(entry);
-        if (entry.msg === 'baton node started') resolve();
-      });
-      void this.exited.then(({ code, signal }) =>
-        reject(new Error(`baton on ${host.label} exited (${signal ?? code}) before starting: ${this.stderr.join('\n')}`)),
-      );
-    });
     this.client = new BatonClient(`unix:${host.apiSocket}`);
+  }
+
+  get child(): ChildProcess {
+    return this.node.child.process;
+  }
+
+  /** Every JSON log line the process wrote to stdout. */
+  get logs(): LogEntry[] {
+    return this.node.logs;
+  }
+
+  get stderr(): string[] {
+    return this.node.stderr;
   }
 
   get label(): string {
@@ -367,16 +347,7 @@ export class NamespacedBaton {
   }
 
   get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  /** Resolves when the node logged that it started; rejects if it exits first or takes too long. */
-  started(): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`baton on ${this.label} did not start within ${START_TIMEOUT_MS} ms: ${this.logTail()}`)), START_TIMEOUT_MS);
-    });
-    return Promise.race([this.startedLine, timeout]).finally(() => clearTimeout(timer));
+    return this.node.running;
   }
 
   /** The HTTP status of GET `path` (e.g. /readyz), or undefined when the node does not answer. */
@@ -407,6 +378,11 @@ export class NamespacedBaton {
     });
   }
 
+  /** Its /metrics, parsed (empty when the node does not answer). */
+  async scrape(): Promise<Scrape> {
+    return Scrape.parse((await this.httpText('/metrics')) ?? '');
+  }
+
   async status(): Promise<StatusResponse> {
     const client = new ClusterServiceClient(`unix:${this.host.apiSocket}`, credentials.createInsecure());
     try {
@@ -429,27 +405,13 @@ export class NamespacedBaton {
    * after the exit, so answers the node sent before it died are still read.
    */
   async stop(signal: NodeJS.Signals = 'SIGTERM', graceMs = 10_000): Promise<StopResult> {
-    const sentAt = Date.now();
-    let killed = false;
-    if (this.running) {
-      this.child.kill(signal);
-      const timer =
-        signal === 'SIGKILL'
-          ? undefined
-          : setTimeout(() => {
-              killed = true;
-              this.child.kill('SIGKILL');
-            }, graceMs);
-      await this.exited;
-      clearTimeout(timer);
-    }
-    const { code, signal: endedBy } = await this.exited;
+    const result = await this.node.stop(signal, graceMs);
     this.client.close();
-    return { code, signal: endedBy, ms: Date.now() - sentAt, killed };
+    return result;
   }
 
   /** The last `n` log lines, for failure messages. */
   logTail(n = 15): string {
-    return [...this.logs.map((l) => JSON.stringify(l)), ...this.stderr].slice(-n).join('\n');
+    return this.node.logTail(n);
   }
 }

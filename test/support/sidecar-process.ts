@@ -1,6 +1,7 @@
 /**
  * Starts the real `baton sidecar` (compiled, from dist/) on free loopback ports and stops
- * it; runs the baton CLI to completion.
+ * it; runs the baton CLI to completion. The process handling (start time-out, log parsing,
+ * stop, exit hook) is bench/support/baton-process.ts, shared with the benchmarks and netns.ts.
  *
  * Rules:
  * - Every process started here is killed by stop(), by a start that fails or times out,
@@ -11,9 +12,13 @@
  *   a shell or CI job that sets, say, BATON_LOG_LEVEL must not change what a test runs
  *   (with warn, no node would ever log its start).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
+import { BatonProcess, SidecarStartError, type LogEntry } from '../../bench/support/baton-process';
+import { runToCompletion } from '../../bench/support/child-process';
+import { scrape, type Scrape } from '../../bench/support/prometheus-scrape';
+
+export { SidecarStartError };
 
 export const BATON_BIN = path.join(__dirname, '..', '..', 'dist', 'sidecar', 'main.js');
 
@@ -23,11 +28,6 @@ export const DEFAULT_START_TIMEOUT_MS = 20_000;
 const RUN_TIMEOUT_MS = 20_000;
 const STOP_GRACE_MS = 15_000;
 
-const running = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
-});
-
 export interface SidecarProcess {
   child: ChildProcess;
   apiAddress: string;
@@ -35,31 +35,24 @@ export interface SidecarProcess {
   /** The advertised peer (replication) address. */
   peerAddress: string;
   /** Every JSON log line the process wrote to stdout. */
-  logs: Record<string, unknown>[];
+  logs: LogEntry[];
   stderr: string[];
   /** Resolves when the node logged that it is ready (caught up with its peers). */
   ready(): Promise<void>;
-  /** SIGTERM, then wait for exit; resolves with the exit code (SIGKILL after 15 s). */
-  stop(): Promise<number | null>;
+  /** Its /metrics, parsed. */
+  scrape(): Promise<Scrape>;
+  /** `signal` (default SIGTERM), then wait for exit; resolves with the exit code (SIGKILL after `graceMs`, default 15 s). */
+  stop(signal?: NodeJS.Signals, graceMs?: number): Promise<number | null>;
 }
 
 export interface StartOptions {
   /** Kill the node and reject if it has not logged its start after this long; default DEFAULT_START_TIMEOUT_MS. */
   startTimeoutMs?: number;
-}
-
-/** A node that exited, or was killed for taking too long, before it logged its start. */
-export class SidecarStartError extends Error {
-  constructor(
-    message: string,
-    readonly pid: number | undefined,
-    /** The exit code; null when it ended by a signal (ours, after the time-out). */
-    readonly exitCode: number | null,
-    readonly stderr: string,
-  ) {
-    super(message);
-    this.name = 'SidecarStartError';
-  }
+  /**
+   * A command the node runs behind, e.g. `['unshare', '-n', 'sh', '-c', '… && exec "$0" "$@"']`;
+   * node and its arguments follow it. The addresses returned are then inside that command's world.
+   */
+  prefix?: readonly string[];
 }
 
 /**
@@ -79,75 +72,25 @@ export function childEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
 
 /** Needs the "baton node started" log line: --log-level must be info or more verbose. */
 export async function startSidecar(args: string[] = [], env: NodeJS.ProcessEnv = {}, options: StartOptions = {}): Promise<SidecarProcess> {
-  const startTimeoutMs = options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
-  const child = spawn(
-    process.execPath,
-    [BATON_BIN, 'sidecar', '--api-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--peer-listen', '127.0.0.1:0', ...args],
-    { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  running.add(child);
-  const logs: Record<string, unknown>[] = [];
-  const stderr: string[] = [];
-  const exited = new Promise<number | null>((resolve) =>
-    child.once('exit', (code) => {
-      running.delete(child);
-      resolve(code);
-    }),
-  );
-  readline.createInterface({ input: child.stderr! }).on('line', (line) => stderr.push(line));
-  let markReady: () => void = () => {};
-  const ready = new Promise<void>((resolve) => (markReady = resolve));
-  let timer: NodeJS.Timeout | undefined;
-  const started = new Promise<Record<string, unknown>>((resolve, reject) => {
-    readline.createInterface({ input: child.stdout! }).on('line', (line) => {
-      let entry: Record<string, unknown>;
-      try {
-        entry = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        entry = { unparsed: line };
-      }
-      logs.push(entry);
-      if (entry.msg === 'baton node started') resolve(entry);
-      if (entry.msg === 'baton node ready') markReady();
-    });
-    let timedOut = false;
-    timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, startTimeoutMs);
-    // 'close' comes after the exit and after both pipes were read to the end, so the
-    // message holds everything the node wrote. Once started, this rejection changes nothing.
-    child.once('close', (code) => {
-      const said = stderr.join('\n');
-      const logTail = logs.slice(-5).map((l) => JSON.stringify(l)).join('\n');
-      const what = timedOut
-        ? `sidecar (pid ${child.pid}) did not log "baton node started" within ${startTimeoutMs} ms and was killed`
-        : `sidecar (pid ${child.pid}) exited with ${code} before starting`;
-      reject(new SidecarStartError(`${what}; stderr: ${said || '(empty)'}${logTail ? `; last log lines:\n${logTail}` : ''}`, child.pid, timedOut ? null : code, said));
-    });
+  const [command, ...prefixArgs] = [...(options.prefix ?? []), process.execPath];
+  const node = await BatonProcess.start({
+    name: 'sidecar',
+    command: command!,
+    args: [...prefixArgs, BATON_BIN, 'sidecar', '--api-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--peer-listen', '127.0.0.1:0', ...args],
+    env: childEnv(env),
+    startTimeoutMs: options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
   });
-  let entry: Record<string, unknown>;
-  try {
-    entry = await started;
-  } finally {
-    clearTimeout(timer);
-  }
+  const metricsUrl = `http://127.0.0.1:${node.started.metrics_port}`;
   return {
-    child,
-    apiAddress: `127.0.0.1:${entry.api_port}`,
-    metricsUrl: `http://127.0.0.1:${entry.metrics_port}`,
-    peerAddress: String(entry.peer),
-    logs,
-    stderr,
-    ready: () => ready,
-    stop: async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-      child.kill('SIGTERM');
-      const straggler = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
-      const code = await exited;
-      clearTimeout(straggler);
-      return code;
-    },
+    child: node.child.process,
+    apiAddress: `127.0.0.1:${node.started.api_port}`,
+    metricsUrl,
+    peerAddress: String(node.started.peer),
+    logs: node.logs,
+    stderr: node.stderr,
+    ready: () => node.ready(),
+    scrape: () => scrape(`${metricsUrl}/metrics`),
+    stop: async (signal = 'SIGTERM', graceMs = STOP_GRACE_MS) => (await node.stop(signal, graceMs)).code,
   };
 }
 
@@ -156,24 +99,5 @@ export async function startSidecar(args: string[] = [], env: NodeJS.ProcessEnv =
  * it) if it has not exited within RUN_TIMEOUT_MS.
  */
 export function runBaton(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BATON_BIN, ...args], { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
-    running.add(child);
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, RUN_TIMEOUT_MS);
-    // 'close', not 'exit': both pipes are read to the end.
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      running.delete(child);
-      if (timedOut) reject(new Error(`baton ${args.join(' ')} did not exit within ${RUN_TIMEOUT_MS} ms and was killed; stderr: ${stderr || '(empty)'}`));
-      else resolve({ code, stdout, stderr });
-    });
-  });
+  return runToCompletion({ name: `baton ${args.join(' ')}`, command: process.execPath, args: [BATON_BIN, ...args], env: childEnv(env) }, RUN_TIMEOUT_MS);
 }

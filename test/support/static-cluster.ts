@@ -142,7 +142,7 @@ export class StaticCluster {
     node.previous.push(process);
     // The client is closed after the exit, so answers the node sent before it died are read.
     try {
-      return await endProcess(process, signal);
+      return await process.stop(signal, STOP_GRACE_MS);
     } finally {
       client?.close();
     }
@@ -223,15 +223,4 @@ export class StaticCluster {
       });
     }
   }
-}
-
-async function endProcess(process: SidecarProcess, signal: NodeJS.Signals): Promise<number | null> {
-  const child = process.child;
-  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  child.kill(signal);
-  const straggler = signal === 'SIGKILL' ? undefined : setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
-  const code = await exited;
-  clearTimeout(straggler);
-  return code;
 }
