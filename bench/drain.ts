@@ -44,7 +44,8 @@ import { randomBytes } from 'node:crypto';
 import { status as Status } from '@grpc/grpc-js';
 import { BatonClient, BatonClientError } from '../src/client';
 import { handleInterruptions, interruption, runMain, sleep, waitForHttp200, type Child } from './children';
-import { freePeerPorts, metric, scrape, SIDECAR_MAIN, startReplica, type Replica } from './replication-cluster';
+import { freePeerPorts, SIDECAR_MAIN, startReplica, type Replica } from './replication-cluster';
+import { scrape } from './support/prometheus-scrape';
 import { describeMachine, envNumber, formatCount, formatFixed, formatTable, machineInfo, median } from './stats';
 
 const RUNS = Math.round(envNumber('BENCH_RUNS', 3));
@@ -142,7 +143,7 @@ async function waitForAlive(nodes: readonly Replica[], alive: number, timeoutMs:
   const until = Date.now() + timeoutMs;
   for (;;) {
     const scrapes = await Promise.all(nodes.map((n) => scrape(n.metricsUrl).catch(() => undefined)));
-    if (scrapes.every((s) => s !== undefined && metric(s, 'baton_cluster_members', 'state="alive"') === alive)) return;
+    if (scrapes.every((s) => s !== undefined && s.value('baton_cluster_members', { state: 'alive' }) === alive)) return;
     if (Date.now() > until || interruption.requested) throw new Error(`the nodes did not all see ${alive} live members within ${timeoutMs} ms`);
     await sleep(50);
   }
@@ -409,7 +410,7 @@ async function loadedDrain(cluster: Cluster, index: number, tag: string): Promis
 
   const fetchesOf = async () => {
     const scrapes = await Promise.all(others.map((n) => scrape(n.metricsUrl)));
-    return scrapes.reduce((sum, s) => sum + metric(s, 'baton_resume_peer_fetch_duration_seconds_count', 'outcome="ok"'), 0);
+    return scrapes.reduce((sum, s) => sum + s.value('baton_resume_peer_fetch_duration_seconds_count', { outcome: 'ok' }), 0);
   };
   const fetchesBefore = await fetchesOf();
   let resumeProblems = 0;
