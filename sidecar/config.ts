@@ -147,7 +147,7 @@ export const DEFAULT_PRESET: PresetName = 'lan';
  *   500 ms, suspect after 3 s (6 missed), dead after 10 s (20 missed). NACK after 10 ms
  *   (paths reorder), repeated after 50 ms: doubling, the third repeat waits out a 150 ms
  *   round trip, and ten NACKs take ~5.8 s (the reassembly timeout grows
- *   to 12.5 s to outlast them, see reassemblyLimits); back-off up to 20 ms (receivers'
+ *   to 12.6 s to outlast them, see reassemblyLimits); back-off up to 20 ms (receivers'
  *   delays differ more).
  */
 export const NETWORK_PRESETS: Readonly<Record<PresetName, Readonly<NetworkTimings>>> = {
