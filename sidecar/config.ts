@@ -1,7 +1,9 @@
 /**
  * The sidecar's configuration: one table of options, each a command-line flag and a
  * BATON_* environment variable, with its unit and default. Parsed and validated once at
- * start-up; every error names the flag (and variable) to fix.
+ * start-up; every error names the flag (and variable) to fix. The network timings take
+ * their defaults from --preset (NETWORK_PRESETS), and an option given explicitly wins; the
+ * settings the cores need beyond the options are derived here, each by a named rule.
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
