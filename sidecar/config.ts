@@ -1,13 +1,17 @@
 /**
  * The sidecar's configuration: one table of options, each a command-line flag and a
  * BATON_* environment variable, with its unit and default. Parsed and validated once at
- * start-up; every error names the flag (and variable) to fix.
+ * start-up; every error names the flag (and variable) to fix. The network timings take
+ * their defaults from --preset (NETWORK_PRESETS), and an option given explicitly wins; the
+ * settings the cores need beyond the options are derived here, each by a named rule.
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { type ChannelReceiverConfig, DEFAULT_CHANNEL_RECEIVER_CONFIG, nackRepairLimitMs } from '../src/channel-receiver';
 import { parseClusterKeys } from '../src/cluster-key';
 import { ConfigError } from '../src/errors';
 import { peerTlsFromPem } from '../src/peer-tls';
+import type { MembershipConfig } from '../src/membership';
 import { MAX_TTL_SECONDS } from '../src/validation';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -71,10 +75,20 @@ export interface Config {
   peerTlsKeyFile: string;
   /** The three files' contents (PEM), read and checked by parseConfig; undefined = derive from the cluster key. */
   peerTlsFiles: { ca: string; cert: string; key: string } | undefined;
-  /** Heartbeat interval, failure-detector timeouts (ms). */
+  /** Which NETWORK_PRESETS row the timings below default to; an explicit option wins over it. */
+  preset: PresetName;
+  /** Interval of heartbeats to every peer (ms). */
   heartbeatIntervalMs: number;
+  /** Silence after which a peer is suspect (ms). */
   suspectAfterMs: number;
+  /** Silence after which a peer is dead and its partitions move (ms). */
   deadAfterMs: number;
+  /** Wait before NACKing a gap, so reordered datagrams can arrive (ms). */
+  nackDelayMs: number;
+  /** First repeat of an unanswered NACK (ms); doubles per attempt, capped at 16×. */
+  nackRetryMs: number;
+  /** Upper bound of the random back-off before a NACK on multicast (ms). */
+  nackMulticastBackoffMs: number;
   /** Percentage of received replication datagrams dropped on purpose (tests and benchmarks). */
   injectLossPercent: number;
 }
@@ -97,7 +111,77 @@ export interface OptionSpec {
   valueName: string | undefined;
   description: string;
   default: () => string;
+  /** The default comes from the chosen --preset (NETWORK_PRESETS); `default` is the lan value. */
+  fromPreset?: true;
   parse: (value: string, flag: string) => Config[keyof Config];
+}
+
+export type PresetName = 'lan' | 'local' | 'wan';
+export type NetworkTimings = Pick<
+  Config,
+  'heartbeatIntervalMs' | 'suspectAfterMs' | 'deadAfterMs' | 'nackDelayMs' | 'nackRetryMs' | 'nackMulticastBackoffMs'
+>;
+
+export const DEFAULT_PRESET: PresetName = 'lan';
+
+/**
+ * The timings that depend on the network between nodes, chosen as a group by --preset; an
+ * option given explicitly (flag or variable) wins over its preset. Every node of a cluster
+ * should use the same values. Failure detection trades how soon a dead node's partitions
+ * move against how often a live but stalled one (a GC pause, a full receive buffer, a loss
+ * burst) is declared dead and has its partitions moved and pulled for nothing. A NACK
+ * should wait out reordering, and be repeated only once a repair could have come back (a
+ * round trip); a gap is NACKed 10 times (111 × the retry in all) before the channel resyncs.
+ *
+ * - lan (the default): one data centre or zone, round trips well under 1 ms, little
+ *   reordering. Heartbeats every 250 ms, suspect after 1 s (4 missed), dead after 3 s (12
+ *   missed). NACK after 2 ms, repeated after 10 ms (~1.1 s before resyncing); on multicast
+ *   a back-off of up to 4 ms lets one receiver's NACK (overheard) stand for the others.
+ * - local: every node on one machine (loopback: development, tests, demos). Nothing is in
+ *   flight long, so detection is faster: 100 ms / 500 ms / 1.5 s, the timings
+ *   bench:failover runs four loaded nodes on two shared cores with. Loopback does not
+ *   reorder (a gap is a datagram a full buffer dropped): NACK after 1 ms (timer
+ *   granularity), repeat after 5 ms — above the sender's 3 ms repair hold-off, which
+ *   would swallow a faster repeat; back-off up to 2 ms.
+ * - wan: nodes in different regions, round trips of 20–150 ms with jitter and loss bursts
+ *   of a second or more. A false death moves partitions and starts state transfers across
+ *   the WAN, which costs more than noticing a real death seconds later: heartbeats every
+ *   500 ms, suspect after 3 s (6 missed), dead after 10 s (20 missed). NACK after 10 ms
+ *   (paths reorder), repeated after 50 ms: doubling, the third repeat waits out a 150 ms
+ *   round trip, and ten NACKs take ~5.8 s (the reassembly timeout grows
+ *   to 12.6 s to outlast them, see reassemblyLimits); back-off up to 20 ms (receivers'
+ *   delays differ more).
+ */
+export const NETWORK_PRESETS: Readonly<Record<PresetName, Readonly<NetworkTimings>>> = {
+  lan: { heartbeatIntervalMs: 250, suspectAfterMs: 1000, deadAfterMs: 3000, nackDelayMs: 2, nackRetryMs: 10, nackMulticastBackoffMs: 4 },
+  local: { heartbeatIntervalMs: 100, suspectAfterMs: 500, deadAfterMs: 1500, nackDelayMs: 1, nackRetryMs: 5, nackMulticastBackoffMs: 2 },
+  wan: { heartbeatIntervalMs: 500, suspectAfterMs: 3000, deadAfterMs: 10_000, nackDelayMs: 10, nackRetryMs: 50, nackMulticastBackoffMs: 20 },
+};
+
+const PRESET_NAMES = Object.keys(NETWORK_PRESETS) as PresetName[];
+
+/** Help text for an option whose default is its preset's: every preset's value. */
+export function presetDefaultText(key: keyof NetworkTimings): string {
+  return 'by --preset: ' + PRESET_NAMES.map((name) => `${name} ${NETWORK_PRESETS[name][key]}`).join(', ') + '; given explicitly, this wins';
+}
+
+/** An option that defaults to its --preset value (the lan one, the default preset, in `default`). */
+function presetOption(
+  flag: string,
+  key: keyof NetworkTimings,
+  description: string,
+  min: number,
+  max: number,
+): OptionSpec {
+  return {
+    flag,
+    key,
+    valueName: 'ms',
+    description,
+    default: () => String(NETWORK_PRESETS[DEFAULT_PRESET][key]),
+    fromPreset: true,
+    parse: (v, f) => parseInteger(v, f, min, max),
+  };
 }
 
 export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
@@ -354,29 +438,24 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     parse: (v) => v,
   },
   {
-    flag: 'heartbeat-interval-ms',
-    key: 'heartbeatIntervalMs',
-    valueName: 'ms',
-    description: 'interval of heartbeats to every peer',
-    default: () => '250',
-    parse: (v, flag) => parseInteger(v, flag, 10, 60_000),
+    flag: 'preset',
+    key: 'preset',
+    valueName: 'name',
+    description:
+      'network the failure-detector and NACK timings (--heartbeat-interval-ms, --suspect-after-ms, --dead-after-ms, --nack-*) are chosen for: ' +
+      'lan (one data centre), local (every node on one machine) or wan (regions apart); any of them given explicitly wins',
+    default: () => DEFAULT_PRESET,
+    parse: (v, flag) => {
+      if (!(PRESET_NAMES as string[]).includes(v)) throw bad(flag, v, `use one of ${PRESET_NAMES.join(', ')}`);
+      return v as PresetName;
+    },
   },
-  {
-    flag: 'suspect-after-ms',
-    key: 'suspectAfterMs',
-    valueName: 'ms',
-    description: 'a peer not heard from for this long is suspect',
-    default: () => '1000',
-    parse: (v, flag) => parseInteger(v, flag, 20, 600_000),
-  },
-  {
-    flag: 'dead-after-ms',
-    key: 'deadAfterMs',
-    valueName: 'ms',
-    description: 'a peer not heard from for this long is dead (its partitions are re-replicated)',
-    default: () => '3000',
-    parse: (v, flag) => parseInteger(v, flag, 40, 3_600_000),
-  },
+  presetOption('heartbeat-interval-ms', 'heartbeatIntervalMs', 'interval of heartbeats to every peer', 10, 60_000),
+  presetOption('suspect-after-ms', 'suspectAfterMs', 'a peer not heard from for this long is suspect', 20, 600_000),
+  presetOption('dead-after-ms', 'deadAfterMs', 'a peer not heard from for this long is dead (its partitions are re-replicated)', 40, 3_600_000),
+  presetOption('nack-delay-ms', 'nackDelayMs', 'wait before NACKing a gap in a channel, for reordered datagrams', 0, 10_000),
+  presetOption('nack-retry-ms', 'nackRetryMs', 'first repeat of an unanswered NACK, doubling per attempt up to 16 times it; 10 NACKs before a resync', 1, 60_000),
+  presetOption('nack-multicast-backoff-ms', 'nackMulticastBackoffMs', 'upper bound of the random wait before a NACK on multicast', 0, 10_000),
   {
     flag: 'anti-entropy-interval-seconds',
     key: 'antiEntropyIntervalSeconds',
@@ -426,11 +505,20 @@ export function parseConfig(
   readFile: (path: string) => string = (path) => readFileSync(path, 'utf8'),
 ): Config {
   const parsed: Partial<Record<keyof Config, unknown>> = {};
+  const presetSpec = SIDECAR_OPTIONS.find((spec) => spec.key === 'preset')!;
+  const preset = presetSpec.parse((values[presetSpec.flag] ?? presetSpec.default()).trim(), presetSpec.flag) as PresetName;
+  /** Flags whose value is the preset's, for error messages. */
+  const fromPreset = new Set<string>();
   for (const spec of SIDECAR_OPTIONS) {
-    const raw = values[spec.flag] ?? spec.default();
-    parsed[spec.key] = spec.parse(raw.trim(), spec.flag);
+    let raw = values[spec.flag];
+    if (raw === undefined && spec.fromPreset === true) {
+      raw = String(NETWORK_PRESETS[preset][spec.key as keyof NetworkTimings]);
+      fromPreset.add(spec.flag);
+    }
+    parsed[spec.key] = spec.parse((raw ?? spec.default()).trim(), spec.flag);
   }
   const config = parsed as Config;
+  const named = (flag: string, value: number) => `--${flag} (${value}${fromPreset.has(flag) ? `, from --preset ${preset}` : ''})`;
   config.clusterKeySource = '';
   if (config.clusterKeys !== '') {
     const path = config.clusterKeys;
@@ -446,11 +534,16 @@ export function parseConfig(
   }
   // Parsed here, not first at node start, so a bad key is a configuration error (exit 2).
   if (config.clusterKeys !== '') parseClusterKeys(config.clusterKeys, config.clusterKeySource);
+  // Checked on the values in force, after the preset filled in what was not given.
   if (config.deadAfterMs <= config.suspectAfterMs) {
-    throw new ConfigError(`--dead-after-ms (${config.deadAfterMs}) must be greater than --suspect-after-ms (${config.suspectAfterMs})`);
+    throw new ConfigError(
+      `${named('dead-after-ms', config.deadAfterMs)} must be greater than ${named('suspect-after-ms', config.suspectAfterMs)}`,
+    );
   }
   if (config.suspectAfterMs <= config.heartbeatIntervalMs) {
-    throw new ConfigError(`--suspect-after-ms (${config.suspectAfterMs}) must be greater than --heartbeat-interval-ms (${config.heartbeatIntervalMs})`);
+    throw new ConfigError(
+      `${named('suspect-after-ms', config.suspectAfterMs)} must be greater than ${named('heartbeat-interval-ms', config.heartbeatIntervalMs)}`,
+    );
   }
   const exposure = peerExposure(config);
   if (config.clusterKeys === '' && !config.insecure && exposure !== undefined) {
@@ -480,6 +573,68 @@ export function peerExposure(config: Config): string | undefined {
 /** Whether --insecure is what lets this node start: peer traffic leaves loopback with no key. */
 export function runsInsecure(config: Config): boolean {
   return config.clusterKeys === '' && peerExposure(config) !== undefined;
+}
+
+// --- Settings derived from the options -----------------------------------------------
+// Not options of their own: each follows from options above by a rule, which says why.
+
+/**
+ * A dead or departed member stays in the table (listed by Status, probed so a return is
+ * noticed) for max(FORGET_DEAD_MIN_MS, FORGET_DEAD_AFTER_DEATHS × --dead-after-ms) of
+ * silence, then is dropped so the table stays bounded.
+ */
+export const FORGET_DEAD_MIN_MS = 60_000;
+export const FORGET_DEAD_AFTER_DEATHS = 4;
+
+/**
+ * A note rides on acknowledgements this many heartbeat intervals after the first carried
+ * it: a lost acknowledgement is asked for again only by the sender's next heartbeat.
+ */
+export const NOTE_RETENTION_HEARTBEATS = 4;
+
+/**
+ * Partly reassembled deltas are kept at least this long (ms), and at least twice a
+ * heartbeat (which reveals a lost last fragment) plus the NACK repair limit: a fragment
+ * still missing then is repaired by the resync the expiry starts, not by waiting longer.
+ */
+export const REASSEMBLY_TIMEOUT_MIN_MS = 10_000;
+
+/**
+ * Each sender may hold room for this many of the largest values partly reassembled at once
+ * (fragments of several writes interleave while losses are repaired), and at least
+ * REASSEMBLY_BUDGET_MIN_BYTES; beyond it its channels resync instead of holding more memory.
+ */
+export const REASSEMBLY_BUDGET_VALUES = 8;
+export const REASSEMBLY_BUDGET_MIN_BYTES = 16 * 1024 * 1024;
+
+/** The failure detector's timings. */
+export function membershipConfig(config: Config): MembershipConfig {
+  return {
+    heartbeatIntervalMs: config.heartbeatIntervalMs,
+    suspectAfterMs: config.suspectAfterMs,
+    deadAfterMs: config.deadAfterMs,
+    forgetDeadAfterMs: Math.max(FORGET_DEAD_MIN_MS, FORGET_DEAD_AFTER_DEATHS * config.deadAfterMs),
+  };
+}
+
+/** Every channel receiver's timings: the NACK options, the rest the receiver's defaults. */
+export function channelReceiverConfig(config: Config): ChannelReceiverConfig {
+  return {
+    ...DEFAULT_CHANNEL_RECEIVER_CONFIG,
+    reorderAllowanceMs: config.nackDelayMs,
+    nackRetryMs: config.nackRetryMs,
+    multicastBackoffMs: config.nackMulticastBackoffMs,
+    noteRetentionMs: NOTE_RETENTION_HEARTBEATS * config.heartbeatIntervalMs,
+  };
+}
+
+/** Bounds on fragment reassembly, per sender. */
+export function reassemblyLimits(config: Config): { maxReassemblyBytes: number; reassemblyTimeoutMs: number } {
+  const repairMs = config.heartbeatIntervalMs + nackRepairLimitMs(channelReceiverConfig(config));
+  return {
+    maxReassemblyBytes: Math.max(REASSEMBLY_BUDGET_VALUES * config.maxValueBytes, REASSEMBLY_BUDGET_MIN_BYTES),
+    reassemblyTimeoutMs: Math.max(REASSEMBLY_TIMEOUT_MIN_MS, 2 * repairMs),
+  };
 }
 
 const PEER_TLS_FLAGS = ['peer-tls-ca-file', 'peer-tls-cert-file', 'peer-tls-key-file'] as const;

@@ -8,7 +8,7 @@
 import { setLogger, setLogVerbosity, logVerbosity } from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
 import { ConfigError } from '../src/errors';
-import { envName, parseConfig, SIDECAR_OPTIONS } from './config';
+import { envName, type NetworkTimings, parseConfig, presetDefaultText, SIDECAR_OPTIONS } from './config';
 import { runDemo } from './demo';
 import { createLogger } from './logger';
 import { BatonNode, ListenError } from './node';
@@ -23,14 +23,19 @@ function sidecarCommand(): Command {
     const option =
       spec.valueName === undefined
         ? new Option(`--${spec.flag}`, spec.description)
-        : new Option(`--${spec.flag} <${spec.valueName}>`, spec.description).default(spec.default());
+        : new Option(`--${spec.flag} <${spec.valueName}>`, spec.description).default(
+            spec.default(),
+            spec.fromPreset === true ? presetDefaultText(spec.key as keyof NetworkTimings) : undefined,
+          );
     command.addOption(option.env(envName(spec.flag)));
   }
   command.action(async (options: Record<string, string>) => {
+    // Only what was given (flag or variable): parseConfig fills in the defaults, and an
+    // option given explicitly must win over --preset while its default must not.
     const values: Record<string, string> = {};
     for (const spec of SIDECAR_OPTIONS) {
       const value = options[camel(spec.flag)] as string | boolean | undefined;
-      if (value !== undefined) values[spec.flag] = String(value);
+      if (value !== undefined && command.getOptionValueSource(camel(spec.flag)) !== 'default') values[spec.flag] = String(value);
     }
     await runSidecar(values);
   });

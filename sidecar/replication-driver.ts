@@ -11,7 +11,6 @@ import { Server } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { BuzHash } from '../src/buzhash';
 import { fmix32, mixWord } from '../src/buzhash';
-import { DEFAULT_CHANNEL_RECEIVER_CONFIG } from '../src/channel-receiver';
 import type { ClusterKey } from '../src/cluster-key';
 import { DatagramOpener, DatagramSealer, HEADER_BYTES, TAG_BYTES, type DropReason } from '../src/datagram-codec';
 import { Membership, type MembershipEvent } from '../src/membership';
@@ -20,14 +19,17 @@ import { SeededRandom } from '../src/random';
 import { ReplicationEngine, type EngineDropReason, type LocalChange, type ResyncRequest } from '../src/replication-engine';
 import type { PeerCopies, Replicator } from '../src/session-api';
 import type { SessionSnapshot, SessionStore, StoredSession } from '../src/store';
-import type { Config } from './config';
+import { channelReceiverConfig, type Config, membershipConfig, reassemblyLimits } from './config';
 import { PeerClients, PeerCredentials, peerServiceDefinition, peerServiceImplementation, peerTlsFor } from './peer-service';
 import { type PeerRef, ResumeFetcher } from './resume-fetcher';
 import { OpenStreams, shutdownWithin } from './server-shutdown';
 
-/** How often --peers-dns is re-resolved. */
+/**
+ * How often --peers-dns is re-resolved: it only finds new pods (heartbeats notice departed
+ * ones), and CoreDNS answers cluster names with a 5 s TTL, so asking more often sees nothing new.
+ */
 const DNS_REFRESH_MS = 5000;
-/** Deadline of one state-transfer call. */
+/** Deadline of one state-transfer call: generous, as a partition pulled under load may be large; a failure is retried. */
 const RESYNC_DEADLINE_MS = 60_000;
 /** How long a resume waits for a member that stopped answering heartbeats (suspect). */
 const SUSPECT_PEER_WAIT_MS = 200;
@@ -123,12 +125,7 @@ export class ReplicationDriver implements Replicator {
     const digest = configDigest(hasher, config.partitions);
     this.membership = new Membership(
       { nodeId: config.nodeId, advertiseAddress: this.advertiseAddress, incarnation: this.incarnation },
-      {
-        heartbeatIntervalMs: config.heartbeatIntervalMs,
-        suspectAfterMs: config.suspectAfterMs,
-        deadAfterMs: config.deadAfterMs,
-        forgetDeadAfterMs: Math.max(60_000, config.deadAfterMs * 4),
-      },
+      membershipConfig(config),
       digest,
     );
     this.membership.addSeedAddresses(config.peers);
@@ -145,9 +142,8 @@ export class ReplicationDriver implements Replicator {
         maxPayloadBytes: config.maxDatagramBytes - overhead,
         retransmitBufferBytes: config.retransmitBufferBytes,
         sendWindowBytes: config.sendWindowBytes,
-        maxReassemblyBytes: Math.max(8 * config.maxValueBytes, 16 * 1024 * 1024),
-        reassemblyTimeoutMs: 10_000,
-        receiver: DEFAULT_CHANNEL_RECEIVER_CONFIG,
+        ...reassemblyLimits(config),
+        receiver: channelReceiverConfig(config),
       },
       store,
       this.membership,

@@ -60,6 +60,23 @@ export const DEFAULT_CHANNEL_RECEIVER_CONFIG: ChannelReceiverConfig = {
   noteRetentionMs: 1000,
 };
 
+/** Wait before the NACK after `attempts` of them (ms): nackRetryMs doubling per attempt, capped at 16×. */
+function nackRetryDelayMs(config: ChannelReceiverConfig, attempts: number): number {
+  return config.nackRetryMs * Math.pow(2, Math.min(attempts - 1, 4));
+}
+
+/**
+ * The longest a gap is NACKed before its channel gives up and resyncs (ms): the wait
+ * before the first NACK and before each repeat, every one with the whole multicast back-off.
+ */
+export function nackRepairLimitMs(config: ChannelReceiverConfig): number {
+  let total = config.reorderAllowanceMs + config.multicastBackoffMs;
+  for (let attempts = 1; attempts <= config.maxNackAttempts; attempts++) {
+    total += nackRetryDelayMs(config, attempts) + config.multicastBackoffMs;
+  }
+  return total;
+}
+
 interface Gap {
   first: number;
   last: number;
@@ -318,7 +335,7 @@ export class ChannelReceiver<Note = never> {
   }
 
   private retryDelay(attempts: number): number {
-    return this.config.nackRetryMs * Math.pow(2, Math.min(attempts - 1, 4));
+    return nackRetryDelayMs(this.config, attempts);
   }
 
   private backoff(): number {

@@ -1,10 +1,24 @@
 /**
- * Configuration checks that keep peer traffic from leaving the machine unprotected, and
- * the peer TLS file options: each refusal names the flags and variables to fix.
+ * Configuration checks that keep peer traffic from leaving the machine unprotected, the
+ * peer TLS file options, and the network presets with the settings derived from them:
+ * each refusal names the flags and variables to fix.
  */
 import { randomBytes } from 'node:crypto';
-import { parseConfig, peerExposure, runsInsecure } from '../sidecar/config';
+import {
+  channelReceiverConfig,
+  membershipConfig,
+  NETWORK_PRESETS,
+  type NetworkTimings,
+  parseConfig,
+  peerExposure,
+  type PresetName,
+  reassemblyLimits,
+  runsInsecure,
+} from '../sidecar/config';
+import { ChannelReceiver, type ChannelReceiverConfig, DEFAULT_CHANNEL_RECEIVER_CONFIG, nackRepairLimitMs } from '../src/channel-receiver';
 import { ConfigError } from '../src/errors';
+import { DEFAULT_MEMBERSHIP_CONFIG } from '../src/membership';
+import { SeededRandom } from '../src/random';
 import { issueTestLeaf, makeTestCa } from './support/test-ca';
 
 const KEY = randomBytes(32).toString('base64');
@@ -106,5 +120,131 @@ describe('the cluster key', () => {
 
   test('a good key passes', () => {
     expect(parse({}, { BATON_CLUSTER_KEY: GOOD }).clusterKeys).toBe(GOOD);
+  });
+});
+
+describe('network presets', () => {
+  const PRESETS: PresetName[] = ['lan', 'local', 'wan'];
+  const TIMING_FLAGS: Record<keyof NetworkTimings, string> = {
+    heartbeatIntervalMs: 'heartbeat-interval-ms',
+    suspectAfterMs: 'suspect-after-ms',
+    deadAfterMs: 'dead-after-ms',
+    nackDelayMs: 'nack-delay-ms',
+    nackRetryMs: 'nack-retry-ms',
+    nackMulticastBackoffMs: 'nack-multicast-backoff-ms',
+  };
+
+  function timings(config: NetworkTimings): NetworkTimings {
+    const picked = {} as NetworkTimings;
+    for (const key of Object.keys(TIMING_FLAGS) as (keyof NetworkTimings)[]) picked[key] = config[key];
+    return picked;
+  }
+
+  test('without --preset the timings are lan, which hands the cores exactly their former defaults', () => {
+    for (const config of [parse({}), parse({ preset: 'lan' })]) {
+      expect(config.preset).toBe('lan');
+      expect(membershipConfig(config)).toEqual(DEFAULT_MEMBERSHIP_CONFIG);
+      expect(channelReceiverConfig(config)).toEqual(DEFAULT_CHANNEL_RECEIVER_CONFIG);
+      expect(reassemblyLimits(config)).toEqual({ maxReassemblyBytes: 16 * 1024 * 1024, reassemblyTimeoutMs: 10_000 });
+    }
+  });
+
+  test('local and wan set every timing of their row, and the NACK ones reach the channel receiver', () => {
+    expect(timings(parse({ preset: 'local' }))).toEqual({
+      heartbeatIntervalMs: 100,
+      suspectAfterMs: 500,
+      deadAfterMs: 1500,
+      nackDelayMs: 1,
+      nackRetryMs: 5,
+      nackMulticastBackoffMs: 2,
+    });
+    const wan = parse({ preset: 'wan' });
+    expect(timings(wan)).toEqual({
+      heartbeatIntervalMs: 500,
+      suspectAfterMs: 3000,
+      deadAfterMs: 10_000,
+      nackDelayMs: 10,
+      nackRetryMs: 50,
+      nackMulticastBackoffMs: 20,
+    });
+    expect(channelReceiverConfig(wan)).toEqual({
+      ...DEFAULT_CHANNEL_RECEIVER_CONFIG,
+      reorderAllowanceMs: 10,
+      nackRetryMs: 50,
+      multicastBackoffMs: 20,
+      noteRetentionMs: 2000,
+    });
+    expect(membershipConfig(wan)).toEqual({ heartbeatIntervalMs: 500, suspectAfterMs: 3000, deadAfterMs: 10_000, forgetDeadAfterMs: 60_000 });
+  });
+
+  test('each timing given explicitly wins over the preset; the others keep the preset value', () => {
+    const explicit: Record<keyof NetworkTimings, number> = {
+      heartbeatIntervalMs: 400,
+      suspectAfterMs: 4000,
+      deadAfterMs: 12_000,
+      nackDelayMs: 7,
+      nackRetryMs: 70,
+      nackMulticastBackoffMs: 30,
+    };
+    for (const key of Object.keys(TIMING_FLAGS) as (keyof NetworkTimings)[]) {
+      const config = parse({ preset: 'wan', [TIMING_FLAGS[key]]: String(explicit[key]) });
+      expect(timings(config)).toEqual({ ...NETWORK_PRESETS.wan, [key]: explicit[key] });
+    }
+  });
+
+  test('the failure-detector order is checked on the values in force, naming each flag and where a value came from', () => {
+    // Valid only because wan's dead-after (10 s) exceeds it; lan's (3 s) does not.
+    expect(parse({ preset: 'wan', 'suspect-after-ms': '5000' }).suspectAfterMs).toBe(5000);
+    expect(refusal({ 'suspect-after-ms': '5000' })).toBe('--dead-after-ms (3000, from --preset lan) must be greater than --suspect-after-ms (5000)');
+    expect(refusal({ preset: 'wan', 'dead-after-ms': '2000' })).toBe('--dead-after-ms (2000) must be greater than --suspect-after-ms (3000, from --preset wan)');
+    expect(refusal({ preset: 'local', 'heartbeat-interval-ms': '600' })).toBe(
+      '--suspect-after-ms (500, from --preset local) must be greater than --heartbeat-interval-ms (600)',
+    );
+    expect(refusal({ 'suspect-after-ms': '300', 'heartbeat-interval-ms': '300', preset: 'wan' })).toBe(
+      '--suspect-after-ms (300) must be greater than --heartbeat-interval-ms (300)',
+    );
+  });
+
+  test('an unknown preset is refused naming the flag, the variable and the choices', () => {
+    expect(refusal({ preset: 'moon' })).toBe('invalid --preset (BATON_PRESET) "moon": use one of lan, local, wan');
+    expect(refusal({ preset: 'wan', 'nack-retry-ms': '0' })).toMatch(/^invalid --nack-retry-ms \(BATON_NACK_RETRY_MS\) "0": expected a whole number from 1/);
+  });
+
+  test('derived settings follow their rules: notes outlive 4 heartbeats, dead members are kept 4 detection periods or a minute', () => {
+    const slow = parse({ preset: 'wan', 'heartbeat-interval-ms': '2000', 'suspect-after-ms': '10000', 'dead-after-ms': '30000' });
+    expect(channelReceiverConfig(slow).noteRetentionMs).toBe(8000);
+    expect(membershipConfig(slow).forgetDeadAfterMs).toBe(120_000);
+    expect(membershipConfig(parse({ preset: 'local' })).forgetDeadAfterMs).toBe(60_000);
+    expect(reassemblyLimits(parse({ 'max-value-bytes': String(4 * 1024 * 1024) })).maxReassemblyBytes).toBe(32 * 1024 * 1024);
+  });
+
+  /** When a receiver that hears nothing more gives up NACKing a one-datagram gap and asks for a resync. */
+  function resyncAfterMs(config: ChannelReceiverConfig, multicast: boolean): number {
+    const receiver = new ChannelReceiver(config, multicast, new SeededRandom(7));
+    receiver.handleData(1, false, 0);
+    receiver.handleData(3, false, 0);
+    for (let polls = 0; polls < 100; polls++) {
+      const now = receiver.nextDeadline();
+      if (receiver.poll(now).resync) return now;
+    }
+    throw new Error('no resync after 100 polls');
+  }
+
+  test.each(PRESETS)('%s: fragment reassembly outlasts a heartbeat plus the longest NACK repair', (preset) => {
+    const config = parse({ preset });
+    const receiver = channelReceiverConfig(config);
+    const limit = nackRepairLimitMs(receiver);
+    // On unicast there is no back-off: the limit less its back-off terms is exact.
+    expect(resyncAfterMs(receiver, false)).toBe(limit - (receiver.maxNackAttempts + 1) * receiver.multicastBackoffMs);
+    const multicast = resyncAfterMs(receiver, true);
+    expect(multicast).toBeLessThanOrEqual(limit);
+    expect(multicast).toBeGreaterThan(limit - (receiver.maxNackAttempts + 1) * receiver.multicastBackoffMs);
+    expect(reassemblyLimits(config).reassemblyTimeoutMs).toBeGreaterThanOrEqual(2 * (config.heartbeatIntervalMs + limit));
+  });
+
+  test('a NACK retry long enough to outlast 10 s stretches the reassembly timeout with it', () => {
+    const config = parse({ 'nack-retry-ms': '200' }); // 111 × 200 ms of NACKs
+    expect(reassemblyLimits(config).reassemblyTimeoutMs).toBe(2 * (250 + nackRepairLimitMs(channelReceiverConfig(config))));
+    expect(reassemblyLimits(config).reassemblyTimeoutMs).toBeGreaterThan(44_000);
   });
 });

@@ -22,7 +22,7 @@ import {
   SessionServiceClient,
   type WatchEvent,
 } from '../src/gen/baton/v1/session';
-import { SIDECAR_OPTIONS } from '../sidecar/config';
+import { NETWORK_PRESETS, type NetworkTimings, SIDECAR_OPTIONS } from '../sidecar/config';
 import { EXCHANGE_SLICE_OPS } from '../sidecar/session-service';
 import { BatonClient, BatonClientError, type Session } from '../src/client';
 import { discover, listServices } from './support/reflection-client';
@@ -444,6 +444,18 @@ describe('docs/configuration.md', () => {
     for (const spec of SIDECAR_OPTIONS) {
       expect(doc).toContain(`\`--${spec.flag}\``);
       expect(doc).toContain(`\`BATON_${spec.flag.toUpperCase().replace(/-/g, '_')}\``);
+    }
+  });
+
+  it('gives every preset-driven option its row of the presets table, with the values the sidecar uses', () => {
+    const doc = require('node:fs').readFileSync(require('node:path').join(__dirname, '..', 'docs', 'configuration.md'), 'utf8') as string;
+    const presetSpecs = SIDECAR_OPTIONS.filter((spec) => spec.fromPreset === true);
+    expect(presetSpecs.length).toBeGreaterThan(0);
+    expect(doc).toContain('| option | `lan` (default) | `local` | `wan` |');
+    for (const spec of presetSpecs) {
+      const key = spec.key as keyof NetworkTimings;
+      const values = (['lan', 'local', 'wan'] as const).map((name) => NETWORK_PRESETS[name][key]);
+      expect(doc).toContain(`| \`--${spec.flag}\` | ${values.join(' | ')} |`);
     }
   });
 });
