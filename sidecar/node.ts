@@ -144,6 +144,7 @@ export class BatonNode {
         peer_port: replication.port,
         incarnation: replication.incarnation.toString(16),
         transport: this.config.multicast === undefined ? 'unicast' : 'multicast',
+        preset: this.config.preset,
         encrypted: this.keys !== undefined,
         peer_tls: this.config.peerTlsFiles !== undefined ? 'files' : this.keys !== undefined ? 'cluster key' : 'off',
         version: VERSION,
