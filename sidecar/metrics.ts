@@ -290,6 +290,8 @@ export class SidecarMetrics {
     });
     counterFrom(registry, 'baton_rereplicated_bytes_total', 'Bytes of session state pulled from peers because placement gave this node new partitions.', () => driver.counters.rereplicatedBytes);
     counterFrom(registry, 'baton_anti_entropy_repairs_total', 'Sessions changed by anti-entropy: divergence found by digest comparison and repaired.', () => driver.counters.antiEntropyRepairs);
+    counterFrom(registry, 'baton_sessions_transferred_total', 'Sessions merged from peers by state transfers (joins, placement changes, resyncs, anti-entropy).', () => driver.counters.sessionsTransferred);
+    counterFrom(registry, 'baton_replication_send_errors_total', 'Datagrams the operating system refused to send (an unreachable or invalid peer address, a full buffer).', () => driver.counters.sendErrors);
     counterFrom(registry, 'baton_replication_sessions_discarded_total', 'Copies dropped because placement moved them to other members.', () => stats.sessionsDiscarded);
     new Gauge({
       name: 'baton_cluster_members',

@@ -182,6 +182,12 @@ describe.each([
       return missing.length === 0;
     }, 30_000).catch(() => undefined);
     expect(missing.slice(0, 10)).toEqual([]);
+    // The joiner counts what it received by state transfer (at least its share; an
+    // anti-entropy round may add more), and nothing failed to leave its socket.
+    const joiner = await late.process.scrape();
+    expect(joiner.value('baton_sessions_transferred_total')).toBeGreaterThanOrEqual(forN4.length);
+    expect(joiner.has('baton_replication_send_errors_total')).toBe(true);
+    expect(joiner.value('baton_replication_send_errors_total')).toBe(0);
     if (lossPercent > 0) {
       // The loss was real and was repaired: datagrams were dropped and NACKed.
       const metrics = await cluster.nodes[1]!.process.scrape();
