@@ -2,8 +2,9 @@
 /**
  * The `baton` command line. `baton sidecar` runs a node; every option is also read from
  * its BATON_* environment variable. Bad options and unusable addresses end the process
- * with one line naming the option and a non-zero exit code. `baton demo` shows a session
- * surviving the death of the node serving it.
+ * with one line naming the option and a non-zero exit code. `baton status` shows the
+ * cluster as one node sees it. `baton demo` shows a session surviving the death of the
+ * node serving it.
  */
 import { setLogger, setLogVerbosity, logVerbosity } from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
@@ -13,6 +14,7 @@ import { runDemo } from './demo';
 import { createLogger } from './logger';
 import { BatonNode, ListenError } from './node';
 import { VERSION } from './package-root';
+import { DEFAULT_STATUS_API, DEFAULT_STATUS_TIMEOUT_MS, runStatus, STATUS_API_ENV, type StatusOptions } from './status-command';
 
 const EXIT_CONFIG = 2;
 const EXIT_LISTEN = 1;
@@ -92,6 +94,28 @@ function demoCommand(): Command {
     });
 }
 
+function statusCommand(): Command {
+  return new Command('status')
+    .summary("show the cluster as one node sees it; exit 1 when it is unhealthy")
+    .description(
+      "ask a node's API for its status and print it with its members, their states and replication lag; " +
+        'exit 0 when healthy, 1 when a member is suspect or dead or the node does not answer or is not serving, 2 for a usage error',
+    )
+    .addOption(new Option('--api <addr>', "the node's API address: host:port, [ipv6]:port or unix:/path").default(DEFAULT_STATUS_API).env(STATUS_API_ENV))
+    .option('--json', 'print the status as JSON, for scripts')
+    .option('--timeout-ms <ms>', 'give up on a node that has not answered after this long', String(DEFAULT_STATUS_TIMEOUT_MS))
+    .action(async (options: StatusOptions) => {
+      let code;
+      try {
+        code = await runStatus(options);
+      } catch (err) {
+        if (err instanceof ConfigError) fail(err.message, EXIT_CONFIG);
+        throw err;
+      }
+      process.exit(code);
+    });
+}
+
 /** Thrown from Commander's exit hook: the process ends with `code` once parsing unwinds. */
 class UsageExit {
   constructor(readonly code: number) {}
@@ -112,6 +136,7 @@ export function main(argv: string[]): void {
     .version(VERSION)
     .showHelpAfterError()
     .addCommand(sidecarCommand())
+    .addCommand(statusCommand())
     .addCommand(demoCommand());
   program.addHelpText('after', () => `\nOptions of 'baton sidecar':\n${sidecarCommand().helpInformation().split('\nOptions:\n')[1] ?? ''}`);
   // Usage errors (an unknown flag, a missing value) are configuration errors: exit 2, as for
