@@ -2,7 +2,8 @@
  * `baton status` (the compiled CLI) against a real three-node cluster on loopback: exit 0
  * and a table naming every member while all are alive, JSON equal to what Status answers,
  * BATON_API_LISTEN as the address when no flag is given, exit 1 naming a member killed with
- * SIGKILL once it is found dead, and exit 1 with a message for an address nothing listens on.
+ * SIGKILL once it is found dead, exit 1 with a message for an address nothing listens on,
+ * and exit 2 for usage errors.
  *
  * The tests share one cluster and run in order: the last one kills node c.
  */
@@ -77,6 +78,17 @@ describe('baton status', () => {
       `baton: cannot get the status from the baton API at 127.0.0.1:${port} (set by --api or BATON_API_LISTEN): ` +
         `nothing is listening there (connect ECONNREFUSED 127.0.0.1:${port})\n`,
     );
+  });
+
+  test.each([
+    [['--no-such-flag'], {}, /unknown option '--no-such-flag'/],
+    [['--api', 'nope'], {}, /^baton: invalid --api \(or BATON_API_LISTEN\) "nope": expected host:port/],
+    [[], { BATON_API_LISTEN: '127.0.0.1:0' }, /port 0 is not an address to ask/],
+    [['--timeout-ms', 'soon'], {}, /^baton: invalid --timeout-ms "soon"/],
+  ])('usage error %j %j: exit 2 with a message', async (args, env, message) => {
+    const run = await runBaton(['status', ...args], env);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(message);
   });
 
   test('after node c is killed and found dead: exit 1 naming it, and its row says dead', async () => {
