@@ -138,7 +138,8 @@ export async function runStatus(options: StatusOptions, io: StatusIo = PROCESS_I
       ),
     ]);
     if ('error' in status) {
-      io.stderr(`baton: ${describeUnreachable(options.api, status.error, timeoutMs)}\n`);
+      const asked = target === options.api ? options.api : `${options.api} (asked as ${target})`;
+      io.stderr(`baton: ${describeUnreachable(asked, status.error, timeoutMs)}\n`);
       return EXIT_UNHEALTHY;
     }
     const verdict = judge(status.value, 'error' in serving ? { error: firstLine(serving.error.details || serving.error.message) } : serving.value);
