@@ -534,11 +534,11 @@ class ExchangeStream {
     });
     // Stays attached after the end: an 'error' without a listener would throw.
     call.on('error', (err: Partial<StatusObject>) => {
-      this.end(err.code ?? Status.UNAVAILABLE, `the Exchange stream to the sidecar failed: ${err.details ?? String(err)}`);
+      this.end(streamFailureCode(err.code), `the Exchange stream to the sidecar failed: ${err.details ?? String(err)}`);
     });
     call.on('status', (status: StatusObject) => {
       if (status.code === Status.OK) this.end(Status.UNAVAILABLE, 'the sidecar ended the Exchange stream (it is shutting down or restarting)');
-      else this.end(status.code, `the Exchange stream to the sidecar failed: ${status.details}`);
+      else this.end(streamFailureCode(status.code), `the Exchange stream to the sidecar failed: ${status.details}`);
     });
     if (this.queuedCount > 0 && !this.flushScheduled) {
       this.flushScheduled = true;
@@ -853,6 +853,16 @@ function toClientError(err: unknown, fallback: string): BatonClientError {
     return new BatonClientError(status.code, status.details || fallback, { cause: err });
   }
   return new BatonClientError(Status.UNKNOWN, `${fallback}: ${messageOf(err)}`, { cause: err });
+}
+
+/**
+ * The code a stream's calls fail with. abort() ends the stream before it cancels the call, so
+ * a CANCELLED that arrives here came from the other side (a sidecar cut off by its shutdown
+ * reset the stream): for the caller the sidecar became unavailable, and nothing it did
+ * cancelled the call.
+ */
+function streamFailureCode(code: number | undefined): number {
+  return code === undefined || code === Status.CANCELLED ? Status.UNAVAILABLE : code;
 }
 
 function closedError(): BatonClientError {
