@@ -801,6 +801,8 @@ export class BatonWatch implements AsyncIterable<WatchEvent> {
     }
     if (this.cancelled) return;
     // The stream may have failed before iteration began; its 'error' was recorded, not thrown.
+    // Not cancelled here, so a CANCELLED came from a sidecar that reset the stream as it stopped.
+    if (this.failure?.code === Status.CANCELLED) throw new BatonClientError(Status.UNAVAILABLE, this.failure.message, { cause: this.failure });
     if (this.failure !== undefined) throw this.failure;
     // The sidecar never ends a watch on its own accord while it runs: it is going away, and
     // a loop that ended quietly would leave the application believing it still watches.

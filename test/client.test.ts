@@ -683,7 +683,16 @@ describe('BatonClient reconnecting', () => {
     expect(err.code).toBe(status.UNAVAILABLE);
     expect(err.message).toContain('watch again');
 
+    // A sidecar that stops without a drain resets the stream (CANCELLED on the wire).
+    const cut = client.watch('w');
+    await cut.ready();
+    const cutEnded = rejection(
+      (async () => {
+        for await (const _event of cut) void _event;
+      })(),
+    );
     fake.stop();
+    expect((await cutEnded).code).toBe(status.UNAVAILABLE);
     const unreachable = client.watch('w');
     expect((await rejection(unreachable.ready())).code).toBe(status.UNAVAILABLE);
     await expect(
