@@ -3,10 +3,13 @@
  * baton_ prefix, base units, _total on counters. No label ever carries a session id or
  * any session content; label values come from small fixed sets.
  */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import * as path from 'node:path';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ErrorCode } from '../src/errors';
 import type { ResumeObserver } from '../src/session-api';
 import type { SessionStore } from '../src/store';
+import { PACKAGE_ROOT, VERSION } from './package-root';
 import type { ReplicationDriver, ReplicationSink } from './replication-driver';
 
 export type Method = 'put' | 'get' | 'delete' | 'touch';
@@ -138,6 +141,13 @@ export class SidecarMetrics {
       help: 'Duration of the last drain (SIGTERM to leaving the cluster); 0 until the node drains.',
       registers: [registry],
     });
+    const build = buildInfoLabels();
+    new Gauge({
+      name: 'baton_build_info',
+      help: 'Always 1; the labels say which baton runs: version (package.json), node_version, and commit when the installed tree records it.',
+      labelNames: Object.keys(build),
+      registers: [registry],
+    }).set(build, 1);
     this.insecure = new Gauge({
       name: 'baton_insecure',
       help: '1 if --insecure lets this node send and accept peer traffic off loopback without a cluster key (unencrypted, unauthenticated), else 0.',
@@ -398,4 +408,55 @@ function counterFrom(registry: Registry, name: string, help: string, read: () =>
       reported = Math.max(reported, value);
     },
   });
+}
+
+/**
+ * The labels of baton_build_info. `commit` comes from a git checkout's own files (HEAD, a
+ * loose ref or packed-refs; a worktree's `.git` file points to its directory), read once:
+ * no git process runs, and an installed package or an image without `.git` has no commit
+ * label rather than a wrong one.
+ */
+export function buildInfoLabels(root: string = PACKAGE_ROOT, version: string = VERSION): Record<string, string> {
+  const labels: Record<string, string> = { version, node_version: process.version };
+  const commit = checkedOutCommit(root);
+  if (commit !== undefined) labels.commit = commit;
+  return labels;
+}
+
+const COMMIT_ID = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
+
+function checkedOutCommit(root: string): string | undefined {
+  try {
+    let gitDir = path.join(root, '.git');
+    if (!existsSync(gitDir)) return undefined;
+    if (statSync(gitDir).isFile()) {
+      const pointer = /^gitdir: (.+)$/m.exec(readFileSync(gitDir, 'utf8'))?.[1]?.trim();
+      if (pointer === undefined) return undefined;
+      gitDir = path.resolve(root, pointer);
+    }
+    const head = readFileSync(path.join(gitDir, 'HEAD'), 'utf8').trim();
+    if (COMMIT_ID.test(head)) return head;
+    const ref = /^ref: (refs\/\S+)$/.exec(head)?.[1];
+    if (ref === undefined) return undefined;
+    // A worktree keeps its HEAD; branches live in the main repository's directory.
+    const commonFile = path.join(gitDir, 'commondir');
+    const common = existsSync(commonFile) ? path.resolve(gitDir, readFileSync(commonFile, 'utf8').trim()) : gitDir;
+    for (const dir of [gitDir, common]) {
+      const loose = path.join(dir, ref);
+      if (existsSync(loose)) {
+        const id = readFileSync(loose, 'utf8').trim();
+        return COMMIT_ID.test(id) ? id : undefined;
+      }
+    }
+    const packed = path.join(common, 'packed-refs');
+    if (!existsSync(packed)) return undefined;
+    for (const line of readFileSync(packed, 'utf8').split('\n')) {
+      const [id, name] = line.trim().split(' ');
+      if (name === ref && id !== undefined && COMMIT_ID.test(id)) return id;
+    }
+    return undefined;
+  } catch {
+    // An unreadable checkout only costs the label.
+    return undefined;
+  }
 }

@@ -15,7 +15,15 @@
  *   only the head of each group needs watching (a timer per call was a tenth of the
  *   client's CPU at 70k calls/s).
  * - No retries. When the stream ends, its calls are rejected (never resent: the sidecar may
- *   have applied them) and the next call opens a fresh stream.
+ *   have applied them; the error says whether a call had been sent) and the next call opens
+ *   a fresh stream.
+ * - Reconnecting (the sidecar restarted): grpc-js reconnects the channel by itself; the
+ *   client reopens the stream. A new stream is opened only once the channel is READY, so a
+ *   call made while the sidecar is away waits in the client's own queue, unsent, until the
+ *   new stream takes it or its deadline passes. A stream that failed without answering
+ *   anything delays the next one by ReconnectBackoff (50 ms doubling to 2 s, with jitter;
+ *   back to 50 ms after a stream that answered). Streams are opened only for calls, so an
+ *   idle client makes no attempts; close() clears the backoff timer and stops the wait.
  * - The client checks only what would break the shared stream for every caller (values the
  *   encoder refuses, requests over maxRequestBytes). Every other rule is the sidecar's, so
  *   one place decides.
@@ -24,6 +32,7 @@
  */
 import {
   Client,
+  connectivityState as ConnectivityState,
   credentials as grpcCredentials,
   status as Status,
   type CallOptions,
@@ -34,6 +43,7 @@ import {
   type StatusObject,
 } from '@grpc/grpc-js';
 import { encodeToBuffer } from './proto-writer';
+import { ReconnectBackoff } from './reconnect-backoff';
 import type { AuthState, CartState, TcpConnectionState, TlsSessionState } from './gen/baton/v1/parts';
 import {
   ExchangeRequest,
@@ -94,7 +104,33 @@ export interface BatonClientOptions {
   maxRequestBytes?: number;
   /** grpc-js channel options, applied over DEFAULT_CHANNEL_OPTIONS. */
   channelOptions?: ChannelOptions;
+  /** How the Exchange stream is reopened after it failed; see ReconnectOptions. */
+  reconnect?: ReconnectOptions;
 }
+
+/**
+ * Reopening the Exchange stream. The channel's own reconnection (grpc-js, between TCP or unix
+ * socket connection attempts) is set by the channel options grpc.initial_reconnect_backoff_ms
+ * and grpc.max_reconnect_backoff_ms, which default to the same numbers.
+ */
+export interface ReconnectOptions {
+  /** Wait after a stream failed without answering anything, in ms; doubles with each such failure in a row. Default 50. */
+  initialBackoffMs?: number;
+  /** Longest wait between two stream attempts, in ms. Default 2000. */
+  maxBackoffMs?: number;
+  /** Jitter source, uniform in [0, 1). Default Math.random. */
+  random?: () => number;
+  /** Timer functions for the backoff wait; default the global ones (tests pass virtual time). */
+  timers?: ReconnectTimers;
+}
+
+export interface ReconnectTimers {
+  setTimeout(callback: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export const DEFAULT_RECONNECT_INITIAL_BACKOFF_MS = 50;
+export const DEFAULT_RECONNECT_MAX_BACKOFF_MS = 2000;
 
 export const DEFAULT_DEADLINE_MS = 5000;
 export const DEFAULT_MAX_QUEUED = 100_000;
@@ -113,6 +149,11 @@ export const DEFAULT_CHANNEL_OPTIONS: Readonly<ChannelOptions> = {
   'grpc.keepalive_time_ms': 30_000,
   'grpc.keepalive_timeout_ms': 10_000,
   'grpc.keepalive_permit_without_calls': 0,
+  // grpc-js waits 1 s doubling (×1.6) to 120 s between connection attempts: after a sidecar
+  // restart that took a few seconds, calls would wait up to two minutes for a sidecar that
+  // is back. The sidecar is local and a refused connection costs next to nothing.
+  'grpc.initial_reconnect_backoff_ms': DEFAULT_RECONNECT_INITIAL_BACKOFF_MS,
+  'grpc.max_reconnect_backoff_ms': DEFAULT_RECONNECT_MAX_BACKOFF_MS,
 };
 
 export interface CallDeadlineOption {
@@ -185,6 +226,10 @@ export class BatonClient {
   private nextRequestId = 1n;
   private readonly watches = new Set<BatonWatch>();
   private closed = false;
+  private readonly backoff: ReconnectBackoff;
+  private readonly timers: ReconnectTimers;
+  /** Set while the next stream must wait after a failed one; the waiting stream opens when it fires. */
+  private backoffTimer: unknown;
 
   /** `address`: `host:port` (e.g. `127.0.0.1:7400`) or `unix:/path/to/socket`. */
   constructor(address: string, options: BatonClientOptions = {}) {
@@ -194,8 +239,20 @@ export class BatonClient {
     checkPositiveInteger(this.maxQueued, 'maxQueued');
     this.maxRequestBytes = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
     checkPositiveInteger(this.maxRequestBytes, 'maxRequestBytes');
+    const reconnect = options.reconnect ?? {};
+    const initialMs = reconnect.initialBackoffMs ?? DEFAULT_RECONNECT_INITIAL_BACKOFF_MS;
+    const maxMs = reconnect.maxBackoffMs ?? Math.max(initialMs, DEFAULT_RECONNECT_MAX_BACKOFF_MS);
+    checkDeadlineMs(initialMs, 'reconnect.initialBackoffMs');
+    checkDeadlineMs(maxMs, 'reconnect.maxBackoffMs');
+    if (maxMs < initialMs) {
+      throw new BatonClientError(Status.INVALID_ARGUMENT, `reconnect.maxBackoffMs (${maxMs}) is less than reconnect.initialBackoffMs (${initialMs})`);
+    }
+    this.backoff = new ReconnectBackoff({ initialMs, maxMs }, reconnect.random ?? Math.random);
+    this.timers = reconnect.timers ?? { setTimeout: (fn, ms) => setTimeout(fn, ms), clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) };
     this.grpc = new Client(address, options.credentials ?? grpcCredentials.createInsecure(), {
       ...DEFAULT_CHANNEL_OPTIONS,
+      'grpc.initial_reconnect_backoff_ms': initialMs,
+      'grpc.max_reconnect_backoff_ms': maxMs,
       ...options.channelOptions,
     });
   }
@@ -236,7 +293,10 @@ export class BatonClient {
 
   /**
    * Streams changes to one session, or to every session when `sessionId` is ''. Await
-   * `ready()` before writing to be sure the watch sees the write.
+   * `ready()` before writing to be sure the watch sees the write. A watch is not reopened:
+   * when the sidecar ends it (a drain, a restart) or cannot be reached, iteration throws a
+   * BatonClientError with code UNAVAILABLE; events in between are not replayed, so read the
+   * session again and watch again.
    */
   watch(sessionId: string, options: WatchOptions = {}): BatonWatch {
     if (this.closed) throw closedError();
@@ -326,6 +386,8 @@ export class BatonClient {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.timers.clearTimeout(this.backoffTimer);
+    this.backoffTimer = undefined;
     this.exchange?.abort(Status.CANCELLED, 'the BatonClient was closed');
     this.exchange = undefined;
     for (const watch of this.watches) watch.cancel();
@@ -352,16 +414,53 @@ export class BatonClient {
         `${op.$case} request is ${bytes.length} bytes, over maxRequestBytes (${this.maxRequestBytes})`,
       );
     }
-    if (this.exchange === undefined || this.exchange.ended) {
-      const method = SessionServiceService.exchange;
-      const call = this.grpc.makeBidiStreamRequest(
-        method.path,
-        (encodedRequest: Buffer) => encodedRequest,
-        method.responseDeserialize,
-      );
-      this.exchange = new ExchangeStream(call, this.maxQueued);
+    return this.currentExchange().enqueue<O['$case']>(requestId, op.$case, bytes, deadline);
+  }
+
+  /** The stream calls go on: the open one, or a new one that opens when it can. */
+  private currentExchange(): ExchangeStream {
+    const current = this.exchange;
+    if (current !== undefined && !current.ended) return current;
+    const stream: ExchangeStream = new ExchangeStream(this.maxQueued, (answered) => this.onExchangeEnded(stream, answered));
+    this.exchange = stream;
+    if (this.backoffTimer === undefined) this.openWhenReady(stream);
+    return stream;
+  }
+
+  private onExchangeEnded(stream: ExchangeStream, answered: boolean): void {
+    if (this.closed || stream !== this.exchange) return;
+    if (answered) {
+      this.backoff.reset();
+      return;
     }
-    return this.exchange.enqueue<O['$case']>(requestId, op.$case, bytes, deadline);
+    this.backoffTimer = this.timers.setTimeout(() => {
+      this.backoffTimer = undefined;
+      const waiting = this.exchange;
+      if (!this.closed && waiting !== undefined && waiting.phase === 'waiting') this.openWhenReady(waiting);
+    }, this.backoff.fail());
+  }
+
+  /**
+   * Opens the stream once the channel is READY. grpc-js connects (and reconnects, with its
+   * own backoff) when asked; each state change calls back once, so this waits without polling.
+   */
+  private openWhenReady(stream: ExchangeStream): void {
+    stream.phase = 'connecting';
+    const channel = this.grpc.getChannel();
+    const check = (): void => {
+      if (this.closed || stream.ended) return;
+      const state = channel.getConnectivityState(true);
+      if (state === ConnectivityState.SHUTDOWN) return;
+      if (state !== ConnectivityState.READY) {
+        channel.watchConnectivityState(state, Infinity, check);
+        return;
+      }
+      const method = SessionServiceService.exchange;
+      stream.attach(
+        this.grpc.makeBidiStreamRequest(method.path, (encodedRequest: Buffer) => encodedRequest, method.responseDeserialize),
+      );
+    };
+    check();
   }
 }
 
@@ -393,9 +492,18 @@ function batchFieldHeader(length: number): Buffer {
   return Buffer.from(bytes);
 }
 
-/** One Exchange call and the calls riding on it. Once ended it stays ended; the client opens another. */
+/**
+ * One Exchange call and the calls riding on it. Calls may be queued before the call exists
+ * (the client is waiting for a backoff or for the channel); they are written once it is
+ * attached. Once ended it stays ended; the client opens another.
+ */
 class ExchangeStream {
   ended = false;
+  /** waiting: for the backoff timer; connecting: for the channel; open: attached to a gRPC call. */
+  phase: 'waiting' | 'connecting' | 'open' = 'waiting';
+  private call: ClientDuplexStream<Buffer, ExchangeResponse> | undefined;
+  /** Whether the sidecar answered anything on this stream (then it was no failed attempt). */
+  private answered = false;
   /** Every unsettled call of this stream, queued or sent. */
   private readonly pending = new Map<bigint, PendingCall>();
   /** The same calls by deadline length, each group in the order the calls were made. */
@@ -411,18 +519,31 @@ class ExchangeStream {
   private awaitingDrain = false;
 
   constructor(
-    private readonly call: ClientDuplexStream<Buffer, ExchangeResponse>,
     private readonly maxQueued: number,
-  ) {
-    call.on('data', this.onResponse);
+    /** Called once when the stream ends, with whether the sidecar answered anything on it. */
+    private readonly onEnded: (answered: boolean) => void,
+  ) {}
+
+  /** Gives the stream its gRPC call and writes what queued up meanwhile. */
+  attach(call: ClientDuplexStream<Buffer, ExchangeResponse>): void {
+    this.call = call;
+    this.phase = 'open';
+    call.on('data', (response: ExchangeResponse) => {
+      this.answered = true;
+      this.onResponse(response);
+    });
     // Stays attached after the end: an 'error' without a listener would throw.
     call.on('error', (err: Partial<StatusObject>) => {
-      this.end(err.code ?? Status.UNAVAILABLE, `the Exchange stream to the sidecar failed: ${err.details ?? String(err)}`);
+      this.end(streamFailureCode(err.code), `the Exchange stream to the sidecar failed: ${err.details ?? String(err)}`);
     });
     call.on('status', (status: StatusObject) => {
-      if (status.code === Status.OK) this.end(Status.UNAVAILABLE, 'the sidecar ended the Exchange stream');
-      else this.end(status.code, `the Exchange stream to the sidecar failed: ${status.details}`);
+      if (status.code === Status.OK) this.end(Status.UNAVAILABLE, 'the sidecar ended the Exchange stream (it is shutting down or restarting)');
+      else this.end(streamFailureCode(status.code), `the Exchange stream to the sidecar failed: ${status.details}`);
     });
+    if (this.queuedCount > 0 && !this.flushScheduled) {
+      this.flushScheduled = true;
+      process.nextTick(this.flush);
+    }
   }
 
   enqueue<K extends OpKind>(requestId: bigint, kind: K, bytes: Buffer, deadlineMs: number): Promise<ResultOf<K>> {
@@ -466,7 +587,7 @@ class ExchangeStream {
   /** Ends the stream from this side: rejects every call with `code` and cancels the gRPC call. */
   abort(code: number, message: string): void {
     this.end(code, message);
-    this.call.cancel();
+    this.call?.cancel();
   }
 
   /**
@@ -476,8 +597,9 @@ class ExchangeStream {
    */
   private readonly flush = (): void => {
     this.flushScheduled = false;
-    if (this.ended || this.awaitingDrain) return;
     const { call, queue } = this;
+    // Not attached yet: attach() flushes.
+    if (this.ended || this.awaitingDrain || call === undefined) return;
     let next = this.queueHead;
     let batch: Buffer[] = [];
     let batchBytes = 0;
@@ -582,9 +704,11 @@ class ExchangeStream {
       this.queuedCount--;
       pending.bytes = undefined;
     }
+    const unsent = pending.state === 'queued';
     this.settle(pending);
+    const why = !unsent ? '' : this.call === undefined ? '; it was not sent (no stream to the sidecar yet: it is unreachable or restarting)' : '; it was not sent';
     pending.reject(
-      new BatonClientError(Status.DEADLINE_EXCEEDED, `${pending.kind} did not complete within its deadline of ${pending.deadlineMs} ms`),
+      new BatonClientError(Status.DEADLINE_EXCEEDED, `${pending.kind} did not complete within its deadline of ${pending.deadlineMs} ms${why}`),
     );
   }
 
@@ -599,27 +723,33 @@ class ExchangeStream {
   private end(code: number, message: string): void {
     if (this.ended) return;
     this.ended = true;
-    this.call.removeListener('drain', this.onDrain);
+    this.call?.removeListener('drain', this.onDrain);
     clearTimeout(this.timer);
     this.timer = undefined;
     this.timerAt = Infinity;
     for (const pending of this.pending.values()) {
+      // A sent call may have been applied before the stream broke; a queued one never left.
+      const fate = pending.state === 'sent' ? 'it may or may not have been applied' : 'it was not sent';
       pending.state = 'settled';
       pending.bytes = undefined;
-      pending.reject(new BatonClientError(code, message));
+      pending.reject(new BatonClientError(code, `${message}; ${fate}`));
     }
     this.pending.clear();
     this.byDeadline.clear();
     this.queue = [];
     this.queueHead = 0;
     this.queuedCount = 0;
+    this.onEnded(this.answered);
   }
 }
 
 /**
  * A running watch: iterate it (once) for events, await `ready()` to know the sidecar has
- * registered it, `cancel()` to stop. Iteration ends quietly after cancel() and throws a
- * BatonClientError if the watch fails. Leaving a `for await` loop early cancels the watch.
+ * registered it, `cancel()` to stop. Iteration ends quietly after cancel() (or close()) and
+ * otherwise throws a BatonClientError: its deadline, a failure, or UNAVAILABLE when the
+ * sidecar ended the watch (it drains on SIGTERM) or could not be reached. A watch is never
+ * reopened: changes made until a new one is ready are not seen. Leaving a `for await` loop
+ * early cancels the watch.
  */
 export class BatonWatch implements AsyncIterable<WatchEvent> {
   private readonly registered: Promise<void>;
@@ -669,8 +799,14 @@ export class BatonWatch implements AsyncIterable<WatchEvent> {
       // Also runs when the consumer leaves the loop early; a finished call ignores it.
       this.stream.cancel();
     }
+    if (this.cancelled) return;
     // The stream may have failed before iteration began; its 'error' was recorded, not thrown.
-    if (this.failure !== undefined && !this.cancelled) throw this.failure;
+    // Not cancelled here, so a CANCELLED came from a sidecar that reset the stream as it stopped.
+    if (this.failure?.code === Status.CANCELLED) throw new BatonClientError(Status.UNAVAILABLE, this.failure.message, { cause: this.failure });
+    if (this.failure !== undefined) throw this.failure;
+    // The sidecar never ends a watch on its own accord while it runs: it is going away, and
+    // a loop that ended quietly would leave the application believing it still watches.
+    throw new BatonClientError(Status.UNAVAILABLE, 'the sidecar ended the watch (it is shutting down or restarting); read the session again and watch again');
   }
 }
 
@@ -719,6 +855,16 @@ function toClientError(err: unknown, fallback: string): BatonClientError {
     return new BatonClientError(status.code, status.details || fallback, { cause: err });
   }
   return new BatonClientError(Status.UNKNOWN, `${fallback}: ${messageOf(err)}`, { cause: err });
+}
+
+/**
+ * The code a stream's calls fail with. abort() ends the stream before it cancels the call, so
+ * a CANCELLED that arrives here came from the other side (a sidecar cut off by its shutdown
+ * reset the stream): for the caller the sidecar became unavailable, and nothing it did
+ * cancelled the call.
+ */
+function streamFailureCode(code: number | undefined): number {
+  return code === undefined || code === Status.CANCELLED ? Status.UNAVAILABLE : code;
 }
 
 function closedError(): BatonClientError {

@@ -5,10 +5,14 @@
  * honours if_version as the sidecar does (FAILED_PRECONDITION, nothing written), and hooks
  * to answer out of order, hold answers back, fail an operation, or drop the stream.
  * Compare-and-set against a real node is tested in sidecar.integration.test.ts.
- * No test sleeps: each waits for an event (an answer, a rejection, a deadline firing).
+ * No test sleeps: each waits for an event (an answer, a rejection, a deadline firing). The
+ * reconnect backoff runs on virtual timers the test fires itself; a restart across a real
+ * sidecar process is client-reconnect.integration.test.ts.
  */
 import { Metadata, Server, ServerCredentials, status, type ServerDuplexStream, type ServerWritableStream } from '@grpc/grpc-js';
-import { BatonClient, BatonClientError, WELL_KNOWN_PARTS } from '../src/client';
+import { BatonClient, BatonClientError, WELL_KNOWN_PARTS, type ReconnectTimers } from '../src/client';
+import { SeededRandom } from '../src/random';
+import { JITTER, ReconnectBackoff } from '../src/reconnect-backoff';
 import { AuthState, CartState, TcpConnectionState, TcpState, TlsSessionState } from '../src/gen/baton/v1/parts';
 import {
   EventType,
@@ -26,6 +30,8 @@ const PART_NAME = /^[a-z0-9_.-]{1,64}$/;
 const NEVER_ANSWER = 'never-answer';
 const PARKED = 'parked';
 const KILL_STREAM = 'kill-stream';
+/** Ends the stream with status OK, as a draining sidecar does. */
+const END_STREAM = 'end-stream';
 
 class FakeSidecar {
   readonly server = new Server();
@@ -37,12 +43,15 @@ class FakeSidecar {
   readonly opsPerMessage: number[] = [];
   /** When > 0, answers are held until this many are ready, then written as one reversed batch. */
   holdUntil = 0;
+  /** This many next Exchange streams fail (UNAVAILABLE) as soon as they open, answering nothing. */
+  failNextStreams = 0;
   private readonly sessions = new Map<string, Map<string, Part>>();
   private readonly watchers = new Set<ServerWritableStream<WatchRequest, WatchEvent>>();
   private readonly parked: { call: ServerDuplexStream<ExchangeRequest, ExchangeResponse>; response: ExchangeResponse }[] = [];
   private nextVersion = 1n;
 
-  async start(): Promise<void> {
+  /** `address`: bind this one (a restart on the same port); default a free port. */
+  async start(address = '127.0.0.1:0'): Promise<void> {
     this.server.addService(SessionServiceService, {
       put: unimplemented,
       get: unimplemented,
@@ -56,7 +65,7 @@ class FakeSidecar {
       exchange: (call: ServerDuplexStream<ExchangeRequest, ExchangeResponse>) => this.exchange(call),
     });
     const port = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, boundPort) =>
+      this.server.bindAsync(address, ServerCredentials.createInsecure(), (err, boundPort) =>
         err ? reject(err) : resolve(boundPort),
       );
     });
@@ -68,12 +77,23 @@ class FakeSidecar {
     for (const { call, response } of this.parked.splice(0)) call.write(response);
   }
 
+  /** Ends every watch with status OK, as a draining sidecar does. */
+  endWatches(): void {
+    for (const watcher of this.watchers) watcher.end();
+    this.watchers.clear();
+  }
+
   stop(): void {
     this.server.forceShutdown();
   }
 
   private exchange(call: ServerDuplexStream<ExchangeRequest, ExchangeResponse>): void {
     this.exchangeStreams++;
+    if (this.failNextStreams > 0) {
+      this.failNextStreams--;
+      call.emit('error', { code: status.UNAVAILABLE, details: 'the fake refused the stream' });
+      return;
+    }
     let batch: ExchangeResponse[] = [];
     let flushScheduled = false;
     let ended = false;
@@ -90,6 +110,11 @@ class FakeSidecar {
       if (sessionId === KILL_STREAM) {
         ended = true;
         call.emit('error', { code: status.UNAVAILABLE, details: 'the fake dropped the stream' });
+        return;
+      }
+      if (sessionId === END_STREAM) {
+        ended = true;
+        call.end();
         return;
       }
       if (sessionId === NEVER_ANSWER) return;
@@ -444,5 +469,236 @@ describe('BatonClient', () => {
     expect((await rejection(closing.get('x'))).code).toBe(status.CANCELLED);
     expect(() => closing.watch('x')).toThrow(BatonClientError);
     for await (const _event of watch) throw new Error('a cancelled watch has no events');
+  });
+});
+
+/** Timers the test fires by hand: the client's backoff waits are recorded, never slept. */
+class VirtualTimers implements ReconnectTimers {
+  readonly waits: number[] = [];
+  private armed: { fn: () => void; live: boolean }[] = [];
+
+  setTimeout(fn: () => void, ms: number): unknown {
+    this.waits.push(ms);
+    const timer = { fn, live: true };
+    this.armed.push(timer);
+    return timer;
+  }
+
+  clearTimeout(handle: unknown): void {
+    if (handle !== undefined) (handle as { live: boolean }).live = false;
+  }
+
+  get pending(): number {
+    return this.armed.filter((t) => t.live).length;
+  }
+
+  /** Runs every armed timer, as if its time had come. */
+  fire(): void {
+    const due = this.armed.filter((t) => t.live);
+    this.armed = [];
+    for (const timer of due) {
+      timer.live = false;
+      timer.fn();
+    }
+  }
+}
+
+const seeded = (seed: number): (() => number) => {
+  const random = new SeededRandom(seed);
+  return () => random.next();
+};
+
+describe('ReconnectBackoff', () => {
+  test('doubles from the initial wait to the cap, each within the jitter, and starts again after reset()', () => {
+    const backoff = new ReconnectBackoff({ initialMs: 50, maxMs: 2000 }, seeded(11));
+    const bases = [50, 100, 200, 400, 800, 1600, 2000, 2000, 2000, 50, 100];
+    const waits: number[] = [];
+    bases.forEach((base, i) => {
+      if (i === 9) backoff.reset();
+      const wait = backoff.fail();
+      waits.push(wait);
+      expect(wait).toBeGreaterThanOrEqual(Math.floor(base * (1 - JITTER)));
+      expect(wait).toBeLessThanOrEqual(Math.ceil(base * (1 + JITTER)));
+    });
+    // Jittered: not every wait sits on its base.
+    expect(waits.some((wait, i) => wait !== bases[i])).toBe(true);
+    // A long outage neither overflows nor exceeds the cap.
+    for (let i = 0; i < 2000; i++) backoff.fail();
+    expect(backoff.fail()).toBeLessThanOrEqual(2000 * (1 + JITTER));
+  });
+
+  test('the extremes of the jitter source stay within ±JITTER', () => {
+    expect(new ReconnectBackoff({ initialMs: 100, maxMs: 100 }, () => 0).fail()).toBe(80);
+    expect(new ReconnectBackoff({ initialMs: 100, maxMs: 100 }, () => 0.999999).fail()).toBe(120);
+  });
+});
+
+describe('BatonClient reconnecting', () => {
+  let fake: FakeSidecar;
+  const clients: BatonClient[] = [];
+  const newClient = (options: ConstructorParameters<typeof BatonClient>[1] = {}): BatonClient => {
+    const client = new BatonClient(fake.address, options);
+    clients.push(client);
+    return client;
+  };
+
+  beforeEach(async () => {
+    fake = new FakeSidecar();
+    await fake.start();
+  });
+
+  afterEach(() => {
+    for (const client of clients.splice(0)) client.close();
+    fake.stop();
+  });
+
+  test('a stream the sidecar ends fails its calls in flight, and the next call opens a new stream at once', async () => {
+    const timers = new VirtualTimers();
+    const client = newClient({ reconnect: { timers } });
+    await client.put('s', { a: bytes(1) });
+    const inFlight = client.get(PARKED);
+    const ending = client.get(END_STREAM);
+
+    const err = await rejection(inFlight);
+    expect(err.code).toBe(status.UNAVAILABLE);
+    expect(err.message).toBe('the sidecar ended the Exchange stream (it is shutting down or restarting); it may or may not have been applied');
+    expect((await rejection(ending)).code).toBe(status.UNAVAILABLE);
+
+    // The ended stream had answered: no backoff before the next one.
+    expect((await client.get('s'))?.parts[0]?.value).toEqual(Buffer.from([1]));
+    expect(timers.waits).toEqual([]);
+    expect(fake.exchangeStreams).toBe(2);
+  });
+
+  test('streams that fail without answering are reopened after a growing backoff, reset by a stream that answered', async () => {
+    const timers = new VirtualTimers();
+    const client = newClient({ reconnect: { timers, random: seeded(7) } });
+    const expected = new ReconnectBackoff({ initialMs: 50, maxMs: 2000 }, seeded(7));
+    const failures = 8;
+    fake.failNextStreams = failures;
+
+    const first = await rejection(client.get('a'));
+    expect([first.code, first.message]).toEqual([status.UNAVAILABLE, 'the Exchange stream to the sidecar failed: the fake refused the stream; it may or may not have been applied']);
+    const expectedWaits = [expected.fail()];
+    for (let attempt = 2; attempt <= failures; attempt++) {
+      expect(timers.waits).toEqual(expectedWaits);
+      // Calls made during the wait share the one attempt that follows it.
+      const calls = [client.get('a'), client.touch('b')];
+      timers.fire();
+      for (const call of calls) expect((await rejection(call)).code).toBe(status.UNAVAILABLE);
+      expect(fake.exchangeStreams).toBe(attempt);
+      expectedWaits.push(expected.fail());
+    }
+    expect(timers.waits).toEqual(expectedWaits);
+    expect(Math.max(...expectedWaits)).toBeLessThanOrEqual(2000 * (1 + JITTER));
+    expect(expectedWaits[failures - 1]).toBeGreaterThanOrEqual(2000 * (1 - JITTER));
+
+    // The sidecar accepts streams again: the waiting call goes out when the wait ends.
+    const waiting = client.put('c', { a: bytes(2) });
+    timers.fire();
+    await waiting;
+    expect(fake.exchangeStreams).toBe(failures + 1);
+
+    // That stream answered, so the next failure waits the initial backoff again.
+    await rejection(client.get(END_STREAM));
+    fake.failNextStreams = 1;
+    await rejection(client.get('a'));
+    expected.reset();
+    expect(timers.waits).toEqual([...expectedWaits, expected.fail()]);
+    expect(timers.waits[timers.waits.length - 1]).toBeLessThanOrEqual(50 * (1 + JITTER));
+  });
+
+  test('a call waiting for a stream fails at its own deadline, unsent', async () => {
+    const timers = new VirtualTimers();
+    const client = newClient({ reconnect: { timers } });
+    fake.failNextStreams = 1;
+    await rejection(client.get('a'));
+    expect(timers.pending).toBe(1);
+
+    const err = await rejection(client.put('late', { a: bytes(1) }, { deadlineMs: 30 }));
+    expect(err.code).toBe(status.DEADLINE_EXCEEDED);
+    expect(err.message).toBe('put did not complete within its deadline of 30 ms; it was not sent (no stream to the sidecar yet: it is unreachable or restarting)');
+    timers.fire();
+    expect(await client.get('late')).toBeUndefined();
+    expect(fake.exchangeStreams).toBe(2);
+  });
+
+  test('a call made while the sidecar is gone waits for it to come back on the same port', async () => {
+    const client = newClient();
+    await client.put('s', { a: bytes(1) });
+    const inFlight = client.get(PARKED);
+    await client.touch('s'); // answered, so the parked get has been sent
+    const address = fake.address;
+    fake.stop();
+    const err = await rejection(inFlight);
+    expect(err.code).toBe(status.UNAVAILABLE);
+    expect(err.message).toMatch(/it may or may not have been applied$/);
+
+    const unreachable = await rejection(client.get('s', { deadlineMs: 30 }));
+    expect(unreachable.code).toBe(status.DEADLINE_EXCEEDED);
+    expect(unreachable.message).toContain('it was not sent');
+    const waiting = client.put('back', { a: bytes(2) }, { deadlineMs: 30_000 });
+
+    fake = new FakeSidecar();
+    await fake.start(address);
+    expect((await waiting).versions.map((v) => v.name)).toEqual(['a']);
+    expect((await client.get('back'))?.parts[0]?.value).toEqual(Buffer.from([2]));
+    // The new sidecar saw one stream, carrying only what was still wanted.
+    expect(fake.exchangeStreams).toBe(1);
+    expect(await client.get('s')).toBeUndefined();
+  });
+
+  test('close() during a reconnect rejects the waiting calls and clears the backoff timer', async () => {
+    const timers = new VirtualTimers();
+    const backingOff = newClient({ reconnect: { timers } });
+    fake.failNextStreams = 1;
+    await rejection(backingOff.get('a'));
+    const waiting = backingOff.get('b');
+    expect(timers.pending).toBe(1);
+    backingOff.close();
+    expect((await rejection(waiting)).code).toBe(status.CANCELLED);
+    expect(timers.pending).toBe(0);
+    expect(fake.exchangeStreams).toBe(1);
+
+    // Waiting for the channel instead (nothing listens): close() ends that wait too.
+    const connecting = newClient();
+    fake.stop();
+    const pending = connecting.get('c', { deadlineMs: 60_000 });
+    connecting.close();
+    expect((await rejection(pending)).code).toBe(status.CANCELLED);
+    expect((await rejection(connecting.get('c'))).code).toBe(status.CANCELLED);
+  });
+
+  test('a watch the sidecar ends throws UNAVAILABLE; one it cannot reach fails ready()', async () => {
+    const client = newClient();
+    const watch = client.watch('w');
+    await watch.ready();
+    const ended = rejection(
+      (async () => {
+        for await (const _event of watch) void _event;
+      })(),
+    );
+    fake.endWatches();
+    const err = await ended;
+    expect(err.code).toBe(status.UNAVAILABLE);
+    expect(err.message).toContain('watch again');
+
+    // A sidecar that stops without a drain resets the stream (CANCELLED on the wire).
+    const cut = client.watch('w');
+    await cut.ready();
+    const cutEnded = rejection(
+      (async () => {
+        for await (const _event of cut) void _event;
+      })(),
+    );
+    fake.stop();
+    expect((await cutEnded).code).toBe(status.UNAVAILABLE);
+    const unreachable = client.watch('w');
+    expect((await rejection(unreachable.ready())).code).toBe(status.UNAVAILABLE);
+    await expect(
+      (async () => {
+        for await (const _event of unreachable) void _event;
+      })(),
+    ).rejects.toMatchObject({ code: status.UNAVAILABLE });
   });
 });
