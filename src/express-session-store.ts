@@ -61,7 +61,9 @@ function loadBase(): StoreClass {
   try {
     return (require('express-session') as { Store: StoreClass }).Store;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
+    // Only express-session's own absence; a broken installation of it is the caller's to see.
+    const missing = (err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' && (err as Error).message.includes("'express-session'");
+    if (!missing) throw err;
     return EventEmitter as unknown as StoreClass;
   }
 }
@@ -148,7 +150,8 @@ export class BatonStore extends Base {
       const field = decodeFieldPart(part.name, part.value);
       if (field === undefined) continue;
       snapshot.set(field.field, field.json);
-      data[field.field] = JSON.parse(field.json);
+      // Defined, not assigned: a field named __proto__ is a field, not the object's prototype.
+      Object.defineProperty(data, field.field, { value: JSON.parse(field.json), enumerable: true, writable: true, configurable: true });
     }
     if (!snapshot.has('cookie')) return null;
     this.remember(sid, data, snapshot);
@@ -171,8 +174,6 @@ export class BatonStore extends Base {
       parts[fieldPartName(field)] = encodeFieldValue(field, json);
       changed += 1;
     }
-    const removed = previous === undefined ? [] : [...previous.keys()].filter((field) => !current.has(field)).map(fieldPartName);
-    if (removed.length > 0) await this.client.delete(sid, { parts: removed });
     if (changed > 0) {
       await this.client.put(sid, parts, { ttlSeconds, minReplicas: this.minReplicas });
     } else {
@@ -180,6 +181,9 @@ export class BatonStore extends Base {
       // Gone since it was read (expired or destroyed elsewhere): store it whole again.
       if (!touched.found) await this.client.put(sid, allParts(current), { ttlSeconds, minReplicas: this.minReplicas });
     }
+    // Removed fields go after the writes: a save that fails part-way has deleted nothing.
+    const removed = previous === undefined ? [] : [...previous.keys()].filter((field) => !current.has(field)).map(fieldPartName);
+    if (removed.length > 0) await this.client.delete(sid, { parts: removed });
     // A second save in the same request compares with what the first one wrote.
     if (this.readByObject.has(session)) this.readByObject.set(session, current);
   }

@@ -91,8 +91,8 @@ describe('BatonStore', () => {
     delete session.gone;
     await call((cb) => store.set('s1', session, cb));
     expect(fake.writes()).toEqual([
-      { op: 'delete', sid: 's1', parts: ['f.gone'] },
       { op: 'put', sid: 's1', parts: ['f.a'], ttlSeconds: 60 },
+      { op: 'delete', sid: 's1', parts: ['f.gone'] },
     ]);
 
     // A second save in the same request compares with what the first one wrote.
@@ -148,7 +148,11 @@ describe('BatonStore', () => {
     seed(fake, 's1', { user: 'ann' });
     fake.sessions.get('s1')!.set('tls', Buffer.from([1, 2, 3]));
     fake.sessions.get('s1')!.set('f.user.49d', Buffer.from('7'));
-    expect(await call((cb) => store.get('s1', cb))).toEqual({ cookie: expect.any(Object), user: 'ann', userId: 7 });
+    fake.sessions.get('s1')!.set('f.__proto__', Buffer.from('{"polluted": true}'));
+    const read = (await call<SessionData | null>((cb) => store.get('s1', cb))) as unknown as Record<string, unknown>;
+    expect(read).toEqual({ cookie: expect.any(Object), user: 'ann', userId: 7, ['__proto__']: { polluted: true } });
+    expect(Object.getPrototypeOf(read)).toBe(Object.prototype);
+    expect(read.polluted).toBeUndefined();
     fake.sessions.get('s1')!.delete('f.cookie');
     expect(await call((cb) => store.get('s1', cb))).toBeNull();
     expect(await call((cb) => store.get('missing', cb))).toBeNull();
