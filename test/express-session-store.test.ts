@@ -2,9 +2,10 @@
  * BatonStore's own decisions against an in-memory stand-in for BatonClient (the real
  * sidecar is in express-session.integration.test.ts): which parts a save writes and
  * deletes, the TTL it asks for, what get() takes for a session, the bounded fallback of
- * snapshots by id, and errors reaching the callback.
+ * snapshots by id, errors reaching the callback, and the store without express-session.
  */
-import type { SessionData } from 'express-session';
+import { EventEmitter } from 'node:events';
+import { Store as ExpressStore, type SessionData } from 'express-session';
 import type { BatonClient, Session } from '../src/client';
 import { BatonStore } from '../src/express-session-store';
 
@@ -77,7 +78,8 @@ function seed(fake: FakeClient, sid: string, fields: Record<string, unknown>): v
 }
 
 describe('BatonStore', () => {
-  it('needs exactly one of address and client', () => {
+  it('extends express-session\'s Store and needs exactly one of address and client', () => {
+    expect(storeWith().store).toBeInstanceOf(ExpressStore);
     expect(() => new BatonStore({})).toThrow(TypeError);
     expect(() => new BatonStore({ address: '127.0.0.1:1', client: new FakeClient() as unknown as BatonClient })).toThrow(TypeError);
   });
@@ -189,5 +191,25 @@ describe('BatonStore', () => {
     await call((cb) => store.destroy('s1', cb));
     expect(fake.sessions.has('s1')).toBe(false);
     expect(fake.writes()).toEqual([{ op: 'delete', sid: 's1', parts: undefined }]);
+  });
+
+  it('is a plain EventEmitter with the same get/set/destroy when express-session is not installed', async () => {
+    let Isolated: typeof BatonStore | undefined;
+    jest.isolateModules(() => {
+      jest.doMock('express-session', () => {
+        throw Object.assign(new Error("Cannot find module 'express-session' from 'src/express-session-store.ts'"), { code: 'MODULE_NOT_FOUND' });
+      });
+      Isolated = (require('../src/express-session-store') as typeof import('../src/express-session-store')).BatonStore;
+    });
+    const fake = new FakeClient();
+    const store = new Isolated!({ client: fake as unknown as BatonClient });
+    expect(store).toBeInstanceOf(EventEmitter);
+    expect(store).not.toBeInstanceOf(ExpressStore);
+    expect((store as unknown as { load?: unknown }).load).toBeUndefined();
+    const session = { cookie: { maxAge: 5000 }, user: 'ann' } as unknown as SessionData;
+    await call((cb) => store.set('s1', session, cb));
+    expect(await call((cb) => store.get('s1', cb))).toEqual({ cookie: { maxAge: 5000 }, user: 'ann' });
+    await call((cb) => store.destroy('s1', cb));
+    expect(fake.sessions.size).toBe(0);
   });
 });
