@@ -239,8 +239,9 @@ export class HttpApiServer {
     }
     let done = false;
     let checkQueued = false;
-    // A change is published while the store applies it (a Put of several parts publishes
-    // each): the waiter looks at the store once the whole change is applied.
+    // Changes that arrive together (the parts of a replicated delta, a merged snapshot) are
+    // published one by one as the store applies them: the waiter looks at the store once
+    // they all are, and answers once.
     const check = () => {
       checkQueued = false;
       const changes = this.changesSince(sessionId, after);
