@@ -14,7 +14,7 @@ const error = {
   properties: {
     code: {
       type: 'string',
-      enum: ['invalid_argument', 'failed_precondition', 'resource_exhausted', 'not_found', 'unavailable', 'deadline_exceeded', 'internal', 'method_not_allowed'],
+      enum: ['invalid_argument', 'failed_precondition', 'resource_exhausted', 'not_found', 'unavailable', 'deadline_exceeded', 'internal', 'method_not_allowed', 'forbidden'],
     },
     message: { type: 'string' },
   },
@@ -117,6 +117,7 @@ const failure = (description: string) => ({ description, ...json('Error') });
 const errors = {
   '400': failure('Invalid request (INVALID_ARGUMENT): bad id, part name, query value or JSON.'),
   '404': failure('No such session or part.'),
+  '403': failure('The request came from a browser (it has an Origin header).'),
   '405': failure('Method not allowed on this path.'),
   '500': failure('Internal error.'),
   '503': failure('UNAVAILABLE: too few replicas or peers answered, or the node is shutting down.'),

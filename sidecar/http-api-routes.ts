@@ -30,7 +30,7 @@ export type Route =
 export class HttpError extends Error {
   constructor(
     readonly status: number,
-    readonly code: ErrorCode | 'method_not_allowed',
+    readonly code: ErrorCode | 'method_not_allowed' | 'forbidden',
     message: string,
     readonly headers: Record<string, string> = {},
   ) {

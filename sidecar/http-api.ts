@@ -11,6 +11,10 @@
  * at most `maxLongPolls` are parked (429 beyond). On drain every parked poll is answered
  * 204 at once (the client polls again, elsewhere), new polls get 503, requests in flight
  * finish, and connections close after their answer.
+ *
+ * The API is for servers beside the node, not for browsers: a request with an Origin header
+ * is refused (403), so a web page open on the same machine cannot write sessions with a
+ * cross-site form POST (a "simple" request a browser sends without asking first).
  */
 import * as http from 'node:http';
 import type { Logger } from 'pino';
@@ -129,6 +133,9 @@ export class HttpApiServer {
     let route: Route;
     let query: URLSearchParams;
     try {
+      if (req.headers.origin !== undefined) {
+        throw new HttpError(403, 'forbidden', 'requests from browsers (with an Origin header) are refused: the HTTP API is for the servers beside the node');
+      }
       ({ route, query } = routeOf(req.method ?? '', req.url ?? '/'));
     } catch (err) {
       this.sendError(res, err);
@@ -308,7 +315,7 @@ export class HttpApiServer {
     } catch (err) {
       const e = httpErrorOf(err);
       if (e.code === 'internal') this.log.error({ err, method }, 'operation failed');
-      this.metrics.observe(method, e.code === 'method_not_allowed' ? 'invalid' : resultOf(e.code), (performance.now() - started) / 1000);
+      this.metrics.observe(method, e.code === 'method_not_allowed' || e.code === 'forbidden' ? 'invalid' : resultOf(e.code), (performance.now() - started) / 1000);
       throw err;
     }
   }

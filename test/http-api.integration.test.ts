@@ -11,7 +11,7 @@
 import * as http from 'node:http';
 import { BatonClient } from '../src/client';
 import { HTTP_API_OPENAPI } from '../sidecar/http-api-openapi';
-import { startSidecar, type SidecarProcess } from './support/sidecar-process';
+import { runBaton, startSidecar, type SidecarProcess } from './support/sidecar-process';
 
 jest.setTimeout(90_000);
 
@@ -301,6 +301,13 @@ describe('HTTP/JSON API', () => {
     expect((await call('GET', '/v1/sessions/e')).status).toBe(404);
   });
 
+  it('refuses requests from browsers (an Origin header) with 403, writing nothing', async () => {
+    const form = await call('POST', '/v1/sessions/csrf', { body: '{"parts":{"a":"x"}}', headers: { origin: 'https://example.com', 'content-type': 'text/plain' } });
+    expect([form.status, form.json.code]).toEqual([403, 'forbidden']);
+    expect((await call('GET', '/v1/sessions/csrf', { headers: { origin: 'http://127.0.0.1:7402' } })).status).toBe(403);
+    expect((await call('GET', '/v1/sessions/csrf')).status).toBe(404);
+  });
+
   it('refuses bodies over the limits with 413, declared or chunked, and serves the next request', async () => {
     const over = await call('PUT', '/v1/sessions/big/parts/a', { body: Buffer.alloc(MAX_VALUE_BYTES + 1, 7) });
     expect([over.status, over.json.code]).toEqual([413, 'resource_exhausted']);
@@ -414,6 +421,19 @@ describe('HTTP/JSON API lifecycle', () => {
       expect(await exit).toBe(0);
     } finally {
       await draining.stop();
+    }
+  });
+
+  it('a taken --http-listen address fails the start, naming the flag', async () => {
+    const holder = http.createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const port = (holder.address() as { port: number }).port;
+    try {
+      const result = await runBaton(['sidecar', '--api-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--peer-listen', '127.0.0.1:0', '--http-listen', `127.0.0.1:${port}`]);
+      expect(result.code).toBe(1);
+      expect(result.stderr.trim()).toBe(`baton: cannot listen on --http-listen 127.0.0.1:${port}: address already in use`);
+    } finally {
+      holder.close();
     }
   });
 
