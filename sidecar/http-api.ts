@@ -6,7 +6,9 @@
  *
  * Bounds: a request body is read up to what the largest valid request needs (a part's
  * value for PUT; every part at full size, base64 included, for POST), and a longer one is
- * answered 413 without reading further. A parked long-poll holds no events, only a hub
+ * answered 413 without reading further; the bodies of all requests together are held to
+ * `maxBufferedBodyBytes` (503 beyond it, so many slow large uploads cannot exhaust memory).
+ * A parked long-poll holds no events, only a hub
  * subscription and a timer: a change wakes it, and it reads what is new from the store;
  * at most `maxLongPolls` are parked (429 beyond). On drain every parked poll is answered
  * 204 at once (the client polls again, elsewhere), new polls get 503, requests in flight
@@ -44,6 +46,8 @@ import {
 } from './http-api-routes';
 import { resultOf, type Method, type SidecarMetrics } from './metrics';
 
+/** Request bytes buffered at once across all requests, by default (one largest body always fits). */
+export const DEFAULT_MAX_BUFFERED_BODY_BYTES = 64 * 1024 * 1024;
 /** Parked long-polls at most, by default (each costs a socket, a subscription and a timer). */
 export const DEFAULT_MAX_LONG_POLLS = 16_384;
 /** A client has this long to send its request headers. */
@@ -62,6 +66,8 @@ export interface HttpApiLimits {
   maxValueBytes: number;
   maxPartsPerSession: number;
   maxLongPolls?: number;
+  /** Request body bytes buffered at once across all requests; raised to the largest one body may be. */
+  maxBufferedBodyBytes?: number;
 }
 
 interface ParkedPoll {
@@ -76,6 +82,9 @@ export class HttpApiServer {
   private readonly maxPutBodyBytes: number;
   private readonly maxPostBodyBytes: number;
   private readonly maxLongPolls: number;
+  private readonly maxBufferedBodyBytes: number;
+  /** Body bytes of requests read and not yet answered. */
+  private bufferedBodyBytes = 0;
   private draining = false;
 
   constructor(
@@ -91,6 +100,7 @@ export class HttpApiServer {
     const perPart = Math.ceil(limits.maxValueBytes / 3) * 4 + JSON_OVERHEAD_PER_PART;
     this.maxPostBodyBytes = Math.min(perPart * limits.maxPartsPerSession + JSON_OVERHEAD, 2 ** 31 - 1);
     this.maxLongPolls = limits.maxLongPolls ?? DEFAULT_MAX_LONG_POLLS;
+    this.maxBufferedBodyBytes = Math.max(this.maxPostBodyBytes, limits.maxBufferedBodyBytes ?? DEFAULT_MAX_BUFFERED_BODY_BYTES);
     this.server = http.createServer((req, res) => this.handle(req, res));
     this.server.headersTimeout = HEADERS_TIMEOUT_MS;
     this.server.requestTimeout = REQUEST_TIMEOUT_MS;
@@ -180,7 +190,7 @@ export class HttpApiServer {
         const ifVersion = ifVersionOf(header(req, 'if-match'), header(req, 'if-none-match'));
         const ttlSeconds = queryInteger(query, 'ttl_seconds', 0);
         const minReplicas = queryInteger(query, 'min_replicas', 0, 1024);
-        const value = await readBody(req, this.maxPutBodyBytes);
+        const value = await this.readBody(req, res, this.maxPutBodyBytes);
         const answer = await this.run('put', (now) =>
           this.api.put({ sessionId: route.sessionId, parts: [{ name: route.part, value, ifVersion }], ttlSeconds, minReplicas }, now),
         );
@@ -190,7 +200,7 @@ export class HttpApiServer {
         return;
       }
       case 'put-session': {
-        const body = parseJson(await readBody(req, this.maxPostBodyBytes));
+        const body = parseJson(await this.readBody(req, res, this.maxPostBodyBytes));
         const request = putRequestFromJson(route.sessionId, body);
         const answer = await this.run('put', (now) => this.api.put(request, now));
         const versions = Object.fromEntries(answer.versions.map((v) => [v.name, v.version.toString()]));
@@ -207,7 +217,7 @@ export class HttpApiServer {
         return;
       }
       case 'touch': {
-        const body = await readBody(req, TOUCH_MAX_BODY_BYTES);
+        const body = await this.readBody(req, res, TOUCH_MAX_BODY_BYTES);
         let ttlSeconds = queryInteger(query, 'ttl_seconds', 0);
         if (body.length > 0) ttlSeconds = touchBodyTtl(parseJson(body));
         const answer = await this.run('touch', (now) => this.api.touch({ sessionId: route.sessionId, ttlSeconds }, now));
@@ -304,6 +314,57 @@ export class HttpApiServer {
     return { session_id: sessionId, found: true, version: String(newest), owner_node_id: session.owner, epoch: String(session.epoch), changes };
   }
 
+  /** Body bytes buffered now, across requests (for tests). */
+  get bufferedBytes(): number {
+    return this.bufferedBodyBytes;
+  }
+
+  /**
+   * The request body, or HttpError 413 once it is longer than `limit`, or 503 once the
+   * bodies buffered across requests would pass maxBufferedBodyBytes (the rest is not read).
+   * Its bytes count against that bound until the response is sent or the connection closes.
+   */
+  private readBody(req: http.IncomingMessage, res: http.ServerResponse, limit: number): Promise<Buffer> {
+    const declared = req.headers['content-length'];
+    // A body left unread would be read as the next request: a refusal closes the connection.
+    if (declared !== undefined && Number(declared) > limit) {
+      res.setHeader('connection', 'close');
+      return Promise.reject(tooLarge(limit));
+    }
+    let held = 0;
+    const release = () => {
+      this.bufferedBodyBytes -= held;
+      held = 0;
+    };
+    res.once('close', release);
+    res.once('finish', release);
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let length = 0;
+      const refuse = (err: HttpError) => {
+        req.off('data', onData);
+        req.pause();
+        chunks.length = 0;
+        release();
+        res.setHeader('connection', 'close');
+        reject(err);
+      };
+      const onData = (chunk: Buffer) => {
+        length += chunk.length;
+        if (length > limit) return refuse(tooLarge(limit));
+        if (this.bufferedBodyBytes + chunk.length > this.maxBufferedBodyBytes) {
+          return refuse(new HttpError(503, 'unavailable', `request bodies being received are over ${this.maxBufferedBodyBytes} bytes together; retry`, { 'retry-after': '1' }));
+        }
+        this.bufferedBodyBytes += chunk.length;
+        held += chunk.length;
+        chunks.push(chunk);
+      };
+      req.on('data', onData);
+      req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length)));
+      req.once('error', reject);
+    });
+  }
+
   /** Runs one SessionApi operation with its metrics. */
   private async run<T>(method: Method, op: (now: number) => T | Promise<T>): Promise<T> {
     const started = performance.now();
@@ -332,8 +393,6 @@ export class HttpApiServer {
       res.destroy();
       return;
     }
-    // A body left unread (refused as too large) would be read as the next request.
-    if (e.status === 413) res.setHeader('connection', 'close');
     this.sendJson(res, e.status, { code: e.code, message: e.message }, e.headers);
   }
 }
@@ -345,30 +404,6 @@ function header(req: http.IncomingMessage, name: string): string | undefined {
 
 function sessionNotFound(): HttpError {
   return new HttpError(404, 'not_found', 'no such session');
-}
-
-/** The request body, or HttpError 413 once it is longer than `limit` (the rest is not read). */
-function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
-  const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > limit) return Promise.reject(tooLarge(limit));
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let length = 0;
-    const onData = (chunk: Buffer) => {
-      length += chunk.length;
-      if (length > limit) {
-        req.off('data', onData);
-        req.pause();
-        chunks.length = 0;
-        reject(tooLarge(limit));
-        return;
-      }
-      chunks.push(chunk);
-    };
-    req.on('data', onData);
-    req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length)));
-    req.once('error', reject);
-  });
 }
 
 function tooLarge(limit: number): HttpError {

@@ -4,6 +4,7 @@
  * a change of several parts, and drain (parked polls 204, new ones 503). Parking is
  * detected through the watch hub's subscriber count, never by waiting a while.
  */
+import * as http from 'node:http';
 import pino from 'pino';
 import { HttpApiServer } from '../sidecar/http-api';
 import { SidecarMetrics } from '../sidecar/metrics';
@@ -15,12 +16,12 @@ import { WatchHub } from '../src/watch-hub';
 
 const MIB = 1024 * 1024;
 
-function setup(maxLongPolls: number) {
+function setup(maxLongPolls: number, maxBufferedBodyBytes?: number) {
   const hub = new WatchHub();
   const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: 'http-a', partitions: 8, maxBytes: 64 * MIB }, new BuzHash('http-test'), new HybridClock(), hub);
   const metrics = new SidecarMetrics(store, 64 * MIB);
   const api = new SessionApi(store, { maxValueBytes: 1024, maxPartsPerSession: 8 });
-  const server = new HttpApiServer(api, store, hub, metrics, pino({ level: 'silent' }), { maxValueBytes: 1024, maxPartsPerSession: 8, maxLongPolls });
+  const server = new HttpApiServer(api, store, hub, metrics, pino({ level: 'silent' }), { maxValueBytes: 1024, maxPartsPerSession: 8, maxLongPolls, maxBufferedBodyBytes });
   return { hub, store, api, metrics, server };
 }
 
@@ -45,8 +46,8 @@ describe('HttpApiServer long-poll bounds', () => {
     await env.server.close(0);
   });
 
-  async function start(maxLongPolls: number) {
-    env = setup(maxLongPolls);
+  async function start(maxLongPolls: number, maxBufferedBodyBytes?: number) {
+    env = setup(maxLongPolls, maxBufferedBodyBytes);
     const port = await env.server.listen({ text: '127.0.0.1:0', host: '127.0.0.1', port: 0 });
     base = `http://127.0.0.1:${port}`;
   }
@@ -119,5 +120,47 @@ describe('HttpApiServer long-poll bounds', () => {
     expect(((await refused.json()) as { code: string }).code).toBe('unavailable');
     // Other requests are still served while the drain lets in-flight work finish.
     expect((await fetch(`${base}/v1/sessions/d9`)).status).toBe(404);
+  });
+
+  it('holds the bodies being received together to maxBufferedBodyBytes (503 beyond), and releases them once answered', async () => {
+    // The bound is raised to one largest POST body: (ceil(1024 / 3) * 4 + 256) * 8 + 64 KiB = 78,528 bytes.
+    await start(4, 1);
+    const post = (body: string[]) => {
+      let finish: () => void = () => undefined;
+      const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = http.request(new URL(`${base}/v1/sessions/up`), { method: 'POST' }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks).toString() }));
+        });
+        req.on('error', reject);
+        req.write(body[0]);
+        finish = () => req.end(body[1]);
+      });
+      return { answer, finish: () => finish() };
+    };
+    // JSON allows the padding: 60,000 spaces, then a small valid body.
+    const slow = post([' '.repeat(60_000), '{"parts":{"a":"x"}}']);
+    try {
+      await until(() => env.server.bufferedBytes >= 60_000);
+      const second = post([' '.repeat(30_000), '{"parts":{"b":"y"}}']);
+      second.finish();
+      const refused = await second.answer;
+      expect(refused.status).toBe(503);
+      expect(JSON.parse(refused.body).code).toBe('unavailable');
+      expect(env.server.bufferedBytes).toBe(60_000);
+    } catch (err) {
+      // Let the first upload end, so the failure is this test's and not a reset socket's.
+      slow.finish();
+      await slow.answer.catch(() => undefined);
+      throw err;
+    }
+
+    slow.finish();
+    expect((await slow.answer).status).toBe(200);
+    expect(env.server.bufferedBytes).toBe(0);
+    const after = post([' '.repeat(30_000), '{"parts":{"b":"y"}}']);
+    after.finish();
+    expect((await after.answer).status).toBe(200);
   });
 });
