@@ -251,6 +251,8 @@ async function startSidecar(res: Resources): Promise<{ address: string; pid: num
     `127.0.0.1:${apiPort}`,
     '--metrics-listen',
     `127.0.0.1:${metricsPort}`,
+    '--http-listen',
+    'off',
     '--log-level',
     'warn',
   ]);

@@ -75,6 +75,8 @@ export async function startReplica(
     '127.0.0.1:0',
     '--metrics-listen',
     '127.0.0.1:0',
+    '--http-listen',
+    'off',
     '--log-level',
     process.env.BENCH_REPLICA_LOG_LEVEL ?? 'info',
     ...args,

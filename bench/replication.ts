@@ -375,7 +375,7 @@ async function startCluster(config: ClusterConfig, stoppers: (() => Promise<unkn
   } finally {
     delete process.env.BATON_CLUSTER_KEY;
   }
-  const values = { ...common, 'node-id': 'writer', 'api-listen': '127.0.0.1:0', 'metrics-listen': '127.0.0.1:0', 'peer-listen': `127.0.0.1:${ports[0]}` };
+  const values = { ...common, 'node-id': 'writer', 'api-listen': '127.0.0.1:0', 'metrics-listen': '127.0.0.1:0', 'http-listen': 'off', 'peer-listen': `127.0.0.1:${ports[0]}` };
   const wconfig = writerConfig(values, key);
   const writer = config.writer === 'exchange' ? await ExchangeWriter.start(wconfig, EXCHANGE_CLIENTS) : await InProcessWriter.start(wconfig);
   stoppers.push(() => writer.stop());

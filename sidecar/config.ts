@@ -23,6 +23,8 @@ export interface Config {
   apiListen: ListenAddress;
   /** Where /metrics, /healthz and /readyz are served (HTTP): host:port. */
   metricsListen: ListenAddress;
+  /** Where the session API is served as HTTP/JSON: host:port; undefined = off. */
+  httpListen: ListenAddress | undefined;
   /** Memory budget for session state in bytes (from --max-memory-mb); 0 = unlimited. */
   maxMemoryBytes: number;
   /** Idle expiry for sessions written without a TTL, in seconds. */
@@ -211,6 +213,14 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     description: 'HTTP address for /metrics, /healthz and /readyz',
     default: () => '127.0.0.1:9464',
     parse: (v, flag) => parseListen(v, flag, false),
+  },
+  {
+    flag: 'http-listen',
+    key: 'httpListen',
+    valueName: 'addr',
+    description: "session API as HTTP/JSON (push, pull, long-poll): host:port, or 'off'",
+    default: () => '127.0.0.1:7402',
+    parse: (v, flag) => (v === 'off' ? undefined : parseListen(v, flag, false)),
   },
   {
     flag: 'max-memory-mb',

@@ -118,6 +118,7 @@ export class DemoCluster {
       '--node-id', id,
       '--api-listen', '127.0.0.1:0',
       '--metrics-listen', '127.0.0.1:0',
+      '--http-listen', '127.0.0.1:0',
       '--peer-listen', peerAddress,
       '--peers', peers,
       '--log-level', 'info',

@@ -98,6 +98,8 @@ export class SidecarMetrics {
   readonly exchangeStreams: Gauge;
   readonly watchers: Gauge;
   readonly watchersDropped: Counter;
+  /** HTTP long-polls parked, waiting for a change. */
+  readonly httpLongPolls: Gauge;
   readonly requestsRefused: Counter;
   readonly drainDuration: Gauge;
   /** 1 while --insecure lets peer traffic leave loopback without a cluster key. */
@@ -129,6 +131,11 @@ export class SidecarMetrics {
     this.watchersDropped = new Counter({
       name: 'baton_watchers_dropped_total',
       help: 'Watch streams ended because the client read too slowly.',
+      registers: [registry],
+    });
+    this.httpLongPolls = new Gauge({
+      name: 'baton_http_long_polls',
+      help: 'HTTP long-polls (GET /v1/sessions/{id}/changes) parked, waiting for a change.',
       registers: [registry],
     });
     this.requestsRefused = new Counter({

@@ -12,6 +12,7 @@ import { SessionStore } from '../src/store';
 import { WatchHub } from '../src/watch-hub';
 import { ApiServer } from './api-server';
 import { type Config, type ListenAddress, peerExposure, runsInsecure } from './config';
+import { HttpApiServer } from './http-api';
 import { HttpServer } from './http-server';
 import { ReplicationDriver } from './replication-driver';
 import { SidecarMetrics } from './metrics';
@@ -28,6 +29,8 @@ export interface BoundPorts {
   api: number;
   metrics: number;
   peer: number;
+  /** The HTTP/JSON API's port; undefined with --http-listen off. */
+  http?: number;
 }
 
 /** A listen failure, naming the option whose address could not be bound. */
@@ -50,6 +53,7 @@ export class BatonNode {
   private readonly keys: ClusterKey[] | undefined;
   private handlers: SessionServiceHandlers | undefined;
   private api: ApiServer | undefined;
+  private httpApi: HttpApiServer | undefined;
   private replication: ReplicationDriver | undefined;
   private readonly http: HttpServer;
   private readonly startedAt = Date.now();
@@ -124,6 +128,18 @@ export class BatonNode {
       await this.http.close();
       throw new ListenError('api-listen', this.config.apiListen, err);
     });
+    const httpListen = this.config.httpListen;
+    let httpPort: number | undefined;
+    if (httpListen !== undefined) {
+      const limits = { maxValueBytes: this.config.maxValueBytes, maxPartsPerSession: this.config.maxPartsPerSession };
+      this.httpApi = new HttpApiServer(sessionApi, this.store, this.hub, this.metrics, this.log, limits);
+      httpPort = await this.httpApi.listen(httpListen).catch(async (err: unknown) => {
+        await this.api?.shutdown(0);
+        await replication.stop();
+        await this.http.close();
+        throw new ListenError('http-listen', httpListen, err);
+      });
+    }
     if (this.config.apiListen.path === undefined) this.apiAddress = this.config.apiListen.text.replace(/:\d+$/, `:${api}`);
     this.sweepTimer = setInterval(() => this.store.tick(Date.now()), 1000);
     this.sweepTimer.unref();
@@ -140,6 +156,8 @@ export class BatonNode {
         api_port: api,
         metrics: this.config.metricsListen.text,
         metrics_port: metrics,
+        http: httpListen?.text ?? 'off',
+        http_port: httpPort,
         peer: replication.advertiseAddress,
         peer_port: replication.port,
         incarnation: replication.incarnation.toString(16),
@@ -151,7 +169,7 @@ export class BatonNode {
       },
       'baton node started',
     );
-    return { api, metrics, peer: replication.port };
+    return { api, metrics, peer: replication.port, http: httpPort };
   }
 
   /** Graceful stop: not ready, end streams, finish in-flight calls, close. Idempotent. */
@@ -173,7 +191,8 @@ export class BatonNode {
     this.http.ready = false;
     this.api?.setServing(false);
     this.handlers?.drain();
-    await this.api?.shutdown(Math.max(0, deadline - Date.now()));
+    this.httpApi?.drain();
+    await Promise.all([this.api?.shutdown(Math.max(0, deadline - Date.now())), this.httpApi?.close(Math.max(0, deadline - Date.now()))]);
     clearInterval(this.sweepTimer);
     const acknowledged = (await this.replication?.drain(deadline)) ?? true;
     this.metrics.drainDuration.set((Date.now() - started) / 1000);

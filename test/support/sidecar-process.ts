@@ -32,6 +32,8 @@ export interface SidecarProcess {
   child: ChildProcess;
   apiAddress: string;
   metricsUrl: string;
+  /** The HTTP/JSON API's base URL ('' when a test turned it off with --http-listen off). */
+  httpUrl: string;
   /** The advertised peer (replication) address. */
   peerAddress: string;
   /** Every JSON log line the process wrote to stdout. */
@@ -76,7 +78,7 @@ export async function startSidecar(args: string[] = [], env: NodeJS.ProcessEnv =
   const node = await BatonProcess.start({
     name: 'sidecar',
     command: command!,
-    args: [...prefixArgs, BATON_BIN, 'sidecar', '--api-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--peer-listen', '127.0.0.1:0', ...args],
+    args: [...prefixArgs, BATON_BIN, 'sidecar', '--api-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0', '--peer-listen', '127.0.0.1:0', ...args],
     env: childEnv(env),
     startTimeoutMs: options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
   });
@@ -85,6 +87,7 @@ export async function startSidecar(args: string[] = [], env: NodeJS.ProcessEnv =
     child: node.child.process,
     apiAddress: `127.0.0.1:${node.started.api_port}`,
     metricsUrl,
+    httpUrl: node.started.http_port === undefined ? '' : `http://127.0.0.1:${node.started.http_port}`,
     peerAddress: String(node.started.peer),
     logs: node.logs,
     stderr: node.stderr,
