@@ -203,6 +203,8 @@ function replay(port: number, bytes: Buffer, withinMs: number): Promise<Buffer> 
 describe('PeerService over mutual TLS', () => {
   const keys = newKeys();
   const secret = `cart-${randomBytes(12).toString('hex')}`;
+  // Long and random, so ciphertext cannot contain it by chance (a 2-byte id did, now and then).
+  const sessionId = `session-${randomBytes(12).toString('hex')}`;
   const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: 'peer-a', partitions: PARTITIONS }, new BuzHash('tls-test'), new HybridClock());
   /** Handler calls the server saw: a refused handshake never reaches one. */
   let handled = 0;
@@ -237,13 +239,13 @@ describe('PeerService over mutual TLS', () => {
     const fetched: string[] = [];
     return {
       digests: await outcome(clients.digests(address, [], DEADLINE_MS).then((d) => d.size)),
-      fetch: await outcome(clients.fetch(address, { sessionIds: ['s1'] }, DEADLINE_MS, (s) => fetched.push(s.parts[0]!.value!)).then(() => fetched)),
-      lookup: await outcome(clients.lookup(address, ['s1'], DEADLINE_MS).then((s) => s.map((x) => x.parts[0]!.value))),
+      fetch: await outcome(clients.fetch(address, { sessionIds: [sessionId] }, DEADLINE_MS, (s) => fetched.push(s.parts[0]!.value!)).then(() => fetched)),
+      lookup: await outcome(clients.lookup(address, [sessionId], DEADLINE_MS).then((s) => s.map((x) => x.parts[0]!.value))),
     };
   }
 
   beforeAll(() => {
-    store.put('s1', [{ name: 'cart', value: Buffer.from(secret) }], 60_000, Date.now());
+    store.put(sessionId, [{ name: 'cart', value: Buffer.from(secret) }], 60_000, Date.now());
   });
 
   beforeEach(() => {
@@ -308,7 +310,7 @@ describe('PeerService over mutual TLS', () => {
       const onWire = Buffer.concat([...relay.toServer, ...relay.toClient]);
       expect(onWire.length).toBeGreaterThan(secret.length);
       expect(onWire.includes(secret)).toBe(false);
-      expect(onWire.includes('s1')).toBe(false);
+      expect(onWire.includes(sessionId)).toBe(false);
       // An eavesdropper sends the client's bytes again on a connection of its own.
       handled = 0;
       const answer = await replay(port, Buffer.concat(relay.toServer), 2000);
