@@ -13,6 +13,8 @@ import { WatchHub } from '../src/watch-hub';
 import { ApiServer } from './api-server';
 import { type Config, type ListenAddress, peerExposure, runsInsecure } from './config';
 import { HttpServer } from './http-server';
+import { RespCommands } from '../src/resp-commands';
+import { respLimits, RespServer, storeView } from './resp-server';
 import { ReplicationDriver } from './replication-driver';
 import { SidecarMetrics } from './metrics';
 import { SessionServiceHandlers } from './session-service';
@@ -28,6 +30,8 @@ export interface BoundPorts {
   api: number;
   metrics: number;
   peer: number;
+  /** The Redis-protocol port, when --resp-listen is on (0 for a Unix socket). */
+  resp?: number;
 }
 
 /** A listen failure, naming the option whose address could not be bound. */
@@ -51,6 +55,7 @@ export class BatonNode {
   private handlers: SessionServiceHandlers | undefined;
   private api: ApiServer | undefined;
   private replication: ReplicationDriver | undefined;
+  private resp: RespServer | undefined;
   private readonly http: HttpServer;
   private readonly startedAt = Date.now();
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -124,6 +129,12 @@ export class BatonNode {
       await this.http.close();
       throw new ListenError('api-listen', this.config.apiListen, err);
     });
+    const resp = await this.startResp(sessionApi).catch(async (err: unknown) => {
+      await this.api?.shutdown(0);
+      await replication.stop();
+      await this.http.close();
+      throw err;
+    });
     if (this.config.apiListen.path === undefined) this.apiAddress = this.config.apiListen.text.replace(/:\d+$/, `:${api}`);
     this.sweepTimer = setInterval(() => this.store.tick(Date.now()), 1000);
     this.sweepTimer.unref();
@@ -140,6 +151,7 @@ export class BatonNode {
         api_port: api,
         metrics: this.config.metricsListen.text,
         metrics_port: metrics,
+        ...(resp === undefined ? {} : { resp: this.config.respListen!.text, resp_port: resp }),
         peer: replication.advertiseAddress,
         peer_port: replication.port,
         incarnation: replication.incarnation.toString(16),
@@ -151,7 +163,23 @@ export class BatonNode {
       },
       'baton node started',
     );
-    return { api, metrics, peer: replication.port };
+    return { api, metrics, peer: replication.port, resp };
+  }
+
+  /** The Redis-protocol endpoint, when --resp-listen asks for it; resolves with its port. */
+  private async startResp(sessionApi: SessionApi): Promise<number | undefined> {
+    const address = this.config.respListen;
+    if (address === undefined) return undefined;
+    const commands = new RespCommands(
+      sessionApi,
+      storeView(this.store),
+      { defaultTtlSeconds: this.config.defaultTtlSeconds, batonVersion: VERSION, nodeId: this.config.nodeId },
+      Date.now(),
+    );
+    this.resp = new RespServer(commands, respLimits(this.config.maxValueBytes, this.config.maxPartsPerSession), this.log);
+    return this.resp.listen(address).catch((err: unknown) => {
+      throw new ListenError('resp-listen', address, err);
+    });
   }
 
   /** Graceful stop: not ready, end streams, finish in-flight calls, close. Idempotent. */
@@ -173,7 +201,7 @@ export class BatonNode {
     this.http.ready = false;
     this.api?.setServing(false);
     this.handlers?.drain();
-    await this.api?.shutdown(Math.max(0, deadline - Date.now()));
+    await Promise.all([this.api?.shutdown(Math.max(0, deadline - Date.now())), this.resp?.close(Math.max(0, deadline - Date.now()))]);
     clearInterval(this.sweepTimer);
     const acknowledged = (await this.replication?.drain(deadline)) ?? true;
     this.metrics.drainDuration.set((Date.now() - started) / 1000);
