@@ -24,12 +24,17 @@ export const OUTPUT_HIGH_WATER_BYTES = 1024 * 1024;
 /** Connections served at once; more are refused by the kernel's accept queue. */
 export const MAX_CONNECTIONS = 10_000;
 
-/** The parser's bounds for a node's limits: a command may carry every part at full size, as a gRPC Put may. */
+/**
+ * The parser's bounds for a node's limits: a command may carry every part at full size, as
+ * a gRPC Put may. A single bulk may be as large, so a value just over --max-value-bytes is
+ * read and refused by validation with its reason, not cut off as a protocol error.
+ */
 export function respLimits(maxValueBytes: number, maxPartsPerSession: number): RespLimits {
+  const maxCommandBytes = Math.min(maxValueBytes * maxPartsPerSession + 64 * 1024, 2 ** 31 - 1);
   return {
     maxArgs: Math.max(4096, 2 * maxPartsPerSession + 2),
-    maxBulkBytes: Math.max(maxValueBytes, 64 * 1024),
-    maxCommandBytes: Math.min(maxValueBytes * maxPartsPerSession + 64 * 1024, 2 ** 31 - 1),
+    maxBulkBytes: maxCommandBytes,
+    maxCommandBytes,
     maxInlineBytes: DEFAULT_MAX_INLINE_BYTES,
   };
 }
