@@ -1,7 +1,8 @@
 /**
  * The Redis-protocol endpoint of a real sidecar (compiled, from dist/) on loopback, through
  * real clients: ioredis over RESP2 and RESP3 (HELLO 3) for the command set and pipelining,
- * redis-cli (Debian's redis-tools), and raw sockets for what clients never send (protocol
+ * node-redis, connect-redis as express-session's store in an HTTP app, redis-cli (Debian's
+ * redis-tools), and raw sockets for what clients never send (protocol
  * errors, a client that stops reading). Also: the same session seen through gRPC, the
  * connections closed on drain, and a non-loopback --resp-listen refused.
  *
@@ -10,7 +11,9 @@
  */
 import { execFile, spawnSync } from 'node:child_process';
 import * as net from 'node:net';
+import * as http from 'node:http';
 import Redis from 'ioredis';
+import { createClient } from 'redis';
 import { BatonClient } from '../src/client';
 import { runBaton, startSidecar, type SidecarProcess } from './support/sidecar-process';
 
@@ -144,6 +147,83 @@ describe('ioredis', () => {
     }
   });
 });
+
+describe('node-redis and connect-redis', () => {
+  test.each([2, 3] as const)('node-redis over RESP%i: strings, hashes, TTLs, SCAN, concurrent commands', async (RESP) => {
+    const client = createClient({ url: `redis://127.0.0.1:${port}`, RESP });
+    client.on('error', () => {});
+    await client.connect();
+    try {
+      const k = `nr${RESP}:`;
+      expect(await client.set(`${k}a`, 'one', { EX: 100 })).toBe('OK');
+      expect(await client.get(`${k}a`)).toBe('one');
+      expect(await client.ttl(`${k}a`)).toBe(100);
+      expect(await client.hSet(`${k}h`, { user: 'alice', role: 'admin' })).toBe(2);
+      expect(await client.hGetAll(`${k}h`)).toEqual({ user: 'alice', role: 'admin' });
+      const many = await Promise.all(Array.from({ length: 200 }, (_, i) => client.set(`${k}m${i}`, String(i))));
+      expect(many.every((r) => r === 'OK')).toBe(true);
+      expect(await client.mGet([`${k}m7`, `${k}m199`, `${k}none`])).toEqual(['7', '199', null]);
+      const seen: string[] = [];
+      for await (const keys of client.scanIterator({ MATCH: `${k}m*`, COUNT: 10 })) seen.push(...(keys as string[]));
+      expect(new Set(seen).size).toBe(200);
+      await expect(client.sendCommand(['NOSUCH'])).rejects.toThrow(/unknown command 'NOSUCH'/);
+    } finally {
+      client.destroy();
+    }
+  });
+
+  test('connect-redis as the express-session store of an HTTP app: a session is a baton session with the cookie\'s TTL', async () => {
+    const client = createClient({ url: `redis://127.0.0.1:${port}` });
+    client.on('error', () => {});
+    await client.connect();
+    // Untyped requires: these packages' types would pull in Express's.
+    const session = require('express-session') as (options: Record<string, unknown>) => (req: unknown, res: unknown, next: () => void) => void;
+    const { RedisStore } = require('connect-redis') as { RedisStore: new (options: Record<string, unknown>) => SessionStoreLike };
+    const store = new RedisStore({ client, prefix: 'sess:' });
+    const middleware = session({ store, secret: 'test secret', resave: false, saveUninitialized: false, cookie: { maxAge: 600_000 } });
+    const server = http.createServer((req, res) => {
+      middleware(req, res, () => {
+        const s = (req as unknown as { session: Record<string, unknown> & { id: string } }).session;
+        s.visits = ((s.visits as number | undefined) ?? 0) + 1;
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ id: s.id, visits: s.visits }));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/`;
+      const first = await fetch(url);
+      const cookie = first.headers.get('set-cookie')!.split(';')[0]!;
+      const one = (await first.json()) as { id: string; visits: number };
+      expect(one.visits).toBe(1);
+      const two = (await (await fetch(url, { headers: { cookie } })).json()) as { id: string; visits: number };
+      expect(two).toEqual({ id: one.id, visits: 2 });
+      // Stored as the session "sess:<id>", its value the JSON session, its TTL the cookie's.
+      const r = redis({ protocol: 2 });
+      expect(JSON.parse((await r.get(`sess:${one.id}`))!)).toMatchObject({ visits: 2 });
+      expect(await r.ttl(`sess:${one.id}`)).toBeGreaterThan(590);
+      expect(await r.ttl(`sess:${one.id}`)).toBeLessThanOrEqual(600);
+      // all/length use SCAN and MGET.
+      const length = await new Promise<number>((resolve, reject) => store.length((err, n) => (err ? reject(err) : resolve(n!))));
+      expect(length).toBe(1);
+      const all = await new Promise<unknown[]>((resolve, reject) => store.all((err, sessions) => (err ? reject(err) : resolve(sessions!))));
+      expect(all).toEqual([expect.objectContaining({ visits: 2, id: one.id })]);
+      await new Promise<void>((resolve, reject) => store.destroy(one.id, (err) => (err ? reject(err) : resolve())));
+      expect(await r.exists(`sess:${one.id}`)).toBe(0);
+      const fresh = (await (await fetch(url, { headers: { cookie } })).json()) as { id: string; visits: number };
+      expect(fresh.visits).toBe(1);
+    } finally {
+      server.close();
+      client.destroy();
+    }
+  });
+});
+
+interface SessionStoreLike {
+  length(callback: (err: unknown, length?: number) => void): void;
+  all(callback: (err: unknown, sessions?: unknown[]) => void): void;
+  destroy(id: string, callback: (err: unknown) => void): void;
+}
 
 describe('raw protocol', () => {
   test('malformed input: the commands before it are answered, then -ERR Protocol error and the connection closes', async () => {
