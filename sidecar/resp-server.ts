@@ -58,7 +58,9 @@ export class RespServer {
     private readonly limits: RespLimits,
     private readonly log: Logger,
   ) {
-    this.server = net.createServer((socket) => this.accept(socket));
+    // Half-open: a client that sends its commands and shuts down its side still gets every
+    // reply; the connection ends once they are written.
+    this.server = net.createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
     this.server.maxConnections = MAX_CONNECTIONS;
   }
 
@@ -117,7 +119,12 @@ class ClientConnection {
   ) {
     this.parser = new RespParser(limits);
     this.state = new RespConnection(id);
-    this.ended = new Promise((resolve) => socket.once('close', () => resolve()));
+    this.ended = new Promise((resolve) =>
+      socket.once('close', () => {
+        this.finished = true;
+        resolve();
+      }),
+    );
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => {
       this.parser.push(chunk);

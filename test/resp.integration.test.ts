@@ -42,7 +42,7 @@ function redis(options: { protocol?: 2 | 3; replyMapping?: 'resp3' | 'legacy'; c
 }
 
 /** Sends `bytes` on a fresh connection and collects everything until the server closes it (or `withinMs`). */
-function raw(bytes: string | Buffer, withinMs = 5000): Promise<{ text: string; closed: boolean }> {
+function raw(bytes: string | Buffer, withinMs = 5000, halfClose = false): Promise<{ text: string; closed: boolean }> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1');
     const chunks: Buffer[] = [];
@@ -56,7 +56,8 @@ function raw(bytes: string | Buffer, withinMs = 5000): Promise<{ text: string; c
       clearTimeout(timer);
       resolve({ text: Buffer.concat(chunks).toString('latin1'), closed: true });
     });
-    socket.write(bytes);
+    if (halfClose) socket.end(bytes);
+    else socket.write(bytes);
   });
 }
 
@@ -236,6 +237,13 @@ describe('raw protocol', () => {
   test('a bulk longer than a whole command may be (every part at --max-value-bytes) is a protocol error', async () => {
     const { text, closed } = await raw(`*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$${64 * MAX_VALUE_BYTES + 64 * 1024 + 1}\r\n`);
     expect(text).toBe('-ERR Protocol error: invalid bulk length\r\n');
+    expect(closed).toBe(true);
+  });
+
+  test('a client that sends and shuts its side down gets every reply, a resume\'s included, then the connection ends', async () => {
+    // GET of a session this node lacks resumes: it answers after asking the peers (none here).
+    const { text, closed } = await raw('SET half:a b\r\nGET half:nosuch\r\nGET half:a\r\nPING\r\n', 5000, true);
+    expect(text).toBe('+OK\r\n$-1\r\n$1\r\nb\r\n+PONG\r\n');
     expect(closed).toBe(true);
   });
 
