@@ -16,6 +16,7 @@ import Redis from 'ioredis';
 import { createClient } from 'redis';
 import { BatonClient } from '../src/client';
 import { runBaton, startSidecar, type SidecarProcess } from './support/sidecar-process';
+import { FAST_FAILURE_DETECTION, pollUntil, StaticCluster } from './support/static-cluster';
 
 const MAX_VALUE_BYTES = 65_536;
 
@@ -331,6 +332,38 @@ describe('redis-cli', () => {
     expect(await cli('NOSUCH', 'x')).toMatch(/^ERR unknown command 'NOSUCH', with args beginning with: 'x'\n+$/);
     expect(await cli('PING')).toBe('PONG\n');
   });
+});
+
+describe('failover', () => {
+  test('a session written over RESP on one node is read over RESP on another after the first is killed: the read resumes it', async () => {
+    const cluster = await StaticCluster.start(['a', 'b'], ['--resp-listen', '127.0.0.1:0', '--replicas', '1', '--partitions', '16', ...FAST_FAILURE_DETECTION]);
+    const opened: Redis[] = [];
+    try {
+      await cluster.waitForAlive(['a', 'b'], 10_000);
+      const on = (id: string) => {
+        const started = cluster.node(id).process!.logs.find((entry) => entry.msg === 'baton node started')!;
+        const client = new Redis({ port: Number(started.resp_port), host: '127.0.0.1', protocol: 2, maxRetriesPerRequest: 0 });
+        client.on('error', () => {});
+        opened.push(client);
+        return client;
+      };
+      const a = on('a');
+      const b = on('b');
+      expect(await a.set('sess:failover', '{"user":"alice"}', 'EX', 600)).toBe('OK');
+      expect(await a.hset('cart:failover', 'items', '3')).toBe(1);
+      // EXISTS reads what b holds, without resuming: wait for replication to bring both.
+      await pollUntil('b to hold both sessions', async () => (await b.exists('sess:failover', 'cart:failover')) === 2, 10_000);
+      await cluster.kill('a');
+      expect(await b.get('sess:failover')).toBe('{"user":"alice"}');
+      expect(await b.hget('cart:failover', 'items')).toBe('3');
+      const session = await cluster.client('b').get('sess:failover');
+      expect(session?.ownerNodeId).toBe('b');
+      expect(await b.ttl('sess:failover')).toBeGreaterThan(590);
+    } finally {
+      for (const client of opened) client.disconnect();
+      await cluster.stopAll();
+    }
+  }, 60_000);
 });
 
 describe('lifecycle and configuration', () => {
