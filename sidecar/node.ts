@@ -1,6 +1,6 @@
 /**
- * One baton node: wires the store, the session API, the gRPC and HTTP servers and the
- * timers together, and owns start-up and graceful shutdown. Holds no protocol logic.
+ * One baton node: wires the store, the session API, the gRPC, HTTP and RESP servers and
+ * the timers together, and owns start-up and graceful shutdown. Holds no protocol logic.
  */
 import type { Logger } from 'pino';
 import { BuzHash } from '../src/buzhash';

@@ -21,7 +21,7 @@ import type { ListenAddress } from './config';
 
 /** Unsent reply bytes past which a connection stops reading until its client catches up. */
 export const OUTPUT_HIGH_WATER_BYTES = 1024 * 1024;
-/** Connections served at once; more are refused by the kernel's accept queue. */
+/** Connections served at once; one more is closed as soon as it is accepted. */
 export const MAX_CONNECTIONS = 10_000;
 
 /**
