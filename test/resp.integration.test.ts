@@ -11,7 +11,10 @@
  */
 import { execFile, spawnSync } from 'node:child_process';
 import * as net from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
 import * as http from 'node:http';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
 import Redis from 'ioredis';
 import { createClient } from 'redis';
 import { BatonClient } from '../src/client';
@@ -371,6 +374,37 @@ describe('lifecycle and configuration', () => {
     const run = await runBaton(['sidecar', '--resp-listen', '0.0.0.0:0']);
     expect(run.code).toBe(2);
     expect(run.stderr).toMatch(/invalid --resp-listen \(BATON_RESP_LISTEN\) "0\.0\.0\.0:0": the Redis endpoint has no authentication/);
+  });
+
+  test('an address already in use: exit 1 naming --resp-listen', async () => {
+    const busy = net.createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    try {
+      const taken = (busy.address() as net.AddressInfo).port;
+      const run = await runBaton(['sidecar', '--api-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--peer-listen', '127.0.0.1:0', '--resp-listen', `127.0.0.1:${taken}`]);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toBe(`baton: cannot listen on --resp-listen 127.0.0.1:${taken}: address already in use\n`);
+    } finally {
+      busy.close();
+    }
+  });
+
+  test('a Unix socket', async () => {
+    const socketPath = path.join(mkdtempSync(path.join(tmpdir(), 'baton-resp-')), 'resp.sock');
+    const node = await startSidecar(['--resp-listen', `unix:${socketPath}`]);
+    try {
+      const client = new Redis({ path: socketPath, protocol: 2, maxRetriesPerRequest: 0 });
+      client.on('error', () => {});
+      try {
+        expect(await client.set('unix:1', 'v')).toBe('OK');
+        expect(await client.get('unix:1')).toBe('v');
+      } finally {
+        client.disconnect();
+      }
+    } finally {
+      await node.stop();
+      rmSync(path.dirname(socketPath), { recursive: true, force: true });
+    }
   });
 
   test('SIGTERM closes the RESP connections and the node exits 0', async () => {
