@@ -25,6 +25,8 @@ export interface Config {
   metricsListen: ListenAddress;
   /** Where the session API is served as HTTP/JSON: host:port; undefined = off. */
   httpListen: ListenAddress | undefined;
+  /** Where the Redis-protocol endpoint listens: a loopback host:port or unix:/path; undefined = off. */
+  respListen: ListenAddress | undefined;
   /** Memory budget for session state in bytes (from --max-memory-mb); 0 = unlimited. */
   maxMemoryBytes: number;
   /** Idle expiry for sessions written without a TTL, in seconds. */
@@ -221,6 +223,21 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     description: "session API as HTTP/JSON (push, pull, long-poll): host:port, or 'off'",
     default: () => '127.0.0.1:7402',
     parse: (v, flag) => (v === 'off' ? undefined : parseListen(v, flag, false)),
+  },
+  {
+    flag: 'resp-listen',
+    key: 'respListen',
+    valueName: 'addr',
+    description: 'Redis-protocol endpoint (RESP2/RESP3, no authentication): a loopback host:port or unix:/path; empty = off',
+    default: () => '',
+    parse: (v, flag) => {
+      if (v === '') return undefined;
+      const address = parseListen(v, flag, true);
+      if (address.host !== undefined && !isLoopbackHost(address.host)) {
+        throw bad(flag, v, 'the Redis endpoint has no authentication: use a loopback address (127.0.0.1, ::1, localhost) or unix:/path; containers of one pod share loopback');
+      }
+      return address;
+    },
   },
   {
     flag: 'max-memory-mb',

@@ -1,6 +1,6 @@
 /**
- * One baton node: wires the store, the session API, the gRPC and HTTP servers and the
- * timers together, and owns start-up and graceful shutdown. Holds no protocol logic.
+ * One baton node: wires the store, the session API, the gRPC, HTTP and RESP servers and
+ * the timers together, and owns start-up and graceful shutdown. Holds no protocol logic.
  */
 import type { Logger } from 'pino';
 import { BuzHash } from '../src/buzhash';
@@ -14,6 +14,8 @@ import { ApiServer } from './api-server';
 import { type Config, type ListenAddress, peerExposure, runsInsecure } from './config';
 import { HttpApiServer } from './http-api';
 import { HttpServer } from './http-server';
+import { RespCommands } from '../src/resp-commands';
+import { respLimits, RespServer, storeView } from './resp-server';
 import { ReplicationDriver } from './replication-driver';
 import { SidecarMetrics } from './metrics';
 import { SessionServiceHandlers } from './session-service';
@@ -31,6 +33,8 @@ export interface BoundPorts {
   peer: number;
   /** The HTTP/JSON API's port; undefined with --http-listen off. */
   http?: number;
+  /** The Redis-protocol port, when --resp-listen is on (0 for a Unix socket). */
+  resp?: number;
 }
 
 /** A listen failure, naming the option whose address could not be bound. */
@@ -55,6 +59,7 @@ export class BatonNode {
   private api: ApiServer | undefined;
   private httpApi: HttpApiServer | undefined;
   private replication: ReplicationDriver | undefined;
+  private resp: RespServer | undefined;
   private readonly http: HttpServer;
   private readonly startedAt = Date.now();
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -140,6 +145,12 @@ export class BatonNode {
         throw new ListenError('http-listen', httpListen, err);
       });
     }
+    const resp = await this.startResp(sessionApi).catch(async (err: unknown) => {
+      await this.api?.shutdown(0);
+      await replication.stop();
+      await this.http.close();
+      throw err;
+    });
     if (this.config.apiListen.path === undefined) this.apiAddress = this.config.apiListen.text.replace(/:\d+$/, `:${api}`);
     this.sweepTimer = setInterval(() => this.store.tick(Date.now()), 1000);
     this.sweepTimer.unref();
@@ -158,6 +169,7 @@ export class BatonNode {
         metrics_port: metrics,
         http: httpListen?.text ?? 'off',
         http_port: httpPort,
+        ...(resp === undefined ? {} : { resp: this.config.respListen!.text, resp_port: resp }),
         peer: replication.advertiseAddress,
         peer_port: replication.port,
         incarnation: replication.incarnation.toString(16),
@@ -169,7 +181,23 @@ export class BatonNode {
       },
       'baton node started',
     );
-    return { api, metrics, peer: replication.port, http: httpPort };
+    return { api, metrics, peer: replication.port, http: httpPort, resp };
+  }
+
+  /** The Redis-protocol endpoint, when --resp-listen asks for it; resolves with its port. */
+  private async startResp(sessionApi: SessionApi): Promise<number | undefined> {
+    const address = this.config.respListen;
+    if (address === undefined) return undefined;
+    const commands = new RespCommands(
+      sessionApi,
+      storeView(this.store),
+      { defaultTtlSeconds: this.config.defaultTtlSeconds, batonVersion: VERSION, nodeId: this.config.nodeId },
+      Date.now(),
+    );
+    this.resp = new RespServer(commands, respLimits(this.config.maxValueBytes, this.config.maxPartsPerSession), this.log);
+    return this.resp.listen(address).catch((err: unknown) => {
+      throw new ListenError('resp-listen', address, err);
+    });
   }
 
   /** Graceful stop: not ready, end streams, finish in-flight calls, close. Idempotent. */
@@ -192,7 +220,11 @@ export class BatonNode {
     this.api?.setServing(false);
     this.handlers?.drain();
     this.httpApi?.drain();
-    await Promise.all([this.api?.shutdown(Math.max(0, deadline - Date.now())), this.httpApi?.close(Math.max(0, deadline - Date.now()))]);
+    await Promise.all([
+      this.api?.shutdown(Math.max(0, deadline - Date.now())),
+      this.httpApi?.close(Math.max(0, deadline - Date.now())),
+      this.resp?.close(Math.max(0, deadline - Date.now())),
+    ]);
     clearInterval(this.sweepTimer);
     const acknowledged = (await this.replication?.drain(deadline)) ?? true;
     this.metrics.drainDuration.set((Date.now() - started) / 1000);
