@@ -50,34 +50,38 @@ export interface StatusPageData {
   };
 }
 
+interface Shares {
+  held: number[];
+  primary: number[];
+  perSegment: number;
+  primaries: number[];
+  copies: number;
+}
+
+/**
+ * Shares per placement member set (Placement makes a new memberIds() array on every change),
+ * so a poll costs one pass over the partitions only after the members changed: with 65,536
+ * partitions a pass is tens of milliseconds on the event loop.
+ */
+const sharesCache = new WeakMap<readonly string[], { key: string; shares: Shares }>();
+
 export function statusPageData(status: StatusResponse, placement: Placement | undefined): StatusPageData {
-  const index = new Map(status.members.map((m, i) => [m.nodeId, i]));
-  const held = new Array<number>(status.members.length).fill(0);
-  const primary = new Array<number>(status.members.length).fill(0);
-  const partitions = status.partitions;
-  const perSegment = Math.ceil(partitions / MAX_RING_SEGMENTS);
-  const primaries: number[] = [];
-  const copies = placement?.holderCount() ?? 1;
-  const segmentVotes = new Array<number>(status.members.length).fill(0);
-  for (let p = 0; p < partitions; p++) {
-    // Without replication (not started yet) this node alone holds everything.
-    const ranking = placement?.ranking(p) ?? [status.nodeId];
-    const first = ranking.length > 0 ? index.get(ranking[0]!) : undefined;
-    for (let r = 0; r < Math.min(copies, ranking.length); r++) {
-      const i = index.get(ranking[r]!);
-      if (i !== undefined) held[i]!++;
-    }
-    if (first !== undefined) {
-      primary[first]!++;
-      segmentVotes[first]!++;
-    }
-    if ((p + 1) % perSegment === 0 || p === partitions - 1) {
-      let best = -1;
-      for (let i = 0; i < segmentVotes.length; i++) if (segmentVotes[i]! > 0 && (best < 0 || segmentVotes[i]! > segmentVotes[best]!)) best = i;
-      primaries.push(best);
-      segmentVotes.fill(0);
+  const ids = status.members.map((m) => m.nodeId);
+  let shares: Shares;
+  if (placement === undefined) {
+    shares = computeShares(ids, status.nodeId, status.partitions, undefined);
+  } else {
+    const key = `${status.partitions}\n${ids.join('\n')}`;
+    const cached = sharesCache.get(placement.memberIds());
+    if (cached?.key === key) {
+      shares = cached.shares;
+    } else {
+      shares = computeShares(ids, status.nodeId, status.partitions, placement);
+      sharesCache.set(placement.memberIds(), { key, shares });
     }
   }
+  const { held, primary, perSegment, primaries, copies } = shares;
+  const partitions = status.partitions;
   return {
     nodeId: status.nodeId,
     version: status.version,
@@ -100,4 +104,34 @@ export function statusPageData(status: StatusResponse, placement: Placement | un
     })),
     ring: { partitionsPerSegment: perSegment, primaries },
   };
+}
+
+function computeShares(ids: readonly string[], selfId: string, partitions: number, placement: Placement | undefined): Shares {
+  const index = new Map(ids.map((id, i) => [id, i]));
+  const held = new Array<number>(ids.length).fill(0);
+  const primary = new Array<number>(ids.length).fill(0);
+  const perSegment = Math.ceil(partitions / MAX_RING_SEGMENTS);
+  const primaries: number[] = [];
+  const copies = placement?.holderCount() ?? 1;
+  const segmentVotes = new Array<number>(ids.length).fill(0);
+  for (let p = 0; p < partitions; p++) {
+    // Without replication (not started yet) this node alone holds everything.
+    const ranking = placement?.ranking(p) ?? [selfId];
+    const first = ranking.length > 0 ? index.get(ranking[0]!) : undefined;
+    for (let r = 0; r < Math.min(copies, ranking.length); r++) {
+      const i = index.get(ranking[r]!);
+      if (i !== undefined) held[i]!++;
+    }
+    if (first !== undefined) {
+      primary[first]!++;
+      segmentVotes[first]!++;
+    }
+    if ((p + 1) % perSegment === 0 || p === partitions - 1) {
+      let best = -1;
+      for (let i = 0; i < segmentVotes.length; i++) if (segmentVotes[i]! > 0 && (best < 0 || segmentVotes[i]! > segmentVotes[best]!)) best = i;
+      primaries.push(best);
+      segmentVotes.fill(0);
+    }
+  }
+  return { held, primary, perSegment, primaries, copies };
 }

@@ -2,7 +2,8 @@
  * What the status page draws, from a StatusResponse and a Placement: per member, the
  * partitions it is primary for and holds a copy of (placement's own answers); nothing for
  * a member outside placement; a ring of at most MAX_RING_SEGMENTS segments, each showing
- * the primary of most of its partitions; this node alone before replication has started.
+ * the primary of most of its partitions; this node alone before replication has started;
+ * shares that follow member changes (they are cached per member set).
  */
 import { BuzHash } from '../src/buzhash';
 import type { Member, StatusResponse } from '../src/gen/baton/v1/cluster';
@@ -83,4 +84,21 @@ test('no live member in placement: segments show -1', () => {
   const data = statusPageData(status(8, [member('n1', 'alive', true)]), placement(8, 1, []));
   expect(data.ring.primaries).toEqual(new Array(8).fill(-1));
   expect(data.members[0]).toMatchObject({ partitionsHeld: 0, partitionsPrimary: 0 });
+});
+
+test('the shares follow a change of placement\'s members and of Status\'s member list', () => {
+  const members = [member('n1', 'alive', true), member('n2'), member('n3')];
+  const p = placement(64, 1, ['n1', 'n2', 'n3']);
+  const before = statusPageData(status(64, members), p);
+  expect(before.members.every((m) => m.partitionsHeld > 0)).toBe(true);
+  p.setMembers(['n1', 'n2']);
+  const after = statusPageData(status(64, [member('n1', 'alive', true), member('n2'), member('n3', 'dead')]), p);
+  expect(after.members.map((m) => m.partitionsHeld)).toEqual([64, 64, 0]);
+  // Same placement, members listed in another order: the counts follow the names.
+  const reordered = statusPageData(status(64, [member('n2'), member('n1', 'alive', true)]), p);
+  expect(reordered.members.map((m) => [m.nodeId, m.partitionsPrimary])).toEqual([
+    ['n2', after.members[1]!.partitionsPrimary],
+    ['n1', after.members[0]!.partitionsPrimary],
+  ]);
+  expect(reordered.ring.primaries).toEqual(after.ring.primaries.map((i) => 1 - i));
 });
