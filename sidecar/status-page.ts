@@ -32,7 +32,7 @@ main { display: grid; grid-template-columns: 540px 1fr; gap: 20px; padding: 20px
 .panel h2 { margin: 0 0 10px; font-size: 13px; text-transform: uppercase; letter-spacing: 0.6px; color: var(--muted); }
 svg { display: block; width: 100%; height: auto; }
 svg text { font-family: inherit; }
-.stale-picture svg, .stale-picture table, .stale-picture .figures { opacity: 0.45; }
+.stale-picture svg, .stale-picture table, .stale-picture .figures, .stale-picture .budget, .stale-picture .meta { opacity: 0.45; }
 .legend { display: flex; flex-wrap: wrap; gap: 6px 16px; margin-top: 8px; color: var(--muted); font-size: 12px; }
 .legend span::before { content: ""; display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 5px; background: var(--swatch); vertical-align: -1px; }
 .figures { display: grid; grid-template-columns: repeat(4, 1fr); gap: 12px; }
@@ -44,7 +44,8 @@ svg text { font-family: inherit; }
 .meta { margin-top: 10px; color: var(--muted); font-size: 12px; }
 table { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; }
 th { text-align: left; font-weight: 600; color: var(--muted); font-size: 12px; padding: 6px 8px; border-bottom: 1px solid var(--line); }
-td { padding: 7px 8px; border-bottom: 1px solid var(--line); }
+td { padding: 7px 8px; border-bottom: 1px solid var(--line); white-space: nowrap; }
+td.node { white-space: normal; overflow-wrap: anywhere; }
 td.num, th.num { text-align: right; }
 .id { font-weight: 600; }
 .id::before { content: ""; display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 7px; background: var(--swatch); vertical-align: -1px; }
@@ -61,7 +62,7 @@ const SCRIPT = `
 (function () {
   var POLL_MS = ${STATUS_POLL_INTERVAL_MS};
   var STATE_COLOURS = { alive: '#2e9d57', suspect: '#d99400', dead: '#d64545', left: '#8a8f98' };
-  var MEMBER_COLOURS = ['#3b6fd6', '#8a4fd1', '#1f9aa8', '#d1620f', '#c2417e', '#5b8c1a', '#4d5566', '#a8741a'];
+  var MEMBER_COLOURS = ['#3b6fd6', '#8a4fd1', '#1f9aa8', '#d1620f', '#c2417e', '#5b8c1a', '#4d5566', '#a8741a', '#2b4c9b', '#b04fb3', '#0d7d6c', '#8c5a3c'];
   var svg = document.getElementById('ring');
   var NS = svg.namespaceURI;
   var polls = 0;
@@ -100,7 +101,7 @@ const SCRIPT = `
     return s + 's';
   }
   function clock(t) { return new Date(t).toLocaleTimeString('en-GB'); }
-  function short(id) { return id.length > 9 ? id.slice(0, 8) + '\\u2026' : id; }
+  function short(id, max) { return id.length > max + 1 ? id.slice(0, max) + '\\u2026' : id; }
   function point(r, a) { return [260 + r * Math.sin(a), 260 - r * Math.cos(a)]; }
 
   function drawRing(d) {
@@ -131,16 +132,27 @@ const SCRIPT = `
     svgEl('text', { x: 260, y: 250, 'text-anchor': 'middle', 'font-size': 26, 'font-weight': 700, fill: '#1d2330' }, svg, alive + ' / ' + n + ' alive');
     svgEl('text', { x: 260, y: 276, 'text-anchor': 'middle', 'font-size': 13, fill: '#667085' }, svg,
       count(d.partitions) + ' partitions \\u00d7 ' + d.copies + (d.copies === 1 ? ' copy' : ' copies'));
-    var r = 120;
+    // Crowded rings spread wider with smaller circles; their figures stay in the table (and the tooltip).
+    // Up to three members carry their figures beside them; more leave no room for that.
+    var r = n <= 3 ? 120 : 160;
+    var size = n <= 6 ? 36 : Math.max(8, Math.min(30, Math.floor((Math.PI * r) / n) - 5));
     d.members.forEach(function (m, i) {
       var p = point(r, (2 * Math.PI * i) / Math.max(1, n));
       var g = svgEl('g', { class: 'member', 'data-node': m.nodeId, 'data-state': m.state }, svg);
       svgEl('title', {}, g, m.nodeId + ' (' + m.address + '): ' + m.state + ', lag ' + m.replicationLagSeqs + ' seqs, ' +
         m.partitionsPrimary + ' primary / ' + m.partitionsHeld + ' copies');
-      if (m.isSelf) svgEl('circle', { cx: p[0], cy: p[1], r: 43, fill: 'none', stroke: '#1d2330', 'stroke-width': 2, 'stroke-dasharray': '4 3' }, g);
-      svgEl('circle', { cx: p[0], cy: p[1], r: 36, fill: stateColour(m.state), stroke: memberColour(i), 'stroke-width': 6 }, g);
-      svgEl('text', { x: p[0], y: p[1] - 4, 'text-anchor': 'middle', 'font-size': 15, 'font-weight': 700, fill: '#fff' }, g, short(m.nodeId || '?'));
-      svgEl('text', { x: p[0], y: p[1] + 13, 'text-anchor': 'middle', 'font-size': 11, fill: '#fff' }, g, m.state);
+      if (m.isSelf) svgEl('circle', { cx: p[0], cy: p[1], r: size + 7, fill: 'none', stroke: '#1d2330', 'stroke-width': 2, 'stroke-dasharray': '4 3' }, g);
+      svgEl('circle', { cx: p[0], cy: p[1], r: size, fill: stateColour(m.state), stroke: memberColour(i), 'stroke-width': Math.max(2, size / 6) }, g);
+      if (size < 20) return;
+      var big = size >= 30;
+      var label = m.nodeId || '?';
+      var font = big && label.length <= 6 ? 15 : big ? 12 : 11;
+      // Bold digits and letters are about 0.62 em wide; keep the label inside the circle.
+      var fits = Math.max(2, Math.floor((2 * size - 10) / (font * 0.62)));
+      svgEl('text', { x: p[0], y: big ? p[1] - 4 : p[1] + 4, 'text-anchor': 'middle', 'font-size': font, 'font-weight': 700, fill: '#fff' }, g,
+        short(label, fits - 1));
+      if (big) svgEl('text', { x: p[0], y: p[1] + 13, 'text-anchor': 'middle', 'font-size': 11, fill: '#fff' }, g, m.state);
+      if (n > 3) return;
       var below = p[1] + 56;
       svgEl('text', { x: p[0], y: below, 'text-anchor': 'middle', 'font-size': 12, fill: '#1d2330' }, g,
         m.partitionsPrimary + ' primary \\u00b7 ' + m.partitionsHeld + ' held');
@@ -178,7 +190,7 @@ const SCRIPT = `
     d.members.forEach(function (m, i) {
       var tr = htmlEl('tr', body);
       tr.setAttribute('data-node', m.nodeId);
-      var id = htmlEl('td', tr);
+      var id = htmlEl('td', tr, undefined, 'node');
       var name = htmlEl('span', id, m.nodeId || '(never heard from)', 'id');
       name.style.setProperty('--swatch', memberColour(i));
       if (m.isSelf) htmlEl('span', id, 'this node', 'self');
