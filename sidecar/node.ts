@@ -19,6 +19,7 @@ import { respLimits, RespServer, storeView } from './resp-server';
 import { ReplicationDriver } from './replication-driver';
 import { SidecarMetrics } from './metrics';
 import { SessionServiceHandlers } from './session-service';
+import { statusPageData } from './status-page-data';
 import { VERSION } from './package-root';
 
 /** The longest /readyz waits for this node to pull its partitions from its peers after start. */
@@ -91,7 +92,7 @@ export class BatonNode {
     );
     this.metrics = new SidecarMetrics(this.store, config.maxMemoryBytes);
     this.metrics.insecure.set(runsInsecure(config) ? 1 : 0);
-    this.http = new HttpServer(this.metrics.registry);
+    this.http = new HttpServer(this.metrics.registry, () => statusPageData(this.status(), this.replication?.placement));
     this.apiAddress = config.apiListen.text;
   }
 
@@ -247,24 +248,26 @@ export class BatonNode {
     }));
   }
 
+  /** What ClusterService/Status answers (and the status page draws). */
+  private status(): StatusResponse {
+    const stats = this.store.getStats();
+    return {
+      nodeId: this.config.nodeId,
+      sessions: BigInt(stats.sessions),
+      parts: BigInt(stats.parts),
+      bytes: BigInt(stats.bytes),
+      members: this.memberList(),
+      maxBytes: BigInt(this.config.maxMemoryBytes),
+      partitions: this.config.partitions,
+      version: VERSION,
+      startedAtUnixMs: BigInt(this.startedAt),
+      tombstones: BigInt(stats.tombstones),
+    };
+  }
+
   private clusterService(): ClusterServiceServer {
     return {
-      status: (_call, callback) => {
-        const stats = this.store.getStats();
-        const response: StatusResponse = {
-          nodeId: this.config.nodeId,
-          sessions: BigInt(stats.sessions),
-          parts: BigInt(stats.parts),
-          bytes: BigInt(stats.bytes),
-          members: this.memberList(),
-          maxBytes: BigInt(this.config.maxMemoryBytes),
-          partitions: this.config.partitions,
-          version: VERSION,
-          startedAtUnixMs: BigInt(this.startedAt),
-          tombstones: BigInt(stats.tombstones),
-        };
-        callback(null, response);
-      },
+      status: (_call, callback) => callback(null, this.status()),
     };
   }
 }
