@@ -212,7 +212,7 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     flag: 'metrics-listen',
     key: 'metricsListen',
     valueName: 'addr',
-    description: 'HTTP address for /metrics, /healthz and /readyz',
+    description: 'HTTP address for /metrics, /healthz, /readyz and the status page (/)',
     default: () => '127.0.0.1:9464',
     parse: (v, flag) => parseListen(v, flag, false),
   },
