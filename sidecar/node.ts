@@ -25,6 +25,9 @@ import { VERSION } from './package-root';
 /** The longest /readyz waits for this node to pull its partitions from its peers after start. */
 const READY_CATCH_UP_LIMIT_MS = 60_000;
 
+/** Tries with --peer-listen port 0 to find a port free over both UDP and TCP. */
+const PORT_ZERO_ATTEMPTS = 5;
+
 /** Seed of the BUZhash table until a cluster key is configured. */
 const DEFAULT_CLUSTER_SEED = 'baton/default-cluster';
 
@@ -106,19 +109,9 @@ export class BatonNode {
     const metrics = await this.http.listen(this.config.metricsListen).catch((err: unknown) => {
       throw new ListenError('metrics-listen', this.config.metricsListen, err);
     });
-    const replication = await ReplicationDriver.open(this.config, this.store, this.hasher, this.keys, this.log, this.metrics.replicationSink()).catch(
-      async (err: unknown) => {
-        await this.http.close();
-        throw new ListenError('peer-listen', this.config.peerListen, err);
-      },
-    );
+    const replication = await this.startReplication();
     this.replication = replication;
     this.metrics.attachReplication(replication);
-    await replication.start().catch(async (err: unknown) => {
-      await replication.stop();
-      await this.http.close();
-      throw new ListenError(this.config.multicast !== undefined && /multicast|membership/i.test(String(err)) ? 'multicast' : 'peer-listen', this.config.peerListen, err);
-    });
     const sessionApi = new SessionApi(
       this.store,
       { maxValueBytes: this.config.maxValueBytes, maxPartsPerSession: this.config.maxPartsPerSession },
@@ -199,6 +192,37 @@ export class BatonNode {
     return this.resp.listen(address).catch((err: unknown) => {
       throw new ListenError('resp-listen', address, err);
     });
+  }
+
+  /**
+   * Binds the peer address and starts replication. With --peer-listen port 0 the UDP socket
+   * takes a free port and the peer gRPC service must take the same number over TCP, where
+   * another process (an outgoing connection's ephemeral port, say) may hold it: then both
+   * try again on a new port, up to PORT_ZERO_ATTEMPTS times.
+   */
+  private async startReplication(): Promise<ReplicationDriver> {
+    const sink = this.metrics.replicationSink();
+    for (let attempt = 1; ; attempt++) {
+      const replication = await ReplicationDriver.open(this.config, this.store, this.hasher, this.keys, this.log, sink).catch(
+        async (err: unknown) => {
+          await this.http.close();
+          throw new ListenError('peer-listen', this.config.peerListen, err);
+        },
+      );
+      try {
+        await replication.start();
+        return replication;
+      } catch (err) {
+        const port = replication.port;
+        await replication.stop();
+        if (this.config.peerListen.port === 0 && attempt < PORT_ZERO_ATTEMPTS && /EADDRINUSE|address already in use/i.test(String(err))) {
+          this.log.debug({ port, attempt }, 'peer port taken over TCP; binding another');
+          continue;
+        }
+        await this.http.close();
+        throw new ListenError(this.config.multicast !== undefined && /multicast|membership/i.test(String(err)) ? 'multicast' : 'peer-listen', this.config.peerListen, err);
+      }
+    }
   }
 
   /** Graceful stop: not ready, end streams, finish in-flight calls, close. Idempotent. */
