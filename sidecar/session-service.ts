@@ -27,6 +27,7 @@ import {
   type PutRequest,
   type SessionServiceServer,
   type TouchRequest,
+  type UpdateCartRequest,
   type WatchEvent,
   type WatchRequest,
 } from '../src/gen/baton/v1/session';
@@ -136,6 +137,8 @@ export class SessionServiceHandlers {
       touch: (call, callback) => this.unary('touch', call, callback, (r: TouchRequest, now) => this.api.touch(r, now)),
       watch: (call) => this.watch(call),
       exchange: (call) => this.exchange(call),
+      updateCart: (call, callback) =>
+        this.unary('update_cart', call, callback, (r: UpdateCartRequest, now) => this.api.updateCart(r, now, deadlineOf(call.getDeadline()))),
     };
   }
 
