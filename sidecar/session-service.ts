@@ -85,6 +85,7 @@ export function sessionServiceDefinition(scanner: RequestScanner) {
     delete: { ...s.delete, requestDeserialize: guarded(s.delete, 'baton.v1.DeleteRequest', scanner, same) },
     touch: { ...s.touch, requestDeserialize: guarded(s.touch, 'baton.v1.TouchRequest', scanner, same) },
     watch: { ...s.watch, requestDeserialize: guarded(s.watch, 'baton.v1.WatchRequest', scanner, same) },
+    updateCart: { ...s.updateCart, requestDeserialize: guarded(s.updateCart, 'baton.v1.UpdateCartRequest', scanner, same) },
     exchange: {
       ...s.exchange,
       requestDeserialize: guarded(s.exchange, 'baton.v1.ExchangeRequest', scanner, (request, bytes) => new ReceivedExchange(request, bytes)),
