@@ -5,8 +5,12 @@
  * reaches the other, and both answer the same cart. Waiting is bounded polling, never a
  * sleep; every process is stopped in afterAll.
  */
-import type { CartOperation } from '../src/gen/baton/v1/session';
+import * as grpc from '@grpc/grpc-js';
 import { BatonClientError } from '../src/client';
+import { SessionServiceService, UpdateCartRequest, UpdateCartResponse, type CartOperation } from '../src/gen/baton/v1/session';
+import { SeededRandom } from '../src/random';
+import { garbage, hexPreview, pool } from './support/fuzz-inputs';
+import { rawUnary } from './support/raw-calls';
 import { FAST_FAILURE_DETECTION, pollUntil, StaticCluster } from './support/static-cluster';
 
 jest.setTimeout(90_000);
@@ -94,4 +98,47 @@ test('the HTTP route updates and reads the same merged cart', async () => {
   expect(((await bad.json()) as { code: string }).code).toBe('invalid_argument');
   const wrongMethod = await fetch(url(httpA), { method: 'DELETE' });
   expect(wrongMethod.status).toBe(405);
+});
+
+test('hostile UpdateCart messages get a clear status, never crash the node, and leave the cart readable', async () => {
+  const rng = new SeededRandom(0xca27);
+  const address = cluster!.node('cart-a').process!.apiAddress;
+  const raw = new grpc.Client(address, grpc.credentials.createInsecure());
+  const id = 'cart-fuzz';
+  const valid = () =>
+    UpdateCartRequest.encode({
+      sessionId: id,
+      operations: [
+        add(`sku-${rng.below(4)}`, 1 + rng.below(3), BigInt(rng.below(1000))),
+        remove(`sku-${rng.below(4)}`),
+        { op: { $case: 'setBillingAddress', setBillingAddress: { name: 'n', line1: 'l', line2: '', city: 'c', region: '', postalCode: '1', country: 'DE' } } },
+        { op: { $case: 'setCurrency', setCurrency: 'EUR' } },
+      ],
+      ttlSeconds: 0,
+      minReplicas: 0,
+    }).finish();
+  const inputs = Array.from({ length: 400 }, () => garbage(rng, valid, { maxBytes: 8 * 1024, oversizeBytes: 0, oversizeChance: 0 }));
+  const findings: string[] = [];
+  try {
+    await pool(inputs.length, 16, async (i) => {
+      const input = inputs[i]!;
+      const out = await rawUnary(raw, SessionServiceService.updateCart.path, input.bytes, new Date(Date.now() + 10_000));
+      const where = `#${i} [${input.kind}] ${hexPreview(input.bytes)}`;
+      if (out.code === grpc.status.OK) {
+        try {
+          UpdateCartResponse.decode(out.responses[0]!);
+        } catch {
+          findings.push(`${where}: OK with an undecodable response`);
+        }
+      } else if (![grpc.status.INVALID_ARGUMENT, grpc.status.INTERNAL, grpc.status.RESOURCE_EXHAUSTED].includes(out.code)) {
+        findings.push(`${where}: ${out.code} ${out.details}`);
+      }
+    });
+  } finally {
+    raw.close();
+  }
+  expect(findings).toEqual([]);
+  const { cart } = await cluster!.client('cart-a').updateCart(id, []);
+  expect(cart!.items.every((i) => i.quantity > 0)).toBe(true);
+  expect(cluster!.node('cart-a').process!.child.exitCode).toBeNull();
 });
