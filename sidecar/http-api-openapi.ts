@@ -112,6 +112,102 @@ const changes = {
   },
 } as const;
 
+const signedDecimal = { type: 'string', pattern: '^-?[0-9]+$' } as const;
+const int64Input = { oneOf: [signedDecimal, { type: 'integer' }] } as const;
+const sku = { type: 'string', description: 'Item identifier, 1 to 256 bytes of UTF-8.' } as const;
+
+const address = {
+  type: 'object',
+  additionalProperties: false,
+  properties: Object.fromEntries(['name', 'line1', 'line2', 'city', 'region', 'postal_code', 'country'].map((f) => [f, { type: 'string' }])),
+} as const;
+
+const cart = {
+  type: 'object',
+  required: ['items', 'currency', 'payment_reference', 'updated_at_unix_ms'],
+  additionalProperties: false,
+  properties: {
+    items: {
+      type: 'array',
+      description: 'By sku.',
+      items: {
+        type: 'object',
+        required: ['sku', 'name', 'quantity', 'unit_price_minor'],
+        additionalProperties: false,
+        properties: { sku, name: { type: 'string' }, quantity: { type: 'integer', minimum: 1 }, unit_price_minor: signedDecimal },
+      },
+    },
+    currency: { type: 'string' },
+    billing_address: { $ref: '#/components/schemas/Address' },
+    payment_reference: { type: 'string' },
+    updated_at_unix_ms: decimal,
+  },
+} as const;
+
+const cartBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    operations: {
+      type: 'array',
+      description: 'Applied in order; each object names exactly one operation.',
+      items: {
+        oneOf: [
+          {
+            type: 'object',
+            required: ['add_item'],
+            additionalProperties: false,
+            properties: {
+              add_item: {
+                type: 'object',
+                required: ['sku', 'quantity'],
+                additionalProperties: false,
+                description: 'Adds quantity (creating the item); a non-empty name or non-zero price replaces the item\'s.',
+                properties: { sku, name: { type: 'string' }, quantity: { type: 'integer', minimum: 1 }, unit_price_minor: int64Input },
+              },
+            },
+          },
+          {
+            type: 'object',
+            required: ['set_quantity'],
+            additionalProperties: false,
+            properties: {
+              set_quantity: {
+                type: 'object',
+                required: ['sku', 'quantity'],
+                additionalProperties: false,
+                description: 'Sets the quantity; 0 removes the item.',
+                properties: { sku, quantity: { type: 'integer', minimum: 0 } },
+              },
+            },
+          },
+          {
+            type: 'object',
+            required: ['remove_item'],
+            additionalProperties: false,
+            properties: { remove_item: { type: 'object', required: ['sku'], additionalProperties: false, properties: { sku } } },
+          },
+          { type: 'object', required: ['set_billing_address'], additionalProperties: false, properties: { set_billing_address: { $ref: '#/components/schemas/Address' } } },
+          { type: 'object', required: ['set_currency'], additionalProperties: false, properties: { set_currency: { type: 'string', description: 'ISO 4217, e.g. EUR.' } } },
+        ],
+      },
+    },
+    ttl_seconds: { type: 'integer', minimum: 0 },
+    min_replicas: { type: 'integer', minimum: 0 },
+  },
+} as const;
+
+const cartResult = {
+  type: 'object',
+  required: ['cart', 'version', 'replicas_acked'],
+  additionalProperties: false,
+  properties: {
+    cart: { $ref: '#/components/schemas/Cart' },
+    version: { ...decimal, description: 'Version of the write the operations made; "0" when nothing was written.' },
+    replicas_acked: { type: 'integer', minimum: 0 },
+  },
+} as const;
+
 const json = (ref: string) => ({ content: { 'application/json': { schema: { $ref: `#/components/schemas/${ref}` } } } });
 const failure = (description: string) => ({ description, ...json('Error') });
 const errors = {
@@ -214,6 +310,25 @@ export const HTTP_API_OPENAPI = {
         },
       },
     },
+    '/v1/sessions/{id}/cart': {
+      parameters: [sessionId],
+      get: {
+        summary: 'Read the merged cart (an empty cart when the session has none)',
+        responses: { '200': { description: 'The cart.', ...json('CartResult') }, ...errors },
+      },
+      post: {
+        summary: 'Update the merged cart item by item',
+        description:
+          'The cart is kept as one part per item (cart.item.<sku>) plus cart.meta, merged per item across nodes: pods updating different items concurrently keep each other\'s changes, and a removal is not undone by an older add. Concurrent changes to the same item resolve last writer wins. The part "cart" (a whole CartState written with PUT/POST) is separate and not read here.',
+        requestBody: { required: true, ...json('CartBody') },
+        responses: {
+          '200': { description: 'Applied; the cart this node then holds.', ...json('CartResult') },
+          ...errors,
+          '413': failure('Body over the limit, or the write does not fit the memory budget.'),
+          '504': failure('Deadline exceeded.'),
+        },
+      },
+    },
     '/v1/openapi.json': {
       get: { summary: 'This document', responses: { '200': { description: 'OpenAPI 3.1', content: { 'application/json': { schema: { type: 'object' } } } } } },
     },
@@ -226,6 +341,10 @@ export const HTTP_API_OPENAPI = {
       PutBody: putBody,
       PutResult: putResult,
       Changes: changes,
+      Address: address,
+      Cart: cart,
+      CartBody: cartBody,
+      CartResult: cartResult,
       Found: { type: 'object', required: ['found'], additionalProperties: false, properties: { found: { const: true } } },
       Touched: { type: 'object', required: ['expires_at_unix_ms'], additionalProperties: false, properties: { expires_at_unix_ms: decimal } },
     },

@@ -22,6 +22,8 @@ export type Route =
   | { kind: 'delete-session'; sessionId: string }
   | { kind: 'touch'; sessionId: string }
   | { kind: 'changes'; sessionId: string }
+  | { kind: 'get-cart'; sessionId: string }
+  | { kind: 'update-cart'; sessionId: string }
   | { kind: 'get-part'; sessionId: string; part: string }
   | { kind: 'put-part'; sessionId: string; part: string }
   | { kind: 'delete-part'; sessionId: string; part: string };
@@ -80,6 +82,10 @@ export function routeOf(method: string, url: string): { route: Route; query: URL
   if (segments.length === 5) {
     if (segments[4] === 'touch') return { route: allow(method === 'POST', 'POST', { kind: 'touch', sessionId }), query };
     if (segments[4] === 'changes') return { route: allow(read, 'GET', { kind: 'changes', sessionId }), query };
+    if (segments[4] === 'cart') {
+      if (read) return { route: { kind: 'get-cart', sessionId }, query };
+      return { route: allow(method === 'POST', 'GET, HEAD, POST', { kind: 'update-cart', sessionId }), query };
+    }
     throw notFound(path);
   }
   if (segments[4] !== 'parts') throw notFound(path);

@@ -27,6 +27,7 @@ import { versionTimeMs } from '../src/hybrid-clock';
 import { checkSessionId } from '../src/validation';
 import type { WatchHub } from '../src/watch-hub';
 import type { ListenAddress } from './config';
+import { updateCartRequestFromJson, updateCartResponseJson } from './http-api-cart';
 import { HTTP_API_OPENAPI } from './http-api-openapi';
 import {
   DEFAULT_POLL_TIMEOUT_MS,
@@ -82,6 +83,8 @@ export class HttpApiServer {
   private readonly maxPutBodyBytes: number;
   private readonly maxPostBodyBytes: number;
   private readonly maxLongPolls: number;
+  /** Operations one cart update may carry (each touches one part). */
+  private readonly maxCartOperations: number;
   private readonly maxBufferedBodyBytes: number;
   /** Body bytes of requests read and not yet answered. */
   private bufferedBodyBytes = 0;
@@ -100,6 +103,7 @@ export class HttpApiServer {
     const perPart = Math.ceil(limits.maxValueBytes / 3) * 4 + JSON_OVERHEAD_PER_PART;
     this.maxPostBodyBytes = Math.min(perPart * limits.maxPartsPerSession + JSON_OVERHEAD, 2 ** 31 - 1);
     this.maxLongPolls = limits.maxLongPolls ?? DEFAULT_MAX_LONG_POLLS;
+    this.maxCartOperations = limits.maxPartsPerSession;
     this.maxBufferedBodyBytes = Math.max(this.maxPostBodyBytes, limits.maxBufferedBodyBytes ?? DEFAULT_MAX_BUFFERED_BODY_BYTES);
     this.server = http.createServer((req, res) => this.handle(req, res));
     this.server.headersTimeout = HEADERS_TIMEOUT_MS;
@@ -229,6 +233,17 @@ export class HttpApiServer {
         req.resume();
         this.longPoll(route.sessionId, query, res);
         return;
+      case 'get-cart':
+      case 'update-cart': {
+        const request =
+          route.kind === 'get-cart'
+            ? { sessionId: route.sessionId, operations: [], ttlSeconds: 0, minReplicas: 0 }
+            : updateCartRequestFromJson(route.sessionId, parseJson(await this.readBody(req, res, this.maxPostBodyBytes)), this.maxCartOperations);
+        if (route.kind === 'get-cart') req.resume();
+        const answer = await this.run('update_cart', (now) => this.api.updateCart(request, now));
+        this.sendJson(res, 200, updateCartResponseJson(answer));
+        return;
+      }
     }
   }
 

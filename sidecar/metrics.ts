@@ -12,7 +12,7 @@ import type { SessionStore } from '../src/store';
 import { PACKAGE_ROOT, VERSION } from './package-root';
 import type { ReplicationDriver, ReplicationSink } from './replication-driver';
 
-export type Method = 'put' | 'get' | 'delete' | 'touch';
+export type Method = 'put' | 'get' | 'delete' | 'touch' | 'update_cart';
 export type OperationResult = 'ok' | 'not_found' | 'invalid' | 'precondition' | 'exhausted' | 'unavailable' | 'deadline' | 'error';
 
 export function resultOf(code: ErrorCode): OperationResult {

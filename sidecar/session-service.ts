@@ -27,6 +27,7 @@ import {
   type PutRequest,
   type SessionServiceServer,
   type TouchRequest,
+  type UpdateCartRequest,
   type WatchEvent,
   type WatchRequest,
 } from '../src/gen/baton/v1/session';
@@ -84,6 +85,7 @@ export function sessionServiceDefinition(scanner: RequestScanner) {
     delete: { ...s.delete, requestDeserialize: guarded(s.delete, 'baton.v1.DeleteRequest', scanner, same) },
     touch: { ...s.touch, requestDeserialize: guarded(s.touch, 'baton.v1.TouchRequest', scanner, same) },
     watch: { ...s.watch, requestDeserialize: guarded(s.watch, 'baton.v1.WatchRequest', scanner, same) },
+    updateCart: { ...s.updateCart, requestDeserialize: guarded(s.updateCart, 'baton.v1.UpdateCartRequest', scanner, same) },
     exchange: {
       ...s.exchange,
       requestDeserialize: guarded(s.exchange, 'baton.v1.ExchangeRequest', scanner, (request, bytes) => new ReceivedExchange(request, bytes)),
@@ -136,6 +138,8 @@ export class SessionServiceHandlers {
       touch: (call, callback) => this.unary('touch', call, callback, (r: TouchRequest, now) => this.api.touch(r, now)),
       watch: (call) => this.watch(call),
       exchange: (call) => this.exchange(call),
+      updateCart: (call, callback) =>
+        this.unary('update_cart', call, callback, (r: UpdateCartRequest, now) => this.api.updateCart(r, now, deadlineOf(call.getDeadline()))),
     };
   }
 

@@ -54,6 +54,9 @@ import {
   type PutResponse,
   type Session,
   type TouchResponse,
+  type CartOperation,
+  type UpdateCartRequest,
+  type UpdateCartResponse,
   type WatchEvent,
 } from './gen/baton/v1/session';
 import {
@@ -72,6 +75,8 @@ export {
   type Session,
   type TouchResponse,
   type WatchEvent,
+  type CartOperation,
+  type UpdateCartResponse,
 } from './gen/baton/v1/session';
 
 /** A failed call. `code` is a gRPC status code (`status` in @grpc/grpc-js). */
@@ -194,6 +199,13 @@ export interface DeleteOptions extends CallDeadlineOption {
   parts?: readonly string[];
 }
 
+export interface UpdateCartOptions extends CallDeadlineOption {
+  /** Idle expiry in seconds; 0 or absent: the session's current TTL (or the sidecar's default). */
+  ttlSeconds?: number;
+  /** Secondaries that must acknowledge before the update resolves; default 0. */
+  minReplicas?: number;
+}
+
 export interface TouchOptions extends CallDeadlineOption {
   /** New idle expiry in seconds; 0 or absent: the session's current TTL. */
   ttlSeconds?: number;
@@ -289,6 +301,31 @@ export class BatonClient {
   async touch(sessionId: string, options: TouchOptions = {}): Promise<TouchResponse> {
     const touch = { sessionId, ttlSeconds: checkUint32(options.ttlSeconds ?? 0, 'ttlSeconds') };
     return (await this.send({ $case: 'touch', touch }, options.deadlineMs)).touch;
+  }
+
+  /**
+   * Applies item-level operations to a session's merged cart (add, set quantity, remove,
+   * billing address, currency) and resolves to the cart the sidecar then holds. Pods that
+   * update one cart concurrently keep each other's items; no operations only reads the cart.
+   * A unary call (not on the Exchange stream): carts change at the pace of people.
+   */
+  async updateCart(sessionId: string, operations: readonly CartOperation[], options: UpdateCartOptions = {}): Promise<UpdateCartResponse> {
+    if (this.closed) throw closedError();
+    const request: UpdateCartRequest = {
+      sessionId,
+      operations: [...operations],
+      ttlSeconds: checkUint32(options.ttlSeconds ?? 0, 'ttlSeconds'),
+      minReplicas: checkUint32(options.minReplicas ?? 0, 'minReplicas'),
+    };
+    const deadlineMs = options.deadlineMs ?? this.defaultDeadlineMs;
+    checkDeadlineMs(deadlineMs, 'deadlineMs');
+    const method = SessionServiceService.updateCart;
+    return new Promise((resolve, reject) => {
+      this.grpc.makeUnaryRequest(method.path, method.requestSerialize, method.responseDeserialize, request, { deadline: Date.now() + deadlineMs }, (err, response) => {
+        if (err !== null || response === undefined) reject(toClientError(err, 'UpdateCart failed'));
+        else resolve(response);
+      });
+    });
   }
 
   /**

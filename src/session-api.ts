@@ -3,6 +3,7 @@
  * the store and builds the response. The unary handlers and the Exchange stream share it.
  * Throws BatonError subclasses; the server edge turns them into gRPC statuses.
  */
+import { applyCartUpdate, assembleCart } from './cart-merge';
 import { InvalidArgumentError, UnavailableError } from './errors';
 import type {
   DeleteRequest,
@@ -15,6 +16,8 @@ import type {
   Session,
   TouchRequest,
   TouchResponse,
+  UpdateCartRequest,
+  UpdateCartResponse,
 } from './gen/baton/v1/session';
 import { versionTimeMs } from './hybrid-clock';
 import type { LocalChange } from './replication-engine';
@@ -96,14 +99,39 @@ export class SessionApi {
     const v = BigInt(version);
     const versions = request.parts.map((p) => ({ name: p.name, version: v }));
     const ticket = this.replicate(request.sessionId, request.parts.map((p) => ({ kind: 'put' as const, name: p.name, value: p.value, version })), now);
+    return this.answerWrite(request.sessionId, ticket, needed, now, deadline, (replicasAcked) => ({ versions, replicasAcked }));
+  }
+
+  /**
+   * Applies item-level operations to the session's merged cart (src/cart-merge.ts) and
+   * answers with the cart this node then holds; min_replicas as for put.
+   */
+  updateCart(request: UpdateCartRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): UpdateCartResponse | Promise<UpdateCartResponse> {
+    checkSessionId(request.sessionId);
+    checkTtlSeconds(request.ttlSeconds);
+    const needed = request.minReplicas;
+    if (needed > 0) this.checkReplicasPossible(request.sessionId, needed);
+    const { changes, version } = applyCartUpdate(this.store, request.sessionId, request.operations, request.ttlSeconds * 1000, this.config, now);
+    const ticket = changes.length === 0 ? undefined : this.replicate(request.sessionId, changes, now);
+    const answer = (replicasAcked: number): UpdateCartResponse => ({
+      cart: assembleCart(this.store.get(request.sessionId, now)),
+      version: BigInt(version),
+      replicasAcked,
+    });
+    if (changes.length === 0) return answer(0);
+    return this.answerWrite(request.sessionId, ticket, needed, now, deadline, answer);
+  }
+
+  /** Answers a write: at once (after back-pressure) or once `needed` secondaries acknowledged. */
+  private answerWrite<T>(sessionId: string, ticket: number | undefined, needed: number, now: number, deadline: number, answer: (acked: number) => T): T | Promise<T> {
     if (needed === 0) {
       // A writer faster than its secondaries gets its answers at their pace, rather than
       // a replication queue that grows until it must be flooded out.
       const room = this.replicator?.sendQueueRoom();
-      return room === undefined ? { versions, replicasAcked: 0 } : room.then(() => ({ versions, replicasAcked: 0 }));
+      return room === undefined ? answer(0) : room.then(() => answer(0));
     }
     if (ticket === undefined) throw new UnavailableError(`0 of ${needed} secondaries acknowledged: none is live`);
-    const owner = this.store.get(request.sessionId, now)?.owner;
+    const owner = this.store.get(sessionId, now)?.owner;
     return this.replicator!.waitForAcks(ticket, needed, deadline).then((acked) => {
       if (acked < needed) {
         const elsewhere =
@@ -114,7 +142,7 @@ export class SessionApi {
           `${acked} of ${needed} secondaries acknowledged before the deadline; the write is applied on this node${elsewhere}`,
         );
       }
-      return { versions, replicasAcked: acked };
+      return answer(acked);
     });
   }
 

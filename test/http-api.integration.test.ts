@@ -407,6 +407,48 @@ describe('HTTP/JSON API', () => {
       await parked(node, 0);
     });
   });
+
+  test('cart: POST operations and GET the merged cart, answers as documented; bad operations 400, other methods 405', async () => {
+    const json = { 'content-type': 'application/json' };
+    const empty = await call('GET', '/v1/sessions/cart1/cart');
+    expect(empty.json).toEqual({ cart: { items: [], currency: '', payment_reference: '', updated_at_unix_ms: '0' }, version: '0', replicas_acked: 0 });
+    const operations = [
+      { add_item: { sku: 'B-2', name: 'Bee', quantity: 2, unit_price_minor: '-5' } },
+      { add_item: { sku: 'a1', quantity: 1, unit_price_minor: 300 } },
+      { set_quantity: { sku: 'a1', quantity: 4 } },
+      { set_currency: 'EUR' },
+      { set_billing_address: { name: 'A. Buyer', line1: '1 Main St', postal_code: '12345', country: 'DE' } },
+    ];
+    const posted = await call('POST', '/v1/sessions/cart1/cart', { body: JSON.stringify({ operations, ttl_seconds: 60 }), headers: json });
+    expect(posted.status).toBe(200);
+    expect(posted.json.cart.items).toEqual([
+      { sku: 'B-2', name: 'Bee', quantity: 2, unit_price_minor: '-5' },
+      { sku: 'a1', name: '', quantity: 4, unit_price_minor: '300' },
+    ]);
+    expect(posted.json.cart.billing_address).toEqual({ name: 'A. Buyer', line1: '1 Main St', line2: '', city: '', region: '', postal_code: '12345', country: 'DE' });
+    const removed = await call('POST', '/v1/sessions/cart1/cart', { body: JSON.stringify({ operations: [{ remove_item: { sku: 'B-2' } }] }), headers: json });
+    expect(removed.json.cart.items.map((i: { sku: string }) => i.sku)).toEqual(['a1']);
+    expect(BigInt(removed.json.version)).toBeGreaterThan(BigInt(posted.json.version));
+    expect((await call('GET', '/v1/sessions/cart1/cart')).json.cart).toEqual(removed.json.cart);
+
+    for (const body of [
+      '[]',
+      '{"operations": {}}',
+      '{"operations": [{}]}',
+      '{"operations": [{"add_item": {"sku": "x", "quantity": 1}, "remove_item": {"sku": "x"}}]}',
+      '{"operations": [{"add_item": {"sku": "x", "quantity": 1, "colour": "red"}}]}',
+      '{"operations": [{"add_item": {"sku": "", "quantity": 1}}]}',
+      '{"operations": [{"add_item": {"sku": "x", "quantity": -1}}]}',
+      '{"operations": [{"add_item": {"sku": "x", "quantity": 1, "unit_price_minor": "9223372036854775808"}}]}',
+      '{"operations": [{"set_currency": 5}]}',
+      `{"operations": [${Array.from({ length: MAX_PARTS + 1 }, (_, i) => `{"remove_item": {"sku": "s${i}"}}`).join(',')}]}`,
+    ]) {
+      const answer = await call('POST', '/v1/sessions/cart2/cart', { body, headers: json });
+      expect([body, answer.status, answer.json.code]).toEqual([body, 400, 'invalid_argument']);
+    }
+    expect((await call('GET', '/v1/sessions/cart2/cart')).json.cart.items).toEqual([]);
+    expect((await call('PUT', '/v1/sessions/cart2/cart', { body: '{}', headers: json })).status).toBe(405);
+  });
 });
 
 describe('HTTP/JSON API lifecycle', () => {

@@ -16,10 +16,12 @@
  * - Everything random derives from the cluster seed, so a seed replays a run exactly.
  */
 import { BuzHash } from '../../src/buzhash';
+import { applyCartUpdate } from '../../src/cart-merge';
 import { DEFAULT_CHANNEL_RECEIVER_CONFIG, type ChannelReceiverConfig } from '../../src/channel-receiver';
 import { clusterKeyFromBytes, deriveHashSeed, type ClusterKey } from '../../src/cluster-key';
 import { DatagramOpener, DatagramSealer, HEADER_BYTES, TAG_BYTES, type DropReason } from '../../src/datagram-codec';
 import { BinaryReader } from '@bufbuild/protobuf/wire';
+import type { CartOperation } from '../../src/gen/baton/v1/session';
 import { Data } from '../../src/gen/baton/v1/wire';
 import { HybridClock } from '../../src/hybrid-clock';
 import { DEFAULT_MEMBERSHIP_CONFIG, Membership, type MembershipConfig, type MembershipEvent } from '../../src/membership';
@@ -31,6 +33,8 @@ import { PERFECT_LINK, SimNetwork, type DatagramMeta, type LinkProfile, type Sim
 
 /** Virtual time starts at a realistic Unix time: versions are hybrid-clock values. */
 export const SIM_T0 = 1_700_000_000_000;
+/** The request limits a simulated node's cart updates are checked against. */
+const CART_LIMITS = { maxValueBytes: 64 * 1024, maxPartsPerSession: DEFAULT_STORE_CONFIG.maxPartsPerSession };
 export const CONFIG_DIGEST = 0x6261_746f_6e00_0001n;
 
 export interface SimClusterOptions {
@@ -221,6 +225,16 @@ export class SimNode implements SimHost {
     this.engine.flush(now);
     this.pump();
     return { version, ticket };
+  }
+
+  /** Applies UpdateCart operations the way SessionApi.updateCart does; returns the write's version. */
+  updateCart(sessionId: string, operations: readonly CartOperation[]): number {
+    const now = this.net.now;
+    const { changes, version } = applyCartUpdate(this.store, sessionId, operations, 0, CART_LIMITS, now);
+    if (changes.length > 0) this.engine.replicate(this.store.get(sessionId, now)!, changes, now);
+    this.engine.flush(now);
+    this.pump();
+    return version;
   }
 
   /** Deletes named parts; returns whether any existed. */

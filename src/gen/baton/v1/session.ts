@@ -22,6 +22,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Address, CartState } from "./parts";
 
 export const protobufPackage = "baton.v1";
 
@@ -176,6 +177,59 @@ export interface ExchangeResponse {
     | undefined;
   /** Responses to the operations of a batched request (this envelope's fields unused). */
   batch: ExchangeResponse[];
+}
+
+/**
+ * Adds quantity of one item (creating it when absent); a non-empty name or a non-zero
+ * unit price replaces the item's.
+ */
+export interface CartAddItem {
+  sku: string;
+  name: string;
+  quantity: number;
+  unitPriceMinor: bigint;
+}
+
+/** Sets one item's quantity; 0 removes the item. */
+export interface CartSetQuantity {
+  sku: string;
+  quantity: number;
+}
+
+export interface CartRemoveItem {
+  sku: string;
+}
+
+export interface CartOperation {
+  op:
+    | { $case: "addItem"; addItem: CartAddItem }
+    | { $case: "setQuantity"; setQuantity: CartSetQuantity }
+    | { $case: "removeItem"; removeItem: CartRemoveItem }
+    | { $case: "setBillingAddress"; setBillingAddress: Address }
+    | //
+    /** ISO 4217 code, e.g. "EUR". */
+    { $case: "setCurrency"; setCurrency: string }
+    | undefined;
+}
+
+export interface UpdateCartRequest {
+  sessionId: string;
+  /** Applied in order; empty reads the cart. */
+  operations: CartOperation[];
+  /** Idle expiry in seconds; 0 means the session's current TTL (or the node's default). */
+  ttlSeconds: number;
+  /** Number of secondaries that must acknowledge before the call returns. */
+  minReplicas: number;
+}
+
+export interface UpdateCartResponse {
+  /** The merged cart as this node holds it after the operations. */
+  cart:
+    | CartState
+    | undefined;
+  /** Version of the write the operations made (0 when nothing was written). */
+  version: bigint;
+  replicasAcked: number;
 }
 
 function createBasePartWrite(): PartWrite {
@@ -1635,6 +1689,532 @@ export const ExchangeResponse: MessageFns<ExchangeResponse> = {
   },
 };
 
+function createBaseCartAddItem(): CartAddItem {
+  return { sku: "", name: "", quantity: 0, unitPriceMinor: 0n };
+}
+
+export const CartAddItem: MessageFns<CartAddItem> = {
+  encode(message: CartAddItem, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sku !== "") {
+      writer.uint32(10).string(message.sku);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.quantity !== 0) {
+      writer.uint32(24).uint32(message.quantity);
+    }
+    if (message.unitPriceMinor !== 0n) {
+      if (BigInt.asIntN(64, message.unitPriceMinor) !== message.unitPriceMinor) {
+        throw new globalThis.Error("value provided for field message.unitPriceMinor of type int64 too large");
+      }
+      writer.uint32(32).int64(message.unitPriceMinor);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CartAddItem {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCartAddItem();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sku = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.quantity = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.unitPriceMinor = reader.int64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CartAddItem>): CartAddItem {
+    return CartAddItem.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CartAddItem>): CartAddItem {
+    const message = createBaseCartAddItem();
+    message.sku = object.sku ?? "";
+    message.name = object.name ?? "";
+    message.quantity = object.quantity ?? 0;
+    message.unitPriceMinor = (object.unitPriceMinor !== undefined && object.unitPriceMinor !== null)
+      ? BigInt(object.unitPriceMinor)
+      : 0n;
+    return message;
+  },
+};
+
+function createBaseCartSetQuantity(): CartSetQuantity {
+  return { sku: "", quantity: 0 };
+}
+
+export const CartSetQuantity: MessageFns<CartSetQuantity> = {
+  encode(message: CartSetQuantity, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sku !== "") {
+      writer.uint32(10).string(message.sku);
+    }
+    if (message.quantity !== 0) {
+      writer.uint32(16).uint32(message.quantity);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CartSetQuantity {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCartSetQuantity();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sku = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.quantity = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CartSetQuantity>): CartSetQuantity {
+    return CartSetQuantity.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CartSetQuantity>): CartSetQuantity {
+    const message = createBaseCartSetQuantity();
+    message.sku = object.sku ?? "";
+    message.quantity = object.quantity ?? 0;
+    return message;
+  },
+};
+
+function createBaseCartRemoveItem(): CartRemoveItem {
+  return { sku: "" };
+}
+
+export const CartRemoveItem: MessageFns<CartRemoveItem> = {
+  encode(message: CartRemoveItem, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sku !== "") {
+      writer.uint32(10).string(message.sku);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CartRemoveItem {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCartRemoveItem();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sku = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CartRemoveItem>): CartRemoveItem {
+    return CartRemoveItem.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CartRemoveItem>): CartRemoveItem {
+    const message = createBaseCartRemoveItem();
+    message.sku = object.sku ?? "";
+    return message;
+  },
+};
+
+function createBaseCartOperation(): CartOperation {
+  return { op: undefined };
+}
+
+export const CartOperation: MessageFns<CartOperation> = {
+  encode(message: CartOperation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.op?.$case) {
+      case "addItem":
+        CartAddItem.encode(message.op.addItem, writer.uint32(10).fork()).join();
+        break;
+      case "setQuantity":
+        CartSetQuantity.encode(message.op.setQuantity, writer.uint32(18).fork()).join();
+        break;
+      case "removeItem":
+        CartRemoveItem.encode(message.op.removeItem, writer.uint32(26).fork()).join();
+        break;
+      case "setBillingAddress":
+        Address.encode(message.op.setBillingAddress, writer.uint32(34).fork()).join();
+        break;
+      case "setCurrency":
+        writer.uint32(42).string(message.op.setCurrency);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CartOperation {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCartOperation();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.op = { $case: "addItem", addItem: CartAddItem.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.op = { $case: "setQuantity", setQuantity: CartSetQuantity.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.op = { $case: "removeItem", removeItem: CartRemoveItem.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.op = { $case: "setBillingAddress", setBillingAddress: Address.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.op = { $case: "setCurrency", setCurrency: reader.string() };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CartOperation>): CartOperation {
+    return CartOperation.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CartOperation>): CartOperation {
+    const message = createBaseCartOperation();
+    switch (object.op?.$case) {
+      case "addItem": {
+        if (object.op?.addItem !== undefined && object.op?.addItem !== null) {
+          message.op = { $case: "addItem", addItem: CartAddItem.fromPartial(object.op.addItem) };
+        }
+        break;
+      }
+      case "setQuantity": {
+        if (object.op?.setQuantity !== undefined && object.op?.setQuantity !== null) {
+          message.op = { $case: "setQuantity", setQuantity: CartSetQuantity.fromPartial(object.op.setQuantity) };
+        }
+        break;
+      }
+      case "removeItem": {
+        if (object.op?.removeItem !== undefined && object.op?.removeItem !== null) {
+          message.op = { $case: "removeItem", removeItem: CartRemoveItem.fromPartial(object.op.removeItem) };
+        }
+        break;
+      }
+      case "setBillingAddress": {
+        if (object.op?.setBillingAddress !== undefined && object.op?.setBillingAddress !== null) {
+          message.op = {
+            $case: "setBillingAddress",
+            setBillingAddress: Address.fromPartial(object.op.setBillingAddress),
+          };
+        }
+        break;
+      }
+      case "setCurrency": {
+        if (object.op?.setCurrency !== undefined && object.op?.setCurrency !== null) {
+          message.op = { $case: "setCurrency", setCurrency: object.op.setCurrency };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseUpdateCartRequest(): UpdateCartRequest {
+  return { sessionId: "", operations: [], ttlSeconds: 0, minReplicas: 0 };
+}
+
+export const UpdateCartRequest: MessageFns<UpdateCartRequest> = {
+  encode(message: UpdateCartRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    for (const v of message.operations) {
+      CartOperation.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.ttlSeconds !== 0) {
+      writer.uint32(24).uint32(message.ttlSeconds);
+    }
+    if (message.minReplicas !== 0) {
+      writer.uint32(32).uint32(message.minReplicas);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateCartRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateCartRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operations.push(CartOperation.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.ttlSeconds = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.minReplicas = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<UpdateCartRequest>): UpdateCartRequest {
+    return UpdateCartRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UpdateCartRequest>): UpdateCartRequest {
+    const message = createBaseUpdateCartRequest();
+    message.sessionId = object.sessionId ?? "";
+    message.operations = object.operations?.map((e) => CartOperation.fromPartial(e)) || [];
+    message.ttlSeconds = object.ttlSeconds ?? 0;
+    message.minReplicas = object.minReplicas ?? 0;
+    return message;
+  },
+};
+
+function createBaseUpdateCartResponse(): UpdateCartResponse {
+  return { cart: undefined, version: 0n, replicasAcked: 0 };
+}
+
+export const UpdateCartResponse: MessageFns<UpdateCartResponse> = {
+  encode(message: UpdateCartResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cart !== undefined) {
+      CartState.encode(message.cart, writer.uint32(10).fork()).join();
+    }
+    if (message.version !== 0n) {
+      if (BigInt.asUintN(64, message.version) !== message.version) {
+        throw new globalThis.Error("value provided for field message.version of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.version);
+    }
+    if (message.replicasAcked !== 0) {
+      writer.uint32(24).uint32(message.replicasAcked);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateCartResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateCartResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cart = CartState.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = reader.uint64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.replicasAcked = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<UpdateCartResponse>): UpdateCartResponse {
+    return UpdateCartResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UpdateCartResponse>): UpdateCartResponse {
+    const message = createBaseUpdateCartResponse();
+    message.cart = (object.cart !== undefined && object.cart !== null) ? CartState.fromPartial(object.cart) : undefined;
+    message.version = (object.version !== undefined && object.version !== null) ? BigInt(object.version) : 0n;
+    message.replicasAcked = object.replicasAcked ?? 0;
+    return message;
+  },
+};
+
 /** SessionService stores, reads and watches sessions made of named parts. */
 export type SessionServiceService = typeof SessionServiceService;
 export const SessionServiceService = {
@@ -1701,6 +2281,20 @@ export const SessionServiceService = {
     responseSerialize: (value: ExchangeResponse): Buffer => Buffer.from(ExchangeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ExchangeResponse => ExchangeResponse.decode(value),
   },
+  /**
+   * UpdateCart applies item-level operations to a session's merged cart (the parts
+   * cart.item.<sku> and cart.meta, merged per item across nodes) and returns the cart.
+   * With no operations it only reads the cart.
+   */
+  updateCart: {
+    path: "/baton.v1.SessionService/UpdateCart" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateCartRequest): Buffer => Buffer.from(UpdateCartRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateCartRequest => UpdateCartRequest.decode(value),
+    responseSerialize: (value: UpdateCartResponse): Buffer => Buffer.from(UpdateCartResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UpdateCartResponse => UpdateCartResponse.decode(value),
+  },
 } as const;
 
 export interface SessionServiceServer extends UntypedServiceImplementation {
@@ -1719,6 +2313,12 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
    * arrive in any order. One failed operation never ends the stream.
    */
   exchange: handleBidiStreamingCall<ExchangeRequest, ExchangeResponse>;
+  /**
+   * UpdateCart applies item-level operations to a session's merged cart (the parts
+   * cart.item.<sku> and cart.meta, merged per item across nodes) and returns the cart.
+   * With no operations it only reads the cart.
+   */
+  updateCart: handleUnaryCall<UpdateCartRequest, UpdateCartResponse>;
 }
 
 export interface SessionServiceClient extends Client {
@@ -1790,6 +2390,26 @@ export interface SessionServiceClient extends Client {
   exchange(): ClientDuplexStream<ExchangeRequest, ExchangeResponse>;
   exchange(options: Partial<CallOptions>): ClientDuplexStream<ExchangeRequest, ExchangeResponse>;
   exchange(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<ExchangeRequest, ExchangeResponse>;
+  /**
+   * UpdateCart applies item-level operations to a session's merged cart (the parts
+   * cart.item.<sku> and cart.meta, merged per item across nodes) and returns the cart.
+   * With no operations it only reads the cart.
+   */
+  updateCart(
+    request: UpdateCartRequest,
+    callback: (error: ServiceError | null, response: UpdateCartResponse) => void,
+  ): ClientUnaryCall;
+  updateCart(
+    request: UpdateCartRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UpdateCartResponse) => void,
+  ): ClientUnaryCall;
+  updateCart(
+    request: UpdateCartRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpdateCartResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const SessionServiceClient = makeGenericClientConstructor(
