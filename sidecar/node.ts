@@ -26,7 +26,7 @@ import { VERSION } from './package-root';
 const READY_CATCH_UP_LIMIT_MS = 60_000;
 
 /** Tries with --peer-listen port 0 to find a port free over both UDP and TCP. */
-const PORT_ZERO_ATTEMPTS = 5;
+const PORT_ZERO_ATTEMPTS = 20;
 
 /** Seed of the BUZhash table until a cluster key is configured. */
 const DEFAULT_CLUSTER_SEED = 'baton/default-cluster';
@@ -198,7 +198,7 @@ export class BatonNode {
    * Binds the peer address and starts replication. With --peer-listen port 0 the UDP socket
    * takes a free port and the peer gRPC service must take the same number over TCP, where
    * another process (an outgoing connection's ephemeral port, say) may hold it: then both
-   * try again on a new port, up to PORT_ZERO_ATTEMPTS times.
+   * try again on a new port, up to PORT_ZERO_ATTEMPTS times (a machine with thousands of connections open has thousands of such ports taken).
    */
   private async startReplication(): Promise<ReplicationDriver> {
     const sink = this.metrics.replicationSink();
