@@ -307,6 +307,9 @@ interface MemoryResult {
   rssBeforeMiB: number;
   rssParkedMiB: number;
   rssAfterMiB: number;
+  /** V8's heap in use (nodejs_heap_size_used_bytes): live objects and garbage not yet collected. */
+  heapBeforeMiB: number;
+  heapParkedMiB: number;
   parked: number;
 }
 
@@ -317,6 +320,10 @@ function rssMiB(pid: number | undefined): number {
   } catch {
     return NaN;
   }
+}
+
+async function heapUsedMiB(metricsUrl: string): Promise<number> {
+  return (await scrape(metricsUrl)).value('nodejs_heap_size_used_bytes') / 2 ** 20;
 }
 
 async function parkedGauge(metricsUrl: string): Promise<number> {
@@ -360,6 +367,7 @@ async function measureParkedMemory(res: Resources): Promise<MemoryResult> {
     agent.destroy();
     await sleep(1000);
     const rssBeforeMiB = rssMiB(pid);
+    const heapBeforeMiB = await heapUsedMiB(sidecar.metricsUrl);
     const deadline = Date.now() + PARK_LIMIT_MS;
     for (let i = 0; i < PARKED_POLLS && Date.now() < deadline && !interruption.requested; i += CONNECT_BATCH) {
       const batch = [];
@@ -369,10 +377,11 @@ async function measureParkedMemory(res: Resources): Promise<MemoryResult> {
     const parked = await waitForGauge(sidecar.metricsUrl, (n) => n >= PARKED_POLLS);
     await sleep(1000);
     const rssParkedMiB = rssMiB(pid);
+    const heapParkedMiB = await heapUsedMiB(sidecar.metricsUrl);
     for (const socket of res.sockets) socket.destroy();
     await waitForGauge(sidecar.metricsUrl, (n) => n === 0);
     await sleep(1000);
-    return { rssBeforeMiB, rssParkedMiB, rssAfterMiB: rssMiB(pid), parked };
+    return { rssBeforeMiB, rssParkedMiB, rssAfterMiB: rssMiB(pid), heapBeforeMiB, heapParkedMiB, parked };
   } finally {
     for (const socket of res.sockets) socket.destroy();
     await stopChild(res, sidecar.child);
@@ -461,7 +470,8 @@ async function main(): Promise<void> {
       memory.push(m);
       console.log(
         `  parked long-polls    ${formatCount(m.parked)} parked  RSS ${formatFixed(m.rssBeforeMiB, 1)} → ${formatFixed(m.rssParkedMiB, 1)} MiB ` +
-          `(+${formatFixed(m.rssParkedMiB - m.rssBeforeMiB, 1)}), ${formatFixed(m.rssAfterMiB, 1)} MiB after they closed`,
+          `(+${formatFixed(m.rssParkedMiB - m.rssBeforeMiB, 1)}), ${formatFixed(m.rssAfterMiB, 1)} MiB after they closed; ` +
+          `heap used ${formatFixed(m.heapBeforeMiB, 1)} → ${formatFixed(m.heapParkedMiB, 1)} MiB`,
       );
     }
 
@@ -511,6 +521,8 @@ async function main(): Promise<void> {
         `  ${formatCount(PARKED_POLLS)} parked long-polls  +${formatFixed(delta, 1)} MiB RSS  (per run: ${deltas.map((v) => formatFixed(v, 1)).join(', ')})  ` +
           `target ≤ ${TARGET_PARKED_MIB} MiB: ${allParked ? verdict(delta <= TARGET_PARKED_MIB) : 'not measured (not every poll parked)'}`,
       );
+      const heap = memory.map((m) => m.heapParkedMiB - m.heapBeforeMiB);
+      console.log(`  (V8 heap used meanwhile: +${formatFixed(median(heap), 1)} MiB, per run: ${heap.map((v) => formatFixed(v, 1)).join(', ')})`);
     }
     console.log(`load average at the end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   } finally {
