@@ -11,7 +11,9 @@
  *       request travel and handling, so it is an upper bound of the wake itself; the PUT's
  *       round trip is printed beside it;
  *   (c) memory: the sidecar's RSS before and with 10,000 long-polls parked (raw keep-alive
- *       sockets, one poll each on its own session), a fresh sidecar per run (target ≤ 50 MiB).
+ *       sockets, one poll each on its own session), a fresh sidecar per run (target ≤ 50 MiB);
+ *       and, as the floor node:http itself sets, the same 10,000 requests held open by the
+ *       bare server.
  * Medians over BENCH_RUNS runs (the starting system of (a) rotates).
  *
  * Environment: BENCH_SECONDS (measured seconds per throughput slice, default 3),
@@ -326,17 +328,21 @@ async function heapUsedMiB(metricsUrl: string): Promise<number> {
   return (await scrape(metricsUrl)).value('nodejs_heap_size_used_bytes') / 2 ** 20;
 }
 
-async function parkedGauge(metricsUrl: string): Promise<number> {
-  return (await scrape(metricsUrl)).value('baton_http_long_polls');
+/** A server to park polls on: how to read its count of parked polls (and heap, when it tells). */
+interface ParkingServer {
+  child: Child;
+  port: number;
+  parked(): Promise<number>;
+  heapUsedMiB(): Promise<number>;
 }
 
-/** Polls the gauge until `done` holds for it, at most PARK_LIMIT_MS; returns its last value. */
-async function waitForGauge(metricsUrl: string, done: (n: number) => boolean): Promise<number> {
+/** Reads the count until `done` holds for it, at most PARK_LIMIT_MS; returns its last value. */
+async function waitForParked(server: ParkingServer, done: (n: number) => boolean): Promise<number> {
   const deadline = Date.now() + PARK_LIMIT_MS;
-  let n = await parkedGauge(metricsUrl);
+  let n = await server.parked();
   while (!done(n) && Date.now() < deadline && !interruption.requested) {
     await sleep(250);
-    n = await parkedGauge(metricsUrl);
+    n = await server.parked();
   }
   return n;
 }
@@ -355,36 +361,61 @@ function parkOne(res: Resources, port: number, id: string): Promise<void> {
   });
 }
 
-async function measureParkedMemory(res: Resources): Promise<MemoryResult> {
+async function startParkingSidecar(res: Resources): Promise<ParkingServer> {
   const sidecar = await startSidecar(res);
-  const pid = sidecar.child.process.pid;
+  return {
+    child: sidecar.child,
+    port: sidecar.httpPort,
+    parked: async () => (await scrape(sidecar.metricsUrl)).value('baton_http_long_polls'),
+    heapUsedMiB: () => heapUsedMiB(sidecar.metricsUrl),
+  };
+}
+
+async function startParkingMap(res: Resources): Promise<ParkingServer> {
+  const child = startChild('map http server', process.execPath, [path.join(__dirname, 'map-http-server.js')]);
+  res.children.push(child);
+  const port = Number((await child.waitForLine(/^PORT (\d+)$/, 20_000))[1]);
+  const agent = keepAliveAgent(res, 1);
+  return {
+    child,
+    port,
+    parked: async () => Number((await request(agent, port, 'GET', '/parked')).body.toString()),
+    heapUsedMiB: async () => NaN,
+  };
+}
+
+/** A fresh server; its RSS warmed, with PARKED_POLLS polls parked, and after they closed. */
+async function measureParkedMemory(res: Resources, start: (res: Resources) => Promise<ParkingServer>): Promise<MemoryResult> {
+  const server = await start(res);
+  const pid = server.child.process.pid;
   try {
     // Warm the HTTP path (and the long-poll code) so the baseline is not a cold process.
-    const agent = keepAliveAgent(res, 8);
-    for (let i = 0; i < 200; i++) {
-      await request(agent, sidecar.httpPort, 'GET', `/v1/sessions/bench-warm-${i % 8}/changes?after=0&timeout=1ms`);
-    }
-    agent.destroy();
+    const warm = [];
+    for (let i = 0; i < 200; i++) warm.push(parkOne(res, server.port, `bench-warm-${i}`));
+    await Promise.all(warm);
+    await waitForParked(server, (n) => n >= warm.length);
+    for (const socket of res.sockets) socket.destroy();
+    await waitForParked(server, (n) => n === 0);
     await sleep(1000);
     const rssBeforeMiB = rssMiB(pid);
-    const heapBeforeMiB = await heapUsedMiB(sidecar.metricsUrl);
+    const heapBeforeMiB = await server.heapUsedMiB();
     const deadline = Date.now() + PARK_LIMIT_MS;
     for (let i = 0; i < PARKED_POLLS && Date.now() < deadline && !interruption.requested; i += CONNECT_BATCH) {
       const batch = [];
-      for (let j = i; j < Math.min(PARKED_POLLS, i + CONNECT_BATCH); j++) batch.push(parkOne(res, sidecar.httpPort, `bench-parked-${j.toString(36)}`));
+      for (let j = i; j < Math.min(PARKED_POLLS, i + CONNECT_BATCH); j++) batch.push(parkOne(res, server.port, `bench-parked-${j.toString(36)}`));
       await Promise.all(batch);
     }
-    const parked = await waitForGauge(sidecar.metricsUrl, (n) => n >= PARKED_POLLS);
+    const parked = await waitForParked(server, (n) => n >= PARKED_POLLS);
     await sleep(1000);
     const rssParkedMiB = rssMiB(pid);
-    const heapParkedMiB = await heapUsedMiB(sidecar.metricsUrl);
+    const heapParkedMiB = await server.heapUsedMiB();
     for (const socket of res.sockets) socket.destroy();
-    await waitForGauge(sidecar.metricsUrl, (n) => n === 0);
+    await waitForParked(server, (n) => n === 0);
     await sleep(1000);
     return { rssBeforeMiB, rssParkedMiB, rssAfterMiB: rssMiB(pid), heapBeforeMiB, heapParkedMiB, parked };
   } finally {
     for (const socket of res.sockets) socket.destroy();
-    await stopChild(res, sidecar.child);
+    await stopChild(res, server.child);
   }
 }
 
@@ -438,6 +469,7 @@ async function main(): Promise<void> {
     const throughput = new Map<Target['name'], SliceResult[]>();
     const wakes: WakeResult[] = [];
     const memory: MemoryResult[] = [];
+    const mapMemory: MemoryResult[] = [];
     for (let run = 0; run < RUNS && !interruption.requested; run++) {
       console.log(`\nrun ${run + 1}/${RUNS} (load ${os.loadavg()[0]!.toFixed(2)})`);
       for (let k = 0; k < targets.length && !interruption.requested; k++) {
@@ -466,13 +498,19 @@ async function main(): Promise<void> {
           (wake.errors > 0 ? `  ${wake.errors} errors (${wake.firstError})` : ''),
       );
       if (interruption.requested) break;
-      const m = await measureParkedMemory(res);
-      memory.push(m);
-      console.log(
-        `  parked long-polls    ${formatCount(m.parked)} parked  RSS ${formatFixed(m.rssBeforeMiB, 1)} → ${formatFixed(m.rssParkedMiB, 1)} MiB ` +
+      for (const [name, start, list] of [
+        ['baton', startParkingSidecar, memory],
+        ['node:http', startParkingMap, mapMemory],
+      ] as const) {
+        if (interruption.requested) break;
+        const m = await measureParkedMemory(res, start);
+        list.push(m);
+        console.log(
+        `  parked (${name.padEnd(9)})  ${formatCount(m.parked)}  RSS ${formatFixed(m.rssBeforeMiB, 1)} → ${formatFixed(m.rssParkedMiB, 1)} MiB ` +
           `(+${formatFixed(m.rssParkedMiB - m.rssBeforeMiB, 1)}), ${formatFixed(m.rssAfterMiB, 1)} MiB after they closed; ` +
           `heap used ${formatFixed(m.heapBeforeMiB, 1)} → ${formatFixed(m.heapParkedMiB, 1)} MiB`,
-      );
+        );
+      }
     }
 
     console.log(`\nMedians of ${throughput.get('baton --http-listen')?.length ?? 0} run(s); CPU as a share of one core (this machine has ${os.cpus().length}).`);
@@ -523,6 +561,13 @@ async function main(): Promise<void> {
       );
       const heap = memory.map((m) => m.heapParkedMiB - m.heapBeforeMiB);
       console.log(`  (V8 heap used meanwhile: +${formatFixed(median(heap), 1)} MiB, per run: ${heap.map((v) => formatFixed(v, 1)).join(', ')})`);
+      const floor = mapMemory.map((m) => m.rssParkedMiB - m.rssBeforeMiB);
+      if (floor.length > 0) {
+        console.log(
+          `  the same ${formatCount(PARKED_POLLS)} held by the bare node:http server: +${formatFixed(median(floor), 1)} MiB RSS (per run: ${floor.map((v) => formatFixed(v, 1)).join(', ')}` +
+            `${mapMemory.every((m) => m.parked >= PARKED_POLLS) ? '' : '; not every poll was held'})`,
+        );
+      }
     }
     console.log(`load average at the end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   } finally {

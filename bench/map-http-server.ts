@@ -2,7 +2,10 @@
  * The HTTP ceiling for bench/http.ts: a bare node:http server with keep-alive that answers
  * `PUT /v1/sessions/{id}/parts/{name}` and `GET` of the same path from a Map, the way baton's
  * HTTP API answers them (a JSON body with the version and an ETag on PUT; the raw bytes with
- * an ETag on GET; 404 when absent), with no validation, store or replication. Run as a child
+ * an ETag on GET; 404 when absent), with no validation, store or replication. It also holds
+ * `GET /v1/sessions/{id}/changes` open until the client goes (at most MAX_PARKED, for
+ * PARKED_HOLD_MS; `GET /parked` answers how many are held): the floor of what a parked
+ * long-poll costs in node:http. Run as a child
  * process: binds 127.0.0.1 on a free port, prints "PORT <n>" on stdout, exits on SIGTERM or
  * when its stdin closes. Bodies are capped at MAX_BODY_BYTES so a stray client cannot grow it.
  */
@@ -10,12 +13,33 @@ import * as http from 'node:http';
 
 const MAX_BODY_BYTES = 1024 * 1024;
 const PREFIX = '/v1/sessions/';
+const MAX_PARKED = 20_000;
+const PARKED_HOLD_MS = 120_000;
 
 function main(): void {
   const parts = new Map<string, { value: Buffer; version: number }>();
   let version = 0;
+  const parked = new Set<http.ServerResponse>();
   const server = http.createServer((req, res) => {
     const url = req.url ?? '';
+    if (req.method === 'GET' && url === '/parked') {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end(String(parked.size));
+      return;
+    }
+    if (req.method === 'GET' && url.startsWith(PREFIX) && url.includes('/changes')) {
+      req.resume();
+      if (parked.size >= MAX_PARKED) {
+        res.writeHead(503).end();
+        return;
+      }
+      parked.add(res);
+      const timer = setTimeout(() => res.writeHead(204).end(), PARKED_HOLD_MS);
+      res.on('close', () => {
+        clearTimeout(timer);
+        parked.delete(res);
+      });
+      return;
+    }
     if (!url.startsWith(PREFIX) || !url.includes('/parts/')) {
       req.resume();
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"code":"not_found"}');
