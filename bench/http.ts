@@ -506,9 +506,9 @@ async function main(): Promise<void> {
         const m = await measureParkedMemory(res, start);
         list.push(m);
         console.log(
-        `  parked (${name.padEnd(9)})  ${formatCount(m.parked)}  RSS ${formatFixed(m.rssBeforeMiB, 1)} → ${formatFixed(m.rssParkedMiB, 1)} MiB ` +
-          `(+${formatFixed(m.rssParkedMiB - m.rssBeforeMiB, 1)}), ${formatFixed(m.rssAfterMiB, 1)} MiB after they closed; ` +
-          `heap used ${formatFixed(m.heapBeforeMiB, 1)} → ${formatFixed(m.heapParkedMiB, 1)} MiB`,
+          `  parked (${name.padEnd(9)})  ${formatCount(m.parked)}  RSS ${formatFixed(m.rssBeforeMiB, 1)} → ${formatFixed(m.rssParkedMiB, 1)} MiB ` +
+            `(+${formatFixed(m.rssParkedMiB - m.rssBeforeMiB, 1)}), ${formatFixed(m.rssAfterMiB, 1)} MiB after they closed` +
+            (Number.isFinite(m.heapParkedMiB) ? `; heap used ${formatFixed(m.heapBeforeMiB, 1)} → ${formatFixed(m.heapParkedMiB, 1)} MiB` : ''),
         );
       }
     }
