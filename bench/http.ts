@@ -560,7 +560,7 @@ async function main(): Promise<void> {
           `target ≤ ${TARGET_PARKED_MIB} MiB: ${allParked ? verdict(delta <= TARGET_PARKED_MIB) : 'not measured (not every poll parked)'}`,
       );
       const heap = memory.map((m) => m.heapParkedMiB - m.heapBeforeMiB);
-      console.log(`  (V8 heap used meanwhile: +${formatFixed(median(heap), 1)} MiB, per run: ${heap.map((v) => formatFixed(v, 1)).join(', ')})`);
+      if (allParked) console.log(`  (V8 heap used meanwhile: +${formatFixed(median(heap), 1)} MiB, per run: ${heap.map((v) => formatFixed(v, 1)).join(', ')})`);
       const floor = mapMemory.map((m) => m.rssParkedMiB - m.rssBeforeMiB);
       if (floor.length > 0) {
         console.log(
