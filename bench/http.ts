@@ -32,12 +32,9 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  cpuSecondsOf,
   freePort,
   handleInterruptions,
   interruption,
-  machineBusyCpuSeconds,
-  ownCpuSeconds,
   quietWaitSeconds,
   runMain,
   sleep,
@@ -47,6 +44,7 @@ import {
   type Child,
 } from './children';
 import { describeMachine, envNumber, formatCount, formatFixed, formatTable, LatencySamples, machineInfo, median } from './stats';
+import { runClosedLoopSlice, type SliceResult } from './support/closed-loop';
 import { scrape } from './support/prometheus-scrape';
 
 const MEASURE_SECONDS = envNumber('BENCH_SECONDS', 3);
@@ -113,17 +111,6 @@ interface Target {
   agent: http.Agent;
 }
 
-interface SliceResult {
-  opsPerSecond: number;
-  p50Ms: number;
-  p99Ms: number;
-  errors: number;
-  firstError: string | undefined;
-  clientCpu: number;
-  serverCpu: number;
-  otherCpu: number;
-}
-
 async function put(target: Target, id: string): Promise<void> {
   const answer = await request(target.agent, target.port, 'PUT', partPath(id), value);
   if (answer.status !== 200) throw new Error(`PUT ${id}: ${answer.status} ${answer.body.toString().slice(0, 200)}`);
@@ -135,63 +122,21 @@ async function get(target: Target, id: string): Promise<void> {
 }
 
 /** CONNECTIONS workers, each alternating PUT and GET over the sessions in turn: warm-up, then the measured window. */
-async function runSlice(target: Target, warmupSeconds: number, measureSeconds: number): Promise<SliceResult> {
-  const samples = new LatencySamples(Math.ceil(measureSeconds * 200_000));
-  const measureStart = process.hrtime.bigint() + BigInt(Math.round(warmupSeconds * 1e9));
-  const measureEnd = measureStart + BigInt(Math.round(measureSeconds * 1e9));
-  let issued = 0;
-  let completed = 0;
-  let errors = 0;
-  let firstError: string | undefined;
-  const worker = async (w: number): Promise<void> => {
-    for (let n = 0; ; n++) {
-      const t0 = process.hrtime.bigint();
-      if (t0 >= measureEnd || issued >= MAX_OPS_PER_SLICE || errors >= MAX_ERRORS_PER_SLICE || interruption.requested) return;
-      const id = sessionIds[(issued++ + w) % SESSIONS]!;
-      let failed = false;
-      try {
-        await (n % 2 === 0 ? put(target, id) : get(target, id));
-      } catch (err) {
-        failed = true;
-        errors++;
-        firstError ??= err instanceof Error ? err.message : String(err);
-      }
-      const t1 = process.hrtime.bigint();
-      if (t1 >= measureStart && t1 < measureEnd && !failed) completed++;
-      if (t0 >= measureStart) samples.add(Number(t1 - t0));
-    }
-  };
-  let cpuAtStart: ReturnType<typeof cpuSnapshot> | undefined;
-  let cpuAtEnd: ReturnType<typeof cpuSnapshot> | undefined;
-  const startTimer = setTimeout(() => (cpuAtStart = cpuSnapshot(target.pid)), warmupSeconds * 1000);
-  const endTimer = setTimeout(() => (cpuAtEnd = cpuSnapshot(target.pid)), (warmupSeconds + measureSeconds) * 1000);
-  let watchdog: NodeJS.Timeout | undefined;
-  try {
-    const limitMs = (warmupSeconds + measureSeconds) * 1000 + SLICE_SLACK_MS;
-    await Promise.race([
-      Promise.all(Array.from({ length: CONNECTIONS }, (_, w) => worker(w))),
-      new Promise<never>((_, reject) => (watchdog = setTimeout(() => reject(new Error(`slice did not end within ${limitMs} ms`)), limitMs))),
-    ]);
-  } finally {
-    clearTimeout(watchdog);
-    clearTimeout(startTimer);
-    clearTimeout(endTimer);
-  }
-  cpuAtEnd ??= cpuSnapshot(target.pid);
-  const [p50Ms, p99Ms] = samples.quantilesMs(0.5, 0.99);
-  return { opsPerSecond: completed / measureSeconds, p50Ms: p50Ms!, p99Ms: p99Ms!, errors, firstError, ...cpuShares(cpuAtStart, cpuAtEnd) };
-}
-
-function cpuSnapshot(pid: number | undefined) {
-  return { wall: process.hrtime.bigint(), own: ownCpuSeconds(), server: cpuSecondsOf(pid), machine: machineBusyCpuSeconds() };
-}
-
-function cpuShares(start: ReturnType<typeof cpuSnapshot> | undefined, end: ReturnType<typeof cpuSnapshot>) {
-  if (start === undefined) return { clientCpu: NaN, serverCpu: NaN, otherCpu: NaN };
-  const wall = Number(end.wall - start.wall) / 1e9;
-  const clientCpu = (end.own - start.own) / wall;
-  const serverCpu = (end.server - start.server) / wall;
-  return { clientCpu, serverCpu, otherCpu: Math.max(0, (end.machine - start.machine) / wall - clientCpu - serverCpu) };
+function runSlice(target: Target, warmupSeconds: number, measureSeconds: number): Promise<SliceResult> {
+  return runClosedLoopSlice({
+    workers: CONNECTIONS,
+    warmupSeconds,
+    measureSeconds,
+    serverPid: target.pid,
+    maxOps: MAX_OPS_PER_SLICE,
+    maxErrors: MAX_ERRORS_PER_SLICE,
+    maxSamples: Math.ceil(measureSeconds * 200_000),
+    slackMs: SLICE_SLACK_MS,
+    operation: (w, n, issued) => {
+      const id = sessionIds[(issued + w) % SESSIONS]!;
+      return n % 2 === 0 ? put(target, id) : get(target, id);
+    },
+  });
 }
 
 // --- processes --------------------------------------------------------------------------

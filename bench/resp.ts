@@ -19,13 +19,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import Redis from 'ioredis';
 import {
-  cpuSecondsOf,
   findOnPath,
   freePort,
   handleInterruptions,
   interruption,
-  machineBusyCpuSeconds,
-  ownCpuSeconds,
   quietWaitSeconds,
   runMain,
   sleep,
@@ -34,7 +31,8 @@ import {
   waitForQuiet,
   type Child,
 } from './children';
-import { describeMachine, envNumber, formatCount, formatFixed, formatTable, LatencySamples, machineInfo, median } from './stats';
+import { describeMachine, envNumber, formatCount, formatFixed, formatTable, machineInfo, median } from './stats';
+import { runClosedLoopSlice, type SliceResult } from './support/closed-loop';
 
 const MEASURE_SECONDS = envNumber('BENCH_SECONDS', 3);
 const WARMUP_SECONDS = envNumber('BENCH_WARMUP_SECONDS', 1);
@@ -54,18 +52,6 @@ const TARGET_RATIO = 0.8;
 const keys = Array.from({ length: KEYS }, (_, i) => `bench-${i.toString(36).padStart(4, '0')}-session`);
 const value = randomBytes(VALUE_BYTES);
 
-interface SliceResult {
-  opsPerSecond: number;
-  p50Ms: number;
-  p99Ms: number;
-  errors: number;
-  firstError: string | undefined;
-  /** CPU as a share of one core during the measured window. */
-  clientCpu: number;
-  serverCpu: number;
-  otherCpu: number;
-}
-
 interface Target {
   name: 'baton --resp-listen' | 'redis-server';
   pid: number | undefined;
@@ -76,69 +62,25 @@ interface Target {
  * CONCURRENCY workers, each alternating SET and GET on keys taken in turn (a GET reads a key
  * some SET wrote, since every key is filled first): a warm-up, then the measured window.
  */
-async function runSlice(target: Target, warmupSeconds: number, measureSeconds: number): Promise<SliceResult> {
-  const samples = new LatencySamples(Math.ceil(measureSeconds * 500_000));
-  const begin = process.hrtime.bigint();
-  const measureStart = begin + BigInt(Math.round(warmupSeconds * 1e9));
-  const measureEnd = measureStart + BigInt(Math.round(measureSeconds * 1e9));
-  let issued = 0;
-  let completed = 0;
-  let errors = 0;
-  let firstError: string | undefined;
-  const worker = async (w: number): Promise<void> => {
-    for (let n = 0; ; n++) {
-      const t0 = process.hrtime.bigint();
-      if (t0 >= measureEnd || issued >= MAX_OPS_PER_SLICE || errors >= MAX_ERRORS_PER_SLICE || interruption.requested) return;
-      const key = keys[(issued++ + w) % KEYS]!;
-      let failed = false;
-      try {
-        if (n % 2 === 0) await target.redis.set(key, value);
-        else {
-          const answer = await target.redis.getBuffer(key);
-          if (answer?.length !== VALUE_BYTES) throw new Error(`GET ${key} returned ${answer?.length ?? 'nil'}`);
-        }
-      } catch (err) {
-        failed = true;
-        errors++;
-        firstError ??= err instanceof Error ? err.message : String(err);
+function runSlice(target: Target, warmupSeconds: number, measureSeconds: number): Promise<SliceResult> {
+  return runClosedLoopSlice({
+    workers: CONCURRENCY,
+    warmupSeconds,
+    measureSeconds,
+    serverPid: target.pid,
+    maxOps: MAX_OPS_PER_SLICE,
+    maxErrors: MAX_ERRORS_PER_SLICE,
+    maxSamples: Math.ceil(measureSeconds * 500_000),
+    slackMs: SLICE_SLACK_MS,
+    operation: async (w, n, issued) => {
+      const key = keys[(issued + w) % KEYS]!;
+      if (n % 2 === 0) await target.redis.set(key, value);
+      else {
+        const answer = await target.redis.getBuffer(key);
+        if (answer?.length !== VALUE_BYTES) throw new Error(`GET ${key} returned ${answer?.length ?? 'nil'}`);
       }
-      const t1 = process.hrtime.bigint();
-      if (t1 >= measureStart && t1 < measureEnd && !failed) completed++;
-      if (t0 >= measureStart) samples.add(Number(t1 - t0));
-    }
-  };
-  let cpuAtStart: ReturnType<typeof cpuSnapshot> | undefined;
-  let cpuAtEnd: ReturnType<typeof cpuSnapshot> | undefined;
-  const startTimer = setTimeout(() => (cpuAtStart = cpuSnapshot(target.pid)), warmupSeconds * 1000);
-  const endTimer = setTimeout(() => (cpuAtEnd = cpuSnapshot(target.pid)), (warmupSeconds + measureSeconds) * 1000);
-  let watchdog: NodeJS.Timeout | undefined;
-  try {
-    const limitMs = (warmupSeconds + measureSeconds) * 1000 + SLICE_SLACK_MS;
-    await Promise.race([
-      Promise.all(Array.from({ length: CONCURRENCY }, (_, w) => worker(w))),
-      new Promise<never>((_, reject) => (watchdog = setTimeout(() => reject(new Error(`slice did not end within ${limitMs} ms`)), limitMs))),
-    ]);
-  } finally {
-    clearTimeout(watchdog);
-    clearTimeout(startTimer);
-    clearTimeout(endTimer);
-  }
-  cpuAtEnd ??= cpuSnapshot(target.pid);
-  const cpu = cpuShares(cpuAtStart, cpuAtEnd);
-  const [p50Ms, p99Ms] = samples.quantilesMs(0.5, 0.99);
-  return { opsPerSecond: completed / measureSeconds, p50Ms: p50Ms!, p99Ms: p99Ms!, errors, firstError, ...cpu };
-}
-
-function cpuSnapshot(pid: number | undefined) {
-  return { wall: process.hrtime.bigint(), own: ownCpuSeconds(), server: cpuSecondsOf(pid), machine: machineBusyCpuSeconds() };
-}
-
-function cpuShares(start: ReturnType<typeof cpuSnapshot> | undefined, end: ReturnType<typeof cpuSnapshot>) {
-  if (start === undefined) return { clientCpu: NaN, serverCpu: NaN, otherCpu: NaN };
-  const wall = Number(end.wall - start.wall) / 1e9;
-  const clientCpu = (end.own - start.own) / wall;
-  const serverCpu = (end.server - start.server) / wall;
-  return { clientCpu, serverCpu, otherCpu: Math.max(0, (end.machine - start.machine) / wall - clientCpu - serverCpu) };
+    },
+  });
 }
 
 interface Resources {
