@@ -46,6 +46,7 @@ import {
   type Route,
 } from './http-api-routes';
 import { resultOf, type Method, type SidecarMetrics } from './metrics';
+import { listenOn } from './listen';
 
 /** Request bytes buffered at once across all requests, by default (one largest body always fits). */
 export const DEFAULT_MAX_BUFFERED_BODY_BYTES = 64 * 1024 * 1024;
@@ -112,15 +113,7 @@ export class HttpApiServer {
   }
 
   listen(address: ListenAddress): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error) => reject(err);
-      this.server.once('error', onError);
-      this.server.listen(address.port, address.host, () => {
-        this.server.off('error', onError);
-        const bound = this.server.address();
-        resolve(typeof bound === 'object' && bound !== null ? bound.port : address.port!);
-      });
-    });
+    return listenOn(this.server, address);
   }
 
   /** Answers every parked long-poll 204, refuses new ones, and closes connections after their answers. */

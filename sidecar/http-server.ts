@@ -8,6 +8,7 @@ import type { Registry } from 'prom-client';
 import type { ListenAddress } from './config';
 import type { StatusPageData } from './status-page-data';
 import { STATUS_PAGE_HEADERS, STATUS_PAGE_HTML } from './status-page';
+import { listenOn } from './listen';
 
 export class HttpServer {
   private readonly server: http.Server;
@@ -57,15 +58,7 @@ export class HttpServer {
   }
 
   listen(address: ListenAddress): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error) => reject(err);
-      this.server.once('error', onError);
-      this.server.listen(address.port, address.host, () => {
-        this.server.off('error', onError);
-        const bound = this.server.address();
-        resolve(typeof bound === 'object' && bound !== null ? bound.port : address.port!);
-      });
-    });
+    return listenOn(this.server, address);
   }
 
   close(): Promise<void> {

@@ -18,6 +18,7 @@ import { encodeReply, error, joinPieces, RespParser, RespProtocolError, type Res
 import { RespConnection, type RespCommands, type RespStoreView } from '../src/resp-commands';
 import type { SessionStore } from '../src/store';
 import type { ListenAddress } from './config';
+import { listenOn } from './listen';
 
 /** Unsent reply bytes past which a connection stops reading until its client catches up. */
 export const OUTPUT_HIGH_WATER_BYTES = 1024 * 1024;
@@ -66,16 +67,7 @@ export class RespServer {
 
   /** Binds; resolves with the port (0 for a Unix socket). */
   listen(address: ListenAddress): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      const done = () => {
-        this.server.off('error', reject);
-        const bound = this.server.address();
-        resolve(typeof bound === 'object' && bound !== null ? bound.port : 0);
-      };
-      if (address.path !== undefined) this.server.listen(address.path, done);
-      else this.server.listen(address.port, address.host, done);
-    });
+    return listenOn(this.server, address);
   }
 
   /** Stops accepting; each connection answers what it read and ends; destroyed past `graceMs`. */
