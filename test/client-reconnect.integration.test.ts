@@ -10,21 +10,12 @@
  * specific port in the ephemeral range.
  */
 import { status } from '@grpc/grpc-js';
-import { BatonClient, BatonClientError } from '../src/client';
+import { BatonClient } from '../src/client';
 import { startSidecar, type SidecarProcess } from './support/sidecar-process';
+import { rejection } from './support/rejection';
 
 /** Long enough to span the restart of a sidecar on a loaded CI host. */
 const ACROSS_RESTART_DEADLINE_MS = 30_000;
-
-async function rejection(promise: Promise<unknown>): Promise<BatonClientError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(BatonClientError);
-    return err as BatonClientError;
-  }
-  throw new Error('expected a rejection');
-}
 
 const text = (value: Uint8Array | undefined): string => Buffer.from(value ?? new Uint8Array()).toString();
 

@@ -23,6 +23,7 @@ import {
   type WatchEvent,
   type WatchRequest,
 } from '../src/gen/baton/v1/session';
+import { rejection } from './support/rejection';
 
 const PART_NAME = /^[a-z0-9_.-]{1,64}$/;
 
@@ -218,16 +219,6 @@ function sessionIdOf(request: ExchangeRequest): string {
 
 function unimplemented(_call: unknown, callback: (err: { code: number; details: string }) => void): void {
   callback({ code: status.UNIMPLEMENTED, details: 'the client uses Exchange' });
-}
-
-async function rejection(promise: Promise<unknown>): Promise<BatonClientError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(BatonClientError);
-    return err as BatonClientError;
-  }
-  throw new Error('expected the promise to reject');
 }
 
 const bytes = (...values: number[]): Uint8Array => Uint8Array.from(values);

@@ -24,23 +24,14 @@ import {
 } from '../src/gen/baton/v1/session';
 import { NETWORK_PRESETS, type NetworkTimings, SIDECAR_OPTIONS } from '../sidecar/config';
 import { EXCHANGE_SLICE_OPS } from '../sidecar/session-service';
-import { BatonClient, BatonClientError, type Session } from '../src/client';
+import { BatonClient, type Session } from '../src/client';
 import { discover, listServices } from './support/reflection-client';
 import { freePeerPorts } from './support/ports';
 import { isPortRace, runBaton, SidecarStartError, startSidecar, type SidecarProcess } from './support/sidecar-process';
+import { rejection } from './support/rejection';
 
 function unary<Req, Res>(fn: (req: Req, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown, req: Req): Promise<Res> {
   return new Promise((resolve, reject) => fn(req, (err, res) => (err ? reject(err) : resolve(res))));
-}
-
-async function rejection(promise: Promise<unknown>): Promise<BatonClientError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(BatonClientError);
-    return err as BatonClientError;
-  }
-  throw new Error('expected the call to be refused');
 }
 
 /** A session's parts as name → [text, version], in name order. */
