@@ -395,10 +395,24 @@ export class SidecarMetrics {
     };
   }
 
-  /** Records one finished operation. */
+  /** Label children by method and result, so the hot path looks labels up once. */
+  private readonly operationCounters = new Map<string, { inc(): void }>();
+  private readonly operationHistograms = new Map<Method, { observe(v: number): void }>();
+
+  /** Records one finished operation (every API surface: gRPC, HTTP, RESP). */
   observe(method: Method, result: OperationResult, seconds: number): void {
-    this.operations.inc({ method, result });
-    this.operationDuration.observe({ method }, seconds);
+    this.countOperation(method, result);
+    let histogram = this.operationHistograms.get(method);
+    if (histogram === undefined) this.operationHistograms.set(method, (histogram = this.operationDuration.labels(method)));
+    histogram.observe(seconds);
+  }
+
+  /** Counts an operation that was refused before it ran (no duration). */
+  countOperation(method: Method, result: OperationResult): void {
+    const key = method + ' ' + result;
+    let counter = this.operationCounters.get(key);
+    if (counter === undefined) this.operationCounters.set(key, (counter = this.operations.labels(method, result)));
+    counter.inc();
   }
 }
 

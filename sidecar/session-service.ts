@@ -112,8 +112,6 @@ type Outcome<T> = { ok: true; value: T } | { ok: false; code: status; message: s
 
 export class SessionServiceHandlers {
   private readonly streams = new Set<{ end(): void }>();
-  private readonly counters = new Map<string, { inc(): void }>();
-  private readonly histograms = new Map<Method, { observe(v: number): void }>();
   private draining = false;
   private readonly watchBacklogBytes: number;
 
@@ -164,7 +162,7 @@ export class SessionServiceHandlers {
       this.metrics.requestsRefused.inc();
       // Refused unread: the caller's message was at fault (an undecodable one is answered
       // INTERNAL, as grpc-js answers it, but is no internal error of the node's).
-      this.count(method, request.code === status.RESOURCE_EXHAUSTED ? 'exhausted' : 'invalid');
+      this.metrics.countOperation(method, request.code === status.RESOURCE_EXHAUSTED ? 'exhausted' : 'invalid');
       callback({ code: request.code, details: request.details });
       return;
     }
@@ -207,8 +205,7 @@ export class SessionServiceHandlers {
   }
 
   private finish(method: Method, result: OperationResult, started: number): void {
-    this.count(method, result);
-    this.histogram(method).observe((performance.now() - started) / 1000);
+    this.metrics.observe(method, result, (performance.now() - started) / 1000);
   }
 
   private exchange(call: ServerDuplexStream<ReceivedExchange | RefusedRequest, ExchangeResponse>): void {
@@ -449,25 +446,6 @@ export class SessionServiceHandlers {
     call.on('error', finish);
     // Headers go out now, so a client can wait for them to know the watch is registered.
     call.sendMetadata(new Metadata());
-  }
-
-  private count(method: Method, result: OperationResult): void {
-    const key = method + ' ' + result;
-    let counter = this.counters.get(key);
-    if (counter === undefined) {
-      counter = this.metrics.operations.labels(method, result);
-      this.counters.set(key, counter);
-    }
-    counter.inc();
-  }
-
-  private histogram(method: Method): { observe(v: number): void } {
-    let h = this.histograms.get(method);
-    if (h === undefined) {
-      h = this.metrics.operationDuration.labels(method);
-      this.histograms.set(method, h);
-    }
-    return h;
   }
 }
 
