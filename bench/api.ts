@@ -26,7 +26,7 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { Client, credentials, Metadata, type ChannelOptions, type ServiceError } from '@grpc/grpc-js';
 import Redis from 'ioredis';
-import { BatonClient } from '../src/client';
+import { BatonClient } from '../src/client/client';
 import { SessionServiceClient, type GetResponse, type PutRequest, type PutResponse } from '../src/gen/baton/v1/session';
 import {
   cpuSecondsOf,
@@ -242,7 +242,7 @@ async function startSidecar(res: Resources): Promise<{ address: string; pid: num
   const apiPort = await freePort();
   const metricsPort = await freePort();
   const extraNodeArgs = (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
-  const main = path.join(__dirname, '..', 'sidecar', 'main.js');
+  const main = path.join(__dirname, '..', 'sidecar', 'cli', 'main.js');
   const child = startChild('sidecar', process.execPath, [
     ...extraNodeArgs,
     main,

@@ -34,7 +34,7 @@
  * Environment: BENCH_RUNS (3), BENCH_DRAIN_TIMEOUT_SECONDS (20), BENCH_KILL_AFTER_SECONDS
  * (30: SIGKILL if the process is still there), BENCH_LOAD_SECONDS (1), BENCH_IN_FLIGHT
  * (128 per client), BENCH_MAX_MINUTES (30, whole-run watchdog), BENCH_BATON_BIN (the
- * sidecar's main.js; default this build's, e.g. an older commit's dist/sidecar/main.js to
+ * sidecar's main.js; default this build's, e.g. an older commit's dist/sidecar/cli/main.js to
  * compare), BENCH_SIDECAR_NODE_ARGS (extra node flags for the sidecars).
  *
  * Every loop is bounded in count and time; every child process is stopped at the end, on
@@ -42,7 +42,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { status as Status } from '@grpc/grpc-js';
-import { BatonClient, BatonClientError } from '../src/client';
+import { BatonClient, BatonClientError } from '../src/client/client';
 import { handleInterruptions, interruption, runMain, sleep, waitForHttp200, type Child } from './children';
 import { freePeerPorts, SIDECAR_MAIN, startReplica, type Replica } from './replication-cluster';
 import { scrape } from './support/prometheus-scrape';

@@ -53,11 +53,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Metadata } from '@grpc/grpc-js';
-import type { Session } from '../src/client';
-import { parseClusterKeys } from '../src/cluster-key';
+import type { Session } from '../src/client/client';
+import { parseClusterKeys } from '../src/wire/cluster-key';
 import type { PartitionDigest } from '../src/gen/baton/v1/peer';
-import { peerTlsFromKeys } from '../src/peer-tls';
-import { PeerClients, PeerCredentials } from '../sidecar/peer-service';
+import { peerTlsFromKeys } from '../src/wire/peer-tls';
+import { PeerClients, PeerCredentials } from '../sidecar/transport/peer-service';
 import { cpuSecondsOf, handleInterruptions, interruption, machineBusyCpuSeconds, ownCpuSeconds, quietWaitSeconds, runMain, sleep, waitForQuiet } from './children';
 import { freePeerPorts, startReplica, type Replica } from './replication-cluster';
 import {

@@ -156,7 +156,7 @@ interface Sidecar {
 async function startSidecar(res: Resources): Promise<Sidecar> {
   const [peerPort, apiPort, metricsPort, httpPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const child = startChild('baton sidecar', process.execPath, [
-    path.join(__dirname, '..', 'sidecar', 'main.js'),
+    path.join(__dirname, '..', 'sidecar', 'cli', 'main.js'),
     'sidecar',
     '--peer-listen',
     `127.0.0.1:${peerPort}`,

@@ -14,25 +14,25 @@
  */
 import * as path from 'node:path';
 import pino from 'pino';
-import { BuzHash } from '../src/buzhash';
-import { BatonClient } from '../src/client';
-import { deriveHashSeed, parseClusterKeys } from '../src/cluster-key';
-import { HybridClock } from '../src/hybrid-clock';
-import { peerTlsFromKeys } from '../src/peer-tls';
-import { SessionApi } from '../src/session-api';
-import { SessionStore } from '../src/store';
-import { WatchHub } from '../src/watch-hub';
-import { parseConfig, type Config } from '../sidecar/config';
-import { SidecarMetrics } from '../sidecar/metrics';
+import { BuzHash } from '../src/store/buzhash';
+import { BatonClient } from '../src/client/client';
+import { deriveHashSeed, parseClusterKeys } from '../src/wire/cluster-key';
+import { HybridClock } from '../src/store/hybrid-clock';
+import { peerTlsFromKeys } from '../src/wire/peer-tls';
+import { SessionApi } from '../src/core/session-api';
+import { SessionStore } from '../src/store/store';
+import { WatchHub } from '../src/core/watch-hub';
+import { parseConfig, type Config } from '../sidecar/config/config';
+import { SidecarMetrics } from '../sidecar/metrics/metrics';
 import { BatonNode } from '../sidecar/node';
-import { PeerClients, PeerCredentials } from '../sidecar/peer-service';
-import { ReplicationDriver } from '../sidecar/replication-driver';
+import { PeerClients, PeerCredentials } from '../sidecar/transport/peer-service';
+import { ReplicationDriver } from '../sidecar/transport/replication-driver';
 import { startChild, type Child } from './children';
 import { Scrape } from './support/prometheus-scrape';
 
 // --- ports ---------------------------------------------------------------------------
 
-export { freePeerPorts } from '../sidecar/free-ports';
+export { freePeerPorts } from '../sidecar/demo/free-ports';
 
 // --- metrics -------------------------------------------------------------------------
 
@@ -51,13 +51,13 @@ export interface Replica {
   client: BatonClient;
 }
 
-export const SIDECAR_MAIN = path.join(__dirname, '..', 'sidecar', 'main.js');
+export const SIDECAR_MAIN = path.join(__dirname, '..', 'sidecar', 'cli', 'main.js');
 
 /**
  * Starts a `baton sidecar` child with --log-level info (its 'baton node started' line
  * carries the bound ports). The cluster key travels in BATON_CLUSTER_KEY, inherited from
  * this process's environment (set by the caller). `sidecarMain` runs another build of the
- * sidecar (an older commit's dist/sidecar/main.js, to compare).
+ * sidecar (an older commit's dist/sidecar/cli/main.js, to compare).
  */
 export async function startReplica(
   nodeId: string,

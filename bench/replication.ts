@@ -1,7 +1,7 @@
 /**
  * Replication benchmark: one writer, three replicas, on loopback.
  *
- * The replicas are real `baton sidecar` processes (dist/sidecar/main.js) with a cluster key
+ * The replicas are real `baton sidecar` processes (dist/sidecar/cli/main.js) with a cluster key
  * (datagrams sealed with AES-256-GCM, as users run it) and `--replicas 3`, so each of them
  * holds every session the writer writes. The writer node runs in this process and is
  * written to in-process through SessionApi (see bench/replication-cluster.ts), so the
@@ -51,7 +51,7 @@ import { randomBytes } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { findStoredPart } from '../src/store';
+import { findStoredPart } from '../src/store/store';
 import { type Child, cpuSecondsOf, handleInterruptions, interruption, ownCpuSeconds, runMain, sleep, startChild } from './children';
 import {
   DigestReader,

@@ -99,7 +99,7 @@ async function connect(res: Resources, port: number): Promise<Redis> {
 async function startBaton(res: Resources): Promise<Target> {
   const [peerPort, apiPort, metricsPort, respPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const child = startChild('baton sidecar', process.execPath, [
-    path.join(__dirname, '..', 'sidecar', 'main.js'),
+    path.join(__dirname, '..', 'sidecar', 'cli', 'main.js'),
     'sidecar',
     '--peer-listen',
     `127.0.0.1:${peerPort}`,

@@ -21,9 +21,9 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { getHeapSpaceStatistics } from 'node:v8';
-import { BuzHash } from '../src/buzhash';
-import { HybridClock } from '../src/hybrid-clock';
-import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store';
+import { BuzHash } from '../src/store/buzhash';
+import { HybridClock } from '../src/store/hybrid-clock';
+import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
 import { sleep } from './children';
 import { freePeerPorts, startReplica } from './replication-cluster';
 import { formatFixed, formatTable, median } from './stats';

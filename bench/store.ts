@@ -35,9 +35,9 @@
 import { fork } from 'node:child_process';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
-import { BuzHash } from '../src/buzhash';
-import { HybridClock } from '../src/hybrid-clock';
-import { DEFAULT_STORE_CONFIG, SessionStore, type PartWriteRequest } from '../src/store';
+import { BuzHash } from '../src/store/buzhash';
+import { HybridClock } from '../src/store/hybrid-clock';
+import { DEFAULT_STORE_CONFIG, SessionStore, type PartWriteRequest } from '../src/store/store';
 import { machineBusyCpuSeconds, ownCpuSeconds, quietWaitSeconds, waitForQuiet } from './children';
 import { reportChurn, runChurnInProcess, runChurnThroughSidecar, type ChurnResult } from './store-churn';
 import { describeMachine, envNumber, formatCount, formatFixed, formatTable, IndexPicker, machineInfo, median } from './stats';

@@ -3,24 +3,24 @@
  * the timers together, and owns start-up and graceful shutdown. Holds no protocol logic.
  */
 import type { Logger } from 'pino';
-import { BuzHash } from '../src/buzhash';
-import { deriveHashSeed, parseClusterKeys, type ClusterKey } from '../src/cluster-key';
+import { BuzHash } from '../src/store/buzhash';
+import { deriveHashSeed, parseClusterKeys, type ClusterKey } from '../src/wire/cluster-key';
 import type { ClusterServiceServer, StatusResponse } from '../src/gen/baton/v1/cluster';
-import { HybridClock } from '../src/hybrid-clock';
-import { SessionApi } from '../src/session-api';
-import { SessionStore } from '../src/store';
-import { WatchHub } from '../src/watch-hub';
-import { ApiServer } from './api-server';
-import { type Config, type ListenAddress, peerExposure, runsInsecure } from './config';
-import { HttpApiServer } from './http-api';
-import { HttpServer } from './http-server';
-import { RespCommands } from '../src/resp-commands';
-import { respLimits, RespServer, storeView } from './resp-server';
-import { ReplicationDriver } from './replication-driver';
-import { SidecarMetrics } from './metrics';
-import { SessionServiceHandlers } from './session-service';
-import { statusPageData } from './status-page-data';
-import { VERSION } from './package-root';
+import { HybridClock } from '../src/store/hybrid-clock';
+import { SessionApi } from '../src/core/session-api';
+import { SessionStore } from '../src/store/store';
+import { WatchHub } from '../src/core/watch-hub';
+import { ApiServer } from './servers/api-server';
+import { type Config, type ListenAddress, peerExposure, runsInsecure } from './config/config';
+import { HttpApiServer } from './servers/http-api';
+import { HttpServer } from './metrics/http-server';
+import { RespCommands } from '../src/resp/resp-commands';
+import { respLimits, RespServer, storeView } from './servers/resp-server';
+import { ReplicationDriver } from './transport/replication-driver';
+import { SidecarMetrics } from './metrics/metrics';
+import { SessionServiceHandlers } from './servers/session-service';
+import { statusPageData } from './metrics/status-page-data';
+import { VERSION } from './config/package-root';
 
 /** The longest /readyz waits for this node to pull its partitions from its peers after start. */
 const READY_CATCH_UP_LIMIT_MS = 60_000;

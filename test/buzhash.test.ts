@@ -1,6 +1,6 @@
 import { createCipheriv } from 'node:crypto';
-import { BuzHash, mod64, partitionOfHash, rotl64, RollingBuzHash, toBigInt } from '../src/buzhash';
-import { SeededRandom } from '../src/random';
+import { BuzHash, mod64, partitionOfHash, rotl64, RollingBuzHash, toBigInt } from '../src/store/buzhash';
+import { SeededRandom } from '../src/store/random';
 
 const MASK64 = (1n << 64n) - 1n;
 

@@ -6,9 +6,9 @@
  * sleep; every process is stopped in afterAll.
  */
 import * as grpc from '@grpc/grpc-js';
-import { BatonClientError } from '../src/client';
+import { BatonClientError } from '../src/client/client';
 import { SessionServiceService, UpdateCartRequest, UpdateCartResponse, type CartOperation } from '../src/gen/baton/v1/session';
-import { SeededRandom } from '../src/random';
+import { SeededRandom } from '../src/store/random';
 import { garbage, hexPreview, pool } from './support/fuzz-inputs';
 import { rawUnary } from './support/raw-calls';
 import { FAST_FAILURE_DETECTION, pollUntil, StaticCluster } from './support/static-cluster';

@@ -4,10 +4,10 @@
  * same cart, holding both writers' items, with a removal never undone by an older add
  * that arrives after it. Seeded: a failing seed replays exactly; no sleeps, no timings.
  */
-import { assembleCart } from '../src/cart-merge';
+import { assembleCart } from '../src/core/cart-merge';
 import type { CartOperation } from '../src/gen/baton/v1/session';
-import { SeededRandom } from '../src/random';
-import { findStoredPart } from '../src/store';
+import { SeededRandom } from '../src/store/random';
+import { findStoredPart } from '../src/store/store';
 import { PERFECT_LINK } from './support/sim-network';
 import { SimCluster, type SimNode } from './support/sim-node';
 

@@ -3,16 +3,16 @@
  * and deletes, and how the cart is assembled from the parts. Merging across nodes under
  * loss is tested in test/cart-merge.sim.test.ts.
  */
-import { applyCartUpdate, assembleCart, CART_META_PART, cartItemPartName, planCartUpdate } from '../src/cart-merge';
-import { InvalidArgumentError } from '../src/errors';
+import { applyCartUpdate, assembleCart, CART_META_PART, cartItemPartName, planCartUpdate } from '../src/core/cart-merge';
+import { InvalidArgumentError } from '../src/wire/errors';
 import { CartItem, CartState } from '../src/gen/baton/v1/parts';
 import type { CartOperation } from '../src/gen/baton/v1/session';
-import { HybridClock } from '../src/hybrid-clock';
-import { SeededRandom } from '../src/random';
-import type { LocalChange } from '../src/replication-engine';
-import { SessionApi, type PeerCopies, type Replicator } from '../src/session-api';
-import { DEFAULT_STORE_CONFIG, findStoredPart, SessionStore, type StoredSession } from '../src/store';
-import { BuzHash } from '../src/buzhash';
+import { HybridClock } from '../src/store/hybrid-clock';
+import { SeededRandom } from '../src/store/random';
+import type { LocalChange } from '../src/core/replication-engine';
+import { SessionApi, type PeerCopies, type Replicator } from '../src/core/session-api';
+import { DEFAULT_STORE_CONFIG, findStoredPart, SessionStore, type StoredSession } from '../src/store/store';
+import { BuzHash } from '../src/store/buzhash';
 
 const T0 = 1_700_000_000_000;
 const LIMITS = { maxValueBytes: 64 * 1024, maxPartsPerSession: 64 };

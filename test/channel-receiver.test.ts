@@ -2,8 +2,8 @@
  * ChannelReceiver on its own: gaps, acknowledgements and resync marks, driven by sequence
  * numbers and virtual `now` (the network scenarios are in replication.sim.test.ts).
  */
-import { ChannelReceiver, DEFAULT_CHANNEL_RECEIVER_CONFIG } from '../src/channel-receiver';
-import { SeededRandom } from '../src/random';
+import { ChannelReceiver, DEFAULT_CHANNEL_RECEIVER_CONFIG } from '../src/core/channel-receiver';
+import { SeededRandom } from '../src/store/random';
 
 const T0 = 1_700_000_000_000;
 

@@ -2,7 +2,7 @@
  * ChannelSender on its own: numbering, conflation, the retransmit buffer and
  * acknowledgements (the network scenarios are in replication.sim.test.ts).
  */
-import { ChannelSender } from '../src/channel-sender';
+import { ChannelSender } from '../src/core/channel-sender';
 
 function sender(retransmitBufferBytes = 64 * 1024, sendWindowBytes = 0): ChannelSender {
   return new ChannelSender({ maxPacketBytes: 1200, retransmitBufferBytes, maxRetransmitPerNack: 64, repairHoldoffMs: 3, sendWindowBytes, holdStallMs: 500 });

@@ -20,7 +20,7 @@
  * down in afterAll.
  */
 import { randomBytes } from 'node:crypto';
-import type { Session } from '../src/client';
+import type { Session } from '../src/client/client';
 import { NetnsLab, namespacesUnavailable, nftablesUnavailable, type NamespacedBaton, type StopResult } from './support/netns';
 import { FAST_FAILURE_DETECTION, mapLimit, pollUntil } from './support/static-cluster';
 

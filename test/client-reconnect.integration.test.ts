@@ -10,7 +10,7 @@
  * specific port in the ephemeral range.
  */
 import { status } from '@grpc/grpc-js';
-import { BatonClient } from '../src/client';
+import { BatonClient } from '../src/client/client';
 import { startSidecar, type SidecarProcess } from './support/sidecar-process';
 import { rejection } from './support/rejection';
 

@@ -10,9 +10,9 @@
  * sidecar process is client-reconnect.integration.test.ts.
  */
 import { Metadata, Server, ServerCredentials, status, type ServerDuplexStream, type ServerWritableStream } from '@grpc/grpc-js';
-import { BatonClient, BatonClientError, WELL_KNOWN_PARTS, type ReconnectTimers } from '../src/client';
-import { SeededRandom } from '../src/random';
-import { JITTER, ReconnectBackoff } from '../src/reconnect-backoff';
+import { BatonClient, BatonClientError, WELL_KNOWN_PARTS, type ReconnectTimers } from '../src/client/client';
+import { SeededRandom } from '../src/store/random';
+import { JITTER, ReconnectBackoff } from '../src/client/reconnect-backoff';
 import { AuthState, CartState, TcpConnectionState, TcpState, TlsSessionState } from '../src/gen/baton/v1/parts';
 import {
   EventType,

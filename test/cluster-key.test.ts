@@ -10,9 +10,9 @@ import {
   keyFingerprint,
   parseClusterKeys,
   type ClusterKey,
-} from '../src/cluster-key';
-import { ConfigError } from '../src/errors';
-import { SeededRandom } from '../src/random';
+} from '../src/wire/cluster-key';
+import { ConfigError } from '../src/wire/errors';
+import { SeededRandom } from '../src/store/random';
 
 function randomBytes(random: SeededRandom, length: number): Buffer {
   const bytes = Buffer.alloc(length + 3);

@@ -6,10 +6,10 @@
  * replicates. Replicas are read with Get without resume.
  */
 import { randomBytes } from 'node:crypto';
-import { BuzHash } from '../src/buzhash';
-import { BatonClient } from '../src/client';
-import { deriveHashSeed, parseClusterKeys } from '../src/cluster-key';
-import { Placement } from '../src/placement';
+import { BuzHash } from '../src/store/buzhash';
+import { BatonClient } from '../src/client/client';
+import { deriveHashSeed, parseClusterKeys } from '../src/wire/cluster-key';
+import { Placement } from '../src/core/placement';
 import { freePeerPorts, freeUdpPort } from './support/ports';
 import { startSidecar, type SidecarProcess } from './support/sidecar-process';
 

@@ -14,11 +14,11 @@ import {
   type PresetName,
   reassemblyLimits,
   runsInsecure,
-} from '../sidecar/config';
-import { ChannelReceiver, type ChannelReceiverConfig, DEFAULT_CHANNEL_RECEIVER_CONFIG, nackRepairLimitMs } from '../src/channel-receiver';
-import { ConfigError } from '../src/errors';
-import { DEFAULT_MEMBERSHIP_CONFIG } from '../src/membership';
-import { SeededRandom } from '../src/random';
+} from '../sidecar/config/config';
+import { ChannelReceiver, type ChannelReceiverConfig, DEFAULT_CHANNEL_RECEIVER_CONFIG, nackRepairLimitMs } from '../src/core/channel-receiver';
+import { ConfigError } from '../src/wire/errors';
+import { DEFAULT_MEMBERSHIP_CONFIG } from '../src/core/membership';
+import { SeededRandom } from '../src/store/random';
 import { issueTestLeaf, makeTestCa } from './support/test-ca';
 
 const KEY = randomBytes(32).toString('base64');

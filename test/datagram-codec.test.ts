@@ -5,7 +5,7 @@
  * seeded randomness, so every run sees the same bytes.
  */
 import { createDecipheriv, createHash } from 'node:crypto';
-import { clusterKeyFromBytes, type ClusterKey } from '../src/cluster-key';
+import { clusterKeyFromBytes, type ClusterKey } from '../src/wire/cluster-key';
 import {
   DatagramOpener,
   DatagramSealer,
@@ -16,8 +16,8 @@ import {
   TAG_BYTES,
   type DropReason,
   type OpenResult,
-} from '../src/datagram-codec';
-import { SeededRandom } from '../src/random';
+} from '../src/wire/datagram-codec';
+import { SeededRandom } from '../src/store/random';
 
 const MAX_DATAGRAM = 1400;
 

@@ -3,7 +3,7 @@
  * and clients hold open: peers' Lookup streams (opened by resumes), Exchange streams with
  * operations in flight, and watchers.
  */
-import { BatonClient } from '../src/client';
+import { BatonClient } from '../src/client/client';
 import { FAST_FAILURE_DETECTION, StaticCluster } from './support/static-cluster';
 
 const DRAIN_TIMEOUT_SECONDS = 3;

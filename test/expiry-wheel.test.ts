@@ -1,5 +1,5 @@
-import { ExpiryWheel, WheelEntry } from '../src/expiry-wheel';
-import { SeededRandom } from '../src/random';
+import { ExpiryWheel, WheelEntry } from '../src/store/expiry-wheel';
+import { SeededRandom } from '../src/store/random';
 
 interface Item extends WheelEntry {
   readonly name: string;

@@ -11,10 +11,10 @@ import {
   fieldPartName,
   isHashedField,
   MAX_PART_NAME_LENGTH,
-} from '../src/express-session-fields';
-import { SeededRandom } from '../src/random';
-import { checkPartName } from '../src/validation';
-import { WELL_KNOWN_PARTS } from '../src/well-known-parts';
+} from '../src/client/express-session-fields';
+import { SeededRandom } from '../src/store/random';
+import { checkPartName } from '../src/wire/validation';
+import { WELL_KNOWN_PARTS } from '../src/wire/well-known-parts';
 
 /** Decodes what encodeFieldValue stored for `field`, through the part name. */
 function roundTrip(field: string, value: unknown): { field: string; value: unknown } | undefined {

@@ -6,8 +6,8 @@
  */
 import { EventEmitter } from 'node:events';
 import { Store as ExpressStore, type SessionData } from 'express-session';
-import type { BatonClient, Session } from '../src/client';
-import { BatonStore } from '../src/express-session-store';
+import type { BatonClient, Session } from '../src/client/client';
+import { BatonStore } from '../src/client/express-session-store';
 
 type Call = { op: 'get' | 'put' | 'delete' | 'touch'; sid: string; parts?: string[]; ttlSeconds?: number };
 
@@ -197,9 +197,9 @@ describe('BatonStore', () => {
     let Isolated: typeof BatonStore | undefined;
     jest.isolateModules(() => {
       jest.doMock('express-session', () => {
-        throw Object.assign(new Error("Cannot find module 'express-session' from 'src/express-session-store.ts'"), { code: 'MODULE_NOT_FOUND' });
+        throw Object.assign(new Error("Cannot find module 'express-session' from 'src/client/express-session-store.ts'"), { code: 'MODULE_NOT_FOUND' });
       });
-      Isolated = (require('../src/express-session-store') as typeof import('../src/express-session-store')).BatonStore;
+      Isolated = (require('../src/client/express-session-store') as typeof import('../src/client/express-session-store')).BatonStore;
     });
     const fake = new FakeClient();
     const store = new Isolated!({ client: fake as unknown as BatonClient });

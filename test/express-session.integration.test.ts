@@ -11,7 +11,7 @@
  * told to answer), not by timing.
  */
 import * as path from 'node:path';
-import { BatonClient, type Session } from '../src/client';
+import { BatonClient, type Session } from '../src/client/client';
 import { spawnChild, type ChildHandle } from '../bench/support/child-process';
 import { childEnv, startSidecar, type SidecarProcess } from './support/sidecar-process';
 import { FAST_FAILURE_DETECTION, pollUntil, StaticCluster } from './support/static-cluster';

@@ -10,7 +10,7 @@
  * last round attempted (a write that failed or was in flight may have been applied).
  */
 import { execFileSync } from 'node:child_process';
-import { BatonClient, type PutResponse, type Session } from '../src/client';
+import { BatonClient, type PutResponse, type Session } from '../src/client/client';
 import * as sidecarProcess from './support/sidecar-process';
 import { isPortRace, SidecarStartError } from './support/sidecar-process';
 import { FAST_FAILURE_DETECTION, mapLimit, pollUntil, StaticCluster } from './support/static-cluster';

@@ -1,11 +1,11 @@
 /**
- * The receive windows baton's gRPC servers give each connection (sidecar/flow-control.ts),
+ * The receive windows baton's gRPC servers give each connection (sidecar/net/flow-control.ts),
  * seen from a raw HTTP/2 client: the stream window arrives in the server's SETTINGS, the
  * connection window as a WINDOW_UPDATE before the answer to a PING.
  */
 import * as http2 from 'node:http2';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { CONNECTION_WINDOW_BYTES, raiseReceiveWindows, STREAM_WINDOW_BYTES } from '../sidecar/flow-control';
+import { CONNECTION_WINDOW_BYTES, raiseReceiveWindows, STREAM_WINDOW_BYTES } from '../sidecar/net/flow-control';
 
 function bind(server: Server): Promise<number> {
   return new Promise((resolve, reject) =>

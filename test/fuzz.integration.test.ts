@@ -26,7 +26,7 @@ import * as http2 from 'node:http2';
 import * as zlib from 'node:zlib';
 import { ClusterServiceClient, ClusterServiceService, StatusRequest, StatusResponse } from '../src/gen/baton/v1/cluster';
 import { AuthState, CartState, TcpConnectionState, TlsSessionState } from '../src/gen/baton/v1/parts';
-import { Utf8Error } from '../src/strict-utf8';
+import { Utf8Error } from '../src/wire/strict-utf8';
 import {
   DeleteRequest,
   DeleteResponse,
@@ -45,10 +45,10 @@ import {
 } from '../src/gen/baton/v1/session';
 import { DigestsRequest, DigestsResponse, FetchRequest, PeerServiceService, SessionEntry } from '../src/gen/baton/v1/peer';
 import { Datagram, type Delta } from '../src/gen/baton/v1/wire';
-import { BuzHash } from '../src/buzhash';
-import { FORMAT_VERSION, HEADER_BYTES, MAGIC } from '../src/datagram-codec';
-import { SeededRandom, type Random } from '../src/random';
-import { MAX_SESSION_ID_BYTES, MAX_TTL_SECONDS } from '../src/validation';
+import { BuzHash } from '../src/store/buzhash';
+import { FORMAT_VERSION, HEADER_BYTES, MAGIC } from '../src/wire/datagram-codec';
+import { SeededRandom, type Random } from '../src/store/random';
+import { MAX_SESSION_ID_BYTES, MAX_TTL_SECONDS } from '../src/wire/validation';
 import {
   asciiString,
   awkwardString,
@@ -67,7 +67,7 @@ import {
 import { Scrape } from '../bench/support/prometheus-scrape';
 import { rawBidi, rawServerStream, rawUnary } from './support/raw-calls';
 import { startSidecar, type SidecarProcess } from './support/sidecar-process';
-import { configDigest } from '../sidecar/replication-driver';
+import { configDigest } from '../sidecar/transport/replication-driver';
 
 const SEED = process.env.BATON_FUZZ_SEED !== undefined ? Number(process.env.BATON_FUZZ_SEED) : 0x5eedba70;
 const NODE_ID = 'fuzz-node';

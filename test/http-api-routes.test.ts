@@ -9,7 +9,7 @@ import {
   PreconditionFailedError,
   ResourceExhaustedError,
   UnavailableError,
-} from '../src/errors';
+} from '../src/wire/errors';
 import {
   etagMatches,
   HttpError,
@@ -22,7 +22,7 @@ import {
   queryInteger,
   queryParts,
   routeOf,
-} from '../sidecar/http-api-routes';
+} from '../sidecar/servers/http-api-routes';
 
 function failure(fn: () => unknown): Error {
   try {

@@ -6,13 +6,13 @@
  */
 import * as http from 'node:http';
 import pino from 'pino';
-import { HttpApiServer } from '../sidecar/http-api';
-import { SidecarMetrics } from '../sidecar/metrics';
-import { BuzHash } from '../src/buzhash';
-import { HybridClock } from '../src/hybrid-clock';
-import { SessionApi } from '../src/session-api';
-import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store';
-import { WatchHub } from '../src/watch-hub';
+import { HttpApiServer } from '../sidecar/servers/http-api';
+import { SidecarMetrics } from '../sidecar/metrics/metrics';
+import { BuzHash } from '../src/store/buzhash';
+import { HybridClock } from '../src/store/hybrid-clock';
+import { SessionApi } from '../src/core/session-api';
+import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
+import { WatchHub } from '../src/core/watch-hub';
 
 const MIB = 1024 * 1024;
 

@@ -9,8 +9,8 @@
  * counts it, and only then is the change made.
  */
 import * as http from 'node:http';
-import { BatonClient } from '../src/client';
-import { HTTP_API_OPENAPI } from '../sidecar/http-api-openapi';
+import { BatonClient } from '../src/client/client';
+import { HTTP_API_OPENAPI } from '../sidecar/servers/http-api-openapi';
 import { runBaton, startSidecar, type SidecarProcess } from './support/sidecar-process';
 
 jest.setTimeout(90_000);

@@ -1,5 +1,5 @@
-import { HybridClock, LOGICAL_SPAN, newerThan, versionTimeMs } from '../src/hybrid-clock';
-import { SeededRandom } from '../src/random';
+import { HybridClock, LOGICAL_SPAN, newerThan, versionTimeMs } from '../src/store/hybrid-clock';
+import { SeededRandom } from '../src/store/random';
 
 const T0 = 1_700_000_000_000;
 

@@ -14,7 +14,7 @@ import {
   type HeartbeatInput,
   type MembershipConfig,
   type MembershipEvent,
-} from '../src/membership';
+} from '../src/core/membership';
 
 const DIGEST = 0xc0ffee_0000_0001n;
 

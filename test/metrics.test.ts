@@ -6,11 +6,11 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { BuzHash } from '../src/buzhash';
-import { HybridClock } from '../src/hybrid-clock';
-import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store';
-import { buildInfoLabels, SidecarMetrics } from '../sidecar/metrics';
-import { PACKAGE_ROOT, VERSION } from '../sidecar/package-root';
+import { BuzHash } from '../src/store/buzhash';
+import { HybridClock } from '../src/store/hybrid-clock';
+import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
+import { buildInfoLabels, SidecarMetrics } from '../sidecar/metrics/metrics';
+import { PACKAGE_ROOT, VERSION } from '../sidecar/config/package-root';
 
 function scrapeValue(body: string, name: string, labels = ''): number | undefined {
   for (const line of body.split('\n')) {

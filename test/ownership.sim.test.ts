@@ -7,8 +7,8 @@
  * lost state.
  */
 import { DeltaKind } from '../src/gen/baton/v1/wire';
-import { DISCARD_AFTER_MS, DISCARD_MAX_WAIT_MS } from '../src/replication-engine';
-import { DEFAULT_CHANNEL_RECEIVER_CONFIG } from '../src/channel-receiver';
+import { DISCARD_AFTER_MS, DISCARD_MAX_WAIT_MS } from '../src/core/replication-engine';
+import { DEFAULT_CHANNEL_RECEIVER_CONFIG } from '../src/core/channel-receiver';
 import { PERFECT_LINK, type Transmission } from './support/sim-network';
 import { comparable, SimCluster, type SimClusterOptions, type SimNode } from './support/sim-node';
 

@@ -6,13 +6,13 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import { credentials, Metadata, Server, type ServerCredentials, type ServiceError, status } from '@grpc/grpc-js';
-import { BuzHash } from '../src/buzhash';
-import { type ClusterKey, parseClusterKeys } from '../src/cluster-key';
+import { BuzHash } from '../src/store/buzhash';
+import { type ClusterKey, parseClusterKeys } from '../src/wire/cluster-key';
 import { type LookupResponse, PeerServiceClient, PeerServiceService, type PeerServiceServer } from '../src/gen/baton/v1/peer';
-import { HybridClock } from '../src/hybrid-clock';
-import { peerTlsFromKeys } from '../src/peer-tls';
-import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store';
-import { MAX_IDS_PER_REQUEST, PeerClients, PeerCredentials, peerServiceImplementation } from '../sidecar/peer-service';
+import { HybridClock } from '../src/store/hybrid-clock';
+import { peerTlsFromKeys } from '../src/wire/peer-tls';
+import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
+import { MAX_IDS_PER_REQUEST, PeerClients, PeerCredentials, peerServiceImplementation } from '../sidecar/transport/peer-service';
 
 const PARTITIONS = 16;
 const DEADLINE_MS = 5000;

@@ -5,9 +5,9 @@
  */
 import { randomBytes, X509Certificate } from 'node:crypto';
 import * as tls from 'node:tls';
-import { type ClusterKey, parseClusterKeys } from '../src/cluster-key';
-import { ConfigError } from '../src/errors';
-import { derivedRoot, type PeerTlsMaterial, peerTlsFromKeys, peerTlsFromPem, parseCertificates } from '../src/peer-tls';
+import { type ClusterKey, parseClusterKeys } from '../src/wire/cluster-key';
+import { ConfigError } from '../src/wire/errors';
+import { derivedRoot, type PeerTlsMaterial, peerTlsFromKeys, peerTlsFromPem, parseCertificates } from '../src/wire/peer-tls';
 import { issueTestLeaf, makeTestCa } from './support/test-ca';
 
 function newKey(): ClusterKey {

@@ -2,8 +2,8 @@
  * Rendezvous placement: determinism, replica sets, balance, and the minimal-disruption
  * property that makes membership changes cheap.
  */
-import { BuzHash } from '../src/buzhash';
-import { Placement } from '../src/placement';
+import { BuzHash } from '../src/store/buzhash';
+import { Placement } from '../src/core/placement';
 
 const SEED = 'cluster-seed-for-placement-tests';
 const PARTITIONS = 4096;

@@ -2,8 +2,8 @@
  * ReplayWindow against a reference model (a Set of accepted numbers and the highest one),
  * on hand-picked edges and on long seeded random walks that jump, wrap and fall behind.
  */
-import { DEFAULT_REPLAY_WINDOW_BITS, ReplayWindow, type ReplayVerdict } from '../src/replay-window';
-import { SeededRandom } from '../src/random';
+import { DEFAULT_REPLAY_WINDOW_BITS, ReplayWindow, type ReplayVerdict } from '../src/wire/replay-window';
+import { SeededRandom } from '../src/store/random';
 
 /** The window's meaning, with no bitmap: what a correct implementation must answer. */
 class ReferenceWindow {

@@ -9,10 +9,10 @@
  * virtual time) and every replica must hold exactly its owner's state. No test sleeps and
  * no test asserts timings; a failing seed replays exactly.
  */
-import { DatagramSealer } from '../src/datagram-codec';
+import { DatagramSealer } from '../src/wire/datagram-codec';
 import { Datagram, DeltaKind } from '../src/gen/baton/v1/wire';
-import { SeededRandom } from '../src/random';
-import { HOLD_STALL_MS } from '../src/replication-engine';
+import { SeededRandom } from '../src/store/random';
+import { HOLD_STALL_MS } from '../src/core/replication-engine';
 import type { GilbertElliott, LinkProfile, Transmission } from './support/sim-network';
 import { PERFECT_LINK } from './support/sim-network';
 import { makeClusterKey, SimCluster, type SimClusterOptions, type SimNode } from './support/sim-node';
@@ -775,7 +775,7 @@ test('a fractional clock reading (any `now` the store accepts) does not break re
 
 // --- SessionStore under reordered and repaired deltas --------------------------------------
 //
-// Each scenario below once diverged because of SessionStore (src/store.ts), not the
+// Each scenario below once diverged because of SessionStore (src/store/store.ts), not the
 // replication protocol: deletes, touches and claims that overtake a session's first put,
 // tombstones in state transfer, late session deletes, and touches that reach a tombstone
 // before the put that revived it must all converge.

@@ -5,8 +5,8 @@
  */
 import { status } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
-import { PROTO_ROOT } from '../sidecar/package-root';
-import { guarded, RefusedRequest, RequestScanner } from '../sidecar/request-limits';
+import { PROTO_ROOT } from '../sidecar/config/package-root';
+import { guarded, RefusedRequest, RequestScanner } from '../sidecar/net/request-limits';
 import { DigestsRequest, LookupRequest } from '../src/gen/baton/v1/peer';
 import { ExchangeRequest, GetRequest, PutRequest } from '../src/gen/baton/v1/session';
 

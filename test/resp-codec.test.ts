@@ -3,7 +3,7 @@
  * commands in order; limits and malformed input end in RespProtocolError, never a crash
  * or unbounded buffering; replies encode per protocol version.
  */
-import { SeededRandom } from '../src/random';
+import { SeededRandom } from '../src/store/random';
 import {
   array,
   bulk,
@@ -18,7 +18,7 @@ import {
   RespProtocolError,
   type RespLimits,
   type Reply,
-} from '../src/resp-codec';
+} from '../src/resp/resp-codec';
 
 const LIMITS: RespLimits = { maxArgs: 64, maxBulkBytes: 4096, maxCommandBytes: 16 * 1024, maxInlineBytes: 1024 };
 

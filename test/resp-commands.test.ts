@@ -3,13 +3,13 @@
  * strings and hashes onto sessions and parts, TTL rounding, errors with their reasons,
  * SCAN's cursor over partitions, and glob matching.
  */
-import { BuzHash } from '../src/buzhash';
-import { HybridClock } from '../src/hybrid-clock';
-import { encodeReply, joinPieces, type Reply } from '../src/resp-codec';
-import { RespCommands, RespConnection, STRING_PART } from '../src/resp-commands';
-import { globMatch } from '../src/resp-glob';
-import { SessionApi } from '../src/session-api';
-import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store';
+import { BuzHash } from '../src/store/buzhash';
+import { HybridClock } from '../src/store/hybrid-clock';
+import { encodeReply, joinPieces, type Reply } from '../src/resp/resp-codec';
+import { RespCommands, RespConnection, STRING_PART } from '../src/resp/resp-commands';
+import { globMatch } from '../src/resp/resp-glob';
+import { SessionApi } from '../src/core/session-api';
+import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
 
 const T0 = 1_700_000_000_000;
 const DEFAULT_TTL_S = 1800;

@@ -5,9 +5,9 @@
  */
 import * as net from 'node:net';
 import pino from 'pino';
-import { DEFAULT_MAX_INLINE_BYTES, simple, type Reply } from '../src/resp-codec';
-import type { RespCommands, RespConnection } from '../src/resp-commands';
-import { RespServer } from '../sidecar/resp-server';
+import { DEFAULT_MAX_INLINE_BYTES, simple, type Reply } from '../src/resp/resp-codec';
+import type { RespCommands, RespConnection } from '../src/resp/resp-commands';
+import { RespServer } from '../sidecar/servers/resp-server';
 
 const LIMITS = { maxArgs: 64, maxBulkBytes: 1024, maxCommandBytes: 4096, maxInlineBytes: DEFAULT_MAX_INLINE_BYTES };
 

@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import Redis from 'ioredis';
 import { createClient } from 'redis';
-import { BatonClient } from '../src/client';
+import { BatonClient } from '../src/client/client';
 import { runBaton, startSidecar, type SidecarProcess } from './support/sidecar-process';
 import { FAST_FAILURE_DETECTION, pollUntil, StaticCluster } from './support/static-cluster';
 

@@ -1,7 +1,7 @@
 import pino from 'pino';
-import type { PeerCopies } from '../src/session-api';
-import type { SessionSnapshot } from '../src/store';
-import { type PeerRef, ResumeFetcher } from '../sidecar/resume-fetcher';
+import type { PeerCopies } from '../src/core/session-api';
+import type { SessionSnapshot } from '../src/store/store';
+import { type PeerRef, ResumeFetcher } from '../sidecar/transport/resume-fetcher';
 
 /** A peer's answer to one lookup, settled by the test. */
 interface Lookup {

@@ -2,11 +2,11 @@
  * SessionApi with a scripted replicator: what a Put answers, and when, as replication
  * back-pressure comes and goes (the watermarks themselves are tested in the simulation).
  */
-import { BuzHash } from '../src/buzhash';
-import { HybridClock } from '../src/hybrid-clock';
-import type { LocalChange } from '../src/replication-engine';
-import { SessionApi, type PeerCopies, type Replicator } from '../src/session-api';
-import { DEFAULT_STORE_CONFIG, SessionStore, type StoredSession } from '../src/store';
+import { BuzHash } from '../src/store/buzhash';
+import { HybridClock } from '../src/store/hybrid-clock';
+import type { LocalChange } from '../src/core/replication-engine';
+import { SessionApi, type PeerCopies, type Replicator } from '../src/core/session-api';
+import { DEFAULT_STORE_CONFIG, SessionStore, type StoredSession } from '../src/store/store';
 
 const T0 = 1_700_000_000_000;
 

@@ -6,14 +6,14 @@
 import { EventEmitter } from 'node:events';
 import { status } from '@grpc/grpc-js';
 import pino from 'pino';
-import { ReceivedExchange, SessionServiceHandlers } from '../sidecar/session-service';
-import { SidecarMetrics } from '../sidecar/metrics';
-import { BuzHash } from '../src/buzhash';
+import { ReceivedExchange, SessionServiceHandlers } from '../sidecar/servers/session-service';
+import { SidecarMetrics } from '../sidecar/metrics/metrics';
+import { BuzHash } from '../src/store/buzhash';
 import type { ExchangeRequest, ExchangeResponse, WatchEvent } from '../src/gen/baton/v1/session';
-import { HybridClock } from '../src/hybrid-clock';
-import { SessionApi } from '../src/session-api';
-import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store';
-import { WatchHub } from '../src/watch-hub';
+import { HybridClock } from '../src/store/hybrid-clock';
+import { SessionApi } from '../src/core/session-api';
+import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
+import { WatchHub } from '../src/core/watch-hub';
 
 const MIB = 1024 * 1024;
 

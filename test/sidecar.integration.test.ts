@@ -22,9 +22,9 @@ import {
   SessionServiceClient,
   type WatchEvent,
 } from '../src/gen/baton/v1/session';
-import { NETWORK_PRESETS, type NetworkTimings, SIDECAR_OPTIONS } from '../sidecar/config';
-import { EXCHANGE_SLICE_OPS } from '../sidecar/session-service';
-import { BatonClient, type Session } from '../src/client';
+import { NETWORK_PRESETS, type NetworkTimings, SIDECAR_OPTIONS } from '../sidecar/config/config';
+import { EXCHANGE_SLICE_OPS } from '../sidecar/servers/session-service';
+import { BatonClient, type Session } from '../src/client/client';
 import { discover, listServices } from './support/reflection-client';
 import { freePeerPorts } from './support/ports';
 import { isPortRace, runBaton, SidecarStartError, startSidecar, type SidecarProcess } from './support/sidecar-process';

@@ -3,9 +3,9 @@
  * checks are pure functions of a StatusResponse; runStatus against an address with nothing
  * listening (a Unix socket path that does not exist) answers exit 1 and names the address.
  */
-import { ConfigError } from '../src/errors';
+import { ConfigError } from '../src/wire/errors';
 import type { Member, StatusResponse } from '../src/gen/baton/v1/cluster';
-import { formatBytes, formatDuration, formatJson, formatTable, judge, parseTimeoutMs, runStatus, statusTarget } from '../sidecar/status-command';
+import { formatBytes, formatDuration, formatJson, formatTable, judge, parseTimeoutMs, runStatus, statusTarget } from '../sidecar/cli/status-command';
 
 const NOW = 1_800_000_000_000;
 

@@ -5,10 +5,10 @@
  * the primary of most of its partitions; this node alone before replication has started;
  * shares that follow member changes (they are cached per member set).
  */
-import { BuzHash } from '../src/buzhash';
+import { BuzHash } from '../src/store/buzhash';
 import type { Member, StatusResponse } from '../src/gen/baton/v1/cluster';
-import { Placement } from '../src/placement';
-import { MAX_RING_SEGMENTS, statusPageData } from '../sidecar/status-page-data';
+import { Placement } from '../src/core/placement';
+import { MAX_RING_SEGMENTS, statusPageData } from '../sidecar/metrics/status-page-data';
 
 function member(nodeId: string, state = 'alive', isSelf = false): Member {
   return { nodeId, address: `10.0.0.${nodeId.length}:7401`, state, isSelf, replicationLagSeqs: 7n };

@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import type { StatusPageData } from '../sidecar/status-page-data';
+import type { StatusPageData } from '../sidecar/metrics/status-page-data';
 import { FAST_FAILURE_DETECTION, pollUntil, StaticCluster } from './support/static-cluster';
 
 const IDS = ['a', 'b', 'c'];

@@ -1,7 +1,7 @@
-import { BuzHash } from '../src/buzhash';
-import { InvalidArgumentError, PreconditionFailedError, ResourceExhaustedError } from '../src/errors';
-import { HybridClock, versionTimeMs } from '../src/hybrid-clock';
-import { SeededRandom } from '../src/random';
+import { BuzHash } from '../src/store/buzhash';
+import { InvalidArgumentError, PreconditionFailedError, ResourceExhaustedError } from '../src/wire/errors';
+import { HybridClock, versionTimeMs } from '../src/store/hybrid-clock';
+import { SeededRandom } from '../src/store/random';
 import {
   DEFAULT_STORE_CONFIG,
   findStoredPart,
@@ -15,7 +15,7 @@ import {
   StoreConfig,
   StoredSession,
   StoreObserver,
-} from '../src/store';
+} from '../src/store/store';
 
 /** A multiple of every resolution used here, so ticks land on bucket boundaries. */
 const T0 = 1_700_000_000_000;

@@ -5,11 +5,11 @@
  */
 import { status } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
-import { PROTO_ROOT } from '../sidecar/package-root';
-import { RefusedRequest } from '../sidecar/request-limits';
-import { sessionRequestScanner, sessionServiceDefinition } from '../sidecar/session-service';
+import { PROTO_ROOT } from '../sidecar/config/package-root';
+import { RefusedRequest } from '../sidecar/net/request-limits';
+import { sessionRequestScanner, sessionServiceDefinition } from '../sidecar/servers/session-service';
 import { DeleteRequest, ExchangeRequest, GetRequest, PutRequest, TouchRequest, WatchRequest } from '../src/gen/baton/v1/session';
-import { Utf8Error } from '../src/strict-utf8';
+import { Utf8Error } from '../src/wire/strict-utf8';
 
 const INVALID_IDS = [Buffer.from([0xc3, 0x28]), Buffer.from([0xc4, 0x28]), Buffer.from([0xff, 0x28]), Buffer.from([0xed, 0xa0, 0x80])];
 const REPLACEMENT_ID = Buffer.from([0xef, 0xbf, 0xbd, 0x28]);

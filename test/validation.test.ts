@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from '../src/errors';
+import { InvalidArgumentError } from '../src/wire/errors';
 import { AuthState, CartState, TcpConnectionState, TcpState, TlsSessionState } from '../src/gen/baton/v1/parts';
 import {
   checkPartName,
@@ -9,8 +9,8 @@ import {
   MAX_SESSION_ID_BYTES,
   MAX_TTL_SECONDS,
   RequestLimits,
-} from '../src/validation';
-import { checkWellKnownPart, isWellKnownPart, WELL_KNOWN_PARTS, WellKnownPartName } from '../src/well-known-parts';
+} from '../src/wire/validation';
+import { checkWellKnownPart, isWellKnownPart, WELL_KNOWN_PARTS, WellKnownPartName } from '../src/wire/well-known-parts';
 
 const LIMITS: RequestLimits = { maxValueBytes: 1000, maxPartsPerSession: 8 };
 

@@ -6,7 +6,7 @@
 import * as path from 'node:path';
 import type * as Protobuf from 'protobufjs';
 import { AuthState, CartState, TcpConnectionState, TcpState, TlsSessionState } from '../src/gen/baton/v1/parts';
-import { SeededRandom } from '../src/random';
+import { SeededRandom } from '../src/store/random';
 import {
   checkWellKnownPart,
   compileWireSchema,
@@ -17,7 +17,7 @@ import {
   type WireFieldKind,
   type WireFieldSpec,
   type WireSchema,
-} from '../src/well-known-parts';
+} from '../src/wire/well-known-parts';
 
 // The protobufjs that @grpc/proto-loader loads .proto files with.
 const protobuf: typeof Protobuf = require(require.resolve('protobufjs', { paths: [require.resolve('@grpc/proto-loader')] }));

@@ -5,7 +5,7 @@
  * surrogates). Everything draws from a Random, so a seed replays the same inputs.
  */
 import { createCipheriv } from 'node:crypto';
-import type { Random } from '../../src/random';
+import type { Random } from '../../src/store/random';
 
 export function chance(rng: Random, p: number): boolean {
   return rng.next() < p;

@@ -35,10 +35,10 @@ import { credentials, Metadata } from '@grpc/grpc-js';
 import { BatonProcess, type LogEntry } from '../../bench/support/baton-process';
 import { spawnChild, type ChildHandle, type StopResult } from '../../bench/support/child-process';
 import { Scrape } from '../../bench/support/prometheus-scrape';
-import { BatonClient } from '../../src/client';
+import { BatonClient } from '../../src/client/client';
 import { ClusterServiceClient, type StatusResponse } from '../../src/gen/baton/v1/cluster';
 
-export const BATON_BIN = path.join(__dirname, '..', '..', 'dist', 'sidecar', 'main.js');
+export const BATON_BIN = path.join(__dirname, '..', '..', 'dist', 'sidecar', 'cli', 'main.js');
 
 /** Port of the node's HTTP endpoints (/metrics, /healthz, /readyz) inside its namespace. */
 const METRICS_PORT = 9464;

@@ -1,5 +1,5 @@
 /** The BatonClientError a promise rejects with; fails the test if it resolves or rejects otherwise. */
-import { BatonClientError } from '../../src/client';
+import { BatonClientError } from '../../src/client/client';
 
 export async function rejection(promise: Promise<unknown>): Promise<BatonClientError> {
   try {

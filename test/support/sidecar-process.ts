@@ -20,7 +20,7 @@ import { scrape, type Scrape } from '../../bench/support/prometheus-scrape';
 
 export { SidecarStartError };
 
-export const BATON_BIN = path.join(__dirname, '..', '..', 'dist', 'sidecar', 'main.js');
+export const BATON_BIN = path.join(__dirname, '..', '..', 'dist', 'sidecar', 'cli', 'main.js');
 
 /** How long a node may take to log "baton node started" (a loaded CI host included). */
 export const DEFAULT_START_TIMEOUT_MS = 20_000;

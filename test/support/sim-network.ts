@@ -17,7 +17,7 @@
  * - `run` is bounded: it throws when the number of steps at one virtual instant exceeds a
  *   limit (a core that asks to be woken "now" forever is a livelock, and a bug).
  */
-import { SeededRandom } from '../../src/random';
+import { SeededRandom } from '../../src/store/random';
 
 /** Two-state (good/bad) Markov loss model: bursty loss as on congested links. */
 export interface GilbertElliott {

@@ -15,20 +15,20 @@
  *   as a gRPC call would.
  * - Everything random derives from the cluster seed, so a seed replays a run exactly.
  */
-import { BuzHash } from '../../src/buzhash';
-import { applyCartUpdate } from '../../src/cart-merge';
-import { DEFAULT_CHANNEL_RECEIVER_CONFIG, type ChannelReceiverConfig } from '../../src/channel-receiver';
-import { clusterKeyFromBytes, deriveHashSeed, type ClusterKey } from '../../src/cluster-key';
-import { DatagramOpener, DatagramSealer, HEADER_BYTES, TAG_BYTES, type DropReason } from '../../src/datagram-codec';
+import { BuzHash } from '../../src/store/buzhash';
+import { applyCartUpdate } from '../../src/core/cart-merge';
+import { DEFAULT_CHANNEL_RECEIVER_CONFIG, type ChannelReceiverConfig } from '../../src/core/channel-receiver';
+import { clusterKeyFromBytes, deriveHashSeed, type ClusterKey } from '../../src/wire/cluster-key';
+import { DatagramOpener, DatagramSealer, HEADER_BYTES, TAG_BYTES, type DropReason } from '../../src/wire/datagram-codec';
 import { BinaryReader } from '@bufbuild/protobuf/wire';
 import type { CartOperation } from '../../src/gen/baton/v1/session';
 import { Data } from '../../src/gen/baton/v1/wire';
-import { HybridClock } from '../../src/hybrid-clock';
-import { DEFAULT_MEMBERSHIP_CONFIG, Membership, type MembershipConfig, type MembershipEvent } from '../../src/membership';
-import { Placement } from '../../src/placement';
-import { SeededRandom } from '../../src/random';
-import { ReplicationEngine, type EngineDropReason, type LocalChange, type ResyncRequest } from '../../src/replication-engine';
-import { DEFAULT_STORE_CONFIG, SessionStore, type SessionSnapshot } from '../../src/store';
+import { HybridClock } from '../../src/store/hybrid-clock';
+import { DEFAULT_MEMBERSHIP_CONFIG, Membership, type MembershipConfig, type MembershipEvent } from '../../src/core/membership';
+import { Placement } from '../../src/core/placement';
+import { SeededRandom } from '../../src/store/random';
+import { ReplicationEngine, type EngineDropReason, type LocalChange, type ResyncRequest } from '../../src/core/replication-engine';
+import { DEFAULT_STORE_CONFIG, SessionStore, type SessionSnapshot } from '../../src/store/store';
 import { PERFECT_LINK, SimNetwork, type DatagramMeta, type LinkProfile, type SimHost } from './sim-network';
 
 /** Virtual time starts at a realistic Unix time: versions are hybrid-clock values. */

@@ -17,7 +17,7 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { credentials, Metadata } from '@grpc/grpc-js';
-import { BatonClient } from '../../src/client';
+import { BatonClient } from '../../src/client/client';
 import { ClusterServiceClient, type StatusResponse } from '../../src/gen/baton/v1/cluster';
 import { freePeerPorts } from './ports';
 import { isPortRace, startSidecar, type SidecarProcess } from './sidecar-process';

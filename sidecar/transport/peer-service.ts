@@ -1,0 +1,418 @@
+/**
+ * baton.v1.PeerService: state transfer between nodes over gRPC, on the peer address.
+ * The server streams partition digests and session snapshots out of the store; the
+ * client side pulls them and merges what this node should hold.
+ *
+ * With a cluster key (or peer TLS files) the service runs over mutual TLS: both ends
+ * present a certificate issued by a cluster root (src/wire/peer-tls.ts), the handshake refuses
+ * anyone else, and no credential crosses the wire that could be replayed. Without (loopback
+ * or --insecure) it is plaintext and accepts any caller on the peer address.
+ */
+import {
+  type ChannelCredentials,
+  type ChannelOptions,
+  type ClientDuplexStream,
+  credentials,
+  Metadata,
+  type ServerDuplexStream,
+  ServerCredentials,
+  status,
+  type ServerWritableStream,
+} from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import type { ClusterKey } from '../../src/wire/cluster-key';
+import {
+  type FetchRequest,
+  type LookupRequest,
+  type LookupResponse,
+  PeerServiceClient,
+  PeerServiceService,
+  type PeerServiceServer,
+  type SessionEntry,
+} from '../../src/gen/baton/v1/peer';
+import { type PeerTlsMaterial, peerTlsFromKeys, peerTlsFromPem } from '../../src/wire/peer-tls';
+import type { SessionSnapshot, SessionStore } from '../../src/store/store';
+import { PROTO_ROOT } from '../config/package-root';
+import { guarded, RefusedRequest, RequestScanner } from '../net/request-limits';
+import { OpenStreams } from '../net/server-shutdown';
+import type { Config } from '../config/config';
+
+/** Session ids a peer serves in one Fetch or Lookup request. */
+export const MAX_IDS_PER_REQUEST = 10_000;
+/** The most partitions a cluster may have (--partitions). */
+const MAX_PARTITIONS = 65_536;
+/** A Lookup answer is split into responses of about this many bytes of ids and values. */
+export const LOOKUP_RESPONSE_BYTES = 1024 * 1024;
+/**
+ * The TLS server name every peer connection asks for. Peers dial IP addresses, and an IP
+ * is not a valid SNI name; the name is never checked (the chain to a cluster root is).
+ */
+const PEER_TLS_SERVER_NAME = 'baton-peer';
+
+/**
+ * This node's peer TLS material: from the --peer-tls-*-file options when given (already
+ * validated by parseConfig), else derived from the cluster keys, else none (plaintext).
+ */
+export function peerTlsFor(config: Config, keys: readonly ClusterKey[] | undefined, now: number): PeerTlsMaterial | undefined {
+  if (config.peerTlsFiles !== undefined) {
+    const { ca, cert, key } = config.peerTlsFiles;
+    return peerTlsFromPem(ca, cert, key, { ca: '--peer-tls-ca-file', cert: '--peer-tls-cert-file', key: '--peer-tls-key-file' }, now);
+  }
+  return keys === undefined ? undefined : peerTlsFromKeys(keys, config.nodeId, now);
+}
+
+/** The gRPC credentials of both ends of peer connections: mutual TLS, or plaintext without material. */
+export class PeerCredentials {
+  private readonly channelCredentials: ChannelCredentials;
+
+  constructor(readonly tls: PeerTlsMaterial | undefined) {
+    this.channelCredentials =
+      tls === undefined
+        ? credentials.createInsecure()
+        : credentials.createSsl(Buffer.from(tls.rootsPem), Buffer.from(tls.keyPem), Buffer.from(tls.certPem), {
+            // OpenSSL has verified the chain to a cluster root; the name is not what identifies a peer.
+            checkServerIdentity: () => undefined,
+          });
+  }
+
+  /** Server side: a certificate from a trusted root is required of every caller. */
+  server(): ServerCredentials {
+    const tls = this.tls;
+    if (tls === undefined) return ServerCredentials.createInsecure();
+    return ServerCredentials.createSsl(Buffer.from(tls.rootsPem), [{ private_key: Buffer.from(tls.keyPem), cert_chain: Buffer.from(tls.certPem) }], true);
+  }
+
+  channel(): ChannelCredentials {
+    return this.channelCredentials;
+  }
+
+  channelOptions(): ChannelOptions {
+    return this.tls === undefined ? {} : { 'grpc.ssl_target_name_override': PEER_TLS_SERVER_NAME };
+  }
+}
+
+/**
+ * PeerService as served: every request is scanned against limits before it is decoded
+ * (request-limits.ts), so one message cannot cost the node more than its size in memory;
+ * the limits are wider than what the handlers accept, which answer INVALID_ARGUMENT.
+ */
+export function peerServiceDefinition(): typeof PeerServiceService {
+  const definitions = loadSync(['baton/v1/peer.proto'], { includeDirs: [PROTO_ROOT], keepCase: true });
+  const scanner = new RequestScanner(
+    definitions,
+    {
+      'baton.v1.LookupRequest.session_ids': 4 * MAX_IDS_PER_REQUEST,
+      'baton.v1.FetchRequest.session_ids': 4 * MAX_IDS_PER_REQUEST,
+      'baton.v1.FetchRequest.partitions': 4 * MAX_PARTITIONS,
+      'baton.v1.DigestsRequest.partitions': 4 * MAX_PARTITIONS,
+    },
+    1024,
+    4 * (MAX_IDS_PER_REQUEST + MAX_PARTITIONS),
+  );
+  const same = <T>(decoded: T) => decoded;
+  const s = PeerServiceService;
+  return {
+    ...s,
+    digests: { ...s.digests, requestDeserialize: guarded(s.digests, 'baton.v1.DigestsRequest', scanner, same) },
+    fetch: { ...s.fetch, requestDeserialize: guarded(s.fetch, 'baton.v1.FetchRequest', scanner, same) },
+    lookup: { ...s.lookup, requestDeserialize: guarded(s.lookup, 'baton.v1.LookupRequest', scanner, same) },
+  } as typeof PeerServiceService;
+}
+
+/** Callers reach these handlers only through the TLS handshake (when the node has material). */
+/**
+ * The PeerService handlers. Lookup streams stay open as long as their caller wants; each
+ * registers in `streams`, so a stopping node can end them (its callers then open a new
+ * stream to another peer) instead of waiting for them.
+ */
+export function peerServiceImplementation(store: SessionStore, nodeId: string, partitions: number, streams = new OpenStreams()): PeerServiceServer {
+  // Each partition once: a request naming one partition many times would otherwise have it
+  // streamed that many times.
+  const checkPartitions = (asked: readonly number[]): number[] | undefined => {
+    if (asked.some((p) => p >= partitions)) return undefined;
+    return asked.length > 0 ? [...new Set(asked)] : Array.from({ length: partitions }, (_, i) => i);
+  };
+  return {
+    digests: (call, callback) => {
+      const request: unknown = call.request;
+      if (request instanceof RefusedRequest) return callback({ code: request.code, details: request.details });
+      const list = checkPartitions(call.request.partitions);
+      if (list === undefined) return callback({ code: status.INVALID_ARGUMENT, details: `partitions must be below ${partitions}` });
+      callback(null, {
+        nodeId,
+        partitions: list.map((partition) => ({ partition, digest: store.digest(partition), sessions: BigInt(store.partitionSize(partition)) })),
+      });
+    },
+    fetch: (call: ServerWritableStream<FetchRequest, SessionEntry>) => {
+      const request: unknown = call.request;
+      if (request instanceof RefusedRequest) return void call.emit('error', { code: request.code, details: request.details });
+      const now = Date.now();
+      if (call.request.sessionIds.length > 0) {
+        for (const id of call.request.sessionIds.slice(0, MAX_IDS_PER_REQUEST)) {
+          const snapshot = store.snapshot(id, now);
+          if (snapshot !== undefined) call.write(toEntry(snapshot));
+        }
+        call.end();
+        return;
+      }
+      const list = checkPartitions(call.request.partitions);
+      if (list === undefined) return void call.emit('error', { code: status.INVALID_ARGUMENT, details: `partitions must be below ${partitions}` });
+      streamPartitions(call, store, list, now);
+    },
+    lookup: (call: ServerDuplexStream<LookupRequest, LookupResponse>) => {
+      let failed = false;
+      const forget = streams.add(() => {
+        failed = true;
+        call.end();
+      });
+      for (const event of ['end', 'cancelled', 'close', 'error']) call.once(event, forget);
+      call.on('data', (request: LookupRequest | RefusedRequest) => {
+        if (failed) return;
+        if (request instanceof RefusedRequest) {
+          failed = true;
+          call.emit('error', { code: request.code, details: request.details });
+          return;
+        }
+        if (request.sessionIds.length > MAX_IDS_PER_REQUEST) {
+          failed = true;
+          call.emit('error', { code: status.INVALID_ARGUMENT, details: `a lookup names at most ${MAX_IDS_PER_REQUEST} sessions (got ${request.sessionIds.length})` });
+          return;
+        }
+        const now = Date.now();
+        let sessions: SessionEntry[] = [];
+        let bytes = 0;
+        let full = false;
+        const send = (more: boolean) => {
+          // A caller that stops reading stops being read: answers never pile up here.
+          if (!call.write({ requestId: request.requestId, sessions, more }) && !full) {
+            full = true;
+            call.pause();
+            call.once('drain', () => call.resume());
+          }
+        };
+        for (const id of request.sessionIds) {
+          const snapshot = store.snapshot(id, now);
+          if (snapshot === undefined) continue;
+          const size = snapshotBytes(snapshot);
+          if (sessions.length > 0 && bytes + size > LOOKUP_RESPONSE_BYTES) {
+            send(true);
+            sessions = [];
+            bytes = 0;
+          }
+          sessions.push(toEntry(snapshot));
+          bytes += size;
+        }
+        send(false);
+      });
+      call.on('end', () => call.end());
+    },
+  };
+}
+
+/** Writes snapshots with flow control, so a large partition does not pile up in memory. */
+function streamPartitions(call: ServerWritableStream<FetchRequest, SessionEntry>, store: SessionStore, partitions: number[], now: number): void {
+  let cancelled = false;
+  call.on('cancelled', () => (cancelled = true));
+  const snapshots = (function* () {
+    for (const p of partitions) yield* store.snapshotsIn(p, now);
+  })();
+  const pump = () => {
+    for (;;) {
+      if (cancelled) return;
+      const next = snapshots.next();
+      if (next.done) {
+        call.end();
+        return;
+      }
+      if (!call.write(toEntry(next.value))) {
+        call.once('drain', pump);
+        return;
+      }
+    }
+  };
+  pump();
+}
+
+/** About how many bytes a snapshot takes on the wire (ids, names and values). */
+function snapshotBytes(s: SessionSnapshot): number {
+  let bytes = s.id.length + 32;
+  for (const part of s.parts) bytes += part.name.length + (part.value?.length ?? 0) + 32;
+  return bytes;
+}
+
+export function toEntry(s: SessionSnapshot): SessionEntry {
+  return {
+    sessionId: s.id,
+    parts: s.parts.map((p) => ({
+      name: p.name,
+      value: p.value === null ? undefined : Buffer.from(p.value, 'latin1'),
+      version: BigInt(p.version),
+      writerNodeId: p.writer,
+      epoch: BigInt(p.epoch),
+    })),
+    ownerNodeId: s.owner,
+    epoch: BigInt(s.epoch),
+    expiresAtUnixMs: BigInt(s.expiresAt),
+    ttlMs: s.ttlMs,
+    deletedVersion: BigInt(s.deletedVersion),
+  };
+}
+
+export function fromEntry(e: SessionEntry): SessionSnapshot {
+  return {
+    id: e.sessionId,
+    parts: e.parts.map((p) => ({
+      name: p.name,
+      value: p.value === undefined ? null : Buffer.prototype.latin1Slice.call(p.value, 0, p.value.length),
+      version: Number(p.version),
+      writer: p.writerNodeId,
+      epoch: Number(p.epoch),
+    })),
+    owner: e.ownerNodeId,
+    epoch: Number(e.epoch),
+    expiresAt: Number(e.expiresAtUnixMs),
+    ttlMs: e.ttlMs,
+    deletedVersion: Number(e.deletedVersion),
+  };
+}
+
+/** Client side: one connection per peer address, reused, and one lookup stream on it. */
+export class PeerClients {
+  private readonly clients = new Map<string, PeerServiceClient>();
+  private readonly lookups = new Map<string, LookupStream>();
+
+  constructor(private readonly credentials: PeerCredentials) {}
+
+  client(address: string): PeerServiceClient {
+    let client = this.clients.get(address);
+    if (client === undefined) {
+      client = new PeerServiceClient(address, this.credentials.channel(), {
+        ...this.credentials.channelOptions(),
+        'grpc.enable_retries': 0,
+        'grpc.enable_channelz': 0,
+        'grpc.max_receive_message_length': 256 * 1024 * 1024,
+      });
+      this.clients.set(address, client);
+    }
+    return client;
+  }
+
+  digests(address: string, partitions: number[], deadlineMs: number): Promise<Map<number, bigint>> {
+    return new Promise((resolve, reject) => {
+      this.client(address).digests({ partitions }, new Metadata(), { deadline: Date.now() + deadlineMs }, (err, response) => {
+        if (err) return reject(err);
+        resolve(new Map(response.partitions.map((d) => [d.partition, d.digest])));
+      });
+    });
+  }
+
+  /** Streams snapshots of partitions (or of named sessions) from a peer into `onEntry`. */
+  fetch(address: string, request: Partial<FetchRequest>, deadlineMs: number, onEntry: (snapshot: SessionSnapshot) => void): Promise<number> {
+    return new Promise((resolve, reject) => {
+      let count = 0;
+      const call = this.client(address).fetch(
+        { partitions: request.partitions ?? [], sessionIds: request.sessionIds ?? [] },
+        new Metadata(),
+        { deadline: Date.now() + deadlineMs },
+      );
+      call.on('data', (entry: SessionEntry) => {
+        count++;
+        onEntry(fromEntry(entry));
+      });
+      call.on('error', reject);
+      call.on('end', () => resolve(count));
+    });
+  }
+
+  /**
+   * The snapshots a peer holds of `sessionIds`, asked on the lookup stream kept open to it
+   * (opened on first use, and again after it broke). Rejects if the stream breaks or no
+   * answer comes within `deadlineMs`.
+   */
+  lookup(address: string, sessionIds: string[], deadlineMs: number): Promise<SessionSnapshot[]> {
+    let stream = this.lookups.get(address);
+    if (stream === undefined || stream.closed) {
+      const opened = new LookupStream(this.client(address), new Metadata(), () => {
+        if (this.lookups.get(address) === opened) this.lookups.delete(address);
+      });
+      this.lookups.set(address, (stream = opened));
+    }
+    return stream.ask(sessionIds, deadlineMs);
+  }
+
+  close(): void {
+    for (const stream of this.lookups.values()) stream.close(new Error('closing'));
+    this.lookups.clear();
+    for (const client of this.clients.values()) client.close();
+    this.clients.clear();
+  }
+}
+
+interface PendingLookup {
+  /** What the responses with `more` set brought so far. */
+  snapshots: SessionSnapshot[];
+  resolve: (snapshots: SessionSnapshot[]) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * One PeerService.Lookup stream: requests carry ids, answers come back in order. A request
+ * that times out while the stream has answered nothing since it was sent closes the stream
+ * (the peer may be gone without a reset), so the next lookup opens a fresh one.
+ */
+class LookupStream {
+  closed = false;
+  private readonly call: ClientDuplexStream<LookupRequest, LookupResponse>;
+  private readonly pending = new Map<number, PendingLookup>();
+  private nextId = 1;
+  private lastAnswerAt = 0;
+
+  constructor(
+    client: PeerServiceClient,
+    metadata: Metadata,
+    private readonly onClosed: () => void,
+  ) {
+    this.call = client.lookup(metadata);
+    this.call.on('data', (response: LookupResponse) => {
+      this.lastAnswerAt = performance.now();
+      const id = Number(response.requestId);
+      const pending = this.pending.get(id);
+      if (pending === undefined) return;
+      for (const entry of response.sessions) pending.snapshots.push(fromEntry(entry));
+      if (response.more) return;
+      this.pending.delete(id);
+      clearTimeout(pending.timer);
+      pending.resolve(pending.snapshots);
+    });
+    this.call.on('error', (err: Error) => this.close(err));
+    this.call.on('end', () => this.close(new Error('the peer ended the lookup stream')));
+  }
+
+  ask(sessionIds: string[], deadlineMs: number): Promise<SessionSnapshot[]> {
+    if (this.closed) return Promise.reject(new Error('the lookup stream is closed'));
+    const id = this.nextId++;
+    const askedAt = performance.now();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`the peer did not answer within ${deadlineMs} ms`));
+        if (this.lastAnswerAt < askedAt) this.close(new Error('the peer stopped answering lookups'));
+      }, deadlineMs);
+      this.pending.set(id, { snapshots: [], resolve, reject, timer });
+      this.call.write({ requestId: BigInt(id), sessionIds });
+    });
+  }
+
+  close(err: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.onClosed();
+    this.call.cancel();
+    for (const pending of this.pending.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(err);
+    }
+    this.pending.clear();
+  }
+}

@@ -1,0 +1,278 @@
+/**
+ * The session API's semantics, independent of transport: validates a request, runs it on
+ * the store and builds the response. The unary handlers and the Exchange stream share it.
+ * Throws BatonError subclasses; the server edge turns them into gRPC statuses.
+ */
+import { applyCartUpdate, assembleCart } from './cart-merge';
+import { InvalidArgumentError, UnavailableError } from '../wire/errors';
+import type {
+  DeleteRequest,
+  DeleteResponse,
+  GetRequest,
+  GetResponse,
+  Part,
+  PutRequest,
+  PutResponse,
+  Session,
+  TouchRequest,
+  TouchResponse,
+  UpdateCartRequest,
+  UpdateCartResponse,
+} from '../gen/baton/v1/session';
+import { versionTimeMs } from '../store/hybrid-clock';
+import type { LocalChange } from './replication-engine';
+import { forEachPart, type SessionSnapshot, type SessionStore, type StoredSession } from '../store/store';
+import { checkPartNames, checkPartWrites, checkSessionId, checkTtlSeconds, RequestLimits } from '../wire/validation';
+
+/** What the API needs from replication (absent on a node without peers). */
+export interface Replicator {
+  /** Secondaries configured per session; 0 = every other member. */
+  readonly replicas: number;
+  /** Secondaries a session written here would have now. */
+  secondariesFor(sessionId: string): number;
+  /** Queues a local change for the session's secondaries; returns an acknowledgement ticket. */
+  replicate(session: StoredSession, changes: readonly LocalChange[], now: number): number | undefined;
+  /** Resolves once `needed` secondaries acknowledged the ticket's write, or at `deadline`. */
+  waitForAcks(ticket: number, needed: number, deadline: number): Promise<number>;
+  /**
+   * Back-pressure: undefined while the replication send queues are short, else a promise
+   * that resolves once they are short again (the secondaries acknowledged enough).
+   */
+  sendQueueRoom(): Promise<void> | undefined;
+  /**
+   * Asks the members that may hold a session (its partition's top-ranked holders, and
+   * `knownOwner`), in parallel, for their copy of it; settles by `deadline`.
+   */
+  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number): Promise<PeerCopies>;
+  /** Replicates a claim made here to the new secondaries and the previous owner. */
+  replicateClaim(session: StoredSession, previousOwner: string, now: number): void;
+}
+
+/** What a resume learned from its peers. */
+export interface PeerCopies {
+  /** Peers asked, and how many of them answered (with a copy or without one). */
+  asked: number;
+  answered: number;
+  snapshots: SessionSnapshot[];
+}
+
+/** How a resume was served: by this node as owner, after asking peers, or not found. */
+export type ResumeOutcome = 'local' | 'peer' | 'not_found';
+
+export interface ResumeObserver {
+  resumed(outcome: ResumeOutcome, seconds: number): void;
+  claimed(): void;
+}
+
+/** How long a synchronous write waits for acknowledgements when the call sets no deadline. */
+export const DEFAULT_SYNC_TIMEOUT_MS = 5000;
+
+export class SessionApi {
+  /** Resumes in progress by session id: concurrent resumes of one session share one fetch. */
+  private readonly resuming = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly store: SessionStore,
+    private readonly config: RequestLimits,
+    private readonly replicator?: Replicator,
+    private readonly observer?: ResumeObserver,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  /**
+   * Writes parts. With min_replicas n > 0 the response waits until n secondaries
+   * acknowledged (or fails UNAVAILABLE at `deadline`, saying how many did); the write
+   * stays applied on this node either way.
+   */
+  put(request: PutRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): PutResponse | Promise<PutResponse> {
+    checkSessionId(request.sessionId);
+    checkPartWrites(request.parts, this.config);
+    checkTtlSeconds(request.ttlSeconds);
+    const needed = request.minReplicas;
+    if (needed > 0) this.checkReplicasPossible(request.sessionId, needed);
+    const writes = request.parts.map((p) => ({
+      name: p.name,
+      value: p.value,
+      ifVersion: p.ifVersion === undefined ? undefined : Number(p.ifVersion),
+    }));
+    const { version } = this.store.put(request.sessionId, writes, request.ttlSeconds * 1000, now);
+    const v = BigInt(version);
+    const versions = request.parts.map((p) => ({ name: p.name, version: v }));
+    const ticket = this.replicate(request.sessionId, request.parts.map((p) => ({ kind: 'put' as const, name: p.name, value: p.value, version })), now);
+    return this.answerWrite(request.sessionId, ticket, needed, now, deadline, (replicasAcked) => ({ versions, replicasAcked }));
+  }
+
+  /**
+   * Applies item-level operations to the session's merged cart (src/core/cart-merge.ts) and
+   * answers with the cart this node then holds; min_replicas as for put.
+   */
+  updateCart(request: UpdateCartRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): UpdateCartResponse | Promise<UpdateCartResponse> {
+    checkSessionId(request.sessionId);
+    checkTtlSeconds(request.ttlSeconds);
+    const needed = request.minReplicas;
+    if (needed > 0) this.checkReplicasPossible(request.sessionId, needed);
+    const { changes, version } = applyCartUpdate(this.store, request.sessionId, request.operations, request.ttlSeconds * 1000, this.config, now);
+    const ticket = changes.length === 0 ? undefined : this.replicate(request.sessionId, changes, now);
+    const answer = (replicasAcked: number): UpdateCartResponse => ({
+      cart: assembleCart(this.store.get(request.sessionId, now)),
+      version: BigInt(version),
+      replicasAcked,
+    });
+    if (changes.length === 0) return answer(0);
+    return this.answerWrite(request.sessionId, ticket, needed, now, deadline, answer);
+  }
+
+  /** Answers a write: at once (after back-pressure) or once `needed` secondaries acknowledged. */
+  private answerWrite<T>(sessionId: string, ticket: number | undefined, needed: number, now: number, deadline: number, answer: (acked: number) => T): T | Promise<T> {
+    if (needed === 0) {
+      // A writer faster than its secondaries gets its answers at their pace, rather than
+      // a replication queue that grows until it must be flooded out.
+      const room = this.replicator?.sendQueueRoom();
+      return room === undefined ? answer(0) : room.then(() => answer(0));
+    }
+    if (ticket === undefined) throw new UnavailableError(`0 of ${needed} secondaries acknowledged: none is live`);
+    const owner = this.store.get(sessionId, now)?.owner;
+    return this.replicator!.waitForAcks(ticket, needed, deadline).then((acked) => {
+      if (acked < needed) {
+        const elsewhere =
+          owner !== undefined && owner !== this.store.config.nodeId
+            ? ` (the session is owned by ${owner}: a write made on another node counts only once the owner has it; resume the session on this node to own it)`
+            : '';
+        throw new UnavailableError(
+          `${acked} of ${needed} secondaries acknowledged before the deadline; the write is applied on this node${elsewhere}`,
+        );
+      }
+      return answer(acked);
+    });
+  }
+
+  private checkReplicasPossible(sessionId: string, needed: number): void {
+    const replicator = this.replicator;
+    if (replicator === undefined) {
+      throw new InvalidArgumentError(`min_replicas is ${needed}, but no replicas are configured`);
+    }
+    if (replicator.replicas > 0 && needed > replicator.replicas) {
+      throw new InvalidArgumentError(`min_replicas is ${needed}, above the ${replicator.replicas} replicas configured (--replicas)`);
+    }
+    const live = replicator.secondariesFor(sessionId);
+    if (needed > live) {
+      throw new UnavailableError(`min_replicas is ${needed}, but only ${live} secondaries are live for this session`);
+    }
+  }
+
+  private replicate(sessionId: string, changes: LocalChange[], now: number): number | undefined {
+    if (this.replicator === undefined) return undefined;
+    const session = this.store.get(sessionId, now);
+    return session === undefined ? undefined : this.replicator.replicate(session, changes, now);
+  }
+
+  /**
+   * Reads a session. Without resume, local state only. With resume, this node makes sure
+   * it holds the newest state and becomes the owner: a node that owns the session answers
+   * at once; any other asks the peers that may hold it, merges the newest version of every
+   * part, claims the session (epoch + 1) and replicates the claim. Parts no peer that
+   * answered holds are absent. If no peer answers and this node holds nothing, the call
+   * fails UNAVAILABLE rather than report a session missing that may exist.
+   */
+  get(request: GetRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): GetResponse | Promise<GetResponse> {
+    checkSessionId(request.sessionId);
+    checkPartNames(request.parts, this.config);
+    const session = this.store.get(request.sessionId, now);
+    if (!request.resume || this.replicator === undefined) return this.answerGet(session, request);
+    if (session !== undefined && session.owner === this.store.config.nodeId) {
+      this.observer?.resumed('local', 0);
+      return this.answerGet(session, request);
+    }
+    const started = this.clock();
+    let resume = this.resuming.get(request.sessionId);
+    if (resume === undefined) {
+      resume = this.resume(request.sessionId, session?.owner, deadline).finally(() => this.resuming.delete(request.sessionId));
+      this.resuming.set(request.sessionId, resume);
+    }
+    return resume.then(() => {
+      const resumed = this.store.get(request.sessionId, this.clock());
+      this.observer?.resumed(resumed === undefined ? 'not_found' : 'peer', (this.clock() - started) / 1000);
+      return this.answerGet(resumed, request);
+    });
+  }
+
+  private answerGet(session: StoredSession | undefined, request: GetRequest): GetResponse {
+    if (session === undefined) return { found: false, session: undefined };
+    return { found: true, session: toProtoSession(session, request.parts) };
+  }
+
+  private async resume(sessionId: string, knownOwner: string | undefined, deadline: number): Promise<void> {
+    const replicator = this.replicator!;
+    const copies = await replicator.fetchFromPeers(sessionId, knownOwner, deadline);
+    let now = this.clock();
+    for (const snapshot of copies.snapshots) this.store.merge(snapshot, now);
+    if (copies.asked > 0 && copies.answered === 0 && this.store.snapshot(sessionId, now) === undefined) {
+      throw new UnavailableError(`none of the ${copies.asked} peers that may hold the session answered; try again`);
+    }
+    now = this.clock();
+    const merged = this.store.get(sessionId, now);
+    if (merged === undefined || merged.owner === this.store.config.nodeId) return;
+    const previousOwner = merged.owner;
+    this.store.claim(sessionId, this.store.config.nodeId, now);
+    replicator.replicateClaim(this.store.get(sessionId, now)!, previousOwner, now);
+    this.observer?.claimed();
+  }
+
+  delete(request: DeleteRequest, now: number): DeleteResponse {
+    checkSessionId(request.sessionId);
+    checkPartNames(request.parts, this.config);
+    const before = this.replicator === undefined ? undefined : this.store.get(request.sessionId, now);
+    const found = this.store.delete(request.sessionId, request.parts, now);
+    if (found && before !== undefined) this.replicateDelete(request.sessionId, request.parts, now);
+    return { found };
+  }
+
+  private replicateDelete(sessionId: string, names: readonly string[], now: number): void {
+    const snapshot = this.store.snapshot(sessionId, now);
+    if (snapshot === undefined) return;
+    if (names.length === 0) {
+      // The session is a tombstone now: replicate it with the header it had.
+      const session = { id: sessionId, parts: [], owner: snapshot.owner, epoch: snapshot.epoch, ttlMs: snapshot.ttlMs, expiresAt: now + snapshot.ttlMs };
+      this.replicator!.replicate(session, [{ kind: 'delete_session', version: snapshot.deletedVersion }], now);
+      return;
+    }
+    const changes: LocalChange[] = [];
+    for (const part of snapshot.parts) if (part.value === null && names.includes(part.name)) changes.push({ kind: 'delete_part', name: part.name, version: part.version });
+    this.replicate(sessionId, changes, now);
+  }
+
+  touch(request: TouchRequest, now: number): TouchResponse {
+    checkSessionId(request.sessionId);
+    checkTtlSeconds(request.ttlSeconds);
+    const expiresAt = this.store.touch(request.sessionId, request.ttlSeconds * 1000, now);
+    if (expiresAt !== undefined) this.replicate(request.sessionId, [{ kind: 'touch' }], now);
+    return expiresAt === undefined
+      ? { found: false, expiresAtUnixMs: 0n }
+      : { found: true, expiresAtUnixMs: BigInt(expiresAt) };
+  }
+}
+
+/** A stored session as the API returns it: live parts only, optionally just the named ones. */
+export function toProtoSession(session: StoredSession, names: readonly string[] = []): Session {
+  const parts: Part[] = [];
+  forEachPart(session, (name, value, version, writer) => {
+    if (value !== null && (names.length === 0 || names.includes(name))) parts.push(toProtoPart(name, value, version, writer));
+  });
+  return {
+    sessionId: session.id,
+    parts,
+    ownerNodeId: session.owner,
+    epoch: BigInt(session.epoch),
+    expiresAtUnixMs: BigInt(session.expiresAt),
+  };
+}
+
+export function toProtoPart(name: string, value: string, version: number, writer: string): Part {
+  return {
+    name,
+    value: Buffer.from(value, 'latin1'),
+    version: BigInt(version),
+    writerNodeId: writer,
+    updatedAtUnixMs: BigInt(versionTimeMs(version)),
+  };
+}
