@@ -3,12 +3,10 @@
  * replica processes (real `baton sidecar`s), and the writer node in the bench process.
  *
  * The writer comes in two forms:
- * - `InProcessWriter` wires the same parts BatonNode.start() wires — SessionStore (with a
- *   WatchHub), ReplicationDriver, SessionApi, SidecarMetrics and the 1 s expiry sweep —
- *   but no gRPC API server, and calls SessionApi.put directly: what a sidecar does after
- *   decoding a Put, without the gRPC hop. (BatonNode keeps its SessionApi and its
- *   ReplicationDriver private, so the bench assembles them itself from their public
- *   constructors; sidecar/ is not changed.)
+ * - `InProcessWriter` builds its node the way BatonNode.start() does — a SessionStore (with a
+ *   WatchHub), SidecarMetrics and the UdpTransport, which builds the node core — but no
+ *   gRPC API server, and calls the core's SessionApi.put directly: what a sidecar does
+ *   after decoding a Put, without the gRPC hop.
  * - `ExchangeWriter` is a real BatonNode in this process, written to by BatonClients over
  *   Exchange on its API port: end to end, as an application sees it.
  */
@@ -19,14 +17,13 @@ import { BatonClient } from '../src/client/client';
 import { deriveHashSeed, parseClusterKeys } from '../src/wire/cluster-key';
 import { HybridClock } from '../src/store/hybrid-clock';
 import { peerTlsFromKeys } from '../src/wire/peer-tls';
-import { SessionApi } from '../src/core/session-api';
 import { SessionStore } from '../src/store/store';
 import { WatchHub } from '../src/core/watch-hub';
-import { parseConfig, type Config } from '../sidecar/config/config';
+import { parseConfig, storeConfig, type Config } from '../sidecar/config/config';
 import { SidecarMetrics } from '../sidecar/metrics/metrics';
 import { BatonNode } from '../sidecar/node';
 import { PeerClients, PeerCredentials } from '../sidecar/transport/peer-service';
-import { ReplicationDriver } from '../sidecar/transport/replication-driver';
+import { UdpTransport } from '../sidecar/transport/udp-transport';
 import { startChild, type Child } from './children';
 import { Scrape } from './support/prometheus-scrape';
 
@@ -142,56 +139,37 @@ export function writerConfig(values: Record<string, string>, clusterKey: string)
 
 export class InProcessWriter implements Writer {
   readonly kind = 'in-process';
-  private sweep: NodeJS.Timeout | undefined;
 
   private constructor(
     readonly store: SessionStore,
-    readonly driver: ReplicationDriver,
+    readonly transport: UdpTransport,
     readonly metrics: SidecarMetrics,
-    private readonly api: SessionApi,
   ) {}
 
   static async start(config: Config): Promise<InProcessWriter> {
     const keys = config.clusterKeys === '' ? undefined : parseClusterKeys(config.clusterKeys, config.clusterKeySource);
     if (keys === undefined) throw new Error('the benchmark runs with a cluster key (encryption on)');
     const hasher = new BuzHash(config.clusterSeed !== '' ? config.clusterSeed : deriveHashSeed(keys[0]!));
-    const store = new SessionStore(
-      {
-        nodeId: config.nodeId,
-        partitions: config.partitions,
-        defaultTtlMs: config.defaultTtlSeconds * 1000,
-        maxBytes: config.maxMemoryBytes,
-        maxPartsPerSession: config.maxPartsPerSession,
-        tombstoneRetentionMs: config.tombstoneRetentionSeconds * 1000,
-        expiryResolutionMs: 1000,
-      },
-      hasher,
-      new HybridClock(),
-      new WatchHub(),
-    );
+    const store = new SessionStore(storeConfig(config), hasher, new HybridClock(), new WatchHub());
     const metrics = new SidecarMetrics(store, config.maxMemoryBytes);
-    const driver = await ReplicationDriver.open(config, store, hasher, keys, silentLogger, metrics.replicationSink());
-    metrics.attachReplication(driver);
-    await driver.start();
-    const api = new SessionApi(store, { maxValueBytes: config.maxValueBytes, maxPartsPerSession: config.maxPartsPerSession }, driver);
-    const writer = new InProcessWriter(store, driver, metrics, api);
-    writer.sweep = setInterval(() => store.tick(Date.now()), 1000);
-    writer.sweep.unref();
-    return writer;
+    const transport = await UdpTransport.open(config, store, hasher, keys, silentLogger, metrics.replicationSink());
+    metrics.attachReplication(transport);
+    await transport.start();
+    return new InProcessWriter(store, transport, metrics);
   }
 
   /** A put answered at once, or (back-pressure: replication is behind) a promise of its answer. */
   put(id: string, value: Buffer): void | Promise<unknown> {
-    const answer = this.api.put({ sessionId: id, parts: [{ name: 'data', value, ifVersion: undefined }], ttlSeconds: 0, minReplicas: 0 }, Date.now());
+    const answer = this.transport.core.api.put({ sessionId: id, parts: [{ name: 'data', value, ifVersion: undefined }], ttlSeconds: 0, minReplicas: 0 }, Date.now());
     return answer instanceof Promise ? answer : undefined;
   }
 
   async liveMembers(): Promise<number> {
-    return this.driver.membership.liveNodeIds().length;
+    return this.transport.core.membership.liveNodeIds().length;
   }
 
   async counters(): Promise<WriterCounters> {
-    const s = this.driver.engine.stats;
+    const s = this.transport.core.engine.stats;
     const scraped = Scrape.parse(await this.metrics.registry.metrics());
     return {
       deltasSent: s.deltasSent,
@@ -205,18 +183,17 @@ export class InProcessWriter implements Writer {
   }
 
   async retransmitBufferBytes(): Promise<number> {
-    return this.driver.engine.retransmitBufferBytes();
+    return this.transport.core.engine.retransmitBufferBytes();
   }
 
   maxUnacked(): number {
     let max = 0;
-    for (const n of this.driver.unacked().values()) max = Math.max(max, n);
+    for (const n of this.transport.core.unacked().values()) max = Math.max(max, n);
     return max;
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.sweep);
-    await this.driver.stop();
+    await this.transport.stop();
   }
 }
 

@@ -7,16 +7,16 @@ import { BuzHash } from '../src/store/buzhash';
 import { deriveHashSeed, parseClusterKeys, type ClusterKey } from '../src/wire/cluster-key';
 import type { ClusterServiceServer, StatusResponse } from '../src/gen/baton/v1/cluster';
 import { HybridClock } from '../src/store/hybrid-clock';
-import { SessionApi } from '../src/core/session-api';
 import { SessionStore } from '../src/store/store';
 import { WatchHub } from '../src/core/watch-hub';
 import { ApiServer } from './servers/api-server';
-import { type Config, type ListenAddress, peerExposure, runsInsecure } from './config/config';
+import { type Config, type ListenAddress, peerExposure, runsInsecure, storeConfig } from './config/config';
 import { HttpApiServer } from './servers/http-api';
 import { HttpServer } from './metrics/http-server';
 import { RespCommands } from '../src/resp/resp-commands';
 import { respLimits, RespServer, storeView } from './servers/resp-server';
-import { ReplicationDriver } from './transport/replication-driver';
+import { UdpTransport } from './transport/udp-transport';
+import type { SessionApi } from '../src/core/session-api';
 import { SidecarMetrics } from './metrics/metrics';
 import { SessionServiceHandlers } from './servers/session-service';
 import { statusPageData } from './metrics/status-page-data';
@@ -62,11 +62,10 @@ export class BatonNode {
   private handlers: SessionServiceHandlers | undefined;
   private api: ApiServer | undefined;
   private httpApi: HttpApiServer | undefined;
-  private replication: ReplicationDriver | undefined;
+  private replication: UdpTransport | undefined;
   private resp: RespServer | undefined;
   private readonly http: HttpServer;
   private readonly startedAt = Date.now();
-  private sweepTimer: NodeJS.Timeout | undefined;
   /** The API address as bound (the real port when --api-listen asked for port 0). */
   private apiAddress: string;
   private stopping: Promise<void> | undefined;
@@ -79,23 +78,10 @@ export class BatonNode {
     this.hasher = new BuzHash(
       config.clusterSeed !== '' ? config.clusterSeed : this.keys !== undefined ? deriveHashSeed(this.keys[0]!) : DEFAULT_CLUSTER_SEED,
     );
-    this.store = new SessionStore(
-      {
-        nodeId: config.nodeId,
-        partitions: config.partitions,
-        defaultTtlMs: config.defaultTtlSeconds * 1000,
-        maxBytes: config.maxMemoryBytes,
-        maxPartsPerSession: config.maxPartsPerSession,
-        tombstoneRetentionMs: config.tombstoneRetentionSeconds * 1000,
-        expiryResolutionMs: 1000,
-      },
-      this.hasher,
-      new HybridClock(),
-      this.hub,
-    );
+    this.store = new SessionStore(storeConfig(config), this.hasher, new HybridClock(), this.hub);
     this.metrics = new SidecarMetrics(this.store, config.maxMemoryBytes);
     this.metrics.insecure.set(runsInsecure(config) ? 1 : 0);
-    this.http = new HttpServer(this.metrics.registry, () => statusPageData(this.status(), this.replication?.placement));
+    this.http = new HttpServer(this.metrics.registry, () => statusPageData(this.status(), this.replication?.core.placement));
     this.apiAddress = config.apiListen.text;
   }
 
@@ -112,12 +98,7 @@ export class BatonNode {
     const replication = await this.startReplication();
     this.replication = replication;
     this.metrics.attachReplication(replication);
-    const sessionApi = new SessionApi(
-      this.store,
-      { maxValueBytes: this.config.maxValueBytes, maxPartsPerSession: this.config.maxPartsPerSession },
-      replication,
-      this.metrics.resumeObserver(),
-    );
+    const sessionApi = replication.core.api;
     this.handlers = new SessionServiceHandlers(sessionApi, this.hub, this.metrics, this.log, this.config.maxMemoryBytes);
     // A Put may carry every part at full size; leave room for ids, names and framing.
     const maxMessageBytes = Math.min(this.config.maxValueBytes * this.config.maxPartsPerSession + 64 * 1024, 2 ** 31 - 1);
@@ -146,11 +127,9 @@ export class BatonNode {
       throw err;
     });
     if (this.config.apiListen.path === undefined) this.apiAddress = this.config.apiListen.text.replace(/:\d+$/, `:${api}`);
-    this.sweepTimer = setInterval(() => this.store.tick(Date.now()), 1000);
-    this.sweepTimer.unref();
     this.api.setServing(true);
     // Ready (for Kubernetes) once caught up with the peers: the API serves meanwhile.
-    void replication.caughtUp(Date.now() + READY_CATCH_UP_LIMIT_MS).then((caughtUp) => {
+    void replication.core.caughtUp(Date.now() + READY_CATCH_UP_LIMIT_MS).then((caughtUp) => {
       if (this.stopping !== undefined) return;
       this.http.ready = true;
       this.log.info({ caught_up: caughtUp, after_ms: Date.now() - this.startedAt }, 'baton node ready');
@@ -200,10 +179,11 @@ export class BatonNode {
    * another process (an outgoing connection's ephemeral port, say) may hold it: then both
    * try again on a new port, up to PORT_ZERO_ATTEMPTS times (a machine with thousands of connections open has thousands of such ports taken).
    */
-  private async startReplication(): Promise<ReplicationDriver> {
+  private async startReplication(): Promise<UdpTransport> {
     const sink = this.metrics.replicationSink();
+    const resumes = this.metrics.resumeObserver();
     for (let attempt = 1; ; attempt++) {
-      const replication = await ReplicationDriver.open(this.config, this.store, this.hasher, this.keys, this.log, sink).catch(
+      const replication = await UdpTransport.open(this.config, this.store, this.hasher, this.keys, this.log, sink, resumes).catch(
         async (err: unknown) => {
           await this.http.close();
           throw new ListenError('peer-listen', this.config.peerListen, err);
@@ -250,8 +230,7 @@ export class BatonNode {
       this.httpApi?.close(Math.max(0, deadline - Date.now())),
       this.resp?.close(Math.max(0, deadline - Date.now())),
     ]);
-    clearInterval(this.sweepTimer);
-    const acknowledged = (await this.replication?.drain(deadline)) ?? true;
+    const acknowledged = (await this.replication?.core.drain(deadline)) ?? true;
     this.metrics.drainDuration.set((Date.now() - started) / 1000);
     await this.replication?.stop();
     await this.http.close();
@@ -262,8 +241,8 @@ export class BatonNode {
   private memberList(): StatusResponse['members'] {
     const replication = this.replication;
     if (replication === undefined) return [{ nodeId: this.config.nodeId, address: this.apiAddress, state: 'alive', isSelf: true, replicationLagSeqs: 0n }];
-    const lag = replication.unacked();
-    return replication.membership.members().map((m) => ({
+    const lag = replication.core.unacked();
+    return replication.core.membership.members().map((m) => ({
       nodeId: m.nodeId,
       address: m.advertiseAddress,
       state: m.state,

@@ -67,7 +67,7 @@ import {
 import { Scrape } from '../bench/support/prometheus-scrape';
 import { rawBidi, rawServerStream, rawUnary } from './support/raw-calls';
 import { startSidecar, type SidecarProcess } from './support/sidecar-process';
-import { configDigest } from '../sidecar/transport/replication-driver';
+import { configDigest } from '../src/core/node-core';
 
 const SEED = process.env.BATON_FUZZ_SEED !== undefined ? Number(process.env.BATON_FUZZ_SEED) : 0x5eedba70;
 const NODE_ID = 'fuzz-node';

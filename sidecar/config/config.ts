@@ -12,6 +12,8 @@ import { parseClusterKeys } from '../../src/wire/cluster-key';
 import { ConfigError } from '../../src/wire/errors';
 import { peerTlsFromPem } from '../../src/wire/peer-tls';
 import type { MembershipConfig } from '../../src/core/membership';
+import type { NodeCoreConfig } from '../../src/core/node-core';
+import type { StoreConfig } from '../../src/store/store';
 import { MAX_TTL_SECONDS } from '../../src/wire/validation';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -652,6 +654,51 @@ export function channelReceiverConfig(config: Config): ChannelReceiverConfig {
     nackRetryMs: config.nackRetryMs,
     multicastBackoffMs: config.nackMulticastBackoffMs,
     noteRetentionMs: NOTE_RETENTION_HEARTBEATS * config.heartbeatIntervalMs,
+  };
+}
+
+/**
+ * How often --peers-dns is re-resolved: it only finds new pods (heartbeats notice departed
+ * ones), and CoreDNS answers cluster names with a 5 s TTL, so asking more often sees nothing new.
+ */
+export const DNS_REFRESH_MS = 5000;
+
+/** The node core's configuration: the options, and what binding the peer address decided. */
+export function nodeCoreConfig(
+  config: Config,
+  bound: { advertiseAddress: string; incarnation: bigint; maxPayloadBytes: number },
+): NodeCoreConfig {
+  return {
+    nodeId: config.nodeId,
+    advertiseAddress: bound.advertiseAddress,
+    incarnation: bound.incarnation,
+    partitions: config.partitions,
+    replicas: config.replicas,
+    transport: config.multicast === undefined ? 'unicast' : 'multicast',
+    maxPayloadBytes: bound.maxPayloadBytes,
+    retransmitBufferBytes: config.retransmitBufferBytes,
+    sendWindowBytes: config.sendWindowBytes,
+    ...reassemblyLimits(config),
+    receiver: channelReceiverConfig(config),
+    membership: membershipConfig(config),
+    seeds: config.peers,
+    seedRefreshMs: config.peersDns === undefined ? 0 : DNS_REFRESH_MS,
+    antiEntropyIntervalMs: config.antiEntropyIntervalSeconds * 1000,
+    injectLossPercent: config.injectLossPercent,
+    limits: { maxValueBytes: config.maxValueBytes, maxPartsPerSession: config.maxPartsPerSession },
+  };
+}
+
+/** The store's configuration from the options (expiry swept at 1 s resolution). */
+export function storeConfig(config: Config): StoreConfig {
+  return {
+    nodeId: config.nodeId,
+    partitions: config.partitions,
+    defaultTtlMs: config.defaultTtlSeconds * 1000,
+    maxBytes: config.maxMemoryBytes,
+    maxPartsPerSession: config.maxPartsPerSession,
+    tombstoneRetentionMs: config.tombstoneRetentionSeconds * 1000,
+    expiryResolutionMs: 1000,
   };
 }
 

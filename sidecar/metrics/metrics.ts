@@ -10,7 +10,8 @@ import type { ErrorCode } from '../../src/wire/errors';
 import type { ResumeObserver } from '../../src/core/session-api';
 import type { SessionStore } from '../../src/store/store';
 import { PACKAGE_ROOT, VERSION } from '../config/package-root';
-import type { ReplicationDriver, ReplicationSink } from '../transport/replication-driver';
+import type { NodeObserver } from '../../src/core/node-core';
+import type { UdpTransport } from '../transport/udp-transport';
 
 export type Method = 'put' | 'get' | 'delete' | 'touch' | 'update_cart';
 export type OperationResult = 'ok' | 'not_found' | 'invalid' | 'precondition' | 'exhausted' | 'unavailable' | 'deadline' | 'error';
@@ -202,10 +203,11 @@ export class SidecarMetrics {
     counterFrom(registry, 'baton_expirations_total', 'Sessions expired after their idle TTL.', () => stats().expirations);
   }
 
-  /** Replication metrics read from the driver's core at scrape time. */
-  attachReplication(driver: ReplicationDriver): void {
+  /** Replication metrics read from the node core (and the transport's send errors) at scrape time. */
+  attachReplication(transport: UdpTransport): void {
     const registry = this.registry;
-    const engine = driver.engine;
+    const core = transport.core;
+    const engine = core.engine;
     const stats = engine.stats;
     const types = ['data', 'heartbeat', 'nack', 'ack', 'gone', 'leave'] as const;
     const perType = (name: string, help: string, read: (t: (typeof types)[number]) => number) => {
@@ -281,7 +283,7 @@ export class SidecarMetrics {
       registry,
       'baton_replication_backpressure_waits_total',
       'Puts whose answer waited until the replication send queues were short again (a writer faster than its secondaries).',
-      () => driver.counters.backpressureWaits,
+      () => core.counters.backpressureWaits,
     );
     counterFrom(
       registry,
@@ -305,10 +307,10 @@ export class SidecarMetrics {
         this.set(engine.underReplicatedPartitions());
       },
     });
-    counterFrom(registry, 'baton_rereplicated_bytes_total', 'Bytes of session state pulled from peers because placement gave this node new partitions.', () => driver.counters.rereplicatedBytes);
-    counterFrom(registry, 'baton_anti_entropy_repairs_total', 'Sessions changed by anti-entropy: divergence found by digest comparison and repaired.', () => driver.counters.antiEntropyRepairs);
-    counterFrom(registry, 'baton_sessions_transferred_total', 'Sessions merged from peers by state transfers (joins, placement changes, resyncs, anti-entropy).', () => driver.counters.sessionsTransferred);
-    counterFrom(registry, 'baton_replication_send_errors_total', 'Datagrams the operating system refused to send (an unreachable or invalid peer address, a full buffer).', () => driver.counters.sendErrors);
+    counterFrom(registry, 'baton_rereplicated_bytes_total', 'Bytes of session state pulled from peers because placement gave this node new partitions.', () => core.counters.rereplicatedBytes);
+    counterFrom(registry, 'baton_anti_entropy_repairs_total', 'Sessions changed by anti-entropy: divergence found by digest comparison and repaired.', () => core.counters.antiEntropyRepairs);
+    counterFrom(registry, 'baton_sessions_transferred_total', 'Sessions merged from peers by state transfers (joins, placement changes, resyncs, anti-entropy).', () => core.counters.sessionsTransferred);
+    counterFrom(registry, 'baton_replication_send_errors_total', 'Datagrams the operating system refused to send (an unreachable or invalid peer address, a full buffer).', () => transport.counters.sendErrors);
     counterFrom(registry, 'baton_replication_sessions_discarded_total', 'Copies dropped because placement moved them to other members.', () => stats.sessionsDiscarded);
     new Gauge({
       name: 'baton_cluster_members',
@@ -317,14 +319,14 @@ export class SidecarMetrics {
       registers: [registry],
       collect() {
         const counts = { alive: 0, suspect: 0, dead: 0, left: 0 };
-        for (const m of driver.membership.members()) counts[m.state]++;
+        for (const m of core.membership.members()) counts[m.state]++;
         for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
       },
     });
   }
 
-  /** Replication metrics the driver reports as events happen. */
-  replicationSink(): ReplicationSink {
+  /** Replication metrics the node core (and the transport) report as events happen. */
+  replicationSink(): NodeObserver {
     const registry = this.registry;
     const dropped = new Counter({
       name: 'baton_replication_dropped_total',
@@ -360,7 +362,7 @@ export class SidecarMetrics {
     return {
       dropped: (reason) => dropped.inc({ reason }),
       lag: (seconds) => lag.observe(seconds),
-      resync: (reason, outcome) => resyncs.inc({ reason, outcome }),
+      resync: (request, outcome) => resyncs.inc({ reason: request.reason, outcome }),
       membership: (event) => events.inc({ type: event.type }),
       peerFetch: (seconds, outcome) => peerFetch.observe({ outcome }, seconds),
     };

@@ -21,6 +21,7 @@ import {
 } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import type { ClusterKey } from '../../src/wire/cluster-key';
+import { MAX_IDS_PER_REQUEST } from '../../src/core/resume-asks';
 import {
   type FetchRequest,
   type LookupRequest,
@@ -38,7 +39,7 @@ import { OpenStreams } from '../net/server-shutdown';
 import type { Config } from '../config/config';
 
 /** Session ids a peer serves in one Fetch or Lookup request. */
-export const MAX_IDS_PER_REQUEST = 10_000;
+export { MAX_IDS_PER_REQUEST };
 /** The most partitions a cluster may have (--partitions). */
 const MAX_PARTITIONS = 65_536;
 /** A Lookup answer is split into responses of about this many bytes of ids and values. */

@@ -43,7 +43,7 @@ export interface Replicator {
    * Asks the members that may hold a session (its partition's top-ranked holders, and
    * `knownOwner`), in parallel, for their copy of it; settles by `deadline`.
    */
-  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number): Promise<PeerCopies>;
+  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<PeerCopies>;
   /** Replicates a claim made here to the new secondaries and the previous owner. */
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void;
 }
@@ -183,10 +183,10 @@ export class SessionApi {
       this.observer?.resumed('local', 0);
       return this.answerGet(session, request);
     }
-    const started = this.clock();
+    const started = now;
     let resume = this.resuming.get(request.sessionId);
     if (resume === undefined) {
-      resume = this.resume(request.sessionId, session?.owner, deadline).finally(() => this.resuming.delete(request.sessionId));
+      resume = this.resume(request.sessionId, session?.owner, deadline, now).finally(() => this.resuming.delete(request.sessionId));
       this.resuming.set(request.sessionId, resume);
     }
     return resume.then(() => {
@@ -201,10 +201,10 @@ export class SessionApi {
     return { found: true, session: toProtoSession(session, request.parts) };
   }
 
-  private async resume(sessionId: string, knownOwner: string | undefined, deadline: number): Promise<void> {
+  private async resume(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<void> {
     const replicator = this.replicator!;
-    const copies = await replicator.fetchFromPeers(sessionId, knownOwner, deadline);
-    let now = this.clock();
+    const copies = await replicator.fetchFromPeers(sessionId, knownOwner, deadline, now);
+    now = this.clock();
     for (const snapshot of copies.snapshots) this.store.merge(snapshot, now);
     if (copies.asked > 0 && copies.answered === 0 && this.store.snapshot(sessionId, now) === undefined) {
       throw new UnavailableError(`none of the ${copies.asked} peers that may hold the session answered; try again`);

@@ -1,0 +1,285 @@
+/**
+ * The sidecar's Transport (src/core/transport.ts): carries out what the node core asks
+ * for over UDP (unicast, and the multicast group when configured) and the peer gRPC
+ * service. It owns the sockets, seals and opens datagrams, runs peer requests (state
+ * transfers, resume lookups, DNS) and feeds their answers back, and arms exactly one
+ * timer, at the core's next deadline. It makes no protocol decision: every datagram,
+ * request and deadline comes from the core, and every input goes to it with `now` read
+ * from the wall clock here.
+ */
+import { randomBytes } from 'node:crypto';
+import * as dgram from 'node:dgram';
+import { promises as dns } from 'node:dns';
+import { Server } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { BuzHash } from '../../src/store/buzhash';
+import type { ClusterKey } from '../../src/wire/cluster-key';
+import { DatagramOpener, DatagramSealer, HEADER_BYTES, TAG_BYTES } from '../../src/wire/datagram-codec';
+import { NodeCore, type NodeObserver } from '../../src/core/node-core';
+import { SeededRandom } from '../../src/store/random';
+import type { ResumeObserver } from '../../src/core/session-api';
+import type { SessionStore } from '../../src/store/store';
+import { carryOut, type Outgoing, type PeerAnswer, type PeerRequest, type Ready, type Transport } from '../../src/core/transport';
+import { type Config, nodeCoreConfig } from '../config/config';
+import { PeerClients, PeerCredentials, peerServiceDefinition, peerServiceImplementation, peerTlsFor } from './peer-service';
+import { OpenStreams, shutdownWithin } from '../net/server-shutdown';
+
+/** How long a stopping node's peer server waits for calls in flight before cancelling them. */
+const PEER_SHUTDOWN_MS = 1000;
+/** Socket buffers: the default 208 KiB holds only ~90 datagrams (see PLATFORM notes). */
+const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+
+export class UdpTransport implements Transport {
+  readonly core: NodeCore;
+  readonly incarnation: bigint;
+  readonly advertiseAddress: string;
+  readonly counters = { sendErrors: 0 };
+  private readonly sealer: DatagramSealer;
+  /** This node's incarnation as the datagram header carries it (bytes 4–11). */
+  private readonly incarnationBytes = Buffer.alloc(8);
+  private readonly opener: DatagramOpener;
+  private groupSocket: dgram.Socket | undefined;
+  private readonly peerServer = new Server({ 'grpc.enable_channelz': 0, 'grpc.max_send_message_length': 256 * 1024 * 1024 });
+  private readonly peers: PeerClients;
+  /** Peers' Lookup streams open on this node's peer server. */
+  private readonly peerStreams = new OpenStreams();
+  /** Mutual TLS for the peer gRPC service and calls (plaintext without a key). */
+  private readonly peerCredentials: PeerCredentials;
+  /** The one timer, and when it fires. */
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+  private flushScheduled = false;
+  private stopped = false;
+
+  /** Binds the UDP socket first, so the advertised address carries the real port. */
+  static async open(
+    config: Config,
+    store: SessionStore,
+    hasher: BuzHash,
+    keys: ClusterKey[] | undefined,
+    log: Logger,
+    observer: NodeObserver,
+    resumeObserver?: ResumeObserver,
+  ): Promise<UdpTransport> {
+    const socket = dgram.createSocket({ type: 'udp4', recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES });
+    const { host, port } = config.peerListen;
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind({ address: host, port, exclusive: true }, () => {
+        socket.off('error', reject);
+        resolve();
+      });
+    });
+    return new UdpTransport(config, store, hasher, keys, log, observer, resumeObserver, socket);
+  }
+
+  private constructor(
+    private readonly config: Config,
+    store: SessionStore,
+    hasher: BuzHash,
+    keys: ClusterKey[] | undefined,
+    private readonly log: Logger,
+    private readonly observer: NodeObserver,
+    resumeObserver: ResumeObserver | undefined,
+    private readonly socket: dgram.Socket,
+  ) {
+    const now = Date.now();
+    // Start time in the high bits, so a restart is always a higher incarnation; random low
+    // bits keep two starts in the same millisecond apart.
+    this.incarnation = (BigInt(now) << 16n) | BigInt(randomBytes(2).readUInt16BE());
+    this.advertiseAddress =
+      config.advertiseAddress !== '' ? config.advertiseAddress : `${config.peerListen.host}:${socket.address().port}`;
+    const overhead = HEADER_BYTES + (keys === undefined ? 0 : TAG_BYTES);
+    this.core = new NodeCore(
+      nodeCoreConfig(config, { advertiseAddress: this.advertiseAddress, incarnation: this.incarnation, maxPayloadBytes: config.maxDatagramBytes - overhead }),
+      {
+        store,
+        hasher,
+        random: new SeededRandom(Number(this.incarnation & 0xffffffffn)),
+        observer: loggingObserver(observer, log),
+        resumeObserver,
+        wake: () => this.scheduleFlush(),
+      },
+      now,
+    );
+    this.sealer = new DatagramSealer(keys, this.incarnation);
+    this.incarnationBytes.writeBigUInt64BE(this.incarnation);
+    this.opener = new DatagramOpener(keys, { maxDatagramBytes: config.maxDatagramBytes });
+    this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
+    this.socket.on('error', (err) => this.log.warn({ err }, 'replication socket error'));
+    this.peerCredentials = new PeerCredentials(peerTlsFor(config, keys, now));
+    this.peers = new PeerClients(this.peerCredentials);
+    this.peerServer.addService(peerServiceDefinition(), peerServiceImplementation(store, config.nodeId, config.partitions, this.peerStreams));
+  }
+
+  /** Binds the peer gRPC service (and the multicast group); starts the core (heartbeats). */
+  async start(): Promise<void> {
+    const host = this.config.peerListen.host!;
+    await new Promise<void>((resolve, reject) =>
+      this.peerServer.bindAsync(`${host}:${this.socket.address().port}`, this.peerCredentials.server(), (err) => (err ? reject(err) : resolve())),
+    );
+    if (this.config.multicast !== undefined) await this.joinGroup();
+    this.carry(this.core.tick(Date.now()));
+  }
+
+  /** The UDP port bound (the peer gRPC service listens on the same number). */
+  get port(): number {
+    return this.socket.address().port;
+  }
+
+  /**
+   * Announces departure (peers re-replicate at once) and closes sockets. Peers' Lookup
+   * streams are ended, and the peer server waits at most PEER_SHUTDOWN_MS for calls in
+   * flight (a state transfer a peer is reading) before it cancels them.
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    const leaving = this.core.stop(Date.now());
+    for (const datagram of leaving.datagrams) this.sendDatagram(datagram);
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.peers.close();
+    this.peerStreams.endAll();
+    await shutdownWithin(this.peerServer, PEER_SHUTDOWN_MS);
+    await new Promise<void>((resolve) => this.socket.close(() => resolve()));
+    if (this.groupSocket !== undefined) await new Promise<void>((resolve) => this.groupSocket!.close(() => resolve()));
+  }
+
+  // --- Transport ---------------------------------------------------------------------
+
+  sendDatagram({ to, payload }: Outgoing): void {
+    let host: string;
+    let port: number;
+    if (to === 'multicast') {
+      if (this.config.multicast === undefined) return;
+      host = this.config.multicast.group;
+      port = this.config.multicast.port;
+    } else {
+      const colon = to.lastIndexOf(':');
+      host = to.slice(0, colon).replace(/^\[|\]$/g, '');
+      port = Number(to.slice(colon + 1));
+    }
+    try {
+      this.socket.send(this.sealer.seal(payload), port, host, (err) => {
+        if (err) this.counters.sendErrors++;
+      });
+    } catch (err) {
+      // A peer advertised an address no datagram can go to: count it, never crash.
+      this.counters.sendErrors++;
+      this.log.debug({ err: (err as Error).message, to }, 'replication send failed');
+    }
+  }
+
+  startRequest(request: PeerRequest): void {
+    const answer = (a: PeerAnswer) => {
+      if (!this.stopped) this.carry(this.core.handleAnswer(a, Date.now()));
+    };
+    const failed = (err: unknown) => answer({ kind: 'failed', id: request.id, error: (err as Error).message });
+    const within = (deadline: number) => Math.max(1, deadline - Date.now());
+    switch (request.kind) {
+      case 'digests':
+        this.peers.digests(request.peerAddress, request.partitions, within(request.deadline)).then((digests) => answer({ kind: 'digests', id: request.id, digests }), failed);
+        return;
+      case 'fetch':
+        this.peers
+          .fetch(request.peerAddress, { partitions: request.partitions }, within(request.deadline), (snapshot) => answer({ kind: 'snapshot', id: request.id, snapshot }))
+          .then(() => answer({ kind: 'fetched', id: request.id }), failed);
+        return;
+      case 'lookup':
+        this.peers.lookup(request.peerAddress, request.sessionIds, within(request.deadline)).then((snapshots) => answer({ kind: 'lookup', id: request.id, snapshots }), (err: unknown) => {
+          this.log.debug({ peer: request.peerAddress, sessions: request.sessionIds.length, err: (err as Error).message }, 'resume fetch failed');
+          failed(err);
+        });
+        return;
+      case 'resolve_seeds': {
+        const { name, port } = this.config.peersDns!;
+        dns.lookup(name, { all: true, family: 4 }).then(
+          (answers) => answer({ kind: 'seeds', id: request.id, addresses: answers.map((a) => `${a.address}:${port}`) }),
+          (err: unknown) => this.log.warn({ err: (err as Error).message, name }, 'cannot resolve --peers-dns'),
+        );
+        return;
+      }
+    }
+  }
+
+  /** The one timer: kept when it fires no later than `deadline`, else moved to it. */
+  armTimer(deadline: number): void {
+    if (this.stopped || deadline === Infinity) return;
+    if (this.timer !== undefined && this.timerAt <= deadline) return;
+    clearTimeout(this.timer);
+    const now = Date.now();
+    this.timerAt = deadline;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      this.carry(this.core.tick(Date.now()));
+    }, Math.max(0, deadline - now));
+  }
+
+  // --- internals -----------------------------------------------------------------
+
+  private carry(ready: Ready): void {
+    if (!this.stopped) carryOut(ready, this);
+  }
+
+  /** Sends what API calls queued once this event-loop turn's calls are in (the core's wake). */
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.stopped) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.carry(this.core.flush(Date.now()));
+    });
+  }
+
+  private async joinGroup(): Promise<void> {
+    const { group, port } = this.config.multicast!;
+    const iface = this.config.multicastInterface !== '' ? this.config.multicastInterface : this.config.peerListen.host!;
+    this.socket.setMulticastInterface(iface);
+    this.socket.setMulticastTTL(this.config.multicastTtl);
+    this.socket.setMulticastLoopback(true);
+    const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true, recvBufferSize: SOCKET_BUFFER_BYTES });
+    socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
+    socket.on('error', (err) => this.log.warn({ err }, 'multicast socket error'));
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind({ port, address: group }, () => {
+        socket.off('error', reject);
+        resolve();
+      });
+    });
+    socket.addMembership(group, iface);
+    this.groupSocket = socket;
+  }
+
+  private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (this.stopped) return;
+    // The group loops this node's own multicast datagrams back: skip them before any
+    // decryption (the core would only discard them after).
+    if (msg.length >= HEADER_BYTES && msg.compare(this.incarnationBytes, 0, 8, 4, 12) === 0) return;
+    const opened = this.opener.open(msg);
+    if (!opened.ok) {
+      this.observer.dropped(opened.reason);
+      return;
+    }
+    this.carry(this.core.handleDatagram(opened.payload, opened.incarnation, `${rinfo.address}:${rinfo.port}`, Date.now()));
+  }
+}
+
+/** The observer, with the log lines operators read: membership changes, and state transfers. */
+function loggingObserver(observer: NodeObserver, log: Logger): NodeObserver {
+  return {
+    dropped: (reason) => observer.dropped(reason),
+    lag: (seconds) => observer.lag(seconds),
+    peerFetch: (seconds, outcome) => observer.peerFetch(seconds, outcome),
+    membership: (event) => {
+      observer.membership(event);
+      log.info({ event: event.type, peer: event.nodeId }, 'membership change');
+    },
+    resync: (request, outcome, sessions, error) => {
+      observer.resync(request, outcome, sessions, error);
+      if (outcome === 'ok') log.debug({ peer: request.peerNodeId, reason: request.reason, partitions: request.partitions.length, sessions }, 'resync done');
+      else log.warn({ peer: request.peerNodeId, reason: request.reason, err: error }, 'resync failed');
+    },
+  };
+}

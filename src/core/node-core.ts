@@ -1,0 +1,590 @@
+/**
+ * One baton node, sans-IO: the composition of its store, membership, placement,
+ * replication engine and session API, and every decision the node makes around them —
+ * the only place a node is wired. The sidecar (sidecar/transport/udp-transport.ts), the
+ * benchmark's in-process writer and the simulator (test/support/sim-cluster.ts) all build
+ * their nodes here, so simulations run the composition that runs in production.
+ *
+ * Inputs, each with `now` (ms since the epoch, never read from a clock here):
+ * - `handleDatagram`: an opened datagram payload from a peer;
+ * - `handleAnswer`: a peer's answer to a request this core made (or its failure);
+ * - `tick`: the one timer fired (at or after `Ready.deadline`);
+ * - `flush`: API calls made through `api` queued work (the core called its `wake` hook);
+ * - `stop`: the node leaves.
+ * Each returns a `Ready` (transport.ts): datagrams to send, peer requests to start, the
+ * next deadline — in that order. API calls go to `api` (the real SessionApi); the
+ * promises they wait on (synchronous writes, resumes) and `drain`/`caughtUp`/back-pressure
+ * are resolved by the inputs above, never by a timer of their own.
+ *
+ * Decisions made here: state transfers (coalescing requests for the same partitions of
+ * the same peer; comparing digests before fetching; keeping only transferred sessions
+ * placement gives this node), resume candidates (dead and left members skipped, suspect
+ * ones waited for SUSPECT_PEER_WAIT_MS, the settle margin before the caller's deadline),
+ * readiness (caught up after start), the drain predicate, the config digest, synchronous
+ * write deadlines, anti-entropy rounds, seed re-resolution and injected loss.
+ */
+import { fmix32, mixWord, type BuzHash } from '../store/buzhash';
+import type { ChannelReceiverConfig } from './channel-receiver';
+import type { DropReason } from '../wire/datagram-codec';
+import { Membership, type MembershipConfig, type MembershipEvent } from './membership';
+import { Placement } from './placement';
+import { SeededRandom, type Random } from '../store/random';
+import { ReplicationEngine, type EngineDropReason, type LocalChange, type ResyncRequest } from './replication-engine';
+import { ResumeAsks, type PeerRef } from './resume-asks';
+import { SessionApi, type PeerCopies, type Replicator, type ResumeObserver } from './session-api';
+import type { SessionSnapshot, SessionStore, StoredSession } from '../store/store';
+import type { PeerAnswer, PeerRequest, Ready } from './transport';
+import type { RequestLimits } from '../wire/validation';
+
+/** Deadline of one state-transfer call: generous, as a partition pulled under load may be large; a failure is retried. */
+export const RESYNC_DEADLINE_MS = 60_000;
+/** How long a resume waits for a member that stopped answering heartbeats (suspect). */
+export const SUSPECT_PEER_WAIT_MS = 200;
+/** A resume's fetch settles up to this long before the caller's deadline (at most a quarter of its time). */
+export const RESUME_ANSWER_MARGIN_MS = 250;
+/** Readiness waits at least this many heartbeat intervals after start: time to hear from the peers. */
+const CAUGHT_UP_HEARTBEATS = 3;
+
+export interface NodeCoreConfig {
+  nodeId: string;
+  /** host:port peers reach this node at (datagrams and the peer gRPC service). */
+  advertiseAddress: string;
+  /** This process's incarnation: higher on every restart. */
+  incarnation: bigint;
+  partitions: number;
+  /** Secondaries per session; 0 = every other member. */
+  replicas: number;
+  transport: 'unicast' | 'multicast';
+  /** Largest datagram payload before sealing, in bytes. */
+  maxPayloadBytes: number;
+  retransmitBufferBytes: number;
+  sendWindowBytes: number;
+  maxReassemblyBytes: number;
+  reassemblyTimeoutMs: number;
+  receiver: ChannelReceiverConfig;
+  membership: MembershipConfig;
+  /** Static seed addresses (host:port). */
+  seeds: readonly string[];
+  /** Resolve more seeds (DNS) this often, in ms; 0 = no resolver (no `resolve_seeds` requests). */
+  seedRefreshMs: number;
+  /** Anti-entropy round interval in ms; 0 = off. */
+  antiEntropyIntervalMs: number;
+  /** Percentage of datagrams in dropped on purpose (testing), 0–100. */
+  injectLossPercent: number;
+  /** Request limits of the session API. */
+  limits: RequestLimits;
+}
+
+/** What the core reports as it happens (metrics, logs, simulations). */
+export interface NodeObserver {
+  dropped(reason: DropReason | EngineDropReason | 'injected_loss'): void;
+  lag(seconds: number): void;
+  /** A state transfer ended; `sessions` = sessions it merged. */
+  resync(request: ResyncRequest, outcome: 'ok' | 'error', sessions: number, error?: string): void;
+  membership(event: MembershipEvent): void;
+  /** One peer's answer to a resume's lookup (or its failure), with its latency. */
+  peerFetch(seconds: number, outcome: 'ok' | 'error'): void;
+}
+
+export interface NodeCoreDeps {
+  /** The node's store (its config's nodeId and partitions match this config's). */
+  store: SessionStore;
+  /** The cluster's BUZhash table (placement, config digest). */
+  hasher: BuzHash;
+  /** The engine's random source (NACK timing); seeded for replay in simulations. */
+  random: Random;
+  observer: NodeObserver;
+  resumeObserver?: ResumeObserver;
+  /**
+   * Called when an API call queued work outside an input (a write to send, a resume to
+   * ask peers for): the driver calls `flush(now)` soon (the sidecar on the next turn of its
+   * event loop, so one turn's writes share datagrams and one turn's resumes one lookup per peer).
+   */
+  wake?: () => void;
+  /** Overrides the config digest (tests of the digest check only). */
+  configDigest?: bigint;
+}
+
+interface Waiter {
+  needed: number;
+  deadline: number;
+  resolve: (acked: number) => void;
+}
+
+interface Transfer {
+  request: ResyncRequest;
+  key: string;
+  sessions: number;
+}
+
+interface Pending<T> {
+  deadline: number;
+  resolve: (value: T) => void;
+}
+
+export class NodeCore implements Replicator {
+  readonly store: SessionStore;
+  readonly membership: Membership;
+  readonly placement: Placement;
+  readonly engine: ReplicationEngine;
+  readonly api: SessionApi;
+  readonly configDigest: bigint;
+  readonly counters = { resyncs: 0, resyncFailures: 0, sessionsTransferred: 0, antiEntropyRepairs: 0, rereplicatedBytes: 0, backpressureWaits: 0 };
+  /** The latest `now` an input carried. */
+  private now: number;
+  private readonly startedAt: number;
+  private readonly observer: NodeObserver;
+  private readonly wake: () => void;
+  private readonly lossRandom: SeededRandom;
+  private readonly asks: ResumeAsks;
+  private nextRequestId = 1;
+  private requests: PeerRequest[] = [];
+  private readonly waiters = new Map<number, Waiter>();
+  private awaited: number[] = [];
+  private completed: { id: number; acked: number }[] = [];
+  private settled = 0;
+  private asksSettledBefore = 0;
+  /** State transfers by request id (digests, then fetch). */
+  private readonly transfers = new Map<number, Transfer>();
+  /** Transfers in progress by peer and partitions, with the request to run again after (if any). */
+  private readonly resyncing = new Map<string, ResyncRequest | undefined>();
+  /** Puts waiting for the send queues to shorten (one promise for all of them). */
+  private room: { promise: Promise<void>; resolve: () => void } | undefined;
+  private drains: Pending<boolean>[] = [];
+  private catchUps: Pending<boolean>[] = [];
+  private antiEntropyAt: number;
+  private seedsAt: number;
+  private stopped = false;
+
+  constructor(
+    readonly config: NodeCoreConfig,
+    deps: NodeCoreDeps,
+    now: number,
+  ) {
+    this.now = now;
+    this.startedAt = now;
+    this.store = deps.store;
+    this.observer = deps.observer;
+    this.wake = deps.wake ?? (() => undefined);
+    this.configDigest = deps.configDigest ?? configDigest(deps.hasher, config.partitions);
+    this.membership = new Membership({ nodeId: config.nodeId, advertiseAddress: config.advertiseAddress, incarnation: config.incarnation }, config.membership, this.configDigest);
+    this.membership.addSeedAddresses([...config.seeds]);
+    this.placement = new Placement(deps.hasher, config.partitions, config.replicas);
+    const observer = this.observer;
+    this.engine = new ReplicationEngine(
+      {
+        nodeId: config.nodeId,
+        incarnation: config.incarnation,
+        transport: config.transport,
+        maxPayloadBytes: config.maxPayloadBytes,
+        retransmitBufferBytes: config.retransmitBufferBytes,
+        sendWindowBytes: config.sendWindowBytes,
+        maxReassemblyBytes: config.maxReassemblyBytes,
+        reassemblyTimeoutMs: config.reassemblyTimeoutMs,
+        receiver: config.receiver,
+      },
+      this.store,
+      this.membership,
+      this.placement,
+      deps.random,
+      {
+        lag: (ms) => observer.lag(ms / 1000),
+        dropped: (reason) => observer.dropped(reason),
+        membershipEvent: (event) => observer.membership(event),
+      },
+      () => ({ advertiseAddress: config.advertiseAddress, configDigest: this.configDigest }),
+    );
+    this.lossRandom = new SeededRandom(Number(config.incarnation & 0xffffffffn) ^ 0x1055_1055);
+    this.asks = new ResumeAsks(
+      (seconds, outcome) => observer.peerFetch(seconds, outcome),
+      () => this.nextRequestId++,
+    );
+    this.api = new SessionApi(this.store, config.limits, this, deps.resumeObserver, () => this.now);
+    this.antiEntropyAt = config.antiEntropyIntervalMs > 0 ? now + config.antiEntropyIntervalMs : Infinity;
+    this.seedsAt = config.seedRefreshMs > 0 ? now : Infinity;
+  }
+
+  // --- inputs ------------------------------------------------------------------------
+
+  /** An opened datagram payload from `fromAddress` (host:port), sealed by `incarnation`. */
+  handleDatagram(payload: Uint8Array, incarnation: bigint, fromAddress: string, now: number): Ready {
+    this.advance(now);
+    if (this.stopped) return this.idle();
+    if (this.config.injectLossPercent > 0 && this.lossRandom.next() * 100 < this.config.injectLossPercent) {
+      this.observer.dropped('injected_loss');
+      return this.collect(now);
+    }
+    this.engine.handleDatagram(payload, incarnation, fromAddress, now);
+    return this.collect(now);
+  }
+
+  /** A peer's answer to one of this core's requests, or its failure. */
+  handleAnswer(answer: PeerAnswer, now: number): Ready {
+    this.advance(now);
+    if (this.stopped) return this.idle();
+    switch (answer.kind) {
+      case 'digests':
+        this.onDigests(answer.id, answer.digests, now);
+        break;
+      case 'snapshot':
+        this.onSnapshot(answer.id, answer.snapshot, now);
+        break;
+      case 'fetched': {
+        const transfer = this.transfers.get(answer.id);
+        if (transfer !== undefined) this.endTransfer(answer.id, transfer, undefined, now);
+        break;
+      }
+      case 'lookup':
+        this.asks.answer(answer.id, answer.snapshots, now);
+        break;
+      case 'seeds':
+        this.membership.setSeedAddresses([...this.config.seeds, ...answer.addresses]);
+        break;
+      case 'failed': {
+        if (this.asks.owns(answer.id)) this.asks.answer(answer.id, undefined, now);
+        const transfer = this.transfers.get(answer.id);
+        if (transfer !== undefined) this.endTransfer(answer.id, transfer, answer.error, now);
+        break;
+      }
+    }
+    return this.collect(now);
+  }
+
+  /** The timer fired: everything due at `now`. */
+  tick(now: number): Ready {
+    this.advance(now);
+    if (this.stopped) return this.idle();
+    if ((this.store.nextDeadline() ?? Infinity) <= now) this.store.tick(now);
+    this.engine.tick(now);
+    this.asks.tick(now);
+    for (const [ticket, waiter] of this.waiters) {
+      if (waiter.deadline > now) continue;
+      this.waiters.delete(ticket);
+      const acked = this.engine.ackCount(ticket);
+      this.engine.releaseTicket(ticket);
+      this.settle(() => waiter.resolve(acked));
+    }
+    if (this.antiEntropyAt <= now) {
+      this.engine.antiEntropy(now);
+      this.antiEntropyAt = now + this.config.antiEntropyIntervalMs;
+    }
+    if (this.seedsAt <= now) {
+      this.requests.push({ kind: 'resolve_seeds', id: this.nextRequestId++ });
+      this.seedsAt = now + this.config.seedRefreshMs;
+    }
+    return this.collect(now);
+  }
+
+  /** Sends what API calls queued since the last input (the core called `wake`). */
+  flush(now: number): Ready {
+    this.advance(now);
+    if (this.stopped) return this.idle();
+    this.engine.flush(now);
+    return this.collect(now);
+  }
+
+  /**
+   * Leaves: announces departure (peers re-replicate at once), and settles everything still
+   * waiting — writes with the acknowledgements they have, resumes with the copies they
+   * have, drain with whether all was acknowledged. Inputs after this change nothing.
+   */
+  stop(now: number): Ready {
+    this.advance(now);
+    if (this.stopped) return this.idle();
+    this.engine.leave();
+    const datagrams = this.engine.takeOutbox();
+    this.stopped = true;
+    for (const [ticket, waiter] of this.waiters) {
+      const acked = this.engine.ackCount(ticket);
+      this.settle(() => waiter.resolve(acked));
+    }
+    this.waiters.clear();
+    this.releaseRoom(true);
+    this.asks.settleAll();
+    const acknowledged = this.engine.allAcknowledged(this.answering);
+    for (const drain of this.drains.splice(0)) this.settle(() => drain.resolve(acknowledged));
+    const caughtUp = !this.engine.hasPendingPulls();
+    for (const wait of this.catchUps.splice(0)) this.settle(() => wait.resolve(caughtUp));
+    return { ...this.idle(), datagrams };
+  }
+
+  // --- what the node's lifecycle waits for ----------------------------------------------
+
+  /**
+   * Resolves once this node has caught up after start: it has had time to hear from its
+   * peers (three heartbeat intervals) and every partition transfer that placement gave it
+   * has finished — or at `deadline`, with whether it caught up. Readiness waits for it, so a
+   * rolling restart does not take down the next node while this one still lacks its copies.
+   */
+  caughtUp(deadline: number): Promise<boolean> {
+    if (this.stopped) return Promise.resolve(!this.engine.hasPendingPulls());
+    return new Promise((resolve) => {
+      this.catchUps.push({ deadline, resolve });
+      this.wake();
+    });
+  }
+
+  /**
+   * Drain: sends what is queued and resolves once every live secondary acknowledged
+   * everything this node sent, or at `deadline`, with whether everything was acknowledged.
+   * Heartbeats, NACK repairs and acknowledgements go on meanwhile.
+   */
+  drain(deadline: number): Promise<boolean> {
+    if (this.stopped) return Promise.resolve(this.engine.allAcknowledged(this.answering));
+    return new Promise((resolve) => {
+      this.drains.push({ deadline, resolve });
+      this.wake();
+    });
+  }
+
+  /** The earliest time `tick` has work. */
+  nextDeadline(): number {
+    if (this.stopped) return Infinity;
+    let next = Math.min(this.engine.nextDeadline(), this.store.nextDeadline() ?? Infinity, this.asks.nextDeadline(), this.antiEntropyAt, this.seedsAt);
+    for (const waiter of this.waiters.values()) if (waiter.deadline < next) next = waiter.deadline;
+    for (const drain of this.drains) if (drain.deadline < next) next = drain.deadline;
+    const heard = this.startedAt + CAUGHT_UP_HEARTBEATS * this.config.membership.heartbeatIntervalMs;
+    for (const wait of this.catchUps) next = Math.min(next, wait.deadline, heard > this.now ? heard : Infinity);
+    return next;
+  }
+
+  /** Status view: every member, with lag in unacknowledged sequence numbers. */
+  unacked(): Map<string, number> {
+    return this.engine.unackedByPeer();
+  }
+
+  // --- Replicator: what the session API asks of replication -----------------------------
+
+  get replicas(): number {
+    return this.config.replicas;
+  }
+
+  secondariesFor(sessionId: string): number {
+    return this.placement.secondaries(this.store.partitionOf(sessionId), this.config.nodeId).length;
+  }
+
+  replicate(session: StoredSession, changes: readonly LocalChange[], now: number): number | undefined {
+    this.advance(now);
+    const ticket = this.engine.replicate(session, changes, now);
+    this.wake();
+    return ticket;
+  }
+
+  waitForAcks(ticket: number, needed: number, deadline: number): Promise<number> {
+    this.engine.awaitTicket(ticket, needed);
+    if (this.stopped) return Promise.resolve(this.engine.ackCount(ticket));
+    this.awaited.push(ticket);
+    return new Promise((resolve) => this.waiters.set(ticket, { needed, deadline, resolve }));
+  }
+
+  /**
+   * Back-pressure for writes: once a channel's queue (deltas waiting for its send window)
+   * holds two windows' worth, writers wait until it is down to one (ReplicationEngine.
+   * sendQueueOver: channels with a suspect receiver do not count, so a dead secondary holds
+   * writers back only until it is suspect).
+   */
+  sendQueueRoom(): Promise<void> | undefined {
+    if (this.stopped) return undefined;
+    if (this.room === undefined) {
+      if (!this.engine.sendQueueOver(2)) return undefined;
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.room = { promise, resolve };
+    }
+    this.counters.backpressureWaits++;
+    return this.room.promise;
+  }
+
+  /**
+   * Asks the members that may hold a session for their copies: the partition's top-ranked
+   * holders and `knownOwner`. A dead or departed member is not asked (a resume during a
+   * partition must not wait on the side it cannot reach), and a suspect one is waited for at
+   * most SUSPECT_PEER_WAIT_MS. The fetch settles a little before the caller's deadline, so
+   * the answer reaches the caller in time.
+   */
+  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<PeerCopies> {
+    this.advance(now);
+    const partition = this.store.partitionOf(sessionId);
+    const ranking = this.placement.ranking(partition);
+    const candidates = ranking.slice(0, this.config.replicas === 0 ? ranking.length : this.config.replicas + 1);
+    if (knownOwner !== undefined && !candidates.includes(knownOwner)) candidates.push(knownOwner);
+    const settleBy = deadline - Math.min(RESUME_ANSWER_MARGIN_MS, Math.max(0, deadline - now) / 4);
+    const peers: PeerRef[] = [];
+    for (const nodeId of candidates) {
+      if (nodeId === this.config.nodeId) continue;
+      const member = this.membership.member(nodeId);
+      if (member === undefined || member.state === 'dead' || member.state === 'left') continue;
+      const waitUntil = member.state === 'suspect' ? Math.min(settleBy, now + SUSPECT_PEER_WAIT_MS) : settleBy;
+      peers.push({ nodeId, address: member.advertiseAddress, deadline: waitUntil });
+    }
+    if (this.stopped) return Promise.resolve({ asked: 0, answered: 0, snapshots: [] });
+    const copies = this.asks.ask(sessionId, peers, settleBy);
+    if (peers.length > 0) this.wake();
+    return copies;
+  }
+
+  replicateClaim(session: StoredSession, previousOwner: string, now: number): void {
+    this.advance(now);
+    this.engine.replicateClaim(session, previousOwner, now);
+    this.wake();
+  }
+
+  // --- internals -----------------------------------------------------------------------
+
+  private advance(now: number): void {
+    if (now > this.now) this.now = now;
+  }
+
+  /** Members a drain waits for: a suspect one has stopped answering (likely dead). */
+  private readonly answering = (nodeId: string): boolean => this.membership.member(nodeId)?.state === 'alive';
+
+  private settle(resolve: () => void): void {
+    this.settled++;
+    resolve();
+  }
+
+  private idle(): Ready {
+    return { datagrams: [], requests: [], deadline: Infinity, settled: 0, tickets: [], awaited: [] };
+  }
+
+  /** Gathers what the engine and the waits produced into one Ready. */
+  private collect(now: number): Ready {
+    const datagrams = this.engine.takeOutbox();
+    this.releaseRoom(false);
+    for (const request of this.engine.takeResyncs()) this.startResync(request, now);
+    const tickets = this.completed;
+    this.completed = [];
+    for (const done of this.engine.takeCompletedTickets()) {
+      const waiter = this.waiters.get(done.id);
+      if (waiter === undefined) continue;
+      this.waiters.delete(done.id);
+      tickets.push(done);
+      this.settle(() => waiter.resolve(done.acked));
+    }
+    for (const lookup of this.asks.takeRequests(now)) this.requests.push({ kind: 'lookup', ...lookup });
+    this.checkWaits(now);
+    const settled = this.settled + (this.asks.settledCount - this.asksSettledBefore);
+    this.settled = 0;
+    this.asksSettledBefore = this.asks.settledCount;
+    const awaited = this.awaited;
+    this.awaited = [];
+    const requests = this.requests;
+    this.requests = [];
+    return { datagrams, requests, deadline: this.nextDeadline(), settled, tickets, awaited };
+  }
+
+  private checkWaits(now: number): void {
+    if (this.drains.length > 0) {
+      const acknowledged = this.engine.allAcknowledged(this.answering);
+      this.drains = this.drains.filter((drain) => {
+        if (!acknowledged && drain.deadline > now) return true;
+        this.settle(() => drain.resolve(acknowledged));
+        return false;
+      });
+    }
+    if (this.catchUps.length > 0) {
+      const heard = now >= this.startedAt + CAUGHT_UP_HEARTBEATS * this.config.membership.heartbeatIntervalMs;
+      const pending = this.engine.hasPendingPulls();
+      this.catchUps = this.catchUps.filter((wait) => {
+        if ((!heard || pending) && wait.deadline > now) return true;
+        this.settle(() => wait.resolve(!pending));
+        return false;
+      });
+    }
+  }
+
+  private releaseRoom(force: boolean): void {
+    if (this.room === undefined) return;
+    if (!force && this.engine.sendQueueOver(1)) return;
+    const room = this.room;
+    this.room = undefined;
+    this.settle(() => room.resolve());
+  }
+
+  /**
+   * Pulls partitions from a peer: compare digests, fetch those that differ, merge. A
+   * request for what a transfer in progress already covers runs again once that one ends
+   * (its snapshot may predate what the new request must cover); it is never taken as done
+   * before it ran.
+   */
+  private startResync(request: ResyncRequest, now: number): void {
+    const key = `${request.peerNodeId} ${request.partitions.join(',')}`;
+    if (this.resyncing.has(key)) {
+      const waiting = this.resyncing.get(key);
+      this.resyncing.set(key, waiting === undefined ? request : { ...request, channels: [...waiting.channels, ...request.channels] });
+      if (waiting !== undefined) this.engine.resyncDone({ ...waiting, channels: [] });
+      return;
+    }
+    this.resyncing.set(key, undefined);
+    this.counters.resyncs++;
+    const id = this.nextRequestId++;
+    this.transfers.set(id, { request, key, sessions: 0 });
+    this.requests.push({ kind: 'digests', id, peerAddress: request.peerAddress, partitions: request.partitions, deadline: now + RESYNC_DEADLINE_MS });
+  }
+
+  private onDigests(id: number, theirs: ReadonlyMap<number, bigint>, now: number): void {
+    const transfer = this.transfers.get(id);
+    if (transfer === undefined) return;
+    const differing = transfer.request.partitions.filter((p) => theirs.get(p) !== this.store.digest(p));
+    if (differing.length === 0) {
+      this.endTransfer(id, transfer, undefined, now);
+      return;
+    }
+    // The fetch continues the same transfer under a new id.
+    this.transfers.delete(id);
+    const fetchId = this.nextRequestId++;
+    this.transfers.set(fetchId, transfer);
+    this.requests.push({ kind: 'fetch', id: fetchId, peerAddress: transfer.request.peerAddress, partitions: differing, deadline: now + RESYNC_DEADLINE_MS });
+  }
+
+  /** A transferred session: merged only if this node owns it or placement makes it a secondary of its owner. */
+  private onSnapshot(id: number, snapshot: SessionSnapshot, now: number): void {
+    const transfer = this.transfers.get(id);
+    if (transfer === undefined) return;
+    const partition = this.store.partitionOf(snapshot.id);
+    const owner = snapshot.owner;
+    if (owner !== this.config.nodeId && !this.placement.isSecondary(this.config.nodeId, partition, owner)) return;
+    if (!this.store.merge(snapshot, now)) return;
+    transfer.sessions++;
+    this.counters.sessionsTransferred++;
+    const reason = transfer.request.reason;
+    if (reason === 'anti_entropy') this.counters.antiEntropyRepairs++;
+    if (reason === 'placement' || reason === 'join') this.counters.rereplicatedBytes += snapshotBytes(snapshot);
+  }
+
+  private endTransfer(id: number, transfer: Transfer, error: string | undefined, now: number): void {
+    this.transfers.delete(id);
+    const { request, key } = transfer;
+    if (error === undefined) {
+      this.engine.resyncDone(request);
+      this.observer.resync(request, 'ok', transfer.sessions);
+    } else {
+      this.counters.resyncFailures++;
+      this.observer.resync(request, 'error', transfer.sessions, error);
+      this.engine.resyncFailed(request, now);
+    }
+    const again = this.resyncing.get(key);
+    this.resyncing.delete(key);
+    if (again !== undefined) this.startResync(again, now);
+  }
+}
+
+/** Bytes of state a snapshot carries (ids, names, values), for the re-replication counter. */
+function snapshotBytes(snapshot: SessionSnapshot): number {
+  let bytes = snapshot.id.length;
+  for (const part of snapshot.parts) bytes += part.name.length + (part.value?.length ?? 0);
+  return bytes;
+}
+
+/** Digest of configuration that must match cluster-wide: partitions and the hash table. */
+export function configDigest(hasher: BuzHash, partitions: number): bigint {
+  let hi = 0x9747b28c;
+  let lo = 0x1b873593;
+  for (let i = 0; i < 256; i += 7) {
+    hi = mixWord(hi, hasher.tableHi[i]!);
+    lo = mixWord(lo, hasher.tableLo[i]!);
+  }
+  hi = fmix32(mixWord(hi, partitions));
+  lo = fmix32(mixWord(lo, partitions ^ 0x5bd1e995));
+  return (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+}
