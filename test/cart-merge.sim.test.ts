@@ -9,7 +9,7 @@ import type { CartOperation } from '../src/gen/baton/v1/session';
 import { SeededRandom } from '../src/store/random';
 import { findStoredPart } from '../src/store/store';
 import { PERFECT_LINK } from './support/sim-network';
-import { SimCluster, type SimNode } from './support/sim-node';
+import { SimCluster, type SimNode } from './support/sim-cluster';
 
 const SESSION = 'cart-session';
 /** Most virtual time the network runs after the last write before replicas are compared. */

@@ -1,6 +1,6 @@
 /**
  * Ownership, re-replication and anti-entropy on the simulated network, in virtual time
- * and with seeded loss (see test/support/sim-node.ts): claims move a session's owner at a
+ * and with seeded loss (see test/support/sim-cluster.ts): claims move a session's owner at a
  * higher epoch everywhere, the old owner's late writes lose, concurrent claims settle on
  * one owner, a member's death or arrival moves copies to the new replica sets (and away
  * from members that no longer hold them), and anti-entropy heals a replica that silently
@@ -10,7 +10,7 @@ import { DeltaKind } from '../src/gen/baton/v1/wire';
 import { DISCARD_AFTER_MS, DISCARD_MAX_WAIT_MS } from '../src/core/replication-engine';
 import { DEFAULT_CHANNEL_RECEIVER_CONFIG } from '../src/core/channel-receiver';
 import { PERFECT_LINK, type Transmission } from './support/sim-network';
-import { comparable, SimCluster, type SimClusterOptions, type SimNode } from './support/sim-node';
+import { comparable, SimCluster, type SimClusterOptions, type SimNode } from './support/sim-cluster';
 
 const TRANSPORTS = ['unicast', 'multicast'] as const;
 const SETTLE_MS = 20_000;
@@ -58,14 +58,14 @@ function partValue(node: SimNode, id: string, name: string): string | null | und
 
 for (const transport of TRANSPORTS) {
   describe(`${transport}: claims`, () => {
-    test('a resume on another node moves ownership everywhere at epoch + 1 and keeps every part and its version', () => {
+    test('a resume on another node moves ownership everywhere at epoch + 1 and keeps every part and its version', async () => {
       const cluster = startCluster({ seed: 41, nodes: 3, transport, profile: lossy(0.1) });
       const [a, b] = cluster.nodes as [SimNode, SimNode, SimNode];
       a.write('s1', { auth: 'token-1', cart: 'two lamps' });
       const { version } = a.write('s1', { cart: 'three lamps' });
       expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
 
-      expect(b.resume('s1')).toBe(2);
+      expect(await b.resume('s1')).toBe(2);
       expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId), SETTLE_MS)).toBe(true);
       for (const view of views(cluster, 's1')) expect(view.epoch).toBe(2);
       const parts = b.store.snapshot('s1', cluster.net.now)!.parts;
@@ -77,13 +77,13 @@ for (const transport of TRANSPORTS) {
       expect(parts.find((p) => p.name === 'cart')!.version).toBe(version);
     });
 
-    test("the old owner's writes made before it learns of the claim carry the old epoch and lose on every node", () => {
+    test("the old owner's writes made before it learns of the claim carry the old epoch and lose on every node", async () => {
       const cluster = startCluster({ seed: 42, nodes: 3, transport, profile: lossy(0.05) });
       const [a, b] = cluster.nodes as [SimNode, SimNode, SimNode];
       a.write('s1', { cart: 'one lamp', note: 'first' });
       expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
 
-      b.resume('s1');
+      await b.resume('s1');
       // The claim has not reached the old owner yet when it writes again.
       cluster.net.cut(a.address, b.address);
       a.write('s1', { cart: 'late write' });
@@ -102,7 +102,7 @@ for (const transport of TRANSPORTS) {
     // which reached a but not the writer c: a acknowledges c's datagram, but notes that b owns
     // the session, so its acknowledgement does not count; c sends the write again, at b's
     // epoch, to b's holders, and the write is acknowledged only once b has it.
-    test('a write made on a third node that had not heard of the claim is acknowledged only once the new owner has it, and survives', () => {
+    test('a write made on a third node that had not heard of the claim is acknowledged only once the new owner has it, and survives', async () => {
       const cluster = startCluster({ seed: 45, nodes: 3, transport, profile: lossy(0.05) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
       a.write('s1', { cart: 'round 1' });
@@ -111,7 +111,7 @@ for (const transport of TRANSPORTS) {
       // b resumes the session; its claim reaches a, not c.
       cluster.net.cut(b.address, c.address);
       cluster.net.cut(c.address, b.address);
-      expect(b.resume('s1')).toBe(2);
+      expect(await b.resume('s1')).toBe(2);
       expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
       // c still takes a for the owner. a acknowledges everything c sends, but says b owns the
       // session: c learns of the claim from a, and waits for b, which it cannot reach.
@@ -134,7 +134,7 @@ for (const transport of TRANSPORTS) {
       expect([part.version, part.writer, part.epoch]).toEqual([version, c.nodeId, 2]);
     });
 
-    test('a write racing a claim that has not reached its node yet is acknowledged by the new owner without waiting for the claim', () => {
+    test('a write racing a claim that has not reached its node yet is acknowledged by the new owner without waiting for the claim', async () => {
       const cluster = startCluster({ seed: 46, nodes: 3, transport, profile: lossy(0.05) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
       a.write('s1', { cart: 'round 1', auth: 'token' });
@@ -142,7 +142,7 @@ for (const transport of TRANSPORTS) {
 
       // Every datagram carrying b's claim to c is lost (c is not cut off from anyone).
       cluster.net.filter = (t) => t.from === b.address && t.to === c.address && (t.meta.deltaKinds ?? []).includes(DeltaKind.DELTA_KIND_CLAIM);
-      expect(b.resume('s1')).toBe(2);
+      expect(await b.resume('s1')).toBe(2);
       expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
       expect(c.store.snapshot('s1', cluster.net.now)!.owner).toBe(a.nodeId);
       const { ticket } = c.write('s1', { cart: 'round 2' }, { sync: 1 });
@@ -157,7 +157,7 @@ for (const transport of TRANSPORTS) {
       }
     });
 
-    test('an acknowledgement that cannot say whether the owner took a write (its note was lost) does not confirm it: the write is sent again', () => {
+    test('an acknowledgement that cannot say whether the owner took a write (its note was lost) does not confirm it: the write is sent again', async () => {
       const cluster = startCluster({ seed: 47, nodes: 3, transport, profile: lossy(0.05) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
       a.write('s1', { cart: 'round 1' });
@@ -165,7 +165,7 @@ for (const transport of TRANSPORTS) {
 
       const claimToC = (t: Transmission) => t.to === c.address && (t.meta.deltaKinds ?? []).includes(DeltaKind.DELTA_KIND_CLAIM);
       cluster.net.filter = claimToC;
-      expect(b.resume('s1')).toBe(2);
+      expect(await b.resume('s1')).toBe(2);
       expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
       // a's acknowledgements to c are lost for longer than a keeps its note on c's write.
       cluster.net.filter = (t) => claimToC(t) || (t.from === a.address && t.to === c.address && t.meta.kind === 'ack');
@@ -181,7 +181,7 @@ for (const transport of TRANSPORTS) {
       for (const node of cluster.running) expect(partValue(node, 's1', 'cart')).toBe('round 2');
     });
 
-    test('a write naming an owner that has since claimed the session back at a newer epoch is sent again at that epoch', () => {
+    test('a write naming an owner that has since claimed the session back at a newer epoch is sent again at that epoch', async () => {
       const cluster = startCluster({ seed: 48, nodes: 3, transport, profile: lossy(0.05) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
       a.write('s1', { cart: 'round 1' });
@@ -189,9 +189,9 @@ for (const transport of TRANSPORTS) {
 
       // b claims the session, then a claims it back; c hears of neither.
       cluster.net.filter = (t) => t.to === c.address && (t.meta.deltaKinds ?? []).includes(DeltaKind.DELTA_KIND_CLAIM);
-      expect(b.resume('s1')).toBe(2);
+      expect(await b.resume('s1')).toBe(2);
       expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
-      expect(a.resume('s1')).toBe(3);
+      expect(await a.resume('s1')).toBe(3);
       const { ticket } = c.write('s1', { cart: 'round 2' }, { sync: 1 });
       expect(cluster.runUntil(() => c.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
       expect(partValue(a, 's1', 'cart')).toBe('round 2');
@@ -200,7 +200,7 @@ for (const transport of TRANSPORTS) {
       for (const node of cluster.running) expect([node.store.snapshot('s1', cluster.net.now)!.epoch, partValue(node, 's1', 'cart')]).toEqual([3, 'round 2']);
     });
 
-    test('two nodes resuming one session at once settle on one owner everywhere, with no part lost', () => {
+    test('two nodes resuming one session at once settle on one owner everywhere, with no part lost', async () => {
       const cluster = startCluster({ seed: 43, nodes: 3, transport, profile: lossy(0.1) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
       a.write('s1', { auth: 'token', cart: 'lamp' });
@@ -208,8 +208,9 @@ for (const transport of TRANSPORTS) {
 
       // Concurrent: neither resume sees the other's claim when it fetches.
       cluster.net.cut(b.address, c.address);
-      expect(b.resume('s1')).toBe(2);
-      expect(c.resume('s1')).toBe(2);
+      const [byB, byC] = await Promise.all([b.resume('s1'), c.resume('s1')]);
+      expect(byB).toBe(2);
+      expect(byC).toBe(2);
       cluster.runFor(100);
       cluster.net.heal(b.address, c.address);
       const winner = b.nodeId > c.nodeId ? b.nodeId : c.nodeId;
@@ -220,7 +221,7 @@ for (const transport of TRANSPORTS) {
       }
     });
 
-    test('a resume after the owner crashed takes the newest parts from the surviving replicas', () => {
+    test('a resume after the owner crashed takes the newest parts from the surviving replicas', async () => {
       const cluster = startCluster({ seed: 44, nodes: 3, transport, profile: lossy(0.05) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
       a.write('s1', { cart: 'lamp' });
@@ -228,7 +229,7 @@ for (const transport of TRANSPORTS) {
       expect(cluster.runUntil(() => a.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
       a.stop();
 
-      expect(c.resume('s1')).toBe(2);
+      expect(await c.resume('s1')).toBe(2);
       expect(partValue(c, 's1', 'cart')).toBe('lamp and desk');
       expect(cluster.runUntil(() => agreed(cluster, 's1', c.nodeId), SETTLE_MS)).toBe(true);
       expect(partValue(b, 's1', 'cart')).toBe('lamp and desk');

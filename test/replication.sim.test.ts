@@ -1,11 +1,11 @@
 /**
  * Replication protocol scenarios on a simulated network and virtual time.
  *
- * Each scenario builds a SimCluster (test/support/sim-node.ts): real stores, membership,
- * placement and replication engines, every datagram sealed and opened with a cluster key,
- * on a SimNetwork (test/support/sim-network.ts) that delays, drops, duplicates, reorders
- * and partitions by seed. Writes are made the way the sidecar makes them (store write,
- * then `replicate`, then `flush`). After the writes stop, the network runs on (bounded
+ * Each scenario builds a SimCluster (test/support/sim-cluster.ts): every node the real
+ * node core (store, membership, placement, replication engine, SessionApi), every
+ * datagram sealed and opened with a cluster key, on a SimNetwork
+ * (test/support/sim-network.ts) that delays, drops, duplicates, reorders and partitions
+ * by seed. Writes are SessionApi calls, flushed as the sidecar flushes them. After the writes stop, the network runs on (bounded
  * virtual time) and every replica must hold exactly its owner's state. No test sleeps and
  * no test asserts timings; a failing seed replays exactly.
  */
@@ -15,7 +15,7 @@ import { SeededRandom } from '../src/store/random';
 import { HOLD_STALL_MS } from '../src/core/replication-engine';
 import type { GilbertElliott, LinkProfile, Transmission } from './support/sim-network';
 import { PERFECT_LINK } from './support/sim-network';
-import { makeClusterKey, SimCluster, type SimClusterOptions, type SimNode } from './support/sim-node';
+import { makeClusterKey, SimCluster, type SimClusterOptions, type SimNode } from './support/sim-cluster';
 
 const TRANSPORTS = ['unicast', 'multicast'] as const;
 /** Most virtual time the network runs after the last write before replicas are compared. */

@@ -17,7 +17,7 @@
  * are resolved by the inputs above, never by a timer of their own.
  *
  * Decisions made here: state transfers (coalescing requests for the same partitions of
- * the same peer; comparing digests before fetching; keeping only transferred sessions
+ * the same peer; comparing digests before fetching, except after a gap; keeping only transferred sessions
  * placement gives this node), resume candidates (dead and left members skipped, suspect
  * ones waited for SUSPECT_PEER_WAIT_MS, the settle margin before the caller's deadline),
  * readiness (caught up after start), the drain predicate, the config digest, synchronous
@@ -502,7 +502,8 @@ export class NodeCore implements Replicator {
   }
 
   /**
-   * Pulls partitions from a peer: compare digests, fetch those that differ, merge. A
+   * Pulls partitions from a peer: compare digests, fetch those that differ (a gap's
+   * partitions: all of them), merge. A
    * request for what a transfer in progress already covers runs again once that one ends
    * (its snapshot may predate what the new request must cover); it is never taken as done
    * before it ran.
@@ -519,7 +520,11 @@ export class NodeCore implements Replicator {
     this.counters.resyncs++;
     const id = this.nextRequestId++;
     this.transfers.set(id, { request, key, sessions: 0 });
-    this.requests.push({ kind: 'digests', id, peerAddress: request.peerAddress, partitions: request.partitions, deadline: now + RESYNC_DEADLINE_MS });
+    const { peerAddress, partitions } = request;
+    // A gap lost deltas, and some (touches, TTLs) change no digest: equal digests would
+    // leave them lost, so a gap's partitions are fetched whatever their digests say.
+    const kind = request.reason === 'gap' ? 'fetch' : 'digests';
+    this.requests.push({ kind, id, peerAddress, partitions, deadline: now + RESYNC_DEADLINE_MS });
   }
 
   private onDigests(id: number, theirs: ReadonlyMap<number, bigint>, now: number): void {

@@ -1,41 +1,48 @@
 /**
- * Simulated baton nodes for protocol tests: each is a SessionStore, HybridClock,
- * Membership, Placement and ReplicationEngine wired the way the sidecar's
- * ReplicationDriver wires them, but on a SimNetwork and virtual time.
+ * A simulated baton cluster for protocol tests: every node is the real node core
+ * (src/core/node-core.ts) — store, membership, placement, replication engine and the real
+ * SessionApi, composed the way the sidecar composes them — driven through a simulated
+ * Transport (sim-transport.ts) on a SimNetwork and virtual time. One simulator for
+ * replication, membership, ownership, resume and drain.
  *
  * Rules:
- * - Every datagram is sealed by a real DatagramSealer and opened by a real DatagramOpener,
- *   so the codec, the cluster key and the replay windows are in the loop; opener drops
- *   are counted per reason.
- * - A node does what the driver does after every input (`pump`): sends the outbox, starts
- *   the state transfers the engine asks for, and collects completed tickets.
- * - State transfers (`takeResyncs`) run as scheduled events `transferDelayMs` later: the
- *   peer's snapshots of each partition are merged into the requester's store, then
- *   `resyncDone`. A transfer to a stopped peer or across a cut link fails (and is counted),
- *   as a gRPC call would.
+ * - A node's writes, deletes, touches, cart updates and resumes are SessionApi calls, as
+ *   the sidecar's servers make them; after each, the node flushes (what the sidecar does
+ *   on the next turn of its event loop).
+ * - Every Ready the core returns is carried out by `carryOut`, as in the sidecar; the
+ *   network ticks a node at the core's `nextDeadline()`.
+ * - Promises the core settles (resumes, drains) continue after the simulation step that
+ *   settled them: `resume` and `drain` run the network until the core settles something,
+ *   let the continuations run, and go on (they are async for that reason only).
  * - Everything random derives from the cluster seed, so a seed replays a run exactly.
  */
 import { BuzHash } from '../../src/store/buzhash';
-import { applyCartUpdate } from '../../src/core/cart-merge';
 import { DEFAULT_CHANNEL_RECEIVER_CONFIG, type ChannelReceiverConfig } from '../../src/core/channel-receiver';
 import { clusterKeyFromBytes, deriveHashSeed, type ClusterKey } from '../../src/wire/cluster-key';
-import { DatagramOpener, DatagramSealer, HEADER_BYTES, TAG_BYTES, type DropReason } from '../../src/wire/datagram-codec';
-import { BinaryReader } from '@bufbuild/protobuf/wire';
+import type { DropReason } from '../../src/wire/datagram-codec';
 import type { CartOperation } from '../../src/gen/baton/v1/session';
-import { Data } from '../../src/gen/baton/v1/wire';
 import { HybridClock } from '../../src/store/hybrid-clock';
-import { DEFAULT_MEMBERSHIP_CONFIG, Membership, type MembershipConfig, type MembershipEvent } from '../../src/core/membership';
+import { DEFAULT_MEMBERSHIP_CONFIG, type MembershipConfig, type MembershipEvent } from '../../src/core/membership';
+import { NodeCore, type NodeCoreConfig } from '../../src/core/node-core';
 import { Placement } from '../../src/core/placement';
 import { SeededRandom } from '../../src/store/random';
-import { ReplicationEngine, type EngineDropReason, type LocalChange, type ResyncRequest } from '../../src/core/replication-engine';
+import type { EngineDropReason, ResyncRequest } from '../../src/core/replication-engine';
 import { DEFAULT_STORE_CONFIG, SessionStore, type SessionSnapshot } from '../../src/store/store';
-import { PERFECT_LINK, SimNetwork, type DatagramMeta, type LinkProfile, type SimHost } from './sim-network';
+import { carryOut, type PeerAnswer, type PeerRequest, type Ready } from '../../src/core/transport';
+import { PERFECT_LINK, SimNetwork, type LinkProfile, type SimHost } from './sim-network';
+import { SimTransport, type SimTransportHost } from './sim-transport';
 
 /** Virtual time starts at a realistic Unix time: versions are hybrid-clock values. */
 export const SIM_T0 = 1_700_000_000_000;
-/** The request limits a simulated node's cart updates are checked against. */
-const CART_LIMITS = { maxValueBytes: 64 * 1024, maxPartsPerSession: DEFAULT_STORE_CONFIG.maxPartsPerSession };
-export const CONFIG_DIGEST = 0x6261_746f_6e00_0001n;
+/**
+ * The request limits of a simulated node's API: large values (fragmentation scenarios), and
+ * well-known part names may hold readable test values (scenarios write 'cart' = 'round 2').
+ */
+const SIM_LIMITS = { maxValueBytes: 16 * 1024 * 1024, maxPartsPerSession: DEFAULT_STORE_CONFIG.maxPartsPerSession, typedParts: false };
+/** How long a simulated synchronous write waits by default: longer than any scenario runs. */
+const SIM_SYNC_DEADLINE_MS = 3_600_000;
+/** How long a simulated resume may take (the API's default deadline). */
+const SIM_RESUME_DEADLINE_MS = 5000;
 
 export interface SimClusterOptions {
   seed: number;
@@ -56,8 +63,10 @@ export interface SimClusterOptions {
   keys?: ClusterKey[];
   receiver?: Partial<ChannelReceiverConfig>;
   membership?: Partial<MembershipConfig>;
-  /** Virtual duration of one state transfer. */
+  /** Virtual duration of one peer request (a state transfer takes two: digests, then fetch). */
   transferDelayMs?: number;
+  /** Anti-entropy interval (ms; 0 = off, the default). */
+  antiEntropyIntervalMs?: number;
 }
 
 type ResolvedOptions = Required<Omit<SimClusterOptions, 'receiver' | 'membership' | 'keys'>> & {
@@ -67,6 +76,7 @@ type ResolvedOptions = Required<Omit<SimClusterOptions, 'receiver' | 'membership
 };
 
 export interface ResyncRecord {
+  /** When the transfer ended. */
   at: number;
   request: ResyncRequest;
   outcome: 'ok' | 'failed' | 'stale';
@@ -87,27 +97,22 @@ export function makeClusterKey(seed: number): ClusterKey {
   }
 }
 
-export class SimNode implements SimHost {
+export class SimNode implements SimHost, SimTransportHost {
   running = true;
   /** Restarts so far. */
   generation = 0;
   incarnation = 0n;
-  store!: SessionStore;
-  clock!: HybridClock;
-  membership!: Membership;
-  placement!: Placement;
-  engine!: ReplicationEngine;
-  readonly openerDrops = new Map<DropReason, number>();
+  core!: NodeCore;
+  transport!: SimTransport;
   readonly engineDrops = new Map<EngineDropReason, number>();
   readonly membershipEvents: ({ at: number } & MembershipEvent)[] = [];
-  /** Ticket id → acknowledgements, for tickets the engine reported complete. */
+  /** Ticket id → acknowledgements, for synchronous writes the core reported acknowledged. */
   readonly completedTickets = new Map<number, number>();
   readonly resyncs: ResyncRecord[] = [];
-  /** Payloads the engine produced above maxPayloadBytes (must stay 0). */
-  oversizedPayloads = 0;
-  datagramsAccepted = 0;
-  private sealer: DatagramSealer | undefined;
-  private opener: DatagramOpener | undefined;
+  /** Promises the core settled so far (continuations run between simulation steps). */
+  private settledCount = 0;
+  private lastAwaited: number | undefined;
+  private flushScheduled = false;
   private keys: ClusterKey[];
 
   constructor(
@@ -121,7 +126,7 @@ export class SimNode implements SimHost {
     this.boot();
   }
 
-  private get net(): SimNetwork {
+  get net(): SimNetwork {
     return this.cluster.net;
   }
 
@@ -129,177 +134,259 @@ export class SimNode implements SimHost {
     return this.cluster.options;
   }
 
-  /** Builds a fresh process: new incarnation, empty store, new engine. */
+  get store(): SessionStore {
+    return this.core.store;
+  }
+
+  get membership(): NodeCore['membership'] {
+    return this.core.membership;
+  }
+
+  get placement(): NodeCore['placement'] {
+    return this.core.placement;
+  }
+
+  get engine(): NodeCore['engine'] {
+    return this.core.engine;
+  }
+
+  get openerDrops(): Map<DropReason, number> {
+    return this.transport.openerDrops;
+  }
+
+  get oversizedPayloads(): number {
+    return this.transport.oversizedPayloads;
+  }
+
+  get datagramsAccepted(): number {
+    return this.transport.datagramsAccepted;
+  }
+
+  get maxPayloadBytes(): number {
+    return this.options.maxPayloadBytes;
+  }
+
+  get requestDelayMs(): number {
+    return this.options.transferDelayMs;
+  }
+
+  /** Builds a fresh process: new incarnation, empty store, new core. */
   private boot(): void {
     const o = this.options;
     const random = new SeededRandom(o.seed * 7919 + this.index * 104_729 + this.generation * 15_485_863);
-    // Larger than any earlier incarnation of this node, as the driver's choice must be.
+    // Larger than any earlier incarnation of this node, as the sidecar's choice must be.
     this.incarnation = (BigInt(this.generation + 1) << 40n) | BigInt(random.nextUint32());
-    this.clock = new HybridClock();
-    this.store = new SessionStore(
-      { ...DEFAULT_STORE_CONFIG, nodeId: this.nodeId, partitions: o.partitions },
-      this.cluster.hasher,
-      this.clock,
-    );
-    this.membership = new Membership({ nodeId: this.nodeId, advertiseAddress: this.address, incarnation: this.incarnation }, o.membership, CONFIG_DIGEST);
-    this.membership.addSeedAddresses([...this.seeds]);
-    this.placement = new Placement(this.cluster.hasher, o.partitions, o.replicas);
-    this.engine = new ReplicationEngine(
+    const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: this.nodeId, partitions: o.partitions }, this.cluster.hasher, new HybridClock());
+    const config: NodeCoreConfig = {
+      nodeId: this.nodeId,
+      advertiseAddress: this.address,
+      incarnation: this.incarnation,
+      partitions: o.partitions,
+      replicas: o.replicas,
+      transport: o.transport,
+      maxPayloadBytes: o.maxPayloadBytes,
+      retransmitBufferBytes: o.retransmitBufferBytes,
+      sendWindowBytes: o.sendWindowBytes,
+      maxReassemblyBytes: o.maxReassemblyBytes,
+      reassemblyTimeoutMs: o.reassemblyTimeoutMs,
+      receiver: o.receiver,
+      membership: o.membership,
+      seeds: this.seeds,
+      seedRefreshMs: 0,
+      antiEntropyIntervalMs: o.antiEntropyIntervalMs,
+      injectLossPercent: 0,
+      limits: SIM_LIMITS,
+    };
+    this.core = new NodeCore(
+      config,
       {
-        nodeId: this.nodeId,
-        incarnation: this.incarnation,
-        transport: o.transport,
-        maxPayloadBytes: o.maxPayloadBytes,
-        retransmitBufferBytes: o.retransmitBufferBytes,
-        sendWindowBytes: o.sendWindowBytes,
-        maxReassemblyBytes: o.maxReassemblyBytes,
-        reassemblyTimeoutMs: o.reassemblyTimeoutMs,
-        receiver: o.receiver,
+        store,
+        hasher: this.cluster.hasher,
+        random,
+        observer: {
+          dropped: (reason) => {
+            if (reason === 'injected_loss' || !ENGINE_DROP_REASONS.has(reason)) return;
+            const engineReason = reason as EngineDropReason;
+            this.engineDrops.set(engineReason, (this.engineDrops.get(engineReason) ?? 0) + 1);
+          },
+          lag: () => undefined,
+          membership: (event) => this.membershipEvents.push({ at: this.net.now, ...event }),
+          peerFetch: () => undefined,
+          resync: (request, outcome, sessions) => this.transferEnded(request, outcome, sessions),
+        },
+        wake: () => this.scheduleFlush(),
       },
-      this.store,
-      this.membership,
-      this.placement,
-      random,
-      {
-        lag: () => undefined,
-        dropped: (reason) => this.engineDrops.set(reason, (this.engineDrops.get(reason) ?? 0) + 1),
-        membershipEvent: (event) => this.membershipEvents.push({ at: this.net.now, ...event }),
-      },
-      () => ({ advertiseAddress: this.address, configDigest: CONFIG_DIGEST }),
+      this.net.now,
     );
-    this.sealer = undefined;
-    this.opener = undefined;
-    this.setKeys(this.keys);
+    this.transport = new SimTransport(this, this.keys, this.incarnation);
   }
 
-  /**
-   * Replaces the cluster keys (the first seals, all open), as a key-file reload would.
-   * The sealer is replaced only when the sealing key changes: a new sealer restarts packet
-   * numbers, which under the same key would reuse GCM nonces. The opener is replaced when
-   * the accepted set changes (DatagramOpener cannot change keys in place, so replay windows
-   * start afresh then: the codec has no reload, see the report).
-   */
+  /** Replaces the cluster keys (the first seals, all open), as a key-file reload would. */
   setKeys(keys: ClusterKey[]): void {
-    const previous = this.keys;
     this.keys = keys;
-    const ids = (list: ClusterKey[]) => list.map((k) => k.id).join(',');
-    if (this.sealer === undefined || previous[0]!.id !== keys[0]!.id) this.sealer = new DatagramSealer(keys, this.incarnation);
-    if (this.opener === undefined || ids([...previous].sort((a, b) => a.id - b.id)) !== ids([...keys].sort((a, b) => a.id - b.id))) {
-      this.opener = new DatagramOpener(keys, { maxDatagramBytes: this.options.maxPayloadBytes + HEADER_BYTES + TAG_BYTES });
-    }
+    this.transport.setKeys(keys);
   }
 
   // --- SimHost -------------------------------------------------------------------------
 
   deliver(bytes: Uint8Array, fromAddress: string, now: number): void {
-    const opened = this.opener!.open(bytes);
-    if (!opened.ok) {
-      this.openerDrops.set(opened.reason, (this.openerDrops.get(opened.reason) ?? 0) + 1);
-      return;
-    }
-    this.datagramsAccepted++;
-    this.engine.handleDatagram(opened.payload, opened.incarnation, fromAddress, now);
-    this.pump();
+    const opened = this.transport.open(bytes);
+    if (opened === undefined) return;
+    this.carry(this.core.handleDatagram(opened.payload, opened.incarnation, fromAddress, now));
   }
 
   nextDeadline(): number {
-    return Math.min(this.engine.nextDeadline(), this.store.nextDeadline() ?? Infinity);
+    return this.core.nextDeadline();
   }
 
   tick(now: number): void {
-    this.store.tick(now);
-    this.engine.tick(now);
-    this.pump();
+    this.carry(this.core.tick(now));
   }
 
-  // --- the application's writes, as the sidecar's session API makes them ----------------
+  // --- SimTransportHost ------------------------------------------------------------------
 
-  /** Puts parts (latin1 strings or bytes); sync > 0 waits for that many acknowledgements. */
-  write(sessionId: string, parts: Record<string, string | Uint8Array>, options: { sync?: number; ttlMs?: number } = {}): { version: number; ticket: number | undefined } {
+  peerStore(address: string): SessionStore | undefined {
+    return this.cluster.nodes.find((n) => n.address === address && n.running)?.store;
+  }
+
+  answer(answer: PeerAnswer): void {
+    // A fetch started on a digests answer continues that transfer.
+    this.continuing = answer.kind === 'digests';
+    this.carry(this.core.handleAnswer(answer, this.net.now));
+    this.continuing = false;
+  }
+
+  private continuing = false;
+
+  requestStarted(request: PeerRequest): void {
+    if (request.kind === 'digests' || (request.kind === 'fetch' && !this.continuing)) this.cluster.transfers.started++;
+  }
+
+  staleAnswer(request: PeerRequest): void {
+    if (request.kind !== 'digests' && request.kind !== 'fetch') return;
+    this.cluster.transfers.stale++;
+  }
+
+  private transferEnded(request: ResyncRequest, outcome: 'ok' | 'error', sessions: number): void {
+    if (outcome === 'ok') this.cluster.transfers.ok++;
+    else this.cluster.transfers.failed++;
+    this.resyncs.push({ at: this.net.now, request, outcome: outcome === 'ok' ? 'ok' : 'failed', sessions });
+  }
+
+  // --- the application's calls, through the real SessionApi -------------------------------
+
+  /**
+   * Puts parts (latin1 strings or bytes); sync > 0 waits for that many acknowledgements
+   * (the ticket then names the write; see completedTickets).
+   */
+  write(
+    sessionId: string,
+    parts: Record<string, string | Uint8Array>,
+    options: { sync?: number; ttlMs?: number; deadlineMs?: number } = {},
+  ): { version: number; ticket: number | undefined } {
     const now = this.net.now;
-    const writes = Object.entries(parts).map(([name, value]) => ({ name, value: typeof value === 'string' ? Buffer.from(value, 'latin1') : value }));
-    const { version } = this.store.put(sessionId, writes, options.ttlMs ?? 0, now);
-    const changes: LocalChange[] = writes.map((w) => ({ kind: 'put', name: w.name, value: w.value, version }));
-    const ticket = this.engine.replicate(this.store.get(sessionId, now)!, changes, now);
-    if (ticket !== undefined && (options.sync ?? 0) > 0) this.engine.awaitTicket(ticket, options.sync!);
-    this.engine.flush(now);
-    this.pump();
-    return { version, ticket };
+    const writes = Object.entries(parts).map(([name, value]) => ({
+      name,
+      value: typeof value === 'string' ? Buffer.from(value, 'latin1') : Buffer.from(value.buffer, value.byteOffset, value.byteLength),
+      ifVersion: undefined,
+    }));
+    const sync = options.sync ?? 0;
+    this.lastAwaited = undefined;
+    const answer = this.core.api.put(
+      { sessionId, parts: writes, ttlSeconds: (options.ttlMs ?? 0) / 1000, minReplicas: sync },
+      now,
+      now + (options.deadlineMs ?? SIM_SYNC_DEADLINE_MS),
+    );
+    if (answer instanceof Promise) answer.catch(() => undefined);
+    this.flushNow();
+    const version = this.store.snapshot(sessionId, now)!.parts.find((p) => p.name === writes[0]!.name)!.version;
+    return { version, ticket: sync > 0 ? this.lastAwaited : undefined };
   }
 
-  /** Applies UpdateCart operations the way SessionApi.updateCart does; returns the write's version. */
+  /** Applies UpdateCart operations through the API; returns the write's version. */
   updateCart(sessionId: string, operations: readonly CartOperation[]): number {
     const now = this.net.now;
-    const { changes, version } = applyCartUpdate(this.store, sessionId, operations, 0, CART_LIMITS, now);
-    if (changes.length > 0) this.engine.replicate(this.store.get(sessionId, now)!, changes, now);
-    this.engine.flush(now);
-    this.pump();
-    return version;
+    const answer = this.core.api.updateCart({ sessionId, operations: [...operations], ttlSeconds: 0, minReplicas: 0 }, now);
+    this.flushNow();
+    if (answer instanceof Promise) throw new Error('a simulated cart update met back-pressure: give the scenario a larger send window');
+    return Number(answer.version);
   }
 
   /** Deletes named parts; returns whether any existed. */
   deleteParts(sessionId: string, names: string[]): boolean {
-    const now = this.net.now;
-    if (!this.store.delete(sessionId, names, now)) return false;
-    const snapshot = this.store.snapshot(sessionId, now)!;
-    const changes: LocalChange[] = snapshot.parts
-      .filter((p) => p.value === null && names.includes(p.name))
-      .map((p) => ({ kind: 'delete_part', name: p.name, version: p.version }));
-    const session = this.store.get(sessionId, now);
-    if (session !== undefined) this.engine.replicate(session, changes, now);
-    this.engine.flush(now);
-    this.pump();
-    return true;
+    const { found } = this.core.api.delete({ sessionId, parts: names }, this.net.now);
+    this.flushNow();
+    return found;
   }
 
   /** Deletes the whole session (a tombstone, replicated with the header it had). */
   deleteSession(sessionId: string): boolean {
-    const now = this.net.now;
-    if (!this.store.delete(sessionId, [], now)) return false;
-    const snapshot = this.store.snapshot(sessionId, now)!;
-    const session = { id: sessionId, parts: [], owner: snapshot.owner, epoch: snapshot.epoch, ttlMs: snapshot.ttlMs, expiresAt: now + snapshot.ttlMs };
-    this.engine.replicate(session, [{ kind: 'delete_session', version: snapshot.deletedVersion }], now);
-    this.engine.flush(now);
-    this.pump();
-    return true;
+    const { found } = this.core.api.delete({ sessionId, parts: [] }, this.net.now);
+    this.flushNow();
+    return found;
   }
 
   touch(sessionId: string, ttlMs = 0): boolean {
-    const now = this.net.now;
-    if (this.store.touch(sessionId, ttlMs, now) === undefined) return false;
-    this.engine.replicate(this.store.get(sessionId, now)!, [{ kind: 'touch' }], now);
-    this.engine.flush(now);
-    this.pump();
-    return true;
+    const { found } = this.core.api.touch({ sessionId, ttlSeconds: ttlMs / 1000 }, this.net.now);
+    this.flushNow();
+    return found;
+  }
+
+  /** Reads a session through the API, without resuming it. */
+  get(sessionId: string): SessionSnapshot | undefined {
+    return this.store.snapshot(sessionId, this.net.now);
   }
 
   /**
-   * A resume as the session API makes it: merges the copies of the running peers it can
-   * reach (the peer fetch), claims the session unless it owns it, and replicates the
-   * claim. Returns the epoch it owns the session at, or undefined if no one holds it.
+   * A resume through the API (Get with resume): asks the peers that may hold the session,
+   * merges their copies, claims the session unless it owns it, and replicates the claim —
+   * running the network meanwhile. Resolves with the epoch it owns the session at, or
+   * undefined if no one holds it; rejects as the API does (UNAVAILABLE when no peer answered).
    */
-  resume(sessionId: string): number | undefined {
+  async resume(sessionId: string): Promise<number | undefined> {
     const now = this.net.now;
-    for (const peer of this.cluster.running) {
-      if (peer === this || this.net.isCut(this.address, peer.address) || this.net.isCut(peer.address, this.address)) continue;
-      const copy = peer.store.snapshot(sessionId, now);
-      if (copy !== undefined) this.store.merge(copy, now);
+    const answer = this.core.api.get({ sessionId, parts: [], resume: true }, now, now + SIM_RESUME_DEADLINE_MS);
+    const response = await this.runUntilSettled(Promise.resolve(answer), SIM_RESUME_DEADLINE_MS * 2);
+    return response.found ? Number(response.session!.epoch) : undefined;
+  }
+
+  /** A drain (the sidecar's SIGTERM path before it leaves): resolves whether every live secondary acknowledged everything. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    return this.runUntilSettled(this.core.drain(this.net.now + timeoutMs), timeoutMs * 2);
+  }
+
+  /** Runs the network until `promise` settles, letting the core's continuations run between steps. */
+  private async runUntilSettled<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
+    let outcome: { value: T } | { error: unknown } | undefined;
+    promise.then(
+      (value) => (outcome = { value }),
+      (error: unknown) => (outcome = { error }),
+    );
+    this.flushNow();
+    const until = this.net.now + timeoutMs;
+    for (;;) {
+      await new Promise((resolve) => setImmediate(resolve));
+      if (this.flushScheduled) this.flushNow();
+      if (outcome !== undefined) break;
+      const before = this.settledCount;
+      this.net.run(until, () => this.settledCount > before);
+      if (this.settledCount === before && this.net.now >= until) throw new Error(`${this.nodeId}: nothing settled within ${timeoutMs} ms of virtual time`);
     }
-    const session = this.store.get(sessionId, now);
-    if (session === undefined) return undefined;
-    if (session.owner === this.nodeId) return session.epoch;
-    const previousOwner = session.owner;
-    const epoch = this.store.claim(sessionId, this.nodeId, now)!;
-    this.engine.replicateClaim(this.store.get(sessionId, now)!, previousOwner, now);
-    this.engine.flush(now);
-    this.pump();
-    return epoch;
+    if ('error' in outcome) throw outcome.error;
+    return outcome.value;
   }
 
   // --- process lifecycle ---------------------------------------------------------------
 
   /** Crashes: no leave, nothing sent, state gone. */
   stop(): void {
+    this.running = false;
+  }
+
+  /** Leaves as a draining sidecar does last: announces departure, then stops. */
+  leave(): void {
+    if (!this.running) return;
+    this.carry(this.core.stop(this.net.now));
     this.running = false;
   }
 
@@ -310,40 +397,43 @@ export class SimNode implements SimHost {
     this.running = true;
   }
 
-  // --- the driver's work after every input ---------------------------------------------
+  // --- carrying out the core's Ready -------------------------------------------------------
 
-  pump(): void {
+  /** Sends what API calls queued (what the sidecar does on the next event-loop turn). */
+  flushNow(): void {
+    this.flushScheduled = false;
     if (!this.running) return;
-    for (const { to, payload } of this.engine.takeOutbox()) {
-      if (payload.length > this.options.maxPayloadBytes) this.oversizedPayloads++;
-      this.net.send(this.address, to, this.sealer!.seal(payload), describe(payload));
-    }
-    for (const request of this.engine.takeResyncs()) this.cluster.startTransfer(this, request);
-    for (const { id, acked } of this.engine.takeCompletedTickets()) this.completedTickets.set(id, acked);
+    this.carry(this.core.flush(this.net.now));
+  }
+
+  /** The core's wake: API calls queued work outside an input (a resume's claim, say). */
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    this.net.schedule(this.net.now, () => {
+      if (this.flushScheduled) this.flushNow();
+    });
+  }
+
+  private carry(ready: Ready): void {
+    if (!this.running && ready.datagrams.length === 0) return;
+    carryOut(ready, this.transport);
+    for (const { id, acked } of ready.tickets) this.completedTickets.set(id, acked);
+    if (ready.awaited.length > 0) this.lastAwaited = ready.awaited.at(-1);
+    this.settledCount += ready.settled;
+  }
+
+  /** Kept for scenarios that drove the engine directly: sends what it queued. */
+  pump(): void {
+    if (this.running) this.carry(this.core.flush(this.net.now));
   }
 
   count(reason: DropReason): number {
-    return this.openerDrops.get(reason) ?? 0;
+    return this.transport.count(reason);
   }
 }
 
-/** Datagram body field numbers (wire.proto) → the label the network sees. */
-const BODY_KINDS: Record<number, string> = { 2: 'data', 3: 'heartbeat', 4: 'nack', 5: 'ack', 6: 'gone', 7: 'leave' };
-
-/** What the sender knows of its own datagram, for fault hooks (only data bodies decoded). */
-function describe(payload: Uint8Array): DatagramMeta {
-  const reader = new BinaryReader(payload);
-  while (reader.pos < reader.len) {
-    const [field, wireType] = reader.tag();
-    if (field === 2) {
-      const data = Data.decode(reader.bytes());
-      return { kind: 'data', seq: Number(data.seq), retransmit: data.retransmit, fragment: data.fragment !== undefined, deltaKinds: data.deltas.map((d) => d.kind) };
-    }
-    if (BODY_KINDS[field] !== undefined) return { kind: BODY_KINDS[field] };
-    reader.skip(wireType);
-  }
-  return { kind: 'empty' };
-}
+const ENGINE_DROP_REASONS = new Set<string>(['malformed', 'misrouted', 'stale_incarnation', 'unknown_sender', 'reassembly_overflow', 'not_replica']);
 
 /** A normalised snapshot for comparison (parts sorted; owner left out, see below). */
 export interface ComparableState {
@@ -424,6 +514,7 @@ export class SimCluster {
       reassemblyTimeoutMs: 10_000,
       profile: PERFECT_LINK,
       transferDelayMs: 5,
+      antiEntropyIntervalMs: 0,
       ...options,
       keys,
       receiver: { ...DEFAULT_CHANNEL_RECEIVER_CONFIG, ...options.receiver },
@@ -471,39 +562,6 @@ export class SimCluster {
   membershipSettled(): boolean {
     const ids = this.running.map((n) => n.nodeId).sort();
     return this.running.every((n) => JSON.stringify([...n.membership.liveNodeIds()]) === JSON.stringify(ids));
-  }
-
-  startTransfer(node: SimNode, request: ResyncRequest): void {
-    this.transfers.started++;
-    const generation = node.generation;
-    const startedAt = this.net.now;
-    this.net.schedule(this.net.now + this.options.transferDelayMs, () => {
-      const now = this.net.now;
-      if (!node.running || node.generation !== generation) {
-        this.transfers.stale++;
-        node.resyncs.push({ at: startedAt, request, outcome: 'stale', sessions: 0 });
-        return;
-      }
-      const peer = this.nodes.find((n) => n.nodeId === request.peerNodeId && n.address === request.peerAddress);
-      if (peer === undefined || !peer.running || this.net.isCut(node.address, peer.address) || this.net.isCut(peer.address, node.address)) {
-        this.transfers.failed++;
-        node.resyncs.push({ at: startedAt, request, outcome: 'failed', sessions: 0 });
-        node.engine.resyncFailed(request, now);
-        node.pump();
-        return;
-      }
-      let sessions = 0;
-      for (const partition of request.partitions) {
-        for (const snapshot of peer.store.snapshotsIn(partition, now)) {
-          node.store.merge(snapshot, now);
-          sessions++;
-        }
-      }
-      node.engine.resyncDone(request);
-      this.transfers.ok++;
-      node.resyncs.push({ at: startedAt, request, outcome: 'ok', sessions });
-      node.pump();
-    });
   }
 
   /** Upper bounds the engine promises for one node, given how many peers it can have. */
