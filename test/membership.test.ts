@@ -1,11 +1,10 @@
 /**
- * Membership scenarios on virtual time.
- *
- * A tiny in-test cluster: every node is a Membership; `runUntil(t)` jumps from deadline to
- * deadline, ticks every running node and delivers heartbeats at once (zero latency) to
- * every target address, except across blocked links or to stopped nodes. Every event is
- * recorded with its virtual time, and every call checks that viewVersion moved exactly
- * when liveNodeIds() changed. No test sleeps.
+ * Membership scenarios on virtual time, on the simulator every protocol test uses
+ * (test/support/sim-cluster.ts): every node is a real node core on a simulated network
+ * with no delay, so a heartbeat arrives at the instant it is sent; `runUntil(t)` runs every
+ * delivery and deadline up to t. Every event is recorded with its virtual time, and every
+ * step (and every direct call) checks that viewVersion moved exactly when liveNodeIds()
+ * changed. No test sleeps.
  */
 import {
   DEFAULT_MEMBERSHIP_CONFIG,
@@ -15,50 +14,70 @@ import {
   type MembershipConfig,
   type MembershipEvent,
 } from '../src/core/membership';
+import { SimCluster, type SimNode } from './support/sim-cluster';
+import { PERFECT_LINK } from './support/sim-network';
 
 const DIGEST = 0xc0ffee_0000_0001n;
 
-interface SimNode {
-  nodeId: string;
-  address: string;
-  incarnation: bigint;
-  configDigest: bigint;
-  membership: Membership;
-  running: boolean;
-  leaving: boolean;
-  /** Every event this node's core emitted, with the virtual time. */
-  events: ({ at: number } & MembershipEvent)[];
+/**
+ * The incarnation a test's node runs with: `logical` (1 for a first start, higher for a
+ * restart) in the tens, the node's place in NODE_IDS in the units. Incarnations are cluster-unique
+ * on the real datagram path (the opener keeps one replay window per incarnation), so two
+ * nodes cannot both be incarnation 1, as they could in a simulator without sealing.
+ */
+function inc(node: string, logical: bigint): bigint {
+  return logical * 10n + BigInt(NODE_IDS.indexOf(node) + 1);
 }
+const NODE_IDS = ['a', 'b', 'c', 'd', 'b2'];
 
 class Cluster {
-  now = 0;
-  private readonly nodes = new Map<string, SimNode>();
-  private readonly blocked = new Set<string>();
+  private readonly sim: SimCluster;
+  /** Each node's view when last checked: live set and viewVersion. */
+  private readonly views = new Map<SimNode, { live: string; version: number }>();
 
-  constructor(private readonly config: MembershipConfig = DEFAULT_MEMBERSHIP_CONFIG) {}
+  constructor(config: MembershipConfig = DEFAULT_MEMBERSHIP_CONFIG) {
+    this.sim = new SimCluster({
+      seed: 1,
+      nodes: 0,
+      transport: 'unicast',
+      membership: config,
+      startMs: 0,
+      profile: { ...PERFECT_LINK, delayMinMs: 0, delayMaxMs: 0 },
+    });
+    const sample = this.sim.net.onStep;
+    this.sim.net.onStep = (now) => {
+      sample?.(now);
+      for (const node of this.sim.running) this.checkView(node);
+    };
+  }
 
-  /** Starts (or restarts, with a new incarnation) a node at the current virtual time. */
+  get now(): number {
+    return this.sim.net.now;
+  }
+
+  /** Starts (or restarts, with a new logical incarnation, see inc) a node at the current virtual time. */
   start(nodeId: string, address: string, options: { incarnation?: bigint; seeds?: string[]; configDigest?: bigint } = {}): SimNode {
-    const incarnation = options.incarnation ?? 1n;
-    const configDigest = options.configDigest ?? DIGEST;
-    const membership = new Membership({ nodeId, advertiseAddress: address, incarnation }, this.config, configDigest);
-    membership.addSeedAddresses(options.seeds ?? []);
-    const node: SimNode = { nodeId, address, incarnation, configDigest, membership, running: true, leaving: false, events: [] };
-    this.nodes.set(address, node);
+    const node = this.sim.startNode({
+      nodeId,
+      address,
+      seeds: options.seeds ?? [],
+      incarnation: inc(nodeId, options.incarnation ?? 1n),
+      configDigest: options.configDigest ?? DIGEST,
+    });
+    this.checkView(node);
     return node;
   }
 
   stop(node: SimNode): void {
-    node.running = false;
+    node.stop();
   }
 
   block(a: SimNode, b: SimNode): void {
-    this.blocked.add(`${a.address}|${b.address}`).add(`${b.address}|${a.address}`);
+    this.sim.net.cut(a.address, b.address);
   }
 
   unblock(a: SimNode, b: SimNode): void {
-    this.blocked.delete(`${a.address}|${b.address}`);
-    this.blocked.delete(`${b.address}|${a.address}`);
+    this.sim.net.heal(a.address, b.address);
   }
 
   heartbeatOf(node: SimNode): HeartbeatInput {
@@ -66,8 +85,8 @@ class Cluster {
       nodeId: node.nodeId,
       incarnation: node.incarnation,
       advertiseAddress: node.address,
-      configDigest: node.configDigest,
-      leaving: node.leaving,
+      configDigest: node.core.configDigest,
+      leaving: false,
       known: node.membership.knownMembers(),
     };
   }
@@ -82,43 +101,26 @@ class Cluster {
     return this.call(to, () => to.membership.heardFrom(from.nodeId, incarnation, this.now));
   }
 
-  /** Runs every deadline up to and including t, then sets the clock to t. */
+  /** Runs every delivery and deadline up to and including t, then sets the clock to t. */
   runUntil(t: number): void {
-    for (let guard = 0; ; guard++) {
-      if (guard > 100_000) throw new Error('simulation does not advance');
-      let next = Infinity;
-      for (const node of this.running()) next = Math.min(next, node.membership.nextDeadline());
-      if (next > t) break;
-      this.now = Math.max(this.now, next);
-      for (const node of this.running()) {
-        if (node.membership.nextDeadline() > this.now) continue;
-        this.call(node, () => node.membership.tick(this.now));
-        if (node.membership.heartbeatDue(this.now)) {
-          const heartbeat = this.heartbeatOf(node);
-          for (const address of node.membership.heartbeatTargets()) {
-            const to = this.nodes.get(address);
-            if (to === undefined || !to.running || this.blocked.has(`${node.address}|${address}`)) continue;
-            this.call(to, () => to.membership.handleHeartbeat(heartbeat, this.now));
-          }
-          node.membership.heartbeatSent(this.now);
-        }
-      }
-    }
-    this.now = t;
-  }
-
-  private running(): SimNode[] {
-    return [...this.nodes.values()].filter((node) => node.running);
+    this.sim.net.run(t);
   }
 
   private call(node: SimNode, step: () => MembershipEvent[]): MembershipEvent[] {
-    const liveBefore = node.membership.liveNodeIds().join(',');
-    const versionBefore = node.membership.viewVersion;
+    this.checkView(node);
     const events = step();
-    const changed = node.membership.liveNodeIds().join(',') !== liveBefore;
-    expect(node.membership.viewVersion).toBe(versionBefore + (changed ? 1 : 0));
-    for (const event of events) node.events.push({ at: this.now, ...event });
+    this.checkView(node);
+    for (const event of events) node.membershipEvents.push({ at: this.now, ...event });
     return events;
+  }
+
+  /** viewVersion moved by one exactly when the live set changed since the last check. */
+  private checkView(node: SimNode): void {
+    const live = node.membership.liveNodeIds().join(',');
+    const version = node.membership.viewVersion;
+    const before = this.views.get(node);
+    if (before !== undefined) expect(version).toBe(before.version + (live !== before.live ? 1 : 0));
+    this.views.set(node, { live, version });
   }
 }
 
@@ -128,7 +130,7 @@ function stateOf(node: SimNode, nodeId: string): string | undefined {
 
 /** Events as `time type nodeId` lines, for readable expectations. */
 function timeline(node: SimNode): string[] {
-  return node.events.map((e) => `${e.at} ${e.type} ${e.nodeId}`);
+  return node.membershipEvents.map((e) => `${e.at} ${e.type} ${e.nodeId}`);
 }
 
 const SEEDS = ['a:7946', 'b:7946', 'c:7946'];
@@ -152,9 +154,9 @@ describe('three nodes exchanging heartbeats', () => {
     expect(a.membership.liveNodeIds()).toEqual(['a', 'b', 'c']);
     expect(a.membership.heartbeatTargets()).toEqual(['b:7946', 'c:7946']);
     expect(a.membership.members()).toEqual([
-      { nodeId: 'a', advertiseAddress: 'a:7946', state: 'alive', incarnation: 1n, lastHeardAt: null, isSelf: true },
-      { nodeId: 'b', advertiseAddress: 'b:7946', state: 'alive', incarnation: 1n, lastHeardAt: 0, isSelf: false },
-      { nodeId: 'c', advertiseAddress: 'c:7946', state: 'alive', incarnation: 1n, lastHeardAt: 0, isSelf: false },
+      { nodeId: 'a', advertiseAddress: 'a:7946', state: 'alive', incarnation: inc('a', 1n), lastHeardAt: null, isSelf: true },
+      { nodeId: 'b', advertiseAddress: 'b:7946', state: 'alive', incarnation: inc('b', 1n), lastHeardAt: 0, isSelf: false },
+      { nodeId: 'c', advertiseAddress: 'c:7946', state: 'alive', incarnation: inc('c', 1n), lastHeardAt: 0, isSelf: false },
     ]);
   });
 
@@ -239,7 +241,7 @@ describe('three nodes exchanging heartbeats', () => {
       '5500 dead c',
       '5750 alive c',
     ]);
-    expect(a.events.at(-1)).toEqual({ at: 5750, type: 'alive', nodeId: 'c', previous: 'dead' });
+    expect(a.membershipEvents.at(-1)).toEqual({ at: 5750, type: 'alive', nodeId: 'c', previous: 'dead' });
     expect(timeline(c)).toEqual(['0 joined a', '0 joined b', '2000 suspect a', '2500 alive a', '3500 suspect a', '5500 dead a', '5750 alive a']);
     // b never lost c.
     expect(timeline(b)).toEqual(['0 joined a', '0 joined c']);
@@ -255,15 +257,15 @@ describe('three nodes exchanging heartbeats', () => {
     c = cluster.start('c', 'c:7946', { incarnation: 2n, seeds: SEEDS });
     cluster.runUntil(1600);
 
-    expect(a.events.at(-1)).toEqual({
+    expect(a.membershipEvents.at(-1)).toEqual({
       at: 1600,
       type: 'restarted',
       nodeId: 'c',
-      oldIncarnation: 1n,
-      newIncarnation: 2n,
+      oldIncarnation: inc('c', 1n),
+      newIncarnation: inc('c', 2n),
       advertiseAddress: 'c:7946',
     });
-    expect(a.membership.member('c')).toMatchObject({ state: 'alive', incarnation: 2n, lastHeardAt: 1600 });
+    expect(a.membership.member('c')).toMatchObject({ state: 'alive', incarnation: inc('c', 2n), lastHeardAt: 1600 });
     expect(a.membership.viewVersion).toBe(versionBefore); // c never left the live set
     expect(a.membership.counters.restarts).toBe(1);
 
@@ -274,8 +276,8 @@ describe('three nodes exchanging heartbeats', () => {
     // A heartbeat of the old incarnation arrives late.
     expect(cluster.inject(a, oldHeartbeat)).toEqual([]);
     expect(a.membership.counters.staleHeartbeats).toBe(1);
-    expect(a.membership.member('c')).toMatchObject({ incarnation: 2n, lastHeardAt: 1600 });
-    expect(a.membership.handleLeave('c', 1n, cluster.now)).toEqual([]);
+    expect(a.membership.member('c')).toMatchObject({ incarnation: inc('c', 2n), lastHeardAt: 1600 });
+    expect(a.membership.handleLeave('c', inc('c', 1n), cluster.now)).toEqual([]);
     expect(a.membership.counters.staleHeartbeats).toBe(2);
     expect(stateOf(a, 'c')).toBe('alive');
   });
@@ -295,29 +297,30 @@ describe('three nodes exchanging heartbeats', () => {
     cluster.runUntil(1000);
     expect(stateOf(a, 'c')).toBe('suspect');
     // While c is only suspect, a lower incarnation is still taken for a straggler.
-    expect(cluster.inject(a, { ...cluster.heartbeatOf(c), incarnation: 0n })).toEqual([]);
+    expect(cluster.inject(a, { ...cluster.heartbeatOf(c), incarnation: inc('c', 0n) })).toEqual([]);
     expect(a.membership.counters.staleHeartbeats).toBe(1);
 
     cluster.runUntil(3000);
     expect(stateOf(a, 'c')).toBe('dead');
     c = cluster.start('c', 'c:7946', { incarnation: 0n, seeds: SEEDS });
     cluster.runUntil(3000);
-    expect(a.events.at(-1)).toMatchObject({ at: 3000, type: 'restarted', nodeId: 'c', oldIncarnation: 1n, newIncarnation: 0n });
-    expect(a.membership.member('c')).toMatchObject({ state: 'alive', incarnation: 0n });
+    expect(a.membershipEvents.at(-1)).toMatchObject({ at: 3000, type: 'restarted', nodeId: 'c', oldIncarnation: inc('c', 1n), newIncarnation: inc('c', 0n) });
+    expect(a.membership.member('c')).toMatchObject({ state: 'alive', incarnation: inc('c', 0n) });
   });
 
   test('a draining node is left at once, is no longer sent heartbeats, and is forgotten later', () => {
-    cluster.runUntil(500);
-    b.leaving = true;
+    // b drains: at 750, after its heartbeat, it leaves (its Leave datagrams go out) and exits.
+    cluster.runUntil(750);
+    b.leave();
     cluster.runUntil(750);
     expect(timeline(a).slice(-1)).toEqual(['750 left b']);
     expect(timeline(c).slice(-1)).toEqual(['750 left b']);
     expect(a.membership.liveNodeIds()).toEqual(['a', 'c']);
-    expect(a.membership.member('b')).toMatchObject({ state: 'left', incarnation: 1n });
+    expect(a.membership.member('b')).toMatchObject({ state: 'left', incarnation: inc('b', 1n) });
 
     // Seeds that left are not sent heartbeats; further leaving heartbeats raise no event.
-    // (b still sends: its own targets are unchanged.)
     expect(a.membership.heartbeatTargets()).toEqual(['c:7946']);
+    expect(cluster.inject(a, { ...cluster.heartbeatOf(b), leaving: true })).toEqual([]);
     cluster.runUntil(1500);
     expect(timeline(a).slice(-1)).toEqual(['750 left b']);
 
@@ -325,21 +328,20 @@ describe('three nodes exchanging heartbeats', () => {
     expect(cluster.inject(a, { ...cluster.heartbeatOf(b), leaving: false })).toEqual([]);
     expect(a.membership.counters.heartbeatsAfterLeft).toBe(1);
 
-    // b exits at 1500 (its last heartbeat). 60 s later its record is done with; b's
+    // b exited at 750 (its last heartbeat). 60 s later its record is done with; b's
     // address is a seed, so a keeps it listed, as dead, and probes the address again.
-    cluster.stop(b);
-    cluster.runUntil(61_499);
+    cluster.runUntil(60_749);
     expect(stateOf(a, 'b')).toBe('left');
-    cluster.runUntil(61_500);
+    cluster.runUntil(60_750);
     expect(stateOf(a, 'b')).toBe('dead');
     expect(a.membership.heartbeatTargets()).toEqual(['b:7946', 'c:7946']);
     expect(timeline(a).slice(-1)).toEqual(['750 left b']);
   });
 
   test('a Leave datagram marks the member left', () => {
-    expect(a.membership.handleLeave('b', 1n, 10)).toEqual([{ type: 'left', nodeId: 'b', incarnation: 1n }]);
+    expect(a.membership.handleLeave('b', inc('b', 1n), 10)).toEqual([{ type: 'left', nodeId: 'b', incarnation: inc('b', 1n) }]);
     expect(a.membership.liveNodeIds()).toEqual(['a', 'c']);
-    expect(a.membership.handleLeave('b', 1n, 20)).toEqual([]);
+    expect(a.membership.handleLeave('b', inc('b', 1n), 20)).toEqual([]);
     expect(a.membership.handleLeave('nobody', 1n, 20)).toEqual([]);
     expect(a.membership.counters.unknownLeaves).toBe(1);
   });
@@ -358,7 +360,7 @@ test('a node with a different config digest is refused, once reported, always co
   cluster.runUntil(500);
 
   expect(timeline(a)).toEqual(['0 config_mismatch d']);
-  expect(a.events[0]).toEqual({
+  expect(a.membershipEvents[0]).toEqual({
     at: 0,
     type: 'config_mismatch',
     nodeId: 'd',
@@ -381,7 +383,7 @@ test('a node with a different config digest is refused, once reported, always co
   expect(timeline(a)).toEqual(['0 config_mismatch d', '500 config_mismatch d']);
 
   // A refused heartbeat's gossip is not learned either.
-  cluster.inject(a, { nodeId: 'd', incarnation: 2n, advertiseAddress: 'd:1', configDigest: 7n, leaving: false, known: [{ nodeId: 'x', advertiseAddress: 'x:1' }] });
+  cluster.inject(a, { nodeId: 'd', incarnation: inc('d', 2n), advertiseAddress: 'd:1', configDigest: 7n, leaving: false, known: [{ nodeId: 'x', advertiseAddress: 'x:1' }] });
   expect(a.membership.heartbeatTargets()).toEqual(['d:1']);
 });
 
@@ -393,7 +395,7 @@ test('seeds never heard from are listed as dead with an empty node id, until the
   expect(a.membership.members()).toEqual([
     { nodeId: '', advertiseAddress: 'b:1', state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false },
     { nodeId: '', advertiseAddress: 'x:1', state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false },
-    { nodeId: 'a', advertiseAddress: 'a:1', state: 'alive', incarnation: 1n, lastHeardAt: null, isSelf: true },
+    { nodeId: 'a', advertiseAddress: 'a:1', state: 'alive', incarnation: inc('a', 1n), lastHeardAt: null, isSelf: true },
   ]);
   expect(a.membership.liveNodeIds()).toEqual(['a']);
 
@@ -505,7 +507,8 @@ test('viewVersion changes exactly when the live set changes', () => {
   record('c restarted');
   cluster.runUntil(3500);
   record('quiet');
-  b.leaving = true;
+  cluster.runUntil(3750);
+  b.leave();
   cluster.runUntil(3750);
   record('b left');
   cluster.inject(a, { nodeId: 'd', incarnation: 1n, advertiseAddress: 'd:1', configDigest: 1n, leaving: false, known: [] });

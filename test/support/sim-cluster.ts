@@ -67,6 +67,19 @@ export interface SimClusterOptions {
   transferDelayMs?: number;
   /** Anti-entropy interval (ms; 0 = off, the default). */
   antiEntropyIntervalMs?: number;
+  /** Virtual time at the start (Unix ms; default SIM_T0). */
+  startMs?: number;
+}
+
+/** A node of one's own naming (membership scenarios). */
+export interface SimNodeSpec {
+  nodeId: string;
+  address: string;
+  seeds?: readonly string[];
+  /** The first process's incarnation (default: drawn from the seed). */
+  incarnation?: bigint;
+  /** A config digest of its own (a misconfigured node); default: the cluster's. */
+  configDigest?: bigint;
 }
 
 type ResolvedOptions = Required<Omit<SimClusterOptions, 'receiver' | 'membership' | 'keys'>> & {
@@ -121,6 +134,7 @@ export class SimNode implements SimHost, SimTransportHost {
     readonly nodeId: string,
     readonly address: string,
     readonly seeds: readonly string[],
+    private readonly identity: { incarnation?: bigint; configDigest?: bigint } = {},
   ) {
     this.keys = cluster.options.keys;
     this.boot();
@@ -176,6 +190,7 @@ export class SimNode implements SimHost, SimTransportHost {
     const random = new SeededRandom(o.seed * 7919 + this.index * 104_729 + this.generation * 15_485_863);
     // Larger than any earlier incarnation of this node, as the sidecar's choice must be.
     this.incarnation = (BigInt(this.generation + 1) << 40n) | BigInt(random.nextUint32());
+    if (this.generation === 0 && this.identity.incarnation !== undefined) this.incarnation = this.identity.incarnation;
     const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: this.nodeId, partitions: o.partitions }, this.cluster.hasher, new HybridClock());
     const config: NodeCoreConfig = {
       nodeId: this.nodeId,
@@ -215,6 +230,7 @@ export class SimNode implements SimHost, SimTransportHost {
           resync: (request, outcome, sessions) => this.transferEnded(request, outcome, sessions),
         },
         wake: () => this.scheduleFlush(),
+        ...(this.identity.configDigest === undefined ? {} : { configDigest: this.identity.configDigest }),
       },
       this.net.now,
     );
@@ -515,6 +531,7 @@ export class SimCluster {
       profile: PERFECT_LINK,
       transferDelayMs: 5,
       antiEntropyIntervalMs: 0,
+      startMs: SIM_T0,
       ...options,
       keys,
       receiver: { ...DEFAULT_CHANNEL_RECEIVER_CONFIG, ...options.receiver },
@@ -522,7 +539,7 @@ export class SimCluster {
     };
     // One BUZhash table for the cluster: every node derives the same seed from the key.
     this.hasher = hasherFor(keys[0]!);
-    this.net = new SimNetwork(options.seed, SIM_T0, this.options.profile);
+    this.net = new SimNetwork(options.seed, this.options.startMs, this.options.profile);
     for (let i = 0; i < options.nodes; i++) this.addNode();
     this.net.onStep = () => this.sampleBounds();
   }
@@ -533,6 +550,15 @@ export class SimCluster {
     const address = `10.0.0.${index}:7401`;
     const seeds = this.options.nodes >= index ? Array.from({ length: this.options.nodes }, (_, i) => `10.0.0.${i + 1}:7401`) : this.nodes.map((n) => n.address);
     const node = new SimNode(this, index, `node-${index}`, address, seeds.filter((a) => a !== address));
+    this.nodes.push(node);
+    this.net.attach(node, this.options.transport === 'multicast');
+    return node;
+  }
+
+  /** Starts a node of one's own naming: a new process at `spec.address`, replacing (stopping) any there. */
+  startNode(spec: SimNodeSpec): SimNode {
+    for (const old of this.nodes) if (old.address === spec.address) old.stop();
+    const node = new SimNode(this, this.nodes.length + 1, spec.nodeId, spec.address, spec.seeds ?? [], spec);
     this.nodes.push(node);
     this.net.attach(node, this.options.transport === 'multicast');
     return node;

@@ -13,7 +13,8 @@
  *   override or a per-address override applies. Cut links drop everything (partitions).
  * - Multicast delivers one independent copy over each (sender → member) link to every
  *   group member except the sender.
- * - Events at the same virtual time run in the order they were scheduled.
+ * - Events at the same virtual time run in the order they were scheduled, before any host
+ *   due then is ticked; due hosts are ticked one per step, in the order they were attached.
  * - `run` is bounded: it throws when the number of steps at one virtual instant exceeds a
  *   limit (a core that asks to be woken "now" forever is a livelock, and a bug).
  */
@@ -314,8 +315,12 @@ export class SimNetwork {
       if (eventAt <= tickAt) {
         this.queue.pop()!.run();
       } else {
-        for (const host of [...this.hosts.values()]) {
-          if (host.running && host.nextDeadline() <= this.now) host.tick(this.now);
+        // One host per step: what it sends with no delay arrives before the next host's
+        // tick at the same instant (as if each host's timer fired a moment apart).
+        for (const host of this.hosts.values()) {
+          if (!host.running || host.nextDeadline() > this.now) continue;
+          host.tick(this.now);
+          break;
         }
       }
       this.onStep?.(this.now);
