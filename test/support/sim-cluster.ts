@@ -122,6 +122,8 @@ export class SimNode implements SimHost, SimTransportHost {
   /** Ticket id → acknowledgements, for synchronous writes the core reported acknowledged. */
   readonly completedTickets = new Map<number, number>();
   readonly resyncs: ResyncRecord[] = [];
+  /** Every peer request this node's core made (transfers, lookups), with its virtual time. */
+  readonly peerRequests: { at: number; request: PeerRequest }[] = [];
   /** Promises the core settled so far (continuations run between simulation steps). */
   private settledCount = 0;
   private lastAwaited: number | undefined;
@@ -275,6 +277,7 @@ export class SimNode implements SimHost, SimTransportHost {
   private continuing = false;
 
   requestStarted(request: PeerRequest): void {
+    this.peerRequests.push({ at: this.net.now, request });
     if (request.kind === 'digests' || (request.kind === 'fetch' && !this.continuing)) this.cluster.transfers.started++;
   }
 

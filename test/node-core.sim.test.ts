@@ -1,0 +1,108 @@
+/**
+ * The node core's own decisions, on the simulator (test/support/sim-cluster.ts): the
+ * drain predicate and readiness resolve from inputs (no polling), a resume skips members
+ * that are dead, and the core reports one deadline that covers everything it waits for.
+ * Seeded, virtual time, no sleeps, no timing assertions.
+ */
+import { SimCluster, type SimClusterOptions, type SimNode } from './support/sim-cluster';
+import { PERFECT_LINK } from './support/sim-network';
+
+const SETTLE_MS = 30_000;
+
+function startCluster(options: SimClusterOptions): SimCluster {
+  const cluster = new SimCluster(options);
+  if (!cluster.runUntil(() => cluster.membershipSettled(), 10_000)) throw new Error('membership did not settle');
+  cluster.runFor(50);
+  return cluster;
+}
+
+describe.each(['unicast', 'multicast'] as const)('%s: the node core', (transport) => {
+  test('drain resolves true once every secondary acknowledged what the node sent, also under loss', async () => {
+    const cluster = startCluster({ seed: 71, nodes: 3, transport, profile: { ...PERFECT_LINK, loss: 0.2 } });
+    const [writer] = cluster.nodes as [SimNode];
+    for (let i = 0; i < 50; i++) writer.write(`drain-${i}`, { cart: `cart ${i}` });
+    expect(writer.engine.allAcknowledged()).toBe(false);
+    expect(await writer.drain(SETTLE_MS)).toBe(true);
+    expect(writer.engine.allAcknowledged()).toBe(true);
+    for (const node of cluster.nodes.slice(1)) {
+      for (let i = 0; i < 50; i++) {
+        const held = node.store.snapshot(`drain-${i}`, cluster.net.now);
+        if (node.placement.isSecondary(node.nodeId, node.store.partitionOf(`drain-${i}`), writer.nodeId)) expect(held).toBeDefined();
+      }
+    }
+  });
+
+  test('drain resolves false at its deadline while an alive secondary cannot acknowledge', async () => {
+    const cluster = startCluster({ seed: 72, nodes: 3, transport });
+    const [writer, other] = cluster.nodes as [SimNode, SimNode];
+    // Only data is lost: heartbeats go on, so the secondary stays alive (not suspect).
+    cluster.net.filter = (t) => t.from === writer.address && t.to === other.address && t.meta.kind === 'data';
+    writer.write('stuck', { cart: 'x' });
+    writer.write('stuck-2', { auth: 'y' });
+    const secondaries = ['stuck', 'stuck-2'].some((id) => writer.placement.isSecondary(other.nodeId, writer.store.partitionOf(id), writer.nodeId));
+    expect(secondaries).toBe(true);
+    expect(await writer.drain(500)).toBe(false);
+    expect(other.membership.member(writer.nodeId)?.state).toBe('alive');
+    expect(writer.membership.member(other.nodeId)?.state).toBe('alive');
+  });
+
+  test('a joiner is caught up once its placement transfers finished, and not before', async () => {
+    const cluster = startCluster({ seed: 73, nodes: 3, transport, transferDelayMs: 200 });
+    const [writer] = cluster.nodes as [SimNode];
+    for (let i = 0; i < 200; i++) writer.write(`join-${i}`, { cart: `cart ${i}` });
+    cluster.runFor(1000);
+    const joiner = cluster.addNode();
+    let caughtUp: boolean | undefined;
+    let pullsPendingWhenResolved: boolean | undefined;
+    void joiner.core.caughtUp(cluster.net.now + SETTLE_MS).then((value) => {
+      caughtUp = value;
+      pullsPendingWhenResolved = joiner.engine.hasPendingPulls();
+    });
+    for (let step = 0; step < 200 && caughtUp === undefined; step++) {
+      cluster.runFor(50);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(caughtUp).toBe(true);
+    expect(pullsPendingWhenResolved).toBe(false);
+    expect(joiner.resyncs.some((r) => r.outcome === 'ok' && r.sessions > 0)).toBe(true);
+  });
+
+  test('a resume does not ask a dead member, even the owner it knows of', async () => {
+    const cluster = startCluster({ seed: 74, nodes: 3, transport, replicas: 2, membership: { deadAfterMs: 1500 } });
+    const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
+    a.write('s1', { cart: 'lamp' });
+    expect(cluster.runUntil(() => [b, c].every((n) => n.store.snapshot('s1', cluster.net.now) !== undefined), SETTLE_MS)).toBe(true);
+    a.stop();
+    expect(cluster.runUntil(() => b.membership.member(a.nodeId)?.state === 'dead', SETTLE_MS)).toBe(true);
+    // b's copy names a as the owner: the known owner, but dead, so only c is asked.
+    expect(b.store.snapshot('s1', cluster.net.now)!.owner).toBe(a.nodeId);
+    const requestsBefore = b.peerRequests.length;
+    expect(await b.resume('s1')).toBe(2);
+    const lookups = b.peerRequests.slice(requestsBefore).map((r) => r.request).filter((r) => r.kind === 'lookup');
+    expect(lookups.map((r) => (r.kind === 'lookup' ? [r.peerAddress, r.sessionIds] : []))).toEqual([[c.address, ['s1']]]);
+    expect(cluster.runUntil(() => c.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
+  });
+
+  test('the deadline covers a synchronous write that waits: it settles at its deadline without other traffic', async () => {
+    const cluster = startCluster({ seed: 75, nodes: 3, transport });
+    const [writer, down] = cluster.nodes as [SimNode, SimNode];
+    down.stop();
+    const deadline = cluster.net.now + 400;
+    const answer = writer.core.api.put(
+      { sessionId: 'sync', parts: [{ name: 'cart', value: Buffer.from('x'), ifVersion: undefined }], ttlSeconds: 0, minReplicas: 2 },
+      cluster.net.now,
+      deadline,
+    );
+    expect(answer).toBeInstanceOf(Promise);
+    let outcome: string | undefined;
+    (answer as Promise<unknown>).then(
+      () => (outcome = 'acknowledged'),
+      (err: Error) => (outcome = err.name),
+    );
+    writer.flushNow();
+    expect(writer.core.nextDeadline()).toBeLessThanOrEqual(deadline);
+    cluster.net.run(deadline);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(outcome).toBe('UnavailableError');
+  });
+});
