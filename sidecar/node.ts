@@ -15,6 +15,7 @@ import { type Config, type ListenAddress, peerExposure, runsInsecure } from './c
 import { HttpApiServer } from './servers/http-api';
 import { HttpServer } from './metrics/http-server';
 import { RespCommands } from '../src/resp/resp-commands';
+import { meteredApi, type ApiCalls } from './metrics/metered-api';
 import { respLimits, RespServer, storeView } from './servers/resp-server';
 import { ReplicationDriver } from './transport/replication-driver';
 import { SidecarMetrics } from './metrics/metrics';
@@ -139,7 +140,7 @@ export class BatonNode {
         throw new ListenError('http-listen', httpListen, err);
       });
     }
-    const resp = await this.startResp(sessionApi).catch(async (err: unknown) => {
+    const resp = await this.startResp(meteredApi(sessionApi, this.metrics)).catch(async (err: unknown) => {
       await this.api?.shutdown(0);
       await replication.stop();
       await this.http.close();
@@ -179,7 +180,7 @@ export class BatonNode {
   }
 
   /** The Redis-protocol endpoint, when --resp-listen asks for it; resolves with its port. */
-  private async startResp(sessionApi: SessionApi): Promise<number | undefined> {
+  private async startResp(sessionApi: ApiCalls): Promise<number | undefined> {
     const address = this.config.respListen;
     if (address === undefined) return undefined;
     const commands = new RespCommands(
