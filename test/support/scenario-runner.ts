@@ -40,7 +40,7 @@ export interface ConvergeResult {
  */
 export interface ScenarioBackend {
   readonly name: string;
-  /** Starts the first nodes and returns once every one sees all of them alive. `allNames`: every node the scenario will ever start. */
+  /** Starts the first nodes and returns once every one is ready (caught up) and sees all of them alive. `allNames`: every node the scenario will ever start. */
   startCluster(settings: ClusterSettings, names: readonly string[], allNames: readonly string[]): Promise<void>;
   /** Starts a node that never ran (a joiner); returns once it runs, not once it caught up. */
   startNode(name: string): Promise<void>;
@@ -66,7 +66,7 @@ export interface ScenarioBackend {
   advance(ms: number): Promise<void>;
   /** Runs until membership matches the running nodes, replication is quiet and every holder of `sessions` agrees; bounded by withinMs. */
   converge(sessions: readonly string[], withinMs: number): Promise<ConvergeResult>;
-  /** Backend-specific counters of a node (printed as `~` lines). */
+  /** Backend-specific counters of a node since the cluster was ready, or since the node (re)started after that (printed as `~` lines). */
   counters(name: string): Promise<string[]>;
   /** Extra detail after advance (e.g. the virtual time). */
   clockDetail(): string | undefined;
@@ -169,7 +169,7 @@ class Runner {
       case 'nodes':
         await b.startCluster(this.settings, c.names, this.allNames);
         for (const name of c.names) this.started(name);
-        this.out(`up: ${c.names.join(' ')}; each sees ${[...c.names].sort().join(' ')} alive`);
+        this.out(`up and ready: ${c.names.join(' ')}; each sees ${[...c.names].sort().join(' ')} alive`);
         return;
       case 'start':
         await b.startNode(c.name);
@@ -305,7 +305,9 @@ class Runner {
       if (describeParts(view.parts) !== describeParts(Object.fromEntries(c.parts.map((p: PartValue) => [p.name, p.value])))) wrong.push(`${session} is ${describeView(view)}`);
     }
     const what = c.sessions.length === 1 ? c.sessions[0]! : `${c.sessions.length} sessions`;
-    if (wrong.length === 0) this.out(`ok: ${c.node} holds ${what} ${c.parts === 'absent' ? 'absent' : `as ${describeParts(Object.fromEntries(c.parts.map((p) => [p.name, p.value])))}`}`);
+    const parts = c.parts;
+    if (wrong.length === 0 && parts === 'absent') this.out(`ok: ${c.node} holds no copy of ${what}`);
+    else if (wrong.length === 0 && parts !== 'absent') this.out(`ok: ${c.node} holds ${what} as ${describeParts(Object.fromEntries(parts.map((p) => [p.name, p.value])))}`);
     else this.fail(c, `on ${c.node}: ${wrong.slice(0, 5).join('; ')}${wrong.length > 5 ? ` (+${wrong.length - 5} more)` : ''}`);
   }
 

@@ -21,11 +21,24 @@ const SETTLE_MS = 10_000;
 /** The sidecar's default --drain-timeout-seconds, in virtual ms. */
 const DRAIN_TIMEOUT_MS = 20_000;
 
+/** A node's counters, with the restart they belong to. */
+interface Figures {
+  generation: number;
+  data: number;
+  retransmitted: number;
+  nacksSent: number;
+  nacksReceived: number;
+  transfersDone: number;
+  transfersAsked: number;
+}
+
 export class SimBackend implements ScenarioBackend {
   readonly name = 'simulation';
   private cluster: SimCluster | undefined;
   private readonly byName = new Map<string, SimNode>();
   private readonly nameOf = new Map<string, string>();
+  /** Each first node's counters once the cluster was ready. */
+  private readonly baselines = new Map<string, Figures>();
 
   private get sim(): SimCluster {
     if (this.cluster === undefined) throw new Error('no cluster yet');
@@ -51,7 +64,11 @@ export class SimBackend implements ScenarioBackend {
     const cluster = new SimCluster({ seed: settings.seed, nodes: names.length, transport: settings.transport, replicas: settings.replicas, partitions: settings.partitions });
     this.cluster = cluster;
     names.forEach((name, i) => this.bind(name, cluster.nodes[i]!));
-    if (!cluster.runUntil(() => this.membershipMatches(), SETTLE_MS)) throw new Error(`membership did not settle within ${SETTLE_MS} ms`);
+    // Ready as the sidecar's readiness means it: every node sees the others and has pulled
+    // what placement gave it.
+    if (!cluster.runUntil(() => this.membershipMatches() && this.caughtUp(), SETTLE_MS)) throw new Error(`the nodes were not ready within ${SETTLE_MS} ms`);
+    // Counters count from here: what a story shows is what happened in it, not the start-up pulls.
+    for (const name of names) this.baselines.set(name, this.figures(this.node(name)));
   }
 
   async startNode(name: string): Promise<void> {
@@ -202,17 +219,35 @@ export class SimBackend implements ScenarioBackend {
   }
 
   async counters(name: string): Promise<string[]> {
-    const node = this.node(name);
-    const s = node.engine.stats;
-    const transfers = node.resyncs.filter((r) => r.outcome === 'ok').length;
+    const now = this.figures(this.node(name));
+    const base = this.baselines.get(name);
+    const since = (key: keyof Figures) => now[key] - (base !== undefined && base.generation === now.generation ? base[key] : 0);
     return [
-      `data sent ${s.datagramsSent.data}, retransmitted ${s.retransmissions}, nacks sent ${s.datagramsSent.nack}, nacks received ${s.nacksReceived}`,
-      `state transfers ${transfers} of ${node.resyncs.length} requested`,
+      `data sent ${since('data')}, retransmitted ${since('retransmitted')}, nacks sent ${since('nacksSent')}, nacks received ${since('nacksReceived')}`,
+      `state transfers ${since('transfersDone')} of ${since('transfersAsked')} requested`,
     ];
+  }
+
+  private figures(node: SimNode): Figures {
+    const s = node.engine.stats;
+    return {
+      generation: node.generation,
+      data: s.datagramsSent.data,
+      retransmitted: s.retransmissions,
+      nacksSent: s.datagramsSent.nack,
+      nacksReceived: s.nacksReceived,
+      transfersDone: node.resyncs.filter((r) => r.outcome === 'ok').length,
+      transfersAsked: node.resyncs.length,
+    };
   }
 
   async close(): Promise<void> {
     // Nothing outlives the run: the simulation is plain objects.
+  }
+
+  private caughtUp(): boolean {
+    const t = this.sim.transfers;
+    return t.started === t.ok + t.failed + t.stale && this.sim.running.every((n) => !n.engine.hasPendingPulls());
   }
 
   private membershipMatches(): boolean {
