@@ -22,9 +22,9 @@ describe('parseScenario', () => {
         'cluster seed=7 transport=multicast replicas=1 partitions=8',
         '',
         'nodes a b   c   # three pods',
-        'write a s1 auth=t cart=x,y sync=2',
-        'write b s1..s3 cart=',
-        'delete a s1 cart',
+        'write a s1 login=t basket=x,y sync=2',
+        'write b s1..s3 basket=',
+        'delete a s1 basket',
         'delete a s2',
         'resume b s1',
         'drop 10% a->b',
@@ -39,7 +39,7 @@ describe('parseScenario', () => {
         'kill a',
         'restart a',
         'drain d',
-        'expect b s1 auth=t cart=x,y',
+        'expect b s1 login=t basket=x,y',
         'expect c s1..s2 absent',
         'expect-owner s1 b epoch=2',
         'expect-owner s1..s3 b',
@@ -52,9 +52,9 @@ describe('parseScenario', () => {
     expect(bodies).toEqual([
       { kind: 'cluster', settings: { seed: 7, transport: 'multicast', replicas: 1, partitions: 8 } },
       { kind: 'nodes', names: ['a', 'b', 'c'] },
-      { kind: 'write', node: 'a', sessions: ['s1'], parts: [{ name: 'auth', value: 't' }, { name: 'cart', value: 'x,y' }], sync: 2 },
-      { kind: 'write', node: 'b', sessions: ['s1', 's2', 's3'], parts: [{ name: 'cart', value: '' }], sync: 0 },
-      { kind: 'delete', node: 'a', sessions: ['s1'], parts: ['cart'] },
+      { kind: 'write', node: 'a', sessions: ['s1'], parts: [{ name: 'login', value: 't' }, { name: 'basket', value: 'x,y' }], sync: 2 },
+      { kind: 'write', node: 'b', sessions: ['s1', 's2', 's3'], parts: [{ name: 'basket', value: '' }], sync: 0 },
+      { kind: 'delete', node: 'a', sessions: ['s1'], parts: ['basket'] },
       { kind: 'delete', node: 'a', sessions: ['s2'], parts: [] },
       { kind: 'resume', node: 'b', sessions: ['s1'] },
       { kind: 'drop', percent: 10, from: 'a', to: 'b', both: false },
@@ -69,7 +69,7 @@ describe('parseScenario', () => {
       { kind: 'kill', name: 'a' },
       { kind: 'restart', name: 'a' },
       { kind: 'drain', name: 'd' },
-      { kind: 'expect', node: 'b', sessions: ['s1'], parts: [{ name: 'auth', value: 't' }, { name: 'cart', value: 'x,y' }] },
+      { kind: 'expect', node: 'b', sessions: ['s1'], parts: [{ name: 'login', value: 't' }, { name: 'basket', value: 'x,y' }] },
       { kind: 'expect', node: 'c', sessions: ['s1', 's2'], parts: 'absent' },
       { kind: 'expect-owner', sessions: ['s1'], owner: 'b', epoch: 2 },
       { kind: 'expect-owner', sessions: ['s1', 's2', 's3'], owner: 'b', epoch: undefined },
@@ -89,12 +89,14 @@ describe('parseScenario', () => {
   test.each([
     ['frobnicate a', 2, /unknown command "frobnicate"/],
     ['write a s1', 2, /usage: write NODE SESSIONS PART=VALUE/],
-    ['write a s1 cart', 2, /expected PART=VALUE, got "cart"/],
+    ['write a s1 basket', 2, /expected PART=VALUE, got "basket"/],
     ['write a s1 Cart=x', 2, /a part name is/],
-    ['write a s1 cart=x sync=many', 2, /sync is a whole number/],
-    ['write a s1..s0 cart=x', 2, /a session range counts up/],
-    ['write a s1..s5000 cart=x', 2, /at most 1000 sessions/],
-    ['write a s/1 cart=x', 2, /a session id is/],
+    ['write a s1 cart=apples', 2, /part cart is typed \(baton.v1.CartState\) and a scenario value is text/],
+    ['expect b s1 auth=token', 2, /part auth is typed/],
+    ['write a s1 basket=x sync=many', 2, /sync is a whole number/],
+    ['write a s1..s0 basket=x', 2, /a session range counts up/],
+    ['write a s1..s5000 basket=x', 2, /at most 1000 sessions/],
+    ['write a s/1 basket=x', 2, /a session id is/],
     ['drop 10 a->b', 2, /drop needs a percentage/],
     ['drop 101% a->b', 2, /drop needs a percentage/],
     ['drop 10% a=>b', 2, /drop needs a link A->B or A<->B/],
@@ -105,7 +107,7 @@ describe('parseScenario', () => {
     ['advance 0.5ms', 2, /whole number of milliseconds/],
     ['converge 2s', 2, /usage: converge \[within DURATION\]/],
     ['expect b s1', 2, /usage: expect NODE SESSIONS/],
-    ['expect b s1 cart=x cart=y', 2, /a part is named twice/],
+    ['expect b s1 basket=x basket=y', 2, /a part is named twice/],
     ['expect-owner s1 b epoch=0', 2, /epoch is a whole number from 1/],
     ['expect-owner s1 b 2', 2, /usage: expect-owner/],
     ['expect-acked a s1..s2 1', 2, /names one session/],
@@ -123,7 +125,7 @@ describe('parseScenario', () => {
   });
 
   test('commands before nodes, bad cluster settings and duplicate names are refused on their line', () => {
-    expect(errorOf('# intro\n\nwrite a s1 cart=x').message).toMatch(/^line 3: write before any node was started/);
+    expect(errorOf('# intro\n\nwrite a s1 basket=x').message).toMatch(/^line 3: write before any node was started/);
     expect(errorOf('cluster transport=carrier-pigeon\nnodes a').message).toMatch(/^line 1: transport is unicast or multicast/);
     expect(errorOf('cluster colour=blue').message).toMatch(/^line 1: unknown cluster setting "colour"/);
     expect(errorOf('nodes a b a').message).toMatch(/^line 1: node a is named twice/);

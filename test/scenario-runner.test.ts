@@ -9,21 +9,21 @@ import { outcomeLines, runScenario, ScenarioError, UnsupportedCommandError } fro
 import { SimBackend } from './support/scenario-sim-backend';
 
 test('an expect that does not hold is reported with its line number and what was found, and the story goes on', async () => {
-  const script = ['nodes a b', 'write a s1 cart=apples sync=1', 'expect b s1 cart=pears', 'expect-owner s1 b', 'expect b s1 cart=apples', 'expect-alive a a'].join('\n');
+  const script = ['nodes a b', 'write a s1 basket=apples sync=1', 'expect b s1 basket=pears', 'expect-owner s1 b', 'expect b s1 basket=apples', 'expect-alive a a'].join('\n');
   const { transcript, failures } = await runScenario(parseScenario(script), new SimBackend());
   expect(failures).toEqual([
-    'line 3: expect b s1 cart=pears: on b: s1 is cart=apples (owner a, epoch 1)',
+    'line 3: expect b s1 basket=pears: on b: s1 is basket=apples (owner a, epoch 1)',
     'line 4: expect-owner s1 b: s1: a says owner a at epoch 1; s1: b says owner a at epoch 1',
     'line 6: expect-alive a a: a sees a b alive',
   ]);
-  expect(transcript).toContain('  FAILED: on b: s1 is cart=apples (owner a, epoch 1)');
-  expect(transcript).toContain('  ok: b holds s1 as cart=apples');
+  expect(transcript).toContain('  FAILED: on b: s1 is basket=apples (owner a, epoch 1)');
+  expect(transcript).toContain('  ok: b holds s1 as basket=apples');
 });
 
 test('a command on a node that is not running ends the run, naming its line', async () => {
-  const run = runScenario(parseScenario('nodes a b\nkill b\n\nwrite b s1 cart=x'), new SimBackend());
+  const run = runScenario(parseScenario('nodes a b\nkill b\n\nwrite b s1 basket=x'), new SimBackend());
   await expect(run).rejects.toThrow(ScenarioError);
-  await expect(runScenario(parseScenario('nodes a b\nkill b\n\nwrite b s1 cart=x'), new SimBackend())).rejects.toThrow('line 4: write b s1 cart=x: node b is not running');
+  await expect(runScenario(parseScenario('nodes a b\nkill b\n\nwrite b s1 basket=x'), new SimBackend())).rejects.toThrow('line 4: write b s1 basket=x: node b is not running');
 });
 
 test('a command the backend cannot do fails loudly with its line, and the backend is closed', async () => {

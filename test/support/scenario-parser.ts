@@ -10,6 +10,7 @@
  *   `start` before any other command names it, `cluster` comes before `nodes`, and `nodes`
  *   comes once, before everything else that touches the cluster.
  */
+import { isWellKnownPart, WELL_KNOWN_PARTS } from '../../src/wire/well-known-parts';
 
 export interface ClusterSettings {
   seed: number;
@@ -282,7 +283,10 @@ function partName(word: string, fail: (message: string) => never): string {
 function partValue(word: string, fail: (message: string) => never): PartValue {
   const eq = word.indexOf('=');
   if (eq < 0) fail(`expected PART=VALUE, got ${JSON.stringify(word)}`);
-  return { name: partName(word.slice(0, eq), fail), value: word.slice(eq + 1) };
+  const name = partName(word.slice(0, eq), fail);
+  // The real API checks a typed part's value is its message; scenario values are text.
+  if (isWellKnownPart(name)) fail(`part ${name} is typed (${WELL_KNOWN_PARTS[name].typeName}) and a scenario value is text: name the part otherwise (e.g. basket, login)`);
+  return { name, value: word.slice(eq + 1) };
 }
 
 function integer(text: string, what: string, min: number, max: number, fail: (message: string) => never): number {
