@@ -17,7 +17,7 @@ import { ProcessBackend } from './support/scenario-process-backend';
 const DIR = path.join(__dirname, 'scenarios');
 
 /** The stories whose every command real processes on loopback can carry out. */
-const ON_PROCESSES = ['owner-crash-and-resume'];
+const ON_PROCESSES = ['owner-crash-and-resume', 'restart-new-incarnation', 'joiner-state-transfer'];
 
 jest.setTimeout(120_000);
 
