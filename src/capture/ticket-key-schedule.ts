@@ -79,7 +79,7 @@ export function planTicketKeys(input: TicketKeyScheduleInput, config: TicketKeyS
     changed = true;
   }
   // Keys retired more than a session lifetime ago are no longer accepted (nor stored).
-  const kept = keys.filter((k, i) => {
+  const kept = keys.filter((_, i) => {
     const retiredAt = keys[i + 1]?.activatesAt;
     return retiredAt === undefined || retiredAt > now || retiredAt + sessionLifetimeMs > now;
   });
