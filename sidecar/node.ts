@@ -22,6 +22,7 @@ import { SessionServiceHandlers } from './servers/session-service';
 import { statusPageData } from './metrics/status-page-data';
 import { VERSION } from './config/package-root';
 import { TicketKeyKeeper } from './capture/ticket-key-keeper';
+import { LocalTlsResumptionSource } from './capture/local-tls-resumption';
 import { clusterSessionIdContext } from '../src/capture/tls-session-id-context';
 
 /** The longest /readyz waits for this node to pull its partitions from its peers after start. */
@@ -62,6 +63,8 @@ export class BatonNode {
   private readonly hasher: BuzHash;
   private readonly hashSeed: string | Buffer;
   private tickets: TicketKeyKeeper | undefined;
+  /** For attachTlsResumption on a TLS server in this process (the proxy); set by start(). */
+  tlsResumption: LocalTlsResumptionSource | undefined;
   private readonly keys: ClusterKey[] | undefined;
   private handlers: SessionServiceHandlers | undefined;
   private api: ApiServer | undefined;
@@ -124,6 +127,7 @@ export class BatonNode {
     this.handlers = new SessionServiceHandlers(sessionApi, this.hub, this.metrics, this.log, this.config.maxMemoryBytes);
     this.tickets = this.ticketKeeper(sessionApi, replication);
     this.handlers.serveTlsResumption(this.tickets);
+    this.tlsResumption = new LocalTlsResumptionSource(sessionApi, this.tickets);
     // A Put may carry every part at full size; leave room for ids, names and framing.
     const maxMessageBytes = Math.min(this.config.maxValueBytes * this.config.maxPartsPerSession + 64 * 1024, 2 ** 31 - 1);
     this.api = new ApiServer(this.handlers.implementation(), this.clusterService(), maxMessageBytes, this.config.maxPartsPerSession);
