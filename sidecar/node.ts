@@ -22,6 +22,9 @@ import { SidecarMetrics } from './metrics/metrics';
 import { SessionServiceHandlers } from './servers/session-service';
 import { statusPageData } from './metrics/status-page-data';
 import { VERSION } from './config/package-root';
+import { TicketKeyKeeper } from './capture/ticket-key-keeper';
+import { LocalTlsResumptionSource } from './capture/local-tls-resumption';
+import { clusterSessionIdContext } from '../src/capture/tls-session-id-context';
 
 /** The longest /readyz waits for this node to pull its partitions from its peers after start. */
 const READY_CATCH_UP_LIMIT_MS = 60_000;
@@ -59,6 +62,10 @@ export class BatonNode {
   readonly metrics: SidecarMetrics;
   private readonly hub = new WatchHub();
   private readonly hasher: BuzHash;
+  private readonly hashSeed: string | Buffer;
+  private tickets: TicketKeyKeeper | undefined;
+  /** For attachTlsResumption on a TLS server in this process (the proxy); set by start(). */
+  tlsResumption: LocalTlsResumptionSource | undefined;
   private readonly keys: ClusterKey[] | undefined;
   private handlers: SessionServiceHandlers | undefined;
   private api: ApiServer | undefined;
@@ -77,9 +84,8 @@ export class BatonNode {
     private readonly log: Logger,
   ) {
     this.keys = config.clusterKeys === '' ? undefined : parseClusterKeys(config.clusterKeys, config.clusterKeySource);
-    this.hasher = new BuzHash(
-      config.clusterSeed !== '' ? config.clusterSeed : this.keys !== undefined ? deriveHashSeed(this.keys[0]!) : DEFAULT_CLUSTER_SEED,
-    );
+    this.hashSeed = config.clusterSeed !== '' ? config.clusterSeed : this.keys !== undefined ? deriveHashSeed(this.keys[0]!) : DEFAULT_CLUSTER_SEED;
+    this.hasher = new BuzHash(this.hashSeed);
     this.store = new SessionStore(
       {
         nodeId: config.nodeId,
@@ -120,6 +126,9 @@ export class BatonNode {
       this.metrics.resumeObserver(),
     );
     this.handlers = new SessionServiceHandlers(sessionApi, this.hub, this.metrics, this.log, this.config.maxMemoryBytes);
+    this.tickets = this.ticketKeeper(sessionApi, replication);
+    this.handlers.serveTlsResumption(this.tickets);
+    this.tlsResumption = new LocalTlsResumptionSource(sessionApi, this.tickets);
     // A Put may carry every part at full size; leave room for ids, names and framing.
     const maxMessageBytes = Math.min(this.config.maxValueBytes * this.config.maxPartsPerSession + 64 * 1024, 2 ** 31 - 1);
     this.api = new ApiServer(this.handlers.implementation(), this.clusterService(), maxMessageBytes, this.config.maxPartsPerSession);
@@ -150,8 +159,18 @@ export class BatonNode {
     this.sweepTimer = setInterval(() => this.store.tick(Date.now()), 1000);
     this.sweepTimer.unref();
     this.api.setServing(true);
-    // Ready (for Kubernetes) once caught up with the peers: the API serves meanwhile.
-    void replication.caughtUp(Date.now() + READY_CATCH_UP_LIMIT_MS).then((caughtUp) => {
+    // Ready (for Kubernetes) once caught up with the peers and holding the TLS ticket keys:
+    // the API serves meanwhile. The key keeper starts once the members are known, so a
+    // restarted node never takes itself for a cluster of one and replaces the keys.
+    const readyBy = Date.now() + READY_CATCH_UP_LIMIT_MS;
+    const tickets = this.tickets;
+    const caughtUpAndKeyed = replication.caughtUp(readyBy).then(async (caughtUp) => {
+      if (this.stopping !== undefined) return caughtUp;
+      tickets.start();
+      await Promise.race([tickets.ready(), new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, readyBy - Date.now())).unref())]);
+      return caughtUp;
+    });
+    void caughtUpAndKeyed.then((caughtUp) => {
       if (this.stopping !== undefined) return;
       this.http.ready = true;
       this.log.info({ caught_up: caughtUp, after_ms: Date.now() - this.startedAt }, 'baton node ready');
@@ -177,6 +196,18 @@ export class BatonNode {
       'baton node started',
     );
     return { api, metrics, peer: replication.port, http: httpPort, resp };
+  }
+
+  private ticketKeeper(sessionApi: SessionApi, replication: ReplicationDriver): TicketKeyKeeper {
+    const options = {
+      nodeId: this.config.nodeId,
+      rotationMs: this.config.tlsTicketRotationMs,
+      sessionLifetimeSeconds: this.config.tlsSessionLifetimeSeconds,
+      sessionIdContext: clusterSessionIdContext(this.hashSeed),
+      shared: !runsInsecure(this.config),
+    };
+    const generators = { firstRanked: (id: string) => replication.placement.ranking(this.store.partitionOf(id))[0] };
+    return new TicketKeyKeeper(options, this.store, sessionApi, replication, generators, this.hub, this.log);
   }
 
   /** The Redis-protocol endpoint, when --resp-listen asks for it; resolves with its port. */
@@ -245,6 +276,7 @@ export class BatonNode {
     this.http.ready = false;
     this.api?.setServing(false);
     this.handlers?.drain();
+    this.tickets?.stop();
     this.httpApi?.drain();
     await Promise.all([
       this.api?.shutdown(Math.max(0, deadline - Date.now())),

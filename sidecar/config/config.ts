@@ -42,6 +42,10 @@ export interface Config {
   /** Seconds a SIGTERM waits for in-flight calls before the process exits anyway. */
   drainTimeoutSeconds: number;
   antiEntropyIntervalSeconds: number;
+  /** How long each TLS ticket key issues tickets, in ms (from --tls-ticket-rotation-minutes, fractions allowed). */
+  tlsTicketRotationMs: number;
+  /** How long a TLS session (ticket or session-ID entry) stays resumable, in seconds. */
+  tlsSessionLifetimeSeconds: number;
   logLevel: LogLevel;
   /** UDP replication and the peer gRPC service: host:port (the same port number for both). */
   peerListen: ListenAddress;
@@ -294,6 +298,27 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     description: 'on SIGTERM/SIGINT, the longest drain: in-flight calls, then acknowledgement of every replicated change, then leave',
     default: () => '20',
     parse: (v, flag) => parseInteger(v, flag, 0, 3600),
+  },
+  {
+    flag: 'tls-ticket-rotation-minutes',
+    key: 'tlsTicketRotationMs',
+    valueName: 'min',
+    description: 'how long each cluster-wide TLS ticket key issues tickets before the next takes over (fractions allowed, from 0.05)',
+    default: () => '720',
+    parse: (v, flag) => {
+      if (!/^\d+(\.\d+)?$/.test(v) || Number(v) < 0.05 || Number(v) > MAX_TICKET_ROTATION_MINUTES) {
+        throw bad(flag, v, `expected minutes from 0.05 to ${MAX_TICKET_ROTATION_MINUTES}`);
+      }
+      return Math.round(Number(v) * 60_000);
+    },
+  },
+  {
+    flag: 'tls-session-lifetime-seconds',
+    key: 'tlsSessionLifetimeSeconds',
+    valueName: 's',
+    description: 'how long a TLS session stays resumable: TTL of TLS 1.2 session-ID entries, and how long a retired ticket key is still accepted',
+    default: () => '300',
+    parse: (v, flag) => parseInteger(v, flag, 1, 7 * 24 * 3600),
   },
   {
     flag: 'log-level',
@@ -688,6 +713,9 @@ function readPeerTlsFiles(config: Config, readFile: (path: string) => string): C
   peerTlsFromPem(ca, cert, key, { ca: name(0), cert: name(1), key: name(2) }, Date.now());
   return { ca, cert, key };
 }
+
+/** Longest ticket key rotation (14 days): the stored key set, rewritten at every rotation, lives 30 days. */
+const MAX_TICKET_ROTATION_MINUTES = 14 * 24 * 60;
 
 function bad(flag: string, value: string, hint: string): ConfigError {
   return new ConfigError(`invalid --${flag} (${envName(flag)}) ${JSON.stringify(value)}: ${hint}`);

@@ -44,6 +44,9 @@ import {
 } from '@grpc/grpc-js';
 import { encodeToBuffer } from '../wire/proto-writer';
 import { ReconnectBackoff } from './reconnect-backoff';
+import { watchTlsResumptionStream } from './tls-resumption-calls';
+import { TLS_SESSION_PART, tlsSessionStoreId, type TlsResumptionSource } from '../capture/tls-resumption-source';
+import type { TlsResumptionSettings } from '../gen/baton/v1/session';
 import type { AuthState, CartState, TcpConnectionState, TlsSessionState } from '../gen/baton/v1/parts';
 import {
   ExchangeRequest,
@@ -221,6 +224,9 @@ type OpKind = Op['$case'];
 type OpResult = Exclude<NonNullable<ExchangeResponse['result']>, { $case: 'error' }>;
 type ResultOf<K extends OpKind> = Extract<OpResult, { $case: K }>;
 
+/** How long a TLS handshake waits for a stored session before it goes on with a full one. */
+const TLS_SESSION_LOAD_DEADLINE_MS = 1000;
+
 // setTimeout's largest delay; a longer one fires at once.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const MAX_UINT32 = 2 ** 32 - 1;
@@ -229,7 +235,7 @@ const MAX_UINT32 = 2 ** 32 - 1;
  * The client of one sidecar. Share one instance per process; call close() when done, since
  * the open Exchange stream (and any watch) keeps the event loop alive.
  */
-export class BatonClient {
+export class BatonClient implements TlsResumptionSource {
   private readonly grpc: Client;
   private readonly defaultDeadlineMs: number;
   private readonly maxQueued: number;
@@ -353,6 +359,28 @@ export class BatonClient {
     const watch = new BatonWatch(stream, () => this.watches.delete(watch));
     this.watches.add(watch);
     return watch;
+  }
+
+  /**
+   * Streams the cluster's TLS resumption settings (ticket keys, session id context) from the
+   * sidecar: once known, then at every change; reopens the stream after a failure. For
+   * attachTlsResumption; returns a function that stops it.
+   */
+  watchTlsResumption(onSettings: (settings: TlsResumptionSettings) => void, onError: (err: Error) => void = () => undefined): () => void {
+    if (this.closed) throw closedError();
+    return watchTlsResumptionStream(this.grpc, onSettings, onError);
+  }
+
+  /** Stores a TLS 1.2 session under its id (for attachTlsResumption). */
+  async saveTlsSession(sessionId: Buffer, session: Buffer, lifetimeSeconds: number): Promise<void> {
+    await this.put(tlsSessionStoreId(sessionId), [{ name: TLS_SESSION_PART, value: session }], { ttlSeconds: lifetimeSeconds });
+  }
+
+  /** A stored TLS 1.2 session, pulled from peers when this sidecar lacks it (for attachTlsResumption). */
+  async loadTlsSession(sessionId: Buffer): Promise<Buffer | undefined> {
+    const session = await this.get(tlsSessionStoreId(sessionId), { parts: [TLS_SESSION_PART], resume: true, deadlineMs: TLS_SESSION_LOAD_DEADLINE_MS });
+    const value = session?.parts.find((p) => p.name === TLS_SESSION_PART)?.value;
+    return value === undefined ? undefined : Buffer.from(value);
   }
 
   /** Writes one well-known part from its typed message. */
