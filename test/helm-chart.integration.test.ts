@@ -6,9 +6,10 @@
  * starting a real node are test/helm-sidecar.integration.test.ts. In the integration lane
  * although it needs no build: the many helm runs take 10-20 s on a shared machine.
  */
-import { readFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import * as core from 'kubernetes-models/v1';
 import * as apps from 'kubernetes-models/apps/v1';
 import * as policy from 'kubernetes-models/policy/v1';
@@ -216,6 +217,29 @@ describe('monitoring', () => {
   it('carries files/alerts.yaml unchanged in the PrometheusRule', () => {
     const rule = rendered.get('monitoring-values.yaml')!.find((o) => o.kind === 'PrometheusRule') as unknown as { spec: unknown };
     expect(rule.spec).toEqual(parseYaml(readFileSync(path.join(CHART_DIR, 'files', 'alerts.yaml'), 'utf8')));
+  });
+});
+
+describe('a chart of your own with baton as a dependency', () => {
+  it('injects baton into its Deployment with the names the subchart gives its Service and Secret', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'baton-parent-'));
+    try {
+      cpSync(path.join(__dirname, 'helm', 'parent-chart'), dir, { recursive: true });
+      cpSync(CHART_DIR, path.join(dir, 'charts', 'baton'), { recursive: true });
+      const result = helm(['template', 'myapp', dir, '--namespace', 'web']);
+      expect(result.stderr).toBe('');
+      const objects = parseAllDocuments(result.stdout).map((d) => d.toJS() as K8sObject).filter((o) => o !== null);
+      const pod = examplePod(objects);
+      expect(pod.metadata.labels).toEqual({ app: 'myapp', 'baton/cluster': 'myapp-baton' });
+      expect(pod.spec.containers.map((c) => c.name)).toEqual(['myapp']);
+      expect(batonContainer(pod).args).toContain('--peers-dns=myapp-baton-peers.web.svc.cluster.local:7401');
+      expect(pod.spec.volumes).toContainEqual({ name: 'baton-cluster-key', secret: { secretName: 'myapp-baton-cluster-key' } });
+      const names = objects.map((o) => `${o.kind}/${o.metadata.name}`);
+      expect(names).toEqual(expect.arrayContaining(['Service/myapp-baton-peers', 'Secret/myapp-baton-cluster-key', 'PodDisruptionBudget/myapp-baton', 'Deployment/myapp']));
+      for (const object of objects) new MODELS[`${object.apiVersion}/${object.kind}`]!(object as never).validate();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
