@@ -85,13 +85,13 @@ export class ShopPod {
     });
   }
 
-  /** Listens on a free loopback port; resolves with the pod's base URL. */
-  listen(): Promise<string> {
+  /** Listens (by default on a free loopback port); resolves with the pod's base URL. */
+  listen(host = '127.0.0.1', port = 0): Promise<string> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(0, '127.0.0.1', () => {
-        const { port } = this.server.address() as AddressInfo;
-        resolve(`http://127.0.0.1:${port}`);
+      this.server.listen(port, host, () => {
+        const { port: bound } = this.server.address() as AddressInfo;
+        resolve(`http://${host.includes(':') ? `[${host}]` : host}:${bound}`);
       });
     });
   }
