@@ -21,9 +21,11 @@
  * that owner instead. An acknowledgement whose notes may be incomplete for the write
  * (Ack.superseded_complete_above) does not confirm it either: the write is sent again.
  */
-import { ChannelReceiver, type ChannelReceiverConfig } from './channel-receiver';
-import { ChannelSender, type DataPacket, DEFAULT_REPAIR_HOLDOFF_MS } from './channel-sender';
-import { Datagram, type Ack, type Data, type Heartbeat, type Superseded } from '../gen/baton/v1/wire';
+import type { ChannelReceiverConfig } from './channel-receiver';
+import type { ChannelSender, DataPacket } from './channel-sender';
+import { ChannelTable, receiverKey, splitReceiverKey, type Receiver } from './channel-table';
+import { ackFor, nackFor } from './receiver-replies';
+import { Datagram, type Ack, type Data, type Heartbeat } from '../gen/baton/v1/wire';
 import type { Membership, MembershipEvent } from './membership';
 import type { Placement } from './placement';
 import { encodeWith } from '../wire/proto-writer';
@@ -87,16 +89,12 @@ export interface ReplicationObserver {
 
 /** Most superseded writes read from one acknowledgement. */
 const MAX_SUPERSEDED_PER_ACK = 256;
-/** Bytes an acknowledgement without notes takes at most (ids of 128 bytes, four varints). */
-const ACK_BASE_BYTES = 2 * 128 + 64;
 const MAX_NACK_RANGES = 256;
 
 type DatagramType = 'data' | 'heartbeat' | 'nack' | 'ack' | 'gone' | 'leave';
 
 export class ReplicationEngine {
-  private readonly senders = new Map<string, ChannelSender>();
-  /** Receivers note the forwarded writes they did not take as owner (acknowledgements carry them). */
-  private readonly receivers = new Map<string, ChannelReceiver<Superseded>>();
+  private readonly channels: ChannelTable;
   private readonly reassembly: FragmentReassembly;
   private readonly tickets = new WriteTickets();
   private readonly repair = new RepairPlanner();
@@ -107,7 +105,7 @@ export class ReplicationEngine {
   private dirty = new Set<string>();
   private viewVersion = -1;
   private leaving = false;
-  private readonly ackedBy = (channel: string, nodeId: string): number => this.senders.get(channel)!.ackedBy(nodeId);
+  private readonly ackedBy = (channel: string, nodeId: string): number => this.channels.ackedBy(channel, nodeId);
   private readonly view: RepairView = {
     heldPartitions: () => this.placement.partitionsHeldBy(this.config.nodeId),
     isSecondaryOf: (partition, owner) => this.placement.isSecondary(this.config.nodeId, partition, owner),
@@ -134,10 +132,11 @@ export class ReplicationEngine {
     private readonly store: SessionStore,
     private readonly membership: Membership,
     private readonly placement: Placement,
-    private readonly random: Random,
+    random: Random,
     private readonly observer: ReplicationObserver,
     private readonly heartbeatExtras: () => Partial<Heartbeat> = () => ({}),
   ) {
+    this.channels = new ChannelTable({ ...config, holdStallMs: HOLD_STALL_MS }, random);
     this.reassembly = new FragmentReassembly({ maxBytes: config.maxReassemblyBytes, timeoutMs: config.reassemblyTimeoutMs });
   }
 
@@ -248,7 +247,7 @@ export class ReplicationEngine {
   flush(now: number): void {
     const held: string[] = [];
     for (const channel of this.dirty) {
-      const sender = this.senders.get(channel);
+      const sender = this.channels.senders.get(channel);
       if (sender === undefined) continue;
       const firstSeq = sender.highestSeq + 1;
       const packets = sender.flush(now);
@@ -304,7 +303,7 @@ export class ReplicationEngine {
           this.onNack(from, nack.channelSenderIncarnation, nack.targetNodeId, ranges, fromAddress, now);
         } else if (nack.targetNodeId === '') {
           const key = receiverKey(nack.channelSenderNodeId, nack.channelSenderIncarnation, '');
-          const receiver = this.receivers.get(key);
+          const receiver = this.channels.receivers.get(key);
           if (receiver !== undefined) {
             receiver.handleOverheardNack(ranges, now);
             this.receiverTimer(key, receiver);
@@ -319,7 +318,7 @@ export class ReplicationEngine {
         const gone = body.gone;
         if (gone.targetNodeId !== '' && gone.targetNodeId !== this.config.nodeId) break;
         const key = receiverKey(from, incarnation, gone.targetNodeId);
-        const receiver = this.receivers.get(key);
+        const receiver = this.channels.receivers.get(key);
         if (receiver !== undefined) {
           receiver.handleGone(safeSeq(gone.firstRetainedSeq));
           this.receiverTimer(key, receiver);
@@ -340,11 +339,11 @@ export class ReplicationEngine {
       this.sendHeartbeats(now);
       this.membership.heartbeatSent(now);
     }
-    for (const [key, receiver] of this.receivers) this.pollReceiver(key, receiver, now);
+    for (const [key, receiver] of this.channels.receivers) this.pollReceiver(key, receiver, now);
     for (const { nodeId, incarnation } of this.reassembly.expire(now)) this.resyncChannelsOf(nodeId, incarnation);
     for (const request of this.repair.dueRetries(now)) this.resyncs.push(request);
     if (this.repair.discardNow(now)) this.discardUnheld();
-    for (const sender of this.senders.values()) {
+    for (const sender of this.channels.senders.values()) {
       if (sender.holdDeadline <= now) {
         this.flush(now);
         break;
@@ -395,7 +394,7 @@ export class ReplicationEngine {
 
   private resyncedChannels(request: ResyncRequest): void {
     for (const { key, upTo } of request.channels) {
-      const receiver = this.receivers.get(key);
+      const receiver = this.channels.receivers.get(key);
       if (receiver === undefined) continue;
       receiver.resynced(upTo);
       this.receiverTimer(key, receiver);
@@ -449,7 +448,7 @@ export class ReplicationEngine {
 
   /** Sum of retransmit buffer bytes over all channels. */
   retransmitBufferBytes(): number {
-    return sumSenders(this.senders.values(), (s) => s.bufferBytes);
+    return this.channels.retransmitBufferBytes();
   }
 
   /** Reassembly memory held now, over all senders (bytes). */
@@ -462,14 +461,7 @@ export class ReplicationEngine {
    * flight, holds, holds that gave way, queued deltas replaced by newer ones.
    */
   sendWindow(): { queuedDeltas: number; inFlightBytes: number; holds: number; overrides: number; conflated: number } {
-    const senders = [...this.senders.values()];
-    return {
-      queuedDeltas: sumSenders(senders, (s) => s.pendingCount),
-      inFlightBytes: sumSenders(senders, (s) => s.inFlightBytes),
-      holds: sumSenders(senders, (s) => s.counters.windowHolds),
-      overrides: sumSenders(senders, (s) => s.counters.windowOverrides),
-      conflated: sumSenders(senders, (s) => s.counters.conflated),
-    };
+    return this.channels.sendWindow();
   }
 
   /**
@@ -482,25 +474,12 @@ export class ReplicationEngine {
    */
   sendQueueOver(windows: number): boolean {
     const window = this.config.sendWindowBytes;
-    if (window === 0) return false;
-    for (const sender of this.senders.values()) {
-      if (sender.queuedBytes <= windows * window) continue;
-      if (sender.receivers().some((id) => this.membership.member(id)?.state === 'suspect')) continue;
-      return true;
-    }
-    return false;
+    return window !== 0 && this.channels.queueOver(windows * window, (id) => this.membership.member(id)?.state === 'suspect');
   }
 
   /** Replication lag to each peer in sequence numbers not yet acknowledged. */
   unackedByPeer(): Map<string, number> {
-    const lag = new Map<string, number>();
-    for (const sender of this.senders.values()) {
-      for (const nodeId of sender.receivers()) {
-        const behind = sender.highestSeq - sender.ackedBy(nodeId);
-        lag.set(nodeId, Math.max(lag.get(nodeId) ?? 0, behind));
-      }
-    }
-    return lag;
+    return this.channels.unackedByPeer();
   }
 
   /**
@@ -508,46 +487,18 @@ export class ReplicationEngine {
    * which `counts` holds: a drain need not wait for a member that stopped answering).
    */
   allAcknowledged(counts: (nodeId: string) => boolean = () => true): boolean {
-    for (const sender of this.senders.values()) {
-      if (sender.pendingCount > 0 && sender.receivers().some(counts)) return false;
-      for (const nodeId of sender.receivers()) if (counts(nodeId) && sender.ackedBy(nodeId) < sender.highestSeq) return false;
-    }
-    return true;
+    return this.channels.allAcknowledged(counts);
   }
 
   /** Counters of the channels, summed. */
-  channelCounters(): { packets: number; retransmitted: number; fragments: number; goneReplies: number; repairsHeldOff: number; staleNacks: number; duplicates: number; nacksSent: number } {
-    const senders = [...this.senders.values()];
-    const receivers = [...this.receivers.values()];
-    return {
-      packets: sumSenders(senders, (s) => s.counters.packets),
-      retransmitted: sumSenders(senders, (s) => s.counters.retransmitted),
-      fragments: sumSenders(senders, (s) => s.counters.fragments),
-      goneReplies: sumSenders(senders, (s) => s.counters.goneReplies),
-      repairsHeldOff: sumSenders(senders, (s) => s.counters.repairsHeldOff),
-      staleNacks: sumSenders(senders, (s) => s.counters.staleNacks),
-      duplicates: sumSenders(receivers, (r) => r.counters.duplicates),
-      nacksSent: sumSenders(receivers, (r) => r.counters.nacksSent),
-    };
+  channelCounters(): ReturnType<ChannelTable['counters']> {
+    return this.channels.counters();
   }
 
   // --- internals -----------------------------------------------------------------
 
   private sender(channel: string): ChannelSender {
-    let sender = this.senders.get(channel);
-    if (sender === undefined) {
-      sender = new ChannelSender({
-        maxPacketBytes: this.config.maxPayloadBytes - 48 - this.config.nodeId.length - channel.length,
-        retransmitBufferBytes: this.config.retransmitBufferBytes,
-        maxRetransmitPerNack: 64,
-        repairHoldoffMs: DEFAULT_REPAIR_HOLDOFF_MS,
-        sendWindowBytes: this.config.sendWindowBytes,
-        holdStallMs: HOLD_STALL_MS,
-      });
-      sender.setReceivers(channel === '' ? this.otherLiveMembers() : [channel]);
-      this.senders.set(channel, sender);
-    }
-    return sender;
+    return this.channels.sender(channel, () => (channel === '' ? this.otherLiveMembers() : [channel]));
   }
 
   private addressOf(nodeId: string): string | undefined {
@@ -565,7 +516,7 @@ export class ReplicationEngine {
       return;
     }
     this.stats.acksReceived++;
-    const sender = this.senders.get(ack.targetNodeId);
+    const sender = this.channels.senders.get(ack.targetNodeId);
     if (sender !== undefined) {
       sender.handleAck(from, safeSeq(ack.cumulativeSeq));
       this.onOwnerAck(from, ack, now);
@@ -683,16 +634,14 @@ export class ReplicationEngine {
    * received, so no NACK will bring it back: its channels resync instead.
    */
   private resyncChannelsOf(nodeId: string, incarnation: bigint): void {
-    const prefix = `${nodeId}/${incarnation}/`;
-    for (const [key, receiver] of this.receivers) {
-      if (!key.startsWith(prefix)) continue;
+    for (const [key, receiver] of this.channels.receiversOf(nodeId, incarnation)) {
       receiver.requestResync();
       this.receiverTimer(key, receiver);
     }
   }
 
   /** Applies a delta that came in packet `seq` of `receiver`'s channel. */
-  private apply(delta: DecodedDelta, now: number, receiver: ChannelReceiver<Superseded>, seq: number): void {
+  private apply(delta: DecodedDelta, now: number, receiver: Receiver, seq: number): void {
     const { sessionId, owner } = delta;
     if (this.config.transport === 'multicast') {
       const partition = this.store.partitionOf(sessionId);
@@ -732,7 +681,7 @@ export class ReplicationEngine {
       this.observer.dropped('misrouted');
       return;
     }
-    const sender = this.senders.get(channel);
+    const sender = this.channels.senders.get(channel);
     if (sender === undefined) {
       // Nothing was ever sent on this channel by this incarnation: tell it to resync.
       this.push(fromAddress, this.encode({ $case: 'gone', gone: { targetNodeId: channel, firstRetainedSeq: 1n } }), 'gone');
@@ -775,7 +724,7 @@ export class ReplicationEngine {
     }
     if (events.length === 0) return;
     // Addresses may have come or gone: receivers count for the next deadline only with one.
-    for (const [key, receiver] of this.receivers) this.receiverTimer(key, receiver);
+    for (const [key, receiver] of this.channels.receivers) this.receiverTimer(key, receiver);
     this.syncView(now);
     // A restart changes no view, but what its old incarnation sent last may have reached
     // some replicas and not others, and the new one starts empty: pull everything held
@@ -793,11 +742,7 @@ export class ReplicationEngine {
     const live = this.membership.liveNodeIds();
     this.placement.setMembers(live);
     const others = live.filter((id) => id !== this.config.nodeId);
-    this.senders.get('')?.setReceivers(others);
-    for (const [channel, sender] of this.senders) {
-      if (channel !== '' && !others.includes(channel)) sender.setReceivers([]);
-      else if (channel !== '') sender.setReceivers([channel]);
-    }
+    this.channels.setLivePeers(others);
     this.tickets.check(this.ackedBy);
     for (const request of this.repair.pullHeld(this.view, others, 'placement')) this.requestResync(request);
     if (this.repair.hasUnreplicated()) this.replicateUnreplicated(now);
@@ -845,17 +790,17 @@ export class ReplicationEngine {
   }
 
   /** Sets a receiver's entry in the timer table: its deadline, once its sender's address is known. */
-  private receiverTimer(key: string, receiver: ChannelReceiver<Superseded>): void {
+  private receiverTimer(key: string, receiver: Receiver): void {
     const known = this.addressOf(splitReceiverKey(key)[0]) !== undefined;
     this.timers.set('receive ' + key, known ? receiver.nextDeadline() : Infinity);
   }
 
-  private pollReceiver(key: string, receiver: ChannelReceiver<Superseded>, now: number): void {
+  private pollReceiver(key: string, receiver: Receiver, now: number): void {
     this.pollReceiverOnce(key, receiver, now);
     this.receiverTimer(key, receiver);
   }
 
-  private pollReceiverOnce(key: string, receiver: ChannelReceiver<Superseded>, now: number): void {
+  private pollReceiverOnce(key: string, receiver: Receiver, now: number): void {
     if (receiver.nextDeadline() > now) return;
     const [from, incarnationText, channel] = splitReceiverKey(key);
     // Until the sender's address is known nothing can be sent: keep the receiver's NACK
@@ -864,11 +809,9 @@ export class ReplicationEngine {
     if (address === undefined) return;
     const poll = receiver.poll(now);
     if (poll.nack === undefined && poll.ack === undefined && !poll.resync) return;
-    const incarnation = BigInt(incarnationText);
-    const target = channel === '' ? '' : this.config.nodeId;
+    const reply = { senderNodeId: from, senderIncarnation: BigInt(incarnationText), targetNodeId: channel === '' ? '' : this.config.nodeId };
     if (poll.nack !== undefined) {
-      const ranges = poll.nack.map(([first, last]) => ({ first: BigInt(first), last: BigInt(last) }));
-      const payload = this.encode({ $case: 'nack', nack: { channelSenderNodeId: from, channelSenderIncarnation: incarnation, targetNodeId: target, ranges } });
+      const payload = this.encode({ $case: 'nack', nack: nackFor(reply, poll.nack) });
       // On multicast a NACK goes to the group, so other receivers can hold theirs back, and
       // to the sender itself: the sender's group socket also receives its own multicast
       // traffic and may be full; its unicast socket is not. Its repair holdoff makes the two
@@ -877,26 +820,7 @@ export class ReplicationEngine {
       this.push(address, payload, 'nack');
     }
     if (poll.ack !== undefined) {
-      const ack: Ack = {
-        channelSenderNodeId: from,
-        channelSenderIncarnation: incarnation,
-        targetNodeId: target,
-        cumulativeSeq: BigInt(poll.ack),
-        superseded: [],
-        supersededCompleteAbove: BigInt(poll.notesCompleteAbove),
-      };
-      // The notes that fit in one datagram, newest first; those left out make the list
-      // complete only above them (the writer sends those writes again).
-      let room = this.config.maxPayloadBytes - ACK_BASE_BYTES;
-      for (let i = poll.notes.length - 1; i >= 0; i--) {
-        const note = poll.notes[i]!;
-        room -= 40 + Buffer.byteLength(note.sessionId) + note.ownerNodeId.length;
-        if (room < 0) {
-          if (note.seq > ack.supersededCompleteAbove) ack.supersededCompleteAbove = note.seq;
-          break;
-        }
-        ack.superseded.push(note);
-      }
+      const ack = ackFor(reply, poll.ack, poll.notes, poll.notesCompleteAbove, this.config.maxPayloadBytes);
       this.push(address, this.encode({ $case: 'ack', ack }), 'ack');
     }
     if (poll.resync && !this.resyncs.some((r) => r.channels.some((c) => c.key === key))) {
@@ -914,14 +838,9 @@ export class ReplicationEngine {
   }
 
   /** The receiver of a channel, created (retiring older incarnations' channels) if new. */
-  private receiverFor(key: string, from: string, incarnation: bigint, channel: string): ChannelReceiver<Superseded> {
-    let receiver = this.receivers.get(key);
-    if (receiver === undefined) {
-      this.retireOldIncarnations(from, incarnation);
-      receiver = new ChannelReceiver<Superseded>(this.config.receiver, channel === '', this.random);
-      this.receivers.set(key, receiver);
-    }
-    return receiver;
+  private receiverFor(key: string, from: string, incarnation: bigint, channel: string): Receiver {
+    if (!this.channels.receivers.has(key)) this.retireOldIncarnations(from, incarnation);
+    return this.channels.receiver(key, from, incarnation, channel);
   }
 
   /**
@@ -935,13 +854,7 @@ export class ReplicationEngine {
   }
 
   private retireOldIncarnations(nodeId: string, keep: bigint | undefined): void {
-    const prefix = nodeId + '/';
-    for (const key of [...this.receivers.keys()]) {
-      if (key.startsWith(prefix) && (keep === undefined || !key.startsWith(`${prefix}${keep}/`))) {
-        this.receivers.delete(key);
-        this.timers.clear('receive ' + key);
-      }
-    }
+    for (const key of this.channels.retire(nodeId, keep)) this.timers.clear('receive ' + key);
     this.reassembly.retire(nodeId, keep);
   }
 
@@ -958,12 +871,7 @@ export class ReplicationEngine {
           .map((m) => ({ nodeId: m.nodeId, advertiseAddress: m.advertiseAddress })),
         targets: this.membership.heartbeatTargets(),
         nodeIdAt: (address) => this.membership.members().find((m) => m.advertiseAddress === address && m.nodeId !== '' && !m.isSelf)?.nodeId,
-        unackedHighest: (channel) => {
-          const sender = this.senders.get(channel);
-          if (sender === undefined) return 0;
-          const behind = channel === '' ? sender.receivers().some((id) => sender.ackedBy(id) < sender.highestSeq) : sender.ackedBy(channel) < sender.highestSeq;
-          return behind ? sender.highestSeq : 0;
-        },
+        unackedHighest: (channel) => this.channels.unackedHighest(channel),
         extras: this.heartbeatExtras(),
       },
       now,
@@ -980,22 +888,6 @@ export class ReplicationEngine {
     this.stats.datagramsSent[type]++;
     this.stats.bytesSent += payload.length;
   }
-}
-
-function receiverKey(from: string, incarnation: bigint, channel: string): string {
-  return `${from}/${incarnation}/${channel}`;
-}
-
-function splitReceiverKey(key: string): [string, string, string] {
-  const first = key.indexOf('/');
-  const second = key.indexOf('/', first + 1);
-  return [key.slice(0, first), key.slice(first + 1, second), key.slice(second + 1)];
-}
-
-function sumSenders<T>(items: Iterable<T>, of: (item: T) => number): number {
-  let total = 0;
-  for (const item of items) total += of(item);
-  return total;
 }
 
 /** A Change as the store applies it (values as latin1 strings); part changes must name writer and epoch. */
