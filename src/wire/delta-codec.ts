@@ -7,9 +7,9 @@
  *   and a received delta decodes to a Change with its writer and epoch filled in.
  * - Deltas are encoded by the generated encoder, once per change: a delta fanned out to
  *   several channels is the same bytes on each.
- * - Data datagrams wrap those already encoded deltas (the generated encoder would take
- *   Delta objects and encode each again per channel and per packet; bench/delta-codec.ts
- *   measures the difference). Their field tags are read from the generated encoder at
+ * - Data datagrams wrap those already encoded deltas: channel senders buffer, conflate,
+ *   size and fragment deltas as bytes, which the generated Data encoder (taking Delta
+ *   objects) cannot carry. bench/delta-codec.ts times both ways on the fan-out path. Their field tags are read from the generated encoder at
  *   load time, never written as literals, so wire.proto stays the one source of numbers.
  * - Decoding never throws: a delta that cannot be read is `undefined` (the caller counts
  *   it as malformed).
@@ -199,8 +199,8 @@ export const DATA_TAGS = (() => {
 
 /**
  * Encodes Datagram{sender, data: Data{target, seq, deltas, fragment, flags}} around
- * deltas that are already encoded: the same bytes the generated encoder writes for the
- * decoded deltas (test/delta-codec.test.ts checks that).
+ * deltas that are already encoded: the generated decoder reads it as the Data it would
+ * have encoded from those deltas (test/delta-codec.test.ts checks that).
  */
 export function encodeData(sender: string, channel: string, packet: DataPacketFields, ackRequested: boolean): Uint8Array {
   const t = DATA_TAGS;
