@@ -21,6 +21,7 @@ import { SidecarMetrics } from './metrics/metrics';
 import { SessionServiceHandlers } from './servers/session-service';
 import { statusPageData } from './metrics/status-page-data';
 import { VERSION } from './config/package-root';
+import { startProxy, type ProxyServer, type ProxyServerOptions } from './proxy/proxy-start';
 
 /** The longest /readyz waits for this node to pull its partitions from its peers after start. */
 const READY_CATCH_UP_LIMIT_MS = 60_000;
@@ -39,6 +40,8 @@ export interface BoundPorts {
   http?: number;
   /** The Redis-protocol port, when --resp-listen is on (0 for a Unix socket). */
   resp?: number;
+  /** The capture proxy's port, when --proxy-listen is on. */
+  proxy?: number;
 }
 
 /** A listen failure, naming the option whose address could not be bound. */
@@ -64,6 +67,9 @@ export class BatonNode {
   private httpApi: HttpApiServer | undefined;
   private replication: ReplicationDriver | undefined;
   private resp: RespServer | undefined;
+  private proxy: ProxyServer | undefined;
+  /** Set before start() to attach TLS resumption to the capture proxy's TLS server. */
+  onProxyTlsServer: ProxyServerOptions['onTlsServer'];
   private readonly http: HttpServer;
   private readonly startedAt = Date.now();
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -145,6 +151,13 @@ export class BatonNode {
       await this.http.close();
       throw err;
     });
+    const proxy = await startProxy(this.config, sessionApi, this.metrics, this.log, this.onProxyTlsServer).catch(async (err: unknown) => {
+      await Promise.all([this.api?.shutdown(0), this.httpApi?.close(0), this.resp?.close(0)]);
+      await replication.stop();
+      await this.http.close();
+      throw new ListenError('proxy-listen', this.config.proxyListen!, err);
+    });
+    this.proxy = proxy?.server;
     if (this.config.apiListen.path === undefined) this.apiAddress = this.config.apiListen.text.replace(/:\d+$/, `:${api}`);
     this.sweepTimer = setInterval(() => this.store.tick(Date.now()), 1000);
     this.sweepTimer.unref();
@@ -164,6 +177,7 @@ export class BatonNode {
         http: httpListen?.text ?? 'off',
         http_port: httpPort,
         ...(resp === undefined ? {} : { resp: this.config.respListen!.text, resp_port: resp }),
+        ...(proxy === undefined ? {} : { proxy: this.config.proxyListen!.text, proxy_port: proxy.port, proxy_tls: proxy.server.tls }),
         peer: replication.advertiseAddress,
         peer_port: replication.port,
         incarnation: replication.incarnation.toString(16),
@@ -175,7 +189,7 @@ export class BatonNode {
       },
       'baton node started',
     );
-    return { api, metrics, peer: replication.port, http: httpPort, resp };
+    return { api, metrics, peer: replication.port, http: httpPort, resp, proxy: proxy?.port };
   }
 
   /** The Redis-protocol endpoint, when --resp-listen asks for it; resolves with its port. */
@@ -249,6 +263,7 @@ export class BatonNode {
       this.api?.shutdown(Math.max(0, deadline - Date.now())),
       this.httpApi?.close(Math.max(0, deadline - Date.now())),
       this.resp?.close(Math.max(0, deadline - Date.now())),
+      this.proxy?.close(Math.max(0, deadline - Date.now())),
     ]);
     clearInterval(this.sweepTimer);
     const acknowledged = (await this.replication?.drain(deadline)) ?? true;

@@ -18,7 +18,7 @@ export interface TlsConnectionFacts {
   /** The SNI the client sent (false/undefined: none). */
   servername: string | false | undefined;
   /** The ALPN protocol agreed (false/undefined: none). */
-  alpnProtocol: string | false | undefined;
+  alpnProtocol: string | false | null | undefined;
   /** tls.TLSSocket#getSession(): OpenSSL's SSL_SESSION in DER. */
   session: Uint8Array | undefined;
   resumed: boolean;
