@@ -265,10 +265,12 @@ describe('capture proxy, one node', () => {
     expect(received).toBe(64 * 64 * 1024);
   });
 
-  test('a body over --proxy-max-body-mb is refused 413', async () => {
+  test('a body over --proxy-max-body-mb is refused 413, a header block over --proxy-max-header-bytes 431', async () => {
     const res = await request(`${base}/big`, { method: 'POST', headers: { 'content-length': String(17 * 1024 * 1024) } }).catch((err: Error) => err);
     expect(res).not.toBeInstanceOf(Error);
     expect((res as { status: number }).status).toBe(413);
+    const huge = await curl(['--http1.1', '-o', '/dev/null', '-w', '%{http_code}', '-H', `x-big: ${'a'.repeat(20_000)}`, `${base}/huge`]);
+    expect(huge.stdout).toBe('431');
   });
 
   test('the certificate is loaded again when its files change', async () => {
@@ -300,8 +302,15 @@ describe('capture proxy: plain HTTP, failures, drain, mTLS, options', () => {
     expect(metrics.value('baton_proxy_upstream_errors_total', { reason: 'connect' })).toBe(1);
   });
 
-  test('SIGTERM: an in-flight slow request is answered in full, then the node exits 0', async () => {
-    const p = await startProxyNode(['--proxy-upstream', upstream.url]);
+  test('SIGTERM: an in-flight slow request is answered in full, then the node exits 0; idle connections are closed after --proxy-idle-timeout-ms', async () => {
+    const p = await startProxyNode(['--proxy-upstream', upstream.url, '--proxy-idle-timeout-ms', '300']);
+    const idle = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      http.get(`http://127.0.0.1:${proxyPort(p)}/idle`, { agent: new http.Agent({ keepAlive: true }) }, resolve).on('error', reject);
+    });
+    idle.resume();
+    let idleClosed = false;
+    idle.socket.once('close', () => (idleClosed = true));
+    await pollUntil('the proxy closes the idle keep-alive connection', () => idleClosed, 10_000);
     const held = upstream.held.length;
     const answer = request(`http://127.0.0.1:${proxyPort(p)}/slow`);
     await pollUntil('the web server holds the slow request', () => upstream.held.length > held, 10_000);

@@ -101,6 +101,8 @@ export class ProxyServer {
       rejectUnauthorized: material.ca !== undefined,
       ALPNProtocols: ['h2', 'http/1.1'],
       handshakeTimeout: config.proxyHeaderTimeoutMs,
+      // Answers are written head and body apart: Nagle would hold the body for the head's ACK.
+      noDelay: true,
     });
     this.tlsServer.on('secureConnection', (socket: tls.TLSSocket) => this.secureConnection(socket));
     this.tlsServer.on('tlsClientError', (err: Error) => options.log.debug({ err: err.message }, 'proxy: TLS handshake failed'));
