@@ -210,7 +210,8 @@ export class ProxyServer {
         this.fail(res, 413, 'baton: request body too large\n');
         return;
       }
-      const reason = err.code === 'ECONNREFUSED' || err.code === 'ENOENT' || err.code === 'ECONNRESET' && !upstreamReq.reusedSocket ? 'connect' : 'reset';
+      const refused = err.code === 'ECONNREFUSED' || err.code === 'ENOENT' || (err.code === 'ECONNRESET' && !upstreamReq.reusedSocket);
+      const reason = refused ? 'connect' : 'reset';
       this.options.observer.upstreamError(reason);
       this.fail(res, 502, 'baton: the web server is unavailable\n');
     });

@@ -10,11 +10,18 @@ import type { ProxyUpstream } from '../config/proxy-options';
 /** Idle upstream connections kept per pool. */
 const MAX_FREE_SOCKETS = 256;
 
+/**
+ * A pooled connection idle this long is closed by baton (ms): below the 5 s keep-alive
+ * time-out of Node's own HTTP server, so baton rarely sends a request on a connection the
+ * web server is closing at that moment (which fails as a reset, answered 502).
+ */
+const IDLE_SOCKET_MS = 4000;
+
 export class Upstream {
   private readonly agent: http.Agent;
 
   constructor(private readonly target: ProxyUpstream) {
-    const options: http.AgentOptions = { keepAlive: true, maxFreeSockets: MAX_FREE_SOCKETS, scheduling: 'lifo' };
+    const options: http.AgentOptions = { keepAlive: true, maxFreeSockets: MAX_FREE_SOCKETS, scheduling: 'lifo', timeout: IDLE_SOCKET_MS };
     this.agent = target.kind === 'https' ? new https.Agent(options) : new http.Agent(options);
   }
 
