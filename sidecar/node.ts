@@ -2,6 +2,7 @@
  * One baton node: wires the store, the session API, the gRPC, HTTP and RESP servers and
  * the timers together, and owns start-up and graceful shutdown. Holds no protocol logic.
  */
+import type * as tls from 'node:tls';
 import type { Logger } from 'pino';
 import { BuzHash } from '../src/store/buzhash';
 import { deriveHashSeed, parseClusterKeys, type ClusterKey } from '../src/wire/cluster-key';
@@ -25,6 +26,8 @@ import { VERSION } from './config/package-root';
 import { TicketKeyKeeper } from './capture/ticket-key-keeper';
 import { LocalTlsResumptionSource } from './capture/local-tls-resumption';
 import { clusterSessionIdContext } from '../src/capture/tls-session-id-context';
+import { startProxy, type ProxyServer } from './proxy/proxy-start';
+import { attachTlsResumption } from '../src/capture/tls-resumption';
 
 /** The longest /readyz waits for this node to pull its partitions from its peers after start. */
 const READY_CATCH_UP_LIMIT_MS = 60_000;
@@ -43,6 +46,8 @@ export interface BoundPorts {
   http?: number;
   /** The Redis-protocol port, when --resp-listen is on (0 for a Unix socket). */
   resp?: number;
+  /** The capture proxy's port, when --proxy-listen is on. */
+  proxy?: number;
 }
 
 /** A listen failure, naming the option whose address could not be bound. */
@@ -72,6 +77,7 @@ export class BatonNode {
   private httpApi: HttpApiServer | undefined;
   private replication: ReplicationDriver | undefined;
   private resp: RespServer | undefined;
+  private proxy: ProxyServer | undefined;
   private readonly http: HttpServer;
   private readonly startedAt = Date.now();
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -155,6 +161,13 @@ export class BatonNode {
       await this.http.close();
       throw err;
     });
+    const proxy = await startProxy(this.config, sessionApi, this.metrics, this.log, (server) => this.resumeTlsAcrossPods(server)).catch(async (err: unknown) => {
+      await Promise.all([this.api?.shutdown(0), this.httpApi?.close(0), this.resp?.close(0)]);
+      await replication.stop();
+      await this.http.close();
+      throw new ListenError('proxy-listen', this.config.proxyListen!, err);
+    });
+    this.proxy = proxy?.server;
     if (this.config.apiListen.path === undefined) this.apiAddress = this.config.apiListen.text.replace(/:\d+$/, `:${api}`);
     this.sweepTimer = setInterval(() => this.store.tick(Date.now()), 1000);
     this.sweepTimer.unref();
@@ -184,6 +197,7 @@ export class BatonNode {
         http: httpListen?.text ?? 'off',
         http_port: httpPort,
         ...(resp === undefined ? {} : { resp: this.config.respListen!.text, resp_port: resp }),
+        ...(proxy === undefined ? {} : { proxy: this.config.proxyListen!.text, proxy_port: proxy.port, proxy_tls: proxy.server.tls }),
         peer: replication.advertiseAddress,
         peer_port: replication.port,
         incarnation: replication.incarnation.toString(16),
@@ -195,7 +209,12 @@ export class BatonNode {
       },
       'baton node started',
     );
-    return { api, metrics, peer: replication.port, http: httpPort, resp };
+    return { api, metrics, peer: replication.port, http: httpPort, resp, proxy: proxy?.port };
+  }
+
+  /** The capture proxy's TLS server resumes sessions begun on any pod (this node's keys and TLS session store). */
+  private resumeTlsAcrossPods(server: tls.Server): void {
+    attachTlsResumption(server, this.tlsResumption!, { onError: (err) => this.log.debug({ err }, 'TLS session store or key feed failed: full handshake') });
   }
 
   private ticketKeeper(sessionApi: SessionApi, replication: ReplicationDriver): TicketKeyKeeper {
@@ -282,6 +301,7 @@ export class BatonNode {
       this.api?.shutdown(Math.max(0, deadline - Date.now())),
       this.httpApi?.close(Math.max(0, deadline - Date.now())),
       this.resp?.close(Math.max(0, deadline - Date.now())),
+      this.proxy?.close(Math.max(0, deadline - Date.now())),
     ]);
     clearInterval(this.sweepTimer);
     const acknowledged = (await this.replication?.drain(deadline)) ?? true;

@@ -13,10 +13,14 @@ import { ConfigError } from '../../src/wire/errors';
 import { peerTlsFromPem } from '../../src/wire/peer-tls';
 import type { MembershipConfig } from '../../src/core/membership';
 import { MAX_TTL_SECONDS } from '../../src/wire/validation';
+import { bad, envName, isLoopbackHost, parseInteger, parseListen } from './option-parsing';
+import { checkProxyConfig, PROXY_OPTIONS, type ProxyConfig } from './proxy-options';
+
+export { envName, isLoopbackHost, parseListen };
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
-export interface Config {
+export interface Config extends ProxyConfig {
   /** This node's id in the cluster; default: the host name (a pod's name on Kubernetes). */
   nodeId: string;
   /** Where the session API (gRPC) listens: host:port or unix:/path. */
@@ -527,7 +531,7 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
       if (v === '' || !Number.isFinite(n) || n < 0 || n > 90) throw bad(flag, v, 'expected a number from 0 to 90');
       return n;
     },
-  },
+  },  ...PROXY_OPTIONS,
 ];
 
 /** Environment variables read besides the per-option ones. */
@@ -537,14 +541,6 @@ function checkHostPort(value: string, flag: string): string {
   const address = parseListen(value, flag, false);
   if (address.port === 0) throw bad(flag, value, 'port 0 is not a reachable address');
   return value;
-}
-
-export function isLoopbackHost(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
-}
-
-export function envName(flag: string): string {
-  return 'BATON_' + flag.toUpperCase().replace(/-/g, '_');
 }
 
 /**
@@ -605,6 +601,7 @@ export function parseConfig(
     );
   }
   config.peerTlsFiles = readPeerTlsFiles(config, readFile);
+  checkProxyConfig(config, readFile);
   return config;
 }
 
@@ -716,29 +713,3 @@ function readPeerTlsFiles(config: Config, readFile: (path: string) => string): C
 
 /** Longest ticket key rotation (14 days): the stored key set, rewritten at every rotation, lives 30 days. */
 const MAX_TICKET_ROTATION_MINUTES = 14 * 24 * 60;
-
-function bad(flag: string, value: string, hint: string): ConfigError {
-  return new ConfigError(`invalid --${flag} (${envName(flag)}) ${JSON.stringify(value)}: ${hint}`);
-}
-
-function parseInteger(value: string, flag: string, min: number, max: number): number {
-  if (!/^\d+$/.test(value)) throw bad(flag, value, `expected a whole number from ${min} to ${max}`);
-  const n = Number(value);
-  if (n < min || n > max) throw bad(flag, value, `expected a whole number from ${min} to ${max}`);
-  return n;
-}
-
-export function parseListen(value: string, flag: string, allowUnix: boolean): ListenAddress {
-  if (value.startsWith('unix:')) {
-    if (!allowUnix) throw bad(flag, value, 'expected host:port');
-    const path = value.slice('unix:'.length);
-    if (path.length === 0) throw bad(flag, value, 'expected unix:/path/to/socket');
-    return { text: value, path };
-  }
-  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]+)):(\d{1,5})$/.exec(value);
-  const port = match === null ? NaN : Number(match[3]);
-  if (match === null || !(port >= 0 && port <= 65535)) {
-    throw bad(flag, value, allowUnix ? 'expected host:port, [ipv6]:port or unix:/path' : 'expected host:port or [ipv6]:port');
-  }
-  return { text: value, host: match[1] ?? match[2]!, port };
-}

@@ -68,8 +68,11 @@ export interface ResumeObserver {
 export const DEFAULT_SYNC_TIMEOUT_MS = 5000;
 
 export class SessionApi {
-  /** Resumes in progress by session id: concurrent resumes of one session share one fetch. */
-  private readonly resuming = new Map<string, Promise<void>>();
+  /**
+   * Resumes in progress by session id: concurrent resumes of one session share one fetch.
+   * Each resolves with the node that owned the session before this one claimed it.
+   */
+  private readonly resuming = new Map<string, Promise<string | undefined>>();
 
   constructor(
     private readonly store: SessionStore,
@@ -183,16 +186,36 @@ export class SessionApi {
       this.observer?.resumed('local', 0);
       return this.answerGet(session, request);
     }
+    return this.resumeFromPeers(request, session?.owner, deadline).then((r) => r.response);
+  }
+
+  /**
+   * A Get with resume that also says which node owned the session before this one claimed
+   * it (`previousOwner`; undefined when this node already owned it or nobody held it). The
+   * capture proxy passes it on to the web server.
+   */
+  resumeSession(request: GetRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): Promise<{ response: GetResponse; previousOwner: string | undefined }> {
+    checkSessionId(request.sessionId);
+    checkPartNames(request.parts, this.config);
+    const session = this.store.get(request.sessionId, now);
+    if (this.replicator === undefined || (session !== undefined && session.owner === this.store.config.nodeId)) {
+      if (this.replicator !== undefined) this.observer?.resumed('local', 0);
+      return Promise.resolve({ response: this.answerGet(session, request), previousOwner: undefined });
+    }
+    return this.resumeFromPeers(request, session?.owner, deadline);
+  }
+
+  private resumeFromPeers(request: GetRequest, knownOwner: string | undefined, deadline: number): Promise<{ response: GetResponse; previousOwner: string | undefined }> {
     const started = this.clock();
     let resume = this.resuming.get(request.sessionId);
     if (resume === undefined) {
-      resume = this.resume(request.sessionId, session?.owner, deadline).finally(() => this.resuming.delete(request.sessionId));
+      resume = this.resume(request.sessionId, knownOwner, deadline).finally(() => this.resuming.delete(request.sessionId));
       this.resuming.set(request.sessionId, resume);
     }
-    return resume.then(() => {
+    return resume.then((previousOwner) => {
       const resumed = this.store.get(request.sessionId, this.clock());
       this.observer?.resumed(resumed === undefined ? 'not_found' : 'peer', (this.clock() - started) / 1000);
-      return this.answerGet(resumed, request);
+      return { response: this.answerGet(resumed, request), previousOwner };
     });
   }
 
@@ -201,7 +224,8 @@ export class SessionApi {
     return { found: true, session: toProtoSession(session, request.parts) };
   }
 
-  private async resume(sessionId: string, knownOwner: string | undefined, deadline: number): Promise<void> {
+  /** Fetches, merges and claims; resolves with the owner before the claim (undefined: no claim made). */
+  private async resume(sessionId: string, knownOwner: string | undefined, deadline: number): Promise<string | undefined> {
     const replicator = this.replicator!;
     const copies = await replicator.fetchFromPeers(sessionId, knownOwner, deadline);
     let now = this.clock();
@@ -211,11 +235,12 @@ export class SessionApi {
     }
     now = this.clock();
     const merged = this.store.get(sessionId, now);
-    if (merged === undefined || merged.owner === this.store.config.nodeId) return;
+    if (merged === undefined || merged.owner === this.store.config.nodeId) return undefined;
     const previousOwner = merged.owner;
     this.store.claim(sessionId, this.store.config.nodeId, now);
     replicator.replicateClaim(this.store.get(sessionId, now)!, previousOwner, now);
     this.observer?.claimed();
+    return previousOwner;
   }
 
   delete(request: DeleteRequest, now: number): DeleteResponse {
