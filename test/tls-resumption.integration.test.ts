@@ -8,7 +8,6 @@
  * A third server beside a sidecar of another cluster must not resume it (which shows the
  * checks can fail).
  */
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as http2 from 'node:http2';
 import { tmpdir } from 'node:os';
@@ -20,6 +19,7 @@ import type { TlsResumptionSettings } from '../src/gen/baton/v1/session';
 import { childEnv, startSidecar, type SidecarProcess } from './support/sidecar-process';
 import { FAST_FAILURE_DETECTION, pollUntil, StaticCluster } from './support/static-cluster';
 import { issueTestLeaf, makeTestCa } from './support/test-ca';
+import { handshake, resumeAcross as resumeAcrossOf, sClient as sClientOf, TLS_VARIANTS } from './support/openssl-client';
 
 jest.setTimeout(120_000);
 
@@ -82,40 +82,9 @@ function nodeApi(id: string): string {
   return cluster!.nodes.find((n) => n.id === id)!.process!.apiAddress;
 }
 
-/** One openssl s_client connection that sends a request and reads the answer; its output. */
-function sClient(port: number, args: readonly string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(
-      'openssl',
-      ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'localhost', '-CAfile', caFile, '-ign_eof', ...args],
-      { timeout: 20_000 },
-      (err, stdout, stderr) => {
-        if (err !== null && !/hello from/.test(stdout)) reject(new Error(`openssl s_client failed: ${err.message}\n${stderr}`));
-        else resolve(stdout);
-      },
-    );
-    child.stdin!.end('GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
-  });
-}
-
-/** Full handshake with `from` (session saved), then a resumption attempt on `to`: what each said. */
-async function resumeAcross(from: number, to: number, args: readonly string[]): Promise<{ first: string; second: string }> {
-  const sessionFile = path.join(dir, `session-${Math.random().toString(36).slice(2)}.pem`);
-  const first = await sClient(from, [...args, '-sess_out', sessionFile]);
-  const second = await sClient(to, [...args, '-sess_in', sessionFile]);
-  return { first, second };
-}
-
-function handshake(output: string): string {
-  const line = /^(New|Reused), (TLSv[\d.]+)/m.exec(output);
-  return line === null ? 'none' : `${line[1]}, ${line[2]}`;
-}
-
-const VARIANTS: [string, string[], string][] = [
-  ['TLS 1.3 (tickets)', ['-tls1_3'], 'TLSv1.3'],
-  ['TLS 1.2 with tickets', ['-tls1_2'], 'TLSv1.2'],
-  ['TLS 1.2 with session IDs (tickets off)', ['-tls1_2', '-no_ticket'], 'TLSv1.2'],
-];
+const sClient = (port: number, args: readonly string[]) => sClientOf(port, caFile, args);
+const resumeAcross = (from: number, to: number, args: readonly string[]) => resumeAcrossOf(from, to, caFile, dir, args);
+const VARIANTS = TLS_VARIANTS;
 
 async function watchSettings(client: BatonClient): Promise<{ latest: () => TlsResumptionSettings | undefined; count: () => number; stop: () => void }> {
   let latest: TlsResumptionSettings | undefined;
