@@ -91,6 +91,9 @@ export interface ReplicationObserver {
 const MAX_SUPERSEDED_PER_ACK = 256;
 const MAX_NACK_RANGES = 256;
 
+/** The timer-table entry for reassembly expiry. */
+const REASSEMBLY_TIMER = 'reassembly';
+
 type DatagramType = 'data' | 'heartbeat' | 'nack' | 'ack' | 'gone' | 'leave';
 
 export class ReplicationEngine {
@@ -98,7 +101,10 @@ export class ReplicationEngine {
   private readonly reassembly: FragmentReassembly;
   private readonly tickets = new WriteTickets();
   private readonly repair = new RepairPlanner();
-  /** Receivers' NACK/ack deadlines ('receive ' + key) and channels' hold deadlines ('hold ' + channel). */
+  /**
+   * Receivers' NACK/ack deadlines ('receive ' + key), channels' hold deadlines ('hold ' +
+   * channel), and the oldest partial delta's expiry (REASSEMBLY_TIMER).
+   */
   private readonly timers = new TimerTable();
   private outbox: Outgoing[] = [];
   private resyncs: ResyncRequest[] = [];
@@ -341,6 +347,7 @@ export class ReplicationEngine {
     }
     for (const [key, receiver] of this.channels.receivers) this.pollReceiver(key, receiver, now);
     for (const { nodeId, incarnation } of this.reassembly.expire(now)) this.resyncChannelsOf(nodeId, incarnation);
+    this.timers.set(REASSEMBLY_TIMER, this.reassembly.nextExpiryAt());
     for (const request of this.repair.dueRetries(now)) this.resyncs.push(request);
     if (this.repair.discardNow(now)) this.discardUnheld();
     for (const sender of this.channels.senders.values()) {
@@ -353,7 +360,7 @@ export class ReplicationEngine {
 
   /**
    * The earliest time tick() has work: membership's, the planner's retries and discard,
-   * and the timer table's receivers and holds. A receiver cannot act before its sender's
+   * and the timer table's receivers, holds and reassembly expiry. A receiver cannot act before its sender's
    * address is known (its heartbeat brings it, and then the overdue deadline counts), so
    * until then it has no entry: counting it would spin the driver.
    */
@@ -615,6 +622,7 @@ export class ReplicationEngine {
     if (data.fragment !== undefined) {
       const fragment = data.fragment;
       const result = this.reassembly.add(from, incarnation, { ...fragment, deltaId: Number(fragment.deltaId) }, now);
+      this.timers.set(REASSEMBLY_TIMER, this.reassembly.nextExpiryAt());
       if (result.kind === 'malformed') this.observer.dropped('malformed');
       if (result.kind === 'overflow') {
         this.observer.dropped('reassembly_overflow');
@@ -856,6 +864,7 @@ export class ReplicationEngine {
   private retireOldIncarnations(nodeId: string, keep: bigint | undefined): void {
     for (const key of this.channels.retire(nodeId, keep)) this.timers.clear('receive ' + key);
     this.reassembly.retire(nodeId, keep);
+    this.timers.set(REASSEMBLY_TIMER, this.reassembly.nextExpiryAt());
   }
 
   private sendHeartbeats(now: number): void {
