@@ -22,7 +22,7 @@
  * (Ack.superseded_complete_above) does not confirm it either: the write is sent again.
  */
 import type { ChannelReceiverConfig } from './channel-receiver';
-import type { ChannelSender, DataPacket } from './channel-sender';
+import type { DataPacket } from './channel-sender';
 import { ChannelTable, receiverKey, splitReceiverKey, type Receiver } from './channel-table';
 import { ackFor, nackFor } from './receiver-replies';
 import { Datagram, type Ack, type Data, type Heartbeat } from '../gen/baton/v1/wire';
@@ -30,14 +30,16 @@ import type { Membership, MembershipEvent } from './membership';
 import type { Placement } from './placement';
 import { encodeWith } from '../wire/proto-writer';
 import type { Random } from '../store/random';
-import { forEachPart, type RemoteChange, type SessionStore, type StoredSession } from '../store/store';
-import { decodeDelta, deltaKey, encodeData, encodeDelta, readDelta, type Change, type DecodedDelta } from '../wire/delta-codec';
+import type { SessionStore, StoredSession } from '../store/store';
+import { encodeData, type Change } from '../wire/delta-codec';
 import { isNodeId, safeSeq } from '../wire/datagram-fields';
+import { DeltaApply } from './delta-apply';
+import { FanOut } from './fan-out';
 import { FragmentReassembly } from './fragment-reassembly';
 import { buildHeartbeats, readHeartbeat } from './heartbeats';
 import { RepairPlanner, type RepairView, type ResyncRequest } from './repair-planner';
 import { TimerTable } from './timer-table';
-import { WriteTickets, type Ticket, type TicketWait } from './write-tickets';
+import { WriteTickets, type Ticket } from './write-tickets';
 
 export { isPeerAddress } from '../wire/datagram-fields';
 export { DISCARD_AFTER_MS, DISCARD_MAX_WAIT_MS, DISCARD_RECHECK_MS, RESYNC_RETRY_MS, type ResyncRequest } from './repair-planner';
@@ -99,6 +101,8 @@ type DatagramType = 'data' | 'heartbeat' | 'nack' | 'ack' | 'gone' | 'leave';
 export class ReplicationEngine {
   private readonly channels: ChannelTable;
   private readonly reassembly: FragmentReassembly;
+  private readonly fanOut: FanOut;
+  private readonly deltas: DeltaApply;
   private readonly tickets = new WriteTickets();
   private readonly repair = new RepairPlanner();
   /**
@@ -108,7 +112,6 @@ export class ReplicationEngine {
   private readonly timers = new TimerTable();
   private outbox: Outgoing[] = [];
   private resyncs: ResyncRequest[] = [];
-  private dirty = new Set<string>();
   private viewVersion = -1;
   private leaving = false;
   private readonly ackedBy = (channel: string, nodeId: string): number => this.channels.ackedBy(channel, nodeId);
@@ -144,6 +147,8 @@ export class ReplicationEngine {
   ) {
     this.channels = new ChannelTable({ ...config, holdStallMs: HOLD_STALL_MS }, random);
     this.reassembly = new FragmentReassembly({ maxBytes: config.maxReassemblyBytes, timeoutMs: config.reassemblyTimeoutMs });
+    this.fanOut = new FanOut(config, store, placement, this.channels, () => this.otherLiveMembers());
+    this.deltas = new DeltaApply(config, store, placement, membership, this.reassembly);
   }
 
   // --- local writes --------------------------------------------------------------
@@ -155,70 +160,20 @@ export class ReplicationEngine {
    * awaits is forgotten once flushed (so asynchronous writes hold no memory here).
    */
   replicate(session: StoredSession, changes: readonly LocalChange[], now: number): number | undefined {
-    const partition = this.store.partitionOf(session.id);
-    const holders = this.holdersBesidesSelf(session.owner, partition);
-    if (session.owner === this.config.nodeId && holders.length < this.wantedSecondaries()) this.repair.wroteUnderReplicated(partition);
-    if (holders.length === 0) return undefined;
-    const owner = session.owner !== this.config.nodeId && holders[0] === session.owner ? session.owner : undefined;
-    const forwarded = owner === undefined ? undefined : { sessionId: session.id, changes, resends: 0 };
-    this.enqueue(session, changes, holders, now);
-    return this.tickets.open(this.waitsFor(holders), owner, forwarded).id;
-  }
-
-  /** A ticket's waits for a write just queued to `holders`. */
-  private waitsFor(holders: readonly string[]): TicketWait[] {
-    return holders.map((nodeId) => {
-      const channel = this.channelTo(nodeId);
-      return { nodeId, channel, seq: 0, firstSeq: 0, queued: this.sender(channel).enqueuedCount };
-    });
+    const { underReplicated, partition, write } = this.fanOut.write(session, changes, now);
+    if (underReplicated) this.repair.wroteUnderReplicated(partition);
+    if (write === undefined) return undefined;
+    this.stats.deltasSent += write.deltas;
+    const forwarded = write.owner === undefined ? undefined : { sessionId: session.id, changes, resends: 0 };
+    return this.tickets.open(write.waits, write.owner, forwarded).id;
   }
 
   /**
-   * Replicates a claim this node made (a resume): the claim and every part, re-stamped
-   * with the new epoch, go to the new owner's secondaries, and to the previous owner so
-   * it stops acting as owner at once (its later writes carry the old epoch and lose).
+   * Replicates a claim this node made (a resume) to the new owner's secondaries and the
+   * previous owner (see FanOut.claim).
    */
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void {
-    const partition = this.store.partitionOf(session.id);
-    const holders = this.holdersBesidesSelf(session.owner, partition);
-    if (previousOwner !== this.config.nodeId && !holders.includes(previousOwner) && this.placement.rank(previousOwner, partition) >= 0) {
-      holders.push(previousOwner);
-    }
-    if (holders.length === 0) return;
-    const changes: LocalChange[] = [{ kind: 'claim' }];
-    forEachPart(session, (name, value, version, writer) => {
-      changes.push(value === null ? { kind: 'delete_part', name, version, writer } : { kind: 'put', name, value: Buffer.from(value, 'latin1'), version, writer });
-    });
-    this.enqueue(session, changes, holders, now);
-  }
-
-  /**
-   * The live members other than this node that hold a session: its owner's secondaries,
-   * and the owner itself when that is another live member (a write made here on a
-   * session owned elsewhere goes to the owner's replica set).
-   */
-  private holdersBesidesSelf(owner: string, partition: number): string[] {
-    const self = this.config.nodeId;
-    const holders = this.placement.secondaries(partition, owner).filter((id) => id !== self);
-    if (owner !== self && this.placement.rank(owner, partition) >= 0) holders.unshift(owner);
-    return holders;
-  }
-
-  private channelTo(nodeId: string): string {
-    return this.config.transport === 'multicast' ? '' : nodeId;
-  }
-
-  /** Encodes changes once and queues them on the channels that reach `holders`. */
-  private enqueue(session: StoredSession, changes: readonly LocalChange[], holders: readonly string[], now: number): void {
-    const self = this.config.nodeId;
-    const deltas = changes.map((change) => ({ key: deltaKey(session.id, change), bytes: encodeDelta(session, change, self, now) }));
-    const channels = this.config.transport === 'multicast' ? [''] : holders;
-    for (const channel of channels) {
-      const sender = this.sender(channel);
-      for (const delta of deltas) sender.enqueue(delta);
-      this.dirty.add(channel);
-    }
-    this.stats.deltasSent += deltas.length * channels.length;
+    this.stats.deltasSent += this.fanOut.claim(session, previousOwner, now).deltas;
   }
 
   /**
@@ -252,7 +207,7 @@ export class ReplicationEngine {
    */
   flush(now: number): void {
     const held: string[] = [];
-    for (const channel of this.dirty) {
+    for (const channel of this.fanOut.takeDirty()) {
       const sender = this.channels.senders.get(channel);
       if (sender === undefined) continue;
       const firstSeq = sender.highestSeq + 1;
@@ -264,7 +219,7 @@ export class ReplicationEngine {
       // A ticket's write is in a packet once nothing queued up to it is left.
       this.tickets.sent(channel, firstSeq, sender.sentThrough, sender.highestSeq);
     }
-    this.dirty = new Set(held);
+    this.fanOut.markDirty(held);
   }
 
   // --- input ---------------------------------------------------------------------
@@ -504,10 +459,6 @@ export class ReplicationEngine {
 
   // --- internals -----------------------------------------------------------------
 
-  private sender(channel: string): ChannelSender {
-    return this.channels.sender(channel, () => (channel === '' ? this.otherLiveMembers() : [channel]));
-  }
-
   private addressOf(nodeId: string): string | undefined {
     return this.membership.member(nodeId)?.advertiseAddress;
   }
@@ -540,7 +491,7 @@ export class ReplicationEngine {
    */
   private onOwnerAck(from: string, ack: Ack, now: number): void {
     const superseded = ack.superseded.slice(0, MAX_SUPERSEDED_PER_ACK).filter((s) => safeSeq(s.seq) > 0 && isNodeId(s.ownerNodeId) && safeSeq(s.epoch) > 0);
-    for (const s of superseded) this.adoptOwner(s.sessionId, s.ownerNodeId, Number(s.epoch), now);
+    for (const s of superseded) this.fanOut.adoptOwner(s.sessionId, s.ownerNodeId, Number(s.epoch), now);
     const completeAbove = ack.supersededCompleteAbove > BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(ack.supersededCompleteAbove);
     const notes = superseded.map((s) => ({ seq: Number(s.seq), sessionId: s.sessionId }));
     const resend = this.tickets.ownerAck(from, ack.targetNodeId, safeSeq(ack.cumulativeSeq), completeAbove, notes);
@@ -548,39 +499,16 @@ export class ReplicationEngine {
     if (resend.length > 0) this.flush(now);
   }
 
-  /** Takes a newer owner of a session that another node reported (a claim this node missed). */
-  private adoptOwner(sessionId: string, owner: string, epoch: number, now: number): void {
-    const session = this.store.get(sessionId, now);
-    if (session === undefined) return;
-    this.store.applyRemote(sessionId, { kind: 'claim' }, { owner, epoch, expiresAt: session.expiresAt, ttlMs: session.ttlMs }, now);
-  }
-
   /**
-   * Sends a forwarded write again, to the holders of the owner this node now knows of, and
-   * makes its ticket wait for them. Its parts are stamped with the session's epoch here
-   * (the claimed one, once adopted) and keep their version, writer and value: they are
-   * newer than the claimed copy of the part unless it was written since, so every holder
-   * converges on the write (and a client's if_version keeps matching). This node's copy
-   * takes the same stamp, so it agrees with the others.
+   * Sends a forwarded write again to the holders of the owner this node now knows of (see
+   * FanOut.resendForwarded), and makes its ticket wait for them.
    */
   private resendForwarded(ticket: Ticket, now: number): void {
     if (!this.tickets.countResend(ticket)) return;
-    const forwarded = ticket.forwarded!;
-    const session = this.store.get(forwarded.sessionId, now);
-    if (session === undefined) return;
-    const self = this.config.nodeId;
-    const meta = { owner: session.owner, epoch: session.epoch, expiresAt: session.expiresAt, ttlMs: session.ttlMs };
-    const changes = forwarded.changes.map((change): LocalChange => {
-      if ((change.kind !== 'put' && change.kind !== 'delete_part') || change.writer !== undefined) return change;
-      const stamped = { ...change, writer: self, epoch: session.epoch };
-      this.store.applyRemote(session.id, toRemoteChange(stamped)!, meta, now);
-      return { ...change, epoch: session.epoch };
-    });
-    const holders = this.holdersBesidesSelf(session.owner, this.store.partitionOf(session.id));
-    if (holders.length === 0) return;
-    const owner = session.owner !== self && holders[0] === session.owner ? session.owner : undefined;
-    this.enqueue(session, changes, holders, now);
-    this.tickets.reopen(ticket, owner, changes, this.waitsFor(holders));
+    const resent = this.fanOut.resendForwarded(ticket.forwarded!.sessionId, ticket.forwarded!.changes, now);
+    if (resent === undefined) return;
+    this.stats.deltasSent += resent.deltas;
+    this.tickets.reopen(ticket, resent.owner, resent.changes, resent.waits);
   }
 
   private sendData(channel: string, packet: DataPacket, ackRequested: boolean): void {
@@ -593,47 +521,26 @@ export class ReplicationEngine {
   }
 
   private onData(from: string, incarnation: bigint, data: Data, now: number): void {
-    const channel = data.targetNodeId;
-    if ((channel !== '' && channel !== this.config.nodeId) || (channel === '' && this.config.transport !== 'multicast')) {
-      this.observer.dropped('misrouted');
+    const admitted = this.deltas.admit(from, incarnation, data);
+    if ('dropped' in admitted) {
+      this.observer.dropped(admitted.dropped);
       return;
     }
-    // Channel state is kept only for members, so strangers cannot make it grow.
-    if (this.membership.member(from) === undefined) {
-      this.observer.dropped('unknown_sender');
-      return;
-    }
-    const seq = safeSeq(data.seq);
-    if (seq === 0) {
-      this.observer.dropped('malformed');
-      return;
-    }
-    if (this.isStale(from, incarnation)) {
-      this.observer.dropped('stale_incarnation');
-      return;
-    }
+    const { channel, seq } = admitted;
     const key = receiverKey(from, incarnation, channel);
     const receiver = this.receiverFor(key, from, incarnation, channel);
     if (receiver.handleData(seq, data.ackRequested, now) === 'duplicate') {
       this.receiverTimer(key, receiver);
       return;
     }
-    for (const delta of data.deltas) this.apply(readDelta(delta, from), now, receiver, seq);
-    if (data.fragment !== undefined) {
-      const fragment = data.fragment;
-      const result = this.reassembly.add(from, incarnation, { ...fragment, deltaId: Number(fragment.deltaId) }, now);
-      this.timers.set(REASSEMBLY_TIMER, this.reassembly.nextExpiryAt());
-      if (result.kind === 'malformed') this.observer.dropped('malformed');
-      if (result.kind === 'overflow') {
-        this.observer.dropped('reassembly_overflow');
-        this.resyncChannelsOf(from, incarnation);
-      }
-      if (result.kind === 'complete') {
-        const delta = decodeDelta(result.bytes, from);
-        if (delta === undefined) this.observer.dropped('malformed');
-        else this.apply(delta, now, receiver, seq);
-      }
-    }
+    const outcome = this.deltas.applyPacket(from, incarnation, data, now);
+    if (data.fragment !== undefined) this.timers.set(REASSEMBLY_TIMER, this.reassembly.nextExpiryAt());
+    this.stats.deltasApplied += outcome.applied;
+    this.stats.deltasIgnored += outcome.ignored;
+    for (const note of outcome.notes) receiver.note(seq, note);
+    for (const reason of outcome.dropped) this.observer.dropped(reason);
+    for (const lag of outcome.lagsMs) this.observer.lag(lag);
+    if (outcome.resyncSender) this.resyncChannelsOf(from, incarnation);
     this.pollReceiver(key, receiver, now);
   }
 
@@ -646,37 +553,6 @@ export class ReplicationEngine {
       receiver.requestResync();
       this.receiverTimer(key, receiver);
     }
-  }
-
-  /** Applies a delta that came in packet `seq` of `receiver`'s channel. */
-  private apply(delta: DecodedDelta, now: number, receiver: Receiver, seq: number): void {
-    const { sessionId, owner } = delta;
-    if (this.config.transport === 'multicast') {
-      const partition = this.store.partitionOf(sessionId);
-      if (owner !== this.config.nodeId && !this.placement.isSecondary(this.config.nodeId, partition, owner) && this.store.snapshot(sessionId, now) === undefined) {
-        this.stats.deltasIgnored++;
-        return;
-      }
-    }
-    const change = delta.change === undefined ? undefined : toRemoteChange(delta.change);
-    if (change === undefined) {
-      this.observer.dropped('malformed');
-      return;
-    }
-    this.store.applyRemote(sessionId, change, { owner, epoch: delta.epoch, expiresAt: delta.expiresAt, ttlMs: delta.ttlMs }, now);
-    this.stats.deltasApplied++;
-    // A write made elsewhere that names this node as the owner, while this node knows of a
-    // newer owner or epoch (a claim its writer has not heard of, maybe this node's own
-    // later one): the write carries an epoch the claimed copy beats, so this node is not
-    // the owner that must have it. The acknowledgement says so, and the writer sends it
-    // again to that owner at that epoch.
-    if (owner === this.config.nodeId) {
-      const current = this.store.ownerOf(sessionId);
-      if (current !== undefined && (current.owner !== owner || current.epoch > delta.epoch)) {
-        receiver.note(seq, { seq: BigInt(seq), sessionId, ownerNodeId: current.owner, epoch: BigInt(current.epoch) });
-      }
-    }
-    if (delta.writtenAt > 0) this.observer.lag(Math.max(0, now - delta.writtenAt));
   }
 
   private onNack(from: string, incarnation: bigint, channel: string, ranges: readonly (readonly [number, number])[], fromAddress: string, now: number): void {
@@ -757,44 +633,15 @@ export class ReplicationEngine {
     this.repair.viewChanged(now, live);
   }
 
-  /** Secondaries a fully replicated partition has (replicas, or at least one with replicas = 0). */
-  private wantedSecondaries(): number {
-    return this.placement.replicas === 0 ? 1 : this.placement.replicas;
-  }
-
   /**
    * Sends again, as deltas, this node's own sessions of partitions written while they had
-   * fewer secondaries than wanted (a node that started or was cut off accepts writes
-   * before it knows its peers; nobody else has them to pull).
+   * fewer secondaries than wanted, once they have secondaries (see FanOut.resendOwned).
    */
   private replicateUnreplicated(now: number): void {
     const self = this.config.nodeId;
-    const partitions = this.repair.resendUnreplicated((partition) => this.placement.secondaries(partition, self).length, this.wantedSecondaries());
-    for (const partition of partitions) {
-      for (const snapshot of this.store.snapshotsIn(partition, now)) {
-        if (snapshot.owner !== self) continue;
-        if (snapshot.expiresAt === 0) {
-          if (snapshot.deletedVersion === 0) continue;
-          const header = { id: snapshot.id, parts: [], owner: self, epoch: snapshot.epoch, ttlMs: snapshot.ttlMs, expiresAt: now + snapshot.ttlMs };
-          this.replicateQuietly(header, [{ kind: 'delete_session', version: snapshot.deletedVersion }], now);
-          continue;
-        }
-        const session = this.store.get(snapshot.id, now);
-        if (session === undefined) continue;
-        const changes: LocalChange[] = snapshot.parts.map((part) =>
-          part.value === null
-            ? { kind: 'delete_part', name: part.name, version: part.version, writer: part.writer, epoch: part.epoch }
-            : { kind: 'put', name: part.name, value: Buffer.from(part.value, 'latin1'), version: part.version, writer: part.writer, epoch: part.epoch },
-        );
-        if (changes.length > 0) this.replicateQuietly(session, changes, now);
-      }
-    }
+    const partitions = this.repair.resendUnreplicated((partition) => this.placement.secondaries(partition, self).length, this.fanOut.wantedSecondaries());
+    this.stats.deltasSent += this.fanOut.resendOwned(partitions, now).deltas;
     this.flush(now);
-  }
-
-  /** replicate() without a ticket or an under-replicated mark (a repeat, not a write). */
-  private replicateQuietly(session: StoredSession, changes: readonly LocalChange[], now: number): void {
-    this.enqueue(session, changes, this.holdersBesidesSelf(session.owner, this.store.partitionOf(session.id)), now);
   }
 
   /** Sets a receiver's entry in the timer table: its deadline, once its sender's address is known. */
@@ -851,16 +698,6 @@ export class ReplicationEngine {
     return this.channels.receiver(key, from, incarnation, channel);
   }
 
-  /**
-   * Data from an older incarnation than membership knows for a live node is a straggler
-   * from before its restart: it must not retire the new incarnation's receivers. (A dead
-   * member's other incarnation is a restart, as membership treats it.)
-   */
-  private isStale(from: string, incarnation: bigint): boolean {
-    const member = this.membership.member(from);
-    return member !== undefined && member.incarnation > incarnation && member.state !== 'dead';
-  }
-
   private retireOldIncarnations(nodeId: string, keep: bigint | undefined): void {
     for (const key of this.channels.retire(nodeId, keep)) this.timers.clear('receive ' + key);
     this.reassembly.retire(nodeId, keep);
@@ -897,22 +734,4 @@ export class ReplicationEngine {
     this.stats.datagramsSent[type]++;
     this.stats.bytesSent += payload.length;
   }
-}
-
-/** A Change as the store applies it (values as latin1 strings); part changes must name writer and epoch. */
-function toRemoteChange(change: Change): RemoteChange | undefined {
-  switch (change.kind) {
-    case 'put':
-      if (change.writer === undefined || change.epoch === undefined) return undefined;
-      return { kind: 'put', name: change.name, value: latin1(change.value), version: change.version, writer: change.writer, epoch: change.epoch };
-    case 'delete_part':
-      if (change.writer === undefined || change.epoch === undefined) return undefined;
-      return { kind: 'delete_part', name: change.name, version: change.version, writer: change.writer, epoch: change.epoch };
-    default:
-      return change;
-  }
-}
-
-function latin1(bytes: Uint8Array): string {
-  return Buffer.prototype.latin1Slice.call(bytes, 0, bytes.byteLength);
 }
