@@ -22,21 +22,20 @@
  * (Ack.superseded_complete_above) does not confirm it either: the write is sent again.
  */
 import type { ChannelReceiverConfig } from './channel-receiver';
-import type { DataPacket } from './channel-sender';
-import { ChannelTable, receiverKey, splitReceiverKey, type Receiver } from './channel-table';
-import { ackFor, nackFor } from './receiver-replies';
+import { ChannelRepair, REASSEMBLY_TIMER } from './channel-repair';
+import { ChannelTable, receiverKey, type Receiver } from './channel-table';
 import { Datagram, type Ack, type Data, type Heartbeat } from '../gen/baton/v1/wire';
 import type { Membership, MembershipEvent } from './membership';
 import type { Placement } from './placement';
-import { encodeWith } from '../wire/proto-writer';
 import type { Random } from '../store/random';
 import type { SessionStore, StoredSession } from '../store/store';
-import { encodeData, type Change } from '../wire/delta-codec';
+import type { Change } from '../wire/delta-codec';
 import { isNodeId, safeSeq } from '../wire/datagram-fields';
 import { DeltaApply } from './delta-apply';
 import { FanOut } from './fan-out';
 import { FragmentReassembly } from './fragment-reassembly';
-import { buildHeartbeats, readHeartbeat } from './heartbeats';
+import { newEngineStats, Outbox, type EngineStats, type Outgoing } from './outbox';
+import { buildHeartbeats, membershipPlan, readHeartbeat } from './heartbeats';
 import { RepairPlanner, type RepairView, type ResyncRequest } from './repair-planner';
 import { TimerTable } from './timer-table';
 import { WriteTickets, type Ticket } from './write-tickets';
@@ -44,6 +43,7 @@ import { WriteTickets, type Ticket } from './write-tickets';
 export { isPeerAddress } from '../wire/datagram-fields';
 export { DISCARD_AFTER_MS, DISCARD_MAX_WAIT_MS, DISCARD_RECHECK_MS, RESYNC_RETRY_MS, type ResyncRequest } from './repair-planner';
 export type { Change } from '../wire/delta-codec';
+export type { EngineStats, Outgoing } from './outbox';
 
 export interface ReplicationConfig {
   nodeId: string;
@@ -66,12 +66,6 @@ export interface ReplicationConfig {
 /** One local change to replicate (the delta codec's Change; see src/wire/delta-codec.ts). */
 export type LocalChange = Change;
 
-export interface Outgoing {
-  /** A peer's host:port, or 'multicast' for the group. */
-  to: string;
-  payload: Uint8Array;
-}
-
 /**
  * A send window held shut this long with no acknowledgement progress lets one more window
  * go, and again after each further such wait (ms): a secondary that stopped answering must
@@ -93,11 +87,6 @@ export interface ReplicationObserver {
 const MAX_SUPERSEDED_PER_ACK = 256;
 const MAX_NACK_RANGES = 256;
 
-/** The timer-table entry for reassembly expiry. */
-const REASSEMBLY_TIMER = 'reassembly';
-
-type DatagramType = 'data' | 'heartbeat' | 'nack' | 'ack' | 'gone' | 'leave';
-
 export class ReplicationEngine {
   private readonly channels: ChannelTable;
   private readonly reassembly: FragmentReassembly;
@@ -110,7 +99,6 @@ export class ReplicationEngine {
    * channel), and the oldest partial delta's expiry (REASSEMBLY_TIMER).
    */
   private readonly timers = new TimerTable();
-  private outbox: Outgoing[] = [];
   private resyncs: ResyncRequest[] = [];
   private viewVersion = -1;
   private leaving = false;
@@ -120,21 +108,9 @@ export class ReplicationEngine {
     isSecondaryOf: (partition, owner) => this.placement.isSecondary(this.config.nodeId, partition, owner),
     addressOf: (nodeId) => this.addressOf(nodeId),
   };
-  readonly stats = {
-    datagramsSent: { data: 0, heartbeat: 0, nack: 0, ack: 0, gone: 0, leave: 0 },
-    datagramsReceived: { data: 0, heartbeat: 0, nack: 0, ack: 0, gone: 0, leave: 0 },
-    bytesSent: 0,
-    bytesReceived: 0,
-    deltasSent: 0,
-    deltasApplied: 0,
-    deltasIgnored: 0,
-    nacksReceived: 0,
-    acksReceived: 0,
-    retransmissions: 0,
-    fragmentsSent: 0,
-    resyncsRequested: 0,
-    sessionsDiscarded: 0,
-  };
+  readonly stats: EngineStats = newEngineStats();
+  private readonly outbox: Outbox;
+  private readonly repairs: ChannelRepair;
 
   constructor(
     readonly config: ReplicationConfig,
@@ -149,6 +125,8 @@ export class ReplicationEngine {
     this.reassembly = new FragmentReassembly({ maxBytes: config.maxReassemblyBytes, timeoutMs: config.reassemblyTimeoutMs });
     this.fanOut = new FanOut(config, store, placement, this.channels, () => this.otherLiveMembers());
     this.deltas = new DeltaApply(config, store, placement, membership, this.reassembly);
+    this.outbox = new Outbox(config.nodeId, this.stats);
+    this.repairs = new ChannelRepair(config, this.channels, this.timers, this.reassembly, membership, this.outbox, this.stats);
   }
 
   // --- local writes --------------------------------------------------------------
@@ -215,7 +193,7 @@ export class ReplicationEngine {
       this.timers.set('hold ' + channel, sender.holdDeadline);
       if (sender.pendingCount > 0) held.push(channel);
       const ackRequested = packets.length > 0 && this.tickets.awaitedOn(channel);
-      for (const packet of packets) this.sendData(channel, packet, ackRequested);
+      for (const packet of packets) this.repairs.sendData(channel, packet, ackRequested);
       // A ticket's write is in a packet once nothing queued up to it is left.
       this.tickets.sent(channel, firstSeq, sender.sentThrough, sender.highestSeq);
     }
@@ -261,14 +239,10 @@ export class ReplicationEngine {
           break;
         }
         if (nack.channelSenderNodeId === this.config.nodeId) {
-          this.onNack(from, nack.channelSenderIncarnation, nack.targetNodeId, ranges, fromAddress, now);
+          const dropped = this.repairs.nack(from, nack.channelSenderIncarnation, nack.targetNodeId, ranges, fromAddress, now);
+          if (dropped !== undefined) this.observer.dropped(dropped);
         } else if (nack.targetNodeId === '') {
-          const key = receiverKey(nack.channelSenderNodeId, nack.channelSenderIncarnation, '');
-          const receiver = this.channels.receivers.get(key);
-          if (receiver !== undefined) {
-            receiver.handleOverheardNack(ranges, now);
-            this.receiverTimer(key, receiver);
-          }
+          this.repairs.overheardNack(nack.channelSenderNodeId, nack.channelSenderIncarnation, ranges, now);
         }
         break;
       }
@@ -277,13 +251,7 @@ export class ReplicationEngine {
         break;
       case 'gone': {
         const gone = body.gone;
-        if (gone.targetNodeId !== '' && gone.targetNodeId !== this.config.nodeId) break;
-        const key = receiverKey(from, incarnation, gone.targetNodeId);
-        const receiver = this.channels.receivers.get(key);
-        if (receiver !== undefined) {
-          receiver.handleGone(safeSeq(gone.firstRetainedSeq));
-          this.receiverTimer(key, receiver);
-        }
+        if (gone.targetNodeId === '' || gone.targetNodeId === this.config.nodeId) this.repairs.goneFrom(from, incarnation, gone.targetNodeId, safeSeq(gone.firstRetainedSeq));
         break;
       }
       case 'leave':
@@ -301,7 +269,7 @@ export class ReplicationEngine {
       this.membership.heartbeatSent(now);
     }
     for (const [key, receiver] of this.channels.receivers) this.pollReceiver(key, receiver, now);
-    for (const { nodeId, incarnation } of this.reassembly.expire(now)) this.resyncChannelsOf(nodeId, incarnation);
+    for (const { nodeId, incarnation } of this.reassembly.expire(now)) this.repairs.resyncChannelsOf(nodeId, incarnation);
     this.timers.set(REASSEMBLY_TIMER, this.reassembly.nextExpiryAt());
     for (const request of this.repair.dueRetries(now)) this.resyncs.push(request);
     if (this.repair.discardNow(now)) this.discardUnheld();
@@ -324,9 +292,7 @@ export class ReplicationEngine {
   }
 
   takeOutbox(): Outgoing[] {
-    const out = this.outbox;
-    this.outbox = [];
-    return out;
+    return this.outbox.take();
   }
 
   takeResyncs(): ResyncRequest[] {
@@ -335,7 +301,7 @@ export class ReplicationEngine {
 
   /** A state transfer finished: the channels it covered are whole up to their marks. */
   resyncDone(request: ResyncRequest): void {
-    this.resyncedChannels(request);
+    this.repairs.resynced(request.channels);
     this.repair.settled(request);
   }
 
@@ -350,17 +316,8 @@ export class ReplicationEngine {
       this.repair.retryLater(request, now);
       return;
     }
-    this.resyncedChannels(request);
+    this.repairs.resynced(request.channels);
     this.repair.settled(request);
-  }
-
-  private resyncedChannels(request: ResyncRequest): void {
-    for (const { key, upTo } of request.channels) {
-      const receiver = this.channels.receivers.get(key);
-      if (receiver === undefined) continue;
-      receiver.resynced(upTo);
-      this.receiverTimer(key, receiver);
-    }
   }
 
   /** Whether a transfer into a partition this node now holds is still pending. */
@@ -401,9 +358,9 @@ export class ReplicationEngine {
   /** Announces departure: peers mark this node 'left' and re-replicate at once. */
   leave(): void {
     this.leaving = true;
-    const payload = this.encode({ $case: 'leave', leave: {} });
+    const payload = this.outbox.encode({ $case: 'leave', leave: {} });
     const targets = this.membership.heartbeatTargets();
-    for (const to of this.config.transport === 'multicast' ? ['multicast', ...targets] : targets) this.push(to, payload, 'leave');
+    for (const to of this.config.transport === 'multicast' ? ['multicast', ...targets] : targets) this.outbox.push(to, payload, 'leave');
   }
 
   // --- queries -------------------------------------------------------------------
@@ -511,15 +468,6 @@ export class ReplicationEngine {
     this.tickets.reopen(ticket, resent.owner, resent.changes, resent.waits);
   }
 
-  private sendData(channel: string, packet: DataPacket, ackRequested: boolean): void {
-    const payload = encodeData(this.config.nodeId, channel, packet, ackRequested);
-    const to = channel === '' ? 'multicast' : this.addressOf(channel);
-    if (to === undefined) return;
-    if (packet.retransmit) this.stats.retransmissions++;
-    if (packet.fragment !== undefined) this.stats.fragmentsSent++;
-    this.push(to, payload, 'data');
-  }
-
   private onData(from: string, incarnation: bigint, data: Data, now: number): void {
     const admitted = this.deltas.admit(from, incarnation, data);
     if ('dropped' in admitted) {
@@ -528,9 +476,9 @@ export class ReplicationEngine {
     }
     const { channel, seq } = admitted;
     const key = receiverKey(from, incarnation, channel);
-    const receiver = this.receiverFor(key, from, incarnation, channel);
+    const receiver = this.repairs.receiverFor(key, from, incarnation, channel);
     if (receiver.handleData(seq, data.ackRequested, now) === 'duplicate') {
-      this.receiverTimer(key, receiver);
+      this.repairs.refresh(key, receiver);
       return;
     }
     const outcome = this.deltas.applyPacket(from, incarnation, data, now);
@@ -540,42 +488,8 @@ export class ReplicationEngine {
     for (const note of outcome.notes) receiver.note(seq, note);
     for (const reason of outcome.dropped) this.observer.dropped(reason);
     for (const lag of outcome.lagsMs) this.observer.lag(lag);
-    if (outcome.resyncSender) this.resyncChannelsOf(from, incarnation);
+    if (outcome.resyncSender) this.repairs.resyncChannelsOf(from, incarnation);
     this.pollReceiver(key, receiver, now);
-  }
-
-  /**
-   * A delta of this sender incarnation was dropped after its fragments counted as
-   * received, so no NACK will bring it back: its channels resync instead.
-   */
-  private resyncChannelsOf(nodeId: string, incarnation: bigint): void {
-    for (const [key, receiver] of this.channels.receiversOf(nodeId, incarnation)) {
-      receiver.requestResync();
-      this.receiverTimer(key, receiver);
-    }
-  }
-
-  private onNack(from: string, incarnation: bigint, channel: string, ranges: readonly (readonly [number, number])[], fromAddress: string, now: number): void {
-    this.stats.nacksReceived++;
-    if (incarnation !== this.config.incarnation) {
-      this.observer.dropped('stale_incarnation');
-      return;
-    }
-    if (channel !== '' && channel !== from) {
-      this.observer.dropped('misrouted');
-      return;
-    }
-    const sender = this.channels.senders.get(channel);
-    if (sender === undefined) {
-      // Nothing was ever sent on this channel by this incarnation: tell it to resync.
-      this.push(fromAddress, this.encode({ $case: 'gone', gone: { targetNodeId: channel, firstRetainedSeq: 1n } }), 'gone');
-      return;
-    }
-    const { packets, goneBefore } = sender.handleNack(ranges, now, from);
-    for (const packet of packets) this.sendData(channel, packet, false);
-    if (goneBefore !== undefined) {
-      this.push(fromAddress, this.encode({ $case: 'gone', gone: { targetNodeId: channel, firstRetainedSeq: BigInt(goneBefore) } }), 'gone');
-    }
   }
 
   private onHeartbeat(from: string, incarnation: bigint, fromAddress: string, heartbeat: Heartbeat, now: number): void {
@@ -588,12 +502,7 @@ export class ReplicationEngine {
     // Channels are trusted only from the incarnation membership accepted (not a stale one).
     if (this.membership.member(from)?.incarnation !== incarnation) return;
     this.repair.peerPulling(from, read.pulling);
-    for (const { target, highest } of read.channels) {
-      const key = receiverKey(from, incarnation, target);
-      const receiver = this.receiverFor(key, from, incarnation, target);
-      receiver.handleHighest(highest, now);
-      this.receiverTimer(key, receiver);
-    }
+    for (const { target, highest } of read.channels) this.repairs.highest(from, incarnation, target, highest, now);
     this.syncView(now);
   }
 
@@ -602,13 +511,13 @@ export class ReplicationEngine {
     for (const event of events) {
       this.observer.membershipEvent(event);
       if (event.type === 'restarted') {
-        this.retireOldIncarnations(event.nodeId, undefined);
+        this.repairs.retire(event.nodeId, undefined);
         restarted = true;
       }
     }
     if (events.length === 0) return;
     // Addresses may have come or gone: receivers count for the next deadline only with one.
-    for (const [key, receiver] of this.channels.receivers) this.receiverTimer(key, receiver);
+    this.repairs.refreshAll();
     this.syncView(now);
     // A restart changes no view, but what its old incarnation sent last may have reached
     // some replicas and not others, and the new one starts empty: pull everything held
@@ -644,46 +553,11 @@ export class ReplicationEngine {
     this.flush(now);
   }
 
-  /** Sets a receiver's entry in the timer table: its deadline, once its sender's address is known. */
-  private receiverTimer(key: string, receiver: Receiver): void {
-    const known = this.addressOf(splitReceiverKey(key)[0]) !== undefined;
-    this.timers.set('receive ' + key, known ? receiver.nextDeadline() : Infinity);
-  }
-
+  /** Polls a receiver (see ChannelRepair.poll) and requests the resync it needs. */
   private pollReceiver(key: string, receiver: Receiver, now: number): void {
-    this.pollReceiverOnce(key, receiver, now);
-    this.receiverTimer(key, receiver);
-  }
-
-  private pollReceiverOnce(key: string, receiver: Receiver, now: number): void {
-    if (receiver.nextDeadline() > now) return;
-    const [from, incarnationText, channel] = splitReceiverKey(key);
-    // Until the sender's address is known nothing can be sent: keep the receiver's NACK
-    // attempts and acknowledgement for then, rather than spend them on nothing.
-    const address = this.addressOf(from);
-    if (address === undefined) return;
-    const poll = receiver.poll(now);
-    if (poll.nack === undefined && poll.ack === undefined && !poll.resync) return;
-    const reply = { senderNodeId: from, senderIncarnation: BigInt(incarnationText), targetNodeId: channel === '' ? '' : this.config.nodeId };
-    if (poll.nack !== undefined) {
-      const payload = this.encode({ $case: 'nack', nack: nackFor(reply, poll.nack) });
-      // On multicast a NACK goes to the group, so other receivers can hold theirs back, and
-      // to the sender itself: the sender's group socket also receives its own multicast
-      // traffic and may be full; its unicast socket is not. Its repair holdoff makes the two
-      // copies cost one retransmission.
-      if (channel === '') this.push('multicast', payload, 'nack');
-      this.push(address, payload, 'nack');
-    }
-    if (poll.ack !== undefined) {
-      const ack = ackFor(reply, poll.ack, poll.notes, poll.notesCompleteAbove, this.config.maxPayloadBytes);
-      this.push(address, this.encode({ $case: 'ack', ack }), 'ack');
-    }
-    if (poll.resync && !this.resyncs.some((r) => r.channels.some((c) => c.key === key))) {
-      const partitions = this.placement.partitionsHeldBy(this.config.nodeId);
-      this.requestResync({ peerNodeId: from, peerAddress: address, partitions, channels: [{ key, upTo: receiver.highestSeen }], reason: 'gap' });
-      // Until the transfer completes, the receiver neither asks again nor acknowledges past the gap.
-      receiver.resyncStarted();
-    }
+    const requested = (k: string): boolean => this.resyncs.some((r) => r.channels.some((c) => c.key === k));
+    const resync = this.repairs.poll(key, receiver, now, requested);
+    if (resync !== undefined) this.requestResync({ ...resync, partitions: this.placement.partitionsHeldBy(this.config.nodeId), reason: 'gap' });
   }
 
   private requestResync(request: ResyncRequest): void {
@@ -692,46 +566,16 @@ export class ReplicationEngine {
     this.resyncs.push(request);
   }
 
-  /** The receiver of a channel, created (retiring older incarnations' channels) if new. */
-  private receiverFor(key: string, from: string, incarnation: bigint, channel: string): Receiver {
-    if (!this.channels.receivers.has(key)) this.retireOldIncarnations(from, incarnation);
-    return this.channels.receiver(key, from, incarnation, channel);
-  }
-
-  private retireOldIncarnations(nodeId: string, keep: bigint | undefined): void {
-    for (const key of this.channels.retire(nodeId, keep)) this.timers.clear('receive ' + key);
-    this.reassembly.retire(nodeId, keep);
-    this.timers.set(REASSEMBLY_TIMER, this.reassembly.nextExpiryAt());
-  }
-
   private sendHeartbeats(now: number): void {
-    const heartbeats = buildHeartbeats(
-      {
-        transport: this.config.transport,
-        configDigest: this.membership.configDigest,
-        leaving: this.leaving,
-        pulling: this.hasPendingPulls(),
-        known: this.membership
-          .members()
-          .filter((m) => m.nodeId !== '' && (m.state === 'alive' || m.state === 'suspect'))
-          .map((m) => ({ nodeId: m.nodeId, advertiseAddress: m.advertiseAddress })),
-        targets: this.membership.heartbeatTargets(),
-        nodeIdAt: (address) => this.membership.members().find((m) => m.advertiseAddress === address && m.nodeId !== '' && !m.isSelf)?.nodeId,
-        unackedHighest: (channel) => this.channels.unackedHighest(channel),
-        extras: this.heartbeatExtras(),
-      },
-      now,
-    );
-    for (const { to, heartbeat } of heartbeats) this.push(to, this.encode({ $case: 'heartbeat', heartbeat }), 'heartbeat');
-  }
-
-  private encode(body: NonNullable<Datagram['body']>): Uint8Array {
-    return encodeWith((w) => Datagram.encode({ senderNodeId: this.config.nodeId, body }, w));
-  }
-
-  private push(to: string, payload: Uint8Array, type: DatagramType): void {
-    this.outbox.push({ to, payload });
-    this.stats.datagramsSent[type]++;
-    this.stats.bytesSent += payload.length;
+    const plan = {
+      ...membershipPlan(this.membership),
+      transport: this.config.transport,
+      leaving: this.leaving,
+      pulling: this.hasPendingPulls(),
+      unackedHighest: (channel: string) => this.channels.unackedHighest(channel),
+      extras: this.heartbeatExtras(),
+    };
+    const heartbeats = buildHeartbeats(plan, now);
+    for (const { to, heartbeat } of heartbeats) this.outbox.push(to, this.outbox.encode({ $case: 'heartbeat', heartbeat }), 'heartbeat');
   }
 }
