@@ -46,7 +46,8 @@ export class ChannelRepair {
     private readonly channels: ChannelTable,
     private readonly timers: TimerTable,
     private readonly reassembly: FragmentReassembly,
-    private readonly membership: Membership,
+    /** Members as membership knows them (only `member` is read). */
+    private readonly membership: Pick<Membership, 'member'>,
     private readonly outbox: Outbox,
     private readonly stats: EngineStats,
   ) {}

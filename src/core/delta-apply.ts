@@ -51,7 +51,8 @@ export class DeltaApply {
     private readonly config: DeltaApplyConfig,
     private readonly store: SessionStore,
     private readonly placement: Placement,
-    private readonly membership: Membership,
+    /** Members as membership knows them (only `member` is read). */
+    private readonly membership: Pick<Membership, 'member'>,
     private readonly reassembly: FragmentReassembly,
   ) {}
 

@@ -1,11 +1,13 @@
 /**
- * The replication protocol of one node, sans-IO. It turns local changes into deltas on
- * the channels of each session's secondaries, repairs losses (NACKs, retransmissions,
- * heartbeats carrying each channel's highest sequence number), applies what peers send,
- * tracks acknowledgements for synchronous writes, and asks for state transfers when
- * repair by NACK is not possible. The driver feeds it decoded datagram payloads and
- * `now`, sends what `takeOutbox` returns, carries out `takeResyncs`, and calls `tick` at
- * `nextDeadline`.
+ * The replication protocol of one node, sans-IO, as a dispatcher over its concepts:
+ * fan-out queues local changes as deltas on the channels of each session's holders;
+ * channel-repair runs the NACK loop (retransmissions, receiver NACKs, acknowledgements,
+ * resyncs); delta-apply admits data packets and applies their deltas; write-tickets track
+ * acknowledgements of synchronous writes; the repair planner pulls, retries and discards
+ * after view changes; heartbeats carry each channel's highest sequence number. The driver
+ * feeds it decoded datagram payloads and `now`, sends what `takeOutbox` returns, carries
+ * out `takeResyncs`, and calls `tick` at `nextDeadline` (one timer table holds every
+ * receiver's, hold's and reassembly deadline).
  *
  * Channels: in unicast mode one per (this node → secondary), named by the target's node
  * id; in multicast mode one to the group (named ''), which every member receives and
@@ -13,17 +15,15 @@
  * so a restarted sender starts fresh channels.
  *
  * Forwarded writes (made here on a session another node owns) count as acknowledged only
- * once the owner has them. The owner this node knows of may have been superseded by a
- * claim this node has not heard of yet: such an owner does not take the write as owner
- * (it carries the old epoch and loses to the claimed copy) and says so in its
- * acknowledgement (Ack.superseded). This node then adopts the newer owner, sends the write
- * again at the newer epoch (same version and value) to that owner's holders, and waits for
- * that owner instead. An acknowledgement whose notes may be incomplete for the write
- * (Ack.superseded_complete_above) does not confirm it either: the write is sent again.
+ * once the owner has them. An owner superseded by a claim this node has not heard of says
+ * so in its acknowledgement (Ack.superseded); this node adopts the newer owner and sends
+ * the write again to it (FanOut.resendForwarded). An acknowledgement whose notes may be
+ * incomplete for the write (Ack.superseded_complete_above) does not confirm it either.
  */
 import type { ChannelReceiverConfig } from './channel-receiver';
 import { ChannelRepair, REASSEMBLY_TIMER } from './channel-repair';
 import { ChannelTable, receiverKey, type Receiver } from './channel-table';
+import { readNackRanges, readSuperseded } from './receiver-replies';
 import { Datagram, type Ack, type Data, type Heartbeat } from '../gen/baton/v1/wire';
 import type { Membership, MembershipEvent } from './membership';
 import type { Placement } from './placement';
@@ -83,9 +83,6 @@ export interface ReplicationObserver {
   membershipEvent(event: MembershipEvent): void;
 }
 
-/** Most superseded writes read from one acknowledgement. */
-const MAX_SUPERSEDED_PER_ACK = 256;
-const MAX_NACK_RANGES = 256;
 
 export class ReplicationEngine {
   private readonly channels: ChannelTable;
@@ -233,8 +230,8 @@ export class ReplicationEngine {
         break;
       case 'nack': {
         const nack = body.nack;
-        const ranges = nack.ranges.slice(0, MAX_NACK_RANGES).map((r) => [safeSeq(r.first), safeSeq(r.last)] as const);
-        if (ranges.some(([first, last]) => first === 0 || last === 0)) {
+        const ranges = readNackRanges(nack);
+        if (ranges === undefined) {
           this.observer.dropped('malformed');
           break;
         }
@@ -447,10 +444,8 @@ export class ReplicationEngine {
    * writes go to them directly.
    */
   private onOwnerAck(from: string, ack: Ack, now: number): void {
-    const superseded = ack.superseded.slice(0, MAX_SUPERSEDED_PER_ACK).filter((s) => safeSeq(s.seq) > 0 && isNodeId(s.ownerNodeId) && safeSeq(s.epoch) > 0);
-    for (const s of superseded) this.fanOut.adoptOwner(s.sessionId, s.ownerNodeId, Number(s.epoch), now);
-    const completeAbove = ack.supersededCompleteAbove > BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(ack.supersededCompleteAbove);
-    const notes = superseded.map((s) => ({ seq: Number(s.seq), sessionId: s.sessionId }));
+    const { notes, completeAbove } = readSuperseded(ack);
+    for (const note of notes) this.fanOut.adoptOwner(note.sessionId, note.owner, note.epoch, now);
     const resend = this.tickets.ownerAck(from, ack.targetNodeId, safeSeq(ack.cumulativeSeq), completeAbove, notes);
     for (const ticket of resend) this.resendForwarded(ticket, now);
     if (resend.length > 0) this.flush(now);
