@@ -9,6 +9,9 @@
  *   'overflow'; an entry older than `timeoutMs` is dropped by `expire`. Either way the
  *   fragments were already counted as received by the channel, so no NACK brings the
  *   delta back: the caller resyncs that sender's channels (both are returned, not acted on).
+ * - `nextExpiryAt` is when `expire` next has work, for the caller's timer: each sender's
+ *   entries are kept in start order (callers' `now` does not go back), so its first entry
+ *   is its oldest.
  * - A repeated chunk, or one whose count disagrees with its entry's, is ignored.
  */
 
@@ -110,6 +113,19 @@ export class FragmentReassembly {
       if (sender.entries.size === 0) this.senders.delete(key);
     }
     return lost;
+  }
+
+  /**
+   * The first millisecond at which `expire` drops an entry (Infinity = none held): an
+   * entry expires once strictly more than `timeoutMs` has passed since it started.
+   */
+  nextExpiryAt(): number {
+    let next = Infinity;
+    for (const sender of this.senders.values()) {
+      const oldest = sender.entries.values().next();
+      if (!oldest.done) next = Math.min(next, Math.floor(oldest.value.startedAt + this.config.timeoutMs) + 1);
+    }
+    return next;
   }
 
   /** Forgets a node's reassemblies, except those of incarnation `keep` when given. */

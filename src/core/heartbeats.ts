@@ -13,7 +13,7 @@
  */
 import type { Heartbeat, KnownMember } from '../gen/baton/v1/wire';
 import { isNodeId, isPeerAddress, safeSeq } from '../wire/datagram-fields';
-import type { HeartbeatInput } from './membership';
+import type { HeartbeatInput, Membership } from './membership';
 
 /** Most gossiped members read from one heartbeat. */
 export const MAX_KNOWN = 1024;
@@ -36,6 +36,19 @@ export interface HeartbeatPlan {
   unackedHighest(channel: string): number;
   /** Fields the node adds (cluster coordination). */
   extras: Partial<Heartbeat>;
+}
+
+/** The parts of a plan membership knows: its digest, live members to gossip, targets, who is where. */
+export function membershipPlan(membership: Membership): Pick<HeartbeatPlan, 'configDigest' | 'known' | 'targets' | 'nodeIdAt'> {
+  return {
+    configDigest: membership.configDigest,
+    known: membership
+      .members()
+      .filter((m) => m.nodeId !== '' && (m.state === 'alive' || m.state === 'suspect'))
+      .map((m) => ({ nodeId: m.nodeId, advertiseAddress: m.advertiseAddress })),
+    targets: membership.heartbeatTargets(),
+    nodeIdAt: (address) => membership.members().find((m) => m.advertiseAddress === address && m.nodeId !== '' && !m.isSelf)?.nodeId,
+  };
 }
 
 /** The heartbeats to send at `now`: to an address, or to 'multicast'. */

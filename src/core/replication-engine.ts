@@ -1,11 +1,13 @@
 /**
- * The replication protocol of one node, sans-IO. It turns local changes into deltas on
- * the channels of each session's secondaries, repairs losses (NACKs, retransmissions,
- * heartbeats carrying each channel's highest sequence number), applies what peers send,
- * tracks acknowledgements for synchronous writes, and asks for state transfers when
- * repair by NACK is not possible. The driver feeds it decoded datagram payloads and
- * `now`, sends what `takeOutbox` returns, carries out `takeResyncs`, and calls `tick` at
- * `nextDeadline`.
+ * The replication protocol of one node, sans-IO, as a dispatcher over its concepts:
+ * fan-out queues local changes as deltas on the channels of each session's holders;
+ * channel-repair runs the NACK loop (retransmissions, receiver NACKs, acknowledgements,
+ * resyncs); delta-apply admits data packets and applies their deltas; write-tickets track
+ * acknowledgements of synchronous writes; the repair planner pulls, retries and discards
+ * after view changes; heartbeats carry each channel's highest sequence number. The driver
+ * feeds it decoded datagram payloads and `now`, sends what `takeOutbox` returns, carries
+ * out `takeResyncs`, and calls `tick` at `nextDeadline` (one timer table holds every
+ * receiver's, hold's and reassembly deadline).
  *
  * Channels: in unicast mode one per (this node → secondary), named by the target's node
  * id; in multicast mode one to the group (named ''), which every member receives and
@@ -13,35 +15,35 @@
  * so a restarted sender starts fresh channels.
  *
  * Forwarded writes (made here on a session another node owns) count as acknowledged only
- * once the owner has them. The owner this node knows of may have been superseded by a
- * claim this node has not heard of yet: such an owner does not take the write as owner
- * (it carries the old epoch and loses to the claimed copy) and says so in its
- * acknowledgement (Ack.superseded). This node then adopts the newer owner, sends the write
- * again at the newer epoch (same version and value) to that owner's holders, and waits for
- * that owner instead. An acknowledgement whose notes may be incomplete for the write
- * (Ack.superseded_complete_above) does not confirm it either: the write is sent again.
+ * once the owner has them. An owner superseded by a claim this node has not heard of says
+ * so in its acknowledgement (Ack.superseded); this node adopts the newer owner and sends
+ * the write again to it (FanOut.resendForwarded). An acknowledgement whose notes may be
+ * incomplete for the write (Ack.superseded_complete_above) does not confirm it either.
  */
 import type { ChannelReceiverConfig } from './channel-receiver';
-import type { ChannelSender, DataPacket } from './channel-sender';
-import { ChannelTable, receiverKey, splitReceiverKey, type Receiver } from './channel-table';
-import { ackFor, nackFor } from './receiver-replies';
+import { ChannelRepair, REASSEMBLY_TIMER } from './channel-repair';
+import { ChannelTable, receiverKey, type Receiver } from './channel-table';
+import { readNackRanges, readSuperseded } from './receiver-replies';
 import { Datagram, type Ack, type Data, type Heartbeat } from '../gen/baton/v1/wire';
 import type { Membership, MembershipEvent } from './membership';
 import type { Placement } from './placement';
-import { encodeWith } from '../wire/proto-writer';
 import type { Random } from '../store/random';
-import { forEachPart, type RemoteChange, type SessionStore, type StoredSession } from '../store/store';
-import { decodeDelta, deltaKey, encodeData, encodeDelta, readDelta, type Change, type DecodedDelta } from '../wire/delta-codec';
+import type { SessionStore, StoredSession } from '../store/store';
+import type { Change } from '../wire/delta-codec';
 import { isNodeId, safeSeq } from '../wire/datagram-fields';
+import { DeltaApply } from './delta-apply';
+import { FanOut } from './fan-out';
 import { FragmentReassembly } from './fragment-reassembly';
-import { buildHeartbeats, readHeartbeat } from './heartbeats';
+import { newEngineStats, Outbox, type EngineStats, type Outgoing } from './outbox';
+import { buildHeartbeats, membershipPlan, readHeartbeat } from './heartbeats';
 import { RepairPlanner, type RepairView, type ResyncRequest } from './repair-planner';
 import { TimerTable } from './timer-table';
-import { WriteTickets, type Ticket, type TicketWait } from './write-tickets';
+import { WriteTickets, type Ticket } from './write-tickets';
 
 export { isPeerAddress } from '../wire/datagram-fields';
 export { DISCARD_AFTER_MS, DISCARD_MAX_WAIT_MS, DISCARD_RECHECK_MS, RESYNC_RETRY_MS, type ResyncRequest } from './repair-planner';
 export type { Change } from '../wire/delta-codec';
+export type { EngineStats, Outgoing } from './outbox';
 
 export interface ReplicationConfig {
   nodeId: string;
@@ -64,12 +66,6 @@ export interface ReplicationConfig {
 /** One local change to replicate (the delta codec's Change; see src/wire/delta-codec.ts). */
 export type LocalChange = Change;
 
-export interface Outgoing {
-  /** A peer's host:port, or 'multicast' for the group. */
-  to: string;
-  payload: Uint8Array;
-}
-
 /**
  * A send window held shut this long with no acknowledgement progress lets one more window
  * go, and again after each further such wait (ms): a secondary that stopped answering must
@@ -87,22 +83,20 @@ export interface ReplicationObserver {
   membershipEvent(event: MembershipEvent): void;
 }
 
-/** Most superseded writes read from one acknowledgement. */
-const MAX_SUPERSEDED_PER_ACK = 256;
-const MAX_NACK_RANGES = 256;
-
-type DatagramType = 'data' | 'heartbeat' | 'nack' | 'ack' | 'gone' | 'leave';
 
 export class ReplicationEngine {
   private readonly channels: ChannelTable;
   private readonly reassembly: FragmentReassembly;
+  private readonly fanOut: FanOut;
+  private readonly deltas: DeltaApply;
   private readonly tickets = new WriteTickets();
   private readonly repair = new RepairPlanner();
-  /** Receivers' NACK/ack deadlines ('receive ' + key) and channels' hold deadlines ('hold ' + channel). */
+  /**
+   * Receivers' NACK/ack deadlines ('receive ' + key), channels' hold deadlines ('hold ' +
+   * channel), and the oldest partial delta's expiry (REASSEMBLY_TIMER).
+   */
   private readonly timers = new TimerTable();
-  private outbox: Outgoing[] = [];
   private resyncs: ResyncRequest[] = [];
-  private dirty = new Set<string>();
   private viewVersion = -1;
   private leaving = false;
   private readonly ackedBy = (channel: string, nodeId: string): number => this.channels.ackedBy(channel, nodeId);
@@ -111,21 +105,9 @@ export class ReplicationEngine {
     isSecondaryOf: (partition, owner) => this.placement.isSecondary(this.config.nodeId, partition, owner),
     addressOf: (nodeId) => this.addressOf(nodeId),
   };
-  readonly stats = {
-    datagramsSent: { data: 0, heartbeat: 0, nack: 0, ack: 0, gone: 0, leave: 0 },
-    datagramsReceived: { data: 0, heartbeat: 0, nack: 0, ack: 0, gone: 0, leave: 0 },
-    bytesSent: 0,
-    bytesReceived: 0,
-    deltasSent: 0,
-    deltasApplied: 0,
-    deltasIgnored: 0,
-    nacksReceived: 0,
-    acksReceived: 0,
-    retransmissions: 0,
-    fragmentsSent: 0,
-    resyncsRequested: 0,
-    sessionsDiscarded: 0,
-  };
+  readonly stats: EngineStats = newEngineStats();
+  private readonly outbox: Outbox;
+  private readonly repairs: ChannelRepair;
 
   constructor(
     readonly config: ReplicationConfig,
@@ -138,6 +120,10 @@ export class ReplicationEngine {
   ) {
     this.channels = new ChannelTable({ ...config, holdStallMs: HOLD_STALL_MS }, random);
     this.reassembly = new FragmentReassembly({ maxBytes: config.maxReassemblyBytes, timeoutMs: config.reassemblyTimeoutMs });
+    this.fanOut = new FanOut(config, store, placement, this.channels, () => this.otherLiveMembers());
+    this.deltas = new DeltaApply(config, store, placement, membership, this.reassembly);
+    this.outbox = new Outbox(config.nodeId, this.stats);
+    this.repairs = new ChannelRepair(config, this.channels, this.timers, this.reassembly, membership, this.outbox, this.stats);
   }
 
   // --- local writes --------------------------------------------------------------
@@ -149,70 +135,20 @@ export class ReplicationEngine {
    * awaits is forgotten once flushed (so asynchronous writes hold no memory here).
    */
   replicate(session: StoredSession, changes: readonly LocalChange[], now: number): number | undefined {
-    const partition = this.store.partitionOf(session.id);
-    const holders = this.holdersBesidesSelf(session.owner, partition);
-    if (session.owner === this.config.nodeId && holders.length < this.wantedSecondaries()) this.repair.wroteUnderReplicated(partition);
-    if (holders.length === 0) return undefined;
-    const owner = session.owner !== this.config.nodeId && holders[0] === session.owner ? session.owner : undefined;
-    const forwarded = owner === undefined ? undefined : { sessionId: session.id, changes, resends: 0 };
-    this.enqueue(session, changes, holders, now);
-    return this.tickets.open(this.waitsFor(holders), owner, forwarded).id;
-  }
-
-  /** A ticket's waits for a write just queued to `holders`. */
-  private waitsFor(holders: readonly string[]): TicketWait[] {
-    return holders.map((nodeId) => {
-      const channel = this.channelTo(nodeId);
-      return { nodeId, channel, seq: 0, firstSeq: 0, queued: this.sender(channel).enqueuedCount };
-    });
+    const { underReplicated, partition, write } = this.fanOut.write(session, changes, now);
+    if (underReplicated) this.repair.wroteUnderReplicated(partition);
+    if (write === undefined) return undefined;
+    this.stats.deltasSent += write.deltas;
+    const forwarded = write.owner === undefined ? undefined : { sessionId: session.id, changes, resends: 0 };
+    return this.tickets.open(write.waits, write.owner, forwarded).id;
   }
 
   /**
-   * Replicates a claim this node made (a resume): the claim and every part, re-stamped
-   * with the new epoch, go to the new owner's secondaries, and to the previous owner so
-   * it stops acting as owner at once (its later writes carry the old epoch and lose).
+   * Replicates a claim this node made (a resume) to the new owner's secondaries and the
+   * previous owner (see FanOut.claim).
    */
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void {
-    const partition = this.store.partitionOf(session.id);
-    const holders = this.holdersBesidesSelf(session.owner, partition);
-    if (previousOwner !== this.config.nodeId && !holders.includes(previousOwner) && this.placement.rank(previousOwner, partition) >= 0) {
-      holders.push(previousOwner);
-    }
-    if (holders.length === 0) return;
-    const changes: LocalChange[] = [{ kind: 'claim' }];
-    forEachPart(session, (name, value, version, writer) => {
-      changes.push(value === null ? { kind: 'delete_part', name, version, writer } : { kind: 'put', name, value: Buffer.from(value, 'latin1'), version, writer });
-    });
-    this.enqueue(session, changes, holders, now);
-  }
-
-  /**
-   * The live members other than this node that hold a session: its owner's secondaries,
-   * and the owner itself when that is another live member (a write made here on a
-   * session owned elsewhere goes to the owner's replica set).
-   */
-  private holdersBesidesSelf(owner: string, partition: number): string[] {
-    const self = this.config.nodeId;
-    const holders = this.placement.secondaries(partition, owner).filter((id) => id !== self);
-    if (owner !== self && this.placement.rank(owner, partition) >= 0) holders.unshift(owner);
-    return holders;
-  }
-
-  private channelTo(nodeId: string): string {
-    return this.config.transport === 'multicast' ? '' : nodeId;
-  }
-
-  /** Encodes changes once and queues them on the channels that reach `holders`. */
-  private enqueue(session: StoredSession, changes: readonly LocalChange[], holders: readonly string[], now: number): void {
-    const self = this.config.nodeId;
-    const deltas = changes.map((change) => ({ key: deltaKey(session.id, change), bytes: encodeDelta(session, change, self, now) }));
-    const channels = this.config.transport === 'multicast' ? [''] : holders;
-    for (const channel of channels) {
-      const sender = this.sender(channel);
-      for (const delta of deltas) sender.enqueue(delta);
-      this.dirty.add(channel);
-    }
-    this.stats.deltasSent += deltas.length * channels.length;
+    this.stats.deltasSent += this.fanOut.claim(session, previousOwner, now).deltas;
   }
 
   /**
@@ -246,7 +182,7 @@ export class ReplicationEngine {
    */
   flush(now: number): void {
     const held: string[] = [];
-    for (const channel of this.dirty) {
+    for (const channel of this.fanOut.takeDirty()) {
       const sender = this.channels.senders.get(channel);
       if (sender === undefined) continue;
       const firstSeq = sender.highestSeq + 1;
@@ -254,11 +190,11 @@ export class ReplicationEngine {
       this.timers.set('hold ' + channel, sender.holdDeadline);
       if (sender.pendingCount > 0) held.push(channel);
       const ackRequested = packets.length > 0 && this.tickets.awaitedOn(channel);
-      for (const packet of packets) this.sendData(channel, packet, ackRequested);
+      for (const packet of packets) this.repairs.sendData(channel, packet, ackRequested);
       // A ticket's write is in a packet once nothing queued up to it is left.
       this.tickets.sent(channel, firstSeq, sender.sentThrough, sender.highestSeq);
     }
-    this.dirty = new Set(held);
+    this.fanOut.markDirty(held);
   }
 
   // --- input ---------------------------------------------------------------------
@@ -294,20 +230,16 @@ export class ReplicationEngine {
         break;
       case 'nack': {
         const nack = body.nack;
-        const ranges = nack.ranges.slice(0, MAX_NACK_RANGES).map((r) => [safeSeq(r.first), safeSeq(r.last)] as const);
-        if (ranges.some(([first, last]) => first === 0 || last === 0)) {
+        const ranges = readNackRanges(nack);
+        if (ranges === undefined) {
           this.observer.dropped('malformed');
           break;
         }
         if (nack.channelSenderNodeId === this.config.nodeId) {
-          this.onNack(from, nack.channelSenderIncarnation, nack.targetNodeId, ranges, fromAddress, now);
+          const dropped = this.repairs.nack(from, nack.channelSenderIncarnation, nack.targetNodeId, ranges, fromAddress, now);
+          if (dropped !== undefined) this.observer.dropped(dropped);
         } else if (nack.targetNodeId === '') {
-          const key = receiverKey(nack.channelSenderNodeId, nack.channelSenderIncarnation, '');
-          const receiver = this.channels.receivers.get(key);
-          if (receiver !== undefined) {
-            receiver.handleOverheardNack(ranges, now);
-            this.receiverTimer(key, receiver);
-          }
+          this.repairs.overheardNack(nack.channelSenderNodeId, nack.channelSenderIncarnation, ranges, now);
         }
         break;
       }
@@ -316,13 +248,7 @@ export class ReplicationEngine {
         break;
       case 'gone': {
         const gone = body.gone;
-        if (gone.targetNodeId !== '' && gone.targetNodeId !== this.config.nodeId) break;
-        const key = receiverKey(from, incarnation, gone.targetNodeId);
-        const receiver = this.channels.receivers.get(key);
-        if (receiver !== undefined) {
-          receiver.handleGone(safeSeq(gone.firstRetainedSeq));
-          this.receiverTimer(key, receiver);
-        }
+        if (gone.targetNodeId === '' || gone.targetNodeId === this.config.nodeId) this.repairs.goneFrom(from, incarnation, gone.targetNodeId, safeSeq(gone.firstRetainedSeq));
         break;
       }
       case 'leave':
@@ -340,7 +266,8 @@ export class ReplicationEngine {
       this.membership.heartbeatSent(now);
     }
     for (const [key, receiver] of this.channels.receivers) this.pollReceiver(key, receiver, now);
-    for (const { nodeId, incarnation } of this.reassembly.expire(now)) this.resyncChannelsOf(nodeId, incarnation);
+    for (const { nodeId, incarnation } of this.reassembly.expire(now)) this.repairs.resyncChannelsOf(nodeId, incarnation);
+    this.timers.set(REASSEMBLY_TIMER, this.reassembly.nextExpiryAt());
     for (const request of this.repair.dueRetries(now)) this.resyncs.push(request);
     if (this.repair.discardNow(now)) this.discardUnheld();
     for (const sender of this.channels.senders.values()) {
@@ -353,7 +280,7 @@ export class ReplicationEngine {
 
   /**
    * The earliest time tick() has work: membership's, the planner's retries and discard,
-   * and the timer table's receivers and holds. A receiver cannot act before its sender's
+   * and the timer table's receivers, holds and reassembly expiry. A receiver cannot act before its sender's
    * address is known (its heartbeat brings it, and then the overdue deadline counts), so
    * until then it has no entry: counting it would spin the driver.
    */
@@ -362,9 +289,7 @@ export class ReplicationEngine {
   }
 
   takeOutbox(): Outgoing[] {
-    const out = this.outbox;
-    this.outbox = [];
-    return out;
+    return this.outbox.take();
   }
 
   takeResyncs(): ResyncRequest[] {
@@ -373,7 +298,7 @@ export class ReplicationEngine {
 
   /** A state transfer finished: the channels it covered are whole up to their marks. */
   resyncDone(request: ResyncRequest): void {
-    this.resyncedChannels(request);
+    this.repairs.resynced(request.channels);
     this.repair.settled(request);
   }
 
@@ -388,17 +313,8 @@ export class ReplicationEngine {
       this.repair.retryLater(request, now);
       return;
     }
-    this.resyncedChannels(request);
+    this.repairs.resynced(request.channels);
     this.repair.settled(request);
-  }
-
-  private resyncedChannels(request: ResyncRequest): void {
-    for (const { key, upTo } of request.channels) {
-      const receiver = this.channels.receivers.get(key);
-      if (receiver === undefined) continue;
-      receiver.resynced(upTo);
-      this.receiverTimer(key, receiver);
-    }
   }
 
   /** Whether a transfer into a partition this node now holds is still pending. */
@@ -439,9 +355,9 @@ export class ReplicationEngine {
   /** Announces departure: peers mark this node 'left' and re-replicate at once. */
   leave(): void {
     this.leaving = true;
-    const payload = this.encode({ $case: 'leave', leave: {} });
+    const payload = this.outbox.encode({ $case: 'leave', leave: {} });
     const targets = this.membership.heartbeatTargets();
-    for (const to of this.config.transport === 'multicast' ? ['multicast', ...targets] : targets) this.push(to, payload, 'leave');
+    for (const to of this.config.transport === 'multicast' ? ['multicast', ...targets] : targets) this.outbox.push(to, payload, 'leave');
   }
 
   // --- queries -------------------------------------------------------------------
@@ -497,10 +413,6 @@ export class ReplicationEngine {
 
   // --- internals -----------------------------------------------------------------
 
-  private sender(channel: string): ChannelSender {
-    return this.channels.sender(channel, () => (channel === '' ? this.otherLiveMembers() : [channel]));
-  }
-
   private addressOf(nodeId: string): string | undefined {
     return this.membership.member(nodeId)?.advertiseAddress;
   }
@@ -532,166 +444,47 @@ export class ReplicationEngine {
    * writes go to them directly.
    */
   private onOwnerAck(from: string, ack: Ack, now: number): void {
-    const superseded = ack.superseded.slice(0, MAX_SUPERSEDED_PER_ACK).filter((s) => safeSeq(s.seq) > 0 && isNodeId(s.ownerNodeId) && safeSeq(s.epoch) > 0);
-    for (const s of superseded) this.adoptOwner(s.sessionId, s.ownerNodeId, Number(s.epoch), now);
-    const completeAbove = ack.supersededCompleteAbove > BigInt(Number.MAX_SAFE_INTEGER) ? Infinity : Number(ack.supersededCompleteAbove);
-    const notes = superseded.map((s) => ({ seq: Number(s.seq), sessionId: s.sessionId }));
+    const { notes, completeAbove } = readSuperseded(ack);
+    for (const note of notes) this.fanOut.adoptOwner(note.sessionId, note.owner, note.epoch, now);
     const resend = this.tickets.ownerAck(from, ack.targetNodeId, safeSeq(ack.cumulativeSeq), completeAbove, notes);
     for (const ticket of resend) this.resendForwarded(ticket, now);
     if (resend.length > 0) this.flush(now);
   }
 
-  /** Takes a newer owner of a session that another node reported (a claim this node missed). */
-  private adoptOwner(sessionId: string, owner: string, epoch: number, now: number): void {
-    const session = this.store.get(sessionId, now);
-    if (session === undefined) return;
-    this.store.applyRemote(sessionId, { kind: 'claim' }, { owner, epoch, expiresAt: session.expiresAt, ttlMs: session.ttlMs }, now);
-  }
-
   /**
-   * Sends a forwarded write again, to the holders of the owner this node now knows of, and
-   * makes its ticket wait for them. Its parts are stamped with the session's epoch here
-   * (the claimed one, once adopted) and keep their version, writer and value: they are
-   * newer than the claimed copy of the part unless it was written since, so every holder
-   * converges on the write (and a client's if_version keeps matching). This node's copy
-   * takes the same stamp, so it agrees with the others.
+   * Sends a forwarded write again to the holders of the owner this node now knows of (see
+   * FanOut.resendForwarded), and makes its ticket wait for them.
    */
   private resendForwarded(ticket: Ticket, now: number): void {
     if (!this.tickets.countResend(ticket)) return;
-    const forwarded = ticket.forwarded!;
-    const session = this.store.get(forwarded.sessionId, now);
-    if (session === undefined) return;
-    const self = this.config.nodeId;
-    const meta = { owner: session.owner, epoch: session.epoch, expiresAt: session.expiresAt, ttlMs: session.ttlMs };
-    const changes = forwarded.changes.map((change): LocalChange => {
-      if ((change.kind !== 'put' && change.kind !== 'delete_part') || change.writer !== undefined) return change;
-      const stamped = { ...change, writer: self, epoch: session.epoch };
-      this.store.applyRemote(session.id, toRemoteChange(stamped)!, meta, now);
-      return { ...change, epoch: session.epoch };
-    });
-    const holders = this.holdersBesidesSelf(session.owner, this.store.partitionOf(session.id));
-    if (holders.length === 0) return;
-    const owner = session.owner !== self && holders[0] === session.owner ? session.owner : undefined;
-    this.enqueue(session, changes, holders, now);
-    this.tickets.reopen(ticket, owner, changes, this.waitsFor(holders));
-  }
-
-  private sendData(channel: string, packet: DataPacket, ackRequested: boolean): void {
-    const payload = encodeData(this.config.nodeId, channel, packet, ackRequested);
-    const to = channel === '' ? 'multicast' : this.addressOf(channel);
-    if (to === undefined) return;
-    if (packet.retransmit) this.stats.retransmissions++;
-    if (packet.fragment !== undefined) this.stats.fragmentsSent++;
-    this.push(to, payload, 'data');
+    const resent = this.fanOut.resendForwarded(ticket.forwarded!.sessionId, ticket.forwarded!.changes, now);
+    if (resent === undefined) return;
+    this.stats.deltasSent += resent.deltas;
+    this.tickets.reopen(ticket, resent.owner, resent.changes, resent.waits);
   }
 
   private onData(from: string, incarnation: bigint, data: Data, now: number): void {
-    const channel = data.targetNodeId;
-    if ((channel !== '' && channel !== this.config.nodeId) || (channel === '' && this.config.transport !== 'multicast')) {
-      this.observer.dropped('misrouted');
+    const admitted = this.deltas.admit(from, incarnation, data);
+    if ('dropped' in admitted) {
+      this.observer.dropped(admitted.dropped);
       return;
     }
-    // Channel state is kept only for members, so strangers cannot make it grow.
-    if (this.membership.member(from) === undefined) {
-      this.observer.dropped('unknown_sender');
-      return;
-    }
-    const seq = safeSeq(data.seq);
-    if (seq === 0) {
-      this.observer.dropped('malformed');
-      return;
-    }
-    if (this.isStale(from, incarnation)) {
-      this.observer.dropped('stale_incarnation');
-      return;
-    }
+    const { channel, seq } = admitted;
     const key = receiverKey(from, incarnation, channel);
-    const receiver = this.receiverFor(key, from, incarnation, channel);
+    const receiver = this.repairs.receiverFor(key, from, incarnation, channel);
     if (receiver.handleData(seq, data.ackRequested, now) === 'duplicate') {
-      this.receiverTimer(key, receiver);
+      this.repairs.refresh(key, receiver);
       return;
     }
-    for (const delta of data.deltas) this.apply(readDelta(delta, from), now, receiver, seq);
-    if (data.fragment !== undefined) {
-      const fragment = data.fragment;
-      const result = this.reassembly.add(from, incarnation, { ...fragment, deltaId: Number(fragment.deltaId) }, now);
-      if (result.kind === 'malformed') this.observer.dropped('malformed');
-      if (result.kind === 'overflow') {
-        this.observer.dropped('reassembly_overflow');
-        this.resyncChannelsOf(from, incarnation);
-      }
-      if (result.kind === 'complete') {
-        const delta = decodeDelta(result.bytes, from);
-        if (delta === undefined) this.observer.dropped('malformed');
-        else this.apply(delta, now, receiver, seq);
-      }
-    }
+    const outcome = this.deltas.applyPacket(from, incarnation, data, now);
+    if (data.fragment !== undefined) this.timers.set(REASSEMBLY_TIMER, this.reassembly.nextExpiryAt());
+    this.stats.deltasApplied += outcome.applied;
+    this.stats.deltasIgnored += outcome.ignored;
+    for (const note of outcome.notes) receiver.note(seq, note);
+    for (const reason of outcome.dropped) this.observer.dropped(reason);
+    for (const lag of outcome.lagsMs) this.observer.lag(lag);
+    if (outcome.resyncSender) this.repairs.resyncChannelsOf(from, incarnation);
     this.pollReceiver(key, receiver, now);
-  }
-
-  /**
-   * A delta of this sender incarnation was dropped after its fragments counted as
-   * received, so no NACK will bring it back: its channels resync instead.
-   */
-  private resyncChannelsOf(nodeId: string, incarnation: bigint): void {
-    for (const [key, receiver] of this.channels.receiversOf(nodeId, incarnation)) {
-      receiver.requestResync();
-      this.receiverTimer(key, receiver);
-    }
-  }
-
-  /** Applies a delta that came in packet `seq` of `receiver`'s channel. */
-  private apply(delta: DecodedDelta, now: number, receiver: Receiver, seq: number): void {
-    const { sessionId, owner } = delta;
-    if (this.config.transport === 'multicast') {
-      const partition = this.store.partitionOf(sessionId);
-      if (owner !== this.config.nodeId && !this.placement.isSecondary(this.config.nodeId, partition, owner) && this.store.snapshot(sessionId, now) === undefined) {
-        this.stats.deltasIgnored++;
-        return;
-      }
-    }
-    const change = delta.change === undefined ? undefined : toRemoteChange(delta.change);
-    if (change === undefined) {
-      this.observer.dropped('malformed');
-      return;
-    }
-    this.store.applyRemote(sessionId, change, { owner, epoch: delta.epoch, expiresAt: delta.expiresAt, ttlMs: delta.ttlMs }, now);
-    this.stats.deltasApplied++;
-    // A write made elsewhere that names this node as the owner, while this node knows of a
-    // newer owner or epoch (a claim its writer has not heard of, maybe this node's own
-    // later one): the write carries an epoch the claimed copy beats, so this node is not
-    // the owner that must have it. The acknowledgement says so, and the writer sends it
-    // again to that owner at that epoch.
-    if (owner === this.config.nodeId) {
-      const current = this.store.ownerOf(sessionId);
-      if (current !== undefined && (current.owner !== owner || current.epoch > delta.epoch)) {
-        receiver.note(seq, { seq: BigInt(seq), sessionId, ownerNodeId: current.owner, epoch: BigInt(current.epoch) });
-      }
-    }
-    if (delta.writtenAt > 0) this.observer.lag(Math.max(0, now - delta.writtenAt));
-  }
-
-  private onNack(from: string, incarnation: bigint, channel: string, ranges: readonly (readonly [number, number])[], fromAddress: string, now: number): void {
-    this.stats.nacksReceived++;
-    if (incarnation !== this.config.incarnation) {
-      this.observer.dropped('stale_incarnation');
-      return;
-    }
-    if (channel !== '' && channel !== from) {
-      this.observer.dropped('misrouted');
-      return;
-    }
-    const sender = this.channels.senders.get(channel);
-    if (sender === undefined) {
-      // Nothing was ever sent on this channel by this incarnation: tell it to resync.
-      this.push(fromAddress, this.encode({ $case: 'gone', gone: { targetNodeId: channel, firstRetainedSeq: 1n } }), 'gone');
-      return;
-    }
-    const { packets, goneBefore } = sender.handleNack(ranges, now, from);
-    for (const packet of packets) this.sendData(channel, packet, false);
-    if (goneBefore !== undefined) {
-      this.push(fromAddress, this.encode({ $case: 'gone', gone: { targetNodeId: channel, firstRetainedSeq: BigInt(goneBefore) } }), 'gone');
-    }
   }
 
   private onHeartbeat(from: string, incarnation: bigint, fromAddress: string, heartbeat: Heartbeat, now: number): void {
@@ -704,12 +497,7 @@ export class ReplicationEngine {
     // Channels are trusted only from the incarnation membership accepted (not a stale one).
     if (this.membership.member(from)?.incarnation !== incarnation) return;
     this.repair.peerPulling(from, read.pulling);
-    for (const { target, highest } of read.channels) {
-      const key = receiverKey(from, incarnation, target);
-      const receiver = this.receiverFor(key, from, incarnation, target);
-      receiver.handleHighest(highest, now);
-      this.receiverTimer(key, receiver);
-    }
+    for (const { target, highest } of read.channels) this.repairs.highest(from, incarnation, target, highest, now);
     this.syncView(now);
   }
 
@@ -718,13 +506,13 @@ export class ReplicationEngine {
     for (const event of events) {
       this.observer.membershipEvent(event);
       if (event.type === 'restarted') {
-        this.retireOldIncarnations(event.nodeId, undefined);
+        this.repairs.retire(event.nodeId, undefined);
         restarted = true;
       }
     }
     if (events.length === 0) return;
     // Addresses may have come or gone: receivers count for the next deadline only with one.
-    for (const [key, receiver] of this.channels.receivers) this.receiverTimer(key, receiver);
+    this.repairs.refreshAll();
     this.syncView(now);
     // A restart changes no view, but what its old incarnation sent last may have reached
     // some replicas and not others, and the new one starts empty: pull everything held
@@ -749,86 +537,22 @@ export class ReplicationEngine {
     this.repair.viewChanged(now, live);
   }
 
-  /** Secondaries a fully replicated partition has (replicas, or at least one with replicas = 0). */
-  private wantedSecondaries(): number {
-    return this.placement.replicas === 0 ? 1 : this.placement.replicas;
-  }
-
   /**
    * Sends again, as deltas, this node's own sessions of partitions written while they had
-   * fewer secondaries than wanted (a node that started or was cut off accepts writes
-   * before it knows its peers; nobody else has them to pull).
+   * fewer secondaries than wanted, once they have secondaries (see FanOut.resendOwned).
    */
   private replicateUnreplicated(now: number): void {
     const self = this.config.nodeId;
-    const partitions = this.repair.resendUnreplicated((partition) => this.placement.secondaries(partition, self).length, this.wantedSecondaries());
-    for (const partition of partitions) {
-      for (const snapshot of this.store.snapshotsIn(partition, now)) {
-        if (snapshot.owner !== self) continue;
-        if (snapshot.expiresAt === 0) {
-          if (snapshot.deletedVersion === 0) continue;
-          const header = { id: snapshot.id, parts: [], owner: self, epoch: snapshot.epoch, ttlMs: snapshot.ttlMs, expiresAt: now + snapshot.ttlMs };
-          this.replicateQuietly(header, [{ kind: 'delete_session', version: snapshot.deletedVersion }], now);
-          continue;
-        }
-        const session = this.store.get(snapshot.id, now);
-        if (session === undefined) continue;
-        const changes: LocalChange[] = snapshot.parts.map((part) =>
-          part.value === null
-            ? { kind: 'delete_part', name: part.name, version: part.version, writer: part.writer, epoch: part.epoch }
-            : { kind: 'put', name: part.name, value: Buffer.from(part.value, 'latin1'), version: part.version, writer: part.writer, epoch: part.epoch },
-        );
-        if (changes.length > 0) this.replicateQuietly(session, changes, now);
-      }
-    }
+    const partitions = this.repair.resendUnreplicated((partition) => this.placement.secondaries(partition, self).length, this.fanOut.wantedSecondaries());
+    this.stats.deltasSent += this.fanOut.resendOwned(partitions, now).deltas;
     this.flush(now);
   }
 
-  /** replicate() without a ticket or an under-replicated mark (a repeat, not a write). */
-  private replicateQuietly(session: StoredSession, changes: readonly LocalChange[], now: number): void {
-    this.enqueue(session, changes, this.holdersBesidesSelf(session.owner, this.store.partitionOf(session.id)), now);
-  }
-
-  /** Sets a receiver's entry in the timer table: its deadline, once its sender's address is known. */
-  private receiverTimer(key: string, receiver: Receiver): void {
-    const known = this.addressOf(splitReceiverKey(key)[0]) !== undefined;
-    this.timers.set('receive ' + key, known ? receiver.nextDeadline() : Infinity);
-  }
-
+  /** Polls a receiver (see ChannelRepair.poll) and requests the resync it needs. */
   private pollReceiver(key: string, receiver: Receiver, now: number): void {
-    this.pollReceiverOnce(key, receiver, now);
-    this.receiverTimer(key, receiver);
-  }
-
-  private pollReceiverOnce(key: string, receiver: Receiver, now: number): void {
-    if (receiver.nextDeadline() > now) return;
-    const [from, incarnationText, channel] = splitReceiverKey(key);
-    // Until the sender's address is known nothing can be sent: keep the receiver's NACK
-    // attempts and acknowledgement for then, rather than spend them on nothing.
-    const address = this.addressOf(from);
-    if (address === undefined) return;
-    const poll = receiver.poll(now);
-    if (poll.nack === undefined && poll.ack === undefined && !poll.resync) return;
-    const reply = { senderNodeId: from, senderIncarnation: BigInt(incarnationText), targetNodeId: channel === '' ? '' : this.config.nodeId };
-    if (poll.nack !== undefined) {
-      const payload = this.encode({ $case: 'nack', nack: nackFor(reply, poll.nack) });
-      // On multicast a NACK goes to the group, so other receivers can hold theirs back, and
-      // to the sender itself: the sender's group socket also receives its own multicast
-      // traffic and may be full; its unicast socket is not. Its repair holdoff makes the two
-      // copies cost one retransmission.
-      if (channel === '') this.push('multicast', payload, 'nack');
-      this.push(address, payload, 'nack');
-    }
-    if (poll.ack !== undefined) {
-      const ack = ackFor(reply, poll.ack, poll.notes, poll.notesCompleteAbove, this.config.maxPayloadBytes);
-      this.push(address, this.encode({ $case: 'ack', ack }), 'ack');
-    }
-    if (poll.resync && !this.resyncs.some((r) => r.channels.some((c) => c.key === key))) {
-      const partitions = this.placement.partitionsHeldBy(this.config.nodeId);
-      this.requestResync({ peerNodeId: from, peerAddress: address, partitions, channels: [{ key, upTo: receiver.highestSeen }], reason: 'gap' });
-      // Until the transfer completes, the receiver neither asks again nor acknowledges past the gap.
-      receiver.resyncStarted();
-    }
+    const requested = (k: string): boolean => this.resyncs.some((r) => r.channels.some((c) => c.key === k));
+    const resync = this.repairs.poll(key, receiver, now, requested);
+    if (resync !== undefined) this.requestResync({ ...resync, partitions: this.placement.partitionsHeldBy(this.config.nodeId), reason: 'gap' });
   }
 
   private requestResync(request: ResyncRequest): void {
@@ -837,73 +561,16 @@ export class ReplicationEngine {
     this.resyncs.push(request);
   }
 
-  /** The receiver of a channel, created (retiring older incarnations' channels) if new. */
-  private receiverFor(key: string, from: string, incarnation: bigint, channel: string): Receiver {
-    if (!this.channels.receivers.has(key)) this.retireOldIncarnations(from, incarnation);
-    return this.channels.receiver(key, from, incarnation, channel);
-  }
-
-  /**
-   * Data from an older incarnation than membership knows for a live node is a straggler
-   * from before its restart: it must not retire the new incarnation's receivers. (A dead
-   * member's other incarnation is a restart, as membership treats it.)
-   */
-  private isStale(from: string, incarnation: bigint): boolean {
-    const member = this.membership.member(from);
-    return member !== undefined && member.incarnation > incarnation && member.state !== 'dead';
-  }
-
-  private retireOldIncarnations(nodeId: string, keep: bigint | undefined): void {
-    for (const key of this.channels.retire(nodeId, keep)) this.timers.clear('receive ' + key);
-    this.reassembly.retire(nodeId, keep);
-  }
-
   private sendHeartbeats(now: number): void {
-    const heartbeats = buildHeartbeats(
-      {
-        transport: this.config.transport,
-        configDigest: this.membership.configDigest,
-        leaving: this.leaving,
-        pulling: this.hasPendingPulls(),
-        known: this.membership
-          .members()
-          .filter((m) => m.nodeId !== '' && (m.state === 'alive' || m.state === 'suspect'))
-          .map((m) => ({ nodeId: m.nodeId, advertiseAddress: m.advertiseAddress })),
-        targets: this.membership.heartbeatTargets(),
-        nodeIdAt: (address) => this.membership.members().find((m) => m.advertiseAddress === address && m.nodeId !== '' && !m.isSelf)?.nodeId,
-        unackedHighest: (channel) => this.channels.unackedHighest(channel),
-        extras: this.heartbeatExtras(),
-      },
-      now,
-    );
-    for (const { to, heartbeat } of heartbeats) this.push(to, this.encode({ $case: 'heartbeat', heartbeat }), 'heartbeat');
+    const plan = {
+      ...membershipPlan(this.membership),
+      transport: this.config.transport,
+      leaving: this.leaving,
+      pulling: this.hasPendingPulls(),
+      unackedHighest: (channel: string) => this.channels.unackedHighest(channel),
+      extras: this.heartbeatExtras(),
+    };
+    const heartbeats = buildHeartbeats(plan, now);
+    for (const { to, heartbeat } of heartbeats) this.outbox.push(to, this.outbox.encode({ $case: 'heartbeat', heartbeat }), 'heartbeat');
   }
-
-  private encode(body: NonNullable<Datagram['body']>): Uint8Array {
-    return encodeWith((w) => Datagram.encode({ senderNodeId: this.config.nodeId, body }, w));
-  }
-
-  private push(to: string, payload: Uint8Array, type: DatagramType): void {
-    this.outbox.push({ to, payload });
-    this.stats.datagramsSent[type]++;
-    this.stats.bytesSent += payload.length;
-  }
-}
-
-/** A Change as the store applies it (values as latin1 strings); part changes must name writer and epoch. */
-function toRemoteChange(change: Change): RemoteChange | undefined {
-  switch (change.kind) {
-    case 'put':
-      if (change.writer === undefined || change.epoch === undefined) return undefined;
-      return { kind: 'put', name: change.name, value: latin1(change.value), version: change.version, writer: change.writer, epoch: change.epoch };
-    case 'delete_part':
-      if (change.writer === undefined || change.epoch === undefined) return undefined;
-      return { kind: 'delete_part', name: change.name, version: change.version, writer: change.writer, epoch: change.epoch };
-    default:
-      return change;
-  }
-}
-
-function latin1(bytes: Uint8Array): string {
-  return Buffer.prototype.latin1Slice.call(bytes, 0, bytes.byteLength);
 }
