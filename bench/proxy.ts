@@ -54,6 +54,7 @@ import { describeMachine, envNumber, formatCount, formatFixed, formatTable, mach
 import { writeBenchCertificate, type CertificateFiles } from './support/bench-certificate';
 import { runClosedLoopSlice, type SliceResult } from './support/closed-loop';
 import { runToCompletion } from './support/child-process';
+import { scrape, seriesName, type Scrape } from './support/prometheus-scrape';
 
 const MEASURE_SECONDS = envNumber('BENCH_SECONDS', 5);
 const WARMUP_SECONDS = envNumber('BENCH_WARMUP_SECONDS', 1);
@@ -79,6 +80,8 @@ interface Row {
   url: string;
   /** The proxy's processes (nginx: master and worker), or the web server's for the direct rows. */
   pids: () => (number | undefined)[];
+  /** baton's /metrics: what the proxy did per request is printed beside its row. */
+  metricsUrl?: string;
 }
 
 interface ThroughputResult {
@@ -91,7 +94,12 @@ interface ThroughputResult {
   proxyCpu: number;
   upstreamCpu: number;
   otherCpu: number;
+  /** For baton: its proxy counters' increase per request over the measured run, by series. */
+  perRequest: Record<string, number>;
 }
+
+/** baton's counters that say what its proxy does per request. */
+const PROXY_COUNTERS = ['baton_proxy_resumes_total', 'baton_proxy_captures_total', 'baton_resumes_total', 'baton_operations_total'];
 
 interface RowResult {
   throughput: ThroughputResult;
@@ -303,6 +311,7 @@ async function measureThroughput(row: Row, upstreamPid: number | undefined, cook
   await autocannon(row.url, WARMUP_SECONDS, cookie);
   const pids = row.pids();
   const proxyPids = pids.includes(upstreamPid) ? [] : pids;
+  const metricsBefore: Scrape | undefined = row.metricsUrl === undefined ? undefined : await scrape(row.metricsUrl);
   const before = { wall: process.hrtime.bigint(), proxy: cpuOf(proxyPids), upstream: cpuSecondsOf(upstreamPid), machine: machineBusyCpuSeconds(), own: ownCpuSeconds() };
   const result = await autocannon(row.url, MEASURE_SECONDS, cookie);
   const wall = Number(process.hrtime.bigint() - before.wall) / 1e9;
@@ -310,7 +319,18 @@ async function measureThroughput(row: Row, upstreamPid: number | undefined, cook
   const upstreamCpu = (cpuSecondsOf(upstreamPid) - before.upstream) / wall;
   // autocannon's own CPU is the load generator's: "other" is everything but it, the proxy and the web server.
   const machine = (machineBusyCpuSeconds() - before.machine) / wall;
+  const perRequest: Record<string, number> = {};
+  if (row.metricsUrl !== undefined && metricsBefore !== undefined) {
+    const after = await scrape(row.metricsUrl);
+    for (const name of PROXY_COUNTERS) {
+      for (const sample of after.select(name)) {
+        const delta = sample.value - metricsBefore.value(name, sample.labels);
+        if (delta > 0) perRequest[seriesName(sample)] = delta / result.requests.total;
+      }
+    }
+  }
   return {
+    perRequest,
     requestsPerSecond: result.requests.total / (result.duration || MEASURE_SECONDS),
     p50Ms: result.latency.p50,
     p99Ms: result.latency.p99,
@@ -392,7 +412,7 @@ async function main(): Promise<void> {
       baton = started.sidecar;
       const pid = baton.child.process.pid;
       batonUrl = `https://127.0.0.1:${started.port}/`;
-      rows.push({ name: 'baton --proxy-listen', url: batonUrl, pids: () => [pid] });
+      rows.push({ name: 'baton --proxy-listen', url: batonUrl, pids: () => [pid], metricsUrl: baton.metricsUrl });
       console.log(`baton    ${BATON_MAIN}`);
     }
     const cookie = await sessionCookie(batonUrl, cert.certPem);
@@ -418,6 +438,8 @@ async function main(): Promise<void> {
               ? `  errors ${throughput.errors}, non-2xx ${throughput.non2xx}, latency errors ${latency.errors} (${latency.firstError ?? ''})`
               : ''),
         );
+        const counted = Object.entries(throughput.perRequest);
+        if (counted.length > 0) console.log(`    per request: ${counted.map(([series, n]) => `${series} ${n.toFixed(2)}`).join(', ')}`);
       }
     }
 
