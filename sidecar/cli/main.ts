@@ -104,6 +104,7 @@ function demoShopCommand(): Command {
     .requiredOption('--listen <addr>', 'host:port to serve HTTP on')
     .addOption(new Option('--api <addr>', "the baton node's API address").default(DEFAULT_STATUS_API).env(STATUS_API_ENV))
     .option('--pod <name>', "this pod's name, shown in answers (default: the host name)")
+    .option('--behind-proxy', "clients come through baton's capture proxy: login answers x-baton-auth-subject and the user is the request's x-baton-auth-subject")
     .action(async (options: ShopOptions) => {
       let code;
       try {
