@@ -122,10 +122,11 @@ async function story(write: (line: string) => void, cluster: DemoCluster, ca: De
   await cluster.waitUntilFormed(CLUSTER_FORM_TIMEOUT_MS);
   await cluster.waitUntilReady(CLUSTER_READY_TIMEOUT_MS);
   write(`   cluster formed and ready: every node sees ${cluster.nodes.length} alive members and holds the TLS ticket keys (${Date.now() - formingSince} ms)`);
-  for (const [i, node] of cluster.nodes.entries()) {
-    signal.throwIfAborted();
-    const shop = await cluster.startShop(POD_IDS[i]!, shopPorts[i]!, node, SHOP_START_TIMEOUT_MS);
-    write(`   started shop ${shop.id}  pid ${shop.pid}  http://127.0.0.1:${shopPorts[i]}, behind ${node.id}'s proxy`);
+  signal.throwIfAborted();
+  // Spawned together, in this tick: a stop that comes later finds every pod among the children.
+  const shops = await Promise.all(cluster.nodes.map((node, i) => cluster.startShop(POD_IDS[i]!, shopPorts[i]!, node, SHOP_START_TIMEOUT_MS)));
+  for (const [i, shop] of shops.entries()) {
+    write(`   started shop ${shop.id}  pid ${shop.pid}  http://127.0.0.1:${shopPorts[i]}, behind ${cluster.nodes[i]!.id}'s proxy`);
   }
   write('   the customer trusts only the demo CA; the shop has no baton calls for auth (its login answers x-baton-auth-subject)');
   write('');
