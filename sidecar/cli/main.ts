@@ -89,8 +89,8 @@ function demoCommand(): Command {
   return new Command('demo')
     .summary('see a session survive the death of the node serving it')
     .description(
-      'start three baton nodes and a small shop on localhost, kill the node serving a customer with SIGKILL, ' +
-        'and show the session carry on at another node (exit 0 only if it survived intact)',
+      "start three baton nodes, each a TLS proxy in front of its own pod of a small shop, on localhost; kill the node and pod serving a customer " +
+        'with SIGKILL, and show her next request on another pod resume TLS, logged in, with her cart (exit 0 only if all of it holds)',
     )
     .action(async () => {
       process.exit(await runDemo());
