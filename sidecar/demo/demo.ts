@@ -37,7 +37,8 @@ export interface DemoOptions {
 
 const NODE_IDS = ['shop-node-0', 'shop-node-1', 'shop-node-2'];
 const POD_IDS = ['pod-0', 'pod-1', 'pod-2'];
-const NODE_START_TIMEOUT_MS = 10_000;
+// Generous: a loaded machine took 7.5 s to start three nodes with their proxies.
+const NODE_START_TIMEOUT_MS = 20_000;
 const CLUSTER_FORM_TIMEOUT_MS = 10_000;
 // Ready: caught up and holding the cluster's TLS ticket keys (what resumption on pod 1 needs).
 const CLUSTER_READY_TIMEOUT_MS = 15_000;
