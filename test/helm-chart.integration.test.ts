@@ -138,10 +138,12 @@ describe('the baton container', () => {
     const service = objects.find((o) => o.kind === 'Service' && o.metadata.name === 'shop-baton-shop') as unknown as { spec: { ports: unknown[] } };
     expect(service.spec.ports).toEqual([{ name: 'https', port: 80, targetPort: 'baton-proxy', protocol: 'TCP' }]);
     const pod = examplePod(objects);
-    expect(pod.spec.containers[0]!.args).toContain('--listen=127.0.0.1:8080');
+    expect(pod.spec.containers[0]!.args).toEqual(expect.arrayContaining(['--listen=127.0.0.1:8080', '--behind-proxy']));
     expect(batonContainer(pod).args).toEqual(expect.arrayContaining(['--proxy-listen=0.0.0.0:8443', '--proxy-upstream=http://127.0.0.1:8080', '--tls-cert-file=/etc/baton/tls/tls.crt', '--tls-client-ca-file=/etc/baton/tls/ca.crt']));
     const api = examplePod(rendered.get('api-only-values.yaml')!);
     expect(api.spec.containers[0]!.args).toContain('--listen=0.0.0.0:8080');
+    // Serving clients directly, the shop must not believe x-baton-* headers.
+    expect(api.spec.containers[0]!.args).not.toContain('--behind-proxy');
   });
 });
 

@@ -89,8 +89,8 @@ function demoCommand(): Command {
   return new Command('demo')
     .summary('see a session survive the death of the node serving it')
     .description(
-      'start three baton nodes and a small shop on localhost, kill the node serving a customer with SIGKILL, ' +
-        'and show the session carry on at another node (exit 0 only if it survived intact)',
+      "start three baton nodes, each a TLS proxy in front of its own pod of a small shop, on localhost; kill the node and pod serving a customer " +
+        'with SIGKILL, and show her next request on another pod resume TLS, logged in, with her cart (exit 0 only if all of it holds)',
     )
     .action(async () => {
       process.exit(await runDemo());
@@ -104,6 +104,7 @@ function demoShopCommand(): Command {
     .requiredOption('--listen <addr>', 'host:port to serve HTTP on')
     .addOption(new Option('--api <addr>', "the baton node's API address").default(DEFAULT_STATUS_API).env(STATUS_API_ENV))
     .option('--pod <name>', "this pod's name, shown in answers (default: the host name)")
+    .option('--behind-proxy', "clients come through baton's capture proxy: login answers x-baton-auth-subject and the user is the request's x-baton-auth-subject")
     .action(async (options: ShopOptions) => {
       let code;
       try {
