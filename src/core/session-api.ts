@@ -98,11 +98,11 @@ export class SessionApi {
       value: p.value,
       ifVersion: p.ifVersion === undefined ? undefined : Number(p.ifVersion),
     }));
-    const { version } = this.store.put(request.sessionId, writes, request.ttlSeconds * 1000, now);
+    const { version, session } = this.store.put(request.sessionId, writes, request.ttlSeconds * 1000, now);
     const v = BigInt(version);
     const versions = request.parts.map((p) => ({ name: p.name, version: v }));
-    const ticket = this.replicate(request.sessionId, request.parts.map((p) => ({ kind: 'put' as const, name: p.name, value: p.value, version })), now);
-    return this.answerWrite(request.sessionId, ticket, needed, now, deadline, (replicasAcked) => ({ versions, replicasAcked }));
+    const ticket = this.replicator?.replicate(session, request.parts.map((p) => ({ kind: 'put' as const, name: p.name, value: p.value, version })), now);
+    return this.answerWrite(session.owner, ticket, needed, deadline, (replicasAcked) => ({ versions, replicasAcked }));
   }
 
   /**
@@ -114,19 +114,19 @@ export class SessionApi {
     checkTtlSeconds(request.ttlSeconds);
     const needed = request.minReplicas;
     if (needed > 0) this.checkReplicasPossible(request.sessionId, needed);
-    const { changes, version } = applyCartUpdate(this.store, request.sessionId, request.operations, request.ttlSeconds * 1000, this.config, now);
-    const ticket = changes.length === 0 ? undefined : this.replicate(request.sessionId, changes, now);
-    const answer = (replicasAcked: number): UpdateCartResponse => ({
-      cart: assembleCart(this.store.get(request.sessionId, now)),
-      version: BigInt(version),
-      replicasAcked,
-    });
+    const { changes, version, session } = applyCartUpdate(this.store, request.sessionId, request.operations, request.ttlSeconds * 1000, this.config, now);
+    const ticket = changes.length === 0 || session === undefined ? undefined : this.replicator?.replicate(session, changes, now);
+    const cart = assembleCart(session);
+    const answer = (replicasAcked: number): UpdateCartResponse => ({ cart, version: BigInt(version), replicasAcked });
     if (changes.length === 0) return answer(0);
-    return this.answerWrite(request.sessionId, ticket, needed, now, deadline, answer);
+    return this.answerWrite(session?.owner, ticket, needed, deadline, answer);
   }
 
-  /** Answers a write: at once (after back-pressure) or once `needed` secondaries acknowledged. */
-  private answerWrite<T>(sessionId: string, ticket: number | undefined, needed: number, now: number, deadline: number, answer: (acked: number) => T): T | Promise<T> {
+  /**
+   * Answers a write: at once (after back-pressure) or once `needed` secondaries acknowledged.
+   * `owner`: the written session's owner, named when too few acknowledged.
+   */
+  private answerWrite<T>(owner: string | undefined, ticket: number | undefined, needed: number, deadline: number, answer: (acked: number) => T): T | Promise<T> {
     if (needed === 0) {
       // A writer faster than its secondaries gets its answers at their pace, rather than
       // a replication queue that grows until it must be flooded out.
@@ -134,7 +134,6 @@ export class SessionApi {
       return room === undefined ? answer(0) : room.then(() => answer(0));
     }
     if (ticket === undefined) throw new UnavailableError(`0 of ${needed} secondaries acknowledged: none is live`);
-    const owner = this.store.get(sessionId, now)?.owner;
     return this.replicator!.waitForAcks(ticket, needed, deadline).then((acked) => {
       if (acked < needed) {
         const elsewhere =
