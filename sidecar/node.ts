@@ -2,6 +2,7 @@
  * One baton node: wires the store, the session API, the gRPC, HTTP and RESP servers and
  * the timers together, and owns start-up and graceful shutdown. Holds no protocol logic.
  */
+import type * as tls from 'node:tls';
 import type { Logger } from 'pino';
 import { BuzHash } from '../src/store/buzhash';
 import { deriveHashSeed, parseClusterKeys, type ClusterKey } from '../src/wire/cluster-key';
@@ -14,6 +15,7 @@ import { type Config, type ListenAddress, peerExposure, runsInsecure, storeConfi
 import { HttpApiServer } from './servers/http-api';
 import { HttpServer } from './metrics/http-server';
 import { RespCommands } from '../src/resp/resp-commands';
+import { meteredApi, type ApiCalls } from './metrics/metered-api';
 import { respLimits, RespServer, storeView } from './servers/resp-server';
 import { UdpTransport } from './transport/udp-transport';
 import type { SessionApi } from '../src/core/session-api';
@@ -21,6 +23,11 @@ import { SidecarMetrics } from './metrics/metrics';
 import { SessionServiceHandlers } from './servers/session-service';
 import { statusPageData } from './metrics/status-page-data';
 import { VERSION } from './config/package-root';
+import { TicketKeyKeeper } from './capture/ticket-key-keeper';
+import { LocalTlsResumptionSource } from './capture/local-tls-resumption';
+import { clusterSessionIdContext } from '../src/capture/tls-session-id-context';
+import { startProxy, type ProxyServer } from './proxy/proxy-start';
+import { attachTlsResumption } from '../src/capture/tls-resumption';
 
 /** The longest /readyz waits for this node to pull its partitions from its peers after start. */
 const READY_CATCH_UP_LIMIT_MS = 60_000;
@@ -39,6 +46,8 @@ export interface BoundPorts {
   http?: number;
   /** The Redis-protocol port, when --resp-listen is on (0 for a Unix socket). */
   resp?: number;
+  /** The capture proxy's port, when --proxy-listen is on. */
+  proxy?: number;
 }
 
 /** A listen failure, naming the option whose address could not be bound. */
@@ -58,12 +67,17 @@ export class BatonNode {
   readonly metrics: SidecarMetrics;
   private readonly hub = new WatchHub();
   private readonly hasher: BuzHash;
+  private readonly hashSeed: string | Buffer;
+  private tickets: TicketKeyKeeper | undefined;
+  /** For attachTlsResumption on a TLS server in this process (the proxy); set by start(). */
+  tlsResumption: LocalTlsResumptionSource | undefined;
   private readonly keys: ClusterKey[] | undefined;
   private handlers: SessionServiceHandlers | undefined;
   private api: ApiServer | undefined;
   private httpApi: HttpApiServer | undefined;
   private replication: UdpTransport | undefined;
   private resp: RespServer | undefined;
+  private proxy: ProxyServer | undefined;
   private readonly http: HttpServer;
   private readonly startedAt = Date.now();
   /** The API address as bound (the real port when --api-listen asked for port 0). */
@@ -75,9 +89,8 @@ export class BatonNode {
     private readonly log: Logger,
   ) {
     this.keys = config.clusterKeys === '' ? undefined : parseClusterKeys(config.clusterKeys, config.clusterKeySource);
-    this.hasher = new BuzHash(
-      config.clusterSeed !== '' ? config.clusterSeed : this.keys !== undefined ? deriveHashSeed(this.keys[0]!) : DEFAULT_CLUSTER_SEED,
-    );
+    this.hashSeed = config.clusterSeed !== '' ? config.clusterSeed : this.keys !== undefined ? deriveHashSeed(this.keys[0]!) : DEFAULT_CLUSTER_SEED;
+    this.hasher = new BuzHash(this.hashSeed);
     this.store = new SessionStore(storeConfig(config), this.hasher, new HybridClock(), this.hub);
     this.metrics = new SidecarMetrics(this.store, config.maxMemoryBytes);
     this.metrics.insecure.set(runsInsecure(config) ? 1 : 0);
@@ -100,6 +113,9 @@ export class BatonNode {
     this.metrics.attachReplication(replication);
     const sessionApi = replication.core.api;
     this.handlers = new SessionServiceHandlers(sessionApi, this.hub, this.metrics, this.log, this.config.maxMemoryBytes);
+    this.tickets = this.ticketKeeper(sessionApi, replication);
+    this.handlers.serveTlsResumption(this.tickets);
+    this.tlsResumption = new LocalTlsResumptionSource(sessionApi, this.tickets);
     // A Put may carry every part at full size; leave room for ids, names and framing.
     const maxMessageBytes = Math.min(this.config.maxValueBytes * this.config.maxPartsPerSession + 64 * 1024, 2 ** 31 - 1);
     this.api = new ApiServer(this.handlers.implementation(), this.clusterService(), maxMessageBytes, this.config.maxPartsPerSession);
@@ -120,16 +136,33 @@ export class BatonNode {
         throw new ListenError('http-listen', httpListen, err);
       });
     }
-    const resp = await this.startResp(sessionApi).catch(async (err: unknown) => {
+    const resp = await this.startResp(meteredApi(sessionApi, this.metrics)).catch(async (err: unknown) => {
       await this.api?.shutdown(0);
       await replication.stop();
       await this.http.close();
       throw err;
     });
+    const proxy = await startProxy(this.config, sessionApi, this.metrics, this.log, (server) => this.resumeTlsAcrossPods(server)).catch(async (err: unknown) => {
+      await Promise.all([this.api?.shutdown(0), this.httpApi?.close(0), this.resp?.close(0)]);
+      await replication.stop();
+      await this.http.close();
+      throw new ListenError('proxy-listen', this.config.proxyListen!, err);
+    });
+    this.proxy = proxy?.server;
     if (this.config.apiListen.path === undefined) this.apiAddress = this.config.apiListen.text.replace(/:\d+$/, `:${api}`);
     this.api.setServing(true);
-    // Ready (for Kubernetes) once caught up with the peers: the API serves meanwhile.
-    void replication.core.caughtUp(Date.now() + READY_CATCH_UP_LIMIT_MS).then((caughtUp) => {
+    // Ready (for Kubernetes) once caught up with the peers and holding the TLS ticket keys:
+    // the API serves meanwhile. The key keeper starts once the members are known, so a
+    // restarted node never takes itself for a cluster of one and replaces the keys.
+    const readyBy = Date.now() + READY_CATCH_UP_LIMIT_MS;
+    const tickets = this.tickets;
+    const caughtUpAndKeyed = replication.core.caughtUp(readyBy).then(async (caughtUp) => {
+      if (this.stopping !== undefined) return caughtUp;
+      tickets.start();
+      await Promise.race([tickets.ready(), new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, readyBy - Date.now())).unref())]);
+      return caughtUp;
+    });
+    void caughtUpAndKeyed.then((caughtUp) => {
       if (this.stopping !== undefined) return;
       this.http.ready = true;
       this.log.info({ caught_up: caughtUp, after_ms: Date.now() - this.startedAt }, 'baton node ready');
@@ -143,6 +176,7 @@ export class BatonNode {
         http: httpListen?.text ?? 'off',
         http_port: httpPort,
         ...(resp === undefined ? {} : { resp: this.config.respListen!.text, resp_port: resp }),
+        ...(proxy === undefined ? {} : { proxy: this.config.proxyListen!.text, proxy_port: proxy.port, proxy_tls: proxy.server.tls }),
         peer: replication.advertiseAddress,
         peer_port: replication.port,
         incarnation: replication.incarnation.toString(16),
@@ -154,11 +188,28 @@ export class BatonNode {
       },
       'baton node started',
     );
-    return { api, metrics, peer: replication.port, http: httpPort, resp };
+    return { api, metrics, peer: replication.port, http: httpPort, resp, proxy: proxy?.port };
+  }
+
+  /** The capture proxy's TLS server resumes sessions begun on any pod (this node's keys and TLS session store). */
+  private resumeTlsAcrossPods(server: tls.Server): void {
+    attachTlsResumption(server, this.tlsResumption!, { onError: (err) => this.log.debug({ err }, 'TLS session store or key feed failed: full handshake') });
+  }
+
+  private ticketKeeper(sessionApi: SessionApi, replication: UdpTransport): TicketKeyKeeper {
+    const options = {
+      nodeId: this.config.nodeId,
+      rotationMs: this.config.tlsTicketRotationMs,
+      sessionLifetimeSeconds: this.config.tlsSessionLifetimeSeconds,
+      sessionIdContext: clusterSessionIdContext(this.hashSeed),
+      shared: !runsInsecure(this.config),
+    };
+    const generators = { firstRanked: (id: string) => replication.core.placement.ranking(this.store.partitionOf(id))[0] };
+    return new TicketKeyKeeper(options, this.store, sessionApi, replication.core, generators, this.hub, this.log);
   }
 
   /** The Redis-protocol endpoint, when --resp-listen asks for it; resolves with its port. */
-  private async startResp(sessionApi: SessionApi): Promise<number | undefined> {
+  private async startResp(sessionApi: ApiCalls): Promise<number | undefined> {
     const address = this.config.respListen;
     if (address === undefined) return undefined;
     const commands = new RespCommands(
@@ -224,11 +275,13 @@ export class BatonNode {
     this.http.ready = false;
     this.api?.setServing(false);
     this.handlers?.drain();
+    this.tickets?.stop();
     this.httpApi?.drain();
     await Promise.all([
       this.api?.shutdown(Math.max(0, deadline - Date.now())),
       this.httpApi?.close(Math.max(0, deadline - Date.now())),
       this.resp?.close(Math.max(0, deadline - Date.now())),
+      this.proxy?.close(Math.max(0, deadline - Date.now())),
     ]);
     const acknowledged = (await this.replication?.core.drain(deadline)) ?? true;
     this.metrics.drainDuration.set((Date.now() - started) / 1000);

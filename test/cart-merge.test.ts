@@ -85,6 +85,20 @@ describe('operations on one node', () => {
     expect(assembleCart(store.get('s', T0 + 3)).items).toEqual([]);
   });
 
+  test('the result carries the session as the update left it, so the API answers without reading it back', () => {
+    const store = newStore();
+    const first = applyCartUpdate(store, 's', [add('apple', 2), add('pear', 1)], 0, LIMITS, T0);
+    expect(first.session).toBe(store.get('s', T0));
+    expect(quantities(assembleCart(first.session))).toEqual({ apple: 2, pear: 1 });
+    const second = applyCartUpdate(store, 's', [add('apple', 1), remove('pear')], 0, LIMITS, T0 + 1);
+    expect(second.session).toBe(store.get('s', T0 + 1));
+    expect(quantities(assembleCart(second.session))).toEqual({ apple: 3 });
+    // Nothing to change: the session held is still what the answer is built from.
+    const third = applyCartUpdate(store, 's', [remove('pear')], 0, LIMITS, T0 + 2);
+    expect(third.changes).toEqual([]);
+    expect(quantities(assembleCart(third.session))).toEqual({ apple: 3 });
+  });
+
   test('operations of one request apply in order and write each part once', () => {
     const store = newStore();
     const plan = planCartUpdate(undefined, [add('a', 1), add('a', 2), remove('b'), setQty('c', 4), remove('c')], LIMITS);
@@ -92,7 +106,7 @@ describe('operations on one node', () => {
     expect(CartItem.decode(plan.puts.get('cart.item.a')!).quantity).toBe(3);
     // Nothing to remove: b and c were never held.
     expect(plan.removes.size).toBe(0);
-    expect(applyCartUpdate(store, 's', [remove('b')], 0, LIMITS, T0)).toEqual({ changes: [], version: 0 });
+    expect(applyCartUpdate(store, 's', [remove('b')], 0, LIMITS, T0)).toEqual({ changes: [], version: 0, session: undefined });
     expect(store.get('s', T0)).toBeUndefined();
   });
 

@@ -248,3 +248,16 @@ describe('network presets', () => {
     expect(reassemblyLimits(config).reassemblyTimeoutMs).toBeGreaterThan(44_000);
   });
 });
+
+describe('TLS resumption options', () => {
+  test('the rotation defaults to 720 minutes and takes fractions of a minute; the session lifetime to 300 s', () => {
+    expect(parse({}).tlsTicketRotationMs).toBe(720 * 60_000);
+    expect(parse({}).tlsSessionLifetimeSeconds).toBe(300);
+    expect(parse({ 'tls-ticket-rotation-minutes': '0.1' }).tlsTicketRotationMs).toBe(6000);
+    expect(parse({ 'tls-session-lifetime-seconds': '60' }).tlsSessionLifetimeSeconds).toBe(60);
+  });
+
+  test.each(['0', '0.01', '-1', '1e3', 'soon', '20161'])('refuses --tls-ticket-rotation-minutes %s, naming the flag and the variable', (value) => {
+    expect(refusal({ 'tls-ticket-rotation-minutes': value })).toMatch(/--tls-ticket-rotation-minutes \(BATON_TLS_TICKET_ROTATION_MINUTES\).*minutes from 0.05 to 20160/);
+  });
+});

@@ -1,8 +1,11 @@
 /**
- * `baton demo` end to end, as a user runs it: the compiled CLI starts three nodes and the
- * shop, kills the node serving the customer, and must report the session recovered on
- * another node (which now owns it), exit 0, and leave no node running; stopped early by
- * SIGTERM, it must stop its nodes too.
+ * `baton demo` end to end, as a user runs it: the compiled CLI starts three nodes, each with
+ * its capture proxy in front of its own shop pod, kills node 0 and pod 0 (SIGKILL) after the
+ * customer logged in and filled a cart there, and must report that the customer's next
+ * request on pod 1 resumed the TLS session (Reused, and the shop got x-baton-tls-resumed: 1),
+ * arrived logged in (x-baton-auth-subject) and resumed from node 0 (x-baton-resumed-from),
+ * with the cart; exit 0, and leave no process running. Stopped early by SIGTERM, it must
+ * stop its nodes and pods too.
  *
  * The demo runs in its own process group, so whatever happens the test can tell whether any
  * of its processes is left, and kill them all as a last resort: a demo that hangs is sent
@@ -96,8 +99,12 @@ function nodePids(stdout: string): number[] {
   return [...stdout.matchAll(/started shop-node-\d {2}pid (\d+)/g)].map((m) => Number(m[1]));
 }
 
+function shopPids(stdout: string): number[] {
+  return [...stdout.matchAll(/started shop pod-\d {2}pid (\d+)/g)].map((m) => Number(m[1]));
+}
+
 describe('baton demo', () => {
-  it('recovers the session on another node after SIGKILL, which takes over its ownership, exits 0 and stops its nodes', async () => {
+  it('resumes TLS, the login and the cart on pod 1 after node 0 and pod 0 are SIGKILLed, exits 0 and stops every process', async () => {
     const demo = startDemo();
     let result: Awaited<DemoRun['exited']>;
     try {
@@ -109,31 +116,37 @@ describe('baton demo', () => {
     // The whole transcript says which step went wrong.
     if (code !== 0) throw new Error(`baton demo exited with ${code} (signal ${result.signal}):\n${stdout}\n${stderr}`);
 
-    const [before, after] = stdout.split(/^\d+\. SIGKILL shop-node-0 .*$/m);
+    const [before, after] = stdout.split(/^\d+\. SIGKILL shop-node-0 \(pid \d+, signal SIGKILL\) and pod-0 \(pid \d+, signal SIGKILL\)$/m);
     expect(after).toBeDefined();
-    expect(before).toMatch(/^\d+\. alice logs in on pod 0 \(baton shop-node-0\)/m);
+    // Pod 0's shop declared the login; the proxy then sent it with every request.
+    expect(before).toMatch(/^\d+\. alice logs in through pod 0's proxy \(TLS New, TLSv1\.[23]\) -> pod-0 answered x-baton-auth-subject: alice;/m);
+    expect(before).toMatch(/^\d+\. alice adds 2 x Coffee mug on pod-0 \(arrived as x-baton-auth-subject: alice\), write acknowledged by 1 secondary$/m);
     const owned = /^\s+baton: owner shop-node-0, epoch (\d+), cart part written by shop-node-0$/m.exec(before!);
     expect(owned).not.toBeNull();
 
-    // The recovered session, as pod 1 got it from its own baton node, which claimed it.
-    expect(after).toMatch(/^\d+\. alice's next request goes to pod 1 \(baton shop-node-1\): GET \/cart -> the recovered session:$/m);
+    // The next request, on pod 1, as the customer's socket and pod 1's shop saw it.
+    expect(after).toMatch(/^\d+\. alice's next request goes to pod 1's proxy \(baton shop-node-1\) with the same cookie and TLS session: GET \/cart$/m);
     const recovered = after!.split(/^\d+\. alice adds/m)[0]!;
+    expect(recovered).toMatch(/^\s+TLS handshake: Reused, TLSv1\.[23]; pod-1 got x-baton-tls-resumed: 1$/m);
+    expect(recovered).toMatch(/^\s+logged in: x-baton-auth-subject: alice$/m);
+    expect(recovered).toMatch(/^\s+resumed: x-baton-resumed-from: shop-node-0$/m);
     expect(recovered).toMatch(/user alice,/);
     expect(recovered).toMatch(/1 x Desk lamp\s+LAMP-1\s+29\.99 EUR/);
     expect(recovered).toMatch(/2 x Coffee mug\s+MUG-2\s+25\.00 EUR/);
     const moved = /^\s+owner moved to shop-node-1 \(epoch (\d+)\)$/m.exec(recovered);
     expect(moved).not.toBeNull();
     expect(Number(moved![1])).toBeGreaterThan(Number(owned![1]));
+    expect(after).toMatch(/^\d+\. alice adds 3 x Notebook on pod-1, write acknowledged by 1 secondary$/m);
     expect(after).toMatch(/3 x Notebook\s+BOOK-3\s+14\.97 EUR/);
     expect(after).toMatch(/total\s+69\.96 EUR/);
     expect(after).toMatch(/^\s+baton: owner shop-node-1, epoch \d+, cart part written by shop-node-1$/m);
     expect(stdout.trimEnd().split('\n').pop()).toMatch(/^PASS: /);
 
-    // Every node the demo started is gone (leftBehind checked its whole group).
-    const pids = nodePids(stdout);
-    expect(pids).toHaveLength(3);
+    // Every process the demo started is gone (leftBehind checked its whole group).
+    const pids = [...nodePids(stdout), ...shopPids(stdout)];
+    expect(pids).toHaveLength(6);
     expect(pids.filter(isRunning)).toEqual([]);
-    expect(stdout).toMatch(/^cleaned up: shop stopped; shop-node-0 signal SIGKILL, shop-node-1 code 0, shop-node-2 code 0 /m);
+    expect(stdout).toMatch(/^cleaned up: pod-0 signal SIGKILL, pod-1 code 0, pod-2 code 0; shop-node-0 signal SIGKILL, shop-node-1 code 0, shop-node-2 code 0 /m);
   });
 
   it('stops its nodes and exits 1 when it is sent SIGTERM', async () => {
@@ -154,7 +167,12 @@ describe('baton demo', () => {
     const pids = nodePids(stdout);
     expect(pids).toHaveLength(3);
     expect(pids.filter(isRunning)).toEqual([]);
-    expect(stdout).toMatch(/^cleaned up: shop stopped; shop-node-0 code 0, shop-node-1 code 0, shop-node-2 code 0 /m);
+    // Stopped before or after it started its pods: whichever it started are stopped too (a
+    // pod still starting has no SIGTERM handler yet, and ends by the signal).
+    const pod = (i: number) => `pod-${i} (?:code 0|signal SIGTERM)`;
+    const pods = `(?:no shop pods started|${pod(0)}(?:, ${pod(1)}(?:, ${pod(2)})?)?)`;
+    expect(stdout).toMatch(new RegExp(`^cleaned up: ${pods}; shop-node-0 code 0, shop-node-1 code 0, shop-node-2 code 0 `, 'm'));
+    expect(shopPids(stdout).filter(isRunning)).toEqual([]);
     expect(stderr).toBe('');
   });
 });

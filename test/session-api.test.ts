@@ -80,3 +80,37 @@ describe('SessionApi: replication back-pressure', () => {
     await expect(api.put(put('s1', 2), T0)).resolves.toMatchObject({ replicasAcked: 2 });
   });
 });
+
+describe('SessionApi: writes answer and replicate from what the store stored', () => {
+  test('a Put hands replication the stored session at the version it answers, without reading the session back', () => {
+    const { api, store, replicator } = setUp();
+    const seen: { session: StoredSession; changes: readonly LocalChange[] }[] = [];
+    replicator.replicate = (session, changes) => {
+      seen.push({ session, changes });
+      return seen.length;
+    };
+    const get = jest.spyOn(store, 'get');
+    const answer = api.put(put('s1'), T0) as { versions: { name: string; version: bigint }[] };
+    expect(get).not.toHaveBeenCalled();
+    get.mockRestore();
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.session).toBe(store.get('s1', T0));
+    const version = answer.versions[0]!.version;
+    expect(seen[0]!.changes).toEqual([{ kind: 'put', name: 'note', value: Buffer.from('x'), version: Number(version) }]);
+  });
+
+  test('an UpdateCart answers with the cart it wrote and replicates that session', () => {
+    const { api, store, replicator } = setUp();
+    const get = jest.spyOn(store, 'get');
+    const answer = api.updateCart(
+      { sessionId: 'c1', operations: [{ op: { $case: 'addItem', addItem: { sku: 'apple', name: 'Apple', quantity: 2, unitPriceMinor: 150n } } }], ttlSeconds: 0, minReplicas: 0 },
+      T0,
+    ) as { cart: { items: { sku: string; quantity: number }[] }; version: bigint };
+    // One read: the cart as held before the update, which the operations apply to.
+    expect(get).toHaveBeenCalledTimes(1);
+    get.mockRestore();
+    expect(answer.cart.items).toEqual([expect.objectContaining({ sku: 'apple', quantity: 2 })]);
+    expect(answer.version).toBeGreaterThan(0n);
+    expect(replicator.replicated).toEqual(['c1/put']);
+  });
+});

@@ -9,7 +9,8 @@ import pino from 'pino';
 import { ReceivedExchange, SessionServiceHandlers } from '../sidecar/servers/session-service';
 import { SidecarMetrics } from '../sidecar/metrics/metrics';
 import { BuzHash } from '../src/store/buzhash';
-import type { ExchangeRequest, ExchangeResponse, WatchEvent } from '../src/gen/baton/v1/session';
+import type { ExchangeRequest, ExchangeResponse, TlsResumptionSettings, WatchEvent } from '../src/gen/baton/v1/session';
+import type { TlsResumptionFeed } from '../src/capture/tls-resumption-source';
 import { HybridClock } from '../src/store/hybrid-clock';
 import { SessionApi } from '../src/core/session-api';
 import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
@@ -176,5 +177,87 @@ describe('a watcher that never reads', () => {
     implementation.watch(watch as never);
     for (let i = 0; i < 200; i++) api.put({ sessionId: `big-${i % 50}`, parts: [{ name: 'blob', value, ifVersion: undefined }], ttlSeconds: 0, minReplicas: 0 }, 1_800_000_000_000 + i);
     expect(watch.error).toBeUndefined();
+  });
+});
+
+describe('WatchTlsResumption', () => {
+  const settings = (n: number): TlsResumptionSettings => ({
+    issueKey: Buffer.alloc(48, n),
+    acceptKeys: [Buffer.alloc(48, n)],
+    sessionIdContext: 'c'.repeat(32),
+    sessionLifetimeSeconds: 300,
+    clusterWide: true,
+  });
+
+  class Feed implements TlsResumptionFeed {
+    value: TlsResumptionSettings | undefined;
+    readonly listeners = new Set<(s: TlsResumptionSettings) => void>();
+    current(): TlsResumptionSettings | undefined {
+      return this.value;
+    }
+    subscribe(listener: (s: TlsResumptionSettings) => void): () => void {
+      this.listeners.add(listener);
+      return () => this.listeners.delete(listener);
+    }
+    push(s: TlsResumptionSettings): void {
+      this.value = s;
+      for (const l of this.listeners) l(s);
+    }
+  }
+
+  function stream() {
+    const call = new StalledWatch() as StalledWatch & { written: TlsResumptionSettings[] };
+    call.written = [];
+    // grpc-js's call has its own error listener; an EventEmitter without one would throw.
+    call.on('error', () => undefined);
+    call.write = (s: unknown) => {
+      call.written.push(s as TlsResumptionSettings);
+      call.writableLength++;
+      return true;
+    };
+    return call;
+  }
+
+  test('without a feed the call is UNIMPLEMENTED', () => {
+    const { implementation } = node();
+    const call = stream();
+    implementation.watchTlsResumption(call as never);
+    expect(call.error?.code).toBe(status.UNIMPLEMENTED);
+  });
+
+  test('sends the current settings, then every change; a cancelled call is unsubscribed; a drain ends it', () => {
+    const { handlers, implementation } = node();
+    const feed = new Feed();
+    handlers.serveTlsResumption(feed);
+    const waiting = stream();
+    implementation.watchTlsResumption(waiting as never);
+    expect(waiting.written).toHaveLength(0);
+    feed.push(settings(1));
+    expect(waiting.written.map((s) => s.issueKey[0])).toEqual([1]);
+    const late = stream();
+    implementation.watchTlsResumption(late as never);
+    expect(late.written.map((s) => s.issueKey[0])).toEqual([1]);
+    late.emit('cancelled');
+    feed.push(settings(2));
+    expect(waiting.written.map((s) => s.issueKey[0])).toEqual([1, 2]);
+    expect(late.written).toHaveLength(1);
+    expect(feed.listeners.size).toBe(1);
+    let ended = false;
+    waiting.end = () => (ended = true);
+    handlers.drain();
+    expect(ended).toBe(true);
+    expect(feed.listeners.size).toBe(0);
+  });
+
+  test('a watcher that never reads is ended with RESOURCE_EXHAUSTED, not buffered without bound', () => {
+    const { handlers, implementation } = node();
+    const feed = new Feed();
+    handlers.serveTlsResumption(feed);
+    const call = stream();
+    implementation.watchTlsResumption(call as never);
+    for (let i = 0; i < 1000 && call.error === undefined; i++) feed.push(settings(i % 256));
+    expect(call.error?.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(call.written.length).toBeLessThanOrEqual(64);
+    expect(feed.listeners.size).toBe(0);
   });
 });

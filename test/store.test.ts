@@ -164,6 +164,26 @@ describe('SessionStore: parts and versions', () => {
       { kind: 'put', id: 's1', name: 'b', value: 'y', version },
     ]);
   });
+  test('put returns the session as stored: its parts at the version it assigned, its expiry (no read back)', () => {
+    const { store } = makeStore({ nodeId: 'node-7' });
+    const first = store.put('s1', [w('a', '1'), w('b', '2')], 60_000, T0);
+    expect(first.session).toBe(store.get('s1', T0));
+    expect(first.session.id).toBe('s1');
+    expect(first.session.owner).toBe('node-7');
+    expect(first.expiresAt).toBe(T0 + 60_000);
+    expect(first.session.expiresAt).toBe(first.expiresAt);
+    expect(partsOf(first.session)).toEqual({
+      a: { value: '1', version: first.version, writer: 'node-7' },
+      b: { value: '2', version: first.version, writer: 'node-7' },
+    });
+
+    // A put that revives a deleted session returns the live session, not the tombstone.
+    store.delete('s1', [], T0 + 1);
+    const revived = store.put('s1', [w('c', '3')], 0, T0 + 2);
+    expect(revived.session).toBe(store.get('s1', T0 + 2));
+    expect(partsOf(revived.session)).toEqual({ c: { value: '3', version: revived.version, writer: 'node-7' } });
+    expect(revived.version).toBeGreaterThan(first.version);
+  });
 });
 
 describe('SessionStore: compare-and-set', () => {
@@ -570,6 +590,26 @@ describe('SessionStore: digests', () => {
     expect(store.digest(p)).not.toBe(before[p]);
     store.tick(T0 + 36_000);
     expect(allDigests(store)).toEqual(before);
+  });
+
+  test('a put that evicts sessions of other partitions leaves every digest as if only the survivors had been written', () => {
+    const value = 'v'.repeat(100);
+    const perSession = sessionBytes('sess-00', { p: value });
+    const { store } = makeStore({ partitions: 8, maxBytes: 10 * perSession });
+    for (let i = 0; i < 40; i++) store.put(`sess-${String(i).padStart(2, '0')}`, [w('p', value)], 0, T0 + i);
+    expect(store.getStats().evictions).toBe(30);
+    // The survivors, copied into a store without a budget, give the same digests.
+    const copy = makeStore({ partitions: 8 }).store;
+    let survivors = 0;
+    for (let p = 0; p < 8; p++) {
+      for (const snapshot of store.snapshotsIn(p, T0 + 40)) {
+        copy.merge(snapshot, T0 + 40);
+        survivors++;
+      }
+    }
+    expect(survivors).toBe(10);
+    expect(allDigests(copy)).toEqual(allDigests(store));
+    expect(allDigests(store).some((d) => d !== 0n)).toBe(true);
   });
 
   test('changing one part in one of two identical stores changes that partition digest only', () => {

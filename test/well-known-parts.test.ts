@@ -240,6 +240,7 @@ const FULL: Record<WellKnownPartName, Uint8Array> = {
       createdAtUnixMs: 1_700_000_000_000n,
       lifetimeSeconds: 0xffffffff,
       alpnProtocol: 'h2',
+      resumed: true,
     }),
   ).finish(),
   auth: AuthState.encode(

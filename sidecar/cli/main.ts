@@ -4,13 +4,16 @@
  * its BATON_* environment variable. Bad options and unusable addresses end the process
  * with one line naming the option and a non-zero exit code. `baton status` shows the
  * cluster as one node sees it. `baton demo` shows a session surviving the death of the
- * node serving it.
+ * node serving it; `baton demo-shop` serves that demo's shop beside one node (the Helm
+ * chart's example), and `baton check` writes, reads and deletes a throw-away session (helm test).
  */
 import { setLogger, setLogVerbosity, logVerbosity } from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
 import { ConfigError } from '../../src/wire/errors';
 import { envName, type NetworkTimings, parseConfig, presetDefaultText, SIDECAR_OPTIONS } from '../config/config';
 import { runDemo } from '../demo/demo';
+import { runShop, type ShopOptions } from '../demo/shop-command';
+import { runCheck, type CheckOptions } from './check-command';
 import { createLogger } from '../config/logger';
 import { BatonNode, ListenError } from '../node';
 import { VERSION } from '../config/package-root';
@@ -86,11 +89,53 @@ function demoCommand(): Command {
   return new Command('demo')
     .summary('see a session survive the death of the node serving it')
     .description(
-      'start three baton nodes and a small shop on localhost, kill the node serving a customer with SIGKILL, ' +
-        'and show the session carry on at another node (exit 0 only if it survived intact)',
+      "start three baton nodes, each a TLS proxy in front of its own pod of a small shop, on localhost; kill the node and pod serving a customer " +
+        'with SIGKILL, and show her next request on another pod resume TLS, logged in, with her cart (exit 0 only if all of it holds)',
     )
     .action(async () => {
       process.exit(await runDemo());
+    });
+}
+
+function demoShopCommand(): Command {
+  return new Command('demo-shop')
+    .summary("serve the demo's shop beside a baton node (the Helm chart's example)")
+    .description('serve the demo shop (POST /login, POST /cart, GET /cart) on --listen, keeping its sessions in the baton node at --api, until SIGTERM')
+    .requiredOption('--listen <addr>', 'host:port to serve HTTP on')
+    .addOption(new Option('--api <addr>', "the baton node's API address").default(DEFAULT_STATUS_API).env(STATUS_API_ENV))
+    .option('--pod <name>', "this pod's name, shown in answers (default: the host name)")
+    .option('--behind-proxy', "clients come through baton's capture proxy: login answers x-baton-auth-subject and the user is the request's x-baton-auth-subject")
+    .action(async (options: ShopOptions) => {
+      let code;
+      try {
+        code = await runShop(options);
+      } catch (err) {
+        if (err instanceof ConfigError) fail(err.message, EXIT_CONFIG);
+        throw err;
+      }
+      process.exit(code);
+    });
+}
+
+function checkCommand(): Command {
+  return new Command('check')
+    .summary("write, read and delete a throw-away session on one node; exit 1 when that fails")
+    .description(
+      "a smoke test (helm test runs it): put a random session with --min-replicas secondaries acknowledging it, get it back, delete it; " +
+        'exit 0 when all three succeed, 1 otherwise, 2 for a usage error',
+    )
+    .addOption(new Option('--api <addr>', "the node's API address: host:port, [ipv6]:port or unix:/path").default(DEFAULT_STATUS_API).env(STATUS_API_ENV))
+    .option('--min-replicas <n>', 'secondaries that must acknowledge the write', '1')
+    .option('--timeout-ms <ms>', 'give up after this long (the write is retried meanwhile)', '30000')
+    .action(async (options: CheckOptions) => {
+      let code;
+      try {
+        code = await runCheck(options);
+      } catch (err) {
+        if (err instanceof ConfigError) fail(err.message, EXIT_CONFIG);
+        throw err;
+      }
+      process.exit(code);
     });
 }
 
@@ -137,7 +182,9 @@ export function main(argv: string[]): void {
     .showHelpAfterError()
     .addCommand(sidecarCommand())
     .addCommand(statusCommand())
-    .addCommand(demoCommand());
+    .addCommand(checkCommand())
+    .addCommand(demoCommand())
+    .addCommand(demoShopCommand());
   program.addHelpText('after', () => `\nOptions of 'baton sidecar':\n${sidecarCommand().helpInformation().split('\nOptions:\n')[1] ?? ''}`);
   // Usage errors (an unknown flag, a missing value) are configuration errors: exit 2, as for
   // a bad value. Commander has already printed what was wrong and the help.

@@ -15,10 +15,14 @@ import type { MembershipConfig } from '../../src/core/membership';
 import type { NodeCoreConfig } from '../../src/core/node-core';
 import type { StoreConfig } from '../../src/store/store';
 import { MAX_TTL_SECONDS } from '../../src/wire/validation';
+import { bad, envName, isLoopbackHost, parseInteger, parseListen } from './option-parsing';
+import { checkProxyConfig, PROXY_OPTIONS, type ProxyConfig } from './proxy-options';
+
+export { envName, isLoopbackHost, parseListen };
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
-export interface Config {
+export interface Config extends ProxyConfig {
   /** This node's id in the cluster; default: the host name (a pod's name on Kubernetes). */
   nodeId: string;
   /** Where the session API (gRPC) listens: host:port or unix:/path. */
@@ -44,6 +48,10 @@ export interface Config {
   /** Seconds a SIGTERM waits for in-flight calls before the process exits anyway. */
   drainTimeoutSeconds: number;
   antiEntropyIntervalSeconds: number;
+  /** How long each TLS ticket key issues tickets, in ms (from --tls-ticket-rotation-minutes, fractions allowed). */
+  tlsTicketRotationMs: number;
+  /** How long a TLS session (ticket or session-ID entry) stays resumable, in seconds. */
+  tlsSessionLifetimeSeconds: number;
   logLevel: LogLevel;
   /** UDP replication and the peer gRPC service: host:port (the same port number for both). */
   peerListen: ListenAddress;
@@ -298,6 +306,27 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     parse: (v, flag) => parseInteger(v, flag, 0, 3600),
   },
   {
+    flag: 'tls-ticket-rotation-minutes',
+    key: 'tlsTicketRotationMs',
+    valueName: 'min',
+    description: 'how long each cluster-wide TLS ticket key issues tickets before the next takes over (fractions allowed, from 0.05)',
+    default: () => '720',
+    parse: (v, flag) => {
+      if (!/^\d+(\.\d+)?$/.test(v) || Number(v) < 0.05 || Number(v) > MAX_TICKET_ROTATION_MINUTES) {
+        throw bad(flag, v, `expected minutes from 0.05 to ${MAX_TICKET_ROTATION_MINUTES}`);
+      }
+      return Math.round(Number(v) * 60_000);
+    },
+  },
+  {
+    flag: 'tls-session-lifetime-seconds',
+    key: 'tlsSessionLifetimeSeconds',
+    valueName: 's',
+    description: 'how long a TLS session stays resumable: TTL of TLS 1.2 session-ID entries, and how long a retired ticket key is still accepted',
+    default: () => '300',
+    parse: (v, flag) => parseInteger(v, flag, 1, 7 * 24 * 3600),
+  },
+  {
     flag: 'log-level',
     key: 'logLevel',
     valueName: 'level',
@@ -504,7 +533,7 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
       if (v === '' || !Number.isFinite(n) || n < 0 || n > 90) throw bad(flag, v, 'expected a number from 0 to 90');
       return n;
     },
-  },
+  },  ...PROXY_OPTIONS,
 ];
 
 /** Environment variables read besides the per-option ones. */
@@ -514,14 +543,6 @@ function checkHostPort(value: string, flag: string): string {
   const address = parseListen(value, flag, false);
   if (address.port === 0) throw bad(flag, value, 'port 0 is not a reachable address');
   return value;
-}
-
-export function isLoopbackHost(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
-}
-
-export function envName(flag: string): string {
-  return 'BATON_' + flag.toUpperCase().replace(/-/g, '_');
 }
 
 /**
@@ -582,6 +603,7 @@ export function parseConfig(
     );
   }
   config.peerTlsFiles = readPeerTlsFiles(config, readFile);
+  checkProxyConfig(config, readFile);
   return config;
 }
 
@@ -736,28 +758,5 @@ function readPeerTlsFiles(config: Config, readFile: (path: string) => string): C
   return { ca, cert, key };
 }
 
-function bad(flag: string, value: string, hint: string): ConfigError {
-  return new ConfigError(`invalid --${flag} (${envName(flag)}) ${JSON.stringify(value)}: ${hint}`);
-}
-
-function parseInteger(value: string, flag: string, min: number, max: number): number {
-  if (!/^\d+$/.test(value)) throw bad(flag, value, `expected a whole number from ${min} to ${max}`);
-  const n = Number(value);
-  if (n < min || n > max) throw bad(flag, value, `expected a whole number from ${min} to ${max}`);
-  return n;
-}
-
-export function parseListen(value: string, flag: string, allowUnix: boolean): ListenAddress {
-  if (value.startsWith('unix:')) {
-    if (!allowUnix) throw bad(flag, value, 'expected host:port');
-    const path = value.slice('unix:'.length);
-    if (path.length === 0) throw bad(flag, value, 'expected unix:/path/to/socket');
-    return { text: value, path };
-  }
-  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]+)):(\d{1,5})$/.exec(value);
-  const port = match === null ? NaN : Number(match[3]);
-  if (match === null || !(port >= 0 && port <= 65535)) {
-    throw bad(flag, value, allowUnix ? 'expected host:port, [ipv6]:port or unix:/path' : 'expected host:port or [ipv6]:port');
-  }
-  return { text: value, host: match[1] ?? match[2]!, port };
-}
+/** Longest ticket key rotation (14 days): the stored key set, rewritten at every rotation, lives 30 days. */
+const MAX_TICKET_ROTATION_MINUTES = 14 * 24 * 60;

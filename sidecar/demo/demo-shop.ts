@@ -1,16 +1,25 @@
 /**
  * The demo's shop: one small HTTP server per baton node, standing in for a web server pod
- * with its baton sidecar beside it. The shop keeps no state of its own; every request reads
- * the customer's session from its own node with resume, so whichever pod a request lands on
- * takes the session over.
+ * with its baton sidecar beside it. The shop keeps no state of its own, and runs in one of
+ * two modes:
+ * - API mode (default): the shop calls baton itself. Login mints a session id (the `sid`
+ *   cookie) and writes the `auth` part; every request reads the session from its own node
+ *   with resume, so whichever pod a request lands on takes the session over.
+ * - Behind the capture proxy (`behindProxy`, `baton demo-shop --behind-proxy`): baton's
+ *   proxy names the session (x-baton-session-id) and resumes it before the request
+ *   arrives. The shop has no baton calls for auth: login answers with
+ *   `x-baton-auth-subject: <user>` and the proxy stores the login; the user of every later
+ *   request is the request's `x-baton-auth-subject`. The cart stays in baton, keyed by
+ *   x-baton-session-id. x-baton-* headers are trusted in this mode only: the proxy removes
+ *   any a client sends, while a shop serving clients directly must not believe them.
  *
- * Routes (JSON bodies; the session id travels in the `sid` cookie):
- * - POST /login {user}                              → new session, part `auth`
+ * Routes (JSON bodies):
+ * - POST /login {user}                              → a logged-in session
  * - POST /cart  {sku, name, quantity, unitPriceMinor} → adds to part `cart`
  * - GET  /cart                                      → the user and the cart
  * Every answer says which pod and node served it and what baton reported (owner, epoch,
- * secondaries that acknowledged the write), so the demo prints what baton did, not what
- * it expected.
+ * secondaries that acknowledged the write) or, behind the proxy, what the proxy told the
+ * shop, so the demo prints what baton did, not what it expected.
  */
 import { randomBytes } from 'node:crypto';
 import * as http from 'node:http';
@@ -49,8 +58,19 @@ export interface ShopAnswer {
   epoch: string;
   /** Node that wrote the cart part baton returned; '' when there was no cart yet. */
   cartWrittenBy: string;
-  /** Secondaries that acknowledged this request's write; absent for reads. */
+  /** Secondaries that acknowledged this request's write; absent for reads and for a login behind the proxy. */
   replicasAcked?: number;
+  /** Behind the capture proxy: what the proxy told the shop about this request; absent in API mode. */
+  capture?: CaptureHeaders;
+}
+
+/** The x-baton-* headers of a request through the capture proxy, as the shop got them ('' when absent). */
+export interface CaptureHeaders {
+  sessionId: string;
+  sessionNew: string;
+  authSubject: string;
+  resumedFrom: string;
+  tlsResumed: string;
 }
 
 class HttpError extends Error {
@@ -66,16 +86,20 @@ export class ShopPod {
   private readonly baton: BatonClient;
   private readonly server: http.Server;
 
-  /** `apiAddress`: the session API of this pod's baton node. */
+  /**
+   * `apiAddress`: the session API of this pod's baton node; `behindProxy`: the pod's baton
+   * node is its capture proxy (see the header).
+   */
   constructor(
     readonly name: string,
     readonly nodeId: string,
     apiAddress: string,
+    readonly behindProxy = false,
   ) {
     this.baton = new BatonClient(apiAddress);
     this.server = http.createServer((request, response) => {
       this.handle(request).then(
-        (answer) => reply(response, 200, answer, request.url === '/login' ? answer.session : undefined),
+        (answer) => reply(response, 200, answer, request.url === '/login' ? this.loginHeaders(answer) : {}),
         (err: unknown) => {
           const status = err instanceof HttpError ? err.status : err instanceof BatonClientError ? 503 : 500;
           const prefix = err instanceof BatonClientError ? `baton ${this.nodeId}: ` : '';
@@ -85,13 +109,13 @@ export class ShopPod {
     });
   }
 
-  /** Listens on a free loopback port; resolves with the pod's base URL. */
-  listen(): Promise<string> {
+  /** Listens (by default on a free loopback port); resolves with the pod's base URL. */
+  listen(host = '127.0.0.1', port = 0): Promise<string> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(0, '127.0.0.1', () => {
-        const { port } = this.server.address() as AddressInfo;
-        resolve(`http://127.0.0.1:${port}`);
+      this.server.listen(port, host, () => {
+        const { port: bound } = this.server.address() as AddressInfo;
+        resolve(`http://${host.includes(':') ? `[${host}]` : host}:${bound}`);
       });
     });
   }
@@ -108,16 +132,38 @@ export class ShopPod {
 
   private async handle(request: http.IncomingMessage): Promise<ShopAnswer> {
     const route = `${request.method} ${request.url}`;
+    if (this.behindProxy) {
+      const capture = captureHeadersOf(request);
+      switch (route) {
+        case 'POST /login':
+          return { ...this.answer(capture.sessionId, stringField(await readJson(request), 'user'), emptyCart(), '', '', ''), capture };
+        case 'POST /cart':
+          return { ...(await this.addToCart(capture.sessionId, loggedInUser(capture), await readJson(request))), capture };
+        case 'GET /cart':
+          return { ...(await this.viewCart(capture.sessionId, loggedInUser(capture))), capture };
+        default:
+          throw new HttpError(404, `no route ${route}`);
+      }
+    }
     switch (route) {
       case 'POST /login':
         return this.login(await readJson(request));
       case 'POST /cart':
-        return this.addToCart(sessionIdOf(request), await readJson(request));
+        return this.addToCart(sessionIdOf(request), undefined, await readJson(request));
       case 'GET /cart':
-        return this.viewCart(sessionIdOf(request));
+        return this.viewCart(sessionIdOf(request), undefined);
       default:
         throw new HttpError(404, `no route ${route}`);
     }
+  }
+
+  /**
+   * A login's answer: behind the proxy, the declaration the proxy captures (and removes
+   * before the client sees it); in API mode, the session cookie.
+   */
+  private loginHeaders(answer: ShopAnswer): http.OutgoingHttpHeaders {
+    if (this.behindProxy) return { 'x-baton-auth-subject': answer.user, 'x-baton-auth-scopes': 'shop', 'x-baton-auth-expires': String(Math.floor(Date.now() / 1000) + SESSION_TTL_SECONDS) };
+    return { 'set-cookie': `sid=${answer.session}; Path=/; HttpOnly; SameSite=Lax` };
   }
 
   private async login(body: Record<string, unknown>): Promise<ShopAnswer> {
@@ -138,14 +184,15 @@ export class ShopPod {
     return { ...this.answer(sessionId, user, emptyCart(), '', '', ''), replicasAcked: put.replicasAcked };
   }
 
-  private async addToCart(sessionId: string, body: Record<string, unknown>): Promise<ShopAnswer> {
+  /** `proxyUser`: the user the proxy vouches for; undefined in API mode (the user comes from the `auth` part). */
+  private async addToCart(sessionId: string, proxyUser: string | undefined, body: Record<string, unknown>): Promise<ShopAnswer> {
     const line: CartLine = {
       sku: stringField(body, 'sku'),
       name: stringField(body, 'name'),
       quantity: positiveIntegerField(body, 'quantity'),
       unitPriceMinor: positiveIntegerField(body, 'unitPriceMinor'),
     };
-    const { session, user, cart, cartWrittenBy } = await this.resume(sessionId);
+    const { session, user, cart, cartWrittenBy } = await this.resume(sessionId, proxyUser);
     const existing = cart.items.find((item) => item.sku === line.sku);
     if (existing === undefined) cart.items.push({ ...line, unitPriceMinor: BigInt(line.unitPriceMinor) });
     else existing.quantity += line.quantity;
@@ -155,21 +202,25 @@ export class ShopPod {
     return { ...answer, replicasAcked: put.replicasAcked };
   }
 
-  private async viewCart(sessionId: string): Promise<ShopAnswer> {
-    const { session, user, cart, cartWrittenBy } = await this.resume(sessionId);
+  private async viewCart(sessionId: string, proxyUser: string | undefined): Promise<ShopAnswer> {
+    const { session, user, cart, cartWrittenBy } = await this.resume(sessionId, proxyUser);
     return this.answer(sessionId, user, cart, session.ownerNodeId, session.epoch.toString(), cartWrittenBy);
   }
 
-  /** Reads the whole session from this pod's node, resuming it here; 401 when baton has no such login. */
-  private async resume(sessionId: string): Promise<{ session: Session; user: string; cart: CartState; cartWrittenBy: string }> {
+  /**
+   * Reads the whole session from this pod's node, resuming it here (behind the proxy, the
+   * proxy resumed it already; this pulls the parts the node still lacks). In API mode the
+   * user is the `auth` part's subject: 401 when baton has no such login.
+   */
+  private async resume(sessionId: string, proxyUser: string | undefined): Promise<{ session: Session; user: string; cart: CartState; cartWrittenBy: string }> {
     const session = await this.baton.get(sessionId, { resume: true });
     if (session === undefined) throw new HttpError(401, `baton ${this.nodeId} has no session ${short(sessionId)}: log in again`);
     const authPart = session.parts.find((part) => part.name === 'auth');
-    if (authPart === undefined) throw new HttpError(401, `session ${short(sessionId)} has no auth part on ${this.nodeId}: log in again`);
+    if (proxyUser === undefined && authPart === undefined) throw new HttpError(401, `session ${short(sessionId)} has no auth part on ${this.nodeId}: log in again`);
     const cartPart = session.parts.find((part) => part.name === 'cart');
     return {
       session,
-      user: decodeWellKnownPart('auth', authPart.value).subject,
+      user: proxyUser ?? decodeWellKnownPart('auth', authPart!.value).subject,
       cart: cartPart === undefined ? emptyCart() : decodeWellKnownPart('cart', cartPart.value),
       cartWrittenBy: cartPart?.writerNodeId ?? '',
     };
@@ -210,6 +261,28 @@ function sessionIdOf(request: http.IncomingMessage): string {
   return match[1]!;
 }
 
+/** The proxy's headers; 500 when there are none: the shop was told it is behind a proxy, and is not. */
+function captureHeadersOf(request: http.IncomingMessage): CaptureHeaders {
+  const header = (name: string) => {
+    const value = request.headers[name];
+    return typeof value === 'string' ? value : '';
+  };
+  const sessionId = header('x-baton-session-id');
+  if (sessionId === '') throw new HttpError(500, 'no x-baton-session-id: this shop runs with --behind-proxy, but the request did not come through baton\'s proxy');
+  return {
+    sessionId,
+    sessionNew: header('x-baton-session-new'),
+    authSubject: header('x-baton-auth-subject'),
+    resumedFrom: header('x-baton-resumed-from'),
+    tlsResumed: header('x-baton-tls-resumed'),
+  };
+}
+
+function loggedInUser(capture: CaptureHeaders): string {
+  if (capture.authSubject === '') throw new HttpError(401, 'not logged in (no x-baton-auth-subject): log in first');
+  return capture.authSubject;
+}
+
 async function readJson(request: http.IncomingMessage): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -242,8 +315,6 @@ function positiveIntegerField(body: Record<string, unknown>, name: string): numb
   return value;
 }
 
-function reply(response: http.ServerResponse, status: number, body: unknown, setSession?: string): void {
-  const headers: http.OutgoingHttpHeaders = { 'content-type': 'application/json' };
-  if (setSession !== undefined) headers['set-cookie'] = `sid=${setSession}; Path=/; HttpOnly; SameSite=Lax`;
-  response.writeHead(status, headers).end(JSON.stringify(body));
+function reply(response: http.ServerResponse, status: number, body: unknown, headers: http.OutgoingHttpHeaders = {}): void {
+  response.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
 }

@@ -12,6 +12,7 @@ import type { SessionStore } from '../../src/store/store';
 import { PACKAGE_ROOT, VERSION } from '../config/package-root';
 import type { NodeObserver } from '../../src/core/node-core';
 import type { UdpTransport } from '../transport/udp-transport';
+import { statusClass, type ProxyObserver } from '../proxy/proxy-observer';
 
 export type Method = 'put' | 'get' | 'delete' | 'touch' | 'update_cart';
 export type OperationResult = 'ok' | 'not_found' | 'invalid' | 'precondition' | 'exhausted' | 'unavailable' | 'deadline' | 'error';
@@ -394,6 +395,56 @@ export class SidecarMetrics {
         if (outcome !== 'local') duration.observe(seconds);
       },
       claimed: () => claims.inc(),
+    };
+  }
+
+  /** The capture proxy's requests, upstream errors, resumes and captures. */
+  proxyObserver(): ProxyObserver {
+    const registry = this.registry;
+    const requests = new Counter({
+      name: 'baton_proxy_requests_total',
+      help: 'Requests the capture proxy answered, by status class and client protocol.',
+      labelNames: ['status_class', 'protocol'],
+      registers: [registry],
+    });
+    const upstreamErrors = new Counter({
+      name: 'baton_proxy_upstream_errors_total',
+      help: 'Requests the web server did not answer, by reason: connect (refused or absent), timeout (--proxy-upstream-timeout-ms), reset.',
+      labelNames: ['reason'],
+      registers: [registry],
+    });
+    const resumes = new Counter({
+      name: 'baton_proxy_resumes_total',
+      help: "Requests that named a session, by outcome: local (owned here), peer (resumed from another node), not_found (a new id was minted), unavailable (503).",
+      labelNames: ['outcome'],
+      registers: [registry],
+    });
+    const captures = new Counter({
+      name: 'baton_proxy_captures_total',
+      help: 'State the proxy captured into sessions, by kind (session_minted, login, logout, bearer, client_cert, tls; auth_invalid and bearer_invalid were ignored; write_failed was refused by the store).',
+      labelNames: ['kind'],
+      registers: [registry],
+    });
+    const reloads = new Counter({
+      name: 'baton_proxy_tls_reloads_total',
+      help: 'Loads of changed --tls-cert-file/--tls-key-file, by result (error: the previous certificate stays in service).',
+      labelNames: ['result'],
+      registers: [registry],
+    });
+    for (const reason of ['connect', 'timeout', 'reset']) upstreamErrors.inc({ reason }, 0);
+    for (const outcome of ['local', 'peer', 'not_found', 'unavailable']) resumes.inc({ outcome }, 0);
+    const requestChildren = new Map<string, { inc(): void }>();
+    return {
+      request: (status, protocol) => {
+        const key = statusClass(status) + protocol;
+        let child = requestChildren.get(key);
+        if (child === undefined) requestChildren.set(key, (child = requests.labels(statusClass(status), protocol)));
+        child.inc();
+      },
+      upstreamError: (reason) => upstreamErrors.inc({ reason }),
+      resume: (outcome) => resumes.inc({ outcome }),
+      capture: (kind) => captures.inc({ kind }),
+      tlsReload: (result) => reloads.inc({ result }),
     };
   }
 

@@ -27,10 +27,13 @@ import {
   type PutRequest,
   type SessionServiceServer,
   type TouchRequest,
+  type TlsResumptionSettings,
   type UpdateCartRequest,
   type WatchEvent,
   type WatchRequest,
+  type WatchTlsResumptionRequest,
 } from '../../src/gen/baton/v1/session';
+import type { TlsResumptionFeed } from '../../src/capture/tls-resumption-source';
 import type { SessionApi } from '../../src/core/session-api';
 import { encodeToBuffer } from '../../src/wire/proto-writer';
 import { checkSessionId } from '../../src/wire/validation';
@@ -45,6 +48,8 @@ const MAX_WATCH_BACKLOG = 10_000;
 const MAX_WATCH_BACKLOG_BYTES = 16 * 1024 * 1024;
 /** What an event costs beyond its session id and value, as counted against that bound. */
 const WATCH_EVENT_OVERHEAD = 64;
+/** Settings messages a TLS resumption watcher may leave unread (one per rotation is the normal rate). */
+const MAX_TLS_SETTINGS_BACKLOG = 64;
 /** Operations of an Exchange stream answered per message (one slice per event-loop turn). */
 export const EXCHANGE_SLICE_OPS = 16;
 /** Operations an Exchange stream may have read and not yet run before it stops reading. */
@@ -86,6 +91,10 @@ export function sessionServiceDefinition(scanner: RequestScanner) {
     touch: { ...s.touch, requestDeserialize: guarded(s.touch, 'baton.v1.TouchRequest', scanner, same) },
     watch: { ...s.watch, requestDeserialize: guarded(s.watch, 'baton.v1.WatchRequest', scanner, same) },
     updateCart: { ...s.updateCart, requestDeserialize: guarded(s.updateCart, 'baton.v1.UpdateCartRequest', scanner, same) },
+    watchTlsResumption: {
+      ...s.watchTlsResumption,
+      requestDeserialize: guarded(s.watchTlsResumption, 'baton.v1.WatchTlsResumptionRequest', scanner, same),
+    },
     exchange: {
       ...s.exchange,
       requestDeserialize: guarded(s.exchange, 'baton.v1.ExchangeRequest', scanner, (request, bytes) => new ReceivedExchange(request, bytes)),
@@ -114,6 +123,7 @@ export class SessionServiceHandlers {
   private readonly streams = new Set<{ end(): void }>();
   private draining = false;
   private readonly watchBacklogBytes: number;
+  private tlsFeed: TlsResumptionFeed | undefined;
 
   constructor(
     private readonly api: SessionApi,
@@ -126,6 +136,11 @@ export class SessionServiceHandlers {
     this.watchBacklogBytes = Math.max(1024 * 1024, Math.min(MAX_WATCH_BACKLOG_BYTES, Math.floor(maxMemoryBytes / 16)));
   }
 
+  /** Where WatchTlsResumption reads the settings from (the node's ticket key keeper). */
+  serveTlsResumption(feed: TlsResumptionFeed): void {
+    this.tlsFeed = feed;
+  }
+
   /** The implementation object for server.addService. */
   implementation(): SessionServiceServer {
     return {
@@ -135,6 +150,7 @@ export class SessionServiceHandlers {
       delete: (call, callback) => this.unary('delete', call, callback, (r: DeleteRequest, now) => this.api.delete(r, now)),
       touch: (call, callback) => this.unary('touch', call, callback, (r: TouchRequest, now) => this.api.touch(r, now)),
       watch: (call) => this.watch(call),
+      watchTlsResumption: (call) => this.watchTlsResumption(call),
       exchange: (call) => this.exchange(call),
       updateCart: (call, callback) =>
         this.unary('update_cart', call, callback, (r: UpdateCartRequest, now) => this.api.updateCart(r, now, deadlineOf(call.getDeadline()))),
@@ -446,6 +462,59 @@ export class SessionServiceHandlers {
     call.on('error', finish);
     // Headers go out now, so a client can wait for them to know the watch is registered.
     call.sendMetadata(new Metadata());
+  }
+
+  /**
+   * Streams the TLS resumption settings: the current ones at once (or as soon as the node
+   * holds the cluster's keys), then every change. Ended on drain like Watch.
+   */
+  private watchTlsResumption(call: ServerWritableStream<WatchTlsResumptionRequest, TlsResumptionSettings>): void {
+    const request: unknown = call.request;
+    if (request instanceof RefusedRequest) {
+      this.metrics.requestsRefused.inc();
+      call.emit('error', { code: request.code, details: request.details });
+      return;
+    }
+    const feed = this.tlsFeed;
+    if (feed === undefined) {
+      call.emit('error', { code: status.UNIMPLEMENTED, details: 'this node serves no TLS resumption settings' });
+      return;
+    }
+    if (this.draining) {
+      call.emit('error', { code: status.UNAVAILABLE, details: 'the node is shutting down' });
+      return;
+    }
+    let done = false;
+    const send = (settings: TlsResumptionSettings) => {
+      if (done) return;
+      if (call.writableLength >= MAX_TLS_SETTINGS_BACKLOG) {
+        finish();
+        call.emit('error', { code: status.RESOURCE_EXHAUSTED, details: 'the watcher reads too slowly; watch again' });
+        return;
+      }
+      call.write(settings);
+    };
+    const unsubscribe = feed.subscribe(send);
+    const entry = {
+      end: () => {
+        if (done) return;
+        finish();
+        call.end();
+      },
+    };
+    const finish = () => {
+      if (done) return;
+      done = true;
+      unsubscribe();
+      this.streams.delete(entry);
+    };
+    this.streams.add(entry);
+    call.on('cancelled', finish);
+    call.on('close', finish);
+    call.on('error', finish);
+    call.sendMetadata(new Metadata());
+    const current = feed.current();
+    if (current !== undefined) send(current);
   }
 }
 

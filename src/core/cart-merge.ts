@@ -199,6 +199,8 @@ export interface CartUpdateResult {
   changes: LocalChange[];
   /** Version of the Put (or of the delete when only items were removed); 0 = nothing written. */
   version: number;
+  /** The session as the update left it (undefined: this node holds none), to answer and replicate from. */
+  session: StoredSession | undefined;
 }
 
 /**
@@ -213,19 +215,23 @@ export function applyCartUpdate(
   limits: RequestLimits,
   now: number,
 ): CartUpdateResult {
-  const plan = planCartUpdate(store.get(sessionId, now), operations, limits);
+  let session = store.get(sessionId, now);
+  const plan = planCartUpdate(session, operations, limits);
   const changes: LocalChange[] = [];
   let version = 0;
   if (plan.puts.size > 0) {
     const writes = [...plan.puts].map(([name, value]) => ({ name, value }));
     checkPartWrites(writes, limits);
-    version = store.put(sessionId, writes, ttlMs, now).version;
+    const stored = store.put(sessionId, writes, ttlMs, now);
+    version = stored.version;
+    session = stored.session;
     for (const w of writes) changes.push({ kind: 'put', name: w.name, value: w.value, version });
   }
   if (plan.removes.size > 0) {
     const names = [...plan.removes];
     store.delete(sessionId, names, now);
-    const session = store.get(sessionId, now);
+    // The delete's version is on the part tombstones it left.
+    session = store.get(sessionId, now);
     if (session !== undefined) {
       forEachPart(session, (name, value, partVersion) => {
         if (value === null && plan.removes.has(name)) {
@@ -235,5 +241,5 @@ export function applyCartUpdate(
       });
     }
   }
-  return { changes, version };
+  return { changes, version, session };
 }

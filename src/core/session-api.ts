@@ -68,8 +68,11 @@ export interface ResumeObserver {
 export const DEFAULT_SYNC_TIMEOUT_MS = 5000;
 
 export class SessionApi {
-  /** Resumes in progress by session id: concurrent resumes of one session share one fetch. */
-  private readonly resuming = new Map<string, Promise<void>>();
+  /**
+   * Resumes in progress by session id: concurrent resumes of one session share one fetch.
+   * Each resolves with the node that owned the session before this one claimed it.
+   */
+  private readonly resuming = new Map<string, Promise<string | undefined>>();
 
   constructor(
     private readonly store: SessionStore,
@@ -95,11 +98,11 @@ export class SessionApi {
       value: p.value,
       ifVersion: p.ifVersion === undefined ? undefined : Number(p.ifVersion),
     }));
-    const { version } = this.store.put(request.sessionId, writes, request.ttlSeconds * 1000, now);
+    const { version, session } = this.store.put(request.sessionId, writes, request.ttlSeconds * 1000, now);
     const v = BigInt(version);
     const versions = request.parts.map((p) => ({ name: p.name, version: v }));
-    const ticket = this.replicate(request.sessionId, request.parts.map((p) => ({ kind: 'put' as const, name: p.name, value: p.value, version })), now);
-    return this.answerWrite(request.sessionId, ticket, needed, now, deadline, (replicasAcked) => ({ versions, replicasAcked }));
+    const ticket = this.replicator?.replicate(session, request.parts.map((p) => ({ kind: 'put' as const, name: p.name, value: p.value, version })), now);
+    return this.answerWrite(session.owner, ticket, needed, deadline, (replicasAcked) => ({ versions, replicasAcked }));
   }
 
   /**
@@ -111,19 +114,19 @@ export class SessionApi {
     checkTtlSeconds(request.ttlSeconds);
     const needed = request.minReplicas;
     if (needed > 0) this.checkReplicasPossible(request.sessionId, needed);
-    const { changes, version } = applyCartUpdate(this.store, request.sessionId, request.operations, request.ttlSeconds * 1000, this.config, now);
-    const ticket = changes.length === 0 ? undefined : this.replicate(request.sessionId, changes, now);
-    const answer = (replicasAcked: number): UpdateCartResponse => ({
-      cart: assembleCart(this.store.get(request.sessionId, now)),
-      version: BigInt(version),
-      replicasAcked,
-    });
+    const { changes, version, session } = applyCartUpdate(this.store, request.sessionId, request.operations, request.ttlSeconds * 1000, this.config, now);
+    const ticket = changes.length === 0 || session === undefined ? undefined : this.replicator?.replicate(session, changes, now);
+    const cart = assembleCart(session);
+    const answer = (replicasAcked: number): UpdateCartResponse => ({ cart, version: BigInt(version), replicasAcked });
     if (changes.length === 0) return answer(0);
-    return this.answerWrite(request.sessionId, ticket, needed, now, deadline, answer);
+    return this.answerWrite(session?.owner, ticket, needed, deadline, answer);
   }
 
-  /** Answers a write: at once (after back-pressure) or once `needed` secondaries acknowledged. */
-  private answerWrite<T>(sessionId: string, ticket: number | undefined, needed: number, now: number, deadline: number, answer: (acked: number) => T): T | Promise<T> {
+  /**
+   * Answers a write: at once (after back-pressure) or once `needed` secondaries acknowledged.
+   * `owner`: the written session's owner, named when too few acknowledged.
+   */
+  private answerWrite<T>(owner: string | undefined, ticket: number | undefined, needed: number, deadline: number, answer: (acked: number) => T): T | Promise<T> {
     if (needed === 0) {
       // A writer faster than its secondaries gets its answers at their pace, rather than
       // a replication queue that grows until it must be flooded out.
@@ -131,7 +134,6 @@ export class SessionApi {
       return room === undefined ? answer(0) : room.then(() => answer(0));
     }
     if (ticket === undefined) throw new UnavailableError(`0 of ${needed} secondaries acknowledged: none is live`);
-    const owner = this.store.get(sessionId, now)?.owner;
     return this.replicator!.waitForAcks(ticket, needed, deadline).then((acked) => {
       if (acked < needed) {
         const elsewhere =
@@ -183,16 +185,36 @@ export class SessionApi {
       this.observer?.resumed('local', 0);
       return this.answerGet(session, request);
     }
+    return this.resumeFromPeers(request, session?.owner, deadline, now).then((r) => r.response);
+  }
+
+  /**
+   * A Get with resume that also says which node owned the session before this one claimed
+   * it (`previousOwner`; undefined when this node already owned it or nobody held it). The
+   * capture proxy passes it on to the web server.
+   */
+  resumeSession(request: GetRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): Promise<{ response: GetResponse; previousOwner: string | undefined }> {
+    checkSessionId(request.sessionId);
+    checkPartNames(request.parts, this.config);
+    const session = this.store.get(request.sessionId, now);
+    if (this.replicator === undefined || (session !== undefined && session.owner === this.store.config.nodeId)) {
+      if (this.replicator !== undefined) this.observer?.resumed('local', 0);
+      return Promise.resolve({ response: this.answerGet(session, request), previousOwner: undefined });
+    }
+    return this.resumeFromPeers(request, session?.owner, deadline, now);
+  }
+
+  private resumeFromPeers(request: GetRequest, knownOwner: string | undefined, deadline: number, now: number): Promise<{ response: GetResponse; previousOwner: string | undefined }> {
     const started = now;
     let resume = this.resuming.get(request.sessionId);
     if (resume === undefined) {
-      resume = this.resume(request.sessionId, session?.owner, deadline, now).finally(() => this.resuming.delete(request.sessionId));
+      resume = this.resume(request.sessionId, knownOwner, deadline, now).finally(() => this.resuming.delete(request.sessionId));
       this.resuming.set(request.sessionId, resume);
     }
-    return resume.then(() => {
+    return resume.then((previousOwner) => {
       const resumed = this.store.get(request.sessionId, this.clock());
       this.observer?.resumed(resumed === undefined ? 'not_found' : 'peer', (this.clock() - started) / 1000);
-      return this.answerGet(resumed, request);
+      return { response: this.answerGet(resumed, request), previousOwner };
     });
   }
 
@@ -201,7 +223,8 @@ export class SessionApi {
     return { found: true, session: toProtoSession(session, request.parts) };
   }
 
-  private async resume(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<void> {
+  /** Fetches, merges and claims; resolves with the owner before the claim (undefined: no claim made). */
+  private async resume(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<string | undefined> {
     const replicator = this.replicator!;
     const copies = await replicator.fetchFromPeers(sessionId, knownOwner, deadline, now);
     now = this.clock();
@@ -211,11 +234,12 @@ export class SessionApi {
     }
     now = this.clock();
     const merged = this.store.get(sessionId, now);
-    if (merged === undefined || merged.owner === this.store.config.nodeId) return;
+    if (merged === undefined || merged.owner === this.store.config.nodeId) return undefined;
     const previousOwner = merged.owner;
     this.store.claim(sessionId, this.store.config.nodeId, now);
     replicator.replicateClaim(this.store.get(sessionId, now)!, previousOwner, now);
     this.observer?.claimed();
+    return previousOwner;
   }
 
   delete(request: DeleteRequest, now: number): DeleteResponse {

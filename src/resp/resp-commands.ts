@@ -93,7 +93,7 @@ export class RespCommands {
   private readonly startedAt: number;
 
   constructor(
-    private readonly api: SessionApi,
+    private readonly api: Pick<SessionApi, 'put' | 'get' | 'delete' | 'touch'>,
     private readonly store: RespStoreView,
     private readonly options: RespOptions,
     now: number,

@@ -63,6 +63,7 @@ export const PART_MESSAGE_FIELDS = {
     6: { name: 'created_at_unix_ms', kind: 'varint' },
     7: { name: 'lifetime_seconds', kind: 'varint' },
     8: { name: 'alpn_protocol', kind: 'string' },
+    9: { name: 'resumed', kind: 'varint' },
   },
   'baton.v1.AuthState': {
     1: { name: 'token', kind: 'string' },

@@ -30,6 +30,7 @@ function certificate(
   ca: boolean,
   validFrom: number,
   validTo: number,
+  altNames: readonly string[] = [],
 ): string {
   const cert = forge.pki.createCertificate();
   cert.publicKey = forge.pki.publicKeyFromPem(publicPem);
@@ -50,6 +51,9 @@ function certificate(
           { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
           { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
           { name: 'subjectKeyIdentifier' },
+          ...(altNames.length === 0
+            ? []
+            : [{ name: 'subjectAltName', altNames: altNames.map((n) => (/^[\d.]+$/.test(n) ? { type: 7, ip: n } : { type: 2, value: n })) }]),
         ],
   );
   cert.sign(forge.pki.privateKeyFromPem(issuer.keyPem), forge.md.sha256.create());
@@ -62,8 +66,11 @@ export function makeTestCa(name = 'test peer CA'): TestCa & { name: string } {
   return { name, keyPem: key.privatePem, certPem: certificate(name, key.publicPem, { name, keyPem: key.privatePem }, true, now - DAY_MS, now + 365 * DAY_MS) };
 }
 
-/** A leaf for `subject` issued by `ca`; `validTo` in ms since the epoch (default: a year on). */
-export function issueTestLeaf(ca: TestCa & { name: string }, subject: string, validTo = Date.now() + 365 * DAY_MS): TestLeaf {
+/**
+ * A leaf for `subject` issued by `ca`; `validTo` in ms since the epoch (default: a year on);
+ * `altNames` (DNS names and IPv4 addresses) for a server certificate clients verify by name.
+ */
+export function issueTestLeaf(ca: TestCa & { name: string }, subject: string, validTo = Date.now() + 365 * DAY_MS, altNames: readonly string[] = []): TestLeaf {
   const key = rsaKey();
-  return { keyPem: key.privatePem, certPem: certificate(subject, key.publicPem, { name: ca.name, keyPem: ca.keyPem }, false, Date.now() - DAY_MS, validTo) };
+  return { keyPem: key.privatePem, certPem: certificate(subject, key.publicPem, { name: ca.name, keyPem: ca.keyPem }, false, Date.now() - DAY_MS, validTo, altNames) };
 }

@@ -50,6 +50,8 @@ export interface TlsSessionState {
   lifetimeSeconds: number;
   /** ALPN protocol, e.g. "h2". */
   alpnProtocol: string;
+  /** Whether the handshake that made the connection was abbreviated (a resumption). */
+  resumed: boolean;
 }
 
 /** Part "auth": the user's authenticated identity. */
@@ -139,6 +141,7 @@ function createBaseTlsSessionState(): TlsSessionState {
     createdAtUnixMs: 0n,
     lifetimeSeconds: 0,
     alpnProtocol: "",
+    resumed: false,
   };
 }
 
@@ -170,6 +173,9 @@ export const TlsSessionState: MessageFns<TlsSessionState> = {
     }
     if (message.alpnProtocol !== "") {
       writer.uint32(66).string(message.alpnProtocol);
+    }
+    if (message.resumed !== false) {
+      writer.uint32(72).bool(message.resumed);
     }
     return writer;
   },
@@ -251,6 +257,14 @@ export const TlsSessionState: MessageFns<TlsSessionState> = {
             message.alpnProtocol = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.resumed = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -278,6 +292,7 @@ export const TlsSessionState: MessageFns<TlsSessionState> = {
       : 0n;
     message.lifetimeSeconds = object.lifetimeSeconds ?? 0;
     message.alpnProtocol = object.alpnProtocol ?? "";
+    message.resumed = object.resumed ?? false;
     return message;
   },
 };

@@ -232,6 +232,46 @@ export interface UpdateCartResponse {
   replicasAcked: number;
 }
 
+export interface WatchTlsResumptionRequest {
+}
+
+export interface TlsResumptionSettings {
+  /**
+   * The key to issue tickets with: 48 bytes (name 16, HMAC secret 16, AES key 16), the
+   * layout of Node's ticketKeys.
+   */
+  issueKey: Buffer;
+  /** Every key whose tickets are accepted (previous, issue and next), 48 bytes each. */
+  acceptKeys: Buffer[];
+  /** The sessionIdContext every server of the cluster sets (32 hex characters). */
+  sessionIdContext: string;
+  /**
+   * How long a TLS session stays resumable, in seconds (--tls-session-lifetime-seconds):
+   * the TTL of a TLS 1.2 session-ID entry and how long a retired key is still accepted.
+   */
+  sessionLifetimeSeconds: number;
+  /**
+   * False when this node keeps keys of its own (no cluster key on a peer channel that
+   * leaves loopback): sessions then resume only on the pod that began them.
+   */
+  clusterWide: boolean;
+}
+
+/**
+ * The cluster's ticket keys as baton stores them: the part "keys" of the system session
+ * "baton:tls-ticket-keys", written by one member and replicated like any session.
+ */
+export interface TlsTicketKeySet {
+  keys: TlsTicketKey[];
+}
+
+export interface TlsTicketKey {
+  /** 48 bytes: name, HMAC secret, AES key. */
+  key: Buffer;
+  /** Unix ms from which every node issues tickets with this key. */
+  activatesAtUnixMs: bigint;
+}
+
 function createBasePartWrite(): PartWrite {
   return { name: "", value: Buffer.alloc(0), ifVersion: undefined };
 }
@@ -2215,6 +2255,285 @@ export const UpdateCartResponse: MessageFns<UpdateCartResponse> = {
   },
 };
 
+function createBaseWatchTlsResumptionRequest(): WatchTlsResumptionRequest {
+  return {};
+}
+
+export const WatchTlsResumptionRequest: MessageFns<WatchTlsResumptionRequest> = {
+  encode(_: WatchTlsResumptionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchTlsResumptionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchTlsResumptionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<WatchTlsResumptionRequest>): WatchTlsResumptionRequest {
+    return WatchTlsResumptionRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<WatchTlsResumptionRequest>): WatchTlsResumptionRequest {
+    const message = createBaseWatchTlsResumptionRequest();
+    return message;
+  },
+};
+
+function createBaseTlsResumptionSettings(): TlsResumptionSettings {
+  return {
+    issueKey: Buffer.alloc(0),
+    acceptKeys: [],
+    sessionIdContext: "",
+    sessionLifetimeSeconds: 0,
+    clusterWide: false,
+  };
+}
+
+export const TlsResumptionSettings: MessageFns<TlsResumptionSettings> = {
+  encode(message: TlsResumptionSettings, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.issueKey.length !== 0) {
+      writer.uint32(10).bytes(message.issueKey);
+    }
+    for (const v of message.acceptKeys) {
+      writer.uint32(18).bytes(v!);
+    }
+    if (message.sessionIdContext !== "") {
+      writer.uint32(26).string(message.sessionIdContext);
+    }
+    if (message.sessionLifetimeSeconds !== 0) {
+      writer.uint32(32).uint32(message.sessionLifetimeSeconds);
+    }
+    if (message.clusterWide !== false) {
+      writer.uint32(40).bool(message.clusterWide);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TlsResumptionSettings {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTlsResumptionSettings();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.issueKey = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.acceptKeys.push(Buffer.from(reader.bytes()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sessionIdContext = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.sessionLifetimeSeconds = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.clusterWide = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<TlsResumptionSettings>): TlsResumptionSettings {
+    return TlsResumptionSettings.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TlsResumptionSettings>): TlsResumptionSettings {
+    const message = createBaseTlsResumptionSettings();
+    message.issueKey = object.issueKey ?? Buffer.alloc(0);
+    message.acceptKeys = object.acceptKeys?.map((e) => e) || [];
+    message.sessionIdContext = object.sessionIdContext ?? "";
+    message.sessionLifetimeSeconds = object.sessionLifetimeSeconds ?? 0;
+    message.clusterWide = object.clusterWide ?? false;
+    return message;
+  },
+};
+
+function createBaseTlsTicketKeySet(): TlsTicketKeySet {
+  return { keys: [] };
+}
+
+export const TlsTicketKeySet: MessageFns<TlsTicketKeySet> = {
+  encode(message: TlsTicketKeySet, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.keys) {
+      TlsTicketKey.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TlsTicketKeySet {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTlsTicketKeySet();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.keys.push(TlsTicketKey.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<TlsTicketKeySet>): TlsTicketKeySet {
+    return TlsTicketKeySet.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TlsTicketKeySet>): TlsTicketKeySet {
+    const message = createBaseTlsTicketKeySet();
+    message.keys = object.keys?.map((e) => TlsTicketKey.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseTlsTicketKey(): TlsTicketKey {
+  return { key: Buffer.alloc(0), activatesAtUnixMs: 0n };
+}
+
+export const TlsTicketKey: MessageFns<TlsTicketKey> = {
+  encode(message: TlsTicketKey, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key.length !== 0) {
+      writer.uint32(10).bytes(message.key);
+    }
+    if (message.activatesAtUnixMs !== 0n) {
+      if (BigInt.asIntN(64, message.activatesAtUnixMs) !== message.activatesAtUnixMs) {
+        throw new globalThis.Error("value provided for field message.activatesAtUnixMs of type int64 too large");
+      }
+      writer.uint32(16).int64(message.activatesAtUnixMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TlsTicketKey {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTlsTicketKey();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.activatesAtUnixMs = reader.int64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<TlsTicketKey>): TlsTicketKey {
+    return TlsTicketKey.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TlsTicketKey>): TlsTicketKey {
+    const message = createBaseTlsTicketKey();
+    message.key = object.key ?? Buffer.alloc(0);
+    message.activatesAtUnixMs = (object.activatesAtUnixMs !== undefined && object.activatesAtUnixMs !== null)
+      ? BigInt(object.activatesAtUnixMs)
+      : 0n;
+    return message;
+  },
+};
+
 /** SessionService stores, reads and watches sessions made of named parts. */
 export type SessionServiceService = typeof SessionServiceService;
 export const SessionServiceService = {
@@ -2295,6 +2614,23 @@ export const SessionServiceService = {
     responseSerialize: (value: UpdateCartResponse): Buffer => Buffer.from(UpdateCartResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): UpdateCartResponse => UpdateCartResponse.decode(value),
   },
+  /**
+   * WatchTlsResumption streams what a local TLS server needs to resume sessions that began
+   * on any pod: the cluster's ticket keys and the shared session id context. The first
+   * message comes once this node holds the cluster's keys, then one at every change
+   * (a rotation, a key added ahead, a retired key dropped).
+   */
+  watchTlsResumption: {
+    path: "/baton.v1.SessionService/WatchTlsResumption" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchTlsResumptionRequest): Buffer =>
+      Buffer.from(WatchTlsResumptionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchTlsResumptionRequest => WatchTlsResumptionRequest.decode(value),
+    responseSerialize: (value: TlsResumptionSettings): Buffer =>
+      Buffer.from(TlsResumptionSettings.encode(value).finish()),
+    responseDeserialize: (value: Buffer): TlsResumptionSettings => TlsResumptionSettings.decode(value),
+  },
 } as const;
 
 export interface SessionServiceServer extends UntypedServiceImplementation {
@@ -2319,6 +2655,13 @@ export interface SessionServiceServer extends UntypedServiceImplementation {
    * With no operations it only reads the cart.
    */
   updateCart: handleUnaryCall<UpdateCartRequest, UpdateCartResponse>;
+  /**
+   * WatchTlsResumption streams what a local TLS server needs to resume sessions that began
+   * on any pod: the cluster's ticket keys and the shared session id context. The first
+   * message comes once this node holds the cluster's keys, then one at every change
+   * (a rotation, a key added ahead, a retired key dropped).
+   */
+  watchTlsResumption: handleServerStreamingCall<WatchTlsResumptionRequest, TlsResumptionSettings>;
 }
 
 export interface SessionServiceClient extends Client {
@@ -2410,6 +2753,21 @@ export interface SessionServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UpdateCartResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * WatchTlsResumption streams what a local TLS server needs to resume sessions that began
+   * on any pod: the cluster's ticket keys and the shared session id context. The first
+   * message comes once this node holds the cluster's keys, then one at every change
+   * (a rotation, a key added ahead, a retired key dropped).
+   */
+  watchTlsResumption(
+    request: WatchTlsResumptionRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<TlsResumptionSettings>;
+  watchTlsResumption(
+    request: WatchTlsResumptionRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<TlsResumptionSettings>;
 }
 
 export const SessionServiceClient = makeGenericClientConstructor(

@@ -1,0 +1,93 @@
+/**
+ * In-process timing of the fan-out hot path's encoding: a write's deltas go to each of
+ * BENCH_FANOUT channels (secondaries), packed into Data datagrams. Two ways:
+ *   wrapped    (what the engine does) each delta is encoded once by the generated Delta
+ *              encoder, and every channel's datagram wraps those bytes (encodeData);
+ *   generated  every channel's datagram is encoded whole by the generated Datagram encoder
+ *              from Delta objects, so each delta is encoded again per channel.
+ * Shapes: 1 KiB and 256 B values, one delta per datagram (1,400-byte datagrams) and 48 per
+ * datagram (60,000-byte datagrams). Prints deltas/s per way and the ratio; median of
+ * BENCH_ROUNDS rounds of BENCH_DELTAS deltas. A figure to read, not a test.
+ *
+ * Run: npx tsc -p tsconfig.build.json && node dist/bench/delta-codec.js
+ */
+import { Datagram } from '../src/gen/baton/v1/wire';
+import { encodeData, encodeDelta, toDelta, type Change, type SessionStamp } from '../src/wire/delta-codec';
+import { encodeWith } from '../src/wire/proto-writer';
+
+const FANOUT = Number(process.env.BENCH_FANOUT ?? 3);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const DELTAS = Number(process.env.BENCH_DELTAS ?? 200_000);
+const SELF = 'node-a';
+const CHANNELS = Array.from({ length: FANOUT }, (_, i) => `node-${String.fromCharCode(98 + i)}`);
+
+function sessions(valueBytes: number): { session: SessionStamp; change: Change }[] {
+  return Array.from({ length: 1024 }, (_, i) => ({
+    session: { id: `session-${i.toString(16).padStart(24, '0')}`, owner: SELF, epoch: 1, expiresAt: 1_800_000_000_000, ttlMs: 1_800_000 },
+    change: { kind: 'put', name: 'cart', value: Buffer.alloc(valueBytes, i & 0xff), version: 1_000_000 + i },
+  }));
+}
+
+/** Returns total bytes produced (so the work cannot be optimised away). */
+function wrapped(input: ReturnType<typeof sessions>, perPacket: number, now: number): number {
+  let bytes = 0;
+  let seq = 1;
+  for (let i = 0; i < DELTAS; i += perPacket) {
+    const deltas: Uint8Array[] = [];
+    for (let j = 0; j < perPacket; j++) {
+      const { session, change } = input[(i + j) & 1023]!;
+      deltas.push(encodeDelta(session, change, SELF, now));
+    }
+    for (const channel of CHANNELS) bytes += encodeData(SELF, channel, { seq: seq, deltas, fragment: undefined, retransmit: false }, false).length;
+    seq++;
+  }
+  return bytes;
+}
+
+function generated(input: ReturnType<typeof sessions>, perPacket: number, now: number): number {
+  let bytes = 0;
+  let seq = 1;
+  for (let i = 0; i < DELTAS; i += perPacket) {
+    const deltas = [];
+    for (let j = 0; j < perPacket; j++) {
+      const { session, change } = input[(i + j) & 1023]!;
+      deltas.push(toDelta(session, change, SELF, now));
+    }
+    for (const channel of CHANNELS) {
+      const data = { targetNodeId: channel, seq: BigInt(seq), deltas, fragment: undefined, ackRequested: false, retransmit: false };
+      bytes += encodeWith((w) => Datagram.encode({ senderNodeId: SELF, body: { $case: 'data', data } }, w)).length;
+    }
+    seq++;
+  }
+  return bytes;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+function rate(run: () => number): number {
+  const rates: number[] = [];
+  run(); // warm-up
+  for (let r = 0; r < ROUNDS; r++) {
+    const start = process.hrtime.bigint();
+    run();
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    rates.push(DELTAS / seconds);
+  }
+  return median(rates);
+}
+
+const now = 1_700_000_000_000;
+console.log(`fan-out ${FANOUT}, ${DELTAS} deltas per round, median of ${ROUNDS} rounds (deltas written/s; each goes to ${FANOUT} channels)`);
+for (const valueBytes of [1024, 256]) {
+  const input = sessions(valueBytes);
+  for (const perPacket of [1, 48]) {
+    const a = rate(() => wrapped(input, perPacket, now));
+    const b = rate(() => generated(input, perPacket, now));
+    console.log(
+      `${String(valueBytes).padStart(4)} B values, ${String(perPacket).padStart(2)} per datagram: wrapped ${Math.round(a).toLocaleString('en')}/s, generated ${Math.round(b).toLocaleString('en')}/s, wrapped/generated ${(a / b).toFixed(2)}×`,
+    );
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * The capture proxy's options (--proxy-listen and what goes with it): part of the
+ * sidecar's one option table (config.ts spreads PROXY_OPTIONS into it), kept here so the
+ * table stays readable. checkProxyConfig runs once at start-up, after every value parsed:
+ * options that only make sense together are checked together, and the TLS files are read
+ * and loaded, so a bad certificate is a configuration error (exit 2), not a failure later.
+ */
+import { createSecureContext } from 'node:tls';
+import { ConfigError } from '../../src/wire/errors';
+import { isCookieName } from '../../src/capture/session-cookie';
+import type { Config, ListenAddress, OptionSpec } from './config';
+import { bad, envName, parseInteger, parseListen } from './option-parsing';
+
+/** Where the proxy forwards: a web server over HTTP or HTTPS, or over a Unix socket (HTTP). */
+export type ProxyUpstream =
+  | { kind: 'http' | 'https'; text: string; host: string; port: number }
+  | { kind: 'unix'; text: string; path: string };
+
+export interface ProxyConfig {
+  /** Where the capture proxy accepts clients: host:port; undefined = no proxy. */
+  proxyListen: ListenAddress | undefined;
+  /** The web server requests are forwarded to. */
+  proxyUpstream: ProxyUpstream | undefined;
+  /** Name of the cookie that carries the session id. */
+  sessionCookie: string;
+  /** PEM certificate (chain) and key the proxy presents; '' = not given. Re-read when they change. */
+  tlsCertFile: string;
+  tlsKeyFile: string;
+  /** PEM roots client certificates must chain to (mTLS); '' = no client certificates. */
+  tlsClientCaFile: string;
+  /** Make a self-signed certificate at start (development only). */
+  tlsSelfSigned: boolean;
+  /** Time a client has to send a request's headers, in ms. */
+  proxyHeaderTimeoutMs: number;
+  /** An idle client connection (nothing in flight) is closed after this long, in ms. */
+  proxyIdleTimeoutMs: number;
+  /** Time the web server has to start its answer (connect included), in ms; then 504. */
+  proxyUpstreamTimeoutMs: number;
+  /** Largest request header block accepted, in bytes; beyond it 431. */
+  proxyMaxHeaderBytes: number;
+  /** Largest request body forwarded, in bytes (from --proxy-max-body-mb); 0 = no limit. */
+  proxyMaxBodyBytes: number;
+}
+
+function parseUpstream(value: string, flag: string): ProxyUpstream | undefined {
+  if (value === '') return undefined;
+  if (value.startsWith('unix:')) {
+    const path = value.slice('unix:'.length);
+    if (path === '') throw bad(flag, value, 'expected unix:/path/to/socket');
+    return { kind: 'unix', text: value, path };
+  }
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw bad(flag, value, 'expected http://host:port, https://host:port or unix:/path');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw bad(flag, value, 'expected http://, https:// or unix:');
+  if ((url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.username !== '' || url.password !== '') {
+    throw bad(flag, value, 'give the web server as scheme://host:port, without a path, query or credentials');
+  }
+  const kind = url.protocol === 'https:' ? 'https' : 'http';
+  const port = url.port === '' ? (kind === 'https' ? 443 : 80) : Number(url.port);
+  return { kind, text: value, host: url.hostname.replace(/^\[|\]$/g, ''), port };
+}
+
+const timeout = (flag: string, key: keyof ProxyConfig, description: string, fallback: number): OptionSpec => ({
+  flag,
+  key,
+  valueName: 'ms',
+  description,
+  default: () => String(fallback),
+  parse: (v, f) => parseInteger(v, f, 100, 3_600_000),
+});
+
+export const PROXY_OPTIONS: readonly OptionSpec[] = [
+  {
+    flag: 'proxy-listen',
+    key: 'proxyListen',
+    valueName: 'addr',
+    description: 'capture proxy: accept clients on host:port and forward to --proxy-upstream (TLS with --tls-cert-file/--tls-key-file or --tls-self-signed); empty = off',
+    default: () => '',
+    parse: (v, flag) => (v === '' ? undefined : parseListen(v, flag, false)),
+  },
+  {
+    flag: 'proxy-upstream',
+    key: 'proxyUpstream',
+    valueName: 'url',
+    description: 'the web server the proxy forwards to: http://host:port, https://host:port or unix:/path',
+    default: () => '',
+    parse: parseUpstream,
+  },
+  {
+    flag: 'session-cookie',
+    key: 'sessionCookie',
+    valueName: 'name',
+    description: 'cookie that carries the session id (minted by the proxy when absent)',
+    default: () => 'baton_sid',
+    parse: (v, flag) => {
+      if (!isCookieName(v)) throw bad(flag, v, 'expected a cookie name (letters, digits and !#$%&\'*+-.^_`|~, at most 128)');
+      return v;
+    },
+  },
+  { flag: 'tls-cert-file', key: 'tlsCertFile', valueName: 'path', description: 'PEM certificate (chain) the proxy presents; re-read when the file changes', default: () => '', parse: (v) => v },
+  { flag: 'tls-key-file', key: 'tlsKeyFile', valueName: 'path', description: 'PEM private key of --tls-cert-file; re-read when the file changes', default: () => '', parse: (v) => v },
+  {
+    flag: 'tls-client-ca-file',
+    key: 'tlsClientCaFile',
+    valueName: 'path',
+    description: 'mTLS: PEM roots client certificates must chain to; clients without a valid certificate are refused, and the subject goes to the web server as x-baton-client-cert-subject',
+    default: () => '',
+    parse: (v) => v,
+  },
+  {
+    flag: 'tls-self-signed',
+    key: 'tlsSelfSigned',
+    valueName: undefined,
+    description: "the proxy makes itself a self-signed certificate for this node's names at start (development only; logged as a warning)",
+    default: () => 'false',
+    parse: (v, flag) => {
+      if (!['true', 'false', '1', '0', ''].includes(v)) throw bad(flag, v, 'expected true or false');
+      return v === 'true' || v === '1' || v === '';
+    },
+  },
+  timeout('proxy-header-timeout-ms', 'proxyHeaderTimeoutMs', "time a client has to send a request's headers; then 408 and the connection closes", 20_000),
+  timeout('proxy-idle-timeout-ms', 'proxyIdleTimeoutMs', 'a client connection with nothing in flight is closed after this long (keep-alive and HTTP/2)', 60_000),
+  timeout('proxy-upstream-timeout-ms', 'proxyUpstreamTimeoutMs', 'time the web server has to start its answer, connecting included; then 504', 60_000),
+  {
+    flag: 'proxy-max-header-bytes',
+    key: 'proxyMaxHeaderBytes',
+    valueName: 'bytes',
+    description: 'largest request header block the proxy accepts (431 beyond it)',
+    default: () => '16384',
+    parse: (v, flag) => parseInteger(v, flag, 1024, 1024 * 1024),
+  },
+  {
+    flag: 'proxy-max-body-mb',
+    key: 'proxyMaxBodyBytes',
+    valueName: 'MiB',
+    description: 'largest request body the proxy forwards (413 beyond it; 0 = no limit)',
+    default: () => '100',
+    parse: (v, flag) => parseInteger(v, flag, 0, 1 << 20) * 1024 * 1024,
+  },
+];
+
+function named(flag: string): string {
+  return `--${flag} (${envName(flag)})`;
+}
+
+/** Cross-checks the proxy's options and loads its TLS files once; throws ConfigError. */
+export function checkProxyConfig(config: Config, readFile: (path: string) => string): void {
+  const tlsGiven = [config.tlsCertFile, config.tlsKeyFile, config.tlsClientCaFile].some((p) => p !== '') || config.tlsSelfSigned;
+  if (config.proxyListen === undefined) {
+    if (config.proxyUpstream !== undefined || tlsGiven) {
+      throw new ConfigError(`${named('proxy-upstream')} and the --tls-* options belong to the capture proxy: set ${named('proxy-listen')} too`);
+    }
+    return;
+  }
+  if (config.proxyUpstream === undefined) throw new ConfigError(`${named('proxy-listen')} needs ${named('proxy-upstream')}: the web server to forward to`);
+  if ((config.tlsCertFile === '') !== (config.tlsKeyFile === '')) {
+    throw new ConfigError(`${named('tls-cert-file')} and ${named('tls-key-file')} go together`);
+  }
+  if (config.tlsSelfSigned && config.tlsCertFile !== '') {
+    throw new ConfigError(`${named('tls-self-signed')} and ${named('tls-cert-file')} exclude each other`);
+  }
+  if (config.tlsClientCaFile !== '' && config.tlsCertFile === '' && !config.tlsSelfSigned) {
+    throw new ConfigError(`${named('tls-client-ca-file')} needs TLS: set ${named('tls-cert-file')} and ${named('tls-key-file')}`);
+  }
+  const read = (flag: string, path: string) => {
+    try {
+      return readFile(path);
+    } catch (err) {
+      throw new ConfigError(`cannot read ${named(flag)} ${JSON.stringify(path)}: ${(err as Error).message}`);
+    }
+  };
+  const ca = config.tlsClientCaFile === '' ? undefined : read('tls-client-ca-file', config.tlsClientCaFile);
+  if (config.tlsCertFile !== '') {
+    const cert = read('tls-cert-file', config.tlsCertFile);
+    const key = read('tls-key-file', config.tlsKeyFile);
+    try {
+      createSecureContext({ cert, key });
+    } catch (err) {
+      throw new ConfigError(`${named('tls-cert-file')} and ${named('tls-key-file')} do not load as a PEM certificate and its key: ${(err as Error).message}`);
+    }
+  }
+  if (ca !== undefined) {
+    try {
+      createSecureContext({ ca });
+    } catch (err) {
+      throw new ConfigError(`${named('tls-client-ca-file')} does not load as PEM certificates: ${(err as Error).message}`);
+    }
+    if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw new ConfigError(`${named('tls-client-ca-file')} holds no PEM certificate`);
+  }
+}

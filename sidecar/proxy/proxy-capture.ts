@@ -1,0 +1,195 @@
+/**
+ * The capture side of one proxied request, between the sockets and the session store: which
+ * session the request belongs to (its cookie, resumed on this node; or a new id), what the
+ * request itself carries to capture (a bearer token, the client certificate, the TLS
+ * connection), what baton tells the web server, and what the web server's answer declares
+ * about the login. Everything is written to the session's `auth` and `tls` parts through
+ * the narrow ProxySessionStore. Nothing here reads or logs session contents beyond that.
+ *
+ * Rules:
+ * - a cookie naming a session no node holds gets a new id (so a client cannot choose one);
+ * - the `tls` part is written once per connection and session, not on every request;
+ * - a session's idle expiry is refreshed at most once per TOUCH_INTERVAL_MS per node, so an
+ *   active client keeps its session without a replicated touch on every request;
+ * - a write refused by the store (over a limit, say) is counted and logged, never fails
+ *   the request: the web server still answers.
+ */
+import { randomBytes } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Logger } from 'pino';
+import type { AuthState } from '../../src/gen/baton/v1/parts';
+import {
+  activeLogin,
+  applyDeclaration,
+  authDeclaration,
+  bearerToken,
+  decodeAuth,
+  encodeAuth,
+  withBearer,
+  withClientCert,
+  CLIENT_CERT_CLAIM,
+} from '../../src/capture/auth-capture';
+import { mintSessionId, SESSION_ID_BYTES, sessionIdFromCookies } from '../../src/capture/session-cookie';
+import { captureTls, encodeTls, type TlsConnectionFacts } from '../../src/capture/tls-capture';
+import type { SessionHeaders } from '../../src/capture/upstream-headers';
+import type { ProxySessionStore } from './proxy-sessions';
+import type { ProxyObserver } from './proxy-observer';
+
+/** A session's idle expiry is refreshed by the proxy at most this often, per node. */
+export const TOUCH_INTERVAL_MS = 60_000;
+/** Sessions whose last refresh time is remembered; the table is cleared when it is full. */
+const TOUCH_TABLE_LIMIT = 100_000;
+/** Sessions one connection remembers having written the `tls` part for. */
+const TLS_WRITTEN_LIMIT = 64;
+
+/** What the proxy knows about a client connection once its handshake is done. */
+export interface ConnectionCapture {
+  tls: TlsConnectionFacts | undefined;
+  /** The verified client certificate's subject (mTLS). */
+  clientCertSubject: string | undefined;
+  /** Sessions whose `tls` part this connection wrote. */
+  tlsWritten: Set<string>;
+}
+
+/** One request's session, from the request to the answer. */
+export interface RequestSession {
+  id: string;
+  minted: boolean;
+  auth: AuthState | undefined;
+  previousOwner: string | undefined;
+}
+
+export class ProxyCapture {
+  private readonly touched = new Map<string, number>();
+
+  constructor(
+    private readonly sessions: ProxySessionStore,
+    private readonly cookieName: string,
+    private readonly observer: ProxyObserver,
+    private readonly log: Logger,
+    private readonly random: (n: number) => Uint8Array = randomBytes,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  /**
+   * The request's session: resumed on this node, or new. Captures what the request carries
+   * and writes it before the request goes on. Rejects only when the session store cannot
+   * tell whether the session exists (its peers do not answer).
+   */
+  async open(headers: IncomingHttpHeaders, connection: ConnectionCapture): Promise<RequestSession> {
+    const cookie = sessionIdFromCookies(headers.cookie, this.cookieName);
+    let session: RequestSession | undefined;
+    if (cookie !== undefined) {
+      const resumed = await this.sessions.resume(cookie).catch((err: unknown) => {
+        this.observer.resume('unavailable');
+        throw err;
+      });
+      if (resumed.found) {
+        this.observer.resume(resumed.previousOwner === undefined ? 'local' : 'peer');
+        session = { id: cookie, minted: false, auth: decodeAuth(resumed.auth), previousOwner: resumed.previousOwner };
+      } else {
+        this.observer.resume('not_found');
+      }
+    }
+    if (session === undefined) {
+      session = { id: mintSessionId(this.random(SESSION_ID_BYTES)), minted: true, auth: undefined, previousOwner: undefined };
+      this.observer.capture('session_minted');
+    }
+    await this.captureRequest(session, headers, connection);
+    return session;
+  }
+
+  private async captureRequest(session: RequestSession, headers: IncomingHttpHeaders, connection: ConnectionCapture): Promise<void> {
+    const writes: { name: 'auth' | 'tls'; value: Uint8Array }[] = [];
+    let auth = session.auth;
+    const bearer = bearerToken(typeof headers.authorization === 'string' ? headers.authorization : undefined);
+    if (bearer?.kind === 'invalid') this.observer.capture('bearer_invalid');
+    else if (bearer !== undefined && auth?.token !== bearer.token) {
+      auth = withBearer(auth, bearer.token, bearer.claims);
+      this.observer.capture('bearer');
+    }
+    const subject = connection.clientCertSubject;
+    if (subject !== undefined && auth?.claims[CLIENT_CERT_CLAIM] !== subject) {
+      const next = withClientCert(auth, subject);
+      if (next !== undefined) {
+        auth = next;
+        this.observer.capture('client_cert');
+      }
+    }
+    // A new session is stored at once (an empty auth part at least), so the cookie the
+    // client gets back names a session every node can find.
+    if (auth !== session.auth || session.minted) {
+      session.auth = auth;
+      writes.push({ name: 'auth', value: encodeAuth(auth ?? emptyAuth()) });
+    }
+    if (connection.tls !== undefined && !connection.tlsWritten.has(session.id)) {
+      if (connection.tlsWritten.size >= TLS_WRITTEN_LIMIT) connection.tlsWritten.clear();
+      connection.tlsWritten.add(session.id);
+      writes.push({ name: 'tls', value: encodeTls(captureTls(connection.tls)) });
+      this.observer.capture('tls');
+    }
+    if (writes.length > 0) {
+      await this.write(session.id, writes);
+      this.touched.set(session.id, this.clock());
+    } else {
+      this.touchNowAndThen(session.id);
+    }
+  }
+
+  private touchNowAndThen(id: string): void {
+    const now = this.clock();
+    const last = this.touched.get(id);
+    if (last !== undefined && now - last < TOUCH_INTERVAL_MS) return;
+    if (this.touched.size >= TOUCH_TABLE_LIMIT) this.touched.clear();
+    this.touched.set(id, now);
+    try {
+      this.sessions.touch(id);
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'proxy: session touch refused');
+    }
+  }
+
+  /** What the web server is told about the session. */
+  upstreamHeaders(session: RequestSession, connection: ConnectionCapture): SessionHeaders {
+    const login = activeLogin(session.auth, this.clock());
+    return {
+      sessionId: session.id,
+      minted: session.minted,
+      resumedFrom: session.previousOwner,
+      authSubject: login?.subject,
+      authScopes: login?.scopes,
+      tlsResumed: connection.tls?.resumed,
+      clientCertSubject: connection.clientCertSubject,
+    };
+  }
+
+  /**
+   * Captures what the web server's answer declares (login, logout). The write is not
+   * awaited: the answer goes on while the part replicates.
+   */
+  answer(session: RequestSession, headers: IncomingHttpHeaders): void {
+    const declaration = authDeclaration(headers);
+    if (declaration === undefined) return;
+    if (declaration.kind === 'invalid') {
+      this.observer.capture('auth_invalid');
+      return;
+    }
+    session.auth = applyDeclaration(session.auth, declaration, this.clock());
+    this.observer.capture(declaration.kind);
+    void this.write(session.id, [{ name: 'auth', value: encodeAuth(session.auth) }]);
+  }
+
+  private async write(id: string, parts: { name: 'auth' | 'tls'; value: Uint8Array }[]): Promise<void> {
+    try {
+      await this.sessions.put(id, parts);
+    } catch (err) {
+      this.observer.capture('write_failed');
+      this.log.warn({ err: (err as Error).message, parts: parts.map((p) => p.name) }, 'proxy: a captured part was not stored');
+    }
+  }
+}
+
+function emptyAuth(): AuthState {
+  return decodeAuth(new Uint8Array(0))!;
+}
+

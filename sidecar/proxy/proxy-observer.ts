@@ -1,0 +1,45 @@
+/**
+ * What the capture proxy reports to the metrics (sidecar/metrics/metrics.ts builds the
+ * implementation). Every label value comes from the small sets below; no session id or
+ * content is ever a label.
+ */
+export type StatusClass = '1xx' | '2xx' | '3xx' | '4xx' | '5xx';
+export type ProxyProtocol = 'http/1.1' | 'h2';
+export type UpstreamErrorReason = 'connect' | 'timeout' | 'reset';
+export type ProxyResumeOutcome = 'local' | 'peer' | 'not_found' | 'unavailable';
+export type CaptureKind =
+  | 'session_minted'
+  | 'login'
+  | 'logout'
+  | 'auth_invalid'
+  | 'bearer'
+  | 'bearer_invalid'
+  | 'client_cert'
+  | 'tls'
+  | 'write_failed';
+
+export interface ProxyObserver {
+  /** One answered request (a 101 for an upgrade included). */
+  request(status: number, protocol: ProxyProtocol): void;
+  upstreamError(reason: UpstreamErrorReason): void;
+  resume(outcome: ProxyResumeOutcome): void;
+  capture(kind: CaptureKind): void;
+  tlsReload(result: 'ok' | 'error'): void;
+}
+
+export function statusClass(status: number): StatusClass {
+  if (status < 200) return '1xx';
+  if (status < 300) return '2xx';
+  if (status < 400) return '3xx';
+  if (status < 500) return '4xx';
+  return '5xx';
+}
+
+/** An observer that records nothing (tests, and nodes built without metrics). */
+export const NO_PROXY_OBSERVER: ProxyObserver = {
+  request: () => undefined,
+  upstreamError: () => undefined,
+  resume: () => undefined,
+  capture: () => undefined,
+  tlsReload: () => undefined,
+};

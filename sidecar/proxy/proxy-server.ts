@@ -1,0 +1,380 @@
+/**
+ * The capture proxy (--proxy-listen): accepts clients, terminates TLS, and forwards each
+ * request to the web server (--proxy-upstream) with the session headers ProxyCapture
+ * computes. HTTP/1.1 and HTTP/2 share one port: a TLS server offers both by ALPN and hands
+ * each connection to an HTTP/1.1 or an HTTP/2 server; without certificate options the
+ * proxy speaks plain HTTP/1.1.
+ *
+ * Rules:
+ * - bodies stream both ways, never buffered whole: the request is piped to the web server
+ *   (a body over --proxy-max-body-mb is refused 413, or cut off once it passes the limit),
+ *   the answer piped back; `Expect: 100-continue` is passed on and the web server's
+ *   100 Continue relayed; Upgrade (WebSocket) requests get the web server's socket
+ *   joined to the client's;
+ * - the web server down or not answering within --proxy-upstream-timeout-ms: 502 or 504
+ *   with a short body at once, never a hang;
+ * - on close: stop accepting, answer what is in flight (HTTP/1.1 answers say
+ *   `Connection: close`, HTTP/2 sessions get GOAWAY), close idle connections now and
+ *   everything left at the drain deadline.
+ */
+import * as http from 'node:http';
+import * as http2 from 'node:http2';
+import type { Socket } from 'node:net';
+import { Transform, type TransformCallback } from 'node:stream';
+import * as tls from 'node:tls';
+import type { Logger } from 'pino';
+import { appendSetCookie, clientResponseHeaders, upstreamRequestHeaders } from '../../src/capture/upstream-headers';
+import { sessionSetCookie } from '../../src/capture/session-cookie';
+import type { ListenAddress } from '../config/config';
+import type { ProxyConfig, ProxyUpstream } from '../config/proxy-options';
+import { listenOn } from '../net/listen';
+import { ProxyCapture, type ConnectionCapture, type RequestSession } from './proxy-capture';
+import type { ProxyObserver, ProxyProtocol } from './proxy-observer';
+import type { ProxySessionStore } from './proxy-sessions';
+import { selfSignedMaterial, selfSignedNames, readTlsFiles, TlsFileWatcher, type TlsMaterial } from './proxy-tls';
+import { Upstream } from './proxy-upstream';
+import { relayUpgrade } from './proxy-upgrade';
+
+export interface ProxyServerOptions {
+  config: ProxyConfig & { nodeId: string };
+  sessions: ProxySessionStore;
+  observer: ProxyObserver;
+  log: Logger;
+  /**
+   * TLS RESUMPTION HOOK: called once with the proxy's TLS server right after it is made and
+   * before it listens (not at all for plain HTTP). Cluster-wide ticket keys, the shared
+   * sessionIdContext and the TLS 1.2 session-ID cache attach here. A certificate rotation
+   * calls server.setSecureContext, which keeps the server's ticket keys.
+   */
+  onTlsServer?: (server: tls.Server) => void;
+}
+
+type Request = http.IncomingMessage | http2.Http2ServerRequest;
+
+/** Where a client socket keeps what its handshake told the proxy. */
+const CONNECTION_CAPTURE = Symbol('baton.proxy.connection');
+type CapturedSocket = Socket & { [CONNECTION_CAPTURE]?: ConnectionCapture };
+type Response = http.ServerResponse | http2.Http2ServerResponse;
+
+export class ProxyServer {
+  private readonly h1: http.Server;
+  private readonly h2: http2.Http2Server | undefined;
+  private readonly tlsServer: tls.Server | undefined;
+  private readonly upstream: Upstream;
+  private readonly capture: ProxyCapture;
+  private readonly h2Sessions = new Set<http2.Http2Session>();
+  private readonly upgraded = new Set<Socket>();
+  private readonly watcher: TlsFileWatcher | undefined;
+  private draining = false;
+  private closing: Promise<void> | undefined;
+
+  constructor(private readonly options: ProxyServerOptions) {
+    const config = options.config;
+    this.upstream = new Upstream(config.proxyUpstream as ProxyUpstream);
+    this.capture = new ProxyCapture(options.sessions, config.sessionCookie, options.observer, options.log);
+    this.h1 = http.createServer({
+      maxHeaderSize: config.proxyMaxHeaderBytes,
+      headersTimeout: config.proxyHeaderTimeoutMs,
+      // A long upload or download is not a slow client; the idle time-outs bound stalls.
+      requestTimeout: 0,
+      keepAliveTimeout: config.proxyIdleTimeoutMs,
+    });
+    this.h1.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.handle(req, res, 'http/1.1', false));
+    this.h1.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => this.handle(req, res, 'http/1.1', true));
+    this.h1.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => this.handleUpgrade(req, socket, head));
+    this.h1.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.clientError(err, socket));
+
+    const material = this.tlsMaterial();
+    if (material === undefined) return;
+    this.h2 = http2.createServer({ settings: { maxHeaderListSize: config.proxyMaxHeaderBytes }, maxSessionMemory: 16 });
+    this.h2.on('request', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => this.handle(req, res, 'h2', false));
+    this.h2.on('checkContinue', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => this.handle(req, res, 'h2', true));
+    this.h2.on('session', (session: http2.ServerHttp2Session) => {
+      this.h2Sessions.add(session);
+      session.once('close', () => this.h2Sessions.delete(session));
+      session.setTimeout(config.proxyIdleTimeoutMs, () => session.close());
+      if (this.draining) session.close();
+    });
+    this.tlsServer = tls.createServer({
+      ...secureContextOptions(material),
+      requestCert: material.ca !== undefined,
+      rejectUnauthorized: material.ca !== undefined,
+      ALPNProtocols: ['h2', 'http/1.1'],
+      handshakeTimeout: config.proxyHeaderTimeoutMs,
+      // Answers are written head and body apart: Nagle would hold the body for the head's ACK.
+      noDelay: true,
+    });
+    this.tlsServer.on('secureConnection', (socket: tls.TLSSocket) => this.secureConnection(socket));
+    this.tlsServer.on('tlsClientError', (err: Error) => options.log.debug({ err: err.message }, 'proxy: TLS handshake failed'));
+    if (config.tlsCertFile !== '') {
+      this.watcher = new TlsFileWatcher(
+        { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile, caFile: config.tlsClientCaFile },
+        (next) => this.tlsServer!.setSecureContext(secureContextOptions(next)),
+        options.log,
+        (result) => options.observer.tlsReload(result),
+      );
+    }
+    options.onTlsServer?.(this.tlsServer);
+  }
+
+  private tlsMaterial(): TlsMaterial | undefined {
+    const config = this.options.config;
+    if (config.tlsSelfSigned) {
+      const names = selfSignedNames(config.nodeId, config.proxyListen?.host);
+      const material = selfSignedMaterial(names);
+      this.options.log.warn({ names }, '--tls-self-signed: the proxy presents a self-signed certificate that clients cannot verify; for development only');
+      return config.tlsClientCaFile === '' ? material : { ...material, ca: readTlsFiles({ certFile: '', keyFile: '', caFile: config.tlsClientCaFile }).ca };
+    }
+    if (config.tlsCertFile === '') return undefined;
+    return readTlsFiles({ certFile: config.tlsCertFile, keyFile: config.tlsKeyFile, caFile: config.tlsClientCaFile });
+  }
+
+  /** Binds the proxy's address; resolves with the port. */
+  listen(address: ListenAddress): Promise<number> {
+    return listenOn(this.tlsServer ?? this.h1, address);
+  }
+
+  get tls(): boolean {
+    return this.tlsServer !== undefined;
+  }
+
+  private secureConnection(socket: tls.TLSSocket): void {
+    const facts = {
+      protocol: socket.getProtocol(),
+      cipher: socket.getCipher().standardName,
+      servername: (socket as tls.TLSSocket & { servername?: string | false }).servername,
+      alpnProtocol: socket.alpnProtocol,
+      session: socket.getSession(),
+      resumed: socket.isSessionReused(),
+      handshakeAtUnixMs: Date.now(),
+    };
+    const subject = socket.authorized ? certificateSubject(socket) : undefined;
+    (socket as CapturedSocket)[CONNECTION_CAPTURE] = { tls: facts, clientCertSubject: subject, tlsWritten: new Set() };
+    if (socket.alpnProtocol === 'h2') this.h2!.emit('connection', socket);
+    else this.h1.emit('connection', socket);
+  }
+
+  /** The client connection of a request (for HTTP/2, node's proxy of it, which reads its properties through). */
+  private connectionOf(req: Request): { socket: Socket; capture: ConnectionCapture } {
+    const socket = ('stream' in req ? req.stream.session?.socket : req.socket) as CapturedSocket;
+    let capture = socket[CONNECTION_CAPTURE];
+    if (capture === undefined) {
+      capture = { tls: undefined, clientCertSubject: undefined, tlsWritten: new Set() };
+      socket[CONNECTION_CAPTURE] = capture;
+    }
+    return { socket, capture };
+  }
+
+  private handle(req: Request, res: Response, protocol: ProxyProtocol, expectContinue: boolean): void {
+    res.once('finish', () => this.options.observer.request(res.statusCode, protocol));
+    void this.forward(req, res, protocol, expectContinue).catch((err: unknown) => {
+      this.options.log.debug({ err: (err as Error).message }, 'proxy: request failed');
+      this.fail(res, 503, 'baton: the session store is unavailable; try again\n');
+    });
+  }
+
+  private async forward(req: Request, res: Response, protocol: ProxyProtocol, expectContinue: boolean): Promise<void> {
+    const config = this.options.config;
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (config.proxyMaxBodyBytes > 0 && declared > config.proxyMaxBodyBytes) {
+      this.fail(res, 413, 'baton: request body too large\n');
+      return;
+    }
+    const { socket, capture } = this.connectionOf(req);
+    const session = await this.capture.open(req.headers, capture);
+    if (res.closed || res.destroyed) return;
+    const headers = upstreamRequestHeaders(req.headers, { remoteAddress: socket.remoteAddress, tls: this.tls }, this.capture.upstreamHeaders(session, capture), false);
+    if (expectContinue) headers.expect = '100-continue';
+    const upstreamReq = this.upstream.request(req.method ?? 'GET', req.url ?? '/', headers);
+    let answered = false;
+    const timer = setTimeout(() => {
+      this.options.observer.upstreamError('timeout');
+      upstreamReq.destroy();
+      this.fail(res, 504, 'baton: the web server did not answer in time\n');
+    }, config.proxyUpstreamTimeoutMs);
+    upstreamReq.on('continue', () => {
+      if (expectContinue && !res.headersSent) res.writeContinue();
+    });
+    upstreamReq.on('response', (upstreamRes: http.IncomingMessage) => {
+      answered = true;
+      clearTimeout(timer);
+      this.respond(res, upstreamRes, session, protocol);
+    });
+    upstreamReq.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      if (answered || res.headersSent) {
+        destroyResponse(res);
+        return;
+      }
+      if (err.message === BODY_TOO_LARGE) {
+        this.fail(res, 413, 'baton: request body too large\n');
+        return;
+      }
+      const refused = err.code === 'ECONNREFUSED' || err.code === 'ENOENT' || (err.code === 'ECONNRESET' && !upstreamReq.reusedSocket);
+      const reason = refused ? 'connect' : 'reset';
+      this.options.observer.upstreamError(reason);
+      this.fail(res, 502, 'baton: the web server is unavailable\n');
+    });
+    res.once('close', () => {
+      clearTimeout(timer);
+      if (!res.writableFinished) upstreamReq.destroy();
+    });
+    const limit = config.proxyMaxBodyBytes;
+    (req as NodeJS.ReadableStream).pipe(limit > 0 ? new BodyLimit(limit, upstreamReq) : upstreamReq);
+  }
+
+  private respond(res: Response, upstreamRes: http.IncomingMessage, session: RequestSession, protocol: ProxyProtocol): void {
+    this.capture.answer(session, upstreamRes.headers);
+    const headers = clientResponseHeaders(upstreamRes.headers);
+    if (session.minted) appendSetCookie(headers, sessionSetCookie(this.options.config.sessionCookie, session.id, this.tls));
+    if (this.draining && protocol === 'http/1.1') headers.connection = 'close';
+    try {
+      (res as http.ServerResponse).writeHead(upstreamRes.statusCode ?? 502, headers);
+    } catch (err) {
+      // A header HTTP/2 cannot carry, or a value Node refuses: the answer cannot be relayed.
+      this.options.log.debug({ err: (err as Error).message }, 'proxy: answer headers refused');
+      upstreamRes.destroy();
+      this.fail(res, 502, 'baton: the web server answered with headers that cannot be relayed\n');
+      return;
+    }
+    upstreamRes.on('error', () => destroyResponse(res));
+    upstreamRes.pipe(res as NodeJS.WritableStream);
+  }
+
+  private fail(res: Response, status: number, body: string): void {
+    if (res.headersSent) {
+      destroyResponse(res);
+      return;
+    }
+    const headers: http.OutgoingHttpHeaders = { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) };
+    if ('req' in res && res.req?.httpVersion !== '2.0') headers.connection = 'close';
+    try {
+      (res as http.ServerResponse).writeHead(status, headers);
+      res.end(body);
+    } catch {
+      destroyResponse(res);
+    }
+  }
+
+  private handleUpgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
+    this.upgraded.add(socket);
+    socket.once('close', () => this.upgraded.delete(socket));
+    socket.on('error', () => socket.destroy());
+    if (this.draining) {
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      return;
+    }
+    const { capture } = this.connectionOf(req);
+    void this.capture.open(req.headers, capture).then(
+      (session) => {
+        const headers = upstreamRequestHeaders(req.headers, { remoteAddress: socket.remoteAddress, tls: this.tls }, this.capture.upstreamHeaders(session, capture), true);
+        const cookie = session.minted ? sessionSetCookie(this.options.config.sessionCookie, session.id, this.tls) : undefined;
+        relayUpgrade({
+          upstreamReq: this.upstream.request(req.method ?? 'GET', req.url ?? '/', headers),
+          client: socket,
+          head,
+          timeoutMs: this.options.config.proxyUpstreamTimeoutMs,
+          answered: (status, upstreamHeaders) => {
+            this.capture.answer(session, upstreamHeaders);
+            this.options.observer.request(status, 'http/1.1');
+            const out = clientResponseHeaders(upstreamHeaders);
+            if (cookie !== undefined) appendSetCookie(out, cookie);
+            if (status === 101) {
+              out.connection = 'upgrade';
+              if (upstreamHeaders.upgrade !== undefined) out.upgrade = upstreamHeaders.upgrade;
+            }
+            return out;
+          },
+          upstreamError: (reason) => this.options.observer.upstreamError(reason),
+        });
+      },
+      () => {
+        this.options.observer.request(503, 'http/1.1');
+        socket.end('HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      },
+    );
+  }
+
+  private clientError(err: NodeJS.ErrnoException, socket: Socket): void {
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+  }
+
+  /**
+   * Stops accepting, lets requests in flight finish within `timeoutMs`, closes idle
+   * connections now and everything still open at the deadline. Idempotent.
+   */
+  close(timeoutMs: number): Promise<void> {
+    this.closing ??= this.doClose(timeoutMs);
+    return this.closing;
+  }
+
+  private doClose(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    this.watcher?.stop();
+    const listening: http.Server | tls.Server = this.tlsServer ?? this.h1;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.h1.closeAllConnections();
+        for (const session of this.h2Sessions) session.destroy();
+        for (const socket of this.upgraded) socket.destroy();
+      }, Math.max(0, timeoutMs));
+      listening.close(() => {
+        clearTimeout(timer);
+        this.upstream.close();
+        resolve();
+      });
+      if (listening !== this.h1) this.h1.close();
+      this.h1.closeIdleConnections();
+      for (const session of this.h2Sessions) session.close();
+    });
+  }
+}
+
+const BODY_TOO_LARGE = 'request body over --proxy-max-body-mb';
+
+/** Passes a request body on and fails the upstream request once it passes `limit` bytes. */
+class BodyLimit extends Transform {
+  private seen = 0;
+
+  constructor(
+    private readonly limit: number,
+    target: http.ClientRequest,
+  ) {
+    super();
+    this.pipe(target);
+    this.on('error', (err) => target.destroy(err));
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.seen += chunk.length;
+    if (this.seen > this.limit) callback(new Error(BODY_TOO_LARGE));
+    else callback(null, chunk);
+  }
+}
+
+function secureContextOptions(material: TlsMaterial): tls.SecureContextOptions {
+  return material.ca === undefined ? { cert: material.cert, key: material.key } : { cert: material.cert, key: material.key, ca: material.ca };
+}
+
+function destroyResponse(res: Response): void {
+  if ('stream' in res) res.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+  else res.destroy();
+}
+
+/**
+ * The verified client certificate's subject as one line ("CN=alice, O=Shop"): characters
+ * outside printable ASCII are written \XX (RFC 4514 style) so the value is a valid header.
+ */
+function certificateSubject(socket: tls.TLSSocket): string | undefined {
+  const subject = socket.getPeerX509Certificate()?.subject;
+  if (subject === undefined || subject === '') return undefined;
+  const line = subject.split('\n').join(', ');
+  return Array.from(Buffer.from(line, 'utf8'))
+    .map((b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\${b.toString(16).toUpperCase().padStart(2, '0')}`))
+    .join('');
+}

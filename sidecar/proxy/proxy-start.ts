@@ -1,0 +1,31 @@
+/**
+ * The node's one call into the capture proxy: builds it from the configuration, the
+ * node's SessionApi and metrics when --proxy-listen is set, and binds it. Kept here so
+ * the node's own file only constructs, starts and stops it.
+ */
+import type { Logger } from 'pino';
+import type { SessionApi } from '../../src/core/session-api';
+import type { Config } from '../config/config';
+import type { SidecarMetrics } from '../metrics/metrics';
+import { ProxyServer, type ProxyServerOptions } from './proxy-server';
+import { sessionApiStore } from './proxy-sessions';
+
+export { ProxyServer, type ProxyServerOptions };
+
+export async function startProxy(
+  config: Config,
+  sessionApi: SessionApi,
+  metrics: SidecarMetrics,
+  log: Logger,
+  onTlsServer: ProxyServerOptions['onTlsServer'],
+): Promise<{ server: ProxyServer; port: number } | undefined> {
+  const address = config.proxyListen;
+  if (address === undefined) return undefined;
+  const server = new ProxyServer({ config, sessions: sessionApiStore(sessionApi), observer: metrics.proxyObserver(), log, onTlsServer });
+  // A bind failure rejects with the bind error; the node names --proxy-listen in it.
+  const port = await server.listen(address).catch(async (err: unknown) => {
+    await server.close(0);
+    throw err;
+  });
+  return { server, port };
+}

@@ -1,0 +1,41 @@
+/**
+ * The web server the proxy forwards to, over a keep-alive pool: node's http.Agent (or
+ * https.Agent) with keepAlive, so requests reuse idle connections instead of connecting
+ * each time. A Unix socket upstream speaks HTTP/1.1 over the socket path.
+ */
+import * as http from 'node:http';
+import * as https from 'node:https';
+import type { ProxyUpstream } from '../config/proxy-options';
+
+/** Idle upstream connections kept per pool. */
+const MAX_FREE_SOCKETS = 256;
+
+/**
+ * A pooled connection idle this long is closed by baton (ms): below the 5 s keep-alive
+ * time-out of Node's own HTTP server, so baton rarely sends a request on a connection the
+ * web server is closing at that moment (which fails as a reset, answered 502).
+ */
+const IDLE_SOCKET_MS = 4000;
+
+export class Upstream {
+  private readonly agent: http.Agent;
+
+  constructor(private readonly target: ProxyUpstream) {
+    const options: http.AgentOptions = { keepAlive: true, maxFreeSockets: MAX_FREE_SOCKETS, scheduling: 'lifo', timeout: IDLE_SOCKET_MS };
+    this.agent = target.kind === 'https' ? new https.Agent(options) : new http.Agent(options);
+  }
+
+  /** Starts a request to the web server; the caller writes the body and ends it. */
+  request(method: string, path: string, headers: http.OutgoingHttpHeaders): http.ClientRequest {
+    const target = this.target;
+    const options: http.RequestOptions = { method, path, headers, agent: this.agent };
+    if (target.kind === 'unix') return http.request({ ...options, socketPath: target.path });
+    const address = { ...options, host: target.host, port: target.port };
+    return target.kind === 'https' ? https.request({ ...address, servername: /^[\d.]+$|:/.test(target.host) ? undefined : target.host }) : http.request(address);
+  }
+
+  /** Closes every pooled connection: call once no request is in flight. */
+  close(): void {
+    this.agent.destroy();
+  }
+}

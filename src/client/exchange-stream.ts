@@ -1,0 +1,304 @@
+/**
+ * One Exchange stream to the sidecar and the calls riding on it.
+ *
+ * Rules and invariants:
+ * - Calls arrive encoded; calls made in the same tick are queued and written together,
+ *   batched (ExchangeRequest field 15), in one corked flush on process.nextTick. Writing
+ *   stops when write() returns false and resumes on 'drain'; at most maxQueued calls wait to
+ *   be written, later ones are refused (RESOURCE_EXHAUSTED).
+ * - Every call settles exactly once: by its answer, an OperationError, its deadline (counted
+ *   from the call, queueing included), or the end of the stream. An answer that comes after
+ *   the deadline is dropped. Deadlines share one timer per stream: calls are grouped by
+ *   deadline length, so each group expires in the order its calls were made and only the
+ *   head of each group needs watching (a timer per call was a tenth of the client's CPU at
+ *   70k calls/s).
+ * - When the stream ends its calls are rejected, never resent (the sidecar may have applied
+ *   them; the error says whether a call had been sent). Once ended it stays ended.
+ */
+import { status as Status, type ClientDuplexStream, type StatusObject } from '@grpc/grpc-js';
+import type { ExchangeRequest, ExchangeResponse } from '../gen/baton/v1/session';
+import { BatonClientError, fromOperationError, streamFailureCode } from './client-errors';
+
+export type Op = NonNullable<ExchangeRequest['op']>;
+export type OpKind = Op['$case'];
+export type OpResult = Exclude<NonNullable<ExchangeResponse['result']>, { $case: 'error' }>;
+export type ResultOf<K extends OpKind> = Extract<OpResult, { $case: K }>;
+
+interface PendingCall {
+  readonly requestId: bigint;
+  readonly kind: OpKind;
+  /** Encoded request until it is handed to the stream. */
+  bytes: Buffer | undefined;
+  state: 'queued' | 'sent' | 'settled';
+  /** performance.now() at which the call fails with DEADLINE_EXCEEDED. */
+  readonly expiresAt: number;
+  readonly deadlineMs: number;
+  resolve(result: OpResult): void;
+  reject(error: BatonClientError): void;
+}
+
+/** Most operations, and bytes, in one batched ExchangeRequest. */
+const MAX_BATCH_OPS = 256;
+const MAX_BATCH_BYTES = 1024 * 1024;
+
+/** Field 15 (ExchangeRequest.batch), length-delimited: the tag and the length varint. */
+function batchFieldHeader(length: number): Buffer {
+  const bytes = [0x7a];
+  while (length > 0x7f) {
+    bytes.push((length & 0x7f) | 0x80);
+    length >>>= 7;
+  }
+  bytes.push(length);
+  return Buffer.from(bytes);
+}
+
+/**
+ * One Exchange call and the calls riding on it. Calls may be queued before the call exists
+ * (the client is waiting for a backoff or for the channel); they are written once it is
+ * attached. Once ended it stays ended; the client opens another.
+ */
+export class ExchangeStream {
+  ended = false;
+  /** waiting: for the backoff timer; connecting: for the channel; open: attached to a gRPC call. */
+  phase: 'waiting' | 'connecting' | 'open' = 'waiting';
+  private call: ClientDuplexStream<Buffer, ExchangeResponse> | undefined;
+  /** Whether the sidecar answered anything on this stream (then it was no failed attempt). */
+  private answered = false;
+  /** Every unsettled call of this stream, queued or sent. */
+  private readonly pending = new Map<bigint, PendingCall>();
+  /** The same calls by deadline length, each group in the order the calls were made. */
+  private readonly byDeadline = new Map<number, Set<PendingCall>>();
+  /** The one deadline timer, set for the earliest head of a group (timerAt). */
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+  /** Calls not yet written, from queueHead on; settled ones are skipped when flushing. */
+  private queue: (PendingCall | undefined)[] = [];
+  private queueHead = 0;
+  private queuedCount = 0;
+  private flushScheduled = false;
+  private awaitingDrain = false;
+
+  constructor(
+    private readonly maxQueued: number,
+    /** Called once when the stream ends, with whether the sidecar answered anything on it. */
+    private readonly onEnded: (answered: boolean) => void,
+  ) {}
+
+  /** Gives the stream its gRPC call and writes what queued up meanwhile. */
+  attach(call: ClientDuplexStream<Buffer, ExchangeResponse>): void {
+    this.call = call;
+    this.phase = 'open';
+    call.on('data', (response: ExchangeResponse) => {
+      this.answered = true;
+      this.onResponse(response);
+    });
+    // Stays attached after the end: an 'error' without a listener would throw.
+    call.on('error', (err: Partial<StatusObject>) => {
+      this.end(streamFailureCode(err.code), `the Exchange stream to the sidecar failed: ${err.details ?? String(err)}`);
+    });
+    call.on('status', (status: StatusObject) => {
+      if (status.code === Status.OK) this.end(Status.UNAVAILABLE, 'the sidecar ended the Exchange stream (it is shutting down or restarting)');
+      else this.end(streamFailureCode(status.code), `the Exchange stream to the sidecar failed: ${status.details}`);
+    });
+    if (this.queuedCount > 0 && !this.flushScheduled) {
+      this.flushScheduled = true;
+      process.nextTick(this.flush);
+    }
+  }
+
+  enqueue<K extends OpKind>(requestId: bigint, kind: K, bytes: Buffer, deadlineMs: number): Promise<ResultOf<K>> {
+    if (this.queuedCount >= this.maxQueued) {
+      return Promise.reject(
+        new BatonClientError(
+          Status.RESOURCE_EXHAUSTED,
+          `${this.queuedCount} calls are already waiting to be written to the sidecar (maxQueued); it is not keeping up`,
+        ),
+      );
+    }
+    return new Promise<ResultOf<K>>((resolve, reject) => {
+      const pending: PendingCall = {
+        requestId,
+        kind,
+        bytes,
+        state: 'queued',
+        expiresAt: performance.now() + deadlineMs,
+        deadlineMs,
+        // onResponse resolves only with a result whose $case equals `kind`.
+        resolve: resolve as (result: OpResult) => void,
+        reject,
+      };
+      this.pending.set(requestId, pending);
+      let group = this.byDeadline.get(deadlineMs);
+      if (group === undefined) {
+        group = new Set();
+        this.byDeadline.set(deadlineMs, group);
+      }
+      group.add(pending);
+      if (pending.expiresAt < this.timerAt) this.armTimer(pending.expiresAt);
+      this.queue.push(pending);
+      this.queuedCount++;
+      if (!this.flushScheduled && !this.awaitingDrain) {
+        this.flushScheduled = true;
+        process.nextTick(this.flush);
+      }
+    });
+  }
+
+  /** Ends the stream from this side: rejects every call with `code` and cancels the gRPC call. */
+  abort(code: number, message: string): void {
+    this.end(code, message);
+    this.call?.cancel();
+  }
+
+  /**
+   * Writes what is queued. Calls issued in the same tick leave together as batched
+   * ExchangeRequests (field 15), because a gRPC stream's cost is per message: one message
+   * carrying 64 operations costs little more than one carrying a single operation.
+   */
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    const { call, queue } = this;
+    // Not attached yet: attach() flushes.
+    if (this.ended || this.awaitingDrain || call === undefined) return;
+    let next = this.queueHead;
+    let batch: Buffer[] = [];
+    let batchBytes = 0;
+    const writeBatch = (): boolean => {
+      const message = batch.length === 1 ? batch[0]! : Buffer.concat(batch.flatMap((b) => [batchFieldHeader(b.length), b]));
+      batch = [];
+      batchBytes = 0;
+      return call.write(message);
+    };
+    call.cork();
+    while (next < queue.length) {
+      const pending = queue[next];
+      if (pending === undefined || pending.state !== 'queued') {
+        queue[next++] = undefined;
+        continue;
+      }
+      const bytes = pending.bytes as Buffer;
+      if (batch.length > 0 && (batch.length >= MAX_BATCH_OPS || batchBytes + bytes.length > MAX_BATCH_BYTES) && !writeBatch()) {
+        // This call stays queued; the rest goes out on 'drain'.
+        this.awaitingDrain = true;
+        call.once('drain', this.onDrain);
+        break;
+      }
+      queue[next++] = undefined;
+      pending.bytes = undefined;
+      pending.state = 'sent';
+      this.queuedCount--;
+      batch.push(bytes);
+      batchBytes += bytes.length;
+    }
+    if (batch.length > 0 && !writeBatch() && !this.awaitingDrain) {
+      this.awaitingDrain = true;
+      call.once('drain', this.onDrain);
+    }
+    call.uncork();
+    if (this.ended) return;
+    if (next === queue.length) {
+      this.queue = [];
+      this.queueHead = 0;
+    } else if (next > 1024 && next * 2 > queue.length) {
+      this.queue = queue.slice(next);
+      this.queueHead = 0;
+    } else {
+      this.queueHead = next;
+    }
+  };
+
+  private readonly onDrain = (): void => {
+    this.awaitingDrain = false;
+    this.flush();
+  };
+
+  private readonly onResponse = (response: ExchangeResponse): void => {
+    if (response.batch.length > 0) {
+      for (const one of response.batch) this.onResponse(one);
+      return;
+    }
+    const pending = this.pending.get(response.requestId);
+    // Absent: answered after its deadline (or never asked). Queued: cannot have been asked yet.
+    if (pending === undefined || pending.state !== 'sent') return;
+    this.settle(pending);
+    const result = response.result;
+    if (result === undefined) {
+      pending.reject(new BatonClientError(Status.INTERNAL, `the sidecar answered a ${pending.kind} with no result`));
+    } else if (result.$case === 'error') {
+      pending.reject(fromOperationError(result.error));
+    } else if (result.$case !== pending.kind) {
+      pending.reject(
+        new BatonClientError(Status.INTERNAL, `the sidecar answered a ${pending.kind} with a ${result.$case} result`),
+      );
+    } else {
+      pending.resolve(result);
+    }
+  };
+
+  private armTimer(at: number): void {
+    clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(this.onTimer, Math.max(0, at - performance.now()));
+  }
+
+  /** Fails every call whose deadline has passed, then watches the earliest one left. */
+  private readonly onTimer = (): void => {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    for (const group of this.byDeadline.values()) {
+      for (const pending of group) {
+        if (pending.expiresAt > now) {
+          next = Math.min(next, pending.expiresAt);
+          break;
+        }
+        this.expire(pending);
+      }
+    }
+    if (next !== Infinity) this.armTimer(next);
+  };
+
+  private expire(pending: PendingCall): void {
+    if (pending.state === 'queued') {
+      this.queuedCount--;
+      pending.bytes = undefined;
+    }
+    const unsent = pending.state === 'queued';
+    this.settle(pending);
+    const why = !unsent ? '' : this.call === undefined ? '; it was not sent (no stream to the sidecar yet: it is unreachable or restarting)' : '; it was not sent';
+    pending.reject(
+      new BatonClientError(Status.DEADLINE_EXCEEDED, `${pending.kind} did not complete within its deadline of ${pending.deadlineMs} ms${why}`),
+    );
+  }
+
+  private settle(pending: PendingCall): void {
+    pending.state = 'settled';
+    this.pending.delete(pending.requestId);
+    const group = this.byDeadline.get(pending.deadlineMs)!;
+    group.delete(pending);
+    if (group.size === 0) this.byDeadline.delete(pending.deadlineMs);
+  }
+
+  private end(code: number, message: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.call?.removeListener('drain', this.onDrain);
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    for (const pending of this.pending.values()) {
+      // A sent call may have been applied before the stream broke; a queued one never left.
+      const fate = pending.state === 'sent' ? 'it may or may not have been applied' : 'it was not sent';
+      pending.state = 'settled';
+      pending.bytes = undefined;
+      pending.reject(new BatonClientError(code, `${message}; ${fate}`));
+    }
+    this.pending.clear();
+    this.byDeadline.clear();
+    this.queue = [];
+    this.queueHead = 0;
+    this.queuedCount = 0;
+    this.onEnded(this.answered);
+  }
+}

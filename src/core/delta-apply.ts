@@ -1,0 +1,144 @@
+/**
+ * Receive and apply: whether a data packet may open or use a channel receiver, and what
+ * its deltas (whole ones, and one completed from fragments) do to the store.
+ *
+ * Rules:
+ * - Channel state is kept only for members, so a packet from a stranger, one misrouted,
+ *   one without a sequence number, or a straggler from an older incarnation of a live
+ *   node is refused before any receiver exists for it (`admit`).
+ * - In multicast mode every member receives the group's deltas: a node applies those of
+ *   sessions it owns, is a secondary of, or already holds, and ignores the rest.
+ * - A write made elsewhere that names this node as the owner, while this node knows of a
+ *   newer owner or epoch (a claim its writer has not heard of, maybe this node's own
+ *   later one), carries an epoch the claimed copy beats: this node is not the owner that
+ *   must have it. The packet's outcome carries a note saying so; the engine attaches it to
+ *   the receiver, the acknowledgement carries it, and the writer sends the write again to
+ *   that owner at that epoch.
+ * - Nothing here sends or reports: outcomes are returned (drops by reason, lag samples,
+ *   notes, whether the sender's channels must resync).
+ */
+import type { FragmentReassembly } from './fragment-reassembly';
+import type { Membership } from './membership';
+import type { Placement } from './placement';
+import type { Data, Superseded } from '../gen/baton/v1/wire';
+import type { RemoteChange, SessionStore } from '../store/store';
+import { safeSeq } from '../wire/datagram-fields';
+import { decodeDelta, readDelta, type Change, type DecodedDelta } from '../wire/delta-codec';
+
+export interface DeltaApplyConfig {
+  nodeId: string;
+  transport: 'unicast' | 'multicast';
+}
+
+/** Why a data packet or one of its deltas was dropped (a subset of the engine's reasons). */
+export type ApplyDropReason = 'malformed' | 'misrouted' | 'stale_incarnation' | 'unknown_sender' | 'reassembly_overflow';
+
+/** What one packet's deltas did. */
+export interface PacketOutcome {
+  applied: number;
+  ignored: number;
+  dropped: ApplyDropReason[];
+  /** Replication lag of each applied delta that carried its write time (ms). */
+  lagsMs: number[];
+  /** Notes on superseded writes, for the packet's receiver. */
+  notes: Superseded[];
+  /** A delta's fragments were dropped after they counted as received: resync the sender's channels. */
+  resyncSender: boolean;
+}
+
+export class DeltaApply {
+  constructor(
+    private readonly config: DeltaApplyConfig,
+    private readonly store: SessionStore,
+    private readonly placement: Placement,
+    /** Members as membership knows them (only `member` is read). */
+    private readonly membership: Pick<Membership, 'member'>,
+    private readonly reassembly: FragmentReassembly,
+  ) {}
+
+  /** The packet's channel and sequence number, or why it is refused. */
+  admit(from: string, incarnation: bigint, data: Data): { channel: string; seq: number } | { dropped: ApplyDropReason } {
+    const channel = data.targetNodeId;
+    if ((channel !== '' && channel !== this.config.nodeId) || (channel === '' && this.config.transport !== 'multicast')) return { dropped: 'misrouted' };
+    if (this.membership.member(from) === undefined) return { dropped: 'unknown_sender' };
+    const seq = safeSeq(data.seq);
+    if (seq === 0) return { dropped: 'malformed' };
+    if (this.isStale(from, incarnation)) return { dropped: 'stale_incarnation' };
+    return { channel, seq };
+  }
+
+  /**
+   * Data from an older incarnation than membership knows for a live node is a straggler
+   * from before its restart: it must not retire the new incarnation's receivers. (A dead
+   * member's other incarnation is a restart, as membership treats it.)
+   */
+  isStale(from: string, incarnation: bigint): boolean {
+    const member = this.membership.member(from);
+    return member !== undefined && member.incarnation > incarnation && member.state !== 'dead';
+  }
+
+  /** Applies a new (not duplicate) packet's deltas, and its fragment to reassembly. */
+  applyPacket(from: string, incarnation: bigint, data: Data, now: number): PacketOutcome {
+    const outcome: PacketOutcome = { applied: 0, ignored: 0, dropped: [], lagsMs: [], notes: [], resyncSender: false };
+    const seq = safeSeq(data.seq);
+    for (const delta of data.deltas) this.apply(readDelta(delta, from), seq, now, outcome);
+    const fragment = data.fragment;
+    if (fragment === undefined) return outcome;
+    const result = this.reassembly.add(from, incarnation, { ...fragment, deltaId: Number(fragment.deltaId) }, now);
+    if (result.kind === 'malformed') outcome.dropped.push('malformed');
+    if (result.kind === 'overflow') {
+      outcome.dropped.push('reassembly_overflow');
+      outcome.resyncSender = true;
+    }
+    if (result.kind === 'complete') {
+      const delta = decodeDelta(result.bytes, from);
+      if (delta === undefined) outcome.dropped.push('malformed');
+      else this.apply(delta, seq, now, outcome);
+    }
+    return outcome;
+  }
+
+  /** Applies a delta that came in packet `seq`, recording what it did in `outcome`. */
+  private apply(delta: DecodedDelta, seq: number, now: number, outcome: PacketOutcome): void {
+    const { sessionId, owner } = delta;
+    if (this.config.transport === 'multicast') {
+      const partition = this.store.partitionOf(sessionId);
+      if (owner !== this.config.nodeId && !this.placement.isSecondary(this.config.nodeId, partition, owner) && this.store.snapshot(sessionId, now) === undefined) {
+        outcome.ignored++;
+        return;
+      }
+    }
+    const change = delta.change === undefined ? undefined : toRemoteChange(delta.change);
+    if (change === undefined) {
+      outcome.dropped.push('malformed');
+      return;
+    }
+    this.store.applyRemote(sessionId, change, { owner, epoch: delta.epoch, expiresAt: delta.expiresAt, ttlMs: delta.ttlMs }, now);
+    outcome.applied++;
+    if (owner === this.config.nodeId) {
+      const current = this.store.ownerOf(sessionId);
+      if (current !== undefined && (current.owner !== owner || current.epoch > delta.epoch)) {
+        outcome.notes.push({ seq: BigInt(seq), sessionId, ownerNodeId: current.owner, epoch: BigInt(current.epoch) });
+      }
+    }
+    if (delta.writtenAt > 0) outcome.lagsMs.push(Math.max(0, now - delta.writtenAt));
+  }
+}
+
+/** A Change as the store applies it (values as latin1 strings); part changes must name writer and epoch. */
+export function toRemoteChange(change: Change): RemoteChange | undefined {
+  switch (change.kind) {
+    case 'put':
+      if (change.writer === undefined || change.epoch === undefined) return undefined;
+      return { kind: 'put', name: change.name, value: latin1(change.value), version: change.version, writer: change.writer, epoch: change.epoch };
+    case 'delete_part':
+      if (change.writer === undefined || change.epoch === undefined) return undefined;
+      return { kind: 'delete_part', name: change.name, version: change.version, writer: change.writer, epoch: change.epoch };
+    default:
+      return change;
+  }
+}
+
+function latin1(bytes: Uint8Array): string {
+  return Buffer.prototype.latin1Slice.call(bytes, 0, bytes.byteLength);
+}

@@ -1,0 +1,215 @@
+/**
+ * Fan-out: which nodes a session's changes go to, and queueing them as encoded deltas on
+ * the channels that reach those nodes. Local writes, claims, re-sends of forwarded writes
+ * to a newer owner, and re-sends of partitions written while under-replicated all come
+ * through here.
+ *
+ * Rules:
+ * - A session's holders (besides this node) are its owner's secondaries, with the owner
+ *   itself first when it is another live member (a write made here on a session owned
+ *   elsewhere goes to the owner's replica set).
+ * - Changes are encoded once per call and queued on every channel that reaches a holder
+ *   (each holder's own channel in unicast mode, the group channel in multicast mode);
+ *   the channels written to are marked dirty until the engine flushes them.
+ * - Nothing here sends or opens tickets: each call returns what was queued (holders,
+ *   the owner to wait for, the waits a ticket needs, deltas counted) for the engine.
+ */
+import type { ChannelSender } from './channel-sender';
+import type { ChannelTable } from './channel-table';
+import { toRemoteChange } from './delta-apply';
+import type { Placement } from './placement';
+import { forEachPart, type SessionStore, type StoredSession } from '../store/store';
+import { deltaKey, encodeDelta, type Change } from '../wire/delta-codec';
+import type { TicketWait } from './write-tickets';
+
+export interface FanOutConfig {
+  nodeId: string;
+  transport: 'unicast' | 'multicast';
+}
+
+/** What one call queued. */
+export interface Queued {
+  /** Deltas queued, counted once per channel. */
+  deltas: number;
+}
+
+/** A write queued for its holders, with what its ticket waits for. */
+export interface QueuedWrite extends Queued {
+  /** One wait per holder, on the channel that reaches it. */
+  waits: TicketWait[];
+  /** For a write made on a session another live member owns: that owner. */
+  owner: string | undefined;
+}
+
+export class FanOut {
+  private dirty = new Set<string>();
+
+  constructor(
+    private readonly config: FanOutConfig,
+    private readonly store: SessionStore,
+    private readonly placement: Placement,
+    private readonly channels: ChannelTable,
+    /** The live members besides this node (the group channel's receivers). */
+    private readonly otherLiveMembers: () => string[],
+  ) {}
+
+  /** Secondaries a fully replicated partition has (replicas, or at least one with replicas = 0). */
+  wantedSecondaries(): number {
+    return this.placement.replicas === 0 ? 1 : this.placement.replicas;
+  }
+
+  /**
+   * Queues a local write for the session's holders. `underReplicated` says that this
+   * node owns it and its partition has fewer secondaries than wanted (the write must be
+   * sent again once there are more); undefined `write` = nobody to send to.
+   */
+  write(session: StoredSession, changes: readonly Change[], now: number): { underReplicated: boolean; partition: number; write: QueuedWrite | undefined } {
+    const partition = this.store.partitionOf(session.id);
+    const holders = this.holders(session.owner, partition);
+    const underReplicated = session.owner === this.config.nodeId && holders.length < this.wantedSecondaries();
+    if (holders.length === 0) return { underReplicated, partition, write: undefined };
+    return { underReplicated, partition, write: this.queueWrite(session, changes, holders, now) };
+  }
+
+  /**
+   * Queues a claim this node made (a resume): the claim and every part, re-stamped with
+   * the new epoch, go to the new owner's secondaries, and to the previous owner so it
+   * stops acting as owner at once (its later writes carry the old epoch and lose).
+   */
+  claim(session: StoredSession, previousOwner: string, now: number): Queued {
+    const partition = this.store.partitionOf(session.id);
+    const holders = this.holders(session.owner, partition);
+    if (previousOwner !== this.config.nodeId && !holders.includes(previousOwner) && this.placement.rank(previousOwner, partition) >= 0) {
+      holders.push(previousOwner);
+    }
+    if (holders.length === 0) return { deltas: 0 };
+    const changes: Change[] = [{ kind: 'claim' }];
+    forEachPart(session, (name, value, version, writer) => {
+      changes.push(value === null ? { kind: 'delete_part', name, version, writer } : { kind: 'put', name, value: Buffer.from(value, 'latin1'), version, writer });
+    });
+    return this.enqueue(session, changes, holders, now);
+  }
+
+  /**
+   * Sends a forwarded write again, to the holders of the owner this node now knows of.
+   * Its parts are stamped with the session's epoch here (the claimed one, once adopted)
+   * and keep their version, writer and value: they are newer than the claimed copy of the
+   * part unless it was written since, so every holder converges on the write (and a
+   * client's if_version keeps matching). This node's copy takes the same stamp, so it
+   * agrees with the others. Returns the changes as sent, for the ticket (undefined = the
+   * session is gone or has no holders).
+   */
+  resendForwarded(sessionId: string, changes: readonly Change[], now: number): (QueuedWrite & { changes: Change[] }) | undefined {
+    const session = this.store.get(sessionId, now);
+    if (session === undefined) return undefined;
+    const self = this.config.nodeId;
+    const meta = { owner: session.owner, epoch: session.epoch, expiresAt: session.expiresAt, ttlMs: session.ttlMs };
+    const stampedChanges = changes.map((change): Change => {
+      if ((change.kind !== 'put' && change.kind !== 'delete_part') || change.writer !== undefined) return change;
+      const stamped = { ...change, writer: self, epoch: session.epoch };
+      this.store.applyRemote(session.id, toRemoteChange(stamped)!, meta, now);
+      return { ...change, epoch: session.epoch };
+    });
+    const holders = this.holders(session.owner, this.store.partitionOf(session.id));
+    if (holders.length === 0) return undefined;
+    return { ...this.queueWrite(session, stampedChanges, holders, now), changes: stampedChanges };
+  }
+
+  /** Takes a newer owner of a session that another node reported (a claim this node missed). */
+  adoptOwner(sessionId: string, owner: string, epoch: number, now: number): void {
+    const session = this.store.get(sessionId, now);
+    if (session === undefined) return;
+    this.store.applyRemote(sessionId, { kind: 'claim' }, { owner, epoch, expiresAt: session.expiresAt, ttlMs: session.ttlMs }, now);
+  }
+
+  /**
+   * Queues again, as deltas without tickets, this node's own sessions of `partitions`
+   * (written while they had fewer secondaries than wanted: a node that started or was
+   * cut off accepts writes before it knows its peers; nobody else has them to pull).
+   */
+  resendOwned(partitions: readonly number[], now: number): Queued {
+    const self = this.config.nodeId;
+    let deltas = 0;
+    for (const partition of partitions) {
+      for (const snapshot of this.store.snapshotsIn(partition, now)) {
+        if (snapshot.owner !== self) continue;
+        if (snapshot.expiresAt === 0) {
+          if (snapshot.deletedVersion === 0) continue;
+          const header = { id: snapshot.id, parts: [], owner: self, epoch: snapshot.epoch, ttlMs: snapshot.ttlMs, expiresAt: now + snapshot.ttlMs };
+          deltas += this.resendQuietly(header, [{ kind: 'delete_session', version: snapshot.deletedVersion }], now);
+          continue;
+        }
+        const session = this.store.get(snapshot.id, now);
+        if (session === undefined) continue;
+        const changes: Change[] = snapshot.parts.map((part) =>
+          part.value === null
+            ? { kind: 'delete_part', name: part.name, version: part.version, writer: part.writer, epoch: part.epoch }
+            : { kind: 'put', name: part.name, value: Buffer.from(part.value, 'latin1'), version: part.version, writer: part.writer, epoch: part.epoch },
+        );
+        if (changes.length > 0) deltas += this.resendQuietly(session, changes, now);
+      }
+    }
+    return { deltas };
+  }
+
+  /** The channels written to since the last call (the engine flushes them). */
+  takeDirty(): Set<string> {
+    const dirty = this.dirty;
+    this.dirty = new Set();
+    return dirty;
+  }
+
+  /** Marks channels to flush again (their window held part of the queue back). */
+  markDirty(channels: Iterable<string>): void {
+    for (const channel of channels) this.dirty.add(channel);
+  }
+
+  /** The sender of `channel`, created if new (the group channel reaches every live member). */
+  sender(channel: string): ChannelSender {
+    return this.channels.sender(channel, () => (channel === '' ? this.otherLiveMembers() : [channel]));
+  }
+
+  /**
+   * The live members other than this node that hold a session: its owner's secondaries,
+   * and the owner itself, first, when that is another live member.
+   */
+  private holders(owner: string, partition: number): string[] {
+    const self = this.config.nodeId;
+    const holders = this.placement.secondaries(partition, owner).filter((id) => id !== self);
+    if (owner !== self && this.placement.rank(owner, partition) >= 0) holders.unshift(owner);
+    return holders;
+  }
+
+  private channelTo(nodeId: string): string {
+    return this.config.transport === 'multicast' ? '' : nodeId;
+  }
+
+  /** Queues a write for `holders` and reads the waits its ticket needs (after queueing: their places). */
+  private queueWrite(session: StoredSession, changes: readonly Change[], holders: readonly string[], now: number): QueuedWrite {
+    const { deltas } = this.enqueue(session, changes, holders, now);
+    const owner = session.owner !== this.config.nodeId && holders[0] === session.owner ? session.owner : undefined;
+    const waits = holders.map((nodeId) => {
+      const channel = this.channelTo(nodeId);
+      return { nodeId, channel, seq: 0, firstSeq: 0, queued: this.sender(channel).enqueuedCount };
+    });
+    return { deltas, waits, owner };
+  }
+
+  /** A write again without a ticket or an under-replicated mark (a repeat, not a write). */
+  private resendQuietly(session: StoredSession, changes: readonly Change[], now: number): number {
+    return this.enqueue(session, changes, this.holders(session.owner, this.store.partitionOf(session.id)), now).deltas;
+  }
+
+  /** Encodes changes once and queues them on the channels that reach `holders`. */
+  private enqueue(session: StoredSession, changes: readonly Change[], holders: readonly string[], now: number): Queued {
+    const self = this.config.nodeId;
+    const deltas = changes.map((change) => ({ key: deltaKey(session.id, change), bytes: encodeDelta(session, change, self, now) }));
+    const channels = this.config.transport === 'multicast' ? [''] : holders;
+    for (const channel of channels) {
+      const sender = this.sender(channel);
+      for (const delta of deltas) sender.enqueue(delta);
+      this.dirty.add(channel);
+    }
+    return { deltas: deltas.length * channels.length };
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * Write tickets: which holders a write waits for, on which channel and up to which
+ * sequence number, how many have acknowledged it, and when it is complete.
+ *
+ * Rules:
+ * - A ticket is opened when a write is queued; its waits learn their sequence numbers as
+ *   channels send (`sent`), and it is `flushed` once every wait has one.
+ * - A ticket nobody awaits (`await` comes before the flush) is forgotten at the first
+ *   flush after it, so asynchronous writes hold no memory here.
+ * - A forwarded write (made here on a session another node owns) counts no
+ *   acknowledgement until its owner confirmed it as owner (`ownerAck`).
+ * - Nothing here sends: acknowledgement levels are read through `AckedBy`, and what must
+ *   be sent again is returned.
+ */
+import type { Change } from '../wire/delta-codec';
+
+/** The highest sequence number `nodeId` acknowledged on `channel` (0 = none). */
+export type AckedBy = (channel: string, nodeId: string) => number;
+
+export interface TicketWait {
+  nodeId: string;
+  channel: string;
+  /** The channel sequence number covering the write (0 until it is sent). */
+  seq: number;
+  /** The first sequence number that may carry it (the write went out in firstSeq..seq). */
+  firstSeq: number;
+  /** Its place in the channel's queue (ChannelSender.enqueuedCount after queueing it). */
+  queued: number;
+}
+
+/** For a write made elsewhere: what to send again if its owner turns out superseded. */
+export interface ForwardedWrite {
+  sessionId: string;
+  changes: readonly Change[];
+  resends: number;
+}
+
+export interface Ticket {
+  id: number;
+  waits: TicketWait[];
+  needed: number;
+  flushed: boolean;
+  /**
+   * For a write made on a node that does not own the session: the owner, whose
+   * acknowledgement every count needs (a resume on the owner answers from its own copy,
+   * so an acknowledged write must be there).
+   */
+  owner: string | undefined;
+  /**
+   * The owner acknowledged the write as its owner: an acknowledgement covering it whose
+   * notes are complete for it and name no newer owner for the session (see ownerAck).
+   */
+  ownerConfirmed: boolean;
+  forwarded: ForwardedWrite | undefined;
+}
+
+/** A superseded-write note of an acknowledgement, already validated. */
+export interface SupersededNote {
+  seq: number;
+  sessionId: string;
+}
+
+/**
+ * A forwarded write is sent again at most this many times (a newer owner, or an
+ * acknowledgement that could not say): beyond, its ticket waits for its deadline.
+ */
+export const MAX_FORWARDED_RESENDS = 8;
+
+export class WriteTickets {
+  private readonly tickets = new Map<number, Ticket>();
+  private readonly completed: { id: number; acked: number }[] = [];
+  private nextId = 1;
+
+  /** Opens a ticket for a write just queued; `owner` is set for a forwarded write. */
+  open(waits: TicketWait[], owner: string | undefined, forwarded: ForwardedWrite | undefined): Ticket {
+    const ticket: Ticket = { id: this.nextId++, waits, needed: 0, flushed: false, owner, ownerConfirmed: false, forwarded };
+    this.tickets.set(ticket.id, ticket);
+    return ticket;
+  }
+
+  get size(): number {
+    return this.tickets.size;
+  }
+
+  get(id: number): Ticket | undefined {
+    return this.tickets.get(id);
+  }
+
+  /** Marks that the caller waits for `needed` acknowledgements (before the flush). */
+  await(id: number, needed: number): void {
+    const ticket = this.tickets.get(id);
+    if (ticket !== undefined) ticket.needed = needed;
+  }
+
+  release(id: number): void {
+    this.tickets.delete(id);
+  }
+
+  /** Tickets completed since the last call. */
+  takeCompleted(): { id: number; acked: number }[] {
+    return this.completed.splice(0);
+  }
+
+  /**
+   * How many holders acknowledged a ticket's write (none until it is sent, and none of
+   * a forwarded write until its owner confirmed it).
+   */
+  ackCount(id: number, ackedBy: AckedBy): number {
+    const ticket = this.tickets.get(id);
+    if (ticket === undefined || !ticket.flushed) return 0;
+    let acked = 0;
+    for (const wait of ticket.waits) if (ackedBy(wait.channel, wait.nodeId) >= wait.seq) acked++;
+    return ticket.owner === undefined || ticket.ownerConfirmed ? acked : 0;
+  }
+
+  /** Whether an awaited, not yet sent write waits on `channel` (its packets ask for an ack). */
+  awaitedOn(channel: string): boolean {
+    for (const ticket of this.tickets.values()) {
+      if (ticket.needed > 0 && !ticket.flushed && ticket.waits.some((w) => w.channel === channel)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * `channel` sent packets firstSeq..highest and has nothing queued up to `sentThrough`:
+   * writes queued up to there are covered by `highest`. Tickets nobody awaits are dropped.
+   */
+  sent(channel: string, firstSeq: number, sentThrough: number, highest: number): void {
+    for (const ticket of this.tickets.values()) {
+      if (ticket.flushed) continue;
+      for (const wait of ticket.waits) {
+        if (wait.channel !== channel || wait.seq !== 0 || wait.queued > sentThrough) continue;
+        wait.seq = highest;
+        wait.firstSeq = firstSeq;
+      }
+      if (ticket.waits.every((w) => w.seq > 0)) ticket.flushed = true;
+      if (ticket.needed === 0) this.tickets.delete(ticket.id);
+    }
+  }
+
+  /** Moves awaited tickets whose acknowledgements arrived to the completed list. */
+  check(ackedBy: AckedBy): void {
+    for (const ticket of this.tickets.values()) {
+      if (ticket.needed === 0 || !ticket.flushed) continue;
+      const acked = this.ackCount(ticket.id, ackedBy);
+      if (acked >= ticket.needed) {
+        this.completed.push({ id: ticket.id, acked });
+        this.tickets.delete(ticket.id);
+      }
+    }
+  }
+
+  /**
+   * An acknowledgement from `from` on `channel` up to `cumulative`, read for the forwarded
+   * writes `from` owns: each covered write is confirmed as taken by its owner, or, when
+   * `from` noted a newer owner for its session (or its notes may be incomplete for it,
+   * `completeAbove`), returned to be sent again (see `countResend`).
+   */
+  ownerAck(from: string, channel: string, cumulative: number, completeAbove: number, superseded: readonly SupersededNote[]): Ticket[] {
+    const resend: Ticket[] = [];
+    for (const ticket of this.tickets.values()) {
+      if (ticket.owner !== from || ticket.ownerConfirmed || ticket.forwarded === undefined) continue;
+      const wait = ticket.waits.find((w) => w.nodeId === from && w.channel === channel);
+      if (wait === undefined || wait.seq === 0) continue;
+      const sessionId = ticket.forwarded.sessionId;
+      if (superseded.some((s) => s.sessionId === sessionId && s.seq >= wait.firstSeq && s.seq <= wait.seq)) resend.push(ticket);
+      else if (cumulative < wait.seq) continue;
+      else if (completeAbove < wait.firstSeq) ticket.ownerConfirmed = true;
+      else resend.push(ticket);
+    }
+    return resend;
+  }
+
+  /** Counts one more sending of a forwarded write; false once it had MAX_FORWARDED_RESENDS. */
+  countResend(ticket: Ticket): boolean {
+    const forwarded = ticket.forwarded;
+    if (forwarded === undefined || forwarded.resends >= MAX_FORWARDED_RESENDS) return false;
+    forwarded.resends++;
+    return true;
+  }
+
+  /**
+   * A forwarded write was queued again: it now waits for `waits`, and for `owner` as
+   * owner (undefined: the session's owner is this node or not a holder).
+   */
+  reopen(ticket: Ticket, owner: string | undefined, changes: readonly Change[], waits: TicketWait[]): void {
+    ticket.owner = owner;
+    ticket.ownerConfirmed = false;
+    ticket.flushed = false;
+    ticket.forwarded!.changes = changes;
+    ticket.waits = waits;
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * A stored session and its parts, as the store lays them out in memory.
+ *
+ * Rules:
+ * - A session's parts are one flat array [name, value, version, writer, epoch, name, …] of
+ *   exact length (PART_STRIDE slots per part), never an object per part in a growable
+ *   array: at a million sessions that is most of the heap (measured by `npm run bench:store`).
+ * - Values are latin1 strings, one character per byte, in the V8 heap; null marks a part
+ *   tombstone. Bytes are converted at the edges (latin1 below).
+ * - Readers get the record itself as a read-only StoredSession (no copy on the read path);
+ *   only the store mutates it.
+ * - Parts are ordered by (epoch, version, writer): partNewerThan.
+ */
+import { newerThan } from './hybrid-clock';
+import type { WheelEntry } from './expiry-wheel';
+
+/**
+ * Estimated heap cost of a session beyond its id (record, map entry, parts array, boxed
+ * numbers, expiry slot). With PART_OVERHEAD_BYTES, fitted to bench:store at 1M sessions
+ * (1 and 4 parts of 100 B: 448 and 896-944 B of heap per session; charged 440 and 942).
+ */
+export const SESSION_OVERHEAD_BYTES = 240;
+/** Estimated heap cost of a part beyond its name and value (object, boxed version). */
+export const PART_OVERHEAD_BYTES = 64;
+
+/** One part, as handed to readers and observers (a copy; the store keeps its own layout). */
+export interface StoredPart {
+  readonly name: string;
+  /** The value's bytes as a latin1 string; null for a tombstone. */
+  readonly value: string | null;
+  readonly version: number;
+  readonly writer: string;
+  /** The session's epoch when the part was written (or claimed). */
+  readonly epoch: number;
+}
+
+export interface StoredSession {
+  readonly id: string;
+  /**
+   * Live parts and part tombstones, flat: PART_STRIDE slots per part at offsets
+   * NAME, VALUE (latin1 string, or null for a tombstone), VERSION, WRITER, EPOCH.
+   * Read it with forEachPart / findStoredPart rather than by hand.
+   */
+  readonly parts: readonly PartSlot[];
+  readonly owner: string;
+  readonly epoch: number;
+  readonly ttlMs: number;
+  readonly expiresAt: number;
+}
+
+export type PartSlot = string | number | null;
+export const PART_STRIDE = 5;
+/** Slot offsets inside one part's PART_STRIDE slots. */
+export const NAME = 0;
+export const VALUE = 1;
+export const VERSION = 2;
+export const WRITER = 3;
+export const EPOCH = 4;
+
+/** Record states. */
+export const LIVE = 0;
+export const TOMBSTONE = 1;
+
+/** The parts array of a session without parts (shared; replaced, never written). */
+export const EMPTY_PARTS: PartSlot[] = [];
+
+export class SessionRecord implements StoredSession, WheelEntry {
+  parts: PartSlot[] = EMPTY_PARTS;
+  owner: string;
+  epoch = 1;
+  ttlMs = 0;
+  /** Idle expiry (Unix ms), kept while a tombstone; a tombstone's purge is only scheduled. */
+  expiresAt = 0;
+  state = LIVE;
+  /** Version of the whole-session delete (or expiry); parts at or below it are gone. */
+  deletedVersion = 0;
+  lruPrev: SessionRecord | null = null;
+  lruNext: SessionRecord | null = null;
+  wheelKey = -1;
+  wheelIndex = -1;
+
+  constructor(
+    readonly id: string,
+    owner: string,
+  ) {
+    this.owner = owner;
+  }
+}
+
+/** Whether part state (epoch, version, writer) is newer than (otherEpoch, …): the part order. */
+export function partNewerThan(epoch: number, version: number, writer: string, otherEpoch: number, otherVersion: number, otherWriter: string): boolean {
+  return epoch > otherEpoch || (epoch === otherEpoch && newerThan(version, writer, otherVersion, otherWriter));
+}
+
+/** Calls fn for every part of a session, tombstones included (value null). */
+export function forEachPart(
+  session: StoredSession,
+  fn: (name: string, value: string | null, version: number, writer: string, epoch: number) => void,
+): void {
+  const slots = session.parts;
+  for (let i = 0; i < slots.length; i += PART_STRIDE) {
+    fn(slots[i + NAME] as string, slots[i + VALUE] as string | null, slots[i + VERSION] as number, slots[i + WRITER] as string, slots[i + EPOCH] as number);
+  }
+}
+
+/** The part called name (live or tombstone), or undefined. */
+export function findStoredPart(session: StoredSession, name: string): StoredPart | undefined {
+  const slots = session.parts;
+  const i = indexOfPart(slots, name);
+  if (i < 0) return undefined;
+  return {
+    name: slots[i + NAME] as string,
+    value: slots[i + VALUE] as string | null,
+    version: slots[i + VERSION] as number,
+    writer: slots[i + WRITER] as string,
+    epoch: slots[i + EPOCH] as number,
+  };
+}
+
+/** Offset of the part called name in slots, or -1. */
+export function indexOfPart(slots: readonly PartSlot[], name: string): number {
+  for (let i = 0; i < slots.length; i += PART_STRIDE) if (slots[i + NAME] === name) return i;
+  return -1;
+}
+
+/** Number of live (non-tombstone) parts. */
+export function countLive(slots: readonly PartSlot[]): number {
+  let n = 0;
+  for (let i = VALUE; i < slots.length; i += PART_STRIDE) if (slots[i] !== null) n++;
+  return n;
+}
+
+/** Accounted bytes of a session: what the memory budget charges for it. */
+export function sessionBytes(record: SessionRecord): number {
+  let bytes = record.id.length + SESSION_OVERHEAD_BYTES;
+  const slots = record.parts;
+  for (let i = 0; i < slots.length; i += PART_STRIDE) bytes += partBytes(slots[i + NAME] as string, slots[i + VALUE] as string | null);
+  return bytes;
+}
+
+/** Accounted bytes of one part (value null: a tombstone). */
+export function partBytes(name: string, value: string | null): number {
+  return name.length + PART_OVERHEAD_BYTES + (value === null ? 0 : value.length);
+}
+
+/** The bytes of a value as a latin1 string (one character per byte). */
+export function latin1(bytes: Uint8Array): string {
+  return Buffer.prototype.latin1Slice.call(bytes, 0, bytes.byteLength);
+}

@@ -1,0 +1,341 @@
+/**
+ * The store's records and the bookkeeping every change to them must keep: the partition
+ * maps, the partition digests, accounted bytes and counts, the LRU order, the expiry
+ * wheel. SessionStore decides what changes (versions, compare-and-set, last-writer-wins);
+ * this table makes each change with its bookkeeping, so no caller updates a digest or a
+ * byte count by hand.
+ *
+ * Rules:
+ * - Every mutation that touches a digest takes the session's SessionKey: nothing here
+ *   remembers which session an operation is about. Expiry and eviction, which reach other
+ *   sessions in the middle of an operation, hash those sessions' ids themselves.
+ * - `stats.bytes` never exceeds maxBytes after makeRoom returns: least recently used
+ *   sessions are evicted whole; a session that cannot fit even alone is refused
+ *   (ResourceExhaustedError) before anything changed.
+ * - A live session sits in the wheel no later than its expiry (refreshes only move it
+ *   earlier; tick re-schedules one not yet due); a tombstone sits at its purge time.
+ * - Reads take no clock either: every method that can expire takes `now` (Unix ms).
+ */
+import type { BuzHash } from './buzhash';
+import { ResourceExhaustedError } from '../wire/errors';
+import { ExpiryWheel } from './expiry-wheel';
+import { versionTimeMs } from './hybrid-clock';
+import { LruList } from './lru-list';
+import { PartitionDigests, sessionKey, type SessionKey } from './partition-digest';
+import {
+  EMPTY_PARTS,
+  EPOCH,
+  indexOfPart,
+  LIVE,
+  NAME,
+  PART_STRIDE,
+  partBytes,
+  type PartSlot,
+  SESSION_OVERHEAD_BYTES,
+  SessionRecord,
+  sessionBytes,
+  TOMBSTONE,
+  VALUE,
+  VERSION,
+  WRITER,
+} from './session-record';
+import type { RemoteSessionMeta } from './session-snapshot';
+import type { StoreConfig, StoreObserver, StoreStats } from './store-config';
+
+/** Most distinct part names and node ids kept as one shared string each. */
+const INTERN_LIMIT = 4096;
+
+export class SessionTable {
+  /** Sessions (live and tombstones) by id, one map per partition. */
+  readonly partitions: Map<string, SessionRecord>[] = [];
+  readonly digests: PartitionDigests;
+  readonly stats: StoreStats = { sessions: 0, parts: 0, tombstones: 0, bytes: 0, evictions: 0, expirations: 0 };
+  private readonly wheel: ExpiryWheel<SessionRecord>;
+  private readonly lru = new LruList();
+  private readonly interned = new Map<string, string>();
+
+  constructor(
+    private readonly config: StoreConfig,
+    private readonly hasher: BuzHash,
+    private readonly observer?: StoreObserver,
+  ) {
+    for (let i = 0; i < config.partitions; i++) this.partitions.push(new Map());
+    this.digests = new PartitionDigests(config.partitions);
+    this.wheel = new ExpiryWheel(config.expiryResolutionMs);
+  }
+
+  /** The key of a session id: its hash and partition, for one operation. */
+  keyOf(id: string): SessionKey {
+    return sessionKey(this.hasher, id, this.config.partitions);
+  }
+
+  /** The record of a session (live or tombstone); allocates nothing (the read path). */
+  find(id: string): SessionRecord | undefined {
+    return this.partitions[this.hasher.partitionOf(id, this.config.partitions)]!.get(id);
+  }
+
+  /** The record of a session whose key is known. */
+  findByKey(key: SessionKey, id: string): SessionRecord | undefined {
+    return this.partitions[key.partition]!.get(id);
+  }
+
+  /** Whether the record is live and unexpired; expires it (now) if it is due. */
+  isLive(record: SessionRecord, now: number): boolean {
+    if (record.state !== LIVE) return false;
+    if (record.expiresAt > now) return true;
+    this.expire(record);
+    return false;
+  }
+
+  /** Expires the record if it is live and due, so a write finds it as a tombstone. */
+  expireIfDue(record: SessionRecord | undefined, now: number): void {
+    if (record !== undefined && record.state === LIVE && record.expiresAt <= now) this.expire(record);
+  }
+
+  /** Adds a live session without parts. The caller made room for it (makeRoom). */
+  insert(key: SessionKey, id: string, owner: string, epoch: number): SessionRecord {
+    const record = new SessionRecord(id, this.intern(owner));
+    record.epoch = epoch;
+    this.partitions[key.partition]!.set(id, record);
+    this.stats.sessions++;
+    this.stats.bytes += id.length + SESSION_OVERHEAD_BYTES;
+    this.digests.xorSession(key, record);
+    return record;
+  }
+
+  /** Makes a tombstoned session live again (its parts come with the write reviving it). */
+  revive(key: SessionKey, record: SessionRecord): void {
+    this.digests.xorSession(key, record);
+    record.state = LIVE;
+    this.digests.xorSession(key, record);
+    this.stats.tombstones--;
+    this.stats.sessions++;
+  }
+
+  /** Sets or adds a part (value null = tombstone), keeping digest, bytes and counts. */
+  setPart(key: SessionKey, record: SessionRecord, name: string, value: string | null, version: number, writer: string, epoch: number): void {
+    let slots = record.parts;
+    let at = indexOfPart(slots, name);
+    if (at < 0) {
+      // Copy on add: parts are added far less often than rewritten, and exact-length
+      // arrays save the slack a growing array keeps.
+      at = slots.length;
+      slots = slots.concat([this.intern(name), null, 0, writer, epoch]);
+      record.parts = slots;
+      this.stats.bytes += partBytes(name, null);
+    } else {
+      this.digests.xorPart(key, slots, at);
+    }
+    const old = slots[at + VALUE] as string | null;
+    this.stats.bytes += (value === null ? 0 : value.length) - (old === null ? 0 : old.length);
+    if (old === null && value !== null) this.stats.parts++;
+    else if (old !== null && value === null) this.stats.parts--;
+    slots[at + VALUE] = value;
+    slots[at + VERSION] = version;
+    slots[at + WRITER] = writer;
+    slots[at + EPOCH] = epoch;
+    this.digests.xorPart(key, slots, at);
+  }
+
+  /** Drops part tombstones older than the retention. */
+  purgePartTombstones(key: SessionKey, record: SessionRecord, now: number): void {
+    const horizon = now - this.config.tombstoneRetentionMs;
+    const slots = record.parts;
+    let stale = 0;
+    for (let i = 0; i < slots.length; i += PART_STRIDE) {
+      if (slots[i + VALUE] === null && versionTimeMs(slots[i + VERSION] as number) < horizon) stale++;
+    }
+    if (stale === 0) return;
+    const kept: PartSlot[] = [];
+    for (let i = 0; i < slots.length; i += PART_STRIDE) {
+      if (slots[i + VALUE] === null && versionTimeMs(slots[i + VERSION] as number) < horizon) {
+        this.digests.xorPart(key, slots, i);
+        this.stats.bytes -= partBytes(slots[i + NAME] as string, null);
+      } else {
+        kept.push(slots[i + NAME]!, slots[i + VALUE]!, slots[i + VERSION]!, slots[i + WRITER]!, slots[i + EPOCH]!);
+      }
+    }
+    record.parts = kept.slice();
+  }
+
+  /** Makes the session a tombstone at `version`, purged tombstoneRetentionMs after `now`. */
+  tombstoneSession(key: SessionKey, record: SessionRecord, version: number, now: number): void {
+    this.digests.xorSession(key, record);
+    const slots = record.parts;
+    for (let i = 0; i < slots.length; i += PART_STRIDE) {
+      this.digests.xorPart(key, slots, i);
+      this.stats.bytes -= partBytes(slots[i + NAME] as string, slots[i + VALUE] as string | null);
+      if (slots[i + VALUE] !== null) this.stats.parts--;
+    }
+    record.parts = EMPTY_PARTS;
+    record.state = TOMBSTONE;
+    record.deletedVersion = version;
+    this.digests.xorSession(key, record);
+    this.stats.sessions--;
+    this.stats.tombstones++;
+    this.wheel.schedule(record, now + this.config.tombstoneRetentionMs);
+  }
+
+  /**
+   * A session delete at `version` from another node: parts at or below it go; parts newer
+   * than it (written after the session was re-created) stay, and so does the session.
+   */
+  deleteUpTo(key: SessionKey, record: SessionRecord, version: number, now: number): void {
+    const slots = record.parts;
+    let newer = false;
+    for (let i = 0; i < slots.length; i += PART_STRIDE) if ((slots[i + VERSION] as number) > version) newer = true;
+    if (!newer) {
+      this.tombstoneSession(key, record, version, now);
+      return;
+    }
+    this.digests.xorSession(key, record);
+    record.deletedVersion = version;
+    this.digests.xorSession(key, record);
+    const kept: PartSlot[] = [];
+    for (let i = 0; i < slots.length; i += PART_STRIDE) {
+      if ((slots[i + VERSION] as number) > version) {
+        kept.push(slots[i + NAME]!, slots[i + VALUE]!, slots[i + VERSION]!, slots[i + WRITER]!, slots[i + EPOCH]!);
+        continue;
+      }
+      this.digests.xorPart(key, slots, i);
+      this.stats.bytes -= partBytes(slots[i + NAME] as string, slots[i + VALUE] as string | null);
+      if (slots[i + VALUE] !== null) this.stats.parts--;
+    }
+    record.parts = kept.slice();
+  }
+
+  /** Moves ownership to `owner` at the next epoch and re-stamps every part with it. */
+  claim(key: SessionKey, record: SessionRecord, owner: string): void {
+    this.digests.xorSession(key, record);
+    record.owner = this.intern(owner);
+    record.epoch++;
+    this.digests.xorSession(key, record);
+    const slots = record.parts;
+    for (let i = 0; i < slots.length; i += PART_STRIDE) {
+      this.digests.xorPart(key, slots, i);
+      slots[i + EPOCH] = record.epoch;
+      this.digests.xorPart(key, slots, i);
+    }
+  }
+
+  /** Idle expiry: the session becomes a tombstone at the version of its newest part. */
+  expire(record: SessionRecord): void {
+    let newest = record.deletedVersion;
+    const slots = record.parts;
+    for (let i = 0; i < slots.length; i += PART_STRIDE) newest = Math.max(newest, slots[i + VERSION] as number);
+    this.tombstoneSession(this.keyOf(record.id), record, newest, record.expiresAt);
+    this.stats.expirations++;
+    this.observer?.sessionRemoved(record.id, 'expired');
+  }
+
+  /** Drops a session without a trace (tombstone purge, eviction, discard). */
+  remove(record: SessionRecord): void {
+    const key = this.keyOf(record.id);
+    const slots = record.parts;
+    for (let i = 0; i < slots.length; i += PART_STRIDE) {
+      this.digests.xorPart(key, slots, i);
+      if (slots[i + VALUE] !== null) this.stats.parts--;
+    }
+    this.digests.xorSession(key, record);
+    this.partitions[key.partition]!.delete(record.id);
+    this.wheel.cancel(record);
+    this.lru.unlink(record);
+    this.stats.bytes -= sessionBytes(record);
+    if (record.state === LIVE) this.stats.sessions--;
+    else this.stats.tombstones--;
+  }
+
+  /** Evicts least recently used sessions (never `keep`) until byteDelta more bytes fit. */
+  makeRoom(keep: SessionRecord | undefined, byteDelta: number): void {
+    const max = this.config.maxBytes;
+    if (max === 0 || this.stats.bytes + byteDelta <= max) return;
+    const finalSize = (keep === undefined ? 0 : sessionBytes(keep)) + byteDelta;
+    if (finalSize > max) {
+      throw new ResourceExhaustedError(
+        `the session would take ${finalSize} bytes, more than the whole memory budget of ${max} bytes`,
+      );
+    }
+    let candidate = this.lru.head;
+    while (this.stats.bytes + byteDelta > max && candidate !== null) {
+      const next = candidate.lruNext;
+      if (candidate !== keep) {
+        const wasLive = candidate.state === LIVE;
+        this.remove(candidate);
+        this.stats.evictions++;
+        if (wasLive) this.observer?.sessionRemoved(candidate.id, 'evicted');
+      }
+      candidate = next;
+    }
+  }
+
+  /**
+   * A refresh is made at `now`, or 1 ms after the latest refresh this node knows of if that
+   * is not earlier: replicas order refreshes by that time, so two in one millisecond (or
+   * one by a new owner whose clock is behind the old one's) must not tie or go back.
+   */
+  refreshExpiry(record: SessionRecord, ttlMs: number, now: number): void {
+    const refreshedAt = record.expiresAt > 0 ? Math.max(now, record.expiresAt - record.ttlMs + 1) : now;
+    record.ttlMs = ttlMs > 0 ? ttlMs : record.ttlMs > 0 ? record.ttlMs : this.config.defaultTtlMs;
+    record.expiresAt = refreshedAt + record.ttlMs;
+    this.wheel.scheduleNoLater(record, record.expiresAt);
+  }
+
+  /**
+   * Takes the owner's view of ownership and expiry. Expiry: the later refresh wins (one
+   * made at the same time with a longer TTL wins), so a shorter TTL replicates too.
+   * Ownership goes to the higher epoch; two nodes that claimed the same epoch concurrently
+   * settle on the higher node id, everywhere, whichever claim arrives first.
+   */
+  adoptMeta(key: SessionKey, record: SessionRecord, meta: RemoteSessionMeta): boolean {
+    let changed = this.adoptOwner(key, record, meta);
+    const refreshedAt = meta.expiresAt - meta.ttlMs;
+    const heldRefreshedAt = record.expiresAt - record.ttlMs;
+    if (refreshedAt > heldRefreshedAt || (refreshedAt === heldRefreshedAt && meta.expiresAt > record.expiresAt)) {
+      record.expiresAt = meta.expiresAt;
+      if (meta.ttlMs > 0) record.ttlMs = meta.ttlMs;
+      changed = true;
+    }
+    // A tombstone's slot is its purge; a session just revived may still sit in it.
+    if (record.state === LIVE) this.wheel.scheduleNoLater(record, record.expiresAt);
+    return changed;
+  }
+
+  /** Ownership goes to the higher (epoch, owner id); returns whether it moved. */
+  adoptOwner(key: SessionKey, record: SessionRecord, meta: RemoteSessionMeta): boolean {
+    if (!(meta.epoch > record.epoch || (meta.epoch === record.epoch && meta.owner > record.owner))) return false;
+    this.digests.xorSession(key, record);
+    record.owner = this.intern(meta.owner);
+    record.epoch = meta.epoch;
+    this.digests.xorSession(key, record);
+    return true;
+  }
+
+  /** Marks the session most recently used (last to evict). */
+  touchLru(record: SessionRecord): void {
+    this.lru.touch(record);
+  }
+
+  /** Expires sessions and purges tombstones that are due. */
+  tick(now: number): void {
+    this.wheel.due(now, (record) => {
+      // A tombstone is due exactly when it was scheduled; a live session may have been
+      // refreshed since (refreshes move its slot only earlier).
+      if (record.state !== LIVE) this.remove(record);
+      else if (record.expiresAt > now) this.wheel.schedule(record, record.expiresAt);
+      else this.expire(record);
+    });
+  }
+
+  /** When tick() next has work to do, or undefined. */
+  nextDeadline(): number | undefined {
+    return this.wheel.nextDeadline();
+  }
+
+  /** Part names and node ids repeat across sessions: keep one copy of each (bounded). */
+  intern(s: string): string {
+    const known = this.interned.get(s);
+    if (known !== undefined) return known;
+    if (this.interned.size < INTERN_LIMIT) this.interned.set(s, s);
+    return s;
+  }
+}

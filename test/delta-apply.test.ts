@@ -1,0 +1,88 @@
+/** DeltaApply: which data packets are admitted, and what their deltas do to the store. */
+import { DeltaApply } from '../src/core/delta-apply';
+import { FragmentReassembly } from '../src/core/fragment-reassembly';
+import type { MemberView } from '../src/core/membership';
+import { Placement } from '../src/core/placement';
+import { Delta, type Data } from '../src/gen/baton/v1/wire';
+import { BuzHash } from '../src/store/buzhash';
+import { HybridClock } from '../src/store/hybrid-clock';
+import { DEFAULT_STORE_CONFIG, SessionStore, type StoredSession } from '../src/store/store';
+import { encodeDelta, type Change } from '../src/wire/delta-codec';
+
+const NOW = 1_700_000_000_000;
+
+function setup(transport: 'unicast' | 'multicast' = 'unicast') {
+  const hasher = new BuzHash('delta-apply-tests');
+  const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: 'a', partitions: 16 }, hasher, new HybridClock());
+  const placement = new Placement(hasher, 16, 1);
+  placement.setMembers(['a', 'b', 'c']);
+  const members = new Map<string, MemberView>([['b', { nodeId: 'b', advertiseAddress: 'b:1', state: 'alive', incarnation: 5n, lastHeardAt: NOW, isSelf: false }]]);
+  const reassembly = new FragmentReassembly({ maxBytes: 4096, timeoutMs: 1000 });
+  const apply = new DeltaApply({ nodeId: 'a', transport }, store, placement, { member: (id) => members.get(id) }, reassembly);
+  return { store, placement, apply, reassembly };
+}
+
+/** A session as its writer `owner` stamps deltas. */
+function header(id: string, owner: string, epoch = 1): StoredSession {
+  return { id, parts: [], owner, epoch, ttlMs: 60_000, expiresAt: NOW + 60_000 };
+}
+
+function data(deltas: Delta[], extra: Partial<Data> = {}): Data {
+  return { targetNodeId: 'a', seq: 1n, deltas, fragment: undefined, ackRequested: false, retransmit: false, ...extra };
+}
+
+function delta(session: StoredSession, change: Change): Delta {
+  return Delta.decode(encodeDelta(session, change, session.owner, NOW - 5));
+}
+
+const PUT: Change = { kind: 'put', name: 'cart', value: Buffer.from('v'), version: 10, writer: 'b', epoch: 1 };
+
+test('admit refuses misrouted, unknown, unsequenced and stale packets before any receiver exists', () => {
+  const { apply } = setup();
+  expect(apply.admit('b', 5n, data([]))).toEqual({ channel: 'a', seq: 1 });
+  expect(apply.admit('b', 5n, data([], { targetNodeId: 'c' }))).toEqual({ dropped: 'misrouted' });
+  expect(apply.admit('b', 5n, data([], { targetNodeId: '' }))).toEqual({ dropped: 'misrouted' });
+  expect(apply.admit('x', 5n, data([]))).toEqual({ dropped: 'unknown_sender' });
+  expect(apply.admit('b', 5n, data([], { seq: 0n }))).toEqual({ dropped: 'malformed' });
+  expect(apply.admit('b', 4n, data([]))).toEqual({ dropped: 'stale_incarnation' });
+  expect(setup('multicast').apply.admit('b', 5n, data([], { targetNodeId: '' }))).toEqual({ channel: '', seq: 1 });
+});
+
+test('a packet applies its deltas and reports them with their lag', () => {
+  const { store, apply } = setup();
+  const outcome = apply.applyPacket('b', 5n, data([delta(header('s1', 'b'), PUT), delta(header('s1', 'b'), { kind: 'touch' })]), NOW);
+  expect(outcome).toEqual({ applied: 2, ignored: 0, dropped: [], lagsMs: [5, 5], notes: [], resyncSender: false });
+  expect(store.get('s1', NOW)!.parts).toContain('v');
+});
+
+test('multicast: deltas of sessions this node neither owns, replicates nor holds are ignored', () => {
+  const { store, placement, apply } = setup('multicast');
+  let id = 0;
+  while (placement.isSecondary('a', store.partitionOf(`m${id}`), 'b')) id++;
+  const outcome = apply.applyPacket('b', 5n, data([delta(header(`m${id}`, 'b'), PUT)], { targetNodeId: '' }), NOW);
+  expect(outcome.ignored).toBe(1);
+  expect(store.get(`m${id}`, NOW)).toBeUndefined();
+});
+
+test('a write naming this node as owner, while a newer claim is known, yields a superseded note', () => {
+  const { store, apply } = setup();
+  store.put('s2', [{ name: 'cart', value: Buffer.from('old') }], 60_000, NOW);
+  store.applyRemote('s2', { kind: 'claim' }, { owner: 'c', epoch: 3, expiresAt: NOW + 60_000, ttlMs: 60_000 }, NOW);
+  const outcome = apply.applyPacket('b', 5n, data([delta(header('s2', 'a', 1), PUT)], { seq: 7n }), NOW);
+  expect(outcome.notes).toEqual([{ seq: 7n, sessionId: 's2', ownerNodeId: 'c', epoch: 3n }]);
+});
+
+test('fragments complete into a delta; one past the reassembly budget asks for a resync of the sender', () => {
+  const { store, apply, reassembly } = setup();
+  const bytes = encodeDelta(header('s3', 'b'), PUT, 'b', NOW);
+  const half = Math.ceil(bytes.length / 2);
+  const chunks = [Buffer.from(bytes.subarray(0, half)), Buffer.from(bytes.subarray(half))];
+  const first = apply.applyPacket('b', 5n, data([], { fragment: { deltaId: 1n, index: 0, count: 2, chunk: chunks[0]! } }), NOW);
+  expect(first.applied).toBe(0);
+  expect(reassembly.bytesHeld()).toBeGreaterThan(0);
+  const second = apply.applyPacket('b', 5n, data([], { seq: 2n, fragment: { deltaId: 1n, index: 1, count: 2, chunk: chunks[1]! } }), NOW);
+  expect(second.applied).toBe(1);
+  expect(store.get('s3', NOW)).toBeDefined();
+  const overflow = apply.applyPacket('b', 5n, data([], { seq: 3n, fragment: { deltaId: 2n, index: 0, count: 2, chunk: Buffer.alloc(5000) } }), NOW);
+  expect(overflow).toMatchObject({ dropped: ['reassembly_overflow'], resyncSender: true });
+});

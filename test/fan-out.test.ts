@@ -1,0 +1,102 @@
+/** FanOut: who a session's changes go to, on which channels, and what a call reports it queued. */
+import { ChannelTable } from '../src/core/channel-table';
+import { DEFAULT_CHANNEL_RECEIVER_CONFIG } from '../src/core/channel-receiver';
+import { FanOut } from '../src/core/fan-out';
+import { Placement } from '../src/core/placement';
+import { BuzHash } from '../src/store/buzhash';
+import { HybridClock } from '../src/store/hybrid-clock';
+import { SeededRandom } from '../src/store/random';
+import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
+
+const NOW = 1_700_000_000_000;
+const NODES = ['a', 'b', 'c', 'd'];
+
+function setup(transport: 'unicast' | 'multicast', self = 'a') {
+  const hasher = new BuzHash('fan-out-tests');
+  const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: self, partitions: 16 }, hasher, new HybridClock());
+  const placement = new Placement(hasher, 16, 2);
+  placement.setMembers(NODES);
+  const channels = new ChannelTable(
+    { nodeId: self, maxPayloadBytes: 1400, retransmitBufferBytes: 1 << 20, sendWindowBytes: 0, holdStallMs: 100, receiver: DEFAULT_CHANNEL_RECEIVER_CONFIG },
+    new SeededRandom(1),
+  );
+  const fanOut = new FanOut({ nodeId: self, transport }, store, placement, channels, () => NODES.filter((n) => n !== self));
+  return { store, placement, channels, fanOut };
+}
+
+function put(store: SessionStore, id: string, value = 'v') {
+  store.put(id, [{ name: 'cart', value: Buffer.from(value) }], 60_000, NOW);
+  return store.get(id, NOW)!;
+}
+
+test('unicast: a local write goes to each secondary on its own channel, one wait per holder', () => {
+  const { store, placement, channels, fanOut } = setup('unicast');
+  const session = put(store, 's1');
+  const secondaries = placement.secondaries(store.partitionOf('s1'), 'a');
+  expect(secondaries.length).toBe(2);
+  const change = { kind: 'put' as const, name: 'cart', value: Buffer.from('v'), version: 1 };
+  const { underReplicated, write } = fanOut.write(session, [change, change], NOW);
+  expect(underReplicated).toBe(false);
+  expect(write!.owner).toBeUndefined();
+  expect(write!.waits.map((w) => [w.nodeId, w.channel])).toEqual(secondaries.map((id) => [id, id]));
+  expect(write!.deltas).toBe(2 * 2);
+  expect([...fanOut.takeDirty()].sort()).toEqual([...secondaries].sort());
+  expect(fanOut.takeDirty().size).toBe(0);
+  // Both changes share a key: the channel conflates them to one queued delta.
+  for (const id of secondaries) expect(channels.senders.get(id)!.pendingCount).toBe(1);
+});
+
+test('multicast: one group channel whatever the holders; deltas count once', () => {
+  const { store, fanOut } = setup('multicast');
+  const session = put(store, 's1');
+  const { write } = fanOut.write(session, [{ kind: 'touch' }], NOW);
+  expect(write!.waits.every((w) => w.channel === '')).toBe(true);
+  expect(write!.deltas).toBe(1);
+  expect([...fanOut.takeDirty()]).toEqual(['']);
+});
+
+test('a write on a session another member owns goes to that owner first and waits for it', () => {
+  const { store, placement, fanOut } = setup('unicast');
+  put(store, 's2');
+  store.applyRemote('s2', { kind: 'claim' }, { owner: 'c', epoch: 2, expiresAt: NOW + 60_000, ttlMs: 60_000 }, NOW);
+  const session = store.get('s2', NOW)!;
+  const { underReplicated, write } = fanOut.write(session, [{ kind: 'touch' }], NOW);
+  expect(underReplicated).toBe(false);
+  expect(write!.owner).toBe('c');
+  expect(write!.waits[0]!.nodeId).toBe('c');
+  expect(write!.waits.map((w) => w.nodeId).slice(1)).toEqual(placement.secondaries(store.partitionOf('s2'), 'c').filter((id) => id !== 'a'));
+});
+
+test('alone, a write is under-replicated and queued nowhere; later resendOwned queues the partition again', () => {
+  const { store, placement, fanOut } = setup('unicast');
+  placement.setMembers(['a']);
+  const session = put(store, 's3');
+  const result = fanOut.write(session, [{ kind: 'touch' }], NOW);
+  expect(result).toEqual({ underReplicated: true, partition: store.partitionOf('s3'), write: undefined });
+  placement.setMembers(NODES);
+  expect(fanOut.resendOwned([store.partitionOf('s3')], NOW).deltas).toBe(2); // one part, two secondaries
+  expect(fanOut.takeDirty().size).toBe(2);
+});
+
+test('a claim goes to the new secondaries and to the previous owner', () => {
+  const { store, placement, fanOut } = setup('unicast');
+  put(store, 's4');
+  const partition = store.partitionOf('s4');
+  const previous = NODES.find((n) => n !== 'a' && !placement.secondaries(partition, 'a').includes(n))!;
+  const session = store.get('s4', NOW)!;
+  // claim + one part, to two secondaries and the previous owner.
+  expect(fanOut.claim(session, previous, NOW).deltas).toBe(2 * 3);
+  expect(fanOut.takeDirty().has(previous)).toBe(true);
+});
+
+test('resendForwarded stamps unstamped parts with the session epoch and sends to the adopted owner', () => {
+  const { store, fanOut } = setup('unicast');
+  put(store, 's5');
+  fanOut.adoptOwner('s5', 'd', 5, NOW);
+  expect(store.ownerOf('s5')).toEqual({ owner: 'd', epoch: 5 });
+  const resent = fanOut.resendForwarded('s5', [{ kind: 'put', name: 'cart', value: Buffer.from('w'), version: 9 }], NOW)!;
+  expect(resent.owner).toBe('d');
+  expect(resent.changes).toEqual([{ kind: 'put', name: 'cart', value: Buffer.from('w'), version: 9, epoch: 5 }]);
+  expect(store.get('s5', NOW)!.parts).toContain('w');
+  expect(fanOut.resendForwarded('missing', [], NOW)).toBeUndefined();
+});

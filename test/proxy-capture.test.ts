@@ -1,0 +1,191 @@
+/**
+ * The proxy's capture logic against an in-memory session store and virtual time: which
+ * session a request gets, what is written when, and what the web server is told. Also
+ * SessionApi.resumeSession, the resume path the proxy uses, on two stores.
+ */
+import pino from 'pino';
+import { encodeAuth, withBearer } from '../src/capture/auth-capture';
+import { SessionApi, type PeerCopies, type Replicator } from '../src/core/session-api';
+import { AuthState, TlsSessionState } from '../src/gen/baton/v1/parts';
+import { BuzHash } from '../src/store/buzhash';
+import { HybridClock } from '../src/store/hybrid-clock';
+import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
+import { UnavailableError } from '../src/wire/errors';
+import { ProxyCapture, TOUCH_INTERVAL_MS, type ConnectionCapture } from '../sidecar/proxy/proxy-capture';
+import { NO_PROXY_OBSERVER, type CaptureKind, type ProxyObserver } from '../sidecar/proxy/proxy-observer';
+import type { ProxySessionStore, ResumedSession } from '../sidecar/proxy/proxy-sessions';
+
+const T0 = 1_700_000_000_000;
+const silent = pino({ level: 'silent' });
+
+class MemoryStore implements ProxySessionStore {
+  readonly parts = new Map<string, Map<string, Uint8Array>>();
+  readonly writes: { id: string; names: string[] }[] = [];
+  readonly touches: string[] = [];
+  previousOwner: string | undefined;
+  unavailable = false;
+  refuseWrites = false;
+
+  resume(sessionId: string): Promise<ResumedSession> {
+    if (this.unavailable) return Promise.reject(new UnavailableError('no peer answered'));
+    const parts = this.parts.get(sessionId);
+    return Promise.resolve({ found: parts !== undefined, auth: parts?.get('auth'), previousOwner: parts === undefined ? undefined : this.previousOwner });
+  }
+  put(sessionId: string, parts: readonly { name: 'auth' | 'tls'; value: Uint8Array }[]): Promise<void> {
+    if (this.refuseWrites) return Promise.reject(new Error('over the memory budget'));
+    const session = this.parts.get(sessionId) ?? new Map<string, Uint8Array>();
+    for (const p of parts) session.set(p.name, p.value);
+    this.parts.set(sessionId, session);
+    this.writes.push({ id: sessionId, names: parts.map((p) => p.name) });
+    return Promise.resolve();
+  }
+  touch(sessionId: string): void {
+    this.touches.push(sessionId);
+  }
+}
+
+function plainConnection(): ConnectionCapture {
+  return { tls: undefined, clientCertSubject: undefined, tlsWritten: new Set() };
+}
+
+function tlsConnection(resumed = false): ConnectionCapture {
+  return {
+    tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256', servername: 'shop', alpnProtocol: 'h2', session: undefined, resumed, handshakeAtUnixMs: T0 },
+    clientCertSubject: undefined,
+    tlsWritten: new Set(),
+  };
+}
+
+function setup(observer: ProxyObserver = NO_PROXY_OBSERVER) {
+  const store = new MemoryStore();
+  let now = T0;
+  let counter = 0;
+  const random = (n: number) => Uint8Array.from({ length: n }, () => ++counter % 256);
+  const capture = new ProxyCapture(store, 'baton_sid', observer, silent, random, () => now);
+  return { store, capture, advance: (ms: number) => (now += ms) };
+}
+
+describe('ProxyCapture', () => {
+  test('no cookie: a new id, stored at once (an empty auth part), marked new for the web server', async () => {
+    const { store, capture } = setup();
+    const session = await capture.open({}, plainConnection());
+    expect(session.minted).toBe(true);
+    expect(session.id).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(store.writes).toEqual([{ id: session.id, names: ['auth'] }]);
+    expect(capture.upstreamHeaders(session, plainConnection())).toMatchObject({ sessionId: session.id, minted: true, authSubject: undefined });
+  });
+
+  test('a known cookie resumes the session with its login; an unknown one gets a new id', async () => {
+    const { store, capture } = setup();
+    const id = 'AAAAAAAAAAAAAAAAAAAAAA';
+    await store.put(id, [{ name: 'auth', value: encodeAuth(AuthState.fromPartial({ subject: 'alice', scopes: ['r'] })) }]);
+    store.previousOwner = 'pod-0';
+    const resumed = await capture.open({ cookie: `baton_sid=${id}` }, plainConnection());
+    expect(resumed).toMatchObject({ id, minted: false, previousOwner: 'pod-0' });
+    expect(capture.upstreamHeaders(resumed, plainConnection())).toMatchObject({ resumedFrom: 'pod-0', authSubject: 'alice', authScopes: ['r'] });
+    const unknown = await capture.open({ cookie: 'baton_sid=BBBBBBBBBBBBBBBBBBBBBB' }, plainConnection());
+    expect(unknown.minted).toBe(true);
+    expect(unknown.id).not.toBe('BBBBBBBBBBBBBBBBBBBBBB');
+  });
+
+  test('a store that cannot tell whether the session exists fails the request (no silent new session)', async () => {
+    const { store, capture } = setup();
+    store.unavailable = true;
+    await expect(capture.open({ cookie: 'baton_sid=AAAAAAAAAAAAAAAAAAAAAA' }, plainConnection())).rejects.toBeInstanceOf(UnavailableError);
+  });
+
+  test('the tls part is written once per connection and session; the handshake’s resumption reaches the web server', async () => {
+    const { store, capture } = setup();
+    const connection = tlsConnection(true);
+    const first = await capture.open({}, connection);
+    const cookie = `baton_sid=${first.id}`;
+    await capture.open({ cookie }, connection);
+    await capture.open({ cookie }, connection);
+    expect(store.writes.filter((w) => w.names.includes('tls'))).toHaveLength(1);
+    expect(TlsSessionState.decode(store.parts.get(first.id)!.get('tls')!)).toMatchObject({ protocol: 'TLSv1.3', alpnProtocol: 'h2', resumed: true });
+    await capture.open({ cookie }, tlsConnection(false));
+    expect(store.writes.filter((w) => w.names.includes('tls'))).toHaveLength(2);
+    expect(capture.upstreamHeaders(first, connection).tlsResumed).toBe(true);
+  });
+
+  test('login and logout from the answer; the login ends at its expiry', async () => {
+    const { store, capture, advance } = setup();
+    const session = await capture.open({}, plainConnection());
+    capture.answer(session, { 'x-baton-auth-subject': 'alice', 'x-baton-auth-expires': String(T0 / 1000 + 60) });
+    await Promise.resolve();
+    expect(AuthState.decode(store.parts.get(session.id)!.get('auth')!).subject).toBe('alice');
+    const again = await capture.open({ cookie: `baton_sid=${session.id}` }, plainConnection());
+    expect(capture.upstreamHeaders(again, plainConnection()).authSubject).toBe('alice');
+    advance(60_000);
+    expect(capture.upstreamHeaders(again, plainConnection()).authSubject).toBeUndefined();
+    capture.answer(again, { 'x-baton-auth-subject': '' });
+    await Promise.resolve();
+    expect(AuthState.decode(store.parts.get(session.id)!.get('auth')!).subject).toBe('');
+  });
+
+  test('a bearer token is written when it changes, not on every request', async () => {
+    const kinds: CaptureKind[] = [];
+    const { store, capture } = setup({ ...NO_PROXY_OBSERVER, capture: (kind) => kinds.push(kind) });
+    const session = await capture.open({ authorization: 'Bearer t1' }, plainConnection());
+    const cookie = `baton_sid=${session.id}`;
+    await capture.open({ cookie, authorization: 'Bearer t1' }, plainConnection());
+    await capture.open({ cookie, authorization: 'Bearer t2' }, plainConnection());
+    expect(store.writes.map((w) => w.names)).toEqual([['auth'], ['auth']]);
+    expect(AuthState.decode(store.parts.get(session.id)!.get('auth')!)).toMatchObject(withBearer(undefined, 't2', {}));
+    expect(kinds.filter((k) => k === 'bearer')).toHaveLength(2);
+  });
+
+  test('an active session is touched at most once per interval', async () => {
+    const { store, capture, advance } = setup();
+    const session = await capture.open({}, plainConnection());
+    const cookie = `baton_sid=${session.id}`;
+    for (let i = 0; i < 5; i++) await capture.open({ cookie }, plainConnection());
+    expect(store.touches).toHaveLength(0);
+    advance(TOUCH_INTERVAL_MS);
+    for (let i = 0; i < 5; i++) await capture.open({ cookie }, plainConnection());
+    expect(store.touches).toEqual([session.id]);
+  });
+
+  test('a refused write is counted and does not fail the request', async () => {
+    const kinds: CaptureKind[] = [];
+    const { store, capture } = setup({ ...NO_PROXY_OBSERVER, capture: (kind) => kinds.push(kind) });
+    store.refuseWrites = true;
+    const session = await capture.open({}, plainConnection());
+    expect(session.minted).toBe(true);
+    expect(kinds).toContain('write_failed');
+  });
+});
+
+describe('SessionApi.resumeSession', () => {
+  const LIMITS = { maxValueBytes: 64 * 1024, maxPartsPerSession: 64 };
+  const store = (nodeId: string) => new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId, partitions: 16 }, new BuzHash('proxy-test'), new HybridClock());
+
+  function peersHolding(source: SessionStore): Replicator {
+    return {
+      replicas: 0,
+      secondariesFor: () => 1,
+      replicate: () => undefined,
+      waitForAcks: () => Promise.resolve(0),
+      sendQueueRoom: () => undefined,
+      fetchFromPeers: (id, _owner, _deadline): Promise<PeerCopies> => {
+        const snapshot = source.snapshot(id, T0);
+        return Promise.resolve({ asked: 1, answered: 1, snapshots: snapshot === undefined ? [] : [snapshot] });
+      },
+      replicateClaim: () => undefined,
+    };
+  }
+
+  test('says which node owned the session before this one claimed it, once', async () => {
+    const a = store('node-a');
+    a.put('s', [{ name: 'auth', value: encodeAuth(AuthState.fromPartial({ subject: 'alice' })) }], 0, T0);
+    const b = new SessionApi(store('node-b'), LIMITS, peersHolding(a), undefined, () => T0);
+    const first = await b.resumeSession({ sessionId: 's', parts: ['auth'], resume: true }, T0);
+    expect(first.previousOwner).toBe('node-a');
+    expect(first.response.found).toBe(true);
+    expect(first.response.session!.ownerNodeId).toBe('node-b');
+    const second = await b.resumeSession({ sessionId: 's', parts: [], resume: true }, T0);
+    expect(second.previousOwner).toBeUndefined();
+    const missing = await b.resumeSession({ sessionId: 'none', parts: [], resume: true }, T0);
+    expect(missing).toEqual({ response: { found: false, session: undefined }, previousOwner: undefined });
+  });
+});

@@ -1,0 +1,45 @@
+import { parseConfig } from '../sidecar/config/config';
+import { ConfigError } from '../src/wire/errors';
+
+const proxy = { 'proxy-listen': '127.0.0.1:0' };
+
+function failure(values: Record<string, string>, files: Record<string, string> = {}): string {
+  try {
+    parseConfig(values, {}, (path) => {
+      if (!(path in files)) throw new Error('ENOENT: no such file');
+      return files[path]!;
+    });
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('capture proxy options', () => {
+  test('off by default; the upstream forms parse to where requests go', () => {
+    expect(parseConfig({}, {}).proxyListen).toBeUndefined();
+    expect(parseConfig({ ...proxy, 'proxy-upstream': 'http://127.0.0.1:8080' }, {}).proxyUpstream).toEqual({ kind: 'http', text: 'http://127.0.0.1:8080', host: '127.0.0.1', port: 8080 });
+    expect(parseConfig({ ...proxy, 'proxy-upstream': 'https://web.local/' }, {}).proxyUpstream).toMatchObject({ kind: 'https', host: 'web.local', port: 443 });
+    expect(parseConfig({ ...proxy, 'proxy-upstream': 'http://[::1]:81' }, {}).proxyUpstream).toMatchObject({ kind: 'http', host: '::1', port: 81 });
+    expect(parseConfig({ ...proxy, 'proxy-upstream': 'unix:/run/web.sock' }, {}).proxyUpstream).toEqual({ kind: 'unix', text: 'unix:/run/web.sock', path: '/run/web.sock' });
+    const config = parseConfig({ ...proxy, 'proxy-upstream': 'unix:/s', 'proxy-max-body-mb': '0' }, {});
+    expect(config).toMatchObject({ sessionCookie: 'baton_sid', proxyMaxBodyBytes: 0, proxyMaxHeaderBytes: 16384, tlsSelfSigned: false });
+  });
+
+  test('what does not go together, or does not load, is a configuration error naming the flag', () => {
+    expect(failure(proxy)).toMatch(/--proxy-listen \(BATON_PROXY_LISTEN\) needs --proxy-upstream/);
+    expect(failure({ ...proxy, 'proxy-upstream': 'ws://x:1' })).toMatch(/invalid --proxy-upstream/);
+    expect(failure({ ...proxy, 'proxy-upstream': 'http://u:p@x:1' })).toMatch(/without a path, query or credentials/);
+    expect(failure({ ...proxy, 'proxy-upstream': 'unix:' })).toMatch(/unix:\/path/);
+    expect(failure({ 'tls-self-signed': 'true' })).toMatch(/set --proxy-listen/);
+    const up = { ...proxy, 'proxy-upstream': 'http://x:1' };
+    expect(failure({ ...up, 'tls-key-file': '/k' })).toMatch(/go together/);
+    expect(failure({ ...up, 'tls-self-signed': 'true', 'tls-cert-file': '/c', 'tls-key-file': '/k' })).toMatch(/exclude each other/);
+    expect(failure({ ...up, 'tls-cert-file': '/c', 'tls-key-file': '/k' })).toMatch(/cannot read --tls-cert-file/);
+    expect(failure({ ...up, 'tls-cert-file': '/c', 'tls-key-file': '/k' }, { '/c': 'not a certificate', '/k': 'nor a key' })).toMatch(/do not load/);
+    expect(failure({ ...up, 'tls-self-signed': 'true', 'tls-client-ca-file': '/ca' }, { '/ca': 'junk' })).toMatch(/--tls-client-ca-file/);
+    expect(failure({ ...up, 'session-cookie': 'a b' })).toMatch(/invalid --session-cookie/);
+    expect(failure({ ...up, 'proxy-upstream-timeout-ms': '5' })).toMatch(/invalid --proxy-upstream-timeout-ms/);
+  });
+});

@@ -1,0 +1,83 @@
+/**
+ * WriteTickets: waits learn their sequence numbers as channels send, acknowledgements
+ * count per holder, forwarded writes need their owner's confirmation, and superseded
+ * owners send the write again (virtual channels: acknowledgement levels in a map).
+ */
+import { MAX_FORWARDED_RESENDS, WriteTickets, type TicketWait } from '../src/core/write-tickets';
+
+const wait = (nodeId: string, queued: number, channel = nodeId): TicketWait => ({ nodeId, channel, seq: 0, firstSeq: 0, queued });
+
+function acks(levels: Record<string, number>) {
+  return (channel: string, nodeId: string) => levels[`${channel}>${nodeId}`] ?? 0;
+}
+
+describe('WriteTickets', () => {
+  it('counts nothing until sent, then each holder whose acknowledgement covers the write', () => {
+    const t = new WriteTickets();
+    const ticket = t.open([wait('b', 1), wait('c', 1)], undefined, undefined);
+    t.await(ticket.id, 2);
+    expect(t.ackCount(ticket.id, acks({ 'b>b': 9, 'c>c': 9 }))).toBe(0);
+    expect(t.awaitedOn('b')).toBe(true);
+    t.sent('b', 1, 1, 3);
+    expect(t.get(ticket.id)!.flushed).toBe(false);
+    t.sent('c', 5, 1, 5);
+    expect(t.get(ticket.id)!.flushed).toBe(true);
+    expect(t.awaitedOn('b')).toBe(false);
+    expect(t.ackCount(ticket.id, acks({ 'b>b': 3, 'c>c': 4 }))).toBe(1);
+    t.check(acks({ 'b>b': 3, 'c>c': 4 }));
+    expect(t.takeCompleted()).toEqual([]);
+    t.check(acks({ 'b>b': 3, 'c>c': 5 }));
+    expect(t.takeCompleted()).toEqual([{ id: ticket.id, acked: 2 }]);
+    expect(t.size).toBe(0);
+  });
+
+  it('covers a write only once the channel sent everything queued up to it', () => {
+    const t = new WriteTickets();
+    const ticket = t.open([wait('b', 4)], undefined, undefined);
+    t.await(ticket.id, 1);
+    t.sent('b', 1, 3, 2);
+    expect(t.get(ticket.id)!.waits[0]!.seq).toBe(0);
+    t.sent('b', 3, 4, 3);
+    expect(t.get(ticket.id)!.waits[0]).toMatchObject({ seq: 3, firstSeq: 3 });
+  });
+
+  it('forgets a ticket nobody awaits at the next flush, and a released one at once', () => {
+    const t = new WriteTickets();
+    const lonely = t.open([wait('b', 1)], undefined, undefined);
+    const awaited = t.open([wait('c', 1)], undefined, undefined);
+    t.await(awaited.id, 1);
+    t.sent('other', 1, 0, 0);
+    expect(t.get(lonely.id)).toBeUndefined();
+    expect(t.get(awaited.id)).toBeDefined();
+    t.release(awaited.id);
+    expect(t.size).toBe(0);
+  });
+
+  it('counts a forwarded write only after its owner confirmed it, and sends it again when the owner was superseded', () => {
+    const t = new WriteTickets();
+    const forwarded = { sessionId: 's1', changes: [{ kind: 'touch' as const }], resends: 0 };
+    const ticket = t.open([wait('owner', 1), wait('c', 1)], 'owner', forwarded);
+    t.await(ticket.id, 2);
+    t.sent('owner', 4, 1, 4);
+    t.sent('c', 4, 1, 4);
+    const levels = acks({ 'owner>owner': 4, 'c>c': 4 });
+    expect(t.ackCount(ticket.id, levels)).toBe(0);
+    // An acknowledgement whose notes may be incomplete for the write: send again.
+    expect(t.ownerAck('owner', 'owner', 4, 4, [])).toEqual([ticket]);
+    // A note that the owner was superseded for this session within the write's packets: send again.
+    expect(t.ownerAck('owner', 'owner', 4, 0, [{ seq: 4, sessionId: 's1' }])).toEqual([ticket]);
+    // A note for another session, complete notes: confirmed.
+    expect(t.ownerAck('owner', 'owner', 4, 0, [{ seq: 4, sessionId: 's2' }])).toEqual([]);
+    expect(t.ackCount(ticket.id, levels)).toBe(2);
+  });
+
+  it('bounds how often a forwarded write is sent again, and reopens it for the new holders', () => {
+    const t = new WriteTickets();
+    const ticket = t.open([wait('owner', 1)], 'owner', { sessionId: 's1', changes: [], resends: 0 });
+    for (let i = 0; i < MAX_FORWARDED_RESENDS; i++) expect(t.countResend(ticket)).toBe(true);
+    expect(t.countResend(ticket)).toBe(false);
+    t.reopen(ticket, 'new-owner', [{ kind: 'claim' }], [wait('new-owner', 2)]);
+    expect(ticket).toMatchObject({ owner: 'new-owner', ownerConfirmed: false, flushed: false, waits: [{ nodeId: 'new-owner', seq: 0 }] });
+    expect(ticket.forwarded!.changes).toEqual([{ kind: 'claim' }]);
+  });
+});
