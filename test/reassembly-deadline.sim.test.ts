@@ -4,7 +4,7 @@
  * (no datagram, no heartbeat, no receiver timer) wakes the node.
  */
 import { FragmentReassembly } from '../src/core/fragment-reassembly';
-import { SimCluster, type SimNode } from './support/sim-node';
+import { SimCluster, type SimNode } from './support/sim-cluster';
 
 const TIMEOUT_MS = 200;
 /** Far beyond the test's horizon, so no heartbeat or failure detection wakes a node meanwhile. */

@@ -1,5 +1,5 @@
 /**
- * Runs scenarios in the simulator (test/support/sim-node.ts, sim-network.ts): seeded,
+ * Runs scenarios in the simulator (test/support/sim-cluster.ts, sim-network.ts): seeded,
  * on virtual time, a whole file in milliseconds.
  *
  * Rules:
@@ -14,7 +14,7 @@ import { DEFAULT_SYNC_TIMEOUT_MS } from '../../src/core/session-api';
 import type { ClusterSettings, PartValue } from './scenario-parser';
 import type { ConvergeResult, ScenarioBackend, SessionView } from './scenario-runner';
 import { PERFECT_LINK } from './sim-network';
-import { comparable, SIM_T0, SimCluster, type SimNode } from './sim-node';
+import { comparable, SIM_T0, SimCluster, type SimNode } from './sim-cluster';
 
 /** How long membership may take to settle when nodes start (virtual ms). */
 const SETTLE_MS = 10_000;
@@ -114,7 +114,7 @@ export class SimBackend implements ScenarioBackend {
 
   async resume(name: string, session: string): Promise<SessionView | undefined> {
     const node = this.node(name);
-    return node.resume(session) === undefined ? undefined : this.read(name, session);
+    return (await node.resume(session)) === undefined ? undefined : this.read(name, session);
   }
 
   async read(name: string, session: string): Promise<SessionView | undefined> {
