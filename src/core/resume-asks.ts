@@ -14,6 +14,7 @@
  */
 import type { PeerCopies } from './session-api';
 import type { SessionSnapshot } from '../store/store';
+import { DeadlineHeap } from './deadline-heap';
 
 /** Most session ids one lookup carries (the peer service refuses more). */
 export const MAX_IDS_PER_REQUEST = 10_000;
@@ -51,8 +52,10 @@ export interface LookupRequest {
 
 export class ResumeAsks {
   private queued: Ask[] = [];
-  /** Asks sent and not settled, with the deadlines of the peers they wait for. */
+  /** Asks sent and not settled. */
   private readonly open = new Set<Ask>();
+  /** When an ask stops waiting: for one peer (its own deadline), or at all (peer undefined). */
+  private readonly deadlines = new DeadlineHeap<{ ask: Ask; peer: string | undefined }>();
   private readonly lookups = new Map<number, Lookup>();
   settledCount = 0;
 
@@ -79,7 +82,9 @@ export class ResumeAsks {
     const byPeer = new Map<string, { peer: PeerRef; asks: Ask[] }>();
     for (const ask of asks) {
       this.open.add(ask);
+      this.deadlines.push(ask.deadline, { ask, peer: undefined });
       for (const peer of ask.peers) {
+        if (peer.deadline < ask.deadline) this.deadlines.push(peer.deadline, { ask, peer: peer.nodeId });
         let entry = byPeer.get(peer.address);
         if (entry === undefined) byPeer.set(peer.address, (entry = { peer, asks: [] }));
         entry.asks.push(ask);
@@ -132,22 +137,14 @@ export class ResumeAsks {
 
   /** Stops waiting for peers past their deadline, and settles asks past theirs. */
   tick(now: number): void {
-    for (const ask of this.open) {
-      if (ask.deadline <= now) {
-        this.finish(ask);
-        continue;
-      }
-      for (const peer of ask.peers) if (ask.waiting.has(peer.nodeId) && deadlineFor(ask, peer.nodeId) <= now) this.settle(ask, peer.nodeId);
+    for (const { ask, peer } of this.deadlines.takeDue(now)) {
+      if (peer === undefined) this.finish(ask);
+      else this.settle(ask, peer);
     }
   }
 
   nextDeadline(): number {
-    let next = Infinity;
-    for (const ask of this.open) {
-      if (ask.deadline < next) next = ask.deadline;
-      for (const peer of ask.peers) if (ask.waiting.has(peer.nodeId) && peer.deadline < next) next = peer.deadline;
-    }
-    return next;
+    return this.deadlines.next(({ ask, peer }) => !ask.done && (peer === undefined || ask.waiting.has(peer)));
   }
 
   /** Settles every ask with what it has (the node stops). */
