@@ -30,7 +30,7 @@ import { Membership, type MembershipConfig, type MembershipEvent } from './membe
 import { Placement } from './placement';
 import { SeededRandom, type Random } from '../store/random';
 import { ReplicationEngine, type EngineDropReason, type LocalChange, type ResyncRequest } from './replication-engine';
-import { DeadlineHeap } from './deadline-heap';
+import { TimerTable } from './timer-table';
 import { ResumeAsks, type PeerRef } from './resume-asks';
 import { SessionApi, type PeerCopies, type Replicator, type ResumeObserver } from './session-api';
 import type { SessionSnapshot, SessionStore, StoredSession } from '../store/store';
@@ -141,7 +141,7 @@ export class NodeCore implements Replicator {
   private nextRequestId = 1;
   private requests: PeerRequest[] = [];
   private readonly waiters = new Map<number, Waiter>();
-  private readonly waiterDeadlines = new DeadlineHeap<number>();
+  private readonly waiterDeadlines = new TimerTable<number>();
   private awaited: number[] = [];
   private completed: { id: number; acked: number }[] = [];
   private settled = 0;
@@ -259,7 +259,8 @@ export class NodeCore implements Replicator {
     if ((this.store.nextDeadline() ?? Infinity) <= now) this.store.tick(now);
     this.engine.tick(now);
     this.asks.tick(now);
-    for (const ticket of this.waiterDeadlines.takeDue(now)) {
+    for (const ticket of this.waiterDeadlines.due(now)) {
+      this.waiterDeadlines.clear(ticket);
       const waiter = this.waiters.get(ticket);
       if (waiter === undefined || waiter.deadline > now) continue;
       this.waiters.delete(ticket);
@@ -344,7 +345,7 @@ export class NodeCore implements Replicator {
   nextDeadline(): number {
     if (this.stopped) return Infinity;
     let next = Math.min(this.engine.nextDeadline(), this.store.nextDeadline() ?? Infinity, this.asks.nextDeadline(), this.antiEntropyAt, this.seedsAt);
-    next = Math.min(next, this.waiterDeadlines.next((ticket) => this.waiters.has(ticket)));
+    next = Math.min(next, this.waiterDeadlines.next());
     for (const drain of this.drains) if (drain.deadline < next) next = drain.deadline;
     const heard = this.startedAt + CAUGHT_UP_HEARTBEATS * this.config.membership.heartbeatIntervalMs;
     for (const wait of this.catchUps) next = Math.min(next, wait.deadline, heard > this.now ? heard : Infinity);
@@ -377,7 +378,7 @@ export class NodeCore implements Replicator {
     this.engine.awaitTicket(ticket, needed);
     if (this.stopped) return Promise.resolve(this.engine.ackCount(ticket));
     this.awaited.push(ticket);
-    this.waiterDeadlines.push(deadline, ticket);
+    this.waiterDeadlines.set(ticket, deadline);
     return new Promise((resolve) => this.waiters.set(ticket, { needed, deadline, resolve }));
   }
 
@@ -462,6 +463,7 @@ export class NodeCore implements Replicator {
       const waiter = this.waiters.get(done.id);
       if (waiter === undefined) continue;
       this.waiters.delete(done.id);
+      this.waiterDeadlines.clear(done.id);
       tickets.push(done);
       this.settle(() => waiter.resolve(done.acked));
     }

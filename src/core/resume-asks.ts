@@ -14,7 +14,7 @@
  */
 import type { PeerCopies } from './session-api';
 import type { SessionSnapshot } from '../store/store';
-import { DeadlineHeap } from './deadline-heap';
+import { TimerTable } from './timer-table';
 
 /** Most session ids one lookup carries (the peer service refuses more). */
 export const MAX_IDS_PER_REQUEST = 10_000;
@@ -33,8 +33,16 @@ interface Ask {
   copies: PeerCopies;
   /** Node ids of the peers that have not answered, failed or run out of time yet. */
   waiting: Set<string>;
+  /** Its entries in the timer table: the ask's own deadline and earlier ones of single peers. */
+  timers: AskTimer[];
   done: boolean;
   resolve: (copies: PeerCopies) => void;
+}
+
+interface AskTimer {
+  ask: Ask;
+  /** The peer waited for until then; undefined: the ask's own deadline. */
+  peer: string | undefined;
 }
 
 interface Lookup {
@@ -55,7 +63,7 @@ export class ResumeAsks {
   /** Asks sent and not settled. */
   private readonly open = new Set<Ask>();
   /** When an ask stops waiting: for one peer (its own deadline), or at all (peer undefined). */
-  private readonly deadlines = new DeadlineHeap<{ ask: Ask; peer: string | undefined }>();
+  private readonly deadlines = new TimerTable<AskTimer>();
   private readonly lookups = new Map<number, Lookup>();
   settledCount = 0;
 
@@ -70,7 +78,7 @@ export class ResumeAsks {
     if (peers.length === 0) return Promise.resolve({ asked: 0, answered: 0, snapshots: [] });
     return new Promise((resolve) => {
       const copies: PeerCopies = { asked: peers.length, answered: 0, snapshots: [] };
-      this.queued.push({ sessionId, peers, deadline, copies, waiting: new Set(peers.map((p) => p.nodeId)), done: false, resolve });
+      this.queued.push({ sessionId, peers, deadline, copies, waiting: new Set(peers.map((p) => p.nodeId)), timers: [], done: false, resolve });
     });
   }
 
@@ -82,9 +90,9 @@ export class ResumeAsks {
     const byPeer = new Map<string, { peer: PeerRef; asks: Ask[] }>();
     for (const ask of asks) {
       this.open.add(ask);
-      this.deadlines.push(ask.deadline, { ask, peer: undefined });
+      this.arm(ask, undefined, ask.deadline);
       for (const peer of ask.peers) {
-        if (peer.deadline < ask.deadline) this.deadlines.push(peer.deadline, { ask, peer: peer.nodeId });
+        if (peer.deadline < ask.deadline) this.arm(ask, peer.nodeId, peer.deadline);
         let entry = byPeer.get(peer.address);
         if (entry === undefined) byPeer.set(peer.address, (entry = { peer, asks: [] }));
         entry.asks.push(ask);
@@ -137,14 +145,22 @@ export class ResumeAsks {
 
   /** Stops waiting for peers past their deadline, and settles asks past theirs. */
   tick(now: number): void {
-    for (const { ask, peer } of this.deadlines.takeDue(now)) {
+    for (const timer of this.deadlines.due(now)) {
+      this.deadlines.clear(timer);
+      const { ask, peer } = timer;
       if (peer === undefined) this.finish(ask);
       else this.settle(ask, peer);
     }
   }
 
   nextDeadline(): number {
-    return this.deadlines.next(({ ask, peer }) => !ask.done && (peer === undefined || ask.waiting.has(peer)));
+    return this.deadlines.next();
+  }
+
+  private arm(ask: Ask, peer: string | undefined, at: number): void {
+    const timer = { ask, peer };
+    ask.timers.push(timer);
+    this.deadlines.set(timer, at);
   }
 
   /** Settles every ask with what it has (the node stops). */
@@ -155,12 +171,16 @@ export class ResumeAsks {
 
   /** `nodeId` answered, failed or ran out of time: the ask is done once no peer is left. */
   private settle(ask: Ask, nodeId: string): void {
-    if (ask.waiting.delete(nodeId) && ask.waiting.size === 0) this.finish(ask);
+    if (!ask.waiting.delete(nodeId)) return;
+    const timer = ask.timers.find((t) => t.peer === nodeId);
+    if (timer !== undefined) this.deadlines.clear(timer);
+    if (ask.waiting.size === 0) this.finish(ask);
   }
 
   private finish(ask: Ask): void {
     if (ask.done) return;
     ask.done = true;
+    for (const timer of ask.timers) this.deadlines.clear(timer);
     this.open.delete(ask);
     this.settledCount++;
     ask.resolve(ask.copies);
