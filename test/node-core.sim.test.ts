@@ -20,7 +20,7 @@ describe.each(['unicast', 'multicast'] as const)('%s: the node core', (transport
   test('drain resolves true once every secondary acknowledged what the node sent, also under loss', async () => {
     const cluster = startCluster({ seed: 71, nodes: 3, transport, profile: { ...PERFECT_LINK, loss: 0.2 } });
     const [writer] = cluster.nodes as [SimNode];
-    for (let i = 0; i < 50; i++) writer.write(`drain-${i}`, { cart: `cart ${i}` });
+    for (let i = 0; i < 50; i++) writer.write(`drain-${i}`, { basket: `cart ${i}` });
     expect(writer.engine.allAcknowledged()).toBe(false);
     expect(await writer.drain(SETTLE_MS)).toBe(true);
     expect(writer.engine.allAcknowledged()).toBe(true);
@@ -37,8 +37,8 @@ describe.each(['unicast', 'multicast'] as const)('%s: the node core', (transport
     const [writer, other] = cluster.nodes as [SimNode, SimNode];
     // Only data is lost: heartbeats go on, so the secondary stays alive (not suspect).
     cluster.net.filter = (t) => t.from === writer.address && t.to === other.address && t.meta.kind === 'data';
-    writer.write('stuck', { cart: 'x' });
-    writer.write('stuck-2', { auth: 'y' });
+    writer.write('stuck', { basket: 'x' });
+    writer.write('stuck-2', { login: 'y' });
     const secondaries = ['stuck', 'stuck-2'].some((id) => writer.placement.isSecondary(other.nodeId, writer.store.partitionOf(id), writer.nodeId));
     expect(secondaries).toBe(true);
     expect(await writer.drain(500)).toBe(false);
@@ -49,7 +49,7 @@ describe.each(['unicast', 'multicast'] as const)('%s: the node core', (transport
   test('a joiner is caught up once its placement transfers finished, and not before', async () => {
     const cluster = startCluster({ seed: 73, nodes: 3, transport, transferDelayMs: 200 });
     const [writer] = cluster.nodes as [SimNode];
-    for (let i = 0; i < 200; i++) writer.write(`join-${i}`, { cart: `cart ${i}` });
+    for (let i = 0; i < 200; i++) writer.write(`join-${i}`, { basket: `cart ${i}` });
     cluster.runFor(1000);
     const joiner = cluster.addNode();
     let caughtUp: boolean | undefined;
@@ -70,7 +70,7 @@ describe.each(['unicast', 'multicast'] as const)('%s: the node core', (transport
   test('a resume does not ask a dead member, even the owner it knows of', async () => {
     const cluster = startCluster({ seed: 74, nodes: 3, transport, replicas: 2, membership: { deadAfterMs: 1500 } });
     const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
-    a.write('s1', { cart: 'lamp' });
+    a.write('s1', { basket: 'lamp' });
     expect(cluster.runUntil(() => [b, c].every((n) => n.store.snapshot('s1', cluster.net.now) !== undefined), SETTLE_MS)).toBe(true);
     a.stop();
     expect(cluster.runUntil(() => b.membership.member(a.nodeId)?.state === 'dead', SETTLE_MS)).toBe(true);
@@ -89,7 +89,7 @@ describe.each(['unicast', 'multicast'] as const)('%s: the node core', (transport
     down.stop();
     const deadline = cluster.net.now + 400;
     const answer = writer.core.api.put(
-      { sessionId: 'sync', parts: [{ name: 'cart', value: Buffer.from('x'), ifVersion: undefined }], ttlSeconds: 0, minReplicas: 2 },
+      { sessionId: 'sync', parts: [{ name: 'basket', value: Buffer.from('x'), ifVersion: undefined }], ttlSeconds: 0, minReplicas: 2 },
       cluster.net.now,
       deadline,
     );

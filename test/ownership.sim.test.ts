@@ -46,7 +46,7 @@ function writeCarts(cluster: SimCluster, count: number, writers: number): Map<st
   const owners = new Map<string, string>();
   for (let i = 0; i < count; i++) {
     const writer = cluster.nodes[i % writers]!;
-    writer.write(`s${i}`, { cart: `cart ${i}` });
+    writer.write(`s${i}`, { basket: `cart ${i}` });
     owners.set(`s${i}`, writer.nodeId);
   }
   return owners;
@@ -61,8 +61,8 @@ for (const transport of TRANSPORTS) {
     test('a resume on another node moves ownership everywhere at epoch + 1 and keeps every part and its version', async () => {
       const cluster = startCluster({ seed: 41, nodes: 3, transport, profile: lossy(0.1) });
       const [a, b] = cluster.nodes as [SimNode, SimNode, SimNode];
-      a.write('s1', { auth: 'token-1', cart: 'two lamps' });
-      const { version } = a.write('s1', { cart: 'three lamps' });
+      a.write('s1', { login: 'token-1', basket: 'two lamps' });
+      const { version } = a.write('s1', { basket: 'three lamps' });
       expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
 
       expect(await b.resume('s1')).toBe(2);
@@ -70,31 +70,31 @@ for (const transport of TRANSPORTS) {
       for (const view of views(cluster, 's1')) expect(view.epoch).toBe(2);
       const parts = b.store.snapshot('s1', cluster.net.now)!.parts;
       expect(parts.map((p) => [p.name, p.value, p.epoch]).sort()).toEqual([
-        ['auth', 'token-1', 2],
-        ['cart', 'three lamps', 2],
+        ['basket', 'three lamps', 2],
+        ['login', 'token-1', 2],
       ]);
       // The version a client read before the failover still matches (compare-and-set keeps working).
-      expect(parts.find((p) => p.name === 'cart')!.version).toBe(version);
+      expect(parts.find((p) => p.name === 'basket')!.version).toBe(version);
     });
 
     test("the old owner's writes made before it learns of the claim carry the old epoch and lose on every node", async () => {
       const cluster = startCluster({ seed: 42, nodes: 3, transport, profile: lossy(0.05) });
       const [a, b] = cluster.nodes as [SimNode, SimNode, SimNode];
-      a.write('s1', { cart: 'one lamp', note: 'first' });
+      a.write('s1', { basket: 'one lamp', note: 'first' });
       expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
 
       await b.resume('s1');
       // The claim has not reached the old owner yet when it writes again.
       cluster.net.cut(a.address, b.address);
-      a.write('s1', { cart: 'late write' });
+      a.write('s1', { basket: 'late write' });
       cluster.runFor(200);
       cluster.net.heal(a.address, b.address);
 
       expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId), SETTLE_MS)).toBe(true);
-      for (const node of cluster.running) expect(partValue(node, 's1', 'cart')).toBe('one lamp');
+      for (const node of cluster.running) expect(partValue(node, 's1', 'basket')).toBe('one lamp');
       // The new owner's own writes go on at its epoch and win.
-      b.write('s1', { cart: 'two lamps' });
-      expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId) && partValue(a, 's1', 'cart') === 'two lamps', SETTLE_MS)).toBe(true);
+      b.write('s1', { basket: 'two lamps' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId) && partValue(a, 's1', 'basket') === 'two lamps', SETTLE_MS)).toBe(true);
     });
 
     // A write made on a node that neither owns nor resumed the session counts once the owner
@@ -105,7 +105,7 @@ for (const transport of TRANSPORTS) {
     test('a write made on a third node that had not heard of the claim is acknowledged only once the new owner has it, and survives', async () => {
       const cluster = startCluster({ seed: 45, nodes: 3, transport, profile: lossy(0.05) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
-      a.write('s1', { cart: 'round 1' });
+      a.write('s1', { basket: 'round 1' });
       expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
 
       // b resumes the session; its claim reaches a, not c.
@@ -115,7 +115,7 @@ for (const transport of TRANSPORTS) {
       expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
       // c still takes a for the owner. a acknowledges everything c sends, but says b owns the
       // session: c learns of the claim from a, and waits for b, which it cannot reach.
-      const { ticket, version } = c.write('s1', { cart: 'round 2' }, { sync: 1 });
+      const { ticket, version } = c.write('s1', { basket: 'round 2' }, { sync: 1 });
       expect(c.store.snapshot('s1', cluster.net.now)!.owner).toBe(a.nodeId);
       expect(cluster.runUntil(() => c.engine.unackedByPeer().get(a.nodeId) === 0, SETTLE_MS)).toBe(true);
       cluster.runFor(500);
@@ -126,18 +126,18 @@ for (const transport of TRANSPORTS) {
       cluster.net.heal(c.address, b.address);
       // Acknowledged only once the new owner holds it: its local resume returns it.
       expect(cluster.runUntil(() => c.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
-      expect(partValue(b, 's1', 'cart')).toBe('round 2');
+      expect(partValue(b, 's1', 'basket')).toBe('round 2');
       expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId), SETTLE_MS)).toBe(true);
-      for (const node of cluster.running) expect(partValue(node, 's1', 'cart')).toBe('round 2');
+      for (const node of cluster.running) expect(partValue(node, 's1', 'basket')).toBe('round 2');
       // Sent again at the claimed epoch with the version it had: a client's if_version still matches.
-      const part = b.store.snapshot('s1', cluster.net.now)!.parts.find((p) => p.name === 'cart')!;
+      const part = b.store.snapshot('s1', cluster.net.now)!.parts.find((p) => p.name === 'basket')!;
       expect([part.version, part.writer, part.epoch]).toEqual([version, c.nodeId, 2]);
     });
 
     test('a write racing a claim that has not reached its node yet is acknowledged by the new owner without waiting for the claim', async () => {
       const cluster = startCluster({ seed: 46, nodes: 3, transport, profile: lossy(0.05) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
-      a.write('s1', { cart: 'round 1', auth: 'token' });
+      a.write('s1', { basket: 'round 1', login: 'token' });
       expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
 
       // Every datagram carrying b's claim to c is lost (c is not cut off from anyone).
@@ -145,22 +145,22 @@ for (const transport of TRANSPORTS) {
       expect(await b.resume('s1')).toBe(2);
       expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
       expect(c.store.snapshot('s1', cluster.net.now)!.owner).toBe(a.nodeId);
-      const { ticket } = c.write('s1', { cart: 'round 2' }, { sync: 1 });
+      const { ticket } = c.write('s1', { basket: 'round 2' }, { sync: 1 });
       expect(cluster.runUntil(() => c.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
-      expect(partValue(b, 's1', 'cart')).toBe('round 2');
+      expect(partValue(b, 's1', 'basket')).toBe('round 2');
 
       cluster.net.filter = undefined;
       expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId), SETTLE_MS)).toBe(true);
       for (const node of cluster.running) {
-        expect(partValue(node, 's1', 'cart')).toBe('round 2');
-        expect(partValue(node, 's1', 'auth')).toBe('token');
+        expect(partValue(node, 's1', 'basket')).toBe('round 2');
+        expect(partValue(node, 's1', 'login')).toBe('token');
       }
     });
 
     test('an acknowledgement that cannot say whether the owner took a write (its note was lost) does not confirm it: the write is sent again', async () => {
       const cluster = startCluster({ seed: 47, nodes: 3, transport, profile: lossy(0.05) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
-      a.write('s1', { cart: 'round 1' });
+      a.write('s1', { basket: 'round 1' });
       expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
 
       const claimToC = (t: Transmission) => t.to === c.address && (t.meta.deltaKinds ?? []).includes(DeltaKind.DELTA_KIND_CLAIM);
@@ -169,22 +169,22 @@ for (const transport of TRANSPORTS) {
       expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
       // a's acknowledgements to c are lost for longer than a keeps its note on c's write.
       cluster.net.filter = (t) => claimToC(t) || (t.from === a.address && t.to === c.address && t.meta.kind === 'ack');
-      const { ticket } = c.write('s1', { cart: 'round 2' }, { sync: 1 });
+      const { ticket } = c.write('s1', { basket: 'round 2' }, { sync: 1 });
       cluster.runFor(DEFAULT_CHANNEL_RECEIVER_CONFIG.noteRetentionMs + 500);
       expect(c.completedTickets.has(ticket!)).toBe(false);
 
       cluster.net.filter = claimToC;
       expect(cluster.runUntil(() => c.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
-      expect(partValue(b, 's1', 'cart')).toBe('round 2');
+      expect(partValue(b, 's1', 'basket')).toBe('round 2');
       cluster.net.filter = undefined;
       expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId), SETTLE_MS)).toBe(true);
-      for (const node of cluster.running) expect(partValue(node, 's1', 'cart')).toBe('round 2');
+      for (const node of cluster.running) expect(partValue(node, 's1', 'basket')).toBe('round 2');
     });
 
     test('a write naming an owner that has since claimed the session back at a newer epoch is sent again at that epoch', async () => {
       const cluster = startCluster({ seed: 48, nodes: 3, transport, profile: lossy(0.05) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
-      a.write('s1', { cart: 'round 1' });
+      a.write('s1', { basket: 'round 1' });
       expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
 
       // b claims the session, then a claims it back; c hears of neither.
@@ -192,18 +192,18 @@ for (const transport of TRANSPORTS) {
       expect(await b.resume('s1')).toBe(2);
       expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
       expect(await a.resume('s1')).toBe(3);
-      const { ticket } = c.write('s1', { cart: 'round 2' }, { sync: 1 });
+      const { ticket } = c.write('s1', { basket: 'round 2' }, { sync: 1 });
       expect(cluster.runUntil(() => c.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
-      expect(partValue(a, 's1', 'cart')).toBe('round 2');
+      expect(partValue(a, 's1', 'basket')).toBe('round 2');
       cluster.net.filter = undefined;
       expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
-      for (const node of cluster.running) expect([node.store.snapshot('s1', cluster.net.now)!.epoch, partValue(node, 's1', 'cart')]).toEqual([3, 'round 2']);
+      for (const node of cluster.running) expect([node.store.snapshot('s1', cluster.net.now)!.epoch, partValue(node, 's1', 'basket')]).toEqual([3, 'round 2']);
     });
 
     test('two nodes resuming one session at once settle on one owner everywhere, with no part lost', async () => {
       const cluster = startCluster({ seed: 43, nodes: 3, transport, profile: lossy(0.1) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
-      a.write('s1', { auth: 'token', cart: 'lamp' });
+      a.write('s1', { login: 'token', basket: 'lamp' });
       expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
 
       // Concurrent: neither resume sees the other's claim when it fetches.
@@ -216,23 +216,23 @@ for (const transport of TRANSPORTS) {
       const winner = b.nodeId > c.nodeId ? b.nodeId : c.nodeId;
       expect(cluster.runUntil(() => agreed(cluster, 's1', winner), SETTLE_MS)).toBe(true);
       for (const node of cluster.running) {
-        expect(partValue(node, 's1', 'auth')).toBe('token');
-        expect(partValue(node, 's1', 'cart')).toBe('lamp');
+        expect(partValue(node, 's1', 'login')).toBe('token');
+        expect(partValue(node, 's1', 'basket')).toBe('lamp');
       }
     });
 
     test('a resume after the owner crashed takes the newest parts from the surviving replicas', async () => {
       const cluster = startCluster({ seed: 44, nodes: 3, transport, profile: lossy(0.05) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
-      a.write('s1', { cart: 'lamp' });
-      const { ticket } = a.write('s1', { cart: 'lamp and desk' }, { sync: 1 });
+      a.write('s1', { basket: 'lamp' });
+      const { ticket } = a.write('s1', { basket: 'lamp and desk' }, { sync: 1 });
       expect(cluster.runUntil(() => a.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
       a.stop();
 
       expect(await c.resume('s1')).toBe(2);
-      expect(partValue(c, 's1', 'cart')).toBe('lamp and desk');
+      expect(partValue(c, 's1', 'basket')).toBe('lamp and desk');
       expect(cluster.runUntil(() => agreed(cluster, 's1', c.nodeId), SETTLE_MS)).toBe(true);
-      expect(partValue(b, 's1', 'cart')).toBe('lamp and desk');
+      expect(partValue(b, 's1', 'basket')).toBe('lamp and desk');
     });
   });
 
@@ -302,7 +302,7 @@ for (const transport of TRANSPORTS) {
 
     test('a joiner stuck pulling holds up the discard only for a bounded time', () => {
       const cluster = startCluster({ seed: 61, nodes: 3, transport, replicas: 1 });
-      for (let i = 0; i < 60; i++) cluster.nodes[i % 3]!.write(`s${i}`, { cart: `cart ${i}` });
+      for (let i = 0; i < 60; i++) cluster.nodes[i % 3]!.write(`s${i}`, { basket: `cart ${i}` });
       cluster.runFor(1000);
       cluster.options.transferDelayMs = DISCARD_AFTER_MS + DISCARD_MAX_WAIT_MS * 2;
       const joiner = cluster.addNode();
@@ -319,7 +319,7 @@ for (const transport of TRANSPORTS) {
       const [a, , c] = cluster.nodes as [SimNode, SimNode, SimNode];
       const owners = new Map<string, string>();
       for (let i = 0; i < 40; i++) {
-        a.write(`s${i}`, { cart: `cart ${i}` });
+        a.write(`s${i}`, { basket: `cart ${i}` });
         owners.set(`s${i}`, a.nodeId);
       }
       expect(cluster.runUntil(() => cluster.divergences(owners).length === 0, SETTLE_MS)).toBe(true);

@@ -127,7 +127,7 @@ function pickTtl(random: SeededRandom, ttls: number[] | undefined): number {
   return ttls === undefined ? 0 : ttls[random.below(ttls.length)]!;
 }
 
-const PART_NAMES = ['tls', 'auth', 'cart', 'tcp', 'prefs', 'csrf'];
+const PART_NAMES = ['handshake', 'login', 'basket', 'conn', 'prefs', 'csrf'];
 function pickPart(random: SeededRandom): string {
   return PART_NAMES[random.below(PART_NAMES.length)]!;
 }
@@ -208,7 +208,7 @@ describe.each(TRANSPORTS)('%s: tail loss', (transport) => {
     cluster.net.filter = (t: Transmission) =>
       t.from === writer.address && t.meta.kind === 'data' && t.meta.retransmit === false && (t.meta.seq ?? 0) > 15;
     for (let i = 0; i < 20; i++) {
-      writer.write(`tail-${i}`, { cart: `items-${i}`.repeat(20) });
+      writer.write(`tail-${i}`, { basket: `items-${i}`.repeat(20) });
       owners.set(`tail-${i}`, writer.nodeId);
     }
     // No more data follows: only heartbeats (carrying the highest sequence number) can tell.
@@ -424,7 +424,7 @@ describe.each(TRANSPORTS)('%s: synchronous writes', (transport) => {
     const cluster = startCluster({ seed: 23, nodes: 3, transport, profile: lossy(0.25) });
     const writer = cluster.nodes[0]!;
     for (let i = 0; i < 30; i++) {
-      const { ticket } = writer.write(`sync-${i}`, { auth: `token-${i}` }, { sync: 2 });
+      const { ticket } = writer.write(`sync-${i}`, { login: `token-${i}` }, { sync: 2 });
       expect(ticket).toBeDefined();
       // Nothing acknowledged before the network ran.
       expect(writer.engine.ackCount(ticket!)).toBe(0);
@@ -435,7 +435,7 @@ describe.each(TRANSPORTS)('%s: synchronous writes', (transport) => {
       for (const node of cluster.nodes.slice(1)) expect(node.store.get(`sync-${i}`, cluster.net.now)).toBeDefined();
     }
     // Asynchronous writes leave nothing behind in the engine (no ticket is kept for them).
-    for (let i = 0; i < 20; i++) writer.write(`async-${i}`, { cart: 'x' });
+    for (let i = 0; i < 20; i++) writer.write(`async-${i}`, { basket: 'x' });
     expect(engineTickets(writer)).toBe(0);
     cluster.runFor(2000);
     expect(writer.engine.allAcknowledged()).toBe(true);
@@ -445,7 +445,7 @@ describe.each(TRANSPORTS)('%s: synchronous writes', (transport) => {
     const cluster = startCluster({ seed: 24, nodes: 3, transport });
     const [writer, , down] = cluster.nodes as [SimNode, SimNode, SimNode];
     down.stop();
-    const { ticket } = writer.write('sync-down', { auth: 'token' }, { sync: 2 });
+    const { ticket } = writer.write('sync-down', { login: 'token' }, { sync: 2 });
     cluster.runFor(500);
     expect(writer.engine.ackCount(ticket!)).toBe(1);
     expect(writer.completedTickets.has(ticket!)).toBe(false);
@@ -470,7 +470,7 @@ describe.each(TRANSPORTS)('%s: flow control', (transport) => {
     const owners = new Map<string, string>();
     const value = 'v'.repeat(1000);
     for (let i = 0; i < 200; i++) {
-      writer.write(`burst-${i}`, { cart: `${value}${i}` });
+      writer.write(`burst-${i}`, { basket: `${value}${i}` });
       owners.set(`burst-${i}`, writer.nodeId);
     }
     const held = writer.engine.sendWindow();
@@ -479,9 +479,9 @@ describe.each(TRANSPORTS)('%s: flow control', (transport) => {
     expect(writer.engine.sendQueueOver(2)).toBe(true);
     expect(held.inFlightBytes).toBeLessThanOrEqual(window * channels);
     // Rewriting a held part replaces the queued delta: it is sent once, with the newest value.
-    writer.write('burst-199', { cart: 'newest' });
+    writer.write('burst-199', { basket: 'newest' });
     expect(writer.engine.sendWindow().conflated).toBe(channels);
-    const { ticket } = writer.write('sync-behind', { auth: 'token' }, { sync: 2 });
+    const { ticket } = writer.write('sync-behind', { login: 'token' }, { sync: 2 });
     owners.set('sync-behind', writer.nodeId);
 
     let completedEarly = false;
@@ -509,10 +509,10 @@ describe.each(TRANSPORTS)('%s: flow control', (transport) => {
     const [writer, ...secondaries] = cluster.nodes as [SimNode, SimNode, SimNode];
     const value = 'q'.repeat(1000);
     const writeSome = (n: number, from: number) => {
-      for (let i = 0; i < n; i++) writer.write(`busy-${(from + i) % 300}`, { cart: `${value}${from + i}` });
+      for (let i = 0; i < n; i++) writer.write(`busy-${(from + i) % 300}`, { basket: `${value}${from + i}` });
     };
     writeSome(300, 0);
-    const { ticket } = writer.write('sync-amid', { auth: 'token' }, { sync: 2 });
+    const { ticket } = writer.write('sync-amid', { login: 'token' }, { sync: 2 });
     let completedAt: number | undefined;
     let queueEmptied = false;
     for (let ms = 1; ms <= 400 && completedAt === undefined; ms++) {
@@ -533,7 +533,7 @@ describe.each(TRANSPORTS)('%s: flow control', (transport) => {
     silent.stop();
     const owners = new Map<string, string>();
     for (let i = 0; i < 40; i++) {
-      writer.write(`s-${i}`, { cart: 'x'.repeat(1000) });
+      writer.write(`s-${i}`, { basket: 'x'.repeat(1000) });
       owners.set(`s-${i}`, writer.nodeId);
     }
     expect(writer.engine.sendWindow().queuedDeltas).toBeGreaterThan(0);
@@ -656,7 +656,7 @@ describe('protocol details', () => {
   test('a retransmission carries the latest delta of each key, and a later touch does not stand in for a lost session delete', () => {
     const cluster = startCluster({ seed: 27, nodes: 3, transport: 'unicast' });
     const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
-    writer.write('conflated', { cart: 'old', tls: 'old' }); // seq 1
+    writer.write('conflated', { basket: 'old', handshake: 'old' }); // seq 1
     cluster.runFor(50);
     const resent: number[][] = [];
     cluster.net.filter = (t) => {
@@ -665,7 +665,7 @@ describe('protocol details', () => {
       return t.meta.retransmit === false;
     };
     writer.deleteSession('conflated'); // seq 2: its first transmission to `late` is lost
-    writer.write('conflated', { cart: 'new' }); // seq 3 revives the session
+    writer.write('conflated', { basket: 'new' }); // seq 3 revives the session
     writer.touch('conflated'); // seq 4: a session-level delta after the delete
     cluster.runFor(200);
     expect(resent.length).toBeGreaterThan(0);
@@ -677,7 +677,7 @@ describe('protocol details', () => {
     const cluster = startCluster({ seed: 28, nodes: 3, transport: 'unicast' });
     const [writer, receiver] = cluster.nodes as [SimNode, SimNode, SimNode];
     const owners = new Map<string, string>();
-    writer.write('before', { cart: '1' });
+    writer.write('before', { basket: '1' });
     owners.set('before', writer.nodeId);
     cluster.runFor(50);
     let straggler: Transmission | undefined;
@@ -686,7 +686,7 @@ describe('protocol details', () => {
       straggler = t; // held back in the network; its loss is repaired by NACK meanwhile
       return true;
     };
-    writer.write('held-back', { cart: '2' });
+    writer.write('held-back', { basket: '2' });
     owners.set('held-back', writer.nodeId);
     cluster.runFor(200);
     cluster.net.filter = undefined;
@@ -695,13 +695,13 @@ describe('protocol details', () => {
     writer.restart();
     expect(cluster.runUntil(() => cluster.membershipSettled(), 5000)).toBe(true);
     cluster.runFor(100);
-    writer.write('after', { cart: '3' });
+    writer.write('after', { basket: '3' });
     owners.set('after', writer.nodeId);
     cluster.runFor(100);
     const nacksBefore = receiver.engine.stats.datagramsSent.nack;
     cluster.net.inject(writer.address, receiver.address, straggler!.bytes);
     cluster.runFor(100);
-    writer.write('after', { cart: '4' });
+    writer.write('after', { basket: '4' });
     cluster.runFor(500);
     expect(receiver.engineDrops.get('stale_incarnation')).toBe(1);
     // The new incarnation's channel went on without a gap: nothing to NACK.
@@ -716,7 +716,7 @@ describe('protocol details', () => {
     runWorkload(cluster, { seed: 160, writers: [writer], operations: 10, sessionsPerWriter: 3, spacingMs: 5, owners });
     cluster.runFor(100);
     cluster.net.filter = (t) => t.from === writer.address && t.to === missed.address && t.meta.kind === 'data';
-    writer.write('last-words', { cart: 'only one replica saw this' });
+    writer.write('last-words', { basket: 'only one replica saw this' });
     owners.set('last-words', writer.nodeId);
     cluster.runFor(1); // crashes before anyone NACKs, and before a heartbeat names the channel
     writer.stop();
@@ -738,7 +738,7 @@ describe('protocol details', () => {
       if (t.meta.retransmit === false) last = Math.max(last, t.meta.seq ?? 0);
       return t.meta.seq === last && cluster.net.now < until;
     };
-    writer.write('big', { cart: 'x'.repeat(5000) });
+    writer.write('big', { basket: 'x'.repeat(5000) });
     expectConverged(cluster, owners);
     expect(slow.resyncs.some((r) => r.request.reason === 'gap' && r.outcome === 'ok')).toBe(true);
   });
@@ -747,7 +747,7 @@ describe('protocol details', () => {
     const cluster = startCluster({ seed: 29, nodes: 3, transport: 'unicast', retransmitBufferBytes: 4 * 1024 });
     const [writer, , away] = cluster.nodes as [SimNode, SimNode, SimNode];
     cluster.net.isolate(away.address);
-    const { ticket } = writer.write('sync-away', { auth: 'token' }, { sync: 2 });
+    const { ticket } = writer.write('sync-away', { login: 'token' }, { sync: 2 });
     // Still live for a while: more writes go to its channel and push the ticket's
     // write out of the retransmit buffer, unacknowledged.
     runWorkload(cluster, { seed: 150, writers: [writer], operations: 40, sessionsPerWriter: 10, spacingMs: 10, valueBytes: [200, 300] });
@@ -767,7 +767,7 @@ test('a fractional clock reading (any `now` the store accepts) does not break re
   const cluster = startCluster({ seed: 26, nodes: 3, transport: 'unicast' });
   cluster.net.now += 0.25;
   const writer = cluster.nodes[0]!;
-  expect(() => writer.write('fractional', { tls: 'x' })).not.toThrow();
+  expect(() => writer.write('fractional', { handshake: 'x' })).not.toThrow();
   expect(() => writer.engine.tick(cluster.net.now + 250.5)).not.toThrow();
   cluster.runFor(1000);
   for (const node of cluster.nodes.slice(1)) expect(node.store.get('fractional', cluster.net.now)?.parts[1]).toBe('x');
@@ -790,7 +790,7 @@ describe('SessionStore under reordered and repaired deltas', () => {
     const cluster = startCluster({ seed: 31, nodes: 3, transport: 'unicast', retransmitBufferBytes: 4 * 1024 });
     const [writer, , away] = cluster.nodes as [SimNode, SimNode, SimNode];
     const owners = new Map([['deleted-while-away', writer.nodeId]]);
-    writer.write('deleted-while-away', { cart: 'items' });
+    writer.write('deleted-while-away', { basket: 'items' });
     cluster.runFor(100);
     // Cut off briefly (still live): the delete and enough writes to push it out of the
     // retransmit buffer, so the replica is repaired by a gap resync (merge) only.
@@ -807,7 +807,7 @@ describe('SessionStore under reordered and repaired deltas', () => {
     const cluster = startCluster({ seed: 32, nodes: 3, transport: 'unicast' });
     const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
     loseFirst(cluster, writer, late, [1]);
-    writer.write('overtaken', { cart: 'items' });
+    writer.write('overtaken', { basket: 'items' });
     cluster.runFor(1);
     writer.deleteSession('overtaken');
     expectConverged(cluster, new Map([['overtaken', writer.nodeId]]));
@@ -817,7 +817,7 @@ describe('SessionStore under reordered and repaired deltas', () => {
     const cluster = startCluster({ seed: 33, nodes: 3, transport: 'unicast' });
     const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
     loseFirst(cluster, writer, late, [1]);
-    writer.write('touched', { cart: 'items' });
+    writer.write('touched', { basket: 'items' });
     cluster.runFor(1);
     writer.touch('touched', 3_600_000);
     expectConverged(cluster, new Map([['touched', writer.nodeId]]));
@@ -829,33 +829,33 @@ describe('SessionStore under reordered and repaired deltas', () => {
     // The first put is delayed, not lost: a retransmission would carry the latest delta
     // of each part (the delete of tls), which repairs it.
     cluster.net.extraDelay = (t) => (t.from === writer.address && t.to === late.address && t.meta.seq === 1 ? 20 : 0);
-    writer.write('part-deleted', { cart: 'items', tls: 'ticket' });
+    writer.write('part-deleted', { basket: 'items', handshake: 'ticket' });
     cluster.runFor(1);
-    writer.deleteParts('part-deleted', ['tls']);
+    writer.deleteParts('part-deleted', ['handshake']);
     expectConverged(cluster, new Map([['part-deleted', writer.nodeId]]));
   });
 
   test('S4: a delete_session applied after a newer put of the revived session keeps the newer part', () => {
     const cluster = startCluster({ seed: 34, nodes: 3, transport: 'unicast' });
     const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
-    writer.write('revived', { cart: 'old', tls: 'old' });
+    writer.write('revived', { basket: 'old', handshake: 'old' });
     cluster.runFor(50);
     loseFirst(cluster, writer, late, [2]);
     writer.deleteSession('revived'); // seq 2: lost once, repaired after seq 3
     cluster.runFor(1);
-    writer.write('revived', { cart: 'new' }); // seq 3
+    writer.write('revived', { basket: 'new' }); // seq 3
     expectConverged(cluster, new Map([['revived', writer.nodeId]]));
   });
 
   test('S5: a touch that reaches the tombstone before the put that revived the session is kept, so the replica expires when the owner does', () => {
     const cluster = startCluster({ seed: 37, nodes: 3, transport: 'unicast' });
     const [writer, , late] = cluster.nodes as [SimNode, SimNode, SimNode];
-    writer.write('rewritten', { cart: 'old' }); // seq 1
+    writer.write('rewritten', { basket: 'old' }); // seq 1
     cluster.runFor(50);
     writer.deleteSession('rewritten'); // seq 2
     cluster.runFor(5);
     loseFirst(cluster, writer, late, [3]);
-    writer.write('rewritten', { cart: 'new' }); // seq 3: lost once, repaired after seq 4
+    writer.write('rewritten', { basket: 'new' }); // seq 3: lost once, repaired after seq 4
     cluster.runFor(10);
     writer.touch('rewritten'); // seq 4: 10 ms later than the put's expiry
     const owners = new Map([['rewritten', writer.nodeId]]);
@@ -867,7 +867,7 @@ describe('SessionStore under reordered and repaired deltas', () => {
   test('S3: a replica records the owner, not itself, as the session\'s owner', () => {
     const cluster = startCluster({ seed: 35, nodes: 3, transport: 'unicast' });
     const writer = cluster.nodes[0]!;
-    writer.write('owned', { cart: 'items' });
+    writer.write('owned', { basket: 'items' });
     cluster.runFor(100);
     for (const node of cluster.nodes) expect(node.store.snapshot('owned', cluster.net.now)?.owner).toBe(writer.nodeId);
   });

@@ -18,12 +18,6 @@ export interface RequestLimits {
   maxValueBytes: number;
   /** Most live parts one session may hold. */
   maxPartsPerSession: number;
-  /**
-   * Whether well-known parts (tls, auth, cart, tcp) must decode as their types; default
-   * true. Only simulations turn it off: their scenarios write readable test values under
-   * those names.
-   */
-  typedParts?: boolean;
 }
 
 export function checkSessionId(id: string): void {
@@ -77,7 +71,7 @@ export function checkPartWrites(parts: readonly PartWriteInput[], limits: Reques
         `part '${part.name}' is ${part.value.length} bytes, over the limit of ${limits.maxValueBytes} bytes`,
       );
     }
-    if (limits.typedParts !== false && isWellKnownPart(part.name)) {
+    if (isWellKnownPart(part.name)) {
       const problem = checkWellKnownPart(part.name, part.value);
       if (problem !== undefined) {
         throw new InvalidArgumentError(`part '${part.name}' is not a valid ${WELL_KNOWN_PARTS[part.name].typeName}: ${problem}`);

@@ -35,10 +35,11 @@ import { SimTransport, type SimTransportHost } from './sim-transport';
 /** Virtual time starts at a realistic Unix time: versions are hybrid-clock values. */
 export const SIM_T0 = 1_700_000_000_000;
 /**
- * The request limits of a simulated node's API: large values (fragmentation scenarios), and
- * well-known part names may hold readable test values (scenarios write 'cart' = 'round 2').
+ * The request limits of a simulated node's API: large values (fragmentation scenarios). The
+ * API checks well-known parts as in production, so simulations write readable test values
+ * under other names ('basket', 'login').
  */
-const SIM_LIMITS = { maxValueBytes: 16 * 1024 * 1024, maxPartsPerSession: DEFAULT_STORE_CONFIG.maxPartsPerSession, typedParts: false };
+const SIM_LIMITS = { maxValueBytes: 16 * 1024 * 1024, maxPartsPerSession: DEFAULT_STORE_CONFIG.maxPartsPerSession };
 /** How long a simulated synchronous write waits by default: longer than any scenario runs. */
 const SIM_SYNC_DEADLINE_MS = 3_600_000;
 /** How long a simulated resume may take (the API's default deadline). */
