@@ -1,4 +1,4 @@
-import { captureTls, encodeTls, readSslSession } from '../src/capture/tls-capture';
+import { captureTls, encodeTls, readSslSession, sslSessionVersion, TLS1_3_VERSION } from '../src/capture/tls-capture';
 import { TlsSessionState } from '../src/gen/baton/v1/parts';
 import { checkWellKnownPart } from '../src/wire/well-known-parts';
 
@@ -22,6 +22,15 @@ describe('TLS capture', () => {
     const id = Buffer.alloc(32, 0xab);
     const session = der(0x30, Buffer.concat([der(2, Buffer.from([1])), der(2, Buffer.from([3, 3])), der(4, Buffer.from([0xc0, 0x2f])), der(4, id), der(4, Buffer.alloc(48))]));
     expect(Buffer.from(readSslSession(session)!.sessionId)).toEqual(id);
+  });
+
+  test('reads the protocol version and nothing more', () => {
+    expect(sslSessionVersion(TLS12_SESSION)).toBe(0x0303);
+    const tls13 = der(0x30, Buffer.concat([der(2, Buffer.from([1])), der(2, Buffer.from([3, 4])), der(4, Buffer.from([0x13, 0x01]))]));
+    expect(sslSessionVersion(tls13)).toBe(TLS1_3_VERSION);
+    for (const bytes of [Buffer.alloc(0), Buffer.from([0x30]), Buffer.from('3003020101', 'hex'), Buffer.from('3006020101040103', 'hex'), TLS12_SESSION.subarray(0, 40)]) {
+      expect(sslSessionVersion(bytes)).toBeUndefined();
+    }
   });
 
   test('bytes that are not a session yield nothing, never an exception', () => {

@@ -13,7 +13,7 @@ import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
 import { UnavailableError } from '../src/wire/errors';
 import { ProxyCapture, TOUCH_INTERVAL_MS, type ConnectionCapture } from '../sidecar/proxy/proxy-capture';
 import { NO_PROXY_OBSERVER, type CaptureKind, type ProxyObserver } from '../sidecar/proxy/proxy-observer';
-import type { ProxySessionStore, ResumedSession } from '../sidecar/proxy/proxy-sessions';
+import { sessionApiStore, type OwnedSession, type ProxySessionStore, type ResumedSession } from '../sidecar/proxy/proxy-sessions';
 
 const T0 = 1_700_000_000_000;
 const silent = pino({ level: 'silent' });
@@ -22,13 +22,21 @@ class MemoryStore implements ProxySessionStore {
   readonly parts = new Map<string, Map<string, Uint8Array>>();
   readonly writes: { id: string; names: string[] }[] = [];
   readonly touches: string[] = [];
+  /** Sessions this node owns: written here or resumed here. The others are another node's. */
+  readonly ownedHere = new Set<string>();
+  readonly resumes: string[] = [];
   previousOwner: string | undefined;
   unavailable = false;
   refuseWrites = false;
 
+  owned(sessionId: string): OwnedSession | undefined {
+    return this.ownedHere.has(sessionId) ? { auth: this.parts.get(sessionId)?.get('auth') } : undefined;
+  }
   resume(sessionId: string): Promise<ResumedSession> {
+    this.resumes.push(sessionId);
     if (this.unavailable) return Promise.reject(new UnavailableError('no peer answered'));
     const parts = this.parts.get(sessionId);
+    if (parts !== undefined) this.ownedHere.add(sessionId);
     return Promise.resolve({ found: parts !== undefined, auth: parts?.get('auth'), previousOwner: parts === undefined ? undefined : this.previousOwner });
   }
   put(sessionId: string, parts: readonly { name: 'auth' | 'tls'; value: Uint8Array }[]): Promise<void> {
@@ -36,6 +44,7 @@ class MemoryStore implements ProxySessionStore {
     const session = this.parts.get(sessionId) ?? new Map<string, Uint8Array>();
     for (const p of parts) session.set(p.name, p.value);
     this.parts.set(sessionId, session);
+    this.ownedHere.add(sessionId);
     this.writes.push({ id: sessionId, names: parts.map((p) => p.name) });
     return Promise.resolve();
   }
@@ -79,6 +88,7 @@ describe('ProxyCapture', () => {
     const { store, capture } = setup();
     const id = 'AAAAAAAAAAAAAAAAAAAAAA';
     await store.put(id, [{ name: 'auth', value: encodeAuth(AuthState.fromPartial({ subject: 'alice', scopes: ['r'] })) }]);
+    store.ownedHere.delete(id); // pod-0's session
     store.previousOwner = 'pod-0';
     const resumed = await capture.open({ cookie: `baton_sid=${id}` }, plainConnection());
     expect(resumed).toMatchObject({ id, minted: false, previousOwner: 'pod-0' });
@@ -86,6 +96,27 @@ describe('ProxyCapture', () => {
     const unknown = await capture.open({ cookie: 'baton_sid=BBBBBBBBBBBBBBBBBBBBBB' }, plainConnection());
     expect(unknown.minted).toBe(true);
     expect(unknown.id).not.toBe('BBBBBBBBBBBBBBBBBBBBBB');
+  });
+
+  test('a session owned here is read locally on every request, never resumed; one owned elsewhere is resumed once', async () => {
+    const outcomes: string[] = [];
+    const { store, capture } = setup({ ...NO_PROXY_OBSERVER, resume: (outcome) => outcomes.push(outcome) });
+    const minted = await capture.open({}, plainConnection());
+    const connection = plainConnection();
+    for (let i = 0; i < 3; i++) expect(await capture.open({ cookie: `baton_sid=${minted.id}` }, connection)).toMatchObject({ id: minted.id, minted: false, previousOwner: undefined });
+    expect(store.resumes).toEqual([]);
+
+    const elsewhere = 'CCCCCCCCCCCCCCCCCCCCCC';
+    await store.put(elsewhere, [{ name: 'auth', value: encodeAuth(AuthState.fromPartial({ subject: 'bob' })) }]);
+    store.ownedHere.delete(elsewhere);
+    store.previousOwner = 'pod-0';
+    const first = await capture.open({ cookie: `baton_sid=${elsewhere}` }, connection);
+    const second = await capture.open({ cookie: `baton_sid=${elsewhere}` }, connection);
+    expect(store.resumes).toEqual([elsewhere]);
+    expect(outcomes).toEqual(['peer']);
+    expect(first.previousOwner).toBe('pod-0');
+    expect(second.previousOwner).toBeUndefined();
+    expect(capture.upstreamHeaders(second, connection).authSubject).toBe('bob');
   });
 
   test('a store that cannot tell whether the session exists fails the request (no silent new session)', async () => {
@@ -187,5 +218,17 @@ describe('SessionApi.resumeSession', () => {
     expect(second.previousOwner).toBeUndefined();
     const missing = await b.resumeSession({ sessionId: 'none', parts: [], resume: true }, T0);
     expect(missing).toEqual({ response: { found: false, session: undefined }, previousOwner: undefined });
+  });
+
+  test('sessionApiStore.owned: a local read that answers only for sessions this node owns', async () => {
+    const a = store('node-a');
+    a.put('s', [{ name: 'auth', value: encodeAuth(AuthState.fromPartial({ subject: 'alice' })) }], 0, T0);
+    const bStore = store('node-b');
+    bStore.merge(a.snapshot('s', T0)!, T0); // a secondary copy of node-a's session
+    const proxyStore = sessionApiStore(new SessionApi(bStore, LIMITS, peersHolding(a), undefined, () => T0), 'node-b', () => T0);
+    expect(proxyStore.owned('s')).toBeUndefined();
+    expect(proxyStore.owned('none')).toBeUndefined();
+    expect((await proxyStore.resume('s')).previousOwner).toBe('node-a');
+    expect(AuthState.decode(proxyStore.owned('s')!.auth!).subject).toBe('alice');
   });
 });

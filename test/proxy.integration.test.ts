@@ -100,6 +100,29 @@ afterAll(async () => {
 });
 
 describe('capture proxy, one node', () => {
+  test('the requests of a session this node owns read it locally: none of them is a resume (baton_proxy_resumes_total), on one keep-alive connection', async () => {
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const first = await request(`${base}/owned`, { agent });
+      const cookie = cookieOf(first.headers);
+      const before = await node.scrape();
+      const sockets = new Set<tls.TLSSocket | undefined>();
+      for (let i = 0; i < 3; i++) {
+        const next = await request(`${base}/owned`, { agent, headers: { cookie } });
+        expect(next.status).toBe(200);
+        expect(next.headers['set-cookie']).toBeUndefined();
+        sockets.add(next.socket);
+      }
+      expect(sockets.size).toBe(1);
+      const after = await node.scrape();
+      expect(after.sum('baton_proxy_resumes_total') - before.sum('baton_proxy_resumes_total')).toBe(0);
+      expect(after.sum('baton_resumes_total') - before.sum('baton_resumes_total')).toBe(0);
+      expect(after.sum('baton_proxy_requests_total') - before.sum('baton_proxy_requests_total')).toBe(3);
+    } finally {
+      agent.destroy();
+    }
+  });
+
   test('curl over HTTP/1.1 and HTTP/2: a session id is minted once, kept by cookie, and spoofed x-baton-* headers never arrive', async () => {
     const jar = path.join(dir, 'jar');
     for (const version of ['--http1.1', '--http2']) {

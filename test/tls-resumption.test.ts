@@ -10,6 +10,7 @@ import { constants, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import * as tls from 'node:tls';
 import { installTicketKeys, setSessionIdContext, type TicketKeyRing } from '../src/capture/secure-context-hooks';
+import { sslSessionVersion, TLS1_3_VERSION } from '../src/capture/tls-capture';
 import { attachTlsResumption } from '../src/capture/tls-resumption';
 import type { TlsResumptionSettings, TlsResumptionSource } from '../src/capture/tls-resumption-source';
 import { issueTestLeaf, makeTestCa } from './support/test-ca';
@@ -99,6 +100,7 @@ function settings(keys: Buffer[]): TlsResumptionSettings {
 /** A source held in memory: settings pushed by the test, TLS sessions in a map. */
 class MemorySource implements TlsResumptionSource {
   readonly sessions = new Map<string, Buffer>();
+  loads = 0;
   private readonly listeners = new Set<(s: TlsResumptionSettings) => void>();
   failLoads = false;
 
@@ -120,6 +122,7 @@ class MemorySource implements TlsResumptionSource {
   }
 
   async loadTlsSession(id: Buffer): Promise<Buffer | undefined> {
+    this.loads++;
     if (this.failLoads) throw new Error('the sidecar is away');
     return this.sessions.get(id.toString('hex'));
   }
@@ -142,6 +145,37 @@ describe('attachTlsResumption', () => {
     source.failLoads = true;
     expect((await connect(b, 'TLSv1.2', first.session)).reused).toBe(false);
     expect(errors.map((e) => e.message)).toContain('the sidecar is away');
+  });
+
+  test('TLS 1.3 sessions (one per ticket) are not stored, TLS 1.2 ones are; the session id hooks still run for both', async () => {
+    const source = new MemorySource(settings([key()]));
+    const server = await listen();
+    let announced = 0;
+    server.on('newSession', () => announced++);
+    await attachTlsResumption(server, source).ready();
+    const tls13 = await connect(server, 'TLSv1.3');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(sslSessionVersion(tls13.session!)).toBe(TLS1_3_VERSION);
+    expect(announced).toBeGreaterThan(0);
+    expect(source.sessions.size).toBe(0);
+
+    const noTickets = await listen({ secureOptions: constants.SSL_OP_NO_TICKET });
+    await attachTlsResumption(noTickets, source).ready();
+    const tls12 = await connect(noTickets, 'TLSv1.2');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(sslSessionVersion(tls12.session!)).toBe(0x0303);
+    expect(source.sessions.size).toBe(1);
+  });
+
+  test('a server that cannot speak TLS 1.2 looks up no session id; one that can asks about the TLS 1.3 client’s random legacy id', async () => {
+    const source = new MemorySource(settings([key()]));
+    const only13 = await listen({ minVersion: 'TLSv1.3' });
+    const both = await listen();
+    await Promise.all([only13, both].map((s) => attachTlsResumption(s, source).ready()));
+    expect((await connect(only13, 'TLSv1.3')).reused).toBe(false);
+    expect(source.loads).toBe(0);
+    expect((await connect(both, 'TLSv1.3')).reused).toBe(false);
+    expect(source.loads).toBe(1);
   });
 
   test('follows a rotation, and keeps the hooks through setSecureContext', async () => {

@@ -415,7 +415,7 @@ export class SidecarMetrics {
     });
     const resumes = new Counter({
       name: 'baton_proxy_resumes_total',
-      help: "Requests that named a session, by outcome: local (owned here), peer (resumed from another node), not_found (a new id was minted), unavailable (503).",
+      help: "Resumes the proxy made for a request naming a session this node does not own (requests of sessions owned here read the local store and are not counted), by outcome: peer (resumed from another node), local (owned here by then), not_found (a new id was minted), unavailable (503).",
       labelNames: ['outcome'],
       registers: [registry],
     });

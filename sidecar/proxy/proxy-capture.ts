@@ -7,6 +7,8 @@
  * the narrow ProxySessionStore. Nothing here reads or logs session contents beyond that.
  *
  * Rules:
+ * - a session this node owns is read from the local store, never resumed: only the first
+ *   request a node sees for a session owned elsewhere (or held nowhere here) resumes it;
  * - a cookie naming a session no node holds gets a new id (so a client cannot choose one);
  * - the `tls` part is written once per connection and session, not on every request;
  * - a session's idle expiry is refreshed at most once per TOUCH_INTERVAL_MS per node, so an
@@ -72,14 +74,17 @@ export class ProxyCapture {
   ) {}
 
   /**
-   * The request's session: resumed on this node, or new. Captures what the request carries
-   * and writes it before the request goes on. Rejects only when the session store cannot
-   * tell whether the session exists (its peers do not answer).
+   * The request's session: owned here, resumed on this node, or new. Captures what the
+   * request carries and writes it before the request goes on. Rejects only when the session
+   * store cannot tell whether the session exists (its peers do not answer).
    */
   async open(headers: IncomingHttpHeaders, connection: ConnectionCapture): Promise<RequestSession> {
     const cookie = sessionIdFromCookies(headers.cookie, this.cookieName);
     let session: RequestSession | undefined;
-    if (cookie !== undefined) {
+    const owned = cookie === undefined ? undefined : this.sessions.owned(cookie);
+    if (owned !== undefined) {
+      session = { id: cookie!, minted: false, auth: decodeAuth(owned.auth), previousOwner: undefined };
+    } else if (cookie !== undefined) {
       const resumed = await this.sessions.resume(cookie).catch((err: unknown) => {
         this.observer.resume('unavailable');
         throw err;

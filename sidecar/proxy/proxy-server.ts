@@ -219,8 +219,15 @@ export class ProxyServer {
       clearTimeout(timer);
       if (!res.writableFinished) upstreamReq.destroy();
     });
+    const body = requestBody(req, declared);
     const limit = config.proxyMaxBodyBytes;
-    (req as NodeJS.ReadableStream).pipe(limit > 0 ? new BodyLimit(limit, upstreamReq) : upstreamReq);
+    // Most requests have no body: end the upstream request at once instead of piping an
+    // empty stream through (a pipe and its listeners per request). A body of a declared
+    // length was checked against the limit above, and Node's parser delivers no more than
+    // that: only a body of unknown length is counted as it passes.
+    if (body === 'none') upstreamReq.end();
+    else if (body === 'unsized' && limit > 0) (req as NodeJS.ReadableStream).pipe(new BodyLimit(limit, upstreamReq));
+    else (req as NodeJS.ReadableStream).pipe(upstreamReq);
   }
 
   private respond(res: Response, upstreamRes: http.IncomingMessage, session: RequestSession, protocol: ProxyProtocol): void {
@@ -336,6 +343,18 @@ export class ProxyServer {
 }
 
 const BODY_TOO_LARGE = 'request body over --proxy-max-body-mb';
+
+/**
+ * Whether a request has a body, and whether its length is known before it arrives: HTTP/1.1
+ * without Transfer-Encoding has exactly Content-Length bytes (none without it, RFC 9112
+ * §6.3); an HTTP/2 request has one unless its headers ended the stream, of a length only
+ * its DATA frames tell.
+ */
+function requestBody(req: Request, declared: number): 'none' | 'sized' | 'unsized' {
+  if ('stream' in req) return req.stream.endAfterHeaders ? 'none' : 'unsized';
+  if (req.headers['transfer-encoding'] !== undefined) return 'unsized';
+  return declared > 0 ? 'sized' : 'none';
+}
 
 /** Passes a request body on and fails the upstream request once it passes `limit` bytes. */
 class BodyLimit extends Transform {

@@ -1,9 +1,9 @@
 /**
- * What the capture proxy needs from the node's session API, and no more: resume a session
- * (the path of a gRPC Get with `resume`: a session this node does not own is pulled from
- * the peers and claimed), write its `auth` and `tls` parts, and keep it alive while the
- * client is active. The node builds it from its SessionApi (sessionApiStore); tests may
- * give the proxy any other implementation.
+ * What the capture proxy needs from the node's session API, and no more: read a session this
+ * node owns (a local store read, no peers asked), resume one it does not own (the path of a
+ * gRPC Get with `resume`: pulled from the peers and claimed), write its `auth` and `tls`
+ * parts, and keep it alive while the client is active. The node builds it from its
+ * SessionApi (sessionApiStore); tests may give the proxy any other implementation.
  */
 import type { SessionApi } from '../../src/core/session-api';
 
@@ -16,7 +16,19 @@ export interface ResumedSession {
   previousOwner: string | undefined;
 }
 
+/** A session this node holds and owns, as the proxy reads it on every request. */
+export interface OwnedSession {
+  /** The `auth` part's bytes, when the session has one. */
+  auth: Uint8Array | undefined;
+}
+
 export interface ProxySessionStore {
+  /**
+   * The session when this node holds it and is its owner: a synchronous local read, so the
+   * requests of a session that lives here cost no resume. Undefined when this node holds no
+   * copy or another node owns it (then resume it).
+   */
+  owned(sessionId: string): OwnedSession | undefined;
   /** Rejects (UnavailableError) when the peers that may hold the session do not answer. */
   resume(sessionId: string): Promise<ResumedSession>;
   /** Writes parts; resolves once the replication queues have room (back-pressure). */
@@ -25,8 +37,14 @@ export interface ProxySessionStore {
   touch(sessionId: string): void;
 }
 
-export function sessionApiStore(api: SessionApi, clock: () => number = Date.now): ProxySessionStore {
+export function sessionApiStore(api: SessionApi, nodeId: string, clock: () => number = Date.now): ProxySessionStore {
   return {
+    owned(sessionId) {
+      // Without `resume` a Get is a local read and answers at once (never a promise).
+      const response = api.get({ sessionId, parts: ['auth'], resume: false }, clock());
+      if (response instanceof Promise || !response.found || response.session?.ownerNodeId !== nodeId) return undefined;
+      return { auth: response.session.parts.find((p) => p.name === 'auth')?.value };
+    },
     async resume(sessionId) {
       const { response, previousOwner } = await api.resumeSession({ sessionId, parts: ['auth'], resume: true }, clock());
       const auth = response.session?.parts.find((p) => p.name === 'auth')?.value;

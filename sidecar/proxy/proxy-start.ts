@@ -21,7 +21,7 @@ export async function startProxy(
 ): Promise<{ server: ProxyServer; port: number } | undefined> {
   const address = config.proxyListen;
   if (address === undefined) return undefined;
-  const server = new ProxyServer({ config, sessions: sessionApiStore(sessionApi), observer: metrics.proxyObserver(), log, onTlsServer });
+  const server = new ProxyServer({ config, sessions: sessionApiStore(sessionApi, config.nodeId), observer: metrics.proxyObserver(), log, onTlsServer });
   // A bind failure rejects with the bind error; the node names --proxy-listen in it.
   const port = await server.listen(address).catch(async (err: unknown) => {
     await server.close(0);

@@ -19,19 +19,21 @@ const IDLE_SOCKET_MS = 4000;
 
 export class Upstream {
   private readonly agent: http.Agent;
+  /** Where every request goes (host and port, or the socket path): made once, not per request. */
+  private readonly address: http.RequestOptions & { servername?: string };
 
   constructor(private readonly target: ProxyUpstream) {
     const options: http.AgentOptions = { keepAlive: true, maxFreeSockets: MAX_FREE_SOCKETS, scheduling: 'lifo', timeout: IDLE_SOCKET_MS };
     this.agent = target.kind === 'https' ? new https.Agent(options) : new http.Agent(options);
+    if (target.kind === 'unix') this.address = { socketPath: target.path };
+    else if (target.kind === 'https') this.address = { host: target.host, port: target.port, servername: /^[\d.]+$|:/.test(target.host) ? undefined : target.host };
+    else this.address = { host: target.host, port: target.port };
   }
 
   /** Starts a request to the web server; the caller writes the body and ends it. */
   request(method: string, path: string, headers: http.OutgoingHttpHeaders): http.ClientRequest {
-    const target = this.target;
-    const options: http.RequestOptions = { method, path, headers, agent: this.agent };
-    if (target.kind === 'unix') return http.request({ ...options, socketPath: target.path });
-    const address = { ...options, host: target.host, port: target.port };
-    return target.kind === 'https' ? https.request({ ...address, servername: /^[\d.]+$|:/.test(target.host) ? undefined : target.host }) : http.request(address);
+    const options = { ...this.address, method, path, headers, agent: this.agent };
+    return this.target.kind === 'https' ? https.request(options) : http.request(options);
   }
 
   /** Closes every pooled connection: call once no request is in flight. */

@@ -85,6 +85,24 @@ export function readSslSession(der: Uint8Array): SslSessionFields | undefined {
   return result;
 }
 
+/** The protocol version an SSL_SESSION records for TLS 1.3 (sslVersion = 0x0304). */
+export const TLS1_3_VERSION = 0x0304;
+
+/**
+ * The protocol version (0x0303 TLS 1.2, 0x0304 TLS 1.3) recorded in OpenSSL's serialized
+ * session: the second INTEGER of SSL_SESSION_ASN1. Reads those two fields and nothing else,
+ * so it is cheap enough for every handshake; undefined when the bytes do not start that way.
+ */
+export function sslSessionVersion(der: Uint8Array): number | undefined {
+  const outer = readTlv(der, 0, der.length);
+  if (outer === undefined || outer.tag !== 0x30) return undefined;
+  const format = readTlv(der, outer.start, outer.end);
+  if (format === undefined || format.tag !== 0x02) return undefined;
+  const version = readTlv(der, format.end, outer.end);
+  if (version === undefined || version.tag !== 0x02) return undefined;
+  return unsignedInteger(der, version.start, version.end);
+}
+
 interface Tlv {
   tag: number;
   start: number;

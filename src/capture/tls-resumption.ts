@@ -8,6 +8,17 @@
  * - TLS 1.2 session IDs: newSession stores the session in baton (one session per TLS
  *   session id, living the cluster's session lifetime) and resumeSession reads it back,
  *   from peers when this pod never saw it.
+ * - TLS 1.3 resumes by ticket only, never by session id: the sessions OpenSSL announces for
+ *   TLS 1.3 (one per ticket sent, two per full handshake) are not stored, and a server that
+ *   cannot speak TLS 1.2 (minVersion TLSv1.3) looks nothing up.
+ *
+ * What cannot be avoided: a TLS 1.3 client sends a random 32-byte legacy session id in its
+ * ClientHello (RFC 8446 §4.1.2, middlebox compatibility), and Node asks the resumeSession
+ * hook about it before OpenSSL has read the hello's supported versions; the hook gets the
+ * id alone. Such an id cannot be told from a TLS 1.2 session id issued on another pod (both
+ * 32 random bytes from OpenSSL), so on a server that also speaks TLS 1.2 every such
+ * handshake costs one lookup that misses (asking the peers). A server whose clients all
+ * speak TLS 1.3 should set minVersion 'TLSv1.3' (or pass sessionIds: false).
  *
  * Rules:
  * - Until the first settings arrive the server keeps Node's own behaviour (its random
@@ -16,7 +27,8 @@
  *   a full handshake, and the error goes to onError.
  * - A later server.setSecureContext() (a certificate rotation) gets the hooks again.
  */
-import type * as tls from 'node:tls';
+import * as tls from 'node:tls';
+import { sslSessionVersion, TLS1_3_VERSION } from './tls-capture';
 import { installTicketKeys, setSessionIdContext, supportsHooks, type TicketKeyRing } from './secure-context-hooks';
 import {
   MAX_TLS_SESSION_BYTES,
@@ -77,10 +89,11 @@ export function attachTlsResumption(server: tls.Server, source: TlsResumptionSou
     // the client reads its first response.
     done();
     if (current === undefined || id.length === 0 || id.length > MAX_TLS_SESSION_ID_BYTES || data.length > MAX_TLS_SESSION_BYTES) return;
+    if (sslSessionVersion(data) === TLS1_3_VERSION) return;
     source.saveTlsSession(id, data, current.sessionLifetimeSeconds).catch((err: unknown) => onError(asError(err)));
   };
   const onResumeSession = (id: Buffer, done: (err: Error | null, data: Buffer | null) => void) => {
-    if (current === undefined || id.length === 0 || id.length > MAX_TLS_SESSION_ID_BYTES) {
+    if (current === undefined || id.length === 0 || id.length > MAX_TLS_SESSION_ID_BYTES || !speaksTls12(server)) {
       done(null, null);
       return;
     }
@@ -108,6 +121,12 @@ export function attachTlsResumption(server: tls.Server, source: TlsResumptionSou
       server.off('resumeSession', onResumeSession);
     },
   };
+}
+
+/** Whether the server may negotiate TLS 1.2, the only version that resumes by session id. */
+function speaksTls12(server: tls.Server): boolean {
+  const min = (server as tls.Server & { minVersion?: tls.SecureVersion }).minVersion ?? tls.DEFAULT_MIN_VERSION;
+  return min !== 'TLSv1.3';
 }
 
 function asError(err: unknown): Error {

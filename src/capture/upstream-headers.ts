@@ -48,10 +48,13 @@ export interface SessionHeaders {
   clientCertSubject?: string;
 }
 
+const NO_TOKENS: ReadonlySet<string> = new Set();
+
 /** Header names listed in the Connection header(s): hop-by-hop for this message. */
-function connectionTokens(value: string | string[] | undefined): Set<string> {
+function connectionTokens(value: string | string[] | undefined): ReadonlySet<string> {
+  // Most messages name nothing, or only keep-alive, which is hop-by-hop anyway.
+  if (value === undefined || value === 'keep-alive') return NO_TOKENS;
   const tokens = new Set<string>();
-  if (value === undefined) return tokens;
   for (const line of Array.isArray(value) ? value : [value]) {
     for (const token of line.split(',')) {
       const name = token.trim().toLowerCase();
@@ -70,7 +73,8 @@ export function upstreamRequestHeaders(
 ): OutgoingHttpHeaders {
   const named = connectionTokens(client.connection);
   const out: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(client)) {
+  for (const name in client) {
+    const value = client[name];
     if (value === undefined || name.startsWith(':') || name.startsWith(BATON_HEADER_PREFIX)) continue;
     if (HOP_BY_HOP.has(name) || named.has(name)) continue;
     if (name === 'forwarded' || name.startsWith('x-forwarded-')) continue;
@@ -122,7 +126,8 @@ function quoteIfNeeded(value: string): string {
 export function clientResponseHeaders(upstream: IncomingHttpHeaders): OutgoingHttpHeaders {
   const named = connectionTokens(upstream.connection);
   const out: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(upstream)) {
+  for (const name in upstream) {
+    const value = upstream[name];
     if (value === undefined || name.startsWith(BATON_HEADER_PREFIX) || HOP_BY_HOP.has(name) || named.has(name)) continue;
     out[name] = value;
   }
