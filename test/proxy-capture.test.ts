@@ -12,7 +12,7 @@ import { HybridClock } from '../src/store/hybrid-clock';
 import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
 import { UnavailableError } from '../src/wire/errors';
 import { ProxyCapture, TOUCH_INTERVAL_MS, type ConnectionCapture } from '../sidecar/proxy/proxy-capture';
-import { NO_PROXY_OBSERVER, type CaptureKind, type ProxyObserver } from '../sidecar/proxy/proxy-observer';
+import { NO_PROXY_OBSERVER, type CaptureKind, type ProxyObserver } from '../sidecar/metrics/proxy-observer';
 import { sessionApiStore, type OwnedSession, type ProxySessionStore, type ResumedSession } from '../sidecar/proxy/proxy-sessions';
 
 const T0 = 1_700_000_000_000;

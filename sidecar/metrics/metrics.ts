@@ -12,7 +12,7 @@ import type { SessionStore } from '../../src/store/store';
 import { PACKAGE_ROOT, VERSION } from '../config/package-root';
 import type { NodeObserver } from '../../src/core/node-core';
 import type { UdpTransport } from '../transport/udp-transport';
-import { statusClass, type ProxyObserver } from '../proxy/proxy-observer';
+import { statusClass, type ProxyObserver } from './proxy-observer';
 
 export type Method = 'put' | 'get' | 'delete' | 'touch' | 'update_cart';
 export type OperationResult = 'ok' | 'not_found' | 'invalid' | 'precondition' | 'exhausted' | 'unavailable' | 'deadline' | 'error';

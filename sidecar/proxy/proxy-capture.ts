@@ -35,7 +35,7 @@ import { mintSessionId, SESSION_ID_BYTES, sessionIdFromCookies } from '../../src
 import { captureTls, encodeTls, type TlsConnectionFacts } from '../../src/capture/tls-capture';
 import type { SessionHeaders } from '../../src/capture/upstream-headers';
 import type { ProxySessionStore } from './proxy-sessions';
-import type { ProxyObserver } from './proxy-observer';
+import type { ProxyObserver } from '../metrics/proxy-observer';
 
 /** A session's idle expiry is refreshed by the proxy at most this often, per node. */
 export const TOUCH_INTERVAL_MS = 60_000;

@@ -29,7 +29,7 @@ import type { ListenAddress } from '../config/config';
 import type { ProxyConfig, ProxyUpstream } from '../config/proxy-options';
 import { listenOn } from '../net/listen';
 import { ProxyCapture, type ConnectionCapture, type RequestSession } from './proxy-capture';
-import type { ProxyObserver, ProxyProtocol } from './proxy-observer';
+import type { ProxyObserver, ProxyProtocol } from '../metrics/proxy-observer';
 import type { ProxySessionStore } from './proxy-sessions';
 import { selfSignedMaterial, selfSignedNames, readTlsFiles, TlsFileWatcher, type TlsMaterial } from './proxy-tls';
 import { Upstream } from './proxy-upstream';

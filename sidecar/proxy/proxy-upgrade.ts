@@ -8,7 +8,7 @@
 import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
-import type { UpstreamErrorReason } from './proxy-observer';
+import type { UpstreamErrorReason } from '../metrics/proxy-observer';
 
 export interface UpgradeRelay {
   upstreamReq: ClientRequest;
