@@ -159,7 +159,7 @@ export class BatonNode {
     const caughtUpAndKeyed = replication.core.caughtUp(readyBy).then(async (caughtUp) => {
       if (this.stopping !== undefined) return caughtUp;
       tickets.start();
-      await Promise.race([tickets.ready(), new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, readyBy - Date.now())).unref())]);
+      await tickets.ready(readyBy);
       return caughtUp;
     });
     void caughtUpAndKeyed.then((caughtUp) => {
@@ -205,7 +205,10 @@ export class BatonNode {
       shared: !runsInsecure(this.config),
     };
     const generators = { firstRanked: (id: string) => replication.core.placement.ranking(this.store.partitionOf(id))[0] };
-    return new TicketKeyKeeper(options, this.store, sessionApi, replication.core, generators, this.hub, this.log);
+    const keeper = new TicketKeyKeeper(options, this.store, sessionApi, replication.core, generators, this.hub, this.log);
+    keeper.rescheduled = () => replication.core.rescheduled();
+    replication.core.addCompanion(keeper);
+    return keeper;
   }
 
   /** The Redis-protocol endpoint, when --resp-listen asks for it; resolves with its port. */

@@ -11,15 +11,17 @@
  *   would cross the network in clear text: this node then keeps keys of its own, never
  *   stored or replicated, and says so once in the log and in every settings message
  *   (cluster_wide false). TLS sessions then resume only on the pod that began them.
- * - This file arms its own timer for the schedule's next deadline. It is the only timer
- *   of the feature and is meant to fold into the node's single timer (nextDeadline() is
- *   the schedule's); nothing else here reads the clock.
+ * - It runs on the node's one timer, as a companion of the node core (src/core/node-core.ts):
+ *   the core counts nextDeadline() in its own and calls tick(now) when it is due; a plan
+ *   made outside the core's inputs (a watch event, a fetch's answer) tells the core through
+ *   `rescheduled`. Nothing here arms a timer.
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { TlsTicketKeySet, type TlsResumptionSettings } from '../../src/gen/baton/v1/session';
 import { planTicketKeys, TICKET_KEY_BYTES, type TicketKey, type TicketKeyScheduleConfig } from '../../src/capture/ticket-key-schedule';
 import type { TlsResumptionFeed } from '../../src/capture/tls-resumption-source';
+import type { Companion } from '../../src/core/node-core';
 import type { SessionApi, Replicator } from '../../src/core/session-api';
 import type { WatchHub } from '../../src/core/watch-hub';
 import { findStoredPart, type SessionStore } from '../../src/store/store';
@@ -33,8 +35,6 @@ export const TICKET_KEY_PART = 'keys';
 const FETCH_TIMEOUT_MS = 2000;
 /** How soon a node that found no keys asks again (at most; a short rotation asks sooner). */
 const FETCH_RETRY_MAX_MS = 5000;
-/** setTimeout's longest delay. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface TicketKeyKeeperOptions {
   nodeId: string;
@@ -50,19 +50,22 @@ export interface GeneratorChoice {
   firstRanked(sessionId: string): string | undefined;
 }
 
-export class TicketKeyKeeper implements TlsResumptionFeed {
+export class TicketKeyKeeper implements TlsResumptionFeed, Companion {
   private readonly schedule: TicketKeyScheduleConfig;
   private readonly listeners = new Set<(settings: TlsResumptionSettings) => void>();
   private settings: TlsResumptionSettings | undefined;
   private localKeys: TicketKey[] | undefined;
   private peersHaveNone = false;
   private fetching = false;
-  private timer: NodeJS.Timeout | undefined;
   private deadline = Infinity;
+  /** Tells the node core this schedule's deadline moved (set when it becomes a companion). */
+  rescheduled: () => void = () => undefined;
   private unsubscribe: (() => void) | undefined;
   private stopped = false;
-  private readyResolve: (() => void) | undefined;
-  private readonly readyPromise = new Promise<void>((resolve) => (this.readyResolve = resolve));
+  private readyResolve: ((held: boolean) => void) | undefined;
+  private readonly readyPromise = new Promise<boolean>((resolve) => (this.readyResolve = resolve));
+  /** When ready() gives up waiting for keys (Infinity: nobody waits). */
+  private readyBy = Infinity;
 
   constructor(
     private readonly options: TicketKeyKeeperOptions,
@@ -91,10 +94,18 @@ export class TicketKeyKeeper implements TlsResumptionFeed {
     this.plan();
   }
 
-  /** Resolves once this node holds a key to issue with (the cluster's, or its own). */
-  ready(): Promise<void> {
+  /**
+   * Resolves true once this node holds a key to issue with (the cluster's, or its own), or
+   * false at `deadline` (readiness is bounded; the node's timer runs the wait).
+   */
+  ready(deadline: number): Promise<boolean> {
+    if (this.readyResolve !== undefined && deadline < this.readyBy) {
+      this.readyBy = deadline;
+      this.rescheduled();
+    }
     return this.readyPromise;
   }
+
 
   current(): TlsResumptionSettings | undefined {
     return this.settings;
@@ -105,22 +116,33 @@ export class TicketKeyKeeper implements TlsResumptionFeed {
     return () => this.listeners.delete(listener);
   }
 
-  /** The schedule's next deadline (Unix ms). */
+  /** The schedule's next deadline, or the readiness bound if sooner (Unix ms). */
   nextDeadline(): number {
-    return this.deadline;
+    return Math.min(this.deadline, this.readyResolve === undefined ? Infinity : this.readyBy);
   }
 
   stop(): void {
     this.stopped = true;
-    clearTimeout(this.timer);
+    this.deadline = Infinity;
     this.unsubscribe?.();
     this.listeners.clear();
   }
 
-  /** Runs the schedule at the current time and carries out its plan. */
-  plan(): void {
+  /** The node's timer reached this schedule's deadline. */
+  tick(now: number): void {
+    if (now >= this.readyBy) this.settleReady(false);
+    this.plan(now);
+  }
+
+  private settleReady(held: boolean): void {
+    this.readyResolve?.(held);
+    this.readyResolve = undefined;
+    this.readyBy = Infinity;
+  }
+
+  /** Runs the schedule at `now` and carries out its plan. */
+  plan(now = Date.now()): void {
     if (this.stopped) return;
-    const now = Date.now();
     const shared = this.options.shared;
     const generator = !shared || (this.generators?.firstRanked(TICKET_KEY_SESSION_ID) ?? this.options.nodeId) === this.options.nodeId;
     const plan = planTicketKeys(
@@ -139,7 +161,10 @@ export class TicketKeyKeeper implements TlsResumptionFeed {
     }
     if (plan.fetch && shared) void this.fetch(now);
     if (plan.issue !== undefined) this.publish(plan.issue, plan.accept);
-    this.arm(plan.nextDeadline, now);
+    if (plan.nextDeadline !== this.deadline) {
+      this.deadline = plan.nextDeadline;
+      this.rescheduled();
+    }
   }
 
   private readStored(now: number): TicketKey[] | undefined {
@@ -199,20 +224,8 @@ export class TicketKeyKeeper implements TlsResumptionFeed {
     const previous = this.settings;
     if (previous !== undefined && sameSettings(previous, settings)) return;
     this.settings = settings;
-    this.readyResolve?.();
-    this.readyResolve = undefined;
+    this.settleReady(true);
     for (const listener of [...this.listeners]) listener(settings);
-  }
-
-  private arm(at: number, now: number): void {
-    if (at === this.deadline && this.timer !== undefined) return;
-    clearTimeout(this.timer);
-    this.deadline = at;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.plan();
-    }, Math.min(MAX_TIMER_MS, Math.max(0, at - now)));
-    this.timer.unref();
   }
 }
 

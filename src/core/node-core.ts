@@ -106,6 +106,16 @@ export interface NodeCoreDeps {
   configDigest?: bigint;
 }
 
+/**
+ * A schedule that runs beside the node on its one timer (the TLS ticket key schedule):
+ * its deadline counts in `Ready.deadline`, and `tick` runs it when due. A companion whose
+ * deadline moved outside an input calls `NodeCore.rescheduled()`.
+ */
+export interface Companion {
+  nextDeadline(): number;
+  tick(now: number): void;
+}
+
 interface Waiter {
   needed: number;
   deadline: number;
@@ -136,6 +146,7 @@ export class NodeCore implements Replicator {
   private readonly startedAt: number;
   private readonly observer: NodeObserver;
   private readonly wake: () => void;
+  private readonly companions: Companion[] = [];
   private readonly lossRandom: SeededRandom;
   private readonly asks: ResumeAsks;
   private nextRequestId = 1;
@@ -259,6 +270,7 @@ export class NodeCore implements Replicator {
     if ((this.store.nextDeadline() ?? Infinity) <= now) this.store.tick(now);
     this.engine.tick(now);
     this.asks.tick(now);
+    for (const companion of this.companions) if (companion.nextDeadline() <= now) companion.tick(now);
     for (const ticket of this.waiterDeadlines.due(now)) {
       this.waiterDeadlines.clear(ticket);
       const waiter = this.waiters.get(ticket);
@@ -341,10 +353,22 @@ export class NodeCore implements Replicator {
     });
   }
 
+  /** Runs `companion` on this node's timer from now on. */
+  addCompanion(companion: Companion): void {
+    this.companions.push(companion);
+    this.wake();
+  }
+
+  /** A companion's deadline moved outside an input: the driver re-arms its timer at the next flush. */
+  rescheduled(): void {
+    this.wake();
+  }
+
   /** The earliest time `tick` has work. */
   nextDeadline(): number {
     if (this.stopped) return Infinity;
     let next = Math.min(this.engine.nextDeadline(), this.store.nextDeadline() ?? Infinity, this.asks.nextDeadline(), this.antiEntropyAt, this.seedsAt);
+    for (const companion of this.companions) next = Math.min(next, companion.nextDeadline());
     next = Math.min(next, this.waiterDeadlines.next());
     for (const drain of this.drains) if (drain.deadline < next) next = drain.deadline;
     const heard = this.startedAt + CAUGHT_UP_HEARTBEATS * this.config.membership.heartbeatIntervalMs;
