@@ -6,11 +6,10 @@
  * (--tls-self-signed, development only). Keys come from node:crypto; node-forge only
  * writes the certificate.
  */
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import { hostname } from 'node:os';
 import { createSecureContext } from 'node:tls';
-import forge from 'node-forge';
+import { issueCertificate, rsaKeyPair } from '../net/certificates';
 import type { Logger } from 'pino';
 
 export interface TlsMaterial {
@@ -30,25 +29,18 @@ const SELF_SIGNED_DAYS = 30;
  * ago for SELF_SIGNED_DAYS: RSA-2048, SHA-256, serverAuth.
  */
 export function selfSignedMaterial(names: readonly string[], now: number = Date.now()): TlsMaterial {
-  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = forge.pki.publicKeyFromPem(publicKey.export({ type: 'spki', format: 'pem' }) as string);
-  cert.serialNumber = '01' + randomBytes(15).toString('hex');
-  cert.validity.notBefore = new Date(now - 3600_000);
-  cert.validity.notAfter = new Date(now + SELF_SIGNED_DAYS * 24 * 3600_000);
-  const subject = [{ name: 'commonName', value: names[0] ?? 'baton' }, { name: 'organizationName', value: 'baton self-signed' }];
-  cert.setSubject(subject);
-  cert.setIssuer(subject);
-  const altNames = names.map((name) => (/^[\d.]+$|:/.test(name) ? { type: 7, ip: name } : { type: 2, value: name }));
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: false },
-    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
-    { name: 'extKeyUsage', serverAuth: true },
-    { name: 'subjectAltName', altNames },
-  ]);
-  const keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
-  cert.sign(forge.pki.privateKeyFromPem(keyPem), forge.md.sha256.create());
-  return { cert: forge.pki.certificateToPem(cert), key: keyPem, ca: undefined };
+  const key = rsaKeyPair();
+  const cert = issueCertificate({
+    subject: names[0] ?? 'baton',
+    organization: 'baton self-signed',
+    publicPem: key.publicPem,
+    issuer: { selfSignedKeyPem: key.privatePem },
+    ca: false,
+    validFrom: now - 3600_000,
+    validTo: now + SELF_SIGNED_DAYS * 24 * 3600_000,
+    altNames: names,
+  });
+  return { cert, key: key.privatePem, ca: undefined };
 }
 
 /** The names a self-signed certificate is made for: this host, the node id, the listen host, loopback. */
