@@ -231,4 +231,41 @@ describe('SessionApi.resumeSession', () => {
     expect((await proxyStore.resume('s')).previousOwner).toBe('node-a');
     expect(AuthState.decode(proxyStore.owned('s')!.auth!).subject).toBe('alice');
   });
+
+  test('a declared login waits for a secondary before its answer goes on; with no live secondary it does not wait', async () => {
+    let acknowledge: ((acked: number) => void) | undefined;
+    const asked: number[] = [];
+    let live = 1;
+    const replicator: Replicator = {
+      replicas: 0,
+      secondariesFor: () => live,
+      replicate: () => 7,
+      waitForAcks: (_ticket, needed) => {
+        asked.push(needed);
+        return new Promise((resolve) => (acknowledge = resolve));
+      },
+      sendQueueRoom: () => undefined,
+      fetchFromPeers: () => Promise.resolve({ asked: 0, answered: 0, snapshots: [] }),
+      replicateClaim: () => undefined,
+    };
+    const api = new SessionApi(store('node-a'), LIMITS, replicator, undefined, () => T0);
+    const capture = new ProxyCapture(sessionApiStore(api, 'node-a', () => T0), 'baton_sid', NO_PROXY_OBSERVER, silent, undefined, () => T0);
+    const session = { id: 'login-1', minted: false, auth: undefined, previousOwner: undefined };
+    expect(capture.answer(session, {})).toBeUndefined(); // nothing declared: nothing to wait for
+
+    let answered = false;
+    const pending = capture.answer(session, { 'x-baton-auth-subject': 'alice' })!.then(() => (answered = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(asked).toEqual([1]);
+    expect(answered).toBe(false);
+    acknowledge!(1);
+    await pending;
+    expect(answered).toBe(true);
+
+    live = 0; // the other pods are gone: the login is stored here and answered at once
+    await capture.answer({ ...session, id: 'login-2' }, { 'x-baton-auth-subject': 'bob' });
+    expect(asked).toEqual([1]);
+    const stored = api.get({ sessionId: 'login-2', parts: ['auth'], resume: false }, T0) as Awaited<ReturnType<SessionApi['get']>>;
+    expect(AuthState.decode(stored.session!.parts[0]!.value).subject).toBe('bob');
+  });
 });

@@ -169,24 +169,26 @@ export class ProxyCapture {
   }
 
   /**
-   * Captures what the web server's answer declares (login, logout). The write is not
-   * awaited: the answer goes on while the part replicates.
+   * Captures what the web server's answer declares (login, logout). Returns the write to
+   * wait for before the answer goes to the client, undefined when it declares nothing: a
+   * login the user was told of is held by a secondary too, so the pod's death right after
+   * does not log the user out.
    */
-  answer(session: RequestSession, headers: IncomingHttpHeaders): void {
+  answer(session: RequestSession, headers: IncomingHttpHeaders): Promise<void> | undefined {
     const declaration = authDeclaration(headers);
-    if (declaration === undefined) return;
+    if (declaration === undefined) return undefined;
     if (declaration.kind === 'invalid') {
       this.observer.capture('auth_invalid');
-      return;
+      return undefined;
     }
     session.auth = applyDeclaration(session.auth, declaration, this.clock());
     this.observer.capture(declaration.kind);
-    void this.write(session.id, [{ name: 'auth', value: encodeAuth(session.auth) }]);
+    return this.write(session.id, [{ name: 'auth', value: encodeAuth(session.auth) }], true);
   }
 
-  private async write(id: string, parts: { name: 'auth' | 'tls'; value: Uint8Array }[]): Promise<void> {
+  private async write(id: string, parts: { name: 'auth' | 'tls'; value: Uint8Array }[], durable = false): Promise<void> {
     try {
-      await this.sessions.put(id, parts);
+      await this.sessions.put(id, parts, durable);
     } catch (err) {
       this.observer.capture('write_failed');
       this.log.warn({ err: (err as Error).message, parts: parts.map((p) => p.name) }, 'proxy: a captured part was not stored');

@@ -231,7 +231,12 @@ export class ProxyServer {
   }
 
   private respond(res: Response, upstreamRes: http.IncomingMessage, session: RequestSession, protocol: ProxyProtocol): void {
-    this.capture.answer(session, upstreamRes.headers);
+    const captured = this.capture.answer(session, upstreamRes.headers);
+    if (captured === undefined) this.relay(res, upstreamRes, session, protocol);
+    else void captured.then(() => this.relay(res, upstreamRes, session, protocol));
+  }
+
+  private relay(res: Response, upstreamRes: http.IncomingMessage, session: RequestSession, protocol: ProxyProtocol): void {
     const headers = clientResponseHeaders(upstreamRes.headers);
     if (session.minted) appendSetCookie(headers, sessionSetCookie(this.options.config.sessionCookie, session.id, this.tls));
     if (this.draining && protocol === 'http/1.1') headers.connection = 'close';
@@ -282,7 +287,7 @@ export class ProxyServer {
           head,
           timeoutMs: this.options.config.proxyUpstreamTimeoutMs,
           answered: (status, upstreamHeaders) => {
-            this.capture.answer(session, upstreamHeaders);
+            void this.capture.answer(session, upstreamHeaders);
             this.options.observer.request(status, 'http/1.1');
             const out = clientResponseHeaders(upstreamHeaders);
             if (cookie !== undefined) appendSetCookie(out, cookie);

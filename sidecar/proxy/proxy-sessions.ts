@@ -6,6 +6,14 @@
  * SessionApi (sessionApiStore); tests may give the proxy any other implementation.
  */
 import type { SessionApi } from '../../src/core/session-api';
+import { UnavailableError } from '../../src/wire/errors';
+
+/**
+ * How long a declared login or logout waits for a secondary before its answer goes to the
+ * client: long enough for a round trip on a loaded node, short enough that a secondary
+ * that died unnoticed (not yet declared dead) delays one answer, not the user.
+ */
+export const LOGIN_ACK_WAIT_MS = 1000;
 
 export interface ResumedSession {
   /** False when no node holds the session (expired, deleted, or never existed). */
@@ -31,8 +39,12 @@ export interface ProxySessionStore {
   owned(sessionId: string): OwnedSession | undefined;
   /** Rejects (UnavailableError) when the peers that may hold the session do not answer. */
   resume(sessionId: string): Promise<ResumedSession>;
-  /** Writes parts; resolves once the replication queues have room (back-pressure). */
-  put(sessionId: string, parts: readonly { name: 'auth' | 'tls'; value: Uint8Array }[]): Promise<void>;
+  /**
+   * Writes parts; resolves once the replication queues have room (back-pressure), or, when
+   * `durable`, once a secondary holds them (at most LOGIN_ACK_WAIT_MS; without a live
+   * secondary, at once: there is nobody to wait for).
+   */
+  put(sessionId: string, parts: readonly { name: 'auth' | 'tls'; value: Uint8Array }[], durable?: boolean): Promise<void>;
   /** Refreshes the session's idle expiry (the proxy calls it at most once per interval per session). */
   touch(sessionId: string): void;
 }
@@ -50,8 +62,28 @@ export function sessionApiStore(api: SessionApi, nodeId: string, clock: () => nu
       const auth = response.session?.parts.find((p) => p.name === 'auth')?.value;
       return { found: response.found, auth, previousOwner };
     },
-    async put(sessionId, parts) {
-      await api.put({ sessionId, parts: parts.map((p) => ({ name: p.name, value: Buffer.from(p.value) })), ttlSeconds: 0, minReplicas: 0 }, clock());
+    async put(sessionId, parts, durable = false) {
+      const request = { sessionId, parts: parts.map((p) => ({ name: p.name, value: Buffer.from(p.value) })), ttlSeconds: 0 };
+      const now = clock();
+      if (!durable) {
+        await api.put({ ...request, minReplicas: 0 }, now);
+        return;
+      }
+      let answer;
+      try {
+        answer = api.put({ ...request, minReplicas: 1 }, now, now + LOGIN_ACK_WAIT_MS);
+      } catch (err) {
+        // No live secondary (a cluster of one, or the others are gone): refused before it
+        // was applied; store it here, there is nobody to wait for.
+        if (!(err instanceof UnavailableError)) throw err;
+        answer = api.put({ ...request, minReplicas: 0 }, now);
+      }
+      try {
+        await answer;
+      } catch (err) {
+        // No acknowledgement in time: the write stays applied here; the answer goes on.
+        if (!(err instanceof UnavailableError)) throw err;
+      }
     },
     touch(sessionId) {
       api.touch({ sessionId, ttlSeconds: 0 }, clock());
