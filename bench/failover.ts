@@ -581,6 +581,14 @@ async function watchSurvivors(cluster: Cluster, sessionCount: number, killedAt: 
   return w;
 }
 
+/** What state transfers the survivors ran (all reasons, summed over survivors): the cost of repair after the kill. */
+async function transferCounters(survivors: readonly { metricsUrl: string }[]): Promise<string> {
+  const scrapes = await Promise.all(survivors.map((n) => scrape(n.metricsUrl).catch(() => undefined)));
+  const sum = (name: string, labels: Record<string, string> = {}) => scrapes.reduce((total, s) => total + (s?.sum(name, labels) ?? 0), 0);
+  const reasons = ['gap', 'join', 'placement', 'anti_entropy'].map((reason) => `${reason} ${sum('baton_replication_resyncs_total', { reason })}`);
+  return `resyncs ${reasons.join(', ')}; sessions transferred ${sum('baton_sessions_transferred_total')}`;
+}
+
 // --- one failover -------------------------------------------------------------------------------
 
 interface FailoverResult {
@@ -683,6 +691,7 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
     const otherCpu = (machineBusyCpuSeconds() - machineBefore) / floodSeconds - benchCpu - floodCpu.reduce((a, b) => a + b, 0);
     const afterFlood = await scrape(cluster.resumer.metricsUrl);
     const watch = await watching;
+    console.log(`    survivors: ${await transferCounters(cluster.survivors)}`);
     await Promise.race([load.settled, sleep(10_000)]);
     cluster.victim.client.close();
 
