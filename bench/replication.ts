@@ -547,7 +547,7 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
       const e = writer.transport.core.engine;
       const events = Scrape.parse(await writer.metrics.registry.metrics()).select('baton_cluster_membership_events_total');
       console.log(`    [debug] writer membership events (cumulative): ${events.map((e) => `${seriesName(e).slice(37)}=${e.value}`).join(' ')}`);
-      console.log(`    [debug] writer: sent ${JSON.stringify(e.stats.datagramsSent)} received ${JSON.stringify(e.stats.datagramsReceived)} channels ${JSON.stringify(e.channelCounters())} counters ${JSON.stringify({ ...writer.transport.core.counters, ...writer.transport.counters })}`);
+      console.log(`    [debug] writer: sent ${JSON.stringify(e.stats.datagramsSent)} received ${JSON.stringify(e.stats.datagramsReceived)} channels ${JSON.stringify(e.channelCounters())} counters ${JSON.stringify({ ...writer.transport.core.counters, dropped: Object.fromEntries(writer.transport.core.counters.dropped) })}`);
     }
   }
   return {

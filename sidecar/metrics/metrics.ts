@@ -209,25 +209,10 @@ export class SidecarMetrics {
     const registry = this.registry;
     const core = transport.core;
     const engine = core.engine;
-    const stats = engine.stats;
+    const stats = core.counters.engine;
     const types = ['data', 'heartbeat', 'nack', 'ack', 'gone', 'leave'] as const;
-    const perType = (name: string, help: string, read: (t: (typeof types)[number]) => number) => {
-      const reported = new Map<string, number>();
-      new Counter({
-        name,
-        help,
-        labelNames: ['type'],
-        registers: [registry],
-        collect() {
-          for (const t of types) {
-            const value = read(t);
-            const before = reported.get(t) ?? 0;
-            this.inc({ type: t }, value - before);
-            reported.set(t, value);
-          }
-        },
-      });
-    };
+    const perType = (name: string, help: string, read: (t: (typeof types)[number]) => number) =>
+      labelledCounterFrom(registry, name, help, ['type'], () => types.map((type) => [{ type }, read(type)]));
     perType('baton_replication_datagrams_sent_total', 'Replication datagrams sent, by type.', (t) => stats.datagramsSent[t]);
     perType('baton_replication_datagrams_received_total', 'Replication datagrams received and authenticated, by type.', (t) => stats.datagramsReceived[t]);
     counterFrom(registry, 'baton_replication_sent_bytes_total', 'Replication payload bytes sent (before sealing).', () => stats.bytesSent);
@@ -311,7 +296,20 @@ export class SidecarMetrics {
     counterFrom(registry, 'baton_rereplicated_bytes_total', 'Bytes of session state pulled from peers because placement gave this node new partitions.', () => core.counters.rereplicatedBytes);
     counterFrom(registry, 'baton_anti_entropy_repairs_total', 'Sessions changed by anti-entropy: divergence found by digest comparison and repaired.', () => core.counters.antiEntropyRepairs);
     counterFrom(registry, 'baton_sessions_transferred_total', 'Sessions merged from peers by state transfers (joins, placement changes, resyncs, anti-entropy).', () => core.counters.sessionsTransferred);
-    counterFrom(registry, 'baton_replication_send_errors_total', 'Datagrams the operating system refused to send (an unreachable or invalid peer address, a full buffer).', () => transport.counters.sendErrors);
+    counterFrom(registry, 'baton_replication_send_errors_total', 'Datagrams the operating system refused to send (an unreachable or invalid peer address, a full buffer).', () => core.counters.sendErrors);
+    const counters = core.counters;
+    labelledCounterFrom(registry, 'baton_replication_dropped_total', 'Datagrams or deltas dropped, by reason.', ['reason'], () =>
+      [...counters.dropped].map(([reason, n]) => [{ reason }, n]),
+    );
+    labelledCounterFrom(registry, 'baton_replication_resyncs_total', 'State transfers from peers, by reason and outcome.', ['reason', 'outcome'], () =>
+      [...counters.transfers].map(([key, n]) => {
+        const [reason = '', outcome = ''] = key.split(' ');
+        return [{ reason, outcome }, n];
+      }),
+    );
+    labelledCounterFrom(registry, 'baton_cluster_membership_events_total', 'Membership changes seen, by type.', ['type'], () =>
+      [...counters.membershipEvents].map(([type, n]) => [{ type }, n]),
+    );
     counterFrom(registry, 'baton_replication_sessions_discarded_total', 'Copies dropped because placement moved them to other members.', () => stats.sessionsDiscarded);
     new Gauge({
       name: 'baton_cluster_members',
@@ -329,28 +327,10 @@ export class SidecarMetrics {
   /** Replication metrics the node core (and the transport) report as events happen. */
   replicationSink(): NodeObserver {
     const registry = this.registry;
-    const dropped = new Counter({
-      name: 'baton_replication_dropped_total',
-      help: 'Datagrams or deltas dropped, by reason.',
-      labelNames: ['reason'],
-      registers: [registry],
-    });
-    const resyncs = new Counter({
-      name: 'baton_replication_resyncs_total',
-      help: 'State transfers from peers, by reason and outcome.',
-      labelNames: ['reason', 'outcome'],
-      registers: [registry],
-    });
     const lag = new Histogram({
       name: 'baton_replication_lag_seconds',
       help: "Time from the owner's write to its apply on this node (owner's clock to this node's clock).",
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5],
-      registers: [registry],
-    });
-    const events = new Counter({
-      name: 'baton_cluster_membership_events_total',
-      help: 'Membership changes seen, by type.',
-      labelNames: ['type'],
       registers: [registry],
     });
     const peerFetch = new Histogram({
@@ -361,10 +341,11 @@ export class SidecarMetrics {
       registers: [registry],
     });
     return {
-      dropped: (reason) => dropped.inc({ reason }),
       lag: (seconds) => lag.observe(seconds),
-      resync: (request, outcome) => resyncs.inc({ reason: request.reason, outcome }),
-      membership: (event) => events.inc({ type: event.type }),
+      // Transfers and membership changes are counted in the core's NodeCounters (read in
+      // attachReplication); these events are for the log.
+      resync: () => undefined,
+      membership: () => undefined,
       peerFetch: (seconds, outcome) => peerFetch.observe({ outcome }, seconds),
     };
   }
@@ -467,6 +448,32 @@ export class SidecarMetrics {
     if (counter === undefined) this.operationCounters.set(key, (counter = this.operations.labels(method, result)));
     counter.inc();
   }
+}
+
+/** A labelled counter that mirrors monotonically growing numbers kept elsewhere (NodeCounters). */
+function labelledCounterFrom(
+  registry: Registry,
+  name: string,
+  help: string,
+  labelNames: string[],
+  read: () => [Record<string, string>, number][],
+): void {
+  const reported = new Map<string, number>();
+  new Counter({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    collect() {
+      for (const [labels, value] of read()) {
+        const key = Object.values(labels).join(' ');
+        const before = reported.get(key) ?? 0;
+        // inc(0) too: a label's series exists from the first scrape.
+        this.inc(labels, Math.max(0, value - before));
+        reported.set(key, Math.max(before, value));
+      }
+    },
+  });
 }
 
 /** A counter that mirrors a monotonically growing number kept elsewhere. */

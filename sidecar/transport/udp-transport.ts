@@ -33,7 +33,6 @@ export class UdpTransport implements Transport {
   readonly core: NodeCore;
   readonly incarnation: bigint;
   readonly advertiseAddress: string;
-  readonly counters = { sendErrors: 0 };
   private readonly sealer: DatagramSealer;
   /** This node's incarnation as the datagram header carries it (bytes 4–11). */
   private readonly incarnationBytes = Buffer.alloc(8);
@@ -79,7 +78,7 @@ export class UdpTransport implements Transport {
     hasher: BuzHash,
     keys: ClusterKey[] | undefined,
     private readonly log: Logger,
-    private readonly observer: NodeObserver,
+    observer: NodeObserver,
     resumeObserver: ResumeObserver | undefined,
     private readonly socket: dgram.Socket,
   ) {
@@ -161,11 +160,11 @@ export class UdpTransport implements Transport {
     }
     try {
       this.socket.send(this.sealer.seal(payload), port, host, (err) => {
-        if (err) this.counters.sendErrors++;
+        if (err) this.core.counters.sendErrors++;
       });
     } catch (err) {
       // A peer advertised an address no datagram can go to: count it, never crash.
-      this.counters.sendErrors++;
+      this.core.counters.sendErrors++;
       this.log.debug({ err: (err as Error).message, to }, 'replication send failed');
     }
   }
@@ -259,7 +258,7 @@ export class UdpTransport implements Transport {
     if (msg.length >= HEADER_BYTES && msg.compare(this.incarnationBytes, 0, 8, 4, 12) === 0) return;
     const opened = this.opener.open(msg);
     if (!opened.ok) {
-      this.observer.dropped(opened.reason);
+      this.core.counters.drop(opened.reason);
       return;
     }
     this.carry(this.core.handleDatagram(opened.payload, opened.incarnation, `${rinfo.address}:${rinfo.port}`, Date.now()));
@@ -269,7 +268,6 @@ export class UdpTransport implements Transport {
 /** The observer, with the log lines operators read: membership changes, and state transfers. */
 function loggingObserver(observer: NodeObserver, log: Logger): NodeObserver {
   return {
-    dropped: (reason) => observer.dropped(reason),
     lag: (seconds) => observer.lag(seconds),
     peerFetch: (seconds, outcome) => observer.peerFetch(seconds, outcome),
     membership: (event) => {

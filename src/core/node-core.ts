@@ -25,11 +25,11 @@
  */
 import { fmix32, mixWord, type BuzHash } from '../store/buzhash';
 import type { ChannelReceiverConfig } from './channel-receiver';
-import type { DropReason } from '../wire/datagram-codec';
 import { Membership, type MembershipConfig, type MembershipEvent } from './membership';
+import { NodeCounters } from './node-counters';
 import { Placement } from './placement';
 import { SeededRandom, type Random } from '../store/random';
-import { ReplicationEngine, type EngineDropReason, type LocalChange, type ResyncRequest } from './replication-engine';
+import { ReplicationEngine, type LocalChange, type ResyncRequest } from './replication-engine';
 import { TimerTable } from './timer-table';
 import { ResumeAsks, type PeerRef } from './resume-asks';
 import { SessionApi, type PeerCopies, type Replicator, type ResumeObserver } from './session-api';
@@ -76,9 +76,11 @@ export interface NodeCoreConfig {
   limits: RequestLimits;
 }
 
-/** What the core reports as it happens (metrics, logs, simulations). */
+/**
+ * What the core reports as it happens, beyond the counts in `NodeCore.counters`: events
+ * (for logs and simulations) and distributions (for histograms).
+ */
 export interface NodeObserver {
-  dropped(reason: DropReason | EngineDropReason | 'injected_loss'): void;
   lag(seconds: number): void;
   /** A state transfer ended; `sessions` = sessions it merged. */
   resync(request: ResyncRequest, outcome: 'ok' | 'error', sessions: number, error?: string): void;
@@ -140,7 +142,8 @@ export class NodeCore implements Replicator {
   readonly engine: ReplicationEngine;
   readonly api: SessionApi;
   readonly configDigest: bigint;
-  readonly counters = { resyncs: 0, resyncFailures: 0, sessionsTransferred: 0, antiEntropyRepairs: 0, rereplicatedBytes: 0, backpressureWaits: 0 };
+  /** Every count this node keeps (the engine's, the core's, the transport's): what metrics read. */
+  readonly counters: NodeCounters;
   /** The latest `now` an input carried. */
   private now: number;
   private readonly startedAt: number;
@@ -202,11 +205,15 @@ export class NodeCore implements Replicator {
       deps.random,
       {
         lag: (ms) => observer.lag(ms / 1000),
-        dropped: (reason) => observer.dropped(reason),
-        membershipEvent: (event) => observer.membership(event),
+        dropped: (reason) => this.counters.drop(reason),
+        membershipEvent: (event) => {
+          this.counters.membershipEvent(event.type);
+          observer.membership(event);
+        },
       },
       () => ({ advertiseAddress: config.advertiseAddress, configDigest: this.configDigest }),
     );
+    this.counters = new NodeCounters(this.engine.stats);
     this.lossRandom = new SeededRandom(Number(config.incarnation & 0xffffffffn) ^ 0x1055_1055);
     this.asks = new ResumeAsks(
       (seconds, outcome) => observer.peerFetch(seconds, outcome),
@@ -224,7 +231,7 @@ export class NodeCore implements Replicator {
     this.advance(now);
     if (this.stopped) return this.idle();
     if (this.config.injectLossPercent > 0 && this.lossRandom.next() * 100 < this.config.injectLossPercent) {
-      this.observer.dropped('injected_loss');
+      this.counters.drop('injected_loss');
       return this.collect(now);
     }
     this.engine.handleDatagram(payload, incarnation, fromAddress, now);
@@ -592,9 +599,11 @@ export class NodeCore implements Replicator {
     const { request, key } = transfer;
     if (error === undefined) {
       this.engine.resyncDone(request);
+      this.counters.transferEnded(request.reason, 'ok');
       this.observer.resync(request, 'ok', transfer.sessions);
     } else {
       this.counters.resyncFailures++;
+      this.counters.transferEnded(request.reason, 'error');
       this.observer.resync(request, 'error', transfer.sessions, error);
       this.engine.resyncFailed(request, now);
     }

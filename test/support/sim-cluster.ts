@@ -118,8 +118,11 @@ export class SimNode implements SimHost, SimTransportHost {
   incarnation = 0n;
   core!: NodeCore;
   transport!: SimTransport;
-  readonly engineDrops = new Map<EngineDropReason, number>();
   readonly membershipEvents: ({ at: number } & MembershipEvent)[] = [];
+  /** The replication engine's drops by reason (the core's counters, this incarnation). */
+  get engineDrops(): Map<EngineDropReason, number> {
+    return new Map([...this.core.counters.dropped].filter(([reason]) => ENGINE_DROP_REASONS.has(reason))) as Map<EngineDropReason, number>;
+  }
   /** Ticket id → acknowledgements, for synchronous writes the core reported acknowledged. */
   readonly completedTickets = new Map<number, number>();
   readonly resyncs: ResyncRecord[] = [];
@@ -222,11 +225,6 @@ export class SimNode implements SimHost, SimTransportHost {
         hasher: this.cluster.hasher,
         random,
         observer: {
-          dropped: (reason) => {
-            if (reason === 'injected_loss' || !ENGINE_DROP_REASONS.has(reason)) return;
-            const engineReason = reason as EngineDropReason;
-            this.engineDrops.set(engineReason, (this.engineDrops.get(engineReason) ?? 0) + 1);
-          },
           lag: () => undefined,
           membership: (event) => this.membershipEvents.push({ at: this.net.now, ...event }),
           peerFetch: () => undefined,

@@ -1,0 +1,49 @@
+/**
+ * Every count a node keeps, in one place: the replication engine, the node core and the
+ * transport write here, and the metrics (and simulations) read here. Counts only: events
+ * that are logged (membership changes, transfer outcomes) and distributions (lag,
+ * latencies) still go to the NodeObserver.
+ *
+ * Rules: every field only grows; labelled counts are keyed by a small fixed set of values
+ * (drop reasons, transfer reasons and outcomes, membership event types), never by a node
+ * id or a session id, so the maps stay bounded.
+ */
+import type { EngineStats } from './outbox';
+
+export class NodeCounters {
+  /** State transfers started, and those that failed. */
+  resyncs = 0;
+  resyncFailures = 0;
+  /** Sessions merged from peers by state transfers. */
+  sessionsTransferred = 0;
+  /** Sessions changed by anti-entropy transfers. */
+  antiEntropyRepairs = 0;
+  /** Bytes pulled from peers because placement gave this node partitions. */
+  rereplicatedBytes = 0;
+  /** Writes that waited for the send queues to shorten. */
+  backpressureWaits = 0;
+  /** Datagrams the operating system refused to send. */
+  sendErrors = 0;
+  /** Datagrams or deltas dropped, by reason. */
+  readonly dropped = new Map<string, number>();
+  /** State transfers that ended, by "reason outcome" (e.g. "placement ok"). */
+  readonly transfers = new Map<string, number>();
+  /** Membership changes seen, by type. */
+  readonly membershipEvents = new Map<string, number>();
+
+  /** `engine`: the replication engine's own counts (datagrams, bytes, deltas, NACKs). */
+  constructor(readonly engine: EngineStats) {}
+
+  drop(reason: string): void {
+    this.dropped.set(reason, (this.dropped.get(reason) ?? 0) + 1);
+  }
+
+  transferEnded(reason: string, outcome: 'ok' | 'error'): void {
+    const key = `${reason} ${outcome}`;
+    this.transfers.set(key, (this.transfers.get(key) ?? 0) + 1);
+  }
+
+  membershipEvent(type: string): void {
+    this.membershipEvents.set(type, (this.membershipEvents.get(type) ?? 0) + 1);
+  }
+}
