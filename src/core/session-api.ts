@@ -177,15 +177,8 @@ export class SessionApi {
    * fails UNAVAILABLE rather than report a session missing that may exist.
    */
   get(request: GetRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): GetResponse | Promise<GetResponse> {
-    checkSessionId(request.sessionId);
-    checkPartNames(request.parts, this.config);
-    const session = this.store.get(request.sessionId, now);
-    if (!request.resume || this.replicator === undefined) return this.answerGet(session, request);
-    if (session !== undefined && session.owner === this.store.config.nodeId) {
-      this.observer?.resumed('local', 0);
-      return this.answerGet(session, request);
-    }
-    return this.resumeFromPeers(request, session?.owner, deadline, now).then((r) => r.response);
+    const read = this.read(request, request.resume, now, deadline);
+    return read instanceof Promise ? read.then((r) => r.response) : read;
   }
 
   /**
@@ -194,12 +187,19 @@ export class SessionApi {
    * capture proxy passes it on to the web server.
    */
   resumeSession(request: GetRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): Promise<{ response: GetResponse; previousOwner: string | undefined }> {
+    const read = this.read(request, true, now, deadline);
+    return read instanceof Promise ? read : Promise.resolve({ response: read, previousOwner: undefined });
+  }
+
+  /** The answer now when this node can give it (no resume, or the session is its own); else the resume from peers. */
+  private read(request: GetRequest, resume: boolean, now: number, deadline: number): GetResponse | Promise<{ response: GetResponse; previousOwner: string | undefined }> {
     checkSessionId(request.sessionId);
     checkPartNames(request.parts, this.config);
     const session = this.store.get(request.sessionId, now);
-    if (this.replicator === undefined || (session !== undefined && session.owner === this.store.config.nodeId)) {
-      if (this.replicator !== undefined) this.observer?.resumed('local', 0);
-      return Promise.resolve({ response: this.answerGet(session, request), previousOwner: undefined });
+    if (!resume || this.replicator === undefined) return this.answerGet(session, request);
+    if (session !== undefined && session.owner === this.store.config.nodeId) {
+      this.observer?.resumed('local', 0);
+      return this.answerGet(session, request);
     }
     return this.resumeFromPeers(request, session?.owner, deadline, now);
   }
