@@ -478,17 +478,7 @@ function labelledCounterFrom(
 
 /** A counter that mirrors a monotonically growing number kept elsewhere. */
 function counterFrom(registry: Registry, name: string, help: string, read: () => number): void {
-  let reported = 0;
-  new Counter({
-    name,
-    help,
-    registers: [registry],
-    collect() {
-      const value = read();
-      if (value > reported) this.inc(value - reported);
-      reported = Math.max(reported, value);
-    },
-  });
+  labelledCounterFrom(registry, name, help, [], () => [[{}, read()]]);
 }
 
 /**
