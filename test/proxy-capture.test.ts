@@ -11,7 +11,7 @@ import { BuzHash } from '../src/store/buzhash';
 import { HybridClock } from '../src/store/hybrid-clock';
 import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
 import { UnavailableError } from '../src/wire/errors';
-import { ProxyCapture, TOUCH_INTERVAL_MS, type ConnectionCapture } from '../sidecar/proxy/proxy-capture';
+import { ProxyCapture, ROTATED_GRACE_SECONDS, TOUCH_INTERVAL_MS, type ConnectionCapture, type RequestSession } from '../sidecar/proxy/proxy-capture';
 import { NO_PROXY_OBSERVER, type CaptureKind, type ProxyObserver } from '../sidecar/metrics/proxy-observer';
 import { sessionApiStore, type OwnedSession, type ProxySessionStore, type ResumedSession } from '../sidecar/proxy/proxy-sessions';
 
@@ -51,6 +51,15 @@ class MemoryStore implements ProxySessionStore {
   touch(sessionId: string): void {
     this.touches.push(sessionId);
   }
+  readonly rotations: { from: string; to: string; graceSeconds: number }[] = [];
+  rotate(fromId: string, toId: string, auth: Uint8Array, graceSeconds: number): Promise<boolean> {
+    const old = this.parts.get(fromId);
+    if (old === undefined) return Promise.resolve(false);
+    this.parts.set(toId, new Map([...old, ['auth', auth]]));
+    this.ownedHere.add(toId);
+    this.rotations.push({ from: fromId, to: toId, graceSeconds });
+    return Promise.resolve(true);
+  }
 }
 
 function plainConnection(): ConnectionCapture {
@@ -65,12 +74,12 @@ function tlsConnection(resumed = false): ConnectionCapture {
   };
 }
 
-function setup(observer: ProxyObserver = NO_PROXY_OBSERVER) {
+function setup(observer: ProxyObserver = NO_PROXY_OBSERVER, rotateOnLogin = true) {
   const store = new MemoryStore();
   let now = T0;
   let counter = 0;
   const random = (n: number) => Uint8Array.from({ length: n }, () => ++counter % 256);
-  const capture = new ProxyCapture(store, 'baton_sid', observer, silent, random, () => now);
+  const capture = new ProxyCapture(store, 'baton_sid', observer, silent, random, () => now, rotateOnLogin);
   return { store, capture, advance: (ms: number) => (now += ms) };
 }
 
@@ -154,6 +163,51 @@ describe('ProxyCapture', () => {
     expect(AuthState.decode(store.parts.get(session.id)!.get('auth')!).subject).toBe('');
   });
 
+  test('a login on a session the client brought moves it to a new id; the old id keeps the pre-login session for the grace', async () => {
+    const kinds: CaptureKind[] = [];
+    const { store, capture } = setup({ ...NO_PROXY_OBSERVER, capture: (kind) => kinds.push(kind) });
+    const first = await capture.open({}, plainConnection());
+    store.parts.get(first.id)!.set('cart', Buffer.from('3 apples'));
+    const planted = first.id; // an id the client (or someone who planted it) already knew
+    const request = await capture.open({ cookie: `baton_sid=${planted}` }, plainConnection());
+    await capture.answer(request, { 'x-baton-auth-subject': 'alice' });
+    expect(request.rotatedFrom).toBe(planted);
+    expect(request.id).not.toBe(planted);
+    expect(request.id).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(store.rotations).toEqual([{ from: planted, to: request.id, graceSeconds: ROTATED_GRACE_SECONDS }]);
+    expect(AuthState.decode(store.parts.get(request.id)!.get('auth')!).subject).toBe('alice');
+    expect(Buffer.from(store.parts.get(request.id)!.get('cart')!).toString()).toBe('3 apples');
+    expect(AuthState.decode(store.parts.get(planted)!.get('auth')!).subject).toBe(''); // the old id is not logged in
+    expect(kinds).toContain('session_rotated');
+    // The same subject declared again (a web server that repeats it on every answer): no new id.
+    const later = await capture.open({ cookie: `baton_sid=${request.id}` }, plainConnection());
+    await capture.answer(later, { 'x-baton-auth-subject': 'alice' });
+    expect(later.rotatedFrom).toBeUndefined();
+    expect(later.id).toBe(request.id);
+    // Another subject on the same session: a new id again.
+    await capture.answer(later, { 'x-baton-auth-subject': 'bob' });
+    expect(later.rotatedFrom).toBe(request.id);
+    expect(store.rotations).toHaveLength(2);
+  });
+
+  test('no new id for a session minted by this very request, for an upgrade, or when rotation is off', async () => {
+    const { store, capture } = setup();
+    const minted = await capture.open({}, plainConnection());
+    await capture.answer(minted, { 'x-baton-auth-subject': 'alice' });
+    expect(minted.rotatedFrom).toBeUndefined();
+    const upgrade = await capture.open({ cookie: `baton_sid=${minted.id}` }, plainConnection());
+    await capture.answer(upgrade, { 'x-baton-auth-subject': 'bob' }, false);
+    expect(upgrade.rotatedFrom).toBeUndefined();
+    expect(store.rotations).toHaveLength(0);
+
+    const off = setup(NO_PROXY_OBSERVER, false);
+    const session = await off.capture.open({}, plainConnection());
+    const again = await off.capture.open({ cookie: `baton_sid=${session.id}` }, plainConnection());
+    await off.capture.answer(again, { 'x-baton-auth-subject': 'alice' });
+    expect(again.id).toBe(session.id);
+    expect(AuthState.decode(off.store.parts.get(session.id)!.get('auth')!).subject).toBe('alice');
+  });
+
   test('a bearer token is written when it changes, not on every request', async () => {
     const kinds: CaptureKind[] = [];
     const { store, capture } = setup({ ...NO_PROXY_OBSERVER, capture: (kind) => kinds.push(kind) });
@@ -232,6 +286,36 @@ describe('SessionApi.resumeSession', () => {
     expect(AuthState.decode(proxyStore.owned('s')!.auth!).subject).toBe('alice');
   });
 
+  test('sessionApiStore.rotate: every part under the new id with the new auth, the old id expiring after the grace', async () => {
+    // A node whose peers are all gone: the durable write is stored here at once.
+    const alone: Replicator = {
+      replicas: 1,
+      secondariesFor: () => 0,
+      replicate: () => 1,
+      waitForAcks: () => Promise.resolve(0),
+      sendQueueRoom: () => undefined,
+      fetchFromPeers: () => Promise.resolve({ asked: 0, answered: 0, snapshots: [] }),
+      replicateClaim: () => undefined,
+    };
+    const api = new SessionApi(store('node-a'), LIMITS, alone, undefined, () => T0);
+    const sessions = sessionApiStore(api, 'node-a', () => T0);
+    api.put({ sessionId: 'before-login', parts: [{ name: 'basket', value: Buffer.from('3 apples') }, { name: 'auth', value: Buffer.alloc(0) }], ttlSeconds: 0, minReplicas: 0 }, T0);
+    const auth = encodeAuth({ ...AuthState.fromPartial({}), subject: 'alice' });
+    expect(await sessions.rotate('before-login', 'after-login', auth, 60)).toBe(true);
+    const read = (id: string) => api.get({ sessionId: id, parts: [], resume: false }, T0) as Awaited<ReturnType<SessionApi['get']>>;
+    const moved = read('after-login').session!;
+    expect(Object.fromEntries(moved.parts.map((p) => [p.name, Buffer.from(p.value).toString('hex')]))).toEqual({
+      basket: Buffer.from('3 apples').toString('hex'),
+      auth: Buffer.from(auth).toString('hex'),
+    });
+    const old = read('before-login').session!;
+    expect(old.parts.find((p) => p.name === 'auth')!.value).toHaveLength(0);
+    expect(Number(old.expiresAtUnixMs) - T0).toBeGreaterThanOrEqual(60_000);
+    expect(Number(old.expiresAtUnixMs) - T0).toBeLessThan(61_000); // not the default TTL
+    expect(await sessions.rotate('never-held', 'other', auth, 60)).toBe(false);
+    expect(read('other').found).toBe(false);
+  });
+
   test('a declared login waits for a secondary before its answer goes on; with no live secondary it does not wait', async () => {
     let acknowledge: ((acked: number) => void) | undefined;
     const asked: number[] = [];
@@ -263,9 +347,11 @@ describe('SessionApi.resumeSession', () => {
     expect(answered).toBe(true);
 
     live = 0; // the other pods are gone: the login is stored here and answered at once
-    await capture.answer({ ...session, id: 'login-2' }, { 'x-baton-auth-subject': 'bob' });
+    const second = { id: 'login-2', minted: false, auth: undefined, previousOwner: undefined } as RequestSession;
+    await capture.answer(second, { 'x-baton-auth-subject': 'bob' });
     expect(asked).toEqual([1]);
-    const stored = api.get({ sessionId: 'login-2', parts: ['auth'], resume: false }, T0) as Awaited<ReturnType<SessionApi['get']>>;
+    expect(second.rotatedFrom).toBe('login-2'); // a login on an id the client brought: a new id
+    const stored = api.get({ sessionId: second.id, parts: ['auth'], resume: false }, T0) as Awaited<ReturnType<SessionApi['get']>>;
     expect(AuthState.decode(stored.session!.parts[0]!.value).subject).toBe('bob');
   });
 });

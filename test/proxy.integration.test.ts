@@ -171,6 +171,25 @@ describe('capture proxy, one node', () => {
     }
   });
 
+  test('a login on a session the client already had gives it a new id (session fixation): the old id stays logged out', async () => {
+    const agent = new https.Agent({ keepAlive: true, ca: ca.certPem });
+    try {
+      const before = cookieOf((await request(`${base}/browse`, { agent })).headers);
+      const login = await request(`${base}/login`, { agent, headers: { cookie: before } });
+      const after = cookieOf(login.headers);
+      expect(after).not.toBe(before);
+      await request(`${base}/after-login`, { agent, headers: { cookie: after } });
+      expect(upstream.last('/after-login').headers).toMatchObject({ 'x-baton-session-id': after.split('=')[1], 'x-baton-auth-subject': 'alice' });
+      await request(`${base}/with-old-id`, { agent, headers: { cookie: before } });
+      expect(upstream.last('/with-old-id').headers['x-baton-session-id']).toBe(before.split('=')[1]);
+      expect(upstream.last('/with-old-id').headers['x-baton-auth-subject']).toBeUndefined();
+      expect((await client.getAuth(before.split('=')[1]!))!.subject).toBe('');
+      expect((await client.getTls(after.split('=')[1]!))!.protocol).toBe('TLSv1.3'); // the parts moved with the session
+    } finally {
+      agent.destroy();
+    }
+  });
+
   test("Node's http2 client: ALPN h2, the session cookie, the tls part says h2", async () => {
     const session = http2.connect(base, { ca: ca.certPem });
     try {

@@ -23,6 +23,7 @@ export interface ProxyConfig {
   proxyUpstream: ProxyUpstream | undefined;
   /** Name of the cookie that carries the session id. */
   sessionCookie: string;
+  sessionRotateOnLogin: boolean;
   /** PEM certificate (chain) and key the proxy presents; '' = not given. Re-read when they change. */
   tlsCertFile: string;
   tlsKeyFile: string;
@@ -99,6 +100,17 @@ export const PROXY_OPTIONS: readonly OptionSpec[] = [
     parse: (v, flag) => {
       if (!isCookieName(v)) throw bad(flag, v, 'expected a cookie name (letters, digits and !#$%&\'*+-.^_`|~, at most 128)');
       return v;
+    },
+  },
+  {
+    flag: 'session-rotate-on-login',
+    key: 'sessionRotateOnLogin',
+    valueName: 'bool',
+    description: "a login to a new subject gives the session a new id (the old id keeps the pre-login session for 60 s); false for web servers that key their own state by baton's session id",
+    default: () => 'true',
+    parse: (v, flag) => {
+      if (!['true', 'false', '1', '0'].includes(v)) throw bad(flag, v, 'expected true or false');
+      return v === 'true' || v === '1';
     },
   },
   { flag: 'tls-cert-file', key: 'tlsCertFile', valueName: 'path', description: 'PEM certificate (chain) the proxy presents; re-read when the file changes', default: () => '', parse: (v) => v },

@@ -9,6 +9,7 @@ export type UpstreamErrorReason = 'connect' | 'timeout' | 'reset';
 export type ProxyResumeOutcome = 'local' | 'peer' | 'not_found' | 'unavailable';
 export type CaptureKind =
   | 'session_minted'
+  | 'session_rotated'
   | 'login'
   | 'logout'
   | 'auth_invalid'

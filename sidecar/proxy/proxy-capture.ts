@@ -14,7 +14,11 @@
  * - a session's idle expiry is refreshed at most once per TOUCH_INTERVAL_MS per node, so an
  *   active client keeps its session without a replicated touch on every request;
  * - a write refused by the store (over a limit, say) is counted and logged, never fails
- *   the request: the web server still answers.
+ *   the request: the web server still answers;
+ * - a login to a new subject on an existing session gives the session a new id (session
+ *   fixation: an id an attacker planted or read before the login never becomes a logged-in
+ *   session); the old id keeps the pre-login session for ROTATED_GRACE_SECONDS, so requests
+ *   already sent with it neither see the login nor lose their session.
  */
 import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
@@ -41,6 +45,8 @@ import type { ProxyObserver } from '../metrics/proxy-observer';
 export const TOUCH_INTERVAL_MS = 60_000;
 /** Sessions whose last refresh time is remembered; the table is cleared when it is full. */
 const TOUCH_TABLE_LIMIT = 100_000;
+/** How long an id replaced at login still names the session as it was before the login. */
+export const ROTATED_GRACE_SECONDS = 60;
 /** Sessions one connection remembers having written the `tls` part for. */
 const TLS_WRITTEN_LIMIT = 64;
 
@@ -57,6 +63,8 @@ export interface ConnectionCapture {
 export interface RequestSession {
   id: string;
   minted: boolean;
+  /** The id the request came with, when the answer's login gave the session a new one. */
+  rotatedFrom?: string;
   auth: AuthState | undefined;
   previousOwner: string | undefined;
 }
@@ -71,6 +79,7 @@ export class ProxyCapture {
     private readonly log: Logger,
     private readonly random: (n: number) => Uint8Array = randomBytes,
     private readonly clock: () => number = Date.now,
+    private readonly rotateOnLogin = true,
   ) {}
 
   /**
@@ -172,18 +181,42 @@ export class ProxyCapture {
    * Captures what the web server's answer declares (login, logout). Returns the write to
    * wait for before the answer goes to the client, undefined when it declares nothing: a
    * login the user was told of is held by a secondary too, so the pod's death right after
-   * does not log the user out.
+   * does not log the user out. A login to a new subject moves the session to a new id
+   * (`session.id` changes, `rotatedFrom` is set: the answer must set the cookie) unless
+   * `rotate` is false (an upgrade's answer, whose cookie is already decided).
    */
-  answer(session: RequestSession, headers: IncomingHttpHeaders): Promise<void> | undefined {
+  answer(session: RequestSession, headers: IncomingHttpHeaders, rotate = true): Promise<void> | undefined {
     const declaration = authDeclaration(headers);
     if (declaration === undefined) return undefined;
     if (declaration.kind === 'invalid') {
       this.observer.capture('auth_invalid');
       return undefined;
     }
-    session.auth = applyDeclaration(session.auth, declaration, this.clock());
+    const now = this.clock();
+    const newSubject = declaration.kind === 'login' && activeLogin(session.auth, now)?.subject !== declaration.subject;
+    session.auth = applyDeclaration(session.auth, declaration, now);
     this.observer.capture(declaration.kind);
-    return this.write(session.id, [{ name: 'auth', value: encodeAuth(session.auth) }], true);
+    const auth = encodeAuth(session.auth);
+    if (newSubject && rotate && this.rotateOnLogin && !session.minted) return this.rotate(session, auth);
+    return this.write(session.id, [{ name: 'auth', value: auth }], true);
+  }
+
+  private async rotate(session: RequestSession, auth: Uint8Array): Promise<void> {
+    const fresh = mintSessionId(this.random(SESSION_ID_BYTES));
+    try {
+      if (!(await this.sessions.rotate(session.id, fresh, auth, ROTATED_GRACE_SECONDS))) {
+        // The session is gone from this node (expired, or deleted by the web server): the
+        // login starts a new one under the new id.
+        await this.sessions.put(fresh, [{ name: 'auth', value: auth }], true);
+      }
+    } catch (err) {
+      this.observer.capture('write_failed');
+      this.log.warn({ err: (err as Error).message }, 'proxy: the session could not move to a new id at login; the login is not stored');
+      return;
+    }
+    session.rotatedFrom = session.id;
+    session.id = fresh;
+    this.observer.capture('session_rotated');
   }
 
   private async write(id: string, parts: { name: 'auth' | 'tls'; value: Uint8Array }[], durable = false): Promise<void> {

@@ -71,7 +71,7 @@ export class ProxyServer {
   constructor(private readonly options: ProxyServerOptions) {
     const config = options.config;
     this.upstream = new Upstream(config.proxyUpstream as ProxyUpstream);
-    this.capture = new ProxyCapture(options.sessions, config.sessionCookie, options.observer, options.log);
+    this.capture = new ProxyCapture(options.sessions, config.sessionCookie, options.observer, options.log, undefined, undefined, config.sessionRotateOnLogin);
     this.h1 = http.createServer({
       maxHeaderSize: config.proxyMaxHeaderBytes,
       headersTimeout: config.proxyHeaderTimeoutMs,
@@ -238,7 +238,7 @@ export class ProxyServer {
 
   private relay(res: Response, upstreamRes: http.IncomingMessage, session: RequestSession, protocol: ProxyProtocol): void {
     const headers = clientResponseHeaders(upstreamRes.headers);
-    if (session.minted) appendSetCookie(headers, sessionSetCookie(this.options.config.sessionCookie, session.id, this.tls));
+    if (session.minted || session.rotatedFrom !== undefined) appendSetCookie(headers, sessionSetCookie(this.options.config.sessionCookie, session.id, this.tls));
     if (this.draining && protocol === 'http/1.1') headers.connection = 'close';
     try {
       (res as http.ServerResponse).writeHead(upstreamRes.statusCode ?? 502, headers);
@@ -287,7 +287,7 @@ export class ProxyServer {
           head,
           timeoutMs: this.options.config.proxyUpstreamTimeoutMs,
           answered: (status, upstreamHeaders) => {
-            void this.capture.answer(session, upstreamHeaders);
+            void this.capture.answer(session, upstreamHeaders, false);
             this.options.observer.request(status, 'http/1.1');
             const out = clientResponseHeaders(upstreamHeaders);
             if (cookie !== undefined) appendSetCookie(out, cookie);

@@ -47,9 +47,41 @@ export interface ProxySessionStore {
   put(sessionId: string, parts: readonly { name: 'auth' | 'tls'; value: Uint8Array }[], durable?: boolean): Promise<void>;
   /** Refreshes the session's idle expiry (the proxy calls it at most once per interval per session). */
   touch(sessionId: string): void;
+  /**
+   * Copies every part of `fromId` to `toId` with `auth` replaced (durable, as a login is),
+   * then shortens `fromId`'s idle expiry to `graceSeconds`: requests already on their way
+   * with the old cookie still find the session as it was before the login (not logged in),
+   * and the old id is gone soon after. Resolves false, writing nothing, when this node does
+   * not hold `fromId`.
+   */
+  rotate(fromId: string, toId: string, auth: Uint8Array, graceSeconds: number): Promise<boolean>;
 }
 
 export function sessionApiStore(api: SessionApi, nodeId: string, clock: () => number = Date.now): ProxySessionStore {
+  async function write(sessionId: string, parts: readonly { name: string; value: Uint8Array }[], durable: boolean): Promise<void> {
+    const request = { sessionId, parts: parts.map((p) => ({ name: p.name, value: Buffer.from(p.value) })), ttlSeconds: 0 };
+    const now = clock();
+    if (!durable) {
+      await api.put({ ...request, minReplicas: 0 }, now);
+      return;
+    }
+    let answer;
+    try {
+      answer = api.put({ ...request, minReplicas: 1 }, now, now + LOGIN_ACK_WAIT_MS);
+    } catch (err) {
+      // No live secondary (a cluster of one, or the others are gone): refused before it
+      // was applied; store it here, there is nobody to wait for.
+      if (!(err instanceof UnavailableError)) throw err;
+      answer = api.put({ ...request, minReplicas: 0 }, now);
+    }
+    try {
+      await answer;
+    } catch (err) {
+      // No acknowledgement in time: the write stays applied here; the answer goes on.
+      if (!(err instanceof UnavailableError)) throw err;
+    }
+  }
+
   return {
     owned(sessionId) {
       // Without `resume` a Get is a local read and answers at once (never a promise).
@@ -62,31 +94,17 @@ export function sessionApiStore(api: SessionApi, nodeId: string, clock: () => nu
       const auth = response.session?.parts.find((p) => p.name === 'auth')?.value;
       return { found: response.found, auth, previousOwner };
     },
-    async put(sessionId, parts, durable = false) {
-      const request = { sessionId, parts: parts.map((p) => ({ name: p.name, value: Buffer.from(p.value) })), ttlSeconds: 0 };
-      const now = clock();
-      if (!durable) {
-        await api.put({ ...request, minReplicas: 0 }, now);
-        return;
-      }
-      let answer;
-      try {
-        answer = api.put({ ...request, minReplicas: 1 }, now, now + LOGIN_ACK_WAIT_MS);
-      } catch (err) {
-        // No live secondary (a cluster of one, or the others are gone): refused before it
-        // was applied; store it here, there is nobody to wait for.
-        if (!(err instanceof UnavailableError)) throw err;
-        answer = api.put({ ...request, minReplicas: 0 }, now);
-      }
-      try {
-        await answer;
-      } catch (err) {
-        // No acknowledgement in time: the write stays applied here; the answer goes on.
-        if (!(err instanceof UnavailableError)) throw err;
-      }
-    },
+    put: (sessionId, parts, durable = false) => write(sessionId, parts, durable),
     touch(sessionId) {
       api.touch({ sessionId, ttlSeconds: 0 }, clock());
+    },
+    async rotate(fromId, toId, auth, graceSeconds) {
+      const response = api.get({ sessionId: fromId, parts: [], resume: false }, clock());
+      if (response instanceof Promise || !response.found || response.session === undefined) return false;
+      const parts = response.session.parts.filter((p) => p.name !== 'auth');
+      await write(toId, [...parts, { name: 'auth', value: auth }], true);
+      api.touch({ sessionId: fromId, ttlSeconds: graceSeconds }, clock());
+      return true;
     },
   };
 }
