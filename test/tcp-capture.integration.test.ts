@@ -15,6 +15,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import type { Socket } from 'node:net';
 import { BatonClient } from '../src/client/client';
 import { TcpConnectionState, TcpState } from '../src/gen/baton/v1/parts';
@@ -52,9 +53,9 @@ afterAll(async () => {
   await upstream?.close();
 });
 
-async function startProxyNode(prefix?: string[]): Promise<{ node: SidecarProcess; port: number }> {
+async function startProxyNode(prefix?: string[], tls = false): Promise<{ node: SidecarProcess; port: number }> {
   const node = await startSidecar(
-    ['--proxy-listen', '127.0.0.1:0', '--proxy-upstream', upstream.url, '--tcp-capture-interval-ms', String(INTERVAL_MS)],
+    ['--proxy-listen', '127.0.0.1:0', '--proxy-upstream', upstream.url, '--tcp-capture-interval-ms', String(INTERVAL_MS), ...(tls ? ['--tls-self-signed'] : [])],
     {},
     prefix === undefined ? {} : { prefix },
   );
@@ -65,8 +66,10 @@ async function startProxyNode(prefix?: string[]): Promise<{ node: SidecarProcess
 }
 
 /** A few requests of different sizes over one keep-alive connection; answers the session id and the client's socket. */
-async function traffic(port: number): Promise<{ sessionId: string; socket: Socket; agent: http.Agent }> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+async function traffic(port: number, tls = false): Promise<{ sessionId: string; socket: Socket; agent: http.Agent }> {
+  // The self-signed certificate cannot be verified; what is tested here is the TCP connection under it.
+  const agent = tls ? new https.Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false }) : new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const lib = tls ? https : http;
   const sockets = new Set<Socket>();
   let cookie = '';
   for (let i = 0; i < 6; i++) {
@@ -74,7 +77,7 @@ async function traffic(port: number): Promise<{ sessionId: string; socket: Socke
     await new Promise<void>((resolve, reject) => {
       const headers: http.OutgoingHttpHeaders = cookie === '' ? {} : { cookie };
       if (body !== undefined) headers['content-length'] = body.length;
-      const req = http.request({ host: '127.0.0.1', port, path: `/r${i}`, method: body === undefined ? 'GET' : 'POST', agent, headers }, (res) => {
+      const req = lib.request({ host: '127.0.0.1', port, path: `/r${i}`, method: body === undefined ? 'GET' : 'POST', agent, headers }, (res) => {
         const line = res.headers['set-cookie']?.find((c) => c.startsWith('baton_sid='));
         if (line !== undefined) cookie = line.split(';')[0]!;
         sockets.add(res.socket);
@@ -119,58 +122,60 @@ async function tcpPart(api: BatonClient, sessionId: string): Promise<TcpConnecti
   return part === undefined ? undefined : TcpConnectionState.decode(part.value);
 }
 
-captureTest("the session's tcp part matches the kernel's view: positions exact against the client's own sequences, options equal to ss -tin; unchanged samples are not written", async (syscalls) => {
-  const { node, port } = await startProxyNode();
-  const api = new BatonClient(node.apiAddress);
-  const { sessionId, socket, agent } = await traffic(port);
-  try {
-    const clientFd = socketFd(socket)!;
-    const clientPort = socket.localPort!;
-    let last: TcpConnectionState | undefined;
-    let client = queueSequences(syscalls, clientFd);
-    // The traffic has stopped: poll until the captured state is the idle connection's.
-    await pollUntil(
-      'the tcp part shows the idle connection',
-      async () => {
-        client = queueSequences(syscalls, clientFd);
-        last = await tcpPart(api, sessionId);
-        return last !== undefined && last.receiveNext === client.writeSeq && last.sendNext === client.receiveNext && last.sendUnacknowledged === client.receiveNext;
-      },
-      WAIT_MS,
-    ).catch((err: Error) => {
-      throw new Error(`${err.message}; client view ${JSON.stringify(client)}, part ${JSON.stringify(last, (_key, value: unknown) => (typeof value === 'bigint' ? String(value) : value))}`);
-    });
-    const part = last!;
-    expect(part).toMatchObject({
-      localAddress: '127.0.0.1',
-      localPort: port,
-      remoteAddress: '127.0.0.1',
-      remotePort: clientPort,
-      state: TcpState.TCP_STATE_ESTABLISHED,
-      sendSequenceKnown: true,
-      receiveSequenceKnown: true,
-    });
-    const ss = ssView(port, clientPort);
-    expect({ mss: part.mss, wscale: [part.sendWindowScale, part.receiveWindowScale], ts: part.timestampsEnabled, sack: part.sackPermitted, rto: part.rtoMs, sndWnd: part.sendWindow }).toEqual(ss);
-    expect(part.receiveWindow).toBeGreaterThan(0);
+for (const tls of [false, true]) {
+  captureTest(`${tls ? 'TLS' : 'plain HTTP'}: the session's tcp part matches the kernel's view: positions exact against the client's own sequences, options equal to ss -tin; unchanged samples are not written`, async (syscalls) => {
+    const { node, port } = await startProxyNode(undefined, tls);
+    const api = new BatonClient(node.apiAddress);
+    const { sessionId, socket, agent } = await traffic(port, tls);
+    try {
+      const clientFd = socketFd(socket)!;
+      const clientPort = socket.localPort!;
+      let last: TcpConnectionState | undefined;
+      let client = queueSequences(syscalls, clientFd);
+      // The traffic has stopped: poll until the captured state is the idle connection's.
+      await pollUntil(
+        'the tcp part shows the idle connection',
+        async () => {
+          client = queueSequences(syscalls, clientFd);
+          last = await tcpPart(api, sessionId);
+          return last !== undefined && last.receiveNext === client.writeSeq && last.sendNext === client.receiveNext && last.sendUnacknowledged === client.receiveNext;
+        },
+        WAIT_MS,
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}; client view ${JSON.stringify(client)}, part ${JSON.stringify(last, (_key, value: unknown) => (typeof value === 'bigint' ? String(value) : value))}`);
+      });
+      const part = last!;
+      expect(part).toMatchObject({
+        localAddress: '127.0.0.1',
+        localPort: port,
+        remoteAddress: '127.0.0.1',
+        remotePort: clientPort,
+        state: TcpState.TCP_STATE_ESTABLISHED,
+        sendSequenceKnown: true,
+        receiveSequenceKnown: true,
+      });
+      const ss = ssView(port, clientPort);
+      expect({ mss: part.mss, wscale: [part.sendWindowScale, part.receiveWindowScale], ts: part.timestampsEnabled, sack: part.sackPermitted, rto: part.rtoMs, sndWnd: part.sendWindow }).toEqual(ss);
+      expect(part.receiveWindow).toBeGreaterThan(0);
 
-    // Idle: later samples are unchanged and write nothing.
-    const before = await node.scrape();
-    await pollUntil(
-      'ten more unchanged samples',
-      async () => (await node.scrape()).value('baton_tcp_captures_total', { outcome: 'unchanged' }) >= before.value('baton_tcp_captures_total', { outcome: 'unchanged' }) + 10,
-      WAIT_MS,
-    );
-    const after = await node.scrape();
-    expect(before.value('baton_tcp_captures_total', { outcome: 'written' })).toBeGreaterThan(0);
-    expect(after.value('baton_tcp_captures_total', { outcome: 'written' })).toBe(before.value('baton_tcp_captures_total', { outcome: 'written' }));
-    expect(after.value('baton_tcp_captures_total', { outcome: 'failed' })).toBe(0);
-    expect(await tcpPart(api, sessionId)).toEqual(part);
-  } finally {
-    agent.destroy();
-    api.close();
-  }
-});
+      // Idle: later samples are unchanged and write nothing.
+      const before = await node.scrape();
+      await pollUntil(
+        'ten more unchanged samples',
+        async () => (await node.scrape()).value('baton_tcp_captures_total', { outcome: 'unchanged' }) >= before.value('baton_tcp_captures_total', { outcome: 'unchanged' }) + 10,
+        WAIT_MS,
+      );
+      const after = await node.scrape();
+      expect(before.value('baton_tcp_captures_total', { outcome: 'written' })).toBeGreaterThan(0);
+      expect(after.value('baton_tcp_captures_total', { outcome: 'written' })).toBe(before.value('baton_tcp_captures_total', { outcome: 'written' }));
+      expect(after.value('baton_tcp_captures_total', { outcome: 'failed' })).toBe(0);
+      expect(await tcpPart(api, sessionId)).toEqual(part);
+    } finally {
+      agent.destroy();
+      api.close();
+    }
+  });
+}
 
 captureTest('without CAP_NET_ADMIN: rcv_nxt is exact (from the saved SYN), snd_una and snd_nxt are marked unknown and 0, the rest as ss -tin says', async (syscalls) => {
   const { node, port } = await startProxyNode(['setpriv', '--bounding-set', '-net_admin']);
