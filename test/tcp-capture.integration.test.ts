@@ -1,7 +1,7 @@
 /**
  * TCP state capture end to end: a `baton sidecar` (compiled, from dist/) with --proxy-listen
  * in front of a web server in this process, a client making requests over one keep-alive
- * connection, and --tcp-capture-interval-ms 50. Once the traffic stops, the session's `tcp`
+ * connection (plain HTTP/1.1, HTTP/1.1 over TLS, HTTP/2), and --tcp-capture-interval-ms 50. Once the traffic stops, the session's `tcp`
  * part (read with the API's Get) must match the kernel's view of that connection:
  * - sequence positions exact, against the client socket's own repair-mode queue sequences
  *   (client snd_nxt = server rcv_nxt, client rcv_nxt = server snd_nxt = snd_una once idle);
@@ -15,6 +15,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import * as http from 'node:http';
+import * as http2 from 'node:http2';
 import * as https from 'node:https';
 import type { Socket } from 'node:net';
 import { BatonClient } from '../src/client/client';
@@ -94,6 +95,37 @@ async function traffic(port: number, tls = false): Promise<{ sessionId: string; 
   return { sessionId: cookie.slice('baton_sid='.length), socket: [...sockets][0]!, agent };
 }
 
+/** The same over one HTTP/2 session (TLS, ALPN h2): the proxy names the session through HTTP/2's socket proxy. */
+async function trafficH2(port: number): Promise<{ sessionId: string; socket: Socket; agent: { destroy(): void } }> {
+  const session = http2.connect(`https://127.0.0.1:${port}`, { rejectUnauthorized: false });
+  session.on('error', () => undefined);
+  let cookie = '';
+  try {
+    for (let i = 0; i < 6; i++) {
+      const body = i % 2 === 1 ? Buffer.alloc(1000 * i + 17, 0x61) : undefined;
+      await new Promise<void>((resolve, reject) => {
+        const headers: http2.OutgoingHttpHeaders = { ':path': `/r${i}`, ':method': body === undefined ? 'GET' : 'POST' };
+        if (cookie !== '') headers.cookie = cookie;
+        const stream = session.request(headers);
+        stream.on('response', (h) => {
+          const set = h['set-cookie'];
+          const line = (Array.isArray(set) ? set : []).find((c) => c.startsWith('baton_sid='));
+          if (line !== undefined) cookie = line.split(';')[0]!;
+        });
+        stream.resume();
+        stream.on('end', resolve);
+        stream.on('error', reject);
+        stream.end(body);
+      });
+    }
+  } catch (err) {
+    session.destroy();
+    throw err;
+  }
+  expect(cookie).toMatch(/^baton_sid=/);
+  return { sessionId: cookie.slice('baton_sid='.length), socket: session.socket as Socket, agent: { destroy: () => session.destroy() } };
+}
+
 /**
  * What `ss -tin` says about the server side of the connection (proxy port → client port);
  * with -o, without which ss (iproute2 6.1) leaves out the ts and sack options.
@@ -122,11 +154,12 @@ async function tcpPart(api: BatonClient, sessionId: string): Promise<TcpConnecti
   return part === undefined ? undefined : TcpConnectionState.decode(part.value);
 }
 
-for (const tls of [false, true]) {
-  captureTest(`${tls ? 'TLS' : 'plain HTTP'}: the session's tcp part matches the kernel's view: positions exact against the client's own sequences, options equal to ss -tin; unchanged samples are not written`, async (syscalls) => {
+for (const kind of ['plain HTTP', 'TLS', 'HTTP/2'] as const) {
+  const tls = kind !== 'plain HTTP';
+  captureTest(`${kind}: the session's tcp part matches the kernel's view: positions exact against the client's own sequences, options equal to ss -tin; unchanged samples are not written`, async (syscalls) => {
     const { node, port } = await startProxyNode(undefined, tls);
     const api = new BatonClient(node.apiAddress);
-    const { sessionId, socket, agent } = await traffic(port, tls);
+    const { sessionId, socket, agent } = kind === 'HTTP/2' ? await trafficH2(port) : await traffic(port, tls);
     try {
       const clientFd = socketFd(socket)!;
       const clientPort = socket.localPort!;
