@@ -29,7 +29,13 @@ export async function startProxy(
     observer: metrics.tcpCaptureObserver(),
     log,
   });
-  const server = new ProxyServer({ config, sessions, observer: metrics.proxyObserver(), log, onTlsServer, tcp });
+  let server: ProxyServer;
+  try {
+    server = new ProxyServer({ config, sessions, observer: metrics.proxyObserver(), log, onTlsServer, tcp });
+  } catch (err) {
+    tcp?.close();
+    throw err;
+  }
   // A bind failure rejects with the bind error; the node names --proxy-listen in it.
   const port = await server.listen(address).catch(async (err: unknown) => {
     await server.close(0);
