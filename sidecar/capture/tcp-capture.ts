@@ -33,6 +33,9 @@
  *   aside): an idle connection costs one getsockopt per interval and no replication;
  * - one write in flight per connection; a refused write is counted and tried again on the
  *   next change or tick;
+ * - a session with several connections (a browser opens up to six) has one `tcp` part: it
+ *   holds the connection whose state changed last (each connection writes only its own
+ *   changes, so idle connections do not take turns overwriting it);
  * - koffi absent or not Linux: capture is off with one warning; the proxy works as before.
  */
 import { readFileSync } from 'node:fs';
