@@ -287,6 +287,8 @@ function typedValue(rng: Random, name: (typeof WELL_KNOWN)[number]): Buffer {
             state: rng.below(14), // 12 and 13 are not in the enum: proto3 enums are open
             capturedAtUnixMs: int64(rng),
             timestampsEnabled: chance(rng, 0.5),
+            sendSequenceKnown: chance(rng, 0.5),
+            receiveSequenceKnown: chance(rng, 0.5),
           }),
         ).finish(),
       );

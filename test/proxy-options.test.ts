@@ -43,3 +43,19 @@ describe('capture proxy options', () => {
     expect(failure({ ...up, 'proxy-upstream-timeout-ms': '5' })).toMatch(/invalid --proxy-upstream-timeout-ms/);
   });
 });
+
+describe('--tcp-capture-interval-ms', () => {
+  const up = { ...proxy, 'proxy-upstream': 'http://x:1' };
+
+  test('defaults to once a second; 0 turns capture off; 10 ms is the shortest interval', () => {
+    expect(parseConfig(up, {}).tcpCaptureIntervalMs).toBe(1000);
+    expect(parseConfig({ ...up, 'tcp-capture-interval-ms': '0' }, {}).tcpCaptureIntervalMs).toBe(0);
+    expect(parseConfig({ ...up, 'tcp-capture-interval-ms': '10' }, {}).tcpCaptureIntervalMs).toBe(10);
+  });
+
+  test('an interval of 1–9 ms, a negative or a non-number is a configuration error naming the flag', () => {
+    expect(failure({ ...up, 'tcp-capture-interval-ms': '5' })).toMatch(/invalid --tcp-capture-interval-ms.*0 \(off\) or 10/);
+    expect(failure({ ...up, 'tcp-capture-interval-ms': '-1' })).toMatch(/invalid --tcp-capture-interval-ms/);
+    expect(failure({ ...up, 'tcp-capture-interval-ms': 'often' })).toMatch(/invalid --tcp-capture-interval-ms/);
+  });
+});

@@ -297,6 +297,8 @@ const FULL: Record<WellKnownPartName, Uint8Array> = {
       state: TcpState.TCP_STATE_CLOSING,
       capturedAtUnixMs: 1_700_000_000_000n,
       timestampsEnabled: true,
+      sendSequenceKnown: true,
+      receiveSequenceKnown: true,
     }),
   ).finish(),
 };

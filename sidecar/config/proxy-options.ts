@@ -41,6 +41,8 @@ export interface ProxyConfig {
   proxyMaxHeaderBytes: number;
   /** Largest request body forwarded, in bytes (from --proxy-max-body-mb); 0 = no limit. */
   proxyMaxBodyBytes: number;
+  /** How often each client connection's TCP state is sampled into its session's `tcp` part, in ms; 0 = off. */
+  tcpCaptureIntervalMs: number;
 }
 
 function parseUpstream(value: string, flag: string): ProxyUpstream | undefined {
@@ -152,6 +154,19 @@ export const PROXY_OPTIONS: readonly OptionSpec[] = [
     description: 'largest request body the proxy forwards (413 beyond it; 0 = no limit)',
     default: () => '100',
     parse: (v, flag) => parseInteger(v, flag, 0, 1 << 20) * 1024 * 1024,
+  },
+  {
+    flag: 'tcp-capture-interval-ms',
+    key: 'tcpCaptureIntervalMs',
+    valueName: 'ms',
+    description: "how often the proxy samples each client connection's TCP state into its session's tcp part (written only when it changed; exact sequence positions need CAP_NET_ADMIN); 0 = off",
+    default: () => '1000',
+    parse: (v, flag) => {
+      const ms = parseInteger(v, flag, 0, 3_600_000);
+      // Below 10 ms the sampling would cost more than the state is worth.
+      if (ms > 0 && ms < 10) throw bad(flag, v, 'expected 0 (off) or 10 to 3600000');
+      return ms;
+    },
   },
 ];
 

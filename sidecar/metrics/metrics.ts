@@ -12,7 +12,7 @@ import type { SessionStore } from '../../src/store/store';
 import { PACKAGE_ROOT, VERSION } from '../config/package-root';
 import type { NodeObserver } from '../../src/core/node-core';
 import type { UdpTransport } from '../transport/udp-transport';
-import { statusClass, type ProxyObserver } from './proxy-observer';
+import { statusClass, TCP_CAPTURE_OUTCOMES, type ProxyObserver, type TcpCaptureObserver } from './proxy-observer';
 
 export type Method = 'put' | 'get' | 'delete' | 'touch' | 'update_cart';
 export type OperationResult = 'ok' | 'not_found' | 'invalid' | 'precondition' | 'exhausted' | 'unavailable' | 'deadline' | 'error';
@@ -427,6 +427,19 @@ export class SidecarMetrics {
       capture: (kind) => captures.inc({ kind }),
       tlsReload: (result) => reloads.inc({ result }),
     };
+  }
+
+  /** The proxy's TCP state samples (--tcp-capture-interval-ms), by outcome. */
+  tcpCaptureObserver(): TcpCaptureObserver {
+    const samples = new Counter({
+      name: 'baton_tcp_captures_total',
+      help: "TCP state samples of the proxy's client connections, by outcome: written (the session's tcp part changed and was stored), unchanged (not written), skipped (the connection moved while read; read again next tick), failed (a system call failed, or the sequence origins were not learnt at accept), write_failed (the store refused the part).",
+      labelNames: ['outcome'],
+      registers: [this.registry],
+    });
+    const children = new Map(TCP_CAPTURE_OUTCOMES.map((outcome) => [outcome, samples.labels(outcome)]));
+    for (const child of children.values()) child.inc(0);
+    return { sample: (outcome) => children.get(outcome)!.inc() };
   }
 
   /** Label children by method and result, so the hot path looks labels up once. */

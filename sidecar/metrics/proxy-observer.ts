@@ -44,3 +44,20 @@ export const NO_PROXY_OBSERVER: ProxyObserver = {
   capture: () => undefined,
   tlsReload: () => undefined,
 };
+
+/**
+ * One TCP state sample of a proxy client connection (sidecar/capture/tcp-capture.ts):
+ * written (the `tcp` part changed and was stored), unchanged (not written), skipped (the
+ * connection kept moving while it was read; the next tick reads again), failed (a system
+ * call failed, or the sequence origins could not be learnt at accept), write_failed (the
+ * store refused the part).
+ */
+export type TcpCaptureOutcome = 'written' | 'unchanged' | 'skipped' | 'failed' | 'write_failed';
+
+export interface TcpCaptureObserver {
+  sample(outcome: TcpCaptureOutcome): void;
+}
+
+export const TCP_CAPTURE_OUTCOMES: readonly TcpCaptureOutcome[] = ['written', 'unchanged', 'skipped', 'failed', 'write_failed'];
+
+export const NO_TCP_CAPTURE_OBSERVER: TcpCaptureObserver = { sample: () => undefined };

@@ -9,17 +9,22 @@
  * `SyscallError` naming the call and errno; nothing here keeps state beyond the loaded
  * functions. Option numbers are Linux's (include/uapi/linux/tcp.h, asm-generic/socket.h).
  */
-import type { Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 
 export const SOL_SOCKET = 1;
 export const IPPROTO_TCP = 6;
 export const TCP_INFO = 11;
 export const TCP_REPAIR = 19;
+/** TCP_REPAIR values: on, off (sends a window probe), off without the window probe. */
+export const TCP_REPAIR_ON = 1;
+export const TCP_REPAIR_OFF = 0;
+export const TCP_REPAIR_OFF_NO_WP = -1;
 export const TCP_REPAIR_QUEUE = 20;
 export const TCP_QUEUE_SEQ = 21;
 /** TCP_REPAIR_QUEUE values: which queue TCP_QUEUE_SEQ and recv address. */
 export const TCP_RECV_QUEUE = 1;
 export const TCP_SEND_QUEUE = 2;
+export const TCP_NO_QUEUE = 0;
 export const TCP_REPAIR_OPTIONS = 22;
 export const TCP_REPAIR_WINDOW = 29;
 export const TCP_SAVE_SYN = 27;
@@ -111,6 +116,13 @@ function load(): LoadResult {
     },
   };
   return { syscalls };
+}
+
+/** The file descriptor of a listening node:net server (its socket), or undefined. */
+export function serverFd(server: Server): number | undefined {
+  const handle = (server as unknown as { _handle?: { fd?: number } | null })._handle;
+  const fd = handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
 /** The file descriptor under a connected node:net socket (TCP on Linux), or undefined. */

@@ -28,6 +28,7 @@ import { sessionSetCookie } from '../../src/capture/session-cookie';
 import type { ListenAddress } from '../config/config';
 import type { ProxyConfig, ProxyUpstream } from '../config/proxy-options';
 import { listenOn } from '../net/listen';
+import type { TcpCapture } from '../capture/tcp-capture';
 import { ProxyCapture, type ConnectionCapture, type RequestSession } from './proxy-capture';
 import type { ProxyObserver, ProxyProtocol } from '../metrics/proxy-observer';
 import type { ProxySessionStore } from './proxy-sessions';
@@ -47,6 +48,8 @@ export interface ProxyServerOptions {
    * calls server.setSecureContext, which keeps the server's ticket keys.
    */
   onTlsServer?: (server: tls.Server) => void;
+  /** Samples each client connection's TCP state into its session's `tcp` part; closed with the proxy. */
+  tcp?: TcpCapture;
 }
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
@@ -85,7 +88,10 @@ export class ProxyServer {
     this.h1.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.clientError(err, socket));
 
     const material = this.tlsMaterial();
-    if (material === undefined) return;
+    if (material === undefined) {
+      options.tcp?.attach(this.h1);
+      return;
+    }
     this.h2 = http2.createServer({ settings: { maxHeaderListSize: config.proxyMaxHeaderBytes }, maxSessionMemory: 16 });
     this.h2.on('request', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => this.handle(req, res, 'h2', false));
     this.h2.on('checkContinue', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => this.handle(req, res, 'h2', true));
@@ -115,6 +121,7 @@ export class ProxyServer {
       );
     }
     options.onTlsServer?.(this.tlsServer);
+    options.tcp?.attach(this.tlsServer);
   }
 
   private tlsMaterial(): TlsMaterial | undefined {
@@ -183,6 +190,7 @@ export class ProxyServer {
     const { socket, capture } = this.connectionOf(req);
     const session = await this.capture.open(req.headers, capture);
     if (res.closed || res.destroyed) return;
+    this.options.tcp?.session(socket, session.id);
     const headers = upstreamRequestHeaders(req.headers, { remoteAddress: socket.remoteAddress, tls: this.tls }, this.capture.upstreamHeaders(session, capture), false);
     if (expectContinue) headers.expect = '100-continue';
     const upstreamReq = this.upstream.request(req.method ?? 'GET', req.url ?? '/', headers);
@@ -279,6 +287,7 @@ export class ProxyServer {
     const { capture } = this.connectionOf(req);
     void this.capture.open(req.headers, capture).then(
       (session) => {
+        this.options.tcp?.session(socket, session.id);
         const headers = upstreamRequestHeaders(req.headers, { remoteAddress: socket.remoteAddress, tls: this.tls }, this.capture.upstreamHeaders(session, capture), true);
         const cookie = session.minted ? sessionSetCookie(this.options.config.sessionCookie, session.id, this.tls) : undefined;
         relayUpgrade({
@@ -328,6 +337,7 @@ export class ProxyServer {
   private doClose(timeoutMs: number): Promise<void> {
     this.draining = true;
     this.watcher?.stop();
+    this.options.tcp?.close();
     const listening: http.Server | tls.Server = this.tlsServer ?? this.h1;
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => {

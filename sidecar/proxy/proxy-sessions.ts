@@ -44,7 +44,7 @@ export interface ProxySessionStore {
    * `durable`, once a secondary holds them (at most LOGIN_ACK_WAIT_MS; without a live
    * secondary, at once: there is nobody to wait for).
    */
-  put(sessionId: string, parts: readonly { name: 'auth' | 'tls'; value: Uint8Array }[], durable?: boolean): Promise<void>;
+  put(sessionId: string, parts: readonly { name: 'auth' | 'tls' | 'tcp'; value: Uint8Array }[], durable?: boolean): Promise<void>;
   /** Refreshes the session's idle expiry (the proxy calls it at most once per interval per session). */
   touch(sessionId: string): void;
   /**

@@ -121,6 +121,8 @@ export const PART_MESSAGE_FIELDS = {
     17: { name: 'state', kind: 'varint' },
     18: { name: 'captured_at_unix_ms', kind: 'varint' },
     19: { name: 'timestamps_enabled', kind: 'varint' },
+    20: { name: 'send_sequence_known', kind: 'varint' },
+    21: { name: 'receive_sequence_known', kind: 'varint' },
   },
 } as const satisfies WireSchema;
 

@@ -129,6 +129,14 @@ export interface TcpConnectionState {
   state: TcpState;
   capturedAtUnixMs: bigint;
   timestampsEnabled: boolean;
+  /**
+   * Whether send_next and send_unacknowledged are the connection's real sequence numbers:
+   * false when the initial send sequence number could not be learnt (no CAP_NET_ADMIN), and
+   * then both are 0.
+   */
+  sendSequenceKnown: boolean;
+  /** Whether receive_next is the connection's real sequence number (false: it is 0). */
+  receiveSequenceKnown: boolean;
 }
 
 function createBaseTlsSessionState(): TlsSessionState {
@@ -887,6 +895,8 @@ function createBaseTcpConnectionState(): TcpConnectionState {
     state: 0,
     capturedAtUnixMs: 0n,
     timestampsEnabled: false,
+    sendSequenceKnown: false,
+    receiveSequenceKnown: false,
   };
 }
 
@@ -951,6 +961,12 @@ export const TcpConnectionState: MessageFns<TcpConnectionState> = {
     }
     if (message.timestampsEnabled !== false) {
       writer.uint32(152).bool(message.timestampsEnabled);
+    }
+    if (message.sendSequenceKnown !== false) {
+      writer.uint32(160).bool(message.sendSequenceKnown);
+    }
+    if (message.receiveSequenceKnown !== false) {
+      writer.uint32(168).bool(message.receiveSequenceKnown);
     }
     return writer;
   },
@@ -1120,6 +1136,22 @@ export const TcpConnectionState: MessageFns<TcpConnectionState> = {
             message.timestampsEnabled = reader.bool();
             continue;
           }
+          case 20: {
+            if (tag !== 160) {
+              break;
+            }
+
+            message.sendSequenceKnown = reader.bool();
+            continue;
+          }
+          case 21: {
+            if (tag !== 168) {
+              break;
+            }
+
+            message.receiveSequenceKnown = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1158,6 +1190,8 @@ export const TcpConnectionState: MessageFns<TcpConnectionState> = {
       ? BigInt(object.capturedAtUnixMs)
       : 0n;
     message.timestampsEnabled = object.timestampsEnabled ?? false;
+    message.sendSequenceKnown = object.sendSequenceKnown ?? false;
+    message.receiveSequenceKnown = object.receiveSequenceKnown ?? false;
     return message;
   },
 };
