@@ -40,6 +40,11 @@ export interface ProxyConfig {
   proxyMaxHeaderBytes: number;
   /** Largest request body forwarded, in bytes (from --proxy-max-body-mb); 0 = no limit. */
   proxyMaxBodyBytes: number;
+  /**
+   * Bytes the in-flight log may hold (from --replay-buffer-mb): requests forwarded and not yet
+   * answered, kept for re-injection into a peer if the web server fails; 0 = no re-injection.
+   */
+  replayBufferBytes: number;
 }
 
 function parseUpstream(value: string, flag: string): ProxyUpstream | undefined {
@@ -140,6 +145,15 @@ export const PROXY_OPTIONS: readonly OptionSpec[] = [
     description: 'largest request body the proxy forwards (413 beyond it; 0 = no limit)',
     default: () => '100',
     parse: (v, flag) => parseInteger(v, flag, 0, 1 << 20) * 1024 * 1024,
+  },
+  {
+    flag: 'replay-buffer-mb',
+    key: 'replayBufferBytes',
+    valueName: 'MiB',
+    description:
+      'in-flight log for re-injection: requests forwarded and not yet answered, kept (up to this much in all, 1 MiB each) so that one safe to repeat goes to a peer if the web server fails; 0 = off',
+    default: () => '16',
+    parse: (v, flag) => parseInteger(v, flag, 0, 4096) * 1024 * 1024,
   },
 ];
 

@@ -1,6 +1,6 @@
 /**
  * The node's one call into the capture proxy: builds it from the configuration, the
- * node's SessionApi and metrics when --proxy-listen is set, and binds it. Kept here so
+ * node's SessionApi, metrics and peers (for re-injection) when --proxy-listen is set, and binds it. Kept here so
  * the node's own file only constructs, starts and stops it.
  */
 import type { Logger } from 'pino';
@@ -9,6 +9,7 @@ import type { Config } from '../config/config';
 import type { SidecarMetrics } from '../metrics/metrics';
 import { ProxyServer, type ProxyServerOptions } from './proxy-server';
 import { sessionApiStore } from './proxy-sessions';
+import type { ReplayPeers } from './proxy-replay';
 
 export { ProxyServer, type ProxyServerOptions };
 
@@ -18,10 +19,11 @@ export async function startProxy(
   metrics: SidecarMetrics,
   log: Logger,
   onTlsServer: ProxyServerOptions['onTlsServer'],
+  peers?: ReplayPeers,
 ): Promise<{ server: ProxyServer; port: number } | undefined> {
   const address = config.proxyListen;
   if (address === undefined) return undefined;
-  const server = new ProxyServer({ config, sessions: sessionApiStore(sessionApi, config.nodeId), observer: metrics.proxyObserver(), log, onTlsServer });
+  const server = new ProxyServer({ config, sessions: sessionApiStore(sessionApi, config.nodeId), observer: metrics.proxyObserver(), log, onTlsServer, peers });
   // A bind failure rejects with the bind error; the node names --proxy-listen in it.
   const port = await server.listen(address).catch(async (err: unknown) => {
     await server.close(0);
