@@ -6,8 +6,9 @@
  * killed (SIGKILL): the requests safe to repeat are answered by way of b, the others 502.
  * Then: a repeated Idempotency-Key is answered from the session, not by a web server; a
  * client's x-baton-* headers neither trigger nor shape a replay; a peer's hostile replay is
- * refused and the node keeps serving. Every process is stopped in afterAll; waits are
- * bounded polls.
+ * refused and the node keeps serving; a draining node hands requests its web server has not
+ * answered to a peer before its drain deadline. Every process is stopped in afterAll; waits
+ * are bounded polls.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -43,7 +44,7 @@ const server = http.createServer((req, res) => {
   req.resume();
   process.stdout.write('held ' + req.url + '\\n');
 });
-server.listen(0, '127.0.0.1', () => process.stdout.write('port ' + server.address().port + '\\n'));
+server.listen(Number(process.argv[1]), '127.0.0.1', () => process.stdout.write('port ' + server.address().port + '\\n'));
 `;
 
 let dir: string;
@@ -84,10 +85,11 @@ function echoed(answer: Answer): { method: string; url: string; headers: http.In
   return JSON.parse(answer.body.toString()) as never;
 }
 
-async function startHoldingServer(): Promise<void> {
-  const child = spawn(process.execPath, ['-e', HOLDING_SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
+/** Starts a's web server (on `port`, or a free one). */
+async function startHoldingServer(port = 0): Promise<void> {
+  const child = spawn(process.execPath, ['-e', HOLDING_SERVER, String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
   webA = child;
-  let port = 0;
+  let bound = 0;
   let buffered = '';
   child.stdout!.on('data', (chunk: Buffer) => {
     buffered += chunk.toString();
@@ -95,12 +97,12 @@ async function startHoldingServer(): Promise<void> {
     while ((newline = buffered.indexOf('\n')) >= 0) {
       const line = buffered.slice(0, newline);
       buffered = buffered.slice(newline + 1);
-      if (line.startsWith('port ')) port = Number(line.slice(5));
+      if (line.startsWith('port ')) bound = Number(line.slice(5));
       if (line.startsWith('held ')) heldAtA.push(line.slice(5));
     }
   });
-  await pollUntil("a's web server listens", () => port > 0, DEADLINE_MS);
-  webAUrl = `http://127.0.0.1:${port}`;
+  await pollUntil("a's web server listens", () => bound > 0, DEADLINE_MS);
+  webAUrl = `http://127.0.0.1:${bound}`;
 }
 
 beforeAll(async () => {
@@ -113,7 +115,8 @@ beforeAll(async () => {
   cluster = await StaticCluster.start(
     ['a', 'b'],
     ['--replicas', '1', '--partitions', '16', '--cluster-key-file', keyFile, '--proxy-listen', '127.0.0.1:0', ...FAST_FAILURE_DETECTION],
-    { a: ['--proxy-upstream', webAUrl], b: ['--proxy-upstream', upstreamB.url] },
+    // a drains within 4 s, so it hands requests to b 2 s after SIGTERM (the last test).
+    { a: ['--proxy-upstream', webAUrl, '--drain-timeout-seconds', '4'], b: ['--proxy-upstream', upstreamB.url] },
   );
   await cluster.waitForAlive(['a', 'b'], 15_000);
 }, 60_000);
@@ -288,3 +291,23 @@ test("a peer's hostile or oversized replay is refused cleanly, and a caller with
     outsider.close();
   }
 });
+
+test('a draining node hands the requests its web server has not answered to a peer before its deadline', async () => {
+  // a's web server again, on the port a forwards to, holding everything.
+  heldAtA.length = 0;
+  await startHoldingServer(Number(new URL(webAUrl).port));
+  const a = proxyUrl(cluster!.node('a').process);
+  const count = 20;
+  const gets = Array.from({ length: count }, (_, i) => send(a, 'GET', `/drain/${i}`, { cookie: cookies[i]! }));
+  await pollUntil("20 requests held at a's web server", () => heldAtA.length === count, DEADLINE_MS);
+  const code = await cluster!.stop('a');
+  const answers = await Promise.all(gets);
+  for (const [i, answer] of answers.entries()) {
+    expect(answer.status).toBe(200);
+    expect(echoed(answer).url).toBe(`/drain/${i}`);
+    // The answer came during a drain: the client is told to reconnect (to another pod).
+    expect(answer.headers.connection).toBe('close');
+  }
+  expect(upstreamB.seen.filter((s) => s.url.startsWith('/drain/'))).toHaveLength(count);
+  expect(code).toBe(0);
+}, 60_000);

@@ -19,7 +19,8 @@
  *   without reaching the web server; a fresh answer to one is remembered once it is sent;
  * - on close: stop accepting, answer what is in flight (HTTP/1.1 answers say
  *   `Connection: close`, HTTP/2 sessions get GOAWAY), close idle connections now and
- *   everything left at the drain deadline.
+ *   everything left at the drain deadline; shortly before it (DRAIN_HANDOFF_MS), requests
+ *   still waiting for the web server's answer that a peer could take are handed to one.
  */
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
@@ -78,6 +79,8 @@ export class ProxyServer {
   readonly replayLog: ReplayLog | undefined;
   private readonly h2Sessions = new Set<http2.Http2Session>();
   private readonly upgraded = new Set<Socket>();
+  /** Requests waiting for the web server's answer head that a drain may hand to a peer. */
+  private readonly awaitingAnswer = new Set<() => void>();
   private readonly watcher: TlsFileWatcher | undefined;
   private draining = false;
   private closing: Promise<void> | undefined;
@@ -221,6 +224,14 @@ export class ProxyServer {
     const upstreamReq = this.upstream.request(method, target, headers);
     let answered = false;
     let timedOut = false;
+    // A draining node hands the request to a peer rather than cut it at its deadline.
+    const handOff = () => {
+      if (entry?.state === 'logging' && (this.options.peers?.candidates(session.id).length ?? 0) > 0) upstreamReq.destroy(new Error(HANDED_OFF));
+    };
+    if (entry !== undefined) {
+      this.awaitingAnswer.add(handOff);
+      upstreamReq.once('close', () => this.awaitingAnswer.delete(handOff));
+    }
     const timer = setTimeout(() => {
       timedOut = true;
       entry?.release();
@@ -252,8 +263,7 @@ export class ProxyServer {
         return;
       }
       const refused = err.code === 'ECONNREFUSED' || err.code === 'ENOENT' || (err.code === 'ECONNRESET' && !upstreamReq.reusedSocket);
-      const reason = refused ? 'connect' : 'reset';
-      this.options.observer.upstreamError(reason);
+      if (err.message !== HANDED_OFF) this.options.observer.upstreamError(refused ? 'connect' : 'reset');
       if (entry?.state === 'logging') {
         const origin: OriginRequest = { session, method, target, headers: req.headers, clientAddress: socket.remoteAddress, clientTls: this.tls };
         void this.reinject(entry, origin, req, res, protocol);
@@ -448,12 +458,16 @@ export class ProxyServer {
     this.watcher?.stop();
     const listening: http.Server | tls.Server = this.tlsServer ?? this.h1;
     return new Promise<void>((resolve) => {
+      const handOff = setTimeout(() => {
+        for (const handOffOne of [...this.awaitingAnswer]) handOffOne();
+      }, Math.max(0, timeoutMs - Math.min(DRAIN_HANDOFF_MS, timeoutMs / 2)));
       const timer = setTimeout(() => {
         this.h1.closeAllConnections();
         for (const session of this.h2Sessions) session.destroy();
         for (const socket of this.upgraded) socket.destroy();
       }, Math.max(0, timeoutMs));
       listening.close(() => {
+        clearTimeout(handOff);
         clearTimeout(timer);
         this.upstream.close();
         resolve();
@@ -466,6 +480,13 @@ export class ProxyServer {
 }
 
 const BODY_TOO_LARGE = 'request body over --proxy-max-body-mb';
+/** Why a draining node gave up on its web server's answer: the request went to a peer. */
+const HANDED_OFF = 'handed to a peer: this node is draining';
+/**
+ * How long before the drain deadline requests still waiting for the web server are handed
+ * to peers (at most half the drain): time for a peer's web server to answer them.
+ */
+const DRAIN_HANDOFF_MS = 5000;
 
 /** An Idempotency-Key request, as its answer is remembered. */
 interface RememberAs {
