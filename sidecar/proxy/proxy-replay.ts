@@ -19,8 +19,8 @@
  *   values, sizes, the replay rule) and every x-baton-* header it carries is dropped by the
  *   usual capture rules: an authenticated peer cannot make this node's web server see what
  *   a client could not send;
- * - the answer a peer sends back is bounded (MAX_ANSWER_BYTES) and filtered again before
- *   the client sees it.
+ * - the answer a peer sends back is bounded (MAX_ANSWER_BYTES each, and all answers being
+ *   read for peers together) and filtered again before the client sees it.
  */
 import type * as http from 'node:http';
 import type { Logger } from 'pino';
@@ -28,13 +28,13 @@ import { clientResponseHeaders, upstreamRequestHeaders } from '../../src/capture
 import { idempotencyKey, replayable } from '../../src/capture/replay-rule';
 import { IDEMPOTENCY_PART, lookupAnswer, rememberAnswer, type Answer } from '../../src/capture/idempotency-answers';
 import type { HttpHeader, ReplayRequest, ReplayResponse } from '../../src/gen/baton/v1/peer';
-import { InvalidArgumentError, PreconditionFailedError, UnavailableError } from '../../src/wire/errors';
+import { InvalidArgumentError, PreconditionFailedError, ResourceExhaustedError, UnavailableError } from '../../src/wire/errors';
 import { checkSessionId } from '../../src/wire/validation';
 import type { ProxyConfig } from '../config/proxy-options';
 import type { ProxyObserver } from '../metrics/proxy-observer';
 import type { ProxyCapture, RequestSession } from './proxy-capture';
 import type { ProxySessionStore } from './proxy-sessions';
-import { REPLAY_MAX_REQUEST_BYTES, type ReplayEntry } from './replay-log';
+import { REPLAY_MAX_REQUEST_BYTES, ReplayLog, type ReplayEntry } from './replay-log';
 import type { Upstream } from './proxy-upstream';
 
 /** Peers one re-injection tries at most. */
@@ -50,6 +50,11 @@ const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]{1,256}$/;
 // Field values: visible characters, spaces and tabs (RFC 9110 §5.5), no CR, LF or NUL.
 const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const TARGET = /^\/[\x21-\x7e]*$/;
+
+/** How long one re-injection may take, all attempts (and the rest of the client's body) together. */
+export function replayDeadlineMs(config: ProxyConfig): number {
+  return Math.min(REPLAY_DEADLINE_MS, config.proxyUpstreamTimeoutMs);
+}
 
 /** The peers a re-injection may go to, from the node's membership and peer connections. */
 export interface ReplayPeers {
@@ -84,16 +89,24 @@ export interface ProxyReplayOptions {
 
 export class ProxyReplay {
   private readonly clock: () => number;
+  /**
+   * The answers this node is reading for peers' re-injections, bounded together like the
+   * in-flight log (--replay-buffer-mb, at least one whole answer): a flood of replays, or of
+   * large answers, is refused RESOURCE_EXHAUSTED (the origin tries its next peer) instead of
+   * growing memory.
+   */
+  private readonly answers: ReplayLog;
 
   constructor(private readonly options: ProxyReplayOptions) {
     this.clock = options.clock ?? Date.now;
+    this.answers = new ReplayLog(Math.max(options.config.replayBufferBytes, MAX_ANSWER_BYTES), MAX_ANSWER_BYTES);
   }
 
   // --- the origin: the node whose web server failed ---------------------------------
 
   /** Sends a logged request to peers until one answers; the entry leaves the log either way. */
   async reinject(entry: ReplayEntry, origin: OriginRequest, bodyComplete: Promise<boolean>): Promise<ReinjectionResult> {
-    const deadline = this.clock() + Math.min(REPLAY_DEADLINE_MS, this.options.config.proxyUpstreamTimeoutMs);
+    const deadline = this.clock() + replayDeadlineMs(this.options.config);
     try {
       const peers = this.options.peers?.candidates(origin.session.id).slice(0, MAX_ATTEMPTS) ?? [];
       if (peers.length === 0) return { kind: 'no_peer' };
@@ -149,41 +162,59 @@ export class ProxyReplay {
       false,
     );
     if (request.body.length > 0 || headers['content-length'] !== undefined) upstreamHeaders['content-length'] = String(request.body.length);
-    const answered = await this.forward(request.method, request.target, upstreamHeaders, request.body);
+    const admission = this.answers.admit(request.target.length, 0);
+    if (admission.kind !== 'logged') throw new ResourceExhaustedError('replay: this node is reading as many answers for peers as it holds; try another');
+    let answered;
+    try {
+      answered = await this.forward(request.method, request.target, upstreamHeaders, request.body, admission.entry);
+    } finally {
+      admission.entry.release();
+    }
     await this.options.capture.answer(session, answered.rawHeaders);
     const answer: Answer = { status: answered.status, headers: headerLines(clientResponseHeaders(answered.rawHeaders)), body: answered.body };
     if (key !== undefined) await this.remember(session.id, { key, method: request.method, target: request.target }, answer);
     return { ...answer, sessionId: session.id, remembered: false };
   }
 
-  /** One request to this node's web server, its answer read whole (up to MAX_ANSWER_BYTES). */
-  private forward(method: string, target: string, headers: http.OutgoingHttpHeaders, body: Uint8Array): Promise<{ status: number; rawHeaders: http.IncomingHttpHeaders; body: Buffer }> {
+  /** One request to this node's web server, its answer read whole into `held` (up to MAX_ANSWER_BYTES, within the shared budget). */
+  private forward(
+    method: string,
+    target: string,
+    headers: http.OutgoingHttpHeaders,
+    body: Uint8Array,
+    held: ReplayEntry,
+  ): Promise<{ status: number; rawHeaders: http.IncomingHttpHeaders; body: Buffer }> {
     return new Promise((resolve, reject) => {
       const upstreamReq = this.options.upstream.request(method, target, headers);
+      let settled = false;
+      // After the answer head, failures surface on the answer, not the request: both end here once.
+      const fail = (err: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        upstreamReq.destroy();
+        reject(err);
+      };
       const timer = setTimeout(() => {
         this.options.observer.upstreamError('timeout');
-        upstreamReq.destroy(new Error('the web server did not answer in time'));
+        fail(new UnavailableError('the web server did not answer in time'));
       }, this.options.config.proxyUpstreamTimeoutMs);
-      upstreamReq.on('error', (err) => {
-        clearTimeout(timer);
-        reject(new UnavailableError(`the web server did not answer: ${err.message}`));
-      });
+      upstreamReq.on('error', (err) => fail(new UnavailableError(`the web server did not answer: ${err.message}`)));
       upstreamReq.on('response', (res: http.IncomingMessage) => {
-        const chunks: Buffer[] = [];
-        let bytes = 0;
         res.on('data', (chunk: Buffer) => {
-          bytes += chunk.length;
-          if (bytes > MAX_ANSWER_BYTES) {
-            res.destroy();
-            upstreamReq.destroy(new Error(`the answer is over ${MAX_ANSWER_BYTES} bytes`));
-            return;
-          }
-          chunks.push(chunk);
+          if (settled || held.add(chunk)) return;
+          res.destroy();
+          fail(new ResourceExhaustedError(`replay: the answer is over ${MAX_ANSWER_BYTES} bytes, or over what this node holds for peers`));
         });
-        res.on('error', (err) => upstreamReq.destroy(err));
+        res.on('error', (err) => fail(new UnavailableError(`the web server's answer broke off: ${err.message}`)));
+        res.on('close', () => {
+          if (!res.complete) fail(new UnavailableError("the web server's answer broke off"));
+        });
         res.on('end', () => {
+          if (settled) return;
+          settled = true;
           clearTimeout(timer);
-          resolve({ status: res.statusCode ?? 502, rawHeaders: res.headers, body: Buffer.concat(chunks, bytes) });
+          resolve({ status: res.statusCode ?? 502, rawHeaders: res.headers, body: held.body() });
         });
       });
       if (body.length > 0) upstreamReq.end(body);

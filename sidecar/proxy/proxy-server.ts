@@ -39,7 +39,7 @@ import type { ProxySessionStore } from './proxy-sessions';
 import { selfSignedMaterial, selfSignedNames, readTlsFiles, TlsFileWatcher, type TlsMaterial } from './proxy-tls';
 import { Upstream } from './proxy-upstream';
 import { relayUpgrade } from './proxy-upgrade';
-import { headerLines, headerObject, ProxyReplay, type OriginRequest, type ReplayPeers } from './proxy-replay';
+import { headerLines, headerObject, ProxyReplay, replayDeadlineMs, type OriginRequest, type ReplayPeers } from './proxy-replay';
 import { ReplayLog, type ReplayEntry } from './replay-log';
 import { idempotencyKey, replayable } from '../../src/capture/replay-rule';
 import { MAX_REMEMBERED_BODY_BYTES, type Answer } from '../../src/capture/idempotency-answers';
@@ -297,7 +297,7 @@ export class ProxyServer {
 
   /** A failed request's answer from a peer (or the 502 when none gave one). */
   private async reinject(entry: ReplayEntry, origin: OriginRequest, req: Request, res: Response, protocol: ProxyProtocol): Promise<void> {
-    const result = await this.replay.reinject(entry, origin, bodyComplete(req));
+    const result = await this.replay.reinject(entry, origin, bodyComplete(req, replayDeadlineMs(this.options.config)));
     this.options.observer.reinjection(result.kind);
     if (result.kind !== 'answered') {
       this.fail(res, 502, 'baton: the web server is unavailable\n');
@@ -504,16 +504,24 @@ function headBytes(req: Request): number {
 
 /**
  * Resolves true once the whole request body has arrived, false if the client went away
- * first. The stream is set flowing again: the web server's failure unpiped it.
+ * first or it did not come within `withinMs`. The body no longer goes to the failed web
+ * server: it is unpiped (a body-limit stage would otherwise hold it back once full) and set
+ * flowing into the log alone.
  */
-function bodyComplete(req: Request): Promise<boolean> {
-  const stream = req as NodeJS.ReadableStream & { readableEnded: boolean; destroyed: boolean };
+function bodyComplete(req: Request, withinMs: number): Promise<boolean> {
+  const stream = req as NodeJS.ReadableStream & { readableEnded: boolean; destroyed: boolean; unpipe(): void };
   if (stream.readableEnded) return Promise.resolve(true);
   if (stream.destroyed) return Promise.resolve(false);
   return new Promise((resolve) => {
-    stream.once('end', () => resolve(true));
-    stream.once('close', () => resolve(stream.readableEnded));
-    stream.once('error', () => resolve(false));
+    const done = (complete: boolean) => {
+      clearTimeout(timer);
+      resolve(complete);
+    };
+    const timer = setTimeout(() => done(false), withinMs);
+    stream.once('end', () => done(true));
+    stream.once('close', () => done(stream.readableEnded));
+    stream.once('error', () => done(false));
+    stream.unpipe();
     stream.resume();
   });
 }

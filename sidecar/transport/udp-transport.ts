@@ -125,12 +125,18 @@ export class UdpTransport implements Transport {
   }
 
   /**
-   * Live peers a request of a session in `partition` may be re-injected into, best first:
-   * the partition's replicas in rank order, then every other live member (by node id).
+   * Peers a request of a session in `partition` may be re-injected into, best first: the
+   * live replicas of its partition in rank order, every other live member, then suspected
+   * members (most likely only slow: a try costs at most the replay's deadline).
    */
   replayCandidates(partition: number): { nodeId: string; address: string }[] {
     const live = new Map<string, string>();
-    for (const m of this.core.membership.members()) if (!m.isSelf && m.state === 'alive' && m.nodeId !== '') live.set(m.nodeId, m.advertiseAddress);
+    const suspect: { nodeId: string; address: string }[] = [];
+    for (const m of this.core.membership.members()) {
+      if (m.isSelf || m.nodeId === '') continue;
+      if (m.state === 'alive') live.set(m.nodeId, m.advertiseAddress);
+      else if (m.state === 'suspect') suspect.push({ nodeId: m.nodeId, address: m.advertiseAddress });
+    }
     const ordered: { nodeId: string; address: string }[] = [];
     for (const nodeId of this.core.placement.ranking(partition)) {
       const address = live.get(nodeId);
@@ -139,7 +145,7 @@ export class UdpTransport implements Transport {
       live.delete(nodeId);
     }
     for (const [nodeId, address] of live) ordered.push({ nodeId, address });
-    return ordered;
+    return [...ordered, ...suspect];
   }
 
   /** PeerService.Replay on a peer, over this node's peer connection to it. */
