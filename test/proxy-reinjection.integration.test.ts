@@ -6,7 +6,7 @@
  * killed (SIGKILL): the requests safe to repeat are answered by way of b, the others 502.
  * Then: a repeated Idempotency-Key is answered from the session, not by a web server; a
  * client's x-baton-* headers neither trigger nor shape a replay; a peer's hostile replay is
- * refused and the node keeps serving; a draining node hands requests its web server has not
+ * refused and the node keeps serving; a body still arriving is replayed whole; a draining node hands requests its web server has not
  * answered to a peer before its drain deadline. Every process is stopped in afterAll; waits
  * are bounded polls.
  */
@@ -163,9 +163,7 @@ test("a's web server dies with 110 requests in flight: the 100 safe to repeat ar
   await pollUntil("all 110 requests held at a's web server", () => heldAtA.length === total, DEADLINE_MS);
   expect(upstreamB.seen).toHaveLength(0);
 
-  const exited = new Promise<void>((resolve) => webA!.once('exit', () => resolve()));
-  webA!.kill('SIGKILL');
-  await exited;
+  await killWebA();
 
   const [getAnswers, keyedDone, unkeyedAnswers] = await Promise.all([Promise.all(gets), Promise.all(keyed), Promise.all(unkeyed)]);
   keyedAnswers.push(...keyedDone);
@@ -294,6 +292,44 @@ test("a peer's hostile or oversized replay is refused cleanly, and a caller with
     insider.close();
     outsider.close();
   }
+});
+
+/** Kills a's web server and waits for its exit. */
+async function killWebA(): Promise<void> {
+  const exited = new Promise<void>((resolve) => webA!.once('exit', () => resolve()));
+  webA!.kill('SIGKILL');
+  await exited;
+}
+
+test('a body still arriving when the web server dies is replayed whole; one over the per-request cap gets 502 (too_large)', async () => {
+  heldAtA.length = 0;
+  await startHoldingServer(Number(new URL(webAUrl).port));
+  const a = proxyUrl(cluster!.node('a').process);
+  const chunks = Array.from({ length: 4 }, () => randomBytes(64 * 1024));
+  // A chunked PUT: the first chunk goes before the web server dies, the rest after.
+  const req = http.request(`${a}/upload-after-crash`, { method: 'PUT', headers: { cookie: cookies[0]!, 'transfer-encoding': 'chunked' }, agent: false });
+  const answer = new Promise<Answer>((resolve, reject) => {
+    req.on('response', (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (c: Buffer) => parts.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(parts) }));
+    });
+    req.on('error', reject);
+  });
+  req.write(chunks[0]);
+  const tooLarge = send(a, 'PUT', '/too-large', { cookie: cookies[1]! }, randomBytes(2 * 1024 * 1024));
+  await pollUntil("both PUTs reached a's web server", () => heldAtA.length === 2, DEADLINE_MS);
+  await killWebA();
+  for (const chunk of chunks.slice(1)) req.write(chunk);
+  req.end();
+  const replayed = await answer;
+  expect(replayed.status).toBe(200);
+  const whole = Buffer.concat(chunks);
+  expect(echoed(replayed)).toMatchObject({ method: 'PUT', url: '/upload-after-crash', bytes: whole.length, sha256: createHash('sha256').update(whole).digest('hex') });
+  expect((await tooLarge).status).toBe(502);
+  expect(upstreamB.seen.filter((r) => r.url === '/too-large')).toHaveLength(0);
+  const metricsA = await cluster!.node('a').process!.scrape();
+  expect(metricsA.value('baton_proxy_reinjections_total', { outcome: 'too_large' })).toBe(1);
 });
 
 test('a draining node hands the requests its web server has not answered to a peer before its deadline', async () => {
