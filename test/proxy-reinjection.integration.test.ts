@@ -14,7 +14,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { status } from '@grpc/grpc-js';
 import type { ReplayRequest } from '../src/gen/baton/v1/peer';
@@ -163,10 +163,19 @@ test("a's web server dies with 110 requests in flight: the 100 safe to repeat ar
   await pollUntil("all 110 requests held at a's web server", () => heldAtA.length === total, DEADLINE_MS);
   expect(upstreamB.seen).toHaveLength(0);
 
+  const killedAt = performance.now();
   await killWebA();
 
-  const [getAnswers, keyedDone, unkeyedAnswers] = await Promise.all([Promise.all(gets), Promise.all(keyed), Promise.all(unkeyed)]);
-  keyedAnswers.push(...keyedDone);
+  const lastAnswer = (all: Promise<Answer>[]) => Promise.all(all.map((p) => p.then((answer) => ({ answer, at: performance.now() }))));
+  const [getTimed, keyedTimed, unkeyedAnswers] = await Promise.all([lastAnswer(gets), lastAnswer(keyed), Promise.all(unkeyed)]);
+  const getAnswers = getTimed.map((t) => t.answer);
+  const keyedDone = keyedTimed.map((t) => t.answer);
+  const median = (timed: { at: number }[]) => {
+    const sorted = timed.map((t) => t.at - killedAt).sort((x, y) => x - y);
+    return `median ${sorted[Math.floor(sorted.length / 2)]!.toFixed(0)} ms, last ${sorted[sorted.length - 1]!.toFixed(0)} ms`;
+  };
+  // Figures to read, not bounds: how long after the web server's death the answers came by way of b.
+  console.log(`re-injection after SIGKILL of a's web server (load ${loadavg()[0]!.toFixed(1)}): GETs ${median(getTimed)}; keyed POSTs ${median(keyedTimed)}`);
   // Every outcome at once, so a failure shows what became of each request.
   const metricsA = await cluster!.node('a').process!.scrape();
   const outcomes = Object.fromEntries(['answered', 'failed', 'not_replayable', 'too_large', 'no_peer'].map((o) => [o, metricsA.value('baton_proxy_reinjections_total', { outcome: o })]));
