@@ -28,6 +28,7 @@ import { LocalTlsResumptionSource } from './capture/local-tls-resumption';
 import { clusterSessionIdContext } from '../src/capture/tls-session-id-context';
 import { startProxy, type ProxyServer } from './proxy/proxy-start';
 import { attachTlsResumption } from '../src/capture/tls-resumption';
+import type { ReplayRequest } from '../src/gen/baton/v1/peer';
 
 /** The longest /readyz waits for this node to pull its partitions from its peers after start. */
 const READY_CATCH_UP_LIMIT_MS = 60_000;
@@ -142,13 +143,19 @@ export class BatonNode {
       await this.http.close();
       throw err;
     });
-    const proxy = await startProxy(this.config, sessionApi, this.metrics, this.log, (server) => this.resumeTlsAcrossPods(server)).catch(async (err: unknown) => {
+    const peers = {
+      candidates: (sessionId: string) => replication.replayCandidates(this.store.partitionOf(sessionId)),
+      send: (address: string, request: ReplayRequest, deadlineMs: number) => replication.replay(address, request, deadlineMs),
+    };
+    const proxy = await startProxy(this.config, sessionApi, this.metrics, this.log, (server) => this.resumeTlsAcrossPods(server), peers).catch(async (err: unknown) => {
       await Promise.all([this.api?.shutdown(0), this.httpApi?.close(0), this.resp?.close(0)]);
       await replication.stop();
       await this.http.close();
       throw new ListenError('proxy-listen', this.config.proxyListen!, err);
     });
     this.proxy = proxy?.server;
+    // Peers' re-injected requests go to this node's proxy (and its web server).
+    if (proxy !== undefined) replication.replayService.serve = (request) => proxy.server.serveReplay(request);
     if (this.config.apiListen.path === undefined) this.apiAddress = this.config.apiListen.text.replace(/:\d+$/, `:${api}`);
     this.api.setServing(true);
     // Ready (for Kubernetes) once caught up with the peers and holding the TLS ticket keys:

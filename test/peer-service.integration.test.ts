@@ -227,6 +227,10 @@ describe('PeerService over mutual TLS', () => {
         handled++;
         implementation.lookup(call);
       },
+      replay: (call, callback) => {
+        handled++;
+        implementation.replay(call, callback);
+      },
     };
     server.addService(PeerServiceService, counted);
     servers.push(server);

@@ -39,7 +39,7 @@ class MemoryStore implements ProxySessionStore {
     if (parts !== undefined) this.ownedHere.add(sessionId);
     return Promise.resolve({ found: parts !== undefined, auth: parts?.get('auth'), previousOwner: parts === undefined ? undefined : this.previousOwner });
   }
-  put(sessionId: string, parts: readonly { name: 'auth' | 'tls'; value: Uint8Array }[]): Promise<void> {
+  put(sessionId: string, parts: readonly { name: string; value: Uint8Array }[]): Promise<void> {
     if (this.refuseWrites) return Promise.reject(new Error('over the memory budget'));
     const session = this.parts.get(sessionId) ?? new Map<string, Uint8Array>();
     for (const p of parts) session.set(p.name, p.value);
@@ -47,6 +47,9 @@ class MemoryStore implements ProxySessionStore {
     this.ownedHere.add(sessionId);
     this.writes.push({ id: sessionId, names: parts.map((p) => p.name) });
     return Promise.resolve();
+  }
+  readPart(sessionId: string, name: string): Uint8Array | undefined {
+    return this.parts.get(sessionId)?.get(name);
   }
   touch(sessionId: string): void {
     this.touches.push(sessionId);

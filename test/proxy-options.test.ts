@@ -25,6 +25,9 @@ describe('capture proxy options', () => {
     expect(parseConfig({ ...proxy, 'proxy-upstream': 'unix:/run/web.sock' }, {}).proxyUpstream).toEqual({ kind: 'unix', text: 'unix:/run/web.sock', path: '/run/web.sock' });
     const config = parseConfig({ ...proxy, 'proxy-upstream': 'unix:/s', 'proxy-max-body-mb': '0' }, {});
     expect(config).toMatchObject({ sessionCookie: 'baton_sid', proxyMaxBodyBytes: 0, proxyMaxHeaderBytes: 16384, tlsSelfSigned: false });
+    expect(config.replayBufferBytes).toBe(16 * 1024 * 1024);
+    expect(parseConfig({ ...proxy, 'proxy-upstream': 'unix:/s', 'replay-buffer-mb': '0' }, {}).replayBufferBytes).toBe(0);
+    expect(failure({ ...proxy, 'proxy-upstream': 'unix:/s', 'replay-buffer-mb': '-1' })).toMatch(/--replay-buffer-mb/);
   });
 
   test('what does not go together, or does not load, is a configuration error naming the flag', () => {

@@ -43,6 +43,11 @@ export interface ProxyConfig {
   proxyMaxBodyBytes: number;
   /** How often each client connection's TCP state is sampled into its session's `tcp` part, in ms; 0 = off. */
   tcpCaptureIntervalMs: number;
+  /**
+   * Bytes the in-flight log may hold (from --replay-buffer-mb): requests forwarded and not yet
+   * answered, kept for re-injection into a peer if the web server fails; 0 = no re-injection.
+   */
+  replayBufferBytes: number;
 }
 
 function parseUpstream(value: string, flag: string): ProxyUpstream | undefined {
@@ -167,6 +172,15 @@ export const PROXY_OPTIONS: readonly OptionSpec[] = [
       if (ms > 0 && ms < 10) throw bad(flag, v, 'expected 0 (off) or 10 to 3600000');
       return ms;
     },
+  },
+  {
+    flag: 'replay-buffer-mb',
+    key: 'replayBufferBytes',
+    valueName: 'MiB',
+    description:
+      'in-flight log for re-injection: requests forwarded and not yet answered, kept (up to this much in all, 1 MiB each) so that one safe to repeat goes to a peer if the web server fails; 0 = off',
+    default: () => '16',
+    parse: (v, flag) => parseInteger(v, flag, 0, 4096) * 1024 * 1024,
   },
 ];
 

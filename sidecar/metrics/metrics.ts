@@ -12,7 +12,7 @@ import type { SessionStore } from '../../src/store/store';
 import { PACKAGE_ROOT, VERSION } from '../config/package-root';
 import type { NodeObserver } from '../../src/core/node-core';
 import type { UdpTransport } from '../transport/udp-transport';
-import { statusClass, TCP_CAPTURE_OUTCOMES, type ProxyObserver, type TcpCaptureObserver } from './proxy-observer';
+import { REINJECTION_OUTCOMES, statusClass, TCP_CAPTURE_OUTCOMES, type ProxyObserver, type TcpCaptureObserver } from './proxy-observer';
 
 export type Method = 'put' | 'get' | 'delete' | 'touch' | 'update_cart';
 export type OperationResult = 'ok' | 'not_found' | 'invalid' | 'precondition' | 'exhausted' | 'unavailable' | 'deadline' | 'error';
@@ -412,6 +412,20 @@ export class SidecarMetrics {
       labelNames: ['result'],
       registers: [registry],
     });
+    const reinjections = new Counter({
+      name: 'baton_proxy_reinjections_total',
+      help:
+        'Requests the web server failed to answer (refused, reset, crashed), by what became of them: answered (by a peer, re-injected), failed (no peer answered), ' +
+        'not_replayable (not safe to repeat: 502), too_large (over --replay-buffer-mb or the per-request cap: 502), no_peer (none live: 502); and re-injections peers sent here: served, refused.',
+      labelNames: ['outcome'],
+      registers: [registry],
+    });
+    const repeats = new Counter({
+      name: 'baton_proxy_idempotent_repeats_total',
+      help: "Requests answered from the session's remembered Idempotency-Key answers, without reaching a web server.",
+      registers: [registry],
+    });
+    for (const outcome of REINJECTION_OUTCOMES) reinjections.inc({ outcome }, 0);
     for (const reason of ['connect', 'timeout', 'reset']) upstreamErrors.inc({ reason }, 0);
     for (const outcome of ['local', 'peer', 'not_found', 'unavailable']) resumes.inc({ outcome }, 0);
     const requestChildren = new Map<string, { inc(): void }>();
@@ -426,6 +440,8 @@ export class SidecarMetrics {
       resume: (outcome) => resumes.inc({ outcome }),
       capture: (kind) => captures.inc({ kind }),
       tlsReload: (result) => reloads.inc({ result }),
+      reinjection: (outcome) => reinjections.inc({ outcome }),
+      idempotentRepeat: () => repeats.inc(),
     };
   }
 

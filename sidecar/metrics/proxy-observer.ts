@@ -19,6 +19,13 @@ export type CaptureKind =
   | 'tls'
   | 'write_failed';
 
+/**
+ * What became of a request whose web server failed before answering (origin side), or of a
+ * re-injection a peer sent here (served, refused).
+ */
+export type ReinjectionOutcome = 'answered' | 'failed' | 'not_replayable' | 'too_large' | 'no_peer' | 'served' | 'refused';
+export const REINJECTION_OUTCOMES: readonly ReinjectionOutcome[] = ['answered', 'failed', 'not_replayable', 'too_large', 'no_peer', 'served', 'refused'];
+
 export interface ProxyObserver {
   /** One answered request (a 101 for an upgrade included). */
   request(status: number, protocol: ProxyProtocol): void;
@@ -26,6 +33,9 @@ export interface ProxyObserver {
   resume(outcome: ProxyResumeOutcome): void;
   capture(kind: CaptureKind): void;
   tlsReload(result: 'ok' | 'error'): void;
+  reinjection(outcome: ReinjectionOutcome): void;
+  /** A request answered from the session's remembered Idempotency-Key answers. */
+  idempotentRepeat(): void;
 }
 
 export function statusClass(status: number): StatusClass {
@@ -43,6 +53,8 @@ export const NO_PROXY_OBSERVER: ProxyObserver = {
   resume: () => undefined,
   capture: () => undefined,
   tlsReload: () => undefined,
+  reinjection: () => undefined,
+  idempotentRepeat: () => undefined,
 };
 
 /**

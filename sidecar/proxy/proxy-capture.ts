@@ -85,10 +85,12 @@ export class ProxyCapture {
   /**
    * The request's session: owned here, resumed on this node, or new. Captures what the
    * request carries and writes it before the request goes on. Rejects only when the session
-   * store cannot tell whether the session exists (its peers do not answer).
+   * store cannot tell whether the session exists (its peers do not answer). `sessionId`,
+   * when given, names the session instead of the cookie: a re-injected request's session as
+   * its origin node knew it (it may have been minted there for this very request).
    */
-  async open(headers: IncomingHttpHeaders, connection: ConnectionCapture): Promise<RequestSession> {
-    const cookie = sessionIdFromCookies(headers.cookie, this.cookieName);
+  async open(headers: IncomingHttpHeaders, connection: ConnectionCapture, sessionId?: string): Promise<RequestSession> {
+    const cookie = sessionId ?? sessionIdFromCookies(headers.cookie, this.cookieName);
     let session: RequestSession | undefined;
     const owned = cookie === undefined ? undefined : this.sessions.owned(cookie);
     if (owned !== undefined) {

@@ -12,10 +12,15 @@
  *   100 Continue relayed; Upgrade (WebSocket) requests get the web server's socket
  *   joined to the client's;
  * - the web server down or not answering within --proxy-upstream-timeout-ms: 502 or 504
- *   with a short body at once, never a hang;
+ *   with a short body at once, never a hang; but a request safe to repeat that the web
+ *   server refused or dropped before its answer began is re-injected into a peer
+ *   (proxy-replay.ts) from the in-flight log (replay-log.ts), and the peer's answer sent;
+ * - a request with an Idempotency-Key the session remembers an answer for gets that answer
+ *   without reaching the web server; a fresh answer to one is remembered once it is sent;
  * - on close: stop accepting, answer what is in flight (HTTP/1.1 answers say
  *   `Connection: close`, HTTP/2 sessions get GOAWAY), close idle connections now and
- *   everything left at the drain deadline.
+ *   everything left at the drain deadline; shortly before it (DRAIN_HANDOFF_MS), requests
+ *   still waiting for the web server's answer that a peer could take are handed to one.
  */
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
@@ -35,6 +40,11 @@ import type { ProxySessionStore } from './proxy-sessions';
 import { selfSignedMaterial, selfSignedNames, readTlsFiles, TlsFileWatcher, type TlsMaterial } from './proxy-tls';
 import { Upstream } from './proxy-upstream';
 import { relayUpgrade } from './proxy-upgrade';
+import { headerLines, headerObject, ProxyReplay, replayDeadlineMs, type OriginRequest, type ReplayPeers } from './proxy-replay';
+import { ReplayLog, type ReplayEntry } from './replay-log';
+import { idempotencyKey, replayable } from '../../src/capture/replay-rule';
+import { MAX_REMEMBERED_BODY_BYTES, type Answer } from '../../src/capture/idempotency-answers';
+import type { ReplayRequest, ReplayResponse } from '../../src/gen/baton/v1/peer';
 
 export interface ProxyServerOptions {
   config: ProxyConfig & { nodeId: string };
@@ -50,6 +60,8 @@ export interface ProxyServerOptions {
   onTlsServer?: (server: tls.Server) => void;
   /** Samples each client connection's TCP state into its session's `tcp` part; closed with the proxy. */
   tcp?: TcpCapture;
+  /** Where requests the web server failed go (re-injection); none = every such request gets 502. */
+  peers?: ReplayPeers;
 }
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
@@ -65,8 +77,13 @@ export class ProxyServer {
   private readonly tlsServer: tls.Server | undefined;
   private readonly upstream: Upstream;
   private readonly capture: ProxyCapture;
+  private readonly replay: ProxyReplay;
+  /** Requests forwarded and not yet answered, for re-injection; undefined with --replay-buffer-mb 0. */
+  readonly replayLog: ReplayLog | undefined;
   private readonly h2Sessions = new Set<http2.Http2Session>();
   private readonly upgraded = new Set<Socket>();
+  /** Requests waiting for the web server's answer head that a drain may hand to a peer. */
+  private readonly awaitingAnswer = new Set<() => void>();
   private readonly watcher: TlsFileWatcher | undefined;
   private draining = false;
   private closing: Promise<void> | undefined;
@@ -75,6 +92,8 @@ export class ProxyServer {
     const config = options.config;
     this.upstream = new Upstream(config.proxyUpstream as ProxyUpstream);
     this.capture = new ProxyCapture(options.sessions, config.sessionCookie, options.observer, options.log, undefined, undefined, config.sessionRotateOnLogin);
+    this.replay = new ProxyReplay({ config, sessions: options.sessions, capture: this.capture, upstream: this.upstream, observer: options.observer, log: options.log, peers: options.peers });
+    this.replayLog = config.replayBufferBytes > 0 ? new ReplayLog(config.replayBufferBytes) : undefined;
     this.h1 = http.createServer({
       maxHeaderSize: config.proxyMaxHeaderBytes,
       headersTimeout: config.proxyHeaderTimeoutMs,
@@ -191,11 +210,39 @@ export class ProxyServer {
     const session = await this.capture.open(req.headers, capture);
     if (res.closed || res.destroyed) return;
     this.options.tcp?.session(socket, session.id);
+    const method = req.method ?? 'GET';
+    const target = req.url ?? '/';
+    const key = idempotencyKey(req.headers);
+    if (key !== undefined) {
+      const remembered = this.replay.remembered(session.id, key, method, target);
+      if (remembered !== undefined) {
+        this.answerWith(res, remembered, session, protocol, session.id, method);
+        return;
+      }
+    }
     const headers = upstreamRequestHeaders(req.headers, { remoteAddress: socket.remoteAddress, tls: this.tls }, this.capture.upstreamHeaders(session, capture), false);
     if (expectContinue) headers.expect = '100-continue';
-    const upstreamReq = this.upstream.request(req.method ?? 'GET', req.url ?? '/', headers);
+    const body = requestBody(req, declared);
+    const canReplay = replayable(method, req.headers);
+    let entry: ReplayEntry | undefined;
+    if (canReplay && this.replayLog !== undefined) {
+      const admission = this.replayLog.admit(headBytes(req), body === 'sized' ? declared : 0);
+      if (admission.kind === 'logged') entry = admission.entry;
+    }
+    const upstreamReq = this.upstream.request(method, target, headers);
     let answered = false;
+    let timedOut = false;
+    // A draining node hands the request to a peer rather than cut it at its deadline.
+    const handOff = () => {
+      if (entry?.state === 'logging' && (this.options.peers?.candidates(session.id).length ?? 0) > 0) upstreamReq.destroy(new Error(HANDED_OFF));
+    };
+    if (entry !== undefined) {
+      this.awaitingAnswer.add(handOff);
+      upstreamReq.once('close', () => this.awaitingAnswer.delete(handOff));
+    }
     const timer = setTimeout(() => {
+      timedOut = true;
+      entry?.release();
       this.options.observer.upstreamError('timeout');
       upstreamReq.destroy();
       this.fail(res, 504, 'baton: the web server did not answer in time\n');
@@ -206,28 +253,46 @@ export class ProxyServer {
     upstreamReq.on('response', (upstreamRes: http.IncomingMessage) => {
       answered = true;
       clearTimeout(timer);
-      this.respond(res, upstreamRes, session, protocol);
+      // From the answer head on, a failure is the client's to see: the log lets go.
+      entry?.release();
+      const remember = key === undefined ? undefined : { key, method, target };
+      this.respond(res, upstreamRes, session, protocol, remember);
     });
     upstreamReq.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      if (answered || res.headersSent) {
-        destroyResponse(res);
+      if (answered || res.headersSent || timedOut || res.destroyed) {
+        entry?.release();
+        if (!timedOut) destroyResponse(res);
         return;
       }
       if (err.message === BODY_TOO_LARGE) {
+        entry?.release();
         this.fail(res, 413, 'baton: request body too large\n');
         return;
       }
       const refused = err.code === 'ECONNREFUSED' || err.code === 'ENOENT' || (err.code === 'ECONNRESET' && !upstreamReq.reusedSocket);
-      const reason = refused ? 'connect' : 'reset';
-      this.options.observer.upstreamError(reason);
+      if (err.message !== HANDED_OFF) this.options.observer.upstreamError(refused ? 'connect' : 'reset');
+      if (entry?.state === 'logging') {
+        const origin: OriginRequest = { session, method, target, headers: req.headers, clientAddress: socket.remoteAddress, clientTls: this.tls };
+        void this.reinject(entry, origin, req, res, protocol);
+        return;
+      }
+      entry?.release();
+      if (this.replayLog !== undefined) this.options.observer.reinjection(canReplay ? 'too_large' : 'not_replayable');
       this.fail(res, 502, 'baton: the web server is unavailable\n');
     });
     res.once('close', () => {
       clearTimeout(timer);
-      if (!res.writableFinished) upstreamReq.destroy();
+      if (!res.writableFinished) {
+        entry?.release();
+        upstreamReq.destroy();
+      }
     });
-    const body = requestBody(req, declared);
+    // The log keeps a copy of the body as it passes; a chunk it cannot hold drops the entry.
+    if (entry !== undefined && body !== 'none') {
+      const logged = entry;
+      (req as NodeJS.ReadableStream).on('data', (chunk: Buffer) => logged.add(chunk));
+    }
     const limit = config.proxyMaxBodyBytes;
     // Most requests have no body: end the upstream request at once instead of piping an
     // empty stream through (a pipe and its listeners per request). A body of a declared
@@ -238,13 +303,74 @@ export class ProxyServer {
     else (req as NodeJS.ReadableStream).pipe(upstreamReq);
   }
 
-  private respond(res: Response, upstreamRes: http.IncomingMessage, session: RequestSession, protocol: ProxyProtocol): void {
-    const captured = this.capture.answer(session, upstreamRes.headers);
-    if (captured === undefined) this.relay(res, upstreamRes, session, protocol);
-    else void captured.then(() => this.relay(res, upstreamRes, session, protocol));
+  /** A failed request's answer from a peer (or the 502 when none gave one). */
+  private async reinject(entry: ReplayEntry, origin: OriginRequest, req: Request, res: Response, protocol: ProxyProtocol): Promise<void> {
+    const result = await this.replay.reinject(entry, origin, bodyComplete(req, replayDeadlineMs(this.options.config)));
+    this.options.observer.reinjection(result.kind);
+    if (result.kind !== 'answered') {
+      this.fail(res, 502, 'baton: the web server is unavailable\n');
+      return;
+    }
+    const { status, headers, body, sessionId } = result.response;
+    this.answerWith(res, { status, headers, body }, origin.session, protocol, sessionId, origin.method);
   }
 
-  private relay(res: Response, upstreamRes: http.IncomingMessage, session: RequestSession, protocol: ProxyProtocol): void {
+  /**
+   * Writes a whole answer that did not come from this node's web server (a peer's, or a
+   * remembered one). `sessionId` is the session it belongs to: a new one for the client (a
+   * cookie is set) when the session was minted here or the peer had to mint another.
+   */
+  private answerWith(res: Response, answer: Answer, session: RequestSession, protocol: ProxyProtocol, sessionId: string, method: string): void {
+    if (res.closed || res.destroyed) return;
+    const headers = clientResponseHeaders(headerObject(answer.headers) as http.IncomingHttpHeaders);
+    // A HEAD answer keeps the length of the GET it describes.
+    if (method !== 'HEAD' || headers['content-length'] === undefined) headers['content-length'] = answer.body.length;
+    if (session.minted || sessionId !== session.id) appendSetCookie(headers, sessionSetCookie(this.options.config.sessionCookie, sessionId, this.tls));
+    if (this.draining && protocol === 'http/1.1') headers.connection = 'close';
+    try {
+      (res as http.ServerResponse).writeHead(answer.status, headers);
+      if (method === 'HEAD') res.end();
+      else res.end(answer.body);
+    } catch (err) {
+      this.options.log.debug({ err: (err as Error).message }, 'proxy: a replayed answer could not be written');
+      this.fail(res, 502, 'baton: the web server answered with headers that cannot be relayed\n');
+    }
+  }
+
+  /** Serves PeerService.Replay for a peer whose web server failed (throws BatonErrors). */
+  async serveReplay(request: ReplayRequest): Promise<ReplayResponse> {
+    try {
+      const response = await this.replay.serve(request);
+      this.options.observer.reinjection('served');
+      return response;
+    } catch (err) {
+      this.options.observer.reinjection('refused');
+      throw err;
+    }
+  }
+
+  private respond(res: Response, upstreamRes: http.IncomingMessage, session: RequestSession, protocol: ProxyProtocol, remember?: RememberAs): void {
+    const captured = this.capture.answer(session, upstreamRes.headers);
+    if (captured === undefined) this.relay(res, upstreamRes, session, protocol, remember);
+    else void captured.then(() => this.relay(res, upstreamRes, session, protocol, remember));
+  }
+
+  /** Keeps a copy of an Idempotency-Key request's answer as it streams, and remembers it whole. */
+  private rememberWhenSent(upstreamRes: http.IncomingMessage, session: RequestSession, as: RememberAs): void {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    upstreamRes.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes <= MAX_REMEMBERED_BODY_BYTES) chunks.push(chunk);
+    });
+    upstreamRes.once('end', () => {
+      if (bytes > MAX_REMEMBERED_BODY_BYTES) return;
+      const answer: Answer = { status: upstreamRes.statusCode ?? 502, headers: headerLines(clientResponseHeaders(upstreamRes.headers)), body: Buffer.concat(chunks, bytes) };
+      void this.replay.remember(session.id, as, answer);
+    });
+  }
+
+  private relay(res: Response, upstreamRes: http.IncomingMessage, session: RequestSession, protocol: ProxyProtocol, remember?: RememberAs): void {
     const headers = clientResponseHeaders(upstreamRes.headers);
     if (session.minted || session.rotatedFrom !== undefined) appendSetCookie(headers, sessionSetCookie(this.options.config.sessionCookie, session.id, this.tls));
     if (this.draining && protocol === 'http/1.1') headers.connection = 'close';
@@ -259,6 +385,8 @@ export class ProxyServer {
     }
     upstreamRes.on('error', () => destroyResponse(res));
     upstreamRes.pipe(res as NodeJS.WritableStream);
+    // After the pipe: a data listener sets the stream flowing, and the client must get every chunk.
+    if (remember !== undefined) this.rememberWhenSent(upstreamRes, session, remember);
   }
 
   private fail(res: Response, status: number, body: string): void {
@@ -340,12 +468,16 @@ export class ProxyServer {
     this.options.tcp?.close();
     const listening: http.Server | tls.Server = this.tlsServer ?? this.h1;
     return new Promise<void>((resolve) => {
+      const handOff = setTimeout(() => {
+        for (const handOffOne of [...this.awaitingAnswer]) handOffOne();
+      }, Math.max(0, timeoutMs - Math.min(DRAIN_HANDOFF_MS, timeoutMs / 2)));
       const timer = setTimeout(() => {
         this.h1.closeAllConnections();
         for (const session of this.h2Sessions) session.destroy();
         for (const socket of this.upgraded) socket.destroy();
       }, Math.max(0, timeoutMs));
       listening.close(() => {
+        clearTimeout(handOff);
         clearTimeout(timer);
         this.upstream.close();
         resolve();
@@ -358,6 +490,51 @@ export class ProxyServer {
 }
 
 const BODY_TOO_LARGE = 'request body over --proxy-max-body-mb';
+/** Why a draining node gave up on its web server's answer: the request went to a peer. */
+const HANDED_OFF = 'handed to a peer: this node is draining';
+/**
+ * How long before the drain deadline requests still waiting for the web server are handed
+ * to peers (at most half the drain): time for a peer's web server to answer them.
+ */
+const DRAIN_HANDOFF_MS = 5000;
+
+/** An Idempotency-Key request, as its answer is remembered. */
+interface RememberAs {
+  key: string;
+  method: string;
+  target: string;
+}
+
+/** Bytes of a request's method, target and header lines, as the in-flight log counts them. */
+function headBytes(req: Request): number {
+  let bytes = (req.method?.length ?? 0) + (req.url?.length ?? 0);
+  for (const field of req.rawHeaders) bytes += field.length + 2;
+  return bytes;
+}
+
+/**
+ * Resolves true once the whole request body has arrived, false if the client went away
+ * first or it did not come within `withinMs`. The body no longer goes to the failed web
+ * server: it is unpiped (a body-limit stage would otherwise hold it back once full) and set
+ * flowing into the log alone.
+ */
+function bodyComplete(req: Request, withinMs: number): Promise<boolean> {
+  const stream = req as NodeJS.ReadableStream & { readableEnded: boolean; destroyed: boolean; unpipe(): void };
+  if (stream.readableEnded) return Promise.resolve(true);
+  if (stream.destroyed) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const done = (complete: boolean) => {
+      clearTimeout(timer);
+      resolve(complete);
+    };
+    const timer = setTimeout(() => done(false), withinMs);
+    stream.once('end', () => done(true));
+    stream.once('close', () => done(stream.readableEnded));
+    stream.once('error', () => done(false));
+    stream.unpipe();
+    stream.resume();
+  });
+}
 
 /**
  * Whether a request has a body, and whether its length is known before it arrives: HTTP/1.1

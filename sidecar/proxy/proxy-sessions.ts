@@ -1,8 +1,8 @@
 /**
  * What the capture proxy needs from the node's session API, and no more: read a session this
  * node owns (a local store read, no peers asked), resume one it does not own (the path of a
- * gRPC Get with `resume`: pulled from the peers and claimed), write its `auth` and `tls`
- * parts, and keep it alive while the client is active. The node builds it from its
+ * gRPC Get with `resume`: pulled from the peers and claimed), read and write its parts
+ * (`auth`, `tls`, the remembered Idempotency-Key answers), and keep it alive while the client is active. The node builds it from its
  * SessionApi (sessionApiStore); tests may give the proxy any other implementation.
  */
 import type { SessionApi } from '../../src/core/session-api';
@@ -44,7 +44,9 @@ export interface ProxySessionStore {
    * `durable`, once a secondary holds them (at most LOGIN_ACK_WAIT_MS; without a live
    * secondary, at once: there is nobody to wait for).
    */
-  put(sessionId: string, parts: readonly { name: 'auth' | 'tls' | 'tcp'; value: Uint8Array }[], durable?: boolean): Promise<void>;
+  put(sessionId: string, parts: readonly { name: string; value: Uint8Array }[], durable?: boolean): Promise<void>;
+  /** A part of a session this node holds (a local read, no peers asked); undefined when absent. */
+  readPart(sessionId: string, name: string): Uint8Array | undefined;
   /** Refreshes the session's idle expiry (the proxy calls it at most once per interval per session). */
   touch(sessionId: string): void;
   /**
@@ -95,6 +97,11 @@ export function sessionApiStore(api: SessionApi, nodeId: string, clock: () => nu
       return { found: response.found, auth, previousOwner };
     },
     put: (sessionId, parts, durable = false) => write(sessionId, parts, durable),
+    readPart(sessionId, name) {
+      const response = api.get({ sessionId, parts: [name], resume: false }, clock());
+      if (response instanceof Promise || !response.found) return undefined;
+      return response.session?.parts.find((p) => p.name === name)?.value;
+    },
     touch(sessionId) {
       api.touch({ sessionId, ttlSeconds: 0 }, clock());
     },

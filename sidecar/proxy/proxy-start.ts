@@ -1,6 +1,6 @@
 /**
  * The node's one call into the capture proxy: builds it (and its TCP state capture) from
- * the configuration, the node's SessionApi and metrics when --proxy-listen is set, and binds it. Kept here so
+ * the configuration, the node's SessionApi, metrics and peers (for re-injection) when --proxy-listen is set, and binds it. Kept here so
  * the node's own file only constructs, starts and stops it.
  */
 import type { Logger } from 'pino';
@@ -10,6 +10,7 @@ import type { SidecarMetrics } from '../metrics/metrics';
 import { TcpCapture } from '../capture/tcp-capture';
 import { ProxyServer, type ProxyServerOptions } from './proxy-server';
 import { sessionApiStore } from './proxy-sessions';
+import type { ReplayPeers } from './proxy-replay';
 
 export { ProxyServer, type ProxyServerOptions };
 
@@ -19,6 +20,7 @@ export async function startProxy(
   metrics: SidecarMetrics,
   log: Logger,
   onTlsServer: ProxyServerOptions['onTlsServer'],
+  peers?: ReplayPeers,
 ): Promise<{ server: ProxyServer; port: number } | undefined> {
   const address = config.proxyListen;
   if (address === undefined) return undefined;
@@ -31,7 +33,7 @@ export async function startProxy(
   });
   let server: ProxyServer;
   try {
-    server = new ProxyServer({ config, sessions, observer: metrics.proxyObserver(), log, onTlsServer, tcp });
+    server = new ProxyServer({ config, sessions, observer: metrics.proxyObserver(), log, onTlsServer, tcp, peers });
   } catch (err) {
     tcp?.close();
     throw err;

@@ -27,6 +27,8 @@ import {
   type LookupRequest,
   type LookupResponse,
   PeerServiceClient,
+  type ReplayRequest,
+  type ReplayResponse,
   PeerServiceService,
   type PeerServiceServer,
   type SessionEntry,
@@ -37,6 +39,8 @@ import { PROTO_ROOT } from '../config/package-root';
 import { guarded, RefusedRequest, RequestScanner } from '../net/request-limits';
 import { OpenStreams } from '../net/server-shutdown';
 import type { Config } from '../config/config';
+import { toStatus } from '../net/grpc-status';
+import { PreconditionFailedError } from '../../src/wire/errors';
 
 /** Session ids a peer serves in one Fetch or Lookup request. */
 export { MAX_IDS_PER_REQUEST };
@@ -117,7 +121,16 @@ export function peerServiceDefinition(): typeof PeerServiceService {
     digests: { ...s.digests, requestDeserialize: guarded(s.digests, 'baton.v1.DigestsRequest', scanner, same) },
     fetch: { ...s.fetch, requestDeserialize: guarded(s.fetch, 'baton.v1.FetchRequest', scanner, same) },
     lookup: { ...s.lookup, requestDeserialize: guarded(s.lookup, 'baton.v1.LookupRequest', scanner, same) },
+    replay: { ...s.replay, requestDeserialize: guarded(s.replay, 'baton.v1.ReplayRequest', scanner, same) },
   } as typeof PeerServiceService;
+}
+
+/**
+ * Who answers PeerService.Replay on this node: the capture proxy sets `serve` once it runs
+ * (sidecar/proxy/proxy-replay.ts); without one, a replay is refused FAILED_PRECONDITION.
+ */
+export interface ReplayService {
+  serve: ((request: ReplayRequest) => Promise<ReplayResponse>) | undefined;
 }
 
 /** Callers reach these handlers only through the TLS handshake (when the node has material). */
@@ -126,7 +139,13 @@ export function peerServiceDefinition(): typeof PeerServiceService {
  * registers in `streams`, so a stopping node can end them (its callers then open a new
  * stream to another peer) instead of waiting for them.
  */
-export function peerServiceImplementation(store: SessionStore, nodeId: string, partitions: number, streams = new OpenStreams()): PeerServiceServer {
+export function peerServiceImplementation(
+  store: SessionStore,
+  nodeId: string,
+  partitions: number,
+  streams = new OpenStreams(),
+  replay: ReplayService = { serve: undefined },
+): PeerServiceServer {
   // Each partition once: a request naming one partition many times would otherwise have it
   // streamed that many times.
   const checkPartitions = (asked: readonly number[]): number[] | undefined => {
@@ -206,6 +225,16 @@ export function peerServiceImplementation(store: SessionStore, nodeId: string, p
         send(false);
       });
       call.on('end', () => call.end());
+    },
+    replay: (call, callback) => {
+      const request: unknown = call.request;
+      if (request instanceof RefusedRequest) return callback({ code: request.code, details: request.details });
+      const serve = replay.serve;
+      if (serve === undefined) return callback(toStatus(new PreconditionFailedError('this node runs no capture proxy (--proxy-listen)')));
+      serve(call.request).then(
+        (response) => callback(null, response),
+        (err: unknown) => callback(toStatus(err)),
+      );
     },
   };
 }
@@ -339,6 +368,13 @@ export class PeerClients {
       this.lookups.set(address, (stream = opened));
     }
     return stream.ask(sessionIds, deadlineMs);
+  }
+
+  /** Asks a peer's proxy to answer a request this node's web server failed (PeerService.Replay). */
+  replay(address: string, request: ReplayRequest, deadlineMs: number): Promise<ReplayResponse> {
+    return new Promise((resolve, reject) => {
+      this.client(address).replay(request, new Metadata(), { deadline: Date.now() + deadlineMs }, (err, response) => (err ? reject(err) : resolve(response)));
+    });
   }
 
   close(): void {

@@ -21,7 +21,8 @@ import type { ResumeObserver } from '../../src/core/session-api';
 import type { SessionStore } from '../../src/store/store';
 import { carryOut, type Outgoing, type PeerAnswer, type PeerRequest, type Ready, type Transport } from '../../src/core/transport';
 import { type Config, nodeCoreConfig } from '../config/config';
-import { PeerClients, PeerCredentials, peerServiceDefinition, peerServiceImplementation, peerTlsFor } from './peer-service';
+import { PeerClients, PeerCredentials, peerServiceDefinition, peerServiceImplementation, peerTlsFor, type ReplayService } from './peer-service';
+import type { ReplayRequest, ReplayResponse } from '../../src/gen/baton/v1/peer';
 import { OpenStreams, shutdownWithin } from '../net/server-shutdown';
 
 /** How long a stopping node's peer server waits for calls in flight before cancelling them. */
@@ -40,6 +41,8 @@ export class UdpTransport implements Transport {
   private groupSocket: dgram.Socket | undefined;
   private readonly peerServer = new Server({ 'grpc.enable_channelz': 0, 'grpc.max_send_message_length': 256 * 1024 * 1024 });
   private readonly peers: PeerClients;
+  /** Who answers peers' re-injected requests (the capture proxy sets it). */
+  readonly replayService: ReplayService = { serve: undefined };
   /** Peers' Lookup streams open on this node's peer server. */
   private readonly peerStreams = new OpenStreams();
   /** Mutual TLS for the peer gRPC service and calls (plaintext without a key). */
@@ -108,7 +111,7 @@ export class UdpTransport implements Transport {
     this.socket.on('error', (err) => this.log.warn({ err }, 'replication socket error'));
     this.peerCredentials = new PeerCredentials(peerTlsFor(config, keys, now));
     this.peers = new PeerClients(this.peerCredentials);
-    this.peerServer.addService(peerServiceDefinition(), peerServiceImplementation(store, config.nodeId, config.partitions, this.peerStreams));
+    this.peerServer.addService(peerServiceDefinition(), peerServiceImplementation(store, config.nodeId, config.partitions, this.peerStreams, this.replayService));
   }
 
   /** Binds the peer gRPC service (and the multicast group); starts the core (heartbeats). */
@@ -119,6 +122,35 @@ export class UdpTransport implements Transport {
     );
     if (this.config.multicast !== undefined) await this.joinGroup();
     this.carry(this.core.tick(Date.now()));
+  }
+
+  /**
+   * Peers a request of a session in `partition` may be re-injected into, best first: the
+   * live replicas of its partition in rank order, every other live member, then suspected
+   * members (most likely only slow: a try costs at most the replay's deadline).
+   */
+  replayCandidates(partition: number): { nodeId: string; address: string }[] {
+    const live = new Map<string, string>();
+    const suspect: { nodeId: string; address: string }[] = [];
+    for (const m of this.core.membership.members()) {
+      if (m.isSelf || m.nodeId === '') continue;
+      if (m.state === 'alive') live.set(m.nodeId, m.advertiseAddress);
+      else if (m.state === 'suspect') suspect.push({ nodeId: m.nodeId, address: m.advertiseAddress });
+    }
+    const ordered: { nodeId: string; address: string }[] = [];
+    for (const nodeId of this.core.placement.ranking(partition)) {
+      const address = live.get(nodeId);
+      if (address === undefined) continue;
+      ordered.push({ nodeId, address });
+      live.delete(nodeId);
+    }
+    for (const [nodeId, address] of live) ordered.push({ nodeId, address });
+    return [...ordered, ...suspect];
+  }
+
+  /** PeerService.Replay on a peer, over this node's peer connection to it. */
+  replay(address: string, request: ReplayRequest, deadlineMs: number): Promise<ReplayResponse> {
+    return this.peers.replay(address, request, deadlineMs);
   }
 
   /** The UDP port bound (the peer gRPC service listens on the same number). */

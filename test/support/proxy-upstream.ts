@@ -1,7 +1,7 @@
 /**
  * A web server for the capture proxy's tests, in the test process on loopback: it answers
  * with what it received (method, path, headers, body digest) as JSON, declares a login on
- * /login and a logout on /logout, streams on /download, holds /slow until the test releases
+ * /login and a logout on /logout, streams on /download, answers /big/<n> with n bytes, holds /slow until the test releases
  * it, handles Expect: 100-continue itself, and echoes WebSocket messages with the session
  * id it was told. Every request it saw is kept. Stop it with close().
  */
@@ -70,6 +70,11 @@ export class TestUpstream {
       if (url === '/logout') res.setHeader('x-baton-auth-subject', '');
       if (url === '/download') {
         void this.download(res);
+        return;
+      }
+      const big = /^\/big\/(\d{1,9})$/.exec(url);
+      if (big !== null) {
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': Number(big[1]) }).end(Buffer.alloc(Number(big[1]), 7));
         return;
       }
       const body = JSON.stringify({ method: req.method, url, headers: req.headers, bytes, sha256: hash.digest('hex') });

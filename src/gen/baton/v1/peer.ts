@@ -90,6 +90,59 @@ export interface LookupResponse {
   more: boolean;
 }
 
+/** One HTTP header line; a name may occur more than once. */
+export interface HttpHeader {
+  name: string;
+  value: string;
+}
+
+export interface ReplayRequest {
+  /** The node whose web server failed (for logs; the resume names the session's owner). */
+  originNodeId: string;
+  /** The session the request belongs to on the origin (also when it was minted for it there). */
+  sessionId: string;
+  method: string;
+  /** The request target as the client sent it (origin form: path and query). */
+  target: string;
+  /** The client's request headers as the origin received them (before any capture rule). */
+  headers: HttpHeader[];
+  /** The whole request body (at most 1 MiB). */
+  body: Buffer;
+  /** The client's address and whether it spoke TLS to the origin (for X-Forwarded-*). */
+  clientAddress: string;
+  clientTls: boolean;
+}
+
+export interface ReplayResponse {
+  status: number;
+  /** The web server's answer headers, already filtered for the client. */
+  headers: HttpHeader[];
+  body: Buffer;
+  /** The session the answer belongs to (differs from the asked one only if it was not found). */
+  sessionId: string;
+  /** True when the answer came from the session's remembered Idempotency-Key answers. */
+  remembered: boolean;
+}
+
+/**
+ * The `baton.idempotency` session part: answers to the session's recent requests that carried
+ * an Idempotency-Key, newest last, bounded in count and bytes (docs/continuity.md).
+ */
+export interface RememberedAnswer {
+  key: string;
+  /** Method and target of the request the answer belongs to. */
+  method: string;
+  target: string;
+  atUnixMs: bigint;
+  status: number;
+  headers: HttpHeader[];
+  body: Buffer;
+}
+
+export interface IdempotencyAnswers {
+  answers: RememberedAnswer[];
+}
+
 function createBaseDigestsRequest(): DigestsRequest {
   return { partitions: [] };
 }
@@ -793,6 +846,509 @@ export const LookupResponse: MessageFns<LookupResponse> = {
   },
 };
 
+function createBaseHttpHeader(): HttpHeader {
+  return { name: "", value: "" };
+}
+
+export const HttpHeader: MessageFns<HttpHeader> = {
+  encode(message: HttpHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HttpHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHttpHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<HttpHeader>): HttpHeader {
+    return HttpHeader.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HttpHeader>): HttpHeader {
+    const message = createBaseHttpHeader();
+    message.name = object.name ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseReplayRequest(): ReplayRequest {
+  return {
+    originNodeId: "",
+    sessionId: "",
+    method: "",
+    target: "",
+    headers: [],
+    body: Buffer.alloc(0),
+    clientAddress: "",
+    clientTls: false,
+  };
+}
+
+export const ReplayRequest: MessageFns<ReplayRequest> = {
+  encode(message: ReplayRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.originNodeId !== "") {
+      writer.uint32(10).string(message.originNodeId);
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(18).string(message.sessionId);
+    }
+    if (message.method !== "") {
+      writer.uint32(26).string(message.method);
+    }
+    if (message.target !== "") {
+      writer.uint32(34).string(message.target);
+    }
+    for (const v of message.headers) {
+      HttpHeader.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.body.length !== 0) {
+      writer.uint32(50).bytes(message.body);
+    }
+    if (message.clientAddress !== "") {
+      writer.uint32(58).string(message.clientAddress);
+    }
+    if (message.clientTls !== false) {
+      writer.uint32(64).bool(message.clientTls);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplayRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplayRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.originNodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.target = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.headers.push(HttpHeader.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.body = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.clientAddress = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.clientTls = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ReplayRequest>): ReplayRequest {
+    return ReplayRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReplayRequest>): ReplayRequest {
+    const message = createBaseReplayRequest();
+    message.originNodeId = object.originNodeId ?? "";
+    message.sessionId = object.sessionId ?? "";
+    message.method = object.method ?? "";
+    message.target = object.target ?? "";
+    message.headers = object.headers?.map((e) => HttpHeader.fromPartial(e)) || [];
+    message.body = object.body ?? Buffer.alloc(0);
+    message.clientAddress = object.clientAddress ?? "";
+    message.clientTls = object.clientTls ?? false;
+    return message;
+  },
+};
+
+function createBaseReplayResponse(): ReplayResponse {
+  return { status: 0, headers: [], body: Buffer.alloc(0), sessionId: "", remembered: false };
+}
+
+export const ReplayResponse: MessageFns<ReplayResponse> = {
+  encode(message: ReplayResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.status !== 0) {
+      writer.uint32(8).uint32(message.status);
+    }
+    for (const v of message.headers) {
+      HttpHeader.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.body.length !== 0) {
+      writer.uint32(26).bytes(message.body);
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(34).string(message.sessionId);
+    }
+    if (message.remembered !== false) {
+      writer.uint32(40).bool(message.remembered);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplayResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplayResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.status = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.headers.push(HttpHeader.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.body = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.remembered = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ReplayResponse>): ReplayResponse {
+    return ReplayResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReplayResponse>): ReplayResponse {
+    const message = createBaseReplayResponse();
+    message.status = object.status ?? 0;
+    message.headers = object.headers?.map((e) => HttpHeader.fromPartial(e)) || [];
+    message.body = object.body ?? Buffer.alloc(0);
+    message.sessionId = object.sessionId ?? "";
+    message.remembered = object.remembered ?? false;
+    return message;
+  },
+};
+
+function createBaseRememberedAnswer(): RememberedAnswer {
+  return { key: "", method: "", target: "", atUnixMs: 0n, status: 0, headers: [], body: Buffer.alloc(0) };
+}
+
+export const RememberedAnswer: MessageFns<RememberedAnswer> = {
+  encode(message: RememberedAnswer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.method !== "") {
+      writer.uint32(18).string(message.method);
+    }
+    if (message.target !== "") {
+      writer.uint32(26).string(message.target);
+    }
+    if (message.atUnixMs !== 0n) {
+      if (BigInt.asIntN(64, message.atUnixMs) !== message.atUnixMs) {
+        throw new globalThis.Error("value provided for field message.atUnixMs of type int64 too large");
+      }
+      writer.uint32(32).int64(message.atUnixMs);
+    }
+    if (message.status !== 0) {
+      writer.uint32(40).uint32(message.status);
+    }
+    for (const v of message.headers) {
+      HttpHeader.encode(v!, writer.uint32(50).fork()).join();
+    }
+    if (message.body.length !== 0) {
+      writer.uint32(58).bytes(message.body);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RememberedAnswer {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRememberedAnswer();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.target = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.atUnixMs = reader.int64() as bigint;
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.status = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.headers.push(HttpHeader.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.body = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<RememberedAnswer>): RememberedAnswer {
+    return RememberedAnswer.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RememberedAnswer>): RememberedAnswer {
+    const message = createBaseRememberedAnswer();
+    message.key = object.key ?? "";
+    message.method = object.method ?? "";
+    message.target = object.target ?? "";
+    message.atUnixMs = (object.atUnixMs !== undefined && object.atUnixMs !== null) ? BigInt(object.atUnixMs) : 0n;
+    message.status = object.status ?? 0;
+    message.headers = object.headers?.map((e) => HttpHeader.fromPartial(e)) || [];
+    message.body = object.body ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBaseIdempotencyAnswers(): IdempotencyAnswers {
+  return { answers: [] };
+}
+
+export const IdempotencyAnswers: MessageFns<IdempotencyAnswers> = {
+  encode(message: IdempotencyAnswers, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.answers) {
+      RememberedAnswer.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): IdempotencyAnswers {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseIdempotencyAnswers();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.answers.push(RememberedAnswer.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<IdempotencyAnswers>): IdempotencyAnswers {
+    return IdempotencyAnswers.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<IdempotencyAnswers>): IdempotencyAnswers {
+    const message = createBaseIdempotencyAnswers();
+    message.answers = object.answers?.map((e) => RememberedAnswer.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 export type PeerServiceService = typeof PeerServiceService;
 export const PeerServiceService = {
   /** Digests of the asked partitions (all when none are named). */
@@ -830,6 +1386,22 @@ export const PeerServiceService = {
     responseSerialize: (value: LookupResponse): Buffer => Buffer.from(LookupResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): LookupResponse => LookupResponse.decode(value),
   },
+  /**
+   * Re-injection: a request the caller's web server failed to answer, safe to repeat, sent
+   * to this node's capture proxy, which resumes the session, forwards the request to its own
+   * web server and answers with what that web server said (docs/continuity.md).
+   * FAILED_PRECONDITION when this node runs no proxy or the request is not replayable,
+   * INVALID_ARGUMENT for a malformed request, UNAVAILABLE when the web server did not answer.
+   */
+  replay: {
+    path: "/baton.v1.PeerService/Replay" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReplayRequest): Buffer => Buffer.from(ReplayRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReplayRequest => ReplayRequest.decode(value),
+    responseSerialize: (value: ReplayResponse): Buffer => Buffer.from(ReplayResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReplayResponse => ReplayResponse.decode(value),
+  },
 } as const;
 
 export interface PeerServiceServer extends UntypedServiceImplementation {
@@ -844,6 +1416,14 @@ export interface PeerServiceServer extends UntypedServiceImplementation {
    * past about 1 MiB of values. A per-call stream costs a resume about 1 ms more.
    */
   lookup: handleBidiStreamingCall<LookupRequest, LookupResponse>;
+  /**
+   * Re-injection: a request the caller's web server failed to answer, safe to repeat, sent
+   * to this node's capture proxy, which resumes the session, forwards the request to its own
+   * web server and answers with what that web server said (docs/continuity.md).
+   * FAILED_PRECONDITION when this node runs no proxy or the request is not replayable,
+   * INVALID_ARGUMENT for a malformed request, UNAVAILABLE when the web server did not answer.
+   */
+  replay: handleUnaryCall<ReplayRequest, ReplayResponse>;
 }
 
 export interface PeerServiceClient extends Client {
@@ -875,6 +1455,28 @@ export interface PeerServiceClient extends Client {
   lookup(): ClientDuplexStream<LookupRequest, LookupResponse>;
   lookup(options: Partial<CallOptions>): ClientDuplexStream<LookupRequest, LookupResponse>;
   lookup(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<LookupRequest, LookupResponse>;
+  /**
+   * Re-injection: a request the caller's web server failed to answer, safe to repeat, sent
+   * to this node's capture proxy, which resumes the session, forwards the request to its own
+   * web server and answers with what that web server said (docs/continuity.md).
+   * FAILED_PRECONDITION when this node runs no proxy or the request is not replayable,
+   * INVALID_ARGUMENT for a malformed request, UNAVAILABLE when the web server did not answer.
+   */
+  replay(
+    request: ReplayRequest,
+    callback: (error: ServiceError | null, response: ReplayResponse) => void,
+  ): ClientUnaryCall;
+  replay(
+    request: ReplayRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReplayResponse) => void,
+  ): ClientUnaryCall;
+  replay(
+    request: ReplayRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReplayResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const PeerServiceClient = makeGenericClientConstructor(
