@@ -34,7 +34,7 @@
  * Every sidecar runs with --trace-gc: each phase reports the young-generation GC pause per
  * second of every process (and CPU µs per delta).
  *
- * The raw ceiling, in the same run: a plain node:dgram sender in this process sends
+ * The raw ceiling, in the same run (bench/raw-ceiling.ts): a plain node:dgram sender in this process sends
  * datagrams flat out for BENCH_RAW_SECONDS to three receiver processes (bench/udp-sink.ts,
  * 4 MiB receive buffers), by unicast to each and by multicast to a group they join.
  *
@@ -61,20 +61,22 @@
  * error and on Ctrl-C (and killed by an exit hook as a last resort).
  */
 import { randomBytes } from 'node:crypto';
-import * as dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
-import * as path from 'node:path';
-import { type Child, cpuSecondsOf, handleInterruptions, interruption, ownCpuSeconds, runMain, sleep, startChild } from './children';
+import { cpuSecondsOf, handleInterruptions, interruption, ownCpuSeconds, runMain, sleep } from './children';
 import {
   DigestReader,
   ExchangeWriter,
   freePeerPorts,
   InProcessWriter,
   SidecarWriter,
+  cpuPerDelta,
+  lagMs as ms,
+  pct,
+  scavenges,
   startReplica,
-  type PartValue,
   writerConfig,
   type ClusterConfig,
+  type PartValue,
   type PhaseKind,
   type PhaseResult,
   type Replica,
@@ -82,12 +84,9 @@ import {
   type Transport,
   type Writer,
   type WriterCounters,
-  cpuPerDelta,
-  lagMs as ms,
-  pct,
-  scavenges,
 } from './replication-cluster';
 import { gcRate } from './gc-pauses';
+import { rawCeiling, type RawResult } from './raw-ceiling';
 import { anchorConfigs, printAnchors, runAnchors } from './replication-anchors';
 import { histogramQuantile, scrape, Scrape, seriesName, type Labels } from './support/prometheus-scrape';
 import { describeMachine, envNumber, formatCount, formatFixed, formatTable, machineInfo } from './stats';
@@ -621,92 +620,6 @@ function peakRss(pid: number | undefined): number {
     return m === null ? NaN : Number(m[1]) / 1024;
   } catch {
     return NaN;
-  }
-}
-
-// --- raw ceiling -----------------------------------------------------------------------
-
-interface RawResult {
-  transport: Transport;
-  size: number;
-  sentPerSecond: number;
-  perReceiver: number[];
-}
-
-async function rawCeiling(transport: Transport, size: number, seconds: number): Promise<RawResult> {
-  const sinks: Child[] = [];
-  const socket = dgram.createSocket({ type: 'udp4', sendBufferSize: 4 * 1024 * 1024 });
-  try {
-    const [groupPort] = await freePeerPorts(1);
-    const group = `239.254.${(groupPort! >> 8) & 0xff}.${groupPort! & 0xff}`;
-    const destinations: { host: string; port: number }[] = [];
-    const sinkMain = path.join(__dirname, 'udp-sink.js');
-    for (let i = 0; i < 3; i++) {
-      const args = transport === 'multicast' ? [sinkMain, 'multicast', group, String(groupPort)] : [sinkMain, 'unicast'];
-      const sink = startChild(`udp-sink ${i + 1}`, process.execPath, args);
-      sinks.push(sink);
-      const [, port] = await sink.waitForLine(/^READY (\d+)$/, 10_000);
-      if (transport === 'unicast') destinations.push({ host: '127.0.0.1', port: Number(port) });
-    }
-    if (transport === 'multicast') destinations.push({ host: group, port: groupPort! });
-    await new Promise<void>((resolve) => socket.bind({ port: 0, address: '127.0.0.1' }, resolve));
-    if (transport === 'multicast') {
-      socket.setMulticastInterface('127.0.0.1');
-      socket.setMulticastLoopback(true);
-      socket.setMulticastTTL(1);
-    }
-    const payload = randomBytes(size);
-    let inFlight = 0;
-    let sent = 0;
-    let running = true;
-    const MAX_IN_FLIGHT = 256;
-    const pump = async () => {
-      const until = Date.now() + (seconds + 2) * 1000;
-      while (running && !interruption.requested && Date.now() < until) {
-        for (let i = 0; i < 64 && inFlight < MAX_IN_FLIGHT; i++) {
-          for (const d of destinations) {
-            inFlight++;
-            socket.send(payload, d.port, d.host, () => {
-              inFlight--;
-              sent++;
-            });
-          }
-        }
-        await new Promise<void>((resolve) => setImmediate(resolve));
-      }
-    };
-    const count = async () =>
-      Promise.all(
-        sinks.map(async (s) => {
-          const line = s.waitForLine(/^COUNT (\d+) (\d+) (\d+)$/, 10_000);
-          s.process.stdin!.write('count\n');
-          const m = await line;
-          return { datagrams: Number(m[1]), ns: BigInt(m[3]!) };
-        }),
-      );
-    const pumping = pump();
-    await sleep(500);
-    const a = await count();
-    const sentA = sent;
-    const tA = process.hrtime.bigint();
-    await sleep(seconds * 1000);
-    const b = await count();
-    const sentB = sent;
-    const tB = process.hrtime.bigint();
-    running = false;
-    await pumping;
-    return {
-      transport,
-      size,
-      sentPerSecond: (sentB - sentA) / (Number(tB - tA) / 1e9),
-      perReceiver: b.map((x, i) => (x.datagrams - a[i]!.datagrams) / (Number(x.ns - a[i]!.ns) / 1e9)),
-    };
-  } finally {
-    socket.close();
-    for (const s of sinks) {
-      s.process.stdin!.end();
-      await s.stop(2000);
-    }
   }
 }
 
