@@ -199,19 +199,23 @@ export function printAnchors(results: AnchorResults): void {
   const jgroupsPerRun = runs.map((r) => (r.jgroups === undefined ? NaN : minOf(r.jgroups.perReceiver)));
   const rows: string[][] = [];
   for (const name of Object.keys(TARGETS)) {
-    const baton = runs.map((r) => batonRate(find(r, name, 'flat-out')));
-    if (baton.every((v) => Number.isNaN(v)) && !runs.some((r) => find(r, name, 'flat-out') !== undefined)) continue;
+    const phases = runs.map((r) => find(r, name, 'flat-out'));
+    if (phases.every((p) => p === undefined)) continue;
+    // A phase that did not converge has no rate: it counts as missing the target.
+    const converged = phases.filter((p) => p?.convergeMs !== undefined).length;
+    const baton = phases.map(batonRate);
     const ratios = baton.map((b, i) => b / jgroupsPerRun[i]!);
     const ratio = median(ratios);
     const target = TARGETS[name]!;
+    const verdict = converged < phases.length ? `MISSED (${phases.length - converged} run(s) not converged)` : Number.isFinite(ratio) ? (ratio >= target ? 'met' : 'MISSED') : 'n/a';
     rows.push([
       name,
-      formatCount(median(baton)),
+      converged === 0 ? 'not converged' : formatCount(median(baton)),
       formatCount(median(jgroupsPerRun)),
       Number.isFinite(ratio) ? `${formatFixed(ratio, 2)}×` : 'n/a',
-      `≥ ${formatFixed(target, 1)}× — ${Number.isFinite(ratio) ? (ratio >= target ? 'met' : 'MISSED') : 'n/a'}`,
+      `≥ ${formatFixed(target, 1)}× — ${verdict}`,
       perRun(ratios, 2, '×'),
-      perRun(baton.map((b) => b / 1000), 1, 'k'),
+      phases.map((p) => (p === undefined ? 'n/a' : p.convergeMs === undefined ? 'NO' : `${formatFixed(batonRate(p) / 1000, 1)}k`)).join(' / '),
       perRun(jgroupsPerRun.map((j) => j / 1000), 1, 'k'),
     ]);
   }
