@@ -5,13 +5,17 @@
  *   (c) SET/GET with ioredis against redis-server (when it is on the PATH),
  *   (d) the platform ceiling: a raw grpc-js echo server (bench/echo-server.ts), unary and,
  *       for Exchange, over one bidirectional stream.
- * Every workload: 64 operations in flight (closed loop), ids drawn from a pool of 10,000,
+ *   (e) the mixed workload: 64 workers each alternating a 1 KiB Put and a Get on 1,000 keys,
+ *       BatonClient (Exchange) against ioredis + redis-server (SET/GET), back to back in
+ *       each run (which goes first alternates), with ops/s and p99 ratios per run.
+ * Every other workload: 64 operations in flight (closed loop), ids drawn from a pool of 10,000,
  * 1 KiB values; a warm-up, then a measured phase of fixed length. The whole set repeats
  * BENCH_RUNS times interleaved (the starting system rotates) and the medians are printed,
  * with the ratios computed within each run.
  *
  * Environment: BENCH_SECONDS (measured seconds per phase, default 5), BENCH_WARMUP_SECONDS
- * (default 1), BENCH_RUNS (default 3), BENCH_ONLY (comma list of echo,unary,exchange,redis),
+ * (default 1), BENCH_RUNS (default 3), BENCH_ONLY (comma list of echo,unary,exchange,redis,mixed),
+ * BENCH_MIXED_SECONDS (measured seconds of each mixed slice, default 3),
  * BENCH_SIDECAR_NODE_ARGS (extra node flags for the sidecar, e.g. "--cpu-prof
  * --cpu-prof-dir=/tmp/prof"), BENCH_QUIET_WAIT_SECONDS (on a shared machine, wait up to this
  * long before each phase until other processes use < 20% of a core; default off).
@@ -72,11 +76,17 @@ const SAMPLE_CAPACITY = Math.min(8_000_000, Math.ceil(MEASURE_SECONDS * 400_000)
 const MAX_ERRORS_PER_PHASE = 1000;
 /** Extra time a phase may take beyond warm-up + measurement before the run is aborted. */
 const PHASE_SLACK_MS = OP_DEADLINE_MS + 10_000;
+/** The mixed workload: keys (the first ids of the pool, written before any run) and measured seconds per slice. */
+const MIXED_KEYS = 1000;
+const MIXED_SECONDS = envNumber('BENCH_MIXED_SECONDS', 3);
+/** Issue 18's targets for the mixed workload, baton against Redis within each run. */
+const MIXED_OPS_TARGET = 1.0;
+const MIXED_P99_TARGET = 1.5;
 
 /** The grpc-js channel options the brief asks for (also BatonClient's defaults). */
 const CHANNEL_OPTIONS: ChannelOptions = { 'grpc.enable_retries': 0, 'grpc.enable_channelz': 0 };
 
-const SYSTEMS = ['echo', 'unary', 'exchange', 'redis'] as const;
+const SYSTEMS = ['echo', 'unary', 'exchange', 'redis', 'mixed'] as const;
 type SystemName = (typeof SYSTEMS)[number];
 
 type Op = (id: string) => Promise<void>;
@@ -84,6 +94,12 @@ type Op = (id: string) => Promise<void>;
 interface Phase {
   row: (typeof ROWS)[number];
   op: Op;
+  /** Each worker alternates op and this (op first); ids from the first `pool` of the pool. */
+  alternate?: { op: Op; pool: number };
+  /** The server process whose CPU time is reported, when not the system's. */
+  serverPid?: number | undefined;
+  /** Measured seconds, when not BENCH_SECONDS. */
+  seconds?: number;
 }
 
 interface System {
@@ -91,6 +107,8 @@ interface System {
   /** The server process whose CPU time is reported. */
   serverPid: number | undefined;
   phases: Phase[];
+  /** Runs the phases in reverse order in odd runs (so neither side of a pair always goes first). */
+  alternateOrder?: boolean;
 }
 
 interface PhaseResult {
@@ -115,6 +133,8 @@ const ROWS = [
   'Exchange Get',
   'Redis SET',
   'Redis GET',
+  'mixed Exchange Put/Get',
+  'mixed Redis SET/GET',
 ] as const;
 
 /** Set by SIGINT/SIGTERM: load loops stop issuing operations. */
@@ -135,8 +155,9 @@ async function runPhase(
   seed: number,
   warmupSeconds = WARMUP_SECONDS,
   measureSeconds = MEASURE_SECONDS,
+  alternate?: { op: Op; pool: number },
 ): Promise<PhaseResult> {
-  const picker = new IndexPicker(ID_POOL, seed);
+  const picker = new IndexPicker(alternate?.pool ?? ID_POOL, seed);
   const samples = new LatencySamples(SAMPLE_CAPACITY);
   const begin = process.hrtime.bigint();
   const measureStart = begin + BigInt(Math.round(warmupSeconds * 1e9));
@@ -147,13 +168,15 @@ async function runPhase(
   let firstError: string | undefined;
 
   const worker = async (): Promise<void> => {
+    let turn = 0;
     for (;;) {
       const t0 = process.hrtime.bigint();
       if (t0 >= measureEnd || issued >= MAX_OPS_PER_PHASE || errors >= MAX_ERRORS_PER_PHASE || interrupted) return;
       issued++;
       let failed = false;
+      const next = alternate !== undefined && (turn++ & 1) === 1 ? alternate.op : op;
       try {
-        await op(ids[picker.next()]!);
+        await next(ids[picker.next()]!);
       } catch (err) {
         failed = true;
         errors++;
@@ -425,6 +448,24 @@ async function redisSystem(res: Resources, redisServer: string): Promise<System>
   };
 }
 
+/**
+ * The mixed workload: every worker alternates a Put/SET and a Get/GET of 1 KiB on the first
+ * MIXED_KEYS ids (both servers hold them from fillPool), baton's phase and Redis's back to
+ * back. Without redis-server only baton's runs.
+ */
+function mixedSystem(exchange: System, redis: System | undefined): System {
+  const pair = (system: System, row: (typeof ROWS)[number]): Phase => ({
+    row,
+    op: system.phases[0]!.op,
+    alternate: { op: system.phases[1]!.op, pool: MIXED_KEYS },
+    serverPid: system.serverPid,
+    seconds: MIXED_SECONDS,
+  });
+  const phases = [pair(exchange, 'mixed Exchange Put/Get')];
+  if (redis !== undefined) phases.push(pair(redis, 'mixed Redis SET/GET'));
+  return { name: 'mixed', serverPid: undefined, phases, alternateOrder: true };
+}
+
 // --- report -----------------------------------------------------------------------------
 
 function selectedSystems(): Set<SystemName> {
@@ -486,10 +527,54 @@ function printReport(results: Map<string, PhaseResult[]>): void {
   console.log(`  raw stream echo / Redis GET     ${ratio('raw echo (grpc-js stream)', 'Redis GET')}`);
   console.log(`  Exchange Get / unary Get        ${ratio('Exchange Get', 'unary Get')}`);
 
+  printMixed(results);
+
   const failures = [...results.entries()].flatMap(([row, runs]) =>
     runs.filter((r) => r.errors > 0).map((r) => `  ${row}: ${r.errors} errors, first: ${r.firstError}`),
   );
   if (failures.length > 0) console.log(`\nErrors:\n${failures.join('\n')}`);
+}
+
+/** The mixed workload per run: baton's and Redis's ops/s and p99, and the ratios against the targets. */
+function printMixed(results: Map<string, PhaseResult[]>): void {
+  const baton = results.get('mixed Exchange Put/Get');
+  if (baton === undefined || baton.length === 0) return;
+  const redis = results.get('mixed Redis SET/GET') ?? [];
+  console.log(
+    `\nMixed workload: ${CONCURRENCY} workers, each alternating a ${VALUE_BYTES} B Put/SET and a Get/GET on ${formatCount(MIXED_KEYS)} keys, ` +
+      `${MIXED_SECONDS} s per slice; BatonClient (Exchange) against ioredis + redis-server, back to back in each run. ` +
+      `Targets per run: ops/s ≥ ${formatFixed(MIXED_OPS_TARGET, 1)}× and p99 ≤ ${formatFixed(MIXED_P99_TARGET, 1)}× Redis's.`,
+  );
+  const verdict = (ok: boolean, value: number) => (Number.isFinite(value) ? (ok ? 'met' : 'MISSED') : 'n/a');
+  const rows = baton.map((b, i) => {
+    const r = redis[i];
+    const opsRatio = b.opsPerSecond / (r?.opsPerSecond ?? NaN);
+    const p99Ratio = b.p99Ms / (r?.p99Ms ?? NaN);
+    return [
+      `run ${i + 1}`,
+      formatCount(b.opsPerSecond),
+      formatFixed(b.p99Ms, 2),
+      formatCount(r?.opsPerSecond ?? NaN),
+      formatFixed(r?.p99Ms ?? NaN, 2),
+      `${formatFixed(opsRatio, 2)}× ${verdict(opsRatio >= MIXED_OPS_TARGET, opsRatio)}`,
+      `${formatFixed(p99Ratio, 2)}× ${verdict(p99Ratio <= MIXED_P99_TARGET, p99Ratio)}`,
+      `${percent(b.otherCpu)} / ${percent(r?.otherCpu ?? NaN)}`,
+    ];
+  });
+  const opsRatios = baton.map((b, i) => b.opsPerSecond / (redis[i]?.opsPerSecond ?? NaN));
+  const p99Ratios = baton.map((b, i) => b.p99Ms / (redis[i]?.p99Ms ?? NaN));
+  rows.push([
+    'median',
+    formatCount(median(baton.map((b) => b.opsPerSecond))),
+    formatFixed(median(baton.map((b) => b.p99Ms)), 2),
+    formatCount(median(redis.map((r) => r.opsPerSecond))),
+    formatFixed(median(redis.map((r) => r.p99Ms)), 2),
+    `${formatFixed(median(opsRatios), 2)}×`,
+    `${formatFixed(median(p99Ratios), 2)}×`,
+    '',
+  ]);
+  console.log(formatTable(['slice', 'baton ops/s', 'baton p99 ms', 'Redis ops/s', 'Redis p99 ms', 'ops/s ratio', 'p99 ratio', 'other CPU baton / Redis'], rows));
+  if (redis.length === 0) console.log('(no Redis slices: redis-server is not on the PATH)');
 }
 
 // --- main -------------------------------------------------------------------------------
@@ -515,22 +600,28 @@ async function main(): Promise<void> {
   try {
     const systems: System[] = [];
     if (selected.has('echo')) systems.push(await echoSystem(res));
-    if (selected.has('unary') || selected.has('exchange')) {
+    let exchange: System | undefined;
+    if (selected.has('unary') || selected.has('exchange') || selected.has('mixed')) {
       const sidecar = await startSidecar(res);
-      const exchange = exchangeSystem(res, sidecar.address, sidecar.pid);
+      exchange = exchangeSystem(res, sidecar.address, sidecar.pid);
       await fillPool(exchange.phases[0]!.op);
       if (selected.has('unary')) systems.push(unarySystem(res, sidecar.address, sidecar.pid));
       if (selected.has('exchange')) systems.push(exchange);
     }
-    if (selected.has('redis')) {
+    let redis: System | undefined;
+    if (selected.has('redis') || selected.has('mixed')) {
       const redisServer = findOnPath('redis-server');
       if (redisServer === undefined) console.log('redis-server is not on the PATH: the Redis comparison is skipped');
-      else systems.push(await redisSystem(res, redisServer));
+      else redis = await redisSystem(res, redisServer);
+      if (redis !== undefined && selected.has('redis')) systems.push(redis);
     }
+    if (selected.has('mixed')) systems.push(mixedSystem(exchange!, redis));
 
     // One untimed pass over every phase first, so no system meets the first run with cold code.
     console.log('\nwarming up every workload (untimed)');
-    for (const system of systems) for (const phase of system.phases) await runPhase(phase.op, system.serverPid, 0, 0, WARMUP_SECONDS);
+    for (const system of systems) {
+      for (const phase of system.phases) await runPhase(phase.op, phase.serverPid ?? system.serverPid, 0, 0, WARMUP_SECONDS, phase.alternate);
+    }
 
     const results = new Map<string, PhaseResult[]>();
     let seed = 1;
@@ -538,14 +629,15 @@ async function main(): Promise<void> {
       console.log(`\nrun ${run + 1}/${RUNS}`);
       for (let k = 0; k < systems.length; k++) {
         const system = systems[(run + k) % systems.length]!;
-        for (const phase of system.phases) {
+        const phases = system.alternateOrder === true && run % 2 === 1 ? [...system.phases].reverse() : system.phases;
+        for (const phase of phases) {
           if (interrupted) return;
           const waited = await waitForQuiet(QUIET_WAIT_SECONDS);
           if (waited < 0 || waited >= 1) {
             console.log(waited < 0 ? `  (the machine stayed busy for ${QUIET_WAIT_SECONDS} s; measuring anyway)` : `  (waited ${Math.round(waited)} s for the machine to go quiet)`);
           }
           if (interrupted) return;
-          const result = await runPhase(phase.op, system.serverPid, seed++);
+          const result = await runPhase(phase.op, phase.serverPid ?? system.serverPid, seed++, WARMUP_SECONDS, phase.seconds ?? MEASURE_SECONDS, phase.alternate);
           const list = results.get(phase.row) ?? [];
           list.push(result);
           results.set(phase.row, list);

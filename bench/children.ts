@@ -20,6 +20,8 @@ export interface Child {
   waitForLine(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
   /** Rejects if the child exits; for racing against a readiness check. */
   readonly exited: Promise<never>;
+  /** Calls `listener` with every later line of stdout and stderr; returns a function that removes it. */
+  onLine(listener: (line: string) => void): () => void;
   /** SIGTERM, wait for the exit (SIGKILL after graceMs); resolves with the exit code or signal. */
   stop(graceMs?: number): Promise<string>;
 }
@@ -45,6 +47,7 @@ export function startChild(name: string, command: string, args: readonly string[
     process: child.process,
     output,
     exited,
+    onLine: (listener) => child.onLine((line) => listener(line)),
     waitForLine: (pattern, timeoutMs) =>
       child.waitFor((line, stream) => (stream === 'stdout' ? (line.match(pattern) ?? undefined) : undefined), timeoutMs, `print ${pattern}`, () => `:\n${output.join('\n')}`),
     stop: async (graceMs = 15_000) => describeExit(await child.stop('SIGTERM', graceMs)),

@@ -25,7 +25,16 @@
  * put → converged). Lag quantiles come from each replica's baton_replication_lag_seconds
  * histogram (bucket deltas over the phase: the figure is the bucket's upper bound).
  *
- * The raw ceiling, in the same run: a plain node:dgram sender in this process sends
+ * The anchors, in the same run (bench/replication-anchors.ts): baton end to end — a sidecar
+ * writer fed over Exchange with Puts of 4 parts of 1 KiB — against JGroups 2.12 (1 sender →
+ * 3 receivers, 1 KiB messages, its default UDP stack; bench/jgroups-anchor.ts), at 1,400 B and
+ * 60,000 B datagrams and in unicast fan-out, BENCH_ANCHOR_RUNS times, with the ratio per run;
+ * and lag, scavenge time and CPU per delta at BENCH_PACED_RATE deltas/s, 0% and 5% loss.
+ * Without Java or the JGroups jar it says which Debian package is missing and runs the rest.
+ * Every sidecar runs with --trace-gc: each phase reports the young-generation GC pause per
+ * second of every process (and CPU µs per delta).
+ *
+ * The raw ceiling, in the same run (bench/raw-ceiling.ts): a plain node:dgram sender in this process sends
  * datagrams flat out for BENCH_RAW_SECONDS to three receiver processes (bench/udp-sink.ts,
  * 4 MiB receive buffers), by unicast to each and by multicast to a group they join.
  *
@@ -38,9 +47,13 @@
  * BENCH_FULL_MATRIX (0), BENCH_ONLY (substrings of configuration names, comma-separated),
  * BENCH_HEAVY_LOSS (30; 0 skips the bound check), BENCH_HEAVY_TRANSPORTS ("multicast"; or
  * "multicast,unicast"), BENCH_HEAVY_SESSIONS (20000), BENCH_EXCHANGE (1; 0 skips that row),
- * BENCH_CONVERGE_TIMEOUT_SECONDS (15), BENCH_MAX_MINUTES (20, whole-run watchdog),
+ * BENCH_CONVERGE_TIMEOUT_SECONDS (15), BENCH_MAX_MINUTES (35, whole-run watchdog),
  * BENCH_PHASES (comma list of flat-out, windowed, paced), BENCH_SIDECAR_NODE_ARGS (extra
- * node flags for the replicas), BENCH_DEBUG=1 (per-phase counters of every node).
+ * node flags for the replicas), BENCH_DEBUG=1 (per-phase counters of every node),
+ * BENCH_ANCHORS (1; 0 skips the anchors), BENCH_ANCHOR_RUNS (3), BENCH_ANCHOR_DELTAS (deltas
+ * per flat-out phase and JGroups messages per round, default BENCH_SESSIONS),
+ * BENCH_JGROUPS_WARMUP (20000 messages), BENCH_JGROUPS_MAX_SECONDS (120 per round),
+ * BENCH_JGROUPS_JAR (/usr/share/java/jgroups.jar).
  * BENCH_RAW_SECONDS=0 skips the raw ceiling. A phase that does not converge within the
  * timeout is reported as such, and the next phase runs on a fresh cluster.
  *
@@ -48,22 +61,33 @@
  * error and on Ctrl-C (and killed by an exit hook as a last resort).
  */
 import { randomBytes } from 'node:crypto';
-import * as dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
-import * as path from 'node:path';
-import { findStoredPart } from '../src/store/store';
-import { type Child, cpuSecondsOf, handleInterruptions, interruption, ownCpuSeconds, runMain, sleep, startChild } from './children';
+import { cpuSecondsOf, handleInterruptions, interruption, ownCpuSeconds, runMain, sleep } from './children';
 import {
   DigestReader,
   ExchangeWriter,
   freePeerPorts,
   InProcessWriter,
+  SidecarWriter,
+  cpuPerDelta,
+  lagMs as ms,
+  pct,
+  scavenges,
   startReplica,
   writerConfig,
+  type ClusterConfig,
+  type PartValue,
+  type PhaseKind,
+  type PhaseResult,
   type Replica,
+  type ReplicaResult,
+  type Transport,
   type Writer,
   type WriterCounters,
 } from './replication-cluster';
+import { gcRate } from './gc-pauses';
+import { rawCeiling, type RawResult } from './raw-ceiling';
+import { anchorConfigs, printAnchors, runAnchors } from './replication-anchors';
 import { histogramQuantile, scrape, Scrape, seriesName, type Labels } from './support/prometheus-scrape';
 import { describeMachine, envNumber, formatCount, formatFixed, formatTable, machineInfo } from './stats';
 
@@ -81,9 +105,15 @@ const HEAVY_SESSIONS = Math.round(envNumber('BENCH_HEAVY_SESSIONS', 20_000));
 const FULL_MATRIX = envNumberOrZero('BENCH_FULL_MATRIX', 0) > 0;
 const EXCHANGE = envNumberOrZero('BENCH_EXCHANGE', 1) > 0;
 const CONVERGE_TIMEOUT_MS = envNumber('BENCH_CONVERGE_TIMEOUT_SECONDS', 15) * 1000;
-const MAX_MINUTES = envNumber('BENCH_MAX_MINUTES', 20);
+const MAX_MINUTES = envNumber('BENCH_MAX_MINUTES', 35);
+const ANCHORS = envNumberOrZero('BENCH_ANCHORS', 1) > 0;
+const ANCHOR_RUNS = Math.round(envNumber('BENCH_ANCHOR_RUNS', 3));
+const ANCHOR_DELTAS = Math.round(envNumber('BENCH_ANCHOR_DELTAS', SESSIONS));
+const JGROUPS_WARMUP = Math.round(envNumber('BENCH_JGROUPS_WARMUP', 20_000));
+const JGROUPS_MAX_SECONDS = envNumber('BENCH_JGROUPS_MAX_SECONDS', 120);
 const PHASES = (process.env.BENCH_PHASES ?? 'flat-out,windowed,paced').split(',').map((s) => s.trim());
-const SIDECAR_NODE_ARGS = (process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
+/** Node flags of every sidecar: --trace-gc (its GC pauses are summed per phase), then BENCH_SIDECAR_NODE_ARGS. */
+const SIDECAR_NODE_ARGS = ['--trace-gc', ...(process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '')];
 
 /** Puts per event-loop turn in the flat-out and windowed phases (one flush per turn). */
 const WRITE_BATCH = 128;
@@ -113,27 +143,6 @@ function envNumberOrZero(name: string, fallback: number): number {
 
 // --- configurations --------------------------------------------------------------------
 
-type Transport = 'unicast' | 'multicast';
-
-interface ClusterConfig {
-  name: string;
-  transport: Transport;
-  valueBytes: number;
-  lossPercent: number;
-  datagramBytes: number;
-  writer: 'in-process' | 'exchange';
-  /** --retransmit-buffer-mb; undefined = default (16). */
-  retransmitMb?: number;
-  /** Every n-th put is `largeBytes` (fragmented); 0 = none. */
-  largeEvery: number;
-  largeBytes: number;
-  /** Puts of the flat-out and windowed phases; default BENCH_SESSIONS. */
-  puts?: number;
-  phases: PhaseKind[];
-}
-
-type PhaseKind = 'flat-out' | 'windowed' | 'paced';
-
 function configurations(): ClusterConfig[] {
   const list: ClusterConfig[] = [];
   for (const transport of ['multicast', 'unicast'] as const) {
@@ -149,6 +158,7 @@ function configurations(): ClusterConfig[] {
             lossPercent,
             datagramBytes,
             writer: 'in-process',
+            partsPerPut: 1,
             largeEvery: 0,
             largeBytes: 0,
             phases: ['flat-out', 'windowed', 'paced'],
@@ -166,6 +176,7 @@ function configurations(): ClusterConfig[] {
       lossPercent: 0,
       datagramBytes,
       writer: 'exchange',
+      partsPerPut: 1,
       largeEvery: 0,
       largeBytes: 0,
       phases: ['flat-out', 'paced'],
@@ -180,6 +191,7 @@ function configurations(): ClusterConfig[] {
         lossPercent: HEAVY_LOSS,
         datagramBytes: 1400,
         writer: 'in-process',
+        partsPerPut: 1,
         retransmitMb: HEAVY_RETRANSMIT_MB,
         largeEvery: HEAVY_LARGE_EVERY,
         largeBytes: HEAVY_LARGE_BYTES,
@@ -189,45 +201,6 @@ function configurations(): ClusterConfig[] {
     }
   }
   return ONLY.length === 0 ? list : list.filter((c) => ONLY.some((o) => c.name.includes(o)));
-}
-
-// --- results ---------------------------------------------------------------------------
-
-interface ReplicaResult {
-  nodeId: string;
-  applied: number;
-  deliveredPerSecond: number;
-  nacksSent: number;
-  injectedLoss: number;
-  resyncs: number;
-  lagP50: number;
-  lagP99: number;
-  receivedBytes: number;
-  dataDatagrams: number;
-  reassemblyPeak: number;
-  /** Datagrams dropped by the replay window as older than it (reason too_old). */
-  tooOld: number;
-  /** Members this replica marked suspect or dead during the phase. */
-  suspectOrDead: number;
-  cpu: number;
-}
-
-interface PhaseResult {
-  config: ClusterConfig;
-  kind: PhaseKind;
-  puts: number;
-  putErrors: number;
-  writeSeconds: number;
-  offeredPerSecond: number;
-  /** ms from the last put to convergence; undefined when it did not converge in time. */
-  convergeMs: number | undefined;
-  convergeProblem: string | undefined;
-  totalSeconds: number;
-  replicas: ReplicaResult[];
-  writer: WriterCounters;
-  retransmitPeak: number;
-  writerCpu: number;
-  kernelRcvbufErrors: number;
 }
 
 // --- the workload ----------------------------------------------------------------------
@@ -245,15 +218,19 @@ class Workload {
     this.base = randomBytes(Math.max(config.valueBytes, config.largeBytes));
   }
 
-  /** Put number k (of this cluster's life): id k mod pool, a value no other put has. */
+  /** Put number k (of this cluster's life): id k mod pool, parts with values no other put has. */
   put(k: number): void | Promise<unknown> {
-    const n = ++this.counter;
-    const size = this.config.largeEvery > 0 && n % this.config.largeEvery === 0 ? this.config.largeBytes : this.config.valueBytes;
-    const value = Buffer.allocUnsafe(size);
-    this.base.copy(value, 0, 0, size);
-    value.writeUInt32BE(n, 0);
+    const parts: PartValue[] = [];
+    for (let i = 0; i < this.config.partsPerPut; i++) {
+      const n = ++this.counter;
+      const size = this.config.largeEvery > 0 && n % this.config.largeEvery === 0 ? this.config.largeBytes : this.config.valueBytes;
+      const value = Buffer.allocUnsafe(size);
+      this.base.copy(value, 0, 0, size);
+      value.writeUInt32BE(n, 0);
+      parts.push({ name: i === 0 ? 'data' : `data${i + 1}`, value });
+    }
     const lane = k % ID_POOL;
-    return this.writer.put(this.ids[lane]!, value, lane);
+    return this.writer.put(this.ids[lane]!, parts, lane);
   }
 }
 
@@ -363,6 +340,7 @@ async function startCluster(config: ClusterConfig, stoppers: (() => Promise<unkn
   if (config.retransmitMb !== undefined) common['retransmit-buffer-mb'] = String(config.retransmitMb);
   const flags = Object.entries(common).flatMap(([k, v]) => [`--${k}`, v]);
   const replicas: Replica[] = [];
+  let writer: Writer;
   try {
     for (let i = 0; i < 3; i++) {
       const replica = await startReplica(`r${i + 1}`, [...flags, '--peer-listen', `127.0.0.1:${ports[i + 1]}`], SIDECAR_NODE_ARGS);
@@ -372,13 +350,20 @@ async function startCluster(config: ClusterConfig, stoppers: (() => Promise<unkn
         return replica.child.stop();
       });
     }
+    if (config.writer === 'sidecar') {
+      const sidecar = await SidecarWriter.start([...flags, '--peer-listen', `127.0.0.1:${ports[0]}`], SIDECAR_NODE_ARGS, EXCHANGE_CLIENTS, key);
+      stoppers.push(() => sidecar.stop());
+      writer = sidecar;
+    } else {
+      const values = { ...common, 'node-id': 'writer', 'api-listen': '127.0.0.1:0', 'metrics-listen': '127.0.0.1:0', 'http-listen': 'off', 'peer-listen': `127.0.0.1:${ports[0]}` };
+      const wconfig = writerConfig(values, key);
+      const inProcess = config.writer === 'exchange' ? await ExchangeWriter.start(wconfig, EXCHANGE_CLIENTS) : await InProcessWriter.start(wconfig);
+      stoppers.push(() => inProcess.stop());
+      writer = inProcess;
+    }
   } finally {
     delete process.env.BATON_CLUSTER_KEY;
   }
-  const values = { ...common, 'node-id': 'writer', 'api-listen': '127.0.0.1:0', 'metrics-listen': '127.0.0.1:0', 'http-listen': 'off', 'peer-listen': `127.0.0.1:${ports[0]}` };
-  const wconfig = writerConfig(values, key);
-  const writer = config.writer === 'exchange' ? await ExchangeWriter.start(wconfig, EXCHANGE_CLIENTS) : await InProcessWriter.start(wconfig);
-  stoppers.push(() => writer.stop());
   const digests = new DigestReader(key);
   stoppers.push(async () => digests.close());
   const cluster = { config, replicas, writer, digests, work: new Workload(config, writer) };
@@ -421,9 +406,7 @@ async function waitConverged(cluster: Cluster, sampleFrom: number, sampleCount: 
 }
 
 async function convergenceProblem(cluster: Cluster, sampleFrom: number, sampleCount: number): Promise<string> {
-  const store = cluster.writer.store;
-  const mine: bigint[] = [];
-  for (let p = 0; p < PARTITIONS; p++) mine.push(store.digest(p));
+  const mine = await cluster.writer.partitionDigests(PARTITIONS);
   const theirs = await Promise.all(cluster.replicas.map((r) => cluster.digests.digests(r.peerAddress)));
   for (const [i, map] of theirs.entries()) {
     let differing = 0;
@@ -431,20 +414,20 @@ async function convergenceProblem(cluster: Cluster, sampleFrom: number, sampleCo
     if (differing > 0) return `${cluster.replicas[i]!.nodeId}: ${differing} partitions differ`;
   }
   // Digests cover versions, not bytes: read a sample of values back.
-  const now = Date.now();
   // Half the sample: the ids written last (the likeliest to lag); half spread over the pool.
   const n = Math.min(SAMPLE_IDS, ID_POOL);
   const ids = new Set<string>();
   for (let j = 0; j < Math.min(n / 2, sampleCount); j++) ids.add(cluster.work.ids[(sampleFrom + sampleCount - 1 - j) % ID_POOL]!);
   for (let j = 0; ids.size < n && j < n; j++) ids.add(cluster.work.ids[Math.floor((j * ID_POOL) / n)]!);
+  const list = [...ids];
+  const expected = await cluster.writer.values(list, 'data');
   for (const replica of cluster.replicas) {
-    const list = [...ids];
-    const sessions = await Promise.all(list.map((id) => replica.client.get(id)));
+    const sessions = await Promise.all(list.map((id) => replica.client.get(id, { parts: ['data'] })));
     for (const [j, session] of sessions.entries()) {
-      const stored = store.get(list[j]!, now);
-      const expected = stored === undefined ? undefined : findStoredPart(stored, 'data')?.value;
-      const got = session?.parts.find((p) => p.name === 'data')?.value.toString('latin1');
-      if (got !== expected) return `${replica.nodeId}: session ${j} of the sample has ${got === undefined ? 'no value' : 'another value'}`;
+      const got = session?.parts.find((p) => p.name === 'data')?.value;
+      const want = expected[j];
+      const same = got === undefined || want === undefined ? got === want : Buffer.from(got).equals(want);
+      if (!same) return `${replica.nodeId}: session ${j} of the sample has ${got === undefined ? 'no value' : 'another value'}`;
     }
   }
   return '';
@@ -463,12 +446,15 @@ function kernelRcvbufErrors(): number {
 
 async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Promise<PhaseResult> {
   const { config, replicas, writer, work } = cluster;
-  const count = kind === 'paced' ? Math.round(PACED_RATE * PACED_SECONDS) : (config.puts ?? SESSIONS);
+  // The paced rate is in deltas/s: puts of several parts go at PACED_RATE ÷ parts puts/s.
+  const pacedPutRate = PACED_RATE / config.partsPerPut;
+  const count = kind === 'paced' ? Math.round(pacedPutRate * PACED_SECONDS) : (config.puts ?? SESSIONS);
   const windowPackets = kind === 'windowed' ? Math.max(4, Math.floor(WINDOW_BYTES / config.datagramBytes)) : undefined;
 
   const before = await Promise.all(replicas.map((r) => scrape(r.metricsUrl)));
   const writerBefore = await writer.counters();
-  const cpuBefore = { own: ownCpuSeconds(), replicas: replicas.map((r) => cpuSecondsOf(r.child.process.pid)) };
+  const cpuBefore = { own: ownCpuSeconds(), writer: writer.cpuSeconds(), replicas: replicas.map((r) => cpuSecondsOf(r.child.process.pid)) };
+  const gcBefore = { writer: writer.gc(), replicas: replicas.map((r) => r.gc.snapshot()) };
   const rcvbufBefore = kernelRcvbufErrors();
 
   // Peaks: the writer's retransmit buffer often, the replicas' reassembly gauge sparingly.
@@ -487,7 +473,8 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
           if (s !== undefined) reassemblyPeak[j] = Math.max(reassemblyPeak[j]!, s.value('baton_replication_reassembly_bytes'));
         });
       }
-      await sleep(writer.kind === 'in-process' ? 5 : 50);
+      // A scrape costs the writer CPU when it is not this process: rarely then.
+      await sleep(writer.kind === 'in-process' ? 5 : writer.kind === 'exchange' ? 50 : 500);
     }
   })();
 
@@ -496,7 +483,7 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
   let tWritten: bigint;
   let problem: string | undefined;
   try {
-    load = await runLoad(work, writer, firstK, count, kind === 'paced' ? { rate: PACED_RATE } : { windowPackets });
+    load = await runLoad(work, writer, firstK, count, kind === 'paced' ? { rate: pacedPutRate } : { windowPackets });
     tWritten = process.hrtime.bigint();
     problem = await waitConverged(cluster, firstK, load.puts, CONVERGE_TIMEOUT_MS);
   } finally {
@@ -530,6 +517,8 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
       tooOld: d('baton_replication_dropped_total', { reason: 'too_old' }),
       suspectOrDead: d('baton_cluster_membership_events_total', { type: 'suspect' }) + d('baton_cluster_membership_events_total', { type: 'dead' }),
       cpu: (cpuSecondsOf(r.child.process.pid) - cpuBefore.replicas[i]!) / cpuWall,
+      cpuUsPerDelta: ((cpuSecondsOf(r.child.process.pid) - cpuBefore.replicas[i]!) * 1e6) / applied,
+      gc: gcRate(gcBefore.replicas[i]!, r.gc.snapshot(), cpuWall),
     };
   });
   if (process.env.BENCH_DEBUG === '1') {
@@ -563,7 +552,11 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
     replicas: replicaResults,
     writer: subtractCounters(writerAfter, writerBefore),
     retransmitPeak,
-    writerCpu: (ownCpuSeconds() - cpuBefore.own) / cpuWall,
+    writerCpu: (writer.cpuSeconds() - cpuBefore.writer) / cpuWall,
+    deltasWritten: load.puts * config.partsPerPut,
+    writerCpuUsPerDelta: ((writer.cpuSeconds() - cpuBefore.writer) * 1e6) / (load.puts * config.partsPerPut),
+    writerGc: gcRate(gcBefore.writer, writer.gc(), cpuWall),
+    benchCpu: (ownCpuSeconds() - cpuBefore.own) / cpuWall,
     kernelRcvbufErrors: kernelRcvbufErrors() - rcvbufBefore,
   };
 }
@@ -630,99 +623,7 @@ function peakRss(pid: number | undefined): number {
   }
 }
 
-// --- raw ceiling -----------------------------------------------------------------------
-
-interface RawResult {
-  transport: Transport;
-  size: number;
-  sentPerSecond: number;
-  perReceiver: number[];
-}
-
-async function rawCeiling(transport: Transport, size: number, seconds: number): Promise<RawResult> {
-  const sinks: Child[] = [];
-  const socket = dgram.createSocket({ type: 'udp4', sendBufferSize: 4 * 1024 * 1024 });
-  try {
-    const [groupPort] = await freePeerPorts(1);
-    const group = `239.254.${(groupPort! >> 8) & 0xff}.${groupPort! & 0xff}`;
-    const destinations: { host: string; port: number }[] = [];
-    const sinkMain = path.join(__dirname, 'udp-sink.js');
-    for (let i = 0; i < 3; i++) {
-      const args = transport === 'multicast' ? [sinkMain, 'multicast', group, String(groupPort)] : [sinkMain, 'unicast'];
-      const sink = startChild(`udp-sink ${i + 1}`, process.execPath, args);
-      sinks.push(sink);
-      const [, port] = await sink.waitForLine(/^READY (\d+)$/, 10_000);
-      if (transport === 'unicast') destinations.push({ host: '127.0.0.1', port: Number(port) });
-    }
-    if (transport === 'multicast') destinations.push({ host: group, port: groupPort! });
-    await new Promise<void>((resolve) => socket.bind({ port: 0, address: '127.0.0.1' }, resolve));
-    if (transport === 'multicast') {
-      socket.setMulticastInterface('127.0.0.1');
-      socket.setMulticastLoopback(true);
-      socket.setMulticastTTL(1);
-    }
-    const payload = randomBytes(size);
-    let inFlight = 0;
-    let sent = 0;
-    let running = true;
-    const MAX_IN_FLIGHT = 256;
-    const pump = async () => {
-      const until = Date.now() + (seconds + 2) * 1000;
-      while (running && !interruption.requested && Date.now() < until) {
-        for (let i = 0; i < 64 && inFlight < MAX_IN_FLIGHT; i++) {
-          for (const d of destinations) {
-            inFlight++;
-            socket.send(payload, d.port, d.host, () => {
-              inFlight--;
-              sent++;
-            });
-          }
-        }
-        await new Promise<void>((resolve) => setImmediate(resolve));
-      }
-    };
-    const count = async () =>
-      Promise.all(
-        sinks.map(async (s) => {
-          const line = s.waitForLine(/^COUNT (\d+) (\d+) (\d+)$/, 10_000);
-          s.process.stdin!.write('count\n');
-          const m = await line;
-          return { datagrams: Number(m[1]), ns: BigInt(m[3]!) };
-        }),
-      );
-    const pumping = pump();
-    await sleep(500);
-    const a = await count();
-    const sentA = sent;
-    const tA = process.hrtime.bigint();
-    await sleep(seconds * 1000);
-    const b = await count();
-    const sentB = sent;
-    const tB = process.hrtime.bigint();
-    running = false;
-    await pumping;
-    return {
-      transport,
-      size,
-      sentPerSecond: (sentB - sentA) / (Number(tB - tA) / 1e9),
-      perReceiver: b.map((x, i) => (x.datagrams - a[i]!.datagrams) / (Number(x.ns - a[i]!.ns) / 1e9)),
-    };
-  } finally {
-    socket.close();
-    for (const s of sinks) {
-      s.process.stdin!.end();
-      await s.stop(2000);
-    }
-  }
-}
-
 // --- output ----------------------------------------------------------------------------
-
-function ms(seconds: number): string {
-  if (Number.isNaN(seconds)) return 'n/a';
-  if (seconds === Infinity) return '>5000';
-  return `≤${formatFixed(seconds * 1000, seconds < 0.001 ? 1 : 0)}`;
-}
 
 function kib(bytes: number): string {
   return Number.isFinite(bytes) ? `${formatCount(bytes / 1024)} KiB` : 'n/a';
@@ -745,13 +646,10 @@ function printPhaseLine(r: PhaseResult): void {
       `NACKs ${formatCount(sum(r.replicas.map((x) => x.nacksSent)))}  rtx ${formatCount(r.writer.retransmissions)}  ` +
       `resyncs ${sum(r.replicas.map((x) => x.resyncs))}  kernel drops ${formatCount(r.kernelRcvbufErrors)}  ` +
       `too_old ${formatCount(sum(r.replicas.map((x) => x.tooOld)))}  susp/dead ${sum(r.replicas.map((x) => x.suspectOrDead)) + r.writer.suspectOrDead}  ` +
-      `CPU writer ${pct(r.writerCpu)} replicas ${r.replicas.map((x) => pct(x.cpu)).join('/')}` +
+      `CPU writer ${pct(r.writerCpu)} replicas ${r.replicas.map((x) => pct(x.cpu)).join('/')}  ` +
+      `µs/delta ${cpuPerDelta(r)}  scavenge ms/s ${scavenges(r)}` +
       (r.convergeProblem !== undefined ? `  (${r.convergeProblem})` : ''),
   );
-}
-
-function pct(x: number): string {
-  return Number.isFinite(x) ? `${Math.round(x * 100)}%` : 'n/a';
 }
 
 function sum(values: number[]): number {
@@ -804,6 +702,8 @@ function printReport(results: PhaseResult[], raw: RawResult[], warmups: Map<stri
           'rtx buf peak',
           'reasm peak',
           'CPU w/r',
+          'CPU µs/delta w/r',
+          'scavenge ms/s w/r',
         ],
         rows.map((r) => [
           r.config.name,
@@ -825,6 +725,8 @@ function printReport(results: PhaseResult[], raw: RawResult[], warmups: Map<stri
           kib(r.retransmitPeak),
           kib(maxOf(r.replicas.map((x) => x.reassemblyPeak))),
           `${pct(r.writerCpu)}/${r.replicas.map((x) => pct(x.cpu)).join('+')}`,
+          cpuPerDelta(r),
+          scavenges(r),
         ]),
       ),
     );
@@ -837,7 +739,10 @@ function printReport(results: PhaseResult[], raw: RawResult[], warmups: Map<stri
       'worst replica; lag is owner clock (whole ms) to replica clock (whole ms). delivered/s = deltas applied ÷ (first put → converged).\n' +
       "NACKs: sent by the replicas; rtx: datagrams the writer sent again; inj. drops: datagrams dropped by --inject-loss-percent, all nodes;\n" +
       'kernel drops: UDP RcvbufErrors of the whole machine (/proc/net/snmp) during the phase; too_old: datagrams the replicas\' replay\n' +
-      'windows refused as older than 4096 packets; susp/dead: members marked suspect or dead (all nodes).',
+      'windows refused as older than 4096 packets; susp/dead: members marked suspect or dead (all nodes).\n' +
+      'CPU µs/delta: process CPU time ÷ deltas, the writer per delta written, each replica per delta applied (an in-process writer\n' +
+      "counts this whole process); scavenge ms/s: young-generation GC pause per second of the phase (--trace-gc of the sidecars,\n" +
+      'perf_hooks for this process), 20 ms/s = 2% of the time.',
   );
 
   const problems = results.filter((r) => r.convergeMs === undefined || r.putErrors > 0);
@@ -856,12 +761,23 @@ function printReport(results: PhaseResult[], raw: RawResult[], warmups: Map<stri
     }
   }
   for (const dg of DATAGRAM_SIZES) {
-    for (const [loss, bound] of [[0, 0.002], [5, 0.02]] as const) {
+    for (const [loss, bound] of [[0, 0.005], [5, 0.025]] as const) {
       const r = mc1k(dg, loss, 'paced');
       if (r === undefined) continue;
+      const p50 = maxOf(r.replicas.map((x) => x.lagP50));
       const p99 = maxOf(r.replicas.map((x) => x.lagP99));
-      console.log(`lag p99 ≤ ${bound * 1000} ms at ${formatCount(PACED_RATE)}/s, ${loss}% loss (multicast, 1 KiB, ${dg} B): ${ms(p99)} ms — ${p99 <= bound ? 'met' : 'MISSED'}`);
+      console.log(
+        `lag p50 ≤ 1 ms, p99 ≤ ${bound * 1000} ms at ${formatCount(PACED_RATE)} deltas/s, ${loss}% loss (multicast, 1 KiB, ${dg} B): ` +
+          `${ms(p50)}/${ms(p99)} ms — ${p50 <= 0.001 && p99 <= bound ? 'met' : 'MISSED'}`,
+      );
     }
+  }
+  for (const r of results.filter((x) => x.kind === 'paced' && x.config.lossPercent === 0 && x.config.largeEvery === 0)) {
+    const worst = Math.max(r.writerGc.scavengeMsPerSecond, ...r.replicas.map((x) => x.gc.scavengeMsPerSecond));
+    console.log(
+      `scavenge pauses ≤ 2% of wall time on every process at ${formatCount(PACED_RATE)} deltas/s (${r.config.name}): ` +
+        `${scavenges(r)} ms/s — ${worst <= 20 ? 'met' : 'MISSED'}${r.config.writer === 'sidecar' ? '' : ' (writer: this process)'}`,
+    );
   }
   const converged = results.length - problems.length;
   console.log(`100% convergence: ${converged} of ${results.length} phases converged — ${problems.length === 0 ? 'met' : 'MISSED'}`);
@@ -920,6 +836,24 @@ async function main(): Promise<void> {
     }
   }
   printReport(results, raw, warmups, rss);
+
+  const anchorConfigList = anchorConfigs(ANCHOR_DELTAS).filter((c) => ONLY.length === 0 || ONLY.some((o) => c.name.includes(o)));
+  if (ANCHORS && anchorConfigList.length > 0 && !interruption.requested) {
+    const anchors = await runAnchors({
+      runs: ANCHOR_RUNS,
+      deltas: ANCHOR_DELTAS,
+      jgroupsWarmup: JGROUPS_WARMUP,
+      jgroupsMaxSeconds: JGROUPS_MAX_SECONDS,
+      pacedDeltasPerSecond: PACED_RATE,
+      configs: anchorConfigList,
+      runCluster: async (config) => {
+        const { phases, warmupProblem } = await runCluster(config);
+        if (warmupProblem !== undefined) console.log(`  warm-up did not converge: ${warmupProblem}`);
+        return phases;
+      },
+    });
+    printAnchors(anchors);
+  }
   disarm();
 }
 
