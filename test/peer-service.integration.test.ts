@@ -227,6 +227,14 @@ describe('PeerService over mutual TLS', () => {
         handled++;
         implementation.lookup(call);
       },
+      handoverPrepare: (call, callback) => {
+        handled++;
+        implementation.handoverPrepare(call, callback);
+      },
+      handoverCommit: (call, callback) => {
+        handled++;
+        implementation.handoverCommit(call, callback);
+      },
     };
     server.addService(PeerServiceService, counted);
     servers.push(server);

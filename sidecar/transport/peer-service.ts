@@ -24,6 +24,10 @@ import type { ClusterKey } from '../../src/wire/cluster-key';
 import { MAX_IDS_PER_REQUEST } from '../../src/core/resume-asks';
 import {
   type FetchRequest,
+  type HandoverCommitRequest,
+  type HandoverCommitResponse,
+  type HandoverPrepareRequest,
+  type HandoverPrepareResponse,
   type LookupRequest,
   type LookupResponse,
   PeerServiceClient,
@@ -37,6 +41,19 @@ import { PROTO_ROOT } from '../config/package-root';
 import { guarded, RefusedRequest, RequestScanner } from '../net/request-limits';
 import { OpenStreams } from '../net/server-shutdown';
 import type { Config } from '../config/config';
+
+/**
+ * The receiving side of a live TCP handover (sidecar/capture/tcp-handover.ts), when this node
+ * runs with --tcp-handover. Answers are results; a request it refuses rejects with a
+ * message for the caller (FAILED_PRECONDITION).
+ */
+export interface HandoverReceiver {
+  prepare(request: HandoverPrepareRequest): HandoverPrepareResponse;
+  commit(request: HandoverCommitRequest): HandoverCommitResponse;
+}
+
+/** Frozen connections one HandoverPrepare call may carry. */
+export const MAX_HANDOVER_CONNECTIONS_PER_CALL = 1000;
 
 /** Session ids a peer serves in one Fetch or Lookup request. */
 export { MAX_IDS_PER_REQUEST };
@@ -106,6 +123,7 @@ export function peerServiceDefinition(): typeof PeerServiceService {
       'baton.v1.FetchRequest.session_ids': 4 * MAX_IDS_PER_REQUEST,
       'baton.v1.FetchRequest.partitions': 4 * MAX_PARTITIONS,
       'baton.v1.DigestsRequest.partitions': 4 * MAX_PARTITIONS,
+      'baton.v1.HandoverPrepareRequest.connections': 4 * MAX_HANDOVER_CONNECTIONS_PER_CALL,
     },
     1024,
     4 * (MAX_IDS_PER_REQUEST + MAX_PARTITIONS),
@@ -117,6 +135,7 @@ export function peerServiceDefinition(): typeof PeerServiceService {
     digests: { ...s.digests, requestDeserialize: guarded(s.digests, 'baton.v1.DigestsRequest', scanner, same) },
     fetch: { ...s.fetch, requestDeserialize: guarded(s.fetch, 'baton.v1.FetchRequest', scanner, same) },
     lookup: { ...s.lookup, requestDeserialize: guarded(s.lookup, 'baton.v1.LookupRequest', scanner, same) },
+    handoverPrepare: { ...s.handoverPrepare, requestDeserialize: guarded(s.handoverPrepare, 'baton.v1.HandoverPrepareRequest', scanner, same) },
   } as typeof PeerServiceService;
 }
 
@@ -124,9 +143,16 @@ export function peerServiceDefinition(): typeof PeerServiceService {
 /**
  * The PeerService handlers. Lookup streams stay open as long as their caller wants; each
  * registers in `streams`, so a stopping node can end them (its callers then open a new
- * stream to another peer) instead of waiting for them.
+ * stream to another peer) instead of waiting for them. The handover calls go to
+ * `handover()` (set once the node's proxy runs; undefined without --tcp-handover).
  */
-export function peerServiceImplementation(store: SessionStore, nodeId: string, partitions: number, streams = new OpenStreams()): PeerServiceServer {
+export function peerServiceImplementation(
+  store: SessionStore,
+  nodeId: string,
+  partitions: number,
+  streams = new OpenStreams(),
+  handover: () => HandoverReceiver | undefined = () => undefined,
+): PeerServiceServer {
   // Each partition once: a request naming one partition many times would otherwise have it
   // streamed that many times.
   const checkPartitions = (asked: readonly number[]): number[] | undefined => {
@@ -206,6 +232,29 @@ export function peerServiceImplementation(store: SessionStore, nodeId: string, p
         send(false);
       });
       call.on('end', () => call.end());
+    },
+    handoverPrepare: (call, callback) => {
+      const request: unknown = call.request;
+      if (request instanceof RefusedRequest) return callback({ code: request.code, details: request.details });
+      const receiver = handover();
+      if (receiver === undefined) return callback({ code: status.FAILED_PRECONDITION, details: `node ${nodeId} does not take TCP handovers (--tcp-handover is off)` });
+      if (call.request.connections.length > MAX_HANDOVER_CONNECTIONS_PER_CALL) {
+        return callback({ code: status.INVALID_ARGUMENT, details: `a handover call carries at most ${MAX_HANDOVER_CONNECTIONS_PER_CALL} connections` });
+      }
+      try {
+        callback(null, receiver.prepare(call.request));
+      } catch (err) {
+        callback({ code: status.FAILED_PRECONDITION, details: (err as Error).message });
+      }
+    },
+    handoverCommit: (call, callback) => {
+      const receiver = handover();
+      if (receiver === undefined) return callback({ code: status.FAILED_PRECONDITION, details: `node ${nodeId} does not take TCP handovers (--tcp-handover is off)` });
+      try {
+        callback(null, receiver.commit(call.request));
+      } catch (err) {
+        callback({ code: status.FAILED_PRECONDITION, details: (err as Error).message });
+      }
     },
   };
 }

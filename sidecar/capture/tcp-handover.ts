@@ -1,0 +1,449 @@
+/**
+ * Live TCP handover on a planned move (--tcp-handover): on SIGTERM the proxy's plain-HTTP
+ * client connections to --virtual-address that are idle between requests are frozen
+ * (tcp-repair.ts) and handed, with their sessions, to a live peer, which restores them in
+ * repair mode; --handover-hook moves the address; the peer's copies go live in its proxy;
+ * only then are the frozen sockets here closed (silently). The client's TCP connection
+ * goes on: no RST, no FIN, no byte lost or doubled.
+ *
+ * Rules:
+ * - Optional: TcpHandover.create refuses (ConfigError, exit 2) at start when TCP repair
+ *   cannot work in this process (no koffi, no CAP_NET_ADMIN), never at drain time.
+ * - A connection is frozen only between requests: reads stopped (its next request waits in
+ *   the kernel and moves with the receive queue), no request half-read, its answer handed
+ *   to the kernel. A connection busy mid-request is read to the end of its request and
+ *   answered first; one still busy when the wait ends stays here and drains normally.
+ * - Every failure before the address moves leaves the connection working here: a peer that
+ *   restores nothing, refuses, or does not answer, and a hook that fails or overruns
+ *   --handover-hook-timeout-ms, revive the frozen sockets into this proxy (the hook's
+ *   failure is logged and the drain goes on). After the address moved there is no way
+ *   back; the frozen sockets are closed silently.
+ * - Receiving: restored connections wait in repair mode at most PREPARED_TTL_MS for their
+ *   commit, and at most MAX_PENDING_CONNECTIONS wait at once; a connection for another
+ *   address than --virtual-address, or one the kernel refuses, is answered as failed.
+ */
+import { execFile } from 'node:child_process';
+import type { Socket } from 'node:net';
+import { Metadata } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type {
+  FrozenTcpConnection,
+  HandoverCommitRequest,
+  HandoverCommitResponse,
+  HandoverPrepareRequest,
+  HandoverPrepareResponse,
+  PeerServiceClient,
+} from '../../src/gen/baton/v1/peer';
+import { ConfigError } from '../../src/wire/errors';
+import { MAX_HANDOVER_CONNECTIONS_PER_CALL, type HandoverReceiver } from '../transport/peer-service';
+import type { ConnectionState } from '../proxy/proxy-server';
+import { startReading, stopReading, tcpRepairUnavailable, TcpRepair, type FrozenConnection, type FrozenConnectionState, type RestoredConnection } from './tcp-repair';
+
+/** How long restored connections wait in repair mode for their commit before they are dropped. */
+export const PREPARED_TTL_MS = 30_000;
+/** Restored connections waiting for a commit at once, over all handovers. */
+export const MAX_PENDING_CONNECTIONS = 20_000;
+/** Longest wait for busy connections to finish their request before the handover goes ahead without them. */
+const BUSY_WAIT_MS = 10_000;
+/** Time left for the peer calls and the hook after the busy wait, beyond the hook's own bound. */
+const CALLS_RESERVE_MS = 2000;
+/** Deadline of one peer call. */
+const PEER_CALL_MS = 5000;
+/** How often busy connections are looked at while the handover waits for them. */
+const BUSY_POLL_MS = 2;
+
+/** What the handover needs of the proxy (ProxyServer implements it). */
+export interface HandoverProxy {
+  clientConnections(): Socket[];
+  connectionState(socket: Socket): ConnectionState;
+  sessionOf(socket: Socket): string | undefined;
+  adopt(socket: Socket): void;
+  resumeSession(sessionId: string): Promise<void>;
+}
+
+/** The live peer a handover goes to. */
+export interface HandoverPeer {
+  nodeId: string;
+  /** Its peer address (gRPC PeerService), host:port. */
+  address: string;
+  client: PeerServiceClient;
+}
+
+export interface TcpHandoverOptions {
+  nodeId: string;
+  virtualAddress: string;
+  /** Shell command that moves the address; '' = it moves by other means. */
+  hook: string;
+  hookTimeoutMs: number;
+  proxy: HandoverProxy;
+  /** The peer to hand over to now, or undefined when no peer is live. */
+  peer: () => HandoverPeer | undefined;
+  log: Logger;
+}
+
+/** What one handover did, for the log and the caller. */
+export interface HandoverResult {
+  peer: string | undefined;
+  /** Connections to the virtual address when the handover began. */
+  connections: number;
+  /** Connections that went live on the peer. */
+  handedOver: number;
+  /** Frozen, then revived here because the handover did not happen for them. */
+  revived: number;
+  /** From SIGTERM's handover start until the peer's copies were live. */
+  durationMs: number;
+  /** The connections were frozen (or the busy wait ended) this long after the start. */
+  frozenAfterMs: number;
+  hookMs: number | undefined;
+}
+
+interface Outgoing {
+  id: bigint;
+  frozen: FrozenConnection;
+  sessionId: string | undefined;
+}
+
+interface Incoming {
+  connections: Map<bigint, RestoredConnection>;
+  timer: NodeJS.Timeout;
+}
+
+export class TcpHandover implements HandoverReceiver {
+  private readonly incoming = new Map<bigint, Incoming>();
+  private pendingConnections = 0;
+  private nextHandoverId = BigInt(Date.now()) << 16n;
+
+  private constructor(
+    private readonly options: TcpHandoverOptions,
+    private readonly repair: TcpRepair,
+  ) {}
+
+  /** Refuses (ConfigError) when this process cannot use TCP repair. */
+  static create(options: TcpHandoverOptions): TcpHandover {
+    const missing = tcpRepairUnavailable();
+    if (missing !== undefined) throw new ConfigError(`--tcp-handover cannot work in this process: ${missing}`);
+    return new TcpHandover(options, TcpRepair.load());
+  }
+
+  /** Sending side, on SIGTERM: hands the idle connections over; resolves when settled (never rejects). */
+  async handOver(deadline: number): Promise<HandoverResult> {
+    const log = this.options.log;
+    const started = performance.now();
+    const result: HandoverResult = { peer: undefined, connections: 0, handedOver: 0, revived: 0, durationMs: 0, frozenAfterMs: 0, hookMs: undefined };
+    const finish = () => {
+      result.durationMs = Math.round(performance.now() - started);
+      log.info({ ...result }, 'tcp handover done');
+      return result;
+    };
+    const candidates = this.options.proxy.clientConnections().filter((s) => sameAddress(s.localAddress, this.options.virtualAddress));
+    result.connections = candidates.length;
+    const peer = this.options.peer();
+    result.peer = peer?.nodeId;
+    if (candidates.length === 0) return finish();
+    if (peer === undefined) {
+      log.warn({ connections: candidates.length }, 'tcp handover: no live peer; the connections drain here');
+      return finish();
+    }
+    const waitUntil = Math.min(Date.now() + BUSY_WAIT_MS, deadline - this.options.hookTimeoutMs - CALLS_RESERVE_MS);
+    const ready = await this.quiesce(candidates, waitUntil);
+    const outgoing = this.freeze(ready);
+    result.frozenAfterMs = Math.round(performance.now() - started);
+    if (outgoing.length === 0) return finish();
+    const handoverId = this.nextHandoverId++;
+
+    const restored = await this.sendPrepare(peer, handoverId, outgoing).catch((err: unknown) => {
+      log.warn({ peer: peer.nodeId, err: (err as Error).message }, 'tcp handover: the peer did not take the connections; they stay here');
+      return new Set<bigint>();
+    });
+    const moving = outgoing.filter((o) => restored.has(o.id));
+    result.revived += this.revive(outgoing.filter((o) => !restored.has(o.id)));
+    if (moving.length === 0) return finish();
+
+    const hookStarted = performance.now();
+    const hookError = await this.runHook(peer);
+    result.hookMs = Math.round(performance.now() - hookStarted);
+    if (hookError !== undefined) {
+      log.error({ hook: this.options.hook, err: hookError }, 'tcp handover: --handover-hook failed; the connections stay here and drain');
+      await this.sendCommit(peer, { handoverId, abort: true }).catch(() => undefined);
+      result.revived += this.revive(moving);
+      return finish();
+    }
+    // The address has moved: from here on the connections live on the peer or nowhere.
+    const live = await this.sendCommit(peer, { handoverId, abort: false })
+      .catch(() => this.sendCommit(peer, { handoverId, abort: false }))
+      .catch((err: unknown) => {
+        log.error({ peer: peer.nodeId, err: (err as Error).message }, 'tcp handover: the peer did not confirm after the address moved; the connections are lost');
+        return new Set<bigint>();
+      });
+    for (const o of moving) o.frozen.release();
+    result.handedOver = moving.filter((o) => live.has(o.id)).length;
+    return finish();
+  }
+
+  /** Stops reading every candidate; answers those idle between requests once they are (or when the wait ends). */
+  private async quiesce(candidates: Socket[], waitUntil: number): Promise<Socket[]> {
+    const proxy = this.options.proxy;
+    const pending = new Set(candidates);
+    const ready: Socket[] = [];
+    for (;;) {
+      for (const socket of pending) {
+        if (socket.destroyed) {
+          pending.delete(socket);
+          continue;
+        }
+        stopReading(socket);
+        const state = proxy.connectionState(socket);
+        if (state === 'idle') {
+          pending.delete(socket);
+          ready.push(socket);
+        } else if (state === 'reading') {
+          // A request half read: read it to its end (the answer comes before the move).
+          startReading(socket);
+        }
+      }
+      if (pending.size === 0 || Date.now() >= waitUntil) break;
+      await new Promise((resolve) => setTimeout(resolve, BUSY_POLL_MS));
+    }
+    for (const socket of pending) startReading(socket);
+    return ready;
+  }
+
+  private freeze(ready: Socket[]): Outgoing[] {
+    const outgoing: Outgoing[] = [];
+    let id = 0n;
+    for (const socket of ready) {
+      const sessionId = this.options.proxy.sessionOf(socket);
+      let frozen: FrozenConnection;
+      try {
+        frozen = this.repair.freeze(socket);
+      } catch (err) {
+        // Closed by the client meanwhile, or the kernel refused: it goes on (or ends) here.
+        this.options.log.debug({ err: (err as Error).message }, 'tcp handover: a connection could not be frozen');
+        startReading(socket);
+        continue;
+      }
+      // Node's descriptor is closed, not the connection: the frozen one keeps it.
+      socket.destroy();
+      outgoing.push({ id: id++, frozen, sessionId });
+    }
+    return outgoing;
+  }
+
+  private revive(connections: Outgoing[]): number {
+    let revived = 0;
+    for (const o of connections) {
+      try {
+        this.options.proxy.adopt(o.frozen.revive());
+        revived++;
+      } catch (err) {
+        o.frozen.release();
+        this.options.log.warn({ err: (err as Error).message }, 'tcp handover: a frozen connection could not be revived');
+      }
+    }
+    return revived;
+  }
+
+  private async sendPrepare(peer: HandoverPeer, handoverId: bigint, outgoing: Outgoing[]): Promise<Set<bigint>> {
+    const restored = new Set<bigint>();
+    for (let i = 0; i < outgoing.length; i += MAX_HANDOVER_CONNECTIONS_PER_CALL) {
+      const connections = outgoing.slice(i, i + MAX_HANDOVER_CONNECTIONS_PER_CALL).map((o) => toMessage(o.id, o.frozen.state, o.sessionId));
+      const response = await unary<HandoverPrepareRequest, HandoverPrepareResponse>(peer.client.handoverPrepare.bind(peer.client), {
+        handoverId,
+        fromNodeId: this.options.nodeId,
+        connections,
+      });
+      for (const id of response.restored) restored.add(id);
+      for (const failure of response.failed) this.options.log.debug({ reason: failure.reason }, 'tcp handover: the peer could not restore a connection');
+    }
+    return restored;
+  }
+
+  private async sendCommit(peer: HandoverPeer, request: HandoverCommitRequest): Promise<Set<bigint>> {
+    const response = await unary<HandoverCommitRequest, HandoverCommitResponse>(peer.client.handoverCommit.bind(peer.client), request);
+    return new Set(response.live);
+  }
+
+  /** Runs --handover-hook; answers why it failed, or undefined. */
+  private runHook(peer: HandoverPeer): Promise<string | undefined> {
+    const hook = this.options.hook;
+    if (hook === '') return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      execFile(
+        '/bin/sh',
+        ['-c', hook],
+        {
+          timeout: this.options.hookTimeoutMs,
+          killSignal: 'SIGKILL',
+          env: { ...process.env, BATON_HANDOVER_PEER: peer.nodeId, BATON_HANDOVER_PEER_ADDRESS: peer.address, BATON_VIRTUAL_ADDRESS: this.options.virtualAddress },
+        },
+        (err, _stdout, stderr) => {
+          if (err === null) return resolve(undefined);
+          const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: number | string };
+          if (e.killed) return resolve(`did not finish within ${this.options.hookTimeoutMs} ms (--handover-hook-timeout-ms)`);
+          resolve(`exit ${String(e.code)}: ${stderr.trim().slice(0, 500) || e.message}`);
+        },
+      );
+    });
+  }
+
+  /** Receiving side: restores the connections in repair mode and resumes their sessions. */
+  prepare(request: HandoverPrepareRequest): HandoverPrepareResponse {
+    const count = request.connections.length;
+    if (this.pendingConnections + count > MAX_PENDING_CONNECTIONS) {
+      throw new Error(`too many handed-over connections waiting for a commit (at most ${MAX_PENDING_CONNECTIONS})`);
+    }
+    let entry = this.incoming.get(request.handoverId);
+    if (entry === undefined) {
+      const created: Incoming = { connections: new Map(), timer: setTimeout(() => this.drop(request.handoverId, 'no commit came in time'), PREPARED_TTL_MS) };
+      created.timer.unref();
+      this.incoming.set(request.handoverId, (entry = created));
+    }
+    const response: HandoverPrepareResponse = { restored: [], failed: [] };
+    const sessions = new Set<string>();
+    for (const message of request.connections) {
+      const fail = (reason: string) => response.failed.push({ connectionId: message.connectionId, reason });
+      if (entry.connections.has(message.connectionId)) {
+        fail('restored already');
+        continue;
+      }
+      const state = fromMessage(message);
+      if (!sameAddress(state.localAddress, this.options.virtualAddress)) {
+        fail(`not a connection to --virtual-address ${this.options.virtualAddress}`);
+        continue;
+      }
+      const invalid = invalidState(state);
+      if (invalid !== undefined) {
+        fail(invalid);
+        continue;
+      }
+      try {
+        entry.connections.set(message.connectionId, this.repair.restore(state));
+        this.pendingConnections++;
+        response.restored.push(message.connectionId);
+        if (message.sessionId !== '') sessions.add(message.sessionId);
+      } catch (err) {
+        fail((err as Error).message);
+      }
+    }
+    for (const sessionId of sessions) {
+      this.options.proxy.resumeSession(sessionId).catch((err: unknown) => this.options.log.debug({ err: (err as Error).message }, 'tcp handover: a session could not be resumed ahead'));
+    }
+    this.options.log.info({ from: request.fromNodeId, restored: response.restored.length, failed: response.failed.length }, 'tcp handover: connections restored, waiting for the address');
+    return response;
+  }
+
+  /** Receiving side: the restored connections go live in the proxy (or are closed, on abort). */
+  commit(request: HandoverCommitRequest): HandoverCommitResponse {
+    const entry = this.incoming.get(request.handoverId);
+    if (entry === undefined) return { live: [] };
+    if (request.abort) {
+      this.drop(request.handoverId, 'the sender called it off');
+      return { live: [] };
+    }
+    this.forget(request.handoverId, entry);
+    const live: bigint[] = [];
+    for (const [id, restored] of entry.connections) {
+      try {
+        this.options.proxy.adopt(restored.goLive());
+        live.push(id);
+      } catch (err) {
+        this.options.log.warn({ err: (err as Error).message }, 'tcp handover: a restored connection could not go live');
+      }
+    }
+    this.options.log.info({ live: live.length }, 'tcp handover: connections live');
+    return { live };
+  }
+
+  /** Node stopping: restored connections that never got their commit are dropped. */
+  stop(): void {
+    for (const id of [...this.incoming.keys()]) this.drop(id, 'this node is stopping');
+  }
+
+  private drop(handoverId: bigint, why: string): void {
+    const entry = this.incoming.get(handoverId);
+    if (entry === undefined) return;
+    this.forget(handoverId, entry);
+    for (const restored of entry.connections.values()) restored.abort();
+    this.options.log.warn({ connections: entry.connections.size, why }, 'tcp handover: restored connections dropped');
+  }
+
+  private forget(handoverId: bigint, entry: Incoming): void {
+    clearTimeout(entry.timer);
+    this.incoming.delete(handoverId);
+    this.pendingConnections -= entry.connections.size;
+  }
+}
+
+type UnaryCall<Req, Res> = (request: Req, metadata: Metadata, options: { deadline: number }, callback: (err: Error | null, response: Res) => void) => unknown;
+
+function unary<Req, Res>(call: UnaryCall<Req, Res>, request: Req): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    call(request, new Metadata(), { deadline: Date.now() + PEER_CALL_MS }, (err, response) => (err ? reject(err) : resolve(response)));
+  });
+}
+
+/** Addresses equal, IPv4-mapped IPv6 included. */
+function sameAddress(a: string | undefined, b: string): boolean {
+  if (a === undefined) return false;
+  const plain = (x: string) => (x.startsWith('::ffff:') ? x.slice(7) : x);
+  return plain(a) === plain(b);
+}
+
+/** Why a state from the wire cannot be a connection, or undefined. */
+function invalidState(s: FrozenConnectionState): string | undefined {
+  if (s.localPort < 1 || s.localPort > 65535 || s.remotePort < 1 || s.remotePort > 65535) return 'a port out of range';
+  if (s.mss < 1 || s.mss > 65535) return 'an MSS out of range';
+  if (s.sndWscale > 14 || s.rcvWscale > 14) return 'a window scale over 14';
+  if (s.unsentBytes > s.sendQueue.length) return 'more unsent bytes than the send queue holds';
+  return undefined;
+}
+
+function toMessage(id: bigint, s: FrozenConnectionState, sessionId: string | undefined): FrozenTcpConnection {
+  return {
+    connectionId: id,
+    localAddress: s.localAddress,
+    localPort: s.localPort,
+    remoteAddress: s.remoteAddress,
+    remotePort: s.remotePort,
+    sendSeq: s.sendSeq,
+    recvSeq: s.recvSeq,
+    sendQueue: s.sendQueue,
+    unsentBytes: s.unsentBytes,
+    recvQueue: s.recvQueue,
+    mss: s.mss,
+    timestamps: s.timestamps,
+    sack: s.sack,
+    windowScaling: s.windowScaling,
+    sndWscale: s.sndWscale,
+    rcvWscale: s.rcvWscale,
+    timestamp: s.timestamp,
+    sndWl1: s.window.sndWl1,
+    sndWnd: s.window.sndWnd,
+    maxWindow: s.window.maxWindow,
+    rcvWnd: s.window.rcvWnd,
+    rcvWup: s.window.rcvWup,
+    sessionId: sessionId ?? '',
+  };
+}
+
+function fromMessage(m: FrozenTcpConnection): FrozenConnectionState {
+  return {
+    localAddress: m.localAddress,
+    localPort: m.localPort,
+    remoteAddress: m.remoteAddress,
+    remotePort: m.remotePort,
+    sendSeq: m.sendSeq,
+    recvSeq: m.recvSeq,
+    sendQueue: Buffer.from(m.sendQueue),
+    unsentBytes: m.unsentBytes,
+    recvQueue: Buffer.from(m.recvQueue),
+    mss: m.mss,
+    timestamps: m.timestamps,
+    sack: m.sack,
+    windowScaling: m.windowScaling,
+    sndWscale: m.sndWscale,
+    rcvWscale: m.rcvWscale,
+    timestamp: m.timestamp,
+    window: { sndWl1: m.sndWl1, sndWnd: m.sndWnd, maxWindow: m.maxWindow, rcvWnd: m.rcvWnd, rcvWup: m.rcvWup },
+  };
+}
