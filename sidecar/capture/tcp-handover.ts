@@ -132,7 +132,18 @@ export class TcpHandover implements HandoverReceiver {
     const result: HandoverResult = { peer: undefined, connections: 0, handedOver: 0, revived: 0, durationMs: 0, frozenAfterMs: 0, hookMs: undefined };
     const finish = () => {
       result.durationMs = Math.round(performance.now() - started);
-      log.info({ ...result }, 'tcp handover done');
+      log.info(
+        {
+          peer: result.peer,
+          connections: result.connections,
+          handed_over: result.handedOver,
+          revived: result.revived,
+          duration_ms: result.durationMs,
+          frozen_after_ms: result.frozenAfterMs,
+          hook_ms: result.hookMs,
+        },
+        'tcp handover done',
+      );
       return result;
     };
     const candidates = this.options.proxy.clientConnections().filter((s) => sameAddress(s.localAddress, this.options.virtualAddress));
