@@ -10,6 +10,7 @@
  * When namespaces cannot be made here, the test fails with the reason under CI and is
  * skipped with the reason in its title elsewhere, as the chaos tests do.
  */
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
@@ -174,9 +175,9 @@ async function startWebServer(l: HandoverLab, label: HostLabel): Promise<void> {
   await child.waitFor((line) => (line === 'listening' ? true : undefined), 10_000, 'listen');
 }
 
-async function startBaton(l: HandoverLab, label: 'a' | 'b', socketDir: string, clusterKey: string): Promise<NamespacedBaton> {
+async function startBaton(l: HandoverLab, label: 'a' | 'b', socketDir: string, clusterKey: string, hookOverride?: string): Promise<NamespacedBaton> {
   const apiSocket = path.join(socketDir, `${label}-api.sock`);
-  const hook = l.routeCommand(label === 'a' ? 'b' : 'a').join(' ');
+  const hook = hookOverride ?? l.routeCommand(label === 'a' ? 'b' : 'a').join(' ');
   const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BATON_')));
   const node = await BatonProcess.start({
     name: `baton on ${label}`,
@@ -202,6 +203,7 @@ async function startBaton(l: HandoverLab, label: 'a' | 'b', socketDir: string, c
     startTimeoutMs: 20_000,
   });
   const baton = new NamespacedBaton({ label, netns: l.netns(label), address: l.address(label), apiSocket, httpSocket: path.join(socketDir, 'unused.sock') }, node);
+  await node.ready();
   nodes.push(baton);
   return baton;
 }
@@ -289,4 +291,54 @@ describe('live TCP handover', () => {
     },
     120_000,
   );
+
+  namespaceTest(
+    'a failing hook leaves the connections on a, revived, and the drain closes them normally (a FIN, not a reset or silence)',
+    async () => {
+      const l = lab!;
+      await Promise.all(nodes.splice(0).map((n) => n.stop('SIGTERM', DRAIN_TIMEOUT_SECONDS * 1000 + 5000)));
+      await l.routeVipTo('a');
+      const socketDir = mkdtempSync(path.join(tmpdir(), 'baton-handover-'));
+      socketDirs.push(socketDir);
+      const clusterKey = randomBytes(32).toString('base64');
+      const a = await startBaton(l, 'a', socketDir, clusterKey, 'sleep 1; echo the address cannot move >&2; exit 3');
+      const b = await startBaton(l, 'b', socketDir, clusterKey);
+      await pollUntil(async () => (await a.memberStates()).b === 'alive' && (await b.memberStates()).a === 'alive', 'a and b see each other alive', 20_000);
+      const clients: ClientConnection[] = [];
+      for (let i = 0; i < 5; i++) {
+        const connection = new ClientConnection(`idle ${i}`, await l.connectIn('client', VIP, PROXY_PORT));
+        clients.push(connection);
+        await connection.get([`/stay/${i}`]);
+      }
+      const stopped = await a.stop('SIGTERM', DRAIN_TIMEOUT_SECONDS * 1000 + 5000);
+      expect({ code: stopped.code, killed: stopped.killed }).toEqual({ code: 0, killed: false });
+      expect(a.logs.find((e) => e.msg === 'tcp handover: --handover-hook failed; the connections stay here and drain')?.err).toMatch(/exit 3: the address cannot move/);
+      expect(a.logs.find((e) => e.msg === 'tcp handover done')).toMatchObject({ handed_over: 0, revived: 5 });
+      expect(b.logs.find((e) => e.msg === 'tcp handover: restored connections dropped')).toMatchObject({ connections: 5, why: 'the sender called it off' });
+      // The drain closed them as it closes any idle connection: a FIN, never a reset. (A
+      // connection that was not revived would have been closed in repair mode: no FIN at all.)
+      await pollUntil(() => Promise.resolve(clients.every((c) => c.events.includes('close'))), 'the drain closed every connection', 10_000);
+      for (const c of clients) expect({ name: c.name, events: c.events }).toEqual({ name: c.name, events: ['end', 'close'] });
+    },
+    120_000,
+  );
+});
+
+describe('--tcp-handover at start', () => {
+  it('refuses to start without CAP_NET_ADMIN, naming the reason (exit 2), before binding anything', () => {
+    if (process.getuid?.() !== 0) throw new Error('cannot run here: dropping CAP_NET_ADMIN needs root (CI runs as root)');
+    const result = spawnSync(
+      'setpriv',
+      [
+        '--bounding-set', '-net_admin', '--inh-caps', '-net_admin', '--',
+        process.execPath, BATON_BIN, 'sidecar',
+        '--node-id', 'x', '--api-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--peer-listen', '127.0.0.1:0',
+        '--proxy-listen', '0.0.0.0:0', '--proxy-upstream', 'http://127.0.0.1:1', '--tcp-handover', '--virtual-address', '127.0.0.1',
+      ],
+      { encoding: 'utf8', timeout: 20_000 },
+    );
+    expect(result.error).toBeUndefined();
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(/--tcp-handover cannot work in this process: TCP_REPAIR needs CAP_NET_ADMIN/);
+  });
 });
