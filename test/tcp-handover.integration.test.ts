@@ -284,9 +284,13 @@ describe('live TCP handover', () => {
       for (const connection of [...idle, stream]) expect({ name: connection.name, events: connection.events }).toEqual({ name: connection.name, events: [] });
       console.log(
         `tcp handover: ${String(done.handed_over)} connections a → b in ${String(done.duration_ms)} ms from SIGTERM ` +
-          `(frozen after ${String(done.frozen_after_ms)} ms, hook ${String(done.hook_ms)} ms); ${servedBy.length} pipelined answers; ` +
+          `(frozen after ${String(done.frozen_after_ms)} ms; peer restore ${String(done.prepare_ms)} ms, hook ${String(done.hook_ms)} ms, go-live ${String(done.commit_ms)} ms); ` +
+          `${servedBy.length} pipelined answers; ` +
           `${resumedAhead.filter(Boolean).length}/${IDLE_CONNECTIONS} sessions taken over by b before their next request`,
       );
+      const restoredOnB = b.logs.find((e) => e.msg === 'tcp handover: connections restored, waiting for the address');
+      const liveOnB = b.logs.find((e) => e.msg === 'tcp handover: connections live');
+      console.log(`on b: ${String(restoredOnB?.restored)} restored in ${String(restoredOnB?.restore_ms)} ms, live in ${String(liveOnB?.live_ms)} ms`);
       for (const connection of [...idle, stream]) connection.socket.destroy();
     },
     120_000,

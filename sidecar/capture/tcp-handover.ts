@@ -95,6 +95,9 @@ export interface HandoverResult {
   /** The connections were frozen (or the busy wait ended) this long after the start. */
   frozenAfterMs: number;
   hookMs: number | undefined;
+  /** The peer's restore (HandoverPrepare) and go-live (HandoverCommit) calls. */
+  prepareMs: number | undefined;
+  commitMs: number | undefined;
 }
 
 interface Outgoing {
@@ -129,7 +132,7 @@ export class TcpHandover implements HandoverReceiver {
   async handOver(deadline: number): Promise<HandoverResult> {
     const log = this.options.log;
     const started = performance.now();
-    const result: HandoverResult = { peer: undefined, connections: 0, handedOver: 0, revived: 0, durationMs: 0, frozenAfterMs: 0, hookMs: undefined };
+    const result: HandoverResult = { peer: undefined, connections: 0, handedOver: 0, revived: 0, durationMs: 0, frozenAfterMs: 0, hookMs: undefined, prepareMs: undefined, commitMs: undefined };
     const finish = () => {
       result.durationMs = Math.round(performance.now() - started);
       log.info(
@@ -141,6 +144,8 @@ export class TcpHandover implements HandoverReceiver {
           duration_ms: result.durationMs,
           frozen_after_ms: result.frozenAfterMs,
           hook_ms: result.hookMs,
+          prepare_ms: result.prepareMs,
+          commit_ms: result.commitMs,
         },
         'tcp handover done',
       );
@@ -162,10 +167,12 @@ export class TcpHandover implements HandoverReceiver {
     if (outgoing.length === 0) return finish();
     const handoverId = this.nextHandoverId++;
 
+    const prepareStarted = performance.now();
     const restored = await this.sendPrepare(peer, handoverId, outgoing).catch((err: unknown) => {
       log.warn({ peer: peer.nodeId, err: (err as Error).message }, 'tcp handover: the peer did not take the connections; they stay here');
       return new Set<bigint>();
     });
+    result.prepareMs = Math.round(performance.now() - prepareStarted);
     const moving = outgoing.filter((o) => restored.has(o.id));
     result.revived += this.revive(outgoing.filter((o) => !restored.has(o.id)));
     if (moving.length === 0) return finish();
@@ -180,12 +187,14 @@ export class TcpHandover implements HandoverReceiver {
       return finish();
     }
     // The address has moved: from here on the connections live on the peer or nowhere.
+    const commitStarted = performance.now();
     const live = await this.sendCommit(peer, { handoverId, abort: false })
       .catch(() => this.sendCommit(peer, { handoverId, abort: false }))
       .catch((err: unknown) => {
         log.error({ peer: peer.nodeId, err: (err as Error).message }, 'tcp handover: the peer did not confirm after the address moved; the connections are lost');
         return new Set<bigint>();
       });
+    result.commitMs = Math.round(performance.now() - commitStarted);
     for (const o of moving) o.frozen.release();
     result.handedOver = moving.filter((o) => live.has(o.id)).length;
     return finish();
@@ -309,6 +318,7 @@ export class TcpHandover implements HandoverReceiver {
       created.timer.unref();
       this.incoming.set(request.handoverId, (entry = created));
     }
+    const started = performance.now();
     const response: HandoverPrepareResponse = { restored: [], failed: [] };
     const sessions = new Set<string>();
     for (const message of request.connections) {
@@ -339,7 +349,10 @@ export class TcpHandover implements HandoverReceiver {
     for (const sessionId of sessions) {
       this.options.proxy.resumeSession(sessionId).catch((err: unknown) => this.options.log.debug({ err: (err as Error).message }, 'tcp handover: a session could not be resumed ahead'));
     }
-    this.options.log.info({ from: request.fromNodeId, restored: response.restored.length, failed: response.failed.length }, 'tcp handover: connections restored, waiting for the address');
+    this.options.log.info(
+      { from: request.fromNodeId, restored: response.restored.length, failed: response.failed.length, restore_ms: Math.round((performance.now() - started) * 10) / 10 },
+      'tcp handover: connections restored, waiting for the address',
+    );
     return response;
   }
 
@@ -352,6 +365,7 @@ export class TcpHandover implements HandoverReceiver {
       return { live: [] };
     }
     this.forget(request.handoverId, entry);
+    const started = performance.now();
     const live: bigint[] = [];
     for (const [id, restored] of entry.connections) {
       try {
@@ -361,7 +375,7 @@ export class TcpHandover implements HandoverReceiver {
         this.options.log.warn({ err: (err as Error).message }, 'tcp handover: a restored connection could not go live');
       }
     }
-    this.options.log.info({ live: live.length }, 'tcp handover: connections live');
+    this.options.log.info({ live: live.length, live_ms: Math.round((performance.now() - started) * 10) / 10 }, 'tcp handover: connections live');
     return { live };
   }
 
