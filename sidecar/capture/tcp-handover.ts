@@ -121,8 +121,12 @@ export class TcpHandover implements HandoverReceiver {
     private readonly repair: TcpRepair,
   ) {}
 
-  /** Refuses (ConfigError) when this process cannot use TCP repair. */
-  static create(options: TcpHandoverOptions): TcpHandover {
+  /**
+   * Refuses (ConfigError) when this process cannot use TCP repair. `repair` is for tests
+   * that give it socket calls of their own.
+   */
+  static create(options: TcpHandoverOptions, repair?: TcpRepair): TcpHandover {
+    if (repair !== undefined) return new TcpHandover(options, repair);
     const missing = tcpRepairUnavailable();
     if (missing !== undefined) throw new ConfigError(`--tcp-handover cannot work in this process: ${missing}`);
     return new TcpHandover(options, TcpRepair.load());
