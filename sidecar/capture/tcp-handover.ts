@@ -47,6 +47,12 @@ export const MAX_PENDING_CONNECTIONS = 20_000;
 const BUSY_WAIT_MS = 10_000;
 /** Time left for the peer calls and the hook after the busy wait, beyond the hook's own bound. */
 const CALLS_RESERVE_MS = 2000;
+/**
+ * Queue bytes one HandoverPrepare call carries at most (with more connections than one):
+ * the peer's gRPC server takes messages of up to 4 MiB. A single connection over it goes
+ * alone, and is revived here if the peer refuses it.
+ */
+const PREPARE_CALL_BYTES = 3 * 1024 * 1024;
 /** Deadline of one peer call. */
 const PEER_CALL_MS = 5000;
 /** How often busy connections are looked at while the handover waits for them. */
@@ -172,8 +178,10 @@ export class TcpHandover implements HandoverReceiver {
     const handoverId = this.nextHandoverId++;
 
     const prepareStarted = performance.now();
-    const restored = await this.sendPrepare(peer, handoverId, outgoing).catch((err: unknown) => {
+    const restored = await this.sendPrepare(peer, handoverId, outgoing).catch(async (err: unknown) => {
       log.warn({ peer: peer.nodeId, err: (err as Error).message }, 'tcp handover: the peer did not take the connections; they stay here');
+      // Copies an earlier call restored there must not wait for a commit that never comes.
+      await this.sendCommit(peer, { handoverId, abort: true }).catch(() => undefined);
       return new Set<bigint>();
     });
     result.prepareMs = Math.round(performance.now() - prepareStarted);
@@ -269,8 +277,8 @@ export class TcpHandover implements HandoverReceiver {
 
   private async sendPrepare(peer: HandoverPeer, handoverId: bigint, outgoing: Outgoing[]): Promise<Set<bigint>> {
     const restored = new Set<bigint>();
-    for (let i = 0; i < outgoing.length; i += MAX_HANDOVER_CONNECTIONS_PER_CALL) {
-      const connections = outgoing.slice(i, i + MAX_HANDOVER_CONNECTIONS_PER_CALL).map((o) => toMessage(o.id, o.frozen.state, o.sessionId));
+    for (const batch of batches(outgoing)) {
+      const connections = batch.map((o) => toMessage(o.id, o.frozen.state, o.sessionId));
       const response = await unary<HandoverPrepareRequest, HandoverPrepareResponse>(peer.client.handoverPrepare.bind(peer.client), {
         handoverId,
         fromNodeId: this.options.nodeId,
@@ -401,6 +409,25 @@ export class TcpHandover implements HandoverReceiver {
     this.incoming.delete(handoverId);
     this.pendingConnections -= entry.connections.size;
   }
+}
+
+/** The outgoing connections in calls of at most MAX_HANDOVER_CONNECTIONS_PER_CALL connections and about PREPARE_CALL_BYTES. */
+function batches(outgoing: Outgoing[]): Outgoing[][] {
+  const out: Outgoing[][] = [];
+  let current: Outgoing[] = [];
+  let bytes = 0;
+  for (const o of outgoing) {
+    const size = o.frozen.state.sendQueue.length + o.frozen.state.recvQueue.length + 256;
+    if (current.length > 0 && (current.length >= MAX_HANDOVER_CONNECTIONS_PER_CALL || bytes + size > PREPARE_CALL_BYTES)) {
+      out.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(o);
+    bytes += size;
+  }
+  if (current.length > 0) out.push(current);
+  return out;
 }
 
 type UnaryCall<Req, Res> = (request: Req, metadata: Metadata, options: { deadline: number }, callback: (err: Error | null, response: Res) => void) => unknown;
