@@ -260,8 +260,15 @@ describe('live TCP handover', () => {
       });
       await pollUntil(async () => (await streamRunning()) && servedBy.length >= 10 * PIPELINE_DEPTH, 'the stream is under way through a', 10_000);
 
-      const stopped = await a.stop('SIGTERM', DRAIN_TIMEOUT_SECONDS * 1000 + 5000);
+      const stopping = a.stop('SIGTERM', DRAIN_TIMEOUT_SECONDS * 1000 + 5000);
+      // A client that connects while a hands over is neither refused nor reset: a ignores its
+      // SYN until the address has moved, and b takes the retry.
+      await pollUntil(() => Promise.resolve(a.logs.some((e) => e.msg === 'baton node draining')), 'a drains', 10_000);
+      const lateConnect = l.connectIn('client', VIP, PROXY_PORT);
+      const stopped = await stopping;
       expect({ code: stopped.code, killed: stopped.killed }).toEqual({ code: 0, killed: false });
+      const late = new ClientConnection('connected during the handover', await lateConnect);
+      expect((await late.get(['/late']))[0]!.headers['x-served-by']).toBe('b');
       const done = a.logs.find((entry) => entry.msg === 'tcp handover done');
       if (done === undefined) throw new Error(`a logged no handover:\n${a.logTail(30)}`);
 
@@ -281,7 +288,7 @@ describe('live TCP handover', () => {
       expect(done.handed_over).toBe(IDLE_CONNECTIONS + 1);
       expect(done.revived).toBe(0);
       expect(servedBy.at(-1)).toBe('b');
-      for (const connection of [...idle, stream]) expect({ name: connection.name, events: connection.events }).toEqual({ name: connection.name, events: [] });
+      for (const connection of [...idle, stream, late]) expect({ name: connection.name, events: connection.events }).toEqual({ name: connection.name, events: [] });
       console.log(
         `tcp handover: ${String(done.handed_over)} connections a → b in ${String(done.duration_ms)} ms from SIGTERM ` +
           `(frozen after ${String(done.frozen_after_ms)} ms; peer restore ${String(done.prepare_ms)} ms, hook ${String(done.hook_ms)} ms, go-live ${String(done.commit_ms)} ms); ` +
@@ -291,7 +298,7 @@ describe('live TCP handover', () => {
       const restoredOnB = b.logs.find((e) => e.msg === 'tcp handover: connections restored, waiting for the address');
       const liveOnB = b.logs.find((e) => e.msg === 'tcp handover: connections live');
       console.log(`on b: ${String(restoredOnB?.restored)} restored in ${String(restoredOnB?.restore_ms)} ms, live in ${String(liveOnB?.live_ms)} ms`);
-      for (const connection of [...idle, stream]) connection.socket.destroy();
+      for (const connection of [...idle, stream, late]) connection.socket.destroy();
     },
     120_000,
   );

@@ -73,6 +73,7 @@ function receiver(failing = false) {
   const { sys, calls } = fakeSyscalls(failing);
   const resumed: string[] = [];
   const proxy: HandoverProxy = {
+    listeningFd: () => undefined,
     clientConnections: () => [],
     connectionState: () => 'idle',
     sessionOf: () => undefined,

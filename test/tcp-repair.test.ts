@@ -167,7 +167,47 @@ describe('TCP repair', () => {
       server.close();
     }
   });
+
+  namespaceTest('a held listener ignores SYNs silently (the client retries, no refusal) and takes the connection once released', async () => {
+    const l = lab!;
+    const repair = TcpRepair.load();
+    const server = net.createServer();
+    const accepted: net.Socket[] = [];
+    server.on('connection', (socket) => accepted.push(socket));
+    const port = await l.listenIn('a', server, VIP, 0);
+    await l.exec('a', ['nft', 'add', 'table', 'inet', 'syns']);
+    await l.exec('a', ['nft', 'add', 'chain', 'inet', 'syns', 'in', '{ type filter hook input priority 0; policy accept; }']);
+    await l.exec('a', ['nft', 'add', 'rule', 'inet', 'syns', 'in', 'tcp', 'dport', String(port), 'tcp', 'flags', '& (syn | ack) == syn', 'counter']);
+    const release = repair.holdListener(socketFdOfServer(server));
+    let client: net.Socket | undefined;
+    try {
+      const connecting = l.connectIn('client', VIP, port);
+      // A second SYN means the first got no answer: neither a RST (the connect would have failed) nor a SYN-ACK.
+      await waitFor(async () => (await synsSeen(l)) >= 2, 'the client sent its SYN again');
+      expect(accepted).toHaveLength(0);
+      release();
+      client = await connecting;
+      await waitFor(() => Promise.resolve(accepted.length === 1), 'the listener took the connection');
+      expect(accepted[0]!.remotePort).toBe(client.localPort);
+    } finally {
+      release();
+      client?.destroy();
+      for (const socket of accepted) socket.destroy();
+      server.close();
+      await l.exec('a', ['nft', 'delete', 'table', 'inet', 'syns']);
+    }
+  });
 });
+
+function socketFdOfServer(server: net.Server): number {
+  return (server as unknown as { _handle: { fd: number } })._handle.fd;
+}
+
+/** SYNs (without ACK) host a's nft counter saw. */
+async function synsSeen(l: HandoverLab): Promise<number> {
+  const out = await l.exec('a', ['nft', 'list', 'table', 'inet', 'syns']);
+  return Number(/counter packets (\d+)/.exec(out)?.[1] ?? 0);
+}
 
 /** Polls `check` until it holds (at most 5 s). */
 async function waitFor(check: () => Promise<boolean>, what: string): Promise<void> {

@@ -60,6 +60,8 @@ const BUSY_POLL_MS = 2;
 
 /** What the handover needs of the proxy (ProxyServer implements it). */
 export interface HandoverProxy {
+  /** The listening socket's descriptor, or undefined (then new connections are not held off). */
+  listeningFd(): number | undefined;
   clientConnections(): Socket[];
   connectionState(socket: Socket): ConnectionState;
   sessionOf(socket: Socket): string | undefined;
@@ -90,7 +92,7 @@ export interface TcpHandoverOptions {
 /** What one handover did, for the log and the caller. */
 export interface HandoverResult {
   peer: string | undefined;
-  /** Connections to the virtual address when the handover began. */
+  /** Connections to the virtual address when the freeze began. */
   connections: number;
   /** Connections that went live on the peer. */
   handedOver: number;
@@ -161,20 +163,27 @@ export class TcpHandover implements HandoverReceiver {
       );
       return result;
     };
-    const candidates = this.options.proxy.clientConnections().filter((s) => sameAddress(s.localAddress, this.options.virtualAddress));
-    result.connections = candidates.length;
     const peer = this.options.peer();
     result.peer = peer?.nodeId;
-    if (candidates.length === 0) return finish();
+    const connections = () => this.options.proxy.clientConnections().filter((s) => sameAddress(s.localAddress, this.options.virtualAddress));
+    if (connections().length === 0) return finish();
     if (peer === undefined) {
-      log.warn({ connections: candidates.length }, 'tcp handover: no live peer; the connections drain here');
+      result.connections = connections().length;
+      log.warn({ connections: result.connections }, 'tcp handover: no live peer; the connections drain here');
       return finish();
     }
+    // From now on no new connection is taken here: one would not be in the handover, and
+    // after the move the peer would answer its packets with a reset. Clients retry their SYN.
+    const resumeAccepting = this.holdNewConnections();
     const waitUntil = Math.min(Date.now() + BUSY_WAIT_MS, deadline - this.options.hookTimeoutMs - CALLS_RESERVE_MS);
-    const ready = await this.quiesce(candidates, waitUntil);
+    const ready = await this.quiesce(connections, waitUntil);
+    result.connections = connections().length;
     const outgoing = this.freeze(ready);
     result.frozenAfterMs = Math.round(performance.now() - started);
-    if (outgoing.length === 0) return finish();
+    if (outgoing.length === 0) {
+      resumeAccepting();
+      return finish();
+    }
     const handoverId = this.nextHandoverId++;
 
     const prepareStarted = performance.now();
@@ -187,7 +196,10 @@ export class TcpHandover implements HandoverReceiver {
     result.prepareMs = Math.round(performance.now() - prepareStarted);
     const moving = outgoing.filter((o) => restored.has(o.id));
     result.revived += this.revive(outgoing.filter((o) => !restored.has(o.id)));
-    if (moving.length === 0) return finish();
+    if (moving.length === 0) {
+      resumeAccepting();
+      return finish();
+    }
 
     const hookStarted = performance.now();
     const hookError = await this.runHook(peer);
@@ -196,6 +208,7 @@ export class TcpHandover implements HandoverReceiver {
       log.error({ hook: this.options.hook, err: hookError }, 'tcp handover: --handover-hook failed; the connections stay here and drain');
       await this.sendCommit(peer, { handoverId, abort: true }).catch(() => undefined);
       result.revived += this.revive(moving);
+      resumeAccepting();
       return finish();
     }
     // The address has moved: from here on the connections live on the peer or nowhere.
@@ -212,12 +225,41 @@ export class TcpHandover implements HandoverReceiver {
     return finish();
   }
 
-  /** Stops reading every candidate; answers those idle between requests once they are (or when the wait ends). */
-  private async quiesce(candidates: Socket[], waitUntil: number): Promise<Socket[]> {
+  /** Holds the proxy's listener (see TcpRepair.holdListener); answers how to let connections in again. */
+  private holdNewConnections(): () => void {
+    const fd = this.options.proxy.listeningFd();
+    if (fd === undefined) return () => undefined;
+    try {
+      const release = this.repair.holdListener(fd);
+      return () => {
+        try {
+          release();
+        } catch (err) {
+          this.options.log.warn({ err: (err as Error).message }, 'tcp handover: the listener could not take connections again');
+        }
+      };
+    } catch (err) {
+      this.options.log.warn({ err: (err as Error).message }, 'tcp handover: new connections could not be held off');
+      return () => undefined;
+    }
+  }
+
+  /**
+   * Stops reading every connection; answers those idle between requests once they are (or
+   * when the wait ends). Connections the proxy accepted meanwhile (already in the accept
+   * queue when the listener was held) join in.
+   */
+  private async quiesce(connections: () => Socket[], waitUntil: number): Promise<Socket[]> {
     const proxy = this.options.proxy;
-    const pending = new Set(candidates);
+    const pending = new Set<Socket>();
+    const seen = new Set<Socket>();
     const ready: Socket[] = [];
     for (;;) {
+      for (const socket of connections()) {
+        if (seen.has(socket)) continue;
+        seen.add(socket);
+        pending.add(socket);
+      }
       for (const socket of pending) {
         if (socket.destroyed) {
           pending.delete(socket);

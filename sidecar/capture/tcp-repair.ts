@@ -262,6 +262,22 @@ export class TcpRepair {
     }
   }
 
+  /**
+   * A listening socket takes no new connection until the answered function is called: a
+   * drop-all filter makes it ignore SYNs silently (no RST, no refusal), so clients retry
+   * their SYN a second later — by then at the address's new host. Connections it accepted
+   * before are not affected (a socket takes its listener's filter only when it is made).
+   */
+  holdListener(fd: number): () => void {
+    this.sys.attachDropAllFilter(fd);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.sys.detachFilter(fd);
+    };
+  }
+
   /** Restores `state` as a socket in repair mode (see the file's rules for the order). */
   restore(state: FrozenConnectionState): RestoredConnection {
     const sys = this.sys;

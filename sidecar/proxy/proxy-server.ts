@@ -283,6 +283,13 @@ export class ProxyServer {
     }
   }
 
+  /** TCP handover: the descriptor of the listening socket (plain HTTP only), to hold new connections off. */
+  listeningFd(): number | undefined {
+    if (this.tlsServer !== undefined) return undefined;
+    const fd = (this.h1 as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+  }
+
   /** TCP handover: the plain HTTP/1.1 client connections open now (none with TLS; upgraded ones are not HTTP any more). */
   clientConnections(): Socket[] {
     return [...this.plainConnections].filter((socket) => !this.upgraded.has(socket) && !socket.destroyed);
