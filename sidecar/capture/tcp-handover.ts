@@ -245,47 +245,44 @@ export class TcpHandover implements HandoverReceiver {
   }
 
   /**
-   * Stops reading every connection; answers those idle between requests once they are (or
-   * when the wait ends). Connections the proxy accepted meanwhile (already in the accept
-   * queue when the listener was held) join in.
+   * Stops reading every connection; answers those idle between requests when all are (or
+   * when the wait ends), judged again on every pass. Connections the proxy accepted
+   * meanwhile (already in the accept queue when the listener was held) join in.
    */
   private async quiesce(connections: () => Socket[], waitUntil: number): Promise<Socket[]> {
     const proxy = this.options.proxy;
-    const pending = new Set<Socket>();
-    const seen = new Set<Socket>();
-    const ready: Socket[] = [];
     for (;;) {
+      const ready: Socket[] = [];
+      let busy = 0;
       for (const socket of connections()) {
-        if (seen.has(socket)) continue;
-        seen.add(socket);
-        pending.add(socket);
-      }
-      for (const socket of pending) {
-        if (socket.destroyed) {
-          pending.delete(socket);
-          continue;
-        }
+        if (socket.destroyed) continue;
         stopReading(socket);
         const state = proxy.connectionState(socket);
         if (state === 'idle') {
-          pending.delete(socket);
           ready.push(socket);
-        } else if (state === 'reading') {
-          // A request half read: read it to its end (the answer comes before the move).
-          startReading(socket);
+          continue;
         }
+        busy++;
+        // A request half read: read it to its end (the answer comes before the move).
+        if (state === 'reading') startReading(socket);
       }
-      if (pending.size === 0 || Date.now() >= waitUntil) break;
+      if (busy === 0 || Date.now() >= waitUntil) {
+        // Busy ones are left to the drain.
+        for (const socket of connections()) if (!ready.includes(socket)) startReading(socket);
+        return ready;
+      }
       await new Promise((resolve) => setTimeout(resolve, BUSY_POLL_MS));
     }
-    for (const socket of pending) startReading(socket);
-    return ready;
   }
 
   private freeze(ready: Socket[]): Outgoing[] {
     const outgoing: Outgoing[] = [];
     let id = 0n;
     for (const socket of ready) {
+      if (this.options.proxy.connectionState(socket) !== 'idle') {
+        startReading(socket);
+        continue;
+      }
       const sessionId = this.options.proxy.sessionOf(socket);
       let frozen: FrozenConnection;
       try {

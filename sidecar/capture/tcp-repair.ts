@@ -375,18 +375,18 @@ function repairWindowBytes(window: RepairWindow): Buffer {
   return bytes;
 }
 
-/** Stops libuv reading the socket (`pause()` does not: libuv keeps reading into the stream's buffer). */
+/**
+ * Stops libuv reading the socket (`pause()` does not: libuv keeps reading into the stream's
+ * buffer). The handle's `reading` flag is left as node keeps it, so node's own flow control
+ * sees no change and does not start reading again by itself.
+ */
 export function stopReading(socket: Socket): void {
-  const handle = (socket as unknown as { _handle?: { readStop?: () => number; reading?: boolean } })._handle;
-  if (handle?.readStop === undefined) return;
-  handle.reading = false;
-  handle.readStop();
+  const handle = (socket as unknown as { _handle?: { readStop?: () => number } | null })._handle;
+  handle?.readStop?.();
 }
 
-/** Lets libuv read the socket again after stopReading. */
+/** Lets libuv read the socket again after stopReading, unless node itself holds reads back (back-pressure). */
 export function startReading(socket: Socket): void {
-  const handle = (socket as unknown as { _handle?: { readStart?: () => number; reading?: boolean } })._handle;
-  if (handle?.readStart === undefined) return;
-  handle.reading = true;
-  handle.readStart();
+  const handle = (socket as unknown as { _handle?: { readStart?: () => number; reading?: boolean } | null })._handle;
+  if (handle?.reading === true) handle.readStart?.();
 }

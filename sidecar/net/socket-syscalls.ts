@@ -121,10 +121,11 @@ function load(): LoadResult {
   const fcntl = libc.func('int fcntl(int, int cmd, int arg)');
   const close = libc.func('int close(int)');
   const setns = libc.func('int setns(int fd, int nstype)');
-  // struct sock_filter / sock_fprog (linux/filter.h); the names are prefixed as koffi's type names are process-wide.
-  const sockFilter = koffi.struct('baton_sock_filter', { code: 'uint16_t', jt: 'uint8_t', jf: 'uint8_t', k: 'uint32_t' });
-  const sockFprog = koffi.struct('baton_sock_fprog', { len: 'uint16_t', filter: koffi.pointer(sockFilter) });
-  const setsockoptProgram = libc.func('int setsockopt(int, int, int, const baton_sock_fprog *value, uint32_t length)');
+  // struct sock_filter / sock_fprog (linux/filter.h). Anonymous: koffi's type names are
+  // process-wide, and a second load (a test runner's fresh module registry) would clash.
+  const sockFilter = koffi.struct({ code: 'uint16_t', jt: 'uint8_t', jf: 'uint8_t', k: 'uint32_t' });
+  const sockFprog = koffi.struct({ len: 'uint16_t', filter: koffi.pointer(sockFilter) });
+  const setsockoptProgram = libc.func('setsockopt', 'int', ['int', 'int', 'int', koffi.pointer(sockFprog), 'uint32_t']);
   // BPF_RET | BPF_K with k = 0: accept zero bytes of every packet, that is drop it.
   const dropAll = { len: 1, filter: [{ code: 0x06, jt: 0, jf: 0, k: 0 }] };
   const fail = (call: string): never => {
