@@ -26,7 +26,8 @@ const missing = namespacesUnavailable() ?? setnsUnavailable() ?? tcpRepairUnavai
 const PROXY_PORT = 8000;
 const WEB_PORT = 8080;
 const PEER_PORT = 7401;
-const IDLE_CONNECTIONS = 20;
+/** 20 as the issue asks; HANDOVER_IDLE_CONNECTIONS=500 measures a larger handover (the figure in docs/continuity.md). */
+const IDLE_CONNECTIONS = Number(process.env.HANDOVER_IDLE_CONNECTIONS ?? 20);
 const PIPELINE_DEPTH = 4;
 /** The pipelined stream stops after this many batches whatever happens (a bounded loop). */
 const MAX_BATCHES = 5000;
@@ -218,7 +219,7 @@ async function pollUntil(check: () => Promise<boolean>, what: string, ms: number
 
 describe('live TCP handover', () => {
   namespaceTest(
-    '20 idle keep-alive connections and a pipelined stream move from a to b with no FIN, RST or lost byte',
+    `${IDLE_CONNECTIONS} idle keep-alive connections and a pipelined stream move from a to b with no FIN, RST or lost byte`,
     async () => {
       const l = lab!;
       const socketDir = mkdtempSync(path.join(tmpdir(), 'baton-handover-'));
