@@ -208,6 +208,7 @@ export class BatonNode {
       hookTimeoutMs: this.config.handoverHookTimeoutMs,
       proxy,
       log: this.log,
+      count: (outcome, connections) => this.metrics.tcpHandoverConnections.inc({ outcome }, connections),
       peer: () => {
         const target = replication.core.membership
           .members()

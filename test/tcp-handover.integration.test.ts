@@ -296,6 +296,8 @@ describe('live TCP handover', () => {
           `${servedBy.length} pipelined answers; ` +
           `${resumedAhead.filter(Boolean).length}/${IDLE_CONNECTIONS} sessions taken over by b before their next request`,
       );
+      const metricsOfB = await l.exec('b', [process.execPath, '-e', "require('node:http').get('http://127.0.0.1:9464/metrics', (r) => r.pipe(process.stdout))"]);
+      expect(metricsOfB).toContain(`baton_tcp_handover_connections_total{outcome="taken"} ${IDLE_CONNECTIONS + 1}`);
       const restoredOnB = b.logs.find((e) => e.msg === 'tcp handover: connections restored, waiting for the address');
       const liveOnB = b.logs.find((e) => e.msg === 'tcp handover: connections live');
       console.log(`on b: ${String(restoredOnB?.restored)} restored in ${String(restoredOnB?.restore_ms)} ms, live in ${String(liveOnB?.live_ms)} ms`);

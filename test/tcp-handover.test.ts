@@ -85,11 +85,21 @@ function receiver(failing = false) {
       return Promise.resolve();
     },
   };
+  const counts: Record<string, number> = {};
   const handover = TcpHandover.create(
-    { nodeId: 'b', virtualAddress: VIP, hook: '', hookTimeoutMs: 1000, proxy, peer: () => undefined, log: pino({ level: 'silent' }) },
+    {
+      nodeId: 'b',
+      virtualAddress: VIP,
+      hook: '',
+      hookTimeoutMs: 1000,
+      proxy,
+      peer: () => undefined,
+      log: pino({ level: 'silent' }),
+      count: (outcome, n) => (counts[outcome] = (counts[outcome] ?? 0) + n),
+    },
     new TcpRepair(sys),
   );
-  return { handover, calls, resumed };
+  return { handover, calls, resumed, counts };
 }
 
 afterEach(() => {
@@ -98,7 +108,7 @@ afterEach(() => {
 
 describe('TCP handover, receiving side', () => {
   test('states that cannot be a connection to the virtual address fail before any socket call', () => {
-    const { handover, calls } = receiver();
+    const { handover, calls, counts } = receiver();
     const response = handover.prepare({
       handoverId: 1n,
       fromNodeId: 'a',
@@ -121,6 +131,7 @@ describe('TCP handover, receiving side', () => {
       [6, 'more unsent bytes than the send queue holds'],
     ]);
     expect(calls).toEqual([]);
+    expect(counts).toEqual({ refused: 6 });
     handover.stop();
   });
 
@@ -157,13 +168,14 @@ describe('TCP handover, receiving side', () => {
 
   test('restored connections with no commit within PREPARED_TTL_MS are closed and forgotten', () => {
     jest.useFakeTimers();
-    const { handover, calls } = receiver();
+    const { handover, calls, counts } = receiver();
     handover.prepare({ handoverId: 7n, fromNodeId: 'a', connections: [connection(1), connection(2)] });
     const closesBefore = calls.filter((c) => c === 'close').length;
     jest.advanceTimersByTime(PREPARED_TTL_MS - 1);
     expect(calls.filter((c) => c === 'close').length).toBe(closesBefore);
     jest.advanceTimersByTime(1);
     expect(calls.filter((c) => c === 'close').length).toBe(closesBefore + 2);
+    expect(counts).toEqual({ dropped: 2 });
     expect(handover.commit({ handoverId: 7n, abort: false })).toEqual({ live: [] });
   });
 });

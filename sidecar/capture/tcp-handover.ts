@@ -87,7 +87,11 @@ export interface TcpHandoverOptions {
   /** The peer to hand over to now, or undefined when no peer is live. */
   peer: () => HandoverPeer | undefined;
   log: Logger;
+  /** Counts connections by what became of them (the metrics' sink). */
+  count?: (outcome: HandoverOutcome, connections: number) => void;
 }
+
+export type HandoverOutcome = 'handed_over' | 'revived' | 'lost' | 'left' | 'taken' | 'refused' | 'dropped';
 
 /** What one handover did, for the log and the caller. */
 export interface HandoverResult {
@@ -98,6 +102,8 @@ export interface HandoverResult {
   handedOver: number;
   /** Frozen, then revived here because the handover did not happen for them. */
   revived: number;
+  /** Frozen, the address moved, and the peer did not confirm them live. */
+  lost: number;
   /** From SIGTERM's handover start until the peer's copies were live. */
   durationMs: number;
   /** The connections were frozen (or the busy wait ended) this long after the start. */
@@ -144,15 +150,20 @@ export class TcpHandover implements HandoverReceiver {
   async handOver(deadline: number): Promise<HandoverResult> {
     const log = this.options.log;
     const started = performance.now();
-    const result: HandoverResult = { peer: undefined, connections: 0, handedOver: 0, revived: 0, durationMs: 0, frozenAfterMs: 0, hookMs: undefined, prepareMs: undefined, commitMs: undefined };
+    const result: HandoverResult = { peer: undefined, connections: 0, handedOver: 0, revived: 0, lost: 0, durationMs: 0, frozenAfterMs: 0, hookMs: undefined, prepareMs: undefined, commitMs: undefined };
     const finish = () => {
       result.durationMs = Math.round(performance.now() - started);
+      this.count('handed_over', result.handedOver);
+      this.count('revived', result.revived);
+      this.count('lost', result.lost);
+      this.count('left', Math.max(0, result.connections - result.handedOver - result.revived - result.lost));
       log.info(
         {
           peer: result.peer,
           connections: result.connections,
           handed_over: result.handedOver,
           revived: result.revived,
+          lost: result.lost,
           duration_ms: result.durationMs,
           frozen_after_ms: result.frozenAfterMs,
           hook_ms: result.hookMs,
@@ -222,6 +233,7 @@ export class TcpHandover implements HandoverReceiver {
     result.commitMs = Math.round(performance.now() - commitStarted);
     for (const o of moving) o.frozen.release();
     result.handedOver = moving.filter((o) => live.has(o.id)).length;
+    result.lost = moving.length - result.handedOver;
     return finish();
   }
 
@@ -397,6 +409,7 @@ export class TcpHandover implements HandoverReceiver {
         fail((err as Error).message);
       }
     }
+    this.count('refused', response.failed.length);
     for (const sessionId of sessions) {
       this.options.proxy.resumeSession(sessionId).catch((err: unknown) => this.options.log.debug({ err: (err as Error).message }, 'tcp handover: a session could not be resumed ahead'));
     }
@@ -426,6 +439,8 @@ export class TcpHandover implements HandoverReceiver {
         this.options.log.warn({ err: (err as Error).message }, 'tcp handover: a restored connection could not go live');
       }
     }
+    this.count('taken', live.length);
+    this.count('refused', entry.connections.size - live.length);
     this.options.log.info({ live: live.length, live_ms: Math.round((performance.now() - started) * 10) / 10 }, 'tcp handover: connections live');
     return { live };
   }
@@ -440,7 +455,12 @@ export class TcpHandover implements HandoverReceiver {
     if (entry === undefined) return;
     this.forget(handoverId, entry);
     for (const restored of entry.connections.values()) restored.abort();
+    this.count('dropped', entry.connections.size);
     this.options.log.warn({ connections: entry.connections.size, why }, 'tcp handover: restored connections dropped');
+  }
+
+  private count(outcome: HandoverOutcome, connections: number): void {
+    if (connections > 0) this.options.count?.(outcome, connections);
   }
 
   private forget(handoverId: bigint, entry: Incoming): void {
