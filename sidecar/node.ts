@@ -312,7 +312,7 @@ export class BatonNode {
     this.tickets?.stop();
     this.httpApi?.drain();
     // Before the proxy drains (which closes idle connections): they move to a peer instead.
-    await this.handover?.handOver(deadline);
+    await this.handover?.handOver(deadline).catch((err: unknown) => this.log.error({ err }, 'tcp handover failed; the connections drain here'));
     this.handover?.stop();
     await Promise.all([
       this.api?.shutdown(Math.max(0, deadline - Date.now())),
