@@ -29,6 +29,9 @@ import { clusterSessionIdContext } from '../src/capture/tls-session-id-context';
 import { startProxy, type ProxyServer } from './proxy/proxy-start';
 import { attachTlsResumption } from '../src/capture/tls-resumption';
 import type { ReplayRequest } from '../src/gen/baton/v1/peer';
+import { TcpHandover } from './capture/tcp-handover';
+import { tcpRepairUnavailable } from './capture/tcp-repair';
+import { ConfigError } from '../src/wire/errors';
 
 /** The longest /readyz waits for this node to pull its partitions from its peers after start. */
 const READY_CATCH_UP_LIMIT_MS = 60_000;
@@ -79,6 +82,7 @@ export class BatonNode {
   private replication: UdpTransport | undefined;
   private resp: RespServer | undefined;
   private proxy: ProxyServer | undefined;
+  private handover: TcpHandover | undefined;
   private readonly http: HttpServer;
   private readonly startedAt = Date.now();
   /** The API address as bound (the real port when --api-listen asked for port 0). */
@@ -100,6 +104,9 @@ export class BatonNode {
   }
 
   async start(): Promise<BoundPorts> {
+    // Before anything binds: a node that could not hand over refuses now, not at drain time.
+    const repairMissing = this.config.tcpHandover ? tcpRepairUnavailable() : undefined;
+    if (repairMissing !== undefined) throw new ConfigError(`--tcp-handover cannot work in this process: ${repairMissing}`);
     if (runsInsecure(this.config)) {
       this.log.warn(
         { exposed: peerExposure(this.config) },
@@ -156,6 +163,7 @@ export class BatonNode {
     this.proxy = proxy?.server;
     // Peers' re-injected requests go to this node's proxy (and its web server).
     if (proxy !== undefined) replication.replayService.serve = (request) => proxy.server.serveReplay(request);
+    if (this.config.tcpHandover && proxy !== undefined) this.handover = this.startHandover(proxy.server, replication);
     if (this.config.apiListen.path === undefined) this.apiAddress = this.config.apiListen.text.replace(/:\d+$/, `:${api}`);
     this.api.setServing(true);
     // Ready (for Kubernetes) once caught up with the peers and holding the TLS ticket keys:
@@ -196,6 +204,29 @@ export class BatonNode {
       'baton node started',
     );
     return { api, metrics, peer: replication.port, http: httpPort, resp, proxy: proxy?.port };
+  }
+
+  /** --tcp-handover: this node hands its proxy's connections to a live peer on SIGTERM, and takes a peer's. */
+  private startHandover(proxy: ProxyServer, replication: UdpTransport): TcpHandover {
+    const handover = TcpHandover.create({
+      nodeId: this.config.nodeId,
+      virtualAddress: this.config.virtualAddress,
+      hook: this.config.handoverHook,
+      hookTimeoutMs: this.config.handoverHookTimeoutMs,
+      proxy,
+      log: this.log,
+      count: (outcome, connections) => this.metrics.tcpHandoverConnections.inc({ outcome }, connections),
+      peer: () => {
+        const target = replication.core.membership
+          .members()
+          .filter((m) => !m.isSelf && m.state === 'alive')
+          .sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0))[0];
+        if (target === undefined) return undefined;
+        return { nodeId: target.nodeId, address: target.advertiseAddress, client: replication.peerServiceClient(target.advertiseAddress) };
+      },
+    });
+    replication.handoverReceiver = handover;
+    return handover;
   }
 
   /** The capture proxy's TLS server resumes sessions begun on any pod (this node's keys and TLS session store). */
@@ -287,6 +318,9 @@ export class BatonNode {
     this.handlers?.drain();
     this.tickets?.stop();
     this.httpApi?.drain();
+    // Before the proxy drains (which closes idle connections): they move to a peer instead.
+    await this.handover?.handOver(deadline).catch((err: unknown) => this.log.error({ err }, 'tcp handover failed; the connections drain here'));
+    this.handover?.stop();
     await Promise.all([
       this.api?.shutdown(Math.max(0, deadline - Date.now())),
       this.httpApi?.close(Math.max(0, deadline - Date.now())),

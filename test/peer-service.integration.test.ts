@@ -231,6 +231,14 @@ describe('PeerService over mutual TLS', () => {
         handled++;
         implementation.replay(call, callback);
       },
+      handoverPrepare: (call, callback) => {
+        handled++;
+        implementation.handoverPrepare(call, callback);
+      },
+      handoverCommit: (call, callback) => {
+        handled++;
+        implementation.handoverCommit(call, callback);
+      },
     };
     server.addService(PeerServiceService, counted);
     servers.push(server);

@@ -45,6 +45,22 @@ describe('capture proxy options', () => {
     expect(failure({ ...up, 'session-cookie': 'a b' })).toMatch(/invalid --session-cookie/);
     expect(failure({ ...up, 'proxy-upstream-timeout-ms': '5' })).toMatch(/invalid --proxy-upstream-timeout-ms/);
   });
+
+  test('--tcp-handover: off by default; needs a plain-HTTP proxy and --virtual-address, its companions need it', () => {
+    const up = { ...proxy, 'proxy-upstream': 'http://x:1' };
+    expect(parseConfig(up, {})).toMatchObject({ tcpHandover: false, virtualAddress: '', handoverHook: '', handoverHookTimeoutMs: 5000 });
+    const any = { ...up, 'proxy-listen': '0.0.0.0:8000' };
+    const on = parseConfig({ ...any, 'tcp-handover': 'true', 'virtual-address': '10.0.0.9', 'handover-hook': 'ip route replace 10.0.0.9 via 10.0.0.2' }, {});
+    expect(on).toMatchObject({ tcpHandover: true, virtualAddress: '10.0.0.9', handoverHook: 'ip route replace 10.0.0.9 via 10.0.0.2' });
+    expect(parseConfig({ ...up, 'proxy-listen': '10.0.0.9:80', 'tcp-handover': 'true', 'virtual-address': '10.0.0.9' }, {}).tcpHandover).toBe(true);
+    expect(failure({ ...any, 'tcp-handover': 'true' })).toMatch(/needs --virtual-address/);
+    expect(failure({ 'tcp-handover': 'true', 'virtual-address': '10.0.0.9' })).toMatch(/set --proxy-listen/);
+    expect(failure({ ...any, 'tcp-handover': 'true', 'virtual-address': '10.0.0.9', 'tls-self-signed': 'true' })).toMatch(/plain-HTTP connections only/);
+    expect(failure({ ...any, 'virtual-address': '10.0.0.9' })).toMatch(/belong to --tcp-handover/);
+    expect(failure({ ...any, 'tcp-handover': 'true', 'virtual-address': 'shop.test' })).toMatch(/invalid --virtual-address/);
+    expect(failure({ ...up, 'proxy-listen': '10.0.0.8:80', 'tcp-handover': 'true', 'virtual-address': '10.0.0.9' })).toMatch(/does not accept --virtual-address/);
+    expect(failure({ ...any, 'tcp-handover': 'true', 'virtual-address': '10.0.0.9', 'handover-hook-timeout-ms': '5' })).toMatch(/invalid --handover-hook-timeout-ms/);
+  });
 });
 
 describe('--tcp-capture-interval-ms', () => {

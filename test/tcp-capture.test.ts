@@ -26,7 +26,7 @@ import {
   TCP_SAVED_SYN,
   TCP_SAVE_SYN,
   TCP_SEND_QUEUE,
-  type SocketSyscalls,
+  type SocketOptionCalls,
 } from '../sidecar/net/socket-syscalls';
 
 /** One connection as the fake kernel sees it. */
@@ -46,7 +46,7 @@ interface FakeConnection {
   syn?: Buffer;
 }
 
-class FakeKernel implements SocketSyscalls {
+class FakeKernel implements SocketOptionCalls {
   readonly connections = new Map<number, FakeConnection>();
   readonly calls: string[] = [];
   repairRefused = false;

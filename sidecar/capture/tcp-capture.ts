@@ -76,7 +76,7 @@ import {
   TCP_SAVED_SYN,
   TCP_SAVE_SYN,
   TCP_SEND_QUEUE,
-  type SocketSyscalls,
+  type SocketOptionCalls,
 } from '../net/socket-syscalls';
 
 /** How the sequence origins are learnt at accept. */
@@ -91,7 +91,7 @@ const EPERM = 1;
 const CAP_NET_ADMIN = 12;
 
 export interface TcpCaptureOptions {
-  syscalls: SocketSyscalls;
+  syscalls: SocketOptionCalls;
   /** Sampling interval in ms (> 0). */
   intervalMs: number;
   /** Writes the session's `tcp` part (the proxy's session store). */
@@ -297,7 +297,7 @@ export class TcpCapture {
   }
 }
 
-function tcpInfo(syscalls: SocketSyscalls, fd: number): TcpInfo {
+function tcpInfo(syscalls: SocketOptionCalls, fd: number): TcpInfo {
   const info = decodeTcpInfo(syscalls.getsockopt(fd, IPPROTO_TCP, TCP_INFO, TCP_INFO_LENGTH));
   if (info === undefined) throw new Error('TCP_INFO answered fewer than 8 bytes');
   return info;
@@ -310,7 +310,7 @@ function tcpInfo(syscalls: SocketSyscalls, fd: number): TcpInfo {
  * bytes_acked before and after the ioctl makes it consistent with the second answer.
  * Undefined when ACKs kept arriving through every attempt.
  */
-export function readConsistent(syscalls: SocketSyscalls, fd: number): { info: TcpInfo; outq: number | undefined } | undefined {
+export function readConsistent(syscalls: SocketOptionCalls, fd: number): { info: TcpInfo; outq: number | undefined } | undefined {
   let info = tcpInfo(syscalls, fd);
   for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
     if (!needsOutq(info)) return { info, outq: undefined };
@@ -327,7 +327,7 @@ export function readConsistent(syscalls: SocketSyscalls, fd: number): { info: Tc
  * Call it before the process wrote to the socket (see the file's header). Throws
  * SyscallError; undefined when the connection kept moving through every attempt.
  */
-export function learnOriginsByRepair(syscalls: SocketSyscalls, fd: number): SequenceOrigins | undefined {
+export function learnOriginsByRepair(syscalls: SocketOptionCalls, fd: number): SequenceOrigins | undefined {
   for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
     const before = tcpInfo(syscalls, fd);
     const { writeSeq, receiveNext } = queueSequences(syscalls, fd);
@@ -341,7 +341,7 @@ export function learnOriginsByRepair(syscalls: SocketSyscalls, fd: number): Sequ
 }
 
 /** TCP_QUEUE_SEQ of both queues: repair on, read, repair off without a window probe, SO_REUSEADDR as it was. */
-export function queueSequences(syscalls: SocketSyscalls, fd: number): { writeSeq: number; receiveNext: number } {
+export function queueSequences(syscalls: SocketOptionCalls, fd: number): { writeSeq: number; receiveNext: number } {
   const reuse = syscalls.getsockoptInt(fd, SOL_SOCKET, SO_REUSEADDR);
   syscalls.setsockopt(fd, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON);
   try {

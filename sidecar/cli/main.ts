@@ -64,6 +64,7 @@ async function runSidecar(values: Record<string, string>): Promise<void> {
     await node.start();
   } catch (err) {
     if (err instanceof ListenError) fail(err.message, EXIT_LISTEN);
+    if (err instanceof ConfigError) fail(err.message, EXIT_CONFIG);
     throw err;
   }
   let signals = 0;

@@ -5,6 +5,7 @@
  * options that only make sense together are checked together, and the TLS files are read
  * and loaded, so a bad certificate is a configuration error (exit 2), not a failure later.
  */
+import { isIP } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import { ConfigError } from '../../src/wire/errors';
 import { isCookieName } from '../../src/capture/session-cookie';
@@ -48,6 +49,14 @@ export interface ProxyConfig {
    * answered, kept for re-injection into a peer if the web server fails; 0 = no re-injection.
    */
   replayBufferBytes: number;
+  /** On SIGTERM, hand idle plain-HTTP client connections to a peer (TCP_REPAIR; CAP_NET_ADMIN). */
+  tcpHandover: boolean;
+  /** The client-facing address that moves between nodes (an IP); '' = not given. */
+  virtualAddress: string;
+  /** Shell command that moves --virtual-address to the peer during a handover; '' = moved by other means. */
+  handoverHook: string;
+  /** Time the hook has to finish, in ms; then it is killed and the handover called off. */
+  handoverHookTimeoutMs: number;
 }
 
 function parseUpstream(value: string, flag: string): ProxyUpstream | undefined {
@@ -136,10 +145,7 @@ export const PROXY_OPTIONS: readonly OptionSpec[] = [
     valueName: undefined,
     description: "the proxy makes itself a self-signed certificate for this node's names at start (development only; logged as a warning)",
     default: () => 'false',
-    parse: (v, flag) => {
-      if (!['true', 'false', '1', '0', ''].includes(v)) throw bad(flag, v, 'expected true or false');
-      return v === 'true' || v === '1' || v === '';
-    },
+    parse: parseFlag,
   },
   timeout('proxy-header-timeout-ms', 'proxyHeaderTimeoutMs', "time a client has to send a request's headers; then 408 and the connection closes", 20_000),
   timeout('proxy-idle-timeout-ms', 'proxyIdleTimeoutMs', 'a client connection with nothing in flight is closed after this long (keep-alive and HTTP/2)', 60_000),
@@ -182,7 +188,48 @@ export const PROXY_OPTIONS: readonly OptionSpec[] = [
     default: () => '16',
     parse: (v, flag) => parseInteger(v, flag, 0, 4096) * 1024 * 1024,
   },
+  {
+    flag: 'tcp-handover',
+    key: 'tcpHandover',
+    valueName: undefined,
+    description:
+      "on SIGTERM, the proxy's idle plain-HTTP client connections move live to a peer with their sessions (Linux TCP_REPAIR: needs CAP_NET_ADMIN, koffi, and --virtual-address that can move between hosts; see docs/continuity.md)",
+    default: () => 'false',
+    parse: parseFlag,
+  },
+  {
+    flag: 'virtual-address',
+    key: 'virtualAddress',
+    valueName: 'ip',
+    description: 'the address clients reach the proxy on, which a handover moves to the peer (configured on every node; with --tcp-handover)',
+    default: () => '',
+    parse: (v, flag) => {
+      if (v !== '' && isIP(v) === 0) throw bad(flag, v, 'expected an IPv4 or IPv6 address');
+      return v;
+    },
+  },
+  {
+    flag: 'handover-hook',
+    key: 'handoverHook',
+    valueName: 'command',
+    description: 'shell command run during a handover to move --virtual-address to the peer (BATON_HANDOVER_PEER and BATON_HANDOVER_PEER_ADDRESS name it); empty = moved by other means',
+    default: () => '',
+    parse: (v) => v,
+  },
+  {
+    flag: 'handover-hook-timeout-ms',
+    key: 'handoverHookTimeoutMs',
+    valueName: 'ms',
+    description: 'time --handover-hook has to finish; then it is killed and the connections stay (and drain) here',
+    default: () => '5000',
+    parse: (v, flag) => parseInteger(v, flag, 100, 600_000),
+  },
 ];
+
+function parseFlag(v: string, flag: string): boolean {
+  if (!['true', 'false', '1', '0', ''].includes(v)) throw bad(flag, v, 'expected true or false');
+  return v === 'true' || v === '1' || v === '';
+}
 
 function named(flag: string): string {
   return `--${flag} (${envName(flag)})`;
@@ -191,6 +238,7 @@ function named(flag: string): string {
 /** Cross-checks the proxy's options and loads its TLS files once; throws ConfigError. */
 export function checkProxyConfig(config: Config, readFile: (path: string) => string): void {
   const tlsGiven = [config.tlsCertFile, config.tlsKeyFile, config.tlsClientCaFile].some((p) => p !== '') || config.tlsSelfSigned;
+  checkHandoverConfig(config, tlsGiven);
   if (config.proxyListen === undefined) {
     if (config.proxyUpstream !== undefined || tlsGiven) {
       throw new ConfigError(`${named('proxy-upstream')} and the --tls-* options belong to the capture proxy: set ${named('proxy-listen')} too`);
@@ -231,5 +279,29 @@ export function checkProxyConfig(config: Config, readFile: (path: string) => str
       throw new ConfigError(`${named('tls-client-ca-file')} does not load as PEM certificates: ${(err as Error).message}`);
     }
     if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw new ConfigError(`${named('tls-client-ca-file')} holds no PEM certificate`);
+  }
+}
+
+/**
+ * --tcp-handover's companions. Whether this process may use TCP_REPAIR at all (koffi,
+ * CAP_NET_ADMIN) is checked when the node starts (sidecar/capture/tcp-handover.ts), so a
+ * node that cannot hand over refuses to start rather than failing at drain time.
+ */
+function checkHandoverConfig(config: Config, tlsGiven: boolean): void {
+  const companions = config.virtualAddress !== '' || config.handoverHook !== '';
+  if (!config.tcpHandover) {
+    if (companions) throw new ConfigError(`${named('virtual-address')} and ${named('handover-hook')} belong to ${named('tcp-handover')}: set it too`);
+    return;
+  }
+  if (config.proxyListen === undefined) throw new ConfigError(`${named('tcp-handover')} moves the capture proxy's connections: set ${named('proxy-listen')}`);
+  if (tlsGiven) {
+    throw new ConfigError(
+      `${named('tcp-handover')} moves plain-HTTP connections only (TLS terminated in the proxy cannot move): run the proxy without the --tls-* options, behind a TLS-terminating ingress`,
+    );
+  }
+  if (config.virtualAddress === '') throw new ConfigError(`${named('tcp-handover')} needs ${named('virtual-address')}: the address clients reach the proxy on`);
+  const host = config.proxyListen.host;
+  if (host !== undefined && host !== '' && host !== '0.0.0.0' && host !== '::' && host !== config.virtualAddress) {
+    throw new ConfigError(`${named('proxy-listen')} ${config.proxyListen.text} does not accept ${named('virtual-address')} ${config.virtualAddress}: listen on it or on 0.0.0.0`);
   }
 }

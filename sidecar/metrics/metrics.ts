@@ -104,6 +104,8 @@ export class SidecarMetrics {
   readonly httpLongPolls: Gauge;
   readonly requestsRefused: Counter;
   readonly drainDuration: Gauge;
+  /** Live TCP handover (--tcp-handover), by what became of each connection. */
+  readonly tcpHandoverConnections: Counter<'outcome'>;
   /** 1 while --insecure lets peer traffic leave loopback without a cluster key. */
   readonly insecure: Gauge;
 
@@ -148,6 +150,13 @@ export class SidecarMetrics {
     this.drainDuration = new Gauge({
       name: 'baton_drain_duration_seconds',
       help: 'Duration of the last drain (SIGTERM to leaving the cluster); 0 until the node drains.',
+      registers: [registry],
+    });
+    this.tcpHandoverConnections = new Counter({
+      name: 'baton_tcp_handover_connections_total',
+      help:
+        'Client connections of a live TCP handover by outcome: handed_over, revived (kept here when the handover failed), lost (the peer did not confirm after the address moved), left (busy to the end: drained here); on the receiving node taken, refused, dropped (no commit came).',
+      labelNames: ['outcome'],
       registers: [registry],
     });
     const build = buildInfoLabels();

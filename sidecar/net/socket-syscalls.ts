@@ -9,7 +9,7 @@
  * `SyscallError` naming the call and errno; nothing here keeps state beyond the loaded
  * functions. Option numbers are Linux's (include/uapi/linux/tcp.h, asm-generic/socket.h).
  */
-import type { Server, Socket } from 'node:net';
+import { isIPv4, isIPv6, type Server, type Socket } from 'node:net';
 
 export const SOL_SOCKET = 1;
 export const IPPROTO_TCP = 6;
@@ -36,6 +36,21 @@ export const MSG_PEEK = 0x2;
 export const MSG_DONTWAIT = 0x40;
 export const SIOCINQ = 0x541b;
 export const SIOCOUTQ = 0x5411;
+/** Bytes of the send queue never sent (the rest is sent and not yet acknowledged). */
+export const SIOCOUTQNSD = 0x894b;
+export const TCP_TIMESTAMP = 24;
+export const SO_DETACH_FILTER = 27;
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+export const SOCK_STREAM = 1;
+export const SOCK_CLOEXEC = 0o2000000;
+const F_DUPFD_CLOEXEC = 1030;
+const CLONE_NEWNET = 0x40000000;
+/** TCP option kinds for TCP_REPAIR_OPTIONS (RFC 793, 7323, 2018). */
+export const TCPOPT_MAXSEG = 2;
+export const TCPOPT_WINDOW = 3;
+export const TCPOPT_SACK_PERM = 4;
+export const TCPOPT_TIMESTAMP = 8;
 
 /** A failed system call: which one, and the errno the kernel answered. */
 export class SyscallError extends Error {
@@ -56,7 +71,29 @@ export interface SocketSyscalls {
   recv(fd: number, buffer: Buffer, flags: number): number;
   /** ioctl with an int out-argument (SIOCINQ, SIOCOUTQ). */
   ioctlInt(fd: number, request: number): number;
+  /** A new socket (close-on-exec is the caller's to ask for with SOCK_CLOEXEC); answers its fd. */
+  socket(domain: number, type: number, protocol: number): number;
+  /** bind / connect to a sockaddr built by `sockaddr()`. */
+  bind(fd: number, address: Buffer): void;
+  connect(fd: number, address: Buffer): void;
+  /** send; answers the byte count taken (may be fewer than asked). */
+  send(fd: number, buffer: Buffer, flags: number): number;
+  /** A second descriptor of the same socket, close-on-exec (so hooks the sidecar runs do not inherit it). */
+  dup(fd: number): number;
+  close(fd: number): void;
+  /** SO_ATTACH_FILTER with a one-instruction classic BPF program that drops every packet. */
+  attachDropAllFilter(fd: number): void;
+  /** SO_DETACH_FILTER. */
+  detachFilter(fd: number): void;
+  /**
+   * setns(fd, CLONE_NEWNET): the calling thread (Node's main thread) makes its sockets in the
+   * network namespace `fd` names from now on. For tests that place both ends of a connection.
+   */
+  enterNetworkNamespace(fd: number): void;
 }
+
+/** The option and queue calls alone: what reading a connection's state needs (TCP state capture). */
+export type SocketOptionCalls = Pick<SocketSyscalls, 'getsockopt' | 'getsockoptInt' | 'setsockopt' | 'recv' | 'ioctlInt'>;
 
 type LoadResult = { syscalls: SocketSyscalls } | { syscalls: undefined; reason: string };
 
@@ -82,6 +119,20 @@ function load(): LoadResult {
   const setsockopt = libc.func('int setsockopt(int, int, int, const uint8_t *value, uint32_t length)');
   const recv = libc.func('long recv(int, _Out_ uint8_t *buffer, unsigned long length, int flags)');
   const ioctl = libc.func('int ioctl(int, unsigned long request, _Out_ int *value)');
+  const socket = libc.func('int socket(int domain, int type, int protocol)');
+  const bind = libc.func('int bind(int, const uint8_t *address, uint32_t length)');
+  const connect = libc.func('int connect(int, const uint8_t *address, uint32_t length)');
+  const send = libc.func('long send(int, const uint8_t *buffer, unsigned long length, int flags)');
+  const fcntl = libc.func('int fcntl(int, int cmd, int arg)');
+  const close = libc.func('int close(int)');
+  const setns = libc.func('int setns(int fd, int nstype)');
+  // struct sock_filter / sock_fprog (linux/filter.h). Anonymous: koffi's type names are
+  // process-wide, and a second load (a test runner's fresh module registry) would clash.
+  const sockFilter = koffi.struct({ code: 'uint16_t', jt: 'uint8_t', jf: 'uint8_t', k: 'uint32_t' });
+  const sockFprog = koffi.struct({ len: 'uint16_t', filter: koffi.pointer(sockFilter) });
+  const setsockoptProgram = libc.func('setsockopt', 'int', ['int', 'int', 'int', koffi.pointer(sockFprog), 'uint32_t']);
+  // BPF_RET | BPF_K with k = 0: accept zero bytes of every packet, that is drop it.
+  const dropAll = { len: 1, filter: [{ code: 0x06, jt: 0, jf: 0, k: 0 }] };
   const fail = (call: string): never => {
     throw new SyscallError(call, koffi.errno());
   };
@@ -114,6 +165,39 @@ function load(): LoadResult {
       if (ioctl(fd, request, value) !== 0) fail(`ioctl(${request.toString(16)})`);
       return value[0];
     },
+    socket(domain, type, protocol) {
+      const fd = socket(domain, type, protocol);
+      if (fd < 0) fail('socket');
+      return fd;
+    },
+    bind(fd, address) {
+      if (bind(fd, address, address.length) !== 0) fail('bind');
+    },
+    connect(fd, address) {
+      if (connect(fd, address, address.length) !== 0) fail('connect');
+    },
+    send(fd, buffer, flags) {
+      const n = Number(send(fd, buffer, buffer.length, flags));
+      if (n < 0) fail('send');
+      return n;
+    },
+    dup(fd) {
+      const copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+      if (copy < 0) fail('fcntl(F_DUPFD_CLOEXEC)');
+      return copy;
+    },
+    close(fd) {
+      if (close(fd) !== 0) fail('close');
+    },
+    attachDropAllFilter(fd) {
+      if (setsockoptProgram(fd, SOL_SOCKET, SO_ATTACH_FILTER, dropAll, koffi.sizeof(sockFprog)) !== 0) fail('setsockopt(SO_ATTACH_FILTER)');
+    },
+    detachFilter(fd) {
+      syscalls.setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, 0);
+    },
+    enterNetworkNamespace(fd) {
+      if (setns(fd, CLONE_NEWNET) !== 0) fail('setns(CLONE_NEWNET)');
+    },
   };
   return { syscalls };
 }
@@ -130,4 +214,38 @@ export function socketFd(socket: Socket): number | undefined {
   const handle = (socket as unknown as { _handle?: { fd?: number } })._handle;
   const fd = handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
+/**
+ * A struct sockaddr_in or sockaddr_in6 for bind/connect: family in host order, port and
+ * address in network order. Throws on an address that is neither IPv4 nor IPv6.
+ */
+export function sockaddr(address: string, port: number): Buffer {
+  const v4 = address.startsWith('::ffff:') && isIPv4(address.slice(7)) ? address.slice(7) : address;
+  if (isIPv4(v4)) {
+    const bytes = Buffer.alloc(16);
+    bytes.writeUInt16LE(AF_INET, 0);
+    bytes.writeUInt16BE(port, 2);
+    v4.split('.').forEach((octet, i) => bytes.writeUInt8(Number(octet), 4 + i));
+    return bytes;
+  }
+  if (!isIPv6(address)) throw new Error(`not an IP address: ${address}`);
+  const bytes = Buffer.alloc(28);
+  bytes.writeUInt16LE(AF_INET6, 0);
+  bytes.writeUInt16BE(port, 2);
+  ipv6Bytes(address).copy(bytes, 8);
+  return bytes;
+}
+
+function ipv6Bytes(address: string): Buffer {
+  const [head, tail = ''] = address.split('::');
+  const groups = (part: string) => (part === '' ? [] : part.split(':'));
+  const expand = (parts: string[]) =>
+    parts.flatMap((g) => (isIPv4(g) ? [((Number(g.split('.')[0]) << 8) | Number(g.split('.')[1])).toString(16), ((Number(g.split('.')[2]) << 8) | Number(g.split('.')[3])).toString(16)] : [g]));
+  const left = expand(groups(head!));
+  const right = address.includes('::') ? expand(groups(tail)) : [];
+  const all = [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
+  const bytes = Buffer.alloc(16);
+  all.forEach((g, i) => bytes.writeUInt16BE(parseInt(g, 16), i * 2));
+  return bytes;
 }

@@ -66,6 +66,12 @@ export interface ProxyServerOptions {
 
 type Request = http.IncomingMessage | http2.Http2ServerRequest;
 
+/** Where a plain client connection is between requests, for TCP handover (see connectionState). */
+export type ConnectionState = 'idle' | 'answering' | 'reading';
+
+/** The session the connection's last request named, for TCP handover. */
+const LAST_SESSION = Symbol('baton.proxy.lastSession');
+
 /** Where a client socket keeps what its handshake told the proxy. */
 const CONNECTION_CAPTURE = Symbol('baton.proxy.connection');
 type CapturedSocket = Socket & { [CONNECTION_CAPTURE]?: ConnectionCapture };
@@ -84,6 +90,8 @@ export class ProxyServer {
   private readonly upgraded = new Set<Socket>();
   /** Requests waiting for the web server's answer head that a drain may hand to a peer. */
   private readonly awaitingAnswer = new Set<() => void>();
+  /** Plain HTTP/1.1 client connections (TCP handover moves them); empty with TLS. */
+  private readonly plainConnections = new Set<Socket>();
   private readonly watcher: TlsFileWatcher | undefined;
   private draining = false;
   private closing: Promise<void> | undefined;
@@ -109,6 +117,10 @@ export class ProxyServer {
     const material = this.tlsMaterial();
     if (material === undefined) {
       options.tcp?.attach(this.h1);
+      this.h1.on('connection', (socket: Socket) => {
+        this.plainConnections.add(socket);
+        socket.once('close', () => this.plainConnections.delete(socket));
+      });
       return;
     }
     this.h2 = http2.createServer({ settings: { maxHeaderListSize: config.proxyMaxHeaderBytes }, maxSessionMemory: 16 });
@@ -208,6 +220,7 @@ export class ProxyServer {
     }
     const { socket, capture } = this.connectionOf(req);
     const session = await this.capture.open(req.headers, capture);
+    (socket as Socket & { [LAST_SESSION]?: string })[LAST_SESSION] = session.id;
     if (res.closed || res.destroyed) return;
     this.options.tcp?.session(socket, session.id);
     const method = req.method ?? 'GET';
@@ -404,6 +417,47 @@ export class ProxyServer {
     }
   }
 
+  /** TCP handover: the descriptor of the listening socket (plain HTTP only), to hold new connections off. */
+  listeningFd(): number | undefined {
+    if (this.tlsServer !== undefined) return undefined;
+    const fd = (this.h1 as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+    return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+  }
+
+  /** TCP handover: the plain HTTP/1.1 client connections open now (none with TLS; upgraded ones are not HTTP any more). */
+  clientConnections(): Socket[] {
+    return [...this.plainConnections].filter((socket) => !this.upgraded.has(socket) && !socket.destroyed);
+  }
+
+  /**
+   * TCP handover: 'reading' while a request's bytes are being parsed (it must be read to its
+   * end), 'answering' while an answer is unfinished or not yet handed to the kernel, 'idle'
+   * otherwise — the judgement of node's own closeIdleConnections, plus the write queues.
+   */
+  connectionState(socket: Socket): ConnectionState {
+    const parser = (socket as Socket & { parser?: unknown }).parser;
+    if (parser !== undefined && parser !== null && activeParsers(this.h1).has(parser)) return 'reading';
+    const message = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    const queued = (socket as unknown as { _handle?: { writeQueueSize?: number } })._handle?.writeQueueSize ?? 0;
+    if ((message !== undefined && message !== null) || socket.writableLength > 0 || queued > 0) return 'answering';
+    return 'idle';
+  }
+
+  /** TCP handover: the session the connection's last request named. */
+  sessionOf(socket: Socket): string | undefined {
+    return (socket as Socket & { [LAST_SESSION]?: string })[LAST_SESSION];
+  }
+
+  /** TCP handover: a connection restored from a peer (or revived here) continues in this proxy. */
+  adopt(socket: Socket): void {
+    this.h1.emit('connection', socket);
+  }
+
+  /** TCP handover: resumes (claims) a session whose connection moves here, before its next request. */
+  async resumeSession(sessionId: string): Promise<void> {
+    await this.options.sessions.resume(sessionId);
+  }
+
   private handleUpgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
     this.upgraded.add(socket);
     socket.once('close', () => this.upgraded.delete(socket));
@@ -534,6 +588,17 @@ function bodyComplete(req: Request, withinMs: number): Promise<boolean> {
     stream.unpipe();
     stream.resume();
   });
+}
+
+/**
+ * The parsers of node's HTTP server that are inside a message (its connection list, which
+ * closeIdleConnections reads too; an internal of node's http module, found by its symbol's
+ * description). Empty when this node version does not keep one.
+ */
+function activeParsers(server: http.Server): Set<unknown> {
+  const key = Object.getOwnPropertySymbols(server).find((symbol) => symbol.description === 'http.server.connections');
+  const list = key === undefined ? undefined : (server as unknown as Record<symbol, { active?: () => unknown[] } | undefined>)[key];
+  return new Set(list?.active?.() ?? []);
 }
 
 /**

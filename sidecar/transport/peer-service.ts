@@ -24,6 +24,10 @@ import type { ClusterKey } from '../../src/wire/cluster-key';
 import { MAX_IDS_PER_REQUEST } from '../../src/core/resume-asks';
 import {
   type FetchRequest,
+  type HandoverCommitRequest,
+  type HandoverCommitResponse,
+  type HandoverPrepareRequest,
+  type HandoverPrepareResponse,
   type LookupRequest,
   type LookupResponse,
   PeerServiceClient,
@@ -41,6 +45,19 @@ import { OpenStreams } from '../net/server-shutdown';
 import type { Config } from '../config/config';
 import { toStatus } from '../net/grpc-status';
 import { PreconditionFailedError } from '../../src/wire/errors';
+
+/**
+ * The receiving side of a live TCP handover (sidecar/capture/tcp-handover.ts), when this node
+ * runs with --tcp-handover. Answers are results; a request it refuses rejects with a
+ * message for the caller (FAILED_PRECONDITION).
+ */
+export interface HandoverReceiver {
+  prepare(request: HandoverPrepareRequest): HandoverPrepareResponse;
+  commit(request: HandoverCommitRequest): HandoverCommitResponse;
+}
+
+/** Frozen connections one HandoverPrepare call may carry. */
+export const MAX_HANDOVER_CONNECTIONS_PER_CALL = 1000;
 
 /** Session ids a peer serves in one Fetch or Lookup request. */
 export { MAX_IDS_PER_REQUEST };
@@ -110,6 +127,7 @@ export function peerServiceDefinition(): typeof PeerServiceService {
       'baton.v1.FetchRequest.session_ids': 4 * MAX_IDS_PER_REQUEST,
       'baton.v1.FetchRequest.partitions': 4 * MAX_PARTITIONS,
       'baton.v1.DigestsRequest.partitions': 4 * MAX_PARTITIONS,
+      'baton.v1.HandoverPrepareRequest.connections': 4 * MAX_HANDOVER_CONNECTIONS_PER_CALL,
     },
     1024,
     4 * (MAX_IDS_PER_REQUEST + MAX_PARTITIONS),
@@ -122,6 +140,7 @@ export function peerServiceDefinition(): typeof PeerServiceService {
     fetch: { ...s.fetch, requestDeserialize: guarded(s.fetch, 'baton.v1.FetchRequest', scanner, same) },
     lookup: { ...s.lookup, requestDeserialize: guarded(s.lookup, 'baton.v1.LookupRequest', scanner, same) },
     replay: { ...s.replay, requestDeserialize: guarded(s.replay, 'baton.v1.ReplayRequest', scanner, same) },
+    handoverPrepare: { ...s.handoverPrepare, requestDeserialize: guarded(s.handoverPrepare, 'baton.v1.HandoverPrepareRequest', scanner, same) },
   } as typeof PeerServiceService;
 }
 
@@ -137,7 +156,8 @@ export interface ReplayService {
 /**
  * The PeerService handlers. Lookup streams stay open as long as their caller wants; each
  * registers in `streams`, so a stopping node can end them (its callers then open a new
- * stream to another peer) instead of waiting for them.
+ * stream to another peer) instead of waiting for them. The handover calls go to
+ * `handover()` (set once the node's proxy runs; undefined without --tcp-handover).
  */
 export function peerServiceImplementation(
   store: SessionStore,
@@ -145,6 +165,7 @@ export function peerServiceImplementation(
   partitions: number,
   streams = new OpenStreams(),
   replay: ReplayService = { serve: undefined },
+  handover: () => HandoverReceiver | undefined = () => undefined,
 ): PeerServiceServer {
   // Each partition once: a request naming one partition many times would otherwise have it
   // streamed that many times.
@@ -235,6 +256,29 @@ export function peerServiceImplementation(
         (response) => callback(null, response),
         (err: unknown) => callback(toStatus(err)),
       );
+    },
+    handoverPrepare: (call, callback) => {
+      const request: unknown = call.request;
+      if (request instanceof RefusedRequest) return callback({ code: request.code, details: request.details });
+      const receiver = handover();
+      if (receiver === undefined) return callback({ code: status.FAILED_PRECONDITION, details: `node ${nodeId} does not take TCP handovers (--tcp-handover is off)` });
+      if (call.request.connections.length > MAX_HANDOVER_CONNECTIONS_PER_CALL) {
+        return callback({ code: status.INVALID_ARGUMENT, details: `a handover call carries at most ${MAX_HANDOVER_CONNECTIONS_PER_CALL} connections` });
+      }
+      try {
+        callback(null, receiver.prepare(call.request));
+      } catch (err) {
+        callback({ code: status.FAILED_PRECONDITION, details: (err as Error).message });
+      }
+    },
+    handoverCommit: (call, callback) => {
+      const receiver = handover();
+      if (receiver === undefined) return callback({ code: status.FAILED_PRECONDITION, details: `node ${nodeId} does not take TCP handovers (--tcp-handover is off)` });
+      try {
+        callback(null, receiver.commit(call.request));
+      } catch (err) {
+        callback({ code: status.FAILED_PRECONDITION, details: (err as Error).message });
+      }
     },
   };
 }

@@ -21,8 +21,8 @@ import type { ResumeObserver } from '../../src/core/session-api';
 import type { SessionStore } from '../../src/store/store';
 import { carryOut, type Outgoing, type PeerAnswer, type PeerRequest, type Ready, type Transport } from '../../src/core/transport';
 import { type Config, nodeCoreConfig } from '../config/config';
-import { PeerClients, PeerCredentials, peerServiceDefinition, peerServiceImplementation, peerTlsFor, type ReplayService } from './peer-service';
-import type { ReplayRequest, ReplayResponse } from '../../src/gen/baton/v1/peer';
+import { type HandoverReceiver, PeerClients, PeerCredentials, peerServiceDefinition, peerServiceImplementation, peerTlsFor, type ReplayService } from './peer-service';
+import type { PeerServiceClient, ReplayRequest, ReplayResponse } from '../../src/gen/baton/v1/peer';
 import { OpenStreams, shutdownWithin } from '../net/server-shutdown';
 
 /** How long a stopping node's peer server waits for calls in flight before cancelling them. */
@@ -45,6 +45,8 @@ export class UdpTransport implements Transport {
   readonly replayService: ReplayService = { serve: undefined };
   /** Peers' Lookup streams open on this node's peer server. */
   private readonly peerStreams = new OpenStreams();
+  /** Serves PeerService's handover calls once the node's proxy runs with --tcp-handover. */
+  handoverReceiver: HandoverReceiver | undefined;
   /** Mutual TLS for the peer gRPC service and calls (plaintext without a key). */
   private readonly peerCredentials: PeerCredentials;
   /** The one timer, and when it fires. */
@@ -111,7 +113,10 @@ export class UdpTransport implements Transport {
     this.socket.on('error', (err) => this.log.warn({ err }, 'replication socket error'));
     this.peerCredentials = new PeerCredentials(peerTlsFor(config, keys, now));
     this.peers = new PeerClients(this.peerCredentials);
-    this.peerServer.addService(peerServiceDefinition(), peerServiceImplementation(store, config.nodeId, config.partitions, this.peerStreams, this.replayService));
+    this.peerServer.addService(
+      peerServiceDefinition(),
+      peerServiceImplementation(store, config.nodeId, config.partitions, this.peerStreams, this.replayService, () => this.handoverReceiver),
+    );
   }
 
   /** Binds the peer gRPC service (and the multicast group); starts the core (heartbeats). */
@@ -151,6 +156,11 @@ export class UdpTransport implements Transport {
   /** PeerService.Replay on a peer, over this node's peer connection to it. */
   replay(address: string, request: ReplayRequest, deadlineMs: number): Promise<ReplayResponse> {
     return this.peers.replay(address, request, deadlineMs);
+  }
+
+  /** The PeerService client of a peer address (one connection per address, reused). */
+  peerServiceClient(address: string): PeerServiceClient {
+    return this.peers.client(address);
   }
 
   /** The UDP port bound (the peer gRPC service listens on the same number). */

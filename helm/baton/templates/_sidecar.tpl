@@ -49,7 +49,15 @@ The baton container and what it needs in a pod. Rules:
 {{- end }}
 {{- end }}
 {{- range $name := keys $v.config | sortAlpha }}
-- --{{ $name }}={{ index $v.config $name }}
+{{- $value := index $v.config $name }}
+{{- if kindIs "bool" $value }}
+{{- /* A switch takes no value on the command line: true gives the flag, false leaves it out. */}}
+{{- if $value }}
+- --{{ $name }}
+{{- end }}
+{{- else }}
+- --{{ $name }}={{ $value }}
+{{- end }}
 {{- end }}
 {{- range $v.extraArgs }}
 - {{ . }}

@@ -143,6 +143,70 @@ export interface IdempotencyAnswers {
   answers: RememberedAnswer[];
 }
 
+/**
+ * One frozen client connection: addresses, both queues, and what the handshake agreed
+ * (see sidecar/capture/tcp-repair.ts). Sequence numbers are TCP's 32-bit values.
+ */
+export interface FrozenTcpConnection {
+  /** Chosen by the sender, unique within a handover. */
+  connectionId: bigint;
+  localAddress: string;
+  localPort: number;
+  remoteAddress: string;
+  remotePort: number;
+  /** TCP_QUEUE_SEQ of each queue: the sequence number after its last byte. */
+  sendSeq: number;
+  recvSeq: number;
+  /** Sent-unacknowledged bytes, then `unsent_bytes` never sent. */
+  sendQueue: Buffer;
+  unsentBytes: number;
+  /** Received bytes the proxy had not read. */
+  recvQueue: Buffer;
+  mss: number;
+  timestamps: boolean;
+  sack: boolean;
+  windowScaling: boolean;
+  sndWscale: number;
+  rcvWscale: number;
+  timestamp: number;
+  /** TCP_REPAIR_WINDOW. */
+  sndWl1: number;
+  sndWnd: number;
+  maxWindow: number;
+  rcvWnd: number;
+  rcvWup: number;
+  /** The session the connection's last request named ('' when none): the receiver resumes it. */
+  sessionId: string;
+}
+
+export interface HandoverPrepareRequest {
+  /** Chosen by the sender; names the handover in HandoverCommit. */
+  handoverId: bigint;
+  fromNodeId: string;
+  /** At most 1,000 per call. */
+  connections: FrozenTcpConnection[];
+}
+
+export interface HandoverFailure {
+  connectionId: bigint;
+  reason: string;
+}
+
+export interface HandoverPrepareResponse {
+  restored: bigint[];
+  failed: HandoverFailure[];
+}
+
+export interface HandoverCommitRequest {
+  handoverId: bigint;
+  /** The address did not move: close the restored connections silently instead. */
+  abort: boolean;
+}
+
+export interface HandoverCommitResponse {
+  live: bigint[];
+}
+
 function createBaseDigestsRequest(): DigestsRequest {
   return { partitions: [] };
 }
@@ -1349,6 +1413,738 @@ export const IdempotencyAnswers: MessageFns<IdempotencyAnswers> = {
   },
 };
 
+function createBaseFrozenTcpConnection(): FrozenTcpConnection {
+  return {
+    connectionId: 0n,
+    localAddress: "",
+    localPort: 0,
+    remoteAddress: "",
+    remotePort: 0,
+    sendSeq: 0,
+    recvSeq: 0,
+    sendQueue: Buffer.alloc(0),
+    unsentBytes: 0,
+    recvQueue: Buffer.alloc(0),
+    mss: 0,
+    timestamps: false,
+    sack: false,
+    windowScaling: false,
+    sndWscale: 0,
+    rcvWscale: 0,
+    timestamp: 0,
+    sndWl1: 0,
+    sndWnd: 0,
+    maxWindow: 0,
+    rcvWnd: 0,
+    rcvWup: 0,
+    sessionId: "",
+  };
+}
+
+export const FrozenTcpConnection: MessageFns<FrozenTcpConnection> = {
+  encode(message: FrozenTcpConnection, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.connectionId !== 0n) {
+      if (BigInt.asUintN(64, message.connectionId) !== message.connectionId) {
+        throw new globalThis.Error("value provided for field message.connectionId of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.connectionId);
+    }
+    if (message.localAddress !== "") {
+      writer.uint32(18).string(message.localAddress);
+    }
+    if (message.localPort !== 0) {
+      writer.uint32(24).uint32(message.localPort);
+    }
+    if (message.remoteAddress !== "") {
+      writer.uint32(34).string(message.remoteAddress);
+    }
+    if (message.remotePort !== 0) {
+      writer.uint32(40).uint32(message.remotePort);
+    }
+    if (message.sendSeq !== 0) {
+      writer.uint32(48).uint32(message.sendSeq);
+    }
+    if (message.recvSeq !== 0) {
+      writer.uint32(56).uint32(message.recvSeq);
+    }
+    if (message.sendQueue.length !== 0) {
+      writer.uint32(66).bytes(message.sendQueue);
+    }
+    if (message.unsentBytes !== 0) {
+      writer.uint32(72).uint32(message.unsentBytes);
+    }
+    if (message.recvQueue.length !== 0) {
+      writer.uint32(82).bytes(message.recvQueue);
+    }
+    if (message.mss !== 0) {
+      writer.uint32(88).uint32(message.mss);
+    }
+    if (message.timestamps !== false) {
+      writer.uint32(96).bool(message.timestamps);
+    }
+    if (message.sack !== false) {
+      writer.uint32(104).bool(message.sack);
+    }
+    if (message.windowScaling !== false) {
+      writer.uint32(112).bool(message.windowScaling);
+    }
+    if (message.sndWscale !== 0) {
+      writer.uint32(120).uint32(message.sndWscale);
+    }
+    if (message.rcvWscale !== 0) {
+      writer.uint32(128).uint32(message.rcvWscale);
+    }
+    if (message.timestamp !== 0) {
+      writer.uint32(136).uint32(message.timestamp);
+    }
+    if (message.sndWl1 !== 0) {
+      writer.uint32(144).uint32(message.sndWl1);
+    }
+    if (message.sndWnd !== 0) {
+      writer.uint32(152).uint32(message.sndWnd);
+    }
+    if (message.maxWindow !== 0) {
+      writer.uint32(160).uint32(message.maxWindow);
+    }
+    if (message.rcvWnd !== 0) {
+      writer.uint32(168).uint32(message.rcvWnd);
+    }
+    if (message.rcvWup !== 0) {
+      writer.uint32(176).uint32(message.rcvWup);
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(186).string(message.sessionId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FrozenTcpConnection {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFrozenTcpConnection();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.connectionId = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.localAddress = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.localPort = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.remoteAddress = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.remotePort = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.sendSeq = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.recvSeq = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.sendQueue = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.unsentBytes = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.recvQueue = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.mss = reader.uint32();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.timestamps = reader.bool();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.sack = reader.bool();
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.windowScaling = reader.bool();
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.sndWscale = reader.uint32();
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.rcvWscale = reader.uint32();
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.timestamp = reader.uint32();
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.sndWl1 = reader.uint32();
+            continue;
+          }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.sndWnd = reader.uint32();
+            continue;
+          }
+          case 20: {
+            if (tag !== 160) {
+              break;
+            }
+
+            message.maxWindow = reader.uint32();
+            continue;
+          }
+          case 21: {
+            if (tag !== 168) {
+              break;
+            }
+
+            message.rcvWnd = reader.uint32();
+            continue;
+          }
+          case 22: {
+            if (tag !== 176) {
+              break;
+            }
+
+            message.rcvWup = reader.uint32();
+            continue;
+          }
+          case 23: {
+            if (tag !== 186) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<FrozenTcpConnection>): FrozenTcpConnection {
+    return FrozenTcpConnection.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FrozenTcpConnection>): FrozenTcpConnection {
+    const message = createBaseFrozenTcpConnection();
+    message.connectionId = (object.connectionId !== undefined && object.connectionId !== null)
+      ? BigInt(object.connectionId)
+      : 0n;
+    message.localAddress = object.localAddress ?? "";
+    message.localPort = object.localPort ?? 0;
+    message.remoteAddress = object.remoteAddress ?? "";
+    message.remotePort = object.remotePort ?? 0;
+    message.sendSeq = object.sendSeq ?? 0;
+    message.recvSeq = object.recvSeq ?? 0;
+    message.sendQueue = object.sendQueue ?? Buffer.alloc(0);
+    message.unsentBytes = object.unsentBytes ?? 0;
+    message.recvQueue = object.recvQueue ?? Buffer.alloc(0);
+    message.mss = object.mss ?? 0;
+    message.timestamps = object.timestamps ?? false;
+    message.sack = object.sack ?? false;
+    message.windowScaling = object.windowScaling ?? false;
+    message.sndWscale = object.sndWscale ?? 0;
+    message.rcvWscale = object.rcvWscale ?? 0;
+    message.timestamp = object.timestamp ?? 0;
+    message.sndWl1 = object.sndWl1 ?? 0;
+    message.sndWnd = object.sndWnd ?? 0;
+    message.maxWindow = object.maxWindow ?? 0;
+    message.rcvWnd = object.rcvWnd ?? 0;
+    message.rcvWup = object.rcvWup ?? 0;
+    message.sessionId = object.sessionId ?? "";
+    return message;
+  },
+};
+
+function createBaseHandoverPrepareRequest(): HandoverPrepareRequest {
+  return { handoverId: 0n, fromNodeId: "", connections: [] };
+}
+
+export const HandoverPrepareRequest: MessageFns<HandoverPrepareRequest> = {
+  encode(message: HandoverPrepareRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.handoverId !== 0n) {
+      if (BigInt.asUintN(64, message.handoverId) !== message.handoverId) {
+        throw new globalThis.Error("value provided for field message.handoverId of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.handoverId);
+    }
+    if (message.fromNodeId !== "") {
+      writer.uint32(18).string(message.fromNodeId);
+    }
+    for (const v of message.connections) {
+      FrozenTcpConnection.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HandoverPrepareRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHandoverPrepareRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.handoverId = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.fromNodeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.connections.push(FrozenTcpConnection.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<HandoverPrepareRequest>): HandoverPrepareRequest {
+    return HandoverPrepareRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HandoverPrepareRequest>): HandoverPrepareRequest {
+    const message = createBaseHandoverPrepareRequest();
+    message.handoverId = (object.handoverId !== undefined && object.handoverId !== null)
+      ? BigInt(object.handoverId)
+      : 0n;
+    message.fromNodeId = object.fromNodeId ?? "";
+    message.connections = object.connections?.map((e) => FrozenTcpConnection.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseHandoverFailure(): HandoverFailure {
+  return { connectionId: 0n, reason: "" };
+}
+
+export const HandoverFailure: MessageFns<HandoverFailure> = {
+  encode(message: HandoverFailure, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.connectionId !== 0n) {
+      if (BigInt.asUintN(64, message.connectionId) !== message.connectionId) {
+        throw new globalThis.Error("value provided for field message.connectionId of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.connectionId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HandoverFailure {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHandoverFailure();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.connectionId = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<HandoverFailure>): HandoverFailure {
+    return HandoverFailure.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HandoverFailure>): HandoverFailure {
+    const message = createBaseHandoverFailure();
+    message.connectionId = (object.connectionId !== undefined && object.connectionId !== null)
+      ? BigInt(object.connectionId)
+      : 0n;
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseHandoverPrepareResponse(): HandoverPrepareResponse {
+  return { restored: [], failed: [] };
+}
+
+export const HandoverPrepareResponse: MessageFns<HandoverPrepareResponse> = {
+  encode(message: HandoverPrepareResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.restored.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.restored) {
+        if (BigInt.asUintN(64, v) !== v) {
+          throw new globalThis.Error("a value provided in array field restored of type uint64 is too large");
+        }
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    for (const v of message.failed) {
+      HandoverFailure.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HandoverPrepareResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHandoverPrepareResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.restored.push(reader.uint64() as bigint);
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.restored.push(reader.uint64() as bigint);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.failed.push(HandoverFailure.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<HandoverPrepareResponse>): HandoverPrepareResponse {
+    return HandoverPrepareResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HandoverPrepareResponse>): HandoverPrepareResponse {
+    const message = createBaseHandoverPrepareResponse();
+    message.restored = object.restored?.map((e) => BigInt(e)) || [];
+    message.failed = object.failed?.map((e) => HandoverFailure.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseHandoverCommitRequest(): HandoverCommitRequest {
+  return { handoverId: 0n, abort: false };
+}
+
+export const HandoverCommitRequest: MessageFns<HandoverCommitRequest> = {
+  encode(message: HandoverCommitRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.handoverId !== 0n) {
+      if (BigInt.asUintN(64, message.handoverId) !== message.handoverId) {
+        throw new globalThis.Error("value provided for field message.handoverId of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.handoverId);
+    }
+    if (message.abort !== false) {
+      writer.uint32(16).bool(message.abort);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HandoverCommitRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHandoverCommitRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.handoverId = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.abort = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<HandoverCommitRequest>): HandoverCommitRequest {
+    return HandoverCommitRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HandoverCommitRequest>): HandoverCommitRequest {
+    const message = createBaseHandoverCommitRequest();
+    message.handoverId = (object.handoverId !== undefined && object.handoverId !== null)
+      ? BigInt(object.handoverId)
+      : 0n;
+    message.abort = object.abort ?? false;
+    return message;
+  },
+};
+
+function createBaseHandoverCommitResponse(): HandoverCommitResponse {
+  return { live: [] };
+}
+
+export const HandoverCommitResponse: MessageFns<HandoverCommitResponse> = {
+  encode(message: HandoverCommitResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.live.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.live) {
+        if (BigInt.asUintN(64, v) !== v) {
+          throw new globalThis.Error("a value provided in array field live of type uint64 is too large");
+        }
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HandoverCommitResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHandoverCommitResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.live.push(reader.uint64() as bigint);
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.live.push(reader.uint64() as bigint);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<HandoverCommitResponse>): HandoverCommitResponse {
+    return HandoverCommitResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HandoverCommitResponse>): HandoverCommitResponse {
+    const message = createBaseHandoverCommitResponse();
+    message.live = object.live?.map((e) => BigInt(e)) || [];
+    return message;
+  },
+};
+
 export type PeerServiceService = typeof PeerServiceService;
 export const PeerServiceService = {
   /** Digests of the asked partitions (all when none are named). */
@@ -1402,6 +2198,38 @@ export const PeerServiceService = {
     responseSerialize: (value: ReplayResponse): Buffer => Buffer.from(ReplayResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReplayResponse => ReplayResponse.decode(value),
   },
+  /**
+   * Live TCP handover (--tcp-handover): a draining node froze idle client connections of its
+   * proxy (TCP_REPAIR) and asks this node to restore them, still in repair mode, and to
+   * resume their sessions; one handover may send several Prepare calls. Answers which
+   * connections are restored. Refused (FAILED_PRECONDITION) when this node has no handover.
+   */
+  handoverPrepare: {
+    path: "/baton.v1.PeerService/HandoverPrepare" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: HandoverPrepareRequest): Buffer =>
+      Buffer.from(HandoverPrepareRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): HandoverPrepareRequest => HandoverPrepareRequest.decode(value),
+    responseSerialize: (value: HandoverPrepareResponse): Buffer =>
+      Buffer.from(HandoverPrepareResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): HandoverPrepareResponse => HandoverPrepareResponse.decode(value),
+  },
+  /**
+   * After the virtual address moved here: the restored connections of the handover go live
+   * in this node's proxy (or, with `abort`, are closed silently). Answers which went live.
+   */
+  handoverCommit: {
+    path: "/baton.v1.PeerService/HandoverCommit" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: HandoverCommitRequest): Buffer =>
+      Buffer.from(HandoverCommitRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): HandoverCommitRequest => HandoverCommitRequest.decode(value),
+    responseSerialize: (value: HandoverCommitResponse): Buffer =>
+      Buffer.from(HandoverCommitResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): HandoverCommitResponse => HandoverCommitResponse.decode(value),
+  },
 } as const;
 
 export interface PeerServiceServer extends UntypedServiceImplementation {
@@ -1424,6 +2252,18 @@ export interface PeerServiceServer extends UntypedServiceImplementation {
    * INVALID_ARGUMENT for a malformed request, UNAVAILABLE when the web server did not answer.
    */
   replay: handleUnaryCall<ReplayRequest, ReplayResponse>;
+  /**
+   * Live TCP handover (--tcp-handover): a draining node froze idle client connections of its
+   * proxy (TCP_REPAIR) and asks this node to restore them, still in repair mode, and to
+   * resume their sessions; one handover may send several Prepare calls. Answers which
+   * connections are restored. Refused (FAILED_PRECONDITION) when this node has no handover.
+   */
+  handoverPrepare: handleUnaryCall<HandoverPrepareRequest, HandoverPrepareResponse>;
+  /**
+   * After the virtual address moved here: the restored connections of the handover go live
+   * in this node's proxy (or, with `abort`, are closed silently). Answers which went live.
+   */
+  handoverCommit: handleUnaryCall<HandoverCommitRequest, HandoverCommitResponse>;
 }
 
 export interface PeerServiceClient extends Client {
@@ -1476,6 +2316,46 @@ export interface PeerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReplayResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Live TCP handover (--tcp-handover): a draining node froze idle client connections of its
+   * proxy (TCP_REPAIR) and asks this node to restore them, still in repair mode, and to
+   * resume their sessions; one handover may send several Prepare calls. Answers which
+   * connections are restored. Refused (FAILED_PRECONDITION) when this node has no handover.
+   */
+  handoverPrepare(
+    request: HandoverPrepareRequest,
+    callback: (error: ServiceError | null, response: HandoverPrepareResponse) => void,
+  ): ClientUnaryCall;
+  handoverPrepare(
+    request: HandoverPrepareRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: HandoverPrepareResponse) => void,
+  ): ClientUnaryCall;
+  handoverPrepare(
+    request: HandoverPrepareRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: HandoverPrepareResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * After the virtual address moved here: the restored connections of the handover go live
+   * in this node's proxy (or, with `abort`, are closed silently). Answers which went live.
+   */
+  handoverCommit(
+    request: HandoverCommitRequest,
+    callback: (error: ServiceError | null, response: HandoverCommitResponse) => void,
+  ): ClientUnaryCall;
+  handoverCommit(
+    request: HandoverCommitRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: HandoverCommitResponse) => void,
+  ): ClientUnaryCall;
+  handoverCommit(
+    request: HandoverCommitRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: HandoverCommitResponse) => void,
   ): ClientUnaryCall;
 }
 
