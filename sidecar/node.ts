@@ -28,6 +28,7 @@ import { LocalTlsResumptionSource } from './capture/local-tls-resumption';
 import { clusterSessionIdContext } from '../src/capture/tls-session-id-context';
 import { startProxy, type ProxyServer } from './proxy/proxy-start';
 import { attachTlsResumption } from '../src/capture/tls-resumption';
+import { refusingApplicationCalls } from '../src/core/store-role';
 
 /** The longest /readyz waits for this node to pull its partitions from its peers after start. */
 const READY_CATCH_UP_LIMIT_MS = 60_000;
@@ -111,9 +112,13 @@ export class BatonNode {
     const replication = await this.startReplication();
     this.replication = replication;
     this.metrics.attachReplication(replication);
-    const sessionApi = replication.core.api;
+    const ownApi = replication.core.api;
+    // A store node's surfaces refuse application calls; its own writers (the ticket key
+    // schedule) use the API itself.
+    const sessionApi = this.config.role === 'store' ? refusingApplicationCalls(ownApi) : ownApi;
     this.handlers = new SessionServiceHandlers(sessionApi, this.hub, this.metrics, this.log, this.config.maxMemoryBytes);
-    this.tickets = this.ticketKeeper(sessionApi, replication);
+    if (this.config.role === 'store') this.handlers.refuseWatches();
+    this.tickets = this.ticketKeeper(ownApi, replication);
     this.handlers.serveTlsResumption(this.tickets);
     this.tlsResumption = new LocalTlsResumptionSource(sessionApi, this.tickets);
     // A Put may carry every part at full size; leave room for ids, names and framing.
@@ -181,6 +186,7 @@ export class BatonNode {
         peer_port: replication.port,
         incarnation: replication.incarnation.toString(16),
         transport: this.config.multicast === undefined ? 'unicast' : 'multicast',
+        role: this.config.role,
         preset: this.config.preset,
         encrypted: this.keys !== undefined,
         peer_tls: this.config.peerTlsFiles !== undefined ? 'files' : this.keys !== undefined ? 'cluster key' : 'off',
@@ -296,7 +302,7 @@ export class BatonNode {
   /** Every member (peers configured but never heard from as 'dead' with no node id). */
   private memberList(): StatusResponse['members'] {
     const replication = this.replication;
-    if (replication === undefined) return [{ nodeId: this.config.nodeId, address: this.apiAddress, state: 'alive', isSelf: true, replicationLagSeqs: 0n }];
+    if (replication === undefined) return [{ nodeId: this.config.nodeId, address: this.apiAddress, state: 'alive', isSelf: true, replicationLagSeqs: 0n, role: this.config.role }];
     const lag = replication.core.unacked();
     return replication.core.membership.members().map((m) => ({
       nodeId: m.nodeId,
@@ -304,6 +310,7 @@ export class BatonNode {
       state: m.state,
       isSelf: m.isSelf,
       replicationLagSeqs: BigInt(lag.get(m.nodeId) ?? 0),
+      role: m.nodeId === '' ? '' : m.role,
     }));
   }
 
@@ -321,6 +328,8 @@ export class BatonNode {
       version: VERSION,
       startedAtUnixMs: BigInt(this.startedAt),
       tombstones: BigInt(stats.tombstones),
+      configMismatches: [],
+      role: this.config.role,
     };
   }
 

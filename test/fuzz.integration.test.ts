@@ -1144,6 +1144,8 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
               advertiseAddress: address(),
               configDigest: chance(rng, 0.7) ? digest : randomUint64(rng),
               channels: Array.from({ length: rng.below(4) }, () => ({ targetNodeId: pick(rng, ['', NODE_ID, 'x']), highestSeq: seqValue(fake.seq) })),
+              role: rng.below(4),
+              settingDigests: chance(rng, 0.5) ? [] : [{ setting: pick(rng, ['partitions', 'hash_seed', 'x']), digest: randomUint64(rng) }],
               leaving: chance(rng, 0.1),
               pulling: chance(rng, 0.5),
               sentAtUnixMs: pick(rng, [BigInt(Date.now()), 0n, BigInt.asIntN(64, randomUint64(rng))]),

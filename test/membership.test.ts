@@ -154,9 +154,9 @@ describe('three nodes exchanging heartbeats', () => {
     expect(a.membership.liveNodeIds()).toEqual(['a', 'b', 'c']);
     expect(a.membership.heartbeatTargets()).toEqual(['b:7946', 'c:7946']);
     expect(a.membership.members()).toEqual([
-      { nodeId: 'a', advertiseAddress: 'a:7946', state: 'alive', incarnation: inc('a', 1n), lastHeardAt: null, isSelf: true },
-      { nodeId: 'b', advertiseAddress: 'b:7946', state: 'alive', incarnation: inc('b', 1n), lastHeardAt: 0, isSelf: false },
-      { nodeId: 'c', advertiseAddress: 'c:7946', state: 'alive', incarnation: inc('c', 1n), lastHeardAt: 0, isSelf: false },
+      { nodeId: 'a', advertiseAddress: 'a:7946', state: 'alive', incarnation: inc('a', 1n), lastHeardAt: null, isSelf: true, role: 'edge' },
+      { nodeId: 'b', advertiseAddress: 'b:7946', state: 'alive', incarnation: inc('b', 1n), lastHeardAt: 0, isSelf: false, role: 'edge' },
+      { nodeId: 'c', advertiseAddress: 'c:7946', state: 'alive', incarnation: inc('c', 1n), lastHeardAt: 0, isSelf: false, role: 'edge' },
     ]);
   });
 
@@ -393,9 +393,9 @@ test('seeds never heard from are listed as dead with an empty node id, until the
   cluster.runUntil(0);
   expect(a.membership.seedAddresses()).toEqual(['b:1', 'x:1']);
   expect(a.membership.members()).toEqual([
-    { nodeId: '', advertiseAddress: 'b:1', state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false },
-    { nodeId: '', advertiseAddress: 'x:1', state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false },
-    { nodeId: 'a', advertiseAddress: 'a:1', state: 'alive', incarnation: inc('a', 1n), lastHeardAt: null, isSelf: true },
+    { nodeId: '', advertiseAddress: 'b:1', state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false, role: 'edge' },
+    { nodeId: '', advertiseAddress: 'x:1', state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false, role: 'edge' },
+    { nodeId: 'a', advertiseAddress: 'a:1', state: 'alive', incarnation: inc('a', 1n), lastHeardAt: null, isSelf: true, role: 'edge' },
   ]);
   expect(a.membership.liveNodeIds()).toEqual(['a']);
 
@@ -567,4 +567,32 @@ test('invalid heartbeats are dropped and counted; bad config is refused with the
   expect(() => validateMembershipConfig({ ...DEFAULT_MEMBERSHIP_CONFIG, heartbeatIntervalMs: 0 })).toThrow(/heartbeatIntervalMs/);
   expect(() => validateMembershipConfig({ ...DEFAULT_MEMBERSHIP_CONFIG, deadAfterMs: 500 })).toThrow(/deadAfterMs/);
   expect(() => validateMembershipConfig({ ...DEFAULT_MEMBERSHIP_CONFIG, forgetDeadAfterMs: 2000 })).toThrow(/forgetDeadAfterMs/);
+});
+
+test('a member\'s role comes from its heartbeats; a restart may change it, and that is a view change', () => {
+  const m = new Membership({ nodeId: 'a', advertiseAddress: 'a:1', incarnation: 1n, role: 'store' }, DEFAULT_MEMBERSHIP_CONFIG, DIGEST);
+  expect(m.liveStoreIds()).toEqual(['a']);
+  const beat = (nodeId: string, incarnation: bigint, role?: 'edge' | 'store') => ({
+    nodeId,
+    incarnation,
+    advertiseAddress: `${nodeId}:1`,
+    configDigest: DIGEST,
+    leaving: false,
+    known: [],
+    ...(role === undefined ? {} : { role }),
+  });
+  m.handleHeartbeat(beat('b', 1n, 'store'), 0);
+  m.handleHeartbeat(beat('c', 1n), 0); // no role: edge
+  expect(m.liveStoreIds()).toEqual(['a', 'b']);
+  expect(m.member('b')?.role).toBe('store');
+  expect(m.member('c')?.role).toBe('edge');
+  const version = m.viewVersion;
+  m.handleHeartbeat(beat('b', 2n, 'edge'), 10);
+  expect(m.liveStoreIds()).toEqual(['a']);
+  expect(m.viewVersion).toBe(version + 1);
+  // A dead store node is no longer listed.
+  m.handleHeartbeat(beat('c', 2n, 'store'), 20);
+  expect(m.liveStoreIds()).toEqual(['a', 'c']);
+  m.tick(20 + DEFAULT_MEMBERSHIP_CONFIG.deadAfterMs);
+  expect(m.liveStoreIds()).toEqual(['a']);
 });

@@ -227,6 +227,10 @@ describe('PeerService over mutual TLS', () => {
         handled++;
         implementation.lookup(call);
       },
+      clusterSettings: (call, callback) => {
+        handled++;
+        implementation.clusterSettings(call, callback);
+      },
     };
     server.addService(PeerServiceService, counted);
     servers.push(server);

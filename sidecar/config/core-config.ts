@@ -87,6 +87,7 @@ export function nodeCoreConfig(
     antiEntropyIntervalMs: config.antiEntropyIntervalSeconds * 1000,
     injectLossPercent: config.injectLossPercent,
     limits: { maxValueBytes: config.maxValueBytes, maxPartsPerSession: config.maxPartsPerSession },
+    role: config.role,
   };
 }
 

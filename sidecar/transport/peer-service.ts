@@ -23,6 +23,7 @@ import { loadSync } from '@grpc/proto-loader';
 import type { ClusterKey } from '../../src/wire/cluster-key';
 import { MAX_IDS_PER_REQUEST } from '../../src/core/resume-asks';
 import {
+  type ClusterSettingsResponse,
   type FetchRequest,
   type LookupRequest,
   type LookupResponse,
@@ -126,7 +127,14 @@ export function peerServiceDefinition(): typeof PeerServiceService {
  * registers in `streams`, so a stopping node can end them (its callers then open a new
  * stream to another peer) instead of waiting for them.
  */
-export function peerServiceImplementation(store: SessionStore, nodeId: string, partitions: number, streams = new OpenStreams()): PeerServiceServer {
+export function peerServiceImplementation(
+  store: SessionStore,
+  nodeId: string,
+  partitions: number,
+  streams = new OpenStreams(),
+  /** This node's cluster-critical settings (ClusterSettings); absent = UNIMPLEMENTED. */
+  settings?: () => ClusterSettingsResponse,
+): PeerServiceServer {
   // Each partition once: a request naming one partition many times would otherwise have it
   // streamed that many times.
   const checkPartitions = (asked: readonly number[]): number[] | undefined => {
@@ -134,6 +142,10 @@ export function peerServiceImplementation(store: SessionStore, nodeId: string, p
     return asked.length > 0 ? [...new Set(asked)] : Array.from({ length: partitions }, (_, i) => i);
   };
   return {
+    clusterSettings: (_call, callback) => {
+      if (settings === undefined) return callback({ code: status.UNIMPLEMENTED, details: 'this node does not answer ClusterSettings' });
+      callback(null, settings());
+    },
     digests: (call, callback) => {
       const request: unknown = call.request;
       if (request instanceof RefusedRequest) return callback({ code: request.code, details: request.details });
@@ -304,6 +316,13 @@ export class PeerClients {
         if (err) return reject(err);
         resolve(new Map(response.partitions.map((d) => [d.partition, d.digest])));
       });
+    });
+  }
+
+  /** The cluster-critical settings a peer runs with (for --config-from-peers). */
+  clusterSettings(address: string, deadlineMs: number): Promise<ClusterSettingsResponse> {
+    return new Promise((resolve, reject) => {
+      this.client(address).clusterSettings({}, new Metadata(), { deadline: Date.now() + deadlineMs }, (err, response) => (err ? reject(err) : resolve(response)));
     });
   }
 

@@ -11,7 +11,7 @@
  * - A received heartbeat with an address a datagram cannot be sent to is malformed;
  *   gossiped members with bad ids or addresses are left out, at most MAX_KNOWN of them.
  */
-import type { Heartbeat, KnownMember } from '../gen/baton/v1/wire';
+import { NodeRole, type Heartbeat, type KnownMember } from '../gen/baton/v1/wire';
 import { isNodeId, isPeerAddress, safeSeq } from '../wire/datagram-fields';
 import type { HeartbeatInput, Membership } from './membership';
 
@@ -61,6 +61,8 @@ export function buildHeartbeats(plan: HeartbeatPlan, now: number): { to: string;
     pulling: plan.pulling,
     sentAtUnixMs: BigInt(Math.floor(now)),
     known: plan.known,
+    role: NodeRole.NODE_ROLE_UNSPECIFIED,
+    settingDigests: [],
     ...plan.extras,
   };
   const channelsOf = (channel: string) => {
@@ -117,6 +119,7 @@ export function readHeartbeat(
       configDigest: heartbeat.configDigest,
       leaving: heartbeat.leaving,
       known: heartbeat.known.filter((k) => isNodeId(k.nodeId) && isPeerAddress(k.advertiseAddress)).slice(0, MAX_KNOWN),
+      role: heartbeat.role === NodeRole.NODE_ROLE_STORE ? 'store' : 'edge',
     },
     pulling: heartbeat.pulling,
     channels,

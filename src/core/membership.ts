@@ -42,6 +42,10 @@
  * they answer; the list is capped and entries not mentioned for the forget timeout expire,
  * so peers cannot grow it without bound.
  *
+ * Roles: every heartbeat carries its sender's role (edge or store); a member's role is
+ * the one its latest accepted heartbeat gave (a restart may change it). A role change
+ * counts as a view change, since placement ranks store nodes first.
+ *
  * Order: node ids compare by UTF-16 code units (`<`), the same on every node.
  */
 
@@ -93,6 +97,9 @@ export function validateMembershipConfig(config: MembershipConfig): void {
 
 export type MemberState = 'alive' | 'suspect' | 'dead' | 'left';
 
+/** What a node is for (--role): beside a web server, or a replica holder only. */
+export type NodeRoleName = 'edge' | 'store';
+
 export interface KnownMemberAddress {
   nodeId: string;
   advertiseAddress: string;
@@ -106,6 +113,8 @@ export interface HeartbeatInput {
   configDigest: bigint;
   leaving: boolean;
   known: readonly KnownMemberAddress[];
+  /** The sender's role; absent = edge. */
+  role?: NodeRoleName;
 }
 
 export type MembershipEvent =
@@ -131,6 +140,8 @@ export interface MemberView {
   /** Time of the last accepted heartbeat; null for ourselves and for unheard seeds. */
   lastHeardAt: number | null;
   isSelf: boolean;
+  /** 'edge' for a seed address never heard from. */
+  role: NodeRoleName;
 }
 
 export interface MembershipCounters {
@@ -162,6 +173,7 @@ interface MemberRecord {
   incarnation: bigint;
   state: MemberState;
   lastHeardAt: number;
+  role: NodeRoleName;
 }
 
 interface MismatchReport {
@@ -193,11 +205,13 @@ export class Membership {
   private readonly probes = new Map<string, number>();
   private readonly mismatches = new Map<string, MismatchReport>();
   private live: readonly string[];
+  /** The live members with the store role (ourselves included), sorted. */
+  private liveStores: readonly string[] = Object.freeze([]);
   /** 0 before the first heartbeat: due at once. */
   private nextHeartbeatAt = 0;
 
   constructor(
-    private readonly self: { readonly nodeId: string; readonly advertiseAddress: string; readonly incarnation: bigint },
+    private readonly self: { readonly nodeId: string; readonly advertiseAddress: string; readonly incarnation: bigint; readonly role?: NodeRoleName },
     config: MembershipConfig,
     readonly configDigest: bigint,
   ) {
@@ -205,6 +219,11 @@ export class Membership {
     validateMembershipConfig(config);
     this.config = Object.freeze({ ...config });
     this.live = Object.freeze([self.nodeId]);
+    if (self.role === 'store') this.liveStores = Object.freeze([self.nodeId]);
+  }
+
+  get role(): NodeRoleName {
+    return this.self.role ?? 'edge';
   }
 
   get nodeId(): string {
@@ -263,6 +282,7 @@ export class Membership {
           incarnation: from.incarnation,
           state: 'alive',
           lastHeardAt: now,
+          role: from.role ?? 'edge',
         });
         this.claimAddress(from.nodeId, from.advertiseAddress);
         events.push({ type: 'joined', nodeId: from.nodeId, advertiseAddress: from.advertiseAddress, incarnation: from.incarnation });
@@ -298,6 +318,8 @@ export class Membership {
       }
     }
 
+    const accepted = this.records.get(from.nodeId);
+    if (accepted !== undefined && accepted.incarnation === from.incarnation) accepted.role = from.role ?? 'edge';
     this.learn(from.known, now);
     this.updateView();
     return events;
@@ -460,6 +482,7 @@ export class Membership {
         incarnation: this.self.incarnation,
         lastHeardAt: null,
         isSelf: true,
+        role: this.role,
       },
     ];
     const heard = new Set<string>();
@@ -472,11 +495,12 @@ export class Membership {
         incarnation: record.incarnation,
         lastHeardAt: record.lastHeardAt,
         isSelf: false,
+        role: record.role,
       });
     }
     for (const address of this.seeds) {
       if (!heard.has(address)) {
-        views.push({ nodeId: '', advertiseAddress: address, state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false });
+        views.push({ nodeId: '', advertiseAddress: address, state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false, role: 'edge' });
       }
     }
     return views.sort((a, b) => compare(a.nodeId, b.nodeId) || compare(a.advertiseAddress, b.advertiseAddress));
@@ -487,17 +511,22 @@ export class Membership {
     if (nodeId === '') return undefined;
     if (nodeId === this.self.nodeId) {
       const self = this.self;
-      return { nodeId, advertiseAddress: self.advertiseAddress, state: 'alive', incarnation: self.incarnation, lastHeardAt: null, isSelf: true };
+      return { nodeId, advertiseAddress: self.advertiseAddress, state: 'alive', incarnation: self.incarnation, lastHeardAt: null, isSelf: true, role: this.role };
     }
     const record = this.records.get(nodeId);
     if (record === undefined) return undefined;
-    const { advertiseAddress, state, incarnation, lastHeardAt } = record;
-    return { nodeId, advertiseAddress, state, incarnation, lastHeardAt, isSelf: false };
+    const { advertiseAddress, state, incarnation, lastHeardAt, role } = record;
+    return { nodeId, advertiseAddress, state, incarnation, lastHeardAt, isSelf: false, role };
   }
 
   /** Ourselves plus every alive and suspect member, sorted: the input to placement. */
   liveNodeIds(): readonly string[] {
     return this.live;
+  }
+
+  /** The live members (ourselves included) with the store role, sorted: placement ranks them first. */
+  liveStoreIds(): readonly string[] {
+    return this.liveStores;
   }
 
   private refuseMismatch(from: HeartbeatInput, now: number): MembershipEvent[] {
@@ -578,15 +607,23 @@ export class Membership {
 
   private updateView(): void {
     const live = [this.self.nodeId];
+    const stores = this.role === 'store' ? [this.self.nodeId] : [];
     for (const record of this.records.values()) {
-      if (record.state === 'alive' || record.state === 'suspect') live.push(record.nodeId);
+      if (record.state !== 'alive' && record.state !== 'suspect') continue;
+      live.push(record.nodeId);
+      if (record.role === 'store') stores.push(record.nodeId);
     }
     live.sort(compare);
-    const previous = this.live;
-    if (live.length === previous.length && live.every((id, i) => id === previous[i])) return;
+    stores.sort(compare);
+    if (sameIds(live, this.live) && sameIds(stores, this.liveStores)) return;
     this.live = Object.freeze(live);
+    this.liveStores = Object.freeze(stores);
     this.viewVersion++;
   }
+}
+
+function sameIds(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((id, i) => id === b[i]);
 }
 
 function compare(a: string, b: string): number {

@@ -25,7 +25,8 @@
  */
 import { fmix32, mixWord, type BuzHash } from '../store/buzhash';
 import type { ChannelReceiverConfig } from './channel-receiver';
-import { Membership, type MembershipConfig, type MembershipEvent } from './membership';
+import { Membership, type MembershipConfig, type MembershipEvent, type NodeRoleName } from './membership';
+import { NodeRole } from '../gen/baton/v1/wire';
 import { NodeCounters } from './node-counters';
 import { Placement } from './placement';
 import { SeededRandom, type Random } from '../store/random';
@@ -74,6 +75,8 @@ export interface NodeCoreConfig {
   injectLossPercent: number;
   /** Request limits of the session API. */
   limits: RequestLimits;
+  /** edge (default): serves and owns sessions; store: holds replicas, ranked first for secondaries. */
+  role?: NodeRoleName;
 }
 
 /**
@@ -183,7 +186,8 @@ export class NodeCore implements Replicator {
     this.observer = deps.observer;
     this.wake = deps.wake ?? (() => undefined);
     this.configDigest = deps.configDigest ?? configDigest(deps.hasher, config.partitions);
-    this.membership = new Membership({ nodeId: config.nodeId, advertiseAddress: config.advertiseAddress, incarnation: config.incarnation }, config.membership, this.configDigest);
+    const self = { nodeId: config.nodeId, advertiseAddress: config.advertiseAddress, incarnation: config.incarnation, role: config.role ?? 'edge' };
+    this.membership = new Membership(self, config.membership, this.configDigest);
     this.membership.addSeedAddresses([...config.seeds]);
     this.placement = new Placement(deps.hasher, config.partitions, config.replicas);
     const observer = this.observer;
@@ -211,7 +215,11 @@ export class NodeCore implements Replicator {
           observer.membership(event);
         },
       },
-      () => ({ advertiseAddress: config.advertiseAddress, configDigest: this.configDigest }),
+      () => ({
+        advertiseAddress: config.advertiseAddress,
+        configDigest: this.configDigest,
+        role: config.role === 'store' ? NodeRole.NODE_ROLE_STORE : NodeRole.NODE_ROLE_EDGE,
+      }),
     );
     this.counters = new NodeCounters(this.engine.stats);
     this.lossRandom = new SeededRandom(Number(config.incarnation & 0xffffffffn) ^ 0x1055_1055);
@@ -432,8 +440,10 @@ export class NodeCore implements Replicator {
   }
 
   /**
-   * Asks the members that may hold a session for their copies: the partition's top-ranked
-   * holders and `knownOwner`. A dead or departed member is not asked (a resume during a
+   * Asks the members that may hold a session for their copies, in rank order (ResumeAsks
+   * asks the next only when the ones before did not settle it): `knownOwner` first when it
+   * is live (its copy alone settles the ask), then the partition's holders by placement
+   * rank — store nodes first. A dead or departed member is not asked (a resume during a
    * partition must not wait on the side it cannot reach), and a suspect one is waited for at
    * most SUSPECT_PEER_WAIT_MS. The fetch settles a little before the caller's deadline, so
    * the answer reaches the caller in time.
@@ -442,8 +452,8 @@ export class NodeCore implements Replicator {
     this.advance(now);
     const partition = this.store.partitionOf(sessionId);
     const ranking = this.placement.ranking(partition);
-    const candidates = ranking.slice(0, this.config.replicas === 0 ? ranking.length : this.config.replicas + 1);
-    if (knownOwner !== undefined && !candidates.includes(knownOwner)) candidates.push(knownOwner);
+    const holders = ranking.slice(0, this.config.replicas === 0 ? ranking.length : this.config.replicas + 1);
+    const candidates = knownOwner === undefined ? holders : [knownOwner, ...holders.filter((id) => id !== knownOwner)];
     const settleBy = deadline - Math.min(RESUME_ANSWER_MARGIN_MS, Math.max(0, deadline - now) / 4);
     const peers: PeerRef[] = [];
     for (const nodeId of candidates) {

@@ -528,7 +528,7 @@ export class ReplicationEngine {
     if (this.membership.viewVersion === this.viewVersion) return;
     this.viewVersion = this.membership.viewVersion;
     const live = this.membership.liveNodeIds();
-    this.placement.setMembers(live);
+    this.placement.setMembers(live, this.membership.liveStoreIds());
     const others = live.filter((id) => id !== this.config.nodeId);
     this.channels.setLivePeers(others);
     this.tickets.check(this.ackedBy);

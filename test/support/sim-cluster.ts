@@ -22,7 +22,7 @@ import { clusterKeyFromBytes, deriveHashSeed, type ClusterKey } from '../../src/
 import type { DropReason } from '../../src/wire/datagram-codec';
 import type { CartOperation } from '../../src/gen/baton/v1/session';
 import { HybridClock } from '../../src/store/hybrid-clock';
-import { DEFAULT_MEMBERSHIP_CONFIG, type MembershipConfig, type MembershipEvent } from '../../src/core/membership';
+import { DEFAULT_MEMBERSHIP_CONFIG, type MembershipConfig, type MembershipEvent, type NodeRoleName } from '../../src/core/membership';
 import { NodeCore, type NodeCoreConfig } from '../../src/core/node-core';
 import { Placement } from '../../src/core/placement';
 import { SeededRandom } from '../../src/store/random';
@@ -70,6 +70,8 @@ export interface SimClusterOptions {
   antiEntropyIntervalMs?: number;
   /** Virtual time at the start (Unix ms; default SIM_T0). */
   startMs?: number;
+  /** Roles by node index from 1 (node-1 is roles[0]); default edge. */
+  roles?: readonly NodeRoleName[];
 }
 
 /** A node of one's own naming (membership scenarios). */
@@ -217,6 +219,7 @@ export class SimNode implements SimHost, SimTransportHost {
       antiEntropyIntervalMs: o.antiEntropyIntervalMs,
       injectLossPercent: 0,
       limits: SIM_LIMITS,
+      role: o.roles[this.index - 1] ?? 'edge',
     };
     this.core = new NodeCore(
       config,
@@ -534,6 +537,7 @@ export class SimCluster {
       transferDelayMs: 5,
       antiEntropyIntervalMs: 0,
       startMs: SIM_T0,
+      roles: [],
       ...options,
       keys,
       receiver: { ...DEFAULT_CHANNEL_RECEIVER_CONFIG, ...options.receiver },
@@ -634,7 +638,7 @@ export class SimCluster {
     const problems: string[] = [];
     const live = this.running.map((n) => n.nodeId);
     const placement = new Placement(this.hasher, this.options.partitions, this.options.replicas);
-    placement.setMembers(live);
+    placement.setMembers(live, this.running.filter((n) => this.options.roles[n.index - 1] === 'store').map((n) => n.nodeId));
     for (const [id, ownerId] of owners) {
       const owner = this.node(ownerId);
       if (!owner.running) continue;

@@ -47,6 +47,16 @@ export enum DeltaKind {
   UNRECOGNIZED = -1,
 }
 
+/** What a node is for (--role). Unspecified reads as edge (a node that predates roles). */
+export enum NodeRole {
+  NODE_ROLE_UNSPECIFIED = 0,
+  /** NODE_ROLE_EDGE - Beside a web server: serves and owns sessions. */
+  NODE_ROLE_EDGE = 1,
+  /** NODE_ROLE_STORE - No web server: holds replicas, preferred for secondaries, refuses application calls. */
+  NODE_ROLE_STORE = 2,
+  UNRECOGNIZED = -1,
+}
+
 /**
  * One change to one session, as the owner made it. Applying a delta is idempotent and
  * order-independent: versions (and epochs) decide.
@@ -170,6 +180,26 @@ export interface Heartbeat {
    * longer hold until it is done.
    */
   pulling: boolean;
+  /**
+   * The sender's role (--role): store nodes rank before edge nodes for secondaries, so
+   * every node must place with every member's role.
+   */
+  role: NodeRole;
+  /**
+   * One digest per cluster-critical setting (partitions, replicas, hash seed, protocol
+   * version, cluster key id, multicast groups), so a refusal names what differs.
+   * config_digest is the digest over all of them.
+   */
+  settingDigests: SettingDigest[];
+}
+
+/**
+ * The digest of one cluster-critical setting, by name ("partitions", "replicas",
+ * "hash_seed", "protocol_version", "cluster_key", "multicast_groups").
+ */
+export interface SettingDigest {
+  setting: string;
+  digest: bigint;
 }
 
 export interface KnownMember {
@@ -1173,6 +1203,8 @@ function createBaseHeartbeat(): Heartbeat {
     sentAtUnixMs: 0n,
     known: [],
     pulling: false,
+    role: 0,
+    settingDigests: [],
   };
 }
 
@@ -1204,6 +1236,12 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     }
     if (message.pulling !== false) {
       writer.uint32(56).bool(message.pulling);
+    }
+    if (message.role !== 0) {
+      writer.uint32(240).int32(message.role);
+    }
+    for (const v of message.settingDigests) {
+      SettingDigest.encode(v!, writer.uint32(250).fork()).join();
     }
     return writer;
   },
@@ -1277,6 +1315,22 @@ export const Heartbeat: MessageFns<Heartbeat> = {
             message.pulling = reader.bool();
             continue;
           }
+          case 30: {
+            if (tag !== 240) {
+              break;
+            }
+
+            message.role = reader.int32() as any;
+            continue;
+          }
+          case 31: {
+            if (tag !== 250) {
+              break;
+            }
+
+            message.settingDigests.push(SettingDigest.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1305,6 +1359,78 @@ export const Heartbeat: MessageFns<Heartbeat> = {
       : 0n;
     message.known = object.known?.map((e) => KnownMember.fromPartial(e)) || [];
     message.pulling = object.pulling ?? false;
+    message.role = object.role ?? 0;
+    message.settingDigests = object.settingDigests?.map((e) => SettingDigest.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSettingDigest(): SettingDigest {
+  return { setting: "", digest: 0n };
+}
+
+export const SettingDigest: MessageFns<SettingDigest> = {
+  encode(message: SettingDigest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.setting !== "") {
+      writer.uint32(10).string(message.setting);
+    }
+    if (message.digest !== 0n) {
+      if (BigInt.asUintN(64, message.digest) !== message.digest) {
+        throw new globalThis.Error("value provided for field message.digest of type fixed64 too large");
+      }
+      writer.uint32(17).fixed64(message.digest);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SettingDigest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSettingDigest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.setting = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.digest = reader.fixed64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SettingDigest>): SettingDigest {
+    return SettingDigest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SettingDigest>): SettingDigest {
+    const message = createBaseSettingDigest();
+    message.setting = object.setting ?? "";
+    message.digest = (object.digest !== undefined && object.digest !== null) ? BigInt(object.digest) : 0n;
     return message;
   },
 };
