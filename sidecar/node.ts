@@ -330,6 +330,7 @@ export class BatonNode {
       tombstones: BigInt(stats.tombstones),
       configMismatches: [],
       role: this.config.role,
+      multicastGroups: this.replication?.joinedGroups() ?? [],
     };
   }
 

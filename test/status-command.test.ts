@@ -27,6 +27,7 @@ function status(members: Member[], extra: Partial<StatusResponse> = {}): StatusR
     tombstones: 17n,
     configMismatches: [],
     role: 'edge',
+    multicastGroups: [],
     ...extra,
   };
 }
@@ -113,6 +114,7 @@ describe('the JSON', () => {
       tombstones: 17,
       configMismatches: [],
       role: 'edge',
+      multicastGroups: [],
     });
   });
 

@@ -28,6 +28,7 @@ function status(partitions: number, members: Member[]): StatusResponse {
     tombstones: 2n,
     configMismatches: [],
     role: 'edge',
+    multicastGroups: [],
   };
 }
 

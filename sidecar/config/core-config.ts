@@ -88,6 +88,7 @@ export function nodeCoreConfig(
     injectLossPercent: config.injectLossPercent,
     limits: { maxValueBytes: config.maxValueBytes, maxPartsPerSession: config.maxPartsPerSession },
     role: config.role,
+    multicastGroups: Math.max(1, config.multicastGroups.length),
   };
 }
 

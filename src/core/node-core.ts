@@ -77,6 +77,8 @@ export interface NodeCoreConfig {
   limits: RequestLimits;
   /** edge (default): serves and owns sessions; store: holds replicas, ranked first for secondaries. */
   role?: NodeRoleName;
+  /** Multicast groups K (multicast transport): partition p's deltas go to group p mod K; default 1. */
+  multicastGroups?: number;
 }
 
 /**
@@ -174,6 +176,8 @@ export class NodeCore implements Replicator {
   private antiEntropyAt: number;
   private seedsAt: number;
   private stopped = false;
+  /** The multicast groups last reported in a Ready ('' before the first). */
+  private reportedGroups = '';
 
   constructor(
     readonly config: NodeCoreConfig,
@@ -202,6 +206,7 @@ export class NodeCore implements Replicator {
         maxReassemblyBytes: config.maxReassemblyBytes,
         reassemblyTimeoutMs: config.reassemblyTimeoutMs,
         receiver: config.receiver,
+        multicastGroups: config.multicastGroups ?? 1,
       },
       this.store,
       this.membership,
@@ -517,7 +522,14 @@ export class NodeCore implements Replicator {
     this.awaited = [];
     const requests = this.requests;
     this.requests = [];
-    return { datagrams, requests, deadline: this.nextDeadline(), settled, tickets, awaited };
+    const ready: Ready = { datagrams, requests, deadline: this.nextDeadline(), settled, tickets, awaited };
+    const groups = this.engine.joinedGroups();
+    const key = groups.join(',');
+    if (key !== this.reportedGroups) {
+      this.reportedGroups = key;
+      ready.groups = groups;
+    }
+    return ready;
   }
 
   private checkWaits(now: number): void {

@@ -38,6 +38,8 @@ export class Placement {
   private hashHi = new Uint32Array(0);
   private hashLo = new Uint32Array(0);
   private readonly rankings = new Map<number, readonly string[]>();
+  /** Increments whenever the members or their roles change (what derived caches key on). */
+  version = 0;
 
   constructor(
     private readonly hasher: BuzHash,
@@ -68,6 +70,7 @@ export class Placement {
       this.hashLo[i] = this.hasher.lo;
     }
     this.rankings.clear();
+    this.version++;
   }
 
   /** The current members, sorted by node id. */

@@ -72,6 +72,8 @@ export interface SimClusterOptions {
   startMs?: number;
   /** Roles by node index from 1 (node-1 is roles[0]); default edge. */
   roles?: readonly NodeRoleName[];
+  /** Multicast groups K (multicast transport; default 1). */
+  multicastGroups?: number;
 }
 
 /** A node of one's own naming (membership scenarios). */
@@ -184,6 +186,10 @@ export class SimNode implements SimHost, SimTransportHost {
     return this.transport.datagramsAccepted;
   }
 
+  get multicast(): boolean {
+    return this.options.transport === 'multicast';
+  }
+
   get maxPayloadBytes(): number {
     return this.options.maxPayloadBytes;
   }
@@ -220,6 +226,7 @@ export class SimNode implements SimHost, SimTransportHost {
       injectLossPercent: 0,
       limits: SIM_LIMITS,
       role: o.roles[this.index - 1] ?? 'edge',
+      multicastGroups: o.multicastGroups,
     };
     this.core = new NodeCore(
       config,
@@ -538,6 +545,7 @@ export class SimCluster {
       antiEntropyIntervalMs: 0,
       startMs: SIM_T0,
       roles: [],
+      multicastGroups: 1,
       ...options,
       keys,
       receiver: { ...DEFAULT_CHANNEL_RECEIVER_CONFIG, ...options.receiver },

@@ -77,6 +77,11 @@ export interface StatusResponse {
   configMismatches: ConfigMismatch[];
   /** This node's role (--role): edge or store. */
   role: string;
+  /**
+   * The multicast groups (addresses) this node listens on now: with several groups, those
+   * of the partitions it holds.
+   */
+  multicastGroups: string[];
 }
 
 function createBaseStatusRequest(): StatusRequest {
@@ -352,6 +357,7 @@ function createBaseStatusResponse(): StatusResponse {
     tombstones: 0n,
     configMismatches: [],
     role: "",
+    multicastGroups: [],
   };
 }
 
@@ -410,6 +416,9 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     }
     if (message.role !== "") {
       writer.uint32(250).string(message.role);
+    }
+    for (const v of message.multicastGroups) {
+      writer.uint32(258).string(v!);
     }
     return writer;
   },
@@ -523,6 +532,14 @@ export const StatusResponse: MessageFns<StatusResponse> = {
             message.role = reader.string();
             continue;
           }
+          case 32: {
+            if (tag !== 258) {
+              break;
+            }
+
+            message.multicastGroups.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -556,6 +573,7 @@ export const StatusResponse: MessageFns<StatusResponse> = {
       : 0n;
     message.configMismatches = object.configMismatches?.map((e) => ConfigMismatch.fromPartial(e)) || [];
     message.role = object.role ?? "";
+    message.multicastGroups = object.multicastGroups?.map((e) => e) || [];
     return message;
   },
 };
