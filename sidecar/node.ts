@@ -328,7 +328,12 @@ export class BatonNode {
       version: VERSION,
       startedAtUnixMs: BigInt(this.startedAt),
       tombstones: BigInt(stats.tombstones),
-      configMismatches: [],
+      configMismatches: (this.replication?.core.membership.configMismatches() ?? []).map((r) => ({
+        nodeId: r.nodeId,
+        address: r.advertiseAddress,
+        settings: r.settings,
+        lastSeenUnixMs: BigInt(r.lastAt),
+      })),
       role: this.config.role,
       multicastGroups: this.replication?.joinedGroups() ?? [],
     };

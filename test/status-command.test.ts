@@ -174,3 +174,9 @@ describe('runStatus without a node', () => {
     await expect(runStatus({ api: 'nope', timeoutMs: '3000' })).rejects.toThrow(ConfigError);
   });
 });
+
+test('a node refused for its configuration makes the verdict unhealthy, naming the settings', () => {
+  const refused = { nodeId: 'd', address: '127.0.0.1:7004', settings: ['partitions', 'hash_seed'], lastSeenUnixMs: BigInt(NOW) };
+  const verdict = judge(status(ALL_ALIVE, { configMismatches: [refused] }), { status: 'SERVING' });
+  expect(verdict).toEqual({ healthy: false, problems: ['d (127.0.0.1:7004) is refused: its configuration differs in partitions, hash_seed'] });
+});

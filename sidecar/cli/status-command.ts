@@ -94,6 +94,9 @@ export function judge(status: StatusResponse, serving: Serving): Verdict {
   for (const member of status.members) {
     if (FAULTY_STATES.has(member.state)) problems.push(`${memberName(member)} is ${member.state}`);
   }
+  for (const refused of status.configMismatches) {
+    problems.push(`${refused.nodeId} (${refused.address}) is refused: its configuration differs in ${refused.settings.join(', ')}`);
+  }
   return { healthy: problems.length === 0, problems };
 }
 

@@ -89,6 +89,7 @@ export function nodeCoreConfig(
     limits: { maxValueBytes: config.maxValueBytes, maxPartsPerSession: config.maxPartsPerSession },
     role: config.role,
     multicastGroups: Math.max(1, config.multicastGroups.length),
+    multicastGroupAddresses: config.multicastGroups.map((g) => `${g.group}:${g.port}`),
   };
 }
 

@@ -101,7 +101,10 @@ export class UdpTransport implements Transport {
       config.advertiseAddress !== '' ? config.advertiseAddress : `${config.peerListen.host}:${socket.address().port}`;
     const overhead = HEADER_BYTES + (keys === undefined ? 0 : TAG_BYTES);
     this.core = new NodeCore(
-      nodeCoreConfig(config, { advertiseAddress: this.advertiseAddress, incarnation: this.incarnation, maxPayloadBytes: config.maxDatagramBytes - overhead }),
+      {
+        ...nodeCoreConfig(config, { advertiseAddress: this.advertiseAddress, incarnation: this.incarnation, maxPayloadBytes: config.maxDatagramBytes - overhead }),
+        clusterKeyId: keys?.[0]?.id ?? 0,
+      },
       {
         store,
         hasher,
@@ -342,7 +345,12 @@ function loggingObserver(observer: NodeObserver, log: Logger): NodeObserver {
     peerFetch: (seconds, outcome) => observer.peerFetch(seconds, outcome),
     membership: (event) => {
       observer.membership(event);
-      log.info({ event: event.type, peer: event.nodeId }, 'membership change');
+      if (event.type === 'config_mismatch') {
+        log.warn(
+          { peer: event.nodeId, address: event.advertiseAddress, settings: event.settings },
+          `refusing ${event.nodeId} (${event.advertiseAddress}): its cluster-critical configuration differs in ${event.settings.join(', ')}`,
+        );
+      } else log.info({ event: event.type, peer: event.nodeId }, 'membership change');
     },
     resync: (request, outcome, sessions, error) => {
       observer.resync(request, outcome, sessions, error);

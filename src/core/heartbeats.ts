@@ -20,6 +20,8 @@ import { groupOfChannel, isGroupChannel } from './multicast-groups';
 
 /** Most gossiped members read from one heartbeat. */
 export const MAX_KNOWN = 1024;
+/** Most per-setting config digests read from one heartbeat (there are six settings). */
+export const MAX_SETTING_DIGESTS = 16;
 
 export interface HeartbeatPlan {
   transport: 'unicast' | 'multicast';
@@ -133,6 +135,7 @@ export function readHeartbeat(
       leaving: heartbeat.leaving,
       known: heartbeat.known.filter((k) => isNodeId(k.nodeId) && isPeerAddress(k.advertiseAddress)).slice(0, MAX_KNOWN),
       role: heartbeat.role === NodeRole.NODE_ROLE_STORE ? 'store' : 'edge',
+      settingDigests: heartbeat.settingDigests.slice(0, MAX_SETTING_DIGESTS),
     },
     pulling: heartbeat.pulling,
     channels,

@@ -36,7 +36,9 @@
  * demoted to dead so that the seed is probed again.
  *
  * Refused: heartbeats whose config digest differs from ours (the member is never added;
- * 'config_mismatch' once per node incarnation, every one counted), heartbeats from
+ * 'config_mismatch' once per node incarnation and digest, naming the differing settings
+ * (config-digests.ts); every one counted, by setting; the latest per node kept for Status
+ * until the forget timeout), heartbeats from
  * ourselves, and heartbeats without a node id or address. Member addresses learned from
  * others' `known` lists are only probed (sent heartbeats), never counted as members until
  * they answer; the list is capped and entries not mentioned for the forget timeout expire,
@@ -48,6 +50,9 @@
  *
  * Order: node ids compare by UTF-16 code units (`<`), the same on every node.
  */
+
+import type { SettingDigest } from '../gen/baton/v1/wire';
+import { differingSettings, type ClusterSetting } from './config-digests';
 
 /** Failure detector timings. Every node of a cluster should use the same values. */
 export interface MembershipConfig {
@@ -115,6 +120,8 @@ export interface HeartbeatInput {
   known: readonly KnownMemberAddress[];
   /** The sender's role; absent = edge. */
   role?: NodeRoleName;
+  /** The sender's per-setting config digests (config-digests.ts); absent = none sent. */
+  settingDigests?: readonly SettingDigest[];
 }
 
 export type MembershipEvent =
@@ -128,7 +135,17 @@ export type MembershipEvent =
   /** A known node id came back with a new incarnation: reset its channel state. */
   | { type: 'restarted'; nodeId: string; oldIncarnation: bigint; newIncarnation: bigint; advertiseAddress: string }
   /** A node with different cluster-critical configuration was refused. */
-  | { type: 'config_mismatch'; nodeId: string; advertiseAddress: string; theirDigest: bigint; ourDigest: bigint };
+  | { type: 'config_mismatch'; nodeId: string; advertiseAddress: string; theirDigest: bigint; ourDigest: bigint; settings: string[] };
+
+/** A node refused for its configuration, as Status lists it. */
+export interface ConfigMismatchReport {
+  nodeId: string;
+  advertiseAddress: string;
+  /** The differing settings (config-digests.ts names; 'unknown' when the node sent none). */
+  settings: string[];
+  /** When its last refused heartbeat came. */
+  lastAt: number;
+}
 
 export interface MemberView {
   /** '' for a seed address never heard from. */
@@ -180,6 +197,8 @@ interface MismatchReport {
   incarnation: bigint;
   digest: bigint;
   lastAt: number;
+  advertiseAddress: string;
+  settings: string[];
 }
 
 export class Membership {
@@ -198,6 +217,8 @@ export class Membership {
   };
   /** Increments once for every call that changes liveNodeIds(). */
   viewVersion = 0;
+  /** Heartbeats refused for their configuration, by differing setting (a few fixed names). */
+  readonly configMismatchesBySetting = new Map<string, number>();
 
   private readonly records = new Map<string, MemberRecord>();
   private seeds = new Set<string>();
@@ -214,6 +235,8 @@ export class Membership {
     private readonly self: { readonly nodeId: string; readonly advertiseAddress: string; readonly incarnation: bigint; readonly role?: NodeRoleName },
     config: MembershipConfig,
     readonly configDigest: bigint,
+    /** Our per-setting digests, to name what differs in a refused heartbeat. */
+    private readonly settingDigests: ReadonlyMap<ClusterSetting, bigint> = new Map(),
   ) {
     if (self.nodeId === '') throw new RangeError('self.nodeId must not be empty');
     validateMembershipConfig(config);
@@ -531,13 +554,15 @@ export class Membership {
 
   private refuseMismatch(from: HeartbeatInput, now: number): MembershipEvent[] {
     this.counters.configMismatches++;
+    const settings = differingSettings(this.settingDigests, from.settingDigests ?? []);
+    for (const setting of settings) this.configMismatchesBySetting.set(setting, (this.configMismatchesBySetting.get(setting) ?? 0) + 1);
     const report = this.mismatches.get(from.nodeId);
     if (report !== undefined && report.incarnation === from.incarnation && report.digest === from.configDigest) {
       report.lastAt = now;
       return [];
     }
     if (report !== undefined || this.mismatches.size < MAX_MISMATCH_REPORTS) {
-      this.mismatches.set(from.nodeId, { incarnation: from.incarnation, digest: from.configDigest, lastAt: now });
+      this.mismatches.set(from.nodeId, { incarnation: from.incarnation, digest: from.configDigest, lastAt: now, advertiseAddress: from.advertiseAddress, settings });
     }
     return [
       {
@@ -546,8 +571,16 @@ export class Membership {
         advertiseAddress: from.advertiseAddress,
         theirDigest: from.configDigest,
         ourDigest: this.configDigest,
+        settings,
       },
     ];
+  }
+
+  /** Nodes refused for their configuration and heard from within the forget timeout, by node id. */
+  configMismatches(): ConfigMismatchReport[] {
+    return [...this.mismatches]
+      .map(([nodeId, r]) => ({ nodeId, advertiseAddress: r.advertiseAddress, settings: r.settings, lastAt: r.lastAt }))
+      .sort((a, b) => compare(a.nodeId, b.nodeId));
   }
 
   private restart(record: MemberRecord, incarnation: bigint, address: string, now: number, events: MembershipEvent[]): void {

@@ -23,7 +23,9 @@
  * readiness (caught up after start), the drain predicate, the config digest, synchronous
  * write deadlines, anti-entropy rounds, seed re-resolution and injected loss.
  */
-import { fmix32, mixWord, type BuzHash } from '../store/buzhash';
+import type { BuzHash } from '../store/buzhash';
+import { overallDigest, settingDigests, toWire, type ClusterSetting, type ClusterSettingValues } from './config-digests';
+import { FORMAT_VERSION } from '../wire/datagram-codec';
 import type { ChannelReceiverConfig } from './channel-receiver';
 import { Membership, type MembershipConfig, type MembershipEvent, type NodeRoleName } from './membership';
 import { NodeRole } from '../gen/baton/v1/wire';
@@ -79,6 +81,12 @@ export interface NodeCoreConfig {
   role?: NodeRoleName;
   /** Multicast groups K (multicast transport): partition p's deltas go to group p mod K; default 1. */
   multicastGroups?: number;
+  /**
+   * What the config digests name (config-digests.ts) beyond this config: the multicast
+   * groups' addresses (default: K unnamed groups) and the sealing cluster key's id (default 0).
+   */
+  multicastGroupAddresses?: readonly string[];
+  clusterKeyId?: number;
 }
 
 /**
@@ -147,6 +155,8 @@ export class NodeCore implements Replicator {
   readonly engine: ReplicationEngine;
   readonly api: SessionApi;
   readonly configDigest: bigint;
+  /** One digest per cluster-critical setting (config-digests.ts): heartbeats carry them. */
+  readonly settingDigests: ReadonlyMap<ClusterSetting, bigint>;
   /** Every count this node keeps (the engine's, the core's, the transport's): what metrics read. */
   readonly counters: NodeCounters;
   /** The latest `now` an input carried. */
@@ -189,9 +199,10 @@ export class NodeCore implements Replicator {
     this.store = deps.store;
     this.observer = deps.observer;
     this.wake = deps.wake ?? (() => undefined);
-    this.configDigest = deps.configDigest ?? configDigest(deps.hasher, config.partitions);
+    this.settingDigests = settingDigests(clusterSettingValues(config, deps.hasher));
+    this.configDigest = deps.configDigest ?? overallDigest(this.settingDigests);
     const self = { nodeId: config.nodeId, advertiseAddress: config.advertiseAddress, incarnation: config.incarnation, role: config.role ?? 'edge' };
-    this.membership = new Membership(self, config.membership, this.configDigest);
+    this.membership = new Membership(self, config.membership, this.configDigest, this.settingDigests);
     this.membership.addSeedAddresses([...config.seeds]);
     this.placement = new Placement(deps.hasher, config.partitions, config.replicas);
     const observer = this.observer;
@@ -224,6 +235,7 @@ export class NodeCore implements Replicator {
         advertiseAddress: config.advertiseAddress,
         configDigest: this.configDigest,
         role: config.role === 'store' ? NodeRole.NODE_ROLE_STORE : NodeRole.NODE_ROLE_EDGE,
+        settingDigests: toWire(this.settingDigests),
       }),
     );
     this.counters = new NodeCounters(this.engine.stats);
@@ -642,15 +654,15 @@ function snapshotBytes(snapshot: SessionSnapshot): number {
   return bytes;
 }
 
-/** Digest of configuration that must match cluster-wide: partitions and the hash table. */
-export function configDigest(hasher: BuzHash, partitions: number): bigint {
-  let hi = 0x9747b28c;
-  let lo = 0x1b873593;
-  for (let i = 0; i < 256; i += 7) {
-    hi = mixWord(hi, hasher.tableHi[i]!);
-    lo = mixWord(lo, hasher.tableLo[i]!);
-  }
-  hi = fmix32(mixWord(hi, partitions));
-  lo = fmix32(mixWord(lo, partitions ^ 0x5bd1e995));
-  return (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+/** The cluster-critical settings of a node core's configuration, as config-digests.ts digests them. */
+export function clusterSettingValues(config: NodeCoreConfig, hasher: BuzHash): ClusterSettingValues {
+  const groups = config.transport === 'multicast' ? (config.multicastGroupAddresses ?? Array.from({ length: config.multicastGroups ?? 1 }, (_, i) => `group ${i}`)) : [];
+  return {
+    partitions: config.partitions,
+    replicas: config.replicas,
+    hasher,
+    protocolVersion: FORMAT_VERSION,
+    multicastGroups: groups,
+    clusterKeyId: config.clusterKeyId ?? 0,
+  };
 }
