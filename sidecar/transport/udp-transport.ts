@@ -15,7 +15,7 @@ import { Server } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { BuzHash } from '../../src/store/buzhash';
 import type { ClusterKey } from '../../src/wire/cluster-key';
-import { DatagramOpener, DatagramSealer, HEADER_BYTES, TAG_BYTES } from '../../src/wire/datagram-codec';
+import { DatagramOpener, DatagramSealer, FORMAT_VERSION, HEADER_BYTES, TAG_BYTES } from '../../src/wire/datagram-codec';
 import { NodeCore, type NodeObserver } from '../../src/core/node-core';
 import { SeededRandom } from '../../src/store/random';
 import type { ResumeObserver } from '../../src/core/session-api';
@@ -122,7 +122,16 @@ export class UdpTransport implements Transport {
     this.socket.on('error', (err) => this.log.warn({ err }, 'replication socket error'));
     this.peerCredentials = new PeerCredentials(peerTlsFor(config, keys, now));
     this.peers = new PeerClients(this.peerCredentials);
-    this.peerServer.addService(peerServiceDefinition(), peerServiceImplementation(store, config.nodeId, config.partitions, this.peerStreams));
+    const settings = () => ({
+      nodeId: config.nodeId,
+      partitions: config.partitions,
+      replicas: config.replicas,
+      clusterSeed: config.clusterSeed,
+      multicastGroups: config.multicastGroups.map((g) => `${g.group}:${g.port}`),
+      protocolVersion: FORMAT_VERSION,
+      configDigest: this.core.configDigest,
+    });
+    this.peerServer.addService(peerServiceDefinition(), peerServiceImplementation(store, config.nodeId, config.partitions, this.peerStreams, settings));
   }
 
   /** Binds the peer gRPC service (and the multicast group); starts the core (heartbeats). */
