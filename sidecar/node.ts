@@ -28,7 +28,7 @@ import { LocalTlsResumptionSource } from './capture/local-tls-resumption';
 import { clusterSessionIdContext } from '../src/capture/tls-session-id-context';
 import { startProxy, type ProxyServer } from './proxy/proxy-start';
 import { attachTlsResumption } from '../src/capture/tls-resumption';
-import { refusingApplicationCalls } from '../src/core/store-role';
+import { refusingApplicationCalls, STORE_ROLE_REFUSAL } from '../src/core/store-role';
 
 /** The longest /readyz waits for this node to pull its partitions from its peers after start. */
 const READY_CATCH_UP_LIMIT_MS = 60_000;
@@ -134,6 +134,7 @@ export class BatonNode {
     if (httpListen !== undefined) {
       const limits = { maxValueBytes: this.config.maxValueBytes, maxPartsPerSession: this.config.maxPartsPerSession };
       this.httpApi = new HttpApiServer(sessionApi, this.store, this.hub, this.metrics, this.log, limits);
+      if (this.config.role === 'store') this.httpApi.refuseChanges(STORE_ROLE_REFUSAL);
       httpPort = await this.httpApi.listen(httpListen).catch(async (err: unknown) => {
         await this.api?.shutdown(0);
         await replication.stop();

@@ -1,12 +1,14 @@
 /**
  * --role store on real processes (loopback): two edge nodes and one store node. The store
- * node refuses every application call — gRPC (unary and Watch), HTTP/JSON, the Redis
+ * node refuses every application call — gRPC (unary and Watch), HTTP/JSON (the change feed
+ * included), the Redis
  * endpoint — with FAILED_PRECONDITION (HTTP 412, RESP -ERR) naming its role, while Status,
  * health and metrics work; Status lists every member's role; and it holds the copies of
  * what the edge nodes write (store nodes take the secondary slots first).
  */
 import * as net from 'node:net';
-import { status as GrpcStatus } from '@grpc/grpc-js';
+import { credentials, status as GrpcStatus, type ServiceError } from '@grpc/grpc-js';
+import { SessionServiceClient } from '../src/gen/baton/v1/session';
 import { BatonClientError } from '../src/client/client-errors';
 import { FAST_FAILURE_DETECTION, pollUntil, StaticCluster } from './support/static-cluster';
 
@@ -74,6 +76,25 @@ test('the store node refuses application calls on every surface with FAILED_PREC
   const body = (await http.json()) as { code: string; message: string };
   expect(body.code).toBe('failed_precondition');
   expect(body.message).toContain('store node (--role store)');
+
+  const changes = await fetch(`${httpUrl}/v1/sessions/role-1/changes?timeout=0`);
+  expect(changes.status).toBe(412);
+  expect(((await changes.json()) as { message: string }).message).toContain('store node (--role store)');
+
+  // Watch (a server stream) is refused too.
+  const watch = new SessionServiceClient(cluster!.node('store-s').process!.apiAddress, credentials.createInsecure());
+  try {
+    const error = await new Promise<ServiceError>((resolve, reject) => {
+      const call = watch.watch({ sessionId: 'role-1' });
+      call.on('error', resolve);
+      call.on('data', () => reject(new Error('a store node streamed a watch event')));
+      call.on('end', () => reject(new Error('the watch ended without an error')));
+    });
+    expect(error.code).toBe(GrpcStatus.FAILED_PRECONDITION);
+    expect(error.details).toContain('store node (--role store)');
+  } finally {
+    watch.close();
+  }
 
   const started = cluster!.node('store-s').process!.logs.find((l) => l.msg === 'baton node started')!;
   const reply = await respCommand(Number(started.resp_port), '*3\r\n$3\r\nSET\r\n$6\r\nrole-1\r\n$4\r\nlamp\r\n');
