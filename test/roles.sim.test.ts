@@ -101,3 +101,17 @@ test("a resume asks rank 0 (a store node) first, and the next rank only after ra
   expect(asked.slice(2)).toEqual([cluster.nodes.find((n) => n.nodeId === e3.placement.ranking(partition)[2])!.address]);
   expect(e3.get('cart-1')?.parts[0]?.value).toBe('two lamps');
 });
+
+test('a node started with another --replicas is refused by every member, which names the setting', () => {
+  const cluster = startCluster(164);
+  const stranger = cluster.startNode({ nodeId: 'odd', address: '10.0.0.99:7401', seeds: cluster.nodes.map((n) => n.address), replicas: 1 });
+  cluster.runFor(2000);
+  for (const node of cluster.nodes.slice(0, 5)) {
+    expect(node.membership.liveNodeIds()).not.toContain('odd');
+    expect(node.membership.configMismatches().map((r) => [r.nodeId, r.settings])).toEqual([['odd', ['replicas']]]);
+    expect(node.membershipEvents.filter((e) => e.type === 'config_mismatch').map((e) => (e as { settings: string[] }).settings)).toEqual([['replicas']]);
+    expect(node.membership.configMismatchesBySetting.get('replicas')).toBeGreaterThan(1);
+  }
+  // Refused everywhere, it joins no one (the members never learn its address to answer it).
+  expect(stranger.membership.liveNodeIds()).toEqual(['odd']);
+});

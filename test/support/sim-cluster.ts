@@ -85,6 +85,8 @@ export interface SimNodeSpec {
   incarnation?: bigint;
   /** A config digest of its own (a misconfigured node); default: the cluster's. */
   configDigest?: bigint;
+  /** A --replicas of its own (a misconfigured node: its digests differ in 'replicas'); default: the cluster's. */
+  replicas?: number;
 }
 
 type ResolvedOptions = Required<Omit<SimClusterOptions, 'receiver' | 'membership' | 'keys'>> & {
@@ -144,7 +146,7 @@ export class SimNode implements SimHost, SimTransportHost {
     readonly nodeId: string,
     readonly address: string,
     readonly seeds: readonly string[],
-    private readonly identity: { incarnation?: bigint; configDigest?: bigint } = {},
+    private readonly identity: { incarnation?: bigint; configDigest?: bigint; replicas?: number } = {},
   ) {
     this.keys = cluster.options.keys;
     this.boot();
@@ -211,7 +213,7 @@ export class SimNode implements SimHost, SimTransportHost {
       advertiseAddress: this.address,
       incarnation: this.incarnation,
       partitions: o.partitions,
-      replicas: o.replicas,
+      replicas: this.identity.replicas ?? o.replicas,
       transport: o.transport,
       maxPayloadBytes: o.maxPayloadBytes,
       retransmitBufferBytes: o.retransmitBufferBytes,
