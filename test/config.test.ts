@@ -287,6 +287,11 @@ describe('cluster shape: --role, --multicast-groups, --config-from-peers', () =>
     expect(() => parse({ 'multicast-groups': '239.1.2.999:7402' })).toThrow(/invalid --multicast-groups/);
   });
 
+  test('--multicast-groups on a non-loopback interface without a key is refused like --multicast', () => {
+    expect(() => parse({ 'multicast-groups': '239.1.2.3:7402,239.1.2.4:7402', 'multicast-interface': '10.1.2.3' })).toThrow(/refusing to join --multicast 239\.1\.2\.3:7402 on --multicast-interface 10\.1\.2\.3 without a cluster key/);
+    expect(parse({ 'multicast-groups': '239.1.2.3:7402', 'multicast-interface': '10.1.2.3', insecure: 'true' }).multicast).toEqual({ group: '239.1.2.3', port: 7402 });
+  });
+
   test('--config-from-peers needs peers to ask', () => {
     expect(() => parse({ 'config-from-peers': 'true' })).toThrow(/--config-from-peers \(BATON_CONFIG_FROM_PEERS\) needs peers to ask: set --peers or --peers-dns/);
     expect(parse({ 'config-from-peers': 'true', peers: '127.0.0.1:7501' }).configFromPeers).toBe(true);

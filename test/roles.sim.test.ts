@@ -2,7 +2,8 @@
  * Roles on the simulated network (virtual time): store nodes take the secondary slots, the
  * store tier keeps every session while every edge node is gone and serves it back when
  * edge nodes return, and a resume asks the partition's holders in rank order — rank 0 (a
- * store node) first, the next rank only when it fails.
+ * store node) first, the next rank only when it fails. Also: a node whose --replicas
+ * differs is refused by every member, the setting named.
  */
 import { SimCluster, type SimNode } from './support/sim-cluster';
 

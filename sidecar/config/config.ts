@@ -587,6 +587,8 @@ export function parseConfig(
       `${named('suspect-after-ms', config.suspectAfterMs)} must be greater than ${named('heartbeat-interval-ms', config.heartbeatIntervalMs)}`,
     );
   }
+  // Before the exposure check: --multicast-groups decides --multicast.
+  checkClusterConfig(config);
   const exposure = peerExposure(config);
   if (config.clusterKeys === '' && !config.insecure && exposure !== undefined) {
     throw new ConfigError(
@@ -596,7 +598,6 @@ export function parseConfig(
   }
   config.peerTlsFiles = readPeerTlsFiles(config, readFile);
   checkProxyConfig(config, readFile);
-  checkClusterConfig(config);
   return config;
 }
 
