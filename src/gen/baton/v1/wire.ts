@@ -88,7 +88,10 @@ export interface Fragment {
 
 /** Sequenced data on one channel. */
 export interface Data {
-  /** The receiving node in unicast mode; empty on a multicast channel. */
+  /**
+   * The receiving node in unicast mode; on a multicast channel, empty for the first group
+   * and "#g" for group g of --multicast-groups ('#' never occurs in a node id).
+   */
   targetNodeId: string;
   seq: bigint;
   deltas: Delta[];
@@ -111,7 +114,7 @@ export interface Nack {
   /** The channel's sender. */
   channelSenderNodeId: string;
   channelSenderIncarnation: bigint;
-  /** The channel: empty for the multicast channel, else the NACKing node (unicast). */
+  /** The channel: empty (or "#g") for a multicast group's channel, else the NACKing node (unicast). */
   targetNodeId: string;
   ranges: SeqRange[];
 }
@@ -155,7 +158,7 @@ export interface Gone {
 }
 
 export interface ChannelState {
-  /** Empty for the multicast channel, else the receiving node. */
+  /** Empty (or "#g") for a multicast group's channel, else the receiving node. */
   targetNodeId: string;
   /** Highest sequence number sent on the channel (0 = none yet). */
   highestSeq: bigint;
