@@ -32,6 +32,7 @@ import type { ReplayRequest } from '../src/gen/baton/v1/peer';
 import { TcpHandover } from './capture/tcp-handover';
 import { tcpRepairUnavailable } from './capture/tcp-repair';
 import { ConfigError } from '../src/wire/errors';
+import { refusingApplicationCalls, STORE_ROLE_REFUSAL } from '../src/core/store-role';
 
 /** The longest /readyz waits for this node to pull its partitions from its peers after start. */
 const READY_CATCH_UP_LIMIT_MS = 60_000;
@@ -119,9 +120,13 @@ export class BatonNode {
     const replication = await this.startReplication();
     this.replication = replication;
     this.metrics.attachReplication(replication);
-    const sessionApi = replication.core.api;
+    const ownApi = replication.core.api;
+    // A store node's surfaces refuse application calls; its own writers (the ticket key
+    // schedule) use the API itself.
+    const sessionApi = this.config.role === 'store' ? refusingApplicationCalls(ownApi) : ownApi;
     this.handlers = new SessionServiceHandlers(sessionApi, this.hub, this.metrics, this.log, this.config.maxMemoryBytes);
-    this.tickets = this.ticketKeeper(sessionApi, replication);
+    if (this.config.role === 'store') this.handlers.refuseWatches();
+    this.tickets = this.ticketKeeper(ownApi, replication);
     this.handlers.serveTlsResumption(this.tickets);
     this.tlsResumption = new LocalTlsResumptionSource(sessionApi, this.tickets);
     // A Put may carry every part at full size; leave room for ids, names and framing.
@@ -137,6 +142,7 @@ export class BatonNode {
     if (httpListen !== undefined) {
       const limits = { maxValueBytes: this.config.maxValueBytes, maxPartsPerSession: this.config.maxPartsPerSession };
       this.httpApi = new HttpApiServer(sessionApi, this.store, this.hub, this.metrics, this.log, limits);
+      if (this.config.role === 'store') this.httpApi.refuseChanges(STORE_ROLE_REFUSAL);
       httpPort = await this.httpApi.listen(httpListen).catch(async (err: unknown) => {
         await this.api?.shutdown(0);
         await replication.stop();
@@ -196,6 +202,7 @@ export class BatonNode {
         peer_port: replication.port,
         incarnation: replication.incarnation.toString(16),
         transport: this.config.multicast === undefined ? 'unicast' : 'multicast',
+        role: this.config.role,
         preset: this.config.preset,
         encrypted: this.keys !== undefined,
         peer_tls: this.config.peerTlsFiles !== undefined ? 'files' : this.keys !== undefined ? 'cluster key' : 'off',
@@ -337,7 +344,7 @@ export class BatonNode {
   /** Every member (peers configured but never heard from as 'dead' with no node id). */
   private memberList(): StatusResponse['members'] {
     const replication = this.replication;
-    if (replication === undefined) return [{ nodeId: this.config.nodeId, address: this.apiAddress, state: 'alive', isSelf: true, replicationLagSeqs: 0n }];
+    if (replication === undefined) return [{ nodeId: this.config.nodeId, address: this.apiAddress, state: 'alive', isSelf: true, replicationLagSeqs: 0n, role: this.config.role }];
     const lag = replication.core.unacked();
     return replication.core.membership.members().map((m) => ({
       nodeId: m.nodeId,
@@ -345,6 +352,7 @@ export class BatonNode {
       state: m.state,
       isSelf: m.isSelf,
       replicationLagSeqs: BigInt(lag.get(m.nodeId) ?? 0),
+      role: m.nodeId === '' ? '' : m.role,
     }));
   }
 
@@ -362,6 +370,14 @@ export class BatonNode {
       version: VERSION,
       startedAtUnixMs: BigInt(this.startedAt),
       tombstones: BigInt(stats.tombstones),
+      configMismatches: (this.replication?.core.membership.configMismatches() ?? []).map((r) => ({
+        nodeId: r.nodeId,
+        address: r.advertiseAddress,
+        settings: r.settings,
+        lastSeenUnixMs: BigInt(r.lastAt),
+      })),
+      role: this.config.role,
+      multicastGroups: this.replication?.joinedGroups() ?? [],
     };
   }
 

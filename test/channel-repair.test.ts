@@ -19,7 +19,7 @@ function setup() {
   const timers = new TimerTable();
   const reassembly = new FragmentReassembly({ maxBytes: 1 << 16, timeoutMs: 1000 });
   const members = new Map<string, MemberView>();
-  const known = (nodeId: string) => members.set(nodeId, { nodeId, advertiseAddress: `${nodeId}:7401`, state: 'alive', incarnation: 1n, lastHeardAt: 0, isSelf: false });
+  const known = (nodeId: string) => members.set(nodeId, { nodeId, advertiseAddress: `${nodeId}:7401`, state: 'alive', incarnation: 1n, lastHeardAt: 0, isSelf: false, role: 'edge' });
   const repair = new ChannelRepair({ nodeId: 'a', incarnation: 9n, maxPayloadBytes: 1400 }, channels, timers, reassembly, { member: (id) => members.get(id) }, outbox, stats);
   return { stats, outbox, channels, timers, reassembly, known, repair };
 }

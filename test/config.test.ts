@@ -261,3 +261,40 @@ describe('TLS resumption options', () => {
     expect(refusal({ 'tls-ticket-rotation-minutes': value })).toMatch(/--tls-ticket-rotation-minutes \(BATON_TLS_TICKET_ROTATION_MINUTES\).*minutes from 0.05 to 20160/);
   });
 });
+
+describe('cluster shape: --role, --multicast-groups, --config-from-peers', () => {
+  test('--role is edge by default, store on request, nothing else', () => {
+    expect(parse({}).role).toBe('edge');
+    expect(parse({ role: 'store' }).role).toBe('store');
+    expect(() => parse({ role: 'replica' })).toThrow('invalid --role (BATON_ROLE) "replica": use edge or store');
+  });
+
+  test('a store node has no web server: --proxy-listen is refused with it', () => {
+    expect(() => parse({ role: 'store', 'proxy-listen': '127.0.0.1:8443', 'proxy-upstream': 'http://127.0.0.1:8080', 'tls-self-signed': 'true' })).toThrow(
+      /--role store has no web server: --proxy-listen \(BATON_PROXY_LISTEN\)/,
+    );
+  });
+
+  test('--multicast-groups lists K groups; --multicast is one group; both at once are refused', () => {
+    const groups = parse({ 'multicast-groups': '239.1.2.3:7402, 239.1.2.4:7402' });
+    expect(groups.multicastGroups).toEqual([{ group: '239.1.2.3', port: 7402 }, { group: '239.1.2.4', port: 7402 }]);
+    expect(groups.multicast).toEqual({ group: '239.1.2.3', port: 7402 });
+    expect(parse({ multicast: '239.1.2.3:7402' }).multicastGroups).toEqual([{ group: '239.1.2.3', port: 7402 }]);
+    expect(parse({}).multicastGroups).toEqual([]);
+    expect(() => parse({ multicast: '239.1.2.3:7402', 'multicast-groups': '239.1.2.4:7402' })).toThrow(/--multicast \(BATON_MULTICAST\) and --multicast-groups/);
+    expect(() => parse({ 'multicast-groups': '239.1.2.3:7402,10.0.0.1:7402' })).toThrow(/invalid --multicast-groups .*224\.0\.0\.0\/4/);
+    expect(() => parse({ 'multicast-groups': '239.1.2.3:7402,239.1.2.3:7402' })).toThrow(/listed twice/);
+    expect(() => parse({ 'multicast-groups': '239.1.2.999:7402' })).toThrow(/invalid --multicast-groups/);
+  });
+
+  test('--multicast-groups on a non-loopback interface without a key is refused like --multicast', () => {
+    expect(() => parse({ 'multicast-groups': '239.1.2.3:7402,239.1.2.4:7402', 'multicast-interface': '10.1.2.3' })).toThrow(/refusing to join --multicast 239\.1\.2\.3:7402 on --multicast-interface 10\.1\.2\.3 without a cluster key/);
+    expect(parse({ 'multicast-groups': '239.1.2.3:7402', 'multicast-interface': '10.1.2.3', insecure: 'true' }).multicast).toEqual({ group: '239.1.2.3', port: 7402 });
+  });
+
+  test('--config-from-peers needs peers to ask', () => {
+    expect(() => parse({ 'config-from-peers': 'true' })).toThrow(/--config-from-peers \(BATON_CONFIG_FROM_PEERS\) needs peers to ask: set --peers or --peers-dns/);
+    expect(parse({ 'config-from-peers': 'true', peers: '127.0.0.1:7501' }).configFromPeers).toBe(true);
+    expect(parse({}).configFromPeers).toBe(false);
+  });
+});

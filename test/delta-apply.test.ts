@@ -16,7 +16,7 @@ function setup(transport: 'unicast' | 'multicast' = 'unicast') {
   const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: 'a', partitions: 16 }, hasher, new HybridClock());
   const placement = new Placement(hasher, 16, 1);
   placement.setMembers(['a', 'b', 'c']);
-  const members = new Map<string, MemberView>([['b', { nodeId: 'b', advertiseAddress: 'b:1', state: 'alive', incarnation: 5n, lastHeardAt: NOW, isSelf: false }]]);
+  const members = new Map<string, MemberView>([['b', { nodeId: 'b', advertiseAddress: 'b:1', state: 'alive', incarnation: 5n, lastHeardAt: NOW, isSelf: false, role: 'edge' }]]);
   const reassembly = new FragmentReassembly({ maxBytes: 4096, timeoutMs: 1000 });
   const apply = new DeltaApply({ nodeId: 'a', transport }, store, placement, { member: (id) => members.get(id) }, reassembly);
   return { store, placement, apply, reassembly };

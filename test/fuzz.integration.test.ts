@@ -67,7 +67,7 @@ import {
 import { Scrape } from '../bench/support/prometheus-scrape';
 import { rawBidi, rawServerStream, rawUnary } from './support/raw-calls';
 import { startSidecar, type SidecarProcess } from './support/sidecar-process';
-import { configDigest } from '../src/core/node-core';
+import { clusterConfigDigest } from '../src/core/config-digests';
 
 const SEED = process.env.BATON_FUZZ_SEED !== undefined ? Number(process.env.BATON_FUZZ_SEED) : 0x5eedba70;
 const NODE_ID = 'fuzz-node';
@@ -1079,7 +1079,8 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
     const findings = new Findings('datagrams');
     const started = node.logs.find((l) => l.msg === 'baton node started')!;
     const ourIncarnation = BigInt(`0x${String(started.incarnation)}`);
-    const digest = configDigest(new BuzHash(CLUSTER_SEED), PARTITIONS);
+    // The node runs unicast without a key: its digest is this one.
+    const digest = clusterConfigDigest({ partitions: PARTITIONS, replicas: REPLICAS, hasher: new BuzHash(CLUSTER_SEED), protocolVersion: FORMAT_VERSION, multicastGroups: [], clusterKeyId: 0 });
     const [peerHost, peerPort] = [node.peerAddress.slice(0, node.peerAddress.lastIndexOf(':')), Number(node.peerAddress.slice(node.peerAddress.lastIndexOf(':') + 1))];
     const socket = dgram.createSocket('udp4');
     await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
@@ -1146,6 +1147,8 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
               advertiseAddress: address(),
               configDigest: chance(rng, 0.7) ? digest : randomUint64(rng),
               channels: Array.from({ length: rng.below(4) }, () => ({ targetNodeId: pick(rng, ['', NODE_ID, 'x']), highestSeq: seqValue(fake.seq) })),
+              role: rng.below(4),
+              settingDigests: chance(rng, 0.5) ? [] : [{ setting: pick(rng, ['partitions', 'hash_seed', 'x']), digest: randomUint64(rng) }],
               leaving: chance(rng, 0.1),
               pulling: chance(rng, 0.5),
               sentAtUnixMs: pick(rng, [BigInt(Date.now()), 0n, BigInt.asIntN(64, randomUint64(rng))]),

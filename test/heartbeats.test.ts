@@ -3,7 +3,7 @@
  * checked (bad addresses, gossip bounds, channels not meant for this node).
  */
 import { buildHeartbeats, MAX_KNOWN, readHeartbeat, type HeartbeatPlan } from '../src/core/heartbeats';
-import { Heartbeat } from '../src/gen/baton/v1/wire';
+import { Heartbeat, NodeRole } from '../src/gen/baton/v1/wire';
 
 function plan(overrides: Partial<HeartbeatPlan>): HeartbeatPlan {
   return {
@@ -65,4 +65,13 @@ describe('heartbeats', () => {
     const known = Array.from({ length: MAX_KNOWN + 10 }, (_, i) => ({ nodeId: `n${i}`, advertiseAddress: `h${i}:1` }));
     expect(readHeartbeat(Heartbeat.fromPartial({ known }), 'x', 1n, '1.2.3.4:5', 'me', 'unicast')!.member.known).toHaveLength(MAX_KNOWN);
   });
+});
+
+test('the role travels in heartbeats: a store node is read as store, anything else as edge', () => {
+  const store = Heartbeat.fromPartial({ advertiseAddress: '10.0.0.9:7000', role: NodeRole.NODE_ROLE_STORE });
+  expect(readHeartbeat(Heartbeat.decode(Heartbeat.encode(store).finish()), 'x', 1n, '1.2.3.4:5', 'me', 'unicast')!.member.role).toBe('store');
+  for (const role of [NodeRole.NODE_ROLE_EDGE, NodeRole.NODE_ROLE_UNSPECIFIED, 7 as NodeRole]) {
+    const hb = Heartbeat.fromPartial({ advertiseAddress: '10.0.0.9:7000', role });
+    expect(readHeartbeat(hb, 'x', 1n, '1.2.3.4:5', 'me', 'unicast')!.member.role).toBe('edge');
+  }
 });

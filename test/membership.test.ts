@@ -15,6 +15,8 @@ import {
   type MembershipEvent,
 } from '../src/core/membership';
 import { SimCluster, type SimNode } from './support/sim-cluster';
+import { BuzHash } from '../src/store/buzhash';
+import { overallDigest, settingDigests, toWire } from '../src/core/config-digests';
 import { PERFECT_LINK } from './support/sim-network';
 
 const DIGEST = 0xc0ffee_0000_0001n;
@@ -154,9 +156,9 @@ describe('three nodes exchanging heartbeats', () => {
     expect(a.membership.liveNodeIds()).toEqual(['a', 'b', 'c']);
     expect(a.membership.heartbeatTargets()).toEqual(['b:7946', 'c:7946']);
     expect(a.membership.members()).toEqual([
-      { nodeId: 'a', advertiseAddress: 'a:7946', state: 'alive', incarnation: inc('a', 1n), lastHeardAt: null, isSelf: true },
-      { nodeId: 'b', advertiseAddress: 'b:7946', state: 'alive', incarnation: inc('b', 1n), lastHeardAt: 0, isSelf: false },
-      { nodeId: 'c', advertiseAddress: 'c:7946', state: 'alive', incarnation: inc('c', 1n), lastHeardAt: 0, isSelf: false },
+      { nodeId: 'a', advertiseAddress: 'a:7946', state: 'alive', incarnation: inc('a', 1n), lastHeardAt: null, isSelf: true, role: 'edge' },
+      { nodeId: 'b', advertiseAddress: 'b:7946', state: 'alive', incarnation: inc('b', 1n), lastHeardAt: 0, isSelf: false, role: 'edge' },
+      { nodeId: 'c', advertiseAddress: 'c:7946', state: 'alive', incarnation: inc('c', 1n), lastHeardAt: 0, isSelf: false, role: 'edge' },
     ]);
   });
 
@@ -367,7 +369,9 @@ test('a node with a different config digest is refused, once reported, always co
     advertiseAddress: 'd:1',
     theirDigest: DIGEST + 1n,
     ourDigest: DIGEST,
+    settings: ['unknown'], // the test's nodes send no per-setting digests
   });
+  expect(a.membership.configMismatches()).toEqual([{ nodeId: 'd', advertiseAddress: 'd:1', settings: ['unknown'], lastAt: 500 }]);
   expect(a.membership.counters.configMismatches).toBe(3); // heartbeats at 0, 250, 500
   expect(a.membership.liveNodeIds()).toEqual(['a']);
   expect(a.membership.members().map((m) => [m.nodeId, m.state])).toEqual([
@@ -393,9 +397,9 @@ test('seeds never heard from are listed as dead with an empty node id, until the
   cluster.runUntil(0);
   expect(a.membership.seedAddresses()).toEqual(['b:1', 'x:1']);
   expect(a.membership.members()).toEqual([
-    { nodeId: '', advertiseAddress: 'b:1', state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false },
-    { nodeId: '', advertiseAddress: 'x:1', state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false },
-    { nodeId: 'a', advertiseAddress: 'a:1', state: 'alive', incarnation: inc('a', 1n), lastHeardAt: null, isSelf: true },
+    { nodeId: '', advertiseAddress: 'b:1', state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false, role: 'edge' },
+    { nodeId: '', advertiseAddress: 'x:1', state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false, role: 'edge' },
+    { nodeId: 'a', advertiseAddress: 'a:1', state: 'alive', incarnation: inc('a', 1n), lastHeardAt: null, isSelf: true, role: 'edge' },
   ]);
   expect(a.membership.liveNodeIds()).toEqual(['a']);
 
@@ -567,4 +571,62 @@ test('invalid heartbeats are dropped and counted; bad config is refused with the
   expect(() => validateMembershipConfig({ ...DEFAULT_MEMBERSHIP_CONFIG, heartbeatIntervalMs: 0 })).toThrow(/heartbeatIntervalMs/);
   expect(() => validateMembershipConfig({ ...DEFAULT_MEMBERSHIP_CONFIG, deadAfterMs: 500 })).toThrow(/deadAfterMs/);
   expect(() => validateMembershipConfig({ ...DEFAULT_MEMBERSHIP_CONFIG, forgetDeadAfterMs: 2000 })).toThrow(/forgetDeadAfterMs/);
+});
+
+test('a member\'s role comes from its heartbeats; a restart may change it, and that is a view change', () => {
+  const m = new Membership({ nodeId: 'a', advertiseAddress: 'a:1', incarnation: 1n, role: 'store' }, DEFAULT_MEMBERSHIP_CONFIG, DIGEST);
+  expect(m.liveStoreIds()).toEqual(['a']);
+  const beat = (nodeId: string, incarnation: bigint, role?: 'edge' | 'store') => ({
+    nodeId,
+    incarnation,
+    advertiseAddress: `${nodeId}:1`,
+    configDigest: DIGEST,
+    leaving: false,
+    known: [],
+    ...(role === undefined ? {} : { role }),
+  });
+  m.handleHeartbeat(beat('b', 1n, 'store'), 0);
+  m.handleHeartbeat(beat('c', 1n), 0); // no role: edge
+  expect(m.liveStoreIds()).toEqual(['a', 'b']);
+  expect(m.member('b')?.role).toBe('store');
+  expect(m.member('c')?.role).toBe('edge');
+  const version = m.viewVersion;
+  m.handleHeartbeat(beat('b', 2n, 'edge'), 10);
+  expect(m.liveStoreIds()).toEqual(['a']);
+  expect(m.viewVersion).toBe(version + 1);
+  // A dead store node is no longer listed.
+  m.handleHeartbeat(beat('c', 2n, 'store'), 20);
+  expect(m.liveStoreIds()).toEqual(['a', 'c']);
+  m.tick(20 + DEFAULT_MEMBERSHIP_CONFIG.deadAfterMs);
+  expect(m.liveStoreIds()).toEqual(['a']);
+});
+
+test('a refused heartbeat names the settings whose digests differ, counted by setting; a cluster key alone does not refuse', () => {
+  const hasher = new BuzHash('config-digest-test');
+  const base = { partitions: 64, replicas: 2, hasher, protocolVersion: 1, multicastGroups: [] as string[], clusterKeyId: 7 };
+  const ours = settingDigests(base);
+  const m = new Membership({ nodeId: 'a', advertiseAddress: 'a:1', incarnation: 1n }, DEFAULT_MEMBERSHIP_CONFIG, overallDigest(ours), ours);
+  const beat = (nodeId: string, values: typeof base) => {
+    const digests = settingDigests(values);
+    return { nodeId, incarnation: 1n, advertiseAddress: `${nodeId}:1`, configDigest: overallDigest(digests), leaving: false, known: [], settingDigests: toWire(digests) };
+  };
+  const [refusedPartitions] = m.handleHeartbeat(beat('b', { ...base, partitions: 128 }), 0);
+  expect(refusedPartitions).toMatchObject({ type: 'config_mismatch', nodeId: 'b', settings: ['partitions'] });
+  const [refusedTwo] = m.handleHeartbeat(beat('c', { ...base, hasher: new BuzHash('another seed'), multicastGroups: ['239.1.2.3:7402'], clusterKeyId: 9 }), 0);
+  expect(refusedTwo).toMatchObject({ settings: ['hash_seed', 'multicast_groups', 'cluster_key'] });
+  m.handleHeartbeat(beat('b', { ...base, partitions: 128 }), 250);
+  expect(Object.fromEntries(m.configMismatchesBySetting)).toEqual({ partitions: 2, hash_seed: 1, multicast_groups: 1, cluster_key: 1 });
+  expect(m.configMismatches().map((r) => [r.nodeId, r.settings, r.lastAt])).toEqual([
+    ['b', ['partitions'], 250],
+    ['c', ['hash_seed', 'multicast_groups', 'cluster_key'], 0],
+  ]);
+  expect(m.liveNodeIds()).toEqual(['a']);
+  // Another sealing key alone (a rolling key rotation) is accepted.
+  expect(m.handleHeartbeat(beat('d', { ...base, clusterKeyId: 9 }), 300).map((e) => e.type)).toEqual(['joined']);
+  // A differing replicas count or protocol version refuses too.
+  expect(m.handleHeartbeat(beat('e', { ...base, replicas: 1 }), 300)[0]).toMatchObject({ settings: ['replicas'] });
+  expect(m.handleHeartbeat(beat('f', { ...base, protocolVersion: 2 }), 300)[0]).toMatchObject({ settings: ['protocol_version'] });
+  // Refused reports are forgotten after the forget timeout.
+  m.tick(300 + DEFAULT_MEMBERSHIP_CONFIG.forgetDeadAfterMs);
+  expect(m.configMismatches()).toEqual([]);
 });

@@ -239,6 +239,10 @@ describe('PeerService over mutual TLS', () => {
         handled++;
         implementation.handoverCommit(call, callback);
       },
+      clusterSettings: (call, callback) => {
+        handled++;
+        implementation.clusterSettings(call, callback);
+      },
     };
     server.addService(PeerServiceService, counted);
     servers.push(server);

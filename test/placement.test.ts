@@ -187,3 +187,59 @@ describe('balance and disruption', () => {
     }
   });
 });
+
+describe('roles: store nodes rank first', () => {
+  const EDGES = ['edge-1', 'edge-2', 'edge-3'];
+  const STORES = ['store-1', 'store-2'];
+
+  function withStores(edges: readonly string[], stores: readonly string[], replicas = 2): Placement {
+    const p = placement([...edges, ...stores], replicas, SEED, 512);
+    p.setMembers([...edges, ...stores], stores);
+    return p;
+  }
+
+  test('every ranking lists the store nodes first, each tier in its rendezvous order', () => {
+    const p = withStores(EDGES, STORES);
+    const plainEdges = placement(EDGES, 2, SEED, 512);
+    const plainStores = placement(STORES, 2, SEED, 512);
+    for (let partition = 0; partition < 512; partition++) {
+      expect(p.ranking(partition)).toEqual([...plainStores.ranking(partition), ...plainEdges.ranking(partition)]);
+    }
+    expect(p.isStoreNode('store-1')).toBe(true);
+    expect(p.isStoreNode('edge-1')).toBe(false);
+  });
+
+  test('an edge owner\'s secondaries are store nodes while there are enough of them', () => {
+    const p = withStores(EDGES, STORES);
+    for (let partition = 0; partition < 512; partition++) {
+      for (const owner of EDGES) expect([...p.secondaries(partition, owner)].sort()).toEqual(STORES);
+    }
+    // One store node and two replicas: the store, then the best-ranked other edge node.
+    const one = withStores(EDGES, ['store-1']);
+    for (let partition = 0; partition < 64; partition++) {
+      const secondaries = one.secondaries(partition, 'edge-1');
+      expect(secondaries[0]).toBe('store-1');
+      expect(secondaries[1]).toBe(one.ranking(partition).filter((id) => id !== 'edge-1' && id !== 'store-1')[0]);
+    }
+  });
+
+  test('the store tier keeps every partition while all edge nodes are gone and back: the orphans\' secondaries do not move', () => {
+    const p = withStores(EDGES, STORES, 1);
+    const before = Array.from({ length: 512 }, (_, partition) => p.secondaries(partition, 'edge-1'));
+    p.setMembers(STORES, STORES); // every edge node gone: sessions owned by edge-1 are orphans
+    const orphaned = Array.from({ length: 512 }, (_, partition) => p.secondaries(partition, 'edge-1'));
+    expect(orphaned).toEqual(before);
+    p.setMembers(['edge-4', 'edge-5', ...STORES], STORES); // new edge nodes arrive
+    expect(Array.from({ length: 512 }, (_, partition) => p.secondaries(partition, 'edge-1'))).toEqual(before);
+    for (let partition = 0; partition < 512; partition++) expect(STORES).toContain(p.ranking(partition)[0]);
+  });
+
+  test('a role change is a member change: rankings are recomputed', () => {
+    const p = placement([...EDGES, ...STORES], 2, SEED, 512);
+    const plain = allRankings(p);
+    p.setMembers([...EDGES, ...STORES], STORES);
+    expect(allRankings(p)).not.toEqual(plain);
+    p.setMembers([...EDGES, ...STORES]);
+    expect(allRankings(p)).toEqual(plain);
+  });
+});

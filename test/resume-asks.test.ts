@@ -1,10 +1,10 @@
 /**
- * ResumeAsks on virtual time: lookups are taken as the driver takes them (once per turn),
+ * ResumeAsks on virtual time (peers in rank order): lookups are taken as the driver takes them (once per turn),
  * answered or failed by the test, and deadlines pass by ticking.
  */
 import type { PeerCopies } from '../src/core/session-api';
 import type { SessionSnapshot } from '../src/store/store';
-import { type PeerRef, ResumeAsks } from '../src/core/resume-asks';
+import { type PeerRef, ResumeAsks, TAKEOVER_AFTER_MS } from '../src/core/resume-asks';
 
 /** A peer's answer to one lookup, settled by the test. */
 interface Lookup {
@@ -75,57 +75,72 @@ describe('ResumeAsks', () => {
     return state;
   }
 
-  test('the resumes of one turn share one lookup per peer', async () => {
+  test('the resumes of one turn share one lookup per peer; rank 0 is asked first', async () => {
     const first = settledState(fetcher.fetch('s1', [A, B], now + 5000));
     const second = settledState(fetcher.fetch('s2', [A], now + 5000));
     await turn();
+    // Only rank 0 (A) is asked at first, once for both sessions.
+    expect(lookups.map((l) => [l.address, l.ids])).toEqual([[A.address, ['s1', 's2']]]);
+    lookups[0]!.answer([snapshot('s1', 'c', 3), snapshot('s2', 'c', 4)]);
+    await turn();
+    // s2 asked only A; s1 got a secondary's copy from A, so B (rank 1) is asked too.
+    expect(second.copies).toEqual({ asked: 1, answered: 1, snapshots: [snapshot('s2', 'c', 4)] });
+    expect(first.copies).toBeUndefined();
     expect(lookups.map((l) => [l.address, l.ids])).toEqual([
       [A.address, ['s1', 's2']],
       [B.address, ['s1']],
     ]);
-    lookups[0]!.answer([snapshot('s1', 'c', 3), snapshot('s2', 'c', 4)]);
-    await turn();
-    // s1 still waits for B; s2 asked only A.
-    expect(first.copies).toBeUndefined();
-    expect(second.copies).toEqual({ asked: 1, answered: 1, snapshots: [snapshot('s2', 'c', 4)] });
     lookups[1]!.answer([]);
     await turn();
     expect(first.copies).toEqual({ asked: 2, answered: 2, snapshots: [snapshot('s1', 'c', 3)] });
     expect(observed).toEqual(['ok', 'ok']);
   });
 
-  test('a peer that answers with a copy it owns settles the resume without waiting for the others', async () => {
+  test('a peer that answers with a copy it owns settles the resume: the ranks after it are never asked', async () => {
     const resumed = settledState(fetcher.fetch('s1', [A, B], now + 5000));
     await turn();
-    lookups[1]!.answer([snapshot('s1', 'b', 7)]);
+    lookups[0]!.answer([snapshot('s1', 'a', 7)]);
     await turn();
-    expect(resumed.copies).toEqual({ asked: 2, answered: 1, snapshots: [snapshot('s1', 'b', 7)] });
-    // A copy the answering peer does not own is not enough.
-    const other = settledState(fetcher.fetch('s2', [A, B], now + 5000));
-    await turn();
-    lookups[3]!.answer([snapshot('s2', 'a', 2)]);
-    await turn();
-    expect(other.copies).toBeUndefined();
-    lookups[2]!.answer([snapshot('s2', 'a', 2)]);
-    await turn();
-    expect(other.copies).toEqual({ asked: 2, answered: 2, snapshots: [snapshot('s2', 'a', 2), snapshot('s2', 'a', 2)] });
+    expect(resumed.copies).toEqual({ asked: 1, answered: 1, snapshots: [snapshot('s1', 'a', 7)] });
+    expect(lookups.map((l) => l.address)).toEqual([A.address]);
   });
 
-  test('a failed peer counts as asked but not answered', async () => {
+  test('the next rank takes over when rank 0 fails', async () => {
     const resumed = settledState(fetcher.fetch('s1', [A, B], now + 5000));
     await turn();
+    expect(lookups.map((l) => l.address)).toEqual([A.address]);
     lookups[0]!.fail(new Error('connection refused'));
-    lookups[1]!.answer([]);
     await turn();
-    expect(resumed.copies).toEqual({ asked: 2, answered: 1, snapshots: [] });
-    expect(observed.sort()).toEqual(['error', 'ok']);
+    expect(lookups.map((l) => l.address)).toEqual([A.address, B.address]);
+    expect(resumed.copies).toBeUndefined();
+    lookups[1]!.answer([snapshot('s1', 'b', 2)]);
+    await turn();
+    // A failed peer counts as asked but not answered.
+    expect(resumed.copies).toEqual({ asked: 2, answered: 1, snapshots: [snapshot('s1', 'b', 2)] });
+    expect(observed).toEqual(['error', 'ok']);
+  });
+
+  test('a rank that does not answer within TAKEOVER_AFTER_MS has the next asked beside it, and is still waited for', async () => {
+    const resumed = settledState(fetcher.fetch('s1', [A, B], now + 5000));
+    await turn();
+    await advance(TAKEOVER_AFTER_MS - 1);
+    expect(lookups.map((l) => l.address)).toEqual([A.address]);
+    await advance(1);
+    expect(lookups.map((l) => l.address)).toEqual([A.address, B.address]);
+    lookups[1]!.answer([snapshot('s1', 'c', 2)]);
+    await turn();
+    expect(resumed.copies).toBeUndefined(); // A may still bring a newer copy
+    lookups[0]!.answer([snapshot('s1', 'c', 5)]);
+    await turn();
+    expect(resumed.copies).toEqual({ asked: 2, answered: 2, snapshots: [snapshot('s1', 'c', 2), snapshot('s1', 'c', 5)] });
   });
 
   test('at its deadline a resume settles with what it has', async () => {
     const resumed = settledState(fetcher.fetch('s1', [A, B], now + 200));
     await turn();
-    expect(lookups.every((l) => l.deadlineMs === 200)).toBe(true);
+    expect(lookups.map((l) => l.deadlineMs)).toEqual([200]);
     lookups[0]!.answer([snapshot('s1', 'c', 1)]);
+    await turn();
     await advance(199);
     expect(resumed.copies).toBeUndefined();
     await advance(1);
@@ -136,20 +151,19 @@ describe('ResumeAsks', () => {
     expect(resumed.copies?.snapshots).toHaveLength(1);
   });
 
-  test('a peer with an earlier deadline of its own (a suspect owner) is waited for only until then', async () => {
-    const suspect: PeerRef = { ...A, deadline: now + 200 };
+  test('a peer with an earlier deadline of its own (a suspect owner) is waited for only until then, then the next rank takes over', async () => {
+    const suspect: PeerRef = { ...A, deadline: now + 20 };
     const resumed = settledState(fetcher.fetch('s1', [suspect, B], now + 5000));
     await turn();
-    // B answers at once; the suspect owner never does.
-    lookups.find((l) => l.address === B.address)!.answer([snapshot('s1', 'a', 3)]);
-    await advance(199);
-    expect(resumed.copies).toBeUndefined();
-    await advance(1);
-    expect(resumed.copies).toEqual({ asked: 2, answered: 1, snapshots: [snapshot('s1', 'a', 3)] });
     // Its lookup was asked with its own deadline, not the resume's.
-    expect(lookups.find((l) => l.address === A.address)!.deadlineMs).toBe(200);
+    expect(lookups.map((l) => [l.address, l.deadlineMs])).toEqual([[A.address, 20]]);
+    await advance(20);
+    expect(lookups.map((l) => l.address)).toEqual([A.address, B.address]);
+    lookups[1]!.answer([snapshot('s1', 'a', 3)]);
+    await turn();
+    expect(resumed.copies).toEqual({ asked: 2, answered: 1, snapshots: [snapshot('s1', 'a', 3)] });
     // A late failure of the suspect's lookup changes nothing.
-    lookups.find((l) => l.address === A.address)!.fail(new Error('gone'));
+    lookups[0]!.fail(new Error('gone'));
     await turn();
     expect(resumed.copies?.answered).toBe(1);
   });

@@ -309,7 +309,9 @@ describe('baton sidecar process', () => {
     const status = await unary<any, any>(cluster.status.bind(cluster), {}).finally(() => cluster.close());
     expect(status.nodeId).toBe('it-node');
     expect(status.sessions).toBeGreaterThan(0n);
-    expect(status.members).toEqual([{ nodeId: 'it-node', address: node.peerAddress, state: 'alive', isSelf: true, replicationLagSeqs: 0n }]);
+    expect(status.members).toEqual([{ nodeId: 'it-node', address: node.peerAddress, state: 'alive', isSelf: true, replicationLagSeqs: 0n, role: 'edge' }]);
+    expect(status.role).toBe('edge');
+    expect(status.configMismatches).toEqual([]);
   });
 
   it('answers the standard gRPC health service', async () => {

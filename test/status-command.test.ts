@@ -10,7 +10,7 @@ import { formatBytes, formatDuration, formatJson, formatTable, judge, parseTimeo
 const NOW = 1_800_000_000_000;
 
 function member(nodeId: string, port: number, state: string, extra: Partial<Member> = {}): Member {
-  return { nodeId, address: `127.0.0.1:${port}`, state, isSelf: false, replicationLagSeqs: 0n, ...extra };
+  return { nodeId, address: `127.0.0.1:${port}`, state, isSelf: false, replicationLagSeqs: 0n, role: 'edge', ...extra };
 }
 
 function status(members: Member[], extra: Partial<StatusResponse> = {}): StatusResponse {
@@ -25,6 +25,9 @@ function status(members: Member[], extra: Partial<StatusResponse> = {}): StatusR
     version: '0.1.0',
     startedAtUnixMs: BigInt(NOW - (2 * 3600 + 5 * 60 + 7) * 1000),
     tombstones: 17n,
+    configMismatches: [],
+    role: 'edge',
+    multicastGroups: [],
     ...extra,
   };
 }
@@ -69,14 +72,14 @@ describe('the health verdict', () => {
 
 describe('the table', () => {
   test('a summary line for the node, then one aligned row per member', () => {
-    const table = formatTable(status([...ALL_ALIVE.slice(0, 2), member('', 17003, 'dead', { replicationLagSeqs: 42n })]), NOW);
+    const table = formatTable(status([...ALL_ALIVE.slice(0, 1), member('b', 7002, 'alive', { replicationLagSeqs: 3n, role: 'store' }), member('', 17003, 'dead', { replicationLagSeqs: 42n, role: '' })]), NOW);
     expect(table.split('\n')).toEqual([
       'node a: 1234 sessions, 5000 parts, 3.5 MiB of 512 MiB (0.7%), 17 tombstones, 256 partitions; baton 0.1.0, up 2h 5m',
       '',
-      'NODE  ADDRESS          STATE  SELF  LAG (SEQS)',
-      'a     127.0.0.1:7001   alive  *     -',
-      'b     127.0.0.1:7002   alive        3',
-      '-     127.0.0.1:17003  dead         42',
+      'NODE  ADDRESS          STATE  SELF  LAG (SEQS)  ROLE',
+      'a     127.0.0.1:7001   alive  *     -           edge',
+      'b     127.0.0.1:7002   alive        3           store',
+      '-     127.0.0.1:17003  dead         42          -',
       '',
     ]);
   });
@@ -100,15 +103,18 @@ describe('the JSON', () => {
       parts: 5000,
       bytes: 3670016,
       members: [
-        { nodeId: 'a', address: '127.0.0.1:7001', state: 'alive', isSelf: true, replicationLagSeqs: 0 },
-        { nodeId: 'b', address: '127.0.0.1:7002', state: 'alive', isSelf: false, replicationLagSeqs: 3 },
-        { nodeId: 'c', address: '127.0.0.1:7003', state: 'alive', isSelf: false, replicationLagSeqs: 0 },
+        { nodeId: 'a', address: '127.0.0.1:7001', state: 'alive', isSelf: true, replicationLagSeqs: 0, role: 'edge' },
+        { nodeId: 'b', address: '127.0.0.1:7002', state: 'alive', isSelf: false, replicationLagSeqs: 3, role: 'edge' },
+        { nodeId: 'c', address: '127.0.0.1:7003', state: 'alive', isSelf: false, replicationLagSeqs: 0, role: 'edge' },
       ],
       maxBytes: 536870912,
       partitions: 256,
       version: '0.1.0',
       startedAtUnixMs: NOW - 7_507_000,
       tombstones: 17,
+      configMismatches: [],
+      role: 'edge',
+      multicastGroups: [],
     });
   });
 
@@ -167,4 +173,10 @@ describe('runStatus without a node', () => {
   test('a bad option throws before anything is asked', async () => {
     await expect(runStatus({ api: 'nope', timeoutMs: '3000' })).rejects.toThrow(ConfigError);
   });
+});
+
+test('a node refused for its configuration makes the verdict unhealthy, naming the settings', () => {
+  const refused = { nodeId: 'd', address: '127.0.0.1:7004', settings: ['partitions', 'hash_seed'], lastSeenUnixMs: BigInt(NOW) };
+  const verdict = judge(status(ALL_ALIVE, { configMismatches: [refused] }), { status: 'SERVING' });
+  expect(verdict).toEqual({ healthy: false, problems: ['d (127.0.0.1:7004) is refused: its configuration differs in partitions, hash_seed'] });
 });

@@ -125,7 +125,7 @@ describe('status page', () => {
         partitions: PARTITIONS,
         copies: 2,
       });
-      expect(page.members.map(({ nodeId, address, state, isSelf, replicationLagSeqs }) => ({ nodeId, address, state, isSelf, replicationLagSeqs }))).toEqual(
+      expect(page.members.map(({ nodeId, address, state, isSelf, replicationLagSeqs, role }) => ({ nodeId, address, state, isSelf, replicationLagSeqs, role }))).toEqual(
         status.members.map((m) => ({ ...m, replicationLagSeqs: Number(m.replicationLagSeqs) })),
       );
       // Rendezvous placement with replicas 1: every partition has one primary and two holders.

@@ -10,6 +10,8 @@
 import { setLogger, setLogVerbosity, logVerbosity } from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
 import { ConfigError } from '../../src/wire/errors';
+import { parseClusterKeys } from '../../src/wire/cluster-key';
+import { adoptClusterSettings } from '../transport/config-from-peers';
 import { envName, type NetworkTimings, parseConfig, presetDefaultText, SIDECAR_OPTIONS } from '../config/config';
 import { runDemo } from '../demo/demo';
 import { runShop, type ShopOptions } from '../demo/shop-command';
@@ -59,6 +61,17 @@ async function runSidecar(values: Record<string, string>): Promise<void> {
   // grpc-js logs to stderr on its own; baton reports failures itself, so route it to debug.
   setLogger({ error: (...args: unknown[]) => log.debug({ grpc: args.map(String).join(' ') }, 'grpc-js') });
   setLogVerbosity(logVerbosity.ERROR);
+  if (config.configFromPeers) {
+    try {
+      const keys = config.clusterKeys === '' ? undefined : parseClusterKeys(config.clusterKeys, config.clusterKeySource);
+      const adopted = await adoptClusterSettings(config, keys);
+      config = adopted.config;
+      log.info({ ...adopted.adopted }, "adopted the cluster's settings from its peers (--config-from-peers)");
+    } catch (err) {
+      if (err instanceof ConfigError) fail(err.message, EXIT_CONFIG);
+      throw err;
+    }
+  }
   const node = new BatonNode(config, log);
   try {
     await node.start();

@@ -94,6 +94,9 @@ export function judge(status: StatusResponse, serving: Serving): Verdict {
   for (const member of status.members) {
     if (FAULTY_STATES.has(member.state)) problems.push(`${memberName(member)} is ${member.state}`);
   }
+  for (const refused of status.configMismatches) {
+    problems.push(`${refused.nodeId} (${refused.address}) is refused: its configuration differs in ${refused.settings.join(', ')}`);
+  }
   return { healthy: problems.length === 0, problems };
 }
 
@@ -108,8 +111,15 @@ export function formatTable(status: StatusResponse, now: number): string {
     `${status.tombstones} tombstones, ${status.partitions} partitions; ` +
     `baton ${status.version}, up ${formatDuration(now - Number(status.startedAtUnixMs))}`;
   const rows = [
-    ['NODE', 'ADDRESS', 'STATE', 'SELF', 'LAG (SEQS)'],
-    ...status.members.map((m) => [m.nodeId === '' ? '-' : m.nodeId, m.address, m.state, m.isSelf ? '*' : '', m.isSelf ? '-' : String(m.replicationLagSeqs)]),
+    ['NODE', 'ADDRESS', 'STATE', 'SELF', 'LAG (SEQS)', 'ROLE'],
+    ...status.members.map((m) => [
+      m.nodeId === '' ? '-' : m.nodeId,
+      m.address,
+      m.state,
+      m.isSelf ? '*' : '',
+      m.isSelf ? '-' : String(m.replicationLagSeqs),
+      m.role === '' ? '-' : m.role,
+    ]),
   ];
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
   const lines = rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  ').trimEnd());

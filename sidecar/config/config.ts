@@ -13,13 +13,14 @@ import { peerTlsFromPem } from '../../src/wire/peer-tls';
 import { MAX_TTL_SECONDS } from '../../src/wire/validation';
 import { bad, envName, isLoopbackHost, parseInteger, parseListen } from './option-parsing';
 import { checkProxyConfig, PROXY_OPTIONS, type ProxyConfig } from './proxy-options';
+import { checkClusterConfig, CLUSTER_OPTIONS, parseMulticastGroup, type ClusterShapeConfig } from './cluster-options';
 export * from './core-config';
 
 export { envName, isLoopbackHost, parseListen };
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
-export interface Config extends ProxyConfig {
+export interface Config extends ProxyConfig, ClusterShapeConfig {
   /** This node's id in the cluster; default: the host name (a pod's name on Kubernetes). */
   nodeId: string;
   /** Where the session API (gRPC) listens: host:port or unix:/path. */
@@ -386,15 +387,7 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     valueName: 'group:port',
     description: 'replicate over IP multicast to this group (default: unicast fan-out)',
     default: () => '',
-    parse: (v, flag) => {
-      if (v === '') return undefined;
-      const m = /^(\d+\.\d+\.\d+\.\d+):(\d{1,5})$/.exec(v);
-      const first = m === null ? 0 : Number(m[1]!.split('.')[0]);
-      if (m === null || first < 224 || first > 239 || Number(m[2]) === 0 || Number(m[2]) > 65535) {
-        throw bad(flag, v, 'expected an IPv4 multicast group (224.0.0.0/4) and port, e.g. 239.1.2.3:7402');
-      }
-      return { group: m[1]!, port: Number(m[2]) };
-    },
+    parse: (v, flag) => (v === '' ? undefined : parseMulticastGroup(v, flag)),
   },
   {
     flag: 'multicast-interface',
@@ -530,7 +523,9 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
       if (v === '' || !Number.isFinite(n) || n < 0 || n > 90) throw bad(flag, v, 'expected a number from 0 to 90');
       return n;
     },
-  },  ...PROXY_OPTIONS,
+  },
+  ...CLUSTER_OPTIONS,
+  ...PROXY_OPTIONS,
 ];
 
 /** Environment variables read besides the per-option ones. */
@@ -592,6 +587,8 @@ export function parseConfig(
       `${named('suspect-after-ms', config.suspectAfterMs)} must be greater than ${named('heartbeat-interval-ms', config.heartbeatIntervalMs)}`,
     );
   }
+  // Before the exposure check: --multicast-groups decides --multicast.
+  checkClusterConfig(config);
   const exposure = peerExposure(config);
   if (config.clusterKeys === '' && !config.insecure && exposure !== undefined) {
     throw new ConfigError(

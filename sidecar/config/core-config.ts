@@ -87,6 +87,9 @@ export function nodeCoreConfig(
     antiEntropyIntervalMs: config.antiEntropyIntervalSeconds * 1000,
     injectLossPercent: config.injectLossPercent,
     limits: { maxValueBytes: config.maxValueBytes, maxPartsPerSession: config.maxPartsPerSession },
+    role: config.role,
+    multicastGroups: Math.max(1, config.multicastGroups.length),
+    multicastGroupAddresses: config.multicastGroups.map((g) => `${g.group}:${g.port}`),
   };
 }
 

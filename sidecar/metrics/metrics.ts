@@ -319,6 +319,13 @@ export class SidecarMetrics {
     labelledCounterFrom(registry, 'baton_cluster_membership_events_total', 'Membership changes seen, by type.', ['type'], () =>
       [...counters.membershipEvents].map(([type, n]) => [{ type }, n]),
     );
+    labelledCounterFrom(
+      registry,
+      'baton_config_mismatches_total',
+      'Heartbeats refused because the sender\'s cluster-critical configuration differs, by differing setting (partitions, replicas, hash_seed, protocol_version, multicast_groups, cluster_key, unknown).',
+      ['setting'],
+      () => [...core.membership.configMismatchesBySetting].map(([setting, n]) => [{ setting }, n]),
+    );
     counterFrom(registry, 'baton_replication_sessions_discarded_total', 'Copies dropped because placement moved them to other members.', () => stats.sessionsDiscarded);
     new Gauge({
       name: 'baton_cluster_members',

@@ -23,6 +23,8 @@ export interface StatusPageMember {
   state: string;
   isSelf: boolean;
   replicationLagSeqs: number;
+  /** edge or store ('' for a seed never heard from). */
+  role: string;
   /** Partitions this member holds a copy of (rank < replicas + 1). */
   partitionsHeld: number;
   /** Partitions for which this member ranks first. */
@@ -99,6 +101,7 @@ export function statusPageData(status: StatusResponse, placement: Placement | un
       state: m.state,
       isSelf: m.isSelf,
       replicationLagSeqs: Number(m.replicationLagSeqs),
+      role: m.role,
       partitionsHeld: held[i]!,
       partitionsPrimary: primary[i]!,
     })),

@@ -139,7 +139,7 @@ const SCRIPT = `
     d.members.forEach(function (m, i) {
       var p = point(r, (2 * Math.PI * i) / Math.max(1, n));
       var g = svgEl('g', { class: 'member', 'data-node': m.nodeId, 'data-state': m.state }, svg);
-      svgEl('title', {}, g, m.nodeId + ' (' + m.address + '): ' + m.state + ', lag ' + m.replicationLagSeqs + ' seqs, ' +
+      svgEl('title', {}, g, m.nodeId + ' (' + m.address + (m.role ? ', ' + m.role : '') + '): ' + m.state + ', lag ' + m.replicationLagSeqs + ' seqs, ' +
         m.partitionsPrimary + ' primary / ' + m.partitionsHeld + ' copies');
       if (m.isSelf) svgEl('circle', { cx: p[0], cy: p[1], r: size + 7, fill: 'none', stroke: '#1d2330', 'stroke-width': 2, 'stroke-dasharray': '4 3' }, g);
       svgEl('circle', { cx: p[0], cy: p[1], r: size, fill: stateColour(m.state), stroke: memberColour(i), 'stroke-width': Math.max(2, size / 6) }, g);

@@ -90,6 +90,8 @@ export class HttpApiServer {
   /** Body bytes of requests read and not yet answered. */
   private bufferedBodyBytes = 0;
   private draining = false;
+  /** The change feed refused (a store node): 412 with this message, like the other application calls. */
+  private changesRefusal: string | undefined;
 
   constructor(
     private readonly api: SessionApi,
@@ -117,6 +119,11 @@ export class HttpApiServer {
   }
 
   /** Answers every parked long-poll 204, refuses new ones, and closes connections after their answers. */
+  /** A store node: the change feed is an application call too (src/core/store-role.ts). */
+  refuseChanges(message: string): void {
+    this.changesRefusal = message;
+  }
+
   drain(): void {
     this.draining = true;
     for (const poll of [...this.polls]) poll.end();
@@ -245,6 +252,7 @@ export class HttpApiServer {
    * once if anything did; else parked until a change arrives (200) or the time-out (204).
    */
   private longPoll(sessionId: string, query: URLSearchParams, res: http.ServerResponse): void {
+    if (this.changesRefusal !== undefined) throw new HttpError(412, 'failed_precondition', this.changesRefusal);
     checkSessionId(sessionId);
     const after = queryInteger(query, 'after', 0);
     const timeoutText = query.get('timeout');

@@ -38,6 +38,7 @@ import type { SessionApi } from '../../src/core/session-api';
 import { encodeToBuffer } from '../../src/wire/proto-writer';
 import { checkSessionId } from '../../src/wire/validation';
 import type { WatchHub } from '../../src/core/watch-hub';
+import { STORE_ROLE_REFUSAL } from '../../src/core/store-role';
 import { toStatus } from '../net/grpc-status';
 import { resultOf, type Method, type OperationResult, type SidecarMetrics } from '../metrics/metrics';
 import { EXCHANGE_MAX_BATCH_OPS, guarded, RefusedRequest, RequestScanner } from '../net/request-limits';
@@ -124,6 +125,8 @@ export class SessionServiceHandlers {
   private draining = false;
   private readonly watchBacklogBytes: number;
   private tlsFeed: TlsResumptionFeed | undefined;
+  /** Watch refused (a store node): FAILED_PRECONDITION with this message. */
+  private watchRefusal: string | undefined;
 
   constructor(
     private readonly api: SessionApi,
@@ -139,6 +142,11 @@ export class SessionServiceHandlers {
   /** Where WatchTlsResumption reads the settings from (the node's ticket key keeper). */
   serveTlsResumption(feed: TlsResumptionFeed): void {
     this.tlsFeed = feed;
+  }
+
+  /** A store node: Watch is an application call too, refused like the others (src/core/store-role.ts). */
+  refuseWatches(): void {
+    this.watchRefusal = STORE_ROLE_REFUSAL;
   }
 
   /** The implementation object for server.addService. */
@@ -406,6 +414,10 @@ export class SessionServiceHandlers {
     if (request instanceof RefusedRequest) {
       this.metrics.requestsRefused.inc();
       call.emit('error', { code: request.code, details: request.details });
+      return;
+    }
+    if (this.watchRefusal !== undefined) {
+      call.emit('error', { code: status.FAILED_PRECONDITION, details: this.watchRefusal });
       return;
     }
     const sessionId = call.request.sessionId;

@@ -23,6 +23,7 @@ import { loadSync } from '@grpc/proto-loader';
 import type { ClusterKey } from '../../src/wire/cluster-key';
 import { MAX_IDS_PER_REQUEST } from '../../src/core/resume-asks';
 import {
+  type ClusterSettingsResponse,
   type FetchRequest,
   type HandoverCommitRequest,
   type HandoverCommitResponse,
@@ -152,20 +153,28 @@ export interface ReplayService {
   serve: ((request: ReplayRequest) => Promise<ReplayResponse>) | undefined;
 }
 
-/** Callers reach these handlers only through the TLS handshake (when the node has material). */
+/** The calls a node answers beyond its store: each absent one is refused. */
+export interface PeerSideServices {
+  /** Re-injected requests go to this node's proxy (FAILED_PRECONDITION without one). */
+  replay?: ReplayService;
+  /** The receiving side of TCP handovers (set once the node's proxy runs; undefined without --tcp-handover). */
+  handover?: () => HandoverReceiver | undefined;
+  /** This node's cluster-critical settings (ClusterSettings); absent = UNIMPLEMENTED. */
+  settings?: () => ClusterSettingsResponse;
+}
+
 /**
  * The PeerService handlers. Lookup streams stay open as long as their caller wants; each
  * registers in `streams`, so a stopping node can end them (its callers then open a new
- * stream to another peer) instead of waiting for them. The handover calls go to
- * `handover()` (set once the node's proxy runs; undefined without --tcp-handover).
+ * stream to another peer) instead of waiting for them. Callers reach these handlers only
+ * through the TLS handshake (when the node has material).
  */
 export function peerServiceImplementation(
   store: SessionStore,
   nodeId: string,
   partitions: number,
   streams = new OpenStreams(),
-  replay: ReplayService = { serve: undefined },
-  handover: () => HandoverReceiver | undefined = () => undefined,
+  services: PeerSideServices = {},
 ): PeerServiceServer {
   // Each partition once: a request naming one partition many times would otherwise have it
   // streamed that many times.
@@ -174,6 +183,11 @@ export function peerServiceImplementation(
     return asked.length > 0 ? [...new Set(asked)] : Array.from({ length: partitions }, (_, i) => i);
   };
   return {
+    clusterSettings: (_call, callback) => {
+      const settings = services.settings;
+      if (settings === undefined) return callback({ code: status.UNIMPLEMENTED, details: 'this node does not answer ClusterSettings' });
+      callback(null, settings());
+    },
     digests: (call, callback) => {
       const request: unknown = call.request;
       if (request instanceof RefusedRequest) return callback({ code: request.code, details: request.details });
@@ -250,7 +264,7 @@ export function peerServiceImplementation(
     replay: (call, callback) => {
       const request: unknown = call.request;
       if (request instanceof RefusedRequest) return callback({ code: request.code, details: request.details });
-      const serve = replay.serve;
+      const serve = services.replay?.serve;
       if (serve === undefined) return callback(toStatus(new PreconditionFailedError('this node runs no capture proxy (--proxy-listen)')));
       serve(call.request).then(
         (response) => callback(null, response),
@@ -260,7 +274,7 @@ export function peerServiceImplementation(
     handoverPrepare: (call, callback) => {
       const request: unknown = call.request;
       if (request instanceof RefusedRequest) return callback({ code: request.code, details: request.details });
-      const receiver = handover();
+      const receiver = services.handover?.();
       if (receiver === undefined) return callback({ code: status.FAILED_PRECONDITION, details: `node ${nodeId} does not take TCP handovers (--tcp-handover is off)` });
       if (call.request.connections.length > MAX_HANDOVER_CONNECTIONS_PER_CALL) {
         return callback({ code: status.INVALID_ARGUMENT, details: `a handover call carries at most ${MAX_HANDOVER_CONNECTIONS_PER_CALL} connections` });
@@ -272,7 +286,7 @@ export function peerServiceImplementation(
       }
     },
     handoverCommit: (call, callback) => {
-      const receiver = handover();
+      const receiver = services.handover?.();
       if (receiver === undefined) return callback({ code: status.FAILED_PRECONDITION, details: `node ${nodeId} does not take TCP handovers (--tcp-handover is off)` });
       try {
         callback(null, receiver.commit(call.request));
@@ -377,6 +391,13 @@ export class PeerClients {
         if (err) return reject(err);
         resolve(new Map(response.partitions.map((d) => [d.partition, d.digest])));
       });
+    });
+  }
+
+  /** The cluster-critical settings a peer runs with (for --config-from-peers). */
+  clusterSettings(address: string, deadlineMs: number): Promise<ClusterSettingsResponse> {
+    return new Promise((resolve, reject) => {
+      this.client(address).clusterSettings({}, new Metadata(), { deadline: Date.now() + deadlineMs }, (err, response) => (err ? reject(err) : resolve(response)));
     });
   }
 

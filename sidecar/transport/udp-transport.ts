@@ -1,6 +1,7 @@
 /**
  * The sidecar's Transport (src/core/transport.ts): carries out what the node core asks
- * for over UDP (unicast, and the multicast group when configured) and the peer gRPC
+ * for over UDP (unicast, and the multicast groups when configured: one socket per group,
+ * bound at start, whose membership follows the core's Ready.groups) and the peer gRPC
  * service. It owns the sockets, seals and opens datagrams, runs peer requests (state
  * transfers, resume lookups, DNS) and feeds their answers back, and arms exactly one
  * timer, at the core's next deadline. It makes no protocol decision: every datagram,
@@ -14,11 +15,12 @@ import { Server } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { BuzHash } from '../../src/store/buzhash';
 import type { ClusterKey } from '../../src/wire/cluster-key';
-import { DatagramOpener, DatagramSealer, HEADER_BYTES, TAG_BYTES } from '../../src/wire/datagram-codec';
+import { DatagramOpener, DatagramSealer, FORMAT_VERSION, HEADER_BYTES, TAG_BYTES } from '../../src/wire/datagram-codec';
 import { NodeCore, type NodeObserver } from '../../src/core/node-core';
 import { SeededRandom } from '../../src/store/random';
 import type { ResumeObserver } from '../../src/core/session-api';
 import type { SessionStore } from '../../src/store/store';
+import { groupOfDestination } from '../../src/core/multicast-groups';
 import { carryOut, type Outgoing, type PeerAnswer, type PeerRequest, type Ready, type Transport } from '../../src/core/transport';
 import { type Config, nodeCoreConfig } from '../config/config';
 import { type HandoverReceiver, PeerClients, PeerCredentials, peerServiceDefinition, peerServiceImplementation, peerTlsFor, type ReplayService } from './peer-service';
@@ -38,7 +40,13 @@ export class UdpTransport implements Transport {
   /** This node's incarnation as the datagram header carries it (bytes 4–11). */
   private readonly incarnationBytes = Buffer.alloc(8);
   private readonly opener: DatagramOpener;
-  private groupSocket: dgram.Socket | undefined;
+  /**
+   * The socket of each multicast group this node listens on (index = group; undefined =
+   * not listening). A group left is closed, not just dropped: Linux delivers a group's
+   * datagrams to every socket bound to its address and port while any socket of the host
+   * is a member (IP_MULTICAST_ALL), so a socket kept open would go on receiving them.
+   */
+  private groupSockets: (dgram.Socket | undefined)[] = [];
   private readonly peerServer = new Server({ 'grpc.enable_channelz': 0, 'grpc.max_send_message_length': 256 * 1024 * 1024 });
   private readonly peers: PeerClients;
   /** Who answers peers' re-injected requests (the capture proxy sets it). */
@@ -54,6 +62,9 @@ export class UdpTransport implements Transport {
   private timerAt = Infinity;
   private flushScheduled = false;
   private stopped = false;
+  /** Groups whose sockets are being opened, and the groups the core last asked for. */
+  private readonly groupsOpening = new Set<number>();
+  private wantedGroups = new Set<number>();
 
   /** Binds the UDP socket first, so the advertised address carries the real port. */
   static async open(
@@ -95,7 +106,10 @@ export class UdpTransport implements Transport {
       config.advertiseAddress !== '' ? config.advertiseAddress : `${config.peerListen.host}:${socket.address().port}`;
     const overhead = HEADER_BYTES + (keys === undefined ? 0 : TAG_BYTES);
     this.core = new NodeCore(
-      nodeCoreConfig(config, { advertiseAddress: this.advertiseAddress, incarnation: this.incarnation, maxPayloadBytes: config.maxDatagramBytes - overhead }),
+      {
+        ...nodeCoreConfig(config, { advertiseAddress: this.advertiseAddress, incarnation: this.incarnation, maxPayloadBytes: config.maxDatagramBytes - overhead }),
+        clusterKeyId: keys?.[0]?.id ?? 0,
+      },
       {
         store,
         hasher,
@@ -113,10 +127,16 @@ export class UdpTransport implements Transport {
     this.socket.on('error', (err) => this.log.warn({ err }, 'replication socket error'));
     this.peerCredentials = new PeerCredentials(peerTlsFor(config, keys, now));
     this.peers = new PeerClients(this.peerCredentials);
-    this.peerServer.addService(
-      peerServiceDefinition(),
-      peerServiceImplementation(store, config.nodeId, config.partitions, this.peerStreams, this.replayService, () => this.handoverReceiver),
-    );
+    const settings = () => ({
+      nodeId: config.nodeId,
+      partitions: config.partitions,
+      replicas: config.replicas,
+      clusterSeed: config.clusterSeed,
+      multicastGroups: config.multicastGroups.map((g) => `${g.group}:${g.port}`),
+      protocolVersion: FORMAT_VERSION,
+      configDigest: this.core.configDigest,
+    });
+    this.peerServer.addService(peerServiceDefinition(), peerServiceImplementation(store, config.nodeId, config.partitions, this.peerStreams, { replay: this.replayService, handover: () => this.handoverReceiver, settings }));
   }
 
   /** Binds the peer gRPC service (and the multicast group); starts the core (heartbeats). */
@@ -125,7 +145,7 @@ export class UdpTransport implements Transport {
     await new Promise<void>((resolve, reject) =>
       this.peerServer.bindAsync(`${host}:${this.socket.address().port}`, this.peerCredentials.server(), (err) => (err ? reject(err) : resolve())),
     );
-    if (this.config.multicast !== undefined) await this.joinGroup();
+    if (this.config.multicast !== undefined) await this.openGroups();
     this.carry(this.core.tick(Date.now()));
   }
 
@@ -183,7 +203,8 @@ export class UdpTransport implements Transport {
     this.peerStreams.endAll();
     await shutdownWithin(this.peerServer, PEER_SHUTDOWN_MS);
     await new Promise<void>((resolve) => this.socket.close(() => resolve()));
-    if (this.groupSocket !== undefined) await new Promise<void>((resolve) => this.groupSocket!.close(() => resolve()));
+    for (const socket of this.groupSockets) if (socket !== undefined) await new Promise<void>((resolve) => socket.close(() => resolve()));
+    this.groupSockets = [];
   }
 
   // --- Transport ---------------------------------------------------------------------
@@ -191,10 +212,12 @@ export class UdpTransport implements Transport {
   sendDatagram({ to, payload }: Outgoing): void {
     let host: string;
     let port: number;
-    if (to === 'multicast') {
-      if (this.config.multicast === undefined) return;
-      host = this.config.multicast.group;
-      port = this.config.multicast.port;
+    const group = groupOfDestination(to);
+    if (group !== undefined) {
+      const address = this.config.multicastGroups[group];
+      if (address === undefined) return;
+      host = address.group;
+      port = address.port;
     } else {
       const colon = to.lastIndexOf(':');
       host = to.slice(0, colon).replace(/^\[|\]$/g, '');
@@ -273,24 +296,80 @@ export class UdpTransport implements Transport {
     });
   }
 
-  private async joinGroup(): Promise<void> {
-    const { group, port } = this.config.multicast!;
-    const iface = this.config.multicastInterface !== '' ? this.config.multicastInterface : this.config.peerListen.host!;
-    this.socket.setMulticastInterface(iface);
+  private get multicastInterface(): string {
+    return this.config.multicastInterface !== '' ? this.config.multicastInterface : this.config.peerListen.host!;
+  }
+
+  /**
+   * Joins every multicast group (a node alone holds every partition), each on a socket
+   * bound to its group address, so it receives that group's datagrams only. Errors here
+   * fail the start; later joins and leaves (setGroups) only log.
+   */
+  private async openGroups(): Promise<void> {
+    this.socket.setMulticastInterface(this.multicastInterface);
     this.socket.setMulticastTTL(this.config.multicastTtl);
     this.socket.setMulticastLoopback(true);
+    for (let index = 0; index < this.config.multicastGroups.length; index++) this.groupSockets[index] = await this.openGroup(index);
+  }
+
+  private async openGroup(index: number): Promise<dgram.Socket> {
+    const { group, port } = this.config.multicastGroups[index]!;
     const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true, recvBufferSize: SOCKET_BUFFER_BYTES });
     socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
-    socket.on('error', (err) => this.log.warn({ err }, 'multicast socket error'));
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject);
-      socket.bind({ port, address: group }, () => {
-        socket.off('error', reject);
-        resolve();
+    socket.on('error', (err) => this.log.warn({ err, group }, 'multicast socket error'));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('error', reject);
+        socket.bind({ port, address: group }, () => {
+          socket.off('error', reject);
+          resolve();
+        });
       });
-    });
-    socket.addMembership(group, iface);
-    this.groupSocket = socket;
+      socket.addMembership(group, this.multicastInterface);
+    } catch (err) {
+      socket.close();
+      throw err;
+    }
+    return socket;
+  }
+
+  /**
+   * Listens on exactly `groups` (the core's choice: the groups of the partitions this node
+   * holds): opens the sockets of groups joined, closes those of groups left.
+   */
+  setGroups(groups: readonly number[]): void {
+    if (this.config.multicast === undefined || this.stopped) return;
+    const wanted = new Set(groups);
+    for (let index = 0; index < this.config.multicastGroups.length; index++) {
+      const socket = this.groupSockets[index];
+      const { group } = this.config.multicastGroups[index]!;
+      if (!wanted.has(index) && socket !== undefined) {
+        this.groupSockets[index] = undefined;
+        socket.close();
+        this.log.debug({ group }, 'left multicast group');
+      } else if (wanted.has(index) && socket === undefined && !this.groupsOpening.has(index)) {
+        this.groupsOpening.add(index);
+        this.openGroup(index).then(
+          (opened) => {
+            this.groupsOpening.delete(index);
+            // Left again, or stopped, while it opened.
+            if (this.stopped || !this.wantedGroups.has(index)) opened.close();
+            else this.groupSockets[index] = opened;
+            this.log.debug({ group }, 'joined multicast group');
+          },
+          (err: unknown) => {
+            this.groupsOpening.delete(index);
+            this.log.warn({ err: (err as Error).message, group }, 'cannot join multicast group');
+          },
+        );
+      }
+    }
+    this.wantedGroups = wanted;
+  }
+
+  /** The multicast groups (addresses) this node listens on now. */
+  joinedGroups(): string[] {
+    return this.groupSockets.flatMap((socket, index) => (socket !== undefined ? [this.config.multicastGroups[index]!.group] : []));
   }
 
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -314,7 +393,12 @@ function loggingObserver(observer: NodeObserver, log: Logger): NodeObserver {
     peerFetch: (seconds, outcome) => observer.peerFetch(seconds, outcome),
     membership: (event) => {
       observer.membership(event);
-      log.info({ event: event.type, peer: event.nodeId }, 'membership change');
+      if (event.type === 'config_mismatch') {
+        log.warn(
+          { peer: event.nodeId, address: event.advertiseAddress, settings: event.settings },
+          `refusing ${event.nodeId} (${event.advertiseAddress}): its cluster-critical configuration differs in ${event.settings.join(', ')}`,
+        );
+      } else log.info({ event: event.type, peer: event.nodeId }, 'membership change');
     },
     resync: (request, outcome, sessions, error) => {
       observer.resync(request, outcome, sessions, error);

@@ -21,6 +21,7 @@ import type { EngineStats, Outbox } from './outbox';
 import { ackFor, nackFor } from './receiver-replies';
 import type { TimerTable } from './timer-table';
 import { encodeData } from '../wire/delta-codec';
+import { groupDestination, groupOfChannel, isGroupChannel } from './multicast-groups';
 
 export interface ChannelRepairConfig {
   nodeId: string;
@@ -55,7 +56,7 @@ export class ChannelRepair {
   /** Sends one data packet of this node's `channel` (dropped while the target's address is unknown). */
   sendData(channel: string, packet: DataPacket, ackRequested: boolean): void {
     const payload = encodeData(this.config.nodeId, channel, packet, ackRequested);
-    const to = channel === '' ? 'multicast' : this.addressOf(channel);
+    const to = isGroupChannel(channel) ? groupDestination(groupOfChannel(channel) ?? 0) : this.addressOf(channel);
     if (to === undefined) return;
     if (packet.retransmit) this.stats.retransmissions++;
     if (packet.fragment !== undefined) this.stats.fragmentsSent++;
@@ -66,7 +67,7 @@ export class ChannelRepair {
   nack(from: string, incarnation: bigint, channel: string, ranges: NackRanges, fromAddress: string, now: number): 'stale_incarnation' | 'misrouted' | undefined {
     this.stats.nacksReceived++;
     if (incarnation !== this.config.incarnation) return 'stale_incarnation';
-    if (channel !== '' && channel !== from) return 'misrouted';
+    if (!isGroupChannel(channel) && channel !== from) return 'misrouted';
     const sender = this.channels.senders.get(channel);
     if (sender === undefined) {
       // Nothing was ever sent on this channel by this incarnation: tell it to resync.
@@ -80,8 +81,8 @@ export class ChannelRepair {
   }
 
   /** Another receiver's NACK of a group channel: this node's receiver may hold its own back. */
-  overheardNack(senderNodeId: string, senderIncarnation: bigint, ranges: NackRanges, now: number): void {
-    const key = receiverKey(senderNodeId, senderIncarnation, '');
+  overheardNack(senderNodeId: string, senderIncarnation: bigint, channel: string, ranges: NackRanges, now: number): void {
+    const key = receiverKey(senderNodeId, senderIncarnation, channel);
     const receiver = this.channels.receivers.get(key);
     if (receiver === undefined) return;
     receiver.handleOverheardNack(ranges, now);
@@ -112,6 +113,11 @@ export class ChannelRepair {
   }
 
   /** Forgets a node's channels to this node and partial deltas, except incarnation `keep`'s. */
+  /** Drops the receivers of a group channel this node no longer listens on. */
+  retireChannel(channel: string): void {
+    for (const key of this.channels.retireChannel(channel)) this.timers.clear('receive ' + key);
+  }
+
   retire(nodeId: string, keep: bigint | undefined): void {
     for (const key of this.channels.retire(nodeId, keep)) this.timers.clear('receive ' + key);
     this.reassembly.retire(nodeId, keep);
@@ -167,14 +173,15 @@ export class ChannelRepair {
     if (address === undefined) return undefined;
     const poll = receiver.poll(now);
     if (poll.nack === undefined && poll.ack === undefined && !poll.resync) return undefined;
-    const reply = { senderNodeId: from, senderIncarnation: BigInt(incarnationText), targetNodeId: channel === '' ? '' : this.config.nodeId };
+    const group = isGroupChannel(channel);
+    const reply = { senderNodeId: from, senderIncarnation: BigInt(incarnationText), targetNodeId: group ? channel : this.config.nodeId };
     if (poll.nack !== undefined) {
       const payload = this.outbox.encode({ $case: 'nack', nack: nackFor(reply, poll.nack) });
       // On multicast a NACK goes to the group, so other receivers can hold theirs back, and
       // to the sender itself: the sender's group socket also receives its own multicast
       // traffic and may be full; its unicast socket is not. Its repair holdoff makes the two
       // copies cost one retransmission.
-      if (channel === '') this.outbox.push('multicast', payload, 'nack');
+      if (group) this.outbox.push(groupDestination(groupOfChannel(channel) ?? 0), payload, 'nack');
       this.outbox.push(address, payload, 'nack');
     }
     if (poll.ack !== undefined) {

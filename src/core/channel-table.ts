@@ -16,6 +16,7 @@ import { ChannelReceiver, type ChannelReceiverConfig } from './channel-receiver'
 import { ChannelSender, DEFAULT_REPAIR_HOLDOFF_MS } from './channel-sender';
 import type { Superseded } from '../gen/baton/v1/wire';
 import type { Random } from '../store/random';
+import { isGroupChannel } from './multicast-groups';
 
 export interface ChannelTableConfig {
   nodeId: string;
@@ -76,12 +77,15 @@ export class ChannelTable {
     return this.senders.get(channel)!.ackedBy(nodeId);
   }
 
-  /** The live peers changed: the group channel reaches them all, a unicast one its target while live. */
-  setLivePeers(others: readonly string[]): void {
-    this.senders.get('')?.setReceivers(others);
+  /**
+   * The live peers changed: a group channel reaches its group's members (`groupReceivers`;
+   * without it, every live peer), a unicast one its target while live.
+   */
+  setLivePeers(others: readonly string[], groupReceivers?: (channel: string) => string[]): void {
     for (const [channel, sender] of this.senders) {
-      if (channel !== '' && !others.includes(channel)) sender.setReceivers([]);
-      else if (channel !== '') sender.setReceivers([channel]);
+      if (isGroupChannel(channel)) sender.setReceivers(groupReceivers === undefined ? [...others] : groupReceivers(channel));
+      else if (!others.includes(channel)) sender.setReceivers([]);
+      else sender.setReceivers([channel]);
     }
   }
 
@@ -90,7 +94,7 @@ export class ChannelTable {
     let receiver = this.receivers.get(key);
     if (receiver === undefined) {
       this.retire(from, incarnation);
-      receiver = new ChannelReceiver<Superseded>(this.config.receiver, channel === '', this.random);
+      receiver = new ChannelReceiver<Superseded>(this.config.receiver, isGroupChannel(channel), this.random);
       this.receivers.set(key, receiver);
     }
     return receiver;
@@ -102,6 +106,19 @@ export class ChannelTable {
     const retired: string[] = [];
     for (const key of [...this.receivers.keys()]) {
       if (key.startsWith(prefix) && (keep === undefined || !key.startsWith(`${prefix}${keep}/`))) {
+        this.receivers.delete(key);
+        retired.push(key);
+      }
+    }
+    return retired;
+  }
+
+  /** Drops every sender's receiver of `channel` (this node left that group); returns their keys. */
+  retireChannel(channel: string): string[] {
+    const suffix = '/' + channel;
+    const retired: string[] = [];
+    for (const key of [...this.receivers.keys()]) {
+      if (splitReceiverKey(key)[2] === channel && key.endsWith(suffix)) {
         this.receivers.delete(key);
         retired.push(key);
       }
@@ -122,7 +139,7 @@ export class ChannelTable {
   unackedHighest(channel: string): number {
     const sender = this.senders.get(channel);
     if (sender === undefined) return 0;
-    const behind = channel === '' ? sender.receivers().some((id) => sender.ackedBy(id) < sender.highestSeq) : sender.ackedBy(channel) < sender.highestSeq;
+    const behind = isGroupChannel(channel) ? sender.receivers().some((id) => sender.ackedBy(id) < sender.highestSeq) : sender.ackedBy(channel) < sender.highestSeq;
     return behind ? sender.highestSeq : 0;
   }
 

@@ -23,6 +23,7 @@ import type { Placement } from './placement';
 import type { Data, Superseded } from '../gen/baton/v1/wire';
 import type { RemoteChange, SessionStore } from '../store/store';
 import { safeSeq } from '../wire/datagram-fields';
+import { groupOfChannel, isGroupChannel } from './multicast-groups';
 import { decodeDelta, readDelta, type Change, type DecodedDelta } from '../wire/delta-codec';
 
 export interface DeltaApplyConfig {
@@ -59,7 +60,8 @@ export class DeltaApply {
   /** The packet's channel and sequence number, or why it is refused. */
   admit(from: string, incarnation: bigint, data: Data): { channel: string; seq: number } | { dropped: ApplyDropReason } {
     const channel = data.targetNodeId;
-    if ((channel !== '' && channel !== this.config.nodeId) || (channel === '' && this.config.transport !== 'multicast')) return { dropped: 'misrouted' };
+    const group = isGroupChannel(channel);
+    if ((!group && channel !== this.config.nodeId) || (group && (this.config.transport !== 'multicast' || groupOfChannel(channel) === undefined))) return { dropped: 'misrouted' };
     if (this.membership.member(from) === undefined) return { dropped: 'unknown_sender' };
     const seq = safeSeq(data.seq);
     if (seq === 0) return { dropped: 'malformed' };

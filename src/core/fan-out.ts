@@ -9,8 +9,10 @@
  *   itself first when it is another live member (a write made here on a session owned
  *   elsewhere goes to the owner's replica set).
  * - Changes are encoded once per call and queued on every channel that reaches a holder
- *   (each holder's own channel in unicast mode, the group channel in multicast mode);
- *   the channels written to are marked dirty until the engine flushes them.
+ *   (each holder's own channel in unicast mode; in multicast mode the channel of the
+ *   partition's group, and the holder's own channel for a holder that is not a member of
+ *   that group — see multicast-groups.ts); the channels written to are marked dirty until
+ *   the engine flushes them.
  * - Nothing here sends or opens tickets: each call returns what was queued (holders,
  *   the owner to wait for, the waits a ticket needs, deltas counted) for the engine.
  */
@@ -21,6 +23,7 @@ import type { Placement } from './placement';
 import { forEachPart, type SessionStore, type StoredSession } from '../store/store';
 import { deltaKey, encodeDelta, type Change } from '../wire/delta-codec';
 import type { TicketWait } from './write-tickets';
+import { groupOfChannel, isGroupChannel, MulticastGroups } from './multicast-groups';
 
 export interface FanOutConfig {
   nodeId: string;
@@ -49,8 +52,10 @@ export class FanOut {
     private readonly store: SessionStore,
     private readonly placement: Placement,
     private readonly channels: ChannelTable,
-    /** The live members besides this node (the group channel's receivers). */
+    /** The live members besides this node (the one group's receivers when there is one group). */
     private readonly otherLiveMembers: () => string[],
+    /** Multicast groups; absent = one group that every live member listens on. */
+    private readonly groups: MulticastGroups = new MulticastGroups(1, placement),
   ) {}
 
   /** Secondaries a fully replicated partition has (replicas, or at least one with replicas = 0). */
@@ -164,9 +169,14 @@ export class FanOut {
     for (const channel of channels) this.dirty.add(channel);
   }
 
-  /** The sender of `channel`, created if new (the group channel reaches every live member). */
+  /** The sender of `channel`, created if new (a group channel reaches the group's members). */
   sender(channel: string): ChannelSender {
-    return this.channels.sender(channel, () => (channel === '' ? this.otherLiveMembers() : [channel]));
+    return this.channels.sender(channel, () => (isGroupChannel(channel) ? this.groupReceivers(channel) : [channel]));
+  }
+
+  private groupReceivers(channel: string): string[] {
+    if (this.groups.count === 1) return this.otherLiveMembers();
+    return [...this.groups.membersOf(groupOfChannel(channel) ?? 0)].filter((id) => id !== this.config.nodeId);
   }
 
   /**
@@ -180,16 +190,20 @@ export class FanOut {
     return holders;
   }
 
-  private channelTo(nodeId: string): string {
-    return this.config.transport === 'multicast' ? '' : nodeId;
+  /** The channel that reaches `nodeId` with deltas of `partition`. */
+  private channelTo(nodeId: string, partition: number): string {
+    if (this.config.transport !== 'multicast') return nodeId;
+    if (this.groups.count === 1) return '';
+    return this.groups.isMember(nodeId, this.groups.groupOf(partition)) ? this.groups.channelOf(partition) : nodeId;
   }
 
   /** Queues a write for `holders` and reads the waits its ticket needs (after queueing: their places). */
   private queueWrite(session: StoredSession, changes: readonly Change[], holders: readonly string[], now: number): QueuedWrite {
     const { deltas } = this.enqueue(session, changes, holders, now);
     const owner = session.owner !== this.config.nodeId && holders[0] === session.owner ? session.owner : undefined;
+    const partition = this.store.partitionOf(session.id);
     const waits = holders.map((nodeId) => {
-      const channel = this.channelTo(nodeId);
+      const channel = this.channelTo(nodeId, partition);
       return { nodeId, channel, seq: 0, firstSeq: 0, queued: this.sender(channel).enqueuedCount };
     });
     return { deltas, waits, owner };
@@ -204,7 +218,8 @@ export class FanOut {
   private enqueue(session: StoredSession, changes: readonly Change[], holders: readonly string[], now: number): Queued {
     const self = this.config.nodeId;
     const deltas = changes.map((change) => ({ key: deltaKey(session.id, change), bytes: encodeDelta(session, change, self, now) }));
-    const channels = this.config.transport === 'multicast' ? [''] : holders;
+    const partition = this.store.partitionOf(session.id);
+    const channels = this.config.transport === 'multicast' ? [...new Set(holders.map((nodeId) => this.channelTo(nodeId, partition)))] : holders;
     for (const channel of channels) {
       const sender = this.sender(channel);
       for (const delta of deltas) sender.enqueue(delta);

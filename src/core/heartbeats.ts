@@ -6,17 +6,22 @@
  * - A heartbeat names a channel only while some receiver has not acknowledged all of it:
  *   the receiver then learns of lost tail packets and answers with an acknowledgement (so
  *   a lost final acknowledgement is repaired too). Fully acknowledged channels stay quiet.
- * - On multicast one heartbeat goes to the group, and unicast ones only to targets not
- *   known as members yet (discovery); on unicast every target gets its own.
+ * - On multicast with one group, one heartbeat goes to the group, and unicast ones only to
+ *   targets not known as members yet (discovery); on unicast, and on multicast with
+ *   several groups (a member may listen on none of this node's groups), every target gets
+ *   its own, naming its unicast channel and the group channels it listens on.
  * - A received heartbeat with an address a datagram cannot be sent to is malformed;
  *   gossiped members with bad ids or addresses are left out, at most MAX_KNOWN of them.
  */
-import type { Heartbeat, KnownMember } from '../gen/baton/v1/wire';
+import { NodeRole, type Heartbeat, type KnownMember } from '../gen/baton/v1/wire';
 import { isNodeId, isPeerAddress, safeSeq } from '../wire/datagram-fields';
 import type { HeartbeatInput, Membership } from './membership';
+import { groupOfChannel, isGroupChannel } from './multicast-groups';
 
 /** Most gossiped members read from one heartbeat. */
 export const MAX_KNOWN = 1024;
+/** Most per-setting config digests read from one heartbeat (there are six settings). */
+export const MAX_SETTING_DIGESTS = 16;
 
 export interface HeartbeatPlan {
   transport: 'unicast' | 'multicast';
@@ -36,6 +41,11 @@ export interface HeartbeatPlan {
   unackedHighest(channel: string): number;
   /** Fields the node adds (cluster coordination). */
   extras: Partial<Heartbeat>;
+  /**
+   * Several multicast groups: the group channels a peer listens on (its heartbeat names
+   * them); absent with one group or none.
+   */
+  groupChannelsOf?: (peer: string) => readonly string[];
 }
 
 /** The parts of a plan membership knows: its digest, live members to gossip, targets, who is where. */
@@ -61,6 +71,8 @@ export function buildHeartbeats(plan: HeartbeatPlan, now: number): { to: string;
     pulling: plan.pulling,
     sentAtUnixMs: BigInt(Math.floor(now)),
     known: plan.known,
+    role: NodeRole.NODE_ROLE_UNSPECIFIED,
+    settingDigests: [],
     ...plan.extras,
   };
   const channelsOf = (channel: string) => {
@@ -68,11 +80,15 @@ export function buildHeartbeats(plan: HeartbeatPlan, now: number): { to: string;
     return highest > 0 ? [{ targetNodeId: channel, highestSeq: BigInt(highest) }] : [];
   };
   const out: { to: string; heartbeat: Heartbeat }[] = [];
-  if (plan.transport === 'multicast') out.push({ to: 'multicast', heartbeat: { ...base, channels: channelsOf('') } });
+  const groupChannelsOf = plan.groupChannelsOf;
+  const oneGroup = plan.transport === 'multicast' && groupChannelsOf === undefined;
+  if (oneGroup) out.push({ to: 'multicast', heartbeat: { ...base, channels: channelsOf('') } });
   for (const target of plan.targets) {
     const peer = plan.nodeIdAt(target);
-    if (plan.transport === 'multicast' && peer !== undefined) continue;
-    out.push({ to: target, heartbeat: { ...base, channels: peer === undefined ? [] : channelsOf(peer) } });
+    if (oneGroup && peer !== undefined) continue;
+    const channels = peer === undefined ? [] : channelsOf(peer);
+    if (peer !== undefined && groupChannelsOf !== undefined) for (const channel of groupChannelsOf(peer)) channels.push(...channelsOf(channel));
+    out.push({ to: target, heartbeat: { ...base, channels } });
   }
   return out;
 }
@@ -83,7 +99,7 @@ export interface ReadHeartbeat {
   member: HeartbeatInput;
   /** The sender is still pulling partitions. */
   pulling: boolean;
-  /** The sender's channels to this node ('' = multicast) with their highest sequence number. */
+  /** The sender's channels to this node (group channels: '' or '#g') with their highest sequence number. */
   channels: { target: string; highest: number }[];
 }
 
@@ -104,8 +120,9 @@ export function readHeartbeat(
   const channels: ReadHeartbeat['channels'] = [];
   for (const channel of heartbeat.channels) {
     const target = channel.targetNodeId;
-    if (target !== '' && target !== self) continue;
-    if (target === '' && transport !== 'multicast') continue;
+    const group = isGroupChannel(target);
+    if (!group && target !== self) continue;
+    if (group && (transport !== 'multicast' || groupOfChannel(target) === undefined)) continue;
     const highest = safeSeq(channel.highestSeq);
     if (highest !== 0) channels.push({ target, highest });
   }
@@ -117,6 +134,8 @@ export function readHeartbeat(
       configDigest: heartbeat.configDigest,
       leaving: heartbeat.leaving,
       known: heartbeat.known.filter((k) => isNodeId(k.nodeId) && isPeerAddress(k.advertiseAddress)).slice(0, MAX_KNOWN),
+      role: heartbeat.role === NodeRole.NODE_ROLE_STORE ? 'store' : 'edge',
+      settingDigests: heartbeat.settingDigests.slice(0, MAX_SETTING_DIGESTS),
     },
     pulling: heartbeat.pulling,
     channels,

@@ -36,14 +36,23 @@
  * demoted to dead so that the seed is probed again.
  *
  * Refused: heartbeats whose config digest differs from ours (the member is never added;
- * 'config_mismatch' once per node incarnation, every one counted), heartbeats from
+ * 'config_mismatch' once per node incarnation and digest, naming the differing settings
+ * (config-digests.ts); every one counted, by setting; the latest per node kept for Status
+ * until the forget timeout), heartbeats from
  * ourselves, and heartbeats without a node id or address. Member addresses learned from
  * others' `known` lists are only probed (sent heartbeats), never counted as members until
  * they answer; the list is capped and entries not mentioned for the forget timeout expire,
  * so peers cannot grow it without bound.
  *
+ * Roles: every heartbeat carries its sender's role (edge or store); a member's role is
+ * the one its latest accepted heartbeat gave (a restart may change it). A role change
+ * counts as a view change, since placement ranks store nodes first.
+ *
  * Order: node ids compare by UTF-16 code units (`<`), the same on every node.
  */
+
+import type { SettingDigest } from '../gen/baton/v1/wire';
+import { differingSettings, type ClusterSetting } from './config-digests';
 
 /** Failure detector timings. Every node of a cluster should use the same values. */
 export interface MembershipConfig {
@@ -93,6 +102,9 @@ export function validateMembershipConfig(config: MembershipConfig): void {
 
 export type MemberState = 'alive' | 'suspect' | 'dead' | 'left';
 
+/** What a node is for (--role): beside a web server, or a replica holder only. */
+export type NodeRoleName = 'edge' | 'store';
+
 export interface KnownMemberAddress {
   nodeId: string;
   advertiseAddress: string;
@@ -106,6 +118,10 @@ export interface HeartbeatInput {
   configDigest: bigint;
   leaving: boolean;
   known: readonly KnownMemberAddress[];
+  /** The sender's role; absent = edge. */
+  role?: NodeRoleName;
+  /** The sender's per-setting config digests (config-digests.ts); absent = none sent. */
+  settingDigests?: readonly SettingDigest[];
 }
 
 export type MembershipEvent =
@@ -119,7 +135,17 @@ export type MembershipEvent =
   /** A known node id came back with a new incarnation: reset its channel state. */
   | { type: 'restarted'; nodeId: string; oldIncarnation: bigint; newIncarnation: bigint; advertiseAddress: string }
   /** A node with different cluster-critical configuration was refused. */
-  | { type: 'config_mismatch'; nodeId: string; advertiseAddress: string; theirDigest: bigint; ourDigest: bigint };
+  | { type: 'config_mismatch'; nodeId: string; advertiseAddress: string; theirDigest: bigint; ourDigest: bigint; settings: string[] };
+
+/** A node refused for its configuration, as Status lists it. */
+export interface ConfigMismatchReport {
+  nodeId: string;
+  advertiseAddress: string;
+  /** The differing settings (config-digests.ts names; 'unknown' when the node sent none). */
+  settings: string[];
+  /** When its last refused heartbeat came. */
+  lastAt: number;
+}
 
 export interface MemberView {
   /** '' for a seed address never heard from. */
@@ -131,6 +157,8 @@ export interface MemberView {
   /** Time of the last accepted heartbeat; null for ourselves and for unheard seeds. */
   lastHeardAt: number | null;
   isSelf: boolean;
+  /** 'edge' for a seed address never heard from. */
+  role: NodeRoleName;
 }
 
 export interface MembershipCounters {
@@ -162,12 +190,15 @@ interface MemberRecord {
   incarnation: bigint;
   state: MemberState;
   lastHeardAt: number;
+  role: NodeRoleName;
 }
 
 interface MismatchReport {
   incarnation: bigint;
   digest: bigint;
   lastAt: number;
+  advertiseAddress: string;
+  settings: string[];
 }
 
 export class Membership {
@@ -186,6 +217,8 @@ export class Membership {
   };
   /** Increments once for every call that changes liveNodeIds(). */
   viewVersion = 0;
+  /** Heartbeats refused for their configuration, by differing setting (a few fixed names). */
+  readonly configMismatchesBySetting = new Map<string, number>();
 
   private readonly records = new Map<string, MemberRecord>();
   private seeds = new Set<string>();
@@ -193,18 +226,27 @@ export class Membership {
   private readonly probes = new Map<string, number>();
   private readonly mismatches = new Map<string, MismatchReport>();
   private live: readonly string[];
+  /** The live members with the store role (ourselves included), sorted. */
+  private liveStores: readonly string[] = Object.freeze([]);
   /** 0 before the first heartbeat: due at once. */
   private nextHeartbeatAt = 0;
 
   constructor(
-    private readonly self: { readonly nodeId: string; readonly advertiseAddress: string; readonly incarnation: bigint },
+    private readonly self: { readonly nodeId: string; readonly advertiseAddress: string; readonly incarnation: bigint; readonly role?: NodeRoleName },
     config: MembershipConfig,
     readonly configDigest: bigint,
+    /** Our per-setting digests, to name what differs in a refused heartbeat. */
+    private readonly settingDigests: ReadonlyMap<ClusterSetting, bigint> = new Map(),
   ) {
     if (self.nodeId === '') throw new RangeError('self.nodeId must not be empty');
     validateMembershipConfig(config);
     this.config = Object.freeze({ ...config });
     this.live = Object.freeze([self.nodeId]);
+    if (self.role === 'store') this.liveStores = Object.freeze([self.nodeId]);
+  }
+
+  get role(): NodeRoleName {
+    return this.self.role ?? 'edge';
   }
 
   get nodeId(): string {
@@ -263,6 +305,7 @@ export class Membership {
           incarnation: from.incarnation,
           state: 'alive',
           lastHeardAt: now,
+          role: from.role ?? 'edge',
         });
         this.claimAddress(from.nodeId, from.advertiseAddress);
         events.push({ type: 'joined', nodeId: from.nodeId, advertiseAddress: from.advertiseAddress, incarnation: from.incarnation });
@@ -298,6 +341,8 @@ export class Membership {
       }
     }
 
+    const accepted = this.records.get(from.nodeId);
+    if (accepted !== undefined && accepted.incarnation === from.incarnation) accepted.role = from.role ?? 'edge';
     this.learn(from.known, now);
     this.updateView();
     return events;
@@ -460,6 +505,7 @@ export class Membership {
         incarnation: this.self.incarnation,
         lastHeardAt: null,
         isSelf: true,
+        role: this.role,
       },
     ];
     const heard = new Set<string>();
@@ -472,11 +518,12 @@ export class Membership {
         incarnation: record.incarnation,
         lastHeardAt: record.lastHeardAt,
         isSelf: false,
+        role: record.role,
       });
     }
     for (const address of this.seeds) {
       if (!heard.has(address)) {
-        views.push({ nodeId: '', advertiseAddress: address, state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false });
+        views.push({ nodeId: '', advertiseAddress: address, state: 'dead', incarnation: 0n, lastHeardAt: null, isSelf: false, role: 'edge' });
       }
     }
     return views.sort((a, b) => compare(a.nodeId, b.nodeId) || compare(a.advertiseAddress, b.advertiseAddress));
@@ -487,12 +534,12 @@ export class Membership {
     if (nodeId === '') return undefined;
     if (nodeId === this.self.nodeId) {
       const self = this.self;
-      return { nodeId, advertiseAddress: self.advertiseAddress, state: 'alive', incarnation: self.incarnation, lastHeardAt: null, isSelf: true };
+      return { nodeId, advertiseAddress: self.advertiseAddress, state: 'alive', incarnation: self.incarnation, lastHeardAt: null, isSelf: true, role: this.role };
     }
     const record = this.records.get(nodeId);
     if (record === undefined) return undefined;
-    const { advertiseAddress, state, incarnation, lastHeardAt } = record;
-    return { nodeId, advertiseAddress, state, incarnation, lastHeardAt, isSelf: false };
+    const { advertiseAddress, state, incarnation, lastHeardAt, role } = record;
+    return { nodeId, advertiseAddress, state, incarnation, lastHeardAt, isSelf: false, role };
   }
 
   /** Ourselves plus every alive and suspect member, sorted: the input to placement. */
@@ -500,15 +547,22 @@ export class Membership {
     return this.live;
   }
 
+  /** The live members (ourselves included) with the store role, sorted: placement ranks them first. */
+  liveStoreIds(): readonly string[] {
+    return this.liveStores;
+  }
+
   private refuseMismatch(from: HeartbeatInput, now: number): MembershipEvent[] {
     this.counters.configMismatches++;
+    const settings = differingSettings(this.settingDigests, from.settingDigests ?? []);
+    for (const setting of settings) this.configMismatchesBySetting.set(setting, (this.configMismatchesBySetting.get(setting) ?? 0) + 1);
     const report = this.mismatches.get(from.nodeId);
     if (report !== undefined && report.incarnation === from.incarnation && report.digest === from.configDigest) {
       report.lastAt = now;
       return [];
     }
     if (report !== undefined || this.mismatches.size < MAX_MISMATCH_REPORTS) {
-      this.mismatches.set(from.nodeId, { incarnation: from.incarnation, digest: from.configDigest, lastAt: now });
+      this.mismatches.set(from.nodeId, { incarnation: from.incarnation, digest: from.configDigest, lastAt: now, advertiseAddress: from.advertiseAddress, settings });
     }
     return [
       {
@@ -517,8 +571,16 @@ export class Membership {
         advertiseAddress: from.advertiseAddress,
         theirDigest: from.configDigest,
         ourDigest: this.configDigest,
+        settings,
       },
     ];
+  }
+
+  /** Nodes refused for their configuration and heard from within the forget timeout, by node id. */
+  configMismatches(): ConfigMismatchReport[] {
+    return [...this.mismatches]
+      .map(([nodeId, r]) => ({ nodeId, advertiseAddress: r.advertiseAddress, settings: r.settings, lastAt: r.lastAt }))
+      .sort((a, b) => compare(a.nodeId, b.nodeId));
   }
 
   private restart(record: MemberRecord, incarnation: bigint, address: string, now: number, events: MembershipEvent[]): void {
@@ -578,15 +640,23 @@ export class Membership {
 
   private updateView(): void {
     const live = [this.self.nodeId];
+    const stores = this.role === 'store' ? [this.self.nodeId] : [];
     for (const record of this.records.values()) {
-      if (record.state === 'alive' || record.state === 'suspect') live.push(record.nodeId);
+      if (record.state !== 'alive' && record.state !== 'suspect') continue;
+      live.push(record.nodeId);
+      if (record.role === 'store') stores.push(record.nodeId);
     }
     live.sort(compare);
-    const previous = this.live;
-    if (live.length === previous.length && live.every((id, i) => id === previous[i])) return;
+    stores.sort(compare);
+    if (sameIds(live, this.live) && sameIds(stores, this.liveStores)) return;
     this.live = Object.freeze(live);
+    this.liveStores = Object.freeze(stores);
     this.viewVersion++;
   }
+}
+
+function sameIds(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((id, i) => id === b[i]);
 }
 
 function compare(a: string, b: string): number {

@@ -23,9 +23,12 @@
  * readiness (caught up after start), the drain predicate, the config digest, synchronous
  * write deadlines, anti-entropy rounds, seed re-resolution and injected loss.
  */
-import { fmix32, mixWord, type BuzHash } from '../store/buzhash';
+import type { BuzHash } from '../store/buzhash';
+import { overallDigest, settingDigests, toWire, type ClusterSetting, type ClusterSettingValues } from './config-digests';
+import { FORMAT_VERSION } from '../wire/datagram-codec';
 import type { ChannelReceiverConfig } from './channel-receiver';
-import { Membership, type MembershipConfig, type MembershipEvent } from './membership';
+import { Membership, type MembershipConfig, type MembershipEvent, type NodeRoleName } from './membership';
+import { NodeRole } from '../gen/baton/v1/wire';
 import { NodeCounters } from './node-counters';
 import { Placement } from './placement';
 import { SeededRandom, type Random } from '../store/random';
@@ -74,6 +77,16 @@ export interface NodeCoreConfig {
   injectLossPercent: number;
   /** Request limits of the session API. */
   limits: RequestLimits;
+  /** edge (default): serves and owns sessions; store: holds replicas, ranked first for secondaries. */
+  role?: NodeRoleName;
+  /** Multicast groups K (multicast transport): partition p's deltas go to group p mod K; default 1. */
+  multicastGroups?: number;
+  /**
+   * What the config digests name (config-digests.ts) beyond this config: the multicast
+   * groups' addresses (default: K unnamed groups) and the sealing cluster key's id (default 0).
+   */
+  multicastGroupAddresses?: readonly string[];
+  clusterKeyId?: number;
 }
 
 /**
@@ -142,6 +155,8 @@ export class NodeCore implements Replicator {
   readonly engine: ReplicationEngine;
   readonly api: SessionApi;
   readonly configDigest: bigint;
+  /** One digest per cluster-critical setting (config-digests.ts): heartbeats carry them. */
+  readonly settingDigests: ReadonlyMap<ClusterSetting, bigint>;
   /** Every count this node keeps (the engine's, the core's, the transport's): what metrics read. */
   readonly counters: NodeCounters;
   /** The latest `now` an input carried. */
@@ -171,6 +186,8 @@ export class NodeCore implements Replicator {
   private antiEntropyAt: number;
   private seedsAt: number;
   private stopped = false;
+  /** The multicast groups last reported in a Ready ('' before the first). */
+  private reportedGroups = '';
 
   constructor(
     readonly config: NodeCoreConfig,
@@ -182,8 +199,10 @@ export class NodeCore implements Replicator {
     this.store = deps.store;
     this.observer = deps.observer;
     this.wake = deps.wake ?? (() => undefined);
-    this.configDigest = deps.configDigest ?? configDigest(deps.hasher, config.partitions);
-    this.membership = new Membership({ nodeId: config.nodeId, advertiseAddress: config.advertiseAddress, incarnation: config.incarnation }, config.membership, this.configDigest);
+    this.settingDigests = settingDigests(clusterSettingValues(config, deps.hasher));
+    this.configDigest = deps.configDigest ?? overallDigest(this.settingDigests);
+    const self = { nodeId: config.nodeId, advertiseAddress: config.advertiseAddress, incarnation: config.incarnation, role: config.role ?? 'edge' };
+    this.membership = new Membership(self, config.membership, this.configDigest, this.settingDigests);
     this.membership.addSeedAddresses([...config.seeds]);
     this.placement = new Placement(deps.hasher, config.partitions, config.replicas);
     const observer = this.observer;
@@ -198,6 +217,7 @@ export class NodeCore implements Replicator {
         maxReassemblyBytes: config.maxReassemblyBytes,
         reassemblyTimeoutMs: config.reassemblyTimeoutMs,
         receiver: config.receiver,
+        multicastGroups: config.multicastGroups ?? 1,
       },
       this.store,
       this.membership,
@@ -211,7 +231,12 @@ export class NodeCore implements Replicator {
           observer.membership(event);
         },
       },
-      () => ({ advertiseAddress: config.advertiseAddress, configDigest: this.configDigest }),
+      () => ({
+        advertiseAddress: config.advertiseAddress,
+        configDigest: this.configDigest,
+        role: config.role === 'store' ? NodeRole.NODE_ROLE_STORE : NodeRole.NODE_ROLE_EDGE,
+        settingDigests: toWire(this.settingDigests),
+      }),
     );
     this.counters = new NodeCounters(this.engine.stats);
     this.lossRandom = new SeededRandom(Number(config.incarnation & 0xffffffffn) ^ 0x1055_1055);
@@ -432,8 +457,10 @@ export class NodeCore implements Replicator {
   }
 
   /**
-   * Asks the members that may hold a session for their copies: the partition's top-ranked
-   * holders and `knownOwner`. A dead or departed member is not asked (a resume during a
+   * Asks the members that may hold a session for their copies, in rank order (ResumeAsks
+   * asks the next only when the ones before did not settle it): `knownOwner` first when it
+   * is live (its copy alone settles the ask), then the partition's holders by placement
+   * rank — store nodes first. A dead or departed member is not asked (a resume during a
    * partition must not wait on the side it cannot reach), and a suspect one is waited for at
    * most SUSPECT_PEER_WAIT_MS. The fetch settles a little before the caller's deadline, so
    * the answer reaches the caller in time.
@@ -442,8 +469,8 @@ export class NodeCore implements Replicator {
     this.advance(now);
     const partition = this.store.partitionOf(sessionId);
     const ranking = this.placement.ranking(partition);
-    const candidates = ranking.slice(0, this.config.replicas === 0 ? ranking.length : this.config.replicas + 1);
-    if (knownOwner !== undefined && !candidates.includes(knownOwner)) candidates.push(knownOwner);
+    const holders = ranking.slice(0, this.config.replicas === 0 ? ranking.length : this.config.replicas + 1);
+    const candidates = knownOwner === undefined ? holders : [knownOwner, ...holders.filter((id) => id !== knownOwner)];
     const settleBy = deadline - Math.min(RESUME_ANSWER_MARGIN_MS, Math.max(0, deadline - now) / 4);
     const peers: PeerRef[] = [];
     for (const nodeId of candidates) {
@@ -507,7 +534,14 @@ export class NodeCore implements Replicator {
     this.awaited = [];
     const requests = this.requests;
     this.requests = [];
-    return { datagrams, requests, deadline: this.nextDeadline(), settled, tickets, awaited };
+    const ready: Ready = { datagrams, requests, deadline: this.nextDeadline(), settled, tickets, awaited };
+    const groups = this.engine.joinedGroups();
+    const key = groups.join(',');
+    if (key !== this.reportedGroups) {
+      this.reportedGroups = key;
+      ready.groups = groups;
+    }
+    return ready;
   }
 
   private checkWaits(now: number): void {
@@ -620,15 +654,15 @@ function snapshotBytes(snapshot: SessionSnapshot): number {
   return bytes;
 }
 
-/** Digest of configuration that must match cluster-wide: partitions and the hash table. */
-export function configDigest(hasher: BuzHash, partitions: number): bigint {
-  let hi = 0x9747b28c;
-  let lo = 0x1b873593;
-  for (let i = 0; i < 256; i += 7) {
-    hi = mixWord(hi, hasher.tableHi[i]!);
-    lo = mixWord(lo, hasher.tableLo[i]!);
-  }
-  hi = fmix32(mixWord(hi, partitions));
-  lo = fmix32(mixWord(lo, partitions ^ 0x5bd1e995));
-  return (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+/** The cluster-critical settings of a node core's configuration, as config-digests.ts digests them. */
+export function clusterSettingValues(config: NodeCoreConfig, hasher: BuzHash): ClusterSettingValues {
+  const groups = config.transport === 'multicast' ? (config.multicastGroupAddresses ?? Array.from({ length: config.multicastGroups ?? 1 }, (_, i) => `group ${i}`)) : [];
+  return {
+    partitions: config.partitions,
+    replicas: config.replicas,
+    hasher,
+    protocolVersion: FORMAT_VERSION,
+    multicastGroups: groups,
+    clusterKeyId: config.clusterKeyId ?? 0,
+  };
 }

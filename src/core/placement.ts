@@ -12,7 +12,18 @@
  * with different seeds, where hash = buzhash64(node id) under the cluster seed: every node
  * computes the same rankings, and outsiders cannot predict them.
  *
- * Rankings are computed lazily per partition and cached until the member set changes.
+ * Roles: store nodes (--role store) rank before edge nodes, each group in score order.
+ * The owner of a session is the edge node that serves it (it was written or resumed there),
+ * whatever its rank; its secondaries are the first `replicas` members of the ranking other
+ * than itself, so store nodes take the secondary slots first, and with at least `replicas`
+ * store nodes every session has all its copies in the store tier: it survives every edge
+ * node going away, and coming back does not move it (stores keep ranking first). Rank 0 of
+ * a partition is its first store node (its top edge node when there is no store node): it
+ * answers peer fetches first (node-core.ts asks in rank order). Without store nodes the
+ * ranking is the plain rendezvous order.
+ *
+ * Rankings are computed lazily per partition and cached until the member set (or a
+ * member's role) changes.
  */
 import { BuzHash, fmix32, mixWord } from '../store/buzhash';
 
@@ -21,10 +32,14 @@ const SEED_LO = 0x5bd1e995;
 
 export class Placement {
   private members: readonly string[] = Object.freeze([]);
+  /** members[i] is a store node. */
+  private isStore: readonly boolean[] = Object.freeze([]);
   /** buzhash64 halves of members[i]. */
   private hashHi = new Uint32Array(0);
   private hashLo = new Uint32Array(0);
   private readonly rankings = new Map<number, readonly string[]>();
+  /** Increments whenever the members or their roles change (what derived caches key on). */
+  version = 0;
 
   constructor(
     private readonly hasher: BuzHash,
@@ -36,11 +51,17 @@ export class Placement {
     if (!Number.isInteger(replicas) || replicas < 0) throw new RangeError(`replicas must be a non-negative integer (got ${replicas})`);
   }
 
-  /** Sets the live members (any order, duplicates ignored). Caches survive an unchanged set. */
-  setMembers(liveNodeIds: readonly string[]): void {
+  /**
+   * Sets the live members (any order, duplicates ignored) and which of them are store
+   * nodes (ids that are not members are ignored). Caches survive an unchanged set.
+   */
+  setMembers(liveNodeIds: readonly string[], storeNodeIds: readonly string[] = []): void {
     const sorted = [...new Set(liveNodeIds)].sort(compare);
-    if (sorted.length === this.members.length && sorted.every((id, i) => id === this.members[i])) return;
+    const stores = new Set(storeNodeIds);
+    const isStore = sorted.map((id) => stores.has(id));
+    if (sorted.length === this.members.length && sorted.every((id, i) => id === this.members[i] && isStore[i] === this.isStore[i])) return;
     this.members = Object.freeze(sorted);
+    this.isStore = Object.freeze(isStore);
     this.hashHi = new Uint32Array(sorted.length);
     this.hashLo = new Uint32Array(sorted.length);
     for (let i = 0; i < sorted.length; i++) {
@@ -49,6 +70,7 @@ export class Placement {
       this.hashLo[i] = this.hasher.lo;
     }
     this.rankings.clear();
+    this.version++;
   }
 
   /** The current members, sorted by node id. */
@@ -56,7 +78,13 @@ export class Placement {
     return this.members;
   }
 
-  /** The members ordered by descending score for this partition. */
+  /** Whether nodeId is a member with the store role. */
+  isStoreNode(nodeId: string): boolean {
+    const i = this.members.indexOf(nodeId);
+    return i >= 0 && this.isStore[i] === true;
+  }
+
+  /** The members ordered for this partition: store nodes first, each group by descending score. */
   ranking(partition: number): readonly string[] {
     this.checkPartition(partition);
     let ranking = this.rankings.get(partition);
@@ -132,7 +160,8 @@ export class Placement {
       scoreLo[i] = fmix32(mixWord(mixWord(mixWord(SEED_LO, hi), lo), partition) ^ 12);
     }
     const order = Array.from({ length: n }, (_, i) => i);
-    order.sort((a, b) => scoreHi[b]! - scoreHi[a]! || scoreLo[b]! - scoreLo[a]! || a - b);
+    const tier = (i: number): number => (this.isStore[i] === true ? 0 : 1);
+    order.sort((a, b) => tier(a) - tier(b) || scoreHi[b]! - scoreHi[a]! || scoreLo[b]! - scoreLo[a]! || a - b);
     return Object.freeze(order.map((i) => this.members[i]!));
   }
 

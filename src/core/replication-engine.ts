@@ -39,6 +39,7 @@ import { buildHeartbeats, membershipPlan, readHeartbeat } from './heartbeats';
 import { RepairPlanner, type RepairView, type ResyncRequest } from './repair-planner';
 import { TimerTable } from './timer-table';
 import { WriteTickets, type Ticket } from './write-tickets';
+import { groupChannel, groupOfChannel, isGroupChannel, MulticastGroups } from './multicast-groups';
 
 export { isPeerAddress } from '../wire/datagram-fields';
 export { DISCARD_AFTER_MS, DISCARD_MAX_WAIT_MS, DISCARD_RECHECK_MS, RESYNC_RETRY_MS, type ResyncRequest } from './repair-planner';
@@ -61,6 +62,8 @@ export interface ReplicationConfig {
   /** Incomplete reassemblies older than this are dropped (ms). */
   reassemblyTimeoutMs: number;
   receiver: ChannelReceiverConfig;
+  /** Multicast groups K (partition p's deltas go to group p mod K); default 1. */
+  multicastGroups?: number;
 }
 
 /** One local change to replicate (the delta codec's Change; see src/wire/delta-codec.ts). */
@@ -98,6 +101,8 @@ export class ReplicationEngine {
   private readonly timers = new TimerTable();
   private resyncs: ResyncRequest[] = [];
   private viewVersion = -1;
+  /** The multicast groups this node listens on (joinedGroups() as of the last view change). */
+  private listening = new Set<number>();
   private leaving = false;
   private readonly ackedBy = (channel: string, nodeId: string): number => this.channels.ackedBy(channel, nodeId);
   private readonly view: RepairView = {
@@ -108,6 +113,8 @@ export class ReplicationEngine {
   readonly stats: EngineStats = newEngineStats();
   private readonly outbox: Outbox;
   private readonly repairs: ChannelRepair;
+  /** Which group each partition's deltas go to, and who listens on each (multicast). */
+  readonly groups: MulticastGroups;
 
   constructor(
     readonly config: ReplicationConfig,
@@ -120,7 +127,9 @@ export class ReplicationEngine {
   ) {
     this.channels = new ChannelTable({ ...config, holdStallMs: HOLD_STALL_MS }, random);
     this.reassembly = new FragmentReassembly({ maxBytes: config.maxReassemblyBytes, timeoutMs: config.reassemblyTimeoutMs });
-    this.fanOut = new FanOut(config, store, placement, this.channels, () => this.otherLiveMembers());
+    this.groups = new MulticastGroups(config.multicastGroups ?? 1, placement);
+    this.listening = new Set(this.joinedGroups());
+    this.fanOut = new FanOut(config, store, placement, this.channels, () => this.otherLiveMembers(), this.groups);
     this.deltas = new DeltaApply(config, store, placement, membership, this.reassembly);
     this.outbox = new Outbox(config.nodeId, this.stats);
     this.repairs = new ChannelRepair(config, this.channels, this.timers, this.reassembly, membership, this.outbox, this.stats);
@@ -238,8 +247,8 @@ export class ReplicationEngine {
         if (nack.channelSenderNodeId === this.config.nodeId) {
           const dropped = this.repairs.nack(from, nack.channelSenderIncarnation, nack.targetNodeId, ranges, fromAddress, now);
           if (dropped !== undefined) this.observer.dropped(dropped);
-        } else if (nack.targetNodeId === '') {
-          this.repairs.overheardNack(nack.channelSenderNodeId, nack.channelSenderIncarnation, ranges, now);
+        } else if (isGroupChannel(nack.targetNodeId)) {
+          this.repairs.overheardNack(nack.channelSenderNodeId, nack.channelSenderIncarnation, nack.targetNodeId, ranges, now);
         }
         break;
       }
@@ -248,7 +257,7 @@ export class ReplicationEngine {
         break;
       case 'gone': {
         const gone = body.gone;
-        if (gone.targetNodeId === '' || gone.targetNodeId === this.config.nodeId) this.repairs.goneFrom(from, incarnation, gone.targetNodeId, safeSeq(gone.firstRetainedSeq));
+        if (isGroupChannel(gone.targetNodeId) || gone.targetNodeId === this.config.nodeId) this.repairs.goneFrom(from, incarnation, gone.targetNodeId, safeSeq(gone.firstRetainedSeq));
         break;
       }
       case 'leave':
@@ -357,7 +366,8 @@ export class ReplicationEngine {
     this.leaving = true;
     const payload = this.outbox.encode({ $case: 'leave', leave: {} });
     const targets = this.membership.heartbeatTargets();
-    for (const to of this.config.transport === 'multicast' ? ['multicast', ...targets] : targets) this.outbox.push(to, payload, 'leave');
+    const oneGroup = this.config.transport === 'multicast' && this.groups.count === 1;
+    for (const to of oneGroup ? ['multicast', ...targets] : targets) this.outbox.push(to, payload, 'leave');
   }
 
   // --- queries -------------------------------------------------------------------
@@ -419,6 +429,20 @@ export class ReplicationEngine {
 
   private otherLiveMembers(): string[] {
     return this.membership.liveNodeIds().filter((id) => id !== this.config.nodeId);
+  }
+
+  /** The receivers of a group channel: the group's members but this node. */
+  private groupReceivers(channel: string): string[] {
+    return [...this.groups.membersOf(groupOfChannel(channel) ?? 0)].filter((id) => id !== this.config.nodeId);
+  }
+
+  /**
+   * The multicast groups this node listens on now (placement's, see multicast-groups.ts);
+   * empty in unicast mode. The driver joins them and leaves the others.
+   */
+  joinedGroups(): number[] {
+    if (this.config.transport !== 'multicast') return [];
+    return this.groups.count === 1 ? [0] : this.groups.groupsOf(this.config.nodeId);
   }
 
   /** An acknowledgement of one of this node's channels: windows, owners, tickets. */
@@ -497,7 +521,11 @@ export class ReplicationEngine {
     // Channels are trusted only from the incarnation membership accepted (not a stale one).
     if (this.membership.member(from)?.incarnation !== incarnation) return;
     this.repair.peerPulling(from, read.pulling);
-    for (const { target, highest } of read.channels) this.repairs.highest(from, incarnation, target, highest, now);
+    for (const { target, highest } of read.channels) {
+      // A group this node does not listen on: its data never comes here, nothing to repair.
+      if (isGroupChannel(target) && !this.listening.has(groupOfChannel(target)!)) continue;
+      this.repairs.highest(from, incarnation, target, highest, now);
+    }
     this.syncView(now);
   }
 
@@ -528,13 +556,21 @@ export class ReplicationEngine {
     if (this.membership.viewVersion === this.viewVersion) return;
     this.viewVersion = this.membership.viewVersion;
     const live = this.membership.liveNodeIds();
-    this.placement.setMembers(live);
+    this.placement.setMembers(live, this.membership.liveStoreIds());
     const others = live.filter((id) => id !== this.config.nodeId);
-    this.channels.setLivePeers(others);
+    this.channels.setLivePeers(others, (channel) => this.groupReceivers(channel));
     this.tickets.check(this.ackedBy);
     for (const request of this.repair.pullHeld(this.view, others, 'placement')) this.requestResync(request);
     if (this.repair.hasUnreplicated()) this.replicateUnreplicated(now);
     this.repair.viewChanged(now, live);
+    this.updateListening();
+  }
+
+  /** Groups joined or left with the view: a group left drops its receivers (rejoining starts fresh). */
+  private updateListening(): void {
+    const now = new Set(this.joinedGroups());
+    for (const group of this.listening) if (!now.has(group)) this.repairs.retireChannel(groupChannel(group));
+    this.listening = now;
   }
 
   /**
@@ -569,6 +605,9 @@ export class ReplicationEngine {
       pulling: this.hasPendingPulls(),
       unackedHighest: (channel: string) => this.channels.unackedHighest(channel),
       extras: this.heartbeatExtras(),
+      ...(this.config.transport === 'multicast' && this.groups.count > 1
+        ? { groupChannelsOf: (peer: string) => this.groups.groupsOf(peer).map(groupChannel) }
+        : {}),
     };
     const heartbeats = buildHeartbeats(plan, now);
     for (const { to, heartbeat } of heartbeats) this.outbox.push(to, this.outbox.encode({ $case: 'heartbeat', heartbeat }), 'heartbeat');

@@ -1,13 +1,23 @@
 /**
- * The peer side of resumes, sans-IO: asks peers for their copies of sessions. The asks
- * queued between two `takeRequests` calls (in the sidecar: one event-loop turn) are
- * coalesced into one lookup per peer carrying every session id asked of that peer, so a
- * burst of resumes after a node dies costs a few requests rather than one per session and
- * peer. Each ask settles when every peer it asked has answered or failed, or at its own
- * deadline with what it has (a peer may have an earlier deadline of its own: a suspect one
- * is waited for briefly) — or as soon as a peer answers with a copy it owns: the owner
- * holds every acknowledged write (a write made elsewhere is acknowledged only once the
- * owner has it), so the other copies cannot add one.
+ * The peer side of resumes, sans-IO: asks peers for their copies of sessions, in rank order.
+ *
+ * Rank order: an ask's peers come ranked (node-core.ts: the session's live owner first, then
+ * the partition's holders by placement rank — store nodes first). Rank 0 is asked at once;
+ * the next rank is asked when every peer asked so far has answered without the owner's
+ * copy, failed or run out of its own time (it takes over), or when the last one asked has
+ * not answered within TAKEOVER_AFTER_MS (a stalled peer: the next is asked beside it,
+ * and the stalled one is still waited for). A peer that answers with a copy it owns
+ * settles the ask at once: the owner holds every acknowledged write (a write made elsewhere
+ * is acknowledged only once the owner has it), so the other copies cannot add one. A copy
+ * from a secondary does not settle it: an acknowledged write may have reached only some
+ * secondaries, so the ranks after it are asked too — in the common cases (the owner alive,
+ * or a resume of a session no one holds) one lookup is made instead of one per holder.
+ *
+ * The lookups queued between two `takeRequests` calls (in the sidecar: one event-loop turn)
+ * are coalesced into one per peer carrying every session id asked of that peer, so a burst
+ * of resumes after a node dies costs a few requests rather than one per session and peer.
+ * Each ask settles when no peer is left to ask or wait for, or at its own deadline with
+ * what it has.
  *
  * Rules: no clock, no timers; every input carries `now` and `nextDeadline` says when
  * `tick` has work. A settled ask resolves its promise; `settledCount` counts them.
@@ -19,6 +29,14 @@ import { TimerTable } from './timer-table';
 /** Most session ids one lookup carries (the peer service refuses more). */
 export const MAX_IDS_PER_REQUEST = 10_000;
 
+/**
+ * A peer asked this long ago that has not answered is taken as stalled, and the next rank
+ * is asked beside it (ms). A lookup answers in about a millisecond on a LAN and in a few
+ * under load; a GC pause or a saturated peer takes longer, and a dead one is skipped
+ * before it is asked (membership).
+ */
+export const TAKEOVER_AFTER_MS = 50;
+
 /** A member asked for its copy, and until when (ms since the epoch) its answer is awaited. */
 export interface PeerRef {
   nodeId: string;
@@ -28,10 +46,13 @@ export interface PeerRef {
 
 interface Ask {
   sessionId: string;
+  /** In rank order. */
   peers: readonly PeerRef[];
+  /** peers[next] is the next to ask. */
+  next: number;
   deadline: number;
   copies: PeerCopies;
-  /** Node ids of the peers that have not answered, failed or run out of time yet. */
+  /** Node ids of the peers asked that have not answered, failed or run out of time yet. */
   waiting: Set<string>;
   /** Its entries in the timer table: the ask's own deadline and earlier ones of single peers. */
   timers: AskTimer[];
@@ -43,6 +64,8 @@ interface AskTimer {
   ask: Ask;
   /** The peer waited for until then; undefined: the ask's own deadline. */
   peer: string | undefined;
+  /** A take-over: past it, the next rank is asked beside `peer`. */
+  takeover?: true;
 }
 
 interface Lookup {
@@ -59,7 +82,10 @@ export interface LookupRequest {
 }
 
 export class ResumeAsks {
+  /** Asks made since the last takeRequests (not armed yet). */
   private queued: Ask[] = [];
+  /** Peers to ask at the next takeRequests, with their ask. */
+  private launches: { ask: Ask; peer: PeerRef }[] = [];
   /** Asks sent and not settled. */
   private readonly open = new Set<Ask>();
   /** When an ask stops waiting: for one peer (its own deadline), or at all (peer undefined). */
@@ -77,26 +103,30 @@ export class ResumeAsks {
   ask(sessionId: string, peers: readonly PeerRef[], deadline: number): Promise<PeerCopies> {
     if (peers.length === 0) return Promise.resolve({ asked: 0, answered: 0, snapshots: [] });
     return new Promise((resolve) => {
-      const copies: PeerCopies = { asked: peers.length, answered: 0, snapshots: [] };
-      this.queued.push({ sessionId, peers, deadline, copies, waiting: new Set(peers.map((p) => p.nodeId)), timers: [], done: false, resolve });
+      const copies: PeerCopies = { asked: 0, answered: 0, snapshots: [] };
+      this.queued.push({ sessionId, peers, next: 0, deadline, copies, waiting: new Set(), timers: [], done: false, resolve });
     });
   }
 
-  /** The lookups to send for the asks queued since the last call, one per peer (split at MAX_IDS_PER_REQUEST). */
+  /** The lookups to send for the peers to ask since the last call, one per peer (split at MAX_IDS_PER_REQUEST). */
   takeRequests(now: number): LookupRequest[] {
-    const asks = this.queued;
-    if (asks.length === 0) return [];
-    this.queued = [];
-    const byPeer = new Map<string, { peer: PeerRef; asks: Ask[] }>();
-    for (const ask of asks) {
+    for (const ask of this.queued) {
       this.open.add(ask);
       this.arm(ask, undefined, ask.deadline);
-      for (const peer of ask.peers) {
-        if (peer.deadline < ask.deadline) this.arm(ask, peer.nodeId, peer.deadline);
-        let entry = byPeer.get(peer.address);
-        if (entry === undefined) byPeer.set(peer.address, (entry = { peer, asks: [] }));
-        entry.asks.push(ask);
-      }
+      this.askNext(ask);
+    }
+    this.queued = [];
+    const launches = this.launches;
+    if (launches.length === 0) return [];
+    this.launches = [];
+    const byPeer = new Map<string, { peer: PeerRef; asks: Ask[] }>();
+    for (const { ask, peer } of launches) {
+      if (ask.done) continue;
+      if (peer.deadline < ask.deadline) this.arm(ask, peer.nodeId, peer.deadline);
+      if (ask.next < ask.peers.length) this.arm(ask, peer.nodeId, Math.min(now + TAKEOVER_AFTER_MS, ask.deadline), true);
+      let entry = byPeer.get(peer.address);
+      if (entry === undefined) byPeer.set(peer.address, (entry = { peer, asks: [] }));
+      entry.asks.push(ask);
     }
     const requests: LookupRequest[] = [];
     for (const { peer, asks: list } of byPeer.values()) {
@@ -143,13 +173,15 @@ export class ResumeAsks {
     }
   }
 
-  /** Stops waiting for peers past their deadline, and settles asks past theirs. */
+  /** Stops waiting for peers past their deadline, asks the next rank beside stalled ones, and settles asks past their deadline. */
   tick(now: number): void {
     for (const timer of this.deadlines.due(now)) {
       this.deadlines.clear(timer);
       const { ask, peer } = timer;
       if (peer === undefined) this.finish(ask);
-      else this.settle(ask, peer);
+      else if (timer.takeover === true) {
+        if (!ask.done && ask.waiting.has(peer)) this.askNext(ask);
+      } else this.settle(ask, peer);
     }
   }
 
@@ -157,8 +189,8 @@ export class ResumeAsks {
     return this.deadlines.next();
   }
 
-  private arm(ask: Ask, peer: string | undefined, at: number): void {
-    const timer = { ask, peer };
+  private arm(ask: Ask, peer: string | undefined, at: number, takeover = false): void {
+    const timer: AskTimer = takeover ? { ask, peer, takeover } : { ask, peer };
     ask.timers.push(timer);
     this.deadlines.set(timer, at);
   }
@@ -167,14 +199,27 @@ export class ResumeAsks {
   settleAll(): void {
     for (const ask of [...this.queued, ...this.open]) this.finish(ask);
     this.queued = [];
+    this.launches = [];
   }
 
-  /** `nodeId` answered, failed or ran out of time: the ask is done once no peer is left. */
+  /** Queues the next rank of an ask for the next takeRequests; finishes it when none is left and none is awaited. */
+  private askNext(ask: Ask): void {
+    const peer = ask.peers[ask.next];
+    if (peer === undefined) {
+      if (ask.waiting.size === 0) this.finish(ask);
+      return;
+    }
+    ask.next++;
+    ask.waiting.add(peer.nodeId);
+    ask.copies.asked++;
+    this.launches.push({ ask, peer });
+  }
+
+  /** `nodeId` answered without the owner's copy, failed or ran out of time: the next rank takes over once none is awaited. */
   private settle(ask: Ask, nodeId: string): void {
     if (!ask.waiting.delete(nodeId)) return;
-    const timer = ask.timers.find((t) => t.peer === nodeId);
-    if (timer !== undefined) this.deadlines.clear(timer);
-    if (ask.waiting.size === 0) this.finish(ask);
+    for (const timer of ask.timers) if (timer.peer === nodeId) this.deadlines.clear(timer);
+    if (ask.waiting.size === 0) this.askNext(ask);
   }
 
   private finish(ask: Ask): void {

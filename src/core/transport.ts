@@ -16,7 +16,10 @@
  */
 import type { SessionSnapshot } from '../store/store';
 
-/** A datagram payload (before sealing) and where it goes: a peer's host:port, or 'multicast'. */
+/**
+ * A datagram payload (before sealing) and where it goes: a peer's host:port, 'multicast'
+ * (the first multicast group) or 'multicast#g' (group g; see multicast-groups.ts).
+ */
 export interface Outgoing {
   to: string;
   payload: Uint8Array;
@@ -62,6 +65,12 @@ export interface Ready {
   datagrams: Outgoing[];
   requests: PeerRequest[];
   deadline: number;
+  /**
+   * The multicast groups (indexes into the configured list) the node must listen on now,
+   * present only when that changed since the last Ready: join these, leave the others.
+   * Carried out before the datagrams.
+   */
+  groups?: readonly number[];
   settled: number;
   tickets: { id: number; acked: number }[];
   awaited: number[];
@@ -69,6 +78,8 @@ export interface Ready {
 
 /** The I/O side of a node: carries out a Ready. */
 export interface Transport {
+  /** Listens on exactly these multicast groups (see Ready.groups). */
+  setGroups?(groups: readonly number[]): void;
   sendDatagram(datagram: Outgoing): void;
   startRequest(request: PeerRequest): void;
   /** Arms the one timer at `deadline` (ms since the epoch; Infinity = disarm). */
@@ -77,6 +88,7 @@ export interface Transport {
 
 /** Carries out a Ready in its documented order. */
 export function carryOut(ready: Ready, transport: Transport): void {
+  if (ready.groups !== undefined) transport.setGroups?.(ready.groups);
   for (const datagram of ready.datagrams) transport.sendDatagram(datagram);
   for (const request of ready.requests) transport.startRequest(request);
   transport.armTimer(ready.deadline);

@@ -31,6 +31,11 @@ export class PreconditionFailedError extends BatonError {
   readonly code = 'failed_precondition' as const;
 }
 
+/** This node's role does not serve the call: a store node (--role store) refuses application calls. */
+export class WrongRoleError extends BatonError {
+  readonly code = 'failed_precondition' as const;
+}
+
 /** The memory budget cannot hold the write even after evicting everything else. */
 export class ResourceExhaustedError extends BatonError {
   readonly code = 'resource_exhausted' as const;

@@ -22,7 +22,7 @@ import { clusterKeyFromBytes, deriveHashSeed, type ClusterKey } from '../../src/
 import type { DropReason } from '../../src/wire/datagram-codec';
 import type { CartOperation } from '../../src/gen/baton/v1/session';
 import { HybridClock } from '../../src/store/hybrid-clock';
-import { DEFAULT_MEMBERSHIP_CONFIG, type MembershipConfig, type MembershipEvent } from '../../src/core/membership';
+import { DEFAULT_MEMBERSHIP_CONFIG, type MembershipConfig, type MembershipEvent, type NodeRoleName } from '../../src/core/membership';
 import { NodeCore, type NodeCoreConfig } from '../../src/core/node-core';
 import { Placement } from '../../src/core/placement';
 import { SeededRandom } from '../../src/store/random';
@@ -70,6 +70,10 @@ export interface SimClusterOptions {
   antiEntropyIntervalMs?: number;
   /** Virtual time at the start (Unix ms; default SIM_T0). */
   startMs?: number;
+  /** Roles by node index from 1 (node-1 is roles[0]); default edge. */
+  roles?: readonly NodeRoleName[];
+  /** Multicast groups K (multicast transport; default 1). */
+  multicastGroups?: number;
 }
 
 /** A node of one's own naming (membership scenarios). */
@@ -81,6 +85,8 @@ export interface SimNodeSpec {
   incarnation?: bigint;
   /** A config digest of its own (a misconfigured node); default: the cluster's. */
   configDigest?: bigint;
+  /** A --replicas of its own (a misconfigured node: its digests differ in 'replicas'); default: the cluster's. */
+  replicas?: number;
 }
 
 type ResolvedOptions = Required<Omit<SimClusterOptions, 'receiver' | 'membership' | 'keys'>> & {
@@ -140,7 +146,7 @@ export class SimNode implements SimHost, SimTransportHost {
     readonly nodeId: string,
     readonly address: string,
     readonly seeds: readonly string[],
-    private readonly identity: { incarnation?: bigint; configDigest?: bigint } = {},
+    private readonly identity: { incarnation?: bigint; configDigest?: bigint; replicas?: number } = {},
   ) {
     this.keys = cluster.options.keys;
     this.boot();
@@ -182,6 +188,10 @@ export class SimNode implements SimHost, SimTransportHost {
     return this.transport.datagramsAccepted;
   }
 
+  get multicast(): boolean {
+    return this.options.transport === 'multicast';
+  }
+
   get maxPayloadBytes(): number {
     return this.options.maxPayloadBytes;
   }
@@ -203,7 +213,7 @@ export class SimNode implements SimHost, SimTransportHost {
       advertiseAddress: this.address,
       incarnation: this.incarnation,
       partitions: o.partitions,
-      replicas: o.replicas,
+      replicas: this.identity.replicas ?? o.replicas,
       transport: o.transport,
       maxPayloadBytes: o.maxPayloadBytes,
       retransmitBufferBytes: o.retransmitBufferBytes,
@@ -217,6 +227,8 @@ export class SimNode implements SimHost, SimTransportHost {
       antiEntropyIntervalMs: o.antiEntropyIntervalMs,
       injectLossPercent: 0,
       limits: SIM_LIMITS,
+      role: o.roles[this.index - 1] ?? 'edge',
+      multicastGroups: o.multicastGroups,
     };
     this.core = new NodeCore(
       config,
@@ -534,6 +546,8 @@ export class SimCluster {
       transferDelayMs: 5,
       antiEntropyIntervalMs: 0,
       startMs: SIM_T0,
+      roles: [],
+      multicastGroups: 1,
       ...options,
       keys,
       receiver: { ...DEFAULT_CHANNEL_RECEIVER_CONFIG, ...options.receiver },
@@ -634,7 +648,7 @@ export class SimCluster {
     const problems: string[] = [];
     const live = this.running.map((n) => n.nodeId);
     const placement = new Placement(this.hasher, this.options.partitions, this.options.replicas);
-    placement.setMembers(live);
+    placement.setMembers(live, this.running.filter((n) => this.options.roles[n.index - 1] === 'store').map((n) => n.nodeId));
     for (const [id, ownerId] of owners) {
       const owner = this.node(ownerId);
       if (!owner.running) continue;

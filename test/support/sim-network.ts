@@ -12,13 +12,15 @@
  * - A link is directed (from → to). Its profile is the network default unless a link
  *   override or a per-address override applies. Cut links drop everything (partitions).
  * - Multicast delivers one independent copy over each (sender → member) link to every
- *   group member except the sender.
+ *   member of the addressed group ('multicast' = group 0, 'multicast#g') except the sender.
+ *   A multicast host is a member of group 0 when attached; `setGroups` changes that.
  * - Events at the same virtual time run in the order they were scheduled, before any host
  *   due then is ticked; due hosts are ticked one per step, in the order they were attached.
  * - `run` is bounded: it throws when the number of steps at one virtual instant exceeds a
  *   limit (a core that asks to be woken "now" forever is a livelock, and a bug).
  */
 import { SeededRandom } from '../../src/store/random';
+import { groupOfDestination } from '../../src/core/multicast-groups';
 
 /** Two-state (good/bad) Markov loss model: bursty loss as on congested links. */
 export interface GilbertElliott {
@@ -74,6 +76,8 @@ export interface Transmission {
   /** The destination address (a multicast copy names the member it goes to). */
   to: string;
   multicast: boolean;
+  /** The multicast group a multicast copy was sent to. */
+  group?: number;
   bytes: Uint8Array;
   meta: DatagramMeta;
   sentAt: number;
@@ -180,7 +184,8 @@ export class SimNetwork {
 
   private readonly random: SeededRandom;
   private readonly hosts = new Map<string, SimHost>();
-  private readonly group = new Set<string>();
+  /** Members of each multicast group, by group index. */
+  private readonly groups = new Map<number, Set<string>>();
   private readonly cutLinks = new Set<string>();
   private readonly linkProfiles = new Map<string, LinkProfile>();
   private readonly addressProfiles = new Map<string, LinkProfile>();
@@ -200,13 +205,27 @@ export class SimNetwork {
   /** Attaches a host at its address (replacing any earlier host there). */
   attach(host: SimHost, multicastMember: boolean): void {
     this.hosts.set(host.address, host);
-    if (multicastMember) this.group.add(host.address);
-    else this.group.delete(host.address);
+    this.setGroups(host.address, multicastMember ? [0] : []);
   }
 
   detach(address: string): void {
     this.hosts.delete(address);
-    this.group.delete(address);
+    this.setGroups(address, []);
+  }
+
+  /** The host at `address` listens on exactly these multicast groups. */
+  setGroups(address: string, groups: readonly number[]): void {
+    for (const [group, members] of this.groups) if (!groups.includes(group)) members.delete(address);
+    for (const group of groups) {
+      let members = this.groups.get(group);
+      if (members === undefined) this.groups.set(group, (members = new Set()));
+      members.add(address);
+    }
+  }
+
+  /** The addresses listening on a multicast group. */
+  groupMembers(group: number): string[] {
+    return [...(this.groups.get(group) ?? [])];
   }
 
   /** Cuts both directions between a and b. */
@@ -249,9 +268,10 @@ export class SimNetwork {
   /** Sends a datagram from an attached host to an address or to the multicast group. */
   send(from: string, to: string, bytes: Uint8Array, meta: DatagramMeta): void {
     this.stats.sent++;
-    if (to === 'multicast') {
-      for (const member of this.group) {
-        if (member !== from) this.transmit({ from, to: member, multicast: true, bytes, meta, sentAt: this.now });
+    const group = groupOfDestination(to);
+    if (group !== undefined) {
+      for (const member of this.groups.get(group) ?? []) {
+        if (member !== from) this.transmit({ from, to: member, multicast: true, group, bytes, meta, sentAt: this.now });
       }
       return;
     }

@@ -28,6 +28,8 @@ export interface SimTransportHost {
   readonly generation: number;
   readonly running: boolean;
   readonly maxPayloadBytes: number;
+  /** The node replicates over multicast (listens on groups). */
+  readonly multicast: boolean;
   /** Virtual duration of one peer request. */
   readonly requestDelayMs: number;
   /** The store of the running node at `address`, if any. */
@@ -84,6 +86,10 @@ export class SimTransport implements Transport {
   }
 
   // --- Transport ---------------------------------------------------------------------
+
+  setGroups(groups: readonly number[]): void {
+    if (this.host.multicast) this.host.net.setGroups(this.host.address, groups);
+  }
 
   sendDatagram({ to, payload }: Outgoing): void {
     if (payload.length > this.host.maxPayloadBytes) this.oversizedPayloads++;

@@ -40,6 +40,20 @@ export interface Member {
   isSelf: boolean;
   /** Replication lag to this member: sequence numbers sent to it and not yet acknowledged. */
   replicationLagSeqs: bigint;
+  /** The member's role (--role): edge or store. */
+  role: string;
+}
+
+/** A node refused because its cluster-critical configuration differs from this node's. */
+export interface ConfigMismatch {
+  nodeId: string;
+  address: string;
+  /**
+   * The settings whose digests differ ("partitions", "hash_seed", …); "unknown" when the
+   * node sent only the overall digest.
+   */
+  settings: string[];
+  lastSeenUnixMs: bigint;
 }
 
 /**
@@ -59,6 +73,15 @@ export interface StatusResponse {
   version: string;
   startedAtUnixMs: bigint;
   tombstones: bigint;
+  /** Nodes refused for a configuration that differs from this node's (recently heard). */
+  configMismatches: ConfigMismatch[];
+  /** This node's role (--role): edge or store. */
+  role: string;
+  /**
+   * The multicast groups (addresses) this node listens on now: with several groups, those
+   * of the partitions it holds.
+   */
+  multicastGroups: string[];
 }
 
 function createBaseStatusRequest(): StatusRequest {
@@ -105,7 +128,7 @@ export const StatusRequest: MessageFns<StatusRequest> = {
 };
 
 function createBaseMember(): Member {
-  return { nodeId: "", address: "", state: "", isSelf: false, replicationLagSeqs: 0n };
+  return { nodeId: "", address: "", state: "", isSelf: false, replicationLagSeqs: 0n, role: "" };
 }
 
 export const Member: MessageFns<Member> = {
@@ -127,6 +150,9 @@ export const Member: MessageFns<Member> = {
         throw new globalThis.Error("value provided for field message.replicationLagSeqs of type uint64 too large");
       }
       writer.uint32(40).uint64(message.replicationLagSeqs);
+    }
+    if (message.role !== "") {
+      writer.uint32(242).string(message.role);
     }
     return writer;
   },
@@ -184,6 +210,14 @@ export const Member: MessageFns<Member> = {
             message.replicationLagSeqs = reader.uint64() as bigint;
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.role = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -208,6 +242,103 @@ export const Member: MessageFns<Member> = {
     message.replicationLagSeqs = (object.replicationLagSeqs !== undefined && object.replicationLagSeqs !== null)
       ? BigInt(object.replicationLagSeqs)
       : 0n;
+    message.role = object.role ?? "";
+    return message;
+  },
+};
+
+function createBaseConfigMismatch(): ConfigMismatch {
+  return { nodeId: "", address: "", settings: [], lastSeenUnixMs: 0n };
+}
+
+export const ConfigMismatch: MessageFns<ConfigMismatch> = {
+  encode(message: ConfigMismatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.address !== "") {
+      writer.uint32(18).string(message.address);
+    }
+    for (const v of message.settings) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.lastSeenUnixMs !== 0n) {
+      if (BigInt.asIntN(64, message.lastSeenUnixMs) !== message.lastSeenUnixMs) {
+        throw new globalThis.Error("value provided for field message.lastSeenUnixMs of type int64 too large");
+      }
+      writer.uint32(32).int64(message.lastSeenUnixMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConfigMismatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConfigMismatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.settings.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.lastSeenUnixMs = reader.int64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ConfigMismatch>): ConfigMismatch {
+    return ConfigMismatch.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConfigMismatch>): ConfigMismatch {
+    const message = createBaseConfigMismatch();
+    message.nodeId = object.nodeId ?? "";
+    message.address = object.address ?? "";
+    message.settings = object.settings?.map((e) => e) || [];
+    message.lastSeenUnixMs = (object.lastSeenUnixMs !== undefined && object.lastSeenUnixMs !== null)
+      ? BigInt(object.lastSeenUnixMs)
+      : 0n;
     return message;
   },
 };
@@ -224,6 +355,9 @@ function createBaseStatusResponse(): StatusResponse {
     version: "",
     startedAtUnixMs: 0n,
     tombstones: 0n,
+    configMismatches: [],
+    role: "",
+    multicastGroups: [],
   };
 }
 
@@ -276,6 +410,15 @@ export const StatusResponse: MessageFns<StatusResponse> = {
         throw new globalThis.Error("value provided for field message.tombstones of type uint64 too large");
       }
       writer.uint32(80).uint64(message.tombstones);
+    }
+    for (const v of message.configMismatches) {
+      ConfigMismatch.encode(v!, writer.uint32(242).fork()).join();
+    }
+    if (message.role !== "") {
+      writer.uint32(250).string(message.role);
+    }
+    for (const v of message.multicastGroups) {
+      writer.uint32(258).string(v!);
     }
     return writer;
   },
@@ -373,6 +516,30 @@ export const StatusResponse: MessageFns<StatusResponse> = {
             message.tombstones = reader.uint64() as bigint;
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.configMismatches.push(ConfigMismatch.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 31: {
+            if (tag !== 250) {
+              break;
+            }
+
+            message.role = reader.string();
+            continue;
+          }
+          case 32: {
+            if (tag !== 258) {
+              break;
+            }
+
+            message.multicastGroups.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -404,6 +571,9 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     message.tombstones = (object.tombstones !== undefined && object.tombstones !== null)
       ? BigInt(object.tombstones)
       : 0n;
+    message.configMismatches = object.configMismatches?.map((e) => ConfigMismatch.fromPartial(e)) || [];
+    message.role = object.role ?? "";
+    message.multicastGroups = object.multicastGroups?.map((e) => e) || [];
     return message;
   },
 };

@@ -207,6 +207,25 @@ export interface HandoverCommitResponse {
   live: bigint[];
 }
 
+export interface ClusterSettingsRequest {
+}
+
+export interface ClusterSettingsResponse {
+  nodeId: string;
+  partitions: number;
+  replicas: number;
+  /**
+   * The secret the BUZhash table derives from (as --cluster-seed takes it); empty when it
+   * is derived from the first cluster key.
+   */
+  clusterSeed: string;
+  /** The multicast groups (address:port each); empty for unicast fan-out. */
+  multicastGroups: string[];
+  protocolVersion: number;
+  /** Digest over every cluster-critical setting (Heartbeat.config_digest). */
+  configDigest: bigint;
+}
+
 function createBaseDigestsRequest(): DigestsRequest {
   return { partitions: [] };
 }
@@ -2145,6 +2164,189 @@ export const HandoverCommitResponse: MessageFns<HandoverCommitResponse> = {
   },
 };
 
+function createBaseClusterSettingsRequest(): ClusterSettingsRequest {
+  return {};
+}
+
+export const ClusterSettingsRequest: MessageFns<ClusterSettingsRequest> = {
+  encode(_: ClusterSettingsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClusterSettingsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClusterSettingsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ClusterSettingsRequest>): ClusterSettingsRequest {
+    return ClusterSettingsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ClusterSettingsRequest>): ClusterSettingsRequest {
+    const message = createBaseClusterSettingsRequest();
+    return message;
+  },
+};
+
+function createBaseClusterSettingsResponse(): ClusterSettingsResponse {
+  return {
+    nodeId: "",
+    partitions: 0,
+    replicas: 0,
+    clusterSeed: "",
+    multicastGroups: [],
+    protocolVersion: 0,
+    configDigest: 0n,
+  };
+}
+
+export const ClusterSettingsResponse: MessageFns<ClusterSettingsResponse> = {
+  encode(message: ClusterSettingsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.partitions !== 0) {
+      writer.uint32(16).uint32(message.partitions);
+    }
+    if (message.replicas !== 0) {
+      writer.uint32(24).uint32(message.replicas);
+    }
+    if (message.clusterSeed !== "") {
+      writer.uint32(34).string(message.clusterSeed);
+    }
+    for (const v of message.multicastGroups) {
+      writer.uint32(42).string(v!);
+    }
+    if (message.protocolVersion !== 0) {
+      writer.uint32(48).uint32(message.protocolVersion);
+    }
+    if (message.configDigest !== 0n) {
+      if (BigInt.asUintN(64, message.configDigest) !== message.configDigest) {
+        throw new globalThis.Error("value provided for field message.configDigest of type fixed64 too large");
+      }
+      writer.uint32(57).fixed64(message.configDigest);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ClusterSettingsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseClusterSettingsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.partitions = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.replicas = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.clusterSeed = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.multicastGroups.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.protocolVersion = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.configDigest = reader.fixed64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ClusterSettingsResponse>): ClusterSettingsResponse {
+    return ClusterSettingsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ClusterSettingsResponse>): ClusterSettingsResponse {
+    const message = createBaseClusterSettingsResponse();
+    message.nodeId = object.nodeId ?? "";
+    message.partitions = object.partitions ?? 0;
+    message.replicas = object.replicas ?? 0;
+    message.clusterSeed = object.clusterSeed ?? "";
+    message.multicastGroups = object.multicastGroups?.map((e) => e) || [];
+    message.protocolVersion = object.protocolVersion ?? 0;
+    message.configDigest = (object.configDigest !== undefined && object.configDigest !== null)
+      ? BigInt(object.configDigest)
+      : 0n;
+    return message;
+  },
+};
+
 export type PeerServiceService = typeof PeerServiceService;
 export const PeerServiceService = {
   /** Digests of the asked partitions (all when none are named). */
@@ -2230,6 +2432,21 @@ export const PeerServiceService = {
       Buffer.from(HandoverCommitResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): HandoverCommitResponse => HandoverCommitResponse.decode(value),
   },
+  /**
+   * The cluster-critical settings this node runs with, for a node started with
+   * --config-from-peers (the call is authenticated by the cluster key's peer TLS).
+   */
+  clusterSettings: {
+    path: "/baton.v1.PeerService/ClusterSettings" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ClusterSettingsRequest): Buffer =>
+      Buffer.from(ClusterSettingsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ClusterSettingsRequest => ClusterSettingsRequest.decode(value),
+    responseSerialize: (value: ClusterSettingsResponse): Buffer =>
+      Buffer.from(ClusterSettingsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ClusterSettingsResponse => ClusterSettingsResponse.decode(value),
+  },
 } as const;
 
 export interface PeerServiceServer extends UntypedServiceImplementation {
@@ -2264,6 +2481,11 @@ export interface PeerServiceServer extends UntypedServiceImplementation {
    * in this node's proxy (or, with `abort`, are closed silently). Answers which went live.
    */
   handoverCommit: handleUnaryCall<HandoverCommitRequest, HandoverCommitResponse>;
+  /**
+   * The cluster-critical settings this node runs with, for a node started with
+   * --config-from-peers (the call is authenticated by the cluster key's peer TLS).
+   */
+  clusterSettings: handleUnaryCall<ClusterSettingsRequest, ClusterSettingsResponse>;
 }
 
 export interface PeerServiceClient extends Client {
@@ -2356,6 +2578,25 @@ export interface PeerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: HandoverCommitResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The cluster-critical settings this node runs with, for a node started with
+   * --config-from-peers (the call is authenticated by the cluster key's peer TLS).
+   */
+  clusterSettings(
+    request: ClusterSettingsRequest,
+    callback: (error: ServiceError | null, response: ClusterSettingsResponse) => void,
+  ): ClientUnaryCall;
+  clusterSettings(
+    request: ClusterSettingsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ClusterSettingsResponse) => void,
+  ): ClientUnaryCall;
+  clusterSettings(
+    request: ClusterSettingsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ClusterSettingsResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -47,6 +47,16 @@ export enum DeltaKind {
   UNRECOGNIZED = -1,
 }
 
+/** What a node is for (--role). Unspecified reads as edge (a node that predates roles). */
+export enum NodeRole {
+  NODE_ROLE_UNSPECIFIED = 0,
+  /** NODE_ROLE_EDGE - Beside a web server: serves and owns sessions. */
+  NODE_ROLE_EDGE = 1,
+  /** NODE_ROLE_STORE - No web server: holds replicas, preferred for secondaries, refuses application calls. */
+  NODE_ROLE_STORE = 2,
+  UNRECOGNIZED = -1,
+}
+
 /**
  * One change to one session, as the owner made it. Applying a delta is idempotent and
  * order-independent: versions (and epochs) decide.
@@ -78,7 +88,10 @@ export interface Fragment {
 
 /** Sequenced data on one channel. */
 export interface Data {
-  /** The receiving node in unicast mode; empty on a multicast channel. */
+  /**
+   * The receiving node in unicast mode; on a multicast channel, empty for the first group
+   * and "#g" for group g of --multicast-groups ('#' never occurs in a node id).
+   */
   targetNodeId: string;
   seq: bigint;
   deltas: Delta[];
@@ -101,7 +114,7 @@ export interface Nack {
   /** The channel's sender. */
   channelSenderNodeId: string;
   channelSenderIncarnation: bigint;
-  /** The channel: empty for the multicast channel, else the NACKing node (unicast). */
+  /** The channel: empty (or "#g") for a multicast group's channel, else the NACKing node (unicast). */
   targetNodeId: string;
   ranges: SeqRange[];
 }
@@ -145,7 +158,7 @@ export interface Gone {
 }
 
 export interface ChannelState {
-  /** Empty for the multicast channel, else the receiving node. */
+  /** Empty (or "#g") for a multicast group's channel, else the receiving node. */
   targetNodeId: string;
   /** Highest sequence number sent on the channel (0 = none yet). */
   highestSeq: bigint;
@@ -170,6 +183,26 @@ export interface Heartbeat {
    * longer hold until it is done.
    */
   pulling: boolean;
+  /**
+   * The sender's role (--role): store nodes rank before edge nodes for secondaries, so
+   * every node must place with every member's role.
+   */
+  role: NodeRole;
+  /**
+   * One digest per cluster-critical setting (partitions, replicas, hash seed, protocol
+   * version, cluster key id, multicast groups), so a refusal names what differs.
+   * config_digest is the digest over all of them.
+   */
+  settingDigests: SettingDigest[];
+}
+
+/**
+ * The digest of one cluster-critical setting, by name ("partitions", "replicas",
+ * "hash_seed", "protocol_version", "cluster_key", "multicast_groups").
+ */
+export interface SettingDigest {
+  setting: string;
+  digest: bigint;
 }
 
 export interface KnownMember {
@@ -1173,6 +1206,8 @@ function createBaseHeartbeat(): Heartbeat {
     sentAtUnixMs: 0n,
     known: [],
     pulling: false,
+    role: 0,
+    settingDigests: [],
   };
 }
 
@@ -1204,6 +1239,12 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     }
     if (message.pulling !== false) {
       writer.uint32(56).bool(message.pulling);
+    }
+    if (message.role !== 0) {
+      writer.uint32(240).int32(message.role);
+    }
+    for (const v of message.settingDigests) {
+      SettingDigest.encode(v!, writer.uint32(250).fork()).join();
     }
     return writer;
   },
@@ -1277,6 +1318,22 @@ export const Heartbeat: MessageFns<Heartbeat> = {
             message.pulling = reader.bool();
             continue;
           }
+          case 30: {
+            if (tag !== 240) {
+              break;
+            }
+
+            message.role = reader.int32() as any;
+            continue;
+          }
+          case 31: {
+            if (tag !== 250) {
+              break;
+            }
+
+            message.settingDigests.push(SettingDigest.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1305,6 +1362,78 @@ export const Heartbeat: MessageFns<Heartbeat> = {
       : 0n;
     message.known = object.known?.map((e) => KnownMember.fromPartial(e)) || [];
     message.pulling = object.pulling ?? false;
+    message.role = object.role ?? 0;
+    message.settingDigests = object.settingDigests?.map((e) => SettingDigest.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSettingDigest(): SettingDigest {
+  return { setting: "", digest: 0n };
+}
+
+export const SettingDigest: MessageFns<SettingDigest> = {
+  encode(message: SettingDigest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.setting !== "") {
+      writer.uint32(10).string(message.setting);
+    }
+    if (message.digest !== 0n) {
+      if (BigInt.asUintN(64, message.digest) !== message.digest) {
+        throw new globalThis.Error("value provided for field message.digest of type fixed64 too large");
+      }
+      writer.uint32(17).fixed64(message.digest);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SettingDigest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSettingDigest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.setting = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.digest = reader.fixed64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<SettingDigest>): SettingDigest {
+    return SettingDigest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SettingDigest>): SettingDigest {
+    const message = createBaseSettingDigest();
+    message.setting = object.setting ?? "";
+    message.digest = (object.digest !== undefined && object.digest !== null) ? BigInt(object.digest) : 0n;
     return message;
   },
 };
