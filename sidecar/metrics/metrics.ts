@@ -210,7 +210,7 @@ export class SidecarMetrics {
     const core = transport.core;
     const engine = core.engine;
     const stats = core.counters.engine;
-    const types = ['data', 'heartbeat', 'nack', 'ack', 'gone', 'leave'] as const;
+    const types = ['data', 'heartbeat', 'nack', 'ack', 'gone', 'leave', 'election', 'inquiry', 'inquiryReply'] as const;
     const perType = (name: string, help: string, read: (t: (typeof types)[number]) => number) =>
       labelledCounterFrom(registry, name, help, ['type'], () => types.map((type) => [{ type }, read(type)]));
     perType('baton_replication_datagrams_sent_total', 'Replication datagrams sent, by type.', (t) => stats.datagramsSent[t]);
@@ -309,6 +309,9 @@ export class SidecarMetrics {
     );
     labelledCounterFrom(registry, 'baton_cluster_membership_events_total', 'Membership changes seen, by type.', ['type'], () =>
       [...counters.membershipEvents].map(([type, n]) => [{ type }, n]),
+    );
+    labelledCounterFrom(registry, 'baton_sessions_claimed_total', 'Sessions this node took ownership of, by reason: resume (a client asked), takeover (orphaned sessions of a partition this node became master of).', ['reason'], () =>
+      (['resume', 'takeover'] as const).map((reason) => [{ reason }, counters.claims.get(reason) ?? 0]),
     );
     counterFrom(registry, 'baton_replication_sessions_discarded_total', 'Copies dropped because placement moved them to other members.', () => stats.sessionsDiscarded);
     new Gauge({

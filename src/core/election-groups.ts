@@ -61,6 +61,7 @@ export class ElectionGroups {
   private notices = new Map<string, ElectionNotice[]>();
   private inquiries: string[] = [];
   private mastered: Mastered[] = [];
+  private failures: string[] = [];
   private watchDirty = true;
 
   constructor(
@@ -152,6 +153,7 @@ export class ElectionGroups {
     const probed = this.probe.tick(now);
     this.inquiries.push(...probed.inquiries);
     for (const failed of probed.failed) {
+      this.failures.push(failed);
       for (const group of this.groups.values()) this.touch(group, () => group.masterFailed(failed, now));
     }
     for (const id of this.timers.due(now)) {
@@ -176,6 +178,11 @@ export class ElectionGroups {
     this.notices = new Map();
     this.inquiries = [];
     return out;
+  }
+
+  /** Peers the probe declared failed since the last call. */
+  takeFailures(): string[] {
+    return this.failures.splice(0);
   }
 
   takeMastered(): Mastered[] {

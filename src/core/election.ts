@@ -20,7 +20,9 @@
  *
  * Protocol:
  * - A new group (no master yet) takes the live member with the smallest index as master:
- *   every member computes the same one, so no message is needed.
+ *   members that see the same members compute the same one. A master DECLAREs to every
+ *   member that joins its group (a late arrival holding itself master then accepts, or
+ *   REVOKEs with the smaller index).
  * - BACKUP: following `master`. When the master fails (the probe's inquiries went
  *   unanswered, or it left the group), a backup enters WAITING and arms its election timer
  *   at `now + electionBaseMs + Σ_{j<i} max_{k>j} delay(B_j, B_k)`, where B is the live
@@ -130,18 +132,22 @@ export class ElectionGroup {
    * longer a member counts as failed; a group without a master takes the best live member.
    */
   setMembers(members: readonly MemberIndex[], now: number): void {
+    const before = new Set(this.members.map((m) => m.nodeId));
     this.members = [...members].sort(compareIndex);
     const master = this.current;
     if (master === undefined) {
       const best = this.liveMembers()[0];
       if (best !== undefined) this.follow(best.nodeId);
-      return;
-    }
-    if (!this.isMember(master) || (this.mode === 'backup' && this.context.isFailed(master))) {
+    } else if (!this.isMember(master) || (this.mode === 'backup' && this.context.isFailed(master))) {
       this.startElection(now);
       return;
+    } else if (this.mode === 'waiting') {
+      this.timer = now + this.electionTimeoutMs();
     }
-    if (this.mode === 'waiting') this.timer = now + this.electionTimeoutMs();
+    // A member that joined may hold itself master (a new group, a late arrival): it learns
+    // of this one, and the index decides (it accepts, or it REVOKEs).
+    const joined = this.others().filter((id) => !before.has(id));
+    if (this.mode === 'master' && joined.length > 0) this.send(joined, { kind: 'declare', group: this.id, declarer: this.selfIndex() });
   }
 
   /** The probe declared `nodeId` failed: if it is the master, the election starts. */

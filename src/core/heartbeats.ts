@@ -61,6 +61,9 @@ export function buildHeartbeats(plan: HeartbeatPlan, now: number): { to: string;
     pulling: plan.pulling,
     sentAtUnixMs: BigInt(Math.floor(now)),
     known: plan.known,
+    priority: 0,
+    echoes: [],
+    delays: [],
     ...plan.extras,
   };
   const channelsOf = (channel: string) => {

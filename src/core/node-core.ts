@@ -28,6 +28,7 @@ import type { ChannelReceiverConfig } from './channel-receiver';
 import { Membership, type MembershipConfig, type MembershipEvent } from './membership';
 import { NodeCounters } from './node-counters';
 import { Placement } from './placement';
+import { defaultElectionTimings, PartitionMasters, type ElectionTimings } from './partition-masters';
 import { SeededRandom, type Random } from '../store/random';
 import { ReplicationEngine, type LocalChange, type ResyncRequest } from './replication-engine';
 import { TimerTable } from './timer-table';
@@ -74,6 +75,10 @@ export interface NodeCoreConfig {
   injectLossPercent: number;
   /** Request limits of the session API. */
   limits: RequestLimits;
+  /** --priority: this node's stated capacity; higher wins partition master elections. Default 0. */
+  priority?: number;
+  /** Election timings (default: defaultElectionTimings of the heartbeat interval). */
+  election?: Partial<ElectionTimings>;
 }
 
 /**
@@ -144,6 +149,8 @@ export class NodeCore implements Replicator {
   readonly configDigest: bigint;
   /** Every count this node keeps (the engine's, the core's, the transport's): what metrics read. */
   readonly counters: NodeCounters;
+  /** Partition master elections and takeover. */
+  readonly masters: PartitionMasters;
   /** The latest `now` an input carried. */
   private now: number;
   private readonly startedAt: number;
@@ -211,9 +218,30 @@ export class NodeCore implements Replicator {
           observer.membership(event);
         },
       },
-      () => ({ advertiseAddress: config.advertiseAddress, configDigest: this.configDigest }),
+      () => ({ advertiseAddress: config.advertiseAddress, configDigest: this.configDigest, ...this.masters.heartbeatExtras(this.now) }),
+      {
+        heard: (from, at) => this.masters.heard(from, at),
+        heartbeat: (from, heartbeat, at) => this.masters.heartbeat(from, heartbeat, at),
+        body: (from, fromAddress, body, at) => this.masters.body(from, fromAddress, body, at),
+      },
     );
     this.counters = new NodeCounters(this.engine.stats);
+    this.masters = new PartitionMasters(
+      {
+        self: config.nodeId,
+        priority: config.priority ?? 0,
+        timings: { ...defaultElectionTimings(config.membership.heartbeatIntervalMs), ...config.election },
+        maxPayloadBytes: config.maxPayloadBytes,
+        store: this.store,
+        membership: this.membership,
+        placement: this.placement,
+        counters: this.counters,
+        send: (to, body) => this.engine.sendBody(to, body),
+        replicateClaim: (session, previousOwner, at) => this.engine.replicateClaim(session, previousOwner, at),
+        flush: (at) => this.engine.flush(at),
+      },
+      now,
+    );
     this.lossRandom = new SeededRandom(Number(config.incarnation & 0xffffffffn) ^ 0x1055_1055);
     this.asks = new ResumeAsks(
       (seconds, outcome) => observer.peerFetch(seconds, outcome),
@@ -376,7 +404,7 @@ export class NodeCore implements Replicator {
     if (this.stopped) return Infinity;
     let next = Math.min(this.engine.nextDeadline(), this.store.nextDeadline() ?? Infinity, this.asks.nextDeadline(), this.antiEntropyAt, this.seedsAt);
     for (const companion of this.companions) next = Math.min(next, companion.nextDeadline());
-    next = Math.min(next, this.waiterDeadlines.next());
+    next = Math.min(next, this.waiterDeadlines.next(), this.masters.nextDeadline(this.now));
     for (const drain of this.drains) if (drain.deadline < next) next = drain.deadline;
     const heard = this.startedAt + CAUGHT_UP_HEARTBEATS * this.config.membership.heartbeatIntervalMs;
     for (const wait of this.catchUps) next = Math.min(next, wait.deadline, heard > this.now ? heard : Infinity);
@@ -461,6 +489,7 @@ export class NodeCore implements Replicator {
 
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void {
     this.advance(now);
+    this.counters.claimed('resume');
     this.engine.replicateClaim(session, previousOwner, now);
     this.wake();
   }
@@ -485,6 +514,7 @@ export class NodeCore implements Replicator {
 
   /** Gathers what the engine and the waits produced into one Ready. */
   private collect(now: number): Ready {
+    this.masters.work(now);
     const datagrams = this.engine.takeOutbox();
     this.releaseRoom(false);
     for (const request of this.engine.takeResyncs()) this.startResync(request, now);

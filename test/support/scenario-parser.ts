@@ -47,7 +47,9 @@ export type CommandBody =
   | { kind: 'expect-owner'; sessions: string[]; owner: string; epoch: number | undefined }
   | { kind: 'expect-acked'; node: string; session: string; atLeast: number }
   | { kind: 'expect-alive'; node: string; alive: string[] }
-  | { kind: 'counters'; name: string };
+  | { kind: 'counters'; name: string }
+  | { kind: 'claims'; name: string }
+  | { kind: 'expect-masters' };
 
 /** A command with where it came from: its 1-based line number and its text without the comment. */
 export type Command = CommandBody & { line: number; text: string };
@@ -118,6 +120,7 @@ function namesIn(c: CommandBody): string[] {
     case 'restart':
     case 'drain':
     case 'counters':
+    case 'claims':
       return [c.name];
     case 'write':
     case 'delete':
@@ -137,6 +140,7 @@ function namesIn(c: CommandBody): string[] {
     case 'heal':
     case 'advance':
     case 'converge':
+    case 'expect-masters':
       return [];
   }
 }
@@ -164,8 +168,12 @@ function parseCommand(line: number, verb: string, args: string[]): CommandBody {
     case 'restart':
     case 'drain':
     case 'counters':
+    case 'claims':
       arity(1, 1, `${verb} NAME`);
       return { kind: verb, name: name(args[0]) };
+    case 'expect-masters':
+      arity(0, 0, 'expect-masters');
+      return { kind: 'expect-masters' };
     case 'write': {
       const usage = 'write NODE SESSIONS PART=VALUE... [sync=N]';
       if (args.length < 3) fail(`usage: ${usage}`);

@@ -215,6 +215,14 @@ export class ProcessBackend implements ScenarioBackend {
     throw new UnsupportedCommandError(this.name, "show the simulator's counters");
   }
 
+  async masters(): Promise<{ partition: number; views: Map<string, string | undefined> }[]> {
+    throw new UnsupportedCommandError(this.name, 'show partition masters (Status does not list them yet)');
+  }
+
+  async claims(): Promise<{ resume: number; takeover: number }> {
+    throw new UnsupportedCommandError(this.name, 'count claims by reason (read baton_sessions_claimed_total instead)');
+  }
+
   async close(): Promise<void> {
     await this.stopAll();
   }

@@ -68,6 +68,13 @@ export interface ScenarioBackend {
   converge(sessions: readonly string[], withinMs: number): Promise<ConvergeResult>;
   /** Backend-specific counters of a node since the cluster was ready, or since the node (re)started after that (printed as `~` lines). */
   counters(name: string): Promise<string[]>;
+  /**
+   * Partition masters: for each partition, what each running node that holds it names as
+   * its master (nodes that hold no copy are left out; undefined: it knows none).
+   */
+  masters(): Promise<{ partition: number; views: Map<string, string | undefined> }[]>;
+  /** Sessions the node claimed since it started, by reason. */
+  claims(name: string): Promise<{ resume: number; takeover: number }>;
   /** Extra detail after advance (e.g. the virtual time). */
   clockDetail(): string | undefined;
   /** Stops everything this backend started. */
@@ -282,7 +289,42 @@ class Runner {
         this.needRunning(c.name);
         for (const line of await b.counters(c.name)) this.detail(`${c.name}: ${line}`);
         return;
+      case 'claims': {
+        this.needRunning(c.name);
+        const claims = await b.claims(c.name);
+        this.out(`${c.name} claimed ${claims.takeover} by takeover, ${claims.resume} by resume`);
+        return;
+      }
+      case 'expect-masters':
+        return this.expectMasters(c);
     }
+  }
+
+  /**
+   * Every partition has one master: every running holder names the same running node, and
+   * that node holds the partition and names itself. Prints how many each node masters.
+   */
+  private async expectMasters(c: Command): Promise<void> {
+    const partitions = await this.backend.masters();
+    const mastered = new Map<string, number>([...this.running].map((name) => [name, 0]));
+    const wrong: string[] = [];
+    for (const { partition, views } of partitions) {
+      const named = new Set(views.values());
+      const master = [...named][0];
+      if (named.size === 1 && master !== undefined && views.get(master) === master) {
+        mastered.set(master, (mastered.get(master) ?? 0) + 1);
+        continue;
+      }
+      const seen = [...views].map(([node, m]) => `${node}->${m ?? 'none'}`).join(' ');
+      wrong.push(`p${partition}: ${seen}`);
+    }
+    const counts = [...mastered].sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, n]) => `${name} ${n}`).join(', ');
+    if (wrong.length === 0) {
+      this.out(`ok: one master in each of ${partitions.length} partitions (${counts})`);
+      return;
+    }
+    const shown = wrong.slice(0, 3).join('; ') + (wrong.length > 3 ? ` (+${wrong.length - 3} more)` : '');
+    this.fail(c, `${wrong.length} of ${partitions.length} partitions without one master: ${shown}`);
   }
 
   private started(name: string): void {

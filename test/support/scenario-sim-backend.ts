@@ -218,6 +218,26 @@ export class SimBackend implements ScenarioBackend {
     return text.replace(/node-\d+/g, (id) => this.named(id));
   }
 
+  async masters(): Promise<{ partition: number; views: Map<string, string | undefined> }[]> {
+    const out: { partition: number; views: Map<string, string | undefined> }[] = [];
+    const running = [...this.sim.running].sort((a, b) => (this.named(a.nodeId) < this.named(b.nodeId) ? -1 : 1));
+    for (let partition = 0; partition < this.sim.options.partitions; partition++) {
+      const views = new Map<string, string | undefined>();
+      for (const node of running) {
+        if (node.core.masters.elections.group(partition) === undefined) continue;
+        const master = node.core.masters.masterOf(partition);
+        views.set(this.named(node.nodeId), master === undefined ? undefined : this.named(master));
+      }
+      out.push({ partition, views });
+    }
+    return out;
+  }
+
+  async claims(name: string): Promise<{ resume: number; takeover: number }> {
+    const claims = this.node(name).core.counters.claims;
+    return { resume: claims.get('resume') ?? 0, takeover: claims.get('takeover') ?? 0 };
+  }
+
   async counters(name: string): Promise<string[]> {
     const now = this.figures(this.node(name));
     const base = this.baselines.get(name);
