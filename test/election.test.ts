@@ -12,7 +12,15 @@ import { SeededRandom } from '../src/store/random';
 const idx = (nodeId: string, rank: number, priority = 0): MemberIndex => ({ nodeId, priority, rank });
 
 function context(self: string, failed: Set<string> = new Set(), delay = 10): ElectionContext {
-  return { self, isFailed: (id) => failed.has(id), delayMs: (a, b) => (a === b ? 0 : delay), electionBaseMs: 20 };
+  return { self, isFailed: (id) => failed.has(id), delayMs: (a, b) => (a === b ? 0 : delay), electionBaseMs: 20, joinWaitMs: 1500 };
+}
+
+/** A group past its join wait with no DECLARE heard: it follows its smallest-index live member. */
+function settled(g: ElectionGroup, members: MemberIndex[]): ElectionGroup {
+  g.setMembers(members, 0);
+  g.tick(1500);
+  g.take();
+  return g;
 }
 
 describe('election index and timer', () => {
@@ -39,40 +47,63 @@ describe('election index and timer', () => {
 describe('one election group', () => {
   const members = [idx('m', 0), idx('a', 1), idx('b', 2), idx('c', 3)];
 
-  it('a new group follows its smallest-index live member, without a message', () => {
+  it('a new group waits for a DECLARE; with none it follows its smallest-index live member', () => {
     const g = new ElectionGroup(0, context('b', new Set(['m'])));
     g.setMembers(members, 0);
+    expect([g.state, g.master, g.deadline]).toEqual(['joining', undefined, 1500]);
+    g.tick(1499);
+    expect(g.state).toBe('joining');
+    g.tick(1500);
     expect([g.state, g.master]).toEqual(['backup', 'a']);
     expect(g.take()).toEqual([]);
     const m = new ElectionGroup(0, context('m'));
     m.setMembers(members, 0);
+    m.tick(1500);
     expect([m.state, m.master]).toEqual(['master', 'm']);
+    expect(m.take()).toEqual([{ to: ['a', 'b', 'c'], notice: { kind: 'declare', group: 0, declarer: idx('m', 0) } }]);
+  });
+
+  it('a joining member accepts a DECLARE whose index wins, and REVOKEs one whose index loses (a late arrival)', () => {
+    const late = new ElectionGroup(4, context('m'));
+    late.setMembers(members, 0);
+    late.handleDeclare(idx('a', 1), 10);
+    expect([late.state, late.master, late.deadline]).toEqual(['master', 'm', Infinity]);
+    expect(late.take()).toEqual([{ to: ['a', 'b', 'c'], notice: { kind: 'revoke', group: 4, revoker: idx('m', 0), revoked: idx('a', 1) } }]);
+    const joiner = new ElectionGroup(4, context('c'));
+    joiner.setMembers(members, 0);
+    joiner.handleDeclare(idx('a', 1), 10);
+    expect([joiner.state, joiner.master, joiner.deadline]).toEqual(['backup', 'a', Infinity]);
+    expect(joiner.take()).toEqual([]);
+  });
+
+  it('a master DECLAREs to a member that joins its group', () => {
+    const m = settled(new ElectionGroup(0, context('m')), members.slice(0, 3));
+    m.setMembers(members, 2000);
+    expect(m.take()).toEqual([{ to: ['c'], notice: { kind: 'declare', group: 0, declarer: idx('m', 0) } }]);
   });
 
   it('master failure: WAITING with the staggered timer, then MASTER and DECLARE to every other member', () => {
     const failed = new Set<string>();
-    const g = new ElectionGroup(7, context('b', failed));
-    g.setMembers(members, 0);
+    const g = settled(new ElectionGroup(7, context('b', failed)), members);
     expect(g.master).toBe('m');
     failed.add('m');
-    g.masterFailed('m', 1000);
+    g.masterFailed('m', 2000);
     expect(g.state).toBe('waiting');
     // backups a, b, c: b waits for a (its delay to b and c: 10).
-    expect(g.deadline).toBe(1000 + 20 + 10);
-    g.tick(1029);
+    expect(g.deadline).toBe(2000 + 20 + 10);
+    g.tick(2029);
     expect(g.state).toBe('waiting');
-    g.tick(1030);
+    g.tick(2030);
     expect([g.state, g.master, g.deadline]).toEqual(['master', 'b', Infinity]);
     expect(g.take()).toEqual([{ to: ['m', 'a', 'c'], notice: { kind: 'declare', group: 7, declarer: idx('b', 2) } }]);
   });
 
   it('a DECLARE stops a WAITING member: it accepts and never declares', () => {
     const failed = new Set<string>();
-    const g = new ElectionGroup(0, context('c', failed));
-    g.setMembers(members, 0);
+    const g = settled(new ElectionGroup(0, context('c', failed)), members);
     failed.add('m');
-    g.masterFailed('m', 0);
-    g.handleDeclare(idx('a', 1), 25);
+    g.masterFailed('m', 2000);
+    g.handleDeclare(idx('a', 1), 2025);
     expect([g.state, g.master, g.deadline]).toEqual(['backup', 'a', Infinity]);
     g.tick(10_000);
     expect(g.take()).toEqual([]);
@@ -80,31 +111,28 @@ describe('one election group', () => {
 
   it('a MASTER accepts a DECLARE whose index wins and REVOKEs one whose index loses', () => {
     const failed = new Set<string>();
-    const b = new ElectionGroup(3, context('b', failed));
-    b.setMembers(members, 0);
+    const b = settled(new ElectionGroup(3, context('b', failed)), members);
     failed.add('m');
-    b.masterFailed('m', 0);
-    b.tick(1000);
+    b.masterFailed('m', 2000);
+    b.tick(3000);
     expect(b.state).toBe('master');
     b.take();
-    b.handleDeclare(idx('c', 3), 1001);
+    b.handleDeclare(idx('c', 3), 3001);
     expect([b.state, b.master]).toEqual(['master', 'b']);
     expect(b.take()).toEqual([{ to: ['m', 'a', 'c'], notice: { kind: 'revoke', group: 3, revoker: idx('b', 2), revoked: idx('c', 3) } }]);
-    b.handleDeclare(idx('a', 1), 1002);
+    b.handleDeclare(idx('a', 1), 3002);
     expect([b.state, b.master]).toEqual(['backup', 'a']);
     expect(b.take()).toEqual([]);
   });
 
   it('a higher priority wins over a lower rank', () => {
-    const g = new ElectionGroup(0, context('a'));
-    g.setMembers([idx('a', 0), idx('b', 1, 5)], 0);
+    const g = settled(new ElectionGroup(0, context('a')), [idx('a', 0), idx('b', 1, 5)]);
     expect(g.master).toBe('b');
   });
 
   it('REVOKE: backups switch to the revoker; a master with a better index revokes back', () => {
     const failed = new Set<string>();
-    const c = new ElectionGroup(0, context('c', failed));
-    c.setMembers(members, 0);
+    const c = settled(new ElectionGroup(0, context('c', failed)), members);
     failed.add('m');
     c.masterFailed('m', 0);
     c.handleDeclare(idx('b', 2), 10);
@@ -115,11 +143,10 @@ describe('one election group', () => {
     expect(c.master).toBe('a');
 
     failed.delete('m');
-    const a = new ElectionGroup(0, context('a', failed));
-    a.setMembers(members, 0);
+    const a = settled(new ElectionGroup(0, context('a', failed)), members);
     failed.add('m');
-    a.masterFailed('m', 0);
-    a.tick(100);
+    a.masterFailed('m', 2000);
+    a.tick(2100);
     a.take();
     a.handleRevoke(idx('b', 2), idx('a', 1), 101);
     expect([a.state, a.master]).toEqual(['master', 'a']);
@@ -127,20 +154,17 @@ describe('one election group', () => {
   });
 
   it('a master that leaves the group starts an election; a member outside the group follows no one', () => {
-    const g = new ElectionGroup(0, context('a'));
-    g.setMembers(members, 0);
-    g.setMembers(members.slice(1), 50);
+    const g = settled(new ElectionGroup(0, context('a')), members);
+    g.setMembers(members.slice(1), 2050);
     expect(g.state).toBe('waiting');
-    expect(g.deadline).toBe(50 + 20);
-    const out = new ElectionGroup(0, context('m'));
-    out.setMembers(members, 0);
-    out.setMembers(members.slice(1), 1);
+    expect(g.deadline).toBe(2050 + 20);
+    const out = settled(new ElectionGroup(0, context('m')), members);
+    out.setMembers(members.slice(1), 2001);
     expect([out.state, out.master]).toEqual(['backup', undefined]);
   });
 
   it('ignores notices from non-members and from itself', () => {
-    const g = new ElectionGroup(0, context('b'));
-    g.setMembers(members, 0);
+    const g = settled(new ElectionGroup(0, context('b')), members);
     g.handleDeclare(idx('x', 0, 99), 1);
     g.handleDeclare(idx('b', 2), 1);
     expect(g.master).toBe('m');
@@ -349,13 +373,13 @@ describe('elections on a simulated network', () => {
   it('two candidates declaring at once (their DECLAREs lost): REVOKE leaves the smaller index master', () => {
     const ids = ['m', 'b1', 'b2'];
     const sim = new ElectionSim(ids, 9, new Map([[0, ids.map((id, rank) => idx(id, rank))]]));
-    sim.run(1000);
+    sim.run(2000);
     sim.dropNotices = true;
     sim.crashed.add('m');
-    sim.run(3000);
+    sim.run(4000);
     expect(sim.masters(0)).toEqual(['b1->b1', 'b2->b2']);
     sim.dropNotices = false;
-    sim.run(5000);
+    sim.run(6000);
     expect(sim.masters(0)).toEqual(['b1->b1', 'b2->b1']);
     expect(sim.revokes).toBeGreaterThan(0);
   });
@@ -365,15 +389,15 @@ describe('elections on a simulated network', () => {
     const groups = new Map<number, MemberIndex[]>();
     for (let g = 0; g < 8; g++) groups.set(g, ids.map((id, i) => idx(id, (i + g) % 4)).sort(compareIndex));
     const sim = new ElectionSim(ids, 4, groups);
-    sim.run(1000);
+    sim.run(2000);
     for (const x of ['a', 'b']) for (const y of ['c', 'd']) sim.cut.add(`${x}|${y}`);
-    sim.run(4000);
+    sim.run(5000);
     for (let g = 0; g < 8; g++) {
       const sides = new Set(sim.masters(g).map((s) => s.split('->')[1]));
       expect(sides.size).toBe(2);
     }
     sim.cut.clear();
-    sim.run(8000);
+    sim.run(9000);
     for (let g = 0; g < 8; g++) {
       const masters = sim.masters(g).map((s) => s.split('->')[1]);
       expect(new Set(masters).size).toBe(1);
@@ -385,6 +409,7 @@ describe('elections on a simulated network', () => {
   it('a flapping link does not leave two masters', () => {
     const ids = ['m', 'b1', 'b2'];
     const sim = new ElectionSim(ids, 5, new Map([[0, ids.map((id, rank) => idx(id, rank))]]));
+    sim.run(2000);
     for (let i = 0; i < 10; i++) {
       sim.cut.add('m|b2');
       sim.run(sim.now + 900);

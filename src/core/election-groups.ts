@@ -63,6 +63,11 @@ export class ElectionGroups {
   private mastered: Mastered[] = [];
   private failures: string[] = [];
   private watchDirty = true;
+  /**
+   * What this node's groups did: `elected` = became master when the election timer fired;
+   * `declares` and `revokes` = notices made (once per group, whatever the number of members).
+   */
+  readonly counts = { elected: 0, declares: 0, revokes: 0 };
 
   constructor(
     readonly config: ElectionGroupsConfig,
@@ -76,6 +81,8 @@ export class ElectionGroups {
       isFailed: (nodeId) => probe.isFailed(nodeId),
       delayMs: (from, to) => delays.delayMs(from, to),
       electionBaseMs: config.electionBaseMs,
+      // Past one re-announcement (with margin for its trip): a group with a master has heard it.
+      joinWaitMs: Math.ceil(config.reannounceMs * 1.5),
     };
     this.timers.set(REANNOUNCE, now + config.reannounceMs);
   }
@@ -169,7 +176,9 @@ export class ElectionGroups {
     this.refreshWatch(now);
   }
 
+  /** When `tick` has work; 0 (at once) after the masters to watch changed. */
   nextDeadline(): number {
+    if (this.watchDirty) return 0;
     return Math.min(this.timers.next(), this.probe.nextDeadline());
   }
 
@@ -196,10 +205,15 @@ export class ElectionGroups {
     const stateBefore: ElectionState = group.state;
     const before = group.master;
     input();
-    if (stateBefore !== 'master' && (group.state as ElectionState) === 'master') this.mastered.push({ group: group.id, previous: before });
+    if (stateBefore !== 'master' && (group.state as ElectionState) === 'master') {
+      this.mastered.push({ group: group.id, previous: before });
+      if (stateBefore === 'waiting') this.counts.elected++;
+    }
     if (before !== group.master) this.watchDirty = true;
     this.timers.set(group.id, group.deadline);
     for (const { to, notice } of group.take()) {
+      if (notice.kind === 'declare') this.counts.declares++;
+      else this.counts.revokes++;
       for (const nodeId of to) {
         let list = this.notices.get(nodeId);
         if (list === undefined) this.notices.set(nodeId, (list = []));

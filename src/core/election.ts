@@ -6,7 +6,7 @@
  * API summary (for drivers of a group; election-groups.ts is the driver for many groups):
  * - `new ElectionGroup(id, context)`; `context` is shared by every group of a node: the
  *   node's id, `isFailed(nodeId)` (the failure probe's verdict), `delayMs(from, to)` (the
- *   measured one-way delay estimate) and `electionBaseMs`.
+ *   measured delay estimate), `electionBaseMs` and `joinWaitMs`.
  * - Inputs, each with `now` (ms): `setMembers(members, now)` (the group's members and
  *   their indexes, self included), `masterFailed(nodeId, now)`, `peerRecovered(nodeId, now)`,
  *   `handleDeclare(declarer, now)`, `handleRevoke(revoker, revoked, now)`, `reannounce(now)`
@@ -19,10 +19,14 @@
  * "Smaller index" means earlier in that order; the smallest index wins every comparison.
  *
  * Protocol:
- * - A new group (no master yet) takes the live member with the smallest index as master:
- *   members that see the same members compute the same one. A master DECLAREs to every
- *   member that joins its group (a late arrival holding itself master then accepts, or
- *   REVOKEs with the smaller index).
+ * - JOINING: a new group (this node just came to hold it) knows no master. A master DECLAREs
+ *   to every member that joins its group, and again on every re-announcement; a joining
+ *   member receiving a DECLARE compares indexes: the declarer's wins, it follows (BACKUP);
+ *   its own wins (a lower-index member arriving late), it sends REVOKE with both indexes
+ *   and becomes MASTER. With no DECLARE within `joinWaitMs` (longer than a re-announcement
+ *   period: there is no master), it takes the live member with the smallest index: itself
+ *   (MASTER, DECLARE to the group), or another (BACKUP) — members that see the same members
+ *   pick the same one.
  * - BACKUP: following `master`. When the master fails (the probe's inquiries went
  *   unanswered, or it left the group), a backup enters WAITING and arms its election timer
  *   at `now + electionBaseMs + Σ_{j<i} max_{k>j} delay(B_j, B_k)`, where B is the live
@@ -32,13 +36,14 @@
  * - DECLARE received in BACKUP or WAITING: accepted (master = declarer, timer stopped).
  *   In MASTER: if the declarer's index wins, accepted; else REVOKE (both indexes) to the
  *   group and this node stays master.
- * - REVOKE received: a MASTER whose own index wins sends its own REVOKE; any other member
+ * - REVOKE received: a MASTER or JOINING member whose own index wins sends its own REVOKE
+ *   (and is MASTER); any other member
  *   switches to the revoker unless it follows a live master whose index beats the revoker's
  *   (that master will revoke it in turn).
  * - Masters DECLARE again on `reannounce` (the driver calls it periodically and when a
  *   member recovers), so masters on both sides of a healed partition meet and one yields.
  *
- * Invariants: `deadline` is finite only in WAITING; `master` is never a failed member
+ * Invariants: `deadline` is finite only in WAITING and JOINING; `master` is never a failed member
  * after an input returns (unless every member failed: then undefined); memory is the
  * member list and the queued notices, both bounded by the group's size per input.
  */
@@ -52,7 +57,7 @@ export interface MemberIndex {
   rank: number;
 }
 
-export type ElectionState = 'backup' | 'waiting' | 'master';
+export type ElectionState = 'joining' | 'backup' | 'waiting' | 'master';
 
 export type ElectionNotice =
   | { kind: 'declare'; group: number; declarer: MemberIndex }
@@ -73,6 +78,8 @@ export interface ElectionContext {
   delayMs(from: string, to: string): number;
   /** Fixed part of every election timer, in ms: processing and jitter margin. */
   readonly electionBaseMs: number;
+  /** How long a new group waits for a master's DECLARE before it picks one, in ms. */
+  readonly joinWaitMs: number;
 }
 
 /** Negative when `a` has the smaller index (wins), positive when `b` does, 0 for the same member. */
@@ -100,7 +107,7 @@ export function electionDelayMs(backups: readonly string[], self: string, baseMs
 export class ElectionGroup {
   private members: MemberIndex[] = [];
   private current: string | undefined;
-  private mode: ElectionState = 'backup';
+  private mode: ElectionState = 'joining';
   private timer = Infinity;
   private outbox: ElectionSend[] = [];
 
@@ -118,7 +125,7 @@ export class ElectionGroup {
     return this.current;
   }
 
-  /** The election timer: finite only in WAITING. */
+  /** The election (or join) timer: finite only in WAITING and JOINING. */
   get deadline(): number {
     return this.timer;
   }
@@ -134,24 +141,25 @@ export class ElectionGroup {
   setMembers(members: readonly MemberIndex[], now: number): void {
     const before = new Set(this.members.map((m) => m.nodeId));
     this.members = [...members].sort(compareIndex);
+    if (this.mode === 'joining') {
+      if (this.timer === Infinity) this.timer = now + this.context.joinWaitMs;
+      return;
+    }
     const master = this.current;
-    if (master === undefined) {
-      const best = this.liveMembers()[0];
-      if (best !== undefined) this.follow(best.nodeId);
-    } else if (!this.isMember(master) || (this.mode === 'backup' && this.context.isFailed(master))) {
+    if (master === undefined || !this.isMember(master) || (this.mode === 'backup' && this.context.isFailed(master))) {
       this.startElection(now);
       return;
-    } else if (this.mode === 'waiting') {
-      this.timer = now + this.electionTimeoutMs();
     }
-    // A member that joined may hold itself master (a new group, a late arrival): it learns
-    // of this one, and the index decides (it accepts, or it REVOKEs).
+    if (this.mode === 'waiting') this.timer = now + this.electionTimeoutMs();
+    // A member that joined may hold itself master (a late arrival): it learns of this one,
+    // and the index decides (it accepts, or it REVOKEs).
     const joined = this.others().filter((id) => !before.has(id));
     if (this.mode === 'master' && joined.length > 0) this.send(joined, { kind: 'declare', group: this.id, declarer: this.selfIndex() });
   }
 
   /** The probe declared `nodeId` failed: if it is the master, the election starts. */
   masterFailed(nodeId: string, now: number): void {
+    if (this.mode === 'joining') return;
     if (nodeId !== this.current || this.mode === 'master') {
       if (this.mode === 'waiting') this.timer = now + this.electionTimeoutMs();
       return;
@@ -161,7 +169,7 @@ export class ElectionGroup {
 
   /** `nodeId` answers again: a master announces itself to it; a group waiting on it follows it again. */
   peerRecovered(nodeId: string, now: number): void {
-    if (!this.isMember(nodeId)) return;
+    if (!this.isMember(nodeId) || this.mode === 'joining') return;
     if (this.mode === 'master') {
       this.send([nodeId], { kind: 'declare', group: this.id, declarer: this.selfIndex() });
       return;
@@ -173,15 +181,22 @@ export class ElectionGroup {
     if (this.mode === 'waiting') this.timer = now + this.electionTimeoutMs();
   }
 
-  /** The election timer fired. */
+  /** The election (or join) timer fired. */
   tick(now: number): void {
-    if (this.mode !== 'waiting' || this.timer > now) return;
-    this.becomeMaster();
+    if (this.timer > now) return;
+    if (this.mode === 'waiting') {
+      this.becomeMaster();
+      return;
+    }
+    if (this.mode !== 'joining') return;
+    const best = this.liveMembers()[0];
+    if (best === undefined || best.nodeId === this.context.self) this.becomeMaster();
+    else this.follow(best.nodeId);
   }
 
   handleDeclare(declarer: MemberIndex, _now: number): void {
     if (!this.isMember(declarer.nodeId) || declarer.nodeId === this.context.self) return;
-    if (this.mode !== 'master') {
+    if (this.mode === 'backup' || this.mode === 'waiting') {
       this.follow(declarer.nodeId);
       return;
     }
@@ -191,14 +206,16 @@ export class ElectionGroup {
       return;
     }
     this.send(this.others(), { kind: 'revoke', group: this.id, revoker: own, revoked: declarer });
+    this.follow(this.context.self);
   }
 
   handleRevoke(revoker: MemberIndex, revoked: MemberIndex, _now: number): void {
     if (!this.isMember(revoker.nodeId) || revoker.nodeId === this.context.self) return;
-    if (this.mode === 'master') {
+    if (this.mode === 'master' || this.mode === 'joining') {
       const own = this.selfIndex();
       if (compareIndex(own, revoker) < 0) {
         this.send(this.others(), { kind: 'revoke', group: this.id, revoker: own, revoked: revoker });
+        this.follow(this.context.self);
         return;
       }
       this.follow(revoker.nodeId);

@@ -40,6 +40,7 @@ export class ProcessBackend implements ScenarioBackend {
   private settings: ClusterSettings | undefined;
   private ports = new Map<string, number>();
   private readonly running = new Map<string, RunningNode>();
+  private readonly priorities = new Map<string, number>();
   /** Processes that ended, for their logs in failure messages. */
   private readonly ended: { name: string; process: SidecarProcess }[] = [];
 
@@ -71,6 +72,7 @@ export class ProcessBackend implements ScenarioBackend {
       '--peers', peers,
       '--partitions', String(settings.partitions),
       '--replicas', String(settings.replicas),
+      '--priority', String(this.priorities.get(name) ?? 0),
       '--log-level', 'info',
     ]);
     this.running.set(name, { process, client: new BatonClient(process.apiAddress, { defaultDeadlineMs: WRITE_DEADLINE_MS }) });
@@ -217,6 +219,14 @@ export class ProcessBackend implements ScenarioBackend {
 
   async masters(): Promise<{ partition: number; views: Map<string, string | undefined> }[]> {
     throw new UnsupportedCommandError(this.name, 'show partition masters (Status does not list them yet)');
+  }
+
+  async elections(): Promise<{ elected: number; revokes: number; mastered: number }> {
+    throw new UnsupportedCommandError(this.name, 'count election notices (Status does not list them yet)');
+  }
+
+  async setPriority(name: string, priority: number): Promise<void> {
+    this.priorities.set(name, priority);
   }
 
   async claims(): Promise<{ resume: number; takeover: number }> {

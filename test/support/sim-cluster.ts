@@ -70,6 +70,8 @@ export interface SimClusterOptions {
   antiEntropyIntervalMs?: number;
   /** Virtual time at the start (Unix ms; default SIM_T0). */
   startMs?: number;
+  /** --priority by node id (default 0); `SimCluster.priorities` changes it for later starts. */
+  priorities?: Record<string, number>;
 }
 
 /** A node of one's own naming (membership scenarios). */
@@ -83,7 +85,7 @@ export interface SimNodeSpec {
   configDigest?: bigint;
 }
 
-type ResolvedOptions = Required<Omit<SimClusterOptions, 'receiver' | 'membership' | 'keys'>> & {
+type ResolvedOptions = Required<Omit<SimClusterOptions, 'receiver' | 'membership' | 'keys' | 'priorities'>> & {
   keys: ClusterKey[];
   receiver: ChannelReceiverConfig;
   membership: MembershipConfig;
@@ -217,6 +219,7 @@ export class SimNode implements SimHost, SimTransportHost {
       antiEntropyIntervalMs: o.antiEntropyIntervalMs,
       injectLossPercent: 0,
       limits: SIM_LIMITS,
+      priority: this.cluster.priorities.get(this.nodeId) ?? 0,
     };
     this.core = new NodeCore(
       config,
@@ -515,6 +518,8 @@ export class SimCluster {
   readonly nodes: SimNode[] = [];
   readonly options: ResolvedOptions;
   readonly hasher: BuzHash;
+  /** --priority by node id, read when a node (re)starts. */
+  readonly priorities: Map<string, number>;
   readonly transfers = { started: 0, ok: 0, failed: 0, stale: 0 };
   /** Highest retransmit buffer and reassembly bytes seen on any node, sampled every step. */
   readonly peaks = { retransmitBufferBytes: 0, reassemblyBytes: 0 };
@@ -522,6 +527,7 @@ export class SimCluster {
 
   constructor(options: SimClusterOptions) {
     const keys = options.keys ?? [DEFAULT_SIM_KEY];
+    this.priorities = new Map(Object.entries(options.priorities ?? {}));
     this.options = {
       partitions: 32,
       replicas: 2,
@@ -534,7 +540,7 @@ export class SimCluster {
       transferDelayMs: 5,
       antiEntropyIntervalMs: 0,
       startMs: SIM_T0,
-      ...options,
+      ...withoutPriorities(options),
       keys,
       receiver: { ...DEFAULT_CHANNEL_RECEIVER_CONFIG, ...options.receiver },
       membership: { ...DEFAULT_MEMBERSHIP_CONFIG, ...options.membership },
@@ -661,4 +667,9 @@ export class SimCluster {
     }
     return problems;
   }
+}
+
+function withoutPriorities(options: SimClusterOptions): Omit<SimClusterOptions, 'priorities'> {
+  const { priorities: _priorities, ...rest } = options;
+  return rest;
 }
