@@ -9,7 +9,7 @@
  *   (`dropped`); a datagram with more than MAX_NOTICES notices keeps the first ones.
  * - Writing splits notices so that every datagram payload stays within `maxPayloadBytes`.
  */
-import { ElectionNoticeKind, type Election, type Heartbeat, type MemberIndex as WireIndex } from '../gen/baton/v1/wire';
+import { ElectionNotice as WireNotice, ElectionNoticeKind, type Election, type Heartbeat, type MemberIndex as WireIndex } from '../gen/baton/v1/wire';
 import { isNodeId } from '../wire/datagram-fields';
 import type { ElectionNotice, MemberIndex } from './election';
 
@@ -56,29 +56,48 @@ export function readElection(election: Election, groups: number): { notices: Ele
   return { notices, dropped };
 }
 
-function toWire(notice: ElectionNotice): Election['notices'][number] {
+function toWire(notice: ElectionNotice): WireNotice {
   if (notice.kind === 'declare') return { group: notice.group, kind: ElectionNoticeKind.ELECTION_NOTICE_KIND_DECLARE, sender: notice.declarer, revoked: undefined };
   return { group: notice.group, kind: ElectionNoticeKind.ELECTION_NOTICE_KIND_REVOKE, sender: notice.revoker, revoked: notice.revoked };
 }
 
 /**
- * `notices` in Election bodies whose datagrams (as `encode` makes them) stay within
- * `maxPayloadBytes`; a single notice too large for one goes alone (ids are short).
+ * `notices` in Election bodies whose datagrams stay within `maxPayloadBytes`: `encode`
+ * measures an empty one once, and each notice adds its own encoding plus its field tag and
+ * length (and a margin for the body's growing length prefix). A single notice too large
+ * for one goes alone (ids are short).
  */
 export function electionBatches(notices: readonly ElectionNotice[], maxPayloadBytes: number, encode: (election: Election) => Uint8Array): Election[] {
+  const base = encode({ notices: [] }).length + BODY_LENGTH_MARGIN;
   const out: Election[] = [];
-  let batch: Election = { notices: [] };
+  let batch: Election['notices'] = [];
+  let bytes = base;
   for (const notice of notices) {
-    const next = { notices: [...batch.notices, toWire(notice)] };
-    if (batch.notices.length > 0 && encode(next).length > maxPayloadBytes) {
-      out.push(batch);
-      batch = { notices: [toWire(notice)] };
-      continue;
+    const wire = toWire(notice);
+    const size = WireNotice.encode(wire).finish().length;
+    const added = size + 1 + varintBytes(size);
+    if (batch.length > 0 && bytes + added > maxPayloadBytes) {
+      out.push({ notices: batch });
+      batch = [];
+      bytes = base;
     }
-    batch = next;
+    batch.push(wire);
+    bytes += added;
   }
-  if (batch.notices.length > 0) out.push(batch);
+  if (batch.length > 0) out.push({ notices: batch });
   return out;
+}
+
+/** The Datagram's body length prefix grows with the batch: at most this many bytes more. */
+const BODY_LENGTH_MARGIN = 4;
+
+function varintBytes(n: number): number {
+  let bytes = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 0x80);
+    bytes++;
+  }
+  return bytes;
 }
 
 /** The election fields of a received heartbeat, checked. */
