@@ -325,6 +325,17 @@ export class SidecarMetrics {
         for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
       },
     });
+    const elections = core.masters.elections;
+    counterFrom(registry, 'baton_elections_won_total', 'Partitions this node became master of when its staggered election timer fired (its master had failed).', () => elections.counts.elected);
+    counterFrom(registry, 'baton_election_revokes_total', 'REVOKEs this node sent: another member declared itself master of a partition where this node has the smaller index.', () => elections.counts.revokes);
+    new Gauge({
+      name: 'baton_partitions_mastered',
+      help: 'Partitions this node is the elected master of.',
+      registers: [registry],
+      collect() {
+        this.set(core.masters.mastered().length);
+      },
+    });
   }
 
   /** Replication metrics the node core (and the transport) report as events happen. */
