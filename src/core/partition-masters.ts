@@ -12,10 +12,12 @@
  * Rules:
  * - Groups follow placement: recomputed after every view or priority change, at most
  *   GROUPS_PER_PASS partitions per input, so a large table spreads over several turns.
- * - Takeover: a partition's master claims its orphaned sessions (owner dead, left or
- *   unknown to membership) at epoch + 1, replicated like a resume's claim, at most
- *   CLAIMS_PER_PASS per input. Partitions are (re)scanned when this node becomes their
- *   master and, for those it masters, when the view changes. An owner the probe declared
+ * - Takeover: a partition's master claims its orphaned sessions (owner left, unknown to
+ *   membership, or dead for `takeoverGraceMs`) at epoch + 1, replicated like a resume's
+ *   claim, at most CLAIMS_PER_PASS per input. Partitions are (re)scanned when this node
+ *   becomes their master and, for those it masters, when the view changes and once the
+ *   grace has passed. The grace spares a pod that crashed and came straight back (same
+ *   node id, new incarnation, a moment after it was declared dead): its users still reach it. An owner the probe declared
  *   failed but membership still counts is not taken from: the probe's verdict (inquiries
  *   unanswered for about a second) is enough to elect a master, but a live owner behind a
  *   lossy link would keep writing at its old epoch and lose those writes to the claim; its
@@ -53,12 +55,16 @@ export interface ElectionTimings {
   electionBaseMs: number;
   defaultDelayMs: number;
   reannounceMs: number;
+  /** How long an owner must have been dead before its sessions are taken over. */
+  takeoverGraceMs: number;
 }
 
 /**
  * Timings from the heartbeat interval: a silent master is inquired after two intervals and
  * declared failed 1.2 intervals later (800 ms at the default 250 ms: before membership
- * suspects it at 1000 ms); masters re-announce every four intervals.
+ * suspects it at 1000 ms); masters re-announce every four intervals; a dead owner's
+ * sessions are taken over twelve intervals (3 s, as long again as membership took to
+ * declare it dead) after that: a crashed pod that restarts in that time keeps them.
  */
 export function defaultElectionTimings(heartbeatIntervalMs: number): ElectionTimings {
   return {
@@ -68,6 +74,7 @@ export function defaultElectionTimings(heartbeatIntervalMs: number): ElectionTim
     electionBaseMs: DEFAULT_ELECTION_BASE_MS,
     defaultDelayMs: DEFAULT_DELAY_MS,
     reannounceMs: 4 * heartbeatIntervalMs,
+    takeoverGraceMs: 12 * heartbeatIntervalMs,
   };
 }
 
@@ -98,6 +105,8 @@ export class PartitionMasters {
   private regroupFrom = Infinity;
   private readonly scans = new Set<number>();
   private claims: string[] = [];
+  /** When the mastered partitions are scanned again: a grace after each view change, ascending. */
+  private rescans: number[] = [];
 
   constructor(
     private readonly deps: PartitionMastersDeps,
@@ -181,8 +190,12 @@ export class PartitionMasters {
 
   /** Runs after every input: placement changes, election timers, takeover; sends what they made. */
   work(now: number): void {
-    this.syncView();
+    this.syncView(now);
     this.regroup(now);
+    if ((this.rescans[0] ?? Infinity) <= now) {
+      this.rescans = this.rescans.filter((at) => at > now);
+      for (const p of this.elections.masteredGroups()) this.scans.add(p);
+    }
     if (this.elections.nextDeadline() <= now) this.elections.tick(now);
     this.elections.takeFailures();
     for (const { group } of this.elections.takeMastered()) this.scans.add(group);
@@ -192,15 +205,18 @@ export class PartitionMasters {
 
   nextDeadline(now: number): number {
     if (this.regroupFrom !== Infinity || this.scans.size > 0 || this.claims.length > 0) return now;
-    return this.elections.nextDeadline();
+    return Math.min(this.elections.nextDeadline(), this.rescans[0] ?? Infinity);
   }
 
-  private syncView(): void {
+  private syncView(now: number): void {
     const membership = this.deps.membership;
     if (membership.viewVersion === this.viewVersion) return;
     this.viewVersion = membership.viewVersion;
     this.regroupFrom = 0;
     for (const p of this.elections.masteredGroups()) this.scans.add(p);
+    // Inputs carry a growing `now`, so the list stays sorted; it holds the view changes of
+    // one grace period.
+    this.rescans.push(now + this.deps.timings.takeoverGraceMs);
     for (const nodeId of [...this.priorities.keys(), ...this.lastHeartbeats.keys()]) {
       const state = membership.member(nodeId)?.state;
       if (state !== undefined && state !== 'left') continue;
@@ -225,10 +241,13 @@ export class PartitionMasters {
     this.regroupFrom = end >= placement.partitions ? Infinity : end;
   }
 
-  private orphaned(owner: string): boolean {
+  private orphaned(owner: string, now: number): boolean {
     if (owner === this.deps.self) return false;
-    const state = this.deps.membership.member(owner)?.state;
-    return state === undefined || state === 'dead' || state === 'left';
+    const member = this.deps.membership.member(owner);
+    if (member === undefined || member.state === 'left') return true;
+    if (member.state !== 'dead') return false;
+    const deadAt = (member.lastHeardAt ?? -Infinity) + this.deps.membership.config.deadAfterMs;
+    return now >= deadAt + this.deps.timings.takeoverGraceMs;
   }
 
   private takeOver(now: number): void {
@@ -238,13 +257,13 @@ export class PartitionMasters {
       if (scanned++ >= SCANS_PER_PASS) break;
       this.scans.delete(p);
       if (this.elections.stateOf(p) !== 'master') continue;
-      for (const session of store.sessionsIn(p, now)) if (this.orphaned(session.owner)) this.claims.push(session.id);
+      for (const session of store.sessionsIn(p, now)) if (this.orphaned(session.owner, now)) this.claims.push(session.id);
     }
     const batch = this.claims.splice(0, CLAIMS_PER_PASS);
     let claimed = 0;
     for (const id of batch) {
       const owner = store.ownerOf(id)?.owner;
-      if (owner === undefined || !this.orphaned(owner) || this.elections.stateOf(store.partitionOf(id)) !== 'master') continue;
+      if (owner === undefined || !this.orphaned(owner, now) || this.elections.stateOf(store.partitionOf(id)) !== 'master') continue;
       if (store.claim(id, self, now) === undefined) continue;
       const session = store.get(id, now);
       if (session === undefined) continue;

@@ -229,8 +229,10 @@ export class ProcessBackend implements ScenarioBackend {
     this.priorities.set(name, priority);
   }
 
-  async claims(): Promise<{ resume: number; takeover: number }> {
-    throw new UnsupportedCommandError(this.name, 'count claims by reason (read baton_sessions_claimed_total instead)');
+  async claims(name: string): Promise<{ resume: number; takeover: number }> {
+    const metrics = await this.node(name).process.scrape();
+    const claimed = (reason: string) => metrics.value('baton_sessions_claimed_total', { reason });
+    return { resume: claimed('resume'), takeover: claimed('takeover') };
   }
 
   async close(): Promise<void> {
