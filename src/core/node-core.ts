@@ -230,7 +230,7 @@ export class NodeCore implements Replicator {
       {
         self: config.nodeId,
         priority: config.priority ?? 0,
-        timings: { ...defaultElectionTimings(config.membership.heartbeatIntervalMs), ...config.election },
+        timings: { ...defaultElectionTimings(config.membership), ...config.election },
         maxPayloadBytes: config.maxPayloadBytes,
         store: this.store,
         membership: this.membership,

@@ -33,7 +33,7 @@ import { encodeWith } from '../wire/proto-writer';
 import type { MemberIndex } from './election';
 import { ElectionGroups, DEFAULT_DELAY_MS, DEFAULT_ELECTION_BASE_MS } from './election-groups';
 import { electionBatches, readElection, readHeartbeatElection } from './election-wire';
-import type { Membership } from './membership';
+import type { Membership, MembershipConfig } from './membership';
 import type { NodeCounters } from './node-counters';
 import type { Placement } from './placement';
 import type { SessionStore, StoredSession } from '../store/store';
@@ -60,21 +60,22 @@ export interface ElectionTimings {
 }
 
 /**
- * Timings from the heartbeat interval: a silent master is inquired after two intervals and
- * declared failed 1.2 intervals later (800 ms at the default 250 ms: before membership
- * suspects it at 1000 ms); masters re-announce every four intervals; a dead owner's
- * sessions are taken over twelve intervals (3 s, as long again as membership took to
- * declare it dead) after that: a crashed pod that restarts in that time keeps them.
+ * Timings from membership's: a silent master is inquired once membership would suspect it
+ * (1 s at the defaults), every heartbeat interval, and declared failed halfway from suspect
+ * to dead (2 s: a second before membership declares it dead, and long enough that an event
+ * loop stalled by load is not taken for a crash); masters re-announce every four heartbeat
+ * intervals; a dead owner's sessions are taken over as long again as membership took to
+ * declare it dead (3 s): a crashed pod that restarts in that time keeps them.
  */
-export function defaultElectionTimings(heartbeatIntervalMs: number): ElectionTimings {
+export function defaultElectionTimings(membership: MembershipConfig): ElectionTimings {
   return {
-    inquireAfterMs: 2 * heartbeatIntervalMs,
-    inquiryIntervalMs: heartbeatIntervalMs * 0.4,
-    detectionTimeoutMs: heartbeatIntervalMs * 1.2,
+    inquireAfterMs: membership.suspectAfterMs,
+    inquiryIntervalMs: membership.heartbeatIntervalMs,
+    detectionTimeoutMs: (membership.deadAfterMs - membership.suspectAfterMs) / 2,
     electionBaseMs: DEFAULT_ELECTION_BASE_MS,
     defaultDelayMs: DEFAULT_DELAY_MS,
-    reannounceMs: 4 * heartbeatIntervalMs,
-    takeoverGraceMs: 12 * heartbeatIntervalMs,
+    reannounceMs: 4 * membership.heartbeatIntervalMs,
+    takeoverGraceMs: membership.deadAfterMs,
   };
 }
 
