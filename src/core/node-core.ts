@@ -239,6 +239,7 @@ export class NodeCore implements Replicator {
         send: (to, body) => this.engine.sendBody(to, body),
         replicateClaim: (session, previousOwner, at) => this.engine.replicateClaim(session, previousOwner, at),
         flush: (at) => this.engine.flush(at),
+        pulling: () => this.engine.hasPendingPulls(),
       },
       now,
     );

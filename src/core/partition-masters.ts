@@ -16,7 +16,7 @@
  *   membership, or dead for `takeoverGraceMs`) at epoch + 1, replicated like a resume's
  *   claim, at most CLAIMS_PER_PASS per input. Partitions are (re)scanned when this node
  *   becomes their master and, for those it masters, when the view changes and once the
- *   grace has passed. The grace spares a pod that crashed and came straight back (same
+ *   grace has passed, and only while the node pulls nothing. The grace spares a pod that crashed and came straight back (same
  *   node id, new incarnation, a moment after it was declared dead): its users still reach it. An owner the probe declared
  *   failed but membership still counts is not taken from: the probe's verdict (inquiries
  *   unanswered for about a second) is enough to elect a master, but a live owner behind a
@@ -94,6 +94,8 @@ export interface PartitionMastersDeps {
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void;
   /** Sends what the claims queued. */
   flush(now: number): void;
+  /** The node still pulls partitions placement gave it: its copies may predate others' claims. */
+  pulling(): boolean;
 }
 
 export class PartitionMasters {
@@ -205,7 +207,8 @@ export class PartitionMasters {
   }
 
   nextDeadline(now: number): number {
-    if (this.regroupFrom !== Infinity || this.scans.size > 0 || this.claims.length > 0) return now;
+    if (this.regroupFrom !== Infinity) return now;
+    if ((this.scans.size > 0 || this.claims.length > 0) && !this.deps.pulling()) return now;
     return Math.min(this.elections.nextDeadline(), this.rescans[0] ?? Infinity);
   }
 
@@ -253,6 +256,10 @@ export class PartitionMasters {
 
   private takeOver(now: number): void {
     const { store, self } = this.deps;
+    // A copy being pulled may predate a claim another master already made (a partition
+    // this node only now holds): claiming from it would claim the session twice. The
+    // pull's end is an input, and takeover runs then.
+    if (this.deps.pulling()) return;
     let scanned = 0;
     for (const p of this.scans) {
       if (scanned++ >= SCANS_PER_PASS) break;
