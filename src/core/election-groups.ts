@@ -8,7 +8,8 @@
  * member), `handleNotice`, `roundTrip` (a measured round trip), `tick`. Outputs: `take()`
  * gives the notices to send batched per destination node and the inquiries to send;
  * `takeMastered()` the groups this node became master of (with the master it replaced);
- * `nextDeadline()` the one time `tick` has work.
+ * `takeFailures()` the peers the probe declared failed (drain both after every input);
+ * `counts` (elections won, notices made); `nextDeadline()` the one time `tick` has work.
  *
  * Rules:
  * - Every master re-announces its groups every `reannounceMs` (batched), so lost notices and

@@ -5,7 +5,7 @@
  *
  * Rules:
  * - Reading never throws: a notice with a bad node id, an unknown kind, a REVOKE without the
- *   revoked index, or a rank or group out of range is left out and counted by the caller
+ *   revoked index, or a negative rank is left out and counted by the caller
  *   (`dropped`); a datagram with more than MAX_NOTICES notices keeps the first ones.
  * - Writing splits notices so that every datagram payload stays within `maxPayloadBytes`.
  */
@@ -31,14 +31,18 @@ function readIndex(index: WireIndex | undefined): MemberIndex | undefined {
   return { nodeId: index.nodeId, priority: index.priority, rank: index.rank };
 }
 
-/** The valid notices of an Election body, and how many were left out. */
-export function readElection(election: Election, groups: number): { notices: ElectionNotice[]; dropped: number } {
+/**
+ * The valid notices of an Election body, and how many were left out. Any group number
+ * reads (partitions are [0, partitions), other groups such as a coordinator's use others):
+ * the receiver ignores and counts a notice for a group it does not have.
+ */
+export function readElection(election: Election): { notices: ElectionNotice[]; dropped: number } {
   const notices: ElectionNotice[] = [];
   let dropped = Math.max(0, election.notices.length - MAX_NOTICES);
   for (const wire of election.notices.slice(0, MAX_NOTICES)) {
     const sender = readIndex(wire.sender);
     const group = wire.group;
-    if (sender === undefined || !Number.isInteger(group) || group < 0 || group >= groups) {
+    if (sender === undefined || !Number.isInteger(group) || group < 0) {
       dropped++;
       continue;
     }

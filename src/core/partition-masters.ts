@@ -159,7 +159,7 @@ export class PartitionMasters {
   body(from: string, fromAddress: string, body: ClusterBody, now: number): void {
     switch (body.$case) {
       case 'election': {
-        const { notices, dropped } = readElection(body.election, this.deps.placement.partitions);
+        const { notices, dropped } = readElection(body.election);
         for (let i = 0; i < dropped; i++) this.deps.counters.drop('malformed');
         for (const notice of notices) if (!this.elections.handleNotice(from, notice, now)) this.deps.counters.drop('election_ignored');
         break;
