@@ -489,6 +489,8 @@ async function resumePass(node: Replica, sessions: Sessions, indexes: readonly n
 interface Watch {
   /** ms after the kill when every survivor counted the victim dead; NaN if never. */
   deadSeenMs: number;
+  /** ms after the kill when the survivors together mastered every partition (each orphaned one has a master again); NaN if never. */
+  mastersMs: number;
   /** ms after the kill when every survivor held all the sessions (PeerService session counts). */
   copiesMs: number;
   /** ms after the kill when the gauge read 0 on every survivor after reading > 0 on one. */
@@ -512,6 +514,7 @@ interface Watch {
 async function watchSurvivors(cluster: Cluster, sessionCount: number, killedAt: bigint, resumesDone: () => boolean): Promise<Watch> {
   const w: Watch = {
     deadSeenMs: NaN,
+    mastersMs: NaN,
     copiesMs: NaN,
     gaugeZeroMs: NaN,
     gauge: 'missing',
@@ -537,6 +540,10 @@ async function watchSurvivors(cluster: Cluster, sessionCount: number, killedAt: 
     if (Number.isNaN(w.deadSeenMs) && scrapes.every((s) => s !== undefined && s.value('baton_cluster_members', { state: 'dead' }) >= 1)) {
       w.deadSeenMs = sinceKill;
     }
+    // Each survivor counts the partitions it masters: they add up to all once every partition
+    // the victim mastered has a new master (the victim mastered some, so not before the kill).
+    const mastered = scrapes.reduce((sum, s) => sum + (s?.value('baton_partitions_mastered') ?? NaN), 0);
+    if (Number.isNaN(w.mastersMs) && mastered >= PARTITIONS) w.mastersMs = sinceKill;
 
     const totals = partitions.map((list) => (list === undefined ? NaN : list.reduce((sum, d) => sum + Number(d.sessions), 0)));
     const present = scrapes.some((s) => s !== undefined && s.has(UNDER_REPLICATED));
@@ -586,7 +593,8 @@ async function transferCounters(survivors: readonly { metricsUrl: string }[]): P
   const scrapes = await Promise.all(survivors.map((n) => scrape(n.metricsUrl).catch(() => undefined)));
   const sum = (name: string, labels: Record<string, string> = {}) => scrapes.reduce((total, s) => total + (s?.sum(name, labels) ?? 0), 0);
   const reasons = ['gap', 'join', 'placement', 'anti_entropy'].map((reason) => `${reason} ${sum('baton_replication_resyncs_total', { reason })}`);
-  return `resyncs ${reasons.join(', ')}; sessions transferred ${sum('baton_sessions_transferred_total')}`;
+  const claims = `sessions claimed by takeover ${sum('baton_sessions_claimed_total', { reason: 'takeover' })}, by resume ${sum('baton_sessions_claimed_total', { reason: 'resume' })}`;
+  return `resyncs ${reasons.join(', ')}; sessions transferred ${sum('baton_sessions_transferred_total')}; ${claims}`;
 }
 
 // --- one failover -------------------------------------------------------------------------------
@@ -832,7 +840,7 @@ function printRunLine(run: number, r: FailoverResult, flood: ResumePass, local: 
       `${local.failures} failed); one at a time ${fmtMs(r.serialLocalP50, 2)}/${fmtMs(r.serialLocalP99, 2)} ms; ` +
       `baselines one at a time: Get without resume ${fmtMs(r.serialGetP50, 2)}/${fmtMs(r.serialGetP99, 2)} ms, Lookup ${fmtMs(r.lookupP50, 2)}/${fmtMs(r.lookupP99, 2)} ms` +
       (r.serialDamaged > 0 ? `; ${r.serialDamaged} one-at-a-time resumes damaged` : ''),
-    `    after the kill: victim counted dead by all at ${fmtMs(w.deadSeenMs, 0)} ms; every survivor holds every session at ${fmtMs(w.copiesMs, 0)} ms; ` +
+    `    after the kill: every partition has a master at ${fmtMs(w.mastersMs, 0)} ms; victim counted dead by all at ${fmtMs(w.deadSeenMs, 0)} ms; every survivor holds every session at ${fmtMs(w.copiesMs, 0)} ms; ` +
       `${UNDER_REPLICATED} ${w.gauge === 'present' ? `0 on all at ${fmtMs(w.gaugeZeroMs, 0)} ms (peak ${w.gaugePeak}; sessions held then ${w.sessionsAtGaugeZero.map(formatCount).join(' / ')})` : w.gauge}; ` +
       `survivors identical from ${fmtMs(w.identicalMs, 0)} ms (${w.polls} polls` +
       (w.differingAtEnd !== 0 ? `; at the last, ${w.differingAtEnd} partitions differ, fewest sessions held ${w.fewestSessionsAtEnd}` : '') +
@@ -883,6 +891,7 @@ const FIGURES: Figure[] = [
   { label: 'baseline: Get without resume p99, ms (1 in flight)', value: (r) => r.serialGetP99, digits: 2 },
   { label: 'baseline: Lookup round trip p50, ms (1 in flight)', value: (r) => r.lookupP50, digits: 2 },
   { label: 'baseline: Lookup round trip p99, ms (1 in flight)', value: (r) => r.lookupP99, digits: 2 },
+  { label: 'every partition has a master again, ms after the kill', value: (r) => r.watch.mastersMs, digits: 0 },
   { label: 'victim counted dead by all, ms after the kill', value: (r) => r.watch.deadSeenMs, digits: 0 },
   { label: `${UNDER_REPLICATED} 0 on all, ms`, value: (r) => r.watch.gaugeZeroMs, digits: 0 },
   { label: 'every survivor holds every session, ms', value: (r) => r.watch.copiesMs, digits: 0 },

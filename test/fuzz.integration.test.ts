@@ -1153,6 +1153,9 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
               pulling: chance(rng, 0.5),
               sentAtUnixMs: pick(rng, [BigInt(Date.now()), 0n, BigInt.asIntN(64, randomUint64(rng))]),
               known: Array.from({ length: rng.below(4) }, () => ({ nodeId: pick(rng, [NODE_ID, 'fake-2', 'ghost', awkwardString(rng).slice(0, 100)]), advertiseAddress: address() })),
+              priority: rng.nextUint32() | 0,
+              echoes: Array.from({ length: rng.below(3) }, () => ({ nodeId: pick(rng, [NODE_ID, 'x']), sentAtUnixMs: BigInt.asIntN(64, randomUint64(rng)), heldMs: pick(rng, [0, -1, 1e30, Number.NaN]) })),
+              delays: Array.from({ length: rng.below(3) }, () => ({ nodeId: pick(rng, [NODE_ID, 'ghost', '']), roundTripMs: pick(rng, [0, -5, 3.5, Number.POSITIVE_INFINITY]) })),
             },
           },
         };

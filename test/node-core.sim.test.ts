@@ -76,8 +76,12 @@ describe.each(['unicast', 'multicast'] as const)('%s: the node core', (transport
     expect(cluster.runUntil(() => b.membership.member(a.nodeId)?.state === 'dead', SETTLE_MS)).toBe(true);
     // b's copy names a as the owner: the known owner, but dead, so only c is asked.
     expect(b.store.snapshot('s1', cluster.net.now)!.owner).toBe(a.nodeId);
+    // c, the partition's master once a is gone, took the orphaned session over (epoch 2)
+    // before anyone asked: b's resume asks c and claims it from c (epoch 3).
+    expect(cluster.runUntil(() => c.core.counters.claims.get('takeover') === 1, SETTLE_MS)).toBe(true);
+    expect(c.core.masters.masterOf(c.store.partitionOf('s1'))).toBe(c.nodeId);
     const requestsBefore = b.peerRequests.length;
-    expect(await b.resume('s1')).toBe(2);
+    expect(await b.resume('s1')).toBe(3);
     const lookups = b.peerRequests.slice(requestsBefore).map((r) => r.request).filter((r) => r.kind === 'lookup');
     expect(lookups.map((r) => (r.kind === 'lookup' ? [r.peerAddress, r.sessionIds] : []))).toEqual([[c.address, ['s1']]]);
     expect(cluster.runUntil(() => c.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);

@@ -58,6 +58,9 @@ test('the store tier keeps every session while all edge nodes are gone, and new 
   for (const id of owners.keys()) {
     expect(s1.get(id)?.parts[0]?.value).toBe(`cart ${id.slice(1)}`);
     expect(s2.get(id)?.parts[0]?.value).toBe(`cart ${id.slice(1)}`);
+    // The partition's master (a store node: stores rank first) took the orphan over.
+    expect([s1.nodeId, s2.nodeId]).toContain(s1.get(id)!.owner);
+    expect(s1.get(id)!.epoch).toBe(2);
   }
 
   // The web pods come back as new processes with empty stores.
@@ -66,7 +69,7 @@ test('the store tier keeps every session while all edge nodes are gone, and new 
   cluster.runFor(1000);
   for (let i = 0; i < SESSIONS; i++) {
     const edge = [e2, e3, e1][i % 3]!;
-    expect(await edge.resume(`s${i}`)).toBe(2);
+    expect(await edge.resume(`s${i}`)).toBe(3); // written (1), taken over (2), resumed (3)
     expect(edge.get(`s${i}`)?.parts[0]?.value).toBe(`cart ${i}`);
   }
 });

@@ -61,6 +61,8 @@ export interface Config extends ProxyConfig, ClusterShapeConfig {
   peersDns: { name: string; port: number } | undefined;
   /** Secondaries per session; 0 = every other member. */
   replicas: number;
+  /** Stated capacity (computing power, bandwidth): a higher priority wins partition master elections. */
+  priority: number;
   /** IP multicast group and port; undefined = unicast fan-out. */
   multicast: { group: string; port: number } | undefined;
   /** Local interface address for multicast; '' = the peer-listen host. */
@@ -380,6 +382,14 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     description: 'secondaries each session is replicated to (0 = every other member)',
     default: () => '2',
     parse: (v, flag) => parseInteger(v, flag, 0, 64),
+  },
+  {
+    flag: 'priority',
+    key: 'priority',
+    valueName: 'n',
+    description: "this node's capacity against its peers': a higher priority is preferred as a partition's master (ties: placement rank)",
+    default: () => '0',
+    parse: (v, flag) => parseInteger(v, flag, 0, 1_000_000),
   },
   {
     flag: 'multicast',

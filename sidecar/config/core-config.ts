@@ -75,6 +75,7 @@ export function nodeCoreConfig(
     incarnation: bound.incarnation,
     partitions: config.partitions,
     replicas: config.replicas,
+    priority: config.priority,
     transport: config.multicast === undefined ? 'unicast' : 'multicast',
     maxPayloadBytes: bound.maxPayloadBytes,
     retransmitBufferBytes: config.retransmitBufferBytes,

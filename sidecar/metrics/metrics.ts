@@ -219,7 +219,7 @@ export class SidecarMetrics {
     const core = transport.core;
     const engine = core.engine;
     const stats = core.counters.engine;
-    const types = ['data', 'heartbeat', 'nack', 'ack', 'gone', 'leave'] as const;
+    const types = ['data', 'heartbeat', 'nack', 'ack', 'gone', 'leave', 'election', 'inquiry', 'inquiryReply'] as const;
     const perType = (name: string, help: string, read: (t: (typeof types)[number]) => number) =>
       labelledCounterFrom(registry, name, help, ['type'], () => types.map((type) => [{ type }, read(type)]));
     perType('baton_replication_datagrams_sent_total', 'Replication datagrams sent, by type.', (t) => stats.datagramsSent[t]);
@@ -326,6 +326,9 @@ export class SidecarMetrics {
       ['setting'],
       () => [...core.membership.configMismatchesBySetting].map(([setting, n]) => [{ setting }, n]),
     );
+    labelledCounterFrom(registry, 'baton_sessions_claimed_total', 'Sessions this node took ownership of, by reason: resume (a client asked), takeover (orphaned sessions of a partition this node became master of).', ['reason'], () =>
+      (['resume', 'takeover'] as const).map((reason) => [{ reason }, counters.claims.get(reason) ?? 0]),
+    );
     counterFrom(registry, 'baton_replication_sessions_discarded_total', 'Copies dropped because placement moved them to other members.', () => stats.sessionsDiscarded);
     new Gauge({
       name: 'baton_cluster_members',
@@ -336,6 +339,17 @@ export class SidecarMetrics {
         const counts = { alive: 0, suspect: 0, dead: 0, left: 0 };
         for (const m of core.membership.members()) counts[m.state]++;
         for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+      },
+    });
+    const elections = core.masters.elections;
+    counterFrom(registry, 'baton_elections_won_total', 'Partitions this node became master of when its staggered election timer fired (its master had failed).', () => elections.counts.elected);
+    counterFrom(registry, 'baton_election_revokes_total', 'REVOKEs this node sent: another member declared itself master of a partition where this node has the smaller index.', () => elections.counts.revokes);
+    new Gauge({
+      name: 'baton_partitions_mastered',
+      help: 'Partitions this node is the elected master of.',
+      registers: [registry],
+      collect() {
+        this.set(core.masters.mastered().length);
       },
     });
   }

@@ -73,6 +73,9 @@ export function buildHeartbeats(plan: HeartbeatPlan, now: number): { to: string;
     known: plan.known,
     role: NodeRole.NODE_ROLE_UNSPECIFIED,
     settingDigests: [],
+    priority: 0,
+    echoes: [],
+    delays: [],
     ...plan.extras,
   };
   const channelsOf = (channel: string) => {

@@ -31,6 +31,7 @@ import { Membership, type MembershipConfig, type MembershipEvent, type NodeRoleN
 import { NodeRole } from '../gen/baton/v1/wire';
 import { NodeCounters } from './node-counters';
 import { Placement } from './placement';
+import { defaultElectionTimings, PartitionMasters, type ElectionTimings } from './partition-masters';
 import { SeededRandom, type Random } from '../store/random';
 import { ReplicationEngine, type LocalChange, type ResyncRequest } from './replication-engine';
 import { TimerTable } from './timer-table';
@@ -87,6 +88,10 @@ export interface NodeCoreConfig {
    */
   multicastGroupAddresses?: readonly string[];
   clusterKeyId?: number;
+  /** --priority: this node's stated capacity; higher wins partition master elections. Default 0. */
+  priority?: number;
+  /** Election timings (default: defaultElectionTimings of the heartbeat interval). */
+  election?: Partial<ElectionTimings>;
 }
 
 /**
@@ -159,6 +164,8 @@ export class NodeCore implements Replicator {
   readonly settingDigests: ReadonlyMap<ClusterSetting, bigint>;
   /** Every count this node keeps (the engine's, the core's, the transport's): what metrics read. */
   readonly counters: NodeCounters;
+  /** Partition master elections and takeover. */
+  readonly masters: PartitionMasters;
   /** The latest `now` an input carried. */
   private now: number;
   private readonly startedAt: number;
@@ -236,9 +243,32 @@ export class NodeCore implements Replicator {
         configDigest: this.configDigest,
         role: config.role === 'store' ? NodeRole.NODE_ROLE_STORE : NodeRole.NODE_ROLE_EDGE,
         settingDigests: toWire(this.settingDigests),
+        ...this.masters.heartbeatExtras(this.now),
       }),
+      {
+        heard: (from, at) => this.masters.heard(from, at),
+        heartbeat: (from, heartbeat, at) => this.masters.heartbeat(from, heartbeat, at),
+        body: (from, fromAddress, body, at) => this.masters.body(from, fromAddress, body, at),
+      },
     );
     this.counters = new NodeCounters(this.engine.stats);
+    this.masters = new PartitionMasters(
+      {
+        self: config.nodeId,
+        priority: config.priority ?? 0,
+        timings: { ...defaultElectionTimings(config.membership), ...config.election },
+        maxPayloadBytes: config.maxPayloadBytes,
+        store: this.store,
+        membership: this.membership,
+        placement: this.placement,
+        counters: this.counters,
+        send: (to, body) => this.engine.sendBody(to, body),
+        replicateClaim: (session, previousOwner, at) => this.engine.replicateClaim(session, previousOwner, at),
+        flush: (at) => this.engine.flush(at),
+        pulling: () => this.engine.hasPendingPulls(),
+      },
+      now,
+    );
     this.lossRandom = new SeededRandom(Number(config.incarnation & 0xffffffffn) ^ 0x1055_1055);
     this.asks = new ResumeAsks(
       (seconds, outcome) => observer.peerFetch(seconds, outcome),
@@ -401,7 +431,7 @@ export class NodeCore implements Replicator {
     if (this.stopped) return Infinity;
     let next = Math.min(this.engine.nextDeadline(), this.store.nextDeadline() ?? Infinity, this.asks.nextDeadline(), this.antiEntropyAt, this.seedsAt);
     for (const companion of this.companions) next = Math.min(next, companion.nextDeadline());
-    next = Math.min(next, this.waiterDeadlines.next());
+    next = Math.min(next, this.waiterDeadlines.next(), this.masters.nextDeadline(this.now));
     for (const drain of this.drains) if (drain.deadline < next) next = drain.deadline;
     const heard = this.startedAt + CAUGHT_UP_HEARTBEATS * this.config.membership.heartbeatIntervalMs;
     for (const wait of this.catchUps) next = Math.min(next, wait.deadline, heard > this.now ? heard : Infinity);
@@ -488,6 +518,7 @@ export class NodeCore implements Replicator {
 
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void {
     this.advance(now);
+    this.counters.claimed('resume');
     this.engine.replicateClaim(session, previousOwner, now);
     this.wake();
   }
@@ -512,6 +543,7 @@ export class NodeCore implements Replicator {
 
   /** Gathers what the engine and the waits produced into one Ready. */
   private collect(now: number): Ready {
+    this.masters.work(now);
     const datagrams = this.engine.takeOutbox();
     this.releaseRoom(false);
     for (const request of this.engine.takeResyncs()) this.startResync(request, now);

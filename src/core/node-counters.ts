@@ -30,6 +30,8 @@ export class NodeCounters {
   readonly transfers = new Map<string, number>();
   /** Membership changes seen, by type. */
   readonly membershipEvents = new Map<string, number>();
+  /** Sessions this node took ownership of, by reason: resume (asked for), takeover (as a partition's new master). */
+  readonly claims = new Map<string, number>();
 
   /** `engine`: the replication engine's own counts (datagrams, bytes, deltas, NACKs). */
   constructor(readonly engine: EngineStats) {}
@@ -41,6 +43,10 @@ export class NodeCounters {
   transferEnded(reason: string, outcome: 'ok' | 'error'): void {
     const key = `${reason} ${outcome}`;
     this.transfers.set(key, (this.transfers.get(key) ?? 0) + 1);
+  }
+
+  claimed(reason: 'resume' | 'takeover'): void {
+    this.claims.set(reason, (this.claims.get(reason) ?? 0) + 1);
   }
 
   membershipEvent(type: string): void {

@@ -79,6 +79,20 @@ export const HOLD_STALL_MS = 100;
 /** Why a datagram or delta was dropped; metrics count by reason. */
 export type EngineDropReason = 'malformed' | 'misrouted' | 'stale_incarnation' | 'unknown_sender' | 'reassembly_overflow' | 'not_replica';
 
+/** Datagram bodies the engine hands to the node core unread (elections). */
+export type ClusterBody = Extract<NonNullable<Datagram['body']>, { $case: 'election' | 'inquiry' | 'inquiryReply' }>;
+
+/** What the node core takes from received datagrams beyond replication (elections). */
+export interface ClusterInput {
+  /** Any well-formed datagram from `from`: its sender is alive. */
+  heard(from: string, now: number): void;
+  /** A heartbeat membership accepted, for the fields the node adds. */
+  heartbeat(from: string, heartbeat: Heartbeat, now: number): void;
+  body(from: string, fromAddress: string, body: ClusterBody, now: number): void;
+}
+
+const NO_CLUSTER_INPUT: ClusterInput = { heard: () => undefined, heartbeat: () => undefined, body: () => undefined };
+
 export interface ReplicationObserver {
   /** Replication lag: the owner's write time to this node's apply, in ms. */
   lag(ms: number): void;
@@ -124,6 +138,7 @@ export class ReplicationEngine {
     random: Random,
     private readonly observer: ReplicationObserver,
     private readonly heartbeatExtras: () => Partial<Heartbeat> = () => ({}),
+    private readonly cluster: ClusterInput = NO_CLUSTER_INPUT,
   ) {
     this.channels = new ChannelTable({ ...config, holdStallMs: HOLD_STALL_MS }, random);
     this.reassembly = new FragmentReassembly({ maxBytes: config.maxReassemblyBytes, timeoutMs: config.reassemblyTimeoutMs });
@@ -230,6 +245,7 @@ export class ReplicationEngine {
       if (events.length > 0) this.onMembershipEvents(events, now);
     }
     this.stats.datagramsReceived[body.$case]++;
+    this.cluster.heard(from, now);
     switch (body.$case) {
       case 'heartbeat':
         this.onHeartbeat(from, incarnation, fromAddress, body.heartbeat, now);
@@ -263,7 +279,17 @@ export class ReplicationEngine {
       case 'leave':
         this.onMembershipEvents(this.membership.handleLeave(from, incarnation, now), now);
         break;
+      case 'election':
+      case 'inquiry':
+      case 'inquiryReply':
+        this.cluster.body(from, fromAddress, body, now);
+        break;
     }
+  }
+
+  /** Sends a body the node core made (elections) through the outbox, counted with the rest. */
+  sendBody(to: string, body: ClusterBody): void {
+    this.outbox.push(to, this.outbox.encode(body), body.$case);
   }
 
   /** Timers: heartbeats, failure detection, NACKs, acks, reassembly expiry, retries, discard, holds. */
@@ -520,6 +546,7 @@ export class ReplicationEngine {
     this.onMembershipEvents(this.membership.handleHeartbeat(read.member, now), now);
     // Channels are trusted only from the incarnation membership accepted (not a stale one).
     if (this.membership.member(from)?.incarnation !== incarnation) return;
+    this.cluster.heartbeat(from, heartbeat, now);
     this.repair.peerPulling(from, read.pulling);
     for (const { target, highest } of read.channels) {
       // A group this node does not listen on: its data never comes here, nothing to repair.

@@ -47,7 +47,12 @@ export type CommandBody =
   | { kind: 'expect-owner'; sessions: string[]; owner: string; epoch: number | undefined }
   | { kind: 'expect-acked'; node: string; session: string; atLeast: number }
   | { kind: 'expect-alive'; node: string; alive: string[] }
-  | { kind: 'counters'; name: string };
+  | { kind: 'counters'; name: string }
+  | { kind: 'claims'; name: string }
+  | { kind: 'elections'; name: string }
+  | { kind: 'priority'; name: string; priority: number }
+  | { kind: 'expect-masters' }
+  | { kind: 'masters' };
 
 /** A command with where it came from: its 1-based line number and its text without the comment. */
 export type Command = CommandBody & { line: number; text: string };
@@ -91,7 +96,7 @@ export function parseScenario(text: string): Command[] {
     } else if (parsed.kind === 'nodes') {
       if (sawNodes) fail('nodes comes once; start a joiner with `start NAME`');
       sawNodes = true;
-    } else if (!sawNodes) {
+    } else if (!sawNodes && parsed.kind !== 'priority') {
       fail(`${parsed.kind} before any node was started: begin with \`nodes NAME…\``);
     }
     for (const name of namesIn(parsed)) {
@@ -118,7 +123,12 @@ function namesIn(c: CommandBody): string[] {
     case 'restart':
     case 'drain':
     case 'counters':
+    case 'claims':
+    case 'elections':
       return [c.name];
+    case 'priority':
+      // Set before the node starts (or restarts): it need not run yet.
+      return [];
     case 'write':
     case 'delete':
     case 'resume':
@@ -137,6 +147,8 @@ function namesIn(c: CommandBody): string[] {
     case 'heal':
     case 'advance':
     case 'converge':
+    case 'expect-masters':
+    case 'masters':
       return [];
   }
 }
@@ -164,8 +176,17 @@ function parseCommand(line: number, verb: string, args: string[]): CommandBody {
     case 'restart':
     case 'drain':
     case 'counters':
+    case 'claims':
+    case 'elections':
       arity(1, 1, `${verb} NAME`);
       return { kind: verb, name: name(args[0]) };
+    case 'priority':
+      arity(2, 2, 'priority NAME N');
+      return { kind: 'priority', name: name(args[0]), priority: integer(args[1]!, 'N', 0, 1_000_000, fail) };
+    case 'expect-masters':
+    case 'masters':
+      arity(0, 0, verb);
+      return { kind: verb };
     case 'write': {
       const usage = 'write NODE SESSIONS PART=VALUE... [sync=N]';
       if (args.length < 3) fail(`usage: ${usage}`);

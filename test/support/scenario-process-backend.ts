@@ -40,6 +40,7 @@ export class ProcessBackend implements ScenarioBackend {
   private settings: ClusterSettings | undefined;
   private ports = new Map<string, number>();
   private readonly running = new Map<string, RunningNode>();
+  private readonly priorities = new Map<string, number>();
   /** Processes that ended, for their logs in failure messages. */
   private readonly ended: { name: string; process: SidecarProcess }[] = [];
 
@@ -71,6 +72,7 @@ export class ProcessBackend implements ScenarioBackend {
       '--peers', peers,
       '--partitions', String(settings.partitions),
       '--replicas', String(settings.replicas),
+      '--priority', String(this.priorities.get(name) ?? 0),
       '--log-level', 'info',
     ]);
     this.running.set(name, { process, client: new BatonClient(process.apiAddress, { defaultDeadlineMs: WRITE_DEADLINE_MS }) });
@@ -213,6 +215,24 @@ export class ProcessBackend implements ScenarioBackend {
 
   async counters(): Promise<string[]> {
     throw new UnsupportedCommandError(this.name, "show the simulator's counters");
+  }
+
+  async masters(): Promise<{ partition: number; views: Map<string, string | undefined> }[]> {
+    throw new UnsupportedCommandError(this.name, 'show partition masters (Status does not list them yet)');
+  }
+
+  async elections(): Promise<{ elected: number; revokes: number; mastered: number }> {
+    throw new UnsupportedCommandError(this.name, 'count election notices (Status does not list them yet)');
+  }
+
+  async setPriority(name: string, priority: number): Promise<void> {
+    this.priorities.set(name, priority);
+  }
+
+  async claims(name: string): Promise<{ resume: number; takeover: number }> {
+    const metrics = await this.node(name).process.scrape();
+    const claimed = (reason: string) => metrics.value('baton_sessions_claimed_total', { reason });
+    return { resume: claimed('resume'), takeover: claimed('takeover') };
   }
 
   async close(): Promise<void> {

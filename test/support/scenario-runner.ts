@@ -68,6 +68,20 @@ export interface ScenarioBackend {
   converge(sessions: readonly string[], withinMs: number): Promise<ConvergeResult>;
   /** Backend-specific counters of a node since the cluster was ready, or since the node (re)started after that (printed as `~` lines). */
   counters(name: string): Promise<string[]>;
+  /**
+   * Partition masters: for each partition, what each running node that holds it names as
+   * its master (nodes that hold no copy are left out; undefined: it knows none).
+   */
+  masters(): Promise<{ partition: number; views: Map<string, string | undefined> }[]>;
+  /** Sessions the node claimed since it started, by reason. */
+  claims(name: string): Promise<{ resume: number; takeover: number }>;
+  /**
+   * Since the cluster was ready (or the node started after that): how often the node became
+   * master by its election timer, and REVOKEs it sent; the partitions it masters now.
+   */
+  elections(name: string): Promise<{ elected: number; revokes: number; mastered: number }>;
+  /** The node's --priority from its next start (start, restart, or the first nodes line) on. */
+  setPriority(name: string, priority: number): Promise<void>;
   /** Extra detail after advance (e.g. the virtual time). */
   clockDetail(): string | undefined;
   /** Stops everything this backend started. */
@@ -282,7 +296,60 @@ class Runner {
         this.needRunning(c.name);
         for (const line of await b.counters(c.name)) this.detail(`${c.name}: ${line}`);
         return;
+      case 'claims': {
+        this.needRunning(c.name);
+        const claims = await b.claims(c.name);
+        this.out(`${c.name} claimed ${claims.takeover} by takeover, ${claims.resume} by resume`);
+        return;
+      }
+      case 'expect-masters':
+      case 'masters':
+        return this.masters(c);
+      case 'elections': {
+        this.needRunning(c.name);
+        const e = await b.elections(c.name);
+        this.out(`${c.name} masters ${e.mastered} partitions; elected ${e.elected} times, sent ${e.revokes} REVOKE`);
+        return;
+      }
+      case 'priority':
+        await b.setPriority(c.name, c.priority);
+        this.out(`${c.name} starts with --priority ${c.priority}`);
+        return;
     }
+  }
+
+  /**
+   * Partition masters as the running nodes see them. A partition has one master when every
+   * running holder names the same node, and that node holds it and names itself. `masters`
+   * prints the tally; `expect-masters` also fails unless every partition has one master.
+   */
+  private async masters(c: Extract<Command, { kind: 'masters' | 'expect-masters' }>): Promise<void> {
+    const partitions = await this.backend.masters();
+    const mastered = new Map<string, number>([...this.running].map((name) => [name, 0]));
+    const wrong: string[] = [];
+    let several = 0;
+    for (const { partition, views } of partitions) {
+      const named = new Set(views.values());
+      const master = [...named][0];
+      if (named.size === 1 && master !== undefined && views.get(master) === master) {
+        mastered.set(master, (mastered.get(master) ?? 0) + 1);
+        continue;
+      }
+      if ([...named].filter((m) => m !== undefined && views.get(m) === m).length > 1) several++;
+      wrong.push(`p${partition}: ${[...views].map(([node, m]) => `${node}->${m ?? 'none'}`).join(' ')}`);
+    }
+    const counts = [...mastered].sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, n]) => `${name} ${n}`).join(', ');
+    const one = partitions.length - wrong.length;
+    if (c.kind === 'masters') {
+      this.out(`one master in ${one} of ${partitions.length} partitions (${counts}); several in ${several}`);
+      return;
+    }
+    if (wrong.length === 0) {
+      this.out(`ok: one master in each of ${partitions.length} partitions (${counts})`);
+      return;
+    }
+    const shown = wrong.slice(0, 3).join('; ') + (wrong.length > 3 ? ` (+${wrong.length - 3} more)` : '');
+    this.fail(c, `${wrong.length} of ${partitions.length} partitions without one master: ${shown}`);
   }
 
   private started(name: string): void {

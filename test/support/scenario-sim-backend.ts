@@ -37,6 +37,10 @@ export class SimBackend implements ScenarioBackend {
   private cluster: SimCluster | undefined;
   private readonly byName = new Map<string, SimNode>();
   private readonly nameOf = new Map<string, string>();
+  /** Each first node's election counts once the cluster was ready. */
+  private readonly electionBaselines = new Map<string, { generation: number; elected: number; revokes: number }>();
+  /** --priority by scenario name, for nodes' next starts. */
+  private readonly priorities = new Map<string, number>();
   /** Each first node's counters once the cluster was ready. */
   private readonly baselines = new Map<string, Figures>();
 
@@ -61,7 +65,9 @@ export class SimBackend implements ScenarioBackend {
   }
 
   async startCluster(settings: ClusterSettings, names: readonly string[]): Promise<void> {
-    const cluster = new SimCluster({ seed: settings.seed, nodes: names.length, transport: settings.transport, replicas: settings.replicas, partitions: settings.partitions });
+    // The simulator names its nodes node-1, node-2… in start order.
+    const priorities = Object.fromEntries(names.flatMap((name, i) => (this.priorities.has(name) ? [[`node-${i + 1}`, this.priorities.get(name)!]] : [])));
+    const cluster = new SimCluster({ seed: settings.seed, nodes: names.length, transport: settings.transport, replicas: settings.replicas, partitions: settings.partitions, priorities });
     this.cluster = cluster;
     names.forEach((name, i) => this.bind(name, cluster.nodes[i]!));
     // Ready as the sidecar's readiness means it: every node sees the others and has pulled
@@ -69,10 +75,31 @@ export class SimBackend implements ScenarioBackend {
     if (!cluster.runUntil(() => this.membershipMatches() && this.caughtUp(), SETTLE_MS)) throw new Error(`the nodes were not ready within ${SETTLE_MS} ms`);
     // Counters count from here: what a story shows is what happened in it, not the start-up pulls.
     for (const name of names) this.baselines.set(name, this.figures(this.node(name)));
+    for (const name of names) {
+      const node = this.node(name);
+      const { elected, revokes } = node.core.masters.elections.counts;
+      this.electionBaselines.set(name, { generation: node.generation, elected, revokes });
+    }
   }
 
   async startNode(name: string): Promise<void> {
+    const priority = this.priorities.get(name);
+    if (priority !== undefined) this.sim.priorities.set(`node-${this.sim.nodes.length + 1}`, priority);
     this.bind(name, this.sim.addNode());
+  }
+
+  async setPriority(name: string, priority: number): Promise<void> {
+    this.priorities.set(name, priority);
+    const node = this.byName.get(name);
+    if (node !== undefined) this.sim.priorities.set(node.nodeId, priority);
+  }
+
+  async elections(name: string): Promise<{ elected: number; revokes: number; mastered: number }> {
+    const node = this.node(name);
+    const counts = node.core.masters.elections.counts;
+    const base = this.electionBaselines.get(name);
+    const since = base !== undefined && base.generation === node.generation ? base : { elected: 0, revokes: 0 };
+    return { elected: counts.elected - since.elected, revokes: counts.revokes - since.revokes, mastered: node.core.masters.mastered().length };
   }
 
   async kill(name: string): Promise<void> {
@@ -216,6 +243,26 @@ export class SimBackend implements ScenarioBackend {
   /** The simulator's node ids in a message, as scenario names. */
   private rename(text: string): string {
     return text.replace(/node-\d+/g, (id) => this.named(id));
+  }
+
+  async masters(): Promise<{ partition: number; views: Map<string, string | undefined> }[]> {
+    const out: { partition: number; views: Map<string, string | undefined> }[] = [];
+    const running = [...this.sim.running].sort((a, b) => (this.named(a.nodeId) < this.named(b.nodeId) ? -1 : 1));
+    for (let partition = 0; partition < this.sim.options.partitions; partition++) {
+      const views = new Map<string, string | undefined>();
+      for (const node of running) {
+        if (node.core.masters.elections.group(partition) === undefined) continue;
+        const master = node.core.masters.masterOf(partition);
+        views.set(this.named(node.nodeId), master === undefined ? undefined : this.named(master));
+      }
+      out.push({ partition, views });
+    }
+    return out;
+  }
+
+  async claims(name: string): Promise<{ resume: number; takeover: number }> {
+    const claims = this.node(name).core.counters.claims;
+    return { resume: claims.get('resume') ?? 0, takeover: claims.get('takeover') ?? 0 };
   }
 
   async counters(name: string): Promise<string[]> {

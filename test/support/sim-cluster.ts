@@ -74,6 +74,8 @@ export interface SimClusterOptions {
   roles?: readonly NodeRoleName[];
   /** Multicast groups K (multicast transport; default 1). */
   multicastGroups?: number;
+  /** --priority by node id (default 0); `SimCluster.priorities` changes it for later starts. */
+  priorities?: Record<string, number>;
 }
 
 /** A node of one's own naming (membership scenarios). */
@@ -89,7 +91,7 @@ export interface SimNodeSpec {
   replicas?: number;
 }
 
-type ResolvedOptions = Required<Omit<SimClusterOptions, 'receiver' | 'membership' | 'keys'>> & {
+type ResolvedOptions = Required<Omit<SimClusterOptions, 'receiver' | 'membership' | 'keys' | 'priorities'>> & {
   keys: ClusterKey[];
   receiver: ChannelReceiverConfig;
   membership: MembershipConfig;
@@ -229,6 +231,7 @@ export class SimNode implements SimHost, SimTransportHost {
       limits: SIM_LIMITS,
       role: o.roles[this.index - 1] ?? 'edge',
       multicastGroups: o.multicastGroups,
+      priority: this.cluster.priorities.get(this.nodeId) ?? 0,
     };
     this.core = new NodeCore(
       config,
@@ -527,6 +530,8 @@ export class SimCluster {
   readonly nodes: SimNode[] = [];
   readonly options: ResolvedOptions;
   readonly hasher: BuzHash;
+  /** --priority by node id, read when a node (re)starts. */
+  readonly priorities: Map<string, number>;
   readonly transfers = { started: 0, ok: 0, failed: 0, stale: 0 };
   /** Highest retransmit buffer and reassembly bytes seen on any node, sampled every step. */
   readonly peaks = { retransmitBufferBytes: 0, reassemblyBytes: 0 };
@@ -534,6 +539,7 @@ export class SimCluster {
 
   constructor(options: SimClusterOptions) {
     const keys = options.keys ?? [DEFAULT_SIM_KEY];
+    this.priorities = new Map(Object.entries(options.priorities ?? {}));
     this.options = {
       partitions: 32,
       replicas: 2,
@@ -548,7 +554,7 @@ export class SimCluster {
       startMs: SIM_T0,
       roles: [],
       multicastGroups: 1,
-      ...options,
+      ...withoutPriorities(options),
       keys,
       receiver: { ...DEFAULT_CHANNEL_RECEIVER_CONFIG, ...options.receiver },
       membership: { ...DEFAULT_MEMBERSHIP_CONFIG, ...options.membership },
@@ -675,4 +681,9 @@ export class SimCluster {
     }
     return problems;
   }
+}
+
+function withoutPriorities(options: SimClusterOptions): Omit<SimClusterOptions, 'priorities'> {
+  const { priorities: _priorities, ...rest } = options;
+  return rest;
 }

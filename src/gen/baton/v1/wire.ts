@@ -57,6 +57,15 @@ export enum NodeRole {
   UNRECOGNIZED = -1,
 }
 
+export enum ElectionNoticeKind {
+  ELECTION_NOTICE_KIND_UNSPECIFIED = 0,
+  /** ELECTION_NOTICE_KIND_DECLARE - The sender is master of the group. */
+  ELECTION_NOTICE_KIND_DECLARE = 1,
+  /** ELECTION_NOTICE_KIND_REVOKE - The sender's index beats the revoked master's: the sender stays master. */
+  ELECTION_NOTICE_KIND_REVOKE = 2,
+  UNRECOGNIZED = -1,
+}
+
 /**
  * One change to one session, as the owner made it. Applying a delta is idempotent and
  * order-independent: versions (and epochs) decide.
@@ -184,6 +193,15 @@ export interface Heartbeat {
    */
   pulling: boolean;
   /**
+   * Fields 20-29: elections.
+   * The sender's --priority: its stated capacity; higher wins elections.
+   */
+  priority: number;
+  /** The last heartbeat heard from each peer, echoed so the peer measures its round trip. */
+  echoes: HeartbeatEcho[];
+  /** The sender's measured round trips to its peers (election timers stagger by them). */
+  delays: PeerDelay[];
+  /**
    * The sender's role (--role): store nodes rank before edge nodes for secondaries, so
    * every node must place with every member's role.
    */
@@ -205,6 +223,19 @@ export interface SettingDigest {
   digest: bigint;
 }
 
+export interface HeartbeatEcho {
+  nodeId: string;
+  /** That peer's heartbeat's sent_at_unix_ms. */
+  sentAtUnixMs: bigint;
+  /** Time between receiving it and sending this heartbeat, in ms. */
+  heldMs: number;
+}
+
+export interface PeerDelay {
+  nodeId: string;
+  roundTripMs: number;
+}
+
 export interface KnownMember {
   nodeId: string;
   advertiseAddress: string;
@@ -223,7 +254,49 @@ export interface Datagram {
     | { $case: "ack"; ack: Ack }
     | { $case: "gone"; gone: Gone }
     | { $case: "leave"; leave: Leave }
+    | //
+    /** Fields 20-29: elections. */
+    { $case: "election"; election: Election }
+    | { $case: "inquiry"; inquiry: Inquiry }
+    | { $case: "inquiryReply"; inquiryReply: InquiryReply }
     | undefined;
+}
+
+/** A member's place in an election: higher priority first, then lower rank, then node id. */
+export interface MemberIndex {
+  nodeId: string;
+  priority: number;
+  rank: number;
+}
+
+export interface ElectionNotice {
+  /**
+   * The group: a partition number (other numbers are groups of the node's own, such as the
+   * coordinator's).
+   */
+  group: number;
+  kind: ElectionNoticeKind;
+  /** DECLARE: the declarer; REVOKE: the revoker. Always the datagram's sender. */
+  sender:
+    | MemberIndex
+    | undefined;
+  /** REVOKE: the master revoked. */
+  revoked: MemberIndex | undefined;
+}
+
+/** Election notices from one sender to one member, batched (many partitions per datagram). */
+export interface Election {
+  notices: ElectionNotice[];
+}
+
+/** A member whose master went silent asks whether it is alive; any answer will do. */
+export interface Inquiry {
+  /** The inquirer's clock, echoed in the reply (round-trip measurement). */
+  sentAtMs: number;
+}
+
+export interface InquiryReply {
+  inquirySentAtMs: number;
 }
 
 function createBaseDelta(): Delta {
@@ -1206,6 +1279,9 @@ function createBaseHeartbeat(): Heartbeat {
     sentAtUnixMs: 0n,
     known: [],
     pulling: false,
+    priority: 0,
+    echoes: [],
+    delays: [],
     role: 0,
     settingDigests: [],
   };
@@ -1239,6 +1315,15 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     }
     if (message.pulling !== false) {
       writer.uint32(56).bool(message.pulling);
+    }
+    if (message.priority !== 0) {
+      writer.uint32(160).sint32(message.priority);
+    }
+    for (const v of message.echoes) {
+      HeartbeatEcho.encode(v!, writer.uint32(170).fork()).join();
+    }
+    for (const v of message.delays) {
+      PeerDelay.encode(v!, writer.uint32(178).fork()).join();
     }
     if (message.role !== 0) {
       writer.uint32(240).int32(message.role);
@@ -1318,6 +1403,30 @@ export const Heartbeat: MessageFns<Heartbeat> = {
             message.pulling = reader.bool();
             continue;
           }
+          case 20: {
+            if (tag !== 160) {
+              break;
+            }
+
+            message.priority = reader.sint32();
+            continue;
+          }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.echoes.push(HeartbeatEcho.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            message.delays.push(PeerDelay.decode(reader, reader.uint32()));
+            continue;
+          }
           case 30: {
             if (tag !== 240) {
               break;
@@ -1362,6 +1471,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
       : 0n;
     message.known = object.known?.map((e) => KnownMember.fromPartial(e)) || [];
     message.pulling = object.pulling ?? false;
+    message.priority = object.priority ?? 0;
+    message.echoes = object.echoes?.map((e) => HeartbeatEcho.fromPartial(e)) || [];
+    message.delays = object.delays?.map((e) => PeerDelay.fromPartial(e)) || [];
     message.role = object.role ?? 0;
     message.settingDigests = object.settingDigests?.map((e) => SettingDigest.fromPartial(e)) || [];
     return message;
@@ -1434,6 +1546,157 @@ export const SettingDigest: MessageFns<SettingDigest> = {
     const message = createBaseSettingDigest();
     message.setting = object.setting ?? "";
     message.digest = (object.digest !== undefined && object.digest !== null) ? BigInt(object.digest) : 0n;
+    return message;
+  },
+};
+
+function createBaseHeartbeatEcho(): HeartbeatEcho {
+  return { nodeId: "", sentAtUnixMs: 0n, heldMs: 0 };
+}
+
+export const HeartbeatEcho: MessageFns<HeartbeatEcho> = {
+  encode(message: HeartbeatEcho, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.sentAtUnixMs !== 0n) {
+      if (BigInt.asIntN(64, message.sentAtUnixMs) !== message.sentAtUnixMs) {
+        throw new globalThis.Error("value provided for field message.sentAtUnixMs of type int64 too large");
+      }
+      writer.uint32(16).int64(message.sentAtUnixMs);
+    }
+    if (message.heldMs !== 0) {
+      writer.uint32(29).float(message.heldMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HeartbeatEcho {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHeartbeatEcho();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sentAtUnixMs = reader.int64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 29) {
+              break;
+            }
+
+            message.heldMs = reader.float();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<HeartbeatEcho>): HeartbeatEcho {
+    return HeartbeatEcho.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HeartbeatEcho>): HeartbeatEcho {
+    const message = createBaseHeartbeatEcho();
+    message.nodeId = object.nodeId ?? "";
+    message.sentAtUnixMs = (object.sentAtUnixMs !== undefined && object.sentAtUnixMs !== null)
+      ? BigInt(object.sentAtUnixMs)
+      : 0n;
+    message.heldMs = object.heldMs ?? 0;
+    return message;
+  },
+};
+
+function createBasePeerDelay(): PeerDelay {
+  return { nodeId: "", roundTripMs: 0 };
+}
+
+export const PeerDelay: MessageFns<PeerDelay> = {
+  encode(message: PeerDelay, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.roundTripMs !== 0) {
+      writer.uint32(21).float(message.roundTripMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PeerDelay {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePeerDelay();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 21) {
+              break;
+            }
+
+            message.roundTripMs = reader.float();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<PeerDelay>): PeerDelay {
+    return PeerDelay.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PeerDelay>): PeerDelay {
+    const message = createBasePeerDelay();
+    message.nodeId = object.nodeId ?? "";
+    message.roundTripMs = object.roundTripMs ?? 0;
     return message;
   },
 };
@@ -1576,6 +1839,15 @@ export const Datagram: MessageFns<Datagram> = {
       case "leave":
         Leave.encode(message.body.leave, writer.uint32(58).fork()).join();
         break;
+      case "election":
+        Election.encode(message.body.election, writer.uint32(162).fork()).join();
+        break;
+      case "inquiry":
+        Inquiry.encode(message.body.inquiry, writer.uint32(170).fork()).join();
+        break;
+      case "inquiryReply":
+        InquiryReply.encode(message.body.inquiryReply, writer.uint32(178).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1649,6 +1921,30 @@ export const Datagram: MessageFns<Datagram> = {
             message.body = { $case: "leave", leave: Leave.decode(reader, reader.uint32()) };
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.body = { $case: "election", election: Election.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.body = { $case: "inquiry", inquiry: Inquiry.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            message.body = { $case: "inquiryReply", inquiryReply: InquiryReply.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1704,7 +2000,364 @@ export const Datagram: MessageFns<Datagram> = {
         }
         break;
       }
+      case "election": {
+        if (object.body?.election !== undefined && object.body?.election !== null) {
+          message.body = { $case: "election", election: Election.fromPartial(object.body.election) };
+        }
+        break;
+      }
+      case "inquiry": {
+        if (object.body?.inquiry !== undefined && object.body?.inquiry !== null) {
+          message.body = { $case: "inquiry", inquiry: Inquiry.fromPartial(object.body.inquiry) };
+        }
+        break;
+      }
+      case "inquiryReply": {
+        if (object.body?.inquiryReply !== undefined && object.body?.inquiryReply !== null) {
+          message.body = { $case: "inquiryReply", inquiryReply: InquiryReply.fromPartial(object.body.inquiryReply) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseMemberIndex(): MemberIndex {
+  return { nodeId: "", priority: 0, rank: 0 };
+}
+
+export const MemberIndex: MessageFns<MemberIndex> = {
+  encode(message: MemberIndex, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.priority !== 0) {
+      writer.uint32(16).sint32(message.priority);
+    }
+    if (message.rank !== 0) {
+      writer.uint32(24).uint32(message.rank);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MemberIndex {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMemberIndex();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.priority = reader.sint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.rank = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<MemberIndex>): MemberIndex {
+    return MemberIndex.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MemberIndex>): MemberIndex {
+    const message = createBaseMemberIndex();
+    message.nodeId = object.nodeId ?? "";
+    message.priority = object.priority ?? 0;
+    message.rank = object.rank ?? 0;
+    return message;
+  },
+};
+
+function createBaseElectionNotice(): ElectionNotice {
+  return { group: 0, kind: 0, sender: undefined, revoked: undefined };
+}
+
+export const ElectionNotice: MessageFns<ElectionNotice> = {
+  encode(message: ElectionNotice, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.group !== 0) {
+      writer.uint32(8).uint32(message.group);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(16).int32(message.kind);
+    }
+    if (message.sender !== undefined) {
+      MemberIndex.encode(message.sender, writer.uint32(26).fork()).join();
+    }
+    if (message.revoked !== undefined) {
+      MemberIndex.encode(message.revoked, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ElectionNotice {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseElectionNotice();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.group = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sender = MemberIndex.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.revoked = MemberIndex.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ElectionNotice>): ElectionNotice {
+    return ElectionNotice.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ElectionNotice>): ElectionNotice {
+    const message = createBaseElectionNotice();
+    message.group = object.group ?? 0;
+    message.kind = object.kind ?? 0;
+    message.sender = (object.sender !== undefined && object.sender !== null)
+      ? MemberIndex.fromPartial(object.sender)
+      : undefined;
+    message.revoked = (object.revoked !== undefined && object.revoked !== null)
+      ? MemberIndex.fromPartial(object.revoked)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseElection(): Election {
+  return { notices: [] };
+}
+
+export const Election: MessageFns<Election> = {
+  encode(message: Election, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.notices) {
+      ElectionNotice.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Election {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseElection();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.notices.push(ElectionNotice.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<Election>): Election {
+    return Election.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Election>): Election {
+    const message = createBaseElection();
+    message.notices = object.notices?.map((e) => ElectionNotice.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseInquiry(): Inquiry {
+  return { sentAtMs: 0 };
+}
+
+export const Inquiry: MessageFns<Inquiry> = {
+  encode(message: Inquiry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sentAtMs !== 0) {
+      writer.uint32(9).double(message.sentAtMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Inquiry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInquiry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.sentAtMs = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<Inquiry>): Inquiry {
+    return Inquiry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Inquiry>): Inquiry {
+    const message = createBaseInquiry();
+    message.sentAtMs = object.sentAtMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseInquiryReply(): InquiryReply {
+  return { inquirySentAtMs: 0 };
+}
+
+export const InquiryReply: MessageFns<InquiryReply> = {
+  encode(message: InquiryReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.inquirySentAtMs !== 0) {
+      writer.uint32(9).double(message.inquirySentAtMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InquiryReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInquiryReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.inquirySentAtMs = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<InquiryReply>): InquiryReply {
+    return InquiryReply.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<InquiryReply>): InquiryReply {
+    const message = createBaseInquiryReply();
+    message.inquirySentAtMs = object.inquirySentAtMs ?? 0;
     return message;
   },
 };

@@ -1,0 +1,299 @@
+/**
+ * A master for every partition (sans-IO), beside the node core: one election group per
+ * partition this node holds — the partition's replica set from placement (rank 0 and the
+ * secondaries) — driven by ElectionGroups, and the takeover a new master makes.
+ *
+ * Inputs (from the node core, each with `now`): `heard`, `heartbeat` and `body` (what the
+ * engine hands over from received datagrams), `work` after every input (placement
+ * changes, timers, takeover), `heartbeatExtras` when heartbeats go out. Outputs go out
+ * through `deps.send` (election datagrams, batched per destination) and
+ * `deps.replicateClaim` (takeover claims); `nextDeadline()` is when `work` is due again.
+ *
+ * Rules:
+ * - Groups follow placement: recomputed after every view or priority change, at most
+ *   GROUPS_PER_PASS partitions per input, so a large table spreads over several turns.
+ * - Takeover: a partition's master claims its orphaned sessions (owner left, unknown to
+ *   membership, or dead for `takeoverGraceMs`) at epoch + 1, replicated like a resume's
+ *   claim, at most CLAIMS_PER_PASS per input. Partitions are (re)scanned when this node
+ *   becomes their master and, for those it masters, when the view changes and once the
+ *   grace has passed, and only while the node pulls nothing. The grace spares a pod that crashed and came straight back (same
+ *   node id, new incarnation, a moment after it was declared dead): its users still reach it. An owner the probe declared
+ *   failed but membership still counts is not taken from: the probe's verdict (inquiries
+ *   unanswered for about a second) is enough to elect a master, but a live owner behind a
+ *   lossy link would keep writing at its old epoch and lose those writes to the claim; its
+ *   sessions are claimed once membership declares it dead (or by a client's resume).
+ * - Bad election input is dropped and counted (NodeCounters.dropped): 'malformed' for a
+ *   notice that does not read, 'election_ignored' for one about a group this node does not
+ *   share with its sender.
+ */
+import type { ClusterBody } from './replication-engine';
+import type { Heartbeat } from '../gen/baton/v1/wire';
+import { Datagram } from '../gen/baton/v1/wire';
+import { encodeWith } from '../wire/proto-writer';
+import type { MemberIndex } from './election';
+import { ElectionGroups, DEFAULT_DELAY_MS, DEFAULT_ELECTION_BASE_MS } from './election-groups';
+import { electionBatches, readElection, readHeartbeatElection } from './election-wire';
+import type { Membership, MembershipConfig } from './membership';
+import type { NodeCounters } from './node-counters';
+import type { Placement } from './placement';
+import type { SessionStore, StoredSession } from '../store/store';
+
+/** Partitions whose group is recomputed per input at most. */
+export const GROUPS_PER_PASS = 512;
+/** Partitions scanned for orphaned sessions per input at most. */
+export const SCANS_PER_PASS = 64;
+/** Takeover claims per input at most. */
+export const CLAIMS_PER_PASS = 256;
+/** A round trip longer than this is not a measurement (a reply to an old inquiry). */
+const MAX_ROUND_TRIP_MS = 10_000;
+
+/** Election timings, in ms (see failure-probe.ts and election-groups.ts). */
+export interface ElectionTimings {
+  inquireAfterMs: number;
+  inquiryIntervalMs: number;
+  detectionTimeoutMs: number;
+  electionBaseMs: number;
+  defaultDelayMs: number;
+  reannounceMs: number;
+  /** How long an owner must have been dead before its sessions are taken over. */
+  takeoverGraceMs: number;
+}
+
+/**
+ * Timings from membership's: a silent master is inquired once membership would suspect it
+ * (1 s at the defaults), every heartbeat interval, and declared failed halfway from suspect
+ * to dead (2 s: a second before membership declares it dead, and long enough that an event
+ * loop stalled by load is not taken for a crash); masters re-announce every four heartbeat
+ * intervals; a dead owner's sessions are taken over as long again as membership took to
+ * declare it dead (3 s): a crashed pod that restarts in that time keeps them.
+ */
+export function defaultElectionTimings(membership: MembershipConfig): ElectionTimings {
+  return {
+    inquireAfterMs: membership.suspectAfterMs,
+    inquiryIntervalMs: membership.heartbeatIntervalMs,
+    detectionTimeoutMs: (membership.deadAfterMs - membership.suspectAfterMs) / 2,
+    electionBaseMs: DEFAULT_ELECTION_BASE_MS,
+    defaultDelayMs: DEFAULT_DELAY_MS,
+    reannounceMs: 4 * membership.heartbeatIntervalMs,
+    takeoverGraceMs: membership.deadAfterMs,
+  };
+}
+
+export interface PartitionMastersDeps {
+  self: string;
+  /** --priority: higher wins elections. */
+  priority: number;
+  timings: ElectionTimings;
+  maxPayloadBytes: number;
+  store: SessionStore;
+  membership: Membership;
+  placement: Placement;
+  counters: NodeCounters;
+  send(to: string, body: ClusterBody): void;
+  /** Queues a claim's deltas (like a resume's claim). */
+  replicateClaim(session: StoredSession, previousOwner: string, now: number): void;
+  /** Sends what the claims queued. */
+  flush(now: number): void;
+  /** The node still pulls partitions placement gave it: its copies may predate others' claims. */
+  pulling(): boolean;
+}
+
+export class PartitionMasters {
+  readonly elections: ElectionGroups;
+  private readonly priorities = new Map<string, number>();
+  /** The last heartbeat from each member: its sent-at, and when it arrived (echoed back). */
+  private readonly lastHeartbeats = new Map<string, { sentAtMs: number; receivedAt: number }>();
+  private viewVersion = -1;
+  /** Next partition to regroup (Infinity = all done). */
+  private regroupFrom = Infinity;
+  private readonly scans = new Set<number>();
+  private claims: string[] = [];
+  /** When the mastered partitions are scanned again: a grace after each view change, ascending. */
+  private rescans: number[] = [];
+
+  constructor(
+    private readonly deps: PartitionMastersDeps,
+    now: number,
+  ) {
+    const t = deps.timings;
+    this.elections = new ElectionGroups(
+      {
+        self: deps.self,
+        probe: { inquireAfterMs: t.inquireAfterMs, inquiryIntervalMs: t.inquiryIntervalMs, detectionTimeoutMs: t.detectionTimeoutMs },
+        electionBaseMs: t.electionBaseMs,
+        defaultDelayMs: t.defaultDelayMs,
+        reannounceMs: t.reannounceMs,
+      },
+      now,
+    );
+  }
+
+  /** The master this node knows for `partition` (undefined: it holds no copy, or none is known). */
+  masterOf(partition: number): string | undefined {
+    return this.elections.masterOf(partition);
+  }
+
+  /** The partitions this node masters, ascending. */
+  mastered(): number[] {
+    return this.elections.masteredGroups();
+  }
+
+  heard(from: string, now: number): void {
+    this.elections.heard(from, now);
+  }
+
+  heartbeat(from: string, heartbeat: Heartbeat, now: number): void {
+    const fields = readHeartbeatElection(heartbeat, this.deps.self);
+    if (this.priorities.get(from) !== fields.priority) {
+      this.priorities.set(from, fields.priority);
+      this.regroupFrom = 0;
+    }
+    if (fields.echo !== undefined) {
+      const rtt = now - fields.echo.sentAtMs - fields.echo.heldMs;
+      if (rtt >= 0 && rtt <= MAX_ROUND_TRIP_MS) this.elections.roundTrip(from, rtt);
+    }
+    this.elections.delays.report(from, fields.delays);
+    this.lastHeartbeats.set(from, { sentAtMs: Number(heartbeat.sentAtUnixMs), receivedAt: now });
+  }
+
+  body(from: string, fromAddress: string, body: ClusterBody, now: number): void {
+    switch (body.$case) {
+      case 'election': {
+        const { notices, dropped } = readElection(body.election);
+        for (let i = 0; i < dropped; i++) this.deps.counters.drop('malformed');
+        for (const notice of notices) if (!this.elections.handleNotice(from, notice, now)) this.deps.counters.drop('election_ignored');
+        break;
+      }
+      case 'inquiry': {
+        const sentAtMs = body.inquiry.sentAtMs;
+        if (!Number.isFinite(sentAtMs)) {
+          this.deps.counters.drop('malformed');
+          break;
+        }
+        const to = this.deps.membership.member(from)?.advertiseAddress ?? fromAddress;
+        this.deps.send(to, { $case: 'inquiryReply', inquiryReply: { inquirySentAtMs: sentAtMs } });
+        break;
+      }
+      case 'inquiryReply': {
+        const rtt = now - body.inquiryReply.inquirySentAtMs;
+        if (rtt >= 0 && rtt <= MAX_ROUND_TRIP_MS) this.elections.roundTrip(from, rtt);
+        break;
+      }
+    }
+  }
+
+  /** The election fields of this node's heartbeats: priority, echoes, measured round trips. */
+  heartbeatExtras(now: number): Partial<Heartbeat> {
+    const echoes: Heartbeat['echoes'] = [];
+    for (const [nodeId, last] of this.lastHeartbeats) echoes.push({ nodeId, sentAtUnixMs: BigInt(Math.floor(last.sentAtMs)), heldMs: Math.max(0, now - last.receivedAt) });
+    const delays: Heartbeat['delays'] = [];
+    for (const [nodeId, roundTripMs] of this.elections.delays.ownEstimates()) delays.push({ nodeId, roundTripMs });
+    return { priority: this.deps.priority, echoes, delays };
+  }
+
+  /** Runs after every input: placement changes, election timers, takeover; sends what they made. */
+  work(now: number): void {
+    this.syncView(now);
+    this.regroup(now);
+    if ((this.rescans[0] ?? Infinity) <= now) {
+      this.rescans = this.rescans.filter((at) => at > now);
+      for (const p of this.elections.masteredGroups()) this.scans.add(p);
+    }
+    if (this.elections.nextDeadline() <= now) this.elections.tick(now);
+    this.elections.takeFailures();
+    for (const { group } of this.elections.takeMastered()) this.scans.add(group);
+    this.takeOver(now);
+    this.sendOut(now);
+  }
+
+  nextDeadline(now: number): number {
+    if (this.regroupFrom !== Infinity) return now;
+    if ((this.scans.size > 0 || this.claims.length > 0) && !this.deps.pulling()) return now;
+    return Math.min(this.elections.nextDeadline(), this.rescans[0] ?? Infinity);
+  }
+
+  private syncView(now: number): void {
+    const membership = this.deps.membership;
+    if (membership.viewVersion === this.viewVersion) return;
+    this.viewVersion = membership.viewVersion;
+    this.regroupFrom = 0;
+    for (const p of this.elections.masteredGroups()) this.scans.add(p);
+    // Inputs carry a growing `now`, so the list stays sorted; it holds the view changes of
+    // one grace period.
+    this.rescans.push(now + this.deps.timings.takeoverGraceMs);
+    for (const nodeId of [...this.priorities.keys(), ...this.lastHeartbeats.keys()]) {
+      const state = membership.member(nodeId)?.state;
+      if (state !== undefined && state !== 'left') continue;
+      this.priorities.delete(nodeId);
+      this.lastHeartbeats.delete(nodeId);
+      this.elections.forget(nodeId);
+    }
+  }
+
+  private regroup(now: number): void {
+    const { placement, self } = this.deps;
+    const end = Math.min(placement.partitions, this.regroupFrom + GROUPS_PER_PASS);
+    for (let p = this.regroupFrom; p < end; p++) {
+      const holders = placement.ranking(p).slice(0, placement.holderCount());
+      if (!holders.includes(self)) {
+        this.elections.dropGroup(p);
+        continue;
+      }
+      const members: MemberIndex[] = holders.map((nodeId, rank) => ({ nodeId, rank, priority: nodeId === self ? this.deps.priority : (this.priorities.get(nodeId) ?? 0) }));
+      this.elections.setGroup(p, members, now);
+    }
+    this.regroupFrom = end >= placement.partitions ? Infinity : end;
+  }
+
+  private orphaned(owner: string, now: number): boolean {
+    if (owner === this.deps.self) return false;
+    const member = this.deps.membership.member(owner);
+    if (member === undefined || member.state === 'left') return true;
+    if (member.state !== 'dead') return false;
+    const deadAt = (member.lastHeardAt ?? -Infinity) + this.deps.membership.config.deadAfterMs;
+    return now >= deadAt + this.deps.timings.takeoverGraceMs;
+  }
+
+  private takeOver(now: number): void {
+    const { store, self } = this.deps;
+    // A copy being pulled may predate a claim another master already made (a partition
+    // this node only now holds): claiming from it would claim the session twice. The
+    // pull's end is an input, and takeover runs then.
+    if (this.deps.pulling()) return;
+    let scanned = 0;
+    for (const p of this.scans) {
+      if (scanned++ >= SCANS_PER_PASS) break;
+      this.scans.delete(p);
+      if (this.elections.stateOf(p) !== 'master') continue;
+      for (const session of store.sessionsIn(p, now)) if (this.orphaned(session.owner, now)) this.claims.push(session.id);
+    }
+    const batch = this.claims.splice(0, CLAIMS_PER_PASS);
+    let claimed = 0;
+    for (const id of batch) {
+      const owner = store.ownerOf(id)?.owner;
+      if (owner === undefined || !this.orphaned(owner, now) || this.elections.stateOf(store.partitionOf(id)) !== 'master') continue;
+      if (store.claim(id, self, now) === undefined) continue;
+      const session = store.get(id, now);
+      if (session === undefined) continue;
+      this.deps.replicateClaim(session, owner, now);
+      this.deps.counters.claimed('takeover');
+      claimed++;
+    }
+    if (claimed > 0) this.deps.flush(now);
+  }
+
+  private sendOut(now: number): void {
+    const { membership, send, self, maxPayloadBytes } = this.deps;
+    const out = this.elections.take();
+    for (const nodeId of out.inquiries) {
+      const address = membership.member(nodeId)?.advertiseAddress;
+      if (address !== undefined) send(address, { $case: 'inquiry', inquiry: { sentAtMs: now } });
+    }
+    const encode = (election: NonNullable<Datagram['body']>) => encodeWith((w) => Datagram.encode({ senderNodeId: self, body: election }, w));
+    for (const [nodeId, notices] of out.notices) {
+      const address = membership.member(nodeId)?.advertiseAddress;
+      if (address === undefined) continue;
+      for (const election of electionBatches(notices, maxPayloadBytes, (e) => encode({ $case: 'election', election: e }))) send(address, { $case: 'election', election });
+    }
+  }
+}
