@@ -1148,6 +1148,8 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
               pulling: chance(rng, 0.5),
               sentAtUnixMs: pick(rng, [BigInt(Date.now()), 0n, BigInt.asIntN(64, randomUint64(rng))]),
               known: Array.from({ length: rng.below(4) }, () => ({ nodeId: pick(rng, [NODE_ID, 'fake-2', 'ghost', awkwardString(rng).slice(0, 100)]), advertiseAddress: address() })),
+              viewId: pick(rng, [0n, 1n, randomUint64(rng)]),
+              viewCoordinator: pick(rng, ['', NODE_ID, 'fake-2', awkwardString(rng).slice(0, 100)]),
             },
           },
         };

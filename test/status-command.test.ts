@@ -10,7 +10,7 @@ import { formatBytes, formatDuration, formatJson, formatTable, judge, parseTimeo
 const NOW = 1_800_000_000_000;
 
 function member(nodeId: string, port: number, state: string, extra: Partial<Member> = {}): Member {
-  return { nodeId, address: `127.0.0.1:${port}`, state, isSelf: false, replicationLagSeqs: 0n, ...extra };
+  return { nodeId, address: `127.0.0.1:${port}`, state, isSelf: false, replicationLagSeqs: 0n, coordinator: false, masteredPartitions: [], ...extra };
 }
 
 function status(members: Member[], extra: Partial<StatusResponse> = {}): StatusResponse {
@@ -25,6 +25,8 @@ function status(members: Member[], extra: Partial<StatusResponse> = {}): StatusR
     version: '0.1.0',
     startedAtUnixMs: BigInt(NOW - (2 * 3600 + 5 * 60 + 7) * 1000),
     tombstones: 17n,
+    coordinatorNodeId: 'a',
+    viewId: 3n,
     ...extra,
   };
 }

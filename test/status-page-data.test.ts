@@ -11,7 +11,7 @@ import { Placement } from '../src/core/placement';
 import { MAX_RING_SEGMENTS, statusPageData } from '../sidecar/metrics/status-page-data';
 
 function member(nodeId: string, state = 'alive', isSelf = false): Member {
-  return { nodeId, address: `10.0.0.${nodeId.length}:7401`, state, isSelf, replicationLagSeqs: 7n };
+  return { nodeId, address: `10.0.0.${nodeId.length}:7401`, state, isSelf, replicationLagSeqs: 7n, coordinator: false, masteredPartitions: [] };
 }
 
 function status(partitions: number, members: Member[]): StatusResponse {
@@ -26,6 +26,8 @@ function status(partitions: number, members: Member[]): StatusResponse {
     version: '0.1.0',
     startedAtUnixMs: 1_700_000_000_000n,
     tombstones: 2n,
+    coordinatorNodeId: 'n1',
+    viewId: 1n,
   };
 }
 

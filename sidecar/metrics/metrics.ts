@@ -210,7 +210,7 @@ export class SidecarMetrics {
     const core = transport.core;
     const engine = core.engine;
     const stats = core.counters.engine;
-    const types = ['data', 'heartbeat', 'nack', 'ack', 'gone', 'leave'] as const;
+    const types = ['data', 'heartbeat', 'nack', 'ack', 'gone', 'leave', 'coordinatorNotice', 'viewPage'] as const;
     const perType = (name: string, help: string, read: (t: (typeof types)[number]) => number) =>
       labelledCounterFrom(registry, name, help, ['type'], () => types.map((type) => [{ type }, read(type)]));
     perType('baton_replication_datagrams_sent_total', 'Replication datagrams sent, by type.', (t) => stats.datagramsSent[t]);

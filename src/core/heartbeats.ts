@@ -61,6 +61,8 @@ export function buildHeartbeats(plan: HeartbeatPlan, now: number): { to: string;
     pulling: plan.pulling,
     sentAtUnixMs: BigInt(Math.floor(now)),
     known: plan.known,
+    viewId: 0n,
+    viewCoordinator: '',
     ...plan.extras,
   };
   const channelsOf = (channel: string) => {

@@ -25,6 +25,7 @@
  */
 import { fmix32, mixWord, type BuzHash } from '../store/buzhash';
 import type { ChannelReceiverConfig } from './channel-receiver';
+import { Coordinator, membershipCoordinator, type CoordinatorTimings } from './coordinator';
 import { Membership, type MembershipConfig, type MembershipEvent } from './membership';
 import { NodeCounters } from './node-counters';
 import { Placement } from './placement';
@@ -74,6 +75,10 @@ export interface NodeCoreConfig {
   injectLossPercent: number;
   /** Request limits of the session API. */
   limits: RequestLimits;
+  /** --priority: this node's stated capacity; higher wins elections. Default 0. */
+  priority?: number;
+  /** Coordinator election and view timings (default: DEFAULT_COORDINATOR_TIMINGS). */
+  coordinator?: Partial<CoordinatorTimings>;
 }
 
 /**
@@ -144,6 +149,8 @@ export class NodeCore implements Replicator {
   readonly configDigest: bigint;
   /** Every count this node keeps (the engine's, the core's, the transport's): what metrics read. */
   readonly counters: NodeCounters;
+  /** The cluster coordinator's election and views: what placement ranks. */
+  readonly coordinator: Coordinator;
   /** The latest `now` an input carried. */
   private now: number;
   private readonly startedAt: number;
@@ -186,6 +193,8 @@ export class NodeCore implements Replicator {
     this.membership = new Membership({ nodeId: config.nodeId, advertiseAddress: config.advertiseAddress, incarnation: config.incarnation }, config.membership, this.configDigest);
     this.membership.addSeedAddresses([...config.seeds]);
     this.placement = new Placement(deps.hasher, config.partitions, config.replicas);
+    const settings = { self: config.nodeId, priority: config.priority ?? 0, maxPayloadBytes: config.maxPayloadBytes, heartbeatIntervalMs: config.membership.heartbeatIntervalMs, timings: config.coordinator };
+    this.coordinator = membershipCoordinator(this.membership, settings, (to, body) => this.engine.sendBody(to, body), now);
     const observer = this.observer;
     this.engine = new ReplicationEngine(
       {
@@ -211,7 +220,13 @@ export class NodeCore implements Replicator {
           observer.membership(event);
         },
       },
-      () => ({ advertiseAddress: config.advertiseAddress, configDigest: this.configDigest }),
+      () => ({ advertiseAddress: config.advertiseAddress, configDigest: this.configDigest, ...this.coordinator.heartbeatExtras() }),
+      {
+        heard: () => undefined,
+        heartbeat: (from, heartbeat, at) => this.coordinator.heartbeat(from, safeViewId(heartbeat.viewId), heartbeat.viewCoordinator, at),
+        body: (from, _fromAddress, body, at) => this.coordinator.body(from, body, at),
+      },
+      this.coordinator,
     );
     this.counters = new NodeCounters(this.engine.stats);
     this.lossRandom = new SeededRandom(Number(config.incarnation & 0xffffffffn) ^ 0x1055_1055);
@@ -277,6 +292,7 @@ export class NodeCore implements Replicator {
     if ((this.store.nextDeadline() ?? Infinity) <= now) this.store.tick(now);
     this.engine.tick(now);
     this.asks.tick(now);
+    if (this.coordinator.nextDeadline() <= now) this.coordinator.tick(now);
     for (const companion of this.companions) if (companion.nextDeadline() <= now) companion.tick(now);
     for (const ticket of this.waiterDeadlines.due(now)) {
       this.waiterDeadlines.clear(ticket);
@@ -376,7 +392,7 @@ export class NodeCore implements Replicator {
     if (this.stopped) return Infinity;
     let next = Math.min(this.engine.nextDeadline(), this.store.nextDeadline() ?? Infinity, this.asks.nextDeadline(), this.antiEntropyAt, this.seedsAt);
     for (const companion of this.companions) next = Math.min(next, companion.nextDeadline());
-    next = Math.min(next, this.waiterDeadlines.next());
+    next = Math.min(next, this.waiterDeadlines.next(), this.coordinator.nextDeadline());
     for (const drain of this.drains) if (drain.deadline < next) next = drain.deadline;
     const heard = this.startedAt + CAUGHT_UP_HEARTBEATS * this.config.membership.heartbeatIntervalMs;
     for (const wait of this.catchUps) next = Math.min(next, wait.deadline, heard > this.now ? heard : Infinity);
@@ -485,6 +501,8 @@ export class NodeCore implements Replicator {
 
   /** Gathers what the engine and the waits produced into one Ready. */
   private collect(now: number): Ready {
+    this.coordinator.sync(now);
+    this.engine.placementChanged(now);
     const datagrams = this.engine.takeOutbox();
     this.releaseRoom(false);
     for (const request of this.engine.takeResyncs()) this.startResync(request, now);
@@ -618,6 +636,11 @@ function snapshotBytes(snapshot: SessionSnapshot): number {
   let bytes = snapshot.id.length;
   for (const part of snapshot.parts) bytes += part.name.length + (part.value?.length ?? 0);
   return bytes;
+}
+
+/** A heartbeat's view id as a number (0, "none", when out of the safe range). */
+function safeViewId(id: bigint): number {
+  return id > 0n && id <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(id) : 0;
 }
 
 /** Digest of configuration that must match cluster-wide: partitions and the hash table. */

@@ -76,6 +76,29 @@ export const HOLD_STALL_MS = 100;
 /** Why a datagram or delta was dropped; metrics count by reason. */
 export type EngineDropReason = 'malformed' | 'misrouted' | 'stale_incarnation' | 'unknown_sender' | 'reassembly_overflow' | 'not_replica';
 
+/** Datagram bodies the engine hands to the node core unread (the coordinator's). */
+export type ClusterBody = Extract<NonNullable<Datagram['body']>, { $case: 'coordinatorNotice' | 'viewPage' }>;
+
+/** What the node core takes from received datagrams beyond replication (the coordinator). */
+export interface ClusterInput {
+  /** Any well-formed datagram from `from`: its sender is alive. */
+  heard(from: string, now: number): void;
+  /** A heartbeat membership accepted, for the fields the node adds. */
+  heartbeat(from: string, heartbeat: Heartbeat, now: number): void;
+  body(from: string, fromAddress: string, body: ClusterBody, now: number): void;
+}
+
+const NO_CLUSTER_INPUT: ClusterInput = { heard: () => undefined, heartbeat: () => undefined, body: () => undefined };
+
+/**
+ * The members placement ranks, with a version that changes whenever they do (node-core:
+ * the coordinator's current view). Without one, placement follows membership's live members.
+ */
+export interface PlacementSource {
+  version(): number;
+  members(): readonly string[];
+}
+
 export interface ReplicationObserver {
   /** Replication lag: the owner's write time to this node's apply, in ms. */
   lag(ms: number): void;
@@ -98,6 +121,7 @@ export class ReplicationEngine {
   private readonly timers = new TimerTable();
   private resyncs: ResyncRequest[] = [];
   private viewVersion = -1;
+  private placementVersion = -1;
   private leaving = false;
   private readonly ackedBy = (channel: string, nodeId: string): number => this.channels.ackedBy(channel, nodeId);
   private readonly view: RepairView = {
@@ -117,6 +141,8 @@ export class ReplicationEngine {
     random: Random,
     private readonly observer: ReplicationObserver,
     private readonly heartbeatExtras: () => Partial<Heartbeat> = () => ({}),
+    private readonly cluster: ClusterInput = NO_CLUSTER_INPUT,
+    private readonly placementSource?: PlacementSource,
   ) {
     this.channels = new ChannelTable({ ...config, holdStallMs: HOLD_STALL_MS }, random);
     this.reassembly = new FragmentReassembly({ maxBytes: config.maxReassemblyBytes, timeoutMs: config.reassemblyTimeoutMs });
@@ -221,6 +247,7 @@ export class ReplicationEngine {
       if (events.length > 0) this.onMembershipEvents(events, now);
     }
     this.stats.datagramsReceived[body.$case]++;
+    this.cluster.heard(from, now);
     switch (body.$case) {
       case 'heartbeat':
         this.onHeartbeat(from, incarnation, fromAddress, body.heartbeat, now);
@@ -254,7 +281,21 @@ export class ReplicationEngine {
       case 'leave':
         this.onMembershipEvents(this.membership.handleLeave(from, incarnation, now), now);
         break;
+      case 'coordinatorNotice':
+      case 'viewPage':
+        this.cluster.body(from, fromAddress, body, now);
+        break;
     }
+  }
+
+  /** Sends a body the node core made (the coordinator's) through the outbox, counted with the rest. */
+  sendBody(to: string, body: ClusterBody): void {
+    this.outbox.push(to, this.outbox.encode(body), body.$case);
+  }
+
+  /** Placement's source changed outside a datagram or tick (a view adopted): re-place now. */
+  placementChanged(now: number): void {
+    this.syncView(now);
   }
 
   /** Timers: heartbeats, failure detection, NACKs, acks, reassembly expiry, retries, discard, holds. */
@@ -496,6 +537,7 @@ export class ReplicationEngine {
     this.onMembershipEvents(this.membership.handleHeartbeat(read.member, now), now);
     // Channels are trusted only from the incarnation membership accepted (not a stale one).
     if (this.membership.member(from)?.incarnation !== incarnation) return;
+    this.cluster.heartbeat(from, heartbeat, now);
     this.repair.peerPulling(from, read.pulling);
     for (const { target, highest } of read.channels) this.repairs.highest(from, incarnation, target, highest, now);
     this.syncView(now);
@@ -525,10 +567,12 @@ export class ReplicationEngine {
 
   /** Applies a changed member view: placement, ack tracking, and new partitions to pull. */
   private syncView(now: number): void {
-    if (this.membership.viewVersion === this.viewVersion) return;
+    const placementVersion = this.placementSource?.version() ?? -1;
+    if (this.membership.viewVersion === this.viewVersion && placementVersion === this.placementVersion) return;
     this.viewVersion = this.membership.viewVersion;
+    this.placementVersion = placementVersion;
     const live = this.membership.liveNodeIds();
-    this.placement.setMembers(live);
+    this.placement.setMembers(this.placementSource?.members() ?? live);
     const others = live.filter((id) => id !== this.config.nodeId);
     this.channels.setLivePeers(others);
     this.tickets.check(this.ackedBy);

@@ -589,7 +589,8 @@ export class SimCluster {
   /** Every running node sees every other running node as live. */
   membershipSettled(): boolean {
     const ids = this.running.map((n) => n.nodeId).sort();
-    return this.running.every((n) => JSON.stringify([...n.membership.liveNodeIds()]) === JSON.stringify(ids));
+    // Placement ranks the coordinator's view: settled once every node also places from that view of the running nodes.
+    return this.running.every((n) => JSON.stringify([...n.membership.liveNodeIds()]) === JSON.stringify(ids) && n.core.coordinator.placingFromView && JSON.stringify([...n.placement.memberIds()]) === JSON.stringify(ids));
   }
 
   /** Upper bounds the engine promises for one node, given how many peers it can have. */

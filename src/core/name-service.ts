@@ -1,0 +1,78 @@
+/**
+ * The name service: where a session lives, answered on any node — its partition, the
+ * partition's master and the node that owns the session now, each with the address peers
+ * reach it at. An ingress uses it to send a returning user to the pod that holds the session.
+ *
+ * Rules:
+ * - Current holders only: a master or owner that membership does not call alive or
+ *   suspect (dead, left, unknown) is left out; the caller then knows no live node serves
+ *   the session, and the partition's master is where a resume is one hop.
+ * - A partition's master is the first live member of its ranking in the placement this node
+ *   uses (the coordinator's view once there is one): the member a partition's election
+ *   starts with when priorities are equal.
+ * - The owner is read from this node's copy when it holds one; otherwise the partition's
+ *   holders are asked (one lookup each, as a resume asks), and the copy with the highest
+ *   epoch names it. A deleted session has no owner.
+ */
+import type { Membership } from './membership';
+import type { Placement } from './placement';
+import type { PeerCopies } from './session-api';
+import type { SessionSnapshot } from '../store/session-snapshot';
+
+export interface NodeAddress {
+  nodeId: string;
+  address: string;
+}
+
+export interface Location {
+  partition: number;
+  master: NodeAddress | undefined;
+  owner: NodeAddress | undefined;
+}
+
+export interface NameServiceSource {
+  readonly membership: Pick<Membership, 'member'>;
+  readonly placement: Pick<Placement, 'ranking' | 'partitions'>;
+  readonly store: { partitionOf(id: string): number; snapshot(id: string, now: number): SessionSnapshot | undefined };
+  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<PeerCopies>;
+}
+
+/** `nodeId` with its address when membership calls it alive or suspect; else undefined. */
+export function liveAddress(membership: Pick<Membership, 'member'>, nodeId: string): NodeAddress | undefined {
+  const member = membership.member(nodeId);
+  if (member === undefined || (member.state !== 'alive' && member.state !== 'suspect')) return undefined;
+  return { nodeId, address: member.advertiseAddress };
+}
+
+/** The partition's master: the first live member of its ranking (undefined when none is live). */
+export function partitionMaster(source: Pick<NameServiceSource, 'membership' | 'placement'>, partition: number): string | undefined {
+  for (const nodeId of source.placement.ranking(partition)) if (liveAddress(source.membership, nodeId) !== undefined) return nodeId;
+  return undefined;
+}
+
+/** Partitions each live member masters, ascending. */
+export function mastersByMember(source: Pick<NameServiceSource, 'membership' | 'placement'>): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (let p = 0; p < source.placement.partitions; p++) {
+    const master = partitionMaster(source, p);
+    if (master === undefined) continue;
+    let list = out.get(master);
+    if (list === undefined) out.set(master, (list = []));
+    list.push(p);
+  }
+  return out;
+}
+
+/** Where `sessionId` lives, asking the partition's holders when this node has no copy. */
+export async function locateSession(source: NameServiceSource, sessionId: string, deadline: number, now: number): Promise<Location> {
+  const partition = source.store.partitionOf(sessionId);
+  const masterId = partitionMaster(source, partition);
+  const master = masterId === undefined ? undefined : liveAddress(source.membership, masterId);
+  let copy = source.store.snapshot(sessionId, now);
+  if (copy === undefined) {
+    const copies = await source.fetchFromPeers(sessionId, undefined, deadline, now);
+    for (const snapshot of copies.snapshots) if (copy === undefined || snapshot.epoch > copy.epoch) copy = snapshot;
+  }
+  const owner = copy === undefined || copy.deletedVersion > 0 ? undefined : liveAddress(source.membership, copy.owner);
+  return { partition, master, owner };
+}
