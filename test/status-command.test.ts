@@ -74,6 +74,7 @@ describe('the table', () => {
     const table = formatTable(status([...ALL_ALIVE.slice(0, 2), member('', 17003, 'dead', { replicationLagSeqs: 42n })]), NOW);
     expect(table.split('\n')).toEqual([
       'node a: 1234 sessions, 5000 parts, 3.5 MiB of 512 MiB (0.7%), 17 tombstones, 256 partitions; baton 0.1.0, up 2h 5m',
+      'coordinator a, view 3',
       '',
       'NODE  ADDRESS          STATE  SELF  LAG (SEQS)',
       'a     127.0.0.1:7001   alive  *     -',
@@ -81,6 +82,10 @@ describe('the table', () => {
       '-     127.0.0.1:17003  dead         42',
       '',
     ]);
+  });
+
+  test('before the first view the line says placement follows the node itself', () => {
+    expect(formatTable(status(ALL_ALIVE, { viewId: 0n, coordinatorNodeId: '' }), NOW).split('\n')[1]).toBe("coordinator none, no view yet (placement follows this node's failure detector)");
   });
 
   test('without a memory budget the bytes stand alone', () => {
@@ -102,15 +107,17 @@ describe('the JSON', () => {
       parts: 5000,
       bytes: 3670016,
       members: [
-        { nodeId: 'a', address: '127.0.0.1:7001', state: 'alive', isSelf: true, replicationLagSeqs: 0 },
-        { nodeId: 'b', address: '127.0.0.1:7002', state: 'alive', isSelf: false, replicationLagSeqs: 3 },
-        { nodeId: 'c', address: '127.0.0.1:7003', state: 'alive', isSelf: false, replicationLagSeqs: 0 },
+        { nodeId: 'a', address: '127.0.0.1:7001', state: 'alive', isSelf: true, replicationLagSeqs: 0, coordinator: false, masteredPartitions: [] },
+        { nodeId: 'b', address: '127.0.0.1:7002', state: 'alive', isSelf: false, replicationLagSeqs: 3, coordinator: false, masteredPartitions: [] },
+        { nodeId: 'c', address: '127.0.0.1:7003', state: 'alive', isSelf: false, replicationLagSeqs: 0, coordinator: false, masteredPartitions: [] },
       ],
       maxBytes: 536870912,
       partitions: 256,
       version: '0.1.0',
       startedAtUnixMs: NOW - 7_507_000,
       tombstones: 17,
+      coordinatorNodeId: 'a',
+      viewId: 3,
     });
   });
 
