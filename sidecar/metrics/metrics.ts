@@ -322,6 +322,38 @@ export class SidecarMetrics {
         for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
       },
     });
+    const coordinator = core.coordinator;
+    new Gauge({
+      name: 'baton_cluster_view_id',
+      help: "The id of the coordinator's view this node holds (0 = none yet).",
+      registers: [registry],
+      collect() {
+        this.set(coordinator.viewId);
+      },
+    });
+    new Gauge({
+      name: 'baton_cluster_view_placement',
+      help: "1 when placement ranks the coordinator's view, 0 while it follows this node's own failure detector (before the first view, or while the coordinator is unreachable).",
+      registers: [registry],
+      collect() {
+        this.set(coordinator.placingFromView ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'baton_cluster_coordinator',
+      help: "1 when this node is the cluster's coordinator.",
+      registers: [registry],
+      collect() {
+        this.set(coordinator.isCoordinator ? 1 : 0);
+      },
+    });
+    labelledCounterFrom(registry, 'baton_cluster_views_total', 'Coordinator views this node published (as coordinator) or adopted.', ['outcome'], () => [
+      [{ outcome: 'published' }, coordinator.published],
+      [{ outcome: 'adopted' }, coordinator.adopted],
+    ]);
+    labelledCounterFrom(registry, 'baton_cluster_coordination_dropped_total', 'View pages and coordinator notices refused, by reason (not_coordinator, stale, malformed, bad_notice).', ['reason'], () =>
+      [...coordinator.drops].map(([reason, n]) => [{ reason }, n]),
+    );
   }
 
   /** Replication metrics the node core (and the transport) report as events happen. */

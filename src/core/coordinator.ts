@@ -153,6 +153,7 @@ export class Coordinator implements PlacementSource {
       this.membersSeen = version;
       const before = new Set(this.live);
       this.live = [...new Set([this.config.self, ...this.deps.liveMembers()])];
+      for (const nodeId of this.priorities.keys()) if (!this.live.includes(nodeId)) this.priorities.delete(nodeId);
       this.run(() => this.group.setMembers(this.live.map((id) => this.indexOf(id)), now), now);
       for (const id of this.live) if (!before.has(id) && id !== this.config.self) this.run(() => this.group.peerRecovered(id, now), now);
       if (this.isCoordinator && this.publishAt === Infinity) this.publishAt = now + this.config.viewBatchMs;
