@@ -4,7 +4,8 @@
  * every survivor's Status names the same new coordinator and the same (higher) view id, and
  * Locate on every survivor answers each session's partition, master and owner — the
  * survivors' copies owners, nothing for the dead node's sessions until one is resumed, then
- * the node that resumed it.
+ * the node that resumed it. The coordinator writes the TLS ticket keys, and after it dies
+ * the next one does.
  */
 import { credentials, Metadata } from '@grpc/grpc-js';
 import { ClusterServiceClient, type LocateResponse } from '../src/gen/baton/v1/cluster';
@@ -120,4 +121,28 @@ test('after the coordinator is SIGKILLed the survivors agree on a new one and it
   for (const id of survivors) {
     await pollUntil(`${id} locates ${orphan} on ${master}`, async () => (await locate(c, id, orphan)).owner?.nodeId === master, 5000);
   }
+}, 90_000);
+
+test('the coordinator writes the TLS ticket keys, and after it dies the next coordinator does', async () => {
+  // A 3 s rotation: each next key is written a period ahead, so the writer shows every few seconds.
+  cluster = await StaticCluster.start(IDS, ['--replicas', '2', '--partitions', '64', '--tls-ticket-rotation-minutes', '0.05', ...FAST_FAILURE_DETECTION]);
+  const c = cluster;
+  await c.waitForAlive(IDS, 10_000);
+  const before = await waitForAgreement(c, 10_000, (coordinator, viewId) => IDS.includes(coordinator) && viewId > 0n);
+  const survivors = IDS.filter((id) => id !== before.coordinator);
+  // The newest key set's writer, read from a survivor's copy (every node holds every session).
+  const writer = async () => {
+    const session = await c.client(survivors[0]!).get('baton:tls-ticket-keys');
+    return session?.parts.find((p) => p.name === 'keys')?.writerNodeId;
+  };
+  let last: string | undefined;
+  const writtenBy = (id: string) => async () => (last = await writer()) === id;
+  await pollUntil(`the key set is written by the coordinator ${before.coordinator}`, writtenBy(before.coordinator), 15_000).catch((err: Error) => {
+    throw new Error(`${err.message} (last writer: ${last})`);
+  });
+  await c.kill(before.coordinator, 'SIGKILL');
+  const after = await waitForAgreement(c, AGREE_WITHIN_MS, (coordinator, viewId) => survivors.includes(coordinator) && viewId > before.viewId);
+  await pollUntil(`the key set is written by the new coordinator ${after.coordinator}`, writtenBy(after.coordinator), 15_000).catch((err: Error) => {
+    throw new Error(`${err.message} (last writer: ${last})`);
+  });
 }, 90_000);
