@@ -28,7 +28,7 @@
  *   members — the bootstrap.
  */
 import { ElectionGroup, type ElectionContext, type MemberIndex } from './election';
-import { CoordinatorNoticeKind, type CoordinatorIndex } from '../gen/baton/v1/wire';
+import { CoordinatorNoticeKind, type CoordinatorIndex, type ViewPage } from '../gen/baton/v1/wire';
 import { orderMembers, ViewBook, viewPages, type ClusterView, type ViewOffer } from './cluster-views';
 import type { Membership } from './membership';
 import type { ClusterBody, PlacementSource } from './replication-engine';
@@ -85,6 +85,10 @@ export class Coordinator implements PlacementSource {
   private live: readonly string[] = [];
   private placed: readonly string[] = [];
   private placedVersion = 0;
+  /** What placement's members were last computed from (members version, view id, coordinator). */
+  private placedFrom = '';
+  /** The current view's pages, encoded once per view. */
+  private pages: { id: number; pages: ViewPage[] } | undefined;
   private highestSeen = 0;
   private publishAt = Infinity;
   private readonly firstViewAt: number;
@@ -153,7 +157,8 @@ export class Coordinator implements PlacementSource {
       this.membersSeen = version;
       const before = new Set(this.live);
       this.live = [...new Set([this.config.self, ...this.deps.liveMembers()])];
-      for (const nodeId of this.priorities.keys()) if (!this.live.includes(nodeId)) this.priorities.delete(nodeId);
+      const live = new Set(this.live);
+      for (const nodeId of this.priorities.keys()) if (!live.has(nodeId)) this.priorities.delete(nodeId);
       this.run(() => this.group.setMembers(this.live.map((id) => this.indexOf(id)), now), now);
       for (const id of this.live) if (!before.has(id) && id !== this.config.self) this.run(() => this.group.peerRecovered(id, now), now);
       if (this.isCoordinator && this.publishAt === Infinity) this.publishAt = now + this.config.viewBatchMs;
@@ -196,9 +201,11 @@ export class Coordinator implements PlacementSource {
       this.drop('bad_notice');
       return;
     }
-    if (this.priorities.get(from) !== sender.priority) {
+    const known = this.priorities.get(from) ?? 0;
+    if (sender.priority !== 0) this.priorities.set(from, sender.priority);
+    else this.priorities.delete(from);
+    if (known !== sender.priority) {
       // The group's indexes must agree with what the members say of themselves.
-      this.priorities.set(from, sender.priority);
       this.membersSeen = -1;
       this.sync(now);
     }
@@ -279,16 +286,22 @@ export class Coordinator implements PlacementSource {
   }
 
   private sendView(view: ClusterView, to: readonly string[], now: number): void {
-    const pages = viewPages(view, this.config.maxPayloadBytes);
+    if (this.pages?.id !== view.id) this.pages = { id: view.id, pages: viewPages(view, this.config.maxPayloadBytes) };
+    const pages = this.pages.pages;
     for (const nodeId of to) {
       this.sentAt.set(nodeId, now);
       for (const viewPage of pages) this.deps.send(nodeId, { $case: 'viewPage', viewPage });
     }
-    for (const nodeId of this.sentAt.keys()) if (!this.live.includes(nodeId)) this.sentAt.delete(nodeId);
+    const live = new Set(this.live);
+    for (const nodeId of this.sentAt.keys()) if (!live.has(nodeId)) this.sentAt.delete(nodeId);
   }
 
   /** Recomputes placement's members; the version moves only when they changed. */
   private replace(): void {
+    // Runs on every input of the node: only a change of what it depends on costs a pass.
+    const from = `${this.membersSeen} ${this.views.currentId} ${this.group.master ?? ''}`;
+    if (from === this.placedFrom) return;
+    this.placedFrom = from;
     const view = this.views.current;
     const next = this.placingFromView && view !== undefined ? view.members.map((m) => m.nodeId) : this.live;
     const sorted = [...next].sort();
@@ -316,7 +329,7 @@ export const DEFAULT_COORDINATOR_TIMINGS = {
   delayMs: 5,
   reannounceMs: 1000,
   viewBatchMs: 50,
-  viewResendMs: 500,
+  viewResendMs: 100,
 };
 /** Timings a node may override (firstViewDelayMs defaults to two heartbeat intervals). */
 export type CoordinatorTimings = typeof DEFAULT_COORDINATOR_TIMINGS & { firstViewDelayMs: number };
