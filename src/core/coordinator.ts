@@ -331,7 +331,7 @@ export const DEFAULT_COORDINATOR_TIMINGS = {
   viewBatchMs: 50,
   viewResendMs: 100,
 };
-/** Timings a node may override (firstViewDelayMs defaults to two heartbeat intervals). */
+/** Timings a node may override (firstViewDelayMs defaults to two heartbeat intervals, reannounceMs to four). */
 export type CoordinatorTimings = typeof DEFAULT_COORDINATOR_TIMINGS & { firstViewDelayMs: number };
 
 /**
@@ -344,8 +344,9 @@ export function membershipCoordinator(
   send: (to: string, body: ClusterBody) => void,
   now: number,
 ): Coordinator {
-  const firstViewDelayMs = 2 * settings.heartbeatIntervalMs;
-  const config: CoordinatorConfig = { ...DEFAULT_COORDINATOR_TIMINGS, firstViewDelayMs, ...settings.timings, self: settings.self, priority: settings.priority, role: 'edge', maxPayloadBytes: settings.maxPayloadBytes };
+  // Both scale with the heartbeat: re-announcing is as periodic as failure detection.
+  const derived = { firstViewDelayMs: 2 * settings.heartbeatIntervalMs, reannounceMs: 4 * settings.heartbeatIntervalMs };
+  const config: CoordinatorConfig = { ...DEFAULT_COORDINATOR_TIMINGS, ...derived, ...settings.timings, self: settings.self, priority: settings.priority, role: 'edge', maxPayloadBytes: settings.maxPayloadBytes };
   const deps: CoordinatorDeps = {
     liveMembers: () => membership.liveNodeIds(),
     membersVersion: () => membership.viewVersion,

@@ -29,6 +29,7 @@ import { SeededRandom } from '../../src/store/random';
 import type { EngineDropReason, ResyncRequest } from '../../src/core/replication-engine';
 import { DEFAULT_STORE_CONFIG, SessionStore, type SessionSnapshot } from '../../src/store/store';
 import { carryOut, type PeerAnswer, type PeerRequest, type Ready } from '../../src/core/transport';
+import type { CoordinatorTimings } from '../../src/core/coordinator';
 import { PERFECT_LINK, SimNetwork, type LinkProfile, type SimHost } from './sim-network';
 import { SimTransport, type SimTransportHost } from './sim-transport';
 
@@ -70,6 +71,8 @@ export interface SimClusterOptions {
   antiEntropyIntervalMs?: number;
   /** Virtual time at the start (Unix ms; default SIM_T0). */
   startMs?: number;
+  /** Coordinator timings (default: what node-core derives from the heartbeat interval). */
+  coordinator?: Partial<CoordinatorTimings>;
 }
 
 /** A node of one's own naming (membership scenarios). */
@@ -83,7 +86,8 @@ export interface SimNodeSpec {
   configDigest?: bigint;
 }
 
-type ResolvedOptions = Required<Omit<SimClusterOptions, 'receiver' | 'membership' | 'keys'>> & {
+type ResolvedOptions = Required<Omit<SimClusterOptions, 'receiver' | 'membership' | 'keys' | 'coordinator'>> & {
+  coordinator: Partial<CoordinatorTimings> | undefined;
   keys: ClusterKey[];
   receiver: ChannelReceiverConfig;
   membership: MembershipConfig;
@@ -217,6 +221,7 @@ export class SimNode implements SimHost, SimTransportHost {
       antiEntropyIntervalMs: o.antiEntropyIntervalMs,
       injectLossPercent: 0,
       limits: SIM_LIMITS,
+      coordinator: o.coordinator,
     };
     this.core = new NodeCore(
       config,
@@ -534,6 +539,7 @@ export class SimCluster {
       transferDelayMs: 5,
       antiEntropyIntervalMs: 0,
       startMs: SIM_T0,
+      coordinator: undefined,
       ...options,
       keys,
       receiver: { ...DEFAULT_CHANNEL_RECEIVER_CONFIG, ...options.receiver },
