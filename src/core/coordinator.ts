@@ -21,11 +21,16 @@
  *   coordinator's first view supersedes whatever its predecessor sent before crashing. A
  *   member reporting (in its heartbeat) a view other than the coordinator's current one is
  *   sent the view again (at most once per `viewResendMs`); one reporting an id at or above
- *   the current one from another coordinator makes the coordinator publish a higher id.
+ *   the current one from another coordinator makes the coordinator publish a higher id. A
+ *   node publishes nothing in its first `firstViewDelayMs` (two heartbeat intervals): time to
+ *   hear the views its members hold, so a restarted coordinator does not reuse an id.
  * - Placement: the coordinator's current view when this node follows that view's publisher,
  *   that coordinator is not failed, and the view lists this node; otherwise (before the
  *   first view, while the coordinator is unreachable or changing) this node's own live
  *   members — the bootstrap.
+ *
+ * Memory: the live members, one priority and one last-send time per live member, the
+ * current view and one assembly (cluster-views.ts), the current view's pages.
  */
 import { ElectionGroup, type ElectionContext, type MemberIndex } from './election';
 import { CoordinatorNoticeKind, type CoordinatorIndex, type ViewPage } from '../gen/baton/v1/wire';
