@@ -90,8 +90,8 @@ export class Coordinator implements PlacementSource {
   private live: readonly string[] = [];
   private placed: readonly string[] = [];
   private placedVersion = 0;
-  /** What placement's members were last computed from (members version, view id, coordinator). */
-  private placedFrom = '';
+  /** What placement's members were last computed from: members version, view id, coordinator. */
+  private placedFrom: [number, number, string | undefined] = [NaN, NaN, undefined];
   /** The current view's pages, encoded once per view. */
   private pages: { id: number; pages: ViewPage[] } | undefined;
   private highestSeen = 0;
@@ -304,9 +304,9 @@ export class Coordinator implements PlacementSource {
   /** Recomputes placement's members; the version moves only when they changed. */
   private replace(): void {
     // Runs on every input of the node: only a change of what it depends on costs a pass.
-    const from = `${this.membersSeen} ${this.views.currentId} ${this.group.master ?? ''}`;
-    if (from === this.placedFrom) return;
-    this.placedFrom = from;
+    const from = this.placedFrom;
+    if (from[0] === this.membersSeen && from[1] === this.views.currentId && from[2] === this.group.master) return;
+    this.placedFrom = [this.membersSeen, this.views.currentId, this.group.master];
     const view = this.views.current;
     const next = this.placingFromView && view !== undefined ? view.members.map((m) => m.nodeId) : this.live;
     const sorted = [...next].sort();
