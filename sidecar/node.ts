@@ -21,6 +21,8 @@ import { UdpTransport } from './transport/udp-transport';
 import type { SessionApi } from '../src/core/session-api';
 import { SidecarMetrics } from './metrics/metrics';
 import { SessionServiceHandlers } from './servers/session-service';
+import { clusterService } from './servers/cluster-service';
+import { mastersByMember } from '../src/core/name-service';
 import { statusPageData } from './metrics/status-page-data';
 import { VERSION } from './config/package-root';
 import { TicketKeyKeeper } from './capture/ticket-key-keeper';
@@ -249,7 +251,7 @@ export class BatonNode {
       sessionIdContext: clusterSessionIdContext(this.hashSeed),
       shared: !runsInsecure(this.config),
     };
-    const generators = { firstRanked: (id: string) => replication.core.placement.ranking(this.store.partitionOf(id))[0] };
+    const generators = { generator: () => replication.core.coordinator.coordinatorId };
     const keeper = new TicketKeyKeeper(options, this.store, sessionApi, replication.core, generators, this.hub, this.log);
     keeper.rescheduled = () => replication.core.rescheduled();
     replication.core.addCompanion(keeper);
@@ -344,15 +346,21 @@ export class BatonNode {
   /** Every member (peers configured but never heard from as 'dead' with no node id). */
   private memberList(): StatusResponse['members'] {
     const replication = this.replication;
-    if (replication === undefined) return [{ nodeId: this.config.nodeId, address: this.apiAddress, state: 'alive', isSelf: true, replicationLagSeqs: 0n, role: this.config.role }];
-    const lag = replication.core.unacked();
-    return replication.core.membership.members().map((m) => ({
+    if (replication === undefined) return [{ nodeId: this.config.nodeId, address: this.apiAddress, state: 'alive', isSelf: true, replicationLagSeqs: 0n, coordinator: true, masteredPartitions: [], role: this.config.role }];
+    const core = replication.core;
+    const lag = core.unacked();
+    const view = core.coordinator.views.current;
+    const mastered = mastersByMember(core);
+    return core.membership.members().map((m) => ({
       nodeId: m.nodeId,
       address: m.advertiseAddress,
       state: m.state,
       isSelf: m.isSelf,
       replicationLagSeqs: BigInt(lag.get(m.nodeId) ?? 0),
       role: m.nodeId === '' ? '' : m.role,
+      index: view?.members.find((v) => v.nodeId === m.nodeId)?.index,
+      coordinator: m.nodeId !== '' && m.nodeId === core.coordinator.coordinatorId,
+      masteredPartitions: mastered.get(m.nodeId) ?? [],
     }));
   }
 
@@ -378,13 +386,17 @@ export class BatonNode {
       })),
       role: this.config.role,
       multicastGroups: this.replication?.joinedGroups() ?? [],
+      coordinatorNodeId: this.replication === undefined ? this.config.nodeId : (this.replication.core.coordinator.coordinatorId ?? ''),
+      viewId: BigInt(this.replication?.core.coordinator.viewId ?? 0),
     };
   }
 
   private clusterService(): ClusterServiceServer {
-    return {
-      status: (_call, callback) => callback(null, this.status()),
-    };
+    return clusterService({
+      status: () => this.status(),
+      names: () => this.replication?.core,
+      viewId: () => this.replication?.core.coordinator.viewId ?? 0,
+    });
   }
 }
 

@@ -45,6 +45,18 @@ describe('delta codec', () => {
     expect(decodeDelta(Buffer.from([0xff, 0xff, 0xff]), 'x')).toBeUndefined();
   });
 
+  it('reads an expiry beyond what a number holds exactly as one it can send again', () => {
+    const INT64_MAX = (1n << 63n) - 1n;
+    for (const expiresAtUnixMs of [INT64_MAX, -INT64_MAX - 1n]) {
+      const read = readDelta(Delta.fromPartial({ sessionId: 's', kind: DeltaKind.DELTA_KIND_TOUCH, expiresAtUnixMs, writtenAtUnixMs: expiresAtUnixMs }), 'x');
+      expect(Math.abs(read.expiresAt)).toBeLessThanOrEqual(Number.MAX_SAFE_INTEGER);
+      expect(Math.abs(read.writtenAt)).toBeLessThanOrEqual(Number.MAX_SAFE_INTEGER);
+      // What this node sends again (as the session's new owner, say) must encode.
+      const again = decodeDelta(encodeDelta({ ...session, expiresAt: read.expiresAt }, { kind: 'touch' }, 'node-a', 0), 'node-a')!;
+      expect(again.expiresAt).toBe(read.expiresAt);
+    }
+  });
+
   it('keys part changes by part and session-level changes by kind', () => {
     expect(deltaKey('s', { kind: 'put', name: 'a', value: Buffer.alloc(0), version: 1 })).toBe(deltaKey('s', { kind: 'delete_part', name: 'a', version: 2 }));
     expect(deltaKey('s', { kind: 'touch' })).not.toBe(deltaKey('s', { kind: 'delete_session', version: 1 }));

@@ -44,7 +44,7 @@ import {
   WatchRequest,
 } from '../src/gen/baton/v1/session';
 import { DigestsRequest, DigestsResponse, FetchRequest, PeerServiceService, SessionEntry } from '../src/gen/baton/v1/peer';
-import { Datagram, type Delta } from '../src/gen/baton/v1/wire';
+import { Datagram, type CoordinatorNoticeKind, type Delta } from '../src/gen/baton/v1/wire';
 import { BuzHash } from '../src/store/buzhash';
 import { FORMAT_VERSION, HEADER_BYTES, MAGIC } from '../src/wire/datagram-codec';
 import { SeededRandom, type Random } from '../src/store/random';
@@ -1156,6 +1156,8 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
               priority: rng.nextUint32() | 0,
               echoes: Array.from({ length: rng.below(3) }, () => ({ nodeId: pick(rng, [NODE_ID, 'x']), sentAtUnixMs: BigInt.asIntN(64, randomUint64(rng)), heldMs: pick(rng, [0, -1, 1e30, Number.NaN]) })),
               delays: Array.from({ length: rng.below(3) }, () => ({ nodeId: pick(rng, [NODE_ID, 'ghost', '']), roundTripMs: pick(rng, [0, -5, 3.5, Number.POSITIVE_INFINITY]) })),
+              viewId: pick(rng, [0n, 1n, randomUint64(rng)]),
+              viewCoordinator: pick(rng, ['', NODE_ID, 'fake-2', awkwardString(rng).slice(0, 100)]),
             },
           },
         };
@@ -1166,7 +1168,16 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
       if (r < 0.75) return { senderNodeId, body: { $case: 'nack', nack: { channelSenderNodeId: channelSender, channelSenderIncarnation: channelIncarnation, targetNodeId: pick(rng, ['', senderNodeId, 'x']), ranges: Array.from({ length: rng.below(6) }, range) } } };
       if (r < 0.85) return { senderNodeId, body: { $case: 'ack', ack: { channelSenderNodeId: channelSender, channelSenderIncarnation: channelIncarnation, targetNodeId: pick(rng, ['', senderNodeId]), cumulativeSeq: pick(rng, [0n, 1n, UINT64_MAX, randomUint64(rng)]), superseded: Array.from({ length: rng.below(3) }, () => ({ seq: pick(rng, [0n, 1n, UINT64_MAX, randomUint64(rng)]), sessionId: pick(rng, ['s1', '', 'x'.repeat(600)]), ownerNodeId: pick(rng, [NODE_ID, '', 'bad id']), epoch: pick(rng, [0n, 2n, UINT64_MAX]) })), supersededCompleteAbove: pick(rng, [0n, 1n, UINT64_MAX]) } } };
       if (r < 0.93) return { senderNodeId, body: { $case: 'gone', gone: { targetNodeId: pick(rng, ['', NODE_ID, 'x']), firstRetainedSeq: pick(rng, [0n, 1n, UINT64_MAX, randomUint64(rng)]) } } };
-      if (r < 0.97) return { senderNodeId, body: { $case: 'leave', leave: {} } };
+      if (r < 0.95) return { senderNodeId, body: { $case: 'leave', leave: {} } };
+      if (r < 0.965) {
+        const index = () => (chance(rng, 0.1) ? undefined : { nodeId: pick(rng, [senderNodeId, NODE_ID, '', 'bad id', awkwardString(rng).slice(0, 100)]), priority: pick(rng, [0, 1, -1, 2 ** 31 - 1, -(2 ** 31)]) });
+        return { senderNodeId, body: { $case: 'coordinatorNotice', coordinatorNotice: { kind: pick(rng, [0, 1, 2, 3, 99]) as CoordinatorNoticeKind, sender: index(), revoked: index() } } };
+      }
+      if (r < 0.98) {
+        const memberCount = pick(rng, [0, 1, 2, 3, 4096, 4097, UINT32_MAX, rng.nextUint32()]);
+        const members = Array.from({ length: rng.below(5) }, (_, i) => ({ nodeId: pick(rng, [senderNodeId, NODE_ID, 'fake-2', '', 'bad id']), priority: pick(rng, [0, 5, -(2 ** 31)]), index: pick(rng, [i, 0, UINT32_MAX]), role: pick(rng, ['edge', 'store', '', 'x'.repeat(300)]) }));
+        return { senderNodeId, body: { $case: 'viewPage', viewPage: { viewId: pick(rng, [0n, 1n, 2n, UINT64_MAX, randomUint64(rng)]), coordinatorNodeId: pick(rng, [senderNodeId, NODE_ID, '']), memberCount, first: pick(rng, [0, 1, UINT32_MAX, rng.nextUint32()]), members } } };
+      }
       return { senderNodeId, body: undefined };
     };
     const header = (incarnation: bigint, packet: bigint, keyId = 0): Buffer => {

@@ -18,6 +18,9 @@ test.each(['unicast', 'multicast'] as const)('%s: a lone incomplete delta is rel
     replicas: 1,
     reassemblyTimeoutMs: TIMEOUT_MS,
     membership: { heartbeatIntervalMs: HEARTBEAT_MS, suspectAfterMs: 4 * HEARTBEAT_MS, deadAfterMs: 6 * HEARTBEAT_MS, forgetDeadAfterMs: 10 * HEARTBEAT_MS },
+    // The first view at once (not two heartbeat intervals after start), no wait for another
+    // coordinator to announce itself; re-announcements scale with the heartbeat.
+    coordinator: { firstViewDelayMs: 0, joinWaitMs: 0 },
   });
   expect(cluster.runUntil(() => cluster.membershipSettled(), 1000)).toBe(true);
   cluster.runFor(50); // the state transfers started on first sight finish

@@ -309,7 +309,12 @@ describe('baton sidecar process', () => {
     const status = await unary<any, any>(cluster.status.bind(cluster), {}).finally(() => cluster.close());
     expect(status.nodeId).toBe('it-node');
     expect(status.sessions).toBeGreaterThan(0n);
-    expect(status.members).toEqual([{ nodeId: 'it-node', address: node.peerAddress, state: 'alive', isSelf: true, replicationLagSeqs: 0n, role: 'edge' }]);
+    expect(status.members).toEqual([
+      expect.objectContaining({ nodeId: 'it-node', address: node.peerAddress, state: 'alive', isSelf: true, replicationLagSeqs: 0n, role: 'edge', coordinator: true }),
+    ]);
+    // Alone, the node coordinates and masters every partition.
+    expect(status.coordinatorNodeId).toBe('it-node');
+    expect(status.members[0].masteredPartitions).toEqual(Array.from({ length: status.partitions }, (_, p) => p));
     expect(status.role).toBe('edge');
     expect(status.configMismatches).toEqual([]);
   });

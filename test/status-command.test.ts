@@ -10,7 +10,7 @@ import { formatBytes, formatDuration, formatJson, formatTable, judge, parseTimeo
 const NOW = 1_800_000_000_000;
 
 function member(nodeId: string, port: number, state: string, extra: Partial<Member> = {}): Member {
-  return { nodeId, address: `127.0.0.1:${port}`, state, isSelf: false, replicationLagSeqs: 0n, role: 'edge', ...extra };
+  return { nodeId, address: `127.0.0.1:${port}`, state, isSelf: false, replicationLagSeqs: 0n, role: 'edge', coordinator: false, masteredPartitions: [], ...extra };
 }
 
 function status(members: Member[], extra: Partial<StatusResponse> = {}): StatusResponse {
@@ -28,6 +28,8 @@ function status(members: Member[], extra: Partial<StatusResponse> = {}): StatusR
     configMismatches: [],
     role: 'edge',
     multicastGroups: [],
+    coordinatorNodeId: 'a',
+    viewId: 3n,
     ...extra,
   };
 }
@@ -75,6 +77,7 @@ describe('the table', () => {
     const table = formatTable(status([...ALL_ALIVE.slice(0, 1), member('b', 7002, 'alive', { replicationLagSeqs: 3n, role: 'store' }), member('', 17003, 'dead', { replicationLagSeqs: 42n, role: '' })]), NOW);
     expect(table.split('\n')).toEqual([
       'node a: 1234 sessions, 5000 parts, 3.5 MiB of 512 MiB (0.7%), 17 tombstones, 256 partitions; baton 0.1.0, up 2h 5m',
+      'coordinator a, view 3',
       '',
       'NODE  ADDRESS          STATE  SELF  LAG (SEQS)  ROLE',
       'a     127.0.0.1:7001   alive  *     -           edge',
@@ -82,6 +85,10 @@ describe('the table', () => {
       '-     127.0.0.1:17003  dead         42          -',
       '',
     ]);
+  });
+
+  test('before the first view the line says placement follows the node itself', () => {
+    expect(formatTable(status(ALL_ALIVE, { viewId: 0n, coordinatorNodeId: '' }), NOW).split('\n')[1]).toBe("coordinator none, no view yet (placement follows this node's failure detector)");
   });
 
   test('without a memory budget the bytes stand alone', () => {
@@ -103,9 +110,9 @@ describe('the JSON', () => {
       parts: 5000,
       bytes: 3670016,
       members: [
-        { nodeId: 'a', address: '127.0.0.1:7001', state: 'alive', isSelf: true, replicationLagSeqs: 0, role: 'edge' },
-        { nodeId: 'b', address: '127.0.0.1:7002', state: 'alive', isSelf: false, replicationLagSeqs: 3, role: 'edge' },
-        { nodeId: 'c', address: '127.0.0.1:7003', state: 'alive', isSelf: false, replicationLagSeqs: 0, role: 'edge' },
+        { nodeId: 'a', address: '127.0.0.1:7001', state: 'alive', isSelf: true, replicationLagSeqs: 0, role: 'edge', coordinator: false, masteredPartitions: [] },
+        { nodeId: 'b', address: '127.0.0.1:7002', state: 'alive', isSelf: false, replicationLagSeqs: 3, role: 'edge', coordinator: false, masteredPartitions: [] },
+        { nodeId: 'c', address: '127.0.0.1:7003', state: 'alive', isSelf: false, replicationLagSeqs: 0, role: 'edge', coordinator: false, masteredPartitions: [] },
       ],
       maxBytes: 536870912,
       partitions: 256,
@@ -115,6 +122,8 @@ describe('the JSON', () => {
       configMismatches: [],
       role: 'edge',
       multicastGroups: [],
+      coordinatorNodeId: 'a',
+      viewId: 3,
     });
   });
 

@@ -11,7 +11,7 @@ import { Placement } from '../src/core/placement';
 import { MAX_RING_SEGMENTS, statusPageData } from '../sidecar/metrics/status-page-data';
 
 function member(nodeId: string, state = 'alive', isSelf = false): Member {
-  return { nodeId, address: `10.0.0.${nodeId.length}:7401`, state, isSelf, replicationLagSeqs: 7n, role: 'edge' };
+  return { nodeId, address: `10.0.0.${nodeId.length}:7401`, state, isSelf, replicationLagSeqs: 7n, role: 'edge', coordinator: false, masteredPartitions: [] };
 }
 
 function status(partitions: number, members: Member[]): StatusResponse {
@@ -29,6 +29,8 @@ function status(partitions: number, members: Member[]): StatusResponse {
     configMismatches: [],
     role: 'edge',
     multicastGroups: [],
+    coordinatorNodeId: 'n1',
+    viewId: 1n,
   };
 }
 

@@ -126,7 +126,7 @@ describe('status page', () => {
         copies: 2,
       });
       expect(page.members.map(({ nodeId, address, state, isSelf, replicationLagSeqs, role }) => ({ nodeId, address, state, isSelf, replicationLagSeqs, role }))).toEqual(
-        status.members.map((m) => ({ ...m, replicationLagSeqs: Number(m.replicationLagSeqs) })),
+        status.members.map(({ nodeId, address, state, isSelf, replicationLagSeqs, role }) => ({ nodeId, address, state, isSelf, replicationLagSeqs: Number(replicationLagSeqs), role })),
       );
       // Rendezvous placement with replicas 1: every partition has one primary and two holders.
       expect(page.members.reduce((n, m) => n + m.partitionsPrimary, 0)).toBe(PARTITIONS);
@@ -190,6 +190,8 @@ describe('status page', () => {
       expect(existsSync(CHROMIUM)).toBe(true);
       await cluster!.kill('c');
       await pollUntil('a sees c dead', async () => (await statusJson('a')).members.find((m) => m.nodeId === 'c')?.state === 'dead', 10_000);
+      // Placement follows the coordinator's view: the partitions move once it publishes one without c.
+      await pollUntil('a places from a view without c', async () => (await statusJson('a')).members.find((m) => m.nodeId === 'c')?.partitionsHeld === 0, 5_000);
       const page = await statusJson('a');
       const c = page.members.findIndex((m) => m.nodeId === 'c');
       expect(page.members[c]).toMatchObject({ partitionsHeld: 0, partitionsPrimary: 0 });

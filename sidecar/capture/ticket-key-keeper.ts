@@ -6,7 +6,9 @@
  * Rules:
  * - The keys live in the system session TICKET_KEY_SESSION_ID (part "keys", a
  *   TlsTicketKeySet), so they travel over the encrypted peer channel like every delta and
- *   survive any pod. The generator is the member placement ranks first for that session.
+ *   survive any pod. The generator is the cluster's coordinator (src/core/coordinator.ts):
+ *   the one member that issues cluster-wide secrets. While no coordinator is known (a node
+ *   alone, or between elections) no node generates, and the keys held keep working.
  * - Without a cluster key on a peer channel that leaves loopback (--insecure), the keys
  *   would cross the network in clear text: this node then keeps keys of its own, never
  *   stored or replicated, and says so once in the log and in every settings message
@@ -45,9 +47,9 @@ export interface TicketKeyKeeperOptions {
   shared: boolean;
 }
 
-/** Who generates: placement's first member for the key session (undefined: no peers, this node). */
+/** Who generates: the coordinator this node follows (undefined: none known). */
 export interface GeneratorChoice {
-  firstRanked(sessionId: string): string | undefined;
+  generator(): string | undefined;
 }
 
 export class TicketKeyKeeper implements TlsResumptionFeed, Companion {
@@ -144,7 +146,7 @@ export class TicketKeyKeeper implements TlsResumptionFeed, Companion {
   plan(now = Date.now()): void {
     if (this.stopped) return;
     const shared = this.options.shared;
-    const generator = !shared || (this.generators?.firstRanked(TICKET_KEY_SESSION_ID) ?? this.options.nodeId) === this.options.nodeId;
+    const generator = !shared || (this.generators === undefined ? true : this.generators.generator() === this.options.nodeId);
     const plan = planTicketKeys(
       {
         now,

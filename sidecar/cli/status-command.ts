@@ -123,7 +123,11 @@ export function formatTable(status: StatusResponse, now: number): string {
   ];
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
   const lines = rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  ').trimEnd());
-  return `${summary}\n\n${lines.join('\n')}\n`;
+  const coordination =
+    status.viewId === 0n
+      ? `coordinator ${status.coordinatorNodeId || 'none'}, no view yet (placement follows this node's failure detector)`
+      : `coordinator ${status.coordinatorNodeId || 'none'}, view ${status.viewId}`;
+  return `${summary}\n${coordination}\n\n${lines.join('\n')}\n`;
 }
 
 /** The StatusResponse as JSON (see the header for names and integers), with a final newline. */

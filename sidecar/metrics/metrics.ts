@@ -219,7 +219,7 @@ export class SidecarMetrics {
     const core = transport.core;
     const engine = core.engine;
     const stats = core.counters.engine;
-    const types = ['data', 'heartbeat', 'nack', 'ack', 'gone', 'leave', 'election', 'inquiry', 'inquiryReply'] as const;
+    const types = ['data', 'heartbeat', 'nack', 'ack', 'gone', 'leave', 'election', 'inquiry', 'inquiryReply', 'coordinatorNotice', 'viewPage'] as const;
     const perType = (name: string, help: string, read: (t: (typeof types)[number]) => number) =>
       labelledCounterFrom(registry, name, help, ['type'], () => types.map((type) => [{ type }, read(type)]));
     perType('baton_replication_datagrams_sent_total', 'Replication datagrams sent, by type.', (t) => stats.datagramsSent[t]);
@@ -352,6 +352,38 @@ export class SidecarMetrics {
         this.set(core.masters.mastered().length);
       },
     });
+    const coordinator = core.coordinator;
+    new Gauge({
+      name: 'baton_cluster_view_id',
+      help: "The id of the coordinator's view this node holds (0 = none yet).",
+      registers: [registry],
+      collect() {
+        this.set(coordinator.viewId);
+      },
+    });
+    new Gauge({
+      name: 'baton_cluster_view_placement',
+      help: "1 when placement ranks the coordinator's view, 0 while it follows this node's own failure detector (before the first view, or while the coordinator is unreachable).",
+      registers: [registry],
+      collect() {
+        this.set(coordinator.placingFromView ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'baton_cluster_coordinator',
+      help: "1 when this node is the cluster's coordinator.",
+      registers: [registry],
+      collect() {
+        this.set(coordinator.isCoordinator ? 1 : 0);
+      },
+    });
+    labelledCounterFrom(registry, 'baton_cluster_views_total', 'Coordinator views this node published (as coordinator) or adopted.', ['outcome'], () => [
+      [{ outcome: 'published' }, coordinator.published],
+      [{ outcome: 'adopted' }, coordinator.adopted],
+    ]);
+    labelledCounterFrom(registry, 'baton_cluster_coordination_dropped_total', 'View pages and coordinator notices refused, by reason (not_coordinator, stale, malformed, bad_notice).', ['reason'], () =>
+      [...coordinator.drops].map(([reason, n]) => [{ reason }, n]),
+    );
   }
 
   /** Replication metrics the node core (and the transport) report as events happen. */

@@ -8,7 +8,7 @@
  * - A key is active from its activation time until the next key's activation (its
  *   retirement). Every node issues with the key whose activation passed last, so all nodes
  *   switch in lockstep at the same wall-clock instant.
- * - The generator (the member placement ranks first for the key session) always keeps one
+ * - The generator (the cluster's coordinator) always keeps one
  *   key activating in the future. It is written a whole rotation period ahead (at least a
  *   quarter of one when the generator took over late), so every node holds it long before
  *   any node issues with it.
@@ -47,7 +47,7 @@ export interface TicketKeyScheduleInput {
   now: number;
   /** The key set as this node holds it (undefined: none). */
   stored: readonly TicketKey[] | undefined;
-  /** Whether this node generates keys (placement's first member for the key session). */
+  /** Whether this node generates keys (it is the cluster's coordinator). */
   generator: boolean;
   /** True once this node asked its peers and none of them holds a key set. */
   peersHaveNone: boolean;

@@ -76,6 +76,8 @@ export function buildHeartbeats(plan: HeartbeatPlan, now: number): { to: string;
     priority: 0,
     echoes: [],
     delays: [],
+    viewId: 0n,
+    viewCoordinator: '',
     ...plan.extras,
   };
   const channelsOf = (channel: string) => {

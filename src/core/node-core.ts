@@ -29,6 +29,7 @@ import { FORMAT_VERSION } from '../wire/datagram-codec';
 import type { ChannelReceiverConfig } from './channel-receiver';
 import { Membership, type MembershipConfig, type MembershipEvent, type NodeRoleName } from './membership';
 import { NodeRole } from '../gen/baton/v1/wire';
+import { Coordinator, membershipCoordinator, type CoordinatorTimings } from './coordinator';
 import { NodeCounters } from './node-counters';
 import { Placement } from './placement';
 import { defaultElectionTimings, PartitionMasters, type ElectionTimings } from './partition-masters';
@@ -88,10 +89,12 @@ export interface NodeCoreConfig {
    */
   multicastGroupAddresses?: readonly string[];
   clusterKeyId?: number;
-  /** --priority: this node's stated capacity; higher wins partition master elections. Default 0. */
+  /** --priority: this node's stated capacity; higher wins partition master and coordinator elections. Default 0. */
   priority?: number;
   /** Election timings (default: defaultElectionTimings of the heartbeat interval). */
   election?: Partial<ElectionTimings>;
+  /** Coordinator election and view timings (default: DEFAULT_COORDINATOR_TIMINGS). */
+  coordinator?: Partial<CoordinatorTimings>;
 }
 
 /**
@@ -166,6 +169,8 @@ export class NodeCore implements Replicator {
   readonly counters: NodeCounters;
   /** Partition master elections and takeover. */
   readonly masters: PartitionMasters;
+  /** The cluster coordinator's election and views: what placement ranks. */
+  readonly coordinator: Coordinator;
   /** The latest `now` an input carried. */
   private now: number;
   private readonly startedAt: number;
@@ -212,6 +217,8 @@ export class NodeCore implements Replicator {
     this.membership = new Membership(self, config.membership, this.configDigest, this.settingDigests);
     this.membership.addSeedAddresses([...config.seeds]);
     this.placement = new Placement(deps.hasher, config.partitions, config.replicas);
+    const settings = { self: config.nodeId, priority: config.priority ?? 0, role: config.role ?? 'edge', maxPayloadBytes: config.maxPayloadBytes, heartbeatIntervalMs: config.membership.heartbeatIntervalMs, timings: config.coordinator };
+    this.coordinator = membershipCoordinator(this.membership, settings, (to, body) => this.engine.sendBody(to, body), now);
     const observer = this.observer;
     this.engine = new ReplicationEngine(
       {
@@ -244,12 +251,20 @@ export class NodeCore implements Replicator {
         role: config.role === 'store' ? NodeRole.NODE_ROLE_STORE : NodeRole.NODE_ROLE_EDGE,
         settingDigests: toWire(this.settingDigests),
         ...this.masters.heartbeatExtras(this.now),
+        ...this.coordinator.heartbeatExtras(),
       }),
       {
         heard: (from, at) => this.masters.heard(from, at),
-        heartbeat: (from, heartbeat, at) => this.masters.heartbeat(from, heartbeat, at),
-        body: (from, fromAddress, body, at) => this.masters.body(from, fromAddress, body, at),
+        heartbeat: (from, heartbeat, at) => {
+          this.masters.heartbeat(from, heartbeat, at);
+          this.coordinator.heartbeat(from, safeViewId(heartbeat.viewId), heartbeat.viewCoordinator, at);
+        },
+        body: (from, fromAddress, body, at) => {
+          if (body.$case === 'coordinatorNotice' || body.$case === 'viewPage') this.coordinator.body(from, body, at);
+          else this.masters.body(from, fromAddress, body, at);
+        },
       },
+      this.coordinator,
     );
     this.counters = new NodeCounters(this.engine.stats);
     this.masters = new PartitionMasters(
@@ -332,6 +347,7 @@ export class NodeCore implements Replicator {
     if ((this.store.nextDeadline() ?? Infinity) <= now) this.store.tick(now);
     this.engine.tick(now);
     this.asks.tick(now);
+    if (this.coordinator.nextDeadline() <= now) this.coordinator.tick(now);
     for (const companion of this.companions) if (companion.nextDeadline() <= now) companion.tick(now);
     for (const ticket of this.waiterDeadlines.due(now)) {
       this.waiterDeadlines.clear(ticket);
@@ -431,7 +447,7 @@ export class NodeCore implements Replicator {
     if (this.stopped) return Infinity;
     let next = Math.min(this.engine.nextDeadline(), this.store.nextDeadline() ?? Infinity, this.asks.nextDeadline(), this.antiEntropyAt, this.seedsAt);
     for (const companion of this.companions) next = Math.min(next, companion.nextDeadline());
-    next = Math.min(next, this.waiterDeadlines.next(), this.masters.nextDeadline(this.now));
+    next = Math.min(next, this.waiterDeadlines.next(), this.masters.nextDeadline(this.now), this.coordinator.nextDeadline());
     for (const drain of this.drains) if (drain.deadline < next) next = drain.deadline;
     const heard = this.startedAt + CAUGHT_UP_HEARTBEATS * this.config.membership.heartbeatIntervalMs;
     for (const wait of this.catchUps) next = Math.min(next, wait.deadline, heard > this.now ? heard : Infinity);
@@ -543,6 +559,8 @@ export class NodeCore implements Replicator {
 
   /** Gathers what the engine and the waits produced into one Ready. */
   private collect(now: number): Ready {
+    this.coordinator.sync(now);
+    this.engine.placementChanged(now);
     this.masters.work(now);
     const datagrams = this.engine.takeOutbox();
     this.releaseRoom(false);
@@ -697,4 +715,9 @@ export function clusterSettingValues(config: NodeCoreConfig, hasher: BuzHash): C
     multicastGroups: groups,
     clusterKeyId: config.clusterKeyId ?? 0,
   };
+}
+
+/** A heartbeat's view id as a number (0, "none", when out of the safe range). */
+function safeViewId(id: bigint): number {
+  return id > 0n && id <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(id) : 0;
 }

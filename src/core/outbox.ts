@@ -9,7 +9,7 @@
 import { Datagram } from '../gen/baton/v1/wire';
 import { encodeWith } from '../wire/proto-writer';
 
-export type DatagramType = 'data' | 'heartbeat' | 'nack' | 'ack' | 'gone' | 'leave' | 'election' | 'inquiry' | 'inquiryReply';
+export type DatagramType = 'data' | 'heartbeat' | 'nack' | 'ack' | 'gone' | 'leave' | 'election' | 'inquiry' | 'inquiryReply' | 'coordinatorNotice' | 'viewPage';
 
 export interface Outgoing {
   /** A peer's host:port, or 'multicast' for the group. */
@@ -21,8 +21,8 @@ export type EngineStats = ReturnType<typeof newEngineStats>;
 
 export function newEngineStats() {
   return {
-    datagramsSent: { data: 0, heartbeat: 0, nack: 0, ack: 0, gone: 0, leave: 0, election: 0, inquiry: 0, inquiryReply: 0 },
-    datagramsReceived: { data: 0, heartbeat: 0, nack: 0, ack: 0, gone: 0, leave: 0, election: 0, inquiry: 0, inquiryReply: 0 },
+    datagramsSent: { data: 0, heartbeat: 0, nack: 0, ack: 0, gone: 0, leave: 0, election: 0, inquiry: 0, inquiryReply: 0, coordinatorNotice: 0, viewPage: 0 },
+    datagramsReceived: { data: 0, heartbeat: 0, nack: 0, ack: 0, gone: 0, leave: 0, election: 0, inquiry: 0, inquiryReply: 0, coordinatorNotice: 0, viewPage: 0 },
     bytesSent: 0,
     bytesReceived: 0,
     deltasSent: 0,

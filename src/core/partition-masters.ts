@@ -104,6 +104,8 @@ export class PartitionMasters {
   /** The last heartbeat from each member: its sent-at, and when it arrived (echoed back). */
   private readonly lastHeartbeats = new Map<string, { sentAtMs: number; receivedAt: number }>();
   private viewVersion = -1;
+  /** Placement's version as of the last regroup: placement follows the coordinator's views, which change apart from membership. */
+  private placementVersion = -1;
   /** Next partition to regroup (Infinity = all done). */
   private regroupFrom = Infinity;
   private readonly scans = new Set<number>();
@@ -131,6 +133,11 @@ export class PartitionMasters {
   /** The master this node knows for `partition` (undefined: it holds no copy, or none is known). */
   masterOf(partition: number): string | undefined {
     return this.elections.masterOf(partition);
+  }
+
+  /** A member's --priority as its heartbeats state it (this node's own for itself; 0 if unheard). */
+  priorityOf(nodeId: string): number {
+    return nodeId === this.deps.self ? this.deps.priority : (this.priorities.get(nodeId) ?? 0);
   }
 
   /** The partitions this node masters, ascending. */
@@ -214,8 +221,9 @@ export class PartitionMasters {
 
   private syncView(now: number): void {
     const membership = this.deps.membership;
-    if (membership.viewVersion === this.viewVersion) return;
+    if (membership.viewVersion === this.viewVersion && this.deps.placement.version === this.placementVersion) return;
     this.viewVersion = membership.viewVersion;
+    this.placementVersion = this.deps.placement.version;
     this.regroupFrom = 0;
     for (const p of this.elections.masteredGroups()) this.scans.add(p);
     // Inputs carry a growing `now`, so the list stays sorted; it holds the view changes of

@@ -79,10 +79,10 @@ export const HOLD_STALL_MS = 100;
 /** Why a datagram or delta was dropped; metrics count by reason. */
 export type EngineDropReason = 'malformed' | 'misrouted' | 'stale_incarnation' | 'unknown_sender' | 'reassembly_overflow' | 'not_replica';
 
-/** Datagram bodies the engine hands to the node core unread (elections). */
-export type ClusterBody = Extract<NonNullable<Datagram['body']>, { $case: 'election' | 'inquiry' | 'inquiryReply' }>;
+/** Datagram bodies the engine hands to the node core unread (elections, the coordinator's). */
+export type ClusterBody = Extract<NonNullable<Datagram['body']>, { $case: 'election' | 'inquiry' | 'inquiryReply' | 'coordinatorNotice' | 'viewPage' }>;
 
-/** What the node core takes from received datagrams beyond replication (elections). */
+/** What the node core takes from received datagrams beyond replication (elections, the coordinator). */
 export interface ClusterInput {
   /** Any well-formed datagram from `from`: its sender is alive. */
   heard(from: string, now: number): void;
@@ -92,6 +92,15 @@ export interface ClusterInput {
 }
 
 const NO_CLUSTER_INPUT: ClusterInput = { heard: () => undefined, heartbeat: () => undefined, body: () => undefined };
+
+/**
+ * The members placement ranks, with a version that changes whenever they do (node-core:
+ * the coordinator's current view). Without one, placement follows membership's live members.
+ */
+export interface PlacementSource {
+  version(): number;
+  members(): readonly string[];
+}
 
 export interface ReplicationObserver {
   /** Replication lag: the owner's write time to this node's apply, in ms. */
@@ -117,6 +126,7 @@ export class ReplicationEngine {
   private viewVersion = -1;
   /** The multicast groups this node listens on (joinedGroups() as of the last view change). */
   private listening = new Set<number>();
+  private placementVersion = -1;
   private leaving = false;
   private readonly ackedBy = (channel: string, nodeId: string): number => this.channels.ackedBy(channel, nodeId);
   private readonly view: RepairView = {
@@ -139,6 +149,7 @@ export class ReplicationEngine {
     private readonly observer: ReplicationObserver,
     private readonly heartbeatExtras: () => Partial<Heartbeat> = () => ({}),
     private readonly cluster: ClusterInput = NO_CLUSTER_INPUT,
+    private readonly placementSource?: PlacementSource,
   ) {
     this.channels = new ChannelTable({ ...config, holdStallMs: HOLD_STALL_MS }, random);
     this.reassembly = new FragmentReassembly({ maxBytes: config.maxReassemblyBytes, timeoutMs: config.reassemblyTimeoutMs });
@@ -282,14 +293,21 @@ export class ReplicationEngine {
       case 'election':
       case 'inquiry':
       case 'inquiryReply':
+      case 'coordinatorNotice':
+      case 'viewPage':
         this.cluster.body(from, fromAddress, body, now);
         break;
     }
   }
 
-  /** Sends a body the node core made (elections) through the outbox, counted with the rest. */
+  /** Sends a body the node core made (elections, the coordinator's) through the outbox, counted with the rest. */
   sendBody(to: string, body: ClusterBody): void {
     this.outbox.push(to, this.outbox.encode(body), body.$case);
+  }
+
+  /** Placement's source changed outside a datagram or tick (a view adopted): re-place now. */
+  placementChanged(now: number): void {
+    this.syncView(now);
   }
 
   /** Timers: heartbeats, failure detection, NACKs, acks, reassembly expiry, retries, discard, holds. */
@@ -580,10 +598,12 @@ export class ReplicationEngine {
 
   /** Applies a changed member view: placement, ack tracking, and new partitions to pull. */
   private syncView(now: number): void {
-    if (this.membership.viewVersion === this.viewVersion) return;
+    const placementVersion = this.placementSource?.version() ?? -1;
+    if (this.membership.viewVersion === this.viewVersion && placementVersion === this.placementVersion) return;
     this.viewVersion = this.membership.viewVersion;
+    this.placementVersion = placementVersion;
     const live = this.membership.liveNodeIds();
-    this.placement.setMembers(live, this.membership.liveStoreIds());
+    this.placement.setMembers(this.placementSource?.members() ?? live, this.membership.liveStoreIds());
     const others = live.filter((id) => id !== this.config.nodeId);
     this.channels.setLivePeers(others, (channel) => this.groupReceivers(channel));
     this.tickets.check(this.ackedBy);

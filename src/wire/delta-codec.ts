@@ -123,15 +123,26 @@ export function encodeDelta(session: SessionStamp, change: Change, self: string,
   return encodeWith((w) => Delta.encode(delta, w));
 }
 
+const MAX_MS = BigInt(Number.MAX_SAFE_INTEGER);
+
+/**
+ * A wire time (int64 ms) as a number, clamped to ±MAX_SAFE_INTEGER: Number() of a value near
+ * the int64 limits rounds past them, and such a time, stored and sent again (a session this
+ * node came to own), would no longer fit its int64 field.
+ */
+function wireMs(value: bigint): number {
+  return Number(value > MAX_MS ? MAX_MS : value < -MAX_MS ? -MAX_MS : value);
+}
+
 /** Reads a decoded Delta message sent by `from`. */
 export function readDelta(delta: Delta, from: string): DecodedDelta {
   return {
     sessionId: delta.sessionId,
     owner: delta.ownerNodeId === '' ? from : delta.ownerNodeId,
     epoch: Number(delta.epoch),
-    expiresAt: Number(delta.expiresAtUnixMs),
+    expiresAt: wireMs(delta.expiresAtUnixMs),
     ttlMs: delta.ttlMs,
-    writtenAt: Number(delta.writtenAtUnixMs),
+    writtenAt: wireMs(delta.writtenAtUnixMs),
     change: toChange(delta, from),
   };
 }

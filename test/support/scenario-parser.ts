@@ -52,7 +52,9 @@ export type CommandBody =
   | { kind: 'elections'; name: string }
   | { kind: 'priority'; name: string; priority: number }
   | { kind: 'expect-masters' }
-  | { kind: 'masters' };
+  | { kind: 'masters' }
+  | { kind: 'expect-coordinator'; coordinator: string }
+  | { kind: 'views' };
 
 /** A command with where it came from: its 1-based line number and its text without the comment. */
 export type Command = CommandBody & { line: number; text: string };
@@ -139,6 +141,8 @@ function namesIn(c: CommandBody): string[] {
       return [c.node, ...c.alive];
     case 'expect-owner':
       return [c.owner];
+    case 'expect-coordinator':
+      return [c.coordinator];
     case 'drop':
       return [c.from, c.to];
     case 'partition':
@@ -149,6 +153,7 @@ function namesIn(c: CommandBody): string[] {
     case 'converge':
     case 'expect-masters':
     case 'masters':
+    case 'views':
       return [];
   }
 }
@@ -258,6 +263,12 @@ function parseCommand(line: number, verb: string, args: string[]): CommandBody {
       if (!SESSION.test(session) || RANGE.test(session)) fail(`expect-acked names one session, got ${JSON.stringify(session)}`);
       return { kind: 'expect-acked', node: name(args[0]), session, atLeast: integer(args[2]!, 'N', 0, 64, fail) };
     }
+    case 'expect-coordinator':
+      if (args.length !== 1) fail('usage: expect-coordinator NODE  (every running node follows NODE and holds the same view)');
+      return { kind: 'expect-coordinator', coordinator: name(args[0]) };
+    case 'views':
+      if (args.length !== 0) fail('usage: views');
+      return { kind: 'views' };
     case 'expect-alive':
       if (args.length < 2) fail('usage: expect-alive NODE NAME...  (the nodes NODE sees alive, itself included)');
       return { kind: 'expect-alive', node: name(args[0]), alive: args.slice(1).map(name).sort() };
@@ -266,7 +277,7 @@ function parseCommand(line: number, verb: string, args: string[]): CommandBody {
   }
 }
 
-const VERBS = ['cluster', 'nodes', 'start', 'kill', 'restart', 'drain', 'write', 'delete', 'resume', 'drop', 'partition', 'heal', 'advance', 'converge', 'expect', 'expect-owner', 'expect-acked', 'expect-alive', 'counters'];
+const VERBS = ['cluster', 'nodes', 'start', 'kill', 'restart', 'drain', 'write', 'delete', 'resume', 'drop', 'partition', 'heal', 'advance', 'converge', 'expect', 'expect-owner', 'expect-acked', 'expect-alive', 'counters', 'expect-coordinator', 'views'];
 
 function clusterSettings(args: string[], fail: (message: string) => never): ClusterSettings {
   const settings: ClusterSettings = { ...DEFAULT_CLUSTER_SETTINGS };

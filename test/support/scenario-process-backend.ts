@@ -142,6 +142,12 @@ export class ProcessBackend implements ScenarioBackend {
     return status.members.filter((m) => m.state === 'alive').map((m) => m.nodeId).sort();
   }
 
+  async coordination(name: string): Promise<{ coordinator: string; viewId: number; members: string[] }> {
+    const status = await this.status(name);
+    const members = status.members.filter((m) => m.index !== undefined).map((m) => m.nodeId).sort();
+    return { coordinator: status.coordinatorNodeId, viewId: Number(status.viewId), members };
+  }
+
   async drop(): Promise<void> {
     throw new UnsupportedCommandError(this.name, 'lose datagrams on loopback (that needs network namespaces with nftables, see test/support/netns.ts)');
   }

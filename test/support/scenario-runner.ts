@@ -66,6 +66,8 @@ export interface ScenarioBackend {
   advance(ms: number): Promise<void>;
   /** Runs until membership matches the running nodes, replication is quiet and every holder of `sessions` agrees; bounded by withinMs. */
   converge(sessions: readonly string[], withinMs: number): Promise<ConvergeResult>;
+  /** The coordinator the node follows ('' when none), the id of the view it holds (0: none) and that view's members, sorted. */
+  coordination(name: string): Promise<{ coordinator: string; viewId: number; members: string[] }>;
   /** Backend-specific counters of a node since the cluster was ready, or since the node (re)started after that (printed as `~` lines). */
   counters(name: string): Promise<string[]>;
   /**
@@ -290,6 +292,23 @@ class Runner {
         const seen = await b.alive(c.node);
         if (seen.join(' ') === c.alive.join(' ')) this.out(`ok: ${c.node} sees ${seen.join(' ')} alive`);
         else this.fail(c, `${c.node} sees ${seen.join(' ') || 'nobody'} alive`);
+        return;
+      }
+      case 'views':
+        for (const name of [...this.running].sort()) {
+          const v = await b.coordination(name);
+          this.out(`${name}: coordinator ${v.coordinator || 'none'}, view ${v.viewId}${v.viewId > 0 ? ` of ${v.members.join(' ')}` : ''}`);
+        }
+        return;
+      case 'expect-coordinator': {
+        this.needRunning(c.coordinator);
+        const names = [...this.running].sort();
+        const seen = await Promise.all(names.map((name) => b.coordination(name)));
+        const ids = new Set(seen.map((v) => v.viewId));
+        const wrong = names.filter((_, i) => seen[i]!.coordinator !== c.coordinator);
+        const view = seen[0]!;
+        if (wrong.length === 0 && ids.size === 1 && view.viewId > 0) this.out(`ok: ${names.join(' ')} follow ${c.coordinator}, view ${view.viewId} of ${view.members.join(' ')}`);
+        else this.fail(c, names.map((name, i) => `${name} follows ${seen[i]!.coordinator || 'none'} at view ${seen[i]!.viewId}`).join(', '));
         return;
       }
       case 'counters':

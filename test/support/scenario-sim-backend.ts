@@ -164,6 +164,13 @@ export class SimBackend implements ScenarioBackend {
       .sort();
   }
 
+  async coordination(name: string): Promise<{ coordinator: string; viewId: number; members: string[] }> {
+    const coordinator = this.node(name).core.coordinator;
+    const view = coordinator.views.current;
+    const id = coordinator.coordinatorId;
+    return { coordinator: id === undefined ? '' : this.named(id), viewId: view?.id ?? 0, members: (view?.members ?? []).map((m) => this.named(m.nodeId)).sort() };
+  }
+
   async drop(from: string, to: string, percent: number): Promise<void> {
     this.sim.net.setLinkProfile(this.node(from).address, this.node(to).address, percent === 0 ? undefined : { ...PERFECT_LINK, loss: percent / 100 });
   }
@@ -215,6 +222,13 @@ export class SimBackend implements ScenarioBackend {
       const answering = (nodeId: string) => node.membership.member(nodeId)?.state === 'alive';
       if (!node.engine.allAcknowledged(answering)) problems.push(`${this.named(node.nodeId)} has unacknowledged deltas`);
       if (node.engine.hasPendingPulls()) problems.push(`${this.named(node.nodeId)} is still pulling partitions`);
+      // Placement follows the coordinator's view: converged means one coordinator, one view of the running nodes, placed from.
+      const coordinator = node.core.coordinator;
+      const view = coordinator.views.current;
+      const viewNames = (view?.members ?? []).map((m) => this.named(m.nodeId)).sort().join(' ');
+      if (!coordinator.placingFromView || viewNames !== runningNames || view?.coordinator !== running[0]!.core.coordinator.coordinatorId || coordinator.viewId !== running[0]!.core.coordinator.viewId) {
+        problems.push(`${this.named(node.nodeId)} follows ${this.named(coordinator.coordinatorId ?? 'none')} at view ${coordinator.viewId} (${viewNames})`);
+      }
       if (first && problems.length > 0) return problems;
     }
     const t = sim.transfers;

@@ -29,6 +29,7 @@ import { SeededRandom } from '../../src/store/random';
 import type { EngineDropReason, ResyncRequest } from '../../src/core/replication-engine';
 import { DEFAULT_STORE_CONFIG, SessionStore, type SessionSnapshot } from '../../src/store/store';
 import { carryOut, type PeerAnswer, type PeerRequest, type Ready } from '../../src/core/transport';
+import type { CoordinatorTimings } from '../../src/core/coordinator';
 import { PERFECT_LINK, SimNetwork, type LinkProfile, type SimHost } from './sim-network';
 import { SimTransport, type SimTransportHost } from './sim-transport';
 
@@ -76,6 +77,8 @@ export interface SimClusterOptions {
   multicastGroups?: number;
   /** --priority by node id (default 0); `SimCluster.priorities` changes it for later starts. */
   priorities?: Record<string, number>;
+  /** Coordinator timings (default: what node-core derives from the heartbeat interval). */
+  coordinator?: Partial<CoordinatorTimings>;
 }
 
 /** A node of one's own naming (membership scenarios). */
@@ -91,7 +94,8 @@ export interface SimNodeSpec {
   replicas?: number;
 }
 
-type ResolvedOptions = Required<Omit<SimClusterOptions, 'receiver' | 'membership' | 'keys' | 'priorities'>> & {
+type ResolvedOptions = Required<Omit<SimClusterOptions, 'receiver' | 'membership' | 'keys' | 'priorities' | 'coordinator'>> & {
+  coordinator: Partial<CoordinatorTimings> | undefined;
   keys: ClusterKey[];
   receiver: ChannelReceiverConfig;
   membership: MembershipConfig;
@@ -232,6 +236,7 @@ export class SimNode implements SimHost, SimTransportHost {
       role: o.roles[this.index - 1] ?? 'edge',
       multicastGroups: o.multicastGroups,
       priority: this.cluster.priorities.get(this.nodeId) ?? 0,
+      coordinator: o.coordinator,
     };
     this.core = new NodeCore(
       config,
@@ -554,6 +559,7 @@ export class SimCluster {
       startMs: SIM_T0,
       roles: [],
       multicastGroups: 1,
+      coordinator: undefined,
       ...withoutPriorities(options),
       keys,
       receiver: { ...DEFAULT_CHANNEL_RECEIVER_CONFIG, ...options.receiver },
@@ -609,7 +615,8 @@ export class SimCluster {
   /** Every running node sees every other running node as live. */
   membershipSettled(): boolean {
     const ids = this.running.map((n) => n.nodeId).sort();
-    return this.running.every((n) => JSON.stringify([...n.membership.liveNodeIds()]) === JSON.stringify(ids));
+    // Placement ranks the coordinator's view: settled once every node also places from that view of the running nodes.
+    return this.running.every((n) => JSON.stringify([...n.membership.liveNodeIds()]) === JSON.stringify(ids) && n.core.coordinator.placingFromView && JSON.stringify([...n.placement.memberIds()]) === JSON.stringify(ids));
   }
 
   /** Upper bounds the engine promises for one node, given how many peers it can have. */

@@ -42,6 +42,18 @@ export interface Member {
   replicationLagSeqs: bigint;
   /** The member's role (--role): edge or store. */
   role: string;
+  /**
+   * Fields 40-49: the coordinator's view.
+   * Place in the coordinator election order of the current view (0 = first); absent when
+   * the member is not in the view.
+   */
+  index?:
+    | number
+    | undefined;
+  /** The member is the cluster's coordinator. */
+  coordinator: boolean;
+  /** Partitions this member masters. */
+  masteredPartitions: number[];
 }
 
 /** A node refused because its cluster-critical configuration differs from this node's. */
@@ -82,6 +94,41 @@ export interface StatusResponse {
    * of the partitions it holds.
    */
   multicastGroups: string[];
+  /**
+   * Fields 40-49: the coordinator's view.
+   * The coordinator this node follows (empty while none is known).
+   */
+  coordinatorNodeId: string;
+  /**
+   * The view this node places partitions from (0 = none yet: placement follows its own
+   * failure detector).
+   */
+  viewId: bigint;
+}
+
+export interface LocateRequest {
+  sessionId: string;
+}
+
+/** A node and the address peers reach it at. */
+export interface NodeAddress {
+  nodeId: string;
+  address: string;
+}
+
+/** Current holders only: a master or owner that is not a live member is left out. */
+export interface LocateResponse {
+  partition: number;
+  /** The partition's master: it owns the partition's sessions no live node serves. */
+  master:
+    | NodeAddress
+    | undefined;
+  /** The node serving the session now; absent when no live node owns it (or none holds it). */
+  owner:
+    | NodeAddress
+    | undefined;
+  /** The view the answer was made from. */
+  viewId: bigint;
 }
 
 function createBaseStatusRequest(): StatusRequest {
@@ -128,7 +175,17 @@ export const StatusRequest: MessageFns<StatusRequest> = {
 };
 
 function createBaseMember(): Member {
-  return { nodeId: "", address: "", state: "", isSelf: false, replicationLagSeqs: 0n, role: "" };
+  return {
+    nodeId: "",
+    address: "",
+    state: "",
+    isSelf: false,
+    replicationLagSeqs: 0n,
+    role: "",
+    index: undefined,
+    coordinator: false,
+    masteredPartitions: [],
+  };
 }
 
 export const Member: MessageFns<Member> = {
@@ -153,6 +210,19 @@ export const Member: MessageFns<Member> = {
     }
     if (message.role !== "") {
       writer.uint32(242).string(message.role);
+    }
+    if (message.index !== undefined) {
+      writer.uint32(320).uint32(message.index);
+    }
+    if (message.coordinator !== false) {
+      writer.uint32(328).bool(message.coordinator);
+    }
+    if (message.masteredPartitions.length !== 0) {
+      writer.uint32(338).fork();
+      for (const v of message.masteredPartitions) {
+        writer.uint32(v);
+      }
+      writer.join();
     }
     return writer;
   },
@@ -218,6 +288,40 @@ export const Member: MessageFns<Member> = {
             message.role = reader.string();
             continue;
           }
+          case 40: {
+            if (tag !== 320) {
+              break;
+            }
+
+            message.index = reader.uint32();
+            continue;
+          }
+          case 41: {
+            if (tag !== 328) {
+              break;
+            }
+
+            message.coordinator = reader.bool();
+            continue;
+          }
+          case 42: {
+            if (tag === 336) {
+              message.masteredPartitions.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 338) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.masteredPartitions.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -243,6 +347,9 @@ export const Member: MessageFns<Member> = {
       ? BigInt(object.replicationLagSeqs)
       : 0n;
     message.role = object.role ?? "";
+    message.index = object.index ?? undefined;
+    message.coordinator = object.coordinator ?? false;
+    message.masteredPartitions = object.masteredPartitions?.map((e) => e) || [];
     return message;
   },
 };
@@ -358,6 +465,8 @@ function createBaseStatusResponse(): StatusResponse {
     configMismatches: [],
     role: "",
     multicastGroups: [],
+    coordinatorNodeId: "",
+    viewId: 0n,
   };
 }
 
@@ -419,6 +528,15 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     }
     for (const v of message.multicastGroups) {
       writer.uint32(258).string(v!);
+    }
+    if (message.coordinatorNodeId !== "") {
+      writer.uint32(322).string(message.coordinatorNodeId);
+    }
+    if (message.viewId !== 0n) {
+      if (BigInt.asUintN(64, message.viewId) !== message.viewId) {
+        throw new globalThis.Error("value provided for field message.viewId of type uint64 too large");
+      }
+      writer.uint32(328).uint64(message.viewId);
     }
     return writer;
   },
@@ -540,6 +658,22 @@ export const StatusResponse: MessageFns<StatusResponse> = {
             message.multicastGroups.push(reader.string());
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.coordinatorNodeId = reader.string();
+            continue;
+          }
+          case 41: {
+            if (tag !== 328) {
+              break;
+            }
+
+            message.viewId = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -574,6 +708,228 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     message.configMismatches = object.configMismatches?.map((e) => ConfigMismatch.fromPartial(e)) || [];
     message.role = object.role ?? "";
     message.multicastGroups = object.multicastGroups?.map((e) => e) || [];
+    message.coordinatorNodeId = object.coordinatorNodeId ?? "";
+    message.viewId = (object.viewId !== undefined && object.viewId !== null) ? BigInt(object.viewId) : 0n;
+    return message;
+  },
+};
+
+function createBaseLocateRequest(): LocateRequest {
+  return { sessionId: "" };
+}
+
+export const LocateRequest: MessageFns<LocateRequest> = {
+  encode(message: LocateRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LocateRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLocateRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<LocateRequest>): LocateRequest {
+    return LocateRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LocateRequest>): LocateRequest {
+    const message = createBaseLocateRequest();
+    message.sessionId = object.sessionId ?? "";
+    return message;
+  },
+};
+
+function createBaseNodeAddress(): NodeAddress {
+  return { nodeId: "", address: "" };
+}
+
+export const NodeAddress: MessageFns<NodeAddress> = {
+  encode(message: NodeAddress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.address !== "") {
+      writer.uint32(18).string(message.address);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeAddress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeAddress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<NodeAddress>): NodeAddress {
+    return NodeAddress.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<NodeAddress>): NodeAddress {
+    const message = createBaseNodeAddress();
+    message.nodeId = object.nodeId ?? "";
+    message.address = object.address ?? "";
+    return message;
+  },
+};
+
+function createBaseLocateResponse(): LocateResponse {
+  return { partition: 0, master: undefined, owner: undefined, viewId: 0n };
+}
+
+export const LocateResponse: MessageFns<LocateResponse> = {
+  encode(message: LocateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.partition !== 0) {
+      writer.uint32(8).uint32(message.partition);
+    }
+    if (message.master !== undefined) {
+      NodeAddress.encode(message.master, writer.uint32(18).fork()).join();
+    }
+    if (message.owner !== undefined) {
+      NodeAddress.encode(message.owner, writer.uint32(26).fork()).join();
+    }
+    if (message.viewId !== 0n) {
+      if (BigInt.asUintN(64, message.viewId) !== message.viewId) {
+        throw new globalThis.Error("value provided for field message.viewId of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.viewId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LocateResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLocateResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.partition = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.master = NodeAddress.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.owner = NodeAddress.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.viewId = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<LocateResponse>): LocateResponse {
+    return LocateResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LocateResponse>): LocateResponse {
+    const message = createBaseLocateResponse();
+    message.partition = object.partition ?? 0;
+    message.master = (object.master !== undefined && object.master !== null)
+      ? NodeAddress.fromPartial(object.master)
+      : undefined;
+    message.owner = (object.owner !== undefined && object.owner !== null)
+      ? NodeAddress.fromPartial(object.owner)
+      : undefined;
+    message.viewId = (object.viewId !== undefined && object.viewId !== null) ? BigInt(object.viewId) : 0n;
     return message;
   },
 };
@@ -589,10 +945,22 @@ export const ClusterServiceService = {
     responseSerialize: (value: StatusResponse): Buffer => Buffer.from(StatusResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): StatusResponse => StatusResponse.decode(value),
   },
+  /** Where a session lives: its partition, the partition's master and the session's owner. */
+  locate: {
+    path: "/baton.v1.ClusterService/Locate" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: LocateRequest): Buffer => Buffer.from(LocateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): LocateRequest => LocateRequest.decode(value),
+    responseSerialize: (value: LocateResponse): Buffer => Buffer.from(LocateResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): LocateResponse => LocateResponse.decode(value),
+  },
 } as const;
 
 export interface ClusterServiceServer extends UntypedServiceImplementation {
   status: handleUnaryCall<StatusRequest, StatusResponse>;
+  /** Where a session lives: its partition, the partition's master and the session's owner. */
+  locate: handleUnaryCall<LocateRequest, LocateResponse>;
 }
 
 export interface ClusterServiceClient extends Client {
@@ -610,6 +978,22 @@ export interface ClusterServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: StatusResponse) => void,
+  ): ClientUnaryCall;
+  /** Where a session lives: its partition, the partition's master and the session's owner. */
+  locate(
+    request: LocateRequest,
+    callback: (error: ServiceError | null, response: LocateResponse) => void,
+  ): ClientUnaryCall;
+  locate(
+    request: LocateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: LocateResponse) => void,
+  ): ClientUnaryCall;
+  locate(
+    request: LocateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: LocateResponse) => void,
   ): ClientUnaryCall;
 }
 

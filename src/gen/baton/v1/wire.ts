@@ -66,6 +66,15 @@ export enum ElectionNoticeKind {
   UNRECOGNIZED = -1,
 }
 
+export enum CoordinatorNoticeKind {
+  COORDINATOR_NOTICE_KIND_UNSPECIFIED = 0,
+  /** COORDINATOR_NOTICE_KIND_DECLARE - The sender is the coordinator. */
+  COORDINATOR_NOTICE_KIND_DECLARE = 1,
+  /** COORDINATOR_NOTICE_KIND_REVOKE - The sender's index beats the revoked coordinator's: the sender stays coordinator. */
+  COORDINATOR_NOTICE_KIND_REVOKE = 2,
+  UNRECOGNIZED = -1,
+}
+
 /**
  * One change to one session, as the owner made it. Applying a delta is idempotent and
  * order-independent: versions (and epochs) decide.
@@ -212,6 +221,14 @@ export interface Heartbeat {
    * config_digest is the digest over all of them.
    */
   settingDigests: SettingDigest[];
+  /**
+   * Fields 40-49: the coordinator and its views.
+   * The view the sender places partitions from (0 = none yet: it places from its own
+   * failure detector) and the coordinator that published it, so a new coordinator numbers
+   * its first view above every view a member holds.
+   */
+  viewId: bigint;
+  viewCoordinator: string;
 }
 
 /**
@@ -259,6 +276,10 @@ export interface Datagram {
     { $case: "election"; election: Election }
     | { $case: "inquiry"; inquiry: Inquiry }
     | { $case: "inquiryReply"; inquiryReply: InquiryReply }
+    | //
+    /** Fields 40-49: the coordinator and its views. */
+    { $case: "coordinatorNotice"; coordinatorNotice: CoordinatorNotice }
+    | { $case: "viewPage"; viewPage: ViewPage }
     | undefined;
 }
 
@@ -297,6 +318,47 @@ export interface Inquiry {
 
 export interface InquiryReply {
   inquirySentAtMs: number;
+}
+
+/** A member's place in the coordinator election: higher priority first, then node id. */
+export interface CoordinatorIndex {
+  nodeId: string;
+  priority: number;
+}
+
+/** The coordinator election over the whole membership (src/core/coordinator.ts). */
+export interface CoordinatorNotice {
+  kind: CoordinatorNoticeKind;
+  /** DECLARE: the declarer; REVOKE: the revoker. Always the datagram's sender. */
+  sender:
+    | CoordinatorIndex
+    | undefined;
+  /** REVOKE: the coordinator revoked. */
+  revoked: CoordinatorIndex | undefined;
+}
+
+export interface ViewMember {
+  nodeId: string;
+  priority: number;
+  /** Place in the election order (0 = smallest index). */
+  index: number;
+  /** edge or store. */
+  role: string;
+}
+
+/**
+ * One page of a numbered view the coordinator publishes: a view larger than one datagram
+ * travels as several pages, each naming the view and its member count; a member adopts the
+ * view once it holds every page.
+ */
+export interface ViewPage {
+  viewId: bigint;
+  coordinatorNodeId: string;
+  /** Members in the whole view. */
+  memberCount: number;
+  /** Position of this page's first member in the view. */
+  first: number;
+  members: ViewMember[];
 }
 
 function createBaseDelta(): Delta {
@@ -1284,6 +1346,8 @@ function createBaseHeartbeat(): Heartbeat {
     delays: [],
     role: 0,
     settingDigests: [],
+    viewId: 0n,
+    viewCoordinator: "",
   };
 }
 
@@ -1330,6 +1394,15 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     }
     for (const v of message.settingDigests) {
       SettingDigest.encode(v!, writer.uint32(250).fork()).join();
+    }
+    if (message.viewId !== 0n) {
+      if (BigInt.asUintN(64, message.viewId) !== message.viewId) {
+        throw new globalThis.Error("value provided for field message.viewId of type uint64 too large");
+      }
+      writer.uint32(320).uint64(message.viewId);
+    }
+    if (message.viewCoordinator !== "") {
+      writer.uint32(330).string(message.viewCoordinator);
     }
     return writer;
   },
@@ -1443,6 +1516,22 @@ export const Heartbeat: MessageFns<Heartbeat> = {
             message.settingDigests.push(SettingDigest.decode(reader, reader.uint32()));
             continue;
           }
+          case 40: {
+            if (tag !== 320) {
+              break;
+            }
+
+            message.viewId = reader.uint64() as bigint;
+            continue;
+          }
+          case 41: {
+            if (tag !== 330) {
+              break;
+            }
+
+            message.viewCoordinator = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1476,6 +1565,8 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     message.delays = object.delays?.map((e) => PeerDelay.fromPartial(e)) || [];
     message.role = object.role ?? 0;
     message.settingDigests = object.settingDigests?.map((e) => SettingDigest.fromPartial(e)) || [];
+    message.viewId = (object.viewId !== undefined && object.viewId !== null) ? BigInt(object.viewId) : 0n;
+    message.viewCoordinator = object.viewCoordinator ?? "";
     return message;
   },
 };
@@ -1848,6 +1939,12 @@ export const Datagram: MessageFns<Datagram> = {
       case "inquiryReply":
         InquiryReply.encode(message.body.inquiryReply, writer.uint32(178).fork()).join();
         break;
+      case "coordinatorNotice":
+        CoordinatorNotice.encode(message.body.coordinatorNotice, writer.uint32(322).fork()).join();
+        break;
+      case "viewPage":
+        ViewPage.encode(message.body.viewPage, writer.uint32(330).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1945,6 +2042,25 @@ export const Datagram: MessageFns<Datagram> = {
             message.body = { $case: "inquiryReply", inquiryReply: InquiryReply.decode(reader, reader.uint32()) };
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.body = {
+              $case: "coordinatorNotice",
+              coordinatorNotice: CoordinatorNotice.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 41: {
+            if (tag !== 330) {
+              break;
+            }
+
+            message.body = { $case: "viewPage", viewPage: ViewPage.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2015,6 +2131,21 @@ export const Datagram: MessageFns<Datagram> = {
       case "inquiryReply": {
         if (object.body?.inquiryReply !== undefined && object.body?.inquiryReply !== null) {
           message.body = { $case: "inquiryReply", inquiryReply: InquiryReply.fromPartial(object.body.inquiryReply) };
+        }
+        break;
+      }
+      case "coordinatorNotice": {
+        if (object.body?.coordinatorNotice !== undefined && object.body?.coordinatorNotice !== null) {
+          message.body = {
+            $case: "coordinatorNotice",
+            coordinatorNotice: CoordinatorNotice.fromPartial(object.body.coordinatorNotice),
+          };
+        }
+        break;
+      }
+      case "viewPage": {
+        if (object.body?.viewPage !== undefined && object.body?.viewPage !== null) {
+          message.body = { $case: "viewPage", viewPage: ViewPage.fromPartial(object.body.viewPage) };
         }
         break;
       }
@@ -2358,6 +2489,353 @@ export const InquiryReply: MessageFns<InquiryReply> = {
   fromPartial(object: DeepPartial<InquiryReply>): InquiryReply {
     const message = createBaseInquiryReply();
     message.inquirySentAtMs = object.inquirySentAtMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseCoordinatorIndex(): CoordinatorIndex {
+  return { nodeId: "", priority: 0 };
+}
+
+export const CoordinatorIndex: MessageFns<CoordinatorIndex> = {
+  encode(message: CoordinatorIndex, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.priority !== 0) {
+      writer.uint32(16).sint32(message.priority);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CoordinatorIndex {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCoordinatorIndex();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.priority = reader.sint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CoordinatorIndex>): CoordinatorIndex {
+    return CoordinatorIndex.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CoordinatorIndex>): CoordinatorIndex {
+    const message = createBaseCoordinatorIndex();
+    message.nodeId = object.nodeId ?? "";
+    message.priority = object.priority ?? 0;
+    return message;
+  },
+};
+
+function createBaseCoordinatorNotice(): CoordinatorNotice {
+  return { kind: 0, sender: undefined, revoked: undefined };
+}
+
+export const CoordinatorNotice: MessageFns<CoordinatorNotice> = {
+  encode(message: CoordinatorNotice, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== 0) {
+      writer.uint32(8).int32(message.kind);
+    }
+    if (message.sender !== undefined) {
+      CoordinatorIndex.encode(message.sender, writer.uint32(18).fork()).join();
+    }
+    if (message.revoked !== undefined) {
+      CoordinatorIndex.encode(message.revoked, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CoordinatorNotice {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCoordinatorNotice();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sender = CoordinatorIndex.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.revoked = CoordinatorIndex.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<CoordinatorNotice>): CoordinatorNotice {
+    return CoordinatorNotice.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CoordinatorNotice>): CoordinatorNotice {
+    const message = createBaseCoordinatorNotice();
+    message.kind = object.kind ?? 0;
+    message.sender = (object.sender !== undefined && object.sender !== null)
+      ? CoordinatorIndex.fromPartial(object.sender)
+      : undefined;
+    message.revoked = (object.revoked !== undefined && object.revoked !== null)
+      ? CoordinatorIndex.fromPartial(object.revoked)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseViewMember(): ViewMember {
+  return { nodeId: "", priority: 0, index: 0, role: "" };
+}
+
+export const ViewMember: MessageFns<ViewMember> = {
+  encode(message: ViewMember, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.priority !== 0) {
+      writer.uint32(16).sint32(message.priority);
+    }
+    if (message.index !== 0) {
+      writer.uint32(24).uint32(message.index);
+    }
+    if (message.role !== "") {
+      writer.uint32(34).string(message.role);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ViewMember {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseViewMember();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.priority = reader.sint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.index = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.role = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ViewMember>): ViewMember {
+    return ViewMember.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ViewMember>): ViewMember {
+    const message = createBaseViewMember();
+    message.nodeId = object.nodeId ?? "";
+    message.priority = object.priority ?? 0;
+    message.index = object.index ?? 0;
+    message.role = object.role ?? "";
+    return message;
+  },
+};
+
+function createBaseViewPage(): ViewPage {
+  return { viewId: 0n, coordinatorNodeId: "", memberCount: 0, first: 0, members: [] };
+}
+
+export const ViewPage: MessageFns<ViewPage> = {
+  encode(message: ViewPage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.viewId !== 0n) {
+      if (BigInt.asUintN(64, message.viewId) !== message.viewId) {
+        throw new globalThis.Error("value provided for field message.viewId of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.viewId);
+    }
+    if (message.coordinatorNodeId !== "") {
+      writer.uint32(18).string(message.coordinatorNodeId);
+    }
+    if (message.memberCount !== 0) {
+      writer.uint32(24).uint32(message.memberCount);
+    }
+    if (message.first !== 0) {
+      writer.uint32(32).uint32(message.first);
+    }
+    for (const v of message.members) {
+      ViewMember.encode(v!, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ViewPage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseViewPage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.viewId = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.coordinatorNodeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.memberCount = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.first = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.members.push(ViewMember.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ViewPage>): ViewPage {
+    return ViewPage.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ViewPage>): ViewPage {
+    const message = createBaseViewPage();
+    message.viewId = (object.viewId !== undefined && object.viewId !== null) ? BigInt(object.viewId) : 0n;
+    message.coordinatorNodeId = object.coordinatorNodeId ?? "";
+    message.memberCount = object.memberCount ?? 0;
+    message.first = object.first ?? 0;
+    message.members = object.members?.map((e) => ViewMember.fromPartial(e)) || [];
     return message;
   },
 };
