@@ -59,6 +59,8 @@ export class TicketKeyKeeper implements TlsResumptionFeed, Companion {
   private localKeys: TicketKey[] | undefined;
   private peersHaveNone = false;
   private fetching = false;
+  /** When the last fetch started: fetches are at least the schedule's retry interval apart. */
+  private lastFetchAt = -Infinity;
   private deadline = Infinity;
   /** Tells the node core this schedule's deadline moved (set when it becomes a companion). */
   rescheduled: () => void = () => undefined;
@@ -161,7 +163,9 @@ export class TicketKeyKeeper implements TlsResumptionFeed, Companion {
       if (shared) this.write(plan.write, now);
       else this.localKeys = plan.write;
     }
-    if (plan.fetch && shared) void this.fetch(now);
+    // A fetch that answers at once (no peer to ask) plans again at once: without the
+    // interval that would be a loop that never yields to the event loop.
+    if (plan.fetch && shared && now - this.lastFetchAt >= this.schedule.fetchRetryMs) void this.fetch(now);
     if (plan.issue !== undefined) this.publish(plan.issue, plan.accept);
     if (plan.nextDeadline !== this.deadline) {
       this.deadline = plan.nextDeadline;
@@ -199,6 +203,7 @@ export class TicketKeyKeeper implements TlsResumptionFeed, Companion {
     const replicator = this.replicator;
     if (this.fetching || replicator === undefined) return;
     this.fetching = true;
+    this.lastFetchAt = now;
     try {
       const copies = await replicator.fetchFromPeers(TICKET_KEY_SESSION_ID, undefined, now + FETCH_TIMEOUT_MS, now);
       const after = Date.now();
