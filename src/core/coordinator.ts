@@ -64,8 +64,9 @@ export interface CoordinatorConfig {
   firstViewDelayMs: number;
   /**
    * How long a starting node waits for a coordinator's DECLARE before it takes the live
-   * member with the smallest index (the election's JOINING wait), in ms: longer than a
-   * re-announcement period, so a late joiner follows the coordinator there is.
+   * member with the smallest index (the election's JOINING wait), in ms. 0 by default: it
+   * takes it at once (a lone node coordinates from its start, and issues the TLS ticket
+   * keys); split coordinators meet through re-announcements and one yields.
    */
   joinWaitMs: number;
   /** Largest datagram payload, in bytes (views are paged to fit). */
@@ -344,7 +345,7 @@ export const DEFAULT_COORDINATOR_TIMINGS = {
   viewBatchMs: 50,
   viewResendMs: 100,
 };
-/** Timings a node may override (firstViewDelayMs defaults to two heartbeat intervals, reannounceMs to four, joinWaitMs to 1.5 re-announcements). */
+/** Timings a node may override (firstViewDelayMs defaults to two heartbeat intervals, reannounceMs to four, joinWaitMs to 0). */
 export type CoordinatorTimings = typeof DEFAULT_COORDINATOR_TIMINGS & { firstViewDelayMs: number; joinWaitMs: number };
 
 /**
@@ -359,7 +360,7 @@ export function membershipCoordinator(
 ): Coordinator {
   // Both scale with the heartbeat: re-announcing is as periodic as failure detection.
   const reannounceMs = settings.timings?.reannounceMs ?? 4 * settings.heartbeatIntervalMs;
-  const derived = { firstViewDelayMs: 2 * settings.heartbeatIntervalMs, reannounceMs, joinWaitMs: 1.5 * reannounceMs };
+  const derived = { firstViewDelayMs: 2 * settings.heartbeatIntervalMs, reannounceMs, joinWaitMs: 0 };
   const config: CoordinatorConfig = { ...DEFAULT_COORDINATOR_TIMINGS, ...derived, ...settings.timings, self: settings.self, priority: settings.priority, role: settings.role ?? 'edge', maxPayloadBytes: settings.maxPayloadBytes };
   const deps: CoordinatorDeps = {
     liveMembers: () => membership.liveNodeIds(),
