@@ -114,6 +114,8 @@ const POLL_MS = 100;
 const STABLE_MS = 500;
 /** Lost writes with min_replicas 0 should all have been acknowledged at most this long before the kill. */
 const FEW_MS = 10;
+/** Issue 16: every orphaned partition has a master again within failure detection plus this long. */
+const MASTER_AFTER_DETECTION_MS = 100;
 const UNDER_REPLICATED = 'baton_partitions_under_replicated';
 
 for (const n of MIN_REPLICAS) {
@@ -491,6 +493,12 @@ interface Watch {
   deadSeenMs: number;
   /** ms after the kill when the survivors together mastered every partition (each orphaned one has a master again); NaN if never. */
   mastersMs: number;
+  /**
+   * Sessions the survivors claimed by takeover (summed over survivors, highest seen while
+   * polling): a takeover claims only sessions no live node owns, so each was claimed
+   * proactively, before any client's resume reached it.
+   */
+  takeoverClaims: number;
   /** ms after the kill when every survivor held all the sessions (PeerService session counts). */
   copiesMs: number;
   /** ms after the kill when the gauge read 0 on every survivor after reading > 0 on one. */
@@ -515,6 +523,7 @@ async function watchSurvivors(cluster: Cluster, sessionCount: number, killedAt: 
   const w: Watch = {
     deadSeenMs: NaN,
     mastersMs: NaN,
+    takeoverClaims: 0,
     copiesMs: NaN,
     gaugeZeroMs: NaN,
     gauge: 'missing',
@@ -544,6 +553,8 @@ async function watchSurvivors(cluster: Cluster, sessionCount: number, killedAt: 
     // the victim mastered has a new master (the victim mastered some, so not before the kill).
     const mastered = scrapes.reduce((sum, s) => sum + (s?.value('baton_partitions_mastered') ?? NaN), 0);
     if (Number.isNaN(w.mastersMs) && mastered >= PARTITIONS) w.mastersMs = sinceKill;
+    const takeovers = scrapes.reduce((sum, s) => sum + (s?.sum('baton_sessions_claimed_total', { reason: 'takeover' }) ?? 0), 0);
+    w.takeoverClaims = Math.max(w.takeoverClaims, takeovers);
 
     const totals = partitions.map((list) => (list === undefined ? NaN : list.reduce((sum, d) => sum + Number(d.sessions), 0)));
     const present = scrapes.some((s) => s !== undefined && s.has(UNDER_REPLICATED));
@@ -840,7 +851,9 @@ function printRunLine(run: number, r: FailoverResult, flood: ResumePass, local: 
       `${local.failures} failed); one at a time ${fmtMs(r.serialLocalP50, 2)}/${fmtMs(r.serialLocalP99, 2)} ms; ` +
       `baselines one at a time: Get without resume ${fmtMs(r.serialGetP50, 2)}/${fmtMs(r.serialGetP99, 2)} ms, Lookup ${fmtMs(r.lookupP50, 2)}/${fmtMs(r.lookupP99, 2)} ms` +
       (r.serialDamaged > 0 ? `; ${r.serialDamaged} one-at-a-time resumes damaged` : ''),
-    `    after the kill: every partition has a master at ${fmtMs(w.mastersMs, 0)} ms; victim counted dead by all at ${fmtMs(w.deadSeenMs, 0)} ms; every survivor holds every session at ${fmtMs(w.copiesMs, 0)} ms; ` +
+    `    after the kill: every partition has a master at ${fmtMs(w.mastersMs, 0)} ms (failure detection + ${MASTER_AFTER_DETECTION_MS} ms: ` +
+      `${fmtMs(w.deadSeenMs + MASTER_AFTER_DETECTION_MS, 0)} ms); ${formatCount(w.takeoverClaims)} sessions claimed proactively by takeover; ` +
+      `victim counted dead by all at ${fmtMs(w.deadSeenMs, 0)} ms; every survivor holds every session at ${fmtMs(w.copiesMs, 0)} ms; ` +
       `${UNDER_REPLICATED} ${w.gauge === 'present' ? `0 on all at ${fmtMs(w.gaugeZeroMs, 0)} ms (peak ${w.gaugePeak}; sessions held then ${w.sessionsAtGaugeZero.map(formatCount).join(' / ')})` : w.gauge}; ` +
       `survivors identical from ${fmtMs(w.identicalMs, 0)} ms (${w.polls} polls` +
       (w.differingAtEnd !== 0 ? `; at the last, ${w.differingAtEnd} partitions differ, fewest sessions held ${w.fewestSessionsAtEnd}` : '') +
@@ -892,6 +905,7 @@ const FIGURES: Figure[] = [
   { label: 'baseline: Lookup round trip p50, ms (1 in flight)', value: (r) => r.lookupP50, digits: 2 },
   { label: 'baseline: Lookup round trip p99, ms (1 in flight)', value: (r) => r.lookupP99, digits: 2 },
   { label: 'every partition has a master again, ms after the kill', value: (r) => r.watch.mastersMs, digits: 0 },
+  { label: '  sessions claimed proactively (takeover)', value: (r) => r.watch.takeoverClaims, digits: 0 },
   { label: 'victim counted dead by all, ms after the kill', value: (r) => r.watch.deadSeenMs, digits: 0 },
   { label: `${UNDER_REPLICATED} 0 on all, ms`, value: (r) => r.watch.gaugeZeroMs, digits: 0 },
   { label: 'every survivor holds every session, ms', value: (r) => r.watch.copiesMs, digits: 0 },
@@ -957,6 +971,18 @@ function printReport(results: FailoverResult[]): void {
     `local resume p99 ≤ 1 ms: ${fmtMs(localSerial, 2)} ms one at a time — ${verdict(localSerial <= 1)} ` +
       `(Get without resume, same run: p99 ${fmtMs(m((r) => r.serialGetP99), 2)} ms); ` +
       `${fmtMs(localFlood, 2)} ms with ${RESUME_CONCURRENCY} in flight — ${verdict(localFlood <= 1)}`,
+  );
+  // Failure detection: the poll at which every survivor counted the victim dead. Elections
+  // detect a failed master on their own (halfway from suspect to dead), so masters may
+  // return before it; the polls are POLL_MS apart, so both figures are that coarse.
+  const masters = m((r) => r.watch.mastersMs);
+  const detected = m((r) => r.watch.deadSeenMs);
+  const lateMasters = results.filter((r) => !(r.watch.mastersMs <= r.watch.deadSeenMs + MASTER_AFTER_DETECTION_MS)).length;
+  console.log(
+    `every orphaned partition has a master again within failure detection + ${MASTER_AFTER_DETECTION_MS} ms: ${fmtMs(masters, 0)} ms after the kill, ` +
+      `detection at ${fmtMs(detected, 0)} ms (medians, polls every ${POLL_MS} ms); ${lateMasters} of ${results.length} failovers later — ${verdict(lateMasters === 0)}; ` +
+      `sessions claimed proactively by takeover before any client asked: ${results.map((r) => formatCount(r.watch.takeoverClaims)).join(', ')} of ${formatCount(SESSIONS)} per failover ` +
+      `(the resume flood starts at the kill and races them)`,
   );
   const bad = results.reduce((a, r) => a + r.resumeFailures + r.resumeNotFound + r.unresumed + r.damaged, 0);
   console.log(
