@@ -28,6 +28,10 @@
  *      (the flood warmed A, not B). Baselines in the same run: the same sessions read on B
  *      without resume (one gRPC hop, local state), and looked up on A over PeerService.Lookup
  *      from this process (the peer hop a resume adds) — a peer resume is those two in a row.
+ *   7. BENCH_HELD_BACK sessions are left out of the flood, so the survivors' partition masters
+ *      claim them by takeover before any client asks. After the polls, each is located
+ *      (ClusterService.Locate) and resumed one at a time on the node that owns it then — the
+ *      new master, a local resume — and then on another survivor (one hop to the master).
  *
  * Back to full replication, three ways, each in ms after the kill:
  * - the gauge baton_partitions_under_replicated reads 0 on every survivor, after having
@@ -44,7 +48,7 @@
  *
  * Environment: BENCH_RUNS (3), BENCH_SESSIONS (10000), BENCH_WRITE_RATE (2000),
  * BENCH_LOAD_SECONDS (3), BENCH_RESUME_CONCURRENCY (64), BENCH_SERIAL_SESSIONS (1000),
- * BENCH_MIN_REPLICAS ("1,0"), BENCH_REPLICATION_TIMEOUT_SECONDS (60), BENCH_MAX_MINUTES
+ * BENCH_MIN_REPLICAS ("1,0"), BENCH_HELD_BACK (200), BENCH_REPLICATION_TIMEOUT_SECONDS (60), BENCH_MAX_MINUTES
  * (20, whole-run watchdog), BENCH_QUIET_WAIT_SECONDS (see bench/children.ts),
  * BENCH_SIDECAR_NODE_ARGS (extra node flags for the sidecars, e.g. --cpu-prof).
  *
@@ -52,7 +56,8 @@
  * error and on Ctrl-C (SIGTERM, then SIGKILL; an exit hook kills any left).
  */
 import { randomBytes } from 'node:crypto';
-import { Metadata } from '@grpc/grpc-js';
+import { credentials, Metadata } from '@grpc/grpc-js';
+import { ClusterServiceClient, type LocateResponse } from '../src/gen/baton/v1/cluster';
 import type { Session } from '../src/client/client';
 import { parseClusterKeys } from '../src/wire/cluster-key';
 import type { PartitionDigest } from '../src/gen/baton/v1/peer';
@@ -82,6 +87,8 @@ const RESUME_CONCURRENCY = Math.round(envNumber('BENCH_RESUME_CONCURRENCY', 64))
 const SERIAL_SESSIONS = Math.min(SESSIONS, Math.round(envNumber('BENCH_SERIAL_SESSIONS', 1000)));
 /** Sessions resumed one at a time on B before each one-at-a-time measurement (not measured). */
 const SERIAL_WARMUP = Math.min(SESSIONS - SERIAL_SESSIONS, 500);
+/** Sessions the flood leaves to takeover (and to step 7's resumes on the new master and elsewhere). */
+const HELD_BACK = Math.max(0, Math.min(Math.round(envNumber('BENCH_HELD_BACK', 200)), SESSIONS - SERIAL_SESSIONS - SERIAL_WARMUP));
 const MIN_REPLICAS = (process.env.BENCH_MIN_REPLICAS ?? '1,0').split(',').map((s) => Number(s.trim()));
 const REPLICATION_TIMEOUT_MS = envNumber('BENCH_REPLICATION_TIMEOUT_SECONDS', 60) * 1000;
 const MAX_MINUTES = envNumber('BENCH_MAX_MINUTES', 20);
@@ -114,6 +121,8 @@ const POLL_MS = 100;
 const STABLE_MS = 500;
 /** Lost writes with min_replicas 0 should all have been acknowledged at most this long before the kill. */
 const FEW_MS = 10;
+/** Issue 16: every orphaned partition has a master again within failure detection plus this long. */
+const MASTER_AFTER_DETECTION_MS = 100;
 const UNDER_REPLICATED = 'baton_partitions_under_replicated';
 
 for (const n of MIN_REPLICAS) {
@@ -491,6 +500,12 @@ interface Watch {
   deadSeenMs: number;
   /** ms after the kill when the survivors together mastered every partition (each orphaned one has a master again); NaN if never. */
   mastersMs: number;
+  /**
+   * Sessions the survivors claimed by takeover (summed over survivors, highest seen while
+   * polling): a takeover claims only sessions no live node owns, so each was claimed
+   * proactively, before any client's resume reached it.
+   */
+  takeoverClaims: number;
   /** ms after the kill when every survivor held all the sessions (PeerService session counts). */
   copiesMs: number;
   /** ms after the kill when the gauge read 0 on every survivor after reading > 0 on one. */
@@ -515,6 +530,7 @@ async function watchSurvivors(cluster: Cluster, sessionCount: number, killedAt: 
   const w: Watch = {
     deadSeenMs: NaN,
     mastersMs: NaN,
+    takeoverClaims: 0,
     copiesMs: NaN,
     gaugeZeroMs: NaN,
     gauge: 'missing',
@@ -544,6 +560,8 @@ async function watchSurvivors(cluster: Cluster, sessionCount: number, killedAt: 
     // the victim mastered has a new master (the victim mastered some, so not before the kill).
     const mastered = scrapes.reduce((sum, s) => sum + (s?.value('baton_partitions_mastered') ?? NaN), 0);
     if (Number.isNaN(w.mastersMs) && mastered >= PARTITIONS) w.mastersMs = sinceKill;
+    const takeovers = scrapes.reduce((sum, s) => sum + (s?.sum('baton_sessions_claimed_total', { reason: 'takeover' }) ?? 0), 0);
+    w.takeoverClaims = Math.max(w.takeoverClaims, takeovers);
 
     const totals = partitions.map((list) => (list === undefined ? NaN : list.reduce((sum, d) => sum + Number(d.sessions), 0)));
     const present = scrapes.some((s) => s !== undefined && s.has(UNDER_REPLICATED));
@@ -595,6 +613,101 @@ async function transferCounters(survivors: readonly { metricsUrl: string }[]): P
   const reasons = ['gap', 'join', 'placement', 'anti_entropy'].map((reason) => `${reason} ${sum('baton_replication_resyncs_total', { reason })}`);
   const claims = `sessions claimed by takeover ${sum('baton_sessions_claimed_total', { reason: 'takeover' })}, by resume ${sum('baton_sessions_claimed_total', { reason: 'resume' })}`;
   return `resyncs ${reasons.join(', ')}; sessions transferred ${sum('baton_sessions_transferred_total')}; ${claims}`;
+}
+
+// --- resumes of sessions taken over ----------------------------------------------------------
+
+interface TakeoverResumes {
+  /** Held-back sessions, and those a survivor owned when located (the rest: nobody). */
+  heldBack: number;
+  owned: number;
+  /** Of the owned: owner = the partition's master (what takeover should give). */
+  ownedByMaster: number;
+  /** One at a time on the owner: latency, and how many baton counted local. */
+  onMaster: SplitLatency;
+  onMasterLocal: number;
+  /** Then one at a time on another survivor (one hop to the owner). */
+  elsewhere: SplitLatency;
+  resumed: (Resumed | undefined)[];
+  failures: number;
+}
+
+async function locateAll(node: Replica, ids: readonly string[]): Promise<(LocateResponse | undefined)[]> {
+  const client = new ClusterServiceClient(node.apiAddress, credentials.createInsecure());
+  try {
+    const answers: (LocateResponse | undefined)[] = [];
+    for (const sessionId of ids) {
+      answers.push(
+        await new Promise<LocateResponse>((resolve, reject) =>
+          client.locate({ sessionId }, new Metadata(), { deadline: Date.now() + 3000 }, (err, response) => (err ? reject(err) : resolve(response))),
+        ).catch(() => undefined),
+      );
+    }
+    return answers;
+  } finally {
+    client.close();
+  }
+}
+
+/** Resumes `indexes`, one at a time, each on the node `nodeFor` picks (skipped when undefined). */
+async function resumeEachOn(sessions: Sessions, indexes: readonly number[], nodeFor: (index: number) => Replica | undefined): Promise<{ samples: number[]; resumed: (Resumed | undefined)[]; failures: number }> {
+  const samples: number[] = [];
+  const resumed: (Resumed | undefined)[] = new Array(sessions.ids.length);
+  let failures = 0;
+  for (const index of indexes) {
+    const node = nodeFor(index);
+    if (node === undefined || interruption.requested) continue;
+    const pass = await resumePass(node, sessions, [index], 1, nowNs());
+    failures += pass.failures + pass.notFound + pass.unresumed;
+    samples.push(...pass.samples.map((x) => x.ms));
+    resumed[index] = pass.resumed[index];
+  }
+  return { samples, resumed, failures };
+}
+
+function latencyOf(samples: readonly number[]): SplitLatency {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return { count: sorted.length, p50: quantileOfSorted(sorted, 0.5), p99: quantileOfSorted(sorted, 0.99) };
+}
+
+/**
+ * Step 7: the held-back sessions, which no client asked for since the kill, located on the
+ * resumer; each resumed on its owner then (the new master, if takeover claimed it), then on
+ * another survivor.
+ */
+async function resumeTakenOver(cluster: Cluster, sessions: Sessions, heldBack: readonly number[]): Promise<TakeoverResumes> {
+  const located = await locateAll(cluster.resumer, heldBack.map((i) => sessions.ids[i]!));
+  const byId = new Map(cluster.survivors.map((n) => [n.nodeId, n]));
+  const owner = new Map<number, Replica>();
+  let ownedByMaster = 0;
+  heldBack.forEach((index, i) => {
+    const answer = located[i];
+    const node = answer?.owner === undefined ? undefined : byId.get(answer.owner.nodeId);
+    if (node === undefined) return;
+    owner.set(index, node);
+    if (answer!.master?.nodeId === node.nodeId) ownedByMaster++;
+  });
+  const localBefore = await Promise.all(cluster.survivors.map((n) => scrape(n.metricsUrl).catch(() => undefined)));
+  const onMaster = await resumeEachOn(sessions, heldBack, (index) => owner.get(index));
+  const localAfter = await Promise.all(cluster.survivors.map((n) => scrape(n.metricsUrl).catch(() => undefined)));
+  const local = (list: (Scrape | undefined)[]) => list.reduce((sum, s) => sum + (s?.value('baton_resumes_total', { outcome: 'local' }) ?? NaN), 0);
+  const elsewhere = await resumeEachOn(sessions, heldBack, (index) => {
+    const at = owner.get(index);
+    if (at === undefined) return undefined;
+    const others = cluster.survivors.filter((n) => n !== at);
+    return others[index % others.length];
+  });
+  const resumed = onMaster.resumed.map((r, i) => r ?? elsewhere.resumed[i]);
+  return {
+    heldBack: heldBack.length,
+    owned: owner.size,
+    ownedByMaster,
+    onMaster: latencyOf(onMaster.samples),
+    onMasterLocal: local(localAfter) - local(localBefore),
+    elsewhere: latencyOf(elsewhere.samples),
+    resumed,
+    failures: onMaster.failures + elsewhere.failures,
+  };
 }
 
 // --- one failover -------------------------------------------------------------------------------
@@ -657,6 +770,7 @@ interface FailoverResult {
   /** Share of a core the rest of the machine used during the flood (other processes). */
   otherCpu: number;
   watch: Watch;
+  takeover: TakeoverResumes;
 }
 
 interface SplitLatency {
@@ -689,7 +803,9 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
     const load = await loadThenKill(cluster, sessions, minReplicas);
     let floodDone = false;
     const all = sessions.ids.map((_, i) => i);
-    const flooding = resumePass(cluster.resumer, sessions, all, RESUME_CONCURRENCY, load.killedAt).finally(() => (floodDone = true));
+    const flooded = all.slice(0, SESSIONS - HELD_BACK);
+    const heldBack = all.slice(SESSIONS - HELD_BACK);
+    const flooding = resumePass(cluster.resumer, sessions, flooded, RESUME_CONCURRENCY, load.killedAt).finally(() => (floodDone = true));
     const watching = watchSurvivors(cluster, SESSIONS, load.killedAt, () => floodDone);
     const flood = await flooding;
     const floodSeconds = flood.doneMs / 1000;
@@ -703,22 +819,8 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
     await Promise.race([load.settled, sleep(10_000)]);
     cluster.victim.client.close();
 
-    // Lost writes: acknowledged numbers above what the resume returned.
-    let lostWrites = 0;
-    let oldestLostMs = NaN;
-    const lostSessions = new Set<number>();
-    for (const ack of load.acks) {
-      const got = flood.resumed[ack.index];
-      if (got === undefined || got.counter >= ack.value) continue;
-      lostWrites++;
-      lostSessions.add(ack.index);
-      const age = msBetween(ack.at, load.killedAt);
-      oldestLostMs = Number.isNaN(oldestLostMs) ? age : Math.max(oldestLostMs, age);
-    }
-    const damage = flood.resumed.filter((r) => r?.problem !== undefined);
-
     // Local resumes on the new owner, same concurrency.
-    const local = await resumePass(cluster.resumer, sessions, all, RESUME_CONCURRENCY, nowNs());
+    const local = await resumePass(cluster.resumer, sessions, flooded, RESUME_CONCURRENCY, nowNs());
     const afterLocal = await scrape(cluster.resumer.metricsUrl);
 
     // One at a time on another survivor: peer fetch (the owner alive), then local.
@@ -736,6 +838,22 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
       lookups.add(Number(nowNs() - started));
     }
     const serialDamaged = [...serialPeer.resumed, ...serialLocal.resumed].filter((r) => r?.problem !== undefined).length;
+    // After the serial passes, so the resumer's and the serial node's resume paths are warm (the third survivor's are not).
+    const takeover = await resumeTakenOver(cluster, sessions, heldBack);
+
+    // Lost writes: acknowledged numbers above what the resume returned.
+    let lostWrites = 0;
+    let oldestLostMs = NaN;
+    const lostSessions = new Set<number>();
+    for (const ack of load.acks) {
+      const got = flood.resumed[ack.index] ?? takeover.resumed[ack.index];
+      if (got === undefined || got.counter >= ack.value) continue;
+      lostWrites++;
+      lostSessions.add(ack.index);
+      const age = msBetween(ack.at, load.killedAt);
+      oldestLostMs = Number.isNaN(oldestLostMs) ? age : Math.max(oldestLostMs, age);
+    }
+    const damage = [...flood.resumed, ...takeover.resumed].filter((r) => r?.problem !== undefined);
 
     const [peerP50, peerP99] = flood.latency.quantilesMs(0.5, 0.99);
     const [localP50, localP99] = local.latency.quantilesMs(0.5, 0.99);
@@ -766,7 +884,7 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
       firstDamage: damage[0]?.problem,
       peerP50: peerP50!,
       peerP99: peerP99!,
-      resumesPerSecond: flood.unresumed > 0 ? NaN : (SESSIONS * 1000) / flood.doneMs,
+      resumesPerSecond: flood.unresumed > 0 ? NaN : (flooded.length * 1000) / flood.doneMs,
       beforeDead: splitLatency(flood.samples, (t) => !(t >= watch.deadSeenMs)),
       afterDead: splitLatency(flood.samples, (t) => t >= watch.deadSeenMs),
       serverPeerP99: histogramQuantile(before, afterFlood, 'baton_resume_duration_seconds', 0.99) * 1000,
@@ -791,6 +909,7 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
       benchCpu,
       otherCpu,
       watch,
+      takeover,
     };
     printRunLine(run, result, flood, local);
     return result;
@@ -824,7 +943,7 @@ function printRunLine(run: number, r: FailoverResult, flood: ResumePass, local: 
       (r.putErrors > 0 ? `, ${r.putErrors} failed before it (${r.putFirstError ?? ''})` : ''),
     `    lost: ${r.lostWrites} acknowledged writes in ${r.lostSessions} sessions` +
       (r.lostWrites > 0 ? `, the oldest acknowledged ${fmtMs(r.oldestLostMs, 2)} ms before the kill` : ''),
-    `    flood on ${SESSIONS === 1 ? 'the session' : `${formatCount(SESSIONS)} sessions`}: all resumed ${fmtMs(r.allResumedMs, 0)} ms after the kill ` +
+    `    flood on ${formatCount(SESSIONS - HELD_BACK)} sessions (${formatCount(HELD_BACK)} held back): all resumed ${fmtMs(r.allResumedMs, 0)} ms after the kill ` +
       `(${formatCount(r.resumesPerSecond)}/s); failed attempts ${flood.failures}, not found ${flood.notFound}, unresumed ${flood.unresumed}, ` +
       `damaged ${r.damaged}, claims ${r.claims}; peer fetches ${r.peerFetches} (mean ${fmtMs(r.fetchOkMeanMs, 2)} ms), ` +
       `failed ${r.peerFetchErrors} (mean ${fmtMs(r.fetchErrorMeanMs, 2)} ms)` +
@@ -840,7 +959,13 @@ function printRunLine(run: number, r: FailoverResult, flood: ResumePass, local: 
       `${local.failures} failed); one at a time ${fmtMs(r.serialLocalP50, 2)}/${fmtMs(r.serialLocalP99, 2)} ms; ` +
       `baselines one at a time: Get without resume ${fmtMs(r.serialGetP50, 2)}/${fmtMs(r.serialGetP99, 2)} ms, Lookup ${fmtMs(r.lookupP50, 2)}/${fmtMs(r.lookupP99, 2)} ms` +
       (r.serialDamaged > 0 ? `; ${r.serialDamaged} one-at-a-time resumes damaged` : ''),
-    `    after the kill: every partition has a master at ${fmtMs(w.mastersMs, 0)} ms; victim counted dead by all at ${fmtMs(w.deadSeenMs, 0)} ms; every survivor holds every session at ${fmtMs(w.copiesMs, 0)} ms; ` +
+    `    taken over, then resumed one at a time: ${r.takeover.owned} of ${r.takeover.heldBack} held-back sessions owned by a survivor when located ` +
+      `(${r.takeover.ownedByMaster} by their partition's master); on the owner p50/p99 ${fmtMs(r.takeover.onMaster.p50, 2)}/${fmtMs(r.takeover.onMaster.p99, 2)} ms ` +
+      `(${r.takeover.onMasterLocal} counted local), elsewhere ${fmtMs(r.takeover.elsewhere.p50, 2)}/${fmtMs(r.takeover.elsewhere.p99, 2)} ms` +
+      (r.takeover.failures > 0 ? `; ${r.takeover.failures} failed attempts` : ''),
+    `    after the kill: every partition has a master at ${fmtMs(w.mastersMs, 0)} ms (failure detection + ${MASTER_AFTER_DETECTION_MS} ms: ` +
+      `${fmtMs(w.deadSeenMs + MASTER_AFTER_DETECTION_MS, 0)} ms); ${formatCount(w.takeoverClaims)} sessions claimed proactively by takeover; ` +
+      `victim counted dead by all at ${fmtMs(w.deadSeenMs, 0)} ms; every survivor holds every session at ${fmtMs(w.copiesMs, 0)} ms; ` +
       `${UNDER_REPLICATED} ${w.gauge === 'present' ? `0 on all at ${fmtMs(w.gaugeZeroMs, 0)} ms (peak ${w.gaugePeak}; sessions held then ${w.sessionsAtGaugeZero.map(formatCount).join(' / ')})` : w.gauge}; ` +
       `survivors identical from ${fmtMs(w.identicalMs, 0)} ms (${w.polls} polls` +
       (w.differingAtEnd !== 0 ? `; at the last, ${w.differingAtEnd} partitions differ, fewest sessions held ${w.fewestSessionsAtEnd}` : '') +
@@ -892,6 +1017,9 @@ const FIGURES: Figure[] = [
   { label: 'baseline: Lookup round trip p50, ms (1 in flight)', value: (r) => r.lookupP50, digits: 2 },
   { label: 'baseline: Lookup round trip p99, ms (1 in flight)', value: (r) => r.lookupP99, digits: 2 },
   { label: 'every partition has a master again, ms after the kill', value: (r) => r.watch.mastersMs, digits: 0 },
+  { label: '  sessions claimed proactively (takeover)', value: (r) => r.watch.takeoverClaims, digits: 0 },
+  { label: '  taken-over resume on the owner p99, ms (1 in flight)', value: (r) => r.takeover.onMaster.p99, digits: 2 },
+  { label: '  taken-over resume elsewhere p99, ms (1 in flight)', value: (r) => r.takeover.elsewhere.p99, digits: 2 },
   { label: 'victim counted dead by all, ms after the kill', value: (r) => r.watch.deadSeenMs, digits: 0 },
   { label: `${UNDER_REPLICATED} 0 on all, ms`, value: (r) => r.watch.gaugeZeroMs, digits: 0 },
   { label: 'every survivor holds every session, ms', value: (r) => r.watch.copiesMs, digits: 0 },
@@ -957,6 +1085,25 @@ function printReport(results: FailoverResult[]): void {
     `local resume p99 ≤ 1 ms: ${fmtMs(localSerial, 2)} ms one at a time — ${verdict(localSerial <= 1)} ` +
       `(Get without resume, same run: p99 ${fmtMs(m((r) => r.serialGetP99), 2)} ms); ` +
       `${fmtMs(localFlood, 2)} ms with ${RESUME_CONCURRENCY} in flight — ${verdict(localFlood <= 1)}`,
+  );
+  // Failure detection: the poll at which every survivor counted the victim dead. Elections
+  // detect a failed master on their own (halfway from suspect to dead), so masters may
+  // return before it; the polls are POLL_MS apart, so both figures are that coarse.
+  const masters = m((r) => r.watch.mastersMs);
+  const detected = m((r) => r.watch.deadSeenMs);
+  const lateMasters = results.filter((r) => !(r.watch.mastersMs <= r.watch.deadSeenMs + MASTER_AFTER_DETECTION_MS)).length;
+  console.log(
+    `every orphaned partition has a master again within failure detection + ${MASTER_AFTER_DETECTION_MS} ms: ${fmtMs(masters, 0)} ms after the kill, ` +
+      `detection at ${fmtMs(detected, 0)} ms (medians, polls every ${POLL_MS} ms); ${lateMasters} of ${results.length} failovers later — ${verdict(lateMasters === 0)}; ` +
+      `sessions claimed proactively by takeover before any client asked: ${results.map((r) => formatCount(r.watch.takeoverClaims)).join(', ')} of ${formatCount(SESSIONS)} per failover ` +
+      `(the resume flood starts at the kill and races them)`,
+  );
+  const onMaster = m((r) => r.takeover.onMaster.p99);
+  const elsewhere = m((r) => r.takeover.elsewhere.p99);
+  console.log(
+    `resume of a taken-over session, one at a time: on the new master p99 ≤ 1 ms: ${fmtMs(onMaster, 2)} ms — ${verdict(onMaster <= 1)}; ` +
+      `elsewhere p99 ≤ 3 ms: ${fmtMs(elsewhere, 2)} ms — ${verdict(elsewhere <= 3)} ` +
+      `(${results.map((r) => `${r.takeover.ownedByMaster} of ${r.takeover.heldBack}`).join(', ')} held-back sessions owned by their master when located)`,
   );
   const bad = results.reduce((a, r) => a + r.resumeFailures + r.resumeNotFound + r.unresumed + r.damaged, 0);
   console.log(
