@@ -7,9 +7,8 @@
  * the node that resumed it. The coordinator writes the TLS ticket keys, and after it dies
  * the next one does.
  */
-import { credentials, Metadata } from '@grpc/grpc-js';
-import { ClusterServiceClient, type LocateResponse } from '../src/gen/baton/v1/cluster';
 import { FAST_FAILURE_DETECTION, pollUntil, StaticCluster } from './support/static-cluster';
+import { locate, waitForAgreement } from './support/coordination';
 
 const IDS = ['a', 'b', 'c'];
 const SESSIONS_PER_NODE = 8;
@@ -23,45 +22,6 @@ afterEach(async () => {
   cluster = undefined;
   if (stopping !== undefined) await stopping.stopAll();
 });
-
-async function locate(c: StaticCluster, id: string, sessionId: string): Promise<LocateResponse> {
-  const process = c.node(id).process;
-  if (process === undefined) throw new Error(`node ${id} is not running`);
-  const client = new ClusterServiceClient(process.apiAddress, credentials.createInsecure());
-  try {
-    return await new Promise<LocateResponse>((resolve, reject) =>
-      client.locate({ sessionId }, new Metadata(), { deadline: Date.now() + 3000 }, (err, response) => (err ? reject(err) : resolve(response))),
-    );
-  } finally {
-    client.close();
-  }
-}
-
-/** Each running node's coordinator and view id, as "id: coordinator@view". */
-async function coordination(c: StaticCluster): Promise<{ id: string; coordinator: string; viewId: bigint }[]> {
-  return Promise.all(
-    c.running().map(async (n) => {
-      const status = await c.status(n.id).catch(() => undefined);
-      return { id: n.id, coordinator: status?.coordinatorNodeId ?? '?', viewId: status?.viewId ?? 0n };
-    }),
-  );
-}
-
-async function waitForAgreement(c: StaticCluster, withinMs: number, accept: (coordinator: string, viewId: bigint) => boolean): Promise<{ coordinator: string; viewId: bigint }> {
-  let last: { id: string; coordinator: string; viewId: bigint }[] = [];
-  await pollUntil(
-    'every running node names the same coordinator and view',
-    async () => {
-      last = await coordination(c);
-      const first = last[0]!;
-      return last.every((v) => v.coordinator === first.coordinator && v.viewId === first.viewId) && accept(first.coordinator, first.viewId);
-    },
-    withinMs,
-  ).catch((err: Error) => {
-    throw new Error(`${err.message} (last seen: ${last.map((v) => `${v.id}: ${v.coordinator}@${v.viewId}`).join('; ')})`);
-  });
-  return last[0]!;
-}
 
 test('after the coordinator is SIGKILLed the survivors agree on a new one and its view within 5 s, and Locate is right on each', async () => {
   cluster = await StaticCluster.start(IDS, ['--replicas', '2', '--partitions', '64', ...FAST_FAILURE_DETECTION]);
