@@ -62,9 +62,12 @@ export class UdpTransport implements Transport {
   private timerAt = Infinity;
   private flushScheduled = false;
   private stopped = false;
-  /** Groups whose sockets are being opened, and the groups the core last asked for. */
-  private readonly groupsOpening = new Set<number>();
-  private wantedGroups = new Set<number>();
+  /**
+   * Groups whose sockets are being opened, and the groups the core last asked for
+   * (undefined until it asked: a node alone holds every partition, so it wants them all).
+   */
+  private readonly groupsOpening = new Map<number, Promise<void>>();
+  private wantedGroups: Set<number> | undefined;
 
   /** Binds the UDP socket first, so the advertised address carries the real port. */
   static async open(
@@ -301,15 +304,49 @@ export class UdpTransport implements Transport {
   }
 
   /**
-   * Joins every multicast group (a node alone holds every partition), each on a socket
-   * bound to its group address, so it receives that group's datagrams only. Errors here
-   * fail the start; later joins and leaves (setGroups) only log.
+   * Joins the groups wanted at start: every group, unless the core already chose (peers'
+   * heartbeats arrive on the unicast socket while the groups open). Errors here fail the
+   * start; later joins and leaves (setGroups) only log.
    */
   private async openGroups(): Promise<void> {
     this.socket.setMulticastInterface(this.multicastInterface);
     this.socket.setMulticastTTL(this.config.multicastTtl);
     this.socket.setMulticastLoopback(true);
-    for (let index = 0; index < this.config.multicastGroups.length; index++) this.groupSockets[index] = await this.openGroup(index);
+    for (let index = 0; index < this.config.multicastGroups.length; index++) {
+      if (this.wantsGroup(index) && this.groupSockets[index] === undefined && !this.groupsOpening.has(index)) await this.joinGroup(index);
+    }
+  }
+
+  /** Opens group `index`'s socket; settled by adoptGroupSocket once open. */
+  private joinGroup(index: number): Promise<void> {
+    const opening = this.openGroup(index)
+      .then((socket) => this.adoptGroupSocket(index, socket))
+      .finally(() => this.groupsOpening.delete(index));
+    this.groupsOpening.set(index, opening);
+    return opening;
+  }
+
+  /** Resolves once no group socket is opening (every join and leave asked for is done). */
+  async groupsSettled(): Promise<void> {
+    while (this.groupsOpening.size > 0) await Promise.allSettled([...this.groupsOpening.values()]);
+  }
+
+  private wantsGroup(index: number): boolean {
+    return this.wantedGroups === undefined || this.wantedGroups.has(index);
+  }
+
+  /**
+   * Keeps a group socket just opened, or closes it when the group was left (or the node
+   * stopped) while it opened. One socket per group at most: only the one opening of a
+   * group in flight (groupsOpening) gets here.
+   */
+  private adoptGroupSocket(index: number, socket: dgram.Socket): void {
+    if (this.stopped || !this.wantsGroup(index)) {
+      socket.close();
+      return;
+    }
+    this.groupSockets[index] = socket;
+    this.log.debug({ group: this.config.multicastGroups[index]!.group }, 'joined multicast group');
   }
 
   private async openGroup(index: number): Promise<dgram.Socket> {
@@ -335,36 +372,23 @@ export class UdpTransport implements Transport {
 
   /**
    * Listens on exactly `groups` (the core's choice: the groups of the partitions this node
-   * holds): opens the sockets of groups joined, closes those of groups left.
+   * holds): opens the sockets of groups joined, closes those of groups left. A group
+   * whose socket is still opening is settled when it opens (adoptGroupSocket).
    */
   setGroups(groups: readonly number[]): void {
     if (this.config.multicast === undefined || this.stopped) return;
-    const wanted = new Set(groups);
+    this.wantedGroups = new Set(groups);
     for (let index = 0; index < this.config.multicastGroups.length; index++) {
       const socket = this.groupSockets[index];
       const { group } = this.config.multicastGroups[index]!;
-      if (!wanted.has(index) && socket !== undefined) {
+      if (!this.wantsGroup(index) && socket !== undefined) {
         this.groupSockets[index] = undefined;
         socket.close();
         this.log.debug({ group }, 'left multicast group');
-      } else if (wanted.has(index) && socket === undefined && !this.groupsOpening.has(index)) {
-        this.groupsOpening.add(index);
-        this.openGroup(index).then(
-          (opened) => {
-            this.groupsOpening.delete(index);
-            // Left again, or stopped, while it opened.
-            if (this.stopped || !this.wantedGroups.has(index)) opened.close();
-            else this.groupSockets[index] = opened;
-            this.log.debug({ group }, 'joined multicast group');
-          },
-          (err: unknown) => {
-            this.groupsOpening.delete(index);
-            this.log.warn({ err: (err as Error).message, group }, 'cannot join multicast group');
-          },
-        );
+      } else if (this.wantsGroup(index) && socket === undefined && !this.groupsOpening.has(index)) {
+        this.joinGroup(index).catch((err: unknown) => this.log.warn({ err: (err as Error).message, group }, 'cannot join multicast group'));
       }
     }
-    this.wantedGroups = wanted;
   }
 
   /** The multicast groups (addresses) this node listens on now. */
