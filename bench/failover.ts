@@ -32,6 +32,8 @@
  *      claim them by takeover before any client asks. After the polls, each is located
  *      (ClusterService.Locate) and resumed one at a time on the node that owns it then — the
  *      new master, a local resume — and then on another survivor (one hop to the master).
+ *      Before that the third survivor's resume paths are warmed like B's (SERIAL_WARMUP other
+ *      sessions resumed on it twice, then on B from it).
  *
  * Back to full replication, three ways, each in ms after the kill:
  * - the gauge baton_partitions_under_replicated reads 0 on every survivor, after having
@@ -838,7 +840,14 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
       lookups.add(Number(nowNs() - started));
     }
     const serialDamaged = [...serialPeer.resumed, ...serialLocal.resumed].filter((r) => r?.problem !== undefined).length;
-    // After the serial passes, so the resumer's and the serial node's resume paths are warm (the third survivor's are not).
+    // The third survivor's resume paths, and its answers to a peer's fetch, warmed the way
+    // the serial node's were (the flood warmed the resumer, the serial passes the serial
+    // node): the taken-over resumes then measure baton, not the compiler.
+    const third = cluster.survivors.find((n) => n !== cluster.resumer && n !== cluster.serial)!;
+    const thirdWarmup = all.slice(SERIAL_SESSIONS + SERIAL_WARMUP, Math.min(SESSIONS - HELD_BACK, SERIAL_SESSIONS + 2 * SERIAL_WARMUP));
+    await resumePass(third, sessions, thirdWarmup, 1, nowNs());
+    await resumePass(third, sessions, thirdWarmup, 1, nowNs());
+    await resumePass(cluster.serial, sessions, thirdWarmup, 1, nowNs());
     const takeover = await resumeTakenOver(cluster, sessions, heldBack);
 
     // Lost writes: acknowledged numbers above what the resume returned.
