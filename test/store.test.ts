@@ -707,8 +707,10 @@ type Outcome = 'ok' | 'precondition' | 'invalid' | 'exhausted';
  */
 class StoreModel {
   readonly sessions = new Map<string, ModelSession>();
-  /** Least recently used first. */
+  /** Least recently written first (reads mark, in `read`). */
   readonly lru = new Map<string, true>();
+  /** Read since last moved to the end of `lru`: eviction moves them there instead (CLOCK). */
+  readonly read = new Set<string>();
   readonly clock = new HybridClock();
   evictions = 0;
   expirations = 0;
@@ -739,6 +741,7 @@ class StoreModel {
   private use(id: string): void {
     this.lru.delete(id);
     this.lru.set(id, true);
+    this.read.delete(id);
   }
 
   private expire(s: ModelSession): void {
@@ -760,6 +763,7 @@ class StoreModel {
   private removeSession(id: string): void {
     this.sessions.delete(id);
     this.lru.delete(id);
+    this.read.delete(id);
   }
 
   private purgePartTombstones(s: ModelSession, now: number): void {
@@ -776,7 +780,7 @@ class StoreModel {
   get(id: string, now: number): ModelSession | undefined {
     const s = this.sessions.get(id);
     if (!this.isLive(s, now)) return undefined;
-    this.use(id);
+    this.read.add(id);
     return s;
   }
 
@@ -804,8 +808,15 @@ class StoreModel {
     let total = this.stats().bytes;
     if (max > 0 && total + delta > max) {
       if ((s === undefined ? 0 : this.bytesOf(s)) + delta > max) return { outcome: 'exhausted' };
-      for (const candidate of [...this.lru.keys()]) {
+      const order = [...this.lru.keys()];
+      for (let i = 0; i < order.length; i++) {
+        const candidate = order[i]!;
         if (total + delta <= max) break;
+        if (this.read.has(candidate)) {
+          this.use(candidate);
+          order.push(candidate);
+          continue;
+        }
         if (candidate === id) continue;
         const victim = this.sessions.get(candidate)!;
         total -= this.bytesOf(victim);

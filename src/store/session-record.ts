@@ -16,10 +16,10 @@ import type { WheelEntry } from './expiry-wheel';
 
 /**
  * Estimated heap cost of a session beyond its id (record, map entry, parts array, boxed
- * numbers, expiry slot). With PART_OVERHEAD_BYTES, fitted to bench:store at 1M sessions
- * (1 and 4 parts of 100 B: 448 and 896-944 B of heap per session; charged 440 and 942).
+ * numbers, expiry slot, list links). With PART_OVERHEAD_BYTES, fitted to bench:store at 1M
+ * sessions (1 and 4 parts of 100 B: 472 and ~920-970 B of heap per session; charged 464 and 966).
  */
-export const SESSION_OVERHEAD_BYTES = 240;
+export const SESSION_OVERHEAD_BYTES = 264;
 /** Estimated heap cost of a part beyond its name and value (object, boxed version). */
 export const PART_OVERHEAD_BYTES = 64;
 
@@ -76,6 +76,11 @@ export class SessionRecord implements StoredSession, WheelEntry {
   deletedVersion = 0;
   lruPrev: SessionRecord | null = null;
   lruNext: SessionRecord | null = null;
+  /** Read since it last moved to the recently used end (its second chance: makeRoom). */
+  lruRead = false;
+  /** The neighbours in its partition's list (partition-lists.ts). */
+  partPrev: SessionRecord | null = null;
+  partNext: SessionRecord | null = null;
   wheelKey = -1;
   wheelIndex = -1;
 

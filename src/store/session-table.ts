@@ -10,7 +10,8 @@
  *   remembers which session an operation is about. Expiry and eviction, which reach other
  *   sessions in the middle of an operation, hash those sessions' ids themselves.
  * - `stats.bytes` never exceeds maxBytes after makeRoom returns: least recently used
- *   sessions are evicted whole; a session that cannot fit even alone is refused
+ *   sessions are evicted whole (writes move a session to the recently used end; reads
+ *   mark it, and eviction moves a marked session there instead of evicting it); a session that cannot fit even alone is refused
  *   (ResourceExhaustedError) before anything changed.
  * - A live session sits in the wheel no later than its expiry (refreshes only move it
  *   earlier; tick re-schedules one not yet due); a tombstone sits at its purge time.
@@ -22,6 +23,7 @@ import { ExpiryWheel } from './expiry-wheel';
 import { versionTimeMs } from './hybrid-clock';
 import { LruList } from './lru-list';
 import { PartitionDigests, sessionKey, type SessionKey } from './partition-digest';
+import { PartitionLists } from './partition-lists';
 import {
   EMPTY_PARTS,
   EPOCH,
@@ -46,8 +48,10 @@ import type { StoreConfig, StoreObserver, StoreStats } from './store-config';
 const INTERN_LIMIT = 4096;
 
 export class SessionTable {
-  /** Sessions (live and tombstones) by id, one map per partition. */
-  readonly partitions: Map<string, SessionRecord>[] = [];
+  /** Sessions (live and tombstones) by id: one map, so a read hashes nothing but the map key. */
+  private readonly byId = new Map<string, SessionRecord>();
+  /** The same records, listed by partition. */
+  readonly partitions: PartitionLists;
   readonly digests: PartitionDigests;
   readonly stats: StoreStats = { sessions: 0, parts: 0, tombstones: 0, bytes: 0, evictions: 0, expirations: 0 };
   private readonly wheel: ExpiryWheel<SessionRecord>;
@@ -59,7 +63,7 @@ export class SessionTable {
     private readonly hasher: BuzHash,
     private readonly observer?: StoreObserver,
   ) {
-    for (let i = 0; i < config.partitions; i++) this.partitions.push(new Map());
+    this.partitions = new PartitionLists(config.partitions);
     this.digests = new PartitionDigests(config.partitions);
     this.wheel = new ExpiryWheel(config.expiryResolutionMs);
   }
@@ -71,12 +75,12 @@ export class SessionTable {
 
   /** The record of a session (live or tombstone); allocates nothing (the read path). */
   find(id: string): SessionRecord | undefined {
-    return this.partitions[this.hasher.partitionOf(id, this.config.partitions)]!.get(id);
+    return this.byId.get(id);
   }
 
   /** The record of a session whose key is known. */
-  findByKey(key: SessionKey, id: string): SessionRecord | undefined {
-    return this.partitions[key.partition]!.get(id);
+  findByKey(_key: SessionKey, id: string): SessionRecord | undefined {
+    return this.byId.get(id);
   }
 
   /** Whether the record is live and unexpired; expires it (now) if it is due. */
@@ -96,7 +100,8 @@ export class SessionTable {
   insert(key: SessionKey, id: string, owner: string, epoch: number): SessionRecord {
     const record = new SessionRecord(id, this.intern(owner));
     record.epoch = epoch;
-    this.partitions[key.partition]!.set(id, record);
+    this.byId.set(id, record);
+    this.partitions.add(record, key.partition);
     this.stats.sessions++;
     this.stats.bytes += id.length + SESSION_OVERHEAD_BYTES;
     this.digests.xorSession(key, record);
@@ -237,7 +242,8 @@ export class SessionTable {
       if (slots[i + VALUE] !== null) this.stats.parts--;
     }
     this.digests.xorSession(key, record);
-    this.partitions[key.partition]!.delete(record.id);
+    this.byId.delete(record.id);
+    this.partitions.remove(record, key.partition);
     this.wheel.cancel(record);
     this.lru.unlink(record);
     this.stats.bytes -= sessionBytes(record);
@@ -258,7 +264,11 @@ export class SessionTable {
     let candidate = this.lru.head;
     while (this.stats.bytes + byteDelta > max && candidate !== null) {
       const next = candidate.lruNext;
-      if (candidate !== keep) {
+      if (candidate.lruRead) {
+        // Read since it last moved: it moves to the recently used end now, and is
+        // evicted only if the walk reaches it there again (its flag cleared).
+        this.touchLru(candidate);
+      } else if (candidate !== keep) {
         const wasLive = candidate.state === LIVE;
         this.remove(candidate);
         this.stats.evictions++;
@@ -310,9 +320,20 @@ export class SessionTable {
     return true;
   }
 
-  /** Marks the session most recently used (last to evict). */
+  /** Marks the session most recently used (last to evict): a write. */
   touchLru(record: SessionRecord): void {
+    record.lruRead = false;
     this.lru.touch(record);
+  }
+
+  /**
+   * Marks the session read: it counts as most recently used once eviction reaches it (a
+   * second chance, as in CLOCK). A read writes one field of its own record, where moving
+   * it in the list would write its two neighbours too: at a million sessions those are
+   * cache misses that cost a Get as much as the map lookup itself.
+   */
+  markRead(record: SessionRecord): void {
+    record.lruRead = true;
   }
 
   /** Expires sessions and purges tombstones that are due. */

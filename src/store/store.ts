@@ -104,11 +104,11 @@ export class SessionStore {
     return this.hasher.partitionOf(id, this.config.partitions);
   }
 
-  /** A live, unexpired session, or undefined. Marks it recently used. */
+  /** A live, unexpired session, or undefined. Marks it read (recently used, for eviction). */
   get(id: string, now: number): StoredSession | undefined {
     const record = this.table.find(id);
     if (record === undefined || !this.table.isLive(record, now)) return undefined;
-    this.table.touchLru(record);
+    this.table.markRead(record);
     return record;
   }
 
@@ -305,7 +305,7 @@ export class SessionStore {
 
   /** Snapshots of every session (live or tombstone) held in a partition. */
   *snapshotsIn(partition: number, now: number): IterableIterator<SessionSnapshot> {
-    for (const record of [...this.table.partitions[partition]!.values()]) {
+    for (const record of this.table.partitions.records(partition)) {
       this.table.expireIfDue(record, now);
       yield snapshotOf(record);
     }
@@ -350,10 +350,9 @@ export class SessionStore {
   discardWhere(drop: (owner: string, partition: number) => boolean): number {
     let dropped = 0;
     const partitions = this.table.partitions;
-    for (let p = 0; p < partitions.length; p++) {
-      const sessions = partitions[p]!;
-      if (sessions.size === 0) continue;
-      for (const record of [...sessions.values()]) {
+    for (let p = 0; p < partitions.partitions; p++) {
+      if (partitions.size(p) === 0) continue;
+      for (const record of partitions.records(p)) {
         if (!drop(record.owner, p)) continue;
         this.table.remove(record);
         dropped++;
@@ -379,12 +378,12 @@ export class SessionStore {
 
   /** Number of sessions (live and tombstoned) held in a partition. */
   partitionSize(partition: number): number {
-    return this.table.partitions[partition]!.size;
+    return this.table.partitions.size(partition);
   }
 
   /** Every live, unexpired session of a partition. */
   *sessionsIn(partition: number, now: number): IterableIterator<StoredSession> {
-    for (const record of this.table.partitions[partition]!.values()) {
+    for (const record of this.table.partitions.records(partition)) {
       if (record.state === LIVE && record.expiresAt > now) yield record;
     }
   }
