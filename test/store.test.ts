@@ -707,10 +707,10 @@ type Outcome = 'ok' | 'precondition' | 'invalid' | 'exhausted';
  */
 class StoreModel {
   readonly sessions = new Map<string, ModelSession>();
-  /** Least recently written first (reads mark, in `read`). */
+  /** The LRU order, first to evict first; a use of a session already in it flags it (`used`). */
   readonly lru = new Map<string, true>();
-  /** Read since last moved to the end of `lru`: eviction moves them there instead (CLOCK). */
-  readonly read = new Set<string>();
+  /** Used since last moved to the end of `lru`: eviction moves them there instead (CLOCK). */
+  readonly used = new Set<string>();
   readonly clock = new HybridClock();
   evictions = 0;
   expirations = 0;
@@ -739,9 +739,14 @@ class StoreModel {
   }
 
   private use(id: string): void {
+    if (this.lru.has(id)) this.used.add(id);
+    else this.lru.set(id, true);
+  }
+
+  private moveToEnd(id: string): void {
     this.lru.delete(id);
     this.lru.set(id, true);
-    this.read.delete(id);
+    this.used.delete(id);
   }
 
   private expire(s: ModelSession): void {
@@ -763,7 +768,7 @@ class StoreModel {
   private removeSession(id: string): void {
     this.sessions.delete(id);
     this.lru.delete(id);
-    this.read.delete(id);
+    this.used.delete(id);
   }
 
   private purgePartTombstones(s: ModelSession, now: number): void {
@@ -780,7 +785,7 @@ class StoreModel {
   get(id: string, now: number): ModelSession | undefined {
     const s = this.sessions.get(id);
     if (!this.isLive(s, now)) return undefined;
-    this.read.add(id);
+    this.use(id);
     return s;
   }
 
@@ -812,8 +817,8 @@ class StoreModel {
       for (let i = 0; i < order.length; i++) {
         const candidate = order[i]!;
         if (total + delta <= max) break;
-        if (this.read.has(candidate)) {
-          this.use(candidate);
+        if (this.used.has(candidate)) {
+          this.moveToEnd(candidate);
           order.push(candidate);
           continue;
         }

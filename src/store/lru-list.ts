@@ -19,6 +19,11 @@ export class LruList {
     if (this.head === null) this.head = record;
   }
 
+  /** Whether the record is in the list. */
+  has(record: SessionRecord): boolean {
+    return record.lruPrev !== null || this.head === record;
+  }
+
   /** Takes the record out of the list (no-op if it is not in it). */
   unlink(record: SessionRecord): void {
     const prev = record.lruPrev;

@@ -76,8 +76,8 @@ export class SessionRecord implements StoredSession, WheelEntry {
   deletedVersion = 0;
   lruPrev: SessionRecord | null = null;
   lruNext: SessionRecord | null = null;
-  /** Read since it last moved to the recently used end (its second chance: makeRoom). */
-  lruRead = false;
+  /** Used since it last moved to the recently used end (its second chance: makeRoom). */
+  lruUsed = false;
   /** The neighbours in its partition's list (partition-lists.ts). */
   partPrev: SessionRecord | null = null;
   partNext: SessionRecord | null = null;

@@ -10,8 +10,8 @@
  *   remembers which session an operation is about. Expiry and eviction, which reach other
  *   sessions in the middle of an operation, hash those sessions' ids themselves.
  * - `stats.bytes` never exceeds maxBytes after makeRoom returns: least recently used
- *   sessions are evicted whole (writes move a session to the recently used end; reads
- *   mark it, and eviction moves a marked session there instead of evicting it); a session that cannot fit even alone is refused
+ *   sessions are evicted whole (a read or write flags a session, and eviction moves a
+ *   flagged session to the recently used end instead of evicting it: CLOCK); a session that cannot fit even alone is refused
  *   (ResourceExhaustedError) before anything changed.
  * - A live session sits in the wheel no later than its expiry (refreshes only move it
  *   earlier; tick re-schedules one not yet due); a tombstone sits at its purge time.
@@ -264,11 +264,16 @@ export class SessionTable {
     let candidate = this.lru.head;
     while (this.stats.bytes + byteDelta > max && candidate !== null) {
       const next = candidate.lruNext;
-      if (candidate.lruRead) {
-        // Read since it last moved: it moves to the recently used end now, and is
-        // evicted only if the walk reaches it there again (its flag cleared).
-        this.touchLru(candidate);
-      } else if (candidate !== keep) {
+      if (candidate.lruUsed) {
+        // Used since it last moved: it moves to the recently used end now, and is
+        // evicted only if the walk reaches it there again (its flag cleared) — at once
+        // when it was the last already.
+        candidate.lruUsed = false;
+        this.lru.touch(candidate);
+        candidate = next ?? candidate;
+        continue;
+      }
+      if (candidate !== keep) {
         const wasLive = candidate.state === LIVE;
         this.remove(candidate);
         this.stats.evictions++;
@@ -320,20 +325,16 @@ export class SessionTable {
     return true;
   }
 
-  /** Marks the session most recently used (last to evict): a write. */
-  touchLru(record: SessionRecord): void {
-    record.lruRead = false;
-    this.lru.touch(record);
-  }
-
   /**
-   * Marks the session read: it counts as most recently used once eviction reaches it (a
-   * second chance, as in CLOCK). A read writes one field of its own record, where moving
-   * it in the list would write its two neighbours too: at a million sessions those are
-   * cache misses that cost a Get as much as the map lookup itself.
+   * Marks the session used (reads and writes): a new session joins the recently used end
+   * of the list; one already in it is flagged, and counts as most recently used once
+   * eviction reaches it (a second chance, as in CLOCK). Flagging writes one field of the
+   * record itself, where moving it would write its two neighbours too: at a million
+   * sessions those are cache misses that cost a Get as much as the map lookup itself.
    */
-  markRead(record: SessionRecord): void {
-    record.lruRead = true;
+  touchLru(record: SessionRecord): void {
+    if (this.lru.has(record)) record.lruUsed = true;
+    else this.lru.touch(record);
   }
 
   /** Expires sessions and purges tombstones that are due. */

@@ -104,11 +104,11 @@ export class SessionStore {
     return this.hasher.partitionOf(id, this.config.partitions);
   }
 
-  /** A live, unexpired session, or undefined. Marks it read (recently used, for eviction). */
+  /** A live, unexpired session, or undefined. Marks it recently used. */
   get(id: string, now: number): StoredSession | undefined {
     const record = this.table.find(id);
     if (record === undefined || !this.table.isLive(record, now)) return undefined;
-    this.table.markRead(record);
+    this.table.touchLru(record);
     return record;
   }
 
