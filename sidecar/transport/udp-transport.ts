@@ -208,6 +208,8 @@ export class UdpTransport implements Transport {
     await new Promise<void>((resolve) => this.socket.close(() => resolve()));
     for (const socket of this.groupSockets) if (socket !== undefined) await new Promise<void>((resolve) => socket.close(() => resolve()));
     this.groupSockets = [];
+    // A group still opening closes its socket as it opens (stopped).
+    await this.groupsSettled();
   }
 
   // --- Transport ---------------------------------------------------------------------
