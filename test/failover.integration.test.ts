@@ -14,7 +14,6 @@ import { BatonClient, type PutResponse, type Session } from '../src/client/clien
 import * as sidecarProcess from './support/sidecar-process';
 import { isPortRace, SidecarStartError } from './support/sidecar-process';
 import { FAST_FAILURE_DETECTION, mapLimit, pollUntil, StaticCluster } from './support/static-cluster';
-import { waitForFullView } from './support/coordination';
 
 /** How long before a SIGKILL an acknowledged write may be and still be lost with min_replicas = 0. */
 const RECENT_MS = 1000;
@@ -36,9 +35,6 @@ afterEach(async () => {
 async function startCluster(ids: readonly string[], replicas = 2, extra: readonly string[] = []): Promise<StaticCluster> {
   cluster = await StaticCluster.start(ids, ['--replicas', String(replicas), '--partitions', '64', ...FAST_FAILURE_DETECTION, ...extra]);
   await cluster.waitForAlive(ids, 10_000);
-  // Placement follows the coordinator's view: writes made before every node places from
-  // the same view can land on secondaries of an earlier one (a copy more, or one less).
-  await waitForFullView(cluster, ids, 10_000);
   return cluster;
 }
 

@@ -41,26 +41,3 @@ export async function waitForAgreement(c: StaticCluster, withinMs: number, accep
   });
   return last[0]!;
 }
-
-/**
- * Polls until nodes `ids` all place from one view (same coordinator and view id) that has
- * every one of them as a member: writes made from then on go to the secondaries that view gives.
- */
-export async function waitForFullView(c: StaticCluster, ids: readonly string[], withinMs: number): Promise<void> {
-  await pollUntil(
-    `${ids.join(', ')} place from one view of them all`,
-    async () => {
-      const statuses = await Promise.all(ids.map((id) => c.status(id).catch(() => undefined)));
-      const first = statuses[0];
-      if (first === undefined) return false;
-      return statuses.every(
-        (s) =>
-          s !== undefined &&
-          s.viewId === first.viewId &&
-          s.coordinatorNodeId === first.coordinatorNodeId &&
-          ids.every((id) => s.members.find((m) => m.nodeId === id)?.index !== undefined),
-      );
-    },
-    withinMs,
-  );
-}

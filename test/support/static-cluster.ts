@@ -170,22 +170,32 @@ export class StaticCluster {
     }
   }
 
-  /** Waits until every running node's Status lists exactly `ids` as alive. */
+  /**
+   * Waits until every running node's Status lists exactly `ids` as alive, and all of them
+   * place partitions from one coordinator view that has every one of `ids` as a member.
+   */
   async waitForAlive(ids: readonly string[], withinMs: number): Promise<void> {
     const want = [...ids].sort().join(',');
     let last = '';
     await pollUntil(
-      `every running node sees ${want} alive`,
+      `every running node sees ${want} alive and places from one view of them`,
       async () => {
-        const views = await Promise.all(
-          this.running().map(async (n) => {
-            const status = await this.status(n.id).catch(() => undefined);
+        const statuses = await Promise.all(this.running().map(async (n) => ({ id: n.id, status: await this.status(n.id).catch(() => undefined) })));
+        last = statuses
+          .map(({ id, status }) => {
             const alive = status?.members.filter((m) => m.state === 'alive').map((m) => m.nodeId).sort().join(',');
-            return `${n.id}: ${alive ?? 'no answer'}`;
-          }),
-        );
-        last = views.join('; ');
-        return views.every((v) => v.endsWith(`: ${want}`));
+            return `${id}: ${alive ?? 'no answer'} (view ${status?.viewId ?? '?'} of ${status?.coordinatorNodeId ?? '?'})`;
+          })
+          .join('; ');
+        const first = statuses[0]?.status;
+        return statuses.every(({ status }) => {
+          if (status === undefined || first === undefined) return false;
+          const alive = status.members.filter((m) => m.state === 'alive').map((m) => m.nodeId).sort().join(',');
+          // Placement follows the coordinator's view: until every node places from one view
+          // of them all, a write can go to an earlier view's secondaries (or find none).
+          const inView = ids.every((id) => status.members.find((m) => m.nodeId === id)?.index !== undefined);
+          return alive === want && inView && status.viewId === first.viewId && status.coordinatorNodeId === first.coordinatorNodeId;
+        });
       },
       withinMs,
     ).catch((err: Error) => {
