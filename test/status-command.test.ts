@@ -74,15 +74,20 @@ describe('the health verdict', () => {
 
 describe('the table', () => {
   test('a summary line for the node, then one aligned row per member', () => {
-    const table = formatTable(status([...ALL_ALIVE.slice(0, 1), member('b', 7002, 'alive', { replicationLagSeqs: 3n, role: 'store' }), member('', 17003, 'dead', { replicationLagSeqs: 42n, role: '' })]), NOW);
+    const members = [
+      { ...ALL_ALIVE[0]!, index: 0, coordinator: true, masteredPartitions: [1, 4, 9] },
+      member('b', 7002, 'alive', { replicationLagSeqs: 3n, role: 'store', index: 1 }),
+      member('', 17003, 'dead', { replicationLagSeqs: 42n, role: '' }),
+    ];
+    const table = formatTable(status(members, { multicastGroups: ['239.1.2.3', '239.1.2.4'] }), NOW);
     expect(table.split('\n')).toEqual([
       'node a: 1234 sessions, 5000 parts, 3.5 MiB of 512 MiB (0.7%), 17 tombstones, 256 partitions; baton 0.1.0, up 2h 5m',
-      'coordinator a, view 3',
+      'coordinator a, view 3; listening on multicast groups 239.1.2.3, 239.1.2.4',
       '',
-      'NODE  ADDRESS          STATE  SELF  LAG (SEQS)  ROLE',
-      'a     127.0.0.1:7001   alive  *     -           edge',
-      'b     127.0.0.1:7002   alive        3           store',
-      '-     127.0.0.1:17003  dead         42          -',
+      'NODE  ADDRESS          STATE  SELF  LAG (SEQS)  ROLE   INDEX            MASTERS',
+      'a     127.0.0.1:7001   alive  *     -           edge   0 (coordinator)  3 partitions',
+      'b     127.0.0.1:7002   alive        3           store  1                0 partitions',
+      '-     127.0.0.1:17003  dead         42          -      -                0 partitions',
       '',
     ]);
   });

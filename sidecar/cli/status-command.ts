@@ -111,7 +111,7 @@ export function formatTable(status: StatusResponse, now: number): string {
     `${status.tombstones} tombstones, ${status.partitions} partitions; ` +
     `baton ${status.version}, up ${formatDuration(now - Number(status.startedAtUnixMs))}`;
   const rows = [
-    ['NODE', 'ADDRESS', 'STATE', 'SELF', 'LAG (SEQS)', 'ROLE'],
+    ['NODE', 'ADDRESS', 'STATE', 'SELF', 'LAG (SEQS)', 'ROLE', 'INDEX', 'MASTERS'],
     ...status.members.map((m) => [
       m.nodeId === '' ? '-' : m.nodeId,
       m.address,
@@ -119,6 +119,9 @@ export function formatTable(status: StatusResponse, now: number): string {
       m.isSelf ? '*' : '',
       m.isSelf ? '-' : String(m.replicationLagSeqs),
       m.role === '' ? '-' : m.role,
+      // Place in the view's election order; the coordinator is marked.
+      m.index === undefined ? '-' : `${m.index}${m.coordinator ? ' (coordinator)' : ''}`,
+      `${m.masteredPartitions.length} partition${m.masteredPartitions.length === 1 ? '' : 's'}`,
     ]),
   ];
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
@@ -127,7 +130,8 @@ export function formatTable(status: StatusResponse, now: number): string {
     status.viewId === 0n
       ? `coordinator ${status.coordinatorNodeId || 'none'}, no view yet (placement follows this node's failure detector)`
       : `coordinator ${status.coordinatorNodeId || 'none'}, view ${status.viewId}`;
-  return `${summary}\n${coordination}\n\n${lines.join('\n')}\n`;
+  const groups = status.multicastGroups.length === 0 ? '' : `; listening on multicast groups ${status.multicastGroups.join(', ')}`;
+  return `${summary}\n${coordination}${groups}\n\n${lines.join('\n')}\n`;
 }
 
 /** The StatusResponse as JSON (see the header for names and integers), with a final newline. */
