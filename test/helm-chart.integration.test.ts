@@ -112,6 +112,19 @@ describe('the baton container', () => {
     expect(examplePod(objects).metadata.labels['baton/cluster']).toBe('shop-baton');
   });
 
+  it('bounds V8\'s heap from the memory budget unless told otherwise', () => {
+    const nodeOptions = (objects: K8sObject[]) => (batonContainer(examplePod(objects)).env ?? []).filter((e) => e.name === 'NODE_OPTIONS').map((e) => e.value);
+    // 4 x max-memory-mb, at least 512: api-only sets 128.
+    expect(nodeOptions(rendered.get('api-only-values.yaml')!)).toEqual(['--max-old-space-size=512']);
+    expect(nodeOptions(render({ valuesFile: 'api-only-values.yaml', set: ['config.max-memory-mb=300'] }))).toEqual(['--max-old-space-size=1200']);
+    expect(nodeOptions(render({ valuesFile: 'api-only-values.yaml', set: ['heapLimitMb=3000'] }))).toEqual(['--max-old-space-size=3000']);
+    // No budget, or -1: Node's own default.
+    expect(nodeOptions(render({ valuesFile: 'api-only-values.yaml', set: ['config.max-memory-mb=0'] }))).toEqual([]);
+    expect(nodeOptions(render({ valuesFile: 'api-only-values.yaml', set: ['heapLimitMb=-1'] }))).toEqual([]);
+    // An operator's own NODE_OPTIONS (extraEnv) is the only one.
+    expect(nodeOptions(render({ valuesFile: 'api-only-values.yaml', set: ['extraEnv[0].name=NODE_OPTIONS', 'extraEnv[0].value=--max-old-space-size=700'] }))).toEqual(['--max-old-space-size=700']);
+  });
+
   it('keeps the session API on 127.0.0.1 and serves probes and metrics on the pod address', () => {
     const container = batonContainer(examplePod(rendered.get('api-only-values.yaml')!));
     expect(container.args).toEqual(expect.arrayContaining(['--api-listen=127.0.0.1:7400', '--http-listen=127.0.0.1:7402', '--metrics-listen=0.0.0.0:9464']));

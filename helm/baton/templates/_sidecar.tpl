@@ -64,6 +64,26 @@ The baton container and what it needs in a pod. Rules:
 {{- end }}
 {{- end -}}
 
+{{/*
+The heap limit (MiB) the container's NODE_OPTIONS sets: heapLimitMb when positive; when 0,
+4 x config.max-memory-mb (the sidecar's default budget is 512), at least 512; empty for -1
+or an unlimited budget.
+*/}}
+{{- define "baton.heapLimitMb" -}}
+{{- $v := .values -}}
+{{- $limit := int $v.heapLimitMb -}}
+{{- if gt $limit 0 -}}
+{{ $limit }}
+{{- else if eq $limit 0 -}}
+{{- $config := default dict $v.config -}}
+{{- $budget := 512 -}}
+{{- if hasKey $config "max-memory-mb" }}{{ $budget = int (index $config "max-memory-mb") }}{{ end -}}
+{{- if gt $budget 0 -}}
+{{ max 512 (mul 4 $budget) }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "baton.container" -}}
 {{- $v := .values -}}
 name: baton
@@ -83,6 +103,15 @@ env:
     valueFrom:
       fieldRef:
         fieldPath: status.podIP
+{{- $heap := include "baton.heapLimitMb" . }}
+{{- $ownNodeOptions := false }}
+{{- range $v.extraEnv }}
+{{- if eq .name "NODE_OPTIONS" }}{{ $ownNodeOptions = true }}{{ end }}
+{{- end }}
+{{- if and (ne $heap "") (not $ownNodeOptions) }}
+  - name: NODE_OPTIONS
+    value: --max-old-space-size={{ $heap }}
+{{- end }}
 {{- with $v.extraEnv }}
 {{- toYaml . | nindent 2 }}
 {{- end }}
