@@ -1,7 +1,7 @@
 /**
- * The store's records and the bookkeeping every change to them must keep: the partition
- * maps, the partition digests, accounted bytes and counts, the LRU order, the expiry
- * wheel. SessionStore decides what changes (versions, compare-and-set, last-writer-wins);
+ * The store's records and the bookkeeping every change to them must keep: the id map
+ * and partition lists, the partition digests, accounted bytes and counts, the LRU order,
+ * the expiry wheel. SessionStore decides what changes (versions, compare-and-set, last-writer-wins);
  * this table makes each change with its bookkeeping, so no caller updates a digest or a
  * byte count by hand.
  *
@@ -11,8 +11,8 @@
  *   sessions in the middle of an operation, hash those sessions' ids themselves.
  * - `stats.bytes` never exceeds maxBytes after makeRoom returns: least recently used
  *   sessions are evicted whole (a read or write flags a session, and eviction moves a
- *   flagged session to the recently used end instead of evicting it: CLOCK); a session that cannot fit even alone is refused
- *   (ResourceExhaustedError) before anything changed.
+ *   flagged session to the recently used end instead of evicting it: CLOCK); a session
+ *   that cannot fit even alone is refused (ResourceExhaustedError) before anything changed.
  * - A live session sits in the wheel no later than its expiry (refreshes only move it
  *   earlier; tick re-schedules one not yet due); a tombstone sits at its purge time.
  * - Reads take no clock either: every method that can expire takes `now` (Unix ms).
@@ -75,11 +75,6 @@ export class SessionTable {
 
   /** The record of a session (live or tombstone); allocates nothing (the read path). */
   find(id: string): SessionRecord | undefined {
-    return this.byId.get(id);
-  }
-
-  /** The record of a session whose key is known. */
-  findByKey(_key: SessionKey, id: string): SessionRecord | undefined {
     return this.byId.get(id);
   }
 

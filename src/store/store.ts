@@ -120,7 +120,7 @@ export class SessionStore {
   put(id: string, writes: readonly PartWriteRequest[], ttlMs: number, now: number): PutResult {
     const table = this.table;
     const key = table.keyOf(id);
-    let record = table.findByKey(key, id);
+    let record = table.find(id);
     table.expireIfDue(record, now);
     const live = record !== undefined && record.state === LIVE;
     const slots = record === undefined ? EMPTY_PARTS : record.parts;
@@ -177,7 +177,7 @@ export class SessionStore {
   delete(id: string, names: readonly string[], now: number): boolean {
     const table = this.table;
     const key = table.keyOf(id);
-    const record = table.findByKey(key, id);
+    const record = table.find(id);
     if (record === undefined || !table.isLive(record, now)) return false;
     if (names.length === 0) {
       table.tombstoneSession(key, record, this.clock.tick(now), now);
@@ -216,7 +216,7 @@ export class SessionStore {
   applyRemote(id: string, change: RemoteChange, meta: RemoteSessionMeta, now: number): boolean {
     const table = this.table;
     const key = table.keyOf(id);
-    let record = table.findByKey(key, id);
+    let record = table.find(id);
     table.expireIfDue(record, now);
     const versioned = change.kind === 'put' || change.kind === 'delete_part' || change.kind === 'delete_session';
     if (versioned) {
@@ -327,7 +327,7 @@ export class SessionStore {
   claim(id: string, owner: string, now: number): number | undefined {
     const table = this.table;
     const key = table.keyOf(id);
-    const record = table.findByKey(key, id);
+    const record = table.find(id);
     if (record === undefined || !table.isLive(record, now)) return undefined;
     table.claim(key, record, owner);
     table.touchLru(record);
