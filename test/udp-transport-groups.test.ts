@@ -8,6 +8,7 @@
  * Sockets are counted in /proc/net/udp by their bound address (the group's), so a socket
  * the transport lost track of is seen too.
  */
+import * as dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { parseConfig } from '../sidecar/config/config';
@@ -17,6 +18,7 @@ import { HybridClock } from '../src/store/hybrid-clock';
 import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
 import type { NodeObserver } from '../src/core/node-core';
 import { freeUdpPort } from './support/ports';
+import { pollUntil } from './support/static-cluster';
 
 const observer: NodeObserver = { lag: () => {}, resync: () => {}, membership: () => {}, peerFetch: () => {} };
 
@@ -85,4 +87,26 @@ test('stop closes every group socket, also one still opening', async () => {
   transport.setGroups([0, 1]);
   await transport.stop();
   for (const group of groups) expect(boundSockets(group, port)).toBe(0);
+});
+
+test('a group that cannot be joined is joined once it can be (tried again every second)', async () => {
+  const { transport, groups, port } = await transportWithGroups();
+  open = transport;
+  await transport.start();
+  await transport.groupsSettled();
+  transport.setGroups([0]);
+  // Another socket holds group 1's address and port without SO_REUSEADDR: the join fails.
+  const blocker = dgram.createSocket({ type: 'udp4' });
+  await new Promise<void>((resolve) => blocker.bind({ address: groups[1], port, exclusive: true }, () => resolve()));
+  try {
+    transport.setGroups([0, 1]);
+    await transport.groupsSettled();
+    expect(transport.joinedGroups()).toEqual([groups[0]]);
+  } finally {
+    await new Promise<void>((resolve) => blocker.close(() => resolve()));
+  }
+  // Nothing asks again (the core reports its groups only when they change): the retry does.
+  await pollUntil('group 1 joined on a retry', () => transport.joinedGroups().length === 2, 10_000);
+  expect(transport.joinedGroups()).toEqual(groups);
+  expect(boundSockets(groups[1]!, port)).toBe(1);
 });

@@ -31,6 +31,8 @@ import { OpenStreams, shutdownWithin } from '../net/server-shutdown';
 const PEER_SHUTDOWN_MS = 1000;
 /** Socket buffers: the default 208 KiB holds only ~90 datagrams (see PLATFORM notes). */
 const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+/** A group that could not be joined (after the start) is tried again this often. */
+const GROUP_RETRY_MS = 1000;
 
 export class UdpTransport implements Transport {
   readonly core: NodeCore;
@@ -68,6 +70,9 @@ export class UdpTransport implements Transport {
    */
   private readonly groupsOpening = new Map<number, Promise<void>>();
   private wantedGroups: Set<number> | undefined;
+  /** Groups whose last join failed (logged once at warn until joined), and the retry timer. */
+  private readonly groupsFailing = new Set<number>();
+  private groupRetry: NodeJS.Timeout | undefined;
 
   /** Binds the UDP socket first, so the advertised address carries the real port. */
   static async open(
@@ -202,6 +207,7 @@ export class UdpTransport implements Transport {
     for (const datagram of leaving.datagrams) this.sendDatagram(datagram);
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.groupRetry);
     this.peers.close();
     this.peerStreams.endAll();
     await shutdownWithin(this.peerServer, PEER_SHUTDOWN_MS);
@@ -383,14 +389,39 @@ export class UdpTransport implements Transport {
     for (let index = 0; index < this.config.multicastGroups.length; index++) {
       const socket = this.groupSockets[index];
       const { group } = this.config.multicastGroups[index]!;
+      if (!this.wantsGroup(index)) this.groupsFailing.delete(index);
       if (!this.wantsGroup(index) && socket !== undefined) {
         this.groupSockets[index] = undefined;
         socket.close();
         this.log.debug({ group }, 'left multicast group');
       } else if (this.wantsGroup(index) && socket === undefined && !this.groupsOpening.has(index)) {
-        this.joinGroup(index).catch((err: unknown) => this.log.warn({ err: (err as Error).message, group }, 'cannot join multicast group'));
+        this.joinGroup(index).then(
+          () => {
+            if (this.groupsFailing.delete(index)) this.log.info({ group }, 'joined multicast group after failing to');
+          },
+          (err: unknown) => {
+            const first = !this.groupsFailing.has(index);
+            this.groupsFailing.add(index);
+            this.log[first ? 'warn' : 'debug']({ err: (err as Error).message, group, retryMs: GROUP_RETRY_MS }, 'cannot join multicast group; trying again');
+            this.retryGroupsLater();
+          },
+        );
       }
     }
+  }
+
+  /**
+   * Asks for the wanted groups again after GROUP_RETRY_MS (one timer at most): a group the
+   * core chose must not stay unjoined because one join failed, since the core reports
+   * its groups only when they change.
+   */
+  private retryGroupsLater(): void {
+    if (this.groupRetry !== undefined || this.stopped) return;
+    this.groupRetry = setTimeout(() => {
+      this.groupRetry = undefined;
+      if (this.wantedGroups !== undefined) this.setGroups([...this.wantedGroups]);
+    }, GROUP_RETRY_MS);
+    this.groupRetry.unref();
   }
 
   /** The multicast groups (addresses) this node listens on now. */
