@@ -389,12 +389,13 @@ export class UdpTransport implements Transport {
     for (let index = 0; index < this.config.multicastGroups.length; index++) {
       const socket = this.groupSockets[index];
       const { group } = this.config.multicastGroups[index]!;
-      if (!this.wantsGroup(index)) this.groupsFailing.delete(index);
-      if (!this.wantsGroup(index) && socket !== undefined) {
+      if (!this.wantsGroup(index)) {
+        this.groupsFailing.delete(index);
+        if (socket === undefined) continue;
         this.groupSockets[index] = undefined;
         socket.close();
         this.log.debug({ group }, 'left multicast group');
-      } else if (this.wantsGroup(index) && socket === undefined && !this.groupsOpening.has(index)) {
+      } else if (socket === undefined && !this.groupsOpening.has(index)) {
         this.joinGroup(index).then(
           () => {
             if (this.groupsFailing.delete(index)) this.log.info({ group }, 'joined multicast group after failing to');
