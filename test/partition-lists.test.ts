@@ -45,6 +45,20 @@ test('random adds and removes agree with a map per partition (seeded)', () => {
   }
   for (let p = 0; p < 4; p++) {
     expect(lists.records(p).map((x) => x.id)).toEqual([...model[p]!.keys()]);
+    expect([...lists.walk(p)].map((x) => x.id)).toEqual([...model[p]!.keys()]);
     expect(lists.size(p)).toBe(model[p]!.size);
   }
+});
+
+test('a walk goes on past the record it just yielded when that record is removed', () => {
+  const lists = new PartitionLists(1);
+  const records = ['a', 'b', 'c'].map((id) => new SessionRecord(id, 'n1'));
+  for (const r of records) lists.add(r, 0);
+  const seen: string[] = [];
+  for (const r of lists.walk(0)) {
+    seen.push(r.id);
+    lists.remove(r, 0);
+  }
+  expect(seen).toEqual(['a', 'b', 'c']);
+  expect(lists.size(0)).toBe(0);
 });

@@ -8,7 +8,8 @@
  * - A record is in exactly one list (its partition's) from insert to remove; callers
  *   name the partition (from the session's key), records do not store it.
  * - Lists keep insertion order; `records` copies a list, so its caller may remove records
- *   while it walks the copy.
+ *   while it walks the copy; `walk` copies nothing and tolerates removal of the record it
+ *   just yielded only.
  */
 import type { SessionRecord } from './session-record';
 
@@ -47,6 +48,15 @@ export class PartitionLists {
 
   size(partition: number): number {
     return this.sizes[partition]!;
+  }
+
+  /** The partition's records in insertion order, read as the walk goes (no copy). */
+  *walk(partition: number): IterableIterator<SessionRecord> {
+    for (let r: SessionRecord | null = this.heads[partition] ?? null; r !== null; ) {
+      const next: SessionRecord | null = r.partNext;
+      yield r;
+      r = next;
+    }
   }
 
   /** The partition's records now, in insertion order (a copy). */

@@ -383,7 +383,7 @@ export class SessionStore {
 
   /** Every live, unexpired session of a partition. */
   *sessionsIn(partition: number, now: number): IterableIterator<StoredSession> {
-    for (const record of this.table.partitions.records(partition)) {
+    for (const record of this.table.partitions.walk(partition)) {
       if (record.state === LIVE && record.expiresAt > now) yield record;
     }
   }
