@@ -53,7 +53,8 @@ function writeCarts(cluster: SimCluster, count: number, writers: number): Map<st
 }
 
 function partValue(node: SimNode, id: string, name: string): string | null | undefined {
-  return node.store.snapshot(id, node.cluster.net.now)?.parts.find((p) => p.name === name)?.value;
+  const value = node.store.snapshot(id, node.cluster.net.now)?.parts.find((p) => p.name === name)?.value;
+  return value === undefined || value === null ? value : value.toString('latin1');
 }
 
 for (const transport of TRANSPORTS) {
@@ -69,7 +70,7 @@ for (const transport of TRANSPORTS) {
       expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId), SETTLE_MS)).toBe(true);
       for (const view of views(cluster, 's1')) expect(view.epoch).toBe(2);
       const parts = b.store.snapshot('s1', cluster.net.now)!.parts;
-      expect(parts.map((p) => [p.name, p.value, p.epoch]).sort()).toEqual([
+      expect(parts.map((p) => [p.name, p.value?.toString('latin1'), p.epoch]).sort()).toEqual([
         ['basket', 'three lamps', 2],
         ['login', 'token-1', 2],
       ]);

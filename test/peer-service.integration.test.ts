@@ -67,7 +67,7 @@ describe('PeerService.Lookup', () => {
     ]);
     expect(first.map((s) => s.id)).toEqual(['s1']);
     expect(first[0]!.owner).toBe('peer-a');
-    expect(first[0]!.parts.map((p) => [p.name, p.value])).toEqual([['cart', 'three apples']]);
+    expect(first[0]!.parts.map((p) => [p.name, p.value?.toString('latin1')])).toEqual([['cart', 'three apples']]);
     expect(second).toHaveLength(1);
     expect(second[0]!.deletedVersion).toBeGreaterThan(0);
     expect(third).toEqual([]);
@@ -255,8 +255,8 @@ describe('PeerService over mutual TLS', () => {
     const fetched: string[] = [];
     return {
       digests: await outcome(clients.digests(address, [], DEADLINE_MS).then((d) => d.size)),
-      fetch: await outcome(clients.fetch(address, { sessionIds: [sessionId] }, DEADLINE_MS, (s) => fetched.push(s.parts[0]!.value!)).then(() => fetched)),
-      lookup: await outcome(clients.lookup(address, [sessionId], DEADLINE_MS).then((s) => s.map((x) => x.parts[0]!.value))),
+      fetch: await outcome(clients.fetch(address, { sessionIds: [sessionId] }, DEADLINE_MS, (s) => fetched.push(s.parts[0]!.value!.toString('latin1'))).then(() => fetched)),
+      lookup: await outcome(clients.lookup(address, [sessionId], DEADLINE_MS).then((s) => s.map((x) => x.parts[0]!.value?.toString('latin1')))),
     };
   }
 

@@ -16,7 +16,7 @@ interface Lookup {
 }
 
 function snapshot(id: string, owner: string, version: number): SessionSnapshot {
-  return { id, parts: [{ name: 'cart', value: `v${version}`, version, writer: owner, epoch: 1 }], owner, epoch: 1, expiresAt: 0, ttlMs: 60_000, deletedVersion: 0 };
+  return { id, parts: [{ name: 'cart', value: Buffer.from(`v${version}`), version, writer: owner, epoch: 1 }], owner, epoch: 1, expiresAt: 0, ttlMs: 60_000, deletedVersion: 0 };
 }
 
 const A: PeerRef = { nodeId: 'a', address: '127.0.0.1:7001', deadline: Infinity };

@@ -28,8 +28,8 @@ type StoreEvent =
 
 class RecordingObserver implements StoreObserver {
   events: StoreEvent[] = [];
-  partPut(session: StoredSession, name: string, value: string, version: number): void {
-    this.events.push({ kind: 'put', id: session.id, name, value, version });
+  partPut(session: StoredSession, name: string, version: number): void {
+    this.events.push({ kind: 'put', id: session.id, name, value: findStoredPart(session, name)!.value!.toString('latin1'), version });
   }
   partDeleted(sessionId: string, partName: string): void {
     this.events.push({ kind: 'deleted', id: sessionId, name: partName });
@@ -69,14 +69,14 @@ function partsOf(session: StoredSession): Record<string, PartView> {
   const out: Record<string, PartView> = {};
   forEachPart(session, (name, value, version, writer) => {
     if (name in out) throw new Error(`part ${name} listed twice`);
-    out[name] = { value, version, writer };
+    out[name] = { value: value === null ? null : value.toString('latin1'), version, writer };
   });
   return out;
 }
 
 function liveValues(session: StoredSession | undefined): Record<string, string> {
   const out: Record<string, string> = {};
-  if (session !== undefined) forEachPart(session, (name, value) => value !== null && (out[name] = value));
+  if (session !== undefined) forEachPart(session, (name, value) => value !== null && (out[name] = value.toString('latin1')));
   return out;
 }
 
@@ -119,7 +119,7 @@ describe('SessionStore: parts and versions', () => {
     expect(values.auth).toBe('token-1');
     expect(values.empty).toBe('');
     expect(Uint8Array.from(Buffer.from(values.blob!, 'latin1'))).toEqual(binary);
-    expect(findStoredPart(session, 'auth')!.value).toBe('token-1');
+    expect(findStoredPart(session, 'auth')!.value!.toString('latin1')).toBe('token-1');
     expect(findStoredPart(session, 'missing')).toBeUndefined();
     expect(store.get('other', T0 + 1)).toBeUndefined();
   });
@@ -903,6 +903,8 @@ const sortEvents = (events: StoreEvent[]) => [...events].sort((x, y) => JSON.str
 
 const RANDOM_CONFIG: Partial<StoreConfig> = {
   partitions: 32,
+  // Small slabs: values move between them (evacuation) many times in a run.
+  valueSlabBytes: 2048,
   maxBytes: 25_000,
   maxPartsPerSession: 4,
   tombstoneRetentionMs: 20_000,
@@ -1074,6 +1076,11 @@ function randomRun(seed: number, steps: number, onStep?: (op: Op, step: number, 
       throw fail(`stats ${JSON.stringify(stats)}, model ${JSON.stringify(expectedStats)}`);
     }
     if (stats.bytes > cfg.maxBytes) throw fail(`bytes ${stats.bytes} over the budget`);
+    const memory = store.valueMemory();
+    const liveValueBytes = [...model.sessions.values()].reduce((n, s) => n + [...s.parts.values()].reduce((m, p) => m + (p.value?.length ?? 0), 0), 0);
+    if (memory.live !== liveValueBytes) throw fail(`slabs hold ${memory.live} live value bytes, model ${liveValueBytes}`);
+    // After a tick every sparse slab was evacuated: at most twice the live bytes, plus the current slab.
+    if (op.kind === 'tick' && memory.allocated > 2 * memory.live + 2048) throw fail(`slabs take ${memory.allocated} bytes for ${memory.live} live`);
 
     if (step % 500 === 0 || step === steps - 1) {
       for (let p = 0; p < cfg.partitions; p++) {
@@ -1094,6 +1101,10 @@ describe('SessionStore: random operations against a model', () => {
   test('20,000 random operations over 200 ids with a small budget: results, events and stats match the model', () => {
     const { store, model, now, outcomes } = randomRun(1, 20_000);
     const stats = store.getStats();
+    // Values moved between slabs many times, and every read after it matched the model.
+    const memory = store.valueMemory();
+    expect(memory.evacuatedSlabs).toBeGreaterThan(100);
+    expect(memory.movedBytes).toBeGreaterThan(10_000);
     // Every kind of outcome occurred often enough to matter.
     const rare: string[] = [];
     for (const label of [
@@ -1212,7 +1223,7 @@ describe('ownership: claims and epochs', () => {
     expect(store.claim('s', 'node-b', T0 + 1)).toBe(2);
     const snapshot = store.snapshot('s', T0 + 1)!;
     expect(snapshot.owner).toBe('node-b');
-    expect(snapshot.parts.map((p) => [p.name, p.value, p.version, p.epoch])).toEqual([
+    expect(snapshot.parts.map((p) => [p.name, p.value?.toString('latin1'), p.version, p.epoch])).toEqual([
       ['a', '1', version, 2],
       ['b', '2', version, 2],
     ]);
@@ -1221,13 +1232,13 @@ describe('ownership: claims and epochs', () => {
   });
 
   test("a write of the old epoch loses to the claimed copy of that part, in either order of arrival", () => {
-    const late = { kind: 'put' as const, name: 'cart', value: 'late', version: 9e15 - 1, writer: 'node-a', epoch: 1 };
-    const claimed = { kind: 'put' as const, name: 'cart', value: 'claimed', version: 1000, writer: 'node-a', epoch: 2 };
+    const late = { kind: 'put' as const, name: 'cart', value: bytes('late'), version: 9e15 - 1, writer: 'node-a', epoch: 1 };
+    const claimed = { kind: 'put' as const, name: 'cart', value: bytes('claimed'), version: 1000, writer: 'node-a', epoch: 2 };
     for (const order of [[late, claimed], [claimed, late]]) {
       const { store } = makeStore({ nodeId: 'node-c' });
       for (const change of order) store.applyRemote('s', change, meta(change.epoch === 2 ? 'node-b' : 'node-a', change.epoch), T0);
       const snapshot = store.snapshot('s', T0)!;
-      expect(snapshot.parts.map((p) => p.value)).toEqual(['claimed']);
+      expect(snapshot.parts.map((p) => p.value?.toString('latin1'))).toEqual(['claimed']);
       expect([snapshot.owner, snapshot.epoch]).toEqual(['node-b', 2]);
     }
   });
@@ -1260,8 +1271,8 @@ describe('ownership: claims and epochs', () => {
   test('discardWhere drops the chosen sessions and keeps counts and digests as if they never came', () => {
     const { store } = makeStore();
     const empty = [...Array(16).keys()].map((p) => store.digest(p));
-    store.applyRemote('kept', { kind: 'put', name: 'a', value: 'v', version: 5, writer: 'node-b', epoch: 1 }, meta('node-b', 1), T0);
-    store.applyRemote('gone', { kind: 'put', name: 'a', value: 'v', version: 5, writer: 'node-c', epoch: 1 }, meta('node-c', 1), T0);
+    store.applyRemote('kept', { kind: 'put', name: 'a', value: bytes('v'), version: 5, writer: 'node-b', epoch: 1 }, meta('node-b', 1), T0);
+    store.applyRemote('gone', { kind: 'put', name: 'a', value: bytes('v'), version: 5, writer: 'node-c', epoch: 1 }, meta('node-c', 1), T0);
     expect(store.discardWhere((owner) => owner === 'node-c')).toBe(1);
     expect(store.snapshot('gone', T0)).toBeUndefined();
     expect(store.getStats().sessions).toBe(1);
@@ -1289,7 +1300,7 @@ describe('replicas: a session deleted and written again, with its deltas reorder
       store,
       put(id: string, name: string, value: string, now: number, ttlMs = 0): Delta {
         const { version } = store.put(id, [w(name, value)], ttlMs, now);
-        return { change: { kind: 'put', name, value, version, writer: 'node-a', epoch: store.snapshot(id, now)!.epoch }, meta: header(id, now) };
+        return { change: { kind: 'put', name, value: bytes(value), version, writer: 'node-a', epoch: store.snapshot(id, now)!.epoch }, meta: header(id, now) };
       },
       deleteSession(id: string, now: number): Delta {
         store.delete(id, [], now);

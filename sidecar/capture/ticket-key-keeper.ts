@@ -178,7 +178,7 @@ export class TicketKeyKeeper implements TlsResumptionFeed, Companion {
     const value = session === undefined ? undefined : findStoredPart(session, TICKET_KEY_PART)?.value;
     if (value === undefined || value === null) return undefined;
     try {
-      return TlsTicketKeySet.decode(Buffer.from(value, 'latin1')).keys.map((k) => ({ key: Buffer.from(k.key), activatesAt: Number(k.activatesAtUnixMs) }));
+      return TlsTicketKeySet.decode(value).keys.map((k) => ({ key: Buffer.from(k.key), activatesAt: Number(k.activatesAtUnixMs) }));
     } catch {
       // A set that does not decode is treated as absent: the generator writes a new one.
       return undefined;

@@ -205,6 +205,18 @@ export class SidecarMetrics {
       },
     });
     new Gauge({
+      name: 'baton_value_slab_bytes',
+      help: 'Bytes of the slabs holding part values off the V8 heap (allocated: all slabs; live: values still in use). Allocated stays within about twice live plus one slab.',
+      labelNames: ['kind'],
+      registers: [registry],
+      collect() {
+        const memory = store.valueMemory();
+        this.set({ kind: 'allocated' }, memory.allocated);
+        this.set({ kind: 'live' }, memory.live);
+      },
+    });
+    counterFrom(registry, 'baton_value_slab_moved_bytes_total', 'Value bytes moved out of mostly released slabs so the slabs could be freed.', () => store.valueMemory().movedBytes);
+    new Gauge({
       name: 'baton_memory_budget_bytes',
       help: 'The memory budget for session state (0 = unlimited).',
       registers: [registry],

@@ -321,8 +321,7 @@ export class HttpApiServer {
       newest = Math.max(newest, version);
       if (value === null) changes.push({ type: 'delete', part_name: name, version: String(version) });
       else {
-        const bytes = Buffer.from(value, 'latin1');
-        const part = { name, value: bytes, version: BigInt(version), writerNodeId: writer, updatedAtUnixMs: BigInt(versionTimeMs(version)) };
+        const part = { name, value, version: BigInt(version), writerNodeId: writer, updatedAtUnixMs: BigInt(versionTimeMs(version)) };
         changes.push({ type: 'put', part: partJson(part) });
       }
     });

@@ -333,7 +333,7 @@ export function toEntry(s: SessionSnapshot): SessionEntry {
     sessionId: s.id,
     parts: s.parts.map((p) => ({
       name: p.name,
-      value: p.value === null ? undefined : Buffer.from(p.value, 'latin1'),
+      value: p.value ?? undefined,
       version: BigInt(p.version),
       writerNodeId: p.writer,
       epoch: BigInt(p.epoch),
@@ -351,7 +351,7 @@ export function fromEntry(e: SessionEntry): SessionSnapshot {
     id: e.sessionId,
     parts: e.parts.map((p) => ({
       name: p.name,
-      value: p.value === undefined ? null : Buffer.prototype.latin1Slice.call(p.value, 0, p.value.length),
+      value: p.value ?? null,
       version: Number(p.version),
       writer: p.writerNodeId,
       epoch: Number(p.epoch),

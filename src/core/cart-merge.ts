@@ -54,21 +54,17 @@ export function cartItemPartName(sku: string): string {
   return CART_ITEM_PREFIX + key;
 }
 
-function latin1Bytes(value: string): Uint8Array {
-  return Buffer.from(value, 'latin1');
-}
-
-function decodeItem(value: string): CartItem | undefined {
+function decodeItem(value: Uint8Array): CartItem | undefined {
   try {
-    return CartItem.decode(latin1Bytes(value));
+    return CartItem.decode(value);
   } catch {
     return undefined;
   }
 }
 
-function decodeMeta(value: string): CartState | undefined {
+function decodeMeta(value: Uint8Array): CartState | undefined {
   try {
-    return CartState.decode(latin1Bytes(value));
+    return CartState.decode(value);
   } catch {
     return undefined;
   }
@@ -124,7 +120,7 @@ export function planCartUpdate(session: StoredSession | undefined, operations: r
   if (operations.length > limits.maxPartsPerSession) {
     throw new InvalidArgumentError(`${operations.length} cart operations; one UpdateCart takes at most ${limits.maxPartsPerSession}`);
   }
-  const held = new Map<string, string>();
+  const held = new Map<string, Uint8Array>();
   if (session !== undefined) {
     forEachPart(session, (name, value) => {
       if (value !== null && (name === CART_META_PART || name.startsWith(CART_ITEM_PREFIX))) held.set(name, value);

@@ -127,20 +127,16 @@ export class DeltaApply {
   }
 }
 
-/** A Change as the store applies it (values as latin1 strings); part changes must name writer and epoch. */
+/** A Change as the store applies it (the store copies values in); part changes must name writer and epoch. */
 export function toRemoteChange(change: Change): RemoteChange | undefined {
   switch (change.kind) {
     case 'put':
       if (change.writer === undefined || change.epoch === undefined) return undefined;
-      return { kind: 'put', name: change.name, value: latin1(change.value), version: change.version, writer: change.writer, epoch: change.epoch };
+      return { kind: 'put', name: change.name, value: change.value, version: change.version, writer: change.writer, epoch: change.epoch };
     case 'delete_part':
       if (change.writer === undefined || change.epoch === undefined) return undefined;
       return { kind: 'delete_part', name: change.name, version: change.version, writer: change.writer, epoch: change.epoch };
     default:
       return change;
   }
-}
-
-function latin1(bytes: Uint8Array): string {
-  return Buffer.prototype.latin1Slice.call(bytes, 0, bytes.byteLength);
 }

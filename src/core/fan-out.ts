@@ -90,7 +90,7 @@ export class FanOut {
     if (holders.length === 0) return { deltas: 0 };
     const changes: Change[] = [{ kind: 'claim' }];
     forEachPart(session, (name, value, version, writer) => {
-      changes.push(value === null ? { kind: 'delete_part', name, version, writer } : { kind: 'put', name, value: Buffer.from(value, 'latin1'), version, writer });
+      changes.push(value === null ? { kind: 'delete_part', name, version, writer } : { kind: 'put', name, value, version, writer });
     });
     return this.enqueue(session, changes, holders, now);
   }
@@ -149,7 +149,7 @@ export class FanOut {
         const changes: Change[] = snapshot.parts.map((part) =>
           part.value === null
             ? { kind: 'delete_part', name: part.name, version: part.version, writer: part.writer, epoch: part.epoch }
-            : { kind: 'put', name: part.name, value: Buffer.from(part.value, 'latin1'), version: part.version, writer: part.writer, epoch: part.epoch },
+            : { kind: 'put', name: part.name, value: part.value, version: part.version, writer: part.writer, epoch: part.epoch },
         );
         if (changes.length > 0) deltas += this.resendQuietly(session, changes, now);
       }

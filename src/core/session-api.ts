@@ -291,10 +291,10 @@ export function toProtoSession(session: StoredSession, names: readonly string[] 
   };
 }
 
-export function toProtoPart(name: string, value: string, version: number, writer: string): Part {
+export function toProtoPart(name: string, value: Buffer, version: number, writer: string): Part {
   return {
     name,
-    value: Buffer.from(value, 'latin1'),
+    value,
     version: BigInt(version),
     writerNodeId: writer,
     updatedAtUnixMs: BigInt(versionTimeMs(version)),

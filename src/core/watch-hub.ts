@@ -4,7 +4,7 @@
  */
 import { EventType, type WatchEvent } from '../gen/baton/v1/session';
 import { toProtoPart } from './session-api';
-import type { RemovalReason, StoredSession, StoreObserver } from '../store/store';
+import { findStoredPart, type RemovalReason, type StoredSession, type StoreObserver } from '../store/store';
 
 export type WatchListener = (event: WatchEvent) => void;
 
@@ -33,12 +33,12 @@ export class WatchHub implements StoreObserver {
     return this.total;
   }
 
-  partPut(session: StoredSession, name: string, value: string, version: number, writer: string): void {
+  partPut(session: StoredSession, name: string, version: number, writer: string): void {
     if (this.total === 0) return;
     this.publish(session.id, () => ({
       sessionId: session.id,
       type: EventType.EVENT_TYPE_PUT,
-      part: toProtoPart(name, value, version, writer),
+      part: toProtoPart(name, findStoredPart(session, name)!.value!, version, writer),
       partName: name,
     }));
   }

@@ -2,17 +2,21 @@
  * A stored session and its parts, as the store lays them out in memory.
  *
  * Rules:
- * - A session's parts are one flat array [name, value, version, writer, epoch, name, …] of
- *   exact length (PART_STRIDE slots per part), never an object per part in a growable
- *   array: at a million sessions that is most of the heap (measured by `npm run bench:store`).
- * - Values are latin1 strings, one character per byte, in the V8 heap; null marks a part
- *   tombstone. Bytes are converted at the edges (latin1 below).
+ * - A session's parts are one flat array [name, slab, offset, length, version, writer,
+ *   epoch, name, …] of exact length (PART_STRIDE slots per part), never an object per part
+ *   in a growable array: at a million sessions that is most of the heap (measured by
+ *   `npm run bench:store`).
+ * - A value's bytes live in a slab off the V8 heap (value-slabs.ts); the part holds the
+ *   slab, the offset and the length, all without an object of its own. A null slab marks
+ *   a part tombstone. Readers get a view of the bytes (forEachPart, findStoredPart),
+ *   valid for as long as they hold it and never to be written.
  * - Readers get the record itself as a read-only StoredSession (no copy on the read path);
  *   only the store mutates it.
  * - Parts are ordered by (epoch, version, writer): partNewerThan.
  */
 import { newerThan } from './hybrid-clock';
 import type { WheelEntry } from './expiry-wheel';
+import type { ValueSlab } from './value-slabs';
 
 /**
  * Estimated heap cost of a session beyond its id (record, map entry, parts array, boxed
@@ -26,8 +30,8 @@ export const PART_OVERHEAD_BYTES = 64;
 /** One part, as handed to readers and observers (a copy; the store keeps its own layout). */
 export interface StoredPart {
   readonly name: string;
-  /** The value's bytes as a latin1 string; null for a tombstone. */
-  readonly value: string | null;
+  /** The value's bytes (a read-only view); null for a tombstone. */
+  readonly value: Buffer | null;
   readonly version: number;
   readonly writer: string;
   /** The session's epoch when the part was written (or claimed). */
@@ -37,9 +41,9 @@ export interface StoredPart {
 export interface StoredSession {
   readonly id: string;
   /**
-   * Live parts and part tombstones, flat: PART_STRIDE slots per part at offsets
-   * NAME, VALUE (latin1 string, or null for a tombstone), VERSION, WRITER, EPOCH.
-   * Read it with forEachPart / findStoredPart rather than by hand.
+   * Live parts and part tombstones, flat: PART_STRIDE slots per part at offsets NAME,
+   * VALUE (the value's slab, or null for a tombstone), VALUE_OFFSET, VALUE_LENGTH,
+   * VERSION, WRITER, EPOCH. Read it with forEachPart / findStoredPart rather than by hand.
    */
   readonly parts: readonly PartSlot[];
   readonly owner: string;
@@ -48,14 +52,16 @@ export interface StoredSession {
   readonly expiresAt: number;
 }
 
-export type PartSlot = string | number | null;
-export const PART_STRIDE = 5;
+export type PartSlot = string | number | ValueSlab | null;
+export const PART_STRIDE = 7;
 /** Slot offsets inside one part's PART_STRIDE slots. */
 export const NAME = 0;
 export const VALUE = 1;
-export const VERSION = 2;
-export const WRITER = 3;
-export const EPOCH = 4;
+export const VALUE_OFFSET = 2;
+export const VALUE_LENGTH = 3;
+export const VERSION = 4;
+export const WRITER = 5;
+export const EPOCH = 6;
 
 /** Record states. */
 export const LIVE = 0;
@@ -97,15 +103,28 @@ export function partNewerThan(epoch: number, version: number, writer: string, ot
   return epoch > otherEpoch || (epoch === otherEpoch && newerThan(version, writer, otherVersion, otherWriter));
 }
 
-/** Calls fn for every part of a session, tombstones included (value null). */
+/** Calls fn for every part of a session, tombstones included (value null); values are read-only views. */
 export function forEachPart(
   session: StoredSession,
-  fn: (name: string, value: string | null, version: number, writer: string, epoch: number) => void,
+  fn: (name: string, value: Buffer | null, version: number, writer: string, epoch: number) => void,
 ): void {
   const slots = session.parts;
   for (let i = 0; i < slots.length; i += PART_STRIDE) {
-    fn(slots[i + NAME] as string, slots[i + VALUE] as string | null, slots[i + VERSION] as number, slots[i + WRITER] as string, slots[i + EPOCH] as number);
+    fn(slots[i + NAME] as string, valueAt(slots, i), slots[i + VERSION] as number, slots[i + WRITER] as string, slots[i + EPOCH] as number);
   }
+}
+
+/** The bytes of the part at offset i (a read-only view), or null for a tombstone. */
+export function valueAt(slots: readonly PartSlot[], i: number): Buffer | null {
+  const slab = slots[i + VALUE] as ValueSlab | null;
+  if (slab === null) return null;
+  const offset = slots[i + VALUE_OFFSET] as number;
+  return slab.bytes.subarray(offset, offset + (slots[i + VALUE_LENGTH] as number));
+}
+
+/** The length of the part's value at offset i (0 for a tombstone). */
+export function valueLengthAt(slots: readonly PartSlot[], i: number): number {
+  return slots[i + VALUE] === null ? 0 : (slots[i + VALUE_LENGTH] as number);
 }
 
 /** The part called name (live or tombstone), or undefined. */
@@ -115,7 +134,7 @@ export function findStoredPart(session: StoredSession, name: string): StoredPart
   if (i < 0) return undefined;
   return {
     name: slots[i + NAME] as string,
-    value: slots[i + VALUE] as string | null,
+    value: valueAt(slots, i),
     version: slots[i + VERSION] as number,
     writer: slots[i + WRITER] as string,
     epoch: slots[i + EPOCH] as number,
@@ -139,16 +158,11 @@ export function countLive(slots: readonly PartSlot[]): number {
 export function sessionBytes(record: SessionRecord): number {
   let bytes = record.id.length + SESSION_OVERHEAD_BYTES;
   const slots = record.parts;
-  for (let i = 0; i < slots.length; i += PART_STRIDE) bytes += partBytes(slots[i + NAME] as string, slots[i + VALUE] as string | null);
+  for (let i = 0; i < slots.length; i += PART_STRIDE) bytes += partBytes(slots[i + NAME] as string, valueLengthAt(slots, i));
   return bytes;
 }
 
-/** Accounted bytes of one part (value null: a tombstone). */
-export function partBytes(name: string, value: string | null): number {
-  return name.length + PART_OVERHEAD_BYTES + (value === null ? 0 : value.length);
-}
-
-/** The bytes of a value as a latin1 string (one character per byte). */
-export function latin1(bytes: Uint8Array): string {
-  return Buffer.prototype.latin1Slice.call(bytes, 0, bytes.byteLength);
+/** Accounted bytes of one part whose value has valueLength bytes (0 for a tombstone). */
+export function partBytes(name: string, valueLength: number): number {
+  return name.length + PART_OVERHEAD_BYTES + valueLength;
 }

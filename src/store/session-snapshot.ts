@@ -12,7 +12,7 @@ import { forEachPart, LIVE, type SessionRecord, type StoredPart } from './sessio
 
 /** A change made on another node, as replication delivers it (epoch: the part's epoch). */
 export type RemoteChange =
-  | { kind: 'put'; name: string; value: string; version: number; writer: string; epoch: number }
+  | { kind: 'put'; name: string; value: Uint8Array; version: number; writer: string; epoch: number }
   | { kind: 'delete_part'; name: string; version: number; writer: string; epoch: number }
   | { kind: 'delete_session'; version: number }
   | { kind: 'touch' }

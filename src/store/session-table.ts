@@ -38,9 +38,13 @@ import {
   sessionBytes,
   TOMBSTONE,
   VALUE,
+  VALUE_LENGTH,
+  VALUE_OFFSET,
+  valueLengthAt,
   VERSION,
   WRITER,
 } from './session-record';
+import { DEFAULT_SLAB_BYTES, type ValueSlab, ValueSlabs } from './value-slabs';
 import type { RemoteSessionMeta } from './session-snapshot';
 import type { StoreConfig, StoreObserver, StoreStats } from './store-config';
 
@@ -57,6 +61,8 @@ export class SessionTable {
   private readonly wheel: ExpiryWheel<SessionRecord>;
   private readonly lru = new LruList();
   private readonly interned = new Map<string, string>();
+  /** The bytes of every part value (off the V8 heap). */
+  readonly values: ValueSlabs<SessionRecord>;
 
   constructor(
     private readonly config: StoreConfig,
@@ -66,6 +72,8 @@ export class SessionTable {
     this.partitions = new PartitionLists(config.partitions);
     this.digests = new PartitionDigests(config.partitions);
     this.wheel = new ExpiryWheel(config.expiryResolutionMs);
+    const slabBytes = config.valueSlabBytes ?? DEFAULT_SLAB_BYTES;
+    this.values = new ValueSlabs((record, from) => this.relocateValues(record, from), { slabBytes, dedicatedMinBytes: slabBytes / 16 });
   }
 
   /** The key of a session id: its hash and partition, for one operation. */
@@ -112,25 +120,34 @@ export class SessionTable {
     this.stats.sessions++;
   }
 
-  /** Sets or adds a part (value null = tombstone), keeping digest, bytes and counts. */
-  setPart(key: SessionKey, record: SessionRecord, name: string, value: string | null, version: number, writer: string, epoch: number): void {
+  /** Sets or adds a part (value null = tombstone; its bytes are copied), keeping digest, bytes and counts. */
+  setPart(key: SessionKey, record: SessionRecord, name: string, value: Uint8Array | null, version: number, writer: string, epoch: number): void {
+    // Stored first: storing may evacuate a slab, which rewrites value slots (this record's
+    // too) but never the shape of a parts array.
+    const slab = value === null ? null : this.values.store(value, record);
+    const offset = this.values.lastOffset;
     let slots = record.parts;
     let at = indexOfPart(slots, name);
     if (at < 0) {
       // Copy on add: parts are added far less often than rewritten, and exact-length
       // arrays save the slack a growing array keeps.
       at = slots.length;
-      slots = slots.concat([this.intern(name), null, 0, writer, epoch]);
+      slots = slots.concat([this.intern(name), null, 0, 0, 0, writer, epoch]);
       record.parts = slots;
-      this.stats.bytes += partBytes(name, null);
+      this.stats.bytes += partBytes(name, 0);
     } else {
       this.digests.xorPart(key, slots, at);
     }
-    const old = slots[at + VALUE] as string | null;
-    this.stats.bytes += (value === null ? 0 : value.length) - (old === null ? 0 : old.length);
+    const old = slots[at + VALUE] as ValueSlab | null;
+    const oldLength = valueLengthAt(slots, at);
+    const length = value === null ? 0 : value.length;
+    if (old !== null) this.values.release(old, oldLength);
+    this.stats.bytes += length - oldLength;
     if (old === null && value !== null) this.stats.parts++;
     else if (old !== null && value === null) this.stats.parts--;
-    slots[at + VALUE] = value;
+    slots[at + VALUE] = slab;
+    slots[at + VALUE_OFFSET] = offset;
+    slots[at + VALUE_LENGTH] = length;
     slots[at + VERSION] = version;
     slots[at + WRITER] = writer;
     slots[at + EPOCH] = epoch;
@@ -150,9 +167,9 @@ export class SessionTable {
     for (let i = 0; i < slots.length; i += PART_STRIDE) {
       if (slots[i + VALUE] === null && versionTimeMs(slots[i + VERSION] as number) < horizon) {
         this.digests.xorPart(key, slots, i);
-        this.stats.bytes -= partBytes(slots[i + NAME] as string, null);
+        this.stats.bytes -= partBytes(slots[i + NAME] as string, 0);
       } else {
-        kept.push(slots[i + NAME]!, slots[i + VALUE]!, slots[i + VERSION]!, slots[i + WRITER]!, slots[i + EPOCH]!);
+        for (let j = 0; j < PART_STRIDE; j++) kept.push(slots[i + j]!);
       }
     }
     record.parts = kept.slice();
@@ -164,8 +181,7 @@ export class SessionTable {
     const slots = record.parts;
     for (let i = 0; i < slots.length; i += PART_STRIDE) {
       this.digests.xorPart(key, slots, i);
-      this.stats.bytes -= partBytes(slots[i + NAME] as string, slots[i + VALUE] as string | null);
-      if (slots[i + VALUE] !== null) this.stats.parts--;
+      this.dropValue(slots, i);
     }
     record.parts = EMPTY_PARTS;
     record.state = TOMBSTONE;
@@ -194,12 +210,11 @@ export class SessionTable {
     const kept: PartSlot[] = [];
     for (let i = 0; i < slots.length; i += PART_STRIDE) {
       if ((slots[i + VERSION] as number) > version) {
-        kept.push(slots[i + NAME]!, slots[i + VALUE]!, slots[i + VERSION]!, slots[i + WRITER]!, slots[i + EPOCH]!);
+        for (let j = 0; j < PART_STRIDE; j++) kept.push(slots[i + j]!);
         continue;
       }
       this.digests.xorPart(key, slots, i);
-      this.stats.bytes -= partBytes(slots[i + NAME] as string, slots[i + VALUE] as string | null);
-      if (slots[i + VALUE] !== null) this.stats.parts--;
+      this.dropValue(slots, i);
     }
     record.parts = kept.slice();
   }
@@ -234,14 +249,14 @@ export class SessionTable {
     const slots = record.parts;
     for (let i = 0; i < slots.length; i += PART_STRIDE) {
       this.digests.xorPart(key, slots, i);
-      if (slots[i + VALUE] !== null) this.stats.parts--;
+      this.dropValue(slots, i);
     }
     this.digests.xorSession(key, record);
     this.byId.delete(record.id);
     this.partitions.remove(record, key.partition);
     this.wheel.cancel(record);
     this.lru.unlink(record);
-    this.stats.bytes -= sessionBytes(record);
+    this.stats.bytes -= record.id.length + SESSION_OVERHEAD_BYTES;
     if (record.state === LIVE) this.stats.sessions--;
     else this.stats.tombstones--;
   }
@@ -341,11 +356,34 @@ export class SessionTable {
       else if (record.expiresAt > now) this.wheel.schedule(record, record.expiresAt);
       else this.expire(record);
     });
+    this.values.evacuateSparse();
   }
 
   /** When tick() next has work to do, or undefined. */
   nextDeadline(): number | undefined {
     return this.wheel.nextDeadline();
+  }
+
+  /** Uncounts the part at offset i as it leaves its record (its bytes and, if live, its value). */
+  private dropValue(slots: readonly PartSlot[], i: number): void {
+    const length = valueLengthAt(slots, i);
+    this.stats.bytes -= partBytes(slots[i + NAME] as string, length);
+    const slab = slots[i + VALUE] as ValueSlab | null;
+    if (slab === null) return;
+    this.values.release(slab, length);
+    this.stats.parts--;
+  }
+
+  /** Moves record's values out of a slab being evacuated (a record no longer stored has none). */
+  private relocateValues(record: SessionRecord, from: ValueSlab): void {
+    if (this.byId.get(record.id) !== record) return;
+    const slots = record.parts;
+    for (let i = 0; i < slots.length; i += PART_STRIDE) {
+      if (slots[i + VALUE] !== from) continue;
+      const to = this.values.move(from, slots[i + VALUE_OFFSET] as number, slots[i + VALUE_LENGTH] as number, record);
+      slots[i + VALUE] = to;
+      slots[i + VALUE_OFFSET] = this.values.lastOffset;
+    }
   }
 
   /** Part names and node ids repeat across sessions: keep one copy of each (bounded). */

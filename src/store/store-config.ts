@@ -20,6 +20,11 @@ export interface StoreConfig {
   tombstoneRetentionMs: number;
   /** Granularity of the expiry sweep, in ms. */
   expiryResolutionMs: number;
+  /**
+   * Size of the slabs part values are kept in (value-slabs.ts), in bytes; a value over a
+   * sixteenth of it gets a slab of its own. Default DEFAULT_SLAB_BYTES (256 KiB).
+   */
+  valueSlabBytes?: number;
 }
 
 export const DEFAULT_STORE_CONFIG: Omit<StoreConfig, 'nodeId'> = {
@@ -36,7 +41,8 @@ export type RemovalReason = 'expired' | 'evicted';
 
 /** Receives every change, synchronously, after it is applied. */
 export interface StoreObserver {
-  partPut(session: StoredSession, name: string, value: string, version: number, writer: string): void;
+  /** The part's value is in the session (findStoredPart), as of this call. */
+  partPut(session: StoredSession, name: string, version: number, writer: string): void;
   /** partName is '' when the whole session was deleted. */
   partDeleted(sessionId: string, partName: string): void;
   sessionRemoved(sessionId: string, reason: RemovalReason): void;

@@ -40,7 +40,6 @@ import {
   EMPTY_PARTS,
   EPOCH,
   indexOfPart,
-  latin1,
   LIVE,
   NAME,
   PART_OVERHEAD_BYTES,
@@ -50,6 +49,7 @@ import {
   type StoredSession,
   TOMBSTONE,
   VALUE,
+  valueLengthAt,
   VERSION,
   WRITER,
 } from './session-record';
@@ -129,8 +129,7 @@ export class SessionStore {
     let byteDelta = record === undefined ? id.length + SESSION_OVERHEAD_BYTES : 0;
     for (const write of writes) {
       const at = indexOfPart(slots, write.name);
-      const oldValue = at < 0 ? null : (slots[at + VALUE] as string | null);
-      const current = live && oldValue !== null ? (slots[at + VERSION] as number) : 0;
+      const current = live && at >= 0 && slots[at + VALUE] !== null ? (slots[at + VERSION] as number) : 0;
       if (write.ifVersion !== undefined && write.ifVersion !== current) {
         throw new PreconditionFailedError(
           current === 0
@@ -140,7 +139,7 @@ export class SessionStore {
       }
       if (current === 0) added++;
       byteDelta +=
-        at < 0 ? write.name.length + PART_OVERHEAD_BYTES + write.value.length : write.value.length - (oldValue?.length ?? 0);
+        at < 0 ? write.name.length + PART_OVERHEAD_BYTES + write.value.length : write.value.length - valueLengthAt(slots, at);
     }
     const liveParts = live ? countLive(slots) : 0;
     if (liveParts + added > this.config.maxPartsPerSession) {
@@ -155,7 +154,7 @@ export class SessionStore {
     const version = this.clock.tick(now);
     const writer = this.config.nodeId;
     for (const write of writes) {
-      table.setPart(key, record, write.name, latin1(write.value), version, writer, record.epoch);
+      table.setPart(key, record, write.name, write.value, version, writer, record.epoch);
     }
     table.purgePartTombstones(key, record, now);
     table.refreshExpiry(record, ttlMs, now);
@@ -164,7 +163,7 @@ export class SessionStore {
       const parts = record.parts;
       for (const write of writes) {
         const at = indexOfPart(parts, write.name);
-        this.observer.partPut(record, parts[at + NAME] as string, parts[at + VALUE] as string, version, writer);
+        this.observer.partPut(record, parts[at + NAME] as string, version, writer);
       }
     }
     return { version, expiresAt: record.expiresAt, session: record };
@@ -240,18 +239,18 @@ export class SessionStore {
         if (at >= 0 && !partNewerThan(change.epoch, change.version, change.writer, slots[at + EPOCH] as number, slots[at + VERSION] as number, slots[at + WRITER] as string)) {
           return table.adoptMeta(key, record!, meta);
         }
-        const old = at < 0 ? null : (record!.parts[at + VALUE] as string | null);
+        const hadValue = at >= 0 && slots[at + VALUE] !== null;
         const byteDelta =
           (record === undefined ? id.length + SESSION_OVERHEAD_BYTES : 0) +
-          (at < 0 ? partBytes(change.name, value) : (value?.length ?? 0) - (old?.length ?? 0));
+          (at < 0 ? partBytes(change.name, value?.length ?? 0) : (value?.length ?? 0) - valueLengthAt(slots, at));
         table.makeRoom(record, byteDelta);
         if (record === undefined) record = table.insert(key, id, meta.owner, meta.epoch);
         else if (record.state === TOMBSTONE) table.revive(key, record);
         table.adoptMeta(key, record, meta);
         table.setPart(key, record, change.name, value, change.version, table.intern(change.writer), change.epoch);
         table.touchLru(record);
-        if (value !== null) this.observer?.partPut(record, change.name, value, change.version, change.writer);
-        else if (old !== null) this.observer?.partDeleted(id, change.name);
+        if (value !== null) this.observer?.partPut(record, change.name, change.version, change.writer);
+        else if (hadValue) this.observer?.partDeleted(id, change.name);
         return true;
       }
       case 'delete_session': {
@@ -320,6 +319,15 @@ export class SessionStore {
   }
 
   /**
+   * Bytes the slabs of part values take (allocated), the values in them still use (live),
+   * and the slabs evacuated and value bytes moved so far.
+   */
+  valueMemory(): { allocated: number; live: number; evacuatedSlabs: number; movedBytes: number } {
+    const values = this.table.values;
+    return { allocated: values.allocatedBytes, live: values.liveBytes, evacuatedSlabs: values.evacuatedSlabs, movedBytes: values.movedBytes };
+  }
+
+  /**
    * Makes `owner` the owner at the next epoch (a resume) and re-stamps every part, tombstones
    * included, with that epoch: the old owner's later writes carry a lower epoch and lose.
    * Returns the new epoch, or undefined if the session is not live here.
@@ -358,6 +366,7 @@ export class SessionStore {
         dropped++;
       }
     }
+    this.table.values.evacuateSparse();
     return dropped;
   }
 

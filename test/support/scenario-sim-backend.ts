@@ -148,7 +148,7 @@ export class SimBackend implements ScenarioBackend {
     const snapshot = this.node(name).store.snapshot(session, this.sim.net.now);
     if (snapshot === undefined || snapshot.expiresAt === 0) return undefined;
     const parts: Record<string, string> = {};
-    for (const p of snapshot.parts) if (p.value !== null) parts[p.name] = p.value;
+    for (const p of snapshot.parts) if (p.value !== null) parts[p.name] = p.value.toString('latin1');
     return { owner: this.named(snapshot.owner), epoch: snapshot.epoch, parts };
   }
 

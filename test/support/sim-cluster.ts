@@ -498,7 +498,7 @@ export function comparable(snapshot: SessionSnapshot): ComparableState {
     expiresAt: snapshot.expiresAt,
     ttlMs: live ? snapshot.ttlMs : 0,
     parts: snapshot.parts
-      .map((p): [string, string | null, number, string, number] => [p.name, p.value, p.version, p.writer, p.epoch])
+      .map((p): [string, string | null, number, string, number] => [p.name, p.value === null ? null : p.value.toString('latin1'), p.version, p.writer, p.epoch])
       .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)),
   };
 }

@@ -1,0 +1,194 @@
+/**
+ * The bytes of every stored part value, off the V8 heap: a value is copied into a large
+ * append-only slab (one Buffer), and its part holds the slab, an offset and a length.
+ *
+ * Why: a value kept as a string lives in the V8 heap, and a value a node stores survives
+ * the scavenges after its write, so it is copied twice (to the other semi-space, then to
+ * the old generation). On a replica applying 10,000 deltas/s of 1 KiB that copying is
+ * most of the scavenge time (measured: docs/benchmarks.md). A Buffer of its own per value
+ * costs an ArrayBuffer each, which every collection sweeps. A slab is one ArrayBuffer
+ * that no collection copies.
+ *
+ * Rules:
+ * - Bytes written to a slab are never written again: a value's bytes stay as stored for
+ *   as long as anything refers to its slab (a part, a view handed to a reader, a record a
+ *   reader still holds after the store dropped it). Space comes back by moving the live
+ *   values out of a slab that is mostly garbage (evacuation) and forgetting the slab; the
+ *   garbage collector frees it once nothing refers to it.
+ * - A shared slab other than the current one is either at least half live or waits in
+ *   `sparse` to be evacuated, which happens when the next slab is opened and on
+ *   `evacuateSparse` (the store calls it from its expiry tick). So the slabs hold at most
+ *   twice the live bytes plus the current slab and the slabs waiting.
+ * - Evacuation moves values only: the owner's relocate callback rewrites a part's slab and
+ *   offset in place. Each slab remembers the owners that stored into it (consecutive
+ *   stores by one owner once); relocate must skip an owner no longer stored, whose values
+ *   were released when it went.
+ * - Values over dedicatedMinBytes get a slab of their own, forgotten when released.
+ *   Empty values share one empty slab, which is never counted.
+ */
+
+/** Size of a shared slab. */
+export const DEFAULT_SLAB_BYTES = 256 * 1024;
+
+export class ValueSlab {
+  /** Bytes appended so far (a dedicated slab: its value's length). */
+  used = 0;
+  /** Bytes of the values stored here that are still referenced by a part. */
+  live = 0;
+  /** Owners that stored into this slab, for evacuation (not kept for dedicated slabs). */
+  owners: unknown[] = [];
+
+  constructor(
+    readonly bytes: Buffer,
+    readonly dedicated: boolean,
+  ) {}
+}
+
+/** The slab of every empty value: nothing is stored in it, nothing released from it. */
+export const EMPTY_SLAB = new ValueSlab(Buffer.alloc(0), true);
+
+export interface ValueSlabsOptions {
+  slabBytes?: number;
+  dedicatedMinBytes?: number;
+}
+
+export class ValueSlabs<Owner> {
+  /** The offset of the value the last store or move placed (read it right after). */
+  lastOffset = 0;
+  /** Bytes of all slabs held: shared, current and dedicated. */
+  allocatedBytes = 0;
+  /** Bytes of the values still referenced. */
+  liveBytes = 0;
+  /** Slabs evacuated, and the value bytes they moved, since construction. */
+  evacuatedSlabs = 0;
+  movedBytes = 0;
+  private current: ValueSlab;
+  private readonly sparse = new Set<ValueSlab>();
+  private evacuating = false;
+  private readonly slabBytes: number;
+  private readonly dedicatedMinBytes: number;
+
+  /**
+   * @param relocate moves every value of `owner` held in `from` (with move()) and rewrites
+   *   its parts to the new place; does nothing for an owner no longer stored.
+   */
+  constructor(
+    private readonly relocate: (owner: Owner, from: ValueSlab) => void,
+    options: ValueSlabsOptions = {},
+  ) {
+    this.slabBytes = options.slabBytes ?? DEFAULT_SLAB_BYTES;
+    this.dedicatedMinBytes = Math.min(options.dedicatedMinBytes ?? this.slabBytes / 16, this.slabBytes);
+    this.current = this.newShared();
+  }
+
+  /** Copies a value in for owner; returns its slab (its offset: lastOffset). */
+  store(value: Uint8Array, owner: Owner): ValueSlab {
+    const length = value.length;
+    if (length === 0) {
+      this.lastOffset = 0;
+      return EMPTY_SLAB;
+    }
+    const slab = this.placeFor(length, owner);
+    slab.bytes.set(value, this.lastOffset);
+    return slab;
+  }
+
+  /**
+   * Moves a value out of `from` (during relocate): copies it to the current slab for
+   * owner and releases it from `from`. Returns its new slab (offset: lastOffset).
+   */
+  move(from: ValueSlab, offset: number, length: number, owner: Owner): ValueSlab {
+    if (length === 0) {
+      this.lastOffset = 0;
+      return EMPTY_SLAB;
+    }
+    const slab = this.placeFor(length, owner);
+    from.bytes.copy(slab.bytes, this.lastOffset, offset, offset + length);
+    this.release(from, length);
+    return slab;
+  }
+
+  /** A value is no longer referenced by its part. */
+  release(slab: ValueSlab, length: number): void {
+    if (slab === EMPTY_SLAB) return;
+    slab.live -= length;
+    this.liveBytes -= length;
+    if (slab.dedicated) {
+      this.allocatedBytes -= slab.used;
+      return;
+    }
+    if (slab === this.current) return;
+    if (slab.live === 0) this.forget(slab);
+    else if (slab.live * 2 < slab.used && slab.owners.length > 0) this.sparse.add(slab);
+  }
+
+  /** A read-only view of a value's bytes (valid for as long as the caller holds it). */
+  view(slab: ValueSlab, offset: number, length: number): Buffer {
+    return slab.bytes.subarray(offset, offset + length);
+  }
+
+  /** Slabs waiting to be evacuated. */
+  get sparseSlabs(): number {
+    return this.sparse.size;
+  }
+
+  /** Moves the live values out of every slab that is mostly garbage. */
+  evacuateSparse(): void {
+    if (this.evacuating || this.sparse.size === 0) return;
+    this.evacuating = true;
+    try {
+      for (const slab of this.sparse) {
+        this.sparse.delete(slab);
+        this.evacuatedSlabs++;
+        this.movedBytes += slab.live;
+        const owners = slab.owners as Owner[];
+        slab.owners = [];
+        // Each move releases from the slab, and the last forgets it. Every live value has
+        // an owner still stored: were one missed, the slab would stay, counted, and never
+        // be sparse again (no owners), rather than lose bytes a part uses.
+        for (let i = 0; i < owners.length && slab.live > 0; i++) this.relocate(owners[i]!, slab);
+      }
+    } finally {
+      this.evacuating = false;
+    }
+  }
+
+  /** Reserves length bytes (lastOffset) in the current slab, or a dedicated one. */
+  private placeFor(length: number, owner: Owner): ValueSlab {
+    let slab: ValueSlab;
+    if (length > this.dedicatedMinBytes) {
+      slab = new ValueSlab(Buffer.allocUnsafeSlow(length), true);
+      this.allocatedBytes += length;
+    } else {
+      while (this.current.used + length > this.slabBytes) this.openNext();
+      slab = this.current;
+      const owners = slab.owners;
+      if (owners.length === 0 || owners[owners.length - 1] !== owner) owners.push(owner);
+    }
+    this.lastOffset = slab.used;
+    slab.used += length;
+    slab.live += length;
+    this.liveBytes += length;
+    return slab;
+  }
+
+  /** Retires the full current slab, opens the next, and evacuates the sparse ones into it. */
+  private openNext(): void {
+    const full = this.current;
+    this.current = this.newShared();
+    if (full.live === 0) this.forget(full);
+    else if (full.live * 2 < full.used) this.sparse.add(full);
+    this.evacuateSparse();
+  }
+
+  private newShared(): ValueSlab {
+    this.allocatedBytes += this.slabBytes;
+    return new ValueSlab(Buffer.allocUnsafeSlow(this.slabBytes), false);
+  }
+
+  private forget(slab: ValueSlab): void {
+    this.sparse.delete(slab);
+    slab.owners = [];
+    this.allocatedBytes -= slab.bytes.length;
+  }
+}
