@@ -32,6 +32,7 @@ import {
   NAME,
   PART_STRIDE,
   partBytes,
+  REMOVED,
   type PartSlot,
   SESSION_OVERHEAD_BYTES,
   SessionRecord,
@@ -259,6 +260,7 @@ export class SessionTable {
     this.stats.bytes -= record.id.length + SESSION_OVERHEAD_BYTES;
     if (record.state === LIVE) this.stats.sessions--;
     else this.stats.tombstones--;
+    record.state = REMOVED;
   }
 
   /** Evicts least recently used sessions (never `keep`) until byteDelta more bytes fit. */
@@ -376,7 +378,7 @@ export class SessionTable {
 
   /** Moves record's values out of a slab being evacuated (a record no longer stored has none). */
   private relocateValues(record: SessionRecord, from: ValueSlab): void {
-    if (this.byId.get(record.id) !== record) return;
+    if (record.state === REMOVED) return;
     const slots = record.parts;
     for (let i = 0; i < slots.length; i += PART_STRIDE) {
       if (slots[i + VALUE] !== from) continue;

@@ -103,7 +103,8 @@ export class ValueSlabs<Owner> {
       return EMPTY_SLAB;
     }
     const slab = this.placeFor(length, owner);
-    from.bytes.copy(slab.bytes, this.lastOffset, offset, offset + length);
+    // set() of a view is one memmove; Buffer#copy validates its arguments in JavaScript first.
+    slab.bytes.set(from.bytes.subarray(offset, offset + length), this.lastOffset);
     this.release(from, length);
     return slab;
   }
