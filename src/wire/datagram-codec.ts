@@ -155,6 +155,8 @@ export class DatagramOpener {
   private readonly windowBits: number;
   /** Keyed by header bytes 3-11 (key id + incarnation) as latin1; Map order is recency. */
   private readonly senders = new Map<string, SenderState>();
+  /** The most recently used key of `senders` (touching it again would change nothing). */
+  private lastSenderId = '';
   /** Reused: createDecipheriv copies the nonce when it is called. */
   private readonly nonce = Buffer.alloc(NONCE_BYTES);
   private evicted = 0;
@@ -268,13 +270,16 @@ export class DatagramOpener {
     }
     const sender: SenderState = { window: new ReplayWindow(this.windowBits), gcmKey };
     this.senders.set(senderId, sender);
+    this.lastSenderId = senderId;
     return sender;
   }
 
-  /** Moves the sender to the most recently used end of the table. */
+  /** Moves the sender to the most recently used end of the table (where a stream of datagrams from one sender keeps it). */
   private touch(senderId: string, sender: SenderState): void {
+    if (senderId === this.lastSenderId) return;
     this.senders.delete(senderId);
     this.senders.set(senderId, sender);
+    this.lastSenderId = senderId;
   }
 }
 
