@@ -73,9 +73,10 @@ describe('delta codec', () => {
       const deltas = Array.from({ length: random.below(4) }, (_, j) =>
         encodeDelta({ ...session, id: `s${i}-${j}` }, { kind: 'put', name: 'p', value: Buffer.alloc(random.below(300), j), version: 1 + random.below(1000) }, 'node-a', 5),
       );
-      const fragment = random.below(2) === 0 ? undefined : { deltaId: random.below(1 << 30), index: random.below(3), count: 3, chunk: Buffer.alloc(random.below(100), 9) };
-      const channel = random.below(2) === 0 ? '' : 'node-b';
-      const seq = 1 + random.below(1_000_000);
+      const deltaId = random.below(3) === 0 ? 2 ** 45 + random.below(1 << 30) : random.below(1 << 30);
+      const fragment = random.below(2) === 0 ? undefined : { deltaId, index: random.below(3), count: 3, chunk: Buffer.alloc(random.below(200), 9) };
+      const channel = ['', 'node-b', 'nœud-ü'][random.below(3)]!;
+      const seq = random.below(3) === 0 ? 2 ** 52 + random.below(1_000_000) : 1 + random.below(1_000_000);
       const ack = random.below(2) === 0;
       const retransmit = random.below(2) === 0;
       const datagram = Datagram.decode(encodeData('node-a', channel, { seq, deltas, fragment, retransmit }, ack));

@@ -211,24 +211,89 @@ export const DATA_TAGS = (() => {
 /**
  * Encodes Datagram{sender, data: Data{target, seq, deltas, fragment, flags}} around
  * deltas that are already encoded: the generated decoder reads it as the Data it would
- * have encoded from those deltas (test/delta-codec.test.ts checks that).
+ * have encoded from those deltas (test/delta-codec.test.ts checks that). Sizes are known
+ * before a byte is written, so the datagram is written once into a buffer of its exact
+ * size (a BinaryWriter would gather chunks and copy them all again at finish).
  */
 export function encodeData(sender: string, channel: string, packet: DataPacketFields, ackRequested: boolean): Uint8Array {
   const t = DATA_TAGS;
-  return encodeWith((w) => {
-    w.uint32(t.senderNodeId).string(sender);
-    w.uint32(t.data).fork();
-    if (channel !== '') w.uint32(t.targetNodeId).string(channel);
-    w.uint32(t.seq).uint64(packet.seq);
-    for (const delta of packet.deltas) w.uint32(t.deltas).bytes(delta);
-    if (packet.fragment !== undefined) {
-      const f = packet.fragment;
-      w.uint32(t.fragment).fork();
-      w.uint32(t.deltaId).uint64(f.deltaId).uint32(t.index).uint32(f.index).uint32(t.count).uint32(f.count).uint32(t.chunk).bytes(f.chunk);
-      w.join();
-    }
-    if (ackRequested) w.uint32(t.ackRequested).bool(true);
-    if (packet.retransmit) w.uint32(t.retransmit).bool(true);
-    w.join();
-  });
+  const senderBytes = Buffer.byteLength(sender);
+  const channelBytes = Buffer.byteLength(channel);
+  let dataBytes = 0;
+  if (channel !== '') dataBytes += varintBytes(t.targetNodeId) + varintBytes(channelBytes) + channelBytes;
+  dataBytes += varintBytes(t.seq) + varintBytes(packet.seq);
+  for (const delta of packet.deltas) dataBytes += varintBytes(t.deltas) + varintBytes(delta.length) + delta.length;
+  const f = packet.fragment;
+  let fragmentBytes = 0;
+  if (f !== undefined) {
+    fragmentBytes =
+      varintBytes(t.deltaId) + varintBytes(f.deltaId) + varintBytes(t.index) + varintBytes(f.index) + varintBytes(t.count) + varintBytes(f.count) +
+      varintBytes(t.chunk) + varintBytes(f.chunk.length) + f.chunk.length;
+    dataBytes += varintBytes(t.fragment) + varintBytes(fragmentBytes) + fragmentBytes;
+  }
+  if (ackRequested) dataBytes += varintBytes(t.ackRequested) + 1;
+  if (packet.retransmit) dataBytes += varintBytes(t.retransmit) + 1;
+
+  const out = Buffer.allocUnsafe(varintBytes(t.senderNodeId) + varintBytes(senderBytes) + senderBytes + varintBytes(t.data) + varintBytes(dataBytes) + dataBytes);
+  let at = putVarint(out, 0, t.senderNodeId);
+  at = putVarint(out, at, senderBytes);
+  at += out.write(sender, at, 'utf8');
+  at = putVarint(out, at, t.data);
+  at = putVarint(out, at, dataBytes);
+  if (channel !== '') {
+    at = putVarint(out, at, t.targetNodeId);
+    at = putVarint(out, at, channelBytes);
+    at += out.write(channel, at, 'utf8');
+  }
+  at = putVarint(out, at, t.seq);
+  at = putVarint(out, at, packet.seq);
+  for (const delta of packet.deltas) {
+    at = putVarint(out, at, t.deltas);
+    at = putVarint(out, at, delta.length);
+    out.set(delta, at);
+    at += delta.length;
+  }
+  if (f !== undefined) {
+    at = putVarint(out, at, t.fragment);
+    at = putVarint(out, at, fragmentBytes);
+    at = putVarint(out, at, t.deltaId);
+    at = putVarint(out, at, f.deltaId);
+    at = putVarint(out, at, t.index);
+    at = putVarint(out, at, f.index);
+    at = putVarint(out, at, t.count);
+    at = putVarint(out, at, f.count);
+    at = putVarint(out, at, t.chunk);
+    at = putVarint(out, at, f.chunk.length);
+    out.set(f.chunk, at);
+    at += f.chunk.length;
+  }
+  if (ackRequested) {
+    at = putVarint(out, at, t.ackRequested);
+    out[at++] = 1;
+  }
+  if (packet.retransmit) {
+    at = putVarint(out, at, t.retransmit);
+    out[at++] = 1;
+  }
+  return out;
+}
+
+/** Bytes of the varint of a non-negative integer up to 2^53. */
+function varintBytes(value: number): number {
+  let bytes = 1;
+  while (value >= 0x80) {
+    value = Math.floor(value / 128);
+    bytes++;
+  }
+  return bytes;
+}
+
+/** Writes the varint of a non-negative integer up to 2^53 at `at`; returns the offset after it. */
+function putVarint(out: Buffer, at: number, value: number): number {
+  while (value >= 0x80) {
+    out[at++] = (value % 128) | 0x80;
+    value = Math.floor(value / 128);
+  }
+  out[at++] = value;
+  return at;
 }
