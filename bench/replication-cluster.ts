@@ -278,9 +278,7 @@ function storeValues(store: SessionStore, ids: readonly string[], name: string):
   return ids.map((id) => {
     const stored = store.get(id, now);
     const value = stored === undefined ? undefined : findStoredPart(stored, name)?.value;
-    if (value === undefined || value === null) return undefined;
-    // Compared as bytes, whichever form the store keeps a value in.
-    return typeof value === 'string' ? Buffer.from(value, 'latin1') : Buffer.from(value);
+    return value ?? undefined;
   });
 }
 
