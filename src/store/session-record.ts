@@ -8,15 +8,16 @@
  *   `npm run bench:store`).
  * - A value's bytes live in a slab off the V8 heap (value-slabs.ts); the part holds the
  *   slab, the offset and the length, all without an object of its own. A null slab marks
- *   a part tombstone. Readers get a view of the bytes (forEachPart, findStoredPart),
- *   valid for as long as they hold it and never to be written.
+ *   a part tombstone. Readers get a copy of the bytes (forEachPart, findStoredPart): slab
+ *   memory is reused, so nothing outside the store may point into it.
+ * - A record the store dropped has no parts left (its slabs may hold other values now).
  * - Readers get the record itself as a read-only StoredSession (no copy on the read path);
  *   only the store mutates it.
  * - Parts are ordered by (epoch, version, writer): partNewerThan.
  */
 import { newerThan } from './hybrid-clock';
 import type { WheelEntry } from './expiry-wheel';
-import type { ValueSlab } from './value-slabs';
+import { readValue, type ValueSlab } from './value-slabs';
 
 /**
  * Estimated heap cost of a session beyond its id (record, map entry, parts array, boxed
@@ -30,7 +31,7 @@ export const PART_OVERHEAD_BYTES = 64;
 /** One part, as handed to readers and observers (a copy; the store keeps its own layout). */
 export interface StoredPart {
   readonly name: string;
-  /** The value's bytes (a read-only view); null for a tombstone. */
+  /** A copy of the value's bytes; null for a tombstone. */
   readonly value: Buffer | null;
   readonly version: number;
   readonly writer: string;
@@ -105,7 +106,7 @@ export function partNewerThan(epoch: number, version: number, writer: string, ot
   return epoch > otherEpoch || (epoch === otherEpoch && newerThan(version, writer, otherVersion, otherWriter));
 }
 
-/** Calls fn for every part of a session, tombstones included (value null); values are read-only views. */
+/** Calls fn for every part of a session, tombstones included (value null); values are copies. */
 export function forEachPart(
   session: StoredSession,
   fn: (name: string, value: Buffer | null, version: number, writer: string, epoch: number) => void,
@@ -116,12 +117,10 @@ export function forEachPart(
   }
 }
 
-/** The bytes of the part at offset i (a read-only view), or null for a tombstone. */
+/** A copy of the bytes of the part at offset i, or null for a tombstone. */
 export function valueAt(slots: readonly PartSlot[], i: number): Buffer | null {
   const slab = slots[i + VALUE] as ValueSlab | null;
-  if (slab === null) return null;
-  const offset = slots[i + VALUE_OFFSET] as number;
-  return slab.bytes.subarray(offset, offset + (slots[i + VALUE_LENGTH] as number));
+  return slab === null ? null : readValue(slab, slots[i + VALUE_OFFSET] as number, slots[i + VALUE_LENGTH] as number);
 }
 
 /** The length of the part's value at offset i (0 for a tombstone). */

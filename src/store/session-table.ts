@@ -261,6 +261,9 @@ export class SessionTable {
     if (record.state === LIVE) this.stats.sessions--;
     else this.stats.tombstones--;
     record.state = REMOVED;
+    // Its values were released and their slab space may be reused: a reader still holding
+    // the record must not read someone else's bytes through it.
+    record.parts = EMPTY_PARTS;
   }
 
   /** Evicts least recently used sessions (never `keep`) until byteDelta more bytes fit. */
