@@ -1098,6 +1098,33 @@ function randomRun(seed: number, steps: number, onStep?: (op: Op, step: number, 
   return { store, model, ops, now, outcomes };
 }
 
+describe('SessionStore: values in slabs', () => {
+  test('a partition streamed while its sessions are discarded yields what each held, after their slab space is reused', () => {
+    const { store } = makeStore({ partitions: 1, valueSlabBytes: 1024 });
+    const written = new Map<string, string>();
+    for (let i = 0; i < 12; i++) {
+      const value = String.fromCharCode(65 + i).repeat(50);
+      store.put(`s${i}`, [w('cart', value)], 0, T0);
+      written.set(`s${i}`, value);
+    }
+    const stream = store.snapshotsIn(0, T0)[Symbol.iterator]();
+    const first = stream.next().value!;
+    expect(store.discardWhere(() => true)).toBe(12);
+    for (let i = 0; i < 60; i++) store.put(`other-${i}`, [w('cart', 'z'.repeat(50))], 0, T0);
+    expect(store.valueMemory().allocated).toBeLessThanOrEqual(4 * 1024); // the emptied slabs were written over
+    const streamed = [first, ...Array.from({ length: 11 }, () => stream.next().value!)];
+    for (const snapshot of streamed) expect(snapshot.parts.map((p) => p.value?.toString('latin1'))).toEqual([written.get(snapshot.id)]);
+  });
+
+  test('a value read is a copy: later writes to the session do not change it', () => {
+    const { store } = makeStore({ valueSlabBytes: 1024 });
+    store.put('s', [w('a', 'first')], 0, T0);
+    const read = findStoredPart(store.get('s', T0)!, 'a')!.value!;
+    for (let i = 0; i < 100; i++) store.put('s', [w('a', `v${i}`.padEnd(40, '.'))], 0, T0);
+    expect(read.toString('latin1')).toBe('first');
+  });
+});
+
 describe('SessionStore: random operations against a model', () => {
   test('20,000 random operations over 200 ids with a small budget: results, events and stats match the model', () => {
     const { store, model, now, outcomes } = randomRun(1, 20_000);

@@ -10,7 +10,9 @@
  *   slab, the offset and the length, all without an object of its own. A null slab marks
  *   a part tombstone. Readers get a copy of the bytes (forEachPart, findStoredPart): slab
  *   memory is reused, so nothing outside the store may point into it.
- * - A record the store dropped has no parts left (its slabs may hold other values now).
+ * - A record the store dropped keeps copies of its values outside the slabs (the slab space
+ *   is reused): a reader still holding it, such as a state transfer streaming a partition,
+ *   reads what it held when it went.
  * - Readers get the record itself as a read-only StoredSession (no copy on the read path);
  *   only the store mutates it.
  * - Parts are ordered by (epoch, version, writer): partNewerThan.

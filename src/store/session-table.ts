@@ -45,9 +45,33 @@ import {
   VERSION,
   WRITER,
 } from './session-record';
-import { DEFAULT_SLAB_BYTES, type ValueSlab, ValueSlabs } from './value-slabs';
+import { DEFAULT_SLAB_BYTES, ValueSlab, ValueSlabs } from './value-slabs';
 import type { RemoteSessionMeta } from './session-snapshot';
 import type { StoreConfig, StoreObserver, StoreStats } from './store-config';
+
+/**
+ * The parts of a record leaving the store, with every value copied into one buffer of its
+ * own (outside the slabs, uncounted: it lives as long as a reader holds the record).
+ */
+function detachedParts(slots: readonly PartSlot[]): PartSlot[] {
+  let total = 0;
+  for (let i = 0; i < slots.length; i += PART_STRIDE) total += valueLengthAt(slots, i);
+  if (total === 0) return slots as PartSlot[];
+  const copy = new ValueSlab(Buffer.allocUnsafe(total), true);
+  const parts = slots.slice();
+  let at = 0;
+  for (let i = 0; i < slots.length; i += PART_STRIDE) {
+    const slab = slots[i + VALUE] as ValueSlab | null;
+    const length = valueLengthAt(slots, i);
+    if (slab === null || length === 0) continue;
+    const offset = slots[i + VALUE_OFFSET] as number;
+    copy.bytes.set(slab.bytes.subarray(offset, offset + length), at);
+    parts[i + VALUE] = copy;
+    parts[i + VALUE_OFFSET] = at;
+    at += length;
+  }
+  return parts;
+}
 
 /** Most distinct part names and node ids kept as one shared string each. */
 const INTERN_LIMIT = 4096;
@@ -248,6 +272,7 @@ export class SessionTable {
   remove(record: SessionRecord): void {
     const key = this.keyOf(record.id);
     const slots = record.parts;
+    const detached = detachedParts(slots);
     for (let i = 0; i < slots.length; i += PART_STRIDE) {
       this.digests.xorPart(key, slots, i);
       this.dropValue(slots, i);
@@ -261,9 +286,9 @@ export class SessionTable {
     if (record.state === LIVE) this.stats.sessions--;
     else this.stats.tombstones--;
     record.state = REMOVED;
-    // Its values were released and their slab space may be reused: a reader still holding
-    // the record must not read someone else's bytes through it.
-    record.parts = EMPTY_PARTS;
+    // Its slab space may be reused now; a reader still holding the record (a state
+    // transfer streaming a partition, say) reads the copies.
+    record.parts = detached;
   }
 
   /** Evicts least recently used sessions (never `keep`) until byteDelta more bytes fit. */
