@@ -12,6 +12,7 @@ import {
   RemoteChange,
   RemoteSessionMeta,
   SESSION_OVERHEAD_BYTES,
+  SessionSnapshot,
   SessionStore,
   StoreConfig,
   StoredSession,
@@ -1108,11 +1109,11 @@ describe('SessionStore: values in slabs', () => {
       written.set(`s${i}`, value);
     }
     const stream = store.snapshotsIn(0, T0)[Symbol.iterator]();
-    const first = stream.next().value!;
+    const first = stream.next().value as SessionSnapshot;
     expect(store.discardWhere(() => true)).toBe(12);
     for (let i = 0; i < 60; i++) store.put(`other-${i}`, [w('cart', 'z'.repeat(50))], 0, T0);
     expect(store.valueMemory().allocated).toBeLessThanOrEqual(4 * 1024); // the emptied slabs were written over
-    const streamed = [first, ...Array.from({ length: 11 }, () => stream.next().value!)];
+    const streamed: SessionSnapshot[] = [first, ...Array.from({ length: 11 }, () => stream.next().value as SessionSnapshot)];
     for (const snapshot of streamed) expect(snapshot.parts.map((p) => p.value?.toString('latin1'))).toEqual([written.get(snapshot.id)]);
   });
 
