@@ -1,6 +1,7 @@
 /**
  * The bytes of every stored part value, off the V8 heap: a value is copied into a large
- * append-only slab (one Buffer), and its part holds the slab, an offset and a length.
+ * slab (one Buffer, appended to until full), and its part holds the slab, an offset and a
+ * length.
  *
  * Why: a value kept as a string lives in the V8 heap, and a value a node stores survives
  * the scavenges after its write, so it is copied twice (to the other semi-space, then to
@@ -10,8 +11,9 @@
  * that no collection copies.
  *
  * Rules:
- * - Slab memory never leaves the store: readers get copies (read), so the only references
- *   to a value's bytes are the parts that hold it. Space comes back by moving the live
+ * - Slab memory never leaves the store: readers get copies (read), and a record leaving
+ *   the store takes copies (session-table.ts), so the only references to a value's bytes
+ *   are the parts that hold it. Space comes back by moving the live
  *   values out of a slab that is mostly garbage (evacuation); a shared slab without live
  *   values is kept for reuse (up to MAX_FREE_SLABS) or forgotten. Reusing slabs matters:
  *   every new ArrayBuffer counts as external memory, and V8 answers external memory
@@ -20,7 +22,7 @@
  * - A shared slab other than the current one is either at least half live or waits in
  *   `sparse` to be evacuated, which happens when the next slab is opened and on
  *   `evacuateSparse` (the store calls it from its expiry tick). So the slabs hold at most
- *   twice the live bytes plus the current slab and the slabs waiting.
+ *   twice the live bytes plus the current slab, the slabs waiting and the free ones.
  * - Evacuation moves values only: the owner's relocate callback rewrites a part's slab and
  *   offset in place. Each slab remembers the owners that stored into it (consecutive
  *   stores by one owner once); relocate must skip an owner no longer stored, whose values
