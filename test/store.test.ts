@@ -1115,6 +1115,10 @@ describe('SessionStore: values in slabs', () => {
     expect(store.valueMemory().allocated).toBeLessThanOrEqual(4 * 1024); // the emptied slabs were written over
     const streamed: SessionSnapshot[] = [first, ...Array.from({ length: 11 }, () => stream.next().value as SessionSnapshot)];
     for (const snapshot of streamed) expect(snapshot.parts.map((p) => p.value?.toString('latin1'))).toEqual([written.get(snapshot.id)]);
+    // And the node they stream to takes them as the live sessions they were.
+    const receiver = makeStore({ nodeId: 'node-b', partitions: 1 }).store;
+    for (const snapshot of streamed) receiver.merge(snapshot, T0);
+    for (const [id, value] of written) expect(liveValues(receiver.get(id, T0))).toEqual({ cart: value });
   });
 
   test('a value read is a copy: later writes to the session do not change it', () => {

@@ -69,8 +69,6 @@ export const EPOCH = 6;
 /** Record states. */
 export const LIVE = 0;
 export const TOMBSTONE = 1;
-/** Dropped from the store (purged, evicted, discarded): a reader may still hold it. */
-export const REMOVED = 2;
 
 /** The parts array of a session without parts (shared; replaced, never written). */
 export const EMPTY_PARTS: PartSlot[] = [];

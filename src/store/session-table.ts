@@ -32,7 +32,6 @@ import {
   NAME,
   PART_STRIDE,
   partBytes,
-  REMOVED,
   type PartSlot,
   SESSION_OVERHEAD_BYTES,
   SessionRecord,
@@ -285,9 +284,8 @@ export class SessionTable {
     this.stats.bytes -= record.id.length + SESSION_OVERHEAD_BYTES;
     if (record.state === LIVE) this.stats.sessions--;
     else this.stats.tombstones--;
-    record.state = REMOVED;
     // Its slab space may be reused now; a reader still holding the record (a state
-    // transfer streaming a partition, say) reads the copies.
+    // transfer streaming a partition, say) reads the copies, and sees it as it was.
     record.parts = detached;
   }
 
@@ -404,9 +402,8 @@ export class SessionTable {
     this.stats.parts--;
   }
 
-  /** Moves record's values out of a slab being evacuated (a record no longer stored has none). */
+  /** Moves record's values out of a slab being evacuated (a record no longer stored holds only copies). */
   private relocateValues(record: SessionRecord, from: ValueSlab): void {
-    if (record.state === REMOVED) return;
     const slots = record.parts;
     for (let i = 0; i < slots.length; i += PART_STRIDE) {
       if (slots[i + VALUE] !== from) continue;
