@@ -11,6 +11,7 @@
  */
 import { ElectionNotice as WireNotice, ElectionNoticeKind, type Election, type Heartbeat, type MemberIndex as WireIndex } from '../gen/baton/v1/wire';
 import { isNodeId } from '../wire/datagram-fields';
+import { varintBytes } from '../wire/proto-writer';
 import type { ElectionNotice, MemberIndex } from './election';
 
 /** Most notices read from one datagram (a batch for every partition of a large cluster). */
@@ -94,15 +95,6 @@ export function electionBatches(notices: readonly ElectionNotice[], maxPayloadBy
 
 /** The Datagram's body length prefix grows with the batch: at most this many bytes more. */
 const BODY_LENGTH_MARGIN = 4;
-
-function varintBytes(n: number): number {
-  let bytes = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 0x80);
-    bytes++;
-  }
-  return bytes;
-}
 
 /** The election fields of a received heartbeat, checked. */
 export interface HeartbeatElectionFields {

@@ -16,7 +16,7 @@
  */
 import { BinaryReader, type BinaryWriter } from '@bufbuild/protobuf/wire';
 import { Data, Datagram, Delta, DeltaKind, Fragment } from '../gen/baton/v1/wire';
-import { encodeWith } from './proto-writer';
+import { encodeWith, putVarint, varintBytes } from './proto-writer';
 
 /**
  * One change to one session. Values are the bytes the client sent. A part change is its
@@ -276,24 +276,4 @@ export function encodeData(sender: string, channel: string, packet: DataPacketFi
     out[at++] = 1;
   }
   return out;
-}
-
-/** Bytes of the varint of a non-negative integer up to 2^53. */
-function varintBytes(value: number): number {
-  let bytes = 1;
-  while (value >= 0x80) {
-    value = Math.floor(value / 128);
-    bytes++;
-  }
-  return bytes;
-}
-
-/** Writes the varint of a non-negative integer up to 2^53 at `at`; returns the offset after it. */
-function putVarint(out: Buffer, at: number, value: number): number {
-  while (value >= 0x80) {
-    out[at++] = (value % 128) | 0x80;
-    value = Math.floor(value / 128);
-  }
-  out[at++] = value;
-  return at;
 }

@@ -4,6 +4,7 @@
  * growth was the hottest JavaScript in the client, the sidecar and the replication writer.
  * A reused writer keeps its grown buffer; finish() copies out exactly the bytes written.
  * JavaScript runs one encoder at a time, so one writer serves the whole process.
+ * The varint helpers below serve encoders that size a message before writing it by hand.
  */
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 
@@ -40,4 +41,24 @@ function finish(write: (writer: BinaryWriter) => unknown, writer: BinaryWriter):
 export function encodeToBuffer(write: (writer: BinaryWriter) => unknown): Buffer {
   const bytes = encodeWith(write);
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** Bytes of the varint of a non-negative integer up to 2^53. */
+export function varintBytes(value: number): number {
+  let bytes = 1;
+  while (value >= 0x80) {
+    value = Math.floor(value / 128);
+    bytes++;
+  }
+  return bytes;
+}
+
+/** Writes the varint of a non-negative integer up to 2^53 at `at`; returns the offset after it. */
+export function putVarint(out: Buffer, at: number, value: number): number {
+  while (value >= 0x80) {
+    out[at++] = (value % 128) | 0x80;
+    value = Math.floor(value / 128);
+  }
+  out[at++] = value;
+  return at;
 }
