@@ -1,5 +1,5 @@
 import { SeededRandom } from '../src/store/random';
-import { EMPTY_SLAB, MAX_FREE_SLABS, type ValueSlab, ValueSlabs } from '../src/store/value-slabs';
+import { EMPTY_SLAB, MAX_FREE_SLABS, readValue, type ValueSlab, ValueSlabs } from '../src/store/value-slabs';
 
 /** An owner as the store has them: values it refers to, rewritten when they move. */
 interface Owner {
@@ -27,7 +27,7 @@ function slabs(slabBytes = 1024) {
     const [v] = owner.values.splice(index, 1);
     values.release(v!.slab, v!.length);
   };
-  const read = (owner: Owner) => owner.values.map((v) => values.read(v.slab, v.offset, v.length));
+  const read = (owner: Owner) => owner.values.map((v) => readValue(v.slab, v.offset, v.length));
   return { values, put, drop, read };
 }
 

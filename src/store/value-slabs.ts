@@ -11,7 +11,7 @@
  * that no collection copies.
  *
  * Rules:
- * - Slab memory never leaves the store: readers get copies (read), and a record leaving
+ * - Slab memory never leaves the store: readers get copies (readValue), and a record leaving
  *   the store takes copies (session-table.ts), so the only references to a value's bytes
  *   are the parts that hold it. Space comes back by moving the live
  *   values out of a slab that is mostly garbage (evacuation); a shared slab without live
@@ -128,11 +128,6 @@ export class ValueSlabs<Owner> {
     if (slab === this.current) return;
     if (slab.live === 0) this.forget(slab);
     else if (slab.live * 2 < slab.used && slab.owners.length > 0) this.sparse.add(slab);
-  }
-
-  /** A copy of a value's bytes: the caller may keep it for as long as it likes. */
-  read(slab: ValueSlab, offset: number, length: number): Buffer {
-    return readValue(slab, offset, length);
   }
 
   /** Slabs waiting to be evacuated. */
