@@ -34,6 +34,7 @@ function fakeSyscalls(failing: boolean): { sys: SocketSyscalls; calls: string[] 
     dup: () => call('dup', nextFd++),
     close: () => call('close', undefined),
     attachDropAllFilter: () => call('attachDropAllFilter', undefined),
+    attachDropSourceFilter: () => call('attachDropSourceFilter', undefined),
     detachFilter: () => call('detachFilter', undefined),
     enterNetworkNamespace: () => call('enterNetworkNamespace', undefined),
   };

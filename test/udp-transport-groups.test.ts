@@ -110,3 +110,28 @@ test('a group that cannot be joined is joined once it can be (tried again every 
   expect(transport.joinedGroups()).toEqual(groups);
   expect(boundSockets(groups[1]!, port)).toBe(1);
 });
+
+test('a datagram marked as its own but sent from another socket is skipped, and never makes the node filter that source', async () => {
+  const { transport, groups, port } = await transportWithGroups();
+  open = transport;
+  await transport.start();
+  await transport.groupsSettled();
+  // The header bytes that mark a datagram as this node's are in the clear: anyone can copy
+  // them. Sent from another local socket (a peer's address, say), such datagrams must keep
+  // reaching the process: a kernel filter for their source would silence that peer.
+  const header = Buffer.alloc(40);
+  header.writeBigUInt64BE(transport.incarnation, 4);
+  const other = dgram.createSocket({ type: 'udp4' });
+  await new Promise<void>((resolve) => other.bind({ address: '127.0.0.1', port: 0 }, () => resolve()));
+  try {
+    other.setMulticastInterface('127.0.0.1');
+    // One at a time: each is taken in (and any filter attached) before the next is sent.
+    for (let i = 1; i <= 3; i++) {
+      await new Promise<void>((resolve, reject) => other.send(header, port, groups[0], (err) => (err ? reject(err) : resolve())));
+      await pollUntil(`datagram ${i} reaches the process`, () => transport.core.counters.ownDatagramsReceived === i, 5000);
+    }
+  } finally {
+    await new Promise<void>((resolve) => other.close(() => resolve()));
+  }
+  expect(transport.core.counters.ownDatagramsReceived).toBe(3);
+});

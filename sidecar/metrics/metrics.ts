@@ -318,6 +318,12 @@ export class SidecarMetrics {
     counterFrom(registry, 'baton_anti_entropy_repairs_total', 'Sessions changed by anti-entropy: divergence found by digest comparison and repaired.', () => core.counters.antiEntropyRepairs);
     counterFrom(registry, 'baton_sessions_transferred_total', 'Sessions merged from peers by state transfers (joins, placement changes, resyncs, anti-entropy).', () => core.counters.sessionsTransferred);
     counterFrom(registry, 'baton_replication_send_errors_total', 'Datagrams the operating system refused to send (an unreachable or invalid peer address, a full buffer).', () => core.counters.sendErrors);
+    counterFrom(
+      registry,
+      'baton_replication_own_datagrams_received_total',
+      "This node's own multicast datagrams that the group looped back into the process and it skipped; once the first has shown their source, a socket filter drops the rest in the kernel (this grows only where the filter cannot be attached).",
+      () => core.counters.ownDatagramsReceived,
+    );
     const counters = core.counters;
     labelledCounterFrom(registry, 'baton_replication_dropped_total', 'Datagrams or deltas dropped, by reason.', ['reason'], () =>
       [...counters.dropped].map(([reason, n]) => [{ reason }, n]),

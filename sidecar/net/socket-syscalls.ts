@@ -9,6 +9,7 @@
  * `SyscallError` naming the call and errno; nothing here keeps state beyond the loaded
  * functions. Option numbers are Linux's (include/uapi/linux/tcp.h, asm-generic/socket.h).
  */
+import type { Socket as DgramSocket } from 'node:dgram';
 import { isIPv4, isIPv6, type Server, type Socket } from 'node:net';
 
 export const SOL_SOCKET = 1;
@@ -83,6 +84,11 @@ export interface SocketSyscalls {
   close(fd: number): void;
   /** SO_ATTACH_FILTER with a one-instruction classic BPF program that drops every packet. */
   attachDropAllFilter(fd: number): void;
+  /**
+   * SO_ATTACH_FILTER with a classic BPF program that drops the UDP datagrams sent from
+   * `address`:`port` (IPv4) and accepts every other.
+   */
+  attachDropSourceFilter(fd: number, address: string, port: number): void;
   /** SO_DETACH_FILTER. */
   detachFilter(fd: number): void;
   /**
@@ -192,6 +198,12 @@ function load(): LoadResult {
     attachDropAllFilter(fd) {
       if (setsockoptProgram(fd, SOL_SOCKET, SO_ATTACH_FILTER, dropAll, koffi.sizeof(sockFprog)) !== 0) fail('setsockopt(SO_ATTACH_FILTER)');
     },
+    attachDropSourceFilter(fd, address, port) {
+      const program = dropSourceProgram(address, port);
+      if (setsockoptProgram(fd, SOL_SOCKET, SO_ATTACH_FILTER, { len: program.length, filter: program }, koffi.sizeof(sockFprog)) !== 0) {
+        fail('setsockopt(SO_ATTACH_FILTER)');
+      }
+    },
     detachFilter(fd) {
       syscalls.setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, 0);
     },
@@ -202,10 +214,47 @@ function load(): LoadResult {
   return { syscalls };
 }
 
+/** Offset of the network (IP) header in classic BPF loads (SKF_NET_OFF, linux/filter.h). */
+const SKF_NET_OFF = -0x100000;
+
+/**
+ * A classic BPF program for a UDP socket that drops datagrams from `address`:`port` (IPv4)
+ * and accepts the rest whole. A UDP socket's filter sees the packet from the UDP header on
+ * (source port at offset 0); the IPv4 header, source address at byte 12, is reached
+ * through SKF_NET_OFF. Loads are in network order, so the constants are plain numbers.
+ */
+export function dropSourceProgram(address: string, port: number): { code: number; jt: number; jf: number; k: number }[] {
+  if (!isIPv4(address)) throw new RangeError(`not an IPv4 address: ${address}`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`not a port: ${port}`);
+  const ip = address.split('.').reduce((value, octet) => value * 256 + Number(octet), 0);
+  const BPF_LD_H_ABS = 0x28;
+  const BPF_LD_W_ABS = 0x20;
+  const BPF_JEQ_K = 0x15;
+  const BPF_RET_K = 0x06;
+  return [
+    { code: BPF_LD_H_ABS, jt: 0, jf: 0, k: 0 }, // A = source port
+    { code: BPF_JEQ_K, jt: 0, jf: 2, k: port }, // not ours: accept
+    { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: (SKF_NET_OFF + 12) >>> 0 }, // A = source address
+    { code: BPF_JEQ_K, jt: 1, jf: 0, k: ip }, // ours: drop
+    { code: BPF_RET_K, jt: 0, jf: 0, k: 0xffffffff }, // accept the whole datagram
+    { code: BPF_RET_K, jt: 0, jf: 0, k: 0 }, // drop
+  ];
+}
+
 /** The file descriptor of a listening node:net server (its socket), or undefined. */
 export function serverFd(server: Server): number | undefined {
   const handle = (server as unknown as { _handle?: { fd?: number } | null })._handle;
   const fd = handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
+/**
+ * The file descriptor of a bound node:dgram socket, or undefined. Read from the socket's
+ * internal state: its `_handle` getter is deprecated and warns once per process.
+ */
+export function udpSocketFd(socket: DgramSocket): number | undefined {
+  const state = Object.getOwnPropertySymbols(socket).find((symbol) => symbol.description === 'state symbol');
+  const fd = state === undefined ? undefined : (socket as unknown as Record<symbol, { handle?: { fd?: number } | null } | undefined>)[state]?.handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 

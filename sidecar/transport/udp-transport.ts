@@ -11,6 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import { promises as dns } from 'node:dns';
+import { networkInterfaces } from 'node:os';
 import { Server } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { BuzHash } from '../../src/store/buzhash';
@@ -26,6 +27,7 @@ import { type Config, nodeCoreConfig } from '../config/config';
 import { type HandoverReceiver, PeerClients, PeerCredentials, peerServiceDefinition, peerServiceImplementation, peerTlsFor, type ReplayService } from './peer-service';
 import type { PeerServiceClient, ReplayRequest, ReplayResponse } from '../../src/gen/baton/v1/peer';
 import { OpenStreams, shutdownWithin } from '../net/server-shutdown';
+import { loadSocketSyscalls, udpSocketFd } from '../net/socket-syscalls';
 
 /** How long a stopping node's peer server waits for calls in flight before cancelling them. */
 const PEER_SHUTDOWN_MS = 1000;
@@ -49,6 +51,8 @@ export class UdpTransport implements Transport {
    * is a member (IP_MULTICAST_ALL), so a socket kept open would go on receiving them.
    */
   private groupSockets: (dgram.Socket | undefined)[] = [];
+  /** Group sockets a filter for own datagrams was tried on. */
+  private readonly ownFiltered = new WeakSet<dgram.Socket>();
   private readonly peerServer = new Server({ 'grpc.enable_channelz': 0, 'grpc.max_send_message_length': 256 * 1024 * 1024 });
   private readonly peers: PeerClients;
   /** Who answers peers' re-injected requests (the capture proxy sets it). */
@@ -360,7 +364,7 @@ export class UdpTransport implements Transport {
   private async openGroup(index: number): Promise<dgram.Socket> {
     const { group, port } = this.config.multicastGroups[index]!;
     const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true, recvBufferSize: SOCKET_BUFFER_BYTES });
-    socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
+    socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo, socket));
     socket.on('error', (err) => this.log.warn({ err, group }, 'multicast socket error'));
     try {
       await new Promise<void>((resolve, reject) => {
@@ -430,11 +434,40 @@ export class UdpTransport implements Transport {
     return this.groupSockets.flatMap((socket, index) => (socket !== undefined ? [this.config.multicastGroups[index]!.group] : []));
   }
 
-  private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  /**
+   * Every own datagram a group socket receives cost a wake-up, a copy and a callback (one
+   * per delta with small datagrams, and a full receive buffer drops them in the kernel
+   * anyway). The first one shows the address they come from; a socket filter then drops
+   * that source in the kernel. Only a source that is this node's own socket is filtered
+   * (its port, an address of this host): the bytes that mark a datagram as ours are in
+   * the clear, and a datagram claiming them from a peer's address must not make this node
+   * deaf to that peer. Tried once per socket; without the filter (no koffi, not Linux,
+   * IPv6) the check above still skips them.
+   */
+  private filterOwnDatagrams(socket: dgram.Socket, rinfo: dgram.RemoteInfo): void {
+    if (this.ownFiltered.has(socket)) return;
+    if (rinfo.family !== 'IPv4' || rinfo.port !== this.socket.address().port || !isLocalAddress(rinfo.address)) return;
+    this.ownFiltered.add(socket);
+    const fd = udpSocketFd(socket);
+    const loaded = loadSocketSyscalls();
+    if (loaded.syscalls === undefined || fd === undefined) return;
+    try {
+      loaded.syscalls.attachDropSourceFilter(fd, rinfo.address, rinfo.port);
+      this.log.debug({ address: rinfo.address, port: rinfo.port }, 'own multicast datagrams dropped by a socket filter');
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'cannot filter own multicast datagrams; skipping them instead');
+    }
+  }
+
+  private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo, groupSocket?: dgram.Socket): void {
     if (this.stopped) return;
     // The group loops this node's own multicast datagrams back: skip them before any
-    // decryption (the core would only discard them after).
-    if (msg.length >= HEADER_BYTES && msg.compare(this.incarnationBytes, 0, 8, 4, 12) === 0) return;
+    // decryption (the core would only discard them after), and have the kernel drop them.
+    if (msg.length >= HEADER_BYTES && msg.compare(this.incarnationBytes, 0, 8, 4, 12) === 0) {
+      this.core.counters.ownDatagramsReceived++;
+      if (groupSocket !== undefined) this.filterOwnDatagrams(groupSocket, rinfo);
+      return;
+    }
     const opened = this.opener.open(msg);
     if (!opened.ok) {
       this.core.counters.drop(opened.reason);
@@ -442,6 +475,11 @@ export class UdpTransport implements Transport {
     }
     this.carry(this.core.handleDatagram(opened.payload, opened.incarnation, `${rinfo.address}:${rinfo.port}`, Date.now()));
   }
+}
+
+/** Whether `address` is one of this host's (its network namespace's) interface addresses. */
+function isLocalAddress(address: string): boolean {
+  return Object.values(networkInterfaces()).some((list) => list?.some((entry) => entry.address === address) ?? false);
 }
 
 /** The observer, with the log lines operators read: membership changes, and state transfers. */

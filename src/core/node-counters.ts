@@ -24,6 +24,8 @@ export class NodeCounters {
   backpressureWaits = 0;
   /** Datagrams the operating system refused to send. */
   sendErrors = 0;
+  /** This node's own multicast datagrams looped back to it that reached the process (a socket filter drops the rest in the kernel). */
+  ownDatagramsReceived = 0;
   /** Datagrams or deltas dropped, by reason. */
   readonly dropped = new Map<string, number>();
   /** State transfers that ended, by "reason outcome" (e.g. "placement ok"). */
