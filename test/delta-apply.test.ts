@@ -3,11 +3,10 @@ import { DeltaApply } from '../src/core/delta-apply';
 import { FragmentReassembly } from '../src/core/fragment-reassembly';
 import type { MemberView } from '../src/core/membership';
 import { Placement } from '../src/core/placement';
-import { Delta, type Data } from '../src/gen/baton/v1/wire';
 import { BuzHash } from '../src/store/buzhash';
 import { HybridClock } from '../src/store/hybrid-clock';
 import { DEFAULT_STORE_CONFIG, findStoredPart, SessionStore, type StoredSession } from '../src/store/store';
-import { encodeDelta, type Change } from '../src/wire/delta-codec';
+import { decodeDelta, encodeDelta, type Change, type DecodedDelta, type ReceivedData } from '../src/wire/delta-codec';
 
 const NOW = 1_700_000_000_000;
 
@@ -27,12 +26,13 @@ function header(id: string, owner: string, epoch = 1): StoredSession {
   return { id, parts: [], owner, epoch, ttlMs: 60_000, expiresAt: NOW + 60_000 };
 }
 
-function data(deltas: Delta[], extra: Partial<Data> = {}): Data {
+function data(deltas: DecodedDelta[], extra: Partial<ReceivedData> = {}): ReceivedData {
   return { targetNodeId: 'a', seq: 1n, deltas, fragment: undefined, ackRequested: false, retransmit: false, ...extra };
 }
 
-function delta(session: StoredSession, change: Change): Delta {
-  return Delta.decode(encodeDelta(session, change, session.owner, NOW - 5));
+/** A delta as the sender (session.owner) writes it and this node reads it. */
+function delta(session: StoredSession, change: Change): DecodedDelta {
+  return decodeDelta(encodeDelta(session, change, session.owner, NOW - 5), session.owner)!;
 }
 
 const PUT: Change = { kind: 'put', name: 'cart', value: Buffer.from('v'), version: 10, writer: 'b', epoch: 1 };

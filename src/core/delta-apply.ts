@@ -20,11 +20,11 @@
 import type { FragmentReassembly } from './fragment-reassembly';
 import type { Membership } from './membership';
 import type { Placement } from './placement';
-import type { Data, Superseded } from '../gen/baton/v1/wire';
+import type { Superseded } from '../gen/baton/v1/wire';
 import type { RemoteChange, SessionStore } from '../store/store';
 import { safeSeq } from '../wire/datagram-fields';
 import { groupOfChannel, isGroupChannel } from './multicast-groups';
-import { decodeDelta, readDelta, type Change, type DecodedDelta } from '../wire/delta-codec';
+import { decodeDelta, type Change, type DecodedDelta, type ReceivedData } from '../wire/delta-codec';
 
 export interface DeltaApplyConfig {
   nodeId: string;
@@ -58,7 +58,7 @@ export class DeltaApply {
   ) {}
 
   /** The packet's channel and sequence number, or why it is refused. */
-  admit(from: string, incarnation: bigint, data: Data): { channel: string; seq: number } | { dropped: ApplyDropReason } {
+  admit(from: string, incarnation: bigint, data: Pick<ReceivedData, 'targetNodeId' | 'seq'>): { channel: string; seq: number } | { dropped: ApplyDropReason } {
     const channel = data.targetNodeId;
     const group = isGroupChannel(channel);
     if ((!group && channel !== this.config.nodeId) || (group && (this.config.transport !== 'multicast' || groupOfChannel(channel) === undefined))) return { dropped: 'misrouted' };
@@ -80,10 +80,10 @@ export class DeltaApply {
   }
 
   /** Applies a new (not duplicate) packet's deltas, and its fragment to reassembly. */
-  applyPacket(from: string, incarnation: bigint, data: Data, now: number): PacketOutcome {
+  applyPacket(from: string, incarnation: bigint, data: ReceivedData, now: number): PacketOutcome {
     const outcome: PacketOutcome = { applied: 0, ignored: 0, dropped: [], lagsMs: [], notes: [], resyncSender: false };
     const seq = safeSeq(data.seq);
-    for (const delta of data.deltas) this.apply(readDelta(delta, from), seq, now, outcome);
+    for (const delta of data.deltas) this.apply(delta, seq, now, outcome);
     const fragment = data.fragment;
     if (fragment === undefined) return outcome;
     const result = this.reassembly.add(from, incarnation, { ...fragment, deltaId: Number(fragment.deltaId) }, now);

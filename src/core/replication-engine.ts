@@ -24,12 +24,12 @@ import type { ChannelReceiverConfig } from './channel-receiver';
 import { ChannelRepair, REASSEMBLY_TIMER } from './channel-repair';
 import { ChannelTable, receiverKey, type Receiver } from './channel-table';
 import { readNackRanges, readSuperseded } from './receiver-replies';
-import { Datagram, type Ack, type Data, type Heartbeat } from '../gen/baton/v1/wire';
+import { Datagram, type Ack, type Heartbeat } from '../gen/baton/v1/wire';
 import type { Membership, MembershipEvent } from './membership';
 import type { Placement } from './placement';
 import type { Random } from '../store/random';
 import type { SessionStore, StoredSession } from '../store/store';
-import type { Change } from '../wire/delta-codec';
+import { readDataDatagram, receivedData, type Change, type ReceivedData } from '../wire/delta-codec';
 import { isNodeId, safeSeq } from '../wire/datagram-fields';
 import { DeltaApply } from './delta-apply';
 import { FanOut } from './fan-out';
@@ -236,21 +236,18 @@ export class ReplicationEngine {
 
   /** A datagram payload that passed authentication. */
   handleDatagram(payload: Uint8Array, incarnation: bigint, fromAddress: string, now: number): void {
-    let datagram: Datagram;
-    try {
-      datagram = Datagram.decode(payload);
-    } catch {
+    const read = readDatagram(payload);
+    if (read === undefined) {
       this.observer.dropped('malformed');
       return;
     }
-    const from = datagram.senderNodeId;
+    const { from, body } = read;
     if (from === this.config.nodeId) return;
-    if (!isNodeId(from) || datagram.body === undefined) {
+    if (!isNodeId(from) || body === undefined) {
       this.observer.dropped('malformed');
       return;
     }
     this.stats.bytesReceived += payload.length;
-    const body = datagram.body;
     if (body.$case !== 'heartbeat' && body.$case !== 'leave') {
       const events = this.membership.heardFrom(from, incarnation, now);
       if (events.length > 0) this.onMembershipEvents(events, now);
@@ -531,7 +528,7 @@ export class ReplicationEngine {
     this.tickets.reopen(ticket, resent.owner, resent.changes, resent.waits);
   }
 
-  private onData(from: string, incarnation: bigint, data: Data, now: number): void {
+  private onData(from: string, incarnation: bigint, data: ReceivedData, now: number): void {
     const admitted = this.deltas.admit(from, incarnation, data);
     if ('dropped' in admitted) {
       this.observer.dropped(admitted.dropped);
@@ -659,4 +656,26 @@ export class ReplicationEngine {
     const heartbeats = buildHeartbeats(plan, now);
     for (const { to, heartbeat } of heartbeats) this.outbox.push(to, this.outbox.encode({ $case: 'heartbeat', heartbeat }), 'heartbeat');
   }
+}
+
+/** A datagram's body, its Data (if that is what it carries) with the deltas decoded. */
+type ReceivedBody = Exclude<Datagram['body'], { $case: 'data' }> | { $case: 'data'; data: ReceivedData } | undefined;
+
+/**
+ * Decodes a datagram payload: Data by hand (readDataDatagram, the hot path), every other
+ * body by the generated decoder; undefined when malformed.
+ */
+function readDatagram(payload: Uint8Array): { from: string; body: ReceivedBody } | undefined {
+  const data = readDataDatagram(payload);
+  if (data === undefined) return undefined;
+  if (data !== 'other') return { from: data.sender, body: { $case: 'data', data: data.data } };
+  let datagram: Datagram;
+  try {
+    datagram = Datagram.decode(payload);
+  } catch {
+    return undefined;
+  }
+  const from = datagram.senderNodeId;
+  const body = datagram.body;
+  return { from, body: body?.$case === 'data' ? { $case: 'data', data: receivedData(body.data, from) } : body };
 }

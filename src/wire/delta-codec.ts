@@ -9,8 +9,12 @@
  *   several channels is the same bytes on each.
  * - Data datagrams wrap those already encoded deltas: channel senders buffer, conflate,
  *   size and fragment deltas as bytes, which the generated Data encoder (taking Delta
- *   objects) cannot carry. bench/delta-codec.ts times both ways on the fan-out path. Their field tags are read from the generated encoder at
- *   load time, never written as literals, so wire.proto stays the one source of numbers.
+ *   objects) cannot carry. bench/delta-codec.ts times both ways on the fan-out path.
+ * - Data datagrams, and the deltas in them, are read by hand (readDataDatagram): what the
+ *   generated decoder and readDelta would answer, without an object per delta field or a
+ *   copy of each value. Every other datagram goes through the generated decoder.
+ * - Field tags are read from the generated encoder at load time, never written as
+ *   literals, so wire.proto stays the one source of numbers.
  * - Decoding never throws: a delta that cannot be read is `undefined` (the caller counts
  *   it as malformed).
  */
@@ -134,35 +138,64 @@ function wireMs(value: bigint): number {
   return Number(value > MAX_MS ? MAX_MS : value < -MAX_MS ? -MAX_MS : value);
 }
 
+/** A Delta's fields with its 64-bit numbers as the receiver uses them (what readDelta reads). */
+interface DeltaFields {
+  sessionId: string;
+  kind: DeltaKind;
+  partName: string;
+  value: Buffer;
+  version: number;
+  writerNodeId: string;
+  expiresAt: number;
+  ttlMs: number;
+  ownerNodeId: string;
+  epoch: number;
+  writtenAt: number;
+}
+
 /** Reads a decoded Delta message sent by `from`. */
 export function readDelta(delta: Delta, from: string): DecodedDelta {
+  return decodedFrom(
+    {
+      sessionId: delta.sessionId,
+      kind: delta.kind,
+      partName: delta.partName,
+      value: delta.value,
+      version: Number(delta.version),
+      writerNodeId: delta.writerNodeId,
+      expiresAt: wireMs(delta.expiresAtUnixMs),
+      ttlMs: delta.ttlMs,
+      ownerNodeId: delta.ownerNodeId,
+      epoch: Number(delta.epoch),
+      writtenAt: wireMs(delta.writtenAtUnixMs),
+    },
+    from,
+  );
+}
+
+function decodedFrom(delta: DeltaFields, from: string): DecodedDelta {
   return {
     sessionId: delta.sessionId,
     owner: delta.ownerNodeId === '' ? from : delta.ownerNodeId,
-    epoch: Number(delta.epoch),
-    expiresAt: wireMs(delta.expiresAtUnixMs),
+    epoch: delta.epoch,
+    expiresAt: delta.expiresAt,
     ttlMs: delta.ttlMs,
-    writtenAt: wireMs(delta.writtenAtUnixMs),
+    writtenAt: delta.writtenAt,
     change: toChange(delta, from),
   };
 }
 
 /** Decodes an encoded Delta message (a reassembled fragment); undefined if it is not one. */
 export function decodeDelta(bytes: Uint8Array, from: string): DecodedDelta | undefined {
-  let delta: Delta;
-  try {
-    delta = Delta.decode(bytes);
-  } catch {
-    return undefined;
-  }
-  return readDelta(delta, from);
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  return readDeltaAt(buf, 0, buf.length, from);
 }
 
-function toChange(delta: Delta, from: string): Change | undefined {
+function toChange(delta: DeltaFields, from: string): Change | undefined {
   const writer = delta.writerNodeId === '' ? from : delta.writerNodeId;
-  const version = Number(delta.version);
+  const version = delta.version;
   // A part change carries the session epoch it was written (or claimed) in.
-  const epoch = Number(delta.epoch);
+  const epoch = delta.epoch;
   switch (delta.kind) {
     case DeltaKind.DELTA_KIND_PUT_PART:
       if (delta.partName === '' || version <= 0) return undefined;
@@ -277,3 +310,329 @@ export function encodeData(sender: string, channel: string, packet: DataPacketFi
   }
   return out;
 }
+
+// --- Data datagrams, read by hand -------------------------------------------------------
+
+/** Field tags of Delta, as the generated encoder writes them. */
+export const DELTA_TAGS = (() => {
+  const tag = (fields: Parameters<typeof Delta.fromPartial>[0]) => firstTag((w) => Delta.encode(Delta.fromPartial(fields), w));
+  return {
+    sessionId: tag({ sessionId: 'x' }),
+    kind: tag({ kind: DeltaKind.DELTA_KIND_PUT_PART }),
+    partName: tag({ partName: 'x' }),
+    value: tag({ value: Buffer.from([0]) }),
+    version: tag({ version: 1n }),
+    writerNodeId: tag({ writerNodeId: 'x' }),
+    expiresAtUnixMs: tag({ expiresAtUnixMs: 1n }),
+    ttlMs: tag({ ttlMs: 1 }),
+    ownerNodeId: tag({ ownerNodeId: 'x' }),
+    epoch: tag({ epoch: 1n }),
+    writtenAtUnixMs: tag({ writtenAtUnixMs: 1n }),
+  };
+})();
+
+/** A Data datagram as the receiver reads it: its deltas decoded (the sender fills in writer and owner). */
+export interface ReceivedData {
+  targetNodeId: string;
+  seq: bigint;
+  deltas: DecodedDelta[];
+  fragment: Fragment | undefined;
+  ackRequested: boolean;
+  retransmit: boolean;
+}
+
+/** A Data message the generated decoder read, as the receiver uses it. */
+export function receivedData(data: Data, from: string): ReceivedData {
+  return { targetNodeId: data.targetNodeId, seq: data.seq, deltas: data.deltas.map((delta) => readDelta(delta, from)), fragment: data.fragment, ackRequested: data.ackRequested, retransmit: data.retransmit };
+}
+
+/** The sender and Data of a data datagram; 'other' for any other body; undefined when malformed. */
+export type DataDatagramRead = { sender: string; data: ReceivedData } | 'other' | undefined;
+
+/**
+ * Reads a Datagram whose body is Data, by hand: the replica's hottest decode. The generated
+ * decoder made an object per delta with four BigInts and copied every value; this reads the
+ * fields in place, numbers as numbers, values as views of `payload` (the store copies what it
+ * keeps). It answers what the generated decoder and readDelta answer for every datagram it
+ * reads (test/delta-codec.test.ts compares them on seeded random and mutated datagrams).
+ * A datagram with any other body, or any top-level field but the sender and Data, is
+ * 'other': the generated decoder reads it. What this reader cannot read is malformed
+ * (undefined), also some damage the generated decoder would read past: a zero tag, a group
+ * (wire types 3 and 4), a varint over ten bytes.
+ */
+export function readDataDatagram(payload: Uint8Array): DataDatagramRead {
+  const buf = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.length);
+  const r = new WireCursor(buf, 0, buf.length);
+  let sender = '';
+  let data: { start: number; end: number } | undefined;
+  while (r.pos < r.end) {
+    const tag = r.varint32();
+    if (tag === undefined) return undefined;
+    if (tag === DATA_TAGS.senderNodeId) {
+      const text = r.string();
+      if (text === undefined) return undefined;
+      sender = text;
+    } else if (tag === DATA_TAGS.data) {
+      const range = r.lengthDelimited();
+      if (range === undefined) return undefined;
+      data = range;
+    } else return 'other';
+  }
+  if (data === undefined) return 'other';
+  const read = readData(buf, data.start, data.end, sender);
+  return read === undefined ? undefined : { sender, data: read };
+}
+
+function readData(buf: Buffer, start: number, end: number, from: string): ReceivedData | undefined {
+  const t = DATA_TAGS;
+  const r = new WireCursor(buf, start, end);
+  const out: ReceivedData = { targetNodeId: '', seq: 0n, deltas: [], fragment: undefined, ackRequested: false, retransmit: false };
+  const deltas: { start: number; end: number }[] = [];
+  while (r.pos < r.end) {
+    const tag = r.varint32();
+    if (tag === undefined) return undefined;
+    switch (tag) {
+      case t.targetNodeId: {
+        const text = r.string();
+        if (text === undefined) return undefined;
+        out.targetNodeId = text;
+        break;
+      }
+      case t.seq: {
+        const seq = r.uint64();
+        if (seq === undefined) return undefined;
+        out.seq = typeof seq === 'bigint' ? seq : BigInt(seq);
+        break;
+      }
+      case t.deltas: {
+        const range = r.lengthDelimited();
+        if (range === undefined) return undefined;
+        deltas.push(range);
+        break;
+      }
+      case t.fragment: {
+        const range = r.lengthDelimited();
+        const fragment = range === undefined ? undefined : readFragment(buf, range.start, range.end);
+        if (fragment === undefined) return undefined;
+        out.fragment = fragment;
+        break;
+      }
+      case t.ackRequested:
+      case t.retransmit: {
+        const flag = r.bool();
+        if (flag === undefined) return undefined;
+        if (tag === t.ackRequested) out.ackRequested = flag;
+        else out.retransmit = flag;
+        break;
+      }
+      default:
+        if (!r.skip(tag)) return undefined;
+    }
+  }
+  for (const range of deltas) {
+    const delta = readDeltaAt(buf, range.start, range.end, from);
+    if (delta === undefined) return undefined;
+    out.deltas.push(delta);
+  }
+  return out;
+}
+
+function readFragment(buf: Buffer, start: number, end: number): Fragment | undefined {
+  const t = DATA_TAGS;
+  const r = new WireCursor(buf, start, end);
+  const out: Fragment = { deltaId: 0n, index: 0, count: 0, chunk: EMPTY };
+  while (r.pos < r.end) {
+    const tag = r.varint32();
+    if (tag === undefined) return undefined;
+    if (tag === t.deltaId) {
+      const id = r.uint64();
+      if (id === undefined) return undefined;
+      out.deltaId = typeof id === 'bigint' ? id : BigInt(id);
+    } else if (tag === t.index || tag === t.count) {
+      const n = r.uint32();
+      if (n === undefined) return undefined;
+      if (tag === t.index) out.index = n;
+      else out.count = n;
+    } else if (tag === t.chunk) {
+      const range = r.lengthDelimited();
+      if (range === undefined) return undefined;
+      out.chunk = buf.subarray(range.start, range.end);
+    } else if (!r.skip(tag)) return undefined;
+  }
+  return out;
+}
+
+/** One encoded Delta at buf[start, end), as readDelta(Delta.decode(...), from) reads it. */
+function readDeltaAt(buf: Buffer, start: number, end: number, from: string): DecodedDelta | undefined {
+  const t = DELTA_TAGS;
+  const r = new WireCursor(buf, start, end);
+  const d: DeltaFields = { sessionId: '', kind: DeltaKind.DELTA_KIND_UNSPECIFIED, partName: '', value: EMPTY, version: 0, writerNodeId: '', expiresAt: 0, ttlMs: 0, ownerNodeId: '', epoch: 0, writtenAt: 0 };
+  while (r.pos < r.end) {
+    const tag = r.varint32();
+    if (tag === undefined) return undefined;
+    switch (tag) {
+      case t.sessionId:
+      case t.partName:
+      case t.writerNodeId:
+      case t.ownerNodeId: {
+        const text = r.string();
+        if (text === undefined) return undefined;
+        if (tag === t.sessionId) d.sessionId = text;
+        else if (tag === t.partName) d.partName = text;
+        else if (tag === t.writerNodeId) d.writerNodeId = text;
+        else d.ownerNodeId = text;
+        break;
+      }
+      case t.kind: {
+        const kind = r.uint32();
+        if (kind === undefined) return undefined;
+        d.kind = kind | 0;
+        break;
+      }
+      case t.value: {
+        const range = r.lengthDelimited();
+        if (range === undefined) return undefined;
+        d.value = buf.subarray(range.start, range.end);
+        break;
+      }
+      case t.ttlMs: {
+        const ttl = r.uint32();
+        if (ttl === undefined) return undefined;
+        d.ttlMs = ttl;
+        break;
+      }
+      case t.version:
+      case t.epoch: {
+        const n = r.uint64();
+        if (n === undefined) return undefined;
+        if (tag === t.version) d.version = Number(n);
+        else d.epoch = Number(n);
+        break;
+      }
+      case t.expiresAtUnixMs:
+      case t.writtenAtUnixMs: {
+        const n = r.uint64();
+        if (n === undefined) return undefined;
+        const ms = typeof n === 'number' ? n : wireMs(BigInt.asIntN(64, n));
+        if (tag === t.expiresAtUnixMs) d.expiresAt = ms;
+        else d.writtenAt = ms;
+        break;
+      }
+      default:
+        if (!r.skip(tag)) return undefined;
+    }
+  }
+  return decodedFrom(d, from);
+}
+
+const ASCII_STRING_MAX = 64;
+
+/**
+ * Reads protobuf wire format from buf[pos, end) the way the generated decoders do (a field
+ * of a known number but another wire type is skipped like an unknown one); every read
+ * answers undefined past the end or on data it cannot read, and never throws.
+ */
+class WireCursor {
+  constructor(
+    readonly buf: Buffer,
+    public pos: number,
+    readonly end: number,
+  ) {}
+
+  /** A varint read as uint32 (longer varints are read whole and cut to 32 bits, as the generated reader does). */
+  uint32(): number | undefined {
+    const buf = this.buf;
+    let value = 0;
+    for (let shift = 0; shift < 70; shift += 7) {
+      if (this.pos >= this.end) return undefined;
+      const byte = buf[this.pos++]!;
+      if (shift < 32) value |= (byte & 0x7f) << shift;
+      if (byte < 0x80) return value >>> 0;
+    }
+    return undefined;
+  }
+
+  /** A tag: a uint32 varint, zero refused. */
+  varint32(): number | undefined {
+    const tag = this.uint32();
+    return tag === 0 ? undefined : tag;
+  }
+
+  /** A uint64 varint: a number below 2^53, else the exact bigint (mod 2^64). */
+  uint64(): number | bigint | undefined {
+    const buf = this.buf;
+    const start = this.pos;
+    let value = 0;
+    let scale = 1;
+    for (let i = 0; i < 10; i++) {
+      if (this.pos >= this.end) return undefined;
+      const byte = buf[this.pos++]!;
+      value += (byte & 0x7f) * scale;
+      scale *= 128;
+      if (byte < 0x80) {
+        if (value <= Number.MAX_SAFE_INTEGER) return value;
+        let big = 0n;
+        for (let j = this.pos - 1; j >= start; j--) big = (big << 7n) | BigInt(buf[j]! & 0x7f);
+        return BigInt.asUintN(64, big);
+      }
+    }
+    return undefined;
+  }
+
+  bool(): boolean | undefined {
+    const value = this.uint64();
+    return value === undefined ? undefined : value !== 0 && value !== 0n;
+  }
+
+  /** The byte range of a length-delimited field. */
+  lengthDelimited(): { start: number; end: number } | undefined {
+    const length = this.uint32();
+    if (length === undefined || length > this.end - this.pos) return undefined;
+    const start = this.pos;
+    this.pos += length;
+    return { start, end: this.pos };
+  }
+
+  /** UTF-8 text, invalid sequences replaced (as the generated reader does). */
+  string(): string | undefined {
+    const range = this.lengthDelimited();
+    if (range === undefined) return undefined;
+    const { start, end } = range;
+    const buf = this.buf;
+    if (end - start <= ASCII_STRING_MAX) {
+      let ascii = true;
+      for (let i = start; i < end; i++) {
+        if (buf[i]! > 0x7f) {
+          ascii = false;
+          break;
+        }
+      }
+      if (ascii) return buf.toString('latin1', start, end);
+    }
+    return UTF8.decode(buf.subarray(start, end));
+  }
+
+  /** Skips a field of the tag's wire type; false for a wire type it cannot skip (groups, 6, 7). */
+  skip(tag: number): boolean {
+    switch (tag & 7) {
+      case 0:
+        return this.uint64() !== undefined;
+      case 1:
+        return this.advance(8);
+      case 2:
+        return this.lengthDelimited() !== undefined;
+      case 5:
+        return this.advance(4);
+      default:
+        return false;
+    }
+  }
+
+  private advance(bytes: number): boolean {
+    if (bytes > this.end - this.pos) return false;
+    this.pos += bytes;
+    return true;
+  }
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
