@@ -8,11 +8,13 @@
  * Shapes: 1 KiB and 256 B values, one delta per datagram (1,400-byte datagrams) and 48 per
  * datagram (60,000-byte datagrams). Prints deltas/s per way and the ratio; median of
  * BENCH_ROUNDS rounds of BENCH_DELTAS deltas. A figure to read, not a test.
+ * The receiving side too, same shapes: a Data datagram read by hand (readDataDatagram, what
+ * replicas do) against the generated decoder followed by readDelta per delta.
  *
  * Run: npx tsc -p tsconfig.build.json && node dist/bench/delta-codec.js
  */
 import { Datagram } from '../src/gen/baton/v1/wire';
-import { encodeData, encodeDelta, toDelta, type Change, type SessionStamp } from '../src/wire/delta-codec';
+import { encodeData, encodeDelta, readDataDatagram, readDelta, toDelta, type Change, type SessionStamp } from '../src/wire/delta-codec';
 import { encodeWith } from '../src/wire/proto-writer';
 
 const FANOUT = Number(process.env.BENCH_FANOUT ?? 3);
@@ -88,6 +90,41 @@ for (const valueBytes of [1024, 256]) {
     const b = rate(() => generated(input, perPacket, now));
     console.log(
       `${String(valueBytes).padStart(4)} B values, ${String(perPacket).padStart(2)} per datagram: wrapped ${Math.round(a).toLocaleString('en')}/s, generated ${Math.round(b).toLocaleString('en')}/s, wrapped/generated ${(a / b).toFixed(2)}×`,
+    );
+  }
+}
+
+/** Reads `datagram` (carrying `perPacket` deltas) DELTAS / perPacket times; returns deltas read. */
+function readByHand(datagram: Uint8Array, perPacket: number): number {
+  let read = 0;
+  for (let i = 0; i < DELTAS; i += perPacket) {
+    const got = readDataDatagram(datagram);
+    if (got === undefined || got === 'other') throw new Error('the datagram did not read');
+    read += got.data.deltas.length;
+  }
+  return read;
+}
+
+function readGenerated(datagram: Uint8Array, perPacket: number): number {
+  let read = 0;
+  for (let i = 0; i < DELTAS; i += perPacket) {
+    const got = Datagram.decode(datagram);
+    if (got.body?.$case !== 'data') throw new Error('not data');
+    for (const delta of got.body.data.deltas) if (readDelta(delta, got.senderNodeId).change !== undefined) read++;
+  }
+  return read;
+}
+
+console.log(`\nreceiving: deltas read/s from Data datagrams, median of ${ROUNDS} rounds`);
+for (const valueBytes of [1024, 256]) {
+  const input = sessions(valueBytes);
+  for (const perPacket of [1, 48]) {
+    const deltas = input.slice(0, perPacket).map(({ session, change }) => encodeDelta(session, change, SELF, now));
+    const datagram = encodeData(SELF, '', { seq: 7, deltas, fragment: undefined, retransmit: false }, false);
+    const a = rate(() => readByHand(datagram, perPacket));
+    const b = rate(() => readGenerated(datagram, perPacket));
+    console.log(
+      `${String(valueBytes).padStart(4)} B values, ${String(perPacket).padStart(2)} per datagram: by hand ${Math.round(a).toLocaleString('en')}/s, generated + readDelta ${Math.round(b).toLocaleString('en')}/s, by hand/generated ${(a / b).toFixed(2)}×`,
     );
   }
 }
