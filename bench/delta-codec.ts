@@ -9,13 +9,18 @@
  * datagram (60,000-byte datagrams). Prints deltas/s per way and the ratio; median of
  * BENCH_ROUNDS rounds of BENCH_DELTAS deltas. A figure to read, not a test.
  * The receiving side too, same shapes: a Data datagram read by hand (readDataDatagram, what
- * replicas do) against the generated decoder followed by readDelta per delta.
+ * replicas do) against the generated decoder followed by readDelta per delta. And sealing
+ * and opening datagrams of 1,400 and 60,000 bytes with AES-256-GCM: node:crypto against
+ * OpenSSL contexts kept per key (sidecar/net/openssl-gcm.ts, what the sidecar uses).
  *
  * Run: npx tsc -p tsconfig.build.json && node dist/bench/delta-codec.js
  */
 import { Datagram } from '../src/gen/baton/v1/wire';
 import { encodeData, encodeDelta, readDataDatagram, readDelta, toDelta, type Change, type SessionStamp } from '../src/wire/delta-codec';
 import { encodeWith } from '../src/wire/proto-writer';
+import { DatagramOpener, DatagramSealer, nodeGcm, type GcmEngine } from '../src/wire/datagram-codec';
+import { loadOpensslGcm } from '../sidecar/net/openssl-gcm';
+import { randomBytes } from 'node:crypto';
 
 const FANOUT = Number(process.env.BENCH_FANOUT ?? 3);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -126,5 +131,41 @@ for (const valueBytes of [1024, 256]) {
     console.log(
       `${String(valueBytes).padStart(4)} B values, ${String(perPacket).padStart(2)} per datagram: by hand ${Math.round(a).toLocaleString('en')}/s, generated + readDelta ${Math.round(b).toLocaleString('en')}/s, by hand/generated ${(a / b).toFixed(2)}×`,
     );
+  }
+}
+
+/** Seals and opens `count` datagrams of `size` bytes; returns µs per seal and per open (medians of ROUNDS). */
+function sealOpen(gcm: GcmEngine, size: number, count: number): { seal: number; open: number } {
+  const keys = [{ id: 1, key: randomBytes(32) }];
+  const sealer = new DatagramSealer(keys, 42n, gcm);
+  const opener = new DatagramOpener(keys, { maxDatagramBytes: 65_000, gcm });
+  const payload = randomBytes(size);
+  const seals: number[] = [];
+  const opens: number[] = [];
+  for (let r = 0; r <= ROUNDS; r++) {
+    const sealed: Buffer[] = [];
+    let start = process.hrtime.bigint();
+    for (let i = 0; i < count; i++) sealed.push(sealer.seal(payload));
+    const sealUs = Number(process.hrtime.bigint() - start) / 1000 / count;
+    start = process.hrtime.bigint();
+    for (const datagram of sealed) if (!opener.open(datagram).ok) throw new Error('a datagram did not open');
+    const openUs = Number(process.hrtime.bigint() - start) / 1000 / count;
+    if (r === 0) continue; // warm-up
+    seals.push(sealUs);
+    opens.push(openUs);
+  }
+  return { seal: median(seals), open: median(opens) };
+}
+
+const openssl = loadOpensslGcm();
+console.log(`\nsealing and opening with AES-256-GCM, µs per datagram, median of ${ROUNDS} rounds${openssl.gcm === undefined ? ` (OpenSSL contexts unavailable: ${openssl.reason})` : ''}`);
+for (const size of [1400, 60_000]) {
+  const count = size > 2000 ? 5000 : 50_000;
+  const node = sealOpen(nodeGcm, size, count);
+  const line = `${String(size).padStart(6)} B: node:crypto seal ${node.seal.toFixed(2)} / open ${node.open.toFixed(2)}`;
+  if (openssl.gcm === undefined) console.log(line);
+  else {
+    const fast = sealOpen(openssl.gcm, size, count);
+    console.log(`${line}; OpenSSL contexts seal ${fast.seal.toFixed(2)} / open ${fast.open.toFixed(2)} (${(node.seal / fast.seal).toFixed(1)}× / ${(node.open / fast.open).toFixed(1)}×)`);
   }
 }

@@ -16,7 +16,7 @@ import { Server } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { BuzHash } from '../../src/store/buzhash';
 import type { ClusterKey } from '../../src/wire/cluster-key';
-import { DatagramOpener, DatagramSealer, FORMAT_VERSION, HEADER_BYTES, TAG_BYTES } from '../../src/wire/datagram-codec';
+import { DatagramOpener, DatagramSealer, FORMAT_VERSION, HEADER_BYTES, nodeGcm, TAG_BYTES } from '../../src/wire/datagram-codec';
 import { NodeCore, type NodeObserver } from '../../src/core/node-core';
 import { SeededRandom } from '../../src/store/random';
 import type { ResumeObserver } from '../../src/core/session-api';
@@ -27,6 +27,7 @@ import { type Config, nodeCoreConfig } from '../config/config';
 import { type HandoverReceiver, PeerClients, PeerCredentials, peerServiceDefinition, peerServiceImplementation, peerTlsFor, type ReplayService } from './peer-service';
 import type { PeerServiceClient, ReplayRequest, ReplayResponse } from '../../src/gen/baton/v1/peer';
 import { OpenStreams, shutdownWithin } from '../net/server-shutdown';
+import { loadOpensslGcm } from '../net/openssl-gcm';
 import { loadSocketSyscalls, udpSocketFd } from '../net/socket-syscalls';
 
 /** How long a stopping node's peer server waits for calls in flight before cancelling them. */
@@ -132,9 +133,13 @@ export class UdpTransport implements Transport {
       },
       now,
     );
-    this.sealer = new DatagramSealer(keys, this.incarnation);
+    // AES-256-GCM with a kept OpenSSL context per key where koffi reaches it; node:crypto else.
+    const openssl = keys === undefined ? undefined : loadOpensslGcm();
+    if (openssl?.gcm === undefined && openssl !== undefined) log.info({ reason: openssl.reason }, 'datagrams sealed with node:crypto (a cipher object per datagram)');
+    const gcm = openssl?.gcm ?? nodeGcm;
+    this.sealer = new DatagramSealer(keys, this.incarnation, gcm);
     this.incarnationBytes.writeBigUInt64BE(this.incarnation);
-    this.opener = new DatagramOpener(keys, { maxDatagramBytes: config.maxDatagramBytes });
+    this.opener = new DatagramOpener(keys, { maxDatagramBytes: config.maxDatagramBytes, gcm });
     this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     this.socket.on('error', (err) => this.log.warn({ err }, 'replication socket error'));
     this.peerCredentials = new PeerCredentials(peerTlsFor(config, keys, now));

@@ -29,8 +29,12 @@
  *   alive at once; the payloads above are idempotent (versions, epochs, timestamps decide).
  * - Without keys (key id 0) nothing is secret or authenticated: the replay window then only
  *   drops network duplicates, and anyone on the network can write anything.
+ * - AES-256-GCM itself is a GcmEngine: node:crypto by default (a cipher object, its key
+ *   schedule and three buffers per datagram); the sidecar may pass one that keeps a
+ *   cipher context per key and writes in place (sidecar/net/openssl-gcm.ts). Both write
+ *   and read the same bytes (tested against each other).
  */
-import { createCipheriv, createDecipheriv, createSecretKey, hkdfSync, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createSecretKey, hkdfSync } from 'node:crypto';
 import type { ClusterKey } from './cluster-key';
 import { DEFAULT_REPLAY_WINDOW_BITS, isPacketNumber, ReplayWindow } from './replay-window';
 
@@ -49,6 +53,48 @@ const MAX_INCARNATION = (1n << 64n) - 1n;
 /** Packet numbers are below 2^53: the high 32-bit half of one is at most 2^21 - 1. */
 const MAX_PACKET_NUMBER_HI = 0x1fffff;
 const TWO_POW_32 = 0x100000000;
+
+/** AES-256-GCM under one key: 12-byte nonces, 16-byte tags. */
+export interface GcmKey {
+  /** Encrypts plaintext into out[at, at + plaintext.length) and writes the tag right after it. */
+  seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, out: Buffer, at: number): void;
+  /** The plaintext (a buffer of its own), or undefined when the tag does not verify. */
+  open(nonce: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array, tag: Uint8Array): Buffer | undefined;
+  /** Releases what the key holds outside the V8 heap; the key is not used after. */
+  dispose(): void;
+}
+
+/** Makes the GcmKey of a 32-byte key. */
+export type GcmEngine = (key: Buffer) => GcmKey;
+
+/** AES-256-GCM through node:crypto: a cipher object per datagram. */
+export const nodeGcm: GcmEngine = (key) => {
+  const secret = createSecretKey(key);
+  return {
+    seal(nonce, aad, plaintext, out, at) {
+      const cipher = createCipheriv(CIPHER, secret, nonce, { authTagLength: TAG_BYTES });
+      cipher.setAAD(aad);
+      const body = cipher.update(plaintext);
+      const rest = cipher.final();
+      body.copy(out, at);
+      rest.copy(out, at + body.length);
+      cipher.getAuthTag().copy(out, at + plaintext.length);
+    },
+    open(nonce, aad, ciphertext, tag) {
+      try {
+        const decipher = createDecipheriv(CIPHER, secret, nonce, { authTagLength: TAG_BYTES });
+        decipher.setAAD(aad);
+        decipher.setAuthTag(tag);
+        const body = decipher.update(ciphertext);
+        const rest = decipher.final(); // throws when the tag does not verify
+        return rest.length === 0 ? body : Buffer.concat([body, rest]);
+      } catch {
+        return undefined;
+      }
+    },
+    dispose() {},
+  };
+};
 
 export type DropReason =
   | 'oversized'
@@ -73,6 +119,8 @@ export interface DatagramOpenerOptions {
   maxSenders?: number;
   /** Size of each replay window in packet numbers; a multiple of 32, default 4096. */
   windowBits?: number;
+  /** The AES-256-GCM implementation (default node:crypto). */
+  gcm?: GcmEngine;
 }
 
 /** The AES-256-GCM key of one (cluster key, sender incarnation). */
@@ -86,22 +134,23 @@ export function deriveDatagramKey(clusterKey: ClusterKey, incarnation: bigint): 
 export class DatagramSealer {
   readonly incarnation: bigint;
   private sealed = 0;
-  private readonly gcmKey: KeyObject | undefined;
+  private readonly gcmKey: GcmKey | undefined;
   /** Bytes 0-11 of every header (all but the packet number). */
   private readonly headerPrefix = Buffer.alloc(12);
-  /** Reused: createCipheriv copies the nonce when it is called. */
+  /** Reused: the engine reads the nonce during the call. */
   private readonly nonce = Buffer.alloc(NONCE_BYTES);
 
   /**
    * @param keys the cluster keys (the first seals), or undefined to send unencrypted.
    * @param incarnation 64 random bits drawn by the caller at process start.
+   * @param gcm the AES-256-GCM implementation.
    */
-  constructor(keys: readonly ClusterKey[] | undefined, incarnation: bigint) {
+  constructor(keys: readonly ClusterKey[] | undefined, incarnation: bigint, gcm: GcmEngine = nodeGcm) {
     if (keys !== undefined && keys.length === 0) throw new RangeError('keys must be undefined or non-empty');
     if (incarnation < 0n || incarnation > MAX_INCARNATION) throw new RangeError('incarnation must be an unsigned 64-bit value');
     this.incarnation = incarnation;
     const key = keys?.[0];
-    this.gcmKey = key === undefined ? undefined : createSecretKey(deriveDatagramKey(key, incarnation));
+    this.gcmKey = key === undefined ? undefined : gcm(deriveDatagramKey(key, incarnation));
     this.headerPrefix.writeUInt16BE(MAGIC, 0);
     this.headerPrefix[2] = FORMAT_VERSION;
     this.headerPrefix[3] = key === undefined ? PLAINTEXT_KEY_ID : key.id;
@@ -130,20 +179,14 @@ export class DatagramSealer {
     }
     this.nonce.writeUInt32BE(hi, 4);
     this.nonce.writeUInt32BE(lo, 8);
-    const cipher = createCipheriv(CIPHER, gcmKey, this.nonce, { authTagLength: TAG_BYTES });
-    cipher.setAAD(out.subarray(0, HEADER_BYTES));
-    const body = cipher.update(payload);
-    const rest = cipher.final();
-    body.copy(out, HEADER_BYTES);
-    rest.copy(out, HEADER_BYTES + body.length);
-    cipher.getAuthTag().copy(out, HEADER_BYTES + payload.length);
+    gcmKey.seal(this.nonce, out.subarray(0, HEADER_BYTES), payload, out, HEADER_BYTES);
     return out;
   }
 }
 
 interface SenderState {
   readonly window: ReplayWindow;
-  readonly gcmKey: KeyObject | undefined;
+  readonly gcmKey: GcmKey | undefined;
 }
 
 /** Opens datagrams from any sender, dropping what is malformed, forged or replayed. */
@@ -157,9 +200,10 @@ export class DatagramOpener {
   private readonly senders = new Map<string, SenderState>();
   /** The most recently used key of `senders` (touching it again would change nothing). */
   private lastSenderId = '';
-  /** Reused: createDecipheriv copies the nonce when it is called. */
+  /** Reused: the engine reads the nonce during the call. */
   private readonly nonce = Buffer.alloc(NONCE_BYTES);
   private evicted = 0;
+  private readonly gcm: GcmEngine;
 
   /** @param keys the accepted cluster keys, or undefined to accept only unencrypted datagrams. */
   constructor(keys: readonly ClusterKey[] | undefined, options: DatagramOpenerOptions) {
@@ -178,6 +222,7 @@ export class DatagramOpener {
     this.maxDatagramBytes = maxDatagramBytes;
     this.maxSenders = maxSenders;
     this.windowBits = windowBits;
+    this.gcm = options.gcm ?? nodeGcm;
   }
 
   /** Sender incarnations currently remembered (at most maxSenders). */
@@ -233,9 +278,13 @@ export class DatagramOpener {
       payload = bytes.subarray(HEADER_BYTES);
       sender ??= this.remember(senderId, undefined);
     } else {
-      const gcmKey = sender?.gcmKey ?? createSecretKey(deriveDatagramKey(clusterKey, bytes.readBigUInt64BE(4)));
-      const opened = this.decrypt(gcmKey, bytes);
-      if (opened === undefined) return drop('auth_failed');
+      const gcmKey = sender?.gcmKey ?? this.keyFor(clusterKey, bytes.readBigUInt64BE(4));
+      const opened = gcmKey === undefined ? undefined : this.decrypt(gcmKey, bytes);
+      if (opened === undefined) {
+        // A key made for a sender not (yet) remembered is not kept.
+        if (sender === undefined) gcmKey?.dispose();
+        return drop('auth_failed');
+      }
       payload = opened;
       sender ??= this.remember(senderId, gcmKey);
     }
@@ -244,27 +293,32 @@ export class DatagramOpener {
     return { ok: true, incarnation: bytes.readBigUInt64BE(4), packetNumber, payload };
   }
 
-  /** The plaintext, or undefined if the tag does not verify. */
-  private decrypt(gcmKey: KeyObject, bytes: Buffer): Buffer | undefined {
-    const tagStart = bytes.length - TAG_BYTES;
-    bytes.copy(this.nonce, 4, 12, HEADER_BYTES);
+  /** The key of a sender not remembered yet; undefined if the engine could not make one (it never throws here). */
+  private keyFor(clusterKey: ClusterKey, incarnation: bigint): GcmKey | undefined {
     try {
-      const decipher = createDecipheriv(CIPHER, gcmKey, this.nonce, { authTagLength: TAG_BYTES });
-      decipher.setAAD(bytes.subarray(0, HEADER_BYTES));
-      decipher.setAuthTag(bytes.subarray(tagStart));
-      const body = decipher.update(bytes.subarray(HEADER_BYTES, tagStart));
-      const rest = decipher.final(); // throws when the tag does not verify
-      return rest.length === 0 ? body : Buffer.concat([body, rest]);
+      return this.gcm(deriveDatagramKey(clusterKey, incarnation));
     } catch {
       return undefined;
     }
   }
 
-  private remember(senderId: string, gcmKey: KeyObject | undefined): SenderState {
+  /** The plaintext, or undefined if the tag does not verify. */
+  private decrypt(gcmKey: GcmKey, bytes: Buffer): Buffer | undefined {
+    const tagStart = bytes.length - TAG_BYTES;
+    bytes.copy(this.nonce, 4, 12, HEADER_BYTES);
+    try {
+      return gcmKey.open(this.nonce, bytes.subarray(0, HEADER_BYTES), bytes.subarray(HEADER_BYTES, tagStart), bytes.subarray(tagStart));
+    } catch {
+      return undefined;
+    }
+  }
+
+  private remember(senderId: string, gcmKey: GcmKey | undefined): SenderState {
     if (this.senders.size >= this.maxSenders) {
-      const oldest = this.senders.keys().next();
+      const oldest = this.senders.entries().next();
       if (!oldest.done) {
-        this.senders.delete(oldest.value);
+        this.senders.delete(oldest.value[0]);
+        oldest.value[1].gcmKey?.dispose();
         this.evicted += 1;
       }
     }
