@@ -240,7 +240,7 @@ interface Event {
   to: string;
   from: string;
   kind: 'notice' | 'heartbeat';
-  notice?: ReturnType<ElectionGroups['take']>['notices'] extends Map<string, infer L> ? L : never;
+  notice?: ReturnType<ElectionGroups['take']>['notices'] extends ReadonlyMap<string, infer L> ? L : never;
 }
 
 /**

@@ -46,10 +46,15 @@ export interface Mastered {
 
 export interface ElectionOutbox {
   /** Notices per destination node id, in the order they were made. */
-  notices: Map<string, ElectionNotice[]>;
+  readonly notices: ReadonlyMap<string, readonly ElectionNotice[]>;
   /** Node ids to send an inquiry to. */
-  inquiries: string[];
+  readonly inquiries: readonly string[];
 }
+
+/** What the take methods answer when there is nothing (after most inputs): nothing allocated. */
+const NONE: readonly never[] = Object.freeze([]);
+
+const NOTHING_TO_SEND: ElectionOutbox = Object.freeze({ notices: new Map<string, readonly ElectionNotice[]>(), inquiries: NONE });
 
 const REANNOUNCE = -1;
 
@@ -184,6 +189,7 @@ export class ElectionGroups {
   }
 
   take(): ElectionOutbox {
+    if (this.notices.size === 0 && this.inquiries.length === 0) return NOTHING_TO_SEND;
     const out = { notices: this.notices, inquiries: [...new Set(this.inquiries)] };
     this.notices = new Map();
     this.inquiries = [];
@@ -191,11 +197,12 @@ export class ElectionGroups {
   }
 
   /** Peers the probe declared failed since the last call. */
-  takeFailures(): string[] {
-    return this.failures.splice(0);
+  takeFailures(): readonly string[] {
+    return this.failures.length === 0 ? NONE : this.failures.splice(0);
   }
 
-  takeMastered(): Mastered[] {
+  takeMastered(): readonly Mastered[] {
+    if (this.mastered.length === 0) return NONE;
     const out = this.mastered;
     this.mastered = [];
     return out;
