@@ -6,6 +6,7 @@ import { Data, Datagram, Delta, DeltaKind, Heartbeat } from '../src/gen/baton/v1
 import { DATA_TAGS, DELTA_TAGS, decodeDelta, deltaKey, encodeData, encodeDelta, readDataDatagram, readDelta, type Change } from '../src/wire/delta-codec';
 import { encodeWith } from '../src/wire/proto-writer';
 import { SeededRandom } from '../src/store/random';
+import { varint } from './support/fuzz-inputs';
 
 const session = { id: 'sess-1', owner: 'node-a', epoch: 3, expiresAt: 1_700_000_060_000.7, ttlMs: 60_000 };
 
@@ -157,7 +158,7 @@ describe('reading Data datagrams by hand', () => {
     for (let i = 0; i < 1 + random.below(3); i++) {
       const field = 20 + random.below(10);
       const wireType = [0, 1, 2, 5][random.below(4)]!;
-      extra.push(...varintOf((field << 3) | wireType));
+      extra.push(...varint((field << 3) | wireType));
       if (wireType === 0) extra.push(0xff, 0x01);
       else if (wireType === 1) extra.push(1, 2, 3, 4, 5, 6, 7, 8);
       else if (wireType === 2) extra.push(2, 9, 9);
@@ -177,7 +178,7 @@ describe('reading Data datagrams by hand', () => {
       const datagram = Datagram.decode(bytes);
       if (datagram.body?.$case !== 'data') throw new Error('not data');
       const dataBytes = withUnknownFields(encodeWith((w) => Data.encode((datagram.body as { data: Data }).data, w)), random);
-      const wrapped = Buffer.concat([Buffer.from([DATA_TAGS.senderNodeId, 1, 0x6e, DATA_TAGS.data]), Buffer.from(varintOf(dataBytes.length)), dataBytes]);
+      const wrapped = Buffer.concat([Buffer.from([DATA_TAGS.senderNodeId, 1, 0x6e, DATA_TAGS.data]), Buffer.from(varint(dataBytes.length)), dataBytes]);
       expect(byHand(wrapped)).toEqual(generated(wrapped));
     }
   });
@@ -211,13 +212,3 @@ describe('reading Data datagrams by hand', () => {
     expect(read).toBeGreaterThan(1000);
   });
 });
-
-function varintOf(value: number): number[] {
-  const out: number[] = [];
-  while (value >= 0x80) {
-    out.push((value & 0x7f) | 0x80);
-    value = Math.floor(value / 128);
-  }
-  out.push(value);
-  return out;
-}

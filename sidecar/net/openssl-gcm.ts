@@ -14,6 +14,7 @@
  */
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { type GcmEngine, type GcmKey, nodeGcm, TAG_BYTES } from '../../src/wire/datagram-codec';
+import { loadKoffi } from './socket-syscalls';
 
 const KEY_BYTES = 32;
 const NONCE_BYTES = 12;
@@ -33,14 +34,9 @@ export function loadOpensslGcm(): LoadResult {
 }
 
 function load(): LoadResult {
-  if (process.platform !== 'linux') return { gcm: undefined, reason: `needs Linux (this is ${process.platform})` };
-  let koffi: typeof import('koffi');
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    koffi = require('koffi') as typeof import('koffi');
-  } catch (err) {
-    return { gcm: undefined, reason: `the optional dependency koffi is not installed (${(err as Error).message})` };
-  }
+  const loadedKoffi = loadKoffi();
+  if (loadedKoffi.koffi === undefined) return { gcm: undefined, reason: loadedKoffi.reason };
+  const koffi = loadedKoffi.koffi;
   let engine: GcmEngine;
   try {
     // The process itself: Node links OpenSSL in and exports its functions.

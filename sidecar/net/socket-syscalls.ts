@@ -111,15 +111,21 @@ export function loadSocketSyscalls(): LoadResult {
   return loaded;
 }
 
-function load(): LoadResult {
-  if (process.platform !== 'linux') return { syscalls: undefined, reason: `socket system calls need Linux (this is ${process.platform})` };
-  let koffi: typeof import('koffi');
+/** koffi on Linux, or why it cannot be had here (what needs it says what it is for). */
+export function loadKoffi(): { koffi: typeof import('koffi') } | { koffi: undefined; reason: string } {
+  if (process.platform !== 'linux') return { koffi: undefined, reason: `needs Linux (this is ${process.platform})` };
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    koffi = require('koffi') as typeof import('koffi');
+    return { koffi: require('koffi') as typeof import('koffi') };
   } catch (err) {
-    return { syscalls: undefined, reason: `the optional dependency koffi is not installed (${(err as Error).message})` };
+    return { koffi: undefined, reason: `the optional dependency koffi is not installed (${(err as Error).message})` };
   }
+}
+
+function load(): LoadResult {
+  const loadedKoffi = loadKoffi();
+  if (loadedKoffi.koffi === undefined) return { syscalls: undefined, reason: `socket system calls: ${loadedKoffi.reason}` };
+  const koffi = loadedKoffi.koffi;
   const libc = koffi.load('libc.so.6');
   const getsockopt = libc.func('int getsockopt(int, int, int, _Out_ uint8_t *value, _Inout_ uint32_t *length)');
   const setsockopt = libc.func('int setsockopt(int, int, int, const uint8_t *value, uint32_t length)');
