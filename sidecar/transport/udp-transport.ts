@@ -54,6 +54,7 @@ export class UdpTransport implements Transport {
   private groupSockets: (dgram.Socket | undefined)[] = [];
   /** Group sockets a filter for own datagrams was tried on. */
   private readonly ownFiltered = new WeakSet<dgram.Socket>();
+  private localAddresses: Set<string> | undefined;
   private readonly peerServer = new Server({ 'grpc.enable_channelz': 0, 'grpc.max_send_message_length': 256 * 1024 * 1024 });
   private readonly peers: PeerClients;
   /** Who answers peers' re-injected requests (the capture proxy sets it). */
@@ -451,7 +452,10 @@ export class UdpTransport implements Transport {
    */
   private filterOwnDatagrams(socket: dgram.Socket, rinfo: dgram.RemoteInfo): void {
     if (this.ownFiltered.has(socket)) return;
-    if (rinfo.family !== 'IPv4' || rinfo.port !== this.socket.address().port || !isLocalAddress(rinfo.address)) return;
+    if (rinfo.family !== 'IPv4' || rinfo.port !== this.socket.address().port) return;
+    // Read once: interfaces rarely change, and a flood of copies must not cost a lookup each.
+    this.localAddresses ??= localAddresses();
+    if (!this.localAddresses.has(rinfo.address)) return;
     this.ownFiltered.add(socket);
     const fd = udpSocketFd(socket);
     const loaded = loadSocketSyscalls();
@@ -482,9 +486,9 @@ export class UdpTransport implements Transport {
   }
 }
 
-/** Whether `address` is one of this host's (its network namespace's) interface addresses. */
-function isLocalAddress(address: string): boolean {
-  return Object.values(networkInterfaces()).some((list) => list?.some((entry) => entry.address === address) ?? false);
+/** This host's (its network namespace's) interface addresses. */
+function localAddresses(): Set<string> {
+  return new Set(Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((entry) => entry.address)));
 }
 
 /** The observer, with the log lines operators read: membership changes, and state transfers. */
