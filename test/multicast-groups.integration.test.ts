@@ -95,10 +95,12 @@ test('a node outside group 1 receives none of its deltas; the holders of group 1
   expect((await dataReceived(outsider)) - before.get(outsider)!).toBe(0);
 
   // The writer's own datagrams to group 1 loop back to its group 1 socket: the first one
-  // reaches the process, shows their source, and a socket filter drops the rest in the kernel.
+  // reaches the process, shows their source, and a socket filter drops the rest in the kernel
+  // (those already queued on the socket when it attaches still arrive: a few, not hundreds).
   const writerMetrics = await cluster.node('n1').process!.scrape();
-  expect(writerMetrics.value('baton_replication_datagrams_sent_total', { type: 'data' })).toBeGreaterThanOrEqual(100);
+  const sent = writerMetrics.value('baton_replication_datagrams_sent_total', { type: 'data' });
+  expect(sent).toBeGreaterThanOrEqual(100);
   const ownReceived = writerMetrics.value('baton_replication_own_datagrams_received_total');
   expect(ownReceived).toBeGreaterThanOrEqual(1);
-  expect(ownReceived).toBeLessThanOrEqual(expected.groupsOf('n1').length);
+  expect(ownReceived).toBeLessThanOrEqual(expected.groupsOf('n1').length * 5);
 });
