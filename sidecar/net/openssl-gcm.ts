@@ -102,7 +102,7 @@ function load(): LoadResult {
             decryptInit(opening, null, null, null, nonce) === 1 &&
             decryptUpdate(opening, null, length, aad, aad.length) === 1 &&
             decryptUpdate(opening, plaintext, length, ciphertext, ciphertext.length) === 1 &&
-            ctrl(opening, SET_TAG, TAG_BYTES, Buffer.from(tag.buffer, tag.byteOffset, TAG_BYTES)) === 1 &&
+            ctrl(opening, SET_TAG, TAG_BYTES, tag) === 1 &&
             decryptFinal(opening, plaintext.subarray(ciphertext.length), length) === 1;
           return ok ? plaintext.subarray(0, ciphertext.length) : undefined;
         },

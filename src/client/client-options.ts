@@ -7,6 +7,7 @@
 import { status as Status, type ChannelCredentials, type ChannelOptions } from '@grpc/grpc-js';
 import type { PutRequest } from '../gen/baton/v1/session';
 import { BatonClientError } from './client-errors';
+import { bufferView } from '../wire/proto-writer';
 
 export interface BatonClientOptions {
   /** Channel credentials. Default: insecure, as the sidecar listens on localhost or a unix socket. */
@@ -151,7 +152,7 @@ export function toPartWrites(
     }
     writes.push({
       name,
-      value: Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength),
+      value: bufferView(value),
       ifVersion: ifVersion ?? (ifVersions !== undefined && Object.hasOwn(ifVersions, name) ? ifVersions[name] : undefined),
     });
   }

@@ -36,6 +36,7 @@
  */
 import { createCipheriv, createDecipheriv, createSecretKey, hkdfSync } from 'node:crypto';
 import type { ClusterKey } from './cluster-key';
+import { bufferView } from './proto-writer';
 import { DEFAULT_REPLAY_WINDOW_BITS, isPacketNumber, ReplayWindow } from './replay-window';
 
 export const MAGIC = 0xba70;
@@ -243,7 +244,7 @@ export class DatagramOpener {
     const length = datagram.length;
     if (length > this.maxDatagramBytes) return drop('oversized');
     if (length < HEADER_BYTES) return drop('truncated');
-    const bytes = Buffer.isBuffer(datagram) ? datagram : Buffer.from(datagram.buffer, datagram.byteOffset, length);
+    const bytes = bufferView(datagram);
     if (bytes[0] !== MAGIC >>> 8 || bytes[1] !== (MAGIC & 0xff)) return drop('bad_magic');
     if (bytes[2] !== FORMAT_VERSION) return drop('bad_version');
 

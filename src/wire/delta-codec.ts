@@ -20,7 +20,7 @@
  */
 import { BinaryReader, type BinaryWriter } from '@bufbuild/protobuf/wire';
 import { Data, Datagram, Delta, DeltaKind, Fragment } from '../gen/baton/v1/wire';
-import { encodeWith, putVarint, varintBytes } from './proto-writer';
+import { bufferView, encodeWith, putVarint, varintBytes } from './proto-writer';
 
 /**
  * One change to one session. Values are the bytes the client sent. A part change is its
@@ -187,7 +187,7 @@ function decodedFrom(delta: DeltaFields, from: string): DecodedDelta {
 
 /** Decodes an encoded Delta message (a reassembled fragment); undefined if it is not one. */
 export function decodeDelta(bytes: Uint8Array, from: string): DecodedDelta | undefined {
-  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  const buf = bufferView(bytes);
   return readDeltaAt(buf, 0, buf.length, from);
 }
 
@@ -361,10 +361,11 @@ export type DataDatagramRead = { sender: string; data: ReceivedData } | 'other' 
  * (wire types 3 and 4), a varint over ten bytes.
  */
 export function readDataDatagram(payload: Uint8Array): DataDatagramRead {
-  const buf = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.length);
+  const buf = bufferView(payload);
   const r = new WireCursor(buf, 0, buf.length);
   let sender = '';
-  let data: { start: number; end: number } | undefined;
+  let dataStart = -1;
+  let dataEnd = -1;
   while (r.pos < r.end) {
     const tag = r.varint32();
     if (tag === undefined) return undefined;
@@ -373,13 +374,13 @@ export function readDataDatagram(payload: Uint8Array): DataDatagramRead {
       if (text === undefined) return undefined;
       sender = text;
     } else if (tag === DATA_TAGS.data) {
-      const range = r.lengthDelimited();
-      if (range === undefined) return undefined;
-      data = range;
+      if (!r.lengthDelimited()) return undefined;
+      dataStart = r.fieldStart;
+      dataEnd = r.fieldEnd;
     } else return 'other';
   }
-  if (data === undefined) return 'other';
-  const read = readData(buf, data.start, data.end, sender);
+  if (dataStart < 0) return 'other';
+  const read = readData(buf, dataStart, dataEnd, sender);
   return read === undefined ? undefined : { sender, data: read };
 }
 
@@ -387,7 +388,8 @@ function readData(buf: Buffer, start: number, end: number, from: string): Receiv
   const t = DATA_TAGS;
   const r = new WireCursor(buf, start, end);
   const out: ReceivedData = { targetNodeId: '', seq: 0n, deltas: [], fragment: undefined, ackRequested: false, retransmit: false };
-  const deltas: { start: number; end: number }[] = [];
+  /** Start and end of each encoded delta, in pairs: they are read once the sender is known. */
+  const deltas: number[] = [];
   while (r.pos < r.end) {
     const tag = r.varint32();
     if (tag === undefined) return undefined;
@@ -405,14 +407,12 @@ function readData(buf: Buffer, start: number, end: number, from: string): Receiv
         break;
       }
       case t.deltas: {
-        const range = r.lengthDelimited();
-        if (range === undefined) return undefined;
-        deltas.push(range);
+        if (!r.lengthDelimited()) return undefined;
+        deltas.push(r.fieldStart, r.fieldEnd);
         break;
       }
       case t.fragment: {
-        const range = r.lengthDelimited();
-        const fragment = range === undefined ? undefined : readFragment(buf, range.start, range.end);
+        const fragment = r.lengthDelimited() ? readFragment(buf, r.fieldStart, r.fieldEnd) : undefined;
         if (fragment === undefined) return undefined;
         out.fragment = fragment;
         break;
@@ -429,8 +429,8 @@ function readData(buf: Buffer, start: number, end: number, from: string): Receiv
         if (!r.skip(tag)) return undefined;
     }
   }
-  for (const range of deltas) {
-    const delta = readDeltaAt(buf, range.start, range.end, from);
+  for (let i = 0; i < deltas.length; i += 2) {
+    const delta = readDeltaAt(buf, deltas[i]!, deltas[i + 1]!, from);
     if (delta === undefined) return undefined;
     out.deltas.push(delta);
   }
@@ -454,9 +454,8 @@ function readFragment(buf: Buffer, start: number, end: number): Fragment | undef
       if (tag === t.index) out.index = n;
       else out.count = n;
     } else if (tag === t.chunk) {
-      const range = r.lengthDelimited();
-      if (range === undefined) return undefined;
-      out.chunk = buf.subarray(range.start, range.end);
+      if (!r.lengthDelimited()) return undefined;
+      out.chunk = buf.subarray(r.fieldStart, r.fieldEnd);
     } else if (!r.skip(tag)) return undefined;
   }
   return out;
@@ -490,9 +489,8 @@ function readDeltaAt(buf: Buffer, start: number, end: number, from: string): Dec
         break;
       }
       case t.value: {
-        const range = r.lengthDelimited();
-        if (range === undefined) return undefined;
-        d.value = buf.subarray(range.start, range.end);
+        if (!r.lengthDelimited()) return undefined;
+        d.value = buf.subarray(r.fieldStart, r.fieldEnd);
         break;
       }
       case t.ttlMs: {
@@ -533,6 +531,10 @@ const ASCII_STRING_MAX = 64;
  * answers undefined past the end or on data it cannot read, and never throws.
  */
 class WireCursor {
+  /** The byte range of the last length-delimited field read (no object per field). */
+  fieldStart = 0;
+  fieldEnd = 0;
+
   constructor(
     readonly buf: Buffer,
     public pos: number,
@@ -584,20 +586,21 @@ class WireCursor {
     return value === undefined ? undefined : value !== 0 && value !== 0n;
   }
 
-  /** The byte range of a length-delimited field. */
-  lengthDelimited(): { start: number; end: number } | undefined {
+  /** Reads a length-delimited field's length and steps over it; its bytes are at [fieldStart, fieldEnd). */
+  lengthDelimited(): boolean {
     const length = this.uint32();
-    if (length === undefined || length > this.end - this.pos) return undefined;
-    const start = this.pos;
+    if (length === undefined || length > this.end - this.pos) return false;
+    this.fieldStart = this.pos;
     this.pos += length;
-    return { start, end: this.pos };
+    this.fieldEnd = this.pos;
+    return true;
   }
 
   /** UTF-8 text, invalid sequences replaced (as the generated reader does). */
   string(): string | undefined {
-    const range = this.lengthDelimited();
-    if (range === undefined) return undefined;
-    const { start, end } = range;
+    if (!this.lengthDelimited()) return undefined;
+    const start = this.fieldStart;
+    const end = this.fieldEnd;
     const buf = this.buf;
     if (end - start <= ASCII_STRING_MAX) {
       let ascii = true;
@@ -620,7 +623,7 @@ class WireCursor {
       case 1:
         return this.advance(8);
       case 2:
-        return this.lengthDelimited() !== undefined;
+        return this.lengthDelimited();
       case 5:
         return this.advance(4);
       default:

@@ -39,8 +39,12 @@ function finish(write: (writer: BinaryWriter) => unknown, writer: BinaryWriter):
 
 /** encodeWith, as a Buffer over the same bytes (no copy). */
 export function encodeToBuffer(write: (writer: BinaryWriter) => unknown): Buffer {
-  const bytes = encodeWith(write);
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return bufferView(encodeWith(write));
+}
+
+/** `bytes` as a Buffer: itself when it is one, else a Buffer over the same memory (no copy). */
+export function bufferView(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /** Bytes of the varint of a non-negative integer up to 2^53. */
