@@ -119,11 +119,13 @@ describe('a node given election datagrams', () => {
   it('answers an inquiry with its timestamp, measures the round trip of a reply, and drops a bad one', () => {
     const c = cluster();
     const [a, b] = c.nodes as [(typeof c.nodes)[number], (typeof c.nodes)[number]];
-    const ready = b.core.handleDatagram(payload(a.nodeId, { $case: 'inquiry', inquiry: { sentAtMs: 12345.5 } }), a.incarnation, a.address, c.net.now);
+    b.core.handleDatagram(payload(a.nodeId, { $case: 'inquiry', inquiry: { sentAtMs: 12345.5 } }), a.incarnation, a.address, c.net.now);
+    const ready = b.core.flush(c.net.now);
     const replies = ready.datagrams.map((d) => ({ to: d.to, body: Datagram.decode(d.payload).body })).filter((d) => d.body?.$case === 'inquiryReply');
     expect(replies).toEqual([{ to: a.address, body: { $case: 'inquiryReply', inquiryReply: { inquirySentAtMs: 12345.5 } } }]);
     const malformed = b.core.counters.dropped.get('malformed') ?? 0;
-    const nan = b.core.handleDatagram(payload(a.nodeId, { $case: 'inquiry', inquiry: { sentAtMs: Number.NaN } }), a.incarnation, a.address, c.net.now);
+    b.core.handleDatagram(payload(a.nodeId, { $case: 'inquiry', inquiry: { sentAtMs: Number.NaN } }), a.incarnation, a.address, c.net.now);
+    const nan = b.core.flush(c.net.now);
     expect(nan.datagrams.some((d) => Datagram.decode(d.payload).body?.$case === 'inquiryReply')).toBe(false);
     expect((b.core.counters.dropped.get('malformed') ?? 0) - malformed).toBe(1);
     b.core.handleDatagram(payload(a.nodeId, { $case: 'inquiryReply', inquiryReply: { inquirySentAtMs: c.net.now - 40 } }), a.incarnation, a.address, c.net.now);

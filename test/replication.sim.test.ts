@@ -197,6 +197,25 @@ describe.each(TRANSPORTS)('%s: burst loss and reordering', (transport) => {
   });
 });
 
+// --- acknowledgements ----------------------------------------------------------------
+
+describe.each(TRANSPORTS)('%s: acknowledgements', (transport) => {
+  test('the data a replica reads in one turn is acknowledged once per channel, and every synchronous write in it completes', () => {
+    // Every datagram takes exactly 1 ms: a burst of writes arrives at the replicas at once.
+    const cluster = startCluster({ seed: 23, nodes: 3, transport, replicas: 2, profile: { ...PERFECT_LINK, delayMinMs: 1, delayMaxMs: 1 } });
+    const [writer, ...replicas] = cluster.nodes as [SimNode, SimNode, SimNode];
+    const acksBefore = replicas.map((r) => r.engine.stats.datagramsSent.ack);
+    const dataBefore = replicas.map((r) => r.engine.stats.datagramsReceived.data);
+    const tickets: number[] = [];
+    for (let i = 0; i < 10; i++) tickets.push(writer.write(`burst-${i}`, { basket: `items-${i}` }, { sync: 2 }).ticket!);
+    expect(cluster.runUntil(() => tickets.every((t) => writer.completedTickets.has(t)), 1000)).toBe(true);
+    expect(tickets.map((t) => writer.completedTickets.get(t))).toEqual(tickets.map(() => 2));
+    // Ten datagrams with an acknowledgement requested, one acknowledgement from each replica.
+    expect(replicas.map((r, i) => r.engine.stats.datagramsReceived.data - dataBefore[i]!)).toEqual([10, 10]);
+    expect(replicas.map((r, i) => r.engine.stats.datagramsSent.ack - acksBefore[i]!)).toEqual([1, 1]);
+  });
+});
+
 // --- tail loss ---------------------------------------------------------------------
 
 describe.each(TRANSPORTS)('%s: tail loss', (transport) => {

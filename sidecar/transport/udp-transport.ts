@@ -307,7 +307,7 @@ export class UdpTransport implements Transport {
     if (!this.stopped) carryOut(ready, this);
   }
 
-  /** Sends what API calls queued once this event-loop turn's calls are in (the core's wake). */
+  /** Sends what datagrams and API calls queued once this event-loop turn's are in (the core's wake). */
   private scheduleFlush(): void {
     if (this.flushScheduled || this.stopped) return;
     this.flushScheduled = true;
@@ -482,7 +482,7 @@ export class UdpTransport implements Transport {
       this.core.counters.drop(opened.reason);
       return;
     }
-    this.carry(this.core.handleDatagram(opened.payload, opened.incarnation, `${rinfo.address}:${rinfo.port}`, Date.now()));
+    this.core.handleDatagram(opened.payload, opened.incarnation, `${rinfo.address}:${rinfo.port}`, Date.now());
   }
 }
 

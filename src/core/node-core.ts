@@ -9,10 +9,12 @@
  * - `handleDatagram`: an opened datagram payload from a peer;
  * - `handleAnswer`: a peer's answer to a request this core made (or its failure);
  * - `tick`: the one timer fired (at or after `Ready.deadline`);
- * - `flush`: API calls made through `api` queued work (the core called its `wake` hook);
+ * - `flush`: datagrams or API calls made through `api` queued work (the core called its
+ *   `wake` hook);
  * - `stop`: the node leaves.
  * Each returns a `Ready` (transport.ts): datagrams to send, peer requests to start, the
- * next deadline — in that order. API calls go to `api` (the real SessionApi); the
+ * next deadline — in that order; except `handleDatagram`, which wakes the driver: what the
+ * datagrams read in one turn make the node send goes out in one `flush`. API calls go to `api` (the real SessionApi); the
  * promises they wait on (synchronous writes, resumes) and `drain`/`caughtUp`/back-pressure
  * are resolved by the inputs above, never by a timer of their own.
  *
@@ -120,11 +122,12 @@ export interface NodeCoreDeps {
   observer: NodeObserver;
   resumeObserver?: ResumeObserver;
   /**
-   * Called when an API call queued work outside an input (a write to send, a resume to
-   * ask peers for): the driver calls `flush(now)` soon (the sidecar on the next turn of its
-   * event loop, so one turn's writes share datagrams and one turn's resumes one lookup per peer).
+   * Called when a datagram or an API call queued work outside an input that returns a
+   * Ready (an acknowledgement, a write to send, a resume to ask peers for): the driver calls
+   * `flush(now)` soon (the sidecar once the datagrams and calls of this turn of its event
+   * loop are in, so they share datagrams, one acknowledgement and one lookup per peer).
    */
-  wake?: () => void;
+  wake: () => void;
   /** Overrides the config digest (tests of the digest check only). */
   configDigest?: bigint;
 }
@@ -191,6 +194,8 @@ export class NodeCore implements Replicator {
   private readonly transfers = new Map<number, Transfer>();
   /** Transfers in progress by peer and partitions, with the request to run again after (if any). */
   private readonly resyncing = new Map<string, ResyncRequest | undefined>();
+  /** Transfers started since the last Ready (their requests not handed out yet), by key. */
+  private readonly unsentTransfers = new Map<string, Transfer>();
   /** Puts waiting for the send queues to shorten (one promise for all of them). */
   private room: { promise: Promise<void>; resolve: () => void } | undefined;
   private drains: Pending<boolean>[] = [];
@@ -210,7 +215,7 @@ export class NodeCore implements Replicator {
     this.startedAt = now;
     this.store = deps.store;
     this.observer = deps.observer;
-    this.wake = deps.wake ?? (() => undefined);
+    this.wake = deps.wake;
     this.settingDigests = settingDigests(clusterSettingValues(config, deps.hasher));
     this.configDigest = deps.configDigest ?? overallDigest(this.settingDigests);
     const self = { nodeId: config.nodeId, advertiseAddress: config.advertiseAddress, incarnation: config.incarnation, role: config.role ?? 'edge' };
@@ -296,16 +301,22 @@ export class NodeCore implements Replicator {
 
   // --- inputs ------------------------------------------------------------------------
 
-  /** An opened datagram payload from `fromAddress` (host:port), sealed by `incarnation`. */
-  handleDatagram(payload: Uint8Array, incarnation: bigint, fromAddress: string, now: number): Ready {
+  /**
+   * An opened datagram payload from `fromAddress` (host:port), sealed by `incarnation`.
+   * What it makes the node send waits for the next `flush` (the core wakes its driver), so
+   * the datagrams a driver reads together are answered together: a burst of data on a
+   * channel is acknowledged once, not datagram by datagram, and the node's bookkeeping
+   * after an input runs once for all of them.
+   */
+  handleDatagram(payload: Uint8Array, incarnation: bigint, fromAddress: string, now: number): void {
     this.advance(now);
-    if (this.stopped) return this.idle();
+    if (this.stopped) return;
     if (this.config.injectLossPercent > 0 && this.lossRandom.next() * 100 < this.config.injectLossPercent) {
       this.counters.drop('injected_loss');
-      return this.collect(now);
+      return;
     }
     this.engine.handleDatagram(payload, incarnation, fromAddress, now);
-    return this.collect(now);
+    this.wake();
   }
 
   /** A peer's answer to one of this core's requests, or its failure. */
@@ -369,7 +380,7 @@ export class NodeCore implements Replicator {
     return this.collect(now);
   }
 
-  /** Sends what API calls queued since the last input (the core called `wake`). */
+  /** Sends what datagrams and API calls queued since the last input (the core called `wake`). */
   flush(now: number): Ready {
     this.advance(now);
     if (this.stopped) return this.idle();
@@ -559,6 +570,7 @@ export class NodeCore implements Replicator {
 
   /** Gathers what the engine and the waits produced into one Ready. */
   private collect(now: number): Ready {
+    this.engine.pollArrived(now);
     this.coordinator.sync(now);
     this.engine.placementChanged(now);
     this.masters.work(now);
@@ -584,6 +596,7 @@ export class NodeCore implements Replicator {
     this.awaited = [];
     const requests = this.requests;
     this.requests = [];
+    this.unsentTransfers.clear();
     const ready: Ready = { datagrams, requests, deadline: this.nextDeadline(), settled, tickets, awaited };
     const groups = this.engine.joinedGroups();
     const key = groups.join(',');
@@ -627,10 +640,18 @@ export class NodeCore implements Replicator {
    * partitions: all of them), merge. A
    * request for what a transfer in progress already covers runs again once that one ends
    * (its snapshot may predate what the new request must cover); it is never taken as done
-   * before it ran.
+   * before it ran — unless that one was asked in the same input for the same reason
+   * (the view changed twice while the datagrams of one turn were read): then one transfer
+   * covers both.
    */
   private startResync(request: ResyncRequest, now: number): void {
     const key = `${request.peerNodeId} ${request.partitions.join(',')}`;
+    const twin = this.unsentTransfers.get(key);
+    if (twin !== undefined && twin.request.reason === request.reason) {
+      twin.request = { ...twin.request, channels: [...twin.request.channels, ...request.channels] };
+      this.engine.resyncDone({ ...request, channels: [] });
+      return;
+    }
     if (this.resyncing.has(key)) {
       const waiting = this.resyncing.get(key);
       this.resyncing.set(key, waiting === undefined ? request : { ...request, channels: [...waiting.channels, ...request.channels] });
@@ -640,7 +661,9 @@ export class NodeCore implements Replicator {
     this.resyncing.set(key, undefined);
     this.counters.resyncs++;
     const id = this.nextRequestId++;
-    this.transfers.set(id, { request, key, sessions: 0 });
+    const transfer = { request, key, sessions: 0 };
+    this.transfers.set(id, transfer);
+    this.unsentTransfers.set(key, transfer);
     const { peerAddress, partitions } = request;
     // A gap lost deltas, and some (touches, TTLs) change no digest: equal digests would
     // leave them lost, so a gap's partitions are fetched whatever their digests say.

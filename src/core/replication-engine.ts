@@ -122,6 +122,8 @@ export class ReplicationEngine {
    * channel), and the oldest partial delta's expiry (REASSEMBLY_TIMER).
    */
   private readonly timers = new TimerTable();
+  /** Receivers data arrived on since the last pollArrived, by key (polled once for a burst). */
+  private readonly arrived = new Map<string, Receiver>();
   private resyncs: ResyncRequest[] = [];
   private viewVersion = -1;
   /** The multicast groups this node listens on (joinedGroups() as of the last view change). */
@@ -549,7 +551,20 @@ export class ReplicationEngine {
     for (const reason of outcome.dropped) this.observer.dropped(reason);
     for (const lag of outcome.lagsMs) this.observer.lag(lag);
     if (outcome.resyncSender) this.repairs.resyncChannelsOf(from, incarnation);
-    this.pollReceiver(key, receiver, now);
+    this.arrived.set(key, receiver);
+  }
+
+  /**
+   * Polls the receivers data arrived on since the last call (their acknowledgements and
+   * NACKs): the driver calls it once after the datagrams it read together, so a burst of
+   * them is acknowledged once rather than datagram by datagram.
+   */
+  pollArrived(now: number): void {
+    if (this.arrived.size === 0) return;
+    for (const [key, receiver] of this.arrived) {
+      if (this.channels.receivers.get(key) === receiver) this.pollReceiver(key, receiver, now);
+    }
+    this.arrived.clear();
   }
 
   private onHeartbeat(from: string, incarnation: bigint, fromAddress: string, heartbeat: Heartbeat, now: number): void {

@@ -269,7 +269,7 @@ export class SimNode implements SimHost, SimTransportHost {
   deliver(bytes: Uint8Array, fromAddress: string, now: number): void {
     const opened = this.transport.open(bytes);
     if (opened === undefined) return;
-    this.carry(this.core.handleDatagram(opened.payload, opened.incarnation, fromAddress, now));
+    this.core.handleDatagram(opened.payload, opened.incarnation, fromAddress, now);
   }
 
   nextDeadline(): number {
@@ -437,14 +437,14 @@ export class SimNode implements SimHost, SimTransportHost {
 
   // --- carrying out the core's Ready -------------------------------------------------------
 
-  /** Sends what API calls queued (what the sidecar does on the next event-loop turn). */
+  /** Sends what datagrams and API calls queued (what the sidecar does on the next event-loop turn). */
   flushNow(): void {
     this.flushScheduled = false;
     if (!this.running) return;
     this.carry(this.core.flush(this.net.now));
   }
 
-  /** The core's wake: API calls queued work outside an input (a resume's claim, say). */
+  /** The core's wake: datagrams or API calls queued work (an acknowledgement, a resume's claim). */
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
