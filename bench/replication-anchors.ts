@@ -6,7 +6,9 @@
  * --replicas 3, datagrams sealed with AES-256-GCM; a flat-out phase of `deltas` deltas (the
  * clock stops when every replica holds every part) and a paced phase at BENCH_PACED_RATE
  * deltas/s (lag, GC, CPU). Configurations: multicast at baton's default datagram size (1,400 B)
- * and at 60,000 B, unicast fan-out at 1,400 B, and the paced phase again at 5% injected loss.
+ * and at 60,000 B, unicast fan-out at 1,400 B, the paced phase again at 5% injected loss, and
+ * the 1,400 B flat-out phase again with synchronous Puts (min_replicas 1: each answered once a
+ * replica acknowledged it; no JGroups counterpart, reported beside the asynchronous row).
  * JGroups: 1 sender → 3 receivers, `deltas` messages of 1 KiB on its default UDP stack
  * (bench/jgroups-anchor.ts). Both on this machine's cores and loopback.
  *
@@ -26,6 +28,7 @@ const ANCHOR_VALUE_BYTES = 1024;
 const DEFAULT_DATAGRAM = 1400;
 const LARGE_DATAGRAM = 60_000;
 const RECEIVERS = 3;
+const SYNC_SUFFIX = 'min_replicas 1';
 /** Targets of issue 18: baton deltas/s per replica ÷ JGroups msgs/s per receiver. */
 const TARGETS: Record<string, number> = {
   [`anchor multicast dg ${DEFAULT_DATAGRAM}`]: 1.4,
@@ -35,8 +38,8 @@ const TARGETS: Record<string, number> = {
 
 /** The baton side: `deltas` per flat-out phase. */
 export function anchorConfigs(deltas: number): ClusterConfig[] {
-  const config = (transport: 'multicast' | 'unicast', datagramBytes: number, lossPercent: number): ClusterConfig => ({
-    name: `anchor ${transport} dg ${datagramBytes}${lossPercent > 0 ? ` loss ${lossPercent}%` : ''}`,
+  const config = (transport: 'multicast' | 'unicast', datagramBytes: number, lossPercent: number, minReplicas = 0): ClusterConfig => ({
+    name: `anchor ${transport} dg ${datagramBytes}${lossPercent > 0 ? ` loss ${lossPercent}%` : ''}${minReplicas > 0 ? ` ${SYNC_SUFFIX}` : ''}`,
     transport,
     valueBytes: ANCHOR_VALUE_BYTES,
     lossPercent,
@@ -46,9 +49,16 @@ export function anchorConfigs(deltas: number): ClusterConfig[] {
     largeEvery: 0,
     largeBytes: 0,
     puts: Math.max(1, Math.round(deltas / ANCHOR_PARTS_PER_PUT)),
-    phases: lossPercent > 0 ? ['paced'] : ['flat-out', 'paced'],
+    phases: lossPercent > 0 ? ['paced'] : minReplicas > 0 ? ['flat-out'] : ['flat-out', 'paced'],
+    minReplicas,
   });
-  return [config('multicast', DEFAULT_DATAGRAM, 0), config('multicast', LARGE_DATAGRAM, 0), config('unicast', DEFAULT_DATAGRAM, 0), config('multicast', DEFAULT_DATAGRAM, 5)];
+  return [
+    config('multicast', DEFAULT_DATAGRAM, 0),
+    config('multicast', LARGE_DATAGRAM, 0),
+    config('unicast', DEFAULT_DATAGRAM, 0),
+    config('multicast', DEFAULT_DATAGRAM, 5),
+    config('multicast', DEFAULT_DATAGRAM, 0, 1),
+  ];
 }
 
 export interface AnchorOptions {
@@ -253,6 +263,26 @@ export function printAnchors(results: AnchorResults): void {
     console.log('\nCost per delta (baton) and per message (JGroups), flat-out phases, medians over runs:');
     console.log(
       formatTable(['process set', 'CPU µs writer|sender / replica|receiver', 'Exchange clients CPU', 'young-GC pause ms/s writer|sender/each', 'CPU µs per run (w/r…)'], costRows),
+    );
+  }
+
+  const syncRows: string[][] = [];
+  for (const config of options.configs) {
+    if (!config.name.endsWith(SYNC_SUFFIX)) continue;
+    const asyncName = config.name.slice(0, -SYNC_SUFFIX.length - 1);
+    const pairs = runs.map((r) => [find(r, asyncName, 'flat-out'), find(r, config.name, 'flat-out')] as const);
+    const rate = (i: 0 | 1) => pairs.map((pair) => batonRate(pair[i]));
+    const cpu = (i: 0 | 1) => {
+      const phases = pairs.map((pair) => pair[i]).filter((p): p is PhaseResult => p !== undefined);
+      return `${formatFixed(median(phases.map((p) => p.writerCpuUsPerDelta)), 1)} / ${formatFixed(median(phases.flatMap((p) => p.replicas.map((x) => x.cpuUsPerDelta))), 1)}`;
+    };
+    const ratios = pairs.map((_, i) => rate(1)[i]! / rate(0)[i]!);
+    syncRows.push([asyncName.replace('anchor ', ''), formatCount(median(rate(0))), formatCount(median(rate(1))), `${formatFixed(median(ratios), 2)}×`, cpu(0), cpu(1), perRun(ratios, 2, '×')]);
+  }
+  if (syncRows.length > 0) {
+    console.log(`\nSynchronous Puts (${SYNC_SUFFIX}: answered once a replica acknowledged every part) against asynchronous ones, flat out, medians over runs:`);
+    console.log(
+      formatTable(['configuration', 'async deltas/s per replica', 'sync deltas/s per replica', 'sync/async', 'CPU µs/delta async w / r', 'sync w / r', 'sync/async per run'], syncRows),
     );
   }
 

@@ -130,6 +130,8 @@ export interface ClusterConfig {
   largeBytes: number;
   /** Puts of the flat-out and windowed phases; default BENCH_SESSIONS. */
   puts?: number;
+  /** The puts' min_replicas (a sidecar writer only; default 0: asynchronous). */
+  minReplicas?: number;
   phases: PhaseKind[];
 }
 
@@ -453,16 +455,17 @@ export class SidecarWriter implements Writer {
     readonly node: Replica,
     private readonly clients: BatonClient[],
     private readonly digestReader: DigestReader,
+    private readonly minReplicas: number,
   ) {}
 
-  static async start(args: readonly string[], extraNodeArgs: readonly string[], clients: number, clusterKey: string): Promise<SidecarWriter> {
+  static async start(args: readonly string[], extraNodeArgs: readonly string[], clients: number, clusterKey: string, minReplicas = 0): Promise<SidecarWriter> {
     const node = await startReplica('writer', args, extraNodeArgs);
     const list = Array.from({ length: clients }, () => new BatonClient(node.apiAddress, { defaultDeadlineMs: 30_000 }));
-    return new SidecarWriter(node, list, new DigestReader(clusterKey));
+    return new SidecarWriter(node, list, new DigestReader(clusterKey), minReplicas);
   }
 
   put(id: string, parts: PartValue[], lane: number): Promise<unknown> {
-    return this.clients[lane % this.clients.length]!.put(id, parts);
+    return this.clients[lane % this.clients.length]!.put(id, parts, { minReplicas: this.minReplicas });
   }
 
   async partitionDigests(partitions: number): Promise<bigint[]> {

@@ -351,7 +351,7 @@ async function startCluster(config: ClusterConfig, stoppers: (() => Promise<unkn
       });
     }
     if (config.writer === 'sidecar') {
-      const sidecar = await SidecarWriter.start([...flags, '--peer-listen', `127.0.0.1:${ports[0]}`], SIDECAR_NODE_ARGS, EXCHANGE_CLIENTS, key);
+      const sidecar = await SidecarWriter.start([...flags, '--peer-listen', `127.0.0.1:${ports[0]}`], SIDECAR_NODE_ARGS, EXCHANGE_CLIENTS, key, config.minReplicas);
       stoppers.push(() => sidecar.stop());
       writer = sidecar;
     } else {
