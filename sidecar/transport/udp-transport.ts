@@ -29,6 +29,7 @@ import type { PeerServiceClient, ReplayRequest, ReplayResponse } from '../../src
 import { OpenStreams, shutdownWithin } from '../net/server-shutdown';
 import { loadOpensslGcm } from '../net/openssl-gcm';
 import { loadSocketSyscalls, udpSocketFd } from '../net/socket-syscalls';
+import { type BatchSender, loadBatchSender } from '../net/udp-batch';
 
 /** How long a stopping node's peer server waits for calls in flight before cancelling them. */
 const PEER_SHUTDOWN_MS = 1000;
@@ -45,6 +46,10 @@ export class UdpTransport implements Transport {
   /** This node's incarnation as the datagram header carries it (bytes 4–11). */
   private readonly incarnationBytes = Buffer.alloc(8);
   private readonly opener: DatagramOpener;
+  /** sendmmsg where koffi reaches it: a flush's datagrams in one system call. */
+  private readonly batch: BatchSender | undefined;
+  /** Host and port by destination (a peer's host:port or a group), parsed once. */
+  private readonly destinations = new Map<string, { host: string; port: number } | undefined>();
   /**
    * The socket of each multicast group this node listens on (index = group; undefined =
    * not listening). A group left is closed, not just dropped: Linux delivers a group's
@@ -143,6 +148,9 @@ export class UdpTransport implements Transport {
     this.opener = new DatagramOpener(keys, { maxDatagramBytes: config.maxDatagramBytes, gcm });
     this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     this.socket.on('error', (err) => this.log.warn({ err }, 'replication socket error'));
+    const batch = loadBatchSender(socket);
+    if (batch.sender === undefined) log.debug({ reason: batch.reason }, 'datagrams sent one system call each');
+    this.batch = batch.sender;
     this.peerCredentials = new PeerCredentials(peerTlsFor(config, keys, now));
     this.peers = new PeerClients(this.peerCredentials);
     const settings = () => ({
@@ -214,7 +222,7 @@ export class UdpTransport implements Transport {
   async stop(): Promise<void> {
     if (this.stopped) return;
     const leaving = this.core.stop(Date.now());
-    for (const datagram of leaving.datagrams) this.sendDatagram(datagram);
+    this.sendDatagrams(leaving.datagrams);
     this.stopped = true;
     clearTimeout(this.timer);
     clearTimeout(this.groupRetry);
@@ -222,6 +230,7 @@ export class UdpTransport implements Transport {
     this.peerStreams.endAll();
     await shutdownWithin(this.peerServer, PEER_SHUTDOWN_MS);
     await new Promise<void>((resolve) => this.socket.close(() => resolve()));
+    this.batch?.close();
     for (const socket of this.groupSockets) if (socket !== undefined) await new Promise<void>((resolve) => socket.close(() => resolve()));
     this.groupSockets = [];
     // A group still opening closes its socket as it opens (stopped).
@@ -230,29 +239,66 @@ export class UdpTransport implements Transport {
 
   // --- Transport ---------------------------------------------------------------------
 
-  sendDatagram({ to, payload }: Outgoing): void {
-    let host: string;
-    let port: number;
-    const group = groupOfDestination(to);
-    if (group !== undefined) {
-      const address = this.config.multicastGroups[group];
-      if (address === undefined) return;
-      host = address.group;
-      port = address.port;
-    } else {
-      const colon = to.lastIndexOf(':');
-      host = to.slice(0, colon).replace(/^\[|\]$/g, '');
-      port = Number(to.slice(colon + 1));
+  sendDatagrams(datagrams: readonly Outgoing[]): void {
+    const batch = this.batch;
+    // node:dgram still holding sends (its socket buffer was full) sends these after them.
+    if (batch === undefined || datagrams.length < 2 || this.socket.getSendQueueCount() > 0) {
+      for (const datagram of datagrams) this.sendOne(datagram);
+      return;
     }
+    for (const datagram of datagrams) {
+      const destination = this.destination(datagram.to);
+      if (destination === undefined) continue;
+      const length = this.sealer.sealedLength(datagram.payload.length);
+      let at = batch.add(destination.host, destination.port, length);
+      if (at < 0 && batch.pending > 0) {
+        this.flushBatch(batch);
+        at = batch.add(destination.host, destination.port, length);
+      }
+      // Not an IPv4 address (a host name), or larger than a batch: node:dgram sends it.
+      if (at < 0) this.sendOne(datagram);
+      else this.sealer.sealInto(datagram.payload, batch.buffer, at);
+    }
+    this.flushBatch(batch);
+  }
+
+  private flushBatch(batch: BatchSender): void {
+    this.core.counters.sendErrors += batch.flush((bytes, port, host) => this.sendSealed(bytes, port, host));
+  }
+
+  private sendOne({ to, payload }: Outgoing): void {
+    const destination = this.destination(to);
+    if (destination !== undefined) this.sendSealed(this.sealer.seal(payload), destination.port, destination.host);
+  }
+
+  private sendSealed(bytes: Buffer, port: number, host: string): void {
     try {
-      this.socket.send(this.sealer.seal(payload), port, host, (err) => {
+      this.socket.send(bytes, port, host, (err) => {
         if (err) this.core.counters.sendErrors++;
       });
     } catch (err) {
       // A peer advertised an address no datagram can go to: count it, never crash.
       this.core.counters.sendErrors++;
-      this.log.debug({ err: (err as Error).message, to }, 'replication send failed');
+      this.log.debug({ err: (err as Error).message, host, port }, 'replication send failed');
     }
+  }
+
+  /** Where `to` (a peer's host:port, or a multicast group) is; undefined for a group not configured. */
+  private destination(to: string): { host: string; port: number } | undefined {
+    if (this.destinations.has(to)) return this.destinations.get(to);
+    let destination: { host: string; port: number } | undefined;
+    const group = groupOfDestination(to);
+    if (group !== undefined) {
+      const address = this.config.multicastGroups[group];
+      destination = address === undefined ? undefined : { host: address.group, port: address.port };
+    } else {
+      const colon = to.lastIndexOf(':');
+      destination = { host: to.slice(0, colon).replace(/^\[|\]$/g, ''), port: Number(to.slice(colon + 1)) };
+    }
+    // Peers come and go with new addresses: the map is bounded, emptied when full.
+    if (this.destinations.size >= 4096) this.destinations.clear();
+    this.destinations.set(to, destination);
+    return destination;
   }
 
   startRequest(request: PeerRequest): void {

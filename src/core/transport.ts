@@ -80,7 +80,8 @@ export interface Ready {
 export interface Transport {
   /** Listens on exactly these multicast groups (see Ready.groups). */
   setGroups?(groups: readonly number[]): void;
-  sendDatagram(datagram: Outgoing): void;
+  /** Sends these datagrams, in order (together where the transport can: one system call). */
+  sendDatagrams(datagrams: readonly Outgoing[]): void;
   startRequest(request: PeerRequest): void;
   /** Arms the one timer at `deadline` (ms since the epoch; Infinity = disarm). */
   armTimer(deadline: number): void;
@@ -89,7 +90,7 @@ export interface Transport {
 /** Carries out a Ready in its documented order. */
 export function carryOut(ready: Ready, transport: Transport): void {
   if (ready.groups !== undefined) transport.setGroups?.(ready.groups);
-  for (const datagram of ready.datagrams) transport.sendDatagram(datagram);
+  if (ready.datagrams.length > 0) transport.sendDatagrams(ready.datagrams);
   for (const request of ready.requests) transport.startRequest(request);
   transport.armTimer(ready.deadline);
 }

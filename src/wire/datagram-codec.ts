@@ -165,23 +165,34 @@ export class DatagramSealer {
 
   /** The datagram carrying payload under the next packet number. */
   seal(payload: Uint8Array): Buffer {
+    const out = Buffer.allocUnsafe(this.sealedLength(payload.length));
+    this.sealInto(payload, out, 0);
+    return out;
+  }
+
+  /** Bytes of the datagram that carries a payload of `payloadLength` bytes. */
+  sealedLength(payloadLength: number): number {
+    return HEADER_BYTES + payloadLength + (this.gcmKey === undefined ? 0 : TAG_BYTES);
+  }
+
+  /** Writes the datagram carrying payload under the next packet number at out[at] (sealedLength bytes). */
+  sealInto(payload: Uint8Array, out: Buffer, at: number): void {
     if (this.sealed >= Number.MAX_SAFE_INTEGER) throw new RangeError('packet numbers exhausted');
+    if (!Number.isInteger(at) || at < 0 || at + this.sealedLength(payload.length) > out.length) throw new RangeError('no room for the datagram');
     const packetNumber = ++this.sealed;
     const hi = Math.floor(packetNumber / TWO_POW_32);
     const lo = packetNumber >>> 0;
     const gcmKey = this.gcmKey;
-    const out = Buffer.allocUnsafe(HEADER_BYTES + payload.length + (gcmKey === undefined ? 0 : TAG_BYTES));
-    this.headerPrefix.copy(out, 0);
-    out.writeUInt32BE(hi, 12);
-    out.writeUInt32BE(lo, 16);
+    this.headerPrefix.copy(out, at);
+    out.writeUInt32BE(hi, at + 12);
+    out.writeUInt32BE(lo, at + 16);
     if (gcmKey === undefined) {
-      out.set(payload, HEADER_BYTES);
-      return out;
+      out.set(payload, at + HEADER_BYTES);
+      return;
     }
     this.nonce.writeUInt32BE(hi, 4);
     this.nonce.writeUInt32BE(lo, 8);
-    gcmKey.seal(this.nonce, out.subarray(0, HEADER_BYTES), payload, out, HEADER_BYTES);
-    return out;
+    gcmKey.seal(this.nonce, out.subarray(at, at + HEADER_BYTES), payload, out, at + HEADER_BYTES);
   }
 }
 

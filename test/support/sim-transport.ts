@@ -91,9 +91,11 @@ export class SimTransport implements Transport {
     if (this.host.multicast) this.host.net.setGroups(this.host.address, groups);
   }
 
-  sendDatagram({ to, payload }: Outgoing): void {
-    if (payload.length > this.host.maxPayloadBytes) this.oversizedPayloads++;
-    this.host.net.send(this.host.address, to, this.sealer!.seal(payload), describe(payload));
+  sendDatagrams(datagrams: readonly Outgoing[]): void {
+    for (const { to, payload } of datagrams) {
+      if (payload.length > this.host.maxPayloadBytes) this.oversizedPayloads++;
+      this.host.net.send(this.host.address, to, this.sealer!.seal(payload), describe(payload));
+    }
   }
 
   startRequest(request: PeerRequest): void {

@@ -1,0 +1,118 @@
+/**
+ * Datagrams sent many to a system call (sendmmsg through koffi, real sockets on loopback):
+ * every datagram reaches its destination with its bytes, in order per destination, also
+ * when a batch is full and flushed in parts; a destination the kernel refuses is counted
+ * and skipped without losing the datagrams after it. And the sealer writes in place what
+ * it would have returned.
+ */
+import * as dgram from 'node:dgram';
+import { BATCH_SLOTS, loadBatchSender } from '../sidecar/net/udp-batch';
+import { DatagramOpener, DatagramSealer } from '../src/wire/datagram-codec';
+import { makeClusterKey } from './support/sim-cluster';
+import { pollUntil } from './support/static-cluster';
+
+const sockets: dgram.Socket[] = [];
+afterEach(async () => {
+  await Promise.all(sockets.splice(0).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+});
+
+async function bound(): Promise<dgram.Socket> {
+  const socket = dgram.createSocket({ type: 'udp4', recvBufferSize: 1 << 20 });
+  sockets.push(socket);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind({ address: '127.0.0.1', port: 0 }, () => resolve());
+  });
+  return socket;
+}
+
+/** Receivers collecting what they get, by receiver. */
+async function receivers(count: number): Promise<{ sockets: dgram.Socket[]; got: Buffer[][] }> {
+  const list = await Promise.all(Array.from({ length: count }, () => bound()));
+  const got = list.map(() => [] as Buffer[]);
+  list.forEach((socket, i) => socket.on('message', (msg) => got[i]!.push(msg)));
+  return { sockets: list, got };
+}
+
+function loaded(socket: dgram.Socket) {
+  const batch = loadBatchSender(socket);
+  if (batch.sender === undefined) throw new Error(`no batch sender: ${batch.reason}`);
+  return batch.sender;
+}
+
+test('sends more datagrams than a batch holds, each with its bytes, in order per destination', async () => {
+  const sender = await bound();
+  const { sockets: to, got } = await receivers(4);
+  const batch = loaded(sender);
+  const total = BATCH_SLOTS + 44;
+  const expected = to.map(() => [] as Buffer[]);
+  let flushes = 0;
+  for (let i = 0; i < total; i++) {
+    const r = i % to.length;
+    const bytes = Buffer.alloc(20 + (i % 50), i & 0xff);
+    bytes.writeUInt32BE(i, 0);
+    let at = batch.add('127.0.0.1', to[r]!.address().port, bytes.length);
+    if (at < 0) {
+      expect(batch.pending).toBe(BATCH_SLOTS);
+      expect(batch.flush(() => undefined)).toBe(0);
+      flushes++;
+      at = batch.add('127.0.0.1', to[r]!.address().port, bytes.length);
+    }
+    bytes.copy(batch.buffer, at);
+    expected[r]!.push(bytes);
+  }
+  expect(batch.flush(() => undefined)).toBe(0);
+  expect(flushes).toBe(1);
+  await pollUntil('every datagram received', () => got.every((list, r) => list.length === expected[r]!.length), 5000);
+  expect(got).toEqual(expected);
+  batch.close();
+  expect(() => batch.add('127.0.0.1', 9, 1)).toThrow(/closed/);
+});
+
+test('a destination the kernel refuses is counted and skipped; the datagrams after it are sent', async () => {
+  const sender = await bound();
+  const { sockets: to, got } = await receivers(1);
+  const batch = loaded(sender);
+  const port = to[0]!.address().port;
+  const put = (host: string, text: string) => {
+    const at = batch.add(host, port, text.length);
+    expect(at).toBeGreaterThanOrEqual(0);
+    batch.buffer.write(text, at, 'latin1');
+  };
+  put('127.0.0.1', 'first');
+  // Broadcast without SO_BROADCAST: EACCES for this one datagram.
+  put('255.255.255.255', 'refused');
+  put('127.0.0.1', 'second');
+  put('127.0.0.1', 'third');
+  let fallbacks = 0;
+  expect(batch.flush(() => fallbacks++)).toBe(1);
+  expect(fallbacks).toBe(0);
+  await pollUntil('three datagrams received', () => got[0]!.length === 3, 5000);
+  expect(got[0]!.map((b) => b.toString('latin1'))).toEqual(['first', 'second', 'third']);
+  // Not IPv4 (or no port): the caller sends those another way.
+  expect(batch.add('::1', port, 4)).toBe(-1);
+  expect(batch.add('localhost', port, 4)).toBe(-1);
+  expect(batch.add('127.0.0.1', 0, 4)).toBe(-1);
+  expect(batch.pending).toBe(0);
+  batch.close();
+});
+
+test('sealInto writes at an offset the datagram seal would have returned, and it opens', () => {
+  const key = makeClusterKey(3);
+  const a = new DatagramSealer([key], 77n);
+  const b = new DatagramSealer([key], 77n);
+  const opener = new DatagramOpener([key], { maxDatagramBytes: 65_507 });
+  for (const size of [0, 1, 100, 1400]) {
+    const payload = Buffer.alloc(size, size & 0xff);
+    const sealed = a.seal(payload);
+    const out = Buffer.alloc(sealed.length + 10, 0xee);
+    b.sealInto(payload, out, 7);
+    expect(b.sealedLength(size)).toBe(sealed.length);
+    expect(out.subarray(7, 7 + sealed.length).equals(sealed)).toBe(true);
+    expect(out[6]).toBe(0xee);
+    expect(out[7 + sealed.length]).toBe(0xee);
+    const opened = opener.open(out.subarray(7, 7 + sealed.length));
+    expect(opened.ok && Buffer.from(opened.payload).equals(payload)).toBe(true);
+  }
+  expect(() => b.sealInto(Buffer.alloc(10), Buffer.alloc(20), 0)).toThrow(RangeError);
+});
