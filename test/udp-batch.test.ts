@@ -1,12 +1,15 @@
 /**
- * Datagrams sent many to a system call (sendmmsg through koffi, real sockets on loopback):
- * every datagram reaches its destination with its bytes, in order per destination, also
- * when a batch is full and flushed in parts; a destination the kernel refuses is counted
- * and skipped without losing the datagrams after it. And the sealer writes in place what
- * it would have returned.
+ * Datagrams sent and received many to a system call (sendmmsg and recvmmsg through koffi,
+ * real sockets on loopback): every datagram reaches its destination with its bytes, in
+ * order per destination, also when a batch is full and flushed in parts; a destination the
+ * kernel refuses is counted and skipped without losing the datagrams after it; a receiver
+ * draining behind node:dgram gets every datagram once, in order, with its source, never
+ * more than asked, and a datagram larger than the node takes arrives cut (so it is refused
+ * as oversized). And the sealer writes in place what it would have returned.
  */
 import * as dgram from 'node:dgram';
-import { BATCH_SLOTS, loadBatchSender } from '../sidecar/net/udp-batch';
+import { BATCH_SLOTS, loadBatchReceiver, loadBatchSender } from '../sidecar/net/udp-batch';
+import { udpSocketFd } from '../sidecar/net/socket-syscalls';
 import { DatagramOpener, DatagramSealer } from '../src/wire/datagram-codec';
 import { makeClusterKey } from './support/sim-cluster';
 import { pollUntil } from './support/static-cluster';
@@ -115,4 +118,46 @@ test('sealInto writes at an offset the datagram seal would have returned, and it
     expect(opened.ok && Buffer.from(opened.payload).equals(payload)).toBe(true);
   }
   expect(() => b.sealInto(Buffer.alloc(10), Buffer.alloc(20), 0)).toThrow(RangeError);
+});
+
+test('a receiver draining behind node:dgram gets every datagram once, in order, with its source, at most as many as asked', async () => {
+  const [a, b] = [await bound(), await bound()];
+  const target = await bound();
+  const loadedReceiver = loadBatchReceiver(100);
+  if (loadedReceiver.receiver === undefined) throw new Error(`no batch receiver: ${loadedReceiver.reason}`);
+  const receiver = loadedReceiver.receiver;
+  const fd = udpSocketFd(target)!;
+  const got: { text: string; from: string }[] = [];
+  const sizes: number[] = [];
+  let drained = 0;
+  target.on('message', (msg, rinfo) => {
+    got.push({ text: msg.toString('latin1', 0, 8), from: `${rinfo.address}:${rinfo.port}` });
+    const read = receiver.drain(fd, 7, (datagram, source) => {
+      got.push({ text: datagram.toString('latin1', 0, 8), from: source.from });
+      sizes.push(datagram.length);
+    });
+    expect(read).toBeLessThanOrEqual(7);
+    drained += read;
+  });
+  // Queued before the event loop reads any: node:dgram delivers one, the drain reads on.
+  const batches = [loaded(a), loaded(b)];
+  const expected: { text: string; from: string }[] = [];
+  for (let i = 0; i < 40; i++) {
+    const sender = i % 2;
+    const text = `d${String(i).padStart(3, '0')}....`;
+    const size = i === 39 ? 150 : 8 + i;
+    const at = batches[sender]!.add('127.0.0.1', target.address().port, size);
+    batches[sender]!.buffer.fill(0x2e, at, at + size);
+    batches[sender]!.buffer.write(text, at, 'latin1');
+    expected.push({ text, from: `127.0.0.1:${[a, b][sender]!.address().port}` });
+    batches[sender]!.flush(() => undefined);
+  }
+  await pollUntil('every datagram received', () => got.length === expected.length, 5000);
+  expect(got).toEqual(expected);
+  expect(drained).toBeGreaterThan(0);
+  // The 150-byte datagram arrives cut to one byte more than the 100 the receiver takes.
+  expect(sizes.at(-1)).toBe(101);
+  for (const batch of batches) batch.close();
+  receiver.close();
+  expect(receiver.drain(fd, 10, () => undefined)).toBe(0);
 });

@@ -1,10 +1,14 @@
 /**
- * Many datagrams in one system call: sendmmsg(2) on a node:dgram socket's descriptor,
- * through koffi. node:dgram makes a system call, a request object and a callback per
- * datagram, and a node flushing one event-loop turn's writes at 1,400 B sends hundreds
- * (one per 1 KiB part; three per part in unicast fan-out). Measured on this project's
- * machine (docs/benchmarks.md): 9.5-9.8 µs of the sender's CPU per 1,400-byte multicast
- * datagram through node:dgram, 4.2-5.2 µs in batches of 64 through sendmmsg.
+ * Many datagrams in one system call: sendmmsg(2) and recvmmsg(2) on a node:dgram socket's
+ * descriptor, through koffi. node:dgram makes a system call, a request object and a
+ * callback per datagram, and a node flushing one event-loop turn's writes at 1,400 B sends
+ * hundreds (one per 1 KiB part; three per part in unicast fan-out). Measured on this
+ * project's machine (docs/benchmarks.md), 1,400-byte multicast datagrams to three
+ * receivers: the sender's CPU per datagram 9.5-9.8 µs through node:dgram, 4.2-5.2 µs in
+ * batches of 64 through sendmmsg; a receiver's 7.9-9.7 µs through node:dgram alone, 5.4-7.6
+ * when each datagram node:dgram delivers is followed by recvmmsg reading what else is
+ * queued (BatchReceiver): node:dgram stays the socket's reader and wakes the process, the
+ * batch only drains.
  *
  * Rules:
  * - Linux on a 64-bit machine only (the struct layouts written here are LP64's) and IPv4
@@ -180,5 +184,131 @@ export function loadBatchSender(socket: DgramSocket): LoadResult {
     return { sender: new BatchSender(fd, memory, base, sendmmsg, () => koffi.errno(), () => koffi.free(pointer)) };
   } catch (err) {
     return { sender: undefined, reason: `sendmmsg is not reachable (${(err as Error).message})` };
+  }
+}
+
+/** A datagram read by `BatchReceiver.drain`: where it came from (IPv4). */
+export interface BatchSource {
+  address: string;
+  family: 'IPv4';
+  port: number;
+  /** address:port */
+  from: string;
+}
+
+const MSG_DONTWAIT = 0x40;
+/** Memory for the datagrams of one recvmmsg. */
+const RECEIVE_DATA_BYTES = 2 << 20;
+
+/**
+ * Reads the datagrams queued on a socket, many to a system call, into memory outside the
+ * V8 heap. A datagram is handed on as a view of that memory, valid only during the call
+ * that hands it on. Each slot holds one byte more than the largest datagram the node
+ * takes, so a larger one arrives cut to that size and is refused as oversized.
+ */
+export class BatchReceiver {
+  /** Sources by IPv4 address and port, built once per peer. */
+  private readonly sources = new Map<number, BatchSource>();
+  private closed = false;
+
+  constructor(
+    private readonly memory: Buffer,
+    private readonly base: number,
+    private readonly slots: number,
+    private readonly slotBytes: number,
+    private readonly recvmmsg: (fd: number, headers: Buffer, count: number, flags: number, timeout: null) => number,
+    private readonly free: () => void,
+  ) {
+    const iovecs = slots * HEADER_BYTES;
+    const names = iovecs + slots * IOVEC_BYTES;
+    const data = names + slots * NAME_BYTES;
+    memory.fill(0, 0, data);
+    for (let slot = 0; slot < slots; slot++) {
+      const header = slot * HEADER_BYTES;
+      this.writeAddress(header, names + slot * NAME_BYTES); // msg_name
+      this.writeAddress(header + 16, iovecs + slot * IOVEC_BYTES); // msg_iov
+      memory.writeUInt32LE(1, header + 24); // msg_iovlen
+      this.writeAddress(iovecs + slot * IOVEC_BYTES, data + slot * slotBytes); // iov_base
+      memory.writeUInt32LE(slotBytes, iovecs + slot * IOVEC_BYTES + 8); // iov_len
+    }
+  }
+
+  /**
+   * Reads what is queued on `fd` now, at most `max` datagrams, and hands each to `each`
+   * in arrival order. Answers how many were read (0 when nothing was queued or the read
+   * failed: node:dgram, which reads the same socket, sees and reports its errors).
+   */
+  drain(fd: number, max: number, each: (datagram: Buffer, source: BatchSource) => void): number {
+    if (this.closed) return 0;
+    const { memory, slots, slotBytes } = this;
+    const names = slots * (HEADER_BYTES + IOVEC_BYTES);
+    const data = names + slots * NAME_BYTES;
+    let read = 0;
+    while (read < max) {
+      const want = Math.min(slots, max - read);
+      for (let slot = 0; slot < want; slot++) memory.writeUInt32LE(NAME_BYTES, slot * HEADER_BYTES + 8); // msg_namelen, in and out
+      const got = this.recvmmsg(fd, memory, want, MSG_DONTWAIT, null);
+      if (got <= 0) break;
+      for (let slot = 0; slot < got; slot++) {
+        const length = memory.readUInt32LE(slot * HEADER_BYTES + 56); // msg_len
+        const at = data + slot * slotBytes;
+        each(memory.subarray(at, at + length), this.source(names + slot * NAME_BYTES));
+      }
+      read += got;
+      if (got < want) break;
+    }
+    return read;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.free();
+  }
+
+  private source(at: number): BatchSource {
+    const port = this.memory.readUInt16BE(at + 2);
+    const ip = this.memory.readUInt32BE(at + 4);
+    const key = ip * 65536 + port;
+    let source = this.sources.get(key);
+    if (source === undefined) {
+      const address = `${ip >>> 24}.${(ip >>> 16) & 0xff}.${(ip >>> 8) & 0xff}.${ip & 0xff}`;
+      source = { address, family: 'IPv4', port, from: `${address}:${port}` };
+      if (this.sources.size >= 4096) this.sources.clear();
+      this.sources.set(key, source);
+    }
+    return source;
+  }
+
+  private writeAddress(at: number, offset: number): void {
+    const address = this.base + offset;
+    this.memory.writeUInt32LE(address % TWO_POW_32, at);
+    this.memory.writeUInt32LE(Math.floor(address / TWO_POW_32), at + 4);
+  }
+}
+
+/** A batch receiver for datagrams of at most `maxDatagramBytes`, or why there cannot be one here. */
+export function loadBatchReceiver(maxDatagramBytes: number): { receiver: BatchReceiver } | { receiver: undefined; reason: string } {
+  if (process.arch !== 'x64' && process.arch !== 'arm64') return { receiver: undefined, reason: `recvmmsg is written for 64-bit Linux (this is ${process.arch})` };
+  const loaded = loadKoffi();
+  if (loaded.koffi === undefined) return { receiver: undefined, reason: loaded.reason };
+  const koffi = loaded.koffi;
+  const slotBytes = maxDatagramBytes + 1;
+  const slots = Math.max(4, Math.min(64, Math.floor(RECEIVE_DATA_BYTES / slotBytes)));
+  const bytes = slots * (HEADER_BYTES + IOVEC_BYTES + NAME_BYTES + slotBytes);
+  try {
+    const libc = koffi.load('libc.so.6');
+    const recvmmsg = libc.func('int recvmmsg(int fd, uint8_t *headers, unsigned int count, int flags, void *timeout)') as (
+      fd: number,
+      headers: Buffer,
+      count: number,
+      flags: number,
+      timeout: null,
+    ) => number;
+    const pointer = koffi.alloc('uint8_t', bytes);
+    const memory = Buffer.from(koffi.view(pointer, bytes));
+    return { receiver: new BatchReceiver(memory, Number(koffi.address(pointer)), slots, slotBytes, recvmmsg, () => koffi.free(pointer)) };
+  } catch (err) {
+    return { receiver: undefined, reason: `recvmmsg is not reachable (${(err as Error).message})` };
   }
 }

@@ -29,7 +29,7 @@ import type { PeerServiceClient, ReplayRequest, ReplayResponse } from '../../src
 import { OpenStreams, shutdownWithin } from '../net/server-shutdown';
 import { loadOpensslGcm } from '../net/openssl-gcm';
 import { loadSocketSyscalls, udpSocketFd } from '../net/socket-syscalls';
-import { type BatchSender, loadBatchSender } from '../net/udp-batch';
+import { type BatchReceiver, type BatchSender, loadBatchReceiver, loadBatchSender } from '../net/udp-batch';
 
 /** How long a stopping node's peer server waits for calls in flight before cancelling them. */
 const PEER_SHUTDOWN_MS = 1000;
@@ -37,6 +37,8 @@ const PEER_SHUTDOWN_MS = 1000;
 const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 /** A group that could not be joined (after the start) is tried again this often. */
 const GROUP_RETRY_MS = 1000;
+/** Most datagrams read in batches after one node:dgram delivers (other work waits no longer than that). */
+const DRAIN_MAX = 256;
 
 export class UdpTransport implements Transport {
   readonly core: NodeCore;
@@ -48,6 +50,10 @@ export class UdpTransport implements Transport {
   private readonly opener: DatagramOpener;
   /** sendmmsg where koffi reaches it: a flush's datagrams in one system call. */
   private readonly batch: BatchSender | undefined;
+  /** recvmmsg where koffi reaches it: after a datagram node:dgram delivers, the rest queued on its socket. */
+  private readonly receiver: BatchReceiver | undefined;
+  private readonly encrypted: boolean;
+  private readonly socketFds = new WeakMap<dgram.Socket, number | undefined>();
   /** Host and port by destination (a peer's host:port or a group), parsed once. */
   private readonly destinations = new Map<string, { host: string; port: number } | undefined>();
   /**
@@ -151,6 +157,10 @@ export class UdpTransport implements Transport {
     const batch = loadBatchSender(socket);
     if (batch.sender === undefined) log.debug({ reason: batch.reason }, 'datagrams sent one system call each');
     this.batch = batch.sender;
+    const receiver = loadBatchReceiver(config.maxDatagramBytes);
+    if (receiver.receiver === undefined) log.debug({ reason: receiver.reason }, 'datagrams received one system call each');
+    this.receiver = receiver.receiver;
+    this.encrypted = keys !== undefined;
     this.peerCredentials = new PeerCredentials(peerTlsFor(config, keys, now));
     this.peers = new PeerClients(this.peerCredentials);
     const settings = () => ({
@@ -231,6 +241,7 @@ export class UdpTransport implements Transport {
     await shutdownWithin(this.peerServer, PEER_SHUTDOWN_MS);
     await new Promise<void>((resolve) => this.socket.close(() => resolve()));
     this.batch?.close();
+    this.receiver?.close();
     for (const socket of this.groupSockets) if (socket !== undefined) await new Promise<void>((resolve) => socket.close(() => resolve()));
     this.groupSockets = [];
     // A group still opening closes its socket as it opens (stopped).
@@ -496,7 +507,7 @@ export class UdpTransport implements Transport {
    * deaf to that peer. Tried once per socket; without the filter (no koffi, not Linux,
    * IPv6) the check above still skips them.
    */
-  private filterOwnDatagrams(socket: dgram.Socket, rinfo: dgram.RemoteInfo): void {
+  private filterOwnDatagrams(socket: dgram.Socket, rinfo: { address: string; family: string; port: number }): void {
     if (this.ownFiltered.has(socket)) return;
     if (rinfo.family !== 'IPv4' || rinfo.port !== this.socket.address().port) return;
     // Read once: interfaces rarely change, and a flood of copies must not cost a lookup each.
@@ -514,7 +525,21 @@ export class UdpTransport implements Transport {
     }
   }
 
+  /** node:dgram read a datagram from a socket; what else is queued on that socket now is read in batches. */
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo, groupSocket?: dgram.Socket): void {
+    this.onDatagram(msg, rinfo, `${rinfo.address}:${rinfo.port}`, groupSocket);
+    const receiver = this.receiver;
+    if (receiver === undefined || this.stopped) return;
+    const socket = groupSocket ?? this.socket;
+    let fd = this.socketFds.get(socket);
+    if (fd === undefined && !this.socketFds.has(socket)) this.socketFds.set(socket, (fd = udpSocketFd(socket)));
+    if (fd === undefined) return;
+    // A view of the batch's memory, valid during the call: an encrypted datagram opens into
+    // a buffer of its own, a plaintext one is copied first.
+    receiver.drain(fd, DRAIN_MAX, (datagram, source) => this.onDatagram(this.encrypted ? datagram : Buffer.from(datagram), source, source.from, groupSocket));
+  }
+
+  private onDatagram(msg: Buffer, rinfo: { address: string; family: string; port: number }, from: string, groupSocket: dgram.Socket | undefined): void {
     if (this.stopped) return;
     // The group loops this node's own multicast datagrams back: skip them before any
     // decryption (the core would only discard them after), and have the kernel drop them.
@@ -528,7 +553,7 @@ export class UdpTransport implements Transport {
       this.core.counters.drop(opened.reason);
       return;
     }
-    this.core.handleDatagram(opened.payload, opened.incarnation, `${rinfo.address}:${rinfo.port}`, Date.now());
+    this.core.handleDatagram(opened.payload, opened.incarnation, from, Date.now());
   }
 }
 
