@@ -53,24 +53,22 @@ export class BatchSender {
   private readonly ports = new Uint16Array(BATCH_SLOTS);
   /** sockaddr_in by "host:port", built once per destination. */
   private readonly names = new Map<string, Buffer>();
-  private closed = false;
+  private readonly memory: Buffer;
 
   constructor(
     private readonly fd: number,
-    private readonly memory: Buffer,
-    /** The address of `memory`'s first byte. */
-    private readonly base: number,
+    private readonly kernel: KernelMemory,
     private readonly sendmmsg: (fd: number, headers: Buffer, count: number, flags: number) => number,
     private readonly errno: () => number,
-    private readonly free: () => void,
   ) {
+    const memory = (this.memory = kernel.bytes);
     // Everything but the datagrams' places, lengths and destinations is the same every time.
+    memory.fill(0, 0, IOVECS_AT);
     for (let slot = 0; slot < BATCH_SLOTS; slot++) {
       const header = slot * HEADER_BYTES;
-      memory.fill(0, header, header + HEADER_BYTES);
-      this.writeAddress(header, NAMES_AT + slot * NAME_BYTES); // msg_name
+      kernel.writeAddress(header, NAMES_AT + slot * NAME_BYTES); // msg_name
       memory.writeUInt32LE(NAME_BYTES, header + 8); // msg_namelen
-      this.writeAddress(header + 16, IOVECS_AT + slot * IOVEC_BYTES); // msg_iov
+      kernel.writeAddress(header + 16, IOVECS_AT + slot * IOVEC_BYTES); // msg_iov
       memory.writeUInt32LE(1, header + 24); // msg_iovlen
     }
   }
@@ -86,7 +84,7 @@ export class BatchSender {
    * another way).
    */
   add(host: string, port: number, length: number): number {
-    if (this.closed) throw new Error('the batch sender is closed');
+    if (this.kernel.closed) throw new Error('the batch sender is closed');
     if (this.count === BATCH_SLOTS || this.used + length > BATCH_DATA_BYTES) return -1;
     let name = this.names.get(host + ':' + port);
     if (name === undefined) {
@@ -100,7 +98,7 @@ export class BatchSender {
     this.used += length;
     name.copy(this.memory, NAMES_AT + slot * NAME_BYTES);
     const iovec = IOVECS_AT + slot * IOVEC_BYTES;
-    this.writeAddress(iovec, at);
+    this.kernel.writeAddress(iovec, at);
     this.memory.writeUInt32LE(length, iovec + 8);
     this.memory.writeUInt32LE(0, iovec + 12);
     this.offsets[slot] = at;
@@ -146,17 +144,39 @@ export class BatchSender {
 
   /** Frees the memory; the sender is not used after. */
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
     this.count = 0;
-    this.free();
+    this.kernel.close();
+  }
+}
+
+/** Memory outside the V8 heap whose address is known, for the kernel to read and write through pointers in it. */
+class KernelMemory {
+  closed = false;
+
+  constructor(
+    readonly bytes: Buffer,
+    /** The address of bytes[0]. */
+    private readonly base: number,
+    private readonly free: () => void,
+  ) {}
+
+  /** Allocates `length` bytes through koffi. */
+  static allocate(koffi: typeof import('koffi'), length: number): KernelMemory {
+    const pointer = koffi.alloc('uint8_t', length);
+    return new KernelMemory(Buffer.from(koffi.view(pointer, length)), Number(koffi.address(pointer)), () => koffi.free(pointer));
   }
 
-  /** A 64-bit pointer to memory[offset], written at memory[at]. */
-  private writeAddress(at: number, offset: number): void {
+  /** A 64-bit pointer to bytes[offset], written at bytes[at]. */
+  writeAddress(at: number, offset: number): void {
     const address = this.base + offset;
-    this.memory.writeUInt32LE(address % TWO_POW_32, at);
-    this.memory.writeUInt32LE(Math.floor(address / TWO_POW_32), at + 4);
+    this.bytes.writeUInt32LE(address % TWO_POW_32, at);
+    this.bytes.writeUInt32LE(Math.floor(address / TWO_POW_32), at + 4);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.free();
   }
 }
 
@@ -178,10 +198,7 @@ export function loadBatchSender(socket: DgramSocket): LoadResult {
   try {
     const libc = koffi.load('libc.so.6');
     const sendmmsg = libc.func('int sendmmsg(int fd, uint8_t *headers, unsigned int count, int flags)') as (fd: number, headers: Buffer, count: number, flags: number) => number;
-    const pointer = koffi.alloc('uint8_t', MEMORY_BYTES);
-    const base = Number(koffi.address(pointer));
-    const memory = Buffer.from(koffi.view(pointer, MEMORY_BYTES));
-    return { sender: new BatchSender(fd, memory, base, sendmmsg, () => koffi.errno(), () => koffi.free(pointer)) };
+    return { sender: new BatchSender(fd, KernelMemory.allocate(koffi, MEMORY_BYTES), sendmmsg, () => koffi.errno()) };
   } catch (err) {
     return { sender: undefined, reason: `sendmmsg is not reachable (${(err as Error).message})` };
   }
@@ -209,26 +226,25 @@ const RECEIVE_DATA_BYTES = 2 << 20;
 export class BatchReceiver {
   /** Sources by IPv4 address and port, built once per peer. */
   private readonly sources = new Map<number, BatchSource>();
-  private closed = false;
+  private readonly memory: Buffer;
 
   constructor(
-    private readonly memory: Buffer,
-    private readonly base: number,
+    private readonly kernel: KernelMemory,
     private readonly slots: number,
     private readonly slotBytes: number,
     private readonly recvmmsg: (fd: number, headers: Buffer, count: number, flags: number, timeout: null) => number,
-    private readonly free: () => void,
   ) {
+    const memory = (this.memory = kernel.bytes);
     const iovecs = slots * HEADER_BYTES;
     const names = iovecs + slots * IOVEC_BYTES;
     const data = names + slots * NAME_BYTES;
     memory.fill(0, 0, data);
     for (let slot = 0; slot < slots; slot++) {
       const header = slot * HEADER_BYTES;
-      this.writeAddress(header, names + slot * NAME_BYTES); // msg_name
-      this.writeAddress(header + 16, iovecs + slot * IOVEC_BYTES); // msg_iov
+      kernel.writeAddress(header, names + slot * NAME_BYTES); // msg_name
+      kernel.writeAddress(header + 16, iovecs + slot * IOVEC_BYTES); // msg_iov
       memory.writeUInt32LE(1, header + 24); // msg_iovlen
-      this.writeAddress(iovecs + slot * IOVEC_BYTES, data + slot * slotBytes); // iov_base
+      kernel.writeAddress(iovecs + slot * IOVEC_BYTES, data + slot * slotBytes); // iov_base
       memory.writeUInt32LE(slotBytes, iovecs + slot * IOVEC_BYTES + 8); // iov_len
     }
   }
@@ -239,7 +255,7 @@ export class BatchReceiver {
    * failed: node:dgram, which reads the same socket, sees and reports its errors).
    */
   drain(fd: number, max: number, each: (datagram: Buffer, source: BatchSource) => void): number {
-    if (this.closed) return 0;
+    if (this.kernel.closed) return 0;
     const { memory, slots, slotBytes } = this;
     const names = slots * (HEADER_BYTES + IOVEC_BYTES);
     const data = names + slots * NAME_BYTES;
@@ -261,9 +277,7 @@ export class BatchReceiver {
   }
 
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.free();
+    this.kernel.close();
   }
 
   private source(at: number): BatchSource {
@@ -278,12 +292,6 @@ export class BatchReceiver {
       this.sources.set(key, source);
     }
     return source;
-  }
-
-  private writeAddress(at: number, offset: number): void {
-    const address = this.base + offset;
-    this.memory.writeUInt32LE(address % TWO_POW_32, at);
-    this.memory.writeUInt32LE(Math.floor(address / TWO_POW_32), at + 4);
   }
 }
 
@@ -305,9 +313,7 @@ export function loadBatchReceiver(maxDatagramBytes: number): { receiver: BatchRe
       flags: number,
       timeout: null,
     ) => number;
-    const pointer = koffi.alloc('uint8_t', bytes);
-    const memory = Buffer.from(koffi.view(pointer, bytes));
-    return { receiver: new BatchReceiver(memory, Number(koffi.address(pointer)), slots, slotBytes, recvmmsg, () => koffi.free(pointer)) };
+    return { receiver: new BatchReceiver(KernelMemory.allocate(koffi, bytes), slots, slotBytes, recvmmsg) };
   } catch (err) {
     return { receiver: undefined, reason: `recvmmsg is not reachable (${(err as Error).message})` };
   }
