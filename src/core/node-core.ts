@@ -14,9 +14,10 @@
  * - `stop`: the node leaves.
  * Each returns a `Ready` (transport.ts): datagrams to send, peer requests to start, the
  * next deadline — in that order; except `handleDatagram`, which wakes the driver: what the
- * datagrams read in one turn make the node send goes out in one `flush`. API calls go to `api` (the real SessionApi); the
- * promises they wait on (synchronous writes, resumes) and `drain`/`caughtUp`/back-pressure
- * are resolved by the inputs above, never by a timer of their own.
+ * datagrams read in one turn make the node send goes out in one `flush`. API calls go to
+ * `api` (the real SessionApi); the promises they wait on (synchronous writes, resumes)
+ * and `drain`/`caughtUp`/back-pressure are resolved by the inputs above, never by a timer
+ * of their own.
  *
  * Decisions made here: state transfers (coalescing requests for the same partitions of
  * the same peer; comparing digests before fetching, except after a gap; keeping only transferred sessions

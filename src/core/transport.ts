@@ -9,8 +9,9 @@
  *   requests, and arms ONE timer at the core's next deadline. It makes no decision: which
  *   datagram goes where, which peer is asked what and until when, all come from the core.
  * - In: datagram payloads (opened) go to `NodeCore.handleDatagram`, peer answers to
- *   `NodeCore.handleAnswer`, the timer to `NodeCore.tick`, each with `now`; every one of
- *   them returns the next `Ready`, which `carryOut` hands back to the transport.
+ *   `NodeCore.handleAnswer`, the timer to `NodeCore.tick`, each with `now`; each but the
+ *   first returns the next `Ready`, which `carryOut` hands back to the transport (a
+ *   datagram wakes the driver instead, which flushes once the turn's datagrams are in).
  * - Peer requests from other nodes are served read-only from the core's store (digests,
  *   snapshots, lookups): the answer is whatever the store holds, nothing to decide.
  */
