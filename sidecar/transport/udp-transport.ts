@@ -155,10 +155,10 @@ export class UdpTransport implements Transport {
     this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     this.socket.on('error', (err) => this.log.warn({ err }, 'replication socket error'));
     const batch = loadBatchSender(socket);
-    if (batch.sender === undefined) log.debug({ reason: batch.reason }, 'datagrams sent one system call each');
+    if (batch.sender === undefined) log.info({ reason: batch.reason }, 'datagrams sent one system call each (no sendmmsg)');
     this.batch = batch.sender;
     const receiver = loadBatchReceiver(config.maxDatagramBytes);
-    if (receiver.receiver === undefined) log.debug({ reason: receiver.reason }, 'datagrams received one system call each');
+    if (receiver.receiver === undefined) log.info({ reason: receiver.reason }, 'datagrams received one system call each (no recvmmsg)');
     this.receiver = receiver.receiver;
     this.encrypted = keys !== undefined;
     this.peerCredentials = new PeerCredentials(peerTlsFor(config, keys, now));
