@@ -4,7 +4,8 @@
  * Decoding a protobuf message allocates an object per element of every repeated field: a
  * 64 MiB Exchange message of 33.5 M empty batch entries (2 bytes each) became 33.5 M objects,
  * gigabytes of heap, and froze the node. The scan here walks the wire format without
- * allocating (tags, varints and lengths only), with the message shapes taken from the
+ * allocating (tags, varints and lengths only; its counters are kept per nesting depth and
+ * reused), with the message shapes taken from the
  * .proto files, and refuses a message in which a field occurs more often than its limit
  * (a singular field may repeat on the wire: protobuf merges repeats), that holds too many
  * fields in all, or whose messages nest too deep. Only a message that passes is decoded.
@@ -77,6 +78,8 @@ export class RequestScanner {
   private readonly shapes: Shapes = new Map();
   /** Fields the current check may still read (every field of every nested message counts). */
   private fieldsLeft = 0;
+  /** Per nesting depth, reused by every check: what a walk counts, and where it reads. */
+  private readonly levels = Array.from({ length: MAX_DEPTH + 1 }, () => ({ counts: new FieldCounts(), cursor: { pos: 0 } }));
 
   /**
    * `limits` maps a field's full name (`baton.v1.ExchangeRequest.batch`) to the most elements
@@ -114,9 +117,10 @@ export class RequestScanner {
 
   private walk(bytes: Uint8Array, start: number, end: number, typeName: string, shape: Map<number, FieldShape>, depth: number): string | undefined {
     if (depth > MAX_DEPTH) return `messages nest deeper than ${MAX_DEPTH} levels`;
-    const counts = new Map<number, number>();
+    const { counts, cursor } = this.levels[depth]!;
+    counts.reset();
+    cursor.pos = start;
     let unknown = 0;
-    const cursor = { pos: start };
     while (cursor.pos < end) {
       const tag = readVarint(bytes, cursor, end);
       if (tag === undefined) return undefined;
@@ -127,8 +131,7 @@ export class RequestScanner {
       if (field === undefined) {
         if (++unknown > this.defaultLimit) return `${typeName} carries more than ${this.defaultLimit} unknown fields`;
       } else {
-        const count = (counts.get(number) ?? 0) + 1;
-        counts.set(number, count);
+        const count = counts.add(number, 1);
         if (count > field.limit) {
           return field.repeated
             ? `${typeName}.${field.name} holds more than ${field.limit} elements`
@@ -151,8 +154,7 @@ export class RequestScanner {
           if (field?.packedWidth !== undefined) {
             // A packed repeated scalar: one field on the wire, many elements once decoded.
             const elements = field.packedWidth > 0 ? Math.ceil(length / field.packedWidth) : countVarints(bytes, cursor.pos, cursor.pos + length);
-            const count = (counts.get(number) ?? 0) + elements - 1;
-            counts.set(number, count);
+            const count = counts.add(number, elements - 1);
             this.fieldsLeft -= elements - 1;
             if (count > field.limit) return `${typeName}.${field.name} holds more than ${field.limit} elements`;
             if (this.fieldsLeft < 0) return `the message holds more than ${this.maxFields} fields`;
@@ -170,6 +172,26 @@ export class RequestScanner {
       }
     }
     return undefined;
+  }
+}
+
+/** Occurrences per field number in one message: small numbers in an array, the rest (rare) in a map. */
+class FieldCounts {
+  private readonly small = new Float64Array(64);
+  private large: Map<number, number> | undefined;
+
+  reset(): void {
+    this.small.fill(0);
+    this.large?.clear();
+  }
+
+  /** Adds n occurrences of field `number`; answers its count. */
+  add(number: number, n: number): number {
+    if (number < this.small.length) return (this.small[number]! += n);
+    this.large ??= new Map();
+    const count = (this.large.get(number) ?? 0) + n;
+    this.large.set(number, count);
+    return count;
   }
 }
 
