@@ -62,21 +62,15 @@ export class DeltaApply {
     const channel = data.targetNodeId;
     const group = isGroupChannel(channel);
     if ((!group && channel !== this.config.nodeId) || (group && (this.config.transport !== 'multicast' || groupOfChannel(channel) === undefined))) return { dropped: 'misrouted' };
-    if (this.membership.member(from) === undefined) return { dropped: 'unknown_sender' };
+    const member = this.membership.member(from);
+    if (member === undefined) return { dropped: 'unknown_sender' };
     const seq = safeSeq(data.seq);
     if (seq === 0) return { dropped: 'malformed' };
-    if (this.isStale(from, incarnation)) return { dropped: 'stale_incarnation' };
+    // Data from an older incarnation than membership knows for a live node is a straggler
+    // from before its restart: it must not retire the new incarnation's receivers. (A dead
+    // member's other incarnation is a restart, as membership treats it.)
+    if (member.incarnation > incarnation && member.state !== 'dead') return { dropped: 'stale_incarnation' };
     return { channel, seq };
-  }
-
-  /**
-   * Data from an older incarnation than membership knows for a live node is a straggler
-   * from before its restart: it must not retire the new incarnation's receivers. (A dead
-   * member's other incarnation is a restart, as membership treats it.)
-   */
-  isStale(from: string, incarnation: bigint): boolean {
-    const member = this.membership.member(from);
-    return member !== undefined && member.incarnation > incarnation && member.state !== 'dead';
   }
 
   /** Applies a new (not duplicate) packet's deltas, and its fragment to reassembly. */
