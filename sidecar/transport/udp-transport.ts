@@ -11,6 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import { promises as dns } from 'node:dns';
+import { createServer } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { Server } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
@@ -39,6 +40,8 @@ const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 const GROUP_RETRY_MS = 1000;
 /** Most datagrams read in batches after one node:dgram delivers (other work waits no longer than that). */
 const DRAIN_MAX = 256;
+/** Ephemeral UDP ports drawn at most while looking for one whose number TCP has free too. */
+const PORT_ATTEMPTS = 20;
 
 export class UdpTransport implements Transport {
   readonly core: NodeCore;
@@ -91,7 +94,12 @@ export class UdpTransport implements Transport {
   private readonly groupsFailing = new Set<number>();
   private groupRetry: NodeJS.Timeout | undefined;
 
-  /** Binds the UDP socket first, so the advertised address carries the real port. */
+  /**
+   * Binds the UDP socket first, so the advertised address carries the real port. The peer
+   * gRPC service takes the same number over TCP (start): with port 0, a number some TCP
+   * socket already holds (another process's connection, say) is given back and another
+   * drawn, rather than failing the start.
+   */
   static async open(
     config: Config,
     store: SessionStore,
@@ -101,16 +109,21 @@ export class UdpTransport implements Transport {
     observer: NodeObserver,
     resumeObserver?: ResumeObserver,
   ): Promise<UdpTransport> {
-    const socket = dgram.createSocket({ type: 'udp4', recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES });
     const { host, port } = config.peerListen;
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject);
-      socket.bind({ address: host, port, exclusive: true }, () => {
-        socket.off('error', reject);
-        resolve();
+    for (let attempt = 1; ; attempt++) {
+      const socket = dgram.createSocket({ type: 'udp4', recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES });
+      await new Promise<void>((resolve, reject) => {
+        socket.once('error', reject);
+        socket.bind({ address: host, port, exclusive: true }, () => {
+          socket.off('error', reject);
+          resolve();
+        });
       });
-    });
-    return new UdpTransport(config, store, hasher, keys, log, observer, resumeObserver, socket);
+      if (port !== 0 || attempt === PORT_ATTEMPTS || (await tcpPortFree(host!, socket.address().port))) {
+        return new UdpTransport(config, store, hasher, keys, log, observer, resumeObserver, socket);
+      }
+      await new Promise<void>((resolve) => socket.close(() => resolve()));
+    }
   }
 
   private constructor(
@@ -555,6 +568,15 @@ export class UdpTransport implements Transport {
     }
     this.core.handleDatagram(opened.payload, opened.incarnation, from, Date.now());
   }
+}
+
+/** Whether a TCP listener could bind host:port now (it is closed again at once). */
+function tcpPortFree(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', () => resolve(false));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve(true)));
+  });
 }
 
 /** This host's (its network namespace's) interface addresses. */
