@@ -8,7 +8,7 @@
  * as oversized). And the sealer writes in place what it would have returned.
  */
 import * as dgram from 'node:dgram';
-import { BATCH_SLOTS, loadBatchReceiver, loadBatchSender } from '../sidecar/net/udp-batch';
+import { BATCH_SLOTS, batchDestination, loadBatchReceiver, loadBatchSender } from '../sidecar/net/udp-batch';
 import { udpSocketFd } from '../sidecar/net/socket-syscalls';
 import { DatagramOpener, DatagramSealer } from '../src/wire/datagram-codec';
 import { makeClusterKey } from './support/sim-cluster';
@@ -54,12 +54,12 @@ test('sends more datagrams than a batch holds, each with its bytes, in order per
     const r = i % to.length;
     const bytes = Buffer.alloc(20 + (i % 50), i & 0xff);
     bytes.writeUInt32BE(i, 0);
-    let at = batch.add('127.0.0.1', to[r]!.address().port, bytes.length);
+    let at = batch.add(batchDestination('127.0.0.1', to[r]!.address().port), bytes.length);
     if (at < 0) {
       expect(batch.pending).toBe(BATCH_SLOTS);
       expect(batch.flush(() => undefined)).toBe(0);
       flushes++;
-      at = batch.add('127.0.0.1', to[r]!.address().port, bytes.length);
+      at = batch.add(batchDestination('127.0.0.1', to[r]!.address().port), bytes.length);
     }
     bytes.copy(batch.buffer, at);
     expected[r]!.push(bytes);
@@ -69,7 +69,7 @@ test('sends more datagrams than a batch holds, each with its bytes, in order per
   await pollUntil('every datagram received', () => got.every((list, r) => list.length === expected[r]!.length), 5000);
   expect(got).toEqual(expected);
   batch.close();
-  expect(() => batch.add('127.0.0.1', 9, 1)).toThrow(/closed/);
+  expect(() => batch.add(batchDestination('127.0.0.1', 9), 1)).toThrow(/closed/);
 });
 
 test('a destination the kernel refuses is counted and skipped; the datagrams after it are sent', async () => {
@@ -78,7 +78,7 @@ test('a destination the kernel refuses is counted and skipped; the datagrams aft
   const batch = loaded(sender);
   const port = to[0]!.address().port;
   const put = (host: string, text: string) => {
-    const at = batch.add(host, port, text.length);
+    const at = batch.add(batchDestination(host, port), text.length);
     expect(at).toBeGreaterThanOrEqual(0);
     batch.buffer.write(text, at, 'latin1');
   };
@@ -93,9 +93,9 @@ test('a destination the kernel refuses is counted and skipped; the datagrams aft
   await pollUntil('three datagrams received', () => got[0]!.length === 3, 5000);
   expect(got[0]!.map((b) => b.toString('latin1'))).toEqual(['first', 'second', 'third']);
   // Not IPv4 (or no port): the caller sends those another way.
-  expect(batch.add('::1', port, 4)).toBe(-1);
-  expect(batch.add('localhost', port, 4)).toBe(-1);
-  expect(batch.add('127.0.0.1', 0, 4)).toBe(-1);
+  expect(batch.add(batchDestination('::1', port), 4)).toBe(-1);
+  expect(batch.add(batchDestination('localhost', port), 4)).toBe(-1);
+  expect(batch.add(batchDestination('127.0.0.1', 0), 4)).toBe(-1);
   expect(batch.pending).toBe(0);
   batch.close();
 });
@@ -146,7 +146,7 @@ test('a receiver draining behind node:dgram gets every datagram once, in order, 
     const sender = i % 2;
     const text = `d${String(i).padStart(3, '0')}....`;
     const size = i === 39 ? 150 : 8 + i;
-    const at = batches[sender]!.add('127.0.0.1', target.address().port, size);
+    const at = batches[sender]!.add(batchDestination('127.0.0.1', target.address().port), size);
     batches[sender]!.buffer.fill(0x2e, at, at + size);
     batches[sender]!.buffer.write(text, at, 'latin1');
     expected.push({ text, from: `127.0.0.1:${[a, b][sender]!.address().port}` });

@@ -8,6 +8,8 @@
  */
 import type { Metric, Registry } from 'prom-client';
 
+type Sample = { value: number; labels: Record<string, string | number>; metricName: string };
+
 export class CountedHistogram {
   readonly type = 'histogram';
   readonly aggregator = 'sum';
@@ -39,8 +41,8 @@ export class CountedHistogram {
   }
 
   /** What a scrape shows (prom-client's Registry calls it). */
-  get(): Promise<{ name: string; help: string; type: 'histogram'; aggregator: 'sum'; values: { value: number; labels: Record<string, string | number>; metricName: string }[] }> {
-    const values: { value: number; labels: Record<string, string | number>; metricName: string }[] = [];
+  get(): Promise<{ name: string; help: string; type: 'histogram'; aggregator: 'sum'; values: Sample[] }> {
+    const values: Sample[] = [];
     let cumulative = 0;
     this.upperBounds.forEach((le, i) => {
       cumulative += this.counts[i]!;

@@ -43,16 +43,26 @@ const ENOBUFS = 105;
 /** Sends what the batch could not (the socket's buffer was full): node:dgram's send. */
 export type FallbackSend = (bytes: Buffer, port: number, host: string) => void;
 
+/** Where datagrams go: host and port, and their sockaddr_in when the batch can send there (IPv4). */
+export interface BatchDestination {
+  readonly host: string;
+  readonly port: number;
+  readonly sockaddr: Buffer | undefined;
+}
+
+/** A destination, its sockaddr built once (none for a host name, an IPv6 address or no port). */
+export function batchDestination(host: string, port: number): BatchDestination {
+  const valid = isIPv4(host) && Number.isInteger(port) && port > 0 && port <= 0xffff;
+  return { host, port, sockaddr: valid ? sockaddr(host, port) : undefined };
+}
+
 export class BatchSender {
   private count = 0;
   private used = 0;
   /** Per slot: where its datagram is, and where it goes (for the fallback). */
   private readonly offsets = new Uint32Array(BATCH_SLOTS);
   private readonly lengths = new Uint32Array(BATCH_SLOTS);
-  private readonly hosts: string[] = new Array<string>(BATCH_SLOTS).fill('');
-  private readonly ports = new Uint16Array(BATCH_SLOTS);
-  /** sockaddr_in by "host:port", built once per destination. */
-  private readonly names = new Map<string, Buffer>();
+  private readonly destinations: BatchDestination[] = [];
   private readonly memory: Buffer;
 
   constructor(
@@ -79,20 +89,14 @@ export class BatchSender {
   }
 
   /**
-   * Room for a datagram of `length` bytes to `host`:`port`, at `memory[at]`; -1 when the
-   * batch is full (flush, then add again), or when `host` is not an IPv4 address (send it
+   * Room for a datagram of `length` bytes to `destination`, at `memory[at]`; -1 when the
+   * batch is full (flush, then add again), or when the destination has no sockaddr (send it
    * another way).
    */
-  add(host: string, port: number, length: number): number {
+  add(destination: BatchDestination, length: number): number {
     if (this.kernel.closed) throw new Error('the batch sender is closed');
-    if (this.count === BATCH_SLOTS || this.used + length > BATCH_DATA_BYTES) return -1;
-    let name = this.names.get(host + ':' + port);
-    if (name === undefined) {
-      if (!isIPv4(host) || !Number.isInteger(port) || port <= 0 || port > 0xffff) return -1;
-      if (this.names.size >= 4096) this.names.clear();
-      name = sockaddr(host, port);
-      this.names.set(host + ':' + port, name);
-    }
+    const name = destination.sockaddr;
+    if (name === undefined || this.count === BATCH_SLOTS || this.used + length > BATCH_DATA_BYTES) return -1;
     const slot = this.count++;
     const at = DATA_AT + this.used;
     this.used += length;
@@ -103,8 +107,7 @@ export class BatchSender {
     this.memory.writeUInt32LE(0, iovec + 12);
     this.offsets[slot] = at;
     this.lengths[slot] = length;
-    this.hosts[slot] = host;
-    this.ports[slot] = port;
+    this.destinations[slot] = destination;
     return at;
   }
 
@@ -129,7 +132,8 @@ export class BatchSender {
       if (errno === EAGAIN || errno === ENOBUFS) {
         for (let slot = start; slot < count; slot++) {
           const at = this.offsets[slot]!;
-          fallback(Buffer.from(this.memory.subarray(at, at + this.lengths[slot]!)), this.ports[slot]!, this.hosts[slot]!);
+          const { port, host } = this.destinations[slot]!;
+          fallback(Buffer.from(this.memory.subarray(at, at + this.lengths[slot]!)), port, host);
         }
         break;
       }

@@ -30,7 +30,7 @@ import type { PeerServiceClient, ReplayRequest, ReplayResponse } from '../../src
 import { OpenStreams, shutdownWithin } from '../net/server-shutdown';
 import { loadOpensslGcm } from '../net/openssl-gcm';
 import { loadSocketSyscalls, udpSocketFd } from '../net/socket-syscalls';
-import { type BatchReceiver, type BatchSender, loadBatchReceiver, loadBatchSender } from '../net/udp-batch';
+import { type BatchDestination, batchDestination, type BatchReceiver, type BatchSender, loadBatchReceiver, loadBatchSender } from '../net/udp-batch';
 
 /** How long a stopping node's peer server waits for calls in flight before cancelling them. */
 const PEER_SHUTDOWN_MS = 1000;
@@ -57,8 +57,8 @@ export class UdpTransport implements Transport {
   private readonly receiver: BatchReceiver | undefined;
   private readonly encrypted: boolean;
   private readonly socketFds = new WeakMap<dgram.Socket, number | undefined>();
-  /** Host and port by destination (a peer's host:port or a group), parsed once. */
-  private readonly destinations = new Map<string, { host: string; port: number } | undefined>();
+  /** Host, port and sockaddr by destination (a peer's host:port or a group), made once. */
+  private readonly destinations = new Map<string, BatchDestination | undefined>();
   /**
    * The socket of each multicast group this node listens on (index = group; undefined =
    * not listening). A group left is closed, not just dropped: Linux delivers a group's
@@ -274,10 +274,10 @@ export class UdpTransport implements Transport {
       const destination = this.destination(datagram.to);
       if (destination === undefined) continue;
       const length = this.sealer.sealedLength(datagram.payload.length);
-      let at = batch.add(destination.host, destination.port, length);
-      if (at < 0 && batch.pending > 0) {
+      let at = batch.add(destination, length);
+      if (at < 0 && batch.pending > 0 && destination.sockaddr !== undefined) {
         this.flushBatch(batch);
-        at = batch.add(destination.host, destination.port, length);
+        at = batch.add(destination, length);
       }
       // Not an IPv4 address (a host name), or larger than a batch: node:dgram sends it.
       if (at < 0) this.sendOne(datagram);
@@ -308,16 +308,16 @@ export class UdpTransport implements Transport {
   }
 
   /** Where `to` (a peer's host:port, or a multicast group) is; undefined for a group not configured. */
-  private destination(to: string): { host: string; port: number } | undefined {
+  private destination(to: string): BatchDestination | undefined {
     if (this.destinations.has(to)) return this.destinations.get(to);
-    let destination: { host: string; port: number } | undefined;
+    let destination: BatchDestination | undefined;
     const group = groupOfDestination(to);
     if (group !== undefined) {
       const address = this.config.multicastGroups[group];
-      destination = address === undefined ? undefined : { host: address.group, port: address.port };
+      destination = address === undefined ? undefined : batchDestination(address.group, address.port);
     } else {
       const colon = to.lastIndexOf(':');
-      destination = { host: to.slice(0, colon).replace(/^\[|\]$/g, ''), port: Number(to.slice(colon + 1)) };
+      destination = batchDestination(to.slice(0, colon).replace(/^\[|\]$/g, ''), Number(to.slice(colon + 1)));
     }
     // Peers come and go with new addresses: the map is bounded, emptied when full.
     if (this.destinations.size >= 4096) this.destinations.clear();
@@ -527,7 +527,7 @@ export class UdpTransport implements Transport {
     this.localAddresses ??= localAddresses();
     if (!this.localAddresses.has(rinfo.address)) return;
     this.ownFiltered.add(socket);
-    const fd = udpSocketFd(socket);
+    const fd = this.fdOf(socket);
     const loaded = loadSocketSyscalls();
     if (loaded.syscalls === undefined || fd === undefined) return;
     try {
@@ -544,12 +544,17 @@ export class UdpTransport implements Transport {
     const receiver = this.receiver;
     if (receiver === undefined || this.stopped) return;
     const socket = groupSocket ?? this.socket;
-    let fd = this.socketFds.get(socket);
-    if (fd === undefined && !this.socketFds.has(socket)) this.socketFds.set(socket, (fd = udpSocketFd(socket)));
+    const fd = this.fdOf(socket);
     if (fd === undefined) return;
     // A view of the batch's memory, valid during the call: an encrypted datagram opens into
     // a buffer of its own, a plaintext one is copied first.
     receiver.drain(fd, DRAIN_MAX, (datagram, source) => this.onDatagram(this.encrypted ? datagram : Buffer.from(datagram), source, source.from, groupSocket));
+  }
+
+  /** A socket's descriptor, read once per socket. */
+  private fdOf(socket: dgram.Socket): number | undefined {
+    if (!this.socketFds.has(socket)) this.socketFds.set(socket, udpSocketFd(socket));
+    return this.socketFds.get(socket);
   }
 
   private onDatagram(msg: Buffer, rinfo: { address: string; family: string; port: number }, from: string, groupSocket: dgram.Socket | undefined): void {
