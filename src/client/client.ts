@@ -29,14 +29,12 @@ import {
   status as Status,
   type CallOptions,
 } from '@grpc/grpc-js';
-import { encodeToBuffer } from '../wire/proto-writer';
 import { ReconnectBackoff } from './reconnect-backoff';
 import { watchTlsResumptionStream } from './tls-resumption-calls';
 import { TLS_SESSION_PART, tlsSessionStoreId, type TlsResumptionSource } from '../capture/tls-resumption-source';
 import type { TlsResumptionSettings } from '../gen/baton/v1/session';
 import type { AuthState, CartState, TcpConnectionState, TlsSessionState } from '../gen/baton/v1/parts';
 import {
-  ExchangeRequest,
   SessionServiceService,
   type PutRequest,
   type PutResponse,
@@ -76,6 +74,7 @@ import {
   type WatchOptions,
 } from './client-options';
 import { ExchangeStream, type Op, type ResultOf } from './exchange-stream';
+import { unframedLength, writeFramedRequest } from './exchange-request-writer';
 import { BatonWatch } from './session-watch';
 
 export { BatonClientError } from './client-errors';
@@ -353,16 +352,17 @@ export class BatonClient implements TlsResumptionSource {
     const requestId = this.nextRequestId++;
     let bytes: Buffer;
     try {
-      bytes = encodeToBuffer((w) => ExchangeRequest.encode({ requestId, op, batch: [] }, w));
+      bytes = writeFramedRequest(requestId, op);
     } catch (err) {
       throw new BatonClientError(Status.INVALID_ARGUMENT, `${op.$case} request is invalid: ${messageOf(err)}`, {
         cause: err,
       });
     }
-    if (bytes.length > this.maxRequestBytes) {
+    const requestBytes = unframedLength(bytes);
+    if (requestBytes > this.maxRequestBytes) {
       throw new BatonClientError(
         Status.RESOURCE_EXHAUSTED,
-        `${op.$case} request is ${bytes.length} bytes, over maxRequestBytes (${this.maxRequestBytes})`,
+        `${op.$case} request is ${requestBytes} bytes, over maxRequestBytes (${this.maxRequestBytes})`,
       );
     }
     return this.currentExchange().enqueue<O['$case']>(requestId, op.$case, bytes, deadline);

@@ -18,6 +18,7 @@
 import { status as Status, type ClientDuplexStream, type StatusObject } from '@grpc/grpc-js';
 import type { ExchangeRequest, ExchangeResponse } from '../gen/baton/v1/session';
 import { BatonClientError, fromOperationError, streamFailureCode } from './client-errors';
+import { unframed } from './exchange-request-writer';
 
 export type Op = NonNullable<ExchangeRequest['op']>;
 export type OpKind = Op['$case'];
@@ -27,7 +28,7 @@ export type ResultOf<K extends OpKind> = Extract<OpResult, { $case: K }>;
 interface PendingCall {
   readonly requestId: bigint;
   readonly kind: OpKind;
-  /** Encoded request until it is handed to the stream. */
+  /** The request, framed as a batch element (exchange-request-writer.ts), until it is handed to the stream. */
   bytes: Buffer | undefined;
   state: 'queued' | 'sent' | 'settled';
   /** performance.now() at which the call fails with DEADLINE_EXCEEDED. */
@@ -40,17 +41,6 @@ interface PendingCall {
 /** Most operations, and bytes, in one batched ExchangeRequest. */
 const MAX_BATCH_OPS = 256;
 const MAX_BATCH_BYTES = 1024 * 1024;
-
-/** Field 15 (ExchangeRequest.batch), length-delimited: the tag and the length varint. */
-function batchFieldHeader(length: number): Buffer {
-  const bytes = [0x7a];
-  while (length > 0x7f) {
-    bytes.push((length & 0x7f) | 0x80);
-    length >>>= 7;
-  }
-  bytes.push(length);
-  return Buffer.from(bytes);
-}
 
 /**
  * One Exchange call and the calls riding on it. Calls may be queued before the call exists
@@ -163,8 +153,9 @@ export class ExchangeStream {
     let next = this.queueHead;
     let batch: Buffer[] = [];
     let batchBytes = 0;
+    // Framed requests side by side are the batched ExchangeRequest; one alone goes unframed.
     const writeBatch = (): boolean => {
-      const message = batch.length === 1 ? batch[0]! : Buffer.concat(batch.flatMap((b) => [batchFieldHeader(b.length), b]));
+      const message = batch.length === 1 ? unframed(batch[0]!) : Buffer.concat(batch, batchBytes);
       batch = [];
       batchBytes = 0;
       return call.write(message);

@@ -1,0 +1,108 @@
+import { ExchangeRequest } from '../src/gen/baton/v1/session';
+import { unframed, unframedLength, writeFramedRequest } from '../src/client/exchange-request-writer';
+import { encodeToBuffer } from '../src/wire/proto-writer';
+import { SeededRandom } from '../src/store/random';
+
+type Op = NonNullable<ExchangeRequest['op']>;
+
+const generated = (request: ExchangeRequest): Buffer => encodeToBuffer((w) => ExchangeRequest.encode(request, w));
+
+/** Strings with the shapes the wire meets: empty, ASCII, multi-byte, astral, lone surrogates. */
+function text(random: SeededRandom): string {
+  const alphabets = ['abc-_.0123', 'éß€', '😀𝄞', '\ud800x\udfff'];
+  const length = Math.floor(random.next() * 4) === 0 ? 0 : Math.floor(random.next() * 300);
+  let out = '';
+  for (let i = 0; i < length; i++) {
+    const alphabet = [...alphabets[Math.floor(random.next() * alphabets.length)]!];
+    out += alphabet[Math.floor(random.next() * alphabet.length)];
+  }
+  return out;
+}
+
+function uint64(random: SeededRandom): bigint {
+  switch (Math.floor(random.next() * 4)) {
+    case 0:
+      return 0n;
+    case 1:
+      return BigInt(Math.floor(random.next() * 200));
+    case 2:
+      return BigInt(Math.floor(random.next() * Number.MAX_SAFE_INTEGER));
+    default:
+      return (1n << 64n) - 1n - BigInt(Math.floor(random.next() * 1e15));
+  }
+}
+
+function uint32(random: SeededRandom): number {
+  return [0, 1, 127, 128, 300, 0xffffffff][Math.floor(random.next() * 6)]!;
+}
+
+function op(random: SeededRandom): Op {
+  const names = () => Array.from({ length: Math.floor(random.next() * 4) }, () => text(random));
+  switch (Math.floor(random.next() * 4)) {
+    case 0:
+      return {
+        $case: 'put',
+        put: {
+          sessionId: text(random),
+          parts: Array.from({ length: Math.floor(random.next() * 5) }, () => ({
+            name: text(random),
+            value: Buffer.alloc(Math.floor(random.next() * 3) === 0 ? 0 : Math.floor(random.next() * 20_000), Math.floor(random.next() * 256)),
+            ifVersion: random.next() < 0.5 ? undefined : uint64(random),
+          })),
+          ttlSeconds: uint32(random),
+          minReplicas: uint32(random),
+        },
+      };
+    case 1:
+      return { $case: 'get', get: { sessionId: text(random), parts: names(), resume: random.next() < 0.5 } };
+    case 2:
+      return { $case: 'delete', delete: { sessionId: text(random), parts: names() } };
+    default:
+      return { $case: 'touch', touch: { sessionId: text(random), ttlSeconds: uint32(random) } };
+  }
+}
+
+describe('the client ExchangeRequest writer', () => {
+  it('writes the bytes the generated encoder writes, for every operation and field shape (seeded)', () => {
+    const random = new SeededRandom(0x5eed_e7c1);
+    for (let i = 0; i < 2000; i++) {
+      const requestId = uint64(random);
+      const one = op(random);
+      const framed = writeFramedRequest(requestId, one);
+      const expected = generated({ requestId, op: one, batch: [] });
+      expect(unframed(framed).equals(expected)).toBe(true);
+      expect(unframedLength(framed)).toBe(expected.length);
+    }
+  });
+
+  it('makes frames whose concatenation is the batched request', () => {
+    const random = new SeededRandom(7);
+    const ops = Array.from({ length: 40 }, (_, i) => ({ requestId: BigInt(i + 1), op: op(random), batch: [] }));
+    const batch = Buffer.concat(ops.map((r) => writeFramedRequest(r.requestId, r.op)));
+    expect(batch.equals(generated({ requestId: 0n, op: undefined, batch: ops }))).toBe(true);
+    const decoded = ExchangeRequest.decode(batch);
+    expect(decoded.batch.map((r) => r.requestId)).toEqual(ops.map((r) => r.requestId));
+    expect(decoded.batch.map((r) => r.op?.$case)).toEqual(ops.map((r) => r.op.$case));
+  });
+
+  it('frames a request whose length needs a multi-byte varint, and a tiny one', () => {
+    const big: Op = { $case: 'put', put: { sessionId: 's', parts: [{ name: 'p', value: Buffer.alloc(300_000, 1) }], ttlSeconds: 0, minReplicas: 0 } };
+    const framed = writeFramedRequest(1n, big);
+    expect(framed[0]).toBe(0x7a);
+    expect(unframed(framed).equals(generated({ requestId: 1n, op: big, batch: [] }))).toBe(true);
+    const tiny = writeFramedRequest(0n, { $case: 'touch', touch: { sessionId: '', ttlSeconds: 0 } });
+    expect([...tiny]).toEqual([0x7a, 2, 0x2a, 0]);
+  });
+
+  it('refuses what the wire cannot carry', () => {
+    const put = (ifVersion: bigint, ttlSeconds = 0): Op => ({ $case: 'put', put: { sessionId: 's', parts: [{ name: 'p', value: Buffer.from('v'), ifVersion }], ttlSeconds, minReplicas: 0 } });
+    expect(() => writeFramedRequest(1n, put(-1n))).toThrow(/uint64/);
+    expect(() => writeFramedRequest(1n, put(1n << 64n))).toThrow(/uint64/);
+    expect(() => writeFramedRequest(-1n, put(1n))).toThrow(/uint64/);
+    expect(() => writeFramedRequest(1n, put(1n, 2 ** 32))).toThrow(/uint32/);
+    expect(() => writeFramedRequest(1n, put(1n, 1.5))).toThrow(/uint32/);
+    expect(() => writeFramedRequest(1n, { $case: 'get', get: { sessionId: 5 as unknown as string, parts: [], resume: false } })).toThrow(/string/);
+    const notBytes = { $case: 'put', put: { sessionId: 's', parts: [{ name: 'p', value: 'v' as unknown as Buffer }], ttlSeconds: 0, minReplicas: 0 } } as Op;
+    expect(() => writeFramedRequest(1n, notBytes)).toThrow(/bytes/);
+  });
+});
