@@ -115,6 +115,12 @@ export {
 /** How long a TLS handshake waits for a stored session before it goes on with a full one. */
 const TLS_SESSION_LOAD_DEADLINE_MS = 1000;
 
+/** What each call resolves with, taken from the sidecar's result. */
+const PUT_RESPONSE = (result: ResultOf<'put'>): PutResponse => result.put;
+const GET_SESSION = (result: ResultOf<'get'>): Session | undefined => (result.get.found ? result.get.session : undefined);
+const DELETE_FOUND = (result: ResultOf<'delete'>): boolean => result.delete.found;
+const TOUCH_RESPONSE = (result: ResultOf<'touch'>): TouchResponse => result.touch;
+
 
 /**
  * The client of one sidecar. Share one instance per process; call close() when done, since
@@ -161,37 +167,48 @@ export class BatonClient implements TlsResumptionSource {
   }
 
   /** Writes parts of a session atomically. */
-  async put(
-    sessionId: string,
-    parts: Record<string, Uint8Array> | readonly PartWrite[],
-    options: PutOptions = {},
-  ): Promise<PutResponse> {
-    const put: PutRequest = {
-      sessionId,
-      parts: toPartWrites(parts, options.ifVersions),
-      ttlSeconds: checkUint32(options.ttlSeconds ?? 0, 'ttlSeconds'),
-      minReplicas: checkUint32(options.minReplicas ?? 0, 'minReplicas'),
-    };
-    return (await this.send({ $case: 'put', put }, options.deadlineMs)).put;
+  put(sessionId: string, parts: Record<string, Uint8Array> | readonly PartWrite[], options: PutOptions = {}): Promise<PutResponse> {
+    try {
+      const put: PutRequest = {
+        sessionId,
+        parts: toPartWrites(parts, options.ifVersions),
+        ttlSeconds: checkUint32(options.ttlSeconds ?? 0, 'ttlSeconds'),
+        minReplicas: checkUint32(options.minReplicas ?? 0, 'minReplicas'),
+      };
+      return this.send({ $case: 'put', put }, options.deadlineMs, PUT_RESPONSE);
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** Reads a session (all parts, or the named ones); undefined when the sidecar does not have it. */
-  async get(sessionId: string, options: GetOptions = {}): Promise<Session | undefined> {
-    const get = { sessionId, parts: options.parts ? [...options.parts] : [], resume: options.resume ?? false };
-    const response = (await this.send({ $case: 'get', get }, options.deadlineMs)).get;
-    return response.found ? response.session : undefined;
+  get(sessionId: string, options: GetOptions = {}): Promise<Session | undefined> {
+    try {
+      const get = { sessionId, parts: options.parts ? [...options.parts] : [], resume: options.resume ?? false };
+      return this.send({ $case: 'get', get }, options.deadlineMs, GET_SESSION);
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** Deletes a session, or the named parts of it; true if any of it existed. */
-  async delete(sessionId: string, options: DeleteOptions = {}): Promise<boolean> {
-    const request = { sessionId, parts: options.parts ? [...options.parts] : [] };
-    return (await this.send({ $case: 'delete', delete: request }, options.deadlineMs)).delete.found;
+  delete(sessionId: string, options: DeleteOptions = {}): Promise<boolean> {
+    try {
+      const request = { sessionId, parts: options.parts ? [...options.parts] : [] };
+      return this.send({ $case: 'delete', delete: request }, options.deadlineMs, DELETE_FOUND);
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** Refreshes a session's idle expiry. */
-  async touch(sessionId: string, options: TouchOptions = {}): Promise<TouchResponse> {
-    const touch = { sessionId, ttlSeconds: checkUint32(options.ttlSeconds ?? 0, 'ttlSeconds') };
-    return (await this.send({ $case: 'touch', touch }, options.deadlineMs)).touch;
+  touch(sessionId: string, options: TouchOptions = {}): Promise<TouchResponse> {
+    try {
+      const touch = { sessionId, ttlSeconds: checkUint32(options.ttlSeconds ?? 0, 'ttlSeconds') };
+      return this.send({ $case: 'touch', touch }, options.deadlineMs, TOUCH_RESPONSE);
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /**
@@ -345,7 +362,11 @@ export class BatonClient implements TlsResumptionSource {
     this.grpc.close();
   }
 
-  private send<O extends Op>(op: O, deadlineMs: number | undefined): Promise<ResultOf<O['$case']>> {
+  /**
+   * Queues one operation on the Exchange stream; throws (the public methods turn it into a
+   * rejection) when it cannot be sent. The promise resolves with `unwrap` of the result.
+   */
+  private send<O extends Op, T>(op: O, deadlineMs: number | undefined, unwrap: (result: ResultOf<O['$case']>) => T): Promise<T> {
     if (this.closed) throw closedError();
     const deadline = deadlineMs ?? this.defaultDeadlineMs;
     checkDeadlineMs(deadline, 'deadlineMs');
@@ -365,7 +386,7 @@ export class BatonClient implements TlsResumptionSource {
         `${op.$case} request is ${requestBytes} bytes, over maxRequestBytes (${this.maxRequestBytes})`,
       );
     }
-    return this.currentExchange().enqueue<O['$case']>(requestId, op.$case, bytes, deadline);
+    return this.currentExchange().enqueue<O['$case'], T>(requestId, op.$case, bytes, deadline, unwrap);
   }
 
   /** The stream calls go on: the open one, or a new one that opens when it can. */

@@ -34,7 +34,9 @@ interface PendingCall {
   /** performance.now() at which the call fails with DEADLINE_EXCEEDED. */
   readonly expiresAt: number;
   readonly deadlineMs: number;
-  resolve(result: OpResult): void;
+  /** What the caller's promise resolves with, taken from the result (one promise per call, no `then` on it). */
+  readonly unwrap: (result: OpResult) => unknown;
+  resolve(value: unknown): void;
   reject(error: BatonClientError): void;
 }
 
@@ -96,7 +98,8 @@ export class ExchangeStream {
     }
   }
 
-  enqueue<K extends OpKind>(requestId: bigint, kind: K, bytes: Buffer, deadlineMs: number): Promise<ResultOf<K>> {
+  /** Sends one operation; its promise resolves with `unwrap` of the sidecar's result. */
+  enqueue<K extends OpKind, T>(requestId: bigint, kind: K, bytes: Buffer, deadlineMs: number, unwrap: (result: ResultOf<K>) => T): Promise<T> {
     if (this.queuedCount >= this.maxQueued) {
       return Promise.reject(
         new BatonClientError(
@@ -105,7 +108,7 @@ export class ExchangeStream {
         ),
       );
     }
-    return new Promise<ResultOf<K>>((resolve, reject) => {
+    return new Promise<T>((resolve, reject) => {
       const pending: PendingCall = {
         requestId,
         kind,
@@ -113,8 +116,9 @@ export class ExchangeStream {
         state: 'queued',
         expiresAt: performance.now() + deadlineMs,
         deadlineMs,
-        // onResponse resolves only with a result whose $case equals `kind`.
-        resolve: resolve as (result: OpResult) => void,
+        // onResponse unwraps only a result whose $case equals `kind`.
+        unwrap: unwrap as (result: OpResult) => unknown,
+        resolve: resolve as (value: unknown) => void,
         reject,
       };
       this.pending.set(requestId, pending);
@@ -222,7 +226,7 @@ export class ExchangeStream {
         new BatonClientError(Status.INTERNAL, `the sidecar answered a ${pending.kind} with a ${result.$case} result`),
       );
     } else {
-      pending.resolve(result);
+      pending.resolve(pending.unwrap(result));
     }
   };
 
