@@ -463,6 +463,22 @@ describe('BatonClient', () => {
     expect(() => closing.watch('x')).toThrow(BatonClientError);
     for await (const _event of watch) throw new Error('a cancelled watch has no events');
   });
+
+  test('a call the client cannot send rejects (it never throws at the caller)', async () => {
+    const calls: (() => Promise<unknown>)[] = [
+      () => client.put('s', { p: 'not bytes' as unknown as Uint8Array }),
+      () => client.put('s', { p: Buffer.from('v') }, { ttlSeconds: -1 }),
+      () => client.put('s', [{ name: 'p', value: Buffer.from('v'), ifVersion: -1n }]),
+      () => client.touch('s', { ttlSeconds: 2 ** 32 }),
+      () => client.get('s', { deadlineMs: 0 }),
+      () => client.delete('s', { deadlineMs: Number.NaN }),
+    ];
+    for (const call of calls) {
+      let promise: Promise<unknown> | undefined;
+      expect(() => (promise = call())).not.toThrow();
+      expect((await rejection(promise!)).code).toBe(status.INVALID_ARGUMENT);
+    }
+  });
 });
 
 /** Timers the test fires by hand: the client's backoff waits are recorded, never slept. */
