@@ -323,6 +323,22 @@ describe('BatonClient', () => {
     expect(order).toEqual(['short', 'middle', 'long']);
   });
 
+  test('an unanswered call still expires after many calls of its deadline length were answered behind it', async () => {
+    // Each answered call only needs answering within its own second: the rounds take milliseconds.
+    const parked = client.get(PARKED, { deadlineMs: 1000 });
+    for (let round = 0; round < 5; round++) {
+      // 40 answered calls per round with the parked one's deadline length, so the group's
+      // settled calls pile up behind it and are compacted away, and 12 more deadline lengths
+      // than the group cache keeps.
+      const calls = Array.from({ length: 40 }, (_, i) => client.put(`behind-${round}-${i}`, { a: bytes(1) }, { deadlineMs: 1000 }));
+      const others = Array.from({ length: 20 }, (_, i) => client.touch(`other-${i}`, { deadlineMs: 10_000 + round * 20 + i }));
+      await Promise.all([...calls, ...others]);
+    }
+    expect((await rejection(parked)).code).toBe(status.DEADLINE_EXCEEDED);
+    fake.releaseParked();
+    await expect(client.put('after-parked', { a: bytes(1) })).resolves.toMatchObject({ versions: [{ name: 'a' }] });
+  });
+
   test('when the stream dies its operations reject with its status and the next call opens a new stream', async () => {
     const pending = client.get(PARKED);
     const killer = client.get(KILL_STREAM);
