@@ -256,10 +256,12 @@ export class SessionServiceHandlers {
       },
     };
     this.streams.add(entry);
-    // Operations read and not yet run, with the wire bytes of the messages they came in
-    // (released when a message's last operation runs).
+    // Operations read and not yet run, from `head` on, with the wire bytes of the messages
+    // they came in (released when a message's last operation runs). A slot is cleared as its
+    // operation runs: under a steady stream the queue may not empty for a long time, and
+    // run operations left in it were kept alive (and promoted by every scavenge).
     type Queued = { op: ExchangeRequest | RefusedRequest; bytes: number };
-    let queue: Queued[] = [];
+    let queue: (Queued | undefined)[] = [];
     let head = 0;
     let queuedBytes = 0;
     // Reading stops while the responses are not draining (the client reads too slowly) or
@@ -310,7 +312,8 @@ export class SessionServiceHandlers {
       const answered: ExchangeResponse[] = [];
       let refused: RefusedRequest | undefined;
       while (head < queue.length && answered.length < EXCHANGE_SLICE_OPS) {
-        const { op, bytes } = queue[head++]!;
+        const { op, bytes } = queue[head]!;
+        queue[head++] = undefined;
         queuedBytes -= bytes;
         if (op instanceof RefusedRequest) {
           refused = op;
@@ -334,6 +337,10 @@ export class SessionServiceHandlers {
         return;
       }
       if (head < queue.length) {
+        if (head >= 1024 && head * 2 >= queue.length) {
+          queue = queue.slice(head);
+          head = 0;
+        }
         if (!awaitingDrain) {
           pumping = true;
           setImmediate(pump);

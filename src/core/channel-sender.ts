@@ -28,6 +28,8 @@
  *   ejects it, and it resyncs).
  */
 
+import { dictionary, SeqWindow } from './churn-free';
+
 export interface ChannelSenderConfig {
   /** Largest encoded Data body (deltas and framing), in bytes; datagram overhead excluded. */
   maxPacketBytes: number;
@@ -89,6 +91,14 @@ interface BufferEntry {
   fragment: FragmentBody | undefined;
 }
 
+/** A delta waiting to be sent; a newer delta of the same key takes its place (and number). */
+interface QueuedDelta {
+  readonly key: string;
+  delta: OutgoingDelta;
+  /** Its number in enqueue order (the replaced one's, when it replaced one). */
+  readonly order: number;
+}
+
 interface Latest {
   bytes: Uint8Array;
   /** The newest sequence number that carried this key. */
@@ -98,10 +108,13 @@ interface Latest {
 export class ChannelSender {
   private seq = 0;
   /**
-   * Deltas not yet sent, in order, one per conflation key (a newer delta takes the older's
-   * place), each with its number in enqueue order (the older one's, when it replaced one).
+   * Deltas not yet sent, in order from queueHead, one per conflation key (a newer delta
+   * takes the older's place), and the same by key. No Map holds what flows through a
+   * channel (see churn-free.ts).
    */
-  private readonly pending = new Map<string, { delta: OutgoingDelta; order: number }>();
+  private queue: (QueuedDelta | undefined)[] = [];
+  private queueHead = 0;
+  private readonly queuedByKey = dictionary<QueuedDelta>();
   private enqueued = 0;
   private pendingBytes = 0;
   /** Bytes of the retained packets, as sent (what the window counts). */
@@ -110,9 +123,9 @@ export class ChannelSender {
   private heldSince = Infinity;
   /** An acknowledgement released packets since the last flush. */
   private progressed = false;
-  private readonly buffer = new Map<number, BufferEntry>();
-  private readonly latest = new Map<string, Latest>();
-  private firstRetained = 1;
+  /** The retransmit buffer: an entry per sequence number from the first retained one. */
+  private readonly buffer = new SeqWindow<BufferEntry>(1);
+  private readonly latest = dictionary<Latest>();
   private bytes = 0;
   private nextDeltaId = 1;
   /** Per receiver: the floor for buffer release (starts at what was already trimmed). */
@@ -148,7 +161,7 @@ export class ChannelSender {
 
   /** Lowest sequence number still retransmittable. */
   get firstRetainedSeq(): number {
-    return this.firstRetained;
+    return this.buffer.firstSeq;
   }
 
   get bufferBytes(): number {
@@ -157,7 +170,7 @@ export class ChannelSender {
 
   /** Deltas queued and not yet sent. */
   get pendingCount(): number {
-    return this.pending.size;
+    return this.queuedCount;
   }
 
   /** Bytes of the deltas queued and not yet sent. */
@@ -182,22 +195,30 @@ export class ChannelSender {
 
   /** Every delta enqueued up to this number has been sent (or replaced by one that was). */
   get sentThrough(): number {
-    for (const { order } of this.pending.values()) return order - 1;
-    return this.enqueued;
+    return this.queuedCount > 0 ? this.queue[this.queueHead]!.order - 1 : this.enqueued;
   }
 
   /** Queues a delta for the next flush, in place of a queued one of the same key. */
   enqueue(delta: OutgoingDelta): void {
     this.enqueued++;
-    const queued = this.pending.get(delta.key);
+    const queued = this.queuedByKey[delta.key];
     if (queued !== undefined) {
+      // A replaced key keeps its place: order between keys does not matter (versions order
+      // the changes of one key, and the key holds only the latest).
       this.pendingBytes -= queued.delta.bytes.length;
       this.counters.conflated++;
+      queued.delta = delta;
+    } else {
+      const entry = { key: delta.key, delta, order: this.enqueued };
+      this.queue.push(entry);
+      this.queuedByKey[delta.key] = entry;
     }
-    // A replaced key keeps its place (and number): order between keys does not matter
-    // (versions order the changes of one key, and the key holds only the latest).
-    this.pending.set(delta.key, { delta, order: queued?.order ?? this.enqueued });
     this.pendingBytes += delta.bytes.length;
+  }
+
+  /** Deltas queued, not yet sent. */
+  private get queuedCount(): number {
+    return this.queue.length - this.queueHead;
   }
 
   /**
@@ -205,7 +226,7 @@ export class ChannelSender {
    * the send window allows; what does not fit stays queued for a later flush.
    */
   flush(now: number): DataPacket[] {
-    if (this.pending.size === 0) return [];
+    if (this.queuedCount === 0) return [];
     if (this.progressed && this.heldSince !== Infinity) this.heldSince = now;
     this.progressed = false;
     const window = this.config.sendWindowBytes;
@@ -226,7 +247,8 @@ export class ChannelSender {
       keys = [];
       size = 0;
     };
-    for (const [key, { delta }] of this.pending) {
+    while (this.queueHead < this.queue.length) {
+      const { key, delta } = this.queue[this.queueHead]!;
       const cost = delta.bytes.length + DELTA_FRAMING_BYTES;
       const open = this.inFlight + size === 0 || this.inFlight + size + Math.min(cost, budget) <= limit;
       if (!open) {
@@ -234,7 +256,8 @@ export class ChannelSender {
         if (this.pendingBytes <= this.config.retransmitBufferBytes) break;
         overridden = true;
       }
-      this.pending.delete(key);
+      this.queue[this.queueHead++] = undefined;
+      delete this.queuedByKey[key];
       this.pendingBytes -= delta.bytes.length;
       if (cost > budget) {
         close();
@@ -247,9 +270,10 @@ export class ChannelSender {
       size += cost;
     }
     close();
+    this.compactQueue();
     if (stalled && this.inFlight > window) overridden = true;
     if (overridden) this.counters.windowOverrides++;
-    if (this.pending.size === 0) this.heldSince = Infinity;
+    if (this.queuedCount === 0) this.heldSince = Infinity;
     else if (stalled) this.heldSince = now;
     else if (this.heldSince === Infinity) {
       this.heldSince = now;
@@ -257,6 +281,17 @@ export class ChannelSender {
     }
     this.enforceBound();
     return packets;
+  }
+
+  /** Drops the sent deltas' slots from the queue's array (all of them when it is empty). */
+  private compactQueue(): void {
+    if (this.queueHead === this.queue.length) {
+      this.queue.length = 0;
+      this.queueHead = 0;
+    } else if (this.queueHead >= 1024 && this.queueHead * 2 >= this.queue.length) {
+      this.queue = this.queue.slice(this.queueHead);
+      this.queueHead = 0;
+    }
   }
 
   /**
@@ -277,8 +312,8 @@ export class ChannelSender {
         this.counters.staleNacks++;
         continue;
       }
-      if (first < this.firstRetained) goneBefore = this.firstRetained;
-      for (let s = Math.max(first, this.firstRetained); s <= last; s++) {
+      if (first < this.buffer.firstSeq) goneBefore = this.buffer.firstSeq;
+      for (let s = Math.max(first, this.buffer.firstSeq); s <= last; s++) {
         if (packets.length >= this.config.maxRetransmitPerNack) break;
         const entry = this.buffer.get(s);
         if (entry !== undefined) {
@@ -306,7 +341,7 @@ export class ChannelSender {
         this.confirmed.delete(id);
       }
     }
-    for (const id of nodeIds) if (!this.acked.has(id)) this.acked.set(id, this.firstRetained - 1);
+    for (const id of nodeIds) if (!this.acked.has(id)) this.acked.set(id, this.buffer.firstSeq - 1);
     this.release();
   }
 
@@ -334,12 +369,12 @@ export class ChannelSender {
   private record(deltas: Uint8Array[], keys: string[], size: number): DataPacket {
     const seq = ++this.seq;
     for (const [i, key] of keys.entries()) {
-      const previous = this.latest.get(key);
+      const previous = this.latest[key];
       if (previous !== undefined) this.bytes -= previous.bytes.length;
-      this.latest.set(key, { bytes: deltas[i]!, seq });
+      this.latest[key] = { bytes: deltas[i]!, seq };
       this.bytes += deltas[i]!.length;
     }
-    this.buffer.set(seq, { seq, size, resentAt: -Infinity, keys, fragment: undefined });
+    this.buffer.add(seq, { seq, size, resentAt: -Infinity, keys, fragment: undefined });
     this.bytes += ENTRY_OVERHEAD_BYTES;
     this.inFlight += size;
     this.counters.packets++;
@@ -355,7 +390,7 @@ export class ChannelSender {
       const chunk = delta.bytes.subarray(index * chunkSize, Math.min(delta.bytes.length, (index + 1) * chunkSize));
       const fragment: FragmentBody = { deltaId, index, count, chunk };
       const seq = ++this.seq;
-      this.buffer.set(seq, { seq, size: chunk.length, resentAt: -Infinity, keys: undefined, fragment });
+      this.buffer.add(seq, { seq, size: chunk.length, resentAt: -Infinity, keys: undefined, fragment });
       this.bytes += chunk.length + ENTRY_OVERHEAD_BYTES;
       this.inFlight += chunk.length;
       this.counters.packets++;
@@ -363,10 +398,10 @@ export class ChannelSender {
       packets.push({ seq, deltas: [], fragment, retransmit: false });
     }
     // A whole-value fragment train supersedes older buffered values of the key.
-    const previous = this.latest.get(delta.key);
+    const previous = this.latest[delta.key];
     if (previous !== undefined) {
       this.bytes -= previous.bytes.length;
-      this.latest.delete(delta.key);
+      delete this.latest[delta.key];
     }
     return packets;
   }
@@ -378,7 +413,7 @@ export class ChannelSender {
     // could make the packet larger than the datagram limit.
     const deltas: Uint8Array[] = [];
     for (const key of entry.keys!) {
-      const latest = this.latest.get(key);
+      const latest = this.latest[key];
       if (latest !== undefined && latest.seq === entry.seq) deltas.push(latest.bytes);
     }
     return { seq: entry.seq, deltas, fragment: undefined, retransmit: true };
@@ -389,22 +424,21 @@ export class ChannelSender {
     if (this.acked.size === 0) return;
     let floor = Infinity;
     for (const seq of this.acked.values()) floor = Math.min(floor, seq);
-    if (this.firstRetained <= floor) this.progressed = true;
-    while (this.firstRetained <= floor) this.dropOldest();
+    if (this.buffer.firstSeq <= floor) this.progressed = true;
+    while (this.buffer.firstSeq <= floor) this.dropOldest();
   }
 
   private enforceBound(): void {
-    while (this.bytes > this.config.retransmitBufferBytes && this.firstRetained <= this.seq) {
+    while (this.bytes > this.config.retransmitBufferBytes && this.buffer.firstSeq <= this.seq) {
       this.counters.trimmedUnacked++;
       this.dropOldest();
     }
   }
 
   private dropOldest(): void {
-    const seq = this.firstRetained++;
-    const entry = this.buffer.get(seq);
+    const seq = this.buffer.firstSeq;
+    const entry = this.buffer.shift();
     if (entry === undefined) return;
-    this.buffer.delete(seq);
     this.bytes -= ENTRY_OVERHEAD_BYTES;
     this.inFlight -= entry.size;
     if (entry.fragment !== undefined) {
@@ -412,9 +446,9 @@ export class ChannelSender {
       return;
     }
     for (const key of entry.keys!) {
-      const latest = this.latest.get(key);
+      const latest = this.latest[key];
       if (latest !== undefined && latest.seq === seq) {
-        this.latest.delete(key);
+        delete this.latest[key];
         this.bytes -= latest.bytes.length;
       }
     }

@@ -38,6 +38,7 @@ import { newEngineStats, Outbox, type EngineStats, type Outgoing } from './outbo
 import { buildHeartbeats, membershipPlan, readHeartbeat } from './heartbeats';
 import { RepairPlanner, type RepairView, type ResyncRequest } from './repair-planner';
 import { TimerTable } from './timer-table';
+import { dictionary } from './churn-free';
 import { WriteTickets, type Ticket } from './write-tickets';
 import { groupChannel, groupOfChannel, isGroupChannel, MulticastGroups } from './multicast-groups';
 
@@ -122,8 +123,12 @@ export class ReplicationEngine {
    * channel), and the oldest partial delta's expiry (REASSEMBLY_TIMER).
    */
   private readonly timers = new TimerTable();
-  /** Receivers data arrived on since the last pollArrived, by key (polled once for a burst). */
-  private readonly arrived = new Map<string, Receiver>();
+  /**
+   * Receivers data arrived on since the last pollArrived, by key (polled once for a burst);
+   * a dictionary replaced at each poll, not a Map cleared at each poll (churn-free.ts).
+   */
+  private arrived = dictionary<Receiver>();
+  private anyArrived = false;
   private resyncs: ResyncRequest[] = [];
   private viewVersion = -1;
   /** The multicast groups this node listens on (joinedGroups() as of the last view change). */
@@ -551,7 +556,8 @@ export class ReplicationEngine {
     for (const reason of outcome.dropped) this.observer.dropped(reason);
     for (const lag of outcome.lagsMs) this.observer.lag(lag);
     if (outcome.resyncSender) this.repairs.resyncChannelsOf(from, incarnation);
-    this.arrived.set(key, receiver);
+    this.arrived[key] = receiver;
+    this.anyArrived = true;
   }
 
   /**
@@ -560,11 +566,14 @@ export class ReplicationEngine {
    * them is acknowledged once rather than datagram by datagram.
    */
   pollArrived(now: number): void {
-    if (this.arrived.size === 0) return;
-    for (const [key, receiver] of this.arrived) {
+    if (!this.anyArrived) return;
+    const arrived = this.arrived;
+    this.arrived = dictionary();
+    this.anyArrived = false;
+    for (const key in arrived) {
+      const receiver = arrived[key]!;
       if (this.channels.receivers.get(key) === receiver) this.pollReceiver(key, receiver, now);
     }
-    this.arrived.clear();
   }
 
   private onHeartbeat(from: string, incarnation: bigint, fromAddress: string, heartbeat: Heartbeat, now: number): void {

@@ -13,6 +13,7 @@
  *   be sent again is returned.
  */
 import type { Change } from '../wire/delta-codec';
+import { dictionary } from './churn-free';
 
 /** The highest sequence number `nodeId` acknowledged on `channel` (0 = none). */
 export type AckedBy = (channel: string, nodeId: string) => number;
@@ -67,33 +68,42 @@ export interface SupersededNote {
 export const MAX_FORWARDED_RESENDS = 8;
 
 export class WriteTickets {
-  private readonly tickets = new Map<number, Ticket>();
+  /** Open tickets by id: a dictionary, not a Map (one in and one out per write: churn-free.ts). */
+  private readonly tickets = dictionary<Ticket>();
+  private count = 0;
   private readonly completed: { id: number; acked: number }[] = [];
   private nextId = 1;
 
   /** Opens a ticket for a write just queued; `owner` is set for a forwarded write. */
   open(waits: TicketWait[], owner: string | undefined, forwarded: ForwardedWrite | undefined): Ticket {
     const ticket: Ticket = { id: this.nextId++, waits, needed: 0, flushed: false, owner, ownerConfirmed: false, forwarded };
-    this.tickets.set(ticket.id, ticket);
+    this.tickets[ticket.id] = ticket;
+    this.count++;
     return ticket;
   }
 
   get size(): number {
-    return this.tickets.size;
+    return this.count;
   }
 
   get(id: number): Ticket | undefined {
-    return this.tickets.get(id);
+    return this.tickets[id];
   }
 
   /** Marks that the caller waits for `needed` acknowledgements (before the flush). */
   await(id: number, needed: number): void {
-    const ticket = this.tickets.get(id);
+    const ticket = this.tickets[id];
     if (ticket !== undefined) ticket.needed = needed;
   }
 
   release(id: number): void {
-    this.tickets.delete(id);
+    this.drop(id);
+  }
+
+  private drop(id: number): void {
+    if (this.tickets[id] === undefined) return;
+    delete this.tickets[id];
+    this.count--;
   }
 
   /** Tickets completed since the last call. */
@@ -106,7 +116,7 @@ export class WriteTickets {
    * a forwarded write until its owner confirmed it).
    */
   ackCount(id: number, ackedBy: AckedBy): number {
-    const ticket = this.tickets.get(id);
+    const ticket = this.tickets[id];
     if (ticket === undefined || !ticket.flushed) return 0;
     let acked = 0;
     for (const wait of ticket.waits) if (ackedBy(wait.channel, wait.nodeId) >= wait.seq) acked++;
@@ -115,7 +125,7 @@ export class WriteTickets {
 
   /** Whether an awaited, not yet sent write waits on `channel` (its packets ask for an ack). */
   awaitedOn(channel: string): boolean {
-    for (const ticket of this.tickets.values()) {
+    for (const ticket of Object.values(this.tickets)) {
       if (ticket.needed > 0 && !ticket.flushed && ticket.waits.some((w) => w.channel === channel)) return true;
     }
     return false;
@@ -126,7 +136,7 @@ export class WriteTickets {
    * writes queued up to there are covered by `highest`. Tickets nobody awaits are dropped.
    */
   sent(channel: string, firstSeq: number, sentThrough: number, highest: number): void {
-    for (const ticket of this.tickets.values()) {
+    for (const ticket of Object.values(this.tickets)) {
       if (ticket.flushed) continue;
       for (const wait of ticket.waits) {
         if (wait.channel !== channel || wait.seq !== 0 || wait.queued > sentThrough) continue;
@@ -134,18 +144,18 @@ export class WriteTickets {
         wait.firstSeq = firstSeq;
       }
       if (ticket.waits.every((w) => w.seq > 0)) ticket.flushed = true;
-      if (ticket.needed === 0) this.tickets.delete(ticket.id);
+      if (ticket.needed === 0) this.drop(ticket.id);
     }
   }
 
   /** Moves awaited tickets whose acknowledgements arrived to the completed list. */
   check(ackedBy: AckedBy): void {
-    for (const ticket of this.tickets.values()) {
+    for (const ticket of Object.values(this.tickets)) {
       if (ticket.needed === 0 || !ticket.flushed) continue;
       const acked = this.ackCount(ticket.id, ackedBy);
       if (acked >= ticket.needed) {
         this.completed.push({ id: ticket.id, acked });
-        this.tickets.delete(ticket.id);
+        this.drop(ticket.id);
       }
     }
   }
@@ -158,7 +168,7 @@ export class WriteTickets {
    */
   ownerAck(from: string, channel: string, cumulative: number, completeAbove: number, superseded: readonly SupersededNote[]): Ticket[] {
     const resend: Ticket[] = [];
-    for (const ticket of this.tickets.values()) {
+    for (const ticket of Object.values(this.tickets)) {
       if (ticket.owner !== from || ticket.ownerConfirmed || ticket.forwarded === undefined) continue;
       const wait = ticket.waits.find((w) => w.nodeId === from && w.channel === channel);
       if (wait === undefined || wait.seq === 0) continue;
