@@ -67,6 +67,8 @@ export interface SupersededNote {
  */
 export const MAX_FORWARDED_RESENDS = 8;
 
+const NO_TICKETS: readonly Ticket[] = [];
+
 export class WriteTickets {
   /** Open tickets by id: a dictionary, not a Map (one in and one out per write: churn-free.ts). */
   private readonly tickets = dictionary<Ticket>();
@@ -100,6 +102,11 @@ export class WriteTickets {
     this.drop(id);
   }
 
+  /** The open tickets, oldest first (ids ascend); nothing is allocated when there are none. */
+  private openTickets(): readonly Ticket[] {
+    return this.count === 0 ? NO_TICKETS : Object.values(this.tickets);
+  }
+
   private drop(id: number): void {
     if (this.tickets[id] === undefined) return;
     delete this.tickets[id];
@@ -125,7 +132,7 @@ export class WriteTickets {
 
   /** Whether an awaited, not yet sent write waits on `channel` (its packets ask for an ack). */
   awaitedOn(channel: string): boolean {
-    for (const ticket of Object.values(this.tickets)) {
+    for (const ticket of this.openTickets()) {
       if (ticket.needed > 0 && !ticket.flushed && ticket.waits.some((w) => w.channel === channel)) return true;
     }
     return false;
@@ -136,7 +143,7 @@ export class WriteTickets {
    * writes queued up to there are covered by `highest`. Tickets nobody awaits are dropped.
    */
   sent(channel: string, firstSeq: number, sentThrough: number, highest: number): void {
-    for (const ticket of Object.values(this.tickets)) {
+    for (const ticket of this.openTickets()) {
       if (ticket.flushed) continue;
       for (const wait of ticket.waits) {
         if (wait.channel !== channel || wait.seq !== 0 || wait.queued > sentThrough) continue;
@@ -150,7 +157,7 @@ export class WriteTickets {
 
   /** Moves awaited tickets whose acknowledgements arrived to the completed list. */
   check(ackedBy: AckedBy): void {
-    for (const ticket of Object.values(this.tickets)) {
+    for (const ticket of this.openTickets()) {
       if (ticket.needed === 0 || !ticket.flushed) continue;
       const acked = this.ackCount(ticket.id, ackedBy);
       if (acked >= ticket.needed) {
@@ -168,7 +175,7 @@ export class WriteTickets {
    */
   ownerAck(from: string, channel: string, cumulative: number, completeAbove: number, superseded: readonly SupersededNote[]): Ticket[] {
     const resend: Ticket[] = [];
-    for (const ticket of Object.values(this.tickets)) {
+    for (const ticket of this.openTickets()) {
       if (ticket.owner !== from || ticket.ownerConfirmed || ticket.forwarded === undefined) continue;
       const wait = ticket.waits.find((w) => w.nodeId === from && w.channel === channel);
       if (wait === undefined || wait.seq === 0) continue;
