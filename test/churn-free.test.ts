@@ -1,4 +1,4 @@
-import { dictionary, SeqWindow } from '../src/core/churn-free';
+import { dictionary, Fifo, SeqWindow } from '../src/core/churn-free';
 import { SeededRandom } from '../src/store/random';
 
 describe('SeqWindow', () => {
@@ -39,6 +39,28 @@ describe('SeqWindow', () => {
     expect(window.get(1.5)).toBeUndefined();
     window.add(100_005, 7);
     expect(window.get(100_005)).toBe(7);
+  });
+});
+
+describe('Fifo', () => {
+  it('hands values out in order and peeks like an array of what it holds (seeded)', () => {
+    const random = new SeededRandom(9);
+    const fifo = new Fifo<number>();
+    const model: number[] = [];
+    let next = 0;
+    for (let step = 0; step < 30_000; step++) {
+      // Runs of pushes and of shifts, so the queue both empties and grows past the cut.
+      const pushing = Math.floor(step / 2500) % 2 === 0 ? random.next() < 0.7 : random.next() < 0.3;
+      if (pushing) {
+        fifo.push(next);
+        model.push(next++);
+      } else {
+        expect(fifo.shift()).toBe(model.shift());
+      }
+      expect(fifo.size).toBe(model.length);
+      const index = Math.floor(random.next() * (model.length + 2));
+      expect(fifo.peek(index)).toBe(model[index]);
+    }
   });
 });
 

@@ -42,6 +42,7 @@ import { STORE_ROLE_REFUSAL } from '../../src/core/store-role';
 import { toStatus } from '../net/grpc-status';
 import { resultOf, type Method, type OperationResult, type SidecarMetrics } from '../metrics/metrics';
 import { EXCHANGE_MAX_BATCH_OPS, guarded, RefusedRequest, RequestScanner } from '../net/request-limits';
+import { Fifo } from '../../src/core/churn-free';
 
 /** Events a watcher may have queued, unsent, before it is dropped as too slow. */
 const MAX_WATCH_BACKLOG = 10_000;
@@ -256,20 +257,19 @@ export class SessionServiceHandlers {
       },
     };
     this.streams.add(entry);
-    // Operations read and not yet run, from `head` on, with the wire bytes of the messages
-    // they came in (released when a message's last operation runs). A slot is cleared as its
-    // operation runs: under a steady stream the queue may not empty for a long time, and
-    // run operations left in it were kept alive (and promoted by every scavenge).
+    // Operations read and not yet run, with the wire bytes of the messages they came in
+    // (released when a message's last operation runs). A Fifo forgets each operation as it
+    // runs: under a steady stream the queue may not empty for a long time, and an array
+    // read with an index kept the operations it had run alive (promoted by every scavenge).
     type Queued = { op: ExchangeRequest | RefusedRequest; bytes: number };
-    let queue: (Queued | undefined)[] = [];
-    let head = 0;
+    let queue = new Fifo<Queued>();
     let queuedBytes = 0;
     // Reading stops while the responses are not draining (the client reads too slowly) or
     // while too many operations or bytes wait to be run; it resumes when none holds.
     let awaitingDrain = false;
     let readsPaused = false;
     const updateReading = () => {
-      const pause = stopReading || awaitingDrain || queue.length - head >= EXCHANGE_MAX_QUEUED_OPS || queuedBytes >= EXCHANGE_MAX_QUEUED_BYTES;
+      const pause = stopReading || awaitingDrain || queue.size >= EXCHANGE_MAX_QUEUED_OPS || queuedBytes >= EXCHANGE_MAX_QUEUED_BYTES;
       if (pause === readsPaused) return;
       readsPaused = pause;
       if (pause) call.pause();
@@ -277,7 +277,7 @@ export class SessionServiceHandlers {
     };
     let waiting = 0;
     const endIfAnswered = () => {
-      if (ended || !endWhenAnswered || grace !== undefined || waiting > 0 || head < queue.length) return;
+      if (ended || !endWhenAnswered || grace !== undefined || waiting > 0 || queue.size > 0) return;
       ended = true;
       call.end();
     };
@@ -311,9 +311,8 @@ export class SessionServiceHandlers {
       if (ended || awaitingDrain) return;
       const answered: ExchangeResponse[] = [];
       let refused: RefusedRequest | undefined;
-      while (head < queue.length && answered.length < EXCHANGE_SLICE_OPS) {
-        const { op, bytes } = queue[head]!;
-        queue[head++] = undefined;
+      while (queue.size > 0 && answered.length < EXCHANGE_SLICE_OPS) {
+        const { op, bytes } = queue.shift()!;
         queuedBytes -= bytes;
         if (op instanceof RefusedRequest) {
           refused = op;
@@ -329,25 +328,18 @@ export class SessionServiceHandlers {
         // The stream cannot be read past a message that is refused or does not decode: end
         // it after the answers written so far (their request ids are unknown).
         ended = true;
-        queue = [];
-        head = 0;
+        queue = new Fifo();
         queuedBytes = 0;
         this.metrics.requestsRefused.inc();
         call.emit('error', { code: refused.code, details: refused.details });
         return;
       }
-      if (head < queue.length) {
-        if (head >= 1024 && head * 2 >= queue.length) {
-          queue = queue.slice(head);
-          head = 0;
-        }
+      if (queue.size > 0) {
         if (!awaitingDrain) {
           pumping = true;
           setImmediate(pump);
         }
       } else {
-        queue = [];
-        head = 0;
         endIfAnswered();
       }
       updateReading();

@@ -28,7 +28,7 @@
  *   ejects it, and it resyncs).
  */
 
-import { dictionary, SeqWindow } from './churn-free';
+import { dictionary, Fifo, SeqWindow } from './churn-free';
 
 export interface ChannelSenderConfig {
   /** Largest encoded Data body (deltas and framing), in bytes; datagram overhead excluded. */
@@ -108,12 +108,11 @@ interface Latest {
 export class ChannelSender {
   private seq = 0;
   /**
-   * Deltas not yet sent, in order from queueHead, one per conflation key (a newer delta
+   * Deltas not yet sent, in order, one per conflation key (a newer delta
    * takes the older's place), and the same by key. No Map holds what flows through a
    * channel (see churn-free.ts).
    */
-  private queue: (QueuedDelta | undefined)[] = [];
-  private queueHead = 0;
+  private readonly queue = new Fifo<QueuedDelta>();
   private readonly queuedByKey = dictionary<QueuedDelta>();
   private enqueued = 0;
   private pendingBytes = 0;
@@ -195,7 +194,8 @@ export class ChannelSender {
 
   /** Every delta enqueued up to this number has been sent (or replaced by one that was). */
   get sentThrough(): number {
-    return this.queuedCount > 0 ? this.queue[this.queueHead]!.order - 1 : this.enqueued;
+    const first = this.queue.peek();
+    return first !== undefined ? first.order - 1 : this.enqueued;
   }
 
   /** Queues a delta for the next flush, in place of a queued one of the same key. */
@@ -218,7 +218,7 @@ export class ChannelSender {
 
   /** Deltas queued, not yet sent. */
   private get queuedCount(): number {
-    return this.queue.length - this.queueHead;
+    return this.queue.size;
   }
 
   /**
@@ -247,8 +247,8 @@ export class ChannelSender {
       keys = [];
       size = 0;
     };
-    while (this.queueHead < this.queue.length) {
-      const { key, delta } = this.queue[this.queueHead]!;
+    for (let queued = this.queue.peek(); queued !== undefined; queued = this.queue.peek()) {
+      const { key, delta } = queued;
       const cost = delta.bytes.length + DELTA_FRAMING_BYTES;
       const open = this.inFlight + size === 0 || this.inFlight + size + Math.min(cost, budget) <= limit;
       if (!open) {
@@ -256,7 +256,7 @@ export class ChannelSender {
         if (this.pendingBytes <= this.config.retransmitBufferBytes) break;
         overridden = true;
       }
-      this.queue[this.queueHead++] = undefined;
+      this.queue.shift();
       delete this.queuedByKey[key];
       this.pendingBytes -= delta.bytes.length;
       if (cost > budget) {
@@ -270,7 +270,6 @@ export class ChannelSender {
       size += cost;
     }
     close();
-    this.compactQueue();
     if (stalled && this.inFlight > window) overridden = true;
     if (overridden) this.counters.windowOverrides++;
     if (this.queuedCount === 0) this.heldSince = Infinity;
@@ -281,17 +280,6 @@ export class ChannelSender {
     }
     this.enforceBound();
     return packets;
-  }
-
-  /** Drops the sent deltas' slots from the queue's array (all of them when it is empty). */
-  private compactQueue(): void {
-    if (this.queueHead === this.queue.length) {
-      this.queue.length = 0;
-      this.queueHead = 0;
-    } else if (this.queueHead >= 1024 && this.queueHead * 2 >= this.queue.length) {
-      this.queue = this.queue.slice(this.queueHead);
-      this.queueHead = 0;
-    }
   }
 
   /**

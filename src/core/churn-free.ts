@@ -14,7 +14,7 @@
  *
  * An object in dictionary mode has no such link: a dictionary that outgrows its table is
  * copied, and the old table is just garbage. Entries numbered consecutively need no hash
- * table at all (SeqWindow).
+ * table at all (SeqWindow), nor do queues (Fifo).
  */
 
 /** A string- or number-keyed dictionary: an object without prototype, used with `delete`. */
@@ -25,38 +25,27 @@ export function dictionary<V>(): Dictionary<V> {
 }
 
 /**
- * Values numbered by consecutive sequence numbers, added at the high end and dropped from
- * the low end (a retransmit buffer): an array and the number of its first slot.
+ * A first-in first-out queue on an array: taken slots are cleared at once (a queue that is
+ * never empty under steady traffic must not keep what it handed out), and the array is
+ * emptied when the queue is, or cut when its taken front is at least half of it.
  */
-export class SeqWindow<T> {
+export class Fifo<T> {
   private slots: (T | undefined)[] = [];
   private head = 0;
-  /** The sequence number slots[head] holds. */
-  private first: number;
 
-  constructor(first: number) {
-    this.first = first;
-  }
-
-  /** Holds `value` as `seq`, which must be the number after the last one added (or the first). */
-  add(seq: number, value: T): void {
-    const expected = this.first + this.slots.length - this.head;
-    if (seq !== expected) throw new RangeError(`SeqWindow: added ${seq}, expected ${expected}`);
+  push(value: T): void {
     this.slots.push(value);
   }
 
-  get(seq: number): T | undefined {
-    const at = seq - this.first;
-    if (at < 0 || !Number.isInteger(at)) return undefined;
-    return this.slots[this.head + at];
+  /** The value `index` places from the front (0: the front), or undefined. */
+  peek(index = 0): T | undefined {
+    return this.slots[this.head + index];
   }
 
-  /** Drops the lowest sequence number held; returns its value (undefined when empty). */
   shift(): T | undefined {
     if (this.head >= this.slots.length) return undefined;
     const value = this.slots[this.head];
     this.slots[this.head++] = undefined;
-    this.first++;
     if (this.head === this.slots.length) {
       this.slots.length = 0;
       this.head = 0;
@@ -67,12 +56,50 @@ export class SeqWindow<T> {
     return value;
   }
 
+  get size(): number {
+    return this.slots.length - this.head;
+  }
+}
+
+/**
+ * Values numbered by consecutive sequence numbers, added at the high end and dropped from
+ * the low end (a retransmit buffer): a Fifo and the number of its front.
+ */
+export class SeqWindow<T> {
+  private readonly values = new Fifo<T>();
+  /** The sequence number at the front. */
+  private first: number;
+
+  constructor(first: number) {
+    this.first = first;
+  }
+
+  /** Holds `value` as `seq`, which must be the number after the last one added (or the first). */
+  add(seq: number, value: T): void {
+    const expected = this.first + this.values.size;
+    if (seq !== expected) throw new RangeError(`SeqWindow: added ${seq}, expected ${expected}`);
+    this.values.push(value);
+  }
+
+  get(seq: number): T | undefined {
+    const at = seq - this.first;
+    if (at < 0 || !Number.isInteger(at)) return undefined;
+    return this.values.peek(at);
+  }
+
+  /** Drops the lowest sequence number held; returns its value (undefined when empty). */
+  shift(): T | undefined {
+    if (this.values.size === 0) return undefined;
+    this.first++;
+    return this.values.shift();
+  }
+
   /** The lowest sequence number a value may be held for (the next to shift). */
   get firstSeq(): number {
     return this.first;
   }
 
   get size(): number {
-    return this.slots.length - this.head;
+    return this.values.size;
   }
 }
