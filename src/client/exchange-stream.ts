@@ -12,13 +12,9 @@
  *   deadline length, so each group expires in the order its calls were made and only the
  *   head of each group needs watching (a timer per call was a tenth of the client's CPU at
  *   70k calls/s).
- * - No Map or Set holds the calls. V8 links a Map's or Set's outgrown hash table to the one
- *   that replaced it, and a table that churns (an entry in and out per call) is replaced
- *   every few dozen calls: once one of them reached the old generation, each scavenge kept
- *   the next one alive, with the calls in it and everything their answers reference. In a
- *   loaded client that happened in about one run of three, and then 14% of all it
- *   allocated survived each scavenge (5-6 ms pauses instead of 0.4). Calls are found by
- *   request id in an object in dictionary mode, and each deadline group is an array.
+ * - No Map or Set holds the calls (an entry in and out per call: see src/core/churn-free.ts,
+ *   which measured this client): they are found by request id in a dictionary, and each
+ *   deadline group is an array.
  * - When the stream ends its calls are rejected, never resent (the sidecar may have applied
  *   them; the error says whether a call had been sent). Once ended it stays ended.
  */
@@ -26,6 +22,7 @@ import { status as Status, type ClientDuplexStream, type StatusObject } from '@g
 import type { ExchangeRequest, ExchangeResponse } from '../gen/baton/v1/session';
 import { BatonClientError, fromOperationError, streamFailureCode } from './client-errors';
 import { unframed } from './exchange-request-writer';
+import { dictionary } from '../core/churn-free';
 
 export type Op = NonNullable<ExchangeRequest['op']>;
 export type OpKind = Op['$case'];
@@ -53,8 +50,8 @@ const KEPT_DEADLINE_GROUPS = 8;
 /**
  * The unsettled calls of one deadline length in the order they were made, so in the order
  * they expire. A settled call stays in the array until it reaches the front or until
- * settled calls are half of it (then the array is compacted): memory stays within twice
- * the unsettled calls, and each call is moved at most a few times.
+ * settled calls are more than half of it (then the array is compacted): it holds at most
+ * twice the unsettled calls plus 32, and each call is moved at most a few times.
  */
 class DeadlineGroup {
   private calls: (PendingCall | undefined)[] = [];
@@ -114,7 +111,7 @@ export class ExchangeStream {
   /** Whether the sidecar answered anything on this stream (then it was no failed attempt). */
   private answered = false;
   /** Every unsettled call of this stream, queued or sent, by request id (a number below 2^53). */
-  private pending: Record<number, PendingCall> = Object.create(null) as Record<number, PendingCall>;
+  private pending = dictionary<PendingCall>();
   /** The same calls by deadline length, each group in the order the calls were made. */
   private readonly byDeadline = new Map<number, DeadlineGroup>();
   /** The one deadline timer, set for the earliest head of a group (timerAt). */
@@ -348,7 +345,7 @@ export class ExchangeStream {
       pending.bytes = undefined;
       pending.reject(new BatonClientError(code, `${message}; ${fate}`));
     }
-    this.pending = Object.create(null) as Record<number, PendingCall>;
+    this.pending = dictionary();
     this.byDeadline.clear();
     this.queue = [];
     this.queueHead = 0;
