@@ -12,7 +12,7 @@ import type { SessionStore } from '../../src/store/store';
 import { PACKAGE_ROOT, VERSION } from '../config/package-root';
 import type { NodeObserver } from '../../src/core/node-core';
 import type { UdpTransport } from '../transport/udp-transport';
-import { CountedHistogram } from './counted-histogram';
+import { CountedCounter, CountedHistogram } from './counted-histogram';
 import { REINJECTION_OUTCOMES, statusClass, TCP_CAPTURE_OUTCOMES, type ProxyObserver, type TcpCaptureObserver } from './proxy-observer';
 
 export type Method = 'put' | 'get' | 'delete' | 'touch' | 'update_cart';
@@ -96,8 +96,8 @@ function registerConformingDefaults(registry: Registry): void {
 
 export class SidecarMetrics {
   readonly registry = new Registry();
-  readonly operations: Counter<'method' | 'result'>;
-  readonly operationDuration: Histogram<'method'>;
+  readonly operations: CountedCounter;
+  readonly operationDuration: CountedHistogram;
   readonly exchangeStreams: Gauge;
   readonly watchers: Gauge;
   readonly watchersDropped: Counter;
@@ -114,19 +114,15 @@ export class SidecarMetrics {
     const registry = this.registry;
     registerConformingDefaults(registry);
 
-    this.operations = new Counter({
-      name: 'baton_operations_total',
-      help: 'Session API operations by method and result.',
-      labelNames: ['method', 'result'],
-      registers: [registry],
-    });
-    this.operationDuration = new Histogram({
-      name: 'baton_operation_duration_seconds',
-      help: 'Time to serve one session API operation inside the sidecar, from decoded request to encoded response.',
-      labelNames: ['method'],
-      buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1],
-      registers: [registry],
-    });
+    // Counted (counted-histogram.ts): every API operation passes here.
+    this.operations = new CountedCounter('baton_operations_total', 'Session API operations by method and result.', registry, ['method', 'result']);
+    this.operationDuration = new CountedHistogram(
+      'baton_operation_duration_seconds',
+      'Time to serve one session API operation inside the sidecar, from decoded request to encoded response.',
+      [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1],
+      registry,
+      ['method'],
+    );
     this.exchangeStreams = new Gauge({
       name: 'baton_exchange_streams',
       help: 'Open Exchange streams.',
@@ -548,7 +544,7 @@ export class SidecarMetrics {
   observe(method: Method, result: OperationResult, seconds: number): void {
     this.countOperation(method, result);
     let histogram = this.operationHistograms.get(method);
-    if (histogram === undefined) this.operationHistograms.set(method, (histogram = this.operationDuration.labels(method)));
+    if (histogram === undefined) this.operationHistograms.set(method, (histogram = this.operationDuration.child(method)));
     histogram.observe(seconds);
   }
 
@@ -556,7 +552,7 @@ export class SidecarMetrics {
   countOperation(method: Method, result: OperationResult): void {
     const key = method + ' ' + result;
     let counter = this.operationCounters.get(key);
-    if (counter === undefined) this.operationCounters.set(key, (counter = this.operations.labels(method, result)));
+    if (counter === undefined) this.operationCounters.set(key, (counter = this.operations.child(method, result)));
     counter.inc();
   }
 }
