@@ -69,6 +69,18 @@ describe('WriteTickets', () => {
     // A note for another session, complete notes: confirmed.
     expect(t.ownerAck('owner', 'owner', 4, 0, [{ seq: 4, sessionId: 's2' }])).toEqual([]);
     expect(t.ackCount(ticket.id, levels)).toBe(2);
+    // The owner alone does not count while another holder lacks the write (a copy only the
+    // owner holds is lost if it leaves before they have it).
+    expect(t.ackCount(ticket.id, acks({ 'owner>owner': 4, 'c>c': 3 }))).toBe(0);
+  });
+
+  it('counts the owner of a forwarded write when no other holder is waited for', () => {
+    const t = new WriteTickets();
+    const ticket = t.open([wait('owner', 1)], 'owner', { sessionId: 's1', changes: [{ kind: 'touch' as const }], resends: 0 });
+    t.await(ticket.id, 1);
+    t.sent('owner', 2, 1, 2);
+    expect(t.ownerAck('owner', 'owner', 2, 0, [])).toEqual([]);
+    expect(t.ackCount(ticket.id, acks({ 'owner>owner': 2 }))).toBe(1);
   });
 
   it('bounds how often a forwarded write is sent again, and reopens it for the new holders', () => {

@@ -120,14 +120,27 @@ export class WriteTickets {
 
   /**
    * How many holders acknowledged a ticket's write (none until it is sent, and none of
-   * a forwarded write until its owner confirmed it).
+   * a forwarded write until its owner confirmed it and, when other holders are waited
+   * for, one of them acknowledged it too: a copy only the owner holds is lost when the
+   * owner leaves and a master takes the session over from a copy without it — the claim's
+   * epoch then beats the write everywhere, the writer's own copy included).
    */
   ackCount(id: number, ackedBy: AckedBy): number {
     const ticket = this.tickets[id];
     if (ticket === undefined || !ticket.flushed) return 0;
+    if (ticket.owner !== undefined && !ticket.ownerConfirmed) return 0;
     let acked = 0;
-    for (const wait of ticket.waits) if (ackedBy(wait.channel, wait.nodeId) >= wait.seq) acked++;
-    return ticket.owner === undefined || ticket.ownerConfirmed ? acked : 0;
+    let othersWaited = false;
+    let othersAcked = false;
+    for (const wait of ticket.waits) {
+      const covered = ackedBy(wait.channel, wait.nodeId) >= wait.seq;
+      if (covered) acked++;
+      if (wait.nodeId !== ticket.owner) {
+        othersWaited = true;
+        if (covered) othersAcked = true;
+      }
+    }
+    return ticket.owner !== undefined && othersWaited && !othersAcked ? 0 : acked;
   }
 
   /** Whether an awaited, not yet sent write waits on `channel` (its packets ask for an ack). */
