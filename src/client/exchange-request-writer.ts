@@ -42,16 +42,19 @@ export function writeFramedRequest(requestId: bigint, op: Op): Buffer {
 
 /** The ExchangeRequest inside a frame writeFramedRequest made (a view, no copy). */
 export function unframed(framed: Buffer): Buffer {
-  let at = 1;
-  while (framed[at]! & 0x80) at++;
-  return framed.subarray(at + 1);
+  return framed.subarray(frameHeaderBytes(framed));
 }
 
 /** Bytes of the ExchangeRequest inside a frame. */
 export function unframedLength(framed: Buffer): number {
+  return framed.length - frameHeaderBytes(framed);
+}
+
+/** Bytes of a frame's tag and length varint. */
+function frameHeaderBytes(framed: Buffer): number {
   let at = 1;
   while (framed[at]! & 0x80) at++;
-  return framed.length - at - 1;
+  return at + 1;
 }
 
 const OP_FIELD = { put: 2, get: 3, delete: 4, touch: 5 } as const;

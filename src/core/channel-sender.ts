@@ -169,7 +169,7 @@ export class ChannelSender {
 
   /** Deltas queued and not yet sent. */
   get pendingCount(): number {
-    return this.queuedCount;
+    return this.queue.size;
   }
 
   /** Bytes of the deltas queued and not yet sent. */
@@ -216,17 +216,12 @@ export class ChannelSender {
     this.pendingBytes += delta.bytes.length;
   }
 
-  /** Deltas queued, not yet sent. */
-  private get queuedCount(): number {
-    return this.queue.size;
-  }
-
   /**
    * Packs queued deltas into packets (in order), numbering and buffering them, as far as
    * the send window allows; what does not fit stays queued for a later flush.
    */
   flush(now: number): DataPacket[] {
-    if (this.queuedCount === 0) return [];
+    if (this.queue.size === 0) return [];
     if (this.progressed && this.heldSince !== Infinity) this.heldSince = now;
     this.progressed = false;
     const window = this.config.sendWindowBytes;
@@ -272,7 +267,7 @@ export class ChannelSender {
     close();
     if (stalled && this.inFlight > window) overridden = true;
     if (overridden) this.counters.windowOverrides++;
-    if (this.queuedCount === 0) this.heldSince = Infinity;
+    if (this.queue.size === 0) this.heldSince = Infinity;
     else if (stalled) this.heldSince = now;
     else if (this.heldSince === Infinity) {
       this.heldSince = now;
