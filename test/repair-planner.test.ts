@@ -5,12 +5,21 @@
  */
 import { DISCARD_AFTER_MS, DISCARD_MAX_WAIT_MS, DISCARD_RECHECK_MS, RESYNC_RETRY_MS, RepairPlanner, type RepairView } from '../src/core/repair-planner';
 
-/** A view where this node holds `held` and is a secondary of the owners in `serves` per partition. */
-function view(held: number[], serves: Record<number, string[]> = {}, addresses: Record<string, string> = { b: 'b:1', c: 'c:1' }): RepairView {
+/**
+ * A view where this node ('a') holds `held` and is a secondary of the owners in `serves` per
+ * partition; every partition's holders are `holders[partition]` (a, b, c by default).
+ */
+function view(
+  held: number[],
+  serves: Record<number, string[]> = {},
+  addresses: Record<string, string> = { b: 'b:1', c: 'c:1' },
+  holders: Record<number, string[]> = {},
+): RepairView {
   return {
     heldPartitions: () => held,
     isSecondaryOf: (partition, owner) => (serves[partition] ?? ['']).includes(owner),
     addressOf: (nodeId) => addresses[nodeId],
+    holdersOf: (partition) => holders[partition] ?? ['a', 'b', 'c'],
   };
 }
 
@@ -48,6 +57,24 @@ describe('RepairPlanner', () => {
     p.settled(request!);
     expect(p.hasPendingPulls()).toBe(false);
     expect(p.lackingPartitions()).toBe(0);
+  });
+
+  it('pulls a partition from its other live holders before a takeover, pending per partition and apart from readiness', () => {
+    const p = new RepairPlanner();
+    // Partition 1 is held by a, b, c; 2 by a, c, d (d dead); 3 by a alone; c has no address yet for 4.
+    const v = view([1, 2, 3, 4], {}, { b: 'b:1', c: 'c:1', d: 'd:1' }, { 1: ['a', 'b', 'c'], 2: ['c', 'a', 'd'], 3: ['a'], 4: ['a', 'c'] });
+    const requests = p.takeoverPulls({ ...v, addressOf: (id) => (id === 'c' ? 'c:1' : id === 'b' ? 'b:1' : undefined) }, [1, 2, 3], ['b', 'c']);
+    expect(pulled(requests)).toEqual({ b: [1], c: [1, 2] });
+    expect(requests.every((r) => r.reason === 'takeover' && r.peerAddress === `${r.peerNodeId}:1`)).toBe(true);
+    expect(pulled(p.takeoverPulls({ ...v, addressOf: (id) => (id === 'c' ? undefined : 'b:1') }, [4], ['b', 'c']))).toEqual({});
+    for (const request of requests) p.started(request);
+    expect([1, 2, 3].map((partition) => p.takeoverPending(partition))).toEqual([true, true, false]);
+    expect(p.hasPendingPulls()).toBe(false);
+    expect(p.lackingPartitions()).toBe(0);
+    p.settled(requests[1]!);
+    expect([1, 2].map((partition) => p.takeoverPending(partition))).toEqual([true, false]);
+    p.settled(requests[0]!);
+    expect(p.takeoverPending(1)).toBe(false);
   });
 
   it('retries a failed transfer RESYNC_RETRY_MS later', () => {

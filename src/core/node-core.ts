@@ -287,6 +287,8 @@ export class NodeCore implements Replicator {
         replicateClaim: (session, previousOwner, at) => this.engine.replicateClaim(session, previousOwner, at),
         flush: (at) => this.engine.flush(at),
         pulling: () => this.engine.hasPendingPulls(),
+        pullForTakeover: (partitions) => this.engine.pullForTakeover(partitions),
+        takeoverPending: (partition) => this.engine.takeoverPending(partition),
       },
       now,
     );

@@ -14,7 +14,11 @@
  *   GROUPS_PER_PASS partitions per input, so a large table spreads over several turns.
  * - Takeover: a partition's master claims its orphaned sessions (owner left, unknown to
  *   membership, or dead for `takeoverGraceMs`) at epoch + 1, replicated like a resume's
- *   claim, at most CLAIMS_PER_PASS per input. Partitions are (re)scanned when this node
+ *   claim, at most CLAIMS_PER_PASS per input. Before it claims any in a partition it pulls
+ *   the partition from its other live holders (once per view): a write the dead owner had
+ *   acknowledged may be on some of them and not here, and a claim from this copy alone would
+ *   stamp the older part with the new epoch, beating that write everywhere — the resume's
+ *   rule (a secondary's copy alone does not settle a resume) for takeover. Partitions are (re)scanned when this node
  *   becomes their master and, for those it masters, when the view changes and once the
  *   grace has passed, and only while the node pulls nothing. The grace spares a pod that crashed and came straight back (same
  *   node id, new incarnation, a moment after it was declared dead): its users still reach it. An owner the probe declared
@@ -96,6 +100,9 @@ export interface PartitionMastersDeps {
   flush(now: number): void;
   /** The node still pulls partitions placement gave it: its copies may predate others' claims. */
   pulling(): boolean;
+  /** Pulls the partitions from their other live holders (takeoverPending says until when). */
+  pullForTakeover(partitions: readonly number[]): void;
+  takeoverPending(partition: number): boolean;
 }
 
 export class PartitionMasters {
@@ -110,6 +117,12 @@ export class PartitionMasters {
   private regroupFrom = Infinity;
   private readonly scans = new Set<number>();
   private claims: string[] = [];
+  /** Partitions pulled from their other holders in this view: their orphans may be claimed. */
+  private readonly pulled = new Set<number>();
+  /** Partitions whose takeover pull is pending, with the view (`views`) it was asked in. */
+  private readonly pulling = new Map<number, number>();
+  /** Views seen (a pull asked in an earlier one does not count). */
+  private views = 0;
   /** When the mastered partitions are scanned again: a grace after each view change, ascending. */
   private rescans: number[] = [];
 
@@ -225,6 +238,11 @@ export class PartitionMasters {
     this.viewVersion = membership.viewVersion;
     this.placementVersion = this.deps.placement.version;
     this.regroupFrom = 0;
+    // An owner may have died since the partitions were pulled: their orphans are found,
+    // pulled for and claimed again.
+    this.views++;
+    this.pulled.clear();
+    this.claims = [];
     for (const p of this.elections.masteredGroups()) this.scans.add(p);
     // Inputs carry a growing `now`, so the list stays sorted; it holds the view changes of
     // one grace period.
@@ -268,12 +286,34 @@ export class PartitionMasters {
     // this node only now holds): claiming from it would claim the session twice. The
     // pull's end is an input, and takeover runs then.
     if (this.deps.pulling()) return;
+    for (const [p, view] of this.pulling) {
+      if (this.deps.takeoverPending(p)) continue;
+      this.pulling.delete(p);
+      if (view === this.views) this.pulled.add(p);
+      this.scans.add(p);
+    }
+    const toPull: number[] = [];
     let scanned = 0;
     for (const p of this.scans) {
       if (scanned++ >= SCANS_PER_PASS) break;
       this.scans.delete(p);
-      if (this.elections.stateOf(p) !== 'master') continue;
+      if (this.elections.stateOf(p) !== 'master' || this.pulling.has(p)) continue;
+      const found = this.claims.length;
       for (const session of store.sessionsIn(p, now)) if (this.orphaned(session.owner, now)) this.claims.push(session.id);
+      if (this.claims.length === found || this.pulled.has(p)) continue;
+      this.claims.length = found;
+      toPull.push(p);
+    }
+    if (toPull.length > 0) {
+      this.deps.pullForTakeover(toPull);
+      for (const p of toPull) {
+        if (this.deps.takeoverPending(p)) this.pulling.set(p, this.views);
+        else {
+          // No other live holder: this copy is all there is.
+          this.pulled.add(p);
+          this.scans.add(p);
+        }
+      }
     }
     const batch = this.claims.splice(0, CLAIMS_PER_PASS);
     let claimed = 0;

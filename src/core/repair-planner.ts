@@ -13,6 +13,9 @@
  *   in it. `forgetPulls` makes the next pull ask everyone (anti-entropy, a restart).
  * - Placement and join transfers count as pending until settled (done, or failed with
  *   the peer gone): the node reports them as under-replicated and as `pulling`.
+ * - Takeover transfers (a new master pulling a partition from its other holders before it
+ *   claims the partition's orphaned sessions) count as pending per partition until
+ *   settled, apart from the others: they hold up that partition's claims, not readiness.
  * - A discard comes DISCARD_AFTER_MS after the view last changed, and waits while a live
  *   peer is still pulling, but not longer than DISCARD_MAX_WAIT_MS after it came due.
  */
@@ -24,7 +27,7 @@ export interface ResyncRequest {
   partitions: number[];
   /** Channels repaired by this transfer, with the sequence number it covers. */
   channels: { key: string; upTo: number }[];
-  reason: 'gap' | 'join' | 'placement' | 'anti_entropy';
+  reason: 'gap' | 'join' | 'placement' | 'anti_entropy' | 'takeover';
 }
 
 /** What the planner needs to know of placement and membership. */
@@ -35,6 +38,8 @@ export interface RepairView {
   isSecondaryOf(partition: number, owner: string): boolean;
   /** A live peer's address, or undefined when not known yet. */
   addressOf(nodeId: string): string | undefined;
+  /** The members holding `partition` (its replica set), in placement order. */
+  holdersOf(partition: number): readonly string[];
 }
 
 /** A failed state transfer is tried again after this long (ms), while its peer is live. */
@@ -60,6 +65,8 @@ export class RepairPlanner {
   private readonly unreplicated = new Set<number>();
   /** Partitions with a placement transfer requested and not finished, with their count. */
   private readonly pendingPulls = new Map<number, number>();
+  /** Partitions with a takeover transfer requested and not finished, with their count. */
+  private readonly pendingTakeovers = new Map<number, number>();
   /** Failed transfers to try again, and when. */
   private retries: { request: ResyncRequest; at: number }[] = [];
   private discardDueAt = Infinity;
@@ -102,29 +109,61 @@ export class RepairPlanner {
     return [...pulls].map(([peer, partitions]) => ({ peerNodeId: peer, peerAddress: view.addressOf(peer)!, partitions, channels: [], reason }));
   }
 
+  /**
+   * The transfers a new master makes before it claims the orphaned sessions of
+   * `partitions`: each partition from every other live holder of it. A write acknowledged
+   * by some secondaries may not have reached this node when its owner died; claimed from
+   * this node's copy alone, the claim's epoch would beat that write everywhere.
+   */
+  takeoverPulls(view: RepairView, partitions: readonly number[], others: readonly string[]): ResyncRequest[] {
+    const live = new Set(others);
+    const pulls = new Map<string, number[]>();
+    for (const partition of partitions) {
+      for (const peer of view.holdersOf(partition)) {
+        if (!live.has(peer) || view.addressOf(peer) === undefined) continue;
+        let list = pulls.get(peer);
+        if (list === undefined) pulls.set(peer, (list = []));
+        list.push(partition);
+      }
+    }
+    return [...pulls].map(([peer, partitions]) => ({ peerNodeId: peer, peerAddress: view.addressOf(peer)!, partitions, channels: [], reason: 'takeover' as const }));
+  }
+
   /** The next pullHeld asks every peer for every held partition. */
   forgetPulls(): void {
     this.pulledFrom.clear();
   }
 
-  /** A transfer was requested: placement and join transfers count as pending. */
+  /** A transfer was requested: placement, join and takeover transfers count as pending. */
   started(request: ResyncRequest): void {
-    if (request.reason !== 'placement' && request.reason !== 'join') return;
-    for (const partition of request.partitions) this.pendingPulls.set(partition, (this.pendingPulls.get(partition) ?? 0) + 1);
+    const pending = this.pendingOf(request);
+    if (pending === undefined) return;
+    for (const partition of request.partitions) pending.set(partition, (pending.get(partition) ?? 0) + 1);
   }
 
   /** A transfer finished, or failed for good: it no longer counts as pending. */
   settled(request: ResyncRequest): void {
-    if (request.reason !== 'placement' && request.reason !== 'join') return;
+    const pending = this.pendingOf(request);
+    if (pending === undefined) return;
     for (const partition of request.partitions) {
-      const left = (this.pendingPulls.get(partition) ?? 1) - 1;
-      if (left <= 0) this.pendingPulls.delete(partition);
-      else this.pendingPulls.set(partition, left);
+      const left = (pending.get(partition) ?? 1) - 1;
+      if (left <= 0) pending.delete(partition);
+      else pending.set(partition, left);
     }
+  }
+
+  private pendingOf(request: ResyncRequest): Map<number, number> | undefined {
+    if (request.reason === 'placement' || request.reason === 'join') return this.pendingPulls;
+    return request.reason === 'takeover' ? this.pendingTakeovers : undefined;
   }
 
   hasPendingPulls(): boolean {
     return this.pendingPulls.size > 0;
+  }
+
+  /** Whether a takeover transfer into `partition` is still pending. */
+  takeoverPending(partition: number): boolean {
+    return this.pendingTakeovers.has(partition);
   }
 
   /** A failed transfer whose peer is still live: tried again RESYNC_RETRY_MS from now. */

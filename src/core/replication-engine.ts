@@ -140,6 +140,7 @@ export class ReplicationEngine {
     heldPartitions: () => this.placement.partitionsHeldBy(this.config.nodeId),
     isSecondaryOf: (partition, owner) => this.placement.isSecondary(this.config.nodeId, partition, owner),
     addressOf: (nodeId) => this.addressOf(nodeId),
+    holdersOf: (partition) => this.placement.ranking(partition).slice(0, this.placement.holderCount()),
   };
   readonly stats: EngineStats = newEngineStats();
   private readonly outbox: Outbox;
@@ -377,6 +378,20 @@ export class ReplicationEngine {
   /** Whether a transfer into a partition this node now holds is still pending. */
   hasPendingPulls(): boolean {
     return this.repair.hasPendingPulls();
+  }
+
+  /**
+   * Pulls `partitions` from their other live holders before this node, as their master,
+   * claims their orphaned sessions (takeoverPending says until when).
+   */
+  pullForTakeover(partitions: readonly number[]): void {
+    const pulls = this.repair.takeoverPulls(this.view, partitions, this.otherLiveMembers());
+    for (const request of pulls) this.requestResync(request);
+  }
+
+  /** Whether a takeover transfer into `partition` is still pending. */
+  takeoverPending(partition: number): boolean {
+    return this.repair.takeoverPending(partition);
   }
 
   /**
