@@ -84,6 +84,7 @@ import {
   quantileOfSorted,
 } from './stats';
 import { histogramQuantile, scrape, type Scrape } from './support/prometheus-scrape';
+import { GcTotals, observeOwnGc } from './gc-pauses';
 
 const RUNS = Math.round(envNumber('BENCH_RUNS', 3));
 const SESSIONS = Math.round(envNumber('BENCH_SESSIONS', 10_000));
@@ -506,6 +507,30 @@ async function resumePass(
   return { latency, samples, doneMs: msBetween(since, lastDone), resumed, failures, notFound, firstFailure, unresumed };
 }
 
+/**
+ * The bench's own collector, kept out of the one-at-a-time passes: a full collection before
+ * each (needs --expose-gc, as `npm run bench:failover` runs it), and the pauses it still
+ * takes during them counted and printed. A pausing client is not a slower baton: before
+ * the taken-over resumes, the passes ahead had grown this process's heap until a
+ * Mark-Compact fell inside them, and while it marked, calls to every node took 2-7 ms.
+ */
+const harnessGc = new GcTotals();
+/** Pauses (ms) of this process inside the measured one-at-a-time passes, this run. */
+let harnessPauseMs = 0;
+
+async function measuredPass<T>(pass: () => Promise<T>): Promise<T> {
+  globalThis.gc?.();
+  // The observer hears of a collection on a later turn: the full one is counted before the pass.
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  const before = harnessGc.snapshot();
+  try {
+    return await pass();
+  } finally {
+    const after = harnessGc.snapshot();
+    harnessPauseMs += after.scavengeMs - before.scavengeMs + after.majorMs - before.majorMs;
+  }
+}
+
 // --- after the kill: detection and full replication ------------------------------------------
 
 interface Watch {
@@ -730,10 +755,10 @@ async function resumeTakenOver(cluster: Cluster, sessions: Sessions, heldBack: r
   const nodeOrder = (node: Replica | undefined) => (node === undefined ? '' : node.nodeId);
   const byOwner = [...heldBack].sort((a, b) => nodeOrder(owner.get(a)).localeCompare(nodeOrder(owner.get(b))));
   const localBefore = await Promise.all(cluster.survivors.map((n) => scrape(n.metricsUrl).catch(() => undefined)));
-  const onMaster = await resumeEachOn(sessions, byOwner, (index) => owner.get(index));
+  const onMaster = await measuredPass(() => resumeEachOn(sessions, byOwner, (index) => owner.get(index)));
   const localAfter = await Promise.all(cluster.survivors.map((n) => scrape(n.metricsUrl).catch(() => undefined)));
   const local = (list: (Scrape | undefined)[]) => list.reduce((sum, s) => sum + (s?.value('baton_resumes_total', { outcome: 'local' }) ?? NaN), 0);
-  const interleaved = await resumeEachOn(sessions, interleave(heldBack, (index) => nodeOrder(owner.get(index))), (index) => owner.get(index));
+  const interleaved = await measuredPass(() => resumeEachOn(sessions, interleave(heldBack, (index) => nodeOrder(owner.get(index))), (index) => owner.get(index)));
   const elsewhereOf = (index: number): Replica | undefined => {
     const at = owner.get(index);
     if (at === undefined) return undefined;
@@ -741,7 +766,7 @@ async function resumeTakenOver(cluster: Cluster, sessions: Sessions, heldBack: r
     return others[index % others.length];
   };
   const pairOf = (index: number) => `${nodeOrder(elsewhereOf(index))} ${nodeOrder(owner.get(index))}`;
-  const elsewhere = await resumeEachOn(sessions, [...heldBack].sort((a, b) => pairOf(a).localeCompare(pairOf(b))), elsewhereOf);
+  const elsewhere = await measuredPass(() => resumeEachOn(sessions, [...heldBack].sort((a, b) => pairOf(a).localeCompare(pairOf(b))), elsewhereOf));
   const resumed = onMaster.resumed.map((r, i) => r ?? elsewhere.resumed[i]);
   return {
     heldBack: heldBack.length,
@@ -817,6 +842,8 @@ interface FailoverResult {
   otherCpu: number;
   watch: Watch;
   takeover: TakeoverResumes;
+  /** The bench's own GC pauses inside the one-at-a-time passes (ms), after a full collection before each. */
+  harnessPauseMs: number;
 }
 
 interface SplitLatency {
@@ -873,16 +900,19 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
     const sample = all.slice(0, SERIAL_SESSIONS);
     const warmup = all.slice(SERIAL_SESSIONS, SERIAL_SESSIONS + SERIAL_WARMUP);
     await resumePass(cluster.serial, sessions, warmup, 1, nowNs());
-    const serialPeer = await resumePass(cluster.serial, sessions, sample, 1, nowNs());
+    harnessPauseMs = 0;
+    const serialPeer = await measuredPass(() => resumePass(cluster.serial, sessions, sample, 1, nowNs()));
     await resumePass(cluster.serial, sessions, warmup, 1, nowNs());
-    const serialLocal = await resumePass(cluster.serial, sessions, sample, 1, nowNs());
-    const serialGet = await resumePass(cluster.serial, sessions, sample, 1, nowNs(), false);
+    const serialLocal = await measuredPass(() => resumePass(cluster.serial, sessions, sample, 1, nowNs()));
+    const serialGet = await measuredPass(() => resumePass(cluster.serial, sessions, sample, 1, nowNs(), false));
     const lookups = new LatencySamples(sample.length);
-    for (const index of sample) {
-      const started = nowNs();
-      await cluster.partitions.lookup(cluster.resumer.peerAddress, sessions.ids[index]!);
-      lookups.add(Number(nowNs() - started));
-    }
+    await measuredPass(async () => {
+      for (const index of sample) {
+        const started = nowNs();
+        await cluster.partitions.lookup(cluster.resumer.peerAddress, sessions.ids[index]!);
+        lookups.add(Number(nowNs() - started));
+      }
+    });
     const serialDamaged = [...serialPeer.resumed, ...serialLocal.resumed].filter((r) => r?.problem !== undefined).length;
     // The third survivor's resume paths, and its answers to a peer's fetch, warmed the way
     // the serial node's were (the flood warmed the resumer, the serial passes the serial
@@ -963,6 +993,7 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
       otherCpu,
       watch,
       takeover,
+      harnessPauseMs,
     };
     printRunLine(run, result, flood, local);
     return result;
@@ -1017,6 +1048,8 @@ function printRunLine(run: number, r: FailoverResult, flood: ResumePass, local: 
       `(${r.takeover.onMasterLocal} counted local; interleaved across owners ${fmtMs(r.takeover.onMasterInterleaved.p50, 2)}/${fmtMs(r.takeover.onMasterInterleaved.p99, 2)} ms), ` +
       `elsewhere ${fmtMs(r.takeover.elsewhere.p50, 2)}/${fmtMs(r.takeover.elsewhere.p99, 2)} ms` +
       (r.takeover.failures > 0 ? `; ${r.takeover.failures} failed attempts` : ''),
+    `    the bench's own GC pauses inside the one-at-a-time passes: ${fmtMs(r.harnessPauseMs, 1)} ms in all` +
+      (globalThis.gc === undefined ? ' (run with node --expose-gc to collect before each pass, as npm run bench:failover does)' : ' (a full collection before each pass)'),
     `    after the kill: every partition has a master at ${fmtMs(w.mastersMs, 0)} ms (failure detection + ${MASTER_AFTER_DETECTION_MS} ms: ` +
       `${fmtMs(w.deadSeenMs + MASTER_AFTER_DETECTION_MS, 0)} ms); ${formatCount(w.takeoverClaims)} sessions claimed proactively by takeover; ` +
       `victim counted dead by all at ${fmtMs(w.deadSeenMs, 0)} ms; every survivor holds every session at ${fmtMs(w.copiesMs, 0)} ms; ` +
@@ -1181,6 +1214,7 @@ function printReport(results: FailoverResult[]): void {
 
 async function main(): Promise<void> {
   const disarm = handleInterruptions(MAX_MINUTES);
+  const stopObservingGc = observeOwnGc(harnessGc);
 
   console.log('baton failover benchmark\n');
   console.log(describeMachine(machineInfo()));
@@ -1209,6 +1243,7 @@ async function main(): Promise<void> {
     }
   }
   if (results.length > 0) printReport(results);
+  stopObservingGc();
   disarm();
 }
 
