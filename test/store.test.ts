@@ -3,6 +3,7 @@ import { BuzHash } from '../src/store/buzhash';
 import { InvalidArgumentError, PreconditionFailedError, ResourceExhaustedError } from '../src/wire/errors';
 import { HybridClock, versionTimeMs } from '../src/store/hybrid-clock';
 import { SeededRandom } from '../src/store/random';
+import { newPartSlots, PART_STRIDE, SessionRecord, setVersionAt, versionAt } from '../src/store/session-record';
 import {
   DEFAULT_STORE_CONFIG,
   findStoredPart,
@@ -1446,5 +1447,23 @@ describe('replicas: a session deleted and written again, with its deltas reorder
     store.tick(T0 + 61_000);
     expect(store.getStats()).toMatchObject({ sessions: 0, tombstones: 0, bytes: 0 });
     expect(store.nextDeadline()).toBeUndefined();
+  });
+});
+
+describe('SessionRecord layout', () => {
+  test('an expiry, a delete version and a part version read back exactly as written, over the whole safe range (kept as two small integers each)', () => {
+    const random = new SeededRandom(31);
+    const edges = [0, 1, -1, 2 ** 26 - 1, 2 ** 26, -(2 ** 26), T0, Number.MAX_SAFE_INTEGER, -Number.MAX_SAFE_INTEGER, 2 ** 52 + 3];
+    const samples = [...edges, ...Array.from({ length: 2000 }, () => (random.below(2) === 0 ? -1 : 1) * (random.below(2 ** 26) * 2 ** 27 + random.below(2 ** 27)))];
+    const record = new SessionRecord('s', 'node-a');
+    const slots = newPartSlots('p', 'node-a', 1);
+    for (const n of samples) {
+      record.expiresAt = n;
+      record.deletedVersion = n;
+      setVersionAt(slots, 0, n);
+      expect([record.expiresAt, record.deletedVersion, versionAt(slots, 0)]).toEqual([n, n, n]);
+    }
+    expect(slots.length).toBe(PART_STRIDE);
+    expect(slots.every((slot) => typeof slot !== 'number' || (Number.isInteger(slot) && Math.abs(slot) < 2 ** 30))).toBe(true);
   });
 });

@@ -11,7 +11,7 @@
  *   is about, so an update in the middle of another (an eviction) cannot misattribute it.
  */
 import { type BuzHash, fmix32, mixWord, partitionOfHash } from './buzhash';
-import { EPOCH, NAME, type PartSlot, type SessionRecord, VALUE, VERSION, WRITER } from './session-record';
+import { EPOCH, NAME, type PartSlot, type SessionRecord, VALUE, versionAt, WRITER } from './session-record';
 
 /** A session id's 64-bit hash and its partition, computed once per operation. */
 export interface SessionKey {
@@ -57,7 +57,7 @@ export class PartitionDigests {
       key,
       slots[at + VALUE] === null ? ENTRY_PART_TOMBSTONE : ENTRY_PART,
       mixWord(this.stringHash(slots[at + NAME] as string), slots[at + EPOCH] as number),
-      slots[at + VERSION] as number,
+      versionAt(slots, at),
       this.stringHash(slots[at + WRITER] as string),
     );
   }

@@ -41,7 +41,9 @@ import {
   VALUE_LENGTH,
   VALUE_OFFSET,
   valueLengthAt,
-  VERSION,
+  newPartSlots,
+  setVersionAt,
+  versionAt,
   WRITER,
 } from './session-record';
 import { DEFAULT_SLAB_BYTES, ValueSlab, ValueSlabs } from './value-slabs';
@@ -156,7 +158,7 @@ export class SessionTable {
       // Copy on add: parts are added far less often than rewritten, and exact-length
       // arrays save the slack a growing array keeps.
       at = slots.length;
-      slots = slots.concat([this.intern(name), null, 0, 0, 0, writer, epoch]);
+      slots = slots.concat(newPartSlots(this.intern(name), writer, epoch));
       record.parts = slots;
       this.stats.bytes += partBytes(name, 0);
     } else {
@@ -172,7 +174,7 @@ export class SessionTable {
     slots[at + VALUE] = slab;
     slots[at + VALUE_OFFSET] = offset;
     slots[at + VALUE_LENGTH] = length;
-    slots[at + VERSION] = version;
+    setVersionAt(slots, at, version);
     slots[at + WRITER] = writer;
     slots[at + EPOCH] = epoch;
     this.digests.xorPart(key, slots, at);
@@ -184,12 +186,12 @@ export class SessionTable {
     const slots = record.parts;
     let stale = 0;
     for (let i = 0; i < slots.length; i += PART_STRIDE) {
-      if (slots[i + VALUE] === null && versionTimeMs(slots[i + VERSION] as number) < horizon) stale++;
+      if (slots[i + VALUE] === null && versionTimeMs(versionAt(slots, i)) < horizon) stale++;
     }
     if (stale === 0) return;
     const kept: PartSlot[] = [];
     for (let i = 0; i < slots.length; i += PART_STRIDE) {
-      if (slots[i + VALUE] === null && versionTimeMs(slots[i + VERSION] as number) < horizon) {
+      if (slots[i + VALUE] === null && versionTimeMs(versionAt(slots, i)) < horizon) {
         this.digests.xorPart(key, slots, i);
         this.stats.bytes -= partBytes(slots[i + NAME] as string, 0);
       } else {
@@ -223,7 +225,7 @@ export class SessionTable {
   deleteUpTo(key: SessionKey, record: SessionRecord, version: number, now: number): void {
     const slots = record.parts;
     let newer = false;
-    for (let i = 0; i < slots.length; i += PART_STRIDE) if ((slots[i + VERSION] as number) > version) newer = true;
+    for (let i = 0; i < slots.length; i += PART_STRIDE) if (versionAt(slots, i) > version) newer = true;
     if (!newer) {
       this.tombstoneSession(key, record, version, now);
       return;
@@ -233,7 +235,7 @@ export class SessionTable {
     this.digests.xorSession(key, record);
     const kept: PartSlot[] = [];
     for (let i = 0; i < slots.length; i += PART_STRIDE) {
-      if ((slots[i + VERSION] as number) > version) {
+      if (versionAt(slots, i) > version) {
         for (let j = 0; j < PART_STRIDE; j++) kept.push(slots[i + j]!);
         continue;
       }
@@ -261,7 +263,7 @@ export class SessionTable {
   expire(record: SessionRecord): void {
     let newest = record.deletedVersion;
     const slots = record.parts;
-    for (let i = 0; i < slots.length; i += PART_STRIDE) newest = Math.max(newest, slots[i + VERSION] as number);
+    for (let i = 0; i < slots.length; i += PART_STRIDE) newest = Math.max(newest, versionAt(slots, i));
     this.tombstoneSession(this.keyOf(record.id), record, newest, record.expiresAt);
     this.stats.expirations++;
     this.observer?.sessionRemoved(record.id, 'expired');

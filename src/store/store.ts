@@ -50,7 +50,7 @@ import {
   TOMBSTONE,
   VALUE,
   valueLengthAt,
-  VERSION,
+  versionAt,
   WRITER,
 } from './session-record';
 import { type RemoteChange, type RemoteSessionMeta, type SessionSnapshot, snapshotChanges, snapshotMeta, snapshotOf } from './session-snapshot';
@@ -129,7 +129,7 @@ export class SessionStore {
     let byteDelta = record === undefined ? id.length + SESSION_OVERHEAD_BYTES : 0;
     for (const write of writes) {
       const at = indexOfPart(slots, write.name);
-      const current = live && at >= 0 && slots[at + VALUE] !== null ? (slots[at + VERSION] as number) : 0;
+      const current = live && at >= 0 && slots[at + VALUE] !== null ? versionAt(slots, at) : 0;
       if (write.ifVersion !== undefined && write.ifVersion !== current) {
         throw new PreconditionFailedError(
           current === 0
@@ -236,7 +236,7 @@ export class SessionStore {
         const value = change.kind === 'put' ? change.value : null;
         const at = record === undefined ? -1 : indexOfPart(record.parts, change.name);
         const slots = at < 0 ? EMPTY_PARTS : record!.parts;
-        if (at >= 0 && !partNewerThan(change.epoch, change.version, change.writer, slots[at + EPOCH] as number, slots[at + VERSION] as number, slots[at + WRITER] as string)) {
+        if (at >= 0 && !partNewerThan(change.epoch, change.version, change.writer, slots[at + EPOCH] as number, versionAt(slots, at), slots[at + WRITER] as string)) {
           return table.adoptMeta(key, record!, meta);
         }
         const hadValue = at >= 0 && slots[at + VALUE] !== null;
