@@ -10,6 +10,7 @@ import {
   forEachPart,
   PART_OVERHEAD_BYTES,
   PartWriteRequest,
+  PutResult,
   RemoteChange,
   RemoteSessionMeta,
   SESSION_OVERHEAD_BYTES,
@@ -173,8 +174,7 @@ describe('SessionStore: parts and versions', () => {
     expect(first.session).toBe(store.get('s1', T0));
     expect(first.session.id).toBe('s1');
     expect(first.session.owner).toBe('node-7');
-    expect(first.expiresAt).toBe(T0 + 60_000);
-    expect(first.session.expiresAt).toBe(first.expiresAt);
+    expect(first.session.expiresAt).toBe(T0 + 60_000);
     expect(partsOf(first.session)).toEqual({
       a: { value: '1', version: first.version, writer: 'node-7' },
       b: { value: '2', version: first.version, writer: 'node-7' },
@@ -357,7 +357,7 @@ describe('SessionStore: deletes and tombstones', () => {
 describe('SessionStore: TTL', () => {
   test('a session expires at expiresAt: reads miss it before any tick, the observer hears once', () => {
     const { store, observer } = makeStore();
-    const { expiresAt } = store.put('s1', [w('a', '1')], 10_000, T0);
+    const { expiresAt } = store.put('s1', [w('a', '1')], 10_000, T0).session;
     expect(expiresAt).toBe(T0 + 10_000);
     expect(store.get('s1', T0)!.expiresAt).toBe(T0 + 10_000);
     expect(store.get('s1', T0 + 9_999)).toBeDefined();
@@ -397,7 +397,7 @@ describe('SessionStore: TTL', () => {
   test('put and touch refresh expiry; get does not', () => {
     const { store } = makeStore();
     store.put('s1', [w('a', '1')], 10_000, T0);
-    expect(store.put('s1', [w('b', '2')], 0, T0 + 5_000).expiresAt).toBe(T0 + 15_000); // keeps its TTL
+    expect(store.put('s1', [w('b', '2')], 0, T0 + 5_000).session.expiresAt).toBe(T0 + 15_000); // keeps its TTL
     expect(store.touch('s1', 0, T0 + 12_000)).toBe(T0 + 22_000);
     for (let t = T0 + 13_000; t < T0 + 22_000; t += 1_000) expect(store.get('s1', t)!.expiresAt).toBe(T0 + 22_000);
     store.tick(T0 + 21_000);
@@ -407,7 +407,7 @@ describe('SessionStore: TTL', () => {
 
   test('ttl 0 gives a new session the default TTL', () => {
     const { store } = makeStore({ defaultTtlMs: 45_000 });
-    expect(store.put('s1', [w('a', '1')], 0, T0).expiresAt).toBe(T0 + 45_000);
+    expect(store.put('s1', [w('a', '1')], 0, T0).session.expiresAt).toBe(T0 + 45_000);
     expect(store.get('s1', T0)!.ttlMs).toBe(45_000);
   });
 
@@ -1029,9 +1029,9 @@ function randomRun(seed: number, steps: number, onStep?: (op: Op, step: number, 
         const expected = model.put(op.id, op.writes!, op.ttlMs!, op.now);
         if (actual.outcome !== expected.outcome) throw fail(`outcome ${actual.outcome}, model ${expected.outcome}`);
         if (expected.outcome === 'ok') {
-          const result = actual.value as { version: number; expiresAt: number };
-          if (result.version !== expected.version || result.expiresAt !== expected.expiresAt) {
-            throw fail(`put returned ${JSON.stringify(result)}, model ${expected.version}/${expected.expiresAt}`);
+          const result = actual.value as PutResult;
+          if (result.version !== expected.version || result.session.expiresAt !== expected.expiresAt) {
+            throw fail(`put returned ${result.version}/${result.session.expiresAt}, model ${expected.version}/${expected.expiresAt}`);
           }
         }
         break;

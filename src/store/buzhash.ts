@@ -19,7 +19,11 @@ export class BuzHash {
   /** High and low 32 bits of each table entry. */
   readonly tableHi = new Uint32Array(256);
   readonly tableLo = new Uint32Array(256);
-  /** Halves of the last hash computed by hashString/hashBytes (avoids allocating). */
+  /**
+   * Halves of the last hash computed by hashString/hashBytes (avoids allocating), as signed
+   * 32-bit integers: V8 keeps those in the field, where unsigned ones above 2^31 would be
+   * a new number object per hash (toBigInt reads them unsigned).
+   */
   hi = 0;
   lo = 0;
   private readonly scratch = Buffer.allocUnsafe(1024);
@@ -57,8 +61,8 @@ export class BuzHash {
       lo = ((lo << 1) | (hi >>> 31)) ^ tl[b]!;
       hi = nhi ^ th[b]!;
     }
-    this.hi = hi >>> 0;
-    this.lo = lo >>> 0;
+    this.hi = hi | 0;
+    this.lo = lo | 0;
   }
 
   /** Hashes a string's UTF-8 bytes; the result is left in this.hi / this.lo. */
@@ -77,8 +81,8 @@ export class BuzHash {
       lo = ((lo << 1) | (hi >>> 31)) ^ tl[c]!;
       hi = nhi ^ th[c]!;
     }
-    this.hi = hi >>> 0;
-    this.lo = lo >>> 0;
+    this.hi = hi | 0;
+    this.lo = lo | 0;
   }
 
   private hashUtf8(s: string): void {

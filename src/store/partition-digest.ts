@@ -13,7 +13,10 @@
 import { type BuzHash, fmix32, mixWord, partitionOfHash } from './buzhash';
 import { EPOCH, NAME, type PartSlot, type SessionRecord, VALUE, versionAt, WRITER } from './session-record';
 
-/** A session id's 64-bit hash and its partition, computed once per operation. */
+/**
+ * A session id's 64-bit hash and its partition, computed once per operation. The halves
+ * are signed 32-bit, as BuzHash leaves them (the digest mixes them with 32-bit operations).
+ */
 export interface SessionKey {
   readonly hi: number;
   readonly lo: number;

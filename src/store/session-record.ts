@@ -124,6 +124,14 @@ export class SessionRecord implements StoredSession, WheelEntry {
     this.owner = owner;
   }
 
+  /**
+   * Whether the expiry is at or before `now`. The hot paths ask this rather than compare
+   * `expiresAt`: a getter that is not inlined returns its double as a new number object.
+   */
+  expiredBy(now: number): boolean {
+    return joined(this.expiresHigh, this.expiresLow) <= now;
+  }
+
   /** Idle expiry (Unix ms), kept while a tombstone; a tombstone's purge is only scheduled. */
   get expiresAt(): number {
     return joined(this.expiresHigh, this.expiresLow);

@@ -115,14 +115,14 @@ export class SessionTable {
   /** Whether the record is live and unexpired; expires it (now) if it is due. */
   isLive(record: SessionRecord, now: number): boolean {
     if (record.state !== LIVE) return false;
-    if (record.expiresAt > now) return true;
+    if (!record.expiredBy(now)) return true;
     this.expire(record);
     return false;
   }
 
   /** Expires the record if it is live and due, so a write finds it as a tombstone. */
   expireIfDue(record: SessionRecord | undefined, now: number): void {
-    if (record !== undefined && record.state === LIVE && record.expiresAt <= now) this.expire(record);
+    if (record !== undefined && record.state === LIVE && record.expiredBy(now)) this.expire(record);
   }
 
   /** Adds a live session without parts. The caller made room for it (makeRoom). */
@@ -329,10 +329,12 @@ export class SessionTable {
    * one by a new owner whose clock is behind the old one's) must not tie or go back.
    */
   refreshExpiry(record: SessionRecord, ttlMs: number, now: number): void {
-    const refreshedAt = record.expiresAt > 0 ? Math.max(now, record.expiresAt - record.ttlMs + 1) : now;
+    const held = record.expiresAt;
+    const refreshedAt = held > 0 ? Math.max(now, held - record.ttlMs + 1) : now;
     record.ttlMs = ttlMs > 0 ? ttlMs : record.ttlMs > 0 ? record.ttlMs : this.config.defaultTtlMs;
-    record.expiresAt = refreshedAt + record.ttlMs;
-    this.wheel.scheduleNoLater(record, record.expiresAt);
+    const expiresAt = refreshedAt + record.ttlMs;
+    record.expiresAt = expiresAt;
+    this.wheel.scheduleNoLater(record, expiresAt);
   }
 
   /**
@@ -383,7 +385,7 @@ export class SessionTable {
       // A tombstone is due exactly when it was scheduled; a live session may have been
       // refreshed since (refreshes move its slot only earlier).
       if (record.state !== LIVE) this.remove(record);
-      else if (record.expiresAt > now) this.wheel.schedule(record, record.expiresAt);
+      else if (!record.expiredBy(now)) this.wheel.schedule(record, record.expiresAt);
       else this.expire(record);
     });
     this.values.evacuateSparse();

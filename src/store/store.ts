@@ -82,7 +82,6 @@ export interface PartWriteRequest {
 export interface PutResult {
   /** The version every written part now has. */
   version: number;
-  expiresAt: number;
   /** The session as stored (live; read-only, and current only until the next change). */
   session: StoredSession;
 }
@@ -166,7 +165,7 @@ export class SessionStore {
         this.observer.partPut(record, parts[at + NAME] as string, version, writer);
       }
     }
-    return { version, expiresAt: record.expiresAt, session: record };
+    return { version, session: record };
   }
 
   /**
@@ -393,7 +392,7 @@ export class SessionStore {
   /** Every live, unexpired session of a partition. */
   *sessionsIn(partition: number, now: number): IterableIterator<StoredSession> {
     for (const record of this.table.partitions.walk(partition)) {
-      if (record.state === LIVE && record.expiresAt > now) yield record;
+      if (record.state === LIVE && !record.expiredBy(now)) yield record;
     }
   }
 
