@@ -97,30 +97,31 @@ function joined(high: number, low: number): number {
 }
 
 export class SessionRecord implements StoredSession, WheelEntry {
-  // The fields a Get reads (state, expiry, the used flag) come first, beside the header.
+  // The fields a Get reads (state, expiry, the used flag, and lruPrev, which says whether the
+  // record is in the LRU list) come first, beside the header: at a million sessions the
+  // record is a cache miss, and one more line would be a second.
   state = LIVE;
   private expiresHigh = 0;
   private expiresLow = 0;
   /** Used since it last moved to the recently used end (its second chance: makeRoom). */
   lruUsed = false;
+  lruPrev: SessionRecord | null = null;
+  lruNext: SessionRecord | null = null;
+  readonly id: string;
   parts: PartSlot[] = EMPTY_PARTS;
   owner: string;
   epoch = 1;
   ttlMs = 0;
   private deletedHigh = 0;
   private deletedLow = 0;
-  lruPrev: SessionRecord | null = null;
-  lruNext: SessionRecord | null = null;
   /** The neighbours in its partition's list (partition-lists.ts). */
   partPrev: SessionRecord | null = null;
   partNext: SessionRecord | null = null;
   wheelKey = -1;
   wheelIndex = -1;
 
-  constructor(
-    readonly id: string,
-    owner: string,
-  ) {
+  constructor(id: string, owner: string) {
+    this.id = id;
     this.owner = owner;
   }
 
