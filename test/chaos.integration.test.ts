@@ -111,6 +111,34 @@ class Cluster {
     });
   }
 
+  /**
+   * Waits until every one of `labels` places partitions from one coordinator view that has
+   * them all as members: membership can count a node alive before the view that placement
+   * follows includes it, and until then a write finds fewer secondaries (min_replicas fails).
+   */
+  async waitForOneView(labels: readonly string[], withinMs: number): Promise<void> {
+    let last = '';
+    await pollUntil(
+      `${labels.join(', ')} place from one view of them all`,
+      async () => {
+        const statuses = await Promise.all(labels.map(async (l) => [l, await this.node(l).status().catch(() => undefined)] as const));
+        last = statuses.map(([l, s]) => `${l}: view ${s?.viewId ?? '?'} of ${s?.coordinatorNodeId ?? '?'}, indexed ${s?.members.filter((m) => m.index !== undefined).map((m) => m.nodeId).join(',') ?? '?'}`).join('; ');
+        const first = statuses[0]?.[1];
+        return statuses.every(
+          ([, s]) =>
+            s !== undefined &&
+            first !== undefined &&
+            s.viewId === first.viewId &&
+            s.coordinatorNodeId === first.coordinatorNodeId &&
+            labels.every((l) => s.members.find((m) => m.nodeId === l)?.index !== undefined),
+        );
+      },
+      withinMs,
+    ).catch((err: Error) => {
+      throw new Error(`${err.message} (last seen: ${last})`);
+    });
+  }
+
   /** SIGTERM to every node still running, SIGKILL once the drain limit has passed (the drains measured are the test's own). */
   async stopAll(): Promise<void> {
     await Promise.all([...this.nodes.values()].map((n) => n.stop('SIGTERM', DRAIN_TIMEOUT_SECONDS * 1000 + EXIT_MARGIN_MS)));
@@ -259,6 +287,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
       try {
         await cluster.startAll(NODES);
         await cluster.waitForStates(NODES, { a: 'alive', b: 'alive', c: 'alive' }, 15_000);
+        await cluster.waitForOneView(NODES, 15_000);
         for (const n of NODES) up.add(n);
         writers = Array.from({ length: WRITERS }, (_, w) => writerLoop(w));
         await pollUntil('writes and resumes are acknowledged', () => log.acks >= 200 && log.resumes >= 30, 20_000);
@@ -370,6 +399,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
       try {
         await cluster.startAll(NODES);
         await cluster.waitForStates(NODES, { a: 'alive', b: 'alive', c: 'alive' }, 15_000);
+        await cluster.waitForOneView(NODES, 15_000);
         // a owns every session; b and c hold copies.
         await Promise.all(ids.map((id) => cluster.node('a').client.put(id, { base: text(`base of ${id}`) }, { minReplicas: 2 })));
         for (const id of ids) expected.set(id, { base: `base of ${id}` });

@@ -156,7 +156,9 @@ test('3 edge + 2 store nodes: after the coordinator and a master are SIGKILLed a
         throw new Error(`${err.message} (last answer: owner ${where?.owner?.nodeId ?? 'none'}, master ${where?.master?.nodeId ?? 'none'})`);
       });
       const answer = where!;
-      expect(answer.viewId).toBe(after.viewId);
+      // The view agreed on after the kill, or a later one (a member that a loaded machine let
+      // fall silent for a moment changes the view again).
+      expect(answer.viewId).toBeGreaterThanOrEqual(after.viewId);
       expect(survivors).toContain(answer.master?.nodeId);
       expect(answer.master?.address).toBe(addressOf.get(answer.master!.nodeId));
       expect(answer.owner?.address).toBe(addressOf.get(owner));
