@@ -1,7 +1,9 @@
 /**
  * SessionApi with a scripted replicator: what a Put answers, and when, as replication
- * back-pressure comes and goes (the watermarks themselves are tested in the simulation).
+ * back-pressure comes and goes (the watermarks themselves are tested in the simulation), and
+ * what it says when min_replicas cannot be met.
  */
+import { UnavailableError } from '../src/wire/errors';
 import { BuzHash } from '../src/store/buzhash';
 import { HybridClock } from '../src/store/hybrid-clock';
 import type { LocalChange } from '../src/core/replication-engine';
@@ -16,8 +18,15 @@ class ScriptedReplicator implements Replicator {
   room: Promise<void> | undefined;
   readonly replicated: string[] = [];
 
+  /** What secondariesFor() and unplacedMembers() answer. */
+  secondaries = 2;
+  unplaced = 0;
+
   secondariesFor(): number {
-    return 2;
+    return this.secondaries;
+  }
+  unplacedMembers(): number {
+    return this.unplaced;
   }
   replicate(session: StoredSession, changes: readonly LocalChange[]): number | undefined {
     for (const change of changes) this.replicated.push(`${session.id}/${change.kind}`);
@@ -112,5 +121,21 @@ describe('SessionApi: writes answer and replicate from what the store stored', (
     expect(answer.cart.items).toEqual([expect.objectContaining({ sku: 'apple', quantity: 2 })]);
     expect(answer.version).toBeGreaterThan(0n);
     expect(replicator.replicated).toEqual(['c1/put']);
+  });
+});
+
+describe('SessionApi: min_replicas above the live secondaries', () => {
+  test('is refused before anything is written, naming members alive but not yet placed when there are any', () => {
+    const { api, store, replicator } = setUp();
+    replicator.secondaries = 1;
+    expect(() => api.put(put('s1', 2), T0)).toThrow(new UnavailableError('min_replicas is 2, but only 1 secondaries are live for this session'));
+    replicator.unplaced = 1;
+    expect(() => api.put(put('s1', 2), T0)).toThrow(
+      new UnavailableError(
+        "min_replicas is 2, but only 1 secondaries are live for this session; 1 more alive but not yet in the coordinator's view that placement follows (a node that just joined): try again shortly",
+      ),
+    );
+    expect(store.get('s1', T0)).toBeUndefined();
+    expect(replicator.replicated).toEqual([]);
   });
 });

@@ -483,6 +483,11 @@ export class NodeCore implements Replicator {
     return this.placement.secondaries(this.store.partitionOf(sessionId), this.config.nodeId).length;
   }
 
+  unplacedMembers(): number {
+    const placed = this.placement.memberIds();
+    return this.membership.liveNodeIds().filter((id) => !placed.includes(id)).length;
+  }
+
   replicate(session: StoredSession, changes: readonly LocalChange[], now: number): number | undefined {
     this.advance(now);
     const ticket = this.engine.replicate(session, changes, now);

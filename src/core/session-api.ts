@@ -30,6 +30,11 @@ export interface Replicator {
   readonly replicas: number;
   /** Secondaries a session written here would have now. */
   secondariesFor(sessionId: string): number;
+  /**
+   * Members counted alive that placement does not rank yet: it follows the coordinator's
+   * view, which lists a node that just joined a moment after membership counts it.
+   */
+  unplacedMembers?(): number;
   /** Queues a local change for the session's secondaries; returns an acknowledgement ticket. */
   replicate(session: StoredSession, changes: readonly LocalChange[], now: number): number | undefined;
   /** Resolves once `needed` secondaries acknowledged the ticket's write, or at `deadline`. */
@@ -158,7 +163,10 @@ export class SessionApi {
     }
     const live = replicator.secondariesFor(sessionId);
     if (needed > live) {
-      throw new UnavailableError(`min_replicas is ${needed}, but only ${live} secondaries are live for this session`);
+      const unplaced = replicator.unplacedMembers?.() ?? 0;
+      const joining =
+        unplaced > 0 ? `; ${unplaced} more alive but not yet in the coordinator's view that placement follows (a node that just joined): try again shortly` : '';
+      throw new UnavailableError(`min_replicas is ${needed}, but only ${live} secondaries are live for this session${joining}`);
     }
   }
 
