@@ -666,6 +666,8 @@ interface TakeoverResumes {
    * passes stay on one node): latency, and how many baton counted local.
    */
   onMaster: SplitLatency;
+  /** onMaster's p99 per owner node ("n2 0.12 / n3 2.70 / …"). */
+  onMasterByNode: string;
   onMasterLocal: number;
   /**
    * The same resumes again (local by then too), each to a different owner than the one
@@ -674,6 +676,8 @@ interface TakeoverResumes {
   onMasterInterleaved: SplitLatency;
   /** Then one at a time on another survivor (one hop to the owner), grouped by that pair of nodes. */
   elsewhere: SplitLatency;
+  /** elsewhere's p99 per resuming node. */
+  elsewhereByNode: string;
   resumed: (Resumed | undefined)[];
   failures: number;
 }
@@ -711,8 +715,13 @@ function interleave(indexes: readonly number[], keyOf: (index: number) => string
 }
 
 /** Resumes `indexes`, one at a time, each on the node `nodeFor` picks (skipped when undefined). */
-async function resumeEachOn(sessions: Sessions, indexes: readonly number[], nodeFor: (index: number) => Replica | undefined): Promise<{ samples: number[]; resumed: (Resumed | undefined)[]; failures: number }> {
+async function resumeEachOn(
+  sessions: Sessions,
+  indexes: readonly number[],
+  nodeFor: (index: number) => Replica | undefined,
+): Promise<{ samples: number[]; byNode: Map<string, number[]>; resumed: (Resumed | undefined)[]; failures: number }> {
   const samples: number[] = [];
+  const byNode = new Map<string, number[]>();
   const resumed: (Resumed | undefined)[] = new Array(sessions.ids.length);
   let failures = 0;
   for (const index of indexes) {
@@ -722,9 +731,22 @@ async function resumeEachOn(sessions: Sessions, indexes: readonly number[], node
     // call was 80 kB of garbage a call: a scavenge in the bench every ~200 calls).
     const pass = await resumePass(node, sessions, [index], 1, nowNs(), true, resumed);
     failures += pass.failures + pass.notFound + pass.unresumed;
-    for (const sample of pass.samples) samples.push(sample.ms);
+    let mine = byNode.get(node.nodeId);
+    if (mine === undefined) byNode.set(node.nodeId, (mine = []));
+    for (const sample of pass.samples) {
+      samples.push(sample.ms);
+      mine.push(sample.ms);
+    }
   }
-  return { samples, resumed, failures };
+  return { samples, byNode, resumed, failures };
+}
+
+/** p99 per node that answered, in node order: one slow node (a pause, a stall) shows as itself. */
+function p99ByNode(byNode: ReadonlyMap<string, readonly number[]>): string {
+  return [...byNode]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([nodeId, samples]) => `${nodeId} ${fmtMs(latencyOf(samples).p99, 2)}`)
+    .join(' / ');
 }
 
 function latencyOf(samples: readonly number[]): SplitLatency {
@@ -773,9 +795,11 @@ async function resumeTakenOver(cluster: Cluster, sessions: Sessions, heldBack: r
     owned: owner.size,
     ownedByMaster,
     onMaster: latencyOf(onMaster.samples),
+    onMasterByNode: p99ByNode(onMaster.byNode),
     onMasterLocal: local(localAfter) - local(localBefore),
     onMasterInterleaved: latencyOf(interleaved.samples),
     elsewhere: latencyOf(elsewhere.samples),
+    elsewhereByNode: p99ByNode(elsewhere.byNode),
     resumed,
     failures: onMaster.failures + elsewhere.failures,
   };
@@ -1045,8 +1069,8 @@ function printRunLine(run: number, r: FailoverResult, flood: ResumePass, local: 
       (r.serialDamaged > 0 ? `; ${r.serialDamaged} one-at-a-time resumes damaged` : ''),
     `    taken over, then resumed one at a time: ${r.takeover.owned} of ${r.takeover.heldBack} held-back sessions owned by a survivor when located ` +
       `(${r.takeover.ownedByMaster} by their partition's master); on the owner p50/p99 ${fmtMs(r.takeover.onMaster.p50, 2)}/${fmtMs(r.takeover.onMaster.p99, 2)} ms ` +
-      `(${r.takeover.onMasterLocal} counted local; interleaved across owners ${fmtMs(r.takeover.onMasterInterleaved.p50, 2)}/${fmtMs(r.takeover.onMasterInterleaved.p99, 2)} ms), ` +
-      `elsewhere ${fmtMs(r.takeover.elsewhere.p50, 2)}/${fmtMs(r.takeover.elsewhere.p99, 2)} ms` +
+      `(p99 by owner ${r.takeover.onMasterByNode}; ${r.takeover.onMasterLocal} counted local; interleaved across owners ${fmtMs(r.takeover.onMasterInterleaved.p50, 2)}/${fmtMs(r.takeover.onMasterInterleaved.p99, 2)} ms), ` +
+      `elsewhere ${fmtMs(r.takeover.elsewhere.p50, 2)}/${fmtMs(r.takeover.elsewhere.p99, 2)} ms (p99 by resuming node ${r.takeover.elsewhereByNode})` +
       (r.takeover.failures > 0 ? `; ${r.takeover.failures} failed attempts` : ''),
     `    the bench's own GC pauses inside the one-at-a-time passes: ${fmtMs(r.harnessPauseMs, 1)} ms in all` +
       (globalThis.gc === undefined ? ' (run with node --expose-gc to collect before each pass, as npm run bench:failover does)' : ' (a full collection before each pass)'),
