@@ -110,8 +110,8 @@ export class ValueSlabs<Owner> {
       return EMPTY_SLAB;
     }
     const slab = this.placeFor(length, owner);
-    // One memmove, without the view set() would need (a new object per value moved).
-    from.bytes.copy(slab.bytes, this.lastOffset, offset, offset + length);
+    // set() of a view is one memmove; Buffer#copy validates its arguments in JavaScript first.
+    slab.bytes.set(from.bytes.subarray(offset, offset + length), this.lastOffset);
     this.release(from, length);
     return slab;
   }
@@ -207,6 +207,6 @@ export class ValueSlabs<Owner> {
 /** A copy of a value's bytes (one memmove; Buffer's pool serves values under 4 KiB). */
 export function readValue(slab: ValueSlab, offset: number, length: number): Buffer {
   const out = Buffer.allocUnsafe(length);
-  slab.bytes.copy(out, 0, offset, offset + length);
+  out.set(slab.bytes.subarray(offset, offset + length));
   return out;
 }
