@@ -105,6 +105,19 @@ describe('ResumeAsks', () => {
     expect(lookups.map((l) => l.address)).toEqual([A.address]);
   });
 
+  test('a copy from its owner does not settle the resume while the owner still pulls its partitions (restarted): the next rank is asked too', async () => {
+    const resumed = settledState(fetcher.fetch('s1', [{ ...A, complete: false }, B], now + 5000));
+    await turn();
+    lookups[0]!.answer([snapshot('s1', 'a', 3)]);
+    await turn();
+    expect(resumed.copies).toBeUndefined();
+    expect(lookups.map((l) => l.address)).toEqual([A.address, B.address]);
+    lookups[1]!.answer([snapshot('s1', 'a', 4)]);
+    await turn();
+    // Both copies come back: the merge keeps the newer part, the one the owner lacked.
+    expect(resumed.copies).toEqual({ asked: 2, answered: 2, snapshots: [snapshot('s1', 'a', 3), snapshot('s1', 'a', 4)] });
+  });
+
   test('the next rank takes over when rank 0 fails', async () => {
     const resumed = settledState(fetcher.fetch('s1', [A, B], now + 5000));
     await turn();

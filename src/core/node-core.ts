@@ -526,8 +526,9 @@ export class NodeCore implements Replicator {
    * asks the next only when the ones before did not settle it): `knownOwner` first when it
    * is live (its copy alone settles the ask), then the partition's holders by placement
    * rank — store nodes first. A dead or departed member is not asked (a resume during a
-   * partition must not wait on the side it cannot reach), and a suspect one is waited for at
-   * most SUSPECT_PEER_WAIT_MS. The fetch settles a little before the caller's deadline, so
+   * partition must not wait on the side it cannot reach), a suspect one is waited for at
+   * most SUSPECT_PEER_WAIT_MS, and one whose heartbeat says it still pulls partitions is
+   * asked as incomplete (its own copy does not settle the ask). The fetch settles a little before the caller's deadline, so
    * the answer reaches the caller in time.
    */
   fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<PeerCopies> {
@@ -543,7 +544,7 @@ export class NodeCore implements Replicator {
       const member = this.membership.member(nodeId);
       if (member === undefined || member.state === 'dead' || member.state === 'left') continue;
       const waitUntil = member.state === 'suspect' ? Math.min(settleBy, now + SUSPECT_PEER_WAIT_MS) : settleBy;
-      peers.push({ nodeId, address: member.advertiseAddress, deadline: waitUntil });
+      peers.push({ nodeId, address: member.advertiseAddress, deadline: waitUntil, complete: !this.engine.peerPulling(nodeId) });
     }
     if (this.stopped) return Promise.resolve({ asked: 0, answered: 0, snapshots: [] });
     const copies = this.asks.ask(sessionId, peers, settleBy);

@@ -234,6 +234,11 @@ export class RepairPlanner {
     else this.peersPulling.delete(nodeId);
   }
 
+  /** Whether a live peer's latest heartbeat said it is still pulling partitions. */
+  isPeerPulling(nodeId: string): boolean {
+    return this.peersPulling.has(nodeId);
+  }
+
   /** When the discard is next looked at (Infinity = none due). */
   get discardAt(): number {
     return this.discardDueAt;

@@ -389,6 +389,11 @@ export class ReplicationEngine {
     for (const request of pulls) this.requestResync(request);
   }
 
+  /** Whether a live peer's latest heartbeat said it still pulls partitions (its store is not whole yet). */
+  peerPulling(nodeId: string): boolean {
+    return this.repair.isPeerPulling(nodeId);
+  }
+
   /** Whether a takeover transfer into `partition` is still pending. */
   takeoverPending(partition: number): boolean {
     return this.repair.takeoverPending(partition);

@@ -8,7 +8,10 @@
  * not answered within TAKEOVER_AFTER_MS (a stalled peer: the next is asked beside it,
  * and the stalled one is still waited for). A peer that answers with a copy it owns
  * settles the ask at once: the owner holds every acknowledged write (a write made elsewhere
- * is acknowledged only once the owner has it), so the other copies cannot add one. A copy
+ * is acknowledged only once the owner has it), so the other copies cannot add one — unless
+ * the owner still pulls its partitions (`PeerRef.complete` false: restarted under the same
+ * id, it rebuilds its store from the others' copies, and one not pulled yet may hold a
+ * write its copy lacks), whose copy counts like a secondary's. A copy
  * from a secondary does not settle it: an acknowledged write may have reached only some
  * secondaries, so the ranks after it are asked too — in the common cases (the owner alive,
  * or a resume of a session no one holds) one lookup is made instead of one per holder.
@@ -42,6 +45,12 @@ export interface PeerRef {
   nodeId: string;
   address: string;
   deadline: number;
+  /**
+   * False while the member's heartbeats say it still pulls partitions from its peers (a
+   * restarted owner, its store empty at start): a copy it owns then may lack a write the
+   * others hold, so it does not settle the ask. Absent: true.
+   */
+  complete?: boolean;
 }
 
 interface Ask {
@@ -168,7 +177,7 @@ export class ResumeAsks {
         continue;
       }
       ask.copies.snapshots.push(snapshot);
-      if (snapshot.owner === nodeId) this.finish(ask);
+      if (snapshot.owner === nodeId && lookup.peer.complete !== false) this.finish(ask);
       else this.settle(ask, nodeId);
     }
   }
