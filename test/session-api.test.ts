@@ -8,7 +8,7 @@ import { BuzHash } from '../src/store/buzhash';
 import { HybridClock } from '../src/store/hybrid-clock';
 import type { LocalChange } from '../src/core/replication-engine';
 import { SessionApi, type PeerCopies, type Replicator } from '../src/core/session-api';
-import { DEFAULT_STORE_CONFIG, SessionStore, type StoredSession } from '../src/store/store';
+import { DEFAULT_STORE_CONFIG, type SessionSnapshot, SessionStore, type StoredSession } from '../src/store/store';
 
 const T0 = 1_700_000_000_000;
 
@@ -38,8 +38,17 @@ class ScriptedReplicator implements Replicator {
   sendQueueRoom(): Promise<void> | undefined {
     return this.room;
   }
+  /** What ownCopiesComplete() answers, the copies fetchFromPeers() returns, and how often it was asked. */
+  complete = true;
+  copies: SessionSnapshot[] = [];
+  fetches = 0;
+
+  ownCopiesComplete(): boolean {
+    return this.complete;
+  }
   fetchFromPeers(): Promise<PeerCopies> {
-    return Promise.resolve({ asked: 0, answered: 0, snapshots: [] });
+    this.fetches++;
+    return Promise.resolve({ asked: this.copies.length, answered: this.copies.length, snapshots: this.copies });
   }
   replicateClaim(): void {}
 }
@@ -137,5 +146,35 @@ describe('SessionApi: min_replicas above the live secondaries', () => {
     );
     expect(store.get('s1', T0)).toBeUndefined();
     expect(replicator.replicated).toEqual([]);
+  });
+});
+
+describe('SessionApi: a resume on the owner', () => {
+  test("answers from this node's copy once its copies are whole; before (restarted, still pulling) it merges its peers' copies first", async () => {
+    const { api, store, replicator } = setUp();
+    const { version } = store.put('s1', [{ name: 'note', value: Buffer.from('old') }], 0, T0);
+    const newer: SessionSnapshot = {
+      id: 's1',
+      parts: [{ name: 'note', value: Buffer.from('acknowledged'), version: version + 1, writer: 'node-a', epoch: 1 }],
+      owner: 'node-a',
+      epoch: 1,
+      expiresAt: T0 + 3_600_000,
+      ttlMs: 3_600_000,
+      deletedVersion: 0,
+    };
+    replicator.copies = [newer];
+    const note = (answer: Awaited<ReturnType<SessionApi['get']>>) => Buffer.from(answer.session!.parts[0]!.value).toString();
+
+    replicator.complete = false;
+    expect(note(await api.get({ sessionId: 's1', parts: [], resume: true }, T0))).toBe('acknowledged');
+    expect(replicator.fetches).toBe(1);
+    expect(store.get('s1', T0)!.owner).toBe('node-a');
+
+    replicator.complete = true;
+    replicator.copies = [];
+    const local = api.get({ sessionId: 's1', parts: [], resume: true }, T0);
+    expect(local).not.toBeInstanceOf(Promise);
+    expect(note(await local)).toBe('acknowledged');
+    expect(replicator.fetches).toBe(1);
   });
 });

@@ -178,6 +178,8 @@ export class NodeCore implements Replicator {
   /** The latest `now` an input carried. */
   private now: number;
   private readonly startedAt: number;
+  /** Set once ownCopiesComplete() has been true: it stays true. */
+  private wholeSinceStart = false;
   private readonly observer: NodeObserver;
   private readonly wake: () => void;
   private readonly companions: Companion[] = [];
@@ -481,6 +483,19 @@ export class NodeCore implements Replicator {
 
   secondariesFor(sessionId: string): number {
     return this.placement.secondaries(this.store.partitionOf(sessionId), this.config.nodeId).length;
+  }
+
+  /**
+   * Whether this node's own copies are whole: it has caught up once since it started (heard
+   * its peers for CAUGHT_UP_HEARTBEATS intervals with no partition transfer pending).
+   * Restarted under the same id, it owns sessions again before the copies pulled from its
+   * peers (one of which may hold the last acknowledged write) have all arrived.
+   */
+  ownCopiesComplete(): boolean {
+    if (this.wholeSinceStart) return true;
+    const heard = this.now >= this.startedAt + CAUGHT_UP_HEARTBEATS * this.config.membership.heartbeatIntervalMs;
+    if (heard && !this.engine.hasPendingPulls()) this.wholeSinceStart = true;
+    return this.wholeSinceStart;
   }
 
   unplacedMembers(): number {

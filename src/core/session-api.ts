@@ -31,6 +31,11 @@ export interface Replicator {
   /** Secondaries a session written here would have now. */
   secondariesFor(sessionId: string): number;
   /**
+   * Whether this node's own copies are whole (absent: true). Until then, a resume of a
+   * session it owns also asks the peers and merges their copies, as a resume elsewhere does.
+   */
+  ownCopiesComplete?(): boolean;
+  /**
    * Members counted alive that placement does not rank yet: it follows the coordinator's
    * view, which lists a node that just joined a moment after membership counts it.
    */
@@ -205,7 +210,7 @@ export class SessionApi {
     checkPartNames(request.parts, this.config);
     const session = this.store.get(request.sessionId, now);
     if (!resume || this.replicator === undefined) return this.answerGet(session, request);
-    if (session !== undefined && session.owner === this.store.config.nodeId) {
+    if (session !== undefined && session.owner === this.store.config.nodeId && (this.replicator.ownCopiesComplete?.() ?? true)) {
       this.observer?.resumed('local', 0);
       return this.answerGet(session, request);
     }
