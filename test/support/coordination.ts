@@ -21,23 +21,29 @@ export async function locate(c: StaticCluster, id: string, sessionId: string): P
 }
 
 /** Polls until every running node's Status names the same coordinator and view id and `accept` takes them. */
-export async function waitForAgreement(c: StaticCluster, withinMs: number, accept: (coordinator: string, viewId: bigint) => boolean): Promise<{ coordinator: string; viewId: bigint }> {
-  let last: { id: string; coordinator: string; viewId: bigint }[] = [];
+export async function waitForAgreement(
+  c: StaticCluster,
+  withinMs: number,
+  accept: (coordinator: string, viewId: bigint, members: readonly string[]) => boolean,
+): Promise<{ coordinator: string; viewId: bigint }> {
+  let last: { id: string; coordinator: string; viewId: bigint; members: string[] }[] = [];
   await pollUntil(
     'every running node names the same coordinator and view',
     async () => {
       last = await Promise.all(
         c.running().map(async (n) => {
           const status = await c.status(n.id).catch(() => undefined);
-          return { id: n.id, coordinator: status?.coordinatorNodeId ?? '?', viewId: status?.viewId ?? 0n };
+          // The view's members: those Status gives an index (a place in the view).
+          const members = (status?.members ?? []).filter((m) => m.index !== undefined).map((m) => m.nodeId).sort();
+          return { id: n.id, coordinator: status?.coordinatorNodeId ?? '?', viewId: status?.viewId ?? 0n, members };
         }),
       );
       const first = last[0]!;
-      return last.every((v) => v.coordinator === first.coordinator && v.viewId === first.viewId) && accept(first.coordinator, first.viewId);
+      return last.every((v) => v.coordinator === first.coordinator && v.viewId === first.viewId) && accept(first.coordinator, first.viewId, first.members);
     },
     withinMs,
   ).catch((err: Error) => {
-    throw new Error(`${err.message} (last seen: ${last.map((v) => `${v.id}: ${v.coordinator}@${v.viewId}`).join('; ')})`);
+    throw new Error(`${err.message} (last seen: ${last.map((v) => `${v.id}: ${v.coordinator}@${v.viewId} [${v.members.join(',')}]`).join('; ')})`);
   });
   return last[0]!;
 }
