@@ -21,6 +21,14 @@ function labelsOf(names: readonly string[], values: readonly string[]): Record<s
   return labels;
 }
 
+/** The series of these label values in `series`, made (with their labels) at the first call. */
+function seriesFor<S>(series: Map<string, S>, names: readonly string[], values: readonly string[], make: (labels: Record<string, string>) => S): S {
+  const key = values.join('\u0000');
+  let found = series.get(key);
+  if (found === undefined) series.set(key, (found = make(labelsOf(names, values))));
+  return found;
+}
+
 class HistogramSeries {
   /** Observations per bucket (not cumulative); the last one is above every bound. */
   readonly counts: Float64Array;
@@ -77,13 +85,7 @@ export class CountedHistogram {
   }
 
   private seriesOf(values: readonly string[]): HistogramSeries {
-    const key = values.join('\u0000');
-    let series = this.series.get(key);
-    if (series === undefined) {
-      series = new HistogramSeries(this.upperBounds, labelsOf(this.labelNames, values));
-      this.series.set(key, series);
-    }
-    return series;
+    return seriesFor(this.series, this.labelNames, values, (labels) => new HistogramSeries(this.upperBounds, labels));
   }
 
   /** What a scrape shows (prom-client's Registry calls it). */
@@ -143,13 +145,7 @@ export class CountedCounter {
 
   /** The series of these label values (made at the first call; keep it). */
   child(...values: string[]): { inc(amount?: number): void } {
-    const key = values.join('\u0000');
-    let series = this.series.get(key);
-    if (series === undefined) {
-      series = new CounterSeries(labelsOf(this.labelNames, values));
-      this.series.set(key, series);
-    }
-    return series;
+    return seriesFor(this.series, this.labelNames, values, (labels) => new CounterSeries(labels));
   }
 
   get(): Promise<{ name: string; help: string; type: 'counter'; aggregator: 'sum'; values: { value: number; labels: Record<string, string> }[] }> {

@@ -33,7 +33,7 @@ export interface Location {
 
 export interface NameServiceSource {
   readonly membership: Pick<Membership, 'member'>;
-  readonly placement: Pick<Placement, 'ranking' | 'partitions' | 'holderCount'>;
+  readonly placement: Pick<Placement, 'holders' | 'partitions'>;
   /** The partition elections (src/core/partition-masters.ts). */
   readonly masters: { masterOf(partition: number): string | undefined; priorityOf(nodeId: string): number };
   readonly store: { partitionOf(id: string): number; snapshot(id: string, now: number): SessionSnapshot | undefined };
@@ -53,7 +53,7 @@ export function partitionMaster(source: Pick<NameServiceSource, 'membership' | '
   if (elected !== undefined && liveAddress(source.membership, elected) !== undefined) return elected;
   let best: string | undefined;
   let bestPriority = -Infinity;
-  const holders = source.placement.ranking(partition).slice(0, source.placement.holderCount());
+  const holders = source.placement.holders(partition);
   for (const nodeId of holders) {
     if (liveAddress(source.membership, nodeId) === undefined) continue;
     const priority = source.masters.priorityOf(nodeId);

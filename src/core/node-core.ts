@@ -465,7 +465,7 @@ export class NodeCore implements Replicator {
     for (const companion of this.companions) next = Math.min(next, companion.nextDeadline());
     next = Math.min(next, this.waiterDeadlines.next(), this.masters.nextDeadline(this.now), this.coordinator.nextDeadline());
     for (const drain of this.drains) if (drain.deadline < next) next = drain.deadline;
-    const heard = this.startedAt + CAUGHT_UP_HEARTBEATS * this.config.membership.heartbeatIntervalMs;
+    const heard = this.peersHeardAt();
     for (const wait of this.catchUps) next = Math.min(next, wait.deadline, heard > this.now ? heard : Infinity);
     return next;
   }
@@ -492,10 +492,13 @@ export class NodeCore implements Replicator {
    * peers (one of which may hold the last acknowledged write) have all arrived.
    */
   ownCopiesComplete(): boolean {
-    if (this.wholeSinceStart) return true;
-    const heard = this.now >= this.startedAt + CAUGHT_UP_HEARTBEATS * this.config.membership.heartbeatIntervalMs;
-    if (heard && !this.engine.hasPendingPulls()) this.wholeSinceStart = true;
+    if (!this.wholeSinceStart && this.now >= this.peersHeardAt() && !this.engine.hasPendingPulls()) this.wholeSinceStart = true;
     return this.wholeSinceStart;
+  }
+
+  /** When this node has had time to hear from its peers after it started (caught-up waits). */
+  private peersHeardAt(): number {
+    return this.startedAt + CAUGHT_UP_HEARTBEATS * this.config.membership.heartbeatIntervalMs;
   }
 
   unplacedMembers(): number {
@@ -641,7 +644,7 @@ export class NodeCore implements Replicator {
       });
     }
     if (this.catchUps.length > 0) {
-      const heard = now >= this.startedAt + CAUGHT_UP_HEARTBEATS * this.config.membership.heartbeatIntervalMs;
+      const heard = now >= this.peersHeardAt();
       const pending = this.engine.hasPendingPulls();
       this.catchUps = this.catchUps.filter((wait) => {
         if ((!heard || pending) && wait.deadline > now) return true;

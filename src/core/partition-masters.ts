@@ -260,7 +260,7 @@ export class PartitionMasters {
     const { placement, self } = this.deps;
     const end = Math.min(placement.partitions, this.regroupFrom + GROUPS_PER_PASS);
     for (let p = this.regroupFrom; p < end; p++) {
-      const holders = placement.ranking(p).slice(0, placement.holderCount());
+      const holders = placement.holders(p);
       if (!holders.includes(self)) {
         this.elections.dropGroup(p);
         continue;

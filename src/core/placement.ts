@@ -105,6 +105,11 @@ export class Placement {
     return this.replicas === 0 ? this.members.length : Math.min(this.replicas + 1, this.members.length);
   }
 
+  /** The members holding a partition (its replica set), in rank order. */
+  holders(partition: number): readonly string[] {
+    return this.ranking(partition).slice(0, this.holderCount());
+  }
+
   /**
    * The owner's secondaries for this partition: the first `replicas` members of the
    * ranking other than the owner (every other member when replicas = 0). An owner that is

@@ -140,7 +140,7 @@ export class ReplicationEngine {
     heldPartitions: () => this.placement.partitionsHeldBy(this.config.nodeId),
     isSecondaryOf: (partition, owner) => this.placement.isSecondary(this.config.nodeId, partition, owner),
     addressOf: (nodeId) => this.addressOf(nodeId),
-    holdersOf: (partition) => this.placement.ranking(partition).slice(0, this.placement.holderCount()),
+    holdersOf: (partition) => this.placement.holders(partition),
   };
   readonly stats: EngineStats = newEngineStats();
   private readonly outbox: Outbox;

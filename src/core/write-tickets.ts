@@ -99,18 +99,14 @@ export class WriteTickets {
   }
 
   release(id: number): void {
-    this.drop(id);
+    if (this.tickets[id] === undefined) return;
+    delete this.tickets[id];
+    this.count--;
   }
 
   /** The open tickets, oldest first (ids ascend); nothing is allocated when there are none. */
   private openTickets(): readonly Ticket[] {
     return this.count === 0 ? NO_TICKETS : Object.values(this.tickets);
-  }
-
-  private drop(id: number): void {
-    if (this.tickets[id] === undefined) return;
-    delete this.tickets[id];
-    this.count--;
   }
 
   /** Tickets completed since the last call. */
@@ -164,7 +160,7 @@ export class WriteTickets {
         wait.firstSeq = firstSeq;
       }
       if (ticket.waits.every((w) => w.seq > 0)) ticket.flushed = true;
-      if (ticket.needed === 0) this.drop(ticket.id);
+      if (ticket.needed === 0) this.release(ticket.id);
     }
   }
 
@@ -175,7 +171,7 @@ export class WriteTickets {
       const acked = this.ackCount(ticket.id, ackedBy);
       if (acked >= ticket.needed) {
         this.completed.push({ id: ticket.id, acked });
-        this.drop(ticket.id);
+        this.release(ticket.id);
       }
     }
   }
