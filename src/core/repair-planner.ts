@@ -55,6 +55,18 @@ export const DISCARD_RECHECK_MS = 1000;
 /** …but not for longer than this after it was due (ms): a peer stuck pulling does not pin memory. */
 export const DISCARD_MAX_WAIT_MS = 120_000;
 
+/** Adds `partition` to what is pulled from `peer`. */
+function addPull(pulls: Map<string, number[]>, peer: string, partition: number): void {
+  const list = pulls.get(peer);
+  if (list === undefined) pulls.set(peer, [partition]);
+  else list.push(partition);
+}
+
+/** One transfer per peer, of the partitions gathered for it (every peer has an address). */
+function pullRequests(pulls: Map<string, number[]>, view: RepairView, reason: ResyncRequest['reason']): ResyncRequest[] {
+  return [...pulls].map(([peer, partitions]) => ({ peerNodeId: peer, peerAddress: view.addressOf(peer)!, partitions, channels: [], reason }));
+}
+
 export class RepairPlanner {
   /**
    * Per partition this node holds: the owners it is a secondary for ('' = owners that
@@ -98,15 +110,13 @@ export class RepairPlanner {
       for (const peer of others) {
         if (gained || !before.peers.has(peer)) {
           if (view.addressOf(peer) === undefined) continue;
-          let list = pulls.get(peer);
-          if (list === undefined) pulls.set(peer, (list = []));
-          list.push(partition);
+          addPull(pulls, peer, partition);
         }
         pulled.add(peer);
       }
       this.pulledFrom.set(partition, { serves, peers: pulled });
     }
-    return [...pulls].map(([peer, partitions]) => ({ peerNodeId: peer, peerAddress: view.addressOf(peer)!, partitions, channels: [], reason }));
+    return pullRequests(pulls, view, reason);
   }
 
   /**
@@ -120,13 +130,10 @@ export class RepairPlanner {
     const pulls = new Map<string, number[]>();
     for (const partition of partitions) {
       for (const peer of view.holdersOf(partition)) {
-        if (!live.has(peer) || view.addressOf(peer) === undefined) continue;
-        let list = pulls.get(peer);
-        if (list === undefined) pulls.set(peer, (list = []));
-        list.push(partition);
+        if (live.has(peer) && view.addressOf(peer) !== undefined) addPull(pulls, peer, partition);
       }
     }
-    return [...pulls].map(([peer, partitions]) => ({ peerNodeId: peer, peerAddress: view.addressOf(peer)!, partitions, channels: [], reason: 'takeover' as const }));
+    return pullRequests(pulls, view, 'takeover');
   }
 
   /** The next pullHeld asks every peer for every held partition. */
