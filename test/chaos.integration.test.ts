@@ -177,6 +177,27 @@ class WriteLog {
   resumes = 0;
   failedResumes = 0;
   readonly staleResumes: string[] = [];
+  /** Per session, what was done to it and when (ms since the log began): printed for a session found lost. */
+  readonly history = new Map<string, string[]>();
+  /** The restarts, on the same clock. */
+  readonly events: string[] = [];
+  private readonly began = Date.now();
+
+  note(id: string, what: string): void {
+    const entries = this.history.get(id) ?? [];
+    entries.push(`${Date.now() - this.began} ${what}`);
+    this.history.set(id, entries);
+  }
+
+  event(what: string): void {
+    this.events.push(`${Date.now() - this.began} ${what}`);
+  }
+
+  /** The history of the first few sessions in `lost` (lines that begin with the session id), and the restarts. */
+  explain(lost: readonly string[]): string {
+    const ids = lost.slice(0, 3).map((line) => line.split(' ')[0]!);
+    return [`restarts: ${this.events.join('; ')}`, ...ids.map((id) => `${id}: ${(this.history.get(id) ?? []).join('; ')}`)].join('\n');
+  }
 
   attempt(id: string, round: number): void {
     this.attempted.set(id, Math.max(round, this.attempted.get(id) ?? 0));
@@ -186,6 +207,13 @@ class WriteLog {
     this.acked.set(id, Math.max(round, this.acked.get(id) ?? 0));
     this.acks++;
   }
+}
+
+/** A copy as the history prints it: round, its part's version and writer, the session's owner and epoch. */
+function describeCopy(session: Session | undefined): string {
+  if (session === undefined) return 'none';
+  const part = session.parts.find((p) => p.name === 'round');
+  return `round ${roundOf(session) ?? '-'} v${part?.version ?? '-'} by ${part?.writerNodeId ?? '-'}, owner ${session.ownerNodeId} epoch ${session.epoch}`;
 }
 
 function roundOf(session: Session | undefined): number | undefined {
@@ -208,6 +236,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
       let lookupsBeforeFirstStop = 0;
       const verdict = { lost: [] as string[], phantom: [] as string[], failed: [] as string[] };
       let sessions = 0;
+      let copies = '';
       const phases: string[] = [];
 
       const WRITERS = 6;
@@ -233,11 +262,13 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
             const resumed = await cluster.node(via).client.get(id, { resume: true, deadlineMs: 3000 });
             log.resumes++;
             const round = roundOf(resumed) ?? 0;
+            log.note(id, `resume on ${via} answered ${describeCopy(resumed)}`);
             if (round < acked) log.staleResumes.push(`${id} on ${via}: round ${acked} acknowledged, resume answered ${round}`);
             homes.set(id, via);
             return true;
-          } catch {
+          } catch (err) {
             log.failedResumes++;
+            log.note(id, `resume on ${via} failed: ${(err as Error).message}`);
             return false;
           }
         };
@@ -268,11 +299,13 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
               if (!(await resumeOn(id, via))) continue;
             }
             try {
-              await cluster.node(via).client.put(id, parts, { minReplicas: 1, deadlineMs: 3000 });
+              const written = await cluster.node(via).client.put(id, parts, { minReplicas: 1, deadlineMs: 3000 });
               log.ack(id, round);
+              log.note(id, `round ${round} v${written.versions[0]?.version ?? '?'} acknowledged by ${via}`);
               return;
-            } catch {
+            } catch (err) {
               log.failedWrites++;
+              log.note(id, `round ${round} failed on ${via}: ${(err as Error).message}`);
             }
           }
         };
@@ -295,14 +328,19 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
 
         for (const restarting of NODES) {
           up.delete(restarting);
+          log.event(`SIGTERM ${restarting}`);
           const stopped = await cluster.node(restarting).stop('SIGTERM', STOP_GRACE_MS);
+          log.event(`${restarting} exited`);
           drains.push({ node: restarting, ...stopped });
           const startedAt = Date.now();
           const node = await cluster.start(restarting);
+          log.event(`${restarting} started`);
           await pollUntil(`${restarting} answers /readyz with 200 after its restart`, async () => (await node.httpStatus('/readyz')) === 200, 30_000);
+          log.event(`${restarting} ready`);
           const readyMs = Date.now() - startedAt;
           await cluster.waitForStates(NODES, { a: 'alive', b: 'alive', c: 'alive' }, 15_000);
           up.add(restarting);
+          log.event(`${restarting} back in use`);
           // The load goes on through the restarted node too before the next one stops.
           const acks = log.acks;
           const resumes = log.resumes;
@@ -329,6 +367,12 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
           if (round === undefined || round < acked) verdict.lost.push(`${id} on ${on}: round ${acked} acknowledged, resume found ${round ?? 'nothing'}`);
           else if (round > log.attempted.get(id)!) verdict.phantom.push(`${id} on ${on}: round ${round}, never written beyond ${log.attempted.get(id)}`);
         });
+        // Each node's own copy of the first sessions found lost (a Get without resume), for the history below.
+        for (const line of [...log.staleResumes, ...verdict.lost].slice(0, 3)) {
+          const id = line.split(' ')[0]!;
+          const held = await Promise.all(NODES.map(async (n) => `${n}: ${describeCopy(await cluster.node(n).client.get(id).catch(() => undefined))}`));
+          copies += `${id} now: ${held.join('; ')}\n`;
+        }
       } catch (err) {
         throw new Error(`${(err as Error).message}\n${cluster.logTails()}`);
       } finally {
@@ -352,6 +396,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
       expect(drains.map((d) => ({ node: d.node, exit: d.killed ? 'SIGKILL after the grace period' : d.signal ?? d.code, withinLimit: d.ms <= limitMs }))).toEqual(
         NODES.map((node) => ({ node, exit: 0, withinLimit: true })),
       );
+      if (log.staleResumes.length > 0 || verdict.lost.length > 0) console.log(`(1) what happened to the sessions found older than acknowledged:\n${log.explain([...log.staleResumes, ...verdict.lost])}\n${copies}`);
       expect(log.staleResumes.slice(0, 5)).toEqual([]);
       expect(verdict.failed.slice(0, 5)).toEqual([]);
       expect(verdict.lost.slice(0, 5)).toEqual([]);
