@@ -1,5 +1,5 @@
 /** DeltaApply: which data packets are admitted, and what their deltas do to the store. */
-import { DeltaApply } from '../src/core/delta-apply';
+import { DeltaApply, toRemoteChange } from '../src/core/delta-apply';
 import { FragmentReassembly } from '../src/core/fragment-reassembly';
 import type { MemberView } from '../src/core/membership';
 import { Placement } from '../src/core/placement';
@@ -70,6 +70,19 @@ test('a write naming this node as owner, while a newer claim is known, yields a 
   store.applyRemote('s2', { kind: 'claim' }, { owner: 'c', epoch: 3, expiresAt: NOW + 60_000, ttlMs: 60_000 }, NOW);
   const outcome = apply.applyPacket('b', 5n, data([delta(header('s2', 'a', 1), PUT)], { seq: 7n }), NOW);
   expect(outcome.notes).toEqual([{ seq: 7n, sessionId: 's2', ownerNodeId: 'c', epoch: 3n }]);
+});
+
+test("a write naming a gone owner, on a session this node's claim took over since, yields a superseded note", () => {
+  const { store, apply } = setup();
+  store.applyRemote('s4', toRemoteChange(PUT)!, { owner: 'x', epoch: 1, expiresAt: NOW + 60_000, ttlMs: 60_000 }, NOW);
+  store.claim('s4', 'a', NOW);
+  const outcome = apply.applyPacket('b', 5n, data([delta(header('s4', 'x', 1), { ...PUT, version: 11 })], { seq: 9n }), NOW);
+  expect(outcome.notes).toEqual([{ seq: 9n, sessionId: 's4', ownerNodeId: 'a', epoch: 2n }]);
+  // The claimed copy kept its part: the write's epoch is older.
+  expect(findStoredPart(store.get('s4', NOW)!, 'cart')?.version).toBe(10);
+  // Another node's write under the owner this node holds says nothing.
+  const plain = apply.applyPacket('b', 5n, data([delta(header('s5', 'b', 1), PUT)], { seq: 10n }), NOW);
+  expect(plain.notes).toEqual([]);
 });
 
 test('fragments complete into a delta; one past the reassembly budget asks for a resync of the sender', () => {

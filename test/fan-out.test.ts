@@ -11,7 +11,7 @@ import { DEFAULT_STORE_CONFIG, findStoredPart, SessionStore } from '../src/store
 const NOW = 1_700_000_000_000;
 const NODES = ['a', 'b', 'c', 'd'];
 
-function setup(transport: 'unicast' | 'multicast', self = 'a') {
+function setup(transport: 'unicast' | 'multicast', self = 'a', masterOf: (partition: number) => string | undefined = () => undefined) {
   const hasher = new BuzHash('fan-out-tests');
   const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: self, partitions: 16 }, hasher, new HybridClock());
   const placement = new Placement(hasher, 16, 2);
@@ -20,7 +20,7 @@ function setup(transport: 'unicast' | 'multicast', self = 'a') {
     { nodeId: self, maxPayloadBytes: 1400, retransmitBufferBytes: 1 << 20, sendWindowBytes: 0, holdStallMs: 100, receiver: DEFAULT_CHANNEL_RECEIVER_CONFIG },
     new SeededRandom(1),
   );
-  const fanOut = new FanOut({ nodeId: self, transport }, store, placement, channels, () => NODES.filter((n) => n !== self));
+  const fanOut = new FanOut({ nodeId: self, transport }, store, placement, channels, () => NODES.filter((n) => n !== self), undefined, masterOf);
   return { store, placement, channels, fanOut };
 }
 
@@ -65,6 +65,30 @@ test('a write on a session another member owns goes to that owner first and wait
   expect(write!.owner).toBe('c');
   expect(write!.waits[0]!.nodeId).toBe('c');
   expect(write!.waits.map((w) => w.nodeId).slice(1)).toEqual(placement.secondaries(store.partitionOf('s2'), 'c').filter((id) => id !== 'a'));
+});
+
+test('a write on a session whose owner is gone waits for the partition master, which takes it over; none when this node is the master', () => {
+  const masters = new Map<number, string>();
+  const { store, placement, fanOut } = setup('unicast', 'a', (partition) => masters.get(partition));
+  put(store, 's3');
+  // The owner, x, is not a member: its sessions are orphaned.
+  store.applyRemote('s3', { kind: 'claim' }, { owner: 'x', epoch: 2, expiresAt: NOW + 60_000, ttlMs: 60_000 }, NOW);
+  const session = store.get('s3', NOW)!;
+  const partition = store.partitionOf('s3');
+  const holders = placement.secondaries(partition, 'x').filter((id) => id !== 'a');
+  expect(fanOut.write(session, [{ kind: 'touch' }], NOW).write!.owner).toBeUndefined();
+  masters.set(partition, holders[0]!);
+  const { write } = fanOut.write(session, [{ kind: 'touch' }], NOW);
+  expect(write!.owner).toBe(holders[0]);
+  expect(write!.waits.map((w) => w.nodeId)).toEqual(holders);
+  // A master the write would not reach is added to it.
+  const outsider = NODES.find((n) => n !== 'a' && !holders.includes(n))!;
+  masters.set(partition, outsider);
+  const toOutsider = fanOut.write(session, [{ kind: 'touch' }], NOW).write!;
+  expect(toOutsider.owner).toBe(outsider);
+  expect(toOutsider.waits.map((w) => w.nodeId)).toEqual([outsider, ...holders]);
+  masters.set(partition, 'a');
+  expect(fanOut.write(session, [{ kind: 'touch' }], NOW).write!.owner).toBeUndefined();
 });
 
 test('alone, a write is under-replicated and queued nowhere; later resendOwned queues the partition again', () => {

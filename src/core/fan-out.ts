@@ -8,6 +8,13 @@
  * - A session's holders (besides this node) are its owner's secondaries, with the owner
  *   itself first when it is another live member (a write made here on a session owned
  *   elsewhere goes to the owner's replica set).
+ * - A write made here on a session another node owns waits for one holder's word before
+ *   any acknowledgement counts: the owner's, when it is a live member; when the owner is
+ *   gone (its sessions orphaned), the partition's master's, which takes them over — its
+ *   claim either comes after the write and holds it, or came first, and then its
+ *   acknowledgement says so and the write goes again to it as the new owner. Without
+ *   that word a master's claim made a moment before the write arrived (this node had not
+ *   heard of it yet) would beat the acknowledged write everywhere.
  * - Changes are encoded once per call and queued on every channel that reaches a holder
  *   (each holder's own channel in unicast mode; in multicast mode the channel of the
  *   partition's group, and the holder's own channel for a holder that is not a member of
@@ -40,7 +47,10 @@ export interface Queued {
 export interface QueuedWrite extends Queued {
   /** One wait per holder, on the channel that reaches it. */
   waits: TicketWait[];
-  /** For a write made on a session another live member owns: that owner. */
+  /**
+   * For a write made on a session another node owns: the holder whose acknowledgement must
+   * confirm it (the owner, or the partition's master when the owner is gone).
+   */
   owner: string | undefined;
 }
 
@@ -56,6 +66,8 @@ export class FanOut {
     private readonly otherLiveMembers: () => string[],
     /** Multicast groups; absent = one group that every live member listens on. */
     private readonly groups: MulticastGroups = new MulticastGroups(1, placement),
+    /** The master this node knows for a partition (the node that takes its orphaned sessions over). */
+    private readonly masterOf: (partition: number) => string | undefined = () => undefined,
   ) {}
 
   /** Secondaries a fully replicated partition has (replicas, or at least one with replicas = 0). */
@@ -197,11 +209,26 @@ export class FanOut {
     return this.groups.isMember(nodeId, this.groups.groupOf(partition)) ? this.groups.channelOf(partition) : nodeId;
   }
 
+  /**
+   * The holder whose acknowledgement confirms a write made here on a session `owner`
+   * owns (see the rules above), added to `holders` when it is not among them; undefined
+   * when this node owns the session or masters its partition, or no master is known.
+   */
+  private confirmer(owner: string, partition: number, holders: string[]): string | undefined {
+    const self = this.config.nodeId;
+    if (owner === self) return undefined;
+    if (holders[0] === owner) return owner;
+    const master = this.masterOf(partition);
+    if (master === undefined || master === self || this.placement.rank(master, partition) < 0) return undefined;
+    if (!holders.includes(master)) holders.unshift(master);
+    return master;
+  }
+
   /** Queues a write for `holders` and reads the waits its ticket needs (after queueing: their places). */
-  private queueWrite(session: StoredSession, changes: readonly Change[], holders: readonly string[], now: number): QueuedWrite {
-    const { deltas } = this.enqueue(session, changes, holders, now);
-    const owner = session.owner !== this.config.nodeId && holders[0] === session.owner ? session.owner : undefined;
+  private queueWrite(session: StoredSession, changes: readonly Change[], holders: string[], now: number): QueuedWrite {
     const partition = this.store.partitionOf(session.id);
+    const owner = this.confirmer(session.owner, partition, holders);
+    const { deltas } = this.enqueue(session, changes, holders, now);
     const waits = holders.map((nodeId) => {
       const channel = this.channelTo(nodeId, partition);
       return { nodeId, channel, seq: 0, firstSeq: 0, queued: this.sender(channel).enqueuedCount };

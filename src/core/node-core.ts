@@ -271,6 +271,7 @@ export class NodeCore implements Replicator {
           if (body.$case === 'coordinatorNotice' || body.$case === 'viewPage') this.coordinator.body(from, body, at);
           else this.masters.body(from, fromAddress, body, at);
         },
+        masterOf: (partition) => this.masters.masterOf(partition),
       },
       this.coordinator,
     );

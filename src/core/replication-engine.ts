@@ -83,16 +83,21 @@ export type EngineDropReason = 'malformed' | 'misrouted' | 'stale_incarnation' |
 /** Datagram bodies the engine hands to the node core unread (elections, the coordinator's). */
 export type ClusterBody = Extract<NonNullable<Datagram['body']>, { $case: 'election' | 'inquiry' | 'inquiryReply' | 'coordinatorNotice' | 'viewPage' }>;
 
-/** What the node core takes from received datagrams beyond replication (elections, the coordinator). */
+/**
+ * What the node core takes from received datagrams beyond replication (elections, the
+ * coordinator), and what replication asks of its roles.
+ */
 export interface ClusterInput {
   /** Any well-formed datagram from `from`: its sender is alive. */
   heard(from: string, now: number): void;
   /** A heartbeat membership accepted, for the fields the node adds. */
   heartbeat(from: string, heartbeat: Heartbeat, now: number): void;
   body(from: string, fromAddress: string, body: ClusterBody, now: number): void;
+  /** The master this node knows for a partition: it takes the partition's orphaned sessions over. */
+  masterOf(partition: number): string | undefined;
 }
 
-const NO_CLUSTER_INPUT: ClusterInput = { heard: () => undefined, heartbeat: () => undefined, body: () => undefined };
+const NO_CLUSTER_INPUT: ClusterInput = { heard: () => undefined, heartbeat: () => undefined, body: () => undefined, masterOf: () => undefined };
 
 /**
  * The members placement ranks, with a version that changes whenever they do (node-core:
@@ -163,7 +168,7 @@ export class ReplicationEngine {
     this.reassembly = new FragmentReassembly({ maxBytes: config.maxReassemblyBytes, timeoutMs: config.reassemblyTimeoutMs });
     this.groups = new MulticastGroups(config.multicastGroups ?? 1, placement);
     this.listening = new Set(this.joinedGroups());
-    this.fanOut = new FanOut(config, store, placement, this.channels, () => this.otherLiveMembers(), this.groups);
+    this.fanOut = new FanOut(config, store, placement, this.channels, () => this.otherLiveMembers(), this.groups, (partition) => cluster.masterOf(partition));
     this.deltas = new DeltaApply(config, store, placement, membership, this.reassembly);
     this.outbox = new Outbox(config.nodeId, this.stats);
     this.repairs = new ChannelRepair(config, this.channels, this.timers, this.reassembly, membership, this.outbox, this.stats);

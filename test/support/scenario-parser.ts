@@ -39,6 +39,7 @@ export type CommandBody =
   | { kind: 'delete'; node: string; sessions: string[]; parts: string[] }
   | { kind: 'resume'; node: string; sessions: string[] }
   | { kind: 'drop'; percent: number; from: string; to: string; both: boolean }
+  | { kind: 'delay'; ms: number; from: string; to: string; both: boolean }
   | { kind: 'partition'; groups: string[][] }
   | { kind: 'heal' }
   | { kind: 'advance'; ms: number }
@@ -144,6 +145,7 @@ function namesIn(c: CommandBody): string[] {
     case 'expect-coordinator':
       return [c.coordinator];
     case 'drop':
+    case 'delay':
       return [c.from, c.to];
     case 'partition':
       return c.groups.flat();
@@ -216,12 +218,11 @@ function parseCommand(line: number, verb: string, args: string[]): CommandBody {
       arity(2, 2, 'drop PERCENT% A->B  (or A<->B)');
       const percent = /^(\d{1,3})%$/.exec(args[0]!);
       if (percent === null || Number(percent[1]) > 100) fail(`drop needs a percentage from 0% to 100%, got ${JSON.stringify(args[0])}`);
-      const link = /^([^<>-][^<>]*?)(<->|->)([^<>-].*)$/.exec(args[1]!);
-      if (link === null) fail(`drop needs a link A->B or A<->B, got ${JSON.stringify(args[1])}`);
-      const [from, to] = [name(link![1]), name(link![3])];
-      if (from === to) fail('a link joins two different nodes');
-      return { kind: 'drop', percent: Number(percent![1]), from, to, both: link![2] === '<->' };
+      return { kind: 'drop', percent: Number(percent![1]), ...linkOf('drop', args[1]!, name, fail) };
     }
+    case 'delay':
+      arity(2, 2, 'delay DURATION A->B  (or A<->B; 0ms ends it)');
+      return { kind: 'delay', ms: args[0] === '0ms' ? 0 : duration(args[0]!, fail), ...linkOf('delay', args[1]!, name, fail) };
     case 'partition': {
       const groups = args.join(' ').split('|').map((g) => g.trim().split(/\s+/).filter((w) => w !== ''));
       if (groups.length < 2 || groups.some((g) => g.length === 0)) fail('usage: partition A B | C  (two or more groups of nodes)');
@@ -324,6 +325,15 @@ function partValue(word: string, fail: (message: string) => never): PartValue {
 function integer(text: string, what: string, min: number, max: number, fail: (message: string) => never): number {
   if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) fail(`${what} is a whole number from ${min} to ${max}, got ${JSON.stringify(text)}`);
   return Number(text);
+}
+
+/** A link `A->B` (one direction) or `A<->B` (both), for the command `command`. */
+function linkOf(command: string, text: string, name: (word: string | undefined) => string, fail: (message: string) => never): { from: string; to: string; both: boolean } {
+  const link = /^([^<>-][^<>]*?)(<->|->)([^<>-].*)$/.exec(text);
+  if (link === null) fail(`${command} needs a link A->B or A<->B, got ${JSON.stringify(text)}`);
+  const [from, to] = [name(link![1]), name(link![3])];
+  if (from === to) fail('a link joins two different nodes');
+  return { from, to, both: link![2] === '<->' };
 }
 
 function duration(text: string, fail: (message: string) => never): number {

@@ -152,6 +152,10 @@ export class ProcessBackend implements ScenarioBackend {
     throw new UnsupportedCommandError(this.name, 'lose datagrams on loopback (that needs network namespaces with nftables, see test/support/netns.ts)');
   }
 
+  async delay(): Promise<void> {
+    throw new UnsupportedCommandError(this.name, 'delay datagrams on loopback (that needs network namespaces with tc netem)');
+  }
+
   async partition(): Promise<void> {
     throw new UnsupportedCommandError(this.name, 'cut links on loopback (that needs network namespaces, see test/support/netns.ts)');
   }

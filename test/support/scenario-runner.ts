@@ -61,6 +61,8 @@ export interface ScenarioBackend {
   /** The nodes this node sees alive (itself included), sorted. */
   alive(node: string): Promise<string[]>;
   drop(from: string, to: string, percent: number): Promise<void>;
+  /** One-way delay on a link (0: the usual delay again); simulation only. */
+  delay(from: string, to: string, ms: number): Promise<void>;
   partition(groups: readonly (readonly string[])[]): Promise<void>;
   heal(): Promise<void>;
   advance(ms: number): Promise<void>;
@@ -253,6 +255,11 @@ class Runner {
         await b.drop(c.from, c.to, c.percent);
         if (c.both) await b.drop(c.to, c.from, c.percent);
         this.out(`${c.from}->${c.to}${c.both ? ` and ${c.to}->${c.from}` : ''} ${c.percent === 0 ? 'lose nothing' : `lose ${c.percent}% of datagrams`}`);
+        return;
+      case 'delay':
+        await b.delay(c.from, c.to, c.ms);
+        if (c.both) await b.delay(c.to, c.from, c.ms);
+        this.out(`${c.from}->${c.to}${c.both ? ` and ${c.to}->${c.from}` : ''} ${c.ms === 0 ? 'usual delay' : `delayed ${c.ms} ms`}`);
         return;
       case 'partition':
         await b.partition(c.groups);

@@ -13,7 +13,7 @@
 import { DEFAULT_SYNC_TIMEOUT_MS } from '../../src/core/session-api';
 import type { ClusterSettings, PartValue } from './scenario-parser';
 import type { ConvergeResult, ScenarioBackend, SessionView } from './scenario-runner';
-import { PERFECT_LINK } from './sim-network';
+import { PERFECT_LINK, type LinkProfile } from './sim-network';
 import { comparable, SIM_T0, SimCluster, type SimNode } from './sim-cluster';
 
 /** How long membership may take to settle when nodes start (virtual ms). */
@@ -172,7 +172,19 @@ export class SimBackend implements ScenarioBackend {
   }
 
   async drop(from: string, to: string, percent: number): Promise<void> {
-    this.sim.net.setLinkProfile(this.node(from).address, this.node(to).address, percent === 0 ? undefined : { ...PERFECT_LINK, loss: percent / 100 });
+    this.setLink(from, to, { loss: percent / 100 });
+  }
+
+  async delay(from: string, to: string, ms: number): Promise<void> {
+    this.setLink(from, to, ms === 0 ? { delayMinMs: PERFECT_LINK.delayMinMs, delayMaxMs: PERFECT_LINK.delayMaxMs } : { delayMinMs: ms, delayMaxMs: ms });
+  }
+
+  /** Changes some of a link's properties, keeping the others (a perfect link again: no profile). */
+  private setLink(from: string, to: string, change: Partial<LinkProfile>): void {
+    const [a, b] = [this.node(from).address, this.node(to).address];
+    const profile = { ...(this.sim.net.linkProfile(a, b) ?? PERFECT_LINK), ...change };
+    const perfect = (Object.keys(PERFECT_LINK) as (keyof LinkProfile)[]).every((k) => profile[k] === PERFECT_LINK[k]);
+    this.sim.net.setLinkProfile(a, b, perfect ? undefined : profile);
   }
 
   async partition(groups: readonly (readonly string[])[]): Promise<void> {

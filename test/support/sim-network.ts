@@ -257,6 +257,11 @@ export class SimNetwork {
     else this.linkProfiles.set(linkKey(from, to), profile);
   }
 
+  /** The profile set for one directed link (undefined: none of its own). */
+  linkProfile(from: string, to: string): LinkProfile | undefined {
+    return this.linkProfiles.get(linkKey(from, to));
+  }
+
   /** A profile for every link to or from an address (a slow or lossy host). */
   setAddressProfile(address: string, profile: LinkProfile | undefined): void {
     if (profile === undefined) this.addressProfiles.delete(address);
