@@ -36,6 +36,7 @@ import { Coordinator, membershipCoordinator, type CoordinatorTimings } from './c
 import { NodeCounters } from './node-counters';
 import { Placement } from './placement';
 import { defaultElectionTimings, PartitionMasters, type ElectionTimings } from './partition-masters';
+import { partitionMaster } from './name-service';
 import { SeededRandom, type Random } from '../store/random';
 import { ReplicationEngine, type LocalChange, type ResyncRequest } from './replication-engine';
 import { TimerTable } from './timer-table';
@@ -271,7 +272,7 @@ export class NodeCore implements Replicator {
           if (body.$case === 'coordinatorNotice' || body.$case === 'viewPage') this.coordinator.body(from, body, at);
           else this.masters.body(from, fromAddress, body, at);
         },
-        masterOf: (partition) => this.masters.masterOf(partition),
+        masterOf: (partition) => partitionMaster(this, partition),
       },
       this.coordinator,
     );

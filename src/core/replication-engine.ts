@@ -93,7 +93,7 @@ export interface ClusterInput {
   /** A heartbeat membership accepted, for the fields the node adds. */
   heartbeat(from: string, heartbeat: Heartbeat, now: number): void;
   body(from: string, fromAddress: string, body: ClusterBody, now: number): void;
-  /** The master this node knows for a partition: it takes the partition's orphaned sessions over. */
+  /** A partition's master (the elected one, else the live holder the election picks): it takes the partition's orphaned sessions over. */
   masterOf(partition: number): string | undefined;
 }
 
