@@ -114,10 +114,12 @@ export class DeltaApply {
     // The writer waits for this node's word when the delta names it as owner (a forwarded
     // write) or when this node's claim superseded the owner the delta names (a write on a
     // session whose owner is gone, made before the writer heard this master took it over).
-    const current = this.store.ownerOf(sessionId);
     const self = this.config.nodeId;
-    if (current !== undefined && (owner === self || current.owner === self) && (current.owner !== owner || current.epoch > delta.epoch)) {
-      outcome.notes.push({ seq: BigInt(seq), sessionId, ownerNodeId: current.owner, epoch: BigInt(current.epoch) });
+    if (owner === self || this.store.isOwnedBy(sessionId, self)) {
+      const current = this.store.ownerOf(sessionId);
+      if (current !== undefined && (current.owner !== owner || current.epoch > delta.epoch)) {
+        outcome.notes.push({ seq: BigInt(seq), sessionId, ownerNodeId: current.owner, epoch: BigInt(current.epoch) });
+      }
     }
     if (delta.writtenAt > 0) outcome.lagsMs.push(Math.max(0, now - delta.writtenAt));
   }

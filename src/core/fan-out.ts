@@ -66,7 +66,7 @@ export class FanOut {
     private readonly otherLiveMembers: () => string[],
     /** Multicast groups; absent = one group that every live member listens on. */
     private readonly groups: MulticastGroups = new MulticastGroups(1, placement),
-    /** The master this node knows for a partition (the node that takes its orphaned sessions over). */
+    /** A partition's master, the node that takes its orphaned sessions over (the elected one, else the likely one). */
     private readonly masterOf: (partition: number) => string | undefined = () => undefined,
   ) {}
 

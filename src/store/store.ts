@@ -293,6 +293,11 @@ export class SessionStore {
     return record === undefined ? undefined : { owner: record.owner, epoch: record.epoch };
   }
 
+  /** Whether this node holds a session (live or a tombstone) as owned by `nodeId`; allocates nothing. */
+  isOwnedBy(id: string, nodeId: string): boolean {
+    return this.table.find(id)?.owner === nodeId;
+  }
+
   /** A session's full state, tombstones included, or undefined if unknown. */
   snapshot(id: string, now: number): SessionSnapshot | undefined {
     const record = this.table.find(id);
