@@ -89,6 +89,8 @@ describe.each(['unicast', 'multicast'] as const)('%s: the node core', (transport
 
   test('the deadline covers a synchronous write that waits: it settles at its deadline without other traffic', async () => {
     const cluster = startCluster({ seed: 75, nodes: 3, transport });
+    // Writes are held until the node has caught up after its start: the write below must wait for acknowledgements only.
+    cluster.runUntilCaughtUp();
     const [writer, down] = cluster.nodes as [SimNode, SimNode];
     down.stop();
     const deadline = cluster.net.now + 400;

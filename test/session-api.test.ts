@@ -46,6 +46,13 @@ class ScriptedReplicator implements Replicator {
   ownCopiesComplete(): boolean {
     return this.complete;
   }
+  /** What caughtUp() answers, and the deadlines it was asked with. */
+  catchUp: Promise<boolean> = Promise.resolve(true);
+  readonly catchUpDeadlines: number[] = [];
+  caughtUp(deadline: number): Promise<boolean> {
+    this.catchUpDeadlines.push(deadline);
+    return this.catchUp;
+  }
   fetchFromPeers(): Promise<PeerCopies> {
     this.fetches++;
     return Promise.resolve({ asked: this.copies.length, answered: this.copies.length, snapshots: this.copies });
@@ -96,6 +103,41 @@ describe('SessionApi: replication back-pressure', () => {
     const { api, replicator } = setUp();
     replicator.room = new Promise<void>(() => undefined); // never
     await expect(api.put(put('s1', 2), T0)).resolves.toMatchObject({ replicasAcked: 2 });
+  });
+});
+
+describe('SessionApi: writes on a node that has not caught up since its start', () => {
+  test('a Put is held, not applied, until the node has caught up; then it is made', async () => {
+    const { api, store, replicator } = setUp();
+    replicator.complete = false;
+    let caughtUp!: (whole: boolean) => void;
+    replicator.catchUp = new Promise<boolean>((resolve) => (caughtUp = resolve));
+    const answer = api.put(put('s1', 1), T0, T0 + 700);
+    expect(answer).toBeInstanceOf(Promise);
+    expect(replicator.catchUpDeadlines).toEqual([T0 + 700]);
+    await Promise.resolve();
+    expect(store.get('s1', T0)).toBeUndefined();
+    expect(replicator.replicated).toEqual([]);
+    caughtUp(true);
+    await expect(answer).resolves.toMatchObject({ replicasAcked: 2 });
+    expect(store.get('s1', T0)).toBeDefined();
+    expect(replicator.replicated).toEqual(['s1/put']);
+  });
+
+  test('a Put still held at its deadline fails UNAVAILABLE, saying why, and is not made', async () => {
+    const { api, store, replicator } = setUp();
+    replicator.complete = false;
+    replicator.catchUp = Promise.resolve(false);
+    await expect(api.put(put('s1'), T0)).rejects.toThrow(/has not caught up with its peers yet.*the write was not made/);
+    expect(store.get('s1', T0)).toBeUndefined();
+    await expect(api.updateCart({ sessionId: 's2', operations: [], ttlSeconds: 0, minReplicas: 0 }, T0)).rejects.toBeInstanceOf(UnavailableError);
+  });
+
+  test('bad input is refused at once, held or not', () => {
+    const { api, replicator } = setUp();
+    replicator.complete = false;
+    expect(() => api.put({ ...put('s1'), sessionId: '' }, T0)).toThrow();
+    expect(replicator.catchUpDeadlines).toEqual([]);
   });
 });
 

@@ -179,7 +179,7 @@ export class NodeCore implements Replicator {
   /** The latest `now` an input carried. */
   private now: number;
   private readonly startedAt: number;
-  /** Set once ownCopiesComplete() has been true: it stays true. */
+  /** Set once ownCopiesComplete has been true: it stays true. */
   private wholeSinceStart = false;
   private readonly observer: NodeObserver;
   private readonly wake: () => void;
@@ -493,9 +493,19 @@ export class NodeCore implements Replicator {
    * Restarted under the same id, it owns sessions again before the copies pulled from its
    * peers (one of which may hold the last acknowledged write) have all arrived.
    */
-  ownCopiesComplete(): boolean {
-    if (!this.wholeSinceStart && this.now >= this.peersHeardAt() && !this.engine.hasPendingPulls()) this.wholeSinceStart = true;
+  ownCopiesComplete(now: number): boolean {
+    this.advance(now);
+    this.noteCaughtUp(this.now);
     return this.wholeSinceStart;
+  }
+
+  /**
+   * Latches wholeSinceStart the first time the node has caught up: checked on every input,
+   * so that a pull placement starts much later (a member left) does not count as the
+   * start's.
+   */
+  private noteCaughtUp(now: number): void {
+    if (!this.wholeSinceStart && now >= this.peersHeardAt() && !this.engine.hasPendingPulls()) this.wholeSinceStart = true;
   }
 
   /** When this node has had time to hear from its peers after it started (caught-up waits). */
@@ -637,6 +647,7 @@ export class NodeCore implements Replicator {
   }
 
   private checkWaits(now: number): void {
+    this.noteCaughtUp(now);
     if (this.drains.length > 0) {
       const acknowledged = this.engine.allAcknowledged(this.answering);
       this.drains = this.drains.filter((drain) => {

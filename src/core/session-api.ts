@@ -34,7 +34,12 @@ export interface Replicator {
    * Whether this node's own copies are whole (absent: true). Until then, a resume of a
    * session it owns also asks the peers and merges their copies, as a resume elsewhere does.
    */
-  ownCopiesComplete?(): boolean;
+  ownCopiesComplete?(now: number): boolean;
+  /**
+   * Resolves once this node has caught up after its start (the condition of
+   * ownCopiesComplete), or at `deadline`, with whether it did.
+   */
+  caughtUp?(deadline: number): Promise<boolean>;
   /**
    * Members counted alive that placement does not rank yet: it follows the coordinator's
    * view, which lists a node that just joined a moment after membership counts it.
@@ -101,6 +106,11 @@ export class SessionApi {
     checkSessionId(request.sessionId);
     checkPartWrites(request.parts, this.config);
     checkTtlSeconds(request.ttlSeconds);
+    const held = this.untilCaughtUp(now, deadline);
+    return held === undefined ? this.putNow(request, now, deadline) : held.then(() => this.putNow(request, this.clock(), deadline));
+  }
+
+  private putNow(request: PutRequest, now: number, deadline: number): PutResponse | Promise<PutResponse> {
     const needed = request.minReplicas;
     if (needed > 0) this.checkReplicasPossible(request.sessionId, needed);
     const writes = request.parts.map((p) => ({
@@ -122,6 +132,11 @@ export class SessionApi {
   updateCart(request: UpdateCartRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): UpdateCartResponse | Promise<UpdateCartResponse> {
     checkSessionId(request.sessionId);
     checkTtlSeconds(request.ttlSeconds);
+    const held = this.untilCaughtUp(now, deadline);
+    return held === undefined ? this.updateCartNow(request, now, deadline) : held.then(() => this.updateCartNow(request, this.clock(), deadline));
+  }
+
+  private updateCartNow(request: UpdateCartRequest, now: number, deadline: number): UpdateCartResponse | Promise<UpdateCartResponse> {
     const needed = request.minReplicas;
     if (needed > 0) this.checkReplicasPossible(request.sessionId, needed);
     const { changes, version, session } = applyCartUpdate(this.store, request.sessionId, request.operations, request.ttlSeconds * 1000, this.config, now);
@@ -130,6 +145,24 @@ export class SessionApi {
     const answer = (replicasAcked: number): UpdateCartResponse => ({ cart, version: BigInt(version), replicasAcked });
     if (changes.length === 0) return answer(0);
     return this.answerWrite(session?.owner, ticket, needed, deadline, answer);
+  }
+
+  /**
+   * Undefined when this node may write now; else a promise that resolves once it may, or
+   * rejects UNAVAILABLE at `deadline`. A node that just started (restarted under the same
+   * id, say) may not know every member yet, nor hold the copies its peers have: a write
+   * made then can miss the session's owner (it looks gone) and go only to another holder,
+   * which acknowledges it while the owner keeps answering from its own copy without it.
+   * Writes wait until the node has caught up once (readiness waits for the same).
+   */
+  private untilCaughtUp(now: number, deadline: number): Promise<void> | undefined {
+    const replicator = this.replicator;
+    if (replicator?.caughtUp === undefined || (replicator.ownCopiesComplete?.(now) ?? true)) return undefined;
+    return replicator.caughtUp(deadline).then((caughtUp) => {
+      if (!caughtUp) {
+        throw new UnavailableError('this node started moments ago and has not caught up with its peers yet (it is still pulling its copies of the sessions): the write was not made; try again shortly');
+      }
+    });
   }
 
   /**
@@ -210,7 +243,7 @@ export class SessionApi {
     checkPartNames(request.parts, this.config);
     const session = this.store.get(request.sessionId, now);
     if (!resume || this.replicator === undefined) return this.answerGet(session, request);
-    if (session !== undefined && session.owner === this.store.config.nodeId && (this.replicator.ownCopiesComplete?.() ?? true)) {
+    if (session !== undefined && session.owner === this.store.config.nodeId && (this.replicator.ownCopiesComplete?.(now) ?? true)) {
       this.observer?.resumed('local', 0);
       return this.answerGet(session, request);
     }

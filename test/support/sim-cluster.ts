@@ -330,6 +330,7 @@ export class SimNode implements SimHost, SimTransportHost {
     }));
     const sync = options.sync ?? 0;
     this.lastAwaited = undefined;
+    this.untilCaughtUp();
     const answer = this.core.api.put(
       { sessionId, parts: writes, ttlSeconds: (options.ttlMs ?? 0) / 1000, minReplicas: sync },
       now,
@@ -341,8 +342,20 @@ export class SimNode implements SimHost, SimTransportHost {
     return { version, ticket: sync > 0 ? this.lastAwaited : undefined };
   }
 
+  /**
+   * The API holds writes until the node has caught up after its start (SessionApi): a
+   * simulated client waits for that as a real one's call would, so a write made here is
+   * applied when it returns.
+   */
+  private untilCaughtUp(): void {
+    if (!this.cluster.runUntil(() => this.core.ownCopiesComplete(this.net.now), SIM_SYNC_DEADLINE_MS)) {
+      throw new Error(`${this.nodeId} did not catch up after its start within ${SIM_SYNC_DEADLINE_MS} ms of virtual time: writes are held`);
+    }
+  }
+
   /** Applies UpdateCart operations through the API; returns the write's version. */
   updateCart(sessionId: string, operations: readonly CartOperation[]): number {
+    this.untilCaughtUp();
     const now = this.net.now;
     const answer = this.core.api.updateCart({ sessionId, operations: [...operations], ttlSeconds: 0, minReplicas: 0 }, now);
     this.flushNow();
@@ -506,7 +519,7 @@ export function comparable(snapshot: SessionSnapshot): ComparableState {
 /** A short, readable form of a snapshot for failure messages: values as length#hash. */
 export function summary(snapshot: SessionSnapshot): string {
   const state = comparable(snapshot);
-  const parts = state.parts.map(([name, value, version, writer]) => `${name}=${value === null ? 'tombstone' : `${value.length}#${hash(value)}`}@${version}/${writer}`);
+  const parts = state.parts.map(([name, value, version, writer, epoch]) => `${name}=${value === null ? 'tombstone' : `${value.length}#${hash(value)}`}@${version}/${writer}/e${epoch}`);
   const head = state.live ? `live exp=${state.expiresAt}` : `deleted@${state.deletedVersion}`;
   return `{${head} epoch=${state.epoch} ttl=${state.ttlMs}${state.live && state.deletedVersion > 0 ? ` deleted@${state.deletedVersion}` : ''} [${parts.join(' ')}]}`;
 }
@@ -610,6 +623,14 @@ export class SimCluster {
   /** Runs until cond holds or timeoutMs of virtual time passes; returns whether it held. */
   runUntil(cond: () => boolean, timeoutMs: number): boolean {
     return this.net.run(this.net.now + timeoutMs, cond);
+  }
+
+  /**
+   * Runs until every running node has caught up after its start (it holds API writes
+   * until then: SessionApi); throws when one does not within `timeoutMs`.
+   */
+  runUntilCaughtUp(timeoutMs = 10_000): void {
+    if (!this.runUntil(() => this.running.every((n) => n.core.ownCopiesComplete(this.net.now)), timeoutMs)) throw new Error(`not every node caught up within ${timeoutMs} ms of virtual time`);
   }
 
   /** Every running node sees every other running node as live. */
