@@ -23,6 +23,7 @@ import { SidecarMetrics } from './metrics/metrics';
 import { SessionServiceHandlers } from './servers/session-service';
 import { clusterService } from './servers/cluster-service';
 import { mastersByMember } from '../src/core/name-service';
+import { CATCH_UP_LIMIT_MS } from '../src/core/node-core';
 import { statusPageData } from './metrics/status-page-data';
 import { VERSION } from './config/package-root';
 import { TicketKeyKeeper } from './capture/ticket-key-keeper';
@@ -36,8 +37,6 @@ import { tcpRepairUnavailable } from './capture/tcp-repair';
 import { ConfigError } from '../src/wire/errors';
 import { refusingApplicationCalls, STORE_ROLE_REFUSAL } from '../src/core/store-role';
 
-/** The longest /readyz waits for this node to pull its partitions from its peers after start. */
-const READY_CATCH_UP_LIMIT_MS = 60_000;
 
 /** Tries with --peer-listen port 0 to find a port free over both UDP and TCP. */
 const PORT_ZERO_ATTEMPTS = 20;
@@ -177,7 +176,7 @@ export class BatonNode {
     // Ready (for Kubernetes) once caught up with the peers and holding the TLS ticket keys:
     // the API serves meanwhile. The key keeper starts once the members are known, so a
     // restarted node never takes itself for a cluster of one and replaces the keys.
-    const readyBy = Date.now() + READY_CATCH_UP_LIMIT_MS;
+    const readyBy = Date.now() + CATCH_UP_LIMIT_MS;
     const tickets = this.tickets;
     const caughtUpAndKeyed = replication.core.caughtUp(readyBy).then(async (caughtUp) => {
       if (this.stopping !== undefined) return caughtUp;

@@ -54,6 +54,11 @@ export const SUSPECT_PEER_WAIT_MS = 200;
 export const RESUME_ANSWER_MARGIN_MS = 250;
 /** Readiness waits at least this many heartbeat intervals after start: time to hear from the peers. */
 const CAUGHT_UP_HEARTBEATS = 3;
+/**
+ * The longest a node counts as catching up after its start: past it, a transfer that keeps
+ * failing no longer holds writes back (readiness stops waiting at the same bound).
+ */
+export const CATCH_UP_LIMIT_MS = 60_000;
 
 export interface NodeCoreConfig {
   nodeId: string;
@@ -500,12 +505,13 @@ export class NodeCore implements Replicator {
   }
 
   /**
-   * Latches wholeSinceStart the first time the node has caught up: checked on every input,
-   * so that a pull placement starts much later (a member left) does not count as the
-   * start's.
+   * Latches wholeSinceStart the first time the node has caught up (or CATCH_UP_LIMIT_MS
+   * after its start): checked on every input, so that a pull placement starts much later
+   * (a member left) does not count as the start's.
    */
   private noteCaughtUp(now: number): void {
-    if (!this.wholeSinceStart && now >= this.peersHeardAt() && !this.engine.hasPendingPulls()) this.wholeSinceStart = true;
+    if (this.wholeSinceStart || now < this.peersHeardAt()) return;
+    if (!this.engine.hasPendingPulls() || now >= this.startedAt + CATCH_UP_LIMIT_MS) this.wholeSinceStart = true;
   }
 
   /** When this node has had time to hear from its peers after it started (caught-up waits). */
