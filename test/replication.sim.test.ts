@@ -207,7 +207,8 @@ describe.each(TRANSPORTS)('%s: acknowledgements', (transport) => {
     const acksBefore = replicas.map((r) => r.engine.stats.datagramsSent.ack);
     const dataBefore = replicas.map((r) => r.engine.stats.datagramsReceived.data);
     const tickets: number[] = [];
-    for (let i = 0; i < 10; i++) tickets.push(writer.write(`burst-${i}`, { basket: `items-${i}` }, { sync: 2 }).ticket!);
+    // Sessions of partitions the writer holds first: new ones, written without a look-up (all in one turn).
+    writer.idsHeldFirst('burst', 10).forEach((id, i) => tickets.push(writer.write(id, { basket: `items-${i}` }, { sync: 2 }).ticket!));
     expect(cluster.runUntil(() => tickets.every((t) => writer.completedTickets.has(t)), 1000)).toBe(true);
     expect(tickets.map((t) => writer.completedTickets.get(t))).toEqual(tickets.map(() => 2));
     // Ten datagrams with an acknowledgement requested, one acknowledgement from each replica.
@@ -443,8 +444,8 @@ describe.each(TRANSPORTS)('%s: synchronous writes', (transport) => {
   test('awaitTicket(ticket, 2) completes once both secondaries acknowledged, also when acknowledgements are lost', () => {
     const cluster = startCluster({ seed: 23, nodes: 3, transport, profile: lossy(0.25) });
     const writer = cluster.nodes[0]!;
-    for (let i = 0; i < 30; i++) {
-      const { ticket } = writer.write(`sync-${i}`, { login: `token-${i}` }, { sync: 2 });
+    for (const [i, id] of writer.idsHeldFirst('sync', 30).entries()) {
+      const { ticket } = writer.write(id, { login: `token-${i}` }, { sync: 2 });
       expect(ticket).toBeDefined();
       // Nothing acknowledged before the network ran.
       expect(writer.engine.ackCount(ticket!)).toBe(0);
@@ -452,7 +453,7 @@ describe.each(TRANSPORTS)('%s: synchronous writes', (transport) => {
       // The write is the last datagram for a while: a lost ack must be asked for again.
       expect(cluster.runUntil(() => writer.completedTickets.has(ticket!), 5000)).toBe(true);
       expect(writer.completedTickets.get(ticket!)).toBe(2);
-      for (const node of cluster.nodes.slice(1)) expect(node.store.get(`sync-${i}`, cluster.net.now)).toBeDefined();
+      for (const node of cluster.nodes.slice(1)) expect(node.store.get(id, cluster.net.now)).toBeDefined();
     }
     // Asynchronous writes leave nothing behind in the engine (no ticket is kept for them).
     for (let i = 0; i < 20; i++) writer.write(`async-${i}`, { basket: 'x' });
@@ -465,7 +466,7 @@ describe.each(TRANSPORTS)('%s: synchronous writes', (transport) => {
     const cluster = startCluster({ seed: 24, nodes: 3, transport });
     const [writer, , down] = cluster.nodes as [SimNode, SimNode, SimNode];
     down.stop();
-    const { ticket } = writer.write('sync-down', { login: 'token' }, { sync: 2 });
+    const { ticket } = writer.write(writer.idsHeldFirst('sync-down')[0]!, { login: 'token' }, { sync: 2 });
     cluster.runFor(500);
     expect(writer.engine.ackCount(ticket!)).toBe(1);
     expect(writer.completedTickets.has(ticket!)).toBe(false);
@@ -501,15 +502,16 @@ describe.each(TRANSPORTS)('%s: flow control', (transport) => {
     // Rewriting a held part replaces the queued delta: it is sent once, with the newest value.
     writer.write('burst-199', { basket: 'newest' });
     expect(writer.engine.sendWindow().conflated).toBe(channels);
-    const { ticket } = writer.write('sync-behind', { login: 'token' }, { sync: 2 });
-    owners.set('sync-behind', writer.nodeId);
+    const behind = writer.idsHeldFirst('sync-behind')[0]!;
+    const { ticket } = writer.write(behind, { login: 'token' }, { sync: 2 });
+    owners.set(behind, writer.nodeId);
 
     let completedEarly = false;
     let peakInFlight = 0;
     const done = cluster.runUntil(() => {
       peakInFlight = Math.max(peakInFlight, writer.engine.sendWindow().inFlightBytes);
       const complete = writer.completedTickets.has(ticket!);
-      if (complete && secondaries.some((n) => n.store.get('sync-behind', cluster.net.now) === undefined)) completedEarly = true;
+      if (complete && secondaries.some((n) => n.store.get(behind, cluster.net.now) === undefined)) completedEarly = true;
       return complete;
     }, 10_000);
     expect(done).toBe(true);
@@ -532,7 +534,8 @@ describe.each(TRANSPORTS)('%s: flow control', (transport) => {
       for (let i = 0; i < n; i++) writer.write(`busy-${(from + i) % 300}`, { basket: `${value}${from + i}` });
     };
     writeSome(300, 0);
-    const { ticket } = writer.write('sync-amid', { login: 'token' }, { sync: 2 });
+    const amid = writer.idsHeldFirst('sync-amid')[0]!;
+    const { ticket } = writer.write(amid, { login: 'token' }, { sync: 2 });
     let completedAt: number | undefined;
     let queueEmptied = false;
     for (let ms = 1; ms <= 400 && completedAt === undefined; ms++) {
@@ -543,7 +546,7 @@ describe.each(TRANSPORTS)('%s: flow control', (transport) => {
     }
     expect(queueEmptied).toBe(false);
     expect(completedAt).toBeDefined();
-    for (const node of secondaries) expect(node.store.get('sync-amid', cluster.net.now)).toBeDefined();
+    for (const node of secondaries) expect(node.store.get(amid, cluster.net.now)).toBeDefined();
   });
 
   test('a secondary that stops answering slows the window to one more per stall, not to a halt; the others keep up', () => {

@@ -8,7 +8,7 @@ import { BuzHash } from '../src/store/buzhash';
 import { HybridClock } from '../src/store/hybrid-clock';
 import type { LocalChange } from '../src/core/replication-engine';
 import { SessionApi, type PeerCopies, type Replicator } from '../src/core/session-api';
-import { DEFAULT_STORE_CONFIG, type SessionSnapshot, SessionStore, type StoredSession } from '../src/store/store';
+import { DEFAULT_STORE_CONFIG, findStoredPart, type SessionSnapshot, SessionStore, type StoredSession } from '../src/store/store';
 
 const T0 = 1_700_000_000_000;
 
@@ -46,6 +46,12 @@ class ScriptedReplicator implements Replicator {
   ownCopiesComplete(): boolean {
     return this.complete;
   }
+  /** What holdsEverySessionOf() answers, and whether the peers asked answer (fetchFromPeers). */
+  holdsEvery = true;
+  peersAnswer = true;
+  holdsEverySessionOf(): boolean {
+    return this.holdsEvery;
+  }
   /** What caughtUp() answers, and the deadlines it was asked with. */
   catchUp: Promise<boolean> = Promise.resolve(true);
   readonly catchUpDeadlines: number[] = [];
@@ -55,7 +61,8 @@ class ScriptedReplicator implements Replicator {
   }
   fetchFromPeers(): Promise<PeerCopies> {
     this.fetches++;
-    return Promise.resolve({ asked: this.copies.length, answered: this.copies.length, snapshots: this.copies });
+    if (!this.peersAnswer) return Promise.resolve({ asked: 2, answered: 0, snapshots: [] });
+    return Promise.resolve({ asked: Math.max(1, this.copies.length), answered: Math.max(1, this.copies.length), snapshots: this.copies });
   }
   replicateClaim(): void {}
 }
@@ -186,6 +193,55 @@ describe('SessionApi: min_replicas above the live secondaries', () => {
         "min_replicas is 2, but only 1 secondaries are live for this session; 1 more alive but not yet in the coordinator's view that placement follows (a node that just joined): try again shortly",
       ),
     );
+    expect(store.get('s1', T0)).toBeUndefined();
+    expect(replicator.replicated).toEqual([]);
+  });
+});
+
+describe('SessionApi: a synchronous write of a session this node lacks', () => {
+  /** s1 as node-c holds it: claimed (epoch 2), with an older note. */
+  const claimedElsewhere = (version: number): SessionSnapshot => ({
+    id: 's1',
+    parts: [{ name: 'note', value: Buffer.from('claimed'), version, writer: 'node-b', epoch: 2 }],
+    owner: 'node-c',
+    epoch: 2,
+    expiresAt: T0 + 3_600_000,
+    ttlMs: 3_600_000,
+    deletedVersion: 0,
+  });
+
+  test('looks the session up at its peers first, and writes on it as it exists (owned elsewhere, at its epoch)', async () => {
+    const { api, store, replicator } = setUp();
+    replicator.holdsEvery = false;
+    replicator.copies = [claimedElsewhere(1)];
+    const answer = api.put(put('s1', 1), T0);
+    expect(answer).toBeInstanceOf(Promise);
+    await expect(answer).resolves.toMatchObject({ replicasAcked: 2 });
+    expect(replicator.fetches).toBe(1);
+    const session = store.get('s1', T0)!;
+    // Not a fresh session at the first epoch, which the claimed copy would beat everywhere.
+    expect([session.owner, session.epoch]).toEqual(['node-c', 2]);
+    expect(findStoredPart(session, 'note')?.value?.toString()).toBe('x');
+    // Known now: the next synchronous write asks no one.
+    await api.put(put('s1', 1), T0);
+    expect(replicator.fetches).toBe(1);
+  });
+
+  test('asks no one for an asynchronous write, for a session this node has, or where it holds every session of the partition', async () => {
+    const { api, replicator } = setUp();
+    replicator.holdsEvery = false;
+    expect(api.put(put('s1', 0), T0)).not.toBeInstanceOf(Promise);
+    await api.put(put('s1', 1), T0);
+    replicator.holdsEvery = true;
+    await api.put(put('s2', 1), T0);
+    expect(replicator.fetches).toBe(0);
+  });
+
+  test('fails UNAVAILABLE, the write not made, when no peer that may hold the session answers', async () => {
+    const { api, store, replicator } = setUp();
+    replicator.holdsEvery = false;
+    replicator.peersAnswer = false;
+    await expect(api.put(put('s1', 1), T0)).rejects.toThrow(/none of the 2 peers that may hold the session answered.*the write was not made/);
     expect(store.get('s1', T0)).toBeUndefined();
     expect(replicator.replicated).toEqual([]);
   });

@@ -56,6 +56,12 @@ const MAX_TLS_SETTINGS_BACKLOG = 64;
 export const EXCHANGE_SLICE_OPS = 16;
 /** Operations an Exchange stream may have read and not yet run before it stops reading. */
 const EXCHANGE_MAX_QUEUED_OPS = 4096;
+/**
+ * Operations an Exchange stream may have run and not yet answered (waiting for
+ * acknowledgements, back-pressure, a look-up, the node's catch-up) before it stops reading:
+ * each holds its request until answered.
+ */
+const EXCHANGE_MAX_WAITING_OPS = 4096;
 /** How long a draining Exchange stream goes on reading what the client sent before the signal. */
 const EXCHANGE_DRAIN_GRACE_MS = 250;
 /** Request bytes an Exchange stream may have read and not yet run before it stops reading. */
@@ -264,18 +270,21 @@ export class SessionServiceHandlers {
     type Queued = { op: ExchangeRequest | RefusedRequest; bytes: number };
     let queue = new Fifo<Queued>();
     let queuedBytes = 0;
-    // Reading stops while the responses are not draining (the client reads too slowly) or
-    // while too many operations or bytes wait to be run; it resumes when none holds.
+    // Reading stops while the responses are not draining (the client reads too slowly),
+    // while too many operations or bytes wait to be run, or while too many operations run
+    // wait for their answers; it resumes when none holds.
     let awaitingDrain = false;
     let readsPaused = false;
+    /** Operations run and not yet answered. */
+    let waiting = 0;
     const updateReading = () => {
-      const pause = stopReading || awaitingDrain || queue.size >= EXCHANGE_MAX_QUEUED_OPS || queuedBytes >= EXCHANGE_MAX_QUEUED_BYTES;
+      const pause =
+        stopReading || awaitingDrain || queue.size >= EXCHANGE_MAX_QUEUED_OPS || queuedBytes >= EXCHANGE_MAX_QUEUED_BYTES || waiting >= EXCHANGE_MAX_WAITING_OPS;
       if (pause === readsPaused) return;
       readsPaused = pause;
       if (pause) call.pause();
       else call.resume();
     };
-    let waiting = 0;
     const endIfAnswered = () => {
       if (ended || !endWhenAnswered || grace !== undefined || waiting > 0 || queue.size > 0) return;
       ended = true;
@@ -298,6 +307,7 @@ export class SessionServiceHandlers {
       void response.then((r) => {
         send(r);
         waiting--;
+        updateReading();
         endIfAnswered();
       });
     };

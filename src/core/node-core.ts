@@ -519,6 +519,10 @@ export class NodeCore implements Replicator {
     return this.startedAt + CAUGHT_UP_HEARTBEATS * this.config.membership.heartbeatIntervalMs;
   }
 
+  holdsEverySessionOf(sessionId: string): boolean {
+    return this.config.replicas === 0 || this.placement.holders(this.store.partitionOf(sessionId))[0] === this.config.nodeId;
+  }
+
   unplacedMembers(): number {
     const placed = this.placement.memberIds();
     return this.membership.liveNodeIds().filter((id) => !placed.includes(id)).length;

@@ -41,6 +41,12 @@ export interface Replicator {
    */
   caughtUp?(deadline: number): Promise<boolean>;
   /**
+   * Whether this node holds every session of the session's partition (absent: true), so
+   * that a session it lacks does not exist: it is the partition's first holder, which
+   * every owner's deltas reach.
+   */
+  holdsEverySessionOf?(sessionId: string): boolean;
+  /**
    * Members counted alive that placement does not rank yet: it follows the coordinator's
    * view, which lists a node that just joined a moment after membership counts it.
    */
@@ -88,6 +94,8 @@ export class SessionApi {
    * Each resolves with the node that owned the session before this one claimed it.
    */
   private readonly resuming = new Map<string, Promise<string | undefined>>();
+  /** Look-ups before a synchronous write of a session this node lacks, by session id (shared like resumes). */
+  private readonly lookingUp = new Map<string, Promise<void>>();
 
   constructor(
     private readonly store: SessionStore,
@@ -106,7 +114,7 @@ export class SessionApi {
     checkSessionId(request.sessionId);
     checkPartWrites(request.parts, this.config);
     checkTtlSeconds(request.ttlSeconds);
-    const held = this.untilCaughtUp(now, deadline);
+    const held = this.beforeWrite(request.sessionId, request.minReplicas, now, deadline);
     return held === undefined ? this.putNow(request, now, deadline) : held.then(() => this.putNow(request, this.clock(), deadline));
   }
 
@@ -132,7 +140,7 @@ export class SessionApi {
   updateCart(request: UpdateCartRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): UpdateCartResponse | Promise<UpdateCartResponse> {
     checkSessionId(request.sessionId);
     checkTtlSeconds(request.ttlSeconds);
-    const held = this.untilCaughtUp(now, deadline);
+    const held = this.beforeWrite(request.sessionId, request.minReplicas, now, deadline);
     return held === undefined ? this.updateCartNow(request, now, deadline) : held.then(() => this.updateCartNow(request, this.clock(), deadline));
   }
 
@@ -145,6 +153,46 @@ export class SessionApi {
     const answer = (replicasAcked: number): UpdateCartResponse => ({ cart, version: BigInt(version), replicasAcked });
     if (changes.length === 0) return answer(0);
     return this.answerWrite(session?.owner, ticket, needed, deadline, answer);
+  }
+
+  /**
+   * What a write waits for before it is made (undefined: nothing): the node's catch-up
+   * after its start, then, for a synchronous write of a session this node lacks, a look-up.
+   */
+  private beforeWrite(sessionId: string, minReplicas: number, now: number, deadline: number): Promise<void> | undefined {
+    const held = this.untilCaughtUp(now, deadline);
+    if (minReplicas === 0) return held;
+    if (held !== undefined) return held.then(() => this.lookUpFirst(sessionId, this.clock(), deadline));
+    return this.lookUpFirst(sessionId, now, deadline);
+  }
+
+  /**
+   * Before a synchronous write of a session this node lacks and may not know of (it is not
+   * the partition's first holder): its copies from the peers that may hold it, merged, so
+   * that the write is made on the session as it exists — as a write on a session another
+   * node owns, which that owner confirms. Created afresh instead, the session would carry
+   * the first epoch, and any copy a claim had raised above it would beat the acknowledged
+   * write everywhere. Undefined when nothing is to be looked up; rejects UNAVAILABLE when
+   * peers were asked and none answered.
+   */
+  private lookUpFirst(sessionId: string, now: number, deadline: number): Promise<void> | undefined {
+    const replicator = this.replicator;
+    if (replicator === undefined || (replicator.holdsEverySessionOf?.(sessionId) ?? true) || this.store.snapshot(sessionId, now) !== undefined) return undefined;
+    let lookup = this.lookingUp.get(sessionId);
+    if (lookup === undefined) {
+      lookup = replicator
+        .fetchFromPeers(sessionId, undefined, deadline, now)
+        .then((copies) => {
+          const at = this.clock();
+          for (const snapshot of copies.snapshots) this.store.merge(snapshot, at);
+          if (copies.asked > 0 && copies.answered === 0) {
+            throw new UnavailableError(`none of the ${copies.asked} peers that may hold the session answered, so this node cannot tell whether it exists; the write was not made; try again`);
+          }
+        })
+        .finally(() => this.lookingUp.delete(sessionId));
+      this.lookingUp.set(sessionId, lookup);
+    }
+    return lookup;
   }
 
   /**

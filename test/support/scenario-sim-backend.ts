@@ -125,7 +125,7 @@ export class SimBackend implements ScenarioBackend {
 
   async write(name: string, session: string, parts: readonly PartValue[], sync: number): Promise<{ acked: number | undefined }> {
     const node = this.node(name);
-    const { ticket } = node.write(session, Object.fromEntries(parts.map((p) => [p.name, p.value])), { sync });
+    const { ticket } = await node.writeSettled(session, Object.fromEntries(parts.map((p) => [p.name, p.value])), { sync });
     if (sync === 0) return { acked: undefined };
     if (ticket === undefined) return { acked: 0 };
     this.sim.runUntil(() => node.completedTickets.has(ticket), DEFAULT_SYNC_TIMEOUT_MS);

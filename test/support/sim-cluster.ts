@@ -43,6 +43,13 @@ export const SIM_T0 = 1_700_000_000_000;
 const SIM_LIMITS = { maxValueBytes: 16 * 1024 * 1024, maxPartsPerSession: DEFAULT_STORE_CONFIG.maxPartsPerSession };
 /** How long a simulated synchronous write waits by default: longer than any scenario runs. */
 const SIM_SYNC_DEADLINE_MS = 3_600_000;
+/** A simulated client's Put: sync > 0 waits for that many acknowledgements. */
+export interface WriteOptions {
+  sync?: number;
+  ttlMs?: number;
+  deadlineMs?: number;
+}
+
 /** How long a simulated resume may take (the API's default deadline). */
 const SIM_RESUME_DEADLINE_MS = 5000;
 
@@ -315,22 +322,63 @@ export class SimNode implements SimHost, SimTransportHost {
 
   /**
    * Puts parts (latin1 strings or bytes); sync > 0 waits for that many acknowledgements
-   * (the ticket then names the write; see completedTickets).
+   * (the ticket then names the write; see completedTickets). The write is made when this
+   * returns; a write the API holds first (a synchronous write of a session this node lacks
+   * looks it up at its peers) throws: use writeSettled.
    */
-  write(
-    sessionId: string,
-    parts: Record<string, string | Uint8Array>,
-    options: { sync?: number; ttlMs?: number; deadlineMs?: number } = {},
-  ): { version: number; ticket: number | undefined } {
-    const now = this.net.now;
+  write(sessionId: string, parts: Record<string, string | Uint8Array>, options: WriteOptions = {}): { version: number; ticket: number | undefined } {
+    const started = this.startWrite(sessionId, parts, options);
+    if (!started.made()) throw new Error(`${this.nodeId}: the API held the write of ${sessionId} (a look-up of its peers first): use writeSettled`);
+    return started.result();
+  }
+
+  /**
+   * write(), for a write the API may hold first: runs the network until the write is made
+   * (or rejects as the API refused it).
+   */
+  async writeSettled(sessionId: string, parts: Record<string, string | Uint8Array>, options: WriteOptions = {}): Promise<{ version: number; ticket: number | undefined }> {
+    const started = this.startWrite(sessionId, parts, options);
+    let refused: { error: unknown } | undefined;
+    started.answer?.catch((error: unknown) => (refused = { error }));
+    const until = this.net.now + SIM_RESUME_DEADLINE_MS * 2;
+    while (!started.made()) {
+      await new Promise((resolve) => setImmediate(resolve));
+      if (this.flushScheduled) this.flushNow();
+      if (started.made()) break;
+      if (refused !== undefined) throw refused.error;
+      const before = this.settledCount;
+      this.net.run(until, () => this.settledCount > before);
+      if (this.settledCount === before && this.net.now >= until) throw new Error(`${this.nodeId}: the write of ${sessionId} was not made within ${SIM_RESUME_DEADLINE_MS * 2} ms of virtual time`);
+    }
+    return started.result();
+  }
+
+  /**
+   * `count` session ids starting with `prefix` in partitions this node holds first: a
+   * synchronous write of a new one is made at once, with no look-up of the peers first.
+   */
+  idsHeldFirst(prefix: string, count = 1): string[] {
+    const ids: string[] = [];
+    for (let k = 0; ids.length < count; k++) {
+      const id = `${prefix}-${k}`;
+      if (this.core.holdsEverySessionOf(id)) ids.push(id);
+    }
+    return ids;
+  }
+
+  /** Calls the API's Put; `made` says whether the write is in the store yet, `result` reads it. */
+  private startWrite(sessionId: string, parts: Record<string, string | Uint8Array>, options: WriteOptions) {
     const writes = Object.entries(parts).map(([name, value]) => ({
       name,
       value: typeof value === 'string' ? Buffer.from(value, 'latin1') : Buffer.from(value.buffer, value.byteOffset, value.byteLength),
       ifVersion: undefined,
     }));
     const sync = options.sync ?? 0;
+    const versionOf = () => this.store.snapshot(sessionId, this.net.now)?.parts.find((p) => p.name === writes[0]!.name)?.version ?? 0;
+    const before = versionOf();
     this.lastAwaited = undefined;
     this.untilCaughtUp();
+    const now = this.net.now;
     const answer = this.core.api.put(
       { sessionId, parts: writes, ttlSeconds: (options.ttlMs ?? 0) / 1000, minReplicas: sync },
       now,
@@ -338,8 +386,14 @@ export class SimNode implements SimHost, SimTransportHost {
     );
     if (answer instanceof Promise) answer.catch(() => undefined);
     this.flushNow();
-    const version = this.store.snapshot(sessionId, now)!.parts.find((p) => p.name === writes[0]!.name)!.version;
-    return { version, ticket: sync > 0 ? this.lastAwaited : undefined };
+    return {
+      answer: answer instanceof Promise ? answer : undefined,
+      made: () => versionOf() > before,
+      result: () => {
+        this.flushNow();
+        return { version: versionOf(), ticket: sync > 0 ? this.lastAwaited : undefined };
+      },
+    };
   }
 
   /**
