@@ -177,22 +177,15 @@ export class SessionApi {
    */
   private lookUpFirst(sessionId: string, now: number, deadline: number): Promise<void> | undefined {
     const replicator = this.replicator;
-    if (replicator === undefined || (replicator.holdsEverySessionOf?.(sessionId) ?? true) || this.store.snapshot(sessionId, now) !== undefined) return undefined;
-    let lookup = this.lookingUp.get(sessionId);
-    if (lookup === undefined) {
-      lookup = replicator
-        .fetchFromPeers(sessionId, undefined, deadline, now)
-        .then((copies) => {
-          const at = this.clock();
-          for (const snapshot of copies.snapshots) this.store.merge(snapshot, at);
-          if (copies.asked > 0 && copies.answered === 0) {
-            throw new UnavailableError(`none of the ${copies.asked} peers that may hold the session answered, so this node cannot tell whether it exists; the write was not made; try again`);
-          }
-        })
-        .finally(() => this.lookingUp.delete(sessionId));
-      this.lookingUp.set(sessionId, lookup);
-    }
-    return lookup;
+    if (replicator === undefined || this.store.knows(sessionId) || (replicator.holdsEverySessionOf?.(sessionId) ?? true)) return undefined;
+    return shared(this.lookingUp, sessionId, async () => {
+      const copies = await replicator.fetchFromPeers(sessionId, undefined, deadline, now);
+      const at = this.clock();
+      for (const snapshot of copies.snapshots) this.store.merge(snapshot, at);
+      if (copies.asked > 0 && copies.answered === 0) {
+        throw new UnavailableError(`none of the ${copies.asked} peers that may hold the session answered, so this node cannot tell whether it exists; the write was not made; try again`);
+      }
+    });
   }
 
   /**
@@ -300,11 +293,7 @@ export class SessionApi {
 
   private resumeFromPeers(request: GetRequest, knownOwner: string | undefined, deadline: number, now: number): Promise<{ response: GetResponse; previousOwner: string | undefined }> {
     const started = now;
-    let resume = this.resuming.get(request.sessionId);
-    if (resume === undefined) {
-      resume = this.resume(request.sessionId, knownOwner, deadline, now).finally(() => this.resuming.delete(request.sessionId));
-      this.resuming.set(request.sessionId, resume);
-    }
+    const resume = shared(this.resuming, request.sessionId, () => this.resume(request.sessionId, knownOwner, deadline, now));
     return resume.then((previousOwner) => {
       const resumed = this.store.get(request.sessionId, this.clock());
       this.observer?.resumed(resumed === undefined ? 'not_found' : 'peer', (this.clock() - started) / 1000);
@@ -368,6 +357,16 @@ export class SessionApi {
       ? { found: false, expiresAtUnixMs: 0n }
       : { found: true, expiresAtUnixMs: BigInt(expiresAt) };
   }
+}
+
+/** The promise in flight for `key`, or a new one from `start`, shared until it settles. */
+function shared<T>(inFlight: Map<string, Promise<T>>, key: string, start: () => Promise<T>): Promise<T> {
+  let promise = inFlight.get(key);
+  if (promise === undefined) {
+    promise = start().finally(() => inFlight.delete(key));
+    inFlight.set(key, promise);
+  }
+  return promise;
 }
 
 /** A stored session as the API returns it: live parts only, optionally just the named ones. */

@@ -293,6 +293,11 @@ export class SessionStore {
     return record === undefined ? undefined : { owner: record.owner, epoch: record.epoch };
   }
 
+  /** Whether this node holds anything of a session (live, expired or a tombstone); allocates nothing. */
+  knows(id: string): boolean {
+    return this.table.find(id) !== undefined;
+  }
+
   /** Whether this node holds a session (live or a tombstone) as owned by `nodeId`; allocates nothing. */
   isOwnedBy(id: string, nodeId: string): boolean {
     return this.table.find(id)?.owner === nodeId;
