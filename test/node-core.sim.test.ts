@@ -4,6 +4,7 @@
  * that are dead, and the core reports one deadline that covers everything it waits for.
  * Seeded, virtual time, no sleeps, no timing assertions.
  */
+import { CATCH_UP_LIMIT_MS } from '../src/core/node-core';
 import { SimCluster, type SimClusterOptions, type SimNode } from './support/sim-cluster';
 import { PERFECT_LINK } from './support/sim-network';
 
@@ -65,6 +66,28 @@ describe.each(['unicast', 'multicast'] as const)('%s: the node core', (transport
     expect(caughtUp).toBe(true);
     expect(pullsPendingWhenResolved).toBe(false);
     expect(joiner.resyncs.some((r) => r.outcome === 'ok' && r.sessions > 0)).toBe(true);
+  });
+
+  test('a restarted node holds writes while a transfer keeps failing, and stops holding them CATCH_UP_LIMIT_MS after its start', () => {
+    const cluster = startCluster({ seed: 77, nodes: 3, transport });
+    cluster.runUntilCaughtUp();
+    const [writer, restarted, refusing] = cluster.nodes as [SimNode, SimNode, SimNode];
+    for (let i = 0; i < 50; i++) writer.write(`held-${i}`, { basket: `cart ${i}` });
+    cluster.runFor(500);
+    // The restarted node's pulls from `refusing` fail while membership keeps it alive.
+    refusing.refusesPeerCalls = true;
+    restarted.restart();
+    const startedAt = cluster.net.now;
+    cluster.runFor(5_000);
+    expect(restarted.engine.hasPendingPulls()).toBe(true);
+    expect(restarted.core.ownCopiesComplete(cluster.net.now)).toBe(false);
+    const answer = restarted.core.api.put({ sessionId: 'held-new', parts: [{ name: 'basket', value: Buffer.from('x'), ifVersion: undefined }], ttlSeconds: 0, minReplicas: 0 }, cluster.net.now);
+    expect(answer).toBeInstanceOf(Promise);
+    (answer as Promise<unknown>).catch(() => undefined);
+    expect(restarted.store.get('held-new', cluster.net.now)).toBeUndefined();
+    expect(cluster.runUntil(() => restarted.core.ownCopiesComplete(cluster.net.now), CATCH_UP_LIMIT_MS)).toBe(true);
+    expect(cluster.net.now - startedAt).toBeGreaterThanOrEqual(CATCH_UP_LIMIT_MS);
+    expect(restarted.engine.hasPendingPulls()).toBe(true);
   });
 
   test('a resume does not ask a dead member, even the owner it knows of', async () => {

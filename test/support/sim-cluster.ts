@@ -290,8 +290,11 @@ export class SimNode implements SimHost, SimTransportHost {
   // --- SimTransportHost ------------------------------------------------------------------
 
   peerStore(address: string): SessionStore | undefined {
-    return this.cluster.nodes.find((n) => n.address === address && n.running)?.store;
+    return this.cluster.nodes.find((n) => n.address === address && n.running && !n.refusesPeerCalls)?.store;
   }
+
+  /** Peers' calls to this node (transfers, look-ups) fail while set; its datagrams flow as ever. */
+  refusesPeerCalls = false;
 
   answer(answer: PeerAnswer): void {
     // A fetch started on a digests answer continues that transfer.
