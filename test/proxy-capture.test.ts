@@ -319,6 +319,26 @@ describe('SessionApi.resumeSession', () => {
     expect(read('other').found).toBe(false);
   });
 
+  test('a login written under a new id that no peer can be asked about (the look-up before a synchronous write fails) is stored here all the same', async () => {
+    const silentPeers: Replicator = {
+      replicas: 1,
+      secondariesFor: () => 1,
+      holdsEverySessionOf: () => false,
+      replicate: () => 1,
+      waitForAcks: () => Promise.resolve(1),
+      sendQueueRoom: () => undefined,
+      fetchFromPeers: () => Promise.resolve({ asked: 2, answered: 0, snapshots: [] }),
+      replicateClaim: () => undefined,
+    };
+    const api = new SessionApi(store('node-a'), LIMITS, silentPeers, undefined, () => T0);
+    await expect(api.put({ sessionId: 'direct', parts: [{ name: 'basket', value: Buffer.from('x') }], ttlSeconds: 0, minReplicas: 1 }, T0)).rejects.toThrow(/the write was not made/);
+    const sessions = sessionApiStore(api, 'node-a', () => T0);
+    const auth = encodeAuth(AuthState.fromPartial({ subject: 'alice' }));
+    await sessions.put('after-login', [{ name: 'auth', value: auth }], true);
+    const stored = api.get({ sessionId: 'after-login', parts: [], resume: false }, T0) as Awaited<ReturnType<SessionApi['get']>>;
+    expect(AuthState.decode(stored.session!.parts[0]!.value).subject).toBe('alice');
+  });
+
   test('a declared login waits for a secondary before its answer goes on; with no live secondary it does not wait', async () => {
     let acknowledge: ((acked: number) => void) | undefined;
     const asked: number[] = [];

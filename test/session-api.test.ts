@@ -3,7 +3,7 @@
  * back-pressure comes and goes (the watermarks themselves are tested in the simulation), and
  * what it says when min_replicas cannot be met.
  */
-import { UnavailableError } from '../src/wire/errors';
+import { UnavailableError, WriteNotMadeError } from '../src/wire/errors';
 import { BuzHash } from '../src/store/buzhash';
 import { HybridClock } from '../src/store/hybrid-clock';
 import type { LocalChange } from '../src/core/replication-engine';
@@ -136,6 +136,7 @@ describe('SessionApi: writes on a node that has not caught up since its start', 
     replicator.complete = false;
     replicator.catchUp = Promise.resolve(false);
     await expect(api.put(put('s1'), T0)).rejects.toThrow(/has not caught up with its peers yet.*the write was not made/);
+    await expect(api.put(put('s1'), T0)).rejects.toBeInstanceOf(WriteNotMadeError);
     expect(store.get('s1', T0)).toBeUndefined();
     await expect(api.updateCart({ sessionId: 's2', operations: [], ttlSeconds: 0, minReplicas: 0 }, T0)).rejects.toBeInstanceOf(UnavailableError);
   });
@@ -242,6 +243,7 @@ describe('SessionApi: a synchronous write of a session this node lacks', () => {
     replicator.holdsEvery = false;
     replicator.peersAnswer = false;
     await expect(api.put(put('s1', 1), T0)).rejects.toThrow(/none of the 2 peers that may hold the session answered.*the write was not made/);
+    await expect(api.put(put('s1', 1), T0)).rejects.toBeInstanceOf(WriteNotMadeError);
     expect(store.get('s1', T0)).toBeUndefined();
     expect(replicator.replicated).toEqual([]);
   });

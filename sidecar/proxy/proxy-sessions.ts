@@ -6,7 +6,7 @@
  * SessionApi (sessionApiStore); tests may give the proxy any other implementation.
  */
 import type { SessionApi } from '../../src/core/session-api';
-import { UnavailableError } from '../../src/wire/errors';
+import { UnavailableError, WriteNotMadeError } from '../../src/wire/errors';
 
 /**
  * How long a declared login or logout waits for a secondary before its answer goes to the
@@ -79,6 +79,9 @@ export function sessionApiStore(api: SessionApi, nodeId: string, clock: () => nu
     try {
       await answer;
     } catch (err) {
+      // Refused before it was made (the peers that may hold the session did not answer
+      // whether it exists): store it here all the same, as a write that waits for nobody.
+      if (err instanceof WriteNotMadeError) return void (await api.put({ ...request, minReplicas: 0 }, clock()));
       // No acknowledgement in time: the write stays applied here; the answer goes on.
       if (!(err instanceof UnavailableError)) throw err;
     }

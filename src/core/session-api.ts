@@ -4,7 +4,7 @@
  * Throws BatonError subclasses; the server edge turns them into gRPC statuses.
  */
 import { applyCartUpdate, assembleCart } from './cart-merge';
-import { InvalidArgumentError, UnavailableError } from '../wire/errors';
+import { InvalidArgumentError, UnavailableError, WriteNotMadeError } from '../wire/errors';
 import type {
   DeleteRequest,
   DeleteResponse,
@@ -183,7 +183,7 @@ export class SessionApi {
       const at = this.clock();
       for (const snapshot of copies.snapshots) this.store.merge(snapshot, at);
       if (copies.asked > 0 && copies.answered === 0) {
-        throw new UnavailableError(`none of the ${copies.asked} peers that may hold the session answered, so this node cannot tell whether it exists; the write was not made; try again`);
+        throw new WriteNotMadeError(`none of the ${copies.asked} peers that may hold the session answered, so this node cannot tell whether it exists; the write was not made; try again`);
       }
     });
   }
@@ -201,7 +201,7 @@ export class SessionApi {
     if (replicator?.caughtUp === undefined || (replicator.ownCopiesComplete?.(now) ?? true)) return undefined;
     return replicator.caughtUp(deadline).then((caughtUp) => {
       if (!caughtUp) {
-        throw new UnavailableError('this node started moments ago and has not caught up with its peers yet (it is still pulling its copies of the sessions): the write was not made; try again shortly');
+        throw new WriteNotMadeError('this node started moments ago and has not caught up with its peers yet (it is still pulling its copies of the sessions): the write was not made; try again shortly');
       }
     });
   }

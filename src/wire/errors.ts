@@ -46,6 +46,9 @@ export class UnavailableError extends BatonError {
   readonly code = 'unavailable' as const;
 }
 
+/** A write refused before it was made: nothing of it was applied (UNAVAILABLE to clients). */
+export class WriteNotMadeError extends UnavailableError {}
+
 export class DeadlineExceededError extends BatonError {
   readonly code = 'deadline_exceeded' as const;
 }
