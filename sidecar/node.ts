@@ -37,7 +37,6 @@ import { tcpRepairUnavailable } from './capture/tcp-repair';
 import { ConfigError } from '../src/wire/errors';
 import { refusingApplicationCalls, STORE_ROLE_REFUSAL } from '../src/core/store-role';
 
-
 /** Tries with --peer-listen port 0 to find a port free over both UDP and TCP. */
 const PORT_ZERO_ATTEMPTS = 20;
 
