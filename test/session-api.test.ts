@@ -7,7 +7,7 @@ import { UnavailableError, WriteNotMadeError } from '../src/wire/errors';
 import { BuzHash } from '../src/store/buzhash';
 import { HybridClock } from '../src/store/hybrid-clock';
 import type { LocalChange } from '../src/core/replication-engine';
-import { SessionApi, type PeerCopies, type Replicator } from '../src/core/session-api';
+import { SessionApi, WRITE_LOOKUP_MAX_MS, type PeerCopies, type Replicator } from '../src/core/session-api';
 import { DEFAULT_STORE_CONFIG, findStoredPart, type SessionSnapshot, SessionStore, type StoredSession } from '../src/store/store';
 
 const T0 = 1_700_000_000_000;
@@ -59,7 +59,10 @@ class ScriptedReplicator implements Replicator {
     this.catchUpDeadlines.push(deadline);
     return this.catchUp;
   }
-  fetchFromPeers(): Promise<PeerCopies> {
+  /** The deadlines fetchFromPeers() was asked with. */
+  readonly fetchDeadlines: number[] = [];
+  fetchFromPeers(_sessionId: string, _owner: string | undefined, deadline: number): Promise<PeerCopies> {
+    this.fetchDeadlines.push(deadline);
     this.fetches++;
     if (!this.peersAnswer) return Promise.resolve({ asked: 2, answered: 0, snapshots: [] });
     return Promise.resolve({ asked: Math.max(1, this.copies.length), answered: Math.max(1, this.copies.length), snapshots: this.copies });
@@ -219,6 +222,8 @@ describe('SessionApi: a synchronous write of a session this node lacks', () => {
     expect(answer).toBeInstanceOf(Promise);
     await expect(answer).resolves.toMatchObject({ replicasAcked: 2 });
     expect(replicator.fetches).toBe(1);
+    // The look-up waits at most WRITE_LOOKUP_MAX_MS of the write's 5 s, leaving the rest to its acknowledgements.
+    expect(replicator.fetchDeadlines).toEqual([T0 + WRITE_LOOKUP_MAX_MS]);
     const session = store.get('s1', T0)!;
     // Not a fresh session at the first epoch, which the claimed copy would beat everywhere.
     expect([session.owner, session.epoch]).toEqual(['node-c', 2]);

@@ -87,6 +87,12 @@ export interface ResumeObserver {
 
 /** How long a synchronous write waits for acknowledgements when the call sets no deadline. */
 export const DEFAULT_SYNC_TIMEOUT_MS = 5000;
+/**
+ * The longest the look-up before a synchronous write of a session this node lacks waits
+ * for the peers asked: a peer cut off without a reset would otherwise hold the write until
+ * its deadline, leaving no time for its acknowledgements.
+ */
+export const WRITE_LOOKUP_MAX_MS = 1000;
 
 export class SessionApi {
   /**
@@ -179,7 +185,7 @@ export class SessionApi {
     const replicator = this.replicator;
     if (replicator === undefined || this.store.knows(sessionId) || (replicator.holdsEverySessionOf?.(sessionId) ?? true)) return undefined;
     return shared(this.lookingUp, sessionId, async () => {
-      const copies = await replicator.fetchFromPeers(sessionId, undefined, deadline, now);
+      const copies = await replicator.fetchFromPeers(sessionId, undefined, Math.min(deadline, now + WRITE_LOOKUP_MAX_MS), now);
       const at = this.clock();
       for (const snapshot of copies.snapshots) this.store.merge(snapshot, at);
       if (copies.asked > 0 && copies.answered === 0) {
