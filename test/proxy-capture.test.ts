@@ -18,6 +18,20 @@ import { sessionApiStore, type OwnedSession, type ProxySessionStore, type Resume
 const T0 = 1_700_000_000_000;
 const silent = pino({ level: 'silent' });
 
+/** A replicator with one live secondary that acknowledges at once and no peer holding anything, changed by `script`. */
+function scriptedReplicator(script: Partial<Replicator>): Replicator {
+  return {
+    replicas: 1,
+    secondariesFor: () => 1,
+    replicate: () => 1,
+    waitForAcks: () => Promise.resolve(1),
+    sendQueueRoom: () => undefined,
+    fetchFromPeers: () => Promise.resolve({ asked: 0, answered: 0, snapshots: [] }),
+    replicateClaim: () => undefined,
+    ...script,
+  };
+}
+
 class MemoryStore implements ProxySessionStore {
   readonly parts = new Map<string, Map<string, Uint8Array>>();
   readonly writes: { id: string; names: string[] }[] = [];
@@ -249,18 +263,15 @@ describe('SessionApi.resumeSession', () => {
   const store = (nodeId: string) => new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId, partitions: 16 }, new BuzHash('proxy-test'), new HybridClock());
 
   function peersHolding(source: SessionStore): Replicator {
-    return {
+    return scriptedReplicator({
       replicas: 0,
-      secondariesFor: () => 1,
       replicate: () => undefined,
       waitForAcks: () => Promise.resolve(0),
-      sendQueueRoom: () => undefined,
-      fetchFromPeers: (id, _owner, _deadline): Promise<PeerCopies> => {
+      fetchFromPeers: (id): Promise<PeerCopies> => {
         const snapshot = source.snapshot(id, T0);
         return Promise.resolve({ asked: 1, answered: 1, snapshots: snapshot === undefined ? [] : [snapshot] });
       },
-      replicateClaim: () => undefined,
-    };
+    });
   }
 
   test('says which node owned the session before this one claimed it, once', async () => {
@@ -291,15 +302,7 @@ describe('SessionApi.resumeSession', () => {
 
   test('sessionApiStore.rotate: every part under the new id with the new auth, the old id expiring after the grace', async () => {
     // A node whose peers are all gone: the durable write is stored here at once.
-    const alone: Replicator = {
-      replicas: 1,
-      secondariesFor: () => 0,
-      replicate: () => 1,
-      waitForAcks: () => Promise.resolve(0),
-      sendQueueRoom: () => undefined,
-      fetchFromPeers: () => Promise.resolve({ asked: 0, answered: 0, snapshots: [] }),
-      replicateClaim: () => undefined,
-    };
+    const alone = scriptedReplicator({ secondariesFor: () => 0, waitForAcks: () => Promise.resolve(0) });
     const api = new SessionApi(store('node-a'), LIMITS, alone, undefined, () => T0);
     const sessions = sessionApiStore(api, 'node-a', () => T0);
     api.put({ sessionId: 'before-login', parts: [{ name: 'basket', value: Buffer.from('3 apples') }, { name: 'auth', value: Buffer.alloc(0) }], ttlSeconds: 0, minReplicas: 0 }, T0);
@@ -320,16 +323,7 @@ describe('SessionApi.resumeSession', () => {
   });
 
   test('a login written under a new id that no peer can be asked about (the look-up before a synchronous write fails) is stored here all the same', async () => {
-    const silentPeers: Replicator = {
-      replicas: 1,
-      secondariesFor: () => 1,
-      holdsEverySessionOf: () => false,
-      replicate: () => 1,
-      waitForAcks: () => Promise.resolve(1),
-      sendQueueRoom: () => undefined,
-      fetchFromPeers: () => Promise.resolve({ asked: 2, answered: 0, snapshots: [] }),
-      replicateClaim: () => undefined,
-    };
+    const silentPeers = scriptedReplicator({ holdsEverySessionOf: () => false, fetchFromPeers: () => Promise.resolve({ asked: 2, answered: 0, snapshots: [] }) });
     const api = new SessionApi(store('node-a'), LIMITS, silentPeers, undefined, () => T0);
     await expect(api.put({ sessionId: 'direct', parts: [{ name: 'basket', value: Buffer.from('x') }], ttlSeconds: 0, minReplicas: 1 }, T0)).rejects.toThrow(/the write was not made/);
     const sessions = sessionApiStore(api, 'node-a', () => T0);
@@ -343,7 +337,7 @@ describe('SessionApi.resumeSession', () => {
     let acknowledge: ((acked: number) => void) | undefined;
     const asked: number[] = [];
     let live = 1;
-    const replicator: Replicator = {
+    const replicator = scriptedReplicator({
       replicas: 0,
       secondariesFor: () => live,
       replicate: () => 7,
@@ -351,10 +345,7 @@ describe('SessionApi.resumeSession', () => {
         asked.push(needed);
         return new Promise((resolve) => (acknowledge = resolve));
       },
-      sendQueueRoom: () => undefined,
-      fetchFromPeers: () => Promise.resolve({ asked: 0, answered: 0, snapshots: [] }),
-      replicateClaim: () => undefined,
-    };
+    });
     const api = new SessionApi(store('node-a'), LIMITS, replicator, undefined, () => T0);
     const capture = new ProxyCapture(sessionApiStore(api, 'node-a', () => T0), 'baton_sid', NO_PROXY_OBSERVER, silent, undefined, () => T0);
     const session = { id: 'login-1', minted: false, auth: undefined, previousOwner: undefined };

@@ -520,7 +520,7 @@ export class NodeCore implements Replicator {
   }
 
   holdsEverySessionOf(sessionId: string): boolean {
-    return this.config.replicas === 0 || this.placement.holders(this.store.partitionOf(sessionId))[0] === this.config.nodeId;
+    return this.config.replicas === 0 || this.placement.ranking(this.store.partitionOf(sessionId))[0] === this.config.nodeId;
   }
 
   unplacedMembers(): number {
@@ -574,8 +574,7 @@ export class NodeCore implements Replicator {
   fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<PeerCopies> {
     this.advance(now);
     const partition = this.store.partitionOf(sessionId);
-    const ranking = this.placement.ranking(partition);
-    const holders = ranking.slice(0, this.config.replicas === 0 ? ranking.length : this.config.replicas + 1);
+    const holders = this.placement.holders(partition);
     const candidates = knownOwner === undefined ? holders : [knownOwner, ...holders.filter((id) => id !== knownOwner)];
     const settleBy = deadline - Math.min(RESUME_ANSWER_MARGIN_MS, Math.max(0, deadline - now) / 4);
     const peers: PeerRef[] = [];

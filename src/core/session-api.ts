@@ -120,8 +120,7 @@ export class SessionApi {
     checkSessionId(request.sessionId);
     checkPartWrites(request.parts, this.config);
     checkTtlSeconds(request.ttlSeconds);
-    const held = this.beforeWrite(request.sessionId, request.minReplicas, now, deadline);
-    return held === undefined ? this.putNow(request, now, deadline) : held.then(() => this.putNow(request, this.clock(), deadline));
+    return this.whenWritable(request, now, deadline, (at) => this.putNow(request, at, deadline));
   }
 
   private putNow(request: PutRequest, now: number, deadline: number): PutResponse | Promise<PutResponse> {
@@ -146,8 +145,7 @@ export class SessionApi {
   updateCart(request: UpdateCartRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): UpdateCartResponse | Promise<UpdateCartResponse> {
     checkSessionId(request.sessionId);
     checkTtlSeconds(request.ttlSeconds);
-    const held = this.beforeWrite(request.sessionId, request.minReplicas, now, deadline);
-    return held === undefined ? this.updateCartNow(request, now, deadline) : held.then(() => this.updateCartNow(request, this.clock(), deadline));
+    return this.whenWritable(request, now, deadline, (at) => this.updateCartNow(request, at, deadline));
   }
 
   private updateCartNow(request: UpdateCartRequest, now: number, deadline: number): UpdateCartResponse | Promise<UpdateCartResponse> {
@@ -162,14 +160,16 @@ export class SessionApi {
   }
 
   /**
-   * What a write waits for before it is made (undefined: nothing): the node's catch-up
-   * after its start, then, for a synchronous write of a session this node lacks, a look-up.
+   * Runs a write now, or once what it waits for before it is made is done: the node's
+   * catch-up after its start, then, for a synchronous write of a session this node lacks,
+   * a look-up. `run` gets the time it runs at.
    */
-  private beforeWrite(sessionId: string, minReplicas: number, now: number, deadline: number): Promise<void> | undefined {
-    const held = this.untilCaughtUp(now, deadline);
-    if (minReplicas === 0) return held;
-    if (held !== undefined) return held.then(() => this.lookUpFirst(sessionId, this.clock(), deadline));
-    return this.lookUpFirst(sessionId, now, deadline);
+  private whenWritable<T>(request: { sessionId: string; minReplicas: number }, now: number, deadline: number, run: (now: number) => T | Promise<T>): T | Promise<T> {
+    const { sessionId, minReplicas } = request;
+    const caughtUp = this.untilCaughtUp(now, deadline);
+    const held =
+      minReplicas === 0 ? caughtUp : caughtUp === undefined ? this.lookUpFirst(sessionId, now, deadline) : caughtUp.then(() => this.lookUpFirst(sessionId, this.clock(), deadline));
+    return held === undefined ? run(now) : held.then(() => run(this.clock()));
   }
 
   /**

@@ -8,7 +8,8 @@
  * - A ticket nobody awaits (`await` comes before the flush) is forgotten at the first
  *   flush after it, so asynchronous writes hold no memory here.
  * - A forwarded write (made here on a session another node owns) counts no
- *   acknowledgement until its owner confirmed it as owner (`ownerAck`).
+ *   acknowledgement until its owner confirmed it as owner (`ownerAck`) — or, when the
+ *   owner is gone, the partition master that takes the session over (see FanOut).
  * - Nothing here sends: acknowledgement levels are read through `AckedBy`, and what must
  *   be sent again is returned.
  */
@@ -44,7 +45,8 @@ export interface Ticket {
   /**
    * For a write made on a node that does not own the session: the owner, whose
    * acknowledgement every count needs (a resume on the owner answers from its own copy,
-   * so an acknowledged write must be there).
+   * so an acknowledged write must be there); the partition's master when the owner is gone
+   * (its takeover claim must hold the write, or say it came first).
    */
   owner: string | undefined;
   /**
