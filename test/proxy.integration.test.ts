@@ -332,10 +332,9 @@ describe('capture proxy, one node', () => {
 
 describe('capture proxy: plain HTTP, failures, drain, mTLS, options', () => {
   test('plain HTTP without certificate options; the web server down is a 502 at once, never a hang', async () => {
-    const down = await TestUpstream.start();
-    const url = down.url;
-    await down.close();
-    const plain = await startProxyNode(['--proxy-upstream', url]);
+    // Port 1 on loopback: nothing listens there (a port freed by a closed server may be
+    // bound again by another test's server meanwhile, which answers with a reset).
+    const plain = await startProxyNode(['--proxy-upstream', 'http://127.0.0.1:1']);
     const res = await request(`http://127.0.0.1:${proxyPort(plain)}/x`);
     expect(res.status).toBe(502);
     expect(res.body).toBe('baton: the web server is unavailable\n');
