@@ -23,9 +23,13 @@
  *      concurrency;
  *   6. resumes BENCH_SERIAL_SESSIONS of them on survivor B one at a time (peer fetch, owner
  *      alive), then the same ones on B again one at a time (local): latency of a single
- *      request, without queueing behind others. Each of the two is measured after a warm-up
- *      of SERIAL_WARMUP other sessions resumed the same way, so B's code paths are compiled
- *      (the flood warmed A, not B). Baselines in the same run: the same sessions read on B
+ *      request, without queueing behind others. Before these, every survivor is warmed
+ *      (warmSurvivors: BENCH_WARMUP other sessions resumed on each in turn, from the one
+ *      before, then again locally and read without resume, twice round): a sidecar that has
+ *      served for a while has its resume, Get and Lookup paths compiled; the first few
+ *      thousand calls of a fresh process run while the compiler works on the same two
+ *      cores (this VM: a single hop's p99 2-3 ms over the first 2,000 calls, 0.4-0.6 ms
+ *      after). Baselines in the same run: the same sessions read on B
  *      without resume (one gRPC hop, local state), and looked up on A over PeerService.Lookup
  *      from this process (the peer hop a resume adds) — a peer resume is those two in a row.
  *   7. BENCH_HELD_BACK sessions are left out of the flood, so the survivors' partition masters
@@ -36,8 +40,7 @@
  *      after another: on an idle cluster a call to a process idle since its last call waits
  *      to be woken, which on a VM is most of a sub-millisecond tail. The resumes on the
  *      owner run again interleaved (every call to another owner than the last) and are
- *      reported beside. Before that the third survivor's resume paths are warmed like B's
- *      (SERIAL_WARMUP other sessions resumed on it twice, then on B from it).
+ *      reported beside.
  *
  * Back to full replication, three ways, each in ms after the kill:
  * - the gauge baton_partitions_under_replicated reads 0 on every survivor, after having
@@ -53,7 +56,7 @@
  * The same polls give when every survivor counts the victim dead.
  *
  * Environment: BENCH_RUNS (3), BENCH_SESSIONS (10000), BENCH_WRITE_RATE (2000),
- * BENCH_LOAD_SECONDS (3), BENCH_RESUME_CONCURRENCY (64), BENCH_SERIAL_SESSIONS (1000),
+ * BENCH_LOAD_SECONDS (3), BENCH_RESUME_CONCURRENCY (64), BENCH_SERIAL_SESSIONS (1000), BENCH_WARMUP (1500),
  * BENCH_MIN_REPLICAS ("1,0"), BENCH_HELD_BACK (200), BENCH_REPLICATION_TIMEOUT_SECONDS (60), BENCH_MAX_MINUTES
  * (20, whole-run watchdog), BENCH_QUIET_WAIT_SECONDS (see bench/children.ts),
  * BENCH_SIDECAR_NODE_ARGS (extra node flags for the sidecars, e.g. --cpu-prof).
@@ -92,10 +95,10 @@ const WRITE_RATE = envNumber('BENCH_WRITE_RATE', 2000);
 const LOAD_SECONDS = envNumber('BENCH_LOAD_SECONDS', 3);
 const RESUME_CONCURRENCY = Math.round(envNumber('BENCH_RESUME_CONCURRENCY', 64));
 const SERIAL_SESSIONS = Math.min(SESSIONS, Math.round(envNumber('BENCH_SERIAL_SESSIONS', 1000)));
-/** Sessions resumed one at a time on B before each one-at-a-time measurement (not measured). */
-const SERIAL_WARMUP = Math.min(SESSIONS - SERIAL_SESSIONS, 500);
+/** Sessions warmSurvivors resumes on every survivor before the one-at-a-time passes (not measured). */
+const WARMUP = Math.max(0, Math.min(SESSIONS - SERIAL_SESSIONS, Math.round(envNumber('BENCH_WARMUP', 1500))));
 /** Sessions the flood leaves to takeover (and to step 7's resumes on the new master and elsewhere). */
-const HELD_BACK = Math.max(0, Math.min(Math.round(envNumber('BENCH_HELD_BACK', 200)), SESSIONS - SERIAL_SESSIONS - SERIAL_WARMUP));
+const HELD_BACK = Math.max(0, Math.min(Math.round(envNumber('BENCH_HELD_BACK', 200)), SESSIONS - SERIAL_SESSIONS - WARMUP));
 const MIN_REPLICAS = (process.env.BENCH_MIN_REPLICAS ?? '1,0').split(',').map((s) => Number(s.trim()));
 const REPLICATION_TIMEOUT_MS = envNumber('BENCH_REPLICATION_TIMEOUT_SECONDS', 60) * 1000;
 const MAX_MINUTES = envNumber('BENCH_MAX_MINUTES', 20);
@@ -505,6 +508,22 @@ async function resumePass(
   };
   await Promise.all(Array.from({ length: Math.max(1, concurrency) }, worker));
   return { latency, samples, doneMs: msBetween(since, lastDone), resumed, failures, notFound, firstFailure, unresumed };
+}
+
+/**
+ * Every survivor's resume paths compiled before the one-at-a-time passes, the same on each
+ * (the flood warmed the resumer alone): `pool` is resumed on each survivor in turn — a
+ * peer resume there, answered by the one before, which owned the pool — then resumed again
+ * (local) and read without resume; twice round.
+ */
+async function warmSurvivors(cluster: Cluster, sessions: Sessions, pool: readonly number[]): Promise<void> {
+  for (let round = 0; round < 2; round++) {
+    for (const node of cluster.survivors) {
+      await resumePass(node, sessions, pool, 1, nowNs());
+      await resumePass(node, sessions, pool, 1, nowNs());
+      await resumePass(node, sessions, pool, 1, nowNs(), false);
+    }
+  }
 }
 
 /**
@@ -922,11 +941,9 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
 
     // One at a time on another survivor: peer fetch (the owner alive), then local.
     const sample = all.slice(0, SERIAL_SESSIONS);
-    const warmup = all.slice(SERIAL_SESSIONS, SERIAL_SESSIONS + SERIAL_WARMUP);
-    await resumePass(cluster.serial, sessions, warmup, 1, nowNs());
+    await warmSurvivors(cluster, sessions, all.slice(SERIAL_SESSIONS, SERIAL_SESSIONS + WARMUP));
     harnessPauseMs = 0;
     const serialPeer = await measuredPass(() => resumePass(cluster.serial, sessions, sample, 1, nowNs()));
-    await resumePass(cluster.serial, sessions, warmup, 1, nowNs());
     const serialLocal = await measuredPass(() => resumePass(cluster.serial, sessions, sample, 1, nowNs()));
     const serialGet = await measuredPass(() => resumePass(cluster.serial, sessions, sample, 1, nowNs(), false));
     const lookups = new LatencySamples(sample.length);
@@ -938,14 +955,6 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
       }
     });
     const serialDamaged = [...serialPeer.resumed, ...serialLocal.resumed].filter((r) => r?.problem !== undefined).length;
-    // The third survivor's resume paths, and its answers to a peer's fetch, warmed the way
-    // the serial node's were (the flood warmed the resumer, the serial passes the serial
-    // node): the taken-over resumes then measure baton, not the compiler.
-    const third = cluster.survivors.find((n) => n !== cluster.resumer && n !== cluster.serial)!;
-    const thirdWarmup = all.slice(SERIAL_SESSIONS + SERIAL_WARMUP, Math.min(SESSIONS - HELD_BACK, SERIAL_SESSIONS + 2 * SERIAL_WARMUP));
-    await resumePass(third, sessions, thirdWarmup, 1, nowNs());
-    await resumePass(third, sessions, thirdWarmup, 1, nowNs());
-    await resumePass(cluster.serial, sessions, thirdWarmup, 1, nowNs());
     const takeover = await resumeTakenOver(cluster, sessions, heldBack);
 
     // Lost writes: acknowledged numbers above what the resume returned.
@@ -1249,7 +1258,7 @@ async function main(): Promise<void> {
   console.log(
     `workload: ${formatCount(SESSIONS)} sessions preloaded on the victim (profile ${PROFILE_BYTES} B, prefs ${PREFS_BYTES} B, counter ${COUNTER_BYTES} B; min_replicas 1), ` +
       `then ${formatCount(WRITE_RATE)} counter puts/s on it for ${LOAD_SECONDS} s (≤ ${PUTS_IN_FLIGHT} in flight), SIGKILL; ` +
-      `resumes on one survivor with ${RESUME_CONCURRENCY} in flight; ${formatCount(SERIAL_SESSIONS)} one at a time on another (after ${SERIAL_WARMUP} unmeasured); ` +
+      `resumes on one survivor with ${RESUME_CONCURRENCY} in flight; ${formatCount(SERIAL_SESSIONS)} one at a time on another (after ${formatCount(WARMUP)} unmeasured on every survivor); ` +
       `min_replicas ${MIN_REPLICAS.join(' and ')}; ${RUNS} run${RUNS > 1 ? 's' : ''}\n`,
   );
 
