@@ -112,14 +112,16 @@ const ANCHOR_DELTAS = Math.round(envNumber('BENCH_ANCHOR_DELTAS', SESSIONS));
 const JGROUPS_WARMUP = Math.round(envNumber('BENCH_JGROUPS_WARMUP', 20_000));
 const JGROUPS_MAX_SECONDS = envNumber('BENCH_JGROUPS_MAX_SECONDS', 120);
 const PHASES = (process.env.BENCH_PHASES ?? 'flat-out,windowed,paced').split(',').map((s) => s.trim());
+/** Extra baton flags for every sidecar of the cluster (BENCH_SIDECAR_FLAGS, e.g. "--send-window-kb 4096"). */
+const SIDECAR_FLAGS = (process.env.BENCH_SIDECAR_FLAGS ?? '').split(/\s+/).filter((a) => a !== '');
 /** Node flags of every sidecar: --trace-gc (its GC pauses are summed per phase), then BENCH_SIDECAR_NODE_ARGS. */
 const SIDECAR_NODE_ARGS = ['--trace-gc', ...(process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '')];
 
 /** Puts per event-loop turn in the flat-out and windowed phases (one flush per turn). */
 const WRITE_BATCH = 128;
 /** Exchange writer: BatonClients (streams) and puts in flight across them. */
-const EXCHANGE_CLIENTS = 4;
-const EXCHANGE_IN_FLIGHT = 256;
+const EXCHANGE_CLIENTS = Number(process.env.XC ?? 4);
+const EXCHANGE_IN_FLIGHT = Number(process.env.XF ?? 256);
 /** Ids read back from each replica to check values (besides the digests). */
 const SAMPLE_IDS = 200;
 /** A write phase that has not issued its puts after this long stops (and says so). */
@@ -338,7 +340,7 @@ async function startCluster(config: ClusterConfig, stoppers: (() => Promise<unkn
     common['multicast-interface'] = '127.0.0.1';
   }
   if (config.retransmitMb !== undefined) common['retransmit-buffer-mb'] = String(config.retransmitMb);
-  const flags = Object.entries(common).flatMap(([k, v]) => [`--${k}`, v]);
+  const flags = [...Object.entries(common).flatMap(([k, v]) => [`--${k}`, v]), ...SIDECAR_FLAGS];
   const replicas: Replica[] = [];
   let writer: Writer;
   try {

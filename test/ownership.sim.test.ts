@@ -301,6 +301,76 @@ for (const transport of TRANSPORTS) {
       expect(discarded()).toBeGreaterThan(0);
     });
 
+    /** Every discardWhere call of each running node's store: where it began, where it stopped, when. */
+    function recordDiscards(cluster: SimCluster): Map<string, { from: number; next: number | undefined; at: number }[]> {
+      const calls = new Map<string, { from: number; next: number | undefined; at: number }[]>();
+      for (const node of cluster.running) {
+        const list: { from: number; next: number | undefined; at: number }[] = [];
+        calls.set(node.nodeId, list);
+        const original = node.store.discardWhere.bind(node.store);
+        jest.spyOn(node.store, 'discardWhere').mockImplementation((drop, from, budget) => {
+          const result = original(drop, from, budget);
+          list.push({ from: from ?? 0, next: result.next, at: cluster.net.now });
+          return result;
+        });
+      }
+      return calls;
+    }
+
+    test('former holders drop moved copies a slice of partitions at a time, each slice going on where the last stopped', () => {
+      const cluster = startCluster({ seed: 67, nodes: 3, transport, replicas: 1, discardSliceSessions: 4 });
+      const owners = writeCarts(cluster, 120, 3);
+      expect(cluster.runUntil(() => cluster.divergences(owners).length === 0, SETTLE_MS)).toBe(true);
+      const calls = recordDiscards(cluster);
+      cluster.addNode();
+      expect(cluster.runUntil(() => cluster.membershipSettled(), 10_000)).toBe(true);
+      cluster.runFor(DISCARD_AFTER_MS + 2000);
+      expect(cluster.divergences(owners)).toEqual([]);
+      let walks = 0;
+      for (const list of calls.values()) {
+        for (let i = 0; i < list.length; i++) {
+          const call = list[i]!;
+          if (call.from === 0) walks++;
+          else {
+            // A slice goes on from where the one before stopped, a moment later.
+            expect(call.from).toBe(list[i - 1]!.next);
+            expect(call.at).toBeGreaterThan(list[i - 1]!.at);
+          }
+        }
+        // Every walk that began ran to the last partition.
+        if (list.length > 0) expect(list[list.length - 1]!.next).toBeUndefined();
+      }
+      expect(walks).toBeGreaterThan(0);
+      // 120 sessions, 4 a slice: a walk takes many slices.
+      expect([...calls.values()].reduce((n, list) => n + list.length, 0)).toBeGreaterThan(walks * 5);
+    });
+
+    test('a view change ends a discard walk under way; the next discard walks from the first partition', () => {
+      const cluster = startCluster({ seed: 71, nodes: 4, transport, replicas: 1, discardSliceSessions: 1 });
+      const owners = writeCarts(cluster, 200, 4);
+      expect(cluster.runUntil(() => cluster.divergences(owners).length === 0, SETTLE_MS)).toBe(true);
+      const calls = recordDiscards(cluster);
+      const leaver = cluster.nodes[3]!;
+      leaver.leave();
+      // Another node leaves while the discard the first departure set off is under way.
+      const walking = () => [...calls].find(([nodeId, list]) => nodeId !== leaver.nodeId && list.length > 0 && list[list.length - 1]!.next !== undefined);
+      expect(cluster.runUntil(() => walking() !== undefined, DISCARD_AFTER_MS + 5000)).toBe(true);
+      const [walker, list] = walking()!;
+      const stoppedAt = list[list.length - 1]!.next;
+      const second = cluster.running.find((n) => n.nodeId !== walker)!;
+      const before = list.length;
+      second.leave();
+      cluster.runFor(DISCARD_AFTER_MS + 3000);
+      const after = list.slice(before);
+      // The walk did not go on to the end once the view changed: the next slice (if one came
+      // before the leave was heard) is the last of it, and a new walk starts at 0.
+      const resumed = after.findIndex((call) => call.from === 0);
+      expect(resumed).toBeGreaterThanOrEqual(0);
+      expect(resumed).toBeLessThanOrEqual(1);
+      if (resumed === 1) expect(after[0]!.from).toBe(stoppedAt);
+      expect(after[after.length - 1]!.next).toBeUndefined();
+    });
+
     test('a joiner stuck pulling holds up the discard only for a bounded time', () => {
       const cluster = startCluster({ seed: 61, nodes: 3, transport, replicas: 1 });
       for (let i = 0; i < 60; i++) cluster.nodes[i % 3]!.write(`s${i}`, { basket: `cart ${i}` });

@@ -1111,7 +1111,7 @@ describe('SessionStore: values in slabs', () => {
     }
     const stream = store.snapshotsIn(0, T0)[Symbol.iterator]();
     const first = stream.next().value as SessionSnapshot;
-    expect(store.discardWhere(() => true)).toBe(12);
+    expect(store.discardWhere(() => true).dropped).toBe(12);
     for (let i = 0; i < 60; i++) store.put(`other-${i}`, [w('cart', 'z'.repeat(50))], 0, T0);
     expect(store.valueMemory().allocated).toBeLessThanOrEqual(4 * 1024); // the emptied slabs were written over
     const streamed: SessionSnapshot[] = [first, ...Array.from({ length: 11 }, () => stream.next().value as SessionSnapshot)];
@@ -1307,12 +1307,41 @@ describe('ownership: claims and epochs', () => {
     const empty = [...Array(16).keys()].map((p) => store.digest(p));
     store.applyRemote('kept', { kind: 'put', name: 'a', value: bytes('v'), version: 5, writer: 'node-b', epoch: 1 }, meta('node-b', 1), T0);
     store.applyRemote('gone', { kind: 'put', name: 'a', value: bytes('v'), version: 5, writer: 'node-c', epoch: 1 }, meta('node-c', 1), T0);
-    expect(store.discardWhere((owner) => owner === 'node-c')).toBe(1);
+    expect(store.discardWhere((owner) => owner === 'node-c')).toEqual({ dropped: 1, next: undefined });
     expect(store.snapshot('gone', T0)).toBeUndefined();
     expect(store.getStats().sessions).toBe(1);
     store.discardWhere(() => true);
     expect([...Array(16).keys()].map((p) => store.digest(p))).toEqual(empty);
     expect(store.getStats()).toMatchObject({ sessions: 0, parts: 0, bytes: 0 });
+  });
+
+  test('discardWhere walks a slice of whole partitions per call, and the slices together drop what one walk would', () => {
+    const { store } = makeStore();
+    const ids = Array.from({ length: 200 }, (_, i) => `s${i}`);
+    for (const id of ids) {
+      const owner = id.endsWith('0') ? 'node-c' : 'node-b';
+      store.applyRemote(id, { kind: 'put', name: 'a', value: bytes('v'), version: 5, writer: owner, epoch: 1 }, meta(owner, 1), T0);
+    }
+    const sizes = [...Array(16).keys()].map((p) => store.partitionSize(p));
+    const looked: number[] = [];
+    let from: number | undefined = 0;
+    let dropped = 0;
+    while (from !== undefined) {
+      const seen: number[] = [];
+      const slice = store.discardWhere((owner, partition) => (seen.push(partition), owner === 'node-c'), from, 30);
+      // Whole partitions: every session of each partition walked, none of the next.
+      const walked = [...new Set(seen)];
+      for (const p of walked) expect(seen.filter((q) => q === p).length).toBe(sizes[p]);
+      if (slice.next !== undefined) expect(Math.max(...walked)).toBeLessThan(slice.next);
+      looked.push(seen.length);
+      dropped += slice.dropped;
+      from = slice.next;
+    }
+    expect(looked.length).toBeGreaterThan(3);
+    // A slice stops once it has looked at the budget: only its last partition runs past it.
+    for (const n of looked) expect(n).toBeLessThan(30 + Math.max(...sizes));
+    expect(dropped).toBe(ids.filter((id) => id.endsWith('0')).length);
+    expect(ids.filter((id) => store.snapshot(id, T0) !== undefined).length).toBe(180);
   });
 });
 

@@ -92,6 +92,8 @@ export interface NodeCoreConfig {
   role?: NodeRoleName;
   /** Multicast groups K (multicast transport): partition p's deltas go to group p mod K; default 1. */
   multicastGroups?: number;
+  /** Sessions a discard walk looks at per slice (default 4096; the simulator's tests take small slices). */
+  discardSliceSessions?: number;
   /**
    * What the config digests name (config-digests.ts) beyond this config: the multicast
    * groups' addresses (default: K unnamed groups) and the sealing cluster key's id (default 0).
@@ -246,6 +248,7 @@ export class NodeCore implements Replicator {
         reassemblyTimeoutMs: config.reassemblyTimeoutMs,
         receiver: config.receiver,
         multicastGroups: config.multicastGroups ?? 1,
+        discardSliceSessions: config.discardSliceSessions,
       },
       this.store,
       this.membership,

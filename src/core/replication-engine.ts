@@ -65,6 +65,8 @@ export interface ReplicationConfig {
   receiver: ChannelReceiverConfig;
   /** Multicast groups K (partition p's deltas go to group p mod K); default 1. */
   multicastGroups?: number;
+  /** Sessions a discard walk looks at per slice (default DISCARD_SLICE_SESSIONS). */
+  discardSliceSessions?: number;
 }
 
 /** One local change to replicate (the delta codec's Change; see src/wire/delta-codec.ts). */
@@ -76,6 +78,11 @@ export type LocalChange = Change;
  * not hold the others back until failure detection declares it dead (seconds).
  */
 export const HOLD_STALL_MS = 100;
+
+/** Sessions a discard walk looks at before it lets other work run (whole partitions: a little more). */
+const DISCARD_SLICE_SESSIONS = 4096;
+/** Between two slices of a discard walk (ms): the driver's other work runs in between. */
+const DISCARD_SLICE_GAP_MS = 1;
 
 /** Why a datagram or delta was dropped; metrics count by reason. */
 export type EngineDropReason = 'malformed' | 'misrouted' | 'stale_incarnation' | 'unknown_sender' | 'reassembly_overflow' | 'not_replica';
@@ -140,6 +147,9 @@ export class ReplicationEngine {
   private listening = new Set<number>();
   private placementVersion = -1;
   private leaving = false;
+  /** The partition the discard walk goes on from, and when (Infinity: no walk under way). */
+  private discardFrom = 0;
+  private discardNextAt = Infinity;
   private readonly ackedBy = (channel: string, nodeId: string): number => this.channels.ackedBy(channel, nodeId);
   private readonly view: RepairView = {
     heldPartitions: () => this.placement.partitionsHeldBy(this.config.nodeId),
@@ -332,7 +342,11 @@ export class ReplicationEngine {
     for (const { nodeId, incarnation } of this.reassembly.expire(now)) this.repairs.resyncChannelsOf(nodeId, incarnation);
     this.timers.set(REASSEMBLY_TIMER, this.reassembly.nextExpiryAt());
     for (const request of this.repair.dueRetries(now)) this.resyncs.push(request);
-    if (this.repair.discardNow(now)) this.discardUnheld();
+    if (this.repair.discardNow(now)) {
+      this.discardFrom = 0;
+      this.discardNextAt = now;
+    }
+    if (this.discardNextAt <= now) this.discardUnheld(now);
     for (const sender of this.channels.senders.values()) {
       if (sender.holdDeadline <= now) {
         this.flush(now);
@@ -342,13 +356,13 @@ export class ReplicationEngine {
   }
 
   /**
-   * The earliest time tick() has work: membership's, the planner's retries and discard,
-   * and the timer table's receivers, holds and reassembly expiry. A receiver cannot act before its sender's
+   * The earliest time tick() has work: membership's, the planner's retries and discard (and
+   * the next slice of a discard walk under way), and the timer table's receivers, holds and reassembly expiry. A receiver cannot act before its sender's
    * address is known (its heartbeat brings it, and then the overdue deadline counts), so
    * until then it has no entry: counting it would spin the driver.
    */
   nextDeadline(): number {
-    return Math.min(this.membership.nextDeadline(), this.repair.discardAt, this.repair.nextRetryAt(), this.timers.next());
+    return Math.min(this.membership.nextDeadline(), this.repair.discardAt, this.discardNextAt, this.repair.nextRetryAt(), this.timers.next());
   }
 
   takeOutbox(): Outgoing[] {
@@ -422,16 +436,30 @@ export class ReplicationEngine {
   antiEntropy(now: number): void {
     const { pulls, discard } = this.repair.antiEntropy(this.view, this.otherLiveMembers());
     for (const request of pulls) this.requestResync(request);
-    if (discard) this.discardUnheld();
-    void now;
+    if (discard && this.discardNextAt === Infinity) {
+      this.discardFrom = 0;
+      this.discardUnheld(now);
+    }
   }
 
-  /** Drops sessions this node neither owns nor is a secondary of (placement moved). */
-  private discardUnheld(): void {
+  /**
+   * Drops sessions this node neither owns nor is a secondary of (placement moved), one
+   * slice of partitions per call (DISCARD_SLICE_SESSIONS looked at): at a million sessions
+   * the whole walk took ~200 ms, a stall of every call and heartbeat of the node. The walk
+   * goes on DISCARD_SLICE_GAP_MS later, until the last partition; a view change ends it
+   * (syncView), since a new holder may then pull copies it would drop: the planner
+   * schedules the next discard.
+   */
+  private discardUnheld(now: number): void {
     const self = this.config.nodeId;
-    this.stats.sessionsDiscarded += this.store.discardWhere(
+    const { dropped, next } = this.store.discardWhere(
       (owner, partition) => owner !== self && !this.placement.isSecondary(self, partition, owner),
+      this.discardFrom,
+      this.config.discardSliceSessions ?? DISCARD_SLICE_SESSIONS,
     );
+    this.stats.sessionsDiscarded += dropped;
+    this.discardFrom = next ?? 0;
+    this.discardNextAt = next === undefined ? Infinity : now + DISCARD_SLICE_GAP_MS;
   }
 
   /** Announces departure: peers mark this node 'left' and re-replicate at once. */
@@ -655,6 +683,7 @@ export class ReplicationEngine {
     this.tickets.check(this.ackedBy);
     for (const request of this.repair.pullHeld(this.view, others, 'placement')) this.requestResync(request);
     if (this.repair.hasUnreplicated()) this.replicateUnreplicated(now);
+    this.discardNextAt = Infinity;
     this.repair.viewChanged(now, live);
     this.updateListening();
   }

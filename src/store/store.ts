@@ -361,22 +361,29 @@ export class SessionStore {
   }
 
   /**
-   * Drops every session (live or tombstone) for which drop(owner, partition) is true;
-   * returns how many. For copies a node no longer holds after placement moved.
+   * Drops the sessions (live or tombstones) for which drop(owner, partition) is true, for
+   * copies a node no longer holds after placement moved. Walks whole partitions from
+   * `from` on and stops after the partition in which it had looked at `budget` sessions:
+   * a caller walks a large store a slice at a time, so no single call holds the event loop
+   * for long. Returns how many it dropped and the partition to go on from (undefined once
+   * the last one was walked; then sparse value slabs are evacuated).
    */
-  discardWhere(drop: (owner: string, partition: number) => boolean): number {
+  discardWhere(drop: (owner: string, partition: number) => boolean, from = 0, budget = Infinity): { dropped: number; next: number | undefined } {
     let dropped = 0;
+    let looked = 0;
     const partitions = this.table.partitions;
-    for (let p = 0; p < partitions.partitions; p++) {
+    for (let p = from; p < partitions.partitions; p++) {
+      if (looked >= budget) return { dropped, next: p };
       if (partitions.size(p) === 0) continue;
       for (const record of partitions.records(p)) {
+        looked++;
         if (!drop(record.owner, p)) continue;
         this.table.remove(record);
         dropped++;
       }
     }
     this.table.values.evacuateSparse();
-    return dropped;
+    return { dropped, next: undefined };
   }
 
   /** Expires sessions and purges tombstones that are due. */

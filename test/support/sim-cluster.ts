@@ -82,6 +82,8 @@ export interface SimClusterOptions {
   roles?: readonly NodeRoleName[];
   /** Multicast groups K (multicast transport; default 1). */
   multicastGroups?: number;
+  /** Sessions a discard walk looks at per slice (default: the engine's). */
+  discardSliceSessions?: number;
   /** --priority by node id (default 0); `SimCluster.priorities` changes it for later starts. */
   priorities?: Record<string, number>;
   /** Coordinator timings (default: what node-core derives from the heartbeat interval). */
@@ -101,8 +103,9 @@ export interface SimNodeSpec {
   replicas?: number;
 }
 
-type ResolvedOptions = Required<Omit<SimClusterOptions, 'receiver' | 'membership' | 'keys' | 'priorities' | 'coordinator'>> & {
+type ResolvedOptions = Required<Omit<SimClusterOptions, 'receiver' | 'membership' | 'keys' | 'priorities' | 'coordinator' | 'discardSliceSessions'>> & {
   coordinator: Partial<CoordinatorTimings> | undefined;
+  discardSliceSessions: number | undefined;
   keys: ClusterKey[];
   receiver: ChannelReceiverConfig;
   membership: MembershipConfig;
@@ -242,6 +245,7 @@ export class SimNode implements SimHost, SimTransportHost {
       limits: SIM_LIMITS,
       role: o.roles[this.index - 1] ?? 'edge',
       multicastGroups: o.multicastGroups,
+      discardSliceSessions: o.discardSliceSessions,
       priority: this.cluster.priorities.get(this.nodeId) ?? 0,
       coordinator: o.coordinator,
     };
@@ -630,6 +634,7 @@ export class SimCluster {
       roles: [],
       multicastGroups: 1,
       coordinator: undefined,
+      discardSliceSessions: undefined,
       ...withoutPriorities(options),
       keys,
       receiver: { ...DEFAULT_CHANNEL_RECEIVER_CONFIG, ...options.receiver },
