@@ -120,8 +120,8 @@ const SIDECAR_NODE_ARGS = ['--trace-gc', ...(process.env.BENCH_SIDECAR_NODE_ARGS
 /** Puts per event-loop turn in the flat-out and windowed phases (one flush per turn). */
 const WRITE_BATCH = 128;
 /** Exchange writer: BatonClients (streams) and puts in flight across them. */
-const EXCHANGE_CLIENTS = Number(process.env.XC ?? 4);
-const EXCHANGE_IN_FLIGHT = Number(process.env.XF ?? 256);
+const EXCHANGE_CLIENTS = 4;
+const EXCHANGE_IN_FLIGHT = 256;
 /** Ids read back from each replica to check values (besides the digests). */
 const SAMPLE_IDS = 200;
 /** A write phase that has not issued its puts after this long stops (and says so). */
