@@ -5,6 +5,7 @@
  * Seeded, virtual time, no sleeps, no timing assertions.
  */
 import { CATCH_UP_LIMIT_MS } from '../src/core/node-core';
+import { SCAN_SESSIONS_PER_PASS } from '../src/core/partition-masters';
 import { SimCluster, type SimClusterOptions, type SimNode } from './support/sim-cluster';
 import { PERFECT_LINK } from './support/sim-network';
 
@@ -108,6 +109,37 @@ describe.each(['unicast', 'multicast'] as const)('%s: the node core', (transport
     const lookups = b.peerRequests.slice(requestsBefore).map((r) => r.request).filter((r) => r.kind === 'lookup');
     expect(lookups.map((r) => (r.kind === 'lookup' ? [r.peerAddress, r.sessionIds] : []))).toEqual([[c.address, ['s1']]]);
     expect(cluster.runUntil(() => c.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
+  });
+
+  test('masters taking over thousands of orphans look at about SCAN_SESSIONS_PER_PASS sessions per input, and claim them all', () => {
+    const cluster = startCluster({ seed: 78, nodes: 3, transport, replicas: 2, partitions: 16, membership: { deadAfterMs: 1500 } });
+    cluster.runUntilCaughtUp();
+    const [owner, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
+    const count = 6000;
+    for (let i = 0; i < count; i++) owner.write(`orphan-${i}`, { basket: 'x' });
+    expect(cluster.runUntil(() => [b, c].every((n) => n.store.getStats().sessions === count), SETTLE_MS)).toBe(true);
+    let looked = 0;
+    let most = 0;
+    for (const node of [b, c]) {
+      const sessionsIn = node.store.sessionsIn.bind(node.store);
+      jest.spyOn(node.store, 'sessionsIn').mockImplementation((p, now) => {
+        looked += node.store.partitionSize(p);
+        return sessionsIn(p, now);
+      });
+      const work = node.core.masters.work.bind(node.core.masters);
+      jest.spyOn(node.core.masters, 'work').mockImplementation((now) => {
+        looked = 0;
+        work(now);
+        most = Math.max(most, looked);
+      });
+    }
+    owner.stop();
+    const claimed = () => [b, c].reduce((n, node) => n + (node.core.counters.claims.get('takeover') ?? 0), 0);
+    expect(cluster.runUntil(() => claimed() === count, SETTLE_MS)).toBe(true);
+    const largest = Math.max(...Array.from({ length: 16 }, (_, p) => b.store.partitionSize(p)));
+    // Whole partitions: a pass stops after the one that reached the bound.
+    expect(most).toBeGreaterThan(0);
+    expect(most).toBeLessThan(SCAN_SESSIONS_PER_PASS + largest);
   });
 
   test('the deadline covers a synchronous write that waits: it settles at its deadline without other traffic', async () => {

@@ -92,7 +92,7 @@ export interface NodeCoreConfig {
   role?: NodeRoleName;
   /** Multicast groups K (multicast transport): partition p's deltas go to group p mod K; default 1. */
   multicastGroups?: number;
-  /** Sessions a discard walk looks at per slice (default 4096; the simulator's tests take small slices). */
+  /** Sessions a discard walk looks at per slice (default 1024; the simulator's tests take small slices). */
   discardSliceSessions?: number;
   /**
    * What the config digests name (config-digests.ts) beyond this config: the multicast

@@ -80,7 +80,7 @@ export type LocalChange = Change;
 export const HOLD_STALL_MS = 100;
 
 /** Sessions a discard walk looks at before it lets other work run (whole partitions: a little more). */
-const DISCARD_SLICE_SESSIONS = 4096;
+const DISCARD_SLICE_SESSIONS = 1024;
 /** Between two slices of a discard walk (ms): the driver's other work runs in between. */
 const DISCARD_SLICE_GAP_MS = 1;
 
@@ -452,8 +452,20 @@ export class ReplicationEngine {
    */
   private discardUnheld(now: number): void {
     const self = this.config.nodeId;
+    // A partition's sessions have few owners: the answer is kept for the last one asked about.
+    let lastOwner: string | undefined;
+    let lastPartition = -1;
+    let lastDrop = false;
+    const drop = (owner: string, partition: number): boolean => {
+      if (owner !== lastOwner || partition !== lastPartition) {
+        lastOwner = owner;
+        lastPartition = partition;
+        lastDrop = owner !== self && !this.placement.isSecondary(self, partition, owner);
+      }
+      return lastDrop;
+    };
     const { dropped, next } = this.store.discardWhere(
-      (owner, partition) => owner !== self && !this.placement.isSecondary(self, partition, owner),
+      drop,
       this.discardFrom,
       this.config.discardSliceSessions ?? DISCARD_SLICE_SESSIONS,
     );
