@@ -142,6 +142,25 @@ describe.each(['unicast', 'multicast'] as const)('%s: the node core', (transport
     expect(most).toBeLessThan(SCAN_SESSIONS_PER_PASS + largest);
   });
 
+  test('the snapshots of a transfer are merged without the bookkeeping that follows other inputs: it runs once per flush', () => {
+    const cluster = startCluster({ seed: 79, nodes: 3, transport, replicas: 2 });
+    cluster.runUntilCaughtUp();
+    const [writer, restarted] = cluster.nodes as [SimNode, SimNode];
+    for (let i = 0; i < 600; i++) writer.write(`moved-${i}`, { basket: 'x' });
+    expect(cluster.runUntil(() => restarted.store.getStats().sessions === 600, SETTLE_MS)).toBe(true);
+    restarted.restart();
+    let passes = 0;
+    const work = restarted.core.masters.work.bind(restarted.core.masters);
+    jest.spyOn(restarted.core.masters, 'work').mockImplementation((now) => {
+      passes++;
+      work(now);
+    });
+    expect(cluster.runUntil(() => restarted.store.getStats().sessions === 600 && !restarted.engine.hasPendingPulls(), SETTLE_MS)).toBe(true);
+    const merged = restarted.core.counters.sessionsTransferred;
+    expect(merged).toBeGreaterThan(300);
+    expect(passes).toBeLessThan(merged / 4);
+  });
+
   test('the deadline covers a synchronous write that waits: it settles at its deadline without other traffic', async () => {
     const cluster = startCluster({ seed: 75, nodes: 3, transport });
     // Writes are held until the node has caught up after its start: the write below must wait for acknowledgements only.
