@@ -8,7 +8,7 @@ import * as net from 'node:net';
 import { credentials, Metadata, Server, type ServerCredentials, type ServiceError, status } from '@grpc/grpc-js';
 import { BuzHash } from '../src/store/buzhash';
 import { type ClusterKey, parseClusterKeys } from '../src/wire/cluster-key';
-import { type LookupResponse, PeerServiceClient, PeerServiceService, type PeerServiceServer } from '../src/gen/baton/v1/peer';
+import { type LookupResponse, PeerServiceClient, PeerServiceService, type PeerServiceServer, type SessionBatch } from '../src/gen/baton/v1/peer';
 import { HybridClock } from '../src/store/hybrid-clock';
 import { peerTlsFromKeys } from '../src/wire/peer-tls';
 import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
@@ -101,6 +101,55 @@ describe('PeerService.Lookup', () => {
     const fetched: string[] = [];
     await clients.fetch(address, { partitions: Array.from({ length: 1000 }, () => partition) }, DEADLINE_MS, (s) => fetched.push(s.id));
     expect(fetched.filter((id) => id === 's1')).toEqual(['s1']);
+  });
+
+  test('FetchBatches gathers the sessions of partitions into messages of about 64 KiB; PeerClients.fetch reads them all', async () => {
+    const now = Date.now();
+    const ids = Array.from({ length: 2000 }, (_, i) => `batch-${i}`);
+    for (const id of ids) store.put(id, [{ name: 'cart', value: Buffer.alloc(200, 7) }], 60_000, now);
+    const all = [...Array(PARTITIONS).keys()];
+    const held = all.reduce((n, p) => n + store.partitionSize(p), 0);
+    const messages: number[] = [];
+    await new Promise<void>((resolve, reject) => {
+      const call = clients.client(address).fetchBatches({ partitions: all, sessionIds: [] }, new Metadata());
+      call.on('data', (batch: SessionBatch) => messages.push(batch.sessions.length));
+      call.on('error', reject);
+      call.on('end', resolve);
+    });
+    expect(messages.reduce((a, b) => a + b, 0)).toBe(held);
+    // ~260 bytes a session: ~250 sessions a message, not one.
+    expect(messages.length).toBeLessThan(held / 100);
+    const fetched: string[] = [];
+    expect(await clients.fetch(address, { partitions: all }, DEADLINE_MS, (snapshot) => fetched.push(snapshot.id))).toBe(held);
+    expect(fetched.filter((id) => id.startsWith('batch-')).sort()).toEqual([...ids].sort());
+  });
+
+  test('a peer that predates FetchBatches is asked with Fetch instead', async () => {
+    // A server of before: the service without FetchBatches, so gRPC answers UNIMPLEMENTED.
+    const { fetchBatches: _unknown, ...before } = PeerServiceService;
+    const implementation = peerServiceImplementation(store, 'peer-old', PARTITIONS);
+    let fetches = 0;
+    const old = new Server();
+    old.addService(before, {
+      ...implementation,
+      fetch: (call: Parameters<PeerServiceServer['fetch']>[0]) => {
+        fetches++;
+        implementation.fetch(call);
+      },
+    });
+    const oldAddress = `127.0.0.1:${await listen(old, '127.0.0.1:0', peerCredentials(key, 'peer-old').server())}`;
+    try {
+      const partition = store.partitionOf('s1');
+      for (let round = 0; round < 2; round++) {
+        const fetched: string[] = [];
+        await clients.fetch(oldAddress, { partitions: [partition] }, DEADLINE_MS, (snapshot) => fetched.push(snapshot.id));
+        expect(fetched).toContain('s1');
+        expect(fetched.length).toBe(store.partitionSize(partition));
+      }
+      expect(fetches).toBe(2);
+    } finally {
+      old.forceShutdown();
+    }
   });
 
   test('a request naming too many sessions ends the stream with a clear error; the next lookup opens a new one', async () => {
@@ -222,6 +271,10 @@ describe('PeerService over mutual TLS', () => {
       fetch: (call) => {
         handled++;
         implementation.fetch(call);
+      },
+      fetchBatches: (call) => {
+        handled++;
+        implementation.fetchBatches(call);
       },
       lookup: (call) => {
         handled++;

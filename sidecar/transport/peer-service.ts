@@ -18,6 +18,7 @@ import {
   ServerCredentials,
   status,
   type ServerWritableStream,
+  type ServiceError,
 } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import type { ClusterKey } from '../../src/wire/cluster-key';
@@ -36,6 +37,7 @@ import {
   type ReplayResponse,
   PeerServiceService,
   type PeerServiceServer,
+  type SessionBatch,
   type SessionEntry,
 } from '../../src/gen/baton/v1/peer';
 import { type PeerTlsMaterial, peerTlsFromKeys, peerTlsFromPem } from '../../src/wire/peer-tls';
@@ -66,6 +68,10 @@ export { MAX_IDS_PER_REQUEST };
 const MAX_PARTITIONS = 65_536;
 /** A Lookup answer is split into responses of about this many bytes of ids and values. */
 export const LOOKUP_RESPONSE_BYTES = 1024 * 1024;
+/** Peer addresses remembered as answering Fetch only. */
+const MAX_PEER_ADDRESSES = 4096;
+/** A FetchBatches message gathers sessions until about this many bytes of ids and values. */
+export const FETCH_BATCH_BYTES = 64 * 1024;
 /**
  * The TLS server name every peer connection asks for. Peers dial IP addresses, and an IP
  * is not a valid SNI name; the name is never checked (the chain to a cluster root is).
@@ -139,6 +145,7 @@ export function peerServiceDefinition(): typeof PeerServiceService {
     ...s,
     digests: { ...s.digests, requestDeserialize: guarded(s.digests, 'baton.v1.DigestsRequest', scanner, same) },
     fetch: { ...s.fetch, requestDeserialize: guarded(s.fetch, 'baton.v1.FetchRequest', scanner, same) },
+    fetchBatches: { ...s.fetchBatches, requestDeserialize: guarded(s.fetchBatches, 'baton.v1.FetchRequest', scanner, same) },
     lookup: { ...s.lookup, requestDeserialize: guarded(s.lookup, 'baton.v1.LookupRequest', scanner, same) },
     replay: { ...s.replay, requestDeserialize: guarded(s.replay, 'baton.v1.ReplayRequest', scanner, same) },
     handoverPrepare: { ...s.handoverPrepare, requestDeserialize: guarded(s.handoverPrepare, 'baton.v1.HandoverPrepareRequest', scanner, same) },
@@ -182,6 +189,24 @@ export function peerServiceImplementation(
     if (asked.some((p) => p >= partitions)) return undefined;
     return asked.length > 0 ? [...new Set(asked)] : Array.from({ length: partitions }, (_, i) => i);
   };
+  /** Fetch and FetchBatches: the asked sessions, or every session of the asked partitions. */
+  const fetch = <T>(call: ServerWritableStream<FetchRequest, T>, message: (entries: SessionEntry[]) => T, batchBytes: number): void => {
+    const request: unknown = call.request;
+    if (request instanceof RefusedRequest) return void call.emit('error', { code: request.code, details: request.details });
+    const now = Date.now();
+    const ids = call.request.sessionIds;
+    if (ids.length > 0) {
+      const snapshots = ids.slice(0, MAX_IDS_PER_REQUEST).map((id) => store.snapshot(id, now));
+      streamSnapshots(call, snapshots.filter((s) => s !== undefined).values(), message, batchBytes);
+      return;
+    }
+    const list = checkPartitions(call.request.partitions);
+    if (list === undefined) return void call.emit('error', { code: status.INVALID_ARGUMENT, details: `partitions must be below ${partitions}` });
+    const snapshots = (function* () {
+      for (const p of list) yield* store.snapshotsIn(p, now);
+    })();
+    streamSnapshots(call, snapshots, message, batchBytes);
+  };
   return {
     clusterSettings: (_call, callback) => {
       const settings = services.settings;
@@ -198,22 +223,8 @@ export function peerServiceImplementation(
         partitions: list.map((partition) => ({ partition, digest: store.digest(partition), sessions: BigInt(store.partitionSize(partition)) })),
       });
     },
-    fetch: (call: ServerWritableStream<FetchRequest, SessionEntry>) => {
-      const request: unknown = call.request;
-      if (request instanceof RefusedRequest) return void call.emit('error', { code: request.code, details: request.details });
-      const now = Date.now();
-      if (call.request.sessionIds.length > 0) {
-        for (const id of call.request.sessionIds.slice(0, MAX_IDS_PER_REQUEST)) {
-          const snapshot = store.snapshot(id, now);
-          if (snapshot !== undefined) call.write(toEntry(snapshot));
-        }
-        call.end();
-        return;
-      }
-      const list = checkPartitions(call.request.partitions);
-      if (list === undefined) return void call.emit('error', { code: status.INVALID_ARGUMENT, details: `partitions must be below ${partitions}` });
-      streamPartitions(call, store, list, now);
-    },
+    fetch: (call: ServerWritableStream<FetchRequest, SessionEntry>) => fetch(call, (entries) => entries[0]!, 0),
+    fetchBatches: (call: ServerWritableStream<FetchRequest, SessionBatch>) => fetch(call, (sessions) => ({ sessions }), FETCH_BATCH_BYTES),
     lookup: (call: ServerDuplexStream<LookupRequest, LookupResponse>) => {
       let failed = false;
       const forget = streams.add(() => {
@@ -297,23 +308,35 @@ export function peerServiceImplementation(
   };
 }
 
-/** Writes snapshots with flow control, so a large partition does not pile up in memory. */
-function streamPartitions(call: ServerWritableStream<FetchRequest, SessionEntry>, store: SessionStore, partitions: number[], now: number): void {
+/**
+ * Writes snapshots with flow control, so a large partition does not pile up in memory:
+ * each message gathers entries until they reach `batchBytes` (0: one entry per message).
+ */
+function streamSnapshots<T>(call: ServerWritableStream<FetchRequest, T>, snapshots: Iterator<SessionSnapshot>, message: (entries: SessionEntry[]) => T, batchBytes: number): void {
   let cancelled = false;
   call.on('cancelled', () => (cancelled = true));
-  const snapshots = (function* () {
-    for (const p of partitions) yield* store.snapshotsIn(p, now);
-  })();
+  let batch: SessionEntry[] = [];
+  let bytes = 0;
   const pump = () => {
     for (;;) {
       if (cancelled) return;
       const next = snapshots.next();
+      if (!next.done) {
+        batch.push(toEntry(next.value));
+        bytes += snapshotBytes(next.value);
+        if (bytes < batchBytes) continue;
+      }
+      if (batch.length > 0) {
+        const room = call.write(message(batch));
+        batch = [];
+        bytes = 0;
+        if (!room && !next.done) {
+          call.once('drain', pump);
+          return;
+        }
+      }
       if (next.done) {
         call.end();
-        return;
-      }
-      if (!call.write(toEntry(next.value))) {
-        call.once('drain', pump);
         return;
       }
     }
@@ -368,6 +391,8 @@ export function fromEntry(e: SessionEntry): SessionSnapshot {
 export class PeerClients {
   private readonly clients = new Map<string, PeerServiceClient>();
   private readonly lookups = new Map<string, LookupStream>();
+  /** Peers that answered FetchBatches UNIMPLEMENTED (bounded: emptied when full). */
+  private readonly unbatched = new Set<string>();
 
   constructor(private readonly credentials: PeerCredentials) {}
 
@@ -401,15 +426,42 @@ export class PeerClients {
     });
   }
 
-  /** Streams snapshots of partitions (or of named sessions) from a peer into `onEntry`. */
+  /**
+   * Streams snapshots of partitions (or of named sessions) from a peer into `onEntry`, in
+   * batches (FetchBatches); a peer that predates them answers UNIMPLEMENTED, and is asked
+   * one session per message (Fetch) from then on.
+   */
   fetch(address: string, request: Partial<FetchRequest>, deadlineMs: number, onEntry: (snapshot: SessionSnapshot) => void): Promise<number> {
+    const deadline = Date.now() + deadlineMs;
+    const asked: FetchRequest = { partitions: request.partitions ?? [], sessionIds: request.sessionIds ?? [] };
+    if (this.unbatched.has(address)) return this.fetchEach(address, asked, deadline, onEntry);
+    return new Promise<number>((resolve, reject) => {
+      let count = 0;
+      let fallback = false;
+      const call = this.client(address).fetchBatches(asked, new Metadata(), { deadline });
+      call.on('data', (batch: SessionBatch) => {
+        for (const entry of batch.sessions) {
+          count++;
+          onEntry(fromEntry(entry));
+        }
+      });
+      call.on('error', (err: ServiceError) => {
+        if (err.code !== status.UNIMPLEMENTED || count > 0) return reject(err);
+        fallback = true;
+        if (this.unbatched.size >= MAX_PEER_ADDRESSES) this.unbatched.clear();
+        this.unbatched.add(address);
+        this.fetchEach(address, asked, deadline, onEntry).then(resolve, reject);
+      });
+      call.on('end', () => {
+        if (!fallback) resolve(count);
+      });
+    });
+  }
+
+  private fetchEach(address: string, request: FetchRequest, deadline: number, onEntry: (snapshot: SessionSnapshot) => void): Promise<number> {
     return new Promise((resolve, reject) => {
       let count = 0;
-      const call = this.client(address).fetch(
-        { partitions: request.partitions ?? [], sessionIds: request.sessionIds ?? [] },
-        new Metadata(),
-        { deadline: Date.now() + deadlineMs },
-      );
+      const call = this.client(address).fetch(request, new Metadata(), { deadline });
       call.on('data', (entry: SessionEntry) => {
         count++;
         onEntry(fromEntry(entry));
@@ -418,6 +470,7 @@ export class PeerClients {
       call.on('end', () => resolve(count));
     });
   }
+
 
   /**
    * The snapshots a peer holds of `sessionIds`, asked on the lookup stream kept open to it
