@@ -72,6 +72,8 @@ export const LOOKUP_RESPONSE_BYTES = 1024 * 1024;
 const MAX_PEER_ADDRESSES = 4096;
 /** A FetchBatches message gathers sessions until about this many bytes of ids and values. */
 export const FETCH_BATCH_BYTES = 64 * 1024;
+/** A Fetch or FetchBatches stream writes about this many bytes of sessions per event-loop turn. */
+const STREAM_TURN_BYTES = 256 * 1024;
 /**
  * The TLS server name every peer connection asks for. Peers dial IP addresses, and an IP
  * is not a valid SNI name; the name is never checked (the chain to a cluster root is).
@@ -311,6 +313,9 @@ export function peerServiceImplementation(
 /**
  * Writes snapshots with flow control, so a large partition does not pile up in memory:
  * each message gathers entries until they reach `batchBytes` (0: one entry per message).
+ * One turn of the event loop writes at most STREAM_TURN_BYTES, then lets other work run:
+ * the stream's buffer takes many messages before it says to wait, and gathering them all
+ * at once held a node serving a joiner for up to 170 ms.
  */
 function streamSnapshots<T>(call: ServerWritableStream<FetchRequest, T>, snapshots: Iterator<SessionSnapshot>, message: (entries: SessionEntry[]) => T, batchBytes: number): void {
   let cancelled = false;
@@ -318,12 +323,19 @@ function streamSnapshots<T>(call: ServerWritableStream<FetchRequest, T>, snapsho
   let batch: SessionEntry[] = [];
   let bytes = 0;
   const pump = () => {
+    let turnBytes = 0;
     for (;;) {
       if (cancelled) return;
+      if (turnBytes >= STREAM_TURN_BYTES) {
+        setImmediate(pump);
+        return;
+      }
       const next = snapshots.next();
       if (!next.done) {
         batch.push(toEntry(next.value));
-        bytes += snapshotBytes(next.value);
+        const size = snapshotBytes(next.value);
+        bytes += size;
+        turnBytes += size;
         if (bytes < batchBytes) continue;
       }
       if (batch.length > 0) {
