@@ -39,15 +39,25 @@ export class GcTotals {
   scavenges = 0;
   majorMs = 0;
   majors = 0;
+  /** The longest pause of each kind since the last resetLongest. */
+  longestScavengeMs = 0;
+  longestMajorMs = 0;
 
   add(pause: GcPause): void {
     if (pause.kind === 'scavenge') {
       this.scavengeMs += pause.ms;
       this.scavenges++;
+      this.longestScavengeMs = Math.max(this.longestScavengeMs, pause.ms);
     } else {
       this.majorMs += pause.ms;
       this.majors++;
+      this.longestMajorMs = Math.max(this.longestMajorMs, pause.ms);
     }
+  }
+
+  resetLongest(): void {
+    this.longestScavengeMs = 0;
+    this.longestMajorMs = 0;
   }
 
   /** Feeds a line of output; lines that are not GC lines are ignored. */
