@@ -314,8 +314,8 @@ export function peerServiceImplementation(
  * Writes snapshots with flow control, so a large partition does not pile up in memory:
  * each message gathers entries until they reach `batchBytes` (0: one entry per message).
  * One turn of the event loop writes at most STREAM_TURN_BYTES, then lets other work run:
- * the stream's buffer takes many messages before it says to wait, and gathering them all
- * at once held a node serving a joiner for up to 170 ms.
+ * the stream's buffer takes many messages before it says to wait, and filling it in one
+ * turn could encode megabytes of sessions while the node's calls waited.
  */
 function streamSnapshots<T>(call: ServerWritableStream<FetchRequest, T>, snapshots: Iterator<SessionSnapshot>, message: (entries: SessionEntry[]) => T, batchBytes: number): void {
   let cancelled = false;

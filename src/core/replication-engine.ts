@@ -357,9 +357,10 @@ export class ReplicationEngine {
 
   /**
    * The earliest time tick() has work: membership's, the planner's retries and discard (and
-   * the next slice of a discard walk under way), and the timer table's receivers, holds and reassembly expiry. A receiver cannot act before its sender's
-   * address is known (its heartbeat brings it, and then the overdue deadline counts), so
-   * until then it has no entry: counting it would spin the driver.
+   * the next slice of a discard walk under way), and the timer table's receivers, holds
+   * and reassembly expiry. A receiver cannot act before its sender's address is known (its
+   * heartbeat brings it, and then the overdue deadline counts), so until then it has no
+   * entry: counting it would spin the driver.
    */
   nextDeadline(): number {
     return Math.min(this.membership.nextDeadline(), this.repair.discardAt, this.discardNextAt, this.repair.nextRetryAt(), this.timers.next());
