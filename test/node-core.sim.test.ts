@@ -120,6 +120,8 @@ describe.each(['unicast', 'multicast'] as const)('%s: the node core', (transport
     expect(cluster.runUntil(() => [b, c].every((n) => n.store.getStats().sessions === count), SETTLE_MS)).toBe(true);
     let looked = 0;
     let most = 0;
+    /** Per node, the virtual times of the passes that claimed sessions. */
+    const claimingPasses = new Map<string, number[]>();
     for (const node of [b, c]) {
       const sessionsIn = node.store.sessionsIn.bind(node.store);
       jest.spyOn(node.store, 'sessionsIn').mockImplementation((p, now) => {
@@ -127,10 +129,14 @@ describe.each(['unicast', 'multicast'] as const)('%s: the node core', (transport
         return sessionsIn(p, now);
       });
       const work = node.core.masters.work.bind(node.core.masters);
-      jest.spyOn(node.core.masters, 'work').mockImplementation((now) => {
+      const passes: number[] = [];
+      claimingPasses.set(node.nodeId, passes);
+      jest.spyOn(node.core.masters, 'work').mockImplementation((now, claims) => {
         looked = 0;
-        work(now);
+        const before = node.core.counters.claims.get('takeover') ?? 0;
+        work(now, claims);
         most = Math.max(most, looked);
+        if ((node.core.counters.claims.get('takeover') ?? 0) > before) passes.push(now);
       });
     }
     owner.stop();
@@ -140,6 +146,11 @@ describe.each(['unicast', 'multicast'] as const)('%s: the node core', (transport
     // Whole partitions: a pass stops after the one that reached the bound.
     expect(most).toBeGreaterThan(0);
     expect(most).toBeLessThan(SCAN_SESSIONS_PER_PASS + largest);
+    // At most one claiming pass per millisecond on each node, however many inputs came in it.
+    for (const passes of claimingPasses.values()) {
+      expect(passes.length).toBeGreaterThan(1);
+      expect(new Set(passes).size).toBe(passes.length);
+    }
   });
 
   test('the snapshots of a transfer are merged without the bookkeeping that follows other inputs: it runs once per flush', () => {

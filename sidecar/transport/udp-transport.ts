@@ -38,7 +38,12 @@ const PEER_SHUTDOWN_MS = 1000;
 const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 /** A group that could not be joined (after the start) is tried again this often. */
 const GROUP_RETRY_MS = 1000;
-/** Most datagrams read in batches after one node:dgram delivers (other work waits no longer than that). */
+/**
+ * Most datagrams read in batches per event-loop turn, besides those node:dgram delivers
+ * itself (libuv reads up to 32 a turn): other work waits no longer than that. Draining
+ * after every delivery read up to 32 × 256 in one turn, and under a takeover's flood of
+ * claims held a node's API calls for up to a second.
+ */
 const DRAIN_MAX = 256;
 /** Ephemeral UDP ports drawn at most while looking for one whose number TCP has free too. */
 const PORT_ATTEMPTS = 20;
@@ -84,6 +89,8 @@ export class UdpTransport implements Transport {
   private timerAt = Infinity;
   private flushScheduled = false;
   private stopped = false;
+  /** A batch was read this event-loop turn (the next waits for the next turn). */
+  private drainedThisTurn = false;
   /**
    * Groups whose sockets are being opened, and the groups the core last asked for
    * (undefined until it asked: a node alone holds every partition, so it wants them all).
@@ -542,7 +549,9 @@ export class UdpTransport implements Transport {
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo, groupSocket?: dgram.Socket): void {
     this.onDatagram(msg, rinfo, `${rinfo.address}:${rinfo.port}`, groupSocket);
     const receiver = this.receiver;
-    if (receiver === undefined || this.stopped) return;
+    if (receiver === undefined || this.stopped || this.drainedThisTurn) return;
+    this.drainedThisTurn = true;
+    setImmediate(() => (this.drainedThisTurn = false));
     const socket = groupSocket ?? this.socket;
     const fd = this.fdOf(socket);
     if (fd === undefined) return;

@@ -369,7 +369,7 @@ export class NodeCore implements Replicator {
         break;
       }
     }
-    return this.collect(now);
+    return this.collect(now, false);
   }
 
   /** The timer fired: everything due at `now`. */
@@ -626,11 +626,15 @@ export class NodeCore implements Replicator {
   }
 
   /** Gathers what the engine and the waits produced into one Ready. */
-  private collect(now: number): Ready {
+  /**
+   * `turn`: the input is the timer or the flush, each at most once per event-loop turn;
+   * takeover claims only then (a peer's answers can come by the thousand in one turn).
+   */
+  private collect(now: number, turn = true): Ready {
     this.engine.pollArrived(now);
     this.coordinator.sync(now);
     this.engine.placementChanged(now);
-    this.masters.work(now);
+    this.masters.work(now, turn);
     const datagrams = this.engine.takeOutbox();
     this.releaseRoom(false);
     for (const request of this.engine.takeResyncs()) this.startResync(request, now);
