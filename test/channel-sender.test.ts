@@ -2,7 +2,7 @@
  * ChannelSender on its own: numbering, conflation, the retransmit buffer and
  * acknowledgements (the network scenarios are in replication.sim.test.ts).
  */
-import { ChannelSender } from '../src/core/channel-sender';
+import { ChannelSender, RELEASE_PER_CALL } from '../src/core/channel-sender';
 
 function sender(retransmitBufferBytes = 64 * 1024, sendWindowBytes = 0): ChannelSender {
   return new ChannelSender({ maxPacketBytes: 1200, retransmitBufferBytes, maxRetransmitPerNack: 64, repairHoldoffMs: 3, sendWindowBytes, holdStallMs: 500 });
@@ -51,6 +51,32 @@ describe('ChannelSender', () => {
     // A receiver that lost the retransmission asks again after its retry interval.
     expect(seqs(s.handleNack([[1, 3]], 103))).toEqual([1, 2]);
     expect(s.counters.retransmitted).toBe(5);
+  });
+
+  test('an acknowledgement covering more than RELEASE_PER_CALL packets frees them over several calls, and none of them counts as trimmed unacknowledged', () => {
+    const s = sender(64 * 1024 * 1024);
+    s.setReceivers(['r']);
+    const count = RELEASE_PER_CALL * 2 + 100;
+    for (let i = 0; i < count; i++) {
+      s.enqueue({ key: `k${i}`, bytes: bytes(10) });
+      s.flush(0); // one packet each
+    }
+    expect(s.highestSeq).toBe(count);
+    const full = s.bufferBytes;
+    s.handleAck('r', count);
+    expect(s.releaseBacklog).toBe(true);
+    expect(s.bufferBytes).toBeGreaterThan(0);
+    expect(s.bufferBytes).toBeLessThan(full);
+    let calls = 1;
+    while (s.releaseBacklog && calls < 10) {
+      s.releaseMore();
+      calls++;
+    }
+    expect(calls).toBe(3);
+    expect(s.releaseBacklog).toBe(false);
+    expect(s.bufferBytes).toBe(0);
+    expect(s.inFlightBytes).toBe(0);
+    expect(s.counters.trimmedUnacked).toBe(0);
   });
 
   test('a NACK for what its receiver has acknowledged since (a late copy) is not answered', () => {

@@ -79,6 +79,11 @@ export type LocalChange = Change;
  */
 export const HOLD_STALL_MS = 100;
 
+/** Between two frees of a channel's acknowledged entries (ms), while a backlog lasts. */
+const RELEASE_GAP_MS = 1;
+/** The timer of a channel's release backlog. */
+const releaseTimer = (channel: string) => 'release ' + channel;
+
 /** Sessions a discard walk looks at before it lets other work run (whole partitions: a little more). */
 const DISCARD_SLICE_SESSIONS = 1024;
 /** Between two slices of a discard walk (ms): the driver's other work runs in between. */
@@ -147,6 +152,8 @@ export class ReplicationEngine {
   private listening = new Set<number>();
   private placementVersion = -1;
   private leaving = false;
+  /** Channels whose sender still holds acknowledged entries to free (each with a timer). */
+  private readonly releasing = new Set<string>();
   /** The partition the discard walk goes on from, and when (Infinity: no walk under way). */
   private discardFrom = 0;
   private discardNextAt = Infinity;
@@ -347,6 +354,17 @@ export class ReplicationEngine {
       this.discardNextAt = now;
     }
     if (this.discardNextAt <= now) this.discardUnheld(now);
+    for (const channel of this.releasing) {
+      const timer = releaseTimer(channel);
+      if (this.timers.get(timer) > now) continue;
+      const sender = this.channels.senders.get(channel);
+      sender?.releaseMore();
+      if (sender?.releaseBacklog === true) this.timers.set(timer, now + RELEASE_GAP_MS);
+      else {
+        this.timers.clear(timer);
+        this.releasing.delete(channel);
+      }
+    }
     for (const sender of this.channels.senders.values()) {
       if (sender.holdDeadline <= now) {
         this.flush(now);
@@ -569,6 +587,10 @@ export class ReplicationEngine {
     const sender = this.channels.senders.get(ack.targetNodeId);
     if (sender !== undefined) {
       sender.handleAck(from, safeSeq(ack.cumulativeSeq));
+      if (sender.releaseBacklog && !this.releasing.has(ack.targetNodeId)) {
+        this.releasing.add(ack.targetNodeId);
+        this.timers.set(releaseTimer(ack.targetNodeId), now + RELEASE_GAP_MS);
+      }
       this.onOwnerAck(from, ack, now);
       // An acknowledgement may open a held window.
       if (sender.pendingCount > 0) this.flush(now);
