@@ -12,19 +12,20 @@
  * and n2's collector pauses (the longest young-generation and full collection):
  *   1. steady: BENCH_STEADY_SECONDS with nothing else happening but heartbeats, elections
  *      and anti-entropy rounds (each compares digests and drops copies placement moved);
- *   2. kill: n4 SIGKILLed, BENCH_PHASE_SECONDS: failure detection, takeover by the
- *      partitions' new masters, re-replication;
- *   3. restart: n4 started again under its id with an empty store; the phase lasts until
- *      n4 answers /readyz and reports no partition under-replicated (at most
+ *   2. kill: the victim SIGKILLed (BENCH_VICTIM: n4, which owns no session, or n1, the
+ *      owner of every one), BENCH_PHASE_SECONDS: failure detection, re-replication, and
+ *      with n1 the takeover of every session by the partitions' new masters;
+ *   3. restart: the victim started again under its id with an empty store; the phase lasts
+ *      until it answers /readyz and reports no partition under-replicated (at most
  *      BENCH_CATCH_UP_SECONDS): how long that took, and how many of its transfers failed;
  *   4. drain: n3 SIGTERMed, BENCH_PHASE_SECONDS; how long it took to exit.
  * It also prints the RSS of each node after the writes.
  *
  * Environment: BENCH_SESSIONS (1000000), BENCH_VALUE_BYTES (100), BENCH_STEADY_SECONDS
  * (20), BENCH_PHASE_SECONDS (15), BENCH_CATCH_UP_SECONDS (180), BENCH_ANTI_ENTROPY_SECONDS
- * (10), BENCH_MAX_MINUTES (20, whole-run watchdog), BENCH_BATON_BIN (the sidecar's
- * main.js; default this build's, e.g. an older commit's to compare), BENCH_SIDECAR_NODE_ARGS
- * (extra node flags for the sidecars).
+ * (10), BENCH_VICTIM (n4 or n1), BENCH_MAX_MINUTES (20, whole-run watchdog),
+ * BENCH_BATON_BIN (the sidecar's main.js; default this build's, e.g. an older commit's to
+ * compare), BENCH_SIDECAR_NODE_ARGS (extra node flags for the sidecars).
  *
  * Every loop is bounded in count and time; every child process is stopped at the end, on
  * error and on Ctrl-C.
@@ -44,6 +45,8 @@ const STEADY_SECONDS = envNumber('BENCH_STEADY_SECONDS', 20);
 const PHASE_SECONDS = envNumber('BENCH_PHASE_SECONDS', 15);
 const CATCH_UP_SECONDS = envNumber('BENCH_CATCH_UP_SECONDS', 180);
 const ANTI_ENTROPY_SECONDS = envNumber('BENCH_ANTI_ENTROPY_SECONDS', 10);
+/** The node killed and restarted: 4 (owns no session) or 1 (owns every one). */
+const VICTIM = process.env.BENCH_VICTIM === 'n1' ? 0 : 3;
 const MAX_MINUTES = envNumber('BENCH_MAX_MINUTES', 20);
 const BATON_BIN = process.env.BENCH_BATON_BIN ?? SIDECAR_MAIN;
 const SIDECAR_NODE_ARGS = ['--trace-gc', '--max-old-space-size=8192', ...(process.env.BENCH_SIDECAR_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '')];
@@ -167,35 +170,38 @@ async function main(): Promise<void> {
     const steady = await readPhase('steady', reader, n2.gc, STEADY_SECONDS);
     phases.push({ ...steady, note: `anti-entropy every ${ANTI_ENTROPY_SECONDS} s` });
 
-    nodes[3]!.child.process.kill('SIGKILL');
-    const killed = await readPhase('kill n4', reader, n2.gc, PHASE_SECONDS);
-    phases.push({ ...killed, note: 'SIGKILL: detection, takeover, re-replication' });
-    await nodes[3]!.child.stop(1000);
+    const victim = nodes[VICTIM]!;
+    const name = victim.nodeId;
+    victim.child.process.kill('SIGKILL');
+    const killed = await readPhase(`kill ${name}`, reader, n2.gc, PHASE_SECONDS);
+    const claims = await Promise.all(nodes.filter((n): n is Replica => n !== undefined && n !== victim).map((n) => scrape(n.metricsUrl).then((x) => x.value('baton_sessions_claimed_total', { reason: 'takeover' }), () => NaN)));
+    phases.push({ ...killed, note: `SIGKILL: detection, re-replication; ${formatCount(claims.reduce((a, b) => a + b, 0))} sessions taken over` });
+    await victim.child.stop(1000);
 
     const restartedAt = Date.now();
-    const n4 = await start(3);
-    nodes[3] = n4;
+    const back = await start(VICTIM);
+    nodes[VICTIM] = back;
     let caughtUpAt = NaN;
     let polling = true;
     const poll = (async () => {
       while (polling && !interruption.requested) {
-        const ready = await fetch(n4.metricsUrl.replace('/metrics', '/readyz')).then((r) => r.status === 200, () => false);
-        if (ready && (await gauge(n4, UNDER_REPLICATED)) === 0) {
+        const ready = await fetch(back.metricsUrl.replace('/metrics', '/readyz')).then((r) => r.status === 200, () => false);
+        if (ready && (await gauge(back, UNDER_REPLICATED)) === 0) {
           caughtUpAt = Date.now();
           return;
         }
         await sleep(250);
       }
     })();
-    const restarted = await readPhase('restart n4', reader, n2.gc, CATCH_UP_SECONDS, () => !Number.isNaN(caughtUpAt));
+    const restarted = await readPhase(`restart ${name}`, reader, n2.gc, CATCH_UP_SECONDS, () => !Number.isNaN(caughtUpAt));
     polling = false;
     await poll;
-    const failed = await failedTransfers(n4);
+    const failed = await failedTransfers(back);
     phases.push({
       ...restarted,
       note: Number.isNaN(caughtUpAt)
-        ? `n4 not caught up within ${CATCH_UP_SECONDS} s`
-        : `n4 ready and fully replicated ${formatFixed((caughtUpAt - restartedAt) / 1000, 1)} s after its start; ${failed} failed transfers`,
+        ? `${name} not caught up within ${CATCH_UP_SECONDS} s`
+        : `${name} ready and fully replicated ${formatFixed((caughtUpAt - restartedAt) / 1000, 1)} s after its start; ${failed} failed transfers`,
     });
 
     const termAt = Date.now();

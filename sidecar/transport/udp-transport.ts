@@ -41,8 +41,7 @@ const GROUP_RETRY_MS = 1000;
 /**
  * Most datagrams read in batches per event-loop turn, besides those node:dgram delivers
  * itself (libuv reads up to 32 a turn): other work waits no longer than that. Draining
- * after every delivery read up to 32 × 256 in one turn, and under a takeover's flood of
- * claims held a node's API calls for up to a second.
+ * after every delivery could read 32 × 256 in one turn (a takeover's flood of claims).
  */
 const DRAIN_MAX = 256;
 /** Ephemeral UDP ports drawn at most while looking for one whose number TCP has free too. */
