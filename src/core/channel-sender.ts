@@ -405,7 +405,6 @@ export class ChannelSender {
     return { seq: entry.seq, deltas, fragment: undefined, retransmit: true };
   }
 
-  /** Releases entries every receiver has acknowledged. */
   /**
    * Whether entries every receiver acknowledged are still buffered: release frees at most
    * RELEASE_PER_CALL of them at a time, and `releaseMore` frees the next ones.

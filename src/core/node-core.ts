@@ -625,10 +625,10 @@ export class NodeCore implements Replicator {
     return { datagrams: [], requests: [], deadline: Infinity, settled: 0, tickets: [], awaited: [] };
   }
 
-  /** Gathers what the engine and the waits produced into one Ready. */
   /**
-   * `turn`: the input is the timer or the flush, each at most once per event-loop turn;
-   * takeover claims only then (a peer's answers can come by the thousand in one turn).
+   * Gathers what the engine and the waits produced into one Ready. `turn`: the input is the
+   * timer or the flush, each at most once per event-loop turn; takeover claims only then
+   * (a peer's answers can come by the thousand in one turn).
    */
   private collect(now: number, turn = true): Ready {
     this.engine.pollArrived(now);

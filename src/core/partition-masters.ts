@@ -239,8 +239,14 @@ export class PartitionMasters {
 
   nextDeadline(now: number): number {
     if (this.regroupFrom !== Infinity) return now;
-    if ((this.scans.size > 0 || this.claims.length > 0) && !this.deps.pulling()) return Math.max(now, this.lastPassAt + 1);
+    if (!this.deps.pulling() && (this.scans.size > 0 || this.claims.length > 0 || this.takeoverPullEnded())) return Math.max(now, this.lastPassAt + 1);
     return Math.min(this.elections.nextDeadline(), this.rescans[0] ?? Infinity);
+  }
+
+  /** A takeover pull has ended (its partitions are scanned at the next pass). */
+  private takeoverPullEnded(): boolean {
+    for (const p of this.pulling.keys()) if (!this.deps.takeoverPending(p)) return true;
+    return false;
   }
 
   private syncView(now: number): void {
@@ -295,7 +301,7 @@ export class PartitionMasters {
     const { store, self } = this.deps;
     // A copy being pulled may predate a claim another master already made (a partition
     // this node only now holds): claiming from it would claim the session twice. The
-    // pull's end is an input, and takeover runs then.
+    // pull's end is an input, and takeover runs at the next pass (nextDeadline).
     if (this.deps.pulling()) return;
     // One pass per millisecond (and per turn of the event loop: see work): a pass after
     // each of the answers a transfer brings in one turn held the node for 100-160 ms while a

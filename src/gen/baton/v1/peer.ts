@@ -55,6 +55,12 @@ export interface FetchRequest {
   sessionIds: string[];
 }
 
+/** The same as FetchRequest. */
+export interface FetchBatchesRequest {
+  partitions: number[];
+  sessionIds: string[];
+}
+
 export interface PartEntry {
   name: string;
   /** Absent for a tombstone. */
@@ -526,6 +532,87 @@ export const FetchRequest: MessageFns<FetchRequest> = {
   },
   fromPartial(object: DeepPartial<FetchRequest>): FetchRequest {
     const message = createBaseFetchRequest();
+    message.partitions = object.partitions?.map((e) => e) || [];
+    message.sessionIds = object.sessionIds?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseFetchBatchesRequest(): FetchBatchesRequest {
+  return { partitions: [], sessionIds: [] };
+}
+
+export const FetchBatchesRequest: MessageFns<FetchBatchesRequest> = {
+  encode(message: FetchBatchesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.partitions.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.partitions) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    for (const v of message.sessionIds) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FetchBatchesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFetchBatchesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.partitions.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.partitions.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sessionIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<FetchBatchesRequest>): FetchBatchesRequest {
+    return FetchBatchesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FetchBatchesRequest>): FetchBatchesRequest {
+    const message = createBaseFetchBatchesRequest();
     message.partitions = object.partitions?.map((e) => e) || [];
     message.sessionIds = object.sessionIds?.map((e) => e) || [];
     return message;
@@ -2439,8 +2526,8 @@ export const PeerServiceService = {
     path: "/baton.v1.PeerService/FetchBatches" as const,
     requestStream: false as const,
     responseStream: true as const,
-    requestSerialize: (value: FetchRequest): Buffer => Buffer.from(FetchRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): FetchRequest => FetchRequest.decode(value),
+    requestSerialize: (value: FetchBatchesRequest): Buffer => Buffer.from(FetchBatchesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): FetchBatchesRequest => FetchBatchesRequest.decode(value),
     responseSerialize: (value: SessionBatch): Buffer => Buffer.from(SessionBatch.encode(value).finish()),
     responseDeserialize: (value: Buffer): SessionBatch => SessionBatch.decode(value),
   },
@@ -2536,7 +2623,7 @@ export interface PeerServiceServer extends UntypedServiceImplementation {
    * The same sessions gathered into messages of about 64 KiB: per message, gRPC and HTTP/2
    * cost the sender several times what encoding a small session does.
    */
-  fetchBatches: handleServerStreamingCall<FetchRequest, SessionBatch>;
+  fetchBatches: handleServerStreamingCall<FetchBatchesRequest, SessionBatch>;
   /**
    * Resume lookups on a stream a node keeps open to each peer: every request is answered,
    * in order, by responses with the same request_id carrying the asked sessions this node
@@ -2598,9 +2685,9 @@ export interface PeerServiceClient extends Client {
    * The same sessions gathered into messages of about 64 KiB: per message, gRPC and HTTP/2
    * cost the sender several times what encoding a small session does.
    */
-  fetchBatches(request: FetchRequest, options?: Partial<CallOptions>): ClientReadableStream<SessionBatch>;
+  fetchBatches(request: FetchBatchesRequest, options?: Partial<CallOptions>): ClientReadableStream<SessionBatch>;
   fetchBatches(
-    request: FetchRequest,
+    request: FetchBatchesRequest,
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<SessionBatch>;
