@@ -48,6 +48,8 @@ import type { RequestLimits } from '../wire/validation';
 
 /** Deadline of one state-transfer call: generous, as a partition pulled under load may be large; a failure is retried. */
 export const RESYNC_DEADLINE_MS = 60_000;
+/** Transfers parked behind other transfers' fetches wait at most this long (ms) without a snapshot arriving. */
+export const PARK_STALL_MS = 1000;
 /** How long a resume waits for a member that stopped answering heartbeats (suspect). */
 export const SUSPECT_PEER_WAIT_MS = 200;
 /** A resume's fetch settles up to this long before the caller's deadline (at most a quarter of its time). */
@@ -161,6 +163,10 @@ interface Transfer {
   request: ResyncRequest;
   key: string;
   sessions: number;
+  /** The partitions it is fetching (counted in NodeCore.fetching), once it fetches. */
+  fetching?: readonly number[];
+  /** It waited once for other transfers' fetches (see onDigests); it does not wait again. */
+  parked?: boolean;
 }
 
 interface Pending<T> {
@@ -203,6 +209,12 @@ export class NodeCore implements Replicator {
   private asksSettledBefore = 0;
   /** State transfers by request id (digests, then fetch). */
   private readonly transfers = new Map<number, Transfer>();
+  /** Fetches in flight per partition. */
+  private readonly fetching = new Map<number, number>();
+  /** Transfers waiting for other transfers' fetches of their partitions (see onDigests). */
+  private parked: Transfer[] = [];
+  /** When a fetch last brought a snapshot (or started): parked transfers wait while fetches progress. */
+  private fetchProgressAt = -Infinity;
   /** Transfers in progress by peer and partitions, with the request to run again after (if any). */
   private readonly resyncing = new Map<string, ResyncRequest | undefined>();
   /** Transfers started since the last Ready (their requests not handed out yet), by key. */
@@ -377,6 +389,7 @@ export class NodeCore implements Replicator {
     this.advance(now);
     if (this.stopped) return this.idle();
     if ((this.store.nextDeadline() ?? Infinity) <= now) this.store.tick(now);
+    this.unpark(now);
     this.engine.tick(now);
     this.asks.tick(now);
     if (this.coordinator.nextDeadline() <= now) this.coordinator.tick(now);
@@ -480,6 +493,7 @@ export class NodeCore implements Replicator {
     let next = Math.min(this.engine.nextDeadline(), this.store.nextDeadline() ?? Infinity, this.asks.nextDeadline(), this.antiEntropyAt, this.seedsAt);
     for (const companion of this.companions) next = Math.min(next, companion.nextDeadline());
     next = Math.min(next, this.waiterDeadlines.next(), this.masters.nextDeadline(this.now), this.coordinator.nextDeadline());
+    if (this.parked.length > 0) next = Math.min(next, this.fetchProgressAt + PARK_STALL_MS);
     for (const drain of this.drains) if (drain.deadline < next) next = drain.deadline;
     const heard = this.peersHeardAt();
     for (const wait of this.catchUps) next = Math.min(next, wait.deadline, heard > this.now ? heard : Infinity);
@@ -729,8 +743,50 @@ export class NodeCore implements Replicator {
     const { peerAddress, partitions } = request;
     // A gap lost deltas, and some (touches, TTLs) change no digest: equal digests would
     // leave them lost, so a gap's partitions are fetched whatever their digests say.
-    const kind = request.reason === 'gap' ? 'fetch' : 'digests';
-    this.requests.push({ kind, id, peerAddress, partitions, deadline: now + RESYNC_DEADLINE_MS });
+    if (request.reason === 'gap') {
+      this.markFetching(transfer, partitions, now);
+      this.requests.push({ kind: 'fetch', id, peerAddress, partitions, deadline: now + RESYNC_DEADLINE_MS });
+    } else {
+      this.requests.push({ kind: 'digests', id, peerAddress, partitions, deadline: now + RESYNC_DEADLINE_MS });
+    }
+  }
+
+  private markFetching(transfer: Transfer, partitions: readonly number[], now: number): void {
+    transfer.fetching = partitions;
+    for (const p of partitions) this.fetching.set(p, (this.fetching.get(p) ?? 0) + 1);
+    this.fetchProgressAt = now;
+  }
+
+  /** A transfer's fetch ended: its partitions are free again. */
+  private doneFetching(transfer: Transfer): void {
+    if (transfer.fetching === undefined) return;
+    for (const p of transfer.fetching) {
+      const left = (this.fetching.get(p) ?? 1) - 1;
+      if (left > 0) this.fetching.set(p, left);
+      else this.fetching.delete(p);
+    }
+    transfer.fetching = undefined;
+  }
+
+  /**
+   * Parked transfers ask for digests again once no fetch holds their partitions, or once
+   * fetches have brought nothing for PARK_STALL_MS (a peer cut off without a reset holds
+   * its fetch until the deadline): then all of them, and they do not wait again.
+   */
+  private unpark(now: number): void {
+    if (this.parked.length === 0) return;
+    const stalled = now >= this.fetchProgressAt + PARK_STALL_MS;
+    const parked = this.parked;
+    this.parked = [];
+    for (const waiting of parked) {
+      if (!stalled && waiting.request.partitions.some((p) => this.fetching.has(p))) {
+        this.parked.push(waiting);
+        continue;
+      }
+      const id = this.nextRequestId++;
+      this.transfers.set(id, waiting);
+      this.requests.push({ kind: 'digests', id, peerAddress: waiting.request.peerAddress, partitions: waiting.request.partitions, deadline: now + RESYNC_DEADLINE_MS, again: true });
+    }
   }
 
   private onDigests(id: number, theirs: ReadonlyMap<number, bigint>, now: number): void {
@@ -741,10 +797,19 @@ export class NodeCore implements Replicator {
       this.endTransfer(id, transfer, undefined, now);
       return;
     }
-    // The fetch continues the same transfer under a new id.
     this.transfers.delete(id);
+    // Another peer's copy of these partitions is arriving (a restarted node pulls every
+    // partition from every peer at once): compared once it has arrived, this peer's
+    // digests mostly agree, and the same sessions do not come two or three times.
+    if (transfer.parked !== true && differing.some((p) => this.fetching.has(p))) {
+      transfer.parked = true;
+      this.parked.push(transfer);
+      return;
+    }
+    // The fetch continues the same transfer under a new id.
     const fetchId = this.nextRequestId++;
     this.transfers.set(fetchId, transfer);
+    this.markFetching(transfer, differing, now);
     this.requests.push({ kind: 'fetch', id: fetchId, peerAddress: transfer.request.peerAddress, partitions: differing, deadline: now + RESYNC_DEADLINE_MS });
   }
 
@@ -755,6 +820,7 @@ export class NodeCore implements Replicator {
     const partition = this.store.partitionOf(snapshot.id);
     const owner = snapshot.owner;
     if (owner !== this.config.nodeId && !this.placement.isSecondary(this.config.nodeId, partition, owner)) return;
+    this.fetchProgressAt = now;
     if (!this.store.merge(snapshot, now)) return;
     transfer.sessions++;
     this.counters.sessionsTransferred++;
@@ -765,6 +831,8 @@ export class NodeCore implements Replicator {
 
   private endTransfer(id: number, transfer: Transfer, error: string | undefined, now: number): void {
     this.transfers.delete(id);
+    this.doneFetching(transfer);
+    this.unpark(now);
     const { request, key } = transfer;
     if (error === undefined) {
       this.engine.resyncDone(request);

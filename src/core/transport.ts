@@ -32,8 +32,11 @@ export interface Outgoing {
  * call is abandoned and answered as failed.
  */
 export type PeerRequest =
-  /** The digests of `partitions` at the peer (the first step of a state transfer). */
-  | { kind: 'digests'; id: number; peerAddress: string; partitions: number[]; deadline: number }
+  /**
+   * The digests of `partitions` at the peer (the first step of a state transfer; `again`:
+   * the same transfer asks once more, after it waited for another peer's copy).
+   */
+  | { kind: 'digests'; id: number; peerAddress: string; partitions: number[]; deadline: number; again?: boolean }
   /** Every session of `partitions` at the peer, streamed as `snapshot` answers, then `fetched`. */
   | { kind: 'fetch'; id: number; peerAddress: string; partitions: number[]; deadline: number }
   /** The peer's copies of `sessionIds` (a resume): one `lookup` answer. */

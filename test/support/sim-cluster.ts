@@ -311,7 +311,7 @@ export class SimNode implements SimHost, SimTransportHost {
 
   requestStarted(request: PeerRequest): void {
     this.peerRequests.push({ at: this.net.now, request });
-    if (request.kind === 'digests' || (request.kind === 'fetch' && !this.continuing)) this.cluster.transfers.started++;
+    if ((request.kind === 'digests' && request.again !== true) || (request.kind === 'fetch' && !this.continuing)) this.cluster.transfers.started++;
   }
 
   staleAnswer(request: PeerRequest): void {
