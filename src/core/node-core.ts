@@ -800,8 +800,9 @@ export class NodeCore implements Replicator {
     this.transfers.delete(id);
     // Another peer's copy of these partitions is arriving (a restarted node pulls every
     // partition from every peer at once): compared once it has arrived, this peer's
-    // digests mostly agree, and the same sessions do not come two or three times.
-    if (transfer.parked !== true && differing.some((p) => this.fetching.has(p))) {
+    // digests mostly agree, and the same sessions do not come two or three times. A
+    // takeover's pull does not wait: the master's claims of a dead owner's sessions do.
+    if (transfer.parked !== true && transfer.request.reason !== 'takeover' && differing.some((p) => this.fetching.has(p))) {
       transfer.parked = true;
       this.parked.push(transfer);
       return;
