@@ -818,10 +818,10 @@ export class NodeCore implements Replicator {
   private onSnapshot(id: number, snapshot: SessionSnapshot, now: number): void {
     const transfer = this.transfers.get(id);
     if (transfer === undefined) return;
+    this.fetchProgressAt = now;
     const partition = this.store.partitionOf(snapshot.id);
     const owner = snapshot.owner;
     if (owner !== this.config.nodeId && !this.placement.isSecondary(this.config.nodeId, partition, owner)) return;
-    this.fetchProgressAt = now;
     if (!this.store.merge(snapshot, now)) return;
     transfer.sessions++;
     this.counters.sessionsTransferred++;
