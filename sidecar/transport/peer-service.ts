@@ -12,6 +12,7 @@ import {
   type ChannelCredentials,
   type ChannelOptions,
   type ClientDuplexStream,
+  type ClientReadableStream,
   credentials,
   Metadata,
   type ServerDuplexStream,
@@ -358,6 +359,15 @@ function streamSnapshots<T>(call: ServerWritableStream<FetchRequest, T>, snapsho
   pump();
 }
 
+/** Settles when a server stream ends (after `each` took every message) or fails. */
+function streamed<T>(call: ClientReadableStream<T>, each: (message: T) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    call.on('data', each);
+    call.on('error', reject);
+    call.on('end', resolve);
+  });
+}
+
 /** About how many bytes a snapshot takes on the wire (ids, names and values). */
 function snapshotBytes(s: SessionSnapshot): number {
   let bytes = s.id.length + 32;
@@ -449,42 +459,33 @@ export class PeerClients {
     const deadline = Date.now() + deadlineMs;
     const asked: FetchRequest = { partitions: request.partitions ?? [], sessionIds: request.sessionIds ?? [] };
     if (this.unbatched.has(address)) return this.fetchEach(address, asked, deadline, onEntry);
-    return new Promise<number>((resolve, reject) => {
-      let count = 0;
-      let fallback = false;
-      const call = this.client(address).fetchBatches(asked, new Metadata(), { deadline });
-      call.on('data', (batch: SessionBatch) => {
-        for (const entry of batch.sessions) {
-          count++;
-          onEntry(fromEntry(entry));
-        }
-      });
-      call.on('error', (err: ServiceError) => {
-        if (err.code !== status.UNIMPLEMENTED || count > 0) return reject(err);
-        fallback = true;
+    let count = 0;
+    const call = this.client(address).fetchBatches(asked, new Metadata(), { deadline });
+    const each = (batch: SessionBatch) => {
+      for (const entry of batch.sessions) {
+        count++;
+        onEntry(fromEntry(entry));
+      }
+    };
+    return streamed(call, each).then(
+      () => count,
+      (err: ServiceError) => {
+        if (err.code !== status.UNIMPLEMENTED || count > 0) throw err;
         if (this.unbatched.size >= MAX_PEER_ADDRESSES) this.unbatched.clear();
         this.unbatched.add(address);
-        this.fetchEach(address, asked, deadline, onEntry).then(resolve, reject);
-      });
-      call.on('end', () => {
-        if (!fallback) resolve(count);
-      });
-    });
+        return this.fetchEach(address, asked, deadline, onEntry);
+      },
+    );
   }
 
   private fetchEach(address: string, request: FetchRequest, deadline: number, onEntry: (snapshot: SessionSnapshot) => void): Promise<number> {
-    return new Promise((resolve, reject) => {
-      let count = 0;
-      const call = this.client(address).fetch(request, new Metadata(), { deadline });
-      call.on('data', (entry: SessionEntry) => {
-        count++;
-        onEntry(fromEntry(entry));
-      });
-      call.on('error', reject);
-      call.on('end', () => resolve(count));
-    });
+    let count = 0;
+    const call = this.client(address).fetch(request, new Metadata(), { deadline });
+    return streamed(call, (entry: SessionEntry) => {
+      count++;
+      onEntry(fromEntry(entry));
+    }).then(() => count);
   }
-
 
   /**
    * The snapshots a peer holds of `sessionIds`, asked on the lookup stream kept open to it

@@ -747,8 +747,14 @@ export class NodeCore implements Replicator {
       this.markFetching(transfer, partitions, now);
       this.requests.push({ kind: 'fetch', id, peerAddress, partitions, deadline: now + RESYNC_DEADLINE_MS });
     } else {
-      this.requests.push({ kind: 'digests', id, peerAddress, partitions, deadline: now + RESYNC_DEADLINE_MS });
+      this.askDigests(id, transfer, now, false);
     }
+  }
+
+  /** The first step of a transfer (`again`: once more, after it was parked), under request `id`. */
+  private askDigests(id: number, transfer: Transfer, now: number, again: boolean): void {
+    const { peerAddress, partitions } = transfer.request;
+    this.requests.push({ kind: 'digests', id, peerAddress, partitions, deadline: now + RESYNC_DEADLINE_MS, again });
   }
 
   private markFetching(transfer: Transfer, partitions: readonly number[], now: number): void {
@@ -785,7 +791,7 @@ export class NodeCore implements Replicator {
       }
       const id = this.nextRequestId++;
       this.transfers.set(id, waiting);
-      this.requests.push({ kind: 'digests', id, peerAddress: waiting.request.peerAddress, partitions: waiting.request.partitions, deadline: now + RESYNC_DEADLINE_MS, again: true });
+      this.askDigests(id, waiting, now, true);
     }
   }
 

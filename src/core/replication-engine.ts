@@ -79,15 +79,19 @@ export type LocalChange = Change;
  */
 export const HOLD_STALL_MS = 100;
 
-/** Between two frees of a channel's acknowledged entries (ms), while a backlog lasts. */
-const RELEASE_GAP_MS = 1;
+/**
+ * Between two slices of work spread out so that no call holds the event loop long (a
+ * discard walk, the freeing of a channel's acknowledged entries), ms: the driver's other
+ * work runs in between.
+ */
+const SLICE_GAP_MS = 1;
 /** The timer of a channel's release backlog. */
 const releaseTimer = (channel: string) => 'release ' + channel;
+/** The timer of the next slice of a discard walk under way. */
+const DISCARD_TIMER = 'discard';
 
 /** Sessions a discard walk looks at before it lets other work run (whole partitions: a little more). */
 const DISCARD_SLICE_SESSIONS = 1024;
-/** Between two slices of a discard walk (ms): the driver's other work runs in between. */
-const DISCARD_SLICE_GAP_MS = 1;
 
 /** Why a datagram or delta was dropped; metrics count by reason. */
 export type EngineDropReason = 'malformed' | 'misrouted' | 'stale_incarnation' | 'unknown_sender' | 'reassembly_overflow' | 'not_replica';
@@ -137,7 +141,8 @@ export class ReplicationEngine {
   private readonly repair = new RepairPlanner();
   /**
    * Receivers' NACK/ack deadlines ('receive ' + key), channels' hold deadlines ('hold ' +
-   * channel), and the oldest partial delta's expiry (REASSEMBLY_TIMER).
+   * channel) and release backlogs (releaseTimer), the next slice of a discard walk
+   * (DISCARD_TIMER), and the oldest partial delta's expiry (REASSEMBLY_TIMER).
    */
   private readonly timers = new TimerTable();
   /**
@@ -154,9 +159,8 @@ export class ReplicationEngine {
   private leaving = false;
   /** Channels whose sender still holds acknowledged entries to free (each with a timer). */
   private readonly releasing = new Set<string>();
-  /** The partition the discard walk goes on from, and when (Infinity: no walk under way). */
+  /** The partition the discard walk under way (DISCARD_TIMER) goes on from. */
   private discardFrom = 0;
-  private discardNextAt = Infinity;
   private readonly ackedBy = (channel: string, nodeId: string): number => this.channels.ackedBy(channel, nodeId);
   private readonly view: RepairView = {
     heldPartitions: () => this.placement.partitionsHeldBy(this.config.nodeId),
@@ -351,15 +355,15 @@ export class ReplicationEngine {
     for (const request of this.repair.dueRetries(now)) this.resyncs.push(request);
     if (this.repair.discardNow(now)) {
       this.discardFrom = 0;
-      this.discardNextAt = now;
+      this.timers.set(DISCARD_TIMER, now);
     }
-    if (this.discardNextAt <= now) this.discardUnheld(now);
+    if (this.timers.get(DISCARD_TIMER) <= now) this.discardUnheld(now);
     for (const channel of this.releasing) {
       const timer = releaseTimer(channel);
       if (this.timers.get(timer) > now) continue;
       const sender = this.channels.senders.get(channel);
       sender?.releaseMore();
-      if (sender?.releaseBacklog === true) this.timers.set(timer, now + RELEASE_GAP_MS);
+      if (sender?.releaseBacklog === true) this.timers.set(timer, now + SLICE_GAP_MS);
       else {
         this.timers.clear(timer);
         this.releasing.delete(channel);
@@ -374,14 +378,14 @@ export class ReplicationEngine {
   }
 
   /**
-   * The earliest time tick() has work: membership's, the planner's retries and discard (and
-   * the next slice of a discard walk under way), and the timer table's receivers, holds
-   * and reassembly expiry. A receiver cannot act before its sender's address is known (its
+   * The earliest time tick() has work: membership's, the planner's retries and discard, and
+   * the timer table's receivers, holds, release backlogs, discard slices and reassembly
+   * expiry. A receiver cannot act before its sender's address is known (its
    * heartbeat brings it, and then the overdue deadline counts), so until then it has no
    * entry: counting it would spin the driver.
    */
   nextDeadline(): number {
-    return Math.min(this.membership.nextDeadline(), this.repair.discardAt, this.discardNextAt, this.repair.nextRetryAt(), this.timers.next());
+    return Math.min(this.membership.nextDeadline(), this.repair.discardAt, this.repair.nextRetryAt(), this.timers.next());
   }
 
   takeOutbox(): Outgoing[] {
@@ -455,7 +459,7 @@ export class ReplicationEngine {
   antiEntropy(now: number): void {
     const { pulls, discard } = this.repair.antiEntropy(this.view, this.otherLiveMembers());
     for (const request of pulls) this.requestResync(request);
-    if (discard && this.discardNextAt === Infinity) {
+    if (discard && this.timers.get(DISCARD_TIMER) === Infinity) {
       this.discardFrom = 0;
       this.discardUnheld(now);
     }
@@ -465,7 +469,7 @@ export class ReplicationEngine {
    * Drops sessions this node neither owns nor is a secondary of (placement moved), one
    * slice of partitions per call (DISCARD_SLICE_SESSIONS looked at): at a million sessions
    * the whole walk took ~200 ms, a stall of every call and heartbeat of the node. The walk
-   * goes on DISCARD_SLICE_GAP_MS later, until the last partition; a view change ends it
+   * goes on SLICE_GAP_MS later, until the last partition; a view change ends it
    * (syncView), since a new holder may then pull copies it would drop: the planner
    * schedules the next discard.
    */
@@ -490,7 +494,8 @@ export class ReplicationEngine {
     );
     this.stats.sessionsDiscarded += dropped;
     this.discardFrom = next ?? 0;
-    this.discardNextAt = next === undefined ? Infinity : now + DISCARD_SLICE_GAP_MS;
+    if (next === undefined) this.timers.clear(DISCARD_TIMER);
+    else this.timers.set(DISCARD_TIMER, now + SLICE_GAP_MS);
   }
 
   /** Announces departure: peers mark this node 'left' and re-replicate at once. */
@@ -589,7 +594,7 @@ export class ReplicationEngine {
       sender.handleAck(from, safeSeq(ack.cumulativeSeq));
       if (sender.releaseBacklog && !this.releasing.has(ack.targetNodeId)) {
         this.releasing.add(ack.targetNodeId);
-        this.timers.set(releaseTimer(ack.targetNodeId), now + RELEASE_GAP_MS);
+        this.timers.set(releaseTimer(ack.targetNodeId), now + SLICE_GAP_MS);
       }
       this.onOwnerAck(from, ack, now);
       // An acknowledgement may open a held window.
@@ -718,7 +723,7 @@ export class ReplicationEngine {
     this.tickets.check(this.ackedBy);
     for (const request of this.repair.pullHeld(this.view, others, 'placement')) this.requestResync(request);
     if (this.repair.hasUnreplicated()) this.replicateUnreplicated(now);
-    this.discardNextAt = Infinity;
+    this.timers.clear(DISCARD_TIMER);
     this.repair.viewChanged(now, live);
     this.updateListening();
   }

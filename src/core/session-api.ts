@@ -185,13 +185,19 @@ export class SessionApi {
     const replicator = this.replicator;
     if (replicator === undefined || this.store.knows(sessionId) || (replicator.holdsEverySessionOf?.(sessionId) ?? true)) return undefined;
     return shared(this.lookingUp, sessionId, async () => {
-      const copies = await replicator.fetchFromPeers(sessionId, undefined, Math.min(deadline, now + WRITE_LOOKUP_MAX_MS), now);
-      const at = this.clock();
-      for (const snapshot of copies.snapshots) this.store.merge(snapshot, at);
+      const copies = await this.mergePeerCopies(sessionId, undefined, Math.min(deadline, now + WRITE_LOOKUP_MAX_MS), now);
       if (copies.asked > 0 && copies.answered === 0) {
         throw new WriteNotMadeError(`none of the ${copies.asked} peers that may hold the session answered, so this node cannot tell whether it exists; the write was not made; try again`);
       }
     });
+  }
+
+  /** Asks the peers that may hold the session for their copies and merges them here (resumes and look-ups). */
+  private async mergePeerCopies(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<PeerCopies> {
+    const copies = await this.replicator!.fetchFromPeers(sessionId, knownOwner, deadline, now);
+    const at = this.clock();
+    for (const snapshot of copies.snapshots) this.store.merge(snapshot, at);
+    return copies;
   }
 
   /**
@@ -315,9 +321,8 @@ export class SessionApi {
   /** Fetches, merges and claims; resolves with the owner before the claim (undefined: no claim made). */
   private async resume(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<string | undefined> {
     const replicator = this.replicator!;
-    const copies = await replicator.fetchFromPeers(sessionId, knownOwner, deadline, now);
+    const copies = await this.mergePeerCopies(sessionId, knownOwner, deadline, now);
     now = this.clock();
-    for (const snapshot of copies.snapshots) this.store.merge(snapshot, now);
     if (copies.asked > 0 && copies.answered === 0 && this.store.snapshot(sessionId, now) === undefined) {
       throw new UnavailableError(`none of the ${copies.asked} peers that may hold the session answered; try again`);
     }
