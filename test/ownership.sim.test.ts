@@ -78,24 +78,70 @@ for (const transport of TRANSPORTS) {
       expect(parts.find((p) => p.name === 'basket')!.version).toBe(version);
     });
 
-    test("the old owner's writes made before it learns of the claim carry the old epoch and lose on every node", async () => {
+    // The owner hands the session over as it answers the resume's lookup: from then on its
+    // writes are writes on a session the claimant owns, at the claimed epoch, and the claimed
+    // copy (which lacks them) does not beat them.
+    test('the old owner hands the session over as it answers the resume: its later writes carry the claimed epoch and survive on every node', async () => {
       const cluster = startCluster({ seed: 42, nodes: 3, transport, profile: lossy(0.05) });
       const [a, b] = cluster.nodes as [SimNode, SimNode, SimNode];
       a.write('s1', { basket: 'one lamp', note: 'first' });
       expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
 
       await b.resume('s1');
-      // The claim has not reached the old owner yet when it writes again.
+      expect(a.store.ownerOf('s1')).toEqual({ owner: b.nodeId, epoch: 2 });
+      // The claim cannot reach the old owner when it writes again.
       cluster.net.cut(a.address, b.address);
+      cluster.net.cut(b.address, a.address);
+      a.write('s1', { basket: 'second lamp' });
+      cluster.runFor(200);
+      cluster.net.heal(a.address, b.address);
+      cluster.net.heal(b.address, a.address);
+
+      expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId), SETTLE_MS)).toBe(true);
+      for (const node of cluster.running) {
+        expect(partValue(node, 's1', 'basket')).toBe('second lamp');
+        expect(partValue(node, 's1', 'note')).toBe('first');
+      }
+      // The new owner's own writes go on and win.
+      b.write('s1', { basket: 'two lamps' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId) && partValue(a, 's1', 'basket') === 'two lamps', SETTLE_MS)).toBe(true);
+    });
+
+    test('a node hands over only a live session it owns, and only to a live member other than itself', () => {
+      const cluster = startCluster({ seed: 47, nodes: 3, transport, profile: lossy(0) });
+      const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
+      a.write('s1', { basket: 'lamp' });
+      c.write('s2', { basket: 'desk' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId) && agreed(cluster, 's2', c.nodeId), SETTLE_MS)).toBe(true);
+      const now = cluster.net.now;
+      a.core.handOver('stranger', 's1', now);
+      a.core.handOver(a.nodeId, 's1', now);
+      a.core.handOver(b.nodeId, 's2', now);
+      a.core.handOver(b.nodeId, 'missing', now);
+      expect([a.store.ownerOf('s1'), a.store.ownerOf('s2'), a.core.counters.handedOver]).toEqual([{ owner: a.nodeId, epoch: 1 }, { owner: c.nodeId, epoch: 1 }, 0]);
+      a.core.handOver(b.nodeId, 's1', now);
+      expect([a.store.ownerOf('s1'), a.core.counters.handedOver]).toEqual([{ owner: b.nodeId, epoch: 2 }, 1]);
+    });
+
+    // A resume that cannot reach the owner claims from the other holders' copies; the owner,
+    // cut off, goes on writing as owner at the old epoch, and those writes lose to the claim.
+    test('an owner the resume could not reach writes at the old epoch, and those writes lose to the claim on every node', async () => {
+      const cluster = startCluster({ seed: 42, nodes: 3, transport, profile: lossy(0.05) });
+      const [a, b] = cluster.nodes as [SimNode, SimNode, SimNode];
+      a.write('s1', { basket: 'one lamp', note: 'first' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
+
+      cluster.net.cut(a.address, b.address);
+      cluster.net.cut(b.address, a.address);
+      expect(await b.resume('s1')).toBe(2);
+      expect(a.store.ownerOf('s1')!.owner).toBe(a.nodeId);
       a.write('s1', { basket: 'late write' });
       cluster.runFor(200);
       cluster.net.heal(a.address, b.address);
+      cluster.net.heal(b.address, a.address);
 
       expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId), SETTLE_MS)).toBe(true);
       for (const node of cluster.running) expect(partValue(node, 's1', 'basket')).toBe('one lamp');
-      // The new owner's own writes go on at its epoch and win.
-      b.write('s1', { basket: 'two lamps' });
-      expect(cluster.runUntil(() => agreed(cluster, 's1', b.nodeId) && partValue(a, 's1', 'basket') === 'two lamps', SETTLE_MS)).toBe(true);
     });
 
     // A write made on a node that neither owns nor resumed the session counts once the owner
@@ -207,13 +253,37 @@ for (const transport of TRANSPORTS) {
       a.write('s1', { login: 'token', basket: 'lamp' });
       expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
 
-      // Concurrent: neither resume sees the other's claim when it fetches.
+      // Concurrent: neither resume sees the other's claim when it fetches. The owner answers
+      // b first and hands the session over to it; c then gets a copy b owns, and claims
+      // after b (epoch 3).
       cluster.net.cut(b.address, c.address);
       const [byB, byC] = await Promise.all([b.resume('s1'), c.resume('s1')]);
       expect(byB).toBe(2);
-      expect(byC).toBe(2);
+      expect(byC).toBe(3);
       cluster.runFor(100);
       cluster.net.heal(b.address, c.address);
+      const winner = c.nodeId;
+      expect(cluster.runUntil(() => agreed(cluster, 's1', winner), SETTLE_MS)).toBe(true);
+      for (const node of cluster.running) {
+        expect(partValue(node, 's1', 'login')).toBe('token');
+        expect(partValue(node, 's1', 'basket')).toBe('lamp');
+      }
+    });
+
+    test('two nodes resuming one session at once after its owner crashed both claim epoch 2, and ownership settles on the higher node id everywhere', async () => {
+      const cluster = startCluster({ seed: 43, nodes: 3, transport, profile: lossy(0.1) });
+      const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
+      a.write('s1', { login: 'token', basket: 'lamp' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
+      a.stop();
+
+      cluster.net.cut(b.address, c.address);
+      cluster.net.cut(c.address, b.address);
+      const [byB, byC] = await Promise.all([b.resume('s1'), c.resume('s1')]);
+      expect([byB, byC]).toEqual([2, 2]);
+      cluster.runFor(100);
+      cluster.net.heal(b.address, c.address);
+      cluster.net.heal(c.address, b.address);
       const winner = b.nodeId > c.nodeId ? b.nodeId : c.nodeId;
       expect(cluster.runUntil(() => agreed(cluster, 's1', winner), SETTLE_MS)).toBe(true);
       for (const node of cluster.running) {

@@ -73,6 +73,36 @@ describe('PeerService.Lookup', () => {
     expect(third).toEqual([]);
   });
 
+  test('a lookup for a claim hands over each session the node owns after reading it, and only those; a plain lookup hands over nothing', async () => {
+    const handed: string[] = [];
+    const owner = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: 'peer-h', partitions: PARTITIONS }, new BuzHash('lookup-test'), new HybridClock());
+    const now = Date.now();
+    owner.put('mine', [{ name: 'cart', value: Buffer.from('two pears') }], 60_000, now);
+    owner.merge({ id: 'theirs', parts: [{ name: 'cart', value: Buffer.from('a lamp'), version: 5, writer: 'peer-x', epoch: 1 }], owner: 'peer-x', epoch: 1, expiresAt: now + 60_000, ttlMs: 60_000, deletedVersion: 0 }, now);
+    const handOverServer = new Server();
+    handOverServer.addService(
+      PeerServiceService,
+      peerServiceImplementation(owner, 'peer-h', PARTITIONS, undefined, {
+        handOverSession: (claimant, sessionId, at) => {
+          handed.push(`${sessionId} to ${claimant}`);
+          owner.claim(sessionId, claimant, at);
+        },
+      }),
+    );
+    const at = `127.0.0.1:${await listen(handOverServer, '127.0.0.1:0', peerCredentials(key, 'peer-h').server())}`;
+    try {
+      expect((await clients.lookup(at, ['mine', 'theirs'], DEADLINE_MS)).map((s) => [s.id, s.owner])).toEqual([['mine', 'peer-h'], ['theirs', 'peer-x']]);
+      expect(handed).toEqual([]);
+      // The claimant gets the copy as it was (it claims from it), and the node then names it as owner.
+      const answered = await clients.lookup(at, ['mine', 'theirs', 'missing'], DEADLINE_MS, 'caller');
+      expect(answered.map((s) => [s.id, s.owner, s.epoch])).toEqual([['mine', 'peer-h', 1], ['theirs', 'peer-x', 1]]);
+      expect(handed).toEqual(['mine to caller']);
+      expect(owner.ownerOf('mine')).toEqual({ owner: 'caller', epoch: 2 });
+    } finally {
+      handOverServer.forceShutdown();
+    }
+  });
+
   test('an answer larger than one response is split into several, and the client puts them back together', async () => {
     const big = ['big-1', 'big-2', 'big-3', 'big-4', 'big-5'];
     for (const [i, id] of big.entries()) store.put(id, [{ name: 'blob', value: Buffer.alloc(400 * 1024, i) }], 60_000, Date.now());
@@ -89,7 +119,7 @@ describe('PeerService.Lookup', () => {
       });
       call.on('error', reject);
       call.on('end', resolve);
-      call.write({ requestId: 7n, sessionIds: big });
+      call.write({ requestId: 7n, sessionIds: big, claimantNodeId: '' });
     });
     expect(responses.length).toBeGreaterThan(1);
     expect(responses.reduce((sum, r) => sum + r.sessions, 0)).toBe(big.length);

@@ -50,7 +50,7 @@ describe('RequestScanner', () => {
   });
 
   test('the fields of the whole message are bounded', () => {
-    const ids = LookupRequest.encode({ requestId: 1n, sessionIds: ['a', 'b', 'c'] }).finish();
+    const ids = LookupRequest.encode({ requestId: 1n, sessionIds: ['a', 'b', 'c'], claimantNodeId: '' }).finish();
     // 3 ids per message; 40 messages concatenated merge into one with 120 ids and 40 request ids.
     const big = Buffer.concat(Array.from({ length: 40 }, () => Buffer.from(ids)));
     const roomy = new RequestScanner(definitions, {}, 1000, 100);

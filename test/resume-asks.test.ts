@@ -10,6 +10,7 @@ import { type PeerRef, ResumeAsks, TAKEOVER_AFTER_MS } from '../src/core/resume-
 interface Lookup {
   address: string;
   ids: string[];
+  forClaim: boolean;
   deadlineMs: number;
   answer: (snapshots: SessionSnapshot[]) => void;
   fail: (err: Error) => void;
@@ -48,6 +49,7 @@ describe('ResumeAsks', () => {
       lookups.push({
         address: request.peerAddress,
         ids: request.sessionIds,
+        forClaim: request.forClaim,
         deadlineMs: request.deadline - now,
         answer: (snapshots) => asks.answer(request.id, snapshots, now),
         fail: () => asks.answer(request.id, undefined, now),
@@ -94,6 +96,23 @@ describe('ResumeAsks', () => {
     await turn();
     expect(first.copies).toEqual({ asked: 2, answered: 2, snapshots: [snapshot('s1', 'c', 3)] });
     expect(observed).toEqual(['ok', 'ok']);
+  });
+
+  test('resumes (claims) and look-ups of one turn go to a peer as separate lookups, each saying which it is', async () => {
+    const resumed = settledState(asks.ask('s1', [A], now + 5000, true));
+    const lookedUp = settledState(asks.ask('s2', [A], now + 5000, false));
+    const alsoResumed = settledState(asks.ask('s3', [A], now + 5000, true));
+    await turn();
+    expect(lookups.map((l) => [l.address, l.ids, l.forClaim])).toEqual([
+      [A.address, ['s1', 's3'], true],
+      [A.address, ['s2'], false],
+    ]);
+    lookups[0]!.answer([snapshot('s1', 'a', 1)]);
+    lookups[1]!.answer([snapshot('s2', 'a', 2)]);
+    await turn();
+    expect(resumed.copies?.snapshots).toEqual([snapshot('s1', 'a', 1)]);
+    expect(alsoResumed.copies).toEqual({ asked: 1, answered: 1, snapshots: [] });
+    expect(lookedUp.copies?.snapshots).toEqual([snapshot('s2', 'a', 2)]);
   });
 
   test('a peer that answers with a copy it owns settles the resume: the ranks after it are never asked', async () => {

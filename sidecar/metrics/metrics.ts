@@ -344,6 +344,12 @@ export class SidecarMetrics {
     labelledCounterFrom(registry, 'baton_sessions_claimed_total', 'Sessions this node took ownership of, by reason: resume (a client asked), takeover (orphaned sessions of a partition this node became master of).', ['reason'], () =>
       (['resume', 'takeover'] as const).map((reason) => [{ reason }, counters.claims.get(reason) ?? 0]),
     );
+    counterFrom(
+      registry,
+      'baton_sessions_handed_over_total',
+      "Sessions this node owned and handed over to a peer resuming them, as it answered the peer's lookup (its writes from then on wait for the new owner's word).",
+      () => counters.handedOver,
+    );
     counterFrom(registry, 'baton_replication_sessions_discarded_total', 'Copies dropped because placement moved them to other members.', () => stats.sessionsDiscarded);
     new Gauge({
       name: 'baton_cluster_members',

@@ -173,6 +173,8 @@ export interface PeerSideServices {
   handover?: () => HandoverReceiver | undefined;
   /** This node's cluster-critical settings (ClusterSettings); absent = UNIMPLEMENTED. */
   settings?: () => ClusterSettingsResponse;
+  /** A peer resuming a session this node owns asked for it: hand it over (NodeCore.handOver); absent = lookups only read. */
+  handOverSession?: (claimant: string, sessionId: string, now: number) => void;
 }
 
 /**
@@ -261,9 +263,12 @@ export function peerServiceImplementation(
             call.once('drain', () => call.resume());
           }
         };
+        const claimant = request.claimantNodeId;
         for (const id of request.sessionIds) {
           const snapshot = store.snapshot(id, now);
           if (snapshot === undefined) continue;
+          // Read first: the claimant gets the copy as it was, and claims from it.
+          if (claimant !== '' && snapshot.owner === nodeId) services.handOverSession?.(claimant, id, now);
           const size = snapshotBytes(snapshot);
           if (sessions.length > 0 && bytes + size > LOOKUP_RESPONSE_BYTES) {
             send(true);
@@ -490,9 +495,10 @@ export class PeerClients {
   /**
    * The snapshots a peer holds of `sessionIds`, asked on the lookup stream kept open to it
    * (opened on first use, and again after it broke). Rejects if the stream breaks or no
-   * answer comes within `deadlineMs`.
+   * answer comes within `deadlineMs`. `claimant` (a resume: this node's id): the peer hands
+   * over the sessions it owns.
    */
-  lookup(address: string, sessionIds: string[], deadlineMs: number): Promise<SessionSnapshot[]> {
+  lookup(address: string, sessionIds: string[], deadlineMs: number, claimant = ''): Promise<SessionSnapshot[]> {
     let stream = this.lookups.get(address);
     if (stream === undefined || stream.closed) {
       const opened = new LookupStream(this.client(address), new Metadata(), () => {
@@ -500,7 +506,7 @@ export class PeerClients {
       });
       this.lookups.set(address, (stream = opened));
     }
-    return stream.ask(sessionIds, deadlineMs);
+    return stream.ask(sessionIds, deadlineMs, claimant);
   }
 
   /** Asks a peer's proxy to answer a request this node's web server failed (PeerService.Replay). */
@@ -559,7 +565,7 @@ class LookupStream {
     this.call.on('end', () => this.close(new Error('the peer ended the lookup stream')));
   }
 
-  ask(sessionIds: string[], deadlineMs: number): Promise<SessionSnapshot[]> {
+  ask(sessionIds: string[], deadlineMs: number, claimantNodeId: string): Promise<SessionSnapshot[]> {
     if (this.closed) return Promise.reject(new Error('the lookup stream is closed'));
     const id = this.nextId++;
     const askedAt = performance.now();
@@ -570,7 +576,7 @@ class LookupStream {
         if (this.lastAnswerAt < askedAt) this.close(new Error('the peer stopped answering lookups'));
       }, deadlineMs);
       this.pending.set(id, { snapshots: [], resolve, reject, timer });
-      this.call.write({ requestId: BigInt(id), sessionIds });
+      this.call.write({ requestId: BigInt(id), sessionIds, claimantNodeId });
     });
   }
 

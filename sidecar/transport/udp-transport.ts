@@ -191,7 +191,13 @@ export class UdpTransport implements Transport {
       protocolVersion: FORMAT_VERSION,
       configDigest: this.core.configDigest,
     });
-    this.peerServer.addService(peerServiceDefinition(), peerServiceImplementation(store, config.nodeId, config.partitions, this.peerStreams, { replay: this.replayService, handover: () => this.handoverReceiver, settings }));
+    const services = {
+      replay: this.replayService,
+      handover: () => this.handoverReceiver,
+      settings,
+      handOverSession: (claimant: string, sessionId: string, now: number) => this.core.handOver(claimant, sessionId, now),
+    };
+    this.peerServer.addService(peerServiceDefinition(), peerServiceImplementation(store, config.nodeId, config.partitions, this.peerStreams, services));
   }
 
   /** Binds the peer gRPC service (and the multicast group); starts the core (heartbeats). */
@@ -347,7 +353,7 @@ export class UdpTransport implements Transport {
           .then(() => answer({ kind: 'fetched', id: request.id }), failed);
         return;
       case 'lookup':
-        this.peers.lookup(request.peerAddress, request.sessionIds, within(request.deadline)).then((snapshots) => answer({ kind: 'lookup', id: request.id, snapshots }), (err: unknown) => {
+        this.peers.lookup(request.peerAddress, request.sessionIds, within(request.deadline), request.claimant).then((snapshots) => answer({ kind: 'lookup', id: request.id, snapshots }), (err: unknown) => {
           this.log.debug({ peer: request.peerAddress, sessions: request.sessionIds.length, err: (err as Error).message }, 'resume fetch failed');
           failed(err);
         });

@@ -592,9 +592,10 @@ export class NodeCore implements Replicator {
    * partition must not wait on the side it cannot reach), a suspect one is waited for at
    * most SUSPECT_PEER_WAIT_MS, and one whose heartbeat says it still pulls partitions is
    * asked as incomplete (its own copy does not settle the ask). The fetch settles a little before the caller's deadline, so
-   * the answer reaches the caller in time.
+   * the answer reaches the caller in time. `claim` (a resume): an owner asked hands the
+   * session over to this node as it answers (handOver).
    */
-  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<PeerCopies> {
+  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number, claim = false): Promise<PeerCopies> {
     this.advance(now);
     const partition = this.store.partitionOf(sessionId);
     const holders = this.placement.holders(partition);
@@ -609,9 +610,29 @@ export class NodeCore implements Replicator {
       peers.push({ nodeId, address: member.advertiseAddress, deadline: waitUntil, complete: !this.engine.peerPulling(nodeId) });
     }
     if (this.stopped) return Promise.resolve({ asked: 0, answered: 0, snapshots: [] });
-    const copies = this.asks.ask(sessionId, peers, settleBy);
+    const copies = this.asks.ask(sessionId, peers, settleBy, claim);
     if (peers.length > 0) this.wake();
     return copies;
+  }
+
+  /**
+   * A peer resuming a session asked for this node's copy (`claimant`, a lookup for a claim),
+   * and the copy was just read for the answer: if this node owns the session, it hands it
+   * over — it takes the claim the claimant is about to make (the claimant as owner, epoch
+   * + 1, every part re-stamped) at once, before anything else runs here. Its own writes from
+   * then on are writes on a session another node owns: they carry the claimed epoch (so the
+   * claimed copy, which lacks them, does not beat them) and wait for the claimant's word.
+   * Without this, a write this node made as owner between its answer and the claim's
+   * arrival was acknowledged and then lost to the claim everywhere. The claimant claims as
+   * it always did (from the copy answered), so the two claims agree; if it never does (it
+   * died), its sessions are orphans the partition's master takes over. Only to a live
+   * member other than this node.
+   */
+  handOver(claimant: string, sessionId: string, now: number): void {
+    this.advance(now);
+    if (this.stopped || claimant === this.config.nodeId || this.membership.member(claimant)?.state !== 'alive') return;
+    if (!this.store.isOwnedBy(sessionId, this.config.nodeId)) return;
+    if (this.store.claim(sessionId, claimant, now) !== undefined) this.counters.handedOver++;
   }
 
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void {
@@ -662,7 +683,9 @@ export class NodeCore implements Replicator {
       tickets.push(done);
       this.settle(() => waiter.resolve(done.acked));
     }
-    for (const lookup of this.asks.takeRequests(now)) this.requests.push({ kind: 'lookup', ...lookup });
+    for (const { forClaim, ...lookup } of this.asks.takeRequests(now)) {
+      this.requests.push(forClaim ? { kind: 'lookup', ...lookup, claimant: this.config.nodeId } : { kind: 'lookup', ...lookup });
+    }
     this.checkWaits(now);
     const settled = this.settled + (this.asks.settledCount - this.asksSettledBefore);
     this.settled = 0;

@@ -34,6 +34,8 @@ export class NodeCounters {
   readonly membershipEvents = new Map<string, number>();
   /** Sessions this node took ownership of, by reason: resume (asked for), takeover (as a partition's new master). */
   readonly claims = new Map<string, number>();
+  /** Sessions this node owned and handed over to a peer resuming them (as it answered the peer's lookup). */
+  handedOver = 0;
 
   /** `engine`: the replication engine's own counts (datagrams, bytes, deltas, NACKs). */
   constructor(readonly engine: EngineStats) {}

@@ -16,8 +16,12 @@
  * secondaries, so the ranks after it are asked too — in the common cases (the owner alive,
  * or a resume of a session no one holds) one lookup is made instead of one per holder.
  *
+ * A resume's ask is a claim (`ask(…, claim)`): its lookups say so, and an owner asked hands
+ * the session over as it answers (NodeCore.handOver), answering with its copy as it was.
+ *
  * The lookups queued between two `takeRequests` calls (in the sidecar: one event-loop turn)
- * are coalesced into one per peer carrying every session id asked of that peer, so a burst
+ * are coalesced into one per peer (and per kind: claims, look-ups) carrying every session
+ * id asked of that peer, so a burst
  * of resumes after a node dies costs a few requests rather than one per session and peer.
  * Each ask settles when no peer is left to ask or wait for, or at its own deadline with
  * what it has.
@@ -55,6 +59,8 @@ export interface PeerRef {
 
 interface Ask {
   sessionId: string;
+  /** A resume's ask: an owner asked hands the session over to this node. */
+  claim: boolean;
   /** In rank order. */
   peers: readonly PeerRef[];
   /** peers[next] is the next to ask. */
@@ -88,6 +94,8 @@ export interface LookupRequest {
   peerAddress: string;
   sessionIds: string[];
   deadline: number;
+  /** The sessions are being resumed here: an owner asked hands them over. */
+  forClaim: boolean;
 }
 
 export class ResumeAsks {
@@ -108,12 +116,15 @@ export class ResumeAsks {
     private readonly nextId: () => number,
   ) {}
 
-  /** The copies of a session that `peers` hold, settled by `deadline` (ms since the epoch). */
-  ask(sessionId: string, peers: readonly PeerRef[], deadline: number): Promise<PeerCopies> {
+  /**
+   * The copies of a session that `peers` hold, settled by `deadline` (ms since the epoch);
+   * `claim`: for a resume (the owner asked hands the session over).
+   */
+  ask(sessionId: string, peers: readonly PeerRef[], deadline: number, claim = false): Promise<PeerCopies> {
     if (peers.length === 0) return Promise.resolve({ asked: 0, answered: 0, snapshots: [] });
     return new Promise((resolve) => {
       const copies: PeerCopies = { asked: 0, answered: 0, snapshots: [] };
-      this.queued.push({ sessionId, peers, next: 0, deadline, copies, waiting: new Set(), timers: [], done: false, resolve });
+      this.queued.push({ sessionId, claim, peers, next: 0, deadline, copies, waiting: new Set(), timers: [], done: false, resolve });
     });
   }
 
@@ -128,24 +139,25 @@ export class ResumeAsks {
     const launches = this.launches;
     if (launches.length === 0) return [];
     this.launches = [];
-    const byPeer = new Map<string, { peer: PeerRef; asks: Ask[] }>();
+    const byPeer = new Map<string, { peer: PeerRef; claim: boolean; asks: Ask[] }>();
     for (const { ask, peer } of launches) {
       if (ask.done) continue;
       if (peer.deadline < ask.deadline) this.arm(ask, peer.nodeId, peer.deadline);
       if (ask.next < ask.peers.length) this.arm(ask, peer.nodeId, Math.min(now + TAKEOVER_AFTER_MS, ask.deadline), true);
-      let entry = byPeer.get(peer.address);
-      if (entry === undefined) byPeer.set(peer.address, (entry = { peer, asks: [] }));
+      const key = ask.claim ? `claim ${peer.address}` : peer.address;
+      let entry = byPeer.get(key);
+      if (entry === undefined) byPeer.set(key, (entry = { peer, claim: ask.claim, asks: [] }));
       entry.asks.push(ask);
     }
     const requests: LookupRequest[] = [];
-    for (const { peer, asks: list } of byPeer.values()) {
+    for (const { peer, claim, asks: list } of byPeer.values()) {
       for (let i = 0; i < list.length; i += MAX_IDS_PER_REQUEST) {
         const slice = list.slice(i, i + MAX_IDS_PER_REQUEST);
         const id = this.nextId();
         this.lookups.set(id, { peer, asks: slice, sentAt: now });
         // The answer is awaited until the latest of the asks' deadlines for this peer.
         const deadline = Math.max(...slice.map((ask) => deadlineFor(ask, peer.nodeId)));
-        requests.push({ id, peerAddress: peer.address, sessionIds: [...new Set(slice.map((a) => a.sessionId))], deadline });
+        requests.push({ id, peerAddress: peer.address, sessionIds: [...new Set(slice.map((a) => a.sessionId))], deadline, forClaim: claim });
       }
     }
     return requests;

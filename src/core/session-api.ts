@@ -62,9 +62,10 @@ export interface Replicator {
   sendQueueRoom(): Promise<void> | undefined;
   /**
    * Asks the members that may hold a session (its partition's top-ranked holders, and
-   * `knownOwner`), in parallel, for their copy of it; settles by `deadline`.
+   * `knownOwner`), in parallel, for their copy of it; settles by `deadline`. `claim` (a
+   * resume): an owner asked hands the session over to this node as it answers.
    */
-  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<PeerCopies>;
+  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number, claim?: boolean): Promise<PeerCopies>;
   /** Replicates a claim made here to the new secondaries and the previous owner. */
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void;
 }
@@ -185,16 +186,16 @@ export class SessionApi {
     const replicator = this.replicator;
     if (replicator === undefined || this.store.knows(sessionId) || (replicator.holdsEverySessionOf?.(sessionId) ?? true)) return undefined;
     return shared(this.lookingUp, sessionId, async () => {
-      const copies = await this.mergePeerCopies(sessionId, undefined, Math.min(deadline, now + WRITE_LOOKUP_MAX_MS), now);
+      const copies = await this.mergePeerCopies(sessionId, undefined, Math.min(deadline, now + WRITE_LOOKUP_MAX_MS), now, false);
       if (copies.asked > 0 && copies.answered === 0) {
         throw new WriteNotMadeError(`none of the ${copies.asked} peers that may hold the session answered, so this node cannot tell whether it exists; the write was not made; try again`);
       }
     });
   }
 
-  /** Asks the peers that may hold the session for their copies and merges them here (resumes and look-ups). */
-  private async mergePeerCopies(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<PeerCopies> {
-    const copies = await this.replicator!.fetchFromPeers(sessionId, knownOwner, deadline, now);
+  /** Asks the peers that may hold the session for their copies and merges them here (resumes, `claim`, and look-ups). */
+  private async mergePeerCopies(sessionId: string, knownOwner: string | undefined, deadline: number, now: number, claim: boolean): Promise<PeerCopies> {
+    const copies = await this.replicator!.fetchFromPeers(sessionId, knownOwner, deadline, now, claim);
     const at = this.clock();
     for (const snapshot of copies.snapshots) this.store.merge(snapshot, at);
     return copies;
@@ -318,20 +319,26 @@ export class SessionApi {
     return { found: true, session: toProtoSession(session, request.parts) };
   }
 
-  /** Fetches, merges and claims; resolves with the owner before the claim (undefined: no claim made). */
+  /**
+   * Fetches, merges and claims; resolves with the owner before the claim (undefined: no
+   * claim made). `knownOwner`: the owner this node's own copy named (undefined: none).
+   */
   private async resume(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<string | undefined> {
     const replicator = this.replicator!;
-    const copies = await this.mergePeerCopies(sessionId, knownOwner, deadline, now);
+    const self = this.store.config.nodeId;
+    const copies = await this.mergePeerCopies(sessionId, knownOwner, deadline, now, true);
     now = this.clock();
     if (copies.asked > 0 && copies.answered === 0 && this.store.snapshot(sessionId, now) === undefined) {
       throw new UnavailableError(`none of the ${copies.asked} peers that may hold the session answered; try again`);
     }
-    now = this.clock();
     const merged = this.store.get(sessionId, now);
-    if (merged === undefined || merged.owner === this.store.config.nodeId) return undefined;
-    const previousOwner = merged.owner;
-    this.store.claim(sessionId, this.store.config.nodeId, now);
-    replicator.replicateClaim(this.store.get(sessionId, now)!, previousOwner, now);
+    // Claimed unless it was this node's before the fetch: a write the owner made after
+    // handing the session over names this node as owner at the claimed epoch, and may
+    // arrive before the owner's answer; that alone does not replicate the claim.
+    if (merged === undefined || (merged.owner === self && knownOwner === self)) return undefined;
+    const previousOwner = merged.owner !== self ? merged.owner : knownOwner;
+    this.store.claim(sessionId, self, now);
+    replicator.replicateClaim(this.store.get(sessionId, now)!, previousOwner ?? self, now);
     this.observer?.claimed();
     return previousOwner;
   }

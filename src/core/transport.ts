@@ -39,8 +39,11 @@ export type PeerRequest =
   | { kind: 'digests'; id: number; peerAddress: string; partitions: number[]; deadline: number; again?: boolean }
   /** Every session of `partitions` at the peer, streamed as `snapshot` answers, then `fetched`. */
   | { kind: 'fetch'; id: number; peerAddress: string; partitions: number[]; deadline: number }
-  /** The peer's copies of `sessionIds` (a resume): one `lookup` answer. */
-  | { kind: 'lookup'; id: number; peerAddress: string; sessionIds: string[]; deadline: number }
+  /**
+   * The peer's copies of `sessionIds` (a resume, or a look-up before a write): one `lookup`
+   * answer. `claimant` (a resume: this node's id): the peer hands over those it owns.
+   */
+  | { kind: 'lookup'; id: number; peerAddress: string; sessionIds: string[]; deadline: number; claimant?: string }
   /** Resolve the seed addresses again (DNS): one `seeds` answer (a failure changes nothing). */
   | { kind: 'resolve_seeds'; id: number };
 

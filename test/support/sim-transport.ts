@@ -32,8 +32,8 @@ export interface SimTransportHost {
   readonly multicast: boolean;
   /** Virtual duration of one peer request. */
   readonly requestDelayMs: number;
-  /** The store of the running node at `address`, if any. */
-  peerStore(address: string): SessionStore | undefined;
+  /** The store of the running node at `address`, and how it hands a session over (NodeCore.handOver), if any. */
+  peer(address: string): { nodeId: string; store: SessionStore; handOver(claimant: string, sessionId: string, now: number): void } | undefined;
   /** A peer answer arrived (now is the network's). */
   answer(answer: PeerAnswer): void;
   /** A peer request was made, and an answer to an earlier process was dropped. */
@@ -109,8 +109,9 @@ export class SimTransport implements Transport {
         host.staleAnswer(request);
         return;
       }
-      const peer = host.peerStore(request.peerAddress);
-      if (peer === undefined || net.isCut(host.address, request.peerAddress) || net.isCut(request.peerAddress, host.address)) {
+      const reached = host.peer(request.peerAddress);
+      const peer = reached?.store;
+      if (reached === undefined || peer === undefined || net.isCut(host.address, request.peerAddress) || net.isCut(request.peerAddress, host.address)) {
         host.answer({ kind: 'failed', id: request.id, error: `${request.peerAddress} unreachable` });
         return;
       }
@@ -127,7 +128,10 @@ export class SimTransport implements Transport {
           const snapshots: SessionSnapshot[] = [];
           for (const id of request.sessionIds) {
             const snapshot = peer.snapshot(id, now);
-            if (snapshot !== undefined) snapshots.push(snapshot);
+            if (snapshot === undefined) continue;
+            snapshots.push(snapshot);
+            // As the peer service does: read first, then hand over what the peer owns.
+            if (request.claimant !== undefined && snapshot.owner === reached.nodeId) reached.handOver(request.claimant, id, now);
           }
           host.answer({ kind: 'lookup', id: request.id, snapshots });
           return;

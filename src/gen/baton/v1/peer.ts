@@ -91,6 +91,13 @@ export interface LookupRequest {
   requestId: bigint;
   /** At most 10,000 per request. */
   sessionIds: string[];
+  /**
+   * Set by a node resuming these sessions (its node id): the answering node hands over
+   * each one it owns — it answers with its copy as it is, then takes the claimant as owner
+   * at the next epoch at once, so that its own writes from then on go to the claimant as
+   * writes on a session another node owns instead of racing the claimant's claim.
+   */
+  claimantNodeId: string;
 }
 
 export interface LookupResponse {
@@ -924,7 +931,7 @@ export const SessionBatch: MessageFns<SessionBatch> = {
 };
 
 function createBaseLookupRequest(): LookupRequest {
-  return { requestId: 0n, sessionIds: [] };
+  return { requestId: 0n, sessionIds: [], claimantNodeId: "" };
 }
 
 export const LookupRequest: MessageFns<LookupRequest> = {
@@ -937,6 +944,9 @@ export const LookupRequest: MessageFns<LookupRequest> = {
     }
     for (const v of message.sessionIds) {
       writer.uint32(18).string(v!);
+    }
+    if (message.claimantNodeId !== "") {
+      writer.uint32(26).string(message.claimantNodeId);
     }
     return writer;
   },
@@ -970,6 +980,14 @@ export const LookupRequest: MessageFns<LookupRequest> = {
             message.sessionIds.push(reader.string());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.claimantNodeId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -989,6 +1007,7 @@ export const LookupRequest: MessageFns<LookupRequest> = {
     const message = createBaseLookupRequest();
     message.requestId = (object.requestId !== undefined && object.requestId !== null) ? BigInt(object.requestId) : 0n;
     message.sessionIds = object.sessionIds?.map((e) => e) || [];
+    message.claimantNodeId = object.claimantNodeId ?? "";
     return message;
   },
 };
