@@ -85,6 +85,19 @@ test("a write naming a gone owner, on a session this node's claim took over sinc
   expect(plain.notes).toEqual([]);
 });
 
+test('an owner writing at an epoch older than the claim this node holds gets a superseded note from any holder', () => {
+  const { store, apply } = setup();
+  // This node holds s6 as a secondary of b, then hears c's claim (a resume b could not be asked for).
+  store.applyRemote('s6', toRemoteChange(PUT)!, { owner: 'b', epoch: 1, expiresAt: NOW + 60_000, ttlMs: 60_000 }, NOW);
+  store.applyRemote('s6', { kind: 'claim' }, { owner: 'c', epoch: 2, expiresAt: NOW + 60_000, ttlMs: 60_000 }, NOW);
+  const late = apply.applyPacket('b', 5n, data([delta(header('s6', 'b', 1), { ...PUT, version: 12 })], { seq: 11n }), NOW);
+  expect(late.notes).toEqual([{ seq: 11n, sessionId: 's6', ownerNodeId: 'c', epoch: 2n }]);
+  // The same write at the claimed epoch (sent again to the new owner's holders) is taken without a word.
+  const resent = apply.applyPacket('b', 5n, data([delta(header('s6', 'c', 2), { ...PUT, version: 12, epoch: 2 })], { seq: 12n }), NOW);
+  expect(resent.notes).toEqual([]);
+  expect(findStoredPart(store.get('s6', NOW)!, 'cart')?.version).toBe(12);
+});
+
 test('fragments complete into a delta; one past the reassembly budget asks for a resync of the sender', () => {
   const { store, apply, reassembly } = setup();
   const bytes = encodeDelta(header('s3', 'b'), PUT, 'b', NOW);

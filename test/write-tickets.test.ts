@@ -31,6 +31,28 @@ describe('WriteTickets', () => {
     expect(t.size).toBe(0);
   });
 
+  it('a write made as owner counts a holder only once its acknowledgement vouched for it: notes complete for it, none against it', () => {
+    const t = new WriteTickets();
+    const own = () => ({ sessionId: 's1', changes: [], resends: 0 });
+    const ticket = t.open([wait('b', 1), wait('c', 1)], undefined, own());
+    t.await(ticket.id, 1);
+    t.sent('b', 4, 1, 4);
+    t.sent('c', 4, 1, 4);
+    const levels = acks({ 'b>b': 4, 'c>c': 4 });
+    // Covered by both channels' levels, but nobody vouched yet.
+    expect(t.ackCount(ticket.id, levels)).toBe(0);
+    // b's notes may be incomplete for it (above 4 only): no vouch, sent again.
+    expect(t.ownerAck('b', 'b', 4, 4, []).map((x) => x.id)).toEqual([ticket.id]);
+    // c noted a newer owner of s1 on the packet: sent again.
+    expect(t.ownerAck('c', 'c', 4, 0, [{ seq: 4, sessionId: 's1' }]).map((x) => x.id)).toEqual([ticket.id]);
+    expect(t.ackCount(ticket.id, levels)).toBe(0);
+    // A note on another session, or on another packet, says nothing of this write.
+    expect(t.ownerAck('c', 'c', 4, 0, [{ seq: 4, sessionId: 's2' }, { seq: 9, sessionId: 's1' }])).toEqual([]);
+    expect(t.ackCount(ticket.id, levels)).toBe(1);
+    t.check(levels);
+    expect(t.takeCompleted()).toEqual([{ id: ticket.id, acked: 1 }]);
+  });
+
   it('covers a write only once the channel sent everything queued up to it', () => {
     const t = new WriteTickets();
     const ticket = t.open([wait('b', 4)], undefined, undefined);

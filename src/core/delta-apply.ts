@@ -11,9 +11,10 @@
  * - A write made elsewhere that names this node as the owner, while this node knows of a
  *   newer owner or epoch (a claim its writer has not heard of, maybe this node's own
  *   later one), carries an epoch the claimed copy beats: this node is not the owner that
- *   must have it. The packet's outcome carries a note saying so; the engine attaches it to
- *   the receiver, the acknowledgement carries it, and the writer sends the write again to
- *   that owner at that epoch.
+ *   must have it. Nor does any holder vouch for a write older than the claim it holds (an
+ *   owner a resume could not reach, writing on). The packet's outcome carries a note
+ *   saying so; the engine attaches it to the receiver, the acknowledgement carries it, and
+ *   the writer sends the write again to that owner at that epoch.
  * - Nothing here sends or reports: outcomes are returned (drops by reason, lag samples,
  *   notes, whether the sender's channels must resync).
  */
@@ -113,13 +114,13 @@ export class DeltaApply {
     outcome.applied++;
     // The writer waits for this node's word when the delta names it as owner (a forwarded
     // write) or when this node's claim superseded the owner the delta names (a write on a
-    // session whose owner is gone, made before the writer heard this master took it over).
+    // session whose owner is gone, made before the writer heard this master took it over);
+    // and any holder that knows a newer claim than the write's (a resume that could not
+    // reach the writing owner) says so: the claimed copy beats the write.
     const self = this.config.nodeId;
-    if (owner === self || this.store.isOwnedBy(sessionId, self)) {
-      const current = this.store.ownerOf(sessionId);
-      if (current !== undefined && (current.owner !== owner || current.epoch > delta.epoch)) {
-        outcome.notes.push({ seq: BigInt(seq), sessionId, ownerNodeId: current.owner, epoch: BigInt(current.epoch) });
-      }
+    const current = this.store.ownerOf(sessionId);
+    if (current !== undefined && (current.epoch > delta.epoch || ((owner === self || current.owner === self) && current.owner !== owner))) {
+      outcome.notes.push({ seq: BigInt(seq), sessionId, ownerNodeId: current.owner, epoch: BigInt(current.epoch) });
     }
     if (delta.writtenAt > 0) outcome.lagsMs.push(Math.max(0, now - delta.writtenAt));
   }

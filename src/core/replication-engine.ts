@@ -208,8 +208,7 @@ export class ReplicationEngine {
     if (underReplicated) this.repair.wroteUnderReplicated(partition);
     if (write === undefined) return undefined;
     this.stats.deltasSent += write.deltas;
-    const forwarded = write.owner === undefined ? undefined : { sessionId: session.id, changes, resends: 0 };
-    return this.tickets.open(write.waits, write.owner, forwarded).id;
+    return this.tickets.open(write.waits, write.owner, { sessionId: session.id, changes, resends: 0 }).id;
   }
 
   /**

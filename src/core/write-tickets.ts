@@ -10,6 +10,11 @@
  * - A forwarded write (made here on a session another node owns) counts no
  *   acknowledgement until its owner confirmed it as owner (`ownerAck`) — or, when the
  *   owner is gone, the partition master that takes the session over (see FanOut).
+ * - A write made here as owner counts a holder's acknowledgement only once the holder
+ *   vouched for it: an acknowledgement covering it whose notes are complete for it and
+ *   say nothing of it. A holder that knows a newer claim of the session (a resume that
+ *   could not reach this node) notes the write instead — it would lose to the claim — and
+ *   the write is sent again to the new owner, as a forwarded write.
  * - Nothing here sends: acknowledgement levels are read through `AckedBy`, and what must
  *   be sent again is returned.
  */
@@ -28,9 +33,11 @@ export interface TicketWait {
   firstSeq: number;
   /** Its place in the channel's queue (ChannelSender.enqueuedCount after queueing it). */
   queued: number;
+  /** For a write made as owner: the holder acknowledged it and noted nothing against it (ownerAck). */
+  vouched?: boolean;
 }
 
-/** For a write made elsewhere: what to send again if its owner turns out superseded. */
+/** What to send again if the session's owner turns out superseded (a write made elsewhere, or as owner). */
 export interface ForwardedWrite {
   sessionId: string;
   changes: readonly Change[];
@@ -127,11 +134,13 @@ export class WriteTickets {
     const ticket = this.tickets[id];
     if (ticket === undefined || !ticket.flushed) return 0;
     if (ticket.owner !== undefined && !ticket.ownerConfirmed) return 0;
+    // Made as owner: a holder's acknowledgement counts once it vouched for the write.
+    const vouching = ticket.owner === undefined && ticket.forwarded !== undefined;
     let acked = 0;
     let othersWaited = false;
     let othersAcked = false;
     for (const wait of ticket.waits) {
-      const covered = ackedBy(wait.channel, wait.nodeId) >= wait.seq;
+      const covered = ackedBy(wait.channel, wait.nodeId) >= wait.seq && (!vouching || wait.vouched === true);
       if (covered) acked++;
       if (wait.nodeId !== ticket.owner) {
         othersWaited = true;
@@ -180,21 +189,26 @@ export class WriteTickets {
 
   /**
    * An acknowledgement from `from` on `channel` up to `cumulative`, read for the forwarded
-   * writes `from` owns: each covered write is confirmed as taken by its owner, or, when
-   * `from` noted a newer owner for its session (or its notes may be incomplete for it,
-   * `completeAbove`), returned to be sent again (see `countResend`).
+   * writes `from` owns and for the writes made here as owner that wait for `from`: each
+   * covered write is confirmed as taken by its owner (or vouched for by the holder), or,
+   * when `from` noted a newer owner for its session (or its notes may be incomplete for
+   * it, `completeAbove`), returned to be sent again (see `countResend`).
    */
   ownerAck(from: string, channel: string, cumulative: number, completeAbove: number, superseded: readonly SupersededNote[]): Ticket[] {
     const resend: Ticket[] = [];
     for (const ticket of this.openTickets()) {
-      if (ticket.owner !== from || ticket.ownerConfirmed || ticket.forwarded === undefined) continue;
+      const write = ticket.forwarded;
+      if (write === undefined) continue;
+      const own = ticket.owner === undefined;
+      if (!own && (ticket.owner !== from || ticket.ownerConfirmed)) continue;
       const wait = ticket.waits.find((w) => w.nodeId === from && w.channel === channel);
-      if (wait === undefined || wait.seq === 0) continue;
-      const sessionId = ticket.forwarded.sessionId;
+      if (wait === undefined || wait.seq === 0 || wait.vouched === true) continue;
+      const sessionId = write.sessionId;
       if (superseded.some((s) => s.sessionId === sessionId && s.seq >= wait.firstSeq && s.seq <= wait.seq)) resend.push(ticket);
       else if (cumulative < wait.seq) continue;
-      else if (completeAbove < wait.firstSeq) ticket.ownerConfirmed = true;
-      else resend.push(ticket);
+      else if (completeAbove >= wait.firstSeq) resend.push(ticket);
+      else if (own) wait.vouched = true;
+      else ticket.ownerConfirmed = true;
     }
     return resend;
   }
