@@ -12,8 +12,11 @@
  * (2) A partition with writes on both sides, then a heal: the cut-off node is declared dead
  *     by the other two, resumes on the majority side answer within their deadline, and after
  *     the heal every node converges to the same merged state.
+ * (3) One link cut (a and b cannot reach each other, c reaches both): b resumes a's sessions
+ *     from c's copies while a, their owner until then, goes on writing them with
+ *     min_replicas 1. No write a's API acknowledged is lost after the heal.
  *
- * Where namespaces cannot be made (not root, no `ip`, no nftables for (2)), the tests are
+ * Where namespaces cannot be made (not root, no `ip`, no nftables for (2) and (3)), the tests are
  * skipped with the reason in their title and a warning, except under CI (CI runs as root),
  * where they fail with the reason. Every load loop is bounded; every wait is polling with
  * a bound; every node a test starts is stopped by it (try/finally), and the lab is torn
@@ -556,6 +559,92 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
       expect(problems.majorityWrites.slice(0, 5)).toEqual([]);
       expect(problems.minorityWrites.slice(0, 5)).toEqual([]);
       expect(disagreements.slice(0, 5)).toEqual([]);
+    },
+    120_000,
+  );
+
+  chaosTest(
+    '(3) one link cut: a resuming node claims sessions from a third node while their owner, cut off from it, writes them on; no acknowledged write is lost',
+    nftMissing,
+    async () => {
+      const net = theLab();
+      const cluster = new Cluster(net);
+      const SESSIONS = 60;
+      const ids = Array.from({ length: SESSIONS }, (_, i) => `link-${i}`);
+      const resumeProblems: string[] = [];
+      const acknowledged = new Map<string, string>();
+      const failures = new Map<string, number>();
+      let lost: string[] = [];
+      let dropped = 0;
+      const owners = new Map<string, number>();
+      try {
+        await cluster.startAll(NODES);
+        await cluster.waitForStates(NODES, { a: 'alive', b: 'alive', c: 'alive' }, 15_000);
+        await cluster.waitForOneView(NODES, 15_000);
+        await Promise.all(ids.map((id) => cluster.node('a').client.put(id, { basket: text('first') }, { minReplicas: 2 })));
+
+        await net.partition('a', ['b']);
+        await cluster.waitForStates(['b'], { a: 'dead', b: 'alive', c: 'alive' }, 15_000);
+        await cluster.waitForStates(['a'], { a: 'alive', b: 'dead', c: 'alive' }, 15_000);
+        // b takes every session over from c's copies; c hears each claim.
+        for (const id of ids) {
+          const answer = await cluster.node('b').client.get(id, { resume: true, deadlineMs: RESUME_DEADLINE_MS }).catch((err: Error) => err);
+          if (answer instanceof Error || answer === undefined || partValue(answer, 'basket') !== 'first') {
+            resumeProblems.push(`${id}: ${answer instanceof Error ? answer.message : JSON.stringify(answer)}`);
+          }
+        }
+        await pollUntil(
+          'c holds every claim of b',
+          async () => (await Promise.all(ids.map((id) => cluster.node('c').client.get(id)))).every((s) => s?.ownerNodeId === 'b'),
+          10_000,
+        );
+        // a still takes itself for the owner of each and writes it, synchronously.
+        await mapLimit(ids, 8, async (id) => {
+          const value = `a wrote ${id}`;
+          try {
+            await cluster.node('a').client.put(id, { basket: text(value) }, { minReplicas: 1, deadlineMs: 2000 });
+            acknowledged.set(id, value);
+          } catch (err) {
+            const code = (err as { code?: number }).code ?? -1;
+            failures.set(String(code), (failures.get(String(code)) ?? 0) + 1);
+          }
+        });
+        dropped = await net.droppedPackets('a');
+
+        await net.heal('a');
+        await cluster.waitForStates(NODES, { a: 'alive', b: 'alive', c: 'alive' }, 15_000);
+        // Every acknowledged write is on every node once they agree (Get without resume).
+        await pollUntil(
+          'every node holds every acknowledged write',
+          async () => {
+            lost = [];
+            for (const [id, value] of acknowledged) {
+              const views = await Promise.all(NODES.map((n) => cluster.node(n).client.get(id, { deadlineMs: 2000 }).catch(() => undefined)));
+              const held = views.map((v) => partValue(v, 'basket'));
+              if (held.some((v) => v !== value)) lost.push(`${id}: acknowledged ${value}; ${NODES.map((n, k) => `${n} ${held[k]}`).join(', ')}`);
+            }
+            return lost.length === 0;
+          },
+          30_000,
+        ).catch(() => undefined);
+        for (const id of ids) {
+          const s = await cluster.node('c').client.get(id).catch(() => undefined);
+          const key = s === undefined ? 'absent' : `${s.ownerNodeId}@${s.epoch}`;
+          owners.set(key, (owners.get(key) ?? 0) + 1);
+        }
+      } catch (err) {
+        throw new Error(`${(err as Error).message}\n${cluster.logTails()}`);
+      } finally {
+        await cluster.stopAll();
+      }
+      console.log(
+        `(3) one link cut: ${dropped} packets dropped between a and b; b resumed ${SESSIONS - resumeProblems.length} of ${SESSIONS}; ` +
+          `a's writes acknowledged ${acknowledged.size}, failed ${JSON.stringify(Object.fromEntries(failures))}; acknowledged and lost after the heal: ${lost.length}; ` +
+          `owners after the heal: ${JSON.stringify(Object.fromEntries(owners))}`,
+      );
+      expect(dropped).toBeGreaterThan(0);
+      expect(resumeProblems.slice(0, 5)).toEqual([]);
+      expect(lost.slice(0, 5)).toEqual([]);
     },
     120_000,
   );
