@@ -117,7 +117,7 @@ test('resendForwarded stamps unstamped parts with the session epoch and sends to
   const { store, fanOut } = setup('unicast');
   put(store, 's5');
   fanOut.adoptOwner('s5', 'd', 5, NOW);
-  expect(store.ownerOf('s5')).toEqual({ owner: 'd', epoch: 5 });
+  expect(store.ownerOf('s5')).toMatchObject({ owner: 'd', epoch: 5 });
   const resent = fanOut.resendForwarded('s5', [{ kind: 'put', name: 'cart', value: Buffer.from('w'), version: 9 }], NOW)!;
   expect(resent.owner).toBe('d');
   expect(resent.changes).toEqual([{ kind: 'put', name: 'cart', value: Buffer.from('w'), version: 9, epoch: 5 }]);

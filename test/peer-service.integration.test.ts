@@ -97,7 +97,7 @@ describe('PeerService.Lookup', () => {
       const answered = await clients.lookup(at, ['mine', 'theirs', 'missing'], DEADLINE_MS, 'caller');
       expect(answered.map((s) => [s.id, s.owner, s.epoch])).toEqual([['mine', 'peer-h', 1], ['theirs', 'peer-x', 1]]);
       expect(handed).toEqual(['mine to caller']);
-      expect(owner.ownerOf('mine')).toEqual({ owner: 'caller', epoch: 2 });
+      expect(owner.ownerOf('mine')).toMatchObject({ owner: 'caller', epoch: 2 });
     } finally {
       handOverServer.forceShutdown();
     }

@@ -286,11 +286,11 @@ export class SessionStore {
 
   /**
    * The owner and epoch this node holds for a session (live or a tombstone), without
-   * marking it used: replication checks it on deltas it receives.
+   * marking it used and without a copy (the record itself, read-only; read it at once):
+   * replication checks it on every delta it receives.
    */
-  ownerOf(id: string): { owner: string; epoch: number } | undefined {
-    const record = this.table.find(id);
-    return record === undefined ? undefined : { owner: record.owner, epoch: record.epoch };
+  ownerOf(id: string): Readonly<{ owner: string; epoch: number }> | undefined {
+    return this.table.find(id);
   }
 
   /** Whether this node holds anything of a session (live, expired or a tombstone); allocates nothing. */
