@@ -115,6 +115,32 @@ describe('ResumeAsks', () => {
     expect(lookedUp.copies?.snapshots).toEqual([snapshot('s2', 'a', 2)]);
   });
 
+  test('a copy naming an owner the resume would not ask has that owner asked next; its copy settles the resume', async () => {
+    const X: PeerRef = { nodeId: 'x', address: '127.0.0.1:7009', deadline: Infinity };
+    const chasing = new ResumeAsks(() => undefined, () => nextId++, (nodeId) => (nodeId === 'x' ? X : undefined));
+    asks = chasing;
+    const resumed = settledState(asks.ask('s1', [A, B], now + 5000, true));
+    await turn();
+    expect(lookups.map((l) => l.address)).toEqual([A.address]);
+    // A holds a copy x owns (a claim made x the owner): x is asked next, before B.
+    lookups[0]!.answer([snapshot('s1', 'x', 3)]);
+    await turn();
+    expect(lookups.map((l) => [l.address, l.forClaim])).toEqual([
+      [A.address, true],
+      [X.address, true],
+    ]);
+    lookups[1]!.answer([snapshot('s1', 'x', 4)]);
+    await turn();
+    expect(resumed.copies).toEqual({ asked: 2, answered: 2, snapshots: [snapshot('s1', 'x', 3), snapshot('s1', 'x', 4)] });
+    // An owner that is not one to ask (gone, or this node) is not chased: the ranks go on.
+    const other = settledState(asks.ask('s2', [A, B], now + 5000));
+    await turn();
+    lookups[2]!.answer([snapshot('s2', 'gone', 1)]);
+    await turn();
+    expect(lookups.map((l) => l.address).slice(3)).toEqual([B.address]);
+    expect(other.copies).toBeUndefined();
+  });
+
   test('a peer that answers with a copy it owns settles the resume: the ranks after it are never asked', async () => {
     const resumed = settledState(fetcher.fetch('s1', [A, B], now + 5000));
     await turn();

@@ -320,6 +320,7 @@ export class NodeCore implements Replicator {
     this.asks = new ResumeAsks(
       (seconds, outcome) => observer.peerFetch(seconds, outcome),
       () => this.nextRequestId++,
+      (nodeId, settleBy, now) => this.peerToAsk(nodeId, settleBy, now),
     );
     this.api = new SessionApi(this.store, config.limits, this, deps.resumeObserver, () => this.now);
     this.antiEntropyAt = config.antiEntropyIntervalMs > 0 ? now + config.antiEntropyIntervalMs : Infinity;
@@ -603,16 +604,26 @@ export class NodeCore implements Replicator {
     const settleBy = deadline - Math.min(RESUME_ANSWER_MARGIN_MS, Math.max(0, deadline - now) / 4);
     const peers: PeerRef[] = [];
     for (const nodeId of candidates) {
-      if (nodeId === this.config.nodeId) continue;
-      const member = this.membership.member(nodeId);
-      if (member === undefined || member.state === 'dead' || member.state === 'left') continue;
-      const waitUntil = member.state === 'suspect' ? Math.min(settleBy, now + SUSPECT_PEER_WAIT_MS) : settleBy;
-      peers.push({ nodeId, address: member.advertiseAddress, deadline: waitUntil, complete: !this.engine.peerPulling(nodeId) });
+      const peer = this.peerToAsk(nodeId, settleBy, now);
+      if (peer !== undefined) peers.push(peer);
     }
     if (this.stopped) return Promise.resolve({ asked: 0, answered: 0, snapshots: [] });
     const copies = this.asks.ask(sessionId, peers, settleBy, claim);
     if (peers.length > 0) this.wake();
     return copies;
+  }
+
+  /**
+   * A member to ask for its copy of a session, waited for until `settleBy` (a suspect one
+   * at most SUSPECT_PEER_WAIT_MS); undefined for this node, a stranger, and a member dead
+   * or departed.
+   */
+  private peerToAsk(nodeId: string, settleBy: number, now: number): PeerRef | undefined {
+    if (nodeId === this.config.nodeId) return undefined;
+    const member = this.membership.member(nodeId);
+    if (member === undefined || member.state === 'dead' || member.state === 'left') return undefined;
+    const waitUntil = member.state === 'suspect' ? Math.min(settleBy, now + SUSPECT_PEER_WAIT_MS) : settleBy;
+    return { nodeId, address: member.advertiseAddress, deadline: waitUntil, complete: !this.engine.peerPulling(nodeId) };
   }
 
   /**

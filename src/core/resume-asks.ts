@@ -18,6 +18,8 @@
  *
  * A resume's ask is a claim (`ask(…, claim)`): its lookups say so, and an owner asked hands
  * the session over as it answers (NodeCore.handOver), answering with its copy as it was.
+ * A copy that names an owner the ask would not ask (a node a claim made owner, outside the
+ * partition's holders) has that owner asked next.
  *
  * The lookups queued between two `takeRequests` calls (in the sidecar: one event-loop turn)
  * are coalesced into one per peer (and per kind: claims, look-ups) carrying every session
@@ -61,7 +63,7 @@ interface Ask {
   sessionId: string;
   /** A resume's ask: an owner asked hands the session over to this node. */
   claim: boolean;
-  /** In rank order. */
+  /** In rank order (an owner a copy named is put next: chaseOwner). */
   peers: readonly PeerRef[];
   /** peers[next] is the next to ask. */
   next: number;
@@ -114,6 +116,8 @@ export class ResumeAsks {
     private readonly observe: (seconds: number, outcome: 'ok' | 'error') => void,
     /** Request ids, shared with the node's other peer requests. */
     private readonly nextId: () => number,
+    /** The owner a copy names, as a peer to ask until `settleBy` (undefined: not one to ask). */
+    private readonly peerOf: (nodeId: string, settleBy: number, now: number) => PeerRef | undefined = () => undefined,
   ) {}
 
   /**
@@ -190,7 +194,10 @@ export class ResumeAsks {
       }
       ask.copies.snapshots.push(snapshot);
       if (snapshot.owner === nodeId && lookup.peer.complete !== false) this.finish(ask);
-      else this.settle(ask, nodeId);
+      else {
+        this.chaseOwner(ask, snapshot.owner, now);
+        this.settle(ask, nodeId);
+      }
     }
   }
 
@@ -221,6 +228,20 @@ export class ResumeAsks {
     for (const ask of [...this.queued, ...this.open]) this.finish(ask);
     this.queued = [];
     this.launches = [];
+  }
+
+  /**
+   * A copy named an owner this ask has not asked and would not: it is asked next, at once
+   * (the owner's copy settles the ask, and a resume's owner hands the session over). A
+   * resuming node that holds no copy knows no owner, and the partition's holders it asks
+   * need not include the node a claim made owner since.
+   */
+  private chaseOwner(ask: Ask, owner: string, now: number): void {
+    if (ask.peers.some((p) => p.nodeId === owner)) return;
+    const peer = this.peerOf(owner, ask.deadline, now);
+    if (peer === undefined) return;
+    ask.peers = [...ask.peers.slice(0, ask.next), peer, ...ask.peers.slice(ask.next)];
+    this.askNext(ask);
   }
 
   /** Queues the next rank of an ask for the next takeRequests; finishes it when none is left and none is awaited. */
