@@ -52,6 +52,26 @@ function writeCarts(cluster: SimCluster, count: number, writers: number): Map<st
   return owners;
 }
 
+/** b and c resume s1 at once, cut off from each other; then the link comes back. The epochs they claimed. */
+async function resumeAtOnceApart(cluster: SimCluster, b: SimNode, c: SimNode): Promise<(number | undefined)[]> {
+  cluster.net.cut(b.address, c.address);
+  cluster.net.cut(c.address, b.address);
+  const epochs = await Promise.all([b.resume('s1'), c.resume('s1')]);
+  cluster.runFor(100);
+  cluster.net.heal(b.address, c.address);
+  cluster.net.heal(c.address, b.address);
+  return epochs;
+}
+
+/** Every node ends naming `winner` as the owner of s1, holding both its parts (login=token, basket=lamp). */
+function expectSettledWithEveryPart(cluster: SimCluster, winner: string): void {
+  expect(cluster.runUntil(() => agreed(cluster, 's1', winner), SETTLE_MS)).toBe(true);
+  for (const node of cluster.running) {
+    expect(partValue(node, 's1', 'login')).toBe('token');
+    expect(partValue(node, 's1', 'basket')).toBe('lamp');
+  }
+}
+
 function partValue(node: SimNode, id: string, name: string): string | null | undefined {
   const value = node.store.snapshot(id, node.cluster.net.now)?.parts.find((p) => p.name === name)?.value;
   return value === undefined || value === null ? value : value.toString('latin1');
@@ -259,18 +279,8 @@ for (const transport of TRANSPORTS) {
       // Concurrent: neither resume sees the other's claim when it fetches. The owner answers
       // b first and hands the session over to it; c then gets a copy b owns, and claims
       // after b (epoch 3).
-      cluster.net.cut(b.address, c.address);
-      const [byB, byC] = await Promise.all([b.resume('s1'), c.resume('s1')]);
-      expect(byB).toBe(2);
-      expect(byC).toBe(3);
-      cluster.runFor(100);
-      cluster.net.heal(b.address, c.address);
-      const winner = c.nodeId;
-      expect(cluster.runUntil(() => agreed(cluster, 's1', winner), SETTLE_MS)).toBe(true);
-      for (const node of cluster.running) {
-        expect(partValue(node, 's1', 'login')).toBe('token');
-        expect(partValue(node, 's1', 'basket')).toBe('lamp');
-      }
+      expect(await resumeAtOnceApart(cluster, b, c)).toEqual([2, 3]);
+      expectSettledWithEveryPart(cluster, c.nodeId);
     });
 
     test('two nodes resuming one session at once after its owner crashed both claim epoch 2, and ownership settles on the higher node id everywhere', async () => {
@@ -280,19 +290,8 @@ for (const transport of TRANSPORTS) {
       expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
       a.stop();
 
-      cluster.net.cut(b.address, c.address);
-      cluster.net.cut(c.address, b.address);
-      const [byB, byC] = await Promise.all([b.resume('s1'), c.resume('s1')]);
-      expect([byB, byC]).toEqual([2, 2]);
-      cluster.runFor(100);
-      cluster.net.heal(b.address, c.address);
-      cluster.net.heal(c.address, b.address);
-      const winner = b.nodeId > c.nodeId ? b.nodeId : c.nodeId;
-      expect(cluster.runUntil(() => agreed(cluster, 's1', winner), SETTLE_MS)).toBe(true);
-      for (const node of cluster.running) {
-        expect(partValue(node, 's1', 'login')).toBe('token');
-        expect(partValue(node, 's1', 'basket')).toBe('lamp');
-      }
+      expect(await resumeAtOnceApart(cluster, b, c)).toEqual([2, 2]);
+      expectSettledWithEveryPart(cluster, b.nodeId > c.nodeId ? b.nodeId : c.nodeId);
     });
 
     test('a resume after the owner crashed takes the newest parts from the surviving replicas', async () => {
