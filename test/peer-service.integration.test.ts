@@ -73,7 +73,7 @@ describe('PeerService.Lookup', () => {
     expect(third).toEqual([]);
   });
 
-  test('a lookup for a claim hands over each session the node owns after reading it, and only those; a plain lookup hands over nothing', async () => {
+  test('a lookup for a claim reads each session, then asks the node to hand it over; a plain lookup asks nothing', async () => {
     const handed: string[] = [];
     const owner = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: 'peer-h', partitions: PARTITIONS }, new BuzHash('lookup-test'), new HybridClock());
     const now = Date.now();
@@ -83,9 +83,10 @@ describe('PeerService.Lookup', () => {
     handOverServer.addService(
       PeerServiceService,
       peerServiceImplementation(owner, 'peer-h', PARTITIONS, undefined, {
+        // As NodeCore.handOver decides: only what this node owns.
         handOverSession: (claimant, sessionId, at) => {
           handed.push(`${sessionId} to ${claimant}`);
-          owner.claim(sessionId, claimant, at);
+          if (owner.isOwnedBy(sessionId, 'peer-h')) owner.claim(sessionId, claimant, at);
         },
       }),
     );
@@ -96,7 +97,7 @@ describe('PeerService.Lookup', () => {
       // The claimant gets the copy as it was (it claims from it), and the node then names it as owner.
       const answered = await clients.lookup(at, ['mine', 'theirs', 'missing'], DEADLINE_MS, 'caller');
       expect(answered.map((s) => [s.id, s.owner, s.epoch])).toEqual([['mine', 'peer-h', 1], ['theirs', 'peer-x', 1]]);
-      expect(handed).toEqual(['mine to caller']);
+      expect(handed).toEqual(['mine to caller', 'theirs to caller', 'missing to caller']);
       expect(owner.ownerOf('mine')).toMatchObject({ owner: 'caller', epoch: 2 });
     } finally {
       handOverServer.forceShutdown();

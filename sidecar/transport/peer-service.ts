@@ -173,7 +173,7 @@ export interface PeerSideServices {
   handover?: () => HandoverReceiver | undefined;
   /** This node's cluster-critical settings (ClusterSettings); absent = UNIMPLEMENTED. */
   settings?: () => ClusterSettingsResponse;
-  /** A peer resuming a session this node owns asked for it: hand it over (NodeCore.handOver); absent = lookups only read. */
+  /** A peer resuming a session asked for it: hand it over if this node owns it (NodeCore.handOver); absent = lookups only read. */
   handOverSession?: (claimant: string, sessionId: string, now: number) => void;
 }
 
@@ -266,9 +266,9 @@ export function peerServiceImplementation(
         const claimant = request.claimantNodeId;
         for (const id of request.sessionIds) {
           const snapshot = store.snapshot(id, now);
-          if (snapshot === undefined) continue;
           // Read first: the claimant gets the copy as it was, and claims from it.
-          if (claimant !== '' && snapshot.owner === nodeId) services.handOverSession?.(claimant, id, now);
+          if (claimant !== '') services.handOverSession?.(claimant, id, now);
+          if (snapshot === undefined) continue;
           const size = snapshotBytes(snapshot);
           if (sessions.length > 0 && bytes + size > LOOKUP_RESPONSE_BYTES) {
             send(true);

@@ -110,6 +110,8 @@ export class ResumeAsks {
   /** When an ask stops waiting: for one peer (its own deadline), or at all (peer undefined). */
   private readonly deadlines = new TimerTable<AskTimer>();
   private readonly lookups = new Map<number, Lookup>();
+  /** Sessions a resume's ask (a claim) is under way for, with how many. */
+  private readonly claiming = new Map<string, number>();
   settledCount = 0;
 
   constructor(
@@ -128,6 +130,7 @@ export class ResumeAsks {
     if (peers.length === 0) return Promise.resolve({ asked: 0, answered: 0, snapshots: [] });
     return new Promise((resolve) => {
       const copies: PeerCopies = { asked: 0, answered: 0, snapshots: [] };
+      if (claim) this.claiming.set(sessionId, (this.claiming.get(sessionId) ?? 0) + 1);
       this.queued.push({ sessionId, claim, peers, next: 0, deadline, copies, waiting: new Set(), timers: [], done: false, resolve });
     });
   }
@@ -165,6 +168,11 @@ export class ResumeAsks {
       }
     }
     return requests;
+  }
+
+  /** Whether a resume of `sessionId` is asking its peers (it claims the session once they answered). */
+  isClaiming(sessionId: string): boolean {
+    return this.claiming.has(sessionId);
   }
 
   /** Whether `id` is a lookup of these asks. */
@@ -267,6 +275,11 @@ export class ResumeAsks {
   private finish(ask: Ask): void {
     if (ask.done) return;
     ask.done = true;
+    if (ask.claim) {
+      const left = (this.claiming.get(ask.sessionId) ?? 1) - 1;
+      if (left > 0) this.claiming.set(ask.sessionId, left);
+      else this.claiming.delete(ask.sessionId);
+    }
     for (const timer of ask.timers) this.deadlines.clear(timer);
     this.open.delete(ask);
     this.settledCount++;

@@ -293,9 +293,9 @@ export class SimNode implements SimHost, SimTransportHost {
 
   // --- SimTransportHost ------------------------------------------------------------------
 
-  peer(address: string): { nodeId: string; store: SessionStore; handOver(claimant: string, sessionId: string, now: number): void } | undefined {
+  peer(address: string): { store: SessionStore; handOver(claimant: string, sessionId: string, now: number): void } | undefined {
     const node = this.cluster.nodes.find((n) => n.address === address && n.running && !n.refusesPeerCalls);
-    return node === undefined ? undefined : { nodeId: node.nodeId, store: node.store, handOver: (claimant, sessionId, now) => node.core.handOver(claimant, sessionId, now) };
+    return node === undefined ? undefined : { store: node.store, handOver: (claimant, sessionId, now) => node.core.handOver(claimant, sessionId, now) };
   }
 
   /** Peers' calls to this node (transfers, look-ups) fail while set; its datagrams flow as ever. */

@@ -33,7 +33,7 @@ export interface SimTransportHost {
   /** Virtual duration of one peer request. */
   readonly requestDelayMs: number;
   /** The store of the running node at `address`, and how it hands a session over (NodeCore.handOver), if any. */
-  peer(address: string): { nodeId: string; store: SessionStore; handOver(claimant: string, sessionId: string, now: number): void } | undefined;
+  peer(address: string): { store: SessionStore; handOver(claimant: string, sessionId: string, now: number): void } | undefined;
   /** A peer answer arrived (now is the network's). */
   answer(answer: PeerAnswer): void;
   /** A peer request was made, and an answer to an earlier process was dropped. */
@@ -128,10 +128,9 @@ export class SimTransport implements Transport {
           const snapshots: SessionSnapshot[] = [];
           for (const id of request.sessionIds) {
             const snapshot = peer.snapshot(id, now);
-            if (snapshot === undefined) continue;
-            snapshots.push(snapshot);
-            // As the peer service does: read first, then hand over what the peer owns.
-            if (request.claimant !== undefined && snapshot.owner === reached.nodeId) reached.handOver(request.claimant, id, now);
+            // As the peer service does: read first, then hand over (what the peer owns, or is claiming itself).
+            if (request.claimant !== undefined) reached.handOver(request.claimant, id, now);
+            if (snapshot !== undefined) snapshots.push(snapshot);
           }
           host.answer({ kind: 'lookup', id: request.id, snapshots });
           return;
