@@ -519,8 +519,8 @@ describe('failover', () => {
   // A round-robin balancer spreads a user's requests over every node, two at a time (a
   // page's parallel requests): each resumes the session where it lands, then writes a part
   // of its own that existed before, with min_replicas 1. The owner hands a session over as
-  // it answers a resume's lookup (and a node asked while it resumes the session itself, once
-  // its own claim is made), so a write it makes a moment later is not beaten by the claim.
+  // it answers a resume's lookup (and a resume asks again an owner that answered without
+  // owning the session yet), so a write it makes a moment later is not beaten by the claim.
   // Before: 663 of 4,000 such acknowledged writes lost (200 users, 10 rounds).
   test('(g) requests of one user spread over every node, two at a time, each resuming then writing: every acknowledged write is kept', async () => {
     const c = await startCluster(THREE_NODES);

@@ -146,22 +146,6 @@ for (const transport of TRANSPORTS) {
       expect(a.core.counters.handedOver).toBe(1);
     });
 
-    test('a node asked to hand over a session it is resuming itself hands it over right after its own claim', async () => {
-      const cluster = startCluster({ seed: 48, nodes: 3, transport, profile: lossy(0) });
-      const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
-      a.write('s1', { basket: 'lamp' });
-      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
-      // b's resume is asking a when c's lookup for a claim reaches b.
-      const resumed = b.resume('s1');
-      b.core.handOver(c.nodeId, 's1', cluster.net.now);
-      expect(b.store.ownerOf('s1')).toMatchObject({ owner: a.nodeId, epoch: 1 });
-      // b claims (epoch 2, replicated), then hands over to c as c's claim will say (epoch 3).
-      expect(await resumed).toBe(3);
-      expect(b.store.ownerOf('s1')).toMatchObject({ owner: c.nodeId, epoch: 3 });
-      expect(b.core.counters.handedOver).toBe(1);
-      expect(a.store.ownerOf('s1')).toMatchObject({ owner: b.nodeId, epoch: 2 });
-    });
-
     // A resume that cannot reach the owner claims from the other holders' copies; the owner,
     // cut off, goes on writing as owner at the old epoch, and those writes lose to the claim.
     test('an owner the resume could not reach writes at the old epoch, and those writes lose to the claim on every node', async () => {

@@ -3,11 +3,12 @@
  * back-pressure comes and goes (the watermarks themselves are tested in the simulation), and
  * what it says when min_replicas cannot be met.
  */
+import type { GetResponse } from '../src/gen/baton/v1/session';
 import { UnavailableError, WriteNotMadeError } from '../src/wire/errors';
 import { BuzHash } from '../src/store/buzhash';
 import { HybridClock } from '../src/store/hybrid-clock';
 import type { LocalChange } from '../src/core/replication-engine';
-import { SessionApi, WRITE_LOOKUP_MAX_MS, type PeerCopies, type Replicator } from '../src/core/session-api';
+import { OWNER_ASKS_AFTER_MERGE, SessionApi, WRITE_LOOKUP_MAX_MS, type PeerCopies, type Replicator } from '../src/core/session-api';
 import { DEFAULT_STORE_CONFIG, findStoredPart, type SessionSnapshot, SessionStore, type StoredSession } from '../src/store/store';
 
 const T0 = 1_700_000_000_000;
@@ -61,13 +62,23 @@ class ScriptedReplicator implements Replicator {
   }
   /** The deadlines fetchFromPeers() was asked with. */
   readonly fetchDeadlines: number[] = [];
-  fetchFromPeers(_sessionId: string, _owner: string | undefined, deadline: number): Promise<PeerCopies> {
+  /** Answers to give, in turn, before `copies` (each fetch takes the next); and who each fetch asked. */
+  answers: PeerCopies[] = [];
+  readonly asked: { owner: string | undefined; ownerOnly: boolean }[] = [];
+  fetchFromPeers(_sessionId: string, owner: string | undefined, deadline: number, _now: number, _claim?: boolean, ownerOnly = false): Promise<PeerCopies> {
     this.fetchDeadlines.push(deadline);
     this.fetches++;
+    this.asked.push({ owner, ownerOnly });
+    const next = this.answers.shift();
+    if (next !== undefined) return Promise.resolve(next);
     if (!this.peersAnswer) return Promise.resolve({ asked: 2, answered: 0, snapshots: [] });
     return Promise.resolve({ asked: Math.max(1, this.copies.length), answered: Math.max(1, this.copies.length), snapshots: this.copies });
   }
-  replicateClaim(): void {}
+  /** Claims replicated: session id, epoch, previous owner. */
+  readonly claims: string[] = [];
+  replicateClaim(session: StoredSession, previousOwner: string): void {
+    this.claims.push(`${session.id}@${session.epoch} from ${previousOwner}`);
+  }
 }
 
 function setUp() {
@@ -281,5 +292,58 @@ describe('SessionApi: a resume on the owner', () => {
     expect(local).not.toBeInstanceOf(Promise);
     expect(note(await local)).toBe('acknowledged');
     expect(replicator.fetches).toBe(1);
+  });
+});
+
+describe('SessionApi: a resume whose copies name an owner that did not answer as owner', () => {
+  const copy = (owner: string, epoch: number, basket: string, version: number): SessionSnapshot => ({
+    id: 's1',
+    parts: [{ name: 'basket', value: Buffer.from(basket), version, writer: owner, epoch }],
+    owner,
+    epoch,
+    expiresAt: T0 + 60_000,
+    ttlMs: 60_000,
+    deletedVersion: 0,
+  });
+  const resume = (api: SessionApi) => api.get({ sessionId: 's1', parts: [], resume: true }, T0) as Promise<GetResponse>;
+
+  test('asks that owner alone (it hands the session over), then claims from its copy too', async () => {
+    const { api, replicator, store } = setUp();
+    // A holder's copy names node-p as owner (a claim the holder heard of): node-p's writes
+    // since are in no copy answered.
+    replicator.answers = [
+      { asked: 1, answered: 1, snapshots: [copy('node-p', 2, 'old', 10)] },
+      { asked: 1, answered: 1, snapshots: [copy('node-p', 2, 'new', 20)], fromOwner: 'node-p' },
+    ];
+    const answer = await resume(api);
+    expect(replicator.asked).toEqual([
+      { owner: undefined, ownerOnly: false },
+      { owner: 'node-p', ownerOnly: true },
+    ]);
+    expect(answer.session?.parts.map((p) => Buffer.from(p.value).toString())).toEqual(['new']);
+    expect(replicator.claims).toEqual(['s1@3 from node-p']);
+    expect(findStoredPart(store.get('s1', T0)!, 'basket')?.version).toBe(20);
+  });
+
+  test('does not ask again an owner that answered as owner, or one that was asked and did not answer', async () => {
+    for (const first of [
+      { asked: 1, answered: 1, snapshots: [copy('node-p', 2, 'old', 10)], fromOwner: 'node-p' },
+      { asked: 2, answered: 1, snapshots: [copy('node-p', 2, 'old', 10)], silent: ['node-p'] },
+    ]) {
+      const { api, replicator } = setUp();
+      replicator.answers = [first];
+      await resume(api);
+      expect(replicator.asked).toHaveLength(1);
+      expect(replicator.claims).toEqual(['s1@3 from node-p']);
+    }
+  });
+
+  test('asks it at most OWNER_ASKS_AFTER_MERGE more times while it answers without owning the session', async () => {
+    const { api, replicator } = setUp();
+    const stillResuming: PeerCopies = { asked: 1, answered: 1, snapshots: [copy('node-p', 2, 'old', 10)] };
+    replicator.answers = Array.from({ length: 5 }, () => stillResuming);
+    await resume(api);
+    expect(replicator.asked).toHaveLength(1 + OWNER_ASKS_AFTER_MERGE);
+    expect(replicator.claims).toEqual(['s1@3 from node-p']);
   });
 });

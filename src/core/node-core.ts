@@ -57,13 +57,6 @@ export const RESUME_ANSWER_MARGIN_MS = 250;
 /** Readiness waits at least this many heartbeat intervals after start: time to hear from the peers. */
 const CAUGHT_UP_HEARTBEATS = 3;
 /**
- * A peer asked this node for a session this node was resuming itself: it is handed over
- * once this node's claim is made, if that comes within this long (ms); at most this many
- * such requests are kept (the oldest dropped first).
- */
-const HANDOVER_AFTER_CLAIM_MS = 5000;
-const MAX_HANDOVERS_AFTER_CLAIM = 4096;
-/**
  * The longest a node counts as catching up after its start: past it, a transfer that keeps
  * failing no longer holds writes back (readiness stops waiting at the same bound).
  */
@@ -206,8 +199,6 @@ export class NodeCore implements Replicator {
   private readonly companions: Companion[] = [];
   private readonly lossRandom: SeededRandom;
   private readonly asks: ResumeAsks;
-  /** Sessions to hand over once this node's own claim of them is made (handOver), by session id, oldest first. */
-  private readonly handOverAfterClaim = new Map<string, { claimant: string; at: number }>();
   private nextRequestId = 1;
   private requests: PeerRequest[] = [];
   private readonly waiters = new Map<number, Waiter>();
@@ -603,12 +594,12 @@ export class NodeCore implements Replicator {
    * most SUSPECT_PEER_WAIT_MS, and one whose heartbeat says it still pulls partitions is
    * asked as incomplete (its own copy does not settle the ask). The fetch settles a little before the caller's deadline, so
    * the answer reaches the caller in time. `claim` (a resume): an owner asked hands the
-   * session over to this node as it answers (handOver).
+   * session over to this node as it answers (handOver). `ownerOnly`: `knownOwner` alone.
    */
-  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number, claim = false): Promise<PeerCopies> {
+  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number, claim = false, ownerOnly = false): Promise<PeerCopies> {
     this.advance(now);
     const partition = this.store.partitionOf(sessionId);
-    const holders = this.placement.holders(partition);
+    const holders = ownerOnly ? [] : this.placement.holders(partition);
     const candidates = knownOwner === undefined ? holders : [knownOwner, ...holders.filter((id) => id !== knownOwner)];
     const settleBy = deadline - Math.min(RESUME_ANSWER_MARGIN_MS, Math.max(0, deadline - now) / 4);
     const peers: PeerRef[] = [];
@@ -646,36 +637,19 @@ export class NodeCore implements Replicator {
    * arrival was acknowledged and then lost to the claim everywhere. The claimant claims as
    * it always did (from the copy answered), so the two claims agree; if it never does (it
    * died), its sessions are orphans the partition's master takes over. Only to a live
-   * member other than this node. A session this node is resuming itself (its own claim
-   * not made yet: the owner handed it over here a moment ago, and the claimant, told so,
-   * asked this node next) is handed over right after that claim, as if the claimant's
-   * claim had come then (within HANDOVER_AFTER_CLAIM_MS); otherwise this node's writes
-   * after its resume would race the claimant's claim.
+   * member other than this node.
    */
   handOver(claimant: string, sessionId: string, now: number): void {
     this.advance(now);
     if (this.stopped || claimant === this.config.nodeId || this.membership.member(claimant)?.state !== 'alive') return;
-    if (this.store.isOwnedBy(sessionId, this.config.nodeId)) {
-      if (this.store.claim(sessionId, claimant, now) !== undefined) this.counters.handedOver++;
-      return;
-    }
-    // This node is resuming the session itself (the owner it asked handed it over here, and
-    // the claimant asked this node next): it hands it over as soon as its own claim is made.
-    if (!this.asks.isClaiming(sessionId)) return;
-    this.handOverAfterClaim.delete(sessionId);
-    this.handOverAfterClaim.set(sessionId, { claimant, at: now });
-    if (this.handOverAfterClaim.size > MAX_HANDOVERS_AFTER_CLAIM) this.handOverAfterClaim.delete(this.handOverAfterClaim.keys().next().value!);
+    if (!this.store.isOwnedBy(sessionId, this.config.nodeId)) return;
+    if (this.store.claim(sessionId, claimant, now) !== undefined) this.counters.handedOver++;
   }
 
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void {
     this.advance(now);
     this.counters.claimed('resume');
     this.engine.replicateClaim(session, previousOwner, now);
-    const next = this.handOverAfterClaim.get(session.id);
-    if (next !== undefined) {
-      this.handOverAfterClaim.delete(session.id);
-      if (now - next.at <= HANDOVER_AFTER_CLAIM_MS) this.handOver(next.claimant, session.id, now);
-    }
     this.wake();
   }
 

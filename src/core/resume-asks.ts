@@ -110,8 +110,6 @@ export class ResumeAsks {
   /** When an ask stops waiting: for one peer (its own deadline), or at all (peer undefined). */
   private readonly deadlines = new TimerTable<AskTimer>();
   private readonly lookups = new Map<number, Lookup>();
-  /** Sessions a resume's ask (a claim) is under way for, with how many. */
-  private readonly claiming = new Map<string, number>();
   settledCount = 0;
 
   constructor(
@@ -130,7 +128,6 @@ export class ResumeAsks {
     if (peers.length === 0) return Promise.resolve({ asked: 0, answered: 0, snapshots: [] });
     return new Promise((resolve) => {
       const copies: PeerCopies = { asked: 0, answered: 0, snapshots: [] };
-      if (claim) this.claiming.set(sessionId, (this.claiming.get(sessionId) ?? 0) + 1);
       this.queued.push({ sessionId, claim, peers, next: 0, deadline, copies, waiting: new Set(), timers: [], done: false, resolve });
     });
   }
@@ -170,11 +167,6 @@ export class ResumeAsks {
     return requests;
   }
 
-  /** Whether a resume of `sessionId` is asking its peers (it claims the session once they answered). */
-  isClaiming(sessionId: string): boolean {
-    return this.claiming.has(sessionId);
-  }
-
   /** Whether `id` is a lookup of these asks. */
   owns(id: number): boolean {
     return this.lookups.has(id);
@@ -188,7 +180,7 @@ export class ResumeAsks {
     const nodeId = lookup.peer.nodeId;
     this.observe((now - lookup.sentAt) / 1000, snapshots === undefined ? 'error' : 'ok');
     if (snapshots === undefined) {
-      for (const ask of lookup.asks) this.settle(ask, nodeId);
+      for (const ask of lookup.asks) this.settle(ask, nodeId, true);
       return;
     }
     const found = new Map(snapshots.map((s) => [s.id, s]));
@@ -201,6 +193,7 @@ export class ResumeAsks {
         continue;
       }
       ask.copies.snapshots.push(snapshot);
+      if (snapshot.owner === nodeId) ask.copies.fromOwner = nodeId;
       if (snapshot.owner === nodeId && lookup.peer.complete !== false) this.finish(ask);
       else {
         this.chaseOwner(ask, snapshot.owner, now);
@@ -214,10 +207,10 @@ export class ResumeAsks {
     for (const timer of this.deadlines.due(now)) {
       this.deadlines.clear(timer);
       const { ask, peer } = timer;
-      if (peer === undefined) this.finish(ask);
+      if (peer === undefined) this.finish(ask, true);
       else if (timer.takeover === true) {
         if (!ask.done && ask.waiting.has(peer)) this.askNext(ask);
-      } else this.settle(ask, peer);
+      } else this.settle(ask, peer, true);
     }
   }
 
@@ -265,21 +258,22 @@ export class ResumeAsks {
     this.launches.push({ ask, peer });
   }
 
-  /** `nodeId` answered without the owner's copy, failed or ran out of time: the next rank takes over once none is awaited. */
-  private settle(ask: Ask, nodeId: string): void {
+  /**
+   * `nodeId` answered without the owner's copy, or (`silent`) failed or ran out of time:
+   * the next rank takes over once none is awaited.
+   */
+  private settle(ask: Ask, nodeId: string, silent = false): void {
     if (!ask.waiting.delete(nodeId)) return;
+    if (silent) (ask.copies.silent ??= []).push(nodeId);
     for (const timer of ask.timers) if (timer.peer === nodeId) this.deadlines.clear(timer);
     if (ask.waiting.size === 0) this.askNext(ask);
   }
 
-  private finish(ask: Ask): void {
+  /** Settles an ask; `timedOut`: at its deadline, and the peers still awaited count as silent. */
+  private finish(ask: Ask, timedOut = false): void {
     if (ask.done) return;
     ask.done = true;
-    if (ask.claim) {
-      const left = (this.claiming.get(ask.sessionId) ?? 1) - 1;
-      if (left > 0) this.claiming.set(ask.sessionId, left);
-      else this.claiming.delete(ask.sessionId);
-    }
+    if (timedOut && ask.waiting.size > 0) (ask.copies.silent ??= []).push(...ask.waiting);
     for (const timer of ask.timers) this.deadlines.clear(timer);
     this.open.delete(ask);
     this.settledCount++;

@@ -63,9 +63,10 @@ export interface Replicator {
   /**
    * Asks the members that may hold a session (its partition's top-ranked holders, and
    * `knownOwner`), in parallel, for their copy of it; settles by `deadline`. `claim` (a
-   * resume): an owner asked hands the session over to this node as it answers.
+   * resume): an owner asked hands the session over to this node as it answers. `ownerOnly`:
+   * only `knownOwner` is asked (none when it is not a live member).
    */
-  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number, claim?: boolean): Promise<PeerCopies>;
+  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number, claim?: boolean, ownerOnly?: boolean): Promise<PeerCopies>;
   /** Replicates a claim made here to the new secondaries and the previous owner. */
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void;
 }
@@ -76,6 +77,10 @@ export interface PeerCopies {
   asked: number;
   answered: number;
   snapshots: SessionSnapshot[];
+  /** The peer that answered with a copy it owns (absent: no owner answered as owner). */
+  fromOwner?: string;
+  /** Peers asked that failed or ran out of time (absent: none). */
+  silent?: string[];
 }
 
 /** How a resume was served: by this node as owner, after asking peers, or not found. */
@@ -94,6 +99,12 @@ export const DEFAULT_SYNC_TIMEOUT_MS = 5000;
  * its deadline, leaving no time for its acknowledgements.
  */
 export const WRITE_LOOKUP_MAX_MS = 1000;
+
+/**
+ * After a resume merged its peers' copies, how many more times it asks the owner they name
+ * when that owner did not answer as owner (see resume).
+ */
+export const OWNER_ASKS_AFTER_MERGE = 2;
 
 export class SessionApi {
   /**
@@ -194,8 +205,8 @@ export class SessionApi {
   }
 
   /** Asks the peers that may hold the session for their copies and merges them here (resumes, `claim`, and look-ups). */
-  private async mergePeerCopies(sessionId: string, knownOwner: string | undefined, deadline: number, now: number, claim: boolean): Promise<PeerCopies> {
-    const copies = await this.replicator!.fetchFromPeers(sessionId, knownOwner, deadline, now, claim);
+  private async mergePeerCopies(sessionId: string, knownOwner: string | undefined, deadline: number, now: number, claim: boolean, ownerOnly = false): Promise<PeerCopies> {
+    const copies = await this.replicator!.fetchFromPeers(sessionId, knownOwner, deadline, now, claim, ownerOnly);
     const at = this.clock();
     for (const snapshot of copies.snapshots) this.store.merge(snapshot, at);
     return copies;
@@ -326,12 +337,27 @@ export class SessionApi {
   private async resume(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<string | undefined> {
     const replicator = this.replicator!;
     const self = this.store.config.nodeId;
-    const copies = await this.mergePeerCopies(sessionId, knownOwner, deadline, now, true);
+    let copies = await this.mergePeerCopies(sessionId, knownOwner, deadline, now, true);
     now = this.clock();
     if (copies.asked > 0 && copies.answered === 0 && this.store.snapshot(sessionId, now) === undefined) {
       throw new UnavailableError(`none of the ${copies.asked} peers that may hold the session answered; try again`);
     }
-    const merged = this.store.get(sessionId, now);
+    let merged = this.store.get(sessionId, now);
+    // The owner the merged copies name did not answer as owner (another node's claim reached
+    // this node while it asked, or the owner was itself still resuming the session when
+    // asked): its writes since are in none of them, and a claim made now would beat them. It
+    // is asked alone (and hands the session over), at most OWNER_ASKS_AFTER_MERGE times —
+    // not when it was asked and did not answer (cut off: the resume must not wait twice).
+    for (
+      let round = 0;
+      round < OWNER_ASKS_AFTER_MERGE && merged !== undefined && merged.owner !== self && copies.fromOwner !== merged.owner && !(copies.silent?.includes(merged.owner) ?? false);
+      round++
+    ) {
+      copies = await this.mergePeerCopies(sessionId, merged.owner, deadline, this.clock(), true, true);
+      if (copies.asked === 0) break;
+      merged = this.store.get(sessionId, this.clock());
+    }
+    now = this.clock();
     // Claimed unless it was this node's before the fetch: a write the owner made after
     // handing the session over names this node as owner at the claimed epoch, and may
     // arrive before the owner's answer; that alone does not replicate the claim.
