@@ -3,7 +3,7 @@
  * count per holder, forwarded writes need their owner's confirmation, and superseded
  * owners send the write again (virtual channels: acknowledgement levels in a map).
  */
-import { MAX_FORWARDED_RESENDS, WriteTickets, type TicketWait } from '../src/core/write-tickets';
+import { FOLLOW_FORWARDED_MS, MAX_FORWARDED_RESENDS, WriteTickets, type TicketWait } from '../src/core/write-tickets';
 
 const wait = (nodeId: string, queued: number, channel = nodeId): TicketWait => ({ nodeId, channel, seq: 0, firstSeq: 0, queued });
 
@@ -51,6 +51,42 @@ describe('WriteTickets', () => {
     expect(t.ackCount(ticket.id, levels)).toBe(1);
     t.check(levels);
     expect(t.takeCompleted()).toEqual([{ id: ticket.id, acked: 1 }]);
+  });
+
+  it('follows a forwarded write nobody awaits until its owner confirms it, for FOLLOW_FORWARDED_MS at most; forgets an own one at the flush', () => {
+    const t = new WriteTickets();
+    const forwarded = () => ({ sessionId: 's1', changes: [], resends: 0 });
+    const followed = t.open([wait('a', 1)], 'a', forwarded(), 1000);
+    const own = t.open([wait('b', 1)], undefined, forwarded(), 1000);
+    t.sent('a', 1, 1, 1);
+    t.sent('b', 1, 1, 1);
+    expect(t.get(own.id)).toBeUndefined();
+    expect(t.get(followed.id)).toBeDefined();
+    // The owner says a newer owner took the session: sent again, though nobody waits.
+    expect(t.ownerAck('a', 'a', 1, 0, [{ seq: 1, sessionId: 's1' }]).map((x) => x.id)).toEqual([followed.id]);
+    // The owner confirms it: let go.
+    expect(t.ownerAck('a', 'a', 1, 0, [])).toEqual([]);
+    expect(t.get(followed.id)).toBeUndefined();
+
+    const unconfirmed = t.open([wait('a', 2)], 'a', forwarded(), 1000);
+    t.sent('a', 2, 2, 2);
+    t.expireFollowed(1000 + FOLLOW_FORWARDED_MS);
+    expect(t.get(unconfirmed.id)).toBeDefined();
+    t.expireFollowed(1001 + FOLLOW_FORWARDED_MS);
+    expect(t.get(unconfirmed.id)).toBeUndefined();
+  });
+
+  it('a caller that stops waiting leaves a forwarded write followed, and any other forgotten', () => {
+    const t = new WriteTickets();
+    const forwarded = () => ({ sessionId: 's1', changes: [], resends: 0 });
+    const viaOwner = t.open([wait('a', 1)], 'a', forwarded(), 0);
+    const own = t.open([wait('b', 1)], undefined, forwarded(), 0);
+    t.await(viaOwner.id, 1);
+    t.await(own.id, 1);
+    t.unawait(viaOwner.id);
+    t.unawait(own.id);
+    expect(t.get(viaOwner.id)).toMatchObject({ needed: 0 });
+    expect(t.get(own.id)).toBeUndefined();
   });
 
   it('covers a write only once the channel sent everything queued up to it', () => {

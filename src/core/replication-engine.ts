@@ -208,7 +208,7 @@ export class ReplicationEngine {
     if (underReplicated) this.repair.wroteUnderReplicated(partition);
     if (write === undefined) return undefined;
     this.stats.deltasSent += write.deltas;
-    return this.tickets.open(write.waits, write.owner, { sessionId: session.id, changes, resends: 0 }).id;
+    return this.tickets.open(write.waits, write.owner, { sessionId: session.id, changes, resends: 0 }, now).id;
   }
 
   /**
@@ -227,9 +227,9 @@ export class ReplicationEngine {
     return this.tickets.ackCount(ticketId, this.ackedBy);
   }
 
-  /** Forgets a ticket (its caller stopped waiting). */
+  /** Its caller stopped waiting for a ticket (a forwarded write is followed still: WriteTickets.unawait). */
   releaseTicket(ticketId: number): void {
-    this.tickets.release(ticketId);
+    this.tickets.unawait(ticketId);
   }
 
   /** Marks that the driver waits for `needed` acknowledgements of a ticket (before flush). */
@@ -342,6 +342,7 @@ export class ReplicationEngine {
 
   /** Timers: heartbeats, failure detection, NACKs, acks, reassembly expiry, retries, discard, holds. */
   tick(now: number): void {
+    this.tickets.expireFollowed(now);
     this.onMembershipEvents(this.membership.tick(now), now);
     this.syncView(now);
     if (this.membership.heartbeatDue(now)) {

@@ -6,7 +6,12 @@
  * - A ticket is opened when a write is queued; its waits learn their sequence numbers as
  *   channels send (`sent`), and it is `flushed` once every wait has one.
  * - A ticket nobody awaits (`await` comes before the flush) is forgotten at the first
- *   flush after it, so asynchronous writes hold no memory here.
+ *   flush after it, so asynchronous writes hold no memory here — except a forwarded one,
+ *   which is followed until its owner confirmed it (or said it came too late, and it was
+ *   sent again to the newer owner), for at most FOLLOW_FORWARDED_MS and MAX_FOLLOWED at a
+ *   time: nobody waits for it, but without it the write made through this node on a session
+ *   a resume is moving elsewhere was lost everywhere, this node's copy included. A ticket
+ *   whose caller stopped waiting (`unawait`) is followed the same way.
  * - A forwarded write (made here on a session another node owns) counts no
  *   acknowledgement until its owner confirmed it as owner (`ownerAck`) — or, when the
  *   owner is gone, the partition master that takes the session over (see FanOut).
@@ -62,7 +67,14 @@ export interface Ticket {
    */
   ownerConfirmed: boolean;
   forwarded: ForwardedWrite | undefined;
+  /** When it was opened (ms since the epoch): a followed write is let go FOLLOW_FORWARDED_MS later. */
+  openedAt: number;
 }
+
+/** How long a forwarded write nobody awaits is followed (ms since its ticket opened). */
+export const FOLLOW_FORWARDED_MS = 10_000;
+/** At most this many such writes are followed; past it, the oldest is let go. */
+export const MAX_FOLLOWED = 16_384;
 
 /** A superseded-write note of an acknowledgement, already validated. */
 export interface SupersededNote {
@@ -86,8 +98,8 @@ export class WriteTickets {
   private nextId = 1;
 
   /** Opens a ticket for a write just queued; `owner` is set for a forwarded write. */
-  open(waits: TicketWait[], owner: string | undefined, forwarded: ForwardedWrite | undefined): Ticket {
-    const ticket: Ticket = { id: this.nextId++, waits, needed: 0, flushed: false, owner, ownerConfirmed: false, forwarded };
+  open(waits: TicketWait[], owner: string | undefined, forwarded: ForwardedWrite | undefined, now = 0): Ticket {
+    const ticket: Ticket = { id: this.nextId++, waits, needed: 0, flushed: false, owner, ownerConfirmed: false, forwarded, openedAt: now };
     this.tickets[ticket.id] = ticket;
     this.count++;
     return ticket;
@@ -111,6 +123,33 @@ export class WriteTickets {
     if (this.tickets[id] === undefined) return;
     delete this.tickets[id];
     this.count--;
+  }
+
+  /** The caller stopped waiting: a forwarded write not yet confirmed is followed still, any other forgotten. */
+  unawait(id: number): void {
+    const ticket = this.tickets[id];
+    if (ticket === undefined) return;
+    ticket.needed = 0;
+    if (!this.followed(ticket)) this.release(id);
+  }
+
+  /** Lets go of followed writes older than FOLLOW_FORWARDED_MS, and the oldest past MAX_FOLLOWED. */
+  expireFollowed(now: number): void {
+    let followed = 0;
+    for (const ticket of this.openTickets()) if (this.followed(ticket)) followed++;
+    if (followed === 0) return;
+    for (const ticket of this.openTickets()) {
+      if (!this.followed(ticket)) continue;
+      if (followed > MAX_FOLLOWED || now - ticket.openedAt > FOLLOW_FORWARDED_MS) {
+        this.release(ticket.id);
+        followed--;
+      }
+    }
+  }
+
+  /** Nobody waits for it, but it is a forwarded write its owner has not confirmed. */
+  private followed(ticket: Ticket): boolean {
+    return ticket.needed === 0 && ticket.owner !== undefined && !ticket.ownerConfirmed && ticket.forwarded !== undefined;
   }
 
   /** The open tickets, oldest first (ids ascend); nothing is allocated when there are none. */
@@ -171,7 +210,7 @@ export class WriteTickets {
         wait.firstSeq = firstSeq;
       }
       if (ticket.waits.every((w) => w.seq > 0)) ticket.flushed = true;
-      if (ticket.needed === 0) this.release(ticket.id);
+      if (ticket.needed === 0 && !this.followed(ticket)) this.release(ticket.id);
     }
   }
 
@@ -208,7 +247,10 @@ export class WriteTickets {
       else if (cumulative < wait.seq) continue;
       else if (completeAbove >= wait.firstSeq) resend.push(ticket);
       else if (own) wait.vouched = true;
-      else ticket.ownerConfirmed = true;
+      else {
+        ticket.ownerConfirmed = true;
+        if (ticket.needed === 0) this.release(ticket.id);
+      }
     }
     return resend;
   }
