@@ -8,7 +8,7 @@ import { UnavailableError, WriteNotMadeError } from '../src/wire/errors';
 import { BuzHash } from '../src/store/buzhash';
 import { HybridClock } from '../src/store/hybrid-clock';
 import type { LocalChange } from '../src/core/replication-engine';
-import { OWNER_ASKS_AFTER_MERGE, SessionApi, WRITE_LOOKUP_MAX_MS, type PeerCopies, type Replicator } from '../src/core/session-api';
+import { OWNER_ASKS_AFTER_MERGE, SessionApi, WRITE_LOOKUP_MAX_MS, type FetchOptions, type PeerCopies, type Replicator } from '../src/core/session-api';
 import { DEFAULT_STORE_CONFIG, findStoredPart, type SessionSnapshot, SessionStore, type StoredSession } from '../src/store/store';
 
 const T0 = 1_700_000_000_000;
@@ -65,7 +65,7 @@ class ScriptedReplicator implements Replicator {
   /** Answers to give, in turn, before `copies` (each fetch takes the next); and who each fetch asked. */
   answers: PeerCopies[] = [];
   readonly asked: { owner: string | undefined; ownerOnly: boolean }[] = [];
-  fetchFromPeers(_sessionId: string, owner: string | undefined, deadline: number, _now: number, _claim?: boolean, ownerOnly = false): Promise<PeerCopies> {
+  fetchFromPeers(_sessionId: string, owner: string | undefined, deadline: number, _now: number, { ownerOnly = false }: FetchOptions = {}): Promise<PeerCopies> {
     this.fetchDeadlines.push(deadline);
     this.fetches++;
     this.asked.push({ owner, ownerOnly });

@@ -41,7 +41,7 @@ import { SeededRandom, type Random } from '../store/random';
 import { ReplicationEngine, type LocalChange, type ResyncRequest } from './replication-engine';
 import { TimerTable } from './timer-table';
 import { ResumeAsks, type PeerRef } from './resume-asks';
-import { SessionApi, type PeerCopies, type Replicator, type ResumeObserver } from './session-api';
+import { SessionApi, type FetchOptions, type PeerCopies, type Replicator, type ResumeObserver } from './session-api';
 import type { SessionSnapshot, SessionStore, StoredSession } from '../store/store';
 import type { PeerAnswer, PeerRequest, Ready } from './transport';
 import type { RequestLimits } from '../wire/validation';
@@ -593,10 +593,10 @@ export class NodeCore implements Replicator {
    * partition must not wait on the side it cannot reach), a suspect one is waited for at
    * most SUSPECT_PEER_WAIT_MS, and one whose heartbeat says it still pulls partitions is
    * asked as incomplete (its own copy does not settle the ask). The fetch settles a little before the caller's deadline, so
-   * the answer reaches the caller in time. `claim` (a resume): an owner asked hands the
-   * session over to this node as it answers (handOver). `ownerOnly`: `knownOwner` alone.
+   * the answer reaches the caller in time. A claim's owner hands the session over to this
+   * node as it answers (handOver).
    */
-  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number, claim = false, ownerOnly = false): Promise<PeerCopies> {
+  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number, { claim = false, ownerOnly = false }: FetchOptions = {}): Promise<PeerCopies> {
     this.advance(now);
     const partition = this.store.partitionOf(sessionId);
     const holders = ownerOnly ? [] : this.placement.holders(partition);

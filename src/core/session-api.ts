@@ -62,13 +62,19 @@ export interface Replicator {
   sendQueueRoom(): Promise<void> | undefined;
   /**
    * Asks the members that may hold a session (its partition's top-ranked holders, and
-   * `knownOwner`), in parallel, for their copy of it; settles by `deadline`. `claim` (a
-   * resume): an owner asked hands the session over to this node as it answers. `ownerOnly`:
-   * only `knownOwner` is asked (none when it is not a live member).
+   * `knownOwner`), in parallel, for their copy of it; settles by `deadline`.
    */
-  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number, claim?: boolean, ownerOnly?: boolean): Promise<PeerCopies>;
+  fetchFromPeers(sessionId: string, knownOwner: string | undefined, deadline: number, now: number, options?: FetchOptions): Promise<PeerCopies>;
   /** Replicates a claim made here to the new secondaries and the previous owner. */
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void;
+}
+
+/** How fetchFromPeers asks. */
+export interface FetchOptions {
+  /** A resume: an owner asked hands the session over to this node as it answers. */
+  claim?: boolean;
+  /** Only `knownOwner` is asked (no one when it is not a live member). */
+  ownerOnly?: boolean;
 }
 
 /** What a resume learned from its peers. */
@@ -197,7 +203,7 @@ export class SessionApi {
     const replicator = this.replicator;
     if (replicator === undefined || this.store.knows(sessionId) || (replicator.holdsEverySessionOf?.(sessionId) ?? true)) return undefined;
     return shared(this.lookingUp, sessionId, async () => {
-      const copies = await this.mergePeerCopies(sessionId, undefined, Math.min(deadline, now + WRITE_LOOKUP_MAX_MS), now, false);
+      const copies = await this.mergePeerCopies(sessionId, undefined, Math.min(deadline, now + WRITE_LOOKUP_MAX_MS), now);
       if (copies.asked > 0 && copies.answered === 0) {
         throw new WriteNotMadeError(`none of the ${copies.asked} peers that may hold the session answered, so this node cannot tell whether it exists; the write was not made; try again`);
       }
@@ -205,8 +211,8 @@ export class SessionApi {
   }
 
   /** Asks the peers that may hold the session for their copies and merges them here (resumes, `claim`, and look-ups). */
-  private async mergePeerCopies(sessionId: string, knownOwner: string | undefined, deadline: number, now: number, claim: boolean, ownerOnly = false): Promise<PeerCopies> {
-    const copies = await this.replicator!.fetchFromPeers(sessionId, knownOwner, deadline, now, claim, ownerOnly);
+  private async mergePeerCopies(sessionId: string, knownOwner: string | undefined, deadline: number, now: number, options: FetchOptions = {}): Promise<PeerCopies> {
+    const copies = await this.replicator!.fetchFromPeers(sessionId, knownOwner, deadline, now, options);
     const at = this.clock();
     for (const snapshot of copies.snapshots) this.store.merge(snapshot, at);
     return copies;
@@ -337,7 +343,7 @@ export class SessionApi {
   private async resume(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<string | undefined> {
     const replicator = this.replicator!;
     const self = this.store.config.nodeId;
-    let copies = await this.mergePeerCopies(sessionId, knownOwner, deadline, now, true);
+    let copies = await this.mergePeerCopies(sessionId, knownOwner, deadline, now, { claim: true });
     now = this.clock();
     if (copies.asked > 0 && copies.answered === 0 && this.store.snapshot(sessionId, now) === undefined) {
       throw new UnavailableError(`none of the ${copies.asked} peers that may hold the session answered; try again`);
@@ -348,12 +354,8 @@ export class SessionApi {
     // asked): its writes since are in none of them, and a claim made now would beat them. It
     // is asked alone (and hands the session over), at most OWNER_ASKS_AFTER_MERGE times —
     // not when it was asked and did not answer (cut off: the resume must not wait twice).
-    for (
-      let round = 0;
-      round < OWNER_ASKS_AFTER_MERGE && merged !== undefined && merged.owner !== self && copies.fromOwner !== merged.owner && !(copies.silent?.includes(merged.owner) ?? false);
-      round++
-    ) {
-      copies = await this.mergePeerCopies(sessionId, merged.owner, deadline, this.clock(), true, true);
+    for (let asks = 0; asks < OWNER_ASKS_AFTER_MERGE && merged !== undefined && ownerUnheard(merged.owner, self, copies); asks++) {
+      copies = await this.mergePeerCopies(sessionId, merged.owner, deadline, this.clock(), { claim: true, ownerOnly: true });
       if (copies.asked === 0) break;
       merged = this.store.get(sessionId, this.clock());
     }
@@ -401,6 +403,11 @@ export class SessionApi {
       ? { found: false, expiresAtUnixMs: 0n }
       : { found: true, expiresAtUnixMs: BigInt(expiresAt) };
   }
+}
+
+/** Whether `owner`, another node, neither answered as owner nor was asked and stayed silent. */
+function ownerUnheard(owner: string, self: string, copies: PeerCopies): boolean {
+  return owner !== self && copies.fromOwner !== owner && !(copies.silent?.includes(owner) ?? false);
 }
 
 /** The promise in flight for `key`, or a new one from `start`, shared until it settles. */
