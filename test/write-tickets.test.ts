@@ -148,6 +148,6 @@ describe('WriteTickets', () => {
     expect(t.countResend(ticket)).toBe(false);
     t.reopen(ticket, 'new-owner', [{ kind: 'claim' }], [wait('new-owner', 2)]);
     expect(ticket).toMatchObject({ owner: 'new-owner', ownerConfirmed: false, flushed: false, waits: [{ nodeId: 'new-owner', seq: 0 }] });
-    expect(ticket.forwarded!.changes).toEqual([{ kind: 'claim' }]);
+    expect(ticket.write!.changes).toEqual([{ kind: 'claim' }]);
   });
 });

@@ -622,7 +622,7 @@ export class ReplicationEngine {
    */
   private resendForwarded(ticket: Ticket, now: number): void {
     if (!this.tickets.countResend(ticket)) return;
-    const resent = this.fanOut.resendForwarded(ticket.forwarded!.sessionId, ticket.forwarded!.changes, now);
+    const resent = this.fanOut.resendForwarded(ticket.write!.sessionId, ticket.write!.changes, now);
     if (resent === undefined) return;
     this.stats.deltasSent += resent.deltas;
     this.tickets.reopen(ticket, resent.owner, resent.changes, resent.waits);

@@ -43,7 +43,7 @@ export interface TicketWait {
 }
 
 /** What to send again if the session's owner turns out superseded (a write made elsewhere, or as owner). */
-export interface ForwardedWrite {
+export interface ResendableWrite {
   sessionId: string;
   changes: readonly Change[];
   resends: number;
@@ -66,7 +66,8 @@ export interface Ticket {
    * notes are complete for it and name no newer owner for the session (see ownerAck).
    */
   ownerConfirmed: boolean;
-  forwarded: ForwardedWrite | undefined;
+  /** The write, to send again to a newer owner (every write the engine makes; absent only in tests of counting alone). */
+  write: ResendableWrite | undefined;
   /** When it was opened (ms since the epoch): a followed write is let go FOLLOW_FORWARDED_MS later. */
   openedAt: number;
 }
@@ -98,8 +99,8 @@ export class WriteTickets {
   private nextId = 1;
 
   /** Opens a ticket for a write just queued; `owner` is set for a forwarded write. */
-  open(waits: TicketWait[], owner: string | undefined, forwarded: ForwardedWrite | undefined, now = 0): Ticket {
-    const ticket: Ticket = { id: this.nextId++, waits, needed: 0, flushed: false, owner, ownerConfirmed: false, forwarded, openedAt: now };
+  open(waits: TicketWait[], owner: string | undefined, write: ResendableWrite | undefined, now = 0): Ticket {
+    const ticket: Ticket = { id: this.nextId++, waits, needed: 0, flushed: false, owner, ownerConfirmed: false, write, openedAt: now };
     this.tickets[ticket.id] = ticket;
     this.count++;
     return ticket;
@@ -149,7 +150,7 @@ export class WriteTickets {
 
   /** Nobody waits for it, but it is a forwarded write its owner has not confirmed. */
   private followed(ticket: Ticket): boolean {
-    return ticket.needed === 0 && ticket.owner !== undefined && !ticket.ownerConfirmed && ticket.forwarded !== undefined;
+    return ticket.needed === 0 && ticket.owner !== undefined && !ticket.ownerConfirmed && ticket.write !== undefined;
   }
 
   /** The open tickets, oldest first (ids ascend); nothing is allocated when there are none. */
@@ -174,7 +175,7 @@ export class WriteTickets {
     if (ticket === undefined || !ticket.flushed) return 0;
     if (ticket.owner !== undefined && !ticket.ownerConfirmed) return 0;
     // Made as owner: a holder's acknowledgement counts once it vouched for the write.
-    const vouching = ticket.owner === undefined && ticket.forwarded !== undefined;
+    const vouching = ticket.owner === undefined && ticket.write !== undefined;
     let acked = 0;
     let othersWaited = false;
     let othersAcked = false;
@@ -236,7 +237,7 @@ export class WriteTickets {
   ownerAck(from: string, channel: string, cumulative: number, completeAbove: number, superseded: readonly SupersededNote[]): Ticket[] {
     const resend: Ticket[] = [];
     for (const ticket of this.openTickets()) {
-      const write = ticket.forwarded;
+      const write = ticket.write;
       if (write === undefined) continue;
       const own = ticket.owner === undefined;
       if (!own && (ticket.owner !== from || ticket.ownerConfirmed)) continue;
@@ -257,9 +258,9 @@ export class WriteTickets {
 
   /** Counts one more sending of a forwarded write; false once it had MAX_FORWARDED_RESENDS. */
   countResend(ticket: Ticket): boolean {
-    const forwarded = ticket.forwarded;
-    if (forwarded === undefined || forwarded.resends >= MAX_FORWARDED_RESENDS) return false;
-    forwarded.resends++;
+    const write = ticket.write;
+    if (write === undefined || write.resends >= MAX_FORWARDED_RESENDS) return false;
+    write.resends++;
     return true;
   }
 
@@ -271,7 +272,7 @@ export class WriteTickets {
     ticket.owner = owner;
     ticket.ownerConfirmed = false;
     ticket.flushed = false;
-    ticket.forwarded!.changes = changes;
+    ticket.write!.changes = changes;
     ticket.waits = waits;
   }
 }
