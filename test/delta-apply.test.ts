@@ -51,7 +51,7 @@ test('admit refuses misrouted, unknown, unsequenced and stale packets before any
 test('a packet applies its deltas and reports them with their lag', () => {
   const { store, apply } = setup();
   const outcome = apply.applyPacket('b', 5n, data([delta(header('s1', 'b'), PUT), delta(header('s1', 'b'), { kind: 'touch' })]), NOW);
-  expect(outcome).toEqual({ applied: 2, ignored: 0, dropped: [], lagsMs: [5, 5], notes: [], resyncSender: false });
+  expect(outcome).toEqual({ applied: 2, ignored: 0, dropped: [], lagsMs: [5, 5], notes: [], tied: [], resyncSender: false });
   expect(findStoredPart(store.get('s1', NOW)!, 'cart')?.value?.toString('latin1')).toBe('v');
 });
 
@@ -96,6 +96,29 @@ test('an owner writing at an epoch older than the claim this node holds gets a s
   const resent = apply.applyPacket('b', 5n, data([delta(header('s6', 'c', 2), { ...PUT, version: 12, epoch: 2 })], { seq: 12n }), NOW);
   expect(resent.notes).toEqual([]);
   expect(findStoredPart(store.get('s6', NOW)!, 'cart')?.version).toBe(12);
+});
+
+// Two nodes made one session afresh at once (each looked it up before the other's copy
+// arrived anywhere): both own it at epoch 1, and the higher node id owns it everywhere.
+test('two owners at one epoch: the one the tie passes over gets a superseded note; a delta that wins it reports the copy it settled', () => {
+  const { store, apply } = setup();
+  const meta = (owner: string) => ({ owner, epoch: 1, expiresAt: NOW + 60_000, ttlMs: 60_000 });
+  // This node holds s7 as c made it; b's write, as owner, would be acknowledged here and lost to c's copy.
+  store.applyRemote('s7', toRemoteChange({ ...PUT, writer: 'c' })!, meta('c'), NOW);
+  const passedOver = apply.applyPacket('b', 5n, data([delta(header('s7', 'b', 1), { ...PUT, name: 'login', version: 11 })], { seq: 13n }), NOW);
+  expect(passedOver.notes).toEqual([{ seq: 13n, sessionId: 's7', ownerNodeId: 'c', epoch: 1n }]);
+  expect(passedOver.tied).toEqual([]);
+  // The part is kept here all the same (parts merge by version).
+  expect(findStoredPart(store.get('s7', NOW)!, 'login')?.version).toBe(11);
+  // s8: b's copy came first, then c's delta wins the tie; this copy holds what b wrote, which c may lack.
+  store.applyRemote('s8', toRemoteChange(PUT)!, meta('b'), NOW);
+  const won = apply.applyPacket('b', 5n, data([delta(header('s8', 'c', 1), { ...PUT, name: 'login', version: 11, writer: 'c' })], { seq: 14n }), NOW);
+  expect(won.notes).toEqual([]);
+  expect(won.tied).toEqual([{ sessionId: 's8', loser: 'b' }]);
+  expect(store.ownerOf('s8')).toMatchObject({ owner: 'c', epoch: 1 });
+  // Later deltas of the winner settle nothing more.
+  const after = apply.applyPacket('b', 5n, data([delta(header('s8', 'c', 1), { ...PUT, name: 'login', version: 12, writer: 'c' })], { seq: 15n }), NOW);
+  expect(after).toMatchObject({ notes: [], tied: [] });
 });
 
 test('fragments complete into a delta; one past the reassembly budget asks for a resync of the sender', () => {

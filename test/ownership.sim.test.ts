@@ -178,6 +178,54 @@ for (const transport of TRANSPORTS) {
       expect(lost.map((w) => `${w.id} ${w.name} ${w.value}`)).toEqual([]);
     });
 
+    // Two nodes make one session afresh at once: x (whose copy reaches no one for a while)
+    // and y, whose synchronous write looks the session up at h first and finds nothing. h,
+    // the partition's first holder, is the secondary of both. Both own the session at epoch
+    // 1; the higher node id, x, owns it everywhere. These return the session and y's ticket
+    // once y made its write.
+    async function madeAfreshAtOnce(cluster: SimCluster, holdYBack: boolean) {
+      const [h, y, x] = cluster.nodes as [SimNode, SimNode, SimNode];
+      expect([h.nodeId, y.nodeId, x.nodeId]).toEqual([h.nodeId, y.nodeId, x.nodeId].sort());
+      const id = h.idsHeldFirst('made-twice')[0]!;
+      cluster.net.cut(x.address, y.address);
+      cluster.net.setLinkProfile(x.address, h.address, { ...PERFECT_LINK, loss: 1 });
+      if (holdYBack) cluster.net.setLinkProfile(y.address, h.address, { ...PERFECT_LINK, loss: 1 });
+      x.write(id, { basket: 'lamp' });
+      const { ticket } = await y.writeSettled(id, { login: 'token' }, { sync: 1 });
+      expect(y.store.ownerOf(id)?.owner).toBe(y.nodeId);
+      return { h, y, x, id, ticket: ticket! };
+    }
+
+    // y's write reaches h after x's copy: h acknowledges it but says x owns the session, so
+    // y sends it again to x, and it counts only once x has it. (Before, h vouched for it:
+    // acknowledged, and missing from the owner's copy.)
+    test("a write on a session made afresh reaching a holder that has the higher node's copy counts only once that node has it", async () => {
+      const cluster = startCluster({ seed: 51, nodes: 3, transport, replicas: 1, profile: lossy(0.05) });
+      const { h, y, x, id, ticket } = await madeAfreshAtOnce(cluster, true);
+      cluster.net.setLinkProfile(x.address, h.address, undefined);
+      expect(cluster.runUntil(() => h.store.ownerOf(id)?.owner === x.nodeId, SETTLE_MS)).toBe(true);
+      cluster.net.setLinkProfile(y.address, h.address, undefined);
+      expect(cluster.runUntil(() => y.store.ownerOf(id)?.owner === x.nodeId, SETTLE_MS)).toBe(true);
+      cluster.runFor(500);
+      expect(y.completedTickets.has(ticket)).toBe(false);
+      cluster.net.heal(x.address, y.address);
+      expect(cluster.runUntil(() => y.completedTickets.has(ticket), SETTLE_MS)).toBe(true);
+      expect(partValue(x, id, 'login')).toBe('token');
+      expect(partValue(x, id, 'basket')).toBe('lamp');
+    });
+
+    // y's write reaches h first and is acknowledged; x's copy comes later and wins the tie:
+    // h sends its copy, with y's write, to x's holders and to y, which takes x for owner.
+    test('a session made afresh on two nodes at once ends with what both wrote on the owner the tie settles on', async () => {
+      const cluster = startCluster({ seed: 52, nodes: 3, transport, replicas: 1, profile: lossy(0.05) });
+      const { h, y, x, id, ticket } = await madeAfreshAtOnce(cluster, false);
+      expect(cluster.runUntil(() => y.completedTickets.has(ticket), SETTLE_MS)).toBe(true);
+      cluster.net.setLinkProfile(x.address, h.address, undefined);
+      cluster.net.heal(x.address, y.address);
+      expect(cluster.runUntil(() => [h, y, x].every((n) => n.store.ownerOf(id)?.owner === x.nodeId && partValue(n, id, 'login') === 'token'), SETTLE_MS)).toBe(true);
+      for (const node of [h, y, x]) expect(partValue(node, id, 'basket')).toBe('lamp');
+    });
+
     // A resume that cannot reach the owner claims from the other holders' copies; the owner,
     // cut off, goes on writing as owner at the old epoch, and those writes lose to the claim.
     test('an owner the resume could not reach writes at the old epoch, and those writes lose to the claim on every node', async () => {

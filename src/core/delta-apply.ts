@@ -22,7 +22,7 @@ import type { FragmentReassembly } from './fragment-reassembly';
 import type { Membership } from './membership';
 import type { Placement } from './placement';
 import type { Superseded } from '../gen/baton/v1/wire';
-import type { RemoteChange, SessionStore } from '../store/store';
+import type { PriorOwner, RemoteChange, SessionStore } from '../store/store';
 import { safeSeq } from '../wire/datagram-fields';
 import { groupOfChannel, isGroupChannel } from './multicast-groups';
 import { decodeDelta, type Change, type DecodedDelta, type ReceivedData } from '../wire/delta-codec';
@@ -35,6 +35,19 @@ export interface DeltaApplyConfig {
 /** Why a data packet or one of its deltas was dropped (a subset of the engine's reasons). */
 export type ApplyDropReason = 'malformed' | 'misrouted' | 'stale_incarnation' | 'unknown_sender' | 'reassembly_overflow';
 
+/**
+ * Two owners at one epoch (two nodes made the session afresh, each not knowing of the
+ * other's, or claimed it without reaching each other): ownership settles on the higher
+ * node id everywhere, but the winner's own copy lacks what the loser wrote. A holder that
+ * held the loser's copy when the winner's delta arrived has both: it sends its copy to the
+ * winner's holders, and to the loser, so that it stops acting as owner.
+ */
+export interface TiedSession {
+  sessionId: string;
+  /** The owner this copy named before. */
+  loser: string;
+}
+
 /** What one packet's deltas did. */
 export interface PacketOutcome {
   applied: number;
@@ -44,11 +57,16 @@ export interface PacketOutcome {
   lagsMs: number[];
   /** Notes on superseded writes, for the packet's receiver. */
   notes: Superseded[];
+  /** Sessions whose ownership a delta settled on another node at the epoch this copy had (see TiedSession). */
+  tied: TiedSession[];
   /** A delta's fragments were dropped after they counted as received: resync the sender's channels. */
   resyncSender: boolean;
 }
 
 export class DeltaApply {
+  /** What applyRemote says of a copy before each delta (one object, reused). */
+  private readonly prior: PriorOwner = { owner: undefined, epoch: 0 };
+
   constructor(
     private readonly config: DeltaApplyConfig,
     private readonly store: SessionStore,
@@ -76,7 +94,7 @@ export class DeltaApply {
 
   /** Applies a new (not duplicate) packet's deltas, and its fragment to reassembly. */
   applyPacket(from: string, incarnation: bigint, data: ReceivedData, now: number): PacketOutcome {
-    const outcome: PacketOutcome = { applied: 0, ignored: 0, dropped: [], lagsMs: [], notes: [], resyncSender: false };
+    const outcome: PacketOutcome = { applied: 0, ignored: 0, dropped: [], lagsMs: [], notes: [], tied: [], resyncSender: false };
     const seq = safeSeq(data.seq);
     for (const delta of data.deltas) this.apply(delta, seq, now, outcome);
     const fragment = data.fragment;
@@ -110,17 +128,24 @@ export class DeltaApply {
       outcome.dropped.push('malformed');
       return;
     }
-    this.store.applyRemote(sessionId, change, { owner, epoch: delta.epoch, expiresAt: delta.expiresAt, ttlMs: delta.ttlMs }, now);
+    const prior = this.prior;
+    this.store.applyRemote(sessionId, change, { owner, epoch: delta.epoch, expiresAt: delta.expiresAt, ttlMs: delta.ttlMs }, now, prior);
     outcome.applied++;
-    // The writer waits for this node's word when the delta names it as owner (a forwarded
-    // write) or when this node's claim superseded the owner the delta names (a write on a
-    // session whose owner is gone, made before the writer heard this master took it over);
-    // and any holder that knows a newer claim than the write's (a resume that could not
-    // reach the writing owner) says so: the claimed copy beats the write.
-    const self = this.config.nodeId;
+    // Any holder whose copy, the delta merged, names another owner than the delta says so:
+    // the writer takes that owner for the session's and sends the write again to it. The
+    // copy knows a newer claim (a resume that could not reach the writing owner: the
+    // claimed copy beats the write; or this node's own, as master of an owner gone), or
+    // ownership at the same epoch settled on a node the writer does not know of (two nodes
+    // made the session afresh at once: the higher node id owns it everywhere, and the
+    // other's writes must reach it). The writer waits for this node's word when the delta
+    // names it as owner (a forwarded write) all the same.
     const current = this.store.ownerOf(sessionId);
-    if (current !== undefined && (current.epoch > delta.epoch || ((owner === self || current.owner === self) && current.owner !== owner))) {
+    if (current !== undefined && (current.epoch > delta.epoch || current.owner !== owner)) {
       outcome.notes.push({ seq: BigInt(seq), sessionId, ownerNodeId: current.owner, epoch: BigInt(current.epoch) });
+    } else if (prior.owner !== undefined && prior.owner !== owner && prior.epoch === delta.epoch && owner !== this.config.nodeId) {
+      // The delta's owner won the tie over the owner this copy named: the copy may hold
+      // writes of that owner the winner lacks (acknowledged here before the tie showed).
+      outcome.tied.push({ sessionId, loser: prior.owner });
     }
     if (delta.writtenAt > 0) outcome.lagsMs.push(Math.max(0, now - delta.writtenAt));
   }

@@ -108,6 +108,26 @@ export class FanOut {
   }
 
   /**
+   * Sends this node's copy of a session, every part as written (its writer, version and
+   * epoch), to the owner's holders and to `loser`: a delta settled ownership at the epoch
+   * the copy had on another owner than it named (see delta-apply.ts, TiedSession). The
+   * winner merges what the loser wrote; the loser takes the winner for owner.
+   */
+  forwardTied(sessionId: string, loser: string, now: number): Queued {
+    const session = this.store.get(sessionId, now);
+    if (session === undefined) return { deltas: 0 };
+    const partition = this.store.partitionOf(sessionId);
+    const holders = this.holders(session.owner, partition);
+    if (loser !== this.config.nodeId && !holders.includes(loser) && this.placement.rank(loser, partition) >= 0) holders.push(loser);
+    if (holders.length === 0) return { deltas: 0 };
+    const changes: Change[] = [];
+    forEachPart(session, (name, value, version, writer, epoch) => {
+      changes.push(value === null ? { kind: 'delete_part', name, version, writer, epoch } : { kind: 'put', name, value, version, writer, epoch });
+    });
+    return this.enqueue(session, changes, holders, now);
+  }
+
+  /**
    * Sends a forwarded write again, to the holders of the owner this node now knows of.
    * Its parts are stamped with the session's epoch here (the claimed one, once adopted)
    * and keep their version, writer and value: they are newer than the claimed copy of the

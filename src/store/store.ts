@@ -69,6 +69,12 @@ export {
   type StoredSession,
 } from './session-record';
 export type { RemoteChange, RemoteSessionMeta, SessionSnapshot } from './session-snapshot';
+
+/** The owner and epoch a copy named before a remote change (applyRemote's `prior`). */
+export interface PriorOwner {
+  owner: string | undefined;
+  epoch: number;
+}
 export { DEFAULT_STORE_CONFIG, type RemovalReason, type StoreConfig, type StoreObserver, type StoreStats } from './store-config';
 
 export interface PartWriteRequest {
@@ -210,12 +216,19 @@ export class SessionStore {
    * session delete comes back; ownership moves only to a higher epoch; expiry follows the
    * owner's latest refresh, also while the session is a tombstone (a touch or claim that
    * overtakes the put reviving it is kept for it). Returns whether anything changed.
+   * `prior`, when given, is set to the owner and epoch the copy named before the change
+   * (owner undefined: no copy), so a receiver tells how ownership moved without a second
+   * look-up.
    */
-  applyRemote(id: string, change: RemoteChange, meta: RemoteSessionMeta, now: number): boolean {
+  applyRemote(id: string, change: RemoteChange, meta: RemoteSessionMeta, now: number, prior?: PriorOwner): boolean {
     const table = this.table;
     const key = table.keyOf(id);
     let record = table.find(id);
     table.expireIfDue(record, now);
+    if (prior !== undefined) {
+      prior.owner = record?.owner;
+      prior.epoch = record?.epoch ?? 0;
+    }
     const versioned = change.kind === 'put' || change.kind === 'delete_part' || change.kind === 'delete_session';
     if (versioned) {
       this.clock.observe(change.version, now);
