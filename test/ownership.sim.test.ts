@@ -226,6 +226,30 @@ for (const transport of TRANSPORTS) {
       for (const node of [h, y, x]) expect(partValue(node, id, 'basket')).toBe('lamp');
     });
 
+    // A new user's first two requests land on two pods at once, each writing a part of its
+    // own (asynchronously: no look-up first) to a session neither has: two owners at epoch 1,
+    // over five nodes with one secondary each, at 5% loss. Whichever order the holders see
+    // them in, the higher node owns the session with both parts, and the other takes it for
+    // owner (about a third of these sessions ended without the other node's part before).
+    test('sessions made afresh on two nodes at once by asynchronous writes end with both parts on their owner', () => {
+      const cluster = startCluster({ seed: 53, nodes: 5, transport, replicas: 1, profile: lossy(0.05) });
+      const nodes = cluster.nodes as SimNode[];
+      const COUNT = 100;
+      const pairs = Array.from({ length: COUNT }, (_, k) => [nodes[k % 5]!, nodes[(k + 1) % 5]!] as const);
+      pairs.forEach(([first, second], k) => {
+        first.write(`new${k}`, { first: 'lamp' });
+        second.write(`new${k}`, { second: 'chair' });
+      });
+      cluster.runFor(5000);
+      const incomplete = pairs.flatMap(([first, second], k) => {
+        const id = `new${k}`;
+        const [loser, winner] = [first, second].sort((a, b) => a.nodeId.localeCompare(b.nodeId));
+        const settled = [winner!, loser!].every((n) => n.store.ownerOf(id)?.owner === winner!.nodeId);
+        return settled && partValue(winner!, id, 'first') === 'lamp' && partValue(winner!, id, 'second') === 'chair' ? [] : [id];
+      });
+      expect(incomplete).toEqual([]);
+    });
+
     // A resume that cannot reach the owner claims from the other holders' copies; the owner,
     // cut off, goes on writing as owner at the old epoch, and those writes lose to the claim.
     test('an owner the resume could not reach writes at the old epoch, and those writes lose to the claim on every node', async () => {

@@ -27,7 +27,7 @@ import type { ChannelSender } from './channel-sender';
 import type { ChannelTable } from './channel-table';
 import { toRemoteChange } from './delta-apply';
 import type { Placement } from './placement';
-import { forEachPart, type SessionStore, type StoredSession } from '../store/store';
+import { forEachPart, type PriorOwner, type SessionStore, type StoredSession } from '../store/store';
 import { deltaKey, encodeDelta, type Change } from '../wire/delta-codec';
 import type { TicketWait } from './write-tickets';
 import { groupOfChannel, isGroupChannel, MulticastGroups } from './multicast-groups';
@@ -56,6 +56,8 @@ export interface QueuedWrite extends Queued {
 
 export class FanOut {
   private dirty = new Set<string>();
+  /** What applyRemote says of a copy before adopting an owner (one object, reused). */
+  private readonly prior: PriorOwner = { owner: undefined, epoch: 0 };
 
   constructor(
     private readonly config: FanOutConfig,
@@ -109,16 +111,19 @@ export class FanOut {
 
   /**
    * Sends this node's copy of a session, every part as written (its writer, version and
-   * epoch), to the owner's holders and to `loser`: a delta settled ownership at the epoch
-   * the copy had on another owner than it named (see delta-apply.ts, TiedSession). The
-   * winner merges what the loser wrote; the loser takes the winner for owner.
+   * epoch), to the owner's holders and to `loser` and its secondaries: a delta settled
+   * ownership at the epoch the copy had on another owner than it named (see delta-apply.ts,
+   * TiedSession). The winner merges what the loser wrote; the loser and the holders of its
+   * copy take the winner for owner.
    */
   forwardTied(sessionId: string, loser: string, now: number): Queued {
     const session = this.store.get(sessionId, now);
     if (session === undefined) return { deltas: 0 };
     const partition = this.store.partitionOf(sessionId);
     const holders = this.holders(session.owner, partition);
-    if (loser !== this.config.nodeId && !holders.includes(loser) && this.placement.rank(loser, partition) >= 0) holders.push(loser);
+    for (const nodeId of [loser, ...this.placement.secondaries(partition, loser)]) {
+      if (nodeId !== this.config.nodeId && !holders.includes(nodeId) && this.placement.rank(nodeId, partition) >= 0) holders.push(nodeId);
+    }
     if (holders.length === 0) return { deltas: 0 };
     const changes: Change[] = [];
     forEachPart(session, (name, value, version, writer, epoch) => {
@@ -152,11 +157,18 @@ export class FanOut {
     return { ...this.queueWrite(session, stampedChanges, holders, now), changes: stampedChanges };
   }
 
-  /** Takes a newer owner of a session that another node reported (a claim this node missed). */
-  adoptOwner(sessionId: string, owner: string, epoch: number, now: number): void {
+  /**
+   * Takes a newer owner of a session that another node reported (a claim this node missed,
+   * or the owner a tie at this copy's epoch settled on: this node made the session afresh
+   * at once with a higher node, and sends that node its copy, as forwardTied).
+   */
+  adoptOwner(sessionId: string, owner: string, epoch: number, now: number): Queued {
     const session = this.store.get(sessionId, now);
-    if (session === undefined) return;
-    this.store.applyRemote(sessionId, { kind: 'claim' }, { owner, epoch, expiresAt: session.expiresAt, ttlMs: session.ttlMs }, now);
+    if (session === undefined) return { deltas: 0 };
+    const prior = this.prior;
+    this.store.applyRemote(sessionId, { kind: 'claim' }, { owner, epoch, expiresAt: session.expiresAt, ttlMs: session.ttlMs }, now, prior);
+    const tied = prior.owner !== undefined && prior.owner !== owner && prior.epoch === epoch && owner !== this.config.nodeId;
+    return tied && this.store.isOwnedBy(sessionId, owner) ? this.forwardTied(sessionId, prior.owner!, now) : { deltas: 0 };
   }
 
   /**

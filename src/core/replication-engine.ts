@@ -610,10 +610,12 @@ export class ReplicationEngine {
    */
   private onOwnerAck(from: string, ack: Ack, now: number): void {
     const { notes, completeAbove } = readSuperseded(ack);
-    for (const note of notes) this.fanOut.adoptOwner(note.sessionId, note.owner, note.epoch, now);
+    let forwarded = 0;
+    for (const note of notes) forwarded += this.fanOut.adoptOwner(note.sessionId, note.owner, note.epoch, now).deltas;
+    this.stats.deltasSent += forwarded;
     const resend = this.tickets.ownerAck(from, ack.targetNodeId, safeSeq(ack.cumulativeSeq), completeAbove, notes);
     for (const ticket of resend) this.resendForwarded(ticket, now);
-    if (resend.length > 0) this.flush(now);
+    if (resend.length > 0 || forwarded > 0) this.flush(now);
   }
 
   /**
