@@ -11,7 +11,12 @@ import { DEFAULT_STORE_CONFIG, findStoredPart, SessionStore } from '../src/store
 const NOW = 1_700_000_000_000;
 const NODES = ['a', 'b', 'c', 'd'];
 
-function setup(transport: 'unicast' | 'multicast', self = 'a', masterOf: (partition: number) => string | undefined = () => undefined) {
+function setup(
+  transport: 'unicast' | 'multicast',
+  self = 'a',
+  masterOf: (partition: number) => string | undefined = () => undefined,
+  isLive: (nodeId: string) => boolean = () => false,
+) {
   const hasher = new BuzHash('fan-out-tests');
   const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: self, partitions: 16 }, hasher, new HybridClock());
   const placement = new Placement(hasher, 16, 2);
@@ -20,7 +25,7 @@ function setup(transport: 'unicast' | 'multicast', self = 'a', masterOf: (partit
     { nodeId: self, maxPayloadBytes: 1400, retransmitBufferBytes: 1 << 20, sendWindowBytes: 0, holdStallMs: 100, receiver: DEFAULT_CHANNEL_RECEIVER_CONFIG },
     new SeededRandom(1),
   );
-  const fanOut = new FanOut({ nodeId: self, transport }, store, placement, channels, () => NODES.filter((n) => n !== self), undefined, masterOf);
+  const fanOut = new FanOut({ nodeId: self, transport }, store, placement, channels, () => NODES.filter((n) => n !== self), undefined, masterOf, isLive);
   return { store, placement, channels, fanOut };
 }
 
@@ -89,6 +94,23 @@ test('a write on a session whose owner is gone waits for the partition master, w
   expect(toOutsider.waits.map((w) => w.nodeId)).toEqual([outsider, ...holders]);
   masters.set(partition, 'a');
   expect(fanOut.write(session, [{ kind: 'touch' }], NOW).write!.owner).toBeUndefined();
+});
+
+// Membership calls x live, but the view placement follows does not list it yet (alive again
+// after it was taken for dead, or just joined): a resume there made it the owner. The write
+// must reach x and wait for it, not for a master that will not take a live node's session over.
+test('a write on a session owned by a live node placement does not list goes to that owner and waits for it', () => {
+  const live = new Set<string>();
+  const { store, placement, fanOut } = setup('unicast', 'a', () => 'b', (nodeId) => live.has(nodeId));
+  put(store, 's5');
+  store.applyRemote('s5', { kind: 'claim' }, { owner: 'x', epoch: 2, expiresAt: NOW + 60_000, ttlMs: 60_000 }, NOW);
+  const session = store.get('s5', NOW)!;
+  const holders = placement.secondaries(store.partitionOf('s5'), 'x').filter((id) => id !== 'a');
+  expect(fanOut.write(session, [{ kind: 'touch' }], NOW).write!.owner).toBe('b');
+  live.add('x');
+  const { write } = fanOut.write(session, [{ kind: 'touch' }], NOW);
+  expect(write!.owner).toBe('x');
+  expect(write!.waits.map((w) => w.nodeId)).toEqual(['x', ...holders]);
 });
 
 test('alone, a write is under-replicated and queued nowhere; later resendOwned queues the partition again', () => {

@@ -70,6 +70,8 @@ export class FanOut {
     private readonly groups: MulticastGroups = new MulticastGroups(1, placement),
     /** A partition's master, the node that takes its orphaned sessions over (the elected one, else the likely one). */
     private readonly masterOf: (partition: number) => string | undefined = () => undefined,
+    /** Whether membership takes a node for live (alive or suspect). */
+    private readonly isLive: (nodeId: string) => boolean = () => false,
   ) {}
 
   /** Secondaries a fully replicated partition has (replicas, or at least one with replicas = 0). */
@@ -98,7 +100,7 @@ export class FanOut {
   claim(session: StoredSession, previousOwner: string, now: number): Queued {
     const partition = this.store.partitionOf(session.id);
     const holders = this.holders(session.owner, partition);
-    if (previousOwner !== this.config.nodeId && !holders.includes(previousOwner) && this.placement.rank(previousOwner, partition) >= 0) {
+    if (previousOwner !== this.config.nodeId && !holders.includes(previousOwner) && this.reaches(previousOwner, partition)) {
       holders.push(previousOwner);
     }
     if (holders.length === 0) return { deltas: 0 };
@@ -122,7 +124,7 @@ export class FanOut {
     const partition = this.store.partitionOf(sessionId);
     const holders = this.holders(session.owner, partition);
     for (const nodeId of [loser, ...this.placement.secondaries(partition, loser)]) {
-      if (nodeId !== this.config.nodeId && !holders.includes(nodeId) && this.placement.rank(nodeId, partition) >= 0) holders.push(nodeId);
+      if (nodeId !== this.config.nodeId && !holders.includes(nodeId) && this.reaches(nodeId, partition)) holders.push(nodeId);
     }
     if (holders.length === 0) return { deltas: 0 };
     const changes: Change[] = [];
@@ -230,8 +232,18 @@ export class FanOut {
   private holders(owner: string, partition: number): string[] {
     const self = this.config.nodeId;
     const holders = this.placement.secondaries(partition, owner).filter((id) => id !== self);
-    if (owner !== self && this.placement.rank(owner, partition) >= 0) holders.unshift(owner);
+    if (owner !== self && this.reaches(owner, partition)) holders.unshift(owner);
     return holders;
+  }
+
+  /**
+   * Whether `nodeId` is sent a session's changes as its owner: placed, or live though the
+   * view placement follows does not list it yet (a node alive again, or one that just
+   * joined, before the coordinator's next view) — it owns the sessions resumed there, and
+   * a write on one must reach it, not a master that will not take it over.
+   */
+  private reaches(nodeId: string, partition: number): boolean {
+    return this.placement.rank(nodeId, partition) >= 0 || this.isLive(nodeId);
   }
 
   /** The channel that reaches `nodeId` with deltas of `partition`. */

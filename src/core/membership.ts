@@ -542,6 +542,12 @@ export class Membership {
     return { nodeId, advertiseAddress, state, incarnation, lastHeardAt, isSelf: false, role };
   }
 
+  /** Whether another member is live (alive or suspect), without a view of it. */
+  isLive(nodeId: string): boolean {
+    const state = this.records.get(nodeId)?.state;
+    return state === 'alive' || state === 'suspect';
+  }
+
   /** Ourselves plus every alive and suspect member, sorted: the input to placement. */
   liveNodeIds(): readonly string[] {
     return this.live;

@@ -189,7 +189,16 @@ export class ReplicationEngine {
     this.reassembly = new FragmentReassembly({ maxBytes: config.maxReassemblyBytes, timeoutMs: config.reassemblyTimeoutMs });
     this.groups = new MulticastGroups(config.multicastGroups ?? 1, placement);
     this.listening = new Set(this.joinedGroups());
-    this.fanOut = new FanOut(config, store, placement, this.channels, () => this.otherLiveMembers(), this.groups, (partition) => cluster.masterOf(partition));
+    this.fanOut = new FanOut(
+      config,
+      store,
+      placement,
+      this.channels,
+      () => this.otherLiveMembers(),
+      this.groups,
+      (partition) => cluster.masterOf(partition),
+      (nodeId) => membership.isLive(nodeId),
+    );
     this.deltas = new DeltaApply(config, store, placement, membership, this.reassembly);
     this.outbox = new Outbox(config.nodeId, this.stats);
     this.repairs = new ChannelRepair(config, this.channels, this.timers, this.reassembly, membership, this.outbox, this.stats);
