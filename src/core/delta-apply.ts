@@ -40,7 +40,8 @@ export type ApplyDropReason = 'malformed' | 'misrouted' | 'stale_incarnation' | 
  * other's, or claimed it without reaching each other): ownership settles on the higher
  * node id everywhere, but the winner's own copy lacks what the loser wrote. A holder that
  * held the loser's copy when the winner's delta arrived has both: it sends its copy to the
- * winner's holders, and to the loser, so that it stops acting as owner.
+ * winner's holders, and to the loser and its secondaries, so that they stop naming the
+ * loser as owner (FanOut.forwardTied).
  */
 export interface TiedSession {
   sessionId: string;
