@@ -51,7 +51,7 @@ test('admit refuses misrouted, unknown, unsequenced and stale packets before any
 test('a packet applies its deltas and reports them with their lag', () => {
   const { store, apply } = setup();
   const outcome = apply.applyPacket('b', 5n, data([delta(header('s1', 'b'), PUT), delta(header('s1', 'b'), { kind: 'touch' })]), NOW);
-  expect(outcome).toEqual({ applied: 2, ignored: 0, dropped: [], lagsMs: [5, 5], notes: [], tied: [], resyncSender: false });
+  expect(outcome).toEqual({ applied: 2, ignored: 0, dropped: [], lagsMs: [5, 5], notes: [], tied: [], lacking: [], resyncSender: false });
   expect(findStoredPart(store.get('s1', NOW)!, 'cart')?.value?.toString('latin1')).toBe('v');
 });
 
@@ -119,6 +119,26 @@ test('two owners at one epoch: the one the tie passes over gets a superseded not
   // Later deltas of the winner settle nothing more.
   const after = apply.applyPacket('b', 5n, data([delta(header('s8', 'c', 1), { ...PUT, name: 'login', version: 12, writer: 'c' })], { seq: 15n }), NOW);
   expect(after).toMatchObject({ notes: [], tied: [] });
+});
+
+// A claim names every part the claimed copy holds. A holder whose copy has parts the claim
+// lacks (written after the claimant asked, or held by nodes it did not ask) reports them,
+// for the new owner; parts the claim names, or written since at its epoch, are not.
+test('a claim that lacks parts this copy holds reports them for the new owner', () => {
+  const { store, apply } = setup();
+  const meta = (owner: string, epoch: number) => ({ owner, epoch, expiresAt: NOW + 60_000, ttlMs: 60_000 });
+  store.applyRemote('s9', toRemoteChange({ ...PUT, name: 'login', writer: 'b' })!, meta('b', 1), NOW);
+  store.applyRemote('s9', toRemoteChange({ ...PUT, name: 'basket', version: 11, writer: 'b' })!, meta('b', 1), NOW);
+  const claim = apply.applyPacket('b', 5n, data([delta(header('s9', 'c', 2), { kind: 'claim', parts: ['login'] })], { seq: 16n }), NOW);
+  expect(claim).toMatchObject({ notes: [], tied: [], lacking: [{ sessionId: 's9', names: ['basket'] }] });
+  expect(store.ownerOf('s9')).toMatchObject({ owner: 'c', epoch: 2 });
+  // Once the claim's parts and a later write at its epoch are here, nothing is lacking.
+  apply.applyPacket('b', 5n, data([delta(header('s9', 'c', 2), { ...PUT, name: 'basket', version: 12, writer: 'c', epoch: 2 })], { seq: 17n }), NOW);
+  const again = apply.applyPacket('b', 5n, data([delta(header('s9', 'c', 2), { kind: 'claim', parts: ['login'] })], { seq: 18n }), NOW);
+  expect(again.lacking).toEqual([]);
+  // A claim naming every part reports nothing.
+  store.applyRemote('s10', toRemoteChange(PUT)!, meta('b', 1), NOW);
+  expect(apply.applyPacket('b', 5n, data([delta(header('s10', 'c', 2), { kind: 'claim', parts: ['cart'] })], { seq: 19n }), NOW).lacking).toEqual([]);
 });
 
 test('fragments complete into a delta; one past the reassembly budget asks for a resync of the sender', () => {

@@ -18,7 +18,8 @@ describe('delta codec', () => {
       { kind: 'delete_part', name: 'tls', version: 12 },
       { kind: 'delete_session', version: 13 },
       { kind: 'touch' },
-      { kind: 'claim' },
+      { kind: 'claim', parts: ['cart', 'auth', 'tls'] },
+      { kind: 'claim', parts: [] },
     ];
     const decoded = changes.map((c) => decodeDelta(encodeDelta(session, c, 'node-a', 1_700_000_000_000.4), 'node-a')!);
     expect(decoded.map((d) => d.change)).toEqual([
@@ -27,7 +28,8 @@ describe('delta codec', () => {
       { kind: 'delete_part', name: 'tls', version: 12, writer: 'node-a', epoch: 3 },
       { kind: 'delete_session', version: 13 },
       { kind: 'touch' },
-      { kind: 'claim' },
+      { kind: 'claim', parts: ['cart', 'auth', 'tls'] },
+      { kind: 'claim', parts: [] },
     ]);
     expect(decoded[0]).toMatchObject({ sessionId: 'sess-1', owner: 'node-a', epoch: 3, expiresAt: 1_700_000_060_000, ttlMs: 60_000, writtenAt: 1_700_000_000_000 });
   });
@@ -66,7 +68,7 @@ describe('delta codec', () => {
   });
 
   it('takes its Delta field tags from the generated encoder (wire.proto numbers)', () => {
-    expect(DELTA_TAGS).toEqual({ sessionId: 10, kind: 16, partName: 26, value: 34, version: 40, writerNodeId: 50, expiresAtUnixMs: 56, ttlMs: 64, ownerNodeId: 74, epoch: 80, writtenAtUnixMs: 88 });
+    expect(DELTA_TAGS).toEqual({ sessionId: 10, kind: 16, partName: 26, value: 34, version: 40, writerNodeId: 50, expiresAtUnixMs: 56, ttlMs: 64, ownerNodeId: 74, epoch: 80, writtenAtUnixMs: 88, claimedParts: 98 });
   });
 
   it('takes its Data field tags from the generated encoder (wire.proto numbers)', () => {
@@ -136,6 +138,7 @@ describe('reading Data datagrams by hand', () => {
       ownerNodeId: pick(texts),
       epoch: uint64(),
       writtenAtUnixMs: int64(),
+      claimedParts: pick([[], [], ['basket'], ['a', 'login', 'x'.repeat(70)], [''], ['nœud-ü', 'emoji-😀']]),
     };
   }
   function randomDatagram(random: SeededRandom): Uint8Array {

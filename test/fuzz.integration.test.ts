@@ -1113,6 +1113,7 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
       ownerNodeId: pick(rng, ['', NODE_ID, 'fake-1', awkwardString(rng).slice(0, 100)]),
       epoch: pick(rng, [0n, 1n, 2n, UINT64_MAX, randomUint64(rng)]),
       writtenAtUnixMs: pick(rng, [BigInt(Date.now()), 0n, BigInt.asIntN(64, randomUint64(rng))]),
+      claimedParts: chance(rng, 0.8) ? [] : Array.from({ length: skewedLength(rng, 2000) }, () => (chance(rng, 0.5) ? pick(rng, [...VALID_NAMES, ...WELL_KNOWN]) : awkwardString(rng).slice(0, 80))),
     });
     const structured = (fake: (typeof fakes)[number]): Datagram => {
       // Node ids are free text: '' and our own id must be refused, and one with a '/' must

@@ -250,6 +250,29 @@ for (const transport of TRANSPORTS) {
       expect(incomplete).toEqual([]);
     });
 
+    // The owner, cut off from a resume, makes a new part; a holder acknowledges it a moment
+    // before the resume's claim reaches it. The claim names the parts it holds, so that
+    // holder sends the new owner the one it lacks: a resume there returns it (before, only
+    // the old owner and the holder kept it).
+    test('a part a holder took a moment before a claim that lacks it reaches the new owner', async () => {
+      const cluster = startCluster({ seed: 55, nodes: 3, transport, profile: lossy(0.05) });
+      const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
+      await a.writeSettled('s1', { login: 'token' }, { sync: 2 });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
+      cluster.net.cut(a.address, b.address);
+      // b's datagrams to c take 40 ms: its claim reaches c after a's write.
+      cluster.net.extraDelay = (t) => (t.from === b.address && t.to === c.address ? 40 : 0);
+      expect(await b.resume('s1')).toBe(2);
+      const { ticket } = a.write('s1', { basket: 'lamp' }, { sync: 1 });
+      expect(cluster.runUntil(() => a.completedTickets.has(ticket!), 30)).toBe(true);
+      expect(c.store.ownerOf('s1')?.owner).toBe(a.nodeId);
+      expect(cluster.runUntil(() => partValue(b, 's1', 'basket') === 'lamp', 1000)).toBe(true);
+      cluster.net.extraDelay = undefined;
+      cluster.net.heal(a.address, b.address);
+      expect(cluster.runUntil(() => cluster.running.every((n) => n.store.ownerOf('s1')?.owner === b.nodeId && partValue(n, 's1', 'basket') === 'lamp'), SETTLE_MS)).toBe(true);
+      expect(partValue(b, 's1', 'login')).toBe('token');
+    });
+
     // A resume that cannot reach the owner claims from the other holders' copies; the owner,
     // cut off, goes on writing as owner at the old epoch, and those writes lose to the claim.
     test('an owner the resume could not reach writes at the old epoch, and those writes lose to the claim on every node', async () => {

@@ -22,7 +22,7 @@ import type { FragmentReassembly } from './fragment-reassembly';
 import type { Membership } from './membership';
 import type { Placement } from './placement';
 import type { Superseded } from '../gen/baton/v1/wire';
-import type { PriorOwner, RemoteChange, SessionStore } from '../store/store';
+import { forEachPart, type PriorOwner, type RemoteChange, type SessionStore } from '../store/store';
 import { safeSeq } from '../wire/datagram-fields';
 import { groupOfChannel, isGroupChannel } from './multicast-groups';
 import { decodeDelta, type Change, type DecodedDelta, type ReceivedData } from '../wire/delta-codec';
@@ -60,6 +60,8 @@ export interface PacketOutcome {
   notes: Superseded[];
   /** Sessions whose ownership a delta settled on another node at the epoch this copy had (see TiedSession). */
   tied: TiedSession[];
+  /** Parts this copy holds that a claim in effect here lacks (see lackedBy). */
+  lacking: { sessionId: string; names: string[] }[];
   /** A delta's fragments were dropped after they counted as received: resync the sender's channels. */
   resyncSender: boolean;
 }
@@ -95,7 +97,7 @@ export class DeltaApply {
 
   /** Applies a new (not duplicate) packet's deltas, and its fragment to reassembly. */
   applyPacket(from: string, incarnation: bigint, data: ReceivedData, now: number): PacketOutcome {
-    const outcome: PacketOutcome = { applied: 0, ignored: 0, dropped: [], lagsMs: [], notes: [], tied: [], resyncSender: false };
+    const outcome: PacketOutcome = { applied: 0, ignored: 0, dropped: [], lagsMs: [], notes: [], tied: [], lacking: [], resyncSender: false };
     const seq = safeSeq(data.seq);
     for (const delta of data.deltas) this.apply(delta, seq, now, outcome);
     const fragment = data.fragment;
@@ -147,8 +149,29 @@ export class DeltaApply {
       // The delta's owner won the tie over the owner this copy named: the copy may hold
       // writes of that owner the winner lacks (acknowledged here before the tie showed).
       outcome.tied.push({ sessionId, loser: prior.owner });
+    } else if (delta.change?.kind === 'claim' && delta.change.parts !== undefined && owner !== this.config.nodeId) {
+      const names = this.lackedBy(sessionId, delta.epoch, delta.change.parts, now);
+      if (names.length > 0) outcome.lacking.push({ sessionId, names });
     }
     if (delta.writtenAt > 0) outcome.lagsMs.push(Math.max(0, now - delta.writtenAt));
+  }
+
+  /**
+   * The parts of this node's copy a claim (at `epoch`, naming `claimed`) lacks: older than
+   * the claim and not among its parts. The claimant did not have them — written after it
+   * asked, or held by a node it did not ask (a holder vouched for a write a moment before
+   * the claim reached it; a loser of an ownership tie answered the claimant as owner) —
+   * and the new owner must get them, or a resume there answers without them.
+   */
+  private lackedBy(sessionId: string, epoch: number, claimed: readonly string[], now: number): string[] {
+    const copy = this.store.get(sessionId, now);
+    const names: string[] = [];
+    if (copy === undefined) return names;
+    const named = new Set(claimed);
+    forEachPart(copy, (name, _value, _version, _writer, partEpoch) => {
+      if (partEpoch < epoch && !named.has(name)) names.push(name);
+    });
+    return names;
   }
 }
 

@@ -104,8 +104,10 @@ export class FanOut {
       holders.push(previousOwner);
     }
     if (holders.length === 0) return { deltas: 0 };
-    const changes: Change[] = [{ kind: 'claim' }];
+    const names: string[] = [];
+    const changes: Change[] = [{ kind: 'claim', parts: names }];
     forEachPart(session, (name, value, version, writer) => {
+      names.push(name);
       changes.push(value === null ? { kind: 'delete_part', name, version, writer } : { kind: 'put', name, value, version, writer });
     });
     return this.enqueue(session, changes, holders, now);
@@ -126,12 +128,28 @@ export class FanOut {
     for (const nodeId of [loser, ...this.placement.secondaries(partition, loser)]) {
       if (nodeId !== this.config.nodeId && !holders.includes(nodeId) && this.reaches(nodeId, partition)) holders.push(nodeId);
     }
+    return this.sendParts(session, holders, undefined, now);
+  }
+
+  /**
+   * Sends the owner's holders (the owner first) the parts `names` of this node's copy, as
+   * written: a claim in effect here lacked them (see delta-apply.ts, lackedBy).
+   */
+  forwardLacking(sessionId: string, names: readonly string[], now: number): Queued {
+    const session = this.store.get(sessionId, now);
+    if (session === undefined) return { deltas: 0 };
+    return this.sendParts(session, this.holders(session.owner, this.store.partitionOf(sessionId)), names, now);
+  }
+
+  /** Queues parts of a copy as written (writer, version and epoch kept) for `holders`; `names` undefined: every part. */
+  private sendParts(session: StoredSession, holders: readonly string[], names: readonly string[] | undefined, now: number): Queued {
     if (holders.length === 0) return { deltas: 0 };
     const changes: Change[] = [];
     forEachPart(session, (name, value, version, writer, epoch) => {
+      if (names !== undefined && !names.includes(name)) return;
       changes.push(value === null ? { kind: 'delete_part', name, version, writer, epoch } : { kind: 'put', name, value, version, writer, epoch });
     });
-    return this.enqueue(session, changes, holders, now);
+    return changes.length === 0 ? { deltas: 0 } : this.enqueue(session, changes, holders, now);
   }
 
   /**

@@ -658,6 +658,7 @@ export class ReplicationEngine {
     this.stats.deltasIgnored += outcome.ignored;
     for (const note of outcome.notes) receiver.note(seq, note);
     for (const { sessionId, loser } of outcome.tied) this.stats.deltasSent += this.fanOut.forwardTied(sessionId, loser, now).deltas;
+    for (const { sessionId, names } of outcome.lacking) this.stats.deltasSent += this.fanOut.forwardLacking(sessionId, names, now).deltas;
     for (const reason of outcome.dropped) this.observer.dropped(reason);
     for (const lag of outcome.lagsMs) this.observer.lag(lag);
     if (outcome.resyncSender) this.repairs.resyncChannelsOf(from, incarnation);

@@ -32,7 +32,8 @@ export type Change =
   | { kind: 'delete_part'; name: string; version: number; writer?: string; epoch?: number }
   | { kind: 'delete_session'; version: number }
   | { kind: 'touch' }
-  | { kind: 'claim' };
+  /** `parts`: every part name the claimed copy holds (decoded claims always name them). */
+  | { kind: 'claim'; parts?: readonly string[] };
 
 /** The session-level facts every delta carries from the session's owner. */
 export interface SessionStamp {
@@ -95,6 +96,7 @@ export function toDelta(session: SessionStamp, change: Change, self: string, now
     ownerNodeId: session.owner,
     epoch: BigInt(session.epoch),
     writtenAtUnixMs: BigInt(Math.floor(now)),
+    claimedParts: [],
   };
   switch (change.kind) {
     case 'put':
@@ -116,6 +118,7 @@ export function toDelta(session: SessionStamp, change: Change, self: string, now
       break;
     case 'claim':
       delta.kind = DeltaKind.DELTA_KIND_CLAIM;
+      if (change.parts !== undefined) delta.claimedParts = [...change.parts];
       break;
   }
   return delta;
@@ -151,6 +154,8 @@ interface DeltaFields {
   ownerNodeId: string;
   epoch: number;
   writtenAt: number;
+  /** A claim's part names (undefined: none on the wire). */
+  claimedParts: string[] | undefined;
 }
 
 /** Reads a decoded Delta message sent by `from`. */
@@ -168,6 +173,7 @@ export function readDelta(delta: Delta, from: string): DecodedDelta {
       ownerNodeId: delta.ownerNodeId,
       epoch: Number(delta.epoch),
       writtenAt: wireMs(delta.writtenAtUnixMs),
+      claimedParts: delta.claimedParts.length > 0 ? delta.claimedParts : undefined,
     },
     from,
   );
@@ -208,7 +214,7 @@ function toChange(delta: DeltaFields, from: string): Change | undefined {
     case DeltaKind.DELTA_KIND_TOUCH:
       return { kind: 'touch' };
     case DeltaKind.DELTA_KIND_CLAIM:
-      return { kind: 'claim' };
+      return { kind: 'claim', parts: delta.claimedParts ?? [] };
     default:
       return undefined;
   }
@@ -328,6 +334,7 @@ export const DELTA_TAGS = (() => {
     ownerNodeId: tag({ ownerNodeId: 'x' }),
     epoch: tag({ epoch: 1n }),
     writtenAtUnixMs: tag({ writtenAtUnixMs: 1n }),
+    claimedParts: tag({ claimedParts: ['x'] }),
   };
 })();
 
@@ -465,7 +472,20 @@ function readFragment(buf: Buffer, start: number, end: number): Fragment | undef
 function readDeltaAt(buf: Buffer, start: number, end: number, from: string): DecodedDelta | undefined {
   const t = DELTA_TAGS;
   const r = new WireCursor(buf, start, end);
-  const d: DeltaFields = { sessionId: '', kind: DeltaKind.DELTA_KIND_UNSPECIFIED, partName: '', value: EMPTY, version: 0, writerNodeId: '', expiresAt: 0, ttlMs: 0, ownerNodeId: '', epoch: 0, writtenAt: 0 };
+  const d: DeltaFields = {
+    sessionId: '',
+    kind: DeltaKind.DELTA_KIND_UNSPECIFIED,
+    partName: '',
+    value: EMPTY,
+    version: 0,
+    writerNodeId: '',
+    expiresAt: 0,
+    ttlMs: 0,
+    ownerNodeId: '',
+    epoch: 0,
+    writtenAt: 0,
+    claimedParts: undefined,
+  };
   while (r.pos < r.end) {
     const tag = r.varint32();
     if (tag === undefined) return undefined;
@@ -473,13 +493,15 @@ function readDeltaAt(buf: Buffer, start: number, end: number, from: string): Dec
       case t.sessionId:
       case t.partName:
       case t.writerNodeId:
-      case t.ownerNodeId: {
+      case t.ownerNodeId:
+      case t.claimedParts: {
         const text = r.string();
         if (text === undefined) return undefined;
         if (tag === t.sessionId) d.sessionId = text;
         else if (tag === t.partName) d.partName = text;
         else if (tag === t.writerNodeId) d.writerNodeId = text;
-        else d.ownerNodeId = text;
+        else if (tag === t.ownerNodeId) d.ownerNodeId = text;
+        else (d.claimedParts ??= []).push(text);
         break;
       }
       case t.kind: {

@@ -93,6 +93,11 @@ export interface Delta {
   epoch: bigint;
   /** The owner's clock when it made the change, for replication lag. */
   writtenAtUnixMs: bigint;
+  /**
+   * A claim: the name of every part the claimed copy holds (deleted ones included), so a
+   * holder whose copy has parts the claim lacks sends them to the new owner.
+   */
+  claimedParts: string[];
 }
 
 /** A piece of a delta too large for one datagram. */
@@ -374,6 +379,7 @@ function createBaseDelta(): Delta {
     ownerNodeId: "",
     epoch: 0n,
     writtenAtUnixMs: 0n,
+    claimedParts: [],
   };
 }
 
@@ -423,6 +429,9 @@ export const Delta: MessageFns<Delta> = {
         throw new globalThis.Error("value provided for field message.writtenAtUnixMs of type int64 too large");
       }
       writer.uint32(88).int64(message.writtenAtUnixMs);
+    }
+    for (const v of message.claimedParts) {
+      writer.uint32(98).string(v!);
     }
     return writer;
   },
@@ -528,6 +537,14 @@ export const Delta: MessageFns<Delta> = {
             message.writtenAtUnixMs = reader.int64() as bigint;
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.claimedParts.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -560,6 +577,7 @@ export const Delta: MessageFns<Delta> = {
     message.writtenAtUnixMs = (object.writtenAtUnixMs !== undefined && object.writtenAtUnixMs !== null)
       ? BigInt(object.writtenAtUnixMs)
       : 0n;
+    message.claimedParts = object.claimedParts?.map((e) => e) || [];
     return message;
   },
 };
