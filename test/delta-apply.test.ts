@@ -141,6 +141,21 @@ test('a claim that lacks parts this copy holds reports them for the new owner', 
   expect(apply.applyPacket('b', 5n, data([delta(header('s10', 'c', 2), { kind: 'claim', parts: ['cart'] })], { seq: 19n }), NOW).lacking).toEqual([]);
 });
 
+// The old owner, not having heard of a claim, writes: a part the claimed copy also has loses
+// to it; a part it lacks is kept here, and reported for the new owner (an asynchronous write
+// has no writer waiting to send it again).
+test('a late write kept because the claimed copy has no newer part is reported for the new owner; one that loses is not', () => {
+  const { store, apply } = setup();
+  const meta = (owner: string, epoch: number) => ({ owner, epoch, expiresAt: NOW + 60_000, ttlMs: 60_000 });
+  store.applyRemote('s11', toRemoteChange(PUT)!, meta('b', 1), NOW);
+  store.applyRemote('s11', { kind: 'claim' }, meta('c', 2), NOW);
+  store.applyRemote('s11', toRemoteChange({ ...PUT, writer: 'c', epoch: 2 })!, meta('c', 2), NOW);
+  const lost = apply.applyPacket('b', 5n, data([delta(header('s11', 'b', 1), { ...PUT, version: 20 })], { seq: 20n }), NOW);
+  expect(lost).toMatchObject({ notes: [{ seq: 20n, sessionId: 's11', ownerNodeId: 'c', epoch: 2n }], lacking: [] });
+  const kept = apply.applyPacket('b', 5n, data([delta(header('s11', 'b', 1), { ...PUT, name: 'note', version: 21 })], { seq: 21n }), NOW);
+  expect(kept).toMatchObject({ notes: [{ seq: 21n, sessionId: 's11', ownerNodeId: 'c', epoch: 2n }], lacking: [{ sessionId: 's11', names: ['note'] }] });
+});
+
 test('fragments complete into a delta; one past the reassembly budget asks for a resync of the sender', () => {
   const { store, apply, reassembly } = setup();
   const bytes = encodeDelta(header('s3', 'b'), PUT, 'b', NOW);

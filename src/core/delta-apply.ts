@@ -22,7 +22,7 @@ import type { FragmentReassembly } from './fragment-reassembly';
 import type { Membership } from './membership';
 import type { Placement } from './placement';
 import type { Superseded } from '../gen/baton/v1/wire';
-import { forEachPart, type PriorOwner, type RemoteChange, type SessionStore } from '../store/store';
+import { findStoredPart, forEachPart, type PriorOwner, type RemoteChange, type SessionStore } from '../store/store';
 import { safeSeq } from '../wire/datagram-fields';
 import { groupOfChannel, isGroupChannel } from './multicast-groups';
 import { decodeDelta, type Change, type DecodedDelta, type ReceivedData } from '../wire/delta-codec';
@@ -60,7 +60,7 @@ export interface PacketOutcome {
   notes: Superseded[];
   /** Sessions whose ownership a delta settled on another node at the epoch this copy had (see TiedSession). */
   tied: TiedSession[];
-  /** Parts this copy holds that a claim in effect here lacks (see lackedBy). */
+  /** Parts this copy holds that the owner's copy lacks: a claim in effect here did not name them (lackedBy), or a late write kept here (keeps). */
   lacking: { sessionId: string; names: string[] }[];
   /** A delta's fragments were dropped after they counted as received: resync the sender's channels. */
   resyncSender: boolean;
@@ -132,7 +132,7 @@ export class DeltaApply {
       return;
     }
     const prior = this.prior;
-    this.store.applyRemote(sessionId, change, { owner, epoch: delta.epoch, expiresAt: delta.expiresAt, ttlMs: delta.ttlMs }, now, prior);
+    const changed = this.store.applyRemote(sessionId, change, { owner, epoch: delta.epoch, expiresAt: delta.expiresAt, ttlMs: delta.ttlMs }, now, prior);
     outcome.applied++;
     // Any holder whose copy, the delta merged, names another owner than the delta says so:
     // the writer takes that owner for the session's and sends the write again to it. The
@@ -145,6 +145,12 @@ export class DeltaApply {
     const current = this.store.ownerOf(sessionId);
     if (current !== undefined && (current.epoch > delta.epoch || current.owner !== owner)) {
       outcome.notes.push({ seq: BigInt(seq), sessionId, ownerNodeId: current.owner, epoch: BigInt(current.epoch) });
+      // A part this copy kept all the same (the owner's copy has none newer: one the old
+      // owner made after a claim it had not heard of) must reach the owner too. A writer
+      // waiting for it sends it again; one nobody waits for (asynchronous) is sent from here.
+      if (changed && current.owner !== this.config.nodeId && (change.kind === 'put' || change.kind === 'delete_part') && this.keeps(sessionId, change, now)) {
+        outcome.lacking.push({ sessionId, names: [change.name] });
+      }
     } else if (prior.owner !== undefined && prior.owner !== owner && prior.epoch === delta.epoch && owner !== this.config.nodeId) {
       // The delta's owner won the tie over the owner this copy named: the copy may hold
       // writes of that owner the winner lacks (acknowledged here before the tie showed).
@@ -154,6 +160,13 @@ export class DeltaApply {
       if (names.length > 0) outcome.lacking.push({ sessionId, names });
     }
     if (delta.writtenAt > 0) outcome.lagsMs.push(Math.max(0, now - delta.writtenAt));
+  }
+
+  /** Whether this node's copy holds the part change as written (it was newer than the copy's). */
+  private keeps(sessionId: string, change: { name: string; version: number; writer: string; epoch: number }, now: number): boolean {
+    const copy = this.store.get(sessionId, now);
+    const part = copy === undefined ? undefined : findStoredPart(copy, change.name);
+    return part !== undefined && part.version === change.version && part.writer === change.writer && part.epoch === change.epoch;
   }
 
   /**
