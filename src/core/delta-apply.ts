@@ -15,8 +15,15 @@
  *   owner a resume could not reach, writing on). The packet's outcome carries a note
  *   saying so; the engine attaches it to the receiver, the acknowledgement carries it, and
  *   the writer sends the write again to that owner at that epoch.
+ * - A holder whose copy names another owner than a write's at the same epoch (two nodes
+ *   made the session at once; the higher node id owns it) notes it the same way. When the
+ *   delta's owner is the one that wins such a tie, the copy may hold the loser's writes:
+ *   the outcome says so (`tied`), and the engine sends the copy to the winner.
+ * - Parts this copy holds that the owner's copy lacks — ones a claim does not name
+ *   (a claim names every part it holds), or a late write kept here because the claimed
+ *   copy has no newer one — are reported (`lacking`) for the engine to send to the owner.
  * - Nothing here sends or reports: outcomes are returned (drops by reason, lag samples,
- *   notes, whether the sender's channels must resync).
+ *   notes, ties, lacking parts, whether the sender's channels must resync).
  */
 import type { FragmentReassembly } from './fragment-reassembly';
 import type { Membership } from './membership';
