@@ -1,13 +1,15 @@
 /**
  * Fan-out: which nodes a session's changes go to, and queueing them as encoded deltas on
  * the channels that reach those nodes. Local writes, claims, re-sends of forwarded writes
- * to a newer owner, and re-sends of partitions written while under-replicated all come
- * through here.
+ * to a newer owner, re-sends of partitions written while under-replicated, and parts sent
+ * to an owner whose copy lacks them (an ownership tie, a claim that did not name them) all
+ * come through here.
  *
  * Rules:
  * - A session's holders (besides this node) are its owner's secondaries, with the owner
- *   itself first when it is another live member (a write made here on a session owned
- *   elsewhere goes to the owner's replica set).
+ *   itself first when it is another live member — placed, or live to membership before the
+ *   coordinator's view lists it (a write made here on a session owned elsewhere goes to
+ *   the owner's replica set).
  * - A write made here on a session another node owns waits for one holder's word before
  *   any acknowledgement counts: the owner's, when it is a live member; when the owner is
  *   gone (its sessions orphaned), the partition's master's, which takes them over — its
