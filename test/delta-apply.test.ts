@@ -51,7 +51,7 @@ test('admit refuses misrouted, unknown, unsequenced and stale packets before any
 test('a packet applies its deltas and reports them with their lag', () => {
   const { store, apply } = setup();
   const outcome = apply.applyPacket('b', 5n, data([delta(header('s1', 'b'), PUT), delta(header('s1', 'b'), { kind: 'touch' })]), NOW);
-  expect(outcome).toEqual({ applied: 2, ignored: 0, dropped: [], lagsMs: [5, 5], notes: [], tied: [], lacking: [], resyncSender: false });
+  expect(outcome).toEqual({ applied: 2, ignored: 0, dropped: [], lagsMs: [5, 5], notes: [], tied: [], lacking: [], ownWritesLost: [], resyncSender: false });
   expect(findStoredPart(store.get('s1', NOW)!, 'cart')?.value?.toString('latin1')).toBe('v');
 });
 
@@ -154,6 +154,22 @@ test('a late write kept because the claimed copy has no newer part is reported f
   expect(lost).toMatchObject({ notes: [{ seq: 20n, sessionId: 's11', ownerNodeId: 'c', epoch: 2n }], lacking: [] });
   const kept = apply.applyPacket('b', 5n, data([delta(header('s11', 'b', 1), { ...PUT, name: 'note', version: 21 })], { seq: 21n }), NOW);
   expect(kept).toMatchObject({ notes: [{ seq: 21n, sessionId: 's11', ownerNodeId: 'c', epoch: 2n }], lacking: [{ sessionId: 's11', names: ['note'] }] });
+});
+
+// This node wrote a part; a claim made without that write re-stamps the older value with a
+// higher epoch, which wins here: the write's ticket must send it again (its acknowledgements
+// would cover the claim's value, the key's latest in a channel's queue).
+test('a claim that re-stamps an older value over a write of this node reports the write lost', () => {
+  const { store, apply } = setup();
+  store.put('s12', [{ name: 'cart', value: Buffer.from('mine') }], 60_000, NOW);
+  const mine = findStoredPart(store.get('s12', NOW)!, 'cart')!;
+  const older = apply.applyPacket('b', 5n, data([delta(header('s12', 'c', 2), { ...PUT, version: mine.version - 1, writer: 'b', epoch: 2 })], { seq: 22n }), NOW);
+  expect(older.ownWritesLost).toEqual(['s12']);
+  expect(findStoredPart(store.get('s12', NOW)!, 'cart')!.value!.toString('latin1')).toBe('v');
+  // A newer write of another node over this node's part is no loss of this node's write.
+  store.put('s13', [{ name: 'cart', value: Buffer.from('mine') }], 60_000, NOW);
+  const newer = apply.applyPacket('b', 5n, data([delta(header('s13', 'a', 1), { ...PUT, version: findStoredPart(store.get('s13', NOW)!, 'cart')!.version + 1 })], { seq: 23n }), NOW);
+  expect(newer.ownWritesLost).toEqual([]);
 });
 
 test('fragments complete into a delta; one past the reassembly budget asks for a resync of the sender', () => {

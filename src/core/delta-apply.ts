@@ -67,6 +67,8 @@ export interface PacketOutcome {
   notes: Superseded[];
   /** Sessions whose ownership a delta settled on another node at the epoch this copy had (see TiedSession). */
   tied: TiedSession[];
+  /** Sessions where a delta replaced a write of this node with an older value at a higher epoch (a claim made without it): its ticket, if open, must send it again. */
+  ownWritesLost: string[];
   /** Parts this copy holds that the owner's copy lacks: a claim in effect here did not name them (lackedBy), or a late write kept here (keeps). */
   lacking: { sessionId: string; names: string[] }[];
   /** A delta's fragments were dropped after they counted as received: resync the sender's channels. */
@@ -104,7 +106,7 @@ export class DeltaApply {
 
   /** Applies a new (not duplicate) packet's deltas, and its fragment to reassembly. */
   applyPacket(from: string, incarnation: bigint, data: ReceivedData, now: number): PacketOutcome {
-    const outcome: PacketOutcome = { applied: 0, ignored: 0, dropped: [], lagsMs: [], notes: [], tied: [], lacking: [], resyncSender: false };
+    const outcome: PacketOutcome = { applied: 0, ignored: 0, dropped: [], lagsMs: [], notes: [], tied: [], lacking: [], ownWritesLost: [], resyncSender: false };
     const seq = safeSeq(data.seq);
     for (const delta of data.deltas) this.apply(delta, seq, now, outcome);
     const fragment = data.fragment;
@@ -141,6 +143,7 @@ export class DeltaApply {
     const prior = this.prior;
     const changed = this.store.applyRemote(sessionId, change, { owner, epoch: delta.epoch, expiresAt: delta.expiresAt, ttlMs: delta.ttlMs }, now, prior);
     outcome.applied++;
+    if (prior.ownWriteLost === true) outcome.ownWritesLost.push(sessionId);
     // Any holder whose copy, the delta merged, names another owner than the delta says so:
     // the writer takes that owner for the session's and sends the write again to it. The
     // copy knows a newer claim (a resume that could not reach the writing owner: the

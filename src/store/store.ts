@@ -74,6 +74,8 @@ export type { RemoteChange, RemoteSessionMeta, SessionSnapshot } from './session
 export interface PriorOwner {
   owner: string | undefined;
   epoch: number;
+  /** The change replaced a part this node wrote with an older version at a higher epoch. */
+  ownWriteLost?: boolean;
 }
 export { DEFAULT_STORE_CONFIG, type RemovalReason, type StoreConfig, type StoreObserver, type StoreStats } from './store-config';
 
@@ -228,6 +230,7 @@ export class SessionStore {
     if (prior !== undefined) {
       prior.owner = record?.owner;
       prior.epoch = record?.epoch ?? 0;
+      prior.ownWriteLost = false;
     }
     const versioned = change.kind === 'put' || change.kind === 'delete_part' || change.kind === 'delete_session';
     if (versioned) {
@@ -251,6 +254,9 @@ export class SessionStore {
         if (at >= 0 && !partNewerThan(change.epoch, change.version, change.writer, slots[at + EPOCH] as number, versionAt(slots, at), slots[at + WRITER] as string)) {
           return table.adoptMeta(key, record!, meta);
         }
+        // This node's own write of the part, newer than the change, loses to it all the same
+        // (a claim made without it re-stamped an older value with a higher epoch).
+        if (prior !== undefined && at >= 0 && slots[at + WRITER] === this.config.nodeId && versionAt(slots, at) > change.version) prior.ownWriteLost = true;
         const hadValue = at >= 0 && slots[at + VALUE] !== null;
         const byteDelta =
           (record === undefined ? id.length + SESSION_OVERHEAD_BYTES : 0) +
