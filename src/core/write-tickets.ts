@@ -256,12 +256,12 @@ export class WriteTickets {
     return resend;
   }
 
-  /** Counts one more sending of a forwarded write; false once it had MAX_FORWARDED_RESENDS. */
   /** The open tickets of writes on `sessionId` (a scan: only for the rare write that lost to a claim). */
   openOn(sessionId: string): Ticket[] {
     return this.openTickets().filter((ticket) => ticket.write?.sessionId === sessionId);
   }
 
+  /** Counts one more sending of a forwarded write; false once it had MAX_FORWARDED_RESENDS. */
   countResend(ticket: Ticket): boolean {
     const write = ticket.write;
     if (write === undefined || write.resends >= MAX_FORWARDED_RESENDS) return false;
