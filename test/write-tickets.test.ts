@@ -53,6 +53,20 @@ describe('WriteTickets', () => {
     expect(t.takeCompleted()).toEqual([{ id: ticket.id, acked: 1 }]);
   });
 
+  // A retransmission leaves out a delta a later packet supersedes: the write's part may reach
+  // the holder in a later packet than its wait names, and be noted there.
+  it('a note on the session in a later packet the acknowledgement covers counts against the write', () => {
+    const t = new WriteTickets();
+    const ticket = t.open([wait('b', 1)], undefined, { sessionId: 's1', changes: [], resends: 0 });
+    t.await(ticket.id, 1);
+    t.sent('b', 4, 1, 4);
+    expect(t.ownerAck('b', 'b', 9, 0, [{ seq: 7, sessionId: 's1' }]).map((x) => x.id)).toEqual([ticket.id]);
+    expect(t.ackCount(ticket.id, acks({ 'b>b': 9 }))).toBe(0);
+    // Past what the acknowledgement covers, a note says nothing yet.
+    expect(t.ownerAck('b', 'b', 9, 0, [{ seq: 12, sessionId: 's1' }])).toEqual([]);
+    expect(t.ackCount(ticket.id, acks({ 'b>b': 9 }))).toBe(1);
+  });
+
   it('follows a forwarded write nobody awaits until its owner confirms it, for FOLLOW_FORWARDED_MS at most; forgets an own one at the flush', () => {
     const t = new WriteTickets();
     const forwarded = () => ({ sessionId: 's1', changes: [], resends: 0 });

@@ -244,7 +244,12 @@ export class WriteTickets {
       const wait = ticket.waits.find((w) => w.nodeId === from && w.channel === channel);
       if (wait === undefined || wait.seq === 0 || wait.vouched === true) continue;
       const sessionId = write.sessionId;
-      if (superseded.some((s) => s.sessionId === sessionId && s.seq >= wait.firstSeq && s.seq <= wait.seq)) resend.push(ticket);
+      // A note on the session in any packet from the write's first up to what this
+      // acknowledgement covers counts against it: a retransmission leaves out a delta a later
+      // packet supersedes, so the write's part may have reached the holder, and been noted,
+      // in a later packet than the one its wait names.
+      const through = Math.max(wait.seq, cumulative);
+      if (superseded.some((s) => s.sessionId === sessionId && s.seq >= wait.firstSeq && s.seq <= through)) resend.push(ticket);
       else if (cumulative < wait.seq) continue;
       else if (completeAbove >= wait.firstSeq) resend.push(ticket);
       else if (own) wait.vouched = true;
