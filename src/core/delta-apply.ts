@@ -77,7 +77,7 @@ export interface PacketOutcome {
 
 export class DeltaApply {
   /** What applyRemote says of a copy before each delta (one object, reused). */
-  private readonly prior: PriorOwner = { owner: undefined, epoch: 0 };
+  private readonly prior: PriorOwner = { owner: undefined, epoch: 0, ownWriteLost: false };
 
   constructor(
     private readonly config: DeltaApplyConfig,

@@ -59,7 +59,7 @@ export interface QueuedWrite extends Queued {
 export class FanOut {
   private dirty = new Set<string>();
   /** What applyRemote says of a copy before adopting an owner (one object, reused). */
-  private readonly prior: PriorOwner = { owner: undefined, epoch: 0 };
+  private readonly prior: PriorOwner = { owner: undefined, epoch: 0, ownWriteLost: false };
 
   constructor(
     private readonly config: FanOutConfig,
