@@ -29,7 +29,7 @@ import type { FragmentReassembly } from './fragment-reassembly';
 import type { Membership } from './membership';
 import type { Placement } from './placement';
 import type { Superseded } from '../gen/baton/v1/wire';
-import { findStoredPart, forEachPart, type PriorOwner, type RemoteChange, type SessionStore } from '../store/store';
+import { findStoredPart, forEachPart, tieLoser, type PriorOwner, type RemoteChange, type SessionStore } from '../store/store';
 import { safeSeq } from '../wire/datagram-fields';
 import { groupOfChannel, isGroupChannel } from './multicast-groups';
 import { decodeDelta, type Change, type DecodedDelta, type ReceivedData } from '../wire/delta-codec';
@@ -161,10 +161,10 @@ export class DeltaApply {
       if (changed && current.owner !== this.config.nodeId && (change.kind === 'put' || change.kind === 'delete_part') && this.keeps(sessionId, change, now)) {
         outcome.lacking.push({ sessionId, names: [change.name] });
       }
-    } else if (prior.owner !== undefined && prior.owner !== owner && prior.epoch === delta.epoch && owner !== this.config.nodeId) {
+    } else if (owner !== this.config.nodeId && tieLoser(prior, owner, delta.epoch) !== undefined) {
       // The delta's owner won the tie over the owner this copy named: the copy may hold
       // writes of that owner the winner lacks (acknowledged here before the tie showed).
-      outcome.tied.push({ sessionId, loser: prior.owner });
+      outcome.tied.push({ sessionId, loser: prior.owner! });
     } else if (delta.change?.kind === 'claim' && delta.change.parts !== undefined && owner !== this.config.nodeId) {
       const names = this.lackedBy(sessionId, delta.epoch, delta.change.parts, now);
       if (names.length > 0) outcome.lacking.push({ sessionId, names });

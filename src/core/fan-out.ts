@@ -29,7 +29,7 @@ import type { ChannelSender } from './channel-sender';
 import type { ChannelTable } from './channel-table';
 import { toRemoteChange } from './delta-apply';
 import type { Placement } from './placement';
-import { forEachPart, type PriorOwner, type SessionStore, type StoredSession } from '../store/store';
+import { forEachPart, tieLoser, type PriorOwner, type SessionStore, type StoredSession } from '../store/store';
 import { deltaKey, encodeDelta, type Change } from '../wire/delta-codec';
 import type { TicketWait } from './write-tickets';
 import { groupOfChannel, isGroupChannel, MulticastGroups } from './multicast-groups';
@@ -110,7 +110,7 @@ export class FanOut {
     const changes: Change[] = [{ kind: 'claim', parts: names }];
     forEachPart(session, (name, value, version, writer) => {
       names.push(name);
-      changes.push(value === null ? { kind: 'delete_part', name, version, writer } : { kind: 'put', name, value, version, writer });
+      changes.push(partChange(name, value, version, writer, undefined));
     });
     return this.enqueue(session, changes, holders, now);
   }
@@ -148,8 +148,7 @@ export class FanOut {
     if (holders.length === 0) return { deltas: 0 };
     const changes: Change[] = [];
     forEachPart(session, (name, value, version, writer, epoch) => {
-      if (names !== undefined && !names.includes(name)) return;
-      changes.push(value === null ? { kind: 'delete_part', name, version, writer, epoch } : { kind: 'put', name, value, version, writer, epoch });
+      if (names === undefined || names.includes(name)) changes.push(partChange(name, value, version, writer, epoch));
     });
     return changes.length === 0 ? { deltas: 0 } : this.enqueue(session, changes, holders, now);
   }
@@ -189,8 +188,8 @@ export class FanOut {
     if (session === undefined) return { deltas: 0 };
     const prior = this.prior;
     this.store.applyRemote(sessionId, { kind: 'claim' }, { owner, epoch, expiresAt: session.expiresAt, ttlMs: session.ttlMs }, now, prior);
-    const tied = prior.owner !== undefined && prior.owner !== owner && prior.epoch === epoch && owner !== this.config.nodeId;
-    return tied && this.store.isOwnedBy(sessionId, owner) ? this.forwardTied(sessionId, prior.owner!, now) : { deltas: 0 };
+    const loser = owner === this.config.nodeId ? undefined : tieLoser(prior, owner, epoch);
+    return loser !== undefined && this.store.isOwnedBy(sessionId, owner) ? this.forwardTied(sessionId, loser, now) : { deltas: 0 };
   }
 
   /**
@@ -318,4 +317,9 @@ export class FanOut {
     }
     return { deltas: deltas.length * channels.length };
   }
+}
+
+/** A part of a copy as a change: at its own epoch, or (undefined) at the session's when sent. */
+function partChange(name: string, value: Buffer | null, version: number, writer: string, epoch: number | undefined): Change {
+  return value === null ? { kind: 'delete_part', name, version, writer, epoch } : { kind: 'put', name, value, version, writer, epoch };
 }

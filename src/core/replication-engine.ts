@@ -659,13 +659,11 @@ export class ReplicationEngine {
     for (const note of outcome.notes) receiver.note(seq, note);
     for (const { sessionId, loser } of outcome.tied) this.stats.deltasSent += this.fanOut.forwardTied(sessionId, loser, now).deltas;
     for (const { sessionId, names } of outcome.lacking) this.stats.deltasSent += this.fanOut.forwardLacking(sessionId, names, now).deltas;
-    if (outcome.ownWritesLost.length > 0) {
-      // A write of this node still waiting for its holders lost here to a claim made without
-      // it: its acknowledgements would now cover the claim's value (a queued delta of one
-      // part holds only the latest), so it is sent again at the claimed epoch instead.
-      for (const sessionId of outcome.ownWritesLost) for (const ticket of this.tickets.openOn(sessionId)) this.resendForwarded(ticket, now);
-      this.flush(now);
-    }
+    // A write of this node still waiting for its holders lost here to a claim made without
+    // it: its acknowledgements would now cover the claim's value (a queued delta of one part
+    // holds only the latest), so it is sent again at the claimed epoch instead. (All of these
+    // go out at the driver's flush after the datagram.)
+    for (const sessionId of outcome.ownWritesLost) for (const ticket of this.tickets.openOn(sessionId)) this.resendForwarded(ticket, now);
     for (const reason of outcome.dropped) this.observer.dropped(reason);
     for (const lag of outcome.lagsMs) this.observer.lag(lag);
     if (outcome.resyncSender) this.repairs.resyncChannelsOf(from, incarnation);

@@ -77,6 +77,15 @@ export interface PriorOwner {
   /** The change replaced a part this node wrote with an older version at a higher epoch. */
   ownWriteLost?: boolean;
 }
+
+/**
+ * The owner a change settled a tie over: the copy named another owner than `owner` at the
+ * very epoch the change carries (two nodes made or claimed the session at once; the higher
+ * node id owns it). Undefined when the change moved no tie.
+ */
+export function tieLoser(prior: PriorOwner, owner: string, epoch: number): string | undefined {
+  return prior.owner !== undefined && prior.owner !== owner && prior.epoch === epoch ? prior.owner : undefined;
+}
 export { DEFAULT_STORE_CONFIG, type RemovalReason, type StoreConfig, type StoreObserver, type StoreStats } from './store-config';
 
 export interface PartWriteRequest {
