@@ -146,3 +146,17 @@ test('resendForwarded stamps unstamped parts with the session epoch and sends to
   expect(findStoredPart(store.get('s5', NOW)!, 'cart')?.value?.toString('latin1')).toBe('w');
   expect(fanOut.resendForwarded('missing', [], NOW)).toBeUndefined();
 });
+
+test('holdsWrite: a copy holds a write while its part is at the write version or newer, not once an older value replaced it', () => {
+  const { store, fanOut } = setup('unicast');
+  const session = put(store, 's1', 'mine');
+  const mine = findStoredPart(session, 'cart')!;
+  const write = [{ kind: 'touch' as const }, { kind: 'put' as const, name: 'cart', value: Buffer.from('mine'), version: mine.version }];
+  expect(fanOut.holdsWrite(session, write)).toBe(true);
+  expect(fanOut.holdsWrite(session, [{ kind: 'delete_part', name: 'cart', version: mine.version - 1 }])).toBe(true);
+  expect(fanOut.holdsWrite(session, [{ kind: 'delete_part', name: 'basket', version: 1 }])).toBe(false);
+  // A copy claimed at epoch 3 elsewhere re-stamps the older value: it beats this node's write.
+  const meta = { owner: 'b', epoch: 3, expiresAt: NOW + 60_000, ttlMs: 60_000 };
+  store.applyRemote('s1', { kind: 'put', name: 'cart', value: Buffer.from('older'), version: mine.version - 1, writer: 'c', epoch: 3 }, meta, NOW);
+  expect(fanOut.holdsWrite(store.get('s1', NOW)!, write)).toBe(false);
+});

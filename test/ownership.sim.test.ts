@@ -397,6 +397,36 @@ for (const transport of TRANSPORTS) {
       for (const node of cluster.running) expect([node.store.snapshot('s1', cluster.net.now)!.epoch, partValue(node, 's1', 'basket')]).toEqual([3, 'round 2']);
     });
 
+    test('a write still on its way to the owner when its node resumes the session from a newer copy without it is sent again after the claim', async () => {
+      const cluster = startCluster({ seed: 49, nodes: 3, transport, profile: lossy(0.05) });
+      const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
+      a.write('s1', { basket: 'round 1', login: 'token' });
+      expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
+
+      // b claims the session and a claims it back; c hears of neither, then writes naming a
+      // at epoch 1, and none of c's data datagrams leaves it before c resumes the session.
+      const claimToC = (t: Transmission) => t.to === c.address && (t.meta.deltaKinds ?? []).includes(DeltaKind.DELTA_KIND_CLAIM);
+      cluster.net.filter = claimToC;
+      expect(await b.resume('s1')).toBe(2);
+      expect(cluster.runUntil(() => a.store.snapshot('s1', cluster.net.now)?.owner === b.nodeId, SETTLE_MS)).toBe(true);
+      expect(await a.resume('s1')).toBe(3);
+      cluster.net.filter = (t) => claimToC(t) || (t.from === c.address && t.meta.kind === 'data');
+      const { ticket } = c.write('s1', { basket: 'round 2' }, { sync: 1 });
+      cluster.runFor(20);
+      expect(a.store.snapshot('s1', cluster.net.now)!.parts.find((p) => p.name === 'basket')!.value!.toString('latin1')).toBe('round 1');
+
+      // a hands over its copy (epoch 3, 'round 1' re-stamped), which beats c's write at
+      // epoch 1 here; c's claim re-stamps 'round 1' at epoch 4, the latest delta of the
+      // part in c's queues. Acknowledged only once the write itself reached the holders.
+      expect(await c.resume('s1')).toBe(4);
+      cluster.net.filter = undefined;
+      expect(cluster.runUntil(() => c.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
+      expect(cluster.runUntil(() => agreed(cluster, 's1', c.nodeId), SETTLE_MS)).toBe(true);
+      for (const node of cluster.running) {
+        expect([node.store.snapshot('s1', cluster.net.now)!.epoch, partValue(node, 's1', 'basket'), partValue(node, 's1', 'login')]).toEqual([4, 'round 2', 'token']);
+      }
+    });
+
     test('two nodes resuming one session at once settle on one owner everywhere, with no part lost', async () => {
       const cluster = startCluster({ seed: 43, nodes: 3, transport, profile: lossy(0.1) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];

@@ -29,7 +29,7 @@ import type { ChannelSender } from './channel-sender';
 import type { ChannelTable } from './channel-table';
 import { toRemoteChange } from './delta-apply';
 import type { Placement } from './placement';
-import { forEachPart, tieLoser, type PriorOwner, type SessionStore, type StoredSession } from '../store/store';
+import { findStoredPart, forEachPart, tieLoser, type PriorOwner, type SessionStore, type StoredSession } from '../store/store';
 import { deltaKey, encodeDelta, type Change } from '../wire/delta-codec';
 import type { TicketWait } from './write-tickets';
 import { groupOfChannel, isGroupChannel, MulticastGroups } from './multicast-groups';
@@ -113,6 +113,20 @@ export class FanOut {
       changes.push(partChange(name, value, version, writer, undefined));
     });
     return this.enqueue(session, changes, holders, now);
+  }
+
+  /**
+   * Whether this node's copy of a session still holds every part a write of it changed, or
+   * a newer version of it: false once a copy merged from a peer replaced the write with an
+   * older value at a higher epoch.
+   */
+  holdsWrite(session: StoredSession, changes: readonly Change[]): boolean {
+    for (const change of changes) {
+      if (change.kind !== 'put' && change.kind !== 'delete_part') continue;
+      const part = findStoredPart(session, change.name);
+      if (part === undefined || part.version < change.version) return false;
+    }
+    return true;
   }
 
   /**

@@ -226,6 +226,15 @@ export class ReplicationEngine {
    */
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void {
     this.stats.deltasSent += this.fanOut.claim(session, previousOwner, now).deltas;
+    if (this.tickets.size === 0) return;
+    // A write of this node on the session still waiting for its holders, which a copy
+    // merged before the claim replaced with an older value at a higher epoch (its owner
+    // handed the session over before the write reached it): the claim re-stamped that
+    // value, and a queued delta of one part holds only the latest, so the write's
+    // acknowledgements would confirm the claim's value. It goes again, after the claim.
+    for (const ticket of this.tickets.openOn(session.id)) {
+      if (!this.fanOut.holdsWrite(session, ticket.write!.changes)) this.resendForwarded(ticket, now);
+    }
   }
 
   /**
