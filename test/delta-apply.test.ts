@@ -17,7 +17,7 @@ function setup(transport: 'unicast' | 'multicast' = 'unicast') {
   placement.setMembers(['a', 'b', 'c']);
   const members = new Map<string, MemberView>([['b', { nodeId: 'b', advertiseAddress: 'b:1', state: 'alive', incarnation: 5n, lastHeardAt: NOW, isSelf: false, role: 'edge' }]]);
   const reassembly = new FragmentReassembly({ maxBytes: 4096, timeoutMs: 1000 });
-  const apply = new DeltaApply({ nodeId: 'a', transport }, store, placement, { member: (id) => members.get(id) }, reassembly);
+  const apply = new DeltaApply({ nodeId: 'a', transport }, store, placement, { member: (id) => members.get(id), isLive: (id) => members.get(id)?.state === 'alive' || members.get(id)?.state === 'suspect' }, reassembly);
   return { store, placement, apply, reassembly };
 }
 

@@ -11,6 +11,7 @@ import { DISCARD_AFTER_MS, DISCARD_MAX_WAIT_MS } from '../src/core/replication-e
 import { DEFAULT_CHANNEL_RECEIVER_CONFIG } from '../src/core/channel-receiver';
 import { PERFECT_LINK, type Transmission } from './support/sim-network';
 import { comparable, SimCluster, type SimClusterOptions, type SimNode } from './support/sim-cluster';
+import { partitionMaster } from '../src/core/name-service';
 
 const TRANSPORTS = ['unicast', 'multicast'] as const;
 const SETTLE_MS = 20_000;
@@ -427,6 +428,66 @@ for (const transport of TRANSPORTS) {
       }
     });
 
+    // A node cut off from every peer for a moment (a network blip shorter than failure
+    // detection) is asked to resume a session another node owns. It holds a copy (it owned
+    // the session before, or holds it for its owner), but none of its peers answers: the
+    // owner, alive, goes on writing, and its secondaries acknowledge. A claim made from the
+    // cut-off node's copy would beat those writes everywhere once the network heals.
+    test('a node cut off from every peer does not claim a session from its own copy; what the owner acknowledged meanwhile survives the heal', async () => {
+      const cluster = startCluster({ seed: 56, nodes: 5, transport, replicas: 1, profile: lossy(0.05) });
+      const nodes = cluster.nodes as SimNode[];
+      const [a, b] = nodes as [SimNode, SimNode];
+      await a.writeSettled('s1', { basket: 'lamp' }, { sync: 1 });
+      // b owned it once: its copy stays behind when a resumes it back.
+      expect(await b.resume('s1')).toBe(2);
+      expect(await a.resume('s1')).toBe(3);
+      const holder = nodes.find((n) => n !== a && a.core.holds('s1', a.nodeId))!;
+      for (const cutOff of [b, holder]) {
+        cluster.runFor(200);
+        cluster.net.isolate(cutOff.address);
+        await expect(cutOff.resume('s1')).rejects.toThrow(/did not answer in time/);
+        expect(cutOff.store.snapshot('s1', cluster.net.now)!.owner).toBe(a.nodeId);
+        cluster.net.healAll();
+      }
+      // The owner's write while b is cut off again is acknowledged by its secondary, and
+      // stays the session's value everywhere after the heal.
+      cluster.net.isolate(b.address);
+      await expect(b.resume('s1')).rejects.toThrow(/did not answer in time/);
+      const { ticket } = await a.writeSettled('s1', { basket: 'lamp and desk' }, { sync: 1 });
+      expect(cluster.runUntil(() => a.completedTickets.has(ticket!), SETTLE_MS)).toBe(true);
+      cluster.net.healAll();
+      expect(cluster.runUntil(() => cluster.running.every((n) => n.store.snapshot('s1', cluster.net.now)?.owner !== b.nodeId), SETTLE_MS)).toBe(true);
+      expect(await b.resume('s1')).toBe(4);
+      expect(partValue(b, 's1', 'basket')).toBe('lamp and desk');
+    });
+
+    // The writer holds the session's owner dead (their link was cut long enough), the rest
+    // of the cluster holds it alive: the writer sends its write to the partition's master
+    // to take the session over, which the master will not do while the owner lives.
+    test('a master that holds the owner alive does not confirm a write sent to it for an owner the writer holds gone', async () => {
+      const cluster = startCluster({ seed: 57, nodes: 4, transport, replicas: 1, profile: lossy(0.05) });
+      const nodes = cluster.nodes as SimNode[];
+      const owner = nodes[0]!;
+      await owner.writeSettled('s1', { basket: 'lamp' }, { sync: 1 });
+      const partition = owner.store.partitionOf('s1');
+      const writer = nodes.find((n) => n !== owner && !owner.core.holds('s1', n.nodeId) && !n.core.holds('s1', owner.nodeId))!;
+      cluster.net.cut(writer.address, owner.address);
+      cluster.net.cut(owner.address, writer.address);
+      expect(cluster.runUntil(() => writer.membership.member(owner.nodeId)?.state === 'dead', SETTLE_MS)).toBe(true);
+      expect(nodes.filter((n) => n !== writer && n !== owner).every((n) => n.membership.isLive(owner.nodeId))).toBe(true);
+      const master = partitionMaster(writer.core, partition);
+      expect(master).not.toBe(owner.nodeId);
+
+      const { ticket } = await writer.writeSettled('s1', { basket: 'lamp and desk' }, { sync: 1 });
+      cluster.runFor(1000);
+      // Not confirmed while the owner lacks it.
+      expect(writer.completedTickets.has(ticket!)).toBe(false);
+      expect(partValue(owner, 's1', 'basket')).toBe('lamp');
+      cluster.net.healAll();
+      cluster.runUntil(() => writer.completedTickets.has(ticket!), 5000);
+      if (writer.completedTickets.has(ticket!)) expect(partValue(owner, 's1', 'basket')).toBe('lamp and desk');
+    });
+
     test('two nodes resuming one session at once settle on one owner everywhere, with no part lost', async () => {
       const cluster = startCluster({ seed: 43, nodes: 3, transport, profile: lossy(0.1) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
@@ -440,14 +501,26 @@ for (const transport of TRANSPORTS) {
       expectSettledWithEveryPart(cluster, c.nodeId);
     });
 
-    test('two nodes resuming one session at once after its owner crashed both claim epoch 2, and ownership settles on the higher node id everywhere', async () => {
+    test('after its owner crashed, two nodes cut off from each other claim the session only once each holds the other dead, both at epoch 2, and ownership settles on the higher node id everywhere', async () => {
       const cluster = startCluster({ seed: 43, nodes: 3, transport, profile: lossy(0.1) });
       const [a, b, c] = cluster.nodes as [SimNode, SimNode, SimNode];
       a.write('s1', { login: 'token', basket: 'lamp' });
       expect(cluster.runUntil(() => agreed(cluster, 's1', a.nodeId), SETTLE_MS)).toBe(true);
       a.stop();
+      cluster.net.cut(b.address, c.address);
+      cluster.net.cut(c.address, b.address);
 
-      expect(await resumeAtOnceApart(cluster, b, c)).toEqual([2, 2]);
+      // The owner refuses (it is down), the other holder is silent: it may be alive and
+      // acknowledging writes a claim it never hears of would beat. No claim is made.
+      for (const node of [b, c]) await expect(node.resume('s1')).rejects.toThrow(/did not answer in time/);
+      expect([b, c].map((n) => n.store.snapshot('s1', cluster.net.now)!.epoch)).toEqual([1, 1]);
+
+      // Once each holds the other dead, each takes the session over from its own copy (its
+      // partition master's takeover, or the resume itself).
+      expect(cluster.runUntil(() => b.membership.member(c.nodeId)?.state === 'dead' && c.membership.member(b.nodeId)?.state === 'dead', SETTLE_MS)).toBe(true);
+      expect(await Promise.all([b.resume('s1'), c.resume('s1')])).toEqual([2, 2]);
+      cluster.net.heal(b.address, c.address);
+      cluster.net.heal(c.address, b.address);
       expectSettledWithEveryPart(cluster, b.nodeId > c.nodeId ? b.nodeId : c.nodeId);
     });
 

@@ -53,6 +53,11 @@ class ScriptedReplicator implements Replicator {
   holdsEverySessionOf(): boolean {
     return this.holdsEvery;
   }
+  /** What holds() answers: whether this node holds a session for its owner (as its secondary). */
+  holdsCopy = true;
+  holds(): boolean {
+    return this.holdsCopy;
+  }
   /** What caughtUp() answers, and the deadlines it was asked with. */
   catchUp: Promise<boolean> = Promise.resolve(true);
   readonly catchUpDeadlines: number[] = [];
@@ -262,6 +267,42 @@ describe('SessionApi: a synchronous write of a session this node lacks', () => {
     await expect(api.put(put('s1', 1), T0)).rejects.toBeInstanceOf(WriteNotMadeError);
     expect(store.get('s1', T0)).toBeUndefined();
     expect(replicator.replicated).toEqual([]);
+  });
+});
+
+describe('SessionApi: a resume no peer answers', () => {
+  /** A copy of s1 here, owned by node-b (as a secondary holds it, or a former owner kept it). */
+  function withCopy() {
+    const setup = setUp();
+    setup.store.applyRemote('s1', { kind: 'put', name: 'note', value: Buffer.from('kept'), version: 5, writer: 'node-b', epoch: 1 }, { owner: 'node-b', epoch: 1, expiresAt: T0 + 60_000, ttlMs: 60_000 }, T0);
+    return setup;
+  }
+
+  test('fails UNAVAILABLE, claiming nothing, when a peer asked did not answer in time (this node may be the one cut off)', async () => {
+    const { api, store, replicator } = withCopy();
+    replicator.answers = [{ asked: 2, answered: 0, snapshots: [], silent: ['node-b', 'node-c'], down: ['node-b'] }];
+    await expect(api.get({ sessionId: 's1', parts: [], resume: true }, T0)).rejects.toThrow(/none of the 2 peers that may hold the session answered \(1 did not answer in time/);
+    expect(store.get('s1', T0)!.owner).toBe('node-b');
+    expect(replicator.claims).toEqual([]);
+  });
+
+  test('claims from the copy it holds for the owner when every peer asked is down', async () => {
+    const { api, replicator } = withCopy();
+    replicator.answers = [{ asked: 2, answered: 0, snapshots: [], silent: ['node-b', 'node-c'], down: ['node-b', 'node-c'] }];
+    const answer = await api.get({ sessionId: 's1', parts: [], resume: true }, T0);
+    expect(answer.session!.parts[0]!.value.toString()).toBe('kept');
+    expect(replicator.claims).toEqual(['s1@2 from node-b']);
+  });
+
+  test('fails UNAVAILABLE when every peer asked is down but the copy here is not one it holds for the owner, or there is none', async () => {
+    const { api, store, replicator } = withCopy();
+    replicator.holdsCopy = false;
+    replicator.answers = [{ asked: 1, answered: 0, snapshots: [], silent: ['node-b'], down: ['node-b'] }];
+    await expect(api.get({ sessionId: 's1', parts: [], resume: true }, T0)).rejects.toThrow(/the peer that may hold the session is down, and this node's copy is not one it holds for the owner \(node-b\)/);
+    expect(store.get('s1', T0)!.owner).toBe('node-b');
+    replicator.answers = [{ asked: 1, answered: 0, snapshots: [], silent: ['node-b'], down: ['node-b'] }];
+    await expect(api.get({ sessionId: 's2', parts: [], resume: true }, T0)).rejects.toThrow(/the peer that may hold the session is down; try again/);
+    expect(replicator.claims).toEqual([]);
   });
 });
 

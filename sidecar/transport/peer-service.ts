@@ -380,6 +380,22 @@ function snapshotBytes(s: SessionSnapshot): number {
   return bytes;
 }
 
+/** The lookup stream's error when the peer ends it (it is shutting down). */
+const LOOKUP_ENDED = 'the peer ended the lookup stream';
+
+/**
+ * Whether a failed peer call says the peer is down — nothing listens at its address (the
+ * connection was refused), its connection was reset or closed under the call (its process
+ * died: grpc-js's "Connection dropped"; peer clients keep no keepalive that would drop a
+ * connection over silence), or it ended the stream (it is shutting down) — rather than that
+ * it did not answer in time, as a peer cut off by the network does (then grpc-js may fail
+ * calls at once for a while, naming the timed-out connection attempt: not a refusal).
+ */
+export function peerDown(err: unknown): boolean {
+  const message = err instanceof Error ? err.message : '';
+  return message === LOOKUP_ENDED || /\bECONNREFUSED\b|\bECONNRESET\b|Connection dropped/.test(message);
+}
+
 export function toEntry(s: SessionSnapshot): SessionEntry {
   return {
     sessionId: s.id,
@@ -562,7 +578,7 @@ class LookupStream {
       pending.resolve(pending.snapshots);
     });
     this.call.on('error', (err: Error) => this.close(err));
-    this.call.on('end', () => this.close(new Error('the peer ended the lookup stream')));
+    this.call.on('end', () => this.close(new Error(LOOKUP_ENDED)));
   }
 
   ask(sessionIds: string[], deadlineMs: number, claimantNodeId: string): Promise<SessionSnapshot[]> {

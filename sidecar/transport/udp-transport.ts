@@ -25,7 +25,7 @@ import type { SessionStore } from '../../src/store/store';
 import { groupOfDestination } from '../../src/core/multicast-groups';
 import { carryOut, type Outgoing, type PeerAnswer, type PeerRequest, type Ready, type Transport } from '../../src/core/transport';
 import { type Config, nodeCoreConfig } from '../config/config';
-import { type HandoverReceiver, PeerClients, PeerCredentials, peerServiceDefinition, peerServiceImplementation, peerTlsFor, type ReplayService } from './peer-service';
+import { type HandoverReceiver, PeerClients, PeerCredentials, peerDown, peerServiceDefinition, peerServiceImplementation, peerTlsFor, type ReplayService } from './peer-service';
 import type { PeerServiceClient, ReplayRequest, ReplayResponse } from '../../src/gen/baton/v1/peer';
 import { OpenStreams, shutdownWithin } from '../net/server-shutdown';
 import { loadOpensslGcm } from '../net/openssl-gcm';
@@ -341,7 +341,7 @@ export class UdpTransport implements Transport {
     const answer = (a: PeerAnswer) => {
       if (!this.stopped) this.carry(this.core.handleAnswer(a, Date.now()));
     };
-    const failed = (err: unknown) => answer({ kind: 'failed', id: request.id, error: (err as Error).message });
+    const failed = (err: unknown) => answer({ kind: 'failed', id: request.id, error: (err as Error).message, down: peerDown(err) });
     const within = (deadline: number) => Math.max(1, deadline - Date.now());
     switch (request.kind) {
       case 'digests':

@@ -51,6 +51,8 @@ export class ChannelRepair {
     private readonly membership: Pick<Membership, 'member'>,
     private readonly outbox: Outbox,
     private readonly stats: EngineStats,
+    /** Whether a write is waited for on `channel`: its retransmissions ask for an acknowledgement at once. */
+    private readonly awaited: (channel: string) => boolean = () => false,
   ) {}
 
   /** Sends one data packet of this node's `channel` (dropped while the target's address is unknown). */
@@ -75,7 +77,8 @@ export class ChannelRepair {
       return undefined;
     }
     const { packets, goneBefore } = sender.handleNack(ranges, now, from);
-    for (const packet of packets) this.sendData(channel, packet, false);
+    const ackRequested = packets.length > 0 && this.awaited(channel);
+    for (const packet of packets) this.sendData(channel, packet, ackRequested);
     if (goneBefore !== undefined) this.gone(fromAddress, channel, goneBefore);
     return undefined;
   }

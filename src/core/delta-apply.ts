@@ -84,7 +84,7 @@ export class DeltaApply {
     private readonly store: SessionStore,
     private readonly placement: Placement,
     /** Members as membership knows them (only `member` is read). */
-    private readonly membership: Pick<Membership, 'member'>,
+    private readonly membership: Pick<Membership, 'member' | 'isLive'>,
     private readonly reassembly: FragmentReassembly,
   ) {}
 
@@ -108,7 +108,7 @@ export class DeltaApply {
   applyPacket(from: string, incarnation: bigint, data: ReceivedData, now: number): PacketOutcome {
     const outcome: PacketOutcome = { applied: 0, ignored: 0, dropped: [], lagsMs: [], notes: [], tied: [], lacking: [], ownWritesLost: [], resyncSender: false };
     const seq = safeSeq(data.seq);
-    for (const delta of data.deltas) this.apply(delta, seq, now, outcome);
+    for (const delta of data.deltas) this.apply(from, delta, seq, data.ackRequested, now, outcome);
     const fragment = data.fragment;
     if (fragment === undefined) return outcome;
     const result = this.reassembly.add(from, incarnation, { ...fragment, deltaId: Number(fragment.deltaId) }, now);
@@ -120,13 +120,17 @@ export class DeltaApply {
     if (result.kind === 'complete') {
       const delta = decodeDelta(result.bytes, from);
       if (delta === undefined) outcome.dropped.push('malformed');
-      else this.apply(delta, seq, now, outcome);
+      else this.apply(from, delta, seq, data.ackRequested, now, outcome);
     }
     return outcome;
   }
 
-  /** Applies a delta that came in packet `seq`, recording what it did in `outcome`. */
-  private apply(delta: DecodedDelta, seq: number, now: number, outcome: PacketOutcome): void {
+  /**
+   * Applies a delta that came from `from` in packet `seq`, recording what it did in
+   * `outcome`. `awaited`: the packet asked for an acknowledgement at once (its sender waits
+   * for one of its writes).
+   */
+  private apply(from: string, delta: DecodedDelta, seq: number, awaited: boolean, now: number, outcome: PacketOutcome): void {
     const { sessionId, owner } = delta;
     if (this.config.transport === 'multicast') {
       const partition = this.store.partitionOf(sessionId);
@@ -168,8 +172,26 @@ export class DeltaApply {
     } else if (delta.change?.kind === 'claim' && delta.change.parts !== undefined && owner !== this.config.nodeId) {
       const names = this.lackedBy(sessionId, delta.epoch, delta.change.parts, now);
       if (names.length > 0) outcome.lacking.push({ sessionId, names });
+    } else if (awaited && current !== undefined && this.notConfirming(from, owner)) {
+      outcome.notes.push({ seq: BigInt(seq), sessionId, ownerNodeId: current.owner, epoch: BigInt(current.epoch) });
     }
     if (delta.writtenAt > 0) outcome.lagsMs.push(Math.max(0, now - delta.writtenAt));
+  }
+
+  /**
+   * A write made on another node than its owner, reaching this node while the owner lives
+   * here: this node's word must not confirm it. A writer that waits for this node's word on
+   * such a write holds the owner gone and sent it here as the partition's master, to take
+   * the session over — which no node does while the owner lives (a healed partition: the
+   * side that was cut off still holds the other side dead for a moment, and may know
+   * another master than this node does). So the owner is named instead, and the writer
+   * sends the write to it. A writer waiting for the owner's word reads no other holder's
+   * notes on its write; notes are made only in packets that ask for an acknowledgement at
+   * once (a write is waited for), so that parts forwarded for a tie or a claim, which nobody
+   * waits for, do not crowd out the notes that matter (a receiver holds at most maxNotes).
+   */
+  private notConfirming(from: string, owner: string): boolean {
+    return from !== owner && owner !== this.config.nodeId && this.membership.isLive(owner);
   }
 
   /** Whether this node's copy holds the part change as written (it was newer than the copy's). */

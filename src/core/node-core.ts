@@ -376,7 +376,7 @@ export class NodeCore implements Replicator {
         this.membership.setSeedAddresses([...this.config.seeds, ...answer.addresses]);
         break;
       case 'failed': {
-        if (this.asks.owns(answer.id)) this.asks.answer(answer.id, undefined, now);
+        if (this.asks.owns(answer.id)) this.asks.answer(answer.id, undefined, now, answer.down === true);
         const transfer = this.transfers.get(answer.id);
         if (transfer !== undefined) this.endTransfer(answer.id, transfer, answer.error, now);
         break;
@@ -545,6 +545,10 @@ export class NodeCore implements Replicator {
 
   holdsEverySessionOf(sessionId: string): boolean {
     return this.config.replicas === 0 || this.placement.ranking(this.store.partitionOf(sessionId))[0] === this.config.nodeId;
+  }
+
+  holds(sessionId: string, owner: string): boolean {
+    return owner === this.config.nodeId || this.placement.isSecondary(this.config.nodeId, this.store.partitionOf(sessionId), owner);
   }
 
   unplacedMembers(): number {

@@ -172,15 +172,18 @@ export class ResumeAsks {
     return this.lookups.has(id);
   }
 
-  /** A peer's answer to lookup `id` (snapshots), or its failure (undefined). */
-  answer(id: number, snapshots: SessionSnapshot[] | undefined, now: number): void {
+  /** A peer's answer to lookup `id` (snapshots), or its failure (undefined; `down`: see PeerAnswer). */
+  answer(id: number, snapshots: SessionSnapshot[] | undefined, now: number, down = false): void {
     const lookup = this.lookups.get(id);
     if (lookup === undefined) return;
     this.lookups.delete(id);
     const nodeId = lookup.peer.nodeId;
     this.observe((now - lookup.sentAt) / 1000, snapshots === undefined ? 'error' : 'ok');
     if (snapshots === undefined) {
-      for (const ask of lookup.asks) this.settle(ask, nodeId, true);
+      for (const ask of lookup.asks) {
+        if (down && ask.waiting.has(nodeId)) (ask.copies.down ??= []).push(nodeId);
+        this.settle(ask, nodeId, true);
+      }
       return;
     }
     const found = new Map(snapshots.map((s) => [s.id, s]));

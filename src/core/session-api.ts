@@ -47,6 +47,13 @@ export interface Replicator {
    */
   holdsEverySessionOf?(sessionId: string): boolean;
   /**
+   * Whether this node is a holder of the session under `owner` (the owner itself or one of
+   * its secondaries; absent: true): a holder's copy has every write a holder vouched for,
+   * while any other node's copy is one it kept from an earlier resume, which no write since
+   * reached.
+   */
+  holds?(sessionId: string, owner: string): boolean;
+  /**
    * Members counted alive that placement does not rank yet: it follows the coordinator's
    * view, which lists a node that just joined a moment after membership counts it.
    */
@@ -87,6 +94,8 @@ export interface PeerCopies {
   fromOwner?: string;
   /** Peers asked that failed or ran out of time (absent: none). */
   silent?: string[];
+  /** Those of `silent` that were down: they refused the call or dropped the connection (absent: none). */
+  down?: string[];
 }
 
 /** How a resume was served: by this node as owner, after asking peers, or not found. */
@@ -345,8 +354,22 @@ export class SessionApi {
     const self = this.store.config.nodeId;
     let copies = await this.mergePeerCopies(sessionId, knownOwner, deadline, now, { claim: true });
     now = this.clock();
-    if (copies.asked > 0 && copies.answered === 0 && this.store.snapshot(sessionId, now) === undefined) {
-      throw new UnavailableError(`none of the ${copies.asked} peers that may hold the session answered; try again`);
+    if (copies.answered === 0) {
+      const own = this.store.snapshot(sessionId, now);
+      // Peers asked were silent, not down: this node may be the one cut off, and the owner
+      // and its secondaries, alive, may acknowledge writes a claim none of them hears of
+      // would beat once the network heals. With every peer asked down (or none to ask), a
+      // copy this node holds as the owner's secondary has what that secondary vouched for
+      // and is claimed; a copy kept from an earlier resume, which no write reached since, is not.
+      const silent = copies.asked - (copies.down?.length ?? 0);
+      if (silent > 0) {
+        throw new UnavailableError(`none of the ${copies.asked} peers that may hold the session answered (${silent} did not answer in time: this node may be cut off from them); try again`);
+      }
+      if (own === undefined ? copies.asked > 0 : own.owner !== self && !(replicator.holds?.(sessionId, own.owner) ?? true)) {
+        throw new UnavailableError(
+          `${copies.asked === 1 ? 'the peer' : `the ${copies.asked} peers`} that may hold the session ${copies.asked === 1 ? 'is' : 'are'} down${own === undefined ? '' : `, and this node's copy is not one it holds for the owner (${own.owner})`}; try again`,
+        );
+      }
     }
     let merged = this.store.get(sessionId, now);
     // The owner the merged copies name did not answer as owner (another node's claim reached

@@ -53,7 +53,12 @@ export type PeerAnswer =
   | { kind: 'fetched'; id: number }
   | { kind: 'lookup'; id: number; snapshots: SessionSnapshot[] }
   | { kind: 'seeds'; id: number; addresses: string[] }
-  | { kind: 'failed'; id: number; error: string };
+  /**
+   * `down`: the peer refused the call or dropped its connection — nothing answers at its
+   * address (its process is gone) — rather than not answering in time (it may be alive and
+   * cut off from this node).
+   */
+  | { kind: 'failed'; id: number; error: string; down?: boolean };
 
 /**
  * What the core asks of its transport after an input, in the order it must be done:

@@ -198,6 +198,14 @@ export class WriteTickets {
     return false;
   }
 
+  /** Whether any write waited for (sent or not) waits for a holder on `channel`. */
+  awaitingOn(channel: string): boolean {
+    for (const ticket of this.openTickets()) {
+      if (ticket.needed > 0 && ticket.waits.some((w) => w.channel === channel)) return true;
+    }
+    return false;
+  }
+
   /**
    * `channel` sent packets firstSeq..highest and has nothing queued up to `sentThrough`:
    * writes queued up to there are covered by `highest`. Tickets nobody awaits are dropped.

@@ -111,7 +111,13 @@ export class SimTransport implements Transport {
       }
       const reached = host.peer(request.peerAddress);
       const peer = reached?.store;
-      if (reached === undefined || peer === undefined || net.isCut(host.address, request.peerAddress) || net.isCut(request.peerAddress, host.address)) {
+      // A stopped peer refuses the call (down); a cut link answers nothing (a real one
+      // would time out: here the failure comes at once, as silence).
+      if (reached === undefined || peer === undefined) {
+        host.answer({ kind: 'failed', id: request.id, error: `${request.peerAddress} refused the call`, down: true });
+        return;
+      }
+      if (net.isCut(host.address, request.peerAddress) || net.isCut(request.peerAddress, host.address)) {
         host.answer({ kind: 'failed', id: request.id, error: `${request.peerAddress} unreachable` });
         return;
       }
