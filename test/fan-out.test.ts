@@ -16,16 +16,17 @@ function setup(
   self = 'a',
   masterOf: (partition: number) => string | undefined = () => undefined,
   isLive: (nodeId: string) => boolean = () => false,
+  members: readonly string[] = NODES,
 ) {
   const hasher = new BuzHash('fan-out-tests');
   const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: self, partitions: 16 }, hasher, new HybridClock());
   const placement = new Placement(hasher, 16, 2);
-  placement.setMembers(NODES);
+  placement.setMembers([...members]);
   const channels = new ChannelTable(
     { nodeId: self, maxPayloadBytes: 1400, retransmitBufferBytes: 1 << 20, sendWindowBytes: 0, holdStallMs: 100, receiver: DEFAULT_CHANNEL_RECEIVER_CONFIG },
     new SeededRandom(1),
   );
-  const fanOut = new FanOut({ nodeId: self, transport }, store, placement, channels, () => NODES.filter((n) => n !== self), undefined, masterOf, isLive);
+  const fanOut = new FanOut({ nodeId: self, transport }, store, placement, channels, () => members.filter((n) => n !== self), undefined, masterOf, isLive);
   return { store, placement, channels, fanOut };
 }
 
@@ -133,6 +134,27 @@ test('a claim goes to the new secondaries and to the previous owner', () => {
   // claim + one part, to two secondaries and the previous owner.
   expect(fanOut.claim(session, previous, NOW).deltas).toBe(2 * 3);
   expect(fanOut.takeDirty().has(previous)).toBe(true);
+});
+
+// The previous owner's secondaries vouch for its writes: holding the claim, they note the
+// writes it makes before it hears of it (a resume that could not reach it).
+test("a claim also goes to the previous owner's secondaries", () => {
+  const members = ['a', 'b', 'c', 'd', 'e', 'f', 'g'];
+  const { store, placement, fanOut } = setup('unicast', 'a', undefined, undefined, members);
+  let beyond = 0;
+  for (let i = 0; i < 20; i++) {
+    const id = `claimed-${i}`;
+    put(store, id);
+    const partition = store.partitionOf(id);
+    for (const previous of members.filter((n) => n !== 'a')) {
+      const before = new Set([...placement.secondaries(partition, 'a'), previous]);
+      const expected = new Set([...before, ...placement.secondaries(partition, previous)].filter((n) => n !== 'a'));
+      fanOut.claim(store.get(id, NOW)!, previous, NOW);
+      expect([...fanOut.takeDirty()].sort()).toEqual([...expected].sort());
+      if (expected.size > before.size) beyond++;
+    }
+  }
+  expect(beyond).toBeGreaterThan(0);
 });
 
 test('resendForwarded stamps unstamped parts with the session epoch and sends to the adopted owner', () => {

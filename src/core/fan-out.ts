@@ -96,14 +96,20 @@ export class FanOut {
 
   /**
    * Queues a claim this node made (a resume): the claim and every part, re-stamped with
-   * the new epoch, go to the new owner's secondaries, and to the previous owner so it
-   * stops acting as owner at once (its later writes carry the old epoch and lose).
+   * the new epoch, go to the new owner's secondaries, to the previous owner so it stops
+   * acting as owner at once (its later writes carry the old epoch and lose), and to the
+   * previous owner's secondaries: they vouch for its writes, and once they hold the claim
+   * they note the writes it makes before it hears of the claim (a resume that could not
+   * reach it), which then go to this node — else they acknowledged writes the claim beats.
    */
   claim(session: StoredSession, previousOwner: string, now: number): Queued {
     const partition = this.store.partitionOf(session.id);
     const holders = this.holders(session.owner, partition);
-    if (previousOwner !== this.config.nodeId && !holders.includes(previousOwner) && this.reaches(previousOwner, partition)) {
-      holders.push(previousOwner);
+    const self = this.config.nodeId;
+    if (previousOwner !== self) {
+      for (const nodeId of [previousOwner, ...this.placement.secondaries(partition, previousOwner)]) {
+        if (nodeId !== self && !holders.includes(nodeId) && this.reaches(nodeId, partition)) holders.push(nodeId);
+      }
     }
     if (holders.length === 0) return { deltas: 0 };
     const names: string[] = [];
