@@ -140,7 +140,8 @@ test('a claim goes to the new secondaries and to the previous owner', () => {
 // writes it makes before it hears of it (a resume that could not reach it).
 test("a claim also goes to the previous owner's secondaries", () => {
   const members = ['a', 'b', 'c', 'd', 'e', 'f', 'g'];
-  const { store, placement, fanOut } = setup('unicast', 'a', undefined, undefined, members);
+  let live = true;
+  const { store, placement, fanOut } = setup('unicast', 'a', undefined, () => live, members);
   let beyond = 0;
   for (let i = 0; i < 20; i++) {
     const id = `claimed-${i}`;
@@ -155,18 +156,41 @@ test("a claim also goes to the previous owner's secondaries", () => {
     }
   }
   expect(beyond).toBeGreaterThan(0);
+  // A dead previous owner writes nothing more: its secondaries are not told.
+  live = false;
+  const partition = store.partitionOf('claimed-0');
+  const previous = members.find((n) => n !== 'a' && placement.rank(n, partition) >= 0 && !placement.secondaries(partition, 'a').includes(n))!;
+  fanOut.claim(store.get('claimed-0', NOW)!, previous, NOW);
+  expect([...fanOut.takeDirty()].sort()).toEqual([...placement.secondaries(partition, 'a'), previous].filter((n) => n !== 'a').sort());
 });
 
 test('resendForwarded stamps unstamped parts with the session epoch and sends to the adopted owner', () => {
   const { store, fanOut } = setup('unicast');
-  put(store, 's5');
+  const version = findStoredPart(put(store, 's5'), 'cart')!.version + 1;
   fanOut.adoptOwner('s5', 'd', 5, NOW);
   expect(store.ownerOf('s5')).toMatchObject({ owner: 'd', epoch: 5 });
-  const resent = fanOut.resendForwarded('s5', [{ kind: 'put', name: 'cart', value: Buffer.from('w'), version: 9 }], NOW)!;
+  const resent = fanOut.resendForwarded('s5', [{ kind: 'put', name: 'cart', value: Buffer.from('w'), version }], NOW)!;
   expect(resent.owner).toBe('d');
-  expect(resent.changes).toEqual([{ kind: 'put', name: 'cart', value: Buffer.from('w'), version: 9, epoch: 5 }]);
+  expect(resent.changes).toEqual([{ kind: 'put', name: 'cart', value: Buffer.from('w'), version, epoch: 5 }]);
   expect(findStoredPart(store.get('s5', NOW)!, 'cart')?.value?.toString('latin1')).toBe('w');
   expect(fanOut.resendForwarded('missing', [], NOW)).toBeUndefined();
+});
+
+// Stamped with the newer epoch, an older write would beat what was written since everywhere.
+test('resendForwarded leaves out a part written since (this copy holds a newer version of it)', () => {
+  const { store, fanOut } = setup('unicast');
+  const older = findStoredPart(put(store, 's6', 'first'), 'cart')!.version;
+  put(store, 's6', 'second');
+  fanOut.adoptOwner('s6', 'd', 5, NOW);
+  fanOut.takeDirty();
+  expect(fanOut.resendForwarded('s6', [{ kind: 'put', name: 'cart', value: Buffer.from('first'), version: older }], NOW)).toBeUndefined();
+  expect(findStoredPart(store.get('s6', NOW)!, 'cart')?.value?.toString('latin1')).toBe('second');
+  expect(fanOut.takeDirty().size).toBe(0);
+  const both = fanOut.resendForwarded('s6', [
+    { kind: 'put', name: 'cart', value: Buffer.from('first'), version: older },
+    { kind: 'put', name: 'note', value: Buffer.from('n'), version: older },
+  ], NOW)!;
+  expect(both.changes.map((c) => (c.kind === 'put' ? c.name : c.kind))).toEqual(['note']);
 });
 
 test('holdsWrite: a copy holds a write while its part is at the write version or newer, not once an older value replaced it', () => {

@@ -67,6 +67,26 @@ describe('WriteTickets', () => {
     expect(t.ackCount(ticket.id, acks({ 'b>b': 9 }))).toBe(1);
   });
 
+  // A tie's or a claim's forward of the part, sent after the write, supersedes it in the
+  // sender's buffer: a retransmission of the write's packet then leaves it out.
+  it("a write whose keys a later packet carries counts only once that packet is acknowledged, and that packet's notes count against it", () => {
+    const latest = new Map<string, number>();
+    const t = new WriteTickets((channel, key) => latest.get(`${channel}>${key}`) ?? 0);
+    const put = { kind: 'put' as const, name: 'cart', value: Buffer.from('v'), version: 7 };
+    const forwarded = t.open([wait('b', 1)], undefined, undefined);
+    const own = t.open([wait('b', 1)], undefined, { sessionId: 's1', changes: [put], resends: 0 });
+    for (const ticket of [forwarded, own]) t.await(ticket.id, 1);
+    t.sent('b', 4, 1, 4);
+    latest.set('b>s1\u0000cart', 9);
+    expect(t.ownerAck('b', 'b', 4, 0, [])).toEqual([]);
+    expect(t.ackCount(own.id, acks({ 'b>b': 4 }))).toBe(0);
+    // A ticket without a write (nothing to supersede) counts at its own packet.
+    expect(t.ackCount(forwarded.id, acks({ 'b>b': 4 }))).toBe(1);
+    expect(t.ownerAck('b', 'b', 9, 0, [{ seq: 9, sessionId: 's1' }]).map((x) => x.id)).toEqual([own.id]);
+    expect(t.ownerAck('b', 'b', 9, 0, [])).toEqual([]);
+    expect(t.ackCount(own.id, acks({ 'b>b': 9 }))).toBe(1);
+  });
+
   it('follows a forwarded write nobody awaits until its owner confirms it, for FOLLOW_FORWARDED_MS at most; forgets an own one at the flush', () => {
     const t = new WriteTickets();
     const forwarded = () => ({ sessionId: 's1', changes: [], resends: 0 });

@@ -157,6 +157,11 @@ export class ChannelSender {
   }
 
   /** Highest sequence number sent so far (0 = none). */
+  /** The sequence number of the packet that carries `key`'s latest value still buffered (0: none). */
+  latestSeqOf(key: string): number {
+    return this.latest[key]?.seq ?? 0;
+  }
+
   get highestSeq(): number {
     return this.seq;
   }

@@ -97,17 +97,20 @@ export class FanOut {
   /**
    * Queues a claim this node made (a resume): the claim and every part, re-stamped with
    * the new epoch, go to the new owner's secondaries, to the previous owner so it stops
-   * acting as owner at once (its later writes carry the old epoch and lose), and to the
-   * previous owner's secondaries: they vouch for its writes, and once they hold the claim
-   * they note the writes it makes before it hears of the claim (a resume that could not
-   * reach it), which then go to this node — else they acknowledged writes the claim beats.
+   * acting as owner at once (its later writes carry the old epoch and lose), and, while
+   * the previous owner lives, to its secondaries: they vouch for its writes, and once they
+   * hold the claim they note the writes it makes before it hears of the claim (a resume
+   * that could not reach it), which then go to this node — else they acknowledged writes
+   * the claim beats. (A dead owner writes nothing more; its sessions' new holders are the
+   * claimant's.)
    */
   claim(session: StoredSession, previousOwner: string, now: number): Queued {
     const partition = this.store.partitionOf(session.id);
     const holders = this.holders(session.owner, partition);
     const self = this.config.nodeId;
     if (previousOwner !== self) {
-      for (const nodeId of [previousOwner, ...this.placement.secondaries(partition, previousOwner)]) {
+      const vouching = this.isLive(previousOwner) ? this.placement.secondaries(partition, previousOwner) : [];
+      for (const nodeId of [previousOwner, ...vouching]) {
         if (nodeId !== self && !holders.includes(nodeId) && this.reaches(nodeId, partition)) holders.push(nodeId);
       }
     }
@@ -177,22 +180,29 @@ export class FanOut {
    * Sends a forwarded write again, to the holders of the owner this node now knows of.
    * Its parts are stamped with the session's epoch here (the claimed one, once adopted)
    * and keep their version, writer and value: they are newer than the claimed copy of the
-   * part unless it was written since, so every holder converges on the write (and a
-   * client's if_version keeps matching). This node's copy takes the same stamp, so it
-   * agrees with the others. Returns the changes as sent, for the ticket (undefined = the
-   * session is gone or has no holders).
+   * part, so every holder converges on the write (and a client's if_version keeps
+   * matching). This node's copy takes the same stamp, so it agrees with the others. A part
+   * this node's copy holds a newer version of was written since, and is left out: stamped
+   * with the newer epoch, the older write would beat it everywhere. Returns the changes as
+   * sent, for the ticket (undefined = the session is gone or has no holders).
    */
   resendForwarded(sessionId: string, changes: readonly Change[], now: number): (QueuedWrite & { changes: Change[] }) | undefined {
     const session = this.store.get(sessionId, now);
     if (session === undefined) return undefined;
     const self = this.config.nodeId;
     const meta = { owner: session.owner, epoch: session.epoch, expiresAt: session.expiresAt, ttlMs: session.ttlMs };
-    const stampedChanges = changes.map((change): Change => {
-      if ((change.kind !== 'put' && change.kind !== 'delete_part') || change.writer !== undefined) return change;
+    const stampedChanges: Change[] = [];
+    for (const change of changes) {
+      if ((change.kind !== 'put' && change.kind !== 'delete_part') || change.writer !== undefined) {
+        stampedChanges.push(change);
+        continue;
+      }
+      if ((findStoredPart(session, change.name)?.version ?? 0) > change.version) continue;
       const stamped = { ...change, writer: self, epoch: session.epoch };
       this.store.applyRemote(session.id, toRemoteChange(stamped)!, meta, now);
-      return { ...change, epoch: session.epoch };
-    });
+      stampedChanges.push({ ...change, epoch: session.epoch });
+    }
+    if (stampedChanges.length === 0) return undefined;
     const holders = this.holders(session.owner, this.store.partitionOf(session.id));
     if (holders.length === 0) return undefined;
     return { ...this.queueWrite(session, stampedChanges, holders, now), changes: stampedChanges };

@@ -37,7 +37,7 @@ import { encodeWith } from '../wire/proto-writer';
 import type { MemberIndex } from './election';
 import { ElectionGroups, DEFAULT_DELAY_MS, DEFAULT_ELECTION_BASE_MS } from './election-groups';
 import { electionBatches, readElection, readHeartbeatElection } from './election-wire';
-import type { Membership, MembershipConfig } from './membership';
+import type { MemberView, Membership, MembershipConfig } from './membership';
 import type { NodeCounters } from './node-counters';
 import type { Placement } from './placement';
 import type { SessionStore, StoredSession } from '../store/store';
@@ -110,6 +110,20 @@ export interface PartitionMastersDeps {
   takeoverPending(partition: number): boolean;
 }
 
+/**
+ * Whether a session's owner is gone, so a master takes its sessions over: it left, has been
+ * dead for `afterMs` since it was last heard (--dead-after-ms and the takeover grace), or is
+ * unknown to membership — but a node that (re)started at `startedAt` has not heard every
+ * live member yet: an owner it does not know counts as gone only `afterMs` after its start
+ * (a restarted node took over sessions of owners alive elsewhere that its membership had
+ * not heard from yet, and its claims beat their writes).
+ */
+export function ownerGone(member: Pick<MemberView, 'state' | 'lastHeardAt'> | undefined, now: number, startedAt: number, afterMs: number): boolean {
+  if (member?.state === 'left') return true;
+  if (member !== undefined && member.state !== 'dead') return false;
+  return now >= (member === undefined ? startedAt : (member.lastHeardAt ?? -Infinity)) + afterMs;
+}
+
 export class PartitionMasters {
   readonly elections: ElectionGroups;
   private readonly priorities = new Map<string, number>();
@@ -133,10 +147,14 @@ export class PartitionMasters {
   /** When the mastered partitions are scanned again: a grace after each view change, ascending. */
   private rescans: number[] = [];
 
+  /** When this node started: an owner membership does not know yet may not have been heard from. */
+  private readonly startedAt: number;
+
   constructor(
     private readonly deps: PartitionMastersDeps,
     now: number,
   ) {
+    this.startedAt = now;
     const t = deps.timings;
     this.elections = new ElectionGroups(
       {
@@ -290,11 +308,7 @@ export class PartitionMasters {
 
   private orphaned(owner: string, now: number): boolean {
     if (owner === this.deps.self) return false;
-    const member = this.deps.membership.member(owner);
-    if (member === undefined || member.state === 'left') return true;
-    if (member.state !== 'dead') return false;
-    const deadAt = (member.lastHeardAt ?? -Infinity) + this.deps.membership.config.deadAfterMs;
-    return now >= deadAt + this.deps.timings.takeoverGraceMs;
+    return ownerGone(this.deps.membership.member(owner), now, this.startedAt, this.deps.membership.config.deadAfterMs + this.deps.timings.takeoverGraceMs);
   }
 
   private takeOver(now: number): void {

@@ -137,7 +137,7 @@ export class ReplicationEngine {
   private readonly reassembly: FragmentReassembly;
   private readonly fanOut: FanOut;
   private readonly deltas: DeltaApply;
-  private readonly tickets = new WriteTickets();
+  private readonly tickets = new WriteTickets((channel, key) => this.channels.senders.get(channel)?.latestSeqOf(key) ?? 0);
   private readonly repair = new RepairPlanner();
   /**
    * Receivers' NACK/ack deadlines ('receive ' + key), channels' hold deadlines ('hold ' +

@@ -23,7 +23,7 @@
  * - Nothing here sends: acknowledgement levels are read through `AckedBy`, and what must
  *   be sent again is returned.
  */
-import type { Change } from '../wire/delta-codec';
+import { deltaKey, type Change } from '../wire/delta-codec';
 import { dictionary } from './churn-free';
 
 /** The highest sequence number `nodeId` acknowledged on `channel` (0 = none). */
@@ -47,6 +47,8 @@ export interface ResendableWrite {
   sessionId: string;
   changes: readonly Change[];
   resends: number;
+  /** The channel keys of its deltas (set by WriteTickets.open). */
+  keys?: readonly string[];
 }
 
 export interface Ticket {
@@ -90,6 +92,14 @@ export interface SupersededNote {
 export const MAX_FORWARDED_RESENDS = 8;
 
 const NO_TICKETS: readonly Ticket[] = [];
+const NO_KEYS: readonly string[] = [];
+
+function keysOf(sessionId: string, changes: readonly Change[]): string[] {
+  return changes.map((change) => deltaKey(sessionId, change));
+}
+
+/** The sequence number of the packet of `channel` that carries `key`'s latest delta still held for retransmission (0: none). */
+export type LatestSeq = (channel: string, key: string) => number;
 
 export class WriteTickets {
   /** Open tickets by id: a dictionary, not a Map (one in and one out per write: churn-free.ts). */
@@ -98,8 +108,18 @@ export class WriteTickets {
   private readonly completed: { id: number; acked: number }[] = [];
   private nextId = 1;
 
+  /**
+   * `latestSeq`: a write's deltas may be superseded, after they went out, by a later
+   * packet carrying the same keys (a tie's or a claim's forward of the part, a newer write
+   * of it); a retransmission of the write's packet then leaves them out, and an
+   * acknowledgement of that packet alone says nothing of the write. Its waits count up to
+   * the latest packet that carries one of its keys.
+   */
+  constructor(private readonly latestSeq: LatestSeq = () => 0) {}
+
   /** Opens a ticket for a write just queued; `owner` is set for a forwarded write. */
   open(waits: TicketWait[], owner: string | undefined, write: ResendableWrite | undefined, now = 0): Ticket {
+    if (write !== undefined) write.keys = keysOf(write.sessionId, write.changes);
     const ticket: Ticket = { id: this.nextId++, waits, needed: 0, flushed: false, owner, ownerConfirmed: false, write, openedAt: now };
     this.tickets[ticket.id] = ticket;
     this.count++;
@@ -180,7 +200,7 @@ export class WriteTickets {
     let othersWaited = false;
     let othersAcked = false;
     for (const wait of ticket.waits) {
-      const covered = ackedBy(wait.channel, wait.nodeId) >= wait.seq && (!vouching || wait.vouched === true);
+      const covered = vouching ? wait.vouched === true && ackedBy(wait.channel, wait.nodeId) >= wait.seq : ackedBy(wait.channel, wait.nodeId) >= this.coveringSeq(ticket, wait);
       if (covered) acked++;
       if (wait.nodeId !== ticket.owner) {
         othersWaited = true;
@@ -256,9 +276,10 @@ export class WriteTickets {
       // acknowledgement covers counts against it: a retransmission leaves out a delta a later
       // packet supersedes, so the write's part may have reached the holder, and been noted,
       // in a later packet than the one its wait names.
-      const through = Math.max(wait.seq, cumulative);
+      const covering = this.coveringSeq(ticket, wait);
+      const through = Math.max(covering, cumulative);
       if (superseded.some((s) => s.sessionId === sessionId && s.seq >= wait.firstSeq && s.seq <= through)) resend.push(ticket);
-      else if (cumulative < wait.seq) continue;
+      else if (cumulative < covering) continue;
       else if (completeAbove >= wait.firstSeq) resend.push(ticket);
       else if (own) wait.vouched = true;
       else {
@@ -267,6 +288,16 @@ export class WriteTickets {
       }
     }
     return resend;
+  }
+
+  /** The packet whose acknowledgement covers a wait: its own, or a later one carrying the write's keys (see the constructor). */
+  private coveringSeq(ticket: Ticket, wait: TicketWait): number {
+    let seq = wait.seq;
+    for (const key of ticket.write?.keys ?? NO_KEYS) {
+      const latest = this.latestSeq(wait.channel, key);
+      if (latest > seq) seq = latest;
+    }
+    return seq;
   }
 
   /** The open tickets of writes on `sessionId` (a scan: only for the rare write that lost to a claim). */
@@ -291,6 +322,7 @@ export class WriteTickets {
     ticket.ownerConfirmed = false;
     ticket.flushed = false;
     ticket.write!.changes = changes;
+    ticket.write!.keys = keysOf(ticket.write!.sessionId, changes);
     ticket.waits = waits;
   }
 }
