@@ -200,7 +200,8 @@ export class WriteTickets {
     let othersWaited = false;
     let othersAcked = false;
     for (const wait of ticket.waits) {
-      const covered = vouching ? wait.vouched === true && ackedBy(wait.channel, wait.nodeId) >= wait.seq : ackedBy(wait.channel, wait.nodeId) >= this.coveringSeq(ticket, wait);
+      const level = ackedBy(wait.channel, wait.nodeId);
+      const covered = level >= wait.seq && (vouching ? wait.vouched === true : level >= this.coveringSeq(ticket, wait));
       if (covered) acked++;
       if (wait.nodeId !== ticket.owner) {
         othersWaited = true;
@@ -276,6 +277,7 @@ export class WriteTickets {
       // acknowledgement covers counts against it: a retransmission leaves out a delta a later
       // packet supersedes, so the write's part may have reached the holder, and been noted,
       // in a later packet than the one its wait names.
+      if (cumulative < wait.seq && superseded.length === 0) continue;
       const covering = this.coveringSeq(ticket, wait);
       const through = Math.max(covering, cumulative);
       if (superseded.some((s) => s.sessionId === sessionId && s.seq >= wait.firstSeq && s.seq <= through)) resend.push(ticket);
