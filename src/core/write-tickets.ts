@@ -47,7 +47,7 @@ export interface ResendableWrite {
   sessionId: string;
   changes: readonly Change[];
   resends: number;
-  /** The channel keys of its deltas (set by WriteTickets.open). */
+  /** The channel keys of its deltas (WriteTickets computes them when first needed). */
   keys?: readonly string[];
 }
 
@@ -92,7 +92,6 @@ export interface SupersededNote {
 export const MAX_FORWARDED_RESENDS = 8;
 
 const NO_TICKETS: readonly Ticket[] = [];
-const NO_KEYS: readonly string[] = [];
 
 function keysOf(sessionId: string, changes: readonly Change[]): string[] {
   return changes.map((change) => deltaKey(sessionId, change));
@@ -119,7 +118,6 @@ export class WriteTickets {
 
   /** Opens a ticket for a write just queued; `owner` is set for a forwarded write. */
   open(waits: TicketWait[], owner: string | undefined, write: ResendableWrite | undefined, now = 0): Ticket {
-    if (write !== undefined) write.keys = keysOf(write.sessionId, write.changes);
     const ticket: Ticket = { id: this.nextId++, waits, needed: 0, flushed: false, owner, ownerConfirmed: false, write, openedAt: now };
     this.tickets[ticket.id] = ticket;
     this.count++;
@@ -295,7 +293,10 @@ export class WriteTickets {
   /** The packet whose acknowledgement covers a wait: its own, or a later one carrying the write's keys (see the constructor). */
   private coveringSeq(ticket: Ticket, wait: TicketWait): number {
     let seq = wait.seq;
-    for (const key of ticket.write?.keys ?? NO_KEYS) {
+    const write = ticket.write;
+    if (write === undefined) return seq;
+    write.keys ??= keysOf(write.sessionId, write.changes);
+    for (const key of write.keys) {
       const latest = this.latestSeq(wait.channel, key);
       if (latest > seq) seq = latest;
     }
@@ -324,7 +325,7 @@ export class WriteTickets {
     ticket.ownerConfirmed = false;
     ticket.flushed = false;
     ticket.write!.changes = changes;
-    ticket.write!.keys = keysOf(ticket.write!.sessionId, changes);
+    ticket.write!.keys = undefined;
     ticket.waits = waits;
   }
 }
