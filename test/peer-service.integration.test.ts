@@ -87,6 +87,7 @@ describe('PeerService.Lookup', () => {
         handOverSession: (claimant, sessionId, at) => {
           handed.push(`${sessionId} to ${claimant}`);
           if (owner.isOwnedBy(sessionId, 'peer-h')) owner.claim(sessionId, claimant, at);
+          return sessionId !== 'withheld';
         },
       }),
     );
@@ -95,9 +96,11 @@ describe('PeerService.Lookup', () => {
       expect((await clients.lookup(at, ['mine', 'theirs'], DEADLINE_MS)).map((s) => [s.id, s.owner])).toEqual([['mine', 'peer-h'], ['theirs', 'peer-x']]);
       expect(handed).toEqual([]);
       // The claimant gets the copy as it was (it claims from it), and the node then names it as owner.
-      const answered = await clients.lookup(at, ['mine', 'theirs', 'missing'], DEADLINE_MS, 'caller');
+      // A copy the node withholds (NodeCore.handOver says false: it is itself resuming it) is left out.
+      owner.put('withheld', [{ name: 'cart', value: Buffer.from('half') }], 60_000, now);
+      const answered = await clients.lookup(at, ['mine', 'theirs', 'missing', 'withheld'], DEADLINE_MS, 'caller');
       expect(answered.map((s) => [s.id, s.owner, s.epoch])).toEqual([['mine', 'peer-h', 1], ['theirs', 'peer-x', 1]]);
-      expect(handed).toEqual(['mine to caller', 'theirs to caller', 'missing to caller']);
+      expect(handed).toEqual(['mine to caller', 'theirs to caller', 'missing to caller', 'withheld to caller']);
       expect(owner.ownerOf('mine')).toMatchObject({ owner: 'caller', epoch: 2 });
     } finally {
       handOverServer.forceShutdown();

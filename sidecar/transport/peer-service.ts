@@ -173,8 +173,11 @@ export interface PeerSideServices {
   handover?: () => HandoverReceiver | undefined;
   /** This node's cluster-critical settings (ClusterSettings); absent = UNIMPLEMENTED. */
   settings?: () => ClusterSettingsResponse;
-  /** A peer resuming a session asked for it: hand it over if this node owns it (NodeCore.handOver); absent = lookups only read. */
-  handOverSession?: (claimant: string, sessionId: string, now: number) => void;
+  /**
+   * A peer resuming a session asked for it: hand it over if this node owns it
+   * (NodeCore.handOver; false: the copy read is not given); absent = lookups only read.
+   */
+  handOverSession?: (claimant: string, sessionId: string, now: number) => boolean;
 }
 
 /**
@@ -267,7 +270,7 @@ export function peerServiceImplementation(
         for (const id of request.sessionIds) {
           const snapshot = store.snapshot(id, now);
           // Read first: the claimant gets the copy as it was, and claims from it.
-          if (claimant !== '') services.handOverSession?.(claimant, id, now);
+          if (claimant !== '' && services.handOverSession?.(claimant, id, now) === false) continue;
           if (snapshot === undefined) continue;
           const size = snapshotBytes(snapshot);
           if (sessions.length > 0 && bytes + size > LOOKUP_RESPONSE_BYTES) {

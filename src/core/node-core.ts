@@ -642,12 +642,21 @@ export class NodeCore implements Replicator {
    * it always did (from the copy answered), so the two claims agree; if it never does (it
    * died), its sessions are orphans the partition's master takes over. Only to a live
    * member other than this node.
+   *
+   * Returns false when the copy read must not be given at all: this node owns the session
+   * only because the node it is itself resuming the session from handed it over, and that
+   * node's answer, with the session's newest parts, has not been merged here yet (the
+   * claim reached this node by replication first). Answered as owner, the claimant would
+   * take this copy for the newest and claim from it; without it, the claimant asks the
+   * others and merges their copies.
    */
-  handOver(claimant: string, sessionId: string, now: number): void {
+  handOver(claimant: string, sessionId: string, now: number): boolean {
     this.advance(now);
-    if (this.stopped || claimant === this.config.nodeId || this.membership.member(claimant)?.state !== 'alive') return;
-    if (!this.store.isOwnedBy(sessionId, this.config.nodeId)) return;
+    if (this.stopped || claimant === this.config.nodeId || this.membership.member(claimant)?.state !== 'alive') return true;
+    if (!this.store.isOwnedBy(sessionId, this.config.nodeId)) return true;
+    if (this.api.isResuming(sessionId)) return false;
     if (this.store.claim(sessionId, claimant, now) !== undefined) this.counters.handedOver++;
+    return true;
   }
 
   replicateClaim(session: StoredSession, previousOwner: string, now: number): void {

@@ -127,6 +127,11 @@ export class SessionApi {
    * Each resolves with the node that owned the session before this one claimed it.
    */
   private readonly resuming = new Map<string, Promise<string | undefined>>();
+  /** Whether a resume of the session is under way on this node (its peers' copies not merged yet). */
+  isResuming(sessionId: string): boolean {
+    return this.resuming.has(sessionId);
+  }
+
   /** Look-ups before a synchronous write of a session this node lacks, by session id (shared like resumes). */
   private readonly lookingUp = new Map<string, Promise<void>>();
 

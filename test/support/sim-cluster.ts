@@ -293,7 +293,7 @@ export class SimNode implements SimHost, SimTransportHost {
 
   // --- SimTransportHost ------------------------------------------------------------------
 
-  peer(address: string): { store: SessionStore; handOver(claimant: string, sessionId: string, now: number): void } | undefined {
+  peer(address: string): { store: SessionStore; handOver(claimant: string, sessionId: string, now: number): boolean } | undefined {
     const node = this.cluster.nodes.find((n) => n.address === address && n.running && !n.refusesPeerCalls);
     return node === undefined ? undefined : { store: node.store, handOver: (claimant, sessionId, now) => node.core.handOver(claimant, sessionId, now) };
   }

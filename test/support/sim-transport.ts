@@ -33,7 +33,7 @@ export interface SimTransportHost {
   /** Virtual duration of one peer request. */
   readonly requestDelayMs: number;
   /** The store of the running node at `address`, and how it hands a session over (NodeCore.handOver), if any. */
-  peer(address: string): { store: SessionStore; handOver(claimant: string, sessionId: string, now: number): void } | undefined;
+  peer(address: string): { store: SessionStore; handOver(claimant: string, sessionId: string, now: number): boolean } | undefined;
   /** A peer answer arrived (now is the network's). */
   answer(answer: PeerAnswer): void;
   /** A peer request was made, and an answer to an earlier process was dropped. */
@@ -135,7 +135,7 @@ export class SimTransport implements Transport {
           for (const id of request.sessionIds) {
             const snapshot = peer.snapshot(id, now);
             // As the peer service does: read first, then hand over (what the peer owns, or is claiming itself).
-            if (request.claimant !== undefined) reached.handOver(request.claimant, id, now);
+            if (request.claimant !== undefined && !reached.handOver(request.claimant, id, now)) continue;
             if (snapshot !== undefined) snapshots.push(snapshot);
           }
           host.answer({ kind: 'lookup', id: request.id, snapshots });
