@@ -175,11 +175,28 @@ describe('WriteTickets', () => {
     expect(t.ackCount(ticket.id, acks({ 'owner>owner': 2 }))).toBe(1);
   });
 
+  // Its notes ride acknowledgements for a while only: a later one without them must not
+  // vouch for a write that had to go again and could not.
+  it('a write that had to go again with its resends spent is never counted', () => {
+    const t = new WriteTickets();
+    const ticket = t.open([wait('master', 1)], 'master', { sessionId: 's1', changes: [], resends: MAX_FORWARDED_RESENDS });
+    t.await(ticket.id, 1);
+    t.sent('master', 3, 1, 3);
+    expect(t.ownerAck('master', 'master', 3, 0, [{ seq: 3, sessionId: 's1' }])).toEqual([ticket]);
+    expect(t.countResend(ticket)).toBe(false);
+    expect(t.ownerAck('master', 'master', 5, 0, [])).toEqual([]);
+    expect(t.ackCount(ticket.id, acks({ 'master>master': 5 }))).toBe(0);
+    t.check(acks({ 'master>master': 5 }));
+    expect(t.takeCompleted()).toEqual([]);
+  });
+
   it('bounds how often a forwarded write is sent again, and reopens it for the new holders', () => {
     const t = new WriteTickets();
     const ticket = t.open([wait('owner', 1)], 'owner', { sessionId: 's1', changes: [], resends: 0 });
     for (let i = 0; i < MAX_FORWARDED_RESENDS; i++) expect(t.countResend(ticket)).toBe(true);
+    expect(ticket.refuted).toBeUndefined();
     expect(t.countResend(ticket)).toBe(false);
+    expect(ticket.refuted).toBe(true);
     t.reopen(ticket, 'new-owner', [{ kind: 'claim' }], [wait('new-owner', 2)]);
     expect(ticket).toMatchObject({ owner: 'new-owner', ownerConfirmed: false, flushed: false, waits: [{ nodeId: 'new-owner', seq: 0 }] });
     expect(ticket.write!.changes).toEqual([{ kind: 'claim' }]);

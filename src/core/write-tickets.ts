@@ -72,6 +72,13 @@ export interface Ticket {
   write: ResendableWrite | undefined;
   /** When it was opened (ms since the epoch): a followed write is let go FOLLOW_FORWARDED_MS later. */
   openedAt: number;
+  /**
+   * The write had to go again (a holder said its word would not confirm it, or this node's
+   * copy lost it) and could not, its resends spent: no acknowledgement counts any more —
+   * its notes ride acknowledgements for a while only, and a later one without them would
+   * vouch for a write known not to be where it must be. It waits for its deadline.
+   */
+  refuted?: boolean;
 }
 
 /** How long a forwarded write nobody awaits is followed (ms since its ticket opened). */
@@ -191,7 +198,7 @@ export class WriteTickets {
   ackCount(id: number, ackedBy: AckedBy): number {
     const ticket = this.tickets[id];
     if (ticket === undefined || !ticket.flushed) return 0;
-    if (ticket.owner !== undefined && !ticket.ownerConfirmed) return 0;
+    if (ticket.refuted === true || (ticket.owner !== undefined && !ticket.ownerConfirmed)) return 0;
     // Made as owner: a holder's acknowledgement counts once it vouched for the write.
     const vouching = ticket.owner === undefined && ticket.write !== undefined;
     let acked = 0;
@@ -267,7 +274,7 @@ export class WriteTickets {
       const write = ticket.write;
       if (write === undefined) continue;
       const own = ticket.owner === undefined;
-      if (!own && (ticket.owner !== from || ticket.ownerConfirmed)) continue;
+      if (ticket.refuted === true || (!own && (ticket.owner !== from || ticket.ownerConfirmed))) continue;
       const wait = ticket.waits.find((w) => w.nodeId === from && w.channel === channel);
       if (wait === undefined || wait.seq === 0 || wait.vouched === true) continue;
       const sessionId = write.sessionId;
@@ -308,10 +315,17 @@ export class WriteTickets {
     return this.openTickets().filter((ticket) => ticket.write?.sessionId === sessionId);
   }
 
-  /** Counts one more sending of a forwarded write; false once it had MAX_FORWARDED_RESENDS. */
+  /**
+   * Counts one more sending of a forwarded write; false once it had MAX_FORWARDED_RESENDS,
+   * and then the ticket is refuted (see Ticket.refuted).
+   */
   countResend(ticket: Ticket): boolean {
     const write = ticket.write;
-    if (write === undefined || write.resends >= MAX_FORWARDED_RESENDS) return false;
+    if (write === undefined) return false;
+    if (write.resends >= MAX_FORWARDED_RESENDS) {
+      ticket.refuted = true;
+      return false;
+    }
     write.resends++;
     return true;
   }
