@@ -75,6 +75,11 @@ export interface PacketOutcome {
   resyncSender: boolean;
 }
 
+/** Notes for the packet's sender, on session `sessionId` in packet `seq`, the owner and epoch this copy names. */
+function noteOwner(outcome: PacketOutcome, seq: number, sessionId: string, current: Readonly<{ owner: string; epoch: number }>): void {
+  outcome.notes.push({ seq: BigInt(seq), sessionId, ownerNodeId: current.owner, epoch: BigInt(current.epoch) });
+}
+
 export class DeltaApply {
   /** What applyRemote says of a copy before each delta (one object, reused). */
   private readonly prior: PriorOwner = { owner: undefined, epoch: 0, ownWriteLost: false };
@@ -158,7 +163,7 @@ export class DeltaApply {
     // names it as owner (a forwarded write) all the same.
     const current = this.store.ownerOf(sessionId);
     if (current !== undefined && (current.epoch > delta.epoch || current.owner !== owner)) {
-      outcome.notes.push({ seq: BigInt(seq), sessionId, ownerNodeId: current.owner, epoch: BigInt(current.epoch) });
+      noteOwner(outcome, seq, sessionId, current);
       // A part this copy kept all the same (the owner's copy has none newer: one the old
       // owner made after a claim it had not heard of) must reach the owner too. A writer
       // waiting for it sends it again; one nobody waits for (asynchronous) is sent from here.
@@ -173,7 +178,7 @@ export class DeltaApply {
       const names = this.lackedBy(sessionId, delta.epoch, delta.change.parts, now);
       if (names.length > 0) outcome.lacking.push({ sessionId, names });
     } else if (awaited && current !== undefined && this.notConfirming(from, owner)) {
-      outcome.notes.push({ seq: BigInt(seq), sessionId, ownerNodeId: current.owner, epoch: BigInt(current.epoch) });
+      noteOwner(outcome, seq, sessionId, current);
     }
     if (delta.writtenAt > 0) outcome.lagsMs.push(Math.max(0, now - delta.writtenAt));
   }

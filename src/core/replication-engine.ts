@@ -201,7 +201,7 @@ export class ReplicationEngine {
     );
     this.deltas = new DeltaApply(config, store, placement, membership, this.reassembly);
     this.outbox = new Outbox(config.nodeId, this.stats);
-    this.repairs = new ChannelRepair(config, this.channels, this.timers, this.reassembly, membership, this.outbox, this.stats, (channel) => this.tickets.awaitingOn(channel));
+    this.repairs = new ChannelRepair(config, this.channels, this.timers, this.reassembly, membership, this.outbox, this.stats, (channel) => this.tickets.awaitedOn(channel, true));
   }
 
   // --- local writes --------------------------------------------------------------

@@ -216,18 +216,13 @@ export class WriteTickets {
     return ticket.owner !== undefined && othersWaited && !othersAcked ? 0 : acked;
   }
 
-  /** Whether an awaited, not yet sent write waits on `channel` (its packets ask for an ack). */
-  awaitedOn(channel: string): boolean {
+  /**
+   * Whether an awaited write waits for a holder on `channel`: one not yet sent (its packets
+   * ask for an acknowledgement at once), or, with `sentToo`, any (so do retransmissions).
+   */
+  awaitedOn(channel: string, sentToo = false): boolean {
     for (const ticket of this.openTickets()) {
-      if (ticket.needed > 0 && !ticket.flushed && ticket.waits.some((w) => w.channel === channel)) return true;
-    }
-    return false;
-  }
-
-  /** Whether any write waited for (sent or not) waits for a holder on `channel`. */
-  awaitingOn(channel: string): boolean {
-    for (const ticket of this.openTickets()) {
-      if (ticket.needed > 0 && ticket.waits.some((w) => w.channel === channel)) return true;
+      if (ticket.needed > 0 && (sentToo || !ticket.flushed) && ticket.waits.some((w) => w.channel === channel)) return true;
     }
     return false;
   }
