@@ -20,7 +20,7 @@ import { BuzHash } from '../../src/store/buzhash';
 import { DEFAULT_CHANNEL_RECEIVER_CONFIG, type ChannelReceiverConfig } from '../../src/core/channel-receiver';
 import { clusterKeyFromBytes, deriveHashSeed, type ClusterKey } from '../../src/wire/cluster-key';
 import type { DropReason } from '../../src/wire/datagram-codec';
-import type { CartOperation } from '../../src/gen/baton/v1/session';
+import type { CartOperation, PutResponse } from '../../src/gen/baton/v1/session';
 import { HybridClock } from '../../src/store/hybrid-clock';
 import { DEFAULT_MEMBERSHIP_CONFIG, type MembershipConfig, type MembershipEvent, type NodeRoleName } from '../../src/core/membership';
 import { NodeCore, type NodeCoreConfig } from '../../src/core/node-core';
@@ -44,6 +44,18 @@ const SIM_LIMITS = { maxValueBytes: 16 * 1024 * 1024, maxPartsPerSession: DEFAUL
 /** How long a simulated synchronous write waits by default: longer than any scenario runs. */
 const SIM_SYNC_DEADLINE_MS = 3_600_000;
 /** A simulated client's Put: sync > 0 waits for that many acknowledgements. */
+/**
+ * A write writeSettled made. `ticket` is the last ticket the core reported awaited when the
+ * write was made: a write the API held first (a look-up of its peers) may be made beside
+ * others, so a test of concurrent writes reads `answer` instead — the API's own answer to
+ * this write (undefined when it answered at once, as an asynchronous write).
+ */
+export interface SettledWrite {
+  version: number;
+  ticket: number | undefined;
+  answer: Promise<PutResponse> | undefined;
+}
+
 export interface WriteOptions {
   sync?: number;
   ttlMs?: number;
@@ -219,6 +231,9 @@ export class SimNode implements SimHost, SimTransportHost {
   /** Builds a fresh process: new incarnation, empty store, new core. */
   private boot(): void {
     const o = this.options;
+    // Ticket ids are the core's: a new one numbers its writes from 1 again.
+    this.completedTickets.clear();
+    this.lastAwaited = undefined;
     const random = new SeededRandom(o.seed * 7919 + this.index * 104_729 + this.generation * 15_485_863);
     // Larger than any earlier incarnation of this node, as the sidecar's choice must be.
     this.incarnation = (BigInt(this.generation + 1) << 40n) | BigInt(random.nextUint32());
@@ -344,7 +359,7 @@ export class SimNode implements SimHost, SimTransportHost {
    * write(), for a write the API may hold first: runs the network until the write is made
    * (or rejects as the API refused it).
    */
-  async writeSettled(sessionId: string, parts: Record<string, string | Uint8Array>, options: WriteOptions = {}): Promise<{ version: number; ticket: number | undefined }> {
+  async writeSettled(sessionId: string, parts: Record<string, string | Uint8Array>, options: WriteOptions = {}): Promise<SettledWrite> {
     const started = this.startWrite(sessionId, parts, options);
     let refused: { error: unknown } | undefined;
     started.answer?.catch((error: unknown) => (refused = { error }));
@@ -358,7 +373,7 @@ export class SimNode implements SimHost, SimTransportHost {
       this.net.run(until, () => this.settledCount > before);
       if (this.settledCount === before && this.net.now >= until) throw new Error(`${this.nodeId}: the write of ${sessionId} was not made within ${SIM_RESUME_DEADLINE_MS * 2} ms of virtual time`);
     }
-    return started.result();
+    return { ...started.result(), answer: started.answer };
   }
 
   /**
