@@ -68,8 +68,9 @@ describe('the client ExchangeRequest writer', () => {
     for (let i = 0; i < 2000; i++) {
       const requestId = uint64(random);
       const one = op(random);
-      const framed = writeFramedRequest(requestId, one);
-      const expected = generated({ requestId, op: one, batch: [] });
+      const deadlineMs = uint32(random);
+      const framed = writeFramedRequest(requestId, one, deadlineMs);
+      const expected = generated({ requestId, op: one, deadlineMs, batch: [] });
       expect(unframed(framed).equals(expected)).toBe(true);
       expect(unframedLength(framed)).toBe(expected.length);
     }
@@ -77,19 +78,27 @@ describe('the client ExchangeRequest writer', () => {
 
   it('makes frames whose concatenation is the batched request', () => {
     const random = new SeededRandom(7);
-    const ops = Array.from({ length: 40 }, (_, i) => ({ requestId: BigInt(i + 1), op: op(random), batch: [] }));
-    const batch = Buffer.concat(ops.map((r) => writeFramedRequest(r.requestId, r.op)));
-    expect(batch.equals(generated({ requestId: 0n, op: undefined, batch: ops }))).toBe(true);
+    const ops = Array.from({ length: 40 }, (_, i) => ({ requestId: BigInt(i + 1), op: op(random), deadlineMs: i % 3 === 0 ? 0 : 250 * i, batch: [] }));
+    const batch = Buffer.concat(ops.map((r) => writeFramedRequest(r.requestId, r.op, r.deadlineMs)));
+    expect(batch.equals(generated({ requestId: 0n, op: undefined, deadlineMs: 0, batch: ops }))).toBe(true);
     const decoded = ExchangeRequest.decode(batch);
     expect(decoded.batch.map((r) => r.requestId)).toEqual(ops.map((r) => r.requestId));
     expect(decoded.batch.map((r) => r.op?.$case)).toEqual(ops.map((r) => r.op.$case));
+    expect(decoded.batch.map((r) => r.deadlineMs)).toEqual(ops.map((r) => r.deadlineMs));
+  });
+
+  it('carries a deadline in whole milliseconds, rounded up; none (0) is left out', () => {
+    const get: Op = { $case: 'get', get: { sessionId: 's', parts: [], resume: true } };
+    expect(ExchangeRequest.decode(unframed(writeFramedRequest(1n, get, 2.2))).deadlineMs).toBe(3);
+    expect(unframed(writeFramedRequest(1n, get, 0)).equals(generated({ requestId: 1n, op: get, deadlineMs: 0, batch: [] }))).toBe(true);
+    expect(unframed(writeFramedRequest(1n, get)).length).toBe(unframed(writeFramedRequest(1n, get, 1)).length - 2);
   });
 
   it('frames a request whose length needs a multi-byte varint, and a tiny one', () => {
     const big: Op = { $case: 'put', put: { sessionId: 's', parts: [{ name: 'p', value: Buffer.alloc(300_000, 1) }], ttlSeconds: 0, minReplicas: 0 } };
     const framed = writeFramedRequest(1n, big);
     expect(framed[0]).toBe(0x7a);
-    expect(unframed(framed).equals(generated({ requestId: 1n, op: big, batch: [] }))).toBe(true);
+    expect(unframed(framed).equals(generated({ requestId: 1n, op: big, deadlineMs: 0, batch: [] }))).toBe(true);
     const tiny = writeFramedRequest(0n, { $case: 'touch', touch: { sessionId: '', ttlSeconds: 0 } });
     expect([...tiny]).toEqual([0x7a, 2, 0x2a, 0]);
   });

@@ -403,11 +403,11 @@ class RequestFactory {
   /** An Exchange request; 10% name no operation. */
   exchange(requestId: bigint): ExchangeRequest {
     const r = this.rng.next();
-    if (r < 0.35) return { requestId, op: { $case: 'put', put: this.put() }, batch: [] };
-    if (r < 0.6) return { requestId, op: { $case: 'get', get: this.get() }, batch: [] };
-    if (r < 0.75) return { requestId, op: { $case: 'delete', delete: this.delete() }, batch: [] };
-    if (r < 0.9) return { requestId, op: { $case: 'touch', touch: this.touch() }, batch: [] };
-    return { requestId, op: undefined, batch: [] };
+    if (r < 0.35) return { requestId, op: { $case: 'put', put: this.put() }, deadlineMs: 0, batch: [] };
+    if (r < 0.6) return { requestId, op: { $case: 'get', get: this.get() }, deadlineMs: 0, batch: [] };
+    if (r < 0.75) return { requestId, op: { $case: 'delete', delete: this.delete() }, deadlineMs: 0, batch: [] };
+    if (r < 0.9) return { requestId, op: { $case: 'touch', touch: this.touch() }, deadlineMs: 0, batch: [] };
+    return { requestId, op: undefined, deadlineMs: 0, batch: [] };
   }
 
   remember(r: PutRequest, res: PutResponse): void {
@@ -891,7 +891,7 @@ describe(`fuzzing one sidecar (seed ${SEED})`, () => {
     for (const r of requests) call.write(r);
     // One more request after all the random ones: the stream must still be serving.
     const lastId = UINT64_MAX - 1_000_000n;
-    call.write({ requestId: lastId, op: { $case: 'get', get: { sessionId: 'after-the-storm', parts: [], resume: false } }, batch: [] });
+    call.write({ requestId: lastId, op: { $case: 'get', get: { sessionId: 'after-the-storm', parts: [], resume: false } }, deadlineMs: 0, batch: [] });
     await allAnswered;
     trace(`exchange: ${received} responses`);
     if (ended !== undefined) findings.add(`the stream ended early after ${received} responses: ${statusName(ended.code)} (${ended.details})`);

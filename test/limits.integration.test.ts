@@ -299,6 +299,7 @@ describe('bounded memory under attack, per stream type', () => {
           const request: ExchangeRequest = {
             requestId: BigInt(written),
             op: { $case: 'put', put: { sessionId: `flood-${written % 64}`, parts: [{ name: 'v', value, ifVersion: undefined }], ttlSeconds: 0, minReplicas: 0 } },
+            deadlineMs: 0,
             batch: [],
           };
           if (!(await call.write(grpcFrame(ExchangeRequest.encode(request).finish()), STALL_MS))) {

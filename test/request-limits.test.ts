@@ -15,7 +15,7 @@ const scanner = new RequestScanner(definitions, { 'baton.v1.ExchangeRequest.batc
 
 const part = (name: string) => ({ name, value: Buffer.from('v'), ifVersion: undefined });
 const put = (parts: number) => PutRequest.encode({ sessionId: 's', parts: Array.from({ length: parts }, (_, i) => part(`p${i}`)), ttlSeconds: 0, minReplicas: 0 }).finish();
-const getOp = (i: number) => ({ requestId: BigInt(i), op: { $case: 'get' as const, get: { sessionId: `s${i}`, parts: [], resume: false } }, batch: [] });
+const getOp = (i: number) => ({ requestId: BigInt(i), op: { $case: 'get' as const, get: { sessionId: `s${i}`, parts: [], resume: false } }, deadlineMs: 0, batch: [] });
 
 describe('RequestScanner', () => {
   test('a repeated field may hold up to its limit', () => {
@@ -24,14 +24,14 @@ describe('RequestScanner', () => {
   });
 
   test('a field-specific limit applies to that field', () => {
-    const ok = ExchangeRequest.encode({ requestId: 0n, op: undefined, batch: [1, 2, 3, 4].map(getOp) }).finish();
-    const over = ExchangeRequest.encode({ requestId: 0n, op: undefined, batch: [1, 2, 3, 4, 5].map(getOp) }).finish();
+    const ok = ExchangeRequest.encode({ requestId: 0n, op: undefined, deadlineMs: 0, batch: [1, 2, 3, 4].map(getOp) }).finish();
+    const over = ExchangeRequest.encode({ requestId: 0n, op: undefined, deadlineMs: 0, batch: [1, 2, 3, 4, 5].map(getOp) }).finish();
     expect(scanner.check(ok, 'baton.v1.ExchangeRequest')).toBeUndefined();
     expect(scanner.check(over, 'baton.v1.ExchangeRequest')).toBe('baton.v1.ExchangeRequest.batch holds more than 4 elements');
   });
 
   test('limits apply inside nested messages', () => {
-    const nested = ExchangeRequest.encode({ requestId: 0n, op: undefined, batch: [{ requestId: 1n, op: { $case: 'get', get: { sessionId: 's', parts: ['a', 'b', 'c', 'd'], resume: false } }, batch: [] }] }).finish();
+    const nested = ExchangeRequest.encode({ requestId: 0n, op: undefined, deadlineMs: 0, batch: [{ requestId: 1n, op: { $case: 'get', get: { sessionId: 's', parts: ['a', 'b', 'c', 'd'], resume: false } }, deadlineMs: 0, batch: [] }] }).finish();
     expect(scanner.check(nested, 'baton.v1.ExchangeRequest')).toBe('baton.v1.GetRequest.parts holds more than 3 elements');
   });
 

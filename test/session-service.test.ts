@@ -9,10 +9,10 @@ import pino from 'pino';
 import { ReceivedExchange, SessionServiceHandlers } from '../sidecar/servers/session-service';
 import { SidecarMetrics } from '../sidecar/metrics/metrics';
 import { BuzHash } from '../src/store/buzhash';
-import type { ExchangeRequest, ExchangeResponse, TlsResumptionSettings, WatchEvent } from '../src/gen/baton/v1/session';
+import type { ExchangeRequest, ExchangeResponse, PutRequest, TlsResumptionSettings, WatchEvent } from '../src/gen/baton/v1/session';
 import type { TlsResumptionFeed } from '../src/capture/tls-resumption-source';
 import { HybridClock } from '../src/store/hybrid-clock';
-import { SessionApi } from '../src/core/session-api';
+import { DEFAULT_SYNC_TIMEOUT_MS, SessionApi, type PeerCopies, type Replicator } from '../src/core/session-api';
 import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
 import { WatchHub } from '../src/core/watch-hub';
 
@@ -25,6 +25,41 @@ function node(maxMemoryBytes = 64 * MIB) {
   const api = new SessionApi(store, { maxValueBytes: 2 * MIB, maxPartsPerSession: 8 });
   const handlers = new SessionServiceHandlers(api, hub, metrics, pino({ level: 'silent' }), maxMemoryBytes);
   return { store, api, metrics, handlers, implementation: handlers.implementation() };
+}
+
+/**
+ * A node whose replication is a recorder: the deadlines the API hands it for acknowledgements
+ * and peer look-ups, which settle at once (acknowledged by one secondary; no peer answers).
+ */
+function recordingNode(clock: () => number) {
+  const deadlines: { ack: number[]; fetch: number[] } = { ack: [], fetch: [] };
+  let tickets = 0;
+  const replicator: Replicator = {
+    replicas: 1,
+    secondariesFor: () => 1,
+    replicate: () => ++tickets,
+    waitForAcks: (_ticket, _needed, deadline) => {
+      deadlines.ack.push(deadline);
+      return Promise.resolve(1);
+    },
+    sendQueueRoom: () => undefined,
+    fetchFromPeers: (_id, _owner, deadline): Promise<PeerCopies> => {
+      deadlines.fetch.push(deadline);
+      return Promise.resolve({ asked: 1, answered: 1, snapshots: [] });
+    },
+    replicateClaim: () => undefined,
+  };
+  const hub = new WatchHub();
+  const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: 'svc-a', partitions: 8 }, new BuzHash('svc-test'), new HybridClock(), hub);
+  const metrics = new SidecarMetrics(store, 64 * MIB);
+  const api = new SessionApi(store, { maxValueBytes: 2 * MIB, maxPartsPerSession: 8 }, replicator, undefined, clock);
+  const handlers = new SessionServiceHandlers(api, hub, metrics, pino({ level: 'silent' }), 64 * MIB, clock);
+  return { store, metrics, deadlines, implementation: handlers.implementation() };
+}
+
+async function operations(metrics: SidecarMetrics, method: string, result: string): Promise<number> {
+  const line = (await metrics.registry.metrics()).split('\n').find((l) => l.startsWith(`baton_operations_total{method="${method}",result="${result}"} `));
+  return line === undefined ? 0 : Number(line.split(' ')[1]);
 }
 
 /** A bidirectional call as a handler sees it: what it wrote, whether it ended, with which error. */
@@ -62,6 +97,7 @@ function putOp(i: number): ExchangeRequest {
   return {
     requestId: BigInt(i + 1),
     op: { $case: 'put', put: { sessionId: `s-${i}`, parts: [{ name: 'n', value: Buffer.from(String(i)), ifVersion: undefined }], ttlSeconds: 0, minReplicas: 0 } },
+    deadlineMs: 0,
     batch: [],
   };
 }
@@ -82,7 +118,7 @@ describe('Exchange on drain', () => {
   });
 
   const batchOf = (from: number, count: number) =>
-    new ReceivedExchange({ requestId: 0n, op: undefined, batch: Array.from({ length: count }, (_, i) => putOp(from + i)) }, count * 40);
+    new ReceivedExchange({ requestId: 0n, op: undefined, deadlineMs: 0, batch: Array.from({ length: count }, (_, i) => putOp(from + i)) }, count * 40);
 
   test('every operation read before the drain gets its real answer, then the stream ends after the grace', async () => {
     const { store, handlers, implementation } = node();
@@ -125,6 +161,59 @@ describe('Exchange on drain', () => {
     call.emit('end');
     await turnsUntil(() => call.ended);
     expect(answers(call)).toHaveLength(40);
+  });
+});
+
+describe('Exchange deadlines', () => {
+  const T0 = 1_700_000_000_000;
+  const syncPut = (i: number, deadlineMs: number): ExchangeRequest => {
+    const op = putOp(i);
+    return { ...op, op: { $case: 'put', put: { ...(op.op as { put: PutRequest }).put, minReplicas: 1 } }, deadlineMs };
+  };
+  const resume = (i: number, deadlineMs: number): ExchangeRequest => ({
+    requestId: BigInt(1000 + i),
+    op: { $case: 'get', get: { sessionId: `elsewhere-${i}`, parts: [], resume: true } },
+    deadlineMs,
+    batch: [],
+  });
+
+  test("an operation runs within the deadline its client sent, counted from when it was read; without one, the API's default", async () => {
+    const now = T0;
+    const { deadlines, implementation } = recordingNode(() => now);
+    const call = new FakeDuplex();
+    implementation.exchange(call as never);
+    call.emit('data', new ReceivedExchange({ requestId: 0n, op: undefined, deadlineMs: 0, batch: [syncPut(0, 250), syncPut(1, 0), resume(0, 300), resume(1, 0)] }, 200));
+    await turnsUntil(() => answers(call).length === 4);
+    expect(deadlines.ack).toEqual([T0 + 250, T0 + DEFAULT_SYNC_TIMEOUT_MS]);
+    expect(deadlines.fetch).toEqual([T0 + 300, T0 + DEFAULT_SYNC_TIMEOUT_MS]);
+    expect(answers(call).map((r) => r.result?.$case)).toEqual(['put', 'put', 'get', 'get']);
+  });
+
+  test('an operation whose deadline passed while it waited behind others is answered DEADLINE_EXCEEDED and not run, and counted', async () => {
+    let now = T0;
+    const { store, metrics, implementation } = recordingNode(() => now);
+    const call = new FakeDuplex();
+    implementation.exchange(call as never);
+    // Ahead of them, more operations than one slice runs: the rest run on later turns.
+    const ahead = Array.from({ length: 40 }, (_, i) => putOp(i));
+    const late = [syncPut(100, 5), { ...putOp(101), deadlineMs: 5 }];
+    const inTime = [syncPut(102, 50), { ...putOp(103), deadlineMs: 0 }];
+    call.emit('data', new ReceivedExchange({ requestId: 0n, op: undefined, deadlineMs: 0, batch: [...ahead, ...late, ...inTime] }, 2000));
+    now += 10;
+    await turnsUntil(() => answers(call).length === 44);
+    const byId = new Map(answers(call).map((r) => [r.requestId, r.result]));
+    for (const op of late) {
+      const result = byId.get(op.requestId);
+      expect(result?.$case).toBe('error');
+      expect(result?.$case === 'error' && result.error.code).toBe(status.DEADLINE_EXCEEDED);
+      expect(result?.$case === 'error' && result.error.message).toMatch(/deadline of 5 ms passed before it could run/);
+    }
+    expect(store.get('s-100', now)).toBeUndefined();
+    expect(store.get('s-101', now)).toBeUndefined();
+    for (const op of inTime) expect(byId.get(op.requestId)?.$case).toBe('put');
+    expect(store.get('s-102', now)).toBeDefined();
+    expect(await operations(metrics, 'put', 'deadline')).toBe(2);
+    expect(await operations(metrics, 'put', 'ok')).toBe(42);
   });
 });
 

@@ -194,12 +194,12 @@ describe('baton sidecar process', () => {
     });
     const requests: ExchangeRequest[] = [];
     for (let i = 0; i < 1000; i++) {
-      requests.push({ requestId: BigInt(i), op: { $case: 'put', put: { sessionId: `x-${i}`, parts: [{ name: 'n', value: Buffer.from(String(i)) }], ttlSeconds: 0, minReplicas: 0 } }, batch: [] });
+      requests.push({ requestId: BigInt(i), op: { $case: 'put', put: { sessionId: `x-${i}`, parts: [{ name: 'n', value: Buffer.from(String(i)) }], ttlSeconds: 0, minReplicas: 0 } }, deadlineMs: 0, batch: [] });
     }
-    requests.push({ requestId: 1000n, op: { $case: 'get', get: { sessionId: '', parts: [], resume: false } }, batch: [] });
+    requests.push({ requestId: 1000n, op: { $case: 'get', get: { sessionId: '', parts: [], resume: false } }, deadlineMs: 0, batch: [] });
     for (let i = 0; i < 1000; i++) {
-      requests.push({ requestId: BigInt(1001 + i), op: { $case: 'get', get: { sessionId: `x-${i}`, parts: [], resume: false } }, batch: [] });
-      requests.push({ requestId: BigInt(2001 + i), op: { $case: 'touch', touch: { sessionId: `x-${i}`, ttlSeconds: 30 } }, batch: [] });
+      requests.push({ requestId: BigInt(1001 + i), op: { $case: 'get', get: { sessionId: `x-${i}`, parts: [], resume: false } }, deadlineMs: 0, batch: [] });
+      requests.push({ requestId: BigInt(2001 + i), op: { $case: 'touch', touch: { sessionId: `x-${i}`, ttlSeconds: 30 } }, deadlineMs: 0, batch: [] });
     }
     for (const r of requests) call.write(r);
     await done;
@@ -229,10 +229,11 @@ describe('baton sidecar process', () => {
     call.write({
       requestId: 0n,
       op: undefined,
+      deadlineMs: 0,
       batch: [
-        { requestId: 1n, op: { $case: 'put', put }, batch: [] },
-        { requestId: 2n, op: { $case: 'get', get: { sessionId: 'batched', parts: [], resume: false } }, batch: [] },
-        { requestId: 3n, op: undefined, batch: [{ requestId: 4n, op: undefined, batch: [] }] },
+        { requestId: 1n, op: { $case: 'put', put }, deadlineMs: 0, batch: [] },
+        { requestId: 2n, op: { $case: 'get', get: { sessionId: 'batched', parts: [], resume: false } }, deadlineMs: 0, batch: [] },
+        { requestId: 3n, op: undefined, deadlineMs: 0, batch: [{ requestId: 4n, op: undefined, deadlineMs: 0, batch: [] }] },
       ],
     });
     await done;
@@ -262,12 +263,12 @@ describe('baton sidecar process', () => {
     const batch: ExchangeRequest[] = [];
     for (let i = 0; i < ops / 2 - 1; i++) {
       const put = { sessionId: `slice-${i}`, parts: [{ name: 'a', value: Buffer.from(String(i)) }], ttlSeconds: 0, minReplicas: 0 };
-      batch.push({ requestId: BigInt(2 * i), op: { $case: 'put', put }, batch: [] });
-      batch.push({ requestId: BigInt(2 * i + 1), op: { $case: 'get', get: { sessionId: `slice-${i}`, parts: [], resume: false } }, batch: [] });
+      batch.push({ requestId: BigInt(2 * i), op: { $case: 'put', put }, deadlineMs: 0, batch: [] });
+      batch.push({ requestId: BigInt(2 * i + 1), op: { $case: 'get', get: { sessionId: `slice-${i}`, parts: [], resume: false } }, deadlineMs: 0, batch: [] });
     }
-    batch.push({ requestId: 1000n, op: { $case: 'put', put: { sessionId: 'slice-last', parts: [{ name: 'a', value: Buffer.from('L') }], ttlSeconds: 0, minReplicas: 0 } }, batch: [] });
-    batch.push({ requestId: 1001n, op: { $case: 'get', get: { sessionId: 'slice-last', parts: [], resume: false } }, batch: [] });
-    call.write({ requestId: 0n, op: undefined, batch });
+    batch.push({ requestId: 1000n, op: { $case: 'put', put: { sessionId: 'slice-last', parts: [{ name: 'a', value: Buffer.from('L') }], ttlSeconds: 0, minReplicas: 0 } }, deadlineMs: 0, batch: [] });
+    batch.push({ requestId: 1001n, op: { $case: 'get', get: { sessionId: 'slice-last', parts: [], resume: false } }, deadlineMs: 0, batch: [] });
+    call.write({ requestId: 0n, op: undefined, deadlineMs: 0, batch });
     await done;
     call.end();
     // One request message, answered in several: no answer message holds more than a slice.

@@ -31,14 +31,14 @@ const part = { name: 'note', value: Buffer.from('x'), ifVersion: undefined };
 
 function requests(raw: Buffer): [string, (bytes: Buffer) => unknown, Buffer][] {
   const p = '#'.repeat(raw.length);
-  const op = { requestId: 1n, op: { $case: 'get' as const, get: { sessionId: p, parts: [], resume: false } }, batch: [] };
+  const op = { requestId: 1n, op: { $case: 'get' as const, get: { sessionId: p, parts: [], resume: false } }, deadlineMs: 0, batch: [] };
   return [
     ['put', service.put.requestDeserialize, withRawId(PutRequest.encode({ sessionId: p, parts: [part], ttlSeconds: 0, minReplicas: 0 }).finish(), raw)],
     ['get', service.get.requestDeserialize, withRawId(GetRequest.encode({ sessionId: p, parts: [], resume: true }).finish(), raw)],
     ['delete', service.delete.requestDeserialize, withRawId(DeleteRequest.encode({ sessionId: p, parts: [] }).finish(), raw)],
     ['touch', service.touch.requestDeserialize, withRawId(TouchRequest.encode({ sessionId: p, ttlSeconds: 0 }).finish(), raw)],
     ['watch', service.watch.requestDeserialize, withRawId(WatchRequest.encode({ sessionId: p }).finish(), raw)],
-    ['exchange batch', service.exchange.requestDeserialize, withRawId(ExchangeRequest.encode({ requestId: 0n, op: undefined, batch: [op] }).finish(), raw)],
+    ['exchange batch', service.exchange.requestDeserialize, withRawId(ExchangeRequest.encode({ requestId: 0n, op: undefined, deadlineMs: 0, batch: [op] }).finish(), raw)],
   ];
 }
 

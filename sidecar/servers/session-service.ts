@@ -267,7 +267,9 @@ export class SessionServiceHandlers {
     // (released when a message's last operation runs). A Fifo forgets each operation as it
     // runs: under a steady stream the queue may not empty for a long time, and an array
     // read with an index kept the operations it had run alive (promoted by every scavenge).
-    type Queued = { op: ExchangeRequest | RefusedRequest; bytes: number };
+    // Each operation carries its deadline: when its client stops waiting (ms since the epoch;
+    // 0 = the API's default), counted from when it was read.
+    type Queued = { op: ExchangeRequest | RefusedRequest; bytes: number; deadline: number };
     let queue = new Fifo<Queued>();
     let queuedBytes = 0;
     // Reading stops while the responses are not draining (the client reads too slowly),
@@ -322,13 +324,13 @@ export class SessionServiceHandlers {
       const answered: ExchangeResponse[] = [];
       let refused: RefusedRequest | undefined;
       while (queue.size > 0 && answered.length < EXCHANGE_SLICE_OPS) {
-        const { op, bytes } = queue.shift()!;
+        const { op, bytes, deadline } = queue.shift()!;
         queuedBytes -= bytes;
         if (op instanceof RefusedRequest) {
           refused = op;
           break;
         }
-        const response = op.batch.length > 0 ? nestedBatch(op.requestId) : this.exchangeOne(op);
+        const response = op.batch.length > 0 ? nestedBatch(op.requestId) : this.exchangeOne(op, deadline);
         if (response instanceof Promise) later(response);
         else answered.push(response);
       }
@@ -356,12 +358,17 @@ export class SessionServiceHandlers {
     };
     call.on('data', (received: ReceivedExchange | RefusedRequest) => {
       if (ended) return;
-      if (received instanceof RefusedRequest) queue.push({ op: received, bytes: 0 });
+      if (received instanceof RefusedRequest) queue.push({ op: received, bytes: 0, deadline: 0 });
       else {
         const { request, bytes } = received;
         const ops = request.batch.length === 0 ? [request] : request.batch;
+        let readAt = 0;
         // A message's bytes are counted with its last operation, released when that one runs.
-        for (let i = 0; i < ops.length; i++) queue.push({ op: ops[i]!, bytes: i === ops.length - 1 ? bytes : 0 });
+        for (let i = 0; i < ops.length; i++) {
+          const op = ops[i]!;
+          if (op.deadlineMs > 0 && readAt === 0) readAt = this.clock();
+          queue.push({ op, bytes: i === ops.length - 1 ? bytes : 0, deadline: op.deadlineMs > 0 ? readAt + op.deadlineMs : 0 });
+        }
         queuedBytes += bytes;
       }
       if (!pumping) pump();
@@ -391,17 +398,29 @@ export class SessionServiceHandlers {
     if (this.draining) entry.end();
   }
 
-  private exchangeOne(request: ExchangeRequest): ExchangeResponse | Promise<ExchangeResponse> {
+  /**
+   * Runs one operation of an Exchange stream within `deadline` (ms since the epoch; 0 = the
+   * API's default). One whose client stopped waiting before it could run is not run: a write
+   * the client counts as failed is not made behind its back, a resume does not claim a
+   * session its client went on to resume elsewhere.
+   */
+  private exchangeOne(request: ExchangeRequest, deadline: number): ExchangeResponse | Promise<ExchangeResponse> {
     const requestId = request.requestId;
     const op = request.op;
     if (op === undefined) {
       return { requestId, result: { $case: 'error', error: { code: status.INVALID_ARGUMENT, message: 'the request names no operation' } }, batch: [] };
     }
+    if (deadline > 0 && this.clock() >= deadline) {
+      this.finish(op.$case, 'deadline', performance.now());
+      const message = `the ${op.$case}'s deadline of ${request.deadlineMs} ms passed before it could run (operations queued ahead of it on the stream)`;
+      return { requestId, result: { $case: 'error', error: { code: status.DEADLINE_EXCEEDED, message } }, batch: [] };
+    }
+    const until = deadline > 0 ? deadline : undefined;
     switch (op.$case) {
       case 'put':
-        return this.answer(requestId, this.run('put', op.put, (r, now) => this.api.put(r, now)), (put) => ({ $case: 'put', put }));
+        return this.answer(requestId, this.run('put', op.put, (r, now) => this.api.put(r, now, until)), (put) => ({ $case: 'put', put }));
       case 'get':
-        return this.answer(requestId, this.run('get', op.get, (r, now) => this.api.get(r, now)), (get) => ({ $case: 'get', get }));
+        return this.answer(requestId, this.run('get', op.get, (r, now) => this.api.get(r, now, until)), (get) => ({ $case: 'get', get }));
       case 'delete':
         return this.answer(requestId, this.run('delete', op.delete, (r, now) => this.api.delete(r, now)), (d) => ({ $case: 'delete', delete: d }));
       case 'touch':

@@ -373,7 +373,7 @@ export class BatonClient implements TlsResumptionSource {
     const requestId = this.nextRequestId++;
     let bytes: Buffer;
     try {
-      bytes = writeFramedRequest(requestId, op);
+      bytes = writeFramedRequest(requestId, op, deadline);
     } catch (err) {
       throw new BatonClientError(Status.INVALID_ARGUMENT, `${op.$case} request is invalid: ${messageOf(err)}`, {
         cause: err,

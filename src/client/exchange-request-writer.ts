@@ -22,13 +22,19 @@ const BATCH_TAG = 0x7a;
 const MAX_UINT64 = (1n << 64n) - 1n;
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
+/** ExchangeRequest.deadline_ms (field 6), a varint. */
+const DEADLINE_TAG = 0x30;
+
 /**
- * The operation `op` with `requestId`, framed as a batch element. Throws on a value the wire
- * cannot carry (a uint64 out of range, a string or value of the wrong type).
+ * The operation `op` with `requestId` and the time its caller waits for it (`deadlineMs`,
+ * whole milliseconds rounded up; 0 = the server's default), framed as a batch element.
+ * Throws on a value the wire cannot carry (a uint64 out of range, a string or value of the
+ * wrong type).
  */
-export function writeFramedRequest(requestId: bigint, op: Op): Buffer {
+export function writeFramedRequest(requestId: bigint, op: Op, deadlineMs = 0): Buffer {
+  const deadline = Math.ceil(deadlineMs);
   const opBytes = sizeOp(op);
-  const messageBytes = uint64FieldBytes(requestId) + 1 + varintBytes(opBytes) + opBytes;
+  const messageBytes = uint64FieldBytes(requestId) + 1 + varintBytes(opBytes) + opBytes + uint32FieldBytes(deadline);
   const out = Buffer.allocUnsafe(1 + varintBytes(messageBytes) + messageBytes);
   out[0] = BATCH_TAG;
   let at = putVarint(out, 1, messageBytes);
@@ -36,6 +42,7 @@ export function writeFramedRequest(requestId: bigint, op: Op): Buffer {
   out[at++] = (OP_FIELD[op.$case] << 3) | 2;
   at = putVarint(out, at, opBytes);
   at = writeOp(out, at, op);
+  at = putUint32Field(out, at, DEADLINE_TAG, deadline);
   if (at !== out.length) throw new Error(`ExchangeRequest writer: wrote ${at} of ${out.length} bytes`);
   return out;
 }

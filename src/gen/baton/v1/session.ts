@@ -157,6 +157,15 @@ export interface ExchangeRequest {
     | { $case: "touch"; touch: TouchRequest }
     | undefined;
   /**
+   * How long the client waits for this operation's answer, in milliseconds from when it
+   * sent it; 0 = the server's default (5 s). The server works within it: a resume stops
+   * waiting for silent peers, a synchronous write for acknowledgements, when it passes, and
+   * an operation whose deadline passed before the server could run it (queued behind
+   * others) is answered DEADLINE_EXCEEDED without being run. In a batch, each operation
+   * carries its own.
+   */
+  deadlineMs: number;
+  /**
    * Several operations in one message, each with its own request_id and op (this
    * envelope's request_id and op are then unused). Per-message costs of a gRPC stream
    * dominate small operations, so clients batch what they have pending. The server answers
@@ -1429,7 +1438,7 @@ export const OperationError: MessageFns<OperationError> = {
 };
 
 function createBaseExchangeRequest(): ExchangeRequest {
-  return { requestId: 0n, op: undefined, batch: [] };
+  return { requestId: 0n, op: undefined, deadlineMs: 0, batch: [] };
 }
 
 export const ExchangeRequest: MessageFns<ExchangeRequest> = {
@@ -1453,6 +1462,9 @@ export const ExchangeRequest: MessageFns<ExchangeRequest> = {
       case "touch":
         TouchRequest.encode(message.op.touch, writer.uint32(42).fork()).join();
         break;
+    }
+    if (message.deadlineMs !== 0) {
+      writer.uint32(48).uint32(message.deadlineMs);
     }
     for (const v of message.batch) {
       ExchangeRequest.encode(v!, writer.uint32(122).fork()).join();
@@ -1513,6 +1525,14 @@ export const ExchangeRequest: MessageFns<ExchangeRequest> = {
             message.op = { $case: "touch", touch: TouchRequest.decode(reader, reader.uint32()) };
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.deadlineMs = reader.uint32();
+            continue;
+          }
           case 15: {
             if (tag !== 122) {
               break;
@@ -1565,6 +1585,7 @@ export const ExchangeRequest: MessageFns<ExchangeRequest> = {
         break;
       }
     }
+    message.deadlineMs = object.deadlineMs ?? 0;
     message.batch = object.batch?.map((e) => ExchangeRequest.fromPartial(e)) || [];
     return message;
   },
