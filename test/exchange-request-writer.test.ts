@@ -1,5 +1,5 @@
 import { ExchangeRequest } from '../src/gen/baton/v1/session';
-import { unframed, unframedLength, writeFramedRequest } from '../src/client/exchange-request-writer';
+import { restampDeadline, unframed, unframedLength, writeFramedRequest } from '../src/client/exchange-request-writer';
 import { encodeToBuffer } from '../src/wire/proto-writer';
 import { SeededRandom } from '../src/store/random';
 
@@ -85,6 +85,18 @@ describe('the client ExchangeRequest writer', () => {
     expect(decoded.batch.map((r) => r.requestId)).toEqual(ops.map((r) => r.requestId));
     expect(decoded.batch.map((r) => r.op?.$case)).toEqual(ops.map((r) => r.op.$case));
     expect(decoded.batch.map((r) => r.deadlineMs)).toEqual(ops.map((r) => r.deadlineMs));
+  });
+
+  it('restamps a frame with the time its call has left: the frame written with that deadline (seeded)', () => {
+    const random = new SeededRandom(11);
+    for (let i = 0; i < 500; i++) {
+      const requestId = uint64(random);
+      const one = op(random);
+      const deadlineMs = [1, 127, 128, 5000, 16_384, 2 ** 31 - 1][i % 6]!;
+      const remainingMs = [0.2, 126.5, 128, 4000, 16_383, -5][Math.floor(random.next() * 6)]!;
+      const restamped = restampDeadline(writeFramedRequest(requestId, one, deadlineMs), deadlineMs, remainingMs);
+      expect(restamped.equals(writeFramedRequest(requestId, one, Math.max(1, Math.ceil(remainingMs))))).toBe(true);
+    }
   });
 
   it('carries a deadline in whole milliseconds, rounded up; none (0) is left out', () => {

@@ -47,6 +47,27 @@ export function writeFramedRequest(requestId: bigint, op: Op, deadlineMs = 0): B
   return out;
 }
 
+/**
+ * The frame with its deadline replaced: `framed` was written with `deadlineMs` (> 0), and
+ * the call now has `remainingMs` left (it waited in the client: for a stream to the
+ * sidecar, or for the one it has to drain), which the sidecar should work within instead.
+ * A copy; the deadline is the frame's last field, so nothing else moves.
+ */
+export function restampDeadline(framed: Buffer, deadlineMs: number, remainingMs: number): Buffer {
+  const old = Math.ceil(deadlineMs);
+  const remaining = Math.max(1, Math.ceil(remainingMs));
+  const headerBytes = frameHeaderBytes(framed);
+  const keptBytes = framed.length - headerBytes - (1 + varintBytes(old));
+  const messageBytes = keptBytes + 1 + varintBytes(remaining);
+  const out = Buffer.allocUnsafe(1 + varintBytes(messageBytes) + messageBytes);
+  out[0] = BATCH_TAG;
+  let at = putVarint(out, 1, messageBytes);
+  at += framed.copy(out, at, headerBytes, headerBytes + keptBytes);
+  at = putUint32Field(out, at, DEADLINE_TAG, remaining);
+  if (at !== out.length) throw new Error(`ExchangeRequest writer: restamped ${at} of ${out.length} bytes`);
+  return out;
+}
+
 /** The ExchangeRequest inside a frame writeFramedRequest made (a view, no copy). */
 export function unframed(framed: Buffer): Buffer {
   return framed.subarray(frameHeaderBytes(framed));

@@ -17,11 +17,13 @@
  *   deadline group is an array.
  * - When the stream ends its calls are rejected, never resent (the sidecar may have applied
  *   them; the error says whether a call had been sent). Once ended it stays ended.
+ * - A call tells the sidecar how long it is waited for: the deadline it was made with, or
+ *   what is left of it when it waited here to be written (RESTAMP_AFTER_MS).
  */
 import { status as Status, type ClientDuplexStream, type StatusObject } from '@grpc/grpc-js';
 import type { ExchangeRequest, ExchangeResponse } from '../gen/baton/v1/session';
 import { BatonClientError, fromOperationError, streamFailureCode } from './client-errors';
-import { unframed } from './exchange-request-writer';
+import { restampDeadline, unframed } from './exchange-request-writer';
 import { dictionary } from '../core/churn-free';
 
 export type Op = NonNullable<ExchangeRequest['op']>;
@@ -96,6 +98,12 @@ class DeadlineGroup {
 
 /** Most operations, and bytes, in one batched ExchangeRequest. */
 const MAX_BATCH_OPS = 256;
+/**
+ * A call that waited in the client longer than this before it is written is sent with the
+ * time it has left as its deadline (restampDeadline), not the time it was made with: the
+ * sidecar works within what a request carries, and must not go on after the client gave up.
+ */
+const RESTAMP_AFTER_MS = 20;
 const MAX_BATCH_BYTES = 1024 * 1024;
 
 /**
@@ -218,6 +226,7 @@ export class ExchangeStream {
       batchBytes = 0;
       return call.write(message);
     };
+    const now = performance.now();
     call.cork();
     while (next < queue.length) {
       const pending = queue[next];
@@ -225,7 +234,9 @@ export class ExchangeStream {
         queue[next++] = undefined;
         continue;
       }
-      const bytes = pending.bytes as Buffer;
+      let bytes = pending.bytes as Buffer;
+      // Made at expiresAt - deadlineMs.
+      if (pending.expiresAt - pending.deadlineMs < now - RESTAMP_AFTER_MS) bytes = restampDeadline(bytes, pending.deadlineMs, pending.expiresAt - now);
       if (batch.length > 0 && (batch.length >= MAX_BATCH_OPS || batchBytes + bytes.length > MAX_BATCH_BYTES) && !writeBatch()) {
         // This call stays queued; the rest goes out on 'drain'.
         this.awaitingDrain = true;
