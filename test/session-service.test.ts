@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { status } from '@grpc/grpc-js';
 import pino from 'pino';
-import { ReceivedExchange, SessionServiceHandlers } from '../sidecar/servers/session-service';
+import { MAX_OPERATION_MS, ReceivedExchange, SessionServiceHandlers } from '../sidecar/servers/session-service';
 import { SidecarMetrics } from '../sidecar/metrics/metrics';
 import { BuzHash } from '../src/store/buzhash';
 import type { ExchangeRequest, ExchangeResponse, PutRequest, TlsResumptionSettings, WatchEvent } from '../src/gen/baton/v1/session';
@@ -177,16 +177,16 @@ describe('Exchange deadlines', () => {
     batch: [],
   });
 
-  test("an operation runs within the deadline its client sent, counted from when it was read; without one, the API's default", async () => {
+  test("an operation runs within the deadline its client sent (at most MAX_OPERATION_MS), counted from when it was read; without one, the API's default", async () => {
     const now = T0;
     const { deadlines, implementation } = recordingNode(() => now);
     const call = new FakeDuplex();
     implementation.exchange(call as never);
-    call.emit('data', new ReceivedExchange({ requestId: 0n, op: undefined, deadlineMs: 0, batch: [syncPut(0, 250), syncPut(1, 0), resume(0, 300), resume(1, 0)] }, 200));
-    await turnsUntil(() => answers(call).length === 4);
-    expect(deadlines.ack).toEqual([T0 + 250, T0 + DEFAULT_SYNC_TIMEOUT_MS]);
+    call.emit('data', new ReceivedExchange({ requestId: 0n, op: undefined, deadlineMs: 0, batch: [syncPut(0, 250), syncPut(1, 0), resume(0, 300), resume(1, 0), syncPut(2, 0xffffffff)] }, 200));
+    await turnsUntil(() => answers(call).length === 5);
+    expect(deadlines.ack).toEqual([T0 + 250, T0 + DEFAULT_SYNC_TIMEOUT_MS, T0 + MAX_OPERATION_MS]);
     expect(deadlines.fetch).toEqual([T0 + 300, T0 + DEFAULT_SYNC_TIMEOUT_MS]);
-    expect(answers(call).map((r) => r.result?.$case)).toEqual(['put', 'put', 'get', 'get']);
+    expect(answers(call).map((r) => r.result?.$case).sort()).toEqual(['get', 'get', 'put', 'put', 'put']);
   });
 
   test('an operation whose deadline passed while it waited behind others is answered DEADLINE_EXCEEDED and not run, and counted', async () => {
