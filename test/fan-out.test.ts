@@ -193,6 +193,30 @@ test('resendForwarded leaves out a part written since (this copy holds a newer v
   expect(both.changes.map((c) => (c.kind === 'put' ? c.name : c.kind))).toEqual(['note']);
 });
 
+test('resendForwarded also sends to the member it is asked to (the holder whose word the write waits for), though it holds the session no more', () => {
+  const { store, placement, fanOut } = setup('unicast');
+  const version = findStoredPart(put(store, 's7'), 'cart')!.version + 1;
+  const partition = store.partitionOf('s7');
+  const outside = NODES.find((n) => n !== 'a' && !placement.secondaries(partition, 'a').includes(n))!;
+  const write = [{ kind: 'put' as const, name: 'cart', value: Buffer.from('w'), version }];
+  const resent = fanOut.resendForwarded('s7', write, NOW, outside)!;
+  expect(resent.owner).toBeUndefined();
+  expect(resent.waits.map((w) => w.nodeId).sort()).toEqual([...placement.secondaries(partition, 'a').filter((n) => n !== 'a'), outside].sort());
+  expect(fanOut.resendForwarded('s7', write, NOW)!.waits.map((w) => w.nodeId)).not.toContain(outside);
+});
+
+// Just after a long split heals, this node's view does not place the owner a holder named yet.
+test('resendForwarded of a write no holder can be reached for comes back with no waits (its ticket counts nobody), its copy stamped', () => {
+  const { store, placement, fanOut } = setup('unicast', 'a', () => undefined, () => false, ['a']);
+  const version = findStoredPart(put(store, 's8'), 'cart')!.version + 1;
+  expect(placement.secondaries(store.partitionOf('s8'), 'z').filter((n) => n !== 'a')).toEqual([]);
+  fanOut.adoptOwner('s8', 'z', 5, NOW);
+  const resent = fanOut.resendForwarded('s8', [{ kind: 'put', name: 'cart', value: Buffer.from('w'), version }], NOW)!;
+  expect(resent.waits).toEqual([]);
+  expect(resent.deltas).toBe(0);
+  expect(findStoredPart(store.get('s8', NOW)!, 'cart')).toMatchObject({ epoch: 5, version });
+});
+
 test('holdsWrite: a copy holds a write while its part is at the write version or newer, not once an older value replaced it', () => {
   const { store, fanOut } = setup('unicast');
   const session = put(store, 's1', 'mine');

@@ -53,6 +53,81 @@ describe('WriteTickets', () => {
     expect(t.takeCompleted()).toEqual([{ id: ticket.id, acked: 1 }]);
   });
 
+  // After a long split, the writer's side had placed another secondary (c); the holder from
+  // before (b) comes back acknowledging with notes that no longer reach the write. c, which
+  // was on the writer's side, vouches before it hears the other side's claim; b has heard it.
+  it("a write made as owner that its holder could not vouch for counts only once that holder did, not on another holder's word", () => {
+    const t = new WriteTickets();
+    const ticket = t.open([wait('b', 1)], undefined, { sessionId: 's1', changes: [], resends: 0 });
+    t.await(ticket.id, 1);
+    t.sent('b', 3, 1, 3);
+    expect(t.ownerAck('b', 'b', 9, 9, []).map((x) => x.id)).toEqual([ticket.id]);
+    expect(t.get(ticket.id)!.mustVouch).toBe('b');
+    // Not lost: b could not say (were the write to reach no one, it would keep waiting for b).
+    expect(t.get(ticket.id)!.lost).toBe(false);
+    // Sent again (by the engine) to the secondary placed now, and to b.
+    t.reopen(ticket, undefined, [], [wait('c', 2), wait('b', 2)]);
+    t.sent('c', 4, 2, 4);
+    t.sent('b', 10, 2, 10);
+    const levels = acks({ 'c>c': 4, 'b>b': 10 });
+    expect(t.ownerAck('c', 'c', 4, 0, [])).toEqual([]);
+    expect(t.ackCount(ticket.id, levels)).toBe(0);
+    t.check(levels);
+    expect(t.takeCompleted()).toEqual([]);
+    expect(t.ownerAck('b', 'b', 10, 0, [])).toEqual([]);
+    expect(t.ackCount(ticket.id, levels)).toBe(2);
+  });
+
+  it('the holder that could not say notes a newer owner instead: the write goes to that owner, and the holder is no longer awaited', () => {
+    const t = new WriteTickets();
+    const ticket = t.open([wait('b', 1)], undefined, { sessionId: 's1', changes: [], resends: 0 });
+    t.await(ticket.id, 1);
+    t.sent('b', 3, 1, 3);
+    t.ownerAck('b', 'b', 9, 9, []);
+    t.reopen(ticket, undefined, [], [wait('c', 2), wait('b', 2)]);
+    t.sent('c', 4, 2, 4);
+    t.sent('b', 10, 2, 10);
+    expect(t.ownerAck('b', 'b', 10, 0, [{ seq: 10, sessionId: 's1' }]).map((x) => x.id)).toEqual([ticket.id]);
+    expect(t.get(ticket.id)!.mustVouch).toBeUndefined();
+    expect(t.get(ticket.id)!.lost).toBe(true);
+    // Sent to the owner b named, as a forwarded write: its confirmation counts.
+    t.reopen(ticket, 'x', [], [wait('x', 3)]);
+    t.sent('x', 2, 3, 2);
+    t.ownerAck('x', 'x', 2, 0, []);
+    expect(t.ackCount(ticket.id, acks({ 'x>x': 2 }))).toBe(1);
+  });
+
+  it('a write sent again to no holder counts nobody and is listed stranded until it goes again', () => {
+    const t = new WriteTickets();
+    const ticket = t.open([wait('b', 1)], undefined, { sessionId: 's1', changes: [], resends: 0 });
+    t.await(ticket.id, 1);
+    t.sent('b', 3, 1, 3);
+    t.ownerAck('b', 'b', 3, 0, [{ seq: 3, sessionId: 's1' }]);
+    expect(t.stranded()).toEqual([]);
+    expect(t.countResend(ticket)).toBe(true);
+    t.reopen(ticket, undefined, [], []);
+    // That sending went to no one: not one of its resends.
+    expect(ticket.write!.resends).toBe(0);
+    t.sent('c', 1, 0, 1);
+    expect(t.stranded().map((x) => x.id)).toEqual([ticket.id]);
+    expect(t.ackCount(ticket.id, acks({ 'b>b': 3 }))).toBe(0);
+    t.reopen(ticket, 'x', [], [wait('x', 2)]);
+    expect(t.stranded()).toEqual([]);
+  });
+
+  it('a holder that could not say and is not among the waits the write went again to is not awaited', () => {
+    const t = new WriteTickets();
+    const ticket = t.open([wait('b', 1)], undefined, { sessionId: 's1', changes: [], resends: 0 });
+    t.await(ticket.id, 1);
+    t.sent('b', 3, 1, 3);
+    t.ownerAck('b', 'b', 9, 9, []);
+    t.reopen(ticket, undefined, [], [wait('c', 2)]);
+    expect(t.get(ticket.id)!.mustVouch).toBeUndefined();
+    t.sent('c', 4, 2, 4);
+    t.ownerAck('c', 'c', 4, 0, []);
+    expect(t.ackCount(ticket.id, acks({ 'c>c': 4 }))).toBe(1);
+  });
+
   // A retransmission leaves out a delta a later packet supersedes: the write's part may reach
   // the holder in a later packet than its wait names, and be noted there.
   it('a note on the session in a later packet the acknowledgement covers counts against the write', () => {

@@ -184,9 +184,19 @@ export class FanOut {
    * matching). This node's copy takes the same stamp, so it agrees with the others. A part
    * this node's copy holds a newer version of was written since, and is left out: stamped
    * with the newer epoch, the older write would beat it everywhere. Returns the changes as
-   * sent, for the ticket (undefined = the session is gone or has no holders).
+   * sent, for the ticket (undefined = the session is gone, or every part was written since);
+   * a write that reaches no holder (this node's view does not place the owner it learned of
+   * yet) comes back with no waits, so its ticket counts nobody's word until it goes again —
+   * the holders it waited for before said it lost to a newer claim. `alsoTo`: a
+   * member that gets it too although it holds the session no more (WriteTickets' mustVouch:
+   * the holder whose word the write waits for; it just acknowledged, so it is reachable even
+   * if membership, which has not heard its heartbeats again yet, holds it dead).
+   * `ownerHeard`: the owner was just heard of as owner (a holder named it, or its claim
+   * arrived), so it gets the write, and confirms it, even where this node's view does not
+   * place it yet (just after a long split heals; the partition's master would only name
+   * the owner back, over and over).
    */
-  resendForwarded(sessionId: string, changes: readonly Change[], now: number): (QueuedWrite & { changes: Change[] }) | undefined {
+  resendForwarded(sessionId: string, changes: readonly Change[], now: number, alsoTo?: string, ownerHeard = false): (QueuedWrite & { changes: Change[] }) | undefined {
     const session = this.store.get(sessionId, now);
     if (session === undefined) return undefined;
     const self = this.config.nodeId;
@@ -203,8 +213,8 @@ export class FanOut {
       stampedChanges.push({ ...change, epoch: session.epoch });
     }
     if (stampedChanges.length === 0) return undefined;
-    const holders = this.holders(session.owner, this.store.partitionOf(session.id));
-    if (holders.length === 0) return undefined;
+    const holders = this.holders(session.owner, this.store.partitionOf(session.id), ownerHeard);
+    if (alsoTo !== undefined && alsoTo !== self && !holders.includes(alsoTo)) holders.push(alsoTo);
     return { ...this.queueWrite(session, stampedChanges, holders, now), changes: stampedChanges };
   }
 
@@ -278,10 +288,10 @@ export class FanOut {
    * The live members other than this node that hold a session: its owner's secondaries,
    * and the owner itself, first, when that is another live member.
    */
-  private holders(owner: string, partition: number): string[] {
+  private holders(owner: string, partition: number, ownerHeard = false): string[] {
     const self = this.config.nodeId;
     const holders = this.placement.secondaries(partition, owner).filter((id) => id !== self);
-    if (owner !== self && this.reaches(owner, partition)) holders.unshift(owner);
+    if (owner !== self && (ownerHeard || this.reaches(owner, partition))) holders.unshift(owner);
     return holders;
   }
 

@@ -233,7 +233,7 @@ export class ReplicationEngine {
     // value, and a queued delta of one part holds only the latest, so the write's
     // acknowledgements would confirm the claim's value. It goes again, after the claim.
     for (const ticket of this.tickets.openOn(session.id)) {
-      if (!this.fanOut.holdsWrite(session, ticket.write!.changes)) this.resendForwarded(ticket, now);
+      if (!this.fanOut.holdsWrite(session, ticket.write!.changes)) this.resendForwarded(ticket, now, true, false);
     }
   }
 
@@ -632,7 +632,7 @@ export class ReplicationEngine {
     for (const note of notes) forwarded += this.fanOut.adoptOwner(note.sessionId, note.owner, note.epoch, now).deltas;
     this.stats.deltasSent += forwarded;
     const resend = this.tickets.ownerAck(from, ack.targetNodeId, safeSeq(ack.cumulativeSeq), completeAbove, notes);
-    for (const ticket of resend) this.resendForwarded(ticket, now);
+    for (const ticket of resend) this.resendForwarded(ticket, now, ticket.lost === true);
     if (resend.length > 0 || forwarded > 0) this.flush(now);
   }
 
@@ -640,10 +640,17 @@ export class ReplicationEngine {
    * Sends a forwarded write again to the holders of the owner this node now knows of (see
    * FanOut.resendForwarded), and makes its ticket wait for them.
    */
-  private resendForwarded(ticket: Ticket, now: number): void {
+  private resendForwarded(ticket: Ticket, now: number, lost: boolean, ownerHeard = lost): void {
     if (!this.tickets.countResend(ticket)) return;
-    const resent = this.fanOut.resendForwarded(ticket.write!.sessionId, ticket.write!.changes, now);
+    const resent = this.fanOut.resendForwarded(ticket.write!.sessionId, ticket.write!.changes, now, ticket.mustVouch, ownerHeard);
     if (resent === undefined) return;
+    // It reached no holder (this node's view does not place the owner yet). Lost to a newer
+    // claim, it counts nobody's word until it can go (stranded); sent again only because a
+    // holder could not say, it keeps waiting for the holders it went to.
+    if (resent.waits.length === 0 && !lost) {
+      this.tickets.notSent(ticket);
+      return;
+    }
     this.stats.deltasSent += resent.deltas;
     this.tickets.reopen(ticket, resent.owner, resent.changes, resent.waits);
   }
@@ -672,7 +679,7 @@ export class ReplicationEngine {
     // it: its acknowledgements would now cover the claim's value (a queued delta of one part
     // holds only the latest), so it is sent again at the claimed epoch instead. (All of these
     // go out at the driver's flush after the datagram.)
-    for (const sessionId of outcome.ownWritesLost) for (const ticket of this.tickets.openOn(sessionId)) this.resendForwarded(ticket, now);
+    for (const sessionId of outcome.ownWritesLost) for (const ticket of this.tickets.openOn(sessionId)) this.resendForwarded(ticket, now, true);
     for (const reason of outcome.dropped) this.observer.dropped(reason);
     for (const lag of outcome.lagsMs) this.observer.lag(lag);
     if (outcome.resyncSender) this.repairs.resyncChannelsOf(from, incarnation);
@@ -747,6 +754,8 @@ export class ReplicationEngine {
     this.placement.setMembers(this.placementSource?.members() ?? live, this.membership.liveStoreIds());
     const others = live.filter((id) => id !== this.config.nodeId);
     this.channels.setLivePeers(others, (channel) => this.groupReceivers(channel));
+    // Writes that could go to no holder may reach their owner in this view.
+    if (this.tickets.size > 0) for (const ticket of this.tickets.stranded()) this.resendForwarded(ticket, now, true, false);
     this.tickets.check(this.ackedBy);
     for (const request of this.repair.pullHeld(this.view, others, 'placement')) this.requestResync(request);
     if (this.repair.hasUnreplicated()) this.replicateUnreplicated(now);

@@ -79,6 +79,21 @@ export interface Ticket {
    * vouch for a write known not to be where it must be. It waits for its deadline.
    */
   refuted?: boolean;
+  /**
+   * A write made here as owner whose holder acknowledged it without being able to say
+   * whether it knew a newer claim of the session (its notes no longer reached back that
+   * far): the write went to that holder again, and counts only once it vouched for it —
+   * another holder's word does not say what this one knew. (After a long split, a
+   * holder the writer's side placed meanwhile vouches before it heard the other side's
+   * claim; the holder from before the split has heard it, and says so.)
+   */
+  mustVouch?: string;
+  /**
+   * Why it last had to go again: a holder said it lost to a newer claim of its session
+   * (true: the holders it waited for are moot), or a holder could not say (false: they
+   * still are, and it keeps them when it can go to no one else).
+   */
+  lost?: boolean;
 }
 
 /** How long a forwarded write nobody awaits is followed (ms since its ticket opened). */
@@ -199,8 +214,10 @@ export class WriteTickets {
     const ticket = this.tickets[id];
     if (ticket === undefined || !ticket.flushed) return 0;
     if (ticket.refuted === true || (ticket.owner !== undefined && !ticket.ownerConfirmed)) return 0;
-    // Made as owner: a holder's acknowledgement counts once it vouched for the write.
+    // Made as owner: a holder's acknowledgement counts once it vouched for the write (and
+    // the holder that could not say, once it did: mustVouch).
     const vouching = ticket.owner === undefined && ticket.write !== undefined;
+    if (vouching && ticket.mustVouch !== undefined && !ticket.waits.some((w) => w.nodeId === ticket.mustVouch && w.vouched === true)) return 0;
     let acked = 0;
     let othersWaited = false;
     let othersAcked = false;
@@ -280,10 +297,16 @@ export class WriteTickets {
       if (cumulative < wait.seq && superseded.length === 0) continue;
       const covering = this.coveringSeq(ticket, wait);
       const through = Math.max(covering, cumulative);
-      if (superseded.some((s) => s.sessionId === sessionId && s.seq >= wait.firstSeq && s.seq <= through)) resend.push(ticket);
-      else if (cumulative < covering) continue;
-      else if (completeAbove >= wait.firstSeq) resend.push(ticket);
-      else if (own) wait.vouched = true;
+      if (superseded.some((s) => s.sessionId === sessionId && s.seq >= wait.firstSeq && s.seq <= through)) {
+        ticket.mustVouch = undefined;
+        ticket.lost = true;
+        resend.push(ticket);
+      } else if (cumulative < covering) continue;
+      else if (completeAbove >= wait.firstSeq) {
+        if (own) ticket.mustVouch = from;
+        ticket.lost = false;
+        resend.push(ticket);
+      } else if (own) wait.vouched = true;
       else {
         ticket.ownerConfirmed = true;
         if (ticket.needed === 0) this.release(ticket.id);
@@ -303,6 +326,19 @@ export class WriteTickets {
       if (latest > seq) seq = latest;
     }
     return seq;
+  }
+
+  /** A sending countResend counted went to no one: it is not one of the write's resends. */
+  notSent(ticket: Ticket): void {
+    ticket.write!.resends--;
+  }
+
+  /**
+   * Writes that had to go again and reached no holder (FanOut.resendForwarded: the owner
+   * they learned of is not in this node's view yet): to send again once the view changes.
+   */
+  stranded(): Ticket[] {
+    return this.openTickets().filter((ticket) => ticket.write !== undefined && ticket.waits.length === 0 && ticket.refuted !== true);
   }
 
   /** The open tickets of writes on `sessionId` (a scan: only for the rare write that lost to a claim). */
@@ -327,14 +363,19 @@ export class WriteTickets {
 
   /**
    * A forwarded write was queued again: it now waits for `waits`, and for `owner` as
-   * owner (undefined: the session's owner is this node or not a holder).
+   * owner (undefined: the session's owner is this node or not a holder). With no waits it
+   * went to no holder (stranded): it counts nobody's word, and that was no sending — its
+   * resends are left for when it can go (the engine tries stranded writes on view changes).
    */
   reopen(ticket: Ticket, owner: string | undefined, changes: readonly Change[], waits: TicketWait[]): void {
+    if (waits.length === 0) this.notSent(ticket);
     ticket.owner = owner;
     ticket.ownerConfirmed = false;
     ticket.flushed = false;
     ticket.write!.changes = changes;
     ticket.write!.keys = undefined;
     ticket.waits = waits;
+    // Not sent to it (gone, or the session is another node's now): its word is not awaited.
+    if (ticket.mustVouch !== undefined && (owner !== undefined || !waits.some((w) => w.nodeId === ticket.mustVouch))) ticket.mustVouch = undefined;
   }
 }
