@@ -781,6 +781,7 @@ describe('a split as long as failure detection, under round-robin resumes and wr
     [20074, 'multicast'],
     [20092, 'multicast'],
     [20048, 'unicast'],
+    [20025, 'unicast'],
   ] as const)('seed %d, %s: every write is acknowledged once the network heals, and every acknowledged one is on the owner copy', async (seed, transport) => {
     const { made, acknowledged, lost } = await roundRobinAcrossASplit(seed, transport);
     expect(lost).toEqual([]);

@@ -632,7 +632,9 @@ export class ReplicationEngine {
     for (const note of notes) forwarded += this.fanOut.adoptOwner(note.sessionId, note.owner, note.epoch, now).deltas;
     this.stats.deltasSent += forwarded;
     const resend = this.tickets.ownerAck(from, ack.targetNodeId, safeSeq(ack.cumulativeSeq), completeAbove, notes);
-    for (const ticket of resend) this.resendForwarded(ticket, now, ticket.lost === true);
+    // Each goes to its owner, just heard of: named in the notes, or the sender itself (a
+    // forwarded write is read only in its owner's acknowledgements; an own one is this node's).
+    for (const ticket of resend) this.resendForwarded(ticket, now, ticket.lost === true, true);
     if (resend.length > 0 || forwarded > 0) this.flush(now);
   }
 
