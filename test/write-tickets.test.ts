@@ -11,6 +11,15 @@ function acks(levels: Record<string, number>) {
   return (channel: string, nodeId: string) => levels[`${channel}>${nodeId}`] ?? 0;
 }
 
+/** A write made as owner on s1, awaited, sent to b in packet 3. */
+function ownWriteSentToB() {
+  const t = new WriteTickets();
+  const ticket = t.open([wait('b', 1)], undefined, { sessionId: 's1', changes: [], resends: 0 });
+  t.await(ticket.id, 1);
+  t.sent('b', 3, 1, 3);
+  return { t, ticket };
+}
+
 describe('WriteTickets', () => {
   it('counts nothing until sent, then each holder whose acknowledgement covers the write', () => {
     const t = new WriteTickets();
@@ -57,10 +66,7 @@ describe('WriteTickets', () => {
   // before (b) comes back acknowledging with notes that no longer reach the write. c, which
   // was on the writer's side, vouches before it hears the other side's claim; b has heard it.
   it("a write made as owner that its holder could not vouch for counts only once that holder did, not on another holder's word", () => {
-    const t = new WriteTickets();
-    const ticket = t.open([wait('b', 1)], undefined, { sessionId: 's1', changes: [], resends: 0 });
-    t.await(ticket.id, 1);
-    t.sent('b', 3, 1, 3);
+    const { t, ticket } = ownWriteSentToB();
     expect(t.ownerAck('b', 'b', 9, 9, []).map((x) => x.id)).toEqual([ticket.id]);
     expect(t.get(ticket.id)!.mustVouch).toBe('b');
     // Not lost: b could not say (were the write to reach no one, it would keep waiting for b).
@@ -79,10 +85,7 @@ describe('WriteTickets', () => {
   });
 
   it('the holder that could not say notes a newer owner instead: the write goes to that owner, and the holder is no longer awaited', () => {
-    const t = new WriteTickets();
-    const ticket = t.open([wait('b', 1)], undefined, { sessionId: 's1', changes: [], resends: 0 });
-    t.await(ticket.id, 1);
-    t.sent('b', 3, 1, 3);
+    const { t, ticket } = ownWriteSentToB();
     t.ownerAck('b', 'b', 9, 9, []);
     t.reopen(ticket, undefined, [], [wait('c', 2), wait('b', 2)]);
     t.sent('c', 4, 2, 4);
@@ -98,10 +101,7 @@ describe('WriteTickets', () => {
   });
 
   it('a write sent again to no holder counts nobody and is listed stranded until it goes again', () => {
-    const t = new WriteTickets();
-    const ticket = t.open([wait('b', 1)], undefined, { sessionId: 's1', changes: [], resends: 0 });
-    t.await(ticket.id, 1);
-    t.sent('b', 3, 1, 3);
+    const { t, ticket } = ownWriteSentToB();
     t.ownerAck('b', 'b', 3, 0, [{ seq: 3, sessionId: 's1' }]);
     expect(t.stranded()).toEqual([]);
     expect(t.countResend(ticket)).toBe(true);
@@ -116,10 +116,7 @@ describe('WriteTickets', () => {
   });
 
   it('a holder that could not say and is not among the waits the write went again to is not awaited', () => {
-    const t = new WriteTickets();
-    const ticket = t.open([wait('b', 1)], undefined, { sessionId: 's1', changes: [], resends: 0 });
-    t.await(ticket.id, 1);
-    t.sent('b', 3, 1, 3);
+    const { t, ticket } = ownWriteSentToB();
     t.ownerAck('b', 'b', 9, 9, []);
     t.reopen(ticket, undefined, [], [wait('c', 2)]);
     expect(t.get(ticket.id)!.mustVouch).toBeUndefined();
