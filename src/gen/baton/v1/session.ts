@@ -161,8 +161,8 @@ export interface ExchangeRequest {
    * sent it; 0 = the server's default (5 s). The server works within it: a resume stops
    * waiting for silent peers, a synchronous write for acknowledgements, when it passes, and
    * an operation whose deadline passed before the server could run it (queued behind
-   * others) is answered DEADLINE_EXCEEDED without being run. In a batch, each operation
-   * carries its own.
+   * others) is answered DEADLINE_EXCEEDED without being run. The server counts at most 60 s.
+   * In a batch, each operation carries its own.
    */
   deadlineMs: number;
   /**
