@@ -10,7 +10,8 @@ import { HttpApiServer } from '../sidecar/servers/http-api';
 import { SidecarMetrics } from '../sidecar/metrics/metrics';
 import { BuzHash } from '../src/store/buzhash';
 import { HybridClock } from '../src/store/hybrid-clock';
-import { SessionApi } from '../src/core/session-api';
+import { DEFAULT_SYNC_TIMEOUT_MS, MAX_OPERATION_MS, SessionApi } from '../src/core/session-api';
+import { recordingReplicator } from './support/recording-replicator';
 import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
 import { WatchHub } from '../src/core/watch-hub';
 
@@ -162,5 +163,39 @@ describe('HttpApiServer long-poll bounds', () => {
     const after = post([' '.repeat(30_000), '{"parts":{"b":"y"}}']);
     after.finish();
     expect((await after.answer).status).toBe(200);
+  });
+});
+
+describe('HttpApiServer deadlines', () => {
+  const T0 = 1_700_000_000_000;
+  let server: HttpApiServer;
+  afterEach(async () => {
+    await server.close(0);
+  });
+
+  it("runs a resume and a synchronous write within the caller's timeout=…, at most 60 s; without one, the API's default", async () => {
+    const hub = new WatchHub();
+    const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: 'http-a', partitions: 8, maxBytes: 64 * MIB }, new BuzHash('http-test'), new HybridClock(), hub);
+    const { replicator, deadlines } = recordingReplicator();
+    const clock = () => T0;
+    const api = new SessionApi(store, { maxValueBytes: 1024, maxPartsPerSession: 8 }, replicator, undefined, clock);
+    const limits = { maxValueBytes: 1024, maxPartsPerSession: 8 };
+    server = new HttpApiServer(api, store, hub, new SidecarMetrics(store, 64 * MIB), pino({ level: 'silent' }), limits, clock);
+    const port = await server.listen({ text: '127.0.0.1:0', host: '127.0.0.1', port: 0 });
+    const base = `http://127.0.0.1:${port}/v1/sessions`;
+
+    expect((await fetch(`${base}/elsewhere/parts/a?resume=true&timeout=300ms`)).status).toBe(404);
+    expect((await fetch(`${base}/elsewhere?resume=true`)).status).toBe(404);
+    expect((await fetch(`${base}/elsewhere?resume=true&timeout=120s`)).status).toBe(404);
+    expect(deadlines.fetch).toEqual([T0 + 300, T0 + DEFAULT_SYNC_TIMEOUT_MS, T0 + MAX_OPERATION_MS]);
+
+    expect((await fetch(`${base}/s1/parts/a?min_replicas=1&timeout=250ms`, { method: 'PUT', body: 'v' })).status).toBe(200);
+    expect((await fetch(`${base}/s1?timeout=2s`, { method: 'POST', body: JSON.stringify({ parts: { b: 'w' }, min_replicas: 1 }) })).status).toBe(200);
+    expect((await fetch(`${base}/s1/cart?timeout=1500ms`, { method: 'POST', body: JSON.stringify({ operations: [{ add_item: { sku: 'lamp', quantity: 1 } }], min_replicas: 1 }) })).status).toBe(200);
+    expect(deadlines.ack).toEqual([T0 + 250, T0 + 2000, T0 + 1500]);
+
+    const refused = await fetch(`${base}/s1?resume=true&timeout=soon`);
+    expect(refused.status).toBe(400);
+    expect(JSON.parse(await refused.text()).message).toMatch(/timeout "soon" is not a duration/);
   });
 });

@@ -6,13 +6,14 @@
 import { EventEmitter } from 'node:events';
 import { status } from '@grpc/grpc-js';
 import pino from 'pino';
-import { MAX_OPERATION_MS, ReceivedExchange, SessionServiceHandlers } from '../sidecar/servers/session-service';
+import { ReceivedExchange, SessionServiceHandlers } from '../sidecar/servers/session-service';
 import { SidecarMetrics } from '../sidecar/metrics/metrics';
 import { BuzHash } from '../src/store/buzhash';
 import type { ExchangeRequest, ExchangeResponse, PutRequest, TlsResumptionSettings, WatchEvent } from '../src/gen/baton/v1/session';
 import type { TlsResumptionFeed } from '../src/capture/tls-resumption-source';
 import { HybridClock } from '../src/store/hybrid-clock';
-import { DEFAULT_SYNC_TIMEOUT_MS, SessionApi, type PeerCopies, type Replicator } from '../src/core/session-api';
+import { DEFAULT_SYNC_TIMEOUT_MS, MAX_OPERATION_MS, SessionApi } from '../src/core/session-api';
+import { recordingReplicator } from './support/recording-replicator';
 import { DEFAULT_STORE_CONFIG, SessionStore } from '../src/store/store';
 import { WatchHub } from '../src/core/watch-hub';
 
@@ -27,28 +28,9 @@ function node(maxMemoryBytes = 64 * MIB) {
   return { store, api, metrics, handlers, implementation: handlers.implementation() };
 }
 
-/**
- * A node whose replication is a recorder: the deadlines the API hands it for acknowledgements
- * and peer look-ups, which settle at once (acknowledged by one secondary; no peer answers).
- */
+/** A node whose replication is a recorder (support/recording-replicator.ts). */
 function recordingNode(clock: () => number) {
-  const deadlines: { ack: number[]; fetch: number[] } = { ack: [], fetch: [] };
-  let tickets = 0;
-  const replicator: Replicator = {
-    replicas: 1,
-    secondariesFor: () => 1,
-    replicate: () => ++tickets,
-    waitForAcks: (_ticket, _needed, deadline) => {
-      deadlines.ack.push(deadline);
-      return Promise.resolve(1);
-    },
-    sendQueueRoom: () => undefined,
-    fetchFromPeers: (_id, _owner, deadline): Promise<PeerCopies> => {
-      deadlines.fetch.push(deadline);
-      return Promise.resolve({ asked: 1, answered: 1, snapshots: [] });
-    },
-    replicateClaim: () => undefined,
-  };
+  const { replicator, deadlines } = recordingReplicator();
   const hub = new WatchHub();
   const store = new SessionStore({ ...DEFAULT_STORE_CONFIG, nodeId: 'svc-a', partitions: 8 }, new BuzHash('svc-test'), new HybridClock(), hub);
   const metrics = new SidecarMetrics(store, 64 * MIB);

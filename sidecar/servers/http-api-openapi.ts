@@ -223,6 +223,12 @@ const partName = { name: 'name', in: 'path', required: true, schema: { type: 'st
 const resume = { name: 'resume', in: 'query', schema: { type: 'boolean' }, description: 'Make this node the owner, fetching the newest state from peers.' };
 const ttl = { name: 'ttl_seconds', in: 'query', schema: { type: 'integer', minimum: 0 } };
 const minReplicas = { name: 'min_replicas', in: 'query', schema: { type: 'integer', minimum: 0 } };
+const timeout = {
+  name: 'timeout',
+  in: 'query',
+  schema: { type: 'string', pattern: '^[0-9]+(\\.[0-9]+)?(ms|s|m)?$' },
+  description: 'How long the caller waits, e.g. 500ms (default 5s; at most 60s count): a resume stops waiting for peers, a synchronous write for acknowledgements, when it passes.',
+};
 
 export const HTTP_API_OPENAPI = {
   openapi: '3.1.0',
@@ -232,11 +238,12 @@ export const HTTP_API_OPENAPI = {
       parameters: [sessionId],
       get: {
         summary: 'Read a session',
-        parameters: [resume, { name: 'parts', in: 'query', schema: { type: 'string' }, description: 'Comma-separated part names (default: all).' }],
+        parameters: [resume, timeout, { name: 'parts', in: 'query', schema: { type: 'string' }, description: 'Comma-separated part names (default: all).' }],
         responses: { '200': { description: 'The session.', ...json('Session') }, ...errors },
       },
       post: {
         summary: 'Write several parts at once',
+        parameters: [timeout],
         requestBody: { required: true, ...json('PutBody') },
         responses: {
           '200': { description: 'Written.', ...json('PutResult') },
@@ -255,7 +262,7 @@ export const HTTP_API_OPENAPI = {
       parameters: [sessionId, partName],
       get: {
         summary: "One part's raw bytes",
-        parameters: [resume, { name: 'If-None-Match', in: 'header', schema: { type: 'string' } }],
+        parameters: [resume, timeout, { name: 'If-None-Match', in: 'header', schema: { type: 'string' } }],
         responses: {
           '200': { description: 'The bytes; ETag is the quoted version.', headers: { ETag: { schema: { type: 'string' } } }, content: { 'application/octet-stream': { schema: {} } } },
           '304': { description: 'If-None-Match matched the current version.' },
@@ -267,6 +274,7 @@ export const HTTP_API_OPENAPI = {
         parameters: [
           ttl,
           minReplicas,
+          timeout,
           { name: 'If-Match', in: 'header', schema: { type: 'string' }, description: 'Quoted version the part must have.' },
           { name: 'If-None-Match', in: 'header', schema: { const: '*' }, description: 'The part must not exist.' },
         ],
@@ -320,6 +328,7 @@ export const HTTP_API_OPENAPI = {
         summary: 'Update the merged cart item by item',
         description:
           'The cart is kept as one part per item (cart.item.<sku>) plus cart.meta, merged per item across nodes: pods updating different items concurrently keep each other\'s changes, and a removal is not undone by an older add. Concurrent changes to the same item resolve last writer wins. The part "cart" (a whole CartState written with PUT/POST) is separate and not read here.',
+        parameters: [timeout],
         requestBody: { required: true, ...json('CartBody') },
         responses: {
           '200': { description: 'Applied; the cart this node then holds.', ...json('CartResult') },

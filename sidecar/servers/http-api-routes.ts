@@ -137,6 +137,16 @@ export function queryBoolean(query: URLSearchParams, name: string): boolean {
   throw new InvalidArgumentError(`${name} ${JSON.stringify(text.slice(0, 40))} is not true or false`);
 }
 
+/**
+ * The deadline of a call from its `timeout=…` (how long its caller waits, a duration), or
+ * undefined without one (the API's default, 5 s). The node works within it: a resume stops
+ * waiting for peers, a synchronous write for acknowledgements (at most 60 s count).
+ */
+export function deadlineOf(query: URLSearchParams, now: number): number | undefined {
+  const text = query.get('timeout');
+  return text === null ? undefined : now + parseDurationMs(text, 'timeout');
+}
+
 /** A duration: `30s`, `1500ms`, `2m`, or a bare number of seconds; in [0, MAX_POLL_TIMEOUT_MS]. */
 export function parseDurationMs(text: string, field: string): number {
   const match = /^(\d{1,9}(?:\.\d{1,3})?)(ms|s|m)?$/.exec(text);

@@ -35,6 +35,7 @@ import {
   HttpError,
   httpErrorOf,
   ifVersionOf,
+  deadlineOf,
   parseDurationMs,
   partJson,
   putRequestFromJson,
@@ -167,14 +168,14 @@ export class HttpApiServer {
       case 'get-session': {
         const resume = queryBoolean(query, 'resume');
         const parts = queryParts(query);
-        const answer = await this.run('get', (now) => this.api.get({ sessionId: route.sessionId, parts, resume }, now));
+        const answer = await this.run('get', (now) => this.api.get({ sessionId: route.sessionId, parts, resume }, now, deadlineOf(query, now)));
         if (!answer.found || answer.session === undefined) throw sessionNotFound();
         this.sendJson(res, 200, sessionJson(answer.session));
         return;
       }
       case 'get-part': {
         const resume = queryBoolean(query, 'resume');
-        const answer = await this.run('get', (now) => this.api.get({ sessionId: route.sessionId, parts: [route.part], resume }, now));
+        const answer = await this.run('get', (now) => this.api.get({ sessionId: route.sessionId, parts: [route.part], resume }, now, deadlineOf(query, now)));
         const part = answer.session?.parts[0];
         if (part === undefined) throw new HttpError(404, 'not_found', answer.found ? `the session has no part '${route.part}'` : 'no such session');
         const version = Number(part.version);
@@ -196,7 +197,7 @@ export class HttpApiServer {
         const minReplicas = queryInteger(query, 'min_replicas', 0, 1024);
         const value = await this.readBody(req, res, this.maxPutBodyBytes);
         const answer = await this.run('put', (now) =>
-          this.api.put({ sessionId: route.sessionId, parts: [{ name: route.part, value, ifVersion }], ttlSeconds, minReplicas }, now),
+          this.api.put({ sessionId: route.sessionId, parts: [{ name: route.part, value, ifVersion }], ttlSeconds, minReplicas }, now, deadlineOf(query, now)),
         );
         const version = answer.versions[0]!.version.toString();
         res.setHeader('etag', `"${version}"`);
@@ -206,7 +207,7 @@ export class HttpApiServer {
       case 'put-session': {
         const body = parseJson(await this.readBody(req, res, this.maxPostBodyBytes));
         const request = putRequestFromJson(route.sessionId, body);
-        const answer = await this.run('put', (now) => this.api.put(request, now));
+        const answer = await this.run('put', (now) => this.api.put(request, now, deadlineOf(query, now)));
         const versions = Object.fromEntries(answer.versions.map((v) => [v.name, v.version.toString()]));
         this.sendJson(res, 200, { version: answer.versions[0]!.version.toString(), versions, replicas_acked: answer.replicasAcked });
         return;
@@ -240,7 +241,7 @@ export class HttpApiServer {
             ? { sessionId: route.sessionId, operations: [], ttlSeconds: 0, minReplicas: 0 }
             : updateCartRequestFromJson(route.sessionId, parseJson(await this.readBody(req, res, this.maxPostBodyBytes)), this.maxCartOperations);
         if (route.kind === 'get-cart') req.resume();
-        const answer = await this.run('update_cart', (now) => this.api.updateCart(request, now));
+        const answer = await this.run('update_cart', (now) => this.api.updateCart(request, now, deadlineOf(query, now)));
         this.sendJson(res, 200, updateCartResponseJson(answer));
         return;
       }

@@ -160,15 +160,15 @@ export class SessionServiceHandlers {
   implementation(): SessionServiceServer {
     return {
       put: (call, callback) =>
-        this.unary('put', call, callback, (r: PutRequest, now) => this.api.put(r, now, deadlineOf(call.getDeadline(), now))),
-      get: (call, callback) => this.unary('get', call, callback, (r: GetRequest, now) => this.api.get(r, now, deadlineOf(call.getDeadline(), now))),
+        this.unary('put', call, callback, (r: PutRequest, now) => this.api.put(r, now, deadlineOf(call.getDeadline()))),
+      get: (call, callback) => this.unary('get', call, callback, (r: GetRequest, now) => this.api.get(r, now, deadlineOf(call.getDeadline()))),
       delete: (call, callback) => this.unary('delete', call, callback, (r: DeleteRequest, now) => this.api.delete(r, now)),
       touch: (call, callback) => this.unary('touch', call, callback, (r: TouchRequest, now) => this.api.touch(r, now)),
       watch: (call) => this.watch(call),
       watchTlsResumption: (call) => this.watchTlsResumption(call),
       exchange: (call) => this.exchange(call),
       updateCart: (call, callback) =>
-        this.unary('update_cart', call, callback, (r: UpdateCartRequest, now) => this.api.updateCart(r, now, deadlineOf(call.getDeadline(), now))),
+        this.unary('update_cart', call, callback, (r: UpdateCartRequest, now) => this.api.updateCart(r, now, deadlineOf(call.getDeadline()))),
     };
   }
 
@@ -367,7 +367,7 @@ export class SessionServiceHandlers {
         for (let i = 0; i < ops.length; i++) {
           const op = ops[i]!;
           if (op.deadlineMs > 0 && readAt === 0) readAt = this.clock();
-          queue.push({ op, bytes: i === ops.length - 1 ? bytes : 0, deadline: op.deadlineMs > 0 ? readAt + Math.min(op.deadlineMs, MAX_OPERATION_MS) : 0 });
+          queue.push({ op, bytes: i === ops.length - 1 ? bytes : 0, deadline: op.deadlineMs > 0 ? readAt + op.deadlineMs : 0 });
         }
         queuedBytes += bytes;
       }
@@ -558,17 +558,10 @@ export class SessionServiceHandlers {
   }
 }
 
-/**
- * The most time the sidecar gives one operation, whatever deadline its caller sent: a
- * synchronous write holds its values (to send them again) and a slot of its stream until
- * it is answered.
- */
-export const MAX_OPERATION_MS = 60_000;
-
-/** The absolute deadline of a call (ms; at most MAX_OPERATION_MS from now), or undefined to use the API's default. */
-function deadlineOf(deadline: Date | number, now: number): number | undefined {
+/** The absolute deadline of a call (ms), or undefined to use the API's default. */
+function deadlineOf(deadline: Date | number): number | undefined {
   const at = deadline instanceof Date ? deadline.getTime() : deadline;
-  return Number.isFinite(at) ? Math.min(at, now + MAX_OPERATION_MS) : undefined;
+  return Number.isFinite(at) ? at : undefined;
 }
 
 function nestedBatch(requestId: bigint): ExchangeResponse {

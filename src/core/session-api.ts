@@ -109,6 +109,15 @@ export interface ResumeObserver {
 /** How long a synchronous write waits for acknowledgements when the call sets no deadline. */
 export const DEFAULT_SYNC_TIMEOUT_MS = 5000;
 /**
+ * The most time one call is given, whatever deadline its caller sent: a synchronous write
+ * holds its values (to send them again) and its caller's slot until it is answered.
+ */
+export const MAX_OPERATION_MS = 60_000;
+
+function bounded(deadline: number, now: number): number {
+  return Math.min(deadline, now + MAX_OPERATION_MS);
+}
+/**
  * The longest the look-up before a synchronous write of a session this node lacks waits
  * for the peers asked: a peer cut off without a reset would otherwise hold the write until
  * its deadline, leaving no time for its acknowledgements.
@@ -149,6 +158,7 @@ export class SessionApi {
    * stays applied on this node either way.
    */
   put(request: PutRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): PutResponse | Promise<PutResponse> {
+    deadline = bounded(deadline, now);
     checkSessionId(request.sessionId);
     checkPartWrites(request.parts, this.config);
     checkTtlSeconds(request.ttlSeconds);
@@ -175,6 +185,7 @@ export class SessionApi {
    * answers with the cart this node then holds; min_replicas as for put.
    */
   updateCart(request: UpdateCartRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): UpdateCartResponse | Promise<UpdateCartResponse> {
+    deadline = bounded(deadline, now);
     checkSessionId(request.sessionId);
     checkTtlSeconds(request.ttlSeconds);
     return this.whenWritable(request, now, deadline, (at) => this.updateCartNow(request, at, deadline));
@@ -308,6 +319,7 @@ export class SessionApi {
    * fails UNAVAILABLE rather than report a session missing that may exist.
    */
   get(request: GetRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): GetResponse | Promise<GetResponse> {
+    deadline = bounded(deadline, now);
     const read = this.read(request, request.resume, now, deadline);
     return read instanceof Promise ? read.then((r) => r.response) : read;
   }
@@ -318,6 +330,7 @@ export class SessionApi {
    * capture proxy passes it on to the web server.
    */
   resumeSession(request: GetRequest, now: number, deadline = now + DEFAULT_SYNC_TIMEOUT_MS): Promise<{ response: GetResponse; previousOwner: string | undefined }> {
+    deadline = bounded(deadline, now);
     const read = this.read(request, true, now, deadline);
     return read instanceof Promise ? read : Promise.resolve({ response: read, previousOwner: undefined });
   }
