@@ -186,11 +186,10 @@ export class FanOut {
    * with the newer epoch, the older write would beat it everywhere. Returns the changes as
    * sent, for the ticket (undefined = the session is gone, or every part was written since);
    * a write that reaches no holder (this node's view does not place the owner it learned of
-   * yet) comes back with no waits (the engine decides what its ticket waits for then).
-   * `alsoTo`: a
-   * member that gets it too although it holds the session no more (WriteTickets' mustVouch:
-   * the holder whose word the write waits for; it just acknowledged, so it is reachable even
-   * if membership, which has not heard its heartbeats again yet, holds it dead).
+   * yet) comes back with no waits (WriteTickets.reopen says what its ticket waits for then).
+   * `alsoTo`: a member that gets it too although it holds the session no more (WriteTickets'
+   * mustVouch: the holder whose word the write waits for; it just acknowledged, so it is
+   * reachable even if membership, which has not heard its heartbeats again yet, holds it dead).
    * `ownerHeard`: the owner was just heard of as owner (a holder named it, or its claim
    * arrived), so it gets the write, and confirms it, even where this node's view does not
    * place it yet (just after a long split heals; the partition's master would only name

@@ -646,15 +646,8 @@ export class ReplicationEngine {
     if (!this.tickets.countResend(ticket)) return;
     const resent = this.fanOut.resendForwarded(ticket.write!.sessionId, ticket.write!.changes, now, ticket.mustVouch, ownerHeard);
     if (resent === undefined) return;
-    // It reached no holder (this node's view does not place the owner yet). Lost to a newer
-    // claim, it counts nobody's word until it can go (stranded); sent again only because a
-    // holder could not say, it keeps waiting for the holders it went to.
-    if (resent.waits.length === 0 && !lost) {
-      this.tickets.notSent(ticket);
-      return;
-    }
     this.stats.deltasSent += resent.deltas;
-    this.tickets.reopen(ticket, resent.owner, resent.changes, resent.waits);
+    this.tickets.reopen(ticket, resent.owner, resent.changes, resent.waits, lost);
   }
 
   private onData(from: string, incarnation: bigint, data: ReceivedData, now: number): void {

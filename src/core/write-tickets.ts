@@ -328,11 +328,6 @@ export class WriteTickets {
     return seq;
   }
 
-  /** A sending countResend counted went to no one: it is not one of the write's resends. */
-  notSent(ticket: Ticket): void {
-    ticket.write!.resends--;
-  }
-
   /**
    * Writes that had to go again and reached no holder (FanOut.resendForwarded: the owner
    * they learned of is not in this node's view yet): to send again once the view changes.
@@ -364,11 +359,16 @@ export class WriteTickets {
   /**
    * A forwarded write was queued again: it now waits for `waits`, and for `owner` as
    * owner (undefined: the session's owner is this node or not a holder). With no waits it
-   * went to no holder (stranded): it counts nobody's word, and that was no sending — its
-   * resends are left for when it can go (the engine tries stranded writes on view changes).
+   * went to no holder, and that was no sending: its resends are left for when it can go.
+   * Then, `lost` to a newer claim, it counts nobody's word (stranded: the engine tries it
+   * again on view changes); sent again only because a holder could not say, it keeps
+   * waiting for the holders it went to before.
    */
-  reopen(ticket: Ticket, owner: string | undefined, changes: readonly Change[], waits: TicketWait[]): void {
-    if (waits.length === 0) this.notSent(ticket);
+  reopen(ticket: Ticket, owner: string | undefined, changes: readonly Change[], waits: TicketWait[], lost = true): void {
+    if (waits.length === 0) {
+      ticket.write!.resends--;
+      if (!lost) return;
+    }
     ticket.owner = owner;
     ticket.ownerConfirmed = false;
     ticket.flushed = false;
