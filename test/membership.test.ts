@@ -633,3 +633,51 @@ test('a refused heartbeat names the settings whose digests differ, counted by se
   m.tick(300 + DEFAULT_MEMBERSHIP_CONFIG.forgetDeadAfterMs);
   expect(m.configMismatches()).toEqual([]);
 });
+
+test('--quorum counts this node and the members heard within the window; the members live when a node was last heard include those gone since', () => {
+  const m = new Membership({ nodeId: 'a', advertiseAddress: 'a:1', incarnation: 1n }, DEFAULT_MEMBERSHIP_CONFIG, DIGEST);
+  const beat = (nodeId: string, at: number, role?: 'store') => {
+    m.handleHeartbeat({ nodeId, incarnation: 1n, advertiseAddress: `${nodeId}:1`, configDigest: DIGEST, leaving: false, known: [], ...(role === undefined ? {} : { role }) }, at);
+    m.tick(at);
+  };
+  expect(m.heardWithin(1000, 0)).toBe(1);
+  beat('b', 0);
+  beat('c', 0, 'store');
+  beat('d', 500);
+  expect(m.heardWithin(1000, 999)).toBe(4);
+  // c and b fall silent: heard within 1000 ms counts d alone (b and c are still live, suspect).
+  beat('d', 1400);
+  expect(m.heardWithin(1000, 1400)).toBe(2);
+  expect(m.liveNodeIds()).toEqual(['a', 'b', 'c', 'd']);
+  // Data from a member counts as hearing it.
+  m.heardFrom('b', 1n, 1500);
+  expect(m.heardWithin(1000, 1500)).toBe(3);
+
+  // b dies at 4500 (last heard 1500), c at 3000; d is last heard at 4000 and dies later.
+  m.tick(3000);
+  expect(m.member('c')?.state).toBe('dead');
+  beat('d', 4000);
+  m.tick(7000);
+  expect(m.member('d')?.state).toBe('dead');
+  expect(m.member('b')?.state).toBe('dead');
+  // When d was last heard (4000), b was still live (until 4500) and c was not (until 3000).
+  expect(m.membersWhenLastHeard('d')).toEqual({ nodeIds: ['a', 'b', 'd'], storeIds: [] });
+  // When c was last heard (0), all four were live; c is a store node.
+  const atC = m.membersWhenLastHeard('c')!;
+  expect(atC.nodeIds.sort()).toEqual(['a', 'b', 'c', 'd']);
+  expect(atC.storeIds).toEqual(['c']);
+  expect(m.membersWhenLastHeard('x')).toBeUndefined();
+  // Forgotten members are remembered for this: the same answers after the forget timeout.
+  m.tick(80_000);
+  expect(m.members().map((v) => v.nodeId)).toEqual(['a']);
+  expect(m.membersWhenLastHeard('d')).toEqual({ nodeIds: ['a', 'b', 'd'], storeIds: [] });
+  expect(m.membersWhenLastHeard('c')!.nodeIds.sort()).toEqual(['a', 'b', 'c', 'd']);
+  // A member that left stopped counting at its leave, not dead-after later.
+  beat('e', 90_000);
+  beat('f', 90_000);
+  m.handleLeave('e', 1n, 90_100);
+  beat('f', 90_200);
+  m.tick(95_000);
+  expect(m.member('f')?.state).toBe('dead');
+  expect(m.membersWhenLastHeard('f')).toEqual({ nodeIds: ['a', 'f'], storeIds: [] });
+});

@@ -727,15 +727,31 @@ for (const transport of TRANSPORTS) {
  * Returns the writes made, how many the API acknowledged, and the acknowledged ones missing
  * from the copy of the owner the newest copy names.
  */
-async function roundRobinAcrossASplit(seed: number, transport: 'unicast' | 'multicast'): Promise<{ made: number; acknowledged: number; lost: string[] }> {
-  const cluster = startCluster({ seed, nodes: 5, transport, replicas: 1, profile: lossy(0.05) });
+interface SplitRun {
+  made: number;
+  acknowledged: number;
+  lost: string[];
+  /** Refused resumes and writes: the node asked, and why. */
+  refused: { nodeId: string; message: string }[];
+  /** Writes made on the larger side while the network was split, and how many of them were acknowledged. */
+  largerSideDuringSplit: { made: number; acknowledged: number };
+}
+
+/**
+ * Five nodes, one secondary each; 40 users each resume and write twice per round, round-robin
+ * over the nodes, for six rounds (`gapMs` apart). In round 2 nodes 1-2 are split from 3-5 for `cutMs`.
+ */
+async function roundRobinAcrossASplit(seed: number, transport: 'unicast' | 'multicast', { cutMs = 3000, gapMs = 0, quorum = 0 } = {}): Promise<SplitRun> {
+  const cluster = startCluster({ seed, nodes: 5, transport, replicas: 1, profile: lossy(0.05), quorum });
   const nodes = cluster.nodes as SimNode[];
   const USERS = 40;
   const ROUNDS = 6;
   const names = Array.from({ length: ROUNDS }, (_, r) => [`r${r}a`, `r${r}b`]).flat();
   for (let u = 0; u < USERS; u++) await nodes[u % 5]!.writeSettled(`u${u}`, Object.fromEntries(names.map((n) => [n, 'empty'])), { sync: 1 });
   cluster.runFor(500);
-  const written: { id: string; name: string; value: string; acknowledged: boolean }[] = [];
+  const written: { id: string; name: string; value: string; acknowledged: boolean; duringSplitOn: string | undefined }[] = [];
+  const refused: SplitRun['refused'] = [];
+  let split = false;
   let requests = 0;
   const request = async (id: string, name: string) => {
     const node = nodes[requests++ % 5]!;
@@ -743,11 +759,12 @@ async function roundRobinAcrossASplit(seed: number, transport: 'unicast' | 'mult
       await node.resume(id);
       const value = `by ${node.nodeId} ${name}`;
       const { answer } = await node.writeSettled(id, { [name]: value }, { sync: 1 });
-      const write = { id, name, value, acknowledged: false };
+      const write = { id, name, value, acknowledged: false, duringSplitOn: split ? node.nodeId : undefined };
       written.push(write);
       answer?.then((response) => (write.acknowledged = response.replicasAcked >= 1), () => undefined);
-    } catch {
-      // A resume refused while the owner is cut off (UNAVAILABLE): the user retries later.
+    } catch (e) {
+      // A resume or write refused while cut off (UNAVAILABLE): the user retries later.
+      refused.push({ nodeId: node.nodeId, message: (e as Error).message });
     }
   };
   for (let r = 0; r < ROUNDS; r++) {
@@ -755,11 +772,16 @@ async function roundRobinAcrossASplit(seed: number, transport: 'unicast' | 'mult
     if (r === 2) {
       cluster.runFor(3);
       for (const x of nodes.slice(0, 2)) for (const y of nodes.slice(2)) cluster.net.cut(x.address, y.address);
-      cluster.net.schedule(cluster.net.now + 3000, () => cluster.net.healAll());
+      split = true;
+      cluster.net.schedule(cluster.net.now + cutMs, () => {
+        cluster.net.healAll();
+        split = false;
+      });
     }
     await round;
+    if (gapMs > 0) cluster.runFor(gapMs);
   }
-  cluster.runFor(13_000);
+  cluster.runFor(cutMs + 10_000);
   await new Promise((resolve) => setImmediate(resolve));
   const acknowledged = written.filter((w) => w.acknowledged);
   const lost = acknowledged.filter((w) => {
@@ -768,7 +790,15 @@ async function roundRobinAcrossASplit(seed: number, transport: 'unicast' | 'mult
     const value = cluster.node(newest.owner).store.snapshot(w.id, cluster.net.now)?.parts.find((p) => p.name === w.name)?.value;
     return value?.toString('latin1') !== w.value;
   });
-  return { made: written.length, acknowledged: acknowledged.length, lost: lost.map((w) => `${w.id} ${w.name} ${w.value}`) };
+  const larger = new Set(nodes.slice(2).map((n) => n.nodeId));
+  const onLargerSide = written.filter((w) => w.duringSplitOn !== undefined && larger.has(w.duringSplitOn));
+  return {
+    made: written.length,
+    acknowledged: acknowledged.length,
+    lost: lost.map((w) => `${w.id} ${w.name} ${w.value}`),
+    refused,
+    largerSideDuringSplit: { made: onLargerSide.length, acknowledged: onLargerSide.filter((w) => w.acknowledged).length },
+  };
 }
 
 // Seeds whose runs lost acknowledged writes before the holder that could not vouch was asked
@@ -787,5 +817,34 @@ describe('a split as long as failure detection, under round-robin resumes and wr
     expect(lost).toEqual([]);
     expect(made).toBeGreaterThan(400);
     expect(acknowledged).toBe(made);
+  });
+});
+
+// --quorum 3 of 5, two nodes split from three for twice failure detection (6 s), under the same
+// round-robin resumes and writes. The seeds lost acknowledged writes before each rule: a
+// larger side's master claimed from a copy a former owner kept (the owner's holders were all
+// on the smaller side; seed 20000 with no gap between rounds); a smaller-side node claimed a
+// session whose owner, alive on the other side, had not answered (20000); an ex-smaller-side
+// master, quorum back just after the heal, took over a session whose owner it still held dead
+// (20052) or from a copy it had pulled rather than held for the owner (20003).
+describe('--quorum: a split twice as long as failure detection, under round-robin resumes and writes', () => {
+  const smaller = ['node-1', 'node-2'];
+  test.each([
+    [20000, 'unicast', 0],
+    [20000, 'unicast', 1000],
+    [20003, 'multicast', 1000],
+    [20052, 'unicast', 1000],
+  ] as const)('seed %d, %s, rounds %d ms apart: the smaller side refuses, the larger side goes on, and no acknowledged write is lost', async (seed, transport, gapMs) => {
+    const run = await roundRobinAcrossASplit(seed, transport, { cutMs: 6000, gapMs, quorum: 3 });
+    expect(run.lost).toEqual([]);
+    expect(run.made).toBeGreaterThan(300);
+    expect(run.largerSideDuringSplit.acknowledged).toBeGreaterThan(0);
+    expect(run.refused.filter((r) => !smaller.includes(r.nodeId) && r.message.startsWith('no quorum'))).toEqual([]);
+    if (gapMs > 0) expect(run.refused.filter((r) => smaller.includes(r.nodeId) && r.message.startsWith('no quorum')).length).toBeGreaterThan(0);
+  });
+
+  test('without --quorum the same split loses acknowledged writes: both sides take the other over', async () => {
+    const run = await roundRobinAcrossASplit(20052, 'unicast', { cutMs: 6000, gapMs: 1000 });
+    expect(run.lost.length).toBeGreaterThan(0);
   });
 });

@@ -79,6 +79,18 @@ class ScriptedReplicator implements Replicator {
     if (!this.peersAnswer) return Promise.resolve({ asked: 2, answered: 0, snapshots: [] });
     return Promise.resolve({ asked: Math.max(1, this.copies.length), answered: Math.max(1, this.copies.length), snapshots: this.copies });
   }
+  /** What quorumLost() answers (undefined: this node has its quorum). */
+  noQuorum: string | undefined;
+  quorumLost(): string | undefined {
+    return this.noQuorum;
+  }
+  /** What claimVouched() answers, and what it was asked: session, owner, peers that answered, peers down. */
+  vouched = true;
+  readonly vouchAsks: [string, string, string[], string[]][] = [];
+  claimVouched(sessionId: string, owner: string, answered: readonly string[], down: readonly string[]): boolean {
+    this.vouchAsks.push([sessionId, owner, [...answered], [...down]]);
+    return this.vouched;
+  }
   /** Claims replicated: session id, epoch, previous owner. */
   readonly claims: string[] = [];
   replicateClaim(session: StoredSession, previousOwner: string): void {
@@ -386,5 +398,58 @@ describe('SessionApi: a resume whose copies name an owner that did not answer as
     await resume(api);
     expect(replicator.asked).toHaveLength(1 + OWNER_ASKS_AFTER_MERGE);
     expect(replicator.claims).toEqual(['s1@3 from node-p']);
+  });
+});
+
+describe('SessionApi: --quorum', () => {
+  const NO_QUORUM = 'no quorum: this node has heard from 1 of the 2 members --quorum asks for';
+  const ownedByB = (store: SessionStore) =>
+    store.applyRemote('s1', { kind: 'put', name: 'note', value: Buffer.from('kept'), version: 5, writer: 'node-b', epoch: 1 }, { owner: 'node-b', epoch: 1, expiresAt: T0 + 60_000, ttlMs: 60_000 }, T0);
+
+  test('a node without its quorum makes no write, deletes nothing and claims nothing; it still answers reads', async () => {
+    const { api, store, replicator } = setUp();
+    api.put(put('mine'), T0);
+    ownedByB(store);
+    replicator.noQuorum = NO_QUORUM;
+    expect(() => api.put(put('s2'), T0)).toThrow(UnavailableError);
+    expect(() => api.put(put('s2', 1), T0)).toThrow(/^no quorum: .*: the write was not made; try another node$/);
+    expect(store.get('s2', T0)).toBeUndefined();
+    expect(() => api.updateCart({ sessionId: 's2', operations: [], ttlSeconds: 0, minReplicas: 0 }, T0)).toThrow(/no quorum/);
+    expect(() => api.delete({ sessionId: 'mine', parts: [] }, T0)).toThrow(/no quorum: .*: nothing was deleted/);
+    expect(store.get('mine', T0)).toBeDefined();
+    await expect(api.get({ sessionId: 's1', parts: [], resume: true }, T0)).rejects.toThrow(/no quorum: .*: the session was not resumed/);
+    expect(replicator.fetches).toBe(0); // an owner asked with `claim` would hand the session over
+    expect(store.get('s1', T0)!.owner).toBe('node-b');
+    expect(replicator.claims).toEqual([]);
+    // Reads, and a resume of a session this node owns (no claim), still answer.
+    expect((await api.get({ sessionId: 's1', parts: [], resume: false }, T0)).found).toBe(true);
+    expect((await api.get({ sessionId: 'mine', parts: [], resume: true }, T0)).found).toBe(true);
+    expect(replicator.replicated).toEqual(['mine/put']);
+  });
+
+  test('a synchronous write whose acknowledgements come once the quorum is lost is answered UNAVAILABLE (applied here; it may be lost)', async () => {
+    const { api, store, replicator } = setUp();
+    const answer = api.put(put('s1', 1), T0);
+    replicator.noQuorum = NO_QUORUM; // before the acknowledgements are read
+    await expect(answer).rejects.toThrow(/no quorum: .*: 2 of 1 secondaries acknowledged, and the write is applied on this node, but it may be lost; try another node/);
+    expect(store.get('s1', T0)).toBeDefined();
+    replicator.noQuorum = undefined;
+    await expect(api.put(put('s1', 1), T0)).resolves.toMatchObject({ replicasAcked: 2 });
+  });
+
+  test("a resume claims from its peers' copies only when the owner's holders gave them (claimVouched, told who answered and who was down)", async () => {
+    const { api, store, replicator } = setUp();
+    ownedByB(store);
+    const answered = (): PeerCopies => ({ asked: 2, answered: 1, snapshots: [store.snapshot('s1', T0)!], answeredBy: ['node-c'], silent: ['node-b'], down: ['node-b'] });
+    replicator.vouched = false;
+    replicator.answers = [answered(), answered(), answered()];
+    await expect(api.get({ sessionId: 's1', parts: [], resume: true }, T0)).rejects.toThrow(/the session's owner node-b did not answer, and is not known to be gone, or none of the nodes that held the session for it answered/);
+    expect(store.get('s1', T0)!.owner).toBe('node-b');
+    expect(replicator.claims).toEqual([]);
+    expect(replicator.vouchAsks.at(-1)).toEqual(['s1', 'node-b', ['node-c'], ['node-b']]);
+    replicator.vouched = true;
+    replicator.answers = [answered()];
+    await api.get({ sessionId: 's1', parts: [], resume: true }, T0);
+    expect(replicator.claims).toEqual(['s1@2 from node-b']);
   });
 });

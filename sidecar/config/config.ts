@@ -63,6 +63,8 @@ export interface Config extends ProxyConfig, ClusterShapeConfig {
   replicas: number;
   /** Stated capacity (computing power, bandwidth): a higher priority wins partition master elections. */
   priority: number;
+  /** Fewest members (this node included) a node must hear to acknowledge writes and claim sessions; 0 = off. */
+  quorum: number;
   /** IP multicast group and port; undefined = unicast fan-out. */
   multicast: { group: string; port: number } | undefined;
   /** Local interface address for multicast; '' = the peer-listen host. */
@@ -390,6 +392,16 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     description: "this node's capacity against its peers': a higher priority is preferred as a partition's master (ties: placement rank)",
     default: () => '0',
     parse: (v, flag) => parseInteger(v, flag, 0, 1_000_000),
+  },
+  {
+    flag: 'quorum',
+    key: 'quorum',
+    valueName: 'n',
+    description:
+      'fewest members, this node included, a node must hear (within --suspect-after-ms) to acknowledge writes and claim sessions: ' +
+      'set a majority of the cluster (e.g. 3 of 5) so that in a network split only the larger side goes on and no acknowledged write is lost; 0 = off',
+    default: () => '0',
+    parse: (v, flag) => parseInteger(v, flag, 0, 1024),
   },
   {
     flag: 'multicast',

@@ -76,6 +76,7 @@ export function nodeCoreConfig(
     partitions: config.partitions,
     replicas: config.replicas,
     priority: config.priority,
+    quorum: config.quorum,
     transport: config.multicast === undefined ? 'unicast' : 'multicast',
     maxPayloadBytes: bound.maxPayloadBytes,
     retransmitBufferBytes: config.retransmitBufferBytes,

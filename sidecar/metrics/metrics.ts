@@ -350,6 +350,20 @@ export class SidecarMetrics {
       "Sessions this node owned and handed over to a peer resuming them, as it answered the peer's lookup (its writes from then on wait for the new owner's word).",
       () => counters.handedOver,
     );
+    counterFrom(
+      registry,
+      'baton_takeovers_withheld_total',
+      "Orphaned sessions a partition's master passed over in a takeover (--quorum): no copy at hand came from a node that held the session for its owner; counted once per pass.",
+      () => counters.claimsUnvouched,
+    );
+    new Gauge({
+      name: 'baton_quorum_present',
+      help: '1 while this node hears at least --quorum members (itself included) and so acknowledges writes and claims sessions; 0 while it does not. 1 without --quorum.',
+      registers: [registry],
+      collect() {
+        this.set(core.quorumLost(Date.now()) === undefined ? 1 : 0);
+      },
+    });
     counterFrom(registry, 'baton_replication_sessions_discarded_total', 'Copies dropped because placement moved them to other members.', () => stats.sessionsDiscarded);
     new Gauge({
       name: 'baton_cluster_members',

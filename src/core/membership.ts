@@ -79,6 +79,8 @@ export const DEFAULT_MEMBERSHIP_CONFIG: Readonly<MembershipConfig> = Object.free
 
 /** Most gossip-learned addresses kept for probing; more are dropped and counted. */
 export const MAX_PROBE_ADDRESSES = 1024;
+/** Most forgotten members remembered for membersWhenLastHeard (the oldest go first). */
+const MAX_DEPARTED = 1024;
 /** Most nodes remembered as already reported for a config mismatch. */
 const MAX_MISMATCH_REPORTS = 1024;
 
@@ -225,6 +227,8 @@ export class Membership {
   /** Gossip-learned addresses → when they were last mentioned. */
   private readonly probes = new Map<string, number>();
   private readonly mismatches = new Map<string, MismatchReport>();
+  /** Members forgotten (dropped from the table), oldest first: when each was last heard, and its role. */
+  private readonly departed = new Map<string, { lastHeardAt: number; liveUntil: number; role: NodeRoleName }>();
   private live: readonly string[];
   /** The live members with the store role (ourselves included), sorted. */
   private liveStores: readonly string[] = Object.freeze([]);
@@ -407,8 +411,7 @@ export class Membership {
       }
       if ((record.state === 'dead' || record.state === 'left') && silentMs >= forgetDeadAfterMs) {
         if (!this.seeds.has(record.advertiseAddress)) {
-          this.records.delete(record.nodeId);
-          this.counters.forgottenMembers++;
+          this.forget(record);
         } else if (record.state === 'left') {
           // Keep the seed's last known identity, and probe the address again.
           record.state = 'dead';
@@ -553,6 +556,47 @@ export class Membership {
     return this.live;
   }
 
+  /**
+   * Ourselves plus every member (alive or suspect) heard from within `windowMs` before
+   * `now`: what --quorum counts. It reads the times heartbeats and data were last accepted,
+   * not the member states, which change only at `tick`.
+   */
+  heardWithin(windowMs: number, now: number): number {
+    let heard = 1;
+    for (const record of this.records.values()) {
+      if ((record.state === 'alive' || record.state === 'suspect') && now - record.lastHeardAt < windowMs) heard++;
+    }
+    return heard;
+  }
+
+  /**
+   * The members (ourselves included) that were live when `nodeId` was last heard from, and
+   * which of them are store nodes: those live now, and those that stopped counting as live
+   * after it was last heard (dead, departed or forgotten since). The members its sessions
+   * were placed on then, as far as this node can tell; undefined for a node it has no
+   * record of.
+   */
+  membersWhenLastHeard(nodeId: string): { nodeIds: string[]; storeIds: string[] } | undefined {
+    const record = this.records.get(nodeId);
+    const heardAt = nodeId === this.self.nodeId ? Infinity : record !== undefined ? record.lastHeardAt : this.departed.get(nodeId)?.lastHeardAt;
+    if (heardAt === undefined) return undefined;
+    const nodeIds = [...this.live];
+    const storeIds = [...this.liveStores];
+    const add = (id: string, liveUntil: number, role: NodeRoleName): void => {
+      if (liveUntil <= heardAt && id !== nodeId) return;
+      nodeIds.push(id);
+      if (role === 'store') storeIds.push(id);
+    };
+    for (const other of this.records.values()) if (other.state === 'dead' || other.state === 'left') add(other.nodeId, this.liveUntil(other), other.role);
+    for (const [id, { liveUntil, role }] of this.departed) if (!this.records.has(id)) add(id, liveUntil, role);
+    return { nodeIds, storeIds };
+  }
+
+  /** When a dead or departed member stopped counting as live: its leave, or dead-after past its last heartbeat. */
+  private liveUntil(record: MemberRecord): number {
+    return record.state === 'left' ? record.lastHeardAt : record.lastHeardAt + this.config.deadAfterMs;
+  }
+
   /** The live members (ourselves included) with the store role, sorted: placement ranks them first. */
   liveStoreIds(): readonly string[] {
     return this.liveStores;
@@ -620,10 +664,7 @@ export class Membership {
   private claimAddress(nodeId: string, address: string): void {
     this.probes.delete(address);
     for (const other of [...this.records.values()]) {
-      if (other.nodeId !== nodeId && other.advertiseAddress === address && (other.state === 'dead' || other.state === 'left')) {
-        this.records.delete(other.nodeId);
-        this.counters.forgottenMembers++;
-      }
+      if (other.nodeId !== nodeId && other.advertiseAddress === address && (other.state === 'dead' || other.state === 'left')) this.forget(other);
     }
   }
 
@@ -642,6 +683,15 @@ export class Membership {
 
   private sortedRecords(): MemberRecord[] {
     return [...this.records.values()].sort((a, b) => compare(a.nodeId, b.nodeId));
+  }
+
+  /** Drops a dead or departed member from the table, remembering when it was last heard (membersWhenLastHeard). */
+  private forget(record: MemberRecord): void {
+    this.records.delete(record.nodeId);
+    this.counters.forgottenMembers++;
+    this.departed.delete(record.nodeId);
+    if (this.departed.size >= MAX_DEPARTED) this.departed.delete(this.departed.keys().next().value!);
+    this.departed.set(record.nodeId, { lastHeardAt: record.lastHeardAt, liveUntil: this.liveUntil(record), role: record.role });
   }
 
   private updateView(): void {

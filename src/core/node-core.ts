@@ -35,7 +35,7 @@ import { NodeRole } from '../gen/baton/v1/wire';
 import { Coordinator, membershipCoordinator, type CoordinatorTimings } from './coordinator';
 import { NodeCounters } from './node-counters';
 import { Placement } from './placement';
-import { defaultElectionTimings, PartitionMasters, type ElectionTimings } from './partition-masters';
+import { defaultElectionTimings, ownerGone, PartitionMasters, type ElectionTimings } from './partition-masters';
 import { partitionMaster } from './name-service';
 import { SeededRandom, type Random } from '../store/random';
 import { ReplicationEngine, type LocalChange, type ResyncRequest } from './replication-engine';
@@ -104,6 +104,12 @@ export interface NodeCoreConfig {
   clusterKeyId?: number;
   /** --priority: this node's stated capacity; higher wins partition master and coordinator elections. Default 0. */
   priority?: number;
+  /**
+   * --quorum: the fewest members, this node included, it must have heard from within
+   * `membership.suspectAfterMs` to acknowledge writes, claim sessions and take them over
+   * (quorumLost). Default 0: no quorum.
+   */
+  quorum?: number;
   /** Election timings (default: defaultElectionTimings of the heartbeat interval). */
   election?: Partial<ElectionTimings>;
   /** Coordinator election and view timings (default: DEFAULT_COORDINATOR_TIMINGS). */
@@ -228,6 +234,17 @@ export class NodeCore implements Replicator {
   private stopped = false;
   /** The multicast groups last reported in a Ready ('' before the first). */
   private reportedGroups = '';
+  private readonly hasher: BuzHash;
+  /** Placement as it was when each owner was last heard (claimVouched), for the membership view it was computed in. */
+  private readonly placementsThen = new Map<string, Placement | undefined>();
+  private placementsThenView = -1;
+  /**
+   * With --quorum, since when this node has had its quorum without a break (Infinity while it
+   * has not; sampled at every input, before it is applied, and after every turn): a member
+   * it held dead meanwhile may have been alive on the other side of a split, so a member
+   * counts as gone only once it has been unheard for dead-after with the quorum (ownerGone).
+   */
+  private quorumSince = Infinity;
 
   constructor(
     readonly config: NodeCoreConfig,
@@ -245,6 +262,7 @@ export class NodeCore implements Replicator {
     this.membership = new Membership(self, config.membership, this.configDigest, this.settingDigests);
     this.membership.addSeedAddresses([...config.seeds]);
     this.placement = new Placement(deps.hasher, config.partitions, config.replicas);
+    this.hasher = deps.hasher;
     const settings = { self: config.nodeId, priority: config.priority ?? 0, role: config.role ?? 'edge', maxPayloadBytes: config.maxPayloadBytes, heartbeatIntervalMs: config.membership.heartbeatIntervalMs, timings: config.coordinator };
     this.coordinator = membershipCoordinator(this.membership, settings, (to, body) => this.engine.sendBody(to, body), now);
     const observer = this.observer;
@@ -313,6 +331,9 @@ export class NodeCore implements Replicator {
         pulling: () => this.engine.hasPendingPulls(),
         pullForTakeover: (partitions) => this.engine.pullForTakeover(partitions),
         takeoverPending: (partition) => this.engine.takeoverPending(partition),
+        quorumLost: (at) => this.quorumLost(at),
+        vouched: (partition, owner) => this.takeoverVouched(partition, owner),
+        quorumSince: () => ((this.config.quorum ?? 0) > 1 ? this.quorumSince : -Infinity),
       },
       now,
     );
@@ -551,6 +572,69 @@ export class NodeCore implements Replicator {
     return owner === this.config.nodeId || this.placement.isSecondary(this.config.nodeId, this.store.partitionOf(sessionId), owner);
   }
 
+  /**
+   * Why this node may neither acknowledge writes nor claim sessions (see NodeCoreConfig.quorum),
+   * or undefined while it may. The window is membership's suspect time: the other side of a
+   * split holds this node live until its dead time and claims its sessions no sooner, so this
+   * node stops before any claim there (2 s before, at the defaults).
+   */
+  quorumLost(now: number): string | undefined {
+    const quorum = this.config.quorum ?? 0;
+    if (quorum <= 1) return undefined;
+    const heard = this.membership.heardWithin(this.config.membership.suspectAfterMs, now);
+    if (heard >= quorum) return undefined;
+    return `no quorum: this node has heard from ${heard} of the ${quorum} members --quorum asks for (itself included) in the last ${this.config.membership.suspectAfterMs} ms, so it may be on the smaller side of a network split`;
+  }
+
+  /**
+   * With --quorum, whether a claim of a session `owner` held may be made from the copies of
+   * the peers that `answered` (this node's own counts as one): the owner answered, or it is
+   * gone — departed, `down` (it refused the call), or dead and unheard for dead-after while
+   * this node had its quorum (ownerGone) — and one of them
+   * was its secondary when it was last heard (the members live then, membersWhenLastHeard),
+   * so the copies hold every write it acknowledged. A live owner that did not answer may be
+   * cut off and go on acknowledging writes on the other side of a split; others' copies — one
+   * kept from an earlier resume, one pulled from a node that never held the session — may
+   * lack some of its writes. A claim from them would beat those writes everywhere once the
+   * network heals. Without a quorum, a claim takes the copies at hand.
+   */
+  claimVouched(sessionId: string, owner: string, answered: readonly string[], down: readonly string[]): boolean {
+    if ((this.config.quorum ?? 0) > 1 && !answered.includes(owner) && !down.includes(owner)) {
+      const gone = ownerGone(this.membership.member(owner), this.now, this.startedAt, this.config.membership.deadAfterMs, this.quorumSince);
+      if (!gone) return false;
+    }
+    return this.vouchedIn(this.store.partitionOf(sessionId), owner, answered);
+  }
+
+  /** Whether `sources` (and this node) include the owner or one of its secondaries when it was last heard; true without --quorum. */
+  private vouchedIn(partition: number, owner: string, sources: readonly string[]): boolean {
+    if ((this.config.quorum ?? 0) <= 1 || owner === this.config.nodeId || sources.includes(owner)) return true;
+    if (this.placementsThenView !== this.membership.viewVersion) {
+      this.placementsThen.clear();
+      this.placementsThenView = this.membership.viewVersion;
+    }
+    let placement = this.placementsThen.get(owner);
+    if (!this.placementsThen.has(owner)) {
+      const then = this.membership.membersWhenLastHeard(owner);
+      placement = then === undefined ? undefined : new Placement(this.hasher, this.config.partitions, this.config.replicas);
+      placement?.setMembers(then!.nodeIds, then!.storeIds);
+      this.placementsThen.set(owner, placement);
+    }
+    if (placement === undefined) return false;
+    const self = this.config.nodeId;
+    return placement.secondaries(partition, owner).some((id) => id === self || sources.includes(id));
+  }
+
+  /**
+   * claimVouched for a master's takeover: its own copy must be one it held for the owner
+   * (what it pulled from others may come from a view that did not reach the owner's other
+   * holders: just after a split heals, say, with the owner still dead here). An orphaned
+   * session it may not take over is left to a resume, which asks the holders.
+   */
+  takeoverVouched(partition: number, owner: string): boolean {
+    return this.vouchedIn(partition, owner, []);
+  }
+
   unplacedMembers(): number {
     const placed = this.placement.memberIds();
     return this.membership.liveNodeIds().filter((id) => !placed.includes(id)).length;
@@ -670,6 +754,7 @@ export class NodeCore implements Replicator {
 
   private advance(now: number): void {
     if (now > this.now) this.now = now;
+    if ((this.config.quorum ?? 0) > 1) this.quorumSince = this.quorumLost(this.now) !== undefined ? Infinity : Math.min(this.quorumSince, this.now);
   }
 
   /** Members a drain waits for: a suspect one has stopped answering (likely dead). */
@@ -690,6 +775,7 @@ export class NodeCore implements Replicator {
    * (a peer's answers can come by the thousand in one turn).
    */
   private collect(now: number, turn = true): Ready {
+    this.advance(now);
     this.engine.pollArrived(now);
     this.coordinator.sync(now);
     this.engine.placementChanged(now);

@@ -36,6 +36,11 @@ export class NodeCounters {
   readonly claims = new Map<string, number>();
   /** Sessions this node owned and handed over to a peer resuming them (as it answered the peer's lookup). */
   handedOver = 0;
+  /**
+   * Orphaned sessions a master left unclaimed in a takeover pass (--quorum): none of the
+   * copies at hand came from a node that held the session for its owner (NodeCore.claimVouched).
+   */
+  claimsUnvouched = 0;
 
   /** `engine`: the replication engine's own counts (datagrams, bytes, deltas, NACKs). */
   constructor(readonly engine: EngineStats) {}

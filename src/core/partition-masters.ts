@@ -108,6 +108,12 @@ export interface PartitionMastersDeps {
   /** Pulls the partitions from their other live holders (takeoverPending says until when). */
   pullForTakeover(partitions: readonly number[]): void;
   takeoverPending(partition: number): boolean;
+  /** Why this node may not claim sessions now (--quorum), or undefined: no takeover meanwhile. */
+  quorumLost(now: number): string | undefined;
+  /** With --quorum, since when this node has had its quorum (-Infinity without one: ownerGone). */
+  quorumSince(): number;
+  /** Whether this node's copies (with what the takeover pulled) hold every write `owner` acknowledged in the partition (NodeCore.claimVouched). */
+  vouched(partition: number, owner: string): boolean;
 }
 
 /**
@@ -116,12 +122,14 @@ export interface PartitionMastersDeps {
  * unknown to membership — but a node that (re)started at `startedAt` has not heard every
  * live member yet: an owner it does not know counts as gone only `afterMs` after its start
  * (a restarted node took over sessions of owners alive elsewhere that its membership had
- * not heard from yet, and its claims beat their writes).
+ * not heard from yet, and its claims beat their writes). `watchingSince`: with --quorum,
+ * since when this node has had its quorum (NodeCore.quorumSince); silence before that does
+ * not count (the owner may have been alive on the other side of a split).
  */
-export function ownerGone(member: Pick<MemberView, 'state' | 'lastHeardAt'> | undefined, now: number, startedAt: number, afterMs: number): boolean {
+export function ownerGone(member: Pick<MemberView, 'state' | 'lastHeardAt'> | undefined, now: number, startedAt: number, afterMs: number, watchingSince = -Infinity): boolean {
   if (member?.state === 'left') return true;
   if (member !== undefined && member.state !== 'dead') return false;
-  return now >= (member === undefined ? startedAt : (member.lastHeardAt ?? -Infinity)) + afterMs;
+  return now >= Math.max(member === undefined ? startedAt : (member.lastHeardAt ?? -Infinity), watchingSince) + afterMs;
 }
 
 export class PartitionMasters {
@@ -257,7 +265,8 @@ export class PartitionMasters {
 
   nextDeadline(now: number): number {
     if (this.regroupFrom !== Infinity) return now;
-    if (!this.deps.pulling() && (this.scans.size > 0 || this.claims.length > 0 || this.takeoverPullEnded())) return Math.max(now, this.lastPassAt + 1);
+    // Without a quorum, takeover waits for an input (the heartbeat that brings it back).
+    if (!this.deps.pulling() && this.deps.quorumLost(now) === undefined && (this.scans.size > 0 || this.claims.length > 0 || this.takeoverPullEnded())) return Math.max(now, this.lastPassAt + 1);
     return Math.min(this.elections.nextDeadline(), this.rescans[0] ?? Infinity);
   }
 
@@ -308,7 +317,7 @@ export class PartitionMasters {
 
   private orphaned(owner: string, now: number): boolean {
     if (owner === this.deps.self) return false;
-    return ownerGone(this.deps.membership.member(owner), now, this.startedAt, this.deps.membership.config.deadAfterMs + this.deps.timings.takeoverGraceMs);
+    return ownerGone(this.deps.membership.member(owner), now, this.startedAt, this.deps.membership.config.deadAfterMs + this.deps.timings.takeoverGraceMs, this.deps.quorumSince());
   }
 
   private takeOver(now: number): void {
@@ -316,7 +325,7 @@ export class PartitionMasters {
     // A copy being pulled may predate a claim another master already made (a partition
     // this node only now holds): claiming from it would claim the session twice. The
     // pull's end is an input, and takeover runs at the next pass (nextDeadline).
-    if (this.deps.pulling()) return;
+    if (this.deps.pulling() || this.deps.quorumLost(now) !== undefined) return;
     // One pass per millisecond (and per turn of the event loop: see work): a pass after
     // each of the answers a transfer brings in one turn held the node for 100-160 ms while a
     // master claimed a dead owner's sessions.
@@ -357,7 +366,12 @@ export class PartitionMasters {
     let claimed = 0;
     for (const id of batch) {
       const owner = store.ownerOf(id)?.owner;
-      if (owner === undefined || !this.orphaned(owner, now) || this.elections.stateOf(store.partitionOf(id)) !== 'master') continue;
+      const partition = store.partitionOf(id);
+      if (owner === undefined || !this.orphaned(owner, now) || this.elections.stateOf(partition) !== 'master') continue;
+      if (!this.deps.vouched(partition, owner)) {
+        this.deps.counters.claimsUnvouched++;
+        continue;
+      }
       if (store.claim(id, self, now) === undefined) continue;
       const session = store.get(id, now);
       if (session === undefined) continue;

@@ -190,6 +190,7 @@ export class ResumeAsks {
     for (const ask of lookup.asks) {
       if (ask.done || !ask.waiting.has(nodeId)) continue;
       ask.copies.answered++;
+      (ask.copies.answeredBy ??= []).push(nodeId);
       const snapshot = found.get(ask.sessionId);
       if (snapshot === undefined) {
         this.settle(ask, nodeId);

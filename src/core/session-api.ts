@@ -58,6 +58,18 @@ export interface Replicator {
    * view, which lists a node that just joined a moment after membership counts it.
    */
   unplacedMembers?(): number;
+  /**
+   * Why this node may neither acknowledge writes nor claim sessions now (--quorum: it hears
+   * fewer members than that), or undefined when it may (absent: it always may).
+   */
+  quorumLost?(now: number): string | undefined;
+  /**
+   * Whether a claim of the session, owned by `owner`, may be made from the copies of the
+   * peers that `answered` and this node's own: one of them held it for the owner, and the
+   * owner, when it did not answer, is gone (dead, departed, or among those found `down`).
+   * Absent: always.
+   */
+  claimVouched?(sessionId: string, owner: string, answered: readonly string[], down: readonly string[]): boolean;
   /** Queues a local change for the session's secondaries; returns an acknowledgement ticket. */
   replicate(session: StoredSession, changes: readonly LocalChange[], now: number): number | undefined;
   /** Resolves once `needed` secondaries acknowledged the ticket's write, or at `deadline`. */
@@ -96,6 +108,8 @@ export interface PeerCopies {
   silent?: string[];
   /** Those of `silent` that were down: they refused the call or dropped the connection (absent: none). */
   down?: string[];
+  /** The peers that answered (absent: none). */
+  answeredBy?: string[];
 }
 
 /** How a resume was served: by this node as owner, after asking peers, or not found. */
@@ -209,10 +223,15 @@ export class SessionApi {
    */
   private whenWritable<T>(request: { sessionId: string; minReplicas: number }, now: number, deadline: number, run: (now: number) => T | Promise<T>): T | Promise<T> {
     const { sessionId, minReplicas } = request;
+    const runWithQuorum = (at: number): T | Promise<T> => {
+      this.checkQuorum(at, 'the write was not made');
+      return run(at);
+    };
+    this.checkQuorum(now, 'the write was not made');
     const caughtUp = this.untilCaughtUp(now, deadline);
     const held =
       minReplicas === 0 ? caughtUp : caughtUp === undefined ? this.lookUpFirst(sessionId, now, deadline) : caughtUp.then(() => this.lookUpFirst(sessionId, this.clock(), deadline));
-    return held === undefined ? run(now) : held.then(() => run(this.clock()));
+    return held === undefined ? run(now) : held.then(() => runWithQuorum(this.clock()));
   }
 
   /**
@@ -274,6 +293,9 @@ export class SessionApi {
     }
     if (ticket === undefined) throw new UnavailableError(`0 of ${needed} secondaries acknowledged: none is live`);
     return this.replicator!.waitForAcks(ticket, needed, deadline).then((acked) => {
+      // Acknowledgements that came once this node was cut off from most of its cluster are
+      // from holders on its side: the other side may take the session over without the write.
+      this.checkQuorum(this.clock(), `${acked} of ${needed} secondaries acknowledged, and the write is applied on this node, but it may be lost`);
       if (acked < needed) {
         const elsewhere =
           owner !== undefined && owner !== this.store.config.nodeId
@@ -285,6 +307,12 @@ export class SessionApi {
       }
       return answer(acked);
     });
+  }
+
+  /** Throws UNAVAILABLE, saying `outcome`, when this node has lost its quorum (--quorum). */
+  private checkQuorum(now: number, outcome: string): void {
+    const lost = this.replicator?.quorumLost?.(now);
+    if (lost !== undefined) throw new UnavailableError(`${lost}: ${outcome}; try another node`);
   }
 
   private checkReplicasPossible(sessionId: string, needed: number): void {
@@ -370,7 +398,11 @@ export class SessionApi {
   private async resume(sessionId: string, knownOwner: string | undefined, deadline: number, now: number): Promise<string | undefined> {
     const replicator = this.replicator!;
     const self = this.store.config.nodeId;
+    // Asked with `claim`, an owner hands the session over: not to a node that may not claim it.
+    this.checkQuorum(now, 'the session was not resumed');
     let copies = await this.mergePeerCopies(sessionId, knownOwner, deadline, now, { claim: true });
+    const answeredBy = [...(copies.answeredBy ?? [])];
+    const down = [...(copies.down ?? [])];
     now = this.clock();
     if (copies.answered === 0) {
       const own = this.store.snapshot(sessionId, now);
@@ -397,6 +429,8 @@ export class SessionApi {
     // not when it was asked and did not answer (cut off: the resume must not wait twice).
     for (let asks = 0; asks < OWNER_ASKS_AFTER_MERGE && merged !== undefined && ownerUnheard(merged.owner, self, copies); asks++) {
       copies = await this.mergePeerCopies(sessionId, merged.owner, deadline, this.clock(), { claim: true, ownerOnly: true });
+      answeredBy.push(...(copies.answeredBy ?? []));
+      down.push(...(copies.down ?? []));
       if (copies.asked === 0) break;
       merged = this.store.get(sessionId, this.clock());
     }
@@ -406,6 +440,16 @@ export class SessionApi {
     // arrive before the owner's answer; that alone does not replicate the claim.
     if (merged === undefined || (merged.owner === self && knownOwner === self)) return undefined;
     const previousOwner = merged.owner !== self ? merged.owner : knownOwner;
+    // A handover (the owner named this node) is completed; a claim from copies is not made
+    // without a quorum, nor from copies none of the owner's holders gave.
+    if (merged.owner !== self) {
+      this.checkQuorum(now, "the session was not resumed (this node merged its peers' copies but did not claim it)");
+      if (!(replicator.claimVouched?.(sessionId, merged.owner, answeredBy, down) ?? true)) {
+        throw new UnavailableError(
+          `the session's owner ${merged.owner} did not answer, and is not known to be gone, or none of the nodes that held the session for it answered (they may be on the other side of a network split): a claim from the copies at hand could beat writes the owner acknowledged, so the session was not resumed; try again`,
+        );
+      }
+    }
     this.store.claim(sessionId, self, now);
     replicator.replicateClaim(this.store.get(sessionId, now)!, previousOwner ?? self, now);
     this.observer?.claimed();
@@ -415,6 +459,7 @@ export class SessionApi {
   delete(request: DeleteRequest, now: number): DeleteResponse {
     checkSessionId(request.sessionId);
     checkPartNames(request.parts, this.config);
+    this.checkQuorum(now, 'nothing was deleted');
     const before = this.replicator === undefined ? undefined : this.store.get(request.sessionId, now);
     const found = this.store.delete(request.sessionId, request.parts, now);
     if (found && before !== undefined) this.replicateDelete(request.sessionId, request.parts, now);

@@ -100,6 +100,8 @@ export interface SimClusterOptions {
   priorities?: Record<string, number>;
   /** Coordinator timings (default: what node-core derives from the heartbeat interval). */
   coordinator?: Partial<CoordinatorTimings>;
+  /** --quorum of every node (default 0: none). */
+  quorum?: number;
 }
 
 /** A node of one's own naming (membership scenarios). */
@@ -263,6 +265,7 @@ export class SimNode implements SimHost, SimTransportHost {
       discardSliceSessions: o.discardSliceSessions,
       priority: this.cluster.priorities.get(this.nodeId) ?? 0,
       coordinator: o.coordinator,
+      quorum: o.quorum,
     };
     this.core = new NodeCore(
       config,
@@ -649,6 +652,7 @@ export class SimCluster {
       startMs: SIM_T0,
       roles: [],
       multicastGroups: 1,
+      quorum: 0,
       coordinator: undefined,
       discardSliceSessions: undefined,
       ...withoutPriorities(options),
