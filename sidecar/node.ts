@@ -386,6 +386,8 @@ export class BatonNode {
       multicastGroups: this.replication?.joinedGroups() ?? [],
       coordinatorNodeId: this.replication === undefined ? this.config.nodeId : (this.replication.core.coordinator.coordinatorId ?? ''),
       viewId: BigInt(this.replication?.core.coordinator.viewId ?? 0),
+      quorum: this.config.quorum,
+      membersHeard: this.replication?.core.membersHeard(Date.now()) ?? 1,
     };
   }
 

@@ -29,9 +29,9 @@
  * a bound; every node a test starts is stopped by it (try/finally), and the lab is torn
  * down in afterAll.
  */
-import { randomBytes } from 'node:crypto';
 import type { Session } from '../src/client/client';
-import { NetnsLab, namespacesUnavailable, nftablesUnavailable, type NamespacedBaton, type StopResult } from './support/netns';
+import { NetnsLab, namespacesUnavailable, nftablesUnavailable, type StopResult } from './support/netns';
+import { chaosTest, NetnsCluster } from './support/netns-cluster';
 import { FAST_FAILURE_DETECTION, mapLimit, pollUntil } from './support/static-cluster';
 
 const NODES = ['a', 'b', 'c'] as const;
@@ -41,6 +41,8 @@ const EXIT_MARGIN_MS = 2000;
 /** A node still running this long after SIGTERM is SIGKILLed (past the limit, so a late exit is measured). */
 const STOP_GRACE_MS = DRAIN_TIMEOUT_SECONDS * 1000 + EXIT_MARGIN_MS + 5000;
 const RESUME_DEADLINE_MS = 2000;
+/** stopAll's SIGTERM is followed by SIGKILL after this long: the drain limit and the exit. */
+const STOP_AFTER_MS = DRAIN_TIMEOUT_SECONDS * 1000 + EXIT_MARGIN_MS;
 
 /** Every node holds every session (two secondaries of three); anti-entropy often enough to repair within the test. */
 const CLUSTER_ARGS = [
@@ -54,21 +56,6 @@ const CLUSTER_ARGS = [
 const namespacesMissing = namespacesUnavailable();
 const nftMissing = namespacesMissing ?? nftablesUnavailable();
 
-/**
- * `it` when `missing` is undefined. Otherwise the test cannot run here: under CI it fails
- * with the reason; elsewhere it is skipped with the reason in its title and a warning.
- */
-function chaosTest(title: string, missing: string | undefined, fn: () => Promise<void>, timeoutMs: number): void {
-  if (missing === undefined) return void it(title, fn, timeoutMs);
-  if (process.env.CI) {
-    return void it(title, () => {
-      throw new Error(`cannot run here: ${missing}`);
-    });
-  }
-  console.warn(`chaos test NOT RUN (${missing}): ${title}`);
-  it.skip(`${title} [NOT RUN: ${missing}]`, fn);
-}
-
 let lab: NetnsLab | undefined;
 
 beforeAll(async () => {
@@ -78,87 +65,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await lab?.destroy();
 });
-
-/** The nodes one test started; stopAll() ends every one still running. */
-class Cluster {
-  private readonly nodes = new Map<string, NamespacedBaton>();
-  private readonly clusterKey = randomBytes(32).toString('base64');
-
-  constructor(private readonly lab: NetnsLab) {}
-
-  async start(label: string): Promise<NamespacedBaton> {
-    const node = await this.lab.startBaton(label, ['--peers', this.lab.peerList(), ...CLUSTER_ARGS], { BATON_CLUSTER_KEY: this.clusterKey });
-    this.nodes.set(label, node);
-    return node;
-  }
-
-  /** Starts every label at once; when one fails, the others are stopped by stopAll() all the same. */
-  async startAll(labels: readonly string[]): Promise<void> {
-    const started = await Promise.allSettled(labels.map((l) => this.start(l)));
-    const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-    if (failed !== undefined) throw failed.reason;
-  }
-
-  node(label: string): NamespacedBaton {
-    const node = this.nodes.get(label);
-    if (node === undefined) throw new Error(`node ${label} was never started`);
-    return node;
-  }
-
-  /** Waits until every one of `observers` sees each node of `want` in the given state. */
-  async waitForStates(observers: readonly string[], want: Record<string, string>, withinMs: number): Promise<void> {
-    let last = '';
-    await pollUntil(
-      `${observers.join(', ')} see ${JSON.stringify(want)}`,
-      async () => {
-        const views = await Promise.all(observers.map(async (o) => [o, await this.node(o).memberStates()] as const));
-        last = views.map(([o, v]) => `${o}: ${JSON.stringify(v)}`).join('; ');
-        return views.every(([, v]) => Object.entries(want).every(([id, state]) => v[id] === state));
-      },
-      withinMs,
-    ).catch((err: Error) => {
-      throw new Error(`${err.message} (last seen: ${last})`);
-    });
-  }
-
-  /**
-   * Waits until every one of `labels` places partitions from one coordinator view that has
-   * them all as members: membership can count a node alive before the view that placement
-   * follows includes it, and until then a write finds fewer secondaries (min_replicas fails).
-   */
-  async waitForOneView(labels: readonly string[], withinMs: number): Promise<void> {
-    let last = '';
-    await pollUntil(
-      `${labels.join(', ')} place from one view of them all`,
-      async () => {
-        const statuses = await Promise.all(labels.map(async (l) => [l, await this.node(l).status().catch(() => undefined)] as const));
-        last = statuses.map(([l, s]) => `${l}: view ${s?.viewId ?? '?'} of ${s?.coordinatorNodeId ?? '?'}, indexed ${s?.members.filter((m) => m.index !== undefined).map((m) => m.nodeId).join(',') ?? '?'}`).join('; ');
-        const first = statuses[0]?.[1];
-        return statuses.every(
-          ([, s]) =>
-            s !== undefined &&
-            first !== undefined &&
-            s.viewId === first.viewId &&
-            s.coordinatorNodeId === first.coordinatorNodeId &&
-            labels.every((l) => s.members.find((m) => m.nodeId === l)?.index !== undefined),
-        );
-      },
-      withinMs,
-    ).catch((err: Error) => {
-      throw new Error(`${err.message} (last seen: ${last})`);
-    });
-  }
-
-  /** SIGTERM to every node still running, SIGKILL once the drain limit has passed (the drains measured are the test's own). */
-  async stopAll(): Promise<void> {
-    await Promise.all([...this.nodes.values()].map((n) => n.stop('SIGTERM', DRAIN_TIMEOUT_SECONDS * 1000 + EXIT_MARGIN_MS)));
-  }
-
-  /** Log tails of every node, for failure messages. */
-  logTails(): string {
-    return [...this.nodes.values()].map((n) => `--- ${n.label}\n${n.logTail(10)}`).join('\n');
-  }
-}
 
 function theLab(): NetnsLab {
   if (lab === undefined) throw new Error('the namespace lab was not created');
@@ -236,7 +142,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
     '(1) a rolling restart under writes and resumes: every SIGTERM exits 0 within the drain timeout and no acknowledged write is lost',
     namespacesMissing,
     async () => {
-      const cluster = new Cluster(theLab());
+      const cluster = new NetnsCluster(theLab(), CLUSTER_ARGS, STOP_AFTER_MS);
       const log = new WriteLog();
       const drains: (StopResult & { node: string })[] = [];
       /** Nodes the writers use: a node leaves the set when it gets SIGTERM (calls already sent to it go on). */
@@ -422,7 +328,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
     nftMissing,
     async () => {
       const net = theLab();
-      const cluster = new Cluster(net);
+      const cluster = new NetnsCluster(net, CLUSTER_ARGS, STOP_AFTER_MS);
       const SESSIONS = 100;
       const ids = Array.from({ length: SESSIONS }, (_, i) => `split-${i}`);
       const newOnA = Array.from({ length: 10 }, (_, i) => `split-new-a-${i}`);
@@ -575,7 +481,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
     nftMissing,
     async () => {
       const net = theLab();
-      const cluster = new Cluster(net);
+      const cluster = new NetnsCluster(net, CLUSTER_ARGS, STOP_AFTER_MS);
       const SESSIONS = 60;
       const ids = Array.from({ length: SESSIONS }, (_, i) => `link-${i}`);
       const resumeProblems: string[] = [];
@@ -661,7 +567,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
     nftMissing,
     async () => {
       const net = theLab();
-      const cluster = new Cluster(net);
+      const cluster = new NetnsCluster(net, CLUSTER_ARGS, STOP_AFTER_MS);
       const USERS = 40;
       const ROUNDS = 8;
       const ids = Array.from({ length: USERS }, (_, i) => `blip-${i}`);

@@ -821,12 +821,11 @@ describe('a split as long as failure detection, under round-robin resumes and wr
 });
 
 // --quorum 3 of 5, two nodes split from three for twice failure detection (6 s), under the same
-// round-robin resumes and writes. The seeds lost acknowledged writes before each rule: a
-// larger side's master claimed from a copy a former owner kept (the owner's holders were all
-// on the smaller side; seed 20000 with no gap between rounds); a smaller-side node claimed a
-// session whose owner, alive on the other side, had not answered (20000); an ex-smaller-side
-// master, quorum back just after the heal, took over a session whose owner it still held dead
-// (20052) or from a copy it had pulled rather than held for the owner (20003).
+// round-robin resumes and writes. Each seed loses acknowledged writes without one of the
+// rules: every seed when a larger side's master may claim from a copy a former owner kept
+// (the owner's holders all on the smaller side); the three with gaps when a node may claim a
+// session whose owner, alive on the other side, did not answer; 20052 when a master whose
+// quorum came back with the heal may take over a session whose owner it still holds dead.
 describe('--quorum: a split twice as long as failure detection, under round-robin resumes and writes', () => {
   const smaller = ['node-1', 'node-2'];
   test.each([

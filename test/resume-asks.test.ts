@@ -86,7 +86,7 @@ describe('ResumeAsks', () => {
     lookups[0]!.answer([snapshot('s1', 'c', 3), snapshot('s2', 'c', 4)]);
     await turn();
     // s2 asked only A; s1 got a secondary's copy from A, so B (rank 1) is asked too.
-    expect(second.copies).toEqual({ asked: 1, answered: 1, snapshots: [snapshot('s2', 'c', 4)] });
+    expect(second.copies).toEqual({ asked: 1, answered: 1, answeredBy: ['a'], snapshots: [snapshot('s2', 'c', 4)] });
     expect(first.copies).toBeUndefined();
     expect(lookups.map((l) => [l.address, l.ids])).toEqual([
       [A.address, ['s1', 's2']],
@@ -94,7 +94,7 @@ describe('ResumeAsks', () => {
     ]);
     lookups[1]!.answer([]);
     await turn();
-    expect(first.copies).toEqual({ asked: 2, answered: 2, snapshots: [snapshot('s1', 'c', 3)] });
+    expect(first.copies).toEqual({ asked: 2, answered: 2, answeredBy: ['a', 'b'], snapshots: [snapshot('s1', 'c', 3)] });
     expect(observed).toEqual(['ok', 'ok']);
   });
 
@@ -111,7 +111,7 @@ describe('ResumeAsks', () => {
     lookups[1]!.answer([snapshot('s2', 'a', 2)]);
     await turn();
     expect(resumed.copies?.snapshots).toEqual([snapshot('s1', 'a', 1)]);
-    expect(alsoResumed.copies).toEqual({ asked: 1, answered: 1, snapshots: [] });
+    expect(alsoResumed.copies).toEqual({ asked: 1, answered: 1, answeredBy: ['a'], snapshots: [] });
     expect(lookedUp.copies?.snapshots).toEqual([snapshot('s2', 'a', 2)]);
   });
 
@@ -131,7 +131,7 @@ describe('ResumeAsks', () => {
     ]);
     lookups[1]!.answer([snapshot('s1', 'x', 4)]);
     await turn();
-    expect(resumed.copies).toEqual({ asked: 2, answered: 2, snapshots: [snapshot('s1', 'x', 3), snapshot('s1', 'x', 4)], fromOwner: 'x' });
+    expect(resumed.copies).toEqual({ asked: 2, answered: 2, answeredBy: ['a', 'x'], snapshots: [snapshot('s1', 'x', 3), snapshot('s1', 'x', 4)], fromOwner: 'x' });
     // An owner that is not one to ask (gone, or this node) is not chased: the ranks go on.
     const other = settledState(asks.ask('s2', [A, B], now + 5000));
     await turn();
@@ -146,7 +146,7 @@ describe('ResumeAsks', () => {
     await turn();
     lookups[0]!.answer([snapshot('s1', 'a', 7)]);
     await turn();
-    expect(resumed.copies).toEqual({ asked: 1, answered: 1, snapshots: [snapshot('s1', 'a', 7)], fromOwner: 'a' });
+    expect(resumed.copies).toEqual({ asked: 1, answered: 1, answeredBy: ['a'], snapshots: [snapshot('s1', 'a', 7)], fromOwner: 'a' });
     expect(lookups.map((l) => l.address)).toEqual([A.address]);
   });
 
@@ -160,7 +160,7 @@ describe('ResumeAsks', () => {
     lookups[1]!.answer([snapshot('s1', 'a', 4)]);
     await turn();
     // Both copies come back: the merge keeps the newer part, the one the owner lacked.
-    expect(resumed.copies).toEqual({ asked: 2, answered: 2, snapshots: [snapshot('s1', 'a', 3), snapshot('s1', 'a', 4)], fromOwner: 'a' });
+    expect(resumed.copies).toEqual({ asked: 2, answered: 2, answeredBy: ['a', 'b'], snapshots: [snapshot('s1', 'a', 3), snapshot('s1', 'a', 4)], fromOwner: 'a' });
   });
 
   test('the next rank takes over when rank 0 fails', async () => {
@@ -174,7 +174,7 @@ describe('ResumeAsks', () => {
     lookups[1]!.answer([snapshot('s1', 'b', 2)]);
     await turn();
     // A failed peer counts as asked but not answered.
-    expect(resumed.copies).toEqual({ asked: 2, answered: 1, snapshots: [snapshot('s1', 'b', 2)], fromOwner: 'b', silent: ['a'] });
+    expect(resumed.copies).toEqual({ asked: 2, answered: 1, answeredBy: ['b'], snapshots: [snapshot('s1', 'b', 2)], fromOwner: 'b', silent: ['a'] });
     expect(observed).toEqual(['error', 'ok']);
   });
 
@@ -190,7 +190,7 @@ describe('ResumeAsks', () => {
     expect(resumed.copies).toBeUndefined(); // A may still bring a newer copy
     lookups[0]!.answer([snapshot('s1', 'c', 5)]);
     await turn();
-    expect(resumed.copies).toEqual({ asked: 2, answered: 2, snapshots: [snapshot('s1', 'c', 2), snapshot('s1', 'c', 5)] });
+    expect(resumed.copies).toEqual({ asked: 2, answered: 2, answeredBy: ['b', 'a'], snapshots: [snapshot('s1', 'c', 2), snapshot('s1', 'c', 5)] });
   });
 
   test('at its deadline a resume settles with what it has', async () => {
@@ -202,7 +202,7 @@ describe('ResumeAsks', () => {
     await advance(199);
     expect(resumed.copies).toBeUndefined();
     await advance(1);
-    expect(resumed.copies).toEqual({ asked: 2, answered: 1, snapshots: [snapshot('s1', 'c', 1)], silent: ['b'] });
+    expect(resumed.copies).toEqual({ asked: 2, answered: 1, answeredBy: ['a'], snapshots: [snapshot('s1', 'c', 1)], silent: ['b'] });
     // A late answer changes nothing.
     lookups[1]!.answer([snapshot('s1', 'c', 9)]);
     await turn();
@@ -219,7 +219,7 @@ describe('ResumeAsks', () => {
     expect(lookups.map((l) => l.address)).toEqual([A.address, B.address]);
     lookups[1]!.answer([snapshot('s1', 'a', 3)]);
     await turn();
-    expect(resumed.copies).toEqual({ asked: 2, answered: 1, snapshots: [snapshot('s1', 'a', 3)], silent: ['a'] });
+    expect(resumed.copies).toEqual({ asked: 2, answered: 1, answeredBy: ['b'], snapshots: [snapshot('s1', 'a', 3)], silent: ['a'] });
     // A late failure of the suspect's lookup changes nothing.
     lookups[0]!.fail(new Error('gone'));
     await turn();

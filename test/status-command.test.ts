@@ -30,6 +30,8 @@ function status(members: Member[], extra: Partial<StatusResponse> = {}): StatusR
     multicastGroups: [],
     coordinatorNodeId: 'a',
     viewId: 3n,
+    quorum: 0,
+    membersHeard: 3,
     ...extra,
   };
 }
@@ -66,6 +68,12 @@ describe('the health verdict', () => {
     expect(verdict.problems).toEqual(['node a is not serving (gRPC health NOT_SERVING: draining or stopping)']);
   });
 
+  test('a node without its quorum is unhealthy and says how many members it hears', () => {
+    expect(judge(status(ALL_ALIVE, { quorum: 2, membersHeard: 3 }), SERVING).healthy).toBe(true);
+    const verdict = judge(status([ALL_ALIVE[0]!, member('b', 7002, 'alive'), member('c', 7003, 'alive')], { quorum: 3, membersHeard: 2 }), SERVING);
+    expect(verdict).toEqual({ healthy: false, problems: ['node a has no quorum: it hears 2 of the 3 members --quorum asks for, and refuses writes and claims'] });
+  });
+
   test('a health check that failed is unhealthy and says why', () => {
     const verdict = judge(status(ALL_ALIVE), { error: 'deadline exceeded' });
     expect(verdict).toEqual({ healthy: false, problems: ['node a did not answer its health check (deadline exceeded)'] });
@@ -90,6 +98,11 @@ describe('the table', () => {
       '-     127.0.0.1:17003  dead         42          -      -                0 partitions',
       '',
     ]);
+  });
+
+  test('with --quorum the second line says how many members the node hears, and when that is too few', () => {
+    expect(formatTable(status(ALL_ALIVE, { quorum: 2, membersHeard: 3 }), NOW).split('\n')[1]).toBe('coordinator a, view 3; quorum 2: 3 heard');
+    expect(formatTable(status(ALL_ALIVE, { quorum: 3, membersHeard: 1 }), NOW).split('\n')[1]).toBe('coordinator a, view 3; quorum 3: 1 heard (NO QUORUM: writes and claims refused)');
   });
 
   test('before the first view the line says placement follows the node itself', () => {
@@ -129,6 +142,8 @@ describe('the JSON', () => {
       multicastGroups: [],
       coordinatorNodeId: 'a',
       viewId: 3,
+      quorum: 0,
+      membersHeard: 3,
     });
   });
 

@@ -31,6 +31,8 @@ function status(partitions: number, members: Member[]): StatusResponse {
     multicastGroups: [],
     coordinatorNodeId: 'n1',
     viewId: 1n,
+    quorum: 0,
+    membersHeard: 1,
   };
 }
 

@@ -97,6 +97,9 @@ export function judge(status: StatusResponse, serving: Serving): Verdict {
   for (const refused of status.configMismatches) {
     problems.push(`${refused.nodeId} (${refused.address}) is refused: its configuration differs in ${refused.settings.join(', ')}`);
   }
+  if (status.quorum > 1 && status.membersHeard < status.quorum) {
+    problems.push(`node ${status.nodeId} has no quorum: it hears ${status.membersHeard} of the ${status.quorum} members --quorum asks for, and refuses writes and claims`);
+  }
   return { healthy: problems.length === 0, problems };
 }
 
@@ -131,7 +134,9 @@ export function formatTable(status: StatusResponse, now: number): string {
       ? `coordinator ${status.coordinatorNodeId || 'none'}, no view yet (placement follows this node's failure detector)`
       : `coordinator ${status.coordinatorNodeId || 'none'}, view ${status.viewId}`;
   const groups = status.multicastGroups.length === 0 ? '' : `; listening on multicast groups ${status.multicastGroups.join(', ')}`;
-  return `${summary}\n${coordination}${groups}\n\n${lines.join('\n')}\n`;
+  const quorum =
+    status.quorum <= 1 ? '' : `; quorum ${status.quorum}: ${status.membersHeard} heard${status.membersHeard < status.quorum ? ' (NO QUORUM: writes and claims refused)' : ''}`;
+  return `${summary}\n${coordination}${groups}${quorum}\n\n${lines.join('\n')}\n`;
 }
 
 /** The StatusResponse as JSON (see the header for names and integers), with a final newline. */

@@ -581,7 +581,7 @@ export class NodeCore implements Replicator {
   quorumLost(now: number): string | undefined {
     const quorum = this.config.quorum ?? 0;
     if (quorum <= 1) return undefined;
-    const heard = this.membership.heardWithin(this.config.membership.suspectAfterMs, now);
+    const heard = this.membersHeard(now);
     if (heard >= quorum) return undefined;
     return `no quorum: this node has heard from ${heard} of the ${quorum} members --quorum asks for (itself included) in the last ${this.config.membership.suspectAfterMs} ms, so it may be on the smaller side of a network split`;
   }
@@ -633,6 +633,11 @@ export class NodeCore implements Replicator {
    */
   takeoverVouched(partition: number, owner: string): boolean {
     return this.vouchedIn(partition, owner, []);
+  }
+
+  /** The members heard from within the suspect time, this node included: what --quorum counts. */
+  membersHeard(now: number): number {
+    return this.membership.heardWithin(this.config.membership.suspectAfterMs, now);
   }
 
   unplacedMembers(): number {

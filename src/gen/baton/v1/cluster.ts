@@ -104,6 +104,14 @@ export interface StatusResponse {
    * failure detector).
    */
   viewId: bigint;
+  /**
+   * Fields 50-59: --quorum.
+   * The members this node must hear, itself included, to acknowledge writes and claim
+   * sessions (--quorum; 0 = off).
+   */
+  quorum: number;
+  /** The members it heard from within --suspect-after-ms, itself included (what --quorum counts). */
+  membersHeard: number;
 }
 
 export interface LocateRequest {
@@ -467,6 +475,8 @@ function createBaseStatusResponse(): StatusResponse {
     multicastGroups: [],
     coordinatorNodeId: "",
     viewId: 0n,
+    quorum: 0,
+    membersHeard: 0,
   };
 }
 
@@ -537,6 +547,12 @@ export const StatusResponse: MessageFns<StatusResponse> = {
         throw new globalThis.Error("value provided for field message.viewId of type uint64 too large");
       }
       writer.uint32(328).uint64(message.viewId);
+    }
+    if (message.quorum !== 0) {
+      writer.uint32(400).uint32(message.quorum);
+    }
+    if (message.membersHeard !== 0) {
+      writer.uint32(408).uint32(message.membersHeard);
     }
     return writer;
   },
@@ -674,6 +690,22 @@ export const StatusResponse: MessageFns<StatusResponse> = {
             message.viewId = reader.uint64() as bigint;
             continue;
           }
+          case 50: {
+            if (tag !== 400) {
+              break;
+            }
+
+            message.quorum = reader.uint32();
+            continue;
+          }
+          case 51: {
+            if (tag !== 408) {
+              break;
+            }
+
+            message.membersHeard = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -710,6 +742,8 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     message.multicastGroups = object.multicastGroups?.map((e) => e) || [];
     message.coordinatorNodeId = object.coordinatorNodeId ?? "";
     message.viewId = (object.viewId !== undefined && object.viewId !== null) ? BigInt(object.viewId) : 0n;
+    message.quorum = object.quorum ?? 0;
+    message.membersHeard = object.membersHeard ?? 0;
     return message;
   },
 };
