@@ -825,7 +825,10 @@ describe('a split as long as failure detection, under round-robin resumes and wr
 // rules: every seed when a larger side's master may claim from a copy a former owner kept
 // (the owner's holders all on the smaller side); the three with gaps when a node may claim a
 // session whose owner, alive on the other side, did not answer; 20052 when a master whose
-// quorum came back with the heal may take over a session whose owner it still holds dead.
+// quorum came back with the heal may take over a session whose owner it still holds dead;
+// 20064 when a state transfer after the heal settles a tie of two claims at one epoch (a
+// handover on the smaller side in the split's first second, a takeover on the larger) without
+// sending the loser's writes to the winner.
 describe('--quorum: a split twice as long as failure detection, under round-robin resumes and writes', () => {
   const smaller = ['node-1', 'node-2'];
   test.each([
@@ -833,6 +836,7 @@ describe('--quorum: a split twice as long as failure detection, under round-robi
     [20000, 'unicast', 1000],
     [20003, 'multicast', 1000],
     [20052, 'unicast', 1000],
+    [20064, 'multicast', 1000],
   ] as const)('seed %d, %s, rounds %d ms apart: the smaller side refuses, the larger side goes on, and no acknowledged write is lost', async (seed, transport, gapMs) => {
     const run = await roundRobinAcrossASplit(seed, transport, { cutMs: 6000, gapMs, quorum: 3 });
     expect(run.lost).toEqual([]);

@@ -966,7 +966,7 @@ export class NodeCore implements Replicator {
     const partition = this.store.partitionOf(snapshot.id);
     const owner = snapshot.owner;
     if (owner !== this.config.nodeId && !this.placement.isSecondary(this.config.nodeId, partition, owner)) return;
-    if (!this.store.merge(snapshot, now)) return;
+    if (!this.engine.mergeTransferred(snapshot, now)) return;
     transfer.sessions++;
     this.counters.sessionsTransferred++;
     const reason = transfer.request.reason;

@@ -28,7 +28,7 @@ import { Datagram, type Ack, type Heartbeat } from '../gen/baton/v1/wire';
 import type { Membership, MembershipEvent } from './membership';
 import type { Placement } from './placement';
 import type { Random } from '../store/random';
-import type { SessionStore, StoredSession } from '../store/store';
+import { tieLoser, type SessionSnapshot, type SessionStore, type StoredSession } from '../store/store';
 import { readDataDatagram, receivedData, type Change, type ReceivedData } from '../wire/delta-codec';
 import { isNodeId, safeSeq } from '../wire/datagram-fields';
 import { DeltaApply } from './delta-apply';
@@ -218,6 +218,25 @@ export class ReplicationEngine {
     if (write === undefined) return undefined;
     this.stats.deltasSent += write.deltas;
     return this.tickets.open(write.waits, write.owner, { sessionId: session.id, changes, resends: 0 }, now).id;
+  }
+
+  /**
+   * Merges a session a state transfer brought. When the copy named another owner at the
+   * transferred copy's epoch (two claims at one epoch that did not reach each other: a
+   * split, say), ownership settles on the transferred owner and this copy may hold writes
+   * of the loser the winner lacks: they go to the winner's holders and the loser, as for a
+   * delta that settled such a tie (FanOut.forwardTied). Returns whether the merge changed
+   * the copy.
+   */
+  mergeTransferred(snapshot: SessionSnapshot, now: number): boolean {
+    const current = this.store.ownerOf(snapshot.id);
+    // The values, not the record ownerOf answers with, which the merge changes.
+    const prior = { owner: current?.owner, epoch: current?.epoch ?? 0 };
+    const changed = this.store.merge(snapshot, now);
+    if (snapshot.owner === this.config.nodeId) return changed;
+    const loser = tieLoser(prior, snapshot.owner, snapshot.epoch);
+    if (loser !== undefined && this.store.isOwnedBy(snapshot.id, snapshot.owner)) this.stats.deltasSent += this.fanOut.forwardTied(snapshot.id, loser, now).deltas;
+    return changed;
   }
 
   /**
