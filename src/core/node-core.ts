@@ -333,7 +333,7 @@ export class NodeCore implements Replicator {
         takeoverPending: (partition) => this.engine.takeoverPending(partition),
         quorumLost: (at) => this.quorumLost(at),
         vouched: (partition, owner) => this.takeoverVouched(partition, owner),
-        quorumSince: () => ((this.config.quorum ?? 0) > 1 ? this.quorumSince : -Infinity),
+        quorumSince: () => (this.quorumOn ? this.quorumSince : -Infinity),
       },
       now,
     );
@@ -579,8 +579,8 @@ export class NodeCore implements Replicator {
    * node stops before any claim there (2 s before, at the defaults).
    */
   quorumLost(now: number): string | undefined {
-    const quorum = this.config.quorum ?? 0;
-    if (quorum <= 1) return undefined;
+    if (!this.quorumOn) return undefined;
+    const quorum = this.config.quorum!;
     const heard = this.membersHeard(now);
     if (heard >= quorum) return undefined;
     return `no quorum: this node has heard from ${heard} of the ${quorum} members --quorum asks for (itself included) in the last ${this.config.membership.suspectAfterMs} ms, so it may be on the smaller side of a network split`;
@@ -590,39 +590,47 @@ export class NodeCore implements Replicator {
    * With --quorum, whether a claim of a session `owner` held may be made from the copies of
    * the peers that `answered` (this node's own counts as one): the owner answered, or it is
    * gone — departed, `down` (it refused the call), or dead and unheard for dead-after while
-   * this node had its quorum (ownerGone) — and one of them
-   * was its secondary when it was last heard (the members live then, membersWhenLastHeard),
-   * so the copies hold every write it acknowledged. A live owner that did not answer may be
-   * cut off and go on acknowledging writes on the other side of a split; others' copies — one
-   * kept from an earlier resume, one pulled from a node that never held the session — may
-   * lack some of its writes. A claim from them would beat those writes everywhere once the
-   * network heals. Without a quorum, a claim takes the copies at hand.
+   * this node had its quorum (ownerGone) — and one of them was its secondary when it was
+   * last heard (the members live then, membersWhenLastHeard), so the copies hold every
+   * write it acknowledged. A live owner that did not answer may be cut off and go on
+   * acknowledging writes on the other side of a split; others' copies — one kept from an
+   * earlier resume, one pulled from a node that never held the session — may lack some of
+   * its writes. A claim from them would beat those writes everywhere once the network
+   * heals. Without a quorum, a claim takes the copies at hand.
    */
   claimVouched(sessionId: string, owner: string, answered: readonly string[], down: readonly string[]): boolean {
-    if ((this.config.quorum ?? 0) > 1 && !answered.includes(owner) && !down.includes(owner)) {
+    if (!this.quorumOn) return true;
+    if (!answered.includes(owner) && !down.includes(owner)) {
       const gone = ownerGone(this.membership.member(owner), this.now, this.startedAt, this.config.membership.deadAfterMs, this.quorumSince);
       if (!gone) return false;
     }
     return this.vouchedIn(this.store.partitionOf(sessionId), owner, answered);
   }
 
-  /** Whether `sources` (and this node) include the owner or one of its secondaries when it was last heard; true without --quorum. */
+  /** Whether `sources` or this node are the owner or were its secondaries when it was last heard; true without --quorum. */
   private vouchedIn(partition: number, owner: string, sources: readonly string[]): boolean {
-    if ((this.config.quorum ?? 0) <= 1 || owner === this.config.nodeId || sources.includes(owner)) return true;
+    const self = this.config.nodeId;
+    if (!this.quorumOn || owner === self || sources.includes(owner)) return true;
     if (this.placementsThenView !== this.membership.viewVersion) {
       this.placementsThen.clear();
       this.placementsThenView = this.membership.viewVersion;
     }
-    let placement = this.placementsThen.get(owner);
-    if (!this.placementsThen.has(owner)) {
-      const then = this.membership.membersWhenLastHeard(owner);
-      placement = then === undefined ? undefined : new Placement(this.hasher, this.config.partitions, this.config.replicas);
-      placement?.setMembers(then!.nodeIds, then!.storeIds);
-      this.placementsThen.set(owner, placement);
-    }
-    if (placement === undefined) return false;
-    const self = this.config.nodeId;
-    return placement.secondaries(partition, owner).some((id) => id === self || sources.includes(id));
+    if (!this.placementsThen.has(owner)) this.placementsThen.set(owner, this.placementWhenLastHeard(owner));
+    const secondaries = this.placementsThen.get(owner)?.secondaries(partition, owner) ?? [];
+    return secondaries.some((id) => id === self || sources.includes(id));
+  }
+
+  /** Placement over the members live when `owner` was last heard (undefined: a node this one has no record of). */
+  private placementWhenLastHeard(owner: string): Placement | undefined {
+    const then = this.membership.membersWhenLastHeard(owner);
+    if (then === undefined) return undefined;
+    const placement = new Placement(this.hasher, this.config.partitions, this.config.replicas);
+    placement.setMembers(then.nodeIds, then.storeIds);
+    return placement;
+  }
+
+  private get quorumOn(): boolean {
+    return (this.config.quorum ?? 0) > 1;
   }
 
   /**
@@ -759,7 +767,7 @@ export class NodeCore implements Replicator {
 
   private advance(now: number): void {
     if (now > this.now) this.now = now;
-    if ((this.config.quorum ?? 0) > 1) this.quorumSince = this.quorumLost(this.now) !== undefined ? Infinity : Math.min(this.quorumSince, this.now);
+    if (this.quorumOn) this.quorumSince = this.quorumLost(this.now) !== undefined ? Infinity : Math.min(this.quorumSince, this.now);
   }
 
   /** Members a drain waits for: a suspect one has stopped answering (likely dead). */
