@@ -15,6 +15,7 @@ import {
   reassemblyLimits,
   runsInsecure,
 } from '../sidecar/config/config';
+import { nodeCoreConfig } from '../sidecar/config/core-config';
 import { ChannelReceiver, type ChannelReceiverConfig, DEFAULT_CHANNEL_RECEIVER_CONFIG, nackRepairLimitMs } from '../src/core/channel-receiver';
 import { ConfigError } from '../src/wire/errors';
 import { DEFAULT_MEMBERSHIP_CONFIG } from '../src/core/membership';
@@ -267,6 +268,14 @@ describe('cluster shape: --role, --multicast-groups, --config-from-peers', () =>
     expect(parse({}).role).toBe('edge');
     expect(parse({ role: 'store' }).role).toBe('store');
     expect(() => parse({ role: 'replica' })).toThrow('invalid --role (BATON_ROLE) "replica": use edge or store');
+  });
+
+  test('--quorum is off (0) by default, a whole number of members up to 1024, and reaches the node core', () => {
+    expect(parse({}).quorum).toBe(0);
+    expect(parse({ quorum: '3' }).quorum).toBe(3);
+    expect(nodeCoreConfig(parse({ quorum: '2' }), { advertiseAddress: '127.0.0.1:7401', incarnation: 1n, maxPayloadBytes: 1400 }).quorum).toBe(2);
+    expect(refusal({ quorum: 'majority' })).toMatch(/^invalid --quorum \(BATON_QUORUM\) "majority"/);
+    expect(refusal({ quorum: '1025' })).toMatch(/^invalid --quorum \(BATON_QUORUM\) "1025"/);
   });
 
   test('a store node has no web server: --proxy-listen is refused with it', () => {
