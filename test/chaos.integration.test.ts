@@ -31,7 +31,7 @@
  */
 import type { Session } from '../src/client/client';
 import { NetnsLab, namespacesUnavailable, nftablesUnavailable, type StopResult } from './support/netns';
-import { chaosTest, NetnsCluster } from './support/netns-cluster';
+import { chaosTest, NetnsCluster, partValue } from './support/netns-cluster';
 import { FAST_FAILURE_DETECTION, mapLimit, pollUntil } from './support/static-cluster';
 
 const NODES = ['a', 'b', 'c'] as const;
@@ -73,11 +73,6 @@ function theLab(): NetnsLab {
 
 function text(value: string): Uint8Array {
   return Buffer.from(value);
-}
-
-function partValue(session: Session | undefined, name: string): string | undefined {
-  const part = session?.parts.find((p) => p.name === name);
-  return part === undefined ? undefined : Buffer.from(part.value).toString();
 }
 
 /**

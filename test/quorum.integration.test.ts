@@ -11,9 +11,8 @@
  * Where namespaces or nftables are missing the test is skipped with the reason in its title,
  * except under CI, where it fails with the reason.
  */
-import type { Session } from '../src/client/client';
 import { NetnsLab, namespacesUnavailable, nftablesUnavailable } from './support/netns';
-import { chaosTest, NetnsCluster } from './support/netns-cluster';
+import { chaosTest, NetnsCluster, partValue } from './support/netns-cluster';
 import { FAST_FAILURE_DETECTION, mapLimit, pollUntil } from './support/static-cluster';
 
 const NODES = ['a', 'b', 'c', 'd', 'e'] as const;
@@ -34,11 +33,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await lab?.destroy();
 });
-
-function partValue(session: Session | undefined, name: string): string | undefined {
-  const part = session?.parts.find((p) => p.name === name);
-  return part === undefined ? undefined : Buffer.from(part.value).toString();
-}
 
 describe(missing === undefined ? '--quorum (network namespaces)' : `--quorum (network namespaces) [NOT RUN: ${missing}]`, () => {
   chaosTest(

@@ -3,6 +3,7 @@
  * nodes one test starts, and a test that runs only where namespaces can be made.
  */
 import { randomBytes } from 'node:crypto';
+import type { Session } from '../../src/client/client';
 import type { NetnsLab, NamespacedBaton } from './netns';
 import { pollUntil } from './static-cluster';
 
@@ -106,4 +107,10 @@ export class NetnsCluster {
   logTails(): string {
     return [...this.nodes.values()].map((n) => `--- ${n.label}\n${n.logTail(10)}`).join('\n');
   }
+}
+
+/** A part of a session as text (undefined: no session, or no such part). */
+export function partValue(session: Session | undefined, name: string): string | undefined {
+  const part = session?.parts.find((p) => p.name === name);
+  return part === undefined ? undefined : Buffer.from(part.value).toString();
 }
