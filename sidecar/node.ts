@@ -203,6 +203,7 @@ export class BatonNode {
         incarnation: replication.incarnation.toString(16),
         transport: this.config.multicast === undefined ? 'unicast' : 'multicast',
         role: this.config.role,
+        ...(this.config.quorum > 1 ? { quorum: this.config.quorum } : {}),
         preset: this.config.preset,
         encrypted: this.keys !== undefined,
         peer_tls: this.config.peerTlsFiles !== undefined ? 'files' : this.keys !== undefined ? 'cluster key' : 'off',

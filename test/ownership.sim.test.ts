@@ -735,6 +735,8 @@ interface SplitRun {
   refused: { nodeId: string; message: string }[];
   /** Writes made on the larger side while the network was split, and how many of them were acknowledged. */
   largerSideDuringSplit: { made: number; acknowledged: number };
+  /** Per node, from the split on: its quorum lost ('lost') or had again ('has'), in order. */
+  quorumChanges: Record<string, string[]>;
 }
 
 /**
@@ -752,6 +754,7 @@ async function roundRobinAcrossASplit(seed: number, transport: 'unicast' | 'mult
   const written: { id: string; name: string; value: string; acknowledged: boolean; duringSplitOn: string | undefined }[] = [];
   const refused: SplitRun['refused'] = [];
   let split = false;
+  let splitAt = Infinity;
   let requests = 0;
   const request = async (id: string, name: string) => {
     const node = nodes[requests++ % 5]!;
@@ -773,6 +776,7 @@ async function roundRobinAcrossASplit(seed: number, transport: 'unicast' | 'mult
       cluster.runFor(3);
       for (const x of nodes.slice(0, 2)) for (const y of nodes.slice(2)) cluster.net.cut(x.address, y.address);
       split = true;
+      splitAt = cluster.net.now;
       cluster.net.schedule(cluster.net.now + cutMs, () => {
         cluster.net.healAll();
         split = false;
@@ -798,6 +802,7 @@ async function roundRobinAcrossASplit(seed: number, transport: 'unicast' | 'mult
     lost: lost.map((w) => `${w.id} ${w.name} ${w.value}`),
     refused,
     largerSideDuringSplit: { made: onLargerSide.length, acknowledged: onLargerSide.filter((w) => w.acknowledged).length },
+    quorumChanges: Object.fromEntries(nodes.map((n) => [n.nodeId, n.quorumEvents.filter((e) => e.at >= splitAt).map((e) => (e.lost === undefined ? 'has' : 'lost'))])),
   };
 }
 
@@ -844,6 +849,8 @@ describe('--quorum: a split twice as long as failure detection, under round-robi
     expect(run.largerSideDuringSplit.acknowledged).toBeGreaterThan(0);
     expect(run.refused.filter((r) => !smaller.includes(r.nodeId) && r.message.startsWith('no quorum'))).toEqual([]);
     if (gapMs > 0) expect(run.refused.filter((r) => smaller.includes(r.nodeId) && r.message.startsWith('no quorum')).length).toBeGreaterThan(0);
+    // The smaller side lost its quorum once and had it again after the heal; the larger side never lost it.
+    expect(run.quorumChanges).toEqual({ 'node-1': ['lost', 'has'], 'node-2': ['lost', 'has'], 'node-3': [], 'node-4': [], 'node-5': [] });
   });
 
   test('without --quorum the same split loses acknowledged writes: both sides take the other over', async () => {

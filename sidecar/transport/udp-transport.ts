@@ -617,6 +617,11 @@ function loggingObserver(observer: NodeObserver, log: Logger): NodeObserver {
         );
       } else log.info({ event: event.type, peer: event.nodeId }, 'membership change');
     },
+    quorum: (lost) => {
+      observer.quorum?.(lost);
+      if (lost === undefined) log.info('quorum: this node hears enough members to acknowledge writes and claim sessions');
+      else log.warn(`${lost}: it refuses writes, deletes and claims until it hears enough again`);
+    },
     resync: (request, outcome, sessions, error) => {
       observer.resync(request, outcome, sessions, error);
       if (outcome === 'ok') log.debug({ peer: request.peerNodeId, reason: request.reason, partitions: request.partitions.length, sessions }, 'resync done');

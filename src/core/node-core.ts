@@ -127,6 +127,8 @@ export interface NodeObserver {
   membership(event: MembershipEvent): void;
   /** One peer's answer to a resume's lookup (or its failure), with its latency. */
   peerFetch(seconds: number, outcome: 'ok' | 'error'): void;
+  /** With --quorum: this node lost its quorum (why: quorumLost's message), or has it (again: undefined). */
+  quorum?(lost: string | undefined): void;
 }
 
 export interface NodeCoreDeps {
@@ -767,7 +769,11 @@ export class NodeCore implements Replicator {
 
   private advance(now: number): void {
     if (now > this.now) this.now = now;
-    if (this.quorumOn) this.quorumSince = this.quorumLost(this.now) !== undefined ? Infinity : Math.min(this.quorumSince, this.now);
+    if (!this.quorumOn) return;
+    const lost = this.quorumLost(this.now);
+    const had = this.quorumSince !== Infinity;
+    this.quorumSince = lost !== undefined ? Infinity : Math.min(this.quorumSince, this.now);
+    if (had === (lost !== undefined)) this.observer.quorum?.(lost);
   }
 
   /** Members a drain waits for: a suspect one has stopped answering (likely dead). */

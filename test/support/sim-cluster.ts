@@ -155,6 +155,8 @@ export class SimNode implements SimHost, SimTransportHost {
   core!: NodeCore;
   transport!: SimTransport;
   readonly membershipEvents: ({ at: number } & MembershipEvent)[] = [];
+  /** With --quorum: when this node lost its quorum (and why) or had it again (lost undefined). */
+  readonly quorumEvents: { at: number; lost: string | undefined }[] = [];
   /** The replication engine's drops by reason (the core's counters, this incarnation). */
   get engineDrops(): Map<EngineDropReason, number> {
     return new Map([...this.core.counters.dropped].filter(([reason]) => ENGINE_DROP_REASONS.has(reason))) as Map<EngineDropReason, number>;
@@ -276,6 +278,7 @@ export class SimNode implements SimHost, SimTransportHost {
         observer: {
           lag: () => undefined,
           membership: (event) => this.membershipEvents.push({ at: this.net.now, ...event }),
+          quorum: (lost) => this.quorumEvents.push({ at: this.net.now, lost }),
           peerFetch: () => undefined,
           resync: (request, outcome, sessions) => this.transferEnded(request, outcome, sessions),
         },
