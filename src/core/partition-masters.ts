@@ -26,6 +26,10 @@
  *   unanswered for about a second) is enough to elect a master, but a live owner behind a
  *   lossy link would keep writing at its old epoch and lose those writes to the claim; its
  *   sessions are claimed once membership declares it dead (or by a client's resume).
+ * - With --quorum: no takeover while this node lacks its quorum; an owner counts as dead
+ *   only for time this node had it (quorumSince); and a master claims only sessions whose
+ *   owner it was a secondary of when the owner was last heard (vouched) — the others wait
+ *   for a resume, which asks their holders.
  * - Bad election input is dropped and counted (NodeCounters.dropped): 'malformed' for a
  *   notice that does not read, 'election_ignored' for one about a group this node does not
  *   share with its sender.
@@ -112,7 +116,7 @@ export interface PartitionMastersDeps {
   quorumLost(now: number): string | undefined;
   /** With --quorum, since when this node has had its quorum (-Infinity without one: ownerGone). */
   quorumSince(): number;
-  /** Whether this node's copies (with what the takeover pulled) hold every write `owner` acknowledged in the partition (NodeCore.claimVouched). */
+  /** With --quorum, whether this node was `owner`'s secondary in the partition when the owner was last heard, so its copy holds every write the owner acknowledged (NodeCore.takeoverVouched); true without. */
   vouched(partition: number, owner: string): boolean;
 }
 
