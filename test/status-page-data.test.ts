@@ -46,8 +46,8 @@ test('counts are placement\'s, a dead member holds nothing, Status fields become
   const members = [member('n1', 'alive', true), member('n2'), member('n3'), member('n4', 'dead')];
   const live = ['n1', 'n2', 'n3'];
   const p = placement(100, 1, live);
-  const data = statusPageData(status(100, members), p);
-  expect(data).toMatchObject({ nodeId: 'n1', sessions: 3, parts: 5, bytes: 1234, maxBytes: 2 ** 29, tombstones: 2, partitions: 100, copies: 2, startedAtUnixMs: 1_700_000_000_000 });
+  const data = statusPageData({ ...status(100, members), quorum: 3, membersHeard: 2 }, p);
+  expect(data).toMatchObject({ nodeId: 'n1', sessions: 3, parts: 5, bytes: 1234, maxBytes: 2 ** 29, tombstones: 2, partitions: 100, copies: 2, startedAtUnixMs: 1_700_000_000_000, quorum: 3, membersHeard: 2 });
   for (const m of data.members.slice(0, 3)) {
     expect(m.partitionsHeld).toBe(p.partitionsHeldBy(m.nodeId).length);
     expect(m.partitionsPrimary).toBe(Array.from({ length: 100 }, (_, i) => p.ranking(i)[0]).filter((id) => id === m.nodeId).length);

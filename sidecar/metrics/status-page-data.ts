@@ -43,6 +43,9 @@ export interface StatusPageData {
   partitions: number;
   /** Copies of each partition placement asks for (replicas + 1, capped by the live members). */
   copies: number;
+  /** --quorum (0: off), and the members this node heard within the suspect time, itself included. */
+  quorum: number;
+  membersHeard: number;
   members: StatusPageMember[];
   ring: {
     /** Consecutive partitions per segment (the last segment may cover fewer). */
@@ -95,6 +98,8 @@ export function statusPageData(status: StatusResponse, placement: Placement | un
     tombstones: Number(status.tombstones),
     partitions,
     copies,
+    quorum: status.quorum,
+    membersHeard: status.membersHeard,
     members: status.members.map((m, i) => ({
       nodeId: m.nodeId,
       address: m.address,

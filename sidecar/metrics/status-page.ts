@@ -181,7 +181,8 @@ const SCRIPT = `
     bar.style.width = Math.min(100, share * 100).toFixed(2) + '%';
     bar.style.background = share > 0.9 ? STATE_COLOURS.dead : share > 0.75 ? STATE_COLOURS.suspect : STATE_COLOURS.alive;
     $('meta').textContent = 'baton ' + d.version + ' \\u00b7 up ' + duration(Date.now() - d.startedAtUnixMs) + ' \\u00b7 ' +
-      count(d.partitions) + ' partitions, ' + d.copies + ' copies each';
+      count(d.partitions) + ' partitions, ' + d.copies + ' copies each' +
+      (d.quorum > 1 ? ' \\u00b7 quorum ' + d.quorum + ': ' + d.membersHeard + ' heard' + (d.membersHeard < d.quorum ? ' (NO QUORUM: writes and claims refused)' : '') : '');
   }
 
   function drawMembers(d) {
