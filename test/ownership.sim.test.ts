@@ -9,8 +9,9 @@
 import { DeltaKind } from '../src/gen/baton/v1/wire';
 import { DISCARD_AFTER_MS, DISCARD_MAX_WAIT_MS } from '../src/core/replication-engine';
 import { DEFAULT_CHANNEL_RECEIVER_CONFIG } from '../src/core/channel-receiver';
+import { DEFAULT_MEMBERSHIP_CONFIG } from '../src/core/membership';
 import { PERFECT_LINK, type Transmission } from './support/sim-network';
-import { comparable, SimCluster, type SimClusterOptions, type SimNode } from './support/sim-cluster';
+import { comparable, SIM_T0, SimCluster, type SimClusterOptions, type SimNode } from './support/sim-cluster';
 import { partitionMaster } from '../src/core/name-service';
 
 const TRANSPORTS = ['unicast', 'multicast'] as const;
@@ -851,6 +852,22 @@ describe('--quorum: a split twice as long as failure detection, under round-robi
     if (gapMs > 0) expect(run.refused.filter((r) => smaller.includes(r.nodeId) && r.message.startsWith('no quorum')).length).toBeGreaterThan(0);
     // The smaller side lost its quorum once and had it again after the heal; the larger side never lost it.
     expect(run.quorumChanges).toEqual({ 'node-1': ['lost', 'has'], 'node-2': ['lost', 'has'], 'node-3': [], 'node-4': [], 'node-5': [] });
+  });
+
+  test('a --quorum above the cluster\'s size: each node says so once, after dead-after, and refuses writes with the reason', async () => {
+    const cluster = new SimCluster({ seed: 7, nodes: 3, transport: 'unicast', replicas: 1, quorum: 5 });
+    cluster.runFor(10_000);
+    for (const node of cluster.nodes as SimNode[]) {
+      expect(node.quorumEvents).toHaveLength(1);
+      expect(node.quorumEvents[0]!.at).toBeGreaterThanOrEqual(SIM_T0 + DEFAULT_MEMBERSHIP_CONFIG.deadAfterMs);
+      expect(node.quorumEvents[0]!.lost).toBe('no quorum: this node has heard from 3 of the 5 members --quorum asks for (itself included) in the last 1000 ms, so it may be on the smaller side of a network split');
+    }
+    const node = cluster.nodes[0] as SimNode;
+    await expect(node.writeSettled('s1', { note: 'x' }, { sync: 1 })).rejects.toThrow(/^no quorum: .*: the write was not made; try another node$/);
+    // A cluster whose size meets it says it has its quorum once, at the start.
+    const fine = startCluster({ seed: 7, nodes: 3, transport: 'unicast', replicas: 1, quorum: 2 });
+    fine.runFor(10_000);
+    for (const n of fine.nodes as SimNode[]) expect(n.quorumEvents.map((e) => e.lost)).toEqual([undefined]);
   });
 
   test('without --quorum the same split loses acknowledged writes: both sides take the other over', async () => {

@@ -247,6 +247,8 @@ export class NodeCore implements Replicator {
    * counts as gone only once it has been unheard for dead-after with the quorum (ownerGone).
    */
   private quorumSince = Infinity;
+  /** Whether this node last reported having its quorum (NodeObserver.quorum); undefined before the first report. */
+  private quorumReported: boolean | undefined;
 
   constructor(
     readonly config: NodeCoreConfig,
@@ -771,9 +773,13 @@ export class NodeCore implements Replicator {
     if (now > this.now) this.now = now;
     if (!this.quorumOn) return;
     const lost = this.quorumLost(this.now);
-    const had = this.quorumSince !== Infinity;
     this.quorumSince = lost !== undefined ? Infinity : Math.min(this.quorumSince, this.now);
-    if (had === (lost !== undefined)) this.observer.quorum?.(lost);
+    // Reported when it changes; a node that starts without its quorum (it has heard no one
+    // yet) says so only if it still lacks it after dead-after: --quorum above the cluster's size.
+    const has = lost === undefined;
+    if (has === this.quorumReported || (!has && this.quorumReported === undefined && this.now < this.startedAt + this.config.membership.deadAfterMs)) return;
+    this.quorumReported = has;
+    this.observer.quorum?.(lost);
   }
 
   /** Members a drain waits for: a suspect one has stopped answering (likely dead). */
