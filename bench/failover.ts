@@ -59,7 +59,8 @@
  * BENCH_LOAD_SECONDS (3), BENCH_RESUME_CONCURRENCY (64), BENCH_SERIAL_SESSIONS (1000), BENCH_WARMUP (1500),
  * BENCH_MIN_REPLICAS ("1,0"), BENCH_HELD_BACK (200), BENCH_REPLICATION_TIMEOUT_SECONDS (60), BENCH_MAX_MINUTES
  * (20, whole-run watchdog), BENCH_QUIET_WAIT_SECONDS (see bench/children.ts),
- * BENCH_SIDECAR_NODE_ARGS (extra node flags for the sidecars, e.g. --cpu-prof).
+ * BENCH_SIDECAR_NODE_ARGS (extra node flags for the sidecars, e.g. --cpu-prof), BENCH_QUORUM (0: the
+ * sidecars' --quorum).
  *
  * Every loop is bounded in count and time; every child process is stopped at the end, on
  * error and on Ctrl-C (SIGTERM, then SIGKILL; an exit hook kills any left).
@@ -90,6 +91,8 @@ import { histogramQuantile, scrape, type Scrape } from './support/prometheus-scr
 import { GcTotals, observeOwnGc } from './gc-pauses';
 
 const RUNS = Math.round(envNumber('BENCH_RUNS', 3));
+/** --quorum of every sidecar (0: off). */
+const QUORUM = Math.round(envNumber('BENCH_QUORUM', 0));
 const SESSIONS = Math.round(envNumber('BENCH_SESSIONS', 10_000));
 const WRITE_RATE = envNumber('BENCH_WRITE_RATE', 2000);
 const LOAD_SECONDS = envNumber('BENCH_LOAD_SECONDS', 3);
@@ -262,6 +265,7 @@ async function startCluster(stoppers: (() => Promise<unknown>)[]): Promise<Clust
     String(SUSPECT_AFTER_MS),
     '--dead-after-ms',
     String(DEAD_AFTER_MS),
+    ...(QUORUM > 0 ? ['--quorum', String(QUORUM)] : []),
   ];
   const nodes: Replica[] = [];
   process.env.BATON_CLUSTER_KEY = key;
@@ -1253,7 +1257,8 @@ async function main(): Promise<void> {
   console.log(describeMachine(machineInfo()));
   console.log(
     `\ncluster: ${NODES} baton sidecars (unicast, sealed), --replicas ${REPLICAS}, --partitions ${PARTITIONS}, ` +
-      `--heartbeat-interval-ms ${HEARTBEAT_INTERVAL_MS} --suspect-after-ms ${SUSPECT_AFTER_MS} --dead-after-ms ${DEAD_AFTER_MS}`,
+      `--heartbeat-interval-ms ${HEARTBEAT_INTERVAL_MS} --suspect-after-ms ${SUSPECT_AFTER_MS} --dead-after-ms ${DEAD_AFTER_MS}` +
+      (QUORUM > 0 ? ` --quorum ${QUORUM}` : ''),
   );
   console.log(
     `workload: ${formatCount(SESSIONS)} sessions preloaded on the victim (profile ${PROFILE_BYTES} B, prefs ${PREFS_BYTES} B, counter ${COUNTER_BYTES} B; min_replicas 1), ` +
