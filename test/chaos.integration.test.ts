@@ -31,7 +31,7 @@
  */
 import type { Session } from '../src/client/client';
 import { NetnsLab, namespacesUnavailable, nftablesUnavailable, type StopResult } from './support/netns';
-import { chaosTest, NetnsCluster, partValue } from './support/netns-cluster';
+import { namespaceTest, NetnsCluster, partValue } from './support/netns-cluster';
 import { FAST_FAILURE_DETECTION, mapLimit, pollUntil } from './support/static-cluster';
 
 const NODES = ['a', 'b', 'c'] as const;
@@ -133,7 +133,7 @@ function roundOf(session: Session | undefined): number | undefined {
 }
 
 describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos (network namespaces) [NOT RUN: ${namespacesMissing}]`, () => {
-  chaosTest(
+  namespaceTest(
     '(1) a rolling restart under writes and resumes: every SIGTERM exits 0 within the drain timeout and no acknowledged write is lost',
     namespacesMissing,
     async () => {
@@ -318,7 +318,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
     180_000,
   );
 
-  chaosTest(
+  namespaceTest(
     '(2) a partition with writes on both sides, then a heal: resumes on the majority side answer in time, and every node converges to one merged state',
     nftMissing,
     async () => {
@@ -471,7 +471,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
     120_000,
   );
 
-  chaosTest(
+  namespaceTest(
     '(3) one link cut: a resuming node claims sessions from a third node while their owner, cut off from it, writes them on; no acknowledged write is lost',
     nftMissing,
     async () => {
@@ -557,7 +557,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
     120_000,
   );
 
-  chaosTest(
+  namespaceTest(
     '(4) a blip shorter than failure detection cuts one node off while requests resume and write round-robin on all three; its resumes wait it out and no acknowledged write is lost',
     nftMissing,
     async () => {

@@ -12,7 +12,7 @@
  * except under CI, where it fails with the reason.
  */
 import { NetnsLab, namespacesUnavailable, nftablesUnavailable } from './support/netns';
-import { chaosTest, NetnsCluster, partValue } from './support/netns-cluster';
+import { namespaceTest, NetnsCluster, partValue } from './support/netns-cluster';
 import { FAST_FAILURE_DETECTION, mapLimit, pollUntil } from './support/static-cluster';
 
 const NODES = ['a', 'b', 'c', 'd', 'e'] as const;
@@ -35,7 +35,7 @@ afterAll(async () => {
 });
 
 describe(missing === undefined ? '--quorum (network namespaces)' : `--quorum (network namespaces) [NOT RUN: ${missing}]`, () => {
-  chaosTest(
+  namespaceTest(
     'two of five split from three: the smaller side refuses for want of a quorum, the larger goes on, and no acknowledged write is lost',
     missing,
     async () => {

@@ -21,6 +21,7 @@ import { spawnChild, type ChildHandle } from '../bench/support/child-process';
 import { tcpRepairUnavailable } from '../sidecar/capture/tcp-repair';
 import { HandoverLab, setnsUnavailable, VIP, type HostLabel } from './support/handover-lab';
 import { BATON_BIN, NamespacedBaton, namespacesUnavailable } from './support/netns';
+import { namespaceTest } from './support/netns-cluster';
 
 const missing = namespacesUnavailable() ?? setnsUnavailable() ?? tcpRepairUnavailable();
 const PROXY_PORT = 8000;
@@ -33,17 +34,6 @@ const PIPELINE_DEPTH = 4;
 const MAX_BATCHES = 5000;
 const DRAIN_TIMEOUT_SECONDS = 10;
 const ANSWER_TIMEOUT_MS = 10_000;
-
-function namespaceTest(title: string, fn: () => Promise<void>, timeoutMs: number): void {
-  if (missing === undefined) return void it(title, fn, timeoutMs);
-  if (process.env.CI) {
-    return void it(title, () => {
-      throw new Error(`cannot run here: ${missing}`);
-    });
-  }
-  console.warn(`namespace test NOT RUN (${missing}): ${title}`);
-  it.skip(`${title} [NOT RUN: ${missing}]`, fn);
-}
 
 /** The web server behind each proxy: the same bytes for the same path on both, plus who answered and the session it saw. */
 const WEB_SERVER = `
@@ -220,6 +210,7 @@ async function pollUntil(check: () => Promise<boolean>, what: string, ms: number
 describe('live TCP handover', () => {
   namespaceTest(
     `${IDLE_CONNECTIONS} idle keep-alive connections and a pipelined stream move from a to b with no FIN, RST or lost byte`,
+    missing,
     async () => {
       const l = lab!;
       const socketDir = mkdtempSync(path.join(tmpdir(), 'baton-handover-'));
@@ -308,6 +299,7 @@ describe('live TCP handover', () => {
 
   namespaceTest(
     'a failing hook leaves the connections on a, revived, and the drain closes them normally (a FIN, not a reset or silence)',
+    missing,
     async () => {
       const l = lab!;
       await Promise.all(nodes.splice(0).map((n) => n.stop('SIGTERM', DRAIN_TIMEOUT_SECONDS * 1000 + 5000)));

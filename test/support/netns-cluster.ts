@@ -11,14 +11,14 @@ import { pollUntil } from './static-cluster';
  * `it` when `missing` is undefined. Otherwise the test cannot run here: under CI it fails
  * with the reason; elsewhere it is skipped with the reason in its title and a warning.
  */
-export function chaosTest(title: string, missing: string | undefined, fn: () => Promise<void>, timeoutMs: number): void {
+export function namespaceTest(title: string, missing: string | undefined, fn: () => Promise<void>, timeoutMs: number): void {
   if (missing === undefined) return void it(title, fn, timeoutMs);
   if (process.env.CI) {
     return void it(title, () => {
       throw new Error(`cannot run here: ${missing}`);
     });
   }
-  console.warn(`chaos test NOT RUN (${missing}): ${title}`);
+  console.warn(`namespace test NOT RUN (${missing}): ${title}`);
   it.skip(`${title} [NOT RUN: ${missing}]`, fn);
 }
 
