@@ -443,7 +443,7 @@ describe('SessionApi: --quorum', () => {
     const answered = (): PeerCopies => ({ asked: 2, answered: 1, snapshots: [store.snapshot('s1', T0)!], answeredBy: ['node-c'], silent: ['node-b'], down: ['node-b'] });
     replicator.vouched = false;
     replicator.answers = [answered(), answered(), answered()];
-    await expect(api.get({ sessionId: 's1', parts: [], resume: true }, T0)).rejects.toThrow(/the session's owner node-b did not answer, and is not known to be gone, or none of the nodes that held the session for it answered/);
+    await expect(api.get({ sessionId: 's1', parts: [], resume: true }, T0)).rejects.toThrow(/the session was not resumed: its owner node-b did not answer and is not known to be gone, or none of the nodes that held the session for it answered/);
     expect(store.get('s1', T0)!.owner).toBe('node-b');
     expect(replicator.claims).toEqual([]);
     expect(replicator.vouchAsks.at(-1)).toEqual(['s1', 'node-b', ['node-c'], ['node-b']]);

@@ -144,6 +144,8 @@ export const WRITE_LOOKUP_MAX_MS = 1000;
  */
 export const OWNER_ASKS_AFTER_MERGE = 2;
 
+const WRITE_NOT_MADE = 'the write was not made';
+
 export class SessionApi {
   /**
    * Resumes in progress by session id: concurrent resumes of one session share one fetch.
@@ -223,15 +225,16 @@ export class SessionApi {
    */
   private whenWritable<T>(request: { sessionId: string; minReplicas: number }, now: number, deadline: number, run: (now: number) => T | Promise<T>): T | Promise<T> {
     const { sessionId, minReplicas } = request;
-    const runWithQuorum = (at: number): T | Promise<T> => {
-      this.checkQuorum(at, 'the write was not made');
-      return run(at);
-    };
-    this.checkQuorum(now, 'the write was not made');
+    this.checkQuorum(now, WRITE_NOT_MADE);
     const caughtUp = this.untilCaughtUp(now, deadline);
     const held =
       minReplicas === 0 ? caughtUp : caughtUp === undefined ? this.lookUpFirst(sessionId, now, deadline) : caughtUp.then(() => this.lookUpFirst(sessionId, this.clock(), deadline));
-    return held === undefined ? run(now) : held.then(() => runWithQuorum(this.clock()));
+    if (held === undefined) return run(now);
+    return held.then(() => {
+      const at = this.clock();
+      this.checkQuorum(at, WRITE_NOT_MADE);
+      return run(at);
+    });
   }
 
   /**
@@ -446,7 +449,7 @@ export class SessionApi {
       this.checkQuorum(now, "the session was not resumed (this node merged its peers' copies but did not claim it)");
       if (!(replicator.claimVouched?.(sessionId, merged.owner, answeredBy, down) ?? true)) {
         throw new UnavailableError(
-          `the session's owner ${merged.owner} did not answer, and is not known to be gone, or none of the nodes that held the session for it answered (they may be on the other side of a network split): a claim from the copies at hand could beat writes the owner acknowledged, so the session was not resumed; try again`,
+          `the session was not resumed: its owner ${merged.owner} did not answer and is not known to be gone, or none of the nodes that held the session for it answered (either may be across a network split), and a claim from the copies at hand could beat writes the owner acknowledged; try again`,
         );
       }
     }
