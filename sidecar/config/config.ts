@@ -399,7 +399,7 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     valueName: 'n',
     description:
       'fewest members, this node included, a node must hear (within --suspect-after-ms) to acknowledge writes and claim sessions: ' +
-      'set a majority of the cluster (e.g. 3 of 5) so that in a network split only the larger side goes on and no acknowledged write is lost; 0 = off',
+      'set a majority of the cluster (e.g. 3 of 5) so that in a network split only the larger side goes on, losing no write every secondary acknowledged; 0 = off',
     default: () => '0',
     parse: (v, flag) => parseInteger(v, flag, 0, 1024),
   },
