@@ -870,6 +870,30 @@ describe('--quorum: a split twice as long as failure detection, under round-robi
     for (const n of fine.nodes as SimNode[]) expect(n.quorumEvents.map((e) => e.lost)).toEqual([undefined]);
   });
 
+  test('a node that joined after the owner left, and never heard of it, resumes its sessions (a rolling update)', async () => {
+    const cluster = startCluster({ seed: 11, nodes: 4, transport: 'unicast', replicas: 1, quorum: 3, priorities: { 'node-4': 10 } });
+    const [owner] = cluster.nodes as SimNode[];
+    for (let i = 0; i < 20; i++) await owner!.writeSettled(`s${i}`, { note: `v${i}` }, { sync: 1 });
+    cluster.runFor(500);
+    owner!.leave();
+    cluster.runFor(DEFAULT_MEMBERSHIP_CONFIG.forgetDeadAfterMs + 5000);
+    const joiner = cluster.addNode();
+    expect(cluster.runUntil(() => joiner.core.membership.liveNodeIds().length === 4, 10_000)).toBe(true);
+    cluster.runFor(5000);
+    expect(joiner.core.membership.member(owner!.nodeId)).toBeUndefined();
+    // node-4 masters every partition it holds (priority), and takes over only the sessions
+    // it was node-1's secondary for: the others stay node-1's, for a resume to claim.
+    const withheld = (cluster.nodes as SimNode[]).reduce((n, node) => n + (node.running ? node.core.counters.claimsUnvouched : 0), 0);
+    expect(withheld).toBeGreaterThan(0);
+    const stillTheOwners = Array.from({ length: 20 }, (_, i) => `s${i}`).filter((id) => (cluster.nodes as SimNode[]).some((n) => n.running && n.store.ownerOf(id)?.owner === owner!.nodeId));
+    expect(stillTheOwners.length).toBeGreaterThan(0);
+    for (let i = 0; i < 20; i++) {
+      await joiner.resume(`s${i}`);
+      expect(partValue(joiner, `s${i}`, 'note')).toBe(`v${i}`);
+      expect(joiner.store.ownerOf(`s${i}`)?.owner).toBe(joiner.nodeId);
+    }
+  });
+
   test('without --quorum the same split loses acknowledged writes: both sides take the other over', async () => {
     const run = await roundRobinAcrossASplit(20052, 'unicast', { cutMs: 6000, gapMs: 1000 });
     expect(run.lost.length).toBeGreaterThan(0);

@@ -238,7 +238,7 @@ export class NodeCore implements Replicator {
   private reportedGroups = '';
   private readonly hasher: BuzHash;
   /** Placement as it was when each owner was last heard (claimVouched), for the membership view it was computed in. */
-  private readonly placementsThen = new Map<string, Placement | undefined>();
+  private readonly placementsThen = new Map<string, Placement>();
   private placementsThenView = -1;
   /**
    * With --quorum, since when this node has had its quorum without a break (Infinity while it
@@ -619,15 +619,22 @@ export class NodeCore implements Replicator {
       this.placementsThen.clear();
       this.placementsThenView = this.membership.viewVersion;
     }
-    if (!this.placementsThen.has(owner)) this.placementsThen.set(owner, this.placementWhenLastHeard(owner));
-    const secondaries = this.placementsThen.get(owner)?.secondaries(partition, owner) ?? [];
-    return secondaries.some((id) => id === self || sources.includes(id));
+    let placement = this.placementsThen.get(owner);
+    if (placement === undefined) {
+      placement = this.placementWhenLastHeard(owner);
+      this.placementsThen.set(owner, placement);
+    }
+    return placement.secondaries(partition, owner).some((id) => id === self || sources.includes(id));
   }
 
-  /** Placement over the members live when `owner` was last heard (undefined: a node this one has no record of). */
-  private placementWhenLastHeard(owner: string): Placement | undefined {
-    const then = this.membership.membersWhenLastHeard(owner);
-    if (then === undefined) return undefined;
+  /**
+   * Placement over the members live when `owner` was last heard. An owner this node has no
+   * record of (it joined after the owner left, and after its peers forgot it): the members
+   * now, with the owner — the holders that took its sessions over or re-replicated them as
+   * it went.
+   */
+  private placementWhenLastHeard(owner: string): Placement {
+    const then = this.membership.membersWhenLastHeard(owner) ?? { nodeIds: [...this.membership.liveNodeIds(), owner], storeIds: [...this.membership.liveStoreIds()] };
     const placement = new Placement(this.hasher, this.config.partitions, this.config.replicas);
     placement.setMembers(then.nodeIds, then.storeIds);
     return placement;
