@@ -227,6 +227,15 @@ export class FanOut {
     if (session === undefined) return { deltas: 0 };
     const prior = this.prior;
     this.store.applyRemote(sessionId, { kind: 'claim' }, { owner, epoch, expiresAt: session.expiresAt, ttlMs: session.ttlMs }, now, prior);
+    return this.settleTie(sessionId, prior, owner, epoch, now);
+  }
+
+  /**
+   * After a change of the session to `owner` at `epoch` (a claim it adopted, a transferred
+   * copy it merged): when the copy had named another owner at that very epoch and `owner`
+   * won the tie, sends the copy as forwardTied does; else nothing.
+   */
+  settleTie(sessionId: string, prior: PriorOwner, owner: string, epoch: number, now: number): Queued {
     const loser = owner === this.config.nodeId ? undefined : tieLoser(prior, owner, epoch);
     return loser !== undefined && this.store.isOwnedBy(sessionId, owner) ? this.forwardTied(sessionId, loser, now) : { deltas: 0 };
   }

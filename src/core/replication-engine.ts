@@ -28,7 +28,7 @@ import { Datagram, type Ack, type Heartbeat } from '../gen/baton/v1/wire';
 import type { Membership, MembershipEvent } from './membership';
 import type { Placement } from './placement';
 import type { Random } from '../store/random';
-import { tieLoser, type SessionSnapshot, type SessionStore, type StoredSession } from '../store/store';
+import type { SessionSnapshot, SessionStore, StoredSession } from '../store/store';
 import { readDataDatagram, receivedData, type Change, type ReceivedData } from '../wire/delta-codec';
 import { isNodeId, safeSeq } from '../wire/datagram-fields';
 import { DeltaApply } from './delta-apply';
@@ -233,9 +233,7 @@ export class ReplicationEngine {
     // The values, not the record ownerOf answers with, which the merge changes.
     const prior = { owner: current?.owner, epoch: current?.epoch ?? 0 };
     const changed = this.store.merge(snapshot, now);
-    if (snapshot.owner === this.config.nodeId) return changed;
-    const loser = tieLoser(prior, snapshot.owner, snapshot.epoch);
-    if (loser !== undefined && this.store.isOwnedBy(snapshot.id, snapshot.owner)) this.stats.deltasSent += this.fanOut.forwardTied(snapshot.id, loser, now).deltas;
+    this.stats.deltasSent += this.fanOut.settleTie(snapshot.id, prior, snapshot.owner, snapshot.epoch, now).deltas;
     return changed;
   }
 
