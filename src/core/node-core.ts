@@ -247,6 +247,8 @@ export class NodeCore implements Replicator {
    * counts as gone only once it has been unheard for dead-after with the quorum (ownerGone).
    */
   private quorumSince = Infinity;
+  /** Why this node lacks its quorum as of `now` (undefined: it has it, or there is no --quorum): quorumLost. */
+  private quorumMissing: string | undefined;
   /** Whether this node last reported having its quorum (NodeObserver.quorum); undefined before the first report. */
   private quorumReported: boolean | undefined;
 
@@ -583,7 +585,12 @@ export class NodeCore implements Replicator {
    * node stops before any claim there (2 s before, at the defaults).
    */
   quorumLost(now: number): string | undefined {
-    if (!this.quorumOn) return undefined;
+    this.advance(now);
+    return this.quorumMissing;
+  }
+
+  /** quorumLost's answer at `now`, computed afresh (advance keeps it). */
+  private missingQuorum(now: number): string | undefined {
     const quorum = this.config.quorum!;
     const heard = this.membersHeard(now);
     if (heard >= quorum) return undefined;
@@ -779,7 +786,8 @@ export class NodeCore implements Replicator {
   private advance(now: number): void {
     if (now > this.now) this.now = now;
     if (!this.quorumOn) return;
-    const lost = this.quorumLost(this.now);
+    const lost = this.missingQuorum(this.now);
+    this.quorumMissing = lost;
     this.quorumSince = lost !== undefined ? Infinity : Math.min(this.quorumSince, this.now);
     // Reported when it changes; a node that starts without its quorum (it has heard no one
     // yet) says so only if it still lacks it after dead-after: --quorum above the cluster's size.
