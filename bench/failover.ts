@@ -23,7 +23,9 @@
  *      concurrency;
  *   6. resumes BENCH_SERIAL_SESSIONS of them on survivor B one at a time (peer fetch, owner
  *      alive), then the same ones on B again one at a time (local): latency of a single
- *      request, without queueing behind others. Before these, every survivor is warmed
+ *      request, without queueing behind others. Every one-at-a-time call is made and timed
+ *      in a process of its own (support/one-at-a-time-client.ts), not in this one, whose
+ *      heap holds the whole run. Before these, every survivor is warmed
  *      (warmSurvivors: BENCH_WARMUP other sessions resumed on each in turn, from the one
  *      before, then again locally and read without resume, twice round): a sidecar that has
  *      served for a while has its resume, Get and Lookup paths compiled; the first few
@@ -31,7 +33,7 @@
  *      cores (this VM: a single hop's p99 2-3 ms over the first 2,000 calls, 0.4-0.6 ms
  *      after). Baselines in the same run: the same sessions read on B
  *      without resume (one gRPC hop, local state), and looked up on A over PeerService.Lookup
- *      from this process (the peer hop a resume adds) — a peer resume is those two in a row.
+ *      (the peer hop a resume adds) — a peer resume is those two in a row.
  *   7. BENCH_HELD_BACK sessions are left out of the flood, so the survivors' partition masters
  *      claim them by takeover before any client asks. After the polls, each is located
  *      (ClusterService.Locate) and resumed one at a time on the node that owns it then — the
@@ -88,7 +90,7 @@ import {
   quantileOfSorted,
 } from './stats';
 import { histogramQuantile, scrape, type Scrape } from './support/prometheus-scrape';
-import { GcTotals, observeOwnGc } from './gc-pauses';
+import { answeredSession, OneAtATimeClient, type AnsweredSession } from './support/one-at-a-time-client';
 
 const RUNS = Math.round(envNumber('BENCH_RUNS', 3));
 /** --quorum of every sidecar (0: off). */
@@ -192,7 +194,7 @@ interface Resumed {
   problem: string | undefined;
 }
 
-function inspect(sessions: Sessions, index: number, session: Session, expectedOwner: string): Resumed {
+function inspect(sessions: Sessions, index: number, session: AnsweredSession | Session, expectedOwner: string): Resumed {
   const part = (name: string) => session.parts.find((p) => p.name === name)?.value;
   const counter = part('counter');
   const profile = part('profile');
@@ -219,11 +221,6 @@ class PartitionReader {
     this.clients = new PeerClients(new PeerCredentials(peerTlsFromKeys(parseClusterKeys(clusterKey), 'bench-partition-reader', Date.now())));
   }
 
-  /** One Lookup round trip (a resume's peer hop, without the resume). */
-  lookup(peerAddress: string, sessionId: string): Promise<unknown> {
-    return this.clients.lookup(peerAddress, [sessionId], 5000);
-  }
-
   read(peerAddress: string): Promise<PartitionDigest[]> {
     return new Promise((resolve, reject) => {
       this.clients.client(peerAddress).digests({ partitions: [] }, new Metadata(), { deadline: Date.now() + 5000 }, (err, response) =>
@@ -246,6 +243,8 @@ interface Cluster {
   serial: Replica;
   survivors: Replica[];
   partitions: PartitionReader;
+  /** The process the one-at-a-time calls are made and timed in. */
+  measuring: OneAtATimeClient;
 }
 
 async function startCluster(stoppers: (() => Promise<unknown>)[]): Promise<Cluster> {
@@ -285,8 +284,10 @@ async function startCluster(stoppers: (() => Promise<unknown>)[]): Promise<Clust
   }
   const partitions = new PartitionReader(key);
   stoppers.push(async () => partitions.close());
+  const measuring = OneAtATimeClient.start(key);
+  stoppers.push(async () => measuring.stop());
   const [victim, resumer, serial] = nodes as [Replica, Replica, Replica, Replica];
-  const cluster = { nodes, victim, resumer, serial, survivors: nodes.filter((n) => n !== victim), partitions };
+  const cluster = { nodes, victim, resumer, serial, survivors: nodes.filter((n) => n !== victim), partitions, measuring };
   await waitForAlive(nodes, NODES, 20_000);
   return cluster;
 }
@@ -515,43 +516,79 @@ async function resumePass(
 }
 
 /**
- * Every survivor's resume paths compiled before the one-at-a-time passes, the same on each
- * (the flood warmed the resumer alone): `pool` is resumed on each survivor in turn — a
- * peer resume there, answered by the one before, which owned the pool — then resumed again
- * (local) and read without resume; twice round.
+ * Every survivor's resume paths, and the measuring client's, compiled before the
+ * one-at-a-time passes, the same on each (the flood warmed the resumer alone): `pool` is
+ * resumed on each survivor in turn — a peer resume there, answered by the one before, which
+ * owned the pool — then resumed again (local) and read without resume; twice round.
  */
 async function warmSurvivors(cluster: Cluster, sessions: Sessions, pool: readonly number[]): Promise<void> {
   for (let round = 0; round < 2; round++) {
     for (const node of cluster.survivors) {
-      await resumePass(node, sessions, pool, 1, nowNs());
-      await resumePass(node, sessions, pool, 1, nowNs());
-      await resumePass(node, sessions, pool, 1, nowNs(), false);
+      await oneAtATime(cluster, sessions, pool, () => node, true, false);
+      await oneAtATime(cluster, sessions, pool, () => node, true, false);
+      await oneAtATime(cluster, sessions, pool, () => node, false, false);
     }
   }
 }
 
-/**
- * The bench's own collector, kept out of the one-at-a-time passes: a full collection before
- * each (needs --expose-gc, as `npm run bench:failover` runs it), and the pauses it still
- * takes during them counted and printed. A pausing client is not a slower baton: before
- * the taken-over resumes, the passes ahead had grown this process's heap until a
- * Mark-Compact fell inside them, and while it marked, calls to every node took 2-7 ms.
- */
-const harnessGc = new GcTotals();
-/** Pauses (ms) of this process inside the measured one-at-a-time passes, this run. */
-let harnessPauseMs = 0;
+/** The measuring client's collection pauses inside the measured passes, this run (ms). */
+const clientPauses = { scavengeMs: 0, majorMs: 0 };
 
-async function measuredPass<T>(pass: () => Promise<T>): Promise<T> {
-  globalThis.gc?.();
-  // The observer hears of a collection on a later turn: the full one is counted before the pass.
-  await new Promise((resolve) => setTimeout(resolve, 10));
-  const before = harnessGc.snapshot();
-  try {
-    return await pass();
-  } finally {
-    const after = harnessGc.snapshot();
-    harnessPauseMs += after.scavengeMs - before.scavengeMs + after.majorMs - before.majorMs;
+/** One-at-a-time calls' figures: latency (ms) per call that answered, in call order and per node; what came back. */
+interface OneAtATimePass {
+  samples: number[];
+  byNode: Map<string, number[]>;
+  resumed: (Resumed | undefined)[];
+  /** Calls that failed or found nothing. */
+  failures: number;
+}
+
+/**
+ * Gets (with `resume` or without) of `indexes`, one at a time, each on the node `nodeFor`
+ * picks (skipped when undefined), from the measuring client; a `measured` pass adds its
+ * collection pauses to clientPauses.
+ */
+async function oneAtATime(
+  cluster: Cluster,
+  sessions: Sessions,
+  indexes: readonly number[],
+  nodeFor: (index: number) => Replica | undefined,
+  resume: boolean,
+  measured = true,
+): Promise<OneAtATimePass> {
+  const picked: { index: number; node: Replica }[] = [];
+  for (const index of indexes) {
+    const node = nodeFor(index);
+    if (node !== undefined && !interruption.requested) picked.push({ index, node });
   }
+  const pass = await cluster.measuring.run(picked.map(({ index, node }) => ({ kind: 'get', address: node.apiAddress, sessionId: sessions.ids[index]!, resume })));
+  if (measured) {
+    clientPauses.scavengeMs += pass.gc.scavengeMs;
+    clientPauses.majorMs += pass.gc.majorMs;
+  }
+  const out: OneAtATimePass = { samples: [], byNode: new Map(), resumed: new Array(sessions.ids.length), failures: 0 };
+  pass.results.forEach((result, i) => {
+    const { index, node } = picked[i]!;
+    const session = answeredSession(result);
+    if (session === undefined) {
+      out.failures++;
+      return;
+    }
+    out.samples.push(result.ms);
+    let mine = out.byNode.get(node.nodeId);
+    if (mine === undefined) out.byNode.set(node.nodeId, (mine = []));
+    mine.push(result.ms);
+    out.resumed[index] = inspect(sessions, index, session, node.nodeId);
+  });
+  return out;
+}
+
+/** One PeerService.Lookup round trip per session, one at a time, from the measuring client to the resumer (a peer resume's hop, without the resume): ms each. */
+async function lookupEach(cluster: Cluster, sessions: Sessions, indexes: readonly number[]): Promise<number[]> {
+  const pass = await cluster.measuring.run(indexes.map((index) => ({ kind: 'lookup', peerAddress: cluster.resumer.peerAddress, sessionId: sessions.ids[index]! })));
+  clientPauses.scavengeMs += pass.gc.scavengeMs;
+  clientPauses.majorMs += pass.gc.majorMs;
+  return pass.results.filter((r) => r.failure === undefined).map((r) => r.ms);
 }
 
 // --- after the kill: detection and full replication ------------------------------------------
@@ -737,33 +774,6 @@ function interleave(indexes: readonly number[], keyOf: (index: number) => string
   return out;
 }
 
-/** Resumes `indexes`, one at a time, each on the node `nodeFor` picks (skipped when undefined). */
-async function resumeEachOn(
-  sessions: Sessions,
-  indexes: readonly number[],
-  nodeFor: (index: number) => Replica | undefined,
-): Promise<{ samples: number[]; byNode: Map<string, number[]>; resumed: (Resumed | undefined)[]; failures: number }> {
-  const samples: number[] = [];
-  const byNode = new Map<string, number[]>();
-  const resumed: (Resumed | undefined)[] = new Array(sessions.ids.length);
-  let failures = 0;
-  for (const index of indexes) {
-    const node = nodeFor(index);
-    if (node === undefined || interruption.requested) continue;
-    // One call a pass, filling this pass's array (a list the size of every session made per
-    // call was 80 kB of garbage a call: a scavenge in the bench every ~200 calls).
-    const pass = await resumePass(node, sessions, [index], 1, nowNs(), true, resumed);
-    failures += pass.failures + pass.notFound + pass.unresumed;
-    let mine = byNode.get(node.nodeId);
-    if (mine === undefined) byNode.set(node.nodeId, (mine = []));
-    for (const sample of pass.samples) {
-      samples.push(sample.ms);
-      mine.push(sample.ms);
-    }
-  }
-  return { samples, byNode, resumed, failures };
-}
-
 /** p99 per node that answered, in node order: one slow node (a pause, a stall) shows as itself. */
 function p99ByNode(byNode: ReadonlyMap<string, readonly number[]>): string {
   return [...byNode]
@@ -800,10 +810,10 @@ async function resumeTakenOver(cluster: Cluster, sessions: Sessions, heldBack: r
   const nodeOrder = (node: Replica | undefined) => (node === undefined ? '' : node.nodeId);
   const byOwner = [...heldBack].sort((a, b) => nodeOrder(owner.get(a)).localeCompare(nodeOrder(owner.get(b))));
   const localBefore = await Promise.all(cluster.survivors.map((n) => scrape(n.metricsUrl).catch(() => undefined)));
-  const onMaster = await measuredPass(() => resumeEachOn(sessions, byOwner, (index) => owner.get(index)));
+  const onMaster = await oneAtATime(cluster, sessions, byOwner, (index) => owner.get(index), true);
   const localAfter = await Promise.all(cluster.survivors.map((n) => scrape(n.metricsUrl).catch(() => undefined)));
   const local = (list: (Scrape | undefined)[]) => list.reduce((sum, s) => sum + (s?.value('baton_resumes_total', { outcome: 'local' }) ?? NaN), 0);
-  const interleaved = await measuredPass(() => resumeEachOn(sessions, interleave(heldBack, (index) => nodeOrder(owner.get(index))), (index) => owner.get(index)));
+  const interleaved = await oneAtATime(cluster, sessions, interleave(heldBack, (index) => nodeOrder(owner.get(index))), (index) => owner.get(index), true);
   const elsewhereOf = (index: number): Replica | undefined => {
     const at = owner.get(index);
     if (at === undefined) return undefined;
@@ -811,7 +821,7 @@ async function resumeTakenOver(cluster: Cluster, sessions: Sessions, heldBack: r
     return others[index % others.length];
   };
   const pairOf = (index: number) => `${nodeOrder(elsewhereOf(index))} ${nodeOrder(owner.get(index))}`;
-  const elsewhere = await measuredPass(() => resumeEachOn(sessions, [...heldBack].sort((a, b) => pairOf(a).localeCompare(pairOf(b))), elsewhereOf));
+  const elsewhere = await oneAtATime(cluster, sessions, [...heldBack].sort((a, b) => pairOf(a).localeCompare(pairOf(b))), elsewhereOf, true);
   const resumed = onMaster.resumed.map((r, i) => r ?? elsewhere.resumed[i]);
   return {
     heldBack: heldBack.length,
@@ -876,7 +886,7 @@ interface FailoverResult {
   serialPeerP99: number;
   serialLocalP50: number;
   serialLocalP99: number;
-  /** Baselines, one at a time: a Get without resume on B, a Lookup from this process to A. */
+  /** Baselines, one at a time: a Get without resume on B, a Lookup to A. */
   serialGetP50: number;
   serialGetP99: number;
   lookupP50: number;
@@ -889,8 +899,8 @@ interface FailoverResult {
   otherCpu: number;
   watch: Watch;
   takeover: TakeoverResumes;
-  /** The bench's own GC pauses inside the one-at-a-time passes (ms), after a full collection before each. */
-  harnessPauseMs: number;
+  /** The measuring client's collection pauses inside the one-at-a-time passes (ms). */
+  clientPauses: { scavengeMs: number; majorMs: number };
 }
 
 interface SplitLatency {
@@ -946,18 +956,13 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
     // One at a time on another survivor: peer fetch (the owner alive), then local.
     const sample = all.slice(0, SERIAL_SESSIONS);
     await warmSurvivors(cluster, sessions, all.slice(SERIAL_SESSIONS, SERIAL_SESSIONS + WARMUP));
-    harnessPauseMs = 0;
-    const serialPeer = await measuredPass(() => resumePass(cluster.serial, sessions, sample, 1, nowNs()));
-    const serialLocal = await measuredPass(() => resumePass(cluster.serial, sessions, sample, 1, nowNs()));
-    const serialGet = await measuredPass(() => resumePass(cluster.serial, sessions, sample, 1, nowNs(), false));
-    const lookups = new LatencySamples(sample.length);
-    await measuredPass(async () => {
-      for (const index of sample) {
-        const started = nowNs();
-        await cluster.partitions.lookup(cluster.resumer.peerAddress, sessions.ids[index]!);
-        lookups.add(Number(nowNs() - started));
-      }
-    });
+    clientPauses.scavengeMs = 0;
+    clientPauses.majorMs = 0;
+    const onSerial = () => cluster.serial;
+    const serialPeer = await oneAtATime(cluster, sessions, sample, onSerial, true);
+    const serialLocal = await oneAtATime(cluster, sessions, sample, onSerial, true);
+    const serialGet = await oneAtATime(cluster, sessions, sample, onSerial, false);
+    const lookups = await lookupEach(cluster, sessions, sample);
     const serialDamaged = [...serialPeer.resumed, ...serialLocal.resumed].filter((r) => r?.problem !== undefined).length;
     const takeover = await resumeTakenOver(cluster, sessions, heldBack);
 
@@ -977,10 +982,10 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
 
     const [peerP50, peerP99] = flood.latency.quantilesMs(0.5, 0.99);
     const [localP50, localP99] = local.latency.quantilesMs(0.5, 0.99);
-    const [serialPeerP50, serialPeerP99] = serialPeer.latency.quantilesMs(0.5, 0.99);
-    const [serialLocalP50, serialLocalP99] = serialLocal.latency.quantilesMs(0.5, 0.99);
-    const [serialGetP50, serialGetP99] = serialGet.latency.quantilesMs(0.5, 0.99);
-    const [lookupP50, lookupP99] = lookups.quantilesMs(0.5, 0.99);
+    const { p50: serialPeerP50, p99: serialPeerP99 } = latencyOf(serialPeer.samples);
+    const { p50: serialLocalP50, p99: serialLocalP99 } = latencyOf(serialLocal.samples);
+    const { p50: serialGetP50, p99: serialGetP99 } = latencyOf(serialGet.samples);
+    const { p50: lookupP50, p99: lookupP99 } = latencyOf(lookups);
     const result: FailoverResult = {
       minReplicas,
       preloadSeconds: pre.seconds,
@@ -1016,21 +1021,21 @@ async function runFailover(minReplicas: number, run: number): Promise<FailoverRe
       localP50: localP50!,
       localP99: localP99!,
       localOutcomes: afterLocal.value('baton_resumes_total', { outcome: 'local' }) - afterFlood.value('baton_resumes_total', { outcome: 'local' }),
-      serialPeerP50: serialPeerP50!,
-      serialPeerP99: serialPeerP99!,
-      serialLocalP50: serialLocalP50!,
-      serialLocalP99: serialLocalP99!,
-      serialGetP50: serialGetP50!,
-      serialGetP99: serialGetP99!,
-      lookupP50: lookupP50!,
-      lookupP99: lookupP99!,
+      serialPeerP50,
+      serialPeerP99,
+      serialLocalP50,
+      serialLocalP99,
+      serialGetP50,
+      serialGetP99,
+      lookupP50,
+      lookupP99,
       serialDamaged,
       floodCpu,
       benchCpu,
       otherCpu,
       watch,
       takeover,
-      harnessPauseMs,
+      clientPauses: { ...clientPauses },
     };
     printRunLine(run, result, flood, local);
     return result;
@@ -1085,8 +1090,7 @@ function printRunLine(run: number, r: FailoverResult, flood: ResumePass, local: 
       `(p99 by owner ${r.takeover.onMasterByNode}; ${r.takeover.onMasterLocal} counted local; interleaved across owners ${fmtMs(r.takeover.onMasterInterleaved.p50, 2)}/${fmtMs(r.takeover.onMasterInterleaved.p99, 2)} ms), ` +
       `elsewhere ${fmtMs(r.takeover.elsewhere.p50, 2)}/${fmtMs(r.takeover.elsewhere.p99, 2)} ms (p99 by resuming node ${r.takeover.elsewhereByNode})` +
       (r.takeover.failures > 0 ? `; ${r.takeover.failures} failed attempts` : ''),
-    `    the bench's own GC pauses inside the one-at-a-time passes: ${fmtMs(r.harnessPauseMs, 1)} ms in all` +
-      (globalThis.gc === undefined ? ' (run with node --expose-gc to collect before each pass, as npm run bench:failover does)' : ' (a full collection before each pass)'),
+    `    the measuring client's own collection pauses inside the one-at-a-time passes: ${fmtMs(r.clientPauses.scavengeMs, 1)} ms young-generation, ${fmtMs(r.clientPauses.majorMs, 1)} ms full`,
     `    after the kill: every partition has a master at ${fmtMs(w.mastersMs, 0)} ms (failure detection + ${MASTER_AFTER_DETECTION_MS} ms: ` +
       `${fmtMs(w.deadSeenMs + MASTER_AFTER_DETECTION_MS, 0)} ms); ${formatCount(w.takeoverClaims)} sessions claimed proactively by takeover; ` +
       `victim counted dead by all at ${fmtMs(w.deadSeenMs, 0)} ms; every survivor holds every session at ${fmtMs(w.copiesMs, 0)} ms; ` +
@@ -1251,7 +1255,6 @@ function printReport(results: FailoverResult[]): void {
 
 async function main(): Promise<void> {
   const disarm = handleInterruptions(MAX_MINUTES);
-  const stopObservingGc = observeOwnGc(harnessGc);
 
   console.log('baton failover benchmark\n');
   console.log(describeMachine(machineInfo()));
@@ -1281,7 +1284,6 @@ async function main(): Promise<void> {
     }
   }
   if (results.length > 0) printReport(results);
-  stopObservingGc();
   disarm();
 }
 
