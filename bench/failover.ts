@@ -90,7 +90,7 @@ import {
   quantileOfSorted,
 } from './stats';
 import { histogramQuantile, scrape, type Scrape } from './support/prometheus-scrape';
-import { answeredSession, OneAtATimeClient, type AnsweredSession } from './support/one-at-a-time-client';
+import { answeredSession, OneAtATimeClient, type AnsweredSession, type OnePass } from './support/one-at-a-time-client';
 
 const RUNS = Math.round(envNumber('BENCH_RUNS', 3));
 /** --quorum of every sidecar (0: off). */
@@ -534,6 +534,11 @@ async function warmSurvivors(cluster: Cluster, sessions: Sessions, pool: readonl
 /** The measuring client's collection pauses inside the measured passes, this run (ms). */
 const clientPauses = { scavengeMs: 0, majorMs: 0 };
 
+function countPauses(gc: OnePass['gc']): void {
+  clientPauses.scavengeMs += gc.scavengeMs;
+  clientPauses.majorMs += gc.majorMs;
+}
+
 /** One-at-a-time calls' figures: latency (ms) per call that answered, in call order and per node; what came back. */
 interface OneAtATimePass {
   samples: number[];
@@ -562,10 +567,7 @@ async function oneAtATime(
     if (node !== undefined && !interruption.requested) picked.push({ index, node });
   }
   const pass = await cluster.measuring.run(picked.map(({ index, node }) => ({ kind: 'get', address: node.apiAddress, sessionId: sessions.ids[index]!, resume })));
-  if (measured) {
-    clientPauses.scavengeMs += pass.gc.scavengeMs;
-    clientPauses.majorMs += pass.gc.majorMs;
-  }
+  if (measured) countPauses(pass.gc);
   const out: OneAtATimePass = { samples: [], byNode: new Map(), resumed: new Array(sessions.ids.length), failures: 0 };
   pass.results.forEach((result, i) => {
     const { index, node } = picked[i]!;
@@ -586,8 +588,7 @@ async function oneAtATime(
 /** One PeerService.Lookup round trip per session, one at a time, from the measuring client to the resumer (a peer resume's hop, without the resume): ms each. */
 async function lookupEach(cluster: Cluster, sessions: Sessions, indexes: readonly number[]): Promise<number[]> {
   const pass = await cluster.measuring.run(indexes.map((index) => ({ kind: 'lookup', peerAddress: cluster.resumer.peerAddress, sessionId: sessions.ids[index]! })));
-  clientPauses.scavengeMs += pass.gc.scavengeMs;
-  clientPauses.majorMs += pass.gc.majorMs;
+  countPauses(pass.gc);
   return pass.results.filter((r) => r.failure === undefined).map((r) => r.ms);
 }
 
