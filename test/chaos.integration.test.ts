@@ -228,7 +228,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
         }
       };
 
-      try {
+      await cluster.run(async () => {
         await cluster.startAll(NODES);
         await cluster.waitForStates(NODES, { a: 'alive', b: 'alive', c: 'alive' }, 15_000);
         await cluster.waitForOneView(NODES, 15_000);
@@ -284,13 +284,10 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
           const held = await Promise.all(NODES.map(async (n) => `${n}: ${describeCopy(await cluster.node(n).client.get(id).catch(() => undefined))}`));
           copies += `${id} now: ${held.join('; ')}\n`;
         }
-      } catch (err) {
-        throw new Error(`${(err as Error).message}\n${cluster.logTails()}`);
-      } finally {
+      }, async () => {
         stopWriting = true;
         await Promise.all(writers);
-        await cluster.stopAll();
-      }
+      });
 
       const limitMs = DRAIN_TIMEOUT_SECONDS * 1000 + EXIT_MARGIN_MS;
       console.log(
@@ -352,7 +349,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
         return wrong.length === 0 ? '' : `parts ${wrong.join(', ')} missing or wrong`;
       };
 
-      try {
+      await cluster.run(async () => {
         await cluster.startAll(NODES);
         await cluster.waitForStates(NODES, { a: 'alive', b: 'alive', c: 'alive' }, 15_000);
         await cluster.waitForOneView(NODES, 15_000);
@@ -450,11 +447,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
           const winner = partValue(await cluster.node('a').client.get(id), 'both') ?? 'none';
           bothWinners.set(winner, (bothWinners.get(winner) ?? 0) + 1);
         }
-      } catch (err) {
-        throw new Error(`${(err as Error).message}\n${cluster.logTails()}`);
-      } finally {
-        await cluster.stopAll();
-      }
+      });
 
       console.log(
         `(2) partition: ${dropped} packets dropped between a and b, c; majority resumes: ${SESSIONS - problems.resumes.length} of ${SESSIONS} answered in time ` +
@@ -485,7 +478,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
       let lost: string[] = [];
       let dropped = 0;
       const owners = new Map<string, number>();
-      try {
+      await cluster.run(async () => {
         await cluster.startAll(NODES);
         await cluster.waitForStates(NODES, { a: 'alive', b: 'alive', c: 'alive' }, 15_000);
         await cluster.waitForOneView(NODES, 15_000);
@@ -540,11 +533,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
           const key = s === undefined ? 'absent' : `${s.ownerNodeId}@${s.epoch}`;
           owners.set(key, (owners.get(key) ?? 0) + 1);
         }
-      } catch (err) {
-        throw new Error(`${(err as Error).message}\n${cluster.logTails()}`);
-      } finally {
-        await cluster.stopAll();
-      }
+      });
       console.log(
         `(3) one link cut: ${dropped} packets dropped between a and b; b resumed ${SESSIONS - resumeProblems.length} of ${SESSIONS}; ` +
           `a's writes acknowledged ${acknowledged.size}, failed ${JSON.stringify(Object.fromEntries(failures))}; acknowledged and lost after the heal: ${lost.length}; ` +
@@ -571,7 +560,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
       const count = (what: string) => outcomes.set(what, (outcomes.get(what) ?? 0) + 1);
       let lost: string[] = [];
       let dropped = 0;
-      try {
+      await cluster.run(async () => {
         await cluster.startAll(NODES);
         await cluster.waitForStates(NODES, { a: 'alive', b: 'alive', c: 'alive' }, 15_000);
         await cluster.waitForOneView(NODES, 15_000);
@@ -624,11 +613,7 @@ describe(namespacesMissing === undefined ? 'chaos (network namespaces)' : `chaos
           },
           20_000,
         ).catch(() => undefined);
-      } catch (err) {
-        throw new Error(`${(err as Error).message}\n${cluster.logTails()}`);
-      } finally {
-        await cluster.stopAll();
-      }
+      });
       console.log(
         `(4) blip: ${dropped} packets dropped around c; ${acknowledged.length} of ${USERS * ROUNDS * 2} writes acknowledged; ` +
           `${JSON.stringify(Object.fromEntries(outcomes))}; acknowledged and lost after the heal: ${lost.length}${lost.length > 0 ? ` (${lost.slice(0, 3).join('; ')})` : ''}`,

@@ -52,7 +52,7 @@ describe(missing === undefined ? '--quorum (network namespaces)' : `--quorum (ne
       };
       const lost: string[] = [];
       let split = false;
-      try {
+      await cluster.run(async () => {
         await cluster.startAll(NODES);
         await cluster.waitForStates(NODES, Object.fromEntries(NODES.map((n) => [n, 'alive'])), 15_000);
         await cluster.waitForOneView([...NODES], 15_000);
@@ -102,11 +102,7 @@ describe(missing === undefined ? '--quorum (network namespaces)' : `--quorum (ne
           },
           20_000,
         ).catch(() => undefined);
-      } catch (err) {
-        throw new Error(`${(err as Error).message}\n${cluster.logTails()}`);
-      } finally {
-        await cluster.stopAll();
-      }
+      });
       const duringOnLarger = acknowledged.filter((w) => w.during).length;
       console.log(
         `--quorum split: ${acknowledged.length} of ${USERS * ROUNDS * 2} writes acknowledged, ${duringOnLarger} of them on the larger side during the split; ` +

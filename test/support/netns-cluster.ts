@@ -103,6 +103,22 @@ export class NetnsCluster {
     await Promise.all([...this.nodes.values()].map((n) => n.stop('SIGTERM', this.stopAfterMs)));
   }
 
+  /**
+   * Runs a test's body against the cluster: a failure comes back with every node's log tail,
+   * and every node is stopped afterwards, whatever happened (`cleanup` first: the test's own
+   * load, say).
+   */
+  async run(body: () => Promise<void>, cleanup?: () => Promise<void>): Promise<void> {
+    try {
+      await body();
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n${this.logTails()}`);
+    } finally {
+      await cleanup?.();
+      await this.stopAll();
+    }
+  }
+
   /** Log tails of every node, for failure messages. */
   logTails(): string {
     return [...this.nodes.values()].map((n) => `--- ${n.label}\n${n.logTail(10)}`).join('\n');
