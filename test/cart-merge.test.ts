@@ -88,10 +88,10 @@ describe('operations on one node', () => {
   test('the result carries the session as the update left it, so the API answers without reading it back', () => {
     const store = newStore();
     const first = applyCartUpdate(store, 's', [add('apple', 2), add('pear', 1)], 0, LIMITS, T0);
-    expect(first.session).toBe(store.get('s', T0));
+    expect(first.session).toStrictEqual(store.get('s', T0));
     expect(quantities(assembleCart(first.session))).toEqual({ apple: 2, pear: 1 });
     const second = applyCartUpdate(store, 's', [add('apple', 1), remove('pear')], 0, LIMITS, T0 + 1);
-    expect(second.session).toBe(store.get('s', T0 + 1));
+    expect(second.session).toStrictEqual(store.get('s', T0 + 1));
     expect(quantities(assembleCart(second.session))).toEqual({ apple: 3 });
     // Nothing to change: the session held is still what the answer is built from.
     const third = applyCartUpdate(store, 's', [remove('pear')], 0, LIMITS, T0 + 2);

@@ -5,7 +5,7 @@ import type { MemberView } from '../src/core/membership';
 import { Placement } from '../src/core/placement';
 import { BuzHash } from '../src/store/buzhash';
 import { HybridClock } from '../src/store/hybrid-clock';
-import { DEFAULT_STORE_CONFIG, findStoredPart, SessionStore, type StoredSession } from '../src/store/store';
+import { DEFAULT_STORE_CONFIG, findStoredPart, SessionStore, sessionHeader, type StoredSession } from '../src/store/store';
 import { decodeDelta, encodeDelta, type Change, type DecodedDelta, type ReceivedData } from '../src/wire/delta-codec';
 
 const NOW = 1_700_000_000_000;
@@ -23,7 +23,7 @@ function setup(transport: 'unicast' | 'multicast' = 'unicast') {
 
 /** A session as its writer `owner` stamps deltas. */
 function header(id: string, owner: string, epoch = 1): StoredSession {
-  return { id, parts: [], owner, epoch, ttlMs: 60_000, expiresAt: NOW + 60_000 };
+  return sessionHeader(id, owner, epoch, 60_000, NOW + 60_000);
 }
 
 function data(deltas: DecodedDelta[], extra: Partial<ReceivedData> = {}): ReceivedData {

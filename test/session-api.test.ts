@@ -193,7 +193,7 @@ describe('SessionApi: writes answer and replicate from what the store stored', (
     expect(get).not.toHaveBeenCalled();
     get.mockRestore();
     expect(seen).toHaveLength(1);
-    expect(seen[0]!.session).toBe(store.get('s1', T0));
+    expect(seen[0]!.session).toStrictEqual(store.get('s1', T0));
     const version = answer.versions[0]!.version;
     expect(seen[0]!.changes).toEqual([{ kind: 'put', name: 'note', value: Buffer.from('x'), version: Number(version) }]);
   });

@@ -11,7 +11,6 @@
  *   is about, so an update in the middle of another (an eviction) cannot misattribute it.
  */
 import { type BuzHash, fmix32, mixWord, partitionOfHash } from './buzhash';
-import { EPOCH, NAME, type PartSlot, type SessionRecord, VALUE, versionAt, WRITER } from './session-record';
 
 /**
  * A session id's 64-bit hash and its partition, computed once per operation. The halves
@@ -54,20 +53,14 @@ export class PartitionDigests {
     return (BigInt(this.hi[partition]!) << 32n) | BigInt(this.lo[partition]!);
   }
 
-  /** XORs the part at offset `at` of slots in or out of its session's partition digest. */
-  xorPart(key: SessionKey, slots: readonly PartSlot[], at: number): void {
-    this.xorEntry(
-      key,
-      slots[at + VALUE] === null ? ENTRY_PART_TOMBSTONE : ENTRY_PART,
-      mixWord(this.stringHash(slots[at + NAME] as string), slots[at + EPOCH] as number),
-      versionAt(slots, at),
-      this.stringHash(slots[at + WRITER] as string),
-    );
+  /** XORs a part (or part tombstone) in or out of its session's partition digest. */
+  xorPart(key: SessionKey, tombstone: boolean, name: string, epoch: number, version: number, writer: string): void {
+    this.xorEntry(key, tombstone ? ENTRY_PART_TOMBSTONE : ENTRY_PART, mixWord(this.stringHash(name), epoch), version, this.stringHash(writer));
   }
 
-  /** XORs the session's header (state, epoch, owner, deletedVersion) in or out. */
-  xorSession(key: SessionKey, record: SessionRecord): void {
-    this.xorEntry(key, ENTRY_SESSION + record.state, record.epoch, record.deletedVersion, this.stringHash(record.owner));
+  /** XORs a session's header (state: 0 live, 1 tombstone; epoch, owner, deletedVersion) in or out. */
+  xorSession(key: SessionKey, state: number, epoch: number, deletedVersion: number, owner: string): void {
+    this.xorEntry(key, ENTRY_SESSION + state, epoch, deletedVersion, this.stringHash(owner));
   }
 
   private stringHash(s: string): number {

@@ -8,7 +8,7 @@
  * - Merging a snapshot is applying, in order, its session delete, each of its parts and
  *   then its header as a claim (snapshotChanges): one set of rules for deltas and transfers.
  */
-import { forEachPart, LIVE, type SessionRecord, type StoredPart } from './session-record';
+import type { StoredPart } from './session-record';
 
 /** A change made on another node, as replication delivers it (epoch: the part's epoch). */
 export type RemoteChange =
@@ -37,21 +37,6 @@ export interface SessionSnapshot {
   ttlMs: number;
   /** Non-zero when the session is deleted: state at or below it is gone. */
   deletedVersion: number;
-}
-
-/** A copy of a record's replicated state (a tombstone's expiry reads 0). */
-export function snapshotOf(record: SessionRecord): SessionSnapshot {
-  const parts: StoredPart[] = [];
-  forEachPart(record, (name, value, version, writer, epoch) => parts.push({ name, value, version, writer, epoch }));
-  return {
-    id: record.id,
-    parts,
-    owner: record.owner,
-    epoch: record.epoch,
-    expiresAt: record.state === LIVE ? record.expiresAt : 0,
-    ttlMs: record.ttlMs,
-    deletedVersion: record.deletedVersion,
-  };
 }
 
 /** The header every change of a merged snapshot carries. */

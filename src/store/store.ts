@@ -35,25 +35,8 @@
 import type { BuzHash } from './buzhash';
 import { InvalidArgumentError, PreconditionFailedError } from '../wire/errors';
 import type { HybridClock } from './hybrid-clock';
-import {
-  countLive,
-  EMPTY_PARTS,
-  EPOCH,
-  indexOfPart,
-  LIVE,
-  NAME,
-  PART_OVERHEAD_BYTES,
-  partBytes,
-  partNewerThan,
-  SESSION_OVERHEAD_BYTES,
-  type StoredSession,
-  TOMBSTONE,
-  VALUE,
-  valueLengthAt,
-  versionAt,
-  WRITER,
-} from './session-record';
-import { type RemoteChange, type RemoteSessionMeta, type SessionSnapshot, snapshotChanges, snapshotMeta, snapshotOf } from './session-snapshot';
+import { LIVE, PART_OVERHEAD_BYTES, partBytes, partNewerThan, SESSION_OVERHEAD_BYTES, type StoredSession, TOMBSTONE } from './session-record';
+import { type RemoteChange, type RemoteSessionMeta, type SessionSnapshot, snapshotChanges, snapshotMeta } from './session-snapshot';
 import { SessionTable } from './session-table';
 import type { StoreConfig, StoreObserver, StoreStats } from './store-config';
 
@@ -61,10 +44,10 @@ export {
   findStoredPart,
   forEachPart,
   PART_OVERHEAD_BYTES,
-  PART_STRIDE,
   partNewerThan,
   SESSION_OVERHEAD_BYTES,
-  type PartSlot,
+  sessionHeader,
+  type PartVisitor,
   type StoredPart,
   type StoredSession,
 } from './session-record';
@@ -122,10 +105,10 @@ export class SessionStore {
 
   /** A live, unexpired session, or undefined. Marks it recently used. */
   get(id: string, now: number): StoredSession | undefined {
-    const record = this.table.find(id);
-    if (record === undefined || !this.table.isLive(record, now)) return undefined;
-    this.table.touchLru(record);
-    return record;
+    const row = this.table.find(id);
+    if (row === -1 || !this.table.isLive(row, now)) return undefined;
+    this.table.touchLru(row);
+    return this.table.view(row);
   }
 
   /**
@@ -136,16 +119,15 @@ export class SessionStore {
   put(id: string, writes: readonly PartWriteRequest[], ttlMs: number, now: number): PutResult {
     const table = this.table;
     const key = table.keyOf(id);
-    let record = table.find(id);
-    table.expireIfDue(record, now);
-    const live = record !== undefined && record.state === LIVE;
-    const slots = record === undefined ? EMPTY_PARTS : record.parts;
+    let row = table.find(id);
+    table.expireIfDue(row, now);
+    const live = row !== -1 && table.state(row) === LIVE;
 
     let added = 0;
-    let byteDelta = record === undefined ? id.length + SESSION_OVERHEAD_BYTES : 0;
+    let byteDelta = row === -1 ? id.length + SESSION_OVERHEAD_BYTES : 0;
     for (const write of writes) {
-      const at = indexOfPart(slots, write.name);
-      const current = live && at >= 0 && slots[at + VALUE] !== null ? versionAt(slots, at) : 0;
+      const p = row === -1 ? -1 : table.partIndexOf(row, write.name);
+      const current = live && p >= 0 && table.partLive(p) ? table.partVersion(p) : 0;
       if (write.ifVersion !== undefined && write.ifVersion !== current) {
         throw new PreconditionFailedError(
           current === 0
@@ -154,35 +136,28 @@ export class SessionStore {
         );
       }
       if (current === 0) added++;
-      byteDelta +=
-        at < 0 ? write.name.length + PART_OVERHEAD_BYTES + write.value.length : write.value.length - valueLengthAt(slots, at);
+      byteDelta += p < 0 ? write.name.length + PART_OVERHEAD_BYTES + write.value.length : write.value.length - table.partLength(p);
     }
-    const liveParts = live ? countLive(slots) : 0;
+    const liveParts = live ? table.countLive(row) : 0;
     if (liveParts + added > this.config.maxPartsPerSession) {
       throw new InvalidArgumentError(
         `the session would hold ${liveParts + added} parts, over the limit of ${this.config.maxPartsPerSession}`,
       );
     }
-    table.makeRoom(record, byteDelta);
+    table.makeRoom(row, byteDelta);
 
-    if (record === undefined) record = table.insert(key, id, this.config.nodeId, 1);
-    else if (record.state === TOMBSTONE) table.revive(key, record);
+    if (row === -1) row = table.insert(key, id, this.config.nodeId, 1);
+    else if (table.state(row) === TOMBSTONE) table.revive(key, row);
     const version = this.clock.tick(now);
     const writer = this.config.nodeId;
-    for (const write of writes) {
-      table.setPart(key, record, write.name, write.value, version, writer, record.epoch);
-    }
-    table.purgePartTombstones(key, record, now);
-    table.refreshExpiry(record, ttlMs, now);
-    table.touchLru(record);
-    if (this.observer !== undefined) {
-      const parts = record.parts;
-      for (const write of writes) {
-        const at = indexOfPart(parts, write.name);
-        this.observer.partPut(record, parts[at + NAME] as string, version, writer);
-      }
-    }
-    return { version, session: record };
+    const epoch = table.epoch(row);
+    for (const write of writes) table.setPart(key, row, write.name, write.value, version, writer, epoch);
+    table.purgePartTombstones(key, row, now);
+    table.refreshExpiry(row, ttlMs, now);
+    table.touchLru(row);
+    const session = table.view(row);
+    if (this.observer !== undefined) for (const write of writes) this.observer.partPut(session, write.name, version, writer);
+    return { version, session };
   }
 
   /**
@@ -192,33 +167,33 @@ export class SessionStore {
   delete(id: string, names: readonly string[], now: number): boolean {
     const table = this.table;
     const key = table.keyOf(id);
-    const record = table.find(id);
-    if (record === undefined || !table.isLive(record, now)) return false;
+    const row = table.find(id);
+    if (row === -1 || !table.isLive(row, now)) return false;
     if (names.length === 0) {
-      table.tombstoneSession(key, record, this.clock.tick(now), now);
+      table.tombstoneSession(key, row, this.clock.tick(now), now);
       this.observer?.partDeleted(id, '');
       return true;
     }
     const deleted = names.filter((name) => {
-      const at = indexOfPart(record.parts, name);
-      return at >= 0 && record.parts[at + VALUE] !== null;
+      const p = table.partIndexOf(row, name);
+      return p >= 0 && table.partLive(p);
     });
     if (deleted.length === 0) return false;
     const version = this.clock.tick(now);
-    for (const name of deleted) table.setPart(key, record, name, null, version, this.config.nodeId, record.epoch);
-    table.purgePartTombstones(key, record, now);
-    table.touchLru(record);
+    for (const name of deleted) table.setPart(key, row, name, null, version, this.config.nodeId, table.epoch(row));
+    table.purgePartTombstones(key, row, now);
+    table.touchLru(row);
     if (this.observer !== undefined) for (const name of deleted) this.observer.partDeleted(id, name);
     return true;
   }
 
   /** Refreshes idle expiry (ttlMs 0 = the session's TTL). Returns the new expiry, or undefined. */
   touch(id: string, ttlMs: number, now: number): number | undefined {
-    const record = this.table.find(id);
-    if (record === undefined || !this.table.isLive(record, now)) return undefined;
-    this.table.refreshExpiry(record, ttlMs, now);
-    this.table.touchLru(record);
-    return record.expiresAt;
+    const row = this.table.find(id);
+    if (row === -1 || !this.table.isLive(row, now)) return undefined;
+    this.table.refreshExpiry(row, ttlMs, now);
+    this.table.touchLru(row);
+    return this.table.expiresAt(row);
   }
 
   /**
@@ -234,21 +209,21 @@ export class SessionStore {
   applyRemote(id: string, change: RemoteChange, meta: RemoteSessionMeta, now: number, prior?: PriorOwner): boolean {
     const table = this.table;
     const key = table.keyOf(id);
-    let record = table.find(id);
-    table.expireIfDue(record, now);
+    let row = table.find(id);
+    table.expireIfDue(row, now);
     if (prior !== undefined) {
-      prior.owner = record?.owner;
-      prior.epoch = record?.epoch ?? 0;
+      prior.owner = row === -1 ? undefined : table.owner(row);
+      prior.epoch = row === -1 ? 0 : table.epoch(row);
       prior.ownWriteLost = false;
     }
     const versioned = change.kind === 'put' || change.kind === 'delete_part' || change.kind === 'delete_session';
     if (versioned) {
       this.clock.observe(change.version, now);
-      if (record !== undefined && change.version <= record.deletedVersion) {
+      if (row !== -1 && change.version <= table.deletedVersion(row)) {
         // The change itself is gone, but its header is still the owner's view when it was
         // made (a put refreshed expiry); a delete's header carries no refresh.
-        if (change.kind === 'delete_session') return table.adoptOwner(key, record, meta);
-        return meta.expiresAt > now && table.adoptMeta(key, record, meta);
+        if (change.kind === 'delete_session') return table.adoptOwner(key, row, meta);
+        return meta.expiresAt > now && table.adoptMeta(key, row, meta);
       }
     }
     // Deletes are kept even for a session this node has not seen yet (they may overtake
@@ -258,39 +233,38 @@ export class SessionStore {
       case 'put':
       case 'delete_part': {
         const value = change.kind === 'put' ? change.value : null;
-        const at = record === undefined ? -1 : indexOfPart(record.parts, change.name);
-        const slots = at < 0 ? EMPTY_PARTS : record!.parts;
-        if (at >= 0 && !partNewerThan(change.epoch, change.version, change.writer, slots[at + EPOCH] as number, versionAt(slots, at), slots[at + WRITER] as string)) {
-          return table.adoptMeta(key, record!, meta);
+        const p = row === -1 ? -1 : table.partIndexOf(row, change.name);
+        if (p >= 0 && !partNewerThan(change.epoch, change.version, change.writer, table.partEpoch(p), table.partVersion(p), table.partWriter(p))) {
+          return table.adoptMeta(key, row, meta);
         }
         // This node's own write of the part, newer than the change, loses to it all the same
         // (a claim made without it re-stamped an older value with a higher epoch).
-        if (prior !== undefined && at >= 0 && slots[at + WRITER] === this.config.nodeId && versionAt(slots, at) > change.version) prior.ownWriteLost = true;
-        const hadValue = at >= 0 && slots[at + VALUE] !== null;
+        if (prior !== undefined && p >= 0 && table.partWriter(p) === this.config.nodeId && table.partVersion(p) > change.version) prior.ownWriteLost = true;
+        const hadValue = p >= 0 && table.partLive(p);
         const byteDelta =
-          (record === undefined ? id.length + SESSION_OVERHEAD_BYTES : 0) +
-          (at < 0 ? partBytes(change.name, value?.length ?? 0) : (value?.length ?? 0) - valueLengthAt(slots, at));
-        table.makeRoom(record, byteDelta);
-        if (record === undefined) record = table.insert(key, id, meta.owner, meta.epoch);
-        else if (record.state === TOMBSTONE) table.revive(key, record);
-        table.adoptMeta(key, record, meta);
-        table.setPart(key, record, change.name, value, change.version, table.intern(change.writer), change.epoch);
-        table.touchLru(record);
-        if (value !== null) this.observer?.partPut(record, change.name, change.version, change.writer);
+          (row === -1 ? id.length + SESSION_OVERHEAD_BYTES : 0) +
+          (p < 0 ? partBytes(change.name, value?.length ?? 0) : (value?.length ?? 0) - table.partLength(p));
+        table.makeRoom(row, byteDelta);
+        if (row === -1) row = table.insert(key, id, meta.owner, meta.epoch);
+        else if (table.state(row) === TOMBSTONE) table.revive(key, row);
+        table.adoptMeta(key, row, meta);
+        table.setPart(key, row, change.name, value, change.version, change.writer, change.epoch);
+        table.touchLru(row);
+        if (value !== null) this.observer?.partPut(table.view(row), change.name, change.version, change.writer);
         else if (hadValue) this.observer?.partDeleted(id, change.name);
         return true;
       }
       case 'delete_session': {
-        if (record === undefined) {
-          table.makeRoom(undefined, id.length + SESSION_OVERHEAD_BYTES);
-          record = table.insert(key, id, meta.owner, meta.epoch);
-          record.ttlMs = meta.ttlMs;
+        if (row === -1) {
+          table.makeRoom(-1, id.length + SESSION_OVERHEAD_BYTES);
+          row = table.insert(key, id, meta.owner, meta.epoch);
+          table.setTtl(row, meta.ttlMs);
         }
         // The tombstone's header is the owner's (a claim it overtook may come later); its
         // expiry is not: a delete does not refresh the session.
-        table.adoptOwner(key, record, meta);
-        const wasLive = record.state === LIVE;
-        table.deleteUpTo(key, record, change.version, now);
+        table.adoptOwner(key, row, meta);
+        const wasLive = table.state(row) === LIVE;
+        table.deleteUpTo(key, row, change.version, now);
         if (wasLive) this.observer?.partDeleted(id, '');
         return true;
       }
@@ -299,14 +273,14 @@ export class SessionStore {
         // A tombstone takes them too: the put that revived the session on the owner (with
         // an older expiry than this touch) may not have arrived yet, or this claim came
         // before the delete the tombstone stands for.
-        if (record === undefined) {
+        if (row === -1) {
           // The session's first put has not arrived yet: hold its header so the owner's
           // expiry and ownership are not lost when it does.
-          table.makeRoom(undefined, id.length + SESSION_OVERHEAD_BYTES);
-          record = table.insert(key, id, meta.owner, meta.epoch);
+          table.makeRoom(-1, id.length + SESSION_OVERHEAD_BYTES);
+          row = table.insert(key, id, meta.owner, meta.epoch);
         }
-        const changed = table.adoptMeta(key, record, meta);
-        if (changed && change.kind === 'claim' && record.state === LIVE) this.observer?.claimed?.(record);
+        const changed = table.adoptMeta(key, row, meta);
+        if (changed && change.kind === 'claim' && table.state(row) === LIVE) this.observer?.claimed?.(table.view(row));
         return changed;
       }
     }
@@ -314,37 +288,40 @@ export class SessionStore {
 
   /**
    * The owner and epoch this node holds for a session (live or a tombstone), without
-   * marking it used and without a copy (the record itself, read-only; read it at once):
+   * marking it used and without a copy (a view of the row; read it at once):
    * replication checks it on every delta it receives.
    */
   ownerOf(id: string): Readonly<{ owner: string; epoch: number }> | undefined {
-    return this.table.find(id);
+    const row = this.table.find(id);
+    return row === -1 ? undefined : this.table.view(row);
   }
 
   /** Whether this node holds anything of a session (live, expired or a tombstone); allocates nothing. */
   knows(id: string): boolean {
-    return this.table.find(id) !== undefined;
+    return this.table.find(id) !== -1;
   }
 
   /** Whether this node holds a session (live or a tombstone) as owned by `nodeId`; allocates nothing. */
   isOwnedBy(id: string, nodeId: string): boolean {
-    return this.table.find(id)?.owner === nodeId;
+    const row = this.table.find(id);
+    return row !== -1 && this.table.owner(row) === nodeId;
   }
 
   /** A session's full state, tombstones included, or undefined if unknown. */
   snapshot(id: string, now: number): SessionSnapshot | undefined {
-    const record = this.table.find(id);
-    if (record === undefined) return undefined;
-    this.table.expireIfDue(record, now);
-    return snapshotOf(record);
+    const row = this.table.find(id);
+    if (row === -1) return undefined;
+    this.table.expireIfDue(row, now);
+    return this.table.snapshot(row);
   }
 
-  /** Snapshots of every session (live or tombstone) held in a partition. */
-  *snapshotsIn(partition: number, now: number): IterableIterator<SessionSnapshot> {
-    for (const record of this.table.partitions.records(partition)) {
-      this.table.expireIfDue(record, now);
-      yield snapshotOf(record);
-    }
+  /**
+   * Snapshots of every session (live or tombstone) a partition holds when the walk starts:
+   * each as it is when the walk reaches it, or as it was when it left the store if it left
+   * before that (a state transfer may stream a partition while its sessions are discarded).
+   */
+  snapshotsIn(partition: number, now: number): IterableIterator<SessionSnapshot> {
+    return this.table.snapshotsIn(partition, now);
   }
 
   /** Merges a snapshot from a peer, part by part, with applyRemote's rules. */
@@ -372,19 +349,19 @@ export class SessionStore {
   claim(id: string, owner: string, now: number): number | undefined {
     const table = this.table;
     const key = table.keyOf(id);
-    const record = table.find(id);
-    if (record === undefined || !table.isLive(record, now)) return undefined;
-    table.claim(key, record, owner);
-    table.touchLru(record);
-    this.observer?.claimed?.(record);
-    return record.epoch;
+    const row = table.find(id);
+    if (row === -1 || !table.isLive(row, now)) return undefined;
+    table.claim(key, row, owner);
+    table.touchLru(row);
+    this.observer?.claimed?.(table.view(row));
+    return table.epoch(row);
   }
 
   /** Drops a session held for replication that this node no longer needs (placement moved). */
   discard(id: string): boolean {
-    const record = this.table.find(id);
-    if (record === undefined) return false;
-    this.table.remove(record);
+    const row = this.table.find(id);
+    if (row === -1) return false;
+    this.table.remove(row);
     return true;
   }
 
@@ -400,13 +377,13 @@ export class SessionStore {
     let dropped = 0;
     let looked = 0;
     const partitions = this.table.partitions;
-    for (let p = from; p < partitions.partitions; p++) {
+    for (let p = from; p < partitions.lists; p++) {
       if (looked >= budget) return { dropped, next: p };
       if (partitions.size(p) === 0) continue;
-      for (const record of partitions.records(p)) {
+      for (const row of partitions.rows(p)) {
         looked++;
-        if (!drop(record.owner, p)) continue;
-        this.table.remove(record);
+        if (!drop(this.table.owner(row), p)) continue;
+        this.table.remove(row);
         dropped++;
       }
     }
@@ -436,8 +413,9 @@ export class SessionStore {
 
   /** Every live, unexpired session of a partition. */
   *sessionsIn(partition: number, now: number): IterableIterator<StoredSession> {
-    for (const record of this.table.partitions.walk(partition)) {
-      if (record.state === LIVE && !record.expiredBy(now)) yield record;
+    const table = this.table;
+    for (const row of table.partitions.walk(partition)) {
+      if (table.state(row) === LIVE && !table.expiredBy(row, now)) yield table.view(row);
     }
   }
 

@@ -29,6 +29,8 @@
  *   were released when it went.
  * - Values over dedicatedMinBytes get a slab of their own, forgotten when released.
  *   Empty values share one empty slab, which is never counted.
+ * - Every slab held has an index (slabAt), which parts keep instead of a pointer: index 0
+ *   is the empty slab; a forgotten slab's index is handed to the next new one.
  */
 
 /** Size of a shared slab. */
@@ -43,6 +45,8 @@ export class ValueSlab {
   live = 0;
   /** Owners that stored into this slab, for evacuation (not kept for dedicated slabs). */
   owners: unknown[] = [];
+  /** Its index in its ValueSlabs (slabAt), or -1 while it has none. */
+  index = -1;
 
   constructor(
     readonly bytes: Buffer,
@@ -52,6 +56,7 @@ export class ValueSlab {
 
 /** The slab of every empty value: nothing is stored in it, nothing released from it. */
 export const EMPTY_SLAB = new ValueSlab(Buffer.alloc(0), true);
+EMPTY_SLAB.index = 0;
 
 export interface ValueSlabsOptions {
   slabBytes?: number;
@@ -72,6 +77,9 @@ export class ValueSlabs<Owner> {
   private readonly sparse = new Set<ValueSlab>();
   private readonly free: ValueSlab[] = [];
   private evacuating = false;
+  /** Slabs by index (slabAt); undefined at a free index. */
+  private readonly slabs: (ValueSlab | undefined)[] = [EMPTY_SLAB];
+  private readonly freeIndexes: number[] = [];
   private readonly slabBytes: number;
   private readonly dedicatedMinBytes: number;
 
@@ -86,6 +94,11 @@ export class ValueSlabs<Owner> {
     this.slabBytes = options.slabBytes ?? DEFAULT_SLAB_BYTES;
     this.dedicatedMinBytes = Math.min(options.dedicatedMinBytes ?? this.slabBytes / 16, this.slabBytes);
     this.current = this.newShared();
+  }
+
+  /** The slab with this index (one held: a part's). */
+  slabAt(index: number): ValueSlab {
+    return this.slabs[index]!;
   }
 
   /** Copies a value in for owner; returns its slab (its offset: lastOffset). */
@@ -123,6 +136,7 @@ export class ValueSlabs<Owner> {
     this.liveBytes -= length;
     if (slab.dedicated) {
       this.allocatedBytes -= slab.used;
+      this.unregister(slab);
       return;
     }
     if (slab === this.current) return;
@@ -160,7 +174,7 @@ export class ValueSlabs<Owner> {
   private placeFor(length: number, owner: Owner): ValueSlab {
     let slab: ValueSlab;
     if (length > this.dedicatedMinBytes) {
-      slab = new ValueSlab(Buffer.allocUnsafeSlow(length), true);
+      slab = this.register(new ValueSlab(Buffer.allocUnsafeSlow(length), true));
       this.allocatedBytes += length;
     } else {
       while (this.current.used + length > this.slabBytes) this.openNext();
@@ -188,7 +202,20 @@ export class ValueSlabs<Owner> {
     const reused = this.free.pop();
     if (reused !== undefined) return reused;
     this.allocatedBytes += this.slabBytes;
-    return new ValueSlab(Buffer.allocUnsafeSlow(this.slabBytes), false);
+    return this.register(new ValueSlab(Buffer.allocUnsafeSlow(this.slabBytes), false));
+  }
+
+  private register(slab: ValueSlab): ValueSlab {
+    const index = this.freeIndexes.pop() ?? this.slabs.length;
+    this.slabs[index] = slab;
+    slab.index = index;
+    return slab;
+  }
+
+  private unregister(slab: ValueSlab): void {
+    this.slabs[slab.index] = undefined;
+    this.freeIndexes.push(slab.index);
+    slab.index = -1;
   }
 
   /** A shared slab without live values: kept for reuse, or left to the garbage collector. */
@@ -200,6 +227,7 @@ export class ValueSlabs<Owner> {
       this.free.push(slab);
     } else {
       this.allocatedBytes -= slab.bytes.length;
+      this.unregister(slab);
     }
   }
 }
