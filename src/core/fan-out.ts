@@ -29,7 +29,7 @@ import type { ChannelSender } from './channel-sender';
 import type { ChannelTable } from './channel-table';
 import { toRemoteChange } from './delta-apply';
 import type { Placement } from './placement';
-import { findStoredPart, forEachPart, tieLoser, type PriorOwner, type SessionStore, type StoredSession } from '../store/store';
+import { findStoredPart, forEachPart, sessionHeader, tieLoser, type PriorOwner, type SessionStore, type StoredSession } from '../store/store';
 import { deltaKey, encodeDelta, type Change } from '../wire/delta-codec';
 import type { TicketWait } from './write-tickets';
 import { groupOfChannel, isGroupChannel, MulticastGroups } from './multicast-groups';
@@ -253,7 +253,7 @@ export class FanOut {
         if (snapshot.owner !== self) continue;
         if (snapshot.expiresAt === 0) {
           if (snapshot.deletedVersion === 0) continue;
-          const header = { id: snapshot.id, parts: [], owner: self, epoch: snapshot.epoch, ttlMs: snapshot.ttlMs, expiresAt: now + snapshot.ttlMs };
+          const header = sessionHeader(snapshot.id, self, snapshot.epoch, snapshot.ttlMs, now + snapshot.ttlMs);
           deltas += this.resendQuietly(header, [{ kind: 'delete_session', version: snapshot.deletedVersion }], now);
           continue;
         }

@@ -21,7 +21,7 @@ import type {
 } from '../gen/baton/v1/session';
 import { versionTimeMs } from '../store/hybrid-clock';
 import type { LocalChange } from './replication-engine';
-import { forEachPart, type SessionSnapshot, type SessionStore, type StoredSession } from '../store/store';
+import { forEachPart, sessionHeader, type SessionSnapshot, type SessionStore, type StoredSession } from '../store/store';
 import { checkPartNames, checkPartWrites, checkSessionId, checkTtlSeconds, RequestLimits } from '../wire/validation';
 
 /** What the API needs from replication (absent on a node without peers). */
@@ -474,7 +474,7 @@ export class SessionApi {
     if (snapshot === undefined) return;
     if (names.length === 0) {
       // The session is a tombstone now: replicate it with the header it had.
-      const session = { id: sessionId, parts: [], owner: snapshot.owner, epoch: snapshot.epoch, ttlMs: snapshot.ttlMs, expiresAt: now + snapshot.ttlMs };
+      const session = sessionHeader(sessionId, snapshot.owner, snapshot.epoch, snapshot.ttlMs, now + snapshot.ttlMs);
       this.replicator!.replicate(session, [{ kind: 'delete_session', version: snapshot.deletedVersion }], now);
       return;
     }
