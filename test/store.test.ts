@@ -1515,6 +1515,18 @@ describe('sessions as rows', () => {
     expect(store.getStats().evictions).toBeGreaterThan(0);
   });
 
+  test('part versions read back exactly over the whole range a version takes (kept as two 32-bit halves)', () => {
+    const random = new SeededRandom(31);
+    const edges = [1, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 2 ** 52 + 3, Number.MAX_SAFE_INTEGER];
+    const versions = [...edges, ...Array.from({ length: 500 }, () => random.below(2 ** 21) * 2 ** 32 + random.below(2 ** 32))];
+    const { store } = makeStore();
+    const meta: RemoteSessionMeta = { owner: 'node-b', epoch: 1, expiresAt: T0 + 60_000, ttlMs: 60_000 };
+    versions.forEach((version, i) => {
+      store.applyRemote(`s${i}`, { kind: 'put', name: 'p', value: bytes('v'), version, writer: 'node-b', epoch: 1 }, meta, T0);
+      expect(findStoredPart(store.get(`s${i}`, T0)!, 'p')!.version).toBe(version);
+    });
+  });
+
   test('a TTL beyond 2^32 - 1 ms (49 days) is held at that', () => {
     const { store } = makeStore();
     store.put('s', [{ name: 'p', value: Buffer.from('v') }], 2 ** 40, T0);

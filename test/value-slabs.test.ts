@@ -1,26 +1,29 @@
 import { SeededRandom } from '../src/store/random';
 import { EMPTY_SLAB, MAX_FREE_SLABS, readValue, type ValueSlab, ValueSlabs } from '../src/store/value-slabs';
 
-/** An owner as the store has them: values it refers to, rewritten when they move. */
+/** An owner as the store has them (by number): values it refers to, rewritten when they move. */
 interface Owner {
+  readonly id: number;
   stored: boolean;
   values: { slab: ValueSlab; offset: number; length: number; bytes: Buffer }[];
 }
+const owners: Owner[] = [];
 
 function slabs(slabBytes = 1024) {
-  const values: ValueSlabs<Owner> = new ValueSlabs<Owner>(
-    (owner, from) => {
+  const values: ValueSlabs = new ValueSlabs(
+    (id, from) => {
+      const owner = owners[id]!;
       if (!owner.stored) return;
       for (const v of owner.values) {
         if (v.slab !== from) continue;
-        v.slab = values.move(from, v.offset, v.length, owner);
+        v.slab = values.move(from, v.offset, v.length, owner.id);
         v.offset = values.lastOffset;
       }
     },
     { slabBytes },
   );
   const put = (owner: Owner, bytes: Buffer) => {
-    const slab = values.store(bytes, owner);
+    const slab = values.store(bytes, owner.id);
     owner.values.push({ slab, offset: values.lastOffset, length: bytes.length, bytes: Buffer.from(bytes) });
   };
   const drop = (owner: Owner, index: number) => {
@@ -31,7 +34,11 @@ function slabs(slabBytes = 1024) {
   return { values, put, drop, read };
 }
 
-const newOwner = (): Owner => ({ stored: true, values: [] });
+const newOwner = (): Owner => {
+  const owner: Owner = { id: owners.length, stored: true, values: [] };
+  owners.push(owner);
+  return owner;
+};
 
 test('a value reads back byte for byte; an empty value takes no slab space', () => {
   const { values, put, read } = slabs();

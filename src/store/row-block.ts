@@ -10,7 +10,8 @@
  * Rules:
  * - A row is a number; its fields are at `row * doubles + k` in f64 and `row * ints + k` in
  *   i32 (u32 reads the same 32-bit slots unsigned). A layout puts its doubles first and its
- *   32-bit fields after them, so no field overlaps another.
+ *   32-bit fields after them, so no field overlaps another; a row of a size not a multiple of
+ *   8 has 32-bit fields only (its f64 view is empty).
  * - Growing replaces the views: read `block.i32` (and f64, u32) afresh after anything that
  *   may allocate a row, never keep them in a local across it.
  * - A freed row goes on a free list chained through the i32 field `freeLink`; it is handed
@@ -39,7 +40,7 @@ export class RowBlock {
   private freeHead = -1;
 
   /**
-   * @param rowBytes bytes per row, a multiple of 8
+   * @param rowBytes bytes per row, a multiple of 4 (of 8 for 64-bit fields)
    * @param freeLink the i32 field (index within the row) that chains free rows
    */
   constructor(
@@ -47,13 +48,13 @@ export class RowBlock {
     private readonly freeLink: number,
     initialRows = INITIAL_ROWS,
   ) {
-    if (rowBytes <= 0 || rowBytes % 8 !== 0) throw new RangeError('rowBytes must be a positive multiple of 8');
-    this.doubles = rowBytes / 8;
+    if (rowBytes <= 0 || rowBytes % 4 !== 0) throw new RangeError('rowBytes must be a positive multiple of 4');
+    this.doubles = rowBytes % 8 === 0 ? rowBytes / 8 : 0;
     this.ints = rowBytes / 4;
     if (freeLink < 0 || freeLink >= this.ints) throw new RangeError('freeLink must be a 32-bit field of the row');
     this.capacity = Math.max(1, initialRows);
     const buffer = new ArrayBuffer(this.capacity * rowBytes);
-    this.f64 = new Float64Array(buffer);
+    this.f64 = this.doublesOf(buffer);
     this.i32 = new Int32Array(buffer);
     this.u32 = new Uint32Array(buffer);
   }
@@ -92,8 +93,12 @@ export class RowBlock {
     const buffer = new ArrayBuffer(capacity * this.rowBytes);
     new Uint8Array(buffer).set(new Uint8Array(this.i32.buffer, 0, this.top * this.rowBytes));
     this.capacity = capacity;
-    this.f64 = new Float64Array(buffer);
+    this.f64 = this.doublesOf(buffer);
     this.i32 = new Int32Array(buffer);
     this.u32 = new Uint32Array(buffer);
+  }
+
+  private doublesOf(buffer: ArrayBuffer): Float64Array {
+    return this.doubles === 0 ? new Float64Array(0) : new Float64Array(buffer);
   }
 }

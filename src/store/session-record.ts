@@ -24,7 +24,7 @@ import { newerThan } from './hybrid-clock';
  * docs/benchmarks.md, "The store in rows").
  */
 export const SESSION_OVERHEAD_BYTES = 112;
-/** Accounted bytes of a part beyond its name and value (its row). */
+/** Accounted bytes of a part beyond its name and value (its row, its slab owner entry). */
 export const PART_OVERHEAD_BYTES = 40;
 
 /** One part, as handed to readers and observers (a copy; the store keeps its own layout). */
@@ -96,9 +96,10 @@ export const IN_LRU = 8;
 export const OWNER_SHIFT = 8;
 export const FLAG_BITS = (1 << OWNER_SHIFT) - 1;
 
-// The part block: 40 B a row. 64-bit (f64 index row * 5 + k):
-export const P_VERSION = 0;
-// 32-bit (i32 index row * 10 + k):
+// The part block: 36 B a row, 32-bit fields (i32 index row * 9 + k).
+/** The version, high and low 32 bits (low unsigned): a double field would need 8 B alignment, and 4 B of padding with it. */
+export const P_VERSION_HIGH = 0;
+export const P_VERSION_LOW = 1;
 /** The name: an index into the string table. */
 export const P_NAME = 2;
 /** The writer: an index into the string table. */
@@ -110,9 +111,8 @@ export const P_OFFSET = 6;
 export const P_LENGTH = 7;
 /** The session's next part, or -1. */
 export const P_NEXT = 8;
-export const PART_ROW_BYTES = 40;
+export const PART_ROW_BYTES = 36;
 export const PART_INTS = PART_ROW_BYTES / 4;
-export const PART_DOUBLES = PART_ROW_BYTES / 8;
 /** P_SLAB of a part tombstone. */
 export const NO_VALUE = -1;
 

@@ -45,9 +45,9 @@ import {
   P_NEXT,
   P_OFFSET,
   P_SLAB,
-  P_VERSION,
+  P_VERSION_HIGH,
+  P_VERSION_LOW,
   P_WRITER,
-  PART_DOUBLES,
   PART_INTS,
   PART_ROW_BYTES,
   partBytes,
@@ -155,7 +155,7 @@ export class SessionTable {
   /** Part names. */
   private readonly names = new StringTable();
   /** The bytes of every part value (off the V8 heap), each stored for its part row. */
-  readonly values: ValueSlabs<number>;
+  readonly values: ValueSlabs;
   private readonly walks = new Set<WeakRef<PartitionWalk>>();
 
   constructor(
@@ -176,14 +176,37 @@ export class SessionTable {
     return sessionKey(this.hasher, id, this.config.partitions);
   }
 
-  /** The row of a session (live or tombstone), or -1; allocates nothing (the read path). */
+  /** The row of a session (live or tombstone), or -1; allocates nothing. */
   find(id: string): number {
     return this.byId.get(id) ?? -1;
   }
 
-  /** A reader's view of the row (StoredSession). */
-  view(row: number): StoredSession {
-    return new SessionView(this, row, this.ids[row]!);
+  /**
+   * The read path: the row of a live, unexpired session, marked used, or -1 (one that is
+   * due expires now). Reads the row's flags once and its expiry, beside them.
+   */
+  findLive(id: string, now: number): number {
+    const row = this.byId.get(id);
+    if (row === undefined) return -1;
+    const i32 = this.sessions.i32;
+    const at = row * SESSION_INTS + S_FLAGS;
+    const flags = i32[at]!;
+    if ((flags & STATE_MASK) !== LIVE) return -1;
+    if (this.sessions.f64[row * SESSION_DOUBLES + S_EXPIRES]! <= now) {
+      this.expire(row);
+      return -1;
+    }
+    if ((flags & IN_LRU) === 0) this.touchLru(row);
+    else if ((flags & LRU_USED) === 0) i32[at] = flags | LRU_USED;
+    return row;
+  }
+
+  /**
+   * A reader's view of the row (StoredSession). `id`: the session's id when the caller has
+   * it at hand (equal to the row's: a Get then reads no more than the row).
+   */
+  view(row: number, id: string = this.ids[row]!): StoredSession {
+    return new SessionView(this, row, id);
   }
 
   // --- reading a session row ---
@@ -253,7 +276,15 @@ export class SessionTable {
   }
 
   partVersion(part: number): number {
-    return this.parts.f64[part * PART_DOUBLES + P_VERSION]!;
+    const at = part * PART_INTS;
+    return this.parts.i32[at + P_VERSION_HIGH]! * 4294967296 + this.parts.u32[at + P_VERSION_LOW]!;
+  }
+
+  /** Sets the part's version (a whole number of at most 2^53 in magnitude). */
+  private setPartVersion(part: number, version: number): void {
+    const at = part * PART_INTS;
+    this.parts.i32[at + P_VERSION_HIGH] = Math.floor(version / 4294967296);
+    this.parts.u32[at + P_VERSION_LOW] = version >>> 0;
   }
 
   partWriter(part: number): string {
@@ -424,7 +455,7 @@ export class SessionTable {
     i32[at + P_SLAB] = slab === null ? NO_VALUE : slab.index;
     i32[at + P_OFFSET] = offset;
     i32[at + P_LENGTH] = length;
-    this.parts.f64[p * PART_DOUBLES + P_VERSION] = version;
+    this.setPartVersion(p, version);
     const writers = i32[at + P_WRITER]!;
     if (this.nodes.at(writers) !== writer) {
       i32[at + P_WRITER] = this.nodes.ref(writer);
@@ -685,7 +716,7 @@ export class SessionTable {
     const p = this.parts.alloc();
     const i32 = this.parts.i32;
     const at = p * PART_INTS;
-    this.parts.f64[p * PART_DOUBLES + P_VERSION] = 0;
+    this.setPartVersion(p, 0);
     i32[at + P_NAME] = this.names.ref(name);
     i32[at + P_WRITER] = this.nodes.ref(writer);
     i32[at + P_EPOCH] = 0;

@@ -105,10 +105,8 @@ export class SessionStore {
 
   /** A live, unexpired session, or undefined. Marks it recently used. */
   get(id: string, now: number): StoredSession | undefined {
-    const row = this.table.find(id);
-    if (row === -1 || !this.table.isLive(row, now)) return undefined;
-    this.table.touchLru(row);
-    return this.table.view(row);
+    const row = this.table.findLive(id, now);
+    return row === -1 ? undefined : this.table.view(row, id);
   }
 
   /**

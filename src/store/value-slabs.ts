@@ -43,8 +43,12 @@ export class ValueSlab {
   used = 0;
   /** Bytes of the values stored here that are still referenced by a part. */
   live = 0;
-  /** Owners that stored into this slab, for evacuation (not kept for dedicated slabs). */
-  owners: unknown[] = [];
+  /**
+   * Owners that stored into this slab (the first ownerCount), for evacuation; not kept for
+   * dedicated slabs. 32-bit numbers (the store's part rows): 4 B a value, off the heap.
+   */
+  owners = NO_OWNERS;
+  ownerCount = 0;
   /** Its index in its ValueSlabs (slabAt), or -1 while it has none. */
   index = -1;
 
@@ -53,6 +57,8 @@ export class ValueSlab {
     readonly dedicated: boolean,
   ) {}
 }
+
+const NO_OWNERS = new Int32Array(0);
 
 /** The slab of every empty value: nothing is stored in it, nothing released from it. */
 export const EMPTY_SLAB = new ValueSlab(Buffer.alloc(0), true);
@@ -63,7 +69,7 @@ export interface ValueSlabsOptions {
   dedicatedMinBytes?: number;
 }
 
-export class ValueSlabs<Owner> {
+export class ValueSlabs {
   /** The offset of the value the last store or move placed (read it right after). */
   lastOffset = 0;
   /** Bytes of all slabs held: shared (free ones included), current and dedicated. */
@@ -88,7 +94,7 @@ export class ValueSlabs<Owner> {
    *   its parts to the new place; does nothing for an owner no longer stored.
    */
   constructor(
-    private readonly relocate: (owner: Owner, from: ValueSlab) => void,
+    private readonly relocate: (owner: number, from: ValueSlab) => void,
     options: ValueSlabsOptions = {},
   ) {
     this.slabBytes = options.slabBytes ?? DEFAULT_SLAB_BYTES;
@@ -102,7 +108,7 @@ export class ValueSlabs<Owner> {
   }
 
   /** Copies a value in for owner; returns its slab (its offset: lastOffset). */
-  store(value: Uint8Array, owner: Owner): ValueSlab {
+  store(value: Uint8Array, owner: number): ValueSlab {
     const length = value.length;
     if (length === 0) {
       this.lastOffset = 0;
@@ -117,7 +123,7 @@ export class ValueSlabs<Owner> {
    * Moves a value out of `from` (during relocate): copies it to the current slab for
    * owner and releases it from `from`. Returns its new slab (offset: lastOffset).
    */
-  move(from: ValueSlab, offset: number, length: number, owner: Owner): ValueSlab {
+  move(from: ValueSlab, offset: number, length: number, owner: number): ValueSlab {
     if (length === 0) {
       this.lastOffset = 0;
       return EMPTY_SLAB;
@@ -141,7 +147,7 @@ export class ValueSlabs<Owner> {
     }
     if (slab === this.current) return;
     if (slab.live === 0) this.forget(slab);
-    else if (slab.live * 2 < slab.used && slab.owners.length > 0) this.sparse.add(slab);
+    else if (slab.live * 2 < slab.used && slab.ownerCount > 0) this.sparse.add(slab);
   }
 
   /** Slabs waiting to be evacuated. */
@@ -158,12 +164,14 @@ export class ValueSlabs<Owner> {
         this.sparse.delete(slab);
         this.evacuatedSlabs++;
         this.movedBytes += slab.live;
-        const owners = slab.owners as Owner[];
-        slab.owners = [];
+        const owners = slab.owners;
+        const count = slab.ownerCount;
+        slab.owners = NO_OWNERS;
+        slab.ownerCount = 0;
         // Each move releases from the slab, and the last forgets it. Every live value has
         // an owner still stored: were one missed, the slab would stay, counted, and never
         // be sparse again (no owners), rather than lose bytes a part uses.
-        for (let i = 0; i < owners.length && slab.live > 0; i++) this.relocate(owners[i]!, slab);
+        for (let i = 0; i < count && slab.live > 0; i++) this.relocate(owners[i]!, slab);
       }
     } finally {
       this.evacuating = false;
@@ -171,7 +179,7 @@ export class ValueSlabs<Owner> {
   }
 
   /** Reserves length bytes (lastOffset) in the current slab, or a dedicated one. */
-  private placeFor(length: number, owner: Owner): ValueSlab {
+  private placeFor(length: number, owner: number): ValueSlab {
     let slab: ValueSlab;
     if (length > this.dedicatedMinBytes) {
       slab = this.register(new ValueSlab(Buffer.allocUnsafeSlow(length), true));
@@ -179,8 +187,16 @@ export class ValueSlabs<Owner> {
     } else {
       while (this.current.used + length > this.slabBytes) this.openNext();
       slab = this.current;
-      const owners = slab.owners;
-      if (owners.length === 0 || owners[owners.length - 1] !== owner) owners.push(owner);
+      const count = slab.ownerCount;
+      if (count === 0 || slab.owners[count - 1] !== owner) {
+        if (count === slab.owners.length) {
+          const grown = new Int32Array(Math.max(64, count * 2));
+          grown.set(slab.owners);
+          slab.owners = grown;
+        }
+        slab.owners[count] = owner;
+        slab.ownerCount = count + 1;
+      }
     }
     this.lastOffset = slab.used;
     slab.used += length;
@@ -193,6 +209,8 @@ export class ValueSlabs<Owner> {
   private openNext(): void {
     const full = this.current;
     this.current = this.newShared();
+    // Its owner list is complete: keep it at its length (it grew by doubling).
+    if (full.ownerCount < full.owners.length) full.owners = full.owners.slice(0, full.ownerCount);
     if (full.live === 0) this.forget(full);
     else if (full.live * 2 < full.used) this.sparse.add(full);
     this.evacuateSparse();
@@ -221,7 +239,8 @@ export class ValueSlabs<Owner> {
   /** A shared slab without live values: kept for reuse, or left to the garbage collector. */
   private forget(slab: ValueSlab): void {
     this.sparse.delete(slab);
-    slab.owners = [];
+    slab.owners = NO_OWNERS;
+    slab.ownerCount = 0;
     if (this.free.length < MAX_FREE_SLABS) {
       slab.used = 0;
       this.free.push(slab);
