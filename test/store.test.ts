@@ -1513,6 +1513,12 @@ describe('sessions as rows', () => {
       forEachPart(session, (_name, value) => expect(value === null || value.toString().startsWith(`${id}@`)).toBe(true));
     }
     expect(store.getStats().evictions).toBeGreaterThan(0);
+    // Once every session has gone, no part name or node id is held any more (client-chosen
+    // names must not pile up).
+    const strings = (store as unknown as { table: { names: { size: number }; nodes: { size: number } } }).table;
+    expect(strings.names.size).toBeGreaterThan(0);
+    store.discardWhere(() => true);
+    expect([strings.names.size, strings.nodes.size, store.getStats().bytes]).toEqual([0, 0, 0]);
   });
 
   test('part versions read back exactly over the whole range a version takes (kept as two 32-bit halves)', () => {

@@ -79,6 +79,10 @@ import { StringTable } from './string-table';
 import { DEFAULT_SLAB_BYTES, readValue, type ValueSlab, ValueSlabs } from './value-slabs';
 import type { StoreConfig, StoreObserver, StoreStats } from './store-config';
 
+/** Rows per chunk of the id column (a power of two). */
+const ID_CHUNK_BITS = 12;
+const ID_CHUNK = 1 << ID_CHUNK_BITS;
+
 /** Most node ids the owner field holds (S_FLAGS above OWNER_SHIFT). */
 const MAX_NODES = 2 ** (32 - OWNER_SHIFT);
 /** The longest TTL a row holds (S_TTL is unsigned 32-bit). */
@@ -140,8 +144,11 @@ interface PartitionWalk {
 export class SessionTable {
   /** Session rows (live and tombstones) by id: one map, so a read hashes nothing but the map key. */
   private readonly byId = new Map<string, number>();
-  /** The id of each row in use (undefined: free). */
-  private readonly ids: (string | undefined)[] = [];
+  /**
+   * The id of each row in use (undefined: free), in chunks of ID_CHUNK rows: one array
+   * grown by push keeps up to half its length again spare, 4 B a session at a million.
+   */
+  private readonly ids: (string | undefined)[][] = [];
   readonly sessions = new RowBlock(SESSION_ROW_BYTES, S_LRU_NEXT);
   readonly parts = new RowBlock(PART_ROW_BYTES, P_NEXT);
   /** The same rows, listed by partition. */
@@ -205,14 +212,21 @@ export class SessionTable {
    * A reader's view of the row (StoredSession). `id`: the session's id when the caller has
    * it at hand (equal to the row's: a Get then reads no more than the row).
    */
-  view(row: number, id: string = this.ids[row]!): StoredSession {
+  view(row: number, id: string = this.idAt(row)!): StoredSession {
     return new SessionView(this, row, id);
   }
 
   // --- reading a session row ---
 
+  /** The id of the session in the row, or undefined if the row is free. */
   idAt(row: number): string | undefined {
-    return this.ids[row];
+    return this.ids[row >> ID_CHUNK_BITS]?.[row & (ID_CHUNK - 1)];
+  }
+
+  private setId(row: number, id: string | undefined): void {
+    const chunk = row >> ID_CHUNK_BITS;
+    while (this.ids.length <= chunk) this.ids.push(new Array<string | undefined>(ID_CHUNK));
+    this.ids[chunk]![row & (ID_CHUNK - 1)] = id;
   }
 
   state(row: number): number {
@@ -330,7 +344,7 @@ export class SessionTable {
     const parts: StoredPart[] = [];
     this.forEachPart(row, (name, value, version, writer, epoch) => parts.push({ name, value, version, writer, epoch }));
     return {
-      id: this.ids[row]!,
+      id: this.idAt(row)!,
       parts,
       owner: this.owner(row),
       epoch: this.epoch(row),
@@ -368,7 +382,7 @@ export class SessionTable {
 
   /** Accounted bytes of a session: what the memory budget charges for it. */
   sessionBytes(row: number): number {
-    let bytes = this.ids[row]!.length + SESSION_OVERHEAD_BYTES;
+    let bytes = this.idAt(row)!.length + SESSION_OVERHEAD_BYTES;
     for (let p = this.firstPart(row); p !== -1; p = this.nextPart(p)) bytes += partBytes(this.partName(p), this.partLength(p));
     return bytes;
   }
@@ -411,8 +425,7 @@ export class SessionTable {
     i32[at + S_WHEEL_NEXT] = -1;
     i32[at + S_LRU_PREV] = -1;
     i32[at + S_LRU_NEXT] = -1;
-    if (row === this.ids.length) this.ids.push(id);
-    else this.ids[row] = id;
+    this.setId(row, id);
     this.byId.set(id, row);
     this.partitions.append(key.partition, row);
     this.stats.sessions++;
@@ -518,7 +531,7 @@ export class SessionTable {
   expire(row: number): void {
     let newest = this.deletedVersion(row);
     for (let p = this.firstPart(row); p !== -1; p = this.nextPart(p)) newest = Math.max(newest, this.partVersion(p));
-    const id = this.ids[row]!;
+    const id = this.idAt(row)!;
     this.tombstoneSession(this.keyOf(id), row, newest, this.expiresAt(row));
     this.stats.expirations++;
     this.observer?.sessionRemoved(id, 'expired');
@@ -526,7 +539,7 @@ export class SessionTable {
 
   /** Drops a session without a trace (tombstone purge, eviction, discard); its views read no more. */
   remove(row: number): void {
-    const id = this.ids[row]!;
+    const id = this.idAt(row)!;
     const key = this.keyOf(id);
     if (this.walks.size > 0) this.keepForWalks(row, key.partition);
     this.dropParts(key, row, () => true);
@@ -541,7 +554,7 @@ export class SessionTable {
     const i32 = this.sessions.i32;
     this.nodes.unref(i32[row * SESSION_INTS + S_FLAGS]! >>> OWNER_SHIFT);
     i32[row * SESSION_INTS + S_FLAGS] = FREE;
-    this.ids[row] = undefined;
+    this.setId(row, undefined);
     this.sessions.free(row);
   }
 
@@ -574,7 +587,7 @@ export class SessionTable {
       }
       if (candidate !== keep) {
         const wasLive = this.state(candidate) === LIVE;
-        const id = this.ids[candidate]!;
+        const id = this.idAt(candidate)!;
         this.remove(candidate);
         this.stats.evictions++;
         if (wasLive) this.observer?.sessionRemoved(id, 'evicted');
