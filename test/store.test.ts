@@ -1533,6 +1533,21 @@ describe('sessions as rows', () => {
     });
   });
 
+  test('epochs up to 2^32 - 1 are kept; a remote change naming a higher epoch or an inexact version is refused', () => {
+    const { store } = makeStore();
+    const meta = (epoch: number): RemoteSessionMeta => ({ owner: 'node-b', epoch, expiresAt: T0 + 60_000, ttlMs: 60_000 });
+    const put = (epoch: number, version: number): RemoteChange => ({ kind: 'put', name: 'p', value: bytes('v'), version, writer: 'node-b', epoch });
+    expect(store.applyRemote('s', put(2 ** 32 - 1, 10), meta(2 ** 32 - 1), T0)).toBe(true);
+    expect(store.get('s', T0)!.epoch).toBe(2 ** 32 - 1);
+    expect(findStoredPart(store.get('s', T0)!, 'p')!.epoch).toBe(2 ** 32 - 1);
+    expect(store.applyRemote('s', put(2 ** 32, 11), meta(2 ** 32), T0)).toBe(false);
+    expect(store.applyRemote('s', put(1, 12), meta(2 ** 32), T0)).toBe(false);
+    expect(store.applyRemote('t', put(1, 2 ** 60), meta(1), T0)).toBe(false);
+    expect(store.applyRemote('t', { kind: 'delete_session', version: 2 ** 60 }, meta(1), T0)).toBe(false);
+    expect(store.knows('t')).toBe(false);
+    expect(findStoredPart(store.get('s', T0)!, 'p')!.version).toBe(10);
+  });
+
   test('a TTL beyond 2^32 - 1 ms (49 days) is held at that', () => {
     const { store } = makeStore();
     store.put('s', [{ name: 'p', value: Buffer.from('v') }], 2 ** 40, T0);

@@ -65,6 +65,7 @@ export const S_WHEEL_KEY = 2;
 // 32-bit fields (i32 index row * 16 + k):
 /** State (FREE, LIVE, TOMBSTONE) and the LRU flags in the low OWNER_SHIFT bits; the owner (its string-table index) above them. */
 export const S_FLAGS = 6;
+/** The epoch, unsigned (MAX_EPOCH at most: a claim a second would take 136 years to reach it). */
 export const S_EPOCH = 7;
 /** Idle TTL in ms, unsigned (up to 2^32 - 1 ms, 49 days; a longer one is held at that). */
 export const S_TTL = 8;
@@ -104,6 +105,7 @@ export const P_VERSION_LOW = 1;
 export const P_NAME = 2;
 /** The writer: an index into the string table. */
 export const P_WRITER = 3;
+/** The part's epoch, unsigned. */
 export const P_EPOCH = 4;
 /** The value's slab (its index in ValueSlabs), or NO_VALUE for a tombstone. */
 export const P_SLAB = 5;
@@ -113,6 +115,8 @@ export const P_LENGTH = 7;
 export const P_NEXT = 8;
 export const PART_ROW_BYTES = 36;
 export const PART_INTS = PART_ROW_BYTES / 4;
+/** The highest epoch a row holds; a remote change naming a higher one is refused. */
+export const MAX_EPOCH = 2 ** 32 - 1;
 /** P_SLAB of a part tombstone. */
 export const NO_VALUE = -1;
 

@@ -37,6 +37,7 @@ import {
   IN_LRU,
   LIVE,
   LRU_USED,
+  MAX_EPOCH,
   NO_VALUE,
   OWNER_SHIFT,
   P_EPOCH,
@@ -237,8 +238,9 @@ export class SessionTable {
     return this.nodes.at(this.sessions.i32[row * SESSION_INTS + S_FLAGS]! >>> OWNER_SHIFT);
   }
 
+  /** The epoch (unsigned 32-bit: MAX_EPOCH at most). */
   epoch(row: number): number {
-    return this.sessions.i32[row * SESSION_INTS + S_EPOCH]!;
+    return this.sessions.u32[row * SESSION_INTS + S_EPOCH]!;
   }
 
   ttlMs(row: number): number {
@@ -306,7 +308,7 @@ export class SessionTable {
   }
 
   partEpoch(part: number): number {
-    return this.parts.i32[part * PART_INTS + P_EPOCH]!;
+    return this.parts.u32[part * PART_INTS + P_EPOCH]!;
   }
 
   /** The length of the part's value (0 for a tombstone). */
@@ -418,7 +420,7 @@ export class SessionTable {
     f64[d + S_DELETED] = 0;
     f64[d + S_WHEEL_KEY] = -1;
     i32[at + S_FLAGS] = LIVE | (owners << OWNER_SHIFT);
-    i32[at + S_EPOCH] = epoch;
+    this.sessions.u32[at + S_EPOCH] = epoch;
     i32[at + S_TTL] = 0;
     i32[at + S_FIRST_PART] = -1;
     i32[at + S_WHEEL_PREV] = -1;
@@ -474,7 +476,7 @@ export class SessionTable {
       i32[at + P_WRITER] = this.nodes.ref(writer);
       this.nodes.unref(writers);
     }
-    i32[at + P_EPOCH] = epoch;
+    this.parts.u32[at + P_EPOCH] = epoch;
     this.xorPart(key, p);
   }
 
@@ -517,12 +519,12 @@ export class SessionTable {
   claim(key: SessionKey, row: number, owner: string): void {
     this.xorSession(key, row);
     this.setOwner(row, owner);
-    const epoch = this.epoch(row) + 1;
-    this.sessions.i32[row * SESSION_INTS + S_EPOCH] = epoch;
+    const epoch = Math.min(this.epoch(row) + 1, MAX_EPOCH);
+    this.sessions.u32[row * SESSION_INTS + S_EPOCH] = epoch;
     this.xorSession(key, row);
     for (let p = this.firstPart(row); p !== -1; p = this.nextPart(p)) {
       this.xorPart(key, p);
-      this.parts.i32[p * PART_INTS + P_EPOCH] = epoch;
+      this.parts.u32[p * PART_INTS + P_EPOCH] = epoch;
       this.xorPart(key, p);
     }
   }
@@ -639,7 +641,7 @@ export class SessionTable {
     if (!(meta.epoch > epoch || (meta.epoch === epoch && meta.owner > this.owner(row)))) return false;
     this.xorSession(key, row);
     this.setOwner(row, meta.owner);
-    this.sessions.i32[row * SESSION_INTS + S_EPOCH] = meta.epoch;
+    this.sessions.u32[row * SESSION_INTS + S_EPOCH] = meta.epoch;
     this.xorSession(key, row);
     return true;
   }

@@ -35,7 +35,7 @@
 import type { BuzHash } from './buzhash';
 import { InvalidArgumentError, PreconditionFailedError } from '../wire/errors';
 import type { HybridClock } from './hybrid-clock';
-import { LIVE, PART_OVERHEAD_BYTES, partBytes, partNewerThan, SESSION_OVERHEAD_BYTES, type StoredSession, TOMBSTONE } from './session-record';
+import { LIVE, MAX_EPOCH, PART_OVERHEAD_BYTES, partBytes, partNewerThan, SESSION_OVERHEAD_BYTES, type StoredSession, TOMBSTONE } from './session-record';
 import { type RemoteChange, type RemoteSessionMeta, type SessionSnapshot, snapshotChanges, snapshotMeta } from './session-snapshot';
 import { SessionTable } from './session-table';
 import type { StoreConfig, StoreObserver, StoreStats } from './store-config';
@@ -205,6 +205,10 @@ export class SessionStore {
    * look-up.
    */
   applyRemote(id: string, change: RemoteChange, meta: RemoteSessionMeta, now: number, prior?: PriorOwner): boolean {
+    // No node of baton makes these: an epoch past what a row holds, a version past what a
+    // number holds exactly.
+    if (meta.epoch > MAX_EPOCH || ((change.kind === 'put' || change.kind === 'delete_part') && change.epoch > MAX_EPOCH)) return false;
+    if ((change.kind === 'put' || change.kind === 'delete_part' || change.kind === 'delete_session') && !Number.isSafeInteger(change.version)) return false;
     const table = this.table;
     const key = table.keyOf(id);
     let row = table.find(id);
