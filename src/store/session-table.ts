@@ -364,6 +364,7 @@ export class SessionTable {
     const rows = this.partitions.rows(partition);
     const walk: PartitionWalk = { partition, pending: new Set(rows), departed: new Map() };
     const ref = new WeakRef(walk);
+    if (this.walks.size >= 64) for (const held of this.walks) if (held.deref() === undefined) this.walks.delete(held);
     this.walks.add(ref);
     try {
       for (const row of rows) {
