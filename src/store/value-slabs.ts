@@ -209,8 +209,14 @@ export class ValueSlabs {
   private openNext(): void {
     const full = this.current;
     this.current = this.newShared();
-    // Its owner list is complete: keep it at its length (it grew by doubling).
-    if (full.ownerCount < full.owners.length) full.owners = full.owners.slice(0, full.ownerCount);
+    // Its owner list is complete: it keeps a copy at its length, and the room it grew by
+    // doubling goes to the next slab, which then grows no buffers of its own for values of
+    // the same sizes (a new ArrayBuffer per doubling was measurable CPU on a replica).
+    if (full.ownerCount < full.owners.length) {
+      const room = full.owners;
+      full.owners = room.slice(0, full.ownerCount);
+      this.current.owners = room;
+    }
     if (full.live === 0) this.forget(full);
     else if (full.live * 2 < full.used) this.sparse.add(full);
     this.evacuateSparse();
