@@ -27,11 +27,6 @@ export class ExpiryWheel {
     if (!(resolutionMs > 0)) throw new RangeError('resolutionMs must be positive');
   }
 
-  /** Whether the row sits in a bucket. */
-  isScheduled(row: number): boolean {
-    return this.rows.f64[row * SESSION_DOUBLES + S_WHEEL_KEY]! !== -1;
-  }
-
   /** Schedules (or moves) the row to the bucket holding atMs. */
   schedule(row: number, atMs: number): void {
     const key = Math.ceil(atMs / this.resolutionMs);

@@ -688,11 +688,6 @@ export class SessionTable {
     return this.wheel.nextDeadline();
   }
 
-  /** Bytes of the rows' buffers (allocated, used or not): memory the accounting estimates per row. */
-  rowBytes(): number {
-    return this.sessions.bytes + this.parts.bytes;
-  }
-
   /** A copy of a row about to leave, for each walk of its partition that has yet to reach it. */
   private keepForWalks(row: number, partition: number): void {
     let copy: SessionSnapshot | undefined;
