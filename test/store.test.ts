@@ -1548,6 +1548,19 @@ describe('sessions as rows', () => {
     expect(findStoredPart(store.get('s', T0)!, 'p')!.version).toBe(10);
   });
 
+  test('row memory: used follows the rows in use, allocated doubles and stays', () => {
+    const { store } = makeStore();
+    const before = store.rowMemory();
+    expect(before.used).toBe(0);
+    for (let i = 0; i < 3000; i++) store.put(`s${i}`, [w('a', 'x'), w('b', 'y')], 0, T0);
+    const full = store.rowMemory();
+    expect(full.used).toBe(3000 * 64 + 6000 * 36);
+    expect(full.allocated).toBeGreaterThanOrEqual(full.used);
+    expect(full.allocated).toBeGreaterThan(before.allocated);
+    store.discardWhere(() => true);
+    expect(store.rowMemory()).toEqual({ allocated: full.allocated, used: 0 });
+  });
+
   test('a TTL beyond 2^32 - 1 ms (49 days) is held at that', () => {
     const { store } = makeStore();
     store.put('s', [{ name: 'p', value: Buffer.from('v') }], 2 ** 40, T0);

@@ -212,6 +212,17 @@ export class SidecarMetrics {
         this.set({ kind: 'live' }, memory.live);
       },
     });
+    new Gauge({
+      name: 'baton_store_row_bytes',
+      help: 'Bytes of the buffers sessions and parts are rows of, off the V8 heap (allocated: they double as the store grows and never shrink; used: rows in use).',
+      labelNames: ['kind'],
+      registers: [registry],
+      collect() {
+        const memory = store.rowMemory();
+        this.set({ kind: 'allocated' }, memory.allocated);
+        this.set({ kind: 'used' }, memory.used);
+      },
+    });
     counterFrom(registry, 'baton_value_slab_moved_bytes_total', 'Value bytes moved out of mostly released slabs so the slabs could be freed.', () => store.valueMemory().movedBytes);
     new Gauge({
       name: 'baton_memory_budget_bytes',

@@ -688,6 +688,12 @@ export class SessionTable {
     return this.wheel.nextDeadline();
   }
 
+  /** Bytes of the row buffers: allocated (they double and never shrink) and used by rows in use. */
+  rowMemory(): { allocated: number; used: number } {
+    const { sessions, parts } = this;
+    return { allocated: sessions.bytes + parts.bytes, used: sessions.count * sessions.rowBytes + parts.count * parts.rowBytes };
+  }
+
   /** A copy of a row about to leave, for each walk of its partition that has yet to reach it. */
   private keepForWalks(row: number, partition: number): void {
     let copy: SessionSnapshot | undefined;

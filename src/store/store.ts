@@ -343,6 +343,11 @@ export class SessionStore {
     return { allocated: values.allocatedBytes, live: values.liveBytes, evacuatedSlabs: values.evacuatedSlabs, movedBytes: values.movedBytes };
   }
 
+  /** Bytes of the buffers sessions and parts are rows of: allocated (they double as the store grows and never shrink) and used. */
+  rowMemory(): { allocated: number; used: number } {
+    return this.table.rowMemory();
+  }
+
   /**
    * Makes `owner` the owner at the next epoch (a resume) and re-stamps every part, tombstones
    * included, with that epoch: the old owner's later writes carry a lower epoch and lose.
