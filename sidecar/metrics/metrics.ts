@@ -201,28 +201,21 @@ export class SidecarMetrics {
         this.set(stats().bytes);
       },
     });
-    new Gauge({
-      name: 'baton_value_slab_bytes',
-      help: 'Bytes of the slabs holding part values off the V8 heap (allocated: all slabs; live: values still in use). Allocated stays within about twice live plus one slab.',
-      labelNames: ['kind'],
-      registers: [registry],
-      collect() {
-        const memory = store.valueMemory();
-        this.set({ kind: 'allocated' }, memory.allocated);
-        this.set({ kind: 'live' }, memory.live);
+    gaugeByKind(
+      registry,
+      'baton_value_slab_bytes',
+      'Bytes of the slabs holding part values off the V8 heap (allocated: all slabs; live: values still in use). Allocated stays within about twice live plus one slab.',
+      () => {
+        const { allocated, live } = store.valueMemory();
+        return { allocated, live };
       },
-    });
-    new Gauge({
-      name: 'baton_store_row_bytes',
-      help: 'Bytes of the buffers sessions and parts are rows of, off the V8 heap (allocated: they double as the store grows and never shrink; used: rows in use).',
-      labelNames: ['kind'],
-      registers: [registry],
-      collect() {
-        const memory = store.rowMemory();
-        this.set({ kind: 'allocated' }, memory.allocated);
-        this.set({ kind: 'used' }, memory.used);
-      },
-    });
+    );
+    gaugeByKind(
+      registry,
+      'baton_store_row_bytes',
+      'Bytes of the buffers sessions and parts are rows of, off the V8 heap (allocated: they double as the store grows and never shrink; used: rows in use).',
+      () => store.rowMemory(),
+    );
     counterFrom(registry, 'baton_value_slab_moved_bytes_total', 'Value bytes moved out of mostly released slabs so the slabs could be freed.', () => store.valueMemory().movedBytes);
     new Gauge({
       name: 'baton_memory_budget_bytes',
@@ -615,6 +608,19 @@ function labelledCounterFrom(
 }
 
 /** A counter that mirrors a monotonically growing number kept elsewhere. */
+/** A gauge with one series per `kind`, read at each scrape. */
+function gaugeByKind(registry: Registry, name: string, help: string, read: () => Record<string, number>): void {
+  new Gauge({
+    name,
+    help,
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      for (const [kind, value] of Object.entries(read())) this.set({ kind }, value);
+    },
+  });
+}
+
 function counterFrom(registry: Registry, name: string, help: string, read: () => number): void {
   labelledCounterFrom(registry, name, help, [], () => [[{}, read()]]);
 }

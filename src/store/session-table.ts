@@ -120,8 +120,7 @@ class SessionView implements StoredSession {
   findPart(name: string): StoredPart | undefined {
     const table = this.table;
     const p = table.partIndexOf(this.held(), name);
-    if (p < 0) return undefined;
-    return { name: table.partName(p), value: table.partValue(p), version: table.partVersion(p), writer: table.partWriter(p), epoch: table.partEpoch(p) };
+    return p < 0 ? undefined : table.storedPart(p);
   }
 
   /** The row, while it still holds this session. */
@@ -325,6 +324,11 @@ export class SessionTable {
     return slab === NO_VALUE ? null : readValue(this.values.slabAt(slab), i32[at + P_OFFSET]!, i32[at + P_LENGTH]!);
   }
 
+  /** A copy of the part as readers see it. */
+  storedPart(part: number): StoredPart {
+    return { name: this.partName(part), value: this.partValue(part), version: this.partVersion(part), writer: this.partWriter(part), epoch: this.partEpoch(part) };
+  }
+
   /** Calls fn for every part of the row, tombstones included (value null); values are copies. */
   forEachPart(row: number, fn: PartVisitor): void {
     for (let p = this.firstPart(row); p !== -1; ) {
@@ -344,7 +348,7 @@ export class SessionTable {
   /** The session's whole state, tombstones included, as a copy (a tombstone's expiry reads 0). */
   snapshot(row: number): SessionSnapshot {
     const parts: StoredPart[] = [];
-    this.forEachPart(row, (name, value, version, writer, epoch) => parts.push({ name, value, version, writer, epoch }));
+    for (let p = this.firstPart(row); p !== -1; p = this.nextPart(p)) parts.push(this.storedPart(p));
     return {
       id: this.idAt(row)!,
       parts,
@@ -407,11 +411,7 @@ export class SessionTable {
 
   /** Adds a live session without parts. The caller made room for it (makeRoom). */
   insert(key: SessionKey, id: string, owner: string, epoch: number): number {
-    const owners = this.nodes.ref(owner);
-    if (owners >= MAX_NODES) {
-      this.nodes.unref(owners);
-      throw new ResourceExhaustedError(`the store knows ${MAX_NODES} node ids already`);
-    }
+    const owners = this.refNode(owner);
     const row = this.sessions.alloc();
     const f64 = this.sessions.f64;
     const i32 = this.sessions.i32;
@@ -608,9 +608,8 @@ export class SessionTable {
     const held = this.expiresAt(row);
     const heldTtl = this.ttlMs(row);
     const refreshedAt = held > 0 ? Math.max(now, held - heldTtl + 1) : now;
-    const ttl = ttlMs > 0 ? Math.min(ttlMs, MAX_TTL_MS) : heldTtl > 0 ? heldTtl : this.config.defaultTtlMs;
-    this.sessions.u32[row * SESSION_INTS + S_TTL] = ttl;
-    const expiresAt = refreshedAt + ttl;
+    this.setTtl(row, ttlMs > 0 ? ttlMs : heldTtl > 0 ? heldTtl : this.config.defaultTtlMs);
+    const expiresAt = refreshedAt + this.ttlMs(row);
     this.sessions.f64[row * SESSION_DOUBLES + S_EXPIRES] = expiresAt;
     this.wheel.scheduleNoLater(row, expiresAt);
   }
@@ -628,7 +627,7 @@ export class SessionTable {
     const heldRefreshedAt = expiresAt - this.ttlMs(row);
     if (refreshedAt > heldRefreshedAt || (refreshedAt === heldRefreshedAt && meta.expiresAt > expiresAt)) {
       this.sessions.f64[row * SESSION_DOUBLES + S_EXPIRES] = meta.expiresAt;
-      if (meta.ttlMs > 0) this.sessions.u32[row * SESSION_INTS + S_TTL] = Math.min(meta.ttlMs, MAX_TTL_MS);
+      if (meta.ttlMs > 0) this.setTtl(row, meta.ttlMs);
       changed = true;
     }
     // A tombstone's slot is its purge; a session just revived may still sit in it.
@@ -647,7 +646,7 @@ export class SessionTable {
     return true;
   }
 
-  /** Sets the TTL a row holds (a tombstone made for a delete that came first). */
+  /** Sets the TTL a row holds (at most MAX_TTL_MS). */
   setTtl(row: number, ttlMs: number): void {
     this.sessions.u32[row * SESSION_INTS + S_TTL] = Math.min(Math.max(0, ttlMs), MAX_TTL_MS);
   }
@@ -714,16 +713,20 @@ export class SessionTable {
     this.sessions.i32[at] = (this.sessions.i32[at]! & ~STATE_MASK) | state;
   }
 
+  /** A reference to a node id for the owner field, which holds fewer than MAX_NODES. */
+  private refNode(nodeId: string): number {
+    const index = this.nodes.ref(nodeId);
+    if (index < MAX_NODES) return index;
+    this.nodes.unref(index);
+    throw new ResourceExhaustedError(`the store knows ${MAX_NODES} node ids already`);
+  }
+
   private setOwner(row: number, owner: string): void {
     const i32 = this.sessions.i32;
     const at = row * SESSION_INTS + S_FLAGS;
     const held = i32[at]! >>> OWNER_SHIFT;
     if (this.nodes.at(held) === owner) return;
-    const index = this.nodes.ref(owner);
-    if (index >= MAX_NODES) {
-      this.nodes.unref(index);
-      throw new ResourceExhaustedError(`the store knows ${MAX_NODES} node ids already`);
-    }
+    const index = this.refNode(owner);
     i32[at] = (i32[at]! & FLAG_BITS) | (index << OWNER_SHIFT);
     this.nodes.unref(held);
   }

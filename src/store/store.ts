@@ -205,10 +205,11 @@ export class SessionStore {
    * look-up.
    */
   applyRemote(id: string, change: RemoteChange, meta: RemoteSessionMeta, now: number, prior?: PriorOwner): boolean {
+    const versioned = change.kind === 'put' || change.kind === 'delete_part' || change.kind === 'delete_session';
     // No node of baton makes these: an epoch past what a row holds, a version past what a
     // number holds exactly.
-    if (meta.epoch > MAX_EPOCH || ((change.kind === 'put' || change.kind === 'delete_part') && change.epoch > MAX_EPOCH)) return false;
-    if ((change.kind === 'put' || change.kind === 'delete_part' || change.kind === 'delete_session') && !Number.isSafeInteger(change.version)) return false;
+    if (meta.epoch > MAX_EPOCH || (change.kind !== 'delete_session' && versioned && change.epoch > MAX_EPOCH)) return false;
+    if (versioned && !Number.isSafeInteger(change.version)) return false;
     const table = this.table;
     const key = table.keyOf(id);
     let row = table.find(id);
@@ -218,7 +219,6 @@ export class SessionStore {
       prior.epoch = row === -1 ? 0 : table.epoch(row);
       prior.ownWriteLost = false;
     }
-    const versioned = change.kind === 'put' || change.kind === 'delete_part' || change.kind === 'delete_session';
     if (versioned) {
       this.clock.observe(change.version, now);
       if (row !== -1 && change.version <= table.deletedVersion(row)) {
