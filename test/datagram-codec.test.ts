@@ -297,12 +297,27 @@ describe('DatagramOpener', () => {
     const fromOld = oldSealer.seal(Buffer.from('sealed with K1'));
     expect(fromRotated[3]).toBe(key2.id);
     expect(fromOld[3]).toBe(key1.id);
-    expect(opened(rotatedOpener.open(fromRotated)).payload.toString()).toBe('sealed with K2');
-    expect(opened(rotatedOpener.open(fromOld)).payload.toString()).toBe('sealed with K1');
-    expect(opened(newOpener.open(fromRotated)).payload.toString()).toBe('sealed with K2');
-    expect(opened(newOpener.open(fromOld)).payload.toString()).toBe('sealed with K1');
-    expect(reasonOf(oldOnly.open(fromRotated))).toBe('unknown_key');
+    // Each opener decrypts in place: each gets a copy, as each socket would.
+    const copy = (datagram: Buffer) => Buffer.from(datagram);
+    expect(opened(rotatedOpener.open(copy(fromRotated))).payload.toString()).toBe('sealed with K2');
+    expect(opened(rotatedOpener.open(copy(fromOld))).payload.toString()).toBe('sealed with K1');
+    expect(opened(newOpener.open(copy(fromRotated))).payload.toString()).toBe('sealed with K2');
+    expect(opened(newOpener.open(copy(fromOld))).payload.toString()).toBe('sealed with K1');
+    expect(reasonOf(oldOnly.open(copy(fromRotated)))).toBe('unknown_key');
     expect(opened(oldOnly.open(fromOld)).payload.toString()).toBe('sealed with K1');
+  });
+
+  it('opens in place: the payload is the memory of the datagram, decrypted', () => {
+    const sealer = new DatagramSealer([key1], 13n);
+    const opener = new DatagramOpener([key1], { maxDatagramBytes: MAX_DATAGRAM });
+    const payload = Buffer.from('the bytes of a delta, sealed');
+    const datagram = sealer.seal(payload);
+    expect(datagram.subarray(HEADER_BYTES, HEADER_BYTES + payload.length).equals(payload)).toBe(false);
+    const result = opened(opener.open(datagram));
+    expect(result.payload.equals(payload)).toBe(true);
+    expect(result.payload.buffer).toBe(datagram.buffer);
+    expect(result.payload.byteOffset).toBe(datagram.byteOffset + HEADER_BYTES);
+    expect(datagram.subarray(HEADER_BYTES, HEADER_BYTES + payload.length).equals(payload)).toBe(true);
   });
 
   it('refuses 10,000 random garbage datagrams without throwing, and tracks no sender for them', () => {

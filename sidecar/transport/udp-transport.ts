@@ -59,7 +59,6 @@ export class UdpTransport implements Transport {
   private readonly batch: BatchSender | undefined;
   /** recvmmsg where koffi reaches it: after a datagram node:dgram delivers, the rest queued on its socket. */
   private readonly receiver: BatchReceiver | undefined;
-  private readonly encrypted: boolean;
   private readonly socketFds = new WeakMap<dgram.Socket, number | undefined>();
   /** Host, port and sockaddr by destination (a peer's host:port or a group), made once. */
   private readonly destinations = new Map<string, BatchDestination | undefined>();
@@ -179,7 +178,6 @@ export class UdpTransport implements Transport {
     const receiver = loadBatchReceiver(config.maxDatagramBytes);
     if (receiver.receiver === undefined) log.info({ reason: receiver.reason }, 'datagrams received one system call each (no recvmmsg)');
     this.receiver = receiver.receiver;
-    this.encrypted = keys !== undefined;
     this.peerCredentials = new PeerCredentials(peerTlsFor(config, keys, now));
     this.peers = new PeerClients(this.peerCredentials);
     const settings = () => ({
@@ -560,9 +558,9 @@ export class UdpTransport implements Transport {
     const socket = groupSocket ?? this.socket;
     const fd = this.fdOf(socket);
     if (fd === undefined) return;
-    // A view of the batch's memory, valid during the call: an encrypted datagram opens into
-    // a buffer of its own, a plaintext one is copied first.
-    receiver.drain(fd, DRAIN_MAX, (datagram, source) => this.onDatagram(this.encrypted ? datagram : Buffer.from(datagram), source, source.from, groupSocket));
+    // A view of the batch's memory, valid during the call: it opens in place, and the core
+    // copies what it keeps of a payload (handleDatagram).
+    receiver.drain(fd, DRAIN_MAX, (datagram, source) => this.onDatagram(datagram, source, source.from, groupSocket));
   }
 
   /** A socket's descriptor, read once per socket. */

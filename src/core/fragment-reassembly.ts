@@ -84,7 +84,8 @@ export class FragmentReassembly {
       entry = { chunks: new Map(), count, bytes: 0, startedAt: now };
       sender.entries.set(fragment.deltaId, entry);
     }
-    entry.chunks.set(index, fragment.chunk);
+    // A copy: the chunk is a view of a datagram the transport reuses once it is handled.
+    entry.chunks.set(index, Buffer.from(fragment.chunk));
     entry.bytes += cost;
     sender.bytes += cost;
     if (entry.chunks.size < count) return { kind: 'partial' };

@@ -361,7 +361,9 @@ export class NodeCore implements Replicator {
    * What it makes the node send waits for the next `flush` (the core wakes its driver), so
    * the datagrams a driver reads together are answered together: a burst of data on a
    * channel is acknowledged once, not datagram by datagram, and the node's bookkeeping
-   * after an input runs once for all of them.
+   * after an input runs once for all of them. The payload is lent for the call: the driver
+   * may reuse its bytes after, so the core copies what it keeps (values go into the store's
+   * slabs, fragments into reassembly).
    */
   handleDatagram(payload: Uint8Array, incarnation: bigint, fromAddress: string, now: number): void {
     this.advance(now);

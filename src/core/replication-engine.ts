@@ -302,7 +302,7 @@ export class ReplicationEngine {
 
   // --- input ---------------------------------------------------------------------
 
-  /** A datagram payload that passed authentication. */
+  /** A datagram payload that passed authentication, lent for the call (what is kept is copied). */
   handleDatagram(payload: Uint8Array, incarnation: bigint, fromAddress: string, now: number): void {
     const read = readDatagram(payload);
     if (read === undefined) {

@@ -59,8 +59,11 @@ const TWO_POW_32 = 0x100000000;
 export interface GcmKey {
   /** Encrypts plaintext into out[at, at + plaintext.length) and writes the tag right after it. */
   seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, out: Buffer, at: number): void;
-  /** The plaintext (a buffer of its own), or undefined when the tag does not verify. */
-  open(nonce: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array, tag: Uint8Array): Buffer | undefined;
+  /**
+   * Decrypts `data` in place: true when the tag verifies (`data` then holds the plaintext),
+   * false when it does not (`data` then holds nothing to read).
+   */
+  openInPlace(nonce: Uint8Array, aad: Uint8Array, data: Uint8Array, tag: Uint8Array): boolean;
   /** Releases what the key holds outside the V8 heap; the key is not used after. */
   dispose(): void;
 }
@@ -81,16 +84,18 @@ export const nodeGcm: GcmEngine = (key) => {
       rest.copy(out, at + body.length);
       cipher.getAuthTag().copy(out, at + plaintext.length);
     },
-    open(nonce, aad, ciphertext, tag) {
+    openInPlace(nonce, aad, data, tag) {
       try {
         const decipher = createDecipheriv(CIPHER, secret, nonce, { authTagLength: TAG_BYTES });
         decipher.setAAD(aad);
         decipher.setAuthTag(tag);
-        const body = decipher.update(ciphertext);
+        const body = decipher.update(data);
         const rest = decipher.final(); // throws when the tag does not verify
-        return rest.length === 0 ? body : Buffer.concat([body, rest]);
+        data.set(body);
+        data.set(rest, body.length);
+        return true;
       } catch {
-        return undefined;
+        return false;
       }
     },
     dispose() {},
@@ -248,8 +253,9 @@ export class DatagramOpener {
   }
 
   /**
-   * The payload of an acceptable datagram, or why it was dropped. Never throws. Without
-   * keys the payload is a view of `datagram`; with keys it is a fresh buffer.
+   * The payload of an acceptable datagram, or why it was dropped. Never throws. The payload
+   * is a view of `datagram`, decrypted in place: the caller hands over the datagram's bytes
+   * (no copy, no allocation per datagram) and reads them only through the payload after.
    */
   open(datagram: Uint8Array): OpenResult {
     const length = datagram.length;
@@ -291,13 +297,12 @@ export class DatagramOpener {
       sender ??= this.remember(senderId, undefined);
     } else {
       const gcmKey = sender?.gcmKey ?? this.keyFor(clusterKey, bytes.readBigUInt64BE(4));
-      const opened = gcmKey === undefined ? undefined : this.decrypt(gcmKey, bytes);
-      if (opened === undefined) {
+      if (gcmKey === undefined || !this.decrypt(gcmKey, bytes)) {
         // A key made for a sender not (yet) remembered is not kept.
         if (sender === undefined) gcmKey?.dispose();
         return drop('auth_failed');
       }
-      payload = opened;
+      payload = bytes.subarray(HEADER_BYTES, length - TAG_BYTES);
       sender ??= this.remember(senderId, gcmKey);
     }
     sender.window.accept(packetNumber);
@@ -314,14 +319,14 @@ export class DatagramOpener {
     }
   }
 
-  /** The plaintext, or undefined if the tag does not verify. */
-  private decrypt(gcmKey: GcmKey, bytes: Buffer): Buffer | undefined {
+  /** Decrypts the body in place; false if the tag does not verify. */
+  private decrypt(gcmKey: GcmKey, bytes: Buffer): boolean {
     const tagStart = bytes.length - TAG_BYTES;
     bytes.copy(this.nonce, 4, 12, HEADER_BYTES);
     try {
-      return gcmKey.open(this.nonce, bytes.subarray(0, HEADER_BYTES), bytes.subarray(HEADER_BYTES, tagStart), bytes.subarray(tagStart));
+      return gcmKey.openInPlace(this.nonce, bytes.subarray(0, HEADER_BYTES), bytes.subarray(HEADER_BYTES, tagStart), bytes.subarray(tagStart));
     } catch {
-      return undefined;
+      return false;
     }
   }
 

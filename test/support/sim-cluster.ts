@@ -299,9 +299,13 @@ export class SimNode implements SimHost, SimTransportHost {
   // --- SimHost -------------------------------------------------------------------------
 
   deliver(bytes: Uint8Array, fromAddress: string, now: number): void {
-    const opened = this.transport.open(bytes);
+    // A copy of its own, as each socket reads one; opened in place, as the sidecar does.
+    const opened = this.transport.open(Uint8Array.prototype.slice.call(bytes));
     if (opened === undefined) return;
     this.core.handleDatagram(opened.payload, opened.incarnation, fromAddress, now);
+    // The payload was lent for the call: the sidecar reads the next datagram into the same
+    // memory. Scribbling over it here makes anything the core kept without copying wrong.
+    opened.payload.fill(0xee);
   }
 
   nextDeadline(): number {
