@@ -254,8 +254,9 @@ export class DatagramOpener {
 
   /**
    * The payload of an acceptable datagram, or why it was dropped. Never throws. The payload
-   * is a view of `datagram`, decrypted in place: the caller hands over the datagram's bytes
-   * (no copy, no allocation per datagram) and reads them only through the payload after.
+   * is a view of `datagram`, decrypted in place when sealed: the caller hands over the
+   * datagram's bytes (no copy, no allocation per datagram) and reads them only through the
+   * payload after.
    */
   open(datagram: Uint8Array): OpenResult {
     const length = datagram.length;

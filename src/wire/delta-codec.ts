@@ -129,14 +129,14 @@ export function toDelta(session: SessionStamp, change: Change, self: string, now
  * writes for toDelta's message (test/delta-codec.test.ts compares them). Written by hand
  * into a buffer of its exact size, from Node's pool below 4 KiB: the generated encoder
  * made an object, four BigInts and a fresh ArrayBuffer per delta, the writer's hottest
- * work after the system calls. Claims and numbers a varint of a non-negative number cannot
- * carry (negative times) go through the generated encoder.
+ * work after the system calls. Claims, and numbers that are not whole, safe and non-negative
+ * (a negative time, say), go through the generated encoder.
  */
 export function encodeDelta(session: SessionStamp, change: Change, self: string, now: number): Uint8Array {
+  if (change.kind === 'claim') return encodeGenerated(session, change, self, now);
   const expiresAt = Math.floor(session.expiresAt);
   const writtenAt = Math.floor(now);
   const ttl = session.ttlMs;
-  if (change.kind === 'claim') return encodeGenerated(session, change, self, now);
   let kind: DeltaKind;
   let name = '';
   let value: Uint8Array | undefined;
