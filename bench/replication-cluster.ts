@@ -206,7 +206,16 @@ export function cpuPerDelta(r: PhaseResult): string {
 
 /** Scavenge pause ms per wall second: writer / each replica (20 ms/s = 2% of the time). */
 export function scavenges(r: PhaseResult): string {
-  return `${formatFixed(r.writerGc.scavengeMsPerSecond, 1)}/${r.replicas.map((x) => formatFixed(x.gc.scavengeMsPerSecond, 1)).join('+')}`;
+  return perProcess(r, (gc) => gc.scavengeMsPerSecond);
+}
+
+/** Full collections' (Mark-Compact) final pauses, ms per second: writer/replica+replica+… */
+export function fullCollections(r: PhaseResult): string {
+  return perProcess(r, (gc) => gc.majorMsPerSecond);
+}
+
+function perProcess(r: PhaseResult, figure: (gc: GcRate) => number): string {
+  return `${formatFixed(figure(r.writerGc), 1)}/${r.replicas.map((x) => formatFixed(figure(x.gc), 1)).join('+')}`;
 }
 
 // --- the writer ----------------------------------------------------------------------

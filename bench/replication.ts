@@ -72,6 +72,7 @@ import {
   cpuPerDelta,
   lagMs as ms,
   pct,
+  fullCollections,
   scavenges,
   startReplica,
   writerConfig,
@@ -649,7 +650,7 @@ function printPhaseLine(r: PhaseResult): void {
       `resyncs ${sum(r.replicas.map((x) => x.resyncs))}  kernel drops ${formatCount(r.kernelRcvbufErrors)}  ` +
       `too_old ${formatCount(sum(r.replicas.map((x) => x.tooOld)))}  susp/dead ${sum(r.replicas.map((x) => x.suspectOrDead)) + r.writer.suspectOrDead}  ` +
       `CPU writer ${pct(r.writerCpu)} replicas ${r.replicas.map((x) => pct(x.cpu)).join('/')}  ` +
-      `µs/delta ${cpuPerDelta(r)}  scavenge ms/s ${scavenges(r)}` +
+      `µs/delta ${cpuPerDelta(r)}  scavenge ms/s ${scavenges(r)}  full GC ms/s ${fullCollections(r)}` +
       (r.convergeProblem !== undefined ? `  (${r.convergeProblem})` : ''),
   );
 }
@@ -744,7 +745,8 @@ function printReport(results: PhaseResult[], raw: RawResult[], warmups: Map<stri
       'windows refused as older than 4096 packets; susp/dead: members marked suspect or dead (all nodes).\n' +
       'CPU µs/delta: process CPU time ÷ deltas, the writer per delta written, each replica per delta applied (an in-process writer\n' +
       "counts this whole process); scavenge ms/s: young-generation GC pause per second of the phase (--trace-gc of the sidecars,\n" +
-      'perf_hooks for this process), 20 ms/s = 2% of the time.',
+      'perf_hooks for this process), 20 ms/s = 2% of the time; full GC ms/s: the same for full collections (Mark-Compact; their\n' +
+      'final pauses only, not the incremental marking steps before them).',
   );
 
   const problems = results.filter((r) => r.convergeMs === undefined || r.putErrors > 0);
