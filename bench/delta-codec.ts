@@ -1,8 +1,8 @@
 /**
  * In-process timing of the fan-out hot path's encoding: a write's deltas go to each of
  * BENCH_FANOUT channels (secondaries), packed into Data datagrams. Two ways:
- *   wrapped    (what the engine does) each delta is encoded once by the generated Delta
- *              encoder, and every channel's datagram wraps those bytes (encodeData);
+ *   wrapped    (what the engine does) each delta is encoded once (encodeDelta, written by
+ *              hand), and every channel's datagram wraps those bytes (encodeData);
  *   generated  every channel's datagram is encoded whole by the generated Datagram encoder
  *              from Delta objects, so each delta is encoded again per channel.
  * Shapes: 1 KiB and 256 B values, one delta per datagram (1,400-byte datagrams) and 48 per
@@ -11,7 +11,8 @@
  * The receiving side too, same shapes: a Data datagram read by hand (readDataDatagram, what
  * replicas do) against the generated decoder followed by readDelta per delta. And sealing
  * and opening datagrams of 1,400 and 60,000 bytes with AES-256-GCM: node:crypto against
- * OpenSSL contexts kept per key (sidecar/net/openssl-gcm.ts, what the sidecar uses).
+ * OpenSSL contexts kept per key (sidecar/net/openssl-gcm.ts, what the sidecar uses); the
+ * opener decrypts in place, so each round opens datagrams sealed for it.
  *
  * Run: npx tsc -p tsconfig.build.json && node dist/bench/delta-codec.js
  */
