@@ -16,7 +16,10 @@
  *   packet number, and a restarted process draws a new incarnation, hence a new key, so a
  *   (key, nonce) pair never repeats — even though packet numbers restart at 1.
  * - The opener checks, in order: size, header, key, replay window (check only), tag; and
- *   only then marks the packet number seen. A datagram that fails any step changes nothing.
+ *   only then marks the packet number seen. A datagram that fails any step changes nothing
+ *   in the opener (one that fails the tag is left decrypted in place, unreadable).
+ * - Opening decrypts in place: the payload is a view of the datagram, whose bytes the
+ *   caller hands over; nothing is allocated per datagram.
  * - The opener never throws on input; every rejection is a DropReason for the caller to
  *   count. Its memory is bounded whatever arrives: replay windows and derived keys live in
  *   one LRU table of at most maxSenders entries, and with keys a sender is only entered
