@@ -1,6 +1,6 @@
 import { ExchangeRequest } from '../src/gen/baton/v1/session';
 import { restampDeadline, unframed, unframedLength, writeFramedRequest } from '../src/client/exchange-request-writer';
-import { encodeToBuffer } from '../src/wire/proto-writer';
+import { encodeToBuffer, messageBuffer } from '../src/wire/proto-writer';
 import { SeededRandom } from '../src/store/random';
 
 type Op = NonNullable<ExchangeRequest['op']>;
@@ -74,6 +74,20 @@ describe('the client ExchangeRequest writer', () => {
       expect(unframed(framed).equals(expected)).toBe(true);
       expect(unframedLength(framed)).toBe(expected.length);
     }
+  });
+
+  it('cuts message buffers from shared chunks that never overlap while they are held (seeded)', () => {
+    const random = new SeededRandom(11);
+    const held = Array.from({ length: 300 }, (_, i) => {
+      const buffer = messageBuffer(random.below(20_000));
+      buffer.fill(i & 0xff);
+      return buffer;
+    });
+    expect(held.every((buffer, i) => buffer.equals(Buffer.alloc(buffer.length, i & 0xff)))).toBe(true);
+    // Small ones share chunks (that is the point), large ones have their own memory.
+    const small = held.filter((b) => b.length <= 16 * 1024);
+    expect(new Set(small.map((b) => b.buffer)).size).toBeLessThan(small.length / 2);
+    for (const large of held.filter((b) => b.length > 16 * 1024)) expect(held.filter((b) => b.buffer === large.buffer).length).toBe(1);
   });
 
   it('makes frames whose concatenation is the batched request', () => {

@@ -10,10 +10,10 @@
  * per call (a writer fork per nested message, a copy out of the shared writer, a header
  * Buffer and two arrays per batched call), a quarter of what a call allocated. This sizes
  * the message (string lengths are measured twice, once to size and once to write: cheaper
- * than keeping them) and writes it once, into memory Buffer.allocUnsafe takes from its pool.
+ * than keeping them) and writes it once, into a buffer cut from a shared chunk (messageBuffer).
  */
 import type { ExchangeRequest, PartWrite } from '../gen/baton/v1/session';
-import { putVarint, varintBytes } from '../wire/proto-writer';
+import { messageBuffer, putVarint, varintBytes } from '../wire/proto-writer';
 
 type Op = NonNullable<ExchangeRequest['op']>;
 
@@ -35,7 +35,7 @@ export function writeFramedRequest(requestId: bigint, op: Op, deadlineMs = 0): B
   const deadline = Math.ceil(deadlineMs);
   const opBytes = sizeOp(op);
   const messageBytes = uint64FieldBytes(requestId) + 1 + varintBytes(opBytes) + opBytes + uint32FieldBytes(deadline);
-  const out = Buffer.allocUnsafe(1 + varintBytes(messageBytes) + messageBytes);
+  const out = messageBuffer(1 + varintBytes(messageBytes) + messageBytes);
   out[0] = BATCH_TAG;
   let at = putVarint(out, 1, messageBytes);
   at = putUint64Field(out, at, 0x08, requestId);
@@ -59,7 +59,7 @@ export function restampDeadline(framed: Buffer, deadlineMs: number, remainingMs:
   const headerBytes = frameHeaderBytes(framed);
   const keptBytes = framed.length - headerBytes - (1 + varintBytes(old));
   const messageBytes = keptBytes + 1 + varintBytes(remaining);
-  const out = Buffer.allocUnsafe(1 + varintBytes(messageBytes) + messageBytes);
+  const out = messageBuffer(1 + varintBytes(messageBytes) + messageBytes);
   out[0] = BATCH_TAG;
   let at = putVarint(out, 1, messageBytes);
   at += framed.copy(out, at, headerBytes, headerBytes + keptBytes);
