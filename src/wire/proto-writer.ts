@@ -56,9 +56,10 @@ let chunkUsed = 0;
 /**
  * An uninitialised buffer of `size` bytes for a message that lives briefly (written, sent,
  * dropped): cut from a 64 KiB chunk up to 16 KiB, as Buffer.allocUnsafe cuts from its 8 KiB
- * pool only below 4 KiB. A new ArrayBuffer costs ~5 µs here (a 4 KiB frame per Put was the
- * Exchange client's largest cost after collecting); a chunk serves a dozen or more. A buffer
- * kept for long keeps its chunk: use it for messages on their way out only.
+ * pool only below 4 KiB. A new ArrayBuffer cost ~5 µs on the benchmark machine (a 4 KiB
+ * frame per Put was the Exchange client's largest cost after collecting); a chunk serves a
+ * dozen or more. A buffer kept for long keeps its chunk: use it for messages on their way
+ * out only.
  */
 export function messageBuffer(size: number): Buffer {
   if (size > MAX_CUT_BYTES) return Buffer.allocUnsafe(size);
