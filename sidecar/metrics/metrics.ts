@@ -607,7 +607,6 @@ function labelledCounterFrom(
   });
 }
 
-/** A counter that mirrors a monotonically growing number kept elsewhere. */
 /** A gauge with one series per `kind`, read at each scrape. */
 function gaugeByKind(registry: Registry, name: string, help: string, read: () => Record<string, number>): void {
   new Gauge({
@@ -621,6 +620,7 @@ function gaugeByKind(registry: Registry, name: string, help: string, read: () =>
   });
 }
 
+/** A counter that mirrors a monotonically growing number kept elsewhere. */
 function counterFrom(registry: Registry, name: string, help: string, read: () => number): void {
   labelledCounterFrom(registry, name, help, [], () => [[{}, read()]]);
 }

@@ -20,7 +20,7 @@
  */
 import { BinaryReader, type BinaryWriter } from '@bufbuild/protobuf/wire';
 import { Data, Datagram, Delta, DeltaKind, Fragment } from '../gen/baton/v1/wire';
-import { bufferView, encodeWith, putVarint, varintBytes } from './proto-writer';
+import { bufferView, encodeWith, putStringField, putVarint, putVarintField, delimitedFieldBytes, varintBytes, varintFieldBytes } from './proto-writer';
 
 /**
  * One change to one session. Values are the bytes the client sent. A part change is its
@@ -173,34 +173,34 @@ export function encodeDelta(session: SessionStamp, change: Change, self: string,
   const writerBytes = Buffer.byteLength(writer);
   const ownerBytes = Buffer.byteLength(owner);
   const size =
-    stringField(t.sessionId, idBytes) +
-    numberField(t.kind, kind) +
-    stringField(t.partName, nameBytes) +
-    (value === undefined ? 0 : stringField(t.value, value.length)) +
-    numberField(t.version, version) +
-    stringField(t.writerNodeId, writerBytes) +
-    numberField(t.expiresAtUnixMs, expiresAt) +
-    numberField(t.ttlMs, ttl) +
-    stringField(t.ownerNodeId, ownerBytes) +
-    numberField(t.epoch, epoch) +
-    numberField(t.writtenAtUnixMs, writtenAt);
+    delimitedFieldBytes(t.sessionId, idBytes) +
+    varintFieldBytes(t.kind, kind) +
+    delimitedFieldBytes(t.partName, nameBytes) +
+    (value === undefined ? 0 : delimitedFieldBytes(t.value, value.length)) +
+    varintFieldBytes(t.version, version) +
+    delimitedFieldBytes(t.writerNodeId, writerBytes) +
+    varintFieldBytes(t.expiresAtUnixMs, expiresAt) +
+    varintFieldBytes(t.ttlMs, ttl) +
+    delimitedFieldBytes(t.ownerNodeId, ownerBytes) +
+    varintFieldBytes(t.epoch, epoch) +
+    varintFieldBytes(t.writtenAtUnixMs, writtenAt);
   const out = Buffer.allocUnsafe(size);
-  let at = putString(out, 0, t.sessionId, id, idBytes);
-  at = putNumber(out, at, t.kind, kind);
-  at = putString(out, at, t.partName, name, nameBytes);
+  let at = putStringField(out, 0, t.sessionId, id, idBytes);
+  at = putVarintField(out, at, t.kind, kind);
+  at = putStringField(out, at, t.partName, name, nameBytes);
   if (value !== undefined) {
     at = putVarint(out, at, t.value);
     at = putVarint(out, at, value.length);
     out.set(value, at);
     at += value.length;
   }
-  at = putNumber(out, at, t.version, version);
-  at = putString(out, at, t.writerNodeId, writer, writerBytes);
-  at = putNumber(out, at, t.expiresAtUnixMs, expiresAt);
-  at = putNumber(out, at, t.ttlMs, ttl);
-  at = putString(out, at, t.ownerNodeId, owner, ownerBytes);
-  at = putNumber(out, at, t.epoch, epoch);
-  putNumber(out, at, t.writtenAtUnixMs, writtenAt);
+  at = putVarintField(out, at, t.version, version);
+  at = putStringField(out, at, t.writerNodeId, writer, writerBytes);
+  at = putVarintField(out, at, t.expiresAtUnixMs, expiresAt);
+  at = putVarintField(out, at, t.ttlMs, ttl);
+  at = putStringField(out, at, t.ownerNodeId, owner, ownerBytes);
+  at = putVarintField(out, at, t.epoch, epoch);
+  putVarintField(out, at, t.writtenAtUnixMs, writtenAt);
   return out;
 }
 
@@ -208,29 +208,6 @@ export function encodeDelta(session: SessionStamp, change: Change, self: string,
 function encodeGenerated(session: SessionStamp, change: Change, self: string, now: number): Uint8Array {
   const delta = toDelta(session, change, self, now);
   return encodeWith((w) => Delta.encode(delta, w));
-}
-
-/** Bytes of a length-delimited field of `bytes` bytes; 0 for an empty one (proto3 leaves it out). */
-function stringField(tag: number, bytes: number): number {
-  return bytes === 0 ? 0 : varintBytes(tag) + varintBytes(bytes) + bytes;
-}
-
-/** Bytes of a varint field; 0 for zero (proto3 leaves it out). */
-function numberField(tag: number, n: number): number {
-  return n === 0 ? 0 : varintBytes(tag) + varintBytes(n);
-}
-
-/** Writes a string field of `bytes` UTF-8 bytes at `at` (nothing when empty); the offset after it. */
-function putString(out: Buffer, at: number, tag: number, text: string, bytes: number): number {
-  if (bytes === 0) return at;
-  at = putVarint(out, at, tag);
-  at = putVarint(out, at, bytes);
-  return at + out.write(text, at, 'utf8');
-}
-
-/** Writes a varint field at `at` (nothing for zero); the offset after it. */
-function putNumber(out: Buffer, at: number, tag: number, n: number): number {
-  return n === 0 ? at : putVarint(out, putVarint(out, at, tag), n);
 }
 
 /** Whether `n` is a whole number from 0 to `max`. */
@@ -367,7 +344,7 @@ export function encodeData(sender: string, channel: string, packet: DataPacketFi
   const senderBytes = Buffer.byteLength(sender);
   const channelBytes = Buffer.byteLength(channel);
   let dataBytes = 0;
-  if (channel !== '') dataBytes += varintBytes(t.targetNodeId) + varintBytes(channelBytes) + channelBytes;
+  dataBytes += delimitedFieldBytes(t.targetNodeId, channelBytes);
   dataBytes += varintBytes(t.seq) + varintBytes(packet.seq);
   for (const delta of packet.deltas) dataBytes += varintBytes(t.deltas) + varintBytes(delta.length) + delta.length;
   const f = packet.fragment;
@@ -387,11 +364,7 @@ export function encodeData(sender: string, channel: string, packet: DataPacketFi
   at += out.write(sender, at, 'utf8');
   at = putVarint(out, at, t.data);
   at = putVarint(out, at, dataBytes);
-  if (channel !== '') {
-    at = putVarint(out, at, t.targetNodeId);
-    at = putVarint(out, at, channelBytes);
-    at += out.write(channel, at, 'utf8');
-  }
+  at = putStringField(out, at, t.targetNodeId, channel, channelBytes);
   at = putVarint(out, at, t.seq);
   at = putVarint(out, at, packet.seq);
   for (const delta of packet.deltas) {

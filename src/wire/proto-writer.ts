@@ -92,3 +92,26 @@ export function putVarint(out: Buffer, at: number, value: number): number {
   out[at++] = value;
   return at;
 }
+
+/** Bytes of a length-delimited field of `bytes` bytes; 0 for an empty one (proto3 leaves it out). */
+export function delimitedFieldBytes(tag: number, bytes: number): number {
+  return bytes === 0 ? 0 : varintBytes(tag) + varintBytes(bytes) + bytes;
+}
+
+/** Bytes of a varint field; 0 for zero (proto3 leaves it out). */
+export function varintFieldBytes(tag: number, n: number): number {
+  return n === 0 ? 0 : varintBytes(tag) + varintBytes(n);
+}
+
+/** Writes a string field of `bytes` UTF-8 bytes at `at` (nothing when empty); the offset after it. */
+export function putStringField(out: Buffer, at: number, tag: number, text: string, bytes: number): number {
+  if (bytes === 0) return at;
+  at = putVarint(out, at, tag);
+  at = putVarint(out, at, bytes);
+  return at + out.write(text, at, 'utf8');
+}
+
+/** Writes a varint field at `at` (nothing for zero); the offset after it. */
+export function putVarintField(out: Buffer, at: number, tag: number, n: number): number {
+  return n === 0 ? at : putVarint(out, putVarint(out, at, tag), n);
+}
