@@ -13,6 +13,9 @@ import {
   FORMAT_VERSION,
   HEADER_BYTES,
   MAGIC,
+  MAX_PADDING,
+  MIN_PADDING,
+  PADDING_TAG,
   TAG_BYTES,
   type DropReason,
   type OpenResult,
@@ -100,6 +103,40 @@ describe('DatagramSealer', () => {
     const sealer = new DatagramSealer(undefined, 7n);
     const datagram = sealer.seal(Buffer.from('abc'));
     expect(datagram.toString('hex')).toBe('ba70' + '01' + '00' + '0000000000000007' + '0000000000000001' + '616263');
+  });
+
+  it('pads to a given length with a field readers skip, with and without keys, and refuses paddings that cannot be written', () => {
+    const random = new SeededRandom(41);
+    for (const keys of [[key1], undefined]) {
+      const padded = new DatagramSealer(keys, 9n);
+      const plain = new DatagramSealer(keys, 9n);
+      const opener = new DatagramOpener(keys, { maxDatagramBytes: MAX_DATAGRAM });
+      for (let i = 0; i < 300; i++) {
+        const payload = randomBytes(random, random.below(1200));
+        const natural = padded.sealedLength(payload.length);
+        const padding = random.below(3) === 0 ? 0 : MIN_PADDING + random.below(MAX_PADDING - MIN_PADDING + 1);
+        const at = random.below(50);
+        const out = Buffer.alloc(at + natural + padding + 7, 0xee);
+        padded.sealInto(payload, out, at, natural + padding);
+        // Nothing outside the datagram was written.
+        expect(out.subarray(0, at).every((x) => x === 0xee)).toBe(true);
+        expect(out.subarray(at + natural + padding).every((x) => x === 0xee)).toBe(true);
+        const datagram = out.subarray(at, at + natural + padding);
+        const open = opened(opener.open(Buffer.from(datagram)));
+        // The payload, then field 15 (length-delimited) of zeros, as many bytes as asked.
+        const expected = padding === 0 ? payload : Buffer.concat([payload, Buffer.from([PADDING_TAG, padding - MIN_PADDING]), Buffer.alloc(padding - MIN_PADDING)]);
+        expect(open.payload.equals(expected)).toBe(true);
+        // Unpadded, the same packet number seals to what seal() writes.
+        const same = plain.seal(payload);
+        if (padding === 0) expect(datagram.equals(same)).toBe(true);
+        else expect(datagram.subarray(0, HEADER_BYTES).equals(same.subarray(0, HEADER_BYTES))).toBe(true);
+      }
+      for (const bad of [1, -1, MAX_PADDING + 1]) expect(() => padded.sealInto(Buffer.alloc(10), Buffer.alloc(200), 0, padded.sealedLength(10) + bad)).toThrow(/padding/);
+      // A refused padding used no packet number.
+      const before = padded.packetsSealed;
+      expect(() => padded.sealInto(Buffer.alloc(10), Buffer.alloc(200), 0, padded.sealedLength(10) + 1)).toThrow(RangeError);
+      expect(padded.packetsSealed).toBe(before);
+    }
   });
 
   it('refuses an empty key list and incarnations outside 64 bits', () => {

@@ -1,9 +1,11 @@
 /**
  * The delta codec: Change ⇄ Delta through the generated code, and Data datagrams around
- * already encoded deltas decoding exactly as the generated decoder reads them.
+ * already encoded deltas decoding exactly as the generated decoder reads them (also when
+ * their sealer padded them).
  */
 import { Data, Datagram, Delta, DeltaKind, Heartbeat } from '../src/gen/baton/v1/wire';
 import { DATA_TAGS, DELTA_TAGS, decodeDelta, deltaKey, encodeData, encodeDelta, readDataDatagram, readDelta, toDelta, type Change } from '../src/wire/delta-codec';
+import { DatagramOpener, DatagramSealer, MAX_PADDING, MIN_PADDING } from '../src/wire/datagram-codec';
 import { encodeWith } from '../src/wire/proto-writer';
 import { SeededRandom } from '../src/store/random';
 import { varint } from './support/fuzz-inputs';
@@ -224,6 +226,23 @@ describe('reading Data datagrams by hand', () => {
       const dataBytes = withUnknownFields(encodeWith((w) => Data.encode((datagram.body as { data: Data }).data, w)), random);
       const wrapped = Buffer.concat([Buffer.from([DATA_TAGS.senderNodeId, 1, 0x6e, DATA_TAGS.data]), Buffer.from(varint(dataBytes.length)), dataBytes]);
       expect(byHand(wrapped)).toEqual(generated(wrapped));
+    }
+  });
+
+  it('reads a datagram padded by its sealer (field 15) as it reads it unpadded, as the generated decoder does', () => {
+    const random = new SeededRandom(43);
+    const sealer = new DatagramSealer(undefined, 5n);
+    const opener = new DatagramOpener(undefined, { maxDatagramBytes: 65_507 });
+    for (let i = 0; i < 500; i++) {
+      const bytes = randomDatagram(random);
+      const length = sealer.sealedLength(bytes.length) + MIN_PADDING + random.below(MAX_PADDING - MIN_PADDING + 1);
+      const out = Buffer.alloc(length);
+      sealer.sealInto(bytes, out, 0, length);
+      const open = opener.open(out);
+      if (!open.ok) throw new Error(open.reason);
+      expect(open.payload.length).toBeGreaterThan(bytes.length);
+      expect(byHand(open.payload)).toEqual(byHand(bytes));
+      expect(generated(open.payload)).toEqual(generated(bytes));
     }
   });
 

@@ -1,7 +1,7 @@
 /**
  * AES-256-GCM through OpenSSL over koffi against node:crypto's: the same bytes both ways,
  * at every size class a datagram has (empty, under and over a block, 1,400 B, 60,000 B),
- * at an offset in the output; forged tags, ciphertexts and additional data refused; and
+ * at an offset in the output and in place; forged tags, ciphertexts and additional data refused; and
  * the datagram sealer and opener built on either reading each other's datagrams.
  */
 import { randomBytes } from 'node:crypto';
@@ -32,6 +32,13 @@ test('seals and opens the bytes node:crypto does, both ways, and refuses what wa
         fast.seal(nonce, aad, plaintext, a, at);
         node.seal(nonce, aad, plaintext, b, at);
         expect(a.equals(b)).toBe(true);
+        // Sealing in place (the plaintext already where the ciphertext goes) writes the same.
+        for (const key of [fast, node]) {
+          const c = Buffer.alloc(a.length, 0xee);
+          plaintext.copy(c, at);
+          key.seal(nonce, aad, c.subarray(at, at + size), c, at);
+          expect(c.equals(a)).toBe(true);
+        }
         // Nothing outside [at, at + size + tag) was written.
         expect(a.subarray(0, at).every((x) => x === 0xee)).toBe(true);
         expect(a.subarray(at + size + TAG_BYTES).every((x) => x === 0xee)).toBe(true);

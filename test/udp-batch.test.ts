@@ -5,12 +5,16 @@
  * kernel refuses is counted and skipped without losing the datagrams after it; a receiver
  * draining behind node:dgram gets every datagram once, in order, with its source, never
  * more than asked, and a datagram larger than the node takes arrives cut (so it is refused
- * as oversized). And the sealer writes in place what it would have returned.
+ * as oversized). And the sealer writes in place what it would have returned. Segmented
+ * sends (UDP_SEGMENT): planned runs pad only by what the sealer can write and stay within
+ * the kernel's limits; each datagram of one arrives on its own with its bytes; a kernel
+ * that refuses one gets them one by one, and no segmented send after.
  */
 import * as dgram from 'node:dgram';
-import { BATCH_SLOTS, batchDestination, loadBatchReceiver, loadBatchSender } from '../sidecar/net/udp-batch';
-import { udpSocketFd } from '../sidecar/net/socket-syscalls';
-import { DatagramOpener, DatagramSealer } from '../src/wire/datagram-codec';
+import { BATCH_SLOTS, batchDestination, loadBatchReceiver, loadBatchSender, MAX_SEGMENTED_BYTES, MAX_SEGMENTS, planSegments } from '../sidecar/net/udp-batch';
+import { loadSocketSyscalls, SOL_SOCKET, udpSocketFd } from '../sidecar/net/socket-syscalls';
+import { DatagramOpener, DatagramSealer, MAX_PADDING, MIN_PADDING } from '../src/wire/datagram-codec';
+import { SeededRandom } from '../src/store/random';
 import { makeClusterKey } from './support/sim-cluster';
 import { pollUntil } from './support/static-cluster';
 
@@ -161,3 +165,135 @@ test('a receiver draining behind node:dgram gets every datagram once, in order, 
   receiver.close();
   expect(receiver.drain(fd, 10, () => undefined)).toBe(0);
 });
+
+describe('segmented sends', () => {
+  /** Checks a plan against every rule planSegments promises; answers its runs' sizes. */
+  function checkPlan(lengths: number[], destinations: number[], maxDatagramBytes: number): number[] {
+    const runs: number[] = [];
+    for (let i = 0; i < lengths.length; ) {
+      const { count, segmentBytes } = planSegments(lengths, i, lengths.length, (j) => destinations[j] === destinations[j - 1], maxDatagramBytes);
+      expect(count).toBeGreaterThanOrEqual(1);
+      expect(count).toBeLessThanOrEqual(MAX_SEGMENTS);
+      if (count > 1) {
+        const members = lengths.slice(i, i + count);
+        expect(destinations.slice(i, i + count).every((d) => d === destinations[i])).toBe(true);
+        expect(segmentBytes).toBeLessThanOrEqual(maxDatagramBytes);
+        expect(members.at(-1)!).toBeLessThanOrEqual(segmentBytes);
+        const paddings = members.slice(0, -1).map((length) => segmentBytes - length);
+        expect(paddings.filter((p) => p !== 0 && (p < MIN_PADDING || p > MAX_PADDING))).toEqual([]);
+        expect(segmentBytes * (count - 1) + members.at(-1)!).toBeLessThanOrEqual(MAX_SEGMENTED_BYTES);
+      } else {
+        expect(segmentBytes).toBe(lengths[i]);
+      }
+      runs.push(count);
+      i += count;
+    }
+    return runs;
+  }
+
+  test('plans runs the sealer can pad and the kernel takes, over seeded random lengths and destinations', () => {
+    const random = new SeededRandom(61);
+    let segmented = 0;
+    for (let round = 0; round < 200; round++) {
+      const n = 1 + random.below(300);
+      const base = 40 + random.below(1400);
+      const spread = [0, 1, 2, 3, 40, 70, 1400][random.below(7)]!;
+      const lengths = Array.from({ length: n }, () => Math.max(1, base + random.below(spread + 1) - (spread >> 1)));
+      const destinations = Array.from({ length: n }, () => (random.below(10) === 0 ? random.below(3) : 0));
+      const runs = checkPlan(lengths, destinations, 1400 + random.below(3) * 100);
+      segmented += runs.filter((r) => r > 1).length;
+    }
+    expect(segmented).toBeGreaterThan(200);
+  });
+
+  test('fills runs: equal lengths, lengths a byte apart, a longer last one; and ends them where it must', () => {
+    const to = (n: number) => Array<number>(n).fill(0);
+    // 46 datagrams of 1,400 bytes fit 65,000.
+    expect(checkPlan(Array<number>(100).fill(1400), to(100), 1400)).toEqual([46, 46, 8]);
+    // Lengths a byte apart (part names 'data' and 'data2'): padded by 2 or 3 bytes.
+    const mixed = Array.from({ length: 92 }, (_, i) => (i % 4 === 0 ? 1100 : 1101));
+    expect(checkPlan(mixed, to(92), 1400)).toEqual([58, 34]);
+    expect(planSegments([99, 100], 0, 2, () => true, 1400)).toEqual({ count: 2, segmentBytes: 102 });
+    expect(planSegments([98, 100], 0, 2, () => true, 1400)).toEqual({ count: 2, segmentBytes: 100 });
+    // No segment may pass the largest datagram: 1,400 and 1,399 cannot be padded past it.
+    expect(planSegments([1399, 1400], 0, 2, () => true, 1400)).toEqual({ count: 1, segmentBytes: 1399 });
+    // More than MAX_PADDING apart, or another destination: the run ends.
+    expect(planSegments([1000, 1000, 900, 1000], 0, 4, () => true, 1400).count).toBe(3);
+    expect(planSegments([1000, 1000, 1000, 1000], 0, 4, (j) => j < 2, 1400).count).toBe(2);
+    expect(planSegments([500], 0, 1, () => true, 1400)).toEqual({ count: 1, segmentBytes: 500 });
+  });
+
+  test('each datagram of a segmented send arrives on its own with its bytes, in order, beside datagrams sent alone', async () => {
+    const sender = await bound();
+    const { sockets: to, got } = await receivers(2);
+    const batch = loaded(sender);
+    expect(batch.segmenting).toBe(true);
+    const random = new SeededRandom(67);
+    const expected = to.map(() => [] as Buffer[]);
+    const datagram = (n: number, length: number) => {
+      const bytes = Buffer.alloc(length, n & 0xff);
+      bytes.writeUInt32BE(n, 0);
+      return bytes;
+    };
+    let n = 0;
+    for (let round = 0; round < 30; round++) {
+      const r = random.below(2);
+      const destination = batchDestination('127.0.0.1', to[r]!.address().port);
+      const count = 1 + random.below(MAX_SEGMENTS);
+      const segment = 8 + random.below(300);
+      const last = 4 + random.below(segment - 3);
+      const total = segment * (count - 1) + last;
+      if (total > MAX_SEGMENTED_BYTES) continue;
+      const at = batch.add(destination, total, count > 1 ? segment : 0);
+      expect(at).toBeGreaterThanOrEqual(0);
+      for (let k = 0; k < count; k++) {
+        const bytes = datagram(n++, k < count - 1 ? segment : last);
+        bytes.copy(batch.buffer, at + k * segment);
+        expect(k === count - 1 || count === 1 || bytes.length === segment).toBe(true);
+        expected[r]!.push(bytes);
+      }
+      if (random.below(4) === 0) expect(batch.flush(() => undefined)).toBe(0);
+    }
+    expect(batch.flush(() => undefined)).toBe(0);
+    expect(batch.segmenting).toBe(true);
+    await pollUntil('every datagram received', () => got.every((list, r) => list.length === expected[r]!.length), 5000);
+    expect(got).toEqual(expected);
+    // What a segmented add refuses: too many bytes, or more segments than the kernel takes.
+    const destination = batchDestination('127.0.0.1', to[0]!.address().port);
+    expect(() => batch.add(destination, MAX_SEGMENTED_BYTES + 1, 1400)).toThrow(RangeError);
+    expect(() => batch.add(destination, 100 * (MAX_SEGMENTS + 1), 100)).toThrow(RangeError);
+    batch.close();
+  });
+
+  test('a kernel that refuses a segmented send gets its datagrams one by one, and no segmented send after', async () => {
+    const sender = await bound();
+    const { sockets: to, got } = await receivers(1);
+    // SO_NO_CHECK: the kernel refuses segmented sends from a socket without UDP checksums (EINVAL).
+    const { syscalls } = loadSocketSyscalls();
+    if (syscalls === undefined) throw new Error('no socket system calls here');
+    syscalls.setsockopt(udpSocketFd(sender)!, SOL_SOCKET, SO_NO_CHECK, 1);
+    const batch = loaded(sender);
+    const destination = batchDestination('127.0.0.1', to[0]!.address().port);
+    const put = (text: string, at: number) => batch.buffer.write(text, at, 'latin1');
+    put('alone-1', batch.add(destination, 7));
+    const at = batch.add(destination, 3 * 6 + 4, 6);
+    ['seg-01', 'seg-02', 'seg-03', 'last'].forEach((text, k) => put(text, at + k * 6));
+    put('alone-2', batch.add(destination, 7));
+    const fallback: string[] = [];
+    expect(batch.flush((bytes, port, host) => {
+      fallback.push(bytes.toString('latin1'));
+      sender.send(bytes, port, host);
+    })).toBe(0);
+    expect(fallback).toEqual(['seg-01', 'seg-02', 'seg-03', 'last']);
+    expect(batch.segmenting).toBe(false);
+    expect(batch.segmentingRefusedErrno).toBe(22);
+    expect(() => batch.add(destination, 12, 6)).toThrow(RangeError);
+    await pollUntil('six datagrams received', () => got[0]!.length === 6, 5000);
+    // The fallback's datagrams went through node:dgram after the batch's own.
+    expect(got[0]!.map((b) => b.toString('latin1')).sort()).toEqual(['alone-1', 'alone-2', 'last', 'seg-01', 'seg-02', 'seg-03']);
+    batch.close();
+  });
+});
+
+/** SO_NO_CHECK (asm-generic/socket.h). */
+const SO_NO_CHECK = 11;

@@ -30,7 +30,7 @@ import type { PeerServiceClient, ReplayRequest, ReplayResponse } from '../../src
 import { OpenStreams, shutdownWithin } from '../net/server-shutdown';
 import { loadOpensslGcm } from '../net/openssl-gcm';
 import { loadSocketSyscalls, udpSocketFd } from '../net/socket-syscalls';
-import { type BatchDestination, batchDestination, type BatchReceiver, type BatchSender, loadBatchReceiver, loadBatchSender } from '../net/udp-batch';
+import { type BatchDestination, batchDestination, type BatchReceiver, type BatchSender, loadBatchReceiver, loadBatchSender, planSegments } from '../net/udp-batch';
 
 /** How long a stopping node's peer server waits for calls in flight before cancelling them. */
 const PEER_SHUTDOWN_MS = 1000;
@@ -60,6 +60,9 @@ export class UdpTransport implements Transport {
   /** recvmmsg where koffi reaches it: after a datagram node:dgram delivers, the rest queued on its socket. */
   private readonly receiver: BatchReceiver | undefined;
   private readonly socketFds = new WeakMap<dgram.Socket, number | undefined>();
+  /** sendDatagrams' scratch: each datagram's destination and sealed length. */
+  private readonly targets: (BatchDestination | undefined)[] = [];
+  private lengths = new Uint32Array(256);
   /** Host, port and sockaddr by destination (a peer's host:port or a group), made once. */
   private readonly destinations = new Map<string, BatchDestination | undefined>();
   /**
@@ -174,6 +177,7 @@ export class UdpTransport implements Transport {
     this.socket.on('error', (err) => this.log.warn({ err }, 'replication socket error'));
     const batch = loadBatchSender(socket);
     if (batch.sender === undefined) log.info({ reason: batch.reason }, 'datagrams sent one system call each (no sendmmsg)');
+    else if (!batch.sender.segmenting) log.info('datagrams to one destination sent one by one (the kernel takes no UDP_SEGMENT)');
     this.batch = batch.sender;
     const receiver = loadBatchReceiver(config.maxDatagramBytes);
     if (receiver.receiver === undefined) log.info({ reason: receiver.reason }, 'datagrams received one system call each (no recvmmsg)');
@@ -280,24 +284,49 @@ export class UdpTransport implements Transport {
       for (const datagram of datagrams) this.sendOne(datagram);
       return;
     }
-    for (const datagram of datagrams) {
-      const destination = this.destination(datagram.to);
-      if (destination === undefined) continue;
-      const length = this.sealer.sealedLength(datagram.payload.length);
-      let at = batch.add(destination, length);
-      if (at < 0 && batch.pending > 0 && destination.sockaddr !== undefined) {
-        this.flushBatch(batch);
-        at = batch.add(destination, length);
-      }
-      // Not an IPv4 address (a host name), or larger than a batch: node:dgram sends it.
-      if (at < 0) this.sendOne(datagram);
-      else this.sealer.sealInto(datagram.payload, batch.buffer, at);
+    const count = datagrams.length;
+    const targets = this.targets;
+    if (this.lengths.length < count) this.lengths = new Uint32Array(Math.max(count, 2 * this.lengths.length));
+    const lengths = this.lengths;
+    for (let i = 0; i < count; i++) {
+      targets[i] = this.destination(datagrams[i]!.to);
+      lengths[i] = this.sealer.sealedLength(datagrams[i]!.payload.length);
     }
+    for (let i = 0; i < count; ) {
+      const destination = targets[i];
+      if (destination === undefined) {
+        i++;
+        continue;
+      }
+      // Datagrams in a row to one destination go as one segmented send where the kernel takes them.
+      const run = batch.segmenting ? planSegments(lengths, i, count, (j) => targets[j] === destination, this.config.maxDatagramBytes) : undefined;
+      const n = run?.count ?? 1;
+      const segmentBytes = n > 1 ? run!.segmentBytes : 0;
+      const total = n > 1 ? segmentBytes * (n - 1) + lengths[i + n - 1]! : lengths[i]!;
+      const at = batch.add(destination, total, segmentBytes);
+      if (at < 0 && batch.pending > 0 && destination.sockaddr !== undefined) {
+        // Full: flush and plan again (the flush may have stopped segmenting).
+        this.flushBatch(batch);
+        continue;
+      }
+      for (let k = 0; k < n; k++) {
+        const datagram = datagrams[i + k]!;
+        // Not an IPv4 address (a host name), or larger than a batch: node:dgram sends it.
+        if (at < 0) this.sendOne(datagram);
+        else this.sealer.sealInto(datagram.payload, batch.buffer, at + k * segmentBytes, k < n - 1 ? segmentBytes : lengths[i + k]!);
+      }
+      i += n;
+    }
+    targets.length = 0;
     this.flushBatch(batch);
   }
 
   private flushBatch(batch: BatchSender): void {
+    const segmenting = batch.segmenting;
     this.core.counters.sendErrors += batch.flush((bytes, port, host) => this.sendSealed(bytes, port, host));
+    if (segmenting && !batch.segmenting) {
+      this.log.warn({ errno: batch.segmentingRefusedErrno }, 'the kernel refused a segmented send (UDP_SEGMENT): datagrams go one by one from now on');
+    }
   }
 
   private sendOne({ to, payload }: Outgoing): void {

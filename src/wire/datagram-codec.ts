@@ -50,6 +50,15 @@ export const TAG_BYTES = 16;
 export const PLAINTEXT_KEY_ID = 0;
 export const DEFAULT_MAX_SENDERS = 1024;
 
+/**
+ * Padding a sealer may append to a payload (a Datagram message): field 15, length-delimited,
+ * which the message leaves undeclared so every reader skips it (proto/baton/v1/wire.proto).
+ * Its tag and one-byte length take 2 bytes: a padding is 0 or 2 to 64 bytes in all.
+ */
+export const PADDING_TAG = (15 << 3) | 2;
+export const MIN_PADDING = 2;
+export const MAX_PADDING = 64;
+
 const DATAGRAM_KEY_INFO = 'baton/datagram/v1';
 const CIPHER = 'aes-256-gcm';
 const NONCE_BYTES = 12;
@@ -60,7 +69,10 @@ const TWO_POW_32 = 0x100000000;
 
 /** AES-256-GCM under one key: 12-byte nonces, 16-byte tags. */
 export interface GcmKey {
-  /** Encrypts plaintext into out[at, at + plaintext.length) and writes the tag right after it. */
+  /**
+   * Encrypts plaintext into out[at, at + plaintext.length) and writes the tag right after it.
+   * The plaintext may be that very region of out (sealing in place).
+   */
   seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, out: Buffer, at: number): void;
   /**
    * Decrypts `data` in place: true when the tag verifies (`data` then holds the plaintext),
@@ -183,10 +195,16 @@ export class DatagramSealer {
     return HEADER_BYTES + payloadLength + (this.gcmKey === undefined ? 0 : TAG_BYTES);
   }
 
-  /** Writes the datagram carrying payload under the next packet number at out[at] (sealedLength bytes). */
-  sealInto(payload: Uint8Array, out: Buffer, at: number): void {
+  /**
+   * Writes the datagram carrying payload under the next packet number at out[at]: sealedLength
+   * bytes, or `length` bytes when given, the payload then followed by a padding field of
+   * length − sealedLength bytes (0, or MIN_PADDING to MAX_PADDING; see PADDING_TAG).
+   */
+  sealInto(payload: Uint8Array, out: Buffer, at: number, length = this.sealedLength(payload.length)): void {
     if (this.sealed >= Number.MAX_SAFE_INTEGER) throw new RangeError('packet numbers exhausted');
-    if (!Number.isInteger(at) || at < 0 || at + this.sealedLength(payload.length) > out.length) throw new RangeError('no room for the datagram');
+    const padding = length - this.sealedLength(payload.length);
+    if (padding !== 0 && !(padding >= MIN_PADDING && padding <= MAX_PADDING)) throw new RangeError(`padding of ${padding} bytes`);
+    if (!Number.isInteger(at) || at < 0 || at + length > out.length) throw new RangeError('no room for the datagram');
     const packetNumber = ++this.sealed;
     const hi = Math.floor(packetNumber / TWO_POW_32);
     const lo = packetNumber >>> 0;
@@ -194,13 +212,24 @@ export class DatagramSealer {
     this.headerPrefix.copy(out, at);
     out.writeUInt32BE(hi, at + 12);
     out.writeUInt32BE(lo, at + 16);
+    const body = at + HEADER_BYTES;
+    let plaintext = payload;
+    if (padding > 0) {
+      // The payload and its padding, written where the ciphertext goes and sealed in place.
+      out.set(payload, body);
+      const end = body + payload.length;
+      out[end] = PADDING_TAG;
+      out[end + 1] = padding - MIN_PADDING;
+      out.fill(0, end + MIN_PADDING, end + padding);
+      plaintext = out.subarray(body, end + padding);
+    }
     if (gcmKey === undefined) {
-      out.set(payload, at + HEADER_BYTES);
+      if (padding === 0) out.set(payload, body);
       return;
     }
     this.nonce.writeUInt32BE(hi, 4);
     this.nonce.writeUInt32BE(lo, 8);
-    gcmKey.seal(this.nonce, out.subarray(at, at + HEADER_BYTES), payload, out, at + HEADER_BYTES);
+    gcmKey.seal(this.nonce, out.subarray(at, body), plaintext, out, body);
   }
 }
 

@@ -20,6 +20,7 @@
  */
 import { BinaryReader, type BinaryWriter } from '@bufbuild/protobuf/wire';
 import { Data, Datagram, Delta, DeltaKind, Fragment } from '../gen/baton/v1/wire';
+import { PADDING_TAG } from './datagram-codec';
 import { bufferView, encodeWith, putStringField, putVarint, putVarintField, delimitedFieldBytes, varintBytes, varintFieldBytes } from './proto-writer';
 
 /**
@@ -443,7 +444,7 @@ export type DataDatagramRead = { sender: string; data: ReceivedData } | 'other' 
  * fields in place, numbers as numbers, values as views of `payload` (the store copies what it
  * keeps). It answers what the generated decoder and readDelta answer for every datagram it
  * reads (test/delta-codec.test.ts compares them on seeded random and mutated datagrams).
- * A datagram with any other body, or any top-level field but the sender and Data, is
+ * A datagram with any other body, or any top-level field but the sender, Data and padding, is
  * 'other': the generated decoder reads it. What this reader cannot read is malformed
  * (undefined), also some damage the generated decoder would read past: a zero tag, a group
  * (wire types 3 and 4), a varint over ten bytes.
@@ -465,6 +466,8 @@ export function readDataDatagram(payload: Uint8Array): DataDatagramRead {
       if (!r.lengthDelimited()) return undefined;
       dataStart = r.fieldStart;
       dataEnd = r.fieldEnd;
+    } else if (tag === PADDING_TAG) {
+      if (!r.lengthDelimited()) return undefined;
     } else return 'other';
   }
   if (dataStart < 0) return 'other';
