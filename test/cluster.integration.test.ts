@@ -193,6 +193,10 @@ describe.each([
     expect(joiner.value('baton_sessions_transferred_total')).toBeGreaterThanOrEqual(forN4.length);
     expect(joiner.has('baton_replication_send_errors_total')).toBe(true);
     expect(joiner.value('baton_replication_send_errors_total')).toBe(0);
+    // The writer's bursts (500 puts at a time) left as segmented sends, and arrived whole.
+    const writer = await cluster.nodes[0]!.process.scrape();
+    expect(writer.value('baton_replication_segmented_datagrams_total')).toBeGreaterThan(0);
+    expect(writer.value('baton_replication_send_errors_total')).toBe(0);
     if (lossPercent > 0) {
       // The loss was real and was repaired: datagrams were dropped and NACKed.
       const metrics = await cluster.nodes[1]!.process.scrape();

@@ -321,6 +321,12 @@ export class SidecarMetrics {
     counterFrom(registry, 'baton_replication_send_errors_total', 'Datagrams the operating system refused to send (an unreachable or invalid peer address, a full buffer).', () => core.counters.sendErrors);
     counterFrom(
       registry,
+      'baton_replication_segmented_datagrams_total',
+      'Datagrams handed to the kernel several to one destination in one segmented send (UDP_SEGMENT); it stops growing where the kernel refuses them (logged).',
+      () => core.counters.segmentedDatagrams,
+    );
+    counterFrom(
+      registry,
       'baton_replication_own_datagrams_received_total',
       "This node's own multicast datagrams that the group looped back into the process and it skipped; once the first has shown their source, a socket filter drops the rest in the kernel (this grows only where the filter cannot be attached).",
       () => core.counters.ownDatagramsReceived,

@@ -309,6 +309,7 @@ export class UdpTransport implements Transport {
         this.flushBatch(batch);
         continue;
       }
+      if (at >= 0 && n > 1) this.core.counters.segmentedDatagrams += n;
       for (let k = 0; k < n; k++) {
         const datagram = datagrams[i + k]!;
         // Not an IPv4 address (a host name), or larger than a batch: node:dgram sends it.

@@ -24,6 +24,8 @@ export class NodeCounters {
   backpressureWaits = 0;
   /** Datagrams the operating system refused to send. */
   sendErrors = 0;
+  /** Datagrams handed to the kernel in segmented sends (UDP_SEGMENT: several to one destination in one). */
+  segmentedDatagrams = 0;
   /** This node's own multicast datagrams looped back to it that reached the process (a socket filter drops the rest in the kernel). */
   ownDatagramsReceived = 0;
   /** Datagrams or deltas dropped, by reason. */
