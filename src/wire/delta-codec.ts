@@ -21,7 +21,7 @@
 import { BinaryReader, type BinaryWriter } from '@bufbuild/protobuf/wire';
 import { Data, Datagram, Delta, DeltaKind, Fragment } from '../gen/baton/v1/wire';
 import { PADDING_TAG } from './datagram-codec';
-import { bufferView, encodeWith, putStringField, putVarint, putVarintField, delimitedFieldBytes, varintBytes, varintFieldBytes } from './proto-writer';
+import { bufferView, encodeWith, messageBuffer, putStringField, putVarint, putVarintField, delimitedFieldBytes, varintBytes, varintFieldBytes } from './proto-writer';
 
 /**
  * One change to one session. Values are the bytes the client sent. A part change is its
@@ -128,9 +128,10 @@ export function toDelta(session: SessionStamp, change: Change, self: string, now
 /**
  * encodeDelta: the encoded Delta message of a change, the bytes the generated encoder
  * writes for toDelta's message (test/delta-codec.test.ts compares them). Written by hand
- * into a buffer of its exact size, from Node's pool below 4 KiB: the generated encoder
- * made an object, four BigInts and a fresh ArrayBuffer per delta, the writer's hottest
- * work after the system calls. Claims, and numbers that are not whole, safe and non-negative
+ * into a buffer of its exact size, cut from a shared chunk (messageBuffer: a delta lives
+ * until its receivers acknowledge it): the generated encoder made an object, four BigInts
+ * and a fresh ArrayBuffer per delta, the writer's hottest work after the system calls;
+ * Node's own pool, 8 KiB, made a new ArrayBuffer every seven 1 KiB deltas. Claims, and numbers that are not whole, safe and non-negative
  * (a negative time, say), go through the generated encoder.
  */
 export function encodeDelta(session: SessionStamp, change: Change, self: string, now: number): Uint8Array {
@@ -185,7 +186,7 @@ export function encodeDelta(session: SessionStamp, change: Change, self: string,
     delimitedFieldBytes(t.ownerNodeId, ownerBytes) +
     varintFieldBytes(t.epoch, epoch) +
     varintFieldBytes(t.writtenAtUnixMs, writtenAt);
-  const out = Buffer.allocUnsafe(size);
+  const out = messageBuffer(size);
   let at = putStringField(out, 0, t.sessionId, id, idBytes);
   at = putVarintField(out, at, t.kind, kind);
   at = putStringField(out, at, t.partName, name, nameBytes);
@@ -359,7 +360,7 @@ export function encodeData(sender: string, channel: string, packet: DataPacketFi
   if (ackRequested) dataBytes += varintBytes(t.ackRequested) + 1;
   if (packet.retransmit) dataBytes += varintBytes(t.retransmit) + 1;
 
-  const out = Buffer.allocUnsafe(varintBytes(t.senderNodeId) + varintBytes(senderBytes) + senderBytes + varintBytes(t.data) + varintBytes(dataBytes) + dataBytes);
+  const out = messageBuffer(varintBytes(t.senderNodeId) + varintBytes(senderBytes) + senderBytes + varintBytes(t.data) + varintBytes(dataBytes) + dataBytes);
   let at = putVarint(out, 0, t.senderNodeId);
   at = putVarint(out, at, senderBytes);
   at += out.write(sender, at, 'utf8');
