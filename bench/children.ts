@@ -108,24 +108,27 @@ export function findOnPath(name: string): string | undefined {
 // Linux reports process times in clock ticks of 1/100 s (USER_HZ) on every common platform.
 const CLOCK_TICKS_PER_SECOND = 100;
 
-/** User + system CPU seconds a process has used so far (Linux /proc), or NaN when unknown. */
-export function cpuSecondsOf(pid: number | undefined): number {
+/** Which CPU time: user and system together, or the system's (the kernel working for the process) alone. */
+export type CpuPart = 'all' | 'system';
+
+/** User + system CPU seconds a process has used so far (or system alone), Linux /proc; NaN when unknown. */
+export function cpuSecondsOf(pid: number | undefined, part: CpuPart = 'all'): number {
   if (pid === undefined) return NaN;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
     // The command name (field 2) may hold spaces; the fields after it follow its ')'.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+    return ((part === 'all' ? Number(fields[11]) : 0) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
   } catch {
     return NaN;
   }
 }
 
-/** CPU seconds used by this process so far. */
-export function ownCpuSeconds(): number {
+/** CPU seconds used by this process so far (or its system time alone). */
+export function ownCpuSeconds(part: CpuPart = 'all'): number {
   const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
+  return ((part === 'all' ? u.user : 0) + u.system) / 1e6;
 }
 
 /** CPU seconds the whole machine has been busy (all cores, Linux /proc/stat), or NaN when unknown. */

@@ -148,7 +148,7 @@ export async function runJGroupsRound(anchor: CompiledAnchor, options: JGroupsRo
     await sender.waitForLine(/^WARMSENT$/, remaining());
     await Promise.all(warm);
     const pids = children.map((c) => c.process.pid);
-    const cpuBefore = pids.map(cpuSecondsOf);
+    const cpuBefore = pids.map((pid) => cpuSecondsOf(pid));
     const gcBefore = gc.map((g) => g.snapshot());
     const started = sender.waitForLine(/^START (\d+)$/, remaining());
     const sent = sender.waitForLine(/^SENT (\d+)$/, remaining());
@@ -159,7 +159,7 @@ export async function runJGroupsRound(anchor: CompiledAnchor, options: JGroupsRo
     const finished = await Promise.all(done);
     const sentNs = BigInt((await sent)[1]!);
     const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    const cpuAfter = pids.map(cpuSecondsOf);
+    const cpuAfter = pids.map((pid) => cpuSecondsOf(pid));
     const gcAfter = gc.map((g) => g.snapshot());
     const cpuUs = (i: number) => ((cpuAfter[i]! - cpuBefore[i]!) * 1e6) / options.messages;
     const rates = gc.map((_, i) => gcRate(gcBefore[i]!, gcAfter[i]!, wallSeconds));

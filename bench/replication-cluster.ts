@@ -31,7 +31,7 @@ import { SidecarMetrics } from '../sidecar/metrics/metrics';
 import { BatonNode } from '../sidecar/node';
 import { PeerClients, PeerCredentials } from '../sidecar/transport/peer-service';
 import { UdpTransport } from '../sidecar/transport/udp-transport';
-import { cpuSecondsOf, ownCpuSeconds, startChild, type Child } from './children';
+import { cpuSecondsOf, type CpuPart, ownCpuSeconds, startChild, type Child } from './children';
 import { GcTotals, observeOwnGc, type GcRate, type GcSnapshot } from './gc-pauses';
 import { scrape, Scrape } from './support/prometheus-scrape';
 import { formatFixed } from './stats';
@@ -158,6 +158,8 @@ export interface ReplicaResult {
   cpu: number;
   /** CPU µs per delta applied. */
   cpuUsPerDelta: number;
+  /** Of it, system time: the kernel's work for the replica (receiving, acknowledging). */
+  systemUsPerDelta: number;
   gc: GcRate;
 }
 
@@ -178,8 +180,9 @@ export interface PhaseResult {
   writerCpu: number;
   /** Deltas the writer originated (puts × parts per put). */
   deltasWritten: number;
-  /** Writer CPU µs per delta originated. */
+  /** Writer CPU µs per delta originated, and of it system time (the kernel's sends). */
   writerCpuUsPerDelta: number;
+  writerSystemUsPerDelta: number;
   writerGc: GcRate;
   /** CPU of this process (the clients, when the writer is a sidecar), share of a core. */
   benchCpu: number;
@@ -202,6 +205,11 @@ export function pct(x: number): string {
 /** CPU µs per delta: writer (per delta written) / each replica (per delta applied). */
 export function cpuPerDelta(r: PhaseResult): string {
   return `${formatFixed(r.writerCpuUsPerDelta, 1)}/${r.replicas.map((x) => formatFixed(x.cpuUsPerDelta, 1)).join('+')}`;
+}
+
+/** Of it, system time (the kernel's work for the process), µs per delta: writer/replica+replica+… */
+export function systemPerDelta(r: PhaseResult): string {
+  return `${formatFixed(r.writerSystemUsPerDelta, 1)}/${r.replicas.map((x) => formatFixed(x.systemUsPerDelta, 1)).join('+')}`;
 }
 
 /** Scavenge pause ms per wall second: writer / each replica (20 ms/s = 2% of the time). */
@@ -239,8 +247,8 @@ export interface Writer {
   partitionDigests(partitions: number): Promise<bigint[]>;
   /** The value of each id's part `name` on the writer (undefined: none). */
   values(ids: readonly string[], name: string): Promise<(Buffer | undefined)[]>;
-  /** CPU seconds used so far by the process the writer node runs in. */
-  cpuSeconds(): number;
+  /** CPU seconds used so far by the process the writer node runs in (or its system time alone). */
+  cpuSeconds(part?: CpuPart): number;
   /** GC pauses so far of the process the writer node runs in. */
   gc(): GcSnapshot;
   /** Live members this node sees (itself included). */
@@ -346,8 +354,8 @@ export class InProcessWriter implements Writer {
     return storeValues(this.store, ids, name);
   }
 
-  cpuSeconds(): number {
-    return ownCpuSeconds();
+  cpuSeconds(part: CpuPart = 'all'): number {
+    return ownCpuSeconds(part);
   }
 
   gc(): GcSnapshot {
@@ -419,8 +427,8 @@ export class ExchangeWriter implements Writer {
     return storeValues(this.store, ids, name);
   }
 
-  cpuSeconds(): number {
-    return ownCpuSeconds();
+  cpuSeconds(part: CpuPart = 'all'): number {
+    return ownCpuSeconds(part);
   }
 
   gc(): GcSnapshot {
@@ -490,8 +498,8 @@ export class SidecarWriter implements Writer {
     });
   }
 
-  cpuSeconds(): number {
-    return cpuSecondsOf(this.node.child.process.pid);
+  cpuSeconds(part: CpuPart = 'all'): number {
+    return cpuSecondsOf(this.node.child.process.pid, part);
   }
 
   gc(): GcSnapshot {

@@ -70,6 +70,7 @@ import {
   InProcessWriter,
   SidecarWriter,
   cpuPerDelta,
+  systemPerDelta,
   lagMs as ms,
   pct,
   fullCollections,
@@ -456,7 +457,13 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
 
   const before = await Promise.all(replicas.map((r) => scrape(r.metricsUrl)));
   const writerBefore = await writer.counters();
-  const cpuBefore = { own: ownCpuSeconds(), writer: writer.cpuSeconds(), replicas: replicas.map((r) => cpuSecondsOf(r.child.process.pid)) };
+  const cpuBefore = {
+    own: ownCpuSeconds(),
+    writer: writer.cpuSeconds(),
+    writerSystem: writer.cpuSeconds('system'),
+    replicas: replicas.map((r) => cpuSecondsOf(r.child.process.pid)),
+    replicasSystem: replicas.map((r) => cpuSecondsOf(r.child.process.pid, 'system')),
+  };
   const gcBefore = { writer: writer.gc(), replicas: replicas.map((r) => r.gc.snapshot()) };
   const rcvbufBefore = kernelRcvbufErrors();
 
@@ -521,6 +528,7 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
       suspectOrDead: d('baton_cluster_membership_events_total', { type: 'suspect' }) + d('baton_cluster_membership_events_total', { type: 'dead' }),
       cpu: (cpuSecondsOf(r.child.process.pid) - cpuBefore.replicas[i]!) / cpuWall,
       cpuUsPerDelta: ((cpuSecondsOf(r.child.process.pid) - cpuBefore.replicas[i]!) * 1e6) / applied,
+      systemUsPerDelta: ((cpuSecondsOf(r.child.process.pid, 'system') - cpuBefore.replicasSystem[i]!) * 1e6) / applied,
       gc: gcRate(gcBefore.replicas[i]!, r.gc.snapshot(), cpuWall),
     };
   });
@@ -558,6 +566,7 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
     writerCpu: (writer.cpuSeconds() - cpuBefore.writer) / cpuWall,
     deltasWritten: load.puts * config.partsPerPut,
     writerCpuUsPerDelta: ((writer.cpuSeconds() - cpuBefore.writer) * 1e6) / (load.puts * config.partsPerPut),
+    writerSystemUsPerDelta: ((writer.cpuSeconds('system') - cpuBefore.writerSystem) * 1e6) / (load.puts * config.partsPerPut),
     writerGc: gcRate(gcBefore.writer, writer.gc(), cpuWall),
     benchCpu: (ownCpuSeconds() - cpuBefore.own) / cpuWall,
     kernelRcvbufErrors: kernelRcvbufErrors() - rcvbufBefore,
@@ -650,7 +659,7 @@ function printPhaseLine(r: PhaseResult): void {
       `resyncs ${sum(r.replicas.map((x) => x.resyncs))}  kernel drops ${formatCount(r.kernelRcvbufErrors)}  ` +
       `too_old ${formatCount(sum(r.replicas.map((x) => x.tooOld)))}  susp/dead ${sum(r.replicas.map((x) => x.suspectOrDead)) + r.writer.suspectOrDead}  ` +
       `CPU writer ${pct(r.writerCpu)} replicas ${r.replicas.map((x) => pct(x.cpu)).join('/')}  ` +
-      `µs/delta ${cpuPerDelta(r)}  scavenge ms/s ${scavenges(r)}  full GC ms/s ${fullCollections(r)}` +
+      `µs/delta ${cpuPerDelta(r)} (kernel ${systemPerDelta(r)})  scavenge ms/s ${scavenges(r)}  full GC ms/s ${fullCollections(r)}` +
       (r.convergeProblem !== undefined ? `  (${r.convergeProblem})` : ''),
   );
 }
@@ -744,7 +753,7 @@ function printReport(results: PhaseResult[], raw: RawResult[], warmups: Map<stri
       'kernel drops: UDP RcvbufErrors of the whole machine (/proc/net/snmp) during the phase; too_old: datagrams the replicas\' replay\n' +
       'windows refused as older than 4096 packets; susp/dead: members marked suspect or dead (all nodes).\n' +
       'CPU µs/delta: process CPU time ÷ deltas, the writer per delta written, each replica per delta applied (an in-process writer\n' +
-      "counts this whole process); scavenge ms/s: young-generation GC pause per second of the phase (--trace-gc of the sidecars,\n" +
+      "counts this whole process), and in brackets its system time (the kernel's sends and receives); scavenge ms/s: young-generation GC pause per second of the phase (--trace-gc of the sidecars,\n" +
       'perf_hooks for this process), 20 ms/s = 2% of the time; full GC ms/s: the same for full collections (Mark-Compact; their\n' +
       'final pauses only, not the incremental marking steps before them).',
   );
