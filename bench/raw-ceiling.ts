@@ -1,24 +1,35 @@
 /**
- * The raw ceiling of bench:replication: a plain node:dgram sender in this process sends
- * datagrams flat out to three receiver processes (bench/udp-sink.ts, 4 MiB receive
- * buffers), by unicast to each or by multicast to a group they join, and each receiver's
- * datagrams/s is read over its stdin/stdout. What baton's replication is compared with.
- * The sender stops at its deadline; the receivers are stopped in a finally.
+ * The raw ceiling of bench:replication: a sender in this process sends datagrams flat out
+ * to three receiver processes (bench/udp-sink.ts, 4 MiB receive buffers), by unicast to
+ * each or by multicast to a group they join, and each receiver's datagrams/s is read over
+ * its stdin/stdout. What baton's replication is compared with. The sender is plain
+ * node:dgram, or baton's own batches (sidecar/net/udp-batch.ts): sendmmsg, or sendmmsg of
+ * segmented sends (UDP_SEGMENT, as many datagrams of the size as 65,000 bytes hold); with
+ * the kernel's CPU per datagram of the sender and of each receiver (system time ÷
+ * datagrams). The sender stops at its deadline; the receivers are stopped in a finally.
  */
 import { randomBytes } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import * as path from 'node:path';
-import { interruption, sleep, startChild, type Child } from './children';
+import { batchDestination, loadBatchSender, MAX_SEGMENTED_BYTES, MAX_SEGMENTS } from '../sidecar/net/udp-batch';
+import { cpuSecondsOf, interruption, ownCpuSeconds, sleep, startChild, type Child } from './children';
 import { freePeerPorts, type Transport } from './replication-cluster';
+
+/** node:dgram's send per datagram, baton's sendmmsg batches, or batches of segmented sends. */
+export type RawSender = 'dgram' | 'sendmmsg' | 'segmented';
 
 export interface RawResult {
   transport: Transport;
   size: number;
+  sender: RawSender;
   sentPerSecond: number;
   perReceiver: number[];
+  /** System CPU µs per datagram sent (the sender), and per datagram received (each receiver). */
+  senderKernelUs: number;
+  receiverKernelUs: number[];
 }
 
-export async function rawCeiling(transport: Transport, size: number, seconds: number): Promise<RawResult> {
+export async function rawCeiling(transport: Transport, size: number, seconds: number, sender: RawSender = 'dgram'): Promise<RawResult> {
   const sinks: Child[] = [];
   const socket = dgram.createSocket({ type: 'udp4', sendBufferSize: 4 * 1024 * 1024 });
   try {
@@ -45,20 +56,50 @@ export async function rawCeiling(transport: Transport, size: number, seconds: nu
     let sent = 0;
     let running = true;
     const MAX_IN_FLIGHT = 256;
+    const batch = sender === 'dgram' ? undefined : loadBatchSender(socket, sender === 'segmented');
+    if (batch !== undefined && batch.sender === undefined) throw new Error(`no batch sender here: ${batch.reason}`);
+    if (sender === 'segmented' && batch?.sender?.segmenting !== true) throw new Error('the kernel takes no segmented sends here');
+    const batchTargets = destinations.map((d) => batchDestination(d.host, d.port));
+    /** Per turn and destination: 64 datagrams, or one segmented send of as many as fit. */
+    const perSend = Math.min(MAX_SEGMENTS, Math.floor(MAX_SEGMENTED_BYTES / size));
     const pump = async () => {
       const until = Date.now() + (seconds + 2) * 1000;
       while (running && !interruption.requested && Date.now() < until) {
-        for (let i = 0; i < 64 && inFlight < MAX_IN_FLIGHT; i++) {
-          for (const d of destinations) {
-            inFlight++;
-            socket.send(payload, d.port, d.host, () => {
-              inFlight--;
-              sent++;
-            });
+        if (batch?.sender !== undefined) {
+          const out = batch.sender;
+          // Datagrams the socket's buffer had no room for are not retried: not sent.
+          const notSent = () => sent--;
+          const add = (target: (typeof batchTargets)[number], length: number, segment: number): number => {
+            const at = out.add(target, length, segment);
+            if (at >= 0) return at;
+            out.flush(notSent);
+            return out.add(target, length, segment);
+          };
+          for (const target of batchTargets) {
+            if (sender === 'segmented') {
+              const at = add(target, perSend * size, size);
+              for (let k = 0; k < perSend; k++) payload.copy(out.buffer, at + k * size);
+              sent += perSend;
+            } else {
+              for (let k = 0; k < 64; k++) payload.copy(out.buffer, add(target, size, 0));
+              sent += 64;
+            }
+          }
+          out.flush(notSent);
+        } else {
+          for (let i = 0; i < 64 && inFlight < MAX_IN_FLIGHT; i++) {
+            for (const d of destinations) {
+              inFlight++;
+              socket.send(payload, d.port, d.host, () => {
+                inFlight--;
+                sent++;
+              });
+            }
           }
         }
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
+      batch?.sender?.close();
     };
     const count = async () =>
       Promise.all(
@@ -69,22 +110,28 @@ export async function rawCeiling(transport: Transport, size: number, seconds: nu
           return { datagrams: Number(m[1]), ns: BigInt(m[3]!) };
         }),
       );
+    const kernel = () => ({ own: ownCpuSeconds('system'), sinks: sinks.map((x) => cpuSecondsOf(x.process.pid, 'system')) });
     const pumping = pump();
     await sleep(500);
     const a = await count();
     const sentA = sent;
+    const kernelA = kernel();
     const tA = process.hrtime.bigint();
     await sleep(seconds * 1000);
     const b = await count();
     const sentB = sent;
+    const kernelB = kernel();
     const tB = process.hrtime.bigint();
     running = false;
     await pumping;
     return {
       transport,
       size,
+      sender,
       sentPerSecond: (sentB - sentA) / (Number(tB - tA) / 1e9),
       perReceiver: b.map((x, i) => (x.datagrams - a[i]!.datagrams) / (Number(x.ns - a[i]!.ns) / 1e9)),
+      senderKernelUs: ((kernelB.own - kernelA.own) * 1e6) / (sentB - sentA),
+      receiverKernelUs: b.map((x, i) => ((kernelB.sinks[i]! - kernelA.sinks[i]!) * 1e6) / (x.datagrams - a[i]!.datagrams)),
     };
   } finally {
     socket.close();

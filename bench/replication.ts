@@ -34,9 +34,11 @@
  * Every sidecar runs with --trace-gc: each phase reports the young-generation GC pause per
  * second of every process (and CPU µs per delta).
  *
- * The raw ceiling, in the same run (bench/raw-ceiling.ts): a plain node:dgram sender in this process sends
+ * The raw ceiling, in the same run (bench/raw-ceiling.ts): a sender in this process sends
  * datagrams flat out for BENCH_RAW_SECONDS to three receiver processes (bench/udp-sink.ts,
- * 4 MiB receive buffers), by unicast to each and by multicast to a group they join.
+ * 4 MiB receive buffers), by unicast to each and by multicast to a group they join: plain
+ * node:dgram, and for 1 KiB datagrams also baton's sendmmsg batches and segmented sends,
+ * with the kernel's CPU per datagram of sender and receivers.
  *
  * Loss is injected by the sidecars' --inject-loss-percent (received datagrams dropped, on
  * every node, writer included), counted in baton_replication_dropped_total{reason="injected_loss"}.
@@ -50,6 +52,7 @@
  * BENCH_CONVERGE_TIMEOUT_SECONDS (15), BENCH_MAX_MINUTES (35, whole-run watchdog),
  * BENCH_PHASES (comma list of flat-out, windowed, paced), BENCH_SIDECAR_NODE_ARGS (extra
  * node flags for the replicas), BENCH_DEBUG=1 (per-phase counters of every node),
+ * BENCH_PROFILE_DIR (a CPU profile of this process per timed phase, written there),
  * BENCH_ANCHORS (1; 0 skips the anchors), BENCH_ANCHOR_RUNS (3), BENCH_ANCHOR_DELTAS (deltas
  * per flat-out phase and JGroups messages per round, default BENCH_SESSIONS),
  * BENCH_JGROUPS_WARMUP (20000 messages), BENCH_JGROUPS_MAX_SECONDS (120 per round),
@@ -61,7 +64,9 @@
  * error and on Ctrl-C (and killed by an exit hook as a last resort).
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { Session as InspectorSession } from 'node:inspector/promises';
+import { join } from 'node:path';
 import { cpuSecondsOf, handleInterruptions, interruption, ownCpuSeconds, runMain, sleep } from './children';
 import {
   DigestReader,
@@ -88,6 +93,7 @@ import {
   type WriterCounters,
 } from './replication-cluster';
 import { gcRate } from './gc-pauses';
+import { MAX_SEGMENTED_BYTES } from '../sidecar/net/udp-batch';
 import { rawCeiling, type RawResult } from './raw-ceiling';
 import { anchorConfigs, printAnchors, runAnchors } from './replication-anchors';
 import { histogramQuantile, scrape, Scrape, seriesName, type Labels } from './support/prometheus-scrape';
@@ -437,6 +443,28 @@ async function convergenceProblem(cluster: Cluster, sampleFrom: number, sampleCo
   return '';
 }
 
+/**
+ * With BENCH_PROFILE_DIR, a CPU profile of this process (the in-process writer, or the
+ * Exchange clients) over one timed phase, written there as <phase>-<time>.cpuprofile:
+ * --cpu-prof would mix in the start and the warm-up.
+ */
+async function startProfile(): Promise<{ stop(name: string): Promise<void> } | undefined> {
+  const dir = process.env.BENCH_PROFILE_DIR;
+  if (dir === undefined || dir === '') return undefined;
+  const session = new InspectorSession();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  return {
+    async stop(name) {
+      const { profile } = await session.post('Profiler.stop');
+      session.disconnect();
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, `${name.replace(/[^A-Za-z0-9]+/g, '-')}-${Date.now()}.cpuprofile`), JSON.stringify(profile));
+    },
+  };
+}
+
 function kernelRcvbufErrors(): number {
   try {
     const lines = readFileSync('/proc/net/snmp', 'latin1').split('\n').filter((l) => l.startsWith('Udp:'));
@@ -492,11 +520,13 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
   let load: LoadResult;
   let tWritten: bigint;
   let problem: string | undefined;
+  const profile = await startProfile();
   try {
     load = await runLoad(work, writer, firstK, count, kind === 'paced' ? { rate: pacedPutRate } : { windowPackets });
     tWritten = process.hrtime.bigint();
     problem = await waitConverged(cluster, firstK, load.puts, CONVERGE_TIMEOUT_MS);
   } finally {
+    await profile?.stop(`${config.name} ${kind}`);
     // The sampler must end whatever happens, or it keeps the process alive.
     sampling = false;
     await sampler.catch(() => undefined);
@@ -669,24 +699,27 @@ function sum(values: number[]): number {
 }
 
 function rawFor(raw: RawResult[], transport: Transport, size: number): number {
-  const r = raw.find((x) => x.transport === transport && x.size === size);
+  const r = raw.find((x) => x.transport === transport && x.size === size && x.sender === 'dgram');
   return r === undefined ? NaN : minOf(r.perReceiver);
 }
 
 function printReport(results: PhaseResult[], raw: RawResult[], warmups: Map<string, string | undefined>, rss: Map<string, number[]>): void {
-  console.log('\n=== raw ceiling: plain node:dgram, one sender (this process) → 3 receiver processes, flat out ===');
+  console.log('\n=== raw ceiling: one sender (this process) → 3 receiver processes (node:dgram), flat out ===');
   console.log(
     formatTable(
-      ['transport', 'datagram B', 'sent/s (all dests)', 'received/s per receiver', 'min MB/s per receiver'],
+      ['transport', 'datagram B', 'sender', 'sent/s (all dests)', 'received/s per receiver', 'min MB/s per receiver', 'kernel µs/datagram sender / receivers'],
       raw.map((r) => [
         r.transport,
         String(r.size),
+        r.sender,
         formatCount(r.sentPerSecond),
         r.perReceiver.map(formatCount).join(' / '),
         formatFixed((minOf(r.perReceiver) * r.size) / 1e6, 1),
+        `${formatFixed(r.senderKernelUs, 2)} / ${r.receiverKernelUs.map((x) => formatFixed(x, 2)).join(' ')}`,
       ]),
     ),
   );
+  console.log('sender: node:dgram send per datagram, sendmmsg batches (64 per destination per turn), or segmented sends (UDP_SEGMENT) in sendmmsg.');
 
   const table = (kind: PhaseKind) => {
     const rows = results.filter((r) => r.kind === kind);
@@ -822,13 +855,19 @@ async function main(): Promise<void> {
 
   const configs = configurations();
   const raw: RawResult[] = [];
-  console.log('\nraw ceiling (plain node:dgram)');
+  console.log('\nraw ceiling');
   for (const transport of ['unicast', 'multicast'] as const) {
     for (const size of [1024, ...DATAGRAM_SIZES.filter((s) => s > 1500)]) {
-      if (interruption.requested || RAW_SECONDS === 0) break;
-      const r = await rawCeiling(transport, size, RAW_SECONDS);
-      raw.push(r);
-      console.log(`  ${transport.padEnd(9)} ${String(size).padStart(5)} B  sent ${formatCount(r.sentPerSecond)}/s  received per receiver ${r.perReceiver.map(formatCount).join(' / ')}/s`);
+      // Segmented sends only where two datagrams fit one.
+      for (const sender of size * 2 <= MAX_SEGMENTED_BYTES ? (['dgram', 'sendmmsg', 'segmented'] as const) : (['dgram'] as const)) {
+        if (interruption.requested || RAW_SECONDS === 0) break;
+        const r = await rawCeiling(transport, size, RAW_SECONDS, sender);
+        raw.push(r);
+        console.log(
+          `  ${transport.padEnd(9)} ${String(size).padStart(5)} B  ${sender.padEnd(9)}  sent ${formatCount(r.sentPerSecond)}/s  received per receiver ${r.perReceiver.map(formatCount).join(' / ')}/s  ` +
+            `kernel µs/datagram ${formatFixed(r.senderKernelUs, 2)} / ${r.receiverKernelUs.map((x) => formatFixed(x, 2)).join(' ')}`,
+        );
+      }
     }
   }
 

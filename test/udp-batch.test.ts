@@ -236,6 +236,7 @@ describe('segmented sends', () => {
       return bytes;
     };
     let n = 0;
+    let segmented = 0;
     for (let round = 0; round < 30; round++) {
       const r = random.below(2);
       const destination = batchDestination('127.0.0.1', to[r]!.address().port);
@@ -246,6 +247,7 @@ describe('segmented sends', () => {
       if (total > MAX_SEGMENTED_BYTES) continue;
       const at = batch.add(destination, total, count > 1 ? segment : 0);
       expect(at).toBeGreaterThanOrEqual(0);
+      if (count > 1) segmented += count;
       for (let k = 0; k < count; k++) {
         const bytes = datagram(n++, k < count - 1 ? segment : last);
         bytes.copy(batch.buffer, at + k * segment);
@@ -256,6 +258,7 @@ describe('segmented sends', () => {
     }
     expect(batch.flush(() => undefined)).toBe(0);
     expect(batch.segmenting).toBe(true);
+    expect(batch.segmentedDatagrams).toBe(segmented);
     await pollUntil('every datagram received', () => got.every((list, r) => list.length === expected[r]!.length), 5000);
     expect(got).toEqual(expected);
     // What a segmented add refuses: too many bytes, or more segments than the kernel takes.
@@ -287,6 +290,7 @@ describe('segmented sends', () => {
     expect(fallback).toEqual(['seg-01', 'seg-02', 'seg-03', 'last']);
     expect(batch.segmenting).toBe(false);
     expect(batch.segmentingRefusedErrno).toBe(22);
+    expect(batch.segmentedDatagrams).toBe(0);
     expect(() => batch.add(destination, 12, 6)).toThrow(RangeError);
     await pollUntil('six datagrams received', () => got[0]!.length === 6, 5000);
     // The fallback's datagrams went through node:dgram after the batch's own.

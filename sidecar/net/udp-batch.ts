@@ -88,6 +88,8 @@ export class BatchSender {
    */
   segmenting: boolean;
   segmentingRefusedErrno = 0;
+  /** Datagrams the kernel took in segmented sends, since construction. */
+  segmentedDatagrams = 0;
   private count = 0;
   private used = 0;
   /** Per slot: where its datagram is, its segment size (0: one datagram), and where it goes (for the fallback). */
@@ -179,6 +181,10 @@ export class BatchSender {
     while (start < count) {
       const sent = this.sendmmsg(this.fd, this.memory.subarray(start * HEADER_BYTES), count - start, 0);
       if (sent > 0) {
+        for (let slot = start; slot < start + sent; slot++) {
+          const segment = this.segmentSizes[slot]!;
+          if (segment > 0) this.segmentedDatagrams += Math.ceil(this.lengths[slot]! / segment);
+        }
         start += sent;
         continue;
       }

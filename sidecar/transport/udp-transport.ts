@@ -309,7 +309,6 @@ export class UdpTransport implements Transport {
         this.flushBatch(batch);
         continue;
       }
-      if (at >= 0 && n > 1) this.core.counters.segmentedDatagrams += n;
       for (let k = 0; k < n; k++) {
         const datagram = datagrams[i + k]!;
         // Not an IPv4 address (a host name), or larger than a batch: node:dgram sends it.
@@ -324,7 +323,9 @@ export class UdpTransport implements Transport {
 
   private flushBatch(batch: BatchSender): void {
     const segmenting = batch.segmenting;
+    const segmented = batch.segmentedDatagrams;
     this.core.counters.sendErrors += batch.flush((bytes, port, host) => this.sendSealed(bytes, port, host));
+    this.core.counters.segmentedDatagrams += batch.segmentedDatagrams - segmented;
     if (segmenting && !batch.segmenting) {
       this.log.warn({ errno: batch.segmentingRefusedErrno }, 'the kernel refused a segmented send (UDP_SEGMENT): datagrams go one by one from now on');
     }
