@@ -25,9 +25,9 @@
  *   size puts several datagrams to one destination, laid end to end at that size (the last
  *   may be shorter), in one slot, and the kernel cuts them apart as late as it can. Each
  *   arrives as a datagram of its own. Measured here (1,400-byte datagrams multicast to three
- *   receivers, a C sender, 46 per send): the sender's kernel time per datagram 8.5 µs in
- *   sendmmsg batches against 2.2 µs segmented, each receiver's 3.3 against 0.6-0.8 µs
- *   (docs/benchmarks.md). Where the kernel refuses one (no UDP_SEGMENT, a device without
+ *   receivers, 46 per send, receivers keeping up): the sender's kernel time per datagram
+ *   8.1 µs in sendmmsg batches against 2.4 µs segmented, each receiver's 2.8 against 0.8-1.0
+ *   µs (docs/benchmarks.md). Where the kernel refuses one (no UDP_SEGMENT, a device without
  *   checksum offload: EINVAL, EIO), the sender stops segmenting (`segmenting` turns false)
  *   and sends that slot's datagrams one by one through the fallback.
  */
@@ -84,7 +84,7 @@ export function batchDestination(host: string, port: number): BatchDestination {
 export class BatchSender {
   /**
    * Whether `add` takes a segment size: the kernel takes segmented sends (until one is
-   * refused). Segmented sends refused so far: `segmentingRefused` (0 or 1), with the errno.
+   * refused; `segmentingRefusedErrno` then holds the errno of that refusal, else 0).
    */
   segmenting: boolean;
   segmentingRefusedErrno = 0;
