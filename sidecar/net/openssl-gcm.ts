@@ -90,6 +90,14 @@ function load(): LoadResult {
     const scratchPointer = koffi.alloc('uint8_t', scratchBytes);
     const base = Number(koffi.address(scratchPointer));
     const scratch = Buffer.from(koffi.view(scratchPointer, scratchBytes));
+    /** Copies nonce, additional data and text into the scratch memory, when they fit it. */
+    const staged = (nonce: Uint8Array, aad: Uint8Array, text: Uint8Array): boolean => {
+      if (text.length > SCRATCH_DATA_BYTES || aad.length > AAD_BYTES) return false;
+      scratch.set(nonce, NONCE_AT);
+      scratch.set(aad, AAD_AT);
+      scratch.set(text, DATA_AT);
+      return true;
+    };
     const checkNonce = (nonce: Uint8Array, aad: Uint8Array) => {
       if (nonce.length !== NONCE_BYTES) throw new RangeError(`the nonce must be ${NONCE_BYTES} bytes`);
       if (aad.length > INT_MAX) throw new RangeError('additional data too long');
@@ -120,10 +128,7 @@ function load(): LoadResult {
           }
           const sealing = (sealingCtx ??= context(secret, true));
           const size = plaintext.length;
-          if (size <= SCRATCH_DATA_BYTES && aad.length <= AAD_BYTES) {
-            scratch.set(nonce, NONCE_AT);
-            scratch.set(aad, AAD_AT);
-            scratch.set(plaintext, DATA_AT);
+          if (staged(nonce, aad, plaintext)) {
             const ok =
               encryptInitAt(sealing, 0, 0, 0, base + NONCE_AT) === 1 &&
               encryptUpdateAt(sealing, 0, base + LENGTH_AT, base + AAD_AT, aad.length) === 1 &&
@@ -148,10 +153,7 @@ function load(): LoadResult {
           if (tag.length !== TAG_BYTES || data.length > INT_MAX) return false;
           const opening = (openingCtx ??= context(secret, false));
           const size = data.length;
-          if (size <= SCRATCH_DATA_BYTES && aad.length <= AAD_BYTES) {
-            scratch.set(nonce, NONCE_AT);
-            scratch.set(aad, AAD_AT);
-            scratch.set(data, DATA_AT);
+          if (staged(nonce, aad, data)) {
             scratch.set(tag, TAG_AT);
             const ok =
               decryptInitAt(opening, 0, 0, 0, base + NONCE_AT) === 1 &&
