@@ -131,8 +131,9 @@ export function toDelta(session: SessionStamp, change: Change, self: string, now
  * into a buffer of its exact size, cut from a shared chunk (messageBuffer: a delta lives
  * until its receivers acknowledge it): the generated encoder made an object, four BigInts
  * and a fresh ArrayBuffer per delta, the writer's hottest work after the system calls;
- * Node's own pool, 8 KiB, made a new ArrayBuffer every seven 1 KiB deltas. Claims, and numbers that are not whole, safe and non-negative
- * (a negative time, say), go through the generated encoder.
+ * Node's own pool, 8 KiB, made a new ArrayBuffer every seven 1 KiB deltas. Claims, and
+ * numbers that are not whole, safe and non-negative (a negative time, say), go through the
+ * generated encoder.
  */
 export function encodeDelta(session: SessionStamp, change: Change, self: string, now: number): Uint8Array {
   if (change.kind === 'claim') return encodeGenerated(session, change, self, now);

@@ -59,7 +59,7 @@ let chunkUsed = 0;
  * pool only below 4 KiB. A new ArrayBuffer cost ~5 µs on the benchmark machine (a 4 KiB
  * frame per Put was the Exchange client's largest cost after collecting); a chunk serves a
  * dozen or more. A buffer kept for long keeps its chunk: use it for messages on their way
- * out only.
+ * out only (sent and dropped, or kept until their receivers acknowledge them: deltas).
  */
 export function messageBuffer(size: number): Buffer {
   if (size > MAX_CUT_BYTES) return Buffer.allocUnsafe(size);
