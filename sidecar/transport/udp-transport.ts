@@ -52,8 +52,9 @@ export class UdpTransport implements Transport {
   readonly incarnation: bigint;
   readonly advertiseAddress: string;
   private readonly sealer: DatagramSealer;
-  /** This node's incarnation as the datagram header carries it (bytes 4–11). */
-  private readonly incarnationBytes = Buffer.alloc(8);
+  /** This node's incarnation as the datagram header carries it (bytes 4–11), as two 32-bit halves. */
+  private readonly incarnationHigh: number;
+  private readonly incarnationLow: number;
   private readonly opener: DatagramOpener;
   /** sendmmsg where koffi reaches it: a flush's datagrams in one system call. */
   private readonly batch: BatchSender | undefined;
@@ -171,7 +172,8 @@ export class UdpTransport implements Transport {
     if (openssl?.gcm === undefined && openssl !== undefined) log.info({ reason: openssl.reason }, 'datagrams sealed with node:crypto (a cipher object per datagram)');
     const gcm = openssl?.gcm ?? nodeGcm;
     this.sealer = new DatagramSealer(keys, this.incarnation, gcm);
-    this.incarnationBytes.writeBigUInt64BE(this.incarnation);
+    this.incarnationHigh = Number(this.incarnation >> 32n);
+    this.incarnationLow = Number(this.incarnation & 0xffffffffn);
     this.opener = new DatagramOpener(keys, { maxDatagramBytes: config.maxDatagramBytes, gcm });
     this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     this.socket.on('error', (err) => this.log.warn({ err }, 'replication socket error'));
@@ -604,7 +606,8 @@ export class UdpTransport implements Transport {
     if (this.stopped) return;
     // The group loops this node's own multicast datagrams back: skip them before any
     // decryption (the core would only discard them after), and have the kernel drop them.
-    if (msg.length >= HEADER_BYTES && msg.compare(this.incarnationBytes, 0, 8, 4, 12) === 0) {
+    // Two reads: Buffer#compare with ranges validated its arguments for ~80 ns a datagram.
+    if (msg.length >= HEADER_BYTES && msg.readUInt32BE(4) === this.incarnationHigh && msg.readUInt32BE(8) === this.incarnationLow) {
       this.core.counters.ownDatagramsReceived++;
       if (groupSocket !== undefined) this.filterOwnDatagrams(groupSocket, rinfo);
       return;
