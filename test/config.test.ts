@@ -278,6 +278,12 @@ describe('cluster shape: --role, --multicast-groups, --config-from-peers', () =>
     expect(refusal({ quorum: '1025' })).toMatch(/^invalid --quorum \(BATON_QUORUM\) "1025"/);
   });
 
+  test('--udp-segmentation is on by default, off on request, nothing else', () => {
+    expect(parse({}).udpSegmentation).toBe(true);
+    expect(parse({ 'udp-segmentation': 'off' }).udpSegmentation).toBe(false);
+    expect(refusal({ 'udp-segmentation': 'maybe' })).toMatch(/^invalid --udp-segmentation \(BATON_UDP_SEGMENTATION\) "maybe"/);
+  });
+
   test('a store node has no web server: --proxy-listen is refused with it', () => {
     expect(() => parse({ role: 'store', 'proxy-listen': '127.0.0.1:8443', 'proxy-upstream': 'http://127.0.0.1:8080', 'tls-self-signed': 'true' })).toThrow(
       /--role store has no web server: --proxy-listen \(BATON_PROXY_LISTEN\)/,

@@ -107,6 +107,8 @@ export interface Config extends ProxyConfig, ClusterShapeConfig {
   nackMulticastBackoffMs: number;
   /** Percentage of received replication datagrams dropped on purpose (tests and benchmarks). */
   injectLossPercent: number;
+  /** Send datagrams in a row to one destination as one segmented send (UDP_SEGMENT) where the kernel takes it. */
+  udpSegmentation: boolean;
 }
 
 export interface ListenAddress {
@@ -533,6 +535,19 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     description: 'how often held partitions are compared with every peer by digest and differences repaired (0 = never)',
     default: () => '30',
     parse: (v, flag) => parseInteger(v, flag, 0, 86_400),
+  },
+  {
+    flag: 'udp-segmentation',
+    key: 'udpSegmentation',
+    valueName: 'on|off',
+    description:
+      'hand the kernel datagrams in a row to one destination as one segmented send (UDP_SEGMENT), where it takes them; each still travels as a datagram of its own',
+    default: () => 'on',
+    parse: (v, flag) => {
+      if (['on', 'true', '1'].includes(v)) return true;
+      if (['off', 'false', '0'].includes(v)) return false;
+      throw bad(flag, v, 'expected on or off');
+    },
   },
   {
     flag: 'inject-loss-percent',

@@ -177,9 +177,11 @@ export class UdpTransport implements Transport {
     this.opener = new DatagramOpener(keys, { maxDatagramBytes: config.maxDatagramBytes, gcm });
     this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     this.socket.on('error', (err) => this.log.warn({ err }, 'replication socket error'));
-    const batch = loadBatchSender(socket);
+    const batch = loadBatchSender(socket, config.udpSegmentation);
     if (batch.sender === undefined) log.info({ reason: batch.reason }, 'datagrams sent one system call each (no sendmmsg)');
-    else if (!batch.sender.segmenting) log.info('datagrams to one destination sent one by one (the kernel takes no UDP_SEGMENT)');
+    else if (!batch.sender.segmenting) {
+      log.info(`datagrams to one destination sent one by one (${config.udpSegmentation ? 'the kernel takes no UDP_SEGMENT' : '--udp-segmentation off'})`);
+    }
     this.batch = batch.sender;
     const receiver = loadBatchReceiver(config.maxDatagramBytes);
     if (receiver.receiver === undefined) log.info({ reason: receiver.reason }, 'datagrams received one system call each (no recvmmsg)');
