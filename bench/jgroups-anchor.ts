@@ -97,6 +97,9 @@ export interface JGroupsRound {
   /** CPU µs per message: the sender's and each receiver's process (JIT and GC threads included). */
   senderCpuUsPerMessage: number;
   receiverCpuUsPerMessage: number[];
+  /** Of it, system time (the kernel's sends and receives). */
+  senderSystemUsPerMessage: number;
+  receiverSystemUsPerMessage: number[];
   /** GC pauses during the timed part, per process (-Xlog:gc). */
   senderGc: GcRate;
   receiverGc: GcRate[];
@@ -149,6 +152,7 @@ export async function runJGroupsRound(anchor: CompiledAnchor, options: JGroupsRo
     await Promise.all(warm);
     const pids = children.map((c) => c.process.pid);
     const cpuBefore = pids.map((pid) => cpuSecondsOf(pid));
+    const systemBefore = pids.map((pid) => cpuSecondsOf(pid, 'system'));
     const gcBefore = gc.map((g) => g.snapshot());
     const started = sender.waitForLine(/^START (\d+)$/, remaining());
     const sent = sender.waitForLine(/^SENT (\d+)$/, remaining());
@@ -160,8 +164,10 @@ export async function runJGroupsRound(anchor: CompiledAnchor, options: JGroupsRo
     const sentNs = BigInt((await sent)[1]!);
     const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const cpuAfter = pids.map((pid) => cpuSecondsOf(pid));
+    const systemAfter = pids.map((pid) => cpuSecondsOf(pid, 'system'));
     const gcAfter = gc.map((g) => g.snapshot());
     const cpuUs = (i: number) => ((cpuAfter[i]! - cpuBefore[i]!) * 1e6) / options.messages;
+    const systemUs = (i: number) => ((systemAfter[i]! - systemBefore[i]!) * 1e6) / options.messages;
     const rates = gc.map((_, i) => gcRate(gcBefore[i]!, gcAfter[i]!, wallSeconds));
     return {
       perReceiver: finished.map((m) => options.messages / (Number(BigInt(m[2]!) - startNs) / 1e9)),
@@ -169,6 +175,8 @@ export async function runJGroupsRound(anchor: CompiledAnchor, options: JGroupsRo
       orderErrors: finished.reduce((n, m) => n + Number(m[3]), 0),
       senderCpuUsPerMessage: cpuUs(options.receivers),
       receiverCpuUsPerMessage: receivers.map((_, i) => cpuUs(i)),
+      senderSystemUsPerMessage: systemUs(options.receivers),
+      receiverSystemUsPerMessage: receivers.map((_, i) => systemUs(i)),
       senderGc: rates[options.receivers]!,
       receiverGc: rates.slice(0, options.receivers),
     };

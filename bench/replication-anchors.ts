@@ -244,6 +244,7 @@ export function printAnchors(results: AnchorResults): void {
     costRows.push([
       `baton ${name.replace('anchor ', '')}`,
       `${formatFixed(median(phases.map((p) => p.writerCpuUsPerDelta)), 1)} / ${formatFixed(median(phases.flatMap((p) => p.replicas.map((x) => x.cpuUsPerDelta))), 1)}`,
+      `${formatFixed(median(phases.map((p) => p.writerSystemUsPerDelta)), 1)} / ${formatFixed(median(phases.flatMap((p) => p.replicas.map((x) => x.systemUsPerDelta))), 1)}`,
       formatFixed(median(phases.map((p) => p.benchCpu)) * 100, 0) + '%',
       medianGc(phases.map((p) => [p.writerGc, ...p.replicas.map((x) => x.gc)])),
       phases.map(cpuPerDelta).join('  '),
@@ -254,6 +255,7 @@ export function printAnchors(results: AnchorResults): void {
     costRows.push([
       'JGroups',
       `${formatFixed(median(rounds.map((j) => j.senderCpuUsPerMessage)), 1)} / ${formatFixed(median(rounds.flatMap((j) => j.receiverCpuUsPerMessage)), 1)}`,
+      `${formatFixed(median(rounds.map((j) => j.senderSystemUsPerMessage)), 1)} / ${formatFixed(median(rounds.flatMap((j) => j.receiverSystemUsPerMessage)), 1)}`,
       '—',
       medianGc(rounds.map((j) => [j.senderGc, ...j.receiverGc])),
       rounds.map((j) => `${formatFixed(j.senderCpuUsPerMessage, 1)}/${j.receiverCpuUsPerMessage.map((x) => formatFixed(x, 1)).join('+')}`).join('  '),
@@ -262,7 +264,10 @@ export function printAnchors(results: AnchorResults): void {
   if (costRows.length > 0) {
     console.log('\nCost per delta (baton) and per message (JGroups), flat-out phases, medians over runs:');
     console.log(
-      formatTable(['process set', 'CPU µs writer|sender / replica|receiver', 'Exchange clients CPU', 'young-GC pause ms/s writer|sender/each', 'CPU µs per run (w/r…)'], costRows),
+      formatTable(
+        ['process set', 'CPU µs writer|sender / replica|receiver', 'of it kernel', 'Exchange clients CPU', 'young-GC pause ms/s writer|sender/each', 'CPU µs per run (w/r…)'],
+        costRows,
+      ),
     );
   }
 
