@@ -303,7 +303,7 @@ export class UdpTransport implements Transport {
         continue;
       }
       // Datagrams in a row to one destination go as one segmented send where the kernel takes them.
-      const run = batch.segmenting ? planSegments(lengths, i, count, (j) => targets[j] === destination, this.config.maxDatagramBytes) : undefined;
+      const run = batch.segmenting && destination.sockaddr !== undefined ? planSegments(lengths, i, count, (j) => targets[j] === destination, this.config.maxDatagramBytes) : undefined;
       const n = run?.count ?? 1;
       const segmentBytes = n > 1 ? run!.segmentBytes : 0;
       const total = n > 1 ? segmentBytes * (n - 1) + lengths[i + n - 1]! : lengths[i]!;
