@@ -5,7 +5,7 @@
  * is support/child-process.ts, which the tests use too).
  */
 import type { ChildProcess } from 'node:child_process';
-import { accessSync, appendFileSync, constants as fsConstants, readFileSync } from 'node:fs';
+import { accessSync, appendFileSync, constants as fsConstants, readdirSync, readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -123,6 +123,28 @@ export function cpuSecondsOf(pid: number | undefined, part: CpuPart = 'all'): nu
   } catch {
     return NaN;
   }
+}
+
+/**
+ * A process's CPU seconds so far on its main thread and on its other threads together (the
+ * V8 and libuv helpers: GC, compilation, the thread pool), Linux /proc; NaN when unknown.
+ */
+export function threadCpuSecondsOf(pid: number | undefined): { main: number; others: number } {
+  if (pid === undefined) return { main: NaN, others: NaN };
+  let main = 0;
+  let others = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const seconds = (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+      if (tid === String(pid)) main += seconds;
+      else others += seconds;
+    }
+  } catch {
+    return { main: NaN, others: NaN };
+  }
+  return { main, others };
 }
 
 /** CPU seconds used by this process so far (or its system time alone). */

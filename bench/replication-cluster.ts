@@ -249,6 +249,8 @@ export interface Writer {
   values(ids: readonly string[], name: string): Promise<(Buffer | undefined)[]>;
   /** CPU seconds used so far by the process the writer node runs in (or its system time alone). */
   cpuSeconds(part?: CpuPart): number;
+  /** The process the writer node runs in (this one, or its sidecar's). */
+  readonly pid: number | undefined;
   /** GC pauses so far of the process the writer node runs in. */
   gc(): GcSnapshot;
   /** Live members this node sees (itself included). */
@@ -354,6 +356,8 @@ export class InProcessWriter implements Writer {
     return storeValues(this.store, ids, name);
   }
 
+  readonly pid = process.pid;
+
   cpuSeconds(part: CpuPart = 'all'): number {
     return ownCpuSeconds(part);
   }
@@ -427,6 +431,8 @@ export class ExchangeWriter implements Writer {
     return storeValues(this.store, ids, name);
   }
 
+  readonly pid = process.pid;
+
   cpuSeconds(part: CpuPart = 'all'): number {
     return ownCpuSeconds(part);
   }
@@ -496,6 +502,10 @@ export class SidecarWriter implements Writer {
       const value = s?.parts.find((p) => p.name === name)?.value;
       return value === undefined ? undefined : Buffer.from(value);
     });
+  }
+
+  get pid(): number | undefined {
+    return this.node.child.process.pid;
   }
 
   cpuSeconds(part: CpuPart = 'all'): number {

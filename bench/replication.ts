@@ -67,7 +67,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Session as InspectorSession } from 'node:inspector/promises';
 import { join } from 'node:path';
-import { cpuSecondsOf, handleInterruptions, interruption, ownCpuSeconds, runMain, sleep } from './children';
+import { cpuSecondsOf, handleInterruptions, interruption, ownCpuSeconds, runMain, sleep, threadCpuSecondsOf } from './children';
 import {
   DigestReader,
   ExchangeWriter,
@@ -491,6 +491,7 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
     writerSystem: writer.cpuSeconds('system'),
     replicas: replicas.map((r) => cpuSecondsOf(r.child.process.pid)),
     replicasSystem: replicas.map((r) => cpuSecondsOf(r.child.process.pid, 'system')),
+    threads: [writer.pid, ...replicas.map((r) => r.child.process.pid)].map(threadCpuSecondsOf),
   };
   const gcBefore = { writer: writer.gc(), replicas: replicas.map((r) => r.gc.snapshot()) };
   const rcvbufBefore = kernelRcvbufErrors();
@@ -563,6 +564,12 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
     };
   });
   if (process.env.BENCH_DEBUG === '1') {
+    const threads = [writer.pid, ...replicas.map((r) => r.child.process.pid)].map((pid, i) => {
+      const now = threadCpuSecondsOf(pid);
+      const then = cpuBefore.threads[i]!;
+      return `${i === 0 ? 'writer' : replicas[i - 1]!.nodeId} ${(((now.main - then.main) / cpuWall) * 100).toFixed(0)}+${(((now.others - then.others) / cpuWall) * 100).toFixed(0)}%`;
+    });
+    console.log(`    [debug] CPU main thread + other threads, % of a core over ${cpuWall.toFixed(2)} s: ${threads.join(', ')}`);
     for (const [i, r] of replicas.entries()) {
       const diff: string[] = [];
       for (const sample of after[i]!.samples) {
