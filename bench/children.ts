@@ -127,10 +127,11 @@ export function cpuSecondsOf(pid: number | undefined, part: CpuPart = 'all'): nu
 
 /**
  * A process's CPU seconds so far on its main thread and on its other threads together (the
- * V8 and libuv helpers: GC, compilation, the thread pool), Linux /proc; NaN when unknown.
+ * V8 and libuv helpers: GC, compilation, the thread pool), and how often its main thread
+ * has slept and woken, Linux /proc; NaN when unknown.
  */
-export function threadCpuSecondsOf(pid: number | undefined): { main: number; others: number } {
-  if (pid === undefined) return { main: NaN, others: NaN };
+export function threadCpuSecondsOf(pid: number | undefined): { main: number; others: number; wakeups: number } {
+  if (pid === undefined) return { main: NaN, others: NaN, wakeups: NaN };
   let main = 0;
   let others = 0;
   try {
@@ -141,10 +142,13 @@ export function threadCpuSecondsOf(pid: number | undefined): { main: number; oth
       if (tid === String(pid)) main += seconds;
       else others += seconds;
     }
+    // Each time the main thread slept and was woken (waiting on epoll, a lock, a page).
+    const status = readFileSync(`/proc/${pid}/task/${pid}/status`, 'latin1');
+    const wakeups = Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? NaN);
+    return { main, others, wakeups };
   } catch {
-    return { main: NaN, others: NaN };
+    return { main: NaN, others: NaN, wakeups: NaN };
   }
-  return { main, others };
 }
 
 /** CPU seconds used by this process so far (or its system time alone). */

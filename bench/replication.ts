@@ -567,9 +567,9 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
     const threads = [writer.pid, ...replicas.map((r) => r.child.process.pid)].map((pid, i) => {
       const now = threadCpuSecondsOf(pid);
       const then = cpuBefore.threads[i]!;
-      return `${i === 0 ? 'writer' : replicas[i - 1]!.nodeId} ${(((now.main - then.main) / cpuWall) * 100).toFixed(0)}+${(((now.others - then.others) / cpuWall) * 100).toFixed(0)}%`;
+      return `${i === 0 ? 'writer' : replicas[i - 1]!.nodeId} ${(((now.main - then.main) / cpuWall) * 100).toFixed(0)}+${(((now.others - then.others) / cpuWall) * 100).toFixed(0)}% (${formatCount((now.wakeups - then.wakeups) / cpuWall)} wakeups/s)`;
     });
-    console.log(`    [debug] CPU main thread + other threads, % of a core over ${cpuWall.toFixed(2)} s: ${threads.join(', ')}`);
+    console.log(`    [debug] CPU main thread + other threads, % of a core over ${cpuWall.toFixed(2)} s: ${threads.join(', ')}; load from ${t0 / 1000n} to ${tWritten / 1000n} µs (CLOCK_MONOTONIC, as in --cpu-prof profiles)`);
     for (const [i, r] of replicas.entries()) {
       const diff: string[] = [];
       for (const sample of after[i]!.samples) {
