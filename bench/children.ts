@@ -127,11 +127,11 @@ export function cpuSecondsOf(pid: number | undefined, part: CpuPart = 'all'): nu
 
 /**
  * A process's CPU seconds so far on its main thread and on its other threads together (the
- * V8 and libuv helpers: GC, compilation, the thread pool), and how often its main thread
- * has slept and woken, Linux /proc; NaN when unknown.
+ * V8 and libuv helpers: GC, compilation, the thread pool), how often its main thread has
+ * slept and woken, and how long it waited for a CPU when ready, Linux /proc; NaN when unknown.
  */
-export function threadCpuSecondsOf(pid: number | undefined): { main: number; others: number; wakeups: number } {
-  if (pid === undefined) return { main: NaN, others: NaN, wakeups: NaN };
+export function threadCpuSecondsOf(pid: number | undefined): { main: number; others: number; wakeups: number; waited: number } {
+  if (pid === undefined) return { main: NaN, others: NaN, wakeups: NaN, waited: NaN };
   let main = 0;
   let others = 0;
   try {
@@ -145,9 +145,11 @@ export function threadCpuSecondsOf(pid: number | undefined): { main: number; oth
     // Each time the main thread slept and was woken (waiting on epoll, a lock, a page).
     const status = readFileSync(`/proc/${pid}/task/${pid}/status`, 'latin1');
     const wakeups = Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? NaN);
-    return { main, others, wakeups };
+    // Time the main thread was ready to run and waited for a CPU (schedstat, nanoseconds).
+    const waited = Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'latin1').split(' ')[1]) / 1e9;
+    return { main, others, wakeups, waited };
   } catch {
-    return { main: NaN, others: NaN, wakeups: NaN };
+    return { main: NaN, others: NaN, wakeups: NaN, waited: NaN };
   }
 }
 
