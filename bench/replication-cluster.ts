@@ -273,6 +273,9 @@ export interface WriterCounters {
   injectedLoss: number;
   /** Members this node marked suspect or dead. */
   suspectOrDead: number;
+  /** Times a channel held deltas back at a full send window, and sent past it. */
+  windowHolds: number;
+  windowOverrides: number;
 }
 
 const silentLogger = pino({ level: 'silent' });
@@ -312,6 +315,8 @@ function countersFrom(s: Scrape): WriterCounters {
     bytesSent: s.value('baton_replication_sent_bytes_total'),
     injectedLoss: s.value('baton_replication_dropped_total', { reason: 'injected_loss' }),
     suspectOrDead: suspectOrDead(s),
+    windowHolds: s.value('baton_replication_send_window_holds_total'),
+    windowOverrides: s.value('baton_replication_send_window_overrides_total'),
   };
 }
 
@@ -381,6 +386,8 @@ export class InProcessWriter implements Writer {
       bytesSent: s.bytesSent,
       injectedLoss: scraped.value('baton_replication_dropped_total', { reason: 'injected_loss' }),
       suspectOrDead: suspectOrDead(scraped),
+      windowHolds: scraped.value('baton_replication_send_window_holds_total'),
+      windowOverrides: scraped.value('baton_replication_send_window_overrides_total'),
     };
   }
 

@@ -569,6 +569,8 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
       const then = cpuBefore.threads[i]!;
       return `${i === 0 ? 'writer' : replicas[i - 1]!.nodeId} ${(((now.main - then.main) / cpuWall) * 100).toFixed(0)}+${(((now.others - then.others) / cpuWall) * 100).toFixed(0)}% (${formatCount((now.wakeups - then.wakeups) / cpuWall)} wakeups/s, waited ${(((now.waited - then.waited) / cpuWall) * 1000).toFixed(0)} ms/s for a CPU)`;
     });
+    const w = subtractCounters(writerAfter, writerBefore);
+    console.log(`    [debug] writer: send window holds ${w.windowHolds}, overrides ${w.windowOverrides}, retransmissions ${w.retransmissions}`);
     console.log(`    [debug] CPU main thread + other threads, % of a core over ${cpuWall.toFixed(2)} s: ${threads.join(', ')}; load from ${t0 / 1000n} to ${tWritten / 1000n} µs (CLOCK_MONOTONIC, as in --cpu-prof profiles)`);
     for (const [i, r] of replicas.entries()) {
       const diff: string[] = [];

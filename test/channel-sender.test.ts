@@ -216,4 +216,41 @@ describe('ChannelSender: send window', () => {
     enqueueMany(s, 6);
     expect(s.flush(0)).toHaveLength(6);
   });
+
+  test('asks for acknowledgement once half the window is in flight, and again only after every receiver answered the last ask', () => {
+    // A 4,000-byte window: 1,000-byte deltas are 2 in flight below half, the third reaches it.
+    const s = sender(64 * 1024, 4000);
+    s.setReceivers(['r', 'q']);
+    s.enqueue({ key: 'a', bytes: bytes(1000) });
+    s.flush(0);
+    expect(s.askAck()).toBe(false); // ~1,000 in flight
+    s.enqueue({ key: 'b', bytes: bytes(1000) });
+    s.flush(0);
+    expect(s.askAck()).toBe(true); // half the window: seq 2 carries the ask
+    s.enqueue({ key: 'c', bytes: bytes(1000) });
+    s.flush(0);
+    expect(s.askAck()).toBe(false); // the ask through seq 2 is unanswered
+    s.handleAck('r', 2);
+    expect(s.askAck()).toBe(false); // 'q' has not answered it yet
+    s.handleAck('q', 1);
+    expect(s.askAck()).toBe(false);
+    s.handleAck('q', 2);
+    // Answered by both; seq 3 is still in flight, under half the window.
+    expect(s.askAck()).toBe(false);
+    s.enqueue({ key: 'd', bytes: bytes(1000) });
+    s.flush(0);
+    expect(s.askAck()).toBe(true); // seqs 3 and 4 in flight: half again
+  });
+
+  test('asks for no acknowledgement without a window or without receivers', () => {
+    const unwindowed = sender(64 * 1024, 0);
+    unwindowed.setReceivers(['r']);
+    enqueueMany(unwindowed, 10);
+    unwindowed.flush(0);
+    expect(unwindowed.askAck()).toBe(false);
+    const alone = sender(64 * 1024, 4000);
+    enqueueMany(alone, 4);
+    alone.flush(0);
+    expect(alone.askAck()).toBe(false);
+  });
 });

@@ -36,7 +36,11 @@ export interface ChannelReceiverConfig {
   maxNackAttempts: number;
   /** Upper bound of the random NACK back-off on multicast channels (ms). */
   multicastBackoffMs: number;
-  /** Interval of cumulative acknowledgements while data arrives (ms). */
+  /**
+   * Interval of cumulative acknowledgements while data arrives (ms); a packet that asks
+   * (a synchronous write, a sender at half its window) is acknowledged at once. Each
+   * acknowledgement costs the receiver a timer's turn and the sender a turn of its own.
+   */
   ackIntervalMs: number;
   /** Widest gap (in sequence numbers) worth repairing by NACK rather than resync. */
   maxGap: number;
@@ -53,7 +57,7 @@ export const DEFAULT_CHANNEL_RECEIVER_CONFIG: ChannelReceiverConfig = {
   nackRetryMs: 10,
   maxNackAttempts: 10,
   multicastBackoffMs: 4,
-  ackIntervalMs: 5,
+  ackIntervalMs: 20,
   maxGap: 100_000,
   maxRangesPerNack: 64,
   maxNotes: 64,

@@ -121,6 +121,8 @@ export class ChannelSender {
   private pendingBytes = 0;
   /** Bytes of the retained packets, as sent (what the window counts). */
   private inFlight = 0;
+  /** The highest sequence number sent with the last ask for acknowledgement (askAck). */
+  private askedThrough = 0;
   /** Since when deltas are held back with no acknowledgement progress (Infinity: none held). */
   private heldSince = Infinity;
   /** An acknowledgement released packets since the last flush. */
@@ -188,6 +190,21 @@ export class ChannelSender {
   /** Bytes of the packets sent and not yet acknowledged by every receiver. */
   get inFlightBytes(): number {
     return this.inFlight;
+  }
+
+  /**
+   * Whether the packets this flush made should ask their receivers to acknowledge at once:
+   * half the send window is in flight and every receiver has answered the last ask.
+   * Receivers otherwise acknowledge at their own pace (ChannelReceiverConfig.ackIntervalMs),
+   * which a writer at full speed would outrun; asking at half the window keeps it open
+   * without an acknowledgement per turn at lower rates. Call after `flush`.
+   */
+  askAck(): boolean {
+    const window = this.config.sendWindowBytes;
+    if (window === 0 || this.acked.size === 0 || this.inFlight < window / 2) return false;
+    if (this.askedThrough > this.ackFloor()) return false;
+    this.askedThrough = this.seq;
+    return true;
   }
 
   /** When a hold gives way if no acknowledgement comes (Infinity: nothing held). */

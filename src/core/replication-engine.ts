@@ -292,7 +292,7 @@ export class ReplicationEngine {
       const packets = sender.flush(now);
       this.timers.set('hold ' + channel, sender.holdDeadline);
       if (sender.pendingCount > 0) held.push(channel);
-      const ackRequested = packets.length > 0 && this.tickets.awaitedOn(channel);
+      const ackRequested = packets.length > 0 && (this.tickets.awaitedOn(channel) || sender.askAck());
       for (const packet of packets) this.repairs.sendData(channel, packet, ackRequested);
       // A ticket's write is in a packet once nothing queued up to it is left.
       this.tickets.sent(channel, firstSeq, sender.sentThrough, sender.highestSeq);
