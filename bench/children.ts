@@ -128,10 +128,11 @@ export function cpuSecondsOf(pid: number | undefined, part: CpuPart = 'all'): nu
 /**
  * A process's CPU seconds so far on its main thread and on its other threads together (the
  * V8 and libuv helpers: GC, compilation, the thread pool), how often its main thread has
- * slept and woken, and how long it waited for a CPU when ready, Linux /proc; NaN when unknown.
+ * slept and woken, how long it waited for a CPU when ready, and its minor page faults (all
+ * threads: each a fresh page of memory touched), Linux /proc; NaN when unknown.
  */
-export function threadCpuSecondsOf(pid: number | undefined): { main: number; others: number; wakeups: number; waited: number } {
-  if (pid === undefined) return { main: NaN, others: NaN, wakeups: NaN, waited: NaN };
+export function threadCpuSecondsOf(pid: number | undefined): { main: number; others: number; wakeups: number; waited: number; faults: number } {
+  if (pid === undefined) return { main: NaN, others: NaN, wakeups: NaN, waited: NaN, faults: NaN };
   let main = 0;
   let others = 0;
   try {
@@ -147,9 +148,11 @@ export function threadCpuSecondsOf(pid: number | undefined): { main: number; oth
     const wakeups = Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? NaN);
     // Time the main thread was ready to run and waited for a CPU (schedstat, nanoseconds).
     const waited = Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'latin1').split(' ')[1]) / 1e9;
-    return { main, others, wakeups, waited };
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const faults = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+    return { main, others, wakeups, waited, faults };
   } catch {
-    return { main: NaN, others: NaN, wakeups: NaN, waited: NaN };
+    return { main: NaN, others: NaN, wakeups: NaN, waited: NaN, faults: NaN };
   }
 }
 

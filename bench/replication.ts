@@ -567,7 +567,7 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
     const threads = [writer.pid, ...replicas.map((r) => r.child.process.pid)].map((pid, i) => {
       const now = threadCpuSecondsOf(pid);
       const then = cpuBefore.threads[i]!;
-      return `${i === 0 ? 'writer' : replicas[i - 1]!.nodeId} ${(((now.main - then.main) / cpuWall) * 100).toFixed(0)}+${(((now.others - then.others) / cpuWall) * 100).toFixed(0)}% (${formatCount((now.wakeups - then.wakeups) / cpuWall)} wakeups/s, waited ${(((now.waited - then.waited) / cpuWall) * 1000).toFixed(0)} ms/s for a CPU)`;
+      return `${i === 0 ? 'writer' : replicas[i - 1]!.nodeId} ${(((now.main - then.main) / cpuWall) * 100).toFixed(0)}+${(((now.others - then.others) / cpuWall) * 100).toFixed(0)}% (${formatCount((now.wakeups - then.wakeups) / cpuWall)} wakeups/s, waited ${(((now.waited - then.waited) / cpuWall) * 1000).toFixed(0)} ms/s for a CPU, ${formatCount((now.faults - then.faults) / cpuWall)} page faults/s)`;
     });
     const w = subtractCounters(writerAfter, writerBefore);
     console.log(`    [debug] writer: send window holds ${w.windowHolds}, overrides ${w.windowOverrides}, retransmissions ${w.retransmissions}`);
