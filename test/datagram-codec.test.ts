@@ -15,9 +15,11 @@ import {
   MAGIC,
   MAX_PADDING,
   MIN_PADDING,
+  nodeGcm,
   PADDING_TAG,
   TAG_BYTES,
   type DropReason,
+  type GcmEngine,
   type OpenResult,
 } from '../src/wire/datagram-codec';
 import { SeededRandom } from '../src/store/random';
@@ -387,6 +389,41 @@ describe('DatagramOpener', () => {
     expect(opener.trackedSenders).toBe(1);
     expect(opener.evictedSenders).toBe(0);
     expect(opened(opener.open(genuine[1]!)).packetNumber).toBe(2);
+  });
+
+  it('opens a stream from one sender, and from a sender forgotten and heard again, with maxSenders 1', () => {
+    // Keys that refuse to work once disposed, as the OpenSSL engine's do.
+    const disposing: GcmEngine = (secret) => {
+      const key = nodeGcm(secret);
+      let disposed = false;
+      return {
+        seal: (...args) => key.seal(...args),
+        openInPlace: (...args) => {
+          if (disposed) throw new Error('the key was disposed');
+          return key.openInPlace(...args);
+        },
+        dispose: () => (disposed = true),
+      };
+    };
+    const opener = new DatagramOpener([key1], { maxDatagramBytes: MAX_DATAGRAM, maxSenders: 1, gcm: disposing });
+    const a = new DatagramSealer([key1], 0x0102030405060708n);
+    // Differs from a only in the incarnation's low word, then only in its high word.
+    const b = new DatagramSealer([key1], 0x0102030405060709n);
+    const c = new DatagramSealer([key1], 0x0102030505060708n);
+    for (let i = 1; i <= 3; i++) {
+      const result = opened(opener.open(a.seal(Buffer.from([i]))));
+      expect([result.incarnation, result.packetNumber, [...result.payload]]).toEqual([0x0102030405060708n, i, [i]]);
+    }
+    for (const [sealer, incarnation] of [[b, 0x0102030405060709n], [a, 0x0102030405060708n], [c, 0x0102030505060708n], [a, 0x0102030405060708n]] as const) {
+      const result = opened(opener.open(sealer.seal(Buffer.from('x'))));
+      expect(result.incarnation).toBe(incarnation);
+      expect(opener.trackedSenders).toBe(1);
+    }
+    expect(opener.evictedSenders).toBe(4);
+    // The one remembered keeps its window: its datagram again is a replay.
+    const again = a.seal(Buffer.from('y'));
+    opened(opener.open(Buffer.from(again)));
+    expect(reasonOf(opener.open(again))).toBe('replayed');
   });
 
   it('keeps at most maxSenders replay windows, evicting the least recently heard', () => {

@@ -234,6 +234,9 @@ export class DatagramSealer {
 }
 
 interface SenderState {
+  /** Its key in `senders`: header bytes 3-11 as latin1. */
+  readonly id: string;
+  readonly incarnation: bigint;
   readonly window: ReplayWindow;
   readonly gcmKey: GcmKey | undefined;
 }
@@ -247,8 +250,15 @@ export class DatagramOpener {
   private readonly windowBits: number;
   /** Keyed by header bytes 3-11 (key id + incarnation) as latin1; Map order is recency. */
   private readonly senders = new Map<string, SenderState>();
-  /** The most recently used key of `senders` (touching it again would change nothing). */
-  private lastSenderId = '';
+  /**
+   * The most recently used sender (touching it again would change nothing), and its header
+   * bytes 3-11 as numbers: a datagram from it is matched without making the key string.
+   * Never an evicted one: open() touches the sender it remembers, so the newest is last.
+   */
+  private lastSender: SenderState | undefined;
+  private lastKeyId = -1;
+  private lastIncarnationHigh = 0;
+  private lastIncarnationLow = 0;
   /** Reused: the engine reads the nonce during the call. */
   private readonly nonce = Buffer.alloc(NONCE_BYTES);
   private evicted = 0;
@@ -316,8 +326,11 @@ export class DatagramOpener {
     const packetNumber = hi * TWO_POW_32 + lo;
     if (!isPacketNumber(packetNumber)) return drop('too_old');
 
-    const senderId = bytes.toString('latin1', 3, 12);
-    let sender = this.senders.get(senderId);
+    const incarnationHigh = bytes.readUInt32BE(4);
+    const incarnationLow = bytes.readUInt32BE(8);
+    const last = keyId === this.lastKeyId && incarnationHigh === this.lastIncarnationHigh && incarnationLow === this.lastIncarnationLow;
+    const senderId = last ? this.lastSender!.id : bytes.toString('latin1', 3, 12);
+    let sender = last ? this.lastSender : this.senders.get(senderId);
     if (sender !== undefined) {
       const verdict = sender.window.check(packetNumber);
       if (verdict !== 'ok') return drop(verdict);
@@ -327,7 +340,7 @@ export class DatagramOpener {
     let payload: Buffer;
     if (clusterKey === undefined) {
       payload = bytes.subarray(HEADER_BYTES);
-      sender ??= this.remember(senderId, undefined);
+      sender ??= this.remember(senderId, bytes.readBigUInt64BE(4), undefined);
     } else {
       const gcmKey = sender?.gcmKey ?? this.keyFor(clusterKey, bytes.readBigUInt64BE(4));
       if (gcmKey === undefined || !this.decrypt(gcmKey, bytes)) {
@@ -336,11 +349,11 @@ export class DatagramOpener {
         return drop('auth_failed');
       }
       payload = bytes.subarray(HEADER_BYTES, length - TAG_BYTES);
-      sender ??= this.remember(senderId, gcmKey);
+      sender ??= this.remember(senderId, bytes.readBigUInt64BE(4), gcmKey);
     }
     sender.window.accept(packetNumber);
-    this.touch(senderId, sender);
-    return { ok: true, incarnation: bytes.readBigUInt64BE(4), packetNumber, payload };
+    if (sender !== this.lastSender) this.touch(sender, keyId, incarnationHigh, incarnationLow);
+    return { ok: true, incarnation: sender.incarnation, packetNumber, payload };
   }
 
   /** The key of a sender not remembered yet; undefined if the engine could not make one (it never throws here). */
@@ -355,7 +368,9 @@ export class DatagramOpener {
   /** Decrypts the body in place; false if the tag does not verify. */
   private decrypt(gcmKey: GcmKey, bytes: Buffer): boolean {
     const tagStart = bytes.length - TAG_BYTES;
-    bytes.copy(this.nonce, 4, 12, HEADER_BYTES);
+    // The packet number, as two words: Buffer#copy validates its arguments in JavaScript first.
+    this.nonce.writeUInt32BE(bytes.readUInt32BE(12), 4);
+    this.nonce.writeUInt32BE(bytes.readUInt32BE(16), 8);
     try {
       return gcmKey.openInPlace(this.nonce, bytes.subarray(0, HEADER_BYTES), bytes.subarray(HEADER_BYTES, tagStart), bytes.subarray(tagStart));
     } catch {
@@ -363,7 +378,7 @@ export class DatagramOpener {
     }
   }
 
-  private remember(senderId: string, gcmKey: GcmKey | undefined): SenderState {
+  private remember(senderId: string, incarnation: bigint, gcmKey: GcmKey | undefined): SenderState {
     if (this.senders.size >= this.maxSenders) {
       const oldest = this.senders.entries().next();
       if (!oldest.done) {
@@ -372,18 +387,19 @@ export class DatagramOpener {
         this.evicted += 1;
       }
     }
-    const sender: SenderState = { window: new ReplayWindow(this.windowBits), gcmKey };
+    const sender: SenderState = { id: senderId, incarnation, window: new ReplayWindow(this.windowBits), gcmKey };
     this.senders.set(senderId, sender);
-    this.lastSenderId = senderId;
     return sender;
   }
 
   /** Moves the sender to the most recently used end of the table (where a stream of datagrams from one sender keeps it). */
-  private touch(senderId: string, sender: SenderState): void {
-    if (senderId === this.lastSenderId) return;
-    this.senders.delete(senderId);
-    this.senders.set(senderId, sender);
-    this.lastSenderId = senderId;
+  private touch(sender: SenderState, keyId: number, incarnationHigh: number, incarnationLow: number): void {
+    this.senders.delete(sender.id);
+    this.senders.set(sender.id, sender);
+    this.lastSender = sender;
+    this.lastKeyId = keyId;
+    this.lastIncarnationHigh = incarnationHigh;
+    this.lastIncarnationLow = incarnationLow;
   }
 }
 
