@@ -150,6 +150,8 @@ export class ReplicationEngine {
    * a dictionary replaced at each poll, not a Map cleared at each poll (churn-free.ts).
    */
   private arrived = dictionary<Receiver>();
+  /** The channel of the last data packet and its receiver key (most packets come on the channel of the one before). */
+  private lastChannel: { from: string; incarnation: bigint; channel: string; key: string } | undefined;
   private anyArrived = false;
   private resyncs: ResyncRequest[] = [];
   private viewVersion = -1;
@@ -674,7 +676,7 @@ export class ReplicationEngine {
       return;
     }
     const { channel, seq } = admitted;
-    const key = receiverKey(from, incarnation, channel);
+    const key = this.receiverKeyOf(from, incarnation, channel);
     const receiver = this.repairs.receiverFor(key, from, incarnation, channel);
     if (receiver.handleData(seq, data.ackRequested, now) === 'duplicate') {
       this.repairs.refresh(key, receiver);
@@ -697,6 +699,15 @@ export class ReplicationEngine {
     if (outcome.resyncSender) this.repairs.resyncChannelsOf(from, incarnation);
     this.arrived[key] = receiver;
     this.anyArrived = true;
+  }
+
+  /** receiverKey, without formatting the incarnation again when the packet came on the last one's channel. */
+  private receiverKeyOf(from: string, incarnation: bigint, channel: string): string {
+    const last = this.lastChannel;
+    if (last !== undefined && last.incarnation === incarnation && last.from === from && last.channel === channel) return last.key;
+    const key = receiverKey(from, incarnation, channel);
+    this.lastChannel = { from, incarnation, channel, key };
+    return key;
   }
 
   /**
