@@ -11,9 +11,9 @@
  * that refuses one gets them one by one, and no segmented send after.
  */
 import * as dgram from 'node:dgram';
-import { BATCH_SLOTS, batchDestination, loadBatchReceiver, loadBatchSender, MAX_SEGMENTED_BYTES, MAX_SEGMENTS, planSegments } from '../sidecar/net/udp-batch';
+import { BATCH_SLOTS, batchDestination, loadBatchReceiver, loadBatchSender, MAX_SEGMENTED_BYTES, MAX_SEGMENTS, planSegments, receiveCoalesced } from '../sidecar/net/udp-batch';
 import { loadSocketSyscalls, SOL_SOCKET, udpSocketFd } from '../sidecar/net/socket-syscalls';
-import { DatagramOpener, DatagramSealer, MAX_PADDING, MIN_PADDING } from '../src/wire/datagram-codec';
+import { coalescedSegmentBytes, DatagramOpener, DatagramSealer, MAX_PADDING, MIN_PADDING } from '../src/wire/datagram-codec';
 import { SeededRandom } from '../src/store/random';
 import { makeClusterKey } from './support/sim-cluster';
 import { pollUntil } from './support/static-cluster';
@@ -266,6 +266,88 @@ describe('segmented sends', () => {
     expect(() => batch.add(destination, MAX_SEGMENTED_BYTES + 1, 1400)).toThrow(RangeError);
     expect(() => batch.add(destination, 100 * (MAX_SEGMENTS + 1), 100)).toThrow(RangeError);
     batch.close();
+  });
+
+  test('a socket with UDP_GRO gets each segmented send as one run, which the batch receiver and the sender header cut apart', async () => {
+    const MAX_DATAGRAM = 1400;
+    const sender = await bound();
+    const target = await bound();
+    const fd = udpSocketFd(target)!;
+    expect(receiveCoalesced(fd)).toBe(true);
+    const loadedReceiver = loadBatchReceiver(MAX_DATAGRAM, true);
+    if (loadedReceiver.receiver === undefined) throw new Error(`no batch receiver: ${loadedReceiver.reason}`);
+    const receiver = loadedReceiver.receiver;
+    const key = makeClusterKey(5);
+    const sealer = new DatagramSealer([key], 0x5eed5eedn);
+    const opener = new DatagramOpener([key], { maxDatagramBytes: MAX_DATAGRAM });
+    const got: string[] = [];
+    const reads: number[] = [];
+    const open = (datagram: Buffer) => {
+      const opened = opener.open(datagram);
+      // A padded payload ends in its padding field, after the '|'.
+      got.push(opened.ok ? Buffer.from(opened.payload).toString('latin1').replace(/\|[^]*$/, '|') : `dropped: ${opened.reason}`);
+    };
+    // As the transport reads: node:dgram's read cut at the sender's header, then the batch.
+    target.on('message', (msg) => {
+      const segment = coalescedSegmentBytes(msg, MAX_DATAGRAM);
+      reads.push(Math.ceil(msg.length / segment));
+      for (let at = 0; at < msg.length; at += segment) open(msg.subarray(at, Math.min(at + segment, msg.length)));
+      receiver.drain(fd, 64, open);
+    });
+    const random = new SeededRandom(71);
+    const batch = loaded(sender);
+    const destination = batchDestination('127.0.0.1', target.address().port);
+    const expected: string[] = [];
+    let segmented = 0;
+    for (let round = 0; round < 12; round++) {
+      const count = 1 + random.below(MAX_SEGMENTS);
+      const base = random.below(1200);
+      const payloads = Array.from({ length: count }, (_, k) => `r${round}d${k}:` + 'x'.repeat(base + random.below(40)) + '|');
+      const lengths = new Uint32Array(payloads.map((p) => sealer.sealedLength(p.length)));
+      const run = planSegments(lengths, 0, count, () => true, MAX_DATAGRAM);
+      const n = run.count;
+      const segment = n > 1 ? run.segmentBytes : 0;
+      const at = batch.add(destination, n > 1 ? segment * (n - 1) + lengths[n - 1]! : lengths[0]!, segment);
+      for (let k = 0; k < n; k++) sealer.sealInto(Buffer.from(payloads[k]!, 'latin1'), batch.buffer, at + k * segment, k < n - 1 ? segment : lengths[k]!);
+      if (n > 1) segmented += n;
+      expected.push(...payloads.slice(0, n));
+      expect(batch.flush(() => undefined)).toBe(0);
+    }
+    expect(segmented).toBeGreaterThan(0);
+    expect(batch.segmentedDatagrams).toBe(segmented);
+    await pollUntil('every datagram received', () => got.length === expected.length, 5000);
+    expect(got).toEqual(expected);
+    // Some read held a whole run (not one datagram per read).
+    expect(Math.max(...reads)).toBeGreaterThan(1);
+    batch.close();
+    receiver.close();
+  });
+
+  test('a run read without its segment size is cut where the sender header begins again, and only there', () => {
+    const key = makeClusterKey(6);
+    const sealer = new DatagramSealer([key], 0x0102030405060708n);
+    const random = new SeededRandom(73);
+    for (let round = 0; round < 200; round++) {
+      const segment = 60 + random.below(1340);
+      const count = 1 + random.below(40);
+      const last = 40 + random.below(segment - 40 + 1);
+      const run = Buffer.alloc(segment * (count - 1) + last);
+      for (let k = 0; k < count; k++) {
+        const length = k < count - 1 ? segment : last;
+        sealer.sealInto(Buffer.from(Array.from({ length: length - 36 }, () => random.below(256))), run, k * segment, length);
+      }
+      expect(coalescedSegmentBytes(run, 1400)).toBe(count > 1 ? segment : last);
+    }
+    // Not a run: a datagram alone, one whose later bytes are not a header, and a segment over the node's largest.
+    const one = sealer.seal(Buffer.alloc(500, 1));
+    expect(coalescedSegmentBytes(one, 1400)).toBe(one.length);
+    const two = Buffer.concat([sealer.seal(Buffer.alloc(100, 2)), sealer.seal(Buffer.alloc(100, 3))]);
+    expect(coalescedSegmentBytes(two, 1400)).toBe(two.length / 2);
+    expect(coalescedSegmentBytes(two, 100)).toBe(two.length);
+    two.fill(0, two.length / 2, two.length / 2 + 4);
+    expect(coalescedSegmentBytes(two, 1400)).toBe(two.length);
+    const three = Buffer.concat([sealer.seal(Buffer.alloc(100, 2)), sealer.seal(Buffer.alloc(100, 3)), Buffer.alloc(136, 9)]);
+    expect(coalescedSegmentBytes(three, 1400)).toBe(three.length);
   });
 
   test('a kernel that refuses a segmented send gets its datagrams one by one, and no segmented send after', async () => {

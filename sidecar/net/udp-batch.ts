@@ -55,6 +55,7 @@ const CONTROL_BYTES = 24;
 const CONTROL_LENGTH = 18;
 const SOL_UDP = 17;
 const UDP_SEGMENT = 103;
+const UDP_GRO = 104;
 const TWO_POW_32 = 2 ** 32;
 
 const EIO = 5;
@@ -358,12 +359,39 @@ export interface BatchSource {
 const MSG_DONTWAIT = 0x40;
 /** Memory for the datagrams of one recvmmsg. */
 const RECEIVE_DATA_BYTES = 2 << 20;
+/** A slot of a coalescing receiver: the most a UDP datagram over IPv4, or a coalesced run, carries. */
+const COALESCED_SLOT_BYTES = 65_536;
+/** The control message UDP_GRO hands with a coalesced run: a cmsghdr (16 bytes) and the segment size (an int). */
+const GRO_CONTROL_BYTES = 24;
+const GRO_CONTROL_LENGTH = 20;
+
+/**
+ * Asks the kernel to hand over the datagrams of a segmented send (or runs of datagrams it
+ * coalesced on the way in) as one buffer, with their segment size (UDP_GRO, Linux 5.0 and
+ * later); true when it took the option. A segmented send then costs the sender no cutting
+ * per receiving socket, and each receiver one read instead of one per datagram (measured:
+ * docs/benchmarks.md). Every reader of the socket must then cut runs apart: BatchReceiver
+ * made with `coalescing` does, with the size the kernel tells; node:dgram, which does not
+ * tell it, hands the run whole (see coalescedSegmentBytes in datagram-codec.ts).
+ */
+export function receiveCoalesced(fd: number): boolean {
+  const { syscalls } = loadSocketSyscalls();
+  if (syscalls === undefined) return false;
+  try {
+    syscalls.setsockopt(fd, SOL_UDP, UDP_GRO, 1);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * Reads the datagrams queued on a socket, many to a system call, into memory outside the
  * V8 heap. A datagram is handed on as a view of that memory, valid only during the call
  * that hands it on. Each slot holds one byte more than the largest datagram the node
- * takes, so a larger one arrives cut to that size and is refused as oversized.
+ * takes, so a larger one arrives cut to that size and is refused as oversized. A
+ * coalescing receiver (for sockets with UDP_GRO: receiveCoalesced) has slots of 64 KiB
+ * and a control message each, and cuts a run apart at the segment size the kernel gives.
  */
 export class BatchReceiver {
   /** Sources by IPv4 address and port, built once per peer. */
@@ -375,17 +403,20 @@ export class BatchReceiver {
     private readonly slots: number,
     private readonly slotBytes: number,
     private readonly recvmmsg: (fd: number, headers: number, count: number, flags: number, timeout: number) => number,
+    readonly coalescing = false,
   ) {
     const memory = (this.memory = kernel.bytes);
     const iovecs = slots * HEADER_BYTES;
     const names = iovecs + slots * IOVEC_BYTES;
-    const data = names + slots * NAME_BYTES;
+    const controls = names + slots * NAME_BYTES;
+    const data = controls + (coalescing ? slots * GRO_CONTROL_BYTES : 0);
     memory.fill(0, 0, data);
     for (let slot = 0; slot < slots; slot++) {
       const header = slot * HEADER_BYTES;
       kernel.writeAddress(header, names + slot * NAME_BYTES); // msg_name
       kernel.writeAddress(header + 16, iovecs + slot * IOVEC_BYTES); // msg_iov
       memory.writeUInt32LE(1, header + 24); // msg_iovlen
+      if (coalescing) kernel.writeAddress(header + 32, controls + slot * GRO_CONTROL_BYTES); // msg_control
       kernel.writeAddress(iovecs + slot * IOVEC_BYTES, data + slot * slotBytes); // iov_base
       memory.writeUInt32LE(slotBytes, iovecs + slot * IOVEC_BYTES + 8); // iov_len
     }
@@ -398,24 +429,49 @@ export class BatchReceiver {
    */
   drain(fd: number, max: number, each: (datagram: Buffer, source: BatchSource) => void): number {
     if (this.kernel.closed) return 0;
-    const { memory, slots, slotBytes } = this;
+    const { memory, slots, slotBytes, coalescing } = this;
     const names = slots * (HEADER_BYTES + IOVEC_BYTES);
-    const data = names + slots * NAME_BYTES;
+    const controls = names + slots * NAME_BYTES;
+    const data = controls + (coalescing ? slots * GRO_CONTROL_BYTES : 0);
     let read = 0;
+    let handed = 0;
     while (read < max) {
       const want = Math.min(slots, max - read);
-      for (let slot = 0; slot < want; slot++) memory.writeUInt32LE(NAME_BYTES, slot * HEADER_BYTES + 8); // msg_namelen, in and out
+      for (let slot = 0; slot < want; slot++) {
+        const header = slot * HEADER_BYTES;
+        memory.writeUInt32LE(NAME_BYTES, header + 8); // msg_namelen, in and out
+        if (coalescing) memory.writeUInt32LE(GRO_CONTROL_BYTES, header + 40); // msg_controllen, in and out
+      }
       const got = this.recvmmsg(fd, this.kernel.addressAt(0), want, MSG_DONTWAIT, 0);
       if (got <= 0) break;
       for (let slot = 0; slot < got; slot++) {
-        const length = memory.readUInt32LE(slot * HEADER_BYTES + 56); // msg_len
+        const header = slot * HEADER_BYTES;
+        const length = memory.readUInt32LE(header + 56); // msg_len
         const at = data + slot * slotBytes;
-        each(memory.subarray(at, at + length), this.source(names + slot * NAME_BYTES));
+        const source = this.source(names + slot * NAME_BYTES);
+        const segment = coalescing ? this.segmentSize(header, controls + slot * GRO_CONTROL_BYTES) : 0;
+        if (segment <= 0 || segment >= length) {
+          each(memory.subarray(at, at + length), source);
+          handed++;
+          continue;
+        }
+        for (let from = at, end = at + length; from < end; from += segment) {
+          each(memory.subarray(from, Math.min(from + segment, end)), source);
+          handed++;
+        }
       }
       read += got;
       if (got < want) break;
     }
-    return read;
+    return handed;
+  }
+
+  /** The segment size of the run in a slot (UDP_GRO's control message), or 0: one datagram. */
+  private segmentSize(header: number, control: number): number {
+    const memory = this.memory;
+    if (memory.readUInt32LE(header + 40) < GRO_CONTROL_LENGTH) return 0; // msg_controllen
+    if (memory.readInt32LE(control + 8) !== SOL_UDP || memory.readInt32LE(control + 12) !== UDP_GRO) return 0;
+    return memory.readInt32LE(control + 16);
   }
 
   close(): void {
@@ -437,15 +493,18 @@ export class BatchReceiver {
   }
 }
 
-/** A batch receiver for datagrams of at most `maxDatagramBytes`, or why there cannot be one here. */
-export function loadBatchReceiver(maxDatagramBytes: number): { receiver: BatchReceiver } | { receiver: undefined; reason: string } {
+/**
+ * A batch receiver for datagrams of at most `maxDatagramBytes` (for sockets with UDP_GRO,
+ * `coalescing`: runs of them), or why there cannot be one here.
+ */
+export function loadBatchReceiver(maxDatagramBytes: number, coalescing = false): { receiver: BatchReceiver } | { receiver: undefined; reason: string } {
   if (process.arch !== 'x64' && process.arch !== 'arm64') return { receiver: undefined, reason: `recvmmsg is written for 64-bit Linux (this is ${process.arch})` };
   const loaded = loadKoffi();
   if (loaded.koffi === undefined) return { receiver: undefined, reason: loaded.reason };
   const koffi = loaded.koffi;
-  const slotBytes = maxDatagramBytes + 1;
+  const slotBytes = coalescing ? COALESCED_SLOT_BYTES : maxDatagramBytes + 1;
   const slots = Math.max(4, Math.min(64, Math.floor(RECEIVE_DATA_BYTES / slotBytes)));
-  const bytes = slots * (HEADER_BYTES + IOVEC_BYTES + NAME_BYTES + slotBytes);
+  const bytes = slots * (HEADER_BYTES + IOVEC_BYTES + NAME_BYTES + (coalescing ? GRO_CONTROL_BYTES : 0) + slotBytes);
   try {
     const libc = koffi.load('libc.so.6');
     // Addresses as plain numbers (the headers', and 0 for no timeout), as for sendmmsg.
@@ -456,7 +515,7 @@ export function loadBatchReceiver(maxDatagramBytes: number): { receiver: BatchRe
       flags: number,
       timeout: number,
     ) => number;
-    return { receiver: new BatchReceiver(KernelMemory.allocate(koffi, bytes), slots, slotBytes, recvmmsg) };
+    return { receiver: new BatchReceiver(KernelMemory.allocate(koffi, bytes), slots, slotBytes, recvmmsg, coalescing) };
   } catch (err) {
     return { receiver: undefined, reason: `recvmmsg is not reachable (${(err as Error).message})` };
   }

@@ -17,7 +17,7 @@ import { Server } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { BuzHash } from '../../src/store/buzhash';
 import type { ClusterKey } from '../../src/wire/cluster-key';
-import { DatagramOpener, DatagramSealer, FORMAT_VERSION, HEADER_BYTES, nodeGcm, TAG_BYTES } from '../../src/wire/datagram-codec';
+import { coalescedSegmentBytes, DatagramOpener, DatagramSealer, FORMAT_VERSION, HEADER_BYTES, nodeGcm, TAG_BYTES } from '../../src/wire/datagram-codec';
 import { NodeCore, type NodeObserver } from '../../src/core/node-core';
 import { SeededRandom } from '../../src/store/random';
 import type { ResumeObserver } from '../../src/core/session-api';
@@ -30,7 +30,7 @@ import type { PeerServiceClient, ReplayRequest, ReplayResponse } from '../../src
 import { OpenStreams, shutdownWithin } from '../net/server-shutdown';
 import { loadOpensslGcm } from '../net/openssl-gcm';
 import { loadSocketSyscalls, udpSocketFd } from '../net/socket-syscalls';
-import { type BatchDestination, batchDestination, type BatchReceiver, type BatchSender, loadBatchReceiver, loadBatchSender, planSegments } from '../net/udp-batch';
+import { type BatchDestination, batchDestination, type BatchReceiver, type BatchSender, loadBatchReceiver, loadBatchSender, MAX_SEGMENTED_BYTES, planSegments, receiveCoalesced } from '../net/udp-batch';
 
 /** How long a stopping node's peer server waits for calls in flight before cancelling them. */
 const PEER_SHUTDOWN_MS = 1000;
@@ -61,6 +61,8 @@ export class UdpTransport implements Transport {
   /** recvmmsg where koffi reaches it: after a datagram node:dgram delivers, the rest queued on its socket. */
   private readonly receiver: BatchReceiver | undefined;
   private readonly socketFds = new WeakMap<dgram.Socket, number | undefined>();
+  /** Sockets the kernel hands runs of datagrams on (UDP_GRO): node:dgram's reads of them are cut apart here. */
+  private readonly coalescingSockets = new WeakSet<dgram.Socket>();
   /** sendDatagrams' scratch: each datagram's destination and sealed length. */
   private readonly targets: (BatchDestination | undefined)[] = [];
   private lengths = new Uint32Array(256);
@@ -183,9 +185,14 @@ export class UdpTransport implements Transport {
       log.info(`datagrams to one destination sent one by one (${config.udpSegmentation ? 'the kernel takes no UDP_SEGMENT' : '--udp-segmentation off'})`);
     }
     this.batch = batch.sender;
-    const receiver = loadBatchReceiver(config.maxDatagramBytes);
+    // Runs of datagrams read as one (UDP_GRO) where peers may send them segmented: sealed
+    // datagrams (a run is cut at its sender's header, which only a sealed stream keeps
+    // apart from the data), at least two to a run, and segmentation not ruled out.
+    const coalescing = keys !== undefined && config.udpSegmentation && 2 * config.maxDatagramBytes <= MAX_SEGMENTED_BYTES;
+    const receiver = loadBatchReceiver(config.maxDatagramBytes, coalescing);
     if (receiver.receiver === undefined) log.info({ reason: receiver.reason }, 'datagrams received one system call each (no recvmmsg)');
     this.receiver = receiver.receiver;
+    this.receiveCoalescedOn(socket);
     this.peerCredentials = new PeerCredentials(peerTlsFor(config, keys, now));
     this.peers = new PeerClients(this.peerCredentials);
     const settings = () => ({
@@ -500,6 +507,7 @@ export class UdpTransport implements Transport {
       socket.close();
       throw err;
     }
+    this.receiveCoalescedOn(socket);
     return socket;
   }
 
@@ -583,9 +591,19 @@ export class UdpTransport implements Transport {
     }
   }
 
-  /** node:dgram read a datagram from a socket; what else is queued on that socket now is read in batches. */
+  /** Has the kernel hand runs of datagrams on `socket` as one read, where the batch receiver cuts them apart (it was made coalescing). */
+  private receiveCoalescedOn(socket: dgram.Socket): void {
+    if (this.receiver?.coalescing !== true) return;
+    const fd = this.fdOf(socket);
+    if (fd !== undefined && receiveCoalesced(fd)) this.coalescingSockets.add(socket);
+  }
+
+  /** node:dgram read a datagram (or a run of them) from a socket; what else is queued on that socket now is read in batches. */
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo, groupSocket?: dgram.Socket): void {
-    this.onDatagram(msg, rinfo, `${rinfo.address}:${rinfo.port}`, groupSocket);
+    const from = `${rinfo.address}:${rinfo.port}`;
+    const segment = this.coalescingSockets.has(groupSocket ?? this.socket) ? coalescedSegmentBytes(msg, this.config.maxDatagramBytes) : msg.length;
+    if (segment >= msg.length) this.onDatagram(msg, rinfo, from, groupSocket);
+    else for (let at = 0; at < msg.length; at += segment) this.onDatagram(msg.subarray(at, Math.min(at + segment, msg.length)), rinfo, from, groupSocket);
     const receiver = this.receiver;
     if (receiver === undefined || this.stopped || this.drainedThisTurn) return;
     this.drainedThisTurn = true;

@@ -241,6 +241,32 @@ interface SenderState {
   readonly gcmKey: GcmKey | undefined;
 }
 
+/** Header bytes every datagram of one sender incarnation begins with: magic, version, key id, incarnation. */
+const SENDER_PREFIX_BYTES = 12;
+
+/**
+ * The segment size of a buffer that may hold a run of datagrams the kernel coalesced
+ * (UDP_GRO on the socket, read without the segment size it reports: node:dgram): the
+ * datagrams of one sender, of one length but the last, end to end. The size is where the
+ * first datagram's sender prefix (header bytes 0-11) begins again, within
+ * `maxDatagramBytes`; the buffer's length when it does not (one datagram), or when a later
+ * segment does not begin with it (the buffer is then handed on whole, and refused as
+ * oversized or unauthenticated). A run comes from one sealed sender, whose ciphertext holds
+ * the 12-byte prefix by chance with odds of 2^-96 per position; runs are only looked for
+ * where datagrams are sealed (the transport sets UDP_GRO only with cluster keys).
+ */
+export function coalescedSegmentBytes(buffer: Buffer, maxDatagramBytes: number): number {
+  const length = buffer.length;
+  if (length < 2 * HEADER_BYTES) return length;
+  const prefix = buffer.subarray(0, SENDER_PREFIX_BYTES);
+  const segment = buffer.subarray(0, Math.min(length, maxDatagramBytes + SENDER_PREFIX_BYTES)).indexOf(prefix, HEADER_BYTES);
+  if (segment < 0) return length;
+  for (let at = segment; at < length; at += segment) {
+    if (length - at < HEADER_BYTES || buffer.compare(prefix, 0, SENDER_PREFIX_BYTES, at, at + SENDER_PREFIX_BYTES) !== 0) return length;
+  }
+  return segment;
+}
+
 /** Opens datagrams from any sender, dropping what is malformed, forged or replayed. */
 export class DatagramOpener {
   private readonly keysById: (ClusterKey | undefined)[] = new Array(256).fill(undefined);
