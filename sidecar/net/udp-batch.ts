@@ -423,9 +423,10 @@ export class BatchReceiver {
   }
 
   /**
-   * Reads what is queued on `fd` now, at most `max` datagrams, and hands each to `each`
-   * in arrival order. Answers how many were read (0 when nothing was queued or the read
-   * failed: node:dgram, which reads the same socket, sees and reports its errors).
+   * Reads what is queued on `fd` now, at most `max` reads (a run of a coalescing receiver
+   * is one), and hands each datagram to `each` in arrival order. Answers how many datagrams
+   * it handed on (0 when nothing was queued or the read failed: node:dgram, which reads the
+   * same socket, sees and reports its errors).
    */
   drain(fd: number, max: number, each: (datagram: Buffer, source: BatchSource) => void): number {
     if (this.kernel.closed) return 0;
