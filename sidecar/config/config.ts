@@ -541,7 +541,7 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
     key: 'udpSegmentation',
     valueName: 'on|off',
     description:
-      'hand the kernel datagrams in a row to one destination as one segmented send (UDP_SEGMENT), where it takes them; each still travels as a datagram of its own',
+      'hand the kernel datagrams in a row to one destination as one segmented send (UDP_SEGMENT), where it takes them; each still travels as a datagram of its own. With a cluster key, also read a segmented send received as one (UDP_GRO)',
     default: () => 'on',
     parse: (v, flag) => {
       if (['on', 'true', '1'].includes(v)) return true;
