@@ -376,11 +376,16 @@ export class ChannelSender {
 
   private record(deltas: Uint8Array[], keys: string[], size: number): DataPacket {
     const seq = ++this.seq;
-    for (const [i, key] of keys.entries()) {
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      const bytes = deltas[i]!;
       const previous = this.latest[key];
-      if (previous !== undefined) this.bytes -= previous.bytes.length;
-      this.latest[key] = { bytes: deltas[i]!, seq };
-      this.bytes += deltas[i]!.length;
+      if (previous !== undefined) {
+        this.bytes -= previous.bytes.length;
+        previous.bytes = bytes;
+        previous.seq = seq;
+      } else this.latest[key] = { bytes, seq };
+      this.bytes += bytes.length;
     }
     this.buffer.add(seq, { seq, size, resentAt: -Infinity, keys, fragment: undefined });
     this.bytes += ENTRY_OVERHEAD_BYTES;
