@@ -197,6 +197,9 @@ describe.each([
     const writer = await cluster.nodes[0]!.process.scrape();
     expect(writer.value('baton_replication_segmented_datagrams_total')).toBeGreaterThan(0);
     expect(writer.value('baton_replication_send_errors_total')).toBe(0);
+    // With the cluster key, a replica read them as runs (UDP_GRO) and cut them apart.
+    const replica = await cluster.nodes[1]!.process.scrape();
+    expect(replica.value('baton_replication_coalesced_datagrams_total')).toBeGreaterThan(0);
     if (lossPercent > 0) {
       // The loss was real and was repaired: datagrams were dropped and NACKed.
       const metrics = await cluster.nodes[1]!.process.scrape();

@@ -327,6 +327,12 @@ export class SidecarMetrics {
     );
     counterFrom(
       registry,
+      'baton_replication_coalesced_datagrams_total',
+      'Datagrams received in runs the kernel handed over as one read (UDP_GRO: a peer\'s segmented send), cut apart by this node; flat without a cluster key or with --udp-segmentation off.',
+      () => core.counters.coalescedDatagrams,
+    );
+    counterFrom(
+      registry,
       'baton_replication_own_datagrams_received_total',
       "This node's own multicast datagrams that the group looped back into the process and it skipped; once the first has shown their source, a socket filter drops the rest in the kernel (this grows only where the filter cannot be attached).",
       () => core.counters.ownDatagramsReceived,

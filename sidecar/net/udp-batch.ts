@@ -397,6 +397,8 @@ export class BatchReceiver {
   /** Sources by IPv4 address and port, built once per peer. */
   private readonly sources = new Map<number, BatchSource>();
   private readonly memory: Buffer;
+  /** Datagrams handed on from runs (a coalescing receiver's), since construction. */
+  coalescedDatagrams = 0;
 
   constructor(
     private readonly kernel: KernelMemory,
@@ -459,6 +461,7 @@ export class BatchReceiver {
         for (let from = at, end = at + length; from < end; from += segment) {
           each(memory.subarray(from, Math.min(from + segment, end)), source);
           handed++;
+          this.coalescedDatagrams++;
         }
       }
       read += got;

@@ -603,7 +603,12 @@ export class UdpTransport implements Transport {
     const from = `${rinfo.address}:${rinfo.port}`;
     const segment = this.coalescingSockets.has(groupSocket ?? this.socket) ? coalescedSegmentBytes(msg, this.config.maxDatagramBytes) : msg.length;
     if (segment >= msg.length) this.onDatagram(msg, rinfo, from, groupSocket);
-    else for (let at = 0; at < msg.length; at += segment) this.onDatagram(msg.subarray(at, Math.min(at + segment, msg.length)), rinfo, from, groupSocket);
+    else {
+      for (let at = 0; at < msg.length; at += segment) {
+        this.core.counters.coalescedDatagrams++;
+        this.onDatagram(msg.subarray(at, Math.min(at + segment, msg.length)), rinfo, from, groupSocket);
+      }
+    }
     const receiver = this.receiver;
     if (receiver === undefined || this.stopped || this.drainedThisTurn) return;
     this.drainedThisTurn = true;
@@ -613,7 +618,9 @@ export class UdpTransport implements Transport {
     if (fd === undefined) return;
     // A view of the batch's memory, valid during the call: it opens in place, and the core
     // copies what it keeps of a payload (handleDatagram).
+    const coalesced = receiver.coalescedDatagrams;
     receiver.drain(fd, DRAIN_MAX, (datagram, source) => this.onDatagram(datagram, source, source.from, groupSocket));
+    this.core.counters.coalescedDatagrams += receiver.coalescedDatagrams - coalesced;
   }
 
   /** A socket's descriptor, read once per socket. */

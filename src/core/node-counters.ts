@@ -26,6 +26,8 @@ export class NodeCounters {
   sendErrors = 0;
   /** Datagrams handed to the kernel in segmented sends (UDP_SEGMENT: several to one destination in one). */
   segmentedDatagrams = 0;
+  /** Datagrams received in runs read as one (UDP_GRO: a segmented send, or datagrams the kernel coalesced), cut apart here. */
+  coalescedDatagrams = 0;
   /** This node's own multicast datagrams looped back to it that reached the process (a socket filter drops the rest in the kernel). */
   ownDatagramsReceived = 0;
   /** Datagrams or deltas dropped, by reason. */
