@@ -386,6 +386,16 @@ export function receiveCoalesced(fd: number): boolean {
 }
 
 /**
+ * Hands on each datagram of a run laid in bytes[from, end) at `segment` bytes each (the last
+ * may be shorter); answers how many.
+ */
+export function eachSegment(bytes: Buffer, from: number, end: number, segment: number, each: (datagram: Buffer) => void): number {
+  let count = 0;
+  for (let at = from; at < end; at += segment, count++) each(bytes.subarray(at, Math.min(at + segment, end)));
+  return count;
+}
+
+/**
  * Reads the datagrams queued on a socket, many to a system call, into memory outside the
  * V8 heap. A datagram is handed on as a view of that memory, valid only during the call
  * that hands it on. Each slot holds one byte more than the largest datagram the node
@@ -399,6 +409,10 @@ export class BatchReceiver {
   private readonly memory: Buffer;
   /** Datagrams handed on from runs (a coalescing receiver's), since construction. */
   coalescedDatagrams = 0;
+  /** Where the source addresses, the control messages and the datagrams begin in memory. */
+  private readonly names: number;
+  private readonly controls: number;
+  private readonly data: number;
 
   constructor(
     private readonly kernel: KernelMemory,
@@ -409,9 +423,9 @@ export class BatchReceiver {
   ) {
     const memory = (this.memory = kernel.bytes);
     const iovecs = slots * HEADER_BYTES;
-    const names = iovecs + slots * IOVEC_BYTES;
-    const controls = names + slots * NAME_BYTES;
-    const data = controls + (coalescing ? slots * GRO_CONTROL_BYTES : 0);
+    const names = (this.names = iovecs + slots * IOVEC_BYTES);
+    const controls = (this.controls = names + slots * NAME_BYTES);
+    const data = (this.data = controls + (coalescing ? slots * GRO_CONTROL_BYTES : 0));
     memory.fill(0, 0, data);
     for (let slot = 0; slot < slots; slot++) {
       const header = slot * HEADER_BYTES;
@@ -432,10 +446,7 @@ export class BatchReceiver {
    */
   drain(fd: number, max: number, each: (datagram: Buffer, source: BatchSource) => void): number {
     if (this.kernel.closed) return 0;
-    const { memory, slots, slotBytes, coalescing } = this;
-    const names = slots * (HEADER_BYTES + IOVEC_BYTES);
-    const controls = names + slots * NAME_BYTES;
-    const data = controls + (coalescing ? slots * GRO_CONTROL_BYTES : 0);
+    const { memory, slots, slotBytes, coalescing, names, controls, data } = this;
     let read = 0;
     let handed = 0;
     while (read < max) {
@@ -458,11 +469,9 @@ export class BatchReceiver {
           handed++;
           continue;
         }
-        for (let from = at, end = at + length; from < end; from += segment) {
-          each(memory.subarray(from, Math.min(from + segment, end)), source);
-          handed++;
-          this.coalescedDatagrams++;
-        }
+        const count = eachSegment(memory, at, at + length, segment, (datagram) => each(datagram, source));
+        handed += count;
+        this.coalescedDatagrams += count;
       }
       read += got;
       if (got < want) break;

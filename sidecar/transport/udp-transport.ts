@@ -30,7 +30,7 @@ import type { PeerServiceClient, ReplayRequest, ReplayResponse } from '../../src
 import { OpenStreams, shutdownWithin } from '../net/server-shutdown';
 import { loadOpensslGcm } from '../net/openssl-gcm';
 import { loadSocketSyscalls, udpSocketFd } from '../net/socket-syscalls';
-import { type BatchDestination, batchDestination, type BatchReceiver, type BatchSender, loadBatchReceiver, loadBatchSender, MAX_SEGMENTED_BYTES, planSegments, receiveCoalesced } from '../net/udp-batch';
+import { type BatchDestination, batchDestination, type BatchReceiver, type BatchSender, eachSegment, loadBatchReceiver, loadBatchSender, MAX_SEGMENTED_BYTES, planSegments, receiveCoalesced } from '../net/udp-batch';
 
 /** How long a stopping node's peer server waits for calls in flight before cancelling them. */
 const PEER_SHUTDOWN_MS = 1000;
@@ -603,12 +603,7 @@ export class UdpTransport implements Transport {
     const from = `${rinfo.address}:${rinfo.port}`;
     const segment = this.coalescingSockets.has(groupSocket ?? this.socket) ? coalescedSegmentBytes(msg, this.config.maxDatagramBytes) : msg.length;
     if (segment >= msg.length) this.onDatagram(msg, rinfo, from, groupSocket);
-    else {
-      for (let at = 0; at < msg.length; at += segment) {
-        this.core.counters.coalescedDatagrams++;
-        this.onDatagram(msg.subarray(at, Math.min(at + segment, msg.length)), rinfo, from, groupSocket);
-      }
-    }
+    else this.core.counters.coalescedDatagrams += eachSegment(msg, 0, msg.length, segment, (datagram) => this.onDatagram(datagram, rinfo, from, groupSocket));
     const receiver = this.receiver;
     if (receiver === undefined || this.stopped || this.drainedThisTurn) return;
     this.drainedThisTurn = true;
