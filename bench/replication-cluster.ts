@@ -283,7 +283,7 @@ const silentLogger = pino({ level: 'silent' });
 let ownGcTotals: GcTotals | undefined;
 
 /** This process's GC pauses, observed from the first call on. */
-function ownGc(): GcTotals {
+export function ownGc(): GcTotals {
   if (ownGcTotals === undefined) {
     ownGcTotals = new GcTotals();
     observeOwnGc(ownGcTotals);

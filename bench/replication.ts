@@ -73,6 +73,7 @@ import {
   ExchangeWriter,
   freePeerPorts,
   InProcessWriter,
+  ownGc,
   SidecarWriter,
   cpuPerDelta,
   systemPerDelta,
@@ -493,7 +494,7 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
     replicasSystem: replicas.map((r) => cpuSecondsOf(r.child.process.pid, 'system')),
     threads: [writer.pid, ...replicas.map((r) => r.child.process.pid)].map(threadCpuSecondsOf),
   };
-  const gcBefore = { writer: writer.gc(), replicas: replicas.map((r) => r.gc.snapshot()) };
+  const gcBefore = { writer: writer.gc(), replicas: replicas.map((r) => r.gc.snapshot()), own: ownGc().snapshot() };
   const rcvbufBefore = kernelRcvbufErrors();
 
   // Peaks: the writer's retransmit buffer often, the replicas' reassembly gauge sparingly.
@@ -571,7 +572,9 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
     });
     const w = subtractCounters(writerAfter, writerBefore);
     console.log(`    [debug] writer: send window holds ${w.windowHolds}, overrides ${w.windowOverrides}, retransmissions ${w.retransmissions}`);
-    console.log(`    [debug] CPU main thread + other threads, % of a core over ${cpuWall.toFixed(2)} s: ${threads.join(', ')}; load from ${t0 / 1000n} to ${tWritten / 1000n} µs (CLOCK_MONOTONIC, as in --cpu-prof profiles)`);
+    const ownGcRate = gcRate(gcBefore.own, ownGc().snapshot(), cpuWall);
+    const benchCpu = `this process ${(((ownCpuSeconds() - cpuBefore.own) / cpuWall) * 100).toFixed(0)}% (GC ${(ownGcRate.scavengeMsPerSecond + ownGcRate.majorMsPerSecond).toFixed(1)} ms/s)`;
+    console.log(`    [debug] CPU main thread + other threads, % of a core over ${cpuWall.toFixed(2)} s: ${threads.join(', ')}, ${benchCpu}; load from ${t0 / 1000n} to ${tWritten / 1000n} µs (CLOCK_MONOTONIC, as in --cpu-prof profiles)`);
     for (const [i, r] of replicas.entries()) {
       const diff: string[] = [];
       for (const sample of after[i]!.samples) {

@@ -35,6 +35,7 @@ import {
 } from '../../src/gen/baton/v1/session';
 import type { TlsResumptionFeed } from '../../src/capture/tls-resumption-source';
 import type { SessionApi } from '../../src/core/session-api';
+import { readExchangeRequest } from '../../src/wire/exchange-request-reader';
 import { encodeToBuffer } from '../../src/wire/proto-writer';
 import { checkSessionId } from '../../src/wire/validation';
 import type { WatchHub } from '../../src/core/watch-hub';
@@ -105,7 +106,13 @@ export function sessionServiceDefinition(scanner: RequestScanner) {
     },
     exchange: {
       ...s.exchange,
-      requestDeserialize: guarded(s.exchange, 'baton.v1.ExchangeRequest', scanner, (request, bytes) => new ReceivedExchange(request, bytes)),
+      // Read by hand (no copy of part values); what that reader leaves, the generated decoder reads.
+      requestDeserialize: guarded(
+        { requestDeserialize: (bytes: Buffer) => readExchangeRequest(bytes) ?? s.exchange.requestDeserialize(bytes) },
+        'baton.v1.ExchangeRequest',
+        scanner,
+        (request, bytes) => new ReceivedExchange(request, bytes),
+      ),
       responseSerialize: (value: ExchangeResponse): Buffer => encodeToBuffer((w) => ExchangeResponse.encode(value, w)),
     },
   } as const;
