@@ -35,7 +35,7 @@ import {
 } from '../../src/gen/baton/v1/session';
 import type { TlsResumptionFeed } from '../../src/capture/tls-resumption-source';
 import type { SessionApi } from '../../src/core/session-api';
-import { readExchangeRequest } from '../../src/wire/exchange-request-reader';
+import { readExchangeRequest, readPutRequest } from '../../src/wire/exchange-request-reader';
 import { encodeToBuffer } from '../../src/wire/proto-writer';
 import { checkSessionId } from '../../src/wire/validation';
 import type { WatchHub } from '../../src/core/watch-hub';
@@ -94,7 +94,10 @@ export function sessionServiceDefinition(scanner: RequestScanner) {
   const s = SessionServiceService;
   return {
     ...s,
-    put: { ...s.put, requestDeserialize: guarded(s.put, 'baton.v1.PutRequest', scanner, same) },
+    put: {
+      ...s.put,
+      requestDeserialize: guarded({ requestDeserialize: (bytes: Buffer) => readPutRequest(bytes) ?? s.put.requestDeserialize(bytes) }, 'baton.v1.PutRequest', scanner, same),
+    },
     get: { ...s.get, requestDeserialize: guarded(s.get, 'baton.v1.GetRequest', scanner, same) },
     delete: { ...s.delete, requestDeserialize: guarded(s.delete, 'baton.v1.DeleteRequest', scanner, same) },
     touch: { ...s.touch, requestDeserialize: guarded(s.touch, 'baton.v1.TouchRequest', scanner, same) },
