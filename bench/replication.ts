@@ -579,7 +579,7 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
       const diff: string[] = [];
       for (const sample of after[i]!.samples) {
         const key = seriesName(sample);
-        if (!/^baton_replication_(datagrams|dropped|resyncs|nacks|duplicates|fragments|lag_seconds_bucket)/.test(key)) continue;
+        if (!/^baton_(replication_(datagrams|dropped|resyncs|nacks|duplicates|fragments|lag_seconds_bucket)|sessions_transferred|anti_entropy_repairs|rereplicated_bytes)/.test(key)) continue;
         const delta = sample.value - before[i]!.value(sample.name, sample.labels);
         if (delta !== 0) diff.push(`${key.replace('baton_replication_', '')}=${delta}`);
       }

@@ -9,6 +9,8 @@ import { DatagramOpener, DatagramSealer, MAX_PADDING, MIN_PADDING } from '../src
 import { encodeWith } from '../src/wire/proto-writer';
 import { SeededRandom } from '../src/store/random';
 import { varint } from './support/fuzz-inputs';
+// As in the sidecar: the generated decoders refuse text that is not UTF-8.
+import '../src/wire/strict-utf8';
 
 const session = { id: 'sess-1', owner: 'node-a', epoch: 3, expiresAt: 1_700_000_060_000.7, ttlMs: 60_000 };
 
@@ -244,6 +246,17 @@ describe('reading Data datagrams by hand', () => {
       expect(byHand(open.payload)).toEqual(byHand(bytes));
       expect(generated(open.payload)).toEqual(generated(bytes));
     }
+  });
+
+  it('refuses a delta whose text is not UTF-8, as the generated decoder does', () => {
+    const delta = encodeWith((w) => Delta.encode(randomDelta(new SeededRandom(3)), w));
+    const bytes = Buffer.from(encodeData('node-a', '', { seq: 1, deltas: [Buffer.concat([Buffer.from([DELTA_TAGS.sessionId, 2, 0xc3, 0x28]), delta])], fragment: undefined, retransmit: false }, false));
+    expect(generated(bytes)).toBe('malformed');
+    expect(byHand(bytes)).toBe('malformed');
+    // The same bytes with valid text are read by both, alike.
+    bytes[bytes.indexOf(0xc3)] = 0x61;
+    expect(byHand(bytes)).toEqual(generated(bytes));
+    expect(typeof byHand(bytes)).toBe('object');
   });
 
   it('leaves every other body, and top-level fields it does not know, to the generated decoder', () => {

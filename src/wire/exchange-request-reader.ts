@@ -104,7 +104,7 @@ function readPut(buf: Buffer, start: number, end: number): PutRequest | undefine
     if (tag === undefined) return undefined;
     switch (tag) {
       case PUT.sessionId: {
-        const text = r.string(true);
+        const text = r.string();
         if (text === undefined) return undefined;
         out.sessionId = text;
         break;
@@ -138,7 +138,7 @@ function readPart(buf: Buffer, start: number, end: number): PartWrite | undefine
     if (tag === undefined) return undefined;
     switch (tag) {
       case PART.name: {
-        const text = r.string(true);
+        const text = r.string();
         if (text === undefined) return undefined;
         out.name = text;
         break;
@@ -167,7 +167,7 @@ function readGet(buf: Buffer, start: number, end: number): GetRequest | undefine
     const tag = r.varint32();
     if (tag === undefined) return undefined;
     if (tag === GET.sessionId || tag === GET.parts) {
-      const text = r.string(true);
+      const text = r.string();
       if (text === undefined) return undefined;
       if (tag === GET.sessionId) out.sessionId = text;
       else out.parts.push(text);
@@ -187,7 +187,7 @@ function readDelete(buf: Buffer, start: number, end: number): DeleteRequest | un
     const tag = r.varint32();
     if (tag === undefined) return undefined;
     if (tag === DELETE.sessionId || tag === DELETE.parts) {
-      const text = r.string(true);
+      const text = r.string();
       if (text === undefined) return undefined;
       if (tag === DELETE.sessionId) out.sessionId = text;
       else out.parts.push(text);
@@ -203,7 +203,7 @@ function readTouch(buf: Buffer, start: number, end: number): TouchRequest | unde
     const tag = r.varint32();
     if (tag === undefined) return undefined;
     if (tag === TOUCH.sessionId) {
-      const text = r.string(true);
+      const text = r.string();
       if (text === undefined) return undefined;
       out.sessionId = text;
     } else if (tag === TOUCH.ttlSeconds) {

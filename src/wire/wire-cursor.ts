@@ -78,10 +78,10 @@ export class WireCursor {
   }
 
   /**
-   * UTF-8 text, invalid sequences replaced; `strict`: undefined for text that is not valid
-   * UTF-8 (what baton's generated decoders refuse, see strict-utf8.ts).
+   * UTF-8 text; undefined for text that is not valid UTF-8, which baton's generated decoders
+   * refuse too (strict-utf8.ts): one string has one byte form on the wire.
    */
-  string(strict = false): string | undefined {
+  string(): string | undefined {
     if (!this.lengthDelimited()) return undefined;
     const start = this.fieldStart;
     const end = this.fieldEnd;
@@ -96,9 +96,8 @@ export class WireCursor {
       }
       if (ascii) return buf.toString('latin1', start, end);
     }
-    if (!strict) return UTF8.decode(buf.subarray(start, end));
     try {
-      return STRICT_UTF8.decode(buf.subarray(start, end));
+      return UTF8.decode(buf.subarray(start, end));
     } catch {
       return undefined;
     }
@@ -127,5 +126,4 @@ export class WireCursor {
   }
 }
 
-const UTF8 = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
-const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
