@@ -8,7 +8,11 @@
  * (no window: the whole profile). A function is named `name file:line` (the file's last two
  * path parts); "(idle)", "(program)" and "(garbage collector)" are V8's. Time with callees
  * counts a function once per sample even when it recurses. A reading aid, not a figure to
- * quote alone: the profiler slows calls into native code (koffi's above all) several times.
+ * quote alone: the profiler slows calls into native code (koffi's above all) several times,
+ * and on a machine whose processes wait for a CPU a sample lands on whatever ran before the
+ * process was descheduled, so functions that fault pages or make system calls collect that
+ * wait. For where CPU goes, `perf record -k CLOCK_MONOTONIC` on processes started with
+ * `--perf-basic-prof` (docs/benchmarks.md, "Exchange requests read in place").
  */
 import { readFileSync } from 'node:fs';
 
