@@ -2,12 +2,12 @@
  * The sidecar's reader of ExchangeRequest messages (and of unary PutRequests), by hand:
  * every message a client sends on an Exchange stream goes through it. The generated decoder
  * allocated an empty default Buffer and a copy per part value, and a reader per nested
- * message: 3.0-4.5 µs for a Put of four 1 KiB parts against 0.7-0.9 here, and the writer of
- * bench:replication's anchors spent ~2 µs (8-10%) less CPU per delta without them, more
- * than the decoding time saved: the copies were also memory its collector had to sweep. This reads the fields in place and hands
- * part values on as views of the message: the store copies what it keeps into its slabs, and
- * the message's buffer is grpc-js's, made for this message alone, so a view holds no more
- * than the message does.
+ * message: 3.0-4.5 µs for a Put of four 1 KiB parts against 0.7-0.9 here. Without those
+ * copies the writer of bench:replication's anchors spent ~2 µs (8-10%) less CPU per delta,
+ * more than the decoding time saved: the copies were also memory its collector had to sweep.
+ * This reads the fields in place and hands part values on as views of the message: the
+ * store copies what it keeps into its slabs, and the message's buffer is grpc-js's, made for
+ * this message alone, so a view holds no more than the message does.
  *
  * It answers what the generated decoder answers for every message it reads
  * (test/exchange-request-reader.test.ts compares them on seeded random and damaged
