@@ -59,8 +59,12 @@ function decodedOrError(bytes: Buffer): unknown {
 /** The request with its part values as hex: Jest compares long Buffers byte by byte, slowly. */
 function plain(request: ExchangeRequest | undefined): unknown {
   if (request === undefined) return undefined;
-  const op = request.op?.$case === 'put' ? { ...request.op, put: { ...request.op.put, parts: request.op.put.parts.map((p) => ({ ...p, value: Buffer.from(p.value).toString('hex') })) } } : request.op;
+  const op = request.op?.$case === 'put' ? { ...request.op, put: plainPut(request.op.put) } : request.op;
   return { ...request, op, batch: request.batch.map(plain) };
+}
+
+function plainPut(put: PutRequest): unknown {
+  return { ...put, parts: put.parts.map((p) => ({ ...p, value: Buffer.from(p.value).toString('hex') })) };
 }
 
 describe('the sidecar ExchangeRequest reader', () => {
@@ -169,7 +173,3 @@ describe('the sidecar PutRequest reader (unary Put)', () => {
     expect(readPutRequest(Buffer.from([0x0a, 2, 0xc3, 0x28]))).toBeUndefined();
   });
 });
-
-function plainPut(put: PutRequest): unknown {
-  return { ...put, parts: put.parts.map((p) => ({ ...p, value: Buffer.from(p.value).toString('hex') })) };
-}
