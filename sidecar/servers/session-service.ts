@@ -96,7 +96,7 @@ export function sessionServiceDefinition(scanner: RequestScanner) {
     ...s,
     put: {
       ...s.put,
-      requestDeserialize: guarded({ requestDeserialize: (bytes: Buffer) => readPutRequest(bytes) ?? s.put.requestDeserialize(bytes) }, 'baton.v1.PutRequest', scanner, same),
+      requestDeserialize: guarded(byHandFirst(readPutRequest, s.put), 'baton.v1.PutRequest', scanner, same),
     },
     get: { ...s.get, requestDeserialize: guarded(s.get, 'baton.v1.GetRequest', scanner, same) },
     delete: { ...s.delete, requestDeserialize: guarded(s.delete, 'baton.v1.DeleteRequest', scanner, same) },
@@ -109,16 +109,18 @@ export function sessionServiceDefinition(scanner: RequestScanner) {
     },
     exchange: {
       ...s.exchange,
-      // Read by hand (no copy of part values); what that reader leaves, the generated decoder reads.
-      requestDeserialize: guarded(
-        { requestDeserialize: (bytes: Buffer) => readExchangeRequest(bytes) ?? s.exchange.requestDeserialize(bytes) },
-        'baton.v1.ExchangeRequest',
-        scanner,
-        (request, bytes) => new ReceivedExchange(request, bytes),
-      ),
+      requestDeserialize: guarded(byHandFirst(readExchangeRequest, s.exchange), 'baton.v1.ExchangeRequest', scanner, (request, bytes) => new ReceivedExchange(request, bytes)),
       responseSerialize: (value: ExchangeResponse): Buffer => encodeToBuffer((w) => ExchangeResponse.encode(value, w)),
     },
   } as const;
+}
+
+/**
+ * A method's decoder that reads by hand first (exchange-request-reader.ts: part values as
+ * views, no copies) and leaves what that reader does not read to the generated decoder.
+ */
+function byHandFirst<T>(read: (bytes: Buffer) => T | undefined, generated: { requestDeserialize: (bytes: Buffer) => T }) {
+  return { requestDeserialize: (bytes: Buffer): T => read(bytes) ?? generated.requestDeserialize(bytes) };
 }
 
 /**
