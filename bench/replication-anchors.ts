@@ -65,7 +65,7 @@ export interface AnchorOptions {
   runs: number;
   /** Deltas per baton flat-out phase = JGroups messages per round. */
   deltas: number;
-  /** JGroups warm-up messages (baton's warm-up writes every id once). */
+  /** JGroups warm-up messages (baton's warm-up writes every id, then overwrites each once flat out). */
   jgroupsWarmup: number;
   jgroupsMaxSeconds: number;
   /** The paced phase's rate (BENCH_PACED_RATE), for the report. */
@@ -198,7 +198,8 @@ export function printAnchors(results: AnchorResults): void {
   console.log('\n=== anchors: baton end to end vs JGroups 2.12, same run (issue 18) ===');
   console.log(
     `baton: a sidecar writer ← BatonClients in this process over Exchange, Puts of ${ANCHOR_PARTS_PER_PUT} × ${ANCHOR_VALUE_BYTES} B parts, ` +
-      `${formatCount(options.deltas)} deltas per flat-out phase (first put → every replica holds every part), 3 replica sidecars, AES-256-GCM.\n` +
+      `${formatCount(options.deltas)} deltas per flat-out phase (first put → every replica holds every part) after an untimed warm-up ` +
+      `(every id written, then overwritten flat out), 3 replica sidecars, AES-256-GCM.\n` +
       `JGroups: ${results.javaVersion ?? 'no Java'}, ${results.jar ?? 'no jar'}, udp.xml, 1 sender → ${RECEIVERS} receivers, ` +
       `${formatCount(options.deltas)} messages of ${ANCHOR_VALUE_BYTES} B after ${formatCount(options.jgroupsWarmup)} warm-up ` +
       `(sender's start → the receiver holds every message). ${runs.length} run(s); ratios within each run, medians over runs.`,

@@ -12,8 +12,10 @@
  * loss, with 60000-byte datagrams, plus 1400-byte datagrams for the 1 KiB parts
  * (BENCH_FULL_MATRIX=1: for 256 B too); one multicast row written over Exchange; and a
  * bound check under heavy loss (30%, 1 KiB parts with every 8th at 16 KiB, so fragmented,
- * and a 2 MiB retransmit buffer). For each it starts a fresh cluster, fills the id pool
- * once (untimed warm-up) and runs:
+ * and a 2 MiB retransmit buffer). For each it starts a fresh cluster, warms it up untimed —
+ * fills the id pool once (windowed), then overwrites every id once flat out, so that the
+ * measured phases run code the JIT has already optimised for overwrites at full speed, as
+ * JGroups' anchor is measured after its warm-up messages — and runs:
  *   flat-out  BENCH_SESSIONS puts over the id pool, as fast as the writer goes, in batches
  *             of WRITE_BATCH per event-loop turn (baton has no flow control of its own);
  *   windowed  the same, but the writer pauses while any replica has more than
@@ -55,7 +57,7 @@
  * BENCH_PROFILE_DIR (a CPU profile of this process per timed phase, written there),
  * BENCH_ANCHORS (1; 0 skips the anchors), BENCH_ANCHOR_RUNS (3), BENCH_ANCHOR_DELTAS (deltas
  * per flat-out phase and JGroups messages per round, default BENCH_SESSIONS),
- * BENCH_JGROUPS_WARMUP (20000 messages), BENCH_JGROUPS_MAX_SECONDS (120 per round),
+ * BENCH_JGROUPS_WARMUP (1000000 messages: its JIT's steady state, see below), BENCH_JGROUPS_MAX_SECONDS (120 per round),
  * BENCH_JGROUPS_JAR (/usr/share/java/jgroups.jar).
  * BENCH_RAW_SECONDS=0 skips the raw ceiling. A phase that does not converge within the
  * timeout is reported as such, and the next phase runs on a fresh cluster.
@@ -103,6 +105,8 @@ import { describeMachine, envNumber, formatCount, formatFixed, formatTable, mach
 const PACED_SECONDS = envNumber('BENCH_SECONDS', 5);
 const SESSIONS = Math.round(envNumber('BENCH_SESSIONS', 100_000));
 const ID_POOL = Math.round(envNumber('BENCH_IDS', 20_000));
+/** Puts of each cluster's warm-up (fresh() in runCluster): the id pool written twice. */
+const WARMUP_PUTS = 2 * ID_POOL;
 const PACED_RATE = envNumber('BENCH_PACED_RATE', 10_000);
 const WINDOW_BYTES = envNumberOrZero('BENCH_WINDOW_KB', 1024) * 1024;
 const RAW_SECONDS = envNumberOrZero('BENCH_RAW_SECONDS', 3);
@@ -118,7 +122,13 @@ const MAX_MINUTES = envNumber('BENCH_MAX_MINUTES', 35);
 const ANCHORS = envNumberOrZero('BENCH_ANCHORS', 1) > 0;
 const ANCHOR_RUNS = Math.round(envNumber('BENCH_ANCHOR_RUNS', 3));
 const ANCHOR_DELTAS = Math.round(envNumber('BENCH_ANCHOR_DELTAS', SESSIONS));
-const JGROUPS_WARMUP = Math.round(envNumber('BENCH_JGROUPS_WARMUP', 20_000));
+/**
+ * JGroups' warm-up. The JVM keeps getting faster long after its first messages: 100,000
+ * timed messages per receiver went at ~25k/s after 20,000 warm-up messages, ~62k/s after
+ * 100,000, ~120k/s after 200,000 and ~180-195k/s after 800,000-1,600,000 (2026-12-08,
+ * docs/benchmarks.md), so the anchor is measured after a million.
+ */
+const JGROUPS_WARMUP = Math.round(envNumber('BENCH_JGROUPS_WARMUP', 1_000_000));
 const JGROUPS_MAX_SECONDS = envNumber('BENCH_JGROUPS_MAX_SECONDS', 120);
 const PHASES = (process.env.BENCH_PHASES ?? 'flat-out,windowed,paced').split(',').map((s) => s.trim());
 /** Extra baton flags for every sidecar of the cluster (BENCH_SIDECAR_FLAGS, e.g. "--send-window-kb 4096"). */
@@ -633,15 +643,22 @@ async function runCluster(config: ClusterConfig): Promise<{ phases: PhaseResult[
     }
     stoppers = [];
   };
-  /** A fresh cluster, warmed up: every id written once (so later phases overwrite), converged. */
+  /**
+   * A fresh cluster, warmed up and converged: every id written once (windowed), then
+   * overwritten once flat out. Without the second pass the first measured phase paid for
+   * the JIT: code optimised while ids were created was deoptimised by the first overwrites
+   * and compiled again inside the phase (the writer's first flat-out phase 30-50% dearer per
+   * delta than the next, in the same cluster; docs/benchmarks.md).
+   */
   const fresh = async () => {
     const cluster = await startCluster(config, stoppers);
-    const warm = await runLoad(cluster.work, cluster.writer, 0, ID_POOL, { windowPackets: Math.max(4, Math.floor((WINDOW_BYTES || 1 << 20) / config.datagramBytes)) });
-    return { cluster, problem: await waitConverged(cluster, 0, warm.puts, CONVERGE_TIMEOUT_MS) };
+    const created = await runLoad(cluster.work, cluster.writer, 0, ID_POOL, { windowPackets: Math.max(4, Math.floor((WINDOW_BYTES || 1 << 20) / config.datagramBytes)) });
+    const overwritten = await runLoad(cluster.work, cluster.writer, ID_POOL, ID_POOL, {});
+    return { cluster, problem: await waitConverged(cluster, 0, created.puts + overwritten.puts, CONVERGE_TIMEOUT_MS) };
   };
   try {
     let { cluster, problem: warmupProblem } = await fresh();
-    let k = ID_POOL;
+    let k = WARMUP_PUTS;
     const phases: PhaseResult[] = [];
     const peakRssMiB = [0, 0, 0];
     const notePeakRss = () => cluster.replicas.forEach((r, i) => (peakRssMiB[i] = Math.max(peakRssMiB[i]!, peakRss(r.child.process.pid))));
@@ -658,7 +675,7 @@ async function runCluster(config: ClusterConfig): Promise<{ phases: PhaseResult[
         notePeakRss();
         await stopAll();
         ({ cluster, problem: warmupProblem } = await fresh());
-        k = ID_POOL;
+        k = WARMUP_PUTS;
       }
     }
     notePeakRss();
@@ -860,7 +877,7 @@ async function main(): Promise<void> {
   console.log('baton replication benchmark\n');
   console.log(describeMachine(machineInfo()));
   console.log(
-    `\nworkload: ${formatCount(ID_POOL)} session ids, one part 'data' each; flat-out and windowed phases ${formatCount(SESSIONS)} puts, ` +
+    `\nworkload: ${formatCount(ID_POOL)} session ids, one part 'data' each; each cluster warmed up untimed (every id written, then overwritten flat out); flat-out and windowed phases ${formatCount(SESSIONS)} puts, ` +
       `paced ${formatCount(PACED_RATE)} puts/s × ${PACED_SECONDS} s; window ${WINDOW_BYTES / 1024} KiB of unacknowledged datagrams; ` +
       `writer batch ${WRITE_BATCH} puts per event-loop turn; AES-256-GCM on; --replicas 3; 4 nodes (writer in this process + 3 sidecars)`,
   );
