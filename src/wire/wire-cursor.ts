@@ -7,6 +7,17 @@
 const ASCII_STRING_MAX = 64;
 
 /**
+ * Short ASCII texts read lately, by a hash of their bytes (direct-mapped, a slot per hash,
+ * the last text wins): ids, part names and node ids come again and again (the four parts of
+ * a put, the writer's id in every delta), and a text found here costs a comparison instead
+ * of a string made by a call into node (Buffer#toString), and arrives with its hash already
+ * computed for the Maps it is looked up in. Bounded: TEXT_CACHE_SLOTS strings of at most
+ * ASCII_STRING_MAX characters.
+ */
+const TEXT_CACHE_SLOTS = 4096;
+const textCache: (string | undefined)[] = new Array<string | undefined>(TEXT_CACHE_SLOTS).fill(undefined);
+
+/**
  * Reads protobuf wire format from buf[pos, end) the way the generated decoders do (a field
  * of a known number but another wire type is skipped like an unknown one); every read
  * answers undefined past the end or on data it cannot read, and never throws.
@@ -88,13 +99,16 @@ export class WireCursor {
     const buf = this.buf;
     if (end - start <= ASCII_STRING_MAX) {
       let ascii = true;
+      let hash = 0x811c9dc5;
       for (let i = start; i < end; i++) {
-        if (buf[i]! > 0x7f) {
+        const byte = buf[i]!;
+        if (byte > 0x7f) {
           ascii = false;
           break;
         }
+        hash = Math.imul(hash ^ byte, 0x01000193);
       }
-      if (ascii) return buf.toString('latin1', start, end);
+      if (ascii) return asciiText(buf, start, end, (hash ^ (hash >>> 15)) & (TEXT_CACHE_SLOTS - 1));
     }
     try {
       return UTF8.decode(buf.subarray(start, end));
@@ -127,3 +141,21 @@ export class WireCursor {
 }
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** buf[start, end), ASCII, as a string: the cached one in `slot` when it has these bytes. */
+function asciiText(buf: Buffer, start: number, end: number, slot: number): string {
+  const cached = textCache[slot];
+  if (cached !== undefined && cached.length === end - start) {
+    let same = true;
+    for (let i = start, j = 0; i < end; i++, j++) {
+      if (cached.charCodeAt(j) !== buf[i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return cached;
+  }
+  const text = buf.toString('latin1', start, end);
+  textCache[slot] = text;
+  return text;
+}
