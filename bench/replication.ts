@@ -511,6 +511,8 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
   let retransmitPeak = 0;
   const reassemblyPeak = replicas.map(() => 0);
   let sampling = true;
+  let stopSampling!: () => void;
+  const samplingStopped = new Promise<void>((resolve) => (stopSampling = resolve));
   const sampler = (async () => {
     let i = 0;
     while (sampling) {
@@ -524,26 +526,31 @@ async function runPhase(cluster: Cluster, kind: PhaseKind, firstK: number): Prom
         });
       }
       // A scrape costs the writer CPU when it is not this process: rarely then.
-      await sleep(writer.kind === 'in-process' ? 5 : writer.kind === 'exchange' ? 50 : 500);
+      await Promise.race([sleep(writer.kind === 'in-process' ? 5 : writer.kind === 'exchange' ? 50 : 500), samplingStopped]);
     }
   })();
 
   const t0 = process.hrtime.bigint();
   let load: LoadResult;
   let tWritten: bigint;
+  let tDone: bigint;
   let problem: string | undefined;
   const profile = await startProfile();
   try {
     load = await runLoad(work, writer, firstK, count, kind === 'paced' ? { rate: pacedPutRate } : { windowPackets });
     tWritten = process.hrtime.bigint();
     problem = await waitConverged(cluster, firstK, load.puts, CONVERGE_TIMEOUT_MS);
+    // The clock stops here, not after the sampler's turn below: a sidecar writer's sampler
+    // sleeps 500 ms between scrapes, and until 2026-12-08 every phase with one counted up to
+    // that much after convergence (its rates came out in steps of ~0.5 s of phase time).
+    tDone = process.hrtime.bigint();
   } finally {
     await profile?.stop(`${config.name} ${kind}`);
     // The sampler must end whatever happens, or it keeps the process alive.
     sampling = false;
+    stopSampling();
     await sampler.catch(() => undefined);
   }
-  const tDone = process.hrtime.bigint();
 
   const cpuWall = Number(tDone - t0) / 1e9;
   const after = await Promise.all(replicas.map((r) => scrape(r.metricsUrl)));
