@@ -6,7 +6,7 @@
 import { WireCursor } from '../src/wire/wire-cursor';
 import { SeededRandom } from '../src/store/random';
 
-/** A buffer of length-delimited fields (tag 1), one per text, and the texts as written. */
+/** A buffer of length-delimited fields (tag 1), one per text. */
 function fields(texts: readonly Buffer[]): Buffer {
   const parts: Buffer[] = [];
   for (const text of texts) parts.push(Buffer.from([0x0a, text.length]), text);
