@@ -4,6 +4,7 @@
  * status page at / with the data it polls at /status.json.
  */
 import * as http from 'node:http';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Registry } from 'prom-client';
 import type { ListenAddress } from '../config/config';
 import type { StatusPageData } from './status-page-data';
@@ -24,7 +25,7 @@ export class HttpServer {
       }
       switch (url) {
         case '/metrics':
-          registry.metrics().then(
+          renderMetrics(registry).then(
             (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
             () => res.writeHead(500).end('metrics collection failed\n'),
           );
@@ -67,4 +68,31 @@ export class HttpServer {
       this.server.closeAllConnections();
     });
   }
+}
+
+/** How long a scrape renders before it lets the event loop turn. */
+const RENDER_SLICE_MS = 0.5;
+
+/**
+ * The registry in Prometheus' text format, as Registry#metrics writes it, but a slice at a
+ * time: metric families are rendered until RENDER_SLICE_MS has passed, then the event loop
+ * turns (datagrams, API calls and timers waiting go first) before the next. Rendered in one
+ * go, the ~100 families of a sidecar held its event loop for ~2 ms a scrape, and for 8-16 ms
+ * when the rendering code was cold, as it mostly is at a real scrape interval (15-30 s).
+ * Families are read a slice apart; Registry#metrics reads them one after another too, with
+ * no snapshot across them.
+ */
+export async function renderMetrics(registry: Registry): Promise<string> {
+  const families: string[] = [];
+  let sliceStart = performance.now();
+  for (const { name } of registry.getMetricsAsArray()) {
+    if (performance.now() - sliceStart >= RENDER_SLICE_MS) {
+      await nextTurn();
+      sliceStart = performance.now();
+      // Removed while the loop turned: nothing to write.
+      if (registry.getSingleMetric(name) === undefined) continue;
+    }
+    families.push(await registry.getSingleMetricAsString(name));
+  }
+  return `${families.join('\n\n')}\n`;
 }
